@@ -1,0 +1,103 @@
+"""The error tree.
+
+Every error crossfade raises on purpose is a :class:`CrossfadeError`. Each carries a *kind*:
+
+* ``transient`` – the same call may succeed later (a dropped connection, a broker that is
+  restarting). Callers retry these with backoff (tenacity), never forever in silence: each retry is
+  logged and counted.
+* ``terminal`` – retrying cannot help (bad config, a missing table, a record that cannot be
+  decoded). The command stops with a one-line message, or the record goes to the dead-letter topic.
+
+The CLI prints ``str(error)``: one line naming what is wrong and what to do. The stack trace is
+shown only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Kind = Literal["transient", "terminal"]
+
+
+class CrossfadeError(Exception):
+    """Base class. ``hint`` is the "what to do" half of the one-line message."""
+
+    kind: Kind = "terminal"
+    exit_code: int = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message}: {self.hint}" if self.hint else self.message
+
+
+class ConfigError(CrossfadeError):
+    """The configuration file or environment is wrong (exit code 2, like a usage error)."""
+
+    exit_code = 2
+
+
+class PreflightError(CrossfadeError):
+    """A check before anything is written failed (wrong DSN, no wal_level=logical, no PK...)."""
+
+    exit_code = 3
+
+
+class TransientError(CrossfadeError):
+    """Worth retrying: the same operation may succeed later."""
+
+    kind = "transient"
+
+
+class BrokerUnavailable(TransientError):
+    """The Kafka broker cannot be reached right now."""
+
+
+class DatabaseUnavailable(TransientError):
+    """A database connection failed or was dropped."""
+
+
+class StaleAssignment(CrossfadeError):
+    """Another sync worker owns the partition now (rebalance or a paused worker): the batch
+    was rolled back and must not be retried by this worker."""
+
+
+class DecodeError(CrossfadeError):
+    """A Kafka record's bytes cannot be decoded (corrupt Avro, unknown schema): dead-letter it."""
+
+
+class BrokerDataLost(CrossfadeError):
+    """The broker no longer holds the log crossfade wrote (e.g. the in-memory broker restarted)."""
+
+
+class SchemaMismatch(CrossfadeError):
+    """A change event does not fit the target table (column dropped, renamed, type changed)."""
+
+
+def classify_db_error(exc: BaseException) -> Kind:
+    """Sort a psycopg error into transient or terminal.
+
+    Connection-level failures (``OperationalError``: the server went away, the connection was
+    cut, the server is starting up or shutting down), serialization failures and deadlocks are
+    transient; everything else (a constraint violation, a type error) is terminal.
+    """
+    import psycopg
+    from psycopg import errors as pgerr
+
+    if isinstance(
+        exc,
+        pgerr.SerializationFailure
+        | pgerr.DeadlockDetected
+        | pgerr.AdminShutdown
+        | pgerr.CannotConnectNow
+        | pgerr.LockNotAvailable,
+    ):
+        return "transient"
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return "transient"
+    if isinstance(exc, TransientError):
+        return "transient"
+    return "terminal"
