@@ -11,6 +11,7 @@ Use :func:`redact_dsn` to show a DSN to a person.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -89,6 +90,8 @@ class KafkaConfig(_Strict):
         conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "security.protocol": self.security_protocol,
+            # librdkafka's own log lines go through Python logging (redacted, formatted)
+            "logger": logging.getLogger("crossfade.kafka.client"),
         }
         if self.sasl_mechanism:
             conf["sasl.mechanism"] = self.sasl_mechanism

@@ -65,6 +65,9 @@ class ChangeEvent:
     c/u/r, None for d/t. ``lsn`` is the source position of the change (the guard of DESIGN
     decision 2 compares it). ``unavailable`` names the columns whose value Debezium did not send
     (unchanged TOAST): sync must keep the target's value for them.
+
+    ``position`` is what the guard compares (see :func:`position`): the raw ``lsn`` alone is not
+    enough at the snapshot boundary.
     """
 
     table: str  # source "schema.table"
@@ -73,6 +76,7 @@ class ChangeEvent:
     after: dict[str, Any] | None
     lsn: int
     source_ts_ms: int
+    position: int = 0
     snapshot: str = "false"
     tx_id: int | None = None
     row_schema: RowSchema | None = None
@@ -86,3 +90,31 @@ class ChangeEvent:
     @property
     def is_upsert(self) -> bool:
         return self.op in ("c", "u", "r")
+
+
+SHIFT = 64
+
+
+def position(lsn: int, *, snapshot: bool, floor: int = 0) -> int:
+    """The source position the guard orders changes by: ``primary << 64 | secondary``.
+
+    A change's own LSN orders two changes *of one key* correctly (row locks serialise them), but
+    not a streamed change against the snapshot: a transaction that changed a row before the
+    snapshot's consistent point S and committed after it is streamed with an LSN below S, yet it
+    is newer than the snapshot row. So:
+
+    * snapshot rows: ``(S, 0)``;
+    * streamed changes: ``(max(lsn, floor), lsn)`` where ``floor`` is the LSN of the snapshot this
+      stream continues (capture persists it per broker epoch).
+
+    Every streamed change then beats the snapshot it follows, and two streamed changes of a key
+    keep their LSN order.
+    """
+    if snapshot:
+        return lsn << SHIFT
+    return (max(lsn, floor) << SHIFT) | lsn
+
+
+def position_lsn(pos: int) -> int:
+    """The primary LSN of a position (for display)."""
+    return pos >> SHIFT

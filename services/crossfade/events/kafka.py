@@ -1,0 +1,214 @@
+"""Kafka plumbing shared by capture and sync: topics, the broker epoch, control records.
+
+The broker epoch
+    The first record (offset 0) of the one-partition control topic names the *epoch* of the
+    broker's log: a random id written when crossfade first finds the topic empty. Capture keys its
+    Debezium offsets by epoch and sync stores it beside its offsets. A broker that lost its data
+    (the embedded, in-memory one does when it stops) has no control record, so a new epoch starts:
+    capture re-snapshots into it and sync replays it from offset 0, sweeping rows the new snapshot
+    no longer holds. Offset 0 of a topic is read, never the log end: Tansu's ListOffsets(latest)
+    under-reports (STACK.md), so nothing here depends on it.
+
+Control records
+    Records with the header ``crossfade.control`` are not change events: ``fence`` (DESIGN
+    decision 4: broadcast to every partition, applied in order with the data) and ``sweep`` (end
+    of a snapshot: rows older than the snapshot position were deleted at the source meanwhile).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from crossfade.errors import BrokerUnavailable, CrossfadeError
+
+log = logging.getLogger(__name__)
+
+CONTROL_HEADER = "crossfade.control"
+
+
+@dataclass(frozen=True, slots=True)
+class ControlRecord:
+    """A fence or sweep marker travelling in a change topic."""
+
+    kind: str  # "fence" | "sweep"
+    table: str  # source schema.table
+    lsn: int
+    token: str = ""
+    source_ts_ms: int = 0
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "table": self.table,
+                "lsn": self.lsn,
+                "token": self.token,
+                "source_ts_ms": self.source_ts_ms,
+            }
+        ).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ControlRecord:
+        d = json.loads(data)
+        return cls(d["kind"], d["table"], int(d["lsn"]), d.get("token", ""), d.get("source_ts_ms", 0))
+
+
+def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
+    """Return the control kind named by a record's headers, or None for a change event."""
+    if not headers:
+        return None
+    for k, v in headers:
+        if k == CONTROL_HEADER:
+            return v.decode() if isinstance(v, bytes) else str(v)
+    return None
+
+
+class Admin:
+    """Topic administration with errors a person can act on."""
+
+    def __init__(self, client_conf: dict[str, Any]) -> None:
+        self._conf = client_conf
+        self._admin = AdminClient(client_conf)
+
+    @property
+    def bootstrap(self) -> str:
+        return str(self._conf.get("bootstrap.servers"))
+
+    def ping(self, timeout: float = 10.0) -> None:
+        """Raise :class:`BrokerUnavailable` unless the cluster answers a metadata request."""
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {self.bootstrap} ({exc.args[0].str() if exc.args else exc})",
+                "check kafka.bootstrap_servers and that the broker is running",
+            ) from None
+        if not md.brokers:
+            raise BrokerUnavailable(f"Kafka at {self.bootstrap} reports no brokers", "check the cluster")
+
+    def partitions(self, topic: str, timeout: float = 10.0) -> int | None:
+        """Number of partitions of ``topic``, None if it does not exist."""
+        try:
+            md = self._admin.list_topics(topic=topic, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read metadata of {topic}: {exc}") from None
+        t = md.topics.get(topic)
+        if t is None or t.error is not None or not t.partitions:
+            return None
+        return len(t.partitions)
+
+    def ensure_topics(
+        self,
+        topics: Iterable[str],
+        partitions: int,
+        replication_factor: int,
+        config: dict[str, str] | None = None,
+    ) -> list[str]:
+        """Create the topics that do not exist yet; return the names created.
+
+        An existing topic is left as it is (its partition count is never changed: that would move
+        keys between partitions and break per-key ordering).
+        """
+        missing = [t for t in topics if self.partitions(t) is None]
+        if not missing:
+            return []
+        futures = self._admin.create_topics(
+            [
+                NewTopic(t, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+                for t in missing
+            ],
+            request_timeout=30,
+        )
+        for topic, fut in futures.items():
+            try:
+                fut.result()
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise CrossfadeError(f"cannot create topic {topic}: {err.str()}") from None
+        # wait until metadata shows them: produce/consume right after creation otherwise races
+        deadline = time.monotonic() + 15
+        for t in missing:
+            while self.partitions(t) is None:
+                if time.monotonic() > deadline:
+                    raise BrokerUnavailable(f"topic {t} was created but does not show in metadata")
+                time.sleep(0.1)
+        return missing
+
+
+def read_first_record(
+    client_conf: dict[str, Any], topic: str, timeout: float = 5.0
+) -> tuple[bytes | None, bytes | None] | None:
+    """Read the record at offset 0 of partition 0 of ``topic``; None if there is none."""
+    c = Consumer(
+        {
+            **client_conf,
+            "group.id": f"crossfade-probe-{uuid.uuid4()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() in (KafkaError._PARTITION_EOF,):
+                    return None
+                if m.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    return None
+                continue
+            return (m.key(), m.value())
+        return None
+    finally:
+        c.close()
+
+
+def ensure_epoch(admin: Admin, client_conf: dict[str, Any], control_topic: str, replication_factor: int) -> tuple[str, bool]:
+    """Return ``(epoch, created)``: the broker log's epoch, creating it on a fresh broker.
+
+    Only capture calls this (it is the writer of the log); sync calls :func:`current_epoch`.
+    """
+    admin.ensure_topics([control_topic], 1, replication_factor, {"cleanup.policy": "compact"})
+    rec = read_first_record(client_conf, control_topic)
+    if rec is not None and rec[1]:
+        return json.loads(rec[1])["epoch"], False
+    epoch = uuid.uuid4().hex
+    p = Producer({**client_conf, "enable.idempotence": True, "acks": "all"})
+    errors: list[Any] = []
+    p.produce(
+        control_topic,
+        key=b"epoch",
+        value=json.dumps({"epoch": epoch, "created_at": time.time()}).encode(),
+        partition=0,
+        on_delivery=lambda err, _m: errors.append(err) if err else None,
+    )
+    p.flush(30)
+    if errors:
+        raise BrokerUnavailable(f"cannot write the epoch record to {control_topic}: {errors[0]}")
+    # another capture may have raced us; offset 0 decides
+    rec = read_first_record(client_conf, control_topic, timeout=10)
+    if rec is None or not rec[1]:
+        raise BrokerUnavailable(f"wrote the epoch record to {control_topic} but cannot read it back")
+    return json.loads(rec[1])["epoch"], True
+
+
+def current_epoch(client_conf: dict[str, Any], control_topic: str, timeout: float = 5.0) -> str | None:
+    """The epoch of the broker's log, or None when capture has not started on this broker yet."""
+    rec = read_first_record(client_conf, control_topic, timeout=timeout)
+    if rec is None or not rec[1]:
+        return None
+    return str(json.loads(rec[1])["epoch"])

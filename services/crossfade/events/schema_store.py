@@ -1,0 +1,159 @@
+"""Schemas without a registry server: a compacted topic of Avro schemas keyed by fingerprint.
+
+Capture publishes each Avro schema it derives (key = CRC-64-AVRO fingerprint as 16 hex digits,
+value = the full schema JSON, ``connect.*`` properties included) *before* any event that uses it
+and waits for the acknowledgement. Events carry the fingerprint in Avro single-object encoding.
+Sync reads the topic into a :class:`~crossfade.events.framing.SchemaCache`; an unknown
+fingerprint triggers a re-read, and is a :class:`DecodeError` (dead letter) only once the topic
+has been read without finding it.
+
+The fingerprint covers Avro's parsing canonical form, which drops ``connect.*`` properties: two
+schemas that differ only in Debezium semantics (a column changed from ``bigint`` to a timestamp,
+say) share a fingerprint. Capture refuses such a change loudly instead of letting old events decode
+with new semantics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from crossfade.errors import BrokerUnavailable, DecodeError, SchemaMismatch
+from crossfade.events.avro import AvroCodec
+from crossfade.events.framing import SchemaCache
+
+log = logging.getLogger(__name__)
+
+
+def schema_text(avro_schema: dict[str, Any]) -> str:
+    return json.dumps(avro_schema, sort_keys=True, separators=(",", ":"))
+
+
+class SchemaTopicReader:
+    """Reads the schemas topic into a cache (from the beginning, then incrementally)."""
+
+    def __init__(self, client_conf: dict[str, Any], topic: str, cache: SchemaCache) -> None:
+        self.topic = topic
+        self.cache = cache
+        self.texts: dict[int, str] = {}
+        self._consumer = Consumer(
+            {
+                **client_conf,
+                "group.id": f"crossfade-schemas-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "allow.auto.create.topics": False,
+            }
+        )
+        self._consumer.assign([TopicPartition(topic, 0, 0)])
+
+    def refresh(self, timeout: float = 2.0, idle: float = 0.3) -> int:
+        """Read what is new; stop after ``idle`` seconds without a record. Returns records read."""
+        n = 0
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last < idle:
+            m = self._consumer.poll(0.1)
+            if m is None:
+                continue
+            if m.error():
+                if m.error().code() == KafkaError._PARTITION_EOF:
+                    break
+                continue
+            last = time.monotonic()
+            if m.value():
+                codec = self.cache.add(m.value().decode())
+                self.texts[codec.fingerprint] = m.value().decode()
+                n += 1
+        return n
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class SchemaPublisher:
+    """Capture side: publish each schema once, durably, before events that use it."""
+
+    def __init__(self, client_conf: dict[str, Any], topic: str) -> None:
+        self.topic = topic
+        self.cache = SchemaCache()
+        self._producer = Producer({**client_conf, "enable.idempotence": True, "acks": "all"})
+        reader = SchemaTopicReader(client_conf, topic, self.cache)
+        try:
+            reader.refresh(timeout=5.0, idle=0.5)
+            self.published: dict[int, str] = dict(reader.texts)
+        finally:
+            reader.close()
+
+    def publish(self, avro_schema: dict[str, Any]) -> AvroCodec:
+        text = schema_text(avro_schema)
+        codec = self.cache.add(text)
+        prev = self.published.get(codec.fingerprint)
+        if prev == text:
+            return codec
+        if prev is not None:
+            raise SchemaMismatch(
+                f"schema {avro_schema.get('name')} changed in a way Avro cannot tell apart from its previous "
+                f"version (same fingerprint {codec.fingerprint:016x}): a column changed type but not its Avro type",
+                "runbook: stop writes to that table, let sync drain, then migrate the column explicitly "
+                "(see README, operations)",
+            )
+        errors: list[str] = []
+        self._producer.produce(
+            self.topic,
+            key=f"{codec.fingerprint:016x}".encode(),
+            value=text.encode(),
+            partition=0,
+            on_delivery=lambda err, _m: errors.append(err.str()) if err else None,
+        )
+        if self._producer.flush(30) or errors:
+            raise BrokerUnavailable(f"cannot publish schema {avro_schema.get('name')} to {self.topic}: {errors or 'timeout'}")
+        self.published[codec.fingerprint] = text
+        log.info("published schema %s (%016x)", avro_schema.get("name"), codec.fingerprint)
+        return codec
+
+
+class TopicSchemaResolver:
+    """Sync side: resolve single-object fingerprints from the schemas topic, Confluent ids from
+    a Schema Registry when one is configured."""
+
+    def __init__(self, client_conf: dict[str, Any], topic: str, registry_url: str | None, wait_s: float = 10.0) -> None:
+        self.cache = SchemaCache()
+        self.reader = SchemaTopicReader(client_conf, topic, self.cache)
+        self.reader.refresh(timeout=5.0)
+        self.wait_s = wait_s
+        self._registry: Any = None
+        if registry_url:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            from crossfade.events.framing import RegistryResolver
+
+            self._registry = RegistryResolver(SchemaRegistryClient({"url": registry_url}))
+
+    def resolve_single_object(self, fingerprint: int) -> AvroCodec:
+        codec = self.cache.get(fingerprint)
+        if codec is not None:
+            return codec
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            self.reader.refresh(timeout=1.0)
+            codec = self.cache.get(fingerprint)
+            if codec is not None:
+                return codec
+        raise DecodeError(
+            f"unknown schema fingerprint {fingerprint:016x}: not in {self.reader.topic}",
+            "the record was not written by this crossfade's capture, or its schema topic was lost",
+        )
+
+    def resolve_confluent(self, schema_id: int) -> AvroCodec:
+        if self._registry is None:
+            raise DecodeError(
+                f"record in Confluent wire format (schema id {schema_id}) but no Schema Registry is configured",
+                "set kafka.schema_registry_url",
+            )
+        return self._registry.resolve_confluent(schema_id)
