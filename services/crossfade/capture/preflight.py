@@ -1,0 +1,94 @@
+"""Checks on the legacy database before anything is written.
+
+Each failure is a :class:`PreflightError` whose message names the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from crossfade.config import DatabaseConfig, Settings, redact_dsn
+from crossfade.errors import PreflightError
+
+FENCE_DDL = """
+CREATE SCHEMA IF NOT EXISTS crossfade;
+CREATE TABLE IF NOT EXISTS crossfade.fence (
+    id bigserial PRIMARY KEY,
+    token text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+
+def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection, turning failures into one line that names the database and the fix."""
+    try:
+        return psycopg.connect(db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s)
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(db.conninfo, redact_dsn(db.dsn))
+        raise PreflightError(
+            f"cannot connect to the {role} database {redact_dsn(db.dsn)} ({reason})",
+            f"check {role}.dsn, that the server runs and accepts this user",
+        ) from None
+
+
+def table_exists_and_pk(conn: psycopg.Connection, table: str) -> list[str]:
+    """Return the primary-key columns of ``table``; raise if it is missing or has no PK."""
+    schema, name = table.split(".", 1)
+    row = conn.execute(
+        "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = %s AND c.relkind IN ('r', 'p')",
+        (schema, name),
+    ).fetchone()
+    if row is None:
+        raise PreflightError(
+            f"table {table} does not exist in the source database",
+            "fix the name under `tables:` or create the table",
+        )
+    pk = conn.execute(
+        "SELECT a.attname FROM pg_index i "
+        "JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true "
+        "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
+        "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord",
+        (row[0],),
+    ).fetchall()
+    if not pk:
+        raise PreflightError(
+            f"table {table} has no primary key, so its changes cannot be keyed and guarded",
+            f"add a primary key to {table} or remove it from `tables:`",
+        )
+    return [r[0] for r in pk]
+
+
+def check_source(settings: Settings) -> dict[str, list[str]]:
+    """Run every source check; return each table's primary-key columns.
+
+    Checks: the DSN connects; ``wal_level`` is ``logical``; the role may replicate; every table
+    exists and has a primary key. With ``capture.fence_table`` the fence table is created.
+    """
+    with connect(settings.source, "source") as conn:
+        wal_level = conn.execute("SHOW wal_level").fetchone()
+        if not wal_level or wal_level[0] != "logical":
+            raise PreflightError(
+                f"the source database has wal_level={wal_level[0] if wal_level else '?'}, Debezium needs logical",
+                "set wal_level = logical in postgresql.conf and restart PostgreSQL",
+            )
+        role = conn.execute(
+            "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        if role is None or not (role[0] or role[1]):
+            raise PreflightError(
+                "the source database user has no REPLICATION privilege",
+                "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
+            )
+        pks = {t: table_exists_and_pk(conn, t) for t in settings.tables}
+        if settings.capture.fence_table:
+            try:
+                conn.execute(FENCE_DDL)
+            except psycopg.Error as exc:
+                raise PreflightError(
+                    f"cannot create crossfade.fence in the source database ({exc.diag.message_primary or exc})",
+                    "grant CREATE on the database to the capture user, or set capture.fence_table: false",
+                ) from None
+        return pks

@@ -1,0 +1,335 @@
+"""Capture: the embedded Debezium engine publishing change events to Kafka as Avro.
+
+Commit order of one Debezium batch (why a crash anywhere loses nothing):
+
+1. each record is converted to Avro (schema derived from Debezium's table schema) and produced,
+   keyed by primary key, with an idempotent producer;
+2. the producer is flushed and every delivery report checked: any failure raises, the engine
+   stops, the process exits non-zero;
+3. only then does the handler return, so Debezium marks the batch processed and its source offsets
+   (kept in ``state_dir/offsets-<epoch>.dat``) may advance.
+
+A restart therefore re-sends at most the batches after the last offset flush; the sync's
+source-position guard drops those duplicates.
+
+The broker's log is identified by its epoch (:mod:`crossfade.events.kafka`). A new epoch means the
+broker lost what crossfade wrote, so capture starts a fresh offsets file: Debezium re-snapshots,
+and at the end of the snapshot capture emits a ``sweep`` marker per table so sync deletes rows the
+snapshot no longer holds. A delivery offset lower than one seen before for the same partition means
+the broker lost its log while capture ran: capture stops (exit ≠ 0) and the restart re-snapshots.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import KafkaError, Producer
+
+from crossfade.capture.connector import FENCE_TABLE, embedded_properties
+from crossfade.capture.preflight import check_source
+from crossfade.config import Settings
+from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
+from crossfade.events.avro import ConnectCodecCache
+from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
+from crossfade.events.framing import frame_single_object
+from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
+from crossfade.events.model import position
+from crossfade.events.schema_store import SchemaPublisher
+
+log = logging.getLogger(__name__)
+
+_SNAPSHOT_FLAGS = frozenset({"true", "first", "first_in_data_collection", "last_in_data_collection", "last"})
+
+_LOG4J = Path(__file__).with_name("log4j2.properties")
+
+
+class CaptureStats:
+    """Counters read by status output and metrics (thread-safe enough: single writer)."""
+
+    def __init__(self) -> None:
+        self.produced: dict[str, int] = {}
+        self.snapshot_done = False
+        self.last_source_ts_ms = 0
+        self.heartbeats = 0
+        self.fences = 0
+        self.started_at = time.time()
+
+
+class ChangeProducer:
+    """Turns Debezium JSON records into Avro Kafka records; one instance per capture process."""
+
+    def __init__(self, settings: Settings, publisher: SchemaPublisher, partitions: dict[str, int]) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.publisher = publisher
+        self.partitions = partitions  # change topic -> partition count
+        self.fence_topic = self.kafka.table_topic(FENCE_TABLE)
+        self.producer = Producer(
+            {
+                **self.kafka.client_config(),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 20,
+                "batch.num.messages": 10000,
+                # Java clients hash keys with murmur2: the same key lands in the same partition
+                # whichever runtime (embedded or Kafka Connect) produced it.
+                "partitioner": "murmur2_random",
+                "message.max.bytes": 32 * 1024 * 1024,
+            }
+        )
+        self._codecs = ConnectCodecCache()
+        self._published: dict[int, int] = {}
+        self._errors: list[str] = []
+        self._last_offset: dict[tuple[str, int], int] = {}
+        self.stats = CaptureStats()
+        self.snapshot_lsn: int | None = None
+        self._headers: list[tuple[str, bytes]] = []
+        self.floor = 0
+        self._floor_file: Path | None = None
+
+    def set_epoch(self, epoch: str, state_dir: Path) -> None:
+        """Stamp every record with the broker epoch (sync notices a replaced log per record) and
+        load this epoch's snapshot floor (see :func:`crossfade.events.model.position`)."""
+        self._headers = [(EPOCH_HEADER, epoch.encode())]
+        self._floor_file = state_dir / f"snapshot-{epoch}.json"
+        if self._floor_file.exists():
+            self.floor = int(json.loads(self._floor_file.read_text())["lsn"])
+
+    def _set_floor(self, lsn: int) -> None:
+        if lsn == self.floor:
+            return
+        self.floor = lsn
+        if self._floor_file is not None:
+            tmp = self._floor_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"lsn": lsn}))
+            tmp.replace(self._floor_file)
+
+    # -- delivery -----------------------------------------------------------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            self._errors.append(f"{msg.topic()}: {err.str()}")
+            return
+        tp = (msg.topic(), msg.partition())
+        off = msg.offset()
+        last = self._last_offset.get(tp)
+        if last is not None and off <= last:
+            self._errors.append(
+                f"LOG RESET {msg.topic()}[{msg.partition()}] offset {off} after {last}"
+            )
+        self._last_offset[tp] = off
+
+    def flush(self) -> None:
+        """Wait for every delivery report; raise on any failure (the batch is then not marked)."""
+        remaining = self.producer.flush(120)
+        if remaining:
+            raise BrokerUnavailable(f"{remaining} change events not acknowledged by Kafka within 120 s")
+        if self._errors:
+            errs, self._errors = self._errors, []
+            if any(e.startswith("LOG RESET") for e in errs):
+                raise BrokerDataLost(
+                    f"the broker lost its log while capture ran ({errs[0]})",
+                    "restart capture: it starts a new epoch and re-snapshots the source",
+                )
+            raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
+
+    # -- conversion ---------------------------------------------------------------------------
+    def _encode(self, raw_json: str | None) -> tuple[bytes | None, dict[str, Any] | None]:
+        """Debezium JSON (schema + payload) -> single-object framed Avro, and the payload."""
+        if raw_json is None:
+            return None, None
+        doc = json.loads(raw_json)
+        schema, payload = doc.get("schema"), doc.get("payload")
+        if schema is None:
+            raise CrossfadeError(
+                "Debezium emitted a record without its schema",
+                "keep converter.schemas.enable=true in capture.properties",
+            )
+        if payload is None:
+            return None, None
+        # Key the codec cache by the schema's own JSON text (Debezium writes "schema" first and
+        # the schema never contains the envelope's ',"payload":' separator): re-serialising the
+        # schema per record would cost more than encoding the record.
+        sep = raw_json.find(',"payload":')
+        key = raw_json[10:sep] if raw_json.startswith('{"schema":') and sep > 0 else None
+        cc = self._codecs.get(schema, key=key)
+        fp = self._published.get(id(cc))
+        if fp is None:
+            fp = self.publisher.publish(cc.avro.schema).fingerprint
+            self._published[id(cc)] = fp
+        return frame_single_object(fp, cc.encode(payload)), payload
+
+    def handle(self, records: list[Any]) -> None:
+        """Produce one Debezium batch and wait for the broker's acknowledgements."""
+        snapshot_ended = False
+        for r in records:
+            dest = str(r.destination())
+            if dest.startswith("__debezium-heartbeat"):
+                self.stats.heartbeats += 1
+                continue
+            raw_value = None if r.value() is None else str(r.value())
+            raw_key = None if r.key() is None else str(r.key())
+            if dest == self.fence_topic:
+                if raw_value is not None:
+                    self._broadcast_fence(json.loads(raw_value)["payload"])
+                continue
+            key_bytes, _ = self._encode(raw_key)
+            value_bytes, payload = self._encode(raw_value)
+            headers = self._headers
+            if payload is not None:
+                source = payload.get("source") or {}
+                self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)
+                snap = source.get("snapshot")
+                lsn = int(source.get("lsn") or 0)
+                is_snapshot = snap in _SNAPSHOT_FLAGS
+                if is_snapshot:
+                    self.snapshot_lsn = lsn
+                    self._set_floor(lsn)
+                if snap == "last":
+                    snapshot_ended = True
+                pos = position(lsn, snapshot=is_snapshot, floor=self.floor)
+                headers = [*headers, (POSITION_HEADER, str(pos).encode())]
+            kwargs: dict[str, Any] = {"headers": headers}
+            if key_bytes is None:
+                # truncate (no key): partition 0; its position watermark orders it against the
+                # other partitions' events (see sync.apply)
+                kwargs["partition"] = 0
+            try:
+                self.producer.produce(dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs)
+            except BufferError:
+                self.producer.poll(1.0)
+                self.producer.produce(dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs)
+            except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
+                raise CrossfadeError(
+                    f"Kafka refused a change event of {len(value_bytes or b'')} bytes for {dest} ({exc})",
+                    "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
+                ) from None
+            self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
+            self.producer.poll(0)
+        self.flush()
+        if snapshot_ended and self.snapshot_lsn is not None:
+            self._emit_sweeps(self.snapshot_lsn)
+            self.flush()
+            self.stats.snapshot_done = True
+            log.info("snapshot complete at LSN %s; sweep markers sent", self.snapshot_lsn)
+
+    def _control(self, rec: ControlRecord, topics: list[str]) -> None:
+        for topic in topics:
+            for p in range(self.partitions[topic]):
+                self.producer.produce(
+                    topic,
+                    key=None,
+                    value=rec.encode(),
+                    partition=p,
+                    headers=[(CONTROL_HEADER, rec.kind.encode()), *self._headers],
+                    on_delivery=self._on_delivery,
+                )
+
+    def _emit_sweeps(self, lsn: int) -> None:
+        for table in self.settings.tables:
+            topic = self.kafka.table_topic(table)
+            self._control(ControlRecord("sweep", table, lsn), [topic])
+
+    def _broadcast_fence(self, payload: dict[str, Any]) -> None:
+        after = payload.get("after") or {}
+        if payload.get("op") not in ("c", "r") or not after.get("token"):
+            return
+        source = payload.get("source") or {}
+        self.stats.fences += 1
+        for table in self.settings.tables:
+            rec = ControlRecord(
+                "fence", table, int(source.get("lsn") or 0), str(after["token"]), int(source.get("ts_ms") or 0)
+            )
+            self._control(rec, [self.kafka.table_topic(table)])
+
+
+class CaptureService:
+    """Runs preflight, prepares topics and the epoch, then the Debezium engine until stopped."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.engine: Any = None
+        self.producer: ChangeProducer | None = None
+        self.epoch: str | None = None
+        self._stopping = threading.Event()
+        self.ready = threading.Event()
+
+    def prepare(self) -> Path:
+        """Preflight and Kafka setup; return the Debezium offsets file for this epoch."""
+        s = self.settings
+        check_source(s)
+        admin = Admin(s.kafka.client_config())
+        admin.ping()
+        topics = [s.kafka.table_topic(t) for t in s.tables]
+        admin.ensure_topics(topics, s.kafka.partitions, s.kafka.replication_factor)
+        admin.ensure_topics(
+            [s.kafka.schemas_topic], 1, s.kafka.replication_factor, {"cleanup.policy": "compact"}
+        )
+        admin.ensure_topics([s.kafka.dlq_topic], 1, s.kafka.replication_factor)
+        epoch, created = ensure_epoch(admin, s.kafka.client_config(), s.kafka.control_topic, s.kafka.replication_factor)
+        self.epoch = epoch
+        state = Path(s.capture.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        offsets = state / f"offsets-{epoch}.dat"
+        older = [p for p in state.glob("offsets-*.dat") if p != offsets]
+        if not offsets.exists() and older:
+            log.warning(
+                "broker log epoch %s is new (%s): the broker lost what crossfade wrote; "
+                "Debezium will re-snapshot the source and sync will sweep stale rows",
+                epoch,
+                "created now" if created else "created by another capture",
+            )
+        partitions = {t: admin.partitions(t) or s.kafka.partitions for t in topics}
+        publisher = SchemaPublisher(s.kafka.client_config(), s.kafka.schemas_topic)
+        self.producer = ChangeProducer(s, publisher, partitions)
+        self.producer.set_epoch(epoch, state)
+        return offsets
+
+    def run(self) -> None:
+        """Block until :meth:`stop` or a failure; re-raise the failure (exit ≠ 0)."""
+        offsets = self.prepare()
+        from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
+
+        producer = self.producer
+        assert producer is not None
+
+        class _Handler(BasePythonChangeHandler):
+            def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Java contract)
+                producer.handle(list(records))
+
+        jvm_opts = [f"-Dlog4j2.configurationFile={_LOG4J}", "-Xmx1g"]
+        self.engine = DebeziumJsonEngine(
+            properties=embedded_properties(self.settings, offsets), handler=_Handler(), jvm_opts=jvm_opts
+        )
+        self.ready.set()
+        log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
+        try:
+            self.engine.run()
+        except BaseException as exc:
+            if self._stopping.is_set():
+                return
+            if isinstance(exc, CrossfadeError):
+                raise
+            raise CrossfadeError(f"Debezium stopped: {_java_message(exc)}") from exc
+        if not self._stopping.is_set():
+            raise CrossfadeError(
+                "Debezium stopped on its own (see the log above for its reason)",
+                "fix the cause and start capture again; it resumes from its last offsets",
+            )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.engine is not None:
+            self.engine.close()
+
+
+def _java_message(exc: BaseException) -> str:
+    msg = str(exc).strip().splitlines()
+    return msg[0] if msg else type(exc).__name__
+
+
+__all__ = ["CaptureService", "ChangeProducer", "SchemaMismatch"]
