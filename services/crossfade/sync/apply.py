@@ -1,0 +1,267 @@
+"""Set-based apply of change events to one target table, guarded by source position.
+
+For each segment of a batch (segments are cut at truncate/sweep markers, which apply in order
+between them), inside the caller's transaction:
+
+1. collapse events per key, keeping the change with the highest source position (a duplicate
+   re-sent after a capture restart arrives *later* with a *lower* position); an unchanged TOASTed
+   column takes the value of the key's earlier change in the same batch when there is one;
+2. COPY the survivors into a temporary staging table;
+3. drop from staging what the guard refuses (DESIGN decision 2): a target row already at the same
+   or a newer position, a tombstone (delete) at the same or a newer position, or a position below
+   the table's watermark (a truncate or re-snapshot sweep voided it);
+4. one ``DELETE ... USING`` for deletes (leaving tombstones), one ``INSERT ... ON CONFLICT`` for
+   upserts, one ``UPDATE ... FROM`` for rows whose unchanged TOAST values must be kept.
+
+Nothing here commits; the worker commits the batch with its offsets.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.errors import SchemaMismatch
+from crossfade.events.model import ChangeEvent, RowSchema
+from crossfade.events.pgtext import converter_for
+from crossfade.sync.target_ddl import POS_COLUMN, TableShape
+
+Converter = Callable[[Any], str | None]
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    applied: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    toast_missing: list[str] = field(default_factory=list)
+    """Keys whose update kept unchanged TOAST values but whose row is not in the target."""
+
+
+def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
+    """One event per key: the highest source position wins; TOAST gaps filled from older ones.
+
+    Events are assumed to be of one table. Order of the result follows first appearance.
+    """
+    by_key: dict[str, list[ChangeEvent]] = {}
+    for e in events:
+        by_key.setdefault(_key_id(e), []).append(e)
+    out: list[ChangeEvent] = []
+    for group in by_key.values():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        group.sort(key=lambda e: e.position)  # stable: equal positions keep arrival order
+        state = group[0]
+        for e in group[1:]:
+            if e.is_upsert and state.is_upsert and e.unavailable and state.after is not None:
+                assert e.after is not None
+                fill = {c: state.after[c] for c in e.unavailable if c not in state.unavailable and c in state.after}
+                if fill:
+                    e = ChangeEvent(
+                        table=e.table, op=e.op, key=e.key, after={**e.after, **fill}, lsn=e.lsn, position=e.position,
+                        source_ts_ms=e.source_ts_ms, snapshot=e.snapshot, tx_id=e.tx_id,
+                        row_schema=e.row_schema, key_schema=e.key_schema,
+                        unavailable=frozenset(e.unavailable - fill.keys()),
+                    )
+            state = e
+        out.append(state)
+    return out
+
+
+def _key_id(e: ChangeEvent) -> str:
+    return json.dumps(e.key, sort_keys=True, default=str)
+
+
+class TableApplier:
+    """Applies change events of one source table to its target table. One per table and worker."""
+
+    def __init__(self, shape: TableShape, bookkeeping_schema: str) -> None:
+        self.shape = shape
+        self.cols = [c.name for c in shape.columns]
+        self.pk = list(shape.pk)
+        self.bk = sql.Identifier(bookkeeping_schema)
+        self.tbl_name = shape.qualified
+        self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
+        digest = hashlib.md5(shape.qualified.encode()).hexdigest()[:12]
+        self.stage = sql.Identifier(f"cf_stage_{digest}")
+        self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
+        self._prepared_on: set[int] = set()
+        self._build_sql()
+
+    # -- SQL ----------------------------------------------------------------------------------
+    def _build_sql(self) -> None:
+        I = sql.Identifier  # noqa: E741,N806
+        cols = sql.SQL(", ").join(map(I, self.cols))
+        pk_join = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(I(c)) for c in self.pk)
+        non_pk = [c for c in self.cols if c not in self.pk]
+        self.sql_stage = sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+            "SELECT {cols}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
+            "NULL::text[] AS _cf_unavail FROM {target} WITH NO DATA"
+        ).format(stage=self.stage, cols=cols, target=self.target)
+        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN").format(
+            stage=self.stage, cols=cols
+        )
+        self.sql_guard_target = sql.SQL(
+            "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} >= s._cf_lsn"
+        ).format(stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN))
+        self.sql_guard_tomb = sql.SQL(
+            "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %s AND tb.key = s._cf_key AND tb.lsn >= s._cf_lsn"
+        ).format(stage=self.stage, bk=self.bk)
+        self.sql_guard_wm = sql.SQL("DELETE FROM {stage} WHERE _cf_lsn < %s").format(stage=self.stage)
+        self.sql_count = sql.SQL("SELECT count(*) FILTER (WHERE _cf_del), count(*) FILTER (WHERE NOT _cf_del) FROM {stage}").format(stage=self.stage)
+        self.sql_delete = sql.SQL("DELETE FROM {target} t USING {stage} s WHERE s._cf_del AND {pk}").format(
+            target=self.target, stage=self.stage, pk=pk_join
+        )
+        self.sql_tomb = sql.SQL(
+            "INSERT INTO {bk}.tombstones (tbl, key, lsn) SELECT %s, _cf_key, _cf_lsn FROM {stage} WHERE _cf_del "
+            "ON CONFLICT (tbl, key) DO UPDATE SET lsn = GREATEST({bk}.tombstones.lsn, EXCLUDED.lsn)"
+        ).format(bk=self.bk, stage=self.stage)
+        set_list = [sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_pk]
+        set_list.append(sql.SQL("{0} = EXCLUDED.{0}").format(I(POS_COLUMN)))
+        self.sql_upsert = sql.SQL(
+            "INSERT INTO {target} AS t ({cols}, {lsn}) SELECT {cols}, _cf_lsn FROM {stage} "
+            "WHERE NOT _cf_del AND _cf_unavail IS NULL "
+            "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} < EXCLUDED.{lsn}"
+        ).format(
+            target=self.target, cols=cols, lsn=I(POS_COLUMN), stage=self.stage,
+            pk=sql.SQL(", ").join(map(I, self.pk)), sets=sql.SQL(", ").join(set_list),
+        )
+        toast_sets = [
+            sql.SQL("{0} = CASE WHEN {1} = ANY(s._cf_unavail) THEN t.{0} ELSE s.{0} END").format(I(c), sql.Literal(c))
+            for c in non_pk
+        ]
+        toast_sets.append(sql.SQL("{0} = s._cf_lsn").format(I(POS_COLUMN)))
+        self.sql_toast = sql.SQL(
+            "UPDATE {target} t SET {sets} FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL AND {pk}"
+        ).format(target=self.target, sets=sql.SQL(", ").join(toast_sets), stage=self.stage, pk=pk_join)
+        self.sql_toast_missing = sql.SQL(
+            "SELECT s._cf_key FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL "
+            "AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {pk})"
+        ).format(stage=self.stage, target=self.target, pk=pk_join)
+        self.sql_watermark = sql.SQL("SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE").format(bk=self.bk)
+        self.sql_wm_init = sql.SQL(
+            "INSERT INTO {bk}.watermarks (tbl, lsn) VALUES (%s, -1) ON CONFLICT (tbl) DO NOTHING"
+        ).format(bk=self.bk)
+        self.sql_truncate_wm = sql.SQL(
+            "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
+        ).format(bk=self.bk)
+        self.sql_truncate_rows = sql.SQL("DELETE FROM {target} WHERE {lsn} IS NULL OR {lsn} < %s").format(
+            target=self.target, lsn=I(POS_COLUMN)
+        )
+        self.sql_truncate_tomb = sql.SQL("DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s").format(bk=self.bk)
+
+    # -- per connection -----------------------------------------------------------------------
+    def prepare(self, conn: psycopg.Connection) -> None:
+        """Create the watermark row (once) and the session's staging table."""
+        key = id(conn)
+        if key in self._prepared_on and not conn.closed:
+            return
+        conn.execute(self.sql_wm_init, (self.tbl_name,))
+        conn.execute(self.sql_stage)
+        self._prepared_on.add(key)
+
+    def forget(self, conn: psycopg.Connection) -> None:
+        self._prepared_on.discard(id(conn))
+
+    def watermark(self, conn: psycopg.Connection) -> int:
+        """Current watermark, share-locked until commit so a concurrent truncate orders with us."""
+        row = conn.execute(self.sql_watermark, (self.tbl_name,)).fetchone()
+        return int(row[0]) if row else -1
+
+    # -- rows ---------------------------------------------------------------------------------
+    def _converters(self, e: ChangeEvent) -> tuple[list[Converter], list[Converter]]:
+        ck = (e.row_schema, e.key_schema)
+        hit = self._conv_cache.get(ck)
+        if hit is not None:
+            return hit
+        rs, ks = e.row_schema, e.key_schema
+        if ks is None:
+            raise SchemaMismatch(f"change event of {e.table} carries no key schema")
+        key_convs = [converter_for(ks.type_of(c)) for c in self.pk]
+        row_convs: list[Converter] = []
+        if rs is not None:
+            have = set(rs.columns)
+            missing = [c for c in self.cols if c not in have]
+            if missing:
+                raise SchemaMismatch(
+                    f"change events of {e.table} no longer carry column(s) {', '.join(missing)} "
+                    f"that target {self.tbl_name} has (dropped or renamed at the source?)",
+                    "map the change explicitly in the config, or drop the column from the target and restart sync",
+                )
+            row_convs = [converter_for(rs.type_of(c)) for c in self.cols]
+        self._conv_cache[ck] = (key_convs, row_convs)
+        return key_convs, row_convs
+
+    def _row(self, e: ChangeEvent) -> tuple[str | None, ...]:
+        key_convs, row_convs = self._converters(e)
+        assert e.key is not None
+        key_vals = [conv(e.key[c]) for conv, c in zip(key_convs, self.pk, strict=True)]
+        key_text = json.dumps(key_vals)
+        if e.is_delete or e.after is None:
+            pk_pos = {c: v for c, v in zip(self.pk, key_vals, strict=True)}
+            vals = tuple(pk_pos.get(c) for c in self.cols)
+            return (*vals, str(e.position), "t", key_text, None)
+        after = e.after
+        unavail = e.unavailable
+        if unavail:
+            vals = tuple(
+                None if c in unavail else conv(after.get(c)) for conv, c in zip(row_convs, self.cols, strict=True)
+            )
+            ua = "{" + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in sorted(unavail)) + "}"
+        else:
+            vals = tuple(conv(after.get(c)) for conv, c in zip(row_convs, self.cols, strict=True))
+            ua = None
+        return (*vals, str(e.position), "f", key_text, ua)
+
+    # -- apply --------------------------------------------------------------------------------
+    def apply(self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int) -> ApplyResult:
+        """Apply c/u/r/d events (no truncates) inside the caller's transaction."""
+        res = ApplyResult()
+        if not events:
+            return res
+        survivors = collapse(events)
+        if watermark >= 0:
+            survivors = [e for e in survivors if e.position >= watermark]
+        with conn.cursor() as cur:
+            with cur.copy(self.sql_copy) as cp:
+                for e in survivors:
+                    cp.write_row(self._row(e))
+            cur.execute(self.sql_guard_target)
+            cur.execute(self.sql_guard_tomb, (self.tbl_name,))
+            if watermark >= 0:
+                cur.execute(self.sql_guard_wm, (watermark,))
+            row = cur.execute(self.sql_count).fetchone()
+            assert row is not None
+            n_del, n_up = int(row[0]), int(row[1])
+            res.skipped = len(events) - n_del - n_up
+            if n_del:
+                cur.execute(self.sql_delete)
+                cur.execute(self.sql_tomb, (self.tbl_name,))
+                res.deleted = n_del
+            if n_up:
+                cur.execute(self.sql_upsert)
+                cur.execute(self.sql_toast)
+                res.toast_missing = [r[0] for r in cur.execute(self.sql_toast_missing).fetchall()]
+                res.applied = n_up - len(res.toast_missing)
+            cur.execute(sql.SQL("TRUNCATE {}").format(self.stage))
+        return res
+
+    def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
+        """Void everything below position ``pos`` (a TRUNCATE, or the sweep after a snapshot).
+
+        Rows written by older changes are deleted; later events below ``pos`` (from a lagging
+        partition) are skipped by the watermark. Returns the number of rows deleted.
+        """
+        conn.execute(self.sql_truncate_wm, (pos, reason, self.tbl_name))
+        cur = conn.execute(self.sql_truncate_rows, (pos,))
+        deleted = cur.rowcount
+        conn.execute(self.sql_truncate_tomb, (self.tbl_name, pos))
+        return deleted

@@ -1,0 +1,145 @@
+"""The bookkeeping schema in the target database (``crossfade`` by default).
+
+Progress lives with the data (DESIGN decision 1): a batch's upserts and the offsets it consumed
+commit in one transaction of the target. The tables:
+
+``offsets``     per consumer group and topic partition: the *next* offset to consume (Kafka's
+                convention), the broker epoch it belongs to, and the owner token of the worker
+                assignment allowed to advance it (fencing: a worker whose assignment was taken
+                over finds another token and rolls back).
+``tombstones``  per target table and key: the source position of the delete (``lsn``
+                holds a position, :func:`crossfade.events.model.position`), so a replayed older
+                insert cannot resurrect the row (decision 2).
+``watermarks``  per target table: events below this source position are void (a TRUNCATE, or the
+                sweep after a re-snapshot, deleted everything older).
+``table_stats`` per table and partition (no row shared by two workers): events applied, skipped,
+                dead-lettered, the last source position and commit time.
+``fences``      per fence token and partition: when sync applied the marker (decision 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+SCHEMA_VERSION = 1
+
+
+def ddl(schema: str) -> list[sql.Composable]:
+    s = sql.Identifier(schema)
+    return [
+        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.offsets (
+                group_id text NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                next_offset bigint NOT NULL, epoch text NOT NULL, owner text,
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (group_id, topic, partition))"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.tombstones (
+                tbl text NOT NULL, key text NOT NULL, lsn numeric NOT NULL,
+                PRIMARY KEY (tbl, key))"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.watermarks (
+                tbl text PRIMARY KEY, lsn numeric NOT NULL DEFAULT -1, reason text,
+                updated_at timestamptz NOT NULL DEFAULT now())"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.table_stats (
+                tbl text NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                applied bigint NOT NULL DEFAULT 0, skipped bigint NOT NULL DEFAULT 0,
+                dead_lettered bigint NOT NULL DEFAULT 0,
+                last_lsn bigint, last_source_ts timestamptz, last_applied_at timestamptz,
+                PRIMARY KEY (tbl, topic, partition))"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.fences (
+                token text NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                lsn bigint, source_ts timestamptz, applied_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (token, topic, partition))"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.meta (key text PRIMARY KEY, value text NOT NULL)"""
+        ).format(s),
+        sql.SQL(
+            "INSERT INTO {}.meta VALUES ('schema_version', {}) ON CONFLICT (key) DO NOTHING"
+        ).format(s, sql.Literal(str(SCHEMA_VERSION))),
+    ]
+
+
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Create the bookkeeping tables if missing (idempotent; safe with several workers)."""
+    with conn.transaction():
+        # serialize concurrent first starts of several workers
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('crossfade.bookkeeping'))")
+        for stmt in ddl(schema):
+            conn.execute(stmt)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOffset:
+    topic: str
+    partition: int
+    next_offset: int
+    epoch: str
+    owner: str | None
+
+
+def claim_partitions(
+    conn: psycopg.Connection,
+    schema: str,
+    group_id: str,
+    tps: list[tuple[str, int]],
+    epoch: str,
+    owner: str,
+) -> dict[tuple[str, int], StoredOffset]:
+    """Take ownership of partitions for this assignment and return where to resume.
+
+    A partition stored under another epoch (the broker lost its log) restarts at offset 0 of the
+    new epoch. Taking ownership waits for a batch of the previous owner still committing (row
+    lock), and afterwards that owner's batches are refused.
+    """
+    s = sql.Identifier(schema)
+    out: dict[tuple[str, int], StoredOffset] = {}
+    with conn.transaction():
+        for topic, partition in sorted(tps):
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT next_offset, epoch FROM {}.offsets WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE"
+                ).format(s),
+                (group_id, topic, partition),
+            ).fetchone()
+            if row is None or row[1] != epoch:
+                nxt = 0
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.offsets (group_id, topic, partition, next_offset, epoch, owner) "
+                        "VALUES (%s,%s,%s,0,%s,%s) ON CONFLICT (group_id, topic, partition) DO UPDATE "
+                        "SET next_offset=0, epoch=EXCLUDED.epoch, owner=EXCLUDED.owner, updated_at=now()"
+                    ).format(s),
+                    (group_id, topic, partition, epoch, owner),
+                )
+            else:
+                nxt = int(row[0])
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.offsets SET owner=%s, updated_at=now() WHERE group_id=%s AND topic=%s AND partition=%s"
+                    ).format(s),
+                    (owner, group_id, topic, partition),
+                )
+            out[(topic, partition)] = StoredOffset(topic, partition, nxt, epoch, owner)
+    return out
+
+
+def stored_offsets(conn: psycopg.Connection, schema: str, group_id: str) -> list[StoredOffset]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT topic, partition, next_offset, epoch, owner FROM {}.offsets WHERE group_id=%s ORDER BY topic, partition"
+        ).format(sql.Identifier(schema)),
+        (group_id,),
+    ).fetchall()
+    return [StoredOffset(r[0], r[1], r[2], r[3], r[4]) for r in rows]

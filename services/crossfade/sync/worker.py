@@ -1,0 +1,508 @@
+"""The sync worker: Kafka consumer group -> decode -> guarded, set-based apply -> target.
+
+Commit point of a batch, in order (DESIGN decision 1):
+
+1. consume up to ``sync.batch_size`` records (one ``consume`` call, so a rebalance never splits
+   a batch: callbacks run inside ``consume``);
+2. decode; undecodable records are produced to the dead-letter topic and flushed;
+3. in ONE target transaction: lock this batch's offset rows and check this worker still owns them
+   (fencing; a stale owner rolls back with :class:`StaleAssignment`), drop records below the
+   stored offset (already applied: e.g. the COMMIT went through but its acknowledgement was
+   lost), apply the events table by table, store next offsets, stats and fences; COMMIT;
+4. commit the same offsets to Kafka asynchronously, for lag display only.
+
+A crash before 3 completes rolls the batch back whole; the restart (or the next owner) seeks to
+the offsets stored in the target, so nothing is lost and nothing applies twice.
+
+Transient errors (target or broker unreachable) are retried with exponential backoff
+(tenacity), re-checking the stored offsets after every reconnect.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from psycopg import sql
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
+
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.errors import (
+    BrokerDataLost,
+    BrokerUnavailable,
+    CrossfadeError,
+    DecodeError,
+    SchemaMismatch,
+    StaleAssignment,
+    classify_db_error,
+)
+from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header
+from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
+from crossfade.events.model import ChangeEvent, position
+from crossfade.sync.apply import TableApplier
+from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
+from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    msg: Message
+    reason: str
+    table: str
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """Live counters (this process) for progress output and metrics."""
+
+    applied: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    deleted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_lettered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    batches: int = 0
+    retries: int = 0
+    last_batch_at: float = 0.0
+    last_source_ts_ms: int = 0
+
+
+def _is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, psycopg.Error):
+        return classify_db_error(exc) == "transient"
+    return isinstance(exc, BrokerUnavailable)
+
+
+class SyncWorker:
+    """One member of the sync consumer group. ``run`` blocks until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        stop: threading.Event | None = None,
+        worker_id: str | None = None,
+        on_batch: Callable[[SyncWorker], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.worker_id = worker_id or f"{uuid.uuid4().hex[:8]}"
+        self.on_batch = on_batch
+        self.kafka = settings.kafka
+        self.bk = settings.sync.bookkeeping_schema
+        self.topics = {self.kafka.table_topic(t): t for t in settings.tables}
+        self.stats = SyncStats()
+        self.epoch: str | None = None
+        self.owner: dict[tuple[str, int], str] = {}
+        self.appliers: dict[str, TableApplier] = {}
+        self.conn: psycopg.Connection | None = None
+        self.consumer: Consumer | None = None
+        self.decoder: EventDecoder | None = None
+        self._dlq: Producer | None = None
+        self.ready = threading.Event()
+        self._pending_reclaim = False
+
+    # -- setup --------------------------------------------------------------------------------
+    def _connect_target(self) -> psycopg.Connection:
+        conn = connect(self.settings.target, "target", autocommit=True)
+        for a in self.appliers.values():
+            a.forget(conn)
+        return conn
+
+    def _setup_tables(self) -> None:
+        assert self.conn is not None
+        ensure_schema(self.conn, self.bk)
+        with connect(self.settings.source, "source") as src:
+            for table in self.settings.tables:
+                shape = ensure_target_table(src, self.conn, table, table, self.settings.sync.create_tables)
+                self.appliers[table] = TableApplier(shape, self.bk)
+
+    def _refresh_table(self, table: str, new_columns: list[str]) -> None:
+        assert self.conn is not None
+        with connect(self.settings.source, "source") as src:
+            for col in new_columns:
+                add_column_from_source(src, self.conn, table, table, col)
+            shape = ensure_target_table(src, self.conn, table, table, False)
+        self.appliers[table] = TableApplier(shape, self.bk)
+
+    def _wait_for_epoch(self) -> str:
+        warned = False
+        while not self.stop.is_set():
+            epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+            if epoch:
+                return epoch
+            if not warned:
+                log.info("waiting for capture to initialise the broker (%s has no epoch yet)", self.kafka.control_topic)
+                warned = True
+            self.stop.wait(1.0)
+        raise CrossfadeError("stopped before capture initialised the broker")
+
+    # -- assignment ---------------------------------------------------------------------------
+    def _claim(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        assert self.epoch is not None
+        token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
+        stored = self._with_db_retry(
+            lambda: claim_partitions(self._db(), self.bk, self.settings.sync.group_id, tps, self.epoch or "", token)
+        )
+        for tp in tps:
+            self.owner[tp] = token
+        return {tp: s.next_offset for tp, s in stored.items()}
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        tps = [(p.topic, p.partition) for p in partitions]
+        if not tps:
+            return
+        offsets = self._claim(tps)
+        assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
+        consumer.assign(assigned)
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
+        self.ready.set()
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        for p in partitions:
+            self.owner.pop((p.topic, p.partition), None)
+        if partitions:
+            log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    def _reclaim_all(self) -> None:
+        """The broker epoch changed under us: restart every owned partition at offset 0."""
+        assert self.consumer is not None
+        tps = list(self.owner)
+        self.epoch = self._wait_for_epoch()
+        if not tps:
+            return
+        offsets = self._claim(tps)
+        self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
+        log.warning("broker epoch changed to %s: replaying %d partitions from the new log", self.epoch, len(tps))
+
+    # -- DB helpers ---------------------------------------------------------------------------
+    def _db(self) -> psycopg.Connection:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            self.conn = self._connect_target()
+        return self.conn
+
+    def _with_db_retry(self, fn: Callable[[], Any]) -> Any:
+        def before_sleep(rs: RetryCallState) -> None:
+            self.stats.retries += 1
+            exc = rs.outcome.exception() if rs.outcome else None
+            log.warning("transient error, retry %d in %.1fs: %s", rs.attempt_number, rs.next_action.sleep if rs.next_action else 0, _one_line(exc))
+            if self.conn is not None:
+                with contextlib.suppress(Exception):
+                    self.conn.close()
+                self.conn = None
+
+        for attempt in Retrying(
+            retry=retry_if_exception(_is_transient),
+            wait=wait_exponential(multiplier=0.2, max=10),
+            stop=stop_never,
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                if self.stop.is_set() and attempt.retry_state.attempt_number > 1:
+                    raise CrossfadeError("stopped while retrying")
+                return fn()
+        return None
+
+    # -- main loop ----------------------------------------------------------------------------
+    def run(self) -> None:
+        s = self.settings
+        self.conn = self._connect_target()
+        self._setup_tables()
+        self.epoch = self._wait_for_epoch()
+        self.decoder = EventDecoder(self.kafka)
+        self._dlq = Producer({**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"})
+        self.consumer = Consumer(
+            {
+                **self.kafka.client_config(),
+                "group.id": s.sync.group_id,
+                "client.id": f"crossfade-sync-{self.worker_id}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # never jump silently: a stored offset beyond the log end is an error we handle
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": s.sync.max_poll_interval_ms,
+                "session.timeout.ms": s.sync.session_timeout_ms,
+                "allow.auto.create.topics": False,
+            }
+        )
+        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        timeout = s.sync.batch_timeout_ms / 1000
+        try:
+            while not self.stop.is_set():
+                try:
+                    msgs = self.consumer.consume(s.sync.batch_size, timeout)
+                except KafkaException as exc:
+                    log.warning("consume failed: %s", exc)
+                    self.stop.wait(1)
+                    continue
+                if self._pending_reclaim:
+                    self._pending_reclaim = False
+                    self._reclaim_all()
+                    continue
+                if msgs:
+                    self._process(msgs)
+        finally:
+            try:
+                self.consumer.close()
+            finally:
+                if self.conn is not None:
+                    self.conn.close()
+                self._dlq.flush(10)
+
+    def _process(self, msgs: list[Message]) -> None:
+        good: list[Message] = []
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                good.append(m)
+                continue
+            code = err.code()
+            if code == KafkaError._PARTITION_EOF:
+                continue
+            if code in (KafkaError._AUTO_OFFSET_RESET, KafkaError.OFFSET_OUT_OF_RANGE):
+                self._handle_out_of_range(m)
+                return
+            if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                log.warning("topic %s unknown to the broker (restarted?); checking the epoch", m.topic())
+                self._pending_reclaim = self._epoch_changed()
+                self.stop.wait(1)
+                return
+            log.warning("Kafka error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+        if not good:
+            return
+        # a record from another broker epoch means the log was replaced under us
+        for m in good:
+            ep = header(m, EPOCH_HEADER)
+            if ep is not None and ep != self.epoch:
+                log.warning("record of epoch %s on %s[%d] (ours %s)", ep, m.topic(), m.partition(), self.epoch)
+                self._reclaim_all()
+                return
+        try:
+            self._with_db_retry(lambda: self._apply_batch(good))
+        except StaleAssignment as exc:
+            log.warning("%s", exc)
+            return
+        if self.consumer is not None:
+            commit: dict[tuple[str, int], int] = {}
+            for m in good:
+                commit[(m.topic(), m.partition())] = max(commit.get((m.topic(), m.partition()), 0), m.offset() + 1)
+            with contextlib.suppress(KafkaException):  # lag display only
+                self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()], asynchronous=True)
+        self.stats.batches += 1
+        self.stats.last_batch_at = time.time()
+        if self.on_batch:
+            self.on_batch(self)
+
+    def _epoch_changed(self) -> bool:
+        epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+        return epoch is not None and epoch != self.epoch
+
+    def _handle_out_of_range(self, m: Message) -> None:
+        if self._epoch_changed() or current_epoch(self.kafka.client_config(), self.kafka.control_topic, 3) is None:
+            self._reclaim_all()
+            return
+        raise BrokerDataLost(
+            f"the offset stored for {m.topic()}[{m.partition()}] is beyond the end of the broker's log, "
+            "yet the broker epoch is unchanged",
+            "the topic lost data (retention or deletion): restart capture with a new snapshot, "
+            "or rewind sync to a checkpoint that is still in the topic",
+        )
+
+    # -- one transaction ----------------------------------------------------------------------
+    def _decode(self, m: Message) -> ChangeEvent | ControlRecord | DeadLetter | None:
+        assert self.decoder is not None
+        table = self.topics.get(m.topic(), m.topic())
+        kind = control_kind(m.headers())
+        if kind is not None:
+            try:
+                return ControlRecord.decode(m.value() or b"")
+            except Exception as exc:
+                return DeadLetter(m, f"corrupt control record: {exc}", table)
+        if m.value() is None:
+            return None  # tombstone (compaction marker): nothing to apply
+        try:
+            return self.decoder.decode(m.key(), m.value(), table, header(m, POSITION_HEADER))
+        except DecodeError as exc:
+            return DeadLetter(m, str(exc), table)
+
+    def _apply_batch(self, msgs: list[Message]) -> None:
+        conn = self._db()
+        s = sql.Identifier(self.bk)
+        group = self.settings.sync.group_id
+        by_tp: dict[tuple[str, int], list[Message]] = defaultdict(list)
+        for m in msgs:
+            by_tp[(m.topic(), m.partition())].append(m)
+        with conn.transaction():
+            # 1. fencing + already-applied filter
+            fresh: dict[tuple[str, int], list[Message]] = {}
+            for tp in sorted(by_tp):
+                row = conn.execute(
+                    sql.SQL("SELECT next_offset, owner, epoch FROM {}.offsets WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE").format(s),
+                    (group, tp[0], tp[1]),
+                ).fetchone()
+                mine = self.owner.get(tp)
+                if row is None or mine is None or row[1] != mine:
+                    raise StaleAssignment(
+                        f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back"
+                    )
+                nxt = int(row[0])
+                fresh[tp] = [m for m in by_tp[tp] if m.offset() >= nxt]
+            # 2. decode and dead-letter
+            dead: list[DeadLetter] = []
+            items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
+            for tp, ms in fresh.items():
+                out: list[ChangeEvent | ControlRecord] = []
+                for m in ms:
+                    d = self._decode(m)
+                    if isinstance(d, DeadLetter):
+                        dead.append(d)
+                    elif d is not None:
+                        out.append(d)
+                items[tp] = out
+            if dead:
+                self._dead_letter(dead)
+            # 3. apply per table
+            per_tp_stats: dict[tuple[str, int], list[int]] = {}
+            for table in sorted({self.topics[tp[0]] for tp in items if tp[0] in self.topics}):
+                tps = [tp for tp in items if self.topics.get(tp[0]) == table]
+                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats)
+            # 4. offsets and stats
+            for tp, ms in fresh.items():
+                if not ms:
+                    continue
+                conn.execute(
+                    sql.SQL("UPDATE {}.offsets SET next_offset=%s, updated_at=now() WHERE group_id=%s AND topic=%s AND partition=%s").format(s),
+                    (ms[-1].offset() + 1, group, tp[0], tp[1]),
+                )
+                applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
+                ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp)
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {s}.table_stats AS ts (tbl, topic, partition, applied, skipped, dead_lettered, last_lsn, last_source_ts, last_applied_at) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s, CASE WHEN %s > 0 THEN to_timestamp(%s / 1000.0) END, now()) "
+                        "ON CONFLICT (tbl, topic, partition) DO UPDATE SET applied = ts.applied + EXCLUDED.applied, "
+                        "skipped = ts.skipped + EXCLUDED.skipped, dead_lettered = ts.dead_lettered + EXCLUDED.dead_lettered, "
+                        "last_lsn = GREATEST(ts.last_lsn, EXCLUDED.last_lsn), "
+                        "last_source_ts = GREATEST(ts.last_source_ts, EXCLUDED.last_source_ts), last_applied_at = now()"
+                    ).format(s=s),
+                    (self.topics.get(tp[0], tp[0]), tp[0], tp[1], applied, skipped, ndead,
+                     last_lsn if last_lsn >= 0 else None, last_ts, last_ts),
+                )
+
+    def _apply_table(
+        self,
+        conn: psycopg.Connection,
+        table: str,
+        items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]],
+        per_tp_stats: dict[tuple[str, int], list[int]],
+    ) -> None:
+        applier = self.appliers[table]
+        # ADD COLUMN mid-stream: the target follows the source (identity mapping)
+        for evs in items.values():
+            for e in evs:
+                if isinstance(e, ChangeEvent) and e.row_schema is not None:
+                    extra = [c for c in e.row_schema.columns if c not in applier.cols]
+                    if extra:
+                        self._refresh_table(table, extra)
+                        applier = self.appliers[table]
+        applier.prepare(conn)
+        wm = applier.watermark(conn)
+
+        def account(tp: tuple[str, int], evs: list[ChangeEvent], res_applied: int, res_skipped: int) -> None:
+            st = per_tp_stats.setdefault(tp, [0, 0, -1, 0])
+            st[0] += res_applied
+            st[1] += res_skipped
+            for e in evs:
+                st[2] = max(st[2], e.lsn)
+                st[3] = max(st[3], e.source_ts_ms)
+
+        for tp, evs in items.items():
+            run: list[ChangeEvent] = []
+            # change events apply set-based in runs; a truncate/sweep/fence applies in order between
+            for x in [*evs, None]:
+                if isinstance(x, ChangeEvent) and x.op != "t":
+                    run.append(x)
+                    continue
+                if run:
+                    res = applier.apply(conn, run, wm)
+                    self._toast_missing(table, res.toast_missing)
+                    self._count(table, res)
+                    account(tp, run, res.applied + res.deleted, res.skipped)
+                    run = []
+                if x is None:
+                    break
+                if isinstance(x, ChangeEvent):  # TRUNCATE at the source
+                    n = applier.truncate(conn, x.position, "truncate")
+                    wm = max(wm, x.position)
+                    log.warning("TRUNCATE of %s at LSN %d applied: %d target rows deleted", table, x.lsn, n)
+                    account(tp, [x], 1, 0)
+                elif x.kind == "sweep":
+                    n = applier.truncate(conn, position(x.lsn, snapshot=True), "snapshot sweep")
+                    wm = max(wm, position(x.lsn, snapshot=True))
+                    if n:
+                        log.warning("snapshot at LSN %d no longer holds %d rows of %s: deleted", x.lsn, n, table)
+                elif x.kind == "fence":
+                    conn.execute(
+                        sql.SQL(
+                            "INSERT INTO {}.fences (token, topic, partition, lsn, source_ts) "
+                            "VALUES (%s,%s,%s,%s, to_timestamp(%s/1000.0)) ON CONFLICT DO NOTHING"
+                        ).format(sql.Identifier(self.bk)),
+                        (x.token, tp[0], tp[1], x.lsn, x.source_ts_ms),
+                    )
+
+    def _count(self, table: str, res: Any) -> None:
+        self.stats.applied[table] += res.applied
+        self.stats.deleted[table] += res.deleted
+        self.stats.skipped[table] += res.skipped
+
+    def _toast_missing(self, table: str, keys: list[str]) -> None:
+        if keys:
+            # The row the update refers to is not in the target, so its unchanged TOASTed values
+            # are unknown: refuse loudly rather than write Debezium's placeholder or NULLs.
+            raise SchemaMismatch(
+                f"{len(keys)} update(s) of {table} keep unchanged TOASTed values of rows missing in the target (keys {keys[:3]})",
+                f"set REPLICA IDENTITY FULL on {table} in the source, or re-snapshot the table",
+            )
+
+    def _dead_letter(self, dead: list[DeadLetter]) -> None:
+        assert self._dlq is not None
+        for d in dead:
+            m = d.msg
+            self.stats.dead_lettered[d.table] += 1
+            log.error("dead-lettered %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), d.reason)
+            self._dlq.produce(
+                self.kafka.dlq_topic,
+                key=m.key(),
+                value=m.value(),
+                headers=[
+                    ("crossfade.dlq.reason", d.reason.encode()),
+                    ("crossfade.dlq.rule", b"decode"),
+                    ("crossfade.dlq.table", d.table.encode()),
+                    ("crossfade.dlq.topic", m.topic().encode()),
+                    ("crossfade.dlq.partition", str(m.partition()).encode()),
+                    ("crossfade.dlq.offset", str(m.offset()).encode()),
+                    ("crossfade.dlq.ts", str(int(time.time() * 1000)).encode()),
+                ],
+            )
+        # durable before the batch commits: a crash after the commit must not lose them
+        if self._dlq.flush(30):
+            raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")
+
+
+def _one_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return ""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
