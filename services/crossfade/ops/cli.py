@@ -1,0 +1,236 @@
+"""The ``crossfade`` command line.
+
+Every command fails with one line on stderr naming the problem and the fix, and a non-zero exit
+code (2: configuration, 3: preflight, 1: anything else, 130: interrupted); ``--verbose`` adds the
+stack trace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from typing import Any
+
+import click
+
+from crossfade.config import Settings, load_settings, public_view
+from crossfade.errors import CrossfadeError
+from crossfade.ops.logs import redact, setup_logging
+
+log = logging.getLogger("crossfade")
+
+
+class _State:
+    verbose = False
+
+
+def _settings(config: str | None) -> Settings:
+    return load_settings(config)
+
+
+config_option = click.option(
+    "-c", "--config", "config", envvar="CROSSFADE_CONFIG", type=click.Path(dir_okay=False),
+    help="YAML config file (or CROSSFADE_CONFIG).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logs, and stack traces on errors.")
+@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
+@click.version_option(package_name="crossfade")
+def cli(verbose: bool, log_format: str) -> None:
+    """crossfade: zero-downtime data migration with change data capture.
+
+    Debezium reads the legacy database's log, Kafka carries the changes as Avro, sync workers
+    apply them to the new database; status, fence and verify prove the two agree.
+    """
+    _State.verbose = verbose
+    setup_logging(verbose, log_format)
+
+
+@cli.command()
+@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of live writes.")
+@click.option("--rate", type=float, default=40.0, show_default=True, help="Legacy transactions per second.")
+@click.option("--accounts", type=int, default=300, show_default=True, help="Accounts seeded before capture starts.")
+@click.option("--partitions", type=int, default=2, show_default=True)
+def demo(duration: float, rate: float, accounts: int, partitions: int) -> None:
+    """Run the whole pipeline on embedded parts and prove the copy equal.
+
+    Starts Tansu and PostgreSQL (a legacy and a new database), Debezium and a sync worker; seeds a
+    small CRM and keeps writing to it; then stops the writes, fences, and compares every row.
+    Exits 0 only if both databases match.
+    """
+    from crossfade.ops.demo import run_demo
+
+    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions))
+
+
+@cli.command()
+@click.option("--port", type=int, default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Run the embedded Tansu broker in the foreground (in memory: data is lost on stop)."""
+    import signal
+    import threading
+
+    from crossfade.embedded import EmbeddedBroker
+
+    b = EmbeddedBroker(port).start()
+    click.echo(f"Tansu broker on {b.bootstrap_servers} (in memory; Ctrl-C to stop)")
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(1):
+            if not b.running:
+                raise CrossfadeError("the broker process exited", f"see its log {b.log_path}")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+def _serve(services: list[str], settings: Settings) -> None:
+    from crossfade.ops.runner import Runner
+
+    runner = Runner()
+    if "capture" in services:
+        from crossfade.capture.service import CaptureService
+
+        cap = CaptureService(settings)
+        runner.add("capture", cap.run, cap.stop)
+    if "sync" in services:
+        from crossfade.sync.worker import SyncWorker
+
+        worker = SyncWorker(settings)
+        runner.add("sync", worker.run, worker.stop.set)
+    runner.install_signals()
+    runner.start()
+    runner.wait()
+
+
+@cli.command()
+@config_option
+def capture(config: str | None) -> None:
+    """Debezium (embedded) -> Kafka, until stopped."""
+    _serve(["capture"], _settings(config))
+
+
+@cli.command()
+@config_option
+def sync(config: str | None) -> None:
+    """Kafka -> new database; run several to scale out (one consumer group)."""
+    _serve(["sync"], _settings(config))
+
+
+@cli.command()
+@config_option
+def run(config: str | None) -> None:
+    """Capture and sync in one process (one-node setups)."""
+    _serve(["capture", "sync"], _settings(config))
+
+
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(config: str | None, as_json: bool) -> None:
+    """Rows on both sides, events applied, stored vs committed offsets."""
+    from crossfade.ops.status import collect
+
+    data = collect(_settings(config))
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title=f"crossfade status (broker epoch {data['epoch'] or 'none'})")
+    for col in ("table", "source rows", "target rows", "applied", "skipped", "dead-lettered", "last LSN", "last source commit"):
+        t.add_column(col, justify="right" if col not in ("table",) else "left")
+    for r in data["tables"]:
+        t.add_row(
+            r["table"], str(r["source_rows"]), str(r["target_rows"]), str(r["events_applied"]), str(r["events_skipped"]),
+            str(r["dead_lettered"]), str(r["last_lsn"] or "-"), str(r["last_source_ts"] or "-"),
+        )
+    con.print(t)
+    p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
+    for col in ("topic", "partition", "stored", "kafka committed", "log end (reported)", "lag hint"):
+        p.add_column(col)
+    for r in data["partitions"]:
+        p.add_row(r["topic"], str(r["partition"]), str(r["stored_offset"]), str(r["kafka_committed_offset"]),
+                  str(r["log_end_offset_reported"]), str(r["lag_hint"]))
+    con.print(p)
+
+
+@cli.command()
+@config_option
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def fence(config: str | None, timeout: float, as_json: bool) -> None:
+    """Write a fence row in the legacy database and wait until sync applied it everywhere."""
+    from crossfade.cutover.fence import fence as do_fence
+
+    r = do_fence(_settings(config), timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}))
+    else:
+        click.echo(f"fence {r.token[:8]} applied on all {r.partitions} partitions in {r.seconds:.2f} s: "
+                   "every change committed before it is in the target")
+
+
+@cli.group()
+def config() -> None:
+    """Inspect the configuration."""
+
+
+@config.command("show")
+@config_option
+def config_show(config: str | None) -> None:
+    """Print the validated configuration as JSON, secrets redacted."""
+    click.echo(json.dumps(public_view(_settings(config)), indent=2))
+
+
+@cli.group()
+def connector() -> None:
+    """The Debezium connector as Kafka Connect takes it."""
+
+
+@connector.command("render")
+@config_option
+def connector_render(config: str | None) -> None:
+    """Print the Kafka Connect connector JSON (the same properties capture runs embedded)."""
+    from crossfade.capture.connector import kafka_connect_config
+
+    click.echo(json.dumps(kafka_connect_config(_settings(config)), indent=2))
+
+
+def main(argv: list[str] | None = None) -> Any:
+    try:
+        return cli.main(args=argv, prog_name="crossfade", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("crossfade: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("crossfade: interrupted", err=True)
+        sys.exit(130)
+    except CrossfadeError as exc:
+        if _State.verbose:
+            traceback.print_exc()
+        click.echo(f"crossfade: error: {redact(str(exc))}", err=True)
+        sys.exit(exc.exit_code)
+    except SystemExit:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, trace on --verbose
+        if _State.verbose:
+            traceback.print_exc()
+        msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+        click.echo(f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
