@@ -1,7 +1,7 @@
 """Unit tests of crossfade.events.pgtext: Connect/Avro values -> PostgreSQL input text.
 
-The tests named ``test_real_pg_*`` check the literals against a real PostgreSQL server and run only
-when ``CROSSFADE_TEST_PG_DSN`` names one (they are skipped otherwise).
+The tests named ``test_real_pg_*`` check the literals against a real PostgreSQL server:
+``CROSSFADE_TEST_PG_DSN`` if set, otherwise the session's embedded server (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -547,12 +547,9 @@ def test_converter_for_is_cached_per_field_type() -> None:
 
 
 @pytest.fixture(scope="module")
-def pg() -> Iterator[Any]:
-    dsn = os.environ.get("CROSSFADE_TEST_PG_DSN")
-    if not dsn:
-        pytest.skip(
-            "CROSSFADE_TEST_PG_DSN is not set: no PostgreSQL server to check literals against"
-        )
+def pg(request: pytest.FixtureRequest) -> Iterator[Any]:
+    """A real PostgreSQL: CROSSFADE_TEST_PG_DSN, else the session's embedded server."""
+    dsn = os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -96,9 +96,13 @@ class Admin:
             raise BrokerUnavailable(f"Kafka at {self.bootstrap} reports no brokers", "check the cluster")
 
     def partitions(self, topic: str, timeout: float = 10.0) -> int | None:
-        """Number of partitions of ``topic``, None if it does not exist."""
+        """Number of partitions of ``topic``, None if it does not exist.
+
+        Reads the metadata of *all* topics: asking for one topic by name makes brokers with
+        ``auto.create.topics.enable`` (Tansu always) create it, with the wrong partition count.
+        """
         try:
-            md = self._admin.list_topics(topic=topic, timeout=timeout)
+            md = self._admin.list_topics(timeout=timeout)
         except KafkaException as exc:
             raise BrokerUnavailable(f"cannot read metadata of {topic}: {exc}") from None
         t = md.topics.get(topic)
@@ -148,7 +152,12 @@ class Admin:
 def read_first_record(
     client_conf: dict[str, Any], topic: str, timeout: float = 5.0
 ) -> tuple[bytes | None, bytes | None] | None:
-    """Read the record at offset 0 of partition 0 of ``topic``; None if there is none."""
+    """Read the record at offset 0 of partition 0 of ``topic``; None if there is none.
+
+    A missing topic is not fetched (fetching would auto-create it on some brokers).
+    """
+    if Admin(client_conf).partitions(topic, timeout=timeout) is None:
+        return None
     c = Consumer(
         {
             **client_conf,

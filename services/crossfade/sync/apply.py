@@ -34,6 +34,18 @@ from crossfade.sync.target_ddl import POS_COLUMN, TableShape
 
 Converter = Callable[[Any], str | None]
 
+# decimal.handling.mode=string spells numeric's special values its own way, and its Connect type is
+# a plain string: only the target column's type tells them apart from text.
+_NUMERIC_SPECIALS = {"NAN": "NaN", "POSITIVE_INFINITY": "Infinity", "NEGATIVE_INFINITY": "-Infinity"}
+
+
+def _numeric(conv: Converter) -> Converter:
+    def wrapped(v: Any) -> str | None:
+        out = conv(v)
+        return _NUMERIC_SPECIALS.get(out, out) if out is not None else None
+
+    return wrapped
+
 
 @dataclass(slots=True)
 class ApplyResult:
@@ -85,6 +97,7 @@ class TableApplier:
     def __init__(self, shape: TableShape, bookkeeping_schema: str) -> None:
         self.shape = shape
         self.cols = [c.name for c in shape.columns]
+        self._numeric_cols = {c.name for c in shape.columns if c.type_sql.startswith("numeric")}
         self.pk = list(shape.pk)
         self.bk = sql.Identifier(bookkeeping_schema)
         self.tbl_name = shape.qualified
@@ -185,7 +198,10 @@ class TableApplier:
         rs, ks = e.row_schema, e.key_schema
         if ks is None:
             raise SchemaMismatch(f"change event of {e.table} carries no key schema")
-        key_convs = [converter_for(ks.type_of(c)) for c in self.pk]
+        key_convs = [
+            _numeric(converter_for(ks.type_of(c))) if c in self._numeric_cols else converter_for(ks.type_of(c))
+            for c in self.pk
+        ]
         row_convs: list[Converter] = []
         if rs is not None:
             have = set(rs.columns)
@@ -196,7 +212,10 @@ class TableApplier:
                     f"that target {self.tbl_name} has (dropped or renamed at the source?)",
                     "map the change explicitly in the config, or drop the column from the target and restart sync",
                 )
-            row_convs = [converter_for(rs.type_of(c)) for c in self.cols]
+            row_convs = [
+                _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
+                for c in self.cols
+            ]
         self._conv_cache[ck] = (key_convs, row_convs)
         return key_convs, row_convs
 

@@ -97,8 +97,12 @@ def _enum_labels(conn: psycopg.Connection, qualified: str) -> list[str]:
     ]
 
 
-def sync_enum(source: psycopg.Connection, target: psycopg.Connection, qualified: str) -> None:
-    """Create the enum in the target, or add the labels the source has gained since."""
+def sync_enum(source: psycopg.Connection, target: psycopg.Connection, qualified: str) -> bool:
+    """Create the enum in the target, or add the labels the source has gained since.
+
+    Returns True when the target changed. Must run outside the batch transaction: a label added
+    with ``ALTER TYPE ... ADD VALUE`` cannot be used before its transaction commits.
+    """
     labels = _enum_labels(source, qualified)
     schema = qualified.split(".", 1)[0]
     target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.SQL(schema)))
@@ -109,13 +113,17 @@ def sync_enum(source: psycopg.Connection, target: psycopg.Connection, qualified:
                 sql.SQL(qualified), sql.SQL(", ").join(sql.Literal(x) for x in labels)
             )
         )
-        return
+        return True
     have = set(_enum_labels(target, qualified))
+    changed = False
     for label in labels:
         if label not in have:
             target.execute(
                 sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}").format(sql.SQL(qualified), sql.Literal(label))
             )
+            log.warning("enum %s gained the label %r at the source: added it in the target", qualified, label)
+            changed = True
+    return changed
 
 
 def ensure_target_table(

@@ -51,7 +51,7 @@ from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
 from crossfade.sync.apply import TableApplier
 from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
-from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table
+from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,15 @@ class SyncWorker:
                 add_column_from_source(src, self.conn, table, table, col)
             shape = ensure_target_table(src, self.conn, table, table, False)
         self.appliers[table] = TableApplier(shape, self.bk)
+
+    def _sync_enums(self) -> bool:
+        changed = False
+        with connect(self.settings.source, "source") as src:
+            for applier in self.appliers.values():
+                for col in applier.shape.columns:
+                    if col.enum:
+                        changed |= sync_enum(src, self._db(), col.enum)
+        return changed
 
     def _wait_for_epoch(self) -> str:
         warned = False
@@ -290,7 +299,13 @@ class SyncWorker:
                 self._reclaim_all()
                 return
         try:
-            self._with_db_retry(lambda: self._apply_batch(good))
+            try:
+                self._with_db_retry(lambda: self._apply_batch(good))
+            except psycopg.errors.InvalidTextRepresentation as exc:
+                # a label added to a source enum: add it to the target, then apply again
+                if "enum" not in str(exc) or not self._sync_enums():
+                    raise
+                self._with_db_retry(lambda: self._apply_batch(good))
         except StaleAssignment as exc:
             log.warning("%s", exc)
             return

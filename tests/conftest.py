@@ -1,0 +1,262 @@
+"""Shared fixtures.
+
+Integration tests run the real embedded stack: one PostgreSQL server and one Tansu broker per
+session, and per test a fresh pair of databases (legacy, target), topic prefix, replication slot
+and state directory, so tests never see each other's data. ``crossfade capture`` and
+``crossfade sync`` run as real subprocesses through the CLI, so a test can SIGKILL them.
+
+Set ``CROSSFADE_TEST_BOOTSTRAP`` to run the same tests against a real Kafka instead of Tansu.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+from crossfade.config import Settings, load_settings
+from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
+
+_counter = itertools.count(1)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """Poll ``pred`` until truthy; fail the test naming ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def work_root() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="crossfade-it-"))
+    d.chmod(0o755)  # the PostgreSQL server user must traverse it when tests run as root
+    yield d
+
+
+@pytest.fixture(scope="session")
+def pg_server(work_root: Path) -> Iterator[EmbeddedPostgres]:
+    pg = EmbeddedPostgres(log_to=work_root / "postgres.log")
+    pg.start()
+    os.environ.setdefault("CROSSFADE_TEST_PG_DSN", pg.dsn())
+    yield pg
+    pg.stop()
+
+
+@pytest.fixture(scope="session")
+def bootstrap(work_root: Path) -> Iterator[str]:
+    real = os.environ.get("CROSSFADE_TEST_BOOTSTRAP")
+    if real:
+        yield real
+        return
+    b = EmbeddedBroker(log_to=work_root / "tansu.log")
+    b.start()
+    yield b.bootstrap_servers
+    b.stop()
+
+
+class Proc:
+    """A crossfade subprocess with its log file."""
+
+    def __init__(self, name: str, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.name = name
+        self.log = log
+        self.expected_dead = False
+        self._fh = open(log, "ab")  # noqa: SIM115 - closed in stop()
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "crossfade.ops.cli", *args],
+            env=env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.p.poll() is None
+
+    def kill(self) -> None:
+        self.expected_dead = True
+        if self.alive():
+            os.killpg(self.p.pid, signal.SIGKILL)
+        self.p.wait(30)
+
+    def stop(self, timeout: float = 60) -> int:
+        self.expected_dead = True
+        if self.alive():
+            os.killpg(self.p.pid, signal.SIGTERM)
+            try:
+                self.p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.p.pid, signal.SIGKILL)
+                self.p.wait(10)
+        self._fh.close()
+        return self.p.returncode
+
+    def tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Stack:
+    """One isolated migration: legacy and target databases, topics, slot, processes."""
+
+    def __init__(self, pg: EmbeddedPostgres, bootstrap: str, root: Path, partitions: int = 2, **sync: Any) -> None:
+        n = next(_counter)
+        self.n = n
+        self.pg = pg
+        self.dir = root / f"stack{n}"
+        self.dir.mkdir(parents=True)
+        self.legacy_db, self.target_db = f"legacy_{n}", f"target_{n}"
+        pg.create_database(self.legacy_db)
+        pg.create_database(self.target_db)
+        self.tables: list[str] = []
+        self.partitions = partitions
+        self.bootstrap = bootstrap
+        self.sync_overrides = sync
+        self.procs: list[Proc] = []
+        self.config_path = self.dir / "crossfade.yaml"
+
+    @property
+    def source_dsn(self) -> str:
+        return self.pg.dsn(self.legacy_db)
+
+    @property
+    def target_dsn(self) -> str:
+        return self.pg.dsn(self.target_db)
+
+    def src(self) -> psycopg.Connection:
+        return psycopg.connect(self.source_dsn, autocommit=True)
+
+    def tgt(self) -> psycopg.Connection:
+        return psycopg.connect(self.target_dsn, autocommit=True)
+
+    def sql(self, statement: str, params: Any = None) -> None:
+        with self.src() as c:
+            c.execute(statement, params)
+
+    def write_config(self, tables: list[str]) -> Settings:
+        self.tables = tables
+        cfg = {
+            "source": {"dsn": self.source_dsn},
+            "target": {"dsn": self.target_dsn},
+            "kafka": {
+                "bootstrap_servers": self.bootstrap,
+                "topic_prefix": f"it{self.n}_{os.getpid()}",
+                "partitions": self.partitions,
+            },
+            "tables": tables,
+            "capture": {
+                "slot_name": f"cf_it{self.n}",
+                "publication_name": f"cf_it{self.n}",
+                "state_dir": str(self.dir / "capture"),
+                "heartbeat_interval_ms": 1000,
+            },
+            "sync": {"batch_size": 2000, "batch_timeout_ms": 100, "session_timeout_ms": 6000, **self.sync_overrides},
+        }
+        self.config_path.write_text(yaml.safe_dump(cfg))
+        return self.settings
+
+    @property
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")}
+        env["CROSSFADE_CONFIG"] = str(self.config_path)
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, what: str) -> Proc:
+        p = Proc(what, [what], self._env(), self.dir / f"{what}.log")
+        self.procs.append(p)
+        return p
+
+    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "crossfade.ops.cli", *args],
+            env={**self._env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def fence(self, timeout: float = 180) -> float:
+        from crossfade.cutover.fence import fence
+        from crossfade.events.kafka import Admin
+
+        s = self.settings
+        admin = Admin(s.kafka.client_config())
+        wait_for(
+            lambda: all(admin.partitions(s.kafka.table_topic(t)) for t in s.tables),
+            120,
+            "capture to create the change topics" + self._diag(),
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            dead = [p for p in self.procs if not p.alive() and not p.expected_dead]
+            if dead:
+                raise AssertionError(f"{dead[0].name} exited with {dead[0].p.returncode}{self._diag()}")
+            try:
+                return fence(s, timeout=5).seconds
+            except Exception as exc:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{exc}{self._diag()}") from None
+
+    def _diag(self) -> str:
+        return "".join(f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}" for p in self.procs)
+
+    def compare(self) -> list[Any]:
+        from crossfade.ops.demo import compare_all
+
+        return compare_all(self.settings)
+
+    def assert_equal(self) -> None:
+        diffs = self.compare()
+        bad = [d.as_dict() for d in diffs if not d.match]
+        assert not bad, f"source and target differ: {bad}{self._diag()}"
+
+    def close(self) -> None:
+        for p in self.procs:
+            p.stop(30)
+        with self.src() as c:
+            c.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
+                (f"cf_it{self.n}",),
+            )
+
+
+@pytest.fixture
+def stack_factory(pg_server: EmbeddedPostgres, bootstrap: str, work_root: Path) -> Iterator[Callable[..., Stack]]:
+    made: list[Stack] = []
+
+    def make(**kw: Any) -> Stack:
+        s = Stack(pg_server, bootstrap, work_root, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def stack(stack_factory: Callable[..., Stack]) -> Stack:
+    return stack_factory()
