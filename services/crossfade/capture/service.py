@@ -40,6 +40,7 @@ from crossfade.events.framing import frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
 from crossfade.events.model import position
 from crossfade.events.schema_store import SchemaPublisher
+from crossfade.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ class ChangeProducer:
         self._errors: list[str] = []
         self._last_offset: dict[tuple[str, int], int] = {}
         self.stats = CaptureStats()
+        self.meter = metrics.CaptureMeter(settings)
         self.snapshot_lsn: int | None = None
+        self._unswept_snapshot_lsn: int | None = None
         self._headers: list[tuple[str, bytes]] = []
         self.floor = 0
         self._floor_file: Path | None = None
@@ -163,23 +166,40 @@ class ChangeProducer:
             self._published[id(cc)] = fp
         return frame_single_object(fp, cc.encode(payload)), payload
 
+    def _sweep_if_snapshot_ended(self) -> None:
+        """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.
+
+        Debezium flags the snapshot's final record ``last``, but a snapshot restarted after a
+        crash was seen to end without one: the first record after the snapshot (a streamed
+        change, a heartbeat or a fence) triggers the sweep too. Per partition the producer keeps
+        order, so the sweep lands after every snapshot record and before what follows.
+        """
+        if self._unswept_snapshot_lsn is None:
+            return
+        lsn, self._unswept_snapshot_lsn = self._unswept_snapshot_lsn, None
+        self._emit_sweeps(lsn)
+        self.stats.snapshot_done = True
+        log.info("snapshot complete at LSN %s; sweep markers sent", lsn)
+
     def handle(self, records: list[Any]) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
-        snapshot_ended = False
         for r in records:
             dest = str(r.destination())
             if dest.startswith("__debezium-heartbeat"):
                 self.stats.heartbeats += 1
+                self._sweep_if_snapshot_ended()
                 continue
             raw_value = None if r.value() is None else str(r.value())
             raw_key = None if r.key() is None else str(r.key())
             if dest == self.fence_topic:
                 if raw_value is not None:
+                    self._sweep_if_snapshot_ended()
                     self._broadcast_fence(json.loads(raw_value)["payload"])
                 continue
             key_bytes, _ = self._encode(raw_key)
             value_bytes, payload = self._encode(raw_value)
             headers = self._headers
+            snap_last = False
             if payload is not None:
                 source = payload.get("source") or {}
                 self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)
@@ -188,9 +208,11 @@ class ChangeProducer:
                 is_snapshot = snap in _SNAPSHOT_FLAGS
                 if is_snapshot:
                     self.snapshot_lsn = lsn
+                    self._unswept_snapshot_lsn = lsn
                     self._set_floor(lsn)
-                if snap == "last":
-                    snapshot_ended = True
+                    snap_last = snap == "last"
+                else:
+                    self._sweep_if_snapshot_ended()
                 pos = position(lsn, snapshot=is_snapshot, floor=self.floor)
                 headers = [*headers, (POSITION_HEADER, str(pos).encode())]
             kwargs: dict[str, Any] = {"headers": headers}
@@ -210,12 +232,9 @@ class ChangeProducer:
                 ) from None
             self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
             self.producer.poll(0)
+            if snap_last:
+                self._sweep_if_snapshot_ended()
         self.flush()
-        if snapshot_ended and self.snapshot_lsn is not None:
-            self._emit_sweeps(self.snapshot_lsn)
-            self.flush()
-            self.stats.snapshot_done = True
-            log.info("snapshot complete at LSN %s; sweep markers sent", self.snapshot_lsn)
 
     def _control(self, rec: ControlRecord, topics: list[str]) -> None:
         for topic in topics:
@@ -306,6 +325,7 @@ class CaptureService:
             properties=embedded_properties(self.settings, offsets), handler=_Handler(), jvm_opts=jvm_opts
         )
         self.ready.set()
+        metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
             self.engine.run()

@@ -49,6 +49,7 @@ from crossfade.errors import (
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
+from crossfade.ops import metrics
 from crossfade.sync.apply import TableApplier
 from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
 from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
@@ -102,6 +103,7 @@ class SyncWorker:
         self.bk = settings.sync.bookkeeping_schema
         self.topics = {self.kafka.table_topic(t): t for t in settings.tables}
         self.stats = SyncStats()
+        self.meter = metrics.SyncMeter()  # publishes per committed batch, never per record
         self.epoch: str | None = None
         self.owner: dict[tuple[str, int], str] = {}
         self.appliers: dict[str, TableApplier] = {}
@@ -171,6 +173,8 @@ class SyncWorker:
         tps = [(p.topic, p.partition) for p in partitions]
         if not tps:
             return
+        # a rejoin after a broker restart must not claim under the old epoch
+        self.epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3) or self.epoch
         offsets = self._claim(tps)
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
@@ -204,6 +208,7 @@ class SyncWorker:
         def before_sleep(rs: RetryCallState) -> None:
             self.stats.retries += 1
             exc = rs.outcome.exception() if rs.outcome else None
+            metrics.retried("sync", exc)
             log.warning("transient error, retry %d in %.1fs: %s", rs.attempt_number, rs.next_action.sleep if rs.next_action else 0, _one_line(exc))
             if self.conn is not None:
                 with contextlib.suppress(Exception):
@@ -254,8 +259,10 @@ class SyncWorker:
                     msgs = self.consumer.consume(s.sync.batch_size, timeout)
                 except KafkaException as exc:
                     log.warning("consume failed: %s", exc)
+                    metrics.error("sync", "transient")
                     self.stop.wait(1)
                     continue
+                self.meter.poll(self)  # consumer lag, at most once a second
                 if self._pending_reclaim:
                     self._pending_reclaim = False
                     self._reclaim_all()
@@ -298,6 +305,7 @@ class SyncWorker:
                 log.warning("record of epoch %s on %s[%d] (ours %s)", ep, m.topic(), m.partition(), self.epoch)
                 self._reclaim_all()
                 return
+        t0 = time.monotonic()
         try:
             try:
                 self._with_db_retry(lambda: self._apply_batch(good))
@@ -308,6 +316,7 @@ class SyncWorker:
                 self._with_db_retry(lambda: self._apply_batch(good))
         except StaleAssignment as exc:
             log.warning("%s", exc)
+            self.meter.discard()
             return
         if self.consumer is not None:
             commit: dict[tuple[str, int], int] = {}
@@ -317,6 +326,7 @@ class SyncWorker:
                 self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()], asynchronous=True)
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
+        self.meter.committed(self, len(good), time.monotonic() - t0)
         if self.on_batch:
             self.on_batch(self)
 
@@ -402,6 +412,7 @@ class SyncWorker:
                     (ms[-1].offset() + 1, group, tp[0], tp[1]),
                 )
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
+                self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
                 ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp)
                 conn.execute(
                     sql.SQL(
@@ -469,6 +480,7 @@ class SyncWorker:
                     if n:
                         log.warning("snapshot at LSN %d no longer holds %d rows of %s: deleted", x.lsn, n, table)
                 elif x.kind == "fence":
+                    self.meter.note_fence(x.source_ts_ms)
                     conn.execute(
                         sql.SQL(
                             "INSERT INTO {}.fences (token, topic, partition, lsn, source_ts) "
@@ -496,6 +508,7 @@ class SyncWorker:
         for d in dead:
             m = d.msg
             self.stats.dead_lettered[d.table] += 1
+            metrics.dead_lettered(d.table, "decode")
             log.error("dead-lettered %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), d.reason)
             self._dlq.produce(
                 self.kafka.dlq_topic,

@@ -1,0 +1,179 @@
+"""Process faults on the real embedded stack (FAULTS.md 1-4, 6, 9 and preflight 29-30).
+
+Each test keeps a writer busy on the legacy CRM, injects the fault, then stops the writer, waits
+for a fence and compares every row of every table.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import psycopg
+import pytest
+
+from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
+from crossfade.embedded.crm import TABLES, CrmWriter
+from tests.conftest import Stack, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def _crm_stack(stack: Stack, accounts: int = 150) -> CrmWriter:
+    writer = CrmWriter(stack.source_dsn, seed=stack.n, rate=60)
+    writer.seed(accounts)
+    stack.write_config(TABLES)
+    return writer
+
+
+def _target_rows(stack: Stack) -> int:
+    try:
+        with stack.tgt() as t:
+            return sum(t.execute(f"SELECT count(*) FROM {x}").fetchone()[0] for x in TABLES)  # type: ignore[index]
+    except psycopg.Error:
+        return 0
+
+
+def test_sigkill_sync_mid_stream_and_rebalance(stack: Stack) -> None:
+    writer = _crm_stack(stack)
+    stack.start("capture")
+    sync = stack.start("sync")
+    writer.start()
+    rng = random.Random(1)
+    try:
+        wait_for(lambda: _target_rows(stack) > 0, 120, "sync to apply the snapshot")
+        for _ in range(3):
+            time.sleep(rng.uniform(1.0, 3.0))
+            sync.kill()  # SIGKILL: mid-batch or between commit and Kafka commit, wherever it is
+            sync = stack.start("sync")
+        # scale out: a second worker joins (rebalance mid-stream), then is killed
+        second = stack.start("sync")
+        time.sleep(8)
+        second.kill()
+        time.sleep(2)
+    finally:
+        writer.stop()
+    stack.fence()
+    stack.assert_equal()
+
+
+def test_sigkill_capture_while_streaming(stack: Stack) -> None:
+    writer = _crm_stack(stack)
+    capture = stack.start("capture")
+    stack.start("sync")
+    writer.start()
+    try:
+        wait_for(lambda: _target_rows(stack) > 0, 120, "the snapshot to arrive")
+        for _ in range(2):
+            time.sleep(4)
+            capture.kill()  # duplicates may reach Kafka after the restart; the guard drops them
+            time.sleep(1)
+            capture = stack.start("capture")
+    finally:
+        writer.stop()
+    stack.fence()
+    stack.assert_equal()
+
+
+def test_sigkill_capture_during_initial_snapshot(stack: Stack) -> None:
+    stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, payload text, n numeric)")
+    stack.sql("INSERT INTO big SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 60000) g")
+    stack.write_config(["public.big"])
+    capture = stack.start("capture")
+    stack.start("sync")
+
+    def some_applied() -> bool:
+        try:
+            with stack.tgt() as t:
+                return bool(t.execute("SELECT count(*) > 0 FROM public.big").fetchone()[0])  # type: ignore[index]
+        except psycopg.Error:
+            return False
+
+    wait_for(some_applied, 120, "the snapshot to start arriving")
+    capture.kill()
+    stack.sql("DELETE FROM big WHERE id % 7 = 0")
+    stack.sql("UPDATE big SET payload = 'changed' WHERE id % 11 = 0")
+    stack.start("capture")
+    stack.fence()
+    stack.assert_equal()
+
+
+def test_broker_loses_its_data_then_capture_resnapshots_and_sync_sweeps(
+    pg_server: EmbeddedPostgres, work_root, request
+) -> None:
+    broker = EmbeddedBroker(log_to=work_root / "tansu-loss.log").start()
+    request.addfinalizer(broker.stop)
+    stack = Stack(pg_server, broker.bootstrap_servers, work_root)
+    request.addfinalizer(stack.close)
+    stack.sql("CREATE TABLE public.m (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO m SELECT g, 'v' || g FROM generate_series(1, 2000) g")
+    stack.write_config(["public.m"])
+    capture = stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    stack.assert_equal()
+    # the in-memory broker loses everything; capture goes down with it
+    capture.kill()
+    broker.restart()
+    # changes while the broker had nothing: deletes must not survive in the target
+    stack.sql("DELETE FROM m WHERE id <= 300")
+    stack.sql("UPDATE m SET v = 'after loss' WHERE id > 1900")
+    stack.sql("INSERT INTO m SELECT g, 'new' FROM generate_series(5001, 5100) g")
+    stack.start("capture")  # new epoch: re-snapshot; sync must notice and sweep
+    stack.fence()
+    stack.assert_equal()
+    cap_log = stack.procs[-1].tail(200)
+    assert "re-snapshot" in cap_log or "is new" in cap_log
+
+
+def _one_line_error(cp) -> str:  # type: ignore[no-untyped-def]
+    assert cp.returncode not in (0, None), cp.stdout + cp.stderr
+    assert "Traceback" not in cp.stderr, cp.stderr
+    lines = [x for x in cp.stderr.splitlines() if x.startswith("crossfade:")]
+    assert len(lines) == 1, cp.stderr
+    return lines[0]
+
+
+def test_preflight_errors_are_one_clear_line(stack: Stack, pg_server: EmbeddedPostgres, work_root) -> None:
+    stack.sql("CREATE TABLE public.nopk (a int, b text); CREATE TABLE public.ok (id int PRIMARY KEY)")
+    stack.write_config(["public.nopk"])
+    cp = stack.cli("capture", timeout=60)
+    line = _one_line_error(cp)
+    assert cp.returncode == 3 and "public.nopk has no primary key" in line
+
+    stack.write_config(["public.missing"])
+    line = _one_line_error(stack.cli("capture", timeout=60))
+    assert "public.missing does not exist" in line
+
+    stack.write_config(["public.ok"])
+    bad_dsn = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"
+    cp = stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": bad_dsn}, timeout=60)
+    line = _one_line_error(cp)
+    assert cp.returncode == 3 and "cannot connect to the source database" in line and "s3cret" not in cp.stderr
+
+    cp = stack.cli("capture", env={"CROSSFADE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=90)
+    assert "cannot reach Kafka" in _one_line_error(cp)
+
+    with stack.src() as c:
+        c.execute("DROP ROLE IF EXISTS norepl; CREATE ROLE norepl LOGIN")
+    norepl = stack.source_dsn.replace("postgres@", "norepl@")
+    line = _one_line_error(stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": norepl}, timeout=60))
+    assert "REPLICATION" in line
+
+    (stack.dir / "typo.yaml").write_text(stack.config_path.read_text().replace("bootstrap_servers", "bootstrap_server"))
+    cp = stack.cli("status", "-c", str(stack.dir / "typo.yaml"), env={"CROSSFADE_CONFIG": ""})
+    line = _one_line_error(cp)
+    assert cp.returncode == 2 and "kafka.bootstrap_server is not a known setting" in line
+
+    # wal_level replica on a second server
+    other = EmbeddedPostgres(log_to=work_root / "pg-replica.log").start()
+    try:
+        with psycopg.connect(other.dsn(), autocommit=True) as c:
+            c.execute("ALTER SYSTEM SET wal_level = 'replica'")
+        other.restart()
+        other.create_database("legacy")
+        cp = stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": other.dsn("legacy")}, timeout=60)
+        line = _one_line_error(cp)
+        assert cp.returncode == 3 and "wal_level=replica" in line
+    finally:
+        other.stop()
