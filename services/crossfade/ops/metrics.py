@@ -1,0 +1,684 @@
+"""Every metric crossfade exports, declared here and nowhere else, and the ops HTTP endpoints.
+
+Naming follows the Prometheus conventions: the ``crossfade_`` prefix, base units in the name
+(``_seconds``, ``_bytes``, ``_records``), ``_total`` on counters, timestamps as
+``_timestamp_seconds`` (Unix time). Labels stay bounded: ``table`` (the configured source
+tables), ``op``, ``partition`` (the change topics' partitions), ``rule`` (dead-letter rules),
+``kind`` (``transient``/``terminal``, the error tree's kinds), ``component`` (capture, sync,
+console), ``gate`` and ``slot``. Nothing per key, per offset or per error message.
+
+Hot-path cost: the services count into plain dicts per record (they already do) and publish to
+these metrics once per batch through :class:`CaptureMeter` and :class:`SyncMeter`; consumer lag
+is recomputed at most once a second from values the consumer already holds.
+
+Every long-running command serves, on ``ops.metrics_host:ops.metrics_port``:
+
+``/metrics``  the Prometheus text format;
+``/healthz``  200 while the process runs (liveness);
+``/readyz``   200 when every readiness check registered by the services passes, 503 otherwise,
+              with a JSON body naming each check (connected to the broker and the databases,
+              partitions assigned for sync, the Debezium engine running for capture).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import prometheus_client
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from crossfade.capture.service import CaptureService, ChangeProducer
+    from crossfade.config import Settings
+    from crossfade.sync.worker import SyncWorker
+
+log = logging.getLogger(__name__)
+
+# The ``_created`` series prometheus-client adds beside each counter only double the series count.
+prometheus_client.disable_created_metrics()
+
+# -- capture ----------------------------------------------------------------------------------
+
+CAPTURE_EVENTS = Counter(
+    "crossfade_capture_events_total",
+    "Change events capture published to Kafka (acknowledged by the broker), by source table and "
+    "operation (insert, update, delete, snapshot, truncate).",
+    ["table", "op"],
+)
+CAPTURE_HEARTBEATS = Counter(
+    "crossfade_capture_heartbeats_total", "Debezium heartbeats capture received from the connector."
+)
+CAPTURE_LAST_HEARTBEAT = Gauge(
+    "crossfade_capture_last_heartbeat_timestamp_seconds",
+    "When capture last received a Debezium heartbeat (Unix time).",
+)
+CAPTURE_LAST_EVENT_SOURCE_TS = Gauge(
+    "crossfade_capture_last_event_source_timestamp_seconds",
+    "Source commit time of the newest change event capture published (Unix time).",
+)
+CAPTURE_FENCES = Counter(
+    "crossfade_capture_fences_total", "Fence rows capture saw and broadcast to every partition."
+)
+SNAPSHOT_ROWS = Counter(
+    "crossfade_capture_snapshot_rows_total",
+    "Rows capture published from Debezium's initial snapshot, by source table.",
+    ["table"],
+)
+SNAPSHOT_RUNNING = Gauge(
+    "crossfade_capture_snapshot_running", "1 while Debezium's snapshot is being published, else 0."
+)
+SLOT_RETAINED_WAL = Gauge(
+    "crossfade_replication_slot_retained_wal_bytes",
+    "WAL the legacy database keeps for crossfade's replication slot "
+    "(pg_current_wal_lsn() - restart_lsn): grows, and fills the disk, while capture does not confirm.",
+    ["slot"],
+)
+SLOT_ACTIVE = Gauge(
+    "crossfade_replication_slot_active",
+    "1 when a connection (Debezium) streams from the replication slot, 0 when it is idle or absent.",
+    ["slot"],
+)
+SOURCE_ROWS = Gauge(
+    "crossfade_source_table_rows_estimate",
+    "Live rows of each source table as PostgreSQL's statistics estimate them (n_live_tup).",
+    ["table"],
+)
+
+# -- sync -------------------------------------------------------------------------------------
+
+SYNC_EVENTS_APPLIED = Counter(
+    "crossfade_sync_events_applied_total",
+    "Change events sync wrote to the target, by table and operation (upsert, delete); counted "
+    "when their batch committed.",
+    ["table", "op"],
+)
+SYNC_EVENTS_SKIPPED = Counter(
+    "crossfade_sync_events_skipped_total",
+    "Change events the source-position guard skipped (older than the target row: duplicates).",
+    ["table"],
+)
+SYNC_BATCH_SIZE = Histogram(
+    "crossfade_sync_batch_size_records",
+    "Kafka records in one applied batch (one target transaction).",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 100_000),
+)
+SYNC_BATCH_DURATION = Histogram(
+    "crossfade_sync_batch_duration_seconds",
+    "Time to decode and apply one batch and commit it in the target, retries included.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+SYNC_E2E_LAG = Gauge(
+    "crossfade_sync_end_to_end_lag_seconds",
+    "Source commit to target commit of the newest event of the table in the last batch that "
+    "held it (stays at its last value while the table is idle).",
+    ["table"],
+)
+SYNC_LAST_APPLIED_SOURCE_TS = Gauge(
+    "crossfade_sync_last_applied_source_timestamp_seconds",
+    "Source commit time of the newest event applied to each table (Unix time).",
+    ["table"],
+)
+SYNC_LAST_BATCH_TS = Gauge(
+    "crossfade_sync_last_batch_timestamp_seconds", "When this worker last committed a batch (Unix time)."
+)
+SYNC_FENCE_LAG = Gauge(
+    "crossfade_sync_fence_lag_seconds",
+    "Commit of the last fence row in the legacy database to the commit of its marker in the "
+    "target (end-to-end lag proven through the pipeline).",
+)
+SYNC_FENCES = Counter(
+    "crossfade_sync_fence_markers_total", "Fence markers applied (one per partition and fence)."
+)
+SYNC_CONSUMER_LAG = Gauge(
+    "crossfade_sync_consumer_lag_records",
+    "Records in the partition after the consumer's position (high watermark the consumer learned "
+    "from its own fetches; a hint: the fence is the proof).",
+    ["table", "partition"],
+)
+SYNC_ASSIGNED = Gauge("crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker.")
+DEAD_LETTERED = Counter(
+    "crossfade_dead_lettered_total",
+    "Records sent to the dead-letter topic, by table and the rule they failed.",
+    ["table", "rule"],
+)
+
+# -- shared -----------------------------------------------------------------------------------
+
+RETRIES = Counter(
+    "crossfade_retries_total",
+    "Retries after transient errors, by component and what failed (database, broker, other).",
+    ["component", "reason"],
+)
+ERRORS = Counter(
+    "crossfade_errors_total",
+    "Errors by component and kind: transient (retried) or terminal (the service stopped).",
+    ["component", "kind"],
+)
+BUILD = Info("crossfade_build", "crossfade version.")
+
+# -- verify and cutover (set by those commands and by the console) ----------------------------
+
+VERIFY_MISMATCHED = Gauge(
+    "crossfade_verify_mismatched_rows",
+    "Rows that differ between legacy and new (missing, extra or different) in the latest verify, by table.",
+    ["table"],
+)
+VERIFY_LAST_RUN = Gauge(
+    "crossfade_verify_last_run_timestamp_seconds", "When the latest verify finished (Unix time)."
+)
+CUTOVER_GATE_OK = Gauge(
+    "crossfade_cutover_gate_ok",
+    "Cutover go/no-go gates: 1 green, 0 red (absent: not evaluated yet).",
+    ["gate"],
+)
+
+_OPS = {"c": "insert", "u": "update", "d": "delete", "r": "snapshot", "t": "truncate"}
+CAPTURE_OPS = tuple(_OPS.values())
+SYNC_OPS = ("upsert", "delete")
+DLQ_RULES = ("decode",)
+COMPONENTS = ("capture", "sync")
+
+try:
+    BUILD.info({"version": metadata.version("crossfade")})
+except metadata.PackageNotFoundError:  # running from a source tree without installing
+    BUILD.info({"version": "unknown"})
+
+
+def set_verify_result(mismatched: Mapping[str, int], finished_at: float | None = None) -> None:
+    """Publish a verify run: mismatched rows per table (0 for a table that matched)."""
+    for table, n in mismatched.items():
+        VERIFY_MISMATCHED.labels(table=table).set(n)
+    VERIFY_LAST_RUN.set(finished_at if finished_at is not None else time.time())
+
+
+def set_gate(gate: str, ok: bool | None) -> None:
+    """Publish a cutover gate: green (True), red (False), or not evaluated (None: series removed)."""
+    if ok is None:
+        with contextlib.suppress(KeyError):
+            CUTOVER_GATE_OK.remove(gate)
+        return
+    CUTOVER_GATE_OK.labels(gate=gate).set(1 if ok else 0)
+
+
+def init_labels(settings: Settings) -> None:
+    """Create every known label combination at 0, so rates and alerts see a series from the start
+    (a counter that first appears at 1 hides its first increase from ``rate``)."""
+    for table in settings.tables:
+        for op in CAPTURE_OPS:
+            CAPTURE_EVENTS.labels(table=table, op=op)
+        for op in SYNC_OPS:
+            SYNC_EVENTS_APPLIED.labels(table=table, op=op)
+        SYNC_EVENTS_SKIPPED.labels(table=table)
+        SNAPSHOT_ROWS.labels(table=table)
+        for rule in DLQ_RULES:
+            DEAD_LETTERED.labels(table=table, rule=rule)
+    for component in COMPONENTS:
+        for reason in ("database", "broker", "other"):
+            RETRIES.labels(component=component, reason=reason)
+        for kind in ("transient", "terminal"):
+            ERRORS.labels(component=component, kind=kind)
+
+
+def _reason(exc: BaseException | None) -> str:
+    import psycopg
+
+    from crossfade.errors import BrokerUnavailable, DatabaseUnavailable
+
+    if isinstance(exc, psycopg.Error | DatabaseUnavailable):
+        return "database"
+    if isinstance(exc, BrokerUnavailable):
+        return "broker"
+    try:
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):
+            return "broker"
+    except ImportError:  # pragma: no cover
+        pass
+    return "other"
+
+
+def retried(component: str, exc: BaseException | None) -> None:
+    """Count one retry after a transient error (and the error itself)."""
+    RETRIES.labels(component=component, reason=_reason(exc)).inc()
+    ERRORS.labels(component=component, kind="transient").inc()
+
+
+def error(component: str, kind: str = "transient") -> None:
+    ERRORS.labels(component=component, kind=kind).inc()
+
+
+def dead_lettered(table: str, rule: str) -> None:
+    DEAD_LETTERED.labels(table=table, rule=rule).inc()
+
+
+def counting_errors(component: str, run: Callable[[], None]) -> Callable[[], None]:
+    """Wrap a service's ``run`` so the failure that stops it is counted (kind from the error tree)."""
+
+    def wrapped() -> None:
+        try:
+            run()
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:
+            ERRORS.labels(component=component, kind=getattr(exc, "kind", "terminal")).inc()
+            raise
+
+    return wrapped
+
+
+# -- capture ----------------------------------------------------------------------------------
+
+
+class CaptureMeter:
+    """Publishes one acknowledged Debezium batch at a time (see ``ChangeProducer.handle``)."""
+
+    def __init__(self, settings: Settings) -> None:
+        prefix = settings.kafka.topic_prefix + "."
+        self._table = {prefix + t: t for t in settings.tables}
+        self._heartbeats = 0
+        self._fences = 0
+
+    def batch(self, producer: ChangeProducer, counts: Mapping[tuple[str, str | None], int]) -> None:
+        """``counts``: records produced per (destination topic, Debezium op) in this batch."""
+        for (dest, op), n in counts.items():
+            table = self._table.get(dest)
+            name = _OPS.get(op or "")
+            if table is None or name is None:  # tombstones, topics outside the config
+                continue
+            CAPTURE_EVENTS.labels(table=table, op=name).inc(n)
+            if op == "r":
+                SNAPSHOT_ROWS.labels(table=table).inc(n)
+        st = producer.stats
+        if st.heartbeats != self._heartbeats:
+            CAPTURE_HEARTBEATS.inc(st.heartbeats - self._heartbeats)
+            CAPTURE_LAST_HEARTBEAT.set(time.time())
+            self._heartbeats = st.heartbeats
+        if st.fences != self._fences:
+            CAPTURE_FENCES.inc(st.fences - self._fences)
+            self._fences = st.fences
+        if st.last_source_ts_ms:
+            CAPTURE_LAST_EVENT_SOURCE_TS.set(st.last_source_ts_ms / 1000)
+        SNAPSHOT_RUNNING.set(1 if producer.snapshot_lsn is not None and not st.snapshot_done else 0)
+
+
+_SLOT_SQL = """
+SELECT active,
+       pg_wal_lsn_diff(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()
+                            ELSE pg_current_wal_lsn() END, restart_lsn)::bigint
+FROM pg_replication_slots WHERE slot_name = %s
+"""
+_ROWS_SQL = """
+SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables
+WHERE schemaname || '.' || relname = ANY(%s)
+"""
+
+
+class SlotPoller:
+    """Polls the legacy database on its own connection, in a daemon thread: the replication
+    slot's retained WAL (the classic silent disk-filler) and the source tables' row estimates.
+
+    Stops when ``stop`` is set or the thread that started it ends. A failed poll is logged once,
+    counted as a transient capture error and retried at the next interval; ``ok`` tells whether
+    the last poll reached the database (a readiness check of capture).
+    """
+
+    def __init__(self, settings: Settings, stop: threading.Event, interval: float = 10.0) -> None:
+        self.settings = settings
+        self.slot = settings.capture.slot_name
+        self.stop = stop
+        self.interval = interval
+        self.ok = False
+        self._owner = threading.current_thread()
+        self._thread = threading.Thread(target=self._run, name="slot-poller", daemon=True)
+
+    def start(self) -> SlotPoller:
+        READINESS.register("capture", "source database", lambda: self.ok)
+        self._thread.start()
+        return self
+
+    def poll_once(self, conn: Any) -> None:
+        row = conn.execute(_SLOT_SQL, (self.slot,)).fetchone()
+        if row is None:  # Debezium creates the slot when it starts streaming
+            SLOT_ACTIVE.labels(slot=self.slot).set(0)
+        else:
+            SLOT_ACTIVE.labels(slot=self.slot).set(1 if row[0] else 0)
+            if row[1] is not None:
+                SLOT_RETAINED_WAL.labels(slot=self.slot).set(int(row[1]))
+        for table, n in conn.execute(_ROWS_SQL, (list(self.settings.tables),)).fetchall():
+            SOURCE_ROWS.labels(table=table).set(max(int(n or 0), 0))
+
+    def _run(self) -> None:
+        import psycopg
+
+        conn: Any = None
+        failing = False
+        while not self.stop.is_set() and self._owner.is_alive():
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = psycopg.connect(
+                        self.settings.source.conninfo,
+                        autocommit=True,
+                        connect_timeout=self.settings.source.connect_timeout_s,
+                        application_name="crossfade-slot-poller",
+                    )
+                self.poll_once(conn)
+                self.ok = True
+                if failing:
+                    log.info("replication slot poll works again")
+                failing = False
+            except psycopg.Error as exc:
+                self.ok = False
+                ERRORS.labels(component="capture", kind="transient").inc()
+                if not failing:
+                    msg = str(exc).strip().splitlines()
+                    log.warning("cannot read replication slot %s: %s", self.slot, msg[0] if msg else type(exc).__name__)
+                failing = True
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            self.stop.wait(self.interval)
+        if conn is not None:
+            conn.close()
+
+
+# -- sync -------------------------------------------------------------------------------------
+
+
+class SyncMeter:
+    """Publishes one committed batch at a time for a :class:`SyncWorker`.
+
+    Inside the target transaction the worker only *notes* source times (``note``, ``note_fence``);
+    ``committed`` publishes them with the counters' growth since the previous batch, and
+    ``discard`` forgets them when the batch rolled back for good. ``poll`` refreshes consumer lag
+    and the assignment, at most once a second, from the worker's own thread (the consumer is not
+    shared with the HTTP threads).
+    """
+
+    def __init__(self) -> None:
+        self._ts: dict[str, int] = {}
+        self._fence_ts = 0
+        self._fences = 0
+        self._seen: dict[tuple[str, str], int] = {}
+        self._lag_labels: set[tuple[str, str]] = set()
+        self._next_poll = 0.0
+        self.last_loop = time.monotonic()
+
+    def note(self, table: str, source_ts_ms: int) -> None:
+        if source_ts_ms > self._ts.get(table, 0):
+            self._ts[table] = source_ts_ms
+
+    def note_fence(self, source_ts_ms: int) -> None:
+        self._fences += 1
+        self._fence_ts = max(self._fence_ts, source_ts_ms)
+
+    def discard(self) -> None:
+        self._ts.clear()
+        self._fence_ts = 0
+        self._fences = 0
+
+    def _grow(self, counter: Any, key: tuple[str, str], labels: dict[str, str], now_value: int) -> None:
+        d = now_value - self._seen.get(key, 0)
+        if d > 0:
+            counter.labels(**labels).inc(d)
+        self._seen[key] = now_value
+
+    def committed(self, worker: SyncWorker, records: int, seconds: float) -> None:
+        now = time.time()
+        SYNC_BATCH_SIZE.observe(records)
+        SYNC_BATCH_DURATION.observe(seconds)
+        SYNC_LAST_BATCH_TS.set(now)
+        st = worker.stats
+        for table, n in list(st.applied.items()):
+            self._grow(SYNC_EVENTS_APPLIED, ("upsert", table), {"table": table, "op": "upsert"}, n)
+        for table, n in list(st.deleted.items()):
+            self._grow(SYNC_EVENTS_APPLIED, ("delete", table), {"table": table, "op": "delete"}, n)
+        for table, n in list(st.skipped.items()):
+            self._grow(SYNC_EVENTS_SKIPPED, ("skip", table), {"table": table}, n)
+        for table, ts in self._ts.items():
+            if ts > 0:
+                SYNC_E2E_LAG.labels(table=table).set(max(now - ts / 1000, 0.0))
+                SYNC_LAST_APPLIED_SOURCE_TS.labels(table=table).set(ts / 1000)
+        if self._fences:
+            SYNC_FENCES.inc(self._fences)
+            if self._fence_ts:
+                SYNC_FENCE_LAG.set(max(now - self._fence_ts / 1000, 0.0))
+        self.discard()
+        self.poll(worker, force=True)
+
+    def poll(self, worker: SyncWorker, force: bool = False) -> None:
+        """Consumer lag per partition from the watermark learned by the consumer's own fetches
+        (``cached=True``: the query form under-reports on Tansu, see STACK.md)."""
+        mono = time.monotonic()
+        self.last_loop = mono
+        if not force and mono < self._next_poll:
+            return
+        self._next_poll = mono + 1.0
+        consumer = worker.consumer
+        if consumer is None:
+            return
+        from confluent_kafka import KafkaException, TopicPartition
+
+        owned = list(worker.owner)
+        SYNC_ASSIGNED.set(len(owned))
+        labels: set[tuple[str, str]] = set()
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in owned]) if owned else []
+            for tp in positions:
+                if tp.offset < 0:  # nothing consumed yet: position unknown
+                    continue
+                try:
+                    _low, high = consumer.get_watermark_offsets(tp, cached=True)
+                except KafkaException:
+                    continue
+                if high is None or high < 0:
+                    continue
+                key = (worker.topics.get(tp.topic, tp.topic), str(tp.partition))
+                SYNC_CONSUMER_LAG.labels(table=key[0], partition=key[1]).set(max(high - tp.offset, 0))
+                labels.add(key)
+        except (KafkaException, RuntimeError):  # closing consumer
+            return
+        owned_keys = {(worker.topics.get(t, t), str(p)) for t, p in owned}
+        for key in self._lag_labels - owned_keys:  # revoked: drop the series
+            with contextlib.suppress(KeyError):
+                SYNC_CONSUMER_LAG.remove(*key)
+        self._lag_labels = labels | (self._lag_labels & owned_keys)
+
+
+# -- readiness --------------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    component: str
+    name: str
+    fn: Callable[[], bool]
+
+
+class Readiness(Collector):
+    """Named readiness checks registered by the services; also exported as
+    ``crossfade_ready{component}`` (1 when all of that component's checks pass) so alerts see it."""
+
+    def __init__(self) -> None:
+        self._checks: dict[tuple[str, str], Check] = {}
+        self._lock = threading.Lock()
+
+    def register(self, component: str, name: str, fn: Callable[[], bool]) -> None:
+        with self._lock:
+            self._checks[(component, name)] = Check(component, name, fn)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._checks.clear()
+
+    def evaluate(self) -> dict[str, dict[str, bool]]:
+        with self._lock:
+            checks = list(self._checks.values())
+        out: dict[str, dict[str, bool]] = {}
+        for c in checks:
+            try:
+                ok = bool(c.fn())
+            except Exception as exc:  # noqa: BLE001 - a failing check is "not ready"
+                log.debug("readiness check %s/%s failed: %s", c.component, c.name, exc)
+                ok = False
+            out.setdefault(c.component, {})[c.name] = ok
+        return out
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "crossfade_ready",
+            "1 when every readiness check of the component passes (what /readyz answers), else 0.",
+            labels=["component"],
+        )
+        for component, checks in sorted(self.evaluate().items()):
+            g.add_metric([component], 1.0 if all(checks.values()) else 0.0)
+        yield g
+
+
+READINESS = Readiness()
+REGISTRY.register(READINESS)
+
+
+class BrokerProbe:
+    """Is the Kafka cluster answering? One metadata request, cached a few seconds (probes and
+    scrapes must stay cheap and never hang)."""
+
+    def __init__(self, client_conf: dict[str, Any], ttl: float = 5.0, timeout: float = 2.0) -> None:
+        self._conf = {k: v for k, v in client_conf.items() if k != "logger"}
+        self._ttl = ttl
+        self._timeout = timeout
+        self._admin: Any = None
+        self._at = 0.0
+        self._ok = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._at < self._ttl:
+                return self._ok
+            try:
+                from confluent_kafka.admin import AdminClient
+
+                if self._admin is None:
+                    self._admin = AdminClient(self._conf)
+                md = self._admin.list_topics(timeout=self._timeout)
+                self._ok = bool(md.brokers)
+            except Exception:  # noqa: BLE001 - unreachable broker: not ready
+                self._ok = False
+            self._at = time.monotonic()
+            return self._ok
+
+
+def watch_capture(service: CaptureService, settings: Settings) -> None:
+    """Register capture's readiness: the Debezium engine runs and the broker answers (the slot
+    poller adds "source database" when capture starts)."""
+    READINESS.register(
+        "capture",
+        "engine running",
+        lambda: service.ready.is_set() and service.engine is not None and not service._stopping.is_set(),
+    )
+    READINESS.register("capture", "broker", BrokerProbe(settings.kafka.client_config()))
+
+
+def watch_sync(worker: SyncWorker, settings: Settings) -> None:
+    """Register sync's readiness: target connected, partitions assigned, consume loop turning,
+    broker answering."""
+    limit = max(60.0, settings.sync.max_poll_interval_ms / 1000)
+
+    def target_ok() -> bool:
+        c = worker.conn
+        return c is not None and not c.closed and not c.broken
+
+    READINESS.register("sync", "target database", target_ok)
+    READINESS.register("sync", "partitions assigned", lambda: bool(worker.owner))
+    READINESS.register(
+        "sync", "consume loop", lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit
+    )
+    READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
+
+
+# -- HTTP -------------------------------------------------------------------------------------
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        pass
+
+
+class _ThreadingWSGIServer(prometheus_client.exposition.ThreadingWSGIServer):
+    daemon_threads = True
+
+
+WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+
+def ops_app(readiness: Readiness = READINESS, registry: Any = REGISTRY) -> WsgiApp:
+    """The WSGI app behind /metrics, /healthz and /readyz."""
+    metrics_app = prometheus_client.make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "/")
+        if path == "/metrics":
+            return metrics_app(environ, start_response)
+        if path == "/healthz":
+            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"ok\n"]
+        if path == "/readyz":
+            checks = readiness.evaluate()
+            ready = all(all(c.values()) for c in checks.values())
+            body = json.dumps({"ready": ready, "checks": checks}, indent=1).encode()
+            start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "application/json")])
+            return [body]
+        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+        return [b"not found: try /metrics, /healthz or /readyz\n"]
+
+    return app
+
+
+class OpsServer:
+    """Serves :func:`ops_app` from a daemon thread (the process's exit ends it)."""
+
+    def __init__(self, host: str, port: int, app: WsgiApp | None = None) -> None:
+        self._server: WSGIServer = make_server(
+            host, port, app or ops_app(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+        )
+        self.host = host
+        self.port = int(self._server.server_port)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
+
+    def start(self) -> OpsServer:
+        self._thread.start()
+        log.info("metrics on http://%s:%d/metrics (also /healthz, /readyz)", self.host, self.port)
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def serve_ops(settings: Settings) -> OpsServer | None:
+    """Start the ops endpoints if ``ops.metrics_port`` is set (0: any free port); None otherwise."""
+    init_labels(settings)
+    if settings.ops.metrics_port is None:
+        return None
+    from crossfade.errors import ConfigError
+
+    try:
+        return OpsServer(settings.ops.metrics_host, settings.ops.metrics_port).start()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {settings.ops.metrics_host}:{settings.ops.metrics_port} ({exc.strerror})",
+            "choose a free ops.metrics_port or stop the process holding it",
+        ) from None
