@@ -152,7 +152,8 @@ class Stack:
         with self.src() as c:
             c.execute(statement, params)
 
-    def write_config(self, tables: list[str]) -> Settings:
+    def write_config(self, tables: list[str], ops: dict[str, Any] | None = None) -> Settings:
+        """``ops``: the config's ``ops`` section (e.g. ``{"metrics_port": 9464}``)."""
         self.tables = tables
         cfg = {
             "source": {"dsn": self.source_dsn},
@@ -171,6 +172,8 @@ class Stack:
             },
             "sync": {"batch_size": 2000, "batch_timeout_ms": 100, "session_timeout_ms": 6000, **self.sync_overrides},
         }
+        if ops:
+            cfg["ops"] = ops
         self.config_path.write_text(yaml.safe_dump(cfg))
         return self.settings
 

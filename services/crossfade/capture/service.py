@@ -183,6 +183,7 @@ class ChangeProducer:
 
     def handle(self, records: list[Any]) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
+        counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
         for r in records:
             dest = str(r.destination())
             if dest.startswith("__debezium-heartbeat"):
@@ -231,10 +232,13 @@ class ChangeProducer:
                     "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
                 ) from None
             self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
+            op = payload.get("op") if payload else None
+            counts[(dest, op)] = counts.get((dest, op), 0) + 1
             self.producer.poll(0)
             if snap_last:
                 self._sweep_if_snapshot_ended()
         self.flush()
+        self.meter.batch(self, counts)  # acknowledged by the broker: count it
 
     def _control(self, rec: ControlRecord, topics: list[str]) -> None:
         for topic in topics:

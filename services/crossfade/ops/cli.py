@@ -91,19 +91,23 @@ def broker(port: int) -> None:
 
 
 def _serve(services: list[str], settings: Settings) -> None:
+    from crossfade.ops import metrics
     from crossfade.ops.runner import Runner
 
     runner = Runner()
+    metrics.serve_ops(settings)  # /metrics, /healthz, /readyz when ops.metrics_port is set
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
         cap = CaptureService(settings)
-        runner.add("capture", cap.run, cap.stop)
+        runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
+        metrics.watch_capture(cap, settings)
     if "sync" in services:
         from crossfade.sync.worker import SyncWorker
 
         worker = SyncWorker(settings)
-        runner.add("sync", worker.run, worker.stop.set)
+        runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
+        metrics.watch_sync(worker, settings)
     runner.install_signals()
     runner.start()
     runner.wait()

@@ -18,6 +18,7 @@ from crossfade.config import Settings
 from crossfade.cutover.fence import fence
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 from crossfade.embedded.crm import TABLES, CrmWriter
+from crossfade.ops import metrics
 from crossfade.ops.runner import Runner
 from crossfade.sync.target_ddl import read_shape
 from crossfade.sync.worker import SyncWorker
@@ -92,6 +93,10 @@ def run_demo(duration: float, rate: float, accounts: int, partitions: int) -> in
         worker = SyncWorker(settings)
         runner.add("capture", cap.run, cap.stop)
         runner.add("sync", worker.run, worker.stop.set)
+        # metrics and probes when CROSSFADE_OPS__METRICS_PORT is set (demo has no config file)
+        metrics.serve_ops(settings)
+        metrics.watch_capture(cap, settings)
+        metrics.watch_sync(worker, settings)
         runner.install_signals()
         runner.start()
         writer.start()

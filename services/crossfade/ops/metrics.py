@@ -310,7 +310,9 @@ class CaptureMeter:
             self._fences = st.fences
         if st.last_source_ts_ms:
             CAPTURE_LAST_EVENT_SOURCE_TS.set(st.last_source_ts_ms / 1000)
-        SNAPSHOT_RUNNING.set(1 if producer.snapshot_lsn is not None and not st.snapshot_done else 0)
+        # running until the end-of-snapshot sweep went out (sync then knows the snapshot is whole)
+        unswept = getattr(producer, "_unswept_snapshot_lsn", None)
+        SNAPSHOT_RUNNING.set(1 if unswept is not None or (producer.snapshot_lsn is not None and not st.snapshot_done) else 0)
 
 
 _SLOT_SQL = """
