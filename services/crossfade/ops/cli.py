@@ -183,6 +183,22 @@ def fence(config: str | None, timeout: float, as_json: bool) -> None:
                    "every change committed before it is in the target")
 
 
+@cli.command()
+@config_option
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (anything but loopback needs a token).")
+@click.option("--port", type=int, default=8421, show_default=True)
+@click.option("--allow-actions", is_flag=True, help="Let the page run fence (it writes one row to the legacy database).")
+@click.option("--token", envvar="CROSSFADE_CONSOLE_TOKEN", show_envvar=True,
+              help="Require this token (prefer the environment variable: arguments show in ps).")
+@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
+def console(config: str | None, host: str, port: int, allow_actions: bool, token: str | None, interval: float) -> None:
+    """Serve the cutover console: tables, lag, dead letters, verify, checkpoints, gates."""
+    from crossfade.ops.console import run_console
+
+    run_console(_settings(config), host=host, port=port, allow_actions=allow_actions, token=token,
+                interval=interval, echo=click.echo)
+
+
 @cli.group()
 def config() -> None:
     """Inspect the configuration."""

@@ -1,0 +1,613 @@
+"""``crossfade console``: one page that says, in red and green, whether the cutover can go ahead.
+
+What it shows (refreshed by a background collector every ``interval`` seconds, polled by the page
+from ``/api/state``): per table the rows in the legacy and the new database, events applied and
+the applied rate, the end-to-end lag at the last apply, dead letters (by table from the target's
+bookkeeping, by rule from the dead-letter topic's headers), the latest verify result and the
+checkpoints (read from ``<bookkeeping>.verify_runs`` and ``<bookkeeping>.checkpoints`` when those
+tables exist: the verify and checkpoint commands own them), the replication slot, the stored
+offsets, and the cutover gates. Gates are also published as ``crossfade_cutover_gate_ok{gate}``
+on the console's ``/metrics``.
+
+Protection:
+
+* read-only unless started with ``--allow-actions``; then the page may run ``fence`` (a write
+  of one row to the legacy database's ``crossfade.fence``). The real cutover stays a CLI action.
+* binds 127.0.0.1 by default. Bound anywhere else it refuses to start without a token
+  (``--token`` or ``CROSSFADE_CONSOLE_TOKEN``, 16+ characters). With a token every request but
+  ``/healthz`` must carry it: ``Authorization: Bearer``, or open ``/?token=...`` once and an
+  HttpOnly, SameSite=Strict cookie carries it from then on.
+* on loopback, requests whose ``Host`` is not a loopback name are refused (DNS rebinding).
+* actions are POSTs that must carry ``X-Crossfade-Console: 1``: a cross-site form cannot set it
+  (CSRF), and the server answers no CORS preflight.
+* secrets never leave the server: DSNs are shown redacted, the token is never echoed or logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hmac
+import ipaddress
+import json
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime
+from http import HTTPStatus
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from psycopg import sql
+
+from crossfade.config import Settings, redact_dsn
+from crossfade.errors import ConfigError
+from crossfade.ops import metrics
+from crossfade.ops.logs import redact
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("console_static")
+_COOKIE = "crossfade_console"
+_EXACT_COUNT_BELOW = 1_000_000  # rows: above this the console shows PostgreSQL's estimate
+_RATE_WINDOW_S = 30.0
+FENCE_FRESH_S = 600.0  # a fence proves lag zero when it ran: after this the gate asks for a new one
+GATES = {
+    "fence": "Lag proven zero (fence)",
+    "capture": "Capture streaming",
+    "dead_letters": "No dead letters",
+    "row_counts": "Row counts match",
+    "verify": "Verify passed",
+}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _iso(v: Any) -> str | None:
+    return v.isoformat() if isinstance(v, datetime) else None
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, str | int | float | bool) or v is None:
+        return v
+    return str(v)
+
+
+class DlqCounter:
+    """Counts the dead-letter topic's records by (rule, table) from their headers, reading only
+    what arrived since the last call. Never commits offsets (random group, assign only)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.counts: dict[tuple[str, str], int] = {}
+        self.error: str | None = None
+        self._consumer: Any = None
+
+    def refresh(self, budget_s: float = 1.0) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+        if self._consumer is None:
+            self._consumer = Consumer(
+                {
+                    **self.settings.kafka.client_config(),
+                    "group.id": f"crossfade-console-{uuid.uuid4().hex[:8]}",
+                    "enable.auto.commit": False,
+                    "allow.auto.create.topics": False,
+                    "enable.partition.eof": True,
+                }
+            )
+            self._consumer.assign([TopicPartition(self.settings.kafka.dlq_topic, 0, OFFSET_BEGINNING)])
+        deadline = time.monotonic() + budget_s
+        while time.monotonic() < deadline:
+            msgs = self._consumer.consume(500, 0.2)
+            if not msgs:
+                return
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        self.error = None
+                        return
+                    self.error = err.str()
+                    continue
+                h = {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}
+                key = (h.get("crossfade.dlq.rule", "?"), h.get("crossfade.dlq.table", "?"))
+                self.counts[key] = self.counts.get(key, 0) + 1
+                self.error = None
+
+    def close(self) -> None:
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                self._consumer.close()
+
+
+class ConsoleState:
+    """Collects the page's state in a background thread; ``snapshot`` returns the latest copy.
+
+    A failed collection keeps the previous values and reports the error (one line, redacted) in
+    ``errors``: the page shows it rather than going blank.
+    """
+
+    def __init__(self, settings: Settings, *, allow_actions: bool, interval: float = 2.0) -> None:
+        self.settings = settings
+        self.allow_actions = allow_actions
+        self.interval = interval
+        self.bk = settings.sync.bookkeeping_schema
+        self._lock = threading.Lock()
+        self._state: dict[str, Any] = {"collected_at": None, "tables": [], "errors": []}
+        self._history: deque[tuple[float, dict[str, int]]] = deque()
+        self._src: psycopg.Connection | None = None
+        self._tgt: psycopg.Connection | None = None
+        self._dlq = DlqCounter(settings)
+        self.actions: dict[str, dict[str, Any]] = {"fence": {"state": "idle"}}
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="console-collector", daemon=True)
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> ConsoleState:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(10)
+        for c in (self._src, self._tgt):
+            if c is not None:
+                c.close()
+        self._dlq.close()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            st = dict(self._state)
+            st["actions"] = {k: dict(v) for k, v in self.actions.items()}
+        st["allow_actions"] = self.allow_actions
+        return st
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.collect()
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    # -- connections ------------------------------------------------------------------------------
+    def _conn(self, which: str) -> psycopg.Connection:
+        cur = self._src if which == "source" else self._tgt
+        if cur is None or cur.closed or cur.broken:
+            db = self.settings.source if which == "source" else self.settings.target
+            cur = psycopg.connect(db.conninfo, autocommit=True, connect_timeout=db.connect_timeout_s,
+                                  application_name="crossfade-console")
+            cur.execute("SET statement_timeout = '5s'")
+            if which == "source":
+                self._src = cur
+            else:
+                self._tgt = cur
+        return cur
+
+    # -- collection -------------------------------------------------------------------------------
+    def collect(self) -> None:
+        errors: list[str] = []
+        state: dict[str, Any] = {}
+
+        def attempt(what: str, fn: Callable[[], Any]) -> Any:
+            try:
+                return fn()
+            except Exception as exc:  # noqa: BLE001 - shown on the page, collection goes on
+                msg = str(exc).strip().splitlines()
+                errors.append(redact(f"{what}: {msg[0] if msg else type(exc).__name__}"))
+                if isinstance(exc, psycopg.Error):
+                    for c in (self._src, self._tgt):
+                        if c is not None and (c.broken or c.closed):
+                            c.close()
+                return None
+
+        src_rows = attempt("legacy database", lambda: self._row_counts("source"))
+        tgt_rows = attempt("new database", lambda: self._row_counts("target"))
+        bk = attempt("bookkeeping", self._bookkeeping) or {}
+        slot = attempt("replication slot", self._slot)
+        attempt("dead-letter topic", self._dlq.refresh)
+        now = time.time()
+        tables = self._tables(src_rows, tgt_rows, bk.get("stats", {}), now)
+        state.update(
+            collected_at=datetime.fromtimestamp(now).astimezone().isoformat(timespec="seconds"),
+            collected_at_epoch=now,
+            tables=tables,
+            partitions=bk.get("offsets", []),
+            last_fence=bk.get("last_fence"),
+            verify=bk.get("verify"),
+            checkpoints=bk.get("checkpoints"),
+            slot=slot,
+            dlq={
+                "by_rule": [{"rule": r, "table": t, "records": n} for (r, t), n in sorted(self._dlq.counts.items())],
+                "error": self._dlq.error,
+                "topic": self.settings.kafka.dlq_topic,
+            },
+            config={
+                "source": redact_dsn(self.settings.source.dsn),
+                "target": redact_dsn(self.settings.target.dsn),
+                "kafka": self.settings.kafka.bootstrap_servers,
+                "topic_prefix": self.settings.kafka.topic_prefix,
+                "group": self.settings.sync.group_id,
+                "slot": self.settings.capture.slot_name,
+            },
+            errors=errors,
+        )
+        state["gates"] = self._gates(state)
+        with self._lock:
+            self._state = state
+
+    def _row_counts(self, which: str) -> dict[str, dict[str, Any]]:
+        conn = self._conn(which)
+        est = dict(
+            conn.execute(
+                "SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables "
+                "WHERE schemaname || '.' || relname = ANY(%s)",
+                (list(self.settings.tables),),
+            ).fetchall()
+        )
+        out: dict[str, dict[str, Any]] = {}
+        for t in self.settings.tables:
+            schema, name = t.split(".", 1)
+            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone() == (None,):
+                out[t] = {"rows": None, "exact": True}
+                continue
+            if int(est.get(t) or 0) < _EXACT_COUNT_BELOW:
+                q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+                row = conn.execute(q).fetchone()
+                out[t] = {"rows": int(row[0]) if row else None, "exact": True}
+            else:
+                out[t] = {"rows": int(est[t]), "exact": False}
+        return out
+
+    def _exists(self, conn: psycopg.Connection, table: str) -> bool:
+        row = conn.execute("SELECT to_regclass(%s)", (f"{self.bk}.{table}",)).fetchone()
+        return bool(row and row[0])
+
+    def _latest_rows(self, conn: psycopg.Connection, table: str, limit: int) -> list[dict[str, Any]] | None:
+        """Newest rows of a bookkeeping table owned by another command, whatever its columns."""
+        if not self._exists(conn, table):
+            return None
+        cols = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+            (self.bk, table),
+        ).fetchall()]
+        order = next((c for c in ("finished_at", "created_at", "at", "started_at", "id") if c in cols), None)
+        q = sql.SQL("SELECT row_to_json(x) FROM {}.{} x").format(sql.Identifier(self.bk), sql.Identifier(table))
+        if order:
+            q = q + sql.SQL(" ORDER BY {} DESC").format(sql.Identifier(order))
+        q = q + sql.SQL(" LIMIT {}").format(sql.Literal(limit))
+        return [r[0] for r in conn.execute(q).fetchall()]
+
+    def _bookkeeping(self) -> dict[str, Any]:
+        conn = self._conn("target")
+        if not self._exists(conn, "table_stats"):
+            return {}
+        s = sql.Identifier(self.bk)
+        # last_applied_at also moves when a batch held only a fence, so no lag is derived from it:
+        # the fence's own lag is the end-to-end figure
+        stats = {}
+        for r in conn.execute(sql.SQL(
+            "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_source_ts) "
+            "FROM {}.table_stats GROUP BY tbl"
+        ).format(s)).fetchall():
+            stats[r[0]] = {"applied": int(r[1] or 0), "skipped": int(r[2] or 0), "dead_lettered": int(r[3] or 0),
+                           "last_source_ts": _iso(r[4])}
+        offsets = [
+            {"topic": r[0], "partition": r[1], "next_offset": r[2], "updated_at": _iso(r[3])}
+            for r in conn.execute(sql.SQL(
+                "SELECT topic, partition, next_offset, updated_at FROM {}.offsets WHERE group_id = %s "
+                "ORDER BY topic, partition").format(s), (self.settings.sync.group_id,)).fetchall()
+        ]
+        fence = conn.execute(sql.SQL(
+            "SELECT token, count(*), min(source_ts), max(applied_at), "
+            "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
+            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1").format(s)).fetchone()
+        last_fence = None
+        if fence:
+            last_fence = {"token": fence[0][:8], "partitions": int(fence[1]), "source_ts": _iso(fence[2]),
+                          "applied_at": _iso(fence[3]), "lag_s": float(fence[4]) if fence[4] is not None else None}
+        return {"stats": stats, "offsets": offsets, "last_fence": last_fence,
+                "verify": self._latest_rows(conn, "verify_runs", 1),
+                "checkpoints": self._latest_rows(conn, "checkpoints", 5)}
+
+    def _slot(self) -> dict[str, Any] | None:
+        row = self._conn("source").execute(
+            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+            "FROM pg_replication_slots WHERE slot_name = %s", (self.settings.capture.slot_name,)
+        ).fetchone()
+        if row is None:
+            return {"name": self.settings.capture.slot_name, "exists": False, "active": False, "retained_wal_bytes": None}
+        return {"name": self.settings.capture.slot_name, "exists": True, "active": bool(row[0]),
+                "retained_wal_bytes": int(row[1]) if row[1] is not None else None}
+
+    def _tables(self, src: dict[str, Any] | None, tgt: dict[str, Any] | None, stats: dict[str, Any], now: float) -> list[dict[str, Any]]:
+        applied_now = {t: stats.get(t, {}).get("applied", 0) for t in self.settings.tables}
+        self._history.append((now, applied_now))
+        while len(self._history) > 2 and now - self._history[0][0] > _RATE_WINDOW_S:
+            self._history.popleft()
+        t0, first = self._history[0]
+        out = []
+        for t in self.settings.tables:
+            st = stats.get(t, {})
+            rate = (applied_now[t] - first.get(t, 0)) / (now - t0) if now - t0 >= 1 else None
+            s_rows = (src or {}).get(t, {})
+            t_rows = (tgt or {}).get(t, {})
+            out.append({
+                "table": t,
+                "legacy_rows": s_rows.get("rows"), "legacy_exact": s_rows.get("exact", True),
+                "new_rows": t_rows.get("rows"), "new_exact": t_rows.get("exact", True),
+                "applied": st.get("applied", 0), "skipped": st.get("skipped", 0),
+                "dead_lettered": st.get("dead_lettered", 0),
+                "applied_per_s": round(rate, 1) if rate is not None else None,
+                "last_source_ts": st.get("last_source_ts"),
+            })
+        return out
+
+    def _gates(self, state: dict[str, Any]) -> list[dict[str, Any]]:
+        gates: list[dict[str, Any]] = []
+
+        def gate(key: str, ok: bool | None, detail: str, action: str | None = None) -> None:
+            gates.append({"gate": key, "title": GATES[key], "state": "unknown" if ok is None else ("ok" if ok else "failed"),
+                          "detail": detail, "action": action})
+            metrics.set_gate(key, ok)
+
+        f = self.actions["fence"]
+        if f["state"] == "ok" and time.time() - f["finished_epoch"] > FENCE_FRESH_S:
+            gate("fence", None, f"the last fence ({f['token']}, at {f['finished_at']}) is over "
+                 f"{FENCE_FRESH_S // 60:.0f} minutes old: run it again", "fence")
+        elif f["state"] == "ok":
+            gate("fence", True, f"fence {f['token']} applied on all {f['partitions']} partitions in {f['seconds']:.2f} s "
+                 f"at {f['finished_at']}: every change committed before it is in the new database", "fence")
+        elif f["state"] == "failed":
+            gate("fence", False, f"fence failed: {f['error']}", "fence")
+        elif f["state"] == "running":
+            gates.append({"gate": "fence", "title": GATES["fence"], "state": "running",
+                          "detail": "fence row written to the legacy database; waiting for every partition to apply it",
+                          "action": "fence"})
+        else:
+            gate("fence", None, "not run from this console yet: write a fence row and wait until sync applied it", "fence")
+        slot = state.get("slot")
+        if slot is None:
+            gate("capture", False, "cannot read the replication slot")
+        elif not slot["exists"]:
+            gate("capture", False, f"replication slot {slot['name']} does not exist: capture has not started")
+        else:
+            gate("capture", slot["active"], f"slot {slot['name']} {'is streaming' if slot['active'] else 'is idle: capture is not running'}")
+        tables = state.get("tables", [])
+        # the target's count (authoritative, per table) or the topic's (seen by rule), whichever is larger
+        dead = max(sum(t["dead_lettered"] for t in tables), sum(x["records"] for x in state["dlq"]["by_rule"]))
+        gate("dead_letters", dead == 0, "none" if dead == 0 else f"{dead} records in {state['dlq']['topic']}: fix and replay them")
+        known = [t for t in tables if t["legacy_rows"] is not None and t["new_rows"] is not None]
+        if len(known) < len(tables):
+            gate("row_counts", None, "row counts unavailable")
+        else:
+            off = [t["table"] for t in known if t["legacy_rows"] != t["new_rows"]]
+            gate("row_counts", not off, "every table has as many rows in both databases" if not off
+                 else f"differ: {', '.join(off)} (expected while writes are in flight)")
+        verify = state.get("verify")
+        if not verify:
+            gate("verify", None, "no verify run recorded yet (crossfade verify)")
+        else:
+            v = verify[0]
+            ok = v.get("ok", v.get("passed", v.get("match")))
+            gate("verify", None if ok is None else bool(ok), json.dumps(v, default=str)[:300])
+        return gates
+
+    # -- actions ----------------------------------------------------------------------------------
+    def run_fence(self, timeout: float = 120.0) -> bool:
+        """Start a fence in a thread; False if one is already running."""
+        with self._lock:
+            if self.actions["fence"].get("state") == "running":
+                return False
+            self.actions["fence"] = {"state": "running", "started_at": time.time()}
+
+        def work() -> None:
+            from crossfade.cutover.fence import fence
+
+            try:
+                r = fence(self.settings, timeout=timeout)
+                result = {"state": "ok", "token": r.token[:8], "partitions": r.partitions, "seconds": r.seconds,
+                          "finished_at": datetime.now().strftime("%H:%M:%S"), "finished_epoch": time.time()}
+                log.info("console: fence %s applied on %d partitions in %.2f s", r.token[:8], r.partitions, r.seconds)
+            except Exception as exc:  # noqa: BLE001 - reported on the page
+                msg = str(exc).strip().splitlines()
+                result = {"state": "failed", "error": redact(msg[0] if msg else type(exc).__name__)}
+                log.warning("console: fence failed: %s", result["error"])
+            with self._lock:
+                self.actions["fence"] = result
+            self._wake.set()  # refresh the page's state now
+
+        threading.Thread(target=work, name="console-fence", daemon=True).start()
+        self._wake.set()
+        return True
+
+
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+
+def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: int) -> type[BaseHTTPRequestHandler]:
+    allowed_hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
+    token_b = token.encode() if token else None
+
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "crossfade-console"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+            log.debug("console %s %s", self.address_string(), redact(format % args))
+
+        # -- helpers
+        def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.send_header("Referrer-Policy", "no-referrer")
+            self.send_header("Content-Security-Policy", _CSP)
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def _json(self, code: int, data: Any) -> None:
+            self._send(code, json.dumps(_jsonable(data)).encode(), "application/json")
+
+        def _authorized(self) -> bool:
+            if token_b is None:
+                return True
+            auth = self.headers.get("Authorization", "")
+            if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), token_b):
+                return True
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            c = cookie.get(_COOKIE)
+            return c is not None and hmac.compare_digest(c.value.encode(), token_b)
+
+        def _guard(self) -> bool:
+            if loopback and self.headers.get("Host", "") not in allowed_hosts:
+                self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unexpected Host header\n", "text/plain")
+                return False
+            return True
+
+        # -- routes
+        def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+            self.do_GET()
+
+        def do_GET(self) -> None:  # noqa: N802
+            if not self._guard():
+                return
+            url = urlsplit(self.path)
+            if url.path == "/healthz":
+                self._send(200, b"ok\n", "text/plain")
+                return
+            if url.path == "/" and token_b is not None and "token" in parse_qs(url.query):
+                given = parse_qs(url.query)["token"][0].encode()
+                if hmac.compare_digest(given, token_b):
+                    # the token leaves the address bar: from now on an HttpOnly cookie carries it
+                    self._send(303, b"", "text/plain", {
+                        "Location": "/",
+                        "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/",
+                    })
+                    return
+            if not self._authorized():
+                self._send(401, b"crossfade console: token required (open /?token=... or send Authorization: Bearer)\n",
+                           "text/plain", {"WWW-Authenticate": "Bearer"})
+                return
+            if url.path == "/api/state":
+                self._json(200, state.snapshot())
+            elif url.path == "/metrics":
+                from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            elif url.path in ("/", "/index.html", "/app.js", "/app.css"):
+                f = STATIC / ("index.html" if url.path == "/" else url.path.lstrip("/"))
+                self._send(200, f.read_bytes(), _TYPES[f.suffix])
+            else:
+                self._send(404, b"not found\n", "text/plain")
+
+        def do_POST(self) -> None:  # noqa: N802
+            if not self._guard():
+                return
+            if not self._authorized():
+                self._json(401, {"error": "token required"})
+                return
+            if self.headers.get("X-Crossfade-Console") != "1":
+                self._json(403, {"error": "missing X-Crossfade-Console header"})
+                return
+            url = urlsplit(self.path)
+            if url.path != "/api/actions/fence":
+                self._json(404, {"error": "no such action"})
+                return
+            if not state.allow_actions:
+                self._json(403, {"error": "read-only console: start it with --allow-actions to run fence from the page"})
+                return
+            if state.run_fence():
+                self._json(202, {"started": "fence"})
+            else:
+                self._json(409, {"error": "a fence is already running"})
+
+    return Handler
+
+
+class Console:
+    """The console's HTTP server and state collector."""
+
+    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8421, allow_actions: bool = False,
+                 token: str | None = None, interval: float = 2.0) -> None:
+        token = token or None
+        loopback = _is_loopback(host)
+        if not loopback and not token:
+            raise ConfigError(
+                f"refusing to serve the console on {host} without a token",
+                "set CROSSFADE_CONSOLE_TOKEN (or --token), or bind to 127.0.0.1 and use an SSH tunnel",
+            )
+        if token is not None and len(token) < 16:
+            raise ConfigError("the console token is too short", "use at least 16 random characters")
+        self.state = ConsoleState(settings, allow_actions=allow_actions, interval=interval)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve the console on {host}:{port} ({exc.strerror})",
+                              "choose another --port") from None
+        self.httpd.daemon_threads = True
+        self.port = int(self.httpd.server_address[1])
+        self.host = host
+        self.httpd.RequestHandlerClass = make_handler(self.state, token, loopback, self.port)
+
+    def start(self) -> Console:
+        self.state.start()
+        threading.Thread(target=self.httpd.serve_forever, name="console-http", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.state.stop()
+
+
+def run_console(settings: Settings, *, host: str, port: int, allow_actions: bool, token: str | None,
+                interval: float, echo: Callable[[str], None]) -> None:
+    """Serve until SIGINT/SIGTERM."""
+    import signal
+
+    c = Console(settings, host=host, port=port, allow_actions=allow_actions, token=token, interval=interval).start()
+    shown = f"[{c.host}]" if ":" in c.host else c.host
+    mode = "actions allowed (fence)" if allow_actions else "read-only"
+    echo(f"crossfade console on http://{shown}:{c.port}/ ({mode}"
+         + ("; open it once as /?token=<your token>)" if token else ")"))
+    done = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        while not done.wait(1):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        c.stop()
+
+
+__all__ = ["Console", "ConsoleState", "run_console"]
