@@ -258,7 +258,7 @@ class ConsoleState:
 
     def _row_counts(self, which: str) -> dict[str, dict[str, Any]]:
         conn = self._conn(which)
-        est = dict(
+        est: dict[str, int] = dict(
             conn.execute(
                 "SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables "
                 "WHERE schemaname || '.' || relname = ANY(%s)",

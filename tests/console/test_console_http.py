@@ -1,0 +1,86 @@
+"""The console's HTTP protections without databases: the collector is never started."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from crossfade.config import Settings
+from crossfade.errors import ConfigError
+from crossfade.ops.console import Console
+
+TOKEN = "0123456789abcdef-token"
+
+
+def _settings() -> Settings:
+    return Settings(
+        source={"dsn": "postgresql://app:hunter2@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://app:hunter2@127.0.0.1:1/new"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.a"],
+    )
+
+
+def _serve(c: Console) -> Console:
+    import threading
+
+    threading.Thread(target=c.httpd.serve_forever, daemon=True).start()
+    return c
+
+
+@pytest.fixture
+def console() -> Iterator[Console]:
+    c = _serve(Console(_settings(), port=0, token=TOKEN))
+    yield c
+    c.httpd.shutdown()
+    c.httpd.server_close()
+
+
+def _call(c: Console, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+    conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=5)
+    conn.request(method, path, body=b"" if method == "POST" else None, headers=headers or {})
+    r = conn.getresponse()
+    out = (r.status, {k.lower(): v for k, v in r.getheaders()}, r.read().decode())
+    conn.close()
+    return out
+
+
+def test_refuses_exposed_without_token_and_short_tokens() -> None:
+    with pytest.raises(ConfigError, match="without a token"):
+        Console(_settings(), host="0.0.0.0", port=0)
+    with pytest.raises(ConfigError, match="too short"):
+        Console(_settings(), port=0, token="short")
+
+
+def test_token_cookie_and_headers(console: Console) -> None:
+    assert _call(console, "GET", "/healthz")[0] == 200
+    assert _call(console, "GET", "/")[0] == 401
+    assert _call(console, "GET", "/api/state", {"Authorization": "Bearer wrong-token-000000000"})[0] == 401
+    code, headers, _ = _call(console, "GET", f"/?token={TOKEN}")
+    assert code == 303 and headers["location"] == "/"
+    cookie = headers["set-cookie"].split(";")[0]
+    code, headers, body = _call(console, "GET", "/", {"Cookie": cookie})
+    assert code == 200 and "crossfade console" in body
+    assert "script-src 'self'" in headers["content-security-policy"]
+    assert headers["x-content-type-options"] == "nosniff"
+    code, _, body = _call(console, "GET", "/api/state", {"Cookie": cookie})
+    assert code == 200 and json.loads(body)["allow_actions"] is False
+    assert "hunter2" not in body and TOKEN not in body
+
+
+def test_actions_need_the_flag_and_the_csrf_header(console: Console) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert _call(console, "POST", "/api/actions/fence")[0] == 401
+    assert _call(console, "POST", "/api/actions/fence", auth)[0] == 403
+    code, _, body = _call(console, "POST", "/api/actions/fence", {**auth, "X-Crossfade-Console": "1"})
+    assert code == 403 and "--allow-actions" in body
+    assert _call(console, "POST", "/api/actions/cutover", {**auth, "X-Crossfade-Console": "1"})[0] == 404
+
+
+def test_loopback_console_rejects_foreign_host_names(console: Console) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert _call(console, "GET", "/api/state", {**auth, "Host": "attacker.example"})[0] == 421
+    assert _call(console, "GET", "/api/state", {**auth, "Host": f"localhost:{console.port}"})[0] == 200
