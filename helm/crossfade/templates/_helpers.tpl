@@ -1,0 +1,210 @@
+{{/* Names */}}
+{{- define "crossfade.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "crossfade.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "crossfade.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "crossfade.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "crossfade.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels */}}
+{{- define "crossfade.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "crossfade.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "crossfade.labels" -}}
+helm.sh/chart: {{ include "crossfade.chart" . }}
+{{ include "crossfade.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: crossfade
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Labels of one component: (dict "ctx" $ "component" "sync") */}}
+{{- define "crossfade.componentLabels" -}}
+{{ include "crossfade.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "crossfade.componentSelectorLabels" -}}
+{{ include "crossfade.selectorLabels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "crossfade.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{- define "crossfade.configPath" -}}/etc/crossfade/crossfade.yaml{{- end -}}
+
+{{/*
+crossfade.yaml: the `config` values as they are (one to one with crossfade's Settings).
+Secrets are not in it: see crossfade.secretEnv.
+*/}}
+{{- define "crossfade.configYaml" -}}
+{{ toYaml .Values.config }}
+{{- end -}}
+
+{{/* Environment shared by every crossfade container: config path, secrets, extras. */}}
+{{- define "crossfade.env" -}}
+- name: CROSSFADE_CONFIG
+  value: {{ include "crossfade.configPath" . }}
+- name: HOME
+  value: /tmp
+- name: CROSSFADE_SOURCE__DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.sourceDsn.name: name an existing Secret holding the legacy database DSN" .Values.secrets.sourceDsn.name }}
+      key: {{ .Values.secrets.sourceDsn.key }}
+- name: CROSSFADE_TARGET__DSN
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "secrets.targetDsn.name: name an existing Secret holding the new database DSN" .Values.secrets.targetDsn.name }}
+      key: {{ .Values.secrets.targetDsn.key }}
+{{- if .Values.secrets.kafkaSaslPassword.name }}
+- name: CROSSFADE_KAFKA__SASL_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secrets.kafkaSaslPassword.name }}
+      key: {{ .Values.secrets.kafkaSaslPassword.key }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* Pod annotations: roll the pods when crossfade.yaml changes. */}}
+{{- define "crossfade.podAnnotations" -}}
+checksum/config: {{ include "crossfade.configYaml" . | sha256sum }}
+{{- with .Values.podAnnotations }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "crossfade.metricsPort" -}}
+{{- required "config.ops.metrics_port must be set: the probes and the ServiceMonitor use it" .Values.config.ops.metrics_port -}}
+{{- end -}}
+
+{{/*
+Probes on /healthz (liveness, startup) and /readyz (readiness) on the `metrics` port.
+Takes the root context, or (dict "Values" .Values "port" NAME "ready" PATH) to change both.
+*/}}
+{{- define "crossfade.probes" -}}
+{{- $port := .port | default "metrics" -}}
+{{- $ready := .ready | default "/readyz" -}}
+startupProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $port }}
+  periodSeconds: {{ .Values.probes.startup.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.startup.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.startup.failureThreshold }}
+livenessProbe:
+  httpGet:
+    path: /healthz
+    port: {{ $port }}
+  initialDelaySeconds: {{ .Values.probes.liveness.initialDelaySeconds }}
+  periodSeconds: {{ .Values.probes.liveness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.liveness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.liveness.failureThreshold }}
+readinessProbe:
+  httpGet:
+    path: {{ $ready }}
+    port: {{ $port }}
+  initialDelaySeconds: {{ .Values.probes.readiness.initialDelaySeconds }}
+  periodSeconds: {{ .Values.probes.readiness.periodSeconds }}
+  timeoutSeconds: {{ .Values.probes.readiness.timeoutSeconds }}
+  failureThreshold: {{ .Values.probes.readiness.failureThreshold }}
+{{- end -}}
+
+{{/* Volumes every crossfade pod mounts: the config and a writable /tmp. */}}
+{{- define "crossfade.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "crossfade.fullname" . }}-config
+- name: tmp
+  emptyDir: {}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "crossfade.volumeMounts" -}}
+- name: config
+  mountPath: /etc/crossfade
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "crossfade.podSpecCommon" -}}
+serviceAccountName: {{ include "crossfade.serviceAccountName" . }}
+automountServiceAccountToken: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+{{ toYaml . }}
+{{- end }}
+securityContext:
+{{ toYaml .Values.podSecurityContext | indent 2 }}
+{{- end -}}
+
+{{/* Scheduling fields of one component's values: (dict "v" .Values.sync) */}}
+{{- define "crossfade.scheduling" -}}
+{{- with .v.nodeSelector }}
+nodeSelector:
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- with .v.tolerations }}
+tolerations:
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- with .v.affinity }}
+affinity:
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- with .v.topologySpreadConstraints }}
+topologySpreadConstraints:
+{{ toYaml . | indent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/* Checks that span several values (the schema checks each value alone). */}}
+{{- define "crossfade.validate" -}}
+{{- if gt (int .Values.sync.replicas) (int .Values.config.kafka.partitions) -}}
+{{- fail (printf "sync.replicas (%d) is more than config.kafka.partitions (%d): the extra workers would get no partition and never become ready" (int .Values.sync.replicas) (int .Values.config.kafka.partitions)) -}}
+{{- end -}}
+{{- if and (eq .Values.capture.mode "kafkaConnect") (not .Values.config.kafka.schema_registry_url) -}}
+{{- fail "capture.mode=kafkaConnect needs config.kafka.schema_registry_url: Kafka Connect writes Confluent-framed Avro through the Schema Registry and sync reads it back from there" -}}
+{{- end -}}
+{{- if and .Values.persistence.enabled (ne .Values.capture.mode "embedded") -}}
+{{- fail "persistence.enabled keeps embedded Debezium's offsets; with capture.mode=kafkaConnect, Kafka Connect keeps them in Kafka: turn persistence off" -}}
+{{- end -}}
+{{- end -}}
