@@ -113,6 +113,7 @@ class SyncWorker:
         self._dlq: Producer | None = None
         self.ready = threading.Event()
         self._pending_reclaim = False
+        self._pending = SyncStats()
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -317,7 +318,9 @@ class SyncWorker:
         except StaleAssignment as exc:
             log.warning("%s", exc)
             self.meter.discard()
+            self._pending = SyncStats()
             return
+        self._merge_pending()
         if self.consumer is not None:
             commit: dict[tuple[str, int], int] = {}
             for m in good:
@@ -363,6 +366,9 @@ class SyncWorker:
             return DeadLetter(m, str(exc), table)
 
     def _apply_batch(self, msgs: list[Message]) -> None:
+        # counts of this attempt only: merged after the commit, so a retried batch counts once
+        self._pending = SyncStats()
+        self.meter.discard()
         conn = self._db()
         s = sql.Identifier(self.bk)
         group = self.settings.sync.group_id
@@ -490,9 +496,16 @@ class SyncWorker:
                     )
 
     def _count(self, table: str, res: Any) -> None:
-        self.stats.applied[table] += res.applied
-        self.stats.deleted[table] += res.deleted
-        self.stats.skipped[table] += res.skipped
+        self._pending.applied[table] += res.applied
+        self._pending.deleted[table] += res.deleted
+        self._pending.skipped[table] += res.skipped
+
+    def _merge_pending(self) -> None:
+        for name in ("applied", "deleted", "skipped", "dead_lettered"):
+            total, new = getattr(self.stats, name), getattr(self._pending, name)
+            for table, n in new.items():
+                total[table] += n
+        self._pending = SyncStats()
 
     def _toast_missing(self, table: str, keys: list[str]) -> None:
         if keys:
@@ -507,7 +520,7 @@ class SyncWorker:
         assert self._dlq is not None
         for d in dead:
             m = d.msg
-            self.stats.dead_lettered[d.table] += 1
+            self._pending.dead_lettered[d.table] += 1
             metrics.dead_lettered(d.table, "decode")
             log.error("dead-lettered %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), d.reason)
             self._dlq.produce(
