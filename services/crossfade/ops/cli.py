@@ -64,7 +64,7 @@ def demo(duration: float, rate: float, accounts: int, partitions: int) -> None:
     """
     from crossfade.ops.demo import run_demo
 
-    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions))
+    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions, verbose=_State.verbose))
 
 
 @cli.command()

@@ -70,8 +70,26 @@ def _progress(settings: Settings, writer: CrmWriter, worker: SyncWorker, started
     return t
 
 
-def run_demo(duration: float, rate: float, accounts: int, partitions: int) -> int:
+def _quiet_logs(con: Console, verbose: bool) -> None:
+    """Send logs through the console that draws the live table (so they do not tear it) and,
+    unless --verbose, keep only warnings: the table is the demo's progress report."""
+    from rich.logging import RichHandler
+
+    from crossfade.ops.logs import RedactingFilter
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = RichHandler(console=con, show_path=False, rich_tracebacks=False)
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if verbose else logging.WARNING)
+
+
+def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbose: bool = False) -> int:
     con = Console(stderr=False)
+    if con.is_terminal:
+        _quiet_logs(con, verbose)
     work = Path(tempfile.mkdtemp(prefix="crossfade-demo-"))
     con.print(f"[bold]crossfade demo[/]: embedded PostgreSQL + Tansu + Debezium, work dir {work}")
     pg = EmbeddedPostgres(log_to=work / "postgres.log")
