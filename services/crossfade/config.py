@@ -25,6 +25,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -138,6 +139,10 @@ class CaptureConfig(_Strict):
 
 
 class SyncConfig(_Strict):
+    append_only_tables: list[str] = Field(default_factory=list)
+    """Source tables without a primary key that only ever receive INSERTs (logs, history):
+    applied insert-only, each row identified by its source position and content, so a redelivered
+    insert is a no-op. An UPDATE or DELETE on such a table stops sync with a clear message."""
     group_id: str = "crossfade-sync"
     """Kafka consumer group of the sync workers."""
     batch_size: int = Field(5000, ge=1, le=1_000_000)
@@ -189,6 +194,13 @@ class Settings(BaseSettings):
         if len(set(v)) != len(v):
             raise ValueError("lists a table twice")
         return v
+
+    @model_validator(mode="after")
+    def _append_only_known(self) -> Settings:
+        unknown = [t for t in self.sync.append_only_tables if t not in self.tables]
+        if unknown:
+            raise ValueError(f"sync.append_only_tables names {', '.join(unknown)}, which is not under `tables:`")
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -33,8 +33,9 @@ def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycop
         ) from None
 
 
-def table_exists_and_pk(conn: psycopg.Connection, table: str) -> list[str]:
-    """Return the primary-key columns of ``table``; raise if it is missing or has no PK."""
+def table_exists_and_pk(conn: psycopg.Connection, table: str, append_only: bool = False) -> list[str]:
+    """Return the primary-key columns of ``table``; raise if it is missing, or has no PK and is
+    not configured append-only (then ``[]`` is returned)."""
     schema, name = table.split(".", 1)
     row = conn.execute(
         "SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
@@ -53,10 +54,11 @@ def table_exists_and_pk(conn: psycopg.Connection, table: str) -> list[str]:
         "WHERE i.indrelid = %s AND i.indisprimary ORDER BY k.ord",
         (row[0],),
     ).fetchall()
-    if not pk:
+    if not pk and not append_only:
         raise PreflightError(
             f"table {table} has no primary key, so its changes cannot be keyed and guarded",
-            f"add a primary key to {table} or remove it from `tables:`",
+            f"add a primary key to {table}, list it under sync.append_only_tables if it only "
+            "ever receives INSERTs, or remove it from `tables:`",
         )
     return [r[0] for r in pk]
 
@@ -82,7 +84,7 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
                 "the source database user has no REPLICATION privilege",
                 "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
             )
-        pks = {t: table_exists_and_pk(conn, t) for t in settings.tables}
+        pks = {t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables) for t in settings.tables}
         if settings.capture.fence_table:
             try:
                 conn.execute(FENCE_DDL)

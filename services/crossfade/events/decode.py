@@ -64,9 +64,7 @@ class EventDecoder:
             raise DecodeError("change event has no source position (source.lsn)")
         key_dict: dict[str, Any] | None = None
         key_schema: RowSchema | None = None
-        if op != "t":
-            if key is None:
-                raise DecodeError(f"{op!r} change event of {table} has no key")
+        if op != "t" and key is not None:
             kd, kcodec = self.decoder.decode_with_schema(key)
             if not isinstance(kd, dict):
                 raise DecodeError(f"key of {table} is not a record")

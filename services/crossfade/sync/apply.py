@@ -30,7 +30,7 @@ from psycopg import sql
 from crossfade.errors import SchemaMismatch
 from crossfade.events.model import ChangeEvent, RowSchema
 from crossfade.events.pgtext import converter_for
-from crossfade.sync.target_ddl import POS_COLUMN, TableShape
+from crossfade.sync.target_ddl import HASH_COLUMN, POS_COLUMN, TableShape
 
 Converter = Callable[[Any], str | None]
 
@@ -284,3 +284,88 @@ class TableApplier:
         deleted = cur.rowcount
         conn.execute(self.sql_truncate_tomb, (self.tbl_name, pos))
         return deleted
+
+
+class AppendOnlyApplier(TableApplier):
+    """Insert-only apply for a source table without a primary key (``sync.append_only_tables``).
+
+    A target row is identified by its source position and a hash of its content, unique together,
+    so an insert delivered twice (capture restart) is applied once. Snapshot rows share one
+    position; their content tells them apart (two identical rows in one snapshot would collapse
+    into one: such a table has no way to tell them apart at all). An UPDATE or DELETE cannot be
+    applied without a key and stops sync.
+    """
+
+    def _build_sql(self) -> None:
+        super_cols = self.cols
+        I = sql.Identifier  # noqa: E741,N806
+        cols = sql.SQL(", ").join(map(I, super_cols))
+        self.sql_stage = sql.SQL(
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+            "SELECT {cols}, 0::numeric AS _cf_lsn, ''::text AS _cf_hash FROM {target} WITH NO DATA"
+        ).format(stage=self.stage, cols=cols, target=self.target)
+        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_hash) FROM STDIN").format(stage=self.stage, cols=cols)
+        self.sql_insert = sql.SQL(
+            "INSERT INTO {target} ({cols}, {pos}, {h}) SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
+            "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
+        ).format(target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
+        self.sql_watermark = sql.SQL("SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE").format(bk=self.bk)
+        self.sql_wm_init = sql.SQL(
+            "INSERT INTO {bk}.watermarks (tbl, lsn) VALUES (%s, -1) ON CONFLICT (tbl) DO NOTHING"
+        ).format(bk=self.bk)
+        self.sql_truncate_wm = sql.SQL(
+            "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
+        ).format(bk=self.bk)
+        self.sql_truncate_rows = sql.SQL("DELETE FROM {target} WHERE {pos} IS NULL OR {pos} < %s").format(
+            target=self.target, pos=I(POS_COLUMN)
+        )
+        self.sql_truncate_tomb = sql.SQL("DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s").format(bk=self.bk)
+
+    def _row_convs(self, e: ChangeEvent) -> list[Converter]:
+        rs = e.row_schema
+        hit = self._conv_cache.get((rs, None))
+        if hit is not None:
+            return hit[1]
+        if rs is None:
+            raise SchemaMismatch(f"change event of {e.table} carries no row schema")
+        missing = [c for c in self.cols if c not in set(rs.columns)]
+        if missing:
+            raise SchemaMismatch(
+                f"change events of {e.table} no longer carry column(s) {', '.join(missing)} "
+                f"that target {self.tbl_name} has (dropped or renamed at the source?)",
+                "map the change explicitly in the config, or drop the column from the target and restart sync",
+            )
+        convs = [
+            _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
+            for c in self.cols
+        ]
+        self._conv_cache[(rs, None)] = ([], convs)
+        return convs
+
+    def apply(self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int) -> ApplyResult:
+        res = ApplyResult()
+        if not events:
+            return res
+        bad = next((e for e in events if not e.is_upsert or e.op == "u"), None)
+        if bad is not None:
+            raise SchemaMismatch(
+                f"append-only table {e_table(bad)} received {'an UPDATE' if bad.op == 'u' else 'a DELETE'} "
+                f"at LSN {bad.lsn}, which cannot be applied without a primary key",
+                f"give {e_table(bad)} a primary key (then remove it from sync.append_only_tables and re-snapshot)",
+            )
+        with conn.cursor() as cur:
+            with cur.copy(self.sql_copy) as cp:
+                for e in events:
+                    assert e.after is not None
+                    vals = tuple(conv(e.after.get(c)) for conv, c in zip(self._row_convs(e), self.cols, strict=True))
+                    digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
+                    cp.write_row((*vals, str(e.position), digest))
+            cur.execute(self.sql_insert, (watermark,))
+            res.applied = cur.rowcount
+            res.skipped = len(events) - res.applied
+            cur.execute(sql.SQL("TRUNCATE {}").format(self.stage))
+        return res
+
+
+def e_table(e: ChangeEvent) -> str:
+    return e.table

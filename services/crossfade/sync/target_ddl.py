@@ -20,6 +20,8 @@ from crossfade.errors import SchemaMismatch
 log = logging.getLogger(__name__)
 
 POS_COLUMN = "_cf_pos"
+HASH_COLUMN = "_cf_hash"
+"""Append-only tables (no primary key): the row's content hash, unique together with _cf_pos."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +85,7 @@ def read_shape(conn: psycopg.Connection, table: str) -> TableShape | None:
     if not rows:
         return None
     pk = tuple(r[0] for r in conn.execute(_PK_SQL, (schema, name)).fetchall())
-    cols = tuple(Column(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[0] != POS_COLUMN)
+    cols = tuple(Column(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[0] not in (POS_COLUMN, HASH_COLUMN))
     return TableShape(schema, name, cols, pk)
 
 
@@ -156,7 +158,11 @@ def ensure_target_table(
             for c in src.columns
         ]
         cols.append(sql.SQL("{} numeric").format(sql.Identifier(POS_COLUMN)))
-        cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, src.pk))))
+        if src.pk:
+            cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, src.pk))))
+        else:  # append-only: a row is its source position plus its content
+            cols.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(HASH_COLUMN)))
+            cols.append(sql.SQL("UNIQUE ({}, {})").format(sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)))
         target.execute(
             sql.SQL("CREATE TABLE {}.{} ({})").format(
                 sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(cols)
@@ -172,7 +178,7 @@ def ensure_target_table(
         )
     shape = read_shape(target, target_table)
     assert shape is not None
-    if not shape.pk:
+    if not shape.pk and src.pk:
         raise SchemaMismatch(
             f"target table {target_table} has no primary key", f"add the primary key {src.pk} to it"
         )

@@ -50,7 +50,7 @@ from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder,
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
 from crossfade.ops import metrics
-from crossfade.sync.apply import TableApplier
+from crossfade.sync.apply import AppendOnlyApplier, TableApplier
 from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
 from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
 
@@ -128,7 +128,12 @@ class SyncWorker:
         with connect(self.settings.source, "source") as src:
             for table in self.settings.tables:
                 shape = ensure_target_table(src, self.conn, table, table, self.settings.sync.create_tables)
-                self.appliers[table] = TableApplier(shape, self.bk)
+                self.appliers[table] = self._applier(table, shape)
+
+    def _applier(self, table: str, shape: Any) -> TableApplier:
+        if table in self.settings.sync.append_only_tables:
+            return AppendOnlyApplier(shape, self.bk)
+        return TableApplier(shape, self.bk)
 
     def _refresh_table(self, table: str, new_columns: list[str]) -> None:
         assert self.conn is not None
@@ -136,7 +141,7 @@ class SyncWorker:
             for col in new_columns:
                 add_column_from_source(src, self.conn, table, table, col)
             shape = ensure_target_table(src, self.conn, table, table, False)
-        self.appliers[table] = TableApplier(shape, self.bk)
+        self.appliers[table] = self._applier(table, shape)
 
     def _sync_enums(self) -> bool:
         changed = False

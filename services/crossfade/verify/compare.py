@@ -56,9 +56,29 @@ class TableDiff:
         }
 
 
+def _stream_keyless(conn: psycopg.Connection, table: str, columns: list[str], name: str) -> Iterator[tuple[Any, ...]]:
+    """Rows of a table without a key, as (sort key per column..., text per column...), ordered
+    like Python orders the sort keys: NULL first, then text by code point (C collation)."""
+    schema, rel = table.split(".", 1)
+    q = sql.SQL("SELECT {vals} FROM {s}.{t} AS r ORDER BY {order}").format(
+        vals=sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in columns),
+        s=sql.Identifier(schema),
+        t=sql.Identifier(rel),
+        order=sql.SQL(", ").join(sql.SQL('r.{}::text COLLATE "C" NULLS FIRST').format(sql.Identifier(c)) for c in columns),
+    )
+    with conn.cursor(name=name) as cur:
+        cur.itersize = 5000
+        cur.execute(q)
+        for row in cur:
+            yield (tuple((0, "") if v is None else (1, v) for v in row), *row)
+
+
 def _stream(
     conn: psycopg.Connection, table: str, columns: list[str], pk: list[str], name: str
 ) -> Iterator[tuple[Any, ...]]:
+    if not pk:
+        yield from _stream_keyless(conn, table, columns, name)
+        return
     schema, rel = table.split(".", 1)
     collatable = {
         r[0]
@@ -100,7 +120,7 @@ def compare_table(
     for c in (source, target):
         c.execute("SET TimeZone = 'UTC'")
     diff = TableDiff(table)
-    n = len(pk)
+    n = len(pk) or 1  # keyless: one synthetic key, the whole row (compared as a multiset)
     src = _stream(source, table, columns, pk, "cf_cmp_src")
     tgt = _stream(target, target_table or table, columns, pk, "cf_cmp_tgt")
     s = next(src, None)
