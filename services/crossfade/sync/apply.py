@@ -159,6 +159,11 @@ class TableApplier:
             "SELECT s._cf_key FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {pk})"
         ).format(stage=self.stage, target=self.target, pk=pk_join)
+        self._build_common_sql()
+
+    def _build_common_sql(self) -> None:
+        """Watermark and truncate statements, the same for every kind of table."""
+        I = sql.Identifier  # noqa: E741,N806
         self.sql_watermark = sql.SQL("SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE").format(bk=self.bk)
         self.sql_wm_init = sql.SQL(
             "INSERT INTO {bk}.watermarks (tbl, lsn) VALUES (%s, -1) ON CONFLICT (tbl) DO NOTHING"
@@ -309,17 +314,7 @@ class AppendOnlyApplier(TableApplier):
             "INSERT INTO {target} ({cols}, {pos}, {h}) SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
             "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
         ).format(target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
-        self.sql_watermark = sql.SQL("SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE").format(bk=self.bk)
-        self.sql_wm_init = sql.SQL(
-            "INSERT INTO {bk}.watermarks (tbl, lsn) VALUES (%s, -1) ON CONFLICT (tbl) DO NOTHING"
-        ).format(bk=self.bk)
-        self.sql_truncate_wm = sql.SQL(
-            "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
-        ).format(bk=self.bk)
-        self.sql_truncate_rows = sql.SQL("DELETE FROM {target} WHERE {pos} IS NULL OR {pos} < %s").format(
-            target=self.target, pos=I(POS_COLUMN)
-        )
-        self.sql_truncate_tomb = sql.SQL("DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s").format(bk=self.bk)
+        self._build_common_sql()
 
     def _row_convs(self, e: ChangeEvent) -> list[Converter]:
         rs = e.row_schema
