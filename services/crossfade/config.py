@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from crossfade.errors import ConfigError
+from crossfade.mapping.model import MappingConfig
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 
@@ -181,6 +182,10 @@ class Settings(BaseSettings):
     kafka: KafkaConfig
     tables: list[str] = Field(min_length=1)
     """Source tables as ``schema.table``; identity-mapped into the target."""
+    mapping: MappingConfig | None = None
+    """How source rows become target rows: renames, transforms, filters, rules, dedup
+    (crossfade/mapping/model.py). Tables without an entry are identity-mapped. In a config file
+    it may also be the path of a YAML file holding the section (relative to the config file)."""
     capture: CaptureConfig = CaptureConfig()
     sync: SyncConfig = SyncConfig()
     ops: OpsConfig = OpsConfig()
@@ -194,6 +199,13 @@ class Settings(BaseSettings):
         if len(set(v)) != len(v):
             raise ValueError("lists a table twice")
         return v
+
+    @model_validator(mode="after")
+    def _mapped_tables_known(self) -> Settings:
+        unknown = [t for t in (self.mapping.tables if self.mapping else {}) if t not in self.tables]
+        if unknown:
+            raise ValueError(f"mapping.tables names {', '.join(unknown)}, which is not under `tables:`")
+        return self
 
     @model_validator(mode="after")
     def _append_only_known(self) -> Settings:
@@ -256,10 +268,24 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             raise ConfigError(f"{p} must be a mapping of settings", "see README for an example")
         data = loaded
     data.update(overrides)
+    if isinstance(data.get("mapping"), str):  # `mapping: crm-mapping.yaml`
+        data["mapping"] = _mapping_file(Path(path).parent if path else Path.cwd(), data["mapping"])
     try:
         return Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, origin)) from None
+
+
+def _mapping_file(base: Path, name: str) -> Any:
+    p = base / name
+    try:
+        return yaml.safe_load(p.read_text()) or {}
+    except OSError as exc:
+        raise ConfigError(f"mapping file {p} cannot be read ({exc.strerror})", "fix `mapping:` in the config") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))) from None
 
 
 def public_view(settings: Settings) -> dict[str, Any]:

@@ -1,0 +1,360 @@
+"""The ``mapping:`` section of the crossfade config: what a legacy row becomes in the new database.
+
+.. code-block:: yaml
+
+    mapping:
+      defaults: {phone_region: GB}
+      tables:
+        public.contacts:                       # a source table listed under `tables:`
+          filters:                             # rows that are not migrated (counted and listed)
+            - name: inactive-before-2015
+              when: [{column: active, eq: false}, {column: updated_at, before: 2015-01-01}]
+          targets:                             # one source row -> one row in each target
+            - table: crm.people
+              key: [legacy_id]
+              columns:
+                legacy_id: id                  # a rename
+                email: {from: email, transforms: [email]}
+                first_name: {from: full_name, transforms: [{split_name: first}]}
+                address: {from: [street, city], transforms: [{concat: ", "}]}
+                source_system: {const: legacy-crm}
+              rules:
+                email: {required: true}
+                account_id: {references: crm.accounts.legacy_id}
+      dedup:
+        crm.people:                            # a target table
+          match:
+            - {name: same-email, all: [{column: email}]}
+            - {name: phone-and-name, all: [{column: phone}, {column: full_name, method: fuzzy, threshold: 90}]}
+          survivorship: {recency: updated_at}
+
+A source table under ``tables:`` without an entry here is copied as is (identity). Every model
+refuses unknown keys, so a typo is one message naming the field.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
+COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+
+TransformSpec = str | dict[str, Any]
+"""``name``, ``{name: {arg: value}}`` or ``{name: main_arg}`` (see crossfade.mapping.transforms)."""
+
+CastName = Literal[
+    "text", "integer", "bigint", "smallint", "numeric", "float", "boolean", "date", "timestamp",
+    "timestamptz", "uuid", "json",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+def _table(v: str) -> str:
+    if not TABLE_RE.match(v):
+        raise ValueError(f"{v!r} is not schema.table (e.g. public.accounts)")
+    return v
+
+
+def _column(v: str) -> str:
+    if not COLUMN_RE.match(v):
+        raise ValueError(f"{v!r} is not a column name")
+    return v
+
+
+class ColumnSpec(_Strict):
+    """How one target column is computed from the source row."""
+
+    from_: str | list[str] | None = Field(None, alias="from")
+    """Source column, or a list of columns handed to the first transform as a list (``concat``,
+    ``coalesce``). Unset together with ``const``: the source column of the same name."""
+    const: Any = None
+    """A constant value (e.g. the name of the source system). Excludes ``from``."""
+    transforms: list[TransformSpec] = Field(default_factory=list)
+    """Applied left to right to the source value."""
+    cast: CastName | None = None
+    """Cast the transformed value to this type (``'42'`` -> 42 with ``integer``)."""
+    default: Any = None
+    """Value when the result is NULL."""
+    on_error: Literal["reject", "null", "keep"] = "reject"
+    """When a transform or the cast fails: reject the row (dead-letter it, naming the failure),
+    write NULL, or keep the source value unchanged."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ColumnSpec:
+        if "const" in self.model_fields_set and self.from_ is not None:
+            raise ValueError("give either `from` or `const`, not both")
+        sources = [self.from_] if isinstance(self.from_, str) else (self.from_ or [])
+        for c in sources:
+            _column(c)
+        if isinstance(self.from_, list) and not self.from_:
+            raise ValueError("`from` lists no column")
+        return self
+
+    @property
+    def is_const(self) -> bool:
+        return "const" in self.model_fields_set
+
+
+class Reference(_Strict):
+    """Referential rule: the value must be a key of a parent target table."""
+
+    table: str
+    """The parent target table (schema.table)."""
+    column: str
+    """The parent's key column the value refers to."""
+    window_s: float = Field(0, ge=0)
+    """How long a child may wait for its parent (sync defers it instead of dead-lettering)."""
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+
+class ColumnRules(_Strict):
+    """Checks on one target column's mapped value. Each check is a rule of its own, named
+    ``<target table>.<column>:<check>`` in rejects, dead letters and the audit."""
+
+    required: bool = False
+    """Not NULL and not blank."""
+    pattern: str | None = None
+    """The text value must match this regular expression (``re.fullmatch``)."""
+    min: float | dt.date | None = None
+    """Smallest allowed value (numbers, dates)."""
+    max: float | dt.date | None = None
+    """Largest allowed value."""
+    enum: list[Any] | None = None
+    """The value must be one of these."""
+    min_length: int | None = Field(None, ge=0)
+    max_length: int | None = Field(None, ge=0)
+    references: str | Reference | None = None
+    """``schema.table.column`` of the parent, or ``{table, column, window_s}``."""
+    severity: Literal["reject", "warn"] = "reject"
+    """``warn``: reported by audit and dry-run, the row is still migrated."""
+
+    @field_validator("pattern")
+    @classmethod
+    def _pattern(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                re.compile(v)
+            except re.error as exc:
+                raise ValueError(f"pattern {v!r} is not a valid regular expression ({exc})") from None
+        return v
+
+    @field_validator("references")
+    @classmethod
+    def _references(cls, v: str | Reference | None) -> str | Reference | None:
+        if isinstance(v, str):
+            parts = v.split(".")
+            if len(parts) != 3 or not all(COLUMN_RE.match(p) for p in parts):
+                raise ValueError(f"{v!r} is not schema.table.column")
+            return Reference(table=f"{parts[0]}.{parts[1]}", column=parts[2])
+        return v
+
+    @property
+    def reference(self) -> Reference | None:
+        return self.references if isinstance(self.references, Reference) else None
+
+
+class RowRule(_Strict):
+    """A check across columns of one target row."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    require_any: list[str] = Field(min_length=1)
+    """At least one of these columns is not NULL/blank (e.g. ``[email, phone]``)."""
+    severity: Literal["reject", "warn"] = "reject"
+
+
+class TargetSpec(_Strict):
+    """One target row computed from each (unfiltered) source row."""
+
+    table: str
+    """Target table, schema.table."""
+    key: list[str] | None = None
+    """Target key columns (the upsert key). Unset: the target columns that rename a source
+    primary-key column (``legacy_id: id``). They must be computable from the source primary key
+    alone, so a source delete can be applied."""
+    columns: dict[str, ColumnSpec | str] = Field(default_factory=dict)
+    """Target column -> spec; a string is shorthand for ``{from: <string>}``."""
+    include_unmapped: bool = False
+    """Also copy every source column not named in ``columns`` (nor consumed by one) by name."""
+    rules: dict[str, ColumnRules] = Field(default_factory=dict)
+    """Target column -> checks."""
+    row_rules: list[RowRule] = Field(default_factory=list)
+    keys_disjoint: bool = False
+    """Several source tables write this target and you vouch their keys never collide."""
+
+    @field_validator("table")
+    @classmethod
+    def _t(cls, v: str) -> str:
+        return _table(v)
+
+    @field_validator("columns")
+    @classmethod
+    def _columns(cls, v: dict[str, ColumnSpec | str]) -> dict[str, ColumnSpec | str]:
+        for name, spec in v.items():
+            _column(name)
+            if isinstance(spec, str):
+                _column(spec)
+        return v
+
+    def column_specs(self) -> dict[str, ColumnSpec]:
+        return {n: ColumnSpec(**{"from": s}) if isinstance(s, str) else s for n, s in self.columns.items()}
+
+
+class Condition(_Strict):
+    """One condition on a source column; a filter holds when all its conditions hold."""
+
+    column: str
+    transforms: list[TransformSpec] = Field(default_factory=list)
+    """Applied to the value before comparing (e.g. parse a legacy text date)."""
+    eq: Any = None
+    ne: Any = None
+    in_: list[Any] | None = Field(None, alias="in")
+    not_in: list[Any] | None = None
+    lt: Any = None
+    le: Any = None
+    gt: Any = None
+    ge: Any = None
+    before: dt.datetime | dt.date | None = None
+    """Date or timestamp strictly before this (NULL is never before anything)."""
+    after: dt.datetime | dt.date | None = None
+    is_null: bool | None = None
+    matches: str | None = None
+    """Text matching this regular expression (``re.search``)."""
+
+    @field_validator("column")
+    @classmethod
+    def _c(cls, v: str) -> str:
+        return _column(v)
+
+    @model_validator(mode="after")
+    def _one_test(self) -> Condition:
+        tests = self.model_fields_set - {"column", "transforms"}
+        if len(tests) != 1:
+            raise ValueError(
+                f"condition on {self.column} needs exactly one test "
+                "(eq, ne, in, not_in, lt, le, gt, ge, before, after, is_null, matches)"
+            )
+        if self.matches is not None:
+            re.compile(self.matches)
+        return self
+
+    @property
+    def test(self) -> str:
+        ((name,),) = [tuple(self.model_fields_set - {"column", "transforms"})]
+        return name
+
+
+class FilterSpec(_Strict):
+    """Source rows matching ``when`` are not migrated; each is counted and listed as filtered."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    when: list[Condition] = Field(min_length=1)
+
+
+class TableMapping(_Strict):
+    """What one source table becomes."""
+
+    filters: list[FilterSpec] = Field(default_factory=list)
+    targets: list[TargetSpec] = Field(min_length=1)
+
+
+class MatchCondition(_Strict):
+    """One condition of a match rule, on a mapped (target) column."""
+
+    column: str
+    method: Literal["exact", "fuzzy"] = "exact"
+    """``exact``: equal after ``normalise`` (and never on NULL/blank); ``fuzzy``: rapidfuzz
+    similarity at least ``threshold``."""
+    threshold: float = Field(90, ge=0, le=100)
+    scorer: Literal["token_sort_ratio", "token_set_ratio", "ratio", "WRatio"] = "token_sort_ratio"
+    normalise: list[TransformSpec] = Field(default_factory=lambda: ["collapse_whitespace", "casefold"])
+    """Applied to both values before comparing (matching only; the row keeps its value)."""
+
+
+class MatchRule(_Strict):
+    """Two records are the same entity when every condition holds. At least one condition is
+    exact: it is the blocking key, so matching stays linear in the number of rows."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    all: list[MatchCondition] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _blocking(self) -> MatchRule:
+        if not any(c.method == "exact" for c in self.all):
+            raise ValueError(f"match rule {self.name} needs at least one exact condition (the blocking key)")
+        return self
+
+
+SurvivorshipRule = Literal["most_recent_non_empty", "oldest_non_empty", "survivor", "preferred_source", "longest"]
+
+
+class ColumnSurvivorship(_Strict):
+    rule: SurvivorshipRule
+    sources: list[str] = Field(default_factory=list)
+    """For ``preferred_source``: source tables in order of trust (then most recent)."""
+
+
+class Survivorship(_Strict):
+    """How the golden record of a duplicate group is built."""
+
+    recency: str | None = None
+    """Target column ordering members in time (e.g. ``updated_at``). Unset: key order."""
+    survivor: Literal["oldest", "most_recent", "lowest_key"] = "oldest"
+    """Whose key the golden record keeps (every member's key resolves to it in the crosswalk)."""
+    default: SurvivorshipRule = "most_recent_non_empty"
+    columns: dict[str, SurvivorshipRule | ColumnSurvivorship] = Field(default_factory=dict)
+
+
+class DedupSpec(_Strict):
+    match: list[MatchRule] = Field(min_length=1)
+    survivorship: Survivorship = Survivorship()
+
+
+class MappingDefaults(_Strict):
+    phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
+    """Region of phone numbers written without a country code (ISO 3166 alpha-2)."""
+    date_formats: list[str] = Field(default_factory=list)
+    """``strptime`` formats the ``date``/``datetime`` transforms try first."""
+    dayfirst: bool = False
+    """Read ambiguous dates like 03/04/2020 as 3 April."""
+
+
+class MappingConfig(_Strict):
+    """The ``mapping`` section (see the module docstring)."""
+
+    defaults: MappingDefaults = MappingDefaults()
+    tables: dict[str, TableMapping] = Field(default_factory=dict)
+    """Source table (schema.table, also listed under ``tables:``) -> its mapping."""
+    dedup: dict[str, DedupSpec] = Field(default_factory=dict)
+    """Target table -> duplicate matching and survivorship."""
+    transforms: dict[str, str] = Field(default_factory=dict)
+    """User transforms: name -> ``module:function`` (a factory returning ``value -> value``)."""
+
+    @field_validator("tables", "dedup")
+    @classmethod
+    def _names(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for t in v:
+            _table(t)
+        return v
+
+    @model_validator(mode="after")
+    def _compiles(self) -> MappingConfig:
+        # every transform name resolves, every argument fits: a typo fails at load, naming it
+        from crossfade.errors import ConfigError
+        from crossfade.mapping.engine import compile_mapping
+
+        try:
+            compile_mapping(self)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return self

@@ -1,0 +1,207 @@
+"""Change-event values (Kafka Connect representation) -> the mapping's normal form.
+
+The mapping works on Python values as psycopg returns them from the legacy database, so audit,
+dry-run and verify (which read the database) and sync (which reads Debezium events) map the same
+row the same way. This module converts a :class:`~crossfade.events.model.ChangeEvent`'s values:
+
+==============================================  ===============================================
+Connect / semantic type                          Python value
+==============================================  ===============================================
+int*, boolean, float*, string                    int, bool, float, str
+io.debezium.time.Date / Connect Date (days)      ``datetime.date``
+MicroTimestamp / Timestamp / NanoTimestamp       naive ``datetime`` (``timestamp``); Debezium's
+                                                 infinity sentinels -> ``'infinity'`` /
+                                                 ``'-infinity'`` (psycopg cannot load them either)
+io.debezium.time.ZonedTimestamp (ISO text)       aware ``datetime`` (``timestamptz``)
+MicroTime / Time / NanoTime                      ``datetime.time``
+ZonedTime (ISO text)                             aware ``datetime.time``
+MicroDuration (µs), Interval (ISO 8601 text)     ``timedelta`` (a month is 30 days, a year 365:
+                                                 what psycopg does)
+Connect Decimal, VariableScaleDecimal            ``Decimal``
+numeric in ``decimal.handling.mode=string``      ``Decimal`` (``NAN``, ``POSITIVE_INFINITY``...
+                                                 too) when the source column type says numeric
+io.debezium.data.Uuid                            ``uuid.UUID``
+io.debezium.data.Json                            parsed JSON (dict, list...)
+bytes                                            ``bytes``
+array                                            ``list`` of converted items
+==============================================  ===============================================
+
+Text a type is not known for stays text. Values that cannot be converted raise
+:class:`~crossfade.errors.DecodeError` (the record is dead-lettered by sync, like a decode failure).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from crossfade.errors import DecodeError
+from crossfade.events.model import UNAVAILABLE, ChangeEvent, FieldType, RowSchema
+from crossfade.events.pgtext import TIMESTAMP_NEGATIVE_INFINITY, TIMESTAMP_POSITIVE_INFINITY
+
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_DATE = dt.date(1970, 1, 1)
+_NUMERIC_SPECIALS = {"NAN": "NaN", "POSITIVE_INFINITY": "Infinity", "NEGATIVE_INFINITY": "-Infinity"}
+_ISO_DURATION = re.compile(
+    r"^(?P<sign>-)?P(?:(?P<y>-?\d+)Y)?(?:(?P<mo>-?\d+)M)?(?:(?P<w>-?\d+)W)?(?:(?P<d>-?\d+)D)?"
+    r"(?:T(?:(?P<h>-?\d+)H)?(?:(?P<mi>-?\d+)M)?(?:(?P<s>-?\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+def _ts(v: Any, per_micro: int, divide: bool) -> Any:
+    if isinstance(v, dt.datetime):
+        return v
+    if v in (TIMESTAMP_POSITIVE_INFINITY, TIMESTAMP_NEGATIVE_INFINITY):
+        return "infinity" if v == TIMESTAMP_POSITIVE_INFINITY else "-infinity"
+    micros = round(v / per_micro) if divide else v * per_micro
+    return _EPOCH + dt.timedelta(microseconds=micros)
+
+
+def _time(v: Any, per_micro: int, divide: bool) -> dt.time:
+    if isinstance(v, dt.time):
+        return v
+    micros = round(v / per_micro) if divide else v * per_micro
+    micros = min(micros, 86_400_000_000 - 1)  # 24:00:00 has no datetime.time
+    secs, frac = divmod(micros, 1_000_000)
+    h, rem = divmod(secs, 3600)
+    m, s = divmod(rem, 60)
+    return dt.time(h, m, s, frac)
+
+
+def _zoned_ts(v: Any) -> Any:
+    if isinstance(v, dt.datetime):
+        return v
+    s = str(v)
+    if s in ("infinity", "-infinity"):
+        return s
+    return dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+
+
+def _zoned_time(v: Any) -> dt.time:
+    return dt.time.fromisoformat(str(v).replace("Z", "+00:00"))
+
+
+def interval(text: str) -> dt.timedelta:
+    """ISO 8601 duration (Debezium's ``interval.handling.mode=string``) -> timedelta."""
+    m = _ISO_DURATION.match(text.strip())
+    if not m:
+        raise DecodeError(f"{text!r} is not an ISO 8601 duration")
+    g = {k: (v or "0") for k, v in m.groupdict().items() if k != "sign"}
+    days = int(g["y"]) * 365 + int(g["mo"]) * 30 + int(g["w"]) * 7 + int(g["d"])
+    td = dt.timedelta(days=days, hours=int(g["h"]), minutes=int(g["mi"]), seconds=float(decimal.Decimal(g["s"])))
+    return -td if m.group("sign") else td
+
+
+def _decimal_bytes(v: Any, ftype: FieldType) -> decimal.Decimal:
+    if isinstance(v, decimal.Decimal):
+        return v
+    if isinstance(v, str):
+        return decimal.Decimal(_NUMERIC_SPECIALS.get(v, v))
+    scale = int(ftype.param("scale") or 0)
+    return decimal.Decimal(int.from_bytes(v, "big", signed=True)).scaleb(-scale)
+
+
+def _vsd(v: Any) -> decimal.Decimal:
+    if isinstance(v, decimal.Decimal):
+        return v
+    return decimal.Decimal(int.from_bytes(v["value"], "big", signed=True)).scaleb(-int(v["scale"]))
+
+
+_NUMERIC_PG = re.compile(r"^(numeric|decimal)\b")
+
+
+def python_value(v: Any, ftype: FieldType | None, pg_type: str | None = None) -> Any:
+    """One Connect value as the mapping's normal form (see the module table).
+
+    ``pg_type`` is the source column's type as ``format_type`` prints it; it tells a numeric
+    (sent as text in string mode) from text. Raises DecodeError for a value of the wrong shape.
+    """
+    if v is None or ftype is None:
+        return v
+    try:
+        return _convert(v, ftype, pg_type)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, KeyError, ArithmeticError, OverflowError) as exc:
+        what = ftype.semantic or ftype.connect_type
+        raise DecodeError(f"cannot read {v!r:.80} as {what}: {exc}") from exc
+
+
+def _convert(v: Any, ftype: FieldType, pg_type: str | None) -> Any:
+    sem = ftype.semantic
+    if sem in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+        return v if isinstance(v, dt.date) else _EPOCH_DATE + dt.timedelta(days=v)
+    if sem == "io.debezium.time.MicroTimestamp":
+        return _ts(v, 1, False)
+    if sem in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
+        return _ts(v, 1000, False)
+    if sem == "io.debezium.time.NanoTimestamp":
+        return _ts(v, 1000, True)
+    if sem == "io.debezium.time.ZonedTimestamp":
+        return _zoned_ts(v)
+    if sem == "io.debezium.time.MicroTime":
+        return _time(v, 1, False)
+    if sem in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
+        return _time(v, 1000, False)
+    if sem == "io.debezium.time.NanoTime":
+        return _time(v, 1000, True)
+    if sem == "io.debezium.time.ZonedTime":
+        return _zoned_time(v)
+    if sem == "io.debezium.time.MicroDuration":
+        return v if isinstance(v, dt.timedelta) else dt.timedelta(microseconds=v)
+    if sem == "io.debezium.time.Interval":
+        return interval(v)
+    if sem == "org.apache.kafka.connect.data.Decimal":
+        return _decimal_bytes(v, ftype)
+    if sem == "io.debezium.data.VariableScaleDecimal":
+        return _vsd(v)
+    if sem == "io.debezium.data.Uuid":
+        return v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+    if sem == "io.debezium.data.Json":
+        return json.loads(v) if isinstance(v, str | bytes) else v
+    if ftype.connect_type == "array":
+        item_pg = pg_type[:-2] if pg_type and pg_type.endswith("[]") else None
+        return [None if x is None else python_value(x, ftype.items, item_pg) for x in v]
+    if ftype.connect_type == "string" and pg_type and _NUMERIC_PG.match(pg_type) and isinstance(v, str):
+        return decimal.Decimal(_NUMERIC_SPECIALS.get(v, v))
+    if ftype.connect_type == "bytes" and isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    return v
+
+
+def row_values(
+    values: Mapping[str, Any], schema: RowSchema | None, pg_types: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """A Connect row (``after`` or ``key``) in the normal form. Without a schema: unchanged."""
+    if schema is None:
+        return dict(values)
+    types = dict(schema.fields)
+    pg = pg_types or {}
+    return {c: python_value(v, types.get(c), pg.get(c)) for c, v in values.items()}
+
+
+def event_row(event: ChangeEvent, pg_types: Mapping[str, str] | None = None) -> tuple[dict[str, Any], frozenset[str]]:
+    """(the event's new row in the normal form, the columns Debezium did not send).
+
+    For c/u/r events only; the unavailable columns hold None (pass them to
+    :meth:`~crossfade.mapping.engine.Mapper.map_row` as ``unavailable``). Raises ValueError for a
+    delete or truncate (use :meth:`~crossfade.mapping.engine.Mapper.map_key` with
+    :func:`event_key`).
+    """
+    if event.after is None:
+        raise ValueError(f"a {event.op} event of {event.table} has no row to map")
+    after = {c: (None if c in event.unavailable or v == UNAVAILABLE else v) for c, v in event.after.items()}
+    unavailable = event.unavailable | {c for c, v in event.after.items() if v == UNAVAILABLE}
+    return row_values(after, event.row_schema, pg_types), frozenset(unavailable)
+
+
+def event_key(event: ChangeEvent, pg_types: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The event's source key in the normal form."""
+    if event.key is None:
+        raise ValueError(f"a {event.op} event of {event.table} has no key")
+    return row_values(event.key, event.key_schema, pg_types)
