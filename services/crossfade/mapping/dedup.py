@@ -225,8 +225,9 @@ def _empty(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def survive(spec: DedupSpec, members: list[Member]) -> tuple[Member, dict[str, Any]]:
-    """(survivor, golden values) of one group; pure. Members need not be sorted."""
+def survive(spec: DedupSpec, members: list[Member], key_columns: Iterable[str] = ()) -> tuple[Member, dict[str, Any]]:
+    """(survivor, golden values) of one group; pure. Members need not be sorted. The golden
+    record keeps the survivor's ``key_columns`` whatever the column rules say."""
     s = spec.survivorship
     try:
         ordered = sorted(members, key=lambda m: _order_key(m, s.recency))
@@ -260,6 +261,8 @@ def survive(spec: DedupSpec, members: list[Member]) -> tuple[Member, dict[str, A
             golden[col] = min(
                 enumerate(filled), key=lambda iv: (rank.get(iv[1][0].source_table, len(rank)), -iv[0])
             )[1][1]
+    for k in key_columns:
+        golden[k] = survivor.values.get(k)
     return survivor, golden
 
 
@@ -291,13 +294,14 @@ class Deduper:
     spec: DedupSpec
     registry: Registry | None = None
     keep: list[str] = field(default_factory=list)
+    key_columns: list[str] = field(default_factory=list)
     members: list[Member] = field(default_factory=list)
     blocks: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     oversized: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.spec, self.registry)
-        self._cols = list(dict.fromkeys([*self.matcher.columns, *self.keep]))
+        self._cols = list(dict.fromkeys([*self.key_columns, *self.matcher.columns, *self.keep]))
 
     def add(self, key: tuple[Any, ...], values: Mapping[str, Any], source_table: str, source_key: tuple[Any, ...] | None = None) -> None:
         m = Member(key, source_table, source_key, {c: values.get(c) for c in self._cols})
@@ -342,7 +346,7 @@ class Deduper:
             if len(idx) < 2:
                 continue
             members = [self.members[i] for i in sorted(idx)]
-            survivor, golden = survive(self.spec, members)
+            survivor, golden = survive(self.spec, members, self.key_columns)
             out.append(DupGroup(self.target, members, survivor, golden, ev_by_root[root]))
         out.sort(key=lambda g: _sortable(g.survivor.key))
         return out

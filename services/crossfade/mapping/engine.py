@@ -465,6 +465,8 @@ def _as_moment(v: Any) -> dt.date | None:
 
 
 def _show(v: Any) -> str:
+    if isinstance(v, dt.datetime) and v.time() == dt.time(0) and v.tzinfo is None:
+        return v.date().isoformat()
     if isinstance(v, dt.datetime | dt.date):
         return v.isoformat()
     return repr(v)

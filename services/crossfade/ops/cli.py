@@ -17,6 +17,7 @@ import click
 
 from crossfade.config import Settings, load_settings, public_view
 from crossfade.errors import CrossfadeError
+from crossfade.ops import cli_cutover
 from crossfade.ops.logs import redact, setup_logging
 
 log = logging.getLogger("crossfade")
@@ -199,6 +200,55 @@ def console(config: str | None, host: str, port: int, allow_actions: bool, token
                 interval=interval, echo=click.echo)
 
 
+@cli.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="The whole report as JSON on stdout.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the report as one HTML page.")
+@click.option("--examples", type=int, default=5, show_default=True, help="Examples kept per finding.")
+@click.option("--skip-target-check", is_flag=True, help="Do not check the mapping against the target database's schema.")
+def audit(config: str | None, as_json: bool, html_path: str | None, examples: int, skip_target_check: bool) -> None:
+    """Profile the legacy tables under the mapping, writing nothing: row counts, completeness,
+    rule failures with examples, duplicate groups, orphans, value formats."""
+    from crossfade.mapping.audit import run_audit
+
+    report = run_audit(_settings(config), examples=examples, check_target=not skip_target_check)
+    if html_path:
+        from pathlib import Path
+
+        from crossfade.mapping.report_html import render
+
+        Path(html_path).write_text(render(report), encoding="utf-8")
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        from crossfade.mapping.views import print_audit
+
+        print_audit(report)
+        if html_path:
+            click.echo(f"HTML report written to {html_path}")
+
+
+@cli.command("dry-run")
+@config_option
+@click.option("--sample", type=click.IntRange(1), default=20, show_default=True, help="Rows sampled per source table.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
+@click.option("--no-merges", is_flag=True, help="Skip matching the whole source for duplicates of the sampled rows.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--skip-target-check", is_flag=True, help="Do not check the mapping against the target database's schema.")
+def dry_run(config: str | None, sample: int, seed: int, no_merges: bool, as_json: bool, skip_target_check: bool) -> None:
+    """Apply the mapping to a sample of legacy rows: mapped rows, rejects, merges. Writes nothing."""
+    from crossfade.mapping.dryrun import run_dry_run
+
+    report = run_dry_run(_settings(config), sample=sample, seed=seed, merges=not no_merges,
+                         check_target=not skip_target_check)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        from crossfade.mapping.views import print_dry_run
+
+        print_dry_run(report)
+
+
 @cli.group()
 def config() -> None:
     """Inspect the configuration."""
@@ -325,6 +375,17 @@ def connector_register(config: str | None, connect_url: str, connector_file: str
         click.echo(f"prepared source and Kafka for {name} (broker epoch {epoch})")
     status = _put_connector(connect_url, name, {str(k): str(v) for k, v in props.items()}, timeout)
     click.echo(f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})")
+
+
+# verify, checkpoint, rewind, cutover, dlq ack: a group of the same name defined here gets the
+# subcommands added instead of being replaced
+for _command in cli_cutover.COMMANDS:
+    _have = cli.commands.get(_command.name or "")
+    if isinstance(_have, click.Group) and isinstance(_command, click.Group):
+        for _sub in _command.commands.values():
+            _have.add_command(_sub)
+    else:
+        cli.add_command(_command)
 
 
 def main(argv: list[str] | None = None) -> Any:

@@ -1,0 +1,114 @@
+"""Terminal output of ``crossfade audit`` and ``crossfade dry-run`` (rich tables)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from crossfade.mapping.audit import AuditReport, _plain
+from crossfade.mapping.dryrun import DryRunReport
+
+
+def _short(v: Any, n: int = 40) -> str:
+    s = "∅" if v is None else str(v)
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def print_audit(report: AuditReport, console: Console | None = None) -> None:
+    con = console or Console()
+    s = report.summary()
+    con.print(f"[bold]Legacy data audit[/bold] of {report.source} ({report.generated_at}); nothing was written.")
+    t = Table(title="accounting per source table (rows = mapped + rejected + filtered)")
+    for c in ("table", "rows", "mapped", "rejected", "filtered", "closes"):
+        t.add_column(c, justify="left" if c == "table" else "right")
+    for a in report.tables:
+        closes = a.rows == a.mapped + a.rejected + a.filtered
+        t.add_row(a.source, str(a.rows), str(a.mapped), str(a.rejected), str(a.filtered), "yes" if closes else "[red]NO[/red]")
+    con.print(t)
+    for a in report.tables:
+        if not a.rules and not a.filters:
+            continue
+        r = Table(title=f"{a.source}: rules that failed, filters")
+        for c in ("problem", "rule", "rows", "example"):
+            r.add_column(c, justify="right" if c == "rows" else "left", overflow="fold")
+        for f in sorted(a.rules.values(), key=lambda f: -f.count):
+            ex = f.examples[0] if f.examples else {}
+            r.add_row(_plain(f), f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('value'))}")
+        for f in a.filters.values():
+            ex = f.examples[0] if f.examples else {}
+            r.add_row("filtered (not migrated)", f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('message'), 60)}")
+        con.print(r)
+        fmt = [c for c in a.columns.values() if c.formats]
+        if fmt:
+            ft = Table(title=f"{a.source}: value formats of columns that are parsed")
+            ft.add_column("column")
+            ft.add_column("formats (most common first)", overflow="fold")
+            for c in fmt:
+                assert c.formats is not None
+                ft.add_row(c.name, ", ".join(f"{f} ×{n}" for f, n in c.formats.most_common(6)))
+            con.print(ft)
+    for target, groups in report.duplicates.items():
+        con.print(f"[bold]{target}[/bold]: {len(groups)} duplicate groups, {sum(len(g.members) for g in groups)} records")
+        for g in groups[:10]:
+            keys = ", ".join(str(m.key[0] if len(m.key) == 1 else m.key) for m in g.members)
+            why = "; ".join(sorted({e.explain() for e in g.evidence}))
+            con.print(f"  {keys} -> survivor {g.survivor.key[0] if len(g.survivor.key) == 1 else g.survivor.key}: {why}")
+        if len(groups) > 10:
+            con.print(f"  ... {len(groups) - 10} more (--json or --html for all)")
+    con.print(
+        f"{s['rows']} rows: {s['mapped']} would migrate, {s['rejected']} rejected, {s['filtered']} filtered; "
+        f"{s['duplicate_groups']} duplicate groups; {s['orphans']} orphans."
+    )
+    for w in report.warnings:
+        con.print(f"[yellow]warning[/yellow]: {w}")
+
+
+def print_dry_run(report: DryRunReport, console: Console | None = None) -> None:
+    con = console or Console()
+    for ts in report.tables:
+        d = ts.as_dict()
+        con.print(f"[bold]{ts.source}[/bold]: {d['sampled']} sampled rows -> {len(d['mapped'])} mapped, "
+                  f"{len(d['rejected'])} rejected, {len(d['filtered'])} filtered")
+        by_target: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+        for m in d["mapped"]:
+            for t in m["targets"]:
+                by_target.setdefault(t["table"], []).append((m["key"], t["values"]))
+        for target, rows in by_target.items():
+            cols = list(dict.fromkeys(c for _, v in rows for c in v))
+            t = Table(title=f"{ts.source} -> {target} (mapped)")
+            t.add_column("source key")
+            for c in cols:
+                t.add_column(c, overflow="fold")
+            for key, v in rows:
+                t.add_row(_short(key, 20), *(_short(v.get(c)) for c in cols))
+            con.print(t)
+        if d["rejected"]:
+            t = Table(title=f"{ts.source}: rejected (would go to the dead-letter topic)")
+            for c in ("source key", "rule", "value", "why"):
+                t.add_column(c, overflow="fold")
+            for r in d["rejected"]:
+                for f in r["failures"]:
+                    t.add_row(_short(r["key"], 20), f["rule"], _short(f["value"]), f["message"])
+            con.print(t)
+        if d["filtered"]:
+            t = Table(title=f"{ts.source}: filtered (counted and listed, not migrated)")
+            for c in ("source key", "filter", "why"):
+                t.add_column(c, overflow="fold")
+            for r in d["filtered"]:
+                t.add_row(_short(r["key"], 20), r["filter"], r["reason"])
+            con.print(t)
+    for target, groups in report.merges.items():
+        con.print(f"[bold]{target}[/bold]: {len(groups)} merge groups involve sampled rows")
+        for g in groups:
+            cols = list(dict.fromkeys(c for m in g.members for c in m.values))
+            t = Table(title="; ".join(sorted({e.explain() for e in g.evidence})))
+            t.add_column("record")
+            for c in cols:
+                t.add_column(c, overflow="fold")
+            for m in g.members:
+                label = f"{m.source_table} {m.key[0] if len(m.key) == 1 else m.key}" + (" (survivor)" if m is g.survivor else "")
+                t.add_row(label, *(_short(m.values.get(c)) for c in cols))
+            t.add_row("[bold]golden[/bold]", *(_short(g.golden.get(c)) for c in cols))
+            con.print(t)
