@@ -214,6 +214,10 @@ def test_audit_finds_every_injected_defect(crm: tuple[Any, dict[str, Any]], tmp_
     email = next(c for c in members["columns"] if c["name"] == "email")
     assert email["nulls"] == 1 and email["blanks"] == 2
 
+    text = stack.cli("audit", "--skip-target-check", env={"COLUMNS": "200"})  # the terminal summary
+    assert text.returncode == 0, text.stderr
+    assert "accounting per source table" in text.stdout and "crm.people.email:required" in text.stdout
+
     page = html.read_text()
     assert "Legacy data audit" in page and "crm.people.email:required" in page and "golden record" in page
 
