@@ -21,6 +21,7 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import tempfile
@@ -31,16 +32,16 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from crossfade.capture.connector import FENCE_TABLE, embedded_properties
+from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
 from crossfade.events.avro import ConnectCodecCache
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
-from crossfade.events.framing import frame_single_object
+from crossfade.events.framing import frame_confluent, frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
 from crossfade.events.model import position
-from crossfade.events.schema_store import SchemaPublisher
+from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class ChangeProducer:
         self.publisher = publisher
         self.partitions = partitions  # change topic -> partition count
         self.fence_topic = self.kafka.table_topic(FENCE_TABLE)
+        self.signal_topic = self.kafka.table_topic(SIGNAL_TABLE)
         self.producer = Producer(
             {
                 **self.kafka.client_config(),
@@ -86,7 +88,10 @@ class ChangeProducer:
         )
         self._codecs = ConnectCodecCache()
         self._published: dict[int, int] = {}
-        self._by_text: dict[str, tuple[Any, int]] = {}
+        self._by_text: dict[Any, tuple[Any, Any]] = {}
+        self._registry = (
+            RegistryRegistrar(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
+        )
         self._errors: list[str] = []
         self._last_offset: dict[tuple[str, int], int] = {}
         self.stats = CaptureStats()
@@ -96,6 +101,8 @@ class ChangeProducer:
         self._headers: list[tuple[str, bytes]] = []
         self.floor = 0
         self._floor_file: Path | None = None
+        self.stream_lsn = 0
+        """Highest LSN of a streamed record seen (incremental snapshot rows are placed at it)."""
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
@@ -104,6 +111,11 @@ class ChangeProducer:
         self._floor_file = state_dir / f"snapshot-{epoch}.json"
         if self._floor_file.exists():
             self.floor = int(json.loads(self._floor_file.read_text())["lsn"])
+
+    def _note_stream_lsn(self, payload: dict[str, Any]) -> None:
+        lsn = (payload.get("source") or {}).get("lsn")
+        if lsn is not None and (payload.get("source") or {}).get("snapshot") in (None, "false"):
+            self.stream_lsn = max(self.stream_lsn, int(lsn))
 
     def _set_floor(self, lsn: int) -> None:
         if lsn == self.floor:
@@ -143,7 +155,7 @@ class ChangeProducer:
             raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(self, raw_json: str | None) -> tuple[bytes | None, dict[str, Any] | None]:
+    def _encode(self, raw_json: str | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
         """Debezium JSON (schema + payload) -> single-object framed Avro, and the payload.
 
         Hot path: Debezium writes ``{"schema":...,"payload":...}`` with the schema first, and the
@@ -156,11 +168,12 @@ class ChangeProducer:
         sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
         if sep > 0:
             schema_text = raw_json[10:sep]
-            hit = self._by_text.get(schema_text)
+            cache_key = (subject, schema_text) if self._registry is not None else schema_text
+            hit = self._by_text.get(cache_key)
             payload = json.loads(raw_json[sep + 11 : -1])
             if hit is None:
-                hit = self._compile(json.loads(schema_text), schema_text)
-                self._by_text[schema_text] = hit
+                hit = self._compile(json.loads(schema_text), schema_text, subject)
+                self._by_text[cache_key] = hit
         else:
             doc = json.loads(raw_json)
             schema, payload = doc.get("schema"), doc.get("payload")
@@ -169,20 +182,24 @@ class ChangeProducer:
                     "Debezium emitted a record without its schema",
                     "keep converter.schemas.enable=true in capture.properties",
                 )
-            hit = self._compile(schema, None)
+            hit = self._compile(schema, None, subject)
         if payload is None:
             return None, None
-        cc, fp = hit
-        return frame_single_object(fp, cc.encode(payload)), payload
+        cc, frame = hit
+        return frame(cc.encode(payload)), payload
 
-    def _compile(self, schema: dict[str, Any], key: str | None) -> tuple[Any, int]:
-        """Codec for a Connect schema, its Avro schema published before first use."""
+    def _compile(self, schema: dict[str, Any], key: str | None, subject: str) -> tuple[Any, Any]:
+        """Codec for a Connect schema and the framing of its records, the schema published
+        (schemas topic) or registered (Schema Registry, Confluent wire format) before first use."""
         cc = self._codecs.get(schema, key=key)
+        if self._registry is not None:
+            sid = self._registry.register(subject, cc.avro.schema)
+            return cc, functools.partial(frame_confluent, sid)
         fp = self._published.get(id(cc))
         if fp is None:
             fp = self.publisher.publish(cc.avro.schema).fingerprint
             self._published[id(cc)] = fp
-        return cc, fp
+        return cc, functools.partial(frame_single_object, fp)
 
     def _sweep_if_snapshot_ended(self) -> None:
         """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.
@@ -210,13 +227,20 @@ class ChangeProducer:
                 continue
             raw_value = None if r.value() is None else str(r.value())
             raw_key = None if r.key() is None else str(r.key())
+            if dest == self.signal_topic:
+                # Debezium's signals and incremental-snapshot window markers are its own business;
+                # only their stream position counts (see the incremental case below)
+                if raw_value is not None:
+                    self._note_stream_lsn(json.loads(raw_value)["payload"])
+                continue
             if dest == self.fence_topic:
                 if raw_value is not None:
+                    self._note_stream_lsn(json.loads(raw_value)["payload"])
                     self._sweep_if_snapshot_ended()
                     self._broadcast_fence(json.loads(raw_value)["payload"])
                 continue
-            key_bytes, _ = self._encode(raw_key)
-            value_bytes, payload = self._encode(raw_value)
+            key_bytes, _ = self._encode(raw_key, f"{dest}-key")
+            value_bytes, payload = self._encode(raw_value, f"{dest}-value")
             headers = self._headers
             snap_last = False
             if payload is not None:
@@ -225,13 +249,24 @@ class ChangeProducer:
                 snap = source.get("snapshot")
                 lsn = int(source.get("lsn") or 0)
                 is_snapshot = snap in _SNAPSHOT_FLAGS
-                if is_snapshot:
+                if snap == "incremental":
+                    # An incremental snapshot's row (verify --repair) carries no LSN. It was read
+                    # after the window-open marker was streamed, and every key changed while the
+                    # window was open was dropped from the chunk by Debezium, so it is at least as
+                    # new as the stream so far: it gets that position, as a snapshot row, and the
+                    # floor rises to it so that a transaction in flight across the read (streamed
+                    # later with an older LSN) still wins over it, as at the initial snapshot.
+                    lsn = max(self.stream_lsn, self.floor)
+                    self._set_floor(lsn)
+                    is_snapshot = True
+                elif is_snapshot:
                     self.snapshot_lsn = lsn
                     self._unswept_snapshot_lsn = lsn
                     self._set_floor(lsn)
                     snap_last = snap == "last"
                 else:
                     self._sweep_if_snapshot_ended()
+                    self.stream_lsn = max(self.stream_lsn, lsn)
                 pos = position(lsn, snapshot=is_snapshot, floor=self.floor)
                 headers = [*headers, (POSITION_HEADER, str(pos).encode())]
             kwargs: dict[str, Any] = {"headers": headers}

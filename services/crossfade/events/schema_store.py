@@ -133,7 +133,7 @@ class TopicSchemaResolver:
 
             from crossfade.events.framing import RegistryResolver
 
-            self._registry = RegistryResolver(SchemaRegistryClient({"url": registry_url}))
+            self._registry = RegistryResolver(SchemaRegistryClient.new_client({"url": registry_url}))
 
     def resolve_single_object(self, fingerprint: int) -> AvroCodec:
         codec = self.cache.get(fingerprint)
@@ -157,3 +157,40 @@ class TopicSchemaResolver:
                 "set kafka.schema_registry_url",
             )
         return self._registry.resolve_confluent(schema_id)
+
+
+class RegistryRegistrar:
+    """Capture side with a Schema Registry: register each schema under its TopicNameStrategy
+    subject (``<topic>-key`` / ``<topic>-value``, as Kafka Connect's AvroConverter does) and
+    return the id for the Confluent wire format. Ids are cached per subject and schema text, so
+    the registry is asked once per schema version. An unreachable registry is a transient error:
+    capture stops before producing anything that would reference an unregistered schema.
+    """
+
+    def __init__(self, url: str, client: Any = None) -> None:
+        if client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            client = SchemaRegistryClient.new_client({"url": url})  # mock:// URLs: in-memory
+        self._client = client
+        self._ids: dict[tuple[str, str], int] = {}
+
+    def register(self, subject: str, avro_schema: dict[str, Any]) -> int:
+        text = schema_text(avro_schema)
+        sid = self._ids.get((subject, text))
+        if sid is not None:
+            return sid
+        from confluent_kafka.schema_registry import Schema
+
+        try:
+            sid = int(self._client.register_schema(subject, Schema(text, "AVRO")))
+        except Exception as exc:  # SchemaRegistryError, connection errors
+            code = getattr(exc, "http_status_code", None)
+            if code in (409, 422):
+                raise SchemaMismatch(
+                    f"the Schema Registry refused the new schema of {subject} as incompatible ({exc})",
+                    "runbook: set the subject's compatibility deliberately, or migrate the column explicitly",
+                ) from None
+            raise BrokerUnavailable(f"cannot register {subject} with the Schema Registry: {exc}") from None
+        self._ids[(subject, text)] = sid
+        return sid

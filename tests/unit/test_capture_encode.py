@@ -1,0 +1,62 @@
+"""Capture's encoding of Debezium JSON records: both framings, decoded back by sync's decoder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from crossfade.capture.service import ChangeProducer
+from crossfade.config import Settings
+from crossfade.events.framing import Decoder, RegistryResolver, SchemaCache, detect_framing
+from crossfade.events.schema_store import RegistryRegistrar
+
+RECORD = json.loads((Path(__file__).with_name("debezium_record.json")).read_text())
+
+
+def _settings(**kafka: Any) -> Settings:
+    return Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1", **kafka},
+        tables=["public.t"],
+    )
+
+
+class _Publisher:
+    """Stands in for the schemas topic (no broker in a unit test): keeps what is published."""
+
+    def __init__(self) -> None:
+        self.cache = SchemaCache()
+
+    def publish(self, avro_schema: dict[str, Any]) -> Any:
+        return self.cache.add(json.dumps(avro_schema))
+
+
+def test_registry_configured_uses_confluent_wire_format_with_topic_name_subjects() -> None:
+    client = SchemaRegistryClient.new_client({"url": "mock://crossfade-test"})
+    prod = ChangeProducer(_settings(), _Publisher(), {"cf.public.t": 1})  # type: ignore[arg-type]
+    prod._registry = RegistryRegistrar("mock://crossfade-test", client=client)
+    value, payload = prod._encode(RECORD["value"], "cf.public.t-value")
+    key, _ = prod._encode(RECORD["key"], "cf.public.t-key")
+    assert value is not None and key is not None and payload is not None
+    assert detect_framing(value) == "confluent" and detect_framing(key) == "confluent"
+    assert set(client.get_subjects()) == {"cf.public.t-value", "cf.public.t-key"}
+    env = Decoder(RegistryResolver(client)).decode(value)
+    assert env["op"] == payload["op"] and env["after"]["id"] == payload["after"]["id"] == 1
+    assert env["after"]["b"] == b"\xde\xad\xbe\xef" and env["after"]["txt"] == payload["after"]["txt"]
+    # the same schema again is not registered again (cached id)
+    before = len(client.get_versions("cf.public.t-value"))
+    prod._encode(RECORD["value"], "cf.public.t-value")
+    assert len(client.get_versions("cf.public.t-value")) == before
+
+
+def test_default_is_single_object_encoding_with_published_schema() -> None:
+    pub = _Publisher()
+    prod = ChangeProducer(_settings(), pub, {"cf.public.t": 1})  # type: ignore[arg-type]
+    value, payload = prod._encode(RECORD["value"], "cf.public.t-value")
+    assert value is not None and value[:2] == b"\xc3\x01"
+    env = Decoder(pub.cache).decode(value)
+    assert env["after"]["nv"] == "NAN" and env["after"]["u"] == payload["after"]["u"]
