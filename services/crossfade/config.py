@@ -135,6 +135,10 @@ class CaptureConfig(_Strict):
     fence_table: bool = True
     """Create ``crossfade.fence`` in the legacy database and capture it: the end-to-end marker
     behind ``fence``/"lag is zero" and the demo's catch-up wait."""
+    signal_table: bool = True
+    """Create ``crossfade.debezium_signal`` in the legacy database and give it to Debezium as its
+    ``signal.data.collection``: ``verify --repair`` re-emits rows through it (an incremental
+    snapshot of the differing keys)."""
     properties: dict[str, str] = Field(default_factory=dict)
     """Extra Debezium connector properties; they win over crossfade's defaults."""
 
@@ -156,6 +160,36 @@ class SyncConfig(_Strict):
     """Schema in the target holding offsets, tombstones and stats."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(30_000, ge=6_000)
+
+
+class CutoverConfig(_Strict):
+    """``crossfade cutover``: how legacy writes are frozen and traffic is flipped.
+
+    Commands are argument lists run without a shell; SQL runs in its own transaction.
+    """
+
+    freeze_sql: str | None = None
+    """SQL run on the legacy database to stop application writes, e.g. ``REVOKE INSERT, UPDATE,
+    DELETE ON ALL TABLES IN SCHEMA public FROM app`` or setting a maintenance flag the
+    application reads. A real cutover fails its freeze gate when neither this nor
+    ``freeze_command`` is set."""
+    unfreeze_sql: str | None = None
+    """SQL undoing ``freeze_sql`` (run on the legacy database when a later gate fails)."""
+    freeze_command: list[str] | None = None
+    """Command (argv) that stops application writes, run after ``freeze_sql``."""
+    unfreeze_command: list[str] | None = None
+    """Command (argv) undoing ``freeze_command``."""
+    flip_sql: str | None = None
+    """SQL run on the new database once every gate is green (e.g. mark it the primary)."""
+    flip_command: list[str] | None = None
+    """Command (argv) that routes traffic to the new system."""
+    flip_http: SecretStr | None = None
+    """URL that gets a JSON POST when traffic should move (a router's or a deploy tool's hook).
+    Kept secret: it may carry a token."""
+    fence_timeout_s: float = Field(120.0, gt=0)
+    """Longest wait for a fence (gates 1 and 4)."""
+    command_timeout_s: float = Field(60.0, gt=0)
+    """Longest run of a freeze, unfreeze or flip action."""
 
 
 class OpsConfig(_Strict):
@@ -188,6 +222,7 @@ class Settings(BaseSettings):
     it may also be the path of a YAML file holding the section (relative to the config file)."""
     capture: CaptureConfig = CaptureConfig()
     sync: SyncConfig = SyncConfig()
+    cutover: CutoverConfig = CutoverConfig()
     ops: OpsConfig = OpsConfig()
 
     @field_validator("tables")
@@ -295,4 +330,6 @@ def public_view(settings: Settings) -> dict[str, Any]:
     d["target"]["dsn"] = redact_dsn(settings.target.dsn)
     if settings.kafka.sasl_password is not None:
         d["kafka"]["sasl_password"] = "***"
+    if settings.cutover.flip_http is not None:
+        d["cutover"]["flip_http"] = "***"
     return d

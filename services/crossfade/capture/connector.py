@@ -16,6 +16,8 @@ from crossfade.config import Settings
 
 FENCE_TABLE = "crossfade.fence"
 """Marker table in the legacy database behind ``fence`` (DESIGN decision 4)."""
+SIGNAL_TABLE = "crossfade.debezium_signal"
+"""Debezium's ``signal.data.collection`` (``verify --repair`` asks for incremental snapshots)."""
 
 
 def source_connection(settings: Settings) -> dict[str, str]:
@@ -35,6 +37,10 @@ def captured_tables(settings: Settings) -> list[str]:
     tables = list(settings.tables)
     if settings.capture.fence_table:
         tables.append(FENCE_TABLE)
+    if settings.capture.signal_table:
+        # Debezium streams its own signal rows (and the incremental snapshot's watermarks) from
+        # the publication: capture drops them instead of producing them
+        tables.append(SIGNAL_TABLE)
     return tables
 
 
@@ -50,6 +56,8 @@ def connector_properties(settings: Settings) -> dict[str, str]:
       mode flattens months into microseconds).
     * ``publication.autocreate.mode=filtered``: the publication holds only the configured tables.
     * ``tombstones.on.delete=true``: the Kafka convention for compacted topics; sync ignores them.
+    * ``signal.data.collection``: the signal table (``capture.signal_table``), through which
+      ``verify --repair`` requests incremental snapshots of single keys.
     """
     cap = settings.capture
     props: dict[str, str] = {
@@ -74,6 +82,8 @@ def connector_properties(settings: Settings) -> dict[str, str]:
         "max.batch.size": "4096",
         "max.queue.size": "16384",
     }
+    if cap.signal_table:
+        props["signal.data.collection"] = SIGNAL_TABLE
     props.update(source_connection(settings))
     props.update(cap.properties)
     return props

@@ -19,6 +19,16 @@ CREATE TABLE IF NOT EXISTS crossfade.fence (
 );
 """
 
+SIGNAL_DDL = """
+CREATE SCHEMA IF NOT EXISTS crossfade;
+CREATE TABLE IF NOT EXISTS crossfade.debezium_signal (
+    id varchar(64) PRIMARY KEY,
+    type varchar(32) NOT NULL,
+    data text
+);
+"""
+"""Debezium's signal table (its documented shape; ``data`` as text: a repair's key filter can be long)."""
+
 
 def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection, turning failures into one line that names the database and the fix."""
@@ -92,5 +102,13 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
                 raise PreflightError(
                     f"cannot create crossfade.fence in the source database ({exc.diag.message_primary or exc})",
                     "grant CREATE on the database to the capture user, or set capture.fence_table: false",
+                ) from None
+        if settings.capture.signal_table:
+            try:
+                conn.execute(SIGNAL_DDL)
+            except psycopg.Error as exc:
+                raise PreflightError(
+                    f"cannot create crossfade.debezium_signal in the source database ({exc.diag.message_primary or exc})",
+                    "grant CREATE on the database to the capture user, or set capture.signal_table: false",
                 ) from None
         return pks

@@ -14,7 +14,7 @@ from confluent_kafka import Message
 from crossfade.config import KafkaConfig
 from crossfade.errors import DecodeError
 from crossfade.events.framing import Decoder
-from crossfade.events.model import UNAVAILABLE, ChangeEvent, RowSchema, position
+from crossfade.events.model import SHIFT, UNAVAILABLE, ChangeEvent, RowSchema, position
 from crossfade.events.schema_store import TopicSchemaResolver
 
 EPOCH_HEADER = "crossfade.epoch"
@@ -60,6 +60,9 @@ class EventDecoder:
             raise DecodeError(f"unknown Debezium operation {op!r}")
         source = env["source"] or {}
         lsn = source.get("lsn")
+        snap = str(source.get("snapshot") or "false")
+        if lsn is None and snap == "incremental" and pos_header is not None:
+            lsn = int(pos_header) >> SHIFT  # incremental snapshot rows carry none: capture placed them
         if lsn is None:
             raise DecodeError("change event has no source position (source.lsn)")
         key_dict: dict[str, Any] | None = None
@@ -73,7 +76,6 @@ class EventDecoder:
         if op in ("c", "u", "r") and after is None:
             raise DecodeError(f"{op!r} change event of {table} has no 'after' row")
         unavailable = frozenset(c for c, v in after.items() if _is_placeholder(v)) if after else frozenset()
-        snap = str(source.get("snapshot") or "false")
         if pos_header is not None:
             pos = int(pos_header)
         else:

@@ -15,6 +15,15 @@ commit in one transaction of the target. The tables:
 ``table_stats`` per table and partition (no row shared by two workers): events applied, skipped,
                 dead-lettered, the last source position and commit time.
 ``fences``      per fence token and partition: when sync applied the marker (decision 4).
+``replay``      per consumer group and partition, while a rewind's replay runs: records below
+                ``until_offset`` re-apply even at the position the target row already holds
+                (decision 5; see :mod:`crossfade.sync.apply`). ``finished_at`` is set when sync
+                has passed ``until_offset``.
+``checkpoints`` ``crossfade checkpoint create``: per partition the stored offsets, the legacy
+                database's WAL position and the time (what ``rewind`` returns to).
+``verify_runs`` one row per ``crossfade verify`` run, with its JSON report.
+``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail.
+``dlq_acks``    ``crossfade dlq ack``: dead letters counted so far were seen by a person.
 """
 
 from __future__ import annotations
@@ -64,6 +73,40 @@ def ddl(schema: str) -> list[sql.Composable]:
         ).format(s),
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {}.meta (key text PRIMARY KEY, value text NOT NULL)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.replay (
+                group_id text NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                replay_id text NOT NULL, epoch text NOT NULL, checkpoint text, from_offset bigint NOT NULL,
+                until_offset bigint NOT NULL, created_at timestamptz NOT NULL DEFAULT now(),
+                created_by text, finished_at timestamptz,
+                PRIMARY KEY (group_id, topic, partition, replay_id))"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.checkpoints (
+                name text PRIMARY KEY, created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                created_by text, group_id text NOT NULL, epoch text, source_lsn pg_lsn,
+                offsets jsonb NOT NULL, note text)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.verify_runs (
+                id bigserial PRIMARY KEY, started_at timestamptz NOT NULL,
+                finished_at timestamptz NOT NULL DEFAULT clock_timestamp(), ok boolean NOT NULL,
+                tables int NOT NULL, source_rows bigint, target_rows bigint, mismatched bigint,
+                missing bigint, extra bigint, rechecked_after_fence boolean, seconds double precision,
+                created_by text, report jsonb)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.cutover_audit (
+                id bigserial PRIMARY KEY, run_id text NOT NULL,
+                at timestamptz NOT NULL DEFAULT clock_timestamp(), who text NOT NULL,
+                dry_run boolean NOT NULL, gate text NOT NULL, ok boolean NOT NULL,
+                detail text, seconds double precision)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.dlq_acks (
+                id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                who text NOT NULL, dead_lettered bigint NOT NULL, note text)"""
         ).format(s),
         sql.SQL(
             "INSERT INTO {}.meta VALUES ('schema_version', {}) ON CONFLICT (key) DO NOTHING"

@@ -1,0 +1,324 @@
+"""CLI commands for the day of the move: verify, checkpoint, rewind, cutover, dlq ack.
+
+Registered on the ``crossfade`` group by :mod:`crossfade.ops.cli`. Exit codes as everywhere
+(1 also means "verify found differences" / "cutover is NO GO").
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from crossfade.config import Settings, load_settings
+
+config_option = click.option(
+    "-c", "--config", "config", envvar="CROSSFADE_CONFIG", type=click.Path(dir_okay=False),
+    help="YAML config file (or CROSSFADE_CONFIG).",
+)
+
+
+def _settings(config: str | None) -> Settings:
+    return load_settings(config)
+
+
+# -- progress ----------------------------------------------------------------------------------
+class RichProgress:
+    """A progress bar per table on a terminal (stderr)."""
+
+    def __init__(self) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.console = Console(stderr=True)
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> RichProgress:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def table(self, name: str, total: int) -> None:
+        self.task = self.bar.add_task(name, total=max(total, 1))
+
+    def advance(self, rows: int) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, rows)
+
+    def phase(self, text: str) -> None:
+        self.bar.console.log(text)
+
+
+class LineProgress:
+    """Plain progress lines on stderr (``--progress`` when stderr is not a terminal)."""
+
+    def __init__(self, every: float = 1.0) -> None:
+        self.every = every
+        self.name, self.total, self.done, self._last = "", 0, 0, 0.0
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._line(force=True)
+
+    def table(self, name: str, total: int) -> None:
+        self._line(force=True)
+        self.name, self.total, self.done = name, total, 0
+        self._line(force=True)
+
+    def advance(self, rows: int) -> None:
+        self.done += rows
+        self._line()
+
+    def _line(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self.name or (not force and now - self._last < self.every):
+            return
+        self._last = now
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        click.echo(f"verify: {self.name} {self.done}/{self.total} rows ({pct:.0f}%)", err=True)
+
+    def phase(self, text: str) -> None:
+        click.echo(f"verify: {text}", err=True)
+
+
+class NoProgress:
+    def __enter__(self) -> NoProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+    def table(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        pass
+
+
+def _progress(flag: bool | None) -> Any:
+    tty = sys.stderr.isatty()
+    if flag is False or (flag is None and not tty):
+        return NoProgress()
+    return RichProgress() if tty else LineProgress()
+
+
+# -- verify ------------------------------------------------------------------------------------
+def _print_verify(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    con = Console()
+    t = Table(title="crossfade verify" + (" (re-checked after a fence)" if report.rechecked_after_fence else ""))
+    live = report.rechecked_after_fence
+    cols = ["table", "source rows", "target rows", "missing", "extra", "different"]
+    cols += ["in flight", "unsettled"] if live else []
+    for col in [*cols, "result"]:
+        t.add_column(col, justify="left" if col in ("table", "result") else "right")
+    for r in report.tables:
+        result = "[green]match[/]" if r.match else f"[red]{r.error or 'MISMATCH'}[/]"
+        vals = [r.name, r.source_rows, r.target_rows, r.missing, r.extra, r.different]
+        vals += [r.in_flight, r.unsettled] if live else []
+        t.add_row(*map(str, vals), result)
+    con.print(t)
+    for r in report.tables:
+        for ex in r.examples:
+            cols = ex.get("columns")
+            detail = ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in cols.items()) if cols else ""
+            con.print(f"  {r.name} {ex['kind']} {json.dumps(ex['key'])} {detail}", highlight=False, markup=False)
+        if r.unchecked:
+            con.print(f"  {r.name}: {r.unchecked} further differing keys were counted but not re-checked (--max-keys)")
+        if r.repair:
+            con.print(f"  {r.name} repair: {r.repair['resnapshot']} re-emitted, {r.repair['deleted_extra']} extra deleted, "
+                      f"{r.repair['remaining']} still different")
+    verdict = "[green]MATCH[/]" if report.match else "[red]MISMATCH[/]"
+    con.print(f"{verdict}: {len(report.tables)} table(s) in {report.seconds:.1f} s"
+              + (f", {report.fences} fence(s)" if report.fences else ""))
+
+
+@click.command()
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--table", "tables", multiple=True, help="Only this table (repeatable).")
+@click.option("--repair", is_flag=True, help="Re-emit the differing rows through the pipeline, then re-check them.")
+@click.option("--fence/--no-fence", "use_fence", default=True, show_default=True,
+              help="Re-check differing keys after a fence (needs capture and sync running). "
+                   "--no-fence: the source is quiet, report differences as found.")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal).")
+@click.option("--chunk-rows", type=click.IntRange(2), default=20_000, show_default=True, help="Rows per checksum chunk.")
+@click.option("--leaf-rows", type=click.IntRange(2), default=1_000, show_default=True,
+              help="Rows per piece when narrowing a differing chunk down to keys.")
+@click.option("--max-keys", type=click.IntRange(1), default=10_000, show_default=True,
+              help="Differing keys kept per table for the re-check (more are only counted).")
+@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Fence re-check rounds for keys that keep changing.")
+@click.option("--fence-timeout", type=float, default=120.0, show_default=True)
+def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: bool, use_fence: bool,
+           progress: bool | None, chunk_rows: int, leaf_rows: int, max_keys: int, rounds: int, fence_timeout: float) -> None:
+    """Compare legacy and new, row for row: counts, chunk checksums, differing keys and rows.
+
+    Exits 0 only when every table matches.
+    """
+    from crossfade.verify.run import Verifier
+
+    settings = _settings(config)
+    with _progress(progress) as prog:
+        v = Verifier(settings, list(tables) or None, fence_recheck=use_fence, rounds=rounds, chunk_rows=chunk_rows,
+                     leaf_rows=leaf_rows, max_keys=max_keys, fence_timeout=fence_timeout, progress=prog)
+        report = v.run(repair=repair)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        _print_verify(report)
+    sys.exit(0 if report.match else 1)
+
+
+# -- checkpoints and rewind --------------------------------------------------------------------
+@click.group()
+def checkpoint() -> None:
+    """Record where sync is (to rewind to it later)."""
+
+
+@checkpoint.command("create")
+@config_option
+@click.option("--name", help="Checkpoint name (default: cp-<UTC time>).")
+@click.option("--note", help="Free text stored with it.")
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the JSON to this file.")
+def checkpoint_create(config: str | None, name: str | None, note: str | None, out: str | None) -> None:
+    """Store the sync offsets, the legacy WAL position and the time; print them as JSON."""
+    from crossfade.cutover.checkpoint import create_checkpoint
+
+    cp = create_checkpoint(_settings(config), name=name, note=note)
+    text = json.dumps(cp.as_dict(), indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    click.echo(text)
+
+
+@checkpoint.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def checkpoint_list(config: str | None, as_json: bool) -> None:
+    """The checkpoints of this sync group, oldest first."""
+    from crossfade.cutover.checkpoint import list_checkpoints
+
+    cps = list_checkpoints(_settings(config))
+    if as_json:
+        click.echo(json.dumps([c.as_dict() for c in cps], indent=2))
+        return
+    if not cps:
+        click.echo("no checkpoints (crossfade checkpoint create)")
+    for c in cps:
+        offs = sum(o["next_offset"] for o in c.offsets)
+        click.echo(f"{c.name}  {c.created_at.isoformat()}  legacy WAL {c.source_lsn}  {len(c.offsets)} partitions, "
+                   f"{offs} records applied  by {c.created_by}" + (f"  ({c.note})" if c.note else ""))
+
+
+@click.command()
+@config_option
+@click.option("--to", "to", required=True, help="Checkpoint name, or an ISO time (the newest checkpoint at or before it).")
+@click.option("--dry-run", is_flag=True, help="Check and show what would be replayed; change nothing.")
+@click.option("--json", "as_json", is_flag=True)
+def rewind(config: str | None, to: str, dry_run: bool, as_json: bool) -> None:
+    """Move the (stopped) sync group back to a checkpoint; sync then replays from there.
+
+    Rows written since the checkpoint are overwritten by the replay, even though they carry the
+    same source positions (a replay epoch). Refused while any sync worker runs, and when the
+    checkpoint's records are no longer in the topics.
+    """
+    from crossfade.cutover.checkpoint import rewind as do_rewind
+
+    r = do_rewind(_settings(config), to, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps({**r.as_dict(), "dry_run": dry_run}, indent=2))
+        return
+    verb = "would move" if dry_run else "moved"
+    click.echo(f"{verb} sync back to checkpoint {r.checkpoint.name} ({r.checkpoint.created_at.isoformat()}): "
+               f"{r.records} records to replay on {len(r.partitions)} partitions")
+    for p in r.partitions:
+        click.echo(f"  {p['topic']}[{p['partition']}] {p['until_offset']} -> {p['from_offset']}")
+    if r.skipped:
+        click.echo(f"  not in the checkpoint, left as they are: {', '.join(r.skipped)}")
+    if not dry_run:
+        click.echo("start sync now: it replays those records over what was written since (replay epoch " + r.replay_id + ")")
+
+
+# -- cutover -----------------------------------------------------------------------------------
+@click.command()
+@config_option
+@click.option("--dry-run", is_flag=True, help="Walk every gate but freeze and flip.")
+@click.option("--json", "as_json", is_flag=True)
+def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
+    """Go/no-go: sync healthy, checkpoint, freeze, fence, verify, flip; every step audited.
+
+    Exits 0 only on GO.
+    """
+    from crossfade.cutover.gates import Cutover, GateResult
+
+    settings = _settings(config)
+
+    def show(g: GateResult) -> None:
+        if not as_json:
+            mark = "ok  " if g.ok else "FAIL"
+            click.echo(f"[{mark}] {g.name:<13} {g.seconds:7.2f} s  {g.detail}")
+
+    if not as_json:
+        click.echo(f"crossfade cutover{' --dry-run' if dry_run else ''}")
+    report = Cutover(settings, dry_run=dry_run, on_gate=show).run()
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2))
+    else:
+        exp = report.expected_downtime_seconds
+        if exp is not None:
+            click.echo(f"expected write downtime (freeze to flip): about {exp:.1f} s "
+                       f"(fence {report.fence_seconds:.1f} s + verify {report.verify_seconds:.1f} s)")
+        if report.downtime_seconds is not None:
+            click.echo(f"writes were frozen for {report.downtime_seconds:.1f} s")
+        if report.go:
+            click.echo("GO (dry run): every gate is green" if dry_run else "GO: traffic flipped; the legacy database stays frozen")
+        else:
+            failed = next((g for g in report.gates if not g.ok), None)
+            click.echo(f"NO GO: gate {failed.name if failed else '?'} failed"
+                       + ("; legacy writes were unfrozen" if report.unfrozen else "")
+                       + ("; UNFREEZE FAILED: unfreeze legacy writes by hand" if report.unfrozen is False else ""))
+    sys.exit(0 if report.go else 1)
+
+
+@click.group()
+def dlq() -> None:
+    """Dead letters."""
+
+
+@dlq.command("ack")
+@config_option
+@click.option("--note", help="Why they may be ignored (stored with the acknowledgement).")
+def dlq_ack(config: str | None, note: str | None) -> None:
+    """Acknowledge the dead letters counted so far (the cutover gate then passes them)."""
+    from crossfade.cutover.gates import ack_dead_letters
+
+    total, new = ack_dead_letters(_settings(config), note)
+    click.echo(f"acknowledged {new} new dead letter(s) ({total} in all)")
+
+
+COMMANDS = [verify, checkpoint, rewind, cutover, dlq]

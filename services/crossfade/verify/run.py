@@ -1,0 +1,375 @@
+"""``crossfade verify``: are the legacy tables and the target equal, row for row?
+
+Steps, for every configured table (or ``--table``):
+
+1. counts and chunked checksums, narrowed to the differing keys (:mod:`crossfade.verify.chunked`);
+2. *live-safe re-check*: while sync runs, a key can differ only because its change is in flight.
+   Each differing key is re-read around a fence (:func:`crossfade.cutover.fence.fence`), in this
+   order: source (S1), fence written and applied everywhere, target (T), source again (S2). If
+   S1 == S2 the key did not change while the fence went through, so the target, which by then
+   holds every change committed before the fence, must equal it: T != S2 is a real difference,
+   T == S2 was in flight. S1 != S2 (the key changed meanwhile) leaves it undecided for the next
+   round; after ``rounds`` rounds it is reported as *unsettled* (counted as a mismatch: a
+   cutover must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source)
+   the chunk pass's keys are reported as they are;
+3. the first differing rows of each table are shown with the columns that differ;
+4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
+5. the run is recorded in ``<bookkeeping>.verify_runs`` and published as metrics.
+
+Tables without a primary key are compared by :func:`crossfade.verify.compare.compare_table`
+(a streaming merge of both sides; no re-check, no repair).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.errors import ConfigError, CrossfadeError
+from crossfade.ops import metrics
+from crossfade.ops.who import operator
+from crossfade.sync.bookkeeping import ensure_schema
+from crossfade.sync.target_ddl import read_shape
+from crossfade.verify.chunked import Key, TableComparer, prepare_session
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = 20
+_VALUE_CHARS = 120
+
+
+class Progress(Protocol):
+    def table(self, name: str, total: int) -> None: ...
+    def advance(self, rows: int) -> None: ...
+    def phase(self, text: str) -> None: ...
+
+
+@dataclass
+class TableReport:
+    name: str
+    source_rows: int = 0
+    target_rows: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    unsettled: int = 0
+    unchecked: int = 0
+    chunks: int = 0
+    chunks_differing: int = 0
+    candidates: int = 0
+    in_flight: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    repair: dict[str, Any] | None = None
+
+    @property
+    def mismatched(self) -> int:
+        return self.missing + self.extra + self.different + self.unsettled
+
+    @property
+    def match(self) -> bool:
+        if self.error:
+            return False
+        if self.repair is not None:
+            return self.repair["remaining"] == 0 and self.unchecked == 0
+        return self.mismatched == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "match": self.match,
+            "source_rows": self.source_rows,
+            "target_rows": self.target_rows,
+            # keys present on both sides whose rows differ (plus those still changing: unsettled)
+            "mismatched_keys": self.different + self.unsettled,
+            "missing": self.missing,
+            "extra": self.extra,
+            "different": self.different,
+            "unsettled": self.unsettled,
+            "unchecked": self.unchecked,
+            "in_flight": self.in_flight,
+            "chunks": self.chunks,
+            "chunks_differing": self.chunks_differing,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "rows": self.examples,
+            "repair": self.repair,
+        }
+
+
+@dataclass
+class VerifyReport:
+    tables: list[TableReport]
+    started_at: datetime
+    seconds: float = 0.0
+    fences: int = 0
+    fence_seconds: float = 0.0
+    rechecked_after_fence: bool = False
+
+    @property
+    def match(self) -> bool:
+        return all(t.match for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "match": self.match,
+            "tables": [t.as_dict() for t in self.tables],
+            "started_at": self.started_at.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "fences": self.fences,
+            "fence_seconds": round(self.fence_seconds, 3),
+            "rechecked_after_fence": self.rechecked_after_fence,
+        }
+
+
+class _Quiet:
+    def table(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        log.info("%s", text)
+
+
+def _clip(v: str | None) -> str | None:
+    if v is None or len(v) <= _VALUE_CHARS:
+        return v
+    return v[:_VALUE_CHARS] + f"... ({len(v)} chars)"
+
+
+def _kind(src: str | None, tgt: str | None) -> str | None:
+    if src == tgt:
+        return None
+    if tgt is None:
+        return "missing"
+    if src is None:
+        return "extra"
+    return "different"
+
+
+class Verifier:
+    """One verify run; ``run()`` returns the report (and records it)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        tables: list[str] | None = None,
+        *,
+        fence_recheck: bool = True,
+        rounds: int = 3,
+        chunk_rows: int = 20_000,
+        leaf_rows: int = 1_000,
+        max_keys: int = 10_000,
+        fence_timeout: float = 120.0,
+        progress: Progress | None = None,
+        fence: Callable[[], tuple[str, float]] | None = None,
+    ) -> None:
+        self.settings = settings
+        unknown = [t for t in tables or [] if t not in settings.tables]
+        if unknown:
+            raise ConfigError(f"--table {', '.join(unknown)} is not under `tables:` in the config",
+                              f"one of {', '.join(settings.tables)}")
+        self.tables = tables or list(settings.tables)
+        self.fence_recheck = fence_recheck
+        self.rounds = max(1, rounds)
+        self.chunk_rows, self.leaf_rows, self.max_keys = chunk_rows, leaf_rows, max_keys
+        self.fence_timeout = fence_timeout
+        self.progress: Progress = progress or _Quiet()
+        self.bk = settings.sync.bookkeeping_schema
+        self._fence = fence or self._default_fence
+        self.report = VerifyReport([], datetime.now(UTC))
+        self.comparers: dict[str, TableComparer] = {}
+        self.confirmed: dict[str, dict[Key, str]] = {}
+        self.last_fence_lsn: int | None = None
+
+    # -- fence --------------------------------------------------------------------------------
+    def _default_fence(self) -> tuple[str, float]:
+        from crossfade.cutover.fence import fence
+
+        r = fence(self.settings, timeout=self.fence_timeout)
+        return r.token, r.seconds
+
+    def fence(self, tgt: psycopg.Connection) -> None:
+        self.progress.phase("fence: waiting until sync has applied every change committed so far")
+        token, seconds = self._fence()
+        self.report.fences += 1
+        self.report.fence_seconds = max(self.report.fence_seconds, seconds)
+        row = tgt.execute(
+            sql.SQL("SELECT min(lsn) FROM {}.fences WHERE token = %s").format(sql.Identifier(self.bk)), (token,)
+        ).fetchone()
+        self.last_fence_lsn = int(row[0]) if row and row[0] is not None else None
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, *, repair: bool = False, record: bool = True) -> VerifyReport:
+        t0 = time.monotonic()
+        with connect(self.settings.source, "source") as src, connect(self.settings.target, "target") as tgt:
+            prepare_session(src)
+            prepare_session(tgt)
+            for table in self.tables:
+                self.report.tables.append(self._chunk_pass(src, tgt, table))
+            pending = {t: dict(c.result.keys) for t, c in self.comparers.items() if c.result.keys}
+            if pending and self.fence_recheck:
+                self._recheck(src, tgt, pending)
+                self.report.rechecked_after_fence = True
+            else:
+                self.confirmed = pending
+            for tr in self.report.tables:
+                self._summarise(src, tgt, tr)
+            if repair:
+                from crossfade.verify.repair import Repairer
+
+                Repairer(self, src, tgt).run()
+        self.report.seconds = time.monotonic() - t0
+        metrics.set_verify_result({t.name: (0 if t.match else max(1, t.mismatched)) for t in self.report.tables})
+        if record:
+            self._record()
+        return self.report
+
+    def _chunk_pass(self, src: psycopg.Connection, tgt: psycopg.Connection, table: str) -> TableReport:
+        t0 = time.monotonic()
+        tr = TableReport(table)
+        shape = read_shape(src, table)
+        if shape is None:
+            tr.error = f"{table} does not exist in the source database"
+            return tr
+        tshape = read_shape(tgt, table)
+        if tshape is None:
+            row = src.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(*map(sql.Identifier, table.split(".", 1)))).fetchone()
+            tr.source_rows = tr.missing = int(row[0]) if row else 0
+            tr.error = f"{table} does not exist in the target database (has sync started?)"
+            return tr
+        lacking = [c.name for c in shape.columns if c.name not in {x.name for x in tshape.columns}]
+        if lacking:
+            tr.error = f"target {table} lacks column(s) {', '.join(lacking)}"
+            return tr
+        if not shape.pk:
+            return self._keyless(src, tgt, table, [c.name for c in shape.columns], tr, t0)
+        comparer = TableComparer(
+            src, tgt, shape, chunk_rows=self.chunk_rows, leaf_rows=self.leaf_rows, max_keys=self.max_keys,
+            on_rows=self.progress.advance,
+        )
+        res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
+        self.comparers[table] = comparer
+        tr.source_rows, tr.target_rows = res.source_rows, res.target_rows
+        tr.chunks, tr.chunks_differing = res.chunks, res.chunks_differing
+        tr.candidates = len(res.keys) + sum(res.overflow.values())
+        tr.unchecked = sum(res.overflow.values())
+        tr.missing = res.overflow["missing"]
+        tr.extra = res.overflow["extra"]
+        tr.different = res.overflow["different"]
+        tr.seconds = time.monotonic() - t0
+        return tr
+
+    def _keyless(self, src: psycopg.Connection, tgt: psycopg.Connection, table: str, cols: list[str],
+                 tr: TableReport, t0: float) -> TableReport:
+        from crossfade.verify.compare import compare_table
+
+        self.progress.table(table, 0)
+        src.autocommit = tgt.autocommit = False  # server-side cursors need a transaction
+        try:
+            d = compare_table(src, tgt, table, cols, [])
+        finally:
+            src.rollback()
+            tgt.rollback()
+            src.autocommit = tgt.autocommit = True
+            prepare_session(src)
+            prepare_session(tgt)
+        tr.source_rows, tr.target_rows = d.source_rows, d.target_rows
+        tr.missing, tr.extra, tr.different = d.n_missing, d.n_extra, d.n_different
+        tr.seconds = time.monotonic() - t0
+        return tr
+
+    def _recheck(self, src: psycopg.Connection, tgt: psycopg.Connection, pending: dict[str, dict[Key, str]]) -> None:
+        confirmed: dict[str, dict[Key, str]] = {t: {} for t in pending}
+        in_flight = dict.fromkeys(pending, 0)
+        for rnd in range(1, self.rounds + 1):
+            n = sum(len(k) for k in pending.values())
+            self.progress.phase(f"re-checking {n} differing key(s) after a fence (round {rnd} of {self.rounds})")
+            s1 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+            self.fence(tgt)
+            tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
+            s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+            still: dict[str, dict[Key, str]] = {}
+            for t, keys in pending.items():
+                for k in keys:
+                    a, b = s1[t].get(k), s2[t].get(k)
+                    if a != b:  # changed while the fence went through: undecided
+                        still.setdefault(t, {})[k] = keys[k]
+                        continue
+                    kind = _kind(b, tg[t].get(k))
+                    if kind is None:
+                        in_flight[t] += 1
+                    else:
+                        confirmed[t][k] = kind
+            pending = still
+            if not pending:
+                break
+        for tr in self.report.tables:
+            tr.in_flight = in_flight.get(tr.name, 0)
+            tr.unsettled = len(pending.get(tr.name, {}))
+        self.confirmed = {t: {**confirmed[t], **pending.get(t, {})} for t in confirmed}
+        self._unsettled = {t: set(v) for t, v in pending.items()}
+
+    def _summarise(self, src: psycopg.Connection, tgt: psycopg.Connection, tr: TableReport) -> None:
+        keys = self.confirmed.get(tr.name, {})
+        unsettled = getattr(self, "_unsettled", {}).get(tr.name, set())
+        for k, kind in keys.items():
+            if k in unsettled:
+                continue
+            if kind == "missing":
+                tr.missing += 1
+            elif kind == "extra":
+                tr.extra += 1
+            else:
+                tr.different += 1
+        comparer = self.comparers.get(tr.name)
+        if comparer is None or not keys:
+            return
+        sample = list(keys)[:EXAMPLES]
+        s_rows, t_rows = comparer.rows_of("source", sample), comparer.rows_of("target", sample)
+        for k in sample:
+            s, t = s_rows.get(k), t_rows.get(k)
+            ex: dict[str, Any] = {"key": comparer.key_dict(k), "kind": "unsettled" if k in unsettled else keys[k]}
+            if s is not None and t is not None:
+                ex["columns"] = {c: {"source": _clip(s[c]), "target": _clip(t[c])} for c in comparer.cols if s[c] != t[c]}
+            tr.examples.append(ex)
+
+    # -- bookkeeping --------------------------------------------------------------------------
+    def _record(self) -> None:
+        r = self.report
+        try:
+            with connect(self.settings.target, "target") as tgt:
+                ensure_schema(tgt, self.bk)
+                tgt.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.verify_runs (started_at, ok, tables, source_rows, target_rows, mismatched, "
+                        "missing, extra, rechecked_after_fence, seconds, created_by, report) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                    ).format(sql.Identifier(self.bk)),
+                    (
+                        r.started_at, r.match, len(r.tables),
+                        sum(t.source_rows for t in r.tables), sum(t.target_rows for t in r.tables),
+                        sum(t.different + t.unsettled for t in r.tables),
+                        sum(t.missing for t in r.tables), sum(t.extra for t in r.tables),
+                        r.rechecked_after_fence, r.seconds, operator(), Jsonb(r.as_dict()),
+                    ),
+                )
+        except (psycopg.Error, CrossfadeError) as exc:
+            log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
+
+
+def verify(settings: Settings, tables: list[str] | None = None, *, repair: bool = False, **kw: Any) -> VerifyReport:
+    return Verifier(settings, tables, **kw).run(repair=repair)
