@@ -14,6 +14,30 @@ between them), inside the caller's transaction:
    upserts, one ``UPDATE ... FROM`` for rows whose unchanged TOAST values must be kept.
 
 Nothing here commits; the worker commits the batch with its offsets.
+
+Replay (DESIGN decision 5). ``crossfade rewind`` moves a partition's stored offset back to a
+checkpoint and records a *replay epoch*: a ``<bookkeeping>.replay`` row with the partition's
+``from_offset`` (the checkpoint's) and ``until_offset`` (where sync had got to). Records below
+``until_offset`` were applied once already, so the target rows (and tombstones) they wrote carry
+exactly their positions; the worker applies them with ``replay=True``, where the guard refuses
+only *strictly newer* positions instead of equal-or-newer ones:
+
+* a replayed event re-applies over the row it wrote itself the first time (same position), so
+  what a faulty transform wrote is overwritten by what the fixed one makes of the same event;
+* for a key changed several times in the range, older events are still refused by the row of
+  the newest one (strictly newer), until the newest is replayed and rewrites it: the end state
+  is the newest change, as in the first pass;
+* a duplicate with a lower position (a capture restart re-sent it) stays refused, as it was;
+* tombstones compare the same way (a replayed delete passes its own tombstone; an older upsert
+  does not), and watermarks need nothing: ``_cf_lsn < watermark`` already lets an equal position
+  through, so a truncate or re-snapshot sweep in the range voids what it voided the first time
+  and no more.
+
+Equal positions mean the same source change (each change of a row has its own LSN; all rows of
+one snapshot share one position but a key appears once in it), so the relaxation cannot let a
+different, older change win. Records from ``until_offset`` on are new and get the strict guard.
+A replay cannot restore an unchanged TOASTed value a faulty transform damaged (the event does not
+carry it): ``REPLICA IDENTITY FULL`` on such tables avoids that.
 """
 
 from __future__ import annotations
@@ -122,12 +146,16 @@ class TableApplier:
         self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN").format(
             stage=self.stage, cols=cols
         )
-        self.sql_guard_target = sql.SQL(
-            "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} >= s._cf_lsn"
-        ).format(stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN))
-        self.sql_guard_tomb = sql.SQL(
-            "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %s AND tb.key = s._cf_key AND tb.lsn >= s._cf_lsn"
-        ).format(stage=self.stage, bk=self.bk)
+        # the guard; a replay (see the module docstring) refuses only strictly newer positions
+        guard_target = "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} %s s._cf_lsn"
+        guard_tomb = "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %%s AND tb.key = s._cf_key AND tb.lsn %s s._cf_lsn"
+        self.sql_guard_target, self.sql_guard_target_replay = (
+            sql.SQL(guard_target % op).format(stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN))
+            for op in (">=", ">")
+        )
+        self.sql_guard_tomb, self.sql_guard_tomb_replay = (
+            sql.SQL(guard_tomb % op).format(stage=self.stage, bk=self.bk) for op in (">=", ">")
+        )
         self.sql_guard_wm = sql.SQL("DELETE FROM {stage} WHERE _cf_lsn < %s").format(stage=self.stage)
         self.sql_count = sql.SQL("SELECT count(*) FILTER (WHERE _cf_del), count(*) FILTER (WHERE NOT _cf_del) FROM {stage}").format(stage=self.stage)
         self.sql_delete = sql.SQL("DELETE FROM {target} t USING {stage} s WHERE s._cf_del AND {pk}").format(
@@ -139,13 +167,17 @@ class TableApplier:
         ).format(bk=self.bk, stage=self.stage)
         set_list = [sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_pk]
         set_list.append(sql.SQL("{0} = EXCLUDED.{0}").format(I(POS_COLUMN)))
-        self.sql_upsert = sql.SQL(
+        upsert = (
             "INSERT INTO {target} AS t ({cols}, {lsn}) SELECT {cols}, _cf_lsn FROM {stage} "
             "WHERE NOT _cf_del AND _cf_unavail IS NULL "
-            "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} < EXCLUDED.{lsn}"
-        ).format(
-            target=self.target, cols=cols, lsn=I(POS_COLUMN), stage=self.stage,
-            pk=sql.SQL(", ").join(map(I, self.pk)), sets=sql.SQL(", ").join(set_list),
+            "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} %s EXCLUDED.{lsn}"
+        )
+        self.sql_upsert, self.sql_upsert_replay = (
+            sql.SQL(upsert % op).format(
+                target=self.target, cols=cols, lsn=I(POS_COLUMN), stage=self.stage,
+                pk=sql.SQL(", ").join(map(I, self.pk)), sets=sql.SQL(", ").join(set_list),
+            )
+            for op in ("<", "<=")
         )
         toast_sets = [
             sql.SQL("{0} = CASE WHEN {1} = ANY(s._cf_unavail) THEN t.{0} ELSE s.{0} END").format(I(c), sql.Literal(c))
@@ -246,8 +278,13 @@ class TableApplier:
         return (*vals, str(e.position), "f", key_text, ua)
 
     # -- apply --------------------------------------------------------------------------------
-    def apply(self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int) -> ApplyResult:
-        """Apply c/u/r/d events (no truncates) inside the caller's transaction."""
+    def apply(
+        self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int, *, replay: bool = False
+    ) -> ApplyResult:
+        """Apply c/u/r/d events (no truncates) inside the caller's transaction.
+
+        ``replay``: the events are re-applied by a rewind's replay (module docstring): an equal
+        position overwrites."""
         res = ApplyResult()
         if not events:
             return res
@@ -258,8 +295,8 @@ class TableApplier:
             with cur.copy(self.sql_copy) as cp:
                 for e in survivors:
                     cp.write_row(self._row(e))
-            cur.execute(self.sql_guard_target)
-            cur.execute(self.sql_guard_tomb, (self.tbl_name,))
+            cur.execute(self.sql_guard_target_replay if replay else self.sql_guard_target)
+            cur.execute(self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,))
             if watermark >= 0:
                 cur.execute(self.sql_guard_wm, (watermark,))
             row = cur.execute(self.sql_count).fetchone()
@@ -271,7 +308,7 @@ class TableApplier:
                 cur.execute(self.sql_tomb, (self.tbl_name,))
                 res.deleted = n_del
             if n_up:
-                cur.execute(self.sql_upsert)
+                cur.execute(self.sql_upsert_replay if replay else self.sql_upsert)
                 cur.execute(self.sql_toast)
                 res.toast_missing = [r[0] for r in cur.execute(self.sql_toast_missing).fetchall()]
                 res.applied = n_up - len(res.toast_missing)
@@ -337,7 +374,11 @@ class AppendOnlyApplier(TableApplier):
         self._conv_cache[(rs, None)] = ([], convs)
         return convs
 
-    def apply(self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int) -> ApplyResult:
+    def apply(
+        self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int, *, replay: bool = False
+    ) -> ApplyResult:
+        # ``replay`` changes nothing here: without a key a row cannot be overwritten, only added
+        # (``crossfade rewind`` refuses when append-only tables are configured)
         res = ApplyResult()
         if not events:
             return res

@@ -14,6 +14,10 @@ Commit point of a batch, in order (DESIGN decision 1):
 A crash before 3 completes rolls the batch back whole; the restart (or the next owner) seeks to
 the offsets stored in the target, so nothing is lost and nothing applies twice.
 
+After ``crossfade rewind`` a partition carries a replay epoch (``<bookkeeping>.replay``): records
+below its ``until_offset`` apply with ``replay=True`` (see :mod:`crossfade.sync.apply`), and the
+batch that passes ``until_offset`` marks the replay finished in the same transaction.
+
 Transient errors (target or broker unreachable) are retried with exponential backoff
 (tenacity), re-checking the stored offsets after every reconnect.
 """
@@ -114,6 +118,8 @@ class SyncWorker:
         self.ready = threading.Event()
         self._pending_reclaim = False
         self._pending = SyncStats()
+        self.replay_until: dict[tuple[str, int], int] = {}
+        """Partitions being replayed after a rewind -> the offset where the replay ends."""
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -173,7 +179,23 @@ class SyncWorker:
         )
         for tp in tps:
             self.owner[tp] = token
+        self._with_db_retry(lambda: self._load_replays(tps))
         return {tp: s.next_offset for tp, s in stored.items()}
+
+    def _load_replays(self, tps: list[tuple[str, int]]) -> None:
+        rows = self._db().execute(
+            sql.SQL(
+                "SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
+                "AND finished_at IS NULL GROUP BY topic, partition"
+            ).format(sql.Identifier(self.bk)),
+            (self.settings.sync.group_id, self.epoch),
+        ).fetchall()
+        for tp in tps:
+            self.replay_until.pop(tp, None)
+        for topic, partition, until in rows:
+            if (topic, partition) in tps:
+                self.replay_until[(topic, partition)] = int(until)
+                log.info("replaying %s[%d] up to offset %d (rewind)", topic, partition, int(until))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         tps = [(p.topic, p.partition) for p in partitions]
@@ -395,17 +417,21 @@ class SyncWorker:
                     )
                 nxt = int(row[0])
                 fresh[tp] = [m for m in by_tp[tp] if m.offset() >= nxt]
-            # 2. decode and dead-letter
+            # 2. decode and dead-letter; count the leading items a rewind's replay re-applies
             dead: list[DeadLetter] = []
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
+            replayed: dict[tuple[str, int], int] = {}
             for tp, ms in fresh.items():
                 out: list[ChangeEvent | ControlRecord] = []
+                until = self.replay_until.get(tp)
                 for m in ms:
                     d = self._decode(m)
                     if isinstance(d, DeadLetter):
                         dead.append(d)
                     elif d is not None:
                         out.append(d)
+                        if until is not None and m.offset() < until:
+                            replayed[tp] = len(out)
                 items[tp] = out
             if dead:
                 self._dead_letter(dead)
@@ -413,8 +439,9 @@ class SyncWorker:
             per_tp_stats: dict[tuple[str, int], list[int]] = {}
             for table in sorted({self.topics[tp[0]] for tp in items if tp[0] in self.topics}):
                 tps = [tp for tp in items if self.topics.get(tp[0]) == table]
-                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats)
+                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats, replayed)
             # 4. offsets and stats
+            replays_done: list[tuple[str, int]] = []
             for tp, ms in fresh.items():
                 if not ms:
                     continue
@@ -422,6 +449,14 @@ class SyncWorker:
                     sql.SQL("UPDATE {}.offsets SET next_offset=%s, updated_at=now() WHERE group_id=%s AND topic=%s AND partition=%s").format(s),
                     (ms[-1].offset() + 1, group, tp[0], tp[1]),
                 )
+                until = self.replay_until.get(tp)
+                if until is not None and ms[-1].offset() + 1 >= until:
+                    conn.execute(
+                        sql.SQL("UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
+                                "AND finished_at IS NULL").format(s),
+                        (group, tp[0], tp[1]),
+                    )
+                    replays_done.append(tp)
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
                 ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp)
@@ -437,6 +472,9 @@ class SyncWorker:
                     (self.topics.get(tp[0], tp[0]), tp[0], tp[1], applied, skipped, ndead,
                      last_lsn if last_lsn >= 0 else None, last_ts, last_ts),
                 )
+        for tp in replays_done:  # committed
+            self.replay_until.pop(tp, None)
+            log.info("replay of %s[%d] complete", tp[0], tp[1])
 
     def _apply_table(
         self,
@@ -444,7 +482,9 @@ class SyncWorker:
         table: str,
         items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]],
         per_tp_stats: dict[tuple[str, int], list[int]],
+        replayed: dict[tuple[str, int], int] | None = None,
     ) -> None:
+        """``replayed``: per partition, how many leading items a rewind's replay re-applies."""
         applier = self.appliers[table]
         # ADD COLUMN mid-stream: the target follows the source (identity mapping)
         for evs in items.values():
@@ -467,17 +507,25 @@ class SyncWorker:
 
         for tp, evs in items.items():
             run: list[ChangeEvent] = []
-            # change events apply set-based in runs; a truncate/sweep/fence applies in order between
-            for x in [*evs, None]:
-                if isinstance(x, ChangeEvent) and x.op != "t":
+            n_replay = (replayed or {}).get(tp, 0)
+            # change events apply set-based in runs; a truncate/sweep/fence applies in order
+            # between, and a run never spans the end of a replay
+            for i, x in enumerate([*evs, None]):
+                if isinstance(x, ChangeEvent) and x.op != "t" and i != n_replay:
                     run.append(x)
                     continue
                 if run:
-                    res = applier.apply(conn, run, wm)
+                    if i <= n_replay:
+                        res = applier.apply(conn, run, wm, replay=True)
+                    else:
+                        res = applier.apply(conn, run, wm)
                     self._toast_missing(table, res.toast_missing)
                     self._count(table, res)
                     account(tp, run, res.applied + res.deleted, res.skipped)
                     run = []
+                if isinstance(x, ChangeEvent) and x.op != "t":  # the first record after the replay
+                    run.append(x)
+                    continue
                 if x is None:
                     break
                 if isinstance(x, ChangeEvent):  # TRUNCATE at the source
