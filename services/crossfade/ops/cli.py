@@ -159,6 +159,9 @@ def status(config: str | None, as_json: bool) -> None:
             str(r["dead_lettered"]), str(r["last_lsn"] or "-"), str(r["last_source_ts"] or "-"),
         )
     con.print(t)
+    e2e = data.get("end_to_end")
+    con.print(f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
+              f"{e2e['age_s']} s ago" if e2e else "end to end: no fence applied yet (crossfade fence proves lag zero)")
     p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
     for col in ("topic", "partition", "stored", "kafka committed", "log end (reported)", "lag hint"):
         p.add_column(col)

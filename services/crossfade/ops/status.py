@@ -1,7 +1,9 @@
 """``crossfade status``: what each side holds and how far sync has come.
 
-Per table: rows in source and target, events applied, last applied source position and time.
-Per partition: the offset stored in the target (authoritative), the group's offset committed to
+Per table: rows in source and target, events applied, last applied source position and time, and
+the lag when that change was applied. End to end: the latest fence (``crossfade fence``, the
+cutover, verify's re-check): the delay from its commit in the legacy database to the last
+partition applying it, and how long ago that was. Per partition: the offset stored in the target (authoritative), the group's offset committed to
 Kafka (display only) and the log end the broker reports (on Tansu this under-reports, see
 STACK.md, so lag from it is a hint, never proof: ``crossfade fence`` is the proof).
 """
@@ -40,9 +42,11 @@ def collect(settings: Settings) -> dict[str, Any]:
         if has_bk and has_bk[0]:
             for r in tgt.execute(
                 sql.SQL(
-                    "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_lsn), max(last_source_ts), max(last_applied_at) "
-                    "FROM {}.table_stats GROUP BY tbl"
-                ).format(bk)
+                    "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_lsn), max(last_source_ts), max(last_applied_at), "
+                    "EXTRACT(EPOCH FROM max(last_applied_at - last_source_ts) FILTER "
+                    "(WHERE last_source_ts = (SELECT max(x.last_source_ts) FROM {bk}.table_stats x WHERE x.tbl = ts.tbl)))::float8 "
+                    "FROM {bk}.table_stats ts GROUP BY tbl"
+                ).format(bk=bk)
             ).fetchall():
                 stats[r[0]] = r
         for t in settings.tables:
@@ -58,9 +62,12 @@ def collect(settings: Settings) -> dict[str, Any]:
                     "last_lsn": int(st[4]) if st and st[4] is not None else None,
                     "last_source_ts": st[5].isoformat() if st and st[5] else None,
                     "last_applied_at": st[6].isoformat() if st and st[6] else None,
+                    # when the last change was applied, how long after its commit in the legacy database
+                    "lag_at_last_apply_s": round(st[7], 3) if st and st[7] is not None else None,
                 }
             )
         stored = stored_offsets(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id) if has_bk and has_bk[0] else []
+        out["end_to_end"] = _last_fence(tgt, bk) if has_bk and has_bk[0] else None
     try:
         out["epoch"] = current_epoch(settings.kafka.client_config(), settings.kafka.control_topic, timeout=3)
     except KafkaException:
@@ -91,6 +98,22 @@ def collect(settings: Settings) -> dict[str, Any]:
     finally:
         c.close()
     return out
+
+
+def _last_fence(conn: Any, bk: sql.Identifier) -> dict[str, Any] | None:
+    """The latest fence sync applied: end-to-end lag (legacy commit -> applied on the last
+    partition) and its age. Lag zero is proven only as of then."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT token, count(*), EXTRACT(EPOCH FROM max(applied_at) - min(source_ts))::float8, "
+            "EXTRACT(EPOCH FROM now() - max(applied_at))::float8, max(applied_at) "
+            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
+        ).format(bk)
+    ).fetchone()
+    if row is None:
+        return None
+    return {"fence": row[0][:8], "partitions": int(row[1]), "lag_s": round(row[2], 3) if row[2] is not None else None,
+            "age_s": round(row[3], 1) if row[3] is not None else None, "applied_at": row[4].isoformat() if row[4] else None}
 
 
 def probe_id() -> str:
