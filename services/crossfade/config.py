@@ -197,6 +197,11 @@ class OpsConfig(_Strict):
     """Port of /metrics, /healthz and /readyz on long-running commands (unset: not served)."""
     metrics_host: str = "127.0.0.1"
     log_format: Literal["auto", "json", "text"] = "auto"
+    console_port: int | None = Field(None, ge=0, le=65535)
+    """Also serve the (read-only) cutover console from capture, sync and run on this port
+    (unset: not served; ``crossfade console`` serves it on its own)."""
+    console_host: str = "127.0.0.1"
+    """Bind address of the mounted console; anything but loopback requires CROSSFADE_CONSOLE_TOKEN."""
 
 
 class Settings(BaseSettings):

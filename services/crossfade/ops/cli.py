@@ -109,9 +109,23 @@ def _serve(services: list[str], settings: Settings) -> None:
         worker = SyncWorker(settings)
         runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
         metrics.watch_sync(worker, settings)
+    console = None
+    if settings.ops.console_port is not None:
+        import os
+
+        from crossfade.ops.console import Console
+
+        # mounted in a long-running command the console is read-only; actions need `crossfade console`
+        console = Console(settings, host=settings.ops.console_host, port=settings.ops.console_port,
+                          token=os.environ.get("CROSSFADE_CONSOLE_TOKEN")).start()
+        log.info("console on http://%s:%d/ (read-only)", settings.ops.console_host, console.port)
     runner.install_signals()
     runner.start()
-    runner.wait()
+    try:
+        runner.wait()
+    finally:
+        if console is not None:
+            console.stop()
 
 
 @cli.command()
