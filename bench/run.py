@@ -1,0 +1,481 @@
+"""crossfade vs PostgreSQL's native logical replication, on the same generated workload.
+
+    .venv/bin/python -m bench.run [all|snapshot|cdc|catchup|sync ...] [--rows N] [--seconds T] [--profile]
+
+Two embedded PostgreSQL servers (legacy on A, every target on B: native logical replication
+needs a subscriber on another cluster anyway, and crossfade gets the same layout) and one
+embedded Tansu broker. On A, two identical legacy databases are made with ``pgbench -i`` (one
+per pipeline, so neither pipeline's slot holds back the other's WAL); pgbench runs use the same
+parameters and ``--random-seed`` for both. Benchmarks (see bench/README.md):
+
+1. ``snapshot``: crossfade snapshot-to-verified (capture + sync started -> fence -> row compare)
+   vs CREATE SUBSCRIPTION -> every table ready; peak RSS of capture and sync.
+2. ``cdc``: pgbench TPC-B-like for T s; drain after the load stops (a probe row written at the
+   end seen in the target); events/s; p50/p99 source -> target latency of probe rows written
+   during the load (``clock_timestamp()`` at insert in the source, a trigger's
+   ``clock_timestamp()`` in the target), at full rate and at half the rate crossfade sustained.
+3. ``catchup``: sync stopped (native: subscription disabled) during the load, then started:
+   backlog drain rate.
+4. ``sync``: a fresh target and consumer group replay the topics (every event the runs above
+   produced) through ``crossfade sync``, and through bench/naive_consumer.py.
+
+Results: a table on stdout and bench/results/<utc>-<commit>.json; ``--profile`` writes py-spy
+flame graphs of capture and sync to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import Stack  # noqa: E402  (the integration tests' harness)
+
+from crossfade.config import load_settings  # noqa: E402
+from crossfade.cutover.fence import fence  # noqa: E402
+from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
+
+RESULTS = REPO / "bench" / "results"
+TABLES = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history", "public.bench_probe"]
+PROBE_DDL = "CREATE TABLE bench_probe (id bigserial PRIMARY KEY, t_src timestamptz NOT NULL DEFAULT clock_timestamp())"
+SEEN_DDL = """
+CREATE TABLE IF NOT EXISTS bench_probe_seen (id bigint PRIMARY KEY, t_tgt timestamptz NOT NULL);
+CREATE OR REPLACE FUNCTION bench_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO public.bench_probe_seen VALUES (NEW.id, clock_timestamp()) ON CONFLICT DO NOTHING; RETURN NEW; END $$;
+DROP TRIGGER IF EXISTS bench_seen ON bench_probe;
+CREATE TRIGGER bench_seen AFTER INSERT ON bench_probe FOR EACH ROW EXECUTE FUNCTION bench_seen();
+ALTER TABLE bench_probe ENABLE ALWAYS TRIGGER bench_seen;
+"""
+EVENTS_PER_TX = 4  # tpcb-like: 3 UPDATEs + 1 INSERT
+
+
+class XStack(Stack):
+    """The tests' Stack with the target database on the second server."""
+
+    def __init__(self, pg: EmbeddedPostgres, pg_target: EmbeddedPostgres, bootstrap: str, root: Path, **sync: Any) -> None:
+        super().__init__(pg, bootstrap, root, partitions=4, **sync)
+        self.pgt = pg_target
+        pg_target.create_database(self.target_db)
+
+    @property
+    def target_dsn(self) -> str:
+        return self.pgt.dsn(self.target_db)
+
+
+class RssPeak:
+    """Peak RSS (MiB) of some processes, sampled every 0.2 s in a thread."""
+
+    def __init__(self) -> None:
+        self.peak: dict[str, float] = {}
+        self._pids: dict[str, int] = {}
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def watch(self, name: str, pid: int) -> None:
+        self._pids[name] = pid
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.2):
+            for name, pid in list(self._pids.items()):
+                try:
+                    rss = psutil.Process(pid).memory_info().rss / 2**20
+                except psutil.Error:
+                    continue
+                self.peak[name] = max(self.peak.get(name, 0.0), rss)
+
+
+class Profiler:
+    def __init__(self, enabled: bool, fmt: str, tag: str) -> None:
+        self.enabled, self.fmt, self.tag = enabled, fmt, tag
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.files: list[str] = []
+
+    def start(self, name: str, pid: int) -> None:
+        if not self.enabled:
+            return
+        ext = "svg" if self.fmt == "flamegraph" else "json"
+        out = RESULTS / f"{self.tag}-{name}.{ext}"
+        self.files.append(str(out.relative_to(REPO)))
+        self.procs.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "50", "-f", self.fmt, "-o", str(out), "-p", str(pid)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGINT)
+        for p in self.procs:
+            p.wait(60)
+        self.procs = []
+
+
+def cpu_seconds(pid: int) -> float:
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
+
+
+def wait(pred: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)  # polling granularity (20 ms), never a measurement
+
+
+def one(dsn: str, q: str, params: Any = None) -> Any:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(q, params).fetchone()
+        return row[0] if row else None
+
+
+def execute(dsn: str, q: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(q)
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.root = Path(tempfile.mkdtemp(prefix="crossfade-bench-"))
+        self.root.chmod(0o755)
+        self.pg = EmbeddedPostgres(log_to=self.root / "pg-legacy.log").start()
+        self.pgt = EmbeddedPostgres(log_to=self.root / "pg-target.log").start()
+        self.broker = EmbeddedBroker(log_to=self.root / "tansu.log").start()
+        self.pgbench = self.pg.binaries.tool("pgbench")
+        self.rss = RssPeak()
+        self.tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        self.prof = Profiler(args.profile, args.profile_format, self.tag)
+        self.rows: list[tuple[str, str, Any, Any]] = []  # (benchmark, metric, crossfade, native/baseline)
+        self.results: dict[str, Any] = {}
+        scale = max(1, round(args.rows / 100_000))
+        self.scale = scale
+        # crossfade's pipeline
+        self.x = XStack(self.pg, self.pgt, self.broker.bootstrap_servers, self.root,
+                        batch_size=args.batch_size, append_only_tables=["public.pgbench_history"])
+        # native logical replication's pipeline
+        self.n_src = "native_legacy"
+        self.n_tgt = "native_target"
+        self.pg.create_database(self.n_src)
+        self.pgt.create_database(self.n_tgt)
+        for dsn in (self.x.source_dsn, self.pg.dsn(self.n_src)):
+            subprocess.run([self.pgbench, "-i", "-s", str(scale), "-q", dsn], check=True, capture_output=True)
+            execute(dsn, PROBE_DDL)
+        self.x.write_config(TABLES)
+        self.n_rows = sum(one(self.x.source_dsn, f"SELECT count(*) FROM {t}") for t in TABLES)
+
+    # -- helpers ------------------------------------------------------------------------------
+    @property
+    def n_src_dsn(self) -> str:
+        return self.pg.dsn(self.n_src)
+
+    @property
+    def n_tgt_dsn(self) -> str:
+        return self.pgt.dsn(self.n_tgt)
+
+    def copy_schema(self, src: str, tgt: str) -> None:
+        dump = subprocess.run([self.pg.binaries.tool("pg_dump"), "-s", "-d", src, *(f"-t{t}" for t in TABLES)],
+                              check=True, capture_output=True, text=True).stdout
+        subprocess.run([self.pg.binaries.tool("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", tgt], input=dump,
+                       check=True, capture_output=True, text=True)
+
+    def record(self, bench: str, metric: str, xf: Any, base: Any) -> None:
+        self.rows.append((bench, metric, xf, base))
+
+    def load(self, dsn: str, seconds: float, rate: float | None = None, probes: bool = True) -> dict[str, Any]:
+        """pgbench tpcb-like for ``seconds``, a probe row every 20 ms alongside; returns tps, txns."""
+        stop = threading.Event()
+
+        def probe() -> None:
+            with psycopg.connect(dsn, autocommit=True) as c:
+                while not stop.wait(0.02):
+                    c.execute("INSERT INTO bench_probe DEFAULT VALUES")
+
+        t = threading.Thread(target=probe, daemon=True)
+        first_probe = one(dsn, "SELECT coalesce(max(id), 0) FROM bench_probe")
+        if probes:
+            t.start()
+        cmd = [self.pgbench, "-n", "-b", "tpcb-like", "-c", str(self.args.clients), "-j", "2",
+               "-T", str(int(seconds)), "--random-seed", "42", dsn]
+        if rate:
+            cmd[1:1] = ["-R", str(int(rate))]
+        r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        t_end = time.time()
+        stop.set()
+        if probes:
+            t.join()
+        txns = int(next(line.split()[-1].split("/")[0] for line in r.stdout.splitlines() if "processed:" in line))
+        tps = float(next(line.split("=")[1].split()[0] for line in r.stdout.splitlines() if line.startswith("tps")))
+        last_probe = one(dsn, "SELECT coalesce(max(id), 0) FROM bench_probe")
+        return {"tps": tps, "txns": txns, "events": txns * EVENTS_PER_TX + (last_probe - first_probe),
+                "t_end": t_end, "first_probe": first_probe, "last_probe": last_probe}
+
+    def marker(self, src: str, tgt: str, timeout: float = 600) -> float:
+        """Insert a probe row now; seconds until the target has it (its apply time)."""
+        mid = one(src, "INSERT INTO bench_probe DEFAULT VALUES RETURNING id")
+        wait(lambda: one(tgt, "SELECT 1 FROM bench_probe WHERE id = %s", (mid,)), timeout, f"probe {mid} in the target")
+        return time.time()
+
+    @staticmethod
+    def latency(src: str, tgt: str, lo: int, hi: int) -> dict[str, float]:
+        with psycopg.connect(src) as c:
+            src_t = dict(c.execute("SELECT id, extract(epoch FROM t_src) FROM bench_probe WHERE id > %s AND id <= %s", (lo, hi)).fetchall())
+        with psycopg.connect(tgt) as c:
+            tgt_t = dict(c.execute("SELECT id, extract(epoch FROM t_tgt) FROM bench_probe_seen WHERE id > %s AND id <= %s", (lo, hi)).fetchall())
+        lat = sorted(float(tgt_t[i] - src_t[i]) for i in src_t if i in tgt_t)
+        if not lat:
+            return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
+        return {"p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "n": len(lat)}
+
+    # -- 1. snapshot --------------------------------------------------------------------------
+    def snapshot(self) -> None:
+        # native: schema, publication, subscription; ready when every table is 'r'
+        self.copy_schema(self.n_src_dsn, self.n_tgt_dsn)
+        execute(self.n_src_dsn, "CREATE PUBLICATION bench_pub FOR TABLE " + ", ".join(TABLES))
+        t0 = time.time()
+        execute(self.n_tgt_dsn, f"CREATE SUBSCRIPTION bench_sub CONNECTION '{self.n_src_dsn}' PUBLICATION bench_pub")
+        wait(lambda: one(self.n_tgt_dsn, "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'")
+             and one(self.n_tgt_dsn, "SELECT count(*) FROM pg_subscription_rel") == len(TABLES), 1800, "native initial sync")
+        native = time.time() - t0
+        execute(self.n_tgt_dsn, SEEN_DDL)
+
+        # crossfade: capture + sync from nothing -> fence -> compare every row
+        t0 = time.time()
+        cap = self.x.start("capture")
+        syn = self.x.start("sync")
+        self.rss.watch("capture", cap.p.pid)
+        self.rss.watch("sync", syn.p.pid)
+        self.prof.start("snapshot-capture", cap.p.pid)
+        self.prof.start("snapshot-sync", syn.p.pid)
+        self.x.fence(timeout=3600)
+        t_fenced = time.time()
+        self.prof.stop()
+        diffs = self.x.compare()
+        t_verified = time.time()
+        equal = all(d.match for d in diffs)
+        execute(self.x.target_dsn, SEEN_DDL)
+        xf = t_verified - t0
+        self.results["snapshot"] = {
+            "rows": self.n_rows, "crossfade_to_fence_s": t_fenced - t0, "crossfade_compare_s": t_verified - t_fenced,
+            "crossfade_to_verified_s": xf, "native_s": native, "equal": equal,
+            "rate_ratio_to_verified": native / xf, "rate_ratio_to_fence": native / (t_fenced - t0),
+            "peak_rss_mib": dict(self.rss.peak),
+        }
+        self.record("snapshot", f"{self.n_rows} rows: s to verified (fence)", f"{xf:.1f} ({t_fenced - t0:.1f})", f"{native:.1f}")
+        self.record("snapshot", "rows/s", f"{self.n_rows / xf:,.0f}", f"{self.n_rows / native:,.0f}")
+        self.record("snapshot", "peak RSS MiB capture/sync", f"{self.rss.peak.get('capture', 0):.0f}/{self.rss.peak.get('sync', 0):.0f}", "-")
+        if not equal:
+            raise RuntimeError(f"crossfade target differs after the snapshot: {[d.as_dict() for d in diffs if not d.match]}")
+
+    # -- 2. steady CDC --------------------------------------------------------------------------
+    def _cdc_run(self, label: str, rate: float | None) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, src, tgt in (("native", self.n_src_dsn, self.n_tgt_dsn), ("crossfade", self.x.source_dsn, self.x.target_dsn)):
+            if name == "crossfade":
+                for p in self.x.procs:
+                    if p.alive() and p.name in ("capture", "sync"):
+                        self.prof.start(f"{label}-{p.name}", p.p.pid)
+            ld = self.load(src, self.args.seconds, rate)
+            t_seen = self.marker(src, tgt)
+            self.prof.stop()
+            drain = t_seen - ld["t_end"]
+            lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
+            out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
+                         "events_per_s": ld["events"] / (self.args.seconds + drain), **lat}
+        return out
+
+    def cdc(self) -> None:
+        full = self._cdc_run("cdc", None)
+        n, x = full["native"], full["crossfade"]
+        half_rate = x["tps"] / 2
+        half = self._cdc_run("cdc-half", half_rate)
+        self.results["cdc"] = {"seconds": self.args.seconds, "clients": self.args.clients, "full": full,
+                               "half_rate_tps": half_rate, "half": half}
+        self.record("cdc", f"pgbench -c{self.args.clients} -T{self.args.seconds}: tps", f"{x['tps']:.0f}", f"{n['tps']:.0f}")
+        self.record("cdc", "drain after load stops, s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
+        self.record("cdc", "events/s sustained", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
+        self.record("cdc", "latency p50/p99 ms (full rate)", f"{x['p50_ms']:.0f}/{x['p99_ms']:.0f}", f"{n['p50_ms']:.0f}/{n['p99_ms']:.0f}")
+        hx, hn = half["crossfade"], half["native"]
+        self.record("cdc", f"latency p50/p99 ms at {half_rate:.0f} tps", f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}", f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}")
+
+    # -- 3. catch-up ----------------------------------------------------------------------------
+    def catchup(self) -> None:
+        out: dict[str, Any] = {}
+        # native: subscription disabled during the load
+        execute(self.n_tgt_dsn, "ALTER SUBSCRIPTION bench_sub DISABLE")
+        ld = self.load(self.n_src_dsn, self.args.seconds, probes=False)
+        t0 = time.time()
+        execute(self.n_tgt_dsn, "ALTER SUBSCRIPTION bench_sub ENABLE")
+        t1 = self.marker(self.n_src_dsn, self.n_tgt_dsn)
+        out["native"] = {"events": ld["events"], "drain_s": t1 - t0, "events_per_s": ld["events"] / (t1 - t0)}
+        # crossfade: sync stopped during the load (capture keeps producing into Kafka)
+        for p in self.x.procs:
+            if p.name == "sync" and p.alive():
+                p.stop()
+        ld = self.load(self.x.source_dsn, self.args.seconds, probes=False)
+        t0 = time.time()
+        syn = self.x.start("sync")
+        self.rss.watch("sync", syn.p.pid)
+        self.prof.start("catchup-sync", syn.p.pid)
+        t1 = self.marker(self.x.source_dsn, self.x.target_dsn)
+        self.prof.stop()
+        out["crossfade"] = {"events": ld["events"], "drain_s": t1 - t0, "events_per_s": ld["events"] / (t1 - t0)}
+        self.results["catchup"] = out
+        x, n = out["crossfade"], out["native"]
+        self.record("catchup", f"backlog {x['events']:,} / {n['events']:,} events: drain s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
+        self.record("catchup", "backlog events/s (incl. sync start)", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
+
+    # -- 4. sync alone ---------------------------------------------------------------------------
+    def sync_alone(self) -> None:
+        """Replay every event in the topics into fresh targets: crossfade sync vs naive consumer."""
+        if not any(p.name == "capture" and p.alive() for p in self.x.procs):
+            self.x.start("capture")  # the fence travels through capture
+            self.x.fence(timeout=3600)
+        base_cfg = yaml.safe_load(self.x.config_path.read_text())
+        res: dict[str, Any] = {}
+        # crossfade sync, fresh target, fresh group
+        self.pgt.create_database("replay_crossfade")
+        cfg = {**base_cfg, "target": {"dsn": self.pgt.dsn("replay_crossfade")}, "sync": {**base_cfg["sync"], "group_id": "bench-replay"}}
+        cfg_path = self.root / "replay.yaml"
+        cfg_path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")} | {"CROSSFADE_CONFIG": str(cfg_path)}
+        log = open(self.root / "replay-sync.log", "ab")  # noqa: SIM115
+        p = subprocess.Popen([sys.executable, "-m", "crossfade.ops.cli", "sync"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.rss.watch("sync-replay", p.pid)
+        self.prof.start("sync-alone", p.pid)
+        tgt = self.pgt.dsn("replay_crossfade")
+        # the clock starts at the first committed batch (process start-up and group join excluded)
+        wait(lambda: one(tgt, "SELECT to_regclass('crossfade.offsets') IS NOT NULL")
+             and one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'"), 600, "first batch")
+        t0, cpu0 = time.time(), cpu_seconds(p.pid)
+        applied0 = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
+        settings = load_settings(cfg_path)
+        while True:
+            try:
+                fence(settings, timeout=30)
+                break
+            except Exception:
+                if p.poll() is not None:
+                    raise RuntimeError("replay sync died; see " + str(self.root / "replay-sync.log")) from None
+        t1, cpu1 = time.time(), cpu_seconds(p.pid)
+        self.prof.stop()
+        total = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
+        os.killpg(p.pid, signal.SIGTERM)
+        p.wait(60)
+        log.close()
+        n = int(total - applied0)
+        res["crossfade"] = {"records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
+                            "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total)}
+        # the straightforward consumer: same topics, its own target (the legacy schema)
+        self.pgt.create_database("replay_naive")
+        self.copy_schema(self.x.source_dsn, self.pgt.dsn("replay_naive"))
+        out = subprocess.run([sys.executable, "-m", "bench.naive_consumer", str(cfg_path), self.pgt.dsn("replay_naive"), "bench-naive"],
+                             cwd=REPO, capture_output=True, text=True, check=True)
+        nv = json.loads(out.stdout.strip().splitlines()[-1])
+        res["naive"] = {**nv, "events_per_s": nv["events"] / nv["seconds"], "events_per_cpu_s": nv["events"] / nv["cpu_seconds"],
+                        "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"]}
+        self.results["sync_alone"] = res
+        x, b = res["crossfade"], res["naive"]
+        self.record("sync alone", f"{x['records']:,} records replayed: events/s (wall)", f"{x['events_per_s']:,.0f}", f"{b['events_per_s']:,.0f}")
+        self.record("sync alone", "events/s per core (worker CPU)", f"{x['events_per_cpu_s']:,.0f}", f"{b['events_per_cpu_s']:,.0f}")
+        self.record("sync alone", "CPU us/event (worker)", f"{x['cpu_us_per_event']:.1f}", f"{b['cpu_us_per_event']:.1f}")
+
+    # -- output -----------------------------------------------------------------------------------
+    def report(self) -> Path:
+        def num(v: Any) -> float | None:
+            try:
+                return float(str(v).split("/")[0].split(" ")[0].replace(",", ""))
+            except ValueError:
+                return None
+
+        w = max((len(r[1]) for r in self.rows), default=10) + 2
+        print(f"\n{'benchmark':<11}{'metric':<{w}}{'crossfade':>16}{'baseline':>16}{'ratio':>8}")
+        for bench, metric, xf, base in self.rows:
+            a, b = num(xf), num(base)
+            ratio = f"{a / b:.2f}" if a and b else "-"
+            print(f"{bench:<11}{metric:<{w}}{xf!s:>16}{base!s:>16}{ratio:>8}")
+        print("baseline: native logical replication (sync alone: bench/naive_consumer.py); ratio = crossfade / baseline")
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "services"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+        doc = {
+            "commit": commit, "services_dirty": dirty, "date": datetime.now(UTC).isoformat(),
+            "machine": {"node": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
+                        "cpus": os.cpu_count(), "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                        "load_avg_at_end": os.getloadavg()},
+            "args": vars(self.args), "table": [list(r) for r in self.rows], "results": self.results, "profiles": self.prof.files,
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        path = RESULTS / f"{self.tag}-{commit[:8]}.json"
+        path.write_text(json.dumps(doc, indent=2, default=str))
+        print(f"results: {path.relative_to(REPO)}")
+        return path
+
+    def close(self) -> None:
+        try:
+            self.prof.stop()
+            self.x.close()
+            for db in (self.n_tgt_dsn,):
+                try:
+                    execute(db, "ALTER SUBSCRIPTION bench_sub DISABLE")
+                    execute(db, "ALTER SUBSCRIPTION bench_sub SET (slot_name = NONE)")
+                except psycopg.Error:
+                    pass
+        finally:
+            self.broker.stop()
+            self.pgt.stop()
+            self.pg.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("benchmarks", nargs="*", metavar="{all,snapshot,cdc,catchup,sync}", help="default: all")
+    ap.add_argument("--rows", type=int, default=1_000_000, help="pgbench_accounts rows (scale = rows/100k)")
+    ap.add_argument("--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup")
+    ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
+    ap.add_argument("--profile", action="store_true", help="py-spy flame graphs of capture/sync to bench/results/")
+    ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"])
+    args = ap.parse_args()
+    which = {"snapshot", "cdc", "catchup", "sync"} if not args.benchmarks or "all" in args.benchmarks else set(args.benchmarks)
+    if which - {"snapshot", "cdc", "catchup", "sync"}:
+        ap.error(f"unknown benchmark(s): {sorted(which - {'snapshot', 'cdc', 'catchup', 'sync'})}")
+    b = Bench(args)
+    try:
+        b.snapshot()  # every other benchmark starts from a synced pair
+        if "cdc" in which:
+            b.cdc()
+        if "catchup" in which:
+            b.catchup()
+        if "sync" in which:
+            b.sync_alone()
+    finally:
+        try:
+            b.report()
+        finally:
+            b.close()
+
+
+if __name__ == "__main__":
+    main()
