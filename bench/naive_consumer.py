@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import psycopg
-from confluent_kafka import Consumer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from psycopg import sql
 
 from crossfade.config import load_settings
@@ -37,7 +37,9 @@ def main() -> None:
     consumer = Consumer(
         {**s.kafka.client_config(), "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
     )
-    consumer.subscribe(list(topics))
+    # every partition from the beginning, no group join (Tansu answers JoinGroup slowly)
+    meta = consumer.list_topics(timeout=30)
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta.topics[t].partitions])
     conn = psycopg.connect(target_dsn)
     pks: dict[str, list[str]] = {}
     convs: dict[Any, list[Any]] = {}
@@ -45,7 +47,7 @@ def main() -> None:
     n = 0
     first = last = None
     cpu0 = 0.0
-    idle_since = time.monotonic()
+    idle_since = time.monotonic() + 60  # up to a minute for the first record
     while time.monotonic() - idle_since < 3:
         msgs = consumer.consume(5000, 0.2)
         if not msgs:

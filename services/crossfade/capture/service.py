@@ -225,8 +225,10 @@ class ChangeProducer:
                 self.stats.heartbeats += 1
                 self._sweep_if_snapshot_ended()
                 continue
-            raw_value = None if r.value() is None else str(r.value())
-            raw_key = None if r.key() is None else str(r.key())
+            # one JPype crossing per accessor (each costs more than a record's JSON parse)
+            jv, jk = r.value(), r.key()
+            raw_value = None if jv is None else str(jv)
+            raw_key = None if jk is None else str(jk)
             if dest == self.signal_topic:
                 # Debezium's signals and incremental-snapshot window markers are its own business;
                 # only their stream position counts (see the incremental case below)
