@@ -225,12 +225,6 @@ def check_retention(cp: Checkpoint, starts: dict[tuple[str, int], int]) -> list[
 
 def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResult:
     """Move the sync group back to a checkpoint and record the replay (see the module docstring)."""
-    if settings.sync.append_only_tables:
-        raise CrossfadeError(
-            f"rewind cannot overwrite append-only tables ({', '.join(settings.sync.append_only_tables)}): "
-            "without a key a replayed row is added, not replaced",
-            "delete their rows written since the checkpoint first, or re-snapshot instead",
-        )
     bk = _bk(settings)
     group = settings.sync.group_id
     with connect(settings.target, "target") as tgt:

@@ -336,6 +336,13 @@ class AppendOnlyApplier(TableApplier):
     position; their content tells them apart (two identical rows in one snapshot would collapse
     into one: such a table has no way to tell them apart at all). An UPDATE or DELETE cannot be
     applied without a key and stops sync.
+
+    Replay (``replay=True``, after a rewind): a streamed insert has a position of its own (each
+    row change has its own LSN), so the row it wrote the first time is the target row at that
+    position: one with other content (a faulty transform's) is deleted before the replayed row
+    goes in. Snapshot rows all share one position and cannot be told apart that way: replaying
+    them adds any row whose content changed next to the old one (take checkpoints after the
+    initial snapshot).
     """
 
     def _build_sql(self) -> None:
@@ -351,6 +358,12 @@ class AppendOnlyApplier(TableApplier):
             "INSERT INTO {target} ({cols}, {pos}, {h}) SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
             "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
         ).format(target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
+        # streamed positions only: their low 64 bits (the change's own LSN) are not zero
+        self.sql_replay_delete = sql.SQL(
+            "DELETE FROM {target} t USING (SELECT DISTINCT _cf_lsn FROM {stage} WHERE _cf_lsn >= %s "
+            "AND mod(_cf_lsn, 18446744073709551616) <> 0) p WHERE t.{pos} = p._cf_lsn "
+            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s._cf_lsn = t.{pos} AND s._cf_hash = t.{h})"
+        ).format(target=self.target, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
         self._build_common_sql()
 
     def _row_convs(self, e: ChangeEvent) -> list[Converter]:
@@ -377,8 +390,6 @@ class AppendOnlyApplier(TableApplier):
     def apply(
         self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int, *, replay: bool = False
     ) -> ApplyResult:
-        # ``replay`` changes nothing here: without a key a row cannot be overwritten, only added
-        # (``crossfade rewind`` refuses when append-only tables are configured)
         res = ApplyResult()
         if not events:
             return res
@@ -396,6 +407,8 @@ class AppendOnlyApplier(TableApplier):
                     vals = tuple(conv(e.after.get(c)) for conv, c in zip(self._row_convs(e), self.cols, strict=True))
                     digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
                     cp.write_row((*vals, str(e.position), digest))
+            if replay:  # replace what this position wrote the first time (class docstring)
+                cur.execute(self.sql_replay_delete, (watermark,))
             cur.execute(self.sql_insert, (watermark,))
             res.applied = cur.rowcount
             res.skipped = len(events) - res.applied
