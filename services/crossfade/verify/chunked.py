@@ -198,9 +198,16 @@ class TableComparer:
         n = len(self.pk)
         return {tuple(r[:n]): r[n] for r in conn.execute(q, params)}
 
-    def hashes_of(self, side: str, keys: Iterable[Key], batch: int = 1000) -> dict[Key, str]:
-        """``key -> md5(row text)`` for the given keys that exist on one side."""
-        conn, rel = self._side(side)
+    def hashes_of(
+        self, side: str, keys: Iterable[Key], batch: int = 1000, *, conn: psycopg.Connection | None = None,
+        lock: bool = False,
+    ) -> dict[Key, str]:
+        """``key -> md5(row text)`` for the given keys that exist on one side.
+
+        ``lock``: ``FOR SHARE`` the rows (on ``conn``, in its open transaction): nobody can change
+        or delete them until that transaction ends."""
+        own, rel = self._side(side)
+        conn = conn or own
         I = sql.Identifier  # noqa: E741,N806
         n = len(self.pk)
         names = [sql.Identifier(f"k{i}") for i in range(n)]
@@ -208,10 +215,10 @@ class TableComparer:
             sql.SQL("r.{} = CAST(k.{} AS {})").format(I(c), names[i], sql.SQL(t))
             for i, (c, t) in enumerate(zip(self.pk, self.pk_types, strict=True))
         )
-        q = sql.SQL("SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}").format(
+        q = sql.SQL("SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}{lock}").format(
             keys=self._key_text, h=self._row_md5, rel=self._rel(rel),
             arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(n)),
-            names=sql.SQL(", ").join(names), join=join,
+            names=sql.SQL(", ").join(names), join=join, lock=sql.SQL(" FOR SHARE OF r" if lock else ""),
         )
         out: dict[Key, str] = {}
         for chunk in _batches(keys, batch):

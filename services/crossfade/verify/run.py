@@ -9,9 +9,12 @@ Steps, for every configured table (or ``--table``):
    S1 == S2 the key did not change while the fence went through, so the target, which by then
    holds every change committed before the fence, must equal it: T != S2 is a real difference,
    T == S2 was in flight. S1 != S2 (the key changed meanwhile) leaves it undecided for the next
-   round; after ``rounds`` rounds it is reported as *unsettled* (counted as a mismatch: a
-   cutover must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source)
-   the chunk pass's keys are reported as they are;
+   round. The last round (of ``rounds``) reads S1 ``FOR SHARE`` and holds the lock until S2:
+   a row written all the time (a pgbench branch) cannot change during that one fence, so it
+   settles too; the application's writes to those rows wait for that long (lock_timeout 5 s on
+   our side). A key still undecided is reported as *unsettled* (counted as a mismatch: a cutover
+   must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source) the
+   chunk pass's keys are reported as they are;
 3. the first differing rows of each table are shown with the columns that differ;
 4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
 5. the run is recorded in ``<bookkeeping>.verify_runs`` and published as metrics.
@@ -287,22 +290,50 @@ class Verifier:
         tr.seconds = time.monotonic() - t0
         return tr
 
+    def _snapshot(self, which: str) -> psycopg.Connection:
+        """A connection inside a REPEATABLE READ transaction whose snapshot is taken now."""
+        conn = connect(self.settings.source if which == "source" else self.settings.target, which, autocommit=False)
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        prepare_session(conn)
+        conn.execute("SELECT 1")
+        return conn
+
     def _keyless(self, src: psycopg.Connection, tgt: psycopg.Connection, table: str, cols: list[str],
                  tr: TableReport, t0: float) -> TableReport:
+        """Append-only tables, compared as multisets of rows (streaming merges, bounded memory).
+
+        Live-safe without keys: rows are only ever added, so with S1 (source snapshot before a
+        fence), T (target after it) and S2 (source after T), every row of S1 must be in T
+        (missing otherwise) and every row of T in S2 (extra otherwise); rows in S2 but not yet
+        in T are in flight."""
         from crossfade.verify.compare import compare_table
 
         self.progress.table(table, 0)
-        src.autocommit = tgt.autocommit = False  # server-side cursors need a transaction
+        if not self.fence_recheck:
+            conns = [self._snapshot("source"), self._snapshot("target")]
+            try:
+                d = compare_table(conns[0], conns[1], table, cols, [])
+            finally:
+                for c in conns:
+                    c.close()
+            tr.source_rows, tr.target_rows = d.source_rows, d.target_rows
+            tr.missing, tr.extra, tr.different = d.n_missing, d.n_extra, d.n_different
+            tr.seconds = time.monotonic() - t0
+            return tr
+        conns = [self._snapshot("source")]
         try:
-            d = compare_table(src, tgt, table, cols, [])
+            self.fence(tgt)
+            conns.append(self._snapshot("target"))
+            conns.append(self._snapshot("source"))
+            s1, t, s2 = conns
+            before = compare_table(s1, t, table, cols, [])
+            after = compare_table(s2, t, table, cols, [])
         finally:
-            src.rollback()
-            tgt.rollback()
-            src.autocommit = tgt.autocommit = True
-            prepare_session(src)
-            prepare_session(tgt)
-        tr.source_rows, tr.target_rows = d.source_rows, d.target_rows
-        tr.missing, tr.extra, tr.different = d.n_missing, d.n_extra, d.n_different
+            for c in conns:
+                c.close()
+        self.report.rechecked_after_fence = True
+        tr.source_rows, tr.target_rows = after.source_rows, after.target_rows
+        tr.missing, tr.extra, tr.in_flight = before.n_missing, after.n_extra, after.n_missing
         tr.seconds = time.monotonic() - t0
         return tr
 
@@ -311,11 +342,28 @@ class Verifier:
         in_flight = dict.fromkeys(pending, 0)
         for rnd in range(1, self.rounds + 1):
             n = sum(len(k) for k in pending.values())
-            self.progress.phase(f"re-checking {n} differing key(s) after a fence (round {rnd} of {self.rounds})")
-            s1 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
-            self.fence(tgt)
-            tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
-            s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+            # the last round holds the rows that keep changing still for one fence (hot rows)
+            locked = rnd == self.rounds and rnd > 1
+            self.progress.phase(f"re-checking {n} differing key(s) after a fence (round {rnd} of {self.rounds}"
+                                + (", rows share-locked in the source)" if locked else ")"))
+            hold = connect(self.settings.source, "source", autocommit=False) if locked else None
+            try:
+                if hold is not None:
+                    prepare_session(hold)
+                    hold.execute("SET LOCAL lock_timeout = '5s'")
+                s1 = {t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=hold is not None)
+                      for t, keys in pending.items()}
+                self.fence(tgt)
+                tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
+                s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+            except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
+                log.warning("could not hold %d changing row(s) still for the re-check (%s): reported unsettled",
+                            n, type(exc).__name__)
+                break
+            finally:
+                if hold is not None:
+                    hold.rollback()
+                    hold.close()
             still: dict[str, dict[Key, str]] = {}
             for t, keys in pending.items():
                 for k in keys:
