@@ -49,6 +49,9 @@ def fence(settings: Settings, timeout: float = 120.0, poll: float = 0.1) -> Fenc
     token = uuid.uuid4().hex
     t0 = time.monotonic()
     with connect(settings.source, "source") as src:
+        # a cutover may freeze the legacy database with default_transaction_read_only: the fence
+        # must still be written (any role may turn the default off for itself)
+        src.execute("SET default_transaction_read_only = off")
         src.execute("INSERT INTO crossfade.fence (token) VALUES (%s)", (token,))
     q = sql.SQL("SELECT count(*) FROM {}.fences WHERE token = %s").format(sql.Identifier(settings.sync.bookkeeping_schema))
     with connect(settings.target, "target") as tgt:

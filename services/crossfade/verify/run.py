@@ -349,6 +349,8 @@ class Verifier:
             hold = connect(self.settings.source, "source", autocommit=False) if locked else None
             try:
                 if hold is not None:
+                    # FOR SHARE needs a read-write transaction, even when a freeze made read-only the default
+                    hold.execute("SET LOCAL transaction_read_only = off")
                     prepare_session(hold)
                     hold.execute("SET LOCAL lock_timeout = '5s'")
                 s1 = {t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=hold is not None)
