@@ -320,8 +320,9 @@ class Cutover:
                     ok, detail = steps[name]()
                 except CrossfadeError as exc:
                     ok, detail = False, str(exc)
-                except psycopg.Error as exc:
-                    ok, detail = False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+                except Exception as exc:  # noqa: BLE001 - any failure is a red gate, audited, and unfreezes
+                    text = str(exc).strip().splitlines()
+                    ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
                 res = GateResult(name, ok, detail, time.monotonic() - t0, skipped=self.dry_run and name in ("freeze", "flip"))
                 self.report.gates.append(res)
                 metrics.set_gate(name, ok)
