@@ -118,6 +118,7 @@ class SyncWorker:
         self.ready = threading.Event()
         self._pending_reclaim = False
         self._pending = SyncStats()
+        self._next_epoch_check = 0.0
         self.replay_until: dict[tuple[str, int], int] = {}
         """Partitions being replayed after a rewind -> the offset where the replay ends."""
 
@@ -291,6 +292,13 @@ class SyncWorker:
                     self.stop.wait(1)
                     continue
                 self.meter.poll(self)  # consumer lag, at most once a second
+                # A broker restarted empty may show no epoch until capture is back; a rejoin in
+                # between keeps the old one, and on a new log shorter than our offsets no record
+                # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
+                if not msgs and time.monotonic() >= self._next_epoch_check:
+                    self._next_epoch_check = time.monotonic() + 10
+                    if self.owner and self._epoch_changed():
+                        self._pending_reclaim = True
                 if self._pending_reclaim:
                     self._pending_reclaim = False
                     self._reclaim_all()
