@@ -98,6 +98,8 @@ class ChangeProducer:
         self.meter = metrics.CaptureMeter(settings)
         self.snapshot_lsn: int | None = None
         self._unswept_snapshot_lsn: int | None = None
+        self.snapshot_rows: dict[str, int] = {}  # per topic, this run's snapshot (progress display)
+        self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
         self._headers: list[tuple[str, bytes]] = []
         self.floor = 0
         self._floor_file: Path | None = None
@@ -287,6 +289,8 @@ class ChangeProducer:
                     "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
                 ) from None
             self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
+            if payload is not None and self._unswept_snapshot_lsn is not None:
+                self.snapshot_rows[dest] = self.snapshot_rows.get(dest, 0) + 1
             op = payload.get("op") if payload else None
             counts[(dest, op)] = counts.get((dest, op), 0) + 1
             self.producer.poll(0)
@@ -294,6 +298,12 @@ class ChangeProducer:
                 self._sweep_if_snapshot_ended()
         self.flush()
         self.meter.batch(self, counts)  # acknowledged by the broker: count it
+        if self.progress is not None:
+            if self.stats.snapshot_done:
+                self.progress.update(self.snapshot_rows)
+                self.progress.finish()
+            elif self.snapshot_rows:
+                self.progress.update(self.snapshot_rows)
 
     def _control(self, rec: ControlRecord, topics: list[str]) -> None:
         for topic in topics:
@@ -365,6 +375,14 @@ class CaptureService:
         publisher = SchemaPublisher(s.kafka.client_config(), s.kafka.schemas_topic)
         self.producer = ChangeProducer(s, publisher, partitions)
         self.producer.set_epoch(epoch, state)
+        try:  # a terminal gets a progress bar per table while Debezium snapshots
+            from crossfade.capture.preflight import connect as _connect
+            from crossfade.capture.progress import for_terminal
+
+            with _connect(s.source, "source") as conn:
+                self.producer.progress = for_terminal(conn, list(s.tables), {t: s.kafka.table_topic(t) for t in s.tables})
+        except Exception as exc:  # noqa: BLE001 - a courtesy, never a reason to stop
+            log.debug("no snapshot progress display: %s", exc)
         return offsets
 
     def run(self) -> None:
