@@ -95,20 +95,17 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
                 "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
             )
         pks = {t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables) for t in settings.tables}
-        if settings.capture.fence_table:
+        for enabled, ddl, table, setting in (
+            (settings.capture.fence_table, FENCE_DDL, "crossfade.fence", "capture.fence_table"),
+            (settings.capture.signal_table, SIGNAL_DDL, "crossfade.debezium_signal", "capture.signal_table"),
+        ):
+            if not enabled:
+                continue
             try:
-                conn.execute(FENCE_DDL)
+                conn.execute(ddl)
             except psycopg.Error as exc:
                 raise PreflightError(
-                    f"cannot create crossfade.fence in the source database ({exc.diag.message_primary or exc})",
-                    "grant CREATE on the database to the capture user, or set capture.fence_table: false",
-                ) from None
-        if settings.capture.signal_table:
-            try:
-                conn.execute(SIGNAL_DDL)
-            except psycopg.Error as exc:
-                raise PreflightError(
-                    f"cannot create crossfade.debezium_signal in the source database ({exc.diag.message_primary or exc})",
-                    "grant CREATE on the database to the capture user, or set capture.signal_table: false",
+                    f"cannot create {table} in the source database ({exc.diag.message_primary or exc})",
+                    f"grant CREATE on the database to the capture user, or set {setting}: false",
                 ) from None
         return pks

@@ -239,22 +239,25 @@ class TableApplier:
             _numeric(converter_for(ks.type_of(c))) if c in self._numeric_cols else converter_for(ks.type_of(c))
             for c in self.pk
         ]
-        row_convs: list[Converter] = []
-        if rs is not None:
-            have = set(rs.columns)
-            missing = [c for c in self.cols if c not in have]
-            if missing:
-                raise SchemaMismatch(
-                    f"change events of {e.table} no longer carry column(s) {', '.join(missing)} "
-                    f"that target {self.tbl_name} has (dropped or renamed at the source?)",
-                    "map the change explicitly in the config, or drop the column from the target and restart sync",
-                )
-            row_convs = [
-                _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
-                for c in self.cols
-            ]
+        row_convs = self._row_converters(e.table, rs) if rs is not None else []
         self._conv_cache[ck] = (key_convs, row_convs)
         return key_convs, row_convs
+
+    def _row_converters(self, table: str, rs: RowSchema) -> list[Converter]:
+        """Per target column, the converter of its value in rows of schema ``rs``; raises
+        :class:`SchemaMismatch` when the events lack a column the target has."""
+        have = set(rs.columns)
+        missing = [c for c in self.cols if c not in have]
+        if missing:
+            raise SchemaMismatch(
+                f"change events of {table} no longer carry column(s) {', '.join(missing)} "
+                f"that target {self.tbl_name} has (dropped or renamed at the source?)",
+                "map the change explicitly in the config, or drop the column from the target and restart sync",
+            )
+        return [
+            _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
+            for c in self.cols
+        ]
 
     def _row(self, e: ChangeEvent) -> tuple[str | None, ...]:
         key_convs, row_convs = self._converters(e)
@@ -373,17 +376,7 @@ class AppendOnlyApplier(TableApplier):
             return hit[1]
         if rs is None:
             raise SchemaMismatch(f"change event of {e.table} carries no row schema")
-        missing = [c for c in self.cols if c not in set(rs.columns)]
-        if missing:
-            raise SchemaMismatch(
-                f"change events of {e.table} no longer carry column(s) {', '.join(missing)} "
-                f"that target {self.tbl_name} has (dropped or renamed at the source?)",
-                "map the change explicitly in the config, or drop the column from the target and restart sync",
-            )
-        convs = [
-            _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
-            for c in self.cols
-        ]
+        convs = self._row_converters(e.table, rs)
         self._conv_cache[(rs, None)] = ([], convs)
         return convs
 

@@ -494,14 +494,14 @@ class SyncWorker:
     ) -> None:
         """``replayed``: per partition, how many leading items a rewind's replay re-applies."""
         applier = self.appliers[table]
-        # ADD COLUMN mid-stream: the target follows the source (identity mapping)
-        for evs in items.values():
-            for e in evs:
-                if isinstance(e, ChangeEvent) and e.row_schema is not None:
-                    extra = [c for c in e.row_schema.columns if c not in applier.cols]
-                    if extra:
-                        self._refresh_table(table, extra)
-                        applier = self.appliers[table]
+        # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
+        # a handful of row schemas, so each is checked once, not once per event.
+        schemas = {e.row_schema for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema}
+        for rs in schemas:
+            extra = [c for c in rs.columns if c not in applier.cols]
+            if extra:
+                self._refresh_table(table, extra)
+                applier = self.appliers[table]
         applier.prepare(conn)
         wm = applier.watermark(conn)
 
