@@ -394,6 +394,67 @@ def connector_register(config: str | None, connect_url: str, connector_file: str
     click.echo(f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})")
 
 
+@cli.group()
+def dlq() -> None:
+    """Dead letters: records sync could not apply, with the rule that failed."""
+
+
+@dlq.command("list")
+@config_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--examples", type=int, default=5, show_default=True, help="Example keys shown per rule.")
+def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
+    """Open dead letters grouped by rule, filtered and deferred rows, and the accounting of every
+    mapped table (source rows = mapped + dead-lettered + filtered + deferred). Exit 1 when there
+    are open dead letters or an account does not close."""
+    from crossfade.sync.dlq import list_dead_letters
+
+    rep = list_dead_letters(_settings(config), examples=examples)
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2, default=str))
+    else:
+        if not rep.groups:
+            click.echo("no open dead letters")
+        for g in rep.groups:
+            click.echo(f"{g.records:>8}  {g.rule}  ({g.table}; last {g.last_at})")
+            for ex in g.examples:
+                where = f" [{ex.get('topic')}[{ex.get('partition')}]@{ex.get('offset')}]" if ex.get("topic") else ""
+                click.echo(f"            key {ex.get('key')}{where}: {ex.get('reason')}")
+        for name, n in rep.filtered.items():
+            click.echo(f"{n:>8}  filtered by {name}")
+        if rep.deferred:
+            click.echo(f"{rep.deferred:>8}  deferred (waiting for a parent row)")
+        for a in rep.accounting:
+            sign = "=" if a.closes else "!="
+            click.echo(f"{a.table}: {a.source_rows} source rows {sign} {a.mapped} mapped + {a.dead_lettered} dead-lettered "
+                       f"+ {a.filtered} filtered + {a.deferred} deferred")
+    sys.exit(0 if rep.total == 0 and all(a.closes for a in rep.accounting) else 1)
+
+
+@dlq.command("replay")
+@config_option
+@click.option("--rule", help="Only dead letters of this rule.")
+@click.option("--table", help="Only dead letters of this source table.")
+@click.option("--dry-run", is_flag=True, help="Show what would apply; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_replay(config: str | None, rule: str | None, table: str | None, dry_run: bool, as_json: bool) -> None:
+    """Re-run open dead letters through the current mapping (after fixing the rule or the data)
+    and apply those that pass, with the same source-position guards as sync. Exit 1 when some
+    still fail."""
+    from crossfade.sync.dlq import replay
+
+    rep = replay(_settings(config), rule=rule, table=table, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+    else:
+        verb = "would apply" if dry_run else "applied"
+        click.echo(f"{rep.selected} dead letter(s) re-run: {verb} {rep.applied}, {rep.still_failing} still failing"
+                   + (f", {rep.superseded} superseded by a newer change of their key" if rep.superseded else ""))
+        for r, n in sorted(rep.by_rule.items()):
+            click.echo(f"{n:>8}  {r}")
+    sys.exit(0 if rep.still_failing == 0 else 1)
+
+
 # verify, checkpoint, rewind, cutover, dlq ack: a group of the same name defined here gets the
 # subcommands added instead of being replaced
 for _command in cli_cutover.COMMANDS:

@@ -155,6 +155,16 @@ DEAD_LETTERED = Counter(
 
 # -- shared -----------------------------------------------------------------------------------
 
+FILTERED = Counter(
+    "crossfade_filtered_total",
+    "Source changes the mapping's filters kept out of the target, by table and filter.",
+    ["table", "filter"],
+)
+DEFERRED = Counter(
+    "crossfade_deferred_total",
+    "Source changes held back because a referenced parent had not arrived yet (retried, then dead-lettered).",
+    ["table"],
+)
 RETRIES = Counter(
     "crossfade_retries_total",
     "Retries after transient errors, by component and what failed (database, broker, other).",
@@ -261,6 +271,14 @@ def error(component: str, kind: str = "transient") -> None:
 
 def dead_lettered(table: str, rule: str) -> None:
     DEAD_LETTERED.labels(table=table, rule=rule).inc()
+
+
+def filtered(table: str, name: str, n: int = 1) -> None:
+    FILTERED.labels(table=table, filter=name).inc(n)
+
+
+def deferred(table: str, n: int = 1) -> None:
+    DEFERRED.labels(table=table).inc(n)
 
 
 def counting_errors(component: str, run: Callable[[], None]) -> Callable[[], None]:

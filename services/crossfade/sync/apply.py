@@ -118,7 +118,7 @@ def _key_id(e: ChangeEvent) -> str:
 class TableApplier:
     """Applies change events of one source table to its target table. One per table and worker."""
 
-    def __init__(self, shape: TableShape, bookkeeping_schema: str) -> None:
+    def __init__(self, shape: TableShape, bookkeeping_schema: str, stage_tag: str = "") -> None:
         self.shape = shape
         self.cols = [c.name for c in shape.columns]
         self._numeric_cols = {c.name for c in shape.columns if c.type_sql.startswith("numeric")}
@@ -126,7 +126,7 @@ class TableApplier:
         self.bk = sql.Identifier(bookkeeping_schema)
         self.tbl_name = shape.qualified
         self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
-        digest = hashlib.md5(shape.qualified.encode()).hexdigest()[:12]
+        digest = hashlib.md5((shape.qualified + stage_tag).encode()).hexdigest()[:12]
         self.stage = sql.Identifier(f"cf_stage_{digest}")
         self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
         self._prepared_on: set[int] = set()
@@ -288,16 +288,23 @@ class TableApplier:
 
         ``replay``: the events are re-applied by a rewind's replay (module docstring): an equal
         position overwrites."""
-        res = ApplyResult()
         if not events:
-            return res
+            return ApplyResult()
         survivors = collapse(events)
         if watermark >= 0:
             survivors = [e for e in survivors if e.position >= watermark]
+        return self.apply_rows(conn, (self._row(e) for e in survivors), len(events), watermark, replay=replay)
+
+    def apply_rows(
+        self, conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]], n_in: int, watermark: int, *, replay: bool = False
+    ) -> ApplyResult:
+        """Stage ``rows`` (one per key: the target columns, then position, is-delete, key text,
+        unavailable columns) and apply what the guard lets through; ``n_in`` events made them."""
+        res = ApplyResult()
         with conn.cursor() as cur:
             with cur.copy(self.sql_copy) as cp:
-                for e in survivors:
-                    cp.write_row(self._row(e))
+                for r in rows:
+                    cp.write_row(r)
             cur.execute(self.sql_guard_target_replay if replay else self.sql_guard_target)
             cur.execute(self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,))
             if watermark >= 0:
@@ -305,7 +312,7 @@ class TableApplier:
             row = cur.execute(self.sql_count).fetchone()
             assert row is not None
             n_del, n_up = int(row[0]), int(row[1])
-            res.skipped = len(events) - n_del - n_up
+            res.skipped = n_in - n_del - n_up
             if n_del:
                 cur.execute(self.sql_delete)
                 cur.execute(self.sql_tomb, (self.tbl_name,))

@@ -24,6 +24,19 @@ commit in one transaction of the target. The tables:
 ``verify_runs`` one row per ``crossfade verify`` run, with its JSON report.
 ``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail.
 ``dlq_acks``    ``crossfade dlq ack``: dead letters counted so far were seen by a person.
+``ledger``      mapped source tables and dead letters: per source key (``entry``, the key as JSON;
+                ``@topic/partition/offset`` for a record that could not be decoded) the outcome
+                of its newest change (``position``): ``mapped``, ``deleted``, ``filtered`` (by
+                which filter, why), ``dead_letter`` (which rule failed, the reason, where the
+                record was, its original bytes so ``crossfade dlq replay`` can re-run it),
+                ``deferred`` (a parent of a ``references`` rule with ``window_s`` has not
+                arrived: retried after each batch, dead-lettered at ``deadline``, FAULTS 27) or
+                ``replayed``. Events older than the key's ledger position are stale and skipped,
+                so a re-sent older change can neither reopen a resolved dead letter nor undo a
+                filter decision.
+
+Accounting (``crossfade dlq list``, verify): every source row of a mapped table is a target row,
+a dead letter, a filtered row or a deferred row.
 """
 
 from __future__ import annotations
@@ -107,6 +120,18 @@ def ddl(schema: str) -> list[sql.Composable]:
             """CREATE TABLE IF NOT EXISTS {}.dlq_acks (
                 id bigserial PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp(),
                 who text NOT NULL, dead_lettered bigint NOT NULL, note text)"""
+        ).format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.ledger (
+                source_table text NOT NULL, entry text NOT NULL, position numeric NOT NULL,
+                outcome text NOT NULL, source_key jsonb, rule text, reason text, failures jsonb,
+                topic text, partition int, "offset" bigint, key bytea, value bytea, headers jsonb,
+                first_at timestamptz NOT NULL DEFAULT now(), at timestamptz NOT NULL DEFAULT now(),
+                deadline timestamptz, PRIMARY KEY (source_table, entry))"""
+        ).format(s),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS ledger_held ON {}.ledger (outcome, rule) "
+            "WHERE outcome IN ('dead_letter', 'filtered', 'deferred')"
         ).format(s),
         sql.SQL(
             "INSERT INTO {}.meta VALUES ('schema_version', {}) ON CONFLICT (key) DO NOTHING"

@@ -54,8 +54,19 @@ from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder,
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
 from crossfade.ops import metrics
-from crossfade.sync.apply import AppendOnlyApplier, TableApplier
+from crossfade.sync.apply import AppendOnlyApplier, TableApplier, _key_id
 from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
+from crossfade.sync.mapped import (
+    Held,
+    MappedResult,
+    MappedSource,
+    Origin,
+    TargetParents,
+    TargetWriter,
+    build_mapped,
+    parent_order,
+    write_ledger,
+)
 from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
@@ -76,6 +87,8 @@ class SyncStats:
     deleted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     dead_lettered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    filtered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    deferred: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     batches: int = 0
     retries: int = 0
     last_batch_at: float = 0.0
@@ -121,21 +134,46 @@ class SyncWorker:
         self._next_epoch_check = 0.0
         self.replay_until: dict[tuple[str, int], int] = {}
         """Partitions being replayed after a rewind -> the offset where the replay ends."""
+        self.mapped: dict[str, MappedSource] = {}
+        """Source tables with a mapping (crossfade.sync.mapped); the others are identity-mapped."""
+        self.writers: dict[str, TargetWriter] = {}
+        self.target_shapes: dict[str, Any] = {}
+        self.table_order: list[str] = list(settings.tables)
+        self._dead: list[tuple[Held, str]] = []
+        """Dead letters of the batch being applied (with their table), produced before it commits."""
+        self._next_deferred_retry = 0.0
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
         conn = connect(self.settings.target, "target", autocommit=True)
         for a in self.appliers.values():
             a.forget(conn)
+        for w in self.writers.values():
+            w.forget(conn)
         return conn
 
     def _setup_tables(self) -> None:
         assert self.conn is not None
         ensure_schema(self.conn, self.bk)
+        mapping = self.settings.mapping
+        mapped = set(mapping.tables) if mapping is not None else set()
         with connect(self.settings.source, "source") as src:
             for table in self.settings.tables:
+                if table in mapped:
+                    continue
                 shape = ensure_target_table(src, self.conn, table, table, self.settings.sync.create_tables)
                 self.appliers[table] = self._applier(table, shape)
+            if mapped:
+                from crossfade.mapping.schema_check import load_mapper
+
+                mapper, report = load_mapper(mapping, list(self.settings.tables), src, self.conn)
+                report.raise_for_errors()
+                for w in report.warnings:
+                    log.warning("mapping: %s", w)
+                self.mapped, self.writers, self.target_shapes = build_mapped(mapper, report, self.conn, self.bk)
+                self.table_order = parent_order(mapper, self.settings.tables)
+                log.info("mapped source tables: %s", ", ".join(
+                    f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.items()))
 
     def _applier(self, table: str, shape: Any) -> TableApplier:
         if table in self.settings.sync.append_only_tables:
@@ -295,6 +333,13 @@ class SyncWorker:
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
+                # deferred rows wait for a parent that may come through another partition
+                if self.mapped and time.monotonic() >= self._next_deferred_retry:
+                    self._next_deferred_retry = time.monotonic() + 1
+                    try:
+                        self._with_db_retry(self._retry_idle)
+                    except StaleAssignment as exc:
+                        log.warning("%s", exc)
                 if not msgs and time.monotonic() >= self._next_epoch_check:
                     self._next_epoch_check = time.monotonic() + 10
                     if self.owner and self._epoch_changed():
@@ -410,44 +455,49 @@ class SyncWorker:
         by_tp: dict[tuple[str, int], list[Message]] = defaultdict(list)
         for m in msgs:
             by_tp[(m.topic(), m.partition())].append(m)
+        self._dead = []
         with conn.transaction():
             # 1. fencing + already-applied filter
-            fresh: dict[tuple[str, int], list[Message]] = {}
-            for tp in sorted(by_tp):
-                row = conn.execute(
-                    sql.SQL("SELECT next_offset, owner, epoch FROM {}.offsets WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE").format(s),
-                    (group, tp[0], tp[1]),
-                ).fetchone()
-                mine = self.owner.get(tp)
-                if row is None or mine is None or row[1] != mine:
-                    raise StaleAssignment(
-                        f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back"
-                    )
-                nxt = int(row[0])
-                fresh[tp] = [m for m in by_tp[tp] if m.offset() >= nxt]
+            nxt_of = self._lock_owned(conn, sorted(by_tp))
+            fresh = {tp: [m for m in by_tp[tp] if m.offset() >= nxt_of[tp]] for tp in sorted(by_tp)}
             # 2. decode and dead-letter; count the leading items a rewind's replay re-applies
             dead: list[DeadLetter] = []
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
             replayed: dict[tuple[str, int], int] = {}
+            origins: dict[tuple[str, int], Origin] = {}
             for tp, ms in fresh.items():
                 out: list[ChangeEvent | ControlRecord] = []
                 until = self.replay_until.get(tp)
+                mapped = self.topics.get(tp[0]) in self.mapped
                 for m in ms:
                     d = self._decode(m)
                     if isinstance(d, DeadLetter):
                         dead.append(d)
                     elif d is not None:
                         out.append(d)
+                        if mapped and isinstance(d, ChangeEvent):
+                            origins[(_key_id(d), d.position)] = _origin(m)
                         if until is not None and m.offset() < until:
                             replayed[tp] = len(out)
                 items[tp] = out
             if dead:
                 self._dead_letter(dead)
-            # 3. apply per table
+                write_ledger(conn, s, [
+                    Held(d.table, f"@{d.msg.topic()}/{d.msg.partition()}/{d.msg.offset()}", 0, "dead_letter",
+                         rule="decode", reason=d.reason, origin=_origin(d.msg))
+                    for d in dead
+                ])
+            # 3. apply per table, parents of a mapping's references first
             per_tp_stats: dict[tuple[str, int], list[int]] = {}
-            for table in sorted({self.topics[tp[0]] for tp in items if tp[0] in self.topics}):
+            parents = TargetParents(conn, self.target_shapes) if self.mapped else None
+            present = {self.topics[tp[0]] for tp in items if tp[0] in self.topics}
+            for table in [t for t in self.table_order if t in present]:
                 tps = [tp for tp in items if self.topics.get(tp[0]) == table]
-                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats, replayed)
+                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats, replayed, origins, parents)
+            if self.mapped:
+                self._retry_deferred(conn, list(fresh), parents)
+            if self._dead:
+                self._produce_dead()
             # 4. offsets and stats
             replays_done: list[tuple[str, int]] = []
             for tp, ms in fresh.items():
@@ -467,7 +517,8 @@ class SyncWorker:
                     replays_done.append(tp)
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
-                ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp)
+                ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp) + sum(
+                    1 for h, _t in self._dead if h.origin is not None and (h.origin.topic, h.origin.partition) == tp)
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO {s}.table_stats AS ts (tbl, topic, partition, applied, skipped, dead_lettered, last_lsn, last_source_ts, last_applied_at) "
@@ -484,6 +535,21 @@ class SyncWorker:
             self.replay_until.pop(tp, None)
             log.info("replay of %s[%d] complete", tp[0], tp[1])
 
+    def _lock_owned(self, conn: psycopg.Connection, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        """Lock the offset rows of ``tps`` and check this worker still owns them (fencing);
+        returns each one's stored next offset. Raises :class:`StaleAssignment`."""
+        out: dict[tuple[str, int], int] = {}
+        stmt = sql.SQL(
+            "SELECT next_offset, owner FROM {}.offsets WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE"
+        ).format(sql.Identifier(self.bk))
+        for tp in sorted(tps):
+            row = conn.execute(stmt, (self.settings.sync.group_id, tp[0], tp[1])).fetchone()
+            mine = self.owner.get(tp)
+            if row is None or mine is None or row[1] != mine:
+                raise StaleAssignment(f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back")
+            out[tp] = int(row[0])
+        return out
+
     def _apply_table(
         self,
         conn: psycopg.Connection,
@@ -491,19 +557,39 @@ class SyncWorker:
         items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]],
         per_tp_stats: dict[tuple[str, int], list[int]],
         replayed: dict[tuple[str, int], int] | None = None,
+        origins: dict[tuple[str, int], Origin] | None = None,
+        parents: TargetParents | None = None,
     ) -> None:
         """``replayed``: per partition, how many leading items a rewind's replay re-applies."""
-        applier = self.appliers[table]
-        # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
-        # a handful of row schemas, so each is checked once, not once per event.
-        schemas = {e.row_schema for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema}
-        for rs in schemas:
-            extra = [c for c in rs.columns if c not in applier.cols]
-            if extra:
-                self._refresh_table(table, extra)
-                applier = self.appliers[table]
-        applier.prepare(conn)
-        wm = applier.watermark(conn)
+        wm = [-1]
+        apply: Callable[[list[ChangeEvent], bool], Any]
+        truncate: Callable[[int, str], int]
+        if table in self.mapped:
+            ms = self.mapped[table]
+
+            def apply(run: list[ChangeEvent], replay: bool) -> Any:
+                return self._process_mapped(conn, ms, run, origins or {}, parents, replay=replay)
+
+            def truncate(pos: int, reason: str) -> int:
+                return ms.truncate(conn, pos, reason)
+        else:
+            applier = self.appliers[table]
+            # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
+            # a handful of row schemas, so each is checked once, not once per event.
+            schemas = {e.row_schema for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema}
+            for rs in schemas:
+                extra = [c for c in rs.columns if c not in applier.cols]
+                if extra:
+                    self._refresh_table(table, extra)
+                    applier = self.appliers[table]
+            applier.prepare(conn)
+            wm[0] = applier.watermark(conn)
+
+            def apply(run: list[ChangeEvent], replay: bool) -> Any:
+                return applier.apply(conn, run, wm[0], replay=replay)
+
+            def truncate(pos: int, reason: str) -> int:
+                return applier.truncate(conn, pos, reason)
 
         def account(tp: tuple[str, int], evs: list[ChangeEvent], res_applied: int, res_skipped: int) -> None:
             st = per_tp_stats.setdefault(tp, [0, 0, -1, 0])
@@ -523,10 +609,7 @@ class SyncWorker:
                     run.append(x)
                     continue
                 if run:
-                    if i <= n_replay:
-                        res = applier.apply(conn, run, wm, replay=True)
-                    else:
-                        res = applier.apply(conn, run, wm)
+                    res = apply(run, i <= n_replay)
                     self._toast_missing(table, res.toast_missing)
                     self._count(table, res)
                     account(tp, run, res.applied + res.deleted, res.skipped)
@@ -537,13 +620,13 @@ class SyncWorker:
                 if x is None:
                     break
                 if isinstance(x, ChangeEvent):  # TRUNCATE at the source
-                    n = applier.truncate(conn, x.position, "truncate")
-                    wm = max(wm, x.position)
+                    n = truncate(x.position, "truncate")
+                    wm[0] = max(wm[0], x.position)
                     log.warning("TRUNCATE of %s at LSN %d applied: %d target rows deleted", table, x.lsn, n)
                     account(tp, [x], 1, 0)
                 elif x.kind == "sweep":
-                    n = applier.truncate(conn, position(x.lsn, snapshot=True), "snapshot sweep")
-                    wm = max(wm, position(x.lsn, snapshot=True))
+                    n = truncate(position(x.lsn, snapshot=True), "snapshot sweep")
+                    wm[0] = max(wm[0], position(x.lsn, snapshot=True))
                     if n:
                         log.warning("snapshot at LSN %d no longer holds %d rows of %s: deleted", x.lsn, n, table)
                 elif x.kind == "fence":
@@ -556,16 +639,92 @@ class SyncWorker:
                         (x.token, tp[0], tp[1], x.lsn, x.source_ts_ms),
                     )
 
+    # -- mapped tables ------------------------------------------------------------------------
+    def _process_mapped(
+        self,
+        conn: psycopg.Connection,
+        ms: MappedSource,
+        run: list[ChangeEvent],
+        origins: dict[tuple[str, int], Origin],
+        parents: TargetParents | None,
+        *,
+        replay: bool = False,
+        rerun: bool = False,
+        expired: frozenset[str] = frozenset(),
+    ) -> MappedResult:
+        res = ms.process(conn, run, origins, parents, replay=replay, rerun=rerun, expired=expired)
+        self._dead.extend((h, ms.source) for h in res.dead_letters)
+        self._pending.filtered[ms.source] += res.filtered
+        for name, n in res.filters.items():
+            metrics.filtered(ms.source, name, n)
+        if not rerun:
+            self._pending.deferred[ms.source] += res.deferred
+        return res
+
+    def _retry_deferred(self, conn: psycopg.Connection, tps: list[tuple[str, int]], parents: TargetParents | None) -> None:
+        """Re-run deferred rows (a child whose parent had not arrived) of these partitions: the
+        parent may be here now; past their window they are dead-lettered."""
+        if not tps:
+            return
+        rows = conn.execute(
+            sql.SQL(
+                'SELECT source_table, entry, topic, partition, "offset", key, value, headers, now() >= deadline '
+                "FROM {}.ledger WHERE outcome = 'deferred' AND source_table = ANY(%s) "
+                "AND (topic || '/' || partition) = ANY(%s) ORDER BY first_at LIMIT 1000"
+            ).format(sql.Identifier(self.bk)),
+            (list(self.mapped), [f"{t}/{p}" for t, p in tps]),
+        ).fetchall()
+        if not rows:
+            return
+        assert self.decoder is not None
+        by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
+        origins: dict[tuple[str, int], Origin] = {}
+        expired: dict[str, set[str]] = defaultdict(set)
+        for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
+            headers = headers or {}
+            e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
+            by_table[table].append(e)
+            origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
+            if is_expired:
+                expired[table].add(entry)
+        for table in [t for t in self.table_order if t in by_table]:
+            res = self._process_mapped(conn, self.mapped[table], by_table[table], origins, parents,
+                                       rerun=True, expired=frozenset(expired[table]))
+            self._count(table, res)
+            done = res.by_outcome["mapped"]
+            if done or res.dead_letters:
+                log.info("deferred rows of %s: %d applied now that their parent is here, %d dead-lettered (window over)",
+                         table, done, len(res.dead_letters))
+
+    def _retry_idle(self) -> None:
+        """Retry the deferred rows of every owned partition (their parent may have come through
+        another partition; past their window they must expire even when nothing arrives)."""
+        if not self.mapped or not self.owner:
+            return
+        conn = self._db()
+        self._dead = []
+        self._pending = SyncStats()
+        with conn.transaction():
+            tps = list(self.owner)
+            self._lock_owned(conn, tps)
+            self._retry_deferred(conn, tps, TargetParents(conn, self.target_shapes))
+            if self._dead:
+                self._produce_dead()
+        self._merge_pending()
+
     def _count(self, table: str, res: Any) -> None:
         self._pending.applied[table] += res.applied
         self._pending.deleted[table] += res.deleted
         self._pending.skipped[table] += res.skipped
 
     def _merge_pending(self) -> None:
-        for name in ("applied", "deleted", "skipped", "dead_lettered"):
+        for name in ("applied", "deleted", "skipped", "dead_lettered", "filtered", "deferred"):
             total, new = getattr(self.stats, name), getattr(self._pending, name)
             for table, n in new.items():
                 total[table] += n
+        for table, n in self._pending.deferred.items():
+            if n:
+                metrics.deferred(table, n)
         self._pending = SyncStats()
 
     def _toast_missing(self, table: str, keys: list[str]) -> None:
@@ -576,6 +735,35 @@ class SyncWorker:
                 f"{len(keys)} update(s) of {table} keep unchanged TOASTed values of rows missing in the target (keys {keys[:3]})",
                 f"set REPLICA IDENTITY FULL on {table} in the source, or re-snapshot the table",
             )
+
+    def _produce_dead(self) -> None:
+        """Produce the batch's mapping dead letters (original bytes, rule, reason) and wait for
+        Kafka's acknowledgement: the batch commits only after they are durable."""
+        assert self._dlq is not None
+        for h, table in self._dead:
+            o = h.origin
+            self._pending.dead_lettered[table] += 1
+            metrics.dead_lettered(table, h.rule or "mapping")
+            log.error("dead-lettered %s key %s: %s", table, h.entry, h.reason)
+            headers = [
+                ("crossfade.dlq.reason", (h.reason or "").encode()),
+                ("crossfade.dlq.rule", (h.rule or "mapping").encode()),
+                ("crossfade.dlq.table", table.encode()),
+                ("crossfade.dlq.source_key", h.entry.encode()),
+                ("crossfade.dlq.position", str(h.position).encode()),
+                ("crossfade.dlq.ts", str(int(time.time() * 1000)).encode()),
+            ]
+            if o is not None:
+                headers += [
+                    ("crossfade.dlq.topic", o.topic.encode()),
+                    ("crossfade.dlq.partition", str(o.partition).encode()),
+                    ("crossfade.dlq.offset", str(o.offset).encode()),
+                    *((k, v.encode()) for k, v in o.headers.items()),
+                ]
+            self._dlq.produce(self.kafka.dlq_topic, key=o.key if o else None, value=o.value if o else None, headers=headers)
+        self._dead = []
+        if self._dlq.flush(30):
+            raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")
 
     def _dead_letter(self, dead: list[DeadLetter]) -> None:
         assert self._dlq is not None
@@ -601,6 +789,11 @@ class SyncWorker:
         # durable before the batch commits: a crash after the commit must not lose them
         if self._dlq.flush(30):
             raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")
+
+
+def _origin(m: Message) -> Origin:
+    headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers() or []) if v is not None}
+    return Origin(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
 
 
 def _one_line(exc: BaseException | None) -> str:

@@ -1,0 +1,231 @@
+"""Dead letters and the accounting of mapped tables: ``crossfade dlq list`` and ``dlq replay``.
+
+Everything sync could not apply is in ``<bookkeeping>.ledger`` (see
+:mod:`crossfade.sync.bookkeeping`) with its original bytes, as well as on the dead-letter topic.
+The list groups open dead letters by the rule that failed. A replay re-runs them through the
+*current* mapping (after the rule or the legacy data was fixed) in one target transaction, with
+the same guards as the live sync: a record whose key changed since (a newer position) is not
+applied over the newer row — the newer change already decided that key's outcome.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.errors import DecodeError
+from crossfade.events.decode import POSITION_HEADER, EventDecoder
+from crossfade.events.model import ChangeEvent
+from crossfade.sync.apply import TableApplier, _key_id
+from crossfade.sync.mapped import Origin, TargetParents, build_mapped
+from crossfade.sync.target_ddl import read_shape
+
+
+@dataclass
+class RuleGroup:
+    rule: str
+    table: str
+    records: int
+    first_at: str
+    last_at: str
+    examples: list[dict[str, Any]]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "table": self.table, "records": self.records, "first_at": self.first_at,
+                "last_at": self.last_at, "examples": self.examples}
+
+
+@dataclass
+class Accounting:
+    """Per source table: every source row is mapped into the target, dead-lettered, filtered or
+    deferred. ``closes`` when the four add up to the source's row count."""
+
+    table: str
+    source_rows: int
+    mapped: int
+    dead_lettered: int
+    filtered: int
+    deferred: int
+
+    @property
+    def closes(self) -> bool:
+        return self.source_rows == self.mapped + self.dead_lettered + self.filtered + self.deferred
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "source_rows": self.source_rows, "mapped": self.mapped,
+                "dead_lettered": self.dead_lettered, "filtered": self.filtered, "deferred": self.deferred,
+                "closes": self.closes}
+
+
+@dataclass
+class DlqReport:
+    groups: list[RuleGroup] = field(default_factory=list)
+    accounting: list[Accounting] = field(default_factory=list)
+    filtered: dict[str, int] = field(default_factory=dict)
+    deferred: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(g.records for g in self.groups)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"dead_letters": self.total, "by_rule": [g.as_dict() for g in self.groups],
+                "filtered_by_filter": self.filtered, "deferred": self.deferred,
+                "accounting": [a.as_dict() for a in self.accounting],
+                "accounting_closes": all(a.closes for a in self.accounting)}
+
+
+def _bk(settings: Settings) -> sql.Identifier:
+    return sql.Identifier(settings.sync.bookkeeping_schema)
+
+
+def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
+    rep = DlqReport()
+    bk = _bk(settings)
+    with connect(settings.target, "target", autocommit=True) as conn:
+        if conn.execute("SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)).fetchone()[0] is None:  # type: ignore[index]
+            return rep
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT rule, source_table, count(*), min(first_at)::text, max(at)::text, "
+                "(array_agg(json_build_object('key', coalesce(source_key::text, entry), 'reason', reason, 'topic', topic, "
+                "'partition', partition, 'offset', \"offset\") ORDER BY at DESC))[1:%s] "
+                "FROM {}.ledger WHERE outcome = 'dead_letter' GROUP BY rule, source_table ORDER BY count(*) DESC, rule"
+            ).format(bk),
+            (examples,),
+        ).fetchall()
+        rep.groups = [RuleGroup(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
+        rep.filtered = {r[0]: int(r[1]) for r in conn.execute(
+            sql.SQL("SELECT rule, count(*) FROM {}.ledger WHERE outcome = 'filtered' GROUP BY rule ORDER BY rule").format(bk)
+        ).fetchall()}
+        rep.deferred = int(conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'deferred'").format(bk)).fetchone()[0])  # type: ignore[index]
+        mapping = settings.mapping
+        if mapping is not None and mapping.tables:
+            counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+            for t, outcome, n in conn.execute(
+                sql.SQL("SELECT source_table, outcome, count(*) FROM {}.ledger WHERE entry NOT LIKE '@%%' "
+                        "GROUP BY source_table, outcome").format(bk)
+            ).fetchall():
+                counts[t][outcome] = int(n)
+            with connect(settings.source, "source", autocommit=True) as src:
+                for t in mapping.tables:
+                    schema, name = t.split(".", 1)
+                    n = src.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))).fetchone()
+                    c = counts[t]
+                    rep.accounting.append(Accounting(t, int(n[0]) if n else 0, c["mapped"] + c["replayed"],
+                                                     c["dead_letter"], c["filtered"], c["deferred"]))
+    return rep
+
+
+@dataclass
+class ReplayReport:
+    selected: int = 0
+    applied: int = 0
+    still_failing: int = 0
+    superseded: int = 0
+    by_rule: dict[str, int] = field(default_factory=dict)
+    """Rules the records that still fail fail now."""
+    dry_run: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"selected": self.selected, "applied": self.applied, "still_failing": self.still_failing,
+                "superseded": self.superseded, "still_failing_by_rule": self.by_rule, "dry_run": self.dry_run}
+
+
+class _DryRun(Exception):
+    pass
+
+
+def replay(settings: Settings, *, rule: str | None = None, table: str | None = None, dry_run: bool = False) -> ReplayReport:
+    """Re-run open dead letters through the current mapping; apply those that pass now."""
+    from crossfade.mapping.schema_check import load_mapper
+
+    rep = ReplayReport(dry_run=dry_run)
+    bk_name = settings.sync.bookkeeping_schema
+    bk = sql.Identifier(bk_name)
+    decoder = EventDecoder(settings.kafka)
+    with connect(settings.target, "target", autocommit=True) as conn:
+        with connect(settings.source, "source") as src:
+            mapper, schema_report = load_mapper(settings.mapping, list(settings.tables), src, conn)
+        schema_report.raise_for_errors()
+        mapped, _writers, shapes = build_mapped(mapper, schema_report, conn, bk_name)
+        try:
+            with conn.transaction():
+                cond = [sql.SQL("outcome = 'dead_letter'")]
+                params: list[Any] = []
+                if rule:
+                    cond.append(sql.SQL("rule = %s"))
+                    params.append(rule)
+                if table:
+                    cond.append(sql.SQL("source_table = %s"))
+                    params.append(table)
+                rows = conn.execute(
+                    sql.SQL('SELECT source_table, entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
+                            "WHERE {} ORDER BY source_table, position FOR UPDATE").format(bk, sql.SQL(" AND ").join(cond)),
+                    params,
+                ).fetchall()
+                rep.selected = len(rows)
+                by_table: dict[str, list[tuple[str, ChangeEvent]]] = defaultdict(list)
+                origins: dict[tuple[str, int], Origin] = {}
+                undecodable: list[str] = []
+                for src_table, entry, topic, partition, offset, key, value, headers in rows:
+                    headers = headers or {}
+                    try:
+                        e = decoder.decode(key, value, src_table, headers.get(POSITION_HEADER))
+                    except DecodeError as exc:
+                        rep.still_failing += 1
+                        rep.by_rule["decode"] = rep.by_rule.get("decode", 0) + 1
+                        undecodable.append(f"{entry}: {exc}")
+                        continue
+                    by_table[src_table].append((entry, e))
+                    origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
+                parents = TargetParents(conn, shapes)
+                for src_table, pairs in by_table.items():
+                    events = [e for _, e in pairs]
+                    decoded_entries = [entry for entry, _ in pairs if entry.startswith("@")]
+                    if src_table in mapped:
+                        ms = mapped[src_table]
+                        entries = frozenset(ms.entry_of(e)[0] for e in events)
+                        res = ms.process(conn, events, origins, parents, rerun=True, expired=entries)
+                        rep.applied += res.by_outcome["mapped"] + res.by_outcome["deleted"] + res.by_outcome["filtered"]
+                        rep.superseded += res.skipped
+                        for h in res.dead_letters:
+                            rep.still_failing += 1
+                            rep.by_rule[h.rule or "?"] = rep.by_rule.get(h.rule or "?", 0) + 1
+                    else:
+                        shape = read_shape(conn, src_table)
+                        if shape is None:
+                            continue
+                        applier = TableApplier(shape, bk_name)
+                        applier.prepare(conn)
+                        r = applier.apply(conn, events, applier.watermark(conn))
+                        rep.applied += r.applied + r.deleted
+                        rep.superseded += r.skipped
+                    if decoded_entries:
+                        conn.execute(
+                            sql.SQL("UPDATE {}.ledger SET outcome = 'replayed', at = now() WHERE source_table = %s "
+                                    "AND entry = ANY(%s)").format(bk),
+                            (src_table, decoded_entries),
+                        )
+                if dry_run:
+                    raise _DryRun
+        except _DryRun:
+            pass
+    return rep
+
+
+def open_dead_letters(conn: psycopg.Connection, bookkeeping_schema: str) -> int:
+    """How many dead letters are open (the cutover gate's figure)."""
+    if conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0] is None:  # type: ignore[index]
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'dead_letter'").format(sql.Identifier(bookkeeping_schema))
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -1,0 +1,470 @@
+"""Mapped source tables in the live sync: map, cleanse, validate, filter, defer, dead-letter.
+
+A source table with an entry under ``mapping.tables`` does not land in a same-named target table:
+each change goes through the compiled :class:`~crossfade.mapping.engine.Mapper` (the same pure
+function audit, dry-run and verify use) and its outcome decides what happens, per source key,
+inside the batch transaction:
+
+* **mapped** — one row per target of the table, upserted with the guarded set-based apply of
+  :mod:`crossfade.sync.apply` (``_cf_pos`` column, tombstones and watermarks per *target* table
+  and *target* key);
+* **deleted** at the source — :meth:`Mapper.map_key` gives the target keys, deleted (tombstoned);
+* **filtered** — the row is kept out of the target (its target rows are deleted, as for a
+  delete) and the filter and reason are recorded;
+* **rejected** — a rule failed: the record goes to the dead-letter topic with its original bytes,
+  the rule and the reason, is counted in ``crossfade_dead_lettered_total{table,rule}`` and
+  recorded for ``crossfade dlq list/replay``; the key's target rows are removed, so the target
+  holds exactly the rows that pass (accounting closes: source = target + dead letters + filtered);
+* **deferred** — only ``references`` rules with a ``window_s`` failed (a child before its parent,
+  FAULTS 27): nothing is written; the row is retried after every batch and dead-lettered when the
+  window ends.
+
+Every outcome is written to ``<bookkeeping>.ledger`` under the source key with the change's
+position, guarded like the target rows: an event older than the key's ledger position (a change
+re-sent after a capture restart) is skipped, so it can neither reopen a resolved dead letter nor
+undo a later decision. Re-running a held record (a deferral's retry, ``dlq replay``) passes at
+its own position.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from crossfade.errors import ConfigError, SchemaMismatch
+from crossfade.events.model import ChangeEvent
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected
+from crossfade.mapping.values import event_key, event_row
+from crossfade.sync.apply import ApplyResult, TableApplier, _key_id, collapse
+from crossfade.sync.target_ddl import POS_COLUMN, TableShape, read_shape
+
+log = logging.getLogger(__name__)
+
+HELD = ("dead_letter", "filtered", "deferred")
+
+
+def key_text(values: Iterable[Any]) -> str:
+    """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
+    return json.dumps([_jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+
+
+def _jsonable(v: Any) -> Any:
+    if v is None or isinstance(v, bool | int | float | str):
+        return v
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    return str(v)
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a change event was read: what a dead letter or a deferral keeps to re-run it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class RowChange:
+    key: tuple[Any, ...]
+    values: dict[str, Any] | None  # None: delete
+    position: int
+    unavailable: frozenset[str] = frozenset()
+
+
+@dataclass(slots=True)
+class Held:
+    """One ledger row to write (the outcome of a source key's change)."""
+
+    source_table: str
+    entry: str
+    position: int
+    outcome: str  # mapped | deleted | filtered | dead_letter | deferred | replayed
+    source_key: list[Any] | None = None
+    rule: str | None = None
+    reason: str | None = None
+    failures: list[dict[str, Any]] | None = None
+    origin: Origin | None = None
+    window_s: float | None = None
+
+
+@dataclass(slots=True)
+class MappedResult:
+    applied: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    filtered: int = 0
+    deferred: int = 0
+    resolved: int = 0
+    """Held records (dead letters, deferrals) a newer outcome of their key resolved."""
+    dead_letters: list[Held] = field(default_factory=list)
+    toast_missing: list[str] = field(default_factory=list)
+    by_outcome: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    filters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """Filter name -> rows it kept out (metrics)."""
+
+
+class TargetWriter:
+    """Guarded apply of mapped rows to one target table (keyed by the mapping's target key).
+
+    Rows of one target normally carry the same columns; a row with other columns (a mapping that
+    copies unmapped source columns, a source that gained one) gets an applier of its own."""
+
+    def __init__(self, shape: TableShape, key: tuple[str, ...], produced: tuple[str, ...], bookkeeping_schema: str) -> None:
+        self.shape = shape
+        self.key = key
+        self.bk = bookkeeping_schema
+        names = [c.name for c in shape.columns]
+        self.order = {c: i for i, c in enumerate(names)}
+        self.default_cols = tuple(sorted({*produced, *key} & set(names), key=self.order.__getitem__))
+        self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+        self._appliers: dict[tuple[str, ...], TableApplier] = {}
+
+    @property
+    def table(self) -> str:
+        return self.shape.qualified
+
+    def applier(self, cols: tuple[str, ...] | None = None) -> TableApplier:
+        cols = cols or self.default_cols
+        a = self._appliers.get(cols)
+        if a is None:
+            sub = TableShape(self.shape.schema, self.shape.name, tuple(self.shape.column(c) for c in cols), self.key)
+            a = TableApplier(sub, self.bk, stage_tag="|".join(cols))
+            self._appliers[cols] = a
+        return a
+
+    def forget(self, conn: psycopg.Connection) -> None:
+        for a in self._appliers.values():
+            a.forget(conn)
+
+    def _value(self, col: str, v: Any) -> Any:
+        if v is not None and col in self.json_cols:
+            return Jsonb(v)
+        return v
+
+    def apply(self, conn: psycopg.Connection, changes: list[RowChange], *, replay: bool = False) -> ApplyResult:
+        total = ApplyResult()
+        if not changes:
+            return total
+        best: dict[str, RowChange] = {}
+        for ch in changes:  # one change per target key: the newest
+            k = key_text(ch.key)
+            cur = best.get(k)
+            if cur is None or ch.position >= cur.position:
+                best[k] = ch
+        first = self.applier()
+        first.prepare(conn)
+        wm = first.watermark(conn)
+        groups: dict[tuple[str, ...], list[tuple[str, RowChange]]] = defaultdict(list)
+        for k, ch in best.items():
+            if ch.values is None:
+                cols = self.default_cols
+            else:
+                cols = tuple(sorted((c for c in ch.values if c in self.order), key=self.order.__getitem__))
+            groups[cols].append((k, ch))
+        total.skipped = len(changes) - len(best)
+        kidx = {c: i for i, c in enumerate(self.key)}
+        for cols, items in groups.items():
+            a = self.applier(cols)
+            a.prepare(conn)
+
+            def rows(cols: tuple[str, ...] = cols, items: list[tuple[str, RowChange]] = items) -> Iterable[tuple[Any, ...]]:
+                for k, ch in items:
+                    if wm >= 0 and ch.position < wm:
+                        continue
+                    if ch.values is None:
+                        vals = [ch.key[kidx[c]] if c in kidx else None for c in cols]
+                    else:
+                        vals = [self._value(c, ch.values.get(c)) for c in cols]
+                    unavail = sorted(ch.unavailable & set(cols)) or None
+                    yield (*vals, ch.position, ch.values is None, k, unavail)
+
+            r = a.apply_rows(conn, rows(), len(items), wm, replay=replay)
+            total.applied += r.applied
+            total.deleted += r.deleted
+            total.skipped += r.skipped
+            total.toast_missing.extend(r.toast_missing)
+        return total
+
+    def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
+        a = self.applier()
+        a.prepare(conn)
+        return a.truncate(conn, pos, reason)
+
+
+class TargetParents:
+    """:class:`~crossfade.mapping.engine.ParentKeys` over the target database, inside the batch
+    transaction (so a parent applied earlier in the same batch counts). Found keys are cached for
+    the batch; a missing one is asked again (it may arrive later in the batch)."""
+
+    def __init__(self, conn: psycopg.Connection, shapes: Mapping[str, TableShape]) -> None:
+        self.conn = conn
+        self.shapes = shapes
+        self._found: set[tuple[str, str, str]] = set()
+
+    def __call__(self, table: str, column: str, value: Any) -> bool | None:
+        shape = self.shapes.get(table)
+        if shape is None:
+            return None
+        k = (table, column, key_text([value]))
+        if k in self._found:
+            return True
+        typ = shape.column(column).type_sql
+        row = self.conn.execute(
+            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}))").format(
+                sql.Identifier(shape.schema), sql.Identifier(shape.name), sql.Identifier(column), sql.SQL(typ)
+            ),
+            (value if not isinstance(value, dict | list) else json.dumps(value),),
+        ).fetchone()
+        ok = bool(row and row[0])
+        if ok:
+            self._found.add(k)
+        return ok
+
+
+class MappedSource:
+    """One mapped source table: its events -> outcomes -> target changes and ledger rows."""
+
+    def __init__(
+        self, mapper: Mapper, source: str, pg_types: Mapping[str, str], writers: Mapping[str, TargetWriter], bookkeeping_schema: str
+    ) -> None:
+        self.mapper = mapper
+        self.source = source
+        self.pg_types = dict(pg_types)
+        self.writers = writers
+        self.targets = [t.table for t in mapper.table(source).targets]
+        self.pk = mapper.source_keys.get(source) or []
+        if not self.pk:
+            raise ConfigError(f"mapped source table {source} has no primary key", "give it one, or leave it unmapped")
+        self.bk = sql.Identifier(bookkeeping_schema)
+        self.sql_positions = sql.SQL(
+            "SELECT entry, position FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
+        ).format(self.bk)
+
+    def entry_of(self, e: ChangeEvent) -> tuple[str, list[Any], dict[str, Any]]:
+        k = event_key(e, self.pg_types)
+        values = [k.get(c) for c in self.pk]
+        return key_text(values), [_jsonable(v) for v in values], k
+
+    def process(
+        self,
+        conn: psycopg.Connection,
+        events: list[ChangeEvent],
+        origins: Mapping[tuple[str, int], Origin],
+        parents: TargetParents | None,
+        *,
+        replay: bool = False,
+        rerun: bool = False,
+        expired: frozenset[str] = frozenset(),
+    ) -> MappedResult:
+        """Map and apply c/u/r/d events of this source table inside the caller's transaction.
+
+        ``origins``: (raw key id, position) -> where the event was read (dead letters keep it).
+        ``replay``: a rewind's replay; ``rerun``: a held record re-run (deferral retry, dlq replay);
+        both pass at the position the ledger already holds. ``expired``: entries whose deferral
+        window has ended (a still-missing parent dead-letters them)."""
+        res = MappedResult()
+        if not events:
+            return res
+        survivors = collapse(events)
+        res.skipped = len(events) - len(survivors)
+        keyed = [(e, *self.entry_of(e)) for e in survivors]
+        stored = dict(conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall())
+        changes: dict[str, list[RowChange]] = defaultdict(list)
+        held: list[Held] = []
+        for e, entry, skey, key_row in keyed:
+            have = stored.get(entry)
+            if have is not None and (e.position < have or (e.position == have and not (replay or rerun))):
+                res.skipped += 1
+                continue
+            origin = origins.get((_key_id(e), e.position))
+            h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
+            if e.is_delete:
+                h.outcome = "deleted"
+                self._delete_targets(changes, key_row, e.position)
+            else:
+                row, unavailable = event_row(e, self.pg_types)
+                out = self.mapper.map_row(self.source, row, parents=parents, unavailable=unavailable)
+                if isinstance(out, Mapped):
+                    for tr in out.rows:
+                        if tr.key is None:
+                            raise ConfigError(f"target {tr.table} of {self.source} has no known key", "set `key:` in the mapping")
+                        changes[tr.table].append(RowChange(tr.key, tr.values, e.position, tr.unavailable))
+                elif isinstance(out, Filtered):
+                    h.outcome, h.rule, h.reason = "filtered", out.filter, out.reason
+                    res.filters[out.filter] += 1
+                    self._delete_targets(changes, key_row, e.position)
+                elif isinstance(out, Rejected):
+                    h.rule, h.reason = out.rule, out.reason
+                    h.failures = [f.as_dict() for f in out.failures]
+                    if out.deferrable and entry not in expired:
+                        h.outcome = "deferred"
+                        h.window_s = max(f.window_s for f in out.failures)
+                    else:
+                        h.outcome = "dead_letter"
+                        if out.deferrable:
+                            h.reason = f"parent did not arrive within its window: {out.reason}"
+                        self._delete_targets(changes, key_row, e.position)
+                        res.dead_letters.append(h)
+            res.by_outcome[h.outcome] += 1
+            held.append(h)
+        res.resolved = self._write_ledger(conn, held)
+        for target in self.targets:
+            # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
+            r = self.writers[target].apply(conn, changes.get(target, []), replay=replay or rerun)
+            res.applied += r.applied
+            res.deleted += r.deleted
+            res.toast_missing.extend(r.toast_missing)
+        res.filtered = res.by_outcome["filtered"]
+        res.deferred = res.by_outcome["deferred"]
+        return res
+
+    def _delete_targets(self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int) -> None:
+        for target, tkey in self.mapper.map_key(self.source, key_row):
+            changes[target].append(RowChange(tkey, None, pos))
+
+    def _write_ledger(self, conn: psycopg.Connection, held: list[Held]) -> int:
+        """Upsert the outcomes (newest position wins); returns how many held records they resolved."""
+        if not held:
+            return 0
+        resolved = conn.execute(
+            sql.SQL(
+                "SELECT count(*) FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s) AND outcome IN ('dead_letter', 'deferred')"
+            ).format(self.bk),
+            (self.source, [h.entry for h in held if h.outcome not in ("dead_letter", "deferred")]),
+        ).fetchone()
+        write_ledger(conn, self.bk, held)
+        return int(resolved[0]) if resolved else 0
+
+    def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
+        shared = [t for t in self.targets if len(self.mapper.sources_of(t)) > 1]
+        if shared:
+            raise SchemaMismatch(
+                f"{reason} of {self.source}, whose target {shared[0]} also holds rows of "
+                f"{', '.join(s for s in self.mapper.sources_of(shared[0]) if s != self.source)}: crossfade cannot tell them apart",
+                f"delete the rows of {self.source} from {shared[0]} by hand, then restart sync",
+            )
+        n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
+        conn.execute(
+            sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(self.bk), (self.source, pos)
+        )
+        return n
+
+
+def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held]) -> None:
+    """Upsert ledger rows, each only over an older (or equal) position of its key. Details and
+    bytes are kept for held outcomes only; a deferral keeps the deadline of its first deferral."""
+    stmt = sql.SQL(
+        """INSERT INTO {bk}.ledger AS l (source_table, entry, position, outcome, source_key, rule, reason, failures,
+               topic, partition, "offset", key, value, headers, deadline)
+           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + make_interval(secs => %s))
+           ON CONFLICT (source_table, entry) DO UPDATE SET position = EXCLUDED.position, outcome = EXCLUDED.outcome,
+               source_key = EXCLUDED.source_key, rule = EXCLUDED.rule, reason = EXCLUDED.reason,
+               failures = EXCLUDED.failures, topic = EXCLUDED.topic, partition = EXCLUDED.partition,
+               "offset" = EXCLUDED."offset", key = EXCLUDED.key, value = EXCLUDED.value, headers = EXCLUDED.headers,
+               first_at = CASE WHEN l.outcome = EXCLUDED.outcome THEN l.first_at ELSE now() END,
+               deadline = CASE WHEN l.outcome = 'deferred' AND EXCLUDED.outcome = 'deferred' THEN l.deadline
+                               ELSE EXCLUDED.deadline END,
+               at = now()
+           WHERE l.position <= EXCLUDED.position"""
+    ).format(bk=bk)
+    params = []
+    for h in held:
+        keep = h.outcome in HELD
+        o = h.origin if h.outcome in ("dead_letter", "deferred") else None
+        params.append((
+            h.source_table, h.entry, h.position, h.outcome, Jsonb(h.source_key) if h.source_key is not None else None,
+            h.rule if keep else None, h.reason if keep else None, Jsonb(h.failures) if keep and h.failures else None,
+            o.topic if o else None, o.partition if o else None, o.offset if o else None,
+            o.key if o else None, o.value if o else None, Jsonb(o.headers) if o else None,
+            h.window_s if h.outcome == "deferred" else None,
+        ))
+    with conn.cursor() as cur:
+        cur.executemany(stmt, params)
+
+
+def ensure_position_column(conn: psycopg.Connection, table: str) -> None:
+    """Mapped target tables get ``_cf_pos`` too (the guard of DESIGN decision 2)."""
+    schema, name = table.split(".", 1)
+    conn.execute(
+        sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} numeric").format(
+            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(POS_COLUMN)
+        )
+    )
+
+
+def build_mapped(
+    mapper: Mapper, report: Any, conn: psycopg.Connection, bookkeeping_schema: str
+) -> tuple[dict[str, MappedSource], dict[str, TargetWriter], dict[str, TableShape]]:
+    """The :class:`MappedSource` of every mapped (non-identity) source table, their target
+    writers, and the shapes of all target tables (for :class:`TargetParents`)."""
+    sources = [s for s, ct in mapper.tables.items() if not ct.identity]
+    writers: dict[str, TargetWriter] = {}
+    shapes: dict[str, TableShape] = {}
+    for s in sources:
+        for t in mapper.table(s).targets:
+            if t.table in writers:
+                continue
+            ensure_position_column(conn, t.table)
+            shape = read_shape(conn, t.table)
+            if shape is None:
+                raise ConfigError(f"target table {t.table} (mapping of {s}) does not exist", "create it in the new database")
+            produced = tuple(c.name for c in t.columns)
+            if t.copy_columns:
+                produced = tuple(c.name for c in shape.columns)
+            assert t.key is not None
+            writers[t.table] = TargetWriter(shape, tuple(t.key), produced, bookkeeping_schema)
+    for t in mapper.target_tables():
+        shape = read_shape(conn, t)
+        if shape is not None:
+            shapes[t] = shape
+    out = {s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources}
+    return out, writers, shapes
+
+
+def parent_order(mapper: Mapper, sources: Iterable[str]) -> list[str]:
+    """Source tables ordered so the targets a ``references`` rule points at are applied first."""
+    deps: dict[str, set[str]] = {}
+    for s in sources:
+        parents: set[str] = set()
+        if s in mapper.tables and not mapper.table(s).identity:
+            for t in mapper.table(s).targets:
+                for _col, r, _checks in t.rules:
+                    ref = r.reference if r is not None else None
+                    if ref is not None:
+                        parents.update(p for p in mapper.sources_of(ref.table) if p != s)
+        deps[s] = parents
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(s: str, path: tuple[str, ...] = ()) -> None:
+        if s in seen or s in path:
+            return
+        for p in sorted(deps.get(s, ())):
+            if p in deps:
+                visit(p, (*path, s))
+        seen.add(s)
+        order.append(s)
+
+    for s in sorted(deps):
+        visit(s)
+    return order
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
