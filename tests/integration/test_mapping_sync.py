@@ -179,3 +179,79 @@ def test_replayed_older_change_cannot_reopen_or_undo(stack: Any) -> None:
     assert _ledger(stack, "dead_letter") == {}
     with stack.tgt() as c:
         assert c.execute("SELECT email FROM crm.people WHERE legacy_id = 1").fetchone() == ("ann@example.com",)
+
+
+def _expected_survivor(members: list[dict[str, Any]], group: set[int]) -> int:
+    """survivorship `oldest` by updated_at (then key): the member whose row the group keeps."""
+    return min(group, key=lambda i: (next(m for m in members if m["id"] == i)["updated_at"], i))
+
+
+def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
+    members, notes, expect = generate()
+    with stack.src() as c:
+        c.execute(LEGACY_DDL)
+        with c.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO public.members VALUES (%(id)s, %(full_name)s, %(email)s, %(phone)s, %(dob)s, %(country)s, "
+                "%(active)s, %(last_seen)s, %(updated_at)s)", members)
+            cur.executemany("INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes)
+    with stack.tgt() as c:
+        c.execute(TARGET_DDL)
+    mapping = copy.deepcopy(MAPPING)
+    mapping["dedup"]["crm.people"]["survivorship"]["survivor"] = "oldest"
+    _configure(stack, mapping)
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+
+    rejected = set().union(*(set(v) for v in expect["rules"].values()))
+    migrated = {m["id"] for m in members} - rejected - set(expect["filtered"])
+    groups = [g for g in expect["groups"] if g <= migrated]
+    assert len(groups) == len(expect["groups"]) == 8
+    merged_away = {i for g in groups for i in g if i != _expected_survivor(members, g)}
+    with stack.tgt() as c:
+        people = {r[0] for r in c.execute("SELECT legacy_id FROM crm.people")}
+        crosswalk = {json.loads(r[0])[0]: json.loads(r[1])[0] for r in c.execute(
+            "SELECT member_key, survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people'")}
+        note_parents = {r[0] for r in c.execute("SELECT person_id FROM crm.notes")}
+    # one golden row per true duplicate group, nobody else merged (the household stays two people)
+    assert people == migrated - merged_away
+    assert set(crosswalk) == migrated  # every legacy key resolves
+    for g in groups:
+        s = _expected_survivor(members, g)
+        assert all(crosswalk[i] == s for i in g), (g, {i: crosswalk[i] for i in g})
+    assert all(crosswalk[i] == i for i in migrated - set().union(*groups))
+    # children point at survivors: every note's person is a row of the target
+    assert note_parents <= people
+
+    # explain a merge
+    dup = sorted(merged_away)[0]
+    r = stack.cli("dedup", "explain", str(dup), "--json")
+    assert r.returncode == 0, r.stderr
+    (exp,) = json.loads(r.stdout)
+    assert exp["merged"] and exp["survivor"] == [crosswalk[dup]] and exp["evidence"]
+    assert {m["key"][0] for m in exp["members"]} == next(g for g in groups if dup in g)
+
+    # a later change of a merged member updates the golden record (most recent non-empty value)
+    g0 = next(g for g in groups if dup in g)
+    s0 = crosswalk[dup]
+    stack.sql("UPDATE public.members SET dob = '1999-09-09', updated_at = '2030-01-01 00:00' WHERE id = %s", (dup,))
+    # a member that stops matching leaves its group: two records again
+    split = sorted(merged_away - g0)[0]
+    stack.sql("UPDATE public.members SET email = 'someone.else@example.com', phone = NULL WHERE id = %s", (split,))
+    stack.fence()
+    with stack.tgt() as c:
+        assert c.execute("SELECT birth_date::text FROM crm.people WHERE legacy_id = %s", (s0,)).fetchone() == ("1999-09-09",)
+        assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (dup,)).fetchone() is None
+        assert c.execute("SELECT email FROM crm.people WHERE legacy_id = %s", (split,)).fetchone() == ("someone.else@example.com",)
+        cw = c.execute("SELECT survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people' AND member_key = %s",
+                       (json.dumps([split]),)).fetchone()
+        assert cw == (json.dumps([split]),)
+    # deleting the survivor hands the group to the next member
+    stack.sql("DELETE FROM public.notes WHERE member_id = %s", (s0,))
+    stack.sql("DELETE FROM public.members WHERE id = %s", (s0,))
+    stack.fence()
+    with stack.tgt() as c:
+        rest = sorted(g0 - {s0})
+        assert c.execute("SELECT count(*) FROM crm.people WHERE legacy_id = ANY(%s)", (rest,)).fetchone() == (1,)
+        assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (s0,)).fetchone() is None

@@ -455,6 +455,44 @@ def dlq_replay(config: str | None, rule: str | None, table: str | None, dry_run:
     sys.exit(0 if rep.still_failing == 0 else 1)
 
 
+@cli.group()
+def dedup() -> None:
+    """Deduplication: why legacy records were merged into one golden record."""
+
+
+@dedup.command("explain")
+@config_option
+@click.argument("key")
+@click.option("--table", help="The deduplicated target table (schema.table), if the key is ambiguous.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool) -> None:
+    """Show the golden record KEY (a legacy key: its mapped key value, or a JSON array) belongs
+    to, the members of its group, and the rule and evidence of each merge. Exit 1 when the key
+    is not known."""
+    from crossfade.capture.preflight import connect
+    from crossfade.sync.dedup import explain
+
+    s = _settings(config)
+    with connect(s.target, "target", autocommit=True) as conn:
+        found = explain(conn, s.sync.bookkeeping_schema, table, key)
+    if as_json:
+        click.echo(json.dumps(found, indent=2, default=str))
+    for f in [] if as_json else found:
+        if not f["merged"]:
+            click.echo(f"{f['table']} {f['key']}: not merged (its own golden record)")
+            continue
+        click.echo(f"{f['table']} {f['key']}: merged into the golden record {f['survivor']} with "
+                   f"{len(f['members']) - 1} other record(s)")
+        for m in f["members"]:
+            tag = "survivor" if m["key"] == f["survivor"] else f"merged by rule {m['rule']}"
+            click.echo(f"  {m['key']}  ({tag})  {json.dumps(m['row'], default=str)}")
+        for e in f["evidence"]:
+            click.echo(f"  {e['a']} ~ {e['b']}: {e['explanation']}")
+    if not found:
+        click.echo(f"key {key} is not in the crosswalk (not a deduplicated record, or not synced yet)", err=True)
+    sys.exit(0 if found else 1)
+
+
 # verify, checkpoint, rewind, cutover, dlq ack: a group of the same name defined here gets the
 # subcommands added instead of being replaced
 for _command in cli_cutover.COMMANDS:

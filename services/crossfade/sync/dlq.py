@@ -23,7 +23,7 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.apply import TableApplier, _key_id
-from crossfade.sync.mapped import Origin, TargetParents, build_mapped
+from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.sync.target_ddl import read_shape
 
 
@@ -155,7 +155,7 @@ def replay(settings: Settings, *, rule: str | None = None, table: str | None = N
         with connect(settings.source, "source") as src:
             mapper, schema_report = load_mapper(settings.mapping, list(settings.tables), src, conn)
         schema_report.raise_for_errors()
-        mapped, _writers, shapes = build_mapped(mapper, schema_report, conn, bk_name)
+        mapped, writers, shapes = build_mapped(mapper, schema_report, conn, bk_name)
         try:
             with conn.transaction():
                 cond = [sql.SQL("outcome = 'dead_letter'")]
@@ -186,7 +186,7 @@ def replay(settings: Settings, *, rule: str | None = None, table: str | None = N
                         continue
                     by_table[src_table].append((entry, e))
                     origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
-                parents = TargetParents(conn, shapes)
+                parents = make_parents(conn, shapes, writers, bk_name)
                 for src_table, pairs in by_table.items():
                     events = [e for _, e in pairs]
                     decoded_entries = [entry for entry, _ in pairs if entry.startswith("@")]

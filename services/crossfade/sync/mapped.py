@@ -134,6 +134,9 @@ class TargetWriter:
         self.default_cols = tuple(sorted({*produced, *key} & set(names), key=self.order.__getitem__))
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
         self._appliers: dict[tuple[str, ...], TableApplier] = {}
+        self.redirects: list[tuple[str, str]] = []
+        """(column, deduplicated parent table): values are legacy parent keys, written as the
+        key of the parent's survivor (crossfade.sync.dedup)."""
 
     @property
     def table(self) -> str:
@@ -178,6 +181,7 @@ class TargetWriter:
                 cols = tuple(sorted((c for c in ch.values if c in self.order), key=self.order.__getitem__))
             groups[cols].append((k, ch))
         total.skipped = len(changes) - len(best)
+        self._redirect(conn, best.values())
         kidx = {c: i for i, c in enumerate(self.key)}
         for cols, items in groups.items():
             a = self.applier(cols)
@@ -201,6 +205,21 @@ class TargetWriter:
             total.toast_missing.extend(r.toast_missing)
         return total
 
+    def _redirect(self, conn: psycopg.Connection, changes: Iterable[RowChange]) -> None:
+        if not self.redirects:
+            return
+        from crossfade.sync.dedup import resolve
+
+        rows = [ch for ch in changes if ch.values is not None]
+        for col, parent in self.redirects:
+            survivors = resolve(conn, self.bk, parent, [ch.values[col] for ch in rows if ch.values and ch.values.get(col) is not None])
+            for ch in rows:
+                assert ch.values is not None
+                v = ch.values.get(col)
+                s = survivors.get(key_text([v])) if v is not None else None
+                if s is not None and s[0] != _jsonable(v):
+                    ch.values = {**ch.values, col: s[0]}
+
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
         a = self.applier()
         a.prepare(conn)
@@ -212,9 +231,15 @@ class TargetParents:
     transaction (so a parent applied earlier in the same batch counts). Found keys are cached for
     the batch; a missing one is asked again (it may arrive later in the batch)."""
 
-    def __init__(self, conn: psycopg.Connection, shapes: Mapping[str, TableShape]) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, shapes: Mapping[str, TableShape], dedup: Mapping[str, tuple[str, ...]] | None = None,
+        bookkeeping_schema: str = "crossfade",
+    ) -> None:
         self.conn = conn
         self.shapes = shapes
+        self.dedup = dict(dedup or {})
+        """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
+        self.bk = sql.Identifier(bookkeeping_schema)
         self._found: set[tuple[str, str, str]] = set()
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
@@ -224,6 +249,14 @@ class TargetParents:
         k = (table, column, key_text([value]))
         if k in self._found:
             return True
+        if self.dedup.get(table) == (column,):
+            row = self.conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s)").format(self.bk),
+                (table, k[2]),
+            ).fetchone()
+            if row and row[0]:
+                self._found.add(k)
+                return True
         typ = shape.column(column).type_sql
         row = self.conn.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}))").format(
@@ -398,6 +431,16 @@ def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held])
         cur.executemany(stmt, params)
 
 
+def make_parents(
+    conn: psycopg.Connection, shapes: Mapping[str, TableShape], writers: Mapping[str, Any], bookkeeping_schema: str
+) -> TargetParents:
+    """The :class:`TargetParents` of a batch (deduplicated targets answer through the crosswalk)."""
+    from crossfade.sync.dedup import DedupWriter
+
+    dedup = {t: w.key for t, w in writers.items() if isinstance(w, DedupWriter)}
+    return TargetParents(conn, shapes, dedup, bookkeeping_schema)
+
+
 def ensure_position_column(conn: psycopg.Connection, table: str) -> None:
     """Mapped target tables get ``_cf_pos`` too (the guard of DESIGN decision 2)."""
     schema, name = table.split(".", 1)
@@ -414,25 +457,39 @@ def build_mapped(
     """The :class:`MappedSource` of every mapped (non-identity) source table, their target
     writers, and the shapes of all target tables (for :class:`TargetParents`)."""
     sources = [s for s, ct in mapper.tables.items() if not ct.identity]
-    writers: dict[str, TargetWriter] = {}
+    from crossfade.sync import dedup
+
+    writers: dict[str, Any] = {}
     shapes: dict[str, TableShape] = {}
+    if mapper.config.dedup:
+        for stmt in dedup.ddl(bookkeeping_schema):
+            conn.execute(stmt)
+    for t in mapper.target_tables():
+        ensure_position_column(conn, t)
+        shape = read_shape(conn, t)
+        if shape is None:
+            raise ConfigError(f"target table {t} (in the mapping) does not exist", "create it in the new database")
+        shapes[t] = shape
     for s in sources:
         for t in mapper.table(s).targets:
             if t.table in writers:
                 continue
-            ensure_position_column(conn, t.table)
-            shape = read_shape(conn, t.table)
-            if shape is None:
-                raise ConfigError(f"target table {t.table} (mapping of {s}) does not exist", "create it in the new database")
+            shape = shapes[t.table]
             produced = tuple(c.name for c in t.columns)
             if t.copy_columns:
                 produced = tuple(c.name for c in shape.columns)
             assert t.key is not None
-            writers[t.table] = TargetWriter(shape, tuple(t.key), produced, bookkeeping_schema)
-    for t in mapper.target_tables():
-        shape = read_shape(conn, t)
-        if shape is not None:
-            shapes[t] = shape
+            spec = mapper.config.dedup.get(t.table)
+            if spec is not None:
+                writers[t.table] = dedup.DedupWriter(shape, tuple(t.key), produced, spec, mapper, bookkeeping_schema,
+                                                     dedup.children_of(mapper, t.table, shapes))
+            else:
+                w = TargetWriter(shape, tuple(t.key), produced, bookkeeping_schema)
+                for col, r, _checks in t.rules:
+                    ref = r.reference if r is not None else None
+                    if ref is not None and ref.table in mapper.config.dedup:
+                        w.redirects.append((col, ref.table))
+                writers[t.table] = w
     out = {s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources}
     return out, writers, shapes
 

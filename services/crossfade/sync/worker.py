@@ -62,8 +62,8 @@ from crossfade.sync.mapped import (
     MappedSource,
     Origin,
     TargetParents,
-    TargetWriter,
     build_mapped,
+    make_parents,
     parent_order,
     write_ledger,
 )
@@ -136,7 +136,7 @@ class SyncWorker:
         """Partitions being replayed after a rewind -> the offset where the replay ends."""
         self.mapped: dict[str, MappedSource] = {}
         """Source tables with a mapping (crossfade.sync.mapped); the others are identity-mapped."""
-        self.writers: dict[str, TargetWriter] = {}
+        self.writers: dict[str, Any] = {}
         self.target_shapes: dict[str, Any] = {}
         self.table_order: list[str] = list(settings.tables)
         self._dead: list[tuple[Held, str]] = []
@@ -489,7 +489,7 @@ class SyncWorker:
                 ])
             # 3. apply per table, parents of a mapping's references first
             per_tp_stats: dict[tuple[str, int], list[int]] = {}
-            parents = TargetParents(conn, self.target_shapes) if self.mapped else None
+            parents = make_parents(conn, self.target_shapes, self.writers, self.bk) if self.mapped else None
             present = {self.topics[tp[0]] for tp in items if tp[0] in self.topics}
             for table in [t for t in self.table_order if t in present]:
                 tps = [tp for tp in items if self.topics.get(tp[0]) == table]
@@ -707,7 +707,7 @@ class SyncWorker:
         with conn.transaction():
             tps = list(self.owner)
             self._lock_owned(conn, tps)
-            self._retry_deferred(conn, tps, TargetParents(conn, self.target_shapes))
+            self._retry_deferred(conn, tps, make_parents(conn, self.target_shapes, self.writers, self.bk))
             if self._dead:
                 self._produce_dead()
         self._merge_pending()

@@ -1,0 +1,408 @@
+"""Deduplication in the live sync: golden records, the id crosswalk, children pointing at survivors.
+
+A target table with a ``mapping.dedup`` entry is written by a :class:`DedupWriter` instead of the
+plain guarded upsert. Every mapped row is a *member*, kept in ``<bookkeeping>.dedup_members``
+with its blocking keys (:meth:`crossfade.mapping.dedup.Matcher.block_keys`) and its source
+position (older changes of a member are refused, as everywhere). For each batch, in the batch
+transaction and under a per-target advisory lock (members of one group arrive through different
+partitions and workers):
+
+1. the changed members are upserted (a delete marks the member gone);
+2. the *component* around them is loaded: members sharing a blocking key with a changed member
+   (old or new keys, so a member that leaves a group splits it), transitively, plus the members
+   of the groups they were in;
+3. :class:`~crossfade.mapping.dedup.Deduper` — the same code audit and dry-run use — regroups the
+   component; :func:`~crossfade.mapping.dedup.survive` builds each golden record;
+4. the target gets exactly one row per group (the golden record, under the survivor's key) and
+   none for merged members; ``<bookkeeping>.crosswalk`` maps every member key to its survivor
+   key with the rule and evidence of the merge (``crossfade dedup explain``);
+5. children: a column with a ``references`` rule to this target is rewritten through the
+   crosswalk, in rows written now and in rows already in the target whose parent just merged.
+
+The golden record is rebuilt from the stored members on every change of any of them, so a later
+change to any member updates it. Members' values are stored as JSON; values that JSON has no
+type for (dates, decimals) are kept as text and PostgreSQL reads them back into the column type.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from crossfade.mapping.dedup import Deduper, DupGroup
+from crossfade.mapping.engine import Mapper
+from crossfade.mapping.model import DedupSpec
+from crossfade.sync.apply import ApplyResult
+from crossfade.sync.target_ddl import POS_COLUMN, TableShape
+
+log = logging.getLogger(__name__)
+
+MAX_COMPONENT = 5000
+"""A component larger than this is not regrouped live (a placeholder value shared by thousands
+of rows is not evidence); sync stops with a message naming the blocking key."""
+
+
+def ddl(schema: str) -> list[sql.Composable]:
+    s = sql.Identifier(schema)
+    return [
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.dedup_members (
+                target_table text NOT NULL, member_key text NOT NULL, key jsonb NOT NULL,
+                source_table text, block_keys text[] NOT NULL DEFAULT '{{}}', row jsonb,
+                position numeric NOT NULL, deleted boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (target_table, member_key))"""
+        ).format(s),
+        sql.SQL("CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)").format(s),
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.crosswalk (
+                target_table text NOT NULL, member_key text NOT NULL, survivor_key text NOT NULL,
+                survivor jsonb NOT NULL, source_table text, rule text, evidence jsonb,
+                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target_table, member_key))"""
+        ).format(s),
+        sql.SQL("CREATE INDEX IF NOT EXISTS crosswalk_survivor ON {}.crosswalk (target_table, survivor_key)").format(s),
+    ]
+
+
+def _text(values: Iterable[Any]) -> str:
+    from crossfade.sync.mapped import key_text
+
+    return key_text(values)
+
+
+def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(dict(values), default=str, ensure_ascii=False))
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRef:
+    """A column of a child target table whose ``references`` rule points at a dedup target."""
+
+    table: str
+    column: str
+    type_sql: str
+
+
+class DedupWriter:
+    """Writes one deduplicated target table (module docstring). Same interface as
+    :class:`crossfade.sync.mapped.TargetWriter`."""
+
+    def __init__(
+        self, shape: TableShape, key: tuple[str, ...], produced: tuple[str, ...], spec: DedupSpec,
+        mapper: Mapper, bookkeeping_schema: str, children: list[ChildRef],
+    ) -> None:
+        self.shape = shape
+        self.key = key
+        self.spec = spec
+        self.mapper = mapper
+        self.bk = sql.Identifier(bookkeeping_schema)
+        names = [c.name for c in shape.columns]
+        self.cols = [c for c in names if c in set(produced) | set(key)]
+        self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+        self.children = children
+        self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
+        self.matcher_cols = Deduper(shape.qualified, spec, mapper.registry).matcher.columns
+
+    @property
+    def table(self) -> str:
+        return self.shape.qualified
+
+    def forget(self, conn: psycopg.Connection) -> None:
+        pass
+
+    def _deduper(self) -> Deduper:
+        return Deduper(self.table, self.spec, self.mapper.registry, keep=self.cols, key_columns=list(self.key))
+
+    # -- apply --------------------------------------------------------------------------------
+    def apply(self, conn: psycopg.Connection, changes: list[Any], *, replay: bool = False) -> ApplyResult:
+        res = ApplyResult()
+        if not changes:
+            return res
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",))
+        best: dict[str, Any] = {}
+        for ch in changes:
+            k = _text(ch.key)
+            if k not in best or ch.position >= best[k].position:
+                best[k] = ch
+        res.skipped = len(changes) - len(best)
+        old = {
+            r[0]: (int(r[1]), list(r[2] or []))
+            for r in conn.execute(
+                sql.SQL("SELECT member_key, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                        "AND member_key = ANY(%s)").format(self.bk),
+                (self.table, list(best)),
+            ).fetchall()
+        }
+        matcher = self._deduper().matcher
+        seed_blocks: set[str] = set()
+        upserts, deletes = [], []
+        for k, ch in best.items():
+            have = old.get(k)
+            if have is not None and (ch.position < have[0] or (ch.position == have[0] and not replay)):
+                res.skipped += 1
+                continue
+            if have is not None:
+                seed_blocks.update(have[1])
+            if ch.values is None:
+                deletes.append((k, ch))
+                res.deleted += 1
+            else:
+                vals = {c: ch.values.get(c) for c in self.cols}
+                if ch.unavailable:
+                    raise_unavailable(self.table, k, ch.unavailable)
+                blocks = matcher.block_keys(vals)
+                seed_blocks.update(blocks)
+                upserts.append((k, ch, blocks, vals))
+                res.applied += 1
+        if not upserts and not deletes:
+            return res
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, source_table, block_keys, row, position, deleted) "
+                    "VALUES (%s,%s,%s,NULL,%s,%s,%s,false) ON CONFLICT (target_table, member_key) DO UPDATE SET "
+                    "key = EXCLUDED.key, block_keys = EXCLUDED.block_keys, row = EXCLUDED.row, position = EXCLUDED.position, "
+                    "deleted = false"
+                ).format(self.bk),
+                [(self.table, k, Jsonb([_jv(v) for v in ch.key]), blocks, Jsonb(_json_row(vals)), ch.position) for k, ch, blocks, vals in upserts],
+            )
+            cur.executemany(
+                sql.SQL(
+                    "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, block_keys, row, position, deleted) "
+                    "VALUES (%s,%s,%s,'{{}}',NULL,%s,true) ON CONFLICT (target_table, member_key) DO UPDATE SET "
+                    "block_keys = '{{}}', row = NULL, position = EXCLUDED.position, deleted = true"
+                ).format(self.bk),
+                [(self.table, k, Jsonb([_jv(v) for v in ch.key]), ch.position) for k, ch in deletes],
+            )
+        changed = {k for k, *_ in upserts} | {k for k, _ in deletes}
+        self._regroup(conn, changed, seed_blocks)
+        return res
+
+    def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
+        bk = self.bk
+        # members of the groups the changed ones were in (a member leaving splits its group)
+        prior = {r[0] for r in conn.execute(
+            sql.SQL("SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
+                    "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)").format(bk=bk),
+            (self.table, list(changed)),
+        ).fetchall()}
+        members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
+        want_keys = set(changed) | prior
+        seen_blocks: set[str] = set()
+        todo_blocks = set(blocks)
+        while want_keys or todo_blocks:
+            rows = conn.execute(
+                sql.SQL("SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                        "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])").format(bk),
+                (self.table, list(want_keys), list(todo_blocks)),
+            ).fetchall()
+            seen_blocks |= todo_blocks
+            want_keys, todo_blocks = set(), set()
+            for mk, key, row, pos, bks in rows:
+                if mk in members:
+                    continue
+                members[mk] = (key, row, int(pos), list(bks or []))
+                todo_blocks.update(b for b in bks or [] if b not in seen_blocks)
+            if len(members) > MAX_COMPONENT:
+                from crossfade.errors import SchemaMismatch
+
+                raise SchemaMismatch(
+                    f"deduplication of {self.table}: more than {MAX_COMPONENT} records share matching keys "
+                    f"(e.g. {sorted(todo_blocks)[:1]})",
+                    "make the match rules stricter (a placeholder value is not evidence), then restart sync",
+                )
+        d = self._deduper()
+        pos_of: dict[tuple[Any, ...], int] = {}
+        for _mk, (key, row, pos, _b) in sorted(members.items()):
+            k = tuple(key)
+            d.add(k, row, self.table)
+            pos_of[k] = pos
+        groups = d.groups()
+        in_group: dict[tuple[Any, ...], DupGroup] = {}
+        for g in groups:
+            for m in g.members:
+                in_group[m.key] = g
+        # target rows: a golden row per group, a member's own row when alone, none when merged
+        rows_out: list[tuple[tuple[Any, ...], dict[str, Any], int]] = []
+        gone: list[tuple[Any, ...]] = []
+        for _mk, (key, row, _pos, _b) in members.items():
+            k = tuple(key)
+            g = in_group.get(k)
+            if g is None:
+                rows_out.append((k, row, pos_of[k]))
+            elif g.survivor.key == k:
+                rows_out.append((k, g.golden, max(pos_of[m.key] for m in g.members)))
+            else:
+                gone.append(k)
+        deleted_members = [mk for mk in changed if mk not in members]
+        self._write_target(conn, rows_out, gone, deleted_members)
+        self._write_crosswalk(conn, members, in_group, deleted_members)
+
+    def _write_target(
+        self, conn: psycopg.Connection, rows: list[tuple[tuple[Any, ...], dict[str, Any], int]],
+        gone: list[tuple[Any, ...]], deleted_members: list[str],
+    ) -> None:
+        I = sql.Identifier  # noqa: E741,N806
+        key_match = sql.SQL(" AND ").join(
+            sql.SQL("{} = CAST(%s AS {})").format(I(k), sql.SQL(self.shape.column(k).type_sql)) for k in self.key
+        )
+        cols = [*self.cols, POS_COLUMN]
+        types = [sql.SQL(self.shape.column(c).type_sql) for c in self.cols] + [sql.SQL("numeric")]
+        non_key = [c for c in cols if c not in self.key]
+        upsert = sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}").format(
+            t=self.target,
+            cols=sql.SQL(", ").join(map(I, cols)),
+            vals=sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(t) for t in types),
+            key=sql.SQL(", ").join(map(I, self.key)),
+            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_key),
+        )
+        delete = sql.SQL("DELETE FROM {} WHERE {}").format(self.target, key_match)
+        with conn.cursor() as cur:
+            gone_keys = [list(k) for k in gone] + [json.loads(mk) for mk in deleted_members]
+            if gone_keys:
+                cur.executemany(delete, gone_keys)
+            if rows:
+                cur.executemany(upsert, [[*(self._param(c, vals.get(c)) for c in self.cols), pos] for _k, vals, pos in rows])
+
+    def _param(self, col: str, v: Any) -> Any:
+        if v is None:
+            return None
+        if col in self.json_cols:
+            return json.dumps(v)
+        if isinstance(v, list | dict):
+            return v
+        return v if isinstance(v, str | bool | int | float) else str(v)
+
+    def _write_crosswalk(
+        self, conn: psycopg.Connection, members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]],
+        in_group: dict[tuple[Any, ...], DupGroup], deleted_members: list[str],
+    ) -> None:
+        bk = self.bk
+        before = dict(conn.execute(
+            sql.SQL("SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(bk),
+            (self.table, [*members, *deleted_members]),
+        ).fetchall())
+        params = []
+        moved: list[tuple[list[Any], list[Any]]] = []  # (member key, survivor key) whose survivor changed
+        for mk, (key, _row, _pos, _b) in members.items():
+            g = in_group.get(tuple(key))
+            survivor = list(g.survivor.key) if g else key
+            sk = _text(survivor)
+            rule = evidence = None
+            if g is not None and g.survivor.key != tuple(key):
+                ev = [e.as_dict() for e in g.evidence]
+                rule = next((e["rule"] for e in ev if tuple(e["a"]) == tuple(key) or tuple(e["b"]) == tuple(key)), ev[0]["rule"] if ev else None)
+                evidence = ev
+            params.append((self.table, mk, sk, Jsonb(survivor), rule, Jsonb(evidence) if evidence is not None else None))
+            if before.get(mk, mk) != sk:
+                moved.append((key, survivor))
+        with conn.cursor() as cur:
+            cur.executemany(
+                sql.SQL("INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
+                        "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
+                        "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
+                        "evidence = EXCLUDED.evidence, updated_at = now()").format(bk),
+                params,
+            )
+            if deleted_members:
+                cur.execute(sql.SQL("DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(bk),
+                            (self.table, deleted_members))
+            # children already in the target follow their parent to its survivor
+            if len(self.key) == 1:
+                for ch in self.children:
+                    upd = sql.SQL("UPDATE {}.{} SET {c} = CAST(%s AS {t}) WHERE {c} = CAST(%s AS {t})").format(
+                        sql.Identifier(ch.table.split(".", 1)[0]), sql.Identifier(ch.table.split(".", 1)[1]),
+                        c=sql.Identifier(ch.column), t=sql.SQL(ch.type_sql),
+                    )
+                    for member_key, survivor in moved:
+                        if member_key != survivor:
+                            cur.execute(upd, (_jv(survivor[0]), _jv(member_key[0])))
+                    # a member that was merged and now stands alone again gets its children back
+                    # only through their own next change: the crosswalk no longer redirects them
+
+    def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",))
+        n = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s OR {} IS NULL").format(
+            self.target, sql.Identifier(POS_COLUMN), sql.Identifier(POS_COLUMN)), (pos,)).rowcount
+        conn.execute(sql.SQL("DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s").format(self.bk), (self.table, pos))
+        conn.execute(sql.SQL("DELETE FROM {}.crosswalk c WHERE target_table = %s AND NOT EXISTS (SELECT 1 FROM {}.dedup_members m "
+                             "WHERE m.target_table = c.target_table AND m.member_key = c.member_key)").format(self.bk, self.bk), (self.table,))
+        return n
+
+
+def _jv(v: Any) -> Any:
+    return v if v is None or isinstance(v, str | bool | int | float) else str(v)
+
+
+def raise_unavailable(table: str, key: str, cols: Iterable[str]) -> None:
+    from crossfade.errors import SchemaMismatch
+
+    raise SchemaMismatch(
+        f"an update of {table} key {key} left TOASTed column(s) {', '.join(sorted(cols))} unsent; "
+        "a deduplicated table needs every value to rebuild its golden record",
+        "set REPLICA IDENTITY FULL on the source table",
+    )
+
+
+def resolve(conn: psycopg.Connection, bookkeeping_schema: str, table: str, values: list[Any]) -> dict[str, list[Any]]:
+    """member key text -> survivor key, for the given single-column key values of ``table``."""
+    if not values:
+        return {}
+    rows = conn.execute(
+        sql.SQL("SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(
+            sql.Identifier(bookkeeping_schema)),
+        (table, [_text([v]) for v in values]),
+    ).fetchall()
+    return {r[0]: list(r[1]) for r in rows}
+
+
+def explain(conn: psycopg.Connection, bookkeeping_schema: str, table: str | None, key: str) -> list[dict[str, Any]]:
+    """Why a legacy key ended where it did: its survivor, the group's members, the rules and the
+    evidence of each merge. ``key``: the key value (one column) or a JSON array."""
+    bk = sql.Identifier(bookkeeping_schema)
+    try:
+        parsed = json.loads(key)
+    except ValueError:
+        parsed = key
+    candidates = {_text(parsed) if isinstance(parsed, list) else _text([parsed]), _text([key])}
+    cond = sql.SQL("member_key = ANY(%s)") + (sql.SQL(" AND target_table = %s") if table else sql.SQL(""))
+    rows = conn.execute(
+        sql.SQL("SELECT target_table, member_key, survivor_key FROM {}.crosswalk WHERE ").format(bk) + cond,
+        [list(candidates), *([table] if table else [])],
+    ).fetchall()
+    out = []
+    for t, mk, sk in rows:
+        group = conn.execute(
+            sql.SQL("SELECT c.member_key, c.rule, c.evidence, m.row FROM {bk}.crosswalk c LEFT JOIN {bk}.dedup_members m "
+                    "ON m.target_table = c.target_table AND m.member_key = c.member_key "
+                    "WHERE c.target_table = %s AND c.survivor_key = %s ORDER BY c.member_key").format(bk=bk),
+            (t, sk),
+        ).fetchall()
+        evidence = next((g[2] for g in group if g[2]), []) or []
+        out.append({
+            "table": t, "key": json.loads(mk), "survivor": json.loads(sk), "merged": len(group) > 1,
+            "members": [{"key": json.loads(g[0]), "rule": g[1], "row": g[3]} for g in group],
+            "evidence": evidence,
+        })
+    return out
+
+
+def children_of(mapper: Mapper, target: str, shapes: Mapping[str, TableShape]) -> list[ChildRef]:
+    out = []
+    for ct in mapper.tables.values():
+        for t in ct.targets:
+            for col, r, _checks in t.rules:
+                ref = r.reference if r is not None else None
+                if ref is not None and ref.table == target and t.table in shapes:
+                    out.append(ChildRef(t.table, col, shapes[t.table].column(col).type_sql))
+    return out
+
+
+def dedup_targets(mapper: Mapper) -> dict[str, DedupSpec]:
+    return dict(mapper.config.dedup)
