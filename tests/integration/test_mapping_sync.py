@@ -121,7 +121,7 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
     bad_email = sorted(want_dead["crm.people.email:transform:email"])[0]
     stack.sql("UPDATE public.members SET email = 'fixed@example.com' WHERE id = %s", (bad_email,))
     # a migrated member that becomes filtered leaves the target
-    keep = sorted(people)[0]
+    keep = sorted(set(people) - {n["member_id"] for n in notes})[0]  # (its children would dangle: see README)
     stack.sql("UPDATE public.members SET active = false, last_seen = '2001-01-01' WHERE id = %s", (keep,))
     stack.fence()
     wait_for(lambda: not _ledger(stack, "deferred"), 30, "the deferred note to be applied")
@@ -148,6 +148,27 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
     after = _dlq_list(stack)
     assert "crm.people.phone:transform:phone" not in {g["rule"] for g in after["by_rule"]}
     assert after["accounting_closes"]
+
+    # verify maps every legacy row itself and compares with the target, accounting included
+    stack.start("sync")
+    _verify(stack, match=True)
+    with stack.tgt() as c:  # plant a wrong value: verify names the key and the column
+        c.execute("UPDATE crm.people SET full_name = 'Someone Else' WHERE legacy_id = %s", (bad_phone,))
+    rep = _verify(stack, match=False, no_fence=True)
+    people = next(t for t in rep["tables"] if t["name"] == "crm.people")
+    assert people["different"] == 1 and people["rows"][0]["key"] == {"legacy_id": bad_phone}
+    assert "full_name" in people["rows"][0]["columns"]
+
+
+def _verify(stack: Any, match: bool, no_fence: bool = False) -> dict[str, Any]:
+    r = stack.cli("verify", "--json", *(["--no-fence"] if no_fence else []), timeout=300)
+    assert r.returncode == (0 if match else 1), r.stdout[-3000:] + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["match"] is match, rep
+    for t in rep["tables"]:
+        assert t["mapping"]["accounting"], t
+        assert all(a["closes"] for a in t["mapping"]["accounting"]), t
+    return rep
 
 
 def test_replayed_older_change_cannot_reopen_or_undo(stack: Any) -> None:
@@ -247,6 +268,9 @@ def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
         cw = c.execute("SELECT survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people' AND member_key = %s",
                        (json.dumps([split]),)).fetchone()
         assert cw == (json.dumps([split]),)
+    rep = _verify(stack, match=True)
+    people_rep = next(t for t in rep["tables"] if t["name"] == "crm.people")
+    assert people_rep["mapping"]["merged_duplicates"] == len(merged_away) - 1  # the split pair is two people now
     # deleting the survivor hands the group to the next member
     stack.sql("DELETE FROM public.notes WHERE member_id = %s", (s0,))
     stack.sql("DELETE FROM public.members WHERE id = %s", (s0,))
@@ -255,3 +279,4 @@ def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
         rest = sorted(g0 - {s0})
         assert c.execute("SELECT count(*) FROM crm.people WHERE legacy_id = ANY(%s)", (rest,)).fetchone() == (1,)
         assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (s0,)).fetchone() is None
+    _verify(stack, match=True)

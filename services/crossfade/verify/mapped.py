@@ -1,0 +1,321 @@
+"""Verify for mapped tables: the legacy rows, mapped, against the target.
+
+The mapping is a pure function of a row (:class:`~crossfade.mapping.engine.Mapper`), so the
+expected target is computed from a repeatable-read snapshot of the legacy tables with the code
+audit uses: every source row of every source of a target table (parents first, so ``references``
+rules see the parent keys that will exist), filters and rules applied, duplicate groups merged
+into golden records with the same :class:`~crossfade.mapping.dedup.Deduper` and children pointed
+at survivors. The expected rows stream into a temporary table in the target database shaped like
+the target (PostgreSQL's own types normalise both sides) and three set queries find the missing,
+extra and different keys — memory stays bounded except for the keys ``references`` rules and
+deduplication need.
+
+Accounting: for each mapped source table the report says how many rows map, are rejected (and
+must be dead letters) and are filtered (and must be recorded as such) — and compares that with
+sync's ledger; an account that does not close is a failure, naming what to do.
+
+While sync runs, a difference may be in flight: with ``fence_recheck`` the comparison is repeated
+after a fence, up to ``rounds`` times, and only what is still different after the last counts.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.mapping.audit import (
+    key_columns,
+    parents_first,
+    prepare,
+    read_only,
+    stream_rows,
+    tracked_references,
+)
+from crossfade.mapping.dedup import Deduper
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected
+from crossfade.sync.target_ddl import TableShape, read_shape
+
+EXAMPLES = 20
+_seq = itertools.count()
+
+
+def _text(values: Iterable[Any]) -> str:
+    from crossfade.sync.mapped import key_text
+
+    return key_text(values)
+
+
+@dataclass
+class SourceAccount:
+    table: str
+    source_rows: int = 0
+    mapped: int = 0
+    rejected: set[str] = field(default_factory=set)
+    filtered: set[str] = field(default_factory=set)
+    ledger_dead: set[str] = field(default_factory=set)
+    ledger_filtered: set[str] = field(default_factory=set)
+
+    @property
+    def closes(self) -> bool:
+        return (self.source_rows == self.mapped + len(self.rejected) + len(self.filtered)
+                and self.rejected == self.ledger_dead and self.filtered == self.ledger_filtered)
+
+    def problem(self) -> str | None:
+        if self.closes:
+            return None
+        parts = []
+        if self.rejected - self.ledger_dead:
+            parts.append(f"{len(self.rejected - self.ledger_dead)} row(s) the mapping rejects are not dead letters "
+                         f"(e.g. {sorted(self.rejected - self.ledger_dead)[:3]}; in flight, or sync has not seen them)")
+        if self.ledger_dead - self.rejected:
+            parts.append(f"{len(self.ledger_dead - self.rejected)} dead letter(s) map now "
+                         f"(e.g. {sorted(self.ledger_dead - self.rejected)[:3]}): run `crossfade dlq replay`")
+        if self.filtered != self.ledger_filtered:
+            parts.append(f"filtered rows differ from sync's record ({len(self.filtered)} by the mapping, "
+                         f"{len(self.ledger_filtered)} recorded)")
+        return f"{self.table}: " + "; ".join(parts)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"table": self.table, "source_rows": self.source_rows, "mapped": self.mapped,
+                "rejected": len(self.rejected), "filtered": len(self.filtered),
+                "dead_letters": len(self.ledger_dead), "filtered_recorded": len(self.ledger_filtered),
+                "closes": self.closes}
+
+
+@dataclass
+class TargetResult:
+    table: str
+    sources: list[str]
+    expected_rows: int = 0
+    target_rows: int = 0
+    missing: list[list[Any]] = field(default_factory=list)
+    extra: list[list[Any]] = field(default_factory=list)
+    different: list[list[Any]] = field(default_factory=list)
+    n_missing: int = 0
+    n_extra: int = 0
+    n_different: int = 0
+    merged: int = 0
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def mismatched(self) -> int:
+        return self.n_missing + self.n_extra + self.n_different
+
+
+@dataclass
+class MappedRun:
+    targets: dict[str, TargetResult]
+    accounts: dict[str, SourceAccount]
+    seconds: float = 0.0
+
+
+class _Expected:
+    """Expected rows of one target, streamed into a temp table in the target database."""
+
+    def __init__(self, settings: Settings, shape: TableShape, key: tuple[str, ...], cols: list[str]) -> None:
+        self.shape, self.key, self.cols = shape, key, cols
+        # a session of its own: one COPY at a time per connection, and the temp table lives there
+        self.conn = tgt = connect(settings.target, "target")
+        self.name = sql.Identifier(f"cf_expect_{next(_seq)}")
+        self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+        tgt.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {}.{} WITH NO DATA").format(
+            self.name, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(shape.schema), sql.Identifier(shape.name)))
+        self._cur = tgt.cursor()
+        self._copy_cm = self._cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(self.name, sql.SQL(", ").join(map(sql.Identifier, cols))))
+        self._copy = self._copy_cm.__enter__()
+        self.rows = 0
+
+    def write(self, values: dict[str, Any]) -> None:
+        self._copy.write_row([Jsonb(values.get(c)) if c in self.json_cols and values.get(c) is not None else values.get(c)
+                              for c in self.cols])
+        self.rows += 1
+
+    def finish(self) -> None:
+        self._copy_cm.__exit__(None, None, None)
+        self._cur.close()
+
+    def close(self) -> None:
+        self.conn.rollback()
+        self.conn.close()
+
+
+def _compare(exp: _Expected, res: TargetResult) -> None:
+    I = sql.Identifier  # noqa: E741,N806
+    tgt = exp.conn
+    t = sql.SQL("{}.{}").format(I(exp.shape.schema), I(exp.shape.name))
+    on = sql.SQL(" AND ").join(sql.SQL("e.{0} = t.{0}").format(I(k)) for k in exp.key)
+    keys_e = sql.SQL(", ").join(sql.SQL("e.{}").format(I(k)) for k in exp.key)
+    keys_t = sql.SQL(", ").join(sql.SQL("t.{}").format(I(k)) for k in exp.key)
+
+    def col(alias: str, c: str) -> sql.Composable:
+        x = sql.SQL("{}.{}").format(sql.SQL(alias), I(c))
+        return sql.SQL("{}::jsonb").format(x) if c in exp.json_cols else x
+
+    row_e = sql.SQL(", ").join(col("e", c) for c in exp.cols)
+    row_t = sql.SQL(", ").join(col("t", c) for c in exp.cols)
+    res.expected_rows = exp.rows
+    res.target_rows = int(tgt.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()[0])  # type: ignore[index]
+    queries = {
+        "missing": sql.SQL("SELECT {k} FROM {e} e WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})").format(k=keys_e, e=exp.name, t=t, on=on),
+        "extra": sql.SQL("SELECT {k} FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE {on})").format(k=keys_t, e=exp.name, t=t, on=on),
+        "different": sql.SQL("SELECT {k} FROM {e} e JOIN {t} t ON {on} WHERE ROW({re}) IS DISTINCT FROM ROW({rt})").format(
+            k=keys_e, e=exp.name, t=t, on=on, re=row_e, rt=row_t),
+    }
+    for kind, q in queries.items():
+        rows = [list(r) for r in tgt.execute(q).fetchall()]
+        setattr(res, f"n_{kind}", len(rows))
+        setattr(res, kind, rows[:EXAMPLES])
+    for k in res.different[:EXAMPLES]:
+        cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(I(c)) for c in exp.key)
+        e = tgt.execute(sql.SQL("SELECT * FROM {} WHERE ").format(exp.name) + cond, k).fetchone()
+        tr = tgt.execute(sql.SQL("SELECT {} FROM {} WHERE ").format(sql.SQL(", ").join(map(I, exp.cols)), t) + cond, k).fetchone()
+        if e is None or tr is None:
+            continue
+        cols = {c: {"source": _clip(a), "target": _clip(b)} for c, a, b in zip(exp.cols, e, tr, strict=True) if a != b}
+        res.examples.append({"key": dict(zip(exp.key, k, strict=True)), "kind": "different", "columns": cols})
+    for kind in ("missing", "extra"):
+        for k in getattr(res, kind)[: EXAMPLES - len(res.examples)]:
+            res.examples.append({"key": dict(zip(exp.key, k, strict=True)), "kind": kind})
+
+
+def _clip(v: Any) -> Any:
+    s = v if v is None or isinstance(v, int | float | bool) else str(v)
+    return s[:120] + "..." if isinstance(s, str) and len(s) > 120 else s
+
+
+def _targets_of(mapper: Mapper, sources: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(t.table for s in sources for t in mapper.table(s).targets))
+
+
+def run_mapped(settings: Settings, sources: list[str], on_rows: Callable[[int], None] | None = None) -> MappedRun:
+    """One comparison of the targets of ``sources`` (all their sources are read)."""
+    t0 = time.monotonic()
+    bk = sql.Identifier(settings.sync.bookkeeping_schema)
+    with read_only(settings) as src, connect(settings.target, "target") as tgt:
+        mapper, schema = prepare(settings, src, check_target=True)
+        targets = _targets_of(mapper, sources)
+        all_sources = [s for s in parents_first(mapper) if any(t.table in targets for t in mapper.table(s).targets)
+                       and not mapper.table(s).identity]
+        keys = tracked_references(mapper)
+        shapes = {t: read_shape(tgt, t) for t in mapper.target_tables()}
+        results = {t: TargetResult(t, mapper.sources_of(t)) for t in targets}
+        writers: dict[str, _Expected] = {}
+        produced: dict[str, list[str]] = {}
+        tkeys: dict[str, tuple[str, ...]] = {}
+        for s in all_sources:
+            for ct in mapper.table(s).targets:
+                produced.setdefault(ct.table, [])
+                produced[ct.table] += [c.name for c in ct.columns]
+                if ct.copy_columns:
+                    produced[ct.table] += [c.name for c in shapes[ct.table].columns]  # type: ignore[union-attr]
+                if ct.key is not None:
+                    tkeys[ct.table] = ct.key
+        for t in targets:
+            shape = shapes[t]
+            assert shape is not None, t
+            names = [c.name for c in shape.columns]
+            cols = [c for c in names if c in set(produced.get(t, [])) | set(tkeys.get(t, ()))]
+            writers[t] = _Expected(settings, shape, tkeys[t], cols)
+        dedupers = {t: Deduper(t, spec, mapper.registry, keep=writers[t].cols, key_columns=key_columns(mapper, t))
+                    for t, spec in mapper.config.dedup.items() if t in writers}
+        crosswalk: dict[str, dict[Any, Any]] = {}
+        redirects = _redirects(mapper)
+        accounts: dict[str, SourceAccount] = {}
+        pending_dedup = set(dedupers)
+
+        def finish_dedup(t: str) -> None:
+            d = dedupers[t]
+            cw: dict[Any, Any] = {}
+            in_group = {}
+            for g in d.groups():
+                for m in g.members:
+                    in_group[m.key] = g
+                    cw[m.key] = g.survivor.key
+                results[t].merged += len(g.members) - 1
+            for m in d.members:
+                g = in_group.get(m.key)
+                if g is None:
+                    writers[t].write(m.values)
+                elif g.survivor.key == m.key:
+                    writers[t].write({**g.survivor.values, **g.golden})
+            crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
+            pending_dedup.discard(t)
+
+        n = 0
+        for s in all_sources:
+            for parent in {p for (_col, p) in redirects.get(s, [])} & pending_dedup:
+                finish_dedup(parent)
+            acc = accounts[s] = SourceAccount(s)
+            pk = mapper.source_keys.get(s) or []
+            for row in stream_rows(src, s, f"cf_verify_{next(_seq)}"):
+                acc.source_rows += 1
+                entry = _text(row.get(c) for c in pk)
+                out = mapper.map_row(s, row, parents=keys)
+                if isinstance(out, Filtered):
+                    acc.filtered.add(entry)
+                elif isinstance(out, Rejected):
+                    acc.rejected.add(entry)
+                elif isinstance(out, Mapped):
+                    acc.mapped += 1
+                    for tr in out.rows:
+                        for (tt, col), ks in keys.sets.items():
+                            if tt == tr.table and col in tr.values:
+                                ks.add(tr.values[col])
+                        if tr.table not in writers:
+                            continue
+                        values = dict(tr.values)
+                        for col, parent in redirects.get(s, []):
+                            if tr.table in writers and values.get(col) in crosswalk.get(parent, {}):
+                                values[col] = crosswalk[parent][values[col]]
+                        if tr.table in dedupers:
+                            assert tr.key is not None
+                            dedupers[tr.table].add(tr.key, values, s)
+                        else:
+                            writers[tr.table].write(values)
+                n += 1
+                if on_rows and n % 2000 == 0:
+                    on_rows(2000)
+            for outcome, attr in (("dead_letter", "ledger_dead"), ("deferred", "ledger_dead"), ("filtered", "ledger_filtered")):
+                if tgt.execute("SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)).fetchone()[0]:  # type: ignore[index]
+                    getattr(acc, attr).update(r[0] for r in tgt.execute(
+                        sql.SQL("SELECT entry FROM {}.ledger WHERE source_table = %s AND outcome = %s AND entry NOT LIKE '@%%'").format(bk),
+                        (s, outcome)).fetchall())
+        for t in list(pending_dedup):
+            finish_dedup(t)
+        try:
+            for t, w in writers.items():
+                w.finish()
+                _compare(w, results[t])
+        finally:
+            for w in writers.values():
+                w.close()
+        src.rollback()
+        tgt.rollback()
+    _ = schema
+    return MappedRun(results, accounts, time.monotonic() - t0)
+
+
+def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
+    """source table -> (target column, deduplicated parent target) it refers to."""
+    out: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for s, ct in mapper.tables.items():
+        for t in ct.targets:
+            for col, r, _checks in t.rules:
+                ref = r.reference if r is not None else None
+                if ref is not None and ref.table in mapper.config.dedup:
+                    out[s].append((col, ref.table))
+    return out
+
+
+def json_keys(rows: list[list[Any]]) -> list[Any]:
+    return json.loads(json.dumps(rows, default=str))
