@@ -46,6 +46,7 @@ from crossfade.errors import (
     BrokerUnavailable,
     CrossfadeError,
     DecodeError,
+    PreflightError,
     SchemaMismatch,
     StaleAssignment,
     classify_db_error,
@@ -56,6 +57,7 @@ from crossfade.events.model import ChangeEvent, position
 from crossfade.ops import metrics
 from crossfade.sync.apply import AppendOnlyApplier, TableApplier
 from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
+from crossfade.sync.origin import tag_session
 from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
@@ -121,12 +123,26 @@ class SyncWorker:
         self._next_epoch_check = 0.0
         self.replay_until: dict[tuple[str, int], int] = {}
         """Partitions being replayed after a rewind -> the offset where the replay ends."""
+        self.origin: str | None = None
+        """Replication origin tagging this worker's target session ("" when tagging failed)."""
+        self.require_origin = False
+        """Fail instead of writing untagged (the fallback direction: an echo would loop)."""
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
         conn = connect(self.settings.target, "target", autocommit=True)
         for a in self.appliers.values():
             a.forget(conn)
+        if self.settings.sync.tag_origin:  # so a capture the other way skips our writes (sync.origin)
+            try:
+                self.origin = tag_session(conn)
+            except PreflightError as exc:
+                if self.require_origin:
+                    conn.close()
+                    raise
+                if self.origin != "":
+                    log.warning("writes are not origin-tagged (a fallback capture would send them back): %s", exc)
+                self.origin = ""
         return conn
 
     def _setup_tables(self) -> None:
