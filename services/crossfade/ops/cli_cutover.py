@@ -328,6 +328,9 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
             click.echo("GO (dry run): every gate is green" if dry_run else "GO: traffic flipped; the legacy database stays frozen")
         else:
             failed = next((g for g in report.gates if not g.ok), None)
+            if failed is not None and failed.name == "fallback":
+                click.echo("traffic FLIPPED and legacy stays frozen, but fallback did not start: "
+                           "fix the cause, then crossfade fallback start")
             click.echo(f"NO GO: gate {failed.name if failed else '?'} failed"
                        + ("; legacy writes were unfrozen" if report.unfrozen else "")
                        + ("; UNFREEZE FAILED: unfreeze legacy writes by hand" if report.unfrozen is False else ""))
