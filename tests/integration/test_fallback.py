@@ -199,6 +199,8 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
             r = stack.cli("verify", "--json", *args, timeout=300)
             assert r.returncode == 0, f"verify {args}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
             assert json.loads(r.stdout)["match"]
+        r = stack.cli("fallback", "fence", "--json", timeout=300)
+        assert r.returncode == 0 and json.loads(r.stdout)["partitions"] == 2, r.stderr
         r = stack.cli("fallback", "status", "--json")
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
@@ -316,3 +318,88 @@ def test_fallback_refuses_non_invertible_mapping(stack: Stack) -> None:
     assert set(st["refused"]) == {"public.contacts", "public.notes"}
     with pytest.raises(psycopg.errors.UndefinedTable), stack.src() as s:  # nothing was written anywhere
         s.execute("SELECT 1 FROM crossfade_fallback.offsets")
+
+
+PGBENCH_KEYED = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers"]
+TPCB_NO_HISTORY = """\\set aid random(1, 20000)
+\\set tid random(1, 10)
+\\set delta random(-5000, 5000)
+BEGIN;
+UPDATE pgbench_accounts SET abalance = abalance + :delta WHERE aid = :aid;
+UPDATE pgbench_tellers SET tbalance = tbalance + :delta WHERE tid = :tid;
+UPDATE pgbench_branches SET bbalance = bbalance + :delta WHERE bid = 1;
+END;
+"""
+
+
+def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse_slots: list[Stack]) -> None:  # type: ignore[no-untyped-def]
+    """The issue's drill: cutover on pgbench tables, then pgbench load on the new database with
+    fallback running; verify --reverse under load, and both databases compared row by row after."""
+    import subprocess
+
+    stack = stack_factory(partitions=2, append_only_tables=["public.pgbench_history"])
+    drop_reverse_slots.append(stack)
+    pgbench = stack.pg.binaries.tool("pgbench")
+    subprocess.run([pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True)
+    stack.sql("DELETE FROM pgbench_accounts WHERE aid > 20000")
+    stack.write_config([*PGBENCH_KEYED, "public.pgbench_history"])
+    raw = yaml.safe_load(stack.config_path.read_text())
+    role = f"app_{stack.n}_{os.getpid()}"
+    with stack.src() as c:
+        if not c.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,)).fetchone():
+            c.execute(f"CREATE ROLE {role} LOGIN")
+        c.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+        c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+    raw["cutover"] = {"freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {role}",
+                      "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+                      "fence_timeout_s": 240}
+    raw["fallback"] = {"tables": PGBENCH_KEYED}  # pgbench_history has no key: it cannot go back
+    stack.config_path.write_text(yaml.safe_dump(raw))
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    r = stack.cli("cutover", "--json", timeout=600)
+    rep = json.loads(r.stdout)
+    assert r.returncode == 0 and rep["go"], rep
+
+    fb = _fallback_proc(stack)
+    procs = list(stack.procs)
+    t0 = time.monotonic()
+    _reverse_fence(stack, procs)
+    print(f"fallback: reverse snapshot of {20000 + 10 + 1} rows applied and fenced in {time.monotonic() - t0:.1f} s")
+
+    script = stack.dir / "tpcb-no-history.sql"
+    script.write_text(TPCB_NO_HISTORY)
+    bench = subprocess.Popen([pgbench, "-n", "-c", "2", "-R", "100", "-T", "20", "-f", str(script), stack.target_dsn],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(3)
+    fence_s = _reverse_fence(stack, procs)
+    t1 = time.monotonic()
+    r = stack.cli("verify", "--reverse", "--json", timeout=300)
+    verify_s = time.monotonic() - t1
+    out = bench.communicate(timeout=120)[0]
+    assert bench.returncode == 0, out
+    assert r.returncode == 0, f"verify --reverse under load: {r.stdout[-3000:]} {r.stderr[-2000:]}"
+    vrep = json.loads(r.stdout)
+    assert vrep["match"] and all(t["unsettled"] == 0 for t in vrep["tables"]), vrep
+    tps = re.search(r"tps = ([\d.]+)", out)
+    print(f"fallback under pgbench load ({tps.group(1) if tps else '?'} tps on the new database): reverse fence "
+          f"{fence_s:.2f} s, verify --reverse {verify_s:.1f} s, in flight "
+          f"{ {t['name']: t['in_flight'] for t in vrep['tables']} }")
+
+    # a TRUNCATE in the new database goes back too (the side table decides what it voids)
+    with stack.tgt() as t:
+        t.execute("TRUNCATE pgbench_tellers")
+        t.execute("INSERT INTO pgbench_tellers (tid, bid, tbalance) VALUES (1, 1, 42), (2, 1, 43)")
+    _reverse_fence(stack, procs)
+    from crossfade.ops.demo import compare_all
+
+    rev = _reverse(stack)
+    bad = [d.as_dict() for d in compare_all(rev) if not d.match]
+    assert not bad, bad
+    with stack.src() as s:
+        assert s.execute("SELECT tid, tbalance FROM pgbench_tellers ORDER BY tid").fetchall() == [(1, 42), (2, 43)]
+        total = s.execute("SELECT sum(abalance) FROM pgbench_accounts").fetchone()[0]
+    with stack.tgt() as t:
+        assert t.execute("SELECT sum(abalance) FROM pgbench_accounts").fetchone()[0] == total
+    assert fb.alive()

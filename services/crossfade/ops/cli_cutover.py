@@ -405,6 +405,24 @@ def fallback_start(config: str | None, tables: str | None) -> None:
     runner.wait()
 
 
+@fallback.command("fence")
+@config_option
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def fallback_fence(config: str | None, timeout: float, as_json: bool) -> None:
+    """Lag zero in reverse: a fence row in the new database, waited for until legacy applied it."""
+    from crossfade.cutover.fallback import reversed_for
+    from crossfade.cutover.fence import fence as do_fence
+
+    rev, _ = reversed_for(_settings(config), subset=True)
+    r = do_fence(rev, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}))
+    else:
+        click.echo(f"fence {r.token[:8]} applied in legacy on all {r.partitions} partitions in {r.seconds:.2f} s: "
+                   "every change committed in the new database before it is in legacy")
+
+
 @fallback.command("status")
 @config_option
 @click.option("--json", "as_json", is_flag=True)
