@@ -392,6 +392,13 @@ def fallback_start(config: str | None, tables: str | None) -> None:
     for t, why in fb_plan.refused.items():
         log.warning("left out of fallback: %s (%s)", t, why)
     log.info("fallback: %s", ", ".join(f"{i.new} -> {i.legacy}" for i in fb_plan.inverses))
+    from crossfade.capture.preflight import connect
+    from crossfade.sync.origin import can_tag
+
+    with connect(rev.source, "new") as new:  # the forward sync's user on the new database
+        if not (settings.sync.tag_origin and can_tag(new)):
+            log.warning("the forward sync's writes to the new database are not origin-tagged: while it runs, "
+                        "what it writes comes back to legacy once (sync.tag_origin, or the origin privilege)")
     runner = Runner()
     metrics.serve_ops(rev)
     cap = CaptureService(rev)
