@@ -115,3 +115,22 @@ def test_reverse_settings_ignore_the_forward_environment(monkeypatch: pytest.Mon
 def test_fallback_tables_must_be_known() -> None:
     with pytest.raises(ValueError, match="fallback.tables names public.zzz"):
         _settings(fallback={"tables": ["public.zzz"]})
+
+
+def test_events_are_renamed_to_legacy_columns_and_unknown_columns_kept() -> None:
+    from crossfade.events.model import ChangeEvent, FieldType, RowSchema
+    from crossfade.sync.reverse import _renamed
+
+    t = FieldType("string")
+    rs = RowSchema("v", (("person_id", FieldType("int32")), ("full_name", t), ("created_in_new", t), ("added_later", t)))
+    ks = RowSchema("k", (("person_id", FieldType("int32")),))
+    e = ChangeEvent("app.persons", "u", {"person_id": 7}, {"person_id": 7, "full_name": "Ada", "created_in_new": "x",
+                                                         "added_later": "y"}, lsn=1, source_ts_ms=0, row_schema=rs,
+                    key_schema=ks, unavailable=frozenset({"full_name"}))
+    out = _renamed(e, {"person_id": "id", "full_name": "name"}, frozenset({"created_in_new"}))
+    assert out.key == {"id": 7}
+    # a column the inverse leaves out is dropped; one unknown at setup stays (sync then stops on it)
+    assert out.after == {"id": 7, "name": "Ada", "added_later": "y"}
+    assert out.row_schema is not None and out.row_schema.columns == ("id", "name", "added_later")
+    assert out.key_schema is not None and out.key_schema.columns == ("id",)
+    assert out.unavailable == frozenset({"name"}) and (out.lsn, out.table) == (1, "app.persons")
