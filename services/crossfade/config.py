@@ -160,6 +160,11 @@ class SyncConfig(_Strict):
     """Schema in the target holding offsets, tombstones and stats."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(30_000, ge=6_000)
+    tag_origin: bool = True
+    """Tag sync's writes with a PostgreSQL replication origin (``crossfade_<n>``) so a capture
+    running the other way (``crossfade fallback``) skips them instead of sending them back. Needs
+    a superuser, or EXECUTE on ``pg_replication_origin_create`` and
+    ``pg_replication_origin_session_setup``; without it sync warns once and writes untagged."""
 
 
 class CutoverConfig(_Strict):
@@ -190,6 +195,35 @@ class CutoverConfig(_Strict):
     """Longest wait for a fence (gates 1 and 4)."""
     command_timeout_s: float = Field(60.0, gt=0)
     """Longest run of a freeze, unfreeze or flip action."""
+    fallback: bool = False
+    """Gate 7: after the flip, check the fallback plan and start ``crossfade fallback start`` in
+    the background (new -> legacy), so the legacy database misses nothing written after the flip."""
+
+
+class FallbackConfig(_Strict):
+    """``crossfade fallback``: the reverse sync (new -> legacy) after the flip.
+
+    Every name defaults to one derived from the forward configuration, so the forward config file
+    runs fallback as it is."""
+
+    tables: list[str] | None = None
+    """Source (legacy) tables to sync back; unset: every table under ``tables:``. Each must be
+    invertibly mapped (identity, renames, casts)."""
+    topic_prefix: str | None = Field(None, pattern=r"^[A-Za-z0-9._-]+$")
+    """Topic prefix of the reverse change topics (default ``<kafka.topic_prefix>.fallback``)."""
+    slot_name: str | None = Field(None, pattern=r"^[a-z0-9_]+$")
+    """Replication slot on the new database (default ``<capture.slot_name>_fallback``)."""
+    publication_name: str | None = Field(None, pattern=r"^[A-Za-z0-9_]+$")
+    """Publication on the new database (default ``<capture.publication_name>_fallback``)."""
+    state_dir: Path | None = None
+    """Debezium offsets of the reverse capture (default ``<capture.state_dir>-fallback``)."""
+    group_id: str | None = None
+    """Consumer group of the reverse sync (default ``<sync.group_id>-fallback``)."""
+    bookkeeping_schema: str = Field("crossfade_fallback", pattern=r"^[a-z_][a-z0-9_]*$")
+    """Schema in the legacy database holding the reverse sync's offsets, fences and the source
+    position of every row it wrote (legacy tables get no extra column)."""
+    metrics_port: int | None = Field(None, ge=0, le=65535)
+    """Port of /metrics, /healthz and /readyz of ``crossfade fallback start`` (unset: not served)."""
 
 
 class OpsConfig(_Strict):
@@ -228,6 +262,7 @@ class Settings(BaseSettings):
     capture: CaptureConfig = CaptureConfig()
     sync: SyncConfig = SyncConfig()
     cutover: CutoverConfig = CutoverConfig()
+    fallback: FallbackConfig = FallbackConfig()
     ops: OpsConfig = OpsConfig()
 
     @field_validator("tables")
@@ -252,6 +287,13 @@ class Settings(BaseSettings):
         unknown = [t for t in self.sync.append_only_tables if t not in self.tables]
         if unknown:
             raise ValueError(f"sync.append_only_tables names {', '.join(unknown)}, which is not under `tables:`")
+        return self
+
+    @model_validator(mode="after")
+    def _fallback_tables_known(self) -> Settings:
+        unknown = [t for t in self.fallback.tables or [] if t not in self.tables]
+        if unknown:
+            raise ValueError(f"fallback.tables names {', '.join(unknown)}, which is not under `tables:`")
         return self
 
     @classmethod

@@ -40,6 +40,10 @@ class ConfigError(CrossfadeError):
     exit_code = 2
 
 
+class NotInvertible(ConfigError):
+    """Fallback refused: a table's mapping cannot be run backwards (one line per table)."""
+
+
 class PreflightError(CrossfadeError):
     """A check before anything is written failed (wrong DSN, no wal_level=logical, no PK...)."""
 

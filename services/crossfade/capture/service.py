@@ -40,7 +40,7 @@ from crossfade.events.avro import ConnectCodecCache
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 from crossfade.events.framing import frame_confluent, frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
-from crossfade.events.model import position
+from crossfade.events.model import ORIGIN_PREFIX, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
 
@@ -60,6 +60,8 @@ class CaptureStats:
         self.last_source_ts_ms = 0
         self.heartbeats = 0
         self.fences = 0
+        self.echoes_skipped = 0
+        """Changes written by a crossfade sync (replication origin ``crossfade_*``), not produced."""
         self.started_at = time.time()
 
 
@@ -247,6 +249,10 @@ class ChangeProducer:
             value_bytes, payload = self._encode(raw_value, f"{dest}-value")
             headers = self._headers
             snap_last = False
+            if payload is not None and str((payload.get("source") or {}).get("origin") or "").startswith(ORIGIN_PREFIX):
+                # written by a crossfade sync (the other direction): sending it back would echo
+                self.stats.echoes_skipped += 1
+                continue
             if payload is not None:
                 source = payload.get("source") or {}
                 self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)

@@ -10,13 +10,17 @@ Gates (``cutover`` section of the config says how to freeze and flip):
 4. ``fence``: every change committed before the freeze is applied in the target;
 5. ``verify``: the full verify finds zero mismatches;
 6. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
-   POST); skipped in a dry run.
+   POST); skipped in a dry run;
+7. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+   the background (new -> legacy, :mod:`crossfade.cutover.fallback`) and the gate waits until its
+   sync has joined; in a dry run only the plan is checked. With the option on, gate 1 also
+   refuses a plan with a table that cannot be inverted, before anything is frozen.
 
 The first gate that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every gate, the unfreeze and the decision are rows of
 ``<bookkeeping>.cutover_audit`` (run id, who, when, gate, ok, detail, seconds) and the
 ``crossfade_cutover_gate_ok{gate}`` metric. A successful real cutover leaves the legacy database
-frozen: traffic now goes to the new system. (Fallback, a reverse sync new -> legacy, is not built.)
+frozen: traffic now goes to the new system.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,6 +36,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -47,6 +53,7 @@ from crossfade.sync.bookkeeping import ensure_schema
 log = logging.getLogger(__name__)
 
 GATES = ("sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip")
+FALLBACK_GATE = "fallback"
 
 
 @dataclass
@@ -73,9 +80,11 @@ class CutoverReport:
     verify_seconds: float | None = None
     downtime_seconds: float | None = None
 
+    expected_gates: int = len(GATES)
+
     @property
     def go(self) -> bool:
-        return len(self.gates) == len(GATES) and all(g.ok for g in self.gates)
+        return len(self.gates) == self.expected_gates and all(g.ok for g in self.gates)
 
     @property
     def expected_downtime_seconds(self) -> float | None:
@@ -162,14 +171,21 @@ class Cutover:
         dry_run: bool = False,
         on_gate: Callable[[GateResult], None] | None = None,
         verify_options: dict[str, Any] | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.settings = settings
+        self.config_path = config_path
+        """The config file ``crossfade fallback start`` is started with (gate 7); unset: the
+        child reads ``CROSSFADE_CONFIG`` and the environment, as this process did."""
+        self.fallback_process: subprocess.Popen[bytes] | None = None
         self.cfg = settings.cutover
         self.bk = settings.sync.bookkeeping_schema
         self.dry_run = dry_run
         self.on_gate = on_gate
         self.verify_options = verify_options or {}
         self.report = CutoverReport(uuid.uuid4().hex[:12], dry_run, operator())
+        self.gates = (*GATES, FALLBACK_GATE) if self.cfg.fallback else GATES
+        self.report.expected_gates = len(self.gates)
         self.frozen = False
         self._frozen_at: float | None = None
 
@@ -187,6 +203,12 @@ class Cutover:
 
     # -- gates --------------------------------------------------------------------------------
     def gate_sync_healthy(self) -> tuple[bool, str]:
+        if self.cfg.fallback:
+            from crossfade.cutover.fallback import plan
+
+            p = plan(self.settings)
+            if p.refused:
+                return False, f"cutover.fallback is on but {p.refusal().message.replace(chr(10), '; ')}"
         with connect(self.settings.target, "target") as tgt:
             s = sql.Identifier(self.bk)
             row = tgt.execute(
@@ -277,6 +299,44 @@ class Cutover:
             return True, "no flip action configured: route traffic to the new system now (the legacy database stays frozen)"
         return True, "; ".join(done) + " (the legacy database stays frozen)"
 
+    def gate_fallback(self) -> tuple[bool, str]:
+        from crossfade.cutover.fallback import reversed_for
+
+        rev, p = reversed_for(self.settings)
+        how = ", ".join(f"{i.new} -> {i.legacy}" for i in p.inverses)
+        if self.dry_run:
+            return True, f"skipped (dry run); would start crossfade fallback start for {how}"
+        state = Path(rev.capture.state_dir)
+        state.mkdir(parents=True, exist_ok=True)
+        log_path = state / "fallback.log"
+        argv = [sys.executable, "-m", "crossfade.ops.cli", "fallback", "start"]
+        if self.config_path:
+            argv += ["-c", str(self.config_path)]
+        with open(log_path, "ab") as fh:
+            self.fallback_process = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        # proof it runs: its sync group claimed partitions in legacy (capture made topics and epoch)
+        deadline = time.monotonic() + self.cfg.fence_timeout_s
+        q = sql.SQL("SELECT count(*) FROM {}.offsets WHERE group_id = %s").format(
+            sql.Identifier(rev.sync.bookkeeping_schema))
+        with connect(self.settings.source, "source") as legacy:
+            while True:
+                rc = self.fallback_process.poll()
+                if rc is not None:
+                    tail = log_path.read_text(errors="replace").strip().splitlines()
+                    raise CrossfadeError(f"crossfade fallback start exited with {rc}" + (f": {tail[-1]}" if tail else ""),
+                                         f"see {log_path}")
+                try:
+                    row = legacy.execute(q, (rev.sync.group_id,)).fetchone()
+                except psycopg.errors.UndefinedTable:
+                    row = None
+                if row and row[0]:
+                    break
+                if time.monotonic() > deadline:
+                    raise CrossfadeError(f"crossfade fallback start (pid {self.fallback_process.pid}) did not join within "
+                                         f"{self.cfg.fence_timeout_s:.0f} s", f"see {log_path}")
+                time.sleep(0.5)
+        return True, f"crossfade fallback start runs (pid {self.fallback_process.pid}, log {log_path}): {how}"
+
     def unfreeze(self) -> None:
         t0 = time.monotonic()
         done, errors = [], []
@@ -307,14 +367,15 @@ class Cutover:
     def run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
             ensure_schema(tgt, self.bk)
-        for g in GATES:
+        for g in self.gates:
             metrics.set_gate(g, None)
         steps: dict[str, Callable[[], tuple[bool, str]]] = {
             "sync_healthy": self.gate_sync_healthy, "checkpoint": self.gate_checkpoint, "freeze": self.gate_freeze,
             "fence": self.gate_fence, "verify": self.gate_verify, "flip": self.gate_flip,
+            FALLBACK_GATE: self.gate_fallback,
         }
         try:
-            for name in GATES:
+            for name in self.gates:
                 t0 = time.monotonic()
                 try:
                     ok, detail = steps[name]()
@@ -332,7 +393,10 @@ class Cutover:
                 if not ok:
                     break
         finally:
-            if self.frozen and not self.report.go:
+            # after the flip traffic is on the new system: a later red gate (fallback) must not
+            # let the legacy application write again
+            flipped = any(g.name == "flip" and g.ok and not g.skipped for g in self.report.gates)
+            if self.frozen and not self.report.go and not flipped:
                 self.unfreeze()
         failed = next((g.name for g in self.report.gates if not g.ok), None)
         decision = ("GO" if self.report.go else f"NO GO at {failed or 'an interrupted run'}") + (" (dry run)" if self.dry_run else "")

@@ -15,6 +15,10 @@ from typing import Any, Literal
 Op = Literal["c", "u", "d", "r", "t"]
 """Debezium operations: create, update, delete, read (snapshot), truncate."""
 
+ORIGIN_PREFIX = "crossfade_"
+"""PostgreSQL replication origins crossfade's sync sessions write under (crossfade.sync.origin):
+capture drops changes whose ``source.origin`` starts with it, so forward and fallback never echo."""
+
 UNAVAILABLE = "__debezium_unavailable_value"
 """Debezium's placeholder for an unchanged TOASTed value (``unavailable.value.placeholder``)."""
 

@@ -174,8 +174,12 @@ def _print_verify(report: Any) -> None:
 @click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Fence re-check rounds for keys that keep changing.")
 @click.option("--fence-timeout", type=float, default=120.0, show_default=True)
+@click.option("--reverse", is_flag=True,
+              help="Fallback direction: the new database (source) against legacy (target); the fence goes "
+                   "through the reverse pipeline (crossfade fallback start).")
 def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: bool, use_fence: bool,
-           progress: bool | None, chunk_rows: int, leaf_rows: int, max_keys: int, rounds: int, fence_timeout: float) -> None:
+           progress: bool | None, chunk_rows: int, leaf_rows: int, max_keys: int, rounds: int, fence_timeout: float,
+           reverse: bool) -> None:
     """Compare legacy and new, row for row: counts, chunk checksums, differing keys and rows.
 
     Exits 0 only when every table matches.
@@ -183,15 +187,40 @@ def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: b
     from crossfade.verify.run import Verifier
 
     settings = _settings(config)
+    skipped: list[Any] = []
+    if reverse:
+        if repair:
+            from crossfade.errors import ConfigError
+
+            raise ConfigError("--repair works forward only", "drop --repair from verify --reverse")
+        settings, tables, skipped = _reverse_verify_scope(settings, tables)
     with _progress(progress) as prog:
         v = Verifier(settings, list(tables) or None, fence_recheck=use_fence, rounds=rounds, chunk_rows=chunk_rows,
                      leaf_rows=leaf_rows, max_keys=max_keys, fence_timeout=fence_timeout, progress=prog)
         report = v.run(repair=repair)
+    report.tables.extend(skipped)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         _print_verify(report)
     sys.exit(0 if report.match else 1)
+
+
+def _reverse_verify_scope(settings: Settings, tables: tuple[str, ...]) -> tuple[Settings, tuple[str, ...], list[Any]]:
+    """Reversed settings, the new-database tables to compare (``--table`` takes legacy names) and
+    a not-verifiable report for each renamed table (verify compares same-shaped tables so far)."""
+    from crossfade.cutover.fallback import reversed_for
+    from crossfade.verify.run import TableReport
+
+    rev, fb_plan = reversed_for(settings, list(tables) or None)
+    same = [i for i in fb_plan.inverses if i.identity]
+    skipped = []
+    for i in fb_plan.inverses:
+        if not i.identity:
+            tr = TableReport(i.new)
+            tr.error = f"{i.new} goes back to {i.legacy} renamed: verify compares identity-mapped tables only, so far"
+            skipped.append(tr)
+    return rev.model_copy(update={"tables": [i.new for i in same]}), tuple(i.new for i in same), skipped
 
 
 # -- checkpoints and rewind --------------------------------------------------------------------
@@ -285,7 +314,7 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
 
     if not as_json:
         click.echo(f"crossfade cutover{' --dry-run' if dry_run else ''}")
-    report = Cutover(settings, dry_run=dry_run, on_gate=show).run()
+    report = Cutover(settings, dry_run=dry_run, on_gate=show, config_path=config).run()
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -299,6 +328,9 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
             click.echo("GO (dry run): every gate is green" if dry_run else "GO: traffic flipped; the legacy database stays frozen")
         else:
             failed = next((g for g in report.gates if not g.ok), None)
+            if failed is not None and failed.name == "fallback":
+                click.echo("traffic FLIPPED and legacy stays frozen, but fallback did not start: "
+                           "fix the cause, then crossfade fallback start")
             click.echo(f"NO GO: gate {failed.name if failed else '?'} failed"
                        + ("; legacy writes were unfrozen" if report.unfrozen else "")
                        + ("; UNFREEZE FAILED: unfreeze legacy writes by hand" if report.unfrozen is False else ""))
@@ -321,4 +353,119 @@ def dlq_ack(config: str | None, note: str | None) -> None:
     click.echo(f"acknowledged {new} new dead letter(s) ({total} in all)")
 
 
-COMMANDS = [verify, checkpoint, rewind, cutover, dlq]
+# -- fallback ----------------------------------------------------------------------------------
+@click.group()
+def fallback() -> None:
+    """The reverse sync (new -> legacy) after the flip."""
+
+
+def _fallback_tables(settings: Settings, tables: str | None) -> tuple[list[str] | None, bool]:
+    """``--tables``: a comma list of legacy tables, or ``invertible`` (every invertible one)."""
+    if tables is None:
+        return None, False
+    if tables.strip() == "invertible":
+        return list(settings.fallback.tables or settings.tables), True
+    return [t.strip() for t in tables.split(",") if t.strip()], False
+
+
+@fallback.command("start")
+@config_option
+@click.option("--tables", help="Legacy tables to sync back (comma list), or `invertible`: every table whose "
+                               "mapping can be inverted, leaving out the others (default: all, refused if any is not).")
+def fallback_start(config: str | None, tables: str | None) -> None:
+    """Capture the new database and apply its changes to legacy, until stopped (foreground).
+
+    Refuses (exit 2) with one line per table whose mapping cannot run backwards.
+    """
+    import logging
+
+    from crossfade.capture.service import CaptureService
+    from crossfade.cutover.fallback import reversed_for
+    from crossfade.ops import metrics
+    from crossfade.ops.runner import Runner
+    from crossfade.sync.reverse import ReverseSyncWorker
+
+    settings = _settings(config)
+    wanted, subset = _fallback_tables(settings, tables)
+    rev, fb_plan = reversed_for(settings, wanted, subset=subset)
+    log = logging.getLogger("crossfade.fallback")
+    for t, why in fb_plan.refused.items():
+        log.warning("left out of fallback: %s (%s)", t, why)
+    log.info("fallback: %s", ", ".join(f"{i.new} -> {i.legacy}" for i in fb_plan.inverses))
+    from crossfade.capture.preflight import connect
+    from crossfade.sync.origin import can_tag
+
+    with connect(rev.source, "new") as new:  # the forward sync's user on the new database
+        if not (settings.sync.tag_origin and can_tag(new)):
+            log.warning("the forward sync's writes to the new database are not origin-tagged: while it runs, "
+                        "what it writes comes back to legacy once (sync.tag_origin, or the origin privilege)")
+    runner = Runner()
+    metrics.serve_ops(rev)
+    cap = CaptureService(rev)
+    runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
+    metrics.watch_capture(cap, rev)
+    worker = ReverseSyncWorker(rev, fb_plan)
+    runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
+    metrics.watch_sync(worker, rev)
+    runner.install_signals()
+    runner.start()
+    runner.wait()
+
+
+@fallback.command("fence")
+@config_option
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def fallback_fence(config: str | None, timeout: float, as_json: bool) -> None:
+    """Lag zero in reverse: a fence row in the new database, waited for until legacy applied it."""
+    from crossfade.cutover.fallback import reversed_for
+    from crossfade.cutover.fence import fence as do_fence
+
+    rev, _ = reversed_for(_settings(config), subset=True)
+    r = do_fence(rev, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps({"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}))
+    else:
+        click.echo(f"fence {r.token[:8]} applied in legacy on all {r.partitions} partitions in {r.seconds:.2f} s: "
+                   "every change committed in the new database before it is in legacy")
+
+
+@fallback.command("status")
+@config_option
+@click.option("--json", "as_json", is_flag=True)
+def fallback_status(config: str | None, as_json: bool) -> None:
+    """What can fall back and how, and what the reverse sync has applied to legacy so far."""
+    from crossfade.cutover.fallback import plan as make_plan
+    from crossfade.cutover.fallback import reverse_settings
+    from crossfade.ops.status import collect
+
+    settings = _settings(config)
+    fb_plan = make_plan(settings)
+    out: dict[str, Any] = {
+        "tables": [{"legacy": i.legacy, "new": i.new, "inverse": "identity" if i.identity else
+                    {"columns": i.columns, "casts": i.casts}} for i in fb_plan.inverses],
+        "refused": fb_plan.refused,
+        "reverse": None,
+    }
+    if fb_plan.inverses:
+        rev = reverse_settings(settings, fb_plan)
+        try:
+            out["reverse"] = collect(rev)
+        except Exception as exc:  # noqa: BLE001 - status reports, never fails on a part
+            out["reverse"] = {"error": str(exc)}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    for t in out["tables"]:
+        how = "identity" if t["inverse"] == "identity" else f"renames {t['inverse']['columns']}"
+        click.echo(f"{t['new']} -> legacy {t['legacy']} ({how})")
+    for t, why in fb_plan.refused.items():
+        click.echo(f"{t}: cannot fall back: {why}")
+    rv = out["reverse"]
+    if isinstance(rv, dict) and "error" not in rv:
+        click.echo(json.dumps(rv, indent=2, default=str))
+    elif rv:
+        click.echo(f"reverse sync: {rv['error']}")
+
+
+COMMANDS = [verify, checkpoint, rewind, cutover, dlq, fallback]

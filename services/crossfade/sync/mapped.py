@@ -28,7 +28,6 @@ its own position.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
 from collections import defaultdict
@@ -492,36 +491,3 @@ def build_mapped(
                 writers[t.table] = w
     out = {s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources}
     return out, writers, shapes
-
-
-def parent_order(mapper: Mapper, sources: Iterable[str]) -> list[str]:
-    """Source tables ordered so the targets a ``references`` rule points at are applied first."""
-    deps: dict[str, set[str]] = {}
-    for s in sources:
-        parents: set[str] = set()
-        if s in mapper.tables and not mapper.table(s).identity:
-            for t in mapper.table(s).targets:
-                for _col, r, _checks in t.rules:
-                    ref = r.reference if r is not None else None
-                    if ref is not None:
-                        parents.update(p for p in mapper.sources_of(ref.table) if p != s)
-        deps[s] = parents
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(s: str, path: tuple[str, ...] = ()) -> None:
-        if s in seen or s in path:
-            return
-        for p in sorted(deps.get(s, ())):
-            if p in deps:
-                visit(p, (*path, s))
-        seen.add(s)
-        order.append(s)
-
-    for s in sorted(deps):
-        visit(s)
-    return order
-
-
-def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)

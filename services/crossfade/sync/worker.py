@@ -46,6 +46,7 @@ from crossfade.errors import (
     BrokerUnavailable,
     CrossfadeError,
     DecodeError,
+    PreflightError,
     SchemaMismatch,
     StaleAssignment,
     classify_db_error,
@@ -64,9 +65,9 @@ from crossfade.sync.mapped import (
     TargetParents,
     build_mapped,
     make_parents,
-    parent_order,
     write_ledger,
 )
+from crossfade.sync.origin import tag_session
 from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,10 @@ class SyncWorker:
         self._dead: list[tuple[Held, str]] = []
         """Dead letters of the batch being applied (with their table), produced before it commits."""
         self._next_deferred_retry = 0.0
+        self.origin: str | None = None
+        """Replication origin tagging this worker's target session ("" when tagging failed)."""
+        self.require_origin = False
+        """Fail instead of writing untagged (the fallback direction: an echo would loop)."""
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -150,6 +155,16 @@ class SyncWorker:
             a.forget(conn)
         for w in self.writers.values():
             w.forget(conn)
+        if self.settings.sync.tag_origin:  # so a capture the other way skips our writes (sync.origin)
+            try:
+                self.origin = tag_session(conn)
+            except PreflightError as exc:
+                if self.require_origin:
+                    conn.close()
+                    raise
+                if self.origin != "":
+                    log.warning("writes are not origin-tagged (a fallback capture would send them back): %s", exc)
+                self.origin = ""
         return conn
 
     def _setup_tables(self) -> None:
@@ -171,7 +186,9 @@ class SyncWorker:
                 for w in report.warnings:
                     log.warning("mapping: %s", w)
                 self.mapped, self.writers, self.target_shapes = build_mapped(mapper, report, self.conn, self.bk)
-                self.table_order = parent_order(mapper, self.settings.tables)
+                from crossfade.mapping.audit import parents_first
+
+                self.table_order = parents_first(mapper)
                 log.info("mapped source tables: %s", ", ".join(
                     f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.items()))
 
