@@ -11,6 +11,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psycopg
 from faker import Faker
@@ -57,6 +58,46 @@ CREATE TABLE IF NOT EXISTS public.addresses (
 """
 
 
+TARGET_SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS app;
+CREATE TABLE IF NOT EXISTS app.accounts (
+    account_id bigint PRIMARY KEY,
+    name text NOT NULL,
+    industry text NOT NULL,
+    annual_revenue numeric(14,2),
+    employees integer,
+    created_at timestamptz NOT NULL,
+    updated_at timestamp
+);
+CREATE TABLE IF NOT EXISTS app.people (
+    person_id uuid PRIMARY KEY,
+    account_id bigint,
+    first_name text,
+    last_name text,
+    full_name text,
+    email text NOT NULL,
+    phone text,
+    birth_date date,
+    updated_at timestamptz,
+    source_system text NOT NULL
+);
+CREATE TABLE IF NOT EXISTS app.addresses (
+    address_id bigint PRIMARY KEY,
+    person_id uuid,
+    kind text,
+    line text,
+    country char(2)
+);
+"""
+"""The new system's tables the demo mapping (crm-mapping.yaml in this package) writes."""
+
+MAPPING_FILE = Path(__file__).with_name("crm-mapping.yaml")
+
+
+def create_target_schema(conn: psycopg.Connection) -> None:
+    conn.execute(TARGET_SCHEMA)
+
+
 def create_schema(conn: psycopg.Connection) -> None:
     conn.execute(SCHEMA)
 
@@ -101,8 +142,8 @@ class CrmWriter:
     def _insert_account(self, conn: psycopg.Connection) -> None:
         f, r = self.fake, self.rng
         acc = conn.execute(
-            "INSERT INTO accounts (name, industry, annual_revenue, employees, tags, metadata, updated_at) "
-            "VALUES (%s,%s,%s,%s,%s,%s, now()::timestamp) RETURNING id",
+            "INSERT INTO accounts (name, industry, annual_revenue, employees, tags, metadata, active, updated_at) "
+            "VALUES (%s,%s,%s,%s,%s,%s,%s, now()::timestamp) RETURNING id",
             (
                 f.company(),
                 r.choice(["retail", "finance", "health", "logistics", "media", None]),
@@ -110,6 +151,7 @@ class CrmWriter:
                 r.randint(1, 50_000),
                 r.sample(["vip", "churn-risk", "partner", "legacy", "eu", "us"], r.randint(0, 3)),
                 Jsonb({"source": r.choice(["web", "import", "sales"]), "score": r.randint(0, 100)}),
+                r.random() >= 0.05,  # a few dormant accounts (the demo mapping filters them)
             ),
         ).fetchone()
         assert acc is not None
@@ -160,9 +202,9 @@ class CrmWriter:
                     self.stats.updates += cur.rowcount
                 elif x < 0.8:
                     cur = conn.execute(
-                        "UPDATE accounts SET annual_revenue = annual_revenue * %s, updated_at = now()::timestamp, "
-                        "active = %s WHERE id = (SELECT max(id) - %s FROM accounts)",
-                        (round(r.uniform(0.9, 1.1), 4), r.random() < 0.9, r.randint(0, 50)),
+                        "UPDATE accounts SET annual_revenue = annual_revenue * %s, updated_at = now()::timestamp "
+                        "WHERE id = (SELECT max(id) - %s FROM accounts)",
+                        (round(r.uniform(0.9, 1.1), 4), r.randint(0, 50)),
                     )
                     self.stats.updates += cur.rowcount
                 elif x < 0.92:
@@ -171,9 +213,11 @@ class CrmWriter:
                         (r.randint(0, 30),),
                     )
                     self.stats.deletes += cur.rowcount
-                else:
+                else:  # a contact goes with its addresses (the application's own cascade)
                     cur = conn.execute(
-                        "DELETE FROM contacts WHERE id = (SELECT id FROM contacts TABLESAMPLE SYSTEM (5) LIMIT 1)"
+                        "WITH c AS (SELECT id FROM contacts TABLESAMPLE SYSTEM (5) LIMIT 1), "
+                        "a AS (DELETE FROM addresses WHERE contact_id IN (SELECT id FROM c)) "
+                        "DELETE FROM contacts WHERE id IN (SELECT id FROM c)"
                     )
                     self.stats.deletes += cur.rowcount
         self.stats.transactions += 1

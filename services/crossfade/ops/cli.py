@@ -56,7 +56,8 @@ def cli(verbose: bool, log_format: str) -> None:
 @click.option("--rate", type=float, default=40.0, show_default=True, help="Legacy transactions per second.")
 @click.option("--accounts", type=int, default=300, show_default=True, help="Accounts seeded before capture starts.")
 @click.option("--partitions", type=int, default=2, show_default=True)
-def demo(duration: float, rate: float, accounts: int, partitions: int) -> None:
+@click.option("--identity", is_flag=True, help="Copy the legacy tables as they are instead of through the demo mapping.")
+def demo(duration: float, rate: float, accounts: int, partitions: int, identity: bool) -> None:
     """Run the whole pipeline on embedded parts and prove the copy equal.
 
     Starts Tansu and PostgreSQL (a legacy and a new database), Debezium and a sync worker; seeds a
@@ -65,7 +66,8 @@ def demo(duration: float, rate: float, accounts: int, partitions: int) -> None:
     """
     from crossfade.ops.demo import run_demo
 
-    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions, verbose=_State.verbose))
+    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions, verbose=_State.verbose,
+                      mapped=not identity))
 
 
 @cli.command()
