@@ -231,6 +231,7 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
     stack.sql(ITEMS_DDL)
     stack.sql("CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, score text, legacy_only text)")
     stack.sql("INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 300) g")
+    stack.sql("INSERT INTO people (id, name, score) SELECT g, 'person ' || g, g::text FROM generate_series(1, 100) g")
     stack.write_config(["public.items", "public.people"])
     raw = yaml.safe_load(stack.config_path.read_text())
     raw["mapping"] = {"tables": {"public.people": {"targets": [{
@@ -238,14 +239,15 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
         "columns": {"person_id": "id", "full_name": "name", "score": {"from": "score", "cast": "integer"}},
     }]}}}
     stack.config_path.write_text(yaml.safe_dump(raw))
-    # the new system's own table (created by its deploy, as a mapped forward sync would fill it)
+    # the new system's own table (created by its deploy); the forward mapped sync fills it
     with stack.tgt() as t:
         t.execute("CREATE SCHEMA app; CREATE TABLE app.persons (person_id int PRIMARY KEY, full_name text NOT NULL, "
-                  "score integer, created_in_new timestamptz DEFAULT now(), _cf_pos numeric)")
-        t.execute("INSERT INTO app.persons (person_id, full_name, score) SELECT g, 'person ' || g, g FROM generate_series(1, 100) g")
+                  "score integer, created_in_new timestamptz DEFAULT now())")
     stack.start("capture")
     stack.start("sync")
     stack.fence()
+    with stack.tgt() as t:
+        assert t.execute("SELECT count(*), sum(score) FROM app.persons").fetchone() == (100, 5050)
 
     fb = _fallback_proc(stack)
     procs = [*stack.procs]
