@@ -426,11 +426,14 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
             click.echo(f"{n:>8}  filtered by {name}")
         if rep.deferred:
             click.echo(f"{rep.deferred:>8}  deferred (waiting for a parent row)")
+        if rep.held:
+            click.echo(f"{rep.held:>8}  held back behind an undecodable change of their key "
+                       "(crossfade dlq replay, --drop-undecodable to give it up)")
         for a in rep.accounting:
             sign = "=" if a.closes else "!="
             click.echo(f"{a.table}: {a.source_rows} source rows {sign} {a.mapped} mapped + {a.dead_lettered} dead-lettered "
                        f"+ {a.filtered} filtered + {a.deferred} deferred")
-    sys.exit(0 if rep.total == 0 and all(a.closes for a in rep.accounting) else 1)
+    sys.exit(0 if rep.total == 0 and rep.held == 0 and all(a.closes for a in rep.accounting) else 1)
 
 
 @dlq.command("replay")
@@ -438,20 +441,26 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
 @click.option("--rule", help="Only dead letters of this rule.")
 @click.option("--table", help="Only dead letters of this source table.")
 @click.option("--dry-run", is_flag=True, help="Show what would apply; write nothing.")
+@click.option("--drop-undecodable", is_flag=True,
+              help="Give up records that still cannot be decoded (their change is lost) so the later changes "
+                   "of their keys, held back behind them, apply.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def dlq_replay(config: str | None, rule: str | None, table: str | None, dry_run: bool, as_json: bool) -> None:
+def dlq_replay(config: str | None, rule: str | None, table: str | None, dry_run: bool, drop_undecodable: bool,
+               as_json: bool) -> None:
     """Re-run open dead letters through the current mapping (after fixing the rule or the data)
     and apply those that pass, with the same source-position guards as sync. Exit 1 when some
     still fail."""
     from crossfade.sync.dlq import replay
 
-    rep = replay(_settings(config), rule=rule, table=table, dry_run=dry_run)
+    rep = replay(_settings(config), rule=rule, table=table, dry_run=dry_run, drop_undecodable=drop_undecodable)
     if as_json:
         click.echo(json.dumps(rep.as_dict(), indent=2))
     else:
         verb = "would apply" if dry_run else "applied"
         click.echo(f"{rep.selected} dead letter(s) re-run: {verb} {rep.applied}, {rep.still_failing} still failing"
-                   + (f", {rep.superseded} superseded by a newer change of their key" if rep.superseded else ""))
+                   + (f", {rep.superseded} superseded by a newer change of their key" if rep.superseded else "")
+                   + (f", {rep.dropped} undecodable dropped" if rep.dropped else "")
+                   + (f", {rep.released} held change(s) released" if rep.released else ""))
         for r, n in sorted(rep.by_rule.items()):
             click.echo(f"{n:>8}  {r}")
     sys.exit(0 if rep.still_failing == 0 else 1)

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from crossfade.capture.preflight import connect
 from crossfade.config import Settings
@@ -69,6 +70,8 @@ class DlqReport:
     accounting: list[Accounting] = field(default_factory=list)
     filtered: dict[str, int] = field(default_factory=dict)
     deferred: int = 0
+    held: int = 0
+    """Changes waiting behind a dead letter of their key (an undecodable earlier change)."""
 
     @property
     def total(self) -> int:
@@ -76,7 +79,7 @@ class DlqReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"dead_letters": self.total, "by_rule": [g.as_dict() for g in self.groups],
-                "filtered_by_filter": self.filtered, "deferred": self.deferred,
+                "filtered_by_filter": self.filtered, "deferred": self.deferred, "held": self.held,
                 "accounting": [a.as_dict() for a in self.accounting],
                 "accounting_closes": all(a.closes for a in self.accounting)}
 
@@ -106,6 +109,8 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
         ).fetchall()}
         rep.deferred = int(conn.execute(
             sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'deferred'").format(bk)).fetchone()[0])  # type: ignore[index]
+        rep.held = int(conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'held'").format(bk)).fetchone()[0])  # type: ignore[index]
         mapping = settings.mapping
         if mapping is not None and mapping.tables:
             counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -130,21 +135,33 @@ class ReplayReport:
     applied: int = 0
     still_failing: int = 0
     superseded: int = 0
+    dropped: int = 0
+    """Undecodable records given up (``--drop-undecodable``)."""
+    released: int = 0
+    """Changes held back behind a dead letter of their key, applied now."""
     by_rule: dict[str, int] = field(default_factory=dict)
     """Rules the records that still fail fail now."""
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {"selected": self.selected, "applied": self.applied, "still_failing": self.still_failing,
-                "superseded": self.superseded, "still_failing_by_rule": self.by_rule, "dry_run": self.dry_run}
+                "superseded": self.superseded, "dropped": self.dropped, "released": self.released,
+                "still_failing_by_rule": self.by_rule, "dry_run": self.dry_run}
 
 
 class _DryRun(Exception):
     pass
 
 
-def replay(settings: Settings, *, rule: str | None = None, table: str | None = None, dry_run: bool = False) -> ReplayReport:
-    """Re-run open dead letters through the current mapping; apply those that pass now."""
+def replay(
+    settings: Settings, *, rule: str | None = None, table: str | None = None, dry_run: bool = False,
+    drop_undecodable: bool = False,
+) -> ReplayReport:
+    """Re-run open dead letters through the current mapping; apply those that pass now.
+
+    A record that could not be decoded holds back the later changes of its key (``held`` in the
+    ledger): once it decodes and applies — or, with ``drop_undecodable``, is given up (its change
+    is lost, on the operator's word) — the held changes apply in their order."""
     from crossfade.mapping.schema_check import load_mapper
 
     rep = ReplayReport(dry_run=dry_run)
@@ -167,29 +184,57 @@ def replay(settings: Settings, *, rule: str | None = None, table: str | None = N
                     cond.append(sql.SQL("source_table = %s"))
                     params.append(table)
                 rows = conn.execute(
-                    sql.SQL('SELECT source_table, entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
-                            "WHERE {} ORDER BY source_table, position FOR UPDATE").format(bk, sql.SQL(" AND ").join(cond)),
+                    sql.SQL('SELECT source_table, entry, topic, partition, "offset", key, value, headers, source_key, rule '
+                            "FROM {}.ledger WHERE {} ORDER BY source_table, position FOR UPDATE").format(
+                                bk, sql.SQL(" AND ").join(cond)),
                     params,
                 ).fetchall()
                 rep.selected = len(rows)
                 by_table: dict[str, list[tuple[str, ChangeEvent]]] = defaultdict(list)
                 origins: dict[tuple[str, int], Origin] = {}
                 undecodable: list[str] = []
-                for src_table, entry, topic, partition, offset, key, value, headers in rows:
+                release: list[tuple[str, Any]] = []  # (table, key) whose held changes may go now
+                dropped: list[tuple[str, str]] = []
+                for src_table, entry, topic, partition, offset, key, value, headers, source_key, why in rows:
                     headers = headers or {}
                     try:
                         e = decoder.decode(key, value, src_table, headers.get(POSITION_HEADER))
                     except DecodeError as exc:
+                        if drop_undecodable and why == "decode":
+                            dropped.append((src_table, entry))
+                            rep.dropped += 1
+                            if source_key is not None:
+                                release.append((src_table, source_key))
+                            continue
                         rep.still_failing += 1
                         rep.by_rule["decode"] = rep.by_rule.get("decode", 0) + 1
                         undecodable.append(f"{entry}: {exc}")
                         continue
+                    if why == "decode" and source_key is not None:
+                        release.append((src_table, source_key))
                     by_table[src_table].append((entry, e))
                     origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
+                for src_table, entry in dropped:
+                    conn.execute(sql.SQL("UPDATE {}.ledger SET outcome = 'dropped', at = now() WHERE source_table = %s "
+                                         "AND entry = %s").format(bk), (src_table, entry))
+                # the held changes of released keys follow their dead letter, in their order
+                for src_table, source_key in release:
+                    for entry, topic, partition, offset, key, value, headers in conn.execute(
+                        sql.SQL('SELECT entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
+                                "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
+                                'ORDER BY topic, partition, "offset" FOR UPDATE').format(bk),
+                        (src_table, Jsonb(source_key)),
+                    ).fetchall():
+                        e = decoder.decode(key, value, src_table, (headers or {}).get(POSITION_HEADER))
+                        by_table[src_table].append((entry, e))
+                        origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers or {})
+                        rep.released += 1
                 parents = make_parents(conn, shapes, writers, bk_name)
                 for src_table, pairs in by_table.items():
                     events = [e for _, e in pairs]
                     decoded_entries = [entry for entry, _ in pairs if entry.startswith("@")]
+                    if src_table not in mapped:  # a key's changes in position order (identity apply collapses them)
+                        events.sort(key=lambda e: e.position)
                     if src_table in mapped:
                         ms = mapped[src_table]
                         entries = frozenset(ms.entry_of(e)[0] for e in events)

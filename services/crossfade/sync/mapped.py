@@ -417,8 +417,8 @@ def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held])
     ).format(bk=bk)
     params = []
     for h in held:
-        keep = h.outcome in HELD
-        o = h.origin if h.outcome in ("dead_letter", "deferred") else None
+        keep = h.outcome in (*HELD, "held")
+        o = h.origin if h.outcome in ("dead_letter", "deferred", "held") else None
         params.append((
             h.source_table, h.entry, h.position, h.outcome, Jsonb(h.source_key) if h.source_key is not None else None,
             h.rule if keep else None, h.reason if keep else None, Jsonb(h.failures) if keep and h.failures else None,

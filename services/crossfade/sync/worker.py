@@ -25,6 +25,7 @@ Transient errors (target or broker unreachable) are retried with exponential bac
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -78,6 +79,9 @@ class DeadLetter:
     msg: Message
     reason: str
     table: str
+    key_id: str | None = None
+    """The record's key (as :func:`crossfade.sync.apply._key_id` spells it) when the key could be
+    decoded: later changes of that key are held back until the dead letter is resolved."""
 
 
 @dataclass(slots=True)
@@ -143,6 +147,9 @@ class SyncWorker:
         self._dead: list[tuple[Held, str]] = []
         """Dead letters of the batch being applied (with their table), produced before it commits."""
         self._next_deferred_retry = 0.0
+        self.poisoned: dict[tuple[str, str], str] = {}
+        """(table, key id) -> the dead letter (undecodable change) later changes of the key wait for."""
+        self._next_poison_check = 0.0
         self.origin: str | None = None
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = False
@@ -350,6 +357,9 @@ class SyncWorker:
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
+                if self.owner and time.monotonic() >= self._next_poison_check:
+                    self._next_poison_check = time.monotonic() + 2
+                    self._with_db_retry(self._load_poisoned)
                 # deferred rows wait for a parent that may come through another partition
                 if self.mapped and time.monotonic() >= self._next_deferred_retry:
                     self._next_deferred_retry = time.monotonic() + 1
@@ -460,7 +470,20 @@ class SyncWorker:
         try:
             return self.decoder.decode(m.key(), m.value(), table, header(m, POSITION_HEADER))
         except DecodeError as exc:
-            return DeadLetter(m, str(exc), table)
+            key_id = None
+            with contextlib.suppress(Exception):
+                kd, _codec = self.decoder.decoder.decode_with_schema(m.key() or b"")
+                if isinstance(kd, dict):
+                    key_id = json.dumps(kd, sort_keys=True, default=str)
+            return DeadLetter(m, str(exc), table, key_id)
+
+    def _load_poisoned(self) -> None:
+        """Keys whose change could not be decoded: their later changes wait (FAULTS 25)."""
+        rows = self._db().execute(
+            sql.SQL("SELECT source_table, source_key, entry FROM {}.ledger WHERE outcome = 'dead_letter' "
+                    "AND rule = 'decode' AND source_key IS NOT NULL").format(sql.Identifier(self.bk))
+        ).fetchall()
+        self.poisoned = {(t, json.dumps(k, sort_keys=True, default=str)): e for t, k, e in rows}
 
     def _apply_batch(self, msgs: list[Message]) -> None:
         # counts of this attempt only: merged after the commit, so a retried batch counts once
@@ -479,6 +502,7 @@ class SyncWorker:
             fresh = {tp: [m for m in by_tp[tp] if m.offset() >= nxt_of[tp]] for tp in sorted(by_tp)}
             # 2. decode and dead-letter; count the leading items a rewind's replay re-applies
             dead: list[DeadLetter] = []
+            held: list[Held] = []
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
             replayed: dict[tuple[str, int], int] = {}
             origins: dict[tuple[str, int], Origin] = {}
@@ -490,6 +514,15 @@ class SyncWorker:
                     d = self._decode(m)
                     if isinstance(d, DeadLetter):
                         dead.append(d)
+                        if d.key_id is not None:
+                            self.poisoned[(d.table, d.key_id)] = f"@{m.topic()}/{m.partition()}/{m.offset()}"
+                    elif isinstance(d, ChangeEvent) and d.key is not None and self.poisoned and (
+                            d.table, _key_id(d)) in self.poisoned:
+                        held.append(Held(
+                            d.table, f"@{m.topic()}/{m.partition()}/{m.offset()}", d.position, "held",
+                            json.loads(_key_id(d)), rule="held",
+                            reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, _key_id(d))]})",
+                            origin=_origin(m)))
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
@@ -501,9 +534,12 @@ class SyncWorker:
                 self._dead_letter(dead)
                 write_ledger(conn, s, [
                     Held(d.table, f"@{d.msg.topic()}/{d.msg.partition()}/{d.msg.offset()}", 0, "dead_letter",
-                         rule="decode", reason=d.reason, origin=_origin(d.msg))
+                         json.loads(d.key_id) if d.key_id else None, rule="decode", reason=d.reason, origin=_origin(d.msg))
                     for d in dead
                 ])
+            if held:
+                log.warning("%d change(s) held back behind a dead letter of their key", len(held))
+                write_ledger(conn, s, held)
             # 3. apply per table, parents of a mapping's references first
             per_tp_stats: dict[tuple[str, int], list[int]] = {}
             parents = make_parents(conn, self.target_shapes, self.writers, self.bk) if self.mapped else None
