@@ -109,12 +109,21 @@ class CutoverReport:
 
 # -- dead letters ------------------------------------------------------------------------------
 def dead_letter_counts(conn: psycopg.Connection, bk: str) -> tuple[int, int]:
-    """(dead letters counted by sync, of which acknowledged by ``crossfade dlq ack``)."""
+    """(dead letters counted by sync, of which acknowledged by ``crossfade dlq ack`` or resolved).
+
+    A dead letter a replay applied, a newer change superseded or the operator dropped is no
+    longer open in the ledger: when none is open (and no change waits behind one), all count as
+    resolved."""
     s = sql.Identifier(bk)
     row = conn.execute(sql.SQL("SELECT coalesce(sum(dead_lettered), 0) FROM {}.table_stats").format(s)).fetchone()
     total = int(row[0]) if row else 0
     row = conn.execute(sql.SQL("SELECT max(dead_lettered) FROM {}.dlq_acks").format(s)).fetchone()
     acked = int(row[0]) if row and row[0] is not None else 0
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome IN ('dead_letter', 'held')").format(s)
+    ).fetchone()
+    if row is not None and int(row[0]) == 0:
+        return total, total
     return total, min(acked, total)
 
 
