@@ -152,9 +152,11 @@ def test_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack) -> None:
         assert all(t["missing"] == t["extra"] == t["mismatched_keys"] == 0 for t in rep["tables"])
 
         # unacknowledged dead letters stop the cutover at its first gate; dlq ack lets it pass
-        with stack.tgt() as t:
+        with stack.tgt() as t:  # what sync writes for a record it dead-letters: counted, and open in the ledger
             t.execute("UPDATE crossfade.table_stats SET dead_lettered = dead_lettered + 1 "
                       "WHERE (tbl, topic, partition) = (SELECT tbl, topic, partition FROM crossfade.table_stats LIMIT 1)")
+            t.execute("INSERT INTO crossfade.ledger (source_table, entry, position, outcome, rule, reason) "
+                      "VALUES ('public.accounts', '@planted/0/0', 0, 'dead_letter', 'decode', 'planted by the test')")
         rc, rep = _cutover(stack, "--dry-run")
         assert rc == 1 and not rep["go"] and [g["name"] for g in rep["gates"]] == ["sync_healthy"], rep
         assert "dead letter" in rep["gates"][0]["detail"]
