@@ -161,8 +161,8 @@ CREATE TABLE public.notes (id int PRIMARY KEY, member_id int, body text);
 """
 
 
-@pytest.fixture
-def crm(stack: Any) -> tuple[Any, dict[str, Any]]:
+def seed(stack: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+    """The generated legacy CRM in the stack's legacy database, the new tables in its target."""
     members, notes, expect = generate()
     with stack.src() as c:
         c.execute(LEGACY_DDL)
@@ -173,6 +173,12 @@ def crm(stack: Any) -> tuple[Any, dict[str, Any]]:
             cur.executemany("INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes)
     with stack.tgt() as c:
         c.execute(TARGET_DDL)
+    return members, notes, expect
+
+
+@pytest.fixture
+def crm(stack: Any) -> tuple[Any, dict[str, Any]]:
+    _members, _notes, expect = seed(stack)
     stack.write_config(["public.members", "public.notes"])
     cfg = yaml.safe_load(stack.config_path.read_text())
     cfg["mapping"] = MAPPING

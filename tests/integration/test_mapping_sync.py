@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import wait_for
-from tests.integration.test_audit import LEGACY_DDL, MAPPING, TARGET_DDL, generate
+from tests.integration.test_audit import LEGACY_DDL, MAPPING, TARGET_DDL, seed
 
 pytestmark = pytest.mark.integration
 
@@ -59,16 +59,7 @@ def _dlq_list(stack: Any) -> dict[str, Any]:
 
 
 def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) -> None:
-    members, notes, expect = generate()
-    with stack.src() as c:
-        c.execute(LEGACY_DDL)
-        with c.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO public.members VALUES (%(id)s, %(full_name)s, %(email)s, %(phone)s, %(dob)s, %(country)s, "
-                "%(active)s, %(last_seen)s, %(updated_at)s)", members)
-            cur.executemany("INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes)
-    with stack.tgt() as c:
-        c.execute(TARGET_DDL)
+    members, notes, expect = seed(stack)
     _configure(stack, _mapping(window_s=2))
     stack.start("capture")
     stack.start("sync")
@@ -208,16 +199,7 @@ def _expected_survivor(members: list[dict[str, Any]], group: set[int]) -> int:
 
 
 def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
-    members, notes, expect = generate()
-    with stack.src() as c:
-        c.execute(LEGACY_DDL)
-        with c.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO public.members VALUES (%(id)s, %(full_name)s, %(email)s, %(phone)s, %(dob)s, %(country)s, "
-                "%(active)s, %(last_seen)s, %(updated_at)s)", members)
-            cur.executemany("INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes)
-    with stack.tgt() as c:
-        c.execute(TARGET_DDL)
+    members, notes, expect = seed(stack)
     mapping = copy.deepcopy(MAPPING)
     mapping["dedup"]["crm.people"]["survivorship"]["survivor"] = "oldest"
     _configure(stack, mapping)

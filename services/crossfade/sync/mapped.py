@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 
 from crossfade.errors import ConfigError, SchemaMismatch
 from crossfade.events.model import ChangeEvent
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, _jsonable
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync.apply import ApplyResult, TableApplier, _key_id, collapse
 from crossfade.sync.target_ddl import POS_COLUMN, TableShape, read_shape
@@ -54,16 +54,6 @@ HELD = ("dead_letter", "filtered", "deferred")
 def key_text(values: Iterable[Any]) -> str:
     """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
     return json.dumps([_jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
-
-
-def _jsonable(v: Any) -> Any:
-    if v is None or isinstance(v, bool | int | float | str):
-        return v
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
-    return str(v)
 
 
 @dataclass(frozen=True, slots=True)
