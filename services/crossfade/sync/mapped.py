@@ -306,7 +306,7 @@ class MappedSource:
         survivors = collapse(events)
         res.skipped = len(events) - len(survivors)
         keyed = [(e, *self.entry_of(e)) for e in survivors]
-        stored = dict(conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall())
+        stored: dict[str, Any] = dict(conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall())
         changes: dict[str, list[RowChange]] = defaultdict(list)
         held: list[Held] = []
         for e, entry, skey, key_row in keyed:
@@ -453,12 +453,12 @@ def build_mapped(
     if mapper.config.dedup:
         for stmt in dedup.ddl(bookkeeping_schema):
             conn.execute(stmt)
-    for t in mapper.target_tables():
-        ensure_position_column(conn, t)
-        shape = read_shape(conn, t)
-        if shape is None:
-            raise ConfigError(f"target table {t} (in the mapping) does not exist", "create it in the new database")
-        shapes[t] = shape
+    for table in mapper.target_tables():
+        ensure_position_column(conn, table)
+        found = read_shape(conn, table)
+        if found is None:
+            raise ConfigError(f"target table {table} (in the mapping) does not exist", "create it in the new database")
+        shapes[table] = found
     for s in sources:
         for t in mapper.table(s).targets:
             if t.table in writers:
