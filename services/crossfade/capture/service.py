@@ -33,6 +33,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
+from crossfade.capture.initial_load import CopyLoad, LoadState, copy_load_applies
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -405,9 +406,10 @@ class CaptureService:
             "-Xrs",
             f"-XX:ErrorFile={tempfile.gettempdir()}/crossfade_hs_err_%p.log",
         ]
-        self.engine = DebeziumJsonEngine(
-            properties=embedded_properties(self.settings, offsets), handler=_Handler(), jvm_opts=jvm_opts
-        )
+        props = embedded_properties(self.settings, offsets)
+        if self._copy_load(offsets):
+            props["snapshot.mode"] = "no_data"  # the rows are in the target: stream from the slot
+        self.engine = DebeziumJsonEngine(properties=props, handler=_Handler(), jvm_opts=jvm_opts)
         self.ready.set()
         metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
@@ -424,6 +426,25 @@ class CaptureService:
                 "Debezium stopped on its own (see the log above for its reason)",
                 "fix the cause and start capture again; it resumes from its last offsets",
             )
+
+    def _copy_load(self, offsets: Path) -> bool:
+        """``capture.initial_load: copy`` (:mod:`crossfade.capture.initial_load`): load this
+        epoch by COPY unless that is done; True when Debezium must only stream. An epoch whose
+        Debezium offsets exist without a COPY load was loaded by Debezium: it stays so."""
+        s, producer = self.settings, self.producer
+        assert producer is not None and self.epoch is not None
+        state = LoadState(Path(s.capture.state_dir), self.epoch)
+        if not copy_load_applies(s) or (offsets.exists() and state.read() is None):
+            return False
+        if not state.done:
+
+            def sweep(lsn: int) -> None:  # same stream as after a Debezium snapshot
+                producer._emit_sweeps(lsn)
+                producer.flush()
+
+            CopyLoad(s, state, on_slot=producer._set_floor, before_done=sweep).run()
+        producer.stats.snapshot_done = True
+        return True
 
     def stop(self) -> None:
         self._stopping.set()
