@@ -438,11 +438,15 @@ class CaptureService:
             return False
         if not state.done:
 
-            def sweep(lsn: int) -> None:  # same stream as after a Debezium snapshot
+            def floor_and_sweep(lsn: int) -> None:
+                # the same markers as after a Debezium snapshot (the load empties the target up
+                # front, so they delete nothing); produced now, acknowledged before the load is
+                # marked done, so the producer's start-up overlaps the copy
+                producer._set_floor(lsn)
                 producer._emit_sweeps(lsn)
-                producer.flush()
+                producer.producer.poll(0)
 
-            CopyLoad(s, state, on_slot=producer._set_floor, before_done=sweep).run()
+            CopyLoad(s, state, on_slot=floor_and_sweep, before_done=lambda lsn: producer.flush()).run()
         producer.stats.snapshot_done = True
         return True
 
