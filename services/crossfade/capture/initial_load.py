@@ -64,6 +64,10 @@ _SESSION = (
 )
 """Both ends of every COPY: text output the other side reads back exactly."""
 
+_FIRST_USER_OID = 16384
+"""PostgreSQL's FirstNormalObjectId: types below it are built in, the same OID everywhere."""
+_BLOCK = 256 * 1024
+
 CHUNK_PAGES = 2048
 """Block range of one COPY chunk (16 MiB of heap): small enough to spread over the workers."""
 
@@ -207,13 +211,22 @@ class CopyLoad:
         for table, shape in shapes.items():
             schema, name = table.split(".", 1)
             have = {
-                r[0]
+                r[0]: (r[1], r[2])
                 for r in src.execute(
-                    "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    "SELECT attname, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
                     (sql.Identifier(schema, name).as_string(src),),
                 ).fetchall()
             }
             cols = [c.name for c in shape.columns if c.name in have]
+            # binary COPY (about a third faster to parse) when both ends have the same built-in
+            # types: a user type's binary form names its OID (enum arrays, composites), which
+            # differs between the two databases
+            binary = all(
+                have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql for c in shape.columns if c.name in have
+            )
+            fmt = sql.SQL(" (FORMAT binary)" if binary else "")
+            log.debug("COPY %s in %s format", table, "binary" if binary else "text")
             ident = sql.Identifier(schema, name)
             col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
             append_only = not shape.pk
@@ -229,7 +242,7 @@ class CopyLoad:
                 )
                 out.append(Chunk(table, source_sql, target_sql, table))
                 continue
-            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN").format(ident, col_list, sql.Identifier(POS_COLUMN))
+            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(ident, col_list, sql.Identifier(POS_COLUMN), fmt)
             row = src.execute(
                 "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
                 "FROM pg_class c WHERE c.oid = %s::regclass",
@@ -239,7 +252,7 @@ class CopyLoad:
             relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
             select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(col_list, sql.Literal(str(pos)), ident)
             if relkind != "r" or has_children or pages <= CHUNK_PAGES:
-                out.append(Chunk(table, sql.SQL("COPY ({}) TO STDOUT").format(select), target_sql, table))
+                out.append(Chunk(table, sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt), target_sql, table))
                 continue
             # block ranges; the last one is open-ended (the relation size is read at the snapshot,
             # but a page count is only a partition of ctids: any block past it is in the last range)
@@ -251,7 +264,7 @@ class CopyLoad:
                 else:
                     cond = sql.SQL("ctid >= {}::tid").format(lo)
                 out.append(
-                    Chunk(table, sql.SQL("COPY ({} WHERE {}) TO STDOUT").format(select, cond), target_sql, f"{table}#{i}")
+                    Chunk(table, sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt), target_sql, f"{table}#{i}")
                 )
         return out
 
@@ -285,19 +298,19 @@ class CopyLoad:
 
     @staticmethod
     def _copy(src: psycopg.Connection, tgt: psycopg.Connection, chunk: Chunk) -> int:
-        """One chunk: rows relayed as COPY text, no parsing in Python; one target transaction."""
-        n = 0
-        with (
-            tgt.transaction(),
-            tgt.cursor() as tc,
-            src.cursor() as sc,
-            sc.copy(chunk.source_sql) as out,
-            tc.copy(chunk.target_sql) as inp,
-        ):
-            for data in out:
-                inp.write(data)
-                n += 1
-        return n
+        """One chunk: COPY data relayed as it comes (text or binary), never parsed in Python; one
+        target transaction."""
+        with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
+            with sc.copy(chunk.source_sql) as out, tc.copy(chunk.target_sql) as inp:  # noqa: SIM117
+                buf = bytearray()  # psycopg hands over one row per read: pass them on in blocks
+                for data in out:
+                    buf += data
+                    if len(buf) >= _BLOCK:
+                        inp.write(buf)
+                        buf = bytearray()
+                if buf:
+                    inp.write(buf)
+            return max(tc.rowcount, 0)  # the target's "COPY n"
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:
