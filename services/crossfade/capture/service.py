@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from crossfade.capture.batch import BatchReader
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.initial_load import CopyLoad, LoadState, copy_load_applies
 from crossfade.capture.preflight import check_source
@@ -88,6 +89,7 @@ class ChangeProducer:
             }
         )
         self._codecs = ConnectCodecCache()
+        self._reader = BatchReader()
         self._published: dict[int, int] = {}
         self._by_text: dict[Any, tuple[Any, Any]] = {}
         self._registry = (
@@ -158,7 +160,7 @@ class ChangeProducer:
             raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(self, raw_json: str | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
+    def _encode(self, raw_json: str | bytes | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
         """Debezium JSON (schema + payload) -> single-object framed Avro, and the payload.
 
         Hot path: Debezium writes ``{"schema":...,"payload":...}`` with the schema first, and the
@@ -168,7 +170,10 @@ class ChangeProducer:
         """
         if raw_json is None:
             return None, None
-        sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
+        if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
+            sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
+        else:
+            sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
         if sep > 0:
             schema_text = raw_json[10:sep]
             cache_key = (subject, schema_text) if self._registry is not None else schema_text
@@ -219,19 +224,14 @@ class ChangeProducer:
         self.stats.snapshot_done = True
         log.info("snapshot complete at LSN %s; sweep markers sent", lsn)
 
-    def handle(self, records: list[Any]) -> None:
+    def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
-        for r in records:
-            dest = str(r.destination())
+        for dest, raw_key, raw_value in self._reader.read(records):
             if dest.startswith("__debezium-heartbeat"):
                 self.stats.heartbeats += 1
                 self._sweep_if_snapshot_ended()
                 continue
-            # one JPype crossing per accessor (each costs more than a record's JSON parse)
-            jv, jk = r.value(), r.key()
-            raw_value = None if jv is None else str(jv)
-            raw_key = None if jk is None else str(jk)
             if dest == self.signal_topic:
                 # Debezium's signals and incremental-snapshot window markers are its own business;
                 # only their stream position counts (see the incremental case below)
@@ -395,8 +395,8 @@ class CaptureService:
         assert producer is not None
 
         class _Handler(BasePythonChangeHandler):
-            def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Java contract)
-                producer.handle(list(records))
+            def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
+                producer.handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",
