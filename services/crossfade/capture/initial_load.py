@@ -17,15 +17,20 @@ through Kafka as a change event, capture:
    ``SET TRANSACTION SNAPSHOT``) and COPY chunks of the tables (block ranges, ``ctid``) straight
    into the target tables, every row with ``_cf_pos = S << 64``, the position of a snapshot row;
    the replication connection stays open (idle) until every worker has imported the snapshot;
-5. marks the load done; only then does Debezium start, with ``snapshot.mode=no_data`` on that
-   slot, and stream from S. A transaction in flight across S commits after S and is streamed with
-   an LSN below S: its position ``(S, lsn)`` still beats the copied row's ``(S, 0)``.
+   the workers' own transactions then keep it;
+5. marks the load done. Debezium starts with ``snapshot.mode=no_data`` on that slot as soon as
+   the exporting connection has let go of it (its start-up takes seconds: it overlaps the copy),
+   and streams from S; capture's handler holds every batch until the load is done, so nothing
+   streamed reaches Kafka (or is acknowledged to Debezium) before the rows it follows. A
+   transaction in flight across S commits after S and is streamed with an LSN below S: its
+   position ``(S, lsn)`` still beats the copied row's ``(S, 0)``.
 
 Capture also sends the sweep markers at S through every change topic, as after a Debezium
 snapshot, so the stream after a load looks the same to sync.
 
-A crash at any point before step 5 leaves the load not done: the restart drops the slot (nobody
-streams from it yet) and loads again from step 1 (step 3 empties what the first attempt copied).
+A crash at any point before the load is marked done leaves it not done: the restart drops the
+slot (Debezium has acknowledged nothing from it: its batches were held) and loads again from
+step 1 (step 3 empties what the first attempt copied).
 
 Append-only tables (no primary key) are copied in one stream with their content hash
 (``_cf_hash``), identical rows collapsing into one as they do through Debezium.
@@ -124,10 +129,12 @@ class CopyLoad:
         state: LoadState,
         on_slot: Callable[[int], None] = lambda lsn: None,
         before_done: Callable[[int], None] = lambda lsn: None,
+        on_slot_free: Callable[[int], None] = lambda lsn: None,
     ) -> None:
         """``on_slot(S)`` runs once the slot exists, before any row is copied (capture persists
-        the snapshot floor there); ``before_done(S)`` after every row is committed, before the
-        load is marked done (capture sends the sweep markers there)."""
+        the snapshot floor there); ``on_slot_free(S)`` once every COPY stream has imported the
+        snapshot and the exporting connection is closed (Debezium may take the slot);
+        ``before_done(S)`` after every row is committed, before the load is marked done."""
         self.settings = settings
         self.state = state
         self.cap = settings.capture
@@ -135,6 +142,7 @@ class CopyLoad:
         self.rows: dict[str, int] = {}
         self._lock = threading.Lock()
         self._on_slot = on_slot
+        self._on_slot_free = on_slot_free
         self._before_done = before_done
 
     # -- slot -----------------------------------------------------------------------------------
@@ -344,7 +352,12 @@ class CopyLoad:
             for t in threads:
                 t.start()
             with contextlib.suppress(threading.BrokenBarrierError):
-                imported.wait()  # every worker holds the snapshot: the exporter may go
+                imported.wait()
+            # every worker holds the snapshot now: the exporting connection may go, which frees
+            # the slot for Debezium (a slot serves one replication connection at a time)
+            rconn.close()
+            if not errors:
+                self._on_slot_free(lsn)
             for t in threads:
                 t.join()
             if errors:
@@ -366,3 +379,48 @@ class CopyLoad:
             total, dt, total / dt if dt else 0, n,
         )
         return lsn
+
+
+class LoadGate:
+    """The COPY load in a thread beside Debezium's start-up (JVM, connector, replication stream:
+    seconds of their own). Debezium may start once the slot exists (:meth:`wait_slot`); the change
+    handler holds every batch until the rows are in (:meth:`wait_loaded`), so nothing streamed is
+    applied, nor acknowledged to Debezium, before the load it follows."""
+
+    def __init__(self, load: CopyLoad | None, on_error: Callable[[], None] = lambda: None) -> None:
+        """``load`` None: the load was done by an earlier run."""
+        self.error: BaseException | None = None
+        self._slot = threading.Event()
+        self._loaded = threading.Event()
+        self._on_error = on_error
+        if load is None:
+            self._slot.set()
+            self._loaded.set()
+            return
+        load._on_slot_free = lambda lsn: self._slot.set()
+        threading.Thread(target=self._run, args=(load,), name="copy-load", daemon=True).start()
+
+    def _run(self, load: CopyLoad) -> None:
+        try:
+            load.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the capture thread
+            self.error = exc
+            self._on_error()
+        finally:
+            self._slot.set()
+            self._loaded.set()
+
+    def wait_slot(self) -> None:
+        """Until the slot exists and is free; raises the load's error if it failed before."""
+        self._slot.wait()
+        if self.error is not None:
+            raise self.error
+
+    def wait_loaded(self, stopping: threading.Event) -> None:
+        """Until the load is done. Raises its error, or when capture stops first (the handler must
+        then fail its batch: returning would let Debezium commit offsets past unloaded rows)."""
+        while not self._loaded.wait(0.5):
+            if stopping.is_set():
+                raise CrossfadeError("capture stopped during the initial COPY load", "start it again: the load starts over")
+        if self.error is not None:
+            raise self.error

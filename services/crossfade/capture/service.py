@@ -34,7 +34,7 @@ from confluent_kafka import KafkaError, Producer
 
 from crossfade.capture.batch import BatchReader
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
-from crossfade.capture.initial_load import CopyLoad, LoadState, copy_load_applies
+from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -393,9 +393,13 @@ class CaptureService:
 
         producer = self.producer
         assert producer is not None
+        gate = self._copy_load(offsets)
+        stopping = self._stopping
 
         class _Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
+                if gate is not None:
+                    gate.wait_loaded(stopping)  # nothing streamed goes out before the load
                 producer.handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
@@ -407,8 +411,9 @@ class CaptureService:
             f"-XX:ErrorFile={tempfile.gettempdir()}/crossfade_hs_err_%p.log",
         ]
         props = embedded_properties(self.settings, offsets)
-        if self._copy_load(offsets):
-            props["snapshot.mode"] = "no_data"  # the rows are in the target: stream from the slot
+        if gate is not None:
+            props["snapshot.mode"] = "no_data"  # the rows go straight to the target: stream from the slot
+            gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
         self.engine = DebeziumJsonEngine(properties=props, handler=_Handler(), jvm_opts=jvm_opts)
         self.ready.set()
         metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
@@ -418,37 +423,49 @@ class CaptureService:
         except BaseException as exc:
             if self._stopping.is_set():
                 return
+            if gate is not None and gate.error is not None:
+                raise gate.error from None
             if isinstance(exc, CrossfadeError):
                 raise
             raise CrossfadeError(f"Debezium stopped: {_java_message(exc)}") from exc
+        if gate is not None and gate.error is not None and not self._stopping.is_set():
+            raise gate.error
         if not self._stopping.is_set():
             raise CrossfadeError(
                 "Debezium stopped on its own (see the log above for its reason)",
                 "fix the cause and start capture again; it resumes from its last offsets",
             )
 
-    def _copy_load(self, offsets: Path) -> bool:
-        """``capture.initial_load: copy`` (:mod:`crossfade.capture.initial_load`): load this
-        epoch by COPY unless that is done; True when Debezium must only stream. An epoch whose
+    def _copy_load(self, offsets: Path) -> LoadGate | None:
+        """``capture.initial_load: copy`` (:mod:`crossfade.capture.initial_load`): the gate of this
+        epoch's COPY load, started unless done before; None when Debezium loads. An epoch whose
         Debezium offsets exist without a COPY load was loaded by Debezium: it stays so."""
         s, producer = self.settings, self.producer
         assert producer is not None and self.epoch is not None
         state = LoadState(Path(s.capture.state_dir), self.epoch)
         if not copy_load_applies(s) or (offsets.exists() and state.read() is None):
-            return False
-        if not state.done:
+            return None
+        producer.stats.snapshot_done = True  # no Debezium snapshot in this epoch
+        if state.done:
+            return LoadGate(None)
+        # a load that did not finish: Debezium never acknowledged a batch, but any offsets it kept
+        # belong to the slot the load drops
+        offsets.unlink(missing_ok=True)
 
-            def floor_and_sweep(lsn: int) -> None:
-                # the same markers as after a Debezium snapshot (the load empties the target up
-                # front, so they delete nothing); produced now, acknowledged before the load is
-                # marked done, so the producer's start-up overlaps the copy
-                producer._set_floor(lsn)
-                producer._emit_sweeps(lsn)
-                producer.producer.poll(0)
+        def floor_and_sweep(lsn: int) -> None:
+            # the same markers as after a Debezium snapshot (the load empties the target up front,
+            # so they delete nothing); produced now, acknowledged before the load is marked done
+            producer._set_floor(lsn)
+            producer._emit_sweeps(lsn)
+            producer.producer.poll(0)
 
-            CopyLoad(s, state, on_slot=floor_and_sweep, before_done=lambda lsn: producer.flush()).run()
-        producer.stats.snapshot_done = True
-        return True
+        load = CopyLoad(s, state, on_slot=floor_and_sweep, before_done=lambda lsn: producer.flush())
+        return LoadGate(load, on_error=self._abort_engine)
+
+    def _abort_engine(self) -> None:
+        """The load failed: end Debezium's run (the capture thread then raises the load's error)."""
+        if self.engine is not None:
+            self.engine.close()
 
     def stop(self) -> None:
         self._stopping.set()
