@@ -112,7 +112,7 @@ class Profiler:
     def start(self, name: str, pid: int) -> None:
         if not self.enabled:
             return
-        ext = "svg" if self.fmt == "flamegraph" else "json"
+        ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[self.fmt]  # raw: collapsed stacks
         out = RESULTS / f"{self.tag}-{name}.{ext}"
         self.files.append(str(out.relative_to(REPO)))
         self.procs.append(
