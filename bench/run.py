@@ -26,6 +26,7 @@ flame graphs of capture and sync to bench/results/.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -111,7 +112,7 @@ class Profiler:
     def start(self, name: str, pid: int) -> None:
         if not self.enabled:
             return
-        ext = "svg" if self.fmt == "flamegraph" else "json"
+        ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[self.fmt]  # raw: collapsed stacks
         out = RESULTS / f"{self.tag}-{name}.{ext}"
         self.files.append(str(out.relative_to(REPO)))
         self.procs.append(
@@ -284,12 +285,41 @@ class Bench:
             "peak_rss_mib": dict(self.rss.peak),
         }
         self.record("snapshot", f"{self.n_rows} rows: s to verified (fence)", f"{xf:.1f} ({t_fenced - t0:.1f})", f"{native:.1f}")
-        self.record("snapshot", "rows/s", f"{self.n_rows / xf:,.0f}", f"{self.n_rows / native:,.0f}")
+        self.record("snapshot", "rows/s (to verified)", f"{self.n_rows / xf:,.0f}", f"{self.n_rows / native:,.0f}")
+        self.record("snapshot", "rows/s (to fence)", f"{self.n_rows / (t_fenced - t0):,.0f}", f"{self.n_rows / native:,.0f}")
+        loads = [json.loads(p.read_text()) for p in Path(self.x.settings.capture.state_dir).glob("load-*.json")]
+        done = [d for d in loads if d.get("done") and d.get("seconds")]
+        if done:  # capture.initial_load: copy — the COPY itself, without process start-up and hand-off
+            secs = done[-1]["seconds"]
+            self.results["snapshot"]["copy_load_s"] = secs
+            self.record("snapshot", "rows/s (COPY load alone)", f"{self.n_rows / secs:,.0f}", f"{self.n_rows / native:,.0f}")
         self.record("snapshot", "peak RSS MiB capture/sync", f"{self.rss.peak.get('capture', 0):.0f}/{self.rss.peak.get('sync', 0):.0f}", "-")
         if not equal:
             raise RuntimeError(f"crossfade target differs after the snapshot: {[d.as_dict() for d in diffs if not d.match]}")
 
     # -- 2. steady CDC --------------------------------------------------------------------------
+    def _pipeline_pids(self, name: str) -> dict[str, int]:
+        """The processes that carry the changes: crossfade's capture (JVM included) and sync;
+        native's walsender (source) and apply worker (target)."""
+        if name == "crossfade":
+            return {p.name: p.p.pid for p in self.x.procs if p.alive() and p.name in ("capture", "sync")}
+        pids = {}
+        ws = one(self.n_src_dsn, "SELECT pid FROM pg_stat_replication WHERE application_name = 'bench_sub' LIMIT 1")
+        ap = one(self.n_tgt_dsn, "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND relid IS NULL LIMIT 1")
+        if ws:
+            pids["walsender"] = ws
+        if ap:
+            pids["apply"] = ap
+        return pids
+
+    @staticmethod
+    def _cpu(pids: dict[str, int]) -> dict[str, float]:
+        out = {}
+        for k, pid in pids.items():
+            with contextlib.suppress(psutil.Error):
+                out[k] = cpu_seconds(pid)
+        return out
+
     def _cdc_run(self, label: str, rate: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, src, tgt in (("native", self.n_src_dsn, self.n_tgt_dsn), ("crossfade", self.x.source_dsn, self.x.target_dsn)):
@@ -297,19 +327,26 @@ class Bench:
                 for p in self.x.procs:
                     if p.alive() and p.name in ("capture", "sync"):
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
+            pids = self._pipeline_pids(name)
+            cpu0 = self._cpu(pids)
             ld = self.load(src, self.args.seconds, rate)
             t_seen = self.marker(src, tgt)
+            cpu1 = self._cpu(pids)
             self.prof.stop()
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
+            cpu_us = {k: 1e6 * (cpu1[k] - cpu0[k]) / ld["events"] for k in cpu1 if k in cpu0}
             out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
-                         "events_per_s": ld["events"] / (self.args.seconds + drain), **lat}
+                         "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
+                         "cpu_us_per_event": cpu_us, "load_avg": os.getloadavg()}
         return out
 
     def cdc(self) -> None:
         full = self._cdc_run("cdc", None)
         n, x = full["native"], full["crossfade"]
-        half_rate = x["tps"] / 2
+        # half of what crossfade sustained end to end (not pgbench's rate during the run, which a
+        # pipeline that falls behind does not sustain)
+        half_rate = x["events_per_s"] / EVENTS_PER_TX / 2
         half = self._cdc_run("cdc-half", half_rate)
         self.results["cdc"] = {"seconds": self.args.seconds, "clients": self.args.clients, "full": full,
                                "half_rate_tps": half_rate, "half": half}
@@ -317,6 +354,11 @@ class Bench:
         self.record("cdc", "drain after load stops, s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
         self.record("cdc", "events/s sustained", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
         self.record("cdc", "latency p50/p99 ms (full rate)", f"{x['p50_ms']:.0f}/{x['p99_ms']:.0f}", f"{n['p50_ms']:.0f}/{n['p99_ms']:.0f}")
+        def cpu(d: dict[str, Any]) -> str:
+            parts = d.get("cpu_us_per_event") or {}
+            return "+".join(f"{v:.0f}" for v in parts.values()) + f"={sum(parts.values()):.0f}" if parts else "-"
+
+        self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
         hx, hn = half["crossfade"], half["native"]
         self.record("cdc", f"latency p50/p99 ms at {half_rate:.0f} tps", f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}", f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}")
 
@@ -362,14 +404,23 @@ class Bench:
         cfg_path.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")} | {"CROSSFADE_CONFIG": str(cfg_path)}
         log = open(self.root / "replay-sync.log", "ab")  # noqa: SIM115
-        p = subprocess.Popen([sys.executable, "-m", "crossfade.ops.cli", "sync"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.rss.watch("sync-replay", p.pid)
-        self.prof.start("sync-alone", p.pid)
+        # --sync-procs workers in one consumer group (the topics' partitions split between them)
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "crossfade.ops.cli", "sync"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            for _ in range(self.args.sync_procs)
+        ]
+        for i, q in enumerate(procs):
+            self.rss.watch(f"sync-replay-{i}", q.pid)
+            self.prof.start(f"sync-alone-{i}", q.pid)
+
+        def cpu_all() -> float:
+            return sum(cpu_seconds(q.pid) for q in procs)
+
         tgt = self.pgt.dsn("replay_crossfade")
         # the clock starts at the first committed batch (process start-up and group join excluded)
         wait(lambda: one(tgt, "SELECT to_regclass('crossfade.offsets') IS NOT NULL")
              and one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'"), 600, "first batch")
-        t0, cpu0 = time.time(), cpu_seconds(p.pid)
+        t0, cpu0 = time.time(), cpu_all()
         applied0 = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
         settings = load_settings(cfg_path)
         while True:
@@ -377,16 +428,18 @@ class Bench:
                 fence(settings, timeout=30)
                 break
             except Exception:
-                if p.poll() is not None:
+                if any(q.poll() is not None for q in procs):
                     raise RuntimeError("replay sync died; see " + str(self.root / "replay-sync.log")) from None
-        t1, cpu1 = time.time(), cpu_seconds(p.pid)
+        t1, cpu1 = time.time(), cpu_all()
         self.prof.stop()
         total = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
-        os.killpg(p.pid, signal.SIGTERM)
-        p.wait(60)
+        for q in procs:
+            os.killpg(q.pid, signal.SIGTERM)
+        for q in procs:
+            q.wait(60)
         log.close()
         n = int(total - applied0)
-        res["crossfade"] = {"records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
+        res["crossfade"] = {"sync_procs": len(procs), "records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
                             "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total)}
         # the straightforward consumer: same topics, its own target (the legacy schema)
         self.pgt.create_database("replay_naive")
@@ -398,7 +451,7 @@ class Bench:
                         "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"]}
         self.results["sync_alone"] = res
         x, b = res["crossfade"], res["naive"]
-        self.record("sync alone", f"{x['records']:,} records replayed: events/s (wall)", f"{x['events_per_s']:,.0f}", f"{b['events_per_s']:,.0f}")
+        self.record("sync alone", f"{x['records']:,} records replayed by {len(procs)} sync: events/s (wall)", f"{x['events_per_s']:,.0f}", f"{b['events_per_s']:,.0f}")
         self.record("sync alone", "events/s per core (worker CPU)", f"{x['events_per_cpu_s']:,.0f}", f"{b['events_per_cpu_s']:,.0f}")
         self.record("sync alone", "CPU us/event (worker)", f"{x['cpu_us_per_event']:.1f}", f"{b['cpu_us_per_event']:.1f}")
 
@@ -455,6 +508,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
+    ap.add_argument("--sync-procs", type=int, default=1, help="sync processes replaying in the sync-alone benchmark")
     ap.add_argument("--profile", action="store_true", help="py-spy flame graphs of capture/sync to bench/results/")
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"])
     args = ap.parse_args()

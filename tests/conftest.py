@@ -118,8 +118,18 @@ class Proc:
 class Stack:
     """One isolated migration: legacy and target databases, topics, slot, processes."""
 
-    def __init__(self, pg: EmbeddedPostgres, bootstrap: str, root: Path, partitions: int = 2, **sync: Any) -> None:
+    def __init__(
+        self,
+        pg: EmbeddedPostgres,
+        bootstrap: str,
+        root: Path,
+        partitions: int = 2,
+        initial_load: str | None = None,
+        **sync: Any,
+    ) -> None:
+        """``initial_load``: ``capture.initial_load`` (copy|debezium), the default when None."""
         n = next(_counter)
+        self.initial_load = initial_load
         self.n = n
         self.pg = pg
         self.dir = root / f"stack{n}"
@@ -169,6 +179,7 @@ class Stack:
                 "publication_name": f"cf_it{self.n}",
                 "state_dir": str(self.dir / "capture"),
                 "heartbeat_interval_ms": 1000,
+                **({"initial_load": self.initial_load} if self.initial_load else {}),
             },
             # a consumer group per stack: a member of an earlier test's group that died uncleanly
             # must not hold this test's JoinGroup up (Tansu waits for it)
@@ -266,3 +277,9 @@ def stack_factory(pg_server: EmbeddedPostgres, bootstrap: str, work_root: Path) 
 @pytest.fixture
 def stack(stack_factory: Callable[..., Stack]) -> Stack:
     return stack_factory()
+
+
+@pytest.fixture(params=["copy", "debezium"])
+def load_stack(request: pytest.FixtureRequest, stack_factory: Callable[..., Stack]) -> Stack:
+    """A stack per way of loading the existing rows (``capture.initial_load``)."""
+    return stack_factory(initial_load=request.param)

@@ -75,7 +75,8 @@ def test_sigkill_capture_while_streaming(stack: Stack) -> None:
     stack.assert_equal()
 
 
-def test_sigkill_capture_during_initial_snapshot(stack: Stack) -> None:
+def test_sigkill_capture_during_initial_snapshot(load_stack: Stack) -> None:
+    stack = load_stack
     stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, payload text, n numeric)")
     stack.sql("INSERT INTO big SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 60000) g")
     stack.write_config(["public.big"])
@@ -98,12 +99,13 @@ def test_sigkill_capture_during_initial_snapshot(stack: Stack) -> None:
     stack.assert_equal()
 
 
+@pytest.mark.parametrize("initial_load", ["copy", "debezium"])
 def test_broker_loses_its_data_then_capture_resnapshots_and_sync_sweeps(
-    pg_server: EmbeddedPostgres, work_root, request
+    pg_server: EmbeddedPostgres, work_root, request, initial_load: str
 ) -> None:
-    broker = EmbeddedBroker(log_to=work_root / "tansu-loss.log").start()
+    broker = EmbeddedBroker(log_to=work_root / f"tansu-loss-{initial_load}.log").start()
     request.addfinalizer(broker.stop)
-    stack = Stack(pg_server, broker.bootstrap_servers, work_root)
+    stack = Stack(pg_server, broker.bootstrap_servers, work_root, initial_load=initial_load)
     request.addfinalizer(stack.close)
     stack.sql("CREATE TABLE public.m (id int PRIMARY KEY, v text)")
     stack.sql("INSERT INTO m SELECT g, 'v' || g FROM generate_series(1, 2000) g")
@@ -124,6 +126,60 @@ def test_broker_loses_its_data_then_capture_resnapshots_and_sync_sweeps(
     stack.assert_equal()
     cap_log = stack.procs[-1].tail(200)
     assert "re-snapshot" in cap_log or "is new" in cap_log
+
+
+def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """FAULTS 4 for ``initial_load: copy``: killed between two committed COPY chunks, capture
+    drops the slot nobody streams from yet and loads again at a new snapshot; rows deleted and
+    changed in between are right in the target (the reload empties what the first attempt
+    copied), and what is written during the second load streams after it."""
+    import json
+
+    import yaml
+
+    from crossfade.capture import initial_load
+
+    stack = stack_factory(initial_load="copy", partitions=2)
+    stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, payload text, n numeric)")
+    stack.sql("INSERT INTO big SELECT g, repeat(md5(g::text), 6), g * 1.5 FROM generate_series(1, 300000) g")
+    stack.sql("VACUUM ANALYZE big")
+    with stack.src() as c:
+        pages = c.execute("SELECT pg_relation_size('big') / 8192").fetchone()[0]  # type: ignore[index]
+    assert pages > 3 * initial_load.CHUNK_PAGES, f"the table must span several COPY chunks ({pages} pages)"
+    stack.write_config(["public.big"])
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    cfg["capture"]["initial_load_workers"] = 1  # chunks one after the other: a kill between two
+    stack.config_path.write_text(yaml.safe_dump(cfg))
+    state_dir = stack.settings.capture.state_dir
+    capture = stack.start("capture")
+
+    def some_copied() -> bool:
+        try:
+            with stack.tgt() as t:
+                return bool(t.execute("SELECT count(*) > 0 FROM public.big").fetchone()[0])  # type: ignore[index]
+        except psycopg.Error:
+            return False
+
+    wait_for(some_copied, 180, "the first COPY chunk to commit" + stack._diag())
+    capture.kill()
+    loads = [json.loads(p.read_text()) for p in state_dir.glob("load-*.json")]
+    assert loads and not any(d["done"] for d in loads), f"the kill must land inside the load: {loads}"
+    with stack.tgt() as t:
+        copied = t.execute("SELECT count(*) FROM public.big").fetchone()[0]  # type: ignore[index]
+    assert 0 < copied < 300000, copied
+    stack.sql("DELETE FROM big WHERE id % 7 = 0")
+    stack.sql("UPDATE big SET payload = 'changed' WHERE id % 11 = 0")
+    capture = stack.start("capture")
+    stack.start("sync")
+    wait_for(lambda: "initial load by COPY" in capture.tail(200), 120, "the second load to start" + stack._diag())
+    for i in range(20):  # during (or just after) the second load: must stream after it
+        stack.sql("UPDATE big SET n = -1 WHERE id = %s", (i * 1000 + 1,))
+        stack.sql("INSERT INTO big VALUES (%s, 'new', 0)", (400000 + i,))
+    stack.fence(timeout=300)
+    stack.assert_equal()
+    log = capture.tail(200)
+    assert "starts over" in log, log
+    assert all(json.loads(p.read_text())["done"] for p in state_dir.glob("load-*.json"))
 
 
 def _one_line_error(cp) -> str:  # type: ignore[no-untyped-def]

@@ -32,7 +32,9 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from crossfade.capture.batch import BatchReader
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
+from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -89,6 +91,7 @@ class ChangeProducer:
             }
         )
         self._codecs = ConnectCodecCache()
+        self._reader = BatchReader()
         self._published: dict[int, int] = {}
         self._by_text: dict[Any, tuple[Any, Any]] = {}
         self._registry = (
@@ -159,7 +162,7 @@ class ChangeProducer:
             raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(self, raw_json: str | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
+    def _encode(self, raw_json: str | bytes | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
         """Debezium JSON (schema + payload) -> single-object framed Avro, and the payload.
 
         Hot path: Debezium writes ``{"schema":...,"payload":...}`` with the schema first, and the
@@ -169,7 +172,10 @@ class ChangeProducer:
         """
         if raw_json is None:
             return None, None
-        sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
+        if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
+            sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
+        else:
+            sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
         if sep > 0:
             schema_text = raw_json[10:sep]
             cache_key = (subject, schema_text) if self._registry is not None else schema_text
@@ -220,19 +226,14 @@ class ChangeProducer:
         self.stats.snapshot_done = True
         log.info("snapshot complete at LSN %s; sweep markers sent", lsn)
 
-    def handle(self, records: list[Any]) -> None:
+    def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
-        for r in records:
-            dest = str(r.destination())
+        for dest, raw_key, raw_value in self._reader.read(records):
             if dest.startswith("__debezium-heartbeat"):
                 self.stats.heartbeats += 1
                 self._sweep_if_snapshot_ended()
                 continue
-            # one JPype crossing per accessor (each costs more than a record's JSON parse)
-            jv, jk = r.value(), r.key()
-            raw_value = None if jv is None else str(jv)
-            raw_key = None if jk is None else str(jk)
             if dest == self.signal_topic:
                 # Debezium's signals and incremental-snapshot window markers are its own business;
                 # only their stream position counts (see the incremental case below)
@@ -398,10 +399,14 @@ class CaptureService:
 
         producer = self.producer
         assert producer is not None
+        gate = self._copy_load(offsets)
+        stopping = self._stopping
 
         class _Handler(BasePythonChangeHandler):
-            def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Java contract)
-                producer.handle(list(records))
+            def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
+                if gate is not None:
+                    gate.wait_loaded(stopping)  # nothing streamed goes out before the load
+                producer.handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",
@@ -411,9 +416,11 @@ class CaptureService:
             "-Xrs",
             f"-XX:ErrorFile={tempfile.gettempdir()}/crossfade_hs_err_%p.log",
         ]
-        self.engine = DebeziumJsonEngine(
-            properties=embedded_properties(self.settings, offsets), handler=_Handler(), jvm_opts=jvm_opts
-        )
+        props = embedded_properties(self.settings, offsets)
+        if gate is not None:
+            props["snapshot.mode"] = "no_data"  # the rows go straight to the target: stream from the slot
+            gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
+        self.engine = DebeziumJsonEngine(properties=props, handler=_Handler(), jvm_opts=jvm_opts)
         self.ready.set()
         metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
@@ -422,14 +429,49 @@ class CaptureService:
         except BaseException as exc:
             if self._stopping.is_set():
                 return
+            if gate is not None and gate.error is not None:
+                raise gate.error from None
             if isinstance(exc, CrossfadeError):
                 raise
             raise CrossfadeError(f"Debezium stopped: {_java_message(exc)}") from exc
+        if gate is not None and gate.error is not None and not self._stopping.is_set():
+            raise gate.error
         if not self._stopping.is_set():
             raise CrossfadeError(
                 "Debezium stopped on its own (see the log above for its reason)",
                 "fix the cause and start capture again; it resumes from its last offsets",
             )
+
+    def _copy_load(self, offsets: Path) -> LoadGate | None:
+        """``capture.initial_load: copy`` (:mod:`crossfade.capture.initial_load`): the gate of this
+        epoch's COPY load, started unless done before; None when Debezium loads. An epoch whose
+        Debezium offsets exist without a COPY load was loaded by Debezium: it stays so."""
+        s, producer = self.settings, self.producer
+        assert producer is not None and self.epoch is not None
+        state = LoadState(Path(s.capture.state_dir), self.epoch)
+        if not copy_load_applies(s) or (offsets.exists() and state.read() is None):
+            return None
+        producer.stats.snapshot_done = True  # no Debezium snapshot in this epoch
+        if state.done:
+            return LoadGate(None)
+        # a load that did not finish: Debezium never acknowledged a batch, but any offsets it kept
+        # belong to the slot the load drops
+        offsets.unlink(missing_ok=True)
+
+        def floor_and_sweep(lsn: int) -> None:
+            # the same markers as after a Debezium snapshot (the load empties the target up front,
+            # so they delete nothing); produced now, acknowledged before the load is marked done
+            producer._set_floor(lsn)
+            producer._emit_sweeps(lsn)
+            producer.producer.poll(0)
+
+        load = CopyLoad(s, state, on_slot=floor_and_sweep, before_done=lambda lsn: producer.flush())
+        return LoadGate(load, on_error=self._abort_engine)
+
+    def _abort_engine(self) -> None:
+        """The load failed: end Debezium's run (the capture thread then raises the load's error)."""
+        if self.engine is not None:
+            self.engine.close()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -1244,10 +1244,10 @@ class ConnectCodecCache:
 
     def __init__(self, maxsize: int = 512) -> None:
         self._maxsize = maxsize
-        self._items: OrderedDict[str, ConnectCodec] = OrderedDict()
+        self._items: OrderedDict[str | bytes, ConnectCodec] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, connect_schema: Mapping[str, Any], key: str | None = None) -> ConnectCodec:
+    def get(self, connect_schema: Mapping[str, Any], key: str | bytes | None = None) -> ConnectCodec:
         """The codec of ``connect_schema``, built on first use. Raises :class:`EncodeError`.
 
         ``key`` identifies the schema's content; by default it is the schema re-serialised as

@@ -134,8 +134,19 @@ def ensure_target_table(
     """Make sure ``target_table`` exists and carries ``_cf_pos``; return its shape.
 
     Raises :class:`SchemaMismatch` when the table is missing and ``create`` is off, or when an
-    existing target lacks the source's primary key.
+    existing target lacks the source's primary key. Serialised by an advisory lock: sync workers
+    and capture's COPY load may create the same table at the same moment.
     """
+    target.execute("SELECT pg_advisory_lock(hashtext('crossfade.target_ddl'))")
+    try:
+        return _ensure_target_table(source, target, source_table, target_table, create)
+    finally:
+        target.execute("SELECT pg_advisory_unlock(hashtext('crossfade.target_ddl'))")
+
+
+def _ensure_target_table(
+    source: psycopg.Connection, target: psycopg.Connection, source_table: str, target_table: str, create: bool
+) -> TableShape:
     src = read_shape(source, source_table)
     if src is None:
         raise SchemaMismatch(f"source table {source_table} does not exist", "fix `tables:` in the config")

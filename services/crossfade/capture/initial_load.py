@@ -1,0 +1,426 @@
+"""Initial load by parallel COPY, handed over to Debezium's stream at the slot's consistent point.
+
+``capture.initial_load: copy`` (the default). Instead of Debezium reading every row and sending it
+through Kafka as a change event, capture:
+
+1. creates the publication (the table list Debezium would give it) and then the logical
+   replication slot itself, on a replication connection, with ``SNAPSHOT 'export'``: the slot's
+   consistent point S and a snapshot that sees exactly the transactions committed before S;
+2. records S as this broker epoch's snapshot floor (``state_dir/snapshot-<epoch>.json``, see
+   :func:`crossfade.events.model.position`) and the load as started (``load-<epoch>.json``);
+3. in the target, per table and in one transaction: creates the table if missing (sync's
+   :func:`crossfade.sync.target_ddl.ensure_target_table`), empties it, raises the table's
+   watermark to ``S << 64`` and drops its tombstones. This is the end-of-snapshot sweep done up
+   front: everything the target held came from an older snapshot or stream, and the load is a
+   complete image at S;
+4. ``initial_load_workers`` threads each import the exported snapshot (``REPEATABLE READ`` +
+   ``SET TRANSACTION SNAPSHOT``) and COPY chunks of the tables (block ranges, ``ctid``) straight
+   into the target tables, every row with ``_cf_pos = S << 64``, the position of a snapshot row;
+   the replication connection stays open (idle) until every worker has imported the snapshot;
+   the workers' own transactions then keep it;
+5. marks the load done. Debezium starts with ``snapshot.mode=no_data`` on that slot as soon as
+   the exporting connection has let go of it (its start-up takes seconds: it overlaps the copy),
+   and streams from S; capture's handler holds every batch until the load is done, so nothing
+   streamed reaches Kafka (or is acknowledged to Debezium) before the rows it follows. A
+   transaction in flight across S commits after S and is streamed with an LSN below S: its
+   position ``(S, lsn)`` still beats the copied row's ``(S, 0)``.
+
+Capture also sends the sweep markers at S through every change topic, as after a Debezium
+snapshot, so the stream after a load looks the same to sync.
+
+A crash at any point before the load is marked done leaves it not done: the restart drops the
+slot (Debezium has acknowledged nothing from it: its batches were held) and loads again from
+step 1 (step 3 empties what the first attempt copied).
+
+Append-only tables (no primary key) are copied in one stream with their content hash
+(``_cf_hash``), identical rows collapsing into one as they do through Debezium.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+
+from crossfade.capture.connector import captured_tables
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.errors import CrossfadeError
+from crossfade.events.model import position
+from crossfade.sync.bookkeeping import ensure_schema
+from crossfade.sync.target_ddl import HASH_COLUMN, POS_COLUMN, ensure_target_table
+
+log = logging.getLogger(__name__)
+
+_SESSION = (
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'"
+)
+"""Both ends of every COPY: text output the other side reads back exactly."""
+
+_FIRST_USER_OID = 16384
+"""PostgreSQL's FirstNormalObjectId: types below it are built in, the same OID everywhere."""
+_BLOCK = 256 * 1024
+
+CHUNK_PAGES = 2048
+"""Block range of one COPY chunk (16 MiB of heap): small enough to spread over the workers."""
+
+
+def copy_load_applies(settings: Settings) -> bool:
+    """``initial_load: copy`` and no table with a mapping (those load through Debezium)."""
+    mapped = bool(settings.mapping and settings.mapping.tables)
+    if settings.capture.initial_load == "copy" and mapped:
+        log.info("tables with a mapping load through Debezium's snapshot: initial_load copy is not used")
+    return settings.capture.initial_load == "copy" and not mapped
+
+
+class LoadState:
+    """``state_dir/load-<epoch>.json``: the slot position of this epoch's COPY load and whether it
+    completed (Debezium may stream only then)."""
+
+    def __init__(self, state_dir: Path, epoch: str) -> None:
+        self.path = state_dir / f"load-{epoch}.json"
+
+    def read(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        return dict(json.loads(self.path.read_text()))
+
+    @property
+    def done(self) -> bool:
+        d = self.read()
+        return bool(d and d.get("done"))
+
+    def write(self, **state: Any) -> None:
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.path)
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    table: str
+    source_sql: sql.Composable
+    target_sql: sql.Composable
+    label: str
+
+
+class _SlotActive(Exception):
+    pass
+
+
+class CopyLoad:
+    """Runs steps 1-5 of the module docstring once; :meth:`run` returns S (the slot's LSN)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        state: LoadState,
+        on_slot: Callable[[int], None] = lambda lsn: None,
+        before_done: Callable[[int], None] = lambda lsn: None,
+        on_slot_free: Callable[[int], None] = lambda lsn: None,
+    ) -> None:
+        """``on_slot(S)`` runs once the slot exists, before any row is copied (capture persists
+        the snapshot floor there); ``on_slot_free(S)`` once every COPY stream has imported the
+        snapshot and the exporting connection is closed (Debezium may take the slot);
+        ``before_done(S)`` after every row is committed, before the load is marked done."""
+        self.settings = settings
+        self.state = state
+        self.cap = settings.capture
+        self.workers = settings.capture.initial_load_workers
+        self.rows: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._on_slot = on_slot
+        self._on_slot_free = on_slot_free
+        self._before_done = before_done
+
+    # -- slot -----------------------------------------------------------------------------------
+    def _ensure_publication(self, src: psycopg.Connection) -> None:
+        """The publication must exist before the slot: pgoutput reads it at the decoded position."""
+        tables = captured_tables(self.settings)
+        exists = src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.cap.publication_name,)).fetchone()
+        targets = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)
+        if exists:
+            src.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(self.cap.publication_name), targets))
+        else:
+            src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.cap.publication_name), targets))
+
+    @retry(retry=retry_if_exception_type(_SlotActive), wait=wait_fixed(1), stop=stop_after_delay(30), reraise=True)
+    def _drop_slot(self, src: psycopg.Connection) -> None:
+        row = src.execute(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.cap.slot_name,)
+        ).fetchone()
+        if row is None:
+            return
+        if row[0] is not None:  # a killed capture's walsender may take a moment to notice
+            raise _SlotActive(row[0])
+        src.execute("SELECT pg_drop_replication_slot(%s)", (self.cap.slot_name,))
+        log.info("dropped replication slot %s: the initial load starts over", self.cap.slot_name)
+
+    def _create_slot(self) -> tuple[psycopg.Connection, int, str]:
+        """Replication connection, consistent point, exported snapshot name. The connection must
+        stay open and run nothing else while the snapshot is imported."""
+        conninfo = self.settings.source.conninfo
+        rconn = psycopg.connect(conninfo, autocommit=True, replication="database")
+        # walsender commands take the simple query protocol only: PQexec
+        cmd = f"CREATE_REPLICATION_SLOT {self.cap.slot_name} LOGICAL pgoutput (SNAPSHOT 'export')".encode()
+        res = rconn.pgconn.exec_(cmd)
+        if res.status != psycopg.pq.ExecStatus.TUPLES_OK:
+            msg = (res.error_message or b"").decode(errors="replace").strip()
+            rconn.close()
+            raise CrossfadeError(
+                f"cannot create the replication slot {self.cap.slot_name} on the legacy database ({msg})",
+                "check max_replication_slots/max_wal_senders and the REPLICATION privilege",
+            )
+        lsn_text = res.get_value(0, 1).decode()
+        snapshot = res.get_value(0, 2).decode()
+        hi, lo = lsn_text.split("/")
+        return rconn, (int(hi, 16) << 32) | int(lo, 16), snapshot
+
+    # -- target ---------------------------------------------------------------------------------
+    def _prepare_target(self, pos: int) -> dict[str, Any]:
+        """Steps 3: shapes of the target tables, each emptied with its watermark raised to ``pos``."""
+        s = self.settings
+        bk = sql.Identifier(s.sync.bookkeeping_schema)
+        shapes: dict[str, Any] = {}
+        with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
+            ensure_schema(tgt, s.sync.bookkeeping_schema)
+            for table in s.tables:
+                shape = ensure_target_table(src, tgt, table, table, s.sync.create_tables)
+                shapes[table] = shape
+                schema, name = table.split(".", 1)
+                with tgt.transaction():
+                    tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
+                    tgt.execute(
+                        sql.SQL(
+                            "INSERT INTO {}.watermarks (tbl, lsn, reason) VALUES (%s, %s, 'initial load') "
+                            "ON CONFLICT (tbl) DO UPDATE SET lsn = GREATEST({}.watermarks.lsn, EXCLUDED.lsn), "
+                            "reason = EXCLUDED.reason, updated_at = now()"
+                        ).format(bk, bk),
+                        (table, pos),
+                    )
+                    tgt.execute(sql.SQL("DELETE FROM {}.tombstones WHERE tbl = %s").format(bk), (table,))
+        return shapes
+
+    # -- chunks ---------------------------------------------------------------------------------
+    def _chunks(self, src: psycopg.Connection, shapes: dict[str, Any], pos: int) -> list[Chunk]:
+        out: list[Chunk] = []
+        for table, shape in shapes.items():
+            schema, name = table.split(".", 1)
+            have = {
+                r[0]: (r[1], r[2])
+                for r in src.execute(
+                    "SELECT attname, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute "
+                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                    (sql.Identifier(schema, name).as_string(src),),
+                ).fetchall()
+            }
+            cols = [c.name for c in shape.columns if c.name in have]
+            # binary COPY (about a third faster to parse) when both ends have the same built-in
+            # types: a user type's binary form names its OID (enum arrays, composites), which
+            # differs between the two databases
+            binary = all(
+                have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql for c in shape.columns if c.name in have
+            )
+            fmt = sql.SQL(" (FORMAT binary)" if binary else "")
+            log.debug("COPY %s in %s format", table, "binary" if binary else "text")
+            ident = sql.Identifier(schema, name)
+            col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+            append_only = not shape.pk
+            if append_only:
+                # one stream: identical rows collapse by content hash, as through Debezium
+                h = sql.SQL("md5(ROW({})::text)").format(col_list)
+                source_sql = sql.SQL(
+                    "COPY (SELECT DISTINCT ON (_cf_h) {cols}, {pos}::numeric, _cf_h FROM "
+                    "(SELECT {cols}, {h} AS _cf_h FROM {t}) x) TO STDOUT"
+                ).format(cols=col_list, pos=sql.Literal(str(pos)), h=h, t=ident)
+                target_sql = sql.SQL("COPY {} ({}, {}, {}) FROM STDIN").format(
+                    ident, col_list, sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
+                )
+                out.append(Chunk(table, source_sql, target_sql, table))
+                continue
+            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(ident, col_list, sql.Identifier(POS_COLUMN), fmt)
+            row = src.execute(
+                "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
+                "FROM pg_class c WHERE c.oid = %s::regclass",
+                (ident.as_string(src),),
+            ).fetchone()
+            assert row is not None
+            relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
+            select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(col_list, sql.Literal(str(pos)), ident)
+            if relkind != "r" or has_children or pages <= CHUNK_PAGES:
+                out.append(Chunk(table, sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt), target_sql, table))
+                continue
+            # block ranges; the last one is open-ended (the relation size is read at the snapshot,
+            # but a page count is only a partition of ctids: any block past it is in the last range)
+            starts = list(range(0, pages, CHUNK_PAGES))
+            for i, start in enumerate(starts):
+                lo = sql.Literal(f"({start},0)")
+                if i + 1 < len(starts):
+                    cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(lo, sql.Literal(f"({starts[i + 1]},0)"))
+                else:
+                    cond = sql.SQL("ctid >= {}::tid").format(lo)
+                out.append(
+                    Chunk(table, sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt), target_sql, f"{table}#{i}")
+                )
+        return out
+
+    # -- workers --------------------------------------------------------------------------------
+    def _worker(
+        self, snapshot: str, work: queue.Queue[Chunk], imported: threading.Barrier, errors: list[BaseException]
+    ) -> None:
+        s = self.settings
+        try:
+            with connect(s.source, "source", autocommit=False) as src, connect(s.target, "target") as tgt:
+                src.execute(_SESSION)
+                src.commit()
+                src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                imported.wait()
+                tgt.execute(_SESSION)
+                while not errors:
+                    try:
+                        chunk = work.get_nowait()
+                    except queue.Empty:
+                        break
+                    n = self._copy(src, tgt, chunk)
+                    with self._lock:
+                        self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
+                src.rollback()
+        except threading.BrokenBarrierError:
+            return
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            errors.append(exc)
+            imported.abort()
+
+    @staticmethod
+    def _copy(src: psycopg.Connection, tgt: psycopg.Connection, chunk: Chunk) -> int:
+        """One chunk: COPY data relayed as it comes (text or binary), never parsed in Python; one
+        target transaction."""
+        with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
+            with sc.copy(chunk.source_sql) as out, tc.copy(chunk.target_sql) as inp:  # noqa: SIM117
+                buf = bytearray()  # psycopg hands over one row per read: pass them on in blocks
+                for data in out:
+                    buf += data
+                    if len(buf) >= _BLOCK:
+                        inp.write(buf)
+                        buf = bytearray()
+                if buf:
+                    inp.write(buf)
+            return max(tc.rowcount, 0)  # the target's "COPY n"
+
+    # -- run ------------------------------------------------------------------------------------
+    def run(self) -> int:
+        s = self.settings
+        t0 = time.monotonic()
+        with connect(s.source, "source") as src:
+            self._ensure_publication(src)
+            self._drop_slot(src)
+        rconn, lsn, snapshot = self._create_slot()
+        try:
+            pos = position(lsn, snapshot=True)
+            self.state.write(lsn=lsn, done=False, slot=self.cap.slot_name)
+            self._on_slot(lsn)
+            log.info("initial load by COPY at LSN %X/%X (snapshot %s)", lsn >> 32, lsn & 0xFFFFFFFF, snapshot)
+            shapes = self._prepare_target(pos)
+            with connect(s.source, "source", autocommit=False) as plan:
+                plan.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                plan.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
+                chunks = self._chunks(plan, shapes, pos)
+                plan.rollback()
+            work: queue.Queue[Chunk] = queue.Queue()
+            for c in chunks:
+                work.put(c)
+            n = max(1, min(self.workers, len(chunks)))
+            errors: list[BaseException] = []
+            imported = threading.Barrier(n + 1)
+            threads = [
+                threading.Thread(target=self._worker, args=(snapshot, work, imported, errors), name=f"copy-{i}", daemon=True)
+                for i in range(n)
+            ]
+            for t in threads:
+                t.start()
+            with contextlib.suppress(threading.BrokenBarrierError):
+                imported.wait()
+            # every worker holds the snapshot now: the exporting connection may go, which frees
+            # the slot for Debezium (a slot serves one replication connection at a time)
+            rconn.close()
+            if not errors:
+                self._on_slot_free(lsn)
+            for t in threads:
+                t.join()
+            if errors:
+                exc = errors[0]
+                if isinstance(exc, CrossfadeError):
+                    raise exc
+                raise CrossfadeError(
+                    f"the initial COPY load failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                    "fix the cause and start capture again; the load starts over",
+                ) from exc
+        finally:
+            rconn.close()
+        self._before_done(lsn)
+        self.state.write(lsn=lsn, done=True, slot=self.cap.slot_name, rows=self.rows, seconds=time.monotonic() - t0)
+        total = sum(self.rows.values())
+        dt = time.monotonic() - t0
+        log.info(
+            "initial load done: %d rows in %.1f s (%.0f rows/s, %d streams); Debezium streams from the slot",
+            total, dt, total / dt if dt else 0, n,
+        )
+        return lsn
+
+
+class LoadGate:
+    """The COPY load in a thread beside Debezium's start-up (JVM, connector, replication stream:
+    seconds of their own). Debezium may start once the slot exists (:meth:`wait_slot`); the change
+    handler holds every batch until the rows are in (:meth:`wait_loaded`), so nothing streamed is
+    applied, nor acknowledged to Debezium, before the load it follows."""
+
+    def __init__(self, load: CopyLoad | None, on_error: Callable[[], None] = lambda: None) -> None:
+        """``load`` None: the load was done by an earlier run."""
+        self.error: BaseException | None = None
+        self._slot = threading.Event()
+        self._loaded = threading.Event()
+        self._on_error = on_error
+        if load is None:
+            self._slot.set()
+            self._loaded.set()
+            return
+        load._on_slot_free = lambda lsn: self._slot.set()
+        threading.Thread(target=self._run, args=(load,), name="copy-load", daemon=True).start()
+
+    def _run(self, load: CopyLoad) -> None:
+        try:
+            load.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the capture thread
+            self.error = exc
+            self._on_error()
+        finally:
+            self._slot.set()
+            self._loaded.set()
+
+    def wait_slot(self) -> None:
+        """Until the slot exists and is free; raises the load's error if it failed before."""
+        self._slot.wait()
+        if self.error is not None:
+            raise self.error
+
+    def wait_loaded(self, stopping: threading.Event) -> None:
+        """Until the load is done. Raises its error, or when capture stops first (the handler must
+        then fail its batch: returning would let Debezium commit offsets past unloaded rows)."""
+        while not self._loaded.wait(0.5):
+            if stopping.is_set():
+                raise CrossfadeError("capture stopped during the initial COPY load", "start it again: the load starts over")
+        if self.error is not None:
+            raise self.error
