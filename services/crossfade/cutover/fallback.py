@@ -166,6 +166,9 @@ def reverse_settings(settings: Settings, fallback_plan: FallbackPlan) -> Setting
         publication_name=fb.publication_name or f"{cap.publication_name}_fallback",
         state_dir=fb.state_dir or Path(f"{cap.state_dir}-fallback"),
         snapshot_mode="initial",
+        # the reverse sync keeps legacy's positions in a side table: the COPY load, which writes
+        # _cf_pos into target tables, must not run into legacy tables
+        initial_load="debezium",
         heartbeat_interval_ms=cap.heartbeat_interval_ms,
         fence_table=True,
         signal_table=False,  # verify --repair is forward only
