@@ -724,3 +724,12 @@ def test_real_pg_copy_text_format(pg: Any) -> None:
         "Infinity",
     )
     assert got[1] == (None,) * len(columns)
+
+
+def test_date_infinity_sentinels() -> None:
+    """Debezium sends a PostgreSQL ``infinity``/``-infinity`` date as the timestamp sentinel in
+    days truncated to 32 bits (seen on the real stack: -622191234 for ``infinity``)."""
+    assert pgtext.date_text(pgtext.DATE_POSITIVE_INFINITY) == "infinity"
+    assert pgtext.date_text(pgtext.DATE_NEGATIVE_INFINITY) == "-infinity"
+    date_ft = FieldType("int32", "io.debezium.time.Date")
+    assert pgtext.converter_for(date_ft)(-622191234) == "infinity"

@@ -63,6 +63,8 @@ from crossfade.errors import DecodeError
 from crossfade.events.model import FieldType
 
 __all__ = [
+    "DATE_NEGATIVE_INFINITY",
+    "DATE_POSITIVE_INFINITY",
     "TIMESTAMP_NEGATIVE_INFINITY",
     "TIMESTAMP_POSITIVE_INFINITY",
     "PgTextConverter",
@@ -80,6 +82,14 @@ TIMESTAMP_POSITIVE_INFINITY = 9223372036825200000
 """Debezium's value for a PostgreSQL ``infinity`` timestamp (whatever the unit)."""
 TIMESTAMP_NEGATIVE_INFINITY = -9223372036832400000
 """Debezium's value for a PostgreSQL ``-infinity`` timestamp (whatever the unit)."""
+
+DATE_POSITIVE_INFINITY = -622191234
+"""Debezium's ``io.debezium.time.Date`` for a PostgreSQL ``infinity`` date: the timestamp
+sentinel in milliseconds, divided into days and truncated to 32 bits (before 4713 BC, so it is no
+real date)."""
+DATE_NEGATIVE_INFINITY = 622191232
+"""The same for ``-infinity``. It is also the day count of 1705426-09-11 AD, a date Debezium
+therefore cannot carry; crossfade reads it as ``-infinity``."""
 
 MICROS_PER_DAY = 86_400_000_000
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -135,6 +145,10 @@ def date_text(days: int) -> str:
     """
     if _FAST_MIN_DAYS <= days <= _FAST_MAX_DAYS:
         return dt.date.fromordinal(days + _UNIX_EPOCH_ORDINAL).isoformat()
+    if days == DATE_POSITIVE_INFINITY:
+        return "infinity"
+    if days == DATE_NEGATIVE_INFINITY:
+        return "-infinity"
     if not _PG_MIN_DAYS <= days <= _PG_MAX_DATE_DAYS:
         raise DecodeError(f"date {days} days from 1970-01-01 is outside PostgreSQL's date range")
     return _exact_date_text(days)
