@@ -727,9 +727,13 @@ def test_real_pg_copy_text_format(pg: Any) -> None:
 
 
 def test_date_infinity_sentinels() -> None:
-    """Debezium sends a PostgreSQL ``infinity``/``-infinity`` date as the timestamp sentinel in
-    days truncated to 32 bits (seen on the real stack: -622191234 for ``infinity``)."""
-    assert pgtext.date_text(pgtext.DATE_POSITIVE_INFINITY) == "infinity"
-    assert pgtext.date_text(pgtext.DATE_NEGATIVE_INFINITY) == "-infinity"
+    """Debezium's values for a PostgreSQL ``infinity``/``-infinity`` date (measured on the real
+    stack, snapshot and stream) read back as PostgreSQL's words, not as an out-of-range error."""
     date_ft = FieldType("int32", "io.debezium.time.Date")
-    assert pgtext.converter_for(date_ft)(-622191234) == "infinity"
+    for days in (-622191234, -2147472692):
+        assert pgtext.date_text(days) == "infinity"
+        assert pgtext.converter_for(date_ft)(days) == "infinity"
+    for days in (-625821272, -2147472691):
+        assert pgtext.date_text(days) == "-infinity"
+    with pytest.raises(DecodeError):
+        pgtext.date_text(-2147472690)

@@ -83,13 +83,13 @@ TIMESTAMP_POSITIVE_INFINITY = 9223372036825200000
 TIMESTAMP_NEGATIVE_INFINITY = -9223372036832400000
 """Debezium's value for a PostgreSQL ``-infinity`` timestamp (whatever the unit)."""
 
-DATE_POSITIVE_INFINITY = -622191234
-"""Debezium's ``io.debezium.time.Date`` for a PostgreSQL ``infinity`` date: the timestamp
-sentinel in milliseconds, divided into days and truncated to 32 bits (before 4713 BC, so it is no
-real date)."""
-DATE_NEGATIVE_INFINITY = 622191232
-"""The same for ``-infinity``. It is also the day count of 1705426-09-11 AD, a date Debezium
-therefore cannot carry; crossfade reads it as ``-infinity``."""
+DATE_POSITIVE_INFINITY = frozenset({-622191234, -2147472692})
+"""Debezium's ``io.debezium.time.Date`` values for a PostgreSQL ``infinity`` date, measured on the
+real stack: from the snapshot (pgjdbc's infinity timestamp pushed through a day conversion and 32
+bits) and from the stream (PostgreSQL's ``DATEVAL_NOEND``, INT_MAX days since 2000, moved to 1970
+with a 32-bit wrap). All lie before 4713 BC: none is a date PostgreSQL can hold."""
+DATE_NEGATIVE_INFINITY = frozenset({-625821272, -2147472691})
+"""The same for ``-infinity`` (the stream's is ``DATEVAL_NOBEGIN``, INT_MIN days since 2000)."""
 
 MICROS_PER_DAY = 86_400_000_000
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -145,9 +145,9 @@ def date_text(days: int) -> str:
     """
     if _FAST_MIN_DAYS <= days <= _FAST_MAX_DAYS:
         return dt.date.fromordinal(days + _UNIX_EPOCH_ORDINAL).isoformat()
-    if days == DATE_POSITIVE_INFINITY:
+    if days in DATE_POSITIVE_INFINITY:
         return "infinity"
-    if days == DATE_NEGATIVE_INFINITY:
+    if days in DATE_NEGATIVE_INFINITY:
         return "-infinity"
     if not _PG_MIN_DAYS <= days <= _PG_MAX_DATE_DAYS:
         raise DecodeError(f"date {days} days from 1970-01-01 is outside PostgreSQL's date range")
