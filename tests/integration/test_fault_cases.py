@@ -176,6 +176,7 @@ def test_fault_02_sigkill_sync_mid_batch_rolls_back_whole(stack_factory: Callabl
     settle(stack, writer)
 
 
+@pytest.mark.slow
 def test_fault_05_capture_restart_with_large_open_transaction(stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory()
     stack.sql("CREATE TABLE public.big5 (id int PRIMARY KEY, v text, n int)")

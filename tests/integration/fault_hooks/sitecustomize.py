@@ -61,10 +61,9 @@ def _install(point: str, nth: int) -> None:
             state["retry_check"] = False
             report("retry", span=span(msgs), stored=stored(self, msgs))
         has_data = any(_is_change(m) for m in msgs)
-        due = False
-        if has_data and not state["fired"]:
-            state["batches"] += 1
-            due = state["batches"] == nth
+        # a batch counts once it committed: one that rolled back (an enum label to add first)
+        # is attempted again and is still the N-th
+        due = has_data and not state["fired"] and state["batches"] + 1 == nth
         if due and point == "stop_before_apply":
             state["fired"] = True
             _say(f"SIGSTOP before a batch of {len(msgs)} records")
@@ -74,6 +73,8 @@ def _install(point: str, nth: int) -> None:
             state["arm_mid"] = True
             state["msgs"] = msgs
         result = orig_apply_batch(self, msgs)
+        if has_data and not state["fired"]:
+            state["batches"] += 1
         if due and point == "after_commit":
             state["fired"] = True
             report("after_commit", span=span(msgs), stored=stored(self, msgs))
