@@ -356,7 +356,7 @@ class SyncWorker:
                 self._with_db_retry(lambda: self._apply_batch(good))
             except psycopg.errors.InvalidTextRepresentation as exc:
                 # a label added to a source enum: add it to the target, then apply again
-                if "enum" not in str(exc) or not self._sync_enums():
+                if "enum" not in str(exc) or not self._with_db_retry(self._sync_enums):
                     raise self._type_changed(exc) or exc from None
                 self._with_db_retry(lambda: self._apply_batch(good))
             except psycopg.errors.DataError as exc:
