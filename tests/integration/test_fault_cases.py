@@ -51,7 +51,7 @@ from pathlib import Path
 
 import pytest
 
-from crossfade.embedded import EmbeddedPostgres
+from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 from tests.conftest import Stack, wait_for
 from tests.integration.fault_harness import (
     FX_TABLE,
@@ -254,8 +254,26 @@ def test_fault_08_target_database_restarted_mid_stream(
     assert "transient error, retry" in sync.tail(2000)
 
 
-def test_fault_10_paused_worker_stale_writes_refused(stack_factory: Callable[..., Stack]) -> None:
-    stack, writer = _fx_stack(stack_factory, max_poll_interval_ms=10_000)
+@pytest.fixture
+def own_bootstrap(work_root: Path) -> Iterator[str]:
+    """A broker of the test's own: cutting a silent member's connections has left the embedded
+    broker unable to serve new consumers, so this must not happen on the session's one."""
+    real = os.environ.get("CROSSFADE_TEST_BOOTSTRAP")
+    if real:
+        yield real
+        return
+    broker = EmbeddedBroker(log_to=work_root / f"tansu-own-{time.monotonic_ns()}.log").start()
+    yield broker.bootstrap_servers
+    broker.stop()
+
+
+def test_fault_10_paused_worker_stale_writes_refused(
+    pg_server: EmbeddedPostgres, own_bootstrap: str, work_root: Path, request: pytest.FixtureRequest
+) -> None:
+    stack = Stack(pg_server, own_bootstrap, work_root, max_poll_interval_ms=10_000)
+    request.addfinalizer(stack.close)
+    writer = TypedWriter(stack.source_dsn, seed=10, rate=40).create(200)
+    stack.write_config([FX_TABLE])
     stack.start("capture")
     stale = start_with_fault(stack, "sync", "stop_before_apply:3")
     writer.start()
