@@ -256,8 +256,9 @@ def test_fault_08_target_database_restarted_mid_stream(
 
 @pytest.fixture
 def own_bootstrap(work_root: Path) -> Iterator[str]:
-    """A broker of the test's own: cutting a silent member's connections has left the embedded
-    broker unable to serve new consumers, so this must not happen on the session's one."""
+    """A broker of the test's own, for cases that leave the embedded broker unable to serve new
+    consumers (seen after cutting a silent member's connections, case 10, and after the cases
+    that load it most, 22 and 23): the session's broker must stay usable for later tests."""
     real = os.environ.get("CROSSFADE_TEST_BOOTSTRAP")
     if real:
         yield real
@@ -265,6 +266,21 @@ def own_bootstrap(work_root: Path) -> Iterator[str]:
     broker = EmbeddedBroker(log_to=work_root / f"tansu-own-{time.monotonic_ns()}.log").start()
     yield broker.bootstrap_servers
     broker.stop()
+
+
+@pytest.fixture
+def own_stack_factory(pg_server: EmbeddedPostgres, own_bootstrap: str, work_root: Path) -> Iterator[Callable[..., Stack]]:
+    """``stack_factory`` on a broker of the test's own (see ``own_bootstrap``)."""
+    made: list[Stack] = []
+
+    def make(**kw: object) -> Stack:
+        s = Stack(pg_server, own_bootstrap, work_root, **kw)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.close()
 
 
 def test_fault_10_paused_worker_stale_writes_refused(
@@ -494,7 +510,7 @@ def test_fault_21_type_change_stops_clearly(stack_factory: Callable[..., Stack])
 
 
 @pytest.mark.slow
-def test_fault_22_huge_transaction_bounded_memory(stack_factory: Callable[..., Stack]) -> None:
+def test_fault_22_huge_transaction_bounded_memory(own_stack_factory: Callable[..., Stack]) -> None:
     """N rows in one source transaction: every row applied, memory bounded.
 
     N is 300k by default (about 75 s here; ``CROSSFADE_FAULT_HUGE_TX_ROWS=1000000`` for the
@@ -503,7 +519,7 @@ def test_fault_22_huge_transaction_bounded_memory(stack_factory: Callable[..., S
     ``-Xmx1g`` (capture/service.py) and fills towards it before collecting, so its peak is checked
     against that cap plus the Python side, not against a per-row cost."""
     n = int(os.environ.get("CROSSFADE_FAULT_HUGE_TX_ROWS", "300000"))
-    stack = stack_factory()
+    stack = own_stack_factory()
     stack.sql("CREATE TABLE public.c22 (id int PRIMARY KEY, payload text)")
     stack.sql("INSERT INTO c22 VALUES (0, 'seed')")
     stack.write_config(["public.c22"])
@@ -524,8 +540,8 @@ def test_fault_22_huge_transaction_bounded_memory(stack_factory: Callable[..., S
     assert peak_cap < 1024 + 768, f"capture peaked at {peak_cap:.0f} MiB (JVM heap cap 1 GiB)"
 
 
-def test_fault_23_twenty_mb_value_delivered_or_refused(stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory()
+def test_fault_23_twenty_mb_value_delivered_or_refused(own_stack_factory: Callable[..., Stack]) -> None:
+    stack = own_stack_factory()
     stack.sql("CREATE TABLE public.c23 (id int PRIMARY KEY, big text)")
     stack.sql("INSERT INTO c23 VALUES (1, 'small')")
     stack.write_config(["public.c23"])
