@@ -1,4 +1,6 @@
-"""Process faults on the real embedded stack (FAULTS.md 1-4, 6, 9 and preflight 29-30).
+"""Process faults on the real embedded stack (FAULTS.md 3, 4, 6, 9) and refusals (17, 29, 30).
+
+The full map of FAULTS.md cases to tests is in ``test_fault_cases.py``.
 
 Each test keeps a writer busy on the legacy CRM, injects the fault, then stops the writer, waits
 for a fence and compares every row of every table.
@@ -34,7 +36,7 @@ def _target_rows(stack: Stack) -> int:
         return 0
 
 
-def test_sigkill_sync_mid_stream_and_rebalance(stack: Stack) -> None:
+def test_fault_09_rebalance_and_sigkill_sync_mid_stream(stack: Stack) -> None:
     writer = _crm_stack(stack)
     stack.start("capture")
     sync = stack.start("sync")
@@ -57,7 +59,7 @@ def test_sigkill_sync_mid_stream_and_rebalance(stack: Stack) -> None:
     stack.assert_equal()
 
 
-def test_sigkill_capture_while_streaming(stack: Stack) -> None:
+def test_fault_03_sigkill_capture_while_streaming(stack: Stack) -> None:
     writer = _crm_stack(stack)
     capture = stack.start("capture")
     stack.start("sync")
@@ -75,7 +77,7 @@ def test_sigkill_capture_while_streaming(stack: Stack) -> None:
     stack.assert_equal()
 
 
-def test_sigkill_capture_during_initial_snapshot(load_stack: Stack) -> None:
+def test_fault_04_sigkill_capture_during_initial_snapshot(load_stack: Stack) -> None:
     stack = load_stack
     stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, payload text, n numeric)")
     stack.sql("INSERT INTO big SELECT g, md5(g::text), g * 1.5 FROM generate_series(1, 60000) g")
@@ -100,7 +102,7 @@ def test_sigkill_capture_during_initial_snapshot(load_stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("initial_load", ["copy", "debezium"])
-def test_broker_loses_its_data_then_capture_resnapshots_and_sync_sweeps(
+def test_fault_06_broker_loses_its_data(
     pg_server: EmbeddedPostgres, work_root, request, initial_load: str
 ) -> None:
     broker = EmbeddedBroker(log_to=work_root / f"tansu-loss-{initial_load}.log").start()
@@ -190,22 +192,61 @@ def _one_line_error(cp) -> str:  # type: ignore[no-untyped-def]
     return lines[0]
 
 
-def test_preflight_errors_are_one_clear_line(stack: Stack, pg_server: EmbeddedPostgres, work_root) -> None:
-    stack.sql("CREATE TABLE public.nopk (a int, b text); CREATE TABLE public.ok (id int PRIMARY KEY)")
+def test_fault_17_table_without_primary_key_refused(stack: Stack) -> None:
+    stack.sql("CREATE TABLE public.nopk (a int, b text)")
     stack.write_config(["public.nopk"])
     cp = stack.cli("capture", timeout=60)
     line = _one_line_error(cp)
     assert cp.returncode == 3 and "public.nopk has no primary key" in line
+    _nothing_written(stack)
 
+
+def _nothing_written(stack: Stack) -> None:
+    """A refused start leaves no replication slot behind in the source."""
+    with stack.src() as c:
+        slots = c.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", (f"cf_it{stack.n}",)).fetchall()
+    assert not slots, f"a refused start left {slots} behind"
+
+
+def test_fault_29_config_errors_name_the_field(stack: Stack) -> None:
+    stack.sql("CREATE TABLE public.ok (id int PRIMARY KEY)")
+    stack.write_config(["public.ok"])
+    good = stack.config_path.read_text()
+    cases = {
+        "typo": (good.replace("bootstrap_servers", "bootstrap_server"), "kafka.bootstrap_server is not a known setting"),
+        "missing": ("\n".join(x for x in good.splitlines() if "bootstrap_servers" not in x), "kafka.bootstrap_servers"),
+        "wrong type": (good.replace("partitions: 2", "partitions: two"), "kafka.partitions"),
+    }
+    for what, (text, needle) in cases.items():
+        path = stack.dir / f"bad-{what.replace(' ', '-')}.yaml"
+        path.write_text(text)
+        for cmd in ("status", "capture"):
+            cp = stack.cli(cmd, "-c", str(path), env={"CROSSFADE_CONFIG": ""})
+            line = _one_line_error(cp)
+            assert cp.returncode == 2 and needle in line, (what, cmd, line)
+    cp = stack.cli("status", env={"CROSSFADE_SYNC__BATCH_SIZE": "lots"})
+    assert cp.returncode == 2 and "sync.batch_size" in _one_line_error(cp)
+    _nothing_written(stack)
+
+
+def test_fault_30_connection_errors_are_one_clear_line(stack: Stack, pg_server: EmbeddedPostgres, work_root) -> None:
+    stack.sql("CREATE TABLE public.ok (id int PRIMARY KEY)")
     stack.write_config(["public.missing"])
     line = _one_line_error(stack.cli("capture", timeout=60))
     assert "public.missing does not exist" in line
 
     stack.write_config(["public.ok"])
     bad_dsn = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"
-    cp = stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": bad_dsn}, timeout=60)
+    for cmd in ("capture", "sync", "status"):
+        cp = stack.cli(cmd, env={"CROSSFADE_SOURCE__DSN": bad_dsn, "CROSSFADE_TARGET__DSN": bad_dsn}, timeout=60)
+        line = _one_line_error(cp)
+        assert "cannot connect to the" in line and "s3cret" not in cp.stderr + cp.stdout, (cmd, cp.stderr)
+
+    # wrong credentials: a user the server does not know (the embedded server trusts passwords)
+    wrong_user = stack.source_dsn.replace("postgres@", "nosuchuser:pw-xyz@")
+    cp = stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": wrong_user}, timeout=60)
     line = _one_line_error(cp)
-    assert cp.returncode == 3 and "cannot connect to the source database" in line and "s3cret" not in cp.stderr
+    assert cp.returncode == 3 and "nosuchuser" in line and "pw-xyz" not in cp.stderr + cp.stdout, cp.stderr
 
     cp = stack.cli("capture", env={"CROSSFADE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=90)
     assert "cannot reach Kafka" in _one_line_error(cp)
@@ -215,11 +256,7 @@ def test_preflight_errors_are_one_clear_line(stack: Stack, pg_server: EmbeddedPo
     norepl = stack.source_dsn.replace("postgres@", "norepl@")
     line = _one_line_error(stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": norepl}, timeout=60))
     assert "REPLICATION" in line
-
-    (stack.dir / "typo.yaml").write_text(stack.config_path.read_text().replace("bootstrap_servers", "bootstrap_server"))
-    cp = stack.cli("status", "-c", str(stack.dir / "typo.yaml"), env={"CROSSFADE_CONFIG": ""})
-    line = _one_line_error(cp)
-    assert cp.returncode == 2 and "kafka.bootstrap_server is not a known setting" in line
+    _nothing_written(stack)
 
     # wal_level replica on a second server
     other = EmbeddedPostgres(log_to=work_root / "pg-replica.log").start()

@@ -37,6 +37,7 @@ INSERT INTO everything VALUES
  (4, 0, 0.000000000000000000001, '1999-12-31 23:59:59.999999', '-infinity', '1999-12-31', '{"n": 1e400}', '{"k":[true,false]}',
   '{-2147483648,2147483647}', '{"\\t tab","new\\nline"}', 'ffffffff-ffff-ffff-ffff-ffffffffffff', '\\x00', 'tab\\there',
   '00:00:00.000001', 'ok', -0.0, 1e-30, true, 0, '12:00:00', 'abc', 'ten chars!', NULL);
+INSERT INTO everything (id, d, ts, tstz) VALUES (5, 'infinity', '-infinity', 'infinity'), (6, '-infinity', 'infinity', '-infinity');
 """
 
 
@@ -45,7 +46,7 @@ def _random_text(n: int, seed: int) -> str:
     return "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(n))
 
 
-def test_every_type_round_trips_through_snapshot_and_stream(load_stack: Stack) -> None:
+def test_fault_24_every_type_round_trips_through_snapshot_and_stream(load_stack: Stack) -> None:
     stack = load_stack
     stack.sql(TYPES_DDL)
     stack.sql(TYPES_ROWS)

@@ -114,7 +114,7 @@ def _cutover(stack: Stack, *args: str) -> tuple[int, dict]:
     return r.returncode, json.loads(r.stdout)
 
 
-def test_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack) -> None:
+def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack) -> None:
     writer = CrmWriter(stack.source_dsn, rate=40)
     writer.seed(150)
     role = _app_role(stack)
@@ -215,7 +215,7 @@ def test_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack) -> None:
 
 
 # -- checkpoints and rewind ----------------------------------------------------------------------
-def test_rewind_drill_replays_over_rows_written_since_the_checkpoint(stack: Stack) -> None:
+def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(stack: Stack) -> None:
     stack.sql(ITEMS_DDL)
     stack.sql("INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, now(), NULL FROM generate_series(1, 3000) g")
     stack.write_config(["public.items"])

@@ -724,3 +724,16 @@ def test_real_pg_copy_text_format(pg: Any) -> None:
         "Infinity",
     )
     assert got[1] == (None,) * len(columns)
+
+
+def test_date_infinity_sentinels() -> None:
+    """Debezium's values for a PostgreSQL ``infinity``/``-infinity`` date (measured on the real
+    stack, snapshot and stream) read back as PostgreSQL's words, not as an out-of-range error."""
+    date_ft = FieldType("int32", "io.debezium.time.Date")
+    for days in (-622191234, -2147472692):
+        assert pgtext.date_text(days) == "infinity"
+        assert pgtext.converter_for(date_ft)(days) == "infinity"
+    for days in (-625821272, -2147472691):
+        assert pgtext.date_text(days) == "-infinity"
+    with pytest.raises(DecodeError):
+        pgtext.date_text(-2147472690)

@@ -21,7 +21,7 @@ SIGNAL_TABLE = "crossfade.debezium_signal"
 
 
 def source_connection(settings: Settings) -> dict[str, str]:
-    """Host, port, user, password and database of the legacy database, from its DSN."""
+    """Host, port, user, password, database and TLS settings of the legacy database, from its DSN."""
     d = conninfo_to_dict(settings.source.conninfo)
     return {
         "database.hostname": str(d.get("host") or "localhost"),
@@ -29,7 +29,8 @@ def source_connection(settings: Settings) -> dict[str, str]:
         "database.user": str(d.get("user") or "postgres"),
         "database.password": str(d.get("password") or ""),
         "database.dbname": str(d.get("dbname") or d.get("user") or "postgres"),
-        **({"database.sslmode": str(d["sslmode"])} if d.get("sslmode") else {}),
+        # TLS as the DSN asks for it: Debezium's pgjdbc takes libpq's names and modes
+        **{f"database.{k}": str(d[k]) for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if d.get(k)},
     }
 
 

@@ -63,6 +63,8 @@ from crossfade.errors import DecodeError
 from crossfade.events.model import FieldType
 
 __all__ = [
+    "DATE_NEGATIVE_INFINITY",
+    "DATE_POSITIVE_INFINITY",
     "TIMESTAMP_NEGATIVE_INFINITY",
     "TIMESTAMP_POSITIVE_INFINITY",
     "PgTextConverter",
@@ -80,6 +82,14 @@ TIMESTAMP_POSITIVE_INFINITY = 9223372036825200000
 """Debezium's value for a PostgreSQL ``infinity`` timestamp (whatever the unit)."""
 TIMESTAMP_NEGATIVE_INFINITY = -9223372036832400000
 """Debezium's value for a PostgreSQL ``-infinity`` timestamp (whatever the unit)."""
+
+DATE_POSITIVE_INFINITY = frozenset({-622191234, -2147472692})
+"""Debezium's ``io.debezium.time.Date`` values for a PostgreSQL ``infinity`` date, measured on the
+real stack: from the snapshot (pgjdbc's infinity timestamp pushed through a day conversion and 32
+bits) and from the stream (PostgreSQL's ``DATEVAL_NOEND``, INT_MAX days since 2000, moved to 1970
+with a 32-bit wrap). All lie before 4713 BC: none is a date PostgreSQL can hold."""
+DATE_NEGATIVE_INFINITY = frozenset({-625821272, -2147472691})
+"""The same for ``-infinity`` (the stream's is ``DATEVAL_NOBEGIN``, INT_MIN days since 2000)."""
 
 MICROS_PER_DAY = 86_400_000_000
 _UNIX_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
@@ -135,6 +145,10 @@ def date_text(days: int) -> str:
     """
     if _FAST_MIN_DAYS <= days <= _FAST_MAX_DAYS:
         return dt.date.fromordinal(days + _UNIX_EPOCH_ORDINAL).isoformat()
+    if days in DATE_POSITIVE_INFINITY:
+        return "infinity"
+    if days in DATE_NEGATIVE_INFINITY:
+        return "-infinity"
     if not _PG_MIN_DAYS <= days <= _PG_MAX_DATE_DAYS:
         raise DecodeError(f"date {days} days from 1970-01-01 is outside PostgreSQL's date range")
     return _exact_date_text(days)

@@ -10,7 +10,8 @@ import time
 
 _SECRET_PATTERNS = [
     (re.compile(r"(://[^:/@\s]+:)([^@\s]*)(@)"), r"\1***\3"),
-    (re.compile(r"(password\s*[=:]\s*)(['\"]?)[^\s'\",}]+", re.IGNORECASE), r"\1\2***"),
+    # password=..., password: ..., and a quoted dict key ('sasl.password': '...') alike
+    (re.compile(r"(password['\"]?\s*[=:]\s*)(['\"]?)[^\s'\",}]+", re.IGNORECASE), r"\1\2***"),
 ]
 
 

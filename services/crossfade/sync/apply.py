@@ -126,7 +126,9 @@ class TableApplier:
         self.bk = sql.Identifier(bookkeeping_schema)
         self.tbl_name = shape.qualified
         self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
-        digest = hashlib.md5((shape.qualified + stage_tag).encode()).hexdigest()[:12]
+        # the column list is in the name: after ADD COLUMN the session's old staging table
+        # (CREATE TEMP TABLE IF NOT EXISTS) must not be reused
+        digest = hashlib.md5(("|".join([shape.qualified, *self.cols]) + stage_tag).encode()).hexdigest()[:12]
         self.stage = sql.Identifier(f"cf_stage_{digest}")
         self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
         self._prepared_on: set[int] = set()
@@ -210,10 +212,12 @@ class TableApplier:
 
     # -- per connection -----------------------------------------------------------------------
     def prepare(self, conn: psycopg.Connection) -> None:
-        """Create the watermark row (once) and the session's staging table."""
+        """Create the watermark row (once) and the session's staging table.
+
+        Runs in every batch transaction, not once per session: a rolled-back batch (an enum label
+        to add, a stale owner, a lost connection) takes a just-created staging table and watermark
+        row with it. Both statements are no-ops when the objects exist."""
         key = id(conn)
-        if key in self._prepared_on and not conn.closed:
-            return
         conn.execute(self.sql_wm_init, (self.tbl_name,))
         conn.execute(self.sql_stage)
         self._prepared_on.add(key)

@@ -213,9 +213,34 @@ def add_column_from_source(
     if col.enum:
         sync_enum(source, target, col.enum)
     schema, name = target_table.split(".", 1)
-    target.execute(
-        sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
-            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(col.name), sql.SQL(col.type_sql)
+    # Rows that existed before ADD COLUMN ... DEFAULT hold the default without any change event
+    # saying so: PostgreSQL keeps it as the column's "missing value". Give the target the same.
+    sschema, sname = source_table.split(".", 1)
+    row = source.execute(
+        "SELECT a.atthasmissing, (a.attmissingval::text::text[])[1], d.adbin IS NOT NULL "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum "
+        "WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s",
+        (sschema, sname, col.name),
+    ).fetchone()
+    has_missing, missing, has_default = row if row else (False, None, False)
+    ident = (sql.Identifier(schema), sql.Identifier(name), sql.Identifier(col.name))
+    if has_missing and missing is not None:
+        target.execute(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {} DEFAULT {}").format(
+                *ident, sql.SQL(col.type_sql), sql.SQL("{}::{}").format(sql.Literal(missing), sql.SQL(col.type_sql))
+            )
         )
-    )
+        # the value stays in the rows that existed; sync writes every later value explicitly
+        target.execute(sql.SQL("ALTER TABLE {}.{} ALTER COLUMN {} DROP DEFAULT").format(*ident))
+    else:
+        target.execute(
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(*ident, sql.SQL(col.type_sql))
+        )
+        if has_default:
+            log.warning(
+                "column %s.%s has a default the source evaluated per row (volatile) or set after adding it: rows "
+                "that existed before may differ in it; check with `crossfade verify --table %s` (--repair fixes)",
+                source_table, col.name, source_table,
+            )
     log.warning("added column %s.%s (%s) to the target, as in the source", target_table, col.name, col.type_sql)

@@ -46,10 +46,12 @@ from crossfade.errors import (
     BrokerDataLost,
     BrokerUnavailable,
     CrossfadeError,
+    DatabaseUnavailable,
     DecodeError,
     PreflightError,
     SchemaMismatch,
     StaleAssignment,
+    TransientError,
     classify_db_error,
 )
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header
@@ -103,7 +105,8 @@ class SyncStats:
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, psycopg.Error):
         return classify_db_error(exc) == "transient"
-    return isinstance(exc, BrokerUnavailable)
+    # BrokerUnavailable, DatabaseUnavailable, SchemaStoreUnavailable (registry down): wait, retry
+    return isinstance(exc, TransientError)
 
 
 class SyncWorker:
@@ -157,7 +160,12 @@ class SyncWorker:
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
-        conn = connect(self.settings.target, "target", autocommit=True)
+        try:
+            conn = connect(self.settings.target, "target", autocommit=True)
+        except PreflightError as exc:
+            if not self.appliers:
+                raise  # never connected: a wrong DSN or user, say so and stop
+            raise DatabaseUnavailable(str(exc)) from None  # it was up: a restart, wait for it
         for a in self.appliers.values():
             a.forget(conn)
         for w in self.writers.values():
@@ -419,9 +427,11 @@ class SyncWorker:
                 self._with_db_retry(lambda: self._apply_batch(good))
             except psycopg.errors.InvalidTextRepresentation as exc:
                 # a label added to a source enum: add it to the target, then apply again
-                if "enum" not in str(exc) or not self._sync_enums():
-                    raise
+                if "enum" not in str(exc) or not self._with_db_retry(self._sync_enums):
+                    raise self._type_changed(exc) or exc from None
                 self._with_db_retry(lambda: self._apply_batch(good))
+            except psycopg.errors.DataError as exc:
+                raise self._type_changed(exc) or exc from None
         except StaleAssignment as exc:
             log.warning("%s", exc)
             self.meter.discard()
@@ -439,6 +449,25 @@ class SyncWorker:
         self.meter.committed(self, len(good), time.monotonic() - t0)
         if self.on_batch:
             self.on_batch(self)
+
+    def _type_changed(self, exc: psycopg.Error) -> CrossfadeError | None:
+        """The target refused a value: if a column changed type at the source, say which (a
+        clear stop with its runbook line) instead of the driver's message; else None."""
+        from crossfade.sync.target_ddl import read_shape
+
+        with connect(self.settings.source, "source") as src:
+            for table, applier in self.appliers.items():
+                now = read_shape(src, table)
+                current = {c.name: c.type_sql for c in now.columns} if now is not None else {}
+                for col in applier.shape.columns:
+                    if current.get(col.name, col.type_sql) != col.type_sql:
+                        return SchemaMismatch(
+                            f"column {col.name} of {table} changed type at the source ({col.type_sql} -> "
+                            f"{current[col.name]}) and the target refuses its new values ({_one_line(exc)})",
+                            "runbook: stop writes to the table, let sync drain, migrate the target column to the "
+                            "new type (ALTER TABLE ... ALTER COLUMN ... TYPE ...), restart sync (README, operations)",
+                        )
+        return None
 
     def _epoch_changed(self) -> bool:
         epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)

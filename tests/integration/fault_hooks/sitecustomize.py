@@ -1,0 +1,112 @@
+"""Precise fault points inside a ``crossfade sync`` subprocess (tests only).
+
+Python imports ``sitecustomize`` at start-up from the first ``sys.path`` entry that has it; the
+fault harness puts this directory first on ``PYTHONPATH`` and names the point in
+``CF_FAULT_POINT=<point>:<n>`` (see ``tests/integration/fault_harness.py``). Without that variable
+this module does nothing. Only batches that carry change events are counted.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+_spec = os.environ.get("CF_FAULT_POINT")
+
+
+def _install(point: str, nth: int) -> None:
+    import psycopg
+
+    from crossfade.sync import worker as w
+
+    state = {"batches": 0, "fired": False}
+    orig_apply_batch = w.SyncWorker._apply_batch
+    orig_apply_table = w.SyncWorker._apply_table
+
+    def _say(what: str) -> None:
+        sys.stderr.write(f"FAULT POINT {point}:{nth} fired: {what}\n")
+        sys.stderr.flush()
+
+    def stored(self, msgs):  # type: ignore[no-untyped-def]
+        """{topic[partition]: next offset stored in the target}, on a connection of its own."""
+        import psycopg as pg
+
+        tps = sorted({(m.topic(), m.partition()) for m in msgs})
+        with pg.connect(self.settings.target.conninfo, autocommit=True) as c:
+            return {
+                f"{t}[{p}]": c.execute(
+                    f"SELECT next_offset FROM {self.bk}.offsets WHERE group_id = %s AND topic = %s AND partition = %s",
+                    (self.settings.sync.group_id, t, p),
+                ).fetchone()[0]
+                for t, p in tps
+            }
+
+    def span(msgs):  # type: ignore[no-untyped-def]
+        out = {}
+        for m in msgs:
+            k = f"{m.topic()}[{m.partition()}]"
+            lo, hi = out.get(k, (m.offset(), m.offset()))
+            out[k] = (min(lo, m.offset()), max(hi, m.offset()))
+        return out
+
+    def report(what, **data):  # type: ignore[no-untyped-def]
+        import json
+
+        sys.stderr.write(f"FAULT DATA {what} {json.dumps(data)}\n")
+        sys.stderr.flush()
+
+    def apply_batch(self, msgs):  # type: ignore[no-untyped-def]
+        if state.get("retry_check") and state["fired"]:
+            state["retry_check"] = False
+            report("retry", span=span(msgs), stored=stored(self, msgs))
+        has_data = any(_is_change(m) for m in msgs)
+        # a batch counts once it committed: one that rolled back (an enum label to add first)
+        # is attempted again and is still the N-th
+        due = has_data and not state["fired"] and state["batches"] + 1 == nth
+        if due and point == "stop_before_apply":
+            state["fired"] = True
+            _say(f"SIGSTOP before a batch of {len(msgs)} records")
+            os.kill(os.getpid(), signal.SIGSTOP)
+            return orig_apply_batch(self, msgs)
+        if due and point == "mid_batch":
+            state["arm_mid"] = True
+            state["msgs"] = msgs
+        result = orig_apply_batch(self, msgs)
+        if has_data and not state["fired"]:
+            state["batches"] += 1
+        if due and point == "after_commit":
+            state["fired"] = True
+            report("after_commit", span=span(msgs), stored=stored(self, msgs))
+            _say(f"SIGKILL after the commit of {len(msgs)} records, before the Kafka commit")
+            os.kill(os.getpid(), signal.SIGKILL)
+        if due and point == "commit_ack_lost":
+            state["fired"] = True
+            state["retry_check"] = True
+            _say(f"connection lost after the COMMIT of {len(msgs)} records")
+            self.conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly (injected after COMMIT)")
+        return result
+
+    def apply_table(self, conn, table, items, per_tp_stats, replayed=None):  # type: ignore[no-untyped-def]
+        orig_apply_table(self, conn, table, items, per_tp_stats, replayed)
+        if state.get("arm_mid") and not state["fired"]:
+            state["fired"] = True
+            msgs = [m for tp_items in items.values() for m in tp_items]  # events, not messages
+            report("mid_batch", table=table, events=len(msgs), stored=stored(self, state["msgs"]), span=span(state["msgs"]))
+            _say(f"SIGKILL inside the batch transaction, after writing {table}")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    w.SyncWorker._apply_batch = apply_batch  # type: ignore[method-assign]
+    w.SyncWorker._apply_table = apply_table  # type: ignore[method-assign]
+
+
+def _is_change(m) -> bool:  # type: ignore[no-untyped-def]
+    if m.value() is None:
+        return False
+    return not any(k == "crossfade.control" for k, _ in (m.headers() or []))
+
+
+if _spec:
+    _point, _, _n = _spec.partition(":")
+    _install(_point, int(_n or 1))
