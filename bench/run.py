@@ -174,7 +174,7 @@ class Bench:
         scale = max(1, round(args.rows / 100_000))
         self.scale = scale
         # crossfade's pipeline
-        self.x = XStack(self.pg, self.pgt, self.broker.bootstrap_servers, self.root,
+        self.x = XStack(self.pg, self.pgt, self.broker.bootstrap_servers, self.root, initial_load=args.initial_load,
                         batch_size=args.batch_size, append_only_tables=["public.pgbench_history"])
         # native logical replication's pipeline
         self.n_src = "native_legacy"
@@ -508,6 +508,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
+    ap.add_argument("--initial-load", choices=["copy", "debezium"], default="copy",
+                    help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)")
     ap.add_argument("--sync-procs", type=int, default=1, help="sync processes replaying in the sync-alone benchmark")
     ap.add_argument("--profile", action="store_true", help="py-spy flame graphs of capture/sync to bench/results/")
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"])

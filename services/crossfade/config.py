@@ -132,13 +132,14 @@ class CaptureConfig(_Strict):
     """Where Debezium's source offsets are kept (one file per broker epoch)."""
     snapshot_mode: Literal["initial", "no_data", "when_needed", "always"] = "initial"
     """Debezium's snapshot.mode when Debezium does the initial load (``initial_load: debezium``)."""
-    initial_load: Literal["copy", "debezium"] = "copy"
-    """How the legacy tables' existing rows reach the target. ``copy``: capture creates the
-    replication slot with an exported snapshot and copies every table straight into the target
-    with parallel COPY at that snapshot, then Debezium streams from the slot's consistent point
-    (tens of times faster; the snapshot rows do not go through Kafka). ``debezium``: Debezium's own
-    snapshot through Kafka. Tables with a ``mapping.tables`` entry always load through Debezium
-    (the mapping applies per event in sync)."""
+    initial_load: Literal["copy", "debezium"] = "debezium"
+    """How the legacy tables' existing rows reach the target. ``debezium`` (default): Debezium's own
+    snapshot, as change events through Kafka (a rewind or a second consumer can replay them).
+    ``copy``: capture creates the replication slot with an exported snapshot and copies every table
+    straight into the target with parallel COPY at that snapshot, then Debezium streams from the
+    slot's consistent point (tens of times faster for a large first load; the snapshot rows do not
+    go through Kafka). Tables with a ``mapping.tables`` entry always load through Debezium (the
+    mapping applies per event in sync)."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
     heartbeat_interval_ms: int = Field(5000, ge=0)
