@@ -384,3 +384,21 @@ def test_decodes_bytes_from_confluent_avro_serializer(codec: AvroCodec) -> None:
     assert resolver.resolve_confluent(schema_id).fingerprint == codec.fingerprint
     with pytest.raises(DecodeError, match="unknown schema"):
         resolver.resolve_confluent(schema_id + 1000)  # the client's own 404 error
+
+
+def test_schema_value_shape_ignores_enum_labels_but_not_a_decimal_scale() -> None:
+    """One fingerprint, two texts: a new enum label (Debezium re-reads labels on restart) is the
+    same to sync; a decimal's scale is not (Avro's fingerprint hides it)."""
+    import json as _json
+
+    from crossfade.events.schema_store import _value_shape
+
+    def rec(field: dict) -> str:
+        return _json.dumps({"type": "record", "name": "V", "fields": [{"name": "c", "type": field}]})
+
+    enum_a = rec({"type": "string", "connect.name": "io.debezium.data.Enum", "connect.parameters": {"allowed": "a,b"}})
+    enum_b = rec({"type": "string", "connect.name": "io.debezium.data.Enum", "connect.parameters": {"allowed": "a,b,c"}})
+    assert _value_shape(enum_a) == _value_shape(enum_b)
+    dec_2 = rec({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2, "connect.parameters": {"scale": "2"}})
+    dec_4 = rec({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 4, "connect.parameters": {"scale": "4"}})
+    assert _value_shape(dec_2) != _value_shape(dec_4)

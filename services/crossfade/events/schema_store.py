@@ -76,6 +76,34 @@ class SchemaTopicReader:
         self._consumer.close()
 
 
+_DESCRIPTIVE_PARAMS = ("allowed",)
+"""Connect parameters that describe a column without changing how its values are written: an
+enum's labels (``ALTER TYPE ... ADD VALUE``; Debezium re-reads them when it restarts)."""
+
+
+def _value_shape(text: str) -> Any:
+    """The schema without what does not change how a value is encoded or read: the descriptive
+    Connect parameters, column-length/-scale hints and docs. Two schemas with one fingerprint and
+    one shape are the same to sync; one fingerprint and two shapes is a type change Avro hides."""
+
+    def strip(node: Any) -> Any:
+        if isinstance(node, list):
+            return [strip(x) for x in node]
+        if not isinstance(node, dict):
+            return node
+        out = {}
+        for k, v in node.items():
+            if k in ("doc", "connect.doc", "connect.version"):
+                continue
+            if k == "connect.parameters" and isinstance(v, dict):
+                v = {pk: pv for pk, pv in v.items()
+                     if pk not in _DESCRIPTIVE_PARAMS and not pk.startswith("__debezium.source.column.")}
+            out[k] = strip(v)
+        return out
+
+    return strip(json.loads(text))
+
+
 class SchemaPublisher:
     """Capture side: publish each schema once, durably, before events that use it."""
 
@@ -96,7 +124,7 @@ class SchemaPublisher:
         prev = self.published.get(codec.fingerprint)
         if prev == text:
             return codec
-        if prev is not None:
+        if prev is not None and _value_shape(prev) != _value_shape(text):
             raise SchemaMismatch(
                 f"schema {avro_schema.get('name')} changed in a way Avro cannot tell apart from its previous "
                 f"version (same fingerprint {codec.fingerprint:016x}): a column changed type but not its Avro type",
