@@ -30,14 +30,17 @@ the target (``Stack.assert_equal``). The harness is ``tests/integration/fault_ha
 | 22 a huge transaction, bounded memory (slow) | ``test_fault_cases.py::test_fault_22_huge_transaction_bounded_memory`` |
 | 23 a 20 MB value | ``test_fault_cases.py::test_fault_23_twenty_mb_value_delivered_or_refused`` |
 | 24 types round-trip exactly | ``test_pipeline.py::test_fault_24_every_type_round_trips_through_snapshot_and_stream`` |
+| 25 corrupt Avro bytes on a topic | ``test_dead_letters.py::test_fault_25_corrupt_avro_is_dead_lettered_and_holds_its_key`` |
 | 26 schema store unreachable | ``test_fault_cases.py::test_fault_26_schema_registry_unreachable_sync_waits`` |
+| 27 a child before its parent | ``test_mapping_sync.py::test_fault_27_child_before_parent_is_deferred_then_applied`` |
+| 28 a record failing the mapping's validation | ``test_mapping_sync.py::test_fault_28_validation_failure_is_a_dead_letter_with_its_rule`` |
 | 29 config typo, missing field, wrong type | ``test_faults.py::test_fault_29_config_errors_name_the_field`` |
 | 30 wrong DSN, unreachable broker, wrong credentials | ``test_faults.py::test_fault_30_connection_errors_are_one_clear_line`` |
 | 31 rewind drill | ``test_verify_cutover.py::test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint`` |
 | 32 cutover drill | ``test_verify_cutover.py::test_fault_32_verify_live_and_cutover_dry_run_failing_and_real`` |
 
-Cases 25, 27 and 28 (dead letters, orphan children, validation) belong to the sync worker's
-dead-letter work and are not here. ``pytest -k test_fault_`` runs every case.
+(31 also as a mapping deploy gone wrong: ``test_mapping_sync.py::test_fault_31_rewind_drill_with_a_faulty_mapping``.)
+``pytest -k test_fault_`` runs every case.
 """
 
 from __future__ import annotations

@@ -329,3 +329,64 @@ def test_fault_31_rewind_drill_with_a_faulty_mapping(stack: Any) -> None:
     stack.sql("UPDATE customers SET email = 'LATER@example.com' WHERE id = 4")
     stack.fence()
     _verify(stack, match=True)
+
+
+def test_fault_27_child_before_parent_is_deferred_then_applied(stack: Any) -> None:
+    """A child row committed before its parent (no FK in the legacy database) waits, then applies."""
+    with stack.src() as c:
+        c.execute(LEGACY_DDL)
+    with stack.tgt() as c:
+        c.execute(TARGET_DDL)
+    _configure(stack, _mapping(window_s=120))
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    stack.sql("INSERT INTO public.notes VALUES (1, 42, 'child first')")
+    stack.fence()
+    assert _ledger(stack, "deferred") == {"crm.notes.person_id:references": {1}}
+    with stack.tgt() as c:
+        assert c.execute("SELECT count(*) FROM crm.notes").fetchone() == (0,)
+    stack.sql("INSERT INTO public.members VALUES (42, 'Pat Doe', 'pat@example.com', NULL, '1970-01-01', 'GB', true, "
+              "'2024-01-01', '2024-01-01 10:00')")
+    stack.fence()
+    wait_for(lambda: not _ledger(stack, "deferred"), 30, "the deferred child to apply")
+    with stack.tgt() as c:
+        assert c.execute("SELECT person_id, body FROM crm.notes").fetchall() == [(42, "child first")]
+    assert _ledger(stack, "dead_letter") == {}
+    _verify(stack, match=True)
+
+
+def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) -> None:
+    """A record failing a rule goes to the dead-letter topic with the rule, the source table, key
+    and position; sync goes on; the accounting closes."""
+    with stack.src() as c:
+        c.execute(LEGACY_DDL)
+        c.execute("INSERT INTO public.members VALUES (1, 'Ok Person', 'ok@example.com', NULL, '1970-01-01', 'GB', true, "
+                  "'2024-01-01', '2024-01-01 10:00'), (2, 'No Mail', NULL, NULL, '1970-01-01', 'GB', true, "
+                  "'2024-01-01', '2024-01-01 10:00')")
+    with stack.tgt() as c:
+        c.execute(TARGET_DDL)
+    _configure(stack, _mapping(window_s=0))
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    assert _ledger(stack, "dead_letter") == {"crm.people.email:required": {2}}
+    with stack.tgt() as c:
+        assert [r[0] for r in c.execute("SELECT legacy_id FROM crm.people")] == [1]
+    s = stack.settings
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**s.kafka.client_config(), "group.id": "cf-test-dlq", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(s.kafka.dlq_topic, 0, 0)])
+        m = consumer.poll(15)
+    finally:
+        consumer.close()
+    assert m is not None and m.error() is None
+    headers = {k: v.decode() for k, v in m.headers() or []}
+    assert headers["crossfade.dlq.rule"] == "crm.people.email:required"
+    assert headers["crossfade.dlq.table"] == "public.members" and headers["crossfade.dlq.source_key"] == "[2]"
+    assert int(headers["crossfade.dlq.position"]) > 0 and headers["crossfade.dlq.topic"] == s.kafka.table_topic("public.members")
+    assert m.value()  # the original event bytes
+    listing = _dlq_list(stack)
+    assert listing["accounting_closes"] and listing["by_rule"][0]["rule"] == "crm.people.email:required"
