@@ -506,6 +506,29 @@ class SyncWorker:
                     key_id = json.dumps(kd, sort_keys=True, default=str)
             return DeadLetter(m, str(exc), table, key_id)
 
+    def _still_poisoned(self, conn: psycopg.Connection, e: ChangeEvent, fresh: set[tuple[str, str]]) -> bool:
+        """Whether ``e`` must wait behind an undecodable change of its key. The dead letter is
+        share-locked and re-read in the batch transaction: a ``dlq replay`` resolving it either
+        commits first (then nothing waits) or waits for this batch (then it releases what this
+        batch held)."""
+        if not self.poisoned:
+            return False
+        k = (e.table, _key_id(e))
+        entry = self.poisoned.get(k)
+        if entry is None:
+            return False
+        if k in fresh:
+            return True
+        row = conn.execute(
+            sql.SQL("SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s FOR SHARE").format(
+                sql.Identifier(self.bk)),
+            (e.table, entry),
+        ).fetchone()
+        if row is None or row[0] != "dead_letter":
+            self.poisoned.pop(k, None)
+            return False
+        return True
+
     def _load_poisoned(self) -> None:
         """Keys whose change could not be decoded: their later changes wait (FAULTS 25)."""
         rows = self._db().execute(
@@ -532,6 +555,7 @@ class SyncWorker:
             # 2. decode and dead-letter; count the leading items a rewind's replay re-applies
             dead: list[DeadLetter] = []
             held: list[Held] = []
+            fresh_poison: set[tuple[str, str]] = set()
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
             replayed: dict[tuple[str, int], int] = {}
             origins: dict[tuple[str, int], Origin] = {}
@@ -545,8 +569,8 @@ class SyncWorker:
                         dead.append(d)
                         if d.key_id is not None:
                             self.poisoned[(d.table, d.key_id)] = f"@{m.topic()}/{m.partition()}/{m.offset()}"
-                    elif isinstance(d, ChangeEvent) and d.key is not None and self.poisoned and (
-                            d.table, _key_id(d)) in self.poisoned:
+                            fresh_poison.add((d.table, d.key_id))
+                    elif isinstance(d, ChangeEvent) and d.key is not None and self._still_poisoned(conn, d, fresh_poison):
                         held.append(Held(
                             d.table, f"@{m.topic()}/{m.partition()}/{m.offset()}", d.position, "held",
                             json.loads(_key_id(d)), rule="held",
