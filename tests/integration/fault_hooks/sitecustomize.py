@@ -88,8 +88,8 @@ def _install(point: str, nth: int) -> None:
             raise psycopg.OperationalError("server closed the connection unexpectedly (injected after COMMIT)")
         return result
 
-    def apply_table(self, conn, table, items, per_tp_stats, replayed=None):  # type: ignore[no-untyped-def]
-        orig_apply_table(self, conn, table, items, per_tp_stats, replayed)
+    def apply_table(self, conn, table, items, *args, **kwargs):  # type: ignore[no-untyped-def]
+        orig_apply_table(self, conn, table, items, *args, **kwargs)
         if state.get("arm_mid") and not state["fired"]:
             state["fired"] = True
             msgs = [m for tp_items in items.values() for m in tp_items]  # events, not messages
