@@ -150,6 +150,8 @@ class SyncWorker:
         self._dead: list[tuple[Held, str]] = []
         """Dead letters of the batch being applied (with their table), produced before it commits."""
         self._next_deferred_retry = 0.0
+        self.deferred_checked_at = 0.0
+        """time.time() of the last committed retry of deferred rows (the demo waits for one after its fence)."""
         self.poisoned: dict[tuple[str, str], str] = {}
         """(table, key id) -> the dead letter (undecodable change) later changes of the key wait for."""
         self._next_poison_check = 0.0
@@ -817,6 +819,7 @@ class SyncWorker:
             if self._dead:
                 self._produce_dead()
         self._merge_pending()
+        self.deferred_checked_at = time.time()
 
     def _count(self, table: str, res: Any) -> None:
         self._pending.applied[table] += res.applied
