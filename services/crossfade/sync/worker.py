@@ -234,7 +234,7 @@ class SyncWorker:
     def _wait_for_epoch(self) -> str:
         warned = False
         while not self.stop.is_set():
-            epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+            epoch = self._current_epoch()
             if epoch:
                 return epoch
             if not warned:
@@ -275,7 +275,7 @@ class SyncWorker:
         if not tps:
             return
         # a rejoin after a broker restart must not claim under the old epoch
-        self.epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3) or self.epoch
+        self.epoch = self._current_epoch() or self.epoch
         offsets = self._claim(tps)
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
@@ -428,10 +428,15 @@ class SyncWorker:
             try:
                 self._with_db_retry(lambda: self._apply_batch(good))
             except psycopg.errors.InvalidTextRepresentation as exc:
-                # a label added to a source enum: add it to the target, then apply again
-                if "enum" not in str(exc) or not self._with_db_retry(self._sync_enums):
+                if "enum" not in str(exc):
                     raise self._type_changed(exc) or exc from None
-                self._with_db_retry(lambda: self._apply_batch(good))
+                # a label added to a source enum: add it to the target (or another worker just
+                # did, and nothing is left to add), then apply again, once
+                self._with_db_retry(self._sync_enums)
+                try:
+                    self._with_db_retry(lambda: self._apply_batch(good))
+                except psycopg.errors.InvalidTextRepresentation as again:
+                    raise self._type_changed(again) or again from None
             except psycopg.errors.DataError as exc:
                 raise self._type_changed(exc) or exc from None
         except StaleAssignment as exc:
@@ -471,12 +476,21 @@ class SyncWorker:
                         )
         return None
 
+    def _current_epoch(self) -> str | None:
+        """The broker's epoch, or None while it cannot be read (a restarting broker is waited
+        for by the callers, never a reason to stop sync)."""
+        try:
+            return current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+        except BrokerUnavailable as exc:
+            log.warning("broker epoch unreadable for now: %s", exc)
+            return None
+
     def _epoch_changed(self) -> bool:
-        epoch = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+        epoch = self._current_epoch()
         return epoch is not None and epoch != self.epoch
 
     def _handle_out_of_range(self, m: Message) -> None:
-        if self._epoch_changed() or current_epoch(self.kafka.client_config(), self.kafka.control_topic, 3) is None:
+        if self._epoch_changed() or self._current_epoch() is None:
             self._reclaim_all()
             return
         raise BrokerDataLost(
