@@ -99,8 +99,6 @@ class MappedResult:
     skipped: int = 0
     filtered: int = 0
     deferred: int = 0
-    resolved: int = 0
-    """Held records (dead letters, deferrals) a newer outcome of their key resolved."""
     dead_letters: list[Held] = field(default_factory=list)
     toast_missing: list[str] = field(default_factory=list)
     by_outcome: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -345,7 +343,7 @@ class MappedSource:
                         res.dead_letters.append(h)
             res.by_outcome[h.outcome] += 1
             held.append(h)
-        res.resolved = self._write_ledger(conn, held)
+        write_ledger(conn, self.bk, held)
         for target in self.targets:
             # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
             r = self.writers[target].apply(conn, changes.get(target, []), replay=replay or rerun)
@@ -359,19 +357,6 @@ class MappedSource:
     def _delete_targets(self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int) -> None:
         for target, tkey in self.mapper.map_key(self.source, key_row):
             changes[target].append(RowChange(tkey, None, pos))
-
-    def _write_ledger(self, conn: psycopg.Connection, held: list[Held]) -> int:
-        """Upsert the outcomes (newest position wins); returns how many held records they resolved."""
-        if not held:
-            return 0
-        resolved = conn.execute(
-            sql.SQL(
-                "SELECT count(*) FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s) AND outcome IN ('dead_letter', 'deferred')"
-            ).format(self.bk),
-            (self.source, [h.entry for h in held if h.outcome not in ("dead_letter", "deferred")]),
-        ).fetchone()
-        write_ledger(conn, self.bk, held)
-        return int(resolved[0]) if resolved else 0
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
         shared = [t for t in self.targets if len(self.mapper.sources_of(t)) > 1]
