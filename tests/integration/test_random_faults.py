@@ -121,6 +121,7 @@ def test_random_faults(stack_factory: Callable[..., Stack]) -> None:
         except AssertionError as exc:
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             failures.append(f"seed={seed} faults=[{', '.join(plan)}]: {first}")
+            print(f"\nseed={seed} failed:\n{exc}")  # the whole diagnosis (process logs) with -s
         i += 1
     print("\nrandom fault rounds:\n  " + "\n  ".join(done + failures))
     assert not failures, (

@@ -118,8 +118,15 @@ def _key_id(e: ChangeEvent) -> str:
 class TableApplier:
     """Applies change events of one source table to its target table. One per table and worker."""
 
-    def __init__(self, shape: TableShape, bookkeeping_schema: str, stage_tag: str = "") -> None:
+    def __init__(
+        self, shape: TableShape, bookkeeping_schema: str, stage_tag: str = "",
+        added: dict[str, tuple[int, str | None]] | None = None,
+    ) -> None:
         self.shape = shape
+        self.added = added or {}
+        """Columns sync added mid-stream: name -> (position of the first change carrying it,
+        the value rows held before it, as text)."""
+        self._missing: dict[RowSchema, tuple[int, list[str]]] = {}
         self.cols = [c.name for c in shape.columns]
         self._numeric_cols = {c.name for c in shape.columns if c.type_sql.startswith("numeric")}
         self.pk = list(shape.pk)
@@ -252,16 +259,31 @@ class TableApplier:
         :class:`SchemaMismatch` when the events lack a column the target has."""
         have = set(rs.columns)
         missing = [c for c in self.cols if c not in have]
+        if missing and any(c not in self.added for c in missing):
+            raise self._dropped(table, missing)
         if missing:
-            raise SchemaMismatch(
-                f"change events of {table} no longer carry column(s) {', '.join(missing)} "
-                f"that target {self.tbl_name} has (dropped or renamed at the source?)",
-                "map the change explicitly in the config, or drop the column from the target and restart sync",
-            )
+            # columns added after these changes were made: an older change (re-sent after a
+            # capture restart, or late from another partition) gets the value rows held before
+            # ADD COLUMN; a change at or after the column's first appearance means it was dropped
+            self._missing[rs] = (max(self.added[c][0] for c in missing), missing)
         return [
-            _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
+            (lambda _v, fill=self.added[c][1]: fill) if c not in have
+            else _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
             for c in self.cols
         ]
+
+    def _dropped(self, table: str, missing: list[str]) -> SchemaMismatch:
+        return SchemaMismatch(
+            f"change events of {table} no longer carry column(s) {', '.join(missing)} "
+            f"that target {self.tbl_name} has (dropped or renamed at the source?)",
+            "map the change explicitly in the config, or drop the column from the target and restart sync",
+        )
+
+    def _check_carried(self, e: ChangeEvent) -> None:
+        """Raise when ``e`` lacks a column added mid-stream yet is not older than the column."""
+        hit = self._missing.get(e.row_schema) if e.row_schema is not None else None
+        if hit is not None and e.position >= hit[0]:
+            raise self._dropped(e.table, hit[1])
 
     def _row(self, e: ChangeEvent) -> tuple[str | None, ...]:
         key_convs, row_convs = self._converters(e)
@@ -273,6 +295,8 @@ class TableApplier:
             vals = tuple(pk_pos.get(c) for c in self.cols)
             return (*vals, str(e.position), "t", key_text, None)
         after = e.after
+        if self._missing:
+            self._check_carried(e)
         unavail = e.unavailable
         if unavail:
             vals = tuple(
@@ -408,7 +432,10 @@ class AppendOnlyApplier(TableApplier):
             with cur.copy(self.sql_copy) as cp:
                 for e in events:
                     assert e.after is not None
-                    vals = tuple(conv(e.after.get(c)) for conv, c in zip(self._row_convs(e), self.cols, strict=True))
+                    convs = self._row_convs(e)
+                    if self._missing:
+                        self._check_carried(e)
+                    vals = tuple(conv(e.after.get(c)) for conv, c in zip(convs, self.cols, strict=True))
                     digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
                     cp.write_row((*vals, str(e.position), digest))
             if replay:  # replace what this position wrote the first time (class docstring)

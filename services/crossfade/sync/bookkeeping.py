@@ -129,6 +129,15 @@ def ddl(schema: str) -> list[sql.Composable]:
                 first_at timestamptz NOT NULL DEFAULT now(), at timestamptz NOT NULL DEFAULT now(),
                 deadline timestamptz, PRIMARY KEY (source_table, entry))"""
         ).format(s),
+        # a column sync added to a target mid-stream: ``since`` is the position of the first
+        # change that carried it, ``fill`` the value rows had before it (PostgreSQL's "missing
+        # value"). An older change without the column (re-sent by a capture restart, or from
+        # another partition) predates it and fills it; a newer one means it was dropped.
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.added_columns (
+                tbl text NOT NULL, col text NOT NULL, since numeric NOT NULL, fill text,
+                at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (tbl, col))"""
+        ).format(s),
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS ledger_held ON {}.ledger (outcome, rule) "
             "WHERE outcome IN ('dead_letter', 'filtered', 'deferred')"

@@ -198,8 +198,10 @@ def _ensure_target_table(
 
 def add_column_from_source(
     source: psycopg.Connection, target: psycopg.Connection, source_table: str, target_table: str, column: str
-) -> None:
-    """ADD COLUMN mid-stream: give the target the source column's type (nullable)."""
+) -> str | None:
+    """ADD COLUMN mid-stream: give the target the source column's type (nullable).
+
+    Returns the value (as text) the rows that existed before ADD COLUMN hold, None for NULL."""
     src = read_shape(source, source_table)
     if src is None:
         raise SchemaMismatch(f"source table {source_table} disappeared")
@@ -244,3 +246,4 @@ def add_column_from_source(
                 source_table, col.name, source_table,
             )
     log.warning("added column %s.%s (%s) to the target, as in the source", target_table, col.name, col.type_sql)
+    return missing if has_missing else None

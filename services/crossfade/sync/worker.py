@@ -210,15 +210,32 @@ class SyncWorker:
                     f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.items()))
 
     def _applier(self, table: str, shape: Any) -> TableApplier:
+        assert self.conn is not None
+        added = {
+            col: (int(since), fill)
+            for col, since, fill in self.conn.execute(
+                sql.SQL("SELECT col, since, fill FROM {}.added_columns WHERE tbl = %s").format(sql.Identifier(self.bk)),
+                (table,),
+            ).fetchall()
+        }
         if table in self.settings.sync.append_only_tables:
-            return AppendOnlyApplier(shape, self.bk)
-        return TableApplier(shape, self.bk)
+            return AppendOnlyApplier(shape, self.bk, added=added)
+        return TableApplier(shape, self.bk, added=added)
 
-    def _refresh_table(self, table: str, new_columns: list[str]) -> None:
+    def _refresh_table(self, table: str, new_columns: list[str], since: int) -> None:
+        """ADD COLUMN at the source, seen first in a change at position ``since``: add it to the
+        target and record when it appeared (inside the batch transaction)."""
         assert self.conn is not None
         with connect(self.settings.source, "source") as src:
             for col in new_columns:
-                add_column_from_source(src, self.conn, table, table, col)
+                fill = add_column_from_source(src, self.conn, table, table, col)
+                self.conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {0}.added_columns (tbl, col, since, fill) VALUES (%s, %s, %s, %s) "
+                        "ON CONFLICT (tbl, col) DO UPDATE SET since = LEAST({0}.added_columns.since, EXCLUDED.since)"
+                    ).format(sql.Identifier(self.bk)),
+                    (table, col, since, fill),
+                )
             shape = ensure_target_table(src, self.conn, table, table, False)
         self.appliers[table] = self._applier(table, shape)
 
@@ -702,7 +719,10 @@ class SyncWorker:
             for rs in schemas:
                 extra = [c for c in rs.columns if c not in applier.cols]
                 if extra:
-                    self._refresh_table(table, extra)
+                    since = min(
+                        e.position for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema == rs
+                    )
+                    self._refresh_table(table, extra, since)
                     applier = self.appliers[table]
             applier.prepare(conn)
             wm[0] = applier.watermark(conn)
