@@ -115,6 +115,19 @@ class Proc:
             return ""
 
 
+def _stacks(p: Proc) -> str:
+    """Where a live process stands (py-spy dump of its Python threads): a test that times out
+    waiting for a process says what the process was waiting for."""
+    spy = Path(sys.executable).with_name("py-spy")
+    if not p.alive() or not spy.exists():
+        return ""
+    try:
+        out = subprocess.run([str(spy), "dump", "--pid", str(p.p.pid)], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"\n(py-spy dump failed: {exc})"
+    return f"\n[py-spy dump of pid {p.p.pid}]\n{out.stdout or out.stderr}"
+
+
 class Stack:
     """One isolated migration: legacy and target databases, topics, slot, processes."""
 
@@ -238,7 +251,7 @@ class Stack:
                     raise AssertionError(f"{exc}{self._diag()}") from None
 
     def _diag(self) -> str:
-        return "".join(f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}" for p in self.procs)
+        return "".join(f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}{_stacks(p)}" for p in self.procs)
 
     def compare(self) -> list[Any]:
         from crossfade.ops.demo import compare_all

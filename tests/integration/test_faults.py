@@ -59,6 +59,32 @@ def test_fault_09_rebalance_and_sigkill_sync_mid_stream(stack: Stack) -> None:
     stack.assert_equal()
 
 
+def test_worker_stopped_while_joining_leaves_the_group_usable(stack: Stack) -> None:
+    """A worker killed, its replacement stopped (SIGTERM) while its join waits for the killed
+    member's session to expire, then a third worker: the third must be assigned and catch up.
+
+    On Tansu a LeaveGroup sent during that wait made the departed member leader of the next
+    generation and no worker was ever assigned again (random fault seed 1049786793); the worker
+    now completes a pending join before it leaves."""
+    writer = _crm_stack(stack)
+    stack.start("capture")
+    sync = stack.start("sync")
+    writer.start()
+    try:
+        wait_for(lambda: _target_rows(stack) > 0, 120, "sync to apply the snapshot")
+        sync.kill()
+        sync = stack.start("sync")
+        time.sleep(3)  # started; its JoinGroup is held until the killed member's session expires
+        assert sync.stop(30) == 0
+        assert "completing it before leaving" in sync.tail(50), sync.tail(50)
+        sync = stack.start("sync")
+        time.sleep(3)
+    finally:
+        writer.stop()
+    stack.fence(timeout=90)
+    stack.assert_equal()
+
+
 def test_fault_03_sigkill_capture_while_streaming(stack: Stack) -> None:
     writer = _crm_stack(stack)
     capture = stack.start("capture")

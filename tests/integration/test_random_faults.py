@@ -73,9 +73,12 @@ def _round(stack_factory: Callable[..., Stack], seed: int, log: list[str]) -> No
                 procs["sync"].stop(30)
                 procs["sync"] = start_with_fault(stack, "sync", point)
                 time.sleep(rng.uniform(2, 6))
-                if not procs["sync"].alive():  # a kill point fired: start a plain one
-                    procs["sync"].expected_dead = True
-                    procs["sync"] = stack.start("sync")
+                # the point fired (the process died) or not within the window: either way a plain
+                # worker goes on (a point firing later would be an unexpected death)
+                if procs["sync"].alive():
+                    procs["sync"].stop(30)
+                procs["sync"].expected_dead = True
+                procs["sync"] = stack.start("sync")
             elif fault == "pause_sync":
                 inject_pause(procs["sync"], rng.uniform(2, 14))
             elif fault == "cut_target":

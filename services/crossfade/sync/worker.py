@@ -137,6 +137,8 @@ class SyncWorker:
         self.decoder: EventDecoder | None = None
         self._dlq: Producer | None = None
         self.ready = threading.Event()
+        self._in_group = False
+        """Whether this member holds a completed assignment (possibly empty) of the group."""
         self._pending_reclaim = False
         self._pending = SyncStats()
         self._next_epoch_check = 0.0
@@ -288,8 +290,9 @@ class SyncWorker:
                 log.info("replaying %s[%d] up to offset %d (rewind)", topic, partition, int(until))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._in_group = True
         tps = [(p.topic, p.partition) for p in partitions]
-        if not tps:
+        if not tps or self.stop.is_set():  # stopping: only completing the join (_finish_join)
             return
         # a rejoin after a broker restart must not claim under the old epoch
         self.epoch = self._current_epoch() or self.epoch
@@ -299,7 +302,31 @@ class SyncWorker:
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
         self.ready.set()
 
+    def _finish_join(self) -> None:
+        """Stopping while this member's join is pending at the broker (a rebalance in progress):
+        let the join complete before leaving the group.
+
+        Tansu (0.6) acknowledges a LeaveGroup sent while the member's JoinGroup is held (the
+        group waits for a killed member's session to expire), then completes that join anyway
+        and elects the departed member leader of the next generation: the group never leaves
+        that rebalance and no worker is ever assigned a partition again. Apache Kafka handles it;
+        waiting for the assignment (at most the session timeout, then a margin) costs a stopping
+        worker a few seconds. Records polled meanwhile are dropped: offsets live in the target."""
+        assert self.consumer is not None
+        if self._in_group:
+            return
+        wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
+        log.info("stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)", wait_s)
+        deadline = time.monotonic() + wait_s
+        while not self._in_group and time.monotonic() < deadline:
+            try:
+                self.consumer.poll(0.2)
+            except KafkaException as exc:
+                log.warning("leaving the consumer group without completing the rebalance: %s", exc)
+                return
+
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._in_group = False  # a rebalance began: until the next assignment a join is pending
         for p in partitions:
             self.owner.pop((p.topic, p.partition), None)
         if partitions:
@@ -406,6 +433,7 @@ class SyncWorker:
                     self._process(msgs)
         finally:
             try:
+                self._finish_join()
                 self.consumer.close()
             finally:
                 if self.conn is not None:
