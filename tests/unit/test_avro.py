@@ -1180,3 +1180,12 @@ def test_numeric_decimal_beyond_default_context_precision() -> None:
         int.from_bytes(datum["dec"], "big", signed=True)
         == 12345678901234567890123456789012345678925
     )
+
+
+def test_a_negative_union_branch_is_corrupt() -> None:
+    """fastavro's reader takes union index -1 as the last branch (Python indexing), so a corrupt
+    byte could decode as another value; cavro, which sync uses, refuses it: a dead letter."""
+    codec = AvroCodec({"type": "record", "name": "r", "fields": [{"name": "u", "type": ["null", "string"]}]})
+    assert codec.decode(b"\x02\x04ab") == {"u": "ab"}
+    with pytest.raises(DecodeError, match="corrupt"):
+        codec.decode(b"\x01\x04ab")  # zigzag 1 = -1
