@@ -439,6 +439,10 @@ class Bench:
             q.wait(60)
         log.close()
         n = int(total - applied0)
+        if n <= 0 or t1 <= t0:
+            raise RuntimeError(
+                "the topics hold (almost) no change events to replay: with --initial-load copy the snapshot does not go "
+                "through Kafka; run `sync` with cdc/catchup, or with --initial-load debezium")
         res["crossfade"] = {"sync_procs": len(procs), "records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
                             "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total)}
         # the straightforward consumer: same topics, its own target (the legacy schema)

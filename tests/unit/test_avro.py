@@ -1101,6 +1101,21 @@ def test_invalid_schema_raises_decode_error(bad: str) -> None:
 def test_decode_reuses_the_parsed_schema(monkeypatch: pytest.MonkeyPatch) -> None:
     codec = AvroCodec(connect_to_avro(ENVELOPE))
     body = codec.encode(json_payload_to_avro_datum(ENVELOPE, PAYLOAD))
+    built: list[Any] = []
+    real_build = avro_mod._cavro_reader
+
+    def build_spy(schema: Any) -> Any:
+        built.append(schema)
+        return real_build(schema)
+
+    monkeypatch.setattr(avro_mod, "_cavro_reader", build_spy)
+    for _ in range(3):
+        codec.decode(body)
+    assert len(built) == 1  # cavro's reader is built once per codec
+
+    # the fastavro path (a schema cavro does not take) reuses fastavro's parsed schema
+    fallback = AvroCodec(connect_to_avro(ENVELOPE))
+    fallback._reader = None
     seen: list[int] = []
     real_reader = avro_mod.schemaless_reader
 
@@ -1111,8 +1126,40 @@ def test_decode_reuses_the_parsed_schema(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(avro_mod, "schemaless_reader", spy)
     for _ in range(3):
-        codec.decode(body)
+        assert fallback.decode(body) == codec.decode(body)
     assert len(seen) == 3 and len(set(seen)) == 1
+
+
+@pytest.mark.parametrize("reader", ["cavro", "fastavro"])
+def test_both_readers_decode_alike_and_refuse_the_same_bytes(reader: str) -> None:
+    schema = {
+        "type": "record", "name": "r", "namespace": "n", "fields": [
+            {"name": "f", "type": "float"}, {"name": "d", "type": "double"}, {"name": "b", "type": "boolean"},
+            {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
+            {"name": "fx", "type": {"type": "fixed", "name": "F", "size": 3}},
+            {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
+            {"name": "dec", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+            {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "dt", "type": {"type": "int", "logicalType": "date"}},
+            {"name": "arr", "type": {"type": "array", "items": "E"}},
+            {"name": "s", "type": ["null", "string"], "default": None},
+            {"name": "nested", "type": ["null", "r"], "default": None},
+        ],
+    }
+    datum = {"f": 1.5, "d": 2.25, "b": True, "e": "B", "fx": b"abc", "m": {"k": None, "j": -5}, "dec": b"\x01\x02",
+             "ts": 1_700_000_000_000, "dt": 19_000, "arr": ["A", "B"], "s": "\u00e9t\u00e9", "nested": None}
+    codec = AvroCodec(schema)
+    if reader == "fastavro":
+        codec._reader = None
+    body = codec.encode(datum)
+    assert codec.decode(body) == datum  # raw values: logical types are not applied
+    assert codec.decode(b"\x00\x00" + body, 2) == datum
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        codec.decode(body + b"\x00")
+    with pytest.raises(DecodeError, match="corrupt"):
+        codec.decode(body[:-1])
+    with pytest.raises(DecodeError, match="corrupt"):
+        codec.decode(b"")
 
 
 def test_connect_codec_cache() -> None:
@@ -1133,3 +1180,12 @@ def test_numeric_decimal_beyond_default_context_precision() -> None:
         int.from_bytes(datum["dec"], "big", signed=True)
         == 12345678901234567890123456789012345678925
     )
+
+
+def test_a_negative_union_branch_is_corrupt() -> None:
+    """fastavro's reader takes union index -1 as the last branch (Python indexing), so a corrupt
+    byte could decode as another value; cavro, which sync uses, refuses it: a dead letter."""
+    codec = AvroCodec({"type": "record", "name": "r", "fields": [{"name": "u", "type": ["null", "string"]}]})
+    assert codec.decode(b"\x02\x04ab") == {"u": "ab"}
+    with pytest.raises(DecodeError, match="corrupt"):
+        codec.decode(b"\x01\x04ab")  # zigzag 1 = -1

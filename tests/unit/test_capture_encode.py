@@ -60,3 +60,33 @@ def test_default_is_single_object_encoding_with_published_schema() -> None:
     assert value is not None and value[:2] == b"\xc3\x01"
     env = Decoder(pub.cache).decode(value)
     assert env["after"]["nv"] == "NAN" and env["after"]["u"] == payload["after"]["u"]
+
+
+def test_debezium_json_parses_as_the_stdlib_json_parses_it() -> None:
+    from crossfade.capture.service import _loads
+
+    for text in (
+        RECORD["value"],
+        RECORD["value"].encode(),
+        '{"a": NaN, "b": -Infinity}',  # orjson refuses these tokens: the stdlib reads them
+        '{"s": "\\ud800"}',  # a lone surrogate escape
+    ):
+        got, want = _loads(text), json.loads(text)
+        assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_a_numeric_decimal_beyond_64_bits_stays_exact() -> None:
+    """decimal.format=NUMERIC: orjson would read this integer as a float; the payload of a
+    schema with a Decimal is parsed by the stdlib."""
+    schema = {"type": "struct", "optional": False, "name": "cf.public.d.Value", "fields": [
+        {"type": "bytes", "optional": False, "field": "n", "name": "org.apache.kafka.connect.data.Decimal",
+         "version": 1, "parameters": {"scale": "0"}}]}
+    n = 123456789012345678901234567890
+    raw = '{"schema":' + json.dumps(schema, separators=(",", ":")) + ',"payload":{"n":' + str(n) + "}}"
+    pub = _Publisher()
+    prod = ChangeProducer(_settings(), pub, {"cf.public.d": 1})  # type: ignore[arg-type]
+    for text in (raw, raw.encode()):
+        value, payload = prod._encode(text, "cf.public.d-value")
+        assert payload == {"n": n}
+        assert value is not None
+        assert int.from_bytes(Decoder(pub.cache).decode(value)["n"], "big", signed=True) == n

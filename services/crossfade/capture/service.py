@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from confluent_kafka import KafkaError, Producer
 
 from crossfade.capture.batch import BatchReader
@@ -47,6 +48,18 @@ from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
 
 log = logging.getLogger(__name__)
+
+
+def _loads(text: str | bytes) -> Any:
+    """Parse a Debezium payload: orjson (~3x faster than ``json`` on a record's payload, the
+    largest cost of capture's Python per record), and ``json`` for what orjson refuses but
+    ``json`` reads (NaN/Infinity tokens, lone surrogate escapes), so a record parses as before
+    or fails as before. orjson reads an integer beyond 64 bits as a float: only for payloads
+    whose schema has no Decimal (Connect's other integers are at most 64 bits)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 _SNAPSHOT_FLAGS = frozenset({"true", "first", "first_in_data_collection", "last_in_data_collection", "last"})
 
@@ -93,7 +106,7 @@ class ChangeProducer:
         self._codecs = ConnectCodecCache()
         self._reader = BatchReader()
         self._published: dict[int, int] = {}
-        self._by_text: dict[Any, tuple[Any, Any]] = {}
+        self._by_text: dict[Any, tuple[Any, Any, Any]] = {}
         self._registry = (
             RegistryRegistrar(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
         )
@@ -180,10 +193,14 @@ class ChangeProducer:
             schema_text = raw_json[10:sep]
             cache_key = (subject, schema_text) if self._registry is not None else schema_text
             hit = self._by_text.get(cache_key)
-            payload = json.loads(raw_json[sep + 11 : -1])
             if hit is None:
-                hit = self._compile(json.loads(schema_text), schema_text, subject)
-                self._by_text[cache_key] = hit
+                cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
+                # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
+                # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
+                exact = (b"org.apache.kafka.connect.data.Decimal" in schema_text if isinstance(schema_text, bytes)
+                         else "org.apache.kafka.connect.data.Decimal" in schema_text)
+                hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
+            payload = hit[2](raw_json[sep + 11 : -1])
         else:
             doc = json.loads(raw_json)
             schema, payload = doc.get("schema"), doc.get("payload")
@@ -192,11 +209,10 @@ class ChangeProducer:
                     "Debezium emitted a record without its schema",
                     "keep converter.schemas.enable=true in capture.properties",
                 )
-            hit = self._compile(schema, None, subject)
+            hit = (*self._compile(schema, None, subject), json.loads)
         if payload is None:
             return None, None
-        cc, frame = hit
-        return frame(cc.encode(payload)), payload
+        return hit[1](hit[0].encode(payload)), payload
 
     def _compile(self, schema: dict[str, Any], key: str | None, subject: str) -> tuple[Any, Any]:
         """Codec for a Connect schema and the framing of its records, the schema published

@@ -926,6 +926,28 @@ def _strip_logical_types(schema: Any) -> Any:
     return schema
 
 
+_UNBUILT: Any = object()
+_END = b"\xa5" + bytes(15)
+"""Appended to a body read by cavro: no proper prefix of it is also a suffix, so bytes left after
+the datum shift it and show, unless they themselves start with these 16 bytes."""
+
+
+def _cavro_reader(schema: Any) -> Any:
+    """cavro's reader of ``{"d": schema, "e": fixed(16)}`` (raw values, records as dicts), or
+    None when cavro is not installed or does not take the schema (fastavro reads it then).
+    Imported on first use: it loads numpy, which capture (encode only) does not need."""
+    try:
+        import cavro
+
+        framed = {"type": "record", "name": "crossfade_framed_datum", "fields": [
+            {"name": "d", "type": _strip_logical_types(schema)},
+            {"name": "e", "type": {"type": "fixed", "name": "crossfade_end_marker", "size": len(_END)}},
+        ]}
+        return cavro.Schema(framed, parse_json=False, record_decodes_to_dict=True)
+    except Exception:  # ImportError, cavro's schema errors (stricter name rules than fastavro's)
+        return None
+
+
 class _NoFastPath(Exception):
     """The compiled writer cannot encode this datum exactly as fastavro would: use fastavro."""
 
@@ -1147,6 +1169,7 @@ class AvroCodec:
             self._fast: _FastWriter | None = _fast_writer(parsed, {})
         except (KeyError, TypeError, ValueError, AttributeError):
             self._fast = None
+        self._reader: Any = _UNBUILT  # cavro's reader of this schema, built on first decode
 
     @property
     def name(self) -> str:
@@ -1194,7 +1217,30 @@ class AvroCodec:
 
         Raises :class:`~crossfade.errors.DecodeError` if the bytes are truncated, corrupt, or
         followed by trailing bytes.
+
+        cavro (Cython) reads the datum, 2-3x faster than fastavro's generic reader on Debezium
+        envelopes (the most CPU sync spends per event); a schema cavro does not take is read by
+        fastavro. Both return the same raw values (logical types stripped from the read schema).
         """
+        reader = self._reader
+        if reader is _UNBUILT:
+            reader = self._reader = _cavro_reader(self.schema)
+        if reader is not None:
+            # read as a record {datum, end marker}: the marker must come right after the datum,
+            # so trailing bytes (and a truncated datum) show without an exception per record
+            try:
+                framed = reader.binary_decode(b"".join((memoryview(data)[offset:], _END)))
+            except Exception as exc:  # EOFError, ValueError, UnicodeDecodeError, CavroException...
+                raise DecodeError(
+                    f"corrupt Avro body for schema {self.name} "
+                    f"(fingerprint {self.fingerprint_hex}): {exc!r:.200}"
+                ) from exc
+            if framed["e"] == _END:
+                return framed["d"]
+            raise DecodeError(
+                f"Avro body for schema {self.name} (fingerprint {self.fingerprint_hex}) has "
+                "trailing bytes (or is truncated): wrong schema or corrupt record"
+            )
         stream = io.BytesIO(data)
         if offset:
             stream.seek(offset)

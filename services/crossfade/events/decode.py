@@ -22,10 +22,16 @@ POSITION_HEADER = "crossfade.pos"
 """Set by crossfade's capture: the guard position, snapshot floor applied. Records produced by
 Kafka Connect do not carry it; their position is derived from the envelope alone."""
 _UNAVAILABLE_BYTES = UNAVAILABLE.encode()
+_NONE: frozenset[str] = frozenset()
 
 
 def header(m: Message, name: str) -> str | None:
-    hs = m.headers()
+    return header_in(m.headers(), name)
+
+
+def header_in(hs: Any, name: str) -> str | None:
+    """The value of header ``name`` in a record's ``headers()`` list (read it once per record:
+    each ``Message.headers()`` call builds the list anew)."""
     if not hs:
         return None
     for k, v in hs:
@@ -75,7 +81,12 @@ class EventDecoder:
         after = env.get("after") if op in ("c", "u", "r") else None
         if op in ("c", "u", "r") and after is None:
             raise DecodeError(f"{op!r} change event of {table} has no 'after' row")
-        unavailable = frozenset(c for c, v in after.items() if _is_placeholder(v)) if after else frozenset()
+        # a placeholder value is in the record's bytes as is (Avro strings and bytes are raw):
+        # look at each column only when the bytes hold one
+        if after and _UNAVAILABLE_BYTES in value:
+            unavailable = frozenset(c for c, v in after.items() if _is_placeholder(v))
+        else:
+            unavailable = _NONE
         if pos_header is not None:
             pos = int(pos_header)
         else:

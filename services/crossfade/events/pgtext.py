@@ -586,6 +586,20 @@ def converter_for(ftype: FieldType) -> PgTextConverter:
         except (TypeError, ValueError, KeyError, AttributeError, OverflowError) as exc:
             raise DecodeError(f"cannot render {value!r:.80} as {description}: {exc}") from exc
 
+    # the commonest columns, one call per value instead of two (sync renders every column of
+    # every event): what the general path returns for them, anything else goes through it
+    if inner is _int_text:
+
+        def convert_int(value: Any) -> str | None:
+            return str(value) if type(value) is int else convert(value)
+
+        return convert_int
+    if inner is _text:
+
+        def convert_text(value: Any) -> str | None:
+            return value if type(value) is str and "\x00" not in value else convert(value)
+
+        return convert_text
     return convert
 
 

@@ -54,7 +54,7 @@ from crossfade.errors import (
     TransientError,
     classify_db_error,
 )
-from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header
+from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
 from crossfade.ops import metrics
@@ -161,6 +161,8 @@ class SyncWorker:
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = False
         """Fail instead of writing untagged (the fallback direction: an echo would loop)."""
+        self._headers: dict[int, tuple[Message, Any]] = {}
+        """id(message) -> (message, its headers() list): read once per record of the batch."""
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -462,8 +464,11 @@ class SyncWorker:
         if not good:
             return
         # a record from another broker epoch means the log was replaced under us
+        self._headers = {}
         for m in good:
-            ep = header(m, EPOCH_HEADER)
+            hs = m.headers()
+            self._headers[id(m)] = (m, hs)
+            ep = header_in(hs, EPOCH_HEADER)
             if ep is not None and ep != self.epoch:
                 log.warning("record of epoch %s on %s[%d] (ours %s)", ep, m.topic(), m.partition(), self.epoch)
                 self._reclaim_all()
@@ -549,7 +554,9 @@ class SyncWorker:
     def _decode(self, m: Message) -> ChangeEvent | ControlRecord | DeadLetter | None:
         assert self.decoder is not None
         table = self.topics.get(m.topic(), m.topic())
-        kind = control_kind(m.headers())
+        seen = self._headers.get(id(m))
+        hs = seen[1] if seen is not None and seen[0] is m else m.headers()
+        kind = control_kind(hs)
         if kind is not None:
             try:
                 return ControlRecord.decode(m.value() or b"")
@@ -558,7 +565,7 @@ class SyncWorker:
         if m.value() is None:
             return None  # tombstone (compaction marker): nothing to apply
         try:
-            return self.decoder.decode(m.key(), m.value(), table, header(m, POSITION_HEADER))
+            return self.decoder.decode(m.key(), m.value(), table, header_in(hs, POSITION_HEADER))
         except DecodeError as exc:
             key_id = None
             with contextlib.suppress(Exception):
@@ -743,8 +750,10 @@ class SyncWorker:
             applier = self.appliers[table]
             # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
             # a handful of row schemas, so each is checked once, not once per event.
-            schemas = {e.row_schema for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema}
-            for rs in schemas:
+            # (by identity: hashing a RowSchema's nested tuples for every event is not free)
+            schemas = {id(e.row_schema): e.row_schema for evs in items.values() for e in evs
+                       if isinstance(e, ChangeEvent) and e.row_schema}
+            for rs in schemas.values():
                 extra = [c for c in rs.columns if c not in applier.cols]
                 if extra:
                     since = min(

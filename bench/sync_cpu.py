@@ -1,0 +1,109 @@
+"""Sync's CPU path per event, in one process, without Kafka or PostgreSQL.
+
+    .venv/bin/python -m bench.sync_cpu [--events 10000] [--repeat 8]
+
+Encodes ``--events`` pgbench_accounts UPDATE envelopes the way capture does (Debezium 3.6's
+envelope and source block, single-object framing), then times what a sync worker does with each
+batch after ``consume``: decode (:class:`EventDecoder`), collapse per key, render the staging row
+and format it for COPY (psycopg's text formatter). Prints µs of CPU per event, best of
+``--repeat`` batches, for the Avro reader sync uses (cavro) and for fastavro's, in the same run:
+the end-to-end ``bench.run sync`` figures move by tens of percent with the load of a shared
+machine, this one much less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import time
+from typing import Any
+
+from psycopg._copy_base import TextFormatter
+from psycopg.adapt import Transformer
+
+from crossfade.events.avro import ConnectCodec
+from crossfade.events.decode import EventDecoder
+from crossfade.events.framing import Decoder, SchemaCache, frame_single_object
+from crossfade.sync.apply import TableApplier, collapse
+from crossfade.sync.target_ddl import Column, TableShape
+
+
+def _f(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:
+    return {"type": t, "optional": optional, "field": field, **kw}
+
+
+def _row(name: str) -> dict[str, Any]:
+    return {"type": "struct", "optional": True, "name": name, "fields": [
+        _f("int32", "aid", False), _f("int32", "bid"), _f("int32", "abalance"), _f("string", "filler")]}
+
+
+SOURCE = {"type": "struct", "optional": False, "name": "io.debezium.connector.postgresql.Source", "version": 1, "field": "source",
+          "fields": [_f("string", "version", False), _f("string", "connector", False), _f("string", "name", False),
+                     _f("int64", "ts_ms", False),
+                     _f("string", "snapshot", name="io.debezium.data.Enum", version=1, default="false", parameters={
+                         "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"}),
+                     _f("string", "db", False), _f("string", "sequence"), _f("int64", "ts_us"), _f("int64", "ts_ns"),
+                     _f("string", "schema", False), _f("string", "table", False), _f("int64", "txId"), _f("int64", "lsn"),
+                     _f("int64", "xmin")]}
+ENVELOPE = {"type": "struct", "optional": False, "name": "cf.public.pgbench_accounts.Envelope", "version": 2, "fields": [
+    {**_row("cf.public.pgbench_accounts.Value"), "field": "before"}, {**_row("cf.public.pgbench_accounts.Value"), "field": "after"},
+    SOURCE,
+    {"type": "struct", "optional": True, "name": "event.block", "version": 1, "field": "transaction", "fields": [
+        _f("string", "id", False), _f("int64", "total_order", False), _f("int64", "data_collection_order", False)]},
+    _f("string", "op", False), _f("int64", "ts_ms"), _f("int64", "ts_us"), _f("int64", "ts_ns")]}
+KEY = {"type": "struct", "optional": False, "name": "cf.public.pgbench_accounts.Key", "fields": [_f("int32", "aid", False)]}
+
+
+def _payload(i: int) -> dict[str, Any]:
+    return {"before": None, "after": {"aid": i, "bid": 1 + i // 100_000, "abalance": i % 5000 - 1234, "filler": " " * 84},
+            "source": {"version": "3.6.3.Final", "connector": "postgresql", "name": "cf", "ts_ms": 1_763_820_000_000 + i,
+                       "snapshot": "false", "db": "legacy", "sequence": '["12345678","12345700"]', "ts_us": 1_763_820_000_000_000 + i,
+                       "ts_ns": 1_763_820_000_000_000_000 + i, "schema": "public", "table": "pgbench_accounts",
+                       "txId": 1000 + i, "lsn": 23_456_789 + 100 * i, "xmin": None},
+            "transaction": None, "op": "u", "ts_ms": 1_763_820_000_100 + i, "ts_us": 1_763_820_000_100_000 + i,
+            "ts_ns": 1_763_820_000_100_000_000 + i}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--events", type=int, default=10_000, help="events per batch")
+    ap.add_argument("--repeat", type=int, default=8, help="batches timed (the best counts)")
+    args = ap.parse_args()
+    vcc, kcc = ConnectCodec(ENVELOPE), ConnectCodec(KEY)
+    records = [(frame_single_object(kcc.avro.fingerprint, kcc.encode({"aid": i})),
+                frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(i)))) for i in range(args.events)]
+    cache = SchemaCache()
+    cache.add_codec(vcc.avro)
+    cache.add_codec(kcc.avro)
+    decoder = EventDecoder.__new__(EventDecoder)  # no broker: the schemas are in the cache already
+    decoder.resolver, decoder.decoder = cache, Decoder(cache)
+    shape = TableShape("public", "pgbench_accounts", (Column("aid", "integer", True), Column("bid", "integer", False),
+                                                      Column("abalance", "integer", False), Column("filler", "character(84)", False)), ("aid",))
+    applier = TableApplier(shape, "crossfade")
+    fmt = TextFormatter(Transformer())
+
+    def batch() -> None:
+        events = [decoder.decode(k, v, "public.pgbench_accounts", None) for k, v in records]
+        for e in collapse(events):
+            fmt.write_row(applier._row(e))
+
+    def best() -> float:
+        batch()
+        times = []
+        for _ in range(args.repeat):
+            t = time.process_time()
+            batch()
+            times.append(time.process_time() - t)
+        return 1e6 * min(times) / args.events
+
+    gc.freeze()  # as the sync service does (crossfade.ops.cli)
+    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    print(f"{len(records[0][1])}-byte envelopes, {args.events} per batch, best of {args.repeat}")
+    print(f"sync path, cavro reader:    {best():6.1f} us CPU/event")
+    for codec in (vcc.avro, kcc.avro):
+        codec._reader = None  # fastavro's schemaless_reader, as before cavro
+    print(f"sync path, fastavro reader: {best():6.1f} us CPU/event")
+
+
+if __name__ == "__main__":
+    main()
