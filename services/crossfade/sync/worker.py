@@ -616,6 +616,19 @@ class SyncWorker:
         for m in msgs:
             by_tp[(m.topic(), m.partition())].append(m)
         self._dead = []
+        # a table refreshed for ADD COLUMN inside this transaction reverts with it: a rolled-back
+        # attempt (enum label to add, connection cut, stale owner) must not leave an applier that
+        # expects a column the target does not have
+        appliers = dict(self.appliers)
+        try:
+            self._apply_batch_tx(conn, s, group, by_tp)
+        except BaseException:
+            self.appliers = appliers
+            raise
+
+    def _apply_batch_tx(
+        self, conn: psycopg.Connection, s: sql.Identifier, group: str, by_tp: dict[tuple[str, int], list[Message]]
+    ) -> None:
         with conn.transaction():
             # 1. fencing + already-applied filter
             nxt_of = self._lock_owned(conn, sorted(by_tp))
