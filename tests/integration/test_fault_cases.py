@@ -460,6 +460,15 @@ def test_fault_19_add_column_mid_stream(ev: Stack) -> None:
     ev.sql("UPDATE e19 SET v = 'after replay' WHERE id = 2")
     ev.fence()
     ev.assert_equal()
+    # a column added with no change after it: no event carries it; the fence adds it
+    ev.sql("ALTER TABLE e19 ADD COLUMN quiet int DEFAULT 7")
+    ev.fence()
+    with ev.tgt() as t:
+        assert t.execute("SELECT count(*) FROM e19 WHERE quiet = 7").fetchone() == (301,)  # 300 + row 9001
+    ev.assert_equal()
+    ev.sql("UPDATE e19 SET quiet = 8 WHERE id = 3")
+    ev.fence()
+    ev.assert_equal()
 
 
 # -- schema changes that cannot be followed: a clear stop --------------------------------------------

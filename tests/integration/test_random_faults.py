@@ -100,9 +100,12 @@ def _round(stack_factory: Callable[..., Stack], seed: int, log: list[str]) -> No
 
 
 REGRESSION_SEEDS = [
-    1049786793,  # capture restart after an enum label was added stopped on a schema fingerprint
-    754425040,  # two workers racing to add an enum label; the loser died
+    1049786793,  # capture restart after an enum label was added stopped on a schema fingerprint;
+    # then: a worker stopped mid-join wedged Tansu's consumer group
+    754425040,  # two workers racing to add an enum label; the loser died; then: changes from
+    # before an ADD COLUMN re-sent after it were taken for a dropped column
     340061230,  # pause_sync, kill_sync, poison
+    243339630,  # ADD COLUMN and a new enum label in one batch: the retry lost the column
 ]
 
 

@@ -54,9 +54,12 @@ def compare_all(settings: Settings) -> list[TableDiff]:
     out = []
     with psycopg.connect(settings.source.conninfo) as src, psycopg.connect(settings.target.conninfo) as tgt:
         for t in settings.tables:
-            shape = read_shape(src, t)
-            assert shape is not None
-            out.append(compare_table(src, tgt, t, [c.name for c in shape.columns], list(shape.pk)))
+            shape, tshape = read_shape(src, t), read_shape(tgt, t)
+            assert shape is not None and tshape is not None, f"{t} is missing on one side"
+            have = {c.name for c in tshape.columns}
+            d = compare_table(src, tgt, t, [c.name for c in shape.columns if c.name in have], list(shape.pk))
+            d.lacking_columns = [c.name for c in shape.columns if c.name not in have]
+            out.append(d)
     return out
 
 

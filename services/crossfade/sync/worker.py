@@ -243,6 +243,22 @@ class SyncWorker:
             shape = ensure_target_table(src, self.conn, table, table, False)
         self.appliers[table] = self._applier(table, shape)
 
+    def _add_uncarried_columns(self, table: str, applier: TableApplier) -> bool:
+        """Add to the target the source's columns it lacks; True when there were any. They are
+        recorded as appearing at the source's current WAL position, which is after the ADD
+        COLUMN: older changes without them are filled, newer ones would mean a drop."""
+        from crossfade.sync.target_ddl import read_shape
+
+        with connect(self.settings.source, "source") as src:
+            shape = read_shape(src, table)
+            row = src.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
+        extra = [c.name for c in shape.columns if c.name not in applier.cols] if shape is not None else []
+        if not extra or row is None:
+            return False
+        lsn = int(row[0])
+        self._refresh_table(table, extra, position(lsn, snapshot=False, floor=lsn))
+        return True
+
     def _sync_enums(self) -> bool:
         changed = False
         with connect(self.settings.source, "source") as src:
@@ -774,6 +790,12 @@ class SyncWorker:
                     )
                     self._refresh_table(table, extra, since)
                     applier = self.appliers[table]
+            # a fence proves the target caught up: a column added at the source that no change
+            # has carried since (no row written after the ADD COLUMN) is added here, or the
+            # target would lack it for good
+            fenced = any(isinstance(x, ControlRecord) and x.kind == "fence" for evs in items.values() for x in evs)
+            if fenced and self._add_uncarried_columns(table, applier):
+                applier = self.appliers[table]
             applier.prepare(conn)
             wm[0] = applier.watermark(conn)
 

@@ -29,13 +29,14 @@ class TableDiff:
     different: list[Any] = field(default_factory=list)  # keys whose columns differ
     different_columns: dict[str, list[str]] = field(default_factory=dict)  # example key -> columns
     placeholders: int = 0  # target values holding Debezium's unavailable-value placeholder
+    lacking_columns: list[str] = field(default_factory=list)  # source columns the target does not have
     n_missing: int = 0
     n_extra: int = 0
     n_different: int = 0
 
     @property
     def match(self) -> bool:
-        return not (self.n_missing or self.n_extra or self.n_different or self.placeholders)
+        return not (self.n_missing or self.n_extra or self.n_different or self.placeholders or self.lacking_columns)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +47,7 @@ class TableDiff:
             "missing": self.n_missing,
             "extra": self.n_extra,
             "placeholders": self.placeholders,
+            "lacking_columns": self.lacking_columns,
             "examples": {
                 "missing": [str(k) for k in self.missing],
                 "extra": [str(k) for k in self.extra],
