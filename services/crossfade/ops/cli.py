@@ -106,6 +106,7 @@ def _serve(services: list[str], settings: Settings) -> None:
         cap = CaptureService(settings)
         runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
         metrics.watch_capture(cap, settings)
+    worker = None
     if "sync" in services:
         from crossfade.sync.worker import SyncWorker
 
@@ -137,6 +138,12 @@ def _serve(services: list[str], settings: Settings) -> None:
     finally:
         if console is not None:
             console.stop()
+        if worker is not None and worker.left_in_group:
+            # a consumer finalised at exit would still send LeaveGroup (SyncWorker._finish_join)
+            import os
+
+            logging.shutdown()
+            os._exit(1 if sys.exc_info()[0] is not None else 0)
 
 
 @cli.command()

@@ -138,6 +138,9 @@ class SyncWorker:
         self._dlq: Producer | None = None
         self.ready = threading.Event()
         self._in_group = False
+        self.left_in_group = False
+        """Stopped without completing a pending join: the consumer was left open so that no
+        LeaveGroup is sent; the process must exit without finalising it."""
         """Whether this member holds a completed assignment (possibly empty) of the group."""
         self._pending_reclaim = False
         self._pending = SyncStats()
@@ -320,19 +323,22 @@ class SyncWorker:
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
         self.ready.set()
 
-    def _finish_join(self) -> None:
+    def _finish_join(self) -> bool:
         """Stopping while this member's join is pending at the broker (a rebalance in progress):
-        let the join complete before leaving the group.
+        let the join complete before leaving the group. False when it did not complete: the
+        caller must then not send LeaveGroup (:attr:`left_in_group`).
 
         Tansu (0.6) acknowledges a LeaveGroup sent while the member's JoinGroup is held (the
         group waits for a killed member's session to expire), then completes that join anyway
         and elects the departed member leader of the next generation: the group never leaves
-        that rebalance and no worker is ever assigned a partition again. Apache Kafka handles it;
-        waiting for the assignment (at most the session timeout, then a margin) costs a stopping
-        worker a few seconds. Records polled meanwhile are dropped: offsets live in the target."""
+        that rebalance and no worker is ever assigned a partition again. Apache Kafka handles it.
+        Waiting for the assignment (at most the session timeout, then a margin) costs a stopping
+        worker a few seconds; records polled meanwhile are dropped (offsets live in the target).
+        If the join does not complete, the worker goes like a killed one: the broker expires it
+        after the session timeout, which Tansu handles."""
         assert self.consumer is not None
         if self._in_group:
-            return
+            return True
         wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
         log.info("stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)", wait_s)
         deadline = time.monotonic() + wait_s
@@ -340,8 +346,14 @@ class SyncWorker:
             try:
                 self.consumer.poll(0.2)
             except KafkaException as exc:
-                log.warning("leaving the consumer group without completing the rebalance: %s", exc)
-                return
+                log.warning("consumer group rebalance not completed (%s)", exc)
+                break
+        if not self._in_group:
+            log.warning(
+                "consumer group rebalance not completed in %.0f s: leaving without LeaveGroup "
+                "(the broker expires this member after sync.session_timeout_ms)", wait_s,
+            )
+        return self._in_group
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._in_group = False  # a rebalance began: until the next assignment a join is pending
@@ -451,8 +463,10 @@ class SyncWorker:
                     self._process(msgs)
         finally:
             try:
-                self._finish_join()
-                self.consumer.close()
+                if self._finish_join() or not self.stop.is_set():
+                    self.consumer.close()
+                else:
+                    self.left_in_group = True  # the process exits without closing it (ops/cli.py)
             finally:
                 if self.conn is not None:
                     self.conn.close()
