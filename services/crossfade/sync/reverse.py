@@ -101,7 +101,12 @@ class ReverseSyncWorker(SyncWorker):
     def _applier(self, table: str, shape: Any) -> TableApplier:
         return SideTableApplier(shape, self.bk)
 
-    def _refresh_table(self, table: str, new_columns: list[str]) -> None:
+    def _add_uncarried_columns(self, table: str, applier: TableApplier) -> bool:
+        """Fallback does not follow schema changes: legacy keeps the columns it has (a column
+        added in the new database stops it when a change carries one, _refresh_table)."""
+        return False
+
+    def _refresh_table(self, table: str, new_columns: list[str], since: int = 0) -> None:
         raise SchemaMismatch(
             f"change events of {table} carry column(s) {', '.join(new_columns)} that legacy "
             f"{self.inverses[table].legacy} does not have (added in the new database during fallback?)",
