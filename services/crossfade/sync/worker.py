@@ -138,10 +138,10 @@ class SyncWorker:
         self._dlq: Producer | None = None
         self.ready = threading.Event()
         self._in_group = False
+        """Whether this member holds a completed assignment (possibly empty) of the group."""
         self.left_in_group = False
         """Stopped without completing a pending join: the consumer was left open so that no
         LeaveGroup is sent; the process must exit without finalising it."""
-        """Whether this member holds a completed assignment (possibly empty) of the group."""
         self._pending_reclaim = False
         self._pending = SyncStats()
         self._next_epoch_check = 0.0
