@@ -71,7 +71,12 @@ from crossfade.sync.mapped import (
     write_ledger,
 )
 from crossfade.sync.origin import tag_session
-from crossfade.sync.target_ddl import add_column_from_source, ensure_target_table, sync_enum
+from crossfade.sync.target_ddl import (
+    add_column_from_source,
+    ensure_target_table,
+    read_shape,
+    sync_enum,
+)
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +255,6 @@ class SyncWorker:
         """Add to the target the source's columns it lacks; True when there were any. They are
         recorded as appearing at the source's current WAL position, which is after the ADD
         COLUMN: older changes without them are filled, newer ones would mean a drop."""
-        from crossfade.sync.target_ddl import read_shape
-
         with connect(self.settings.source, "source") as src:
             shape = read_shape(src, table)
             row = src.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
@@ -540,8 +543,6 @@ class SyncWorker:
     def _type_changed(self, exc: psycopg.Error) -> CrossfadeError | None:
         """The target refused a value: if a column changed type at the source, say which (a
         clear stop with its runbook line) instead of the driver's message; else None."""
-        from crossfade.sync.target_ddl import read_shape
-
         with connect(self.settings.source, "source") as src:
             for table, applier in self.appliers.items():
                 now = read_shape(src, table)
