@@ -204,8 +204,11 @@ class TableComparer:
     ) -> dict[Key, str]:
         """``key -> md5(row text)`` for the given keys that exist on one side.
 
-        ``lock``: ``FOR SHARE`` the rows (on ``conn``, in its open transaction): nobody can change
-        or delete them until that transaction ends."""
+        ``lock``: ``FOR SHARE NOWAIT`` the rows (on ``conn``, in its open transaction): nobody can
+        change or delete them until that transaction ends. A row locked by somebody else raises
+        :class:`psycopg.errors.LockNotAvailable` at once: waiting while holding the rows already
+        locked could close a deadlock with the application's transaction, and PostgreSQL might
+        abort *its* transaction to break it."""
         own, rel = self._side(side)
         conn = conn or own
         I = sql.Identifier  # noqa: E741,N806
@@ -218,7 +221,7 @@ class TableComparer:
         q = sql.SQL("SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}{lock}").format(
             keys=self._key_text, h=self._row_md5, rel=self._rel(rel),
             arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(n)),
-            names=sql.SQL(", ").join(names), join=join, lock=sql.SQL(" FOR SHARE OF r" if lock else ""),
+            names=sql.SQL(", ").join(names), join=join, lock=sql.SQL(" FOR SHARE OF r NOWAIT" if lock else ""),
         )
         out: dict[Key, str] = {}
         for chunk in _batches(keys, batch):

@@ -11,9 +11,10 @@ Steps, for every configured table (or ``--table``):
    T == S2 was in flight. S1 != S2 (the key changed meanwhile) leaves it undecided for the next
    round. The last round (of ``rounds``) reads S1 ``FOR SHARE`` and holds the lock until S2:
    a row written all the time (a pgbench branch) cannot change during that one fence, so it
-   settles too; the application's writes to those rows wait for that long (lock_timeout 5 s on
-   our side). A key still undecided is reported as *unsettled* (counted as a mismatch: a cutover
-   must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source) the
+   settles too; the application's writes to those rows wait for that long. The locks are taken
+   NOWAIT and retried (up to ``lock_wait``): verify never waits for a lock while holding one, so
+   it cannot deadlock with (and get aborted) an application transaction. A key still undecided
+   is reported as *unsettled* (counted as a mismatch: a cutover must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source) the
    chunk pass's keys are reported as they are;
 3. the first differing rows of each table are shown with the columns that differ;
 4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
@@ -38,6 +39,7 @@ from typing import Any, Protocol
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
 from crossfade.capture.preflight import connect
 from crossfade.config import Settings
@@ -185,6 +187,7 @@ class Verifier:
         fence_timeout: float = 120.0,
         progress: Progress | None = None,
         fence: Callable[[], tuple[str, float]] | None = None,
+        lock_wait: float = 10.0,
     ) -> None:
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
@@ -196,6 +199,7 @@ class Verifier:
         self.rounds = max(1, rounds)
         self.chunk_rows, self.leaf_rows, self.max_keys = chunk_rows, leaf_rows, max_keys
         self.fence_timeout = fence_timeout
+        self.lock_wait = lock_wait
         self.progress: Progress = progress or _Quiet()
         self.bk = settings.sync.bookkeeping_schema
         self._fence = fence or self._default_fence
@@ -380,18 +384,15 @@ class Verifier:
             hold = connect(self.settings.source, "source", autocommit=False) if locked else None
             try:
                 if hold is not None:
-                    # FOR SHARE needs a read-write transaction, even when a freeze made read-only the default
-                    hold.execute("SET LOCAL transaction_read_only = off")
-                    prepare_session(hold)
-                    hold.execute("SET LOCAL lock_timeout = '5s'")
-                s1 = {t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=hold is not None)
-                      for t, keys in pending.items()}
+                    s1 = self._read_held(hold, pending)
+                else:
+                    s1 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
                 self.fence(tgt)
                 tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
                 s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                log.warning("could not hold %d changing row(s) still for the re-check (%s): reported unsettled",
-                            n, type(exc).__name__)
+                log.warning("could not hold %d changing row(s) still for the re-check within %.0f s (%s): "
+                            "reported unsettled", n, self.lock_wait, type(exc).__name__)
                 break
             finally:
                 if hold is not None:
@@ -417,6 +418,31 @@ class Verifier:
             tr.unsettled = len(pending.get(tr.name, {}))
         self.confirmed = {t: {**confirmed[t], **pending.get(t, {})} for t in confirmed}
         self._unsettled = {t: set(v) for t, v in pending.items()}
+
+    def _read_held(self, hold: psycopg.Connection, pending: dict[str, dict[Key, str]]) -> dict[str, dict[Key, str]]:
+        """S1 of the last round: the pending rows read and share-locked in ``hold``'s transaction.
+
+        The locks are taken with NOWAIT: a row the application is writing fails the attempt, which
+        releases everything and tries again shortly (for up to ``lock_wait`` seconds). Waiting
+        instead, while holding the rows of the tables already read, closes a deadlock with any
+        application transaction that writes those tables in another order (pgbench: accounts,
+        tellers, branches), and PostgreSQL then aborts one of the two, as often the application's."""
+
+        def attempt() -> dict[str, dict[Key, str]]:
+            hold.rollback()
+            # FOR SHARE needs a read-write transaction, even when a freeze made read-only the default
+            hold.execute("SET LOCAL transaction_read_only = off")
+            prepare_session(hold)
+            try:
+                return {t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=True)
+                        for t, keys in pending.items()}
+            except psycopg.errors.LockNotAvailable:
+                hold.rollback()  # an aborted transaction still holds the rows it locked
+                raise
+
+        retrying = Retrying(retry=retry_if_exception_type(psycopg.errors.LockNotAvailable), reraise=True,
+                            stop=stop_after_delay(self.lock_wait), wait=wait_random(0.01, 0.2))
+        return retrying(attempt)
 
     def _summarise(self, src: psycopg.Connection, tgt: psycopg.Connection, tr: TableReport) -> None:
         keys = self.confirmed.get(tr.name, {})
