@@ -250,6 +250,59 @@ class Bench:
             return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
         return {"p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "n": len(lat)}
 
+    def latency_stages(self, src: str, lo: int, hi: int) -> dict[str, float]:
+        """Where crossfade's latency goes, per probe row: source commit -> capture's produce() (the
+        record's CreateTime: Debezium reading the WAL, its queue, capture's handler) and produce()
+        -> applied in the target (broker, consumer fetch, sync's batch and transaction)."""
+        from confluent_kafka import Consumer, TopicPartition
+
+        from crossfade.errors import DecodeError
+        from crossfade.events.decode import EventDecoder
+
+        settings = self.x.settings
+        topic = settings.kafka.table_topic("public.bench_probe")
+        dec = EventDecoder(settings.kafka)
+        c = Consumer({**settings.kafka.client_config(), "group.id": f"bench-stages-{time.time_ns()}",
+                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        produced: dict[int, float] = {}
+        try:
+            meta = c.list_topics(topic, timeout=10).topics[topic]
+            c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
+            quiet = 0
+            while quiet < 5:
+                msgs = c.consume(1000, 1.0)
+                quiet = 0 if msgs else quiet + 1
+                for m in msgs:
+                    if m.error() or m.value() is None:
+                        continue
+                    try:
+                        ev = dec.decode(m.key(), m.value(), "public.bench_probe")
+                    except DecodeError:  # capture's control records (snapshot sweep) share the topic
+                        continue
+                    pid = int(ev.key["id"]) if ev.key else 0
+                    if lo < pid <= hi:
+                        produced[pid] = m.timestamp()[1] / 1000
+        finally:
+            c.close()
+        with psycopg.connect(src) as c2:
+            src_t = dict(c2.execute("SELECT id, extract(epoch FROM t_src)::float8 FROM bench_probe WHERE id > %s AND id <= %s",
+                                    (lo, hi)).fetchall())
+        with psycopg.connect(self.x.target_dsn) as c2:
+            tgt_t = dict(c2.execute("SELECT id, extract(epoch FROM t_tgt)::float8 FROM bench_probe_seen WHERE id > %s AND id <= %s",
+                                    (lo, hi)).fetchall())
+        ids = [i for i in produced if i in src_t and i in tgt_t]
+        if not ids:
+            return {"n": 0}
+
+        def pct(vals: list[float]) -> tuple[float, float]:
+            vals = sorted(vals)
+            return 1000 * statistics.median(vals), 1000 * vals[min(len(vals) - 1, int(0.99 * len(vals)))]
+
+        cap = pct([produced[i] - src_t[i] for i in ids])
+        rest = pct([tgt_t[i] - produced[i] for i in ids])
+        return {"n": len(ids), "capture_p50_ms": cap[0], "capture_p99_ms": cap[1],
+                "broker_sync_p50_ms": rest[0], "broker_sync_p99_ms": rest[1]}
+
     # -- 1. snapshot --------------------------------------------------------------------------
     def snapshot(self) -> None:
         # native: schema, publication, subscription; ready when every table is 'r'
@@ -335,6 +388,8 @@ class Bench:
             self.prof.stop()
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
+            if name == "crossfade":
+                lat["stages"] = self.latency_stages(src, ld["first_probe"], ld["last_probe"])
             cpu_us = {k: 1e6 * (cpu1[k] - cpu0[k]) / ld["events"] for k in cpu1 if k in cpu0}
             out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
                          "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
@@ -361,6 +416,11 @@ class Bench:
         self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
         hx, hn = half["crossfade"], half["native"]
         self.record("cdc", f"latency p50/p99 ms at {half_rate:.0f} tps", f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}", f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}")
+        st = hx.get("stages") or {}
+        if st.get("n"):
+            self.record("cdc", f"  of which commit->produced / produced->applied p50/p99 ms at {half_rate:.0f} tps",
+                        f"{st['capture_p50_ms']:.0f}/{st['capture_p99_ms']:.0f} | "
+                        f"{st['broker_sync_p50_ms']:.0f}/{st['broker_sync_p99_ms']:.0f}", "-")
 
     # -- 3. catch-up ----------------------------------------------------------------------------
     def catchup(self) -> None:
