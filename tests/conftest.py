@@ -196,7 +196,7 @@ class Stack:
             },
             # a consumer group per stack: a member of an earlier test's group that died uncleanly
             # must not hold this test's JoinGroup up (Tansu waits for it)
-            "sync": {"batch_size": 2000, "batch_timeout_ms": 100, "session_timeout_ms": 6000,
+            "sync": {"batch_size": 2000, "session_timeout_ms": 6000,
                      "group_id": f"cf-sync-{self.n}-{os.getpid()}", **self.sync_overrides},
         }
         if ops:

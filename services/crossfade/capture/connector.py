@@ -83,8 +83,9 @@ def connector_properties(settings: Settings) -> dict[str, str]:
         "max.batch.size": "4096",
         "max.queue.size": "16384",
         # how long the task sleeps between looks at its queue when it found nothing: the default
-        # 500 ms was up to half a second of every change's latency at a low rate
-        "poll.interval.ms": "50",
+        # 500 ms was up to half a second of every change's latency at a low rate; at 50 ms commit
+        # -> produced measured p50 58 ms at 100 changes/s, at 10 ms 13 ms (a look costs nothing)
+        "poll.interval.ms": "10",
     }
     if cap.signal_table:
         props["signal.data.collection"] = SIGNAL_TABLE

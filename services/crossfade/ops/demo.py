@@ -46,7 +46,7 @@ def demo_settings(pg: EmbeddedPostgres, broker: EmbeddedBroker, state_dir: Path,
         tables=TABLES,
         capture={"state_dir": str(state_dir / "capture"), "heartbeat_interval_ms": 2000},
         # Tansu answers JoinGroup after about half the session timeout: keep it short locally
-        sync={"batch_size": 5000, "batch_timeout_ms": 100, "session_timeout_ms": 6000},
+        sync={"batch_size": 5000, "session_timeout_ms": 6000},
     )
 
 

@@ -426,6 +426,7 @@ class SyncWorker:
                 "isolation.level": "read_committed",
                 "max.poll.interval.ms": s.sync.max_poll_interval_ms,
                 "session.timeout.ms": s.sync.session_timeout_ms,
+                "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
                 "allow.auto.create.topics": False,
             }
         )
