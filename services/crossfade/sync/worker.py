@@ -717,38 +717,51 @@ class SyncWorker:
                 self._retry_deferred(conn, list(fresh), parents)
             if self._dead:
                 self._produce_dead()
-            # 4. offsets and stats
+            # 4. offsets and stats: one statement each for the whole batch (a round trip per
+            # partition was most of a small batch's time on a busy target)
             replays_done: list[tuple[str, int]] = []
+            offs: list[tuple[str, int, int]] = []
+            stats: list[tuple[Any, ...]] = []
             for tp, ms in fresh.items():
                 if not ms:
                     continue
-                conn.execute(
-                    sql.SQL("UPDATE {}.offsets SET next_offset=%s, updated_at=now() WHERE group_id=%s AND topic=%s AND partition=%s").format(s),
-                    (ms[-1].offset() + 1, group, tp[0], tp[1]),
-                )
+                offs.append((tp[0], tp[1], ms[-1].offset() + 1))
                 until = self.replay_until.get(tp)
                 if until is not None and ms[-1].offset() + 1 >= until:
-                    conn.execute(
-                        sql.SQL("UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
-                                "AND finished_at IS NULL").format(s),
-                        (group, tp[0], tp[1]),
-                    )
                     replays_done.append(tp)
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
                 ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp) + sum(
                     1 for h, _t in self._dead if h.origin is not None and (h.origin.topic, h.origin.partition) == tp)
+                stats.append((self.topics.get(tp[0], tp[0]), tp[0], tp[1], applied, skipped, ndead,
+                              last_lsn if last_lsn >= 0 else None, last_ts))
+            if offs:
+                topics, parts, nexts = map(list, zip(*offs, strict=True))
+                conn.execute(
+                    sql.SQL("UPDATE {}.offsets AS o SET next_offset = v.nxt, updated_at = now() "
+                            "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS v(topic, partition, nxt) "
+                            "WHERE o.group_id = %s AND o.topic = v.topic AND o.partition = v.partition").format(s),
+                    (topics, parts, nexts, group),
+                )
+                cols = list(map(list, zip(*stats, strict=True)))
                 conn.execute(
                     sql.SQL(
                         "INSERT INTO {s}.table_stats AS ts (tbl, topic, partition, applied, skipped, dead_lettered, last_lsn, last_source_ts, last_applied_at) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s, CASE WHEN %s > 0 THEN to_timestamp(%s / 1000.0) END, now()) "
+                        "SELECT tbl, topic, partition, applied, skipped, dead, lsn, CASE WHEN src_ms > 0 THEN to_timestamp(src_ms / 1000.0) END, now() "
+                        "FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+                        "AS v(tbl, topic, partition, applied, skipped, dead, lsn, src_ms) "
                         "ON CONFLICT (tbl, topic, partition) DO UPDATE SET applied = ts.applied + EXCLUDED.applied, "
                         "skipped = ts.skipped + EXCLUDED.skipped, dead_lettered = ts.dead_lettered + EXCLUDED.dead_lettered, "
                         "last_lsn = GREATEST(ts.last_lsn, EXCLUDED.last_lsn), "
                         "last_source_ts = GREATEST(ts.last_source_ts, EXCLUDED.last_source_ts), last_applied_at = now()"
                     ).format(s=s),
-                    (self.topics.get(tp[0], tp[0]), tp[0], tp[1], applied, skipped, ndead,
-                     last_lsn if last_lsn >= 0 else None, last_ts, last_ts),
+                    cols,
+                )
+            for tp in replays_done:
+                conn.execute(
+                    sql.SQL("UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
+                            "AND finished_at IS NULL").format(s),
+                    (group, tp[0], tp[1]),
                 )
         for tp in replays_done:  # committed
             self.replay_until.pop(tp, None)
