@@ -160,6 +160,7 @@ class TableApplier:
         # (CREATE TEMP TABLE IF NOT EXISTS) must not be reused
         digest = hashlib.md5(("|".join([shape.qualified, *self.cols]) + stage_tag).encode()).hexdigest()[:12]
         self.stage = sql.Identifier(f"cf_stage_{digest}")
+        self.sql_truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)  # here: subclasses build their own SQL
         self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
         self._conv_by_id: dict[tuple[int, int], tuple[Any, Any, list[Converter], list[Converter]]] = {}
         self._prepared_on: set[int] = set()
@@ -176,7 +177,6 @@ class TableApplier:
             "SELECT {cols}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
             "NULL::text[] AS _cf_unavail FROM {target} WITH NO DATA"
         ).format(stage=self.stage, cols=cols, target=self.target)
-        self.sql_truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)
         self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN").format(
             stage=self.stage, cols=cols
         )
