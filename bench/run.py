@@ -68,6 +68,23 @@ ALTER TABLE bench_probe ENABLE ALWAYS TRIGGER bench_seen;
 EVENTS_PER_TX = 4  # tpcb-like: 3 UPDATEs + 1 INSERT
 
 
+def probe_times(src: str, tgt: str, lo: int, hi: int) -> tuple[dict[int, float], dict[int, float]]:
+    """Probe rows ``lo < id <= hi``: their insert time in the source and their apply time in the
+    target (the trigger's), epoch seconds, both from the databases' clocks."""
+    with psycopg.connect(src) as c:
+        src_t = dict(c.execute("SELECT id, extract(epoch FROM t_src)::float8 FROM bench_probe WHERE id > %s AND id <= %s",
+                               (lo, hi)).fetchall())
+    with psycopg.connect(tgt) as c:
+        tgt_t = dict(c.execute("SELECT id, extract(epoch FROM t_tgt)::float8 FROM bench_probe_seen WHERE id > %s AND id <= %s",
+                               (lo, hi)).fetchall())
+    return src_t, tgt_t
+
+
+def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
+    vals = sorted(seconds)
+    return 1000 * statistics.median(vals), 1000 * vals[min(len(vals) - 1, int(0.99 * len(vals)))]
+
+
 class XStack(Stack):
     """The tests' Stack with the target database on the second server."""
 
@@ -241,16 +258,14 @@ class Bench:
 
     @staticmethod
     def latency(src: str, tgt: str, lo: int, hi: int) -> dict[str, float]:
-        with psycopg.connect(src) as c:
-            src_t = dict(c.execute("SELECT id, extract(epoch FROM t_src) FROM bench_probe WHERE id > %s AND id <= %s", (lo, hi)).fetchall())
-        with psycopg.connect(tgt) as c:
-            tgt_t = dict(c.execute("SELECT id, extract(epoch FROM t_tgt) FROM bench_probe_seen WHERE id > %s AND id <= %s", (lo, hi)).fetchall())
-        lat = sorted(float(tgt_t[i] - src_t[i]) for i in src_t if i in tgt_t)
+        src_t, tgt_t = probe_times(src, tgt, lo, hi)
+        lat = [tgt_t[i] - src_t[i] for i in src_t if i in tgt_t]
         if not lat:
             return {"p50_ms": float("nan"), "p99_ms": float("nan"), "n": 0}
-        return {"p50_ms": 1000 * statistics.median(lat), "p99_ms": 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))], "n": len(lat)}
+        p50, p99 = p50_p99_ms(lat)
+        return {"p50_ms": p50, "p99_ms": p99, "n": len(lat)}
 
-    def latency_stages(self, src: str, lo: int, hi: int) -> dict[str, float]:
+    def latency_stages(self, src: str, tgt: str, lo: int, hi: int) -> dict[str, float]:
         """Where crossfade's latency goes, per probe row: source commit -> capture's produce() (the
         record's CreateTime: Debezium reading the WAL, its queue, capture's handler) and produce()
         -> applied in the target (broker, consumer fetch, sync's batch and transaction)."""
@@ -284,22 +299,12 @@ class Bench:
                         produced[pid] = m.timestamp()[1] / 1000
         finally:
             c.close()
-        with psycopg.connect(src) as c2:
-            src_t = dict(c2.execute("SELECT id, extract(epoch FROM t_src)::float8 FROM bench_probe WHERE id > %s AND id <= %s",
-                                    (lo, hi)).fetchall())
-        with psycopg.connect(self.x.target_dsn) as c2:
-            tgt_t = dict(c2.execute("SELECT id, extract(epoch FROM t_tgt)::float8 FROM bench_probe_seen WHERE id > %s AND id <= %s",
-                                    (lo, hi)).fetchall())
+        src_t, tgt_t = probe_times(src, tgt, lo, hi)
         ids = [i for i in produced if i in src_t and i in tgt_t]
         if not ids:
             return {"n": 0}
-
-        def pct(vals: list[float]) -> tuple[float, float]:
-            vals = sorted(vals)
-            return 1000 * statistics.median(vals), 1000 * vals[min(len(vals) - 1, int(0.99 * len(vals)))]
-
-        cap = pct([produced[i] - src_t[i] for i in ids])
-        rest = pct([tgt_t[i] - produced[i] for i in ids])
+        cap = p50_p99_ms([produced[i] - src_t[i] for i in ids])
+        rest = p50_p99_ms([tgt_t[i] - produced[i] for i in ids])
         return {"n": len(ids), "capture_p50_ms": cap[0], "capture_p99_ms": cap[1],
                 "broker_sync_p50_ms": rest[0], "broker_sync_p99_ms": rest[1]}
 
@@ -396,7 +401,7 @@ class Bench:
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
             if name == "crossfade":
-                lat["stages"] = self.latency_stages(src, ld["first_probe"], ld["last_probe"])
+                lat["stages"] = self.latency_stages(src, tgt, ld["first_probe"], ld["last_probe"])
             cpu_us = {k: 1e6 * (cpu1[k] - cpu0[k]) / ld["events"] for k in cpu1 if k in cpu0}
             out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
                          "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
