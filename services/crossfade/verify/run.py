@@ -14,8 +14,9 @@ Steps, for every configured table (or ``--table``):
    settles too; the application's writes to those rows wait for that long. The locks are taken
    NOWAIT and retried (up to ``lock_wait``): verify never waits for a lock while holding one, so
    it cannot deadlock with (and get aborted) an application transaction. A key still undecided
-   is reported as *unsettled* (counted as a mismatch: a cutover must not pass on it). Without the fence (``fence_recheck=False``, for a quiet source) the
-   chunk pass's keys are reported as they are;
+   is reported as *unsettled* (counted as a mismatch: a cutover must not pass on it). Without
+   the fence (``fence_recheck=False``, for a quiet source) the chunk pass's keys are reported
+   as they are;
 3. the first differing rows of each table are shown with the columns that differ;
 4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
 5. the run is recorded in ``<bookkeeping>.verify_runs`` and published as metrics.
