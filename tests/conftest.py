@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -41,6 +42,13 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         time.sleep(interval)
+
+
+def pgbench_failed_transactions(output: str) -> int:
+    """Failed transactions in pgbench's summary (0 when it prints none: before PostgreSQL 15).
+    pgbench 15 exits 0 on failed transactions, so its exit status alone does not tell."""
+    m = re.search(r"number of failed transactions: (\d+)", output)
+    return int(m.group(1)) if m else 0
 
 
 @pytest.fixture(scope="session")
