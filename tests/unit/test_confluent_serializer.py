@@ -40,7 +40,7 @@ sr = pytest.importorskip(
     "confluent_kafka.schema_registry",
     reason="confluent-kafka's Schema Registry client needs the `registry` extra (pip install -e '.[registry]')",
 )
-avro_sr = pytest.importorskip("confluent_kafka.schema_registry.avro")
+avro_sr = pytest.importorskip("confluent_kafka.schema_registry.avro", reason="confluent-kafka's AvroSerializer needs the `registry` extra (fastavro, requests)")
 from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
 
 TOPIC = "crm.public.everything"
