@@ -337,6 +337,12 @@ class Bench:
         t_verified = time.time()
         if r.returncode != 0:
             raise RuntimeError(f"crossfade verify failed after the snapshot: {r.stderr[-2000:]} {r.stdout[-2000:]}")
+        try:  # where verify's own time went (its JSON report: whole run, fences, per table)
+            rep = json.loads(r.stdout)
+            verify_split = {"seconds": rep.get("seconds"), "fence_seconds": rep.get("fence_seconds"),
+                            "tables": {t["name"]: t.get("seconds") for t in rep.get("tables", [])}}
+        except (ValueError, AttributeError, KeyError):
+            verify_split = {}
         t_c = time.time()
         diffs = self.x.compare()
         compare_s = time.time() - t_c
@@ -347,7 +353,7 @@ class Bench:
             "rows": self.n_rows, "crossfade_to_fence_s": t_fenced - t0, "crossfade_verify_s": t_verified - t_fenced,
             "crossfade_to_verified_s": xf, "native_s": native, "equal": equal, "row_by_row_compare_s": compare_s,
             "rate_ratio_to_verified": native / xf, "rate_ratio_to_fence": native / (t_fenced - t0),
-            "peak_rss_mib": dict(self.rss.peak),
+            "peak_rss_mib": dict(self.rss.peak), "verify_report": verify_split,
         }
         self.record("snapshot", f"{self.n_rows} rows: s to verified (fence)", f"{xf:.1f} ({t_fenced - t0:.1f})", f"{native:.1f}")
         self.record("snapshot", "rows/s (to verified)", f"{self.n_rows / xf:,.0f}", f"{self.n_rows / native:,.0f}")
