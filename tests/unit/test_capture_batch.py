@@ -1,5 +1,6 @@
-"""BatchReader's per-record path (a Python list); the bulk path over a Java list runs in every
-integration test (capture logs a warning if it ever falls back)."""
+"""BatchReader's per-record path (a Python list of records without a ``SourceRecord``: no
+schemas beside them); the bulk path over a Java list, schemas included, runs in every integration
+test (capture logs a warning if it ever falls back)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class _Rec:
 def test_rows_keep_order_and_none_and_utf8() -> None:
     recs = [_Rec("p.public.t", '{"id":1}', '{"payload":"é ☃"}'), _Rec("p.public.t", '{"id":1}', None), _Rec("p.x", None, "{}")]
     assert BatchReader().read(recs) == [
-        ("p.public.t", b'{"id":1}', '{"payload":"é ☃"}'.encode()),
-        ("p.public.t", b'{"id":1}', None),
-        ("p.x", None, b"{}"),
+        ("p.public.t", b'{"id":1}', '{"payload":"é ☃"}'.encode(), None, None),
+        ("p.public.t", b'{"id":1}', None, None, None),
+        ("p.x", None, b"{}", None, None),
     ]

@@ -90,3 +90,20 @@ def test_a_numeric_decimal_beyond_64_bits_stays_exact() -> None:
         assert payload == {"n": n}
         assert value is not None
         assert int.from_bytes(Decoder(pub.cache).decode(value)["n"], "big", signed=True) == n
+
+
+def test_payload_with_its_schema_beside_it_encodes_as_the_envelope_does() -> None:
+    """capture's records carry the payload alone and their schema beside it (schemas.enable=false,
+    the schema read from the SourceRecord): the bytes are those of the whole envelope."""
+    pub = _Publisher()
+    prod = ChangeProducer(_settings(), pub, {"cf.public.t": 1})  # type: ignore[arg-type]
+    doc = json.loads(RECORD["value"])
+    schema_text, payload_text = json.dumps(doc["schema"]), json.dumps(doc["payload"]).encode()
+    beside, payload = prod._encode(payload_text, "cf.public.t-value", schema_text)
+    enveloped, payload2 = prod._encode(RECORD["value"], "cf.public.t-value")
+    assert beside is not None and beside == enveloped and payload == payload2
+    key_doc = json.loads(RECORD["key"])
+    key, _ = prod._encode(json.dumps(key_doc["payload"]), "cf.public.t-key", json.dumps(key_doc["schema"]))
+    assert key == prod._encode(RECORD["key"], "cf.public.t-key")[0]
+    # a fence or signal record's payload, alone or in its envelope
+    assert prod._payload(payload_text, schema_text) == prod._payload(RECORD["value"], None) == doc["payload"]

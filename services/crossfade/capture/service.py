@@ -175,44 +175,59 @@ class ChangeProducer:
             raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(self, raw_json: str | bytes | None, subject: str = "") -> tuple[bytes | None, dict[str, Any] | None]:
-        """Debezium JSON (schema + payload) -> single-object framed Avro, and the payload.
+    def _encode(
+        self, raw_json: str | bytes | None, subject: str = "", schema_text: str | bytes | None = None
+    ) -> tuple[bytes | None, dict[str, Any] | None]:
+        """Debezium JSON -> single-object framed Avro, and the payload.
 
-        Hot path: Debezium writes ``{"schema":...,"payload":...}`` with the schema first, and the
-        schema never contains the envelope's ``,"payload":`` separator, so the schema's own text
-        keys the codec cache and only the payload is parsed (the schema is about two thirds of
-        every record). Anything else falls back to parsing the whole document.
+        ``schema_text`` given: ``raw_json`` is the payload alone and this is its Connect JSON schema
+        (capture's own records: :mod:`crossfade.capture.batch` reads the schema beside the
+        record). Otherwise ``raw_json`` is ``{"schema":...,"payload":...}`` (a converter with
+        ``schemas.enable=true``): Debezium writes the schema first, and the schema never contains
+        the envelope's ``,"payload":`` separator, so the schema's own text is cut out and only the
+        payload is parsed. Either way the schema's text keys the codec cache.
         """
         if raw_json is None:
             return None, None
-        if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
-            sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
+        if schema_text is not None:
+            payload_text: str | bytes = raw_json
         else:
-            sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
-        if sep > 0:
-            schema_text = raw_json[10:sep]
-            cache_key = (subject, schema_text) if self._registry is not None else schema_text
-            hit = self._by_text.get(cache_key)
-            if hit is None:
-                cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
-                # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
-                # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
-                exact = (b"org.apache.kafka.connect.data.Decimal" in schema_text if isinstance(schema_text, bytes)
-                         else "org.apache.kafka.connect.data.Decimal" in schema_text)
-                hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
-            payload = hit[2](raw_json[sep + 11 : -1])
-        else:
-            doc = json.loads(raw_json)
-            schema, payload = doc.get("schema"), doc.get("payload")
-            if schema is None:
-                raise CrossfadeError(
-                    "Debezium emitted a record without its schema",
-                    "keep converter.schemas.enable=true in capture.properties",
-                )
-            hit = (*self._compile(schema, None, subject), json.loads)
+            if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
+                sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
+            else:
+                sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
+            if sep <= 0:
+                doc = json.loads(raw_json)
+                schema, payload = doc.get("schema"), doc.get("payload")
+                if schema is None:
+                    raise CrossfadeError(
+                        "Debezium emitted a record without its schema",
+                        "leave the converter's schemas.enable to crossfade (not in capture.properties)",
+                    )
+                hit = (*self._compile(schema, None, subject), json.loads)
+                if payload is None:
+                    return None, None
+                return hit[1](hit[0].encode(payload)), payload
+            schema_text, payload_text = raw_json[10:sep], raw_json[sep + 11 : -1]
+        cache_key = (subject, schema_text) if self._registry is not None else schema_text
+        hit = self._by_text.get(cache_key)
+        if hit is None:
+            cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
+            # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
+            # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
+            exact = (b"org.apache.kafka.connect.data.Decimal" in schema_text if isinstance(schema_text, bytes)
+                     else "org.apache.kafka.connect.data.Decimal" in schema_text)
+            hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
+        payload = hit[2](payload_text)
         if payload is None:
             return None, None
         return hit[1](hit[0].encode(payload)), payload
+
+    @staticmethod
+    def _payload(raw_json: str | bytes, schema_text: str | None) -> Any:
+        """The payload of a record handled as JSON (fence, signal): alone, or in its envelope."""
+        doc = json.loads(raw_json)
+        return doc if schema_text is not None else doc["payload"]
 
     def _compile(self, schema: dict[str, Any], key: str | None, subject: str) -> tuple[Any, Any]:
         """Codec for a Connect schema and the framing of its records, the schema published
@@ -245,7 +260,7 @@ class ChangeProducer:
     def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
-        for dest, raw_key, raw_value in self._reader.read(records):
+        for dest, raw_key, raw_value, key_schema, value_schema in self._reader.read(records):
             if dest.startswith("__debezium-heartbeat"):
                 self.stats.heartbeats += 1
                 self._sweep_if_snapshot_ended()
@@ -254,16 +269,17 @@ class ChangeProducer:
                 # Debezium's signals and incremental-snapshot window markers are its own business;
                 # only their stream position counts (see the incremental case below)
                 if raw_value is not None:
-                    self._note_stream_lsn(json.loads(raw_value)["payload"])
+                    self._note_stream_lsn(self._payload(raw_value, value_schema))
                 continue
             if dest == self.fence_topic:
                 if raw_value is not None:
-                    self._note_stream_lsn(json.loads(raw_value)["payload"])
+                    fence = self._payload(raw_value, value_schema)
+                    self._note_stream_lsn(fence)
                     self._sweep_if_snapshot_ended()
-                    self._broadcast_fence(json.loads(raw_value)["payload"])
+                    self._broadcast_fence(fence)
                 continue
-            key_bytes, _ = self._encode(raw_key, f"{dest}-key")
-            value_bytes, payload = self._encode(raw_value, f"{dest}-value")
+            key_bytes, _ = self._encode(raw_key, f"{dest}-key", key_schema)
+            value_bytes, payload = self._encode(raw_value, f"{dest}-value", value_schema)
             headers = self._headers
             snap_last = False
             if payload is not None and str((payload.get("source") or {}).get("origin") or "").startswith(ORIGIN_PREFIX):
