@@ -1,7 +1,9 @@
 """Kafka Connect schemas to Avro, Avro back to crossfade's :class:`RowSchema`, and a codec.
 
-Debezium (JSON converter, ``schemas.enable=true``) hands capture records shaped
-``{"schema": <Connect schema>, "payload": <value>}``. This module turns the Connect schema into an
+capture hands this module Debezium's records as a Connect schema in the JSON converter's form
+(what ``schemas.enable=true`` would embed as ``{"schema": ..., "payload": ...}``; capture reads it
+beside the record, see :mod:`crossfade.capture.batch`) and the JSON payload. This module turns the
+Connect schema into an
 Avro schema with the conventions of Confluent's ``AvroData`` (what Kafka Connect's
 ``AvroConverter`` registers), so a topic written by crossfade decodes exactly like one written by
 Kafka Connect + Schema Registry and vice versa:
