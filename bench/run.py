@@ -152,6 +152,33 @@ def cpu_seconds(pid: int) -> float:
     return t.user + t.system
 
 
+# capture's threads by what they do (Linux thread names, truncated to 15 characters by the kernel)
+CAPTURE_THREAD_ROLES = (
+    ("jit", ("C1 CompilerThre", "C2 CompilerThre")),
+    ("gc", ("GC Thread", "G1 ", "VM Thread")),
+    ("debezium", ("debezium-",)),  # pgoutput decoding, the change records, Debezium's metrics
+    ("converter", ("pool-3-thread",)),  # the engine's JSON converter
+    ("handler", ("pool-2-thread",)),  # the engine's consumer: capture's Python, produce, flush
+    ("kafka", ("rdk:",)),  # librdkafka
+)
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by role (``CAPTURE_THREAD_ROLES``; ``other`` for the
+    rest), from ``/proc/<pid>/task/*/stat``: where a JVM-hosting process spends its CPU, which
+    py-spy (Python frames only) cannot show."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            role = next((r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other")
+            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
 def wait(pred: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -400,9 +427,11 @@ class Bench:
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
             pids = self._pipeline_pids(name)
             cpu0 = self._cpu(pids)
+            threads0 = thread_cpu(pids["capture"]) if "capture" in pids else {}
             ld = self.load(src, self.args.seconds, rate)
             t_seen = self.marker(src, tgt)
             cpu1 = self._cpu(pids)
+            threads1 = thread_cpu(pids["capture"]) if "capture" in pids else {}
             self.prof.stop()
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
@@ -412,6 +441,9 @@ class Bench:
             out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
                          "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
                          "cpu_us_per_event": cpu_us, "load_avg": os.getloadavg()}
+            if threads1:
+                out[name]["capture_threads_us_per_event"] = {
+                    k: 1e6 * (v - threads0.get(k, 0.0)) / ld["events"] for k, v in sorted(threads1.items())}
         return out
 
     def cdc(self) -> None:
@@ -432,6 +464,9 @@ class Bench:
             return "+".join(f"{v:.0f}" for v in parts.values()) + f"={sum(parts.values()):.0f}" if parts else "-"
 
         self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
+        if x.get("capture_threads_us_per_event"):
+            self.record("cdc", "  capture's by thread: " + "/".join(x["capture_threads_us_per_event"]),
+                        "/".join(f"{v:.0f}" for v in x["capture_threads_us_per_event"].values()), "-")
         hx, hn = half["crossfade"], half["native"]
         self.record("cdc", f"latency p50/p99 ms at {half_rate:.0f} tps", f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}", f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}")
         st = hx.get("stages") or {}
