@@ -157,6 +157,13 @@ def build() -> dict[str, Any]:
         "Batches/s", "Committed batches per second.",
         [target(f"sum(rate(crossfade_sync_batch_duration_seconds_count[{RI}]))", "batches")], "ops"), 8, 8)
     lay.add(timeseries(
+        "Capture handler busy", "Fraction of time capture works on Debezium batches (encode, produce, wait for "
+        "the broker); of which waiting for the broker's acknowledgements. Behind while well below 100%: the "
+        "limit is before capture's handler (Debezium's decoding, the walsender).",
+        [target(f"sum(rate(crossfade_capture_batch_duration_seconds_sum[{RI}]))", "busy"),
+         target(f"sum(rate(crossfade_capture_flush_duration_seconds_sum[{RI}]))", "waiting for the broker", "B")],
+        "percentunit"), 8, 8)
+    lay.add(timeseries(
         "Heartbeat age", "Seconds since capture last received a Debezium heartbeat.",
         [target("time() - max(crossfade_capture_last_heartbeat_timestamp_seconds)", "heartbeat age")], "s",
         thresholds=_thr((None, "green"), (60, "red"))), 8, 8)

@@ -117,6 +117,11 @@ def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) 
     assert m("crossfade_ready", component="sync") == 1
     assert m("crossfade_ready", component="capture") == 1
     assert (m("crossfade_sync_batch_duration_seconds_count") or 0) >= 2
+    # every record capture produced went through a timed batch (heartbeats and fences come on top)
+    assert (m("crossfade_capture_batch_size_records_sum") or 0) >= 300 + 50 + 100 + 40 + 5
+    batches = m("crossfade_capture_batch_duration_seconds_count") or 0
+    assert batches >= 1 and m("crossfade_capture_flush_duration_seconds_count") == batches
+    assert 0 < (m("crossfade_capture_flush_duration_seconds_sum") or 0) <= (m("crossfade_capture_batch_duration_seconds_sum") or 0)
     assert (m("crossfade_sync_fence_markers_total") or 0) >= 2 * st.partitions * len(TABLES)
     lag = m("crossfade_sync_fence_lag_seconds")
     assert lag is not None and 0 <= lag < 60

@@ -67,6 +67,12 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
     meter.batch(producer, {})  # type: ignore[arg-type]
     assert _value("crossfade_capture_heartbeats_total") == hb  # no new heartbeat: not counted twice
     assert _value("crossfade_capture_snapshot_running") == 0
+    n0 = _value("crossfade_capture_batch_duration_seconds_count") or 0
+    sum0 = _value("crossfade_capture_flush_duration_seconds_sum") or 0
+    meter.batch(producer, {}, 40, 0.2, 0.05)  # type: ignore[arg-type]
+    assert _value("crossfade_capture_batch_duration_seconds_count") == n0 + 1
+    assert _value("crossfade_capture_batch_size_records_bucket", {"le": "50.0"}) >= 1
+    assert abs((_value("crossfade_capture_flush_duration_seconds_sum") or 0) - sum0 - 0.05) < 1e-9
 
 
 def test_sync_meter_publishes_growth_once_per_committed_batch() -> None:

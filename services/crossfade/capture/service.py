@@ -259,8 +259,10 @@ class ChangeProducer:
 
     def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""
+        t0 = time.monotonic()
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
-        for dest, raw_key, raw_value, key_schema, value_schema in self._reader.read(records):
+        rows = self._reader.read(records)
+        for dest, raw_key, raw_value, key_schema, value_schema in rows:
             if dest.startswith("__debezium-heartbeat"):
                 self.stats.heartbeats += 1
                 self._sweep_if_snapshot_ended()
@@ -335,8 +337,10 @@ class ChangeProducer:
             self.producer.poll(0)
             if snap_last:
                 self._sweep_if_snapshot_ended()
+        t_flush = time.monotonic()
         self.flush()
-        self.meter.batch(self, counts)  # acknowledged by the broker: count it
+        t1 = time.monotonic()
+        self.meter.batch(self, counts, len(rows), t1 - t0, t1 - t_flush)  # acknowledged by the broker: count it
         if self.progress is not None:
             if self.stats.snapshot_done:
                 self.progress.update(self.snapshot_rows)

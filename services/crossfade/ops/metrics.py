@@ -70,6 +70,25 @@ CAPTURE_LAST_EVENT_SOURCE_TS = Gauge(
 CAPTURE_FENCES = Counter(
     "crossfade_capture_fences_total", "Fence rows capture saw and broadcast to every partition."
 )
+CAPTURE_BATCH_SIZE = Histogram(
+    "crossfade_capture_batch_size_records",
+    "Records in one Debezium batch capture handled (heartbeats and fence rows included).",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 4096, 10_000),
+)
+CAPTURE_BATCH_DURATION = Histogram(
+    "crossfade_capture_batch_duration_seconds",
+    "Time capture spent on one Debezium batch: read it from the JVM, encode, produce, and wait "
+    "for the broker's acknowledgements. rate(_sum) is the fraction of time capture's handler is "
+    "busy: well below 1 while the slot's WAL grows means the limit is before it (Debezium, the "
+    "walsender).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
+CAPTURE_FLUSH_DURATION = Histogram(
+    "crossfade_capture_flush_duration_seconds",
+    "Of a batch's time, the wait for the broker to acknowledge every record (Debezium may mark "
+    "the batch processed only then).",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
+)
 SNAPSHOT_ROWS = Counter(
     "crossfade_capture_snapshot_rows_total",
     "Rows capture published from Debezium's initial snapshot, by source table.",
@@ -308,8 +327,19 @@ class CaptureMeter:
         self._heartbeats = 0
         self._fences = 0
 
-    def batch(self, producer: ChangeProducer, counts: Mapping[tuple[str, str | None], int]) -> None:
-        """``counts``: records produced per (destination topic, Debezium op) in this batch."""
+    def batch(
+        self, producer: ChangeProducer, counts: Mapping[tuple[str, str | None], int],
+        records: int | None = None, seconds: float | None = None, flush_seconds: float | None = None,
+    ) -> None:
+        """``counts``: records produced per (destination topic, Debezium op) in this batch;
+        ``records``, ``seconds``, ``flush_seconds``: the batch's size, the time it took, and of
+        that the wait for the broker's acknowledgements (not observed when None)."""
+        if records is not None:
+            CAPTURE_BATCH_SIZE.observe(records)
+        if seconds is not None:
+            CAPTURE_BATCH_DURATION.observe(seconds)
+        if flush_seconds is not None:
+            CAPTURE_FLUSH_DURATION.observe(flush_seconds)
         for (dest, op), n in counts.items():
             table = self._table.get(dest)
             name = _OPS.get(op or "")
