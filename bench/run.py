@@ -37,6 +37,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from tests.conftest import Stack  # noqa: E402  (the integration tests' harness)
 from crossfade.config import load_settings  # noqa: E402
 from crossfade.cutover.fence import fence  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
+from crossfade.embedded._proc import free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TABLES = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history", "public.bench_probe"]
@@ -96,6 +98,43 @@ class XStack(Stack):
     @property
     def target_dsn(self) -> str:
         return self.pgt.dsn(self.target_db)
+
+    metrics_url: str | None = None
+    """capture's /metrics (its batch histograms show how busy its handler is)."""
+    _extra_env: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
+
+    def _env(self) -> dict[str, str]:
+        return {**super()._env(), **self._extra_env}
+
+    def start(self, what: str) -> Any:
+        if what != "capture":
+            return super().start(what)
+        port = free_port()  # only capture serves /metrics: sync and CLI commands share the config
+        self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
+        try:
+            p = super().start(what)
+        finally:
+            self._extra_env = {}
+        self.metrics_url = f"http://127.0.0.1:{port}/metrics"
+        return p
+
+
+def capture_batches(url: str | None) -> dict[str, float]:
+    """capture's batch histograms (sums and counts) from its /metrics, {} if not reachable."""
+    if url is None:
+        return {}
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback URL built above
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("crossfade_capture_batch_duration_seconds_sum", "crossfade_capture_batch_duration_seconds_count",
+                    "crossfade_capture_flush_duration_seconds_sum", "crossfade_capture_batch_size_records_sum"):
+            out[name.removeprefix("crossfade_capture_")] = float(value)
+    return out
 
 
 class RssPeak:
@@ -428,10 +467,14 @@ class Bench:
             pids = self._pipeline_pids(name)
             cpu0 = self._cpu(pids)
             threads0 = thread_cpu(pids["capture"]) if "capture" in pids else {}
+            batches0 = capture_batches(self.x.metrics_url) if "capture" in pids else {}
+            t0 = time.time()
             ld = self.load(src, self.args.seconds, rate)
             t_seen = self.marker(src, tgt)
             cpu1 = self._cpu(pids)
             threads1 = thread_cpu(pids["capture"]) if "capture" in pids else {}
+            batches1 = capture_batches(self.x.metrics_url) if "capture" in pids else {}
+            wall = time.time() - t0
             self.prof.stop()
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
@@ -441,6 +484,13 @@ class Bench:
             out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
                          "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
                          "cpu_us_per_event": cpu_us, "load_avg": os.getloadavg()}
+            if batches0 and batches1:
+                d = {k: batches1[k] - batches0.get(k, 0.0) for k in batches1}
+                n = d.get("batch_duration_seconds_count") or 0
+                out[name]["capture_handler"] = {
+                    "busy": d.get("batch_duration_seconds_sum", 0.0) / wall,
+                    "waiting_for_broker": d.get("flush_duration_seconds_sum", 0.0) / wall,
+                    "batches": n, "mean_batch": d.get("batch_size_records_sum", 0.0) / n if n else 0.0}
             if threads1:
                 out[name]["capture_threads_us_per_event"] = {
                     k: 1e6 * (v - threads0.get(k, 0.0)) / ld["events"] for k, v in sorted(threads1.items())}
@@ -464,6 +514,10 @@ class Bench:
             return "+".join(f"{v:.0f}" for v in parts.values()) + f"={sum(parts.values()):.0f}" if parts else "-"
 
         self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
+        if x.get("capture_handler"):
+            h = x["capture_handler"]
+            self.record("cdc", "  capture's handler: busy / waiting for the broker, mean batch",
+                        f"{100 * h['busy']:.0f}% / {100 * h['waiting_for_broker']:.0f}%, {h['mean_batch']:.0f}", "-")
         if x.get("capture_threads_us_per_event"):
             self.record("cdc", "  capture's by thread: " + "/".join(x["capture_threads_us_per_event"]),
                         "/".join(f"{v:.0f}" for v in x["capture_threads_us_per_event"].values()), "-")
