@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -656,7 +657,8 @@ class Bench:
         print(f"results: {path.relative_to(REPO)}")
         return path
 
-    def close(self) -> None:
+    def close(self, keep: bool = False) -> None:
+        """Stop everything; remove the run's directory (server and process logs) unless ``keep``."""
         try:
             self.prof.stop()
             self.x.close()
@@ -670,6 +672,10 @@ class Bench:
             self.broker.stop()
             self.pgt.stop()
             self.pg.stop()
+            if keep:
+                print(f"logs kept: {self.root}", file=sys.stderr)
+            else:
+                shutil.rmtree(self.root, ignore_errors=True)
 
 
 def main() -> None:
@@ -689,6 +695,7 @@ def main() -> None:
     if which - {"snapshot", "cdc", "catchup", "sync"}:
         ap.error(f"unknown benchmark(s): {sorted(which - {'snapshot', 'cdc', 'catchup', 'sync'})}")
     b = Bench(args)
+    failed = True
     try:
         b.snapshot()  # every other benchmark starts from a synced pair
         if "cdc" in which:
@@ -697,11 +704,12 @@ def main() -> None:
             b.catchup()
         if "sync" in which:
             b.sync_alone()
+        failed = False
     finally:
         try:
             b.report()
         finally:
-            b.close()
+            b.close(keep=failed)  # a failed run keeps its logs for diagnosis
 
 
 if __name__ == "__main__":
