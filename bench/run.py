@@ -46,6 +46,7 @@ from typing import Any
 import psutil
 import psycopg
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -129,13 +130,10 @@ def capture_batches(url: str | None) -> dict[str, float]:
             text = r.read().decode()
     except OSError:
         return {}
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("crossfade_capture_batch_duration_seconds_sum", "crossfade_capture_batch_duration_seconds_count",
-                    "crossfade_capture_flush_duration_seconds_sum", "crossfade_capture_batch_size_records_sum"):
-            out[name.removeprefix("crossfade_capture_")] = float(value)
-    return out
+    wanted = {"crossfade_capture_batch_duration_seconds_sum", "crossfade_capture_batch_duration_seconds_count",
+              "crossfade_capture_flush_duration_seconds_sum", "crossfade_capture_batch_size_records_sum"}
+    return {s.name.removeprefix("crossfade_capture_"): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples if s.name in wanted}
 
 
 class RssPeak:
