@@ -48,6 +48,10 @@ class SchemaTopicReader:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "allow.auto.create.topics": False,
+                # a read ends at the end of the topic, reported at once: not after an idle pause,
+                # nor after a fetch the broker holds for lack of data (500 ms by default)
+                "enable.partition.eof": True,
+                "fetch.wait.max.ms": 20,
             }
         )
         self._consumer.assign([TopicPartition(topic, 0, 0)])
@@ -110,7 +114,9 @@ class SchemaPublisher:
     def __init__(self, client_conf: dict[str, Any], topic: str) -> None:
         self.topic = topic
         self.cache = SchemaCache()
-        self._producer = Producer({**client_conf, "enable.idempotence": True, "acks": "all"})
+        # not idempotent: a retried schema record is the same key and text in a compacted topic, and
+        # an idempotent producer's id request costs its first publish ~0.5 s (measured on Tansu)
+        self._producer = Producer({**client_conf, "acks": "all"})
         reader = SchemaTopicReader(client_conf, topic, self.cache)
         try:
             reader.refresh(timeout=5.0, idle=0.5)
