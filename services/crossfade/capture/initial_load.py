@@ -13,9 +13,10 @@ through Kafka as a change event, capture:
    watermark to ``S << 64`` and drops its tombstones. This is the end-of-snapshot sweep done up
    front: everything the target held came from an older snapshot or stream, and the load is a
    complete image at S;
-4. ``initial_load_workers`` threads each import the exported snapshot (``REPEATABLE READ`` +
-   ``SET TRANSACTION SNAPSHOT``) and COPY chunks of the tables (block ranges, ``ctid``) straight
-   into the target tables, every row with ``_cf_pos = S << 64``, the position of a snapshot row;
+4. ``initial_load_workers`` processes (:mod:`crossfade.capture.copy_worker`, each driven by a
+   thread) each import the exported snapshot (``REPEATABLE READ`` + ``SET TRANSACTION SNAPSHOT``)
+   and COPY chunks of the tables (block ranges, ``ctid``) straight into the target tables, every
+   row with ``_cf_pos = S << 64``, the position of a snapshot row;
    the replication connection stays open (idle) until every worker has imported the snapshot;
    the workers' own transactions then keep it;
 5. marks the load done. Debezium starts with ``snapshot.mode=no_data`` on that slot as soon as
@@ -42,6 +43,8 @@ import contextlib
 import json
 import logging
 import queue
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -71,8 +74,6 @@ _SESSION = (
 
 _FIRST_USER_OID = 16384
 """PostgreSQL's FirstNormalObjectId: types below it are built in, the same OID everywhere."""
-_BLOCK = 256 * 1024
-
 CHUNK_PAGES = 2048
 """Block range of one COPY chunk (16 MiB of heap): small enough to spread over the workers."""
 
@@ -280,45 +281,59 @@ class CopyLoad:
     def _worker(
         self, snapshot: str, work: queue.Queue[Chunk], imported: threading.Barrier, errors: list[BaseException]
     ) -> None:
+        """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
+        and waits (never holding the interpreter lock while the rows flow)."""
         s = self.settings
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "crossfade.capture.copy_worker"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def ask(order: dict[str, Any] | None = None) -> dict[str, Any]:
+            assert proc.stdin is not None and proc.stdout is not None
+            if order is not None:
+                proc.stdin.write(json.dumps(order) + "\n")
+                proc.stdin.flush()
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"a COPY worker process exited with code {proc.wait()}")
+            answer: dict[str, Any] = json.loads(line)
+            if "error" in answer:
+                raise RuntimeError(f"{answer['error']} ({answer.get('at', 'copying')})")
+            return answer
+
         try:
-            with connect(s.source, "source", autocommit=False) as src, connect(s.target, "target") as tgt:
-                src.execute(_SESSION)
-                src.commit()
-                src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                imported.wait()
-                tgt.execute(_SESSION)
-                while not errors:
-                    try:
-                        chunk = work.get_nowait()
-                    except queue.Empty:
-                        break
-                    n = self._copy(src, tgt, chunk)
-                    with self._lock:
-                        self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
-                src.rollback()
+            ask({
+                "source": s.source.conninfo, "target": s.target.conninfo,
+                "source_timeout": s.source.connect_timeout_s, "target_timeout": s.target.connect_timeout_s,
+                "snapshot": snapshot, "session": _SESSION,
+            })
+            imported.wait()
+            while not errors:
+                try:
+                    chunk = work.get_nowait()
+                except queue.Empty:
+                    break
+                n = int(ask({"source_sql": chunk.source_sql.as_string(), "target_sql": chunk.target_sql.as_string(),
+                             "label": chunk.label})["rows"])
+                with self._lock:
+                    self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
+            proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
+            if proc.wait(60) != 0:
+                raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
         except threading.BrokenBarrierError:
             return
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             errors.append(exc)
             imported.abort()
-
-    @staticmethod
-    def _copy(src: psycopg.Connection, tgt: psycopg.Connection, chunk: Chunk) -> int:
-        """One chunk: COPY data relayed as it comes (text or binary), never parsed in Python; one
-        target transaction."""
-        with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
-            with sc.copy(chunk.source_sql) as out, tc.copy(chunk.target_sql) as inp:  # noqa: SIM117
-                buf = bytearray()  # psycopg hands over one row per read: pass them on in blocks
-                for data in out:
-                    buf += data
-                    if len(buf) >= _BLOCK:
-                        inp.write(buf)
-                        buf = bytearray()
-                if buf:
-                    inp.write(buf)
-            return max(tc.rowcount, 0)  # the target's "COPY n"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            for pipe in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:

@@ -1,0 +1,96 @@
+"""One COPY stream of the initial load, in a process of its own.
+
+:class:`crossfade.capture.initial_load.CopyLoad` starts ``initial_load_workers`` of these. Relaying
+COPY data in Python costs about a microsecond of the interpreter per row; done by threads inside
+capture, that held capture's interpreter lock for the whole load and starved the thread starting
+Debezium beside it (measured: Debezium's start, ~2.5 s on its own, finished only after the load).
+In a process of its own each stream has its own interpreter, and Debezium starts during the copy.
+
+It imports nothing but psycopg and speaks JSON lines (stdin: orders, stdout: answers):
+
+- first line in: ``{"source": conninfo, "target": conninfo, "source_timeout": s, "target_timeout": s,
+  "snapshot": name, "session": sql}``; it connects to both, imports the exported snapshot in a ``REPEATABLE READ``
+  transaction and answers ``{"imported": true}``;
+- then per chunk in: ``{"source_sql": "COPY (...) TO STDOUT", "target_sql": "COPY ... FROM STDIN"}``;
+  it relays the data (never parsed) and commits the target's transaction: ``{"rows": n}``;
+- end of input: it ends the source transaction and exits 0.
+
+Any failure answers ``{"error": "one line", "at": "what it was doing"}`` and exits 1. When its parent
+dies it exits at once (its open target transaction rolls back): a capture killed mid-load leaves no
+stream copying behind it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+_BLOCK = 256 * 1024
+
+
+def _answer(**msg: Any) -> None:
+    sys.stdout.write(json.dumps(msg) + "\n")
+    sys.stdout.flush()
+
+
+def _watch_parent(parent: int) -> None:
+    while True:
+        if os.getppid() != parent:
+            os._exit(1)
+        time.sleep(0.2)
+
+
+def relay(src: psycopg.Connection, tgt: psycopg.Connection, source_sql: str, target_sql: str) -> int:
+    """One chunk: COPY data passed on in blocks as it comes, in one target transaction."""
+    with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
+        with sc.copy(source_sql) as out, tc.copy(target_sql) as inp:  # noqa: SIM117
+            buf = bytearray()  # psycopg hands over one row per read: pass them on in blocks
+            for data in out:
+                buf += data
+                if len(buf) >= _BLOCK:
+                    inp.write(buf)
+                    buf = bytearray()
+            if buf:
+                inp.write(buf)
+        return max(tc.rowcount, 0)  # the target's "COPY n"
+
+
+def main() -> int:
+    threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
+    at = "reading its orders"
+    try:
+        order = json.loads(sys.stdin.readline())
+        at = "connecting to the source database"
+        src = psycopg.connect(order["source"], autocommit=False, connect_timeout=order["source_timeout"])
+        at = "connecting to the target database"
+        tgt = psycopg.connect(order["target"], autocommit=True, connect_timeout=order["target_timeout"])
+        at = "importing the exported snapshot"
+        src.execute(order["session"])
+        src.commit()
+        src.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(order["snapshot"])))
+        tgt.execute(order["session"])
+        _answer(imported=True)
+        for line in sys.stdin:
+            chunk = json.loads(line)
+            at = "copying " + chunk.get("label", "a chunk")
+            _answer(rows=relay(src, tgt, chunk["source_sql"], chunk["target_sql"]))
+        src.rollback()
+        src.close()
+        tgt.close()
+        return 0
+    except Exception as exc:  # noqa: BLE001 - reported to the parent, which names it
+        text = str(exc).strip()
+        _answer(error=text.splitlines()[0] if text else type(exc).__name__, at=at)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
