@@ -8,8 +8,10 @@ How a table is compared (both databases are only ever asked for aggregates or sm
    ever held. The last range is open-ended, so target rows beyond the source's last key are
    compared too.
 3. Per range each side computes ``count(*)`` and ``sum`` of a 64-bit hash of the row's text (the
-   mapped columns as text, in a session with fixed output settings: ``TimeZone=UTC`` and
-   friends; the target's ``_cf_pos`` and other bookkeeping columns are not part of it). Equal
+   row of the mapped columns as text, in a session with fixed output settings: ``TimeZone=UTC``
+   and friends; a column of the same type on both sides by its type's output, one whose types
+   differ by its ``::text``; the target's ``_cf_pos`` and other bookkeeping columns are not part
+   of it). Equal
    counts and sums: the range matches. The hash is ``hashtextextended(text, 0)`` (PostgreSQL's
    own 64-bit text hash, the one hash partitioning relies on; 2-2.5x faster than an md5 of the
    row cut to 64 bits, measured on pgbench_accounts) when both servers are 11 or newer, else the
@@ -111,7 +113,10 @@ class TableComparer:
         leaf_rows: int = 1_000,
         max_keys: int = 10_000,
         on_rows: Callable[[int], None] | None = None,
+        target_shape: TableShape | None = None,
     ) -> None:
+        """``target_shape``: the target table's columns; those of the same type on both sides
+        enter the row text by their type's output, the others through ``::text``."""
         if not shape.pk:
             raise ValueError(f"{shape.qualified} has no primary key")
         self.src, self.tgt = source, target
@@ -125,6 +130,8 @@ class TableComparer:
         self.pk = list(shape.pk)
         self.pk_types = [shape.column(c).type_sql for c in self.pk]
         self.cols = [c.name for c in shape.columns]
+        theirs = {c.name: c.type_sql for c in target_shape.columns} if target_shape else {}
+        self._same_type = {c.name for c in shape.columns if theirs.get(c.name) == c.type_sql}
         self.result = TableCompare(self.table)
         c_cols = set()
         for c in self.pk:
@@ -152,7 +159,13 @@ class TableComparer:
         self._param_row = sql.SQL("({})").format(sql.SQL(", ").join(param))
         self._order = sql.SQL(", ").join(colexpr)
         self._key_text = sql.SQL(", ").join(sql.SQL("r.{}::text").format(I(c)) for c in self.pk)
-        row_text = sql.SQL("ROW({})::text").format(sql.SQL(", ").join(sql.SQL("r.{}::text").format(I(c)) for c in self.cols))
+        # a column of one type on both sides goes into the row as it is (the row's text is then
+        # the type's output: half the cost of a ::text per column, measured 0.5-0.75 s against
+        # 1.2 s on pgbench_accounts); one whose types differ is compared by its ::text (char(n)
+        # against text, a domain against its base type). Both sides use the same expressions.
+        row_text = sql.SQL("ROW({})::text").format(
+            sql.SQL(", ").join(sql.SQL("r.{}" if c in self._same_type else "r.{}::text").format(I(c)) for c in self.cols)
+        )
         self._row_md5 = sql.SQL("md5({})").format(row_text)
         if min(self.src.info.server_version, self.tgt.info.server_version) >= 110000:
             self._row_h64 = sql.SQL("hashtextextended({}, 0)").format(row_text)

@@ -312,7 +312,7 @@ class Verifier:
             return self._keyless(src, tgt, table, [c.name for c in shape.columns], tr, t0)
         comparer = TableComparer(
             src, tgt, shape, chunk_rows=self.chunk_rows, leaf_rows=self.leaf_rows, max_keys=self.max_keys,
-            on_rows=self.progress.advance,
+            on_rows=self.progress.advance, target_shape=tshape,
         )
         res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
         self.comparers[table] = comparer
