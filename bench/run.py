@@ -688,6 +688,7 @@ def main() -> None:
     ap.add_argument("--sync-procs", type=int, default=1, help="sync processes replaying in the sync-alone benchmark")
     ap.add_argument("--profile", action="store_true", help="py-spy flame graphs of capture/sync to bench/results/")
     ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"])
+    ap.add_argument("--keep-logs", action="store_true", help="keep the run's directory (process and server logs) even when it succeeds")
     args = ap.parse_args()
     which = {"snapshot", "cdc", "catchup", "sync"} if not args.benchmarks or "all" in args.benchmarks else set(args.benchmarks)
     if which - {"snapshot", "cdc", "catchup", "sync"}:
@@ -707,7 +708,7 @@ def main() -> None:
         try:
             b.report()
         finally:
-            b.close(keep=failed)  # a failed run keeps its logs for diagnosis
+            b.close(keep=failed or args.keep_logs)  # a failed run keeps its logs for diagnosis
 
 
 if __name__ == "__main__":
