@@ -190,6 +190,18 @@ def cpu_seconds(pid: int) -> float:
     return t.user + t.system
 
 
+def cluster_cpu(postmaster: int) -> float:
+    """CPU seconds of a PostgreSQL cluster: the postmaster, its live processes, and (through the
+    postmaster's reaped-children times) the backends that have exited."""
+    pm = psutil.Process(postmaster)
+    t = pm.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in pm.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += cpu_seconds(child.pid)
+    return total
+
+
 # capture's threads by what they do (Linux thread names, truncated to 15 characters by the kernel)
 CAPTURE_THREAD_ROLES = (
     ("jit", ("C1 CompilerThre", "C2 CompilerThre")),
@@ -586,7 +598,8 @@ class Bench:
         # the clock starts at the first committed batch (process start-up and group join excluded)
         wait(lambda: one(tgt, "SELECT to_regclass('crossfade.offsets') IS NOT NULL")
              and one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'"), 600, "first batch")
-        t0, cpu0 = time.time(), cpu_all()
+        assert self.pgt.pid is not None
+        t0, cpu0, db0 = time.time(), cpu_all(), cluster_cpu(self.pgt.pid)
         applied0 = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
         settings = load_settings(cfg_path)
         while True:
@@ -596,7 +609,7 @@ class Bench:
             except Exception:
                 if any(q.poll() is not None for q in procs):
                     raise RuntimeError("replay sync died; see " + str(self.root / "replay-sync.log")) from None
-        t1, cpu1 = time.time(), cpu_all()
+        t1, cpu1, db1 = time.time(), cpu_all(), cluster_cpu(self.pgt.pid)
         self.prof.stop()
         total = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
         for q in procs:
@@ -610,20 +623,32 @@ class Bench:
                 "the topics hold (almost) no change events to replay: with --initial-load copy the snapshot does not go "
                 "through Kafka; run `sync` with cdc/catchup, or with --initial-load debezium")
         res["crossfade"] = {"sync_procs": len(procs), "records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
-                            "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total)}
+                            "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total),
+                            "target_db_cpu_seconds": db1 - db0, "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / n}
         # the straightforward consumer: same topics, its own target (the legacy schema)
         self.pgt.create_database("replay_naive")
         self.copy_schema(self.x.source_dsn, self.pgt.dsn("replay_naive"))
+        # the target cluster's CPU over the whole naive run (it reports its own times, not a
+        # start signal; its start-up and 3 s idle end cost the database next to nothing)
+        db0 = cluster_cpu(self.pgt.pid)
         out = subprocess.run([sys.executable, "-m", "bench.naive_consumer", str(cfg_path), self.pgt.dsn("replay_naive"), "bench-naive"],
                              cwd=REPO, capture_output=True, text=True, check=True)
+        db1 = cluster_cpu(self.pgt.pid)
         nv = json.loads(out.stdout.strip().splitlines()[-1])
         res["naive"] = {**nv, "events_per_s": nv["events"] / nv["seconds"], "events_per_cpu_s": nv["events"] / nv["cpu_seconds"],
-                        "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"]}
+                        "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"],
+                        "target_db_cpu_seconds": db1 - db0, "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / nv["events"]}
+        for r in res.values():  # what an event costs the machine: the consumer and the database it writes
+            r["total_cpu_us_per_event"] = r["cpu_us_per_event"] + r["target_db_cpu_us_per_event"]
+            r["events_per_cpu_s_with_db"] = 1e6 / r["total_cpu_us_per_event"]
         self.results["sync_alone"] = res
         x, b = res["crossfade"], res["naive"]
         self.record("sync alone", f"{x['records']:,} records replayed by {len(procs)} sync: events/s (wall)", f"{x['events_per_s']:,.0f}", f"{b['events_per_s']:,.0f}")
         self.record("sync alone", "events/s per core (worker CPU)", f"{x['events_per_cpu_s']:,.0f}", f"{b['events_per_cpu_s']:,.0f}")
         self.record("sync alone", "CPU us/event (worker)", f"{x['cpu_us_per_event']:.1f}", f"{b['cpu_us_per_event']:.1f}")
+        self.record("sync alone", "CPU us/event (target PostgreSQL)", f"{x['target_db_cpu_us_per_event']:.1f}", f"{b['target_db_cpu_us_per_event']:.1f}")
+        self.record("sync alone", "events/s per core (worker + target PostgreSQL)", f"{x['events_per_cpu_s_with_db']:,.0f}",
+                    f"{b['events_per_cpu_s_with_db']:,.0f}")
 
     # -- output -----------------------------------------------------------------------------------
     def report(self) -> Path:
