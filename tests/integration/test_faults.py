@@ -210,6 +210,40 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
     assert all(json.loads(p.read_text())["done"] for p in state_dir.glob("load-*.json"))
 
 
+def test_a_copy_load_the_target_refuses_stops_with_one_line(stack_factory) -> None:  # type: ignore[no-untyped-def]
+    """A COPY stream failing in its worker process (here the target's CHECK refuses rows) stops the
+    load with one line naming the cause; the load is not marked done and no worker outlives it."""
+    import psutil
+
+    from crossfade.capture.initial_load import CopyLoad, LoadState
+    from crossfade.capture.preflight import check_source
+    from crossfade.errors import CrossfadeError
+
+    stack = stack_factory(initial_load="copy")
+    stack.sql("CREATE TABLE public.ld (id int PRIMARY KEY, v int)")
+    stack.sql("INSERT INTO ld SELECT g, g FROM generate_series(1, 1000) g")
+    with stack.tgt() as t:
+        t.execute("CREATE TABLE public.ld (id int PRIMARY KEY, v int CHECK (v < 500))")
+    settings = stack.write_config(["public.ld"])
+    state_dir = settings.capture.state_dir
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state = LoadState(state_dir, "e1")
+    check_source(settings)  # what capture does first: the fence and signal tables the publication lists
+    try:
+        with pytest.raises(CrossfadeError) as err:
+            CopyLoad(settings, state).run()
+        line = str(err.value)
+        assert "\n" not in line and line.startswith("the initial COPY load failed: "), line
+        assert "ld_v_check" in line and "copying public.ld" in line, line
+        assert state.read() is not None and not state.done
+        workers = [p for p in psutil.Process().children(recursive=True) if "copy_worker" in " ".join(p.cmdline())]
+        assert not workers, workers
+    finally:
+        with stack.src() as c:
+            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                      (settings.capture.slot_name,))
+
+
 def _one_line_error(cp) -> str:  # type: ignore[no-untyped-def]
     assert cp.returncode not in (0, None), cp.stdout + cp.stderr
     assert "Traceback" not in cp.stderr, cp.stderr

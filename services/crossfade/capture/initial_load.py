@@ -284,10 +284,15 @@ class CopyLoad:
         """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
         and waits (never holding the interpreter lock while the rows flow)."""
         s = self.settings
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "crossfade.capture.copy_worker"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
-        )
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crossfade.capture.copy_worker"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+            )
+        except OSError as exc:  # reported like any other failure (run() waits on the barrier)
+            errors.append(exc)
+            imported.abort()
+            return
         assert proc.stdin is not None and proc.stdout is not None
 
         def ask(order: dict[str, Any] | None = None) -> dict[str, Any]:
