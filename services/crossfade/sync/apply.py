@@ -13,6 +13,10 @@ between them), inside the caller's transaction:
 4. one ``DELETE ... USING`` for deletes (leaving tombstones), one ``INSERT ... ON CONFLICT`` for
    upserts, one ``UPDATE ... FROM`` for rows whose unchanged TOAST values must be kept.
 
+A segment with neither deletes nor unchanged TOAST values skips step 3's join against the target:
+the upsert's ``ON CONFLICT ... DO UPDATE ... WHERE`` compares the same positions (refusing the same
+rows) and its row count is what was applied.
+
 Nothing here commits; the worker commits the batch with its offsets.
 
 Replay (DESIGN decision 5). ``crossfade rewind`` moves a partition's stored offset back to a
@@ -140,6 +144,11 @@ def _key_text(vals: list[str | None]) -> str:
 
 class TableApplier:
     """Applies change events of one source table to its target table. One per table and worker."""
+
+    upsert_guards = True
+    """The upsert's ``ON CONFLICT ... WHERE`` refuses an older position by itself, so a batch with
+    no delete and no unchanged TOASTed value needs no guard join against the target (the
+    side-table applier, whose upsert overwrites, relies on the guard and turns this off)."""
 
     def __init__(
         self, shape: TableShape, bookkeeping_schema: str, stage_tag: str = "",
@@ -360,10 +369,28 @@ class TableApplier:
         """Stage ``rows`` (one per key: the target columns, then position, is-delete, key text,
         unavailable columns) and apply what the guard lets through; ``n_in`` events made them."""
         res = ApplyResult()
-        with conn.cursor() as cur:
+        plain = True  # no delete, no unchanged TOASTed value (is-delete "f"/False, unavailable None)
+        with conn.cursor() as cur, conn.cursor() as up:
             with cur.copy(self.sql_copy) as cp:
                 for r in rows:
                     cp.write_row(r)
+                    if plain and (r[-1] is not None or r[-3] not in ("f", False)):
+                        plain = False
+            if plain and self.upsert_guards:
+                # the upsert alone: its ON CONFLICT ... WHERE is the guard against the target
+                # (the join it saves: ~40-50 ms of a 10k-row batch into a 1M-row table), and its
+                # row count is what was applied. A refused row is locked until the batch commits
+                # (ON CONFLICT DO UPDATE locks the row it meets); only a worker that lost its
+                # partitions (fault 10) writes the same keys, and a deadlock is retried as transient
+                with conn.pipeline():
+                    cur.execute(self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,))
+                    if watermark >= 0:
+                        cur.execute(self.sql_guard_wm, (watermark,))
+                    up.execute(self.sql_upsert_replay if replay else self.sql_upsert)
+                    cur.execute(self.sql_truncate_stage)
+                res.applied = max(up.rowcount, 0)
+                res.skipped = n_in - res.applied
+                return res
             # pipeline mode: the statements go out together and only the two whose results we
             # read wait for the server (three round trips instead of up to eleven)
             with conn.pipeline():

@@ -38,6 +38,8 @@ def ensure_side_schema(conn: psycopg.Connection, schema: str) -> None:
 class SideTableApplier(TableApplier):
     """Applies change events to a table without ``_cf_pos``; positions in ``<bk>.positions``."""
 
+    upsert_guards = False  # its upsert overwrites: the guard against the positions table must run
+
     def _build_sql(self) -> None:
         I = sql.Identifier  # noqa: E741,N806
         tbl = sql.Literal(self.tbl_name)
