@@ -11,8 +11,7 @@ How a table is compared (both databases are only ever asked for aggregates or sm
    row of the mapped columns as text, in a session with fixed output settings: ``TimeZone=UTC``
    and friends; a column of the same type on both sides by its type's output, one whose types
    differ by its ``::text``; the target's ``_cf_pos`` and other bookkeeping columns are not part
-   of it). Equal
-   counts and sums: the range matches. The hash is ``hashtextextended(text, 0)`` (PostgreSQL's
+   of it). Equal counts and sums: the range matches. The hash is ``hashtextextended(text, 0)`` (PostgreSQL's
    own 64-bit text hash, the one hash partitioning relies on; 2-2.5x faster than an md5 of the
    row cut to 64 bits, measured on pgbench_accounts) when both servers are 11 or newer, else the
    md5 cut to 64 bits; a difference is then found by md5 per row (step 4) either way.
