@@ -475,6 +475,11 @@ class Bench:
                 for p in self.x.procs:
                     if p.alive() and p.name in ("capture", "sync"):
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
+            if self.args.warmup and label == "cdc":
+                # the same load, unmeasured, then drained: what follows is a warm pipeline
+                # (capture's JIT compiled), the steady state of a capture running for days
+                self.load(src, self.args.warmup, None, probes=False)
+                self.marker(src, tgt)
             pids = self._pipeline_pids(name)
             cpu0 = self._cpu(pids)
             threads0 = thread_cpu(pids["capture"]) if "capture" in pids else {}
@@ -514,9 +519,10 @@ class Bench:
         # pipeline that falls behind does not sustain)
         half_rate = x["events_per_s"] / EVENTS_PER_TX / 2
         half = self._cdc_run("cdc-half", half_rate)
-        self.results["cdc"] = {"seconds": self.args.seconds, "clients": self.args.clients, "full": full,
+        self.results["cdc"] = {"seconds": self.args.seconds, "clients": self.args.clients, "warmup_s": self.args.warmup, "full": full,
                                "half_rate_tps": half_rate, "half": half}
-        self.record("cdc", f"pgbench -c{self.args.clients} -T{self.args.seconds}: tps", f"{x['tps']:.0f}", f"{n['tps']:.0f}")
+        warm = f" after a {self.args.warmup} s warm-up" if self.args.warmup else ""
+        self.record("cdc", f"pgbench -c{self.args.clients} -T{self.args.seconds}{warm}: tps", f"{x['tps']:.0f}", f"{n['tps']:.0f}")
         self.record("cdc", "drain after load stops, s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
         self.record("cdc", "events/s sustained", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
         self.record("cdc", "latency p50/p99 ms (full rate)", f"{x['p50_ms']:.0f}/{x['p99_ms']:.0f}", f"{n['p50_ms']:.0f}/{n['p99_ms']:.0f}")
@@ -659,11 +665,12 @@ class Bench:
                 return None
 
         w = max((len(r[1]) for r in self.rows), default=10) + 2
-        print(f"\n{'benchmark':<11}{'metric':<{w}}{'crossfade':>16}{'baseline':>16}{'ratio':>8}")
+        cw = max((len(str(v)) for r in self.rows for v in r[2:]), default=14) + 2
+        print(f"\n{'benchmark':<11}{'metric':<{w}}{'crossfade':>{cw}}{'baseline':>{cw}}{'ratio':>9}")
         for bench, metric, xf, base in self.rows:
             a, b = num(xf), num(base)
-            ratio = f"{a / b:.2f}" if a and b else "-"
-            print(f"{bench:<11}{metric:<{w}}{xf!s:>16}{base!s:>16}{ratio:>8}")
+            ratio = f"{a / b:.2f}" if a and b and "/" not in str(xf) else "-"  # no ratio of a "p50/p99" pair
+            print(f"{bench:<11}{metric:<{w}}{xf!s:>{cw}}{base!s:>{cw}}{ratio:>9}")
         print("baseline: native logical replication (sync alone: bench/naive_consumer.py); ratio = crossfade / baseline")
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
         dirty = bool(subprocess.run(["git", "status", "--porcelain", "services"], cwd=REPO, capture_output=True, text=True).stdout.strip())
@@ -707,6 +714,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000, help="pgbench_accounts rows (scale = rows/100k)")
     ap.add_argument("--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
+                    help="cdc: run the same load this long, unmeasured, and drain it first (a warm JVM: steady state)")
     ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
     ap.add_argument("--initial-load", choices=["copy", "debezium"], default="copy",
                     help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)")
@@ -718,6 +727,9 @@ def main() -> None:
     which = {"snapshot", "cdc", "catchup", "sync"} if not args.benchmarks or "all" in args.benchmarks else set(args.benchmarks)
     if which - {"snapshot", "cdc", "catchup", "sync"}:
         ap.error(f"unknown benchmark(s): {sorted(which - {'snapshot', 'cdc', 'catchup', 'sync'})}")
+    # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so close() stops capture, sync and the servers:
+    # otherwise they outlive the run and load the machine under the next one
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     b = Bench(args)
     failed = True
     try:
