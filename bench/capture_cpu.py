@@ -29,13 +29,11 @@ import argparse
 import base64
 import gc
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-from bench.sync_cpu import ENVELOPE, KEY, _payload
+from bench.sync_cpu import ENVELOPE, KEY, _payload, best_us
 from crossfade.events.avro import ConnectCodec
 from crossfade.events.framing import frame_single_object
 
@@ -169,18 +167,9 @@ def main() -> None:
     print(f"{n} pgbench_accounts UPDATE records per batch (key + value), best of {args.repeat}; "
           f"bytes per value: json way {len(sample[1])}, avro-in-jvm {len(avro_way()[0][1])}")
 
-    def best(way: Callable[[], Any]) -> float:
-        way()
-        times = []
-        for _ in range(args.repeat):
-            t = time.process_time()
-            way()
-            times.append(time.process_time() - t)
-        return 1e6 * min(times) / n
-
-    for name, way in (("json (capture's way)", json_way), ("  of which the JVM's part", json_jvm_part),("connect (JPype walk)", connect_way),
-                      ("avro-in-jvm (Confluent)", avro_way)):
-        print(f"{name:26} {best(way):7.1f} us CPU/record")
+    for name, way in (("json (capture's way)", json_way), ("  of which the JVM's part", json_jvm_part),
+                      ("connect (JPype walk)", connect_way), ("avro-in-jvm (Confluent)", avro_way)):
+        print(f"{name:26} {best_us(way, args.repeat, n):7.1f} us CPU/record")
 
 
 if __name__ == "__main__":

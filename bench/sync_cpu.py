@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from collections.abc import Callable
 from typing import Any
 
 from psycopg._copy_base import TextFormatter
@@ -64,6 +65,18 @@ def _payload(i: int) -> dict[str, Any]:
             "ts_ns": 1_763_820_000_100_000_000 + i}
 
 
+def best_us(batch: Callable[[], Any], repeat: int, n: int) -> float:
+    """µs of this process's CPU (every thread) per item of ``batch()``'s ``n``: the best of
+    ``repeat`` timed calls after one untimed."""
+    batch()
+    times = []
+    for _ in range(repeat):
+        t = time.process_time()
+        batch()
+        times.append(time.process_time() - t)
+    return 1e6 * min(times) / n
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=10_000, help="events per batch")
@@ -87,22 +100,13 @@ def main() -> None:
         for e in collapse(events):
             fmt.write_row(applier._row(e))
 
-    def best() -> float:
-        batch()
-        times = []
-        for _ in range(args.repeat):
-            t = time.process_time()
-            batch()
-            times.append(time.process_time() - t)
-        return 1e6 * min(times) / args.events
-
     gc.freeze()  # as the sync service does (crossfade.ops.cli)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     print(f"{len(records[0][1])}-byte envelopes, {args.events} per batch, best of {args.repeat}")
-    print(f"sync path, cavro reader:    {best():6.1f} us CPU/event")
+    print(f"sync path, cavro reader:    {best_us(batch, args.repeat, args.events):6.1f} us CPU/event")
     for codec in (vcc.avro, kcc.avro):
         codec._reader = None  # fastavro's schemaless_reader, as before cavro
-    print(f"sync path, fastavro reader: {best():6.1f} us CPU/event")
+    print(f"sync path, fastavro reader: {best_us(batch, args.repeat, args.events):6.1f} us CPU/event")
 
 
 if __name__ == "__main__":
