@@ -249,8 +249,7 @@ def replay(
                         if shape is None:
                             continue
                         applier = TableApplier(shape, bk_name)
-                        applier.prepare(conn)
-                        r = applier.apply(conn, events, applier.watermark(conn))
+                        r = applier.apply(conn, events, applier.prepare(conn))
                         rep.applied += r.applied + r.deleted
                         rep.superseded += r.skipped
                     if decoded_entries:

@@ -158,8 +158,7 @@ class TargetWriter:
             if cur is None or ch.position >= cur.position:
                 best[k] = ch
         first = self.applier()
-        first.prepare(conn)
-        wm = first.watermark(conn)
+        wm = first.prepare(conn)
         groups: dict[tuple[str, ...], list[tuple[str, RowChange]]] = defaultdict(list)
         for k, ch in best.items():
             if ch.values is None:
@@ -172,7 +171,7 @@ class TargetWriter:
         kidx = {c: i for i, c in enumerate(self.key)}
         for cols, items in groups.items():
             a = self.applier(cols)
-            a.prepare(conn)
+            a.prepare(conn, watermark=False)
 
             def rows(cols: tuple[str, ...] = cols, items: list[tuple[str, RowChange]] = items) -> Iterable[tuple[Any, ...]]:
                 for k, ch in items:
@@ -209,7 +208,7 @@ class TargetWriter:
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
         a = self.applier()
-        a.prepare(conn)
+        a.prepare(conn, watermark=False)
         return a.truncate(conn, pos, reason)
 
 

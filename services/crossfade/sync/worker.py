@@ -825,8 +825,7 @@ class SyncWorker:
             fenced = any(isinstance(x, ControlRecord) and x.kind == "fence" for evs in items.values() for x in evs)
             if fenced and self._add_uncarried_columns(table, applier):
                 applier = self.appliers[table]
-            applier.prepare(conn)
-            wm[0] = applier.watermark(conn)
+            wm[0] = applier.prepare(conn)
 
             def apply(run: list[ChangeEvent], replay: bool) -> Any:
                 return applier.apply(conn, run, wm[0], replay=replay)
