@@ -769,13 +769,26 @@ class SyncWorker:
 
     def _lock_owned(self, conn: psycopg.Connection, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         """Lock the offset rows of ``tps`` and check this worker still owns them (fencing);
-        returns each one's stored next offset. Raises :class:`StaleAssignment`."""
-        out: dict[tuple[str, int], int] = {}
+        returns each one's stored next offset. Raises :class:`StaleAssignment`.
+
+        One statement for all of them (a round trip per partition was, with four partitions per
+        topic, twenty sequential round trips per batch on a busy target). The rows are locked in
+        the order of ``sorted(tps)``, as :func:`~crossfade.sync.bookkeeping.claim` takes them:
+        ``FOR UPDATE`` locks rows as they leave the sort, and ``COLLATE "C"`` orders topic names
+        as Python does."""
+        want = sorted(tps)
+        if not want:
+            return {}
         stmt = sql.SQL(
-            "SELECT next_offset, owner FROM {}.offsets WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE"
+            "SELECT o.topic, o.partition, o.next_offset, o.owner FROM {}.offsets o "
+            "JOIN unnest(%s::text[], %s::int[]) AS w(topic, partition) ON o.topic = w.topic AND o.partition = w.partition "
+            'WHERE o.group_id = %s ORDER BY o.topic COLLATE "C", o.partition FOR UPDATE OF o'
         ).format(sql.Identifier(self.bk))
-        for tp in sorted(tps):
-            row = conn.execute(stmt, (self.settings.sync.group_id, tp[0], tp[1])).fetchone()
+        rows = conn.execute(stmt, ([t for t, _ in want], [p for _, p in want], self.settings.sync.group_id)).fetchall()
+        stored = {(t, p): (nxt, owner) for t, p, nxt, owner in rows}
+        out: dict[tuple[str, int], int] = {}
+        for tp in want:
+            row = stored.get(tp)
             mine = self.owner.get(tp)
             if row is None or mine is None or row[1] != mine:
                 raise StaleAssignment(f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back")
