@@ -272,7 +272,6 @@ class TableApplier:
     def forget(self, conn: psycopg.Connection) -> None:
         self._prepared_on.discard(id(conn))
 
-
     # -- rows ---------------------------------------------------------------------------------
     def _converters(self, e: ChangeEvent) -> tuple[list[Converter], list[Converter]]:
         # by identity first: a codec hands out one RowSchema object per schema, and hashing a
