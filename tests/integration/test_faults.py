@@ -236,7 +236,13 @@ def test_a_copy_load_the_target_refuses_stops_with_one_line(stack_factory) -> No
         assert "\n" not in line and line.startswith("the initial COPY load failed: "), line
         assert "ld_v_check" in line and "copying public.ld" in line, line
         assert state.read() is not None and not state.done
-        workers = [p for p in psutil.Process().children(recursive=True) if "copy_worker" in " ".join(p.cmdline())]
+        def cmdline(p: psutil.Process) -> str:
+            try:
+                return " ".join(p.cmdline())
+            except (psutil.Error, OSError):  # gone between the listing and the read: not left behind
+                return ""
+
+        workers = [p for p in psutil.Process().children(recursive=True) if "copy_worker" in cmdline(p)]
         assert not workers, workers
     finally:
         with stack.src() as c:
