@@ -172,7 +172,6 @@ class TableApplier:
         self.sql_truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)  # here: subclasses build their own SQL
         self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
         self._conv_by_id: dict[tuple[int, int], tuple[Any, Any, list[Converter], list[Converter]]] = {}
-        self._prepared_on: set[int] = set()
         self._build_sql()
 
     # -- SQL ----------------------------------------------------------------------------------
@@ -265,12 +264,8 @@ class TableApplier:
             conn.execute(self.sql_wm_init, (self.tbl_name,))
             conn.execute(self.sql_stage)
             cur = conn.execute(self.sql_watermark, (self.tbl_name,)) if watermark else None
-        self._prepared_on.add(id(conn))
         row = cur.fetchone() if cur is not None else None
         return int(row[0]) if row else -1
-
-    def forget(self, conn: psycopg.Connection) -> None:
-        self._prepared_on.discard(id(conn))
 
     # -- rows ---------------------------------------------------------------------------------
     def _converters(self, e: ChangeEvent) -> tuple[list[Converter], list[Converter]]:

@@ -113,9 +113,6 @@ class DedupWriter:
     def table(self) -> str:
         return self.shape.qualified
 
-    def forget(self, conn: psycopg.Connection) -> None:
-        pass
-
     def _deduper(self) -> Deduper:
         return Deduper(self.table, self.spec, self.mapper.registry, keep=self.cols, key_columns=list(self.key))
 

@@ -138,10 +138,6 @@ class TargetWriter:
             self._appliers[cols] = a
         return a
 
-    def forget(self, conn: psycopg.Connection) -> None:
-        for a in self._appliers.values():
-            a.forget(conn)
-
     def _value(self, col: str, v: Any) -> Any:
         if v is not None and col in self.json_cols:
             return Jsonb(v)

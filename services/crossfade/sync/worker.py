@@ -180,10 +180,6 @@ class SyncWorker:
             if not self.appliers:
                 raise  # never connected: a wrong DSN or user, say so and stop
             raise DatabaseUnavailable(str(exc)) from None  # it was up: a restart, wait for it
-        for a in self.appliers.values():
-            a.forget(conn)
-        for w in self.writers.values():
-            w.forget(conn)
         if self.settings.sync.tag_origin:  # so a capture the other way skips our writes (sync.origin)
             try:
                 self.origin = tag_session(conn)
