@@ -471,15 +471,15 @@ class Bench:
     def _cdc_run(self, label: str, rate: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, src, tgt in (("native", self.n_src_dsn, self.n_tgt_dsn), ("crossfade", self.x.source_dsn, self.x.target_dsn)):
+            if self.args.warmup and label == "cdc":
+                # the same load, unmeasured (nor profiled), then drained: what follows is a warm
+                # pipeline (capture's JIT compiled), the steady state of a capture running for days
+                self.load(src, self.args.warmup, None, probes=False)
+                self.marker(src, tgt)
             if name == "crossfade":
                 for p in self.x.procs:
                     if p.alive() and p.name in ("capture", "sync"):
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
-            if self.args.warmup and label == "cdc":
-                # the same load, unmeasured, then drained: what follows is a warm pipeline
-                # (capture's JIT compiled), the steady state of a capture running for days
-                self.load(src, self.args.warmup, None, probes=False)
-                self.marker(src, tgt)
             pids = self._pipeline_pids(name)
             cpu0 = self._cpu(pids)
             threads0 = thread_cpu(pids["capture"]) if "capture" in pids else {}
