@@ -55,7 +55,9 @@ def _function(jpype: Any, handle: Any) -> Any:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--records", type=int, default=10_000, help="records per batch")
     ap.add_argument("--repeat", type=int, default=8, help="batches timed per way (the best counts)")
     args = ap.parse_args()
@@ -88,19 +90,30 @@ def main() -> None:
     vcc, kcc = ConnectCodec(ENVELOPE), ConnectCodec(KEY)
     joining = J("java.util.stream.Collectors").joining("\0")
     from_connect = lookup.findVirtual(
-        J("org.apache.kafka.connect.storage.Converter"), "fromConnectData",
-        mt.methodType(byte_array, string, schema_cls, obj))
+        J("org.apache.kafka.connect.storage.Converter"),
+        "fromConnectData",
+        mt.methodType(byte_array, string, schema_cls, obj),
+    )
 
     def converter_function(converter: Any, schema: Any, then: Any) -> Any:
-        h = mhs.insertArguments(from_connect.bindTo(converter), 0, TOPIC, schema)  # (Object) -> byte[]
+        h = mhs.insertArguments(
+            from_connect.bindTo(converter), 0, TOPIC, schema
+        )  # (Object) -> byte[]
         return _function(jpype, mhs.filterReturnValue(h, then).asType(mt.methodType(obj, obj)))
 
     # 1. json: JsonConverter -> String (the engine's JSON format), joined, one byte[] to Python
     json_conv = J("org.apache.kafka.connect.json.JsonConverter")()
     json_conv.configure(hash_map({"schemas.enable": "false", "converter.type": "value"}), False)
     new_string = mhs.insertArguments(
-        lookup.findConstructor(string, mt.methodType(jpype.JClass("java.lang.Void").TYPE, byte_array,
-                                                     J("java.nio.charset.Charset"))), 1, utf8)
+        lookup.findConstructor(
+            string,
+            mt.methodType(
+                jpype.JClass("java.lang.Void").TYPE, byte_array, J("java.nio.charset.Charset")
+            ),
+        ),
+        1,
+        utf8,
+    )
     json_v = converter_function(json_conv, vschema, new_string)
     json_k = converter_function(json_conv, kschema, new_string)
 
@@ -110,13 +123,19 @@ def main() -> None:
         vs = bytes(values.stream().map(json_v).collect(joining).getBytes(utf8)).split(b"\0")
         kenc, venc, kfp, vfp = kcc.encode, vcc.encode, kcc.avro.fingerprint, vcc.avro.fingerprint
         for k, v in zip(ks, vs, strict=True):
-            out.append((frame_single_object(kfp, kenc(orjson.loads(k))),
-                        frame_single_object(vfp, venc(orjson.loads(v)))))
+            out.append(
+                (
+                    frame_single_object(kfp, kenc(orjson.loads(k))),
+                    frame_single_object(vfp, venc(orjson.loads(v))),
+                )
+            )
         return out
 
     def json_jvm_part() -> Any:  # the JVM's share of 1 alone: conversion, join, one copy to Python
-        return (bytes(keys.stream().map(json_k).collect(joining).getBytes(utf8)),
-                bytes(values.stream().map(json_v).collect(joining).getBytes(utf8)))
+        return (
+            bytes(keys.stream().map(json_k).collect(joining).getBytes(utf8)),
+            bytes(values.stream().map(json_v).collect(joining).getBytes(utf8)),
+        )
 
     # 2. connect: walk each Struct from Python through JPype
     def walk(struct: Any) -> Any:
@@ -137,8 +156,10 @@ def main() -> None:
 
     def connect_way() -> list[tuple[bytes, bytes]]:
         kenc, venc, kfp, vfp = kcc.encode, vcc.encode, kcc.avro.fingerprint, vcc.avro.fingerprint
-        return [(frame_single_object(kfp, kenc(walk(k))), frame_single_object(vfp, venc(walk(v))))
-                for k, v in zip(keys, values, strict=True)]
+        return [
+            (frame_single_object(kfp, kenc(walk(k))), frame_single_object(vfp, venc(walk(v))))
+            for k, v in zip(keys, values, strict=True)
+        ]
 
     # 3. avro-in-jvm: AvroConverter -> base64 String, joined, one byte[] to Python
     registry = J("io.confluent.kafka.schemaregistry.client.MockSchemaRegistryClient")()
@@ -147,8 +168,9 @@ def main() -> None:
     avro_key_conv = J("io.confluent.connect.avro.AvroConverter")(registry)
     avro_key_conv.configure(hash_map({"schema.registry.url": "http://unused"}), True)
     encoder = J("java.util.Base64").getEncoder()
-    to_b64 = lookup.findVirtual(J("java.util.Base64$Encoder"), "encodeToString",
-                                mt.methodType(string, byte_array)).bindTo(encoder)
+    to_b64 = lookup.findVirtual(
+        J("java.util.Base64$Encoder"), "encodeToString", mt.methodType(string, byte_array)
+    ).bindTo(encoder)
     avro_v = converter_function(avro_conv, vschema, to_b64)
     avro_k = converter_function(avro_key_conv, kschema, to_b64)
     newline = J("java.util.stream.Collectors").joining("\n")
@@ -164,11 +186,17 @@ def main() -> None:
     sample = json_way()[0]
     assert vcc.avro.decode(sample[1], 10)["after"]["aid"] == 0, "the json way's bytes do not decode"
     assert connect_way()[0] == sample, "the connect way's bytes differ from the json way's"
-    print(f"{n} pgbench_accounts UPDATE records per batch (key + value), best of {args.repeat}; "
-          f"bytes per value: json way {len(sample[1])}, avro-in-jvm {len(avro_way()[0][1])}")
+    print(
+        f"{n} pgbench_accounts UPDATE records per batch (key + value), best of {args.repeat}; "
+        f"bytes per value: json way {len(sample[1])}, avro-in-jvm {len(avro_way()[0][1])}"
+    )
 
-    for name, way in (("json (capture's way)", json_way), ("  of which the JVM's part", json_jvm_part),
-                      ("connect (JPype walk)", connect_way), ("avro-in-jvm (Confluent)", avro_way)):
+    for name, way in (
+        ("json (capture's way)", json_way),
+        ("  of which the JVM's part", json_jvm_part),
+        ("connect (JPype walk)", connect_way),
+        ("avro-in-jvm (Confluent)", avro_way),
+    ):
         print(f"{name:26} {best_us(way, args.repeat, n):7.1f} us CPU/record")
 
 

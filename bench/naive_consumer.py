@@ -35,11 +35,18 @@ def main() -> None:
     append_only = set(s.sync.append_only_tables)
     decoder = EventDecoder(s.kafka)
     consumer = Consumer(
-        {**s.kafka.client_config(), "group.id": group, "enable.auto.commit": False, "auto.offset.reset": "earliest"}
+        {
+            **s.kafka.client_config(),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
     )
     # every partition from the beginning, no group join (Tansu answers JoinGroup slowly)
     meta = consumer.list_topics(timeout=30)
-    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta.topics[t].partitions])
+    consumer.assign(
+        [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in meta.topics[t].partitions]
+    )
     conn = psycopg.connect(target_dsn)
     pks: dict[str, list[str]] = {}
     convs: dict[Any, list[Any]] = {}
@@ -69,12 +76,16 @@ def main() -> None:
             n += 1
             if e.op == "d":
                 assert e.key is not None and e.key_schema is not None
-                deletes.setdefault(table, []).append(tuple(converter_for(e.key_schema.type_of(c))(e.key[c]) for c in pks[table]))
+                deletes.setdefault(table, []).append(
+                    tuple(converter_for(e.key_schema.type_of(c))(e.key[c]) for c in pks[table])
+                )
                 continue
             assert e.after is not None and e.row_schema is not None
             cs = convs.get(e.row_schema)
             if cs is None:
-                cs = convs[e.row_schema] = [(c, converter_for(e.row_schema.type_of(c))) for c in e.row_schema.columns]
+                cs = convs[e.row_schema] = [
+                    (c, converter_for(e.row_schema.type_of(c))) for c in e.row_schema.columns
+                ]
             cols_of[table] = [c for c, _ in cs]
             upserts.setdefault(table, []).append(tuple(conv(e.after.get(c)) for c, conv in cs))
         with conn.cursor() as cur:
@@ -83,19 +94,30 @@ def main() -> None:
                 cols = cols_of[table]
                 target = sql.Identifier(schema, name)
                 ins = sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
-                    target, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.SQL(", ").join(sql.Placeholder() * len(cols))
+                    target,
+                    sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    sql.SQL(", ").join(sql.Placeholder() * len(cols)),
                 )
                 if table not in append_only:
                     pk = pks[table]
-                    sets = [sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in cols if c not in pk]
+                    sets = [
+                        sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c))
+                        for c in cols
+                        if c not in pk
+                    ]
                     ins = sql.SQL("{} ON CONFLICT ({}) DO UPDATE SET {}").format(
                         ins, sql.SQL(", ").join(map(sql.Identifier, pk)), sql.SQL(", ").join(sets)
                     )
                 cur.executemany(ins, rows)
             for table, keys in deletes.items():
                 schema, name = table.split(".", 1)
-                where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pks[table])
-                cur.executemany(sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, name), where), keys)
+                where = sql.SQL(" AND ").join(
+                    sql.SQL("{} = %s").format(sql.Identifier(c)) for c in pks[table]
+                )
+                cur.executemany(
+                    sql.SQL("DELETE FROM {} WHERE {}").format(sql.Identifier(schema, name), where),
+                    keys,
+                )
         conn.commit()
         last = time.monotonic()
     cpu = time.process_time() - cpu0

@@ -59,7 +59,13 @@ from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from crossfade.embedded._proc import free_port  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
-TABLES = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history", "public.bench_probe"]
+TABLES = [
+    "public.pgbench_accounts",
+    "public.pgbench_branches",
+    "public.pgbench_tellers",
+    "public.pgbench_history",
+    "public.bench_probe",
+]
 PROBE_DDL = "CREATE TABLE bench_probe (id bigserial PRIMARY KEY, t_src timestamptz NOT NULL DEFAULT clock_timestamp())"
 SEEN_DDL = """
 CREATE TABLE IF NOT EXISTS bench_probe_seen (id bigint PRIMARY KEY, t_tgt timestamptz NOT NULL);
@@ -76,11 +82,19 @@ def probe_times(src: str, tgt: str, lo: int, hi: int) -> tuple[dict[int, float],
     """Probe rows ``lo < id <= hi``: their insert time in the source and their apply time in the
     target (the trigger's), epoch seconds, both from the databases' clocks."""
     with psycopg.connect(src) as c:
-        src_t = dict(c.execute("SELECT id, extract(epoch FROM t_src)::float8 FROM bench_probe WHERE id > %s AND id <= %s",
-                               (lo, hi)).fetchall())
+        src_t = dict(
+            c.execute(
+                "SELECT id, extract(epoch FROM t_src)::float8 FROM bench_probe WHERE id > %s AND id <= %s",
+                (lo, hi),
+            ).fetchall()
+        )
     with psycopg.connect(tgt) as c:
-        tgt_t = dict(c.execute("SELECT id, extract(epoch FROM t_tgt)::float8 FROM bench_probe_seen WHERE id > %s AND id <= %s",
-                               (lo, hi)).fetchall())
+        tgt_t = dict(
+            c.execute(
+                "SELECT id, extract(epoch FROM t_tgt)::float8 FROM bench_probe_seen WHERE id > %s AND id <= %s",
+                (lo, hi),
+            ).fetchall()
+        )
     return src_t, tgt_t
 
 
@@ -92,7 +106,14 @@ def p50_p99_ms(seconds: list[float]) -> tuple[float, float]:
 class XStack(Stack):
     """The tests' Stack with the target database on the second server."""
 
-    def __init__(self, pg: EmbeddedPostgres, pg_target: EmbeddedPostgres, bootstrap: str, root: Path, **sync: Any) -> None:
+    def __init__(
+        self,
+        pg: EmbeddedPostgres,
+        pg_target: EmbeddedPostgres,
+        bootstrap: str,
+        root: Path,
+        **sync: Any,
+    ) -> None:
         super().__init__(pg, bootstrap, root, partitions=4, **sync)
         self.pgt = pg_target
         pg_target.create_database(self.target_db)
@@ -130,10 +151,18 @@ def capture_batches(url: str | None) -> dict[str, float]:
             text = r.read().decode()
     except OSError:
         return {}
-    wanted = {"crossfade_capture_batch_duration_seconds_sum", "crossfade_capture_batch_duration_seconds_count",
-              "crossfade_capture_flush_duration_seconds_sum", "crossfade_capture_batch_size_records_sum"}
-    return {s.name.removeprefix("crossfade_capture_"): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples if s.name in wanted}
+    wanted = {
+        "crossfade_capture_batch_duration_seconds_sum",
+        "crossfade_capture_batch_duration_seconds_count",
+        "crossfade_capture_flush_duration_seconds_sum",
+        "crossfade_capture_batch_size_records_sum",
+    }
+    return {
+        s.name.removeprefix("crossfade_capture_"): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name in wanted
+    }
 
 
 class RssPeak:
@@ -167,13 +196,27 @@ class Profiler:
     def start(self, name: str, pid: int) -> None:
         if not self.enabled:
             return
-        ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[self.fmt]  # raw: collapsed stacks
+        ext = {"flamegraph": "svg", "speedscope": "json", "raw": "txt"}[
+            self.fmt
+        ]  # raw: collapsed stacks
         out = RESULTS / f"{self.tag}-{name}.{ext}"
         self.files.append(str(out.relative_to(REPO)))
         self.procs.append(
             subprocess.Popen(
-                [str(Path(sys.executable).with_name("py-spy")), "record", "-r", "50", "-f", self.fmt, "-o", str(out), "-p", str(pid)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [
+                    str(Path(sys.executable).with_name("py-spy")),
+                    "record",
+                    "-r",
+                    "50",
+                    "-f",
+                    self.fmt,
+                    "-o",
+                    str(out),
+                    "-p",
+                    str(pid),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
         )
 
@@ -224,7 +267,9 @@ def thread_cpu(pid: int) -> dict[str, float]:
             stat = (task / "stat").read_text()
             name = stat[stat.index("(") + 1 : stat.rindex(")")]
             fields = stat[stat.rindex(")") + 2 :].split()
-            role = next((r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other")
+            role = next(
+                (r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other"
+            )
             out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
     return out
 
@@ -263,20 +308,31 @@ class Bench:
         self.rss = RssPeak()
         self.tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.prof = Profiler(args.profile, args.profile_format, self.tag)
-        self.rows: list[tuple[str, str, Any, Any]] = []  # (benchmark, metric, crossfade, native/baseline)
+        self.rows: list[
+            tuple[str, str, Any, Any]
+        ] = []  # (benchmark, metric, crossfade, native/baseline)
         self.results: dict[str, Any] = {}
         scale = max(1, round(args.rows / 100_000))
         self.scale = scale
         # crossfade's pipeline
-        self.x = XStack(self.pg, self.pgt, self.broker.bootstrap_servers, self.root, initial_load=args.initial_load,
-                        batch_size=args.batch_size, append_only_tables=["public.pgbench_history"])
+        self.x = XStack(
+            self.pg,
+            self.pgt,
+            self.broker.bootstrap_servers,
+            self.root,
+            initial_load=args.initial_load,
+            batch_size=args.batch_size,
+            append_only_tables=["public.pgbench_history"],
+        )
         # native logical replication's pipeline
         self.n_src = "native_legacy"
         self.n_tgt = "native_target"
         self.pg.create_database(self.n_src)
         self.pgt.create_database(self.n_tgt)
         for dsn in (self.x.source_dsn, self.pg.dsn(self.n_src)):
-            subprocess.run([self.pgbench, "-i", "-s", str(scale), "-q", dsn], check=True, capture_output=True)
+            subprocess.run(
+                [self.pgbench, "-i", "-s", str(scale), "-q", dsn], check=True, capture_output=True
+            )
             execute(dsn, PROBE_DDL)
         self.x.write_config(TABLES)
         self.n_rows = sum(one(self.x.source_dsn, f"SELECT count(*) FROM {t}") for t in TABLES)
@@ -291,15 +347,26 @@ class Bench:
         return self.pgt.dsn(self.n_tgt)
 
     def copy_schema(self, src: str, tgt: str) -> None:
-        dump = subprocess.run([self.pg.binaries.tool("pg_dump"), "-s", "-d", src, *(f"-t{t}" for t in TABLES)],
-                              check=True, capture_output=True, text=True).stdout
-        subprocess.run([self.pg.binaries.tool("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", tgt], input=dump,
-                       check=True, capture_output=True, text=True)
+        dump = subprocess.run(
+            [self.pg.binaries.tool("pg_dump"), "-s", "-d", src, *(f"-t{t}" for t in TABLES)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        subprocess.run(
+            [self.pg.binaries.tool("psql"), "-q", "-v", "ON_ERROR_STOP=1", "-d", tgt],
+            input=dump,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
 
     def record(self, bench: str, metric: str, xf: Any, base: Any) -> None:
         self.rows.append((bench, metric, xf, base))
 
-    def load(self, dsn: str, seconds: float, rate: float | None = None, probes: bool = True) -> dict[str, Any]:
+    def load(
+        self, dsn: str, seconds: float, rate: float | None = None, probes: bool = True
+    ) -> dict[str, Any]:
         """pgbench tpcb-like for ``seconds``, a probe row every 20 ms alongside; returns tps, txns."""
         stop = threading.Event()
 
@@ -312,8 +379,21 @@ class Bench:
         first_probe = one(dsn, "SELECT coalesce(max(id), 0) FROM bench_probe")
         if probes:
             t.start()
-        cmd = [self.pgbench, "-n", "-b", "tpcb-like", "-c", str(self.args.clients), "-j", "2",
-               "-T", str(int(seconds)), "--random-seed", "42", dsn]
+        cmd = [
+            self.pgbench,
+            "-n",
+            "-b",
+            "tpcb-like",
+            "-c",
+            str(self.args.clients),
+            "-j",
+            "2",
+            "-T",
+            str(int(seconds)),
+            "--random-seed",
+            "42",
+            dsn,
+        ]
         if rate:
             cmd[1:1] = ["-R", str(int(rate))]
         r = subprocess.run(cmd, capture_output=True, text=True, check=True)
@@ -321,16 +401,38 @@ class Bench:
         stop.set()
         if probes:
             t.join()
-        txns = int(next(line.split()[-1].split("/")[0] for line in r.stdout.splitlines() if "processed:" in line))
-        tps = float(next(line.split("=")[1].split()[0] for line in r.stdout.splitlines() if line.startswith("tps")))
+        txns = int(
+            next(
+                line.split()[-1].split("/")[0]
+                for line in r.stdout.splitlines()
+                if "processed:" in line
+            )
+        )
+        tps = float(
+            next(
+                line.split("=")[1].split()[0]
+                for line in r.stdout.splitlines()
+                if line.startswith("tps")
+            )
+        )
         last_probe = one(dsn, "SELECT coalesce(max(id), 0) FROM bench_probe")
-        return {"tps": tps, "txns": txns, "events": txns * EVENTS_PER_TX + (last_probe - first_probe),
-                "t_end": t_end, "first_probe": first_probe, "last_probe": last_probe}
+        return {
+            "tps": tps,
+            "txns": txns,
+            "events": txns * EVENTS_PER_TX + (last_probe - first_probe),
+            "t_end": t_end,
+            "first_probe": first_probe,
+            "last_probe": last_probe,
+        }
 
     def marker(self, src: str, tgt: str, timeout: float = 600) -> float:
         """Insert a probe row now; seconds until the target has it (its apply time)."""
         mid = one(src, "INSERT INTO bench_probe DEFAULT VALUES RETURNING id")
-        wait(lambda: one(tgt, "SELECT 1 FROM bench_probe WHERE id = %s", (mid,)), timeout, f"probe {mid} in the target")
+        wait(
+            lambda: one(tgt, "SELECT 1 FROM bench_probe WHERE id = %s", (mid,)),
+            timeout,
+            f"probe {mid} in the target",
+        )
         return time.time()
 
     @staticmethod
@@ -354,8 +456,14 @@ class Bench:
         settings = self.x.settings
         topic = settings.kafka.table_topic("public.bench_probe")
         dec = EventDecoder(settings.kafka)
-        c = Consumer({**settings.kafka.client_config(), "group.id": f"bench-stages-{time.time_ns()}",
-                      "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+        c = Consumer(
+            {
+                **settings.kafka.client_config(),
+                "group.id": f"bench-stages-{time.time_ns()}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
         produced: dict[int, float] = {}
         try:
             meta = c.list_topics(topic, timeout=10).topics[topic]
@@ -369,7 +477,9 @@ class Bench:
                         continue
                     try:
                         ev = dec.decode(m.key(), m.value(), "public.bench_probe")
-                    except DecodeError:  # capture's control records (snapshot sweep) share the topic
+                    except (
+                        DecodeError
+                    ):  # capture's control records (snapshot sweep) share the topic
                         continue
                     pid = int(ev.key["id"]) if ev.key else 0
                     if lo < pid <= hi:
@@ -382,8 +492,13 @@ class Bench:
             return {"n": 0}
         cap = p50_p99_ms([produced[i] - src_t[i] for i in ids])
         rest = p50_p99_ms([tgt_t[i] - produced[i] for i in ids])
-        return {"n": len(ids), "capture_p50_ms": cap[0], "capture_p99_ms": cap[1],
-                "broker_sync_p50_ms": rest[0], "broker_sync_p99_ms": rest[1]}
+        return {
+            "n": len(ids),
+            "capture_p50_ms": cap[0],
+            "capture_p99_ms": cap[1],
+            "broker_sync_p50_ms": rest[0],
+            "broker_sync_p99_ms": rest[1],
+        }
 
     # -- 1. snapshot --------------------------------------------------------------------------
     def snapshot(self) -> None:
@@ -391,9 +506,21 @@ class Bench:
         self.copy_schema(self.n_src_dsn, self.n_tgt_dsn)
         execute(self.n_src_dsn, "CREATE PUBLICATION bench_pub FOR TABLE " + ", ".join(TABLES))
         t0 = time.time()
-        execute(self.n_tgt_dsn, f"CREATE SUBSCRIPTION bench_sub CONNECTION '{self.n_src_dsn}' PUBLICATION bench_pub")
-        wait(lambda: one(self.n_tgt_dsn, "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'")
-             and one(self.n_tgt_dsn, "SELECT count(*) FROM pg_subscription_rel") == len(TABLES), 1800, "native initial sync")
+        execute(
+            self.n_tgt_dsn,
+            f"CREATE SUBSCRIPTION bench_sub CONNECTION '{self.n_src_dsn}' PUBLICATION bench_pub",
+        )
+        wait(
+            lambda: (
+                one(
+                    self.n_tgt_dsn,
+                    "SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate <> 'r'",
+                )
+                and one(self.n_tgt_dsn, "SELECT count(*) FROM pg_subscription_rel") == len(TABLES)
+            ),
+            1800,
+            "native initial sync",
+        )
         native = time.time() - t0
         execute(self.n_tgt_dsn, SEEN_DDL)
 
@@ -413,11 +540,16 @@ class Bench:
         r = self.x.cli("verify", "--json", timeout=3600)
         t_verified = time.time()
         if r.returncode != 0:
-            raise RuntimeError(f"crossfade verify failed after the snapshot: {r.stderr[-2000:]} {r.stdout[-2000:]}")
+            raise RuntimeError(
+                f"crossfade verify failed after the snapshot: {r.stderr[-2000:]} {r.stdout[-2000:]}"
+            )
         try:  # where verify's own time went (its JSON report: whole run, fences, per table)
             rep = json.loads(r.stdout)
-            verify_split = {"seconds": rep.get("seconds"), "fence_seconds": rep.get("fence_seconds"),
-                            "tables": {t["name"]: t.get("seconds") for t in rep.get("tables", [])}}
+            verify_split = {
+                "seconds": rep.get("seconds"),
+                "fence_seconds": rep.get("fence_seconds"),
+                "tables": {t["name"]: t.get("seconds") for t in rep.get("tables", [])},
+            }
         except (ValueError, AttributeError, KeyError):
             verify_split = {}
         t_c = time.time()
@@ -427,33 +559,80 @@ class Bench:
         execute(self.x.target_dsn, SEEN_DDL)
         xf = t_verified - t0
         self.results["snapshot"] = {
-            "rows": self.n_rows, "crossfade_to_fence_s": t_fenced - t0, "crossfade_verify_s": t_verified - t_fenced,
-            "crossfade_to_verified_s": xf, "native_s": native, "equal": equal, "row_by_row_compare_s": compare_s,
-            "rate_ratio_to_verified": native / xf, "rate_ratio_to_fence": native / (t_fenced - t0),
-            "peak_rss_mib": dict(self.rss.peak), "verify_report": verify_split,
+            "rows": self.n_rows,
+            "crossfade_to_fence_s": t_fenced - t0,
+            "crossfade_verify_s": t_verified - t_fenced,
+            "crossfade_to_verified_s": xf,
+            "native_s": native,
+            "equal": equal,
+            "row_by_row_compare_s": compare_s,
+            "rate_ratio_to_verified": native / xf,
+            "rate_ratio_to_fence": native / (t_fenced - t0),
+            "peak_rss_mib": dict(self.rss.peak),
+            "verify_report": verify_split,
         }
-        self.record("snapshot", f"{self.n_rows} rows: s to verified (fence)", f"{xf:.1f} ({t_fenced - t0:.1f})", f"{native:.1f}")
-        self.record("snapshot", "rows/s (to verified)", f"{self.n_rows / xf:,.0f}", f"{self.n_rows / native:,.0f}")
-        self.record("snapshot", "rows/s (to fence)", f"{self.n_rows / (t_fenced - t0):,.0f}", f"{self.n_rows / native:,.0f}")
-        loads = [json.loads(p.read_text()) for p in Path(self.x.settings.capture.state_dir).glob("load-*.json")]
+        self.record(
+            "snapshot",
+            f"{self.n_rows} rows: s to verified (fence)",
+            f"{xf:.1f} ({t_fenced - t0:.1f})",
+            f"{native:.1f}",
+        )
+        self.record(
+            "snapshot",
+            "rows/s (to verified)",
+            f"{self.n_rows / xf:,.0f}",
+            f"{self.n_rows / native:,.0f}",
+        )
+        self.record(
+            "snapshot",
+            "rows/s (to fence)",
+            f"{self.n_rows / (t_fenced - t0):,.0f}",
+            f"{self.n_rows / native:,.0f}",
+        )
+        loads = [
+            json.loads(p.read_text())
+            for p in Path(self.x.settings.capture.state_dir).glob("load-*.json")
+        ]
         done = [d for d in loads if d.get("done") and d.get("seconds")]
-        if done:  # capture.initial_load: copy — the COPY itself, without process start-up and hand-off
+        if (
+            done
+        ):  # capture.initial_load: copy — the COPY itself, without process start-up and hand-off
             secs = done[-1]["seconds"]
             self.results["snapshot"]["copy_load_s"] = secs
-            self.record("snapshot", "rows/s (COPY load alone)", f"{self.n_rows / secs:,.0f}", f"{self.n_rows / native:,.0f}")
-        self.record("snapshot", "peak RSS MiB capture/sync", f"{self.rss.peak.get('capture', 0):.0f}/{self.rss.peak.get('sync', 0):.0f}", "-")
+            self.record(
+                "snapshot",
+                "rows/s (COPY load alone)",
+                f"{self.n_rows / secs:,.0f}",
+                f"{self.n_rows / native:,.0f}",
+            )
+        self.record(
+            "snapshot",
+            "peak RSS MiB capture/sync",
+            f"{self.rss.peak.get('capture', 0):.0f}/{self.rss.peak.get('sync', 0):.0f}",
+            "-",
+        )
         if not equal:
-            raise RuntimeError(f"crossfade target differs after the snapshot: {[d.as_dict() for d in diffs if not d.match]}")
+            raise RuntimeError(
+                f"crossfade target differs after the snapshot: {[d.as_dict() for d in diffs if not d.match]}"
+            )
 
     # -- 2. steady CDC --------------------------------------------------------------------------
     def _pipeline_pids(self, name: str) -> dict[str, int]:
         """The processes that carry the changes: crossfade's capture (JVM included) and sync;
         native's walsender (source) and apply worker (target)."""
         if name == "crossfade":
-            return {p.name: p.p.pid for p in self.x.procs if p.alive() and p.name in ("capture", "sync")}
+            return {
+                p.name: p.p.pid for p in self.x.procs if p.alive() and p.name in ("capture", "sync")
+            }
         pids = {}
-        ws = one(self.n_src_dsn, "SELECT pid FROM pg_stat_replication WHERE application_name = 'bench_sub' LIMIT 1")
-        ap = one(self.n_tgt_dsn, "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND relid IS NULL LIMIT 1")
+        ws = one(
+            self.n_src_dsn,
+            "SELECT pid FROM pg_stat_replication WHERE application_name = 'bench_sub' LIMIT 1",
+        )
+        ap = one(
+            self.n_tgt_dsn,
+            "SELECT pid FROM pg_stat_subscription WHERE subname = 'bench_sub' AND relid IS NULL LIMIT 1",
+        )
         if ws:
             pids["walsender"] = ws
         if ap:
@@ -470,7 +649,10 @@ class Bench:
 
     def _cdc_run(self, label: str, rate: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, src, tgt in (("native", self.n_src_dsn, self.n_tgt_dsn), ("crossfade", self.x.source_dsn, self.x.target_dsn)):
+        for name, src, tgt in (
+            ("native", self.n_src_dsn, self.n_tgt_dsn),
+            ("crossfade", self.x.source_dsn, self.x.target_dsn),
+        ):
             if self.args.warmup and label == "cdc":
                 # the same load, unmeasured (nor profiled), then drained: what follows is a warm
                 # pipeline (capture's JIT compiled), the steady state of a capture running for days
@@ -497,19 +679,28 @@ class Bench:
             if name == "crossfade":
                 lat["stages"] = self.latency_stages(src, tgt, ld["first_probe"], ld["last_probe"])
             cpu_us = {k: 1e6 * (cpu1[k] - cpu0[k]) / ld["events"] for k in cpu1 if k in cpu0}
-            out[name] = {**{k: v for k, v in ld.items() if k != "t_end"}, "drain_s": drain,
-                         "events_per_s": ld["events"] / (self.args.seconds + drain), **lat,
-                         "cpu_us_per_event": cpu_us, "load_avg": os.getloadavg()}
+            out[name] = {
+                **{k: v for k, v in ld.items() if k != "t_end"},
+                "drain_s": drain,
+                "events_per_s": ld["events"] / (self.args.seconds + drain),
+                **lat,
+                "cpu_us_per_event": cpu_us,
+                "load_avg": os.getloadavg(),
+            }
             if batches0 and batches1:
                 d = {k: batches1[k] - batches0.get(k, 0.0) for k in batches1}
                 n = d.get("batch_duration_seconds_count") or 0
                 out[name]["capture_handler"] = {
                     "busy": d.get("batch_duration_seconds_sum", 0.0) / wall,
                     "waiting_for_broker": d.get("flush_duration_seconds_sum", 0.0) / wall,
-                    "batches": n, "mean_batch": d.get("batch_size_records_sum", 0.0) / n if n else 0.0}
+                    "batches": n,
+                    "mean_batch": d.get("batch_size_records_sum", 0.0) / n if n else 0.0,
+                }
             if threads1:
                 out[name]["capture_threads_us_per_event"] = {
-                    k: 1e6 * (v - threads0.get(k, 0.0)) / ld["events"] for k, v in sorted(threads1.items())}
+                    k: 1e6 * (v - threads0.get(k, 0.0)) / ld["events"]
+                    for k, v in sorted(threads1.items())
+                }
         return out
 
     def cdc(self) -> None:
@@ -519,32 +710,74 @@ class Bench:
         # pipeline that falls behind does not sustain)
         half_rate = x["events_per_s"] / EVENTS_PER_TX / 2
         half = self._cdc_run("cdc-half", half_rate)
-        self.results["cdc"] = {"seconds": self.args.seconds, "clients": self.args.clients, "warmup_s": self.args.warmup, "full": full,
-                               "half_rate_tps": half_rate, "half": half}
+        self.results["cdc"] = {
+            "seconds": self.args.seconds,
+            "clients": self.args.clients,
+            "warmup_s": self.args.warmup,
+            "full": full,
+            "half_rate_tps": half_rate,
+            "half": half,
+        }
         warm = f" after a {self.args.warmup} s warm-up" if self.args.warmup else ""
-        self.record("cdc", f"pgbench -c{self.args.clients} -T{self.args.seconds}{warm}: tps", f"{x['tps']:.0f}", f"{n['tps']:.0f}")
-        self.record("cdc", "drain after load stops, s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
-        self.record("cdc", "events/s sustained", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
-        self.record("cdc", "latency p50/p99 ms (full rate)", f"{x['p50_ms']:.0f}/{x['p99_ms']:.0f}", f"{n['p50_ms']:.0f}/{n['p99_ms']:.0f}")
+        self.record(
+            "cdc",
+            f"pgbench -c{self.args.clients} -T{self.args.seconds}{warm}: tps",
+            f"{x['tps']:.0f}",
+            f"{n['tps']:.0f}",
+        )
+        self.record(
+            "cdc", "drain after load stops, s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}"
+        )
+        self.record(
+            "cdc", "events/s sustained", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}"
+        )
+        self.record(
+            "cdc",
+            "latency p50/p99 ms (full rate)",
+            f"{x['p50_ms']:.0f}/{x['p99_ms']:.0f}",
+            f"{n['p50_ms']:.0f}/{n['p99_ms']:.0f}",
+        )
+
         def cpu(d: dict[str, Any]) -> str:
             parts = d.get("cpu_us_per_event") or {}
-            return "+".join(f"{v:.0f}" for v in parts.values()) + f"={sum(parts.values()):.0f}" if parts else "-"
+            return (
+                "+".join(f"{v:.0f}" for v in parts.values()) + f"={sum(parts.values()):.0f}"
+                if parts
+                else "-"
+            )
 
         self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
         if x.get("capture_handler"):
             h = x["capture_handler"]
-            self.record("cdc", "  capture's handler: busy / waiting for the broker, mean batch",
-                        f"{100 * h['busy']:.0f}% / {100 * h['waiting_for_broker']:.0f}%, {h['mean_batch']:.0f}", "-")
+            self.record(
+                "cdc",
+                "  capture's handler: busy / waiting for the broker, mean batch",
+                f"{100 * h['busy']:.0f}% / {100 * h['waiting_for_broker']:.0f}%, {h['mean_batch']:.0f}",
+                "-",
+            )
         if x.get("capture_threads_us_per_event"):
-            self.record("cdc", "  capture's by thread: " + "/".join(x["capture_threads_us_per_event"]),
-                        "/".join(f"{v:.0f}" for v in x["capture_threads_us_per_event"].values()), "-")
+            self.record(
+                "cdc",
+                "  capture's by thread: " + "/".join(x["capture_threads_us_per_event"]),
+                "/".join(f"{v:.0f}" for v in x["capture_threads_us_per_event"].values()),
+                "-",
+            )
         hx, hn = half["crossfade"], half["native"]
-        self.record("cdc", f"latency p50/p99 ms at {half_rate:.0f} tps", f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}", f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}")
+        self.record(
+            "cdc",
+            f"latency p50/p99 ms at {half_rate:.0f} tps",
+            f"{hx['p50_ms']:.0f}/{hx['p99_ms']:.0f}",
+            f"{hn['p50_ms']:.0f}/{hn['p99_ms']:.0f}",
+        )
         st = hx.get("stages") or {}
         if st.get("n"):
-            self.record("cdc", f"  of which commit->produced / produced->applied p50/p99 ms at {half_rate:.0f} tps",
-                        f"{st['capture_p50_ms']:.0f}/{st['capture_p99_ms']:.0f} | "
-                        f"{st['broker_sync_p50_ms']:.0f}/{st['broker_sync_p99_ms']:.0f}", "-")
+            self.record(
+                "cdc",
+                f"  of which commit->produced / produced->applied p50/p99 ms at {half_rate:.0f} tps",
+                f"{st['capture_p50_ms']:.0f}/{st['capture_p99_ms']:.0f} | "
+                f"{st['broker_sync_p50_ms']:.0f}/{st['broker_sync_p99_ms']:.0f}",
+                "-",
+            )
 
     # -- 3. catch-up ----------------------------------------------------------------------------
     def catchup(self) -> None:
@@ -555,7 +788,11 @@ class Bench:
         t0 = time.time()
         execute(self.n_tgt_dsn, "ALTER SUBSCRIPTION bench_sub ENABLE")
         t1 = self.marker(self.n_src_dsn, self.n_tgt_dsn)
-        out["native"] = {"events": ld["events"], "drain_s": t1 - t0, "events_per_s": ld["events"] / (t1 - t0)}
+        out["native"] = {
+            "events": ld["events"],
+            "drain_s": t1 - t0,
+            "events_per_s": ld["events"] / (t1 - t0),
+        }
         # crossfade: sync stopped during the load (capture keeps producing into Kafka)
         for p in self.x.procs:
             if p.name == "sync" and p.alive():
@@ -567,11 +804,25 @@ class Bench:
         self.prof.start("catchup-sync", syn.p.pid)
         t1 = self.marker(self.x.source_dsn, self.x.target_dsn)
         self.prof.stop()
-        out["crossfade"] = {"events": ld["events"], "drain_s": t1 - t0, "events_per_s": ld["events"] / (t1 - t0)}
+        out["crossfade"] = {
+            "events": ld["events"],
+            "drain_s": t1 - t0,
+            "events_per_s": ld["events"] / (t1 - t0),
+        }
         self.results["catchup"] = out
         x, n = out["crossfade"], out["native"]
-        self.record("catchup", f"backlog {x['events']:,} / {n['events']:,} events: drain s", f"{x['drain_s']:.2f}", f"{n['drain_s']:.2f}")
-        self.record("catchup", "backlog events/s (incl. sync start)", f"{x['events_per_s']:,.0f}", f"{n['events_per_s']:,.0f}")
+        self.record(
+            "catchup",
+            f"backlog {x['events']:,} / {n['events']:,} events: drain s",
+            f"{x['drain_s']:.2f}",
+            f"{n['drain_s']:.2f}",
+        )
+        self.record(
+            "catchup",
+            "backlog events/s (incl. sync start)",
+            f"{x['events_per_s']:,.0f}",
+            f"{n['events_per_s']:,.0f}",
+        )
 
     # -- 4. sync alone ---------------------------------------------------------------------------
     def sync_alone(self) -> None:
@@ -583,14 +834,26 @@ class Bench:
         res: dict[str, Any] = {}
         # crossfade sync, fresh target, fresh group
         self.pgt.create_database("replay_crossfade")
-        cfg = {**base_cfg, "target": {"dsn": self.pgt.dsn("replay_crossfade")}, "sync": {**base_cfg["sync"], "group_id": "bench-replay"}}
+        cfg = {
+            **base_cfg,
+            "target": {"dsn": self.pgt.dsn("replay_crossfade")},
+            "sync": {**base_cfg["sync"], "group_id": "bench-replay"},
+        }
         cfg_path = self.root / "replay.yaml"
         cfg_path.write_text(yaml.safe_dump(cfg))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")} | {"CROSSFADE_CONFIG": str(cfg_path)}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")} | {
+            "CROSSFADE_CONFIG": str(cfg_path)
+        }
         log = open(self.root / "replay-sync.log", "ab")  # noqa: SIM115
         # --sync-procs workers in one consumer group (the topics' partitions split between them)
         procs = [
-            subprocess.Popen([sys.executable, "-m", "crossfade.ops.cli", "sync"], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            subprocess.Popen(
+                [sys.executable, "-m", "crossfade.ops.cli", "sync"],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             for _ in range(self.args.sync_procs)
         ]
         for i, q in enumerate(procs):
@@ -602,11 +865,23 @@ class Bench:
 
         tgt = self.pgt.dsn("replay_crossfade")
         # the clock starts at the first committed batch (process start-up and group join excluded)
-        wait(lambda: one(tgt, "SELECT to_regclass('crossfade.offsets') IS NOT NULL")
-             and one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'"), 600, "first batch")
+        wait(
+            lambda: (
+                one(tgt, "SELECT to_regclass('crossfade.offsets') IS NOT NULL")
+                and one(
+                    tgt,
+                    "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'",
+                )
+            ),
+            600,
+            "first batch",
+        )
         assert self.pgt.pid is not None
         t0, cpu0, db0 = time.time(), cpu_all(), cluster_cpu(self.pgt.pid)
-        applied0 = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
+        applied0 = one(
+            tgt,
+            "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'",
+        )
         settings = load_settings(cfg_path)
         while True:
             try:
@@ -614,10 +889,15 @@ class Bench:
                 break
             except Exception:
                 if any(q.poll() is not None for q in procs):
-                    raise RuntimeError("replay sync died; see " + str(self.root / "replay-sync.log")) from None
+                    raise RuntimeError(
+                        "replay sync died; see " + str(self.root / "replay-sync.log")
+                    ) from None
         t1, cpu1, db1 = time.time(), cpu_all(), cluster_cpu(self.pgt.pid)
         self.prof.stop()
-        total = one(tgt, "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'")
+        total = one(
+            tgt,
+            "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = 'bench-replay'",
+        )
         for q in procs:
             os.killpg(q.pid, signal.SIGTERM)
         for q in procs:
@@ -627,34 +907,87 @@ class Bench:
         if n <= 0 or t1 <= t0:
             raise RuntimeError(
                 "the topics hold (almost) no change events to replay: with --initial-load copy the snapshot does not go "
-                "through Kafka; run `sync` with cdc/catchup, or with --initial-load debezium")
-        res["crossfade"] = {"sync_procs": len(procs), "records": n, "seconds": t1 - t0, "cpu_seconds": cpu1 - cpu0, "events_per_s": n / (t1 - t0),
-                            "events_per_cpu_s": n / (cpu1 - cpu0), "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n, "records_total": int(total),
-                            "target_db_cpu_seconds": db1 - db0, "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / n}
+                "through Kafka; run `sync` with cdc/catchup, or with --initial-load debezium"
+            )
+        res["crossfade"] = {
+            "sync_procs": len(procs),
+            "records": n,
+            "seconds": t1 - t0,
+            "cpu_seconds": cpu1 - cpu0,
+            "events_per_s": n / (t1 - t0),
+            "events_per_cpu_s": n / (cpu1 - cpu0),
+            "cpu_us_per_event": 1e6 * (cpu1 - cpu0) / n,
+            "records_total": int(total),
+            "target_db_cpu_seconds": db1 - db0,
+            "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / n,
+        }
         # the straightforward consumer: same topics, its own target (the legacy schema)
         self.pgt.create_database("replay_naive")
         self.copy_schema(self.x.source_dsn, self.pgt.dsn("replay_naive"))
         # the target cluster's CPU over the whole naive run (it reports its own times, not a
         # start signal; its start-up and 3 s idle end cost the database next to nothing)
         db0 = cluster_cpu(self.pgt.pid)
-        out = subprocess.run([sys.executable, "-m", "bench.naive_consumer", str(cfg_path), self.pgt.dsn("replay_naive"), "bench-naive"],
-                             cwd=REPO, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.naive_consumer",
+                str(cfg_path),
+                self.pgt.dsn("replay_naive"),
+                "bench-naive",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         db1 = cluster_cpu(self.pgt.pid)
         nv = json.loads(out.stdout.strip().splitlines()[-1])
-        res["naive"] = {**nv, "events_per_s": nv["events"] / nv["seconds"], "events_per_cpu_s": nv["events"] / nv["cpu_seconds"],
-                        "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"],
-                        "target_db_cpu_seconds": db1 - db0, "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / nv["events"]}
-        for r in res.values():  # what an event costs the machine: the consumer and the database it writes
+        res["naive"] = {
+            **nv,
+            "events_per_s": nv["events"] / nv["seconds"],
+            "events_per_cpu_s": nv["events"] / nv["cpu_seconds"],
+            "cpu_us_per_event": 1e6 * nv["cpu_seconds"] / nv["events"],
+            "target_db_cpu_seconds": db1 - db0,
+            "target_db_cpu_us_per_event": 1e6 * (db1 - db0) / nv["events"],
+        }
+        for r in (
+            res.values()
+        ):  # what an event costs the machine: the consumer and the database it writes
             r["total_cpu_us_per_event"] = r["cpu_us_per_event"] + r["target_db_cpu_us_per_event"]
             r["events_per_cpu_s_with_db"] = 1e6 / r["total_cpu_us_per_event"]
         self.results["sync_alone"] = res
         x, b = res["crossfade"], res["naive"]
-        self.record("sync alone", f"{x['records']:,} records replayed by {len(procs)} sync: events/s (wall)", f"{x['events_per_s']:,.0f}", f"{b['events_per_s']:,.0f}")
-        self.record("sync alone", "events/s per core (worker CPU)", f"{x['events_per_cpu_s']:,.0f}", f"{b['events_per_cpu_s']:,.0f}")
-        self.record("sync alone", "CPU us/event (worker)", f"{x['cpu_us_per_event']:.1f}", f"{b['cpu_us_per_event']:.1f}")
-        self.record("sync alone", "CPU us/event (target PostgreSQL)", f"{x['target_db_cpu_us_per_event']:.1f}", f"{b['target_db_cpu_us_per_event']:.1f}")
-        self.record("sync alone", "events/s per core (worker + target PostgreSQL)", f"{x['events_per_cpu_s_with_db']:,.0f}",
-                    f"{b['events_per_cpu_s_with_db']:,.0f}")
+        self.record(
+            "sync alone",
+            f"{x['records']:,} records replayed by {len(procs)} sync: events/s (wall)",
+            f"{x['events_per_s']:,.0f}",
+            f"{b['events_per_s']:,.0f}",
+        )
+        self.record(
+            "sync alone",
+            "events/s per core (worker CPU)",
+            f"{x['events_per_cpu_s']:,.0f}",
+            f"{b['events_per_cpu_s']:,.0f}",
+        )
+        self.record(
+            "sync alone",
+            "CPU us/event (worker)",
+            f"{x['cpu_us_per_event']:.1f}",
+            f"{b['cpu_us_per_event']:.1f}",
+        )
+        self.record(
+            "sync alone",
+            "CPU us/event (target PostgreSQL)",
+            f"{x['target_db_cpu_us_per_event']:.1f}",
+            f"{b['target_db_cpu_us_per_event']:.1f}",
+        )
+        self.record(
+            "sync alone",
+            "events/s per core (worker + target PostgreSQL)",
+            f"{x['events_per_cpu_s_with_db']:,.0f}",
+            f"{b['events_per_cpu_s_with_db']:,.0f}",
+        )
 
     # -- output -----------------------------------------------------------------------------------
     def report(self) -> Path:
@@ -666,20 +999,45 @@ class Bench:
 
         w = max((len(r[1]) for r in self.rows), default=10) + 2
         cw = max((len(str(v)) for r in self.rows for v in r[2:]), default=14) + 2
-        print(f"\n{'benchmark':<11}{'metric':<{w}}{'crossfade':>{cw}}{'baseline':>{cw}}{'ratio':>9}")
+        print(
+            f"\n{'benchmark':<11}{'metric':<{w}}{'crossfade':>{cw}}{'baseline':>{cw}}{'ratio':>9}"
+        )
         for bench, metric, xf, base in self.rows:
             a, b = num(xf), num(base)
-            ratio = f"{a / b:.2f}" if a and b and "/" not in str(xf) else "-"  # no ratio of a "p50/p99" pair
+            ratio = (
+                f"{a / b:.2f}" if a and b and "/" not in str(xf) else "-"
+            )  # no ratio of a "p50/p99" pair
             print(f"{bench:<11}{metric:<{w}}{xf!s:>{cw}}{base!s:>{cw}}{ratio:>9}")
-        print("baseline: native logical replication (sync alone: bench/naive_consumer.py); ratio = crossfade / baseline")
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "services"], cwd=REPO, capture_output=True, text=True).stdout.strip())
+        print(
+            "baseline: native logical replication (sync alone: bench/naive_consumer.py); ratio = crossfade / baseline"
+        )
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "services"],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        )
         doc = {
-            "commit": commit, "services_dirty": dirty, "date": datetime.now(UTC).isoformat(),
-            "machine": {"node": platform.node(), "platform": platform.platform(), "python": platform.python_version(),
-                        "cpus": os.cpu_count(), "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                        "load_avg_at_end": os.getloadavg()},
-            "args": vars(self.args), "table": [list(r) for r in self.rows], "results": self.results, "profiles": self.prof.files,
+            "commit": commit,
+            "services_dirty": dirty,
+            "date": datetime.now(UTC).isoformat(),
+            "machine": {
+                "node": platform.node(),
+                "platform": platform.platform(),
+                "python": platform.python_version(),
+                "cpus": os.cpu_count(),
+                "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                "load_avg_at_end": os.getloadavg(),
+            },
+            "args": vars(self.args),
+            "table": [list(r) for r in self.rows],
+            "results": self.results,
+            "profiles": self.prof.files,
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
         path = RESULTS / f"{self.tag}-{commit[:8]}.json"
@@ -709,22 +1067,58 @@ class Bench:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("benchmarks", nargs="*", metavar="{all,snapshot,cdc,catchup,sync}", help="default: all")
-    ap.add_argument("--rows", type=int, default=1_000_000, help="pgbench_accounts rows (scale = rows/100k)")
-    ap.add_argument("--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "benchmarks", nargs="*", metavar="{all,snapshot,cdc,catchup,sync}", help="default: all"
+    )
+    ap.add_argument(
+        "--rows", type=int, default=1_000_000, help="pgbench_accounts rows (scale = rows/100k)"
+    )
+    ap.add_argument(
+        "--seconds", type=int, default=30, help="pgbench load duration of cdc and catchup"
+    )
     ap.add_argument("--clients", type=int, default=4)
-    ap.add_argument("--warmup", type=int, default=0, metavar="SECONDS",
-                    help="cdc: run the same load this long, unmeasured, and drain it first (a warm JVM: steady state)")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="cdc: run the same load this long, unmeasured, and drain it first (a warm JVM: steady state)",
+    )
     ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
-    ap.add_argument("--initial-load", choices=["copy", "debezium"], default="copy",
-                    help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)")
-    ap.add_argument("--sync-procs", type=int, default=1, help="sync processes replaying in the sync-alone benchmark")
-    ap.add_argument("--profile", action="store_true", help="py-spy flame graphs of capture/sync to bench/results/")
-    ap.add_argument("--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"])
-    ap.add_argument("--keep-logs", action="store_true", help="keep the run's directory (process and server logs) even when it succeeds")
+    ap.add_argument(
+        "--initial-load",
+        choices=["copy", "debezium"],
+        default="copy",
+        help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)",
+    )
+    ap.add_argument(
+        "--sync-procs",
+        type=int,
+        default=1,
+        help="sync processes replaying in the sync-alone benchmark",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy flame graphs of capture/sync to bench/results/",
+    )
+    ap.add_argument(
+        "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
+    )
+    ap.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the run's directory (process and server logs) even when it succeeds",
+    )
     args = ap.parse_args()
-    which = {"snapshot", "cdc", "catchup", "sync"} if not args.benchmarks or "all" in args.benchmarks else set(args.benchmarks)
+    which = (
+        {"snapshot", "cdc", "catchup", "sync"}
+        if not args.benchmarks or "all" in args.benchmarks
+        else set(args.benchmarks)
+    )
     if which - {"snapshot", "cdc", "catchup", "sync"}:
         ap.error(f"unknown benchmark(s): {sorted(which - {'snapshot', 'cdc', 'catchup', 'sync'})}")
     # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so close() stops capture, sync and the servers:

@@ -34,35 +34,117 @@ def _f(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:
 
 
 def _row(name: str) -> dict[str, Any]:
-    return {"type": "struct", "optional": True, "name": name, "fields": [
-        _f("int32", "aid", False), _f("int32", "bid"), _f("int32", "abalance"), _f("string", "filler")]}
+    return {
+        "type": "struct",
+        "optional": True,
+        "name": name,
+        "fields": [
+            _f("int32", "aid", False),
+            _f("int32", "bid"),
+            _f("int32", "abalance"),
+            _f("string", "filler"),
+        ],
+    }
 
 
-SOURCE = {"type": "struct", "optional": False, "name": "io.debezium.connector.postgresql.Source", "version": 1, "field": "source",
-          "fields": [_f("string", "version", False), _f("string", "connector", False), _f("string", "name", False),
-                     _f("int64", "ts_ms", False),
-                     _f("string", "snapshot", name="io.debezium.data.Enum", version=1, default="false", parameters={
-                         "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"}),
-                     _f("string", "db", False), _f("string", "sequence"), _f("int64", "ts_us"), _f("int64", "ts_ns"),
-                     _f("string", "schema", False), _f("string", "table", False), _f("int64", "txId"), _f("int64", "lsn"),
-                     _f("int64", "xmin")]}
-ENVELOPE = {"type": "struct", "optional": False, "name": "cf.public.pgbench_accounts.Envelope", "version": 2, "fields": [
-    {**_row("cf.public.pgbench_accounts.Value"), "field": "before"}, {**_row("cf.public.pgbench_accounts.Value"), "field": "after"},
-    SOURCE,
-    {"type": "struct", "optional": True, "name": "event.block", "version": 1, "field": "transaction", "fields": [
-        _f("string", "id", False), _f("int64", "total_order", False), _f("int64", "data_collection_order", False)]},
-    _f("string", "op", False), _f("int64", "ts_ms"), _f("int64", "ts_us"), _f("int64", "ts_ns")]}
-KEY = {"type": "struct", "optional": False, "name": "cf.public.pgbench_accounts.Key", "fields": [_f("int32", "aid", False)]}
+SOURCE = {
+    "type": "struct",
+    "optional": False,
+    "name": "io.debezium.connector.postgresql.Source",
+    "version": 1,
+    "field": "source",
+    "fields": [
+        _f("string", "version", False),
+        _f("string", "connector", False),
+        _f("string", "name", False),
+        _f("int64", "ts_ms", False),
+        _f(
+            "string",
+            "snapshot",
+            name="io.debezium.data.Enum",
+            version=1,
+            default="false",
+            parameters={
+                "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+            },
+        ),
+        _f("string", "db", False),
+        _f("string", "sequence"),
+        _f("int64", "ts_us"),
+        _f("int64", "ts_ns"),
+        _f("string", "schema", False),
+        _f("string", "table", False),
+        _f("int64", "txId"),
+        _f("int64", "lsn"),
+        _f("int64", "xmin"),
+    ],
+}
+ENVELOPE = {
+    "type": "struct",
+    "optional": False,
+    "name": "cf.public.pgbench_accounts.Envelope",
+    "version": 2,
+    "fields": [
+        {**_row("cf.public.pgbench_accounts.Value"), "field": "before"},
+        {**_row("cf.public.pgbench_accounts.Value"), "field": "after"},
+        SOURCE,
+        {
+            "type": "struct",
+            "optional": True,
+            "name": "event.block",
+            "version": 1,
+            "field": "transaction",
+            "fields": [
+                _f("string", "id", False),
+                _f("int64", "total_order", False),
+                _f("int64", "data_collection_order", False),
+            ],
+        },
+        _f("string", "op", False),
+        _f("int64", "ts_ms"),
+        _f("int64", "ts_us"),
+        _f("int64", "ts_ns"),
+    ],
+}
+KEY = {
+    "type": "struct",
+    "optional": False,
+    "name": "cf.public.pgbench_accounts.Key",
+    "fields": [_f("int32", "aid", False)],
+}
 
 
 def _payload(i: int) -> dict[str, Any]:
-    return {"before": None, "after": {"aid": i, "bid": 1 + i // 100_000, "abalance": i % 5000 - 1234, "filler": " " * 84},
-            "source": {"version": "3.6.3.Final", "connector": "postgresql", "name": "cf", "ts_ms": 1_763_820_000_000 + i,
-                       "snapshot": "false", "db": "legacy", "sequence": '["12345678","12345700"]', "ts_us": 1_763_820_000_000_000 + i,
-                       "ts_ns": 1_763_820_000_000_000_000 + i, "schema": "public", "table": "pgbench_accounts",
-                       "txId": 1000 + i, "lsn": 23_456_789 + 100 * i, "xmin": None},
-            "transaction": None, "op": "u", "ts_ms": 1_763_820_000_100 + i, "ts_us": 1_763_820_000_100_000 + i,
-            "ts_ns": 1_763_820_000_100_000_000 + i}
+    return {
+        "before": None,
+        "after": {
+            "aid": i,
+            "bid": 1 + i // 100_000,
+            "abalance": i % 5000 - 1234,
+            "filler": " " * 84,
+        },
+        "source": {
+            "version": "3.6.3.Final",
+            "connector": "postgresql",
+            "name": "cf",
+            "ts_ms": 1_763_820_000_000 + i,
+            "snapshot": "false",
+            "db": "legacy",
+            "sequence": '["12345678","12345700"]',
+            "ts_us": 1_763_820_000_000_000 + i,
+            "ts_ns": 1_763_820_000_000_000_000 + i,
+            "schema": "public",
+            "table": "pgbench_accounts",
+            "txId": 1000 + i,
+            "lsn": 23_456_789 + 100 * i,
+            "xmin": None,
+        },
+        "transaction": None,
+        "op": "u",
+        "ts_ms": 1_763_820_000_100 + i,
+        "ts_us": 1_763_820_000_100_000 + i,
+        "ts_ns": 1_763_820_000_100_000_000 + i,
+    }
 
 
 def best_us(batch: Callable[[], Any], repeat: int, n: int) -> float:
@@ -78,20 +160,36 @@ def best_us(batch: Callable[[], Any], repeat: int, n: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--events", type=int, default=10_000, help="events per batch")
     ap.add_argument("--repeat", type=int, default=8, help="batches timed (the best counts)")
     args = ap.parse_args()
     vcc, kcc = ConnectCodec(ENVELOPE), ConnectCodec(KEY)
-    records = [(frame_single_object(kcc.avro.fingerprint, kcc.encode({"aid": i})),
-                frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(i)))) for i in range(args.events)]
+    records = [
+        (
+            frame_single_object(kcc.avro.fingerprint, kcc.encode({"aid": i})),
+            frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(i))),
+        )
+        for i in range(args.events)
+    ]
     cache = SchemaCache()
     cache.add_codec(vcc.avro)
     cache.add_codec(kcc.avro)
     decoder = EventDecoder.__new__(EventDecoder)  # no broker: the schemas are in the cache already
     decoder.resolver, decoder.decoder = cache, Decoder(cache)
-    shape = TableShape("public", "pgbench_accounts", (Column("aid", "integer", True), Column("bid", "integer", False),
-                                                      Column("abalance", "integer", False), Column("filler", "character(84)", False)), ("aid",))
+    shape = TableShape(
+        "public",
+        "pgbench_accounts",
+        (
+            Column("aid", "integer", True),
+            Column("bid", "integer", False),
+            Column("abalance", "integer", False),
+            Column("filler", "character(84)", False),
+        ),
+        ("aid",),
+    )
     applier = TableApplier(shape, "crossfade")
     fmt = TextFormatter(Transformer())
 
@@ -103,10 +201,14 @@ def main() -> None:
     gc.freeze()  # as the sync service does (crossfade.ops.cli)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     print(f"{len(records[0][1])}-byte envelopes, {args.events} per batch, best of {args.repeat}")
-    print(f"sync path, cavro reader:    {best_us(batch, args.repeat, args.events):6.1f} us CPU/event")
+    print(
+        f"sync path, cavro reader:    {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
+    )
     for codec in (vcc.avro, kcc.avro):
         codec._reader = None  # fastavro's schemaless_reader, as before cavro
-    print(f"sync path, fastavro reader: {best_us(batch, args.repeat, args.events):6.1f} us CPU/event")
+    print(
+        f"sync path, fastavro reader: {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
+    )
 
 
 if __name__ == "__main__":

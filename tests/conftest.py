@@ -130,7 +130,9 @@ def _stacks(p: Proc) -> str:
     if not p.alive() or not spy.exists():
         return ""
     try:
-        out = subprocess.run([str(spy), "dump", "--pid", str(p.p.pid)], capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [str(spy), "dump", "--pid", str(p.p.pid)], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"\n(py-spy dump failed: {exc})"
     return f"\n[py-spy dump of pid {p.p.pid}]\n{out.stdout or out.stderr}"
@@ -204,8 +206,12 @@ class Stack:
             },
             # a consumer group per stack: a member of an earlier test's group that died uncleanly
             # must not hold this test's JoinGroup up (Tansu waits for it)
-            "sync": {"batch_size": 2000, "session_timeout_ms": 6000,
-                     "group_id": f"cf-sync-{self.n}-{os.getpid()}", **self.sync_overrides},
+            "sync": {
+                "batch_size": 2000,
+                "session_timeout_ms": 6000,
+                "group_id": f"cf-sync-{self.n}-{os.getpid()}",
+                **self.sync_overrides,
+            },
         }
         if ops:
             cfg["ops"] = ops
@@ -227,7 +233,9 @@ class Stack:
         self.procs.append(p)
         return p
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "crossfade.ops.cli", *args],
             env={**self._env(), **(env or {})},
@@ -251,7 +259,9 @@ class Stack:
         while True:
             dead = [p for p in self.procs if not p.alive() and not p.expected_dead]
             if dead:
-                raise AssertionError(f"{dead[0].name} exited with {dead[0].p.returncode}{self._diag()}")
+                raise AssertionError(
+                    f"{dead[0].name} exited with {dead[0].p.returncode}{self._diag()}"
+                )
             try:
                 return fence(s, timeout=5).seconds
             except Exception as exc:
@@ -259,7 +269,9 @@ class Stack:
                     raise AssertionError(f"{exc}{self._diag()}") from None
 
     def _diag(self) -> str:
-        return "".join(f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}{_stacks(p)}" for p in self.procs)
+        return "".join(
+            f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}{_stacks(p)}" for p in self.procs
+        )
 
     def compare(self) -> list[Any]:
         from crossfade.ops.demo import compare_all
@@ -282,7 +294,9 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(pg_server: EmbeddedPostgres, bootstrap: str, work_root: Path) -> Iterator[Callable[..., Stack]]:
+def stack_factory(
+    pg_server: EmbeddedPostgres, bootstrap: str, work_root: Path
+) -> Iterator[Callable[..., Stack]]:
     made: list[Stack] = []
 
     def make(**kw: Any) -> Stack:

@@ -296,21 +296,27 @@ class Settings(BaseSettings):
     def _mapped_tables_known(self) -> Settings:
         unknown = [t for t in (self.mapping.tables if self.mapping else {}) if t not in self.tables]
         if unknown:
-            raise ValueError(f"mapping.tables names {', '.join(unknown)}, which is not under `tables:`")
+            raise ValueError(
+                f"mapping.tables names {', '.join(unknown)}, which is not under `tables:`"
+            )
         return self
 
     @model_validator(mode="after")
     def _append_only_known(self) -> Settings:
         unknown = [t for t in self.sync.append_only_tables if t not in self.tables]
         if unknown:
-            raise ValueError(f"sync.append_only_tables names {', '.join(unknown)}, which is not under `tables:`")
+            raise ValueError(
+                f"sync.append_only_tables names {', '.join(unknown)}, which is not under `tables:`"
+            )
         return self
 
     @model_validator(mode="after")
     def _fallback_tables_known(self) -> Settings:
         unknown = [t for t in self.fallback.tables or [] if t not in self.tables]
         if unknown:
-            raise ValueError(f"fallback.tables names {', '.join(unknown)}, which is not under `tables:`")
+            raise ValueError(
+                f"fallback.tables names {', '.join(unknown)}, which is not under `tables:`"
+            )
         return self
 
     @classmethod
@@ -362,7 +368,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))) from None
+            raise ConfigError(
+                f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p} must be a mapping of settings", "see README for an example")
         data = loaded
@@ -380,11 +388,15 @@ def _mapping_file(base: Path, name: str) -> Any:
     try:
         return yaml.safe_load(p.read_text()) or {}
     except OSError as exc:
-        raise ConfigError(f"mapping file {p} cannot be read ({exc.strerror})", "fix `mapping:` in the config") from None
+        raise ConfigError(
+            f"mapping file {p} cannot be read ({exc.strerror})", "fix `mapping:` in the config"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))) from None
+        raise ConfigError(
+            f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
+        ) from None
 
 
 def public_view(settings: Settings) -> dict[str, Any]:

@@ -31,7 +31,9 @@ TOKEN = "test-token-0123456789abcdef"
 
 
 def _req(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> tuple[int, str]:
-    req = urllib.request.Request(url, method=method, headers=headers or {}, data=b"" if method == "POST" else None)
+    req = urllib.request.Request(
+        url, method=method, headers=headers or {}, data=b"" if method == "POST" else None
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, r.read().decode()
@@ -52,10 +54,17 @@ def _console(st: Stack, *args: str, token: str | None = TOKEN) -> tuple[Proc, st
     env.pop("CROSSFADE_CONSOLE_TOKEN", None)
     if token:
         env["CROSSFADE_CONSOLE_TOKEN"] = token
-    p = Proc(f"console{port}", ["console", "--port", str(port), "--interval", "1", *args], env, st.dir / f"console-{port}.log")
+    p = Proc(
+        f"console{port}",
+        ["console", "--port", str(port), "--interval", "1", *args],
+        env,
+        st.dir / f"console-{port}.log",
+    )
     st.procs.append(p)
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _req(base + "/healthz")[0] == 200 or not p.alive(), 30, "the console to listen")
+    wait_for(
+        lambda: _req(base + "/healthz")[0] == 200 or not p.alive(), 30, "the console to listen"
+    )
     assert p.alive(), p.tail()
     return p, base
 
@@ -80,8 +89,22 @@ def running(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[Stack]:
 
 def test_refuses_to_listen_beyond_loopback_without_a_token(running: Stack) -> None:
     env = {k: v for k, v in running._env().items() if k != "CROSSFADE_CONSOLE_TOKEN"}
-    r = subprocess.run([sys.executable, "-m", "crossfade.ops.cli", "console", "--host", "0.0.0.0", "--port", str(free_port())],
-                       env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "crossfade.ops.cli",
+            "console",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            str(free_port()),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2, r.stderr
     assert "refusing to serve the console on 0.0.0.0 without a token" in r.stderr
 
@@ -92,8 +115,18 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
     assert _req(base + "/")[0] == 401
     code, body = _req(base + "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})
     assert code == 200
-    state = wait_for(lambda: (s := json.loads(_req(base + "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[1]))["collected_at"] and s,
-                     30, "the first collection")
+    state = wait_for(
+        lambda: (
+            (
+                s := json.loads(
+                    _req(base + "/api/state", headers={"Authorization": f"Bearer {TOKEN}"})[1]
+                )
+            )["collected_at"]
+            and s
+        ),
+        30,
+        "the first collection",
+    )
     assert [t["table"] for t in state["tables"]] == ["public.orders", "public.customers"]
     assert state["tables"][0]["legacy_rows"] == 1200
     assert state["allow_actions"] is False
@@ -108,7 +141,9 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
         raise AssertionError("expected a redirect")
     except urllib.error.HTTPError as e:
         assert e.code == 303 and e.headers["Location"] == "/"
-        assert "HttpOnly" in e.headers["Set-Cookie"] and "SameSite=Strict" in e.headers["Set-Cookie"]
+        assert (
+            "HttpOnly" in e.headers["Set-Cookie"] and "SameSite=Strict" in e.headers["Set-Cookie"]
+        )
     auth = {"Authorization": f"Bearer {TOKEN}"}
     # CSRF: a POST without the console's header is refused; read-only refuses actions
     assert _req(base + "/api/actions/fence", "POST", auth)[0] == 403
@@ -148,8 +183,17 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
         "CONSOLE_CHANGE_ROWS": "7",
         "CONSOLE_SCREENSHOT": str(shot),
     }
-    r = subprocess.run(["node", str(HERE / "console.browser.mjs")], env=env, capture_output=True, text=True, timeout=300, cwd=HERE)
-    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}\n--- console log ---\n{_p.tail()}{running._diag()}"
+    r = subprocess.run(
+        ["node", str(HERE / "console.browser.mjs")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=HERE,
+    )
+    assert r.returncode == 0, (
+        f"{r.stdout}\n{r.stderr}\n--- console log ---\n{_p.tail()}{running._diag()}"
+    )
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["rows"] == 1207
     assert shot.stat().st_size > 10_000

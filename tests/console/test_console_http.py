@@ -39,7 +39,9 @@ def console() -> Iterator[Console]:
     c.httpd.server_close()
 
 
-def _call(c: Console, method: str, path: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
+def _call(
+    c: Console, method: str, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
     conn = http.client.HTTPConnection("127.0.0.1", c.port, timeout=5)
     conn.request(method, path, body=b"" if method == "POST" else None, headers=headers or {})
     r = conn.getresponse()
@@ -58,7 +60,10 @@ def test_refuses_exposed_without_token_and_short_tokens() -> None:
 def test_token_cookie_and_headers(console: Console) -> None:
     assert _call(console, "GET", "/healthz")[0] == 200
     assert _call(console, "GET", "/")[0] == 401
-    assert _call(console, "GET", "/api/state", {"Authorization": "Bearer wrong-token-000000000"})[0] == 401
+    assert (
+        _call(console, "GET", "/api/state", {"Authorization": "Bearer wrong-token-000000000"})[0]
+        == 401
+    )
     code, headers, _ = _call(console, "GET", f"/?token={TOKEN}")
     assert code == 303 and headers["location"] == "/"
     cookie = headers["set-cookie"].split(";")[0]
@@ -75,12 +80,19 @@ def test_actions_need_the_flag_and_the_csrf_header(console: Console) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert _call(console, "POST", "/api/actions/fence")[0] == 401
     assert _call(console, "POST", "/api/actions/fence", auth)[0] == 403
-    code, _, body = _call(console, "POST", "/api/actions/fence", {**auth, "X-Crossfade-Console": "1"})
+    code, _, body = _call(
+        console, "POST", "/api/actions/fence", {**auth, "X-Crossfade-Console": "1"}
+    )
     assert code == 403 and "--allow-actions" in body
-    assert _call(console, "POST", "/api/actions/cutover", {**auth, "X-Crossfade-Console": "1"})[0] == 404
+    assert (
+        _call(console, "POST", "/api/actions/cutover", {**auth, "X-Crossfade-Console": "1"})[0]
+        == 404
+    )
 
 
 def test_loopback_console_rejects_foreign_host_names(console: Console) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert _call(console, "GET", "/api/state", {**auth, "Host": "attacker.example"})[0] == 421
-    assert _call(console, "GET", "/api/state", {**auth, "Host": f"localhost:{console.port}"})[0] == 200
+    assert (
+        _call(console, "GET", "/api/state", {**auth, "Host": f"localhost:{console.port}"})[0] == 200
+    )

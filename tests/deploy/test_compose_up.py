@@ -28,7 +28,12 @@ def _docker_engine_problem() -> str | None:
     if not shutil.which("docker"):
         return "no docker client on PATH"
     try:
-        r = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            ["docker", "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"`docker info` failed: {exc}"
     if r.returncode != 0:
@@ -40,7 +45,9 @@ def _docker_engine_problem() -> str | None:
 _PROBLEM = _docker_engine_problem()
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(_PROBLEM is not None, reason=f"docker-compose stack test needs a Docker engine: {_PROBLEM}"),
+    pytest.mark.skipif(
+        _PROBLEM is not None, reason=f"docker-compose stack test needs a Docker engine: {_PROBLEM}"
+    ),
 ]
 
 
@@ -62,7 +69,9 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
 def stack() -> Iterator[Any]:
     from testcontainers.compose import DockerCompose
 
-    compose = DockerCompose(str(ROOT), compose_file_name="docker-compose.yml", build=True, wait=False)
+    compose = DockerCompose(
+        str(ROOT), compose_file_name="docker-compose.yml", build=True, wait=False
+    )
     compose.start()
     try:
         yield compose
@@ -93,21 +102,51 @@ def test_changes_flow_from_legacy_to_new_through_kafka_connect(stack: Any) -> No
     def connector_running() -> bool:
         with urllib.request.urlopen(f"{connect}/connectors/crossfade-crm/status", timeout=5) as r:
             status = json.load(r)
-        return status["connector"]["state"] == "RUNNING" and all(t["state"] == "RUNNING" for t in status["tasks"])
+        return status["connector"]["state"] == "RUNNING" and all(
+            t["state"] == "RUNNING" for t in status["tasks"]
+        )
 
     wait_for(connector_running, 600, "the Debezium connector to run on Kafka Connect")
 
     # the initial snapshot of the seeded CRM
     expected = _count(legacy, "SELECT count(*) FROM public.accounts")
-    wait_for(lambda: _count(new, "SELECT count(*) FROM public.accounts") == expected, 600, "the snapshot in new-db")
+    wait_for(
+        lambda: _count(new, "SELECT count(*) FROM public.accounts") == expected,
+        600,
+        "the snapshot in new-db",
+    )
 
     # live changes
     with psycopg.connect(legacy, autocommit=True) as c:
-        new_id = c.execute("INSERT INTO public.accounts (name, annual_revenue) VALUES ('compose-e2e', 12.34) RETURNING id").fetchone()[0]
+        new_id = c.execute(
+            "INSERT INTO public.accounts (name, annual_revenue) VALUES ('compose-e2e', 12.34) RETURNING id"
+        ).fetchone()[0]
         c.execute("UPDATE public.accounts SET name = 'renamed-e2e' WHERE id = 1")
         c.execute("DELETE FROM public.addresses WHERE id = 1")
-    wait_for(lambda: _count(new, "SELECT count(*) FROM public.accounts WHERE id = %s AND annual_revenue = 12.34", (new_id,)) == 1,
-             300, "the insert in new-db")
-    wait_for(lambda: _count(new, "SELECT count(*) FROM public.accounts WHERE id = 1 AND name = 'renamed-e2e'") == 1,
-             300, "the update in new-db")
-    wait_for(lambda: _count(new, "SELECT count(*) FROM public.addresses WHERE id = 1") == 0, 300, "the delete in new-db")
+    wait_for(
+        lambda: (
+            _count(
+                new,
+                "SELECT count(*) FROM public.accounts WHERE id = %s AND annual_revenue = 12.34",
+                (new_id,),
+            )
+            == 1
+        ),
+        300,
+        "the insert in new-db",
+    )
+    wait_for(
+        lambda: (
+            _count(
+                new, "SELECT count(*) FROM public.accounts WHERE id = 1 AND name = 'renamed-e2e'"
+            )
+            == 1
+        ),
+        300,
+        "the update in new-db",
+    )
+    wait_for(
+        lambda: _count(new, "SELECT count(*) FROM public.addresses WHERE id = 1") == 0,
+        300,
+        "the delete in new-db",
+    )

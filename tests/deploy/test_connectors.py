@@ -27,7 +27,11 @@ def render() -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")}
     r = subprocess.run(
         [sys.executable, "-m", "crossfade.ops.cli", "connector", "render", "-c", str(EXAMPLE)],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
     )
     assert r.returncode == 0, r.stderr
     return r.stdout

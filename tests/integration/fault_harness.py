@@ -58,11 +58,33 @@ CREATE TABLE IF NOT EXISTS public.fx (
 
 # Values at the edges FAULTS.md case 24 names, as PostgreSQL text (cast by the server).
 _NUMERIC = ["123.456", "-0.001", "0", None, "99999999.999"]
-_NV = ["NaN", "Infinity", "-Infinity", "12345678901234567890.123456789012", "0.000000000000000000001", "-1", None]
-_TS = ["2024-03-31 02:30:00.123456", "2024-10-27 02:30:00", "infinity", "-infinity", "1970-01-01 00:00:00",
-       "1999-12-31 23:59:59.999999", None]
-_TSTZ = ["2024-10-27 01:30:00+01", "2024-03-10 02:30:00-05", "2024-03-31 01:59:59.999999+00", "infinity",
-         "-infinity", "0001-01-01 00:00:00+00", None]
+_NV = [
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "12345678901234567890.123456789012",
+    "0.000000000000000000001",
+    "-1",
+    None,
+]
+_TS = [
+    "2024-03-31 02:30:00.123456",
+    "2024-10-27 02:30:00",
+    "infinity",
+    "-infinity",
+    "1970-01-01 00:00:00",
+    "1999-12-31 23:59:59.999999",
+    None,
+]
+_TSTZ = [
+    "2024-10-27 01:30:00+01",
+    "2024-03-10 02:30:00-05",
+    "2024-03-31 01:59:59.999999+00",
+    "infinity",
+    "-infinity",
+    "0001-01-01 00:00:00+00",
+    None,
+]
 _DATE = ["2024-02-29", "0001-01-01", "2038-01-19", "infinity", "-infinity", None]
 _IV = ["1 year 2 mons 3 days 04:05:06.789", "-1 days -00:00:01", "00:00:00.000001", "0", None]
 _F8 = [1.5e300, float("nan"), float("inf"), -0.0, 3.25, None]
@@ -70,7 +92,10 @@ _F8 = [1.5e300, float("nan"), float("inf"), -0.0, 3.25, None]
 
 def _big(rng: random.Random, n: int) -> str:
     """Incompressible text: stored out of line (TOAST) once above ~2 kB."""
-    return "".join(rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(n))
+    return "".join(
+        rng.choice("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+        for _ in range(n)
+    )
 
 
 @dataclass
@@ -98,7 +123,9 @@ class TypedWriter:
     under a fault too).
     """
 
-    def __init__(self, dsn: str, *, seed: int = 1, rate: float = 40.0, big_bytes: int = 8000) -> None:
+    def __init__(
+        self, dsn: str, *, seed: int = 1, rate: float = 40.0, big_bytes: int = 8000
+    ) -> None:
         self.dsn = dsn
         self.seed = seed
         self.rng = random.Random(seed)
@@ -127,8 +154,15 @@ class TypedWriter:
     def _values(self) -> tuple[Any, ...]:
         r = self.rng
         return (
-            r.choice(_NUMERIC), r.choice(_NV), r.choice(_TS), r.choice(_TSTZ), r.choice(_DATE), r.choice(_IV),
-            Jsonb({"k": r.randint(0, 9), "é": "☃ 𝄞", "nested": [1, None, {"x": r.random()}]}) if r.random() < 0.8 else None,
+            r.choice(_NUMERIC),
+            r.choice(_NV),
+            r.choice(_TS),
+            r.choice(_TSTZ),
+            r.choice(_DATE),
+            r.choice(_IV),
+            Jsonb({"k": r.randint(0, 9), "é": "☃ 𝄞", "nested": [1, None, {"x": r.random()}]})
+            if r.random() < 0.8
+            else None,
             [r.randint(-(2**31), 2**31 - 1), None, 7] if r.random() < 0.7 else None,
             ["a b", "c,d", None, 'q"uote', "back\\slash", ""] if r.random() < 0.5 else [],
             str(uuid.UUID(int=r.getrandbits(128))),
@@ -154,7 +188,8 @@ class TypedWriter:
 
     def _some_id(self, c: psycopg.Connection) -> int | None:
         row = c.execute(
-            "SELECT id FROM public.fx WHERE id >= %s ORDER BY id LIMIT 1", (self.rng.randint(1, self._next_id),)
+            "SELECT id FROM public.fx WHERE id >= %s ORDER BY id LIMIT 1",
+            (self.rng.randint(1, self._next_id),),
         ).fetchone()
         return int(row[0]) if row else None
 
@@ -170,10 +205,16 @@ class TypedWriter:
                 if key is None:
                     continue
                 if x < 0.6:  # small column beside an unchanged (maybe TOASTed) value
-                    c.execute("UPDATE public.fx SET small = small + 1, nv = %s::numeric WHERE id = %s", (r.choice(_NV), key))
+                    c.execute(
+                        "UPDATE public.fx SET small = small + 1, nv = %s::numeric WHERE id = %s",
+                        (r.choice(_NV), key),
+                    )
                     self.stats.updates += 1
                 elif x < 0.7:
-                    c.execute("UPDATE public.fx SET big = %s WHERE id = %s", (_big(r, self.big_bytes), key))
+                    c.execute(
+                        "UPDATE public.fx SET big = %s WHERE id = %s",
+                        (_big(r, self.big_bytes), key),
+                    )
                     self.stats.toast_updates += 1
                 elif x < 0.85:
                     c.execute("DELETE FROM public.fx WHERE id = %s", (key,))
@@ -198,7 +239,9 @@ class TypedWriter:
                     conn = psycopg.connect(self.dsn, autocommit=True)
                 self.step(conn)
             except psycopg.Error as exc:
-                self.stats.errors.append(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                self.stats.errors.append(
+                    str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                )
                 with contextlib.suppress(Exception):
                     if conn is not None:
                         conn.close()
@@ -229,7 +272,14 @@ class SplitStack(Stack):
     """A stack whose target database lives on its own PostgreSQL server, so the target can be
     restarted (case 8) while capture keeps reading the legacy one."""
 
-    def __init__(self, pg: EmbeddedPostgres, target_pg: EmbeddedPostgres, bootstrap: str, root: Path, **kw: Any) -> None:
+    def __init__(
+        self,
+        pg: EmbeddedPostgres,
+        target_pg: EmbeddedPostgres,
+        bootstrap: str,
+        root: Path,
+        **kw: Any,
+    ) -> None:
         super().__init__(pg, bootstrap, root, **kw)
         self.target_pg = target_pg
         target_pg.create_database(self.target_db)
@@ -355,12 +405,18 @@ def inject_target_restart(stack: SplitStack, down_s: float = 3.0, crash: bool = 
         stack.target_pg.restart(timeout=60)
 
 
-def inject_poison(stack: Stack, table: str, payload: bytes | None = None, partition: int = 0) -> None:
+def inject_poison(
+    stack: Stack, table: str, payload: bytes | None = None, partition: int = 0
+) -> None:
     """Produce bytes that are no Avro change event straight onto ``table``'s change topic."""
     s = stack.settings
     p = Producer(s.kafka.client_config())
-    p.produce(s.kafka.table_topic(table), key=b"poison-" + os.urandom(4), value=payload or b"\x00garbage" + os.urandom(32),
-              partition=partition)
+    p.produce(
+        s.kafka.table_topic(table),
+        key=b"poison-" + os.urandom(4),
+        value=payload or b"\x00garbage" + os.urandom(32),
+        partition=partition,
+    )
     assert p.flush(30) == 0, "the poison record was not acknowledged"
 
 
@@ -388,8 +444,14 @@ def read_records(stack: Stack, table: str, timeout: float = 20) -> list[Record]:
 
     s = stack.settings
     topic = s.kafka.table_topic(table)
-    c = Consumer({**s.kafka.client_config(), "group.id": f"fx-read-{uuid.uuid4().hex[:8]}", "enable.auto.commit": False,
-                  "enable.partition.eof": True})
+    c = Consumer(
+        {
+            **s.kafka.client_config(),
+            "group.id": f"fx-read-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     c.assign([TopicPartition(topic, p, 0) for p in range(stack.partitions)])
     dec = EventDecoder(s.kafka)
     out: list[Record] = []
@@ -406,7 +468,9 @@ def read_records(stack: Stack, table: str, timeout: float = 20) -> list[Record]:
         ev = None
         if m.value() is not None and control_kind(m.headers()) is None:
             ev = dec.decode(m.key(), m.value(), table, header(m, POSITION_HEADER))
-        out.append(Record(m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ev))
+        out.append(
+            Record(m.partition(), m.offset(), m.key(), m.value(), list(m.headers() or []), ev)
+        )
     c.close()
     assert len(eof) == stack.partitions, f"could not read {topic} to its end"
     return out
@@ -416,20 +480,43 @@ def reproduce(stack: Stack, table: str, rec: Record, *, value: bytes | None | st
     """Produce ``rec`` again (same key, bytes, headers and partition), or a tombstone (value=None)."""
     s = stack.settings
     p = Producer(s.kafka.client_config())
-    p.produce(s.kafka.table_topic(table), key=rec.key, value=rec.value if value == "same" else value,
-              headers=rec.headers if value == "same" else [], partition=rec.partition)
+    p.produce(
+        s.kafka.table_topic(table),
+        key=rec.key,
+        value=rec.value if value == "same" else value,
+        headers=rec.headers if value == "same" else [],
+        partition=rec.partition,
+    )
     assert p.flush(30) == 0, "the re-produced record was not acknowledged"
 
 
 def stat_skipped(stack: Stack, table: str) -> int:
     with stack.tgt() as t:
-        row = t.execute("SELECT coalesce(sum(skipped), 0) FROM crossfade.table_stats WHERE tbl = %s", (table,)).fetchone()
+        row = t.execute(
+            "SELECT coalesce(sum(skipped), 0) FROM crossfade.table_stats WHERE tbl = %s", (table,)
+        ).fetchone()
     return int(row[0]) if row else 0
 
 
 __all__ = [
-    "FX_TABLE", "FAULT_POINT_ENV", "SplitStack", "TypedWriter", "inject_cut_broker_connections",
-    "inject_cut_target_connections", "inject_pause",
-    "inject_poison", "inject_schema_change", "inject_sigkill", "inject_target_restart", "peak_rss_mb", "proc_state",
-    "read_records", "reproduce", "settle", "start_with_fault", "stat_skipped", "target_rows", "wait_for",
+    "FX_TABLE",
+    "FAULT_POINT_ENV",
+    "SplitStack",
+    "TypedWriter",
+    "inject_cut_broker_connections",
+    "inject_cut_target_connections",
+    "inject_pause",
+    "inject_poison",
+    "inject_schema_change",
+    "inject_sigkill",
+    "inject_target_restart",
+    "peak_rss_mb",
+    "proc_state",
+    "read_records",
+    "reproduce",
+    "settle",
+    "start_with_fault",
+    "stat_skipped",
+    "target_rows",
+    "wait_for",
 ]

@@ -23,40 +23,64 @@ MAPPING = {
     "defaults": {"phone_region": "GB", "date_formats": ["%d/%m/%Y", "%d.%m.%Y"], "dayfirst": True},
     "tables": {
         "public.members": {
-            "filters": [{"name": "inactive-before-2015",
-                         "when": [{"column": "active", "eq": False}, {"column": "last_seen", "before": "2015-01-01"}]}],
-            "targets": [{
-                "table": "crm.people",
-                "columns": {
-                    "legacy_id": "id",
-                    "full_name": {"from": "full_name", "transforms": ["name"]},
-                    "first_name": {"from": "full_name", "transforms": ["name", {"split_name": "first"}]},
-                    "last_name": {"from": "full_name", "transforms": ["name", {"split_name": "last"}]},
-                    "email": {"from": "email", "transforms": ["email"]},
-                    "phone": {"from": "phone", "transforms": ["phone"]},
-                    "birth_date": {"from": "dob", "transforms": ["date"]},
-                    "country": {"from": "country", "transforms": ["country"]},
-                    "updated_at": "updated_at",
-                },
-                "rules": {"email": {"required": True}},
-            }],
+            "filters": [
+                {
+                    "name": "inactive-before-2015",
+                    "when": [
+                        {"column": "active", "eq": False},
+                        {"column": "last_seen", "before": "2015-01-01"},
+                    ],
+                }
+            ],
+            "targets": [
+                {
+                    "table": "crm.people",
+                    "columns": {
+                        "legacy_id": "id",
+                        "full_name": {"from": "full_name", "transforms": ["name"]},
+                        "first_name": {
+                            "from": "full_name",
+                            "transforms": ["name", {"split_name": "first"}],
+                        },
+                        "last_name": {
+                            "from": "full_name",
+                            "transforms": ["name", {"split_name": "last"}],
+                        },
+                        "email": {"from": "email", "transforms": ["email"]},
+                        "phone": {"from": "phone", "transforms": ["phone"]},
+                        "birth_date": {"from": "dob", "transforms": ["date"]},
+                        "country": {"from": "country", "transforms": ["country"]},
+                        "updated_at": "updated_at",
+                    },
+                    "rules": {"email": {"required": True}},
+                }
+            ],
         },
         "public.notes": {
-            "targets": [{
-                "table": "crm.notes",
-                "columns": {"legacy_id": "id", "person_id": "member_id", "body": "body"},
-                "rules": {"person_id": {"references": "crm.people.legacy_id"}},
-            }],
+            "targets": [
+                {
+                    "table": "crm.notes",
+                    "columns": {"legacy_id": "id", "person_id": "member_id", "body": "body"},
+                    "rules": {"person_id": {"references": "crm.people.legacy_id"}},
+                }
+            ],
         },
     },
-    "dedup": {"crm.people": {
-        "match": [
-            {"name": "same-email", "all": [{"column": "email"}]},
-            {"name": "phone-and-name", "all": [{"column": "phone"},
-                                              {"column": "full_name", "method": "fuzzy", "threshold": 90}]},
-        ],
-        "survivorship": {"recency": "updated_at"},
-    }},
+    "dedup": {
+        "crm.people": {
+            "match": [
+                {"name": "same-email", "all": [{"column": "email"}]},
+                {
+                    "name": "phone-and-name",
+                    "all": [
+                        {"column": "phone"},
+                        {"column": "full_name", "method": "fuzzy", "threshold": 90},
+                    ],
+                },
+            ],
+            "survivorship": {"recency": "updated_at"},
+        }
+    },
 }
 
 TARGET_DDL = """
@@ -66,11 +90,61 @@ CREATE TABLE crm.people (legacy_id int PRIMARY KEY, full_name text, first_name t
 CREATE TABLE crm.notes (legacy_id int PRIMARY KEY, person_id int, body text);
 """
 
-FIRST = ["Alice", "Bruno", "Chloe", "Dmitri", "Elena", "Farid", "Grace", "Hiro", "Ingrid", "Jamal", "Keiko", "Liam",
-         "Maya", "Nikolai", "Olga", "Pedro", "Quinn", "Rosa", "Samir", "Tess", "Umar", "Vera", "Wanda", "Xavier"]
-LAST = ["Abbott", "Brennan", "Castillo", "Dubois", "Eriksen", "Fontaine", "Gallagher", "Horvath", "Ivanova", "Jensen",
-        "Kowalski", "Lindqvist", "Moreau", "Nakamura", "Okafor", "Petrov", "Quintero", "Rasmussen", "Santos", "Tanaka"]
-PHONE_FORMATS = ["020 7946 {n:04d}", "+44 20 7946 {n:04d}", "(020) 7946-{n:04d}", "0207946{n:04d}", "0044 20 7946 {n:04d}"]
+FIRST = [
+    "Alice",
+    "Bruno",
+    "Chloe",
+    "Dmitri",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hiro",
+    "Ingrid",
+    "Jamal",
+    "Keiko",
+    "Liam",
+    "Maya",
+    "Nikolai",
+    "Olga",
+    "Pedro",
+    "Quinn",
+    "Rosa",
+    "Samir",
+    "Tess",
+    "Umar",
+    "Vera",
+    "Wanda",
+    "Xavier",
+]
+LAST = [
+    "Abbott",
+    "Brennan",
+    "Castillo",
+    "Dubois",
+    "Eriksen",
+    "Fontaine",
+    "Gallagher",
+    "Horvath",
+    "Ivanova",
+    "Jensen",
+    "Kowalski",
+    "Lindqvist",
+    "Moreau",
+    "Nakamura",
+    "Okafor",
+    "Petrov",
+    "Quintero",
+    "Rasmussen",
+    "Santos",
+    "Tanaka",
+]
+PHONE_FORMATS = [
+    "020 7946 {n:04d}",
+    "+44 20 7946 {n:04d}",
+    "(020) 7946-{n:04d}",
+    "0207946{n:04d}",
+    "0044 20 7946 {n:04d}",
+]
 DOB_FORMATS = ["%Y-%m-%d", "%d/%m/%Y", "%d.%m.%Y"]
 
 
@@ -83,8 +157,17 @@ def generate() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, An
 
     def add(**kw: Any) -> int:
         mid = len(members) + 1
-        row = {"id": mid, "full_name": None, "email": None, "phone": None, "dob": "1980-01-01", "country": "GB",
-               "active": True, "last_seen": "2023-06-01", "updated_at": f"2023-01-{1 + mid % 27:02d} 10:00"}
+        row = {
+            "id": mid,
+            "full_name": None,
+            "email": None,
+            "phone": None,
+            "dob": "1980-01-01",
+            "country": "GB",
+            "active": True,
+            "last_seen": "2023-06-01",
+            "updated_at": f"2023-01-{1 + mid % 27:02d} 10:00",
+        }
         row.update(kw)
         members.append(row)
         return mid
@@ -96,22 +179,35 @@ def generate() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, An
         import datetime as dt
 
         d = dt.date.fromisoformat(dob)
-        clean.append(add(full_name=name, email=f"{name.lower().replace(' ', '.')}@example.com",
-                         phone=PHONE_FORMATS[i % 5].format(n=next(phone_no)), dob=d.strftime(DOB_FORMATS[i % 3]),
-                         country=["GB", "gb", "United Kingdom", "UK", "GBR"][i % 5]))
+        clean.append(
+            add(
+                full_name=name,
+                email=f"{name.lower().replace(' ', '.')}@example.com",
+                phone=PHONE_FORMATS[i % 5].format(n=next(phone_no)),
+                dob=d.strftime(DOB_FORMATS[i % 3]),
+                country=["GB", "gb", "United Kingdom", "UK", "GBR"][i % 5],
+            )
+        )
     by_id = {m["id"]: m for m in members}
     # duplicates by email: same person typed again, case and spacing differ, phone in another format
     for orig in clean[:5]:
         m = by_id[orig]
-        dup = add(full_name="  " + m["full_name"].upper().replace(" ", "   ") + " ", email=" " + m["email"].upper() + "  ",
-                  phone=None, updated_at="2024-02-01 09:00")
+        dup = add(
+            full_name="  " + m["full_name"].upper().replace(" ", "   ") + " ",
+            email=" " + m["email"].upper() + "  ",
+            phone=None,
+            updated_at="2024-02-01 09:00",
+        )
         expect["groups"].append({orig, dup})
     # duplicates by phone + name: new email, same phone written differently, name re-cased
     for k, orig in enumerate(clean[5:8]):
         m = by_id[orig]
         digits = m["phone"][-4:]
-        dup = add(full_name=m["full_name"].lower(), email=f"other{k}@mail.example.org",
-                  phone=PHONE_FORMATS[(clean.index(orig) + 2) % 5].format(n=int(digits)))
+        dup = add(
+            full_name=m["full_name"].lower(),
+            email=f"other{k}@mail.example.org",
+            phone=PHONE_FORMATS[(clean.index(orig) + 2) % 5].format(n=int(digits)),
+        )
         expect["groups"].append({orig, dup})
     # a household: same phone, different first name -> NOT the same person
     m = by_id[clean[8]]
@@ -120,28 +216,53 @@ def generate() -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, An
     add(full_name=f"{other_first} {last}", email="household@example.net", phone=m["phone"])
     # invalid emails, missing required emails, an invalid phone, an impossible date
     for bad in ["jane@", "no-at-sign.example.com", "two@@example.com", "sp ace@example.com"]:
-        mid = add(full_name=names[60 + len(expect["rules"].get("crm.people.email:transform:email", []))], email=bad,
-                  phone=PHONE_FORMATS[0].format(n=next(phone_no)))
+        mid = add(
+            full_name=names[60 + len(expect["rules"].get("crm.people.email:transform:email", []))],
+            email=bad,
+            phone=PHONE_FORMATS[0].format(n=next(phone_no)),
+        )
         expect["rules"].setdefault("crm.people.email:transform:email", []).append(mid)
     for k, missing in enumerate([None, "", "   "]):
-        mid = add(full_name=names[64 + k], email=missing, phone=PHONE_FORMATS[1].format(n=next(phone_no)))
+        mid = add(
+            full_name=names[64 + k], email=missing, phone=PHONE_FORMATS[1].format(n=next(phone_no))
+        )
         rule = "crm.people.email:required" if missing is None or not missing.strip() else ""
         if missing == "" or (missing and not missing.strip()):
             rule = "crm.people.email:transform:email"  # blank text is not an address
         expect["rules"].setdefault(rule, []).append(mid)
     mid = add(full_name=names[67], email="bad.phone@example.com", phone="12345")
     expect["rules"]["crm.people.phone:transform:phone"] = [mid]
-    mid = add(full_name=names[68], email="bad.date@example.com", phone=PHONE_FORMATS[2].format(n=next(phone_no)), dob="31/02/1990")
+    mid = add(
+        full_name=names[68],
+        email="bad.date@example.com",
+        phone=PHONE_FORMATS[2].format(n=next(phone_no)),
+        dob="31/02/1990",
+    )
     expect["rules"]["crm.people.birth_date:transform:date"] = [mid]
     # inactive members: filtered when inactive AND last seen before 2015; the others migrate
     for k in range(4):
-        mid = add(full_name=names[69 + k], email=f"gone{k}@example.com", phone=PHONE_FORMATS[3].format(n=next(phone_no)),
-                  active=False, last_seen=f"201{k}-05-01")
+        mid = add(
+            full_name=names[69 + k],
+            email=f"gone{k}@example.com",
+            phone=PHONE_FORMATS[3].format(n=next(phone_no)),
+            active=False,
+            last_seen=f"201{k}-05-01",
+        )
         expect["filtered"].append(mid)
-    add(full_name=names[73], email="recent.inactive@example.com", phone=PHONE_FORMATS[4].format(n=next(phone_no)),
-        active=False, last_seen="2020-01-01")
-    add(full_name=names[74], email="old.active@example.com", phone=PHONE_FORMATS[4].format(n=next(phone_no)),
-        active=True, last_seen="2010-01-01")
+    add(
+        full_name=names[73],
+        email="recent.inactive@example.com",
+        phone=PHONE_FORMATS[4].format(n=next(phone_no)),
+        active=False,
+        last_seen="2020-01-01",
+    )
+    add(
+        full_name=names[74],
+        email="old.active@example.com",
+        phone=PHONE_FORMATS[4].format(n=next(phone_no)),
+        active=True,
+        last_seen="2010-01-01",
+    )
 
     notes = []
     for i, mid in enumerate(clean[:20]):
@@ -169,8 +290,12 @@ def seed(stack: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[s
         with c.cursor() as cur:
             cur.executemany(
                 "INSERT INTO public.members VALUES (%(id)s, %(full_name)s, %(email)s, %(phone)s, %(dob)s, %(country)s, "
-                "%(active)s, %(last_seen)s, %(updated_at)s)", members)
-            cur.executemany("INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes)
+                "%(active)s, %(last_seen)s, %(updated_at)s)",
+                members,
+            )
+            cur.executemany(
+                "INSERT INTO public.notes VALUES (%(id)s, %(member_id)s, %(body)s)", notes
+            )
     with stack.tgt() as c:
         c.execute(TARGET_DDL)
     return members, notes, expect
@@ -198,7 +323,11 @@ def test_audit_finds_every_injected_defect(crm: tuple[Any, dict[str, Any]], tmp_
     report = json.loads(r.stdout)
     members, notes = report["tables"]  # parents first
     assert members["source"] == "public.members" and notes["source"] == "public.notes"
-    assert members["rows"] == expect["rows"] and members["accounting_closes"] and notes["accounting_closes"]
+    assert (
+        members["rows"] == expect["rows"]
+        and members["accounting_closes"]
+        and notes["accounting_closes"]
+    )
 
     rules = {f["rule"]: f for f in members["rules"]}
     assert set(rules) == set(expect["rules"])
@@ -206,14 +335,20 @@ def test_audit_finds_every_injected_defect(crm: tuple[Any, dict[str, Any]], tmp_
         assert rules[rule]["count"] == len(ids), rule
         assert _keys(rules[rule]["examples"]) == set(ids), rule
     assert members["rejected"] == sum(len(v) for v in expect["rules"].values())
-    assert members["filtered"] == len(expect["filtered"]) and set(members["filtered_keys"]) == set(expect["filtered"])
+    assert members["filtered"] == len(expect["filtered"]) and set(members["filtered_keys"]) == set(
+        expect["filtered"]
+    )
 
     assert [o["rule"] for o in notes["orphans"]] == ["crm.notes.person_id:references"]
     assert _keys(notes["orphans"][0]["examples"]) == set(expect["orphans"])
     assert report["summary"]["orphans"] == len(expect["orphans"])
 
-    groups = [{m["source_key"][0] for m in g["members"]} for g in report["duplicates"]["crm.people"]]
-    assert sorted(map(sorted, groups)) == sorted(map(sorted, expect["groups"]))  # true duplicates, nothing else
+    groups = [
+        {m["source_key"][0] for m in g["members"]} for g in report["duplicates"]["crm.people"]
+    ]
+    assert sorted(map(sorted, groups)) == sorted(
+        map(sorted, expect["groups"])
+    )  # true duplicates, nothing else
 
     phone = next(c for c in members["columns"] if c["name"] == "phone")
     assert phone["format_count"] >= 5  # the five ways phones were written
@@ -222,10 +357,16 @@ def test_audit_finds_every_injected_defect(crm: tuple[Any, dict[str, Any]], tmp_
 
     text = stack.cli("audit", "--skip-target-check", env={"COLUMNS": "200"})  # the terminal summary
     assert text.returncode == 0, text.stderr
-    assert "accounting per source table" in text.stdout and "crm.people.email:required" in text.stdout
+    assert (
+        "accounting per source table" in text.stdout and "crm.people.email:required" in text.stdout
+    )
 
     page = html.read_text()
-    assert "Legacy data audit" in page and "crm.people.email:required" in page and "golden record" in page
+    assert (
+        "Legacy data audit" in page
+        and "crm.people.email:required" in page
+        and "golden record" in page
+    )
 
 
 def test_dry_run_shows_rejects_filters_and_merges(crm: tuple[Any, dict[str, Any]]) -> None:
@@ -254,11 +395,16 @@ def test_audit_names_table_and_column_of_a_misfit(crm: tuple[Any, dict[str, Any]
     stack, _ = crm
     cfg = yaml.safe_load(stack.config_path.read_text())
     cfg["mapping"]["tables"]["public.members"]["targets"][0]["columns"]["phone"]["from"] = "phon"
-    cfg["mapping"]["tables"]["public.members"]["targets"][0]["columns"]["birth_date"] = "dob"  # text into date
+    cfg["mapping"]["tables"]["public.members"]["targets"][0]["columns"]["birth_date"] = (
+        "dob"  # text into date
+    )
     stack.config_path.write_text(yaml.safe_dump(cfg))
     r = stack.cli("audit")
     assert r.returncode == 3
     err = r.stderr.strip()
     assert len(err.splitlines()) == 1
     assert "source column public.members.phon does not exist (did you mean phone?)" in err
-    assert "columns.birth_date: source public.members.dob (text) does not fit crm.people.birth_date (date)" in err
+    assert (
+        "columns.birth_date: source public.members.dob (text) does not fit crm.people.birth_date (date)"
+        in err
+    )

@@ -21,7 +21,9 @@ pytestmark = pytest.mark.integration
 
 
 def _first_record(settings: Any, topic: str) -> Any:
-    c = Consumer({**settings.kafka.client_config(), "group.id": "cf-test-peek", "enable.auto.commit": False})
+    c = Consumer(
+        {**settings.kafka.client_config(), "group.id": "cf-test-peek", "enable.auto.commit": False}
+    )
     try:
         for p in range(settings.kafka.partitions):
             c.assign([TopicPartition(topic, p, 0)])
@@ -54,8 +56,13 @@ def test_fault_25_corrupt_avro_is_dead_lettered_and_holds_its_key(stack: Any) ->
 
     # corrupt bytes: the right framing and schema fingerprint, a body cut in half
     p = Producer(s.kafka.client_config())
-    p.produce(topic, key=orig.key(), value=orig.value()[: len(orig.value()) // 2], partition=orig.partition(),
-              headers=orig.headers())
+    p.produce(
+        topic,
+        key=orig.key(),
+        value=orig.value()[: len(orig.value()) // 2],
+        partition=orig.partition(),
+        headers=orig.headers(),
+    )
     assert p.flush(30) == 0
     stack.sql("UPDATE public.t SET v = 'after the poison' WHERE id = %s", (key_id,))
     other = 1 if key_id != 1 else 2
@@ -71,7 +78,11 @@ def test_fault_25_corrupt_avro_is_dead_lettered_and_holds_its_key(stack: Any) ->
     (g,) = [g for g in listing["by_rule"] if g["rule"] == "decode"]
     assert g["records"] == 1 and g["table"] == "public.t"
     (ex,) = g["examples"]
-    assert ex["topic"] == topic and ex["partition"] == orig.partition() and ex["offset"] > orig.offset()
+    assert (
+        ex["topic"] == topic
+        and ex["partition"] == orig.partition()
+        and ex["offset"] > orig.offset()
+    )
     assert ex["reason"]
     assert listing["held"] == 1
 

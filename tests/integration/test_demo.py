@@ -15,7 +15,10 @@ pytestmark = pytest.mark.integration
 def test_demo_runs_the_mapped_pipeline_and_proves_it() -> None:
     r = subprocess.run(
         [sys.executable, "-m", "crossfade.ops.cli", "demo", "--duration", "8", "--accounts", "120"],
-        capture_output=True, text=True, timeout=900, env={**os.environ, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "COLUMNS": "200"},
     )
     out = r.stdout + r.stderr
     # the demo's own report (its table, verify's lines, PASS/FAIL) first: the log tail alone hides

@@ -164,7 +164,9 @@ def test_pg_with_pgserver_binaries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The fallback binaries (pgserver wheel, PostgreSQL 16) work through the same flow."""
     spec = importlib.util.find_spec("pgserver")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("pgserver (a dependency in pyproject.toml: PostgreSQL 16 binaries in a wheel, the fallback when the OS has none) is not installed")
+        pytest.skip(
+            "pgserver (a dependency in pyproject.toml: PostgreSQL 16 binaries in a wheel, the fallback when the OS has none) is not installed"
+        )
     bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
     monkeypatch.setenv("CROSSFADE_PG_BINDIR", str(bindir))
     with EmbeddedPostgres() as server:

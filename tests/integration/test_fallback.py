@@ -47,8 +47,11 @@ def _reverse_fence(stack: Stack, procs: list[Proc], timeout: float = 240) -> flo
 
     rev = _reverse(stack)
     admin = Admin(rev.kafka.client_config())
-    wait_for(lambda: all(admin.partitions(rev.kafka.table_topic(t)) for t in rev.tables), 180,
-             "the fallback capture to create its topics" + _diag(procs))
+    wait_for(
+        lambda: all(admin.partitions(rev.kafka.table_topic(t)) for t in rev.tables),
+        180,
+        "the fallback capture to create its topics" + _diag(procs),
+    )
     deadline = time.monotonic() + timeout
     while True:
         dead = [p for p in procs if not p.alive() and not p.expected_dead]
@@ -65,7 +68,9 @@ def _diag(procs: list[Proc]) -> str:
     out = "".join(f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}" for p in procs)
     if procs:  # the fallback a cutover started logs into its capture state dir
         for log in procs[0].log.parent.glob("*/fallback.log"):
-            out += f"\n--- {log} ---\n" + "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            out += f"\n--- {log} ---\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-40:]
+            )
     return out
 
 
@@ -81,8 +86,14 @@ def _assert_equal_both_ways(stack: Stack) -> None:
 def _count_events(settings: Settings, topic: str, idle: float = 4.0) -> int:
     """Change events (not control records, not tombstones) in every partition of ``topic``."""
     n_parts = Admin(settings.kafka.client_config()).partitions(topic) or 0
-    c = Consumer({**settings.kafka.client_config(), "group.id": f"count-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "isolation.level": "read_committed"})
+    c = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"count-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
     try:
         c.assign([TopicPartition(topic, p, 0) for p in range(n_parts)])
         n, last = 0, time.monotonic()
@@ -91,7 +102,9 @@ def _count_events(settings: Settings, topic: str, idle: float = 4.0) -> int:
                 if m.error():
                     continue
                 last = time.monotonic()
-                if m.value() is not None and not any(k == CONTROL_HEADER for k, _ in m.headers() or []):
+                if m.value() is not None and not any(
+                    k == CONTROL_HEADER for k, _ in m.headers() or []
+                ):
                     n += 1
         return n
     finally:
@@ -113,20 +126,31 @@ def drop_reverse_slots() -> Iterator[list[Stack]]:
         for p in s.procs:
             p.stop(30)
         with s.tgt() as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
-                      "WHERE slot_name = %s AND NOT active", (f"cf_it{s.n}_fallback",))
+            c.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
+                (f"cf_it{s.n}_fallback",),
+            )
 
 
-def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, drop_reverse_slots: list[Stack]) -> None:
+def test_fallback_after_cutover_converges_both_ways_without_echo(
+    stack: Stack, drop_reverse_slots: list[Stack]
+) -> None:
     drop_reverse_slots.append(stack)
     stack.sql(ITEMS_DDL)
-    stack.sql("INSERT INTO items SELECT g, 'item ' || g, g % 7, g * 1.5, ARRAY['t' || (g % 3)], "
-              "CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 400) END FROM generate_series(1, 400) g")
+    stack.sql(
+        "INSERT INTO items SELECT g, 'item ' || g, g % 7, g * 1.5, ARRAY['t' || (g % 3)], "
+        "CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 400) END FROM generate_series(1, 400) g"
+    )
     stack.write_config(["public.items"])
     raw = yaml.safe_load(stack.config_path.read_text())
     flag = stack.dir / "frozen"
-    raw["cutover"] = {"freeze_command": ["touch", str(flag)], "unfreeze_command": ["rm", "-f", str(flag)],
-                      "fallback": True, "fence_timeout_s": 240}
+    raw["cutover"] = {
+        "freeze_command": ["touch", str(flag)],
+        "unfreeze_command": ["rm", "-f", str(flag)],
+        "fallback": True,
+        "fence_timeout_s": 240,
+    }
     stack.config_path.write_text(yaml.safe_dump(raw))
     stack.start("capture")
     stack.start("sync")
@@ -137,11 +161,22 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
     assert r.stdout.strip(), f"cutover printed nothing (rc {r.returncode}): {r.stderr[-2000:]}"
     rep = json.loads(r.stdout)
     fb_gate = rep["gates"][-1]
-    pid = int(re.search(r"pid (\d+)", fb_gate["detail"]).group(1)) if "pid" in fb_gate["detail"] else None
+    pid = (
+        int(re.search(r"pid (\d+)", fb_gate["detail"]).group(1))
+        if "pid" in fb_gate["detail"]
+        else None
+    )
     try:
         assert r.returncode == 0 and rep["go"], rep
         assert [g["name"] for g in rep["gates"]] == [
-            "sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "fallback"]
+            "sync_healthy",
+            "checkpoint",
+            "freeze",
+            "fence",
+            "verify",
+            "flip",
+            "fallback",
+        ]
         assert flag.exists()  # a GO leaves legacy frozen
         procs = list(stack.procs)
         _reverse_fence(stack, procs)
@@ -150,16 +185,25 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
         rev = _reverse(stack)
         fwd_topic = stack.settings.kafka.table_topic("public.items")
         rev_topic = rev.kafka.table_topic("public.items")
-        fwd_before, rev_before = _count_events(stack.settings, fwd_topic), _count_events(rev, rev_topic)
-        assert fwd_before == 400, fwd_before  # the forward snapshot; the reverse snapshot did not echo
+        fwd_before, rev_before = (
+            _count_events(stack.settings, fwd_topic),
+            _count_events(rev, rev_topic),
+        )
+        assert fwd_before == 400, (
+            fwd_before
+        )  # the forward snapshot; the reverse snapshot did not echo
         assert rev_before == 400, rev_before
 
         # the new system takes writes: insert, update, delete, primary-key update, a TOASTed row
         # updated beside its unchanged large value
         with stack.tgt() as t:
-            t.execute("INSERT INTO items (id, name, qty, price, tags) SELECT g, 'new ' || g, 1, 2.5, ARRAY['n'] "
-                      "FROM generate_series(1001, 1050) g")
-            t.execute("UPDATE items SET qty = qty + 100, name = name || ' (edited)' WHERE id BETWEEN 10 AND 39")
+            t.execute(
+                "INSERT INTO items (id, name, qty, price, tags) SELECT g, 'new ' || g, 1, 2.5, ARRAY['n'] "
+                "FROM generate_series(1001, 1050) g"
+            )
+            t.execute(
+                "UPDATE items SET qty = qty + 100, name = name || ' (edited)' WHERE id BETWEEN 10 AND 39"
+            )
             t.execute("DELETE FROM items WHERE id BETWEEN 40 AND 49")
             t.execute("UPDATE items SET id = 5005 WHERE id = 5")
             t.execute("UPDATE items SET qty = -1 WHERE id = 100")  # note (TOASTed) unchanged
@@ -167,10 +211,25 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
         with stack.src() as s:
             assert s.execute("SELECT count(*) FROM items").fetchone() == (400 + 50 - 10,)
             assert s.execute("SELECT id FROM items WHERE id IN (5, 5005)").fetchall() == [(5005,)]
-            assert s.execute("SELECT qty, length(note) FROM items WHERE id = 100").fetchone() == (-1, 12800)
-            cols = {r[0] for r in s.execute("SELECT attname FROM pg_attribute WHERE attrelid = 'public.items'::regclass "
-                                           "AND attnum > 0 AND NOT attisdropped").fetchall()}
-            assert cols == {"id", "name", "qty", "price", "tags", "note"}  # legacy got no column of ours
+            assert s.execute("SELECT qty, length(note) FROM items WHERE id = 100").fetchone() == (
+                -1,
+                12800,
+            )
+            cols = {
+                r[0]
+                for r in s.execute(
+                    "SELECT attname FROM pg_attribute WHERE attrelid = 'public.items'::regclass "
+                    "AND attnum > 0 AND NOT attisdropped"
+                ).fetchall()
+            }
+            assert cols == {
+                "id",
+                "name",
+                "qty",
+                "price",
+                "tags",
+                "note",
+            }  # legacy got no column of ours
         _assert_equal_both_ways(stack)
 
         # both directions at once, writes on both sides to distinct keys (the freeze here is a flag
@@ -178,19 +237,28 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
         for round_ in range(5):
             with stack.src() as s, stack.tgt() as t:
                 base = 2000 + round_ * 10
-                s.execute("INSERT INTO items (id, name, qty) SELECT g, 'legacy ' || g, g FROM generate_series(%s::int, %s::int) g",
-                          (base, base + 4))
-                t.execute("INSERT INTO items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(%s::int, %s::int) g",
-                          (base + 5, base + 9))
+                s.execute(
+                    "INSERT INTO items (id, name, qty) SELECT g, 'legacy ' || g, g FROM generate_series(%s::int, %s::int) g",
+                    (base, base + 4),
+                )
+                t.execute(
+                    "INSERT INTO items (id, name, qty) SELECT g, 'new ' || g, g FROM generate_series(%s::int, %s::int) g",
+                    (base + 5, base + 9),
+                )
                 s.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (base,))
                 t.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (base + 5,))
         stack.fence()
         _reverse_fence(stack, procs)
         _assert_equal_both_ways(stack)
         with stack.src() as s:
-            assert s.execute("SELECT count(*) FROM items WHERE id BETWEEN 2000 AND 2049").fetchone() == (50,)
+            assert s.execute(
+                "SELECT count(*) FROM items WHERE id BETWEEN 2000 AND 2049"
+            ).fetchone() == (50,)
         # no echo: each topic holds exactly the changes made on its own side
-        fwd_after, rev_after = _count_events(stack.settings, fwd_topic), _count_events(rev, rev_topic)
+        fwd_after, rev_after = (
+            _count_events(stack.settings, fwd_topic),
+            _count_events(rev, rev_topic),
+        )
         assert fwd_after - fwd_before == 5 * (5 + 1), (fwd_before, fwd_after)
         assert rev_after - rev_before == 50 + 30 + 10 + 2 + 1 + 5 * (5 + 1), (rev_before, rev_after)
 
@@ -204,13 +272,17 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(stack: Stack, d
         r = stack.cli("fallback", "status", "--json")
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
-        assert st["tables"] == [{"legacy": "public.items", "new": "public.items", "inverse": "identity"}]
+        assert st["tables"] == [
+            {"legacy": "public.items", "new": "public.items", "inverse": "identity"}
+        ]
         assert st["refused"] == {}
     finally:
         if pid is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGTERM)
-            wait_for(lambda: not _alive(pid), 60, "the fallback process started by the cutover to stop")
+            wait_for(
+                lambda: not _alive(pid), 60, "the fallback process started by the cutover to stop"
+            )
 
 
 def _alive(pid: int) -> bool:
@@ -225,24 +297,46 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_reverse_slots: list[Stack]) -> None:
+def test_fallback_renamed_table_and_restart_mid_stream(
+    stack: Stack, drop_reverse_slots: list[Stack]
+) -> None:
     """Renames go back renamed; a SIGKILLed reverse sync restarts where its stored offsets say."""
     drop_reverse_slots.append(stack)
     stack.sql(ITEMS_DDL)
-    stack.sql("CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, score text, legacy_only text)")
-    stack.sql("INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 300) g")
-    stack.sql("INSERT INTO people (id, name, score) SELECT g, 'person ' || g, g::text FROM generate_series(1, 100) g")
+    stack.sql(
+        "CREATE TABLE public.people (id int PRIMARY KEY, name text NOT NULL, score text, legacy_only text)"
+    )
+    stack.sql(
+        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 300) g"
+    )
+    stack.sql(
+        "INSERT INTO people (id, name, score) SELECT g, 'person ' || g, g::text FROM generate_series(1, 100) g"
+    )
     stack.write_config(["public.items", "public.people"])
     raw = yaml.safe_load(stack.config_path.read_text())
-    raw["mapping"] = {"tables": {"public.people": {"targets": [{
-        "table": "app.persons",
-        "columns": {"person_id": "id", "full_name": "name", "score": {"from": "score", "cast": "integer"}},
-    }]}}}
+    raw["mapping"] = {
+        "tables": {
+            "public.people": {
+                "targets": [
+                    {
+                        "table": "app.persons",
+                        "columns": {
+                            "person_id": "id",
+                            "full_name": "name",
+                            "score": {"from": "score", "cast": "integer"},
+                        },
+                    }
+                ]
+            }
+        }
+    }
     stack.config_path.write_text(yaml.safe_dump(raw))
     # the new system's own table (created by its deploy); the forward mapped sync fills it
     with stack.tgt() as t:
-        t.execute("CREATE SCHEMA app; CREATE TABLE app.persons (person_id int PRIMARY KEY, full_name text NOT NULL, "
-                  "score integer, created_in_new timestamptz DEFAULT now())")
+        t.execute(
+            "CREATE SCHEMA app; CREATE TABLE app.persons (person_id int PRIMARY KEY, full_name text NOT NULL, "
+            "score integer, created_in_new timestamptz DEFAULT now())"
+        )
     stack.start("capture")
     stack.start("sync")
     stack.fence()
@@ -253,8 +347,12 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
     procs = [*stack.procs]
     _reverse_fence(stack, procs)
     with stack.src() as s:
-        assert s.execute("SELECT count(*), sum(id), min(score), max(score) FROM people").fetchone() == (100, 5050, "1", "99")
-        assert s.execute("SELECT count(*) FROM people WHERE legacy_only IS NOT NULL").fetchone() == (0,)
+        assert s.execute(
+            "SELECT count(*), sum(id), min(score), max(score) FROM people"
+        ).fetchone() == (100, 5050, "1", "99")
+        assert s.execute(
+            "SELECT count(*) FROM people WHERE legacy_only IS NOT NULL"
+        ).fetchone() == (0,)
 
     # writes in the new database while the reverse sync is SIGKILLed and restarted
     stop = time.monotonic() + 25
@@ -263,8 +361,13 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
     with stack.tgt() as t:
         while time.monotonic() < stop or not restarted:
             n += 1
-            t.execute("INSERT INTO app.persons (person_id, full_name, score) VALUES (%s, %s, %s)", (1000 + n, f"p{n}", n))
-            t.execute("UPDATE app.persons SET score = score + 1 WHERE person_id = %s", (1 + n % 100,))
+            t.execute(
+                "INSERT INTO app.persons (person_id, full_name, score) VALUES (%s, %s, %s)",
+                (1000 + n, f"p{n}", n),
+            )
+            t.execute(
+                "UPDATE app.persons SET score = score + 1 WHERE person_id = %s", (1 + n % 100,)
+            )
             t.execute("UPDATE items SET qty = qty + 1 WHERE id = %s", (1 + n % 300,))
             if n % 7 == 0:
                 t.execute("DELETE FROM app.persons WHERE person_id = %s", (1000 + n - 3,))
@@ -278,14 +381,18 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
             time.sleep(0.05)
     _reverse_fence(stack, [p for p in procs if p.name != "fallback"])
     with stack.src() as s, stack.tgt() as t:
-        new_rows = t.execute("SELECT person_id, full_name, score::text FROM app.persons ORDER BY 1").fetchall()
+        new_rows = t.execute(
+            "SELECT person_id, full_name, score::text FROM app.persons ORDER BY 1"
+        ).fetchall()
         legacy_rows = s.execute("SELECT id, name, score FROM people ORDER BY 1").fetchall()
         assert legacy_rows == new_rows, f"{len(legacy_rows)} legacy vs {len(new_rows)} new rows"
         assert len(new_rows) > 100 + 40
     from crossfade.ops.demo import compare_all
 
     rev = _reverse(stack)
-    items_rev = [d for d in compare_all(rev.model_copy(update={"tables": ["public.items"]})) if not d.match]
+    items_rev = [
+        d for d in compare_all(rev.model_copy(update={"tables": ["public.items"]})) if not d.match
+    ]
     assert not items_rev, [d.as_dict() for d in items_rev]
     # verify --reverse compares the identity table and says the renamed one is not verifiable yet
     r = stack.cli("verify", "--reverse", "--json", timeout=300)
@@ -298,27 +405,52 @@ def test_fallback_renamed_table_and_restart_mid_stream(stack: Stack, drop_revers
 def test_fallback_refuses_non_invertible_mapping(stack: Stack) -> None:
     stack.write_config(["public.accounts", "public.contacts", "public.notes"])
     raw: dict[str, Any] = yaml.safe_load(stack.config_path.read_text())
-    raw["mapping"] = {"tables": {
-        "public.accounts": {"targets": [{"table": "app.accounts", "columns": {"account_id": "id", "name": "name"}}]},
-        "public.contacts": {"targets": [{"table": "app.people", "columns": {
-            "person_id": "id", "email": {"from": "email", "transforms": ["email"]}}}]},
-        "public.notes": {"filters": [{"name": "old", "when": [{"column": "id", "lt": 10}]}],
-                         "targets": [{"table": "app.notes", "columns": {"note_id": "id"}}]},
-    }}
+    raw["mapping"] = {
+        "tables": {
+            "public.accounts": {
+                "targets": [
+                    {"table": "app.accounts", "columns": {"account_id": "id", "name": "name"}}
+                ]
+            },
+            "public.contacts": {
+                "targets": [
+                    {
+                        "table": "app.people",
+                        "columns": {
+                            "person_id": "id",
+                            "email": {"from": "email", "transforms": ["email"]},
+                        },
+                    }
+                ]
+            },
+            "public.notes": {
+                "filters": [{"name": "old", "when": [{"column": "id", "lt": 10}]}],
+                "targets": [{"table": "app.notes", "columns": {"note_id": "id"}}],
+            },
+        }
+    }
     stack.config_path.write_text(yaml.safe_dump(raw))
     r = stack.cli("fallback", "start", timeout=60)
     assert r.returncode == 2, (r.returncode, r.stderr)
     lines = [ln for ln in r.stderr.strip().splitlines() if "cannot fall back" in ln]
     assert len(lines) == 2, r.stderr
-    assert "public.contacts cannot fall back: column app.people.email is transformed (email)" in r.stderr
-    assert "public.notes cannot fall back: filter old keeps rows out of the new database" in r.stderr
+    assert (
+        "public.contacts cannot fall back: column app.people.email is transformed (email)"
+        in r.stderr
+    )
+    assert (
+        "public.notes cannot fall back: filter old keeps rows out of the new database" in r.stderr
+    )
     assert "public.accounts" not in r.stderr.split("remove the table")[0]
     assert "Traceback" not in r.stderr
     r = stack.cli("fallback", "status", "--json", timeout=60)
     st = json.loads(r.stdout)
     assert [t["legacy"] for t in st["tables"]] == ["public.accounts"]
     assert set(st["refused"]) == {"public.contacts", "public.notes"}
-    with pytest.raises(psycopg.errors.UndefinedTable), stack.src() as s:  # nothing was written anywhere
+    with (
+        pytest.raises(psycopg.errors.UndefinedTable),
+        stack.src() as s,
+    ):  # nothing was written anywhere
         s.execute("SELECT 1 FROM crossfade_fallback.offsets")
 
 
@@ -334,7 +466,9 @@ END;
 """
 
 
-def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse_slots: list[Stack]) -> None:  # type: ignore[no-untyped-def]
+def test_fallback_drill_on_pgbench_tables_under_load(
+    stack_factory, drop_reverse_slots: list[Stack]
+) -> None:  # type: ignore[no-untyped-def]
     """The issue's drill: cutover on pgbench tables, then pgbench load on the new database with
     fallback running; verify --reverse under load, and both databases compared row by row after."""
     import subprocess
@@ -342,7 +476,9 @@ def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse
     stack = stack_factory(partitions=2, append_only_tables=["public.pgbench_history"])
     drop_reverse_slots.append(stack)
     pgbench = stack.pg.binaries.tool("pgbench")
-    subprocess.run([pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True)
+    subprocess.run(
+        [pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True
+    )
     stack.sql("DELETE FROM pgbench_accounts WHERE aid > 20000")
     stack.write_config([*PGBENCH_KEYED, "public.pgbench_history"])
     raw = yaml.safe_load(stack.config_path.read_text())
@@ -352,9 +488,11 @@ def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse
             c.execute(f"CREATE ROLE {role} LOGIN")
         c.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
         c.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-    raw["cutover"] = {"freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {role}",
-                      "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
-                      "fence_timeout_s": 240}
+    raw["cutover"] = {
+        "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {role}",
+        "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+        "fence_timeout_s": 240,
+    }
     raw["fallback"] = {"tables": PGBENCH_KEYED}  # pgbench_history has no key: it cannot go back
     stack.config_path.write_text(yaml.safe_dump(raw))
     stack.start("capture")
@@ -368,12 +506,18 @@ def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse
     procs = list(stack.procs)
     t0 = time.monotonic()
     _reverse_fence(stack, procs)
-    print(f"fallback: reverse snapshot of {20000 + 10 + 1} rows applied and fenced in {time.monotonic() - t0:.1f} s")
+    print(
+        f"fallback: reverse snapshot of {20000 + 10 + 1} rows applied and fenced in {time.monotonic() - t0:.1f} s"
+    )
 
     script = stack.dir / "tpcb-no-history.sql"
     script.write_text(TPCB_NO_HISTORY)
-    bench = subprocess.Popen([pgbench, "-n", "-c", "2", "-R", "100", "-T", "20", "-f", str(script), stack.target_dsn],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bench = subprocess.Popen(
+        [pgbench, "-n", "-c", "2", "-R", "100", "-T", "20", "-f", str(script), stack.target_dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     time.sleep(3)
     fence_s = _reverse_fence(stack, procs)
     t1 = time.monotonic()
@@ -387,9 +531,11 @@ def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse
     vrep = json.loads(r.stdout)
     assert vrep["match"] and all(t["unsettled"] == 0 for t in vrep["tables"]), vrep
     tps = re.search(r"tps = ([\d.]+)", out)
-    print(f"fallback under pgbench load ({tps.group(1) if tps else '?'} tps on the new database): reverse fence "
-          f"{fence_s:.2f} s, verify --reverse {verify_s:.1f} s, in flight "
-          f"{ {t['name']: t['in_flight'] for t in vrep['tables']} }")
+    print(
+        f"fallback under pgbench load ({tps.group(1) if tps else '?'} tps on the new database): reverse fence "
+        f"{fence_s:.2f} s, verify --reverse {verify_s:.1f} s, in flight "
+        f"{ {t['name']: t['in_flight'] for t in vrep['tables']} }"
+    )
 
     # a TRUNCATE in the new database goes back too (the side table decides what it voids)
     with stack.tgt() as t:
@@ -402,7 +548,10 @@ def test_fallback_drill_on_pgbench_tables_under_load(stack_factory, drop_reverse
     bad = [d.as_dict() for d in compare_all(rev) if not d.match]
     assert not bad, bad
     with stack.src() as s:
-        assert s.execute("SELECT tid, tbalance FROM pgbench_tellers ORDER BY tid").fetchall() == [(1, 42), (2, 43)]
+        assert s.execute("SELECT tid, tbalance FROM pgbench_tellers ORDER BY tid").fetchall() == [
+            (1, 42),
+            (2, 43),
+        ]
         total = s.execute("SELECT sum(abalance) FROM pgbench_accounts").fetchone()[0]
     with stack.tgt() as t:
         assert t.execute("SELECT sum(abalance) FROM pgbench_accounts").fetchone()[0] == total

@@ -76,7 +76,9 @@ from tests.integration.fault_harness import (
 pytestmark = pytest.mark.integration
 
 
-def _fx_stack(stack_factory: Callable[..., Stack], rows: int = 200, rate: float = 40, **kw: object) -> tuple[Stack, TypedWriter]:
+def _fx_stack(
+    stack_factory: Callable[..., Stack], rows: int = 200, rate: float = 40, **kw: object
+) -> tuple[Stack, TypedWriter]:
     stack = stack_factory(**kw)
     writer = TypedWriter(stack.source_dsn, seed=stack.n, rate=rate).create(rows)
     stack.write_config([FX_TABLE])
@@ -93,7 +95,9 @@ def _fired(proc, point: str, timeout: float = 180, writer: TypedWriter | None = 
     try:
         wait_for(fired, timeout, f"fault point {point} to fire")
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; writer: {writer.stats if writer else '-'}\n{proc.tail()}") from None
+        raise AssertionError(
+            f"{exc}; writer: {writer.stats if writer else '-'}\n{proc.tail()}"
+        ) from None
 
 
 # -- process faults ------------------------------------------------------------------------------
@@ -101,6 +105,7 @@ def _fired(proc, point: str, timeout: float = 180, writer: TypedWriter | None = 
 
 def _fault_data(proc, what: str, timeout: float = 60) -> dict:  # type: ignore[no-untyped-def]
     """The JSON the fault hook printed for ``what`` (see fault_hooks/sitecustomize.py)."""
+
     def find() -> dict | None:
         for line in reversed(proc.tail(2000).splitlines()):
             if line.startswith(f"FAULT DATA {what} "):
@@ -115,8 +120,10 @@ def _stored_offsets(stack: Stack, keys) -> dict[str, int]:  # type: ignore[no-un
     with stack.tgt() as t:
         for k in keys:
             topic, part = k[:-1].rsplit("[", 1)
-            row = t.execute("SELECT next_offset FROM crossfade.offsets WHERE topic = %s AND partition = %s",
-                            (topic, int(part))).fetchone()
+            row = t.execute(
+                "SELECT next_offset FROM crossfade.offsets WHERE topic = %s AND partition = %s",
+                (topic, int(part)),
+            ).fetchone()
             out[k] = int(row[0]) if row else -1
     return out
 
@@ -125,7 +132,9 @@ def _kafka_committed(stack: Stack, keys) -> dict[str, int]:  # type: ignore[no-u
     from confluent_kafka import Consumer, TopicPartition
 
     s = stack.settings
-    c = Consumer({**s.kafka.client_config(), "group.id": s.sync.group_id, "enable.auto.commit": False})
+    c = Consumer(
+        {**s.kafka.client_config(), "group.id": s.sync.group_id, "enable.auto.commit": False}
+    )
     tps = [TopicPartition(k[:-1].rsplit("[", 1)[0], int(k[:-1].rsplit("[", 1)[1])) for k in keys]
     got = c.committed(tps, timeout=30)
     c.close()
@@ -135,14 +144,21 @@ def _kafka_committed(stack: Stack, keys) -> dict[str, int]:  # type: ignore[no-u
 def _assigned_after(proc, marker: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
     """Offsets in the last "assigned" log line after ``marker``."""
     text = proc.tail(3000)
-    text = text[text.rfind(marker):]
-    lines = [json.loads(x)["msg"] for x in text.splitlines() if x.startswith("{") and '"assigned ' in x]
+    text = text[text.rfind(marker) :]
+    lines = [
+        json.loads(x)["msg"] for x in text.splitlines() if x.startswith("{") and '"assigned ' in x
+    ]
     if not lines:
         return {}
-    return {part.rsplit("@", 1)[0]: int(part.rsplit("@", 1)[1]) for part in lines[-1][len("assigned "):].split(", ")}
+    return {
+        part.rsplit("@", 1)[0]: int(part.rsplit("@", 1)[1])
+        for part in lines[-1][len("assigned ") :].split(", ")
+    }
 
 
-def test_fault_01_sigkill_sync_after_commit_before_kafka_commit(stack_factory: Callable[..., Stack]) -> None:
+def test_fault_01_sigkill_sync_after_commit_before_kafka_commit(
+    stack_factory: Callable[..., Stack],
+) -> None:
     stack, writer = _fx_stack(stack_factory)
     stack.start("capture")
     sync = start_with_fault(stack, "sync", "after_commit:3")
@@ -154,15 +170,23 @@ def test_fault_01_sigkill_sync_after_commit_before_kafka_commit(stack_factory: C
     ends = {k: hi + 1 for k, (_lo, hi) in data["span"].items()}
     assert data["stored"] == ends, "the batch's offsets were not committed with its rows"
     kafka = _kafka_committed(stack, ends)
-    assert all(kafka[k] < ends[k] for k in ends), f"Kafka heard of the batch before the kill: {kafka} vs {ends}"
+    assert all(kafka[k] < ends[k] for k in ends), (
+        f"Kafka heard of the batch before the kill: {kafka} vs {ends}"
+    )
     sync = stack.start("sync")  # seeks to the offsets stored with the data, not Kafka's
-    assigned = wait_for(lambda: _assigned_after(sync, "FAULT POINT"), 120, "the new worker's assignment")
+    assigned = wait_for(
+        lambda: _assigned_after(sync, "FAULT POINT"), 120, "the new worker's assignment"
+    )
     for k, end in ends.items():
-        assert assigned[k] >= end, f"{k} restarted at {assigned[k]}, before the committed batch's end {end}"
+        assert assigned[k] >= end, (
+            f"{k} restarted at {assigned[k]}, before the committed batch's end {end}"
+        )
     settle(stack, writer)
 
 
-def test_fault_02_sigkill_sync_mid_batch_rolls_back_whole(stack_factory: Callable[..., Stack]) -> None:
+def test_fault_02_sigkill_sync_mid_batch_rolls_back_whole(
+    stack_factory: Callable[..., Stack],
+) -> None:
     stack, writer = _fx_stack(stack_factory)
     stack.start("capture")
     sync = start_with_fault(stack, "sync", "mid_batch:3")
@@ -180,7 +204,9 @@ def test_fault_02_sigkill_sync_mid_batch_rolls_back_whole(stack_factory: Callabl
 
 
 @pytest.mark.slow
-def test_fault_05_capture_restart_with_large_open_transaction(stack_factory: Callable[..., Stack]) -> None:
+def test_fault_05_capture_restart_with_large_open_transaction(
+    stack_factory: Callable[..., Stack],
+) -> None:
     stack = stack_factory()
     stack.sql("CREATE TABLE public.big5 (id int PRIMARY KEY, v text, n int)")
     stack.sql("INSERT INTO big5 SELECT g, md5(g::text), 0 FROM generate_series(1, 5000) g")
@@ -190,7 +216,9 @@ def test_fault_05_capture_restart_with_large_open_transaction(stack_factory: Cal
     stack.fence()
     tx = stack.src()
     tx.execute("BEGIN")
-    tx.execute("INSERT INTO big5 SELECT g, repeat('x', 200) || g, 1 FROM generate_series(100001, 120000) g")
+    tx.execute(
+        "INSERT INTO big5 SELECT g, repeat('x', 200) || g, 1 FROM generate_series(100001, 120000) g"
+    )
     tx.execute("UPDATE big5 SET n = n + 1 WHERE id % 3 = 0")
     # restart capture while the transaction is open (graceful), then once more by SIGKILL
     assert capture.stop(60) is not None
@@ -199,7 +227,11 @@ def test_fault_05_capture_restart_with_large_open_transaction(stack_factory: Cal
     tx.execute("DELETE FROM big5 WHERE id % 5 = 0")
     tx.execute("COMMIT")
     tx.close()
-    wait_for(lambda: target_rows(stack, "public.big5") > 5000, 180, "the large transaction to start arriving")
+    wait_for(
+        lambda: target_rows(stack, "public.big5") > 5000,
+        180,
+        "the large transaction to start arriving",
+    )
     capture.kill()
     stack.start("capture")
     stack.fence(timeout=400)
@@ -217,7 +249,9 @@ def test_fault_07_target_connection_dropped_at_commit(stack_factory: Callable[..
     # the COMMIT went through: the retry finds every record of the batch below its stored offsets
     retry = _fault_data(sync, "retry")
     for k, (_lo, hi) in retry["span"].items():
-        assert retry["stored"][k] > hi, f"the retry would apply {k} up to {hi} again (stored {retry['stored'][k]})"
+        assert retry["stored"][k] > hi, (
+            f"the retry would apply {k} up to {hi} again (stored {retry['stored'][k]})"
+        )
     assert "transient error, retry" in sync.tail(400)
     assert sync.alive(), sync.tail()
     # then sessions cut from the server side, wherever the worker is (often mid-COMMIT)
@@ -230,13 +264,19 @@ def test_fault_07_target_connection_dropped_at_commit(stack_factory: Callable[..
 
 @pytest.fixture
 def target_pg(work_root: Path) -> Iterator[EmbeddedPostgres]:
-    pg = EmbeddedPostgres(log_to=work_root / f"pg-target-{os.getpid()}-{time.monotonic_ns()}.log").start()
+    pg = EmbeddedPostgres(
+        log_to=work_root / f"pg-target-{os.getpid()}-{time.monotonic_ns()}.log"
+    ).start()
     yield pg
     pg.stop()
 
 
 def test_fault_08_target_database_restarted_mid_stream(
-    pg_server: EmbeddedPostgres, target_pg: EmbeddedPostgres, bootstrap: str, work_root: Path, request: pytest.FixtureRequest
+    pg_server: EmbeddedPostgres,
+    target_pg: EmbeddedPostgres,
+    bootstrap: str,
+    work_root: Path,
+    request: pytest.FixtureRequest,
 ) -> None:
     stack = SplitStack(pg_server, target_pg, bootstrap, work_root)
     request.addfinalizer(stack.close)
@@ -272,7 +312,9 @@ def own_bootstrap(work_root: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def own_stack_factory(pg_server: EmbeddedPostgres, own_bootstrap: str, work_root: Path) -> Iterator[Callable[..., Stack]]:
+def own_stack_factory(
+    pg_server: EmbeddedPostgres, own_bootstrap: str, work_root: Path
+) -> Iterator[Callable[..., Stack]]:
     """``stack_factory`` on a broker of the test's own (see ``own_bootstrap``)."""
     made: list[Stack] = []
 
@@ -306,8 +348,11 @@ def test_fault_10_paused_worker_stale_writes_refused(
     writer.stop()
     stack.fence()  # every partition is applied by the new owner while the old one is frozen
     os.kill(stale.p.pid, signal.SIGCONT)  #: the paused worker resumes mid-batch
-    wait_for(lambda: "owned by another sync worker" in stale.tail(400), 60,
-             "the resumed worker's stale batch to be refused\n" + stale.tail())
+    wait_for(
+        lambda: "owned by another sync worker" in stale.tail(400),
+        60,
+        "the resumed worker's stale batch to be refused\n" + stale.tail(),
+    )
     writer.start()
     time.sleep(5)
     settle(stack, writer)
@@ -315,7 +360,16 @@ def test_fault_10_paused_worker_stale_writes_refused(
 
 # -- event-level cases: one stack, a table per case ------------------------------------------------
 
-EVENT_TABLES = ["public.e11", "public.e12", "public.e13", "public.e14", "public.e15", "public.e16", "public.e18", "public.e19"]
+EVENT_TABLES = [
+    "public.e11",
+    "public.e12",
+    "public.e13",
+    "public.e14",
+    "public.e15",
+    "public.e16",
+    "public.e18",
+    "public.e19",
+]
 
 
 @pytest.fixture(scope="module")
@@ -338,11 +392,17 @@ def _sync_proc(stack: Stack):  # type: ignore[no-untyped-def]
 
 def _target_hash(stack: Stack, table: str) -> str:
     with stack.tgt() as t:
-        return str(t.execute(f"SELECT md5(string_agg(r::text, '|' ORDER BY r.id)) FROM {table} r").fetchone()[0])  # type: ignore[index]
+        return str(
+            t.execute(
+                f"SELECT md5(string_agg(r::text, '|' ORDER BY r.id)) FROM {table} r"
+            ).fetchone()[0]
+        )  # type: ignore[index]
 
 
 def test_fault_11_offsets_replayed_twice_identical_target(ev: Stack) -> None:
-    ev.sql("UPDATE e11 SET v = v || '!' WHERE id % 4 = 0; DELETE FROM e11 WHERE id % 9 = 0; UPDATE e11 SET id = id + 1000 WHERE id < 5")
+    ev.sql(
+        "UPDATE e11 SET v = v || '!' WHERE id % 4 = 0; DELETE FROM e11 WHERE id % 9 = 0; UPDATE e11 SET id = id + 1000 WHERE id < 5"
+    )
     ev.fence()
     before = _target_hash(ev, "public.e11")
     topic = ev.settings.kafka.table_topic("public.e11")
@@ -350,7 +410,9 @@ def test_fault_11_offsets_replayed_twice_identical_target(ev: Stack) -> None:
         skipped = stat_skipped(ev, "public.e11")
         _sync_proc(ev).stop()
         with ev.tgt() as t:
-            n = t.execute("UPDATE crossfade.offsets SET next_offset = 0 WHERE topic = %s", (topic,)).rowcount
+            n = t.execute(
+                "UPDATE crossfade.offsets SET next_offset = 0 WHERE topic = %s", (topic,)
+            ).rowcount
         assert n == ev.partitions
         ev.start("sync")
         ev.fence()
@@ -360,7 +422,11 @@ def test_fault_11_offsets_replayed_twice_identical_target(ev: Stack) -> None:
 
 
 def _find(recs, key: int, pred):  # type: ignore[no-untyped-def]
-    return [r for r in recs if r.event is not None and (r.event.key or {}).get("id") == key and pred(r.event)]
+    return [
+        r
+        for r in recs
+        if r.event is not None and (r.event.key or {}).get("id") == key and pred(r.event)
+    ]
 
 
 def test_fault_12_older_event_after_newer_is_skipped(ev: Stack) -> None:
@@ -374,7 +440,9 @@ def test_fault_12_older_event_after_newer_is_skipped(ev: Stack) -> None:
     ev.fence()
     with ev.tgt() as t:
         assert t.execute("SELECT v FROM e12 WHERE id = 1").fetchone() == ("c",)
-    assert stat_skipped(ev, "public.e12") == skipped + 1, "the older event was not stopped by the guard"
+    assert stat_skipped(ev, "public.e12") == skipped + 1, (
+        "the older event was not stopped by the guard"
+    )
     ev.assert_equal()
 
 
@@ -399,8 +467,12 @@ def test_fault_14_tombstones_are_no_ops(ev: Stack) -> None:
     recs = read_records(ev, "public.e14")
     deletes = _find(recs, 7, lambda e: e.op == "d")
     assert deletes, "no delete event for id 7"
-    after_delete = [r for r in recs if r.partition == deletes[0].partition and r.offset > deletes[0].offset]
-    assert any(r.value is None and r.key == deletes[0].key for r in after_delete), "Debezium wrote no tombstone"
+    after_delete = [
+        r for r in recs if r.partition == deletes[0].partition and r.offset > deletes[0].offset
+    ]
+    assert any(r.value is None and r.key == deletes[0].key for r in after_delete), (
+        "Debezium wrote no tombstone"
+    )
     # a stray tombstone for a live key changes nothing
     live = _find(recs, 8, lambda e: e.op in ("r", "c"))
     assert live
@@ -414,11 +486,16 @@ def test_fault_14_tombstones_are_no_ops(ev: Stack) -> None:
 
 def test_fault_15_primary_key_update(ev: Stack) -> None:
     ev.sql("UPDATE e15 SET id = id + 1000 WHERE id <= 10")
-    ev.sql("BEGIN; UPDATE e15 SET id = 20000 WHERE id = 20; UPDATE e15 SET id = 20 WHERE id = 21; COMMIT")
+    ev.sql(
+        "BEGIN; UPDATE e15 SET id = 20000 WHERE id = 20; UPDATE e15 SET id = 20 WHERE id = 21; COMMIT"
+    )
     ev.fence()
     with ev.tgt() as t:
         assert t.execute("SELECT count(*) FROM e15 WHERE id <= 10 OR id = 21").fetchone() == (0,)
-        assert t.execute("SELECT v FROM e15 WHERE id IN (20, 20000) ORDER BY id").fetchall() == [("v21",), ("v20",)]
+        assert t.execute("SELECT v FROM e15 WHERE id IN (20, 20000) ORDER BY id").fetchall() == [
+            ("v21",),
+            ("v20",),
+        ]
     ev.assert_equal()
 
 
@@ -455,7 +532,12 @@ def test_fault_19_add_column_mid_stream(ev: Stack) -> None:
     _sync_proc(ev).stop()
     with ev.tgt() as t:
         t.execute("UPDATE crossfade.offsets SET next_offset = 0 WHERE topic LIKE '%.public.e19'")
-        assert t.execute("SELECT count(*) FROM crossfade.offsets WHERE topic LIKE '%.public.e19'").fetchone()[0] > 0  # type: ignore[index]
+        assert (
+            t.execute(
+                "SELECT count(*) FROM crossfade.offsets WHERE topic LIKE '%.public.e19'"
+            ).fetchone()[0]
+            > 0
+        )  # type: ignore[index]
     ev.start("sync")
     ev.sql("UPDATE e19 SET v = 'after replay' WHERE id = 2")
     ev.fence()
@@ -464,7 +546,9 @@ def test_fault_19_add_column_mid_stream(ev: Stack) -> None:
     ev.sql("ALTER TABLE e19 ADD COLUMN quiet int DEFAULT 7")
     ev.fence()
     with ev.tgt() as t:
-        assert t.execute("SELECT count(*) FROM e19 WHERE quiet = 7").fetchone() == (301,)  # 300 + row 9001
+        assert t.execute("SELECT count(*) FROM e19 WHERE quiet = 7").fetchone() == (
+            301,
+        )  # 300 + row 9001
     ev.assert_equal()
     ev.sql("UPDATE e19 SET quiet = 8 WHERE id = 3")
     ev.fence()
@@ -508,8 +592,12 @@ def test_fault_20_drop_and_rename_column_stop_clearly(stack_factory: Callable[..
     stack.sql("UPDATE c20 SET a2 = 'renamed' WHERE id = 1")
     _stops_with(sync, "no longer carry column(s) a")
     with stack.tgt() as t:  # the runbook for a rename: rename the target column the same way
-        cols = [r[0] for r in t.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'c20' AND column_name = 'a2'")]
+        cols = [
+            r[0]
+            for r in t.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'c20' AND column_name = 'a2'"
+            )
+        ]
         if cols:  # sync may have added the new name before it stopped
             t.execute("ALTER TABLE public.c20 DROP COLUMN a2")
         t.execute("ALTER TABLE public.c20 RENAME COLUMN a TO a2")
@@ -562,15 +650,21 @@ def test_fault_22_huge_transaction_bounded_memory(own_stack_factory: Callable[..
     stack.fence(timeout=540)  # inside pytest-timeout (600 s)
     took = time.monotonic() - t0
     peak_sync, peak_cap = peak_rss_mb(sync), peak_rss_mb(capture)
-    print(f"\ncase 22: {n} rows in one transaction applied in {took:.0f} s; peak RSS sync {base_sync:.0f} -> "
-          f"{peak_sync:.0f} MiB, capture {base_cap:.0f} -> {peak_cap:.0f} MiB")
+    print(
+        f"\ncase 22: {n} rows in one transaction applied in {took:.0f} s; peak RSS sync {base_sync:.0f} -> "
+        f"{peak_sync:.0f} MiB, capture {base_cap:.0f} -> {peak_cap:.0f} MiB"
+    )
     stack.assert_equal()
     # 130 bytes of payload per row: holding the transaction in Python would take > N * 0.5 kB
-    assert peak_sync - base_sync < 300, f"sync grew {peak_sync - base_sync:.0f} MiB on one transaction"
+    assert peak_sync - base_sync < 300, (
+        f"sync grew {peak_sync - base_sync:.0f} MiB on one transaction"
+    )
     assert peak_cap < 1024 + 768, f"capture peaked at {peak_cap:.0f} MiB (JVM heap cap 1 GiB)"
 
 
-def test_fault_23_twenty_mb_value_delivered_or_refused(own_stack_factory: Callable[..., Stack]) -> None:
+def test_fault_23_twenty_mb_value_delivered_or_refused(
+    own_stack_factory: Callable[..., Stack],
+) -> None:
     stack = own_stack_factory()
     stack.sql("CREATE TABLE public.c23 (id int PRIMARY KEY, big text)")
     stack.sql("INSERT INTO c23 VALUES (1, 'small')")
@@ -578,7 +672,9 @@ def test_fault_23_twenty_mb_value_delivered_or_refused(own_stack_factory: Callab
     capture = stack.start("capture")
     stack.start("sync")
     stack.fence()
-    stack.sql("INSERT INTO c23 VALUES (2, %s)", (os.urandom(10 * 1024 * 1024).hex(),))  # 20 MiB of text
+    stack.sql(
+        "INSERT INTO c23 VALUES (2, %s)", (os.urandom(10 * 1024 * 1024).hex(),)
+    )  # 20 MiB of text
     stack.sql("INSERT INTO c23 VALUES (3, 'after')")
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:
@@ -634,7 +730,9 @@ class SchemaRegistryStandIn:
                 self.wfile.write(data)
 
             def do_POST(self) -> None:  # /subjects/<subject>/versions
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                body = json.loads(
+                    self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}"
+                )
                 text = body["schema"]
                 if text not in reg.schemas:
                     reg.schemas.append(text)
@@ -642,7 +740,11 @@ class SchemaRegistryStandIn:
 
             def do_GET(self) -> None:  # /schemas/ids/<id>
                 parts = self.path.split("?")[0].strip("/").split("/")
-                if parts[:2] == ["schemas", "ids"] and parts[2].isdigit() and 0 < int(parts[2]) <= len(reg.schemas):
+                if (
+                    parts[:2] == ["schemas", "ids"]
+                    and parts[2].isdigit()
+                    and 0 < int(parts[2]) <= len(reg.schemas)
+                ):
                     reg.fetches += 1
                     self._send(200, {"schema": reg.schemas[int(parts[2]) - 1]})
                 else:
@@ -663,7 +765,13 @@ def _dlq_count(stack: Stack) -> int:
     from confluent_kafka import Consumer, TopicPartition
 
     s = stack.settings
-    c = Consumer({**s.kafka.client_config(), "group.id": f"dlq-count-{time.monotonic_ns()}", "enable.partition.eof": True})
+    c = Consumer(
+        {
+            **s.kafka.client_config(),
+            "group.id": f"dlq-count-{time.monotonic_ns()}",
+            "enable.partition.eof": True,
+        }
+    )
     md = c.list_topics(timeout=10)
     if s.kafka.dlq_topic not in md.topics:
         c.close()
@@ -683,7 +791,9 @@ def _dlq_count(stack: Stack) -> int:
     return n
 
 
-def test_fault_26_schema_registry_unreachable_sync_waits(stack_factory: Callable[..., Stack], request: pytest.FixtureRequest) -> None:
+def test_fault_26_schema_registry_unreachable_sync_waits(
+    stack_factory: Callable[..., Stack], request: pytest.FixtureRequest
+) -> None:
     import yaml
 
     registry = SchemaRegistryStandIn()
@@ -706,7 +816,11 @@ def test_fault_26_schema_registry_unreachable_sync_waits(stack_factory: Callable
     stack.sql("UPDATE r26 SET v = 'while the registry was down' WHERE id <= 100")
     stack.sql("INSERT INTO r26 SELECT g, 'new' FROM generate_series(1001, 1100) g")
     sync = stack.start("sync")  # a fresh worker: no schema cached
-    wait_for(lambda: "Schema Registry unreachable" in sync.tail(400), 120, "sync to notice the registry is down\n" + sync.tail())
+    wait_for(
+        lambda: "Schema Registry unreachable" in sync.tail(400),
+        120,
+        "sync to notice the registry is down\n" + sync.tail(),
+    )
     time.sleep(8)
     assert sync.alive(), f"sync gave up while the registry was down:\n{sync.tail()}"
     assert _dlq_count(stack) == 0, "records were dead-lettered because the registry was down"

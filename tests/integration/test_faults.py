@@ -169,11 +169,15 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
 
     stack = stack_factory(initial_load="copy", partitions=2)
     stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, payload text, n numeric)")
-    stack.sql("INSERT INTO big SELECT g, repeat(md5(g::text), 6), g * 1.5 FROM generate_series(1, 300000) g")
+    stack.sql(
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 6), g * 1.5 FROM generate_series(1, 300000) g"
+    )
     stack.sql("VACUUM ANALYZE big")
     with stack.src() as c:
         pages = c.execute("SELECT pg_relation_size('big') / 8192").fetchone()[0]  # type: ignore[index]
-    assert pages > 3 * initial_load.CHUNK_PAGES, f"the table must span several COPY chunks ({pages} pages)"
+    assert pages > 3 * initial_load.CHUNK_PAGES, (
+        f"the table must span several COPY chunks ({pages} pages)"
+    )
     stack.write_config(["public.big"])
     cfg = yaml.safe_load(stack.config_path.read_text())
     cfg["capture"]["initial_load_workers"] = 1  # chunks one after the other: a kill between two
@@ -191,7 +195,9 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
     wait_for(some_copied, 180, "the first COPY chunk to commit" + stack._diag())
     capture.kill()
     loads = [json.loads(p.read_text()) for p in state_dir.glob("load-*.json")]
-    assert loads and not any(d["done"] for d in loads), f"the kill must land inside the load: {loads}"
+    assert loads and not any(d["done"] for d in loads), (
+        f"the kill must land inside the load: {loads}"
+    )
     with stack.tgt() as t:
         copied = t.execute("SELECT count(*) FROM public.big").fetchone()[0]  # type: ignore[index]
     assert 0 < copied < 300000, copied
@@ -199,7 +205,11 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
     stack.sql("UPDATE big SET payload = 'changed' WHERE id % 11 = 0")
     capture = stack.start("capture")
     stack.start("sync")
-    wait_for(lambda: "initial load by COPY" in capture.tail(200), 120, "the second load to start" + stack._diag())
+    wait_for(
+        lambda: "initial load by COPY" in capture.tail(200),
+        120,
+        "the second load to start" + stack._diag(),
+    )
     for i in range(20):  # during (or just after) the second load: must stream after it
         stack.sql("UPDATE big SET n = -1 WHERE id = %s", (i * 1000 + 1,))
         stack.sql("INSERT INTO big VALUES (%s, 'new', 0)", (400000 + i,))
@@ -228,7 +238,9 @@ def test_a_copy_load_the_target_refuses_stops_with_one_line(stack_factory) -> No
     state_dir = settings.capture.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     state = LoadState(state_dir, "e1")
-    check_source(settings)  # what capture does first: the fence and signal tables the publication lists
+    check_source(
+        settings
+    )  # what capture does first: the fence and signal tables the publication lists
     try:
         with pytest.raises(CrossfadeError) as err:
             CopyLoad(settings, state).run()
@@ -236,18 +248,26 @@ def test_a_copy_load_the_target_refuses_stops_with_one_line(stack_factory) -> No
         assert "\n" not in line and line.startswith("the initial COPY load failed: "), line
         assert "ld_v_check" in line and "copying public.ld" in line, line
         assert state.read() is not None and not state.done
+
         def cmdline(p: psutil.Process) -> str:
             try:
                 return " ".join(p.cmdline())
-            except (psutil.Error, OSError):  # gone between the listing and the read: not left behind
+            except (
+                psutil.Error,
+                OSError,
+            ):  # gone between the listing and the read: not left behind
                 return ""
 
-        workers = [p for p in psutil.Process().children(recursive=True) if "copy_worker" in cmdline(p)]
+        workers = [
+            p for p in psutil.Process().children(recursive=True) if "copy_worker" in cmdline(p)
+        ]
         assert not workers, workers
     finally:
         with stack.src() as c:
-            c.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
-                      (settings.capture.slot_name,))
+            c.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s",
+                (settings.capture.slot_name,),
+            )
 
 
 def _one_line_error(cp) -> str:  # type: ignore[no-untyped-def]
@@ -270,7 +290,9 @@ def test_fault_17_table_without_primary_key_refused(stack: Stack) -> None:
 def _nothing_written(stack: Stack) -> None:
     """A refused start leaves no replication slot behind in the source."""
     with stack.src() as c:
-        slots = c.execute("SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", (f"cf_it{stack.n}",)).fetchall()
+        slots = c.execute(
+            "SELECT slot_name FROM pg_replication_slots WHERE slot_name = %s", (f"cf_it{stack.n}",)
+        ).fetchall()
     assert not slots, f"a refused start left {slots} behind"
 
 
@@ -279,8 +301,14 @@ def test_fault_29_config_errors_name_the_field(stack: Stack) -> None:
     stack.write_config(["public.ok"])
     good = stack.config_path.read_text()
     cases = {
-        "typo": (good.replace("bootstrap_servers", "bootstrap_server"), "kafka.bootstrap_server is not a known setting"),
-        "missing": ("\n".join(x for x in good.splitlines() if "bootstrap_servers" not in x), "kafka.bootstrap_servers"),
+        "typo": (
+            good.replace("bootstrap_servers", "bootstrap_server"),
+            "kafka.bootstrap_server is not a known setting",
+        ),
+        "missing": (
+            "\n".join(x for x in good.splitlines() if "bootstrap_servers" not in x),
+            "kafka.bootstrap_servers",
+        ),
         "wrong type": (good.replace("partitions: 2", "partitions: two"), "kafka.partitions"),
     }
     for what, (text, needle) in cases.items():
@@ -295,7 +323,9 @@ def test_fault_29_config_errors_name_the_field(stack: Stack) -> None:
     _nothing_written(stack)
 
 
-def test_fault_30_connection_errors_are_one_clear_line(stack: Stack, pg_server: EmbeddedPostgres, work_root) -> None:
+def test_fault_30_connection_errors_are_one_clear_line(
+    stack: Stack, pg_server: EmbeddedPostgres, work_root
+) -> None:
     stack.sql("CREATE TABLE public.ok (id int PRIMARY KEY)")
     stack.write_config(["public.missing"])
     line = _one_line_error(stack.cli("capture", timeout=60))
@@ -304,15 +334,24 @@ def test_fault_30_connection_errors_are_one_clear_line(stack: Stack, pg_server: 
     stack.write_config(["public.ok"])
     bad_dsn = "postgresql://postgres:s3cret@127.0.0.1:1/nowhere"
     for cmd in ("capture", "sync", "status"):
-        cp = stack.cli(cmd, env={"CROSSFADE_SOURCE__DSN": bad_dsn, "CROSSFADE_TARGET__DSN": bad_dsn}, timeout=60)
+        cp = stack.cli(
+            cmd,
+            env={"CROSSFADE_SOURCE__DSN": bad_dsn, "CROSSFADE_TARGET__DSN": bad_dsn},
+            timeout=60,
+        )
         line = _one_line_error(cp)
-        assert "cannot connect to the" in line and "s3cret" not in cp.stderr + cp.stdout, (cmd, cp.stderr)
+        assert "cannot connect to the" in line and "s3cret" not in cp.stderr + cp.stdout, (
+            cmd,
+            cp.stderr,
+        )
 
     # wrong credentials: a user the server does not know (the embedded server trusts passwords)
     wrong_user = stack.source_dsn.replace("postgres@", "nosuchuser:pw-xyz@")
     cp = stack.cli("capture", env={"CROSSFADE_SOURCE__DSN": wrong_user}, timeout=60)
     line = _one_line_error(cp)
-    assert cp.returncode == 3 and "nosuchuser" in line and "pw-xyz" not in cp.stderr + cp.stdout, cp.stderr
+    assert cp.returncode == 3 and "nosuchuser" in line and "pw-xyz" not in cp.stderr + cp.stdout, (
+        cp.stderr
+    )
 
     cp = stack.cli("capture", env={"CROSSFADE_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:1"}, timeout=90)
     assert "cannot reach Kafka" in _one_line_error(cp)

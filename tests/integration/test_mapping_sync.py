@@ -69,20 +69,30 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
     want_dead = {rule: set(ids) for rule, ids in expect["rules"].items()}
     orphans = set(expect["orphans"])
     try:
-        wait_for(lambda: _ledger(stack, "dead_letter").get("crm.notes.person_id:references") == orphans, 60,
-                 "orphaned notes to be dead-lettered once their window passed")
+        wait_for(
+            lambda: _ledger(stack, "dead_letter").get("crm.notes.person_id:references") == orphans,
+            60,
+            "orphaned notes to be dead-lettered once their window passed",
+        )
     except AssertionError as exc:
         with stack.tgt() as c:
-            rows = c.execute("SELECT source_table, outcome, rule, count(*) FROM crossfade.ledger GROUP BY 1, 2, 3").fetchall()
+            rows = c.execute(
+                "SELECT source_table, outcome, rule, count(*) FROM crossfade.ledger GROUP BY 1, 2, 3"
+            ).fetchall()
         raise AssertionError(f"{exc}; ledger: {rows}{stack._diag()}") from None
     dead = _ledger(stack, "dead_letter")
     assert dead.pop("crm.notes.person_id:references") == orphans
     assert dead == want_dead
-    assert _ledger(stack, "filtered") == {"public.members:filter:inactive-before-2015": set(expect["filtered"])}
+    assert _ledger(stack, "filtered") == {
+        "public.members:filter:inactive-before-2015": set(expect["filtered"])
+    }
 
     rejected = set().union(*want_dead.values())
     with stack.tgt() as c:
-        people = {r[0]: r for r in c.execute("SELECT legacy_id, email, phone, country, full_name FROM crm.people")}
+        people = {
+            r[0]: r
+            for r in c.execute("SELECT legacy_id, email, phone, country, full_name FROM crm.people")
+        }
         note_ids = {r[0] for r in c.execute("SELECT legacy_id FROM crm.notes")}
     assert set(people) == {m["id"] for m in members} - rejected - set(expect["filtered"])
     assert note_ids == {n["id"] for n in notes} - orphans
@@ -105,21 +115,37 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
 
     # streaming: a child before its parent is deferred, then applied when the parent arrives
     stack.sql("INSERT INTO public.notes VALUES (500, 700, 'written before its member')")
-    wait_for(lambda: 500 in set().union(*_ledger(stack, "deferred").values() or [set()]), 60, "note 500 deferred")
-    stack.sql("INSERT INTO public.members VALUES (700, 'Late Parent', 'late@example.com', '020 7946 0700', "
-              "'1970-01-01', 'GB', true, '2024-01-01', '2024-01-01 10:00')")
+    wait_for(
+        lambda: 500 in set().union(*_ledger(stack, "deferred").values() or [set()]),
+        60,
+        "note 500 deferred",
+    )
+    stack.sql(
+        "INSERT INTO public.members VALUES (700, 'Late Parent', 'late@example.com', '020 7946 0700', "
+        "'1970-01-01', 'GB', true, '2024-01-01', '2024-01-01 10:00')"
+    )
     # a rejected row fixed at the source leaves the dead letters
     bad_email = sorted(want_dead["crm.people.email:transform:email"])[0]
     stack.sql("UPDATE public.members SET email = 'fixed@example.com' WHERE id = %s", (bad_email,))
     # a migrated member that becomes filtered leaves the target
-    keep = sorted(set(people) - {n["member_id"] for n in notes})[0]  # (its children would dangle: see README)
-    stack.sql("UPDATE public.members SET active = false, last_seen = '2001-01-01' WHERE id = %s", (keep,))
+    keep = sorted(set(people) - {n["member_id"] for n in notes})[
+        0
+    ]  # (its children would dangle: see README)
+    stack.sql(
+        "UPDATE public.members SET active = false, last_seen = '2001-01-01' WHERE id = %s", (keep,)
+    )
     stack.fence()
     wait_for(lambda: not _ledger(stack, "deferred"), 30, "the deferred note to be applied")
     with stack.tgt() as c:
-        assert c.execute("SELECT body FROM crm.notes WHERE legacy_id = 500").fetchone() == ("written before its member",)
-        assert c.execute("SELECT email FROM crm.people WHERE legacy_id = %s", (bad_email,)).fetchone() == ("fixed@example.com",)
-        assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (keep,)).fetchone() is None
+        assert c.execute("SELECT body FROM crm.notes WHERE legacy_id = 500").fetchone() == (
+            "written before its member",
+        )
+        assert c.execute(
+            "SELECT email FROM crm.people WHERE legacy_id = %s", (bad_email,)
+        ).fetchone() == ("fixed@example.com",)
+        assert (
+            c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (keep,)).fetchone() is None
+        )
     assert bad_email not in _ledger(stack, "dead_letter")["crm.people.email:transform:email"]
     assert keep in _ledger(stack, "filtered")["public.members:filter:inactive-before-2015"]
     assert _dlq_list(stack)["accounting_closes"]
@@ -132,10 +158,15 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
     r = stack.cli("dlq", "replay", "--rule", "crm.people.phone:transform:phone", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     rep = json.loads(r.stdout)
-    assert rep["applied"] == len(want_dead["crm.people.phone:transform:phone"]) and rep["still_failing"] == 0
+    assert (
+        rep["applied"] == len(want_dead["crm.people.phone:transform:phone"])
+        and rep["still_failing"] == 0
+    )
     (bad_phone,) = want_dead["crm.people.phone:transform:phone"]
     with stack.tgt() as c:
-        assert c.execute("SELECT phone FROM crm.people WHERE legacy_id = %s", (bad_phone,)).fetchone() == (None,)
+        assert c.execute(
+            "SELECT phone FROM crm.people WHERE legacy_id = %s", (bad_phone,)
+        ).fetchone() == (None,)
     after = _dlq_list(stack)
     assert "crm.people.phone:transform:phone" not in {g["rule"] for g in after["by_rule"]}
     assert after["accounting_closes"]
@@ -144,7 +175,9 @@ def test_mapped_sync_dead_letters_filters_deferral_and_accounting(stack: Any) ->
     stack.start("sync")
     _verify(stack, match=True)
     with stack.tgt() as c:  # plant a wrong value: verify names the key and the column
-        c.execute("UPDATE crm.people SET full_name = 'Someone Else' WHERE legacy_id = %s", (bad_phone,))
+        c.execute(
+            "UPDATE crm.people SET full_name = 'Someone Else' WHERE legacy_id = %s", (bad_phone,)
+        )
     rep = _verify(stack, match=False, no_fence=True)
     people = next(t for t in rep["tables"] if t["name"] == "crm.people")
     assert people["different"] == 1 and people["rows"][0]["key"] == {"legacy_id": bad_phone}
@@ -168,8 +201,10 @@ def test_replayed_older_change_cannot_reopen_or_undo(stack: Any) -> None:
     the ledger skips it, so a resolved dead letter stays resolved (FAULTS 12/13 for mapped tables)."""
     with stack.src() as c:
         c.execute(LEGACY_DDL)
-        c.execute("INSERT INTO public.members VALUES (1, 'Ann Lee', 'bad@', '020 7946 0001', '1980-01-01', 'GB', true, "
-                  "'2024-01-01', '2024-01-01 10:00')")
+        c.execute(
+            "INSERT INTO public.members VALUES (1, 'Ann Lee', 'bad@', '020 7946 0001', '1980-01-01', 'GB', true, "
+            "'2024-01-01', '2024-01-01 10:00')"
+        )
     with stack.tgt() as c:
         c.execute(TARGET_DDL)
     _configure(stack, _mapping(window_s=0))
@@ -185,13 +220,17 @@ def test_replayed_older_change_cannot_reopen_or_undo(stack: Any) -> None:
     with stack.tgt() as c:
         c.execute("UPDATE crossfade.offsets SET next_offset = 0")
     stack.start("sync")
-    stack.sql("INSERT INTO public.members VALUES (2, 'Bo Ray', 'bo@example.com', NULL, '1980-01-01', 'GB', true, "
-              "'2024-01-01', '2024-01-01 10:00')")
+    stack.sql(
+        "INSERT INTO public.members VALUES (2, 'Bo Ray', 'bo@example.com', NULL, '1980-01-01', 'GB', true, "
+        "'2024-01-01', '2024-01-01 10:00')"
+    )
     stack.fence()
     time.sleep(1)
     assert _ledger(stack, "dead_letter") == {}
     with stack.tgt() as c:
-        assert c.execute("SELECT email FROM crm.people WHERE legacy_id = 1").fetchone() == ("ann@example.com",)
+        assert c.execute("SELECT email FROM crm.people WHERE legacy_id = 1").fetchone() == (
+            "ann@example.com",
+        )
 
 
 def _expected_survivor(members: list[dict[str, Any]], group: set[int]) -> int:
@@ -215,8 +254,12 @@ def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
     merged_away = {i for g in groups for i in g if i != _expected_survivor(members, g)}
     with stack.tgt() as c:
         people = {r[0] for r in c.execute("SELECT legacy_id FROM crm.people")}
-        crosswalk = {json.loads(r[0])[0]: json.loads(r[1])[0] for r in c.execute(
-            "SELECT member_key, survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people'")}
+        crosswalk = {
+            json.loads(r[0])[0]: json.loads(r[1])[0]
+            for r in c.execute(
+                "SELECT member_key, survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people'"
+            )
+        }
         note_parents = {r[0] for r in c.execute("SELECT person_id FROM crm.notes")}
     # one golden row per true duplicate group, nobody else merged (the household stays two people)
     assert people == migrated - merged_away
@@ -239,28 +282,44 @@ def test_live_dedup_golden_records_crosswalk_and_children(stack: Any) -> None:
     # a later change of a merged member updates the golden record (most recent non-empty value)
     g0 = next(g for g in groups if dup in g)
     s0 = crosswalk[dup]
-    stack.sql("UPDATE public.members SET dob = '1999-09-09', updated_at = '2030-01-01 00:00' WHERE id = %s", (dup,))
+    stack.sql(
+        "UPDATE public.members SET dob = '1999-09-09', updated_at = '2030-01-01 00:00' WHERE id = %s",
+        (dup,),
+    )
     # a member that stops matching leaves its group: two records again
     split = sorted(merged_away - g0)[0]
-    stack.sql("UPDATE public.members SET email = 'someone.else@example.com', phone = NULL WHERE id = %s", (split,))
+    stack.sql(
+        "UPDATE public.members SET email = 'someone.else@example.com', phone = NULL WHERE id = %s",
+        (split,),
+    )
     stack.fence()
     with stack.tgt() as c:
-        assert c.execute("SELECT birth_date::text FROM crm.people WHERE legacy_id = %s", (s0,)).fetchone() == ("1999-09-09",)
+        assert c.execute(
+            "SELECT birth_date::text FROM crm.people WHERE legacy_id = %s", (s0,)
+        ).fetchone() == ("1999-09-09",)
         assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (dup,)).fetchone() is None
-        assert c.execute("SELECT email FROM crm.people WHERE legacy_id = %s", (split,)).fetchone() == ("someone.else@example.com",)
-        cw = c.execute("SELECT survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people' AND member_key = %s",
-                       (json.dumps([split]),)).fetchone()
+        assert c.execute(
+            "SELECT email FROM crm.people WHERE legacy_id = %s", (split,)
+        ).fetchone() == ("someone.else@example.com",)
+        cw = c.execute(
+            "SELECT survivor_key FROM crossfade.crosswalk WHERE target_table = 'crm.people' AND member_key = %s",
+            (json.dumps([split]),),
+        ).fetchone()
         assert cw == (json.dumps([split]),)
     rep = _verify(stack, match=True)
     people_rep = next(t for t in rep["tables"] if t["name"] == "crm.people")
-    assert people_rep["mapping"]["merged_duplicates"] == len(merged_away) - 1  # the split pair is two people now
+    assert (
+        people_rep["mapping"]["merged_duplicates"] == len(merged_away) - 1
+    )  # the split pair is two people now
     # deleting the survivor hands the group to the next member
     stack.sql("DELETE FROM public.notes WHERE member_id = %s", (s0,))
     stack.sql("DELETE FROM public.members WHERE id = %s", (s0,))
     stack.fence()
     with stack.tgt() as c:
         rest = sorted(g0 - {s0})
-        assert c.execute("SELECT count(*) FROM crm.people WHERE legacy_id = ANY(%s)", (rest,)).fetchone() == (1,)
+        assert c.execute(
+            "SELECT count(*) FROM crm.people WHERE legacy_id = ANY(%s)", (rest,)
+        ).fetchone() == (1,)
         assert c.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (s0,)).fetchone() is None
     _verify(stack, match=True)
 
@@ -270,20 +329,36 @@ CUSTOMERS_TARGET = "CREATE SCHEMA crm; CREATE TABLE crm.customers (cid int PRIMA
 
 
 def _customers_mapping(faulty: bool) -> dict[str, Any]:
-    name: dict[str, Any] = {"const": "BROKEN"} if faulty else {"from": "name", "transforms": ["name"]}
+    name: dict[str, Any] = (
+        {"const": "BROKEN"} if faulty else {"from": "name", "transforms": ["name"]}
+    )
     rules = {"email": {"required": True, **({"pattern": "^nobody$"} if faulty else {})}}
-    return {"tables": {"public.customers": {"targets": [{
-        "table": "crm.customers",
-        "columns": {"cid": "id", "name": name, "email": {"from": "email", "transforms": ["email"]}},
-        "rules": rules,
-    }]}}}
+    return {
+        "tables": {
+            "public.customers": {
+                "targets": [
+                    {
+                        "table": "crm.customers",
+                        "columns": {
+                            "cid": "id",
+                            "name": name,
+                            "email": {"from": "email", "transforms": ["email"]},
+                        },
+                        "rules": rules,
+                    }
+                ]
+            }
+        }
+    }
 
 
 def test_fault_31_rewind_drill_with_a_faulty_mapping(stack: Any) -> None:
     """FAULTS 31 as it happens: a mapping deploy writes bad rows (and dead-letters good ones);
     rewind to the checkpoint before it, replay with the fixed mapping, verify equal."""
     stack.sql(CUSTOMERS_DDL)
-    stack.sql("INSERT INTO customers SELECT g, '  ann   lee ' || g, 'c' || g || '@Example.com' FROM generate_series(1, 400) g")
+    stack.sql(
+        "INSERT INTO customers SELECT g, '  ann   lee ' || g, 'c' || g || '@Example.com' FROM generate_series(1, 400) g"
+    )
     with stack.tgt() as c:
         c.execute(CUSTOMERS_TARGET)
     stack.write_config(["public.customers"])
@@ -306,11 +381,18 @@ def test_fault_31_rewind_drill_with_a_faulty_mapping(stack: Any) -> None:
     configure(faulty=True)
     sync = stack.start("sync")
     stack.sql("UPDATE customers SET name = 'bo  ray ' || id WHERE id % 4 = 0")
-    stack.sql("INSERT INTO customers SELECT g, 'new ' || g, 'n' || g || '@example.com' FROM generate_series(401, 450) g")
+    stack.sql(
+        "INSERT INTO customers SELECT g, 'new ' || g, 'n' || g || '@example.com' FROM generate_series(401, 450) g"
+    )
     stack.sql("DELETE FROM customers WHERE id BETWEEN 10 AND 19")
     stack.fence()
     with stack.tgt() as c:
-        assert c.execute("SELECT count(*) FROM crossfade.ledger WHERE outcome = 'dead_letter'").fetchone()[0] > 100
+        assert (
+            c.execute(
+                "SELECT count(*) FROM crossfade.ledger WHERE outcome = 'dead_letter'"
+            ).fetchone()[0]
+            > 100
+        )
     assert sync.stop() == 0
     configure(faulty=False)
     _verify(stack, match=False, no_fence=True)
@@ -322,9 +404,16 @@ def test_fault_31_rewind_drill_with_a_faulty_mapping(stack: Any) -> None:
     stack.fence()
     _verify(stack, match=True)
     with stack.tgt() as c:
-        assert c.execute("SELECT count(*) FROM crossfade.ledger WHERE outcome = 'dead_letter'").fetchone() == (0,)
-        assert c.execute("SELECT count(*) FROM crm.customers WHERE name = 'BROKEN'").fetchone() == (0,)
-        assert c.execute("SELECT name, email FROM crm.customers WHERE cid = 4").fetchone() == ("Bo Ray 4", "c4@example.com")
+        assert c.execute(
+            "SELECT count(*) FROM crossfade.ledger WHERE outcome = 'dead_letter'"
+        ).fetchone() == (0,)
+        assert c.execute("SELECT count(*) FROM crm.customers WHERE name = 'BROKEN'").fetchone() == (
+            0,
+        )
+        assert c.execute("SELECT name, email FROM crm.customers WHERE cid = 4").fetchone() == (
+            "Bo Ray 4",
+            "c4@example.com",
+        )
     # and the strict guard again afterwards
     stack.sql("UPDATE customers SET email = 'LATER@example.com' WHERE id = 4")
     stack.fence()
@@ -346,12 +435,16 @@ def test_fault_27_child_before_parent_is_deferred_then_applied(stack: Any) -> No
     assert _ledger(stack, "deferred") == {"crm.notes.person_id:references": {1}}
     with stack.tgt() as c:
         assert c.execute("SELECT count(*) FROM crm.notes").fetchone() == (0,)
-    stack.sql("INSERT INTO public.members VALUES (42, 'Pat Doe', 'pat@example.com', NULL, '1970-01-01', 'GB', true, "
-              "'2024-01-01', '2024-01-01 10:00')")
+    stack.sql(
+        "INSERT INTO public.members VALUES (42, 'Pat Doe', 'pat@example.com', NULL, '1970-01-01', 'GB', true, "
+        "'2024-01-01', '2024-01-01 10:00')"
+    )
     stack.fence()
     wait_for(lambda: not _ledger(stack, "deferred"), 30, "the deferred child to apply")
     with stack.tgt() as c:
-        assert c.execute("SELECT person_id, body FROM crm.notes").fetchall() == [(42, "child first")]
+        assert c.execute("SELECT person_id, body FROM crm.notes").fetchall() == [
+            (42, "child first")
+        ]
     assert _ledger(stack, "dead_letter") == {}
     _verify(stack, match=True)
 
@@ -361,9 +454,11 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
     and position; sync goes on; the accounting closes."""
     with stack.src() as c:
         c.execute(LEGACY_DDL)
-        c.execute("INSERT INTO public.members VALUES (1, 'Ok Person', 'ok@example.com', NULL, '1970-01-01', 'GB', true, "
-                  "'2024-01-01', '2024-01-01 10:00'), (2, 'No Mail', NULL, NULL, '1970-01-01', 'GB', true, "
-                  "'2024-01-01', '2024-01-01 10:00')")
+        c.execute(
+            "INSERT INTO public.members VALUES (1, 'Ok Person', 'ok@example.com', NULL, '1970-01-01', 'GB', true, "
+            "'2024-01-01', '2024-01-01 10:00'), (2, 'No Mail', NULL, NULL, '1970-01-01', 'GB', true, "
+            "'2024-01-01', '2024-01-01 10:00')"
+        )
     with stack.tgt() as c:
         c.execute(TARGET_DDL)
     _configure(stack, _mapping(window_s=0))
@@ -376,7 +471,9 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
     s = stack.settings
     from confluent_kafka import Consumer, TopicPartition
 
-    consumer = Consumer({**s.kafka.client_config(), "group.id": "cf-test-dlq", "enable.auto.commit": False})
+    consumer = Consumer(
+        {**s.kafka.client_config(), "group.id": "cf-test-dlq", "enable.auto.commit": False}
+    )
     try:
         consumer.assign([TopicPartition(s.kafka.dlq_topic, 0, 0)])
         m = consumer.poll(15)
@@ -385,8 +482,16 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
     assert m is not None and m.error() is None
     headers = {k: v.decode() for k, v in m.headers() or []}
     assert headers["crossfade.dlq.rule"] == "crm.people.email:required"
-    assert headers["crossfade.dlq.table"] == "public.members" and headers["crossfade.dlq.source_key"] == "[2]"
-    assert int(headers["crossfade.dlq.position"]) > 0 and headers["crossfade.dlq.topic"] == s.kafka.table_topic("public.members")
+    assert (
+        headers["crossfade.dlq.table"] == "public.members"
+        and headers["crossfade.dlq.source_key"] == "[2]"
+    )
+    assert int(headers["crossfade.dlq.position"]) > 0 and headers[
+        "crossfade.dlq.topic"
+    ] == s.kafka.table_topic("public.members")
     assert m.value()  # the original event bytes
     listing = _dlq_list(stack)
-    assert listing["accounting_closes"] and listing["by_rule"][0]["rule"] == "crm.people.email:required"
+    assert (
+        listing["accounting_closes"]
+        and listing["by_rule"][0]["rule"] == "crm.people.email:required"
+    )

@@ -19,7 +19,12 @@ from tests.conftest import Stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TABLES = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history"]
+TABLES = [
+    "public.pgbench_accounts",
+    "public.pgbench_branches",
+    "public.pgbench_tellers",
+    "public.pgbench_history",
+]
 
 
 def test_pgbench_load_with_random_kills(stack_factory: Callable[..., Stack]) -> None:
@@ -27,19 +32,24 @@ def test_pgbench_load_with_random_kills(stack_factory: Callable[..., Stack]) -> 
     rng = random.Random(seed)
     stack = stack_factory(partitions=3, append_only_tables=["public.pgbench_history"])
     pgbench = stack.pg.binaries.tool("pgbench")
-    subprocess.run([pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True)
+    subprocess.run(
+        [pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True
+    )
     stack.write_config(TABLES)
     procs = {"capture": stack.start("capture"), "sync": stack.start("sync")}
     stack.fence()
     load = subprocess.Popen(
-        [pgbench, "-c", "2", "-T", "40", "-n", stack.source_dsn], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [pgbench, "-c", "2", "-T", "40", "-n", stack.source_dsn],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     kills = []
     t0 = time.monotonic()
     while load.poll() is None:
         time.sleep(rng.uniform(3, 8))
         victim = rng.choice(["capture", "sync", "sync", "both"])
-        for name in (["capture", "sync"] if victim == "both" else [victim]):
+        for name in ["capture", "sync"] if victim == "both" else [victim]:
             procs[name].kill()
             procs[name] = stack.start(name)
         kills.append((round(time.monotonic() - t0, 1), victim))

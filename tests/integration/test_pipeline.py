@@ -61,15 +61,21 @@ def test_fault_24_every_type_round_trips_through_snapshot_and_stream(load_stack:
     stack.fence()
     stack.assert_equal()
     # the same values again, now through streaming (inserts and updates)
-    stack.sql("INSERT INTO everything SELECT id + 100, n, nv, ts, tstz, d, j, js, arr, tarr, u, b, txt, iv, m, f8, f4, bo, sm, t, ch, vc, big FROM everything")
-    stack.sql("UPDATE everything SET txt = txt || ' (updated)', nv = nv * 2 WHERE id IN (1, 101, 104)")
+    stack.sql(
+        "INSERT INTO everything SELECT id + 100, n, nv, ts, tstz, d, j, js, arr, tarr, u, b, txt, iv, m, f8, f4, bo, sm, t, ch, vc, big FROM everything"
+    )
+    stack.sql(
+        "UPDATE everything SET txt = txt || ' (updated)', nv = nv * 2 WHERE id IN (1, 101, 104)"
+    )
     stack.sql("ALTER TYPE mood ADD VALUE 'ecstatic'")
     stack.sql("INSERT INTO everything (id, m) VALUES (200, 'ecstatic')")
     stack.fence()
     stack.assert_equal()
     # capture read every Debezium batch in bulk, each record's schema beside it (its per-record
     # fallback gives the same events, but says in its log why it was needed)
-    capture_log = next(p for p in stack.procs if p.name == "capture").log.read_text(errors="replace")
+    capture_log = next(p for p in stack.procs if p.name == "capture").log.read_text(
+        errors="replace"
+    )
     assert "record by record" not in capture_log, capture_log[-3000:]
 
 
@@ -94,16 +100,24 @@ def test_inserts_updates_deletes_pk_update_truncate_and_toast(stack: Stack) -> N
     stack.sql("DELETE FROM items WHERE id BETWEEN 100 AND 150")
     stack.sql("UPDATE items SET id = id + 10000 WHERE id BETWEEN 200 AND 210")
     # delete and re-insert of the same key in one transaction, then in separate ones
-    stack.sql("BEGIN; DELETE FROM items WHERE id = 300; INSERT INTO items VALUES (300, 'reborn', 1, NULL); COMMIT;")
+    stack.sql(
+        "BEGIN; DELETE FROM items WHERE id = 300; INSERT INTO items VALUES (300, 'reborn', 1, NULL); COMMIT;"
+    )
     stack.sql("DELETE FROM items WHERE id = 301")
     stack.sql("INSERT INTO items VALUES (301, 'back again', 2, NULL)")
     # many changes of one key in one transaction
-    stack.sql("BEGIN; " + " ".join(f"UPDATE items SET qty = {i} WHERE id = 400;" for i in range(50)) + " COMMIT;")
+    stack.sql(
+        "BEGIN; "
+        + " ".join(f"UPDATE items SET qty = {i} WHERE id = 400;" for i in range(50))
+        + " COMMIT;"
+    )
     stack.fence()
     stack.assert_equal()
     with stack.tgt() as t:
         row = t.execute("SELECT doc, qty FROM items WHERE id = 3").fetchone()
-    assert row == (big, 1003), "the unchanged TOASTed value must survive an update of another column"
+    assert row == (big, 1003), (
+        "the unchanged TOASTed value must survive an update of another column"
+    )
 
     # TRUNCATE propagates; rows inserted after it in the same transaction survive
     stack.sql("BEGIN; TRUNCATE other; INSERT INTO other VALUES ('after-truncate', 1); COMMIT;")
@@ -123,7 +137,9 @@ def test_transaction_in_flight_across_the_snapshot_point_is_not_lost(load_stack:
     CONSISTENT: blocker 1 keeps the builder in BUILDING, blocker 2 in FULL, the in-flight update
     starts in between, and CHECKPOINTs log the running-xacts records the builder advances on.
     """
-    stack.sql("CREATE TABLE public.acct (id int PRIMARY KEY, balance int); CREATE TABLE public.noise (id serial PRIMARY KEY)")
+    stack.sql(
+        "CREATE TABLE public.acct (id int PRIMARY KEY, balance int); CREATE TABLE public.noise (id serial PRIMARY KEY)"
+    )
     stack.sql("INSERT INTO acct SELECT g, 100 FROM generate_series(1, 20) g")
     stack.write_config(["public.acct"])
     blocker1, blocker2, inflight, probe = stack.src(), stack.src(), stack.src(), stack.src()
@@ -180,7 +196,11 @@ def test_events_are_avro_single_object_encoded_keyed_by_pk(stack: Stack) -> None
     stack.sql("INSERT INTO t SELECT g, 'v' || g FROM generate_series(1, 200) g")
     stack.fence()
     topic = s.kafka.table_topic("public.t")
-    c = KafkaConsumer(bootstrap_servers=s.kafka.bootstrap_servers, enable_auto_commit=False, consumer_timeout_ms=3000)
+    c = KafkaConsumer(
+        bootstrap_servers=s.kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
     tps = [TopicPartition(topic, p) for p in range(stack.partitions)]
     c.assign(tps)
     c.seek_to_beginning(*tps)

@@ -43,18 +43,31 @@ from tests.integration.fault_harness import (
 
 pytestmark = [pytest.mark.integration, pytest.mark.random_faults]
 
-FAULTS = ["kill_sync", "kill_capture", "sync_point", "pause_sync", "cut_target", "second_worker", "add_column", "poison"]
+FAULTS = [
+    "kill_sync",
+    "kill_capture",
+    "sync_point",
+    "pause_sync",
+    "cut_target",
+    "second_worker",
+    "add_column",
+    "poison",
+]
 
 
 def _round(stack_factory: Callable[..., Stack], seed: int, log: list[str]) -> None:
     rng = random.Random(seed)
     stack = stack_factory(partitions=rng.choice([1, 2, 3]))
-    writer = TypedWriter(stack.source_dsn, seed=seed, rate=rng.choice([20, 40, 80])).create(rng.randint(50, 300))
+    writer = TypedWriter(stack.source_dsn, seed=seed, rate=rng.choice([20, 40, 80])).create(
+        rng.randint(50, 300)
+    )
     stack.write_config([FX_TABLE])
     procs: dict[str, Proc] = {"capture": stack.start("capture"), "sync": stack.start("sync")}
     writer.start()
     try:
-        wait_for(lambda: target_rows(stack, FX_TABLE) > 0, 180, "the snapshot to arrive" + stack._diag())
+        wait_for(
+            lambda: target_rows(stack, FX_TABLE) > 0, 180, "the snapshot to arrive" + stack._diag()
+        )
         columns = 0
         for _ in range(rng.randint(2, 4)):
             time.sleep(rng.uniform(0.5, 6))
@@ -88,7 +101,9 @@ def _round(stack_factory: Callable[..., Stack], seed: int, log: list[str]) -> No
                 second.kill() if rng.random() < 0.5 else second.stop(30)
             elif fault == "add_column":
                 columns += 1
-                stack.sql(f"ALTER TABLE public.fx ADD COLUMN added_{columns} text DEFAULT 'd{columns}'")
+                stack.sql(
+                    f"ALTER TABLE public.fx ADD COLUMN added_{columns} text DEFAULT 'd{columns}'"
+                )
             elif fault == "poison":
                 inject_poison(stack, FX_TABLE, partition=rng.randrange(stack.partitions))
         settle(stack, writer, timeout=300)
@@ -127,7 +142,9 @@ def test_random_faults(stack_factory: Callable[..., Stack]) -> None:
             _round(stack_factory, seed, plan)
             done.append(f"seed={seed} ok in {time.monotonic() - t0:.0f} s: {', '.join(plan)}")
         except AssertionError as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            first = (
+                str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+            )
             failures.append(f"seed={seed} faults=[{', '.join(plan)}]: {first}")
             print(f"\nseed={seed} failed:\n{exc}")  # the whole diagnosis (process logs) with -s
         i += 1

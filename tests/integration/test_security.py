@@ -54,7 +54,9 @@ def _with_secrets(stack: Stack) -> None:
 
 def _assert_clean(what: str, text: str) -> None:
     for secret in (DB_PASSWORD, SASL_PASSWORD, CONSOLE_TOKEN):
-        assert secret not in text, f"{what} shows a secret: ...{text[max(0, text.find(secret) - 200):text.find(secret) + 50]}..."
+        assert secret not in text, (
+            f"{what} shows a secret: ...{text[max(0, text.find(secret) - 200) : text.find(secret) + 50]}..."
+        )
 
 
 def test_secrets_never_in_logs_json_or_console(stack: Stack) -> None:
@@ -68,15 +70,24 @@ def test_secrets_never_in_logs_json_or_console(stack: Stack) -> None:
     stack.fence()
     stack.sql("UPDATE s SET v = 'changed' WHERE id < 50")
     outputs: dict[str, str] = {}
-    for args in (["config", "show"], ["status", "--json"], ["fence", "--json"], ["verify", "--json"],
-                 ["checkpoint", "create", "--name", "sec"], ["cutover", "--dry-run", "--json"]):
+    for args in (
+        ["config", "show"],
+        ["status", "--json"],
+        ["fence", "--json"],
+        ["verify", "--json"],
+        ["checkpoint", "create", "--name", "sec"],
+        ["cutover", "--dry-run", "--json"],
+    ):
         cp = stack.cli(*args, timeout=300)
         outputs[" ".join(args)] = cp.stdout + cp.stderr
         assert cp.returncode == 0, f"{args}: {cp.stderr[-1500:]}"
         if "--json" in args or args[0] == "config":
             json.loads(cp.stdout)  # machine-readable, and still clean
     # a failing command's one-line error must not quote the DSN either
-    bad = stack.cli("status", env={"CROSSFADE_TARGET__DSN": f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:1/x"})
+    bad = stack.cli(
+        "status",
+        env={"CROSSFADE_TARGET__DSN": f"postgresql://postgres:{DB_PASSWORD}@127.0.0.1:1/x"},
+    )
     assert bad.returncode != 0
     outputs["status (bad target)"] = bad.stdout + bad.stderr
     # the console, exposed beyond loopback: no token, no answer; with it, nothing secret
@@ -127,7 +138,9 @@ def test_postgres_tls_settings_reach_psycopg_and_debezium(
     # psycopg through crossfade's own connect(): verify-full against our CA
     cfg = DatabaseConfig(dsn=_tls_dsn(pg, "postgres", ca))
     with connect(cfg, "source") as c:
-        assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+        assert c.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (
+            True,
+        )
     # a CA that did not sign the server's certificate: one clear line naming the database
     other_ca = make_tls(work_root / "other-ca").ca
     with pytest.raises(PreflightError) as err:
@@ -158,5 +171,7 @@ def test_postgres_tls_settings_reach_psycopg_and_debezium(
             (stack.legacy_db, stack.target_db),
         ).fetchall()
     walsenders = [r for r in rows if r[0] == "walsender"]
-    assert walsenders and all(ssl for _, ssl in walsenders), f"Debezium's replication connection is not TLS: {rows}"
+    assert walsenders and all(ssl for _, ssl in walsenders), (
+        f"Debezium's replication connection is not TLS: {rows}"
+    )
     assert all(ssl for _, ssl in rows), f"a crossfade connection without TLS: {rows}"

@@ -38,9 +38,13 @@ def _table(report: dict, name: str) -> dict:
 
 def test_verify_finds_planted_differences_and_repair_fixes_them(stack: Stack) -> None:
     stack.sql(ITEMS_DDL)
-    stack.sql("INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, '2024-03-31 01:00:00+00'::timestamptz "
-              "+ g * interval '1 minute', ARRAY['t' || (g % 5)] FROM generate_series(1, 5000) g")
-    stack.sql("INSERT INTO pairs SELECT 'k' || (g % 50), g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g")
+    stack.sql(
+        "INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, '2024-03-31 01:00:00+00'::timestamptz "
+        "+ g * interval '1 minute', ARRAY['t' || (g % 5)] FROM generate_series(1, 5000) g"
+    )
+    stack.sql(
+        "INSERT INTO pairs SELECT 'k' || (g % 50), g, jsonb_build_object('g', g) FROM generate_series(1, 3000) g"
+    )
     stack.write_config(["public.items", "public.pairs"])
     stack.start("capture")
     stack.start("sync")
@@ -71,14 +75,17 @@ def test_verify_finds_planted_differences_and_repair_fixes_them(stack: Stack) ->
     # the run is recorded where the console reads it
     with stack.tgt() as t:
         ok, mismatched, missing, extra = t.execute(
-            "SELECT ok, mismatched, missing, extra FROM crossfade.verify_runs ORDER BY id DESC LIMIT 1").fetchone()
+            "SELECT ok, mismatched, missing, extra FROM crossfade.verify_runs ORDER BY id DESC LIMIT 1"
+        ).fetchone()
     assert (ok, mismatched, missing, extra) == (False, 1, 1, 1)
 
     # --repair: the two rows the source has come back through Debezium (incremental snapshot),
     # the extra one is deleted; then everything matches
     rc, rep = _verify(stack, "--repair")
     items = _table(rep, "public.items")
-    assert items["repair"]["resnapshot"] == 2 and items["repair"]["deleted_extra"] == 1, items["repair"]
+    assert items["repair"]["resnapshot"] == 2 and items["repair"]["deleted_extra"] == 1, items[
+        "repair"
+    ]
     assert items["repair"]["remaining"] == 0 and rc == 0 and rep["match"], rep
     rc, rep = _verify(stack)
     assert rc == 0 and rep["match"]
@@ -104,8 +111,13 @@ def _app_role(stack: Stack) -> str:
 
 def _audit(stack: Stack, run_id: str) -> list[tuple[str, bool]]:
     with stack.tgt() as t:
-        return [(g, ok) for g, ok in t.execute(
-            "SELECT gate, ok FROM crossfade.cutover_audit WHERE run_id = %s ORDER BY id", (run_id,)).fetchall()]
+        return [
+            (g, ok)
+            for g, ok in t.execute(
+                "SELECT gate, ok FROM crossfade.cutover_audit WHERE run_id = %s ORDER BY id",
+                (run_id,),
+            ).fetchall()
+        ]
 
 
 def _cutover(stack: Stack, *args: str) -> tuple[int, dict]:
@@ -152,13 +164,21 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
         assert all(t["missing"] == t["extra"] == t["mismatched_keys"] == 0 for t in rep["tables"])
 
         # unacknowledged dead letters stop the cutover at its first gate; dlq ack lets it pass
-        with stack.tgt() as t:  # what sync writes for a record it dead-letters: counted, and open in the ledger
-            t.execute("UPDATE crossfade.table_stats SET dead_lettered = dead_lettered + 1 "
-                      "WHERE (tbl, topic, partition) = (SELECT tbl, topic, partition FROM crossfade.table_stats LIMIT 1)")
-            t.execute("INSERT INTO crossfade.ledger (source_table, entry, position, outcome, rule, reason) "
-                      "VALUES ('public.accounts', '@planted/0/0', 0, 'dead_letter', 'decode', 'planted by the test')")
+        with (
+            stack.tgt() as t
+        ):  # what sync writes for a record it dead-letters: counted, and open in the ledger
+            t.execute(
+                "UPDATE crossfade.table_stats SET dead_lettered = dead_lettered + 1 "
+                "WHERE (tbl, topic, partition) = (SELECT tbl, topic, partition FROM crossfade.table_stats LIMIT 1)"
+            )
+            t.execute(
+                "INSERT INTO crossfade.ledger (source_table, entry, position, outcome, rule, reason) "
+                "VALUES ('public.accounts', '@planted/0/0', 0, 'dead_letter', 'decode', 'planted by the test')"
+            )
         rc, rep = _cutover(stack, "--dry-run")
-        assert rc == 1 and not rep["go"] and [g["name"] for g in rep["gates"]] == ["sync_healthy"], rep
+        assert (
+            rc == 1 and not rep["go"] and [g["name"] for g in rep["gates"]] == ["sync_healthy"]
+        ), rep
         assert "dead letter" in rep["gates"][0]["detail"]
         r = stack.cli("dlq", "ack", "--note", "test: known bad record")
         assert r.returncode == 0 and "acknowledged 1" in r.stdout, r.stderr
@@ -166,14 +186,25 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
         # dry run, writes going on: every gate green, freeze and flip skipped
         rc, rep = _cutover(stack, "--dry-run")
         assert rc == 0 and rep["go"], rep
-        assert [g["name"] for g in rep["gates"]] == ["sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip"]
+        assert [g["name"] for g in rep["gates"]] == [
+            "sync_healthy",
+            "checkpoint",
+            "freeze",
+            "fence",
+            "verify",
+            "flip",
+        ]
         assert [g["name"] for g in rep["gates"] if g["skipped"]] == ["freeze", "flip"]
         assert rep["expected_downtime_seconds"] is not None and rep["expected_downtime_seconds"] > 0
-        assert _audit(stack, rep["run_id"]) == [(g, True) for g in (
-            "sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "decision")]
+        assert _audit(stack, rep["run_id"]) == [
+            (g, True)
+            for g in ("sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "decision")
+        ]
         assert not flag.exists()
         before = app.stats.transactions
-        wait_for(lambda: app.stats.transactions > before + 5, 30, "writes to go on after the dry run")
+        wait_for(
+            lambda: app.stats.transactions > before + 5, 30, "writes to go on after the dry run"
+        )
 
         # a real cutover whose verify fails: it stops there and unfreezes the legacy writes
         with stack.tgt() as t:
@@ -183,12 +214,20 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
         assert [(g["name"], g["ok"]) for g in rep["gates"]][-1] == ("verify", False)
         assert "public.accounts: 0 missing, 0 extra, 1 different" in rep["gates"][-1]["detail"]
         assert _audit(stack, rep["run_id"]) == [
-            ("sync_healthy", True), ("checkpoint", True), ("freeze", True), ("fence", True), ("verify", False),
-            ("unfreeze", True), ("decision", False)]
+            ("sync_healthy", True),
+            ("checkpoint", True),
+            ("freeze", True),
+            ("fence", True),
+            ("verify", False),
+            ("unfreeze", True),
+            ("decision", False),
+        ]
         assert not flag.exists()
         errors = len(app.stats.errors)
         before = app.stats.transactions
-        wait_for(lambda: app.stats.transactions > before + 5, 30, "writes to go on after the unfreeze")
+        wait_for(
+            lambda: app.stats.transactions > before + 5, 30, "writes to go on after the unfreeze"
+        )
         assert len(app.stats.errors) - errors <= 1  # at most a write that raced the unfreeze
 
         # fixed (the row re-emitted through the pipeline): the real cutover goes
@@ -197,16 +236,22 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
         rc, rep = _cutover(stack)
         assert rc == 0 and rep["go"], rep
         assert rep["downtime_seconds"] is not None and rep["downtime_seconds"] > 0
-        assert _audit(stack, rep["run_id"]) == [(g, True) for g in (
-            "sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "decision")]
+        assert _audit(stack, rep["run_id"]) == [
+            (g, True)
+            for g in ("sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "decision")
+        ]
         assert flag.read_text() == "flipped"
         with stack.tgt() as t:
             assert t.execute("SELECT count(*) FROM public.cutover_done").fetchone() == (1,)
             who = t.execute("SELECT DISTINCT who FROM crossfade.cutover_audit").fetchall()
             assert len(who) == 1 and who[0][0]
         # the legacy database stays frozen for the application
-        with psycopg.connect(stack.source_dsn.replace("postgres@", f"{role}@"), autocommit=True) as c, \
-                pytest.raises(psycopg.errors.InsufficientPrivilege):
+        with (
+            psycopg.connect(
+                stack.source_dsn.replace("postgres@", f"{role}@"), autocommit=True
+            ) as c,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
             c.execute("UPDATE accounts SET name = name WHERE id = 1")
     finally:
         app.stop()
@@ -217,13 +262,17 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
 # -- checkpoints and rewind ----------------------------------------------------------------------
 def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(stack: Stack) -> None:
     stack.sql(ITEMS_DDL)
-    stack.sql("INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, now(), NULL FROM generate_series(1, 3000) g")
+    stack.sql(
+        "INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, now(), NULL FROM generate_series(1, 3000) g"
+    )
     stack.write_config(["public.items"])
     stack.start("capture")
     sync = stack.start("sync")
     stack.fence()
 
-    r = stack.cli("checkpoint", "create", "--name", "before-batch", "--out", str(stack.dir / "cp.json"))
+    r = stack.cli(
+        "checkpoint", "create", "--name", "before-batch", "--out", str(stack.dir / "cp.json")
+    )
     assert r.returncode == 0, r.stderr
     cp = json.loads(r.stdout)
     assert cp == json.loads((stack.dir / "cp.json").read_text())
@@ -231,7 +280,12 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     # the offsets stored in the target (sync is idle after the fence); with the default COPY
     # initial load the 3000 rows never went through the topics, only markers did
     with stack.tgt() as t:
-        stored = {(tp, p): n for tp, p, n in t.execute("SELECT topic, partition, next_offset FROM crossfade.offsets").fetchall()}
+        stored = {
+            (tp, p): n
+            for tp, p, n in t.execute(
+                "SELECT topic, partition, next_offset FROM crossfade.offsets"
+            ).fetchall()
+        }
     assert {(o["topic"], o["partition"]): o["next_offset"] for o in cp["offsets"]} == stored
     assert len(stored) == 2 and all(n > 0 for n in stored.values())
     time.sleep(0.05)
@@ -239,7 +293,9 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
 
     # after the checkpoint: updates, inserts, deletes, an update of a row twice, a delete + re-insert
     stack.sql("UPDATE items SET qty = qty + 1000, name = name || ' v2' WHERE id % 3 = 0")
-    stack.sql("INSERT INTO items SELECT g, 'new ' || g, 1, 1, now(), ARRAY['n'] FROM generate_series(3001, 3500) g")
+    stack.sql(
+        "INSERT INTO items SELECT g, 'new ' || g, 1, 1, now(), ARRAY['n'] FROM generate_series(3001, 3500) g"
+    )
     stack.sql("DELETE FROM items WHERE id BETWEEN 100 AND 150")
     stack.sql("UPDATE items SET price = 0 WHERE id % 3 = 0 AND id < 600")
     stack.sql("DELETE FROM items WHERE id = 9")
@@ -249,14 +305,20 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
 
     # the rewind refuses while the sync group is active
     r = stack.cli("rewind", "--to", "before-batch")
-    assert r.returncode != 0 and "is active" in r.stderr and "stop every sync worker" in r.stderr, r.stderr
+    assert r.returncode != 0 and "is active" in r.stderr and "stop every sync worker" in r.stderr, (
+        r.stderr
+    )
     assert sync.stop() == 0
 
     # a faulty transform wrote what came after the checkpoint: simulate its damage in the target
     lsn_pos = "(('{}'::pg_lsn - '0/0'::pg_lsn) * 18446744073709551616)".format(cp["source_lsn"])
     with stack.tgt() as t:
-        damaged = t.execute(f"UPDATE items SET name = 'CORRUPT', tags = ARRAY['bad'] WHERE _cf_pos >= {lsn_pos}").rowcount
-        dropped = t.execute(f"DELETE FROM items WHERE id IN (3001, 3002) AND _cf_pos >= {lsn_pos}").rowcount
+        damaged = t.execute(
+            f"UPDATE items SET name = 'CORRUPT', tags = ARRAY['bad'] WHERE _cf_pos >= {lsn_pos}"
+        ).rowcount
+        dropped = t.execute(
+            f"DELETE FROM items WHERE id IN (3001, 3002) AND _cf_pos >= {lsn_pos}"
+        ).rowcount
     assert damaged > 1000 and dropped == 2
     rc, rep = _verify(stack, "--no-fence")
     assert rc == 1 and _table(rep, "public.items")["mismatched_keys"] > 1000
@@ -274,16 +336,23 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     res = json.loads(r.stdout)
     assert res["records_to_replay"] == dry["records_to_replay"]
     with stack.tgt() as t:
-        stored = dict(((tp, p), o) for tp, p, o in t.execute("SELECT topic, partition, next_offset FROM crossfade.offsets"))
+        stored = dict(
+            ((tp, p), o)
+            for tp, p, o in t.execute("SELECT topic, partition, next_offset FROM crossfade.offsets")
+        )
         assert stored == {(o["topic"], o["partition"]): o["next_offset"] for o in cp["offsets"]}
-        assert t.execute("SELECT count(*) FROM crossfade.replay WHERE finished_at IS NULL").fetchone() == (2,)
+        assert t.execute(
+            "SELECT count(*) FROM crossfade.replay WHERE finished_at IS NULL"
+        ).fetchone() == (2,)
 
     # replay (the fixed transform): every row written since the checkpoint is rewritten
     stack.start("sync")
     stack.fence()
     stack.assert_equal()
     with stack.tgt() as t:
-        assert t.execute("SELECT count(*) FROM crossfade.replay WHERE finished_at IS NULL").fetchone() == (0,)
+        assert t.execute(
+            "SELECT count(*) FROM crossfade.replay WHERE finished_at IS NULL"
+        ).fetchone() == (0,)
     # and sync goes on with the strict guard afterwards
     stack.sql("UPDATE items SET qty = -5 WHERE id < 50")
     stack.fence()
@@ -296,7 +365,11 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
         if proc.name == "sync" and proc.alive():
             assert proc.stop() == 0
     r = stack.cli("rewind", "--to", "before-batch")
-    assert r.returncode != 0 and "the records it points at are gone" in r.stderr and "re-snapshot" in r.stderr, r.stderr
+    assert (
+        r.returncode != 0
+        and "the records it points at are gone" in r.stderr
+        and "re-snapshot" in r.stderr
+    ), r.stderr
 
 
 def test_rewind_refuses_offsets_below_the_log_start() -> None:
@@ -304,10 +377,21 @@ def test_rewind_refuses_offsets_below_the_log_start() -> None:
 
     from crossfade.cutover.checkpoint import Checkpoint, check_retention
 
-    cp = Checkpoint("c", datetime.now(UTC), "g", "e", "0/1", [
-        {"topic": "t", "partition": 0, "next_offset": 10}, {"topic": "t", "partition": 1, "next_offset": 500}])
+    cp = Checkpoint(
+        "c",
+        datetime.now(UTC),
+        "g",
+        "e",
+        "0/1",
+        [
+            {"topic": "t", "partition": 0, "next_offset": 10},
+            {"topic": "t", "partition": 1, "next_offset": 500},
+        ],
+    )
     assert check_retention(cp, {("t", 0): 0, ("t", 1): 400}) == []
-    assert check_retention(cp, {("t", 0): 11, ("t", 1): 400}) == ["t[0] needs offset 10, the log starts at 11"]
+    assert check_retention(cp, {("t", 0): 11, ("t", 1): 400}) == [
+        "t[0] needs offset 10, the log starts at 11"
+    ]
 
 
 # -- bounded memory ------------------------------------------------------------------------------
@@ -325,17 +409,26 @@ _MEASURE = (
 
 
 def _measured_verify(stack: Stack, *args: str) -> tuple[int, dict, str, int]:
-    r = subprocess.run([sys.executable, "-c", _MEASURE, "verify", "--json", "--no-fence", *args],
-                       env=stack._env(), capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-c", _MEASURE, "verify", "--json", "--no-fence", *args],
+        env=stack._env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     kb = int(r.stderr.rsplit("MAXRSS_KB", 1)[1].split()[0])
     return r.returncode, json.loads(r.stdout), r.stderr, kb
 
 
 def test_verify_large_table_in_bounded_memory_with_progress(stack: Stack) -> None:
-    ddl = ("CREATE TABLE public.{t} (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(14,2), "
-           "at timestamptz, flags int[]{extra})")
-    fill = ("INSERT INTO public.{t} SELECT g, repeat(md5(g::text), 4), g / 7.0, "
-            "'2020-01-01'::timestamptz + g * interval '1 second', ARRAY[g % 3, g % 5] FROM generate_series(1, {n}) g")
+    ddl = (
+        "CREATE TABLE public.{t} (id bigint PRIMARY KEY, payload text NOT NULL, amount numeric(14,2), "
+        "at timestamptz, flags int[]{extra})"
+    )
+    fill = (
+        "INSERT INTO public.{t} SELECT g, repeat(md5(g::text), 4), g / 7.0, "
+        "'2020-01-01'::timestamptz + g * interval '1 second', ARRAY[g % 3, g % 5] FROM generate_series(1, {n}) g"
+    )
     for conn, extra in ((stack.src(), ""), (stack.tgt(), ", _cf_pos numeric")):
         with conn as c:
             c.execute(ddl.format(t="big", extra=extra) + ";" + ddl.format(t="small", extra=extra))
@@ -354,22 +447,38 @@ def test_verify_large_table_in_bounded_memory_with_progress(stack: Stack) -> Non
     big = _table(rep, "public.big")
     assert rc == 1 and (big["source_rows"], big["target_rows"]) == (300_000, 299_999)
     assert (big["mismatched_keys"], big["missing"], big["extra"]) == (1, 1, 0), big
-    assert {(r["kind"], r["key"]["id"]) for r in big["rows"]} == {("different", "123457"), ("missing", "299999")}
+    assert {(r["kind"], r["key"]["id"]) for r in big["rows"]} == {
+        ("different", "123457"),
+        ("missing", "299999"),
+    }
     # 300,000 rows of ~200 bytes would take well over 100 MB as Python objects: verify holds a chunk
-    assert big_kb - base_kb < 40_000, f"verify of 300k rows grew by {(big_kb - base_kb) // 1024} MB (base {base_kb // 1024} MB)"
+    assert big_kb - base_kb < 40_000, (
+        f"verify of 300k rows grew by {(big_kb - base_kb) // 1024} MB (base {base_kb // 1024} MB)"
+    )
     lines = [ln for ln in err.splitlines() if ln.startswith("verify: public.big")]
-    assert len(lines) >= 3 and lines[-1].startswith("verify: public.big 300000/300000 rows (100%)"), err[-2000:]
-    print(f"verify of 300k rows: {seconds:.1f} s, peak RSS {big_kb // 1024} MB (small table {base_kb // 1024} MB)")
+    assert len(lines) >= 3 and lines[-1].startswith(
+        "verify: public.big 300000/300000 rows (100%)"
+    ), err[-2000:]
+    print(
+        f"verify of 300k rows: {seconds:.1f} s, peak RSS {big_kb // 1024} MB (small table {base_kb // 1024} MB)"
+    )
 
 
 # -- the standard benchmark's tables (pgbench): the check the issue names -------------------------
-PGBENCH = ["public.pgbench_accounts", "public.pgbench_branches", "public.pgbench_tellers", "public.pgbench_history"]
+PGBENCH = [
+    "public.pgbench_accounts",
+    "public.pgbench_branches",
+    "public.pgbench_tellers",
+    "public.pgbench_history",
+]
 
 
 def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) -> None:  # type: ignore[no-untyped-def]
     stack = stack_factory(partitions=2, append_only_tables=["public.pgbench_history"])
     pgbench = stack.pg.binaries.tool("pgbench")
-    subprocess.run([pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True)
+    subprocess.run(
+        [pgbench, "-i", "-s", "1", "-q", stack.source_dsn], check=True, capture_output=True
+    )
     # a fifth of the accounts, to keep the test short: pgbench's updates of the others find no row
     stack.sql("DELETE FROM pgbench_accounts WHERE aid > 20000")
     role = _app_role(stack)
@@ -389,8 +498,12 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     cp = json.loads(r.stdout)
 
     def load(seconds: int) -> subprocess.Popen[str]:
-        return subprocess.Popen([pgbench, "-n", "-c", "2", "-R", "100", "-T", str(seconds), app_dsn],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [pgbench, "-n", "-c", "2", "-R", "100", "-T", str(seconds), app_dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     # verify under load: every transaction updates the one branch row, so that key never stops
     # changing; history only grows and has no key. Neither may be reported as a difference.
@@ -400,7 +513,10 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     rc, rep = _verify(stack)
     assert rc == 0 and rep["match"], rep
     assert all(t["unsettled"] == 0 for t in rep["tables"]), rep
-    print(f"live verify {time.monotonic() - t0:.1f} s:", {t["name"]: (t["in_flight"], t["source_rows"]) for t in rep["tables"]})
+    print(
+        f"live verify {time.monotonic() - t0:.1f} s:",
+        {t["name"]: (t["in_flight"], t["source_rows"]) for t in rep["tables"]},
+    )
     out = bench.communicate(timeout=60)[0]
     assert bench.returncode == 0, out
     # verify's share locks must never cost the application a transaction
@@ -411,9 +527,12 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     assert sync.stop() == 0
     after_cp = "(('{}'::pg_lsn - '0/0'::pg_lsn) * 18446744073709551616)".format(cp["source_lsn"])
     with stack.tgt() as t:
-        bad_accounts = t.execute(f"UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE _cf_pos >= {after_cp}").rowcount
+        bad_accounts = t.execute(
+            f"UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE _cf_pos >= {after_cp}"
+        ).rowcount
         bad_history = t.execute(
-            f"UPDATE pgbench_history SET delta = delta + 7, _cf_hash = md5(_cf_hash) WHERE _cf_pos >= {after_cp}").rowcount
+            f"UPDATE pgbench_history SET delta = delta + 7, _cf_hash = md5(_cf_hash) WHERE _cf_pos >= {after_cp}"
+        ).rowcount
     assert bad_accounts > 100 and bad_history > 100
     r = stack.cli("rewind", "--to", "before-load")
     assert r.returncode == 0, r.stderr
@@ -429,6 +548,13 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     out = bench.communicate(timeout=60)[0]
     assert bench.returncode != 0 and "permission denied" in out, out
     assert [g for g, ok in _audit(stack, rep["run_id"]) if ok] == [
-        "sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip", "decision"]
+        "sync_healthy",
+        "checkpoint",
+        "freeze",
+        "fence",
+        "verify",
+        "flip",
+        "decision",
+    ]
     stack.fence()
     stack.assert_equal()

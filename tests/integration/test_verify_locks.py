@@ -51,8 +51,14 @@ def _verifier(dsn: str, lock_wait: float) -> tuple[Verifier, psycopg.Connection]
     return v, conn
 
 
-def _application(dsn: str, first: str, then: str, pause: float, errors: list[BaseException],
-                 started: threading.Event) -> None:
+def _application(
+    dsn: str,
+    first: str,
+    then: str,
+    pause: float,
+    errors: list[BaseException],
+    started: threading.Event,
+) -> None:
     """Writes ``first``, pauses (verify locks ``then`` meanwhile), writes ``then``, commits."""
     try:
         with psycopg.connect(dsn) as c:
@@ -77,7 +83,9 @@ def test_locked_read_never_deadlocks_an_application_transaction(db: str) -> None
     hold = psycopg.connect(db)
     try:
         t0 = time.monotonic()
-        s1 = v._read_held(hold, {"public.ta": {("1",): "different"}, "public.tb": {("1",): "different"}})
+        s1 = v._read_held(
+            hold, {"public.ta": {("1",): "different"}, "public.tb": {("1",): "different"}}
+        )
         took = time.monotonic() - t0
         # the rows are held: an application write to them now waits for verify's transaction
         with psycopg.connect(db, autocommit=True) as c:
@@ -104,7 +112,9 @@ def test_locked_read_gives_up_after_lock_wait_without_blocking(db: str) -> None:
     try:
         t0 = time.monotonic()
         with pytest.raises(psycopg.errors.LockNotAvailable):
-            v._read_held(hold, {"public.ta": {("1",): "different"}, "public.tb": {("1",): "different"}})
+            v._read_held(
+                hold, {"public.ta": {("1",): "different"}, "public.tb": {("1",): "different"}}
+            )
         took = time.monotonic() - t0
         # and it held nothing while it retried: ta is free for the application
         writer.execute("UPDATE ta SET v = v + 1 WHERE id = 1")

@@ -52,28 +52,53 @@ def _compare(src: psycopg.Connection, tgt: psycopg.Connection) -> TableComparer:
     return comparer
 
 
-def test_same_type_columns_by_their_output_others_by_text(dbs: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+def test_same_type_columns_by_their_output_others_by_text(
+    dbs: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
     src, tgt = dbs
     comparer = _compare(src, tgt)
-    assert comparer._same_type == {"id", "b", "c", "ip", "n", "j", "arr", "d"}  # not pad: char(4) vs text
+    assert comparer._same_type == {
+        "id",
+        "b",
+        "c",
+        "ip",
+        "n",
+        "j",
+        "arr",
+        "d",
+    }  # not pad: char(4) vs text
     res = comparer.result
     assert (res.source_rows, res.target_rows) == (3000, 3000)
     assert res.chunks_differing == 0 and not res.keys, res.keys
 
 
-def test_every_kind_of_difference_is_found(dbs: tuple[psycopg.Connection, psycopg.Connection]) -> None:
+def test_every_kind_of_difference_is_found(
+    dbs: tuple[psycopg.Connection, psycopg.Connection],
+) -> None:
     src, tgt = dbs
     tgt.execute("UPDATE t SET b = NOT b WHERE id = 3")
     tgt.execute("UPDATE t SET ip = '10.0.3.2' WHERE id = 1003")
-    tgt.execute("UPDATE t SET n = 1.250 WHERE id = 1")  # equal as numbers, not as text: a difference
-    tgt.execute("UPDATE t SET arr = ARRAY['x', 'NULL', 'y,z'] WHERE id = 2000")  # the string 'NULL' is not NULL
+    tgt.execute(
+        "UPDATE t SET n = 1.250 WHERE id = 1"
+    )  # equal as numbers, not as text: a difference
+    tgt.execute(
+        "UPDATE t SET arr = ARRAY['x', 'NULL', 'y,z'] WHERE id = 2000"
+    )  # the string 'NULL' is not NULL
     tgt.execute("UPDATE t SET c = NULL WHERE id = 2500")
-    tgt.execute("UPDATE t SET pad = 'ab ' WHERE id = 2999")  # text keeps the blank: not 'ab' any more
+    tgt.execute(
+        "UPDATE t SET pad = 'ab ' WHERE id = 2999"
+    )  # text keeps the blank: not 'ab' any more
     tgt.execute("DELETE FROM t WHERE id = 77")
     tgt.execute("INSERT INTO t (id) VALUES (5000)")
     res = _compare(src, tgt).result
     found = {k[0]: why for k, why in res.keys.items()}
     assert found == {
-        "3": "different", "1003": "different", "1": "different", "2000": "different", "2500": "different",
-        "2999": "different", "77": "missing", "5000": "extra",
+        "3": "different",
+        "1003": "different",
+        "1": "different",
+        "2000": "different",
+        "2500": "different",
+        "2999": "different",
+        "77": "missing",
+        "5000": "extra",
     }, found

@@ -16,8 +16,20 @@ ALERTS = ROOT / "ops" / "prometheus" / "alerts.yaml"
 ALERTS_TEST = ROOT / "ops" / "prometheus" / "alerts_test.yaml"
 
 _KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
-    "offset", "inf", "nan", "atan2",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
 }
 _IDENT = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 
@@ -53,11 +65,13 @@ def metric_names(expr: str) -> set[str]:
     s = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
     s = re.sub(r"\{[^}]*\}", "", s)  # label matchers
     s = re.sub(r"\[[^\]]*\]", "", s)  # range and subquery selectors
-    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s)  # label lists
+    s = re.sub(
+        r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", s
+    )  # label lists
     names = set()
     for m in _IDENT.finditer(s):
         name = m.group(0)
-        rest = s[m.end():].lstrip()
+        rest = s[m.end() :].lstrip()
         if rest.startswith("("):  # a function call
             continue
         if name.lower() in _KEYWORDS or name.startswith("$"):
@@ -86,7 +100,9 @@ def exported_families(exposition: str) -> set[str]:
     out: set[str] = set()
     for fam in text_string_to_metric_families(exposition):
         out.add(fam.name)
-        if fam.type == "counter":  # the parser strips _total (and a labelled counter may have no sample yet)
+        if (
+            fam.type == "counter"
+        ):  # the parser strips _total (and a labelled counter may have no sample yet)
             out.add(fam.name + "_total")
         for sample in fam.samples:
             out.add(sample.name)

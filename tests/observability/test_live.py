@@ -38,7 +38,11 @@ pytestmark = pytest.mark.integration
 
 TABLES = ["public.orders", "public.customers"]
 # Queries allowed to be empty here: only verify/cutover commands (not running) set these.
-MAY_BE_EMPTY = {"crossfade_verify_mismatched_rows", "crossfade_verify_last_run_timestamp_seconds", "crossfade_cutover_gate_ok"}
+MAY_BE_EMPTY = {
+    "crossfade_verify_mismatched_rows",
+    "crossfade_verify_last_run_timestamp_seconds",
+    "crossfade_cutover_gate_ok",
+}
 
 
 def _get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -100,8 +104,14 @@ def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) 
 
     def scrape_with_wal() -> str | None:
         text = _get(base + "/metrics")[1]
-        polled = _sample(text, "crossfade_replication_slot_retained_wal_bytes", slot=slot) is not None
-        return text if polled and _sample(text, "crossfade_replication_slot_active", slot=slot) == 1 else None
+        polled = (
+            _sample(text, "crossfade_replication_slot_retained_wal_bytes", slot=slot) is not None
+        )
+        return (
+            text
+            if polled and _sample(text, "crossfade_replication_slot_active", slot=slot) == 1
+            else None
+        )
 
     text = wait_for(scrape_with_wal, 30, "the slot poller to see the streaming replication slot")
     m = lambda name, **labels: _sample(text, name, **labels)  # noqa: E731
@@ -121,7 +131,11 @@ def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) 
     assert (m("crossfade_capture_batch_size_records_sum") or 0) >= 300 + 50 + 100 + 40 + 5
     batches = m("crossfade_capture_batch_duration_seconds_count") or 0
     assert batches >= 1 and m("crossfade_capture_flush_duration_seconds_count") == batches
-    assert 0 < (m("crossfade_capture_flush_duration_seconds_sum") or 0) <= (m("crossfade_capture_batch_duration_seconds_sum") or 0)
+    assert (
+        0
+        < (m("crossfade_capture_flush_duration_seconds_sum") or 0)
+        <= (m("crossfade_capture_batch_duration_seconds_sum") or 0)
+    )
     assert (m("crossfade_sync_fence_markers_total") or 0) >= 2 * st.partitions * len(TABLES)
     lag = m("crossfade_sync_fence_lag_seconds")
     assert lag is not None and 0 <= lag < 60
@@ -142,19 +156,31 @@ def test_every_promql_metric_is_exported_by_the_running_services(live: tuple[Sta
     assert code == 200
     exported = exported_families(text)
     with_samples = {name for name, _ in _samples(text)}
-    for origin, queries in (("dashboard", list(dashboard_queries())), ("alert rules", list(rule_queries()))):
+    for origin, queries in (
+        ("dashboard", list(dashboard_queries())),
+        ("alert rules", list(rule_queries())),
+    ):
         for title, expr in queries:
             missing = metric_names(expr) - exported
-            assert not missing, f"{origin} {title!r} queries {sorted(missing)}, not exported by crossfade"
+            assert not missing, (
+                f"{origin} {title!r} queries {sorted(missing)}, not exported by crossfade"
+            )
             silent = metric_names(expr) - with_samples - MAY_BE_EMPTY
-            assert not silent, f"{origin} {title!r}: {sorted(silent)} declared but never set by a running pipeline"
+            assert not silent, (
+                f"{origin} {title!r}: {sorted(silent)} declared but never set by a running pipeline"
+            )
 
 
 PROMETHEUS = shutil.which("prometheus")
 
 
-@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus server not installed (Debian: apt-get install prometheus)")
-def test_prometheus_evaluates_every_dashboard_query_and_rule(live: tuple[Stack, str], tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    PROMETHEUS is None,
+    reason="prometheus server not installed (Debian: apt-get install prometheus)",
+)
+def test_prometheus_evaluates_every_dashboard_query_and_rule(
+    live: tuple[Stack, str], tmp_path: Path
+) -> None:
     st, base = live
     target = base.removeprefix("http://")
     port = free_port()
@@ -166,9 +192,15 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(live: tuple[Stack, 
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", "--storage.tsdb.retention.time=1h"],
-        stdout=log, stderr=subprocess.STDOUT,
+        [
+            PROMETHEUS,
+            f"--config.file={tmp_path / 'prometheus.yml'}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--storage.tsdb.retention.time=1h",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     prom = f"http://127.0.0.1:{port}"
 
@@ -178,7 +210,11 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(live: tuple[Stack, 
         return json.loads(body)
 
     try:
-        wait_for(lambda: _get(prom + "/-/ready")[0] == 200, 60, "Prometheus to start: " + (tmp_path / "prometheus.log").read_text()[-2000:])
+        wait_for(
+            lambda: _get(prom + "/-/ready")[0] == 200,
+            60,
+            "Prometheus to start: " + (tmp_path / "prometheus.log").read_text()[-2000:],
+        )
         wait_for(lambda: query('up{job="crossfade"}')["data"]["result"], 30, "the first scrape")
         # keep the pipeline busy while Prometheus collects a few samples, so rates are non-zero
         for i in range(6):
@@ -197,13 +233,17 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(live: tuple[Stack, 
                 failures.append(f"{title}: {promql}: empty result")
         assert not failures, "\n".join(failures)
         # a rate over the live writes must show throughput
-        applied = query('sum(rate(crossfade_sync_events_applied_total[1m]))')["data"]["result"]
+        applied = query("sum(rate(crossfade_sync_events_applied_total[1m]))")["data"]["result"]
         assert float(applied[0]["value"][1]) > 0
 
         def rules_evaluated() -> list[dict[str, Any]] | None:
             groups = json.loads(_get(prom + "/api/v1/rules")[1])["data"]["groups"]
             rules = [r for g in groups for r in g["rules"]]
-            return rules if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules) else None
+            return (
+                rules
+                if rules and all(r.get("lastEvaluation", "").startswith("20") for r in rules)
+                else None
+            )
 
         rules = wait_for(rules_evaluated, 30, "Prometheus to evaluate the alert rules")
         assert {r["name"] for r in rules} == {n for n, _ in rule_queries()}

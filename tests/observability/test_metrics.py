@@ -46,7 +46,11 @@ def test_names_follow_prometheus_conventions() -> None:
     text = generate_latest(REGISTRY).decode()
     for line in text.splitlines():
         if line.startswith("crossfade_") and "{" in line:
-            labels = {kv.split("=")[0] for kv in line[line.index("{") + 1 : line.index("}")].split(",") if kv}
+            labels = {
+                kv.split("=")[0]
+                for kv in line[line.index("{") + 1 : line.index("}")].split(",")
+                if kv
+            }
             assert labels <= bounded | {"le"}, line
 
 
@@ -55,10 +59,23 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
     meter = metrics.CaptureMeter(s)
     before = _value("crossfade_capture_events_total", {"table": "public.a", "op": "snapshot"}) or 0
     snap_before = _value("crossfade_capture_snapshot_rows_total", {"table": "public.a"}) or 0
-    stats = SimpleNamespace(heartbeats=2, fences=1, last_source_ts_ms=1_700_000_000_000, snapshot_done=False)
+    stats = SimpleNamespace(
+        heartbeats=2, fences=1, last_source_ts_ms=1_700_000_000_000, snapshot_done=False
+    )
     producer = SimpleNamespace(stats=stats, snapshot_lsn=123)
-    meter.batch(producer, {("t.public.a", "r"): 5, ("t.public.a", "u"): 2, ("t.public.a", None): 1, ("other", "c"): 9})  # type: ignore[arg-type]
-    assert _value("crossfade_capture_events_total", {"table": "public.a", "op": "snapshot"}) == before + 5
+    meter.batch(
+        producer,
+        {
+            ("t.public.a", "r"): 5,
+            ("t.public.a", "u"): 2,
+            ("t.public.a", None): 1,
+            ("other", "c"): 9,
+        },
+    )  # type: ignore[arg-type]
+    assert (
+        _value("crossfade_capture_events_total", {"table": "public.a", "op": "snapshot"})
+        == before + 5
+    )
     assert _value("crossfade_capture_snapshot_rows_total", {"table": "public.a"}) == snap_before + 5
     assert _value("crossfade_capture_snapshot_running") == 1
     assert _value("crossfade_capture_last_event_source_timestamp_seconds") == 1_700_000_000
@@ -77,7 +94,9 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
 
 def test_sync_meter_publishes_growth_once_per_committed_batch() -> None:
     meter = metrics.SyncMeter()
-    stats = SimpleNamespace(applied=defaultdict(int), deleted=defaultdict(int), skipped=defaultdict(int))
+    stats = SimpleNamespace(
+        applied=defaultdict(int), deleted=defaultdict(int), skipped=defaultdict(int)
+    )
     worker = SimpleNamespace(stats=stats, consumer=None, owner={}, topics={})
     up0 = _value("crossfade_sync_events_applied_total", {"table": "public.b", "op": "upsert"}) or 0
     n0 = _value("crossfade_sync_batch_size_records_count") or 0
@@ -86,9 +105,14 @@ def test_sync_meter_publishes_growth_once_per_committed_batch() -> None:
     meter.note("public.b", 1_000)
     meter.committed(worker, 11, 0.05)  # type: ignore[arg-type]
     meter.committed(worker, 0, 0.01)  # type: ignore[arg-type]
-    assert _value("crossfade_sync_events_applied_total", {"table": "public.b", "op": "upsert"}) == up0 + 10
+    assert (
+        _value("crossfade_sync_events_applied_total", {"table": "public.b", "op": "upsert"})
+        == up0 + 10
+    )
     assert _value("crossfade_sync_batch_size_records_count") == n0 + 2
-    assert _value("crossfade_sync_last_applied_source_timestamp_seconds", {"table": "public.b"}) == 1.0
+    assert (
+        _value("crossfade_sync_last_applied_source_timestamp_seconds", {"table": "public.b"}) == 1.0
+    )
     assert (_value("crossfade_sync_end_to_end_lag_seconds", {"table": "public.b"}) or 0) > 1e9
 
 
@@ -133,7 +157,10 @@ def test_ops_server_endpoints_and_readiness() -> None:
         assert _get(base + "/healthz") == (200, "ok\n")
         code, body = _get(base + "/readyz")
         assert code == 503
-        assert json.loads(body)["checks"]["sync"] == {"partitions assigned": False, "broken check": False}
+        assert json.loads(body)["checks"]["sync"] == {
+            "partitions assigned": False,
+            "broken check": False,
+        }
         readiness.register("sync", "broken check", lambda: True)
         flag.set()
         code, body = _get(base + "/readyz")
@@ -157,4 +184,6 @@ def test_serve_ops_needs_a_port_and_reports_a_busy_one() -> None:
     finally:
         server.stop()
     # known label sets exist at 0 from the start
-    assert _value("crossfade_dead_lettered_total", {"table": "public.a", "rule": "decode"}) is not None
+    assert (
+        _value("crossfade_dead_lettered_total", {"table": "public.a", "rule": "decode"}) is not None
+    )

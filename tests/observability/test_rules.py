@@ -36,7 +36,12 @@ def test_promtool_checks_rules() -> None:
 
 @needs_promtool
 def test_promtool_unit_tests_pass() -> None:
-    r = subprocess.run([PROMTOOL, "test", "rules", str(ALERTS_TEST)], capture_output=True, text=True, cwd=ALERTS.parent)
+    r = subprocess.run(
+        [PROMTOOL, "test", "rules", str(ALERTS_TEST)],
+        capture_output=True,
+        text=True,
+        cwd=ALERTS.parent,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
@@ -55,7 +60,11 @@ def test_every_alert_has_a_unit_test() -> None:
 
 
 def test_dashboard_json_is_generated_from_code() -> None:
-    r = subprocess.run([sys.executable, str(ROOT / "ops" / "grafana" / "dashboard.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "ops" / "grafana" / "dashboard.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
 
 

@@ -1133,12 +1133,20 @@ def test_decode_reuses_the_parsed_schema(monkeypatch: pytest.MonkeyPatch) -> Non
 @pytest.mark.parametrize("reader", ["cavro", "fastavro"])
 def test_both_readers_decode_alike_and_refuse_the_same_bytes(reader: str) -> None:
     schema = {
-        "type": "record", "name": "r", "namespace": "n", "fields": [
-            {"name": "f", "type": "float"}, {"name": "d", "type": "double"}, {"name": "b", "type": "boolean"},
+        "type": "record",
+        "name": "r",
+        "namespace": "n",
+        "fields": [
+            {"name": "f", "type": "float"},
+            {"name": "d", "type": "double"},
+            {"name": "b", "type": "boolean"},
             {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B"]}},
             {"name": "fx", "type": {"type": "fixed", "name": "F", "size": 3}},
             {"name": "m", "type": {"type": "map", "values": ["null", "long"]}},
-            {"name": "dec", "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}},
+            {
+                "name": "dec",
+                "type": {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
+            },
             {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
             {"name": "dt", "type": {"type": "int", "logicalType": "date"}},
             {"name": "arr", "type": {"type": "array", "items": "E"}},
@@ -1146,8 +1154,20 @@ def test_both_readers_decode_alike_and_refuse_the_same_bytes(reader: str) -> Non
             {"name": "nested", "type": ["null", "r"], "default": None},
         ],
     }
-    datum = {"f": 1.5, "d": 2.25, "b": True, "e": "B", "fx": b"abc", "m": {"k": None, "j": -5}, "dec": b"\x01\x02",
-             "ts": 1_700_000_000_000, "dt": 19_000, "arr": ["A", "B"], "s": "\u00e9t\u00e9", "nested": None}
+    datum = {
+        "f": 1.5,
+        "d": 2.25,
+        "b": True,
+        "e": "B",
+        "fx": b"abc",
+        "m": {"k": None, "j": -5},
+        "dec": b"\x01\x02",
+        "ts": 1_700_000_000_000,
+        "dt": 19_000,
+        "arr": ["A", "B"],
+        "s": "\u00e9t\u00e9",
+        "nested": None,
+    }
     codec = AvroCodec(schema)
     if reader == "fastavro":
         codec._reader = None
@@ -1185,7 +1205,9 @@ def test_numeric_decimal_beyond_default_context_precision() -> None:
 def test_a_negative_union_branch_is_corrupt() -> None:
     """fastavro's reader takes union index -1 as the last branch (Python indexing), so a corrupt
     byte could decode as another value; cavro, which sync uses, refuses it: a dead letter."""
-    codec = AvroCodec({"type": "record", "name": "r", "fields": [{"name": "u", "type": ["null", "string"]}]})
+    codec = AvroCodec(
+        {"type": "record", "name": "r", "fields": [{"name": "u", "type": ["null", "string"]}]}
+    )
     assert codec.decode(b"\x02\x04ab") == {"u": "ab"}
     with pytest.raises(DecodeError, match="corrupt"):
         codec.decode(b"\x01\x04ab")  # zigzag 1 = -1

@@ -15,7 +15,9 @@ from crossfade.events.avro import AvroCodec, ConnectCodec, EncodeError
 RECORD = json.loads((Path(__file__).with_name("debezium_record.json")).read_text())
 
 SCHEMA = {
-    "type": "record", "name": "R", "namespace": "n",
+    "type": "record",
+    "name": "R",
+    "namespace": "n",
     "fields": [
         {"name": "l", "type": "long"},
         {"name": "i", "type": ["null", "int"], "default": None},
@@ -24,11 +26,33 @@ SCHEMA = {
         {"name": "d", "type": ["null", "double"], "default": None},
         {"name": "f", "type": ["null", "float"], "default": None},
         {"name": "t", "type": ["null", "boolean"], "default": None},
-        {"name": "a", "type": ["null", {"type": "array", "items": ["null", "string"]}], "default": None},
-        {"name": "m", "type": ["null", {"type": "map", "values": ["null", "long"]}], "default": None},
-        {"name": "dec", "type": ["null", {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2}], "default": None},
+        {
+            "name": "a",
+            "type": ["null", {"type": "array", "items": ["null", "string"]}],
+            "default": None,
+        },
+        {
+            "name": "m",
+            "type": ["null", {"type": "map", "values": ["null", "long"]}],
+            "default": None,
+        },
+        {
+            "name": "dec",
+            "type": [
+                "null",
+                {"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2},
+            ],
+            "default": None,
+        },
         {"name": "day", "type": ["null", {"type": "int", "logicalType": "date"}], "default": None},
-        {"name": "sub", "type": ["null", {"type": "record", "name": "S", "fields": [{"name": "x", "type": "long"}]}], "default": None},
+        {
+            "name": "sub",
+            "type": [
+                "null",
+                {"type": "record", "name": "S", "fields": [{"name": "x", "type": "long"}]},
+            ],
+            "default": None,
+        },
         {"name": "sub2", "type": ["null", "n.S"], "default": None},
         {"name": "last", "type": [{"type": "string"}, "null"], "default": "z"},
     ],
@@ -43,8 +67,20 @@ def _fastavro(codec: AvroCodec, datum: object) -> bytes:
 
 def _full(**over: object) -> dict[str, object]:
     d: dict[str, object] = {
-        "l": 0, "i": None, "s": None, "b": None, "d": None, "f": None, "t": None, "a": None, "m": None,
-        "dec": None, "day": None, "sub": None, "sub2": None, "last": None,
+        "l": 0,
+        "i": None,
+        "s": None,
+        "b": None,
+        "d": None,
+        "f": None,
+        "t": None,
+        "a": None,
+        "m": None,
+        "dec": None,
+        "day": None,
+        "sub": None,
+        "sub2": None,
+        "last": None,
     }
     d.update(over)
     return d
@@ -55,8 +91,18 @@ def _full(**over: object) -> dict[str, object]:
     [
         _full(),
         _full(l=2**63 - 1, i=-(2**31), s="", b=b"", d=0.0, f=1.5, t=False, a=[], m={}),
-        _full(l=-(2**63), i=63, s="héllo ✓ \U0001f600" * 20, b=bytes(range(256)), d=math.inf, f=-0.0, t=True),
-        _full(l=64, i=-65, a=["x", None, "y" * 100], m={"k": 1, "é": None, "z": -(2**40)}, d=math.nan),
+        _full(
+            l=-(2**63),
+            i=63,
+            s="héllo ✓ \U0001f600" * 20,
+            b=bytes(range(256)),
+            d=math.inf,
+            f=-0.0,
+            t=True,
+        ),
+        _full(
+            l=64, i=-65, a=["x", None, "y" * 100], m={"k": 1, "é": None, "z": -(2**40)}, d=math.nan
+        ),
         _full(dec=b"\x00\xff", day=-719162, sub={"x": 5}, sub2={"x": -5, "extra": 1}, last="q"),
         _full(l=300, a=["a"] * 100, s="s" * 10000),
     ],

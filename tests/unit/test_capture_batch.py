@@ -22,7 +22,11 @@ class _Rec:
 
 
 def test_rows_keep_order_and_none_and_utf8() -> None:
-    recs = [_Rec("p.public.t", '{"id":1}', '{"payload":"é ☃"}'), _Rec("p.public.t", '{"id":1}', None), _Rec("p.x", None, "{}")]
+    recs = [
+        _Rec("p.public.t", '{"id":1}', '{"payload":"é ☃"}'),
+        _Rec("p.public.t", '{"id":1}', None),
+        _Rec("p.x", None, "{}"),
+    ]
     assert BatchReader().read(recs) == [
         ("p.public.t", b'{"id":1}', '{"payload":"é ☃"}'.encode(), None, None),
         ("p.public.t", b'{"id":1}', None, None, None),

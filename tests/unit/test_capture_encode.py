@@ -46,7 +46,9 @@ def test_registry_configured_uses_confluent_wire_format_with_topic_name_subjects
     assert set(client.get_subjects()) == {"cf.public.t-value", "cf.public.t-key"}
     env = Decoder(RegistryResolver(client)).decode(value)
     assert env["op"] == payload["op"] and env["after"]["id"] == payload["after"]["id"] == 1
-    assert env["after"]["b"] == b"\xde\xad\xbe\xef" and env["after"]["txt"] == payload["after"]["txt"]
+    assert (
+        env["after"]["b"] == b"\xde\xad\xbe\xef" and env["after"]["txt"] == payload["after"]["txt"]
+    )
     # the same schema again is not registered again (cached id)
     before = len(client.get_versions("cf.public.t-value"))
     prod._encode(RECORD["value"], "cf.public.t-value")
@@ -78,11 +80,29 @@ def test_debezium_json_parses_as_the_stdlib_json_parses_it() -> None:
 def test_a_numeric_decimal_beyond_64_bits_stays_exact() -> None:
     """decimal.format=NUMERIC: orjson would read this integer as a float; the payload of a
     schema with a Decimal is parsed by the stdlib."""
-    schema = {"type": "struct", "optional": False, "name": "cf.public.d.Value", "fields": [
-        {"type": "bytes", "optional": False, "field": "n", "name": "org.apache.kafka.connect.data.Decimal",
-         "version": 1, "parameters": {"scale": "0"}}]}
+    schema = {
+        "type": "struct",
+        "optional": False,
+        "name": "cf.public.d.Value",
+        "fields": [
+            {
+                "type": "bytes",
+                "optional": False,
+                "field": "n",
+                "name": "org.apache.kafka.connect.data.Decimal",
+                "version": 1,
+                "parameters": {"scale": "0"},
+            }
+        ],
+    }
     n = 123456789012345678901234567890
-    raw = '{"schema":' + json.dumps(schema, separators=(",", ":")) + ',"payload":{"n":' + str(n) + "}}"
+    raw = (
+        '{"schema":'
+        + json.dumps(schema, separators=(",", ":"))
+        + ',"payload":{"n":'
+        + str(n)
+        + "}}"
+    )
     pub = _Publisher()
     prod = ChangeProducer(_settings(), pub, {"cf.public.d": 1})  # type: ignore[arg-type]
     for text in (raw, raw.encode()):
@@ -103,7 +123,13 @@ def test_payload_with_its_schema_beside_it_encodes_as_the_envelope_does() -> Non
     enveloped, payload2 = prod._encode(RECORD["value"], "cf.public.t-value")
     assert beside is not None and beside == enveloped and payload == payload2
     key_doc = json.loads(RECORD["key"])
-    key, _ = prod._encode(json.dumps(key_doc["payload"]), "cf.public.t-key", json.dumps(key_doc["schema"]))
+    key, _ = prod._encode(
+        json.dumps(key_doc["payload"]), "cf.public.t-key", json.dumps(key_doc["schema"])
+    )
     assert key == prod._encode(RECORD["key"], "cf.public.t-key")[0]
     # a fence or signal record's payload, alone or in its envelope
-    assert prod._payload(payload_text, schema_text) == prod._payload(RECORD["value"], None) == doc["payload"]
+    assert (
+        prod._payload(payload_text, schema_text)
+        == prod._payload(RECORD["value"], None)
+        == doc["payload"]
+    )

@@ -40,7 +40,10 @@ sr = pytest.importorskip(
     "confluent_kafka.schema_registry",
     reason="confluent-kafka's Schema Registry client needs the `registry` extra (pip install -e '.[registry]')",
 )
-avro_sr = pytest.importorskip("confluent_kafka.schema_registry.avro", reason="confluent-kafka's AvroSerializer needs the `registry` extra (fastavro, requests)")
+avro_sr = pytest.importorskip(
+    "confluent_kafka.schema_registry.avro",
+    reason="confluent-kafka's AvroSerializer needs the `registry` extra (fastavro, requests)",
+)
 from confluent_kafka.serialization import MessageField, SerializationContext  # noqa: E402
 
 TOPIC = "crm.public.everything"
@@ -48,7 +51,9 @@ TABLE = "public.everything"
 _registry_names = itertools.count()
 
 
-def col(field: str, connect_type: str, name: str | None = None, optional: bool = True, **extra: Any) -> dict[str, Any]:
+def col(
+    field: str, connect_type: str, name: str | None = None, optional: bool = True, **extra: Any
+) -> dict[str, Any]:
     d: dict[str, Any] = {"type": connect_type, "optional": optional, "field": field}
     if name:
         d["name"] = name
@@ -137,7 +142,9 @@ COLUMNS: list[tuple[dict[str, Any], Any, str | None]] = [
 ]  # fmt: skip
 # Arrays and hstore: the literal's exact quoting is pgtext's business (tests/unit/test_pgtext.py);
 # here it must only agree with what the same value gives through crossfade's own framing.
-EXPECTED_LITERALS = {c["field"]: lit for c, _, lit in COLUMNS if lit is not None or c["field"] == "txt_null"}
+EXPECTED_LITERALS = {
+    c["field"]: lit for c, _, lit in COLUMNS if lit is not None or c["field"] == "txt_null"
+}
 
 SOURCE: dict[str, Any] = {
     "type": "struct", "optional": False, "field": "source",
@@ -162,8 +169,13 @@ SOURCE: dict[str, Any] = {
 
 
 def _value_struct(field: str) -> dict[str, Any]:
-    return {"type": "struct", "optional": True, "field": field, "name": f"{TOPIC}.Value",
-            "fields": [c for c, _, _ in COLUMNS]}
+    return {
+        "type": "struct",
+        "optional": True,
+        "field": field,
+        "name": f"{TOPIC}.Value",
+        "fields": [c for c, _, _ in COLUMNS],
+    }
 
 
 ENVELOPE: dict[str, Any] = {
@@ -196,7 +208,9 @@ class Registry:
     """confluent-kafka's mock registry with the serializers Kafka Connect's converter stands for."""
 
     def __init__(self) -> None:
-        self.client = sr.SchemaRegistryClient.new_client({"url": f"mock://crossfade-{next(_registry_names)}"})
+        self.client = sr.SchemaRegistryClient.new_client(
+            {"url": f"mock://crossfade-{next(_registry_names)}"}
+        )
         self.value_schema = json.dumps(connect_to_avro(ENVELOPE))
         self.key_schema = json.dumps(connect_to_avro(KEY))
         self._value = avro_sr.AvroSerializer(self.client, self.value_schema)
@@ -220,11 +234,25 @@ def registry() -> Registry:
 
 @pytest.fixture
 def decoder(registry: Registry) -> EventDecoder:
-    return EventDecoder(KafkaConfig(bootstrap_servers="unused:9092"), resolver=RegistryResolver(registry.client))
+    return EventDecoder(
+        KafkaConfig(bootstrap_servers="unused:9092"), resolver=RegistryResolver(registry.client)
+    )
 
 
-def envelope(op: str, before: dict[str, Any] | None, after: dict[str, Any] | None, lsn: int, snapshot: str = "false") -> dict[str, Any]:
-    return {"before": before, "after": after, "source": source(lsn, snapshot), "op": op, "ts_ms": 1711852200200}
+def envelope(
+    op: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    lsn: int,
+    snapshot: str = "false",
+) -> dict[str, Any]:
+    return {
+        "before": before,
+        "after": after,
+        "source": source(lsn, snapshot),
+        "op": op,
+        "ts_ms": 1711852200200,
+    }
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -241,14 +269,27 @@ def test_serializer_bytes_are_confluent_framed_and_byte_identical(registry: Regi
     # the id is the registry's for subject <topic>-value, as Kafka Connect's converter registers
     assert registry.client.get_latest_version(f"{TOPIC}-value").schema_id == schema_id
     # the Avro body is byte for byte what crossfade's codec writes for the same datum
-    assert data == frame_confluent(schema_id, AvroCodec(registry.value_schema).encode(envelope("c", None, ROW, 24023128)))
+    assert data == frame_confluent(
+        schema_id, AvroCodec(registry.value_schema).encode(envelope("c", None, ROW, 24023128))
+    )
     key = registry.key({"id": 42})
     assert registry.client.get_latest_version(f"{TOPIC}-key").schema_id == parse_confluent(key)[0]
 
 
-def test_every_column_type_decodes_from_serializer_bytes(registry: Registry, decoder: EventDecoder) -> None:
-    ev = decoder.decode(registry.key({"id": 42}), registry.value(envelope("c", None, ROW, 24023128)), TABLE)
-    assert (ev.op, ev.table, ev.key, ev.lsn, ev.tx_id, ev.source_ts_ms) == ("c", TABLE, {"id": 42}, 24023128, 780, 1711852200123)
+def test_every_column_type_decodes_from_serializer_bytes(
+    registry: Registry, decoder: EventDecoder
+) -> None:
+    ev = decoder.decode(
+        registry.key({"id": 42}), registry.value(envelope("c", None, ROW, 24023128)), TABLE
+    )
+    assert (ev.op, ev.table, ev.key, ev.lsn, ev.tx_id, ev.source_ts_ms) == (
+        "c",
+        TABLE,
+        {"id": 42},
+        24023128,
+        780,
+        1711852200123,
+    )
     assert ev.after is not None and ev.row_schema is not None
     assert list(ev.after) == [c["field"] for c, _, _ in COLUMNS]
     for column, value in ROW.items():
@@ -261,7 +302,9 @@ def test_every_column_type_decodes_from_serializer_bytes(registry: Registry, dec
     assert ev.key_schema is not None and ev.key_schema.columns == ("id",)
 
 
-def test_confluent_and_single_object_framings_decode_alike(registry: Registry, decoder: EventDecoder) -> None:
+def test_confluent_and_single_object_framings_decode_alike(
+    registry: Registry, decoder: EventDecoder
+) -> None:
     """The same change from Kafka Connect (registry) and from crossfade's capture (fingerprint):
     same event, same literal for every column, arrays and hstore included."""
     from crossfade.events.framing import SchemaCache, frame_single_object
@@ -277,10 +320,16 @@ def test_confluent_and_single_object_framings_decode_alike(registry: Registry, d
         TABLE,
     )
     assert via_registry.after is not None and own.after is not None and own.row_schema is not None
-    assert (via_registry.op, via_registry.key, via_registry.position) == (own.op, own.key, own.position)
+    assert (via_registry.op, via_registry.key, via_registry.position) == (
+        own.op,
+        own.key,
+        own.position,
+    )
     for column in ROW:
         ftype = own.row_schema.type_of(column)
-        assert to_pg_text(via_registry.after[column], ftype) == to_pg_text(own.after[column], ftype), column
+        assert to_pg_text(via_registry.after[column], ftype) == to_pg_text(
+            own.after[column], ftype
+        ), column
     assert via_registry.after["txt"] == "changed"
 
 
@@ -289,7 +338,9 @@ def test_delete_snapshot_and_truncate(registry: Registry, decoder: EventDecoder)
     d = decoder.decode(key, registry.value(envelope("d", ROW, None, 24023300)), TABLE)
     assert (d.op, d.after, d.key) == ("d", None, {"id": 42})
 
-    r = decoder.decode(key, registry.value(envelope("r", None, ROW, 24000000, snapshot="true")), TABLE)
+    r = decoder.decode(
+        key, registry.value(envelope("r", None, ROW, 24000000, snapshot="true")), TABLE
+    )
     assert r.op == "r" and r.snapshot == "true"
     streamed = decoder.decode(key, registry.value(envelope("u", ROW, ROW, 24000000)), TABLE)
     assert streamed.position > r.position  # a streamed change beats the snapshot row at one LSN

@@ -89,8 +89,11 @@ def config_file(tmp_path: Path) -> Path:
             {
                 "source": {"dsn": "postgresql://debezium:s3cret@legacy-db:5432/crm"},
                 "target": {"dsn": "postgresql://crossfade:other@new-db:5432/crm"},
-                "kafka": {"bootstrap_servers": "kafka:9092", "topic_prefix": "crm",
-                          "schema_registry_url": "http://schema-registry:8081"},
+                "kafka": {
+                    "bootstrap_servers": "kafka:9092",
+                    "topic_prefix": "crm",
+                    "schema_registry_url": "http://schema-registry:8081",
+                },
                 "tables": ["public.accounts", "public.contacts"],
             }
         )
@@ -106,9 +109,19 @@ def run(*args: str) -> int:
     return 0
 
 
-def test_register_creates_then_updates(connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_creates_then_updates(
+    connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     expected = kafka_connect_config(load_settings(config_file))
-    args = ["connector", "register", "-c", str(config_file), "--connect-url", connect.url, "--no-prepare"]
+    args = [
+        "connector",
+        "register",
+        "-c",
+        str(config_file),
+        "--connect-url",
+        connect.url,
+        "--no-prepare",
+    ]
     assert run(*args) == 0
     assert "connector crossfade-crm created" in capsys.readouterr().out
     assert run(*args) == 0  # idempotent: the same PUT again updates in place
@@ -124,7 +137,9 @@ def test_register_creates_then_updates(connect: FakeConnect, config_file: Path, 
 
 def test_register_from_connector_file(connect: FakeConnect, tmp_path: Path) -> None:
     f = tmp_path / "c.json"
-    f.write_text(json.dumps({"name": "my connector", "config": {"connector.class": "X", "tasks.max": "1"}}))
+    f.write_text(
+        json.dumps({"name": "my connector", "config": {"connector.class": "X", "tasks.max": "1"}})
+    )
     assert run("connector", "register", "--file", str(f), "--connect-url", connect.url + "/") == 0
     assert connect.requests[0]["path"] == "/connectors/my%20connector/config"
     assert connect.connectors == {"my connector": {"connector.class": "X", "tasks.max": "1"}}
@@ -132,36 +147,87 @@ def test_register_from_connector_file(connect: FakeConnect, tmp_path: Path) -> N
 
 def test_register_retries_while_connect_rebalances(connect: FakeConnect, config_file: Path) -> None:
     connect.script = [
-        (409, {"error_code": 409, "message": "Cannot complete request momentarily due to stale configuration"}),
+        (
+            409,
+            {
+                "error_code": 409,
+                "message": "Cannot complete request momentarily due to stale configuration",
+            },
+        ),
         (503, {"error_code": 503, "message": "starting"}),
     ]
-    assert run("connector", "register", "-c", str(config_file), "--connect-url", connect.url,
-               "--no-prepare", "--timeout", "30") == 0
+    assert (
+        run(
+            "connector",
+            "register",
+            "-c",
+            str(config_file),
+            "--connect-url",
+            connect.url,
+            "--no-prepare",
+            "--timeout",
+            "30",
+        )
+        == 0
+    )
     assert len(connect.requests) == 3
     assert "crossfade-crm" in connect.connectors
 
 
-def test_register_reports_a_rejected_config(connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    connect.script = [(400, {"error_code": 400, "message": "Connector configuration is invalid: slot.name bad"})]
-    assert run("connector", "register", "-c", str(config_file), "--connect-url", connect.url, "--no-prepare") == 1
+def test_register_reports_a_rejected_config(
+    connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    connect.script = [
+        (400, {"error_code": 400, "message": "Connector configuration is invalid: slot.name bad"})
+    ]
+    assert (
+        run(
+            "connector",
+            "register",
+            "-c",
+            str(config_file),
+            "--connect-url",
+            connect.url,
+            "--no-prepare",
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "HTTP 400" in err and "slot.name bad" in err
     assert len(connect.requests) == 1  # a 4xx is final: no retry
 
 
-def test_register_basic_auth_from_url(connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_basic_auth_from_url(
+    connect: FakeConnect, config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     url = connect.url.replace("http://", "http://admin:p%40ss@")
-    assert run("connector", "register", "-c", str(config_file), "--connect-url", url, "--no-prepare") == 0
-    assert connect.requests[0]["authorization"] == "Basic " + base64.b64encode(b"admin:p@ss").decode()
+    assert (
+        run("connector", "register", "-c", str(config_file), "--connect-url", url, "--no-prepare")
+        == 0
+    )
+    assert (
+        connect.requests[0]["authorization"] == "Basic " + base64.b64encode(b"admin:p@ss").decode()
+    )
     assert "p@ss" not in capsys.readouterr().out
 
 
-def test_register_gives_up_when_connect_is_unreachable(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_register_gives_up_when_connect_is_unreachable(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed again: nothing listens there
-    code = run("connector", "register", "-c", str(config_file), "--connect-url", f"http://127.0.0.1:{port}",
-               "--no-prepare", "--timeout", "0.3")
+    code = run(
+        "connector",
+        "register",
+        "-c",
+        str(config_file),
+        "--connect-url",
+        f"http://127.0.0.1:{port}",
+        "--no-prepare",
+        "--timeout",
+        "0.3",
+    )
     assert code == 1
     assert "not reachable" in capsys.readouterr().err
 
@@ -172,11 +238,18 @@ def test_register_gives_up_when_connect_is_unreachable(config_file: Path, capsys
         (["--connect-url", "http://x:8083"], "nothing to register"),
         (["--connect-url", "ftp://x", "--no-prepare", "-c", "{config}"], "not an http(s) URL"),
         (["--connect-url", "http://x:8083", "--prepare", "--file", "{file}"], "--prepare needs"),
-        (["--connect-url", "http://x:8083", "--file", "{bad}"], "not a Kafka Connect connector JSON"),
+        (
+            ["--connect-url", "http://x:8083", "--file", "{bad}"],
+            "not a Kafka Connect connector JSON",
+        ),
     ],
 )
 def test_register_usage_errors(
-    args: list[str], message: str, config_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    message: str,
+    config_file: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv("CROSSFADE_CONFIG", raising=False)

@@ -394,11 +394,41 @@ def test_schema_value_shape_ignores_enum_labels_but_not_a_decimal_scale() -> Non
     from crossfade.events.schema_store import _value_shape
 
     def rec(field: dict) -> str:
-        return _json.dumps({"type": "record", "name": "V", "fields": [{"name": "c", "type": field}]})
+        return _json.dumps(
+            {"type": "record", "name": "V", "fields": [{"name": "c", "type": field}]}
+        )
 
-    enum_a = rec({"type": "string", "connect.name": "io.debezium.data.Enum", "connect.parameters": {"allowed": "a,b"}})
-    enum_b = rec({"type": "string", "connect.name": "io.debezium.data.Enum", "connect.parameters": {"allowed": "a,b,c"}})
+    enum_a = rec(
+        {
+            "type": "string",
+            "connect.name": "io.debezium.data.Enum",
+            "connect.parameters": {"allowed": "a,b"},
+        }
+    )
+    enum_b = rec(
+        {
+            "type": "string",
+            "connect.name": "io.debezium.data.Enum",
+            "connect.parameters": {"allowed": "a,b,c"},
+        }
+    )
     assert _value_shape(enum_a) == _value_shape(enum_b)
-    dec_2 = rec({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 2, "connect.parameters": {"scale": "2"}})
-    dec_4 = rec({"type": "bytes", "logicalType": "decimal", "precision": 10, "scale": 4, "connect.parameters": {"scale": "4"}})
+    dec_2 = rec(
+        {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": 10,
+            "scale": 2,
+            "connect.parameters": {"scale": "2"},
+        }
+    )
+    dec_4 = rec(
+        {
+            "type": "bytes",
+            "logicalType": "decimal",
+            "precision": 10,
+            "scale": 4,
+            "connect.parameters": {"scale": "4"},
+        }
+    )
     assert _value_shape(dec_2) != _value_shape(dec_4)

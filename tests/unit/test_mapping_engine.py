@@ -60,16 +60,26 @@ tables:
 """
 
 ROW: dict[str, Any] = {
-    "id": 7, "full_name": "  SMITH,  JOHN ", "email": " John.Smith@Example.COM", "phone": "(020) 7946-0123",
-    "dob": "12/03/1985", "status": "a", "score": "42", "active": True, "last_seen": dt.date(2010, 1, 1),
-    "street": "1 High St", "city": "London",
+    "id": 7,
+    "full_name": "  SMITH,  JOHN ",
+    "email": " John.Smith@Example.COM",
+    "phone": "(020) 7946-0123",
+    "dob": "12/03/1985",
+    "status": "a",
+    "score": "42",
+    "active": True,
+    "last_seen": dt.date(2010, 1, 1),
+    "street": "1 High St",
+    "city": "London",
 }
 
 
 @pytest.fixture(scope="module")
 def mapper() -> Mapper:
     cfg = MappingConfig.model_validate(yaml.safe_load(MAPPING))
-    return Mapper(cfg, ["public.members", "public.notes"], {"public.members": ["id"], "public.notes": ["id"]})
+    return Mapper(
+        cfg, ["public.members", "public.notes"], {"public.members": ["id"], "public.notes": ["id"]}
+    )
 
 
 def test_maps_one_row_into_two_targets(mapper: Mapper) -> None:
@@ -78,8 +88,14 @@ def test_maps_one_row_into_two_targets(mapper: Mapper) -> None:
     people, points = out.rows
     assert people.table == "crm.people" and people.key == (7,)
     assert people.values == {
-        "legacy_id": 7, "full_name": "Smith, John", "first_name": "John", "email": "john.smith@example.com",
-        "phone": "+442079460123", "birth_date": dt.date(1985, 3, 12), "status": "active", "score": 42,
+        "legacy_id": 7,
+        "full_name": "Smith, John",
+        "first_name": "John",
+        "email": "john.smith@example.com",
+        "phone": "+442079460123",
+        "birth_date": dt.date(1985, 3, 12),
+        "status": "active",
+        "score": 42,
         "source_system": "legacy",
     }
     assert points.values == {"member_id": 7, "address": "1 High St, London"} and points.key == (7,)
@@ -90,7 +106,9 @@ def test_rejects_name_every_failed_rule(mapper: Mapper) -> None:
     out = mapper.map_row("public.members", {**ROW, "email": "bad@", "phone": "123", "score": "150"})
     assert isinstance(out, Rejected)
     assert [f.rule for f in out.failures] == [
-        "crm.people.email:transform:email", "crm.people.phone:transform:phone", "crm.people.score:range",
+        "crm.people.email:transform:email",
+        "crm.people.phone:transform:phone",
+        "crm.people.score:range",
     ]
     assert out.rule == "crm.people.email:transform:email"
     assert out.failures[0].value == "bad@" and "not a valid email" in out.failures[0].message
@@ -101,13 +119,19 @@ def test_rejects_name_every_failed_rule(mapper: Mapper) -> None:
     assert {f.rule for f in missing.failures} == {"crm.people.email:transform:email"}
     nothing = mapper.map_row("public.members", {**ROW, "email": None, "phone": None})
     assert isinstance(nothing, Rejected)
-    assert [f.rule for f in nothing.failures] == ["crm.people.email:required", "crm.people:contactable"]
+    assert [f.rule for f in nothing.failures] == [
+        "crm.people.email:required",
+        "crm.people:contactable",
+    ]
     none = mapper.map_row("public.members", {**ROW, "email": None})
     assert isinstance(none, Rejected) and none.rule == "crm.people.email:required"
 
 
 def test_on_error_null_default_and_warn(mapper: Mapper) -> None:
-    out = mapper.map_row("public.members", {**ROW, "status": "zz", "full_name": "Bartholomew Maximilian-Featherstonehaugh"})
+    out = mapper.map_row(
+        "public.members",
+        {**ROW, "status": "zz", "full_name": "Bartholomew Maximilian-Featherstonehaugh"},
+    )
     assert isinstance(out, Mapped)
     assert out.rows[0].values["status"] == "unknown"  # lookup failed -> NULL -> default
     assert [w.rule for w in out.warnings] == ["crm.people.full_name:length"]
@@ -118,10 +142,19 @@ def test_filters_match_all_conditions(mapper: Mapper) -> None:
     assert isinstance(out, Filtered)
     assert out.filter == "public.members:filter:inactive-before-2015"
     assert "last_seen 2010-01-01 is before 2015-01-01" in out.reason
-    assert isinstance(mapper.map_row("public.members", {**ROW, "active": False, "last_seen": dt.date(2020, 1, 1)}), Mapped)
-    assert isinstance(mapper.map_row("public.members", {**ROW, "active": False, "last_seen": None}), Mapped)
+    assert isinstance(
+        mapper.map_row(
+            "public.members", {**ROW, "active": False, "last_seen": dt.date(2020, 1, 1)}
+        ),
+        Mapped,
+    )
+    assert isinstance(
+        mapper.map_row("public.members", {**ROW, "active": False, "last_seen": None}), Mapped
+    )
     ts = dt.datetime(2014, 5, 1, tzinfo=dt.UTC)
-    assert isinstance(mapper.map_row("public.members", {**ROW, "active": False, "last_seen": ts}), Filtered)
+    assert isinstance(
+        mapper.map_row("public.members", {**ROW, "active": False, "last_seen": ts}), Filtered
+    )
 
 
 def test_references_against_key_sets(mapper: Mapper) -> None:
@@ -134,11 +167,16 @@ def test_references_against_key_sets(mapper: Mapper) -> None:
     keys.add("crm.people", "legacy_id", 7)
     ok = mapper.map_row("public.notes", note, parents=keys)
     assert isinstance(ok, Mapped) and ok.rows[0].values == {"person_id": 7, "id": 1, "body": "hi"}
-    assert isinstance(mapper.map_row("public.notes", note), Mapped)  # no parents given: not evaluated
+    assert isinstance(
+        mapper.map_row("public.notes", note), Mapped
+    )  # no parents given: not evaluated
 
 
 def test_map_key_for_deletes(mapper: Mapper) -> None:
-    assert mapper.map_key("public.members", {"id": 7}) == [("crm.people", (7,)), ("crm.contact_points", (7,))]
+    assert mapper.map_key("public.members", {"id": 7}) == [
+        ("crm.people", (7,)),
+        ("crm.contact_points", (7,)),
+    ]
     assert mapper.map_key("public.notes", {"id": 3}) == [("crm.notes", (3,))]
 
 
@@ -152,7 +190,11 @@ def test_identity_for_tables_without_mapping() -> None:
     m = Mapper(None, ["public.accounts"], {"public.accounts": ["id"]})
     row = {"id": 1, "name": "x", "revenue": decimal.Decimal("1.50")}
     out = m.map_row("public.accounts", row)
-    assert isinstance(out, Mapped) and out.rows[0].values == row and out.rows[0].table == "public.accounts"
+    assert (
+        isinstance(out, Mapped)
+        and out.rows[0].values == row
+        and out.rows[0].table == "public.accounts"
+    )
     assert out.rows[0].key == (1,)
 
 
@@ -164,7 +206,9 @@ def test_missing_source_column_is_a_reject(mapper: Mapper) -> None:
 
 
 def test_not_null_of_the_target_becomes_a_rule() -> None:
-    cfg = MappingConfig.model_validate({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"id": "id", "v": "v"}}]}}})
+    cfg = MappingConfig.model_validate(
+        {"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"id": "id", "v": "v"}}]}}}
+    )
     m = Mapper(cfg, ["public.a"], {"public.a": ["id"]})
     m.require_not_null("x.a", {"v"})
     out = m.map_row("public.a", {"id": 1, "v": None})
@@ -174,22 +218,122 @@ def test_not_null_of_the_target_becomes_a_rule() -> None:
 @pytest.mark.parametrize(
     ("snippet", "complaint"),
     [
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": {"from": "v", "transforms": ["emial"]}}}]}}},
-         "mapping.tables.public.a.targets[0].columns.v.transforms[0]: unknown transform 'emial'"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": {"from": "v", "const": 1}}}]}}}, "either `from` or `const`"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": {"form": "v"}}}]}}}, "form"),
-        ({"tables": {"public.a": {"targets": [{"table": "xa", "columns": {}}]}}}, "not schema.table"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": "v"}, "rules": {"w": {"required": True}}}]}}},
-         "gets no column w"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "rules": {}, "columns": {"v": {"from": ["a", "b"]}}}]}}},
-         "add a transform that combines them"),
-        ({"tables": {"public.a": {"filters": [{"name": "f", "when": [{"column": "c", "eq": 1, "ne": 2}]}], "targets": [{"table": "x.a"}]}}},
-         "exactly one test"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": "v"}, "rules": {"v": {"pattern": "("}}}]}}},
-         "not a valid regular expression"),
-        ({"dedup": {"x.a": {"match": [{"name": "fz", "all": [{"column": "n", "method": "fuzzy"}]}]}}}, "at least one exact"),
-        ({"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"v": "v"}, "rules": {"v": {"references": "x.b"}}}]}}},
-         "not schema.table.column"),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [
+                            {
+                                "table": "x.a",
+                                "columns": {"v": {"from": "v", "transforms": ["emial"]}},
+                            }
+                        ]
+                    }
+                }
+            },
+            "mapping.tables.public.a.targets[0].columns.v.transforms[0]: unknown transform 'emial'",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [{"table": "x.a", "columns": {"v": {"from": "v", "const": 1}}}]
+                    }
+                }
+            },
+            "either `from` or `const`",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {"targets": [{"table": "x.a", "columns": {"v": {"form": "v"}}}]}
+                }
+            },
+            "form",
+        ),
+        (
+            {"tables": {"public.a": {"targets": [{"table": "xa", "columns": {}}]}}},
+            "not schema.table",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [
+                            {
+                                "table": "x.a",
+                                "columns": {"v": "v"},
+                                "rules": {"w": {"required": True}},
+                            }
+                        ]
+                    }
+                }
+            },
+            "gets no column w",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [
+                            {"table": "x.a", "rules": {}, "columns": {"v": {"from": ["a", "b"]}}}
+                        ]
+                    }
+                }
+            },
+            "add a transform that combines them",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "filters": [{"name": "f", "when": [{"column": "c", "eq": 1, "ne": 2}]}],
+                        "targets": [{"table": "x.a"}],
+                    }
+                }
+            },
+            "exactly one test",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [
+                            {
+                                "table": "x.a",
+                                "columns": {"v": "v"},
+                                "rules": {"v": {"pattern": "("}},
+                            }
+                        ]
+                    }
+                }
+            },
+            "not a valid regular expression",
+        ),
+        (
+            {
+                "dedup": {
+                    "x.a": {"match": [{"name": "fz", "all": [{"column": "n", "method": "fuzzy"}]}]}
+                }
+            },
+            "at least one exact",
+        ),
+        (
+            {
+                "tables": {
+                    "public.a": {
+                        "targets": [
+                            {
+                                "table": "x.a",
+                                "columns": {"v": "v"},
+                                "rules": {"v": {"references": "x.b"}},
+                            }
+                        ]
+                    }
+                }
+            },
+            "not schema.table.column",
+        ),
     ],
 )
 def test_config_errors_name_the_field(snippet: dict[str, Any], complaint: str) -> None:
@@ -199,8 +343,13 @@ def test_config_errors_name_the_field(snippet: dict[str, Any], complaint: str) -
 
 
 def _base(tmp_path: Path, **extra: Any) -> Path:
-    cfg = {"source": {"dsn": "postgresql://u:p@h/db"}, "target": {"dsn": "postgresql://u:p@h/db2"},
-           "kafka": {"bootstrap_servers": "k:9092"}, "tables": ["public.members", "public.notes"], **extra}
+    cfg = {
+        "source": {"dsn": "postgresql://u:p@h/db"},
+        "target": {"dsn": "postgresql://u:p@h/db2"},
+        "kafka": {"bootstrap_servers": "k:9092"},
+        "tables": ["public.members", "public.notes"],
+        **extra,
+    }
     p = tmp_path / "crossfade.yaml"
     p.write_text(yaml.safe_dump(cfg))
     return p
@@ -216,11 +365,30 @@ def test_settings_keep_tables_as_identity_and_take_a_mapping(tmp_path: Path) -> 
 
 
 def test_settings_errors_are_one_line(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match=r"mapping.tables names public.other, which is not under `tables:`"):
-        load_settings(_base(tmp_path, mapping={"tables": {"public.other": {"targets": [{"table": "x.o"}]}}}))
+    with pytest.raises(
+        ConfigError, match=r"mapping.tables names public.other, which is not under `tables:`"
+    ):
+        load_settings(
+            _base(tmp_path, mapping={"tables": {"public.other": {"targets": [{"table": "x.o"}]}}})
+        )
     with pytest.raises(ConfigError, match=r"unknown transform 'phon'"):
-        load_settings(_base(tmp_path, mapping={"tables": {"public.members": {"targets": [
-            {"table": "x.o", "columns": {"p": {"from": "phone", "transforms": ["phon"]}}}]}}}))
+        load_settings(
+            _base(
+                tmp_path,
+                mapping={
+                    "tables": {
+                        "public.members": {
+                            "targets": [
+                                {
+                                    "table": "x.o",
+                                    "columns": {"p": {"from": "phone", "transforms": ["phon"]}},
+                                }
+                            ]
+                        }
+                    }
+                },
+            )
+        )
     with pytest.raises(ConfigError, match="mapping file .*nope.yaml cannot be read"):
         load_settings(_base(tmp_path, mapping="nope.yaml"))
 
@@ -230,5 +398,9 @@ def test_the_demo_mapping_compiles() -> None:
 
     raw = yaml.safe_load((ROOT / "examples" / "crm-mapping.yaml").read_text())
     cfg = MappingConfig.model_validate(raw)
-    m = Mapper(cfg, TABLES, {"public.accounts": ["id"], "public.contacts": ["id"], "public.addresses": ["id"]})
+    m = Mapper(
+        cfg,
+        TABLES,
+        {"public.accounts": ["id"], "public.contacts": ["id"], "public.addresses": ["id"]},
+    )
     assert set(m.tables) == set(TABLES) and cfg.dedup

@@ -61,7 +61,8 @@ def test_email() -> None:
 
 
 @pytest.mark.parametrize(
-    "raw", ["020 7946 0123", "+44 20 7946 0123", "(020) 7946-0123", "02079460123", "0044 20 7946 0123"]
+    "raw",
+    ["020 7946 0123", "+44 20 7946 0123", "(020) 7946-0123", "02079460123", "0044 20 7946 0123"],
 )
 def test_phone_formats_to_e164(raw: str) -> None:
     assert T.phone("GB")(raw) == "+442079460123"
@@ -84,7 +85,11 @@ def test_names() -> None:
     assert n("Danny DeVito") == "Danny DeVito"  # mixed case is kept
     assert T.name("title")("danny DeVito") == "Danny Devito"
     assert split_name_parts("Doe, John Q.") == {"first": "John", "middle": "Q.", "last": "Doe"}
-    assert split_name_parts("Dr. Ludwig van Beethoven Jr") == {"first": "Ludwig", "middle": None, "last": "van Beethoven"}
+    assert split_name_parts("Dr. Ludwig van Beethoven Jr") == {
+        "first": "Ludwig",
+        "middle": None,
+        "last": "van Beethoven",
+    }
     assert split_name_parts("Cher") == {"first": "Cher", "middle": None, "last": None}
     assert T.split_name("last")("Anna Maria Smith") == "Smith"
     assert T.split_name("middle")("Anna Maria Smith") == "Maria"
@@ -108,7 +113,13 @@ def test_dates() -> None:
 
 def test_country() -> None:
     c = T.country()
-    assert [c(x) for x in ["gb", "GBR", "United Kingdom", "UK", " germany "]] == ["GB", "GB", "GB", "GB", "DE"]
+    assert [c(x) for x in ["gb", "GBR", "United Kingdom", "UK", " germany "]] == [
+        "GB",
+        "GB",
+        "GB",
+        "GB",
+        "DE",
+    ]
     assert T.country("alpha3")("France") == "FRA"
     with pytest.raises(TransformError, match="not a known country"):
         c("Atlantis")
@@ -119,11 +130,19 @@ def test_casts() -> None:
     assert T.cast("numeric")("12.50") == decimal.Decimal("12.50")
     assert T.cast("boolean")("Y") is True and T.cast("boolean")("no") is False
     assert T.cast("text")(dt.date(2020, 1, 2)) == "2020-01-02"
-    assert T.cast("uuid")("12345678-1234-5678-1234-567812345678") == uuid.UUID("12345678-1234-5678-1234-567812345678")
+    assert T.cast("uuid")("12345678-1234-5678-1234-567812345678") == uuid.UUID(
+        "12345678-1234-5678-1234-567812345678"
+    )
     assert T.cast("timestamptz")("2020-01-01 10:00").tzinfo is not None
     assert T.cast("json")('{"a": 1}') == {"a": 1}
     assert T.cast("integer")(None) is None
-    for to, bad in [("integer", "1.5x"), ("integer", 1.5), ("boolean", "maybe"), ("numeric", "abc"), ("uuid", "x")]:
+    for to, bad in [
+        ("integer", "1.5x"),
+        ("integer", 1.5),
+        ("boolean", "maybe"),
+        ("numeric", "abc"),
+        ("uuid", "x"),
+    ]:
         with pytest.raises(TransformError):
             T.cast(to)(bad)
     with pytest.raises(ValueError, match="unknown cast"):
@@ -170,7 +189,8 @@ text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",))
 
 
 @pytest.mark.parametrize(
-    "factory", [T.trim, T.collapse_whitespace, T.lower, T.upper, T.casefold, T.name, T.digits, T.null_if]
+    "factory",
+    [T.trim, T.collapse_whitespace, T.lower, T.upper, T.casefold, T.name, T.digits, T.null_if],
 )
 @given(s=text)
 @settings(max_examples=150, deadline=None)
@@ -188,9 +208,11 @@ def _idempotent_where_defined(f: T.Transform, s: str) -> None:
     assert f(once) == once
 
 
-@given(local=st.from_regex(r"[A-Za-z0-9._%+-]{1,12}", fullmatch=True),
-       domain=st.from_regex(r"[A-Za-z0-9-]{1,10}\.(com|org|CO\.UK|de)", fullmatch=True),
-       pad=st.sampled_from(["", " ", "  \t"]))
+@given(
+    local=st.from_regex(r"[A-Za-z0-9._%+-]{1,12}", fullmatch=True),
+    domain=st.from_regex(r"[A-Za-z0-9-]{1,10}\.(com|org|CO\.UK|de)", fullmatch=True),
+    pad=st.sampled_from(["", " ", "  \t"]),
+)
 @settings(max_examples=150, deadline=None)
 def test_email_is_idempotent(local: str, domain: str, pad: str) -> None:
     _idempotent_where_defined(T.email(), f"{pad}{local}@{domain}{pad}")
@@ -202,8 +224,10 @@ def test_phone_is_idempotent(s: str) -> None:
     _idempotent_where_defined(T.phone("GB"), s)
 
 
-@given(d=st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)),
-       fmt=st.sampled_from(["%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%B %d, %Y"]))
+@given(
+    d=st.dates(min_value=dt.date(1900, 1, 1), max_value=dt.date(2100, 1, 1)),
+    fmt=st.sampled_from(["%d/%m/%Y", "%Y-%m-%d", "%d.%m.%Y", "%B %d, %Y"]),
+)
 @settings(max_examples=100, deadline=None)
 def test_date_is_idempotent_and_exact(d: dt.date, fmt: str) -> None:
     f = T.date(["%d/%m/%Y", "%d.%m.%Y"])
@@ -212,7 +236,9 @@ def test_date_is_idempotent_and_exact(d: dt.date, fmt: str) -> None:
     assert f(once) == once
 
 
-@given(s=st.sampled_from(["gb", "GBR", "United Kingdom", "uk", "Germany", "deu", "fr", "USA", "Japan"]))
+@given(
+    s=st.sampled_from(["gb", "GBR", "United Kingdom", "uk", "Germany", "deu", "fr", "USA", "Japan"])
+)
 @settings(max_examples=30, deadline=None)
 def test_country_is_idempotent(s: str) -> None:
     for out in ("alpha2", "alpha3", "name"):

@@ -26,8 +26,10 @@ DB_PASSWORD = "db-pw-51e0b2"
 
 def _settings(tmp_path: Path, **kafka: object) -> Settings:
     tls = make_tls(tmp_path / "tls")
-    dsn = (f"postgresql://crossfade:{DB_PASSWORD}@legacy-db:5432/crm?sslmode=verify-full"
-           f"&sslrootcert={tls.ca}&sslcert={tls.cert}&sslkey={tls.key}")
+    dsn = (
+        f"postgresql://crossfade:{DB_PASSWORD}@legacy-db:5432/crm?sslmode=verify-full"
+        f"&sslrootcert={tls.ca}&sslcert={tls.cert}&sslkey={tls.key}"
+    )
     return Settings(
         source={"dsn": dsn},
         target={"dsn": f"postgresql://crossfade:{DB_PASSWORD}@new-db/crm?sslmode=require"},
@@ -55,15 +57,20 @@ def test_kafka_tls_and_sasl_settings_reach_the_client_config(tmp_path: Path) -> 
     assert conf["ssl.ca.location"] == s.kafka.ssl_ca_location
     assert conf["ssl.endpoint.identification.algorithm"] == "https"
     # librdkafka itself accepts them (a misspelt key or an unreadable CA file fails here)
-    for client in (confluent_kafka.Producer, lambda c: confluent_kafka.Consumer({**c, "group.id": "g"})):
+    for client in (
+        confluent_kafka.Producer,
+        lambda c: confluent_kafka.Consumer({**c, "group.id": "g"}),
+    ):
         client(conf)
 
 
 def _kafka_client_calls(tree: ast.AST) -> list[ast.Call]:
     names = {"Consumer", "Producer", "AdminClient"}
     return [
-        n for n in ast.walk(tree)
-        if isinstance(n, ast.Call) and (getattr(n.func, "id", None) in names or getattr(n.func, "attr", None) in names)
+        n
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Call)
+        and (getattr(n.func, "id", None) in names or getattr(n.func, "attr", None) in names)
     ]
 
 
@@ -82,7 +89,9 @@ def test_every_kafka_client_is_built_from_the_shared_security_config() -> None:
             if not any(x in src for x in ("client_config()", "client_conf", "self._conf")):
                 offenders.append(f"{path.relative_to(SERVICES)}:{call.lineno}: {src[:80]}")
     assert seen >= 8, "the scan found too few Kafka clients: did the code move?"
-    assert not offenders, "Kafka clients that bypass kafka.client_config():\n" + "\n".join(offenders)
+    assert not offenders, "Kafka clients that bypass kafka.client_config():\n" + "\n".join(
+        offenders
+    )
 
 
 def test_postgres_tls_settings_reach_debezium(tmp_path: Path) -> None:
@@ -101,8 +110,12 @@ def test_secrets_never_print(tmp_path: Path, caplog: pytest.LogCaptureFixture) -
     from crossfade.ops.logs import RedactingFilter
 
     s = _settings(tmp_path)
-    rendered = [repr(s), str(s), json.dumps(public_view(s), default=str),
-                json.dumps(kafka_connect_config(s))]
+    rendered = [
+        repr(s),
+        str(s),
+        json.dumps(public_view(s), default=str),
+        json.dumps(kafka_connect_config(s)),
+    ]
     for text in rendered:
         assert DB_PASSWORD not in text and SASL_PASSWORD not in text, text[:300]
     # a log line that quotes a DSN or a librdkafka config is redacted on the way out

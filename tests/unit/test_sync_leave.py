@@ -53,7 +53,9 @@ def test_pending_join_is_completed_before_leaving() -> None:
     assert w.consumer.polls == 3  # type: ignore[attr-defined]
 
 
-def test_join_that_never_completes_is_given_up_after_the_session_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_join_that_never_completes_is_given_up_after_the_session_timeout(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     clock = [0.0]
 
     def monotonic() -> float:

@@ -15,21 +15,41 @@ from crossfade.sync.apply import _key_text, collapse
 
 @pytest.mark.parametrize(
     "vals",
-    [["1"], ["a", "b"], ['q"uote', "back\\slash"], ["\u00e9t\u00e9", "\U0001f600", "\n\t\x01"], [None, "1"], []],
+    [
+        ["1"],
+        ["a", "b"],
+        ['q"uote', "back\\slash"],
+        ["\u00e9t\u00e9", "\U0001f600", "\n\t\x01"],
+        [None, "1"],
+        [],
+    ],
 )
 def test_key_text_is_json_dumps(vals: list[str | None]) -> None:
     assert _key_text(vals) == json.dumps(vals)
 
 
 def _ev(key: dict[str, Any], pos: int, after: dict[str, Any] | None = None) -> ChangeEvent:
-    return ChangeEvent(table="public.t", op="u", key=key, after=after or dict(key), lsn=pos, source_ts_ms=0, position=pos)
+    return ChangeEvent(
+        table="public.t",
+        op="u",
+        key=key,
+        after=after or dict(key),
+        lsn=pos,
+        source_ts_ms=0,
+        position=pos,
+    )
 
 
 def test_collapse_groups_by_key_whatever_the_key() -> None:
     events = [
-        _ev({"a": 1, "b": "x"}, 5), _ev({"b": "x", "a": 1}, 7), _ev({"a": 1, "b": "y"}, 6),  # column order ignored
-        _ev({"arr": [1, 2]}, 3), _ev({"arr": [1, 2]}, 4), _ev({"arr": [1, 3]}, 2),  # unhashable values
-        _ev({"id": b"\x01"}, 9), _ev({"id": "b'\\x01'"}, 8),  # bytes and its str() are different keys
+        _ev({"a": 1, "b": "x"}, 5),
+        _ev({"b": "x", "a": 1}, 7),
+        _ev({"a": 1, "b": "y"}, 6),  # column order ignored
+        _ev({"arr": [1, 2]}, 3),
+        _ev({"arr": [1, 2]}, 4),
+        _ev({"arr": [1, 3]}, 2),  # unhashable values
+        _ev({"id": b"\x01"}, 9),
+        _ev({"id": "b'\\x01'"}, 8),  # bytes and its str() are different keys
     ]
     survivors = collapse(events)
     assert [e.position for e in survivors] == [7, 6, 4, 2, 9, 8]
@@ -66,15 +86,43 @@ def test_decoder_finds_unchanged_toast_placeholders() -> None:
     def f(t: str, name: str, **kw: Any) -> dict[str, Any]:
         return {"type": t, "optional": True, "field": name, **kw}
 
-    row = {"type": "struct", "optional": True, "name": "cf.public.t.Value", "fields": [
-        {"type": "int64", "optional": False, "field": "id"}, f("string", "txt"), f("bytes", "b"),
-        f("array", "arr", items={"type": "string", "optional": True})]}
-    env = {"type": "struct", "optional": False, "name": "cf.public.t.Envelope", "fields": [
-        {**row, "field": "before"}, {**row, "field": "after"},
-        {"type": "struct", "optional": False, "field": "source", "name": "src", "fields": [
-            {"type": "int64", "optional": True, "field": "lsn"}, {"type": "string", "optional": True, "field": "snapshot"}]},
-        {"type": "string", "optional": False, "field": "op"}]}
-    key = {"type": "struct", "optional": False, "name": "cf.public.t.Key", "fields": [{"type": "int64", "optional": False, "field": "id"}]}
+    row = {
+        "type": "struct",
+        "optional": True,
+        "name": "cf.public.t.Value",
+        "fields": [
+            {"type": "int64", "optional": False, "field": "id"},
+            f("string", "txt"),
+            f("bytes", "b"),
+            f("array", "arr", items={"type": "string", "optional": True}),
+        ],
+    }
+    env = {
+        "type": "struct",
+        "optional": False,
+        "name": "cf.public.t.Envelope",
+        "fields": [
+            {**row, "field": "before"},
+            {**row, "field": "after"},
+            {
+                "type": "struct",
+                "optional": False,
+                "field": "source",
+                "name": "src",
+                "fields": [
+                    {"type": "int64", "optional": True, "field": "lsn"},
+                    {"type": "string", "optional": True, "field": "snapshot"},
+                ],
+            },
+            {"type": "string", "optional": False, "field": "op"},
+        ],
+    }
+    key = {
+        "type": "struct",
+        "optional": False,
+        "name": "cf.public.t.Key",
+        "fields": [{"type": "int64", "optional": False, "field": "id"}],
+    }
     vcc, kcc = ConnectCodec(env), ConnectCodec(key)
     cache = SchemaCache()
     cache.add_codec(vcc.avro)
@@ -89,9 +137,17 @@ def test_decoder_finds_unchanged_toast_placeholders() -> None:
     cases = [
         ({"id": 1, "txt": "x", "b": None, "arr": ["a"]}, frozenset()),
         ({"id": 1, "txt": UNAVAILABLE, "b": None, "arr": None}, frozenset({"txt"})),
-        ({"id": 1, "txt": "a" + UNAVAILABLE, "b": b64_placeholder, "arr": [UNAVAILABLE]}, frozenset({"b", "arr"})),
+        (
+            {"id": 1, "txt": "a" + UNAVAILABLE, "b": b64_placeholder, "arr": [UNAVAILABLE]},
+            frozenset({"b", "arr"}),
+        ),
     ]
     for after, expected in cases:
-        payload = {"before": None, "after": after, "source": {"lsn": 10, "snapshot": "false"}, "op": "u"}
+        payload = {
+            "before": None,
+            "after": after,
+            "source": {"lsn": 10, "snapshot": "false"},
+            "op": "u",
+        }
         v = frame_single_object(vcc.avro.fingerprint, vcc.encode(payload))
         assert dec.decode(k, v, "public.t").unavailable == expected

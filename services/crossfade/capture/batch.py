@@ -105,23 +105,37 @@ class BatchReader:
                 return jpype.JObject(n, jpype.JClass("java.lang.Integer"))
 
         number = mhs.insertArguments(
-            lookup.findVirtual(hash_map, "computeIfAbsent", mt.methodType(obj, obj, function)).bindTo(numbers),
-            1, _Number(),
+            lookup.findVirtual(
+                hash_map, "computeIfAbsent", mt.methodType(obj, obj, function)
+            ).bindTo(numbers),
+            1,
+            _Number(),
         )
         to_record = lookup.findVirtual(engine_event, "sourceRecord", mt.methodType(source_record))
 
         def schema_number(name: str) -> Any:
             # filterReturnValue wants identical types at each joint: asType() adapts them
             get = lookup.findVirtual(connect_record, name, mt.methodType(schema_cls))
-            mh = mhs.filterReturnValue(to_record, get.asType(mt.methodType(schema_cls, source_record)))
+            mh = mhs.filterReturnValue(
+                to_record, get.asType(mt.methodType(schema_cls, source_record))
+            )
             mh = mhs.filterReturnValue(mh.asType(mt.methodType(obj, engine_event)), number)
             return proxies.asInterfaceInstance(function, mhs.filterReturnValue(mh, value_of))
 
-        dest = proxies.asInterfaceInstance(function, lookup.findVirtual(event, "destination", mt.methodType(string)))
+        dest = proxies.asInterfaceInstance(
+            function, lookup.findVirtual(event, "destination", mt.methodType(string))
+        )
         joining = jpype.JClass("java.util.stream.Collectors").joining("\0")
         utf8 = jpype.JClass("java.nio.charset.StandardCharsets").UTF_8
-        return (dest, accessor("key"), accessor("value"), schema_number("keySchema"), schema_number("valueSchema"),
-                joining, utf8)
+        return (
+            dest,
+            accessor("key"),
+            accessor("value"),
+            schema_number("keySchema"),
+            schema_number("valueSchema"),
+            joining,
+            utf8,
+        )
 
     def read(self, records: Any) -> list[Row]:
         """The batch's rows, in order."""
@@ -143,9 +157,13 @@ class BatchReader:
                     text = self._schemas.__getitem__
                     return [
                         (d.decode(), _opt(k), _opt(v), text(ks), text(vs))
-                        for d, k, v, ks, vs in zip(dests, keys, values, kschemas, vschemas, strict=True)
+                        for d, k, v, ks, vs in zip(
+                            dests, keys, values, kschemas, vschemas, strict=True
+                        )
                     ]
-                log.warning("a Debezium batch did not split into records: reading it record by record")
+                log.warning(
+                    "a Debezium batch did not split into records: reading it record by record"
+                )
             except Exception as exc:  # noqa: BLE001 - the per-record path is always correct
                 self._java_failed = True
                 log.warning("reading Debezium batches record by record (%s)", exc)
@@ -194,7 +212,9 @@ def _bulk_consumer() -> Any:
     consumer_cls = jpype.JClass("java.util.function.Consumer")
     committer_cls = jpype.JClass("io.debezium.engine.DebeziumEngine$RecordCommitter")
     mark = mhs.publicLookup().findVirtual(
-        committer_cls, "markProcessed", mt.methodType(jpype.JClass("java.lang.Void").TYPE, jpype.JClass("java.lang.Object"))
+        committer_cls,
+        "markProcessed",
+        mt.methodType(jpype.JClass("java.lang.Void").TYPE, jpype.JClass("java.lang.Object")),
     )
 
     @jpype.JImplements("io.debezium.engine.DebeziumEngine$ChangeConsumer")

@@ -30,7 +30,11 @@ def source_connection(settings: Settings) -> dict[str, str]:
         "database.password": str(d.get("password") or ""),
         "database.dbname": str(d.get("dbname") or d.get("user") or "postgres"),
         # TLS as the DSN asks for it: Debezium's pgjdbc takes libpq's names and modes
-        **{f"database.{k}": str(d[k]) for k in ("sslmode", "sslrootcert", "sslcert", "sslkey") if d.get(k)},
+        **{
+            f"database.{k}": str(d[k])
+            for k in ("sslmode", "sslrootcert", "sslcert", "sslkey")
+            if d.get(k)
+        },
     }
 
 
@@ -110,8 +114,13 @@ def embedded_properties(settings: Settings, offsets_file: Path) -> dict[str, str
     props.update(settings.capture.properties)
     # the JSON carries the payload alone; capture reads each record's schema from its
     # SourceRecord (crossfade.capture.batch): not a setting, capture's reading depends on it
-    props.update({"converter.schemas.enable": "false", "key.converter.schemas.enable": "false",
-                  "value.converter.schemas.enable": "false"})
+    props.update(
+        {
+            "converter.schemas.enable": "false",
+            "key.converter.schemas.enable": "false",
+            "value.converter.schemas.enable": "false",
+        }
+    )
     return props
 
 

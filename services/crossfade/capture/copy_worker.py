@@ -47,7 +47,9 @@ def _watch_parent(parent: int) -> None:
         time.sleep(0.2)
 
 
-def relay(src: psycopg.Connection, tgt: psycopg.Connection, source_sql: str, target_sql: str) -> int:
+def relay(
+    src: psycopg.Connection, tgt: psycopg.Connection, source_sql: str, target_sql: str
+) -> int:
     """One chunk: COPY data passed on in blocks as it comes, in one target transaction."""
     with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
         with sc.copy(source_sql) as out, tc.copy(target_sql) as inp:  # noqa: SIM117
@@ -68,9 +70,13 @@ def main() -> int:
     try:
         order = json.loads(sys.stdin.readline())
         at = "connecting to the source database"
-        src = psycopg.connect(order["source"], autocommit=False, connect_timeout=order["source_timeout"])
+        src = psycopg.connect(
+            order["source"], autocommit=False, connect_timeout=order["source_timeout"]
+        )
         at = "connecting to the target database"
-        tgt = psycopg.connect(order["target"], autocommit=True, connect_timeout=order["target_timeout"])
+        tgt = psycopg.connect(
+            order["target"], autocommit=True, connect_timeout=order["target_timeout"]
+        )
         at = "importing the exported snapshot"
         src.execute(order["session"])
         src.commit()

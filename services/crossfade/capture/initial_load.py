@@ -82,7 +82,9 @@ def copy_load_applies(settings: Settings) -> bool:
     """``initial_load: copy`` and no table with a mapping (those load through Debezium)."""
     mapped = bool(settings.mapping and settings.mapping.tables)
     if settings.capture.initial_load == "copy" and mapped:
-        log.info("tables with a mapping load through Debezium's snapshot: initial_load copy is not used")
+        log.info(
+            "tables with a mapping load through Debezium's snapshot: initial_load copy is not used"
+        )
     return settings.capture.initial_load == "copy" and not mapped
 
 
@@ -150,17 +152,33 @@ class CopyLoad:
     def _ensure_publication(self, src: psycopg.Connection) -> None:
         """The publication must exist before the slot: pgoutput reads it at the decoded position."""
         tables = captured_tables(self.settings)
-        exists = src.execute("SELECT 1 FROM pg_publication WHERE pubname = %s", (self.cap.publication_name,)).fetchone()
+        exists = src.execute(
+            "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.cap.publication_name,)
+        ).fetchone()
         targets = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)
         if exists:
-            src.execute(sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(sql.Identifier(self.cap.publication_name), targets))
+            src.execute(
+                sql.SQL("ALTER PUBLICATION {} SET TABLE {}").format(
+                    sql.Identifier(self.cap.publication_name), targets
+                )
+            )
         else:
-            src.execute(sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(sql.Identifier(self.cap.publication_name), targets))
+            src.execute(
+                sql.SQL("CREATE PUBLICATION {} FOR TABLE {}").format(
+                    sql.Identifier(self.cap.publication_name), targets
+                )
+            )
 
-    @retry(retry=retry_if_exception_type(_SlotActive), wait=wait_fixed(1), stop=stop_after_delay(30), reraise=True)
+    @retry(
+        retry=retry_if_exception_type(_SlotActive),
+        wait=wait_fixed(1),
+        stop=stop_after_delay(30),
+        reraise=True,
+    )
     def _drop_slot(self, src: psycopg.Connection) -> None:
         row = src.execute(
-            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.cap.slot_name,)
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+            (self.cap.slot_name,),
         ).fetchone()
         if row is None:
             return
@@ -211,7 +229,9 @@ class CopyLoad:
                         ).format(bk, bk),
                         (table, pos),
                     )
-                    tgt.execute(sql.SQL("DELETE FROM {}.tombstones WHERE tbl = %s").format(bk), (table,))
+                    tgt.execute(
+                        sql.SQL("DELETE FROM {}.tombstones WHERE tbl = %s").format(bk), (table,)
+                    )
         return shapes
 
     # -- chunks ---------------------------------------------------------------------------------
@@ -232,7 +252,9 @@ class CopyLoad:
             # types: a user type's binary form names its OID (enum arrays, composites), which
             # differs between the two databases
             binary = all(
-                have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql for c in shape.columns if c.name in have
+                have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql
+                for c in shape.columns
+                if c.name in have
             )
             fmt = sql.SQL(" (FORMAT binary)" if binary else "")
             log.debug("COPY %s in %s format", table, "binary" if binary else "text")
@@ -251,7 +273,9 @@ class CopyLoad:
                 )
                 out.append(Chunk(table, source_sql, target_sql, table))
                 continue
-            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(ident, col_list, sql.Identifier(POS_COLUMN), fmt)
+            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(
+                ident, col_list, sql.Identifier(POS_COLUMN), fmt
+            )
             row = src.execute(
                 "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
                 "FROM pg_class c WHERE c.oid = %s::regclass",
@@ -259,9 +283,18 @@ class CopyLoad:
             ).fetchone()
             assert row is not None
             relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
-            select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(col_list, sql.Literal(str(pos)), ident)
+            select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(
+                col_list, sql.Literal(str(pos)), ident
+            )
             if relkind != "r" or has_children or pages <= CHUNK_PAGES:
-                out.append(Chunk(table, sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt), target_sql, table))
+                out.append(
+                    Chunk(
+                        table,
+                        sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt),
+                        target_sql,
+                        table,
+                    )
+                )
                 continue
             # block ranges; the last one is open-ended (the relation size is read at the snapshot,
             # but a page count is only a partition of ctids: any block past it is in the last range)
@@ -269,17 +302,28 @@ class CopyLoad:
             for i, start in enumerate(starts):
                 lo = sql.Literal(f"({start},0)")
                 if i + 1 < len(starts):
-                    cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(lo, sql.Literal(f"({starts[i + 1]},0)"))
+                    cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
+                        lo, sql.Literal(f"({starts[i + 1]},0)")
+                    )
                 else:
                     cond = sql.SQL("ctid >= {}::tid").format(lo)
                 out.append(
-                    Chunk(table, sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt), target_sql, f"{table}#{i}")
+                    Chunk(
+                        table,
+                        sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt),
+                        target_sql,
+                        f"{table}#{i}",
+                    )
                 )
         return out
 
     # -- workers --------------------------------------------------------------------------------
     def _worker(
-        self, snapshot: str, work: queue.Queue[Chunk], imported: threading.Barrier, errors: list[BaseException]
+        self,
+        snapshot: str,
+        work: queue.Queue[Chunk],
+        imported: threading.Barrier,
+        errors: list[BaseException],
     ) -> None:
         """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
         and waits (never holding the interpreter lock while the rows flow)."""
@@ -287,7 +331,10 @@ class CopyLoad:
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "crossfade.capture.copy_worker"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                bufsize=1,
             )
         except OSError as exc:  # reported like any other failure (run() waits on the barrier)
             errors.append(exc)
@@ -309,19 +356,31 @@ class CopyLoad:
             return answer
 
         try:
-            ask({
-                "source": s.source.conninfo, "target": s.target.conninfo,
-                "source_timeout": s.source.connect_timeout_s, "target_timeout": s.target.connect_timeout_s,
-                "snapshot": snapshot, "session": _SESSION,
-            })
+            ask(
+                {
+                    "source": s.source.conninfo,
+                    "target": s.target.conninfo,
+                    "source_timeout": s.source.connect_timeout_s,
+                    "target_timeout": s.target.connect_timeout_s,
+                    "snapshot": snapshot,
+                    "session": _SESSION,
+                }
+            )
             imported.wait()
             while not errors:
                 try:
                     chunk = work.get_nowait()
                 except queue.Empty:
                     break
-                n = int(ask({"source_sql": chunk.source_sql.as_string(), "target_sql": chunk.target_sql.as_string(),
-                             "label": chunk.label})["rows"])
+                n = int(
+                    ask(
+                        {
+                            "source_sql": chunk.source_sql.as_string(),
+                            "target_sql": chunk.target_sql.as_string(),
+                            "label": chunk.label,
+                        }
+                    )["rows"]
+                )
                 with self._lock:
                     self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
             proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
@@ -352,7 +411,12 @@ class CopyLoad:
             pos = position(lsn, snapshot=True)
             self.state.write(lsn=lsn, done=False, slot=self.cap.slot_name)
             self._on_slot(lsn)
-            log.info("initial load by COPY at LSN %X/%X (snapshot %s)", lsn >> 32, lsn & 0xFFFFFFFF, snapshot)
+            log.info(
+                "initial load by COPY at LSN %X/%X (snapshot %s)",
+                lsn >> 32,
+                lsn & 0xFFFFFFFF,
+                snapshot,
+            )
             shapes = self._prepare_target(pos)
             with connect(s.source, "source", autocommit=False) as plan:
                 plan.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -366,7 +430,12 @@ class CopyLoad:
             errors: list[BaseException] = []
             imported = threading.Barrier(n + 1)
             threads = [
-                threading.Thread(target=self._worker, args=(snapshot, work, imported, errors), name=f"copy-{i}", daemon=True)
+                threading.Thread(
+                    target=self._worker,
+                    args=(snapshot, work, imported, errors),
+                    name=f"copy-{i}",
+                    daemon=True,
+                )
                 for i in range(n)
             ]
             for t in threads:
@@ -391,12 +460,21 @@ class CopyLoad:
         finally:
             rconn.close()
         self._before_done(lsn)
-        self.state.write(lsn=lsn, done=True, slot=self.cap.slot_name, rows=self.rows, seconds=time.monotonic() - t0)
+        self.state.write(
+            lsn=lsn,
+            done=True,
+            slot=self.cap.slot_name,
+            rows=self.rows,
+            seconds=time.monotonic() - t0,
+        )
         total = sum(self.rows.values())
         dt = time.monotonic() - t0
         log.info(
             "initial load done: %d rows in %.1f s (%.0f rows/s, %d streams); Debezium streams from the slot",
-            total, dt, total / dt if dt else 0, n,
+            total,
+            dt,
+            total / dt if dt else 0,
+            n,
         )
         return lsn
 
@@ -441,6 +519,9 @@ class LoadGate:
         then fail its batch: returning would let Debezium commit offsets past unloaded rows)."""
         while not self._loaded.wait(0.5):
             if stopping.is_set():
-                raise CrossfadeError("capture stopped during the initial COPY load", "start it again: the load starts over")
+                raise CrossfadeError(
+                    "capture stopped during the initial COPY load",
+                    "start it again: the load starts over",
+                )
         if self.error is not None:
             raise self.error

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS crossfade.debezium_signal (
 def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection, turning failures into one line that names the database and the fix."""
     try:
-        return psycopg.connect(db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s)
+        return psycopg.connect(
+            db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s
+        )
     except psycopg.OperationalError as exc:
         reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         reason = reason.replace(db.conninfo, redact_dsn(db.dsn))
@@ -43,7 +45,9 @@ def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycop
         ) from None
 
 
-def table_exists_and_pk(conn: psycopg.Connection, table: str, append_only: bool = False) -> list[str]:
+def table_exists_and_pk(
+    conn: psycopg.Connection, table: str, append_only: bool = False
+) -> list[str]:
     """Return the primary-key columns of ``table``; raise if it is missing, or has no PK and is
     not configured append-only (then ``[]`` is returned)."""
     schema, name = table.split(".", 1)
@@ -94,10 +98,18 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
                 "the source database user has no REPLICATION privilege",
                 "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
             )
-        pks = {t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables) for t in settings.tables}
+        pks = {
+            t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables)
+            for t in settings.tables
+        }
         for enabled, ddl, table, setting in (
             (settings.capture.fence_table, FENCE_DDL, "crossfade.fence", "capture.fence_table"),
-            (settings.capture.signal_table, SIGNAL_DDL, "crossfade.debezium_signal", "capture.signal_table"),
+            (
+                settings.capture.signal_table,
+                SIGNAL_DDL,
+                "crossfade.debezium_signal",
+                "capture.signal_table",
+            ),
         ):
             if not enabled:
                 continue

@@ -16,7 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class SnapshotProgress:
-    def __init__(self, estimates: dict[str, int], topic_of: dict[str, str], *, console: Any = None) -> None:
+    def __init__(
+        self, estimates: dict[str, int], topic_of: dict[str, str], *, console: Any = None
+    ) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -35,7 +37,9 @@ class SnapshotProgress:
             transient=False,
         )
         self._tasks = {
-            topic_of[t]: self._progress.add_task(t, total=max(n, 1)) for t, n in estimates.items() if t in topic_of
+            topic_of[t]: self._progress.add_task(t, total=max(n, 1))
+            for t, n in estimates.items()
+            if t in topic_of
         }
         self._started = False
         self._done = False
@@ -68,6 +72,8 @@ def for_terminal(conn: Any, tables: list[str], topic_of: dict[str, str]) -> Snap
         return None
     estimates = {}
     for t in tables:
-        row = conn.execute("SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass", (t,)).fetchone()
+        row = conn.execute(
+            "SELECT greatest(reltuples, 0)::bigint FROM pg_class WHERE oid = %s::regclass", (t,)
+        ).fetchone()
         estimates[t] = int(row[0]) if row else 0
     return SnapshotProgress(estimates, topic_of)

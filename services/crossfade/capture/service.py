@@ -61,7 +61,10 @@ def _loads(text: str | bytes) -> Any:
     except orjson.JSONDecodeError:
         return json.loads(text)
 
-_SNAPSHOT_FLAGS = frozenset({"true", "first", "first_in_data_collection", "last_in_data_collection", "last"})
+
+_SNAPSHOT_FLAGS = frozenset(
+    {"true", "first", "first_in_data_collection", "last_in_data_collection", "last"}
+)
 
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 
@@ -83,7 +86,9 @@ class CaptureStats:
 class ChangeProducer:
     """Turns Debezium JSON records into Avro Kafka records; one instance per capture process."""
 
-    def __init__(self, settings: Settings, publisher: SchemaPublisher, partitions: dict[str, int]) -> None:
+    def __init__(
+        self, settings: Settings, publisher: SchemaPublisher, partitions: dict[str, int]
+    ) -> None:
         self.settings = settings
         self.kafka = settings.kafka
         self.publisher = publisher
@@ -108,7 +113,9 @@ class ChangeProducer:
         self._published: dict[int, int] = {}
         self._by_text: dict[Any, tuple[Any, Any, Any]] = {}
         self._registry = (
-            RegistryRegistrar(settings.kafka.schema_registry_url) if settings.kafka.schema_registry_url else None
+            RegistryRegistrar(settings.kafka.schema_registry_url)
+            if settings.kafka.schema_registry_url
+            else None
         )
         self._errors: list[str] = []
         self._last_offset: dict[tuple[str, int], int] = {}
@@ -164,7 +171,9 @@ class ChangeProducer:
         """Wait for every delivery report; raise on any failure (the batch is then not marked)."""
         remaining = self.producer.flush(120)
         if remaining:
-            raise BrokerUnavailable(f"{remaining} change events not acknowledged by Kafka within 120 s")
+            raise BrokerUnavailable(
+                f"{remaining} change events not acknowledged by Kafka within 120 s"
+            )
         if self._errors:
             errs, self._errors = self._errors, []
             if any(e.startswith("LOG RESET") for e in errs):
@@ -172,11 +181,17 @@ class ChangeProducer:
                     f"the broker lost its log while capture ran ({errs[0]})",
                     "restart capture: it starts a new epoch and re-snapshots the source",
                 )
-            raise BrokerUnavailable(f"Kafka refused change events: {errs[0]}" + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else ""))
+            raise BrokerUnavailable(
+                f"Kafka refused change events: {errs[0]}"
+                + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else "")
+            )
 
     # -- conversion ---------------------------------------------------------------------------
     def _encode(
-        self, raw_json: str | bytes | None, subject: str = "", schema_text: str | bytes | None = None
+        self,
+        raw_json: str | bytes | None,
+        subject: str = "",
+        schema_text: str | bytes | None = None,
     ) -> tuple[bytes | None, dict[str, Any] | None]:
         """Debezium JSON -> single-object framed Avro, and the payload.
 
@@ -215,8 +230,11 @@ class ChangeProducer:
             cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
             # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
             # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
-            exact = (b"org.apache.kafka.connect.data.Decimal" in schema_text if isinstance(schema_text, bytes)
-                     else "org.apache.kafka.connect.data.Decimal" in schema_text)
+            exact = (
+                b"org.apache.kafka.connect.data.Decimal" in schema_text
+                if isinstance(schema_text, bytes)
+                else "org.apache.kafka.connect.data.Decimal" in schema_text
+            )
             hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
         payload = hit[2](payload_text)
         if payload is None:
@@ -284,7 +302,9 @@ class ChangeProducer:
             value_bytes, payload = self._encode(raw_value, f"{dest}-value", value_schema)
             headers = self._headers
             snap_last = False
-            if payload is not None and str((payload.get("source") or {}).get("origin") or "").startswith(ORIGIN_PREFIX):
+            if payload is not None and str(
+                (payload.get("source") or {}).get("origin") or ""
+            ).startswith(ORIGIN_PREFIX):
                 # written by a crossfade sync (the other direction): sending it back would echo
                 self.stats.echoes_skipped += 1
                 continue
@@ -320,10 +340,14 @@ class ChangeProducer:
                 # other partitions' events (see sync.apply)
                 kwargs["partition"] = 0
             try:
-                self.producer.produce(dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs)
+                self.producer.produce(
+                    dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs
+                )
             except BufferError:
                 self.producer.poll(1.0)
-                self.producer.produce(dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs)
+                self.producer.produce(
+                    dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs
+                )
             except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
                 raise CrossfadeError(
                     f"Kafka refused a change event of {len(value_bytes or b'')} bytes for {dest} ({exc})",
@@ -340,7 +364,9 @@ class ChangeProducer:
         t_flush = time.monotonic()
         self.flush()
         t1 = time.monotonic()
-        self.meter.batch(self, counts, len(rows), t1 - t0, t1 - t_flush)  # acknowledged by the broker: count it
+        self.meter.batch(
+            self, counts, len(rows), t1 - t0, t1 - t_flush
+        )  # acknowledged by the broker: count it
         if self.progress is not None:
             if self.stats.snapshot_done:
                 self.progress.update(self.snapshot_rows)
@@ -373,7 +399,11 @@ class ChangeProducer:
         self.stats.fences += 1
         for table in self.settings.tables:
             rec = ControlRecord(
-                "fence", table, int(source.get("lsn") or 0), str(after["token"]), int(source.get("ts_ms") or 0)
+                "fence",
+                table,
+                int(source.get("lsn") or 0),
+                str(after["token"]),
+                int(source.get("ts_ms") or 0),
             )
             self._control(rec, [self.kafka.table_topic(table)])
 
@@ -401,7 +431,9 @@ class CaptureService:
             [s.kafka.schemas_topic], 1, s.kafka.replication_factor, {"cleanup.policy": "compact"}
         )
         admin.ensure_topics([s.kafka.dlq_topic], 1, s.kafka.replication_factor)
-        epoch, created = ensure_epoch(admin, s.kafka.client_config(), s.kafka.control_topic, s.kafka.replication_factor)
+        epoch, created = ensure_epoch(
+            admin, s.kafka.client_config(), s.kafka.control_topic, s.kafka.replication_factor
+        )
         self.epoch = epoch
         state = Path(s.capture.state_dir)
         state.mkdir(parents=True, exist_ok=True)
@@ -423,7 +455,9 @@ class CaptureService:
             from crossfade.capture.progress import for_terminal
 
             with _connect(s.source, "source") as conn:
-                self.producer.progress = for_terminal(conn, list(s.tables), {t: s.kafka.table_topic(t) for t in s.tables})
+                self.producer.progress = for_terminal(
+                    conn, list(s.tables), {t: s.kafka.table_topic(t) for t in s.tables}
+                )
         except Exception as exc:  # noqa: BLE001 - a courtesy, never a reason to stop
             log.debug("no snapshot progress display: %s", exc)
         return offsets
@@ -454,7 +488,9 @@ class CaptureService:
         ]
         props = embedded_properties(self.settings, offsets)
         if gate is not None:
-            props["snapshot.mode"] = "no_data"  # the rows go straight to the target: stream from the slot
+            props["snapshot.mode"] = (
+                "no_data"  # the rows go straight to the target: stream from the slot
+            )
             gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
         self.engine = bulk_engine(props, _Handler(), jvm_opts)
         self.ready.set()

@@ -42,7 +42,13 @@ from crossfade.sync.bookkeeping import ensure_schema, stored_offsets
 
 log = logging.getLogger(__name__)
 
-_ACTIVE_STATES = {"STABLE", "PREPARING_REBALANCE", "COMPLETING_REBALANCE", "ASSIGNING", "RECONCILING"}
+_ACTIVE_STATES = {
+    "STABLE",
+    "PREPARING_REBALANCE",
+    "COMPLETING_REBALANCE",
+    "ASSIGNING",
+    "RECONCILING",
+}
 
 
 @dataclass
@@ -73,7 +79,9 @@ def _bk(settings: Settings) -> sql.Identifier:
     return sql.Identifier(settings.sync.bookkeeping_schema)
 
 
-def create_checkpoint(settings: Settings, name: str | None = None, note: str | None = None) -> Checkpoint:
+def create_checkpoint(
+    settings: Settings, name: str | None = None, note: str | None = None
+) -> Checkpoint:
     """Record the current stored offsets, the legacy WAL position and the time."""
     group = settings.sync.group_id
     with connect(settings.target, "target") as tgt:
@@ -94,7 +102,10 @@ def create_checkpoint(settings: Settings, name: str | None = None, note: str | N
             row = src.execute("SELECT pg_current_wal_lsn()::text").fetchone()
         lsn = str(row[0]) if row else None
         name = name or "cp-" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
-        offsets = [{"topic": s.topic, "partition": s.partition, "next_offset": s.next_offset} for s in stored]
+        offsets = [
+            {"topic": s.topic, "partition": s.partition, "next_offset": s.next_offset}
+            for s in stored
+        ]
         try:
             r = tgt.execute(
                 sql.SQL(
@@ -104,7 +115,9 @@ def create_checkpoint(settings: Settings, name: str | None = None, note: str | N
                 (name, operator(), group, epochs.pop(), lsn, Jsonb(offsets), note),
             ).fetchone()
         except psycopg.errors.UniqueViolation:
-            raise CrossfadeError(f"a checkpoint named {name!r} exists already", "choose another --name") from None
+            raise CrossfadeError(
+                f"a checkpoint named {name!r} exists already", "choose another --name"
+            ) from None
     assert r is not None
     return Checkpoint(name, r[0], group, stored[0].epoch, lsn, offsets, operator(), note)
 
@@ -120,7 +133,9 @@ def list_checkpoints(settings: Settings) -> list[Checkpoint]:
     with connect(settings.target, "target") as tgt:
         ensure_schema(tgt, settings.sync.bookkeeping_schema)
         rows = tgt.execute(
-            sql.SQL("SELECT " + _COLS + " FROM {}.checkpoints WHERE group_id = %s ORDER BY created_at").format(_bk(settings)),
+            sql.SQL(
+                "SELECT " + _COLS + " FROM {}.checkpoints WHERE group_id = %s ORDER BY created_at"
+            ).format(_bk(settings)),
             (settings.sync.group_id,),
         ).fetchall()
     return [_row(r) for r in rows]
@@ -130,7 +145,9 @@ def find_checkpoint(conn: psycopg.Connection, settings: Settings, to: str) -> Ch
     """A checkpoint by name, or the newest taken at or before a timestamp (ISO 8601)."""
     bk = _bk(settings)
     r = conn.execute(
-        sql.SQL("SELECT " + _COLS + " FROM {}.checkpoints WHERE name = %s AND group_id = %s").format(bk),
+        sql.SQL(
+            "SELECT " + _COLS + " FROM {}.checkpoints WHERE name = %s AND group_id = %s"
+        ).format(bk),
         (to, settings.sync.group_id),
     ).fetchone()
     if r is not None:
@@ -138,12 +155,17 @@ def find_checkpoint(conn: psycopg.Connection, settings: Settings, to: str) -> Ch
     try:
         ts = datetime.fromisoformat(to.replace("Z", "+00:00"))
     except ValueError:
-        raise CrossfadeError(f"no checkpoint named {to!r}", "crossfade checkpoint list shows them; or give an ISO timestamp") from None
+        raise CrossfadeError(
+            f"no checkpoint named {to!r}",
+            "crossfade checkpoint list shows them; or give an ISO timestamp",
+        ) from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     r = conn.execute(
-        sql.SQL("SELECT " + _COLS + " FROM {}.checkpoints WHERE created_at <= %s AND group_id = %s "
-                "ORDER BY created_at DESC LIMIT 1").format(bk),
+        sql.SQL(
+            "SELECT " + _COLS + " FROM {}.checkpoints WHERE created_at <= %s AND group_id = %s "
+            "ORDER BY created_at DESC LIMIT 1"
+        ).format(bk),
         (ts, settings.sync.group_id),
     ).fetchone()
     if r is None:
@@ -183,8 +205,13 @@ def assert_group_stopped(settings: Settings) -> None:
 
 def log_start_offsets(settings: Settings, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
     """Each partition's first offset still held by the broker (the low watermark)."""
-    c = Consumer({**settings.kafka.client_config(), "group.id": f"crossfade-rewind-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": f"crossfade-rewind-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         out = {}
         for t, p in tps:
@@ -209,8 +236,13 @@ class RewindResult:
         return sum(p["until_offset"] - p["from_offset"] for p in self.partitions)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"checkpoint": self.checkpoint.name, "replay_id": self.replay_id, "records_to_replay": self.records,
-                "partitions": self.partitions, "not_in_checkpoint": self.skipped}
+        return {
+            "checkpoint": self.checkpoint.name,
+            "replay_id": self.replay_id,
+            "records_to_replay": self.records,
+            "partitions": self.partitions,
+            "not_in_checkpoint": self.skipped,
+        }
 
 
 def check_retention(cp: Checkpoint, starts: dict[tuple[str, int], int]) -> list[str]:
@@ -219,7 +251,9 @@ def check_retention(cp: Checkpoint, starts: dict[tuple[str, int], int]) -> list[
     for o in cp.offsets:
         low = starts.get((o["topic"], o["partition"]))
         if low is not None and o["next_offset"] < low:
-            gone.append(f"{o['topic']}[{o['partition']}] needs offset {o['next_offset']}, the log starts at {low}")
+            gone.append(
+                f"{o['topic']}[{o['partition']}] needs offset {o['next_offset']}, the log starts at {low}"
+            )
     return gone
 
 
@@ -231,7 +265,9 @@ def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResul
         ensure_schema(tgt, settings.sync.bookkeeping_schema)
         cp = find_checkpoint(tgt, settings, to)
         assert_group_stopped(settings)
-        epoch = current_epoch(settings.kafka.client_config(), settings.kafka.control_topic, timeout=5)
+        epoch = current_epoch(
+            settings.kafka.client_config(), settings.kafka.control_topic, timeout=5
+        )
         if epoch != cp.epoch:
             raise CrossfadeError(
                 f"checkpoint {cp.name} holds offsets of broker epoch {cp.epoch}, but the broker's log is now "
@@ -252,16 +288,20 @@ def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResul
             stored = {
                 (r[0], r[1]): (int(r[2]), r[3])
                 for r in tgt.execute(
-                    sql.SQL("SELECT topic, partition, next_offset, epoch FROM {}.offsets WHERE group_id = %s "
-                            "ORDER BY topic, partition FOR UPDATE").format(bk),
+                    sql.SQL(
+                        "SELECT topic, partition, next_offset, epoch FROM {}.offsets WHERE group_id = %s "
+                        "ORDER BY topic, partition FOR UPDATE"
+                    ).format(bk),
                     (group,),
                 ).fetchall()
             }
             pending = {
                 (r[0], r[1]): int(r[2])
                 for r in tgt.execute(
-                    sql.SQL("SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
-                            "AND finished_at IS NULL GROUP BY topic, partition").format(bk),
+                    sql.SQL(
+                        "SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
+                        "AND finished_at IS NULL GROUP BY topic, partition"
+                    ).format(bk),
                     (group, cp.epoch),
                 ).fetchall()
             }
@@ -270,8 +310,10 @@ def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResul
                 tp = (o["topic"], o["partition"])
                 cur = stored.get(tp)
                 if cur is None or cur[1] != cp.epoch:
-                    raise CrossfadeError(f"{tp[0]}[{tp[1]}] has no stored offset of epoch {cp.epoch} any more",
-                                         "the sync group was reset since the checkpoint; take a new one")
+                    raise CrossfadeError(
+                        f"{tp[0]}[{tp[1]}] has no stored offset of epoch {cp.epoch} any more",
+                        "the sync group was reset since the checkpoint; take a new one",
+                    )
                 frm = int(o["next_offset"])
                 if frm > cur[0]:
                     raise CrossfadeError(
@@ -280,24 +322,41 @@ def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResul
                     )
                 # a rewind during an unfinished replay keeps the furthest end
                 until = max(cur[0], pending.get(tp, 0))
-                result.partitions.append({"topic": tp[0], "partition": tp[1], "from_offset": frm, "until_offset": until})
+                result.partitions.append(
+                    {"topic": tp[0], "partition": tp[1], "from_offset": frm, "until_offset": until}
+                )
             if dry_run:
                 return result  # nothing written
             tgt.execute(
-                sql.SQL("UPDATE {}.replay SET finished_at = now() WHERE group_id = %s AND finished_at IS NULL").format(bk),
+                sql.SQL(
+                    "UPDATE {}.replay SET finished_at = now() WHERE group_id = %s AND finished_at IS NULL"
+                ).format(bk),
                 (group,),
             )
             for p in result.partitions:
                 tgt.execute(
-                    sql.SQL("UPDATE {}.offsets SET next_offset = %s, owner = NULL, updated_at = now() "
-                            "WHERE group_id = %s AND topic = %s AND partition = %s").format(bk),
+                    sql.SQL(
+                        "UPDATE {}.offsets SET next_offset = %s, owner = NULL, updated_at = now() "
+                        "WHERE group_id = %s AND topic = %s AND partition = %s"
+                    ).format(bk),
                     (p["from_offset"], group, p["topic"], p["partition"]),
                 )
                 if p["until_offset"] > p["from_offset"]:
                     tgt.execute(
-                        sql.SQL("INSERT INTO {}.replay (group_id, topic, partition, replay_id, epoch, checkpoint, "
-                                "from_offset, until_offset, created_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)").format(bk),
-                        (group, p["topic"], p["partition"], result.replay_id, cp.epoch, cp.name,
-                         p["from_offset"], p["until_offset"], operator()),
+                        sql.SQL(
+                            "INSERT INTO {}.replay (group_id, topic, partition, replay_id, epoch, checkpoint, "
+                            "from_offset, until_offset, created_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        ).format(bk),
+                        (
+                            group,
+                            p["topic"],
+                            p["partition"],
+                            result.replay_id,
+                            cp.epoch,
+                            cp.name,
+                            p["from_offset"],
+                            p["until_offset"],
+                            operator(),
+                        ),
                     )
     return result

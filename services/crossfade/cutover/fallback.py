@@ -89,14 +89,20 @@ class FallbackPlan:
         )
 
 
-def invert_table(table: str, tm: TableMapping | None, mapping: MappingConfig | None,
-                 writers: dict[str, list[str]]) -> TableInverse | str:
+def invert_table(
+    table: str,
+    tm: TableMapping | None,
+    mapping: MappingConfig | None,
+    writers: dict[str, list[str]],
+) -> TableInverse | str:
     """The inverse of one legacy table's mapping, or why there is none."""
     if tm is None:
         return TableInverse(table, table)
     if tm.filters:
-        return (f"filter {tm.filters[0].name} keeps rows out of the new database, so running it backwards "
-                "would delete them from legacy")
+        return (
+            f"filter {tm.filters[0].name} keeps rows out of the new database, so running it backwards "
+            "would delete them from legacy"
+        )
     if len(tm.targets) != 1:
         return f"it maps to {len(tm.targets)} target tables (1->n)"
     t = tm.targets[0]
@@ -114,7 +120,9 @@ def invert_table(table: str, tm: TableMapping | None, mapping: MappingConfig | N
             return f"column {t.table}.{name} is derived from {', '.join(spec.from_)}"
         if spec.transforms:
             names = [x if isinstance(x, str) else next(iter(x)) for x in spec.transforms]
-            return f"column {t.table}.{name} is transformed ({', '.join(names)}), which has no inverse"
+            return (
+                f"column {t.table}.{name} is transformed ({', '.join(names)}), which has no inverse"
+            )
         if spec.default is not None:
             return f"column {t.table}.{name} replaces NULL by a default (NULL cannot come back)"
         if spec.cast and spec.on_error != "reject":
@@ -142,7 +150,9 @@ def plan(settings: Settings, tables: list[str] | None = None) -> FallbackPlan:
     refused: dict[str, str] = {}
     for table in wanted:
         if table in settings.sync.append_only_tables:
-            refused[table] = "it has no primary key (sync.append_only_tables), so changes cannot be keyed back"
+            refused[table] = (
+                "it has no primary key (sync.append_only_tables), so changes cannot be keyed back"
+            )
             continue
         tm = mapping.tables.get(table) if mapping else None
         inv = invert_table(table, tm, mapping, writers)
@@ -174,33 +184,46 @@ def reverse_settings(settings: Settings, fallback_plan: FallbackPlan) -> Setting
         signal_table=False,  # verify --repair is forward only
         properties={"column.exclude.list": EXCLUDED_COLUMNS},
     )
-    sync = settings.sync.model_copy(update={
-        "group_id": fb.group_id or f"{settings.sync.group_id}-fallback",
-        "bookkeeping_schema": fb.bookkeeping_schema,
-        "create_tables": False,
-        "append_only_tables": [],
-        "tag_origin": True,
-    })
-    return settings.model_copy(update={
-        "source": settings.target,
-        "target": settings.source,
-        "kafka": settings.kafka.model_copy(update={
-            "topic_prefix": fb.topic_prefix or f"{settings.kafka.topic_prefix}.fallback"}),
-        "tables": [i.new for i in fallback_plan.inverses],
-        "mapping": None,
-        "capture": capture,
-        "sync": sync,
-        "cutover": CutoverConfig(),
-        "ops": settings.ops.model_copy(update={"metrics_port": fb.metrics_port, "console_port": None}),
-    })
+    sync = settings.sync.model_copy(
+        update={
+            "group_id": fb.group_id or f"{settings.sync.group_id}-fallback",
+            "bookkeeping_schema": fb.bookkeeping_schema,
+            "create_tables": False,
+            "append_only_tables": [],
+            "tag_origin": True,
+        }
+    )
+    return settings.model_copy(
+        update={
+            "source": settings.target,
+            "target": settings.source,
+            "kafka": settings.kafka.model_copy(
+                update={
+                    "topic_prefix": fb.topic_prefix or f"{settings.kafka.topic_prefix}.fallback"
+                }
+            ),
+            "tables": [i.new for i in fallback_plan.inverses],
+            "mapping": None,
+            "capture": capture,
+            "sync": sync,
+            "cutover": CutoverConfig(),
+            "ops": settings.ops.model_copy(
+                update={"metrics_port": fb.metrics_port, "console_port": None}
+            ),
+        }
+    )
 
 
-def reversed_for(settings: Settings, tables: list[str] | None = None, *, subset: bool = False) -> tuple[Settings, FallbackPlan]:
+def reversed_for(
+    settings: Settings, tables: list[str] | None = None, *, subset: bool = False
+) -> tuple[Settings, FallbackPlan]:
     """Plan and reverse in one step; refuse (:class:`NotInvertible`) unless every wanted table
     is invertible or ``subset`` says to go on with the invertible ones."""
     p = plan(settings, tables)
     if p.refused and not subset:
         raise p.refusal()
     if not p.inverses:
-        raise NotInvertible("no table can fall back: " + "; ".join(f"{t}: {w}" for t, w in p.refused.items()))
+        raise NotInvertible(
+            "no table can fall back: " + "; ".join(f"{t}: {w}" for t, w in p.refused.items())
+        )
     return reverse_settings(settings, p), p

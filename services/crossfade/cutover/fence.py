@@ -35,7 +35,8 @@ def expected_partitions(settings: Settings) -> int:
         n = admin.partitions(settings.kafka.table_topic(t))
         if n is None:
             raise CrossfadeError(
-                f"topic {settings.kafka.table_topic(t)} does not exist", "start capture before asking for a fence"
+                f"topic {settings.kafka.table_topic(t)} does not exist",
+                "start capture before asking for a fence",
             )
         total += n
     return total
@@ -44,7 +45,9 @@ def expected_partitions(settings: Settings) -> int:
 def fence(settings: Settings, timeout: float = 120.0, poll: float = 0.1) -> FenceResult:
     """Write a fence row and wait until every partition applied it; raise on timeout."""
     if not settings.capture.fence_table:
-        raise CrossfadeError("capture.fence_table is off, so there is no fence", "set capture.fence_table: true")
+        raise CrossfadeError(
+            "capture.fence_table is off, so there is no fence", "set capture.fence_table: true"
+        )
     n = expected_partitions(settings)
     token = uuid.uuid4().hex
     t0 = time.monotonic()
@@ -53,7 +56,9 @@ def fence(settings: Settings, timeout: float = 120.0, poll: float = 0.1) -> Fenc
         # must still be written (any role may turn the default off for itself)
         src.execute("SET default_transaction_read_only = off")
         src.execute("INSERT INTO crossfade.fence (token) VALUES (%s)", (token,))
-    q = sql.SQL("SELECT count(*) FROM {}.fences WHERE token = %s").format(sql.Identifier(settings.sync.bookkeeping_schema))
+    q = sql.SQL("SELECT count(*) FROM {}.fences WHERE token = %s").format(
+        sql.Identifier(settings.sync.bookkeeping_schema)
+    )
     with connect(settings.target, "target") as tgt:
         while True:
             row = tgt.execute(q, (token,)).fetchone()

@@ -65,8 +65,13 @@ class GateResult:
     skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail, "seconds": round(self.seconds, 3),
-                "skipped": self.skipped}
+        return {
+            "name": self.name,
+            "ok": self.ok,
+            "detail": self.detail,
+            "seconds": round(self.seconds, 3),
+            "skipped": self.skipped,
+        }
 
 
 @dataclass
@@ -103,7 +108,9 @@ class CutoverReport:
             "gates": [g.as_dict() for g in self.gates],
             "unfrozen": self.unfrozen,
             "expected_downtime_seconds": round(exp, 3) if exp is not None else None,
-            "downtime_seconds": round(self.downtime_seconds, 3) if self.downtime_seconds is not None else None,
+            "downtime_seconds": round(self.downtime_seconds, 3)
+            if self.downtime_seconds is not None
+            else None,
         }
 
 
@@ -115,7 +122,9 @@ def dead_letter_counts(conn: psycopg.Connection, bk: str) -> tuple[int, int]:
     longer open in the ledger: when none is open (and no change waits behind one), all count as
     resolved."""
     s = sql.Identifier(bk)
-    row = conn.execute(sql.SQL("SELECT coalesce(sum(dead_lettered), 0) FROM {}.table_stats").format(s)).fetchone()
+    row = conn.execute(
+        sql.SQL("SELECT coalesce(sum(dead_lettered), 0) FROM {}.table_stats").format(s)
+    ).fetchone()
     total = int(row[0]) if row else 0
     row = conn.execute(sql.SQL("SELECT max(dead_lettered) FROM {}.dlq_acks").format(s)).fetchone()
     acked = int(row[0]) if row and row[0] is not None else 0
@@ -134,7 +143,9 @@ def ack_dead_letters(settings: Settings, note: str | None = None) -> tuple[int, 
         ensure_schema(tgt, bk)
         total, acked = dead_letter_counts(tgt, bk)
         tgt.execute(
-            sql.SQL("INSERT INTO {}.dlq_acks (who, dead_lettered, note) VALUES (%s,%s,%s)").format(sql.Identifier(bk)),
+            sql.SQL("INSERT INTO {}.dlq_acks (who, dead_lettered, note) VALUES (%s,%s,%s)").format(
+                sql.Identifier(bk)
+            ),
             (operator(), total, note),
         )
     return total, total - acked
@@ -156,20 +167,28 @@ def _run_command(argv: list[str], timeout: float) -> str:
         raise CrossfadeError(f"command {argv[0]!r} ran longer than {timeout:g} s") from None
     if p.returncode != 0:
         last = (p.stderr or p.stdout).strip().splitlines()
-        raise CrossfadeError(f"command {argv[0]!r} exited with {p.returncode}" + (f": {last[-1]}" if last else ""))
+        raise CrossfadeError(
+            f"command {argv[0]!r} exited with {p.returncode}" + (f": {last[-1]}" if last else "")
+        )
     return argv[0]
 
 
 def _post(url: str, body: dict[str, Any], timeout: float) -> int:
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         raise CrossfadeError(f"flip_http answered HTTP {exc.code}") from None
     except (urllib.error.URLError, OSError) as exc:
-        raise CrossfadeError(f"flip_http is not reachable ({getattr(exc, 'reason', exc)})") from None
+        raise CrossfadeError(
+            f"flip_http is not reachable ({getattr(exc, 'reason', exc)})"
+        ) from None
 
 
 class Cutover:
@@ -203,11 +222,24 @@ class Cutover:
         try:
             with connect(self.settings.target, "target") as tgt:
                 tgt.execute(
-                    sql.SQL("INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
-                            "VALUES (%s,%s,%s,%s,%s,%s,%s)").format(sql.Identifier(self.bk)),
-                    (self.report.run_id, self.report.who, self.dry_run, gate, ok, redact(detail)[:4000], seconds),
+                    sql.SQL(
+                        "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                    ).format(sql.Identifier(self.bk)),
+                    (
+                        self.report.run_id,
+                        self.report.who,
+                        self.dry_run,
+                        gate,
+                        ok,
+                        redact(detail)[:4000],
+                        seconds,
+                    ),
                 )
-        except (psycopg.Error, CrossfadeError) as exc:  # the audit must not hide the gate's own result
+        except (
+            psycopg.Error,
+            CrossfadeError,
+        ) as exc:  # the audit must not hide the gate's own result
             log.error("cutover audit row for %s not written: %s", gate, exc)
 
     # -- gates --------------------------------------------------------------------------------
@@ -217,39 +249,64 @@ class Cutover:
 
             p = plan(self.settings)
             if p.refused:
-                return False, f"cutover.fallback is on but {p.refusal().message.replace(chr(10), '; ')}"
+                return (
+                    False,
+                    f"cutover.fallback is on but {p.refusal().message.replace(chr(10), '; ')}",
+                )
         with connect(self.settings.target, "target") as tgt:
             s = sql.Identifier(self.bk)
             row = tgt.execute(
-                sql.SQL("SELECT count(*) FROM {}.replay WHERE group_id = %s AND finished_at IS NULL").format(s),
+                sql.SQL(
+                    "SELECT count(*) FROM {}.replay WHERE group_id = %s AND finished_at IS NULL"
+                ).format(s),
                 (self.settings.sync.group_id,),
             ).fetchone()
             if row and row[0]:
-                return False, f"a rewind's replay is still running on {row[0]} partition(s): let sync finish it"
+                return (
+                    False,
+                    f"a rewind's replay is still running on {row[0]} partition(s): let sync finish it",
+                )
             total, acked = dead_letter_counts(tgt, self.bk)
         if total > acked:
-            return False, (f"{total - acked} dead letter(s) not acknowledged ({self.settings.kafka.dlq_topic}): "
-                           "fix and replay them, then crossfade dlq ack")
+            return False, (
+                f"{total - acked} dead letter(s) not acknowledged ({self.settings.kafka.dlq_topic}): "
+                "fix and replay them, then crossfade dlq ack"
+            )
         from crossfade.cutover.fence import fence
 
         r = fence(self.settings, timeout=self.cfg.fence_timeout_s)
         self.report.fence_seconds = r.seconds
         acked_note = f", {acked} dead letter(s) acknowledged" if acked else ", no dead letters"
-        return True, f"capture and sync move changes: a fence went through {r.partitions} partitions in {r.seconds:.2f} s{acked_note}"
+        return (
+            True,
+            f"capture and sync move changes: a fence went through {r.partitions} partitions in {r.seconds:.2f} s{acked_note}",
+        )
 
     def gate_checkpoint(self) -> tuple[bool, str]:
         from crossfade.cutover.checkpoint import create_checkpoint
 
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        cp = create_checkpoint(self.settings, name=f"cutover-{stamp}-{self.report.run_id[:6]}",
-                               note=f"cutover run {self.report.run_id}{' (dry run)' if self.dry_run else ''}")
-        return True, f"checkpoint {cp.name} at legacy WAL {cp.source_lsn} ({len(cp.offsets)} partitions)"
+        cp = create_checkpoint(
+            self.settings,
+            name=f"cutover-{stamp}-{self.report.run_id[:6]}",
+            note=f"cutover run {self.report.run_id}{' (dry run)' if self.dry_run else ''}",
+        )
+        return (
+            True,
+            f"checkpoint {cp.name} at legacy WAL {cp.source_lsn} ({len(cp.offsets)} partitions)",
+        )
 
     def gate_freeze(self) -> tuple[bool, str]:
         if not (self.cfg.freeze_sql or self.cfg.freeze_command):
             if self.dry_run:
-                return True, "skipped (dry run); NOTE: no cutover.freeze_sql or freeze_command is configured"
-            return False, "no cutover.freeze_sql or cutover.freeze_command is configured: legacy writes cannot be frozen"
+                return (
+                    True,
+                    "skipped (dry run); NOTE: no cutover.freeze_sql or freeze_command is configured",
+                )
+            return (
+                False,
+                "no cutover.freeze_sql or cutover.freeze_command is configured: legacy writes cannot be frozen",
+            )
         if self.dry_run:
             return True, "skipped (dry run): legacy writes keep going"
         done = []
@@ -269,28 +326,50 @@ class Cutover:
 
         r = fence(self.settings, timeout=self.cfg.fence_timeout_s)
         self.report.fence_seconds = r.seconds
-        return True, (f"fence {r.token[:8]} applied on {r.partitions} partitions in {r.seconds:.2f} s: "
-                      "every change committed before it is in the new database")
+        return True, (
+            f"fence {r.token[:8]} applied on {r.partitions} partitions in {r.seconds:.2f} s: "
+            "every change committed before it is in the new database"
+        )
 
     def gate_verify(self) -> tuple[bool, str]:
         from crossfade.verify.run import Verifier
 
         t0 = time.monotonic()
-        rep = Verifier(self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options).run()
+        rep = Verifier(
+            self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options
+        ).run()
         self.report.verify_seconds = time.monotonic() - t0
         rows = sum(t.source_rows for t in rep.tables)
         if rep.match:
-            return True, f"{len(rep.tables)} table(s), {rows} rows: zero mismatches ({rep.seconds:.1f} s)"
-        bad = [f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
-               + (f", {t.unsettled} unsettled" if t.unsettled else "") + (f" ({t.error})" if t.error else "")
-               for t in rep.tables if not t.match]
+            return (
+                True,
+                f"{len(rep.tables)} table(s), {rows} rows: zero mismatches ({rep.seconds:.1f} s)",
+            )
+        bad = [
+            f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
+            + (f", {t.unsettled} unsettled" if t.unsettled else "")
+            + (f" ({t.error})" if t.error else "")
+            for t in rep.tables
+            if not t.match
+        ]
         return False, "mismatches: " + "; ".join(bad)
 
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
         if self.dry_run:
-            what = [n for n, v in (("flip_sql", c.flip_sql), ("flip_command", c.flip_command), ("flip_http", c.flip_http)) if v]
-            return True, f"skipped (dry run); would run: {', '.join(what) or 'nothing configured (manual flip)'}"
+            what = [
+                n
+                for n, v in (
+                    ("flip_sql", c.flip_sql),
+                    ("flip_command", c.flip_command),
+                    ("flip_http", c.flip_http),
+                )
+                if v
+            ]
+            return (
+                True,
+                f"skipped (dry run); would run: {', '.join(what) or 'nothing configured (manual flip)'}",
+            )
         done = []
         if c.flip_sql:
             _run_sql(self.settings, "target", c.flip_sql)
@@ -299,13 +378,23 @@ class Cutover:
             _run_command(c.flip_command, c.command_timeout_s)
             done.append(f"flip_command {c.flip_command[0]} succeeded")
         if c.flip_http:
-            status = _post(c.flip_http.get_secret_value(), {"event": "crossfade.cutover.flip", "run_id": self.report.run_id,
-                                                           "who": self.report.who}, c.command_timeout_s)
+            status = _post(
+                c.flip_http.get_secret_value(),
+                {
+                    "event": "crossfade.cutover.flip",
+                    "run_id": self.report.run_id,
+                    "who": self.report.who,
+                },
+                c.command_timeout_s,
+            )
             done.append(f"flip_http answered HTTP {status}")
         if self._frozen_at is not None:
             self.report.downtime_seconds = time.monotonic() - self._frozen_at
         if not done:
-            return True, "no flip action configured: route traffic to the new system now (the legacy database stays frozen)"
+            return (
+                True,
+                "no flip action configured: route traffic to the new system now (the legacy database stays frozen)",
+            )
         return True, "; ".join(done) + " (the legacy database stays frozen)"
 
     def gate_fallback(self) -> tuple[bool, str]:
@@ -322,18 +411,24 @@ class Cutover:
         if self.config_path:
             argv += ["-c", str(self.config_path)]
         with open(log_path, "ab") as fh:
-            self.fallback_process = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+            self.fallback_process = subprocess.Popen(
+                argv, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+            )
         # proof it runs: its sync group claimed partitions in legacy (capture made topics and epoch)
         deadline = time.monotonic() + self.cfg.fence_timeout_s
         q = sql.SQL("SELECT count(*) FROM {}.offsets WHERE group_id = %s").format(
-            sql.Identifier(rev.sync.bookkeeping_schema))
+            sql.Identifier(rev.sync.bookkeeping_schema)
+        )
         with connect(self.settings.source, "source") as legacy:
             while True:
                 rc = self.fallback_process.poll()
                 if rc is not None:
                     tail = log_path.read_text(errors="replace").strip().splitlines()
-                    raise CrossfadeError(f"crossfade fallback start exited with {rc}" + (f": {tail[-1]}" if tail else ""),
-                                         f"see {log_path}")
+                    raise CrossfadeError(
+                        f"crossfade fallback start exited with {rc}"
+                        + (f": {tail[-1]}" if tail else ""),
+                        f"see {log_path}",
+                    )
                 try:
                     row = legacy.execute(q, (rev.sync.group_id,)).fetchone()
                 except psycopg.errors.UndefinedTable:
@@ -341,10 +436,16 @@ class Cutover:
                 if row and row[0]:
                     break
                 if time.monotonic() > deadline:
-                    raise CrossfadeError(f"crossfade fallback start (pid {self.fallback_process.pid}) did not join within "
-                                         f"{self.cfg.fence_timeout_s:.0f} s", f"see {log_path}")
+                    raise CrossfadeError(
+                        f"crossfade fallback start (pid {self.fallback_process.pid}) did not join within "
+                        f"{self.cfg.fence_timeout_s:.0f} s",
+                        f"see {log_path}",
+                    )
                 time.sleep(0.5)
-        return True, f"crossfade fallback start runs (pid {self.fallback_process.pid}, log {log_path}): {how}"
+        return (
+            True,
+            f"crossfade fallback start runs (pid {self.fallback_process.pid}, log {log_path}): {how}",
+        )
 
     def unfreeze(self) -> None:
         t0 = time.monotonic()
@@ -362,7 +463,9 @@ class Cutover:
             except (psycopg.Error, CrossfadeError) as exc:
                 errors.append(f"unfreeze_sql failed: {exc}")
         if not (self.cfg.unfreeze_sql or self.cfg.unfreeze_command):
-            errors.append("no cutover.unfreeze_sql or unfreeze_command is configured: UNFREEZE LEGACY WRITES BY HAND")
+            errors.append(
+                "no cutover.unfreeze_sql or unfreeze_command is configured: UNFREEZE LEGACY WRITES BY HAND"
+            )
         ok = not errors
         self.report.unfrozen = ok
         detail = "; ".join(done + errors)
@@ -379,8 +482,12 @@ class Cutover:
         for g in self.gates:
             metrics.set_gate(g, None)
         steps: dict[str, Callable[[], tuple[bool, str]]] = {
-            "sync_healthy": self.gate_sync_healthy, "checkpoint": self.gate_checkpoint, "freeze": self.gate_freeze,
-            "fence": self.gate_fence, "verify": self.gate_verify, "flip": self.gate_flip,
+            "sync_healthy": self.gate_sync_healthy,
+            "checkpoint": self.gate_checkpoint,
+            "freeze": self.gate_freeze,
+            "fence": self.gate_fence,
+            "verify": self.gate_verify,
+            "flip": self.gate_flip,
             FALLBACK_GATE: self.gate_fallback,
         }
         try:
@@ -393,7 +500,13 @@ class Cutover:
                 except Exception as exc:  # noqa: BLE001 - any failure is a red gate, audited, and unfreezes
                     text = str(exc).strip().splitlines()
                     ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
-                res = GateResult(name, ok, detail, time.monotonic() - t0, skipped=self.dry_run and name in ("freeze", "flip"))
+                res = GateResult(
+                    name,
+                    ok,
+                    detail,
+                    time.monotonic() - t0,
+                    skipped=self.dry_run and name in ("freeze", "flip"),
+                )
                 self.report.gates.append(res)
                 metrics.set_gate(name, ok)
                 self._audit(name, ok, detail, res.seconds)
@@ -408,7 +521,9 @@ class Cutover:
             if self.frozen and not self.report.go and not flipped:
                 self.unfreeze()
         failed = next((g.name for g in self.report.gates if not g.ok), None)
-        decision = ("GO" if self.report.go else f"NO GO at {failed or 'an interrupted run'}") + (" (dry run)" if self.dry_run else "")
+        decision = ("GO" if self.report.go else f"NO GO at {failed or 'an interrupted run'}") + (
+            " (dry run)" if self.dry_run else ""
+        )
         exp = self.report.expected_downtime_seconds
         if exp is not None:
             decision += f"; expected write downtime {exp:.1f} s (fence + verify)"

@@ -941,10 +941,17 @@ def _cavro_reader(schema: Any) -> Any:
     try:
         import cavro
 
-        framed = {"type": "record", "name": "crossfade_framed_datum", "fields": [
-            {"name": "d", "type": _strip_logical_types(schema)},
-            {"name": "e", "type": {"type": "fixed", "name": "crossfade_end_marker", "size": len(_END)}},
-        ]}
+        framed = {
+            "type": "record",
+            "name": "crossfade_framed_datum",
+            "fields": [
+                {"name": "d", "type": _strip_logical_types(schema)},
+                {
+                    "name": "e",
+                    "type": {"type": "fixed", "name": "crossfade_end_marker", "size": len(_END)},
+                },
+            ],
+        }
         return cavro.Schema(framed, parse_json=False, record_decodes_to_dict=True)
     except Exception:  # ImportError, cavro's schema errors (stricter name rules than fastavro's)
         return None
@@ -1021,8 +1028,14 @@ def _w_null(buf: bytearray, v: Any) -> None:
 
 
 _PRIMITIVE_WRITERS: dict[str, _FastWriter] = {
-    "null": _w_null, "boolean": _w_boolean, "int": _w_long, "long": _w_long, "float": _w_float,
-    "double": _w_double, "bytes": _w_bytes, "string": _w_string,
+    "null": _w_null,
+    "boolean": _w_boolean,
+    "int": _w_long,
+    "long": _w_long,
+    "float": _w_float,
+    "double": _w_double,
+    "bytes": _w_bytes,
+    "string": _w_string,
 }
 
 
@@ -1116,7 +1129,14 @@ def _fast_writer(schema: Any, named: dict[str, _FastWriter]) -> _FastWriter | No
         return w_map
     if t in _PRIMITIVE_WRITERS:
         logical = schema.get("logicalType")
-        if logical is not None and logical not in ("decimal", "date", "time-millis", "timestamp-millis", "time-micros", "timestamp-micros"):
+        if logical is not None and logical not in (
+            "decimal",
+            "date",
+            "time-millis",
+            "timestamp-millis",
+            "time-micros",
+            "timestamp-micros",
+        ):
             return None
         if logical == "decimal" and t != "bytes":
             return None
@@ -1295,7 +1315,9 @@ class ConnectCodecCache:
         self._items: OrderedDict[str | bytes, ConnectCodec] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, connect_schema: Mapping[str, Any], key: str | bytes | None = None) -> ConnectCodec:
+    def get(
+        self, connect_schema: Mapping[str, Any], key: str | bytes | None = None
+    ) -> ConnectCodec:
         """The codec of ``connect_schema``, built on first use. Raises :class:`EncodeError`.
 
         ``key`` identifies the schema's content; by default it is the schema re-serialised as

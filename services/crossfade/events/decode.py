@@ -43,7 +43,12 @@ def header_in(hs: Any, name: str) -> str | None:
 def _is_placeholder(v: Any) -> bool:
     if isinstance(v, str | bytes):
         return v in (UNAVAILABLE, _UNAVAILABLE_BYTES)
-    return isinstance(v, list) and len(v) == 1 and isinstance(v[0], str | bytes) and v[0] in (UNAVAILABLE, _UNAVAILABLE_BYTES)
+    return (
+        isinstance(v, list)
+        and len(v) == 1
+        and isinstance(v[0], str | bytes)
+        and v[0] in (UNAVAILABLE, _UNAVAILABLE_BYTES)
+    )
 
 
 class EventDecoder:
@@ -68,7 +73,9 @@ class EventDecoder:
         lsn = source.get("lsn")
         snap = str(source.get("snapshot") or "false")
         if lsn is None and snap == "incremental" and pos_header is not None:
-            lsn = int(pos_header) >> SHIFT  # incremental snapshot rows carry none: capture placed them
+            lsn = (
+                int(pos_header) >> SHIFT
+            )  # incremental snapshot rows carry none: capture placed them
         if lsn is None:
             raise DecodeError("change event has no source position (source.lsn)")
         key_dict: dict[str, Any] | None = None

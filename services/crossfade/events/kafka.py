@@ -59,7 +59,9 @@ class ControlRecord:
     @classmethod
     def decode(cls, data: bytes) -> ControlRecord:
         d = json.loads(data)
-        return cls(d["kind"], d["table"], int(d["lsn"]), d.get("token", ""), d.get("source_ts_ms", 0))
+        return cls(
+            d["kind"], d["table"], int(d["lsn"]), d.get("token", ""), d.get("source_ts_ms", 0)
+        )
 
 
 def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
@@ -93,7 +95,9 @@ class Admin:
                 "check kafka.bootstrap_servers and that the broker is running",
             ) from None
         if not md.brokers:
-            raise BrokerUnavailable(f"Kafka at {self.bootstrap} reports no brokers", "check the cluster")
+            raise BrokerUnavailable(
+                f"Kafka at {self.bootstrap} reports no brokers", "check the cluster"
+            )
 
     def partitions(self, topic: str, timeout: float = 10.0) -> int | None:
         """Number of partitions of ``topic``, None if it does not exist.
@@ -127,7 +131,12 @@ class Admin:
             return []
         futures = self._admin.create_topics(
             [
-                NewTopic(t, num_partitions=partitions, replication_factor=replication_factor, config=config or {})
+                NewTopic(
+                    t,
+                    num_partitions=partitions,
+                    replication_factor=replication_factor,
+                    config=config or {},
+                )
                 for t in missing
             ],
             request_timeout=30,
@@ -190,7 +199,9 @@ def read_first_record(
         c.close()
 
 
-def ensure_epoch(admin: Admin, client_conf: dict[str, Any], control_topic: str, replication_factor: int) -> tuple[str, bool]:
+def ensure_epoch(
+    admin: Admin, client_conf: dict[str, Any], control_topic: str, replication_factor: int
+) -> tuple[str, bool]:
     """Return ``(epoch, created)``: the broker log's epoch, creating it on a fresh broker.
 
     Only capture calls this (it is the writer of the log); sync calls :func:`current_epoch`.
@@ -217,11 +228,15 @@ def ensure_epoch(admin: Admin, client_conf: dict[str, Any], control_topic: str, 
     # another capture may have raced us; offset 0 decides
     rec = read_first_record(client_conf, control_topic, timeout=10)
     if rec is None or not rec[1]:
-        raise BrokerUnavailable(f"wrote the epoch record to {control_topic} but cannot read it back")
+        raise BrokerUnavailable(
+            f"wrote the epoch record to {control_topic} but cannot read it back"
+        )
     return json.loads(rec[1])["epoch"], True
 
 
-def current_epoch(client_conf: dict[str, Any], control_topic: str, timeout: float = 5.0) -> str | None:
+def current_epoch(
+    client_conf: dict[str, Any], control_topic: str, timeout: float = 5.0
+) -> str | None:
     """The epoch of the broker's log, or None when capture has not started on this broker yet."""
     rec = read_first_record(client_conf, control_topic, timeout=timeout)
     if rec is None or not rec[1]:

@@ -100,8 +100,12 @@ def _value_shape(text: str) -> Any:
             if k in ("doc", "connect.doc", "connect.version"):
                 continue
             if k == "connect.parameters" and isinstance(v, dict):
-                v = {pk: pv for pk, pv in v.items()
-                     if pk not in _DESCRIPTIVE_PARAMS and not pk.startswith("__debezium.source.column.")}
+                v = {
+                    pk: pv
+                    for pk, pv in v.items()
+                    if pk not in _DESCRIPTIVE_PARAMS
+                    and not pk.startswith("__debezium.source.column.")
+                }
             out[k] = strip(v)
         return out
 
@@ -146,7 +150,9 @@ class SchemaPublisher:
             on_delivery=lambda err, _m: errors.append(err.str()) if err else None,
         )
         if self._producer.flush(30) or errors:
-            raise BrokerUnavailable(f"cannot publish schema {avro_schema.get('name')} to {self.topic}: {errors or 'timeout'}")
+            raise BrokerUnavailable(
+                f"cannot publish schema {avro_schema.get('name')} to {self.topic}: {errors or 'timeout'}"
+            )
         self.published[codec.fingerprint] = text
         log.info("published schema %s (%016x)", avro_schema.get("name"), codec.fingerprint)
         return codec
@@ -156,7 +162,13 @@ class TopicSchemaResolver:
     """Sync side: resolve single-object fingerprints from the schemas topic, Confluent ids from
     a Schema Registry when one is configured."""
 
-    def __init__(self, client_conf: dict[str, Any], topic: str, registry_url: str | None, wait_s: float = 10.0) -> None:
+    def __init__(
+        self,
+        client_conf: dict[str, Any],
+        topic: str,
+        registry_url: str | None,
+        wait_s: float = 10.0,
+    ) -> None:
         self.cache = SchemaCache()
         self.reader = SchemaTopicReader(client_conf, topic, self.cache)
         self.reader.refresh(timeout=5.0)
@@ -167,7 +179,9 @@ class TopicSchemaResolver:
 
             from crossfade.events.framing import RegistryResolver
 
-            self._registry = RegistryResolver(SchemaRegistryClient.new_client({"url": registry_url}))
+            self._registry = RegistryResolver(
+                SchemaRegistryClient.new_client({"url": registry_url})
+            )
 
     def resolve_single_object(self, fingerprint: int) -> AvroCodec:
         codec = self.cache.get(fingerprint)
@@ -225,6 +239,8 @@ class RegistryRegistrar:
                     f"the Schema Registry refused the new schema of {subject} as incompatible ({exc})",
                     "runbook: set the subject's compatibility deliberately, or migrate the column explicitly",
                 ) from None
-            raise BrokerUnavailable(f"cannot register {subject} with the Schema Registry: {exc}") from None
+            raise BrokerUnavailable(
+                f"cannot register {subject} with the Schema Registry: {exc}"
+            ) from None
         self._ids[(subject, text)] = sid
         return sid

@@ -26,6 +26,14 @@ from crossfade.mapping.engine import (
 )
 
 __all__ = [
-    "Failure", "Filtered", "KeySets", "Mapped", "Mapper", "Outcome", "ParentKeys", "Rejected", "TargetRow",
+    "Failure",
+    "Filtered",
+    "KeySets",
+    "Mapped",
+    "Mapper",
+    "Outcome",
+    "ParentKeys",
+    "Rejected",
+    "TargetRow",
     "compile_mapping",
 ]

@@ -37,8 +37,22 @@ from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Failure, Filtered, KeySets, Mapped, Mapper, Rejected, _jsonable
 from crossfade.mapping.schema_check import SchemaReport, load_mapper
 
-FORMAT_TRANSFORMS = frozenset({"phone", "date", "datetime", "email", "country", "cast:date", "cast:timestamp",
-                               "cast:timestamptz", "cast:integer", "cast:bigint", "cast:numeric", "cast:boolean"})
+FORMAT_TRANSFORMS = frozenset(
+    {
+        "phone",
+        "date",
+        "datetime",
+        "email",
+        "country",
+        "cast:date",
+        "cast:timestamp",
+        "cast:timestamptz",
+        "cast:integer",
+        "cast:bigint",
+        "cast:numeric",
+        "cast:boolean",
+    }
+)
 """Transforms whose input format matters: their source columns get a format distribution."""
 
 MAX_DISTINCT = 10_000
@@ -86,13 +100,19 @@ class ColumnProfile:
             if len(self.distinct) > MAX_DISTINCT:
                 self.distinct_capped = True
                 self.distinct.clear()
-        if self.formats is not None and (len(self.formats) < MAX_FORMATS or value_format(v) in self.formats):
+        if self.formats is not None and (
+            len(self.formats) < MAX_FORMATS or value_format(v) in self.formats
+        ):
             self.formats[value_format(v)] += 1
 
     def as_dict(self, rows: int) -> dict[str, Any]:
         filled = rows - self.nulls - self.blanks
         d: dict[str, Any] = {
-            "name": self.name, "type": self.type, "nulls": self.nulls, "blanks": self.blanks, "filled": filled,
+            "name": self.name,
+            "type": self.type,
+            "nulls": self.nulls,
+            "blanks": self.blanks,
+            "filled": filled,
             "completeness": round(filled / rows, 4) if rows else None,
             "distinct": None if self.distinct_capped else len(self.distinct),
         }
@@ -115,8 +135,15 @@ class Finding:
     examples: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "kind": self.kind, "severity": self.severity, "target": self.target,
-                "column": self.column, "count": self.count, "examples": self.examples}
+        return {
+            "rule": self.rule,
+            "kind": self.kind,
+            "severity": self.severity,
+            "target": self.target,
+            "column": self.column,
+            "count": self.count,
+            "examples": self.examples,
+        }
 
 
 @dataclass
@@ -137,16 +164,29 @@ class TableAudit:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "source": self.source, "targets": self.targets, "rows": self.rows, "mapped": self.mapped,
-            "rejected": self.rejected, "filtered": self.filtered, "warned": self.warned,
+            "source": self.source,
+            "targets": self.targets,
+            "rows": self.rows,
+            "mapped": self.mapped,
+            "rejected": self.rejected,
+            "filtered": self.filtered,
+            "warned": self.warned,
             "accounting_closes": self.rows == self.mapped + self.rejected + self.filtered,
             "columns": [c.as_dict(self.rows) for c in self.columns.values()],
             "target_columns": {
-                t: [{"name": c, "filled": n, "completeness": round(n / self.mapped, 4) if self.mapped else None}
-                    for c, n in cols.items()]
+                t: [
+                    {
+                        "name": c,
+                        "filled": n,
+                        "completeness": round(n / self.mapped, 4) if self.mapped else None,
+                    }
+                    for c, n in cols.items()
+                ]
                 for t, cols in self.target_fill.items()
             },
-            "rules": [f.as_dict() for f in sorted(self.rules.values(), key=lambda f: (-f.count, f.rule))],
+            "rules": [
+                f.as_dict() for f in sorted(self.rules.values(), key=lambda f: (-f.count, f.rule))
+            ],
             "orphans": [f.as_dict() for f in self.rules.values() if f.kind == "references"],
             "filters": [f.as_dict() for f in self.filters.values()],
             "filtered_keys": self.filtered_keys,
@@ -166,11 +206,16 @@ class AuditReport:
     def summary(self) -> dict[str, Any]:
         rows = sum(t.rows for t in self.tables)
         return {
-            "tables": len(self.tables), "rows": rows, "mapped": sum(t.mapped for t in self.tables),
-            "rejected": sum(t.rejected for t in self.tables), "filtered": sum(t.filtered for t in self.tables),
+            "tables": len(self.tables),
+            "rows": rows,
+            "mapped": sum(t.mapped for t in self.tables),
+            "rejected": sum(t.rejected for t in self.tables),
+            "filtered": sum(t.filtered for t in self.tables),
             "duplicate_groups": sum(len(g) for g in self.duplicates.values()),
             "duplicate_records": sum(len(x.members) for g in self.duplicates.values() for x in g),
-            "orphans": sum(f.count for t in self.tables for f in t.rules.values() if f.kind == "references"),
+            "orphans": sum(
+                f.count for t in self.tables for f in t.rules.values() if f.kind == "references"
+            ),
         }
 
     def findings(self) -> list[str]:
@@ -179,21 +224,30 @@ class AuditReport:
         for t in self.tables:
             if t.rejected:
                 pct = 100 * t.rejected / t.rows if t.rows else 0
-                out.append(f"{t.source}: {t.rejected} of {t.rows} rows ({pct:.1f}%) would be rejected")
+                out.append(
+                    f"{t.source}: {t.rejected} of {t.rows} rows ({pct:.1f}%) would be rejected"
+                )
             for f in sorted(t.rules.values(), key=lambda f: -f.count):
                 out.append(f"{t.source}: {f.count} × {_plain(f)}")
             for f in t.filters.values():
-                out.append(f"{t.source}: {f.count} rows filtered out by {f.rule.rsplit(':', 1)[-1]} (listed, not migrated)")
+                out.append(
+                    f"{t.source}: {f.count} rows filtered out by {f.rule.rsplit(':', 1)[-1]} (listed, not migrated)"
+                )
         for target, groups in self.duplicates.items():
             if groups:
                 n = sum(len(g.members) for g in groups)
-                out.append(f"{target}: {len(groups)} duplicate groups ({n} records would merge into {len(groups)})")
+                out.append(
+                    f"{target}: {len(groups)} duplicate groups ({n} records would merge into {len(groups)})"
+                )
         return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "generated_at": self.generated_at, "source": self.source, "summary": self.summary(),
-            "findings": self.findings(), "warnings": self.warnings,
+            "generated_at": self.generated_at,
+            "source": self.source,
+            "summary": self.summary(),
+            "findings": self.findings(),
+            "warnings": self.warnings,
             "tables": [t.as_dict() for t in self.tables],
             "duplicates": {t: [g.as_dict() for g in gs] for t, gs in self.duplicates.items()},
             "oversized_blocks": self.oversized_blocks,
@@ -201,11 +255,17 @@ class AuditReport:
 
 
 _KIND_WORDS = {
-    "required": "missing required {col}", "not_null": "missing {col} (NOT NULL in the target)",
-    "pattern": "{col} not matching its pattern", "range": "{col} out of range", "enum": "{col} not an allowed value",
-    "length": "{col} of the wrong length", "references": "orphaned {col} (parent missing)",
-    "transform": "{col} that cannot be cleansed ({how})", "cast": "{col} that cannot be converted ({how})",
-    "source": "{col} without a source value", "row": "rows failing {how}",
+    "required": "missing required {col}",
+    "not_null": "missing {col} (NOT NULL in the target)",
+    "pattern": "{col} not matching its pattern",
+    "range": "{col} out of range",
+    "enum": "{col} not an allowed value",
+    "length": "{col} of the wrong length",
+    "references": "orphaned {col} (parent missing)",
+    "transform": "{col} that cannot be cleansed ({how})",
+    "cast": "{col} that cannot be converted ({how})",
+    "source": "{col} without a source value",
+    "row": "rows failing {how}",
 }
 
 
@@ -221,7 +281,9 @@ def _plain(f: Finding) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def stream_rows(conn: psycopg.Connection, table: str, name: str, itersize: int = 2000) -> Iterator[dict[str, Any]]:
+def stream_rows(
+    conn: psycopg.Connection, table: str, name: str, itersize: int = 2000
+) -> Iterator[dict[str, Any]]:
     """Every row of ``table`` as a dict, through a server-side cursor (bounded memory)."""
     schema, rel = table.split(".", 1)
     q = sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
@@ -237,7 +299,8 @@ def estimate_rows(conn: psycopg.Connection, table: str) -> int | None:
     schema, rel = table.split(".", 1)
     row = conn.execute(
         "SELECT c.reltuples::bigint FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname = %s AND c.relname = %s", (schema, rel),
+        "WHERE n.nspname = %s AND c.relname = %s",
+        (schema, rel),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None and row[0] >= 0 else None
 
@@ -250,7 +313,9 @@ def read_only(settings: Settings) -> psycopg.Connection:
     return conn
 
 
-def prepare(settings: Settings, src: psycopg.Connection, check_target: bool) -> tuple[Mapper, SchemaReport]:
+def prepare(
+    settings: Settings, src: psycopg.Connection, check_target: bool
+) -> tuple[Mapper, SchemaReport]:
     """Build and check the mapper (legacy catalog always, target catalog with ``check_target``)."""
     if check_target:
         with connect(settings.target, "target") as tgt:
@@ -317,8 +382,14 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
-            self._p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                               console=Console(stderr=True), transient=False)
+            self._p = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
             self._p.__enter__()
         return self
 
@@ -357,8 +428,13 @@ def _format_columns(mapper: Mapper, table: str) -> set[str]:
 def _record(findings: dict[str, Finding], f: Failure, key: Any, examples: int) -> None:
     fd = findings.get(f.rule)
     if fd is None:
-        fd = findings[f.rule] = Finding(f.rule, f.kind if not f.rule.endswith(":not_null") else "not_null",
-                                        f.severity, f.target, f.column)
+        fd = findings[f.rule] = Finding(
+            f.rule,
+            f.kind if not f.rule.endswith(":not_null") else "not_null",
+            f.severity,
+            f.target,
+            f.column,
+        )
     fd.count += 1
     if len(fd.examples) < examples:
         fd.examples.append({"key": key, "value": _jsonable(f.value), "message": f.message})
@@ -381,17 +457,35 @@ def run_audit(
     with read_only(settings) as src:
         mapper, schema = prepare(settings, src, check_target)
         keys = tracked_references(mapper)
-        dedupers = {t: Deduper(t, spec, mapper.registry, keep=_display_columns(mapper, t), key_columns=key_columns(mapper, t))
-                    for t, spec in mapper.config.dedup.items()}
+        dedupers = {
+            t: Deduper(
+                t,
+                spec,
+                mapper.registry,
+                keep=_display_columns(mapper, t),
+                key_columns=key_columns(mapper, t),
+            )
+            for t, spec in mapper.config.dedup.items()
+        }
         audits: list[TableAudit] = []
         with _Progress(progress) as prog:
             for n, table in enumerate(parents_first(mapper)):
-                audits.append(_audit_table(src, mapper, schema, table, keys, dedupers, prog, examples, list_limit, n))
+                audits.append(
+                    _audit_table(
+                        src, mapper, schema, table, keys, dedupers, prog, examples, list_limit, n
+                    )
+                )
         src.rollback()
     duplicates = {t: d.groups() for t, d in dedupers.items()}
     oversized = {t: dict(d.oversized) for t, d in dedupers.items() if d.oversized}
-    return AuditReport(started.isoformat(timespec="seconds"), redact_dsn(settings.source.dsn), audits, duplicates,
-                       oversized, list(schema.warnings))
+    return AuditReport(
+        started.isoformat(timespec="seconds"),
+        redact_dsn(settings.source.dsn),
+        audits,
+        duplicates,
+        oversized,
+        list(schema.warnings),
+    )
 
 
 def _display_columns(mapper: Mapper, target: str) -> list[str]:
@@ -413,15 +507,29 @@ def key_columns(mapper: Mapper, target: str) -> list[str]:
 
 
 def _audit_table(
-    src: psycopg.Connection, mapper: Mapper, schema: SchemaReport, table: str, keys: KeySets,
-    dedupers: dict[str, Deduper], prog: _Progress, examples: int, list_limit: int, n: int,
+    src: psycopg.Connection,
+    mapper: Mapper,
+    schema: SchemaReport,
+    table: str,
+    keys: KeySets,
+    dedupers: dict[str, Deduper],
+    prog: _Progress,
+    examples: int,
+    list_limit: int,
+    n: int,
 ) -> TableAudit:
     t0 = time.monotonic()
     shape = schema.source[table]
     fmt_cols = _format_columns(mapper, table)
     audit = TableAudit(
-        table, [t.table for t in mapper.table(table).targets],
-        {c.name: ColumnProfile(c.name, c.type_sql, formats=Counter() if c.name in fmt_cols else None) for c in shape.columns},
+        table,
+        [t.table for t in mapper.table(table).targets],
+        {
+            c.name: ColumnProfile(
+                c.name, c.type_sql, formats=Counter() if c.name in fmt_cols else None
+            )
+            for c in shape.columns
+        },
     )
     tracked = [(tt, col) for (tt, col) in keys.sets if tt in audit.targets]
     task = prog.task(table, estimate_rows(src, table))
@@ -457,7 +565,9 @@ def _audit_table(
                 _record(audit.rules, f, skey, examples)
         elif isinstance(outcome, Filtered):
             audit.filtered += 1
-            fd = audit.filters.setdefault(outcome.filter, Finding(outcome.filter, "filter", "filter", None, None))
+            fd = audit.filters.setdefault(
+                outcome.filter, Finding(outcome.filter, "filter", "filter", None, None)
+            )
             fd.count += 1
             if len(fd.examples) < examples:
                 fd.examples.append({"key": skey, "value": None, "message": outcome.reason})

@@ -87,7 +87,9 @@ class Evidence:
     def explain(self) -> str:
         parts = []
         for col, method, x in self.details:
-            parts.append(f"{col} equal ({x!r})" if method == "exact" else f"{col} similar ({x:.0f}/100)")
+            parts.append(
+                f"{col} equal ({x!r})" if method == "exact" else f"{col} similar ({x:.0f}/100)"
+            )
         return f"rule {self.rule}: " + ", ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
@@ -111,7 +113,12 @@ class DupGroup:
             "target": self.target,
             "survivor": _j(self.survivor.key),
             "members": [
-                {"key": _j(m.key), "source_table": m.source_table, "source_key": _j(m.source_key), "values": _j(m.values)}
+                {
+                    "key": _j(m.key),
+                    "source_table": m.source_table,
+                    "source_key": _j(m.source_key),
+                    "values": _j(m.values),
+                }
                 for m in self.members
             ],
             "golden": _j(self.golden),
@@ -139,8 +146,13 @@ class Matcher:
         self.rules: list[tuple[MatchRule, list[_Cond]]] = []
         for r in spec.match:
             conds = [
-                _Cond(c.column, c.method, c.threshold, getattr(fuzz, c.scorer),
-                      chain([reg.build(s)[1] for s in c.normalise]))
+                _Cond(
+                    c.column,
+                    c.method,
+                    c.threshold,
+                    getattr(fuzz, c.scorer),
+                    chain([reg.build(s)[1] for s in c.normalise]),
+                )
                 for c in r.all
             ]
             self.rules.append((r, conds))
@@ -182,7 +194,9 @@ class Matcher:
                 out.append(json.dumps([r.name, *parts], default=str, ensure_ascii=False))
         return out
 
-    def match(self, a: Mapping[str, Any], b: Mapping[str, Any], rule_name: str | None = None) -> tuple[str, tuple[tuple[str, str, Any], ...]] | None:
+    def match(
+        self, a: Mapping[str, Any], b: Mapping[str, Any], rule_name: str | None = None
+    ) -> tuple[str, tuple[tuple[str, str, Any], ...]] | None:
         """(rule, details) of the first rule under which ``a`` and ``b`` are the same, else None."""
         for r, conds in self.rules:
             if rule_name is not None and r.name != rule_name:
@@ -225,7 +239,9 @@ def _empty(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def survive(spec: DedupSpec, members: list[Member], key_columns: Iterable[str] = ()) -> tuple[Member, dict[str, Any]]:
+def survive(
+    spec: DedupSpec, members: list[Member], key_columns: Iterable[str] = ()
+) -> tuple[Member, dict[str, Any]]:
     """(survivor, golden values) of one group; pure. Members need not be sorted. The golden
     record keeps the survivor's ``key_columns`` whatever the column rules say."""
     s = spec.survivorship
@@ -259,7 +275,8 @@ def survive(spec: DedupSpec, members: list[Member], key_columns: Iterable[str] =
         else:  # preferred_source
             rank = {t: i for i, t in enumerate(sources)}
             golden[col] = min(
-                enumerate(filled), key=lambda iv: (rank.get(iv[1][0].source_table, len(rank)), -iv[0])
+                enumerate(filled),
+                key=lambda iv: (rank.get(iv[1][0].source_table, len(rank)), -iv[0]),
             )[1][1]
     for k in key_columns:
         golden[k] = survivor.values.get(k)
@@ -303,7 +320,13 @@ class Deduper:
         self.matcher = Matcher(self.spec, self.registry)
         self._cols = list(dict.fromkeys([*self.key_columns, *self.matcher.columns, *self.keep]))
 
-    def add(self, key: tuple[Any, ...], values: Mapping[str, Any], source_table: str, source_key: tuple[Any, ...] | None = None) -> None:
+    def add(
+        self,
+        key: tuple[Any, ...],
+        values: Mapping[str, Any],
+        source_table: str,
+        source_key: tuple[Any, ...] | None = None,
+    ) -> None:
         m = Member(key, source_table, source_key, {c: values.get(c) for c in self._cols})
         i = len(self.members)
         self.members.append(m)
@@ -317,22 +340,35 @@ class Deduper:
             if len(idx) < 2:
                 continue
             rule_name = json.loads(bk)[0]
-            fuzzy = any(c.method == "fuzzy" for r, cs in self.matcher.rules if r.name == rule_name for c in cs)
+            fuzzy = any(
+                c.method == "fuzzy"
+                for r, cs in self.matcher.rules
+                if r.name == rule_name
+                for c in cs
+            )
             if fuzzy and len(idx) > MAX_FUZZY_BLOCK:
                 self.oversized[bk] = len(idx)
                 continue
             if not fuzzy:  # everyone in the block shares the exact key: a chain suffices
                 for a, b in zip(idx, idx[1:], strict=False):
-                    got = self.matcher.match(self.members[a].values, self.members[b].values, rule_name)
+                    got = self.matcher.match(
+                        self.members[a].values, self.members[b].values, rule_name
+                    )
                     if got is not None:
-                        pairs.append((a, b, Evidence(self.members[a].key, self.members[b].key, *got)))
+                        pairs.append(
+                            (a, b, Evidence(self.members[a].key, self.members[b].key, *got))
+                        )
                 continue
             for x in range(len(idx)):
                 for y in range(x + 1, len(idx)):
                     a, b = idx[x], idx[y]
-                    got = self.matcher.match(self.members[a].values, self.members[b].values, rule_name)
+                    got = self.matcher.match(
+                        self.members[a].values, self.members[b].values, rule_name
+                    )
                     if got is not None:
-                        pairs.append((a, b, Evidence(self.members[a].key, self.members[b].key, *got)))
+                        pairs.append(
+                            (a, b, Evidence(self.members[a].key, self.members[b].key, *got))
+                        )
         for a, b, _ev in pairs:
             uf.union(a, b)
         comps: dict[int, list[int]] = defaultdict(list)

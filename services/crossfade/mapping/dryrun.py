@@ -38,15 +38,36 @@ class TableSample:
     rows: list[tuple[dict[str, Any], Outcome]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"source": self.source, "sampled": len(self.rows), "mapped": [], "rejected": [], "filtered": []}
+        out: dict[str, Any] = {
+            "source": self.source,
+            "sampled": len(self.rows),
+            "mapped": [],
+            "rejected": [],
+            "filtered": [],
+        }
         for row, o in self.rows:
-            key = _jsonable(o.source_key[0] if o.source_key and len(o.source_key) == 1 else o.source_key)
+            key = _jsonable(
+                o.source_key[0] if o.source_key and len(o.source_key) == 1 else o.source_key
+            )
             if isinstance(o, Mapped):
-                out["mapped"].append({"key": key, "targets": [{"table": r.table, "values": _jsonable(r.values)} for r in o.rows],
-                                      "warnings": [f.as_dict() for f in o.warnings]})
+                out["mapped"].append(
+                    {
+                        "key": key,
+                        "targets": [
+                            {"table": r.table, "values": _jsonable(r.values)} for r in o.rows
+                        ],
+                        "warnings": [f.as_dict() for f in o.warnings],
+                    }
+                )
             elif o.outcome == "rejected":
-                out["rejected"].append({"key": key, "rule": o.rule, "failures": [f.as_dict() for f in o.failures],  # type: ignore[union-attr]
-                                        "source_row": _jsonable(row)})
+                out["rejected"].append(
+                    {
+                        "key": key,
+                        "rule": o.rule,
+                        "failures": [f.as_dict() for f in o.failures],  # type: ignore[union-attr]
+                        "source_row": _jsonable(row),
+                    }
+                )
             else:
                 out["filtered"].append({"key": key, "filter": o.filter, "reason": o.reason})  # type: ignore[union-attr]
         return out
@@ -58,18 +79,24 @@ class DryRunReport:
     merges: dict[str, list[DupGroup]]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"tables": [t.as_dict() for t in self.tables],
-                "merges": {t: [g.as_dict() for g in gs] for t, gs in self.merges.items()}}
+        return {
+            "tables": [t.as_dict() for t in self.tables],
+            "merges": {t: [g.as_dict() for g in gs] for t, gs in self.merges.items()},
+        }
 
 
-def sample_rows(conn: psycopg.Connection, table: str, n: int, seed: int, name: str) -> list[dict[str, Any]]:
+def sample_rows(
+    conn: psycopg.Connection, table: str, n: int, seed: int, name: str
+) -> list[dict[str, Any]]:
     """A reproducible sample of ``n`` rows (all of them when the table has fewer)."""
     schema, rel = table.split(".", 1)
     ident = sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
     est = estimate_rows(conn, table)
     if est and est > 20 * n:
         pct = min(100.0, 100.0 * 4 * n / est)
-        q = sql.SQL("SELECT * FROM {} TABLESAMPLE BERNOULLI ({}) REPEATABLE ({})").format(ident, sql.Literal(pct), sql.Literal(seed))
+        q = sql.SQL("SELECT * FROM {} TABLESAMPLE BERNOULLI ({}) REPEATABLE ({})").format(
+            ident, sql.Literal(pct), sql.Literal(seed)
+        )
     else:
         q = sql.SQL("SELECT * FROM {}").format(ident)
     rng = random.Random(seed)
@@ -106,7 +133,11 @@ def _parent_keys(conn: psycopg.Connection, mapper: Mapper) -> KeySets:
                 continue  # not answerable from keys alone: the rule is skipped in the dry run
             keys.track(ptable, pcol)
             schema, rel = src.split(".", 1)
-            q = sql.SQL("SELECT {} FROM {}.{}").format(sql.SQL(", ").join(map(sql.Identifier, pk)), sql.Identifier(schema), sql.Identifier(rel))
+            q = sql.SQL("SELECT {} FROM {}.{}").format(
+                sql.SQL(", ").join(map(sql.Identifier, pk)),
+                sql.Identifier(schema),
+                sql.Identifier(rel),
+            )
             with conn.cursor(name=f"cf_dry_keys_{i}") as cur:
                 cur.itersize = 5000
                 cur.execute(q)
@@ -118,8 +149,13 @@ def _parent_keys(conn: psycopg.Connection, mapper: Mapper) -> KeySets:
 
 
 def run_dry_run(
-    settings: Settings, *, sample: int = 20, seed: int = 1, merges: bool = True,
-    progress: bool | None = None, check_target: bool = True,
+    settings: Settings,
+    *,
+    sample: int = 20,
+    seed: int = 1,
+    merges: bool = True,
+    progress: bool | None = None,
+    check_target: bool = True,
 ) -> DryRunReport:
     """Map a sample of every configured source table; see the module docstring. Writes nothing."""
     with read_only(settings) as src:
@@ -141,8 +177,13 @@ def run_dry_run(
         if merges and mapper.config.dedup:
             with _Progress(progress) as prog:
                 for target, spec in mapper.config.dedup.items():
-                    d = Deduper(target, spec, mapper.registry, keep=_display_columns(mapper, target),
-                                key_columns=key_columns(mapper, target))
+                    d = Deduper(
+                        target,
+                        spec,
+                        mapper.registry,
+                        keep=_display_columns(mapper, target),
+                        key_columns=key_columns(mapper, target),
+                    )
                     for k, source in enumerate(mapper.sources_of(target)):
                         task = prog.task(f"matching {source}", estimate_rows(src, source))
                         for i, row in enumerate(stream_rows(src, source, f"cf_dry_dedup_{k}")):
@@ -154,6 +195,8 @@ def run_dry_run(
                             if i % 500 == 499:
                                 prog.advance(task, 500)
                     mine = sampled_keys.get(target, set())
-                    groups[target] = [g for g in d.groups() if any(m.key in mine for m in g.members)]
+                    groups[target] = [
+                        g for g in d.groups() if any(m.key in mine for m in g.members)
+                    ]
         src.rollback()
     return DryRunReport(tables, groups)

@@ -76,8 +76,13 @@ class Failure:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "rule": self.rule, "kind": self.kind, "message": self.message, "target": self.target,
-            "column": self.column, "value": _jsonable(self.value), "severity": self.severity,
+            "rule": self.rule,
+            "kind": self.kind,
+            "message": self.message,
+            "target": self.target,
+            "column": self.column,
+            "value": _jsonable(self.value),
+            "severity": self.severity,
             "deferrable": self.deferrable,
         }
 
@@ -213,10 +218,15 @@ class CompiledColumn:
             got = [row.get(c, _ABSENT) for c in self.sources]
             missing = [c for c, v in zip(self.sources, got, strict=True) if v is _ABSENT]
             if missing:
-                raise _ColumnFailure(Failure(
-                    f"{self.target}.{self.name}:source", "source",
-                    f"the source row has no column {', '.join(missing)}", self.target, self.name,
-                ))
+                raise _ColumnFailure(
+                    Failure(
+                        f"{self.target}.{self.name}:source",
+                        "source",
+                        f"the source row has no column {', '.join(missing)}",
+                        self.target,
+                        self.name,
+                    )
+                )
             value = got if isinstance(spec.from_, list) else got[0]
         original = value
         for tname, step in self.steps:
@@ -224,12 +234,16 @@ class CompiledColumn:
                 value = step(value)
             except (TransformError, ValueError, TypeError, ArithmeticError) as exc:
                 kind = "cast" if tname.startswith("cast:") else "transform"
-                rule = f"{self.target}.{self.name}:{tname if kind == 'cast' else 'transform:' + tname}"
+                rule = (
+                    f"{self.target}.{self.name}:{tname if kind == 'cast' else 'transform:' + tname}"
+                )
                 if spec.on_error == "null":
                     return spec.default
                 if spec.on_error == "keep":
                     return original
-                raise _ColumnFailure(Failure(rule, kind, str(exc), self.target, self.name, original)) from None
+                raise _ColumnFailure(
+                    Failure(rule, kind, str(exc), self.target, self.name, original)
+                ) from None
         if value is None:
             return spec.default
         return value
@@ -280,10 +294,17 @@ class CompiledTarget:
             if any(c in broken or c in lost for c in cols):
                 continue  # a value that failed (already reported) or was not sent is not "empty"
             if all(_blank(values.get(c)) for c in cols):
-                failures.append(Failure(
-                    f"{self.table}:{rr.name}", "row", f"none of {', '.join(cols)} has a value",
-                    self.table, None, None, rr.severity,
-                ))
+                failures.append(
+                    Failure(
+                        f"{self.table}:{rr.name}",
+                        "row",
+                        f"none of {', '.join(cols)} has a value",
+                        self.table,
+                        None,
+                        None,
+                        rr.severity,
+                    )
+                )
         key = tuple(values.get(k) for k in self.key) if self.key is not None else None
         return TargetRow(self.table, values, key, frozenset(lost)), failures
 
@@ -292,7 +313,9 @@ def _blank(v: Any) -> bool:
     return v is None or (isinstance(v, str) and not v.strip())
 
 
-def _rule_checks(table: str, column: str, r: ColumnRules) -> list[Callable[[Any, ParentKeys | None], Failure | None]]:
+def _rule_checks(
+    table: str, column: str, r: ColumnRules
+) -> list[Callable[[Any, ParentKeys | None], Failure | None]]:
     checks: list[Callable[[Any, ParentKeys | None], Failure | None]] = []
     base = f"{table}.{column}"
     sev = r.severity
@@ -301,7 +324,11 @@ def _rule_checks(table: str, column: str, r: ColumnRules) -> list[Callable[[Any,
         return Failure(f"{base}:{check}", kind, msg, table, column, v, sev, **kw)
 
     if r.required:
-        checks.append(lambda v, _p: fail("required", "required", "is required but missing", v) if _blank(v) else None)
+        checks.append(
+            lambda v, _p: (
+                fail("required", "required", "is required but missing", v) if _blank(v) else None
+            )
+        )
     if r.pattern is not None:
         rx = re.compile(r.pattern)
 
@@ -355,14 +382,20 @@ def _rule_checks(table: str, column: str, r: ColumnRules) -> list[Callable[[Any,
     return checks
 
 
-def _reference_check(ref: Reference, fail: Callable[..., Failure]) -> Callable[[Any, ParentKeys | None], Failure | None]:
+def _reference_check(
+    ref: Reference, fail: Callable[..., Failure]
+) -> Callable[[Any, ParentKeys | None], Failure | None]:
     def references(v: Any, parents: ParentKeys | None) -> Failure | None:
         if v is None or parents is None:
             return None
         if parents(ref.table, ref.column, v) is False:
             return fail(
-                "references", "references", f"no {ref.table} row has {ref.column} = {v!r} (orphan)", v,
-                deferrable=ref.window_s > 0, window_s=ref.window_s,
+                "references",
+                "references",
+                f"no {ref.table} row has {ref.column} = {v!r} (orphan)",
+                v,
+                deferrable=ref.window_s > 0,
+                window_s=ref.window_s,
             )
         return None
 
@@ -376,7 +409,11 @@ def _comparable(bound: Any, v: Any) -> Any:
 
     if bound is None:
         return None
-    if isinstance(v, dt.datetime) and isinstance(bound, dt.date) and not isinstance(bound, dt.datetime):
+    if (
+        isinstance(v, dt.datetime)
+        and isinstance(bound, dt.date)
+        and not isinstance(bound, dt.datetime)
+    ):
         out = dt.datetime(bound.year, bound.month, bound.day)
         return out.replace(tzinfo=v.tzinfo) if v.tzinfo is not None else out
     if isinstance(v, decimal.Decimal) and isinstance(bound, float):
@@ -430,7 +467,9 @@ def _test(c: Condition, v: Any) -> tuple[bool, str]:
         if t == "not_in":
             return v not in (c.not_in or []), f"{col} = {v!r}"
         if t == "matches":
-            return isinstance(v, str) and re.search(c.matches or "", v) is not None, f"{col} = {v!r}"
+            return isinstance(v, str) and re.search(
+                c.matches or "", v
+            ) is not None, f"{col} = {v!r}"
         if v is None:
             return False, ""
         if t in ("before", "after"):
@@ -530,7 +569,10 @@ class Mapper:
         for i, f in enumerate(tm.filters):
             conds = []
             for j, c in enumerate(f.when):
-                steps = [self._build(s, f"mapping.tables.{source}.filters[{i}].when[{j}].transforms")[1] for s in c.transforms]
+                steps = [
+                    self._build(s, f"mapping.tables.{source}.filters[{i}].when[{j}].transforms")[1]
+                    for s in c.transforms
+                ]
                 conds.append((c, chain(steps)))
             filters.append(CompiledFilter(source, f, conds))
         targets = [self._compile_target(source, t, i) for i, t in enumerate(tm.targets)]
@@ -546,7 +588,10 @@ class Mapper:
             if not cs.is_const:
                 sources = tuple(cs.from_) if isinstance(cs.from_, list) else (cs.from_ or name,)
             consumed.update(sources)
-            steps = [self._build(s, f"{where}.columns.{name}.transforms[{k}]") for k, s in enumerate(cs.transforms)]
+            steps = [
+                self._build(s, f"{where}.columns.{name}.transforms[{k}]")
+                for k, s in enumerate(cs.transforms)
+            ]
             produced: str | None = "const" if cs.is_const else "source"
             for tname, _ in steps:
                 produced = OUTPUT_TYPES.get(tname, produced)
@@ -555,34 +600,50 @@ class Mapper:
                 steps.append((f"cast:{cs.cast}", lambda v, fn=fn: None if v is None else fn(v)))
                 produced = cs.cast
             if isinstance(cs.from_, list) and not cs.transforms:
-                raise ConfigError(f"{where}.columns.{name}: `from` lists several columns; add a transform that combines them (concat, coalesce)")
+                raise ConfigError(
+                    f"{where}.columns.{name}: `from` lists several columns; add a transform that combines them (concat, coalesce)"
+                )
             cols.append(CompiledColumn(spec.table, name, cs, sources, steps, produced))
         names = {c.name for c in cols}
         for col in spec.rules:
             if col not in names and not spec.include_unmapped:
-                raise ConfigError(f"{where}.rules.{col}: {spec.table} gets no column {col} from this mapping")
+                raise ConfigError(
+                    f"{where}.rules.{col}: {spec.table} gets no column {col} from this mapping"
+                )
         for rr in spec.row_rules:
             for col in rr.require_any:
                 if col not in names and not spec.include_unmapped:
-                    raise ConfigError(f"{where}.row_rules.{rr.name}: {spec.table} gets no column {col} from this mapping")
+                    raise ConfigError(
+                        f"{where}.row_rules.{rr.name}: {spec.table} gets no column {col} from this mapping"
+                    )
         key: tuple[str, ...] | None = tuple(spec.key) if spec.key else None
         if spec.key:
             for k in spec.key:
                 if k not in names and not spec.include_unmapped:
-                    raise ConfigError(f"{where}.key: {spec.table} gets no column {k} from this mapping")
+                    raise ConfigError(
+                        f"{where}.key: {spec.table} gets no column {k} from this mapping"
+                    )
         elif source in self.source_keys:
             pk = self.source_keys[source]
             if spec.include_unmapped and not spec.columns:
                 key = tuple(pk)
             else:
-                renamed = {c.sources[0]: c.name for c in cols if len(c.sources) == 1 and not c.spec.transforms
-                           and c.spec.cast is None and not isinstance(c.spec.from_, list)}
+                renamed = {
+                    c.sources[0]: c.name
+                    for c in cols
+                    if len(c.sources) == 1
+                    and not c.spec.transforms
+                    and c.spec.cast is None
+                    and not isinstance(c.spec.from_, list)
+                }
                 if all(p in renamed for p in pk):
                     key = tuple(renamed[p] for p in pk)
                 elif spec.include_unmapped and all(p not in consumed for p in pk):
                     key = tuple(pk)
         rules = [(col, r, _rule_checks(spec.table, col, r)) for col, r in spec.rules.items()]
-        return CompiledTarget(spec, spec.table, cols, spec.include_unmapped, frozenset(consumed), key, rules)
+        return CompiledTarget(
+            spec, spec.table, cols, spec.include_unmapped, frozenset(consumed), key, rules
+        )
 
     def require_not_null(self, target: str, columns: set[str]) -> None:
         """Reject rows that would leave a NOT NULL column of ``target`` empty (rule
@@ -598,10 +659,18 @@ class Mapper:
                     if col in t.spec.rules and t.spec.rules[col].required:
                         continue  # its own `required` rule already says it
 
-                    def check(v: Any, _p: Any, col: str = col, table: str = target) -> Failure | None:
+                    def check(
+                        v: Any, _p: Any, col: str = col, table: str = target
+                    ) -> Failure | None:
                         if v is None:
-                            return Failure(f"{table}.{col}:not_null", "required",
-                                           "is NULL but the target column is NOT NULL", table, col, v)
+                            return Failure(
+                                f"{table}.{col}:not_null",
+                                "required",
+                                "is NULL but the target column is NOT NULL",
+                                table,
+                                col,
+                                v,
+                            )
                         return None
 
                     t.rules.append((col, None, [check]))  # type: ignore[arg-type]
@@ -652,7 +721,9 @@ class Mapper:
         rejects = tuple(f for f in failures if f.severity == "reject")
         if rejects:
             return Rejected(source, skey, rejects)
-        return Mapped(source, skey, tuple(rows), tuple(f for f in failures if f.severity != "reject"))
+        return Mapped(
+            source, skey, tuple(rows), tuple(f for f in failures if f.severity != "reject")
+        )
 
     def map_key(self, source: str, key: Mapping[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
         """The target keys a source key maps to (for applying a delete), one per target.
@@ -663,7 +734,9 @@ class Mapper:
         out = []
         for t in self.table(source).targets:
             if t.key is None:
-                raise ConfigError(f"target {t.table} of {source} has no known key", "set `key:` in the mapping")
+                raise ConfigError(
+                    f"target {t.table} of {source} has no known key", "set `key:` in the mapping"
+                )
             values: dict[str, Any] = {}
             for k in t.key:
                 col = next((c for c in t.columns if c.name == k), None)
@@ -681,7 +754,9 @@ class Mapper:
 
 
 def compile_mapping(
-    config: MappingConfig, tables: Iterable[str] = (), source_keys: Mapping[str, list[str]] | None = None
+    config: MappingConfig,
+    tables: Iterable[str] = (),
+    source_keys: Mapping[str, list[str]] | None = None,
 ) -> Mapper:
     """Build the :class:`Mapper`; raises :class:`ConfigError` naming the config path of anything
     that does not compile (unknown transform, bad arguments, rules on unmapped columns)."""

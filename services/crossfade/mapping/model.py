@@ -47,8 +47,18 @@ TransformSpec = str | dict[str, Any]
 """``name``, ``{name: {arg: value}}`` or ``{name: main_arg}`` (see crossfade.mapping.transforms)."""
 
 CastName = Literal[
-    "text", "integer", "bigint", "smallint", "numeric", "float", "boolean", "date", "timestamp",
-    "timestamptz", "uuid", "json",
+    "text",
+    "integer",
+    "bigint",
+    "smallint",
+    "numeric",
+    "float",
+    "boolean",
+    "date",
+    "timestamp",
+    "timestamptz",
+    "uuid",
+    "json",
 ]
 
 
@@ -146,7 +156,9 @@ class ColumnRules(_Strict):
             try:
                 re.compile(v)
             except re.error as exc:
-                raise ValueError(f"pattern {v!r} is not a valid regular expression ({exc})") from None
+                raise ValueError(
+                    f"pattern {v!r} is not a valid regular expression ({exc})"
+                ) from None
         return v
 
     @field_validator("references")
@@ -207,7 +219,10 @@ class TargetSpec(_Strict):
         return v
 
     def column_specs(self) -> dict[str, ColumnSpec]:
-        return {n: ColumnSpec(**{"from": s}) if isinstance(s, str) else s for n, s in self.columns.items()}
+        return {
+            n: ColumnSpec(**{"from": s}) if isinstance(s, str) else s
+            for n, s in self.columns.items()
+        }
 
 
 class Condition(_Strict):
@@ -277,7 +292,9 @@ class MatchCondition(_Strict):
     similarity at least ``threshold``."""
     threshold: float = Field(90, ge=0, le=100)
     scorer: Literal["token_sort_ratio", "token_set_ratio", "ratio", "WRatio"] = "token_sort_ratio"
-    normalise: list[TransformSpec] = Field(default_factory=lambda: ["collapse_whitespace", "casefold"])
+    normalise: list[TransformSpec] = Field(
+        default_factory=lambda: ["collapse_whitespace", "casefold"]
+    )
     """Applied to both values before comparing (matching only; the row keeps its value)."""
 
 
@@ -291,11 +308,15 @@ class MatchRule(_Strict):
     @model_validator(mode="after")
     def _blocking(self) -> MatchRule:
         if not any(c.method == "exact" for c in self.all):
-            raise ValueError(f"match rule {self.name} needs at least one exact condition (the blocking key)")
+            raise ValueError(
+                f"match rule {self.name} needs at least one exact condition (the blocking key)"
+            )
         return self
 
 
-SurvivorshipRule = Literal["most_recent_non_empty", "oldest_non_empty", "survivor", "preferred_source", "longest"]
+SurvivorshipRule = Literal[
+    "most_recent_non_empty", "oldest_non_empty", "survivor", "preferred_source", "longest"
+]
 
 
 class ColumnSurvivorship(_Strict):

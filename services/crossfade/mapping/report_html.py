@@ -65,7 +65,9 @@ def _meter(frac: float | None) -> str:
     if frac is None:
         return "–"
     cls = "low" if frac < 0.8 else "mid" if frac < 0.95 else ""
-    return f'<span class="meter {cls}"><i style="width:{frac * 100:.1f}%"></i></span>{frac * 100:.1f}%'
+    return (
+        f'<span class="meter {cls}"><i style="width:{frac * 100:.1f}%"></i></span>{frac * 100:.1f}%'
+    )
 
 
 def _cards(s: dict[str, Any]) -> str:
@@ -74,36 +76,58 @@ def _cards(s: dict[str, Any]) -> str:
         ("ok", _n(s["mapped"]), f"would migrate ({_pct(s['mapped'], s['rows'])})"),
         ("bad", _n(s["rejected"]), "would be rejected"),
         ("flt", _n(s["filtered"]), "filtered out (listed)"),
-        ("warn", _n(s["duplicate_groups"]), f"duplicate groups ({_n(s['duplicate_records'])} records)"),
+        (
+            "warn",
+            _n(s["duplicate_groups"]),
+            f"duplicate groups ({_n(s['duplicate_records'])} records)",
+        ),
         ("bad" if s["orphans"] else "ok", _n(s["orphans"]), "orphaned records"),
     ]
-    return '<div class="cards">' + "".join(f'<div class="card {c}"><b>{v}</b><span>{_e(t)}</span></div>' for c, v, t in cards) + "</div>"
+    return (
+        '<div class="cards">'
+        + "".join(
+            f'<div class="card {c}"><b>{v}</b><span>{_e(t)}</span></div>' for c, v, t in cards
+        )
+        + "</div>"
+    )
 
 
 def _bar(t: TableAudit) -> str:
     if not t.rows:
         return '<p class="muted">The table is empty.</p>'
     parts = [("m", t.mapped), ("r", t.rejected), ("f", t.filtered)]
-    bar = "".join(f'<i class="{c}" style="width:{100 * n / t.rows:.3f}%"></i>' for c, n in parts if n)
-    legend = (f'<i style="background:var(--ok)"></i>migrate {_n(t.mapped)}'
-              f'<i style="background:var(--bad)"></i>rejected {_n(t.rejected)}'
-              f'<i style="background:var(--flt)"></i>filtered {_n(t.filtered)}')
-    closes = "accounting closes" if t.rows == t.mapped + t.rejected + t.filtered else "ACCOUNTING DOES NOT CLOSE"
+    bar = "".join(
+        f'<i class="{c}" style="width:{100 * n / t.rows:.3f}%"></i>' for c, n in parts if n
+    )
+    legend = (
+        f'<i style="background:var(--ok)"></i>migrate {_n(t.mapped)}'
+        f'<i style="background:var(--bad)"></i>rejected {_n(t.rejected)}'
+        f'<i style="background:var(--flt)"></i>filtered {_n(t.filtered)}'
+    )
+    closes = (
+        "accounting closes"
+        if t.rows == t.mapped + t.rejected + t.filtered
+        else "ACCOUNTING DOES NOT CLOSE"
+    )
     return f'<div class="bar">{bar}</div><div class="legend">{legend} &nbsp;·&nbsp; {closes}: {_n(t.rows)} = {_n(t.mapped)} + {_n(t.rejected)} + {_n(t.filtered)}</div>'
 
 
 def _findings_table(findings: list[Finding], rows: int) -> str:
     if not findings:
         return '<p class="muted">No rule failed.</p>'
-    out = ['<table><tr><th>problem</th><th>rule</th><th class="num">rows</th><th class="num">share</th><th>examples (legacy key: value — why)</th></tr>']
+    out = [
+        '<table><tr><th>problem</th><th>rule</th><th class="num">rows</th><th class="num">share</th><th>examples (legacy key: value — why)</th></tr>'
+    ]
     for f in findings:
         ex = "<br>".join(
             f'<span class="mono">{_e(x["key"])}</span>: {_val(x["value"])} — <span class="muted">{_e(x["message"])}</span>'
             for x in f.examples[:3]
         )
         pill = "warn" if f.severity == "warn" else "reject"
-        out.append(f'<tr><td>{_e(_plain(f))}</td><td><span class="pill {pill}">{_e(f.rule)}</span></td>'
-                   f'<td class="num">{_n(f.count)}</td><td class="num">{_pct(f.count, rows)}</td><td>{ex}</td></tr>')
+        out.append(
+            f'<tr><td>{_e(_plain(f))}</td><td><span class="pill {pill}">{_e(f.rule)}</span></td>'
+            f'<td class="num">{_n(f.count)}</td><td class="num">{_pct(f.count, rows)}</td><td>{ex}</td></tr>'
+        )
     out.append("</table>")
     return "".join(out)
 
@@ -111,34 +135,51 @@ def _findings_table(findings: list[Finding], rows: int) -> str:
 def _filters(t: TableAudit) -> str:
     if not t.filters:
         return ""
-    out = ["<h4>Filtered out (not migrated, every row listed in the JSON report)</h4>",
-           '<table><tr><th>filter</th><th class="num">rows</th><th>examples</th></tr>']
+    out = [
+        "<h4>Filtered out (not migrated, every row listed in the JSON report)</h4>",
+        '<table><tr><th>filter</th><th class="num">rows</th><th>examples</th></tr>',
+    ]
     for f in t.filters.values():
-        ex = "<br>".join(f'<span class="mono">{_e(x["key"])}</span>: <span class="muted">{_e(x["message"])}</span>' for x in f.examples[:3])
-        out.append(f'<tr><td><span class="pill filter">{_e(f.rule.rsplit(":", 1)[-1])}</span></td><td class="num">{_n(f.count)}</td><td>{ex}</td></tr>')
+        ex = "<br>".join(
+            f'<span class="mono">{_e(x["key"])}</span>: <span class="muted">{_e(x["message"])}</span>'
+            for x in f.examples[:3]
+        )
+        out.append(
+            f'<tr><td><span class="pill filter">{_e(f.rule.rsplit(":", 1)[-1])}</span></td><td class="num">{_n(f.count)}</td><td>{ex}</td></tr>'
+        )
     out.append("</table>")
     return "".join(out)
 
 
 def _columns(t: TableAudit) -> str:
     d = t.as_dict()
-    out = ["<h4>Legacy columns: completeness</h4>",
-           '<table><tr><th>column</th><th>type</th><th>filled</th><th class="num">empty</th><th class="num">distinct</th><th>most common formats</th></tr>']
+    out = [
+        "<h4>Legacy columns: completeness</h4>",
+        '<table><tr><th>column</th><th>type</th><th>filled</th><th class="num">empty</th><th class="num">distinct</th><th>most common formats</th></tr>',
+    ]
     for c in d["columns"]:
         fmts = ""
         if "formats" in c:
-            fmts = " ".join(f'<span class="pill"><span class="mono">{_e(f["format"])}</span> × {_n(f["count"])}</span>'
-                            for f in c["formats"][:5])
+            fmts = " ".join(
+                f'<span class="pill"><span class="mono">{_e(f["format"])}</span> × {_n(f["count"])}</span>'
+                for f in c["formats"][:5]
+            )
             if c["format_count"] > 5:
                 fmts += f' <span class="muted">+{c["format_count"] - 5} more</span>'
         distinct = _n(c["distinct"]) if c["distinct"] is not None else "10,000+"
-        out.append(f'<tr><td class="mono">{_e(c["name"])}</td><td class="muted">{_e(c["type"])}</td><td class="filled">{_meter(c["completeness"])}</td>'
-                   f'<td class="num">{_n(c["nulls"] + c["blanks"])}</td><td class="num">{distinct}</td><td>{fmts}</td></tr>')
+        out.append(
+            f'<tr><td class="mono">{_e(c["name"])}</td><td class="muted">{_e(c["type"])}</td><td class="filled">{_meter(c["completeness"])}</td>'
+            f'<td class="num">{_n(c["nulls"] + c["blanks"])}</td><td class="num">{distinct}</td><td>{fmts}</td></tr>'
+        )
     out.append("</table>")
     for target, cols in d["target_columns"].items():
-        out.append(f'<h4>After mapping into {_e(target)}: completeness of the rows that migrate</h4><table><tr><th>column</th><th>filled</th></tr>')
+        out.append(
+            f"<h4>After mapping into {_e(target)}: completeness of the rows that migrate</h4><table><tr><th>column</th><th>filled</th></tr>"
+        )
         for c in cols:
-            out.append(f'<tr><td class="mono">{_e(c["name"])}</td><td class="filled">{_meter(c["completeness"])}</td></tr>')
+            out.append(
+                f'<tr><td class="mono">{_e(c["name"])}</td><td class="filled">{_meter(c["completeness"])}</td></tr>'
+            )
         out.append("</table>")
     return "".join(out)
 
@@ -146,15 +187,21 @@ def _columns(t: TableAudit) -> str:
 def _table_section(t: TableAudit) -> str:
     findings = sorted(t.rules.values(), key=lambda f: (-f.count, f.rule))
     targets = ", ".join(t.targets)
-    return (f'<h3>{_e(t.source)} <span class="muted">→ {_e(targets)}</span></h3>' + _bar(t)
-            + "<h4>Rules that failed</h4>" + _findings_table(findings, t.rows) + _filters(t) + _columns(t))
+    return (
+        f'<h3>{_e(t.source)} <span class="muted">→ {_e(targets)}</span></h3>'
+        + _bar(t)
+        + "<h4>Rules that failed</h4>"
+        + _findings_table(findings, t.rows)
+        + _filters(t)
+        + _columns(t)
+    )
 
 
 def _duplicates(report: AuditReport, limit: int = 12) -> str:
     out = []
     for target, groups in report.duplicates.items():
         n = sum(len(g.members) for g in groups)
-        out.append(f'<h3>{_e(target)}: {_n(len(groups))} groups, {_n(n)} records</h3>')
+        out.append(f"<h3>{_e(target)}: {_n(len(groups))} groups, {_n(n)} records</h3>")
         if not groups:
             out.append('<p class="muted">No duplicates found by the match rules.</p>')
         for g in groups[:limit]:
@@ -163,17 +210,30 @@ def _duplicates(report: AuditReport, limit: int = 12) -> str:
             rows = []
             for m in g.members:
                 mark = " (survivor)" if m is g.survivor else ""
-                rows.append(f'<tr><td class="mono">{_e(m.source_table)} {_e(m.source_key if m.source_key is None or len(m.source_key) > 1 else m.source_key[0])}{mark}</td>'
-                            + "".join(f"<td>{_val(m.values.get(c))}</td>" for c in cols) + "</tr>")
-            rows.append('<tr class="golden"><td>golden record</td>' + "".join(f"<td>{_val(g.golden.get(c))}</td>" for c in cols) + "</tr>")
+                rows.append(
+                    f'<tr><td class="mono">{_e(m.source_table)} {_e(m.source_key if m.source_key is None or len(m.source_key) > 1 else m.source_key[0])}{mark}</td>'
+                    + "".join(f"<td>{_val(m.values.get(c))}</td>" for c in cols)
+                    + "</tr>"
+                )
+            rows.append(
+                '<tr class="golden"><td>golden record</td>'
+                + "".join(f"<td>{_val(g.golden.get(c))}</td>" for c in cols)
+                + "</tr>"
+            )
             why = "; ".join(sorted({e.explain() for e in g.evidence}))
-            out.append(f'<div class="group"><p>merged because {_e(why)}</p><table><tr><th>record</th>{head}</tr>{"".join(rows)}</table></div>')
+            out.append(
+                f'<div class="group"><p>merged because {_e(why)}</p><table><tr><th>record</th>{head}</tr>{"".join(rows)}</table></div>'
+            )
         if len(groups) > limit:
-            out.append(f'<p class="muted">… and {_n(len(groups) - limit)} more groups (all of them are in the JSON report).</p>')
+            out.append(
+                f'<p class="muted">… and {_n(len(groups) - limit)} more groups (all of them are in the JSON report).</p>'
+            )
     for target, blocks in report.oversized_blocks.items():
         for bk, size in blocks.items():
-            out.append(f'<p class="muted">{_e(target)}: {_n(size)} records share <span class="mono">{_e(bk)}</span>; '
-                       "too many to compare one by one — probably a placeholder value, check it.</p>")
+            out.append(
+                f'<p class="muted">{_e(target)}: {_n(size)} records share <span class="mono">{_e(bk)}</span>; '
+                "too many to compare one by one — probably a placeholder value, check it.</p>"
+            )
     return "".join(out) or '<p class="muted">No deduplication is configured.</p>'
 
 
@@ -181,10 +241,14 @@ def render(report: AuditReport) -> str:
     """The whole page."""
     s = report.summary()
     clean = s["rejected"] == 0 and s["orphans"] == 0
-    verdict = ("good", "Every legacy row maps cleanly.") if clean else (
-        "mixed",
-        f"{_pct(s['mapped'], s['rows'])} of the legacy rows would migrate as they are; "
-        f"{_n(s['rejected'])} need fixing first (listed below with the rule each one breaks).",
+    verdict = (
+        ("good", "Every legacy row maps cleanly.")
+        if clean
+        else (
+            "mixed",
+            f"{_pct(s['mapped'], s['rows'])} of the legacy rows would migrate as they are; "
+            f"{_n(s['rejected'])} need fixing first (listed below with the rule each one breaks).",
+        )
     )
     findings = report.findings()
     items = "".join(f"<li>{_e(f)}</li>" for f in findings[:30]) or "<li>Nothing to report.</li>"
@@ -203,9 +267,15 @@ def render(report: AuditReport) -> str:
     body.append("<h2>Tables</h2>")
     body.extend(_table_section(t) for t in report.tables)
     body.append("<h2>Duplicates</h2>")
-    body.append('<p class="muted">Records the match rules consider the same person or account. They would be merged '
-                "into one golden record (highlighted), which keeps the survivor's key; every legacy key keeps resolving to it.</p>")
+    body.append(
+        '<p class="muted">Records the match rules consider the same person or account. They would be merged '
+        "into one golden record (highlighted), which keeps the survivor's key; every legacy key keeps resolving to it.</p>"
+    )
     body.append(_duplicates(report))
-    body.append("<footer>crossfade audit · rows are read once in one consistent, read-only snapshot of the legacy database.</footer>")
-    return ('<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
-            f"<title>Legacy data audit</title><style>{_CSS}</style></head><body><main>{''.join(body)}</main></body></html>")
+    body.append(
+        "<footer>crossfade audit · rows are read once in one consistent, read-only snapshot of the legacy database.</footer>"
+    )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width">'
+        f"<title>Legacy data audit</title><style>{_CSS}</style></head><body><main>{''.join(body)}</main></body></html>"
+    )

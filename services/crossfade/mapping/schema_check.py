@@ -44,7 +44,8 @@ class SchemaReport:
         if self.errors:
             n = len(self.errors)
             raise PreflightError(
-                f"the mapping does not fit the databases ({n} problem{'s' if n > 1 else ''}): " + "; ".join(self.errors),
+                f"the mapping does not fit the databases ({n} problem{'s' if n > 1 else ''}): "
+                + "; ".join(self.errors),
                 "fix the `mapping:` section (or the schemas) and run again",
             )
 
@@ -68,13 +69,30 @@ def category(type_sql: str, enum: str | None = None) -> str:
     if enum:
         return "text"
     for prefix, cat in (
-        ("character varying", "text"), ("character", "text"), ("varchar", "text"), ("text", "text"),
-        ("citext", "text"), ("name", "text"), ("bpchar", "text"),
-        ("smallint", "int"), ("integer", "int"), ("bigint", "int"),
-        ("numeric", "numeric"), ("decimal", "numeric"), ("real", "numeric"), ("double precision", "numeric"),
-        ("money", "numeric"), ("boolean", "bool"), ("date", "date"),
-        ("timestamp with time zone", "timestamptz"), ("timestamp", "timestamp"),
-        ("time", "time"), ("interval", "interval"), ("uuid", "uuid"), ("json", "json"), ("bytea", "bytea"),
+        ("character varying", "text"),
+        ("character", "text"),
+        ("varchar", "text"),
+        ("text", "text"),
+        ("citext", "text"),
+        ("name", "text"),
+        ("bpchar", "text"),
+        ("smallint", "int"),
+        ("integer", "int"),
+        ("bigint", "int"),
+        ("numeric", "numeric"),
+        ("decimal", "numeric"),
+        ("real", "numeric"),
+        ("double precision", "numeric"),
+        ("money", "numeric"),
+        ("boolean", "bool"),
+        ("date", "date"),
+        ("timestamp with time zone", "timestamptz"),
+        ("timestamp", "timestamp"),
+        ("time", "time"),
+        ("interval", "interval"),
+        ("uuid", "uuid"),
+        ("json", "json"),
+        ("bytea", "bytea"),
     ):
         if t.startswith(prefix):
             return cat
@@ -82,9 +100,18 @@ def category(type_sql: str, enum: str | None = None) -> str:
 
 
 _CAST_CATEGORY = {
-    "text": "text", "integer": "int", "bigint": "int", "smallint": "int", "numeric": "numeric",
-    "float": "numeric", "boolean": "bool", "date": "date", "timestamp": "timestamp",
-    "timestamptz": "timestamptz", "uuid": "uuid", "json": "json",
+    "text": "text",
+    "integer": "int",
+    "bigint": "int",
+    "smallint": "int",
+    "numeric": "numeric",
+    "float": "numeric",
+    "boolean": "bool",
+    "date": "date",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+    "uuid": "uuid",
+    "json": "json",
 }
 
 # produced -> target families that take it without a cast
@@ -125,7 +152,9 @@ def _const_category(v: Any) -> str | None:
     return None
 
 
-def _source_pks(conn: psycopg.Connection, tables: list[str], report: SchemaReport) -> dict[str, list[str]]:
+def _source_pks(
+    conn: psycopg.Connection, tables: list[str], report: SchemaReport
+) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for t in tables:
         shape = read_shape(conn, t)
@@ -134,7 +163,9 @@ def _source_pks(conn: psycopg.Connection, tables: list[str], report: SchemaRepor
             continue
         report.source[t] = shape
         if not shape.pk:
-            report.errors.append(f"source table {t} has no primary key (rows cannot be keyed, deletes not applied)")
+            report.errors.append(
+                f"source table {t} has no primary key (rows cannot be keyed, deletes not applied)"
+            )
             continue
         keys[t] = list(shape.pk)
     return keys
@@ -179,13 +210,17 @@ def _check_source(mapper: Mapper, report: SchemaReport) -> None:
         for i, f in enumerate(ct.filters):
             for c, _t in f.conditions:
                 if c.column not in have:
-                    report.errors.append(f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{c.column} does not exist{_near(c.column, cols)}")
+                    report.errors.append(
+                        f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{c.column} does not exist{_near(c.column, cols)}"
+                    )
         for i, t in enumerate(ct.targets):
             tw = f"{where}.targets[{i}]" if not ct.identity else f"tables: {src}"
             for col in t.columns:
                 for s in col.sources:
                     if s not in have:
-                        report.errors.append(f"{tw}.columns.{col.name}: source column {src}.{s} does not exist{_near(s, cols)}")
+                        report.errors.append(
+                            f"{tw}.columns.{col.name}: source column {src}.{s} does not exist{_near(s, cols)}"
+                        )
             if t.key is None:
                 report.errors.append(
                     f"{tw}: the key of {t.table} is not known; set `key:` or map the source key "
@@ -215,7 +250,9 @@ def _check_target(mapper: Mapper, conn: psycopg.Connection, report: SchemaReport
             if shape is None:
                 if ct.identity:
                     continue  # sync creates identity-mapped tables from the source's shape
-                report.errors.append(f"{tw}: target table {t.table} does not exist in the target database")
+                report.errors.append(
+                    f"{tw}: target table {t.table} does not exist in the target database"
+                )
                 continue
             _check_target_table(src, t, tw, shape, report)
     for table, ws in writers.items():
@@ -223,6 +260,7 @@ def _check_target(mapper: Mapper, conn: psycopg.Connection, report: SchemaReport
             continue
         if all(t.spec.keys_disjoint for _, t in ws):
             continue
+
         # a per-source constant inside the key keeps the sources apart
         def const_in_key(t: CompiledTarget) -> Any:
             for c in t.columns:
@@ -245,10 +283,14 @@ def _check_target(mapper: Mapper, conn: psycopg.Connection, report: SchemaReport
         produced = {c.name for _, t in writers[table] for c in t.columns}
         copies = any(t.copy_columns for _, t in writers[table])
         spec = mapper.config.dedup[table]
-        cols = [c.column for r in spec.match for c in r.all] + ([spec.survivorship.recency] if spec.survivorship.recency else [])
+        cols = [c.column for r in spec.match for c in r.all] + (
+            [spec.survivorship.recency] if spec.survivorship.recency else []
+        )
         for c in cols:
             if c not in produced and not copies:
-                report.errors.append(f"mapping.dedup.{table}: column {c} is not produced by the mapping into {table}")
+                report.errors.append(
+                    f"mapping.dedup.{table}: column {c} is not produced by the mapping into {table}"
+                )
     for src, ct in mapper.tables.items():
         for i, t in enumerate(ct.targets):
             for col, r in t.spec.rules.items():
@@ -258,11 +300,17 @@ def _check_target(mapper: Mapper, conn: psycopg.Connection, report: SchemaReport
                 where = f"mapping.tables.{src}.targets[{i}].rules.{col}.references"
                 pshape = report.target.get(ref.table) or read_shape(conn, ref.table)
                 if ref.table not in writers:
-                    report.warnings.append(f"{where}: no source table maps into {ref.table}; audit cannot find orphans for it")
+                    report.warnings.append(
+                        f"{where}: no source table maps into {ref.table}; audit cannot find orphans for it"
+                    )
                 if pshape is None:
-                    report.errors.append(f"{where}: parent table {ref.table} does not exist in the target database")
+                    report.errors.append(
+                        f"{where}: parent table {ref.table} does not exist in the target database"
+                    )
                 elif ref.column not in {c.name for c in pshape.columns}:
-                    report.errors.append(f"{where}: parent column {ref.table}.{ref.column} does not exist{_near(ref.column, [c.name for c in pshape.columns])}")
+                    report.errors.append(
+                        f"{where}: parent column {ref.table}.{ref.column} does not exist{_near(ref.column, [c.name for c in pshape.columns])}"
+                    )
 
 
 def _unique_keys(conn: psycopg.Connection, table: str) -> list[set[str]]:
@@ -289,7 +337,9 @@ def _defaults(conn: psycopg.Connection, table: str) -> set[str]:
     return {r[0] for r in rows}
 
 
-def _check_target_table(src: str, t: CompiledTarget, where: str, shape: TableShape, report: SchemaReport) -> None:
+def _check_target_table(
+    src: str, t: CompiledTarget, where: str, shape: TableShape, report: SchemaReport
+) -> None:
     tcols = {c.name: c for c in shape.columns}
     names = list(tcols)
     produced: dict[str, str | None] = {}
@@ -297,7 +347,9 @@ def _check_target_table(src: str, t: CompiledTarget, where: str, shape: TableSha
     scols = {c.name: c for c in sshape.columns} if sshape else {}
     for col in t.columns:
         if col.name not in tcols:
-            report.errors.append(f"{where}.columns.{col.name}: target column {t.table}.{col.name} does not exist{_near(col.name, names)}")
+            report.errors.append(
+                f"{where}.columns.{col.name}: target column {t.table}.{col.name} does not exist{_near(col.name, names)}"
+            )
             continue
         cat: str | None
         if col.produced_type == "source":
@@ -311,8 +363,17 @@ def _check_target_table(src: str, t: CompiledTarget, where: str, shape: TableSha
             cat = col.produced_type
         produced[col.name] = cat
         target_cat = category(tcols[col.name].type_sql, tcols[col.name].enum)
-        if cat and target_cat != "other" and cat != "other" and target_cat not in _FITS.get(cat, {cat}):
-            what = f"source {src}.{col.sources[0]}" if col.produced_type == "source" else f"a {cat} value"
+        if (
+            cat
+            and target_cat != "other"
+            and cat != "other"
+            and target_cat not in _FITS.get(cat, {cat})
+        ):
+            what = (
+                f"source {src}.{col.sources[0]}"
+                if col.produced_type == "source"
+                else f"a {cat} value"
+            )
             report.errors.append(
                 f"{where}.columns.{col.name}: {what} ({cat}) does not fit {t.table}.{col.name} "
                 f"({tcols[col.name].type_sql}); add `cast: {_suggest_cast(target_cat)}` or a transform that produces it"
@@ -329,7 +390,9 @@ def _check_target_table(src: str, t: CompiledTarget, where: str, shape: TableSha
     if t.key is not None:
         for k in t.key:
             if k not in tcols:
-                report.errors.append(f"{where}.key: target column {t.table}.{k} does not exist{_near(k, names)}")
+                report.errors.append(
+                    f"{where}.key: target column {t.table}.{k} does not exist{_near(k, names)}"
+                )
         if set(shape.pk) != set(t.key):
             report.warnings.append(
                 f"{where}.key: {t.table}'s primary key is ({', '.join(shape.pk) or 'none'}), the mapping upserts on "
@@ -363,7 +426,9 @@ def check_unique_keys(mapper: Mapper, conn: psycopg.Connection, report: SchemaRe
 
 
 def _suggest_cast(target_cat: str) -> str:
-    return {"int": "bigint", "bool": "boolean", "json": "json", "numeric": "numeric"}.get(target_cat, target_cat)
+    return {"int": "bigint", "bool": "boolean", "json": "json", "numeric": "numeric"}.get(
+        target_cat, target_cat
+    )
 
 
 def not_null_columns(report: SchemaReport) -> Mapping[str, set[str]]:

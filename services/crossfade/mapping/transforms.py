@@ -143,7 +143,11 @@ def concat(sep: str = " ", skip_empty: bool = True) -> Transform:
 
     def t(v: Any) -> Any:
         items = v if isinstance(v, list | tuple) else [v]
-        parts = [_display(x).strip() if skip_empty else _display(x) for x in items if not (skip_empty and _empty(x))]
+        parts = [
+            _display(x).strip() if skip_empty else _display(x)
+            for x in items
+            if not (skip_empty and _empty(x))
+        ]
         if not parts:
             return None
         return sep.join(parts)
@@ -172,7 +176,12 @@ def coalesce() -> Transform:
     return t
 
 
-def lookup(table: Mapping[str, Any], default: Any = None, on_missing: str = "error", case_sensitive: bool = False) -> Transform:
+def lookup(
+    table: Mapping[str, Any],
+    default: Any = None,
+    on_missing: str = "error",
+    case_sensitive: bool = False,
+) -> Transform:
     """Map a code through ``table`` (e.g. ``{A: active, I: inactive}``).
 
     ``on_missing``: ``error`` (TransformError), ``default`` (``default``), ``keep`` (the input).
@@ -197,7 +206,9 @@ def lookup(table: Mapping[str, Any], default: Any = None, on_missing: str = "err
             return default
         if on_missing == "keep":
             return v
-        raise TransformError(f"{_short(v)} is not in the lookup table ({', '.join(sorted(map(str, table))[:8])})")
+        raise TransformError(
+            f"{_short(v)} is not in the lookup table ({', '.join(sorted(map(str, table))[:8])})"
+        )
 
     return t
 
@@ -279,7 +290,9 @@ def phone(region: str = "US", format: str = "E164", require_valid: bool = True) 
         except phonenumbers.NumberParseException as exc:
             raise TransformError(f"{_short(s)} is not a phone number ({exc})") from None
         if require_valid and not phonenumbers.is_valid_number(num):
-            raise TransformError(f"{_short(s)} is not a valid phone number (default region {region})")
+            raise TransformError(
+                f"{_short(s)} is not a valid phone number (default region {region})"
+            )
         return phonenumbers.format_number(num, fmt)
 
     return t
@@ -289,7 +302,26 @@ def phone(region: str = "US", format: str = "E164", require_valid: bool = True) 
 # Names
 # ---------------------------------------------------------------------------------------------
 
-_PARTICLES = frozenset({"van", "von", "der", "den", "de", "del", "della", "da", "di", "du", "la", "le", "ten", "ter", "bin", "al"})
+_PARTICLES = frozenset(
+    {
+        "van",
+        "von",
+        "der",
+        "den",
+        "de",
+        "del",
+        "della",
+        "da",
+        "di",
+        "du",
+        "la",
+        "le",
+        "ten",
+        "ter",
+        "bin",
+        "al",
+    }
+)
 _NAME_TOKEN = re.compile(r"([^\s\-']+)")
 
 
@@ -405,10 +437,14 @@ def _parse_datetime(s: str, formats: list[str], dayfirst: bool, fallback: bool) 
             return du.parse(s, dayfirst=dayfirst)
         except (ValueError, OverflowError):
             pass
-    raise TransformError(f"{_short(s)} is not a date in a known format ({', '.join(formats) or 'ISO 8601'})")
+    raise TransformError(
+        f"{_short(s)} is not a date in a known format ({', '.join(formats) or 'ISO 8601'})"
+    )
 
 
-def date(formats: list[str] | None = None, dayfirst: bool = False, fallback: bool = True) -> Transform:
+def date(
+    formats: list[str] | None = None, dayfirst: bool = False, fallback: bool = True
+) -> Transform:
     """Parse a legacy date into a ``date``.
 
     ``formats`` (``strptime`` patterns such as ``%d/%m/%Y``) are tried in order, then ISO 8601,
@@ -432,7 +468,12 @@ def date(formats: list[str] | None = None, dayfirst: bool = False, fallback: boo
     return t
 
 
-def datetime(formats: list[str] | None = None, dayfirst: bool = False, fallback: bool = True, timezone: str | None = None) -> Transform:
+def datetime(
+    formats: list[str] | None = None,
+    dayfirst: bool = False,
+    fallback: bool = True,
+    timezone: str | None = None,
+) -> Transform:
     """Parse a legacy timestamp into a ``datetime``; with ``timezone`` (IANA name), naive values
     are taken as local time there and the result is aware."""
     fmts = list(formats or [])
@@ -465,8 +506,18 @@ def datetime(formats: list[str] | None = None, dayfirst: bool = False, fallback:
 # Countries
 # ---------------------------------------------------------------------------------------------
 
-_COUNTRY_ALIASES = {"uk": "GB", "england": "GB", "scotland": "GB", "wales": "GB", "great britain": "GB",
-                    "usa": "US", "u.s.a.": "US", "u.s.": "US", "america": "US", "holland": "NL"}
+_COUNTRY_ALIASES = {
+    "uk": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "great britain": "GB",
+    "usa": "US",
+    "u.s.a.": "US",
+    "u.s.": "US",
+    "america": "US",
+    "holland": "NL",
+}
 
 
 @lru_cache(maxsize=4096)
@@ -670,9 +721,20 @@ BUILTINS: dict[str, TransformFactory] = {
 }
 
 OUTPUT_TYPES: dict[str, str] = {
-    "email": "text", "phone": "text", "name": "text", "split_name": "text", "concat": "text",
-    "country": "text", "date": "date", "datetime": "timestamp", "digits": "text", "lower": "text",
-    "upper": "text", "casefold": "text", "collapse_whitespace": "text", "trim": "text",
+    "email": "text",
+    "phone": "text",
+    "name": "text",
+    "split_name": "text",
+    "concat": "text",
+    "country": "text",
+    "date": "date",
+    "datetime": "timestamp",
+    "digits": "text",
+    "lower": "text",
+    "upper": "text",
+    "casefold": "text",
+    "collapse_whitespace": "text",
+    "trim": "text",
 }
 """What a built-in returns, for the schema check (absent: same as its input)."""
 
@@ -710,7 +772,9 @@ class Registry:
         self._factories: dict[str, TransformFactory] = dict(BUILTINS)
         for n, path in (user or {}).items():
             if n in BUILTINS:
-                raise ValueError(f"transform name {n!r} is a built-in; register it under another name")
+                raise ValueError(
+                    f"transform name {n!r} is a built-in; register it under another name"
+                )
             self._factories[n] = _import_path(path)
 
     def names(self) -> list[str]:
@@ -731,7 +795,9 @@ class Registry:
             return f
         raise ValueError(f"unknown transform {name!r} (built-ins: {', '.join(sorted(BUILTINS))})")
 
-    def build(self, spec: str | Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> tuple[str, Transform]:
+    def build(
+        self, spec: str | Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+    ) -> tuple[str, Transform]:
         """(name, transform) from a YAML spec: ``name``, ``{name: {args}}`` or ``{name: arg}``.
 
         ``defaults`` fill arguments the spec leaves out when the factory takes them (e.g. the
@@ -741,7 +807,9 @@ class Registry:
             name_, args = spec, None
         else:
             if len(spec) != 1:
-                raise ValueError(f"a transform is one name with its arguments, got keys {sorted(spec)}")
+                raise ValueError(
+                    f"a transform is one name with its arguments, got keys {sorted(spec)}"
+                )
             ((name_, args),) = spec.items()
         factory = self.factory(name_)
         try:

@@ -46,7 +46,11 @@ from crossfade.events.pgtext import TIMESTAMP_NEGATIVE_INFINITY, TIMESTAMP_POSIT
 
 _EPOCH = dt.datetime(1970, 1, 1)
 _EPOCH_DATE = dt.date(1970, 1, 1)
-_NUMERIC_SPECIALS = {"NAN": "NaN", "POSITIVE_INFINITY": "Infinity", "NEGATIVE_INFINITY": "-Infinity"}
+_NUMERIC_SPECIALS = {
+    "NAN": "NaN",
+    "POSITIVE_INFINITY": "Infinity",
+    "NEGATIVE_INFINITY": "-Infinity",
+}
 _ISO_DURATION = re.compile(
     r"^(?P<sign>-)?P(?:(?P<y>-?\d+)Y)?(?:(?P<mo>-?\d+)M)?(?:(?P<w>-?\d+)W)?(?:(?P<d>-?\d+)D)?"
     r"(?:T(?:(?P<h>-?\d+)H)?(?:(?P<mi>-?\d+)M)?(?:(?P<s>-?\d+(?:\.\d+)?)S)?)?$"
@@ -93,7 +97,9 @@ def interval(text: str) -> dt.timedelta:
         raise DecodeError(f"{text!r} is not an ISO 8601 duration")
     g = {k: (v or "0") for k, v in m.groupdict().items() if k != "sign"}
     days = int(g["y"]) * 365 + int(g["mo"]) * 30 + int(g["w"]) * 7 + int(g["d"])
-    td = dt.timedelta(days=days, hours=int(g["h"]), minutes=int(g["mi"]), seconds=float(decimal.Decimal(g["s"])))
+    td = dt.timedelta(
+        days=days, hours=int(g["h"]), minutes=int(g["mi"]), seconds=float(decimal.Decimal(g["s"]))
+    )
     return -td if m.group("sign") else td
 
 
@@ -167,7 +173,12 @@ def _convert(v: Any, ftype: FieldType, pg_type: str | None) -> Any:
     if ftype.connect_type == "array":
         item_pg = pg_type[:-2] if pg_type and pg_type.endswith("[]") else None
         return [None if x is None else python_value(x, ftype.items, item_pg) for x in v]
-    if ftype.connect_type == "string" and pg_type and _NUMERIC_PG.match(pg_type) and isinstance(v, str):
+    if (
+        ftype.connect_type == "string"
+        and pg_type
+        and _NUMERIC_PG.match(pg_type)
+        and isinstance(v, str)
+    ):
         return decimal.Decimal(_NUMERIC_SPECIALS.get(v, v))
     if ftype.connect_type == "bytes" and isinstance(v, bytearray | memoryview):
         return bytes(v)
@@ -185,7 +196,9 @@ def row_values(
     return {c: python_value(v, types.get(c), pg.get(c)) for c, v in values.items()}
 
 
-def event_row(event: ChangeEvent, pg_types: Mapping[str, str] | None = None) -> tuple[dict[str, Any], frozenset[str]]:
+def event_row(
+    event: ChangeEvent, pg_types: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], frozenset[str]]:
     """(the event's new row in the normal form, the columns Debezium did not send).
 
     For c/u/r events only; the unavailable columns hold None (pass them to
@@ -195,7 +208,10 @@ def event_row(event: ChangeEvent, pg_types: Mapping[str, str] | None = None) -> 
     """
     if event.after is None:
         raise ValueError(f"a {event.op} event of {event.table} has no row to map")
-    after = {c: (None if c in event.unavailable or v == UNAVAILABLE else v) for c, v in event.after.items()}
+    after = {
+        c: (None if c in event.unavailable or v == UNAVAILABLE else v)
+        for c, v in event.after.items()
+    }
     unavailable = event.unavailable | {c for c, v in event.after.items() if v == UNAVAILABLE}
     return row_values(after, event.row_schema, pg_types), frozenset(unavailable)
 

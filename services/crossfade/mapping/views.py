@@ -19,13 +19,22 @@ def _short(v: Any, n: int = 40) -> str:
 def print_audit(report: AuditReport, console: Console | None = None) -> None:
     con = console or Console()
     s = report.summary()
-    con.print(f"[bold]Legacy data audit[/bold] of {report.source} ({report.generated_at}); nothing was written.")
+    con.print(
+        f"[bold]Legacy data audit[/bold] of {report.source} ({report.generated_at}); nothing was written."
+    )
     t = Table(title="accounting per source table (rows = mapped + rejected + filtered)")
     for c in ("table", "rows", "mapped", "rejected", "filtered", "closes"):
         t.add_column(c, justify="left" if c == "table" else "right")
     for a in report.tables:
         closes = a.rows == a.mapped + a.rejected + a.filtered
-        t.add_row(a.source, str(a.rows), str(a.mapped), str(a.rejected), str(a.filtered), "yes" if closes else "[red]NO[/red]")
+        t.add_row(
+            a.source,
+            str(a.rows),
+            str(a.mapped),
+            str(a.rejected),
+            str(a.filtered),
+            "yes" if closes else "[red]NO[/red]",
+        )
     con.print(t)
     for a in report.tables:
         if not a.rules and not a.filters:
@@ -35,10 +44,17 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
             r.add_column(c, justify="right" if c == "rows" else "left", overflow="fold")
         for f in sorted(a.rules.values(), key=lambda f: -f.count):
             ex = f.examples[0] if f.examples else {}
-            r.add_row(_plain(f), f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('value'))}")
+            r.add_row(
+                _plain(f), f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('value'))}"
+            )
         for f in a.filters.values():
             ex = f.examples[0] if f.examples else {}
-            r.add_row("filtered (not migrated)", f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('message'), 60)}")
+            r.add_row(
+                "filtered (not migrated)",
+                f.rule,
+                str(f.count),
+                f"{ex.get('key')}: {_short(ex.get('message'), 60)}",
+            )
         con.print(r)
         fmt = [c for c in a.columns.values() if c.formats]
         if fmt:
@@ -50,11 +66,15 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
                 ft.add_row(c.name, ", ".join(f"{f} ×{n}" for f, n in c.formats.most_common(6)))
             con.print(ft)
     for target, groups in report.duplicates.items():
-        con.print(f"[bold]{target}[/bold]: {len(groups)} duplicate groups, {sum(len(g.members) for g in groups)} records")
+        con.print(
+            f"[bold]{target}[/bold]: {len(groups)} duplicate groups, {sum(len(g.members) for g in groups)} records"
+        )
         for g in groups[:10]:
             keys = ", ".join(str(m.key[0] if len(m.key) == 1 else m.key) for m in g.members)
             why = "; ".join(sorted({e.explain() for e in g.evidence}))
-            con.print(f"  {keys} -> survivor {g.survivor.key[0] if len(g.survivor.key) == 1 else g.survivor.key}: {why}")
+            con.print(
+                f"  {keys} -> survivor {g.survivor.key[0] if len(g.survivor.key) == 1 else g.survivor.key}: {why}"
+            )
         if len(groups) > 10:
             con.print(f"  ... {len(groups) - 10} more (--json or --html for all)")
     con.print(
@@ -69,8 +89,10 @@ def print_dry_run(report: DryRunReport, console: Console | None = None) -> None:
     con = console or Console()
     for ts in report.tables:
         d = ts.as_dict()
-        con.print(f"[bold]{ts.source}[/bold]: {d['sampled']} sampled rows -> {len(d['mapped'])} mapped, "
-                  f"{len(d['rejected'])} rejected, {len(d['filtered'])} filtered")
+        con.print(
+            f"[bold]{ts.source}[/bold]: {d['sampled']} sampled rows -> {len(d['mapped'])} mapped, "
+            f"{len(d['rejected'])} rejected, {len(d['filtered'])} filtered"
+        )
         by_target: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
         for m in d["mapped"]:
             for t in m["targets"]:
@@ -108,7 +130,9 @@ def print_dry_run(report: DryRunReport, console: Console | None = None) -> None:
             for c in cols:
                 t.add_column(c, overflow="fold")
             for m in g.members:
-                label = f"{m.source_table} {m.key[0] if len(m.key) == 1 else m.key}" + (" (survivor)" if m is g.survivor else "")
+                label = f"{m.source_table} {m.key[0] if len(m.key) == 1 else m.key}" + (
+                    " (survivor)" if m is g.survivor else ""
+                )
                 t.add_row(label, *(_short(m.values.get(c)) for c in cols))
             t.add_row("[bold]golden[/bold]", *(_short(g.golden.get(c)) for c in cols))
             con.print(t)

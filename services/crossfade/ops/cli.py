@@ -33,14 +33,20 @@ def _settings(config: str | None) -> Settings:
 
 
 config_option = click.option(
-    "-c", "--config", "config", envvar="CROSSFADE_CONFIG", type=click.Path(dir_okay=False),
+    "-c",
+    "--config",
+    "config",
+    envvar="CROSSFADE_CONFIG",
+    type=click.Path(dir_okay=False),
     help="YAML config file (or CROSSFADE_CONFIG).",
 )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and stack traces on errors.")
-@click.option("--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True)
+@click.option(
+    "--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True
+)
 @click.version_option(package_name="crossfade")
 def cli(verbose: bool, log_format: str) -> None:
     """crossfade: zero-downtime data migration with change data capture.
@@ -53,11 +59,25 @@ def cli(verbose: bool, log_format: str) -> None:
 
 
 @cli.command()
-@click.option("--duration", type=float, default=30.0, show_default=True, help="Seconds of live writes.")
-@click.option("--rate", type=float, default=40.0, show_default=True, help="Legacy transactions per second.")
-@click.option("--accounts", type=int, default=300, show_default=True, help="Accounts seeded before capture starts.")
+@click.option(
+    "--duration", type=float, default=30.0, show_default=True, help="Seconds of live writes."
+)
+@click.option(
+    "--rate", type=float, default=40.0, show_default=True, help="Legacy transactions per second."
+)
+@click.option(
+    "--accounts",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Accounts seeded before capture starts.",
+)
 @click.option("--partitions", type=int, default=2, show_default=True)
-@click.option("--identity", is_flag=True, help="Copy the legacy tables as they are instead of through the demo mapping.")
+@click.option(
+    "--identity",
+    is_flag=True,
+    help="Copy the legacy tables as they are instead of through the demo mapping.",
+)
 def demo(duration: float, rate: float, accounts: int, partitions: int, identity: bool) -> None:
     """Run the whole pipeline on embedded parts and prove the copy equal.
 
@@ -67,8 +87,16 @@ def demo(duration: float, rate: float, accounts: int, partitions: int, identity:
     """
     from crossfade.ops.demo import run_demo
 
-    sys.exit(run_demo(duration=duration, rate=rate, accounts=accounts, partitions=partitions, verbose=_State.verbose,
-                      mapped=not identity))
+    sys.exit(
+        run_demo(
+            duration=duration,
+            rate=rate,
+            accounts=accounts,
+            partitions=partitions,
+            verbose=_State.verbose,
+            mapped=not identity,
+        )
+    )
 
 
 @cli.command()
@@ -120,8 +148,12 @@ def _serve(services: list[str], settings: Settings) -> None:
         from crossfade.ops.console import Console
 
         # mounted in a long-running command the console is read-only; actions need `crossfade console`
-        console = Console(settings, host=settings.ops.console_host, port=settings.ops.console_port,
-                          token=os.environ.get("CROSSFADE_CONSOLE_TOKEN")).start()
+        console = Console(
+            settings,
+            host=settings.ops.console_host,
+            port=settings.ops.console_port,
+            token=os.environ.get("CROSSFADE_CONSOLE_TOKEN"),
+        ).start()
         log.info("console on http://%s:%d/ (read-only)", settings.ops.console_host, console.port)
     if services == ["sync"]:
         # Sync allocates several objects per event (decoded Avro, events, rows) and none of them
@@ -183,23 +215,55 @@ def status(config: str | None, as_json: bool) -> None:
 
     con = Console()
     t = Table(title=f"crossfade status (broker epoch {data['epoch'] or 'none'})")
-    for col in ("table", "source rows", "target rows", "applied", "skipped", "dead-lettered", "last LSN", "last source commit"):
+    for col in (
+        "table",
+        "source rows",
+        "target rows",
+        "applied",
+        "skipped",
+        "dead-lettered",
+        "last LSN",
+        "last source commit",
+    ):
         t.add_column(col, justify="right" if col not in ("table",) else "left")
     for r in data["tables"]:
         t.add_row(
-            r["table"], str(r["source_rows"]), str(r["target_rows"]), str(r["events_applied"]), str(r["events_skipped"]),
-            str(r["dead_lettered"]), str(r["last_lsn"] or "-"), str(r["last_source_ts"] or "-"),
+            r["table"],
+            str(r["source_rows"]),
+            str(r["target_rows"]),
+            str(r["events_applied"]),
+            str(r["events_skipped"]),
+            str(r["dead_lettered"]),
+            str(r["last_lsn"] or "-"),
+            str(r["last_source_ts"] or "-"),
         )
     con.print(t)
     e2e = data.get("end_to_end")
-    con.print(f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
-              f"{e2e['age_s']} s ago" if e2e else "end to end: no fence applied yet (crossfade fence proves lag zero)")
+    con.print(
+        f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
+        f"{e2e['age_s']} s ago"
+        if e2e
+        else "end to end: no fence applied yet (crossfade fence proves lag zero)"
+    )
     p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
-    for col in ("topic", "partition", "stored", "kafka committed", "log end (reported)", "lag hint"):
+    for col in (
+        "topic",
+        "partition",
+        "stored",
+        "kafka committed",
+        "log end (reported)",
+        "lag hint",
+    ):
         p.add_column(col)
     for r in data["partitions"]:
-        p.add_row(r["topic"], str(r["partition"]), str(r["stored_offset"]), str(r["kafka_committed_offset"]),
-                  str(r["log_end_offset_reported"]), str(r["lag_hint"]))
+        p.add_row(
+            r["topic"],
+            str(r["partition"]),
+            str(r["stored_offset"]),
+            str(r["kafka_committed_offset"]),
+            str(r["log_end_offset_reported"]),
+            str(r["lag_hint"]),
+        )
     con.print(p)
 
 
@@ -213,35 +277,83 @@ def fence(config: str | None, timeout: float, as_json: bool) -> None:
 
     r = do_fence(_settings(config), timeout=timeout)
     if as_json:
-        click.echo(json.dumps({"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}))
+        click.echo(
+            json.dumps(
+                {"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}
+            )
+        )
     else:
-        click.echo(f"fence {r.token[:8]} applied on all {r.partitions} partitions in {r.seconds:.2f} s: "
-                   "every change committed before it is in the target")
+        click.echo(
+            f"fence {r.token[:8]} applied on all {r.partitions} partitions in {r.seconds:.2f} s: "
+            "every change committed before it is in the target"
+        )
 
 
 @cli.command()
 @config_option
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (anything but loopback needs a token).")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (anything but loopback needs a token).",
+)
 @click.option("--port", type=int, default=8421, show_default=True)
-@click.option("--allow-actions", is_flag=True, help="Let the page run fence (it writes one row to the legacy database).")
-@click.option("--token", envvar="CROSSFADE_CONSOLE_TOKEN", show_envvar=True,
-              help="Require this token (prefer the environment variable: arguments show in ps).")
-@click.option("--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes.")
-def console(config: str | None, host: str, port: int, allow_actions: bool, token: str | None, interval: float) -> None:
+@click.option(
+    "--allow-actions",
+    is_flag=True,
+    help="Let the page run fence (it writes one row to the legacy database).",
+)
+@click.option(
+    "--token",
+    envvar="CROSSFADE_CONSOLE_TOKEN",
+    show_envvar=True,
+    help="Require this token (prefer the environment variable: arguments show in ps).",
+)
+@click.option(
+    "--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes."
+)
+def console(
+    config: str | None,
+    host: str,
+    port: int,
+    allow_actions: bool,
+    token: str | None,
+    interval: float,
+) -> None:
     """Serve the cutover console: tables, lag, dead letters, verify, checkpoints, gates."""
     from crossfade.ops.console import run_console
 
-    run_console(_settings(config), host=host, port=port, allow_actions=allow_actions, token=token,
-                interval=interval, echo=click.echo)
+    run_console(
+        _settings(config),
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        token=token,
+        interval=interval,
+        echo=click.echo,
+    )
 
 
 @cli.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="The whole report as JSON on stdout.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False), help="Also write the report as one HTML page.")
-@click.option("--examples", type=int, default=5, show_default=True, help="Examples kept per finding.")
-@click.option("--skip-target-check", is_flag=True, help="Do not check the mapping against the target database's schema.")
-def audit(config: str | None, as_json: bool, html_path: str | None, examples: int, skip_target_check: bool) -> None:
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the report as one HTML page.",
+)
+@click.option(
+    "--examples", type=int, default=5, show_default=True, help="Examples kept per finding."
+)
+@click.option(
+    "--skip-target-check",
+    is_flag=True,
+    help="Do not check the mapping against the target database's schema.",
+)
+def audit(
+    config: str | None, as_json: bool, html_path: str | None, examples: int, skip_target_check: bool
+) -> None:
     """Profile the legacy tables under the mapping, writing nothing: row counts, completeness,
     rule failures with examples, duplicate groups, orphans, value formats."""
     from crossfade.mapping.audit import run_audit
@@ -265,17 +377,43 @@ def audit(config: str | None, as_json: bool, html_path: str | None, examples: in
 
 @cli.command("dry-run")
 @config_option
-@click.option("--sample", type=click.IntRange(1), default=20, show_default=True, help="Rows sampled per source table.")
+@click.option(
+    "--sample",
+    type=click.IntRange(1),
+    default=20,
+    show_default=True,
+    help="Rows sampled per source table.",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="Same seed, same sample.")
-@click.option("--no-merges", is_flag=True, help="Skip matching the whole source for duplicates of the sampled rows.")
+@click.option(
+    "--no-merges",
+    is_flag=True,
+    help="Skip matching the whole source for duplicates of the sampled rows.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--skip-target-check", is_flag=True, help="Do not check the mapping against the target database's schema.")
-def dry_run(config: str | None, sample: int, seed: int, no_merges: bool, as_json: bool, skip_target_check: bool) -> None:
+@click.option(
+    "--skip-target-check",
+    is_flag=True,
+    help="Do not check the mapping against the target database's schema.",
+)
+def dry_run(
+    config: str | None,
+    sample: int,
+    seed: int,
+    no_merges: bool,
+    as_json: bool,
+    skip_target_check: bool,
+) -> None:
     """Apply the mapping to a sample of legacy rows: mapped rows, rejects, merges. Writes nothing."""
     from crossfade.mapping.dryrun import run_dry_run
 
-    report = run_dry_run(_settings(config), sample=sample, seed=seed, merges=not no_merges,
-                         check_target=not skip_target_check)
+    report = run_dry_run(
+        _settings(config),
+        sample=sample,
+        seed=seed,
+        merges=not no_merges,
+        check_target=not skip_target_check,
+    )
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
@@ -321,7 +459,9 @@ def _prepare_for_kafka_connect(settings: Settings) -> str:
     k = settings.kafka
     admin = Admin(k.client_config())
     admin.ping()
-    admin.ensure_topics([k.table_topic(t) for t in settings.tables], k.partitions, k.replication_factor)
+    admin.ensure_topics(
+        [k.table_topic(t) for t in settings.tables], k.partitions, k.replication_factor
+    )
     admin.ensure_topics([k.schemas_topic], 1, k.replication_factor, {"cleanup.policy": "compact"})
     admin.ensure_topics([k.dlq_topic], 1, k.replication_factor)
     return ensure_epoch(admin, k.client_config(), k.control_topic, k.replication_factor)[0]
@@ -342,12 +482,16 @@ def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout:
 
     parts = urllib.parse.urlsplit(connect_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CrossfadeError(f"--connect-url {connect_url!r} is not an http(s) URL", "e.g. http://connect:8083")
+        raise CrossfadeError(
+            f"--connect-url {connect_url!r} is not an http(s) URL", "e.g. http://connect:8083"
+        )
     netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
     base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
     headers = {"Content-Type": "application/json", "Accept": "application/json"}
     if parts.username:
-        cred = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        cred = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
         headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
     url = f"{base}/connectors/{urllib.parse.quote(name, safe='')}/config"
     body = json.dumps(config).encode()
@@ -364,11 +508,15 @@ def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout:
                 detail = json.loads(detail).get("message", detail)
             problem = f"Kafka Connect at {base} answered HTTP {exc.code} to PUT {url}: {detail.strip()[:500]}"
             if exc.code != 409 and exc.code < 500:
-                raise CrossfadeError(problem, "check the connector config (crossfade connector render)") from None
+                raise CrossfadeError(
+                    problem, "check the connector config (crossfade connector render)"
+                ) from None
         except (urllib.error.URLError, OSError) as exc:
             problem = f"Kafka Connect at {base} is not reachable ({getattr(exc, 'reason', exc)})"
         if time.monotonic() >= deadline:
-            raise CrossfadeError(problem, f"gave up after {timeout:g} s; is Kafka Connect running there?")
+            raise CrossfadeError(
+                problem, f"gave up after {timeout:g} s; is Kafka Connect running there?"
+            )
         log.info("%s; retrying in %.1f s", problem, delay)
         time.sleep(min(delay, max(0.05, deadline - time.monotonic())))
         delay = min(delay * 2, 5.0)
@@ -376,13 +524,37 @@ def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout:
 
 @connector.command("register")
 @config_option
-@click.option("--connect-url", required=True, envvar="CROSSFADE_CONNECT_URL", help="Kafka Connect REST URL, e.g. http://connect:8083.")
-@click.option("--file", "connector_file", type=click.Path(dir_okay=False, exists=True),
-              help="Register this connector JSON ({name, config}, as in connectors/) instead of rendering it from -c.")
-@click.option("--prepare/--no-prepare", default=None,
-              help="First create the fence table, topics and broker epoch, as embedded capture does (default: when -c is given).")
-@click.option("--timeout", type=float, default=120.0, show_default=True, help="Seconds to keep retrying while Kafka Connect is not reachable.")
-def connector_register(config: str | None, connect_url: str, connector_file: str | None, prepare: bool | None, timeout: float) -> None:
+@click.option(
+    "--connect-url",
+    required=True,
+    envvar="CROSSFADE_CONNECT_URL",
+    help="Kafka Connect REST URL, e.g. http://connect:8083.",
+)
+@click.option(
+    "--file",
+    "connector_file",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Register this connector JSON ({name, config}, as in connectors/) instead of rendering it from -c.",
+)
+@click.option(
+    "--prepare/--no-prepare",
+    default=None,
+    help="First create the fence table, topics and broker epoch, as embedded capture does (default: when -c is given).",
+)
+@click.option(
+    "--timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds to keep retrying while Kafka Connect is not reachable.",
+)
+def connector_register(
+    config: str | None,
+    connect_url: str,
+    connector_file: str | None,
+    prepare: bool | None,
+    timeout: float,
+) -> None:
     """Create or update the Debezium connector on Kafka Connect (idempotent: PUT its config)."""
     from pathlib import Path
 
@@ -395,21 +567,31 @@ def connector_register(config: str | None, connect_url: str, connector_file: str
             doc = json.loads(Path(connector_file).read_text(encoding="utf-8"))
             name, props = doc["name"], doc["config"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(f"{connector_file} is not a Kafka Connect connector JSON ({exc})", 'expected {"name": ..., "config": {...}}') from None
+            raise ConfigError(
+                f"{connector_file} is not a Kafka Connect connector JSON ({exc})",
+                'expected {"name": ..., "config": {...}}',
+            ) from None
     elif settings is not None:
         doc = kafka_connect_config(settings)
         name, props = doc["name"], doc["config"]
     else:
-        raise ConfigError("nothing to register", "pass -c FILE (or CROSSFADE_CONFIG) or --file connectors/NAME.json")
+        raise ConfigError(
+            "nothing to register",
+            "pass -c FILE (or CROSSFADE_CONFIG) or --file connectors/NAME.json",
+        )
     if prepare is None:
         prepare = settings is not None
     if prepare:
         if settings is None:
-            raise ConfigError("--prepare needs the crossfade config", "pass -c FILE, or --no-prepare")
+            raise ConfigError(
+                "--prepare needs the crossfade config", "pass -c FILE, or --no-prepare"
+            )
         epoch = _prepare_for_kafka_connect(settings)
         click.echo(f"prepared source and Kafka for {name} (broker epoch {epoch})")
     status = _put_connector(connect_url, name, {str(k): str(v) for k, v in props.items()}, timeout)
-    click.echo(f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})")
+    click.echo(
+        f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})"
+    )
 
 
 @cli.group()
@@ -420,7 +602,9 @@ def dlq() -> None:
 @dlq.command("list")
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--examples", type=int, default=5, show_default=True, help="Example keys shown per rule.")
+@click.option(
+    "--examples", type=int, default=5, show_default=True, help="Example keys shown per rule."
+)
 def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
     """Open dead letters grouped by rule, filtered and deferred rows, and the accounting of every
     mapped table (source rows = mapped + dead-lettered + filtered + deferred). Exit 1 when there
@@ -436,19 +620,27 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
         for g in rep.groups:
             click.echo(f"{g.records:>8}  {g.rule}  ({g.table}; last {g.last_at})")
             for ex in g.examples:
-                where = f" [{ex.get('topic')}[{ex.get('partition')}]@{ex.get('offset')}]" if ex.get("topic") else ""
+                where = (
+                    f" [{ex.get('topic')}[{ex.get('partition')}]@{ex.get('offset')}]"
+                    if ex.get("topic")
+                    else ""
+                )
                 click.echo(f"            key {ex.get('key')}{where}: {ex.get('reason')}")
         for name, n in rep.filtered.items():
             click.echo(f"{n:>8}  filtered by {name}")
         if rep.deferred:
             click.echo(f"{rep.deferred:>8}  deferred (waiting for a parent row)")
         if rep.held:
-            click.echo(f"{rep.held:>8}  held back behind an undecodable change of their key "
-                       "(crossfade dlq replay, --drop-undecodable to give it up)")
+            click.echo(
+                f"{rep.held:>8}  held back behind an undecodable change of their key "
+                "(crossfade dlq replay, --drop-undecodable to give it up)"
+            )
         for a in rep.accounting:
             sign = "=" if a.closes else "!="
-            click.echo(f"{a.table}: {a.source_rows} source rows {sign} {a.mapped} mapped + {a.dead_lettered} dead-lettered "
-                       f"+ {a.filtered} filtered + {a.deferred} deferred")
+            click.echo(
+                f"{a.table}: {a.source_rows} source rows {sign} {a.mapped} mapped + {a.dead_lettered} dead-lettered "
+                f"+ {a.filtered} filtered + {a.deferred} deferred"
+            )
     sys.exit(0 if rep.total == 0 and rep.held == 0 and all(a.closes for a in rep.accounting) else 1)
 
 
@@ -457,26 +649,47 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
 @click.option("--rule", help="Only dead letters of this rule.")
 @click.option("--table", help="Only dead letters of this source table.")
 @click.option("--dry-run", is_flag=True, help="Show what would apply; write nothing.")
-@click.option("--drop-undecodable", is_flag=True,
-              help="Give up records that still cannot be decoded (their change is lost) so the later changes "
-                   "of their keys, held back behind them, apply.")
+@click.option(
+    "--drop-undecodable",
+    is_flag=True,
+    help="Give up records that still cannot be decoded (their change is lost) so the later changes "
+    "of their keys, held back behind them, apply.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def dlq_replay(config: str | None, rule: str | None, table: str | None, dry_run: bool, drop_undecodable: bool,
-               as_json: bool) -> None:
+def dlq_replay(
+    config: str | None,
+    rule: str | None,
+    table: str | None,
+    dry_run: bool,
+    drop_undecodable: bool,
+    as_json: bool,
+) -> None:
     """Re-run open dead letters through the current mapping (after fixing the rule or the data)
     and apply those that pass, with the same source-position guards as sync. Exit 1 when some
     still fail."""
     from crossfade.sync.dlq import replay
 
-    rep = replay(_settings(config), rule=rule, table=table, dry_run=dry_run, drop_undecodable=drop_undecodable)
+    rep = replay(
+        _settings(config),
+        rule=rule,
+        table=table,
+        dry_run=dry_run,
+        drop_undecodable=drop_undecodable,
+    )
     if as_json:
         click.echo(json.dumps(rep.as_dict(), indent=2))
     else:
         verb = "would apply" if dry_run else "applied"
-        click.echo(f"{rep.selected} dead letter(s) re-run: {verb} {rep.applied}, {rep.still_failing} still failing"
-                   + (f", {rep.superseded} superseded by a newer change of their key" if rep.superseded else "")
-                   + (f", {rep.dropped} undecodable dropped" if rep.dropped else "")
-                   + (f", {rep.released} held change(s) released" if rep.released else ""))
+        click.echo(
+            f"{rep.selected} dead letter(s) re-run: {verb} {rep.applied}, {rep.still_failing} still failing"
+            + (
+                f", {rep.superseded} superseded by a newer change of their key"
+                if rep.superseded
+                else ""
+            )
+            + (f", {rep.dropped} undecodable dropped" if rep.dropped else "")
+            + (f", {rep.released} held change(s) released" if rep.released else "")
+        )
         for r, n in sorted(rep.by_rule.items()):
             click.echo(f"{n:>8}  {r}")
     sys.exit(0 if rep.still_failing == 0 else 1)
@@ -490,7 +703,9 @@ def dedup() -> None:
 @dedup.command("explain")
 @config_option
 @click.argument("key")
-@click.option("--table", help="The deduplicated target table (schema.table), if the key is ambiguous.")
+@click.option(
+    "--table", help="The deduplicated target table (schema.table), if the key is ambiguous."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool) -> None:
     """Show the golden record KEY (a legacy key: its mapped key value, or a JSON array) belongs
@@ -508,15 +723,20 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
         if not f["merged"]:
             click.echo(f"{f['table']} {f['key']}: not merged (its own golden record)")
             continue
-        click.echo(f"{f['table']} {f['key']}: merged into the golden record {f['survivor']} with "
-                   f"{len(f['members']) - 1} other record(s)")
+        click.echo(
+            f"{f['table']} {f['key']}: merged into the golden record {f['survivor']} with "
+            f"{len(f['members']) - 1} other record(s)"
+        )
         for m in f["members"]:
             tag = "survivor" if m["key"] == f["survivor"] else f"merged by rule {m['rule']}"
             click.echo(f"  {m['key']}  ({tag})  {json.dumps(m['row'], default=str)}")
         for e in f["evidence"]:
             click.echo(f"  {e['a']} ~ {e['b']}: {e['explanation']}")
     if not found:
-        click.echo(f"key {key} is not in the crosswalk (not a deduplicated record, or not synced yet)", err=True)
+        click.echo(
+            f"key {key} is not in the crosswalk (not a deduplicated record, or not synced yet)",
+            err=True,
+        )
     sys.exit(0 if found else 1)
 
 
@@ -554,7 +774,10 @@ def main(argv: list[str] | None = None) -> Any:
         if _State.verbose:
             traceback.print_exc()
         msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        click.echo(f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)", err=True)
+        click.echo(
+            f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)",
+            err=True,
+        )
         sys.exit(1)
 
 

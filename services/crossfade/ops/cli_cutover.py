@@ -17,7 +17,11 @@ import click
 from crossfade.config import Settings, load_settings
 
 config_option = click.option(
-    "-c", "--config", "config", envvar="CROSSFADE_CONFIG", type=click.Path(dir_okay=False),
+    "-c",
+    "--config",
+    "config",
+    envvar="CROSSFADE_CONFIG",
+    type=click.Path(dir_okay=False),
     help="YAML config file (or CROSSFADE_CONFIG).",
 )
 
@@ -43,8 +47,14 @@ class RichProgress:
 
         self.console = Console(stderr=True)
         self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("rows"),
-            TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=False,
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            transient=False,
         )
         self.task: Any = None
 
@@ -130,7 +140,10 @@ def _print_verify(report: Any) -> None:
     from rich.table import Table
 
     con = Console()
-    t = Table(title="crossfade verify" + (" (re-checked after a fence)" if report.rechecked_after_fence else ""))
+    t = Table(
+        title="crossfade verify"
+        + (" (re-checked after a fence)" if report.rechecked_after_fence else "")
+    )
     live = report.rechecked_after_fence
     cols = ["table", "source rows", "target rows", "missing", "extra", "different"]
     cols += ["in flight", "unsettled"] if live else []
@@ -145,41 +158,101 @@ def _print_verify(report: Any) -> None:
     for r in report.tables:
         for ex in r.examples:
             cols = ex.get("columns")
-            detail = ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in cols.items()) if cols else ""
-            con.print(f"  {r.name} {ex['kind']} {json.dumps(ex['key'])} {detail}", highlight=False, markup=False)
+            detail = (
+                ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in cols.items())
+                if cols
+                else ""
+            )
+            con.print(
+                f"  {r.name} {ex['kind']} {json.dumps(ex['key'])} {detail}",
+                highlight=False,
+                markup=False,
+            )
         if r.unchecked:
-            con.print(f"  {r.name}: {r.unchecked} further differing keys were counted but not re-checked (--max-keys)")
+            con.print(
+                f"  {r.name}: {r.unchecked} further differing keys were counted but not re-checked (--max-keys)"
+            )
         if r.repair:
-            con.print(f"  {r.name} repair: {r.repair['resnapshot']} re-emitted, {r.repair['deleted_extra']} extra deleted, "
-                      f"{r.repair['remaining']} still different")
+            con.print(
+                f"  {r.name} repair: {r.repair['resnapshot']} re-emitted, {r.repair['deleted_extra']} extra deleted, "
+                f"{r.repair['remaining']} still different"
+            )
     verdict = "[green]MATCH[/]" if report.match else "[red]MISMATCH[/]"
-    con.print(f"{verdict}: {len(report.tables)} table(s) in {report.seconds:.1f} s"
-              + (f", {report.fences} fence(s)" if report.fences else ""))
+    con.print(
+        f"{verdict}: {len(report.tables)} table(s) in {report.seconds:.1f} s"
+        + (f", {report.fences} fence(s)" if report.fences else "")
+    )
 
 
 @click.command()
 @config_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--table", "tables", multiple=True, help="Only this table (repeatable).")
-@click.option("--repair", is_flag=True, help="Re-emit the differing rows through the pipeline, then re-check them.")
-@click.option("--fence/--no-fence", "use_fence", default=True, show_default=True,
-              help="Re-check differing keys after a fence (needs capture and sync running). "
-                   "--no-fence: the source is quiet, report differences as found.")
-@click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal).")
-@click.option("--chunk-rows", type=click.IntRange(2), default=20_000, show_default=True, help="Rows per checksum chunk.")
-@click.option("--leaf-rows", type=click.IntRange(2), default=1_000, show_default=True,
-              help="Rows per piece when narrowing a differing chunk down to keys.")
-@click.option("--max-keys", type=click.IntRange(1), default=10_000, show_default=True,
-              help="Differing keys kept per table for the re-check (more are only counted).")
-@click.option("--rounds", type=click.IntRange(1, 10), default=3, show_default=True,
-              help="Fence re-check rounds for keys that keep changing.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Re-emit the differing rows through the pipeline, then re-check them.",
+)
+@click.option(
+    "--fence/--no-fence",
+    "use_fence",
+    default=True,
+    show_default=True,
+    help="Re-check differing keys after a fence (needs capture and sync running). "
+    "--no-fence: the source is quiet, report differences as found.",
+)
+@click.option(
+    "--progress/--no-progress", default=None, help="Progress on stderr (default: on a terminal)."
+)
+@click.option(
+    "--chunk-rows",
+    type=click.IntRange(2),
+    default=20_000,
+    show_default=True,
+    help="Rows per checksum chunk.",
+)
+@click.option(
+    "--leaf-rows",
+    type=click.IntRange(2),
+    default=1_000,
+    show_default=True,
+    help="Rows per piece when narrowing a differing chunk down to keys.",
+)
+@click.option(
+    "--max-keys",
+    type=click.IntRange(1),
+    default=10_000,
+    show_default=True,
+    help="Differing keys kept per table for the re-check (more are only counted).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 10),
+    default=3,
+    show_default=True,
+    help="Fence re-check rounds for keys that keep changing.",
+)
 @click.option("--fence-timeout", type=float, default=120.0, show_default=True)
-@click.option("--reverse", is_flag=True,
-              help="Fallback direction: the new database (source) against legacy (target); the fence goes "
-                   "through the reverse pipeline (crossfade fallback start).")
-def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: bool, use_fence: bool,
-           progress: bool | None, chunk_rows: int, leaf_rows: int, max_keys: int, rounds: int, fence_timeout: float,
-           reverse: bool) -> None:
+@click.option(
+    "--reverse",
+    is_flag=True,
+    help="Fallback direction: the new database (source) against legacy (target); the fence goes "
+    "through the reverse pipeline (crossfade fallback start).",
+)
+def verify(
+    config: str | None,
+    as_json: bool,
+    tables: tuple[str, ...],
+    repair: bool,
+    use_fence: bool,
+    progress: bool | None,
+    chunk_rows: int,
+    leaf_rows: int,
+    max_keys: int,
+    rounds: int,
+    fence_timeout: float,
+    reverse: bool,
+) -> None:
     """Compare legacy and new, row for row: counts, chunk checksums, differing keys and rows.
 
     Exits 0 only when every table matches.
@@ -195,8 +268,17 @@ def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: b
             raise ConfigError("--repair works forward only", "drop --repair from verify --reverse")
         settings, tables, skipped = _reverse_verify_scope(settings, tables)
     with _progress(progress) as prog:
-        v = Verifier(settings, list(tables) or None, fence_recheck=use_fence, rounds=rounds, chunk_rows=chunk_rows,
-                     leaf_rows=leaf_rows, max_keys=max_keys, fence_timeout=fence_timeout, progress=prog)
+        v = Verifier(
+            settings,
+            list(tables) or None,
+            fence_recheck=use_fence,
+            rounds=rounds,
+            chunk_rows=chunk_rows,
+            leaf_rows=leaf_rows,
+            max_keys=max_keys,
+            fence_timeout=fence_timeout,
+            progress=prog,
+        )
         report = v.run(repair=repair)
     report.tables.extend(skipped)
     if as_json:
@@ -206,7 +288,9 @@ def verify(config: str | None, as_json: bool, tables: tuple[str, ...], repair: b
     sys.exit(0 if report.match else 1)
 
 
-def _reverse_verify_scope(settings: Settings, tables: tuple[str, ...]) -> tuple[Settings, tuple[str, ...], list[Any]]:
+def _reverse_verify_scope(
+    settings: Settings, tables: tuple[str, ...]
+) -> tuple[Settings, tuple[str, ...], list[Any]]:
     """Reversed settings, the new-database tables to compare (``--table`` takes legacy names) and
     a not-verifiable report for each renamed table (verify compares same-shaped tables so far)."""
     from crossfade.cutover.fallback import reversed_for
@@ -220,7 +304,11 @@ def _reverse_verify_scope(settings: Settings, tables: tuple[str, ...]) -> tuple[
             tr = TableReport(i.new)
             tr.error = f"{i.new} goes back to {i.legacy} renamed: verify compares identity-mapped tables only, so far"
             skipped.append(tr)
-    return rev.model_copy(update={"tables": [i.new for i in same]}), tuple(i.new for i in same), skipped
+    return (
+        rev.model_copy(update={"tables": [i.new for i in same]}),
+        tuple(i.new for i in same),
+        skipped,
+    )
 
 
 # -- checkpoints and rewind --------------------------------------------------------------------
@@ -233,8 +321,14 @@ def checkpoint() -> None:
 @config_option
 @click.option("--name", help="Checkpoint name (default: cp-<UTC time>).")
 @click.option("--note", help="Free text stored with it.")
-@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Also write the JSON to this file.")
-def checkpoint_create(config: str | None, name: str | None, note: str | None, out: str | None) -> None:
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    help="Also write the JSON to this file.",
+)
+def checkpoint_create(
+    config: str | None, name: str | None, note: str | None, out: str | None
+) -> None:
     """Store the sync offsets, the legacy WAL position and the time; print them as JSON."""
     from crossfade.cutover.checkpoint import create_checkpoint
 
@@ -260,14 +354,23 @@ def checkpoint_list(config: str | None, as_json: bool) -> None:
         click.echo("no checkpoints (crossfade checkpoint create)")
     for c in cps:
         offs = sum(o["next_offset"] for o in c.offsets)
-        click.echo(f"{c.name}  {c.created_at.isoformat()}  legacy WAL {c.source_lsn}  {len(c.offsets)} partitions, "
-                   f"{offs} records applied  by {c.created_by}" + (f"  ({c.note})" if c.note else ""))
+        click.echo(
+            f"{c.name}  {c.created_at.isoformat()}  legacy WAL {c.source_lsn}  {len(c.offsets)} partitions, "
+            f"{offs} records applied  by {c.created_by}" + (f"  ({c.note})" if c.note else "")
+        )
 
 
 @click.command()
 @config_option
-@click.option("--to", "to", required=True, help="Checkpoint name, or an ISO time (the newest checkpoint at or before it).")
-@click.option("--dry-run", is_flag=True, help="Check and show what would be replayed; change nothing.")
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="Checkpoint name, or an ISO time (the newest checkpoint at or before it).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Check and show what would be replayed; change nothing."
+)
 @click.option("--json", "as_json", is_flag=True)
 def rewind(config: str | None, to: str, dry_run: bool, as_json: bool) -> None:
     """Move the (stopped) sync group back to a checkpoint; sync then replays from there.
@@ -283,14 +386,20 @@ def rewind(config: str | None, to: str, dry_run: bool, as_json: bool) -> None:
         click.echo(json.dumps({**r.as_dict(), "dry_run": dry_run}, indent=2))
         return
     verb = "would move" if dry_run else "moved"
-    click.echo(f"{verb} sync back to checkpoint {r.checkpoint.name} ({r.checkpoint.created_at.isoformat()}): "
-               f"{r.records} records to replay on {len(r.partitions)} partitions")
+    click.echo(
+        f"{verb} sync back to checkpoint {r.checkpoint.name} ({r.checkpoint.created_at.isoformat()}): "
+        f"{r.records} records to replay on {len(r.partitions)} partitions"
+    )
     for p in r.partitions:
         click.echo(f"  {p['topic']}[{p['partition']}] {p['until_offset']} -> {p['from_offset']}")
     if r.skipped:
         click.echo(f"  not in the checkpoint, left as they are: {', '.join(r.skipped)}")
     if not dry_run:
-        click.echo("start sync now: it replays those records over what was written since (replay epoch " + r.replay_id + ")")
+        click.echo(
+            "start sync now: it replays those records over what was written since (replay epoch "
+            + r.replay_id
+            + ")"
+        )
 
 
 # -- cutover -----------------------------------------------------------------------------------
@@ -320,20 +429,34 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
     else:
         exp = report.expected_downtime_seconds
         if exp is not None:
-            click.echo(f"expected write downtime (freeze to flip): about {exp:.1f} s "
-                       f"(fence {report.fence_seconds:.1f} s + verify {report.verify_seconds:.1f} s)")
+            click.echo(
+                f"expected write downtime (freeze to flip): about {exp:.1f} s "
+                f"(fence {report.fence_seconds:.1f} s + verify {report.verify_seconds:.1f} s)"
+            )
         if report.downtime_seconds is not None:
             click.echo(f"writes were frozen for {report.downtime_seconds:.1f} s")
         if report.go:
-            click.echo("GO (dry run): every gate is green" if dry_run else "GO: traffic flipped; the legacy database stays frozen")
+            click.echo(
+                "GO (dry run): every gate is green"
+                if dry_run
+                else "GO: traffic flipped; the legacy database stays frozen"
+            )
         else:
             failed = next((g for g in report.gates if not g.ok), None)
             if failed is not None and failed.name == "fallback":
-                click.echo("traffic FLIPPED and legacy stays frozen, but fallback did not start: "
-                           "fix the cause, then crossfade fallback start")
-            click.echo(f"NO GO: gate {failed.name if failed else '?'} failed"
-                       + ("; legacy writes were unfrozen" if report.unfrozen else "")
-                       + ("; UNFREEZE FAILED: unfreeze legacy writes by hand" if report.unfrozen is False else ""))
+                click.echo(
+                    "traffic FLIPPED and legacy stays frozen, but fallback did not start: "
+                    "fix the cause, then crossfade fallback start"
+                )
+            click.echo(
+                f"NO GO: gate {failed.name if failed else '?'} failed"
+                + ("; legacy writes were unfrozen" if report.unfrozen else "")
+                + (
+                    "; UNFREEZE FAILED: unfreeze legacy writes by hand"
+                    if report.unfrozen is False
+                    else ""
+                )
+            )
     sys.exit(0 if report.go else 1)
 
 
@@ -370,8 +493,11 @@ def _fallback_tables(settings: Settings, tables: str | None) -> tuple[list[str] 
 
 @fallback.command("start")
 @config_option
-@click.option("--tables", help="Legacy tables to sync back (comma list), or `invertible`: every table whose "
-                               "mapping can be inverted, leaving out the others (default: all, refused if any is not).")
+@click.option(
+    "--tables",
+    help="Legacy tables to sync back (comma list), or `invertible`: every table whose "
+    "mapping can be inverted, leaving out the others (default: all, refused if any is not).",
+)
 def fallback_start(config: str | None, tables: str | None) -> None:
     """Capture the new database and apply its changes to legacy, until stopped (foreground).
 
@@ -397,8 +523,10 @@ def fallback_start(config: str | None, tables: str | None) -> None:
 
     with connect(rev.source, "new") as new:  # the forward sync's user on the new database
         if not (settings.sync.tag_origin and can_tag(new)):
-            log.warning("the forward sync's writes to the new database are not origin-tagged: while it runs, "
-                        "what it writes comes back to legacy once (sync.tag_origin, or the origin privilege)")
+            log.warning(
+                "the forward sync's writes to the new database are not origin-tagged: while it runs, "
+                "what it writes comes back to legacy once (sync.tag_origin, or the origin privilege)"
+            )
     runner = Runner()
     metrics.serve_ops(rev)
     cap = CaptureService(rev)
@@ -424,10 +552,16 @@ def fallback_fence(config: str | None, timeout: float, as_json: bool) -> None:
     rev, _ = reversed_for(_settings(config), subset=True)
     r = do_fence(rev, timeout=timeout)
     if as_json:
-        click.echo(json.dumps({"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}))
+        click.echo(
+            json.dumps(
+                {"token": r.token, "partitions": r.partitions, "seconds": round(r.seconds, 3)}
+            )
+        )
     else:
-        click.echo(f"fence {r.token[:8]} applied in legacy on all {r.partitions} partitions in {r.seconds:.2f} s: "
-                   "every change committed in the new database before it is in legacy")
+        click.echo(
+            f"fence {r.token[:8]} applied in legacy on all {r.partitions} partitions in {r.seconds:.2f} s: "
+            "every change committed in the new database before it is in legacy"
+        )
 
 
 @fallback.command("status")
@@ -442,8 +576,14 @@ def fallback_status(config: str | None, as_json: bool) -> None:
     settings = _settings(config)
     fb_plan = make_plan(settings)
     out: dict[str, Any] = {
-        "tables": [{"legacy": i.legacy, "new": i.new, "inverse": "identity" if i.identity else
-                    {"columns": i.columns, "casts": i.casts}} for i in fb_plan.inverses],
+        "tables": [
+            {
+                "legacy": i.legacy,
+                "new": i.new,
+                "inverse": "identity" if i.identity else {"columns": i.columns, "casts": i.casts},
+            }
+            for i in fb_plan.inverses
+        ],
         "refused": fb_plan.refused,
         "reverse": None,
     }

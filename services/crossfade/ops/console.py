@@ -115,7 +115,9 @@ class DlqCounter:
                     "enable.partition.eof": True,
                 }
             )
-            self._consumer.assign([TopicPartition(self.settings.kafka.dlq_topic, 0, OFFSET_BEGINNING)])
+            self._consumer.assign(
+                [TopicPartition(self.settings.kafka.dlq_topic, 0, OFFSET_BEGINNING)]
+            )
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline:
             msgs = self._consumer.consume(500, 0.2)
@@ -195,8 +197,12 @@ class ConsoleState:
         cur = self._src if which == "source" else self._tgt
         if cur is None or cur.closed or cur.broken:
             db = self.settings.source if which == "source" else self.settings.target
-            cur = psycopg.connect(db.conninfo, autocommit=True, connect_timeout=db.connect_timeout_s,
-                                  application_name="crossfade-console")
+            cur = psycopg.connect(
+                db.conninfo,
+                autocommit=True,
+                connect_timeout=db.connect_timeout_s,
+                application_name="crossfade-console",
+            )
             cur.execute("SET statement_timeout = '5s'")
             if which == "source":
                 self._src = cur
@@ -238,7 +244,10 @@ class ConsoleState:
             checkpoints=bk.get("checkpoints"),
             slot=slot,
             dlq={
-                "by_rule": [{"rule": r, "table": t, "records": n} for (r, t), n in sorted(self._dlq.counts.items())],
+                "by_rule": [
+                    {"rule": r, "table": t, "records": n}
+                    for (r, t), n in sorted(self._dlq.counts.items())
+                ],
                 "error": self._dlq.error,
                 "topic": self.settings.kafka.dlq_topic,
             },
@@ -268,11 +277,15 @@ class ConsoleState:
         out: dict[str, dict[str, Any]] = {}
         for t in self.settings.tables:
             schema, name = t.split(".", 1)
-            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone() == (None,):
+            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone() == (
+                None,
+            ):
                 out[t] = {"rows": None, "exact": True}
                 continue
             if int(est.get(t) or 0) < _EXACT_COUNT_BELOW:
-                q = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+                q = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
                 row = conn.execute(q).fetchone()
                 out[t] = {"rows": int(row[0]) if row else None, "exact": True}
             else:
@@ -283,16 +296,25 @@ class ConsoleState:
         row = conn.execute("SELECT to_regclass(%s)", (f"{self.bk}.{table}",)).fetchone()
         return bool(row and row[0])
 
-    def _latest_rows(self, conn: psycopg.Connection, table: str, limit: int) -> list[dict[str, Any]] | None:
+    def _latest_rows(
+        self, conn: psycopg.Connection, table: str, limit: int
+    ) -> list[dict[str, Any]] | None:
         """Newest rows of a bookkeeping table owned by another command, whatever its columns."""
         if not self._exists(conn, table):
             return None
-        cols = [r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-            (self.bk, table),
-        ).fetchall()]
-        order = next((c for c in ("finished_at", "created_at", "at", "started_at", "id") if c in cols), None)
-        q = sql.SQL("SELECT row_to_json(x) FROM {}.{} x").format(sql.Identifier(self.bk), sql.Identifier(table))
+        cols = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                (self.bk, table),
+            ).fetchall()
+        ]
+        order = next(
+            (c for c in ("finished_at", "created_at", "at", "started_at", "id") if c in cols), None
+        )
+        q = sql.SQL("SELECT row_to_json(x) FROM {}.{} x").format(
+            sql.Identifier(self.bk), sql.Identifier(table)
+        )
         if order:
             q = q + sql.SQL(" ORDER BY {} DESC").format(sql.Identifier(order))
         q = q + sql.SQL(" LIMIT {}").format(sql.Literal(limit))
@@ -306,41 +328,83 @@ class ConsoleState:
         # last_applied_at also moves when a batch held only a fence, so no lag is derived from it:
         # the fence's own lag is the end-to-end figure
         stats = {}
-        for r in conn.execute(sql.SQL(
-            "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_source_ts) "
-            "FROM {}.table_stats GROUP BY tbl"
-        ).format(s)).fetchall():
-            stats[r[0]] = {"applied": int(r[1] or 0), "skipped": int(r[2] or 0), "dead_lettered": int(r[3] or 0),
-                           "last_source_ts": _iso(r[4])}
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_source_ts) "
+                "FROM {}.table_stats GROUP BY tbl"
+            ).format(s)
+        ).fetchall():
+            stats[r[0]] = {
+                "applied": int(r[1] or 0),
+                "skipped": int(r[2] or 0),
+                "dead_lettered": int(r[3] or 0),
+                "last_source_ts": _iso(r[4]),
+            }
         offsets = [
             {"topic": r[0], "partition": r[1], "next_offset": r[2], "updated_at": _iso(r[3])}
-            for r in conn.execute(sql.SQL(
-                "SELECT topic, partition, next_offset, updated_at FROM {}.offsets WHERE group_id = %s "
-                "ORDER BY topic, partition").format(s), (self.settings.sync.group_id,)).fetchall()
+            for r in conn.execute(
+                sql.SQL(
+                    "SELECT topic, partition, next_offset, updated_at FROM {}.offsets WHERE group_id = %s "
+                    "ORDER BY topic, partition"
+                ).format(s),
+                (self.settings.sync.group_id,),
+            ).fetchall()
         ]
-        fence = conn.execute(sql.SQL(
-            "SELECT token, count(*), min(source_ts), max(applied_at), "
-            "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
-            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1").format(s)).fetchone()
+        fence = conn.execute(
+            sql.SQL(
+                "SELECT token, count(*), min(source_ts), max(applied_at), "
+                "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
+                "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
+            ).format(s)
+        ).fetchone()
         last_fence = None
         if fence:
-            last_fence = {"token": fence[0][:8], "partitions": int(fence[1]), "source_ts": _iso(fence[2]),
-                          "applied_at": _iso(fence[3]), "lag_s": float(fence[4]) if fence[4] is not None else None}
-        return {"stats": stats, "offsets": offsets, "last_fence": last_fence,
-                "verify": self._latest_rows(conn, "verify_runs", 1),
-                "checkpoints": self._latest_rows(conn, "checkpoints", 5)}
+            last_fence = {
+                "token": fence[0][:8],
+                "partitions": int(fence[1]),
+                "source_ts": _iso(fence[2]),
+                "applied_at": _iso(fence[3]),
+                "lag_s": float(fence[4]) if fence[4] is not None else None,
+            }
+        return {
+            "stats": stats,
+            "offsets": offsets,
+            "last_fence": last_fence,
+            "verify": self._latest_rows(conn, "verify_runs", 1),
+            "checkpoints": self._latest_rows(conn, "checkpoints", 5),
+        }
 
     def _slot(self) -> dict[str, Any] | None:
-        row = self._conn("source").execute(
-            "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-            "FROM pg_replication_slots WHERE slot_name = %s", (self.settings.capture.slot_name,)
-        ).fetchone()
+        row = (
+            self._conn("source")
+            .execute(
+                "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
+                "FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.capture.slot_name,),
+            )
+            .fetchone()
+        )
         if row is None:
-            return {"name": self.settings.capture.slot_name, "exists": False, "active": False, "retained_wal_bytes": None}
-        return {"name": self.settings.capture.slot_name, "exists": True, "active": bool(row[0]),
-                "retained_wal_bytes": int(row[1]) if row[1] is not None else None}
+            return {
+                "name": self.settings.capture.slot_name,
+                "exists": False,
+                "active": False,
+                "retained_wal_bytes": None,
+            }
+        return {
+            "name": self.settings.capture.slot_name,
+            "exists": True,
+            "active": bool(row[0]),
+            "retained_wal_bytes": int(row[1]) if row[1] is not None else None,
+        }
 
-    def _tables(self, src: dict[str, Any] | None, tgt: dict[str, Any] | None, stats: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    def _tables(
+        self,
+        src: dict[str, Any] | None,
+        tgt: dict[str, Any] | None,
+        stats: dict[str, Any],
+        now: float,
+    ) -> list[dict[str, Any]]:
         applied_now = {t: stats.get(t, {}).get("applied", 0) for t in self.settings.tables}
         self._history.append((now, applied_now))
         while len(self._history) > 2 and now - self._history[0][0] > _RATE_WINDOW_S:
@@ -352,58 +416,113 @@ class ConsoleState:
             rate = (applied_now[t] - first.get(t, 0)) / (now - t0) if now - t0 >= 1 else None
             s_rows = (src or {}).get(t, {})
             t_rows = (tgt or {}).get(t, {})
-            out.append({
-                "table": t,
-                "legacy_rows": s_rows.get("rows"), "legacy_exact": s_rows.get("exact", True),
-                "new_rows": t_rows.get("rows"), "new_exact": t_rows.get("exact", True),
-                "applied": st.get("applied", 0), "skipped": st.get("skipped", 0),
-                "dead_lettered": st.get("dead_lettered", 0),
-                "applied_per_s": round(rate, 1) if rate is not None else None,
-                "last_source_ts": st.get("last_source_ts"),
-            })
+            out.append(
+                {
+                    "table": t,
+                    "legacy_rows": s_rows.get("rows"),
+                    "legacy_exact": s_rows.get("exact", True),
+                    "new_rows": t_rows.get("rows"),
+                    "new_exact": t_rows.get("exact", True),
+                    "applied": st.get("applied", 0),
+                    "skipped": st.get("skipped", 0),
+                    "dead_lettered": st.get("dead_lettered", 0),
+                    "applied_per_s": round(rate, 1) if rate is not None else None,
+                    "last_source_ts": st.get("last_source_ts"),
+                }
+            )
         return out
 
     def _gates(self, state: dict[str, Any]) -> list[dict[str, Any]]:
         gates: list[dict[str, Any]] = []
 
         def gate(key: str, ok: bool | None, detail: str, action: str | None = None) -> None:
-            gates.append({"gate": key, "title": GATES[key], "state": "unknown" if ok is None else ("ok" if ok else "failed"),
-                          "detail": detail, "action": action})
+            gates.append(
+                {
+                    "gate": key,
+                    "title": GATES[key],
+                    "state": "unknown" if ok is None else ("ok" if ok else "failed"),
+                    "detail": detail,
+                    "action": action,
+                }
+            )
             metrics.set_gate(key, ok)
 
         f = self.actions["fence"]
         if f["state"] == "ok" and time.time() - f["finished_epoch"] > FENCE_FRESH_S:
-            gate("fence", None, f"the last fence ({f['token']}, at {f['finished_at']}) is over "
-                 f"{FENCE_FRESH_S // 60:.0f} minutes old: run it again", "fence")
+            gate(
+                "fence",
+                None,
+                f"the last fence ({f['token']}, at {f['finished_at']}) is over "
+                f"{FENCE_FRESH_S // 60:.0f} minutes old: run it again",
+                "fence",
+            )
         elif f["state"] == "ok":
-            gate("fence", True, f"fence {f['token']} applied on all {f['partitions']} partitions in {f['seconds']:.2f} s "
-                 f"at {f['finished_at']}: every change committed before it is in the new database", "fence")
+            gate(
+                "fence",
+                True,
+                f"fence {f['token']} applied on all {f['partitions']} partitions in {f['seconds']:.2f} s "
+                f"at {f['finished_at']}: every change committed before it is in the new database",
+                "fence",
+            )
         elif f["state"] == "failed":
             gate("fence", False, f"fence failed: {f['error']}", "fence")
         elif f["state"] == "running":
-            gates.append({"gate": "fence", "title": GATES["fence"], "state": "running",
-                          "detail": "fence row written to the legacy database; waiting for every partition to apply it",
-                          "action": "fence"})
+            gates.append(
+                {
+                    "gate": "fence",
+                    "title": GATES["fence"],
+                    "state": "running",
+                    "detail": "fence row written to the legacy database; waiting for every partition to apply it",
+                    "action": "fence",
+                }
+            )
         else:
-            gate("fence", None, "not run from this console yet: write a fence row and wait until sync applied it", "fence")
+            gate(
+                "fence",
+                None,
+                "not run from this console yet: write a fence row and wait until sync applied it",
+                "fence",
+            )
         slot = state.get("slot")
         if slot is None:
             gate("capture", False, "cannot read the replication slot")
         elif not slot["exists"]:
-            gate("capture", False, f"replication slot {slot['name']} does not exist: capture has not started")
+            gate(
+                "capture",
+                False,
+                f"replication slot {slot['name']} does not exist: capture has not started",
+            )
         else:
-            gate("capture", slot["active"], f"slot {slot['name']} {'is streaming' if slot['active'] else 'is idle: capture is not running'}")
+            gate(
+                "capture",
+                slot["active"],
+                f"slot {slot['name']} {'is streaming' if slot['active'] else 'is idle: capture is not running'}",
+            )
         tables = state.get("tables", [])
         # the target's count (authoritative, per table) or the topic's (seen by rule), whichever is larger
-        dead = max(sum(t["dead_lettered"] for t in tables), sum(x["records"] for x in state["dlq"]["by_rule"]))
-        gate("dead_letters", dead == 0, "none" if dead == 0 else f"{dead} records in {state['dlq']['topic']}: fix and replay them")
+        dead = max(
+            sum(t["dead_lettered"] for t in tables),
+            sum(x["records"] for x in state["dlq"]["by_rule"]),
+        )
+        gate(
+            "dead_letters",
+            dead == 0,
+            "none"
+            if dead == 0
+            else f"{dead} records in {state['dlq']['topic']}: fix and replay them",
+        )
         known = [t for t in tables if t["legacy_rows"] is not None and t["new_rows"] is not None]
         if len(known) < len(tables):
             gate("row_counts", None, "row counts unavailable")
         else:
             off = [t["table"] for t in known if t["legacy_rows"] != t["new_rows"]]
-            gate("row_counts", not off, "every table has as many rows in both databases" if not off
-                 else f"differ: {', '.join(off)} (expected while writes are in flight)")
+            gate(
+                "row_counts",
+                not off,
+                "every table has as many rows in both databases"
+                if not off
+                else f"differ: {', '.join(off)} (expected while writes are in flight)",
+            )
         verify = state.get("verify")
         if not verify:
             gate("verify", None, "no verify run recorded yet (crossfade verify)")
@@ -426,9 +545,20 @@ class ConsoleState:
 
             try:
                 r = fence(self.settings, timeout=timeout)
-                result = {"state": "ok", "token": r.token[:8], "partitions": r.partitions, "seconds": r.seconds,
-                          "finished_at": datetime.now().strftime("%H:%M:%S"), "finished_epoch": time.time()}
-                log.info("console: fence %s applied on %d partitions in %.2f s", r.token[:8], r.partitions, r.seconds)
+                result = {
+                    "state": "ok",
+                    "token": r.token[:8],
+                    "partitions": r.partitions,
+                    "seconds": r.seconds,
+                    "finished_at": datetime.now().strftime("%H:%M:%S"),
+                    "finished_epoch": time.time(),
+                }
+                log.info(
+                    "console: fence %s applied on %d partitions in %.2f s",
+                    r.token[:8],
+                    r.partitions,
+                    r.seconds,
+                )
             except Exception as exc:  # noqa: BLE001 - reported on the page
                 msg = str(exc).strip().splitlines()
                 result = {"state": "failed", "error": redact(msg[0] if msg else type(exc).__name__)}
@@ -442,12 +572,20 @@ class ConsoleState:
         return True
 
 
-_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
-_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
-        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+}
+_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
-def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: int) -> type[BaseHTTPRequestHandler]:
+def make_handler(
+    state: ConsoleState, token: str | None, loopback: bool, port: int
+) -> type[BaseHTTPRequestHandler]:
     allowed_hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
     token_b = token.encode() if token else None
 
@@ -459,7 +597,9 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
             log.debug("console %s %s", self.address_string(), redact(format % args))
 
         # -- helpers
-        def _send(self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        def _send(
+            self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+        ) -> None:
             self.send_response(code)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
@@ -480,7 +620,9 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
             if token_b is None:
                 return True
             auth = self.headers.get("Authorization", "")
-            if auth.startswith("Bearer ") and hmac.compare_digest(auth[7:].strip().encode(), token_b):
+            if auth.startswith("Bearer ") and hmac.compare_digest(
+                auth[7:].strip().encode(), token_b
+            ):
                 return True
             cookie = SimpleCookie(self.headers.get("Cookie", ""))
             c = cookie.get(_COOKIE)
@@ -488,7 +630,9 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
 
         def _guard(self) -> bool:
             if loopback and self.headers.get("Host", "") not in allowed_hosts:
-                self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unexpected Host header\n", "text/plain")
+                self._send(
+                    HTTPStatus.MISDIRECTED_REQUEST, b"unexpected Host header\n", "text/plain"
+                )
                 return False
             return True
 
@@ -507,14 +651,23 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
                 given = parse_qs(url.query)["token"][0].encode()
                 if hmac.compare_digest(given, token_b):
                     # the token leaves the address bar: from now on an HttpOnly cookie carries it
-                    self._send(303, b"", "text/plain", {
-                        "Location": "/",
-                        "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/",
-                    })
+                    self._send(
+                        303,
+                        b"",
+                        "text/plain",
+                        {
+                            "Location": "/",
+                            "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/",
+                        },
+                    )
                     return
             if not self._authorized():
-                self._send(401, b"crossfade console: token required (open /?token=... or send Authorization: Bearer)\n",
-                           "text/plain", {"WWW-Authenticate": "Bearer"})
+                self._send(
+                    401,
+                    b"crossfade console: token required (open /?token=... or send Authorization: Bearer)\n",
+                    "text/plain",
+                    {"WWW-Authenticate": "Bearer"},
+                )
                 return
             if url.path == "/api/state":
                 self._json(200, state.snapshot())
@@ -542,7 +695,12 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
                 self._json(404, {"error": "no such action"})
                 return
             if not state.allow_actions:
-                self._json(403, {"error": "read-only console: start it with --allow-actions to run fence from the page"})
+                self._json(
+                    403,
+                    {
+                        "error": "read-only console: start it with --allow-actions to run fence from the page"
+                    },
+                )
                 return
             if state.run_fence():
                 self._json(202, {"started": "fence"})
@@ -555,8 +713,16 @@ def make_handler(state: ConsoleState, token: str | None, loopback: bool, port: i
 class Console:
     """The console's HTTP server and state collector."""
 
-    def __init__(self, settings: Settings, *, host: str = "127.0.0.1", port: int = 8421, allow_actions: bool = False,
-                 token: str | None = None, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8421,
+        allow_actions: bool = False,
+        token: str | None = None,
+        interval: float = 2.0,
+    ) -> None:
         token = token or None
         loopback = _is_loopback(host)
         if not loopback and not token:
@@ -570,8 +736,10 @@ class Console:
         try:
             self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
         except OSError as exc:
-            raise ConfigError(f"cannot serve the console on {host}:{port} ({exc.strerror})",
-                              "choose another --port") from None
+            raise ConfigError(
+                f"cannot serve the console on {host}:{port} ({exc.strerror})",
+                "choose another --port",
+            ) from None
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.host = host
@@ -588,16 +756,28 @@ class Console:
         self.state.stop()
 
 
-def run_console(settings: Settings, *, host: str, port: int, allow_actions: bool, token: str | None,
-                interval: float, echo: Callable[[str], None]) -> None:
+def run_console(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    allow_actions: bool,
+    token: str | None,
+    interval: float,
+    echo: Callable[[str], None],
+) -> None:
     """Serve until SIGINT/SIGTERM."""
     import signal
 
-    c = Console(settings, host=host, port=port, allow_actions=allow_actions, token=token, interval=interval).start()
+    c = Console(
+        settings, host=host, port=port, allow_actions=allow_actions, token=token, interval=interval
+    ).start()
     shown = f"[{c.host}]" if ":" in c.host else c.host
     mode = "actions allowed (fence)" if allow_actions else "read-only"
-    echo(f"crossfade console on http://{shown}:{c.port}/ ({mode}"
-         + ("; open it once as /?token=<your token>)" if token else ")"))
+    echo(
+        f"crossfade console on http://{shown}:{c.port}/ ({mode}"
+        + ("; open it once as /?token=<your token>)" if token else ")")
+    )
     done = threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: done.set())

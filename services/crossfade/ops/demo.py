@@ -33,8 +33,13 @@ from crossfade.verify.compare import TableDiff, compare_table
 log = logging.getLogger(__name__)
 
 
-def demo_settings(pg: EmbeddedPostgres, broker: EmbeddedBroker, state_dir: Path, partitions: int,
-                  mapped: bool = True) -> Settings:
+def demo_settings(
+    pg: EmbeddedPostgres,
+    broker: EmbeddedBroker,
+    state_dir: Path,
+    partitions: int,
+    mapped: bool = True,
+) -> Settings:
     import yaml
 
     extra = {"mapping": yaml.safe_load(MAPPING_FILE.read_text())} if mapped else {}
@@ -52,12 +57,17 @@ def demo_settings(pg: EmbeddedPostgres, broker: EmbeddedBroker, state_dir: Path,
 
 def compare_all(settings: Settings) -> list[TableDiff]:
     out = []
-    with psycopg.connect(settings.source.conninfo) as src, psycopg.connect(settings.target.conninfo) as tgt:
+    with (
+        psycopg.connect(settings.source.conninfo) as src,
+        psycopg.connect(settings.target.conninfo) as tgt,
+    ):
         for t in settings.tables:
             shape, tshape = read_shape(src, t), read_shape(tgt, t)
             assert shape is not None and tshape is not None, f"{t} is missing on one side"
             have = {c.name for c in tshape.columns}
-            d = compare_table(src, tgt, t, [c.name for c in shape.columns if c.name in have], list(shape.pk))
+            d = compare_table(
+                src, tgt, t, [c.name for c in shape.columns if c.name in have], list(shape.pk)
+            )
             d.lacking_columns = [c.name for c in shape.columns if c.name not in have]
             out.append(d)
     return out
@@ -73,16 +83,29 @@ def _targets(settings: Settings) -> dict[str, str]:
     return out
 
 
-def _progress(settings: Settings, writer: CrmWriter, worker: SyncWorker, started: float, phase: str) -> Table:
+def _progress(
+    settings: Settings, writer: CrmWriter, worker: SyncWorker, started: float, phase: str
+) -> Table:
     t = Table(title=f"crossfade demo: {phase} ({time.monotonic() - started:.0f} s)")
     mapped = settings.mapping is not None
-    cols = ["table", "legacy rows", "new table", "new rows", "applied", "deleted", "skipped (guard)"]
+    cols = [
+        "table",
+        "legacy rows",
+        "new table",
+        "new rows",
+        "applied",
+        "deleted",
+        "skipped (guard)",
+    ]
     if mapped:
         cols += ["filtered", "deferred", "dead-lettered"]
     for c in cols:
         t.add_column(c, justify="left" if c in ("table", "new table") else "right")
     try:
-        with psycopg.connect(settings.source.conninfo, autocommit=True) as s, psycopg.connect(settings.target.conninfo, autocommit=True) as g:
+        with (
+            psycopg.connect(settings.source.conninfo, autocommit=True) as s,
+            psycopg.connect(settings.target.conninfo, autocommit=True) as g,
+        ):
             for tb, target in _targets(settings).items():
                 a = s.execute(f"SELECT count(*) FROM {tb}").fetchone()
                 try:
@@ -90,15 +113,24 @@ def _progress(settings: Settings, writer: CrmWriter, worker: SyncWorker, started
                 except psycopg.Error:
                     b = None
                 st = worker.stats
-                row = [tb, str(a[0] if a else "?"), target, str(b[0] if b else "-"), str(st.applied[tb]),
-                       str(st.deleted[tb]), str(st.skipped[tb])]
+                row = [
+                    tb,
+                    str(a[0] if a else "?"),
+                    target,
+                    str(b[0] if b else "-"),
+                    str(st.applied[tb]),
+                    str(st.deleted[tb]),
+                    str(st.skipped[tb]),
+                ]
                 if mapped:
                     row += [str(st.filtered[tb]), str(st.deferred[tb]), str(st.dead_lettered[tb])]
                 t.add_row(*row)
     except psycopg.Error:
         pass
-    t.caption = (f"legacy writes: {writer.stats.inserts} inserts, {writer.stats.updates} updates, "
-                 f"{writer.stats.deletes} deletes in {writer.stats.transactions} transactions")
+    t.caption = (
+        f"legacy writes: {writer.stats.inserts} inserts, {writer.stats.updates} updates, "
+        f"{writer.stats.deletes} deletes in {writer.stats.transactions} transactions"
+    )
     return t
 
 
@@ -122,8 +154,14 @@ def _compare_identity(con: Console, settings: Settings) -> bool:
     diffs = compare_all(settings)
     for d in diffs:
         mark = "[green]equal[/]" if d.match else "[red]DIFFERENT[/]"
-        con.print(f"  {d.table}: {d.source_rows} legacy rows, {d.target_rows} new rows: {mark}"
-                  + ("" if d.match else f" (missing {d.n_missing}, extra {d.n_extra}, different {d.n_different})"))
+        con.print(
+            f"  {d.table}: {d.source_rows} legacy rows, {d.target_rows} new rows: {mark}"
+            + (
+                ""
+                if d.match
+                else f" (missing {d.n_missing}, extra {d.n_extra}, different {d.n_different})"
+            )
+        )
     return all(d.match for d in diffs)
 
 
@@ -135,19 +173,38 @@ def _verify_mapped(con: Console, settings: Settings) -> bool:
     for tr in rep.tables:
         mark = "[green]equal[/]" if tr.match else "[red]DIFFERENT[/]"
         m = tr.mapped or {}
-        con.print(f"  {tr.name}: {m.get('expected_rows', '?')} expected (mapped) rows, {tr.target_rows} rows: {mark}"
-                  + (f", {m['merged_duplicates']} duplicate(s) merged" if m.get("merged_duplicates") else "")
-                  + ("" if tr.match else f" (missing {tr.missing}, extra {tr.extra}, different {tr.different}"
-                     + (f"; {tr.error}" if tr.error else "") + ")"))
+        con.print(
+            f"  {tr.name}: {m.get('expected_rows', '?')} expected (mapped) rows, {tr.target_rows} rows: {mark}"
+            + (
+                f", {m['merged_duplicates']} duplicate(s) merged"
+                if m.get("merged_duplicates")
+                else ""
+            )
+            + (
+                ""
+                if tr.match
+                else f" (missing {tr.missing}, extra {tr.extra}, different {tr.different}"
+                + (f"; {tr.error}" if tr.error else "")
+                + ")"
+            )
+        )
         for a in m.get("accounting", []):
-            con.print(f"    {a['table']}: {a['source_rows']} legacy rows = {a['mapped']} mapped + {a['rejected']} "
-                      f"dead-lettered or deferred + {a['filtered']} filtered"
-                      + (" [green](closes)[/]" if a["closes"] else " [red](does not close)[/]"))
+            con.print(
+                f"    {a['table']}: {a['source_rows']} legacy rows = {a['mapped']} mapped + {a['rejected']} "
+                f"dead-lettered or deferred + {a['filtered']} filtered"
+                + (" [green](closes)[/]" if a["closes"] else " [red](does not close)[/]")
+            )
     return rep.match
 
 
-def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbose: bool = False,
-             mapped: bool = True) -> int:
+def run_demo(
+    duration: float,
+    rate: float,
+    accounts: int,
+    partitions: int,
+    verbose: bool = False,
+    mapped: bool = True,
+) -> int:
     con = Console(stderr=False)
     if con.is_terminal:
         _quiet_logs(con, verbose)
@@ -163,15 +220,21 @@ def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbo
         broker.start()
         pg.create_database("legacy")
         pg.create_database("target")
-        con.print(f"  PostgreSQL on port {pg.port} (databases legacy, target), Tansu on {broker.bootstrap_servers}")
+        con.print(
+            f"  PostgreSQL on port {pg.port} (databases legacy, target), Tansu on {broker.bootstrap_servers}"
+        )
         settings = demo_settings(pg, broker, work, partitions, mapped)
         writer = CrmWriter(settings.source.conninfo, rate=rate)
         writer.seed(accounts)
         if mapped:
             with psycopg.connect(settings.target.conninfo, autocommit=True) as g:
                 create_target_schema(g)
-            con.print(f"  mapping {MAPPING_FILE.name}: legacy public.* -> new app.* (transforms, a filter, rules, dedup)")
-        con.print(f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses")
+            con.print(
+                f"  mapping {MAPPING_FILE.name}: legacy public.* -> new app.* (transforms, a filter, rules, dedup)"
+            )
+        con.print(
+            f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses"
+        )
         cap = CaptureService(settings)
         worker = SyncWorker(settings)
         runner.add("capture", cap.run, cap.stop)
@@ -184,7 +247,11 @@ def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbo
         runner.start()
         writer.start()
         started = time.monotonic()
-        with Live(_progress(settings, writer, worker, started, "live writes"), console=con, refresh_per_second=2) as live:
+        with Live(
+            _progress(settings, writer, worker, started, "live writes"),
+            console=con,
+            refresh_per_second=2,
+        ) as live:
             while time.monotonic() - started < duration and not runner.stopping.is_set():
                 time.sleep(1)
                 if any(s.error for s in runner.services):
@@ -196,12 +263,18 @@ def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbo
             if not interrupted.is_set() and not any(s.error for s in runner.services):
                 live.update(_progress(settings, writer, worker, started, "writes stopped, fencing"))
                 res = fence(settings, timeout=180)
-                if mapped:  # a child deferred for its parent is retried every second: let one retry pass
+                if (
+                    mapped
+                ):  # a child deferred for its parent is retried every second: let one retry pass
                     fenced = time.time()
                     wait_until = time.monotonic() + 30
                     while worker.deferred_checked_at <= fenced and time.monotonic() < wait_until:
                         time.sleep(0.2)
-                live.update(_progress(settings, writer, worker, started, f"fence applied in {res.seconds:.2f} s"))
+                live.update(
+                    _progress(
+                        settings, writer, worker, started, f"fence applied in {res.seconds:.2f} s"
+                    )
+                )
         failed = [s for s in runner.services if s.error]
         if failed:
             con.print(f"[red]{failed[0].name} failed:[/] {failed[0].error}")
@@ -209,14 +282,24 @@ def run_demo(duration: float, rate: float, accounts: int, partitions: int, verbo
         if interrupted.is_set():
             con.print("interrupted: stopped cleanly")
             return 130
-        con.print(f"  fence {res.token[:8]}: every legacy change before it is applied ({res.seconds:.2f} s end to end)")
+        con.print(
+            f"  fence {res.token[:8]}: every legacy change before it is applied ({res.seconds:.2f} s end to end)"
+        )
         ok = _verify_mapped(con, settings) if mapped else _compare_identity(con, settings)
         total = sum(worker.stats.applied.values()) + sum(worker.stats.deleted.values())
-        con.print(f"  {total} changes applied; legacy wrote {writer.stats.total} changes in "
-                  f"{writer.stats.transactions} transactions during {duration:.0f} s")
-        con.print(("[bold green]PASS[/]: the new database holds exactly the mapped legacy rows" if mapped
-                   else "[bold green]PASS[/]: legacy and new databases match row by row") if ok
-                  else "[bold red]FAIL[/]: the databases differ")
+        con.print(
+            f"  {total} changes applied; legacy wrote {writer.stats.total} changes in "
+            f"{writer.stats.transactions} transactions during {duration:.0f} s"
+        )
+        con.print(
+            (
+                "[bold green]PASS[/]: the new database holds exactly the mapped legacy rows"
+                if mapped
+                else "[bold green]PASS[/]: legacy and new databases match row by row"
+            )
+            if ok
+            else "[bold red]FAIL[/]: the databases differ"
+        )
         return 0 if ok else 1
     finally:
         if writer is not None:

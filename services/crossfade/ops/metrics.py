@@ -149,7 +149,8 @@ SYNC_LAST_APPLIED_SOURCE_TS = Gauge(
     ["table"],
 )
 SYNC_LAST_BATCH_TS = Gauge(
-    "crossfade_sync_last_batch_timestamp_seconds", "When this worker last committed a batch (Unix time)."
+    "crossfade_sync_last_batch_timestamp_seconds",
+    "When this worker last committed a batch (Unix time).",
 )
 SYNC_FENCE_LAG = Gauge(
     "crossfade_sync_fence_lag_seconds",
@@ -165,7 +166,9 @@ SYNC_CONSUMER_LAG = Gauge(
     "from its own fetches; a hint: the fence is the proof).",
     ["table", "partition"],
 )
-SYNC_ASSIGNED = Gauge("crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker.")
+SYNC_ASSIGNED = Gauge(
+    "crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker."
+)
 DEAD_LETTERED = Counter(
     "crossfade_dead_lettered_total",
     "Records sent to the dead-letter topic, by table and the rule they failed.",
@@ -328,8 +331,12 @@ class CaptureMeter:
         self._fences = 0
 
     def batch(
-        self, producer: ChangeProducer, counts: Mapping[tuple[str, str | None], int],
-        records: int | None = None, seconds: float | None = None, flush_seconds: float | None = None,
+        self,
+        producer: ChangeProducer,
+        counts: Mapping[tuple[str, str | None], int],
+        records: int | None = None,
+        seconds: float | None = None,
+        flush_seconds: float | None = None,
     ) -> None:
         """``counts``: records produced per (destination topic, Debezium op) in this batch;
         ``records``, ``seconds``, ``flush_seconds``: the batch's size, the time it took, and of
@@ -360,7 +367,11 @@ class CaptureMeter:
             CAPTURE_LAST_EVENT_SOURCE_TS.set(st.last_source_ts_ms / 1000)
         # running until the end-of-snapshot sweep went out (sync then knows the snapshot is whole)
         unswept = getattr(producer, "_unswept_snapshot_lsn", None)
-        SNAPSHOT_RUNNING.set(1 if unswept is not None or (producer.snapshot_lsn is not None and not st.snapshot_done) else 0)
+        SNAPSHOT_RUNNING.set(
+            1
+            if unswept is not None or (producer.snapshot_lsn is not None and not st.snapshot_done)
+            else 0
+        )
 
 
 _SLOT_SQL = """
@@ -433,7 +444,11 @@ class SlotPoller:
                 ERRORS.labels(component="capture", kind="transient").inc()
                 if not failing:
                     msg = str(exc).strip().splitlines()
-                    log.warning("cannot read replication slot %s: %s", self.slot, msg[0] if msg else type(exc).__name__)
+                    log.warning(
+                        "cannot read replication slot %s: %s",
+                        self.slot,
+                        msg[0] if msg else type(exc).__name__,
+                    )
                 failing = True
                 if conn is not None:
                     conn.close()
@@ -478,7 +493,9 @@ class SyncMeter:
         self._fence_ts = 0
         self._fences = 0
 
-    def _grow(self, counter: Any, key: tuple[str, str], labels: dict[str, str], now_value: int) -> None:
+    def _grow(
+        self, counter: Any, key: tuple[str, str], labels: dict[str, str], now_value: int
+    ) -> None:
         d = now_value - self._seen.get(key, 0)
         if d > 0:
             counter.labels(**labels).inc(d)
@@ -535,7 +552,9 @@ class SyncMeter:
                 if high is None or high < 0:
                     continue
                 key = (worker.topics.get(tp.topic, tp.topic), str(tp.partition))
-                SYNC_CONSUMER_LAG.labels(table=key[0], partition=key[1]).set(max(high - tp.offset, 0))
+                SYNC_CONSUMER_LAG.labels(table=key[0], partition=key[1]).set(
+                    max(high - tp.offset, 0)
+                )
                 labels.add(key)
         except (KafkaException, RuntimeError):  # closing consumer
             return
@@ -637,7 +656,9 @@ def watch_capture(service: CaptureService, settings: Settings) -> None:
     READINESS.register(
         "capture",
         "engine running",
-        lambda: service.ready.is_set() and service.engine is not None and not service._stopping.is_set(),
+        lambda: (
+            service.ready.is_set() and service.engine is not None and not service._stopping.is_set()
+        ),
     )
     READINESS.register("capture", "broker", BrokerProbe(settings.kafka.client_config()))
 
@@ -654,7 +675,9 @@ def watch_sync(worker: SyncWorker, settings: Settings) -> None:
     READINESS.register("sync", "target database", target_ok)
     READINESS.register("sync", "partitions assigned", lambda: bool(worker.owner))
     READINESS.register(
-        "sync", "consume loop", lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit
+        "sync",
+        "consume loop",
+        lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit,
     )
     READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
 
@@ -689,7 +712,10 @@ def ops_app(readiness: Readiness = READINESS, registry: Any = REGISTRY) -> WsgiA
             checks = readiness.evaluate()
             ready = all(all(c.values()) for c in checks.values())
             body = json.dumps({"ready": ready, "checks": checks}, indent=1).encode()
-            start_response("200 OK" if ready else "503 Service Unavailable", [("Content-Type", "application/json")])
+            start_response(
+                "200 OK" if ready else "503 Service Unavailable",
+                [("Content-Type", "application/json")],
+            )
             return [body]
         start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
         return [b"not found: try /metrics, /healthz or /readyz\n"]
@@ -702,11 +728,17 @@ class OpsServer:
 
     def __init__(self, host: str, port: int, app: WsgiApp | None = None) -> None:
         self._server: WSGIServer = make_server(
-            host, port, app or ops_app(), server_class=_ThreadingWSGIServer, handler_class=_QuietHandler
+            host,
+            port,
+            app or ops_app(),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
         )
         self.host = host
         self.port = int(self._server.server_port)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="ops-http", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="ops-http", daemon=True
+        )
 
     def start(self) -> OpsServer:
         self._thread.start()

@@ -25,7 +25,11 @@ from crossfade.sync.bookkeeping import stored_offsets
 def _count(conn: Any, table: str) -> int | None:
     schema, name = table.split(".", 1)
     try:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}.{}").format(
+                sql.Identifier(schema), sql.Identifier(name)
+            )
+        ).fetchone()
         return int(row[0]) if row else None
     except Exception:
         conn.rollback() if not conn.autocommit else None
@@ -37,7 +41,9 @@ def collect(settings: Settings) -> dict[str, Any]:
     bk = sql.Identifier(settings.sync.bookkeeping_schema)
     out: dict[str, Any] = {"tables": [], "partitions": [], "epoch": None}
     with connect(settings.source, "source") as src, connect(settings.target, "target") as tgt:
-        has_bk = tgt.execute("SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.table_stats",)).fetchone()
+        has_bk = tgt.execute(
+            "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.table_stats",)
+        ).fetchone()
         stats: dict[str, tuple[Any, ...]] = {}
         if has_bk and has_bk[0]:
             for r in tgt.execute(
@@ -66,19 +72,35 @@ def collect(settings: Settings) -> dict[str, Any]:
                     "lag_at_last_apply_s": round(st[7], 3) if st and st[7] is not None else None,
                 }
             )
-        stored = stored_offsets(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id) if has_bk and has_bk[0] else []
+        stored = (
+            stored_offsets(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id)
+            if has_bk and has_bk[0]
+            else []
+        )
         out["end_to_end"] = _last_fence(tgt, bk) if has_bk and has_bk[0] else None
     try:
-        out["epoch"] = current_epoch(settings.kafka.client_config(), settings.kafka.control_topic, timeout=3)
+        out["epoch"] = current_epoch(
+            settings.kafka.client_config(), settings.kafka.control_topic, timeout=3
+        )
     except KafkaException:
         out["epoch"] = None
-    c = Consumer({**settings.kafka.client_config(), "group.id": settings.sync.group_id, "enable.auto.commit": False})
+    c = Consumer(
+        {
+            **settings.kafka.client_config(),
+            "group.id": settings.sync.group_id,
+            "enable.auto.commit": False,
+        }
+    )
     try:
         tps = [TopicPartition(s.topic, s.partition) for s in stored]
-        committed = {(p.topic, p.partition): p.offset for p in c.committed(tps, timeout=5)} if tps else {}
+        committed = (
+            {(p.topic, p.partition): p.offset for p in c.committed(tps, timeout=5)} if tps else {}
+        )
         for s in stored:
             try:
-                _low, high = c.get_watermark_offsets(TopicPartition(s.topic, s.partition), timeout=3)
+                _low, high = c.get_watermark_offsets(
+                    TopicPartition(s.topic, s.partition), timeout=3
+                )
             except KafkaException:
                 high = None
             k = committed.get((s.topic, s.partition))
@@ -112,8 +134,13 @@ def _last_fence(conn: Any, bk: sql.Identifier) -> dict[str, Any] | None:
     ).fetchone()
     if row is None:
         return None
-    return {"fence": row[0][:8], "partitions": int(row[1]), "lag_s": round(row[2], 3) if row[2] is not None else None,
-            "age_s": round(row[3], 1) if row[3] is not None else None, "applied_at": row[4].isoformat() if row[4] else None}
+    return {
+        "fence": row[0][:8],
+        "partitions": int(row[1]),
+        "lag_s": round(row[2], 3) if row[2] is not None else None,
+        "age_s": round(row[3], 1) if row[3] is not None else None,
+        "applied_at": row[4].isoformat() if row[4] else None,
+    }
 
 
 def probe_id() -> str:

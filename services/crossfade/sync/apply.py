@@ -64,7 +64,11 @@ Converter = Callable[[Any], str | None]
 
 # decimal.handling.mode=string spells numeric's special values its own way, and its Connect type is
 # a plain string: only the target column's type tells them apart from text.
-_NUMERIC_SPECIALS = {"NAN": "NaN", "POSITIVE_INFINITY": "Infinity", "NEGATIVE_INFINITY": "-Infinity"}
+_NUMERIC_SPECIALS = {
+    "NAN": "NaN",
+    "POSITIVE_INFINITY": "Infinity",
+    "NEGATIVE_INFINITY": "-Infinity",
+}
 
 
 def _numeric(conv: Converter) -> Converter:
@@ -94,7 +98,13 @@ def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
         # grouped by the key's (column, value) pairs: a JSON encoding per event (_key_id) cost
         # ~5% of sync's CPU; a key whose value cannot be hashed (an array) is grouped by _key_id
         key = e.key
-        gk: Any = None if key is None else tuple(key.items()) if len(key) == 1 else tuple(sorted(key.items()))
+        gk: Any = (
+            None
+            if key is None
+            else tuple(key.items())
+            if len(key) == 1
+            else tuple(sorted(key.items()))
+        )
         try:
             group = by_key.get(gk)
         except TypeError:
@@ -114,12 +124,24 @@ def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
         for e in group[1:]:
             if e.is_upsert and state.is_upsert and e.unavailable and state.after is not None:
                 assert e.after is not None
-                fill = {c: state.after[c] for c in e.unavailable if c not in state.unavailable and c in state.after}
+                fill = {
+                    c: state.after[c]
+                    for c in e.unavailable
+                    if c not in state.unavailable and c in state.after
+                }
                 if fill:
                     e = ChangeEvent(
-                        table=e.table, op=e.op, key=e.key, after={**e.after, **fill}, lsn=e.lsn, position=e.position,
-                        source_ts_ms=e.source_ts_ms, snapshot=e.snapshot, tx_id=e.tx_id,
-                        row_schema=e.row_schema, key_schema=e.key_schema,
+                        table=e.table,
+                        op=e.op,
+                        key=e.key,
+                        after={**e.after, **fill},
+                        lsn=e.lsn,
+                        position=e.position,
+                        source_ts_ms=e.source_ts_ms,
+                        snapshot=e.snapshot,
+                        tx_id=e.tx_id,
+                        row_schema=e.row_schema,
+                        key_schema=e.key_schema,
                         unavailable=frozenset(e.unavailable - fill.keys()),
                     )
             state = e
@@ -151,7 +173,10 @@ class TableApplier:
     side-table applier, whose upsert overwrites, relies on the guard and turns this off)."""
 
     def __init__(
-        self, shape: TableShape, bookkeeping_schema: str, stage_tag: str = "",
+        self,
+        shape: TableShape,
+        bookkeeping_schema: str,
+        stage_tag: str = "",
         added: dict[str, tuple[int, str | None]] | None = None,
     ) -> None:
         self.shape = shape
@@ -164,14 +189,24 @@ class TableApplier:
         self.pk = list(shape.pk)
         self.bk = sql.Identifier(bookkeeping_schema)
         self.tbl_name = shape.qualified
-        self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
+        self.target = sql.SQL("{}.{}").format(
+            sql.Identifier(shape.schema), sql.Identifier(shape.name)
+        )
         # the column list is in the name: after ADD COLUMN the session's old staging table
         # (CREATE TEMP TABLE IF NOT EXISTS) must not be reused
-        digest = hashlib.md5(("|".join([shape.qualified, *self.cols]) + stage_tag).encode()).hexdigest()[:12]
+        digest = hashlib.md5(
+            ("|".join([shape.qualified, *self.cols]) + stage_tag).encode()
+        ).hexdigest()[:12]
         self.stage = sql.Identifier(f"cf_stage_{digest}")
-        self.sql_truncate_stage = sql.SQL("TRUNCATE {}").format(self.stage)  # here: subclasses build their own SQL
-        self._conv_cache: dict[tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]] = {}
-        self._conv_by_id: dict[tuple[int, int], tuple[Any, Any, list[Converter], list[Converter]]] = {}
+        self.sql_truncate_stage = sql.SQL("TRUNCATE {}").format(
+            self.stage
+        )  # here: subclasses build their own SQL
+        self._conv_cache: dict[
+            tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]
+        ] = {}
+        self._conv_by_id: dict[
+            tuple[int, int], tuple[Any, Any, list[Converter], list[Converter]]
+        ] = {}
         self._build_sql()
 
     # -- SQL ----------------------------------------------------------------------------------
@@ -185,24 +220,30 @@ class TableApplier:
             "SELECT {cols}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
             "NULL::text[] AS _cf_unavail FROM {target} WITH NO DATA"
         ).format(stage=self.stage, cols=cols, target=self.target)
-        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN").format(
-            stage=self.stage, cols=cols
-        )
+        self.sql_copy = sql.SQL(
+            "COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN"
+        ).format(stage=self.stage, cols=cols)
         # the guard; a replay (see the module docstring) refuses only strictly newer positions
         guard_target = "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} %s s._cf_lsn"
         guard_tomb = "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %%s AND tb.key = s._cf_key AND tb.lsn %s s._cf_lsn"
         self.sql_guard_target, self.sql_guard_target_replay = (
-            sql.SQL(guard_target % op).format(stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN))
+            sql.SQL(guard_target % op).format(
+                stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN)
+            )
             for op in (">=", ">")
         )
         self.sql_guard_tomb, self.sql_guard_tomb_replay = (
             sql.SQL(guard_tomb % op).format(stage=self.stage, bk=self.bk) for op in (">=", ">")
         )
-        self.sql_guard_wm = sql.SQL("DELETE FROM {stage} WHERE _cf_lsn < %s").format(stage=self.stage)
-        self.sql_count = sql.SQL("SELECT count(*) FILTER (WHERE _cf_del), count(*) FILTER (WHERE NOT _cf_del) FROM {stage}").format(stage=self.stage)
-        self.sql_delete = sql.SQL("DELETE FROM {target} t USING {stage} s WHERE s._cf_del AND {pk}").format(
-            target=self.target, stage=self.stage, pk=pk_join
+        self.sql_guard_wm = sql.SQL("DELETE FROM {stage} WHERE _cf_lsn < %s").format(
+            stage=self.stage
         )
+        self.sql_count = sql.SQL(
+            "SELECT count(*) FILTER (WHERE _cf_del), count(*) FILTER (WHERE NOT _cf_del) FROM {stage}"
+        ).format(stage=self.stage)
+        self.sql_delete = sql.SQL(
+            "DELETE FROM {target} t USING {stage} s WHERE s._cf_del AND {pk}"
+        ).format(target=self.target, stage=self.stage, pk=pk_join)
         self.sql_tomb = sql.SQL(
             "INSERT INTO {bk}.tombstones (tbl, key, lsn) SELECT %s, _cf_key, _cf_lsn FROM {stage} WHERE _cf_del "
             "ON CONFLICT (tbl, key) DO UPDATE SET lsn = GREATEST({bk}.tombstones.lsn, EXCLUDED.lsn)"
@@ -216,19 +257,27 @@ class TableApplier:
         )
         self.sql_upsert, self.sql_upsert_replay = (
             sql.SQL(upsert % op).format(
-                target=self.target, cols=cols, lsn=I(POS_COLUMN), stage=self.stage,
-                pk=sql.SQL(", ").join(map(I, self.pk)), sets=sql.SQL(", ").join(set_list),
+                target=self.target,
+                cols=cols,
+                lsn=I(POS_COLUMN),
+                stage=self.stage,
+                pk=sql.SQL(", ").join(map(I, self.pk)),
+                sets=sql.SQL(", ").join(set_list),
             )
             for op in ("<", "<=")
         )
         toast_sets = [
-            sql.SQL("{0} = CASE WHEN {1} = ANY(s._cf_unavail) THEN t.{0} ELSE s.{0} END").format(I(c), sql.Literal(c))
+            sql.SQL("{0} = CASE WHEN {1} = ANY(s._cf_unavail) THEN t.{0} ELSE s.{0} END").format(
+                I(c), sql.Literal(c)
+            )
             for c in non_pk
         ]
         toast_sets.append(sql.SQL("{0} = s._cf_lsn").format(I(POS_COLUMN)))
         self.sql_toast = sql.SQL(
             "UPDATE {target} t SET {sets} FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL AND {pk}"
-        ).format(target=self.target, sets=sql.SQL(", ").join(toast_sets), stage=self.stage, pk=pk_join)
+        ).format(
+            target=self.target, sets=sql.SQL(", ").join(toast_sets), stage=self.stage, pk=pk_join
+        )
         self.sql_toast_missing = sql.SQL(
             "SELECT s._cf_key FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {pk})"
@@ -238,17 +287,21 @@ class TableApplier:
     def _build_common_sql(self) -> None:
         """Watermark and truncate statements, the same for every kind of table."""
         I = sql.Identifier  # noqa: E741,N806
-        self.sql_watermark = sql.SQL("SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE").format(bk=self.bk)
+        self.sql_watermark = sql.SQL(
+            "SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE"
+        ).format(bk=self.bk)
         self.sql_wm_init = sql.SQL(
             "INSERT INTO {bk}.watermarks (tbl, lsn) VALUES (%s, -1) ON CONFLICT (tbl) DO NOTHING"
         ).format(bk=self.bk)
         self.sql_truncate_wm = sql.SQL(
             "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
         ).format(bk=self.bk)
-        self.sql_truncate_rows = sql.SQL("DELETE FROM {target} WHERE {lsn} IS NULL OR {lsn} < %s").format(
-            target=self.target, lsn=I(POS_COLUMN)
-        )
-        self.sql_truncate_tomb = sql.SQL("DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s").format(bk=self.bk)
+        self.sql_truncate_rows = sql.SQL(
+            "DELETE FROM {target} WHERE {lsn} IS NULL OR {lsn} < %s"
+        ).format(target=self.target, lsn=I(POS_COLUMN))
+        self.sql_truncate_tomb = sql.SQL(
+            "DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s"
+        ).format(bk=self.bk)
 
     # -- per connection -----------------------------------------------------------------------
     def prepare(self, conn: psycopg.Connection, *, watermark: bool = True) -> int:
@@ -283,7 +336,9 @@ class TableApplier:
         if ks is None:
             raise SchemaMismatch(f"change event of {e.table} carries no key schema")
         key_convs = [
-            _numeric(converter_for(ks.type_of(c))) if c in self._numeric_cols else converter_for(ks.type_of(c))
+            _numeric(converter_for(ks.type_of(c)))
+            if c in self._numeric_cols
+            else converter_for(ks.type_of(c))
             for c in self.pk
         ]
         row_convs = self._row_converters(e.table, rs) if rs is not None else []
@@ -304,8 +359,11 @@ class TableApplier:
             # ADD COLUMN; a change at or after the column's first appearance means it was dropped
             self._missing[rs] = (max(self.added[c][0] for c in missing), missing)
         return [
-            (lambda _v, fill=self.added[c][1]: fill) if c not in have
-            else _numeric(converter_for(rs.type_of(c))) if c in self._numeric_cols else converter_for(rs.type_of(c))
+            (lambda _v, fill=self.added[c][1]: fill)
+            if c not in have
+            else _numeric(converter_for(rs.type_of(c)))
+            if c in self._numeric_cols
+            else converter_for(rs.type_of(c))
             for c in self.cols
         ]
 
@@ -336,9 +394,16 @@ class TableApplier:
         unavail = e.unavailable
         if unavail:
             vals = [
-                None if c in unavail else conv(after.get(c)) for conv, c in zip(row_convs, self.cols, strict=True)
+                None if c in unavail else conv(after.get(c))
+                for conv, c in zip(row_convs, self.cols, strict=True)
             ]
-            ua = "{" + ",".join('"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in sorted(unavail)) + "}"
+            ua = (
+                "{"
+                + ",".join(
+                    '"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"' for c in sorted(unavail)
+                )
+                + "}"
+            )
         else:
             vals = [conv(after.get(c)) for conv, c in zip(row_convs, self.cols, strict=True)]
             ua = None
@@ -346,7 +411,12 @@ class TableApplier:
 
     # -- apply --------------------------------------------------------------------------------
     def apply(
-        self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int, *, replay: bool = False
+        self,
+        conn: psycopg.Connection,
+        events: list[ChangeEvent],
+        watermark: int,
+        *,
+        replay: bool = False,
     ) -> ApplyResult:
         """Apply c/u/r/d events (no truncates) inside the caller's transaction.
 
@@ -357,15 +427,25 @@ class TableApplier:
         survivors = collapse(events)
         if watermark >= 0:
             survivors = [e for e in survivors if e.position >= watermark]
-        return self.apply_rows(conn, (self._row(e) for e in survivors), len(events), watermark, replay=replay)
+        return self.apply_rows(
+            conn, (self._row(e) for e in survivors), len(events), watermark, replay=replay
+        )
 
     def apply_rows(
-        self, conn: psycopg.Connection, rows: Iterable[tuple[Any, ...]], n_in: int, watermark: int, *, replay: bool = False
+        self,
+        conn: psycopg.Connection,
+        rows: Iterable[tuple[Any, ...]],
+        n_in: int,
+        watermark: int,
+        *,
+        replay: bool = False,
     ) -> ApplyResult:
         """Stage ``rows`` (one per key: the target columns, then position, is-delete, key text,
         unavailable columns) and apply what the guard lets through; ``n_in`` events made them."""
         res = ApplyResult()
-        plain = True  # no delete, no unchanged TOASTed value (is-delete "f"/False, unavailable None)
+        plain = (
+            True  # no delete, no unchanged TOASTed value (is-delete "f"/False, unavailable None)
+        )
         with conn.cursor() as cur, conn.cursor() as up:
             with cur.copy(self.sql_copy) as cp:
                 for r in rows:
@@ -379,7 +459,10 @@ class TableApplier:
                 # (ON CONFLICT DO UPDATE locks the row it meets); only a worker that lost its
                 # partitions (fault 10) writes the same keys, and a deadlock is retried as transient
                 with conn.pipeline():
-                    cur.execute(self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,))
+                    cur.execute(
+                        self.sql_guard_tomb_replay if replay else self.sql_guard_tomb,
+                        (self.tbl_name,),
+                    )
                     if watermark >= 0:
                         cur.execute(self.sql_guard_wm, (watermark,))
                     up.execute(self.sql_upsert_replay if replay else self.sql_upsert)
@@ -391,7 +474,9 @@ class TableApplier:
             # read wait for the server (three round trips instead of up to eleven)
             with conn.pipeline():
                 cur.execute(self.sql_guard_target_replay if replay else self.sql_guard_target)
-                cur.execute(self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,))
+                cur.execute(
+                    self.sql_guard_tomb_replay if replay else self.sql_guard_tomb, (self.tbl_name,)
+                )
                 if watermark >= 0:
                     cur.execute(self.sql_guard_wm, (watermark,))
                 row = cur.execute(self.sql_count).fetchone()
@@ -405,7 +490,9 @@ class TableApplier:
                 if n_up:
                     cur.execute(self.sql_upsert_replay if replay else self.sql_upsert)
                     cur.execute(self.sql_toast)
-                    res.toast_missing = [r[0] for r in cur.execute(self.sql_toast_missing).fetchall()]
+                    res.toast_missing = [
+                        r[0] for r in cur.execute(self.sql_toast_missing).fetchall()
+                    ]
                     res.applied = n_up - len(res.toast_missing)
                 cur.execute(self.sql_truncate_stage)
         return res
@@ -448,11 +535,15 @@ class AppendOnlyApplier(TableApplier):
             "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             "SELECT {cols}, 0::numeric AS _cf_lsn, ''::text AS _cf_hash FROM {target} WITH NO DATA"
         ).format(stage=self.stage, cols=cols, target=self.target)
-        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_hash) FROM STDIN").format(stage=self.stage, cols=cols)
+        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_hash) FROM STDIN").format(
+            stage=self.stage, cols=cols
+        )
         self.sql_insert = sql.SQL(
             "INSERT INTO {target} ({cols}, {pos}, {h}) SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
             "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
-        ).format(target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
+        ).format(
+            target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage
+        )
         # streamed positions only: their low 64 bits (the change's own LSN) are not zero
         self.sql_replay_delete = sql.SQL(
             "DELETE FROM {target} t USING (SELECT DISTINCT _cf_lsn FROM {stage} WHERE _cf_lsn >= %s "
@@ -473,7 +564,12 @@ class AppendOnlyApplier(TableApplier):
         return convs
 
     def apply(
-        self, conn: psycopg.Connection, events: list[ChangeEvent], watermark: int, *, replay: bool = False
+        self,
+        conn: psycopg.Connection,
+        events: list[ChangeEvent],
+        watermark: int,
+        *,
+        replay: bool = False,
     ) -> ApplyResult:
         res = ApplyResult()
         if not events:
@@ -492,7 +588,9 @@ class AppendOnlyApplier(TableApplier):
                     convs = self._row_convs(e)
                     if self._missing:
                         self._check_carried(e)
-                    vals = tuple(conv(e.after.get(c)) for conv, c in zip(convs, self.cols, strict=True))
+                    vals = tuple(
+                        conv(e.after.get(c)) for conv, c in zip(convs, self.cols, strict=True)
+                    )
                     digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
                     cp.write_row((*vals, str(e.position), digest))
             if replay:  # replace what this position wrote the first time (class docstring)

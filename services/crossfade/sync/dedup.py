@@ -59,14 +59,18 @@ def ddl(schema: str) -> list[sql.Composable]:
                 position numeric NOT NULL, deleted boolean NOT NULL DEFAULT false,
                 PRIMARY KEY (target_table, member_key))"""
         ).format(s),
-        sql.SQL("CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)").format(s),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)"
+        ).format(s),
         sql.SQL(
             """CREATE TABLE IF NOT EXISTS {}.crosswalk (
                 target_table text NOT NULL, member_key text NOT NULL, survivor_key text NOT NULL,
                 survivor jsonb NOT NULL, source_table text, rule text, evidence jsonb,
                 updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target_table, member_key))"""
         ).format(s),
-        sql.SQL("CREATE INDEX IF NOT EXISTS crosswalk_survivor ON {}.crosswalk (target_table, survivor_key)").format(s),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS crosswalk_survivor ON {}.crosswalk (target_table, survivor_key)"
+        ).format(s),
     ]
 
 
@@ -94,8 +98,14 @@ class DedupWriter:
     :class:`crossfade.sync.mapped.TargetWriter`."""
 
     def __init__(
-        self, shape: TableShape, key: tuple[str, ...], produced: tuple[str, ...], spec: DedupSpec,
-        mapper: Mapper, bookkeeping_schema: str, children: list[ChildRef],
+        self,
+        shape: TableShape,
+        key: tuple[str, ...],
+        produced: tuple[str, ...],
+        spec: DedupSpec,
+        mapper: Mapper,
+        bookkeeping_schema: str,
+        children: list[ChildRef],
     ) -> None:
         self.shape = shape
         self.key = key
@@ -106,7 +116,9 @@ class DedupWriter:
         self.cols = [c for c in names if c in set(produced) | set(key)]
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
         self.children = children
-        self.target = sql.SQL("{}.{}").format(sql.Identifier(shape.schema), sql.Identifier(shape.name))
+        self.target = sql.SQL("{}.{}").format(
+            sql.Identifier(shape.schema), sql.Identifier(shape.name)
+        )
         self.matcher_cols = Deduper(shape.qualified, spec, mapper.registry).matcher.columns
 
     @property
@@ -114,14 +126,20 @@ class DedupWriter:
         return self.shape.qualified
 
     def _deduper(self) -> Deduper:
-        return Deduper(self.table, self.spec, self.mapper.registry, keep=self.cols, key_columns=list(self.key))
+        return Deduper(
+            self.table, self.spec, self.mapper.registry, keep=self.cols, key_columns=list(self.key)
+        )
 
     # -- apply --------------------------------------------------------------------------------
-    def apply(self, conn: psycopg.Connection, changes: list[Any], *, replay: bool = False) -> ApplyResult:
+    def apply(
+        self, conn: psycopg.Connection, changes: list[Any], *, replay: bool = False
+    ) -> ApplyResult:
         res = ApplyResult()
         if not changes:
             return res
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
+        )
         best: dict[str, Any] = {}
         for ch in changes:
             k = _text(ch.key)
@@ -131,8 +149,10 @@ class DedupWriter:
         old = {
             r[0]: (int(r[1]), list(r[2] or []))
             for r in conn.execute(
-                sql.SQL("SELECT member_key, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                        "AND member_key = ANY(%s)").format(self.bk),
+                sql.SQL(
+                    "SELECT member_key, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                    "AND member_key = ANY(%s)"
+                ).format(self.bk),
                 (self.table, list(best)),
             ).fetchall()
         }
@@ -141,7 +161,9 @@ class DedupWriter:
         upserts, deletes = [], []
         for k, ch in best.items():
             have = old.get(k)
-            if have is not None and (ch.position < have[0] or (ch.position == have[0] and not replay)):
+            if have is not None and (
+                ch.position < have[0] or (ch.position == have[0] and not replay)
+            ):
                 res.skipped += 1
                 continue
             if have is not None:
@@ -167,7 +189,17 @@ class DedupWriter:
                     "key = EXCLUDED.key, block_keys = EXCLUDED.block_keys, row = EXCLUDED.row, position = EXCLUDED.position, "
                     "deleted = false"
                 ).format(self.bk),
-                [(self.table, k, Jsonb([_jv(v) for v in ch.key]), blocks, Jsonb(_json_row(vals)), ch.position) for k, ch, blocks, vals in upserts],
+                [
+                    (
+                        self.table,
+                        k,
+                        Jsonb([_jv(v) for v in ch.key]),
+                        blocks,
+                        Jsonb(_json_row(vals)),
+                        ch.position,
+                    )
+                    for k, ch, blocks, vals in upserts
+                ],
             )
             cur.executemany(
                 sql.SQL(
@@ -175,7 +207,10 @@ class DedupWriter:
                     "VALUES (%s,%s,%s,'{{}}',NULL,%s,true) ON CONFLICT (target_table, member_key) DO UPDATE SET "
                     "block_keys = '{{}}', row = NULL, position = EXCLUDED.position, deleted = true"
                 ).format(self.bk),
-                [(self.table, k, Jsonb([_jv(v) for v in ch.key]), ch.position) for k, ch in deletes],
+                [
+                    (self.table, k, Jsonb([_jv(v) for v in ch.key]), ch.position)
+                    for k, ch in deletes
+                ],
             )
         changed = {k for k, *_ in upserts} | {k for k, _ in deletes}
         self._regroup(conn, changed, seed_blocks)
@@ -184,19 +219,26 @@ class DedupWriter:
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
         bk = self.bk
         # members of the groups the changed ones were in (a member leaving splits its group)
-        prior = {r[0] for r in conn.execute(
-            sql.SQL("SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
-                    "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)").format(bk=bk),
-            (self.table, list(changed)),
-        ).fetchall()}
+        prior = {
+            r[0]
+            for r in conn.execute(
+                sql.SQL(
+                    "SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
+                    "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)"
+                ).format(bk=bk),
+                (self.table, list(changed)),
+            ).fetchall()
+        }
         members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
         want_keys = set(changed) | prior
         seen_blocks: set[str] = set()
         todo_blocks = set(blocks)
         while want_keys or todo_blocks:
             rows = conn.execute(
-                sql.SQL("SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                        "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])").format(bk),
+                sql.SQL(
+                    "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                    "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])"
+                ).format(bk),
                 (self.table, list(want_keys), list(todo_blocks)),
             ).fetchall()
             seen_blocks |= todo_blocks
@@ -242,17 +284,23 @@ class DedupWriter:
         self._write_crosswalk(conn, members, in_group, deleted_members)
 
     def _write_target(
-        self, conn: psycopg.Connection, rows: list[tuple[tuple[Any, ...], dict[str, Any], int]],
-        gone: list[tuple[Any, ...]], deleted_members: list[str],
+        self,
+        conn: psycopg.Connection,
+        rows: list[tuple[tuple[Any, ...], dict[str, Any], int]],
+        gone: list[tuple[Any, ...]],
+        deleted_members: list[str],
     ) -> None:
         I = sql.Identifier  # noqa: E741,N806
         key_match = sql.SQL(" AND ").join(
-            sql.SQL("{} = CAST(%s AS {})").format(I(k), sql.SQL(self.shape.column(k).type_sql)) for k in self.key
+            sql.SQL("{} = CAST(%s AS {})").format(I(k), sql.SQL(self.shape.column(k).type_sql))
+            for k in self.key
         )
         cols = [*self.cols, POS_COLUMN]
         types = [sql.SQL(self.shape.column(c).type_sql) for c in self.cols] + [sql.SQL("numeric")]
         non_key = [c for c in cols if c not in self.key]
-        upsert = sql.SQL("INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}").format(
+        upsert = sql.SQL(
+            "INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
+        ).format(
             t=self.target,
             cols=sql.SQL(", ").join(map(I, cols)),
             vals=sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(t) for t in types),
@@ -265,7 +313,13 @@ class DedupWriter:
             if gone_keys:
                 cur.executemany(delete, gone_keys)
             if rows:
-                cur.executemany(upsert, [[*(self._param(c, vals.get(c)) for c in self.cols), pos] for _k, vals, pos in rows])
+                cur.executemany(
+                    upsert,
+                    [
+                        [*(self._param(c, vals.get(c)) for c in self.cols), pos]
+                        for _k, vals, pos in rows
+                    ],
+                )
 
     def _param(self, col: str, v: Any) -> Any:
         if v is None:
@@ -277,16 +331,25 @@ class DedupWriter:
         return v if isinstance(v, str | bool | int | float) else str(v)
 
     def _write_crosswalk(
-        self, conn: psycopg.Connection, members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]],
-        in_group: dict[tuple[Any, ...], DupGroup], deleted_members: list[str],
+        self,
+        conn: psycopg.Connection,
+        members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]],
+        in_group: dict[tuple[Any, ...], DupGroup],
+        deleted_members: list[str],
     ) -> None:
         bk = self.bk
-        before = dict(conn.execute(
-            sql.SQL("SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(bk),
-            (self.table, [*members, *deleted_members]),
-        ).fetchall())
+        before = dict(
+            conn.execute(
+                sql.SQL(
+                    "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+                ).format(bk),
+                (self.table, [*members, *deleted_members]),
+            ).fetchall()
+        )
         params = []
-        moved: list[tuple[list[Any], list[Any]]] = []  # (member key, survivor key) whose survivor changed
+        moved: list[
+            tuple[list[Any], list[Any]]
+        ] = []  # (member key, survivor key) whose survivor changed
         for mk, (key, _row, _pos, _b) in members.items():
             g = in_group.get(tuple(key))
             survivor = list(g.survivor.key) if g else key
@@ -294,28 +357,54 @@ class DedupWriter:
             rule = evidence = None
             if g is not None and g.survivor.key != tuple(key):
                 ev = [e.as_dict() for e in g.evidence]
-                rule = next((e["rule"] for e in ev if tuple(e["a"]) == tuple(key) or tuple(e["b"]) == tuple(key)), ev[0]["rule"] if ev else None)
+                rule = next(
+                    (
+                        e["rule"]
+                        for e in ev
+                        if tuple(e["a"]) == tuple(key) or tuple(e["b"]) == tuple(key)
+                    ),
+                    ev[0]["rule"] if ev else None,
+                )
                 evidence = ev
-            params.append((self.table, mk, sk, Jsonb(survivor), rule, Jsonb(evidence) if evidence is not None else None))
+            params.append(
+                (
+                    self.table,
+                    mk,
+                    sk,
+                    Jsonb(survivor),
+                    rule,
+                    Jsonb(evidence) if evidence is not None else None,
+                )
+            )
             if before.get(mk, mk) != sk:
                 moved.append((key, survivor))
         with conn.cursor() as cur:
             cur.executemany(
-                sql.SQL("INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
-                        "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                        "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
-                        "evidence = EXCLUDED.evidence, updated_at = now()").format(bk),
+                sql.SQL(
+                    "INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
+                    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
+                    "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
+                    "evidence = EXCLUDED.evidence, updated_at = now()"
+                ).format(bk),
                 params,
             )
             if deleted_members:
-                cur.execute(sql.SQL("DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(bk),
-                            (self.table, deleted_members))
+                cur.execute(
+                    sql.SQL(
+                        "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+                    ).format(bk),
+                    (self.table, deleted_members),
+                )
             # children already in the target follow their parent to its survivor
             if len(self.key) == 1:
                 for ch in self.children:
-                    upd = sql.SQL("UPDATE {}.{} SET {c} = CAST(%s AS {t}) WHERE {c} = CAST(%s AS {t})").format(
-                        sql.Identifier(ch.table.split(".", 1)[0]), sql.Identifier(ch.table.split(".", 1)[1]),
-                        c=sql.Identifier(ch.column), t=sql.SQL(ch.type_sql),
+                    upd = sql.SQL(
+                        "UPDATE {}.{} SET {c} = CAST(%s AS {t}) WHERE {c} = CAST(%s AS {t})"
+                    ).format(
+                        sql.Identifier(ch.table.split(".", 1)[0]),
+                        sql.Identifier(ch.table.split(".", 1)[1]),
+                        c=sql.Identifier(ch.column),
+                        t=sql.SQL(ch.type_sql),
                     )
                     for member_key, survivor in moved:
                         if member_key != survivor:
@@ -324,12 +413,28 @@ class DedupWriter:
                     # only through their own next change: the crosswalk no longer redirects them
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",))
-        n = conn.execute(sql.SQL("DELETE FROM {} WHERE {} < %s OR {} IS NULL").format(
-            self.target, sql.Identifier(POS_COLUMN), sql.Identifier(POS_COLUMN)), (pos,)).rowcount
-        conn.execute(sql.SQL("DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s").format(self.bk), (self.table, pos))
-        conn.execute(sql.SQL("DELETE FROM {}.crosswalk c WHERE target_table = %s AND NOT EXISTS (SELECT 1 FROM {}.dedup_members m "
-                             "WHERE m.target_table = c.target_table AND m.member_key = c.member_key)").format(self.bk, self.bk), (self.table,))
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
+        )
+        n = conn.execute(
+            sql.SQL("DELETE FROM {} WHERE {} < %s OR {} IS NULL").format(
+                self.target, sql.Identifier(POS_COLUMN), sql.Identifier(POS_COLUMN)
+            ),
+            (pos,),
+        ).rowcount
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s"
+            ).format(self.bk),
+            (self.table, pos),
+        )
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.crosswalk c WHERE target_table = %s AND NOT EXISTS (SELECT 1 FROM {}.dedup_members m "
+                "WHERE m.target_table = c.target_table AND m.member_key = c.member_key)"
+            ).format(self.bk, self.bk),
+            (self.table,),
+        )
         return n
 
 
@@ -347,19 +452,24 @@ def raise_unavailable(table: str, key: str, cols: Iterable[str]) -> None:
     )
 
 
-def resolve(conn: psycopg.Connection, bookkeeping_schema: str, table: str, values: list[Any]) -> dict[str, list[Any]]:
+def resolve(
+    conn: psycopg.Connection, bookkeeping_schema: str, table: str, values: list[Any]
+) -> dict[str, list[Any]]:
     """member key text -> survivor key, for the given single-column key values of ``table``."""
     if not values:
         return {}
     rows = conn.execute(
-        sql.SQL("SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)").format(
-            sql.Identifier(bookkeeping_schema)),
+        sql.SQL(
+            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+        ).format(sql.Identifier(bookkeeping_schema)),
         (table, [_text([v]) for v in values]),
     ).fetchall()
     return {r[0]: list(r[1]) for r in rows}
 
 
-def explain(conn: psycopg.Connection, bookkeeping_schema: str, table: str | None, key: str) -> list[dict[str, Any]]:
+def explain(
+    conn: psycopg.Connection, bookkeeping_schema: str, table: str | None, key: str
+) -> list[dict[str, Any]]:
     """Why a legacy key ended where it did: its survivor, the group's members, the rules and the
     evidence of each merge. ``key``: the key value (one column) or a JSON array."""
     bk = sql.Identifier(bookkeeping_schema)
@@ -368,25 +478,35 @@ def explain(conn: psycopg.Connection, bookkeeping_schema: str, table: str | None
     except ValueError:
         parsed = key
     candidates = {_text(parsed) if isinstance(parsed, list) else _text([parsed]), _text([key])}
-    cond = sql.SQL("member_key = ANY(%s)") + (sql.SQL(" AND target_table = %s") if table else sql.SQL(""))
+    cond = sql.SQL("member_key = ANY(%s)") + (
+        sql.SQL(" AND target_table = %s") if table else sql.SQL("")
+    )
     rows = conn.execute(
-        sql.SQL("SELECT target_table, member_key, survivor_key FROM {}.crosswalk WHERE ").format(bk) + cond,
+        sql.SQL("SELECT target_table, member_key, survivor_key FROM {}.crosswalk WHERE ").format(bk)
+        + cond,
         [list(candidates), *([table] if table else [])],
     ).fetchall()
     out = []
     for t, mk, sk in rows:
         group = conn.execute(
-            sql.SQL("SELECT c.member_key, c.rule, c.evidence, m.row FROM {bk}.crosswalk c LEFT JOIN {bk}.dedup_members m "
-                    "ON m.target_table = c.target_table AND m.member_key = c.member_key "
-                    "WHERE c.target_table = %s AND c.survivor_key = %s ORDER BY c.member_key").format(bk=bk),
+            sql.SQL(
+                "SELECT c.member_key, c.rule, c.evidence, m.row FROM {bk}.crosswalk c LEFT JOIN {bk}.dedup_members m "
+                "ON m.target_table = c.target_table AND m.member_key = c.member_key "
+                "WHERE c.target_table = %s AND c.survivor_key = %s ORDER BY c.member_key"
+            ).format(bk=bk),
             (t, sk),
         ).fetchall()
         evidence = next((g[2] for g in group if g[2]), []) or []
-        out.append({
-            "table": t, "key": json.loads(mk), "survivor": json.loads(sk), "merged": len(group) > 1,
-            "members": [{"key": json.loads(g[0]), "rule": g[1], "row": g[3]} for g in group],
-            "evidence": evidence,
-        })
+        out.append(
+            {
+                "table": t,
+                "key": json.loads(mk),
+                "survivor": json.loads(sk),
+                "merged": len(group) > 1,
+                "members": [{"key": json.loads(g[0]), "rule": g[1], "row": g[3]} for g in group],
+                "evidence": evidence,
+            }
+        )
     return out
 
 

@@ -38,8 +38,14 @@ class RuleGroup:
     examples: list[dict[str, Any]]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"rule": self.rule, "table": self.table, "records": self.records, "first_at": self.first_at,
-                "last_at": self.last_at, "examples": self.examples}
+        return {
+            "rule": self.rule,
+            "table": self.table,
+            "records": self.records,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
+            "examples": self.examples,
+        }
 
 
 @dataclass
@@ -59,9 +65,15 @@ class Accounting:
         return self.source_rows == self.mapped + self.dead_lettered + self.filtered + self.deferred
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "source_rows": self.source_rows, "mapped": self.mapped,
-                "dead_lettered": self.dead_lettered, "filtered": self.filtered, "deferred": self.deferred,
-                "closes": self.closes}
+        return {
+            "table": self.table,
+            "source_rows": self.source_rows,
+            "mapped": self.mapped,
+            "dead_lettered": self.dead_lettered,
+            "filtered": self.filtered,
+            "deferred": self.deferred,
+            "closes": self.closes,
+        }
 
 
 @dataclass
@@ -78,10 +90,15 @@ class DlqReport:
         return sum(g.records for g in self.groups)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"dead_letters": self.total, "by_rule": [g.as_dict() for g in self.groups],
-                "filtered_by_filter": self.filtered, "deferred": self.deferred, "held": self.held,
-                "accounting": [a.as_dict() for a in self.accounting],
-                "accounting_closes": all(a.closes for a in self.accounting)}
+        return {
+            "dead_letters": self.total,
+            "by_rule": [g.as_dict() for g in self.groups],
+            "filtered_by_filter": self.filtered,
+            "deferred": self.deferred,
+            "held": self.held,
+            "accounting": [a.as_dict() for a in self.accounting],
+            "accounting_closes": all(a.closes for a in self.accounting),
+        }
 
 
 def _bk(settings: Settings) -> sql.Identifier:
@@ -92,7 +109,12 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
     rep = DlqReport()
     bk = _bk(settings)
     with connect(settings.target, "target", autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)).fetchone()[0] is None:  # type: ignore[index]
+        if (
+            conn.execute(
+                "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)
+            ).fetchone()[0]
+            is None
+        ):  # type: ignore[index]
             return rep
         rows = conn.execute(
             sql.SQL(
@@ -104,28 +126,53 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
             (examples,),
         ).fetchall()
         rep.groups = [RuleGroup(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
-        rep.filtered = {r[0]: int(r[1]) for r in conn.execute(
-            sql.SQL("SELECT rule, count(*) FROM {}.ledger WHERE outcome = 'filtered' GROUP BY rule ORDER BY rule").format(bk)
-        ).fetchall()}
-        rep.deferred = int(conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'deferred'").format(bk)).fetchone()[0])  # type: ignore[index]
-        rep.held = int(conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'held'").format(bk)).fetchone()[0])  # type: ignore[index]
+        rep.filtered = {
+            r[0]: int(r[1])
+            for r in conn.execute(
+                sql.SQL(
+                    "SELECT rule, count(*) FROM {}.ledger WHERE outcome = 'filtered' GROUP BY rule ORDER BY rule"
+                ).format(bk)
+            ).fetchall()
+        }
+        rep.deferred = int(
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'deferred'").format(bk)
+            ).fetchone()[0]
+        )  # type: ignore[index]
+        rep.held = int(
+            conn.execute(
+                sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'held'").format(bk)
+            ).fetchone()[0]
+        )  # type: ignore[index]
         mapping = settings.mapping
         if mapping is not None and mapping.tables:
             counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
             for t, outcome, n in conn.execute(
-                sql.SQL("SELECT source_table, outcome, count(*) FROM {}.ledger WHERE entry NOT LIKE '@%%' "
-                        "GROUP BY source_table, outcome").format(bk)
+                sql.SQL(
+                    "SELECT source_table, outcome, count(*) FROM {}.ledger WHERE entry NOT LIKE '@%%' "
+                    "GROUP BY source_table, outcome"
+                ).format(bk)
             ).fetchall():
                 counts[t][outcome] = int(n)
             with connect(settings.source, "source", autocommit=True) as src:
                 for t in mapping.tables:
                     schema, name = t.split(".", 1)
-                    n = src.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(name))).fetchone()
+                    n = src.execute(
+                        sql.SQL("SELECT count(*) FROM {}.{}").format(
+                            sql.Identifier(schema), sql.Identifier(name)
+                        )
+                    ).fetchone()
                     c = counts[t]
-                    rep.accounting.append(Accounting(t, int(n[0]) if n else 0, c["mapped"] + c["replayed"],
-                                                     c["dead_letter"], c["filtered"], c["deferred"]))
+                    rep.accounting.append(
+                        Accounting(
+                            t,
+                            int(n[0]) if n else 0,
+                            c["mapped"] + c["replayed"],
+                            c["dead_letter"],
+                            c["filtered"],
+                            c["deferred"],
+                        )
+                    )
     return rep
 
 
@@ -144,9 +191,16 @@ class ReplayReport:
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"selected": self.selected, "applied": self.applied, "still_failing": self.still_failing,
-                "superseded": self.superseded, "dropped": self.dropped, "released": self.released,
-                "still_failing_by_rule": self.by_rule, "dry_run": self.dry_run}
+        return {
+            "selected": self.selected,
+            "applied": self.applied,
+            "still_failing": self.still_failing,
+            "superseded": self.superseded,
+            "dropped": self.dropped,
+            "released": self.released,
+            "still_failing_by_rule": self.by_rule,
+            "dry_run": self.dry_run,
+        }
 
 
 class _DryRun(Exception):
@@ -154,7 +208,11 @@ class _DryRun(Exception):
 
 
 def replay(
-    settings: Settings, *, rule: str | None = None, table: str | None = None, dry_run: bool = False,
+    settings: Settings,
+    *,
+    rule: str | None = None,
+    table: str | None = None,
+    dry_run: bool = False,
     drop_undecodable: bool = False,
 ) -> ReplayReport:
     """Re-run open dead letters through the current mapping; apply those that pass now.
@@ -184,9 +242,10 @@ def replay(
                     cond.append(sql.SQL("source_table = %s"))
                     params.append(table)
                 rows = conn.execute(
-                    sql.SQL('SELECT source_table, entry, topic, partition, "offset", key, value, headers, source_key, rule '
-                            "FROM {}.ledger WHERE {} ORDER BY source_table, position FOR UPDATE").format(
-                                bk, sql.SQL(" AND ").join(cond)),
+                    sql.SQL(
+                        'SELECT source_table, entry, topic, partition, "offset", key, value, headers, source_key, rule '
+                        "FROM {}.ledger WHERE {} ORDER BY source_table, position FOR UPDATE"
+                    ).format(bk, sql.SQL(" AND ").join(cond)),
                     params,
                 ).fetchall()
                 rep.selected = len(rows)
@@ -195,7 +254,18 @@ def replay(
                 undecodable: list[str] = []
                 release: list[tuple[str, Any]] = []  # (table, key) whose held changes may go now
                 dropped: list[tuple[str, str]] = []
-                for src_table, entry, topic, partition, offset, key, value, headers, source_key, why in rows:
+                for (
+                    src_table,
+                    entry,
+                    topic,
+                    partition,
+                    offset,
+                    key,
+                    value,
+                    headers,
+                    source_key,
+                    why,
+                ) in rows:
                     headers = headers or {}
                     try:
                         e = decoder.decode(key, value, src_table, headers.get(POSITION_HEADER))
@@ -213,33 +283,54 @@ def replay(
                     if why == "decode" and source_key is not None:
                         release.append((src_table, source_key))
                     by_table[src_table].append((entry, e))
-                    origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
+                    origins[(_key_id(e), e.position)] = Origin(
+                        topic, partition, offset, key, value, headers
+                    )
                 for src_table, entry in dropped:
-                    conn.execute(sql.SQL("UPDATE {}.ledger SET outcome = 'dropped', at = now() WHERE source_table = %s "
-                                         "AND entry = %s").format(bk), (src_table, entry))
+                    conn.execute(
+                        sql.SQL(
+                            "UPDATE {}.ledger SET outcome = 'dropped', at = now() WHERE source_table = %s "
+                            "AND entry = %s"
+                        ).format(bk),
+                        (src_table, entry),
+                    )
                 # the held changes of released keys follow their dead letter, in their order
                 for src_table, source_key in release:
                     for entry, topic, partition, offset, key, value, headers in conn.execute(
-                        sql.SQL('SELECT entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
-                                "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
-                                'ORDER BY topic, partition, "offset" FOR UPDATE').format(bk),
+                        sql.SQL(
+                            'SELECT entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
+                            "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
+                            'ORDER BY topic, partition, "offset" FOR UPDATE'
+                        ).format(bk),
                         (src_table, Jsonb(source_key)),
                     ).fetchall():
-                        e = decoder.decode(key, value, src_table, (headers or {}).get(POSITION_HEADER))
+                        e = decoder.decode(
+                            key, value, src_table, (headers or {}).get(POSITION_HEADER)
+                        )
                         by_table[src_table].append((entry, e))
-                        origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers or {})
+                        origins[(_key_id(e), e.position)] = Origin(
+                            topic, partition, offset, key, value, headers or {}
+                        )
                         rep.released += 1
                 parents = make_parents(conn, shapes, writers, bk_name)
                 for src_table, pairs in by_table.items():
                     events = [e for _, e in pairs]
                     decoded_entries = [entry for entry, _ in pairs if entry.startswith("@")]
-                    if src_table not in mapped:  # a key's changes in position order (identity apply collapses them)
+                    if (
+                        src_table not in mapped
+                    ):  # a key's changes in position order (identity apply collapses them)
                         events.sort(key=lambda e: e.position)
                     if src_table in mapped:
                         ms = mapped[src_table]
                         entries = frozenset(ms.entry_of(e)[0] for e in events)
-                        res = ms.process(conn, events, origins, parents, rerun=True, expired=entries)
-                        rep.applied += res.by_outcome["mapped"] + res.by_outcome["deleted"] + res.by_outcome["filtered"]
+                        res = ms.process(
+                            conn, events, origins, parents, rerun=True, expired=entries
+                        )
+                        rep.applied += (
+                            res.by_outcome["mapped"]
+                            + res.by_outcome["deleted"]
+                            + res.by_outcome["filtered"]
+                        )
                         rep.superseded += res.skipped
                         for h in res.dead_letters:
                             rep.still_failing += 1
@@ -254,8 +345,10 @@ def replay(
                         rep.superseded += r.skipped
                     if decoded_entries:
                         conn.execute(
-                            sql.SQL("UPDATE {}.ledger SET outcome = 'replayed', at = now() WHERE source_table = %s "
-                                    "AND entry = ANY(%s)").format(bk),
+                            sql.SQL(
+                                "UPDATE {}.ledger SET outcome = 'replayed', at = now() WHERE source_table = %s "
+                                "AND entry = ANY(%s)"
+                            ).format(bk),
                             (src_table, decoded_entries),
                         )
                 if dry_run:
@@ -267,9 +360,14 @@ def replay(
 
 def open_dead_letters(conn: psycopg.Connection, bookkeeping_schema: str) -> int:
     """How many dead letters are open (the cutover gate's figure)."""
-    if conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0] is None:  # type: ignore[index]
+    if (
+        conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0]
+        is None
+    ):  # type: ignore[index]
         return 0
     row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'dead_letter'").format(sql.Identifier(bookkeeping_schema))
+        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'dead_letter'").format(
+            sql.Identifier(bookkeeping_schema)
+        )
     ).fetchone()
     return int(row[0]) if row else 0

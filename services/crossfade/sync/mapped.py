@@ -112,13 +112,21 @@ class TargetWriter:
     Rows of one target normally carry the same columns; a row with other columns (a mapping that
     copies unmapped source columns, a source that gained one) gets an applier of its own."""
 
-    def __init__(self, shape: TableShape, key: tuple[str, ...], produced: tuple[str, ...], bookkeeping_schema: str) -> None:
+    def __init__(
+        self,
+        shape: TableShape,
+        key: tuple[str, ...],
+        produced: tuple[str, ...],
+        bookkeeping_schema: str,
+    ) -> None:
         self.shape = shape
         self.key = key
         self.bk = bookkeeping_schema
         names = [c.name for c in shape.columns]
         self.order = {c: i for i, c in enumerate(names)}
-        self.default_cols = tuple(sorted({*produced, *key} & set(names), key=self.order.__getitem__))
+        self.default_cols = tuple(
+            sorted({*produced, *key} & set(names), key=self.order.__getitem__)
+        )
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
         self._appliers: dict[tuple[str, ...], TableApplier] = {}
         self.redirects: list[tuple[str, str]] = []
@@ -133,7 +141,12 @@ class TargetWriter:
         cols = cols or self.default_cols
         a = self._appliers.get(cols)
         if a is None:
-            sub = TableShape(self.shape.schema, self.shape.name, tuple(self.shape.column(c) for c in cols), self.key)
+            sub = TableShape(
+                self.shape.schema,
+                self.shape.name,
+                tuple(self.shape.column(c) for c in cols),
+                self.key,
+            )
             a = TableApplier(sub, self.bk, stage_tag="|".join(cols))
             self._appliers[cols] = a
         return a
@@ -143,7 +156,9 @@ class TargetWriter:
             return Jsonb(v)
         return v
 
-    def apply(self, conn: psycopg.Connection, changes: list[RowChange], *, replay: bool = False) -> ApplyResult:
+    def apply(
+        self, conn: psycopg.Connection, changes: list[RowChange], *, replay: bool = False
+    ) -> ApplyResult:
         total = ApplyResult()
         if not changes:
             return total
@@ -160,7 +175,9 @@ class TargetWriter:
             if ch.values is None:
                 cols = self.default_cols
             else:
-                cols = tuple(sorted((c for c in ch.values if c in self.order), key=self.order.__getitem__))
+                cols = tuple(
+                    sorted((c for c in ch.values if c in self.order), key=self.order.__getitem__)
+                )
             groups[cols].append((k, ch))
         total.skipped = len(changes) - len(best)
         self._redirect(conn, best.values())
@@ -169,7 +186,9 @@ class TargetWriter:
             a = self.applier(cols)
             a.prepare(conn, watermark=False)
 
-            def rows(cols: tuple[str, ...] = cols, items: list[tuple[str, RowChange]] = items) -> Iterable[tuple[Any, ...]]:
+            def rows(
+                cols: tuple[str, ...] = cols, items: list[tuple[str, RowChange]] = items
+            ) -> Iterable[tuple[Any, ...]]:
                 for k, ch in items:
                     if wm >= 0 and ch.position < wm:
                         continue
@@ -194,7 +213,12 @@ class TargetWriter:
 
         rows = [ch for ch in changes if ch.values is not None]
         for col, parent in self.redirects:
-            survivors = resolve(conn, self.bk, parent, [ch.values[col] for ch in rows if ch.values and ch.values.get(col) is not None])
+            survivors = resolve(
+                conn,
+                self.bk,
+                parent,
+                [ch.values[col] for ch in rows if ch.values and ch.values.get(col) is not None],
+            )
             for ch in rows:
                 assert ch.values is not None
                 v = ch.values.get(col)
@@ -214,7 +238,10 @@ class TargetParents:
     the batch; a missing one is asked again (it may arrive later in the batch)."""
 
     def __init__(
-        self, conn: psycopg.Connection, shapes: Mapping[str, TableShape], dedup: Mapping[str, tuple[str, ...]] | None = None,
+        self,
+        conn: psycopg.Connection,
+        shapes: Mapping[str, TableShape],
+        dedup: Mapping[str, tuple[str, ...]] | None = None,
         bookkeeping_schema: str = "crossfade",
     ) -> None:
         self.conn = conn
@@ -233,7 +260,9 @@ class TargetParents:
             return True
         if self.dedup.get(table) == (column,):
             row = self.conn.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s)").format(self.bk),
+                sql.SQL(
+                    "SELECT EXISTS (SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s)"
+                ).format(self.bk),
                 (table, k[2]),
             ).fetchone()
             if row and row[0]:
@@ -242,7 +271,10 @@ class TargetParents:
         typ = shape.column(column).type_sql
         row = self.conn.execute(
             sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}))").format(
-                sql.Identifier(shape.schema), sql.Identifier(shape.name), sql.Identifier(column), sql.SQL(typ)
+                sql.Identifier(shape.schema),
+                sql.Identifier(shape.name),
+                sql.Identifier(column),
+                sql.SQL(typ),
             ),
             (value if not isinstance(value, dict | list) else json.dumps(value),),
         ).fetchone()
@@ -256,7 +288,12 @@ class MappedSource:
     """One mapped source table: its events -> outcomes -> target changes and ledger rows."""
 
     def __init__(
-        self, mapper: Mapper, source: str, pg_types: Mapping[str, str], writers: Mapping[str, TargetWriter], bookkeeping_schema: str
+        self,
+        mapper: Mapper,
+        source: str,
+        pg_types: Mapping[str, str],
+        writers: Mapping[str, TargetWriter],
+        bookkeeping_schema: str,
     ) -> None:
         self.mapper = mapper
         self.source = source
@@ -265,7 +302,10 @@ class MappedSource:
         self.targets = [t.table for t in mapper.table(source).targets]
         self.pk = mapper.source_keys.get(source) or []
         if not self.pk:
-            raise ConfigError(f"mapped source table {source} has no primary key", "give it one, or leave it unmapped")
+            raise ConfigError(
+                f"mapped source table {source} has no primary key",
+                "give it one, or leave it unmapped",
+            )
         self.bk = sql.Identifier(bookkeeping_schema)
         self.sql_positions = sql.SQL(
             "SELECT entry, position FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
@@ -299,12 +339,16 @@ class MappedSource:
         survivors = collapse(events)
         res.skipped = len(events) - len(survivors)
         keyed = [(e, *self.entry_of(e)) for e in survivors]
-        stored: dict[str, Any] = dict(conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall())
+        stored: dict[str, Any] = dict(
+            conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall()
+        )
         changes: dict[str, list[RowChange]] = defaultdict(list)
         held: list[Held] = []
         for e, entry, skey, key_row in keyed:
             have = stored.get(entry)
-            if have is not None and (e.position < have or (e.position == have and not (replay or rerun))):
+            if have is not None and (
+                e.position < have or (e.position == have and not (replay or rerun))
+            ):
                 res.skipped += 1
                 continue
             origin = origins.get((_key_id(e), e.position))
@@ -314,12 +358,19 @@ class MappedSource:
                 self._delete_targets(changes, key_row, e.position)
             else:
                 row, unavailable = event_row(e, self.pg_types)
-                out = self.mapper.map_row(self.source, row, parents=parents, unavailable=unavailable)
+                out = self.mapper.map_row(
+                    self.source, row, parents=parents, unavailable=unavailable
+                )
                 if isinstance(out, Mapped):
                     for tr in out.rows:
                         if tr.key is None:
-                            raise ConfigError(f"target {tr.table} of {self.source} has no known key", "set `key:` in the mapping")
-                        changes[tr.table].append(RowChange(tr.key, tr.values, e.position, tr.unavailable))
+                            raise ConfigError(
+                                f"target {tr.table} of {self.source} has no known key",
+                                "set `key:` in the mapping",
+                            )
+                        changes[tr.table].append(
+                            RowChange(tr.key, tr.values, e.position, tr.unavailable)
+                        )
                 elif isinstance(out, Filtered):
                     h.outcome, h.rule, h.reason = "filtered", out.filter, out.reason
                     res.filters[out.filter] += 1
@@ -349,7 +400,9 @@ class MappedSource:
         res.deferred = res.by_outcome["deferred"]
         return res
 
-    def _delete_targets(self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int) -> None:
+    def _delete_targets(
+        self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int
+    ) -> None:
         for target, tkey in self.mapper.map_key(self.source, key_row):
             changes[target].append(RowChange(tkey, None, pos))
 
@@ -363,7 +416,10 @@ class MappedSource:
             )
         n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
         conn.execute(
-            sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(self.bk), (self.source, pos)
+            sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(
+                self.bk
+            ),
+            (self.source, pos),
         )
         return n
 
@@ -389,19 +445,34 @@ def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held])
     for h in held:
         keep = h.outcome in (*HELD, "held")
         o = h.origin if h.outcome in ("dead_letter", "deferred", "held") else None
-        params.append((
-            h.source_table, h.entry, h.position, h.outcome, Jsonb(h.source_key) if h.source_key is not None else None,
-            h.rule if keep else None, h.reason if keep else None, Jsonb(h.failures) if keep and h.failures else None,
-            o.topic if o else None, o.partition if o else None, o.offset if o else None,
-            o.key if o else None, o.value if o else None, Jsonb(o.headers) if o else None,
-            h.window_s if h.outcome == "deferred" else None,
-        ))
+        params.append(
+            (
+                h.source_table,
+                h.entry,
+                h.position,
+                h.outcome,
+                Jsonb(h.source_key) if h.source_key is not None else None,
+                h.rule if keep else None,
+                h.reason if keep else None,
+                Jsonb(h.failures) if keep and h.failures else None,
+                o.topic if o else None,
+                o.partition if o else None,
+                o.offset if o else None,
+                o.key if o else None,
+                o.value if o else None,
+                Jsonb(o.headers) if o else None,
+                h.window_s if h.outcome == "deferred" else None,
+            )
+        )
     with conn.cursor() as cur:
         cur.executemany(stmt, params)
 
 
 def make_parents(
-    conn: psycopg.Connection, shapes: Mapping[str, TableShape], writers: Mapping[str, Any], bookkeeping_schema: str
+    conn: psycopg.Connection,
+    shapes: Mapping[str, TableShape],
+    writers: Mapping[str, Any],
+    bookkeeping_schema: str,
 ) -> TargetParents:
     """The :class:`TargetParents` of a batch (deduplicated targets answer through the crosswalk)."""
     from crossfade.sync.dedup import DedupWriter
@@ -437,7 +508,10 @@ def build_mapped(
         ensure_position_column(conn, table)
         found = read_shape(conn, table)
         if found is None:
-            raise ConfigError(f"target table {table} (in the mapping) does not exist", "create it in the new database")
+            raise ConfigError(
+                f"target table {table} (in the mapping) does not exist",
+                "create it in the new database",
+            )
         shapes[table] = found
     for s in sources:
         for t in mapper.table(s).targets:
@@ -450,8 +524,15 @@ def build_mapped(
             assert t.key is not None
             spec = mapper.config.dedup.get(t.table)
             if spec is not None:
-                writers[t.table] = dedup.DedupWriter(shape, tuple(t.key), produced, spec, mapper, bookkeeping_schema,
-                                                     dedup.children_of(mapper, t.table, shapes))
+                writers[t.table] = dedup.DedupWriter(
+                    shape,
+                    tuple(t.key),
+                    produced,
+                    spec,
+                    mapper,
+                    bookkeeping_schema,
+                    dedup.children_of(mapper, t.table, shapes),
+                )
             else:
                 w = TargetWriter(shape, tuple(t.key), produced, bookkeeping_schema)
                 for col, r, _checks in t.rules:
@@ -459,5 +540,7 @@ def build_mapped(
                     if ref is not None and ref.table in mapper.config.dedup:
                         w.redirects.append((col, ref.table))
                 writers[t.table] = w
-    out = {s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources}
+    out = {
+        s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources
+    }
     return out, writers, shapes

@@ -58,7 +58,9 @@ def tag_session(conn: psycopg.Connection) -> str:
         name = f"{ORIGIN_PREFIX}{n}"
         try:
             with conn.transaction():
-                if conn.execute("SELECT pg_replication_origin_oid(%s)", (name,)).fetchone() == (None,):
+                if conn.execute("SELECT pg_replication_origin_oid(%s)", (name,)).fetchone() == (
+                    None,
+                ):
                     conn.execute("SELECT pg_replication_origin_create(%s)", (name,))
         except psycopg.errors.UniqueViolation:
             pass  # another session created it meanwhile

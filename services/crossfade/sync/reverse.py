@@ -44,7 +44,9 @@ class ReverseSyncWorker(SyncWorker):
         self.require_origin = True
         self.inverses: dict[str, TableInverse] = fallback_plan.by_new()
         self._renames: dict[str, dict[str, str]] = {}  # new table -> new column -> legacy column
-        self._dropped: dict[str, frozenset[str]] = {}  # new table -> columns legacy has no place for
+        self._dropped: dict[
+            str, frozenset[str]
+        ] = {}  # new table -> columns legacy has no place for
 
     def _connect_target(self) -> Any:
         conn = super()._connect_target()
@@ -63,10 +65,19 @@ class ReverseSyncWorker(SyncWorker):
                 new_shape = read_shape(new, table)
                 legacy_shape = read_shape(self.conn, inv.legacy)
                 if new_shape is None:
-                    raise SchemaMismatch(f"{table} does not exist in the new database", "fix the mapping or tables:")
+                    raise SchemaMismatch(
+                        f"{table} does not exist in the new database", "fix the mapping or tables:"
+                    )
                 if legacy_shape is None:
-                    raise SchemaMismatch(f"legacy table {inv.legacy} does not exist", "recreate it, or leave it out of fallback.tables")
-                renames = {c.name: lc for c in new_shape.columns if (lc := inv.legacy_column(c.name)) is not None}
+                    raise SchemaMismatch(
+                        f"legacy table {inv.legacy} does not exist",
+                        "recreate it, or leave it out of fallback.tables",
+                    )
+                renames = {
+                    c.name: lc
+                    for c in new_shape.columns
+                    if (lc := inv.legacy_column(c.name)) is not None
+                }
                 legacy_cols = {c.name for c in legacy_shape.columns}
                 unknown = sorted(lc for lc in renames.values() if lc not in legacy_cols)
                 if unknown:
@@ -83,8 +94,12 @@ class ReverseSyncWorker(SyncWorker):
                         "map them in the forward mapping, or leave the table out of fallback.tables",
                     )
                 if uncovered:
-                    log.warning("legacy %s column(s) %s get nothing from %s (NULL in rows created there)",
-                                inv.legacy, ", ".join(c.name for c in uncovered), table)
+                    log.warning(
+                        "legacy %s column(s) %s get nothing from %s (NULL in rows created there)",
+                        inv.legacy,
+                        ", ".join(c.name for c in uncovered),
+                        table,
+                    )
                 if [renames.get(c) for c in new_shape.pk] != list(legacy_shape.pk):
                     raise SchemaMismatch(
                         f"the key of {table} ({', '.join(new_shape.pk)}) does not map to the primary key of "
@@ -92,11 +107,21 @@ class ReverseSyncWorker(SyncWorker):
                         "the key must be a rename of the legacy primary key",
                     )
                 self._renames[table] = renames
-                self._dropped[table] = frozenset(c.name for c in new_shape.columns if c.name not in renames)
+                self._dropped[table] = frozenset(
+                    c.name for c in new_shape.columns if c.name not in renames
+                )
                 # the applier writes only the covered columns: an uncovered one keeps its value
-                shape = replace(legacy_shape, columns=tuple(c for c in legacy_shape.columns if c.name in covered))
+                shape = replace(
+                    legacy_shape,
+                    columns=tuple(c for c in legacy_shape.columns if c.name in covered),
+                )
                 self.appliers[table] = self._applier(table, shape)
-                log.info("fallback: %s -> legacy %s%s", table, inv.legacy, "" if inv.identity else " (inverse mapping)")
+                log.info(
+                    "fallback: %s -> legacy %s%s",
+                    table,
+                    inv.legacy,
+                    "" if inv.identity else " (inverse mapping)",
+                )
 
     def _applier(self, table: str, shape: Any) -> TableApplier:
         return SideTableApplier(shape, self.bk)
@@ -129,12 +154,16 @@ class ReverseSyncWorker(SyncWorker):
 _SCHEMAS: dict[Any, RowSchema] = {}
 
 
-def _rename_schema(rs: RowSchema | None, renames: dict[str, str], drop: frozenset[str]) -> RowSchema | None:
+def _rename_schema(
+    rs: RowSchema | None, renames: dict[str, str], drop: frozenset[str]
+) -> RowSchema | None:
     if rs is None:
         return None
     hit = _SCHEMAS.get((id(renames), rs))
     if hit is None:
-        hit = RowSchema(rs.name, tuple((renames.get(n, n), t) for n, t in rs.fields if n not in drop))
+        hit = RowSchema(
+            rs.name, tuple((renames.get(n, n), t) for n, t in rs.fields if n not in drop)
+        )
         _SCHEMAS[(id(renames), rs)] = hit
     return hit
 

@@ -85,7 +85,9 @@ def read_shape(conn: psycopg.Connection, table: str) -> TableShape | None:
     if not rows:
         return None
     pk = tuple(r[0] for r in conn.execute(_PK_SQL, (schema, name)).fetchall())
-    cols = tuple(Column(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[0] not in (POS_COLUMN, HASH_COLUMN))
+    cols = tuple(
+        Column(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[0] not in (POS_COLUMN, HASH_COLUMN)
+    )
     return TableShape(schema, name, cols, pk)
 
 
@@ -121,15 +123,25 @@ def sync_enum(source: psycopg.Connection, target: psycopg.Connection, qualified:
     for label in labels:
         if label not in have:
             target.execute(
-                sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}").format(sql.SQL(qualified), sql.Literal(label))
+                sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}").format(
+                    sql.SQL(qualified), sql.Literal(label)
+                )
             )
-            log.warning("enum %s gained the label %r at the source: added it in the target", qualified, label)
+            log.warning(
+                "enum %s gained the label %r at the source: added it in the target",
+                qualified,
+                label,
+            )
             changed = True
     return changed
 
 
 def ensure_target_table(
-    source: psycopg.Connection, target: psycopg.Connection, source_table: str, target_table: str, create: bool
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    source_table: str,
+    target_table: str,
+    create: bool,
 ) -> TableShape:
     """Make sure ``target_table`` exists and carries ``_cf_pos``; return its shape.
 
@@ -145,11 +157,17 @@ def ensure_target_table(
 
 
 def _ensure_target_table(
-    source: psycopg.Connection, target: psycopg.Connection, source_table: str, target_table: str, create: bool
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    source_table: str,
+    target_table: str,
+    create: bool,
 ) -> TableShape:
     src = read_shape(source, source_table)
     if src is None:
-        raise SchemaMismatch(f"source table {source_table} does not exist", "fix `tables:` in the config")
+        raise SchemaMismatch(
+            f"source table {source_table} does not exist", "fix `tables:` in the config"
+        )
     shape = read_shape(target, target_table)
     if shape is None:
         if not create:
@@ -164,16 +182,24 @@ def _ensure_target_table(
         target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
         cols = [
             sql.SQL("{} {}{}").format(
-                sql.Identifier(c.name), sql.SQL(c.type_sql), sql.SQL(" NOT NULL" if c.not_null else "")
+                sql.Identifier(c.name),
+                sql.SQL(c.type_sql),
+                sql.SQL(" NOT NULL" if c.not_null else ""),
             )
             for c in src.columns
         ]
         cols.append(sql.SQL("{} numeric").format(sql.Identifier(POS_COLUMN)))
         if src.pk:
-            cols.append(sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, src.pk))))
+            cols.append(
+                sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, src.pk)))
+            )
         else:  # append-only: a row is its source position plus its content
             cols.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(HASH_COLUMN)))
-            cols.append(sql.SQL("UNIQUE ({}, {})").format(sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)))
+            cols.append(
+                sql.SQL("UNIQUE ({}, {})").format(
+                    sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
+                )
+            )
         target.execute(
             sql.SQL("CREATE TABLE {}.{} ({})").format(
                 sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(cols)
@@ -197,7 +223,11 @@ def _ensure_target_table(
 
 
 def add_column_from_source(
-    source: psycopg.Connection, target: psycopg.Connection, source_table: str, target_table: str, column: str
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    source_table: str,
+    target_table: str,
+    column: str,
 ) -> str | None:
     """ADD COLUMN mid-stream: give the target the source column's type (nullable).
 
@@ -230,20 +260,31 @@ def add_column_from_source(
     if has_missing and missing is not None:
         target.execute(
             sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {} DEFAULT {}").format(
-                *ident, sql.SQL(col.type_sql), sql.SQL("{}::{}").format(sql.Literal(missing), sql.SQL(col.type_sql))
+                *ident,
+                sql.SQL(col.type_sql),
+                sql.SQL("{}::{}").format(sql.Literal(missing), sql.SQL(col.type_sql)),
             )
         )
         # the value stays in the rows that existed; sync writes every later value explicitly
         target.execute(sql.SQL("ALTER TABLE {}.{} ALTER COLUMN {} DROP DEFAULT").format(*ident))
     else:
         target.execute(
-            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(*ident, sql.SQL(col.type_sql))
+            sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} {}").format(
+                *ident, sql.SQL(col.type_sql)
+            )
         )
         if has_default:
             log.warning(
                 "column %s.%s has a default the source evaluated per row (volatile) or set after adding it: rows "
                 "that existed before may differ in it; check with `crossfade verify --table %s` (--repair fixes)",
-                source_table, col.name, source_table,
+                source_table,
+                col.name,
+                source_table,
             )
-    log.warning("added column %s.%s (%s) to the target, as in the source", target_table, col.name, col.type_sql)
+    log.warning(
+        "added column %s.%s (%s) to the target, as in the source",
+        target_table,
+        col.name,
+        col.type_sql,
+    )
     return missing if has_missing else None

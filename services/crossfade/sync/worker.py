@@ -180,7 +180,9 @@ class SyncWorker:
             if not self.appliers:
                 raise  # never connected: a wrong DSN or user, say so and stop
             raise DatabaseUnavailable(str(exc)) from None  # it was up: a restart, wait for it
-        if self.settings.sync.tag_origin:  # so a capture the other way skips our writes (sync.origin)
+        if (
+            self.settings.sync.tag_origin
+        ):  # so a capture the other way skips our writes (sync.origin)
             try:
                 self.origin = tag_session(conn)
             except PreflightError as exc:
@@ -188,7 +190,10 @@ class SyncWorker:
                     conn.close()
                     raise
                 if self.origin != "":
-                    log.warning("writes are not origin-tagged (a fallback capture would send them back): %s", exc)
+                    log.warning(
+                        "writes are not origin-tagged (a fallback capture would send them back): %s",
+                        exc,
+                    )
                 self.origin = ""
         return conn
 
@@ -201,7 +206,9 @@ class SyncWorker:
             for table in self.settings.tables:
                 if table in mapped:
                     continue
-                shape = ensure_target_table(src, self.conn, table, table, self.settings.sync.create_tables)
+                shape = ensure_target_table(
+                    src, self.conn, table, table, self.settings.sync.create_tables
+                )
                 self.appliers[table] = self._applier(table, shape)
             if mapped:
                 from crossfade.mapping.schema_check import load_mapper
@@ -210,19 +217,25 @@ class SyncWorker:
                 report.raise_for_errors()
                 for w in report.warnings:
                     log.warning("mapping: %s", w)
-                self.mapped, self.writers, self.target_shapes = build_mapped(mapper, report, self.conn, self.bk)
+                self.mapped, self.writers, self.target_shapes = build_mapped(
+                    mapper, report, self.conn, self.bk
+                )
                 from crossfade.mapping.audit import parents_first
 
                 self.table_order = parents_first(mapper)
-                log.info("mapped source tables: %s", ", ".join(
-                    f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.items()))
+                log.info(
+                    "mapped source tables: %s",
+                    ", ".join(f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.items()),
+                )
 
     def _applier(self, table: str, shape: Any) -> TableApplier:
         assert self.conn is not None
         added = {
             col: (int(since), fill)
             for col, since, fill in self.conn.execute(
-                sql.SQL("SELECT col, since, fill FROM {}.added_columns WHERE tbl = %s").format(sql.Identifier(self.bk)),
+                sql.SQL("SELECT col, since, fill FROM {}.added_columns WHERE tbl = %s").format(
+                    sql.Identifier(self.bk)
+                ),
                 (table,),
             ).fetchall()
         }
@@ -254,7 +267,11 @@ class SyncWorker:
         with connect(self.settings.source, "source") as src:
             shape = read_shape(src, table)
             row = src.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
-        extra = [c.name for c in shape.columns if c.name not in applier.cols] if shape is not None else []
+        extra = (
+            [c.name for c in shape.columns if c.name not in applier.cols]
+            if shape is not None
+            else []
+        )
         if not extra or row is None:
             return False
         lsn = int(row[0])
@@ -277,7 +294,10 @@ class SyncWorker:
             if epoch:
                 return epoch
             if not warned:
-                log.info("waiting for capture to initialise the broker (%s has no epoch yet)", self.kafka.control_topic)
+                log.info(
+                    "waiting for capture to initialise the broker (%s has no epoch yet)",
+                    self.kafka.control_topic,
+                )
                 warned = True
             self.stop.wait(1.0)
         raise CrossfadeError("stopped before capture initialised the broker")
@@ -287,7 +307,9 @@ class SyncWorker:
         assert self.epoch is not None
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         stored = self._with_db_retry(
-            lambda: claim_partitions(self._db(), self.bk, self.settings.sync.group_id, tps, self.epoch or "", token)
+            lambda: claim_partitions(
+                self._db(), self.bk, self.settings.sync.group_id, tps, self.epoch or "", token
+            )
         )
         for tp in tps:
             self.owner[tp] = token
@@ -295,13 +317,17 @@ class SyncWorker:
         return {tp: s.next_offset for tp, s in stored.items()}
 
     def _load_replays(self, tps: list[tuple[str, int]]) -> None:
-        rows = self._db().execute(
-            sql.SQL(
-                "SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
-                "AND finished_at IS NULL GROUP BY topic, partition"
-            ).format(sql.Identifier(self.bk)),
-            (self.settings.sync.group_id, self.epoch),
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                sql.SQL(
+                    "SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
+                    "AND finished_at IS NULL GROUP BY topic, partition"
+                ).format(sql.Identifier(self.bk)),
+                (self.settings.sync.group_id, self.epoch),
+            )
+            .fetchall()
+        )
         for tp in tps:
             self.replay_until.pop(tp, None)
         for topic, partition, until in rows:
@@ -339,7 +365,10 @@ class SyncWorker:
         if self._in_group:
             return True
         wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
-        log.info("stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)", wait_s)
+        log.info(
+            "stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)",
+            wait_s,
+        )
         deadline = time.monotonic() + wait_s
         while not self._in_group and time.monotonic() < deadline:
             try:
@@ -350,7 +379,8 @@ class SyncWorker:
         if not self._in_group:
             log.warning(
                 "consumer group rebalance not completed in %.0f s: leaving without LeaveGroup "
-                "(the broker expires this member after sync.session_timeout_ms)", wait_s,
+                "(the broker expires this member after sync.session_timeout_ms)",
+                wait_s,
             )
         return self._in_group
 
@@ -370,7 +400,11 @@ class SyncWorker:
             return
         offsets = self._claim(tps)
         self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
-        log.warning("broker epoch changed to %s: replaying %d partitions from the new log", self.epoch, len(tps))
+        log.warning(
+            "broker epoch changed to %s: replaying %d partitions from the new log",
+            self.epoch,
+            len(tps),
+        )
 
     # -- DB helpers ---------------------------------------------------------------------------
     def _db(self) -> psycopg.Connection:
@@ -383,7 +417,12 @@ class SyncWorker:
             self.stats.retries += 1
             exc = rs.outcome.exception() if rs.outcome else None
             metrics.retried("sync", exc)
-            log.warning("transient error, retry %d in %.1fs: %s", rs.attempt_number, rs.next_action.sleep if rs.next_action else 0, _one_line(exc))
+            log.warning(
+                "transient error, retry %d in %.1fs: %s",
+                rs.attempt_number,
+                rs.next_action.sleep if rs.next_action else 0,
+                _one_line(exc),
+            )
             if self.conn is not None:
                 with contextlib.suppress(Exception):
                     self.conn.close()
@@ -409,7 +448,9 @@ class SyncWorker:
         self._setup_tables()
         self.epoch = self._wait_for_epoch()
         self.decoder = EventDecoder(self.kafka)
-        self._dlq = Producer({**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"})
+        self._dlq = Producer(
+            {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
+        )
         self.consumer = Consumer(
             {
                 **self.kafka.client_config(),
@@ -426,7 +467,12 @@ class SyncWorker:
                 "allow.auto.create.topics": False,
             }
         )
-        self.consumer.subscribe(list(self.topics), on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_revoke)
+        self.consumer.subscribe(
+            list(self.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
         timeout = s.sync.batch_timeout_ms / 1000
         try:
             while not self.stop.is_set():
@@ -486,7 +532,9 @@ class SyncWorker:
                 self._handle_out_of_range(m)
                 return
             if code == KafkaError.UNKNOWN_TOPIC_OR_PART:
-                log.warning("topic %s unknown to the broker (restarted?); checking the epoch", m.topic())
+                log.warning(
+                    "topic %s unknown to the broker (restarted?); checking the epoch", m.topic()
+                )
                 self._pending_reclaim = self._epoch_changed()
                 self.stop.wait(1)
                 return
@@ -500,7 +548,13 @@ class SyncWorker:
             self._headers[id(m)] = (m, hs)
             ep = header_in(hs, EPOCH_HEADER)
             if ep is not None and ep != self.epoch:
-                log.warning("record of epoch %s on %s[%d] (ours %s)", ep, m.topic(), m.partition(), self.epoch)
+                log.warning(
+                    "record of epoch %s on %s[%d] (ours %s)",
+                    ep,
+                    m.topic(),
+                    m.partition(),
+                    self.epoch,
+                )
                 self._reclaim_all()
                 return
         t0 = time.monotonic()
@@ -528,9 +582,14 @@ class SyncWorker:
         if self.consumer is not None:
             commit: dict[tuple[str, int], int] = {}
             for m in good:
-                commit[(m.topic(), m.partition())] = max(commit.get((m.topic(), m.partition()), 0), m.offset() + 1)
+                commit[(m.topic(), m.partition())] = max(
+                    commit.get((m.topic(), m.partition()), 0), m.offset() + 1
+                )
             with contextlib.suppress(KafkaException):  # lag display only
-                self.consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()], asynchronous=True)
+                self.consumer.commit(
+                    offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()],
+                    asynchronous=True,
+                )
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
         self.meter.committed(self, len(good), time.monotonic() - t0)
@@ -602,7 +661,9 @@ class SyncWorker:
                     key_id = json.dumps(kd, sort_keys=True, default=str)
             return DeadLetter(m, str(exc), table, key_id)
 
-    def _still_poisoned(self, conn: psycopg.Connection, e: ChangeEvent, fresh: set[tuple[str, str]]) -> bool:
+    def _still_poisoned(
+        self, conn: psycopg.Connection, e: ChangeEvent, fresh: set[tuple[str, str]]
+    ) -> bool:
         """Whether ``e`` must wait behind an undecodable change of its key. The dead letter is
         share-locked and re-read in the batch transaction: a ``dlq replay`` resolving it either
         commits first (then nothing waits) or waits for this batch (then it releases what this
@@ -616,8 +677,9 @@ class SyncWorker:
         if k in fresh:
             return True
         row = conn.execute(
-            sql.SQL("SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s FOR SHARE").format(
-                sql.Identifier(self.bk)),
+            sql.SQL(
+                "SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s FOR SHARE"
+            ).format(sql.Identifier(self.bk)),
             (e.table, entry),
         ).fetchone()
         if row is None or row[0] != "dead_letter":
@@ -627,10 +689,16 @@ class SyncWorker:
 
     def _load_poisoned(self) -> None:
         """Keys whose change could not be decoded: their later changes wait (FAULTS 25)."""
-        rows = self._db().execute(
-            sql.SQL("SELECT source_table, source_key, entry FROM {}.ledger WHERE outcome = 'dead_letter' "
-                    "AND rule = 'decode' AND source_key IS NOT NULL").format(sql.Identifier(self.bk))
-        ).fetchall()
+        rows = (
+            self._db()
+            .execute(
+                sql.SQL(
+                    "SELECT source_table, source_key, entry FROM {}.ledger WHERE outcome = 'dead_letter' "
+                    "AND rule = 'decode' AND source_key IS NOT NULL"
+                ).format(sql.Identifier(self.bk))
+            )
+            .fetchall()
+        )
         self.poisoned = {(t, json.dumps(k, sort_keys=True, default=str)): e for t, k, e in rows}
 
     def _apply_batch(self, msgs: list[Message]) -> None:
@@ -655,7 +723,11 @@ class SyncWorker:
             raise
 
     def _apply_batch_tx(
-        self, conn: psycopg.Connection, s: sql.Identifier, group: str, by_tp: dict[tuple[str, int], list[Message]]
+        self,
+        conn: psycopg.Connection,
+        s: sql.Identifier,
+        group: str,
+        by_tp: dict[tuple[str, int], list[Message]],
     ) -> None:
         with conn.transaction():
             # 1. fencing + already-applied filter
@@ -677,14 +749,27 @@ class SyncWorker:
                     if isinstance(d, DeadLetter):
                         dead.append(d)
                         if d.key_id is not None:
-                            self.poisoned[(d.table, d.key_id)] = f"@{m.topic()}/{m.partition()}/{m.offset()}"
+                            self.poisoned[(d.table, d.key_id)] = (
+                                f"@{m.topic()}/{m.partition()}/{m.offset()}"
+                            )
                             fresh_poison.add((d.table, d.key_id))
-                    elif isinstance(d, ChangeEvent) and d.key is not None and self._still_poisoned(conn, d, fresh_poison):
-                        held.append(Held(
-                            d.table, f"@{m.topic()}/{m.partition()}/{m.offset()}", d.position, "held",
-                            json.loads(_key_id(d)), rule="held",
-                            reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, _key_id(d))]})",
-                            origin=_origin(m)))
+                    elif (
+                        isinstance(d, ChangeEvent)
+                        and d.key is not None
+                        and self._still_poisoned(conn, d, fresh_poison)
+                    ):
+                        held.append(
+                            Held(
+                                d.table,
+                                f"@{m.topic()}/{m.partition()}/{m.offset()}",
+                                d.position,
+                                "held",
+                                json.loads(_key_id(d)),
+                                rule="held",
+                                reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, _key_id(d))]})",
+                                origin=_origin(m),
+                            )
+                        )
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
@@ -694,21 +779,45 @@ class SyncWorker:
                 items[tp] = out
             if dead:
                 self._dead_letter(dead)
-                write_ledger(conn, s, [
-                    Held(d.table, f"@{d.msg.topic()}/{d.msg.partition()}/{d.msg.offset()}", 0, "dead_letter",
-                         json.loads(d.key_id) if d.key_id else None, rule="decode", reason=d.reason, origin=_origin(d.msg))
-                    for d in dead
-                ])
+                write_ledger(
+                    conn,
+                    s,
+                    [
+                        Held(
+                            d.table,
+                            f"@{d.msg.topic()}/{d.msg.partition()}/{d.msg.offset()}",
+                            0,
+                            "dead_letter",
+                            json.loads(d.key_id) if d.key_id else None,
+                            rule="decode",
+                            reason=d.reason,
+                            origin=_origin(d.msg),
+                        )
+                        for d in dead
+                    ],
+                )
             if held:
                 log.warning("%d change(s) held back behind a dead letter of their key", len(held))
                 write_ledger(conn, s, held)
             # 3. apply per table, parents of a mapping's references first
             per_tp_stats: dict[tuple[str, int], list[int]] = {}
-            parents = make_parents(conn, self.target_shapes, self.writers, self.bk) if self.mapped else None
+            parents = (
+                make_parents(conn, self.target_shapes, self.writers, self.bk)
+                if self.mapped
+                else None
+            )
             present = {self.topics[tp[0]] for tp in items if tp[0] in self.topics}
             for table in [t for t in self.table_order if t in present]:
                 tps = [tp for tp in items if self.topics.get(tp[0]) == table]
-                self._apply_table(conn, table, {tp: items[tp] for tp in tps}, per_tp_stats, replayed, origins, parents)
+                self._apply_table(
+                    conn,
+                    table,
+                    {tp: items[tp] for tp in tps},
+                    per_tp_stats,
+                    replayed,
+                    origins,
+                    parents,
+                )
             if self.mapped:
                 self._retry_deferred(conn, list(fresh), parents)
             if self._dead:
@@ -728,15 +837,30 @@ class SyncWorker:
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
                 ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp) + sum(
-                    1 for h, _t in self._dead if h.origin is not None and (h.origin.topic, h.origin.partition) == tp)
-                stats.append((self.topics.get(tp[0], tp[0]), tp[0], tp[1], applied, skipped, ndead,
-                              last_lsn if last_lsn >= 0 else None, last_ts))
+                    1
+                    for h, _t in self._dead
+                    if h.origin is not None and (h.origin.topic, h.origin.partition) == tp
+                )
+                stats.append(
+                    (
+                        self.topics.get(tp[0], tp[0]),
+                        tp[0],
+                        tp[1],
+                        applied,
+                        skipped,
+                        ndead,
+                        last_lsn if last_lsn >= 0 else None,
+                        last_ts,
+                    )
+                )
             if offs:
                 topics, parts, nexts = map(list, zip(*offs, strict=True))
                 conn.execute(
-                    sql.SQL("UPDATE {}.offsets AS o SET next_offset = v.nxt, updated_at = now() "
-                            "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS v(topic, partition, nxt) "
-                            "WHERE o.group_id = %s AND o.topic = v.topic AND o.partition = v.partition").format(s),
+                    sql.SQL(
+                        "UPDATE {}.offsets AS o SET next_offset = v.nxt, updated_at = now() "
+                        "FROM unnest(%s::text[], %s::int[], %s::bigint[]) AS v(topic, partition, nxt) "
+                        "WHERE o.group_id = %s AND o.topic = v.topic AND o.partition = v.partition"
+                    ).format(s),
                     (topics, parts, nexts, group),
                 )
                 cols = list(map(list, zip(*stats, strict=True)))
@@ -755,15 +879,19 @@ class SyncWorker:
                 )
             for tp in replays_done:
                 conn.execute(
-                    sql.SQL("UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
-                            "AND finished_at IS NULL").format(s),
+                    sql.SQL(
+                        "UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
+                        "AND finished_at IS NULL"
+                    ).format(s),
                     (group, tp[0], tp[1]),
                 )
         for tp in replays_done:  # committed
             self.replay_until.pop(tp, None)
             log.info("replay of %s[%d] complete", tp[0], tp[1])
 
-    def _lock_owned(self, conn: psycopg.Connection, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+    def _lock_owned(
+        self, conn: psycopg.Connection, tps: list[tuple[str, int]]
+    ) -> dict[tuple[str, int], int]:
         """Lock the offset rows of ``tps`` and check this worker still owns them (fencing);
         returns each one's stored next offset. Raises :class:`StaleAssignment`.
 
@@ -780,14 +908,18 @@ class SyncWorker:
             "JOIN unnest(%s::text[], %s::int[]) AS w(topic, partition) ON o.topic = w.topic AND o.partition = w.partition "
             'WHERE o.group_id = %s ORDER BY o.topic COLLATE "C", o.partition FOR UPDATE OF o'
         ).format(sql.Identifier(self.bk))
-        rows = conn.execute(stmt, ([t for t, _ in want], [p for _, p in want], self.settings.sync.group_id)).fetchall()
+        rows = conn.execute(
+            stmt, ([t for t, _ in want], [p for _, p in want], self.settings.sync.group_id)
+        ).fetchall()
         stored = {(t, p): (nxt, owner) for t, p, nxt, owner in rows}
         out: dict[tuple[str, int], int] = {}
         for tp in want:
             row = stored.get(tp)
             mine = self.owner.get(tp)
             if row is None or mine is None or row[1] != mine:
-                raise StaleAssignment(f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back")
+                raise StaleAssignment(
+                    f"partition {tp[0]}[{tp[1]}] is owned by another sync worker now; batch rolled back"
+                )
             out[tp] = int(row[0])
         return out
 
@@ -818,20 +950,31 @@ class SyncWorker:
             # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
             # a handful of row schemas, so each is checked once, not once per event.
             # (by identity: hashing a RowSchema's nested tuples for every event is not free)
-            schemas = {id(e.row_schema): e.row_schema for evs in items.values() for e in evs
-                       if isinstance(e, ChangeEvent) and e.row_schema}
+            schemas = {
+                id(e.row_schema): e.row_schema
+                for evs in items.values()
+                for e in evs
+                if isinstance(e, ChangeEvent) and e.row_schema
+            }
             for rs in schemas.values():
                 extra = [c for c in rs.columns if c not in applier.cols]
                 if extra:
                     since = min(
-                        e.position for evs in items.values() for e in evs if isinstance(e, ChangeEvent) and e.row_schema == rs
+                        e.position
+                        for evs in items.values()
+                        for e in evs
+                        if isinstance(e, ChangeEvent) and e.row_schema == rs
                     )
                     self._refresh_table(table, extra, since)
                     applier = self.appliers[table]
             # a fence proves the target caught up: a column added at the source that no change
             # has carried since (no row written after the ADD COLUMN) is added here, or the
             # target would lack it for good
-            fenced = any(isinstance(x, ControlRecord) and x.kind == "fence" for evs in items.values() for x in evs)
+            fenced = any(
+                isinstance(x, ControlRecord) and x.kind == "fence"
+                for evs in items.values()
+                for x in evs
+            )
             if fenced and self._add_uncarried_columns(table, applier):
                 applier = self.appliers[table]
             wm[0] = applier.prepare(conn)
@@ -842,7 +985,9 @@ class SyncWorker:
             def truncate(pos: int, reason: str) -> int:
                 return applier.truncate(conn, pos, reason)
 
-        def account(tp: tuple[str, int], evs: list[ChangeEvent], res_applied: int, res_skipped: int) -> None:
+        def account(
+            tp: tuple[str, int], evs: list[ChangeEvent], res_applied: int, res_skipped: int
+        ) -> None:
             st = per_tp_stats.setdefault(tp, [0, 0, -1, 0])
             st[0] += res_applied
             st[1] += res_skipped
@@ -873,13 +1018,20 @@ class SyncWorker:
                 if isinstance(x, ChangeEvent):  # TRUNCATE at the source
                     n = truncate(x.position, "truncate")
                     wm[0] = max(wm[0], x.position)
-                    log.warning("TRUNCATE of %s at LSN %d applied: %d target rows deleted", table, x.lsn, n)
+                    log.warning(
+                        "TRUNCATE of %s at LSN %d applied: %d target rows deleted", table, x.lsn, n
+                    )
                     account(tp, [x], 1, 0)
                 elif x.kind == "sweep":
                     n = truncate(position(x.lsn, snapshot=True), "snapshot sweep")
                     wm[0] = max(wm[0], position(x.lsn, snapshot=True))
                     if n:
-                        log.warning("snapshot at LSN %d no longer holds %d rows of %s: deleted", x.lsn, n, table)
+                        log.warning(
+                            "snapshot at LSN %d no longer holds %d rows of %s: deleted",
+                            x.lsn,
+                            n,
+                            table,
+                        )
                 elif x.kind == "fence":
                     self.meter.note_fence(x.source_ts_ms)
                     conn.execute(
@@ -912,7 +1064,9 @@ class SyncWorker:
             self._pending.deferred[ms.source] += res.deferred
         return res
 
-    def _retry_deferred(self, conn: psycopg.Connection, tps: list[tuple[str, int]], parents: TargetParents | None) -> None:
+    def _retry_deferred(
+        self, conn: psycopg.Connection, tps: list[tuple[str, int]], parents: TargetParents | None
+    ) -> None:
         """Re-run deferred rows (a child whose parent had not arrived) of these partitions: the
         parent may be here now; past their window they are dead-lettered."""
         if not tps:
@@ -935,17 +1089,30 @@ class SyncWorker:
             headers = headers or {}
             e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(_key_id(e), e.position)] = Origin(topic, partition, offset, key, value, headers)
+            origins[(_key_id(e), e.position)] = Origin(
+                topic, partition, offset, key, value, headers
+            )
             if is_expired:
                 expired[table].add(entry)
         for table in [t for t in self.table_order if t in by_table]:
-            res = self._process_mapped(conn, self.mapped[table], by_table[table], origins, parents,
-                                       rerun=True, expired=frozenset(expired[table]))
+            res = self._process_mapped(
+                conn,
+                self.mapped[table],
+                by_table[table],
+                origins,
+                parents,
+                rerun=True,
+                expired=frozenset(expired[table]),
+            )
             self._count(table, res)
             done = res.by_outcome["mapped"]
             if done or res.dead_letters:
-                log.info("deferred rows of %s: %d applied now that their parent is here, %d dead-lettered (window over)",
-                         table, done, len(res.dead_letters))
+                log.info(
+                    "deferred rows of %s: %d applied now that their parent is here, %d dead-lettered (window over)",
+                    table,
+                    done,
+                    len(res.dead_letters),
+                )
 
     def _retry_idle(self) -> None:
         """Retry the deferred rows of every owned partition (their parent may have come through
@@ -958,7 +1125,9 @@ class SyncWorker:
         with conn.transaction():
             tps = list(self.owner)
             self._lock_owned(conn, tps)
-            self._retry_deferred(conn, tps, make_parents(conn, self.target_shapes, self.writers, self.bk))
+            self._retry_deferred(
+                conn, tps, make_parents(conn, self.target_shapes, self.writers, self.bk)
+            )
             if self._dead:
                 self._produce_dead()
         self._merge_pending()
@@ -1012,7 +1181,12 @@ class SyncWorker:
                     ("crossfade.dlq.offset", str(o.offset).encode()),
                     *((k, v.encode()) for k, v in o.headers.items()),
                 ]
-            self._dlq.produce(self.kafka.dlq_topic, key=o.key if o else None, value=o.value if o else None, headers=headers)
+            self._dlq.produce(
+                self.kafka.dlq_topic,
+                key=o.key if o else None,
+                value=o.value if o else None,
+                headers=headers,
+            )
         self._dead = []
         if self._dlq.flush(30):
             raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")

@@ -79,7 +79,9 @@ class TableCompare:
     chunks_differing: int = 0
     keys: dict[Key, str] = field(default_factory=dict)
     """Differing keys kept for the re-check -> 'missing' | 'extra' | 'different'."""
-    overflow: dict[str, int] = field(default_factory=lambda: {"missing": 0, "extra": 0, "different": 0})
+    overflow: dict[str, int] = field(
+        default_factory=lambda: {"missing": 0, "extra": 0, "different": 0}
+    )
     """Differing keys beyond ``max_keys``: counted, not kept (and so not re-checked)."""
 
 
@@ -148,10 +150,15 @@ class TableComparer:
     def _build_sql(self) -> None:
         I = sql.Identifier  # noqa: E741,N806
         colexpr = [
-            sql.SQL('r.{} COLLATE "C"').format(I(c)) if c in self._c_cols else sql.SQL("r.{}").format(I(c)) for c in self.pk
+            sql.SQL('r.{} COLLATE "C"').format(I(c))
+            if c in self._c_cols
+            else sql.SQL("r.{}").format(I(c))
+            for c in self.pk
         ]
         param = [
-            sql.SQL('CAST(%s AS {}) COLLATE "C"').format(sql.SQL(t)) if c in self._c_cols else sql.SQL("CAST(%s AS {})").format(sql.SQL(t))
+            sql.SQL('CAST(%s AS {}) COLLATE "C"').format(sql.SQL(t))
+            if c in self._c_cols
+            else sql.SQL("CAST(%s AS {})").format(sql.SQL(t))
             for c, t in zip(self.pk, self.pk_types, strict=True)
         ]
         self._key_row = sql.SQL("({})").format(sql.SQL(", ").join(colexpr))
@@ -163,13 +170,18 @@ class TableComparer:
         # 1.2 s on pgbench_accounts); one whose types differ is compared by its ::text (char(n)
         # against text, a domain against its base type). Both sides use the same expressions.
         row_text = sql.SQL("ROW({})::text").format(
-            sql.SQL(", ").join(sql.SQL("r.{}" if c in self._same_type else "r.{}::text").format(I(c)) for c in self.cols)
+            sql.SQL(", ").join(
+                sql.SQL("r.{}" if c in self._same_type else "r.{}::text").format(I(c))
+                for c in self.cols
+            )
         )
         self._row_md5 = sql.SQL("md5({})").format(row_text)
         if min(self.src.info.server_version, self.tgt.info.server_version) >= 110000:
             self._row_h64 = sql.SQL("hashtextextended({}, 0)").format(row_text)
         else:  # hashtextextended() came with PostgreSQL 11; both sides must use the same hash
-            self._row_h64 = sql.SQL("('x' || substr(md5({}), 1, 16))::bit(64)::bigint").format(row_text)
+            self._row_h64 = sql.SQL("('x' || substr(md5({}), 1, 16))::bit(64)::bigint").format(
+                row_text
+            )
 
     def _range(self, lo: Key | None, hi: Key | None) -> tuple[sql.Composable, list[Any]]:
         parts: list[sql.Composable] = []
@@ -185,15 +197,23 @@ class TableComparer:
         return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(parts), params
 
     def count(self, conn: psycopg.Connection, qualified: str) -> int:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(self._rel(qualified))).fetchone()
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(self._rel(qualified))
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def boundary(self, side: str, lo: Key | None, hi: Key | None, n: int) -> Key | None:
         """The key ``n`` rows after ``lo`` (within ``hi``) on one side, None if fewer rows."""
         conn, rel = self._side(side)
         where, params = self._range(lo, hi)
-        q = sql.SQL("SELECT {keys} FROM {rel} AS r{where} ORDER BY {order} OFFSET {off} LIMIT 1").format(
-            keys=self._key_text, rel=self._rel(rel), where=where, order=self._order, off=sql.Literal(n - 1)
+        q = sql.SQL(
+            "SELECT {keys} FROM {rel} AS r{where} ORDER BY {order} OFFSET {off} LIMIT 1"
+        ).format(
+            keys=self._key_text,
+            rel=self._rel(rel),
+            where=where,
+            order=self._order,
+            off=sql.Literal(n - 1),
         )
         row = conn.execute(q, params).fetchone()
         return tuple(row) if row else None
@@ -218,7 +238,12 @@ class TableComparer:
         return {tuple(r[:n]): r[n] for r in conn.execute(q, params)}
 
     def hashes_of(
-        self, side: str, keys: Iterable[Key], batch: int = 1000, *, conn: psycopg.Connection | None = None,
+        self,
+        side: str,
+        keys: Iterable[Key],
+        batch: int = 1000,
+        *,
+        conn: psycopg.Connection | None = None,
         lock: bool = False,
     ) -> dict[Key, str]:
         """``key -> md5(row text)`` for the given keys that exist on one side.
@@ -237,10 +262,16 @@ class TableComparer:
             sql.SQL("r.{} = CAST(k.{} AS {})").format(I(c), names[i], sql.SQL(t))
             for i, (c, t) in enumerate(zip(self.pk, self.pk_types, strict=True))
         )
-        q = sql.SQL("SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}{lock}").format(
-            keys=self._key_text, h=self._row_md5, rel=self._rel(rel),
+        q = sql.SQL(
+            "SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}{lock}"
+        ).format(
+            keys=self._key_text,
+            h=self._row_md5,
+            rel=self._rel(rel),
             arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(n)),
-            names=sql.SQL(", ").join(names), join=join, lock=sql.SQL(" FOR SHARE OF r NOWAIT" if lock else ""),
+            names=sql.SQL(", ").join(names),
+            join=join,
+            lock=sql.SQL(" FOR SHARE OF r NOWAIT" if lock else ""),
         )
         out: dict[Key, str] = {}
         for chunk in _batches(keys, batch):
@@ -260,7 +291,8 @@ class TableComparer:
             vals=sql.SQL(", ").join(sql.SQL("r.{}::text").format(I(c)) for c in self.cols),
             rel=self._rel(rel),
             cond=sql.SQL(" AND ").join(
-                sql.SQL("r.{} = CAST(%s AS {})").format(I(c), sql.SQL(t)) for c, t in zip(self.pk, self.pk_types, strict=True)
+                sql.SQL("r.{} = CAST(%s AS {})").format(I(c), sql.SQL(t))
+                for c, t in zip(self.pk, self.pk_types, strict=True)
             ),
         )
         for k in keys:
@@ -298,7 +330,9 @@ class TableComparer:
                     return res
                 lo = hi
 
-    def _narrow(self, lo: Key | None, hi: Key | None, s: Agg | None = None, t: Agg | None = None) -> None:
+    def _narrow(
+        self, lo: Key | None, hi: Key | None, s: Agg | None = None, t: Agg | None = None
+    ) -> None:
         s = s or self.agg("source", lo, hi)
         t = t or self.agg("target", lo, hi)
         if s == t:

@@ -29,14 +29,22 @@ class TableDiff:
     different: list[Any] = field(default_factory=list)  # keys whose columns differ
     different_columns: dict[str, list[str]] = field(default_factory=dict)  # example key -> columns
     placeholders: int = 0  # target values holding Debezium's unavailable-value placeholder
-    lacking_columns: list[str] = field(default_factory=list)  # source columns the target does not have
+    lacking_columns: list[str] = field(
+        default_factory=list
+    )  # source columns the target does not have
     n_missing: int = 0
     n_extra: int = 0
     n_different: int = 0
 
     @property
     def match(self) -> bool:
-        return not (self.n_missing or self.n_extra or self.n_different or self.placeholders or self.lacking_columns)
+        return not (
+            self.n_missing
+            or self.n_extra
+            or self.n_different
+            or self.placeholders
+            or self.lacking_columns
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -58,7 +66,9 @@ class TableDiff:
         }
 
 
-def _stream_keyless(conn: psycopg.Connection, table: str, columns: list[str], name: str) -> Iterator[tuple[Any, ...]]:
+def _stream_keyless(
+    conn: psycopg.Connection, table: str, columns: list[str], name: str
+) -> Iterator[tuple[Any, ...]]:
     """Rows of a table without a key, as (sort key per column..., text per column...), ordered
     like Python orders the sort keys: NULL first, then text by code point (C collation)."""
     schema, rel = table.split(".", 1)
@@ -66,7 +76,9 @@ def _stream_keyless(conn: psycopg.Connection, table: str, columns: list[str], na
         vals=sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in columns),
         s=sql.Identifier(schema),
         t=sql.Identifier(rel),
-        order=sql.SQL(", ").join(sql.SQL('r.{}::text COLLATE "C" NULLS FIRST').format(sql.Identifier(c)) for c in columns),
+        order=sql.SQL(", ").join(
+            sql.SQL('r.{}::text COLLATE "C" NULLS FIRST').format(sql.Identifier(c)) for c in columns
+        ),
     )
     with conn.cursor(name=name) as cur:
         cur.itersize = 5000
@@ -91,7 +103,8 @@ def _stream(
     }
     # Python compares str by code point: order text keys the same way (C collation)
     order = sql.SQL(", ").join(
-        sql.SQL('r.{} COLLATE "C"' if c in collatable else "r.{}").format(sql.Identifier(c)) for c in pk
+        sql.SQL('r.{} COLLATE "C"' if c in collatable else "r.{}").format(sql.Identifier(c))
+        for c in pk
     )
     q = sql.SQL("SELECT {keys}, {vals} FROM {s}.{t} AS r ORDER BY {order}").format(
         keys=sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in pk),

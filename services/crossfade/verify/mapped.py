@@ -67,29 +67,44 @@ class SourceAccount:
 
     @property
     def closes(self) -> bool:
-        return (self.source_rows == self.mapped + len(self.rejected) + len(self.filtered)
-                and self.rejected == self.ledger_dead and self.filtered == self.ledger_filtered)
+        return (
+            self.source_rows == self.mapped + len(self.rejected) + len(self.filtered)
+            and self.rejected == self.ledger_dead
+            and self.filtered == self.ledger_filtered
+        )
 
     def problem(self) -> str | None:
         if self.closes:
             return None
         parts = []
         if self.rejected - self.ledger_dead:
-            parts.append(f"{len(self.rejected - self.ledger_dead)} row(s) the mapping rejects are not dead letters "
-                         f"(e.g. {sorted(self.rejected - self.ledger_dead)[:3]}; in flight, or sync has not seen them)")
+            parts.append(
+                f"{len(self.rejected - self.ledger_dead)} row(s) the mapping rejects are not dead letters "
+                f"(e.g. {sorted(self.rejected - self.ledger_dead)[:3]}; in flight, or sync has not seen them)"
+            )
         if self.ledger_dead - self.rejected:
-            parts.append(f"{len(self.ledger_dead - self.rejected)} dead letter(s) map now "
-                         f"(e.g. {sorted(self.ledger_dead - self.rejected)[:3]}): run `crossfade dlq replay`")
+            parts.append(
+                f"{len(self.ledger_dead - self.rejected)} dead letter(s) map now "
+                f"(e.g. {sorted(self.ledger_dead - self.rejected)[:3]}): run `crossfade dlq replay`"
+            )
         if self.filtered != self.ledger_filtered:
-            parts.append(f"filtered rows differ from sync's record ({len(self.filtered)} by the mapping, "
-                         f"{len(self.ledger_filtered)} recorded)")
+            parts.append(
+                f"filtered rows differ from sync's record ({len(self.filtered)} by the mapping, "
+                f"{len(self.ledger_filtered)} recorded)"
+            )
         return f"{self.table}: " + "; ".join(parts)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"table": self.table, "source_rows": self.source_rows, "mapped": self.mapped,
-                "rejected": len(self.rejected), "filtered": len(self.filtered),
-                "dead_letters": len(self.ledger_dead), "filtered_recorded": len(self.ledger_filtered),
-                "closes": self.closes}
+        return {
+            "table": self.table,
+            "source_rows": self.source_rows,
+            "mapped": self.mapped,
+            "rejected": len(self.rejected),
+            "filtered": len(self.filtered),
+            "dead_letters": len(self.ledger_dead),
+            "filtered_recorded": len(self.ledger_filtered),
+            "closes": self.closes,
+        }
 
 
 @dataclass
@@ -122,22 +137,40 @@ class MappedRun:
 class _Expected:
     """Expected rows of one target, streamed into a temp table in the target database."""
 
-    def __init__(self, settings: Settings, shape: TableShape, key: tuple[str, ...], cols: list[str]) -> None:
+    def __init__(
+        self, settings: Settings, shape: TableShape, key: tuple[str, ...], cols: list[str]
+    ) -> None:
         self.shape, self.key, self.cols = shape, key, cols
         # a session of its own: one COPY at a time per connection, and the temp table lives there
         self.conn = tgt = connect(settings.target, "target")
         self.name = sql.Identifier(f"cf_expect_{next(_seq)}")
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
-        tgt.execute(sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {}.{} WITH NO DATA").format(
-            self.name, sql.SQL(", ").join(map(sql.Identifier, cols)), sql.Identifier(shape.schema), sql.Identifier(shape.name)))
+        tgt.execute(
+            sql.SQL("CREATE TEMP TABLE {} AS SELECT {} FROM {}.{} WITH NO DATA").format(
+                self.name,
+                sql.SQL(", ").join(map(sql.Identifier, cols)),
+                sql.Identifier(shape.schema),
+                sql.Identifier(shape.name),
+            )
+        )
         self._cur = tgt.cursor()
-        self._copy_cm = self._cur.copy(sql.SQL("COPY {} ({}) FROM STDIN").format(self.name, sql.SQL(", ").join(map(sql.Identifier, cols))))
+        self._copy_cm = self._cur.copy(
+            sql.SQL("COPY {} ({}) FROM STDIN").format(
+                self.name, sql.SQL(", ").join(map(sql.Identifier, cols))
+            )
+        )
         self._copy = self._copy_cm.__enter__()
         self.rows = 0
 
     def write(self, values: dict[str, Any]) -> None:
-        self._copy.write_row([Jsonb(values.get(c)) if c in self.json_cols and values.get(c) is not None else values.get(c)
-                              for c in self.cols])
+        self._copy.write_row(
+            [
+                Jsonb(values.get(c))
+                if c in self.json_cols and values.get(c) is not None
+                else values.get(c)
+                for c in self.cols
+            ]
+        )
         self.rows += 1
 
     def finish(self) -> None:
@@ -166,10 +199,15 @@ def _compare(exp: _Expected, res: TargetResult) -> None:
     res.expected_rows = exp.rows
     res.target_rows = int(tgt.execute(sql.SQL("SELECT count(*) FROM {}").format(t)).fetchone()[0])  # type: ignore[index]
     queries = {
-        "missing": sql.SQL("SELECT {k} FROM {e} e WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})").format(k=keys_e, e=exp.name, t=t, on=on),
-        "extra": sql.SQL("SELECT {k} FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE {on})").format(k=keys_t, e=exp.name, t=t, on=on),
-        "different": sql.SQL("SELECT {k} FROM {e} e JOIN {t} t ON {on} WHERE ROW({re}) IS DISTINCT FROM ROW({rt})").format(
-            k=keys_e, e=exp.name, t=t, on=on, re=row_e, rt=row_t),
+        "missing": sql.SQL(
+            "SELECT {k} FROM {e} e WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})"
+        ).format(k=keys_e, e=exp.name, t=t, on=on),
+        "extra": sql.SQL(
+            "SELECT {k} FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE {on})"
+        ).format(k=keys_t, e=exp.name, t=t, on=on),
+        "different": sql.SQL(
+            "SELECT {k} FROM {e} e JOIN {t} t ON {on} WHERE ROW({re}) IS DISTINCT FROM ROW({rt})"
+        ).format(k=keys_e, e=exp.name, t=t, on=on, re=row_e, rt=row_t),
     }
     for kind, q in queries.items():
         rows = [list(r) for r in tgt.execute(q).fetchall()]
@@ -178,11 +216,21 @@ def _compare(exp: _Expected, res: TargetResult) -> None:
     for k in res.different[:EXAMPLES]:
         cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(I(c)) for c in exp.key)
         e = tgt.execute(sql.SQL("SELECT * FROM {} WHERE ").format(exp.name) + cond, k).fetchone()
-        tr = tgt.execute(sql.SQL("SELECT {} FROM {} WHERE ").format(sql.SQL(", ").join(map(I, exp.cols)), t) + cond, k).fetchone()
+        tr = tgt.execute(
+            sql.SQL("SELECT {} FROM {} WHERE ").format(sql.SQL(", ").join(map(I, exp.cols)), t)
+            + cond,
+            k,
+        ).fetchone()
         if e is None or tr is None:
             continue
-        cols = {c: {"source": _clip(a), "target": _clip(b)} for c, a, b in zip(exp.cols, e, tr, strict=True) if a != b}
-        res.examples.append({"key": dict(zip(exp.key, k, strict=True)), "kind": "different", "columns": cols})
+        cols = {
+            c: {"source": _clip(a), "target": _clip(b)}
+            for c, a, b in zip(exp.cols, e, tr, strict=True)
+            if a != b
+        }
+        res.examples.append(
+            {"key": dict(zip(exp.key, k, strict=True)), "kind": "different", "columns": cols}
+        )
     for kind in ("missing", "extra"):
         for k in getattr(res, kind)[: EXAMPLES - len(res.examples)]:
             res.examples.append({"key": dict(zip(exp.key, k, strict=True)), "kind": kind})
@@ -197,15 +245,21 @@ def _targets_of(mapper: Mapper, sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(t.table for s in sources for t in mapper.table(s).targets))
 
 
-def run_mapped(settings: Settings, sources: list[str], on_rows: Callable[[int], None] | None = None) -> MappedRun:
+def run_mapped(
+    settings: Settings, sources: list[str], on_rows: Callable[[int], None] | None = None
+) -> MappedRun:
     """One comparison of the targets of ``sources`` (all their sources are read)."""
     t0 = time.monotonic()
     bk = sql.Identifier(settings.sync.bookkeeping_schema)
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
         mapper, schema = prepare(settings, src, check_target=True)
         targets = _targets_of(mapper, sources)
-        all_sources = [s for s in parents_first(mapper) if any(t.table in targets for t in mapper.table(s).targets)
-                       and not mapper.table(s).identity]
+        all_sources = [
+            s
+            for s in parents_first(mapper)
+            if any(t.table in targets for t in mapper.table(s).targets)
+            and not mapper.table(s).identity
+        ]
         keys = tracked_references(mapper)
         shapes = {t: read_shape(tgt, t) for t in mapper.target_tables()}
         results = {t: TargetResult(t, mapper.sources_of(t)) for t in targets}
@@ -226,8 +280,13 @@ def run_mapped(settings: Settings, sources: list[str], on_rows: Callable[[int], 
             names = [c.name for c in shape.columns]
             cols = [c for c in names if c in set(produced.get(t, [])) | set(tkeys.get(t, ()))]
             writers[t] = _Expected(settings, shape, tkeys[t], cols)
-        dedupers = {t: Deduper(t, spec, mapper.registry, keep=writers[t].cols, key_columns=key_columns(mapper, t))
-                    for t, spec in mapper.config.dedup.items() if t in writers}
+        dedupers = {
+            t: Deduper(
+                t, spec, mapper.registry, keep=writers[t].cols, key_columns=key_columns(mapper, t)
+            )
+            for t, spec in mapper.config.dedup.items()
+            if t in writers
+        }
         crosswalk: dict[str, dict[Any, Any]] = {}
         redirects = _redirects(mapper)
         accounts: dict[str, SourceAccount] = {}
@@ -285,11 +344,23 @@ def run_mapped(settings: Settings, sources: list[str], on_rows: Callable[[int], 
                 n += 1
                 if on_rows and n % 2000 == 0:
                     on_rows(2000)
-            for outcome, attr in (("dead_letter", "ledger_dead"), ("deferred", "ledger_dead"), ("filtered", "ledger_filtered")):
-                if tgt.execute("SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)).fetchone()[0]:  # type: ignore[index]
-                    getattr(acc, attr).update(r[0] for r in tgt.execute(
-                        sql.SQL("SELECT entry FROM {}.ledger WHERE source_table = %s AND outcome = %s AND entry NOT LIKE '@%%'").format(bk),
-                        (s, outcome)).fetchall())
+            for outcome, attr in (
+                ("dead_letter", "ledger_dead"),
+                ("deferred", "ledger_dead"),
+                ("filtered", "ledger_filtered"),
+            ):
+                if tgt.execute(
+                    "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)
+                ).fetchone()[0]:  # type: ignore[index]
+                    getattr(acc, attr).update(
+                        r[0]
+                        for r in tgt.execute(
+                            sql.SQL(
+                                "SELECT entry FROM {}.ledger WHERE source_table = %s AND outcome = %s AND entry NOT LIKE '@%%'"
+                            ).format(bk),
+                            (s, outcome),
+                        ).fetchall()
+                    )
         for t in list(pending_dedup):
             finish_dedup(t)
         try:

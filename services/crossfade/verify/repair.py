@@ -45,9 +45,12 @@ def snapshot_filter(conn: psycopg.Connection, comparer: TableComparer, keys: lis
     """The ``additional-conditions`` filter selecting exactly ``keys`` (SQL text)."""
     cols = sql.SQL(", ").join(map(sql.Identifier, comparer.pk))
     tuples = [
-        sql.SQL("({})").format(sql.SQL(", ").join(
-            sql.SQL("CAST({} AS {})").format(sql.Literal(v), sql.SQL(t)) for v, t in zip(k, comparer.pk_types, strict=True)
-        ))
+        sql.SQL("({})").format(
+            sql.SQL(", ").join(
+                sql.SQL("CAST({} AS {})").format(sql.Literal(v), sql.SQL(t))
+                for v, t in zip(k, comparer.pk_types, strict=True)
+            )
+        )
         for k in keys
     ]
     return sql.SQL("({}) IN ({})").format(cols, sql.SQL(", ").join(tuples)).as_string(conn)
@@ -71,7 +74,13 @@ def request_snapshot(src: psycopg.Connection, table: str, condition: str) -> str
 
 
 class Repairer:
-    def __init__(self, verifier: Verifier, src: psycopg.Connection, tgt: psycopg.Connection, timeout: float = 180.0) -> None:
+    def __init__(
+        self,
+        verifier: Verifier,
+        src: psycopg.Connection,
+        tgt: psycopg.Connection,
+        timeout: float = 180.0,
+    ) -> None:
         self.v = verifier
         self.src, self.tgt = src, tgt
         self.timeout = timeout
@@ -81,8 +90,13 @@ class Repairer:
         todo = {t: list(keys) for t, keys in v.confirmed.items() if keys}
         for tr in v.report.tables:
             if tr.name in todo or tr.unchecked:
-                tr.repair = {"resnapshot": 0, "deleted_extra": 0, "remaining": len(todo.get(tr.name, [])),
-                             "not_repaired": tr.unchecked, "seconds": 0.0}
+                tr.repair = {
+                    "resnapshot": 0,
+                    "deleted_extra": 0,
+                    "remaining": len(todo.get(tr.name, [])),
+                    "not_repaired": tr.unchecked,
+                    "seconds": 0.0,
+                }
         if not todo:
             return
         if not v.settings.capture.signal_table:
@@ -102,17 +116,25 @@ class Repairer:
             resnap = [k for k in keys if k in present]
             gone = [k for k in keys if k not in present]
             for i in range(0, len(resnap), KEYS_PER_SIGNAL):
-                request_snapshot(self.src, table, snapshot_filter(self.src, comparer, resnap[i:i + KEYS_PER_SIGNAL]))
+                request_snapshot(
+                    self.src,
+                    table,
+                    snapshot_filter(self.src, comparer, resnap[i : i + KEYS_PER_SIGNAL]),
+                )
             tr.repair["resnapshot"] = len(resnap)
             tr.repair["deleted_extra"] = self._delete_extra(comparer, gone, v.last_fence_lsn)
-            v.progress.phase(f"{table}: incremental snapshot requested for {len(resnap)} key(s), "
-                             f"{tr.repair['deleted_extra']} extra row(s) deleted")
+            v.progress.phase(
+                f"{table}: incremental snapshot requested for {len(resnap)} key(s), "
+                f"{tr.repair['deleted_extra']} extra row(s) deleted"
+            )
         remaining = self._wait(todo)
         for table, rest in remaining.items():
             tr = next(t for t in v.report.tables if t.name == table)
             assert tr.repair is not None
             tr.repair["remaining"] = len(rest)
-            tr.repair["remaining_keys"] = [comparer_label(v.comparers[table], k) for k in list(rest)[:20]]
+            tr.repair["remaining_keys"] = [
+                comparer_label(v.comparers[table], k) for k in list(rest)[:20]
+            ]
             tr.repair["seconds"] = round(time.monotonic() - t0, 3)
 
     def _delete_extra(self, comparer: TableComparer, keys: list[Key], fence_lsn: int) -> int:
@@ -129,13 +151,20 @@ class Repairer:
             "tomb AS (INSERT INTO {bk}.tombstones (tbl, key, lsn) SELECT %s, %s, {pos} FROM d WHERE {pos} IS NOT NULL "
             "ON CONFLICT (tbl, key) DO UPDATE SET lsn = GREATEST({bk}.tombstones.lsn, EXCLUDED.lsn)) "
             "SELECT count(*) FROM d"
-        ).format(s=sql.Identifier(schema), t=sql.Identifier(name), cond=cond, pos=sql.Identifier(POS_COLUMN),
-                 bk=sql.Identifier(v.bk))
+        ).format(
+            s=sql.Identifier(schema),
+            t=sql.Identifier(name),
+            cond=cond,
+            pos=sql.Identifier(POS_COLUMN),
+            bk=sql.Identifier(v.bk),
+        )
         limit = (fence_lsn + 1) << SHIFT
         deleted = 0
         with self.tgt.transaction():
             for k in keys:
-                row = self.tgt.execute(q, [*k, limit, comparer.table, json.dumps(list(k))]).fetchone()
+                row = self.tgt.execute(
+                    q, [*k, limit, comparer.table, json.dumps(list(k))]
+                ).fetchone()
                 deleted += int(row[0]) if row else 0
         return deleted
 

@@ -193,8 +193,10 @@ class Verifier:
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
         if unknown:
-            raise ConfigError(f"--table {', '.join(unknown)} is not under `tables:` in the config",
-                              f"one of {', '.join(settings.tables)}")
+            raise ConfigError(
+                f"--table {', '.join(unknown)} is not under `tables:` in the config",
+                f"one of {', '.join(settings.tables)}",
+            )
         self.tables = tables or list(settings.tables)
         self.fence_recheck = fence_recheck
         self.rounds = max(1, rounds)
@@ -223,19 +225,26 @@ class Verifier:
         except CrossfadeError as exc:
             raise CrossfadeError(
                 f"differing rows cannot be re-checked: {exc.message}",
-                (exc.hint or "") + "; or, if the source is quiet and sync has caught up, verify --no-fence",
+                (exc.hint or "")
+                + "; or, if the source is quiet and sync has caught up, verify --no-fence",
             ) from None
         self.report.fences += 1
         self.report.fence_seconds = max(self.report.fence_seconds, seconds)
         row = tgt.execute(
-            sql.SQL("SELECT min(lsn) FROM {}.fences WHERE token = %s").format(sql.Identifier(self.bk)), (token,)
+            sql.SQL("SELECT min(lsn) FROM {}.fences WHERE token = %s").format(
+                sql.Identifier(self.bk)
+            ),
+            (token,),
         ).fetchone()
         self.last_fence_lsn = int(row[0]) if row and row[0] is not None else None
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, *, repair: bool = False, record: bool = True) -> VerifyReport:
         t0 = time.monotonic()
-        with connect(self.settings.source, "source") as src, connect(self.settings.target, "target") as tgt:
+        with (
+            connect(self.settings.source, "source") as src,
+            connect(self.settings.target, "target") as tgt,
+        ):
             prepare_session(src)
             prepare_session(tgt)
             mapping = self.settings.mapping
@@ -258,7 +267,9 @@ class Verifier:
 
                 Repairer(self, src, tgt).run()
         self.report.seconds = time.monotonic() - t0
-        metrics.set_verify_result({t.name: (0 if t.match else max(1, t.mismatched)) for t in self.report.tables})
+        metrics.set_verify_result(
+            {t.name: (0 if t.match else max(1, t.mismatched)) for t in self.report.tables}
+        )
         if record:
             self._record()
         return self.report
@@ -271,7 +282,11 @@ class Verifier:
         run = run_mapped(self.settings, sources, self.progress.advance)
         first = sum(r.mismatched for r in run.targets.values())
         rnd = 1
-        while self.fence_recheck and rnd < self.rounds and any(r.mismatched for r in run.targets.values()):
+        while (
+            self.fence_recheck
+            and rnd < self.rounds
+            and any(r.mismatched for r in run.targets.values())
+        ):
             rnd += 1
             self.fence(tgt)
             self.report.rechecked_after_fence = True
@@ -281,17 +296,31 @@ class Verifier:
             accounts = [run.accounts[s] for s in r.sources if s in run.accounts]
             problems = [p for p in (a.problem() for a in accounts) if p]
             tr = TableReport(
-                t, source_rows=sum(a.source_rows for a in accounts), target_rows=r.target_rows,
-                missing=r.n_missing, extra=r.n_extra, different=r.n_different, seconds=run.seconds,
-                in_flight=max(0, first - sum(x.mismatched for x in run.targets.values())) if rnd > 1 else 0,
-                examples=r.examples, error="; ".join(problems) or None,
-                mapped={"sources": r.sources, "expected_rows": r.expected_rows, "merged_duplicates": r.merged,
-                        "accounting": [a.as_dict() for a in accounts]},
+                t,
+                source_rows=sum(a.source_rows for a in accounts),
+                target_rows=r.target_rows,
+                missing=r.n_missing,
+                extra=r.n_extra,
+                different=r.n_different,
+                seconds=run.seconds,
+                in_flight=max(0, first - sum(x.mismatched for x in run.targets.values()))
+                if rnd > 1
+                else 0,
+                examples=r.examples,
+                error="; ".join(problems) or None,
+                mapped={
+                    "sources": r.sources,
+                    "expected_rows": r.expected_rows,
+                    "merged_duplicates": r.merged,
+                    "accounting": [a.as_dict() for a in accounts],
+                },
             )
             out.append(tr)
         return out
 
-    def _chunk_pass(self, src: psycopg.Connection, tgt: psycopg.Connection, table: str) -> TableReport:
+    def _chunk_pass(
+        self, src: psycopg.Connection, tgt: psycopg.Connection, table: str
+    ) -> TableReport:
         t0 = time.monotonic()
         tr = TableReport(table)
         shape = read_shape(src, table)
@@ -300,7 +329,11 @@ class Verifier:
             return tr
         tshape = read_shape(tgt, table)
         if tshape is None:
-            row = src.execute(sql.SQL("SELECT count(*) FROM {}.{}").format(*map(sql.Identifier, table.split(".", 1)))).fetchone()
+            row = src.execute(
+                sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    *map(sql.Identifier, table.split(".", 1))
+                )
+            ).fetchone()
             tr.source_rows = tr.missing = int(row[0]) if row else 0
             tr.error = f"{table} does not exist in the target database (has sync started?)"
             return tr
@@ -311,8 +344,14 @@ class Verifier:
         if not shape.pk:
             return self._keyless(src, tgt, table, [c.name for c in shape.columns], tr, t0)
         comparer = TableComparer(
-            src, tgt, shape, chunk_rows=self.chunk_rows, leaf_rows=self.leaf_rows, max_keys=self.max_keys,
-            on_rows=self.progress.advance, target_shape=tshape,
+            src,
+            tgt,
+            shape,
+            chunk_rows=self.chunk_rows,
+            leaf_rows=self.leaf_rows,
+            max_keys=self.max_keys,
+            on_rows=self.progress.advance,
+            target_shape=tshape,
         )
         res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
         self.comparers[table] = comparer
@@ -328,14 +367,25 @@ class Verifier:
 
     def _snapshot(self, which: str) -> psycopg.Connection:
         """A connection inside a REPEATABLE READ transaction whose snapshot is taken now."""
-        conn = connect(self.settings.source if which == "source" else self.settings.target, which, autocommit=False)
+        conn = connect(
+            self.settings.source if which == "source" else self.settings.target,
+            which,
+            autocommit=False,
+        )
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         prepare_session(conn)
         conn.execute("SELECT 1")
         return conn
 
-    def _keyless(self, src: psycopg.Connection, tgt: psycopg.Connection, table: str, cols: list[str],
-                 tr: TableReport, t0: float) -> TableReport:
+    def _keyless(
+        self,
+        src: psycopg.Connection,
+        tgt: psycopg.Connection,
+        table: str,
+        cols: list[str],
+        tr: TableReport,
+        t0: float,
+    ) -> TableReport:
         """Append-only tables, compared as multisets of rows (streaming merges, bounded memory).
 
         Live-safe without keys: rows are only ever added, so with S1 (source snapshot before a
@@ -373,27 +423,39 @@ class Verifier:
         tr.seconds = time.monotonic() - t0
         return tr
 
-    def _recheck(self, src: psycopg.Connection, tgt: psycopg.Connection, pending: dict[str, dict[Key, str]]) -> None:
+    def _recheck(
+        self, src: psycopg.Connection, tgt: psycopg.Connection, pending: dict[str, dict[Key, str]]
+    ) -> None:
         confirmed: dict[str, dict[Key, str]] = {t: {} for t in pending}
         in_flight = dict.fromkeys(pending, 0)
         for rnd in range(1, self.rounds + 1):
             n = sum(len(k) for k in pending.values())
             # the last round holds the rows that keep changing still for one fence (hot rows)
             locked = rnd == self.rounds and rnd > 1
-            self.progress.phase(f"re-checking {n} differing key(s) after a fence (round {rnd} of {self.rounds}"
-                                + (", rows share-locked in the source)" if locked else ")"))
+            self.progress.phase(
+                f"re-checking {n} differing key(s) after a fence (round {rnd} of {self.rounds}"
+                + (", rows share-locked in the source)" if locked else ")")
+            )
             hold = connect(self.settings.source, "source", autocommit=False) if locked else None
             try:
                 if hold is not None:
                     s1 = self._read_held(hold, pending)
                 else:
-                    s1 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+                    s1 = {
+                        t: self.comparers[t].hashes_of("source", keys)
+                        for t, keys in pending.items()
+                    }
                 self.fence(tgt)
                 tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
                 s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
-                log.warning("could not hold %d changing row(s) still for the re-check within %.0f s (%s): "
-                            "reported unsettled", n, self.lock_wait, type(exc).__name__)
+                log.warning(
+                    "could not hold %d changing row(s) still for the re-check within %.0f s (%s): "
+                    "reported unsettled",
+                    n,
+                    self.lock_wait,
+                    type(exc).__name__,
+                )
                 break
             finally:
                 if hold is not None:
@@ -420,7 +482,9 @@ class Verifier:
         self.confirmed = {t: {**confirmed[t], **pending.get(t, {})} for t in confirmed}
         self._unsettled = {t: set(v) for t, v in pending.items()}
 
-    def _read_held(self, hold: psycopg.Connection, pending: dict[str, dict[Key, str]]) -> dict[str, dict[Key, str]]:
+    def _read_held(
+        self, hold: psycopg.Connection, pending: dict[str, dict[Key, str]]
+    ) -> dict[str, dict[Key, str]]:
         """S1 of the last round: the pending rows read and share-locked in ``hold``'s transaction.
 
         The locks are taken with NOWAIT: a row the application is writing fails the attempt, which
@@ -435,14 +499,20 @@ class Verifier:
             hold.execute("SET LOCAL transaction_read_only = off")
             prepare_session(hold)
             try:
-                return {t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=True)
-                        for t, keys in pending.items()}
+                return {
+                    t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=True)
+                    for t, keys in pending.items()
+                }
             except psycopg.errors.LockNotAvailable:
                 hold.rollback()  # an aborted transaction still holds the rows it locked
                 raise
 
-        retrying = Retrying(retry=retry_if_exception_type(psycopg.errors.LockNotAvailable), reraise=True,
-                            stop=stop_after_delay(self.lock_wait), wait=wait_random(0.01, 0.2))
+        retrying = Retrying(
+            retry=retry_if_exception_type(psycopg.errors.LockNotAvailable),
+            reraise=True,
+            stop=stop_after_delay(self.lock_wait),
+            wait=wait_random(0.01, 0.2),
+        )
         return retrying(attempt)
 
     def _summarise(self, src: psycopg.Connection, tgt: psycopg.Connection, tr: TableReport) -> None:
@@ -464,9 +534,16 @@ class Verifier:
         s_rows, t_rows = comparer.rows_of("source", sample), comparer.rows_of("target", sample)
         for k in sample:
             s, t = s_rows.get(k), t_rows.get(k)
-            ex: dict[str, Any] = {"key": comparer.key_dict(k), "kind": "unsettled" if k in unsettled else keys[k]}
+            ex: dict[str, Any] = {
+                "key": comparer.key_dict(k),
+                "kind": "unsettled" if k in unsettled else keys[k],
+            }
             if s is not None and t is not None:
-                ex["columns"] = {c: {"source": _clip(s[c]), "target": _clip(t[c])} for c in comparer.cols if s[c] != t[c]}
+                ex["columns"] = {
+                    c: {"source": _clip(s[c]), "target": _clip(t[c])}
+                    for c in comparer.cols
+                    if s[c] != t[c]
+                }
             tr.examples.append(ex)
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -482,16 +559,25 @@ class Verifier:
                         "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                     ).format(sql.Identifier(self.bk)),
                     (
-                        r.started_at, r.match, len(r.tables),
-                        sum(t.source_rows for t in r.tables), sum(t.target_rows for t in r.tables),
+                        r.started_at,
+                        r.match,
+                        len(r.tables),
+                        sum(t.source_rows for t in r.tables),
+                        sum(t.target_rows for t in r.tables),
                         sum(t.different + t.unsettled for t in r.tables),
-                        sum(t.missing for t in r.tables), sum(t.extra for t in r.tables),
-                        r.rechecked_after_fence, r.seconds, operator(), Jsonb(r.as_dict()),
+                        sum(t.missing for t in r.tables),
+                        sum(t.extra for t in r.tables),
+                        r.rechecked_after_fence,
+                        r.seconds,
+                        operator(),
+                        Jsonb(r.as_dict()),
                     ),
                 )
         except (psycopg.Error, CrossfadeError) as exc:
             log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
 
 
-def verify(settings: Settings, tables: list[str] | None = None, *, repair: bool = False, **kw: Any) -> VerifyReport:
+def verify(
+    settings: Settings, tables: list[str] | None = None, *, repair: bool = False, **kw: Any
+) -> VerifyReport:
     return Verifier(settings, tables, **kw).run(repair=repair)

@@ -85,7 +85,9 @@ def _install(point: str, nth: int) -> None:
             state["retry_check"] = True
             _say(f"connection lost after the COMMIT of {len(msgs)} records")
             self.conn.close()
-            raise psycopg.OperationalError("server closed the connection unexpectedly (injected after COMMIT)")
+            raise psycopg.OperationalError(
+                "server closed the connection unexpectedly (injected after COMMIT)"
+            )
         return result
 
     def apply_table(self, conn, table, items, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -93,7 +95,13 @@ def _install(point: str, nth: int) -> None:
         if state.get("arm_mid") and not state["fired"]:
             state["fired"] = True
             msgs = [m for tp_items in items.values() for m in tp_items]  # events, not messages
-            report("mid_batch", table=table, events=len(msgs), stored=stored(self, state["msgs"]), span=span(state["msgs"]))
+            report(
+                "mid_batch",
+                table=table,
+                events=len(msgs),
+                stored=stored(self, state["msgs"]),
+                span=span(state["msgs"]),
+            )
             _say(f"SIGKILL inside the batch transaction, after writing {table}")
             os.kill(os.getpid(), signal.SIGKILL)
 
