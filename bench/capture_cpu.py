@@ -34,7 +34,7 @@ from typing import Any
 import orjson
 
 from bench.sync_cpu import ENVELOPE, KEY, _payload, best_us
-from crossfade.events.avro import ConnectCodec
+from crossfade.events.avro_codec import ConnectCodec
 from crossfade.events.framing import frame_single_object
 
 TOPIC = "cf.public.pgbench_accounts"

@@ -22,7 +22,7 @@ from typing import Any
 from psycopg._copy_base import TextFormatter
 from psycopg.adapt import Transformer
 
-from crossfade.events.avro import ConnectCodec
+from crossfade.events.avro_codec import ConnectCodec
 from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import Decoder, SchemaCache, frame_single_object
 from crossfade.sync.apply import TableApplier, collapse

@@ -1,4 +1,5 @@
-"""Unit tests of crossfade.events.avro: Connect -> Avro schemas, datums, FieldTypes, AvroCodec."""
+"""Unit tests of the Connect <-> Avro modules of crossfade.events: schemas, datums, FieldTypes,
+AvroCodec (avro_schema, payload, row_schema, avro_codec)."""
 
 from __future__ import annotations
 
@@ -12,22 +13,19 @@ import fastavro
 import pytest
 
 from crossfade.errors import DecodeError
-from crossfade.events import avro as avro_mod
-from crossfade.events.avro import (
-    AvroCodec,
-    ConnectCodec,
-    ConnectCodecCache,
-    EncodeError,
+from crossfade.events import avro_codec
+from crossfade.events.avro_codec import AvroCodec, ConnectCodec, ConnectCodecCache
+from crossfade.events.avro_schema import connect_to_avro
+from crossfade.events.connect_schema import EncodeError
+from crossfade.events.model import FieldType, RowSchema
+from crossfade.events.payload import compile_payload_converter, json_payload_to_avro_datum
+from crossfade.events.row_schema import (
     avro_field_type,
     avro_field_types,
-    compile_payload_converter,
     connect_field_type,
     connect_row_schema,
-    connect_to_avro,
     envelope_row_schema,
-    json_payload_to_avro_datum,
 )
-from crossfade.events.model import FieldType, RowSchema
 
 # ------------------------------------------------------------------------------------------------
 # The Debezium 3.6 example envelope (JsonConverter, schemas.enable=true)
@@ -1102,13 +1100,13 @@ def test_decode_reuses_the_parsed_schema(monkeypatch: pytest.MonkeyPatch) -> Non
     codec = AvroCodec(connect_to_avro(ENVELOPE))
     body = codec.encode(json_payload_to_avro_datum(ENVELOPE, PAYLOAD))
     built: list[Any] = []
-    real_build = avro_mod._cavro_reader
+    real_build = avro_codec._cavro_reader
 
     def build_spy(schema: Any) -> Any:
         built.append(schema)
         return real_build(schema)
 
-    monkeypatch.setattr(avro_mod, "_cavro_reader", build_spy)
+    monkeypatch.setattr(avro_codec, "_cavro_reader", build_spy)
     for _ in range(3):
         codec.decode(body)
     assert len(built) == 1  # cavro's reader is built once per codec
@@ -1117,14 +1115,14 @@ def test_decode_reuses_the_parsed_schema(monkeypatch: pytest.MonkeyPatch) -> Non
     fallback = AvroCodec(connect_to_avro(ENVELOPE))
     fallback._reader = None
     seen: list[int] = []
-    real_reader = avro_mod.schemaless_reader
+    real_reader = avro_codec.schemaless_reader
 
     def spy(stream: Any, writer_schema: Any, reader_schema: Any) -> Any:
         assert "__fastavro_parsed" in writer_schema  # never the raw schema
         seen.append(id(writer_schema))
         return real_reader(stream, writer_schema, reader_schema)
 
-    monkeypatch.setattr(avro_mod, "schemaless_reader", spy)
+    monkeypatch.setattr(avro_codec, "schemaless_reader", spy)
     for _ in range(3):
         assert fallback.decode(body) == codec.decode(body)
     assert len(seen) == 3 and len(set(seen)) == 1

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from fastavro import schemaless_writer
 
-from crossfade.events.avro import AvroCodec, ConnectCodec, EncodeError
+from crossfade.events.avro_codec import AvroCodec, ConnectCodec
+from crossfade.events.connect_schema import EncodeError
 
 RECORD = json.loads((Path(__file__).with_name("debezium_record.json")).read_text())
 

@@ -10,7 +10,7 @@ column type crossfade supports.
 
 The registry is confluent-kafka's in-memory ``mock://`` client (no server). The Avro schemas are
 what Kafka Connect's AvroData registers for Debezium's Connect schemas
-(:func:`crossfade.events.avro.connect_to_avro` follows it; tests/unit/test_avro.py checks that
+(:func:`crossfade.events.avro_schema.connect_to_avro` follows it; tests/unit/test_avro.py checks that
 shape); the Avro datums are written by hand in Connect's representation (Decimal as unscaled
 two's-complement bytes, MicroTimestamp as an int of microseconds...), not derived by crossfade.
 """
@@ -26,7 +26,8 @@ import pytest
 
 from crossfade.config import KafkaConfig
 from crossfade.errors import DecodeError
-from crossfade.events.avro import AvroCodec, connect_to_avro
+from crossfade.events.avro_codec import AvroCodec
+from crossfade.events.avro_schema import connect_to_avro
 from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import (
     RegistryResolver,

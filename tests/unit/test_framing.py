@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crossfade.errors import ConfigError, DecodeError, TransientError
-from crossfade.events.avro import AvroCodec
+from crossfade.events.avro_codec import AvroCodec
 from crossfade.events.framing import (
     Decoder,
     RegistryResolver,

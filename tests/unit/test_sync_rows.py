@@ -78,7 +78,7 @@ def test_fast_converters_render_like_the_general_path(ftype: FieldType, values: 
 
 
 def test_decoder_finds_unchanged_toast_placeholders() -> None:
-    from crossfade.events.avro import ConnectCodec
+    from crossfade.events.avro_codec import ConnectCodec
     from crossfade.events.decode import EventDecoder
     from crossfade.events.framing import SchemaCache, frame_single_object
     from crossfade.events.model import UNAVAILABLE

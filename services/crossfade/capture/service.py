@@ -39,7 +39,7 @@ from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_l
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
-from crossfade.events.avro import ConnectCodecCache
+from crossfade.events.avro_codec import ConnectCodecCache
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 from crossfade.events.framing import frame_confluent, frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch

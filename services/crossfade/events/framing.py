@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from crossfade.errors import ConfigError, DecodeError, TransientError
-from crossfade.events.avro import AvroCodec
+from crossfade.events.avro_codec import AvroCodec
 
 __all__ = [
     "CONFLUENT_MAGIC",
@@ -400,7 +400,7 @@ class RegistryResolver:
 class Decoder:
     """Decodes Kafka record values in either framing through a :class:`SchemaResolver`.
 
-    Datums are raw Avro values (see :class:`~crossfade.events.avro.AvroCodec`). Raises
+    Datums are raw Avro values (see :class:`~crossfade.events.avro_codec.AvroCodec`). Raises
     :class:`~crossfade.errors.DecodeError` for undecodable bytes or unknown schemas and lets the
     resolver's transient errors through.
     """

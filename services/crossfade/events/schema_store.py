@@ -24,7 +24,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from crossfade.errors import BrokerUnavailable, DecodeError, SchemaMismatch
-from crossfade.events.avro import AvroCodec
+from crossfade.events.avro_codec import AvroCodec
 from crossfade.events.framing import SchemaCache
 
 log = logging.getLogger(__name__)
