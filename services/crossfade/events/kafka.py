@@ -187,10 +187,11 @@ def read_first_record(
             m = c.poll(0.2)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() in (KafkaError._PARTITION_EOF,):
+            err = m.error()
+            if err is not None:
+                if err.code() in (KafkaError._PARTITION_EOF,):
                     return None
-                if m.error().code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                if err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
                     return None
                 continue
             return (m.key(), m.value())

@@ -65,14 +65,17 @@ class SchemaTopicReader:
             m = self._consumer.poll(0.1)
             if m is None:
                 continue
-            if m.error():
-                if m.error().code() == KafkaError._PARTITION_EOF:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
                     break
                 continue
             last = time.monotonic()
-            if m.value():
-                codec = self.cache.add(m.value().decode())
-                self.texts[codec.fingerprint] = m.value().decode()
+            value = m.value()
+            if value:
+                text = value.decode()
+                codec = self.cache.add(text)
+                self.texts[codec.fingerprint] = text
                 n += 1
         return n
 
