@@ -5,8 +5,19 @@ the environment with the ``CROSSFADE_`` prefix and ``__`` between levels, e.g.
 ``CROSSFADE_TARGET__DSN=postgresql://...`` or ``CROSSFADE_SYNC__BATCH_SIZE=5000``. The Helm chart's
 values map onto this tree one to one.
 
-Secrets (DSNs, SASL passwords) are ``SecretStr``: they never print in logs, ``repr`` or ``--json``.
-Use :func:`redact_dsn` to show a DSN to a person.
+Secrets never print (``config show``, ``connector render``, logs, ``--json``, the console, the audit
+report, validation errors). What counts as one:
+
+* the DSNs' passwords (``password``, ``sslpassword``), read with libpq's own conninfo parser at
+  validation, so a redacted DSN is rebuilt from the parsed form (:func:`redact_dsn`);
+* the SASL password and ``cutover.flip_http`` (``SecretStr``);
+* the user info of every URL (``https://user:password@registry``);
+* every ``kafka.extra`` and ``capture.properties`` value whose key names a password, secret,
+  token, credential, JAAS config or private key (:func:`is_secret_key`).
+
+:func:`public_view` is the redacted settings tree; :func:`known_secrets` is every secret value of
+the loaded configuration, which log redaction (``crossfade.ops.logs.redact``) masks wherever it
+appears.
 """
 
 from __future__ import annotations
@@ -14,8 +25,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import threading
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -24,22 +38,132 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from crossfade.errors import ConfigError
 from crossfade.mapping.model import MappingConfig
 
 _TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
+_MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+
+SECRET_KEY_RE = re.compile(
+    r"passw|secret|token|credential|jaas|private|api[._-]?key|user[._-]?info|key\.pem|keystore\.key",
+    re.IGNORECASE,
+)
+"""Keys of ``kafka.extra``, ``capture.properties`` and DSN options whose values are secrets."""
+MASK = "***"
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a setting named ``key`` holds a secret (``ssl.key.password``,
+    ``sasl.oauthbearer.client.secret``, ``database.password``, ``basic.auth.user.info``...)."""
+    return bool(SECRET_KEY_RE.search(key))
+
+
+_KNOWN: set[str] = set()
+_KNOWN_LOCK = threading.Lock()
+
+
+def remember_secrets(values: Iterable[str | None]) -> None:
+    """Add secret values (4+ characters) to what log and error output masks wherever they appear."""
+    with _KNOWN_LOCK:
+        _KNOWN.update(v for v in values if v and len(v) >= 4)
+
+
+def known_secrets() -> frozenset[str]:
+    """Every secret value remembered in this process (longest first is the caller's business)."""
+    with _KNOWN_LOCK:
+        return frozenset(_KNOWN)
+
+
+def parse_dsn(raw: str) -> dict[str, str]:
+    """libpq's own reading of a connection string or URL (psycopg's ``conninfo_to_dict``).
+
+    Raises ValueError with libpq's reason, every quoted fragment of the input cut out: a
+    malformed DSN's message would otherwise quote part of its password.
+    """
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        return {k: str(v) for k, v in conninfo_to_dict(raw).items() if v is not None}
+    except ProgrammingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
+        reason = re.sub(r'"[^"]*"', '"…"', reason)
+        raise ValueError(
+            f"is not a valid libpq connection string or URL ({reason}; the value is not shown: "
+            "it may hold a password). Quote values holding spaces (password='a b'); in a URL, "
+            "percent-encode them (%20)"
+        ) from None
+
+
+def dsn_secrets(raw: str) -> list[str]:
+    """The secret values of a DSN (its password, the TLS key's passphrase), as libpq reads them."""
+    try:
+        return [v for k, v in parse_dsn(raw).items() if is_secret_key(k)]
+    except ValueError:
+        return []
 
 
 def redact_dsn(dsn: str | SecretStr) -> str:
-    """Return the DSN with any password replaced by ``***`` (URL and key=value forms)."""
+    """The DSN with every secret option (``password``, ``sslpassword``) shown as ``***``.
+
+    Works from libpq's parse: a URL stays a URL (its user info and query rebuilt), a key=value
+    string is rebuilt from its options (quoted values, spaces and all, are masked whole). A DSN
+    libpq cannot read is not shown at all.
+    """
     raw = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
-    raw = re.sub(r"(://[^:/@]+:)([^@]*)(@)", r"\1***\3", raw)
-    return re.sub(r"(password\s*=\s*)(\S+)", r"\1***", raw, flags=re.IGNORECASE)
+    try:
+        opts = parse_dsn(raw.strip())
+    except ValueError:
+        return "<a DSN libpq cannot read: not shown>"
+    if "://" in raw:
+        return _redact_url(raw.strip(), keep_user=True)
+    from psycopg.conninfo import make_conninfo
+
+    return make_conninfo(**{k: MASK if is_secret_key(k) else v for k, v in opts.items()})
+
+
+def _redact_url(url: str, *, keep_user: bool) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hosts = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        if keep_user and user:
+            netloc = f"{user}:{MASK}@{hosts}" if colon else f"{user}@{hosts}"
+        else:
+            netloc = f"{MASK}@{hosts}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_secret_key(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, MASK if is_secret_key(k) else v) for k, v in pairs], safe="*", quote_via=quote
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact_url(url: str) -> str:
+    """A URL with its user info and every secret-named query parameter (``token=``) masked."""
+    return _redact_url(url, keep_user=False)
+
+
+def url_secrets(url: str) -> list[str]:
+    """The user info (password, or a token given as the user) and secret query values of a URL."""
+    parts = urlsplit(url)
+    out: list[str] = []
+    if "@" in parts.netloc:
+        userinfo = parts.netloc.rpartition("@")[0]
+        user, _, password = userinfo.partition(":")
+        out.extend([password, userinfo] if password else [user])
+    out.extend(v for k, v in parse_qsl(parts.query) if is_secret_key(k))
+    return out
 
 
 class _Strict(BaseModel):
@@ -60,7 +184,8 @@ class DatabaseConfig(_Strict):
             raise ValueError("is empty; give a URL like postgresql://user:pass@host:5432/db")
         if "://" in raw and not raw.startswith(("postgresql://", "postgres://")):
             raise ValueError("must start with postgresql:// (or be a key=value libpq string)")
-        return v
+        parse_dsn(raw)  # libpq's own parser: what psycopg will read, refused here if it cannot
+        return SecretStr(raw)
 
     @property
     def conninfo(self) -> str:
@@ -78,14 +203,18 @@ class KafkaConfig(_Strict):
     """Replication factor of the topics crossfade creates (3 on a production cluster)."""
     schema_registry_url: str | None = None
     """Confluent Schema Registry URL. Unset: schemas travel in the ``<prefix>.__schemas`` topic
-    and events use Avro single-object encoding (no registry server needed)."""
+    and events use Avro single-object encoding (no registry server needed). Its user info
+    (``https://user:password@host``) is a secret: redacted wherever the URL is shown, rendered for
+    Kafka Connect as an environment reference."""
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
     ssl_ca_location: str | None = None
     extra: dict[str, str] = Field(default_factory=dict)
-    """Any other librdkafka property, passed through unchanged (e.g. ``ssl.certificate.location``)."""
+    """Any other librdkafka property, passed through unchanged (e.g. ``ssl.certificate.location``).
+    Values whose key names a password, secret, token or credential (``ssl.key.password``) are
+    secrets: redacted everywhere, and the Helm chart takes them from Kubernetes Secrets."""
 
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every client crossfade creates (secrets included)."""
@@ -151,7 +280,9 @@ class CaptureConfig(_Strict):
     ``signal.data.collection``: ``verify --repair`` re-emits rows through it (an incremental
     snapshot of the differing keys)."""
     properties: dict[str, str] = Field(default_factory=dict)
-    """Extra Debezium connector properties; they win over crossfade's defaults."""
+    """Extra Debezium connector properties; they win over crossfade's defaults. Values whose key
+    names a password, secret, token or credential are secrets (redacted everywhere; rendered for
+    Kafka Connect as environment references)."""
 
 
 class SyncConfig(_Strict):
@@ -272,6 +403,12 @@ class Settings(BaseSettings):
     kafka: KafkaConfig
     tables: list[str] = Field(min_length=1)
     """Source tables as ``schema.table``; identity-mapped into the target."""
+    transform_modules: list[str] = Field(default_factory=list)
+    """Python module prefixes whose ``module:function`` factories the mapping may use as
+    transforms (e.g. ``acme_migration.transforms``): the operator's allow-list, outside the mapping
+    so a mapping file cannot widen it. Empty: only built-ins and transforms an installed package
+    publishes in the ``crossfade.transforms`` entry point group. Standard-library modules cannot
+    be listed."""
     mapping: MappingConfig | None = None
     """How source rows become target rows: renames, transforms, filters, rules, dedup
     (crossfade/mapping/model.py). Tables without an entry are identity-mapped. In a config file
@@ -281,6 +418,37 @@ class Settings(BaseSettings):
     cutover: CutoverConfig = CutoverConfig()
     fallback: FallbackConfig = FallbackConfig()
     ops: OpsConfig = OpsConfig()
+
+    @field_validator("transform_modules")
+    @classmethod
+    def _transform_modules(cls, v: list[str]) -> list[str]:
+        import sys
+
+        for m in v:
+            if not _MODULE_RE.match(m):
+                raise ValueError(f"{m!r} is not a module name like package.module")
+            top = m.split(".")[0]
+            if top in sys.stdlib_module_names or top == "builtins":
+                raise ValueError(
+                    f"{m!r} is in the standard library: list the package of your own transforms"
+                )
+        return v
+
+    @field_validator("mapping")
+    @classmethod
+    def _user_transforms_allowed(
+        cls, v: MappingConfig | None, info: ValidationInfo
+    ) -> MappingConfig | None:
+        if v is None:
+            return v
+        from crossfade.mapping.transforms import refusal, refused_paths
+
+        prefixes = tuple(info.data.get("transform_modules") or ())
+        refused = refused_paths(v.user_transform_paths, prefixes)
+        if refused:
+            raise ValueError("; ".join(refusal(p, prefixes) for p in refused))
+        v.allow_modules(prefixes)
+        return v
 
     @field_validator("tables")
     @classmethod
@@ -332,6 +500,13 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+_SECRET_FIELDS = frozenset({"dsn", "sasl_password", "flip_http", "schema_registry_url"})
+
+
+def _secret_loc(loc: tuple[Any, ...]) -> bool:
+    return any(str(x) in _SECRET_FIELDS or is_secret_key(str(x)) for x in loc)
+
+
 def _format_validation_error(err: ValidationError, origin: str) -> str:
     parts = []
     for e in err.errors():
@@ -343,10 +518,53 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
             msg = "is not a known setting (typo?)"
         else:
             msg = msg.removeprefix("Value error, ")
-            if "input" in e and not isinstance(e["input"], dict | list) and "dsn" not in loc:
-                msg += f" (got {e['input']!r})"
+            value = e.get("input")
+            # a secret field's value is never echoed, nor anything that is not a plain scalar
+            if (
+                "input" in e
+                and not isinstance(value, dict | list | SecretStr)
+                and not _secret_loc(e["loc"])
+            ):
+                msg += f" (got {value!r})"
         parts.append(f"{loc} {msg}")
     return f"{origin}: " + "; ".join(parts)
+
+
+def _read_yaml(p: Path, what: str) -> Any:
+    """A YAML file's content; ConfigError naming the file for unreadable, non-UTF-8 or bad YAML."""
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{what} {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
+            "save it as UTF-8",
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {p} cannot be read ({exc.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(
+            f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
+        ) from None
+
+
+def _settings_error(exc: SettingsError) -> ConfigError:
+    """pydantic-settings could not read an environment variable (``CROSSFADE_KAFKA='{bad'``):
+    name it, without its value (it may hold a secret)."""
+    text = str(exc)
+    m = re.search(r'error parsing value for field "([^"]+)" from source "([^"]+)"', text)
+    field = m.group(1) if m else None
+    if field is not None:
+        var = f"CROSSFADE_{field.upper()}"
+        return ConfigError(
+            f"environment variable {var} is not valid JSON (a section given whole from the "
+            "environment is a JSON object; the value is not shown)",
+            f"fix or unset {var}, or set single values as {var}__<KEY>",
+        )
+    return ConfigError("the CROSSFADE_* environment cannot be read", "check its JSON values")
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
@@ -363,14 +581,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         origin = str(p)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found", "pass -c FILE or set CROSSFADE_CONFIG")
-        try:
-            loaded = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(
-                f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
-            ) from None
+        loaded = _read_yaml(p, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p} must be a mapping of settings", "see README for an example")
         data = loaded
@@ -378,34 +589,55 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     if isinstance(data.get("mapping"), str):  # `mapping: crm-mapping.yaml`
         data["mapping"] = _mapping_file(Path(path).parent if path else Path.cwd(), data["mapping"])
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as err:
         raise ConfigError(_format_validation_error(err, origin)) from None
+    except SettingsError as exc:
+        raise _settings_error(exc) from None
+    remember_secrets(secret_values(settings))
+    return settings
 
 
 def _mapping_file(base: Path, name: str) -> Any:
     p = base / name
-    try:
-        return yaml.safe_load(p.read_text()) or {}
-    except OSError as exc:
+    if not p.is_file():
         raise ConfigError(
-            f"mapping file {p} cannot be read ({exc.strerror})", "fix `mapping:` in the config"
-        ) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
-        ) from None
+            f"mapping file {p} cannot be read (not found)", "fix `mapping:` in the config"
+        )
+    return _read_yaml(p, "mapping file") or {}
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret value the settings hold (see the module docstring)."""
+    out = [*dsn_secrets(settings.source.conninfo), *dsn_secrets(settings.target.conninfo)]
+    k = settings.kafka
+    if k.sasl_password is not None:
+        out.append(k.sasl_password.get_secret_value())
+    if k.schema_registry_url:
+        out.extend(url_secrets(k.schema_registry_url))
+    out.extend(v for key, v in k.extra.items() if is_secret_key(key))
+    out.extend(v for key, v in settings.capture.properties.items() if is_secret_key(key))
+    if settings.cutover.flip_http is not None:
+        url = settings.cutover.flip_http.get_secret_value()
+        out.extend([url, *url_secrets(url)])
+    return [v for v in out if v]
 
 
 def public_view(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with secrets redacted (for ``--json`` and logs)."""
+    """The settings as plain data with every secret redacted (``config show``, ``--json``, logs)."""
     d = settings.model_dump(mode="json")
     d["source"]["dsn"] = redact_dsn(settings.source.dsn)
     d["target"]["dsn"] = redact_dsn(settings.target.dsn)
+    k = d["kafka"]
     if settings.kafka.sasl_password is not None:
-        d["kafka"]["sasl_password"] = "***"
+        k["sasl_password"] = MASK
+    if settings.kafka.schema_registry_url:
+        k["schema_registry_url"] = redact_url(settings.kafka.schema_registry_url)
+    k["extra"] = {key: MASK if is_secret_key(key) else v for key, v in k["extra"].items()}
+    props = d["capture"]["properties"]
+    d["capture"]["properties"] = {
+        key: MASK if is_secret_key(key) else v for key, v in props.items()
+    }
     if settings.cutover.flip_http is not None:
-        d["cutover"]["flip_http"] = "***"
+        d["cutover"]["flip_http"] = MASK
     return d

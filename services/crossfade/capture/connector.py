@@ -7,12 +7,14 @@ adds where offsets are kept and the JSON converter it reads in-process (payloads
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from psycopg.conninfo import conninfo_to_dict
 
-from crossfade.config import Settings
+from crossfade.config import Settings, is_secret_key
 
 FENCE_TABLE = "crossfade.fence"
 """Marker table in the legacy database behind ``fence`` (DESIGN decision 4)."""
@@ -124,17 +126,38 @@ def embedded_properties(settings: Settings, offsets_file: Path) -> dict[str, str
     return props
 
 
+def env_reference(key: str) -> str:
+    """The environment variable Kafka Connect's ``env`` config provider resolves a secret
+    connector property from: ``database.sslpassword`` -> ``CROSSFADE_CONNECT_DATABASE_SSLPASSWORD``."""
+    return "CROSSFADE_CONNECT_" + re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_").upper()
+
+
+REGISTRY_USER_INFO_ENV = "CROSSFADE_SCHEMA_REGISTRY_USER_INFO"
+"""Where the Connect worker finds the Schema Registry's ``user:password`` (``basic.auth.user.info``)."""
+
+
 def kafka_connect_config(settings: Settings, *, secrets_from_env: bool = True) -> dict[str, Any]:
     """The connector as Kafka Connect's REST API takes it (``POST /connectors``).
 
-    With ``secrets_from_env`` the password is the Connect config-provider reference
-    ``${env:CROSSFADE_SOURCE_PASSWORD}`` (needs ``config.providers=env`` on the worker), so the
-    rendered file holds no secret.
+    With ``secrets_from_env`` the rendered file holds no secret: the password is the Connect
+    config-provider reference ``${env:CROSSFADE_SOURCE_PASSWORD}``, every other secret-named
+    property (``capture.properties``) ``${env:CROSSFADE_CONNECT_<KEY>}`` (:func:`env_reference`),
+    and the Schema Registry URL's user info becomes the converters' basic auth from
+    ``${env:CROSSFADE_SCHEMA_REGISTRY_USER_INFO}``. The worker needs ``config.providers=env`` and
+    those variables.
     """
     props = connector_properties(settings)
+    registry = settings.kafka.schema_registry_url or "http://schema-registry:8081"
+    parts = urlsplit(registry)
+    user_info = unquote(parts.netloc.rpartition("@")[0]) if "@" in parts.netloc else None
+    if user_info is not None:
+        registry = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
     if secrets_from_env:
         props["database.password"] = "${env:CROSSFADE_SOURCE_PASSWORD}"
-    registry = settings.kafka.schema_registry_url or "http://schema-registry:8081"
+        for k in [k for k in props if is_secret_key(k) and k != "database.password"]:
+            props[k] = "${env:" + env_reference(k) + "}"
+        if user_info is not None:
+            user_info = "${env:" + REGISTRY_USER_INFO_ENV + "}"
     props.update(
         {
             "key.converter": "io.confluent.connect.avro.AvroConverter",
@@ -144,4 +167,8 @@ def kafka_connect_config(settings: Settings, *, secrets_from_env: bool = True) -
             "tasks.max": "1",
         }
     )
+    if user_info is not None:
+        for side in ("key", "value"):
+            props[f"{side}.converter.basic.auth.credentials.source"] = "USER_INFO"
+            props[f"{side}.converter.basic.auth.user.info"] = user_info
     return {"name": f"crossfade-{settings.kafka.topic_prefix}", "config": props}

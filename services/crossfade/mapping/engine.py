@@ -541,7 +541,7 @@ class Mapper:
         from crossfade.mapping.model import MappingConfig
 
         self.config = config or MappingConfig()
-        self.registry = Registry(self.config.transforms)
+        self.registry = Registry(self.config.transforms, self.config.transform_modules)
         self.source_keys = {t: list(k) for t, k in (source_keys or {}).items()}
         self.tables: dict[str, CompiledTable] = {}
         for t in dict.fromkeys([*tables, *self.config.tables]):

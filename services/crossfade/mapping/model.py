@@ -38,7 +38,7 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
@@ -359,7 +359,8 @@ class MappingConfig(_Strict):
     dedup: dict[str, DedupSpec] = Field(default_factory=dict)
     """Target table -> duplicate matching and survivorship."""
     transforms: dict[str, str] = Field(default_factory=dict)
-    """User transforms: name -> ``module:function`` (a factory returning ``value -> value``)."""
+    """User transforms: name -> ``module:function`` (a factory returning ``value -> value``). Its
+    module must be under a prefix listed in the configuration's ``transform_modules``."""
 
     @field_validator("tables", "dedup")
     @classmethod
@@ -368,14 +369,38 @@ class MappingConfig(_Strict):
             _table(t)
         return v
 
+    _transform_modules: tuple[str, ...] = PrivateAttr(default=())
+    """Module prefixes user transforms may be imported from: set from the configuration's
+    ``transform_modules`` (never from the mapping itself)."""
+    _user_transforms: tuple[str, ...] = PrivateAttr(default=())
+    """``module:function`` of every user transform the mapping names (seen while validating)."""
+
     @model_validator(mode="after")
     def _compiles(self) -> MappingConfig:
-        # every transform name resolves, every argument fits: a typo fails at load, naming it
+        # every transform name resolves, every built-in's argument fits: a typo fails at load,
+        # naming it. No user code runs here (crossfade.mapping.transforms.validating).
         from crossfade.errors import ConfigError
         from crossfade.mapping.engine import compile_mapping
+        from crossfade.mapping.transforms import validating
 
         try:
-            compile_mapping(self)
+            with validating() as seen:
+                compile_mapping(self)
         except ConfigError as exc:
             raise ValueError(str(exc)) from None
+        self._user_transforms = tuple(dict.fromkeys(seen))
         return self
+
+    @property
+    def user_transform_paths(self) -> tuple[str, ...]:
+        """``module:function`` of every user transform the mapping names."""
+        return self._user_transforms
+
+    @property
+    def transform_modules(self) -> tuple[str, ...]:
+        """Module prefixes user transforms may be imported from (see :meth:`allow_modules`)."""
+        return self._transform_modules
+
+    def allow_modules(self, prefixes: tuple[str, ...]) -> None:
+        """Set by the configuration that holds this mapping, from its ``transform_modules``."""
+        self._transform_modules = tuple(prefixes)

@@ -19,6 +19,10 @@ In YAML a transform is named alone (``email``), with arguments (``{phone: {regio
 with its one main argument (``{split_name: first}``). User transforms are registered under a name
 in ``mapping.transforms`` as ``module:function`` (a factory as above), or published by a package
 in the ``crossfade.transforms`` entry point group.
+
+A mapping is data, not code: validating it never imports or calls a user transform
+(:func:`validating`), and a ``module:function`` runs only when its module is under a prefix the
+operator lists in the configuration's ``transform_modules`` (the mapping file cannot widen it).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ import importlib
 import inspect
 import re
 import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import lru_cache
 from importlib import metadata
 from typing import Any
@@ -739,10 +745,59 @@ OUTPUT_TYPES: dict[str, str] = {
 """What a built-in returns, for the schema check (absent: same as its input)."""
 
 
-def _import_path(path: str) -> TransformFactory:
-    mod_name, sep, attr = path.partition(":")
-    if not sep or not mod_name or not attr:
+IMPORT_PATH_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+"""``package.module:function`` (what ``mapping.transforms`` maps a name to)."""
+
+_VALIDATING: ContextVar[list[str] | None] = ContextVar(
+    "crossfade_transforms_validating", default=None
+)
+
+
+@contextmanager
+def validating() -> Iterator[list[str]]:
+    """Build transforms without running user code: inside this block a :class:`Registry` checks
+    that every user transform's name resolves (``mapping.transforms``, an import path, an entry
+    point's *metadata*) and hands back a stand-in (the identity) instead of importing its module
+    or calling its factory. Built-ins are crossfade's own code and are built as usual, so their
+    arguments are checked. Yields the import paths of the user transforms seen, for the
+    operator's allow-list check (:func:`refused_paths`)."""
+    seen: list[str] = []
+    token = _VALIDATING.set(seen)
+    try:
+        yield seen
+    finally:
+        _VALIDATING.reset(token)
+
+
+def module_allowed(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether ``module:function``'s module is one of ``prefixes`` or inside one (``acme`` allows
+    ``acme.rules:f``, not ``acme_evil:f``)."""
+    mod = path.partition(":")[0]
+    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
+
+
+def refused_paths(paths: Iterable[str], prefixes: Iterable[str]) -> list[str]:
+    """The import paths among ``paths`` that no prefix of ``prefixes`` allows, in order."""
+    allowed = tuple(prefixes)
+    return list(dict.fromkeys(p for p in paths if not module_allowed(p, allowed)))
+
+
+def refusal(path: str, prefixes: Iterable[str]) -> str:
+    """One line saying why a user transform may not run, and what to do."""
+    listed = ", ".join(prefixes) or "none"
+    return (
+        f"transform {path!r} is not allowed: a mapping runs built-ins, transforms published by an "
+        f"installed package in the {ENTRY_POINT_GROUP!r} entry point group, and module:function "
+        f"under a prefix the operator lists in `transform_modules` (listed: {listed})"
+    )
+
+
+def _import_path(path: str, prefixes: tuple[str, ...]) -> TransformFactory:
+    if not IMPORT_PATH_RE.match(path):
         raise ValueError(f"{path!r} is not an import path like 'package.module:function'")
+    if not module_allowed(path, prefixes):
+        raise ValueError(refusal(path, prefixes))
+    mod_name, _, attr = path.partition(":")
     try:
         mod = importlib.import_module(mod_name)
     except ImportError as exc:
@@ -762,38 +817,68 @@ def _entry_points() -> dict[str, Any]:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def _stand_in(**_kwargs: Any) -> Transform:
+    """What a user transform builds to while validating: its code is neither imported nor run."""
+    return lambda v: v
+
+
 class Registry:
     """Names -> transform factories: built-ins, then ``mapping.transforms``, then entry points.
 
     A user name may not shadow a built-in (a typo in a name should not silently swap the code).
+    ``module:function`` (registered in ``mapping.transforms`` or named directly) is imported only
+    when its module is under one of ``allowed_modules`` (the operator's ``transform_modules``);
+    entry points are loaded by name (their package is installed by the operator). Nothing is
+    imported before a transform is first built, and nothing at all inside :func:`validating`.
+    Raises ValueError (one line) for a refused, unknown or unloadable transform.
     """
 
-    def __init__(self, user: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, user: Mapping[str, str] | None = None, allowed_modules: Iterable[str] = ()
+    ) -> None:
         self._factories: dict[str, TransformFactory] = dict(BUILTINS)
+        self._allowed = tuple(allowed_modules)
+        self._paths: dict[str, str] = {}
         for n, path in (user or {}).items():
             if n in BUILTINS:
                 raise ValueError(
                     f"transform name {n!r} is a built-in; register it under another name"
                 )
-            self._factories[n] = _import_path(path)
+            if not IMPORT_PATH_RE.match(path):
+                raise ValueError(
+                    f"transform {n!r}: {path!r} is not an import path like 'package.module:function'"
+                )
+            self._paths[n] = path
 
     def names(self) -> list[str]:
-        return sorted(set(self._factories) | set(_entry_points()))
+        return sorted(set(self._factories) | set(self._paths) | set(_entry_points()))
 
     def factory(self, name: str) -> TransformFactory:
         f = self._factories.get(name)
         if f is not None:
             return f
-        if ":" in name:  # an import path used directly
-            f = _import_path(name)
-            self._factories[name] = f
-            return f
-        ep = _entry_points().get(name)
-        if ep is not None:
+        seen = _VALIDATING.get()
+        path = self._paths.get(name, name if ":" in name else None)
+        if path is not None:  # registered in mapping.transforms, or an import path used directly
+            if seen is not None:
+                if not IMPORT_PATH_RE.match(path):
+                    raise ValueError(
+                        f"{path!r} is not an import path like 'package.module:function'"
+                    )
+                seen.append(path)
+                return _stand_in
+            f = _import_path(path, self._allowed)
+        else:
+            ep = _entry_points().get(name)
+            if ep is None:
+                raise ValueError(
+                    f"unknown transform {name!r} (built-ins: {', '.join(sorted(BUILTINS))})"
+                )
+            if seen is not None:
+                return _stand_in
             f = ep.load()
-            self._factories[name] = f
-            return f
-        raise ValueError(f"unknown transform {name!r} (built-ins: {', '.join(sorted(BUILTINS))})")
+        self._factories[name] = f
+        return f
 
     def build(
         self, spec: str | Mapping[str, Any], defaults: Mapping[str, Any] | None = None
