@@ -100,7 +100,7 @@ def demo(duration: float, rate: float, accounts: int, partitions: int, identity:
 
 
 @cli.command()
-@click.option("--port", type=int, default=9092, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
 def broker(port: int) -> None:
     """Run the embedded Tansu broker in the foreground (in memory: data is lost on stop)."""
     import signal
@@ -297,7 +297,7 @@ def fence(config: str | None, timeout: float, as_json: bool) -> None:
     show_default=True,
     help="Address to bind (anything but loopback needs a token).",
 )
-@click.option("--port", type=int, default=8421, show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8421, show_default=True)
 @click.option(
     "--allow-actions",
     is_flag=True,
@@ -765,14 +765,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(130)
     except CrossfadeError as exc:
         if _State.verbose:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc()), err=True, nl=False)
         click.echo(f"crossfade: error: {redact(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, trace on --verbose
         if _State.verbose:
-            traceback.print_exc()
+            click.echo(redact(traceback.format_exc()), err=True, nl=False)
         msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
         click.echo(
             f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)",

@@ -1,4 +1,16 @@
-"""Logging: readable on a terminal, JSON lines otherwise; secrets masked in every record."""
+"""Logging: readable on a terminal, JSON lines otherwise; secrets masked in every record.
+
+What is masked, in messages, exception traces and ``--verbose`` traces alike (:func:`redact`):
+
+* every secret value of the loaded configuration and the console token, wherever it appears
+  (``crossfade.config.known_secrets``): a password quoted with spaces, inside a stack trace...;
+* by shape, for what was never configured: URL user info, ``password=...`` (quoted values whole),
+  and any ``key=value``/``key: value``/``'key': 'value'`` whose key names a password, secret,
+  token or credential.
+
+Raw control characters (from a request line, say) are escaped (``\\x1b``), so a log line cannot
+rewrite a terminal or forge another line.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +20,60 @@ import re
 import sys
 import time
 
+from crossfade.config import MASK, known_secrets
+
+_KEY = r"[\w.-]*(?:passw|secret|token|credential|jaas|api[._-]?key|user[._-]?info)[\w.-]*"
 _SECRET_PATTERNS = [
-    (re.compile(r"(://[^:/@\s]+:)([^@\s]*)(@)"), r"\1***\3"),
-    # password=..., password: ..., and a quoted dict key ('sasl.password': '...') alike
-    (re.compile(r"(password['\"]?\s*[=:]\s*)(['\"]?)[^\s'\",}]+", re.IGNORECASE), r"\1\2***"),
+    # URL user info: postgresql://user:***@host, https://***@host (a token given as the user)
+    (re.compile(r"(://[^:/@\s'\"]+:)([^@\s'\"]*)(@)"), r"\1***\3"),
+    (re.compile(r"(https?://)([^:/@\s'\"]+)(@)"), r"\1***\3"),
+    # a quoted value, spaces and all: password='my secret pw', "token": "a b"
+    (
+        re.compile(rf"(\b{_KEY}['\"]?\s*[=:]\s*)(['\"])(?:\\.|(?!\2).)*\2", re.IGNORECASE),
+        r"\1\2***\2",
+    ),
+    # password=..., password: ..., 'sasl.password': ..., ?token=...
+    (re.compile(rf"(\b{_KEY}['\"]?\s*[=:]\s*)(?!\*\*\*)[^\s'\",}}&)]+", re.IGNORECASE), r"\1***"),
 ]
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def escape_controls(text: str) -> str:
+    """Raw control characters as ``\\xNN`` (newlines and tabs stay: traces are multi-line)."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 def redact(text: str) -> str:
+    """``text`` with every secret masked (see the module docstring)."""
+    for secret in sorted(known_secrets(), key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, MASK)
     for pat, repl in _SECRET_PATTERNS:
         text = pat.sub(repl, text)
     return text
 
 
 class RedactingFilter(logging.Filter):
+    """Masks secrets and escapes control characters in each record's message and trace."""
+
     def filter(self, record: logging.LogRecord) -> bool:
         msg = record.getMessage()
-        red = redact(msg)
-        if red != msg:
-            record.msg, record.args = red, None
+        clean = escape_controls(redact(msg))
+        if clean != msg:
+            record.msg, record.args = clean, None
+        if record.exc_info and not record.exc_text:
+            # formatted once, here, so every handler shows the masked trace
+            record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info)
         return True
+
+
+class RedactingFormatter(logging.Formatter):
+    """The text format, masked whole: a trace attached by any path is masked too."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -37,10 +83,10 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
         if record.exc_info:
-            d["exc"] = redact(self.formatException(record.exc_info))
+            d["exc"] = redact(record.exc_text or self.formatException(record.exc_info))
         return json.dumps(d)
 
 
@@ -55,7 +101,7 @@ def setup_logging(verbose: bool = False, fmt: str = "auto", quiet: bool = False)
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+            RedactingFormatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
         )
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
