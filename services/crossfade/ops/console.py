@@ -46,15 +46,19 @@ from urllib.parse import parse_qs, urlsplit
 import psycopg
 from psycopg import sql
 
-from crossfade.config import Settings, redact_dsn
+from crossfade.config import Settings, redact_dsn, remember_secrets
 from crossfade.errors import ConfigError
 from crossfade.ops import metrics
-from crossfade.ops.logs import redact
+from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
+from crossfade.ops.logs import escape_controls, redact
 
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).with_name("console_static")
 _COOKIE = "crossfade_console"
+COOKIE_MAX_AGE_S = (
+    12 * 3600
+)  # the token cookie expires: a shared or stolen browser keeps it a day at most
 _EXACT_COUNT_BELOW = 1_000_000  # rows: above this the console shows PostgreSQL's estimate
 _RATE_WINDOW_S = 30.0
 FENCE_FRESH_S = 600.0  # a fence proves lag zero when it ran: after this the gate asks for a new one
@@ -589,12 +593,21 @@ def make_handler(
     allowed_hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
     token_b = token.encode() if token else None
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(DeadlineRequestMixin, BaseHTTPRequestHandler):
         server_version = "crossfade-console"
         sys_version = ""
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            log.debug("console %s %s", self.address_string(), redact(format % args))
+            # the access log: the token (a ?token= query, a header echoed in an error) masked,
+            # control characters a client put in its request line escaped
+            line = escape_controls(redact(format % args))
+            log.debug("console %s %s", self.address_string(), line)
+
+        def _behind_tls(self) -> bool:
+            """Whether the browser reached us over HTTPS through a TLS-terminating proxy."""
+            proto = self.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+            fwd = self.headers.get("Forwarded", "").lower().replace(" ", "")
+            return proto == "https" or "proto=https" in fwd
 
         # -- helpers
         def _send(
@@ -657,7 +670,9 @@ def make_handler(
                         "text/plain",
                         {
                             "Location": "/",
-                            "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/",
+                            "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; "
+                            f"Max-Age={COOKIE_MAX_AGE_S}"
+                            + ("; Secure" if self._behind_tls() else ""),
                         },
                     )
                     return
@@ -710,8 +725,13 @@ def make_handler(
     return Handler
 
 
+class _Server(LimitedServerMixin, ThreadingHTTPServer):
+    """Sheds slow and surplus clients (crossfade.ops.http_limits)."""
+
+
 class Console:
-    """The console's HTTP server and state collector."""
+    """The console's HTTP server and state collector. ``limits``: connection cap and request
+    deadline of the HTTP server (defaults: :class:`HttpLimits`)."""
 
     def __init__(
         self,
@@ -722,6 +742,7 @@ class Console:
         allow_actions: bool = False,
         token: str | None = None,
         interval: float = 2.0,
+        limits: HttpLimits | None = None,
     ) -> None:
         token = token or None
         loopback = _is_loopback(host)
@@ -732,14 +753,18 @@ class Console:
             )
         if token is not None and len(token) < 16:
             raise ConfigError("the console token is too short", "use at least 16 random characters")
+        if token is not None:
+            remember_secrets([token])  # masked in every log line from here on
         self.state = ConsoleState(settings, allow_actions=allow_actions, interval=interval)
         try:
-            self.httpd = ThreadingHTTPServer((host, port), BaseHTTPRequestHandler)
-        except OSError as exc:
+            self.httpd = _Server((host, port), BaseHTTPRequestHandler)
+        except (OSError, OverflowError) as exc:
             raise ConfigError(
-                f"cannot serve the console on {host}:{port} ({exc.strerror})",
-                "choose another --port",
+                f"cannot serve the console on {host}:{port} "
+                f"({getattr(exc, 'strerror', None) or exc})",
+                "choose another --port (0-65535)",
             ) from None
+        self.httpd.set_limits(limits or HttpLimits())
         self.httpd.daemon_threads = True
         self.port = int(self.httpd.server_address[1])
         self.host = host

@@ -38,6 +38,8 @@ from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
+
 if TYPE_CHECKING:
     from crossfade.capture.service import CaptureService, ChangeProducer
     from crossfade.config import Settings
@@ -685,12 +687,15 @@ def watch_sync(worker: SyncWorker, settings: Settings) -> None:
 # -- HTTP -------------------------------------------------------------------------------------
 
 
-class _QuietHandler(WSGIRequestHandler):
+class _QuietHandler(DeadlineRequestMixin, WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
 
-class _ThreadingWSGIServer(prometheus_client.exposition.ThreadingWSGIServer):
+class _ThreadingWSGIServer(LimitedServerMixin, prometheus_client.exposition.ThreadingWSGIServer):
+    """Sheds slow and surplus clients (crossfade.ops.http_limits): it listens on 0.0.0.0 in
+    Kubernetes, inside capture and sync."""
+
     daemon_threads = True
 
 
@@ -724,16 +729,22 @@ def ops_app(readiness: Readiness = READINESS, registry: Any = REGISTRY) -> WsgiA
 
 
 class OpsServer:
-    """Serves :func:`ops_app` from a daemon thread (the process's exit ends it)."""
+    """Serves :func:`ops_app` from a daemon thread (the process's exit ends it), with a
+    connection cap and a request deadline (``limits``, :class:`HttpLimits` by default)."""
 
-    def __init__(self, host: str, port: int, app: WsgiApp | None = None) -> None:
-        self._server: WSGIServer = make_server(
+    def __init__(
+        self, host: str, port: int, app: WsgiApp | None = None, limits: HttpLimits | None = None
+    ) -> None:
+        server = make_server(
             host,
             port,
             app or ops_app(),
             server_class=_ThreadingWSGIServer,
             handler_class=_QuietHandler,
         )
+        assert isinstance(server, _ThreadingWSGIServer)
+        server.set_limits(limits or HttpLimits())
+        self._server: WSGIServer = server
         self.host = host
         self.port = int(self._server.server_port)
         self._thread = threading.Thread(
