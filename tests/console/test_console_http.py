@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -96,3 +97,38 @@ def test_loopback_console_rejects_foreign_host_names(console: Console) -> None:
     assert (
         _call(console, "GET", "/api/state", {**auth, "Host": f"localhost:{console.port}"})[0] == 200
     )
+
+
+def test_cookie_expires_and_is_secure_behind_tls(console: Console) -> None:
+    """Issue 18: the token cookie had no expiry and no Secure flag."""
+    _, headers, _ = _call(console, "GET", f"/?token={TOKEN}")
+    attrs = [a.strip().lower() for a in headers["set-cookie"].split(";")]
+    assert any(a.startswith("max-age=") and 0 < int(a[8:]) <= 86400 for a in attrs), attrs
+    assert "secure" not in attrs  # plain http on loopback: a Secure cookie would never come back
+    for proxy in ({"X-Forwarded-Proto": "https"}, {"Forwarded": "for=10.0.0.1;proto=https"}):
+        _, headers, _ = _call(console, "GET", f"/?token={TOKEN}", proxy)
+        attrs = [a.strip().lower() for a in headers["set-cookie"].split(";")]
+        assert "secure" in attrs and "httponly" in attrs, attrs
+
+
+def test_access_log_has_no_token_and_no_raw_control_bytes(
+    console: Console, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 18: the token reached the access log from ``/?token=``; raw control bytes from a
+    request line reached the log as they were."""
+    import logging
+    import socket
+
+    with caplog.at_level(logging.DEBUG, logger="crossfade.ops.console"):
+        _call(console, "GET", f"/?token={TOKEN}")
+        _call(console, "GET", f"/api/state?token={TOKEN}&x=1")
+        with socket.create_connection(("127.0.0.1", console.port), timeout=5) as s:
+            s.sendall(b"GET /\x1b[2J\x1b]0;pwned\x07 HTTP/1.0\r\n\r\n")
+            s.recv(4096)
+        deadline = time.monotonic() + 5
+        while "x1b" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+    text = caplog.text
+    assert "console" in text and "GET /" in text  # the access log was written
+    assert TOKEN not in text, text
+    assert "\x1b" not in text and "\x07" not in text and "\\x1b[2J" in text, text

@@ -171,16 +171,21 @@ def shout(suffix: str = "!") -> T.Transform:
 
 
 def test_user_transforms_by_import_path() -> None:
-    r = Registry({"shout": f"{__name__}:shout"})
+    here = ["tests.unit"]  # the operator's transform_modules
+    r = Registry({"shout": f"{__name__}:shout"}, here)
     assert r.build("shout")[1]("hi") == "HI!"
     assert r.build({"shout": "?"})[1]("hi") == "HI?"
     assert r.build(f"{__name__}:shout")[1]("a") == "A!"  # an import path used directly
     with pytest.raises(ValueError, match="built-in"):
-        Registry({"email": f"{__name__}:shout"})
+        Registry({"email": f"{__name__}:shout"}, here)
     with pytest.raises(ValueError, match="cannot import"):
-        Registry({"x": "no_such_module_xyz:f"})
+        Registry({"x": "no_such_module_xyz.m:f"}, ["no_such_module_xyz"]).build("x")
     with pytest.raises(ValueError, match="has no"):
-        Registry({"x": f"{__name__}:nothing_here"})
+        Registry({"x": f"{__name__}:nothing_here"}, here).build("x")
+    # outside the allowed prefixes (or with none listed) nothing is imported
+    for allowed in ([], ["tests.unit.other"], ["tests.uni"]):
+        with pytest.raises(ValueError, match="not allowed"):
+            Registry({"shout": f"{__name__}:shout"}, allowed).build("shout")
 
 
 # --- idempotence: normalise(normalise(x)) == normalise(x) ------------------------------------

@@ -98,6 +98,7 @@ class LimitedServerMixin:
     connection (timeouts, resets) are logged at debug level, not printed as traces."""
 
     limits: HttpLimits = HttpLimits()
+    request_queue_size = 128  # listen backlog: a burst of connections is accepted, then shed
     _slots: threading.BoundedSemaphore | None = None
 
     def set_limits(self, limits: HttpLimits) -> None:
@@ -116,6 +117,10 @@ class LimitedServerMixin:
             with contextlib.suppress(OSError):
                 request.settimeout(0.5)
                 request.sendall(_BUSY)
+                # what the client already sent is read (without waiting), so closing does not
+                # reset the connection and discard the 503 before the client reads it
+                request.shutdown(socket.SHUT_WR)
+                request.recv(65536, socket.MSG_DONTWAIT)
             self.shutdown_request(request)  # type: ignore[attr-defined]
             return
         try:
