@@ -132,3 +132,22 @@ def test_access_log_has_no_token_and_no_raw_control_bytes(
     assert "console" in text and "GET /" in text  # the access log was written
     assert TOKEN not in text, text
     assert "\x1b" not in text and "\x07" not in text and "\\x1b[2J" in text, text
+
+
+def test_dead_letter_gate_is_unknown_when_nothing_can_be_read() -> None:
+    """Issue 18: with the databases and the broker unreachable the "no dead letters" gate showed
+    OK (zero counted from nothing). It is unknown until both sources were read."""
+    from crossfade.ops.console import ConsoleState
+
+    state = ConsoleState(_settings(), allow_actions=False, interval=60).start()
+    try:
+        deadline = time.monotonic() + 30
+        while state.snapshot()["collected_at"] is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        snap = state.snapshot()
+    finally:
+        state.stop()
+    gates = {g["gate"]: g for g in snap["gates"]}
+    assert snap["errors"], "nothing failed to read?"
+    assert gates["dead_letters"]["state"] == "unknown", gates["dead_letters"]
+    assert "cannot read" in gates["dead_letters"]["detail"]

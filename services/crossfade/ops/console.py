@@ -104,6 +104,8 @@ class DlqCounter:
         self.settings = settings
         self.counts: dict[tuple[str, str], int] = {}
         self.error: str | None = None
+        self.read_to_end = False
+        """The topic was read to its end at least once (the counts mean something)."""
         self._consumer: Any = None
 
     def refresh(self, budget_s: float = 1.0) -> None:
@@ -132,6 +134,7 @@ class DlqCounter:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         self.error = None
+                        self.read_to_end = True
                         return
                     self.error = err.str()
                     continue
@@ -233,7 +236,9 @@ class ConsoleState:
 
         src_rows = attempt("legacy database", lambda: self._row_counts("source"))
         tgt_rows = attempt("new database", lambda: self._row_counts("target"))
-        bk = attempt("bookkeeping", self._bookkeeping) or {}
+        bk_or_none = attempt("bookkeeping", self._bookkeeping)
+        bk_read = bk_or_none is not None
+        bk = bk_or_none or {}
         slot = attempt("replication slot", self._slot)
         attempt("dead-letter topic", self._dlq.refresh)
         now = time.time()
@@ -254,6 +259,8 @@ class ConsoleState:
                 ],
                 "error": self._dlq.error,
                 "topic": self.settings.kafka.dlq_topic,
+                # both sources of the count were read: without them "0" is not "none"
+                "readable": bk_read and self._dlq.read_to_end and self._dlq.error is None,
             },
             config={
                 "source": redact_dsn(self.settings.source.dsn),
@@ -508,13 +515,21 @@ class ConsoleState:
             sum(t["dead_lettered"] for t in tables),
             sum(x["records"] for x in state["dlq"]["by_rule"]),
         )
-        gate(
-            "dead_letters",
-            dead == 0,
-            "none"
-            if dead == 0
-            else f"{dead} records in {state['dlq']['topic']}: fix and replay them",
-        )
+        if dead == 0 and not state["dlq"].get("readable"):
+            gate(
+                "dead_letters",
+                None,
+                f"unknown: cannot read the dead letters ({state['dlq']['topic']} or the "
+                "bookkeeping tables); see the errors above",
+            )
+        else:
+            gate(
+                "dead_letters",
+                dead == 0,
+                "none"
+                if dead == 0
+                else f"{dead} records in {state['dlq']['topic']}: fix and replay them",
+            )
         known = [t for t in tables if t["legacy_rows"] is not None and t["new_rows"] is not None]
         if len(known) < len(tables):
             gate("row_counts", None, "row counts unavailable")
