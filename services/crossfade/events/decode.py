@@ -36,7 +36,9 @@ def header_in(hs: Any, name: str) -> str | None:
         return None
     for k, v in hs:
         if k == name:
-            return v.decode() if isinstance(v, bytes) else (None if v is None else str(v))
+            if isinstance(v, bytes):  # a header is bytes from anyone: never fail on them
+                return v.decode("utf-8", "replace")
+            return None if v is None else str(v)
     return None
 
 
@@ -51,64 +53,163 @@ def _is_placeholder(v: Any) -> bool:
     )
 
 
+_MAX_LSN = 2**64  # a PostgreSQL LSN is an unsigned 64-bit number
+_MAX_POS = 2**128  # a position is two LSNs (crossfade.events.model.position)
+
+
+def _short(v: Any) -> str:
+    r = repr(v)
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+def _whole(v: Any, what: str, bound: int) -> int:
+    """``v`` as an int in ``[0, bound)``: an Avro long (or a decimal string for a header)."""
+    if isinstance(v, bool) or not isinstance(v, int | str):
+        raise DecodeError(f"{what} is not a number (got {type(v).__name__} {_short(v)})")
+    try:
+        n = int(v)
+    except ValueError:
+        raise DecodeError(f"{what} is not a number (got {_short(v)})") from None
+    if not 0 <= n < bound:
+        raise DecodeError(f"{what} is out of range (got {_short(v)})")
+    return n
+
+
+def event_from_envelope(
+    env: Any,
+    table: str,
+    *,
+    row_schema: RowSchema | None = None,
+    key: Any = None,
+    key_schema: RowSchema | None = None,
+    pos_header: str | None = None,
+    placeholders: bool = False,
+) -> ChangeEvent:
+    """The :class:`ChangeEvent` of a decoded Debezium envelope (``key``: the decoded key datum).
+
+    Anything that is not a well-formed envelope raises :class:`DecodeError` naming what is wrong
+    (a ``source`` that is not a record, a ``source.lsn`` that is not a number, a non-numeric
+    ``crossfade.pos`` header...): whatever the shape of one record, sync dead-letters that record
+    and goes on. ``placeholders``: the record's bytes hold Debezium's unavailable-value marker.
+    """
+    try:
+        return _event(env, table, row_schema, key, key_schema, pos_header, placeholders)
+    except DecodeError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any other shape problem is this record's alone
+        raise DecodeError(
+            f"change event on {table} has the wrong shape ({type(exc).__name__}: {_short(exc)})"
+        ) from None
+
+
+def _event(
+    env: Any,
+    table: str,
+    row_schema: RowSchema | None,
+    key: Any,
+    key_schema: RowSchema | None,
+    pos_header: str | None,
+    placeholders: bool,
+) -> ChangeEvent:
+    if not isinstance(env, dict) or "op" not in env or "source" not in env:
+        raise DecodeError(f"record on {table} is not a Debezium change envelope (no op/source)")
+    op = env["op"]
+    if not isinstance(op, str) or op not in ("c", "u", "d", "r", "t"):
+        raise DecodeError(f"unknown Debezium operation {_short(op)}")
+    source = env["source"]
+    if source is None:
+        source = {}
+    if not isinstance(source, dict):
+        raise DecodeError(
+            f"the source of a change event on {table} is not a record "
+            f"(got {type(source).__name__} {_short(source)})"
+        )
+    snap_raw = source.get("snapshot")
+    if snap_raw is not None and not isinstance(snap_raw, str | bool):
+        raise DecodeError(f"source.snapshot is not text (got {_short(snap_raw)})")
+    snap = str(snap_raw or "false")
+    pos = None if pos_header is None else _whole(pos_header, f"header {POSITION_HEADER}", _MAX_POS)
+    lsn_raw = source.get("lsn")
+    if lsn_raw is None and snap == "incremental" and pos is not None:
+        lsn = pos >> SHIFT  # incremental snapshot rows carry none: capture placed them
+    elif lsn_raw is None:
+        raise DecodeError("change event has no source position (source.lsn)")
+    elif isinstance(lsn_raw, str):
+        raise DecodeError(f"source.lsn is not a number (got text {_short(lsn_raw)})")
+    else:
+        lsn = _whole(lsn_raw, "source.lsn", _MAX_LSN)
+    ts_raw = source.get("ts_ms")
+    if ts_raw is not None and (isinstance(ts_raw, bool) or not isinstance(ts_raw, int)):
+        raise DecodeError(f"source.ts_ms is not a number (got {_short(ts_raw)})")
+    tx_id = source.get("txId")
+    if tx_id is not None and (isinstance(tx_id, bool) or not isinstance(tx_id, int)):
+        raise DecodeError(f"source.txId is not a number (got {_short(tx_id)})")
+    if op == "t":
+        key = None
+    elif key is not None and not isinstance(key, dict):
+        raise DecodeError(f"key of {table} is not a record")
+    after = env.get("after") if op in ("c", "u", "r") else None
+    if op in ("c", "u", "r") and after is None:
+        raise DecodeError(f"{op!r} change event of {table} has no 'after' row")
+    if after is not None and not isinstance(after, dict):
+        raise DecodeError(f"the 'after' row of a change event on {table} is not a record")
+    # a placeholder value is in the record's bytes as is (Avro strings and bytes are raw):
+    # look at each column only when the bytes hold one
+    if after and placeholders:
+        unavailable = frozenset(c for c, v in after.items() if _is_placeholder(v))
+    else:
+        unavailable = _NONE
+    if pos is None:
+        pos = position(lsn, snapshot=snap not in ("false", "incremental"))
+    return ChangeEvent(
+        table=table,
+        op=op,
+        key=key,
+        after=after,
+        lsn=lsn,
+        source_ts_ms=int(ts_raw or 0),
+        snapshot=snap,
+        position=pos,
+        tx_id=tx_id,
+        row_schema=row_schema,
+        key_schema=key_schema,
+        unavailable=unavailable,
+    )
+
+
 class EventDecoder:
     def __init__(self, kafka: KafkaConfig, resolver: Any | None = None) -> None:
-        self.resolver = resolver or TopicSchemaResolver(
-            kafka.client_config(), kafka.schemas_topic, kafka.schema_registry_url
+        # `is None`, not `or`: an empty in-memory SchemaCache is falsy
+        self.resolver = (
+            resolver
+            if resolver is not None
+            else TopicSchemaResolver(
+                kafka.client_config(), kafka.schemas_topic, kafka.schema_registry_url
+            )
         )
         self.decoder = Decoder(self.resolver)
 
     def decode(
         self, key: bytes | None, value: bytes | None, table: str, pos_header: str | None = None
     ) -> ChangeEvent:
+        """One Kafka record's change event. Raises :class:`DecodeError` for anything that is
+        not one (bytes, schema or shape: see :func:`event_from_envelope`); a schema store that
+        cannot be reached raises its transient error (retry, do not dead-letter)."""
         if value is None:
             raise DecodeError("tombstone has no change event")
         env, codec = self.decoder.decode_with_schema(value)
-        if not isinstance(env, dict) or "op" not in env or "source" not in env:
-            raise DecodeError(f"record on {table} is not a Debezium change envelope (no op/source)")
-        op = env["op"]
-        if op not in ("c", "u", "d", "r", "t"):
-            raise DecodeError(f"unknown Debezium operation {op!r}")
-        source = env["source"] or {}
-        lsn = source.get("lsn")
-        snap = str(source.get("snapshot") or "false")
-        if lsn is None and snap == "incremental" and pos_header is not None:
-            lsn = (
-                int(pos_header) >> SHIFT
-            )  # incremental snapshot rows carry none: capture placed them
-        if lsn is None:
-            raise DecodeError("change event has no source position (source.lsn)")
-        key_dict: dict[str, Any] | None = None
+        key_datum: Any = None
         key_schema: RowSchema | None = None
+        op = env.get("op") if isinstance(env, dict) else None
         if op != "t" and key is not None:
-            kd, kcodec = self.decoder.decode_with_schema(key)
-            if not isinstance(kd, dict):
-                raise DecodeError(f"key of {table} is not a record")
-            key_dict, key_schema = kd, kcodec.row_schema
-        after = env.get("after") if op in ("c", "u", "r") else None
-        if op in ("c", "u", "r") and after is None:
-            raise DecodeError(f"{op!r} change event of {table} has no 'after' row")
-        # a placeholder value is in the record's bytes as is (Avro strings and bytes are raw):
-        # look at each column only when the bytes hold one
-        if after and _UNAVAILABLE_BYTES in value:
-            unavailable = frozenset(c for c, v in after.items() if _is_placeholder(v))
-        else:
-            unavailable = _NONE
-        if pos_header is not None:
-            pos = int(pos_header)
-        else:
-            pos = position(int(lsn), snapshot=snap not in ("false", "incremental"))
-        return ChangeEvent(
-            table=table,
-            op=op,
-            key=key_dict,
-            after=after,
-            lsn=int(lsn),
-            source_ts_ms=int(source.get("ts_ms") or 0),
-            snapshot=snap,
-            position=pos,
-            tx_id=source.get("txId"),
+            key_datum, kcodec = self.decoder.decode_with_schema(key)
+            key_schema = kcodec.row_schema
+        return event_from_envelope(
+            env,
+            table,
             row_schema=codec.row_schema,
+            key=key_datum,
             key_schema=key_schema,
-            unavailable=unavailable,
+            pos_header=pos_header,
+            placeholders=_UNAVAILABLE_BYTES in value,
         )

@@ -70,7 +70,7 @@ def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
         return None
     for k, v in headers:
         if k == CONTROL_HEADER:
-            return v.decode() if isinstance(v, bytes) else str(v)
+            return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
     return None
 
 

@@ -652,6 +652,8 @@ class SyncWorker:
         if m.value() is None:
             return None  # tombstone (compaction marker): nothing to apply
         try:
+            # every shape problem of one record is a DecodeError (crossfade.events.decode):
+            # the record is dead-lettered with the reason, the batch goes on
             return self.decoder.decode(m.key(), m.value(), table, header_in(hs, POSITION_HEADER))
         except DecodeError as exc:
             key_id = None
