@@ -830,3 +830,75 @@ def test_fault_26_schema_registry_unreachable_sync_waits(
     stack.fence()
     stack.assert_equal()
     assert _dlq_count(stack) == 0
+
+
+def test_fault_37_wrong_envelope_shape_is_dead_lettered(stack: Stack) -> None:
+    """FAULTS 37 (issue 18): a ``source.lsn`` that is text, a ``source`` that is not a record and a
+    non-numeric ``crossfade.pos`` header each become a dead letter with the reason; sync goes on."""
+    from confluent_kafka import Producer
+
+    from crossfade.events.framing import frame_single_object
+    from crossfade.events.schema_store import SchemaPublisher
+
+    stack.sql("CREATE TABLE public.f37 (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO f37 SELECT g, 'v' || g FROM generate_series(1, 50) g")
+    stack.write_config(["public.f37"])
+    stack.start("capture")
+    sync = stack.start("sync")
+    stack.fence()
+    s = stack.settings
+    by_id = {r.event.key["id"]: r for r in read_records(stack, "public.f37") if r.event}
+
+    def envelope(source: object) -> dict:
+        value = {"type": "record", "name": "Value", "fields": [{"name": "id", "type": "int"}]}
+        fields = [{"name": "after", "type": ["null", value]}, {"name": "source", "type": source}]
+        return {
+            "type": "record",
+            "name": "Envelope",
+            "namespace": "f37.bad",
+            "fields": fields + [{"name": "op", "type": "string"}],
+        }
+
+    text_lsn = {"type": "record", "name": "Source", "fields": [{"name": "lsn", "type": "string"}]}
+    publisher = SchemaPublisher(s.kafka.client_config(), s.kafka.schemas_topic)
+    bad = [
+        (
+            by_id[1],
+            publisher.publish(envelope(text_lsn)),
+            {"after": {"id": 1}, "source": {"lsn": "0/16B3748"}, "op": "u"},
+        ),
+        (
+            by_id[2],
+            publisher.publish(envelope("string")),
+            {"after": {"id": 2}, "source": "pg", "op": "u"},
+        ),
+    ]
+    p = Producer(s.kafka.client_config())
+    topic = s.kafka.table_topic("public.f37")
+    for rec, codec, datum in bad:
+        value = frame_single_object(codec.fingerprint, codec.encode(datum))
+        p.produce(topic, key=rec.key, value=value, partition=rec.partition)
+    r3 = by_id[3]  # a real change event with a position header that is no number
+    p.produce(
+        topic,
+        key=r3.key,
+        value=r3.value,
+        partition=r3.partition,
+        headers=[("crossfade.pos", b"12abc")],
+    )
+    assert p.flush(30) == 0
+    stack.sql("UPDATE f37 SET v = 'after the bad records' WHERE id > 10")
+    stack.fence()
+    assert sync.alive(), f"sync stopped on a malformed record:\n{sync.tail()}"
+    with stack.tgt() as t:
+        assert t.execute(
+            "SELECT count(*) FROM f37 WHERE v = 'after the bad records'"
+        ).fetchone() == (40,)
+    r = stack.cli("dlq", "list", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr  # open dead letters
+    (group,) = [g for g in json.loads(r.stdout)["by_rule"] if g["rule"] == "decode"]
+    assert group["records"] == 3, group
+    reasons = " | ".join(ex["reason"] for ex in group["examples"])
+    for why in ("source.lsn is not a number", "is not a record", "header crossfade.pos"):
+        assert why in reasons, reasons
+    stack.assert_equal()

@@ -70,7 +70,12 @@ SOURCE_TEXT_LSN = {
     "fields": [{"name": "lsn", "type": "string"}, {"name": "ts_ms", "type": "long"}],
 }
 KEY = json.dumps(
-    {"type": "record", "name": "Key", "namespace": "cf.public.t", "fields": [{"name": "id", "type": "int"}]}
+    {
+        "type": "record",
+        "name": "Key",
+        "namespace": "cf.public.t",
+        "fields": [{"name": "id", "type": "int"}],
+    }
 )
 
 
@@ -88,7 +93,9 @@ def test_the_reviews_records_are_decode_errors_with_their_reason() -> None:
     dec, cache = _decoder()
     key = _framed(cache, KEY, {"id": 1})
     good = _framed(
-        cache, _envelope_schema(SOURCE_OK), {"after": {"id": 1}, "op": "c", "source": {"lsn": 42, "ts_ms": 1}}
+        cache,
+        _envelope_schema(SOURCE_OK),
+        {"after": {"id": 1}, "op": "c", "source": {"lsn": 42, "ts_ms": 1}},
     )
     e = dec.decode(key, good, "public.t")
     assert isinstance(e, ChangeEvent) and e.lsn == 42 and e.key == {"id": 1}
@@ -124,28 +131,39 @@ scalars = (
 )
 json_like = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 ops = st.sampled_from(["c", "u", "d", "r", "t", "x", ""]) | json_like
-source = st.fixed_dictionaries(
-    {},
-    optional={
-        "lsn": st.integers(min_value=-5, max_value=2**65) | json_like,
-        "ts_ms": st.integers(min_value=-5, max_value=2**63) | json_like,
-        "snapshot": st.sampled_from(["true", "false", "last", "incremental", True, False]) | json_like,
-        "txId": st.integers(min_value=0, max_value=2**40) | json_like,
-    },
-) | json_like
-envelope = st.fixed_dictionaries(
-    {},
-    optional={
-        "op": ops,
-        "source": source,
-        "after": st.none() | st.dictionaries(st.text(max_size=6), json_like, max_size=4) | json_like,
-        "before": json_like,
-    },
-) | json_like
+source = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "lsn": st.integers(min_value=-5, max_value=2**65) | json_like,
+            "ts_ms": st.integers(min_value=-5, max_value=2**63) | json_like,
+            "snapshot": st.sampled_from(["true", "false", "last", "incremental", True, False])
+            | json_like,
+            "txId": st.integers(min_value=0, max_value=2**40) | json_like,
+        },
+    )
+    | json_like
+)
+envelope = (
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "op": ops,
+            "source": source,
+            "after": st.none()
+            | st.dictionaries(st.text(max_size=6), json_like, max_size=4)
+            | json_like,
+            "before": json_like,
+        },
+    )
+    | json_like
+)
 headers = st.none() | st.text(max_size=30) | st.integers(min_value=-5, max_value=2**130).map(str)
 
 
