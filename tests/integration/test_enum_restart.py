@@ -49,3 +49,33 @@ def test_add_column_and_enum_label_in_one_batch(stack: Any) -> None:
     stack.start("sync")
     stack.fence()
     stack.assert_equal()
+
+
+def test_enum_whose_schema_and_name_hold_a_dot(stack: Any) -> None:
+    """Issue 18: an enum in a schema whose name holds a dot broke target table creation (the
+    qualified name was split at the first dot). Schema and name are quoted apart now. Debezium
+    itself cannot read such a type (it leaves the column out of its events), so capture refuses
+    the table before it starts, naming the column."""
+    from crossfade.sync.target_ddl import ensure_target_table, read_shape, sync_enum
+
+    stack.sql('CREATE SCHEMA "odd.schema"')
+    stack.sql("CREATE TYPE \"odd.schema\".\"mood.v2\" AS ENUM ('sad', 'ok')")
+    stack.sql('CREATE TABLE public.e3 (id int PRIMARY KEY, m "odd.schema"."mood.v2")')
+    stack.write_config(["public.e3"])
+    with stack.src() as src, stack.tgt() as tgt:
+        tgt.autocommit = True
+        ensure_target_table(src, tgt, "public.e3", "public.e3", create=True)
+        src.execute('ALTER TYPE "odd.schema"."mood.v2" ADD VALUE \'happy\'')
+        src.commit()
+        shape = read_shape(src, "public.e3")
+        assert shape is not None and shape.column("m").enum == ("odd.schema", "mood.v2")
+        assert sync_enum(src, tgt, ("odd.schema", "mood.v2"))  # the new label reached the target
+        tgt.execute("INSERT INTO public.e3 (id, m) VALUES (1, 'happy')")
+        assert tgt.execute(
+            "SELECT format_type(atttypid, NULL) FROM pg_attribute "
+            "WHERE attrelid = 'public.e3'::regclass AND attname = 'm'"
+        ).fetchone() == ('"odd.schema"."mood.v2"',)
+    cp = stack.cli("capture", timeout=120)
+    assert cp.returncode == 3, cp.stdout + cp.stderr
+    line = cp.stderr.strip().splitlines()[-1]
+    assert "public.e3.m" in line and "Debezium cannot read it" in line, line

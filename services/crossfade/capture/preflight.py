@@ -77,6 +77,31 @@ def table_exists_and_pk(
     return [r[0] for r in pk]
 
 
+def _types_debezium_reads(conn: psycopg.Connection, tables: list[str]) -> None:
+    """Refuse columns whose type's schema or name holds a dot: Debezium's type registry cannot
+    resolve such a name and leaves the column out of every change event (seen with
+    ``"odd.schema"."mood.v2"``), which sync would then stop on mid-stream."""
+    rows = conn.execute(
+        "SELECT n.nspname || '.' || c.relname, a.attname, format_type(a.atttypid, a.atttypmod) "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid "
+        "JOIN pg_namespace tn ON tn.oid = t.typnamespace "
+        "LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A' "
+        "LEFT JOIN pg_namespace etn ON etn.oid = et.typnamespace "
+        "WHERE n.nspname || '.' || c.relname = ANY(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND (tn.nspname || t.typname || coalesce(etn.nspname || et.typname, '')) LIKE '%%.%%'",
+        (list(tables),),
+    ).fetchall()
+    if rows:
+        table, column, type_ = rows[0]
+        raise PreflightError(
+            f"column {table}.{column} has type {type_}, whose schema or name holds a dot: Debezium "
+            "cannot read it and would leave the column out of every change event",
+            "rename the type or its schema (ALTER TYPE ... RENAME TO / SET SCHEMA), or leave the "
+            "table out of `tables:`",
+        )
+
+
 def check_source(settings: Settings) -> dict[str, list[str]]:
     """Run every source check; return each table's primary-key columns.
 
@@ -102,6 +127,7 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
             t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables)
             for t in settings.tables
         }
+        _types_debezium_reads(conn, settings.tables)
         for enabled, ddl, table, setting in (
             (settings.capture.fence_table, FENCE_DDL, "crossfade.fence", "capture.fence_table"),
             (

@@ -29,7 +29,9 @@ class Column:
     name: str
     type_sql: str  # as format_type prints it, e.g. 'numeric(12,3)', 'public.mood[]'
     not_null: bool
-    enum: str | None = None  # qualified enum type name when the column (or its element) is an enum
+    enum: tuple[str, str] | None = None
+    """(schema, type name) when the column (or its element) is an enum: kept apart, since either
+    may contain a dot (``"odd.schema"."mood.v2"``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +58,8 @@ SELECT a.attname,
             WHEN et.typtype = 'd' THEN format_type(et.typbasetype, et.typtypmod) || '[]'
             ELSE format_type(a.atttypid, a.atttypmod) END,
        a.attnotnull,
-       CASE WHEN t.typtype = 'e' THEN quote_ident(tn.nspname) || '.' || quote_ident(t.typname)
-            WHEN et.typtype = 'e' THEN quote_ident(etn.nspname) || '.' || quote_ident(et.typname) END
+       CASE WHEN t.typtype = 'e' THEN ARRAY[tn.nspname::text, t.typname::text]
+            WHEN et.typtype = 'e' THEN ARRAY[etn.nspname::text, et.typname::text] END
 FROM pg_attribute a
 JOIN pg_class c ON c.oid = a.attrelid
 JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -86,50 +88,58 @@ def read_shape(conn: psycopg.Connection, table: str) -> TableShape | None:
         return None
     pk = tuple(r[0] for r in conn.execute(_PK_SQL, (schema, name)).fetchall())
     cols = tuple(
-        Column(r[0], r[1], bool(r[2]), r[3]) for r in rows if r[0] not in (POS_COLUMN, HASH_COLUMN)
+        Column(r[0], r[1], bool(r[2]), (r[3][0], r[3][1]) if r[3] else None)
+        for r in rows
+        if r[0] not in (POS_COLUMN, HASH_COLUMN)
     )
     return TableShape(schema, name, cols, pk)
 
 
-def _enum_labels(conn: psycopg.Connection, qualified: str) -> list[str]:
-    return [
-        r[0]
-        for r in conn.execute(
-            "SELECT e.enumlabel FROM pg_enum e WHERE e.enumtypid = %s::regtype ORDER BY e.enumsortorder",
-            (qualified,),
-        ).fetchall()
-    ]
+def _enum_labels(conn: psycopg.Connection, enum: tuple[str, str]) -> list[str] | None:
+    """The enum's labels in order, or None when the type does not exist."""
+    rows = conn.execute(
+        "SELECT e.enumlabel FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+        "LEFT JOIN pg_enum e ON e.enumtypid = t.oid WHERE n.nspname = %s AND t.typname = %s "
+        "ORDER BY e.enumsortorder",
+        enum,
+    ).fetchall()
+    if not rows:
+        return None
+    return [r[0] for r in rows if r[0] is not None]
 
 
-def sync_enum(source: psycopg.Connection, target: psycopg.Connection, qualified: str) -> bool:
-    """Create the enum in the target, or add the labels the source has gained since.
+def sync_enum(
+    source: psycopg.Connection, target: psycopg.Connection, enum: tuple[str, str]
+) -> bool:
+    """Create the enum (``(schema, name)``) in the target, or add the labels the source has
+    gained since. Schema and name are quoted apart: either may hold a dot.
 
     Returns True when the target changed. Must run outside the batch transaction: a label added
     with ``ALTER TYPE ... ADD VALUE`` cannot be used before its transaction commits.
     """
-    labels = _enum_labels(source, qualified)
-    schema = qualified.split(".", 1)[0]
-    target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.SQL(schema)))
-    exists = target.execute("SELECT to_regtype(%s)", (qualified,)).fetchone()
-    if not exists or exists[0] is None:
+    labels = _enum_labels(source, enum) or []
+    schema, _name = enum
+    ident = sql.Identifier(*enum)
+    target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+    have = _enum_labels(target, enum)
+    if have is None:
         target.execute(
             sql.SQL("CREATE TYPE {} AS ENUM ({})").format(
-                sql.SQL(qualified), sql.SQL(", ").join(sql.Literal(x) for x in labels)
+                ident, sql.SQL(", ").join(sql.Literal(x) for x in labels)
             )
         )
         return True
-    have = set(_enum_labels(target, qualified))
     changed = False
     for label in labels:
         if label not in have:
             target.execute(
                 sql.SQL("ALTER TYPE {} ADD VALUE IF NOT EXISTS {}").format(
-                    sql.SQL(qualified), sql.Literal(label)
+                    ident, sql.Literal(label)
                 )
             )
             log.warning(
-                "enum %s gained the label %r at the source: added it in the target",
-                qualified,
+                "enum %s.%s gained the label %r at the source: added it in the target",
+                *enum,
                 label,
             )
             changed = True
