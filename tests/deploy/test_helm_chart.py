@@ -94,7 +94,10 @@ def secret_refs(c: dict[str, Any]) -> dict[str, tuple[str, str]]:
 
 
 def load_rendered_config(
-    docs: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    docs: list[dict[str, Any]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    env: dict[str, str] | None = None,
 ) -> Settings:
     """crossfade.yaml from the rendered ConfigMap, loaded the way the pods load it."""
     cm = by_kind(docs, "ConfigMap")[f"{FULL}-config"]
@@ -103,7 +106,7 @@ def load_rendered_config(
     for k in list(__import__("os").environ):
         if k.startswith("CROSSFADE_"):
             monkeypatch.delenv(k)
-    for k, v in SECRET_ENV.items():
+    for k, v in {**SECRET_ENV, **(env or {})}.items():
         monkeypatch.setenv(k, v)
     return load_settings(path)
 
@@ -141,9 +144,16 @@ def test_values_schema_is_generated_from_the_config_model() -> None:
 
 def test_config_values_map_one_to_one_onto_settings() -> None:
     """Every Settings field has a `config` value with the same name and nothing else does,
-    apart from the three secrets, which must come from Secrets."""
+    apart from the secrets, which must come from Secrets."""
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())["config"]
-    secrets = {("source", "dsn"), ("target", "dsn"), ("kafka", "sasl_password")}
+    secrets = {
+        (model, field)
+        for model, fields in values_schema.SECRET_FIELDS.items()
+        for field in fields
+        for model in [
+            {"DatabaseConfig": "source", "KafkaConfig": "kafka", "CutoverConfig": "cutover"}[model]
+        ]
+    } | {("target", "dsn")}
     for section, model in Settings.model_fields.items():
         assert section in defaults, f"config.{section} missing from values.yaml"
         sub = getattr(model.annotation, "model_fields", None)
@@ -166,6 +176,21 @@ def test_config_values_map_one_to_one_onto_settings() -> None:
             "dsn",
         ),  # secrets never in values
         ({"config": {"kafka": {"sasl_password": "pw"}}}, "sasl_password"),
+        # issue 18: every other secret is refused inline too
+        ({"config": {"kafka": {"extra": {"ssl.key.password": "pw"}}}}, "ssl.key.password"),
+        (
+            {"config": {"kafka": {"extra": {"sasl.oauthbearer.client.secret": "s"}}}},
+            "sasl.oauthbearer.client.secret",
+        ),
+        ({"config": {"capture": {"properties": {"database.password": "pw"}}}}, "database.password"),
+        ({"config": {"capture": {"properties": {"some.API_Token": "t"}}}}, "some.API_Token"),
+        (
+            {"config": {"kafka": {"schema_registry_url": "https://u:pw@registry:8081"}}},
+            "schema_registry_url",
+        ),
+        ({"config": {"cutover": {"flip_http": "https://router/flip?token=t"}}}, "flip_http"),
+        ({"capture": {"kafkaConnect": {"url": "http://admin:pw@connect:8083"}}}, "url"),
+        ({"image": {"digest": "latest"}}, "digest"),
         ({"config": {"tables": ["accounts"]}}, "tables"),  # not schema.table
         ({"config": {"tables": []}}, "tables"),
         ({"config": {"capture": {"snapshot_mode": "sometimes"}}}, "snapshot_mode"),
@@ -211,7 +236,6 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     },
     "everything-on": {
         "console": {"enabled": True, "extraArgs": ["--allow-actions"]},
-        "secrets": {"consoleToken": {"name": "crossfade-console"}},
         "persistence": {"enabled": True, "existingClaim": "capture-offsets"},
         "monitoring": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
         "serviceAccount": {"create": False, "name": "migrations"},
@@ -222,6 +246,27 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         },
         "imagePullSecrets": [{"name": "regcred"}],
         "extraEnv": [{"name": "CROSSFADE_SYNC__BATCH_SIZE", "value": "20000"}],
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "consoleFrom": [{"podSelector": {"matchLabels": {"role": "cutover-coordinator"}}}],
+            "egress": [{"to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}],
+        },
+        "image": {"digest": "sha256:" + "ab" * 32},
+        "secrets": {
+            "consoleToken": {"name": "crossfade-console"},
+            "cutoverFlipHttp": {"name": "crossfade-cutover", "key": "flip-url"},
+            "kafkaExtra": {"ssl.key.password": {"name": "kafka-tls", "key": "key-password"}},
+            "captureProperties": {
+                "database.sslpassword": {"name": "crossfade-db", "key": "sslkey-password"}
+            },
+        },
     },
 }
 
@@ -506,3 +551,75 @@ def test_docs_describe_the_chart() -> None:
         "config.kafka.partitions",
     ]:
         assert phrase in text, f"docs/deploy.md does not mention {phrase}"
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 18: no secret in a rendered manifest, every one from a Secret; a NetworkPolicy option
+# ------------------------------------------------------------------------------------------------
+
+
+def test_secrets_come_from_secrets_and_the_configmap_holds_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from crossfade.config import is_secret_key
+
+    docs = render(SCENARIOS["everything-on"])
+    cm = by_kind(docs, "ConfigMap")[f"{FULL}-config"]["data"]["crossfade.yaml"]
+
+    def keys(node: Any) -> list[str]:
+        if isinstance(node, dict):
+            return [k for k, v in node.items() for k in [str(k), *keys(v)]]
+        if isinstance(node, list):
+            return [k for v in node for k in keys(v)]
+        return []
+
+    assert not [k for k in keys(yaml.safe_load(cm)) if is_secret_key(k)], cm
+    assert "@" not in cm
+    sync = container(by_kind(docs, "Deployment")[f"{FULL}-sync"])
+    refs = secret_refs(sync)
+    assert refs["CROSSFADE_CUTOVER__FLIP_HTTP"] == ("crossfade-cutover", "flip-url")
+    assert refs["CROSSFADE_KAFKA__EXTRA__ssl.key.password"] == ("kafka-tls", "key-password")
+    assert refs["CROSSFADE_CAPTURE__PROPERTIES__database.sslpassword"] == (
+        "crossfade-db",
+        "sslkey-password",
+    )
+    assert sync["image"] == "crossfade@sha256:" + "ab" * 32
+    # the pods' environment reaches crossfade's settings, merged with the ConfigMap's
+    env = {
+        "CROSSFADE_KAFKA__EXTRA__ssl.key.password": "kp-123456",
+        "CROSSFADE_CAPTURE__PROPERTIES__database.sslpassword": "dp-123456",
+    }
+    settings = load_rendered_config(docs, tmp_path, monkeypatch, env)
+    assert settings.kafka.client_config()["ssl.key.password"] == "kp-123456"
+    assert settings.capture.properties["database.sslpassword"] == "dp-123456"
+
+
+def test_kafka_connect_url_with_credentials_comes_from_a_secret() -> None:
+    docs = render(
+        {
+            "capture": {"mode": "kafkaConnect"},
+            "secrets": {
+                "schemaRegistryUrl": {"name": "sr", "key": "url"},
+                "kafkaConnectUrl": {"name": "connect", "key": "url"},
+            },
+        }
+    )
+    (job,) = by_kind(docs, "Job").values()
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    assert "--connect-url" not in c["args"]
+    refs = secret_refs(c)
+    assert refs["CROSSFADE_CONNECT_URL"] == ("connect", "url")
+    assert refs["CROSSFADE_KAFKA__SCHEMA_REGISTRY_URL"] == ("sr", "url")
+
+
+def test_network_policy_option() -> None:
+    assert "NetworkPolicy" not in {d["kind"] for d in render()}  # off by default
+    (np,) = by_kind(render(SCENARIOS["everything-on"]), "NetworkPolicy").values()
+    spec = np["spec"]
+    assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
+    assert spec["policyTypes"] == ["Ingress", "Egress"]
+    ports = [[p["port"] for p in rule["ports"]] for rule in spec["ingress"]]
+    assert ports == [["metrics"], ["http"]]
+    # enabled with no peers: nothing may connect
+    (np,) = by_kind(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy").values()
+    assert np["spec"]["ingress"] == [] and np["spec"]["policyTypes"] == ["Ingress"]

@@ -2,9 +2,11 @@
 
 The ``config`` subtree of the values *is* crossfade's ``Settings`` (services/crossfade/config.py),
 so its schema is generated from ``Settings.model_json_schema()``: the chart cannot accept a key
-crossfade would refuse, nor miss one it knows. Only the secrets are cut out (``source.dsn``,
-``target.dsn``, ``kafka.sasl_password``: they come from Kubernetes Secrets as environment
-variables). The rest of the values (images, replicas, probes...) is described here by hand.
+crossfade would refuse, nor miss one it knows. The secrets are cut out or refused (``source.dsn``,
+``target.dsn``, ``kafka.sasl_password``, ``cutover.flip_http``, user info in a URL, and every
+``kafka.extra`` / ``capture.properties`` key naming a password, secret, token or credential: they
+come from Kubernetes Secrets as environment variables). The rest of the values (images, replicas,
+probes...) is described here by hand.
 
 ``tests/deploy/test_helm_chart.py`` fails when the checked-in file differs from :func:`build`;
 regenerate it with::
@@ -24,8 +26,34 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "crossfade"
 SCHEMA_FILE = CHART / "values.schema.json"
 
-SECRET_FIELDS = {"DatabaseConfig": ["dsn"], "KafkaConfig": ["sasl_password"]}
+SECRET_FIELDS = {
+    "DatabaseConfig": ["dsn"],
+    "KafkaConfig": ["sasl_password"],
+    "CutoverConfig": ["flip_http"],
+}
 """Settings fields the chart takes from Secrets (environment), never from values."""
+NO_USERINFO = r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*(/.*)?$"
+"""A URL without ``user:password@`` (credentials come from a Secret)."""
+
+
+def _case_insensitive(pattern: str) -> str:
+    """``passw`` -> ``[Pp][Aa][Ss][Ss][Ww]``: JSON Schema patterns have no flags."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in pattern)
+
+
+def _secret_key_pattern() -> str:
+    from crossfade.config import SECRET_KEY_RE
+
+    return _case_insensitive(SECRET_KEY_RE.pattern)
+
+
+def _no_secret_keys(node: dict[str, Any], where: str) -> None:
+    node["propertyNames"] = {"not": {"pattern": _secret_key_pattern()}}
+    node["description"] = (
+        node.get("description", "")
+        + f" Keys naming a password, secret, token or credential are refused here: give them in "
+        f"secrets.{where}."
+    ).strip()
 
 
 def _strip(node: Any) -> Any:
@@ -55,6 +83,12 @@ def config_schema() -> dict[str, Any]:
                 defs[model]["required"].remove(f)
             if not defs[model].get("required"):
                 defs[model].pop("required", None)
+    # secrets never inline: named in extra/properties, or as URL user info
+    _no_secret_keys(defs["KafkaConfig"]["properties"]["extra"], "kafkaExtra")
+    _no_secret_keys(defs["CaptureConfig"]["properties"]["properties"], "captureProperties")
+    for branch in defs["KafkaConfig"]["properties"]["schema_registry_url"]["anyOf"]:
+        if branch.get("type") == "string":
+            branch["pattern"] = NO_USERINFO
     # field validators are not in pydantic's schema: say the same here
     schema["properties"]["tables"]["items"]["pattern"] = _TABLE_RE.pattern
     schema["properties"]["tables"]["uniqueItems"] = True
@@ -71,7 +105,8 @@ def config_schema() -> dict[str, Any]:
         schema["properties"][key].pop("default", None)
     schema["description"] = (
         "crossfade.yaml: crossfade's Settings, key for key (services/crossfade/config.py). "
-        "source.dsn, target.dsn and kafka.sasl_password come from `secrets`."
+        "Secrets (the DSNs, kafka.sasl_password, cutover.flip_http, URL credentials, secret "
+        "kafka.extra and capture.properties keys) come from `secrets`."
     )
     return _strip({"defs": defs, "schema": schema})
 
@@ -141,6 +176,27 @@ def build() -> dict[str, Any]:
                         "the console's token (CROSSFADE_CONSOLE_TOKEN); required with console.enabled",
                         optional=True,
                     ),
+                    "schemaRegistryUrl": _secret_ref(
+                        "a Schema Registry URL with credentials (CROSSFADE_KAFKA__SCHEMA_REGISTRY_URL)",
+                        optional=True,
+                    ),
+                    "cutoverFlipHttp": _secret_ref(
+                        "the cutover's flip URL (CROSSFADE_CUTOVER__FLIP_HTTP)", optional=True
+                    ),
+                    "kafkaConnectUrl": _secret_ref(
+                        "a Kafka Connect REST URL with credentials (CROSSFADE_CONNECT_URL)",
+                        optional=True,
+                    ),
+                    "kafkaExtra": {
+                        "type": "object",
+                        "additionalProperties": _secret_ref("the property's value"),
+                        "description": "Secret librdkafka properties: CROSSFADE_KAFKA__EXTRA__<key>.",
+                    },
+                    "captureProperties": {
+                        "type": "object",
+                        "additionalProperties": _secret_ref("the property's value"),
+                        "description": "Secret Debezium properties: CROSSFADE_CAPTURE__PROPERTIES__<key>.",
+                    },
                 },
                 ["sourceDsn", "targetDsn"],
             ),
@@ -148,6 +204,7 @@ def build() -> dict[str, Any]:
                 {
                     "repository": {"type": "string", "minLength": 1},
                     "tag": STR,
+                    "digest": {"type": "string", "pattern": "^(sha256:[0-9a-f]{64})?$"},
                     "pullPolicy": {"enum": ["Always", "IfNotPresent", "Never"]},
                 },
                 ["repository"],
@@ -193,7 +250,7 @@ def build() -> dict[str, Any]:
                     "terminationGracePeriodSeconds": SECONDS,
                     "kafkaConnect": _obj(
                         {
-                            "url": {"type": "string", "pattern": "^https?://"},
+                            "url": {"type": "string", "pattern": r"^https?://[^/@]*(/.*)?$"},
                             "timeoutSeconds": POSITIVE,
                             "prepare": BOOL,
                             "backoffLimit": SECONDS,
@@ -233,6 +290,14 @@ def build() -> dict[str, Any]:
                     "type": {"enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
                     "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                     "annotations": STR_MAP,
+                }
+            ),
+            "networkPolicy": _obj(
+                {
+                    "enabled": BOOL,
+                    "metricsFrom": ANY_LIST,
+                    "consoleFrom": ANY_LIST,
+                    "egress": ANY_LIST,
                 }
             ),
             "monitoring": _obj(

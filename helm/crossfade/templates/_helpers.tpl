@@ -57,7 +57,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "crossfade.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "crossfade.configPath" -}}/etc/crossfade/crossfade.yaml{{- end -}}
@@ -86,12 +90,28 @@ Secrets are not in it: see crossfade.secretEnv.
     secretKeyRef:
       name: {{ required "secrets.targetDsn.name: name an existing Secret holding the new database DSN" .Values.secrets.targetDsn.name }}
       key: {{ .Values.secrets.targetDsn.key }}
-{{- if .Values.secrets.kafkaSaslPassword.name }}
-- name: CROSSFADE_KAFKA__SASL_PASSWORD
+{{- range $env, $ref := dict "CROSSFADE_KAFKA__SASL_PASSWORD" .Values.secrets.kafkaSaslPassword "CROSSFADE_KAFKA__SCHEMA_REGISTRY_URL" .Values.secrets.schemaRegistryUrl "CROSSFADE_CUTOVER__FLIP_HTTP" .Values.secrets.cutoverFlipHttp "CROSSFADE_CONNECT_URL" .Values.secrets.kafkaConnectUrl }}
+{{- if $ref.name }}
+- name: {{ $env }}
   valueFrom:
     secretKeyRef:
-      name: {{ .Values.secrets.kafkaSaslPassword.name }}
-      key: {{ .Values.secrets.kafkaSaslPassword.key }}
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- end }}
+{{- range $prop, $ref := .Values.secrets.kafkaExtra }}
+- name: CROSSFADE_KAFKA__EXTRA__{{ $prop }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- end }}
+{{- range $prop, $ref := .Values.secrets.captureProperties }}
+- name: CROSSFADE_CAPTURE__PROPERTIES__{{ $prop }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
@@ -201,8 +221,8 @@ topologySpreadConstraints:
 {{- if gt (int .Values.sync.replicas) (int .Values.config.kafka.partitions) -}}
 {{- fail (printf "sync.replicas (%d) is more than config.kafka.partitions (%d): the extra workers would get no partition and never become ready" (int .Values.sync.replicas) (int .Values.config.kafka.partitions)) -}}
 {{- end -}}
-{{- if and (eq .Values.capture.mode "kafkaConnect") (not .Values.config.kafka.schema_registry_url) -}}
-{{- fail "capture.mode=kafkaConnect needs config.kafka.schema_registry_url: Kafka Connect writes Confluent-framed Avro through the Schema Registry and sync reads it back from there" -}}
+{{- if and (eq .Values.capture.mode "kafkaConnect") (not .Values.config.kafka.schema_registry_url) (not .Values.secrets.schemaRegistryUrl.name) -}}
+{{- fail "capture.mode=kafkaConnect needs config.kafka.schema_registry_url (or secrets.schemaRegistryUrl): Kafka Connect writes Confluent-framed Avro through the Schema Registry and sync reads it back from there" -}}
 {{- end -}}
 {{- if and .Values.persistence.enabled (ne .Values.capture.mode "embedded") -}}
 {{- fail "persistence.enabled keeps embedded Debezium's offsets; with capture.mode=kafkaConnect, Kafka Connect keeps them in Kafka: turn persistence off" -}}
