@@ -175,3 +175,60 @@ def test_postgres_tls_settings_reach_psycopg_and_debezium(
         f"Debezium's replication connection is not TLS: {rows}"
     )
     assert all(ssl for _, ssl in rows), f"a crossfade connection without TLS: {rows}"
+
+
+QUOTED_PW = "quoted pw 4e7a"  # spaces: the old redaction printed "password=*** pw 4e7a'"
+PROP_SECRET = "dbz-prop-9f31c2"
+FLIP_TOKEN = "flip-token-0b8e55"
+
+
+def test_secrets_in_every_form_never_show_on_the_live_stack(stack: Stack, tmp_path: Path) -> None:
+    """Issue 18 on the real stack: a key=value DSN whose password is quoted with spaces, a secret
+    Debezium property and a flip URL token never show in config show, connector render, status,
+    verify, audit (JSON and HTML), a failing command with --verbose, the console or the logs."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    stack.sql("CREATE TABLE public.q (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO q SELECT g, 'v' || g FROM generate_series(1, 100) g")
+    stack.write_config(["public.q"])
+    raw = yaml.safe_load(stack.config_path.read_text())
+    for side in ("source", "target"):
+        raw[side]["dsn"] = make_conninfo(
+            **{**conninfo_to_dict(raw[side]["dsn"]), "password": QUOTED_PW}
+        )
+    raw.setdefault("capture", {}).setdefault("properties", {})["database.sslpassword"] = PROP_SECRET
+    raw.setdefault("cutover", {})["flip_http"] = f"http://127.0.0.1:1/flip?token={FLIP_TOKEN}"
+    stack.config_path.write_text(yaml.safe_dump(raw))
+    assert f"password='{QUOTED_PW}'" in stack.settings.source.conninfo
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    html = tmp_path / "audit.html"
+    outputs: dict[str, str] = {}
+    for args in (
+        ["config", "show"],
+        ["connector", "render"],
+        ["status", "--json"],
+        ["verify", "--json"],
+        ["audit", "--json", "--html", str(html)],
+    ):
+        cp = stack.cli(*args, timeout=300)
+        assert cp.returncode == 0, f"{args}: {cp.stderr[-1500:]}"
+        outputs[" ".join(args)] = cp.stdout + cp.stderr
+    outputs["audit html"] = html.read_text()
+    assert "password=***" in outputs["config show"] and "password=***" in outputs["audit html"]
+    bad_target = make_conninfo(**{**conninfo_to_dict(stack.settings.target.conninfo), "port": "1"})
+    bad = stack.cli("--verbose", "status", env={"CROSSFADE_TARGET__DSN": bad_target})
+    assert bad.returncode != 0 and "Traceback" in bad.stderr, bad.stderr[-2000:]
+    outputs["status --verbose (bad target)"] = bad.stdout + bad.stderr
+    p, base = _console(stack, "--host", "0.0.0.0", token=CONSOLE_TOKEN)
+    auth = {"Authorization": f"Bearer {CONSOLE_TOKEN}"}
+    code, body = _req(base + "/api/state", headers=auth)
+    assert code == 200
+    outputs["console /api/state"] = body
+    _req(f"{base}/?token={CONSOLE_TOKEN}")
+    for proc in stack.procs:
+        outputs[f"the {proc.name} log"] = proc.log.read_text(errors="replace")
+    for name, text in outputs.items():
+        for secret in (QUOTED_PW, "pw 4e7a", PROP_SECRET, FLIP_TOKEN, CONSOLE_TOKEN):
+            assert secret not in text, f"{name} shows {secret!r}"
