@@ -402,5 +402,13 @@ class MappingConfig(_Strict):
         return self._transform_modules
 
     def allow_modules(self, prefixes: tuple[str, ...]) -> None:
-        """Set by the configuration that holds this mapping, from its ``transform_modules``."""
+        """Set by the configuration that holds this mapping, from its ``transform_modules``.
+
+        Raises ValueError (one line per refused transform) when a ``module:function`` the mapping
+        names is under none of ``prefixes``; nothing is imported either way."""
+        from crossfade.mapping.transforms import refusal, refused_paths
+
+        refused = refused_paths(self._user_transforms, prefixes)
+        if refused:
+            raise ValueError("; ".join(refusal(p, prefixes) for p in refused))
         self._transform_modules = tuple(prefixes)

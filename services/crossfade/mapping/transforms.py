@@ -809,7 +809,7 @@ def _import_path(path: str, prefixes: tuple[str, ...]) -> TransformFactory:
             raise ValueError(f"{mod_name} has no {attr} (transform {path!r})")
     if not callable(obj):
         raise ValueError(f"{path!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 @lru_cache(maxsize=1)
