@@ -30,7 +30,7 @@ from crossfade.capture.preflight import connect
 from crossfade.config import DatabaseConfig
 from crossfade.embedded import EmbeddedPostgres
 from crossfade.errors import PreflightError
-from tests.conftest import Stack
+from tests.conftest import Proc, Stack
 from tests.console.test_console import _console, _req
 from tests.tls import make_tls
 
@@ -196,11 +196,15 @@ def test_secrets_in_every_form_never_show_on_the_live_stack(stack: Stack, tmp_pa
         raw[side]["dsn"] = make_conninfo(
             **{**conninfo_to_dict(raw[side]["dsn"]), "password": QUOTED_PW}
         )
-    raw.setdefault("capture", {}).setdefault("properties", {})["database.sslpassword"] = PROP_SECRET
+    props = raw.setdefault("capture", {}).setdefault("properties", {})
+    props["database.sslpassword"] = PROP_SECRET
+    props["crossfade.test.api.token"] = PROP_SECRET  # a name Debezium's own masking misses
     raw.setdefault("cutover", {})["flip_http"] = f"http://127.0.0.1:1/flip?token={FLIP_TOKEN}"
     stack.config_path.write_text(yaml.safe_dump(raw))
     assert f"password='{QUOTED_PW}'" in stack.settings.source.conninfo
-    stack.start("capture")
+    # Debezium at INFO prints its whole configuration (the JVM's log4j2, not Python's logging)
+    env = {**stack._env(), "CROSSFADE_DEBEZIUM_LOG": "INFO"}
+    stack.procs.append(Proc("capture", ["capture"], env, stack.dir / "capture.log"))
     stack.start("sync")
     stack.fence()
     html = tmp_path / "audit.html"
