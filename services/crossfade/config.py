@@ -70,9 +70,11 @@ _KNOWN_LOCK = threading.Lock()
 
 
 def remember_secrets(values: Iterable[str | None]) -> None:
-    """Add secret values (4+ characters) to what log and error output masks wherever they appear."""
+    """Add secret values to what log and error output masks wherever they appear. Values under
+    6 characters are left to the masking by key (``password=...``): masked wherever they appear,
+    they would mangle every log line that holds the same word."""
     with _KNOWN_LOCK:
-        _KNOWN.update(v for v in values if v and len(v) >= 4)
+        _KNOWN.update(v for v in values if v and len(v) >= 6)
 
 
 def known_secrets() -> frozenset[str]:
@@ -587,8 +589,19 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         raise ConfigError(_format_validation_error(err, origin)) from None
     except SettingsError as exc:
         raise _settings_error(exc) from None
-    remember_secrets(secret_values(settings))
+    # a secret that is also part of a visible setting (the demo's password equal to its user,
+    # topic prefix and schema name) would only mangle logs: it is masked by key, not by value
+    shown = _strings(public_view(settings))
+    remember_secrets(v for v in secret_values(settings) if not any(v in x for x in shown))
     return settings
+
+
+def _strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [x for v in node.values() for x in _strings(v)]
+    if isinstance(node, list):
+        return [x for v in node for x in _strings(v)]
+    return [node] if isinstance(node, str) else []
 
 
 def _mapping_file(base: Path, name: str) -> Any:

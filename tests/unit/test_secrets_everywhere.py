@@ -226,3 +226,16 @@ def test_verbose_traces_are_masked(tmp_path: Path) -> None:
     assert cp.returncode != 0
     assert "Traceback" in cp.stderr, cp.stderr[-2000:]
     _assert_clean("status --verbose", cp.stdout + cp.stderr)
+
+
+def test_a_password_that_is_also_a_visible_name_is_masked_by_key_only(tmp_path: Path) -> None:
+    """The compose demo's password is its user name (and the topic prefix): masked wherever the
+    word appears, every log line (logger ``crossfade.sync``...) would be mangled."""
+    from crossfade.config import known_secrets
+
+    raw = _raw(tmp_path)
+    raw["target"]["dsn"] = "postgresql://crossfade:crossfade@new-db:5432/crm"
+    load_settings(_write(tmp_path, raw))
+    assert "crossfade" not in known_secrets()
+    line = redact("crossfade.sync.worker: cannot connect to postgresql://crossfade:crossfade@h/db")
+    assert line == "crossfade.sync.worker: cannot connect to postgresql://crossfade:***@h/db"
