@@ -315,6 +315,9 @@ class SyncConfig(_Strict):
     running the other way (``crossfade fallback``) skips them instead of sending them back. Needs
     a superuser, or EXECUTE on ``pg_replication_origin_create`` and
     ``pg_replication_origin_session_setup``; without it sync warns once and writes untagged."""
+    heartbeat_interval_s: float = Field(2.0, gt=0, le=300)
+    """How often capture and every sync worker write their heartbeat (``<bookkeeping>.heartbeats``:
+    partitions held, consumer lag): the evidence of the ``sync_alive`` gate."""
 
 
 class CutoverConfig(_Strict):
@@ -342,7 +345,19 @@ class CutoverConfig(_Strict):
     """URL that gets a JSON POST when traffic should move (a router's or a deploy tool's hook).
     Kept secret: it may carry a token."""
     fence_timeout_s: float = Field(120.0, gt=0)
-    """Longest wait for a fence (gates 1 and 4)."""
+    """Longest wait for a fence."""
+    fence_fresh_s: float = Field(120.0, gt=0)
+    """A fence proves lag zero when it went through; older than this the ``fence`` gate is stale
+    (never green) and asks for a new one."""
+    verify_fresh_s: float = Field(1800.0, gt=0)
+    """A passed verify older than this, or older than the last mapping change or rewind, makes
+    the ``verify`` gate stale."""
+    alive_fresh_s: float = Field(30.0, gt=0)
+    """A heartbeat of capture or of a sync worker older than this means it stopped: the
+    ``sync_alive`` gate fails (``sync.heartbeat_interval_s`` must be well below it)."""
+    lag_growing_s: float = Field(120.0, gt=0)
+    """Consumer lag that stays above its low for this long and has grown by more than
+    ``sync.batch_size`` records since means sync does not keep up: ``sync_alive`` fails."""
     command_timeout_s: float = Field(60.0, gt=0)
     """Longest run of a freeze, unfreeze or flip action."""
     fallback: bool = False

@@ -169,10 +169,13 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
     try:
         assert r.returncode == 0 and rep["go"], rep
         assert [g["name"] for g in rep["gates"]] == [
-            "sync_healthy",
+            "fallback_plan",
+            "sync_alive",
+            "dead_letters",
             "checkpoint",
             "freeze",
             "fence",
+            "row_counts",
             "verify",
             "flip",
             "fallback",

@@ -508,6 +508,10 @@ class LoadGate:
             self._slot.set()
             self._loaded.set()
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded.is_set()
+
     def wait_slot(self) -> None:
         """Until the slot exists and is free; raises the load's error if it failed before."""
         self._slot.wait()

@@ -21,12 +21,14 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,8 @@ class CaptureStats:
         self.echoes_skipped = 0
         """Changes written by a crossfade sync (replication origin ``crossfade_*``), not produced."""
         self.started_at = time.time()
+        self.last_batch_at = 0.0
+        """time.time() when the last Debezium batch (heartbeats included) was acknowledged."""
 
 
 class ChangeProducer:
@@ -364,6 +368,7 @@ class ChangeProducer:
         t_flush = time.monotonic()
         self.flush()
         t1 = time.monotonic()
+        self.stats.last_batch_at = time.time()
         self.meter.batch(
             self, counts, len(rows), t1 - t0, t1 - t_flush
         )  # acknowledged by the broker: count it
@@ -418,6 +423,8 @@ class CaptureService:
         self.epoch: str | None = None
         self._stopping = threading.Event()
         self.ready = threading.Event()
+        self.gate: LoadGate | None = None
+        self.worker_id = f"capture-{uuid.uuid4().hex[:8]}"
 
     def prepare(self) -> Path:
         """Preflight and Kafka setup; return the Debezium offsets file for this epoch."""
@@ -469,7 +476,7 @@ class CaptureService:
 
         producer = self.producer
         assert producer is not None
-        gate = self._copy_load(offsets)
+        gate = self.gate = self._copy_load(offsets)
         stopping = self._stopping
 
         class _Handler(BasePythonChangeHandler):
@@ -495,6 +502,7 @@ class CaptureService:
         self.engine = bulk_engine(props, _Handler(), jvm_opts)
         self.ready.set()
         metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
+        CaptureHeartbeat(self).start()  # the sync_alive gate's evidence, in the target database
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
             self.engine.run()
@@ -549,6 +557,75 @@ class CaptureService:
         self._stopping.set()
         if self.engine is not None:
             self.engine.close()
+
+
+class CaptureHeartbeat:
+    """Writes capture's heartbeat to ``<bookkeeping>.heartbeats`` in the target database every
+    ``sync.heartbeat_interval_s``, from a daemon thread with its own connection: when Debezium
+    last delivered a batch (its heartbeats included), whether the initial COPY load still runs.
+    The row goes when capture stops cleanly; a killed capture leaves it to age (the gate then
+    says capture stopped). A target that does not answer is retried at the next interval."""
+
+    def __init__(self, service: CaptureService) -> None:
+        self.service = service
+        self.settings = service.settings
+        self._owner = threading.current_thread()
+        self._thread = threading.Thread(target=self._run, name="capture-heartbeat", daemon=True)
+
+    def start(self) -> CaptureHeartbeat:
+        self._thread.start()
+        return self
+
+    def beat(self, conn: Any) -> None:
+        from crossfade.sync.bookkeeping import Heartbeat, write_heartbeat
+
+        svc = self.service
+        st = svc.producer.stats if svc.producer is not None else None
+        gate = svc.gate
+        detail: dict[str, Any] = {
+            "epoch": svc.epoch,
+            "loading": bool(gate is not None and not gate.loaded),
+            "snapshot_done": bool(st and st.snapshot_done),
+            "last_batch_age_s": round(time.time() - st.last_batch_at, 1)
+            if st and st.last_batch_at
+            else None,
+            "debezium_heartbeats": st.heartbeats if st else 0,
+        }
+        write_heartbeat(
+            conn,
+            self.settings.sync.bookkeeping_schema,
+            Heartbeat(svc.worker_id, "capture", detail=detail),
+        )
+
+    def _run(self) -> None:
+        import psycopg
+
+        from crossfade.sync.bookkeeping import drop_heartbeat, ensure_schema
+
+        bk = self.settings.sync.bookkeeping_schema
+        conn: Any = None
+        every = self.settings.sync.heartbeat_interval_s
+        while not self.service._stopping.is_set() and self._owner.is_alive():
+            try:
+                if conn is None or conn.closed or conn.broken:
+                    conn = psycopg.connect(
+                        self.settings.target.conninfo,
+                        autocommit=True,
+                        connect_timeout=self.settings.target.connect_timeout_s,
+                        application_name="crossfade-capture-heartbeat",
+                    )
+                    ensure_schema(conn, bk)
+                self.beat(conn)
+            except psycopg.Error as exc:
+                log.debug("capture heartbeat not written: %s", exc)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            self.service._stopping.wait(every)
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                drop_heartbeat(conn, bk, self.service.worker_id)
+            conn.close()
 
 
 def _java_message(exc: BaseException) -> str:

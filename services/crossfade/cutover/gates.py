@@ -1,23 +1,31 @@
 """``crossfade cutover``: the go/no-go gates, walked in order, each one audited.
 
-Gates (``cutover`` section of the config says how to freeze and flip):
+The checks are the gate model's (:mod:`crossfade.cutover.gate_model`, the one definition the
+console, ``status`` and the metrics evaluate too); the cutover adds the actions between them.
+Steps (``cutover`` section of the config says how to freeze and flip):
 
-1. ``sync_healthy``: no rewind replay unfinished, no dead letters nobody acknowledged
-   (``crossfade dlq ack``), and a fence goes through (capture and sync move changes end to end);
-2. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
-3. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
+0. ``fallback_plan`` (only with ``cutover.fallback: true``): every table's mapping can be inverted;
+1. ``sync_alive``: capture and every sync worker send heartbeats, hold their partitions, keep up;
+2. ``dead_letters``: no open dead letter nobody acknowledged (``crossfade dlq ack``);
+3. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
+4. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
    ``cutover.freeze_command``); skipped in a dry run;
-4. ``fence``: every change committed before the freeze is applied in the target;
-5. ``verify``: the full verify finds zero mismatches;
-6. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
+5. ``fence``: a fence goes through: every change committed before the freeze is applied;
+6. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
+   run, where writes go on, counts that differ are reported and the step is skipped;
+7. ``verify``: the full verify finds zero mismatches;
+8. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
    POST); skipped in a dry run;
-7. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
-   the background (new -> legacy, :mod:`crossfade.cutover.fallback`) and the gate waits until its
-   sync has joined; in a dry run only the plan is checked. With the option on, gate 1 also
-   refuses a plan with a table that cannot be inverted, before anything is frozen.
+9. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+   the background (new -> legacy, :mod:`crossfade.cutover.fallback`) and the step waits until its
+   sync has joined; in a dry run only the plan is checked.
 
-The first gate that fails stops the run; if writes were frozen they are unfrozen
-(``unfreeze_sql`` / ``unfreeze_command``). Every gate, the unfreeze and the decision are rows of
+Steps 1, 2, 5, 6 and 7 are gates of the model: the cutover runs the fence and the verify (their
+runs are recorded in the bookkeeping schema) and then evaluates the gate from what was recorded,
+so its result carries the same state, evidence and age the console shows.
+
+The first step that fails stops the run; if writes were frozen they are unfrozen
+(``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
 ``<bookkeeping>.cutover_audit`` (run id, who, when, gate, ok, detail, seconds) and the
 ``crossfade_cutover_gate_ok{gate}`` metric. A successful real cutover leaves the legacy database
 frozen: traffic now goes to the new system.
@@ -25,6 +33,7 @@ frozen: traffic now goes to the new system.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import subprocess
@@ -44,34 +53,64 @@ from psycopg import sql
 
 from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.cutover import gate_model
 from crossfade.errors import CrossfadeError
 from crossfade.ops import metrics
 from crossfade.ops.logs import redact
 from crossfade.ops.who import operator
-from crossfade.sync.bookkeeping import ensure_schema
+from crossfade.sync.bookkeeping import acknowledge_dead_letters, ensure_schema
 
 log = logging.getLogger(__name__)
 
-GATES = ("sync_healthy", "checkpoint", "freeze", "fence", "verify", "flip")
+GATES = (
+    "sync_alive",
+    "dead_letters",
+    "checkpoint",
+    "freeze",
+    "fence",
+    "row_counts",
+    "verify",
+    "flip",
+)
 FALLBACK_GATE = "fallback"
+FALLBACK_PLAN = "fallback_plan"
 
 
 @dataclass
 class GateResult:
+    """One step of a cutover run. ``model``: for a gate of the gate model, its evaluation."""
+
     name: str
     ok: bool
     detail: str
     seconds: float
     skipped: bool = False
+    model: gate_model.GateResult | None = None
+
+    @property
+    def state(self) -> str:
+        if self.skipped:
+            return "skipped"
+        if self.model is not None:
+            return self.model.state
+        return "ok" if self.ok else "failed"
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "name": self.name,
             "ok": self.ok,
+            "state": self.state,
             "detail": self.detail,
             "seconds": round(self.seconds, 3),
             "skipped": self.skipped,
         }
+        if self.model is not None:
+            m = self.model.as_dict()
+            out.update(
+                {k: m[k] for k in ("title", "evaluated_at", "evidence", "evidence_at", "age_s")}
+            )
+            out["fresh_s"] = m["fresh_s"]
+        return out
 
 
 @dataclass
@@ -84,6 +123,8 @@ class CutoverReport:
     fence_seconds: float | None = None
     verify_seconds: float | None = None
     downtime_seconds: float | None = None
+    model: list[gate_model.GateResult] = field(default_factory=list)
+    """The gate model evaluated at the end of the run (what the console shows for this state)."""
 
     expected_gates: int = len(GATES)
 
@@ -111,44 +152,18 @@ class CutoverReport:
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
             else None,
+            "model": [g.as_dict() for g in self.model],
         }
 
 
 # -- dead letters ------------------------------------------------------------------------------
-def dead_letter_counts(conn: psycopg.Connection, bk: str) -> tuple[int, int]:
-    """(dead letters counted by sync, of which acknowledged by ``crossfade dlq ack`` or resolved).
-
-    A dead letter a replay applied, a newer change superseded or the operator dropped is no
-    longer open in the ledger: when none is open (and no change waits behind one), all count as
-    resolved."""
-    s = sql.Identifier(bk)
-    row = conn.execute(
-        sql.SQL("SELECT coalesce(sum(dead_lettered), 0) FROM {}.table_stats").format(s)
-    ).fetchone()
-    total = int(row[0]) if row else 0
-    row = conn.execute(sql.SQL("SELECT max(dead_lettered) FROM {}.dlq_acks").format(s)).fetchone()
-    acked = int(row[0]) if row and row[0] is not None else 0
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome IN ('dead_letter', 'held')").format(s)
-    ).fetchone()
-    if row is not None and int(row[0]) == 0:
-        return total, total
-    return total, min(acked, total)
-
-
 def ack_dead_letters(settings: Settings, note: str | None = None) -> tuple[int, int]:
-    """Acknowledge every dead letter counted so far; returns (total, newly acknowledged)."""
+    """``crossfade dlq ack``: acknowledge every open dead letter no acknowledgement covers yet,
+    recorded with who and the note (also in the audit log). Returns (open, newly acknowledged)."""
     bk = settings.sync.bookkeeping_schema
     with connect(settings.target, "target") as tgt:
         ensure_schema(tgt, bk)
-        total, acked = dead_letter_counts(tgt, bk)
-        tgt.execute(
-            sql.SQL("INSERT INTO {}.dlq_acks (who, dead_lettered, note) VALUES (%s,%s,%s)").format(
-                sql.Identifier(bk)
-            ),
-            (operator(), total, note),
-        )
-    return total, total - acked
+        return acknowledge_dead_letters(tgt, bk, operator(), note)
 
 
 # -- actions -----------------------------------------------------------------------------------
@@ -212,7 +227,7 @@ class Cutover:
         self.on_gate = on_gate
         self.verify_options = verify_options or {}
         self.report = CutoverReport(uuid.uuid4().hex[:12], dry_run, operator())
-        self.gates = (*GATES, FALLBACK_GATE) if self.cfg.fallback else GATES
+        self.gates = (FALLBACK_PLAN, *GATES, FALLBACK_GATE) if self.cfg.fallback else GATES
         self.report.expected_gates = len(self.gates)
         self.frozen = False
         self._frozen_at: float | None = None
@@ -242,45 +257,32 @@ class Cutover:
         ) as exc:  # the audit must not hide the gate's own result
             log.error("cutover audit row for %s not written: %s", gate, exc)
 
-    # -- gates --------------------------------------------------------------------------------
-    def gate_sync_healthy(self) -> tuple[bool, str]:
-        if self.cfg.fallback:
-            from crossfade.cutover.fallback import plan
+    # -- gates ------------------------------------------------------------------------------
+    def _model(self, name: str) -> gate_model.GateResult:
+        (r,) = gate_model.evaluate(self.settings, [name])
+        return r
 
-            p = plan(self.settings)
-            if p.refused:
-                return (
-                    False,
-                    f"cutover.fallback is on but {p.refusal().message.replace(chr(10), '; ')}",
-                )
-        with connect(self.settings.target, "target") as tgt:
-            s = sql.Identifier(self.bk)
-            row = tgt.execute(
-                sql.SQL(
-                    "SELECT count(*) FROM {}.replay WHERE group_id = %s AND finished_at IS NULL"
-                ).format(s),
-                (self.settings.sync.group_id,),
-            ).fetchone()
-            if row and row[0]:
-                return (
-                    False,
-                    f"a rewind's replay is still running on {row[0]} partition(s): let sync finish it",
-                )
-            total, acked = dead_letter_counts(tgt, self.bk)
-        if total > acked:
-            return False, (
-                f"{total - acked} dead letter(s) not acknowledged ({self.settings.kafka.dlq_topic}): "
-                "fix and replay them, then crossfade dlq ack"
+    def gate_fallback_plan(self) -> tuple[bool, str]:
+        from crossfade.cutover.fallback import plan
+
+        p = plan(self.settings)
+        if p.refused:
+            return (
+                False,
+                f"cutover.fallback is on but {p.refusal().message.replace(chr(10), '; ')}",
             )
-        from crossfade.cutover.fence import fence
-
-        r = fence(self.settings, timeout=self.cfg.fence_timeout_s)
-        self.report.fence_seconds = r.seconds
-        acked_note = f", {acked} dead letter(s) acknowledged" if acked else ", no dead letters"
-        return (
-            True,
-            f"capture and sync move changes: a fence went through {r.partitions} partitions in {r.seconds:.2f} s{acked_note}",
+        return True, "every table goes back: " + ", ".join(
+            f"{i.new} -> {i.legacy}" for i in p.inverses
         )
+
+    def gate_sync_alive(self) -> gate_model.GateResult:
+        return self._model("sync_alive")
+
+    def gate_dead_letters(self) -> gate_model.GateResult:
+        return self._model("dead_letters")
+
+    def gate_row_counts(self) -> gate_model.GateResult:
+        return self._model("row_counts")
 
     def gate_checkpoint(self) -> tuple[bool, str]:
         from crossfade.cutover.checkpoint import create_checkpoint
@@ -321,17 +323,17 @@ class Cutover:
             done.append(f"freeze_command {self.cfg.freeze_command[0]} succeeded")
         return True, "; ".join(done)
 
-    def gate_fence(self) -> tuple[bool, str]:
+    def gate_fence(self) -> gate_model.GateResult:
+        """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record."""
         from crossfade.cutover.fence import fence
 
-        r = fence(self.settings, timeout=self.cfg.fence_timeout_s)
+        r = fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
         self.report.fence_seconds = r.seconds
-        return True, (
-            f"fence {r.token[:8]} applied on {r.partitions} partitions in {r.seconds:.2f} s: "
-            "every change committed before it is in the new database"
-        )
+        return self._model("fence")
 
-    def gate_verify(self) -> tuple[bool, str]:
+    def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
+        """Run the full verify (recorded in ``verify_runs``), then evaluate the gate from the record;
+        a failed verify names its tables."""
         from crossfade.verify.run import Verifier
 
         t0 = time.monotonic()
@@ -339,12 +341,8 @@ class Cutover:
             self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options
         ).run()
         self.report.verify_seconds = time.monotonic() - t0
-        rows = sum(t.source_rows for t in rep.tables)
         if rep.match:
-            return (
-                True,
-                f"{len(rep.tables)} table(s), {rows} rows: zero mismatches ({rep.seconds:.1f} s)",
-            )
+            return self._model("verify")
         bad = [
             f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
             + (f", {t.unsettled} unsettled" if t.unsettled else "")
@@ -476,43 +474,54 @@ class Cutover:
             self.frozen = False
 
     # -- run ----------------------------------------------------------------------------------
+    def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
+        """Run one step: any failure is a red step (audited; the run then unfreezes)."""
+        t0 = time.monotonic()
+        model = None
+        try:
+            out = fn()
+            if isinstance(out, gate_model.GateResult):
+                model = out
+                ok, detail = out.ok, out.detail
+            else:
+                ok, detail = out
+        except CrossfadeError as exc:
+            ok, detail = False, str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure is a red gate, audited, and unfreezes
+            text = str(exc).strip().splitlines()
+            ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
+        skipped = self.dry_run and name in ("freeze", "flip")
+        if self.dry_run and name == "row_counts" and not ok:
+            # writes go on in a dry run: counts move; they are compared after the real freeze
+            skipped, ok = True, True
+            detail = f"skipped (dry run: writes are not frozen, counts compared after the freeze): {detail}"
+        return GateResult(name, ok, detail, time.monotonic() - t0, skipped=skipped, model=model)
+
     def run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
             ensure_schema(tgt, self.bk)
-        for g in self.gates:
-            metrics.set_gate(g, None)
-        steps: dict[str, Callable[[], tuple[bool, str]]] = {
-            "sync_healthy": self.gate_sync_healthy,
+        steps: dict[str, Callable[[], Any]] = {
+            FALLBACK_PLAN: self.gate_fallback_plan,
+            "sync_alive": self.gate_sync_alive,
+            "dead_letters": self.gate_dead_letters,
             "checkpoint": self.gate_checkpoint,
             "freeze": self.gate_freeze,
             "fence": self.gate_fence,
+            "row_counts": self.gate_row_counts,
             "verify": self.gate_verify,
             "flip": self.gate_flip,
             FALLBACK_GATE: self.gate_fallback,
         }
         try:
             for name in self.gates:
-                t0 = time.monotonic()
-                try:
-                    ok, detail = steps[name]()
-                except CrossfadeError as exc:
-                    ok, detail = False, str(exc)
-                except Exception as exc:  # noqa: BLE001 - any failure is a red gate, audited, and unfreezes
-                    text = str(exc).strip().splitlines()
-                    ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
-                res = GateResult(
-                    name,
-                    ok,
-                    detail,
-                    time.monotonic() - t0,
-                    skipped=self.dry_run and name in ("freeze", "flip"),
-                )
+                res = self._step(name, steps[name])
                 self.report.gates.append(res)
-                metrics.set_gate(name, ok)
-                self._audit(name, ok, detail, res.seconds)
+                if res.model is None or res.skipped:
+                    metrics.set_gate(name, res.ok)
+                self._audit(name, res.ok, res.detail, res.seconds)
                 if self.on_gate:
                     self.on_gate(res)
-                if not ok:
+                if not res.ok:
                     break
         finally:
             # after the flip traffic is on the new system: a later red gate (fallback) must not
@@ -521,6 +530,9 @@ class Cutover:
             if self.frozen and not self.report.go and not flipped:
                 self.unfreeze()
         failed = next((g.name for g in self.report.gates if not g.ok), None)
+        # the model as it stands after the run (what the console shows for this state)
+        with contextlib.suppress(psycopg.Error, CrossfadeError):
+            self.report.model = gate_model.evaluate(self.settings)
         decision = ("GO" if self.report.go else f"NO GO at {failed or 'an interrupted run'}") + (
             " (dry run)" if self.dry_run else ""
         )

@@ -84,8 +84,14 @@ def event_from_envelope(
     key_schema: RowSchema | None = None,
     pos_header: str | None = None,
     placeholders: bool = False,
+    floor: int = 0,
 ) -> ChangeEvent:
     """The :class:`ChangeEvent` of a decoded Debezium envelope (``key``: the decoded key datum).
+
+    ``pos_header``: the position crossfade's capture computed (``crossfade.pos``). Without it
+    (Kafka Connect) the position is derived from the envelope with ``floor``, the LSN of the
+    snapshot the stream continues as sync learned it on the record's partition (see
+    :func:`crossfade.events.model.position`).
 
     Anything that is not a well-formed envelope raises :class:`DecodeError` naming what is wrong
     (a ``source`` that is not a record, a ``source.lsn`` that is not a number, a non-numeric
@@ -93,7 +99,7 @@ def event_from_envelope(
     and goes on. ``placeholders``: the record's bytes hold Debezium's unavailable-value marker.
     """
     try:
-        return _event(env, table, row_schema, key, key_schema, pos_header, placeholders)
+        return _event(env, table, row_schema, key, key_schema, pos_header, placeholders, floor)
     except DecodeError:
         raise
     except Exception as exc:  # noqa: BLE001 - any other shape problem is this record's alone
@@ -110,6 +116,7 @@ def _event(
     key_schema: RowSchema | None,
     pos_header: str | None,
     placeholders: bool,
+    floor: int = 0,
 ) -> ChangeEvent:
     if not isinstance(env, dict) or "op" not in env or "source" not in env:
         raise DecodeError(f"record on {table} is not a Debezium change envelope (no op/source)")
@@ -160,7 +167,7 @@ def _event(
     else:
         unavailable = _NONE
     if pos is None:
-        pos = position(lsn, snapshot=snap not in ("false", "incremental"))
+        pos = position(lsn, snapshot=snap not in ("false", "incremental"), floor=floor)
     return ChangeEvent(
         table=table,
         op=op,
@@ -190,9 +197,15 @@ class EventDecoder:
         self.decoder = Decoder(self.resolver)
 
     def decode(
-        self, key: bytes | None, value: bytes | None, table: str, pos_header: str | None = None
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        table: str,
+        pos_header: str | None = None,
+        floor: int = 0,
     ) -> ChangeEvent:
-        """One Kafka record's change event. Raises :class:`DecodeError` for anything that is
+        """One Kafka record's change event (``pos_header``, ``floor``: see
+        :func:`event_from_envelope`). Raises :class:`DecodeError` for anything that is
         not one (bytes, schema or shape: see :func:`event_from_envelope`); a schema store that
         cannot be reached raises its transient error (retry, do not dead-letter)."""
         if value is None:
@@ -212,4 +225,5 @@ class EventDecoder:
             key_schema=key_schema,
             pos_header=pos_header,
             placeholders=_UNAVAILABLE_BYTES in value,
+            floor=floor,
         )

@@ -243,3 +243,38 @@ def current_epoch(
     if rec is None or not rec[1]:
         return None
     return str(json.loads(rec[1])["epoch"])
+
+
+def broadcast_control(
+    client_conf: dict[str, Any],
+    records: Iterable[tuple[str, int, ControlRecord]],
+    epoch: str | None,
+    timeout: float = 30.0,
+) -> int:
+    """Produce each ``(topic, partitions, record)`` to every partition of its topic, stamped with
+    the broker epoch, and wait for the acknowledgements; return how many went out. Raises
+    :class:`BrokerUnavailable` when the broker refuses or does not acknowledge them."""
+    from crossfade.events.decode import EPOCH_HEADER
+
+    p = Producer({**client_conf, "acks": "all", "linger.ms": 0})
+    errors: list[str] = []
+    n = 0
+    extra = [(EPOCH_HEADER, epoch.encode())] if epoch else []
+    for topic, partitions, rec in records:
+        for part in range(partitions):
+            p.produce(
+                topic,
+                key=None,
+                value=rec.encode(),
+                partition=part,
+                headers=[(CONTROL_HEADER, rec.kind.encode()), *extra],
+                on_delivery=lambda err, _m: errors.append(err.str()) if err else None,
+            )
+            n += 1
+    left = p.flush(timeout)
+    if left or errors:
+        raise BrokerUnavailable(
+            f"{rec.kind} markers not acknowledged by Kafka"
+            + (f": {errors[0]}" if errors else f" within {timeout:g} s")
+        )
+    return n

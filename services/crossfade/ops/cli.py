@@ -214,6 +214,25 @@ def status(config: str | None, as_json: bool) -> None:
     from rich.table import Table
 
     con = Console()
+    sync_ = data["sync"]
+    if not sync_["running"]:
+        con.print(
+            "[bold red]sync is not running[/]"
+            + (
+                f": the last sync heartbeat is {sync_['last_heartbeat_age_s']:.0f} s old"
+                if sync_["last_heartbeat_age_s"] is not None
+                else ": no sync worker has reported"
+            )
+            + " (start `crossfade sync`); the figures below are not advancing",
+            highlight=False,
+        )
+    elif sync_["problems"]:
+        con.print("[bold red]" + "; ".join(sync_["problems"]) + "[/]", highlight=False)
+    else:
+        con.print(
+            f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
+            f"consumer lag {sync_['lag_records']} record(s)"
+        )
     t = Table(title=f"crossfade status (broker epoch {data['epoch'] or 'none'})")
     for col in (
         "table",
@@ -221,30 +240,59 @@ def status(config: str | None, as_json: bool) -> None:
         "target rows",
         "applied",
         "skipped",
-        "dead-lettered",
+        "dead letters",
+        "deferred",
+        "filtered",
         "last LSN",
         "last source commit",
     ):
         t.add_column(col, justify="right" if col not in ("table",) else "left")
     for r in data["tables"]:
+        target = (
+            f"{r['accounted']} accounted" if r["mapped"] else str(r["target_rows"])
+        )  # a mapped table's rows land in its target tables (listed below)
         t.add_row(
             r["table"],
             str(r["source_rows"]),
-            str(r["target_rows"]),
+            target,
             str(r["events_applied"]),
             str(r["events_skipped"]),
             str(r["dead_lettered"]),
+            str(r["deferred"]),
+            str(r["filtered"]),
             str(r["last_lsn"] or "-"),
             str(r["last_source_ts"] or "-"),
         )
+    for r in data["targets"]:
+        t.add_row(
+            f"-> {r['table']}",
+            f"{r['expected_rows']} expected",
+            str(r["target_rows"]),
+            *([""] * 7),
+        )
     con.print(t)
     e2e = data.get("end_to_end")
-    con.print(
-        f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
-        f"{e2e['age_s']} s ago"
-        if e2e
-        else "end to end: no fence applied yet (crossfade fence proves lag zero)"
-    )
+    if not sync_["running"]:
+        con.print("end to end: no lag figure while sync is not running")
+    else:
+        con.print(
+            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
+            f"{e2e['age_s']} s ago"
+            if e2e
+            else "end to end: no fence applied yet (crossfade fence proves lag zero)"
+        )
+    g = Table(title="gates (as the console and crossfade cutover evaluate them)")
+    for col in ("gate", "state", "evidence age", "detail"):
+        g.add_column(col)
+    colour = {"ok": "green", "failed": "red", "stale": "yellow", "unknown": "yellow"}
+    for gate in data["gates"]:
+        g.add_row(
+            gate["gate"],
+            f"[{colour.get(gate['state'], 'white')}]{gate['state']}[/]",
+            f"{gate['age_s']:.0f} s" if gate["age_s"] is not None else "-",
+            gate["detail"],
+        )
+    con.print(g)
     p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
     for col in (
         "topic",
@@ -617,6 +665,11 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
     else:
         if not rep.groups:
             click.echo("no open dead letters")
+        else:
+            click.echo(
+                f"{rep.total} open dead letter(s), {rep.counts.unacknowledged} not acknowledged "
+                "(crossfade dlq ack)"
+            )
         for g in rep.groups:
             click.echo(f"{g.records:>8}  {g.rule}  ({g.table}; last {g.last_at})")
             for ex in g.examples:

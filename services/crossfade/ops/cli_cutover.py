@@ -418,8 +418,13 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
 
     def show(g: GateResult) -> None:
         if not as_json:
-            mark = "ok  " if g.ok else "FAIL"
-            click.echo(f"[{mark}] {g.name:<13} {g.seconds:7.2f} s  {g.detail}")
+            mark = {"ok": "ok  ", "skipped": "skip"}.get(g.state, "FAIL")
+            age = (
+                f" (evidence {g.model.age_s:.0f} s old)"
+                if g.model is not None and g.model.age_s is not None
+                else ""
+            )
+            click.echo(f"[{mark}] {g.name:<13} {g.seconds:7.2f} s  {g.detail}{age}")
 
     if not as_json:
         click.echo(f"crossfade cutover{' --dry-run' if dry_run else ''}")
@@ -469,11 +474,15 @@ def dlq() -> None:
 @config_option
 @click.option("--note", help="Why they may be ignored (stored with the acknowledgement).")
 def dlq_ack(config: str | None, note: str | None) -> None:
-    """Acknowledge the dead letters counted so far (the cutover gate then passes them)."""
+    """Acknowledge the open dead letters (who, how many, the note: in the audit log); the
+    dead_letters gate then passes them. A dead letter opened later is not covered."""
     from crossfade.cutover.gates import ack_dead_letters
 
-    total, new = ack_dead_letters(_settings(config), note)
-    click.echo(f"acknowledged {new} new dead letter(s) ({total} in all)")
+    open_now, new = ack_dead_letters(_settings(config), note)
+    click.echo(
+        f"acknowledged {new} dead letter(s) ({open_now} open); recorded in the audit log"
+        + ("" if note else " without a note (--note says why they may be left)")
+    )
 
 
 # -- fallback ----------------------------------------------------------------------------------

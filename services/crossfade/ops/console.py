@@ -1,13 +1,15 @@
 """``crossfade console``: one page that says, in red and green, whether the cutover can go ahead.
 
 What it shows (refreshed by a background collector every ``interval`` seconds, polled by the page
-from ``/api/state``): per table the rows in the legacy and the new database, events applied and
-the applied rate, the end-to-end lag at the last apply, dead letters (by table from the target's
-bookkeeping, by rule from the dead-letter topic's headers), the latest verify result and the
-checkpoints (read from ``<bookkeeping>.verify_runs`` and ``<bookkeeping>.checkpoints`` when those
-tables exist: the verify and checkpoint commands own them), the replication slot, the stored
-offsets, and the cutover gates. Gates are also published as ``crossfade_cutover_gate_ok{gate}``
-on the console's ``/metrics``.
+from ``/api/state``): the cutover gates, evaluated by :mod:`crossfade.cutover.gate_model` (the one
+definition ``crossfade cutover`` and ``status`` use, from the same evidence: a fence or verify run
+from the CLI counts here too; stale and unknown evidence is never green); per table the rows in
+the legacy and the new database as the ``row_counts`` gate compares them (mapped tables by their
+accounting, their target tables against the rows expected), events applied and the applied rate,
+open dead letters, deferred and filtered rows (the ledger's one count), the latest verify result
+and the checkpoints, the replication slot and the stored offsets. Gates and the open counts are
+also published on the console's ``/metrics`` (``crossfade_cutover_gate_ok{gate}``,
+``crossfade_dead_letters_open{table}``...).
 
 Protection:
 
@@ -25,14 +27,12 @@ Protection:
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import ipaddress
 import json
 import logging
 import threading
 import time
-import uuid
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime
@@ -47,8 +47,8 @@ import psycopg
 from psycopg import sql
 
 from crossfade.config import Settings, redact_dsn, remember_secrets
+from crossfade.cutover import gate_model
 from crossfade.errors import ConfigError
-from crossfade.ops import metrics
 from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
 from crossfade.ops.logs import escape_controls, redact
 
@@ -61,14 +61,6 @@ COOKIE_MAX_AGE_S = (
 )  # the token cookie expires: a shared or stolen browser keeps it a day at most
 _EXACT_COUNT_BELOW = 1_000_000  # rows: above this the console shows PostgreSQL's estimate
 _RATE_WINDOW_S = 30.0
-FENCE_FRESH_S = 600.0  # a fence proves lag zero when it ran: after this the gate asks for a new one
-GATES = {
-    "fence": "Lag proven zero (fence)",
-    "capture": "Capture streaming",
-    "dead_letters": "No dead letters",
-    "row_counts": "Row counts match",
-    "verify": "Verify passed",
-}
 
 
 def _is_loopback(host: str) -> bool:
@@ -96,59 +88,6 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
-class DlqCounter:
-    """Counts the dead-letter topic's records by (rule, table) from their headers, reading only
-    what arrived since the last call. Never commits offsets (random group, assign only)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.counts: dict[tuple[str, str], int] = {}
-        self.error: str | None = None
-        self.read_to_end = False
-        """The topic was read to its end at least once (the counts mean something)."""
-        self._consumer: Any = None
-
-    def refresh(self, budget_s: float = 1.0) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
-
-        if self._consumer is None:
-            self._consumer = Consumer(
-                {
-                    **self.settings.kafka.client_config(),
-                    "group.id": f"crossfade-console-{uuid.uuid4().hex[:8]}",
-                    "enable.auto.commit": False,
-                    "allow.auto.create.topics": False,
-                    "enable.partition.eof": True,
-                }
-            )
-            self._consumer.assign(
-                [TopicPartition(self.settings.kafka.dlq_topic, 0, OFFSET_BEGINNING)]
-            )
-        deadline = time.monotonic() + budget_s
-        while time.monotonic() < deadline:
-            msgs = self._consumer.consume(500, 0.2)
-            if not msgs:
-                return
-            for m in msgs:
-                err = m.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        self.error = None
-                        self.read_to_end = True
-                        return
-                    self.error = err.str()
-                    continue
-                h = {k: (v or b"").decode(errors="replace") for k, v in (m.headers() or [])}
-                key = (h.get("crossfade.dlq.rule", "?"), h.get("crossfade.dlq.table", "?"))
-                self.counts[key] = self.counts.get(key, 0) + 1
-                self.error = None
-
-    def close(self) -> None:
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                self._consumer.close()
-
-
 class ConsoleState:
     """Collects the page's state in a background thread; ``snapshot`` returns the latest copy.
 
@@ -166,7 +105,6 @@ class ConsoleState:
         self._history: deque[tuple[float, dict[str, int]]] = deque()
         self._src: psycopg.Connection | None = None
         self._tgt: psycopg.Connection | None = None
-        self._dlq = DlqCounter(settings)
         self.actions: dict[str, dict[str, Any]] = {"fence": {"state": "idle"}}
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -184,7 +122,6 @@ class ConsoleState:
         for c in (self._src, self._tgt):
             if c is not None:
                 c.close()
-        self._dlq.close()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -234,15 +171,23 @@ class ConsoleState:
                             c.close()
                 return None
 
-        src_rows = attempt("legacy database", lambda: self._row_counts("source"))
-        tgt_rows = attempt("new database", lambda: self._row_counts("target"))
-        bk_or_none = attempt("bookkeeping", self._bookkeeping)
-        bk_read = bk_or_none is not None
-        bk = bk_or_none or {}
-        slot = attempt("replication slot", self._slot)
-        attempt("dead-letter topic", self._dlq.refresh)
+        src = attempt("legacy database", lambda: self._conn("source"))
+        tgt = attempt("new database", lambda: self._conn("target"))
+        gates: list[dict[str, Any]] = []
+        counts: list[dict[str, Any]] = []
+        ledger = None
+        slot = None
+        if tgt is not None:
+            ctx = gate_model.Context(self.settings, src, tgt, estimate_above=_EXACT_COUNT_BELOW)
+            gates = [
+                g.as_dict() for g in attempt("gates", lambda: gate_model.evaluate_in(ctx)) or []
+            ]
+            counts = attempt("row counts", ctx.counts) or []
+            ledger = attempt("dead letters", lambda: ctx.ledger)
+            slot = attempt("replication slot", lambda: ctx.slot)
+        bk = attempt("bookkeeping", self._bookkeeping) or {}
         now = time.time()
-        tables = self._tables(src_rows, tgt_rows, bk.get("stats", {}), now)
+        tables = self._tables(counts, ledger, bk.get("stats", {}), now)
         state.update(
             collected_at=datetime.fromtimestamp(now).astimezone().isoformat(timespec="seconds"),
             collected_at_epoch=now,
@@ -255,13 +200,15 @@ class ConsoleState:
             dlq={
                 "by_rule": [
                     {"rule": r, "table": t, "records": n}
-                    for (r, t), n in sorted(self._dlq.counts.items())
+                    for (r, t), n in sorted((ledger.by_rule if ledger else {}).items())
                 ],
-                "error": self._dlq.error,
+                **(ledger.as_dict() if ledger else {}),
+                "error": None if ledger is not None else "the ledger could not be read",
                 "topic": self.settings.kafka.dlq_topic,
-                # both sources of the count were read: without them "0" is not "none"
-                "readable": bk_read and self._dlq.read_to_end and self._dlq.error is None,
+                # the count was read: without it "0" is not "none" (the gate is unknown then)
+                "readable": ledger is not None,
             },
+            gates=gates,
             config={
                 "source": redact_dsn(self.settings.source.dsn),
                 "target": redact_dsn(self.settings.target.dsn),
@@ -272,36 +219,8 @@ class ConsoleState:
             },
             errors=errors,
         )
-        state["gates"] = self._gates(state)
         with self._lock:
             self._state = state
-
-    def _row_counts(self, which: str) -> dict[str, dict[str, Any]]:
-        conn = self._conn(which)
-        est: dict[str, int] = dict(
-            conn.execute(
-                "SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables "
-                "WHERE schemaname || '.' || relname = ANY(%s)",
-                (list(self.settings.tables),),
-            ).fetchall()
-        )
-        out: dict[str, dict[str, Any]] = {}
-        for t in self.settings.tables:
-            schema, name = t.split(".", 1)
-            if conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{name}"',)).fetchone() == (
-                None,
-            ):
-                out[t] = {"rows": None, "exact": True}
-                continue
-            if int(est.get(t) or 0) < _EXACT_COUNT_BELOW:
-                q = sql.SQL("SELECT count(*) FROM {}.{}").format(
-                    sql.Identifier(schema), sql.Identifier(name)
-                )
-                row = conn.execute(q).fetchone()
-                out[t] = {"rows": int(row[0]) if row else None, "exact": True}
-            else:
-                out[t] = {"rows": int(est[t]), "exact": False}
-        return out
 
     def _exists(self, conn: psycopg.Connection, table: str) -> bool:
         row = conn.execute("SELECT to_regclass(%s)", (f"{self.bk}.{table}",)).fetchone()
@@ -385,171 +304,65 @@ class ConsoleState:
             "checkpoints": self._latest_rows(conn, "checkpoints", 5),
         }
 
-    def _slot(self) -> dict[str, Any] | None:
-        row = (
-            self._conn("source")
-            .execute(
-                "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint "
-                "FROM pg_replication_slots WHERE slot_name = %s",
-                (self.settings.capture.slot_name,),
-            )
-            .fetchone()
-        )
-        if row is None:
-            return {
-                "name": self.settings.capture.slot_name,
-                "exists": False,
-                "active": False,
-                "retained_wal_bytes": None,
-            }
-        return {
-            "name": self.settings.capture.slot_name,
-            "exists": True,
-            "active": bool(row[0]),
-            "retained_wal_bytes": int(row[1]) if row[1] is not None else None,
-        }
-
     def _tables(
         self,
-        src: dict[str, Any] | None,
-        tgt: dict[str, Any] | None,
+        counts: list[dict[str, Any]],
+        ledger: Any,
         stats: dict[str, Any],
         now: float,
     ) -> list[dict[str, Any]]:
+        """One row per configured table (mapped ones by their accounting) and per target table of
+        the mapping, with the counts the ``row_counts`` gate compared."""
         applied_now = {t: stats.get(t, {}).get("applied", 0) for t in self.settings.tables}
         self._history.append((now, applied_now))
         while len(self._history) > 2 and now - self._history[0][0] > _RATE_WINDOW_S:
             self._history.popleft()
         t0, first = self._history[0]
+        by_name = {c["table"]: c for c in counts}
         out = []
         for t in self.settings.tables:
             st = stats.get(t, {})
+            c = by_name.get(t, {"kind": "identity"})
+            open_ = ledger.table(t) if ledger is not None else None
             rate = (applied_now[t] - first.get(t, 0)) / (now - t0) if now - t0 >= 1 else None
-            s_rows = (src or {}).get(t, {})
-            t_rows = (tgt or {}).get(t, {})
-            out.append(
-                {
-                    "table": t,
-                    "legacy_rows": s_rows.get("rows"),
-                    "legacy_exact": s_rows.get("exact", True),
-                    "new_rows": t_rows.get("rows"),
-                    "new_exact": t_rows.get("exact", True),
-                    "applied": st.get("applied", 0),
-                    "skipped": st.get("skipped", 0),
-                    "dead_lettered": st.get("dead_lettered", 0),
-                    "applied_per_s": round(rate, 1) if rate is not None else None,
-                    "last_source_ts": st.get("last_source_ts"),
+            row = {
+                "table": t,
+                "kind": c["kind"],
+                "legacy_rows": c.get("legacy_rows"),
+                "legacy_exact": c.get("exact", True),
+                "new_rows": c.get("accounted") if c["kind"] == "source" else c.get("new_rows"),
+                "new_exact": c.get("exact", True),
+                "match": c.get("match"),
+                "applied": st.get("applied", 0),
+                "skipped": st.get("skipped", 0),
+                "dead_lettered": open_.dead_letters if open_ else 0,
+                "deferred": open_.deferred if open_ else 0,
+                "filtered": open_.filtered if open_ else 0,
+                "applied_per_s": round(rate, 1) if rate is not None else None,
+                "last_source_ts": st.get("last_source_ts"),
+            }
+            if c["kind"] == "source":
+                row["accounting"] = {
+                    k: c.get(k) for k in ("mapped", "dead_lettered", "filtered", "deferred")
                 }
-            )
+                row["targets"] = c.get("targets", [])
+            out.append(row)
+        for c in counts:
+            if c["kind"] == "target":
+                out.append(
+                    {
+                        "table": c["table"],
+                        "kind": "target",
+                        "sources": c["sources"],
+                        "legacy_rows": None,
+                        "expected": c["expected"],
+                        "merged": c["merged"],
+                        "new_rows": c["new_rows"],
+                        "new_exact": c.get("exact", True),
+                        "match": c.get("match"),
+                    }
+                )
         return out
-
-    def _gates(self, state: dict[str, Any]) -> list[dict[str, Any]]:
-        gates: list[dict[str, Any]] = []
-
-        def gate(key: str, ok: bool | None, detail: str, action: str | None = None) -> None:
-            gates.append(
-                {
-                    "gate": key,
-                    "title": GATES[key],
-                    "state": "unknown" if ok is None else ("ok" if ok else "failed"),
-                    "detail": detail,
-                    "action": action,
-                }
-            )
-            metrics.set_gate(key, ok)
-
-        f = self.actions["fence"]
-        if f["state"] == "ok" and time.time() - f["finished_epoch"] > FENCE_FRESH_S:
-            gate(
-                "fence",
-                None,
-                f"the last fence ({f['token']}, at {f['finished_at']}) is over "
-                f"{FENCE_FRESH_S // 60:.0f} minutes old: run it again",
-                "fence",
-            )
-        elif f["state"] == "ok":
-            gate(
-                "fence",
-                True,
-                f"fence {f['token']} applied on all {f['partitions']} partitions in {f['seconds']:.2f} s "
-                f"at {f['finished_at']}: every change committed before it is in the new database",
-                "fence",
-            )
-        elif f["state"] == "failed":
-            gate("fence", False, f"fence failed: {f['error']}", "fence")
-        elif f["state"] == "running":
-            gates.append(
-                {
-                    "gate": "fence",
-                    "title": GATES["fence"],
-                    "state": "running",
-                    "detail": "fence row written to the legacy database; waiting for every partition to apply it",
-                    "action": "fence",
-                }
-            )
-        else:
-            gate(
-                "fence",
-                None,
-                "not run from this console yet: write a fence row and wait until sync applied it",
-                "fence",
-            )
-        slot = state.get("slot")
-        if slot is None:
-            gate("capture", False, "cannot read the replication slot")
-        elif not slot["exists"]:
-            gate(
-                "capture",
-                False,
-                f"replication slot {slot['name']} does not exist: capture has not started",
-            )
-        else:
-            gate(
-                "capture",
-                slot["active"],
-                f"slot {slot['name']} {'is streaming' if slot['active'] else 'is idle: capture is not running'}",
-            )
-        tables = state.get("tables", [])
-        # the target's count (authoritative, per table) or the topic's (seen by rule), whichever is larger
-        dead = max(
-            sum(t["dead_lettered"] for t in tables),
-            sum(x["records"] for x in state["dlq"]["by_rule"]),
-        )
-        if dead == 0 and not state["dlq"].get("readable"):
-            gate(
-                "dead_letters",
-                None,
-                f"unknown: cannot read the dead letters ({state['dlq']['topic']} or the "
-                "bookkeeping tables); see the errors above",
-            )
-        else:
-            gate(
-                "dead_letters",
-                dead == 0,
-                "none"
-                if dead == 0
-                else f"{dead} records in {state['dlq']['topic']}: fix and replay them",
-            )
-        known = [t for t in tables if t["legacy_rows"] is not None and t["new_rows"] is not None]
-        if len(known) < len(tables):
-            gate("row_counts", None, "row counts unavailable")
-        else:
-            off = [t["table"] for t in known if t["legacy_rows"] != t["new_rows"]]
-            gate(
-                "row_counts",
-                not off,
-                "every table has as many rows in both databases"
-                if not off
-                else f"differ: {', '.join(off)} (expected while writes are in flight)",
-            )
-        verify = state.get("verify")
-        if not verify:
-            gate("verify", None, "no verify run recorded yet (crossfade verify)")
-        else:
-            v = verify[0]
-            ok = v.get("ok", v.get("passed", v.get("match")))
-            gate("verify", None if ok is None else bool(ok), json.dumps(v, default=str)[:300])
-        return gates
 
     # -- actions ----------------------------------------------------------------------------------
     def run_fence(self, timeout: float = 120.0) -> bool:
@@ -563,7 +376,7 @@ class ConsoleState:
             from crossfade.cutover.fence import fence
 
             try:
-                r = fence(self.settings, timeout=timeout)
+                r = fence(self.settings, timeout=timeout, via="console")
                 result = {
                     "state": "ok",
                     "token": r.token[:8],

@@ -213,8 +213,40 @@ VERIFY_LAST_RUN = Gauge(
 )
 CUTOVER_GATE_OK = Gauge(
     "crossfade_cutover_gate_ok",
-    "Cutover go/no-go gates: 1 green, 0 red (absent: not evaluated yet).",
+    "Cutover go/no-go gates: 1 green, 0 not green (red, stale or unknown; absent: not evaluated "
+    "yet), as the console, status or the cutover last evaluated them.",
     ["gate"],
+)
+CUTOVER_GATE_EVIDENCE_AGE = Gauge(
+    "crossfade_cutover_gate_evidence_age_seconds",
+    "Age of the evidence a cutover gate was last evaluated from (the fence, the verify run, the "
+    "oldest heartbeat); absent when the gate reads its evidence anew.",
+    ["gate"],
+)
+
+# -- what is open in the ledger now (crossfade.sync.bookkeeping.ledger_counts: the one count) ---
+
+DEAD_LETTERS_OPEN = Gauge(
+    "crossfade_dead_letters_open",
+    "Dead letters open now (not replayed, superseded or dropped), by source table; the counter "
+    "crossfade_dead_lettered_total counts every record ever sent to the dead-letter topic.",
+    ["table"],
+)
+DEAD_LETTERS_UNACKNOWLEDGED = Gauge(
+    "crossfade_dead_letters_unacknowledged",
+    "Open dead letters and held changes no `crossfade dlq ack` covers, by source table (the "
+    "dead_letters gate fails while any is).",
+    ["table"],
+)
+DEFERRED_ROWS = Gauge(
+    "crossfade_deferred_rows",
+    "Source rows deferred now (waiting for a parent row within its window), by source table.",
+    ["table"],
+)
+FILTERED_ROWS = Gauge(
+    "crossfade_filtered_rows",
+    "Source rows the mapping's filters keep out of the target now, by source table.",
+    ["table"],
 )
 
 _OPS = {"c": "insert", "u": "update", "d": "delete", "r": "snapshot", "t": "truncate"}
@@ -243,6 +275,29 @@ def set_gate(gate: str, ok: bool | None) -> None:
             CUTOVER_GATE_OK.remove(gate)
         return
     CUTOVER_GATE_OK.labels(gate=gate).set(1 if ok else 0)
+
+
+_STATE_OK = {"ok": True, "failed": False, "stale": False, "unknown": False}
+
+
+def set_gate_state(gate: str, state: str, age_s: float | None = None) -> None:
+    """Publish an evaluated gate (:mod:`crossfade.cutover.gate_model`): 1 only when green."""
+    set_gate(gate, _STATE_OK.get(state, False))
+    if age_s is None:
+        with contextlib.suppress(KeyError):
+            CUTOVER_GATE_EVIDENCE_AGE.remove(gate)
+    else:
+        CUTOVER_GATE_EVIDENCE_AGE.labels(gate=gate).set(max(age_s, 0.0))
+
+
+def set_ledger_counts(counts: Any) -> None:
+    """Publish :func:`crossfade.sync.bookkeeping.ledger_counts` (a ``LedgerCounts``): the open
+    dead letters, deferred and filtered rows per source table, as every command counts them."""
+    for table, c in counts.tables.items():
+        DEAD_LETTERS_OPEN.labels(table=table).set(c.dead_letters)
+        DEAD_LETTERS_UNACKNOWLEDGED.labels(table=table).set(c.unacknowledged)
+        DEFERRED_ROWS.labels(table=table).set(c.deferred)
+        FILTERED_ROWS.labels(table=table).set(c.filtered)
 
 
 def init_labels(settings: Settings) -> None:
@@ -481,6 +536,8 @@ class SyncMeter:
         self._lag_labels: set[tuple[str, str]] = set()
         self._next_poll = 0.0
         self.last_loop = time.monotonic()
+        self.lag: dict[tuple[str, int], int] = {}
+        """Records behind per owned partition, as the last poll found them (the heartbeat's lag)."""
 
     def note(self, table: str, source_ts_ms: int) -> None:
         if source_ts_ms > self._ts.get(table, 0):
@@ -542,6 +599,7 @@ class SyncMeter:
         owned = list(worker.owner)
         SYNC_ASSIGNED.set(len(owned))
         labels: set[tuple[str, str]] = set()
+        self.lag = {tp: n for tp, n in self.lag.items() if tp in worker.owner}
         try:
             positions = consumer.position([TopicPartition(t, p) for t, p in owned]) if owned else []
             for tp in positions:
@@ -554,6 +612,7 @@ class SyncMeter:
                 if high is None or high < 0:
                     continue
                 key = (worker.topics.get(tp.topic, tp.topic), str(tp.partition))
+                self.lag[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
                 SYNC_CONSUMER_LAG.labels(table=key[0], partition=key[1]).set(
                     max(high - tp.offset, 0)
                 )

@@ -1,11 +1,16 @@
 """``crossfade status``: what each side holds and how far sync has come.
 
-Per table: rows in source and target, events applied, last applied source position and time, and
-the lag when that change was applied. End to end: the latest fence (``crossfade fence``, the
-cutover, verify's re-check): the delay from its commit in the legacy database to the last
-partition applying it, and how long ago that was. Per partition: the offset stored in the target (authoritative), the group's offset committed to
-Kafka (display only) and the log end the broker reports (on Tansu this under-reports, see
-STACK.md, so lag from it is a hint, never proof: ``crossfade fence`` is the proof).
+The gates, evaluated by :mod:`crossfade.cutover.gate_model` (what the console and the cutover
+show for the same state). Whether sync runs (its heartbeats): when it does not, status says so
+and shows no lag figure, since an old one would read as current. Per table: rows in source and
+target as the ``row_counts`` gate compares them (a mapped source table by its accounting, each
+target table of the mapping against the rows expected), open dead letters, deferred and filtered
+rows (the ledger's one count), events applied, last applied source position and time. End to
+end: the latest fence: the delay from its commit in the legacy database to the last partition
+applying it, and how long ago that was. Per partition: the offset stored in the target
+(authoritative), the group's offset committed to Kafka (display only) and the log end the broker
+reports (on Tansu this under-reports, see STACK.md, so lag from it is a hint, never proof:
+``crossfade fence`` is the proof).
 """
 
 from __future__ import annotations
@@ -16,36 +21,33 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg import sql
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.cutover import gate_model
 from crossfade.events.kafka import current_epoch
-from crossfade.sync.bookkeeping import stored_offsets
-
-
-def _count(conn: Any, table: str) -> int | None:
-    schema, name = table.split(".", 1)
-    try:
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(name)
-            )
-        ).fetchone()
-        return int(row[0]) if row else None
-    except Exception:
-        conn.rollback() if not conn.autocommit else None
-        return None
+from crossfade.sync.bookkeeping import has_table, stored_offsets
 
 
 def collect(settings: Settings) -> dict[str, Any]:
     """Gather status as plain data (no secrets)."""
     bk = sql.Identifier(settings.sync.bookkeeping_schema)
-    out: dict[str, Any] = {"tables": [], "partitions": [], "epoch": None}
-    with connect(settings.source, "source") as src, connect(settings.target, "target") as tgt:
-        has_bk = tgt.execute(
-            "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.table_stats",)
-        ).fetchone()
+    out: dict[str, Any] = {"tables": [], "targets": [], "partitions": [], "epoch": None}
+    with gate_model.context(settings) as ctx:
+        tgt = ctx.tgt
+        out["gates"] = [g.as_dict() for g in gate_model.evaluate_in(ctx)]
+        alive = gate_model.alive(ctx)
+        out["sync"] = {
+            "running": alive.sync_running,
+            "workers": alive.workers,
+            "partitions_held": alive.partitions,
+            "lag_records": alive.lag if alive.sync_running else None,
+            "last_heartbeat_age_s": round(alive.last_sync_heartbeat_s, 1)
+            if alive.last_sync_heartbeat_s is not None
+            else None,
+            "problems": alive.problems,
+        }
+        has_bk = has_table(tgt, settings.sync.bookkeeping_schema, "table_stats")
         stats: dict[str, tuple[Any, ...]] = {}
-        if has_bk and has_bk[0]:
+        if has_bk:
             for r in tgt.execute(
                 sql.SQL(
                     "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_lsn), max(last_source_ts), max(last_applied_at), "
@@ -55,29 +57,61 @@ def collect(settings: Settings) -> dict[str, Any]:
                 ).format(bk=bk)
             ).fetchall():
                 stats[r[0]] = r
+        counts = {c["table"]: c for c in ctx.counts()}
+        ledger = ctx.ledger
         for t in settings.tables:
             st = stats.get(t)
-            out["tables"].append(
-                {
-                    "table": t,
-                    "source_rows": _count(src, t),
-                    "target_rows": _count(tgt, t),
-                    "events_applied": int(st[1]) if st else 0,
-                    "events_skipped": int(st[2]) if st else 0,
-                    "dead_lettered": int(st[3]) if st else 0,
-                    "last_lsn": int(st[4]) if st and st[4] is not None else None,
-                    "last_source_ts": st[5].isoformat() if st and st[5] else None,
-                    "last_applied_at": st[6].isoformat() if st and st[6] else None,
-                    # when the last change was applied, how long after its commit in the legacy database
-                    "lag_at_last_apply_s": round(st[7], 3) if st and st[7] is not None else None,
-                }
-            )
+            c = counts.get(t, {})
+            open_ = ledger.table(t)
+            row: dict[str, Any] = {
+                "table": t,
+                "mapped": c.get("kind") == "source",
+                "source_rows": c.get("legacy_rows"),
+                "target_rows": c.get("new_rows") if c.get("kind") == "identity" else None,
+                "counts_match": c.get("match"),
+                "events_applied": int(st[1]) if st else 0,
+                "events_skipped": int(st[2]) if st else 0,
+                "dead_lettered": open_.dead_letters,
+                "dead_letters_unacknowledged": open_.unacknowledged,
+                "deferred": open_.deferred,
+                "filtered": open_.filtered,
+                "last_lsn": int(st[4]) if st and st[4] is not None else None,
+                "last_source_ts": st[5].isoformat() if st and st[5] else None,
+                "last_applied_at": st[6].isoformat() if st and st[6] else None,
+                # when the last change was applied, how long after its commit in the legacy
+                # database (no figure while sync is not running: it would read as current)
+                "lag_at_last_apply_s": round(st[7], 3)
+                if st and st[7] is not None and alive.sync_running
+                else None,
+            }
+            if c.get("kind") == "source":
+                row["accounted"] = c.get("accounted")
+                row["target_tables"] = c.get("targets")
+            out["tables"].append(row)
+        out["targets"] = [
+            {
+                "table": c["table"],
+                "sources": c["sources"],
+                "target_rows": c["new_rows"],
+                "expected_rows": c["expected"],
+                "merged_duplicates": c["merged"],
+                "counts_match": c["match"],
+            }
+            for c in counts.values()
+            if c["kind"] == "target"
+        ]
         stored = (
             stored_offsets(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id)
-            if has_bk and has_bk[0]
+            if has_table(tgt, settings.sync.bookkeeping_schema, "offsets")
             else []
         )
-        out["end_to_end"] = _last_fence(tgt, bk) if has_bk and has_bk[0] else None
+        out["end_to_end"] = (
+            _last_fence(tgt, bk)
+            if has_table(tgt, settings.sync.bookkeeping_schema, "fences")
+            else None
+        )
+        if out["end_to_end"] is not None:
+            out["end_to_end"]["sync_running"] = alive.sync_running
     try:
         out["epoch"] = current_epoch(
             settings.kafka.client_config(), settings.kafka.control_topic, timeout=3

@@ -14,7 +14,6 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -24,6 +23,7 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.apply import TableApplier, _key_id
+from crossfade.sync.bookkeeping import LedgerCounts, accounted_rows, ledger_counts
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.sync.target_ddl import read_shape
 
@@ -80,22 +80,39 @@ class Accounting:
 class DlqReport:
     groups: list[RuleGroup] = field(default_factory=list)
     accounting: list[Accounting] = field(default_factory=list)
-    filtered: dict[str, int] = field(default_factory=dict)
-    deferred: int = 0
-    held: int = 0
-    """Changes waiting behind a dead letter of their key (an undecodable earlier change)."""
+    counts: LedgerCounts = field(default_factory=LedgerCounts)
+    """The ledger's one count (:func:`crossfade.sync.bookkeeping.ledger_counts`): what status,
+    the console, the gauges and the dead-letter gate show."""
 
     @property
     def total(self) -> int:
-        return sum(g.records for g in self.groups)
+        return self.counts.dead_letters
+
+    @property
+    def held(self) -> int:
+        """Changes waiting behind a dead letter of their key (an undecodable earlier change)."""
+        return self.counts.held
+
+    @property
+    def deferred(self) -> int:
+        return self.counts.deferred
+
+    @property
+    def filtered(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (rule, _table), n in sorted(self.counts.filtered_by_rule.items()):
+            out[rule] = out.get(rule, 0) + n
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "dead_letters": self.total,
+            "unacknowledged": self.counts.unacknowledged,
             "by_rule": [g.as_dict() for g in self.groups],
             "filtered_by_filter": self.filtered,
             "deferred": self.deferred,
             "held": self.held,
+            "by_table": self.counts.as_dict()["by_table"],
             "accounting": [a.as_dict() for a in self.accounting],
             "accounting_closes": all(a.closes for a in self.accounting),
         }
@@ -126,34 +143,10 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
             (examples,),
         ).fetchall()
         rep.groups = [RuleGroup(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
-        rep.filtered = {
-            r[0]: int(r[1])
-            for r in conn.execute(
-                sql.SQL(
-                    "SELECT rule, count(*) FROM {}.ledger WHERE outcome = 'filtered' GROUP BY rule ORDER BY rule"
-                ).format(bk)
-            ).fetchall()
-        }
-        rep.deferred = int(
-            conn.execute(
-                sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'deferred'").format(bk)
-            ).fetchone()[0]
-        )  # type: ignore[index]
-        rep.held = int(
-            conn.execute(
-                sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'held'").format(bk)
-            ).fetchone()[0]
-        )  # type: ignore[index]
+        rep.counts = ledger_counts(conn, settings.sync.bookkeeping_schema)
         mapping = settings.mapping
         if mapping is not None and mapping.tables:
-            counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-            for t, outcome, n in conn.execute(
-                sql.SQL(
-                    "SELECT source_table, outcome, count(*) FROM {}.ledger WHERE entry NOT LIKE '@%%' "
-                    "GROUP BY source_table, outcome"
-                ).format(bk)
-            ).fetchall():
-                counts[t][outcome] = int(n)
+            counts = accounted_rows(conn, settings.sync.bookkeeping_schema)
             with connect(settings.source, "source", autocommit=True) as src:
                 for t in mapping.tables:
                     schema, name = t.split(".", 1)
@@ -162,15 +155,15 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
                             sql.Identifier(schema), sql.Identifier(name)
                         )
                     ).fetchone()
-                    c = counts[t]
+                    c = counts.get(t, {})
                     rep.accounting.append(
                         Accounting(
                             t,
                             int(n[0]) if n else 0,
-                            c["mapped"] + c["replayed"],
-                            c["dead_letter"],
-                            c["filtered"],
-                            c["deferred"],
+                            c.get("mapped", 0) + c.get("replayed", 0),
+                            c.get("dead_letter", 0),
+                            c.get("filtered", 0),
+                            c.get("deferred", 0),
                         )
                     )
     return rep
@@ -356,18 +349,3 @@ def replay(
         except _DryRun:
             pass
     return rep
-
-
-def open_dead_letters(conn: psycopg.Connection, bookkeeping_schema: str) -> int:
-    """How many dead letters are open (the cutover gate's figure)."""
-    if (
-        conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0]
-        is None
-    ):  # type: ignore[index]
-        return 0
-    row = conn.execute(
-        sql.SQL("SELECT count(*) FROM {}.ledger WHERE outcome = 'dead_letter'").format(
-            sql.Identifier(bookkeeping_schema)
-        )
-    ).fetchone()
-    return int(row[0]) if row else 0

@@ -33,6 +33,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -59,7 +60,16 @@ from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
 from crossfade.ops import metrics
 from crossfade.sync.apply import AppendOnlyApplier, TableApplier, _key_id
-from crossfade.sync.bookkeeping import claim_partitions, ensure_schema
+from crossfade.sync.bookkeeping import (
+    Heartbeat,
+    claim_partitions,
+    drop_heartbeat,
+    ensure_schema,
+    ledger_counts,
+    mapping_fingerprint,
+    note_mapping,
+    write_heartbeat,
+)
 from crossfade.sync.mapped import (
     Held,
     MappedResult,
@@ -171,6 +181,18 @@ class SyncWorker:
         """Fail instead of writing untagged (the fallback direction: an echo would loop)."""
         self._headers: dict[int, tuple[Message, Any]] = {}
         """id(message) -> (message, its headers() list): read once per record of the batch."""
+        self.floors: dict[tuple[str, int], int] = {}
+        """Per partition: the LSN of the newest snapshot applied there (stored beside its offset).
+        Records without crossfade's position header (Kafka Connect) are positioned above it."""
+        self._floors_moved: set[tuple[str, int]] = set()
+        self.unassigned_tables: list[str] | None = None
+        """Configured tables with no partition assigned to any worker, as the stall watchdog last
+        found them (reported in the heartbeat; None: nothing to report)."""
+        self._next_heartbeat = 0.0
+        self._next_counts = 0.0
+        self._lag_low: int | None = None
+        self._lag_low_at = time.monotonic()
+        self._lag_low_wall: float | None = None
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -200,6 +222,7 @@ class SyncWorker:
     def _setup_tables(self) -> None:
         assert self.conn is not None
         ensure_schema(self.conn, self.bk)
+        note_mapping(self.conn, self.bk, mapping_fingerprint(self.settings.mapping))
         mapping = self.settings.mapping
         mapped = set(mapping.tables) if mapping is not None else set()
         with connect(self.settings.source, "source") as src:
@@ -313,6 +336,7 @@ class SyncWorker:
         )
         for tp in tps:
             self.owner[tp] = token
+            self.floors[tp] = stored[tp].snapshot_floor
         self._with_db_retry(lambda: self._load_replays(tps))
         return {tp: s.next_offset for tp, s in stored.items()}
 
@@ -484,6 +508,8 @@ class SyncWorker:
                     self.stop.wait(1)
                     continue
                 self.meter.poll(self)  # consumer lag, at most once a second
+                if time.monotonic() >= self._next_heartbeat:
+                    self._heartbeat()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
@@ -514,9 +540,56 @@ class SyncWorker:
                 else:
                     self.left_in_group = True  # the process exits without closing it (ops/cli.py)
             finally:
+                self._drop_heartbeat()
                 if self.conn is not None:
                     self.conn.close()
                 self._dlq.flush(10)
+
+    # -- heartbeat ----------------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        """Report this worker in ``<bookkeeping>.heartbeats`` (the ``sync_alive`` gate's evidence):
+        partitions held, consumer lag and how long it has stayed above its low. A target that does
+        not answer skips it (the batch path waits for the target); the gate then sees it age."""
+        now = time.monotonic()
+        self._next_heartbeat = now + self.settings.sync.heartbeat_interval_s
+        lags = [self.meter.lag[tp] for tp in self.owner if tp in self.meter.lag]
+        lag = sum(lags) if lags else (0 if not self.owner else None)
+        if lag is not None and (self._lag_low is None or lag <= self._lag_low):
+            self._lag_low, self._lag_low_at, self._lag_low_wall = lag, now, time.time()
+        hb = Heartbeat(
+            self.worker_id,
+            "sync",
+            partitions=sorted(f"{t}[{p}]" for t, p in self.owner),
+            lag=lag,
+            lag_low=self._lag_low,
+            lag_low_at=datetime.fromtimestamp(self._lag_low_wall, UTC)
+            if self._lag_low_wall
+            else None,
+            unassigned_tables=self.unassigned_tables,
+            detail={
+                "lag_low_age_s": round(now - self._lag_low_at, 1),
+                "batches": self.stats.batches,
+                "last_batch_age_s": round(time.time() - self.stats.last_batch_at, 1)
+                if self.stats.last_batch_at
+                else None,
+                "epoch": self.epoch,
+            },
+        )
+        try:
+            write_heartbeat(self._db(), self.bk, hb)
+            if self.mapped and now >= self._next_counts:
+                self._next_counts = now + 30
+                metrics.set_ledger_counts(ledger_counts(self._db(), self.bk))
+        except (psycopg.Error, CrossfadeError) as exc:
+            log.debug("heartbeat not written: %s", _one_line(exc))
+            with contextlib.suppress(Exception):
+                if self.conn is not None and self.conn.broken:
+                    self.conn = None
+
+    def _drop_heartbeat(self) -> None:
+        with contextlib.suppress(Exception):
+            if self.conn is not None and not self.conn.closed and not self.conn.broken:
+                drop_heartbeat(self.conn, self.bk, self.worker_id)
 
     def _process(self, msgs: list[Message]) -> None:
         good: list[Message] = []
@@ -654,7 +727,16 @@ class SyncWorker:
         try:
             # every shape problem of one record is a DecodeError (crossfade.events.decode):
             # the record is dead-lettered with the reason, the batch goes on
-            return self.decoder.decode(m.key(), m.value(), table, header_in(hs, POSITION_HEADER))
+            pos = header_in(hs, POSITION_HEADER)
+            tp = (m.topic(), m.partition())
+            floor = self.floors.get(tp, 0)
+            e = self.decoder.decode(m.key(), m.value(), table, pos, floor)
+            if pos is None and e.snapshot not in ("false", "incremental") and e.lsn > floor:
+                # a snapshot record from Kafka Connect: what streams after it on this partition
+                # is positioned above it (a change in flight across the snapshot still wins)
+                self.floors[tp] = e.lsn
+                self._floors_moved.add(tp)
+            return e
         except DecodeError as exc:
             key_id = None
             with contextlib.suppress(Exception):
@@ -717,11 +799,12 @@ class SyncWorker:
         # a table refreshed for ADD COLUMN inside this transaction reverts with it: a rolled-back
         # attempt (enum label to add, connection cut, stale owner) must not leave an applier that
         # expects a column the target does not have
-        appliers = dict(self.appliers)
+        appliers, floors = dict(self.appliers), dict(self.floors)
+        self._floors_moved = set()
         try:
             self._apply_batch_tx(conn, s, group, by_tp)
         except BaseException:
-            self.appliers = appliers
+            self.appliers, self.floors = appliers, floors
             raise
 
     def _apply_batch_tx(
@@ -769,13 +852,13 @@ class SyncWorker:
                                 json.loads(_key_id(d)),
                                 rule="held",
                                 reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, _key_id(d))]})",
-                                origin=_origin(m),
+                                origin=_origin(m, d.position),
                             )
                         )
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
-                            origins[(_key_id(d), d.position)] = _origin(m)
+                            origins[(_key_id(d), d.position)] = _origin(m, d.position)
                         if until is not None and m.offset() < until:
                             replayed[tp] = len(out)
                 items[tp] = out
@@ -822,6 +905,7 @@ class SyncWorker:
                 )
             if self.mapped:
                 self._retry_deferred(conn, list(fresh), parents)
+            mapped_dead = [h for h, _t in self._dead]  # counted below; producing clears the list
             if self._dead:
                 self._produce_dead()
             # 4. offsets and stats: one statement each for the whole batch (a round trip per
@@ -840,7 +924,7 @@ class SyncWorker:
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
                 ndead = sum(1 for d in dead if (d.msg.topic(), d.msg.partition()) == tp) + sum(
                     1
-                    for h, _t in self._dead
+                    for h in mapped_dead
                     if h.origin is not None and (h.origin.topic, h.origin.partition) == tp
                 )
                 stats.append(
@@ -878,6 +962,14 @@ class SyncWorker:
                         "last_source_ts = GREATEST(ts.last_source_ts, EXCLUDED.last_source_ts), last_applied_at = now()"
                     ).format(s=s),
                     cols,
+                )
+            for tp in sorted(self._floors_moved):
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.offsets SET snapshot_floor = GREATEST(snapshot_floor, %s) "
+                        "WHERE group_id = %s AND topic = %s AND partition = %s"
+                    ).format(s),
+                    (self.floors[tp], group, tp[0], tp[1]),
                 )
             for tp in replays_done:
                 conn.execute(
@@ -1219,8 +1311,13 @@ class SyncWorker:
             raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")
 
 
-def _origin(m: Message) -> Origin:
+def _origin(m: Message, pos: int | None = None) -> Origin:
+    """Where ``m`` was read, to re-run it later (a deferral, a dead letter). ``pos``: its decoded
+    position, kept as the position header when the record has none (Kafka Connect): a re-run
+    then orders it as sync did, snapshot floor included."""
     headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers() or []) if v is not None}
+    if pos is not None and POSITION_HEADER not in headers:
+        headers[POSITION_HEADER] = str(pos)
     return Origin(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
 
 

@@ -14,8 +14,12 @@ Accounting: for each mapped source table the report says how many rows map, are 
 must be dead letters) and are filtered (and must be recorded as such) — and compares that with
 sync's ledger; an account that does not close is a failure, naming what to do.
 
-While sync runs, a difference may be in flight: with ``fence_recheck`` the comparison is repeated
-after a fence, up to ``rounds`` times, and only what is still different after the last counts.
+While sync runs, a difference may be in flight. :mod:`crossfade.verify.run` re-checks every
+differing target key and every ledger entry whose outcome disagrees, around a fence, as it does an
+identity table's rows: a run asked for them (:class:`Want`) returns their expected rows and
+outcomes (:attr:`MappedRun.expected`, :attr:`MappedRun.outcomes`), computed from its own
+repeatable-read snapshot of every source table, so parents and children, duplicate groups and
+filtered rows are all seen as of one moment.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from psycopg import sql
@@ -46,7 +51,34 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected
 from crossfade.sync.target_ddl import TableShape, read_shape
 
 EXAMPLES = 20
+MAX_KEYS = 10_000
+"""Differing keys kept per target table for the re-check (more are only counted)."""
 _seq = itertools.count()
+
+Key = tuple[Any, ...]
+
+
+def canon(row: Iterable[Any] | None) -> tuple[Any, ...] | None:
+    """A row as Python compares it the way PostgreSQL's ``IS NOT DISTINCT FROM`` does (NaN equals
+    NaN): expected rows, target rows and their re-reads are compared through it."""
+    if row is None:
+        return None
+    out = []
+    for v in row:
+        if isinstance(v, float | Decimal) and v != v:  # NaN
+            out.append("NaN")
+        else:
+            out.append(v)
+    return tuple(out)
+
+
+@dataclass
+class Want:
+    """What a re-check needs from a run besides its own differences: the expected rows of these
+    target keys, and the outcome the mapping gives these ledger entries."""
+
+    keys: dict[str, list[Key]] = field(default_factory=dict)
+    entries: dict[str, set[str]] = field(default_factory=dict)
 
 
 def _text(values: Iterable[Any]) -> str:
@@ -64,6 +96,19 @@ class SourceAccount:
     filtered: set[str] = field(default_factory=set)
     ledger_dead: set[str] = field(default_factory=set)
     ledger_filtered: set[str] = field(default_factory=set)
+
+    def outcome(self, entry: str) -> str:
+        """What the mapping made of ``entry``: ``rejected``, ``filtered`` or ``mapped`` (which
+        includes a key the source no longer has: neither needs a ledger entry that holds it)."""
+        if entry in self.rejected:
+            return "rejected"
+        if entry in self.filtered:
+            return "filtered"
+        return "mapped"
+
+    def disagreeing(self) -> set[str]:
+        """Entries whose outcome under the mapping is not the one sync recorded in its ledger."""
+        return (self.rejected ^ self.ledger_dead) | (self.filtered ^ self.ledger_filtered)
 
     @property
     def closes(self) -> bool:
@@ -121,10 +166,20 @@ class TargetResult:
     n_different: int = 0
     merged: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
+    key: tuple[str, ...] = ()
+    cols: list[str] = field(default_factory=list)
+    """The target columns compared (the expected rows', the key included)."""
+    differing: dict[Key, str] = field(default_factory=dict)
+    """Differing keys -> missing | extra | different (the first ``MAX_KEYS``)."""
+    shape: TableShape | None = None
 
     @property
     def mismatched(self) -> int:
         return self.n_missing + self.n_extra + self.n_different
+
+    @property
+    def unchecked(self) -> int:
+        return max(0, self.mismatched - len(self.differing))
 
 
 @dataclass
@@ -132,6 +187,12 @@ class MappedRun:
     targets: dict[str, TargetResult]
     accounts: dict[str, SourceAccount]
     seconds: float = 0.0
+    expected: dict[str, dict[Key, tuple[Any, ...] | None]] = field(default_factory=dict)
+    """Per target, the expected row (:func:`canon`, in ``TargetResult.cols`` order) of each key
+    that differs in this run or was wanted; None: the mapping expects no row there."""
+    outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Per source table, the mapping's outcome of each entry whose ledger outcome disagrees in
+    this run, or that was wanted."""
 
 
 class _Expected:
@@ -177,9 +238,56 @@ class _Expected:
         self._copy_cm.__exit__(None, None, None)
         self._cur.close()
 
+    def rows_of(self, keys: list[Key]) -> dict[Key, tuple[Any, ...] | None]:
+        """The expected rows of ``keys`` (None where none is expected)."""
+        return rows_of(self.conn, self.name, self.shape, self.key, self.cols, keys)
+
     def close(self) -> None:
         self.conn.rollback()
         self.conn.close()
+
+
+def _cast(shape: TableShape, col: str) -> sql.Composable:
+    c = shape.column(col)
+    return sql.SQL(c.enum or c.type_sql)
+
+
+def rows_of(
+    conn: Any,
+    relation: sql.Composable,
+    shape: TableShape,
+    key: tuple[str, ...],
+    cols: list[str],
+    keys: list[Key],
+) -> dict[Key, tuple[Any, ...] | None]:
+    """``cols`` of the rows of ``relation`` (the target table, or the expected rows' temporary
+    table shaped like it) with these ``keys``, through :func:`canon`; None for a key it lacks.
+    JSON is compared as jsonb (key order and spacing are not differences)."""
+    out: dict[Key, tuple[Any, ...] | None] = dict.fromkeys(keys)
+    if not keys:
+        return out
+    I = sql.Identifier  # noqa: E741,N806
+    json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+    sel = sql.SQL(", ").join(
+        sql.SQL("r.{}::jsonb").format(I(c)) if c in json_cols else sql.SQL("r.{}").format(I(c))
+        for c in cols
+    )
+    keys_in = sql.SQL(", ").join(sql.SQL("%s::{}[]").format(_cast(shape, k)) for k in key)
+    on = sql.SQL(" AND ").join(sql.SQL("r.{0} = w.{0}").format(I(k)) for k in key)
+    q = sql.SQL(
+        "SELECT {k}, {sel} FROM {rel} r JOIN unnest({arrays}) AS w({names}) ON {on}"
+    ).format(
+        k=sql.SQL(", ").join(sql.SQL("r.{}").format(I(k)) for k in key),
+        sel=sel,
+        rel=relation,
+        arrays=keys_in,
+        names=sql.SQL(", ").join(map(I, key)),
+        on=on,
+    )
+    params = [[k[i] for k in keys] for i in range(len(key))]
+    for r in conn.execute(q, params).fetchall():
+        out[tuple(r[: len(key)])] = canon(r[len(key) :])
+    return out
 
 
 def _compare(exp: _Expected, res: TargetResult) -> None:
@@ -209,10 +317,14 @@ def _compare(exp: _Expected, res: TargetResult) -> None:
             "SELECT {k} FROM {e} e JOIN {t} t ON {on} WHERE ROW({re}) IS DISTINCT FROM ROW({rt})"
         ).format(k=keys_e, e=exp.name, t=t, on=on, re=row_e, rt=row_t),
     }
+    res.key, res.cols, res.shape = exp.key, list(exp.cols), exp.shape
     for kind, q in queries.items():
         rows = [list(r) for r in tgt.execute(q).fetchall()]
         setattr(res, f"n_{kind}", len(rows))
         setattr(res, kind, rows[:EXAMPLES])
+        for r in rows:
+            if len(res.differing) < MAX_KEYS:
+                res.differing.setdefault(tuple(r), kind)
     for k in res.different[:EXAMPLES]:
         cond = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(I(c)) for c in exp.key)
         e = tgt.execute(sql.SQL("SELECT * FROM {} WHERE ").format(exp.name) + cond, k).fetchone()
@@ -246,9 +358,14 @@ def _targets_of(mapper: Mapper, sources: Iterable[str]) -> list[str]:
 
 
 def run_mapped(
-    settings: Settings, sources: list[str], on_rows: Callable[[int], None] | None = None
+    settings: Settings,
+    sources: list[str],
+    on_rows: Callable[[int], None] | None = None,
+    want: Want | None = None,
 ) -> MappedRun:
-    """One comparison of the targets of ``sources`` (all their sources are read)."""
+    """One comparison of the targets of ``sources`` (all their sources are read), from one
+    repeatable-read snapshot of the legacy tables taken when it starts. ``want``: also return the
+    expected rows and outcomes a re-check asks for."""
     t0 = time.monotonic()
     bk = sql.Identifier(settings.sync.bookkeeping_schema)
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
@@ -363,17 +480,28 @@ def run_mapped(
                     )
         for t in list(pending_dedup):
             finish_dedup(t)
+        expected: dict[str, dict[Key, tuple[Any, ...] | None]] = {}
         try:
             for t, w in writers.items():
                 w.finish()
                 _compare(w, results[t])
+                keys = {*results[t].differing, *(want.keys.get(t, []) if want else [])}
+                if keys:
+                    expected[t] = w.rows_of(list(keys))
         finally:
             for w in writers.values():
                 w.close()
         src.rollback()
         tgt.rollback()
     _ = schema
-    return MappedRun(results, accounts, time.monotonic() - t0)
+    outcomes = {
+        s: {
+            e: a.outcome(e)
+            for e in a.disagreeing() | (want.entries.get(s, set()) if want else set())
+        }
+        for s, a in accounts.items()
+    }
+    return MappedRun(results, accounts, time.monotonic() - t0, expected, outcomes)
 
 
 def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
@@ -385,6 +513,28 @@ def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
                 ref = r.reference if r is not None else None
                 if ref is not None and ref.table in mapper.config.dedup:
                     out[s].append((col, ref.table))
+    return out
+
+
+def ledger_outcomes(
+    conn: Any, bookkeeping_schema: str, source: str, entries: Iterable[str]
+) -> dict[str, str]:
+    """What sync recorded for these entries, in the mapping's words: ``rejected`` (a dead letter
+    or deferred), ``filtered``, else ``mapped`` (mapped, replayed, deleted, or no entry)."""
+    entries = list(entries)
+    out = dict.fromkeys(entries, "mapped")
+    if not entries:
+        return out
+    for entry, outcome in conn.execute(
+        sql.SQL(
+            "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
+        ).format(sql.Identifier(bookkeeping_schema)),
+        (source, entries),
+    ).fetchall():
+        if outcome in ("dead_letter", "deferred"):
+            out[entry] = "rejected"
+        elif outcome == "filtered":
+            out[entry] = "filtered"
     return out
 
 

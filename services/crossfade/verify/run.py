@@ -30,6 +30,7 @@ replay its dead letters, or rewind).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -47,7 +48,7 @@ from crossfade.config import Settings
 from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.ops import metrics
 from crossfade.ops.who import operator
-from crossfade.sync.bookkeeping import ensure_schema
+from crossfade.sync.bookkeeping import ensure_schema, mapping_fingerprint
 from crossfade.sync.target_ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 
@@ -172,6 +173,32 @@ def _kind(src: str | None, tgt: str | None) -> str | None:
     return "different"
 
 
+class _MappedCheck:
+    """What the re-check of mapped targets decided (see :meth:`Verifier._mapped_recheck`)."""
+
+    def __init__(self, first: Any) -> None:
+        self.last = first
+        self.confirmed: dict[str, dict[Key, str]] = {}
+        self.unsettled: dict[str, dict[Key, str]] = {}
+        self.in_flight: dict[str, int] = {}
+        self.rows: dict[tuple[str, Key], tuple[Any, Any]] = {}
+        """(target, key) -> (expected row, target row) of a confirmed difference."""
+        self.entries: dict[str, dict[str, tuple[str, str]]] = {}
+        """source -> entry -> (the mapping's outcome, sync's recorded one), confirmed apart."""
+        self.unsettled_entries: dict[str, set[str]] = {}
+
+
+def _recorded(account: Any, entry: str) -> str:
+    if entry in account.ledger_dead:
+        return "rejected"
+    return "filtered" if entry in account.ledger_filtered else "mapped"
+
+
+def _shown(v: Any) -> Any:
+    s = v if v is None or isinstance(v, int | float | bool) else str(v)
+    return _clip(s) if isinstance(s, str) else s
+
+
 class Verifier:
     """One verify run; ``run()`` returns the report (and records it)."""
 
@@ -215,7 +242,7 @@ class Verifier:
     def _default_fence(self) -> tuple[str, float]:
         from crossfade.cutover.fence import fence
 
-        r = fence(self.settings, timeout=self.fence_timeout)
+        r = fence(self.settings, timeout=self.fence_timeout, via="verify")
         return r.token, r.seconds
 
     def fence(self, tgt: psycopg.Connection) -> None:
@@ -275,48 +302,178 @@ class Verifier:
         return self.report
 
     def _mapped(self, tgt: psycopg.Connection, sources: list[str]) -> list[TableReport]:
-        """Mapped tables: the whole comparison again after a fence while something differs."""
+        """Mapped tables: the mapping of every legacy row against the target, then the live-safe
+        re-check of what differs (:meth:`_mapped_recheck`)."""
         from crossfade.verify.mapped import run_mapped
 
         self.progress.phase(f"mapping {', '.join(sources)} and comparing with the target")
-        run = run_mapped(self.settings, sources, self.progress.advance)
-        first = sum(r.mismatched for r in run.targets.values())
-        rnd = 1
-        while (
-            self.fence_recheck
-            and rnd < self.rounds
-            and any(r.mismatched for r in run.targets.values())
-        ):
-            rnd += 1
+        first = run_mapped(self.settings, sources, self.progress.advance)
+        keys = {t: dict(r.differing) for t, r in first.targets.items() if r.differing}
+        entries = {s: a.disagreeing() for s, a in first.accounts.items() if a.disagreeing()}
+        if self.fence_recheck and (keys or entries):
+            check = self._mapped_recheck(tgt, sources, first, keys, entries)
+        else:  # a quiet source (--no-fence): the differences as found
+            from crossfade.verify.mapped import EXAMPLES, rows_of
+
+            check = _MappedCheck(first)
+            check.confirmed = keys
+            for t, ks in keys.items():
+                r = first.targets[t]
+                rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
+                sample = list(ks)[:EXAMPLES]
+                got = rows_of(tgt, rel, r.shape, r.key, r.cols, sample)
+                for k in sample:
+                    check.rows[(t, k)] = (first.expected[t].get(k), got[k])
+            for s, es in entries.items():
+                a = first.accounts[s]
+                check.entries[s] = {e: (a.outcome(e), _recorded(a, e)) for e in es}
+        return [self._mapped_report(t, first, check) for t in first.targets]
+
+    def _mapped_recheck(
+        self,
+        tgt: psycopg.Connection,
+        sources: list[str],
+        first: Any,
+        keys: dict[str, dict[Key, str]],
+        entries: dict[str, set[str]],
+    ) -> _MappedCheck:
+        """The identity re-check, for mapped targets: each differing target key (and each ledger
+        entry whose outcome disagrees) is judged from three reads: the expected row from the
+        mapping of one legacy snapshot (E1, the previous run), the target after a fence (T), and
+        the expected row from a snapshot taken after T (E2, a new run of the whole mapping, so
+        parents, children, duplicate groups and filters are all as of one moment). E1 == E2: no
+        change reached that row meanwhile, so T, which holds every change before the fence, must
+        equal it: T != E2 is a real difference, T == E2 was in flight. E1 != E2: undecided, the
+        next round (of ``rounds``) decides; still undecided after the last is *unsettled*."""
+        from crossfade.verify.mapped import Want, ledger_outcomes, rows_of, run_mapped
+
+        check = _MappedCheck(first)
+        exp = {t: {k: first.expected[t].get(k) for k in ks} for t, ks in keys.items()}
+        out = {s: {e: first.outcomes[s][e] for e in es} for s, es in entries.items()}
+        pending_k = {t: set(ks) for t, ks in keys.items()}
+        pending_e = {s: set(es) for s, es in entries.items()}
+        for rnd in range(1, self.rounds + 1):
+            n = sum(map(len, pending_k.values())) + sum(map(len, pending_e.values()))
+            self.progress.phase(
+                f"re-checking {n} differing mapped row(s) after a fence (round {rnd} of {self.rounds})"
+            )
             self.fence(tgt)
             self.report.rechecked_after_fence = True
-            run = run_mapped(self.settings, sources, self.progress.advance)
-        out = []
-        for t, r in run.targets.items():
-            accounts = [run.accounts[s] for s in r.sources if s in run.accounts]
-            problems = [p for p in (a.problem() for a in accounts) if p]
-            tr = TableReport(
-                t,
-                source_rows=sum(a.source_rows for a in accounts),
-                target_rows=r.target_rows,
-                missing=r.n_missing,
-                extra=r.n_extra,
-                different=r.n_different,
-                seconds=run.seconds,
-                in_flight=max(0, first - sum(x.mismatched for x in run.targets.values()))
-                if rnd > 1
-                else 0,
-                examples=r.examples,
-                error="; ".join(problems) or None,
-                mapped={
-                    "sources": r.sources,
-                    "expected_rows": r.expected_rows,
-                    "merged_duplicates": r.merged,
-                    "accounting": [a.as_dict() for a in accounts],
-                },
+            seen = {}
+            for t, ks in pending_k.items():
+                r = first.targets[t]
+                rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
+                seen[t] = rows_of(tgt, rel, r.shape, r.key, r.cols, list(ks))
+            recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
+            run = run_mapped(
+                self.settings,
+                sources,
+                self.progress.advance,
+                Want({t: list(ks) for t, ks in pending_k.items()}, pending_e),
             )
-            out.append(tr)
-        return out
+            check.last = run
+            for t, ks in pending_k.items():
+                for k in list(ks):
+                    e1, e2, got = exp[t][k], run.expected[t].get(k), seen[t][k]
+                    if e1 != e2:
+                        exp[t][k] = e2  # changed meanwhile: the next round decides
+                        continue
+                    ks.discard(k)
+                    if got == e2:
+                        check.in_flight[t] = check.in_flight.get(t, 0) + 1
+                    else:
+                        kind = "extra" if e2 is None else "missing" if got is None else "different"
+                        check.confirmed.setdefault(t, {})[k] = kind
+                        check.rows[(t, k)] = (e2, got)
+            for s, es in pending_e.items():
+                for e in list(es):
+                    o1, o2 = out[s][e], run.outcomes[s].get(e, "mapped")
+                    if o1 != o2:
+                        out[s][e] = o2
+                        continue
+                    es.discard(e)
+                    if recorded[s][e] != o2:
+                        check.entries.setdefault(s, {})[e] = (o2, recorded[s][e])
+            pending_k = {t: ks for t, ks in pending_k.items() if ks}
+            pending_e = {s: es for s, es in pending_e.items() if es}
+            if not pending_k and not pending_e:
+                break
+        check.unsettled = {t: dict.fromkeys(ks, "unsettled") for t, ks in pending_k.items()}
+        check.unsettled_entries = {s: set(es) for s, es in pending_e.items()}
+        return check
+
+    def _mapped_report(self, t: str, first: Any, check: _MappedCheck) -> TableReport:
+        from crossfade.verify.mapped import EXAMPLES
+
+        last = check.last
+        r, r1 = last.targets[t], first.targets[t]
+        accounts = [last.accounts[s] for s in r.sources if s in last.accounts]
+        confirmed = check.confirmed.get(t, {})
+        unsettled = check.unsettled.get(t, {})
+        kinds = list(confirmed.values())
+        # keys past MAX_KEYS were only counted in the first pass: reported as found there
+        over = {
+            k: getattr(r1, f"n_{k}") - sum(1 for v in r1.differing.values() if v == k)
+            for k in ("missing", "extra", "different")
+        }
+        problems = []
+        for a in accounts:
+            bad = check.entries.get(a.table, {})
+            dead_not = sorted(e for e, (want, got) in bad.items() if want == "rejected")
+            maps_now = sorted(e for e, (want, got) in bad.items() if got == "rejected")
+            filt = sorted(e for e, (want, got) in bad.items() if "filtered" in (want, got))
+            parts = []
+            if dead_not:
+                parts.append(
+                    f"{len(dead_not)} row(s) the mapping rejects are not dead letters (e.g. "
+                    f"{dead_not[:3]}; sync has not dead-lettered them)"
+                )
+            if maps_now:
+                parts.append(
+                    f"{len(maps_now)} dead letter(s) map now (e.g. {maps_now[:3]}): "
+                    "run `crossfade dlq replay`"
+                )
+            if filt:
+                parts.append(
+                    f"{len(filt)} row(s) filtered differently than sync recorded (e.g. {filt[:3]})"
+                )
+            n_uns = len(check.unsettled_entries.get(a.table, set()))
+            if n_uns:
+                parts.append(f"{n_uns} ledger entr(ies) kept changing: unsettled")
+            if parts:
+                problems.append(f"{a.table}: " + "; ".join(parts))
+        examples: list[dict[str, Any]] = []
+        for k, kind in [*confirmed.items(), *unsettled.items()][:EXAMPLES]:
+            ex: dict[str, Any] = {"key": dict(zip(r1.key, k, strict=True)), "kind": kind}
+            e, got = check.rows.get((t, k), (None, None))
+            if kind == "different" and e is not None and got is not None:
+                ex["columns"] = {
+                    c: {"source": _shown(a), "target": _shown(b)}
+                    for c, a, b in zip(r1.cols, e, got, strict=True)
+                    if a != b
+                }
+            examples.append(ex)
+        return TableReport(
+            t,
+            source_rows=sum(a.source_rows for a in accounts),
+            target_rows=r.target_rows,
+            missing=kinds.count("missing") + over["missing"],
+            extra=kinds.count("extra") + over["extra"],
+            different=kinds.count("different") + over["different"],
+            unsettled=len(unsettled),
+            unchecked=sum(over.values()),
+            candidates=len(r1.differing),
+            in_flight=check.in_flight.get(t, 0),
+            seconds=sum(x.seconds for x in {id(first): first, id(last): last}.values()),
+            examples=examples,
+            error="; ".join(problems) or None,
+            mapped={
+                "sources": r.sources,
+                "expected_rows": r.expected_rows,
+                "merged_duplicates": r.merged,
+                "accounting": [a.as_dict() for a in accounts],
+            },
+        )
 
     def _chunk_pass(
         self, src: psycopg.Connection, tgt: psycopg.Connection, table: str
@@ -555,8 +712,8 @@ class Verifier:
                 tgt.execute(
                     sql.SQL(
                         "INSERT INTO {}.verify_runs (started_at, ok, tables, source_rows, target_rows, mismatched, "
-                        "missing, extra, rechecked_after_fence, seconds, created_by, report) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        "missing, extra, rechecked_after_fence, seconds, created_by, report, mapping_hash) "
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
                     ).format(sql.Identifier(self.bk)),
                     (
                         r.started_at,
@@ -570,7 +727,9 @@ class Verifier:
                         r.rechecked_after_fence,
                         r.seconds,
                         operator(),
-                        Jsonb(r.as_dict()),
+                        # keys of mapped targets may be uuids, dates...: JSON as the CLI prints it
+                        Jsonb(json.loads(json.dumps(r.as_dict(), default=str))),
+                        mapping_fingerprint(self.settings.mapping),
                     ),
                 )
         except (psycopg.Error, CrossfadeError) as exc:

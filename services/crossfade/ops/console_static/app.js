@@ -48,7 +48,7 @@ function facts(node, pairs) {
   node.replaceChildren(...pairs.flatMap(([k, v, cls]) => [el("dt", {}, k), el("dd", cls ? { class: cls } : {}, v)]));
 }
 
-const STATE_TEXT = { ok: "GREEN", failed: "RED", running: "RUNNING", unknown: "NOT EVALUATED" };
+const STATE_TEXT = { ok: "GREEN", failed: "RED", stale: "STALE", running: "RUNNING", unknown: "NO EVIDENCE" };
 
 function renderGates(s) {
   const box = $("#gates");
@@ -56,7 +56,10 @@ function renderGates(s) {
     const card = el("div", { class: "gate", "data-gate": g.gate, "data-state": g.state },
       el("div", { class: "head" }, el("span", { class: "dot" }), el("span", {}, g.title),
         el("span", { class: "state" }, STATE_TEXT[g.state] || g.state)),
-      el("div", { class: "detail" }, g.detail));
+      el("div", { class: "detail" }, g.detail),
+      el("div", { class: "evidence" }, g.evidence_at
+        ? `evidence from ${fmtTime(g.evidence_at)}${g.fresh_s ? ` (fresh for ${fmtSecs(g.fresh_s)})` : ""}`
+        : `evaluated ${fmtClock(g.evaluated_at)}`));
     if (g.action) {
       const running = s.actions[g.action] && s.actions[g.action].state === "running";
       const b = el("button", { type: "button", id: `run-${g.action}` }, running ? `Running ${g.action}…` : `Run ${g.action}`);
@@ -81,22 +84,33 @@ function renderGates(s) {
 }
 
 function renderTables(s) {
+  // the counts the row_counts gate compares: a mapped source table's "new" side is its
+  // accounting (mapped + dead-lettered + filtered + deferred), a target table's "legacy" side
+  // the rows its sources should give (mapped - merged duplicates)
   const body = $("#tables tbody");
   body.replaceChildren(...s.tables.map((t) => {
-    const diff = t.legacy_rows !== null && t.new_rows !== null ? t.new_rows - t.legacy_rows : null;
-    const key = `${t.table}:${t.legacy_rows}:${t.new_rows}:${t.applied}`;
+    const target = t.kind === "target";
+    const legacy = target ? t.expected : t.legacy_rows;
+    const diff = legacy !== null && legacy !== undefined && t.new_rows !== null && t.new_rows !== undefined
+      ? t.new_rows - legacy : null;
+    const key = `${t.table}:${legacy}:${t.new_rows}:${t.applied}`;
     const changed = previousRows.has(t.table) && previousRows.get(t.table) !== key;
     previousRows.set(t.table, key);
-    return el("tr", { class: changed ? "changed" : "", "data-table": t.table },
-      el("td", {}, t.table),
-      el("td", { class: "num", "data-col": "legacy" }, fmtRows(t.legacy_rows, t.legacy_exact)),
-      el("td", { class: "num", "data-col": "new" }, fmtRows(t.new_rows, t.new_exact)),
+    const name = target ? `→ ${t.table}` : t.kind === "source" ? `${t.table} (mapped)` : t.table;
+    const legacyTitle = target ? `rows expected from ${(t.sources || []).join(", ")}: mapped - ${t.merged} merged duplicates` : "";
+    const newTitle = t.kind === "source" && t.accounting
+      ? `accounted: ${t.accounting.mapped} mapped + ${t.accounting.dead_lettered} dead-lettered + ${t.accounting.filtered} filtered + ${t.accounting.deferred} deferred`
+      : "";
+    return el("tr", { class: `${changed ? "changed" : ""} kind-${t.kind || "identity"}`, "data-table": t.table, "data-kind": t.kind || "identity" },
+      el("td", {}, name),
+      el("td", { class: "num", "data-col": "legacy", title: legacyTitle }, target ? `expected ${fmtInt(legacy)}` : fmtRows(legacy, t.legacy_exact)),
+      el("td", { class: "num", "data-col": "new", title: newTitle }, fmtRows(t.new_rows, t.new_exact)),
       el("td", { class: `num ${diff === null ? "" : diff === 0 ? "diff-ok" : "diff-bad"}` },
         diff === null ? "–" : diff === 0 ? "equal" : (diff > 0 ? "+" : "") + fmtInt(diff)),
-      el("td", { class: "num" }, fmtInt(t.applied)),
-      el("td", { class: "num" }, t.applied_per_s === null ? "–" : t.applied_per_s.toFixed(1)),
-      el("td", {}, fmtTime(t.last_source_ts)),
-      el("td", { class: `num ${t.dead_lettered ? "bad" : ""}` }, fmtInt(t.dead_lettered)));
+      el("td", { class: "num" }, target ? "" : fmtInt(t.applied)),
+      el("td", { class: "num" }, target || t.applied_per_s === null || t.applied_per_s === undefined ? "–" : t.applied_per_s.toFixed(1)),
+      el("td", {}, target ? "" : fmtTime(t.last_source_ts)),
+      el("td", { class: `num ${t.dead_lettered ? "bad" : ""}`, "data-col": "dead" }, target ? "" : fmtInt(t.dead_lettered)));
   }));
 }
 
@@ -117,13 +131,17 @@ function render(s) {
     ["newest change applied", newest ? `committed ${fmtTime(newest)}` : "–"],
   ]);
   const dlq = s.dlq.by_rule;
+  const extra = [["deferred", s.dlq.deferred], ["filtered", s.dlq.filtered], ["held", s.dlq.held]]
+    .filter(([, n]) => n).map(([k, n]) => `${fmtInt(n)} ${k}`).join(", ");
   if (dlq.length === 0) {
-    $("#dlq").replaceChildren(el("p", { class: "empty" }, s.dlq.error ? `dead-letter topic: ${s.dlq.error}` : `no records in ${s.dlq.topic}`));
+    $("#dlq").replaceChildren(el("p", { class: "empty", "data-open": "0" }, `no open dead letters${extra ? ` (${extra})` : ""}`));
   } else {
     const t = el("table", { class: "grid small" },
       el("thead", {}, el("tr", {}, el("th", {}, "rule"), el("th", {}, "table"), el("th", { class: "num" }, "records"))),
       el("tbody", {}, ...dlq.map((d) => el("tr", {}, el("td", {}, d.rule), el("td", {}, d.table), el("td", { class: "num bad" }, fmtInt(d.records))))));
-    $("#dlq").replaceChildren(t);
+    const sum = el("p", { class: "note", "data-open": String(s.dlq.dead_letters) },
+      `${fmtInt(s.dlq.dead_letters)} open, ${fmtInt(s.dlq.unacknowledged)} not acknowledged${extra ? `; ${extra}` : ""}`);
+    $("#dlq").replaceChildren(sum, t);
   }
   renderJsonRows($("#verify"), s.verify, "no verify run recorded yet: run crossfade verify");
   renderJsonRows($("#checkpoints"), s.checkpoints, "no checkpoint recorded yet");

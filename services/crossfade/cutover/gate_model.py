@@ -1,0 +1,827 @@
+"""The go/no-go gates, defined once (DESIGN decision 8).
+
+``crossfade cutover`` (and ``--dry-run``), the console, ``crossfade status`` and the metrics
+evaluate these definitions with these queries; nothing else decides whether a gate is green.
+
+Every gate is read from evidence recorded in the bookkeeping schema of the new database (or, for
+counts and the replication slot, read now), and every result says when it was evaluated, from
+what evidence and how old that evidence is. Its state is one of:
+
+``ok``       green: the evidence is there, fresh, and says yes;
+``failed``   red: the evidence says no;
+``stale``    the evidence said yes, but it is older than its freshness limit (or than something
+             that voids it: a mapping change, a rewind, sync stopping): never green;
+``unknown``  there is no evidence yet (nothing ran), or it cannot be read: never green.
+
+The gates, in the order the cutover takes them:
+
+``sync_alive``    capture and every sync worker send heartbeats (``<bookkeeping>.heartbeats``), the
+                  replication slot streams, every partition is held by a running worker, no worker
+                  holds nothing, consumer lag is not growing, no rewind replay is unfinished;
+``dead_letters``  no dead letter is open without an acknowledgement (``crossfade dlq ack``), counted
+                  by :func:`crossfade.sync.bookkeeping.ledger_counts` (the one count);
+``fence``         the latest fence (``<bookkeeping>.fence_runs``: CLI, console, cutover, verify) went
+                  through every partition within ``cutover.fence_fresh_s``;
+``row_counts``    identity tables: as many rows on both sides; mapped tables: per source table
+                  ``rows = mapped + dead-lettered + filtered + deferred`` (the ledger), per target
+                  table ``rows = mapped rows of its sources - merged duplicates``;
+``verify``        the latest verify covering every table passed, within ``cutover.verify_fresh_s``,
+                  after the last mapping change and the last rewind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.capture.preflight import connect
+from crossfade.config import Settings
+from crossfade.ops import metrics
+from crossfade.sync.bookkeeping import (
+    FenceRun,
+    Heartbeat,
+    LedgerCounts,
+    accounted_rows,
+    has_table,
+    latest_fences,
+    ledger_counts,
+    mapping_fingerprint,
+    merged_members,
+    meta,
+    read_heartbeats,
+    stored_offsets,
+)
+
+OK, FAILED, STALE, UNKNOWN = "ok", "failed", "stale", "unknown"
+
+
+@dataclass
+class GateResult:
+    """One gate, evaluated: its state, why, and the evidence it was read from."""
+
+    gate: str
+    title: str
+    state: str
+    detail: str
+    evaluated_at: datetime
+    evidence: dict[str, Any] = field(default_factory=dict)
+    evidence_at: datetime | None = None
+    """When the evidence was made (a fence's end, a verify's end, the oldest heartbeat read)."""
+    age_s: float | None = None
+    fresh_s: float | None = None
+    """The freshness limit the evidence's age was held against (None: read now)."""
+    action: str | None = None
+    """What the console offers to run for it (``fence``)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == OK
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "gate": self.gate,
+            "title": self.title,
+            "state": self.state,
+            "detail": self.detail,
+            "evaluated_at": self.evaluated_at.isoformat(),
+            "evidence": self.evidence,
+            "evidence_at": self.evidence_at.isoformat() if self.evidence_at else None,
+            "age_s": round(self.age_s, 1) if self.age_s is not None else None,
+            "fresh_s": self.fresh_s,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True)
+class GateDef:
+    name: str
+    title: str
+    how: str
+    """How it is evaluated."""
+    stale_when: str
+    """What makes its evidence stale (empty: read anew at every evaluation)."""
+    evaluate: Callable[[Context], GateResult]
+    action: str | None = None
+
+
+# -- evidence ------------------------------------------------------------------------------------
+class Context:
+    """The evidence of one evaluation, each query run at most once (lazily)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        src: psycopg.Connection | None,
+        tgt: psycopg.Connection,
+        *,
+        estimate_above: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.src = src
+        self.tgt = tgt
+        self.bk = settings.sync.bookkeeping_schema
+        self.cfg = settings.cutover
+        self.estimate_above = estimate_above
+        """Row counts above this many rows (PostgreSQL's estimate) are not counted exactly: the
+        console's refresh must stay cheap. None: always exact (cutover, status)."""
+        self.now = datetime.now(UTC)
+        self._cache: dict[str, Any] = {}
+
+    def _once(self, key: str, fn: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = fn()
+        return self._cache[key]
+
+    @property
+    def heartbeats(self) -> list[Heartbeat]:
+        return self._once("hb", lambda: read_heartbeats(self.tgt, self.bk))
+
+    @property
+    def ledger(self) -> LedgerCounts:
+        return self._once("ledger", lambda: ledger_counts(self.tgt, self.bk))
+
+    @property
+    def fences(self) -> list[FenceRun]:
+        return self._once("fences", lambda: latest_fences(self.tgt, self.bk, 10))
+
+    @property
+    def meta(self) -> dict[str, str]:
+        return self._once("meta", lambda: meta(self.tgt, self.bk))
+
+    @property
+    def mapped_sources(self) -> list[str]:
+        m = self.settings.mapping
+        return [t for t in self.settings.tables if m is not None and t in m.tables]
+
+    @property
+    def identity_tables(self) -> list[str]:
+        return [t for t in self.settings.tables if t not in self.mapped_sources]
+
+    def targets_of(self, source: str) -> list[str]:
+        m = self.settings.mapping
+        assert m is not None
+        return list(dict.fromkeys(t.table for t in m.tables[source].targets))
+
+    @property
+    def target_tables(self) -> list[str]:
+        return list(dict.fromkeys(t for s in self.mapped_sources for t in self.targets_of(s)))
+
+    def scalar(self, conn: psycopg.Connection, q: sql.Composable, params: Any = None) -> Any:
+        row = conn.execute(q, params).fetchone()
+        return row[0] if row else None
+
+    @property
+    def slot(self) -> dict[str, Any] | None:
+        def read() -> dict[str, Any] | None:
+            if self.src is None:
+                return None
+            row = self.src.execute(
+                "SELECT active, pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint, "
+                "confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = %s",
+                (self.settings.capture.slot_name,),
+            ).fetchone()
+            name = self.settings.capture.slot_name
+            if row is None:
+                return {"name": name, "exists": False, "active": False, "retained_wal_bytes": None}
+            return {
+                "name": name,
+                "exists": True,
+                "active": bool(row[0]),
+                "retained_wal_bytes": int(row[1]) if row[1] is not None else None,
+                "confirmed_flush_lsn": row[2],
+            }
+
+        return self._once("slot", read)
+
+    def counts(self) -> list[dict[str, Any]]:
+        """Row counts as the ``row_counts`` gate compares them (status and the console show these).
+
+        One entry per identity table (``legacy_rows``, ``new_rows``), per mapped source table
+        (``legacy_rows`` against ``accounted`` = mapped + dead-lettered + filtered + deferred) and
+        per target table of the mapping (``new_rows`` against ``expected`` = mapped rows of its
+        sources - merged duplicates). ``match`` is None when a side is unknown or estimated."""
+        return self._once("counts", self._counts)
+
+    def _counts(self) -> list[dict[str, Any]]:
+        src = self._rows(self.src, [*self.identity_tables, *self.mapped_sources])
+        tgt = self._rows(self.tgt, [*self.identity_tables, *self.target_tables])
+        acc = accounted_rows(self.tgt, self.bk)
+        merged = merged_members(self.tgt, self.bk)
+        out: list[dict[str, Any]] = []
+
+        def match(a: tuple[int | None, bool], b: int | None) -> bool | None:
+            return None if a[0] is None or b is None or not a[1] else a[0] == b
+
+        for t in self.identity_tables:
+            s, n = src.get(t, (None, True)), tgt.get(t, (None, True))
+            both = (s[0], s[1] and n[1])
+            out.append(
+                {
+                    "table": t,
+                    "kind": "identity",
+                    "legacy_rows": s[0],
+                    "new_rows": n[0],
+                    "exact": s[1] and n[1],
+                    "match": match(both, n[0]),
+                }
+            )
+        for s_name in self.mapped_sources:
+            a = acc.get(s_name, {})
+            mapped = a.get("mapped", 0) + a.get("replayed", 0)
+            parts = {
+                "mapped": mapped,
+                "dead_lettered": a.get("dead_letter", 0),
+                "filtered": a.get("filtered", 0),
+                "deferred": a.get("deferred", 0),
+            }
+            s = src.get(s_name, (None, True))
+            accounted = sum(parts.values())
+            out.append(
+                {
+                    "table": s_name,
+                    "kind": "source",
+                    "legacy_rows": s[0],
+                    "accounted": accounted,
+                    **parts,
+                    "targets": self.targets_of(s_name),
+                    "exact": s[1],
+                    "match": match(s, accounted),
+                }
+            )
+        for t in self.target_tables:
+            srcs = [s for s in self.mapped_sources if t in self.targets_of(s)]
+            mapped = sum(
+                acc.get(s, {}).get("mapped", 0) + acc.get(s, {}).get("replayed", 0) for s in srcs
+            )
+            expected = mapped - merged.get(t, 0)
+            n = tgt.get(t, (None, True))
+            out.append(
+                {
+                    "table": t,
+                    "kind": "target",
+                    "sources": srcs,
+                    "new_rows": n[0],
+                    "expected": expected,
+                    "merged": merged.get(t, 0),
+                    "exact": n[1],
+                    "match": match(n, expected),
+                }
+            )
+        return out
+
+    def _rows(
+        self, conn: psycopg.Connection | None, tables: list[str]
+    ) -> dict[str, tuple[int | None, bool]]:
+        """table -> (rows, exact); (None, True) when the table does not exist (or no connection)."""
+        if conn is None or not tables:
+            return {}
+        est: dict[str, int] = {}
+        if self.estimate_above is not None:
+            est = dict(
+                conn.execute(
+                    "SELECT schemaname || '.' || relname, n_live_tup FROM pg_stat_user_tables "
+                    "WHERE schemaname || '.' || relname = ANY(%s)",
+                    (tables,),
+                ).fetchall()
+            )
+        out: dict[str, tuple[int | None, bool]] = {}
+        for t in tables:
+            schema, name = t.split(".", 1)
+            if not has_table(conn, schema, name):
+                out[t] = (None, True)
+            elif self.estimate_above is not None and int(est.get(t) or 0) >= self.estimate_above:
+                out[t] = (int(est[t]), False)
+            else:
+                q = sql.SQL("SELECT count(*) FROM {}.{}").format(
+                    sql.Identifier(schema), sql.Identifier(name)
+                )
+                out[t] = (int(self.scalar(conn, q)), True)
+        return out
+
+    def latest_verify(self) -> dict[str, Any] | None:
+        """The newest verify run that covered every table (identity tables and mapped targets)."""
+        return self._once("verify", self._latest_verify)
+
+    def _latest_verify(self) -> dict[str, Any] | None:
+        if not has_table(self.tgt, self.bk, "verify_runs"):
+            return None
+        want = {*self.identity_tables, *self.target_tables}
+        rows = self.tgt.execute(
+            sql.SQL(
+                "SELECT id, started_at, finished_at, ok, mismatched, missing, extra, "
+                "EXTRACT(EPOCH FROM clock_timestamp() - finished_at)::float8, mapping_hash, "
+                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by "
+                "FROM {}.verify_runs ORDER BY id DESC LIMIT 20"
+            ).format(sql.Identifier(self.bk))
+        ).fetchall()
+        for r in rows:
+            if want <= set(r[9] or []):
+                keys = (
+                    "id started_at finished_at ok mismatched missing extra age_s mapping_hash "
+                    "tables created_by"
+                )
+                return dict(zip(keys.split(), r, strict=True))
+        return None
+
+    def last_rewind(self) -> datetime | None:
+        def read() -> datetime | None:
+            if not has_table(self.tgt, self.bk, "replay"):
+                return None
+            return self.scalar(
+                self.tgt,
+                sql.SQL("SELECT max(created_at) FROM {}.replay WHERE group_id = %s").format(
+                    sql.Identifier(self.bk)
+                ),
+                (self.settings.sync.group_id,),
+            )
+
+        return self._once("rewind", read)
+
+    def unfinished_replays(self) -> int:
+        def read() -> int:
+            if not has_table(self.tgt, self.bk, "replay"):
+                return 0
+            return int(
+                self.scalar(
+                    self.tgt,
+                    sql.SQL(
+                        "SELECT count(*) FROM {}.replay WHERE group_id = %s AND finished_at IS NULL"
+                    ).format(sql.Identifier(self.bk)),
+                    (self.settings.sync.group_id,),
+                )
+                or 0
+            )
+
+        return self._once("replays", read)
+
+    def claimed(self) -> list[str]:
+        """``topic[partition]`` of every partition the sync group has claimed (stored offsets)."""
+
+        def read() -> list[str]:
+            if not has_table(self.tgt, self.bk, "offsets"):
+                return []
+            return [
+                f"{o.topic}[{o.partition}]"
+                for o in stored_offsets(self.tgt, self.bk, self.settings.sync.group_id)
+                if o.topic in self.topics
+            ]
+
+        return self._once("claimed", read)
+
+    @property
+    def topics(self) -> dict[str, str]:
+        return {self.settings.kafka.table_topic(t): t for t in self.settings.tables}
+
+
+def _result(ctx: Context, d: GateDef, state: str, detail: str, **kw: Any) -> GateResult:
+    return GateResult(d.name, d.title, state, detail, ctx.now, action=d.action, **kw)
+
+
+# -- sync_alive ----------------------------------------------------------------------------------
+@dataclass
+class Alive:
+    """What the heartbeats say (status prints it; the gate judges it)."""
+
+    problems: list[str] = field(default_factory=list)
+    sync_running: bool = False
+    workers: int = 0
+    partitions: int = 0
+    lag: int | None = None
+    oldest_s: float | None = None
+    last_sync_heartbeat_s: float | None = None
+
+
+def alive(ctx: Context) -> Alive:
+    return ctx._once("alive", lambda: _alive(ctx))
+
+
+def _alive(ctx: Context) -> Alive:
+    fresh = ctx.cfg.alive_fresh_s
+    out = Alive()
+    hbs = ctx.heartbeats
+    ages: list[float] = []
+    capture = [h for h in hbs if h.role == "capture"]
+    cap_fresh = [h for h in capture if h.age_s <= fresh]
+    if capture and not cap_fresh:
+        out.problems.append(
+            f"capture stopped sending heartbeats {min(h.age_s for h in capture):.0f} s ago"
+        )
+    for h in cap_fresh:
+        ages.append(h.age_s)
+        if h.detail.get("loading"):
+            out.problems.append(f"capture {h.worker_id} is still loading the existing rows")
+            continue
+        quiet = h.detail.get("last_batch_age_s")
+        if ctx.settings.capture.heartbeat_interval_ms > 0 and quiet is not None:
+            quiet = float(quiet) + h.age_s
+            if quiet > fresh:
+                out.problems.append(
+                    f"capture {h.worker_id} runs but Debezium delivered nothing for {quiet:.0f} s "
+                    f"(its heartbeats come every {ctx.settings.capture.heartbeat_interval_ms / 1000:g} s)"
+                )
+    slot = ctx.slot
+    if ctx.src is None:
+        out.problems.append("the legacy database does not answer: its replication slot is unread")
+    elif slot is not None and not slot["exists"]:
+        out.problems.append(
+            f"replication slot {slot['name']} does not exist: capture has not started"
+        )
+    elif slot is not None and not slot["active"]:
+        out.problems.append(
+            f"replication slot {slot['name']} is idle: capture (Debezium) is not streaming"
+        )
+    sync = [h for h in hbs if h.role == "sync"]
+    s_fresh = [h for h in sync if h.age_s <= fresh]
+    out.workers = len(s_fresh)
+    out.sync_running = bool(s_fresh)
+    if sync:
+        out.last_sync_heartbeat_s = min(h.age_s for h in sync)
+    if not s_fresh:
+        out.problems.append(
+            "sync is not running"
+            + (
+                f": no sync worker sent a heartbeat for {out.last_sync_heartbeat_s:.0f} s"
+                if sync
+                else ": no sync worker has reported"
+            )
+        )
+    held = {p for h in s_fresh for p in h.partitions or []}
+    out.partitions = len(held)
+    for h in s_fresh:
+        ages.append(h.age_s)
+        if not h.partitions:
+            out.problems.append(
+                f"sync worker {h.worker_id} holds no partition (more workers than partitions, "
+                "or its consumer group join is stuck)"
+            )
+        if h.unassigned_tables:
+            out.problems.append(
+                f"sync worker {h.worker_id} finds table(s) without an assigned partition: "
+                + ", ".join(h.unassigned_tables)
+            )
+        grown = (h.lag or 0) - (h.lag_low or 0)
+        low_for = float(h.detail.get("lag_low_age_s") or 0) + h.age_s
+        if grown > ctx.settings.sync.batch_size and low_for >= ctx.cfg.lag_growing_s:
+            out.problems.append(
+                f"consumer lag of sync worker {h.worker_id} grew from {h.lag_low} to {h.lag} "
+                f"records over {low_for:.0f} s: sync does not keep up"
+            )
+    if s_fresh:
+        out.lag = sum(h.lag or 0 for h in s_fresh)
+        for h in sync:
+            lost = [p for p in h.partitions or [] if p not in held]
+            if h.age_s > fresh and lost:
+                out.problems.append(
+                    f"sync worker {h.worker_id} stopped sending heartbeats {h.age_s:.0f} s ago "
+                    f"and nobody took over {', '.join(lost)}"
+                )
+        claimed = ctx.claimed()
+        lone = [p for p in claimed if p not in held]
+        if lone:
+            out.problems.append(
+                f"partition(s) held by no running sync worker: {', '.join(sorted(lone))}"
+            )
+        seen = {p.rsplit("[", 1)[0] for p in claimed}
+        never = [t for topic, t in ctx.topics.items() if topic not in seen]
+        if never:
+            out.problems.append(f"no partition of {', '.join(never)} was ever assigned to sync")
+    n = ctx.unfinished_replays()
+    if n:
+        out.problems.append(f"a rewind's replay is still running on {n} partition(s)")
+    out.oldest_s = max(ages) if ages else None
+    return out
+
+
+def _eval_alive(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["sync_alive"]
+    a = alive(ctx)
+    evidence = {
+        "heartbeats": [
+            {
+                "worker": h.worker_id,
+                "role": h.role,
+                "age_s": round(h.age_s, 1),
+                "partitions": h.partitions,
+                "lag": h.lag,
+            }
+            for h in ctx.heartbeats
+        ],
+        "slot_active": (ctx.slot or {}).get("active"),
+    }
+    kw: dict[str, Any] = {"evidence": evidence, "fresh_s": ctx.cfg.alive_fresh_s}
+    if a.oldest_s is not None:
+        kw["age_s"] = a.oldest_s
+        kw["evidence_at"] = datetime.fromtimestamp(ctx.now.timestamp() - a.oldest_s, UTC)
+    if a.problems:
+        return _result(ctx, d, FAILED, "; ".join(a.problems), **kw)
+    return _result(
+        ctx,
+        d,
+        OK,
+        f"capture streams; {a.workers} sync worker(s) hold all {a.partitions} partition(s), "
+        f"consumer lag {a.lag} record(s) (heartbeats at most {a.oldest_s or 0:.0f} s old)",
+        **kw,
+    )
+
+
+# -- dead_letters --------------------------------------------------------------------------------
+def _eval_dead_letters(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["dead_letters"]
+    c = ctx.ledger
+    evidence = c.as_dict()
+    last = None
+    if has_table(ctx.tgt, ctx.bk, "dlq_acks"):
+        last = ctx.tgt.execute(
+            sql.SQL(
+                "SELECT who, at, dead_lettered, note FROM {}.dlq_acks ORDER BY id DESC LIMIT 1"
+            ).format(sql.Identifier(ctx.bk))
+        ).fetchone()
+        if last is not None:
+            evidence["last_ack"] = {
+                "who": last[0],
+                "at": last[1].isoformat(),
+                "acknowledged": int(last[2]),
+                "note": last[3],
+            }
+    also = ", ".join(
+        f"{n} {what}" for n, what in ((c.deferred, "deferred"), (c.filtered, "filtered")) if n
+    )
+    also = f" ({also})" if also else ""
+    if c.unacknowledged:
+        held = f" and {c.held} change(s) held behind them" if c.held else ""
+        return _result(
+            ctx,
+            d,
+            FAILED,
+            f"{c.dead_letters} open dead letter(s){held}, {c.unacknowledged} not acknowledged: "
+            "fix and `crossfade dlq replay` them, or `crossfade dlq ack --note WHY`" + also,
+            evidence=evidence,
+        )
+    if c.dead_letters or c.held:
+        by = f" (last by {last[0]}: {last[3] or 'no note'})" if last else ""
+        return _result(
+            ctx,
+            d,
+            OK,
+            f"{c.dead_letters + c.held} open dead letter(s), all acknowledged{by}{also}",
+            evidence=evidence,
+        )
+    return _result(ctx, d, OK, "no open dead letters" + also, evidence=evidence)
+
+
+# -- fence ---------------------------------------------------------------------------------------
+def _eval_fence(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["fence"]
+    fresh = ctx.cfg.fence_fresh_s
+    done = [f for f in ctx.fences if f.finished_at is not None]
+    running = [f for f in ctx.fences if f.finished_at is None and f is ctx.fences[0]]
+    note = f"; fence {running[0].token[:8]} ({running[0].via}) is running" if running else ""
+    if not done:
+        return _result(
+            ctx,
+            d,
+            UNKNOWN,
+            "no fence recorded yet: run `crossfade fence` (or the console's) to prove lag zero"
+            + note,
+            fresh_s=fresh,
+        )
+    f = done[0]
+    kw: dict[str, Any] = {
+        "evidence": {
+            "fence": f.token[:8],
+            "via": f.via,
+            "who": f.who,
+            "partitions": f.partitions,
+            "seconds": round(f.seconds, 3) if f.seconds is not None else None,
+            "finished_at": f.finished_at.isoformat() if f.finished_at else None,
+        },
+        "evidence_at": f.finished_at,
+        "age_s": f.age_s,
+        "fresh_s": fresh,
+    }
+    when = f"fence {f.token[:8]} ({f.via}, {f.age_s or 0:.0f} s ago)"
+    if not f.ok:
+        return _result(ctx, d, FAILED, f"{when} failed: {f.detail}{note}", **kw)
+    if (f.age_s or 0) > fresh:
+        return _result(
+            ctx,
+            d,
+            STALE,
+            f"{when} is older than {fresh:g} s: lag was zero then, not proven now; fence again"
+            + note,
+            **kw,
+        )
+    a = alive(ctx)
+    if not a.sync_running:
+        return _result(
+            ctx,
+            d,
+            STALE,
+            f"{when} went through, but sync is not running now: changes since are not applied",
+            **kw,
+        )
+    return _result(
+        ctx,
+        d,
+        OK,
+        f"{when} applied on all {f.partitions} partitions in {f.seconds or 0:.2f} s: every "
+        "change committed before it is in the new database" + note,
+        **kw,
+    )
+
+
+# -- row_counts ----------------------------------------------------------------------------------
+def _eval_row_counts(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["row_counts"]
+    counts = ctx.counts()
+    evidence = {"tables": counts}
+    off: list[str] = []
+    unknown: list[str] = []
+    for c in counts:
+        if c["match"] is None:
+            unknown.append(c["table"])
+        elif not c["match"]:
+            if c["kind"] == "identity":
+                off.append(f"{c['table']} {c['legacy_rows']} legacy / {c['new_rows']} new")
+            elif c["kind"] == "source":
+                off.append(
+                    f"{c['table']} {c['legacy_rows']} legacy rows != {c['mapped']} mapped + "
+                    f"{c['dead_lettered']} dead-lettered + {c['filtered']} filtered + "
+                    f"{c['deferred']} deferred"
+                )
+            else:
+                off.append(f"{c['table']} {c['new_rows']} rows, {c['expected']} expected")
+    if off:
+        return _result(
+            ctx,
+            d,
+            FAILED,
+            "differ: "
+            + "; ".join(off)
+            + " (while writes are in flight they differ; after a fence with writes stopped they must not)",
+            evidence=evidence,
+        )
+    if unknown:
+        return _result(
+            ctx,
+            d,
+            UNKNOWN,
+            f"not counted exactly: {', '.join(unknown)} (missing, or estimated above a million rows)",
+            evidence=evidence,
+        )
+    n = sum(c.get("legacy_rows") or c.get("new_rows") or 0 for c in counts if c["kind"] != "target")
+    return _result(
+        ctx,
+        d,
+        OK,
+        f"{len(counts)} table(s) agree ({n} legacy rows"
+        + (", mapped tables by their accounting" if ctx.mapped_sources else "")
+        + ")",
+        evidence=evidence,
+    )
+
+
+# -- verify --------------------------------------------------------------------------------------
+def _eval_verify(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["verify"]
+    fresh = ctx.cfg.verify_fresh_s
+    v = ctx.latest_verify()
+    if v is None:
+        return _result(
+            ctx,
+            d,
+            UNKNOWN,
+            "no verify of every table recorded yet: run `crossfade verify`",
+            fresh_s=fresh,
+        )
+    kw: dict[str, Any] = {
+        "evidence": {
+            "run": v["id"],
+            "ok": v["ok"],
+            "mismatched": v["mismatched"],
+            "missing": v["missing"],
+            "extra": v["extra"],
+            "by": v["created_by"],
+            "finished_at": v["finished_at"].isoformat(),
+        },
+        "evidence_at": v["finished_at"],
+        "age_s": v["age_s"],
+        "fresh_s": fresh,
+    }
+    when = f"verify #{v['id']} ({v['age_s']:.0f} s ago)"
+    if not v["ok"]:
+        return _result(
+            ctx,
+            d,
+            FAILED,
+            f"{when} found {v['missing']} missing, {v['extra']} extra and {v['mismatched']} "
+            "differing row(s): fix, then verify again",
+            **kw,
+        )
+    changed = ctx.meta.get("mapping_changed_at")
+    rewind = ctx.last_rewind()
+    why = None
+    if v["age_s"] > fresh:
+        why = f"older than {fresh:g} s"
+    elif v["mapping_hash"] and v["mapping_hash"] != mapping_fingerprint(ctx.settings.mapping):
+        why = "made with another mapping than the current one"
+    elif changed and datetime.fromisoformat(changed) > v["started_at"]:
+        why = f"older than the mapping sync runs with (changed {changed})"
+    elif rewind is not None and rewind > v["started_at"]:
+        why = f"older than the last rewind ({rewind.isoformat()})"
+    if why:
+        return _result(ctx, d, STALE, f"{when} passed but is {why}: verify again", **kw)
+    return _result(ctx, d, OK, f"{when} passed: every table matches", **kw)
+
+
+GATE_DEFS: tuple[GateDef, ...] = (
+    GateDef(
+        "sync_alive",
+        "Capture and sync running",
+        "heartbeats of capture and of every sync worker, the replication slot, the partitions "
+        "each worker holds, its consumer lag, unfinished rewind replays",
+        "a heartbeat older than cutover.alive_fresh_s is a stopped process",
+        _eval_alive,
+    ),
+    GateDef(
+        "dead_letters",
+        "No unacknowledged dead letters",
+        "open dead letters and held changes in the ledger against crossfade dlq ack",
+        "",
+        _eval_dead_letters,
+    ),
+    GateDef(
+        "fence",
+        "Lag proven zero (fence)",
+        "the latest fence run (CLI, console, cutover, verify) went through every partition",
+        "older than cutover.fence_fresh_s, or sync not running since",
+        _eval_fence,
+        action="fence",
+    ),
+    GateDef(
+        "row_counts",
+        "Row counts match",
+        "legacy and new row counts; mapped tables by their accounting (mapped + dead-lettered + "
+        "filtered + deferred per source, mapped - merged per target)",
+        "",
+        _eval_row_counts,
+    ),
+    GateDef(
+        "verify",
+        "Verify passed",
+        "the latest verify that covered every table",
+        "older than cutover.verify_fresh_s, the last mapping change or the last rewind",
+        _eval_verify,
+    ),
+)
+GATES_BY_NAME = {g.name: g for g in GATE_DEFS}
+GATE_NAMES = tuple(GATES_BY_NAME)
+
+
+def evaluate_in(
+    ctx: Context, names: tuple[str, ...] | list[str] | None = None, *, publish: bool = True
+) -> list[GateResult]:
+    """Evaluate the gates (all, in order, or ``names``) from ``ctx``'s evidence. A gate whose
+    evidence cannot be read is ``unknown`` with the reason. ``publish``: set the metrics."""
+    out = []
+    for name in names or GATE_NAMES:
+        d = GATES_BY_NAME[name]
+        try:
+            r = d.evaluate(ctx)
+        except psycopg.Error as exc:
+            msg = str(exc).strip().splitlines()
+            r = _result(ctx, d, UNKNOWN, f"cannot read its evidence: {msg[0] if msg else exc}")
+            with contextlib.suppress(psycopg.Error):
+                if not ctx.tgt.autocommit:
+                    ctx.tgt.rollback()
+        out.append(r)
+        if publish:
+            metrics.set_gate_state(r.gate, r.state, r.age_s)
+    if publish:
+        with contextlib.suppress(psycopg.Error):
+            metrics.set_ledger_counts(ctx.ledger)
+    return out
+
+
+@contextlib.contextmanager
+def context(settings: Settings, **kw: Any) -> Iterator[Context]:
+    """A :class:`Context` on fresh autocommit connections to both databases."""
+    with (
+        connect(settings.source, "source") as src,
+        connect(settings.target, "target") as tgt,
+    ):
+        yield Context(settings, src, tgt, **kw)
+
+
+def evaluate(
+    settings: Settings, names: tuple[str, ...] | list[str] | None = None, **kw: Any
+) -> list[GateResult]:
+    """Open connections, evaluate, close (the cutover's and status's way in)."""
+    with context(settings, **kw) as ctx:
+        return evaluate_in(ctx, names)
