@@ -1,12 +1,16 @@
 // Opens the crossfade console in Debian's headless Chromium and uses it as a person would:
 // the page loads and lists the tables, a change made in the legacy database shows up on both
-// sides, and clicking "Run fence" turns the fence gate green. Exits non-zero on any failure.
+// sides; the fence gate, once stale, turns green after a fence run from the command line and
+// after clicking "Run fence"; after `crossfade cutover --dry-run --json` the page shows the same
+// gates and counts as that output. Exits non-zero on any failure; prints what it compared.
 //
 // Environment (set by tests/console/test_console.py):
 //   CONSOLE_URL         page address (may carry ?token=...)
 //   CONSOLE_TABLE       a table listed in the config, e.g. public.orders
 //   CONSOLE_CHANGE_CMD  JSON array: command that inserts CONSOLE_CHANGE_ROWS rows into that table
 //   CONSOLE_CHANGE_ROWS how many rows the command adds
+//   CONSOLE_FENCE_CMD   JSON array: `crossfade fence` for the same config
+//   CONSOLE_DRYRUN_CMD  JSON array: `crossfade cutover --dry-run --json` for the same config
 //   CONSOLE_SCREENSHOT  where to write the PNG
 //   CHROMIUM            browser executable (default /usr/bin/chromium)
 import { execFileSync } from "node:child_process";
@@ -21,6 +25,8 @@ const url = env("CONSOLE_URL");
 const table = env("CONSOLE_TABLE");
 const changeCmd = JSON.parse(env("CONSOLE_CHANGE_CMD"));
 const changeRows = Number(env("CONSOLE_CHANGE_ROWS"));
+const fenceCmd = JSON.parse(env("CONSOLE_FENCE_CMD"));
+const dryRunCmd = JSON.parse(env("CONSOLE_DRYRUN_CMD"));
 const screenshot = env("CONSOLE_SCREENSHOT");
 
 const step = (msg) => console.log(`[console test] ${msg}`);
@@ -60,20 +66,70 @@ try {
   );
   step(`page shows ${want} rows in both databases`);
 
-  // 2. the fence gate turns green after clicking it
+  // 2. the fence gate: stale past its freshness limit, green after a fence from the CLI, and
+  // after the page's own button
   const gate = page.locator('.gate[data-gate="fence"]');
-  const initial = await gate.getAttribute("data-state");
-  if (initial === "ok") throw new Error("fence gate green before any fence ran");
-  step(`fence gate is ${initial}; clicking Run fence`);
+  await page.locator('.gate[data-gate="fence"]:not([data-state="ok"])').waitFor({ timeout: 60_000 });
+  step(`fence gate is ${await gate.getAttribute("data-state")}; running crossfade fence`);
+  execFileSync(fenceCmd[0], fenceCmd.slice(1), { stdio: "inherit" });
+  const fenceVia = (via) => page.waitForFunction(
+    (v) => {
+      const g = document.querySelector('.gate[data-gate="fence"]');
+      return g && g.dataset.state === "ok" && g.querySelector(".detail").textContent.includes(`(${v},`);
+    },
+    via,
+    { timeout: 90_000, polling: 250 },
+  );
+  await fenceVia("cli");
+  step(`fence gate green after the CLI fence: ${await gate.locator(".detail").textContent()}`);
   await page.locator("#run-fence").click();
-  await page.locator('.gate[data-gate="fence"][data-state="ok"]').waitFor({ timeout: 90_000 });
+  await fenceVia("console");
   const detail = await gate.locator(".detail").textContent();
-  step(`fence gate green: ${detail}`);
+  step(`fence gate green after Run fence: ${detail}`);
+
+  // 3. the same gates and counts as `cutover --dry-run --json`
+  let out;
+  try {
+    out = execFileSync(dryRunCmd[0], dryRunCmd.slice(1), { encoding: "utf8" });
+  } catch (e) {
+    out = e.stdout; // NO GO exits 1: compared all the same
+  }
+  const rep = JSON.parse(out);
+  const run = rep.model.find((g) => g.gate === "verify").evidence.run;
+  step(`dry run: ${rep.go ? "GO" : "NO GO"}, verify #${run}; waiting for the page to show it`);
+  await page.waitForFunction(
+    (n) => {
+      const d = document.querySelector('.gate[data-gate="verify"] .detail');
+      return d && d.textContent.includes(`verify #${n} `);
+    },
+    run,
+    { timeout: 30_000, polling: 250 },
+  );
+  const gatesPage = await page.locator("#gates .gate").evaluateAll(
+    (cards) => Object.fromEntries(cards.map((c) => [c.dataset.gate, c.dataset.state])));
+  const gatesDryRun = Object.fromEntries(rep.model.map((g) => [g.gate, g.state]));
+  const countsPage = await page.locator("#tables tbody tr").evaluateAll((rows) => Object.fromEntries(rows.map((r) => {
+    const v = (c) => Number(r.querySelector(`td[data-col="${c}"]`).textContent.replace(/[^0-9]/g, ""));
+    const o = { legacy: v("legacy"), new: v("new") };
+    if (r.dataset.kind !== "target") o.dead = v("dead");
+    return [r.dataset.table, o];
+  })));
+  const byTable = rep.model.find((g) => g.gate === "dead_letters").evidence.by_table;
+  const countsDryRun = Object.fromEntries(rep.model.find((g) => g.gate === "row_counts").evidence.tables.map((t) => {
+    const dead = (byTable[t.table] || { dead_letters: 0 }).dead_letters;
+    if (t.kind === "target") return [t.table, { legacy: t.expected, new: t.new_rows }];
+    return [t.table, { legacy: t.legacy_rows, new: t.kind === "source" ? t.accounted : t.new_rows, dead }];
+  }));
+  step(`page gates ${JSON.stringify(gatesPage)}; dry run ${JSON.stringify(gatesDryRun)}`);
+  step(`page counts ${JSON.stringify(countsPage)}; dry run ${JSON.stringify(countsDryRun)}`);
 
   await page.screenshot({ path: screenshot, fullPage: true });
   step(`screenshot ${screenshot}`);
   if (problems.length) throw new Error(problems.join("; "));
-  console.log(JSON.stringify({ ok: true, tables, rows: Number(want), fence: detail }));
+  console.log(JSON.stringify({
+    ok: true, tables, rows: Number(want), fence: detail, go: rep.go,
+    gates_page: gatesPage, gates_dry_run: gatesDryRun, counts_page: countsPage, counts_dry_run: countsDryRun,
+  }));
 } catch (e) {
   try {
     const pages = browser.contexts().flatMap((c) => c.pages());

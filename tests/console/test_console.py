@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from crossfade.config import redact_dsn
 from crossfade.embedded._proc import free_port
@@ -48,9 +49,11 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-def _console(st: Stack, *args: str, token: str | None = TOKEN) -> tuple[Proc, str]:
+def _console(
+    st: Stack, *args: str, token: str | None = TOKEN, env_extra: dict[str, str] | None = None
+) -> tuple[Proc, str]:
     port = free_port()
-    env = st._env()
+    env = {**st._env(), **(env_extra or {})}
     env.pop("CROSSFADE_CONSOLE_TOKEN", None)
     if token:
         env["CROSSFADE_CONSOLE_TOKEN"] = token
@@ -69,16 +72,43 @@ def _console(st: Stack, *args: str, token: str | None = TOKEN) -> tuple[Proc, st
     return p, base
 
 
+FENCE_FRESH_S = 15
+"""The browser test's console and dry run judge the fence gate by this freshness limit."""
+
+MAPPING = {
+    "tables": {
+        "public.customers": {
+            "targets": [
+                {
+                    "table": "crm.clients",
+                    "columns": {"client_id": "id", "name": "name", "email": "email"},
+                    "rules": {"email": {"required": True}},
+                }
+            ]
+        }
+    }
+}
+
+
 @pytest.fixture(scope="module")
 def running(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[Stack]:
-    st = Stack(pg_server, bootstrap, work_root)
+    """orders copied as they are; customers mapped into crm.clients, one of them a dead letter."""
+    st = Stack(pg_server, bootstrap, work_root, heartbeat_interval_s=1)
     st.sql(
         "CREATE TABLE public.orders (id int PRIMARY KEY, item text NOT NULL, qty int);"
         "CREATE TABLE public.customers (id int PRIMARY KEY, name text, email text);"
         "INSERT INTO orders SELECT g, 'item ' || g, g % 9 FROM generate_series(1, 1200) g;"
         "INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 240) g;"
+        "UPDATE customers SET email = NULL WHERE id = 17;"
     )
+    with st.tgt() as c:
+        c.execute(
+            "CREATE SCHEMA crm; CREATE TABLE crm.clients (client_id int PRIMARY KEY, name text, email text)"
+        )
     st.write_config(["public.orders", "public.customers"])
+    cfg = yaml.safe_load(st.config_path.read_text())
+    cfg["mapping"] = MAPPING
+    st.config_path.write_text(yaml.safe_dump(cfg))
     st.start("run")
     try:
         st.fence()
@@ -127,7 +157,11 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
         30,
         "the first collection",
     )
-    assert [t["table"] for t in state["tables"]] == ["public.orders", "public.customers"]
+    assert [(t["table"], t["kind"]) for t in state["tables"]] == [
+        ("public.orders", "identity"),
+        ("public.customers", "source"),
+        ("crm.clients", "target"),
+    ]
     assert state["tables"][0]["legacy_rows"] == 1200
     assert state["allow_actions"] is False
     raw = json.dumps(state)
@@ -152,7 +186,8 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
     # DNS rebinding: a loopback console answers loopback Host names only
     assert _req(base + "/api/state", headers={**auth, "Host": "evil.example:80"})[0] == 421
     code, text = _req(base + "/metrics", headers=auth)
-    assert code == 200 and 'crossfade_cutover_gate_ok{gate="capture"} 1.0' in text
+    assert code == 200 and 'crossfade_cutover_gate_ok{gate="sync_alive"} 1.0' in text
+    assert 'crossfade_dead_letters_open{table="public.customers"} 1.0' in text
 
 
 def _browser_missing() -> str | None:
@@ -167,20 +202,31 @@ def _browser_missing() -> str | None:
 
 @pytest.mark.skipif(_browser_missing() is not None, reason=str(_browser_missing()))
 def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
-    _p, base = _console(running, "--allow-actions")
+    """The page as a person uses it: a change reaches both sides; the fence gate goes stale past
+    its limit, a fence from the CLI turns it green, so does the page's own button; and after
+    ``cutover --dry-run --json`` the page shows the same gates and counts as that output."""
+    fresh = {"CROSSFADE_CUTOVER__FENCE_FRESH_S": str(FENCE_FRESH_S)}
+    _p, base = _console(running, "--allow-actions", env_extra=fresh)
+    r = running.cli("dlq", "ack", "--note", "customer 17 has no email")
+    assert r.returncode == 0, r.stderr
     change = running.dir / "change.py"
     change.write_text(
         "import psycopg, sys\n"
         "with psycopg.connect(sys.argv[1], autocommit=True) as c:\n"
         "    c.execute(\"INSERT INTO orders SELECT g, 'browser ' || g, 1 FROM generate_series(5001, 5007) g\")\n"
     )
+    cli = [sys.executable, "-m", "crossfade.ops.cli"]
     shot = Path(os.environ.get("CROSSFADE_CONSOLE_SCREENSHOT", work_root / "console.png"))
     env = {
         **os.environ,
+        **running._env(),
+        **fresh,
         "CONSOLE_URL": f"{base}/?token={TOKEN}",
         "CONSOLE_TABLE": "public.orders",
         "CONSOLE_CHANGE_CMD": json.dumps([sys.executable, str(change), running.source_dsn]),
         "CONSOLE_CHANGE_ROWS": "7",
+        "CONSOLE_FENCE_CMD": json.dumps([*cli, "fence"]),
+        "CONSOLE_DRYRUN_CMD": json.dumps([*cli, "cutover", "--dry-run", "--json"]),
         "CONSOLE_SCREENSHOT": str(shot),
     }
     r = subprocess.run(
@@ -196,4 +242,16 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
     )
     result = json.loads(r.stdout.strip().splitlines()[-1])
     assert result["ok"] and result["rows"] == 1207
+    # what the page showed, against what the dry run printed for the same state
+    assert result["gates_page"] == result["gates_dry_run"], result
+    assert set(result["gates_page"]) == {
+        "sync_alive",
+        "dead_letters",
+        "fence",
+        "row_counts",
+        "verify",
+    }
+    assert result["counts_page"] == result["counts_dry_run"], result
+    assert result["counts_page"]["public.customers"] == {"legacy": 240, "new": 240, "dead": 1}
+    assert result["counts_page"]["crm.clients"] == {"legacy": 239, "new": 239}
     assert shot.stat().st_size > 10_000
