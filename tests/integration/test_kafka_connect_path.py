@@ -29,7 +29,6 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -39,6 +38,7 @@ import pytest
 import yaml
 
 from tests.conftest import Stack, wait_for
+from tests.integration.test_pipeline import hold_in_flight_across_snapshot
 
 pytestmark = [
     pytest.mark.integration,
@@ -265,7 +265,8 @@ def _configure(stack: Stack, registry: _Registry, tables: list[str]) -> None:
 def test_kafka_connect_fence_and_in_flight_across_the_snapshot(
     stack: Stack, registry: _Registry
 ) -> None:
-    """The in-flight recipe of test_pipeline, with Debezium on Kafka Connect creating the slot:
+    """test_pipeline's transaction in flight across the snapshot point, with Debezium on Kafka
+    Connect creating the slot:
     without the snapshot floor sync learns from the snapshot records, the update committed after
     the snapshot point is streamed with an LSN below it and loses to the older snapshot row."""
     from crossfade.cutover.fence import fence
@@ -280,42 +281,25 @@ def test_kafka_connect_fence_and_in_flight_across_the_snapshot(
     try:
         wait_for(lambda: worker.said("WORKER STARTED") or not worker.alive(), 120, "Kafka Connect")
         assert worker.alive(), worker.tail()
-        blocker1, blocker2, inflight, probe = stack.src(), stack.src(), stack.src(), stack.src()
-        blocker1.execute("BEGIN")
-        blocker1.execute("INSERT INTO noise DEFAULT VALUES")  # holds an xid: the slot waits
-        register = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "crossfade.ops.cli", "connector", "register", "--prepare"),
-                *("--connect-url", registry.url, "--timeout", "60"),
-            ],
-            env=stack._env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        wait_for(
-            lambda: (
-                probe.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walsender' "
-                    "AND query LIKE 'CREATE_REPLICATION_SLOT%'"
-                ).fetchone()
-                or not worker.alive()
+        register: list[subprocess.Popen[str]] = []
+        inflight, conns = hold_in_flight_across_snapshot(
+            stack,
+            lambda: register.append(
+                subprocess.Popen(
+                    [
+                        *(sys.executable, "-m", "crossfade.ops.cli", "connector", "register"),
+                        *("--prepare", "--connect-url", registry.url, "--timeout", "60"),
+                    ],
+                    env=stack._env(),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
             ),
-            120,
-            "Debezium on Kafka Connect to start creating its replication slot",
+            worker.alive,
         )
-        assert worker.alive(), worker.tail()
-        out = register.communicate(timeout=60)[0]
-        assert register.returncode == 0, out
-        blocker2.execute("BEGIN")
-        blocker2.execute("INSERT INTO noise DEFAULT VALUES")
-        blocker1.execute("COMMIT")
-        probe.execute("CHECKPOINT")  # running xacts: only blocker2 -> FULL_SNAPSHOT
-        time.sleep(1)
-        inflight.execute("BEGIN")
-        inflight.execute("UPDATE acct SET balance = 999 WHERE id = 7")  # its LSN is below S
-        blocker2.execute("COMMIT")
-        probe.execute("CHECKPOINT")  # -> CONSISTENT at S; the snapshot is exported at S
+        out = register[0].communicate(timeout=60)[0]
+        assert register[0].returncode == 0, out
         sync = stack.start("sync")
         s = stack.settings
 
@@ -332,7 +316,7 @@ def test_kafka_connect_fence_and_in_flight_across_the_snapshot(
         with stack.tgt() as t:  # the snapshot is applied (Confluent-framed Avro, no headers)
             assert t.execute("SELECT count(*), sum(balance) FROM acct").fetchone() == (20, 2000)
         inflight.execute("COMMIT")  # committed after S: newer than the snapshot row
-        for c in (blocker1, blocker2, inflight, probe):
+        for c in conns:
             c.close()
         stack.sql("UPDATE acct SET balance = balance + 1 WHERE id > 15")
         stack.sql("INSERT INTO acct VALUES (21, 21)")

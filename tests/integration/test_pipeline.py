@@ -5,7 +5,10 @@ from __future__ import annotations
 import random
 import string
 import time
+from collections.abc import Callable
+from typing import Any
 
+import psycopg
 import pytest
 
 from tests.conftest import Stack, wait_for
@@ -128,31 +131,32 @@ def test_inserts_updates_deletes_pk_update_truncate_and_toast(stack: Stack) -> N
         assert t.execute("SELECT k FROM other").fetchall() == [("after-truncate",)]
 
 
-def test_transaction_in_flight_across_the_snapshot_point_is_not_lost(load_stack: Stack) -> None:
-    stack = load_stack
-    """A transaction that changes a row before the slot's consistent point S and commits after it
-    is streamed with an LSN *below* the snapshot's; the guard must still let it win.
+def hold_in_flight_across_snapshot(
+    stack: Stack, start: Callable[[], Any], alive: Callable[[], bool] = lambda: True
+) -> tuple[psycopg.Connection, list[psycopg.Connection]]:
+    """Make ``UPDATE acct SET balance = 999 WHERE id = 7`` a transaction in flight across the
+    snapshot point of the replication slot that ``start`` makes Debezium create; return its
+    open connection (COMMIT it later) and every connection to close.
 
     Such a transaction starts after the slot's snapshot builder reached FULL_SNAPSHOT and before
     CONSISTENT: blocker 1 keeps the builder in BUILDING, blocker 2 in FULL, the in-flight update
     starts in between, and CHECKPOINTs log the running-xacts records the builder advances on.
     """
-    stack.sql(
-        "CREATE TABLE public.acct (id int PRIMARY KEY, balance int); CREATE TABLE public.noise (id serial PRIMARY KEY)"
-    )
-    stack.sql("INSERT INTO acct SELECT g, 100 FROM generate_series(1, 20) g")
-    stack.write_config(["public.acct"])
     blocker1, blocker2, inflight, probe = stack.src(), stack.src(), stack.src(), stack.src()
     blocker1.execute("BEGIN")
     blocker1.execute("INSERT INTO noise DEFAULT VALUES")  # holds an xid: the slot waits for it
-    stack.start("capture")
+    start()
     wait_for(
-        lambda: probe.execute(
-            "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walsender' AND query LIKE 'CREATE_REPLICATION_SLOT%'"
-        ).fetchone(),
+        lambda: (
+            probe.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'walsender' AND query LIKE 'CREATE_REPLICATION_SLOT%'"
+            ).fetchone()
+            or not alive()
+        ),
         120,
         "Debezium to start creating its replication slot",
     )
+    assert alive()
     blocker2.execute("BEGIN")
     blocker2.execute("INSERT INTO noise DEFAULT VALUES")
     blocker1.execute("COMMIT")
@@ -165,17 +169,30 @@ def test_transaction_in_flight_across_the_snapshot_point_is_not_lost(load_stack:
     wait_for(
         lambda: probe.execute(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = %s AND confirmed_flush_lsn IS NOT NULL",
-            (f"cf_it{stack.n}",),
+            (stack.settings.capture.slot_name,),
         ).fetchone(),
         60,
         "the replication slot to become consistent",
     )
+    return inflight, [blocker1, blocker2, inflight, probe]
+
+
+def test_transaction_in_flight_across_the_snapshot_point_is_not_lost(load_stack: Stack) -> None:
+    """A transaction that changes a row before the slot's consistent point S and commits after it
+    is streamed with an LSN *below* the snapshot's; the guard must still let it win."""
+    stack = load_stack
+    stack.sql(
+        "CREATE TABLE public.acct (id int PRIMARY KEY, balance int); CREATE TABLE public.noise (id serial PRIMARY KEY)"
+    )
+    stack.sql("INSERT INTO acct SELECT g, 100 FROM generate_series(1, 20) g")
+    stack.write_config(["public.acct"])
+    inflight, conns = hold_in_flight_across_snapshot(stack, lambda: stack.start("capture"))
     stack.start("sync")
     stack.fence()  # the snapshot (balance 100 for id 7) is applied
     with stack.tgt() as t:
         assert t.execute("SELECT balance FROM acct WHERE id = 7").fetchone() == (100,)
     inflight.execute("COMMIT")  # committed after S: newer than the snapshot row
-    for c in (blocker1, blocker2, inflight, probe):
+    for c in conns:
         c.close()
     stack.fence()
     stack.assert_equal()
