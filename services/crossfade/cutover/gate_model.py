@@ -47,7 +47,6 @@ from crossfade.sync.bookkeeping import (
     FenceRun,
     Heartbeat,
     LedgerCounts,
-    accounted_rows,
     has_table,
     latest_fences,
     ledger_counts,
@@ -211,7 +210,7 @@ class Context:
     def _counts(self) -> list[dict[str, Any]]:
         src = self._rows(self.src, [*self.identity_tables, *self.mapped_sources])
         tgt = self._rows(self.tgt, [*self.identity_tables, *self.target_tables])
-        acc = accounted_rows(self.tgt, self.bk)
+        acc = self.ledger.accounted
         merged = merged_members(self.tgt, self.bk)
         out: list[dict[str, Any]] = []
 

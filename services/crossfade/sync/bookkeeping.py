@@ -52,7 +52,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -307,6 +306,9 @@ class LedgerCounts:
     by_rule: dict[tuple[str, str], int] = field(default_factory=dict)
     """(rule, source table) -> open dead letters."""
     filtered_by_rule: dict[tuple[str, str], int] = field(default_factory=dict)
+    accounted: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per source table, its keys by ledger outcome (records that could not be decoded, keyed by
+    where they were read, are not source rows and are left out): the accounting's right side."""
 
     def table(self, name: str) -> TableCounts:
         return self.tables.get(name) or TableCounts()
@@ -351,7 +353,8 @@ _OPEN = ("dead_letter", "held")
 
 def ledger_counts(conn: psycopg.Connection, schema: str) -> LedgerCounts:
     """Open dead letters (and how many no acknowledgement covers), held changes, deferred and
-    filtered rows per source table, from the ledger. Empty when sync never ran. One query."""
+    filtered rows per source table, and the accounting, from the ledger. Empty when sync never
+    ran. One query (one pass over the ledger)."""
     out = LedgerCounts()
     if not has_table(conn, schema, "ledger"):
         return out
@@ -366,14 +369,17 @@ def ledger_counts(conn: psycopg.Connection, schema: str) -> LedgerCounts:
     )
     rows = conn.execute(
         sql.SQL(
-            "SELECT l.source_table, l.outcome, coalesce(l.rule, ''), count(*), "
+            "SELECT l.source_table, l.outcome, coalesce(l.rule, ''), l.entry LIKE '@%%', count(*), "
             "count(*) FILTER (WHERE l.outcome IN ('dead_letter', 'held') AND NOT {acked}) "
-            "FROM {s}.ledger l GROUP BY 1, 2, 3"
+            "FROM {s}.ledger l GROUP BY 1, 2, 3, 4"
         ).format(s=s, acked=acked)
     ).fetchall()
-    for table, outcome, rule, n, unacked in rows:
+    for table, outcome, rule, by_place, n, unacked in rows:
         c = out.tables.setdefault(table, TableCounts())
         n, unacked = int(n), int(unacked)
+        if not by_place:
+            acc = out.accounted.setdefault(table, {})
+            acc[outcome] = acc.get(outcome, 0) + n
         if outcome == "dead_letter":
             c.dead_letters += n
             out.by_rule[(rule, table)] = out.by_rule.get((rule, table), 0) + n
@@ -383,27 +389,11 @@ def ledger_counts(conn: psycopg.Connection, schema: str) -> LedgerCounts:
             c.deferred += n
         elif outcome == "filtered":
             c.filtered += n
-            out.filtered_by_rule[(rule, table)] = n
+            out.filtered_by_rule[(rule, table)] = out.filtered_by_rule.get((rule, table), 0) + n
         elif outcome in ("mapped", "replayed"):
             c.mapped += n
         c.unacknowledged += unacked
     return out
-
-
-def accounted_rows(conn: psycopg.Connection, schema: str) -> dict[str, dict[str, int]]:
-    """Per mapped source table, its keys by ledger outcome (undecodable records, keyed by where
-    they were read, are not source rows and are left out): the accounting's right-hand side."""
-    if not has_table(conn, schema, "ledger"):
-        return {}
-    out: dict[str, dict[str, int]] = defaultdict(dict)
-    for t, outcome, n in conn.execute(
-        sql.SQL(
-            "SELECT source_table, outcome, count(*) FROM {}.ledger WHERE entry NOT LIKE '@%%' "
-            "GROUP BY source_table, outcome"
-        ).format(sql.Identifier(schema))
-    ).fetchall():
-        out[t][outcome] = int(n)
-    return dict(out)
 
 
 def merged_members(conn: psycopg.Connection, schema: str) -> dict[str, int]:

@@ -23,7 +23,7 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.apply import TableApplier, _key_id
-from crossfade.sync.bookkeeping import LedgerCounts, accounted_rows, ledger_counts
+from crossfade.sync.bookkeeping import LedgerCounts, ledger_counts
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.sync.target_ddl import read_shape
 
@@ -146,7 +146,7 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
         rep.counts = ledger_counts(conn, settings.sync.bookkeeping_schema)
         mapping = settings.mapping
         if mapping is not None and mapping.tables:
-            counts = accounted_rows(conn, settings.sync.bookkeeping_schema)
+            counts = rep.counts.accounted
             with connect(settings.source, "source", autocommit=True) as src:
                 for t in mapping.tables:
                     schema, name = t.split(".", 1)
