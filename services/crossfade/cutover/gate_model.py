@@ -171,7 +171,7 @@ class Context:
     def target_tables(self) -> list[str]:
         return list(dict.fromkeys(t for s in self.mapped_sources for t in self.targets_of(s)))
 
-    def scalar(self, conn: psycopg.Connection, q: sql.Composable, params: Any = None) -> Any:
+    def scalar(self, conn: psycopg.Connection, q: sql.Composed, params: Any = None) -> Any:
         row = conn.execute(q, params).fetchone()
         return row[0] if row else None
 

@@ -61,14 +61,14 @@ def collect(settings: Settings) -> dict[str, Any]:
         ledger = ctx.ledger
         for t in settings.tables:
             st = stats.get(t)
-            c = counts.get(t, {})
+            cnt = counts.get(t, {})
             open_ = ledger.table(t)
             row: dict[str, Any] = {
                 "table": t,
-                "mapped": c.get("kind") == "source",
-                "source_rows": c.get("legacy_rows"),
-                "target_rows": c.get("new_rows") if c.get("kind") == "identity" else None,
-                "counts_match": c.get("match"),
+                "mapped": cnt.get("kind") == "source",
+                "source_rows": cnt.get("legacy_rows"),
+                "target_rows": cnt.get("new_rows") if cnt.get("kind") == "identity" else None,
+                "counts_match": cnt.get("match"),
                 "events_applied": int(st[1]) if st else 0,
                 "events_skipped": int(st[2]) if st else 0,
                 "dead_lettered": open_.dead_letters,
@@ -84,9 +84,9 @@ def collect(settings: Settings) -> dict[str, Any]:
                 if st and st[7] is not None and alive.sync_running
                 else None,
             }
-            if c.get("kind") == "source":
-                row["accounted"] = c.get("accounted")
-                row["target_tables"] = c.get("targets")
+            if cnt.get("kind") == "source":
+                row["accounted"] = cnt.get("accounted")
+                row["target_tables"] = cnt.get("targets")
             out["tables"].append(row)
         out["targets"] = [
             {

@@ -485,9 +485,9 @@ def run_mapped(
             for t, w in writers.items():
                 w.finish()
                 _compare(w, results[t])
-                keys = {*results[t].differing, *(want.keys.get(t, []) if want else [])}
-                if keys:
-                    expected[t] = w.rows_of(list(keys))
+                asked = {*results[t].differing, *(want.keys.get(t, []) if want else [])}
+                if asked:
+                    expected[t] = w.rows_of(list(asked))
         finally:
             for w in writers.values():
                 w.close()

@@ -319,6 +319,7 @@ class Verifier:
             check.confirmed = keys
             for t, ks in keys.items():
                 r = first.targets[t]
+                assert r.shape is not None
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
                 sample = list(ks)[:EXAMPLES]
                 got = rows_of(tgt, rel, r.shape, r.key, r.cols, sample)
@@ -362,6 +363,7 @@ class Verifier:
             seen = {}
             for t, ks in pending_k.items():
                 r = first.targets[t]
+                assert r.shape is not None  # set by the comparison that found the keys
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
                 seen[t] = rows_of(tgt, rel, r.shape, r.key, r.cols, list(ks))
             recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
