@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 EXAMPLES = 20
 _VALUE_CHARS = 120
+MAPPED_EXTRA_ROUNDS = 2
+"""Re-check rounds mapped targets get beyond ``rounds`` (they have no share-locked last round)."""
 
 
 class Progress(Protocol):
@@ -345,7 +347,8 @@ class Verifier:
         parents, children, duplicate groups and filters are all as of one moment). E1 == E2: no
         change reached that row meanwhile, so T, which holds every change before the fence, must
         equal it: T != E2 is a real difference, T == E2 was in flight. E1 != E2: undecided, the
-        next round (of ``rounds``) decides; still undecided after the last is *unsettled*."""
+        next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`) decides; still undecided after
+        the last is *unsettled* (counted as a mismatch: a cutover must not pass on it)."""
         from crossfade.verify.mapped import Want, ledger_outcomes, rows_of, run_mapped
 
         check = _MappedCheck(first)
@@ -353,10 +356,14 @@ class Verifier:
         out = {s: {e: first.outcomes[s][e] for e in es} for s, es in entries.items()}
         pending_k = {t: set(ks) for t, ks in keys.items()}
         pending_e = {s: set(es) for s, es in entries.items()}
-        for rnd in range(1, self.rounds + 1):
+        # no row is held still in a last round here (a golden record or a child depends on rows
+        # of several tables): MAPPED_EXTRA_ROUNDS more rounds instead decide a row that changed
+        # during the first ones; one that changes in every round is reported unsettled
+        rounds = self.rounds + MAPPED_EXTRA_ROUNDS
+        for rnd in range(1, rounds + 1):
             n = sum(map(len, pending_k.values())) + sum(map(len, pending_e.values()))
             self.progress.phase(
-                f"re-checking {n} differing mapped row(s) after a fence (round {rnd} of {self.rounds})"
+                f"re-checking {n} differing mapped row(s) after a fence (round {rnd} of {rounds})"
             )
             self.fence(tgt)
             self.report.rechecked_after_fence = True
