@@ -529,6 +529,22 @@ def evaluate_in(
     return out
 
 
+def unreadable(reason: str, *, publish: bool = True) -> list[GateResult]:
+    """Every gate ``unknown`` because its evidence cannot be read at all (the new database does
+    not answer): zero counted from nothing is not "none"."""
+    now = datetime.now(UTC)
+    out = [
+        GateResult(
+            d.name, d.title, UNKNOWN, f"cannot read its evidence: {reason}", now, action=d.action
+        )
+        for d in GATE_DEFS
+    ]
+    if publish:
+        for r in out:
+            metrics.set_gate_state(r.gate, r.state, None)
+    return out
+
+
 @contextlib.contextmanager
 def context(settings: Settings, **kw: Any) -> Iterator[Context]:
     """A :class:`Context` on fresh autocommit connections to both databases."""

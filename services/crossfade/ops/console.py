@@ -173,15 +173,15 @@ class ConsoleState:
 
         src = attempt("legacy database", lambda: self._conn("source"))
         tgt = attempt("new database", lambda: self._conn("target"))
-        gates: list[dict[str, Any]] = []
+        gates = [g.as_dict() for g in gate_model.unreadable("the new database does not answer")]
         counts: list[dict[str, Any]] = []
         ledger = None
         slot = None
         if tgt is not None:
             ctx = gate_model.Context(self.settings, src, tgt, estimate_above=_EXACT_COUNT_BELOW)
-            gates = [
-                g.as_dict() for g in attempt("gates", lambda: gate_model.evaluate_in(ctx)) or []
-            ]
+            evaluated = attempt("gates", lambda: gate_model.evaluate_in(ctx))
+            if evaluated:
+                gates = [g.as_dict() for g in evaluated]
             counts = attempt("row counts", ctx.counts) or []
             ledger = attempt("dead letters", lambda: ctx.ledger)
             slot = attempt("replication slot", lambda: ctx.slot)
