@@ -167,7 +167,9 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
         else None
     )
     try:
-        assert r.returncode == 0 and rep["go"], rep
+        assert r.returncode == 0 and rep["go"], [
+            (g["name"], g.get("state"), g["detail"]) for g in rep["gates"]
+        ]
         assert [g["name"] for g in rep["gates"]] == [
             "fallback_plan",
             "sync_alive",

@@ -370,6 +370,9 @@ class SyncWorker:
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
+        # report the new assignment before the first batch from it commits: a fence that batch
+        # completes must not be read beside a heartbeat that still shows no partition
+        self._next_heartbeat = 0.0
         self.ready.set()
 
     def _finish_join(self) -> bool:
@@ -412,6 +415,7 @@ class SyncWorker:
         self._in_group = False  # a rebalance began: until the next assignment a join is pending
         for p in partitions:
             self.owner.pop((p.topic, p.partition), None)
+        self._next_heartbeat = 0.0
         if partitions:
             log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
 
