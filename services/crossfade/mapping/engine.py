@@ -16,8 +16,10 @@ Debezium change event into the same form —
 The same row always gives the same outcome (no clock, no network, no database), so verify can
 map a source row and compare it with the target row. Referential rules need to know which parent
 keys exist: the caller passes ``parents`` (a :class:`ParentKeys`); without it those rules are not
-evaluated. A referential failure is ``deferrable`` when its rule has a ``window_s``: sync should
-hold the row until the parent arrives or the window ends (FAULTS 27), not dead-letter it at once.
+evaluated. A referential failure is ``deferrable`` when its rule's window (its ``window_s``, else
+``mapping.defaults.references_window_s``) is above zero: sync holds the row until the parent
+arrives or the window ends (FAULTS 27, 38), and decides by the parent's known state (filtered,
+dead-lettered, deleted) and the rule's ``on_parent_left`` what happens then.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
         Condition,
         FilterSpec,
         MappingConfig,
+        MappingDefaults,
         Reference,
         TargetSpec,
     )
@@ -73,6 +76,10 @@ class Failure:
     severity: str = "reject"
     deferrable: bool = False
     window_s: float = 0.0
+    parent: tuple[str, str] | None = None
+    """For a ``references`` failure: the parent (target table, column) the value refers to."""
+    on_parent_left: str = "dead_letter"
+    """For a ``references`` failure: the rule's policy (model.Reference.on_parent_left)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +91,7 @@ class Failure:
             "value": _jsonable(self.value),
             "severity": self.severity,
             "deferrable": self.deferrable,
+            **({"parent": list(self.parent)} if self.parent else {}),
         }
 
 
@@ -122,6 +130,9 @@ class Rejected:
     source_table: str
     source_key: tuple[Any, ...] | None
     failures: tuple[Failure, ...]
+    rows: tuple[TargetRow, ...] = ()
+    """The target rows as far as they could be computed (a failed column is missing): what a
+    child would be if its parent were there (sync keeps the parent it refers to)."""
     outcome = "rejected"
 
     @property
@@ -314,7 +325,7 @@ def _blank(v: Any) -> bool:
 
 
 def _rule_checks(
-    table: str, column: str, r: ColumnRules
+    table: str, column: str, r: ColumnRules, defaults: MappingDefaults | None = None
 ) -> list[Callable[[Any, ParentKeys | None], Failure | None]]:
     checks: list[Callable[[Any, ParentKeys | None], Failure | None]] = []
     base = f"{table}.{column}"
@@ -378,13 +389,30 @@ def _rule_checks(
         checks.append(length)
     ref = r.reference
     if ref is not None:
-        checks.append(_reference_check(ref, fail))
+        checks.append(_reference_check(ref, fail, defaults))
     return checks
 
 
+def reference_window(ref: Reference, defaults: MappingDefaults | None) -> float:
+    """The window of a ``references`` rule: its own, else the mapping's default (300 s)."""
+    if ref.window_s is not None:
+        return ref.window_s
+    return defaults.references_window_s if defaults is not None else 300.0
+
+
+def reference_policy(ref: Reference, defaults: MappingDefaults | None) -> str:
+    """The ``on_parent_left`` of a ``references`` rule: its own, else the mapping's default."""
+    if ref.on_parent_left is not None:
+        return ref.on_parent_left
+    return defaults.on_parent_left if defaults is not None else "dead_letter"
+
+
 def _reference_check(
-    ref: Reference, fail: Callable[..., Failure]
+    ref: Reference, fail: Callable[..., Failure], defaults: MappingDefaults | None
 ) -> Callable[[Any, ParentKeys | None], Failure | None]:
+    window = reference_window(ref, defaults)
+    policy = reference_policy(ref, defaults)
+
     def references(v: Any, parents: ParentKeys | None) -> Failure | None:
         if v is None or parents is None:
             return None
@@ -394,8 +422,10 @@ def _reference_check(
                 "references",
                 f"no {ref.table} row has {ref.column} = {v!r} (orphan)",
                 v,
-                deferrable=ref.window_s > 0,
-                window_s=ref.window_s,
+                deferrable=window > 0,
+                window_s=window,
+                parent=(ref.table, ref.column),
+                on_parent_left=policy,
             )
         return None
 
@@ -426,6 +456,39 @@ def _comparable(bound: Any, v: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 
 
+class FilterError(ValueError):
+    """A filter's literal cannot be compared with the value it tests (a quoted date against a
+    date, text against a boolean): the row is rejected under the filter's rule, never silently
+    treated as "no match" (the schema check refuses such filters on untransformed columns)."""
+
+
+def value_kind(v: Any) -> str | None:
+    """The family of a Python value in the normal form: bool, number, text, date, timestamp,
+    uuid, json, bytes; None for NULL or anything else."""
+    import decimal
+    import uuid
+
+    if v is None:
+        return None
+    if isinstance(v, bool):
+        return "bool"
+    if isinstance(v, int | float | decimal.Decimal):
+        return "number"
+    if isinstance(v, str):
+        return "text"
+    if isinstance(v, dt.datetime):
+        return "timestamp"
+    if isinstance(v, dt.date):
+        return "date"
+    if isinstance(v, uuid.UUID):
+        return "uuid"
+    if isinstance(v, dict | list):
+        return "json"
+    if isinstance(v, bytes | memoryview):
+        return "bytes"
+    return None
+
+
 @dataclass
 class CompiledFilter:
     source: str
@@ -437,14 +500,15 @@ class CompiledFilter:
         return f"{self.source}:filter:{self.spec.name}"
 
     def match(self, row: Mapping[str, Any]) -> str | None:
-        """The reason when every condition holds, else None."""
+        """The reason when every condition holds, else None. Raises :class:`FilterError` when a
+        literal cannot be compared with the value."""
         reasons = []
         for cond, transform in self.conditions:
             raw = row.get(cond.column)
             try:
                 v = transform(raw)
             except (TransformError, ValueError, TypeError):
-                return None  # a value the condition cannot read does not filter the row
+                return None  # a value the condition's transforms cannot read does not filter
             ok, why = _test(cond, v)
             if not ok:
                 return None
@@ -452,44 +516,67 @@ class CompiledFilter:
         return " and ".join(reasons)
 
 
+def _incomparable(c: Condition, v: Any, literal: Any) -> FilterError:
+    return FilterError(
+        f"{c.column} is {value_kind(v) or type(v).__name__} ({_show(v)}) and the filter's "
+        f"{c.test.rstrip('_')} compares it with {value_kind(literal) or type(literal).__name__} "
+        f"{literal!r}: write the literal as the column's type"
+    )
+
+
+def _same_kind(c: Condition, v: Any, literals: Any) -> None:
+    kind = value_kind(v)
+    for lit in literals:
+        lk = value_kind(lit)
+        if kind is not None and lk is not None and lk != kind:
+            raise _incomparable(c, v, lit)
+
+
 def _test(c: Condition, v: Any) -> tuple[bool, str]:
     t = c.test
     col = c.column
-    try:
-        if t == "is_null":
-            return (v is None) == c.is_null, f"{col} is {'NULL' if v is None else 'set'}"
+    if t == "is_null":
+        return (v is None) == c.is_null, f"{col} is {'NULL' if v is None else 'set'}"
+    if t in ("eq", "ne", "in_", "not_in"):
+        lits = [getattr(c, t)] if t in ("eq", "ne") else list(getattr(c, t) or [])
+        _same_kind(c, v, lits)
         if t == "eq":
             return v == c.eq, f"{col} = {v!r}"
         if t == "ne":
             return v != c.ne, f"{col} = {v!r}"
         if t == "in_":
-            return v in (c.in_ or []), f"{col} = {v!r}"
-        if t == "not_in":
-            return v not in (c.not_in or []), f"{col} = {v!r}"
-        if t == "matches":
-            return isinstance(v, str) and re.search(
-                c.matches or "", v
-            ) is not None, f"{col} = {v!r}"
-        if v is None:
-            return False, ""
-        if t in ("before", "after"):
-            bound = c.before if t == "before" else c.after
-            vv, bb = _as_moment(v), _as_moment(bound)
-            if vv is None or bb is None:
-                return False, ""
-            if isinstance(vv, dt.datetime) != isinstance(bb, dt.datetime):
-                vv = vv.date() if isinstance(vv, dt.datetime) else vv
-                bb = bb.date() if isinstance(bb, dt.datetime) else bb
-            elif isinstance(vv, dt.datetime) and (vv.tzinfo is None) != (bb.tzinfo is None):
-                vv, bb = vv.replace(tzinfo=None), bb.replace(tzinfo=None)  # type: ignore[union-attr]
-            held = vv < bb if t == "before" else vv > bb  # type: ignore[operator]
-            return held, f"{col} {_show(v)} is {t} {_show(bound)}"
-        bound = _comparable(getattr(c, t), v)
-        op = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[t]
-        held = {"lt": v < bound, "le": v <= bound, "gt": v > bound, "ge": v >= bound}[t]
-        return held, f"{col} {_show(v)} {op} {_show(getattr(c, t))}"
-    except TypeError:
+            return v in lits, f"{col} = {v!r}"
+        return v not in lits, f"{col} = {v!r}"
+    if v is None:
         return False, ""
+    if t == "matches":
+        if not isinstance(v, str):
+            raise _incomparable(c, v, c.matches)
+        return re.search(c.matches or "", v) is not None, f"{col} = {v!r}"
+    if t in ("before", "after"):
+        bound = c.before if t == "before" else c.after
+        if not isinstance(v, str | dt.date):
+            raise _incomparable(c, v, bound)
+        vv, bb = _as_moment(v), _as_moment(bound)
+        if vv is None or bb is None:
+            return False, ""  # text that is no date: the condition cannot read it
+        if isinstance(vv, dt.datetime) != isinstance(bb, dt.datetime):
+            vv = vv.date() if isinstance(vv, dt.datetime) else vv
+            bb = bb.date() if isinstance(bb, dt.datetime) else bb
+        elif isinstance(vv, dt.datetime) and (vv.tzinfo is None) != (bb.tzinfo is None):
+            vv, bb = vv.replace(tzinfo=None), bb.replace(tzinfo=None)  # type: ignore[union-attr]
+        held = vv < bb if t == "before" else vv > bb  # type: ignore[operator]
+        return held, f"{col} {_show(v)} is {t} {_show(bound)}"
+    literal = getattr(c, t)
+    bound = _comparable(literal, v)
+    op = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[t]
+    try:
+        held = {"lt": v < bound, "le": v <= bound, "gt": v > bound, "ge": v >= bound}[t]
+    except TypeError:
+        raise _incomparable(c, v, literal) from None
+    if value_kind(v) != value_kind(bound) and value_kind(bound) is not None:
+        raise _incomparable(c, v, literal)  # e.g. text compared with text-looking numbers
+    return held, f"{col} {_show(v)} {op} {_show(literal)}"
 
 
 def _as_moment(v: Any) -> dt.date | None:
@@ -537,15 +624,19 @@ class Mapper:
         config: MappingConfig | None,
         tables: Iterable[str] = (),
         source_keys: Mapping[str, list[str]] | None = None,
+        skip: Iterable[str] = (),
     ) -> None:
+        """``skip``: tables left out (append-only tables: copied as they are, keyed by nothing)."""
         from crossfade.mapping.model import MappingConfig
 
         self.config = config or MappingConfig()
         self.registry = Registry(self.config.transforms, self.config.transform_modules)
         self.source_keys = {t: list(k) for t, k in (source_keys or {}).items()}
         self.tables: dict[str, CompiledTable] = {}
+        left_out = set(skip)
         for t in dict.fromkeys([*tables, *self.config.tables]):
-            self.tables[t] = self._compile_table(t)
+            if t not in left_out:
+                self.tables[t] = self._compile_table(t)
 
     # -- compile ------------------------------------------------------------------------------
     def _defaults(self) -> dict[str, Any]:
@@ -640,7 +731,10 @@ class Mapper:
                     key = tuple(renamed[p] for p in pk)
                 elif spec.include_unmapped and all(p not in consumed for p in pk):
                     key = tuple(pk)
-        rules = [(col, r, _rule_checks(spec.table, col, r)) for col, r in spec.rules.items()]
+        rules = [
+            (col, r, _rule_checks(spec.table, col, r, self.config.defaults))
+            for col, r in spec.rules.items()
+        ]
         return CompiledTarget(
             spec, spec.table, cols, spec.include_unmapped, frozenset(consumed), key, rules
         )
@@ -709,7 +803,10 @@ class Mapper:
         ct = self.table(source)
         skey = self.source_key(source, row)
         for f in ct.filters:
-            why = f.match(row)
+            try:
+                why = f.match(row)
+            except FilterError as exc:
+                return Rejected(source, skey, (Failure(f.rule, "filter", str(exc)),))
             if why is not None:
                 return Filtered(source, skey, f.rule, why)
         rows: list[TargetRow] = []
@@ -720,7 +817,7 @@ class Mapper:
             failures.extend(fs)
         rejects = tuple(f for f in failures if f.severity == "reject")
         if rejects:
-            return Rejected(source, skey, rejects)
+            return Rejected(source, skey, rejects, tuple(rows))
         return Mapped(
             source, skey, tuple(rows), tuple(f for f in failures if f.severity != "reject")
         )

@@ -112,15 +112,33 @@ class ColumnSpec(_Strict):
         return "const" in self.model_fields_set
 
 
+ParentLeftPolicy = Literal["dead_letter", "delete", "keep"]
+
+
 class Reference(_Strict):
-    """Referential rule: the value must be a key of a parent target table."""
+    """Referential rule: the value must be a key of a parent target table.
+
+    In the live sync a child whose parent is not in the target yet is *deferred* (changes of
+    different tables travel in different topics, so a child can arrive before the parent its
+    source transaction committed with); it is applied the moment the parent arrives, and becomes
+    a dead letter only when its window ends or when the parent is known to be filtered,
+    dead-lettered or deleted at the source. See docs/mapping.md, "Parents and children"."""
 
     table: str
     """The parent target table (schema.table)."""
     column: str
     """The parent's key column the value refers to."""
-    window_s: float = Field(0, ge=0)
-    """How long a child may wait for its parent (sync defers it instead of dead-lettering)."""
+    window_s: float | None = Field(None, ge=0)
+    """How long a child may wait for its parent, in seconds. Unset: ``mapping.defaults.
+    references_window_s`` (300). ``0`` dead-letters a child whose parent is not there yet at
+    once, which makes the order of topics a verdict: use it only for parents loaded beforehand."""
+    on_parent_left: ParentLeftPolicy | None = None
+    """What happens to children already migrated when their parent leaves the target (deleted
+    at the source, filtered, dead-lettered): ``dead_letter`` (removed from the target, deferred
+    for the window, then a dead letter with the reason "parent left"), ``delete`` (removed from
+    the target, recorded as ``parent_left``, not a dead letter) or ``keep`` (left as they are,
+    pointing at a key the target no longer has). Either way a child comes back when its parent
+    does. Unset: ``mapping.defaults.on_parent_left`` (``dead_letter``)."""
 
     @field_validator("table")
     @classmethod
@@ -145,7 +163,7 @@ class ColumnRules(_Strict):
     min_length: int | None = Field(None, ge=0)
     max_length: int | None = Field(None, ge=0)
     references: str | Reference | None = None
-    """``schema.table.column`` of the parent, or ``{table, column, window_s}``."""
+    """``schema.table.column`` of the parent, or ``{table, column, window_s, on_parent_left}``."""
     severity: Literal["reject", "warn"] = "reject"
     """``warn``: reported by audit and dry-run, the row is still migrated."""
 
@@ -343,11 +361,17 @@ class DedupSpec(_Strict):
 
 class MappingDefaults(_Strict):
     phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
-    """Region of phone numbers written without a country code (ISO 3166 alpha-2)."""
+    """Region of phone numbers written without a country code (ISO 3166 alpha-2). Quote codes
+    YAML reads as booleans: ``phone_region: "NO"`` (Norway)."""
     date_formats: list[str] = Field(default_factory=list)
     """``strptime`` formats the ``date``/``datetime`` transforms try first."""
     dayfirst: bool = False
     """Read ambiguous dates like 03/04/2020 as 3 April."""
+    references_window_s: float = Field(300, ge=0)
+    """How long a child waits for its parent when its ``references`` rule sets no ``window_s``
+    (seconds)."""
+    on_parent_left: ParentLeftPolicy = "dead_letter"
+    """The ``on_parent_left`` of ``references`` rules that set none."""
 
 
 class MappingConfig(_Strict):
