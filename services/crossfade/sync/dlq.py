@@ -264,7 +264,7 @@ def replay(
                 ).fetchall()
                 rep.selected = len(rows)
                 by_table: dict[str, list[tuple[str, ChangeEvent]]] = defaultdict(list)
-                origins: dict[tuple[str, int], Origin] = {}
+                origins: dict[tuple[str, str, int], Origin] = {}
                 undecodable: list[tuple[str, str]] = []
                 release: list[tuple[str, Any]] = []  # (table, key) whose held changes may go now
                 dropped: list[tuple[str, str]] = []
@@ -297,7 +297,7 @@ def replay(
                     if why == "decode" and source_key is not None:
                         release.append((src_table, source_key))
                     by_table[src_table].append((entry, e))
-                    origins[(_key_id(e), e.position)] = Origin(
+                    origins[(e.table, _key_id(e), e.position)] = Origin(
                         topic, partition, offset, key, value, headers
                     )
                 for src_table, entry in dropped:
@@ -322,7 +322,7 @@ def replay(
                             key, value, src_table, (headers or {}).get(POSITION_HEADER)
                         )
                         by_table[src_table].append((entry, e))
-                        origins[(_key_id(e), e.position)] = Origin(
+                        origins[(e.table, _key_id(e), e.position)] = Origin(
                             topic, partition, offset, key, value, headers or {}
                         )
                         rep.released += 1
@@ -351,10 +351,12 @@ def replay(
                             + res.by_outcome["filtered"]
                         )
                         rep.superseded += res.skipped
-                        for h in res.dead_letters:
-                            rep.still_failing += 1
-                            rep.by_rule[h.rule or "?"] = rep.by_rule.get(h.rule or "?", 0) + 1
                         for entry, (outcome, now_rule) in sorted(res.outcomes.items()):
+                            if outcome == "dead_letter":  # new or as it was
+                                rep.still_failing += 1
+                                rep.by_rule[now_rule or "?"] = (
+                                    rep.by_rule.get(now_rule or "?", 0) + 1
+                                )
                             rep.records.append(
                                 {
                                     "table": src_table,
@@ -417,12 +419,12 @@ def _follow(
         rows = children_to_rerun(conn, bk, changes)
         changes = ParentChanges()
         by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
-        origins: dict[tuple[str, int], Origin] = {}
+        origins: dict[tuple[str, str, int], Origin] = {}
         expired: dict[str, set[str]] = defaultdict(set)
         for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
             e = decoder.decode(key, value, table, (headers or {}).get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(_key_id(e), e.position)] = Origin(
+            origins[(e.table, _key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers or {}
             )
             if is_expired:

@@ -375,7 +375,7 @@ class MappedSource:
         self,
         conn: psycopg.Connection,
         events: list[ChangeEvent],
-        origins: Mapping[tuple[str, int], Origin],
+        origins: Mapping[tuple[str, str, int], Origin],
         parents: TargetParents | None,
         *,
         replay: bool = False,
@@ -384,7 +384,8 @@ class MappedSource:
     ) -> MappedResult:
         """Map and apply c/u/r/d events of this source table inside the caller's transaction.
 
-        ``origins``: (raw key id, position) -> where the event was read (dead letters keep it).
+        ``origins``: (source table, raw key id, position) -> where the event was read (dead
+        letters and children keep it; snapshot rows of two tables share a position and a key).
         ``replay``: a rewind's replay; ``rerun``: a held record re-run (deferral retry, a parent
         that changed, dlq replay); both pass at the position the ledger already holds.
         ``expired``: entries whose deferral window has ended (a still-missing parent
@@ -410,7 +411,7 @@ class MappedSource:
             ):
                 res.skipped += 1
                 continue
-            origin = origins.get((_key_id(e), e.position))
+            origin = origins.get((e.table, _key_id(e), e.position))
             h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
             h.keep_origin = bool(self.ref_rules)
             st = _Step(e, entry, key_row, h, have[1] if have else None)

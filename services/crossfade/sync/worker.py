@@ -834,7 +834,7 @@ class SyncWorker:
             fresh_poison: set[tuple[str, str]] = set()
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
             replayed: dict[tuple[str, int], int] = {}
-            origins: dict[tuple[str, int], Origin] = {}
+            origins: dict[tuple[str, str, int], Origin] = {}
             for tp, ms in fresh.items():
                 out: list[ChangeEvent | ControlRecord] = []
                 until = self.replay_until.get(tp)
@@ -868,7 +868,7 @@ class SyncWorker:
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
-                            origins[(_key_id(d), d.position)] = _origin(m, d.position)
+                            origins[(d.table, _key_id(d), d.position)] = _origin(m, d.position)
                         if until is not None and m.offset() < until:
                             replayed[tp] = len(out)
                 items[tp] = out
@@ -1035,7 +1035,7 @@ class SyncWorker:
         items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]],
         per_tp_stats: dict[tuple[str, int], list[int]],
         replayed: dict[tuple[str, int], int] | None = None,
-        origins: dict[tuple[str, int], Origin] | None = None,
+        origins: dict[tuple[str, str, int], Origin] | None = None,
         parents: TargetParents | None = None,
     ) -> None:
         """``replayed``: per partition, how many leading items a rewind's replay re-applies."""
@@ -1153,7 +1153,7 @@ class SyncWorker:
         conn: psycopg.Connection,
         ms: MappedSource,
         run: list[ChangeEvent],
-        origins: dict[tuple[str, int], Origin],
+        origins: dict[tuple[str, str, int], Origin],
         parents: TargetParents | None,
         *,
         replay: bool = False,
@@ -1209,7 +1209,7 @@ class SyncWorker:
             return
         assert self.decoder is not None
         by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
-        origins: dict[tuple[str, int], Origin] = {}
+        origins: dict[tuple[str, str, int], Origin] = {}
         expired: dict[str, set[str]] = defaultdict(set)
         for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
             if table not in self.mapped:
@@ -1217,7 +1217,7 @@ class SyncWorker:
             headers = headers or {}
             e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(_key_id(e), e.position)] = Origin(
+            origins[(e.table, _key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers
             )
             if is_expired:
