@@ -131,7 +131,7 @@ class Reference(_Strict):
     """The parent target table (schema.table)."""
     column: str
     """The parent's key column the value refers to."""
-    window_s: float | None = Field(None, ge=0)
+    window_s: float | None = Field(default=None, ge=0)
     """How long a child may wait for its parent, in seconds. Unset: ``mapping.defaults.
     references_window_s`` (300). ``0`` dead-letters a child whose parent is not there yet at
     once, which makes the order of topics a verdict: use it only for parents loaded beforehand."""
@@ -395,7 +395,7 @@ OPTION_DOCS: dict[str, dict[str, str]] = {
     },
     "on_parent_left": {
         "dead_letter": "the child leaves the target with its parent and waits (deferred) for "
-        "the window, then becomes a dead letter with the reason \"parent left\" (at once when the "
+        'the window, then becomes a dead letter with the reason "parent left" (at once when the '
         "parent is filtered or a dead letter)",
         "delete": "the child leaves the target with its parent; recorded as ``parent_left``, "
         "not a dead letter",
@@ -452,7 +452,7 @@ class MappingDefaults(_Strict):
     """``strptime`` formats the ``date``/``datetime`` transforms try first."""
     dayfirst: bool = False
     """Read ambiguous dates like 03/04/2020 as 3 April."""
-    references_window_s: float = Field(300, ge=0)
+    references_window_s: float = Field(default=300, ge=0)
     """How long a child waits for its parent when its ``references`` rule sets no ``window_s``
     (seconds)."""
     on_parent_left: ParentLeftPolicy = "dead_letter"

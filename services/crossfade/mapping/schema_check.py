@@ -222,22 +222,22 @@ def _check_source(mapper: Mapper, report: SchemaReport) -> None:
         have = set(cols)
         where = f"mapping.tables.{src}"
         for i, f in enumerate(ct.filters):
-            for j, (c, t) in enumerate(f.conditions):
-                if c.column not in have:
+            for j, (cond, fn) in enumerate(f.conditions):
+                if cond.column not in have:
                     report.errors.append(
-                        f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{c.column} does not exist{_near(c.column, cols)}"
+                        f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{cond.column} does not exist{_near(cond.column, cols)}"
                     )
                     continue
-                sc = shape.column(c.column)
-                cat = _filtered_category(category(sc.type_sql, sc.enum), c.transforms)
+                sc = shape.column(cond.column)
+                cat = _filtered_category(category(sc.type_sql, sc.enum), cond.transforms)
                 if cat is None:
                     continue
                 w = f"{where}.filters[{i}] ({f.spec.name}).when[{j}]"
                 fixed = literals.check_condition(
-                    c, cat, f"{src}.{c.column}", sc.type_sql, w, report
+                    cond, cat, f"{src}.{cond.column}", sc.type_sql, w, report
                 )
-                if fixed is not c:
-                    f.conditions[j] = (fixed, t)
+                if fixed is not cond:
+                    f.conditions[j] = (fixed, fn)
         for i, t in enumerate(ct.targets):
             tw = f"{where}.targets[{i}]" if not ct.identity else f"tables: {src}"
             for col in t.columns:
@@ -425,16 +425,16 @@ def _check_target_table(
                     f"{where}: include_unmapped copies {src}.{sc.name}, but {t.table} has no column {sc.name}{_near(sc.name, names)}"
                 )
             produced[sc.name] = category(sc.type_sql, sc.enum)
-    for col, rules in t.spec.rules.items():
-        tc = tcols.get(col)
-        cat = produced.get(col) or (category(tc.type_sql, tc.enum) if tc is not None else None)
-        if cat is not None:
+    for rcol, rules in t.spec.rules.items():
+        tc = tcols.get(rcol)
+        rcat = produced.get(rcol) or (category(tc.type_sql, tc.enum) if tc is not None else None)
+        if rcat is not None:
             literals.check_rules(
                 rules,
-                cat,
-                f"{t.table}.{col}",
-                tc.type_sql if tc else cat,
-                f"{where}.rules.{col}",
+                rcat,
+                f"{t.table}.{rcol}",
+                tc.type_sql if tc else rcat,
+                f"{where}.rules.{rcol}",
                 report,
             )
     if t.key is not None:

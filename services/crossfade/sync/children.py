@@ -42,7 +42,7 @@ GONE = frozenset({"deleted", "filtered", "dead_letter", "parent_left"})
 """Ledger outcomes of a source row known not to be in the target."""
 
 
-def ddl(schema: str) -> list[sql.Composable]:
+def ddl(schema: str) -> list[sql.Composed]:
     s = sql.Identifier(schema)
     return [
         sql.SQL(

@@ -50,7 +50,7 @@ MAX_COMPONENT = 5000
 of rows is not evidence); sync stops with a message naming the blocking key."""
 
 
-def ddl(schema: str) -> list[sql.Composable]:
+def ddl(schema: str) -> list[sql.Composed]:
     s = sql.Identifier(schema)
     return [
         sql.SQL(

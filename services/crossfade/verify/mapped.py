@@ -556,7 +556,7 @@ def _kept_rows(
     stale = {(f.target, f.column) for f in out.failures}
     rows = []
     for tr in out.rows:
-        cols = [c for t, c in stale if t == tr.table]
+        cols = [c for t, c in stale if t == tr.table and c is not None]
         shape = shapes.get(tr.table)
         values = dict(tr.values)
         key_cols = tkeys.get(tr.table)
