@@ -560,12 +560,13 @@ def _test(c: Condition, v: Any) -> tuple[bool, str]:
         vv, bb = _as_moment(v), _as_moment(bound)
         if vv is None or bb is None:
             return False, ""  # text that is no date: the condition cannot read it
-        if isinstance(vv, dt.datetime) != isinstance(bb, dt.datetime):
+        if isinstance(vv, dt.datetime) and isinstance(bb, dt.datetime):
+            if (vv.tzinfo is None) != (bb.tzinfo is None):
+                vv, bb = vv.replace(tzinfo=None), bb.replace(tzinfo=None)
+        else:  # a date against a timestamp: compare the dates
             vv = vv.date() if isinstance(vv, dt.datetime) else vv
             bb = bb.date() if isinstance(bb, dt.datetime) else bb
-        elif isinstance(vv, dt.datetime) and (vv.tzinfo is None) != (bb.tzinfo is None):
-            vv, bb = vv.replace(tzinfo=None), bb.replace(tzinfo=None)  # type: ignore[union-attr]
-        held = vv < bb if t == "before" else vv > bb  # type: ignore[operator]
+        held = vv < bb if t == "before" else vv > bb
         return held, f"{col} {_show(v)} is {t} {_show(bound)}"
     literal = getattr(c, t)
     bound = _comparable(literal, v)
@@ -687,8 +688,7 @@ class Mapper:
             for tname, _ in steps:
                 produced = OUTPUT_TYPES.get(tname, produced)
             if cs.cast is not None:
-                fn = CASTS[cs.cast]
-                steps.append((f"cast:{cs.cast}", lambda v, fn=fn: None if v is None else fn(v)))
+                steps.append((f"cast:{cs.cast}", _null_safe(CASTS[cs.cast])))
                 produced = cs.cast
             if isinstance(cs.from_, list) and not cs.transforms:
                 raise ConfigError(
@@ -848,6 +848,15 @@ class Mapper:
                     ) from None
             out.append((t.table, tuple(values[k] for k in t.key)))
         return out
+
+
+def _null_safe(fn: Callable[[Any], Any]) -> Transform:
+    """``fn`` for non-NULL values; NULL stays NULL."""
+
+    def cast(v: Any) -> Any:
+        return None if v is None else fn(v)
+
+    return cast
 
 
 def compile_mapping(

@@ -246,7 +246,7 @@ class TargetSpec(_Strict):
 
     def column_specs(self) -> dict[str, ColumnSpec]:
         return {
-            n: ColumnSpec(**{"from": s}) if isinstance(s, str) else s
+            n: ColumnSpec.model_validate({"from": s}) if isinstance(s, str) else s
             for n, s in self.columns.items()
         }
 
@@ -339,7 +339,7 @@ class MatchCondition(_Strict):
     """rapidfuzz's scorer for ``fuzzy``: ``token_sort_ratio`` ignores word order, ``token_set_ratio``
     also extra words, ``ratio`` compares as typed, ``WRatio`` weighs several."""
     normalise: list[TransformSpec] = Field(
-        default_factory=lambda: ["collapse_whitespace", "casefold"]
+        default_factory=lambda: list[TransformSpec](["collapse_whitespace", "casefold"])
     )
     """Applied to both values before comparing (matching only; the row keeps its value)."""
 
@@ -462,7 +462,7 @@ class MappingDefaults(_Strict):
 class MappingConfig(_Strict):
     """The ``mapping`` section (see the module docstring)."""
 
-    defaults: MappingDefaults = MappingDefaults()
+    defaults: MappingDefaults = MappingDefaults.model_validate({})
     """Defaults for every table: phone region, date formats, the parent window and policy."""
     tables: dict[str, TableMapping] = Field(default_factory=dict)
     """Source table (schema.table, also listed under ``tables:``) -> its mapping."""

@@ -254,9 +254,9 @@ def _check_source(mapper: Mapper, report: SchemaReport) -> None:
                 continue
             pk = set(shape.pk)
             for k in t.key:
-                col = next((c for c in t.columns if c.name == k), None)
-                srcs = set(col.sources) if col is not None else {k}
-                if col is not None and col.spec.is_const:
+                kcol = next((c for c in t.columns if c.name == k), None)
+                srcs = set(kcol.sources) if kcol is not None else {k}
+                if kcol is not None and kcol.spec.is_const:
                     continue
                 if not srcs <= pk:
                     report.errors.append(

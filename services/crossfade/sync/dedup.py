@@ -269,11 +269,11 @@ class DedupWriter:
         gone: list[tuple[Any, ...]] = []
         for _mk, (key, row, _pos, _b) in members.items():
             k = tuple(key)
-            g = in_group.get(k)
-            if g is None:
+            grp = in_group.get(k)
+            if grp is None:
                 rows_out.append((k, row, pos_of[k]))
-            elif g.survivor.key == k:
-                rows_out.append((k, g.golden, max(pos_of[m.key] for m in g.members)))
+            elif grp.survivor.key == k:
+                rows_out.append((k, grp.golden, max(pos_of[m.key] for m in grp.members)))
             else:
                 gone.append(k)
         deleted_members = [mk for mk in changed if mk not in members]
@@ -335,7 +335,7 @@ class DedupWriter:
         deleted_members: list[str],
     ) -> None:
         bk = self.bk
-        before = dict(
+        before: dict[str, str] = dict(
             conn.execute(
                 sql.SQL(
                     "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
@@ -481,7 +481,7 @@ def explain(
             ).format(bk=bk),
             (t, sk),
         ).fetchall()
-        evidence = next((g[2] for g in group if g[2]), []) or []
+        evidence: list[Any] = next((g[2] for g in group if g[2]), []) or []
         out.append(
             {
                 "table": t,

@@ -426,11 +426,11 @@ def run_mapped(
                     cw[m.key] = g.survivor.key
                 results[t].merged += len(g.members) - 1
             for m in d.members:
-                g = in_group.get(m.key)
-                if g is None:
+                grp = in_group.get(m.key)
+                if grp is None:
                     writers[t].write(m.values)
-                elif g.survivor.key == m.key:
-                    writers[t].write({**g.survivor.values, **g.golden})
+                elif grp.survivor.key == m.key:
+                    writers[t].write({**grp.survivor.values, **grp.golden})
             crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
             pending_dedup.discard(t)
 
