@@ -44,15 +44,17 @@ def demo_settings(
     import yaml
 
     extra = {"mapping": yaml.safe_load(MAPPING_FILE.read_text())} if mapped else {}
-    return Settings(
-        **extra,
-        source={"dsn": pg.dsn("legacy")},
-        target={"dsn": pg.dsn("target")},
-        kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": partitions},
-        tables=TABLES,
-        capture={"state_dir": str(state_dir / "capture"), "heartbeat_interval_ms": 2000},
-        # Tansu answers JoinGroup after about half the session timeout: keep it short locally
-        sync={"batch_size": 5000, "session_timeout_ms": 6000},
+    return Settings.model_validate(
+        {
+            **extra,
+            "source": {"dsn": pg.dsn("legacy")},
+            "target": {"dsn": pg.dsn("target")},
+            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": partitions},
+            "tables": TABLES,
+            "capture": {"state_dir": str(state_dir / "capture"), "heartbeat_interval_ms": 2000},
+            # Tansu answers JoinGroup after about half the session timeout: keep it short locally
+            "sync": {"batch_size": 5000, "session_timeout_ms": 6000},
+        }
     )
 
 
