@@ -3,7 +3,7 @@
 .. code-block:: yaml
 
     mapping:
-      defaults: {phone_region: GB}
+      defaults: {phone_region: GB, references_window_s: 300}
       tables:
         public.contacts:                       # a source table listed under `tables:`
           filters:                             # rows that are not migrated (counted and listed)

@@ -17,6 +17,7 @@ import datetime as dt
 import decimal
 import inspect
 import sys
+import textwrap
 import types
 import typing
 from typing import Any, Literal
@@ -204,33 +205,7 @@ without an entry here is copied as it is. The same mapping is a pure function of
 `crossfade audit`, `crossfade dry-run`, the live sync and `crossfade verify`, so what audit
 predicts is what sync does and what verify checks. Example: `examples/crm-mapping.yaml`.
 
-```yaml
-mapping:
-  defaults: {phone_region: GB, references_window_s: 300}
-  tables:
-    public.contacts:                       # a source table listed under `tables:`
-      filters:                             # rows not migrated (counted and listed)
-        - name: inactive-before-2015
-          when: [{column: active, eq: false}, {column: updated_at, before: 2015-01-01}]
-      targets:                             # one source row -> one row in each target
-        - table: crm.people
-          key: [legacy_id]
-          columns:
-            legacy_id: id                  # a rename
-            email: {from: email, transforms: [email]}
-            first_name: {from: full_name, transforms: [{split_name: first}]}
-            address: {from: [street, city], transforms: [{concat: ", "}]}
-            source_system: {const: legacy-crm}
-          rules:
-            email: {required: true}
-            account_id: {references: crm.accounts.legacy_id}
-  dedup:
-    crm.people:                            # a target table
-      match:
-        - {name: same-email, all: [{column: email}]}
-        - {name: phone-and-name, all: [{column: phone}, {column: full_name, method: fuzzy, threshold: 90}]}
-      survivorship: {recency: updated_at}
-```
+{example}
 
 Every key is checked when the config loads: an unknown key, a wrong type or a transform that does
 not exist is one line naming its path. With the databases at hand (every command that reads
@@ -312,6 +287,13 @@ rejects the row under the filter's rule instead of quietly not matching.
 """
 
 
+def _example() -> str:
+    """The example of the model's module docstring (its ``code-block:: yaml``), as Markdown."""
+    doc = inspect.getdoc(m) or ""
+    block = doc.split(".. code-block:: yaml", 1)[1].split("\n\n", 2)[1]
+    return "```yaml\n" + textwrap.dedent(block).strip("\n") + "\n```"
+
+
 _DEDUP = """## Deduplication
 
 `mapping.dedup.<target table>` merges records of one target into golden records. Matching runs on
@@ -335,7 +317,7 @@ def render() -> str:
     ]
     if missing:
         raise ValueError(f"options without a description in model.OPTION_DOCS: {missing}")
-    lines = [_INTRO]
+    lines = [_INTRO.replace("{example}", _example())]
     for cls, where in _SECTIONS:
         if cls is m.DedupSpec:
             lines += [_DEDUP]
