@@ -277,3 +277,13 @@ def test_parent_left_policies_delete_and_keep_close_the_accounting(stack: Stack)
     assert _parents(stack) == {1: 1, 2: 2} and _parents(stack, "crm.tasks") == {1: 1, 2: 2}
     assert _dlq_list(stack)["dead_letters"] == 0
     _verify(stack)
+    # parents removed without a change of their own (a TRUNCATE): their children are looked at too
+    stack.sql("TRUNCATE public.members")
+    stack.fence()
+    assert _parents(stack) == {} and _parents(stack, "crm.tasks") == {1: 1, 2: 2}
+    assert {k: v[0] for k, v in _ledger(stack, "public.notes").items()} == {
+        1: "deferred",
+        2: "deferred",
+    }
+    _dlq_list(stack)
+    _verify(stack)

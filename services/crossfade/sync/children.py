@@ -270,3 +270,37 @@ def children_to_rerun(
         ).format(bk=bk),
         ([t for t, _v in pairs], [v for _t, v in pairs]),
     ).fetchall()
+
+
+def orphaned(
+    conn: psycopg.Connection,
+    bk: sql.Identifier,
+    parent: str,
+    column: str,
+    type_sql: str,
+    *,
+    dedup: bool,
+) -> list[str]:
+    """Parent values children refer to that the target no longer holds: parents removed without
+    a change of their own (a TRUNCATE, or a re-snapshot's sweep), whose children must be mapped
+    again like those of any parent that left."""
+    if dedup:
+        gone = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {}.crosswalk c WHERE c.target_table = r.parent_table "
+            "AND c.member_key = r.parent_value)"
+        ).format(bk)
+    else:
+        schema, name = parent.split(".", 1)
+        gone = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {}.{} p WHERE p.{} = CAST(r.parent_value::jsonb->>0 AS {}))"
+        ).format(
+            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(column), sql.SQL(type_sql)
+        )
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT r.parent_value FROM {}.child_refs r WHERE r.parent_table = %s AND "
+        ).format(bk)
+        + gone,
+        (parent,),
+    ).fetchall()
+    return [r[0] for r in rows]

@@ -365,6 +365,8 @@ class MappedSource:
         self.parent_cols = {t: sorted(referenced[t]) for t in self.targets if t in referenced}
         """Targets of this table that children refer to -> the columns they refer to."""
         self.parent_index = parent_index or {}
+        self.left = children.ParentChanges()
+        """Parents a truncate removed (:meth:`take_left`)."""
 
     def entry_of(self, e: ChangeEvent) -> tuple[str, list[Any], dict[str, Any]]:
         k = event_key(e, self.pg_types)
@@ -581,6 +583,11 @@ class MappedSource:
                 if t.key is not None and col in t.key:
                     res.parent_changes.add(table, key_text([tkey[t.key.index(col)]]))
 
+    def take_left(self) -> children.ParentChanges:
+        """Parents the last truncates removed, whose children must be mapped again."""
+        out, self.left = self.left, children.ParentChanges()
+        return out
+
     def _delete_targets(
         self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int
     ) -> None:
@@ -596,6 +603,21 @@ class MappedSource:
                 f"delete the rows of {self.source} from {shared[0]} by hand, then restart sync",
             )
         n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
+        # parents removed without a change of their own: their children are mapped again
+        from crossfade.sync.dedup import DedupWriter
+
+        for target, cols in self.parent_cols.items():
+            w = self.writers[target]
+            for col in cols:
+                for value in children.orphaned(
+                    conn,
+                    self.bk,
+                    target,
+                    col,
+                    w.shape.column(col).type_sql,
+                    dedup=isinstance(w, DedupWriter),
+                ):
+                    self.left.add(target, value)
         conn.execute(
             sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(
                 self.bk

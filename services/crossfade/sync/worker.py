@@ -1049,7 +1049,9 @@ class SyncWorker:
                 return self._process_mapped(conn, ms, run, origins or {}, parents, replay=replay)
 
             def truncate(pos: int, reason: str) -> int:
-                return ms.truncate(conn, pos, reason)
+                n = ms.truncate(conn, pos, reason)
+                self._parent_changes.update(ms.take_left())
+                return n
         else:
             applier = self.appliers[table]
             # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
