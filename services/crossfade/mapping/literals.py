@@ -22,7 +22,7 @@ import decimal
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from crossfade.mapping.engine import value_kind
+from crossfade.mapping.filters import value_kind
 
 if TYPE_CHECKING:
     from crossfade.mapping.model import ColumnRules, Condition
