@@ -221,7 +221,12 @@ def parent_states(
 ) -> dict[tuple[str, str, str], ParentState]:
     """(parent table, column, value text) -> the ledger state of that parent, for the
     ``references`` failures whose parent has a known ledger entry (see :func:`parent_entries`).
-    Parents the ledger has never seen are absent."""
+    Parents the ledger has never seen are absent.
+
+    The parents' ledger rows stay share-locked until the caller commits: a worker bringing such
+    a parent back (a filtered account reactivated, a dead letter fixed) waits, then finds this
+    child among the parent's children; had it committed first, this reads its new state. Without
+    the lock a child could be dead-lettered for a parent that came back at the same moment."""
     want: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
     for f in failures:
         if f.parent is None:
@@ -234,7 +239,8 @@ def parent_states(
     rows = conn.execute(
         sql.SQL(
             "SELECT l.source_table, l.entry, l.outcome, l.rule FROM {}.ledger l "
-            "JOIN unnest(%s::text[], %s::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e"
+            "JOIN unnest(%s::text[], %s::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e "
+            "ORDER BY l.source_table, l.entry FOR SHARE OF l"
         ).format(bk),
         ([s for s, _e in want], [e for _s, e in want]),
     ).fetchall()

@@ -709,13 +709,14 @@ def build_mapped(
 
     writers: dict[str, Any] = {}
     shapes: dict[str, TableShape] = {}
-    if mapper.config.dedup:
-        for stmt in dedup.ddl(bookkeeping_schema):
+    with conn.transaction():  # several workers starting at once: one creates, the others wait
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('crossfade.bookkeeping'))")
+        ddl = dedup.ddl(bookkeeping_schema) if mapper.config.dedup else []
+        for stmt in [*ddl, *children.ddl(bookkeeping_schema)]:
             conn.execute(stmt)
-    for stmt in children.ddl(bookkeeping_schema):
-        conn.execute(stmt)
+        for table in mapper.target_tables():
+            ensure_position_column(conn, table)
     for table in mapper.target_tables():
-        ensure_position_column(conn, table)
         found = read_shape(conn, table)
         if found is None:
             raise ConfigError(
