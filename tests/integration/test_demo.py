@@ -38,24 +38,32 @@ def test_demo_runs_the_mapped_pipeline_and_proves_it() -> None:
     assert "(does not close)" not in flat and flat.count("(closes)") == 3, out[-4000:]
 
 
-def _seeds() -> list[int]:
+def _seeds(default: list[int]) -> list[int]:
     """``CROSSFADE_DEMO_SEEDS``: ``3,5,8`` replays those seeds in that order (what a failing run
-    prints), ``random:N`` draws N fresh ones; by default the same eight seeds every run."""
+    prints), ``random:N`` draws N fresh ones; by default the same seeds every run (never 0)."""
     spec = os.environ.get("CROSSFADE_DEMO_SEEDS", "")
     if spec.startswith("random:"):
         return [random.SystemRandom().randrange(1, 1_000_000) for _ in range(int(spec[7:]))]
-    return [int(s) for s in spec.split(",") if s.strip()] or list(range(1, 9))  # never 0
+    return [int(s) for s in spec.split(",") if s.strip()] or default
 
 
 @pytest.mark.slow
-def test_demo_live_phase_holds_for_many_seeds(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    ("workers", "default_seeds"),
+    [(1, list(range(1, 9))), (2, list(range(11, 16)))],
+    ids=["one-worker", "two-workers"],
+)
+def test_demo_live_phase_holds_for_many_seeds(
+    stack: Stack, workers: int, default_seeds: list[int]
+) -> None:
     """The demo's live phase as a contract, one stack for many seeds: each seed's writer runs a
     fixed number of transactions (parents with children in one commit, duplicates arriving,
     people moving between groups, survivors deleted, records broken and fixed, accounts
     deactivated) on top of what the previous seeds left, at full speed or at the demo's rate;
     then a fence, and verify must be equal with every account closing, at once (a child waiting
-    for its parent is applied in the transaction that applies the parent, not later)."""
-    seeds = _seeds()
+    for its parent is applied in the transaction that applies the parent, not later). With two
+    sync workers a parent and its children are applied by different workers at the same time."""
+    seeds = _seeds(default_seeds)
     CrmWriter(stack.source_dsn, seed=0).seed(60)  # seed 0: no writer below draws its keys
     with stack.tgt() as c:
         create_target_schema(c)
@@ -64,7 +72,8 @@ def test_demo_live_phase_holds_for_many_seeds(stack: Stack) -> None:
     cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
     stack.config_path.write_text(yaml.safe_dump(cfg))
     stack.start("capture")
-    stack.start("sync")
+    for _ in range(workers):
+        stack.start("sync")
     stack.fence()
     done: list[int] = []
     for i, seed in enumerate(seeds):
@@ -83,6 +92,7 @@ def test_demo_live_phase_holds_for_many_seeds(stack: Stack) -> None:
         ]
         assert rep.match and not bad, (
             f"seed {seed} (after seeds {done[:-1]}): {bad}; replay this run with "
-            f"CROSSFADE_DEMO_SEEDS={','.join(map(str, done))} pytest {__file__} -k many_seeds"
+            f"CROSSFADE_DEMO_SEEDS={','.join(map(str, done))} pytest {__file__} -k "
+            f"'many_seeds and {'one-worker' if workers == 1 else 'two-workers'}'"
             f"{stack._diag()}"
         )

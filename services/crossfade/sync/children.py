@@ -253,6 +253,35 @@ def parent_states(
     return out
 
 
+def _lock_key(table: str, value_text: str) -> str:
+    return f"crossfade.parent:{table}:{value_text}"
+
+
+def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
+    """Take, until commit, the lock of every parent whose state this transaction changes.
+
+    The handshake with :func:`wait_for_parent`: a worker that did not find a parent waits for
+    the transaction changing it, then looks again; a transaction that changes it after that
+    worker looked waits for that worker's commit, and then finds its child in ``child_refs``.
+    Either way no child is decided on a parent state that is about to change unseen. Keys are
+    taken in one order (sorted) so two writers cannot wait for each other on them."""
+    keys = sorted(_lock_key(t, v) for t, v in changes.pairs())
+    if keys:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k",
+            (keys,),
+        )
+
+
+def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> None:
+    """Wait for a transaction changing this parent (:func:`lock_parents`) to end; the lock is
+    shared and held until this transaction ends (see there)."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+        (_lock_key(table, value_text),),
+    )
+
+
 def children_to_rerun(
     conn: psycopg.Connection, bk: sql.Identifier, changes: ParentChanges
 ) -> list[tuple[Any, ...]]:

@@ -265,8 +265,10 @@ class TargetParents:
     A parent found is locked until the batch commits (``FOR KEY SHARE`` on its row, ``FOR SHARE``
     on a member's crosswalk row): a worker removing that parent, or moving that member to another
     survivor, waits for this batch, then finds this child among the parent's children and maps it
-    again (:mod:`crossfade.sync.children`). Without the lock a child could be written pointing at
-    a parent that another worker removes at the same moment, and nobody would look at it again."""
+    again (:mod:`crossfade.sync.children`). A parent not found is waited for once, in case a
+    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`).
+    Without these a child could be written beside a parent that another worker changes at the
+    same moment, and nobody would look at it again."""
 
     def __init__(
         self,
@@ -281,11 +283,13 @@ class TargetParents:
         """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
         self.bk = sql.Identifier(bookkeeping_schema)
         self._found: set[tuple[str, str, str]] = set()
+        self._waited: set[tuple[str, str, str]] = set()
 
     def forget(self, changes: children.ParentChanges) -> None:
         """Drop cached answers for parents whose state changed in this transaction."""
         for table, values in changes.values.items():
             self._found = {k for k in self._found if not (k[0] == table and k[2] in values)}
+            self._waited = {k for k in self._waited if not (k[0] == table and k[2] in values)}
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
         shape = self.shapes.get(table)
@@ -294,12 +298,25 @@ class TargetParents:
         k = (table, column, key_text([value]))
         if k in self._found:
             return True
+        if self._exists(shape, k, value):
+            return True
+        if k in self._waited:
+            return False
+        # missing: wait for a transaction bringing this parent in right now (it holds the
+        # parent's lock, children.lock_parents), then look again; one that takes the lock after
+        # us waits for this batch and finds this child among the parent's children
+        self._waited.add(k)
+        children.wait_for_parent(self.conn, table, k[2])
+        return self._exists(shape, k, value)
+
+    def _exists(self, shape: TableShape, k: tuple[str, str, str], value: Any) -> bool:
+        table, column, vt = k
         if self.dedup.get(table) == (column,):
             row = self.conn.execute(
                 sql.SQL(
                     "SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s FOR SHARE"
                 ).format(self.bk),
-                (table, k[2]),
+                (table, vt),
             ).fetchone()
             if row is not None:
                 self._found.add(k)
@@ -445,6 +462,7 @@ class MappedSource:
             res.outcomes[st.entry] = (st.held.outcome, st.held.rule)
             held.append(st.held)
             self._note_parent_change(st, res)
+        children.lock_parents(conn, res.parent_changes)
         write_ledger(conn, self.bk, held)
         if self.ref_rules:
             children.write_refs(conn, self.bk, self.source, [st.entry for st in steps], refs)
@@ -455,8 +473,11 @@ class MappedSource:
             res.applied += r.applied
             res.deleted += r.deleted
             res.toast_missing.extend(r.toast_missing)
+            moved = children.ParentChanges()
             for value in w.take_moved():  # members whose survivor changed (dedup)
-                res.parent_changes.add(target, value)
+                moved.add(target, value)
+            children.lock_parents(conn, moved)
+            res.parent_changes.update(moved)
         if parents is not None and res.parent_changes:
             parents.forget(res.parent_changes)
         res.filtered = res.by_outcome["filtered"]
