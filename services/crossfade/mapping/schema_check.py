@@ -62,7 +62,7 @@ def _near(name: str, options: list[str]) -> str:
     return f" (did you mean {hit[0]}?)" if hit else ""
 
 
-def category(type_sql: str, enum: str | None = None) -> str:
+def category(type_sql: str, enum: str | tuple[str, str] | None = None) -> str:
     """Coarse type family of a PostgreSQL type text: text, int, numeric, bool, date, timestamp,
     timestamptz, time, interval, uuid, json, bytea, array or other."""
     t = type_sql.lower()

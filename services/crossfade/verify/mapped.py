@@ -255,8 +255,8 @@ class _Expected:
 
 
 def _cast(shape: TableShape, col: str) -> sql.Composable:
-    c = shape.column(col)
-    return sql.SQL(c.enum or c.type_sql)
+    # format_type's text names an enum as the target knows it (Column.enum is (schema, name) now)
+    return sql.SQL(shape.column(col).type_sql)
 
 
 def rows_of(
