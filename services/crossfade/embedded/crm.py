@@ -448,14 +448,20 @@ class CrmWriter:
             return "contact-moves"
         if x < 0.92 and len(self.accounts) > 1:
             aid = self.accounts.pick(r)  # deactivated: filtered, its people lose their parent
-            conn.execute("UPDATE accounts SET active = false WHERE id = %s", (aid,))
+            conn.execute(
+                "UPDATE accounts SET active = false, updated_at = %s WHERE id = %s",
+                (self._tick().replace(tzinfo=None), aid),
+            )
             self.accounts.remove(aid)
             self.inactive.add(aid)
             self.stats.updates += 1
             return "account-deactivated"
         if x < 0.95 and self.inactive:
             aid = self.inactive.pick(r)
-            conn.execute("UPDATE accounts SET active = true WHERE id = %s", (aid,))
+            conn.execute(  # every change moves updated_at on, as an application does
+                "UPDATE accounts SET active = true, updated_at = %s WHERE id = %s",
+                (self._tick().replace(tzinfo=None), aid),
+            )
             self.inactive.remove(aid)
             self.accounts.add(aid)
             self.stats.updates += 1
