@@ -517,27 +517,122 @@ def _secret_loc(loc: tuple[Any, ...]) -> bool:
     return any(str(x) in _SECRET_FIELDS or is_secret_key(str(x)) for x in loc)
 
 
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    parts = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        msg = e["msg"]
-        if e["type"] == "missing":
-            msg = "is required but missing"
-        elif e["type"] == "extra_forbidden":
-            msg = "is not a known setting (typo?)"
+# pydantic names the members of a union in an error's location (``str``, ``float``, ``ColumnSpec``,
+# ``function-after[_one_source(), ColumnSpec]``): internals a person cannot act on
+_UNION_TAG = re.compile(
+    r"^(function-\w+\[.*\]|[A-Z]\w*|str|int|float|bool|date|datetime|decimal|none|bytes"
+    r"|(list|dict|tuple|set|literal|tagged-union|union|nullable|chain|lax-or-strict|json-or-python)\[.*\])$"
+)
+_EXPECTS = {
+    "str": "text",
+    "int": "a whole number",
+    "float": "a number",
+    "decimal": "a number",
+    "bool": "true or false",
+    "date": "a date (YYYY-MM-DD)",
+    "datetime": "a timestamp",
+    "none": "nothing (null)",
+    "list": "a list",
+    "dict": "a mapping",
+}
+_TYPE_MESSAGES = {
+    "string_type": "text",
+    "int_type": "a whole number",
+    "int_parsing": "a whole number",
+    "int_from_float": "a whole number",
+    "float_type": "a number",
+    "float_parsing": "a number",
+    "decimal_parsing": "a number",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "date_type": "a date (YYYY-MM-DD)",
+    "date_parsing": "a date (YYYY-MM-DD)",
+    "date_from_datetime_parsing": "a date (YYYY-MM-DD)",
+    "datetime_type": "a timestamp",
+    "datetime_parsing": "a timestamp",
+    "datetime_from_date_parsing": "a timestamp",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "list_type": "a list",
+}
+_YAML_BOOLEANS = "YAML reads unquoted yes/no/on/off/y/n as true/false"
+
+
+def _tag_name(tag: str) -> str:
+    base = tag.split("[", 1)[0]
+    if tag.startswith("function-") or tag[:1].isupper() or base in ("dict", "tagged-union"):
+        return "a mapping"
+    return _EXPECTS.get(base, tag)
+
+
+def _got(e: Any) -> str:
+    v = e.get("input")
+    # a secret field's value is never echoed, nor anything that is not a plain scalar
+    if "input" not in e or isinstance(v, dict | list | SecretStr) or _secret_loc(e["loc"]):
+        return ""
+    hint = (
+        f': {_YAML_BOOLEANS}; quote a code like that, e.g. "NO" for Norway'
+        if isinstance(v, bool)
+        else ""
+    )
+    return f" (got {v!r}{hint})"
+
+
+def _one_error(e: Any, loc: tuple[Any, ...]) -> str:
+    where = ".".join(str(x) for x in loc) or "(top level)"
+    kind = e["type"]
+    if kind == "missing":
+        return f"{where} is required but missing"
+    if kind == "extra_forbidden":
+        return f"{where} is not a known setting (typo?)"
+    if kind in _TYPE_MESSAGES:
+        return f"{where} expects {_TYPE_MESSAGES[kind]}{_got(e)}"
+    msg = str(e["msg"]).removeprefix("Value error, ")
+    return f"{where} {msg}{_got(e)}"
+
+
+def validation_messages(err: ValidationError) -> list[str]:
+    """One plain message per problem of a pydantic error, without pydantic's internals.
+
+    The members of a union (``legacy_id: id`` or ``{from: id}``; a number or a date) each report
+    their own failure under a location naming the member's type; this keeps the failure of the
+    member the value was meant for (the one that failed deeper than its type), or says once what
+    the value may be ("expects text or a mapping")."""
+    errors = err.errors()
+    tagged: dict[tuple[Any, ...], list[tuple[Any, int]]] = {}
+    plain: list[tuple[Any, tuple[Any, ...]]] = []
+    for e in errors:
+        loc = tuple(e["loc"])
+        i = next(
+            (n for n, x in enumerate(loc) if n and isinstance(x, str) and _UNION_TAG.match(x)),
+            None,
+        )
+        if i is None:
+            plain.append((e, loc))
         else:
-            msg = msg.removeprefix("Value error, ")
-            value = e.get("input")
-            # a secret field's value is never echoed, nor anything that is not a plain scalar
-            if (
-                "input" in e
-                and not isinstance(value, dict | list | SecretStr)
-                and not _secret_loc(e["loc"])
-            ):
-                msg += f" (got {value!r})"
-        parts.append(f"{loc} {msg}")
-    return f"{origin}: " + "; ".join(parts)
+            tagged.setdefault(loc[:i], []).append((e, i))
+    out = [_one_error(e, loc) for e, loc in plain]
+    for prefix, group in tagged.items():
+
+        def strip(loc: tuple[Any, ...]) -> tuple[Any, ...]:
+            return tuple(x for x in loc if not (isinstance(x, str) and _UNION_TAG.match(x)))
+
+        deep = [
+            (e, i) for e, i in group if len(e["loc"]) > i + 1 or e["type"] not in _TYPE_MESSAGES
+        ]
+        # a failure inside one member is what the value was written for
+        if deep and len(deep) < len(group) or len(group) == 1:
+            out.extend(_one_error(e, strip(tuple(e["loc"]))) for e, _i in deep or group)
+            continue
+        kinds = list(dict.fromkeys(_tag_name(str(e["loc"][i])) for e, i in group))
+        where = ".".join(str(x) for x in prefix)
+        out.append(f"{where} expects {' or '.join(kinds)}{_got(group[0][0])}")
+    return list(dict.fromkeys(out))
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    return f"{origin}: " + "; ".join(validation_messages(err))
 
 
 def _read_yaml(p: Path, what: str) -> Any:

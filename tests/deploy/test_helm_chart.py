@@ -623,3 +623,35 @@ def test_network_policy_option() -> None:
     # enabled with no peers: nothing may connect
     (np,) = by_kind(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy").values()
     assert np["spec"]["ingress"] == [] and np["spec"]["policyTypes"] == ["Ingress"]
+
+
+def test_the_mapping_as_a_file_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--set-file mappingFile=crm-mapping.yaml` (what a values entry gets from Helm): the chart
+    mounts it beside crossfade.yaml, which names it, and crossfade loads it; a file name under
+    config.mapping is refused with the way to pass it."""
+    text = (ROOT / "examples" / "crm-mapping.yaml").read_text()
+    docs = render(
+        {
+            "mappingFile": text,
+            "config": {"tables": ["public.accounts", "public.contacts", "public.addresses"]},
+        }
+    )
+    cm = by_kind(docs, "ConfigMap")[f"{FULL}-config"]
+    assert cm["data"]["mapping.yaml"].strip() == text.strip()
+    (tmp_path / "mapping.yaml").write_text(cm["data"]["mapping.yaml"])
+    settings = load_rendered_config(docs, tmp_path, monkeypatch)
+    assert settings.mapping is not None and "public.contacts" in settings.mapping.tables
+    assert settings.mapping.dedup
+    plain = render({"config": {"tables": ["public.accounts"]}})
+    checksum = {
+        d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for d in by_kind(docs, "Deployment").values()
+    }
+    assert all(
+        checksum[n] != d["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        for n, d in by_kind(plain, "Deployment").items()
+    )
+    err = render_error({"config": {"mapping": "crm-mapping.yaml"}})
+    assert "--set-file mappingFile=crm-mapping.yaml" in err, err
+    err = render_error({"mappingFile": "tables: [", "config": {"mapping": None}})
+    assert "mappingFile is not YAML" in err, err

@@ -92,6 +92,14 @@ def config_schema() -> dict[str, Any]:
     # field validators are not in pydantic's schema: say the same here
     schema["properties"]["tables"]["items"]["pattern"] = _TABLE_RE.pattern
     schema["properties"]["tables"]["uniqueItems"] = True
+    # a file name, as in a config file: the chart explains how to pass the file (--set-file)
+    schema["properties"]["mapping"]["anyOf"].append(
+        {
+            "type": "string",
+            "description": "A mapping file's name is refused by the chart with the way to pass "
+            "it: --set-file mappingFile=<file> (see mappingFile).",
+        }
+    )
     # the chart serves probes and metrics on this port, so it cannot be left unset
     defs["OpsConfig"]["properties"]["metrics_port"] = {
         "type": "integer",
@@ -209,6 +217,11 @@ def build() -> dict[str, Any]:
                 },
                 ["repository"],
             ),
+            "mappingFile": {
+                "type": "string",
+                "description": "The content of a mapping file (`--set-file mappingFile=FILE`): "
+                "mounted beside crossfade.yaml as mapping.yaml, which config.mapping then names.",
+            },
             "imagePullSecrets": ANY_LIST,
             "nameOverride": STR,
             "fullnameOverride": STR,

@@ -408,3 +408,48 @@ def test_audit_names_table_and_column_of_a_misfit(crm: tuple[Any, dict[str, Any]
         "columns.birth_date: source public.members.dob (text) does not fit crm.people.birth_date (date)"
         in err
     )
+
+
+def _filter(stack: Any, when: list[dict[str, Any]]) -> None:
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    cfg["mapping"]["tables"]["public.members"]["filters"][0]["when"] = when
+    stack.config_path.write_text(yaml.safe_dump(cfg))
+
+
+def test_filter_literals_meet_the_column_type(crm: tuple[Any, dict[str, Any]]) -> None:
+    """A quoted date against a date column is converted (and said so), never "no match" that
+    would migrate every inactive member; a misspelt boolean and a YAML boolean against a text
+    column are refused with the column, both types and the fix."""
+    stack, expect = crm
+    _filter(stack, [{"column": "active", "eq": False}, {"column": "last_seen", "lt": "2015-01-01"}])
+    r = stack.cli("audit", "--json", "--skip-target-check")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["tables"][0]["filtered"] == len(expect["filtered"])
+    assert any("lt '2015-01-01' is text" in w and "compared as" in w for w in report["warnings"])
+
+    _filter(stack, [{"column": "active", "eq": "flase"}])
+    r = stack.cli("audit", "--skip-target-check")
+    err = r.stderr.strip()
+    assert r.returncode == 3 and len(err.splitlines()) == 1, err
+    assert "eq 'flase' is text, but public.members.active is boolean" in err
+    assert "write true or false, unquoted" in err
+
+    _filter(stack, [{"column": "country", "in": [False, "GB"]}])  # `in: [NO, GB]` in YAML
+    r = stack.cli("dry-run", "--sample", "5", "--skip-target-check")
+    assert (
+        r.returncode == 3 and "False is a boolean, but public.members.country is text" in r.stderr
+    )
+    assert "quote a code like 'NO'" in r.stderr
+
+
+def test_audit_and_dry_run_accept_append_only_tables(crm: tuple[Any, dict[str, Any]]) -> None:
+    stack, _ = crm
+    stack.sql("CREATE TABLE public.events (at timestamptz, what text)")  # no primary key
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    cfg["tables"].append("public.events")
+    cfg["sync"]["append_only_tables"] = ["public.events"]
+    stack.config_path.write_text(yaml.safe_dump(cfg))
+    for cmd in (["audit", "--json"], ["dry-run", "--sample", "3", "--json"]):
+        r = stack.cli(*cmd)
+        assert r.returncode == 0, (cmd, r.stderr)

@@ -38,6 +38,8 @@ the target (``Stack.assert_equal``). The harness is ``tests/integration/fault_ha
 | 30 wrong DSN, unreachable broker, wrong credentials | ``test_faults.py::test_fault_30_connection_errors_are_one_clear_line`` |
 | 31 rewind drill | ``test_verify_cutover.py::test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint`` |
 | 32 cutover drill | ``test_verify_cutover.py::test_fault_32_verify_live_and_cutover_dry_run_failing_and_real`` |
+| 38 a child committed with its parent, seen first through its own topic | ``test_mapping_children.py::test_fault_38_child_committed_with_its_parent_but_seen_first_waits_for_it`` |
+| 39 duplicates during the stream, members changing groups, survivors deleted | ``test_mapping_children.py::test_fault_39_children_follow_merges_handovers_and_departures`` |
 
 (31 also as a mapping deploy gone wrong: ``test_mapping_sync.py::test_fault_31_rewind_drill_with_a_faulty_mapping``.)
 ``pytest -k test_fault_`` runs every case.

@@ -71,7 +71,11 @@ crossfade.yaml: the `config` values as they are (one to one with crossfade's Set
 Secrets are not in it: see crossfade.secretEnv.
 */}}
 {{- define "crossfade.configYaml" -}}
+{{- if .Values.mappingFile }}
+{{ toYaml (set (deepCopy .Values.config) "mapping" "mapping.yaml") }}
+{{- else }}
 {{ toYaml .Values.config }}
+{{- end }}
 {{- end -}}
 
 {{/* Environment shared by every crossfade container: config path, secrets, extras. */}}
@@ -118,9 +122,9 @@ Secrets are not in it: see crossfade.secretEnv.
 {{- end }}
 {{- end -}}
 
-{{/* Pod annotations: roll the pods when crossfade.yaml changes. */}}
+{{/* Pod annotations: roll the pods when crossfade.yaml (or the mapping file) changes. */}}
 {{- define "crossfade.podAnnotations" -}}
-checksum/config: {{ include "crossfade.configYaml" . | sha256sum }}
+checksum/config: {{ printf "%s\n%s" (include "crossfade.configYaml" .) (.Values.mappingFile | default "") | sha256sum }}
 {{- with .Values.podAnnotations }}
 {{ toYaml . }}
 {{- end }}
@@ -218,6 +222,18 @@ topologySpreadConstraints:
 
 {{/* Checks that span several values (the schema checks each value alone). */}}
 {{- define "crossfade.validate" -}}
+{{- if kindIs "string" .Values.config.mapping -}}
+{{- fail (printf "config.mapping names a file (%s), which the chart cannot read from your disk: pass its content with `--set-file mappingFile=%s` and leave config.mapping unset, or put the mapping itself (the file's content) under config.mapping" .Values.config.mapping .Values.config.mapping) -}}
+{{- end -}}
+{{- if and .Values.mappingFile .Values.config.mapping -}}
+{{- fail "both mappingFile and config.mapping are set: keep one (mappingFile holds the mapping file's content, config.mapping the mapping itself)" -}}
+{{- end -}}
+{{- if .Values.mappingFile -}}
+{{- $m := fromYaml .Values.mappingFile -}}
+{{- if hasKey $m "Error" -}}
+{{- fail (printf "mappingFile is not YAML: %s" (get $m "Error")) -}}
+{{- end -}}
+{{- end -}}
 {{- if gt (int .Values.sync.replicas) (int .Values.config.kafka.partitions) -}}
 {{- fail (printf "sync.replicas (%d) is more than config.kafka.partitions (%d): the extra workers would get no partition and never become ready" (int .Values.sync.replicas) (int .Values.config.kafka.partitions)) -}}
 {{- end -}}

@@ -119,7 +119,8 @@ class Context:
         """Row counts as the ``row_counts`` gate compares them (status and the console show these).
 
         One entry per identity table (``legacy_rows``, ``new_rows``), per mapped source table
-        (``legacy_rows`` against ``accounted`` = mapped + dead-lettered + filtered + deferred) and
+        (``legacy_rows`` against ``accounted`` = mapped + dead-lettered + filtered + deferred +
+        parent_left) and
         per target table of the mapping (``new_rows`` against ``expected`` = mapped rows of its
         sources - merged duplicates). ``match`` is None when a side is unknown or estimated."""
         return self._once("counts", self._counts)
@@ -155,6 +156,8 @@ class Context:
                 "dead_lettered": a.get("dead_letter", 0),
                 "filtered": a.get("filtered", 0),
                 "deferred": a.get("deferred", 0),
+                # out of the target with its parent (on_parent_left: delete), not a dead letter
+                "parent_left": a.get("parent_left", 0),
             }
             s = src.get(s_name, (None, True))
             accounted = sum(parts.values())

@@ -10,6 +10,9 @@ The API the other parts use:
 * :func:`~crossfade.mapping.values.event_row` / :func:`~crossfade.mapping.values.event_key` —
   a Debezium change event in the normal form the mapper takes.
 * :mod:`crossfade.mapping.dedup` — match rules, survivorship, the crosswalk design.
+* :mod:`crossfade.mapping.filters` and :mod:`crossfade.mapping.literals` — filters, and the
+  literals of filters and rules checked against their column's type.
+* :mod:`crossfade.mapping.reference` — docs/mapping.md, generated from the model.
 """
 
 from crossfade.mapping.engine import (

@@ -317,11 +317,12 @@ def prepare(
     settings: Settings, src: psycopg.Connection, check_target: bool
 ) -> tuple[Mapper, SchemaReport]:
     """Build and check the mapper (legacy catalog always, target catalog with ``check_target``)."""
+    append_only = settings.sync.append_only_tables
     if check_target:
         with connect(settings.target, "target") as tgt:
-            mapper, report = load_mapper(settings.mapping, settings.tables, src, tgt)
+            mapper, report = load_mapper(settings.mapping, settings.tables, src, tgt, append_only)
     else:
-        mapper, report = load_mapper(settings.mapping, settings.tables, src, None)
+        mapper, report = load_mapper(settings.mapping, settings.tables, src, None, append_only)
     report.raise_for_errors()
     return mapper, report
 

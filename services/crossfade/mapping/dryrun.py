@@ -29,7 +29,7 @@ from crossfade.mapping.audit import (
     stream_rows,
 )
 from crossfade.mapping.dedup import Deduper, DupGroup
-from crossfade.mapping.engine import KeySets, Mapped, Mapper, Outcome, _jsonable
+from crossfade.mapping.engine import KeySets, Mapped, Mapper, Outcome, Rejected, _jsonable
 
 
 @dataclass
@@ -59,17 +59,17 @@ class TableSample:
                         "warnings": [f.as_dict() for f in o.warnings],
                     }
                 )
-            elif o.outcome == "rejected":
+            elif isinstance(o, Rejected):
                 out["rejected"].append(
                     {
                         "key": key,
                         "rule": o.rule,
-                        "failures": [f.as_dict() for f in o.failures],  # type: ignore[union-attr]
+                        "failures": [f.as_dict() for f in o.failures],
                         "source_row": _jsonable(row),
                     }
                 )
             else:
-                out["filtered"].append({"key": key, "filter": o.filter, "reason": o.reason})  # type: ignore[union-attr]
+                out["filtered"].append({"key": key, "filter": o.filter, "reason": o.reason})
         return out
 
 

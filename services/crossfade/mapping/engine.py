@@ -16,19 +16,21 @@ Debezium change event into the same form —
 The same row always gives the same outcome (no clock, no network, no database), so verify can
 map a source row and compare it with the target row. Referential rules need to know which parent
 keys exist: the caller passes ``parents`` (a :class:`ParentKeys`); without it those rules are not
-evaluated. A referential failure is ``deferrable`` when its rule has a ``window_s``: sync should
-hold the row until the parent arrives or the window ends (FAULTS 27), not dead-letter it at once.
+evaluated. A referential failure is ``deferrable`` when its rule's window (its ``window_s``, else
+``mapping.defaults.references_window_s``) is above zero: sync holds the row until the parent
+arrives or the window ends (FAULTS 27, 38), and decides by the parent's known state (filtered,
+dead-lettered, deleted) and the rule's ``on_parent_left`` what happens then.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crossfade.errors import ConfigError
+from crossfade.mapping.filters import CompiledFilter, FilterError, comparable
 from crossfade.mapping.transforms import (
     CASTS,
     OUTPUT_TYPES,
@@ -42,9 +44,8 @@ if TYPE_CHECKING:
     from crossfade.mapping.model import (
         ColumnRules,
         ColumnSpec,
-        Condition,
-        FilterSpec,
         MappingConfig,
+        MappingDefaults,
         Reference,
         TargetSpec,
     )
@@ -73,6 +74,10 @@ class Failure:
     severity: str = "reject"
     deferrable: bool = False
     window_s: float = 0.0
+    parent: tuple[str, str] | None = None
+    """For a ``references`` failure: the parent (target table, column) the value refers to."""
+    on_parent_left: str = "dead_letter"
+    """For a ``references`` failure: the rule's policy (model.Reference.on_parent_left)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +89,7 @@ class Failure:
             "value": _jsonable(self.value),
             "severity": self.severity,
             "deferrable": self.deferrable,
+            **({"parent": list(self.parent)} if self.parent else {}),
         }
 
 
@@ -122,6 +128,9 @@ class Rejected:
     source_table: str
     source_key: tuple[Any, ...] | None
     failures: tuple[Failure, ...]
+    rows: tuple[TargetRow, ...] = ()
+    """The target rows as far as they could be computed (a failed column is missing): what a
+    child would be if its parent were there (sync keeps the parent it refers to)."""
     outcome = "rejected"
 
     @property
@@ -314,7 +323,7 @@ def _blank(v: Any) -> bool:
 
 
 def _rule_checks(
-    table: str, column: str, r: ColumnRules
+    table: str, column: str, r: ColumnRules, defaults: MappingDefaults | None = None
 ) -> list[Callable[[Any, ParentKeys | None], Failure | None]]:
     checks: list[Callable[[Any, ParentKeys | None], Failure | None]] = []
     base = f"{table}.{column}"
@@ -343,7 +352,7 @@ def _rule_checks(
         def range_(v: Any, _p: Any) -> Failure | None:
             if v is None:
                 return None
-            lo, hi = _comparable(r.min, v), _comparable(r.max, v)
+            lo, hi = comparable(r.min, v), comparable(r.max, v)
             try:
                 if lo is not None and v < lo:
                     return fail("range", "range", f"{v!r} is below the minimum {r.min}", v)
@@ -378,13 +387,30 @@ def _rule_checks(
         checks.append(length)
     ref = r.reference
     if ref is not None:
-        checks.append(_reference_check(ref, fail))
+        checks.append(_reference_check(ref, fail, defaults))
     return checks
 
 
+def reference_window(ref: Reference, defaults: MappingDefaults | None) -> float:
+    """The window of a ``references`` rule: its own, else the mapping's default (300 s)."""
+    if ref.window_s is not None:
+        return ref.window_s
+    return defaults.references_window_s if defaults is not None else 300.0
+
+
+def reference_policy(ref: Reference, defaults: MappingDefaults | None) -> str:
+    """The ``on_parent_left`` of a ``references`` rule: its own, else the mapping's default."""
+    if ref.on_parent_left is not None:
+        return ref.on_parent_left
+    return defaults.on_parent_left if defaults is not None else "dead_letter"
+
+
 def _reference_check(
-    ref: Reference, fail: Callable[..., Failure]
+    ref: Reference, fail: Callable[..., Failure], defaults: MappingDefaults | None
 ) -> Callable[[Any, ParentKeys | None], Failure | None]:
+    window = reference_window(ref, defaults)
+    policy = reference_policy(ref, defaults)
+
     def references(v: Any, parents: ParentKeys | None) -> Failure | None:
         if v is None or parents is None:
             return None
@@ -394,121 +420,14 @@ def _reference_check(
                 "references",
                 f"no {ref.table} row has {ref.column} = {v!r} (orphan)",
                 v,
-                deferrable=ref.window_s > 0,
-                window_s=ref.window_s,
+                deferrable=window > 0,
+                window_s=window,
+                parent=(ref.table, ref.column),
+                on_parent_left=policy,
             )
         return None
 
     return references
-
-
-def _comparable(bound: Any, v: Any) -> Any:
-    """The bound in the value's type where that is what a person meant (a date bound against a
-    datetime value, a float bound against a Decimal)."""
-    import decimal
-
-    if bound is None:
-        return None
-    if (
-        isinstance(v, dt.datetime)
-        and isinstance(bound, dt.date)
-        and not isinstance(bound, dt.datetime)
-    ):
-        out = dt.datetime(bound.year, bound.month, bound.day)
-        return out.replace(tzinfo=v.tzinfo) if v.tzinfo is not None else out
-    if isinstance(v, decimal.Decimal) and isinstance(bound, float):
-        return decimal.Decimal(repr(bound))
-    return bound
-
-
-# ---------------------------------------------------------------------------------------------
-# Filters
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class CompiledFilter:
-    source: str
-    spec: FilterSpec
-    conditions: list[tuple[Condition, Transform]]
-
-    @property
-    def rule(self) -> str:
-        return f"{self.source}:filter:{self.spec.name}"
-
-    def match(self, row: Mapping[str, Any]) -> str | None:
-        """The reason when every condition holds, else None."""
-        reasons = []
-        for cond, transform in self.conditions:
-            raw = row.get(cond.column)
-            try:
-                v = transform(raw)
-            except (TransformError, ValueError, TypeError):
-                return None  # a value the condition cannot read does not filter the row
-            ok, why = _test(cond, v)
-            if not ok:
-                return None
-            reasons.append(why)
-        return " and ".join(reasons)
-
-
-def _test(c: Condition, v: Any) -> tuple[bool, str]:
-    t = c.test
-    col = c.column
-    try:
-        if t == "is_null":
-            return (v is None) == c.is_null, f"{col} is {'NULL' if v is None else 'set'}"
-        if t == "eq":
-            return v == c.eq, f"{col} = {v!r}"
-        if t == "ne":
-            return v != c.ne, f"{col} = {v!r}"
-        if t == "in_":
-            return v in (c.in_ or []), f"{col} = {v!r}"
-        if t == "not_in":
-            return v not in (c.not_in or []), f"{col} = {v!r}"
-        if t == "matches":
-            return isinstance(v, str) and re.search(
-                c.matches or "", v
-            ) is not None, f"{col} = {v!r}"
-        if v is None:
-            return False, ""
-        if t in ("before", "after"):
-            bound = c.before if t == "before" else c.after
-            vv, bb = _as_moment(v), _as_moment(bound)
-            if vv is None or bb is None:
-                return False, ""
-            if isinstance(vv, dt.datetime) != isinstance(bb, dt.datetime):
-                vv = vv.date() if isinstance(vv, dt.datetime) else vv
-                bb = bb.date() if isinstance(bb, dt.datetime) else bb
-            elif isinstance(vv, dt.datetime) and (vv.tzinfo is None) != (bb.tzinfo is None):
-                vv, bb = vv.replace(tzinfo=None), bb.replace(tzinfo=None)  # type: ignore[union-attr]
-            held = vv < bb if t == "before" else vv > bb  # type: ignore[operator]
-            return held, f"{col} {_show(v)} is {t} {_show(bound)}"
-        bound = _comparable(getattr(c, t), v)
-        op = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[t]
-        held = {"lt": v < bound, "le": v <= bound, "gt": v > bound, "ge": v >= bound}[t]
-        return held, f"{col} {_show(v)} {op} {_show(getattr(c, t))}"
-    except TypeError:
-        return False, ""
-
-
-def _as_moment(v: Any) -> dt.date | None:
-    if isinstance(v, dt.date):
-        return v
-    if isinstance(v, str):
-        try:
-            return dt.datetime.fromisoformat(v.strip())
-        except ValueError:
-            return None
-    return None
-
-
-def _show(v: Any) -> str:
-    if isinstance(v, dt.datetime) and v.time() == dt.time(0) and v.tzinfo is None:
-        return v.date().isoformat()
-    if isinstance(v, dt.datetime | dt.date):
-        return v.isoformat()
-    return repr(v)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,15 +456,19 @@ class Mapper:
         config: MappingConfig | None,
         tables: Iterable[str] = (),
         source_keys: Mapping[str, list[str]] | None = None,
+        skip: Iterable[str] = (),
     ) -> None:
+        """``skip``: tables left out (append-only tables: copied as they are, keyed by nothing)."""
         from crossfade.mapping.model import MappingConfig
 
         self.config = config or MappingConfig()
         self.registry = Registry(self.config.transforms, self.config.transform_modules)
         self.source_keys = {t: list(k) for t, k in (source_keys or {}).items()}
         self.tables: dict[str, CompiledTable] = {}
+        left_out = set(skip)
         for t in dict.fromkeys([*tables, *self.config.tables]):
-            self.tables[t] = self._compile_table(t)
+            if t not in left_out:
+                self.tables[t] = self._compile_table(t)
 
     # -- compile ------------------------------------------------------------------------------
     def _defaults(self) -> dict[str, Any]:
@@ -596,8 +519,7 @@ class Mapper:
             for tname, _ in steps:
                 produced = OUTPUT_TYPES.get(tname, produced)
             if cs.cast is not None:
-                fn = CASTS[cs.cast]
-                steps.append((f"cast:{cs.cast}", lambda v, fn=fn: None if v is None else fn(v)))
+                steps.append((f"cast:{cs.cast}", _null_safe(CASTS[cs.cast])))
                 produced = cs.cast
             if isinstance(cs.from_, list) and not cs.transforms:
                 raise ConfigError(
@@ -640,7 +562,10 @@ class Mapper:
                     key = tuple(renamed[p] for p in pk)
                 elif spec.include_unmapped and all(p not in consumed for p in pk):
                     key = tuple(pk)
-        rules = [(col, r, _rule_checks(spec.table, col, r)) for col, r in spec.rules.items()]
+        rules = [
+            (col, r, _rule_checks(spec.table, col, r, self.config.defaults))
+            for col, r in spec.rules.items()
+        ]
         return CompiledTarget(
             spec, spec.table, cols, spec.include_unmapped, frozenset(consumed), key, rules
         )
@@ -709,7 +634,10 @@ class Mapper:
         ct = self.table(source)
         skey = self.source_key(source, row)
         for f in ct.filters:
-            why = f.match(row)
+            try:
+                why = f.match(row)
+            except FilterError as exc:
+                return Rejected(source, skey, (Failure(f.rule, "filter", str(exc)),))
             if why is not None:
                 return Filtered(source, skey, f.rule, why)
         rows: list[TargetRow] = []
@@ -720,7 +648,7 @@ class Mapper:
             failures.extend(fs)
         rejects = tuple(f for f in failures if f.severity == "reject")
         if rejects:
-            return Rejected(source, skey, rejects)
+            return Rejected(source, skey, rejects, tuple(rows))
         return Mapped(
             source, skey, tuple(rows), tuple(f for f in failures if f.severity != "reject")
         )
@@ -751,6 +679,15 @@ class Mapper:
                     ) from None
             out.append((t.table, tuple(values[k] for k in t.key)))
         return out
+
+
+def _null_safe(fn: Callable[[Any], Any]) -> Transform:
+    """``fn`` for non-NULL values; NULL stays NULL."""
+
+    def cast(v: Any) -> Any:
+        return None if v is None else fn(v)
+
+    return cast
 
 
 def compile_mapping(

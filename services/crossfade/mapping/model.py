@@ -3,7 +3,7 @@
 .. code-block:: yaml
 
     mapping:
-      defaults: {phone_region: GB}
+      defaults: {phone_region: GB, references_window_s: 300}
       tables:
         public.contacts:                       # a source table listed under `tables:`
           filters:                             # rows that are not migrated (counted and listed)
@@ -63,7 +63,10 @@ CastName = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    # the docstring under each field is its description (docs/mapping.md, the Helm schema)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, populate_by_name=True, use_attribute_docstrings=True
+    )
 
 
 def _table(v: str) -> str:
@@ -112,15 +115,33 @@ class ColumnSpec(_Strict):
         return "const" in self.model_fields_set
 
 
+ParentLeftPolicy = Literal["dead_letter", "delete", "keep"]
+
+
 class Reference(_Strict):
-    """Referential rule: the value must be a key of a parent target table."""
+    """Referential rule: the value must be a key of a parent target table.
+
+    In the live sync a child whose parent is not in the target yet is *deferred* (changes of
+    different tables travel in different topics, so a child can arrive before the parent its
+    source transaction committed with); it is applied the moment the parent arrives, and becomes
+    a dead letter only when its window ends or when the parent is known to be filtered,
+    dead-lettered or deleted at the source. See docs/mapping.md, "Parents and children"."""
 
     table: str
     """The parent target table (schema.table)."""
     column: str
     """The parent's key column the value refers to."""
-    window_s: float = Field(0, ge=0)
-    """How long a child may wait for its parent (sync defers it instead of dead-lettering)."""
+    window_s: float | None = Field(default=None, ge=0)
+    """How long a child may wait for its parent, in seconds. Unset: ``mapping.defaults.
+    references_window_s`` (300). ``0`` dead-letters a child whose parent is not there yet at
+    once, which makes the order of topics a verdict: use it only for parents loaded beforehand."""
+    on_parent_left: ParentLeftPolicy | None = None
+    """What happens to children already migrated when their parent leaves the target (deleted
+    at the source, filtered, dead-lettered): ``dead_letter`` (removed from the target, deferred
+    for the window, then a dead letter with the reason "parent left"), ``delete`` (removed from
+    the target, recorded as ``parent_left``, not a dead letter) or ``keep`` (left as they are,
+    pointing at a key the target no longer has). Either way a child comes back when its parent
+    does. Unset: ``mapping.defaults.on_parent_left`` (``dead_letter``)."""
 
     @field_validator("table")
     @classmethod
@@ -143,9 +164,11 @@ class ColumnRules(_Strict):
     enum: list[Any] | None = None
     """The value must be one of these."""
     min_length: int | None = Field(None, ge=0)
+    """Shortest allowed text (characters)."""
     max_length: int | None = Field(None, ge=0)
+    """Longest allowed text (characters)."""
     references: str | Reference | None = None
-    """``schema.table.column`` of the parent, or ``{table, column, window_s}``."""
+    """``schema.table.column`` of the parent, or ``{table, column, window_s, on_parent_left}``."""
     severity: Literal["reject", "warn"] = "reject"
     """``warn``: reported by audit and dry-run, the row is still migrated."""
 
@@ -180,9 +203,11 @@ class RowRule(_Strict):
     """A check across columns of one target row."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """The rule's name: failures are named ``<target table>:<name>``."""
     require_any: list[str] = Field(min_length=1)
     """At least one of these columns is not NULL/blank (e.g. ``[email, phone]``)."""
     severity: Literal["reject", "warn"] = "reject"
+    """``warn``: reported by audit and dry-run, the row is still migrated."""
 
 
 class TargetSpec(_Strict):
@@ -201,6 +226,7 @@ class TargetSpec(_Strict):
     rules: dict[str, ColumnRules] = Field(default_factory=dict)
     """Target column -> checks."""
     row_rules: list[RowRule] = Field(default_factory=list)
+    """Checks across columns of the target row."""
     keys_disjoint: bool = False
     """Several source tables write this target and you vouch their keys never collide."""
 
@@ -220,7 +246,7 @@ class TargetSpec(_Strict):
 
     def column_specs(self) -> dict[str, ColumnSpec]:
         return {
-            n: ColumnSpec(**{"from": s}) if isinstance(s, str) else s
+            n: ColumnSpec.model_validate({"from": s}) if isinstance(s, str) else s
             for n, s in self.columns.items()
         }
 
@@ -229,20 +255,32 @@ class Condition(_Strict):
     """One condition on a source column; a filter holds when all its conditions hold."""
 
     column: str
+    """The source column tested."""
     transforms: list[TransformSpec] = Field(default_factory=list)
     """Applied to the value before comparing (e.g. parse a legacy text date)."""
     eq: Any = None
+    """Equal to this value (written as the column's type: ``true``, ``42``, ``2019-01-01``)."""
     ne: Any = None
+    """Not equal to this value (NULL is not equal to anything and matches)."""
     in_: list[Any] | None = Field(None, alias="in")
+    """One of these values."""
     not_in: list[Any] | None = None
+    """None of these values."""
     lt: Any = None
+    """Less than this number, date or text (NULL never compares)."""
     le: Any = None
+    """Less than or equal to this."""
     gt: Any = None
+    """Greater than this."""
     ge: Any = None
+    """Greater than or equal to this."""
     before: dt.datetime | dt.date | None = None
-    """Date or timestamp strictly before this (NULL is never before anything)."""
+    """Date or timestamp strictly before this (NULL is never before anything; ISO text in a
+    text column is read as a date, other text never holds)."""
     after: dt.datetime | dt.date | None = None
+    """Date or timestamp strictly after this."""
     is_null: bool | None = None
+    """``true``: the value is NULL; ``false``: it is not."""
     matches: str | None = None
     """Text matching this regular expression (``re.search``)."""
 
@@ -273,27 +311,35 @@ class FilterSpec(_Strict):
     """Source rows matching ``when`` are not migrated; each is counted and listed as filtered."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """The filter's name: filtered rows are recorded under ``<source table>:filter:<name>``."""
     when: list[Condition] = Field(min_length=1)
+    """Conditions on source columns; the row is filtered when all of them hold."""
 
 
 class TableMapping(_Strict):
     """What one source table becomes."""
 
     filters: list[FilterSpec] = Field(default_factory=list)
+    """Rows matching any filter are not migrated (counted and listed)."""
     targets: list[TargetSpec] = Field(min_length=1)
+    """Target rows made from each source row (one source row may feed several tables)."""
 
 
 class MatchCondition(_Strict):
     """One condition of a match rule, on a mapped (target) column."""
 
     column: str
+    """A mapped (target) column."""
     method: Literal["exact", "fuzzy"] = "exact"
     """``exact``: equal after ``normalise`` (and never on NULL/blank); ``fuzzy``: rapidfuzz
     similarity at least ``threshold``."""
     threshold: float = Field(90, ge=0, le=100)
+    """Least similarity (0-100) of a ``fuzzy`` condition."""
     scorer: Literal["token_sort_ratio", "token_set_ratio", "ratio", "WRatio"] = "token_sort_ratio"
+    """rapidfuzz's scorer for ``fuzzy``: ``token_sort_ratio`` ignores word order, ``token_set_ratio``
+    also extra words, ``ratio`` compares as typed, ``WRatio`` weighs several."""
     normalise: list[TransformSpec] = Field(
-        default_factory=lambda: ["collapse_whitespace", "casefold"]
+        default_factory=lambda: list[TransformSpec](["collapse_whitespace", "casefold"])
     )
     """Applied to both values before comparing (matching only; the row keeps its value)."""
 
@@ -303,7 +349,9 @@ class MatchRule(_Strict):
     exact: it is the blocking key, so matching stays linear in the number of rows."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    """The rule's name (shown with every merge it makes)."""
     all: list[MatchCondition] = Field(min_length=1)
+    """Conditions that must all hold."""
 
     @model_validator(mode="after")
     def _blocking(self) -> MatchRule:
@@ -318,9 +366,56 @@ SurvivorshipRule = Literal[
     "most_recent_non_empty", "oldest_non_empty", "survivor", "preferred_source", "longest"
 ]
 
+OPTION_DOCS: dict[str, dict[str, str]] = {
+    "survivorship": {
+        "most_recent_non_empty": "the value of the most recent member (by ``recency``) that "
+        "has one",
+        "oldest_non_empty": "the value of the oldest member that has one",
+        "survivor": "the survivor's own value, even when empty",
+        "preferred_source": "the first non-empty value from the most trusted source table "
+        "(``sources``, in order), then the most recent",
+        "longest": "the longest value (as text)",
+    },
+    "survivor": {
+        "oldest": "the member with the oldest ``recency`` value (members without one count as "
+        "oldest; then the lowest key)",
+        "most_recent": "the member with the newest ``recency`` value",
+        "lowest_key": "the member with the lowest key",
+    },
+    "method": {
+        "exact": "equal after ``normalise`` (blank and NULL never match); the exact conditions "
+        "of a rule are its blocking key",
+        "fuzzy": "rapidfuzz similarity (``scorer``) at least ``threshold`` after ``normalise``",
+    },
+    "on_error": {
+        "reject": "the row is rejected: a dead letter under ``<table>.<column>:transform:<name>`` "
+        "or ``:cast:<type>``",
+        "null": "the column is NULL (then ``default``)",
+        "keep": "the source value is kept unchanged",
+    },
+    "on_parent_left": {
+        "dead_letter": "the child leaves the target with its parent and waits (deferred) for "
+        'the window, then becomes a dead letter with the reason "parent left" (at once when the '
+        "parent is filtered or a dead letter)",
+        "delete": "the child leaves the target with its parent; recorded as ``parent_left``, "
+        "not a dead letter",
+        "keep": "a child already migrated stays as it is, pointing at a key the target no longer "
+        "has; its own changes still apply",
+    },
+    "severity": {
+        "reject": "a failing row is not migrated (a dead letter in sync)",
+        "warn": "reported by audit and dry-run; the row is migrated",
+    },
+}
+"""A sentence for every value of the mapping's option lists (docs/mapping.md is built from it:
+a value without one fails the reference's test)."""
+
 
 class ColumnSurvivorship(_Strict):
+    """A survivorship rule with its options, for one column."""
+
     rule: SurvivorshipRule
+    """Which member's value the golden record keeps (see the survivorship rules)."""
     sources: list[str] = Field(default_factory=list)
     """For ``preferred_source``: source tables in order of trust (then most recent)."""
 
@@ -333,27 +428,42 @@ class Survivorship(_Strict):
     survivor: Literal["oldest", "most_recent", "lowest_key"] = "oldest"
     """Whose key the golden record keeps (every member's key resolves to it in the crosswalk)."""
     default: SurvivorshipRule = "most_recent_non_empty"
+    """The rule of every column not under ``columns``."""
     columns: dict[str, SurvivorshipRule | ColumnSurvivorship] = Field(default_factory=dict)
+    """Target column -> its own rule."""
 
 
 class DedupSpec(_Strict):
+    """Duplicate matching and the golden record of one target table."""
+
     match: list[MatchRule] = Field(min_length=1)
+    """Two records are one entity when any rule holds (groups are transitive)."""
     survivorship: Survivorship = Survivorship()
+    """How the golden record of a group is built."""
 
 
 class MappingDefaults(_Strict):
+    """Defaults for every table of the mapping."""
+
     phone_region: str = Field("US", pattern=r"^[A-Z]{2}$")
-    """Region of phone numbers written without a country code (ISO 3166 alpha-2)."""
+    """Region of phone numbers written without a country code (ISO 3166 alpha-2). Quote codes
+    YAML reads as booleans: ``phone_region: "NO"`` (Norway)."""
     date_formats: list[str] = Field(default_factory=list)
     """``strptime`` formats the ``date``/``datetime`` transforms try first."""
     dayfirst: bool = False
     """Read ambiguous dates like 03/04/2020 as 3 April."""
+    references_window_s: float = Field(default=300, ge=0)
+    """How long a child waits for its parent when its ``references`` rule sets no ``window_s``
+    (seconds)."""
+    on_parent_left: ParentLeftPolicy = "dead_letter"
+    """The ``on_parent_left`` of ``references`` rules that set none."""
 
 
 class MappingConfig(_Strict):
     """The ``mapping`` section (see the module docstring)."""
 
-    defaults: MappingDefaults = MappingDefaults()
+    defaults: MappingDefaults = MappingDefaults.model_validate({})
+    """Defaults for every table: phone region, date formats, the parent window and policy."""
     tables: dict[str, TableMapping] = Field(default_factory=dict)
     """Source table (schema.table, also listed under ``tables:``) -> its mapping."""
     dedup: dict[str, DedupSpec] = Field(default_factory=dict)

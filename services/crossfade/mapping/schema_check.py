@@ -28,8 +28,10 @@ from typing import Any
 import psycopg
 
 from crossfade.errors import PreflightError
+from crossfade.mapping import literals
 from crossfade.mapping.engine import CompiledTarget, Mapper
 from crossfade.mapping.model import MappingConfig
+from crossfade.mapping.transforms import OUTPUT_TYPES
 from crossfade.sync.target_ddl import TableShape, read_shape
 
 
@@ -60,7 +62,7 @@ def _near(name: str, options: list[str]) -> str:
     return f" (did you mean {hit[0]}?)" if hit else ""
 
 
-def category(type_sql: str, enum: str | None = None) -> str:
+def category(type_sql: str, enum: str | tuple[str, str] | None = None) -> str:
     """Coarse type family of a PostgreSQL type text: text, int, numeric, bool, date, timestamp,
     timestamptz, time, interval, uuid, json, bytea, array or other."""
     t = type_sql.lower()
@@ -176,16 +178,28 @@ def load_mapper(
     tables: list[str],
     source: psycopg.Connection,
     target: psycopg.Connection | None,
+    append_only: list[str] | tuple[str, ...] = (),
 ) -> tuple[Mapper, SchemaReport]:
     """Build the mapper with the legacy primary keys and check it against both catalogs.
 
     Returns the mapper and the report; the caller decides what to do with errors (usually
     :meth:`SchemaReport.raise_for_errors`). ``target`` None skips the target checks.
+    ``append_only``: tables without a primary key that sync copies as they are
+    (``sync.append_only_tables``): they are left out of the mapper (nothing to key them by).
     """
     report = SchemaReport()
     cfg = mapping or MappingConfig()
-    keys = _source_pks(source, list(dict.fromkeys([*tables, *cfg.tables])), report)
-    mapper = Mapper(cfg, tables, keys)
+    skip = set(append_only)
+    for t in sorted(skip & set(cfg.tables)):
+        report.errors.append(
+            f"mapping.tables.{t}: {t} is append-only (sync.append_only_tables) and is copied as "
+            "it is; remove its mapping, or give the table a primary key"
+        )
+    tables = [t for t in tables if t not in skip]
+    keys = _source_pks(
+        source, list(dict.fromkeys([*tables, *(t for t in cfg.tables if t not in skip)])), report
+    )
+    mapper = Mapper(cfg, tables, keys, skip=skip)
     _check_source(mapper, report)
     if target is not None:
         for t in mapper.target_tables():
@@ -208,11 +222,22 @@ def _check_source(mapper: Mapper, report: SchemaReport) -> None:
         have = set(cols)
         where = f"mapping.tables.{src}"
         for i, f in enumerate(ct.filters):
-            for c, _t in f.conditions:
-                if c.column not in have:
+            for j, (cond, fn) in enumerate(f.conditions):
+                if cond.column not in have:
                     report.errors.append(
-                        f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{c.column} does not exist{_near(c.column, cols)}"
+                        f"{where}.filters[{i}] ({f.spec.name}): source column {src}.{cond.column} does not exist{_near(cond.column, cols)}"
                     )
+                    continue
+                sc = shape.column(cond.column)
+                cat = _filtered_category(category(sc.type_sql, sc.enum), cond.transforms)
+                if cat is None:
+                    continue
+                w = f"{where}.filters[{i}] ({f.spec.name}).when[{j}]"
+                fixed = literals.check_condition(
+                    cond, cat, f"{src}.{cond.column}", sc.type_sql, w, report
+                )
+                if fixed is not cond:
+                    f.conditions[j] = (fixed, fn)
         for i, t in enumerate(ct.targets):
             tw = f"{where}.targets[{i}]" if not ct.identity else f"tables: {src}"
             for col in t.columns:
@@ -229,15 +254,28 @@ def _check_source(mapper: Mapper, report: SchemaReport) -> None:
                 continue
             pk = set(shape.pk)
             for k in t.key:
-                col = next((c for c in t.columns if c.name == k), None)
-                srcs = set(col.sources) if col is not None else {k}
-                if col is not None and col.spec.is_const:
+                kcol = next((c for c in t.columns if c.name == k), None)
+                srcs = set(kcol.sources) if kcol is not None else {k}
+                if kcol is not None and kcol.spec.is_const:
                     continue
                 if not srcs <= pk:
                     report.errors.append(
                         f"{tw}.key: {t.table}.{k} is computed from {', '.join(sorted(srcs - pk))}, not only from the "
                         f"primary key of {src} ({', '.join(shape.pk)}): a delete at the source could not be applied"
                     )
+
+
+def _filtered_category(cat: str | None, transforms: list[Any]) -> str | None:
+    """The type family a filter's transforms make of a ``cat`` column; None when unknown."""
+    for spec in transforms:
+        name = spec if isinstance(spec, str) else next(iter(spec), "")
+        if name == "cast" and isinstance(spec, dict):
+            cat = _CAST_CATEGORY.get(str(spec["cast"]))
+        elif name in OUTPUT_TYPES:
+            cat = _CAST_CATEGORY.get(OUTPUT_TYPES[name])
+        elif name not in ("trim", "null_if", "default"):
+            cat = None  # a transform whose output type is not known: checked per row instead
+    return cat
 
 
 def _check_target(mapper: Mapper, conn: psycopg.Connection, report: SchemaReport) -> None:
@@ -387,6 +425,18 @@ def _check_target_table(
                     f"{where}: include_unmapped copies {src}.{sc.name}, but {t.table} has no column {sc.name}{_near(sc.name, names)}"
                 )
             produced[sc.name] = category(sc.type_sql, sc.enum)
+    for rcol, rules in t.spec.rules.items():
+        tc = tcols.get(rcol)
+        rcat = produced.get(rcol) or (category(tc.type_sql, tc.enum) if tc is not None else None)
+        if rcat is not None:
+            literals.check_rules(
+                rules,
+                rcat,
+                f"{t.table}.{rcol}",
+                tc.type_sql if tc else rcat,
+                f"{where}.rules.{rcol}",
+                report,
+            )
     if t.key is not None:
         for k in t.key:
             if k not in tcols:

@@ -79,10 +79,12 @@ def collapse_whitespace() -> Transform:
 
 
 def lower() -> Transform:
+    """Lower-case text."""
     return lambda v: v.lower() if isinstance(v, str) else v
 
 
 def upper() -> Transform:
+    """Upper-case text."""
     return lambda v: v.upper() if isinstance(v, str) else v
 
 
@@ -130,6 +132,7 @@ def digits() -> Transform:
 
 
 def truncate(length: int) -> Transform:
+    """The first ``length`` characters of text."""
     if length < 0:
         raise ValueError("length must be >= 0")
     return lambda v: v[:length] if isinstance(v, str) else v
@@ -691,6 +694,8 @@ CASTS: dict[str, Callable[[Any], Any]] = {
 
 
 def cast(to: str) -> Transform:
+    """The value as ``to`` (a ``cast:`` type: ``integer``, ``date``, ``boolean``...); a value that
+    is not one raises TransformError. Same as a column's ``cast:``, usable inside a chain."""
     fn = CASTS.get(to)
     if fn is None:
         raise ValueError(f"unknown cast {to!r} (one of {', '.join(CASTS)})")
@@ -725,6 +730,36 @@ BUILTINS: dict[str, TransformFactory] = {
     "country": country,
     "cast": cast,
 }
+
+EXAMPLES: dict[str, list[tuple[Any, Any]]] = {
+    "trim": [("trim", "  Ann Lee ")],
+    "collapse_whitespace": [("collapse_whitespace", " Ann \t  Lee\n")],
+    "lower": [("lower", "Ann.Lee@Example.COM")],
+    "upper": [("upper", "gb")],
+    "casefold": [("casefold", "Straße")],
+    "null_if": [({"null_if": {"values": ["N/A", "-"]}}, "N/A"), ("null_if", "   ")],
+    "default": [({"default": "unknown"}, None)],
+    "const": [({"const": "legacy-crm"}, "anything")],
+    "replace": [({"replace": {"pattern": "[^0-9]", "repl": ""}}, "020-7946 0958")],
+    "digits": [("digits", "+44 (0)20 7946 0958")],
+    "truncate": [({"truncate": 5}, "Kensington")],
+    "concat": [({"concat": ", "}, ["1 High St", None, "London"]), ("concat", ["Ann", "Lee"])],
+    "coalesce": [("coalesce", [None, " ", "+44 20 7946 0958"])],
+    "lookup": [
+        ({"lookup": {"A": "active", "I": "inactive"}}, "a"),
+        ({"lookup": {"table": {"A": "active"}, "on_missing": "default", "default": "other"}}, "X"),
+    ],
+    "email": [("email", " John.Smith@Example.COM "), ("email", "jane@")],
+    "phone": [({"phone": {"region": "GB"}}, "(020) 7946-0123"), ("phone", "12345")],
+    "name": [("name", "  JOHN   O'NEIL "), ("name", "mary mcdonald"), ("name", "Danny DeVito")],
+    "split_name": [({"split_name": "last"}, "Ludwig van Beethoven"), ("split_name", "Smith, John")],
+    "date": [({"date": {"formats": ["%d/%m/%Y"]}}, "03/04/2020"), ("date", "2020-04-03")],
+    "datetime": [({"datetime": {"timezone": "Europe/London"}}, "2020-04-03 10:30")],
+    "country": [("country", "United Kingdom"), ({"country": "alpha3"}, "gb"), ("country", "UK")],
+    "cast": [({"cast": "integer"}, "1,234"), ({"cast": "boolean"}, "yes")],
+}
+"""Per built-in: (spec as in YAML, an input). docs/mapping.md shows what each gives (computed,
+so the reference cannot drift from the code)."""
 
 OUTPUT_TYPES: dict[str, str] = {
     "email": "text",

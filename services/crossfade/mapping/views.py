@@ -56,14 +56,14 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
                 f"{ex.get('key')}: {_short(ex.get('message'), 60)}",
             )
         con.print(r)
-        fmt = [c for c in a.columns.values() if c.formats]
+        fmt = [p for p in a.columns.values() if p.formats]
         if fmt:
             ft = Table(title=f"{a.source}: value formats of columns that are parsed")
             ft.add_column("column")
             ft.add_column("formats (most common first)", overflow="fold")
-            for c in fmt:
-                assert c.formats is not None
-                ft.add_row(c.name, ", ".join(f"{f} ×{n}" for f, n in c.formats.most_common(6)))
+            for p in fmt:
+                assert p.formats is not None
+                ft.add_row(p.name, ", ".join(f"{f} ×{n}" for f, n in p.formats.most_common(6)))
             con.print(ft)
     for target, groups in report.duplicates.items():
         con.print(

@@ -78,7 +78,29 @@ def cli(verbose: bool, log_format: str) -> None:
     is_flag=True,
     help="Copy the legacy tables as they are instead of through the demo mapping.",
 )
-def demo(duration: float, rate: float, accounts: int, partitions: int, identity: bool) -> None:
+@click.option(
+    "--seed",
+    type=int,
+    default=None,
+    help="Seed of the legacy writer (default: a random one, printed): the same seed makes the "
+    "same legacy writes.",
+)
+@click.option(
+    "--transactions",
+    type=int,
+    default=None,
+    help="Stop the legacy writes after this many transactions instead of after --duration "
+    "(with --seed: exactly the writes of an earlier run, as a failing run prints them).",
+)
+def demo(
+    duration: float,
+    rate: float,
+    accounts: int,
+    partitions: int,
+    identity: bool,
+    seed: int | None,
+    transactions: int | None,
+) -> None:
     """Run the whole pipeline on embedded parts and prove the copy equal.
 
     Starts Tansu and PostgreSQL (a legacy and a new database), Debezium and a sync worker; seeds a
@@ -95,6 +117,8 @@ def demo(duration: float, rate: float, accounts: int, partitions: int, identity:
             partitions=partitions,
             verbose=_State.verbose,
             mapped=not identity,
+            seed=seed,
+            transactions=transactions,
         )
     )
 
@@ -693,6 +717,7 @@ def dlq_list(config: str | None, as_json: bool, examples: int) -> None:
             click.echo(
                 f"{a.table}: {a.source_rows} source rows {sign} {a.mapped} mapped + {a.dead_lettered} dead-lettered "
                 f"+ {a.filtered} filtered + {a.deferred} deferred"
+                + (f" + {a.parent_left} out with their parent" if a.parent_left else "")
             )
     sys.exit(0 if rep.total == 0 and rep.held == 0 and all(a.closes for a in rep.accounting) else 1)
 
@@ -745,6 +770,13 @@ def dlq_replay(
         )
         for r, n in sorted(rep.by_rule.items()):
             click.echo(f"{n:>8}  {r}")
+        if dry_run:  # per record: the rule `dlq list` shows, and what a replay would make of it
+            for rec in rep.records[:50]:
+                now = rec["rule"] if rec["outcome"] == "dead_letter" else rec["outcome"]
+                same = " (unchanged)" if now == rec["was"] else ""
+                click.echo(f"  {rec['table']} {rec['key']}: {rec['was']} -> {now}{same}")
+            if len(rep.records) > 50:
+                click.echo(f"  ... {len(rep.records) - 50} more (--json lists them all)")
     sys.exit(0 if rep.still_failing == 0 else 1)
 
 

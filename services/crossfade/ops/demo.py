@@ -9,6 +9,7 @@ system's ``app`` schema, and the end check is ``crossfade verify`` with its acco
 from __future__ import annotations
 
 import logging
+import random
 import tempfile
 import threading
 import time
@@ -43,15 +44,17 @@ def demo_settings(
     import yaml
 
     extra = {"mapping": yaml.safe_load(MAPPING_FILE.read_text())} if mapped else {}
-    return Settings(
-        **extra,
-        source={"dsn": pg.dsn("legacy")},
-        target={"dsn": pg.dsn("target")},
-        kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": partitions},
-        tables=TABLES,
-        capture={"state_dir": str(state_dir / "capture"), "heartbeat_interval_ms": 2000},
-        # Tansu answers JoinGroup after about half the session timeout: keep it short locally
-        sync={"batch_size": 5000, "session_timeout_ms": 6000},
+    return Settings.model_validate(
+        {
+            **extra,
+            "source": {"dsn": pg.dsn("legacy")},
+            "target": {"dsn": pg.dsn("target")},
+            "kafka": {"bootstrap_servers": broker.bootstrap_servers, "partitions": partitions},
+            "tables": TABLES,
+            "capture": {"state_dir": str(state_dir / "capture"), "heartbeat_interval_ms": 2000},
+            # Tansu answers JoinGroup after about half the session timeout: keep it short locally
+            "sync": {"batch_size": 5000, "session_timeout_ms": 6000},
+        }
     )
 
 
@@ -197,6 +200,16 @@ def _verify_mapped(con: Console, settings: Settings) -> bool:
     return rep.match
 
 
+def replay_command(
+    seed: int, transactions: int, rate: float, accounts: int, partitions: int, mapped: bool
+) -> str:
+    """The command that runs the same legacy writes again (same seed, same transactions)."""
+    return (
+        f"crossfade demo --seed {seed} --transactions {transactions} --rate {rate:g} "
+        f"--accounts {accounts} --partitions {partitions}" + ("" if mapped else " --identity")
+    )
+
+
 def run_demo(
     duration: float,
     rate: float,
@@ -204,7 +217,16 @@ def run_demo(
     partitions: int,
     verbose: bool = False,
     mapped: bool = True,
+    seed: int | None = None,
+    transactions: int | None = None,
 ) -> int:
+    """Run the demo; 0 when verify (or the identity comparison) passes, 1 when it does not
+    (the seed and the command that replays the same writes are printed), 130 when interrupted.
+
+    ``seed``: the legacy writer's seed (random when None, and printed); ``transactions``: the
+    writer stops after this many transactions instead of after ``duration`` seconds."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(1, 1_000_000)
     con = Console(stderr=False)
     if con.is_terminal:
         _quiet_logs(con, verbose)
@@ -224,7 +246,9 @@ def run_demo(
             f"  PostgreSQL on port {pg.port} (databases legacy, target), Tansu on {broker.bootstrap_servers}"
         )
         settings = demo_settings(pg, broker, work, partitions, mapped)
-        writer = CrmWriter(settings.source.conninfo, rate=rate)
+        writer = CrmWriter(
+            settings.source.conninfo, seed=seed, rate=rate, transactions=transactions
+        )
         writer.seed(accounts)
         if mapped:
             with psycopg.connect(settings.target.conninfo, autocommit=True) as g:
@@ -233,7 +257,8 @@ def run_demo(
                 f"  mapping {MAPPING_FILE.name}: legacy public.* -> new app.* (transforms, a filter, rules, dedup)"
             )
         con.print(
-            f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses"
+            f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses "
+            f"(writer seed {seed})"
         )
         cap = CaptureService(settings)
         worker = SyncWorker(settings)
@@ -252,7 +277,11 @@ def run_demo(
             console=con,
             refresh_per_second=2,
         ) as live:
-            while time.monotonic() - started < duration and not runner.stopping.is_set():
+            while (
+                not runner.stopping.is_set()
+                and (transactions is not None or time.monotonic() - started < duration)
+                and not writer.done.is_set()
+            ):
                 time.sleep(1)
                 if any(s.error for s in runner.services):
                     break
@@ -287,10 +316,21 @@ def run_demo(
         )
         ok = _verify_mapped(con, settings) if mapped else _compare_identity(con, settings)
         total = sum(worker.stats.applied.values()) + sum(worker.stats.deleted.values())
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(writer.stats.kinds.items()))
         con.print(
             f"  {total} changes applied; legacy wrote {writer.stats.total} changes in "
-            f"{writer.stats.transactions} transactions during {duration:.0f} s"
+            f"{writer.stats.transactions} transactions during {time.monotonic() - started:.0f} s"
+            + (f" ({kinds})" if kinds else "")
         )
+        if not ok:
+            con.print(
+                f"  writer seed {seed}, {writer.stats.transactions} transactions; the same legacy "
+                "writes again: "
+                + replay_command(
+                    seed, writer.stats.transactions, rate, accounts, partitions, mapped
+                ),
+                soft_wrap=True,
+            )
         con.print(
             (
                 "[bold green]PASS[/]: the new database holds exactly the mapped legacy rows"

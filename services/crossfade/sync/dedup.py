@@ -16,8 +16,10 @@ partitions and workers):
 4. the target gets exactly one row per group (the golden record, under the survivor's key) and
    none for merged members; ``<bookkeeping>.crosswalk`` maps every member key to its survivor
    key with the rule and evidence of the merge (``crossfade dedup explain``);
-5. children: a column with a ``references`` rule to this target is rewritten through the
-   crosswalk, in rows written now and in rows already in the target whose parent just merged.
+5. children: a column with a ``references`` rule to this target holds the survivor's key: a
+   child written later resolves its member through the crosswalk (:class:`~crossfade.sync.mapped.
+   TargetWriter`); every member whose crosswalk entry changed here (:meth:`DedupWriter.take_moved`)
+   has its children mapped again in the same transaction (:mod:`crossfade.sync.children`).
 
 The golden record is rebuilt from the stored members on every change of any of them, so a later
 change to any member updates it. Members' values are stored as JSON; values that JSON has no
@@ -29,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -49,7 +50,7 @@ MAX_COMPONENT = 5000
 of rows is not evidence); sync stops with a message naming the blocking key."""
 
 
-def ddl(schema: str) -> list[sql.Composable]:
+def ddl(schema: str) -> list[sql.Composed]:
     s = sql.Identifier(schema)
     return [
         sql.SQL(
@@ -84,15 +85,6 @@ def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(dict(values), default=str, ensure_ascii=False))
 
 
-@dataclass(frozen=True, slots=True)
-class ChildRef:
-    """A column of a child target table whose ``references`` rule points at a dedup target."""
-
-    table: str
-    column: str
-    type_sql: str
-
-
 class DedupWriter:
     """Writes one deduplicated target table (module docstring). Same interface as
     :class:`crossfade.sync.mapped.TargetWriter`."""
@@ -105,7 +97,6 @@ class DedupWriter:
         spec: DedupSpec,
         mapper: Mapper,
         bookkeeping_schema: str,
-        children: list[ChildRef],
     ) -> None:
         self.shape = shape
         self.key = key
@@ -115,11 +106,17 @@ class DedupWriter:
         names = [c.name for c in shape.columns]
         self.cols = [c for c in names if c in set(produced) | set(key)]
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
-        self.children = children
         self.target = sql.SQL("{}.{}").format(
             sql.Identifier(shape.schema), sql.Identifier(shape.name)
         )
         self.matcher_cols = Deduper(shape.qualified, spec, mapper.registry).matcher.columns
+        self._moved: set[str] = set()
+
+    def take_moved(self) -> list[str]:
+        """Member keys (text) whose crosswalk entry changed since the last call: added, removed
+        or pointing at another survivor. Their children are mapped again (sync.children)."""
+        out, self._moved = sorted(self._moved), set()
+        return out
 
     @property
     def table(self) -> str:
@@ -272,11 +269,11 @@ class DedupWriter:
         gone: list[tuple[Any, ...]] = []
         for _mk, (key, row, _pos, _b) in members.items():
             k = tuple(key)
-            g = in_group.get(k)
-            if g is None:
+            grp = in_group.get(k)
+            if grp is None:
                 rows_out.append((k, row, pos_of[k]))
-            elif g.survivor.key == k:
-                rows_out.append((k, g.golden, max(pos_of[m.key] for m in g.members)))
+            elif grp.survivor.key == k:
+                rows_out.append((k, grp.golden, max(pos_of[m.key] for m in grp.members)))
             else:
                 gone.append(k)
         deleted_members = [mk for mk in changed if mk not in members]
@@ -338,7 +335,7 @@ class DedupWriter:
         deleted_members: list[str],
     ) -> None:
         bk = self.bk
-        before = dict(
+        before: dict[str, str] = dict(
             conn.execute(
                 sql.SQL(
                     "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
@@ -347,9 +344,6 @@ class DedupWriter:
             ).fetchall()
         )
         params = []
-        moved: list[
-            tuple[list[Any], list[Any]]
-        ] = []  # (member key, survivor key) whose survivor changed
         for mk, (key, _row, _pos, _b) in members.items():
             g = in_group.get(tuple(key))
             survivor = list(g.survivor.key) if g else key
@@ -376,8 +370,9 @@ class DedupWriter:
                     Jsonb(evidence) if evidence is not None else None,
                 )
             )
-            if before.get(mk, mk) != sk:
-                moved.append((key, survivor))
+            if before.get(mk) != sk:  # new, or another survivor: its children follow
+                self._moved.add(mk)
+        self._moved.update(mk for mk in deleted_members if mk in before)
         with conn.cursor() as cur:
             cur.executemany(
                 sql.SQL(
@@ -395,22 +390,8 @@ class DedupWriter:
                     ).format(bk),
                     (self.table, deleted_members),
                 )
-            # children already in the target follow their parent to its survivor
-            if len(self.key) == 1:
-                for ch in self.children:
-                    upd = sql.SQL(
-                        "UPDATE {}.{} SET {c} = CAST(%s AS {t}) WHERE {c} = CAST(%s AS {t})"
-                    ).format(
-                        sql.Identifier(ch.table.split(".", 1)[0]),
-                        sql.Identifier(ch.table.split(".", 1)[1]),
-                        c=sql.Identifier(ch.column),
-                        t=sql.SQL(ch.type_sql),
-                    )
-                    for member_key, survivor in moved:
-                        if member_key != survivor:
-                            cur.execute(upd, (_jv(survivor[0]), _jv(member_key[0])))
-                    # a member that was merged and now stands alone again gets its children back
-                    # only through their own next change: the crosswalk no longer redirects them
+        # children are not updated here: the worker maps the children of every moved member
+        # again, from their own change and through the crosswalk just written (sync.children)
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
         conn.execute(
@@ -455,12 +436,16 @@ def raise_unavailable(table: str, key: str, cols: Iterable[str]) -> None:
 def resolve(
     conn: psycopg.Connection, bookkeeping_schema: str, table: str, values: list[Any]
 ) -> dict[str, list[Any]]:
-    """member key text -> survivor key, for the given single-column key values of ``table``."""
+    """member key text -> survivor key, for the given single-column key values of ``table``.
+
+    The crosswalk rows read are share-locked until the caller commits: a regroup that would move
+    one of these members to another survivor waits, then maps this child again."""
     if not values:
         return {}
     rows = conn.execute(
         sql.SQL(
-            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s) "
+            "ORDER BY member_key FOR SHARE"
         ).format(sql.Identifier(bookkeeping_schema)),
         (table, [_text([v]) for v in values]),
     ).fetchall()
@@ -496,7 +481,7 @@ def explain(
             ).format(bk=bk),
             (t, sk),
         ).fetchall()
-        evidence = next((g[2] for g in group if g[2]), []) or []
+        evidence: list[Any] = next((g[2] for g in group if g[2]), []) or []
         out.append(
             {
                 "table": t,
@@ -507,17 +492,6 @@ def explain(
                 "evidence": evidence,
             }
         )
-    return out
-
-
-def children_of(mapper: Mapper, target: str, shapes: Mapping[str, TableShape]) -> list[ChildRef]:
-    out = []
-    for ct in mapper.tables.values():
-        for t in ct.targets:
-            for col, r, _checks in t.rules:
-                ref = r.reference if r is not None else None
-                if ref is not None and ref.table == target and t.table in shapes:
-                    out.append(ChildRef(t.table, col, shapes[t.table].column(col).type_sql))
     return out
 
 

@@ -14,6 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -22,8 +23,10 @@ from crossfade.config import Settings
 from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
+from crossfade.mapping.audit import parents_first
 from crossfade.sync.apply import TableApplier, _key_id
 from crossfade.sync.bookkeeping import LedgerCounts, ledger_counts
+from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.sync.target_ddl import read_shape
 
@@ -50,8 +53,9 @@ class RuleGroup:
 
 @dataclass
 class Accounting:
-    """Per source table: every source row is mapped into the target, dead-lettered, filtered or
-    deferred. ``closes`` when the four add up to the source's row count."""
+    """Per source table: every source row is mapped into the target, dead-lettered, filtered,
+    deferred, or out with its parent (``parent_left``, under ``on_parent_left: delete``).
+    ``closes`` when they add up to the source's row count."""
 
     table: str
     source_rows: int
@@ -59,10 +63,13 @@ class Accounting:
     dead_lettered: int
     filtered: int
     deferred: int
+    parent_left: int = 0
 
     @property
     def closes(self) -> bool:
-        return self.source_rows == self.mapped + self.dead_lettered + self.filtered + self.deferred
+        return self.source_rows == (
+            self.mapped + self.dead_lettered + self.filtered + self.deferred + self.parent_left
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +79,7 @@ class Accounting:
             "dead_lettered": self.dead_lettered,
             "filtered": self.filtered,
             "deferred": self.deferred,
+            "parent_left": self.parent_left,
             "closes": self.closes,
         }
 
@@ -164,6 +172,7 @@ def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
                             c.get("dead_letter", 0),
                             c.get("filtered", 0),
                             c.get("deferred", 0),
+                            c.get("parent_left", 0),
                         )
                     )
     return rep
@@ -181,6 +190,11 @@ class ReplayReport:
     """Changes held back behind a dead letter of their key, applied now."""
     by_rule: dict[str, int] = field(default_factory=dict)
     """Rules the records that still fail fail now."""
+    records: list[dict[str, Any]] = field(default_factory=list)
+    """Per dead letter re-run: table, key, the rule ``dlq list`` shows (``was``), and what it
+    is now (``outcome``, ``rule``): with nothing changed, the same rule for every record."""
+    children: int = 0
+    """Children of replayed parents mapped again (a child waiting for a parent that maps now)."""
     dry_run: bool = False
 
     def as_dict(self) -> dict[str, Any]:
@@ -192,6 +206,8 @@ class ReplayReport:
             "dropped": self.dropped,
             "released": self.released,
             "still_failing_by_rule": self.by_rule,
+            "children": self.children,
+            "records": self.records,
             "dry_run": self.dry_run,
         }
 
@@ -221,7 +237,13 @@ def replay(
     decoder = EventDecoder(settings.kafka)
     with connect(settings.target, "target", autocommit=True) as conn:
         with connect(settings.source, "source") as src:
-            mapper, schema_report = load_mapper(settings.mapping, list(settings.tables), src, conn)
+            mapper, schema_report = load_mapper(
+                settings.mapping,
+                list(settings.tables),
+                src,
+                conn,
+                settings.sync.append_only_tables,
+            )
         schema_report.raise_for_errors()
         mapped, writers, shapes = build_mapped(mapper, schema_report, conn, bk_name)
         try:
@@ -243,8 +265,8 @@ def replay(
                 ).fetchall()
                 rep.selected = len(rows)
                 by_table: dict[str, list[tuple[str, ChangeEvent]]] = defaultdict(list)
-                origins: dict[tuple[str, int], Origin] = {}
-                undecodable: list[str] = []
+                origins: dict[tuple[str, str, int], Origin] = {}
+                undecodable: list[tuple[str, str]] = []
                 release: list[tuple[str, Any]] = []  # (table, key) whose held changes may go now
                 dropped: list[tuple[str, str]] = []
                 for (
@@ -262,7 +284,7 @@ def replay(
                     headers = headers or {}
                     try:
                         e = decoder.decode(key, value, src_table, headers.get(POSITION_HEADER))
-                    except DecodeError as exc:
+                    except DecodeError:
                         if drop_undecodable and why == "decode":
                             dropped.append((src_table, entry))
                             rep.dropped += 1
@@ -271,12 +293,12 @@ def replay(
                             continue
                         rep.still_failing += 1
                         rep.by_rule["decode"] = rep.by_rule.get("decode", 0) + 1
-                        undecodable.append(f"{entry}: {exc}")
+                        undecodable.append((src_table, entry))
                         continue
                     if why == "decode" and source_key is not None:
                         release.append((src_table, source_key))
                     by_table[src_table].append((entry, e))
-                    origins[(_key_id(e), e.position)] = Origin(
+                    origins[(e.table, _key_id(e), e.position)] = Origin(
                         topic, partition, offset, key, value, headers
                     )
                 for src_table, entry in dropped:
@@ -301,12 +323,16 @@ def replay(
                             key, value, src_table, (headers or {}).get(POSITION_HEADER)
                         )
                         by_table[src_table].append((entry, e))
-                        origins[(_key_id(e), e.position)] = Origin(
+                        origins[(e.table, _key_id(e), e.position)] = Origin(
                             topic, partition, offset, key, value, headers or {}
                         )
                         rep.released += 1
                 parents = make_parents(conn, shapes, writers, bk_name)
-                for src_table, pairs in by_table.items():
+                was = {(t, entry): why for t, entry, *_x, why in rows}
+                followed = ParentChanges()
+                order = [t for t in parents_first(mapper) if t in by_table]
+                for src_table in [*order, *(t for t in by_table if t not in order)]:
+                    pairs = by_table[src_table]
                     events = [e for _, e in pairs]
                     decoded_entries = [entry for entry, _ in pairs if entry.startswith("@")]
                     if (
@@ -319,15 +345,28 @@ def replay(
                         res = ms.process(
                             conn, events, origins, parents, rerun=True, expired=entries
                         )
+                        followed.update(res.parent_changes)
                         rep.applied += (
                             res.by_outcome["mapped"]
                             + res.by_outcome["deleted"]
                             + res.by_outcome["filtered"]
                         )
                         rep.superseded += res.skipped
-                        for h in res.dead_letters:
-                            rep.still_failing += 1
-                            rep.by_rule[h.rule or "?"] = rep.by_rule.get(h.rule or "?", 0) + 1
+                        for entry, (outcome, now_rule) in sorted(res.outcomes.items()):
+                            if outcome == "dead_letter":  # new or as it was
+                                rep.still_failing += 1
+                                rep.by_rule[now_rule or "?"] = (
+                                    rep.by_rule.get(now_rule or "?", 0) + 1
+                                )
+                            rep.records.append(
+                                {
+                                    "table": src_table,
+                                    "key": entry,
+                                    "was": was.get((src_table, entry)),
+                                    "outcome": outcome,
+                                    "rule": now_rule if outcome == "dead_letter" else None,
+                                }
+                            )
                     else:
                         shape = read_shape(conn, src_table)
                         if shape is None:
@@ -344,8 +383,62 @@ def replay(
                             ).format(bk),
                             (src_table, decoded_entries),
                         )
+                rep.children = _follow(conn, bk, decoder, mapped, mapper, parents, followed)
+                for src_table, entry in undecodable:
+                    rep.records.append(
+                        {
+                            "table": src_table,
+                            "key": entry,
+                            "was": was.get((src_table, entry)),
+                            "outcome": "dead_letter",
+                            "rule": "decode",
+                        }
+                    )
                 if dry_run:
                     raise _DryRun
         except _DryRun:
             pass
     return rep
+
+
+def _follow(
+    conn: psycopg.Connection,
+    bk: sql.Identifier,
+    decoder: EventDecoder,
+    mapped: dict[str, Any],
+    mapper: Any,
+    parents: Any,
+    changes: ParentChanges,
+) -> int:
+    """Map again the children of parents a replay changed (as sync does, sync.children);
+    returns how many children were mapped again."""
+    done = 0
+    order = parents_first(mapper)
+    for _ in range(len(order) + 2):
+        if not changes:
+            break
+        rows = children_to_rerun(conn, bk, changes)
+        changes = ParentChanges()
+        by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
+        origins: dict[tuple[str, str, int], Origin] = {}
+        expired: dict[str, set[str]] = defaultdict(set)
+        for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
+            e = decoder.decode(key, value, table, (headers or {}).get(POSITION_HEADER))
+            by_table[table].append(e)
+            origins[(e.table, _key_id(e), e.position)] = Origin(
+                topic, partition, offset, key, value, headers or {}
+            )
+            if is_expired:
+                expired[table].add(entry)
+        for table in [t for t in order if t in by_table and t in mapped]:
+            res = mapped[table].process(
+                conn,
+                by_table[table],
+                origins,
+                parents,
+                rerun=True,
+                expired=frozenset(expired[table]),
+            )
+            done += len(res.outcomes)
+            changes.update(res.parent_changes)
+    return done

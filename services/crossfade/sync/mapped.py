@@ -15,9 +15,18 @@ inside the batch transaction:
   the rule and the reason, is counted in ``crossfade_dead_lettered_total{table,rule}`` and
   recorded for ``crossfade dlq list/replay``; the key's target rows are removed, so the target
   holds exactly the rows that pass (accounting closes: source = target + dead letters + filtered);
-* **deferred** — only ``references`` rules with a ``window_s`` failed (a child before its parent,
-  FAULTS 27): nothing is written; the row is retried after every batch and dead-lettered when the
-  window ends.
+* **deferred** — only ``references`` rules failed and a parent may still come (a child before
+  its parent, FAULTS 27 and 38: changes of different tables are not ordered across topics): the
+  key's target rows are removed; the row is mapped again the moment its parent arrives (in the
+  transaction that applies the parent), retried every second, and dead-lettered when its window
+  (``window_s``, default ``mapping.defaults.references_window_s``) ends — or at once when the
+  parent is known to be filtered or dead-lettered (``parent left``);
+* **parent_left** — under ``on_parent_left: delete``: the parent is known gone, the child is out
+  of the target and not a dead letter; it comes back with its parent.
+
+Children follow their parents (:mod:`crossfade.sync.children`): a child's change event is kept in
+the ledger with the parent values it refers to, and whenever a parent arrives, leaves, or (dedup)
+moves to another survivor, its children are mapped again in the same transaction.
 
 Every outcome is written to ``<bookkeeping>.ledger`` under the source key with the change's
 position, guarded like the target rows: an event older than the key's ledger position (a change
@@ -41,14 +50,16 @@ from psycopg.types.json import Jsonb
 
 from crossfade.errors import ConfigError, SchemaMismatch
 from crossfade.events.model import ChangeEvent
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, _jsonable
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, _jsonable
 from crossfade.mapping.values import event_key, event_row
+from crossfade.sync import children
 from crossfade.sync.apply import ApplyResult, TableApplier, _key_id, collapse
 from crossfade.sync.target_ddl import POS_COLUMN, TableShape, read_shape
 
 log = logging.getLogger(__name__)
 
-HELD = ("dead_letter", "filtered", "deferred")
+HELD = ("dead_letter", "filtered", "deferred", "parent_left")
+"""Ledger outcomes that keep their rule and reason (and, but filtered, the record's bytes)."""
 
 
 def key_text(values: Iterable[Any]) -> str:
@@ -90,6 +101,11 @@ class Held:
     failures: list[dict[str, Any]] | None = None
     origin: Origin | None = None
     window_s: float | None = None
+    keep_origin: bool = False
+    """Keep the record's bytes with a ``mapped`` outcome too (a child: it is mapped again when
+    its parent changes, :mod:`crossfade.sync.children`)."""
+    prev_rule: str | None = None
+    """The rule of the dead letter this change re-runs (a dead letter unchanged is not new)."""
 
 
 @dataclass(slots=True)
@@ -104,6 +120,10 @@ class MappedResult:
     by_outcome: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     filters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     """Filter name -> rows it kept out (metrics)."""
+    parent_changes: children.ParentChanges = field(default_factory=children.ParentChanges)
+    """Parents that arrived, left or changed survivor: their children are mapped again."""
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+    """Ledger entry -> (outcome, rule) of each change processed (not of those skipped)."""
 
 
 class TargetWriter:
@@ -231,11 +251,24 @@ class TargetWriter:
         a.prepare(conn, watermark=False)
         return a.truncate(conn, pos, reason)
 
+    def take_moved(self) -> list[str]:
+        """Parent values whose survivor changed in the last apply (only dedup targets have any)."""
+        return []
+
 
 class TargetParents:
     """:class:`~crossfade.mapping.engine.ParentKeys` over the target database, inside the batch
     transaction (so a parent applied earlier in the same batch counts). Found keys are cached for
-    the batch; a missing one is asked again (it may arrive later in the batch)."""
+    the batch (:meth:`forget` drops parents that changed); a missing one is asked again (it may
+    arrive later in the batch).
+
+    A parent found is locked until the batch commits (``FOR KEY SHARE`` on its row, ``FOR SHARE``
+    on a member's crosswalk row): a worker removing that parent, or moving that member to another
+    survivor, waits for this batch, then finds this child among the parent's children and maps it
+    again (:mod:`crossfade.sync.children`). A parent not found is waited for once, in case a
+    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`).
+    Without these a child could be written beside a parent that another worker changes at the
+    same moment, and nobody would look at it again."""
 
     def __init__(
         self,
@@ -250,6 +283,13 @@ class TargetParents:
         """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
         self.bk = sql.Identifier(bookkeeping_schema)
         self._found: set[tuple[str, str, str]] = set()
+        self._waited: set[tuple[str, str, str]] = set()
+
+    def forget(self, changes: children.ParentChanges) -> None:
+        """Drop cached answers for parents whose state changed in this transaction."""
+        for table, values in changes.values.items():
+            self._found = {k for k in self._found if not (k[0] == table and k[2] in values)}
+            self._waited = {k for k in self._waited if not (k[0] == table and k[2] in values)}
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
         shape = self.shapes.get(table)
@@ -258,19 +298,32 @@ class TargetParents:
         k = (table, column, key_text([value]))
         if k in self._found:
             return True
+        if self._exists(shape, k, value):
+            return True
+        if k in self._waited:
+            return False
+        # missing: wait for a transaction bringing this parent in right now (it holds the
+        # parent's lock, children.lock_parents), then look again; one that takes the lock after
+        # us waits for this batch and finds this child among the parent's children
+        self._waited.add(k)
+        children.wait_for_parent(self.conn, table, k[2])
+        return self._exists(shape, k, value)
+
+    def _exists(self, shape: TableShape, k: tuple[str, str, str], value: Any) -> bool:
+        table, column, vt = k
         if self.dedup.get(table) == (column,):
             row = self.conn.execute(
                 sql.SQL(
-                    "SELECT EXISTS (SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s)"
+                    "SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s FOR SHARE"
                 ).format(self.bk),
-                (table, k[2]),
+                (table, vt),
             ).fetchone()
-            if row and row[0]:
+            if row is not None:
                 self._found.add(k)
                 return True
         typ = shape.column(column).type_sql
         row = self.conn.execute(
-            sql.SQL("SELECT EXISTS (SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}))").format(
+            sql.SQL("SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}) LIMIT 1 FOR KEY SHARE").format(
                 sql.Identifier(shape.schema),
                 sql.Identifier(shape.name),
                 sql.Identifier(column),
@@ -278,10 +331,22 @@ class TargetParents:
             ),
             (value if not isinstance(value, dict | list) else json.dumps(value),),
         ).fetchone()
-        ok = bool(row and row[0])
+        ok = row is not None
         if ok:
             self._found.add(k)
         return ok
+
+
+@dataclass(slots=True)
+class _Step:
+    """One source key's change on its way through :meth:`MappedSource.process`."""
+
+    event: ChangeEvent
+    entry: str
+    key_row: dict[str, Any]
+    held: Held
+    prev: str | None
+    out: Mapped | Rejected | Filtered | None = None
 
 
 class MappedSource:
@@ -294,6 +359,7 @@ class MappedSource:
         pg_types: Mapping[str, str],
         writers: Mapping[str, TargetWriter],
         bookkeeping_schema: str,
+        parent_index: Mapping[tuple[str, str], list[str]] | None = None,
     ) -> None:
         self.mapper = mapper
         self.source = source
@@ -308,8 +374,16 @@ class MappedSource:
             )
         self.bk = sql.Identifier(bookkeeping_schema)
         self.sql_positions = sql.SQL(
-            "SELECT entry, position FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
+            "SELECT entry, position, outcome, rule FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
         ).format(self.bk)
+        self.ref_rules = children.ref_rules(mapper, source)
+        """This table's ``references`` rules: it is a child; its events are kept in the ledger."""
+        referenced = children.referenced_columns(mapper)
+        self.parent_cols = {t: sorted(referenced[t]) for t in self.targets if t in referenced}
+        """Targets of this table that children refer to -> the columns they refer to."""
+        self.parent_index = parent_index or {}
+        self.left = children.ParentChanges()
+        """Parents a truncate removed (:meth:`take_left`)."""
 
     def entry_of(self, e: ChangeEvent) -> tuple[str, list[Any], dict[str, Any]]:
         k = event_key(e, self.pg_types)
@@ -320,7 +394,7 @@ class MappedSource:
         self,
         conn: psycopg.Connection,
         events: list[ChangeEvent],
-        origins: Mapping[tuple[str, int], Origin],
+        origins: Mapping[tuple[str, str, int], Origin],
         parents: TargetParents | None,
         *,
         replay: bool = False,
@@ -329,76 +403,211 @@ class MappedSource:
     ) -> MappedResult:
         """Map and apply c/u/r/d events of this source table inside the caller's transaction.
 
-        ``origins``: (raw key id, position) -> where the event was read (dead letters keep it).
-        ``replay``: a rewind's replay; ``rerun``: a held record re-run (deferral retry, dlq replay);
-        both pass at the position the ledger already holds. ``expired``: entries whose deferral
-        window has ended (a still-missing parent dead-letters them)."""
+        ``origins``: (source table, raw key id, position) -> where the event was read (dead
+        letters and children keep it; snapshot rows of two tables share a position and a key).
+        ``replay``: a rewind's replay; ``rerun``: a held record re-run (deferral retry, a parent
+        that changed, dlq replay); both pass at the position the ledger already holds.
+        ``expired``: entries whose deferral window has ended (a still-missing parent
+        dead-letters them). :attr:`MappedResult.parent_changes` says which parents this changed
+        (the caller re-runs their children, :mod:`crossfade.sync.children`)."""
         res = MappedResult()
         if not events:
             return res
         survivors = collapse(events)
         res.skipped = len(events) - len(survivors)
         keyed = [(e, *self.entry_of(e)) for e in survivors]
-        stored: dict[str, Any] = dict(
-            conn.execute(self.sql_positions, (self.source, [k for _, k, _, _ in keyed])).fetchall()
-        )
-        changes: dict[str, list[RowChange]] = defaultdict(list)
-        held: list[Held] = []
+        stored = {
+            r[0]: (r[1], r[2], r[3])
+            for r in conn.execute(
+                self.sql_positions, (self.source, [k for _, k, _, _ in keyed])
+            ).fetchall()
+        }
+        steps: list[_Step] = []
         for e, entry, skey, key_row in keyed:
             have = stored.get(entry)
             if have is not None and (
-                e.position < have or (e.position == have and not (replay or rerun))
+                e.position < have[0] or (e.position == have[0] and not (replay or rerun))
             ):
                 res.skipped += 1
                 continue
-            origin = origins.get((_key_id(e), e.position))
+            origin = origins.get((e.table, _key_id(e), e.position))
             h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
-            if e.is_delete:
-                h.outcome = "deleted"
-                self._delete_targets(changes, key_row, e.position)
-            else:
+            h.keep_origin = bool(self.ref_rules)
+            st = _Step(e, entry, key_row, h, have[1] if have else None)
+            if have is not None and have[1] == "dead_letter":
+                h.prev_rule = have[2]
+            if not e.is_delete:
                 row, unavailable = event_row(e, self.pg_types)
-                out = self.mapper.map_row(
+                st.out = self.mapper.map_row(
                     self.source, row, parents=parents, unavailable=unavailable
                 )
-                if isinstance(out, Mapped):
-                    for tr in out.rows:
-                        if tr.key is None:
-                            raise ConfigError(
-                                f"target {tr.table} of {self.source} has no known key",
-                                "set `key:` in the mapping",
-                            )
-                        changes[tr.table].append(
-                            RowChange(tr.key, tr.values, e.position, tr.unavailable)
-                        )
-                elif isinstance(out, Filtered):
-                    h.outcome, h.rule, h.reason = "filtered", out.filter, out.reason
-                    res.filters[out.filter] += 1
-                    self._delete_targets(changes, key_row, e.position)
-                elif isinstance(out, Rejected):
-                    h.rule, h.reason = out.rule, out.reason
-                    h.failures = [f.as_dict() for f in out.failures]
-                    if out.deferrable and entry not in expired:
-                        h.outcome = "deferred"
-                        h.window_s = max(f.window_s for f in out.failures)
-                    else:
-                        h.outcome = "dead_letter"
-                        if out.deferrable:
-                            h.reason = f"parent did not arrive within its window: {out.reason}"
-                        self._delete_targets(changes, key_row, e.position)
-                        res.dead_letters.append(h)
-            res.by_outcome[h.outcome] += 1
-            held.append(h)
+            steps.append(st)
+        waiting = [
+            f
+            for st in steps
+            if isinstance(st.out, Rejected) and st.out.deferrable
+            for f in st.out.failures
+        ]
+        states = (
+            children.parent_states(conn, self.bk, self.parent_index, waiting, key_text)
+            if waiting
+            else {}
+        )
+        changes: dict[str, list[RowChange]] = defaultdict(list)
+        held: list[Held] = []
+        refs: list[tuple[str, children.RefRule, str]] = []
+        for st in steps:
+            self._decide(st, states, expired, changes, res, refs)
+            res.by_outcome[st.held.outcome] += 1
+            res.outcomes[st.entry] = (st.held.outcome, st.held.rule)
+            held.append(st.held)
+            self._note_parent_change(st, res)
+        children.lock_parents(conn, res.parent_changes)
         write_ledger(conn, self.bk, held)
+        if self.ref_rules:
+            children.write_refs(conn, self.bk, self.source, [st.entry for st in steps], refs)
         for target in self.targets:
+            w = self.writers[target]
             # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
-            r = self.writers[target].apply(conn, changes.get(target, []), replay=replay or rerun)
+            r = w.apply(conn, changes.get(target, []), replay=replay or rerun)
             res.applied += r.applied
             res.deleted += r.deleted
             res.toast_missing.extend(r.toast_missing)
+            moved = children.ParentChanges()
+            for value in w.take_moved():  # members whose survivor changed (dedup)
+                moved.add(target, value)
+            children.lock_parents(conn, moved)
+            res.parent_changes.update(moved)
+        if parents is not None and res.parent_changes:
+            parents.forget(res.parent_changes)
         res.filtered = res.by_outcome["filtered"]
         res.deferred = res.by_outcome["deferred"]
         return res
+
+    def _decide(
+        self,
+        st: _Step,
+        states: Mapping[tuple[str, str, str], children.ParentState],
+        expired: frozenset[str],
+        changes: dict[str, list[RowChange]],
+        res: MappedResult,
+        refs: list[tuple[str, children.RefRule, str]],
+    ) -> None:
+        """The outcome of one change: target changes, the ledger row, the child's references."""
+        e, h, out = st.event, st.held, st.out
+        rows: tuple[TargetRow, ...] = ()
+        if out is None:
+            h.outcome = "deleted"
+            self._delete_targets(changes, st.key_row, e.position)
+            return
+        if isinstance(out, Filtered):
+            h.outcome, h.rule, h.reason = "filtered", out.filter, out.reason
+            res.filters[out.filter] += 1
+            self._delete_targets(changes, st.key_row, e.position)
+            return
+        if isinstance(out, Mapped):
+            rows = out.rows
+        else:
+            h.rule, h.reason = out.rule, out.reason
+            h.failures = [f.as_dict() for f in out.failures]
+            rows = out.rows
+            h.outcome, why = (
+                self._parent_outcome(st, out, states, st.entry in expired)
+                if out.deferrable
+                else ("dead_letter", None)
+            )
+            if why is not None:
+                h.reason = why
+            if h.outcome == "deferred":
+                h.window_s = max(f.window_s for f in out.failures)
+            if h.outcome != "mapped":  # kept children apply their rows below
+                if h.outcome != "deferred" or st.prev != "deferred":
+                    self._delete_targets(changes, st.key_row, e.position)
+                if h.outcome == "dead_letter" and not (
+                    st.prev == "dead_letter" and h.prev_rule == h.rule
+                ):
+                    res.dead_letters.append(h)  # a dead letter re-run as it was is not new
+                refs.extend(
+                    (st.entry, r, key_text([v])) for r, v in children.row_refs(self.ref_rules, rows)
+                )
+                return
+        for tr in rows:
+            if tr.key is None:
+                raise ConfigError(
+                    f"target {tr.table} of {self.source} has no known key",
+                    "set `key:` in the mapping",
+                )
+            changes[tr.table].append(RowChange(tr.key, tr.values, e.position, tr.unavailable))
+        refs.extend(
+            (st.entry, r, key_text([v])) for r, v in children.row_refs(self.ref_rules, rows)
+        )
+
+    def _parent_outcome(
+        self,
+        st: _Step,
+        out: Rejected,
+        states: Mapping[tuple[str, str, str], children.ParentState],
+        expired: bool,
+    ) -> tuple[str, str | None]:
+        """(outcome, reason) of a child whose only failures are missing parents.
+
+        Waits (``deferred``) while a parent may still come; a parent known to be filtered or
+        dead-lettered decides at once, one deleted at the source when the window ends (its
+        children's own deletes are usually in flight through their topic). The rules'
+        ``on_parent_left`` says what a known-gone parent does to the child."""
+        gone: list[str] = []
+        bad = False
+        for f in out.failures:
+            assert f.parent is not None
+            ps = states.get((f.parent[0], f.parent[1], key_text([f.value])))
+            if ps is not None and ps.outcome in children.GONE:
+                gone.append(f"{f.rule}: its parent {ps.describe()}")
+                bad = bad or ps.outcome != "deleted"
+        policies = {f.on_parent_left for f in out.failures}
+        # several rules disagree: the strictest wins
+        policy = (
+            "dead_letter"
+            if "dead_letter" in policies
+            else "delete"
+            if "delete" in policies
+            else "keep"
+        )
+        if policy == "keep" and st.prev in children.PRESENT:
+            return "mapped", None  # kept as it is (its own change still applies)
+        if gone and policy == "delete":
+            return "parent_left", "parent left: " + "; ".join(gone)
+        if gone and (bad or expired):
+            return "dead_letter", "parent left: " + "; ".join(gone)
+        if expired:
+            return "dead_letter", f"parent did not arrive within its window: {out.reason}"
+        return "deferred", None
+
+    def _note_parent_change(self, st: _Step, res: MappedResult) -> None:
+        """A parent row that arrived in or left the target (or whose fate changed): its children
+        must be mapped again."""
+        if not self.parent_cols:
+            return
+        now = "mapped" if st.held.outcome == "replayed" else st.held.outcome
+        before = "mapped" if st.prev == "replayed" else st.prev
+        if now == before:
+            return
+        if isinstance(st.out, Mapped):
+            for tr in st.out.rows:
+                for col in self.parent_cols.get(tr.table, []):
+                    v = tr.values.get(col)
+                    if v is not None:
+                        res.parent_changes.add(tr.table, key_text([v]))
+            return
+        for table, tkey in self.mapper.map_key(self.source, st.key_row):
+            t = next(t for t in self.mapper.table(self.source).targets if t.table == table)
+            for col in self.parent_cols.get(table, []):
+                if t.key is not None and col in t.key:
+                    res.parent_changes.add(table, key_text([tkey[t.key.index(col)]]))
+
+    def take_left(self) -> children.ParentChanges:
+        """Parents the last truncates removed, whose children must be mapped again."""
+        out, self.left = self.left, children.ParentChanges()
+        return out
 
     def _delete_targets(
         self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int
@@ -415,6 +624,21 @@ class MappedSource:
                 f"delete the rows of {self.source} from {shared[0]} by hand, then restart sync",
             )
         n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
+        # parents removed without a change of their own: their children are mapped again
+        from crossfade.sync.dedup import DedupWriter
+
+        for target, cols in self.parent_cols.items():
+            w = self.writers[target]
+            for col in cols:
+                for value in children.orphaned(
+                    conn,
+                    self.bk,
+                    target,
+                    col,
+                    w.shape.column(col).type_sql,
+                    dedup=isinstance(w, DedupWriter),
+                ):
+                    self.left.add(target, value)
         conn.execute(
             sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(
                 self.bk
@@ -444,7 +668,12 @@ def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held])
     params = []
     for h in held:
         keep = h.outcome in (*HELD, "held")
-        o = h.origin if h.outcome in ("dead_letter", "deferred", "held") else None
+        o = (
+            h.origin
+            if h.outcome in ("dead_letter", "deferred", "held", "parent_left")
+            or (h.keep_origin and h.outcome in ("mapped", "replayed"))
+            else None
+        )
         params.append(
             (
                 h.source_table,
@@ -501,11 +730,14 @@ def build_mapped(
 
     writers: dict[str, Any] = {}
     shapes: dict[str, TableShape] = {}
-    if mapper.config.dedup:
-        for stmt in dedup.ddl(bookkeeping_schema):
+    with conn.transaction():  # several workers starting at once: one creates, the others wait
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('crossfade.bookkeeping'))")
+        ddl = dedup.ddl(bookkeeping_schema) if mapper.config.dedup else []
+        for stmt in [*ddl, *children.ddl(bookkeeping_schema)]:
             conn.execute(stmt)
+        for table in mapper.target_tables():
+            ensure_position_column(conn, table)
     for table in mapper.target_tables():
-        ensure_position_column(conn, table)
         found = read_shape(conn, table)
         if found is None:
             raise ConfigError(
@@ -531,7 +763,6 @@ def build_mapped(
                     spec,
                     mapper,
                     bookkeeping_schema,
-                    dedup.children_of(mapper, t.table, shapes),
                 )
             else:
                 w = TargetWriter(shape, tuple(t.key), produced, bookkeeping_schema)
@@ -540,7 +771,9 @@ def build_mapped(
                     if ref is not None and ref.table in mapper.config.dedup:
                         w.redirects.append((col, ref.table))
                 writers[t.table] = w
+    index = children.parent_entries(mapper)
     out = {
-        s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema) for s in sources
+        s: MappedSource(mapper, s, report.pg_types(s), writers, bookkeeping_schema, index)
+        for s in sources
     }
     return out, writers, shapes

@@ -70,6 +70,7 @@ from crossfade.sync.bookkeeping import (
     note_mapping,
     write_heartbeat,
 )
+from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import (
     Held,
     MappedResult,
@@ -169,6 +170,8 @@ class SyncWorker:
         self.table_order: list[str] = list(settings.tables)
         self._dead: list[tuple[Held, str]] = []
         """Dead letters of the batch being applied (with their table), produced before it commits."""
+        self._parent_changes = ParentChanges()
+        """Parents that arrived, left or moved in the transaction being applied (sync.children)."""
         self._next_deferred_retry = 0.0
         self.deferred_checked_at = 0.0
         """time.time() of the last committed retry of deferred rows (the demo waits for one after its fence)."""
@@ -236,7 +239,13 @@ class SyncWorker:
             if mapped:
                 from crossfade.mapping.schema_check import load_mapper
 
-                mapper, report = load_mapper(mapping, list(self.settings.tables), src, self.conn)
+                mapper, report = load_mapper(
+                    mapping,
+                    list(self.settings.tables),
+                    src,
+                    self.conn,
+                    self.settings.sync.append_only_tables,
+                )
                 report.raise_for_errors()
                 for w in report.warnings:
                     log.warning("mapping: %s", w)
@@ -800,6 +809,7 @@ class SyncWorker:
         for m in msgs:
             by_tp[(m.topic(), m.partition())].append(m)
         self._dead = []
+        self._parent_changes = ParentChanges()
         # a table refreshed for ADD COLUMN inside this transaction reverts with it: a rolled-back
         # attempt (enum label to add, connection cut, stale owner) must not leave an applier that
         # expects a column the target does not have
@@ -828,7 +838,7 @@ class SyncWorker:
             fresh_poison: set[tuple[str, str]] = set()
             items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]] = {}
             replayed: dict[tuple[str, int], int] = {}
-            origins: dict[tuple[str, int], Origin] = {}
+            origins: dict[tuple[str, str, int], Origin] = {}
             for tp, ms in fresh.items():
                 out: list[ChangeEvent | ControlRecord] = []
                 until = self.replay_until.get(tp)
@@ -862,7 +872,7 @@ class SyncWorker:
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
-                            origins[(_key_id(d), d.position)] = _origin(m, d.position)
+                            origins[(d.table, _key_id(d), d.position)] = _origin(m, d.position)
                         if until is not None and m.offset() < until:
                             replayed[tp] = len(out)
                 items[tp] = out
@@ -908,7 +918,8 @@ class SyncWorker:
                     parents,
                 )
             if self.mapped:
-                self._retry_deferred(conn, list(fresh), parents)
+                self._retry_deferred(conn, list(fresh), parents, expired_only=True)
+                self._follow_parents(conn, parents)
             mapped_dead = [h for h, _t in self._dead]  # counted below; producing clears the list
             if self._dead:
                 self._produce_dead()
@@ -1028,7 +1039,7 @@ class SyncWorker:
         items: dict[tuple[str, int], list[ChangeEvent | ControlRecord]],
         per_tp_stats: dict[tuple[str, int], list[int]],
         replayed: dict[tuple[str, int], int] | None = None,
-        origins: dict[tuple[str, int], Origin] | None = None,
+        origins: dict[tuple[str, str, int], Origin] | None = None,
         parents: TargetParents | None = None,
     ) -> None:
         """``replayed``: per partition, how many leading items a rewind's replay re-applies."""
@@ -1042,7 +1053,9 @@ class SyncWorker:
                 return self._process_mapped(conn, ms, run, origins or {}, parents, replay=replay)
 
             def truncate(pos: int, reason: str) -> int:
-                return ms.truncate(conn, pos, reason)
+                n = ms.truncate(conn, pos, reason)
+                self._parent_changes.update(ms.take_left())
+                return n
         else:
             applier = self.appliers[table]
             # ADD COLUMN mid-stream: the target follows the source (identity mapping). A batch holds
@@ -1146,7 +1159,7 @@ class SyncWorker:
         conn: psycopg.Connection,
         ms: MappedSource,
         run: list[ChangeEvent],
-        origins: dict[tuple[str, int], Origin],
+        origins: dict[tuple[str, str, int], Origin],
         parents: TargetParents | None,
         *,
         replay: bool = False,
@@ -1155,6 +1168,7 @@ class SyncWorker:
     ) -> MappedResult:
         res = ms.process(conn, run, origins, parents, replay=replay, rerun=rerun, expired=expired)
         self._dead.extend((h, ms.source) for h in res.dead_letters)
+        self._parent_changes.update(res.parent_changes)
         self._pending.filtered[ms.source] += res.filtered
         for name, n in res.filters.items():
             metrics.filtered(ms.source, name, n)
@@ -1163,31 +1177,53 @@ class SyncWorker:
         return res
 
     def _retry_deferred(
-        self, conn: psycopg.Connection, tps: list[tuple[str, int]], parents: TargetParents | None
+        self,
+        conn: psycopg.Connection,
+        tps: list[tuple[str, int]],
+        parents: TargetParents | None,
+        *,
+        expired_only: bool = False,
     ) -> None:
         """Re-run deferred rows (a child whose parent had not arrived) of these partitions: the
-        parent may be here now; past their window they are dead-lettered."""
+        parent may be here now; past their window they are dead-lettered. ``expired_only``: only
+        those whose window has ended (a parent's arrival re-runs its children by itself)."""
         if not tps:
             return
         rows = conn.execute(
             sql.SQL(
                 'SELECT source_table, entry, topic, partition, "offset", key, value, headers, now() >= deadline '
                 "FROM {}.ledger WHERE outcome = 'deferred' AND source_table = ANY(%s) "
-                "AND (topic || '/' || partition) = ANY(%s) ORDER BY first_at LIMIT 1000"
-            ).format(sql.Identifier(self.bk)),
+                "AND (topic || '/' || partition) = ANY(%s) {} ORDER BY first_at LIMIT 1000"
+            ).format(
+                sql.Identifier(self.bk),
+                sql.SQL("AND now() >= deadline" if expired_only else ""),
+            ),
             (list(self.mapped), [f"{t}/{p}" for t, p in tps]),
         ).fetchall()
+        self._rerun(conn, rows, parents, "deferred rows")
+
+    def _rerun(
+        self,
+        conn: psycopg.Connection,
+        rows: list[tuple[Any, ...]],
+        parents: TargetParents | None,
+        what: str,
+    ) -> None:
+        """Map again held or child rows of the ledger: (source table, entry, topic, partition,
+        offset, key, value, headers, window over), parents first."""
         if not rows:
             return
         assert self.decoder is not None
         by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
-        origins: dict[tuple[str, int], Origin] = {}
+        origins: dict[tuple[str, str, int], Origin] = {}
         expired: dict[str, set[str]] = defaultdict(set)
         for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
+            if table not in self.mapped:
+                continue
             headers = headers or {}
             e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(_key_id(e), e.position)] = Origin(
+            origins[(e.table, _key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers
             )
             if is_expired:
@@ -1203,14 +1239,25 @@ class SyncWorker:
                 expired=frozenset(expired[table]),
             )
             self._count(table, res)
-            done = res.by_outcome["mapped"]
-            if done or res.dead_letters:
-                log.info(
-                    "deferred rows of %s: %d applied now that their parent is here, %d dead-lettered (window over)",
-                    table,
-                    done,
-                    len(res.dead_letters),
-                )
+            moved = {k: n for k, n in res.by_outcome.items() if n and k != "deferred"}
+            if moved:
+                log.info("%s of %s mapped again: %s", what, table, moved)
+
+    def _follow_parents(self, conn: psycopg.Connection, parents: TargetParents | None) -> None:
+        """Map again, in this transaction, the children of every parent that arrived, left or
+        moved to another survivor (dedup) in it: a child finds its parent or loses it, whatever
+        the order in which both arrived (sync.children). A child that is itself a parent makes
+        another round."""
+        bk = sql.Identifier(self.bk)
+        rounds = len(self.table_order) + 2
+        for _ in range(rounds):
+            changes, self._parent_changes = self._parent_changes, ParentChanges()
+            if not changes:
+                return
+            self._rerun(conn, children_to_rerun(conn, bk, changes), parents, "children")
+        if self._parent_changes:
+            log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
+            self._parent_changes = ParentChanges()
 
     def _retry_idle(self) -> None:
         """Retry the deferred rows of every owned partition (their parent may have come through
@@ -1223,9 +1270,10 @@ class SyncWorker:
         with conn.transaction():
             tps = list(self.owner)
             self._lock_owned(conn, tps)
-            self._retry_deferred(
-                conn, tps, make_parents(conn, self.target_shapes, self.writers, self.bk)
-            )
+            parents = make_parents(conn, self.target_shapes, self.writers, self.bk)
+            self._parent_changes = ParentChanges()
+            self._retry_deferred(conn, tps, parents)
+            self._follow_parents(conn, parents)
             if self._dead:
                 self._produce_dead()
         self._merge_pending()

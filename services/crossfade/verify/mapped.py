@@ -11,8 +11,15 @@ extra and different keys — memory stays bounded except for the keys ``referenc
 deduplication need.
 
 Accounting: for each mapped source table the report says how many rows map, are rejected (and
-must be dead letters) and are filtered (and must be recorded as such) — and compares that with
-sync's ledger; an account that does not close is a failure, naming what to do.
+must be dead letters, deferred, or out with their parent) and are filtered (and must be recorded
+as such) — and compares that with sync's ledger; an account that does not close is a failure,
+naming what to do.
+
+Children follow the same rules as in sync (:mod:`crossfade.sync.children`): a child whose parent
+is not mapped is rejected (sync holds it as deferred, dead-lettered or ``parent_left``), a child
+of a deduplicated parent points at the survivor of its member's group, and under
+``on_parent_left: keep`` a child sync kept when its parent left (the ledger says ``mapped``) is
+expected in the target as it is there: its reference columns are not compared.
 
 While sync runs, a difference may be in flight. :mod:`crossfade.verify.run` re-checks every
 differing target key and every ledger entry whose outcome disagrees, around a fence, as it does an
@@ -47,7 +54,7 @@ from crossfade.mapping.audit import (
     tracked_references,
 )
 from crossfade.mapping.dedup import Deduper
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
 from crossfade.sync.target_ddl import TableShape, read_shape
 
 EXAMPLES = 20
@@ -248,8 +255,8 @@ class _Expected:
 
 
 def _cast(shape: TableShape, col: str) -> sql.Composable:
-    c = shape.column(col)
-    return sql.SQL(c.enum or c.type_sql)
+    # format_type's text names an enum as the target knows it (Column.enum is (schema, name) now)
+    return sql.SQL(shape.column(col).type_sql)
 
 
 def rows_of(
@@ -419,19 +426,38 @@ def run_mapped(
                     cw[m.key] = g.survivor.key
                 results[t].merged += len(g.members) - 1
             for m in d.members:
-                g = in_group.get(m.key)
-                if g is None:
+                grp = in_group.get(m.key)
+                if grp is None:
                     writers[t].write(m.values)
-                elif g.survivor.key == m.key:
-                    writers[t].write({**g.survivor.values, **g.golden})
+                elif grp.survivor.key == m.key:
+                    writers[t].write({**grp.survivor.values, **grp.golden})
             crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
             pending_dedup.discard(t)
+
+        def emit(s: str, rows: Iterable[TargetRow]) -> None:
+            """Expected rows of one mapped source row (and its keys for children's rules)."""
+            for tr in rows:
+                for (tt, col), ks in keys.sets.items():
+                    if tt == tr.table and col in tr.values:
+                        ks.add(tr.values[col])
+                if tr.table not in writers:
+                    continue
+                values = dict(tr.values)
+                for col, parent in redirects.get(s, []):
+                    if values.get(col) in crosswalk.get(parent, {}):
+                        values[col] = crosswalk[parent][values[col]]
+                if tr.table in dedupers:
+                    assert tr.key is not None
+                    dedupers[tr.table].add(tr.key, values, s)
+                else:
+                    writers[tr.table].write(values)
 
         n = 0
         for s in all_sources:
             for parent in {p for (_col, p) in redirects.get(s, [])} & pending_dedup:
                 finish_dedup(parent)
             acc = accounts[s] = SourceAccount(s)
+            kept: dict[str, Rejected] = {}
             pk = mapper.source_keys.get(s) or []
             for row in stream_rows(src, s, f"cf_verify_{next(_seq)}"):
                 acc.source_rows += 1
@@ -439,31 +465,20 @@ def run_mapped(
                 out = mapper.map_row(s, row, parents=keys)
                 if isinstance(out, Filtered):
                     acc.filtered.add(entry)
-                elif isinstance(out, Rejected):
+                elif isinstance(out, Rejected) and not _kept(out):
                     acc.rejected.add(entry)
+                elif isinstance(out, Rejected):  # on_parent_left: keep: the ledger decides
+                    kept[entry] = out
                 elif isinstance(out, Mapped):
                     acc.mapped += 1
-                    for tr in out.rows:
-                        for (tt, col), ks in keys.sets.items():
-                            if tt == tr.table and col in tr.values:
-                                ks.add(tr.values[col])
-                        if tr.table not in writers:
-                            continue
-                        values = dict(tr.values)
-                        for col, parent in redirects.get(s, []):
-                            if tr.table in writers and values.get(col) in crosswalk.get(parent, {}):
-                                values[col] = crosswalk[parent][values[col]]
-                        if tr.table in dedupers:
-                            assert tr.key is not None
-                            dedupers[tr.table].add(tr.key, values, s)
-                        else:
-                            writers[tr.table].write(values)
+                    emit(s, out.rows)
                 n += 1
                 if on_rows and n % 2000 == 0:
                     on_rows(2000)
             for outcome, attr in (
                 ("dead_letter", "ledger_dead"),
                 ("deferred", "ledger_dead"),
+                ("parent_left", "ledger_dead"),
                 ("filtered", "ledger_filtered"),
             ):
                 if tgt.execute(
@@ -478,6 +493,13 @@ def run_mapped(
                             (s, outcome),
                         ).fetchall()
                     )
+            for entry, out in kept.items():  # resolved by the ledger, after the stream
+                rows = _kept_rows(tgt, bk, s, entry, out, shapes, tkeys)
+                if rows is None:
+                    acc.rejected.add(entry)
+                else:
+                    acc.mapped += 1
+                    emit(s, rows)
         for t in list(pending_dedup):
             finish_dedup(t)
         expected: dict[str, dict[Key, tuple[Any, ...] | None]] = {}
@@ -502,6 +524,58 @@ def run_mapped(
         for s, a in accounts.items()
     }
     return MappedRun(results, accounts, time.monotonic() - t0, expected, outcomes)
+
+
+def _kept(out: Rejected) -> bool:
+    """Only missing parents failed, all under ``on_parent_left: keep``."""
+    return all(f.kind == "references" and f.on_parent_left == "keep" for f in out.failures)
+
+
+def _kept_rows(
+    tgt: Any,
+    bk: sql.Identifier,
+    source: str,
+    entry: str,
+    out: Rejected,
+    shapes: dict[str, TableShape | None],
+    tkeys: dict[str, tuple[str, ...]],
+) -> list[TargetRow] | None:
+    """The rows sync kept for a child whose parent left (the ledger says ``mapped``), with the
+    reference columns as the target holds them; None when sync did not keep it."""
+    if (
+        tgt.execute("SELECT to_regclass(%s)", (f"{bk.as_string(tgt)}.ledger",)).fetchone()[0]
+        is None
+    ):
+        return None  # sync never ran: nothing was kept
+    row = tgt.execute(
+        sql.SQL("SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s").format(bk),
+        (source, entry),
+    ).fetchone()
+    if row is None or row[0] not in ("mapped", "replayed"):
+        return None
+    stale = {(f.target, f.column) for f in out.failures}
+    rows = []
+    for tr in out.rows:
+        cols = [c for t, c in stale if t == tr.table and c is not None]
+        shape = shapes.get(tr.table)
+        values = dict(tr.values)
+        key_cols = tkeys.get(tr.table)
+        if cols and shape is not None and tr.key is not None and key_cols:
+            got = tgt.execute(
+                sql.SQL("SELECT {} FROM {}.{} WHERE {}").format(
+                    sql.SQL(", ").join(map(sql.Identifier, cols)),
+                    sql.Identifier(shape.schema),
+                    sql.Identifier(shape.name),
+                    sql.SQL(" AND ").join(
+                        sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols
+                    ),
+                ),
+                list(tr.key),
+            ).fetchone()
+            if got is not None:
+                values.update(zip(cols, got, strict=True))
+        rows.append(TargetRow(tr.table, values, tr.key, tr.unavailable))
+    return rows
 
 
 def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:

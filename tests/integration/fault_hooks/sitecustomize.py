@@ -4,6 +4,10 @@ Python imports ``sitecustomize`` at start-up from the first ``sys.path`` entry t
 fault harness puts this directory first on ``PYTHONPATH`` and names the point in
 ``CF_FAULT_POINT=<point>:<n>`` (see ``tests/integration/fault_harness.py``). Without that variable
 this module does nothing. Only batches that carry change events are counted.
+
+``CF_HOLD_TOPIC=<part of a topic name>`` with ``CF_HOLD_RELEASE=<file>``: the partitions of the
+matching topics are paused when assigned and resumed once the file exists, as when the worker
+holding them lags (FAULTS 38: a child's topic is consumed before its parent's).
 """
 
 from __future__ import annotations
@@ -115,6 +119,34 @@ def _is_change(m) -> bool:  # type: ignore[no-untyped-def]
     return not any(k == "crossfade.control" for k, _ in (m.headers() or []))
 
 
+def _install_hold(part: str, release: str) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from crossfade.sync import worker as w
+
+    class HoldingConsumer(Consumer):  # type: ignore[misc]
+        held: list = []  # noqa: RUF012 - per instance once assigned
+
+        def assign(self, partitions):  # type: ignore[no-untyped-def]
+            super().assign(partitions)
+            hold = [TopicPartition(p.topic, p.partition) for p in partitions if part in p.topic]
+            if hold and not os.path.exists(release):
+                self.pause(hold)
+                self.held = hold
+                sys.stderr.write(f"HOLD paused {[(p.topic, p.partition) for p in hold]}\n")
+
+        def consume(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if self.held and os.path.exists(release):
+                self.resume(self.held)
+                sys.stderr.write(f"HOLD resumed {[(p.topic, p.partition) for p in self.held]}\n")
+                self.held = []
+            return super().consume(*args, **kwargs)
+
+    w.Consumer = HoldingConsumer  # type: ignore[misc]
+
+
 if _spec:
     _point, _, _n = _spec.partition(":")
     _install(_point, int(_n or 1))
+if os.environ.get("CF_HOLD_TOPIC") and os.environ.get("CF_HOLD_RELEASE"):
+    _install_hold(os.environ["CF_HOLD_TOPIC"], os.environ["CF_HOLD_RELEASE"])

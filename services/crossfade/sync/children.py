@@ -1,0 +1,341 @@
+"""Parents and children of ``references`` rules in the live sync.
+
+Changes of different tables travel in different topics, so sync sees a child and its parent in
+no particular order, and a parent's later fate (deleted at the source, filtered, dead-lettered,
+merged into a golden record by dedup, handed to another survivor) reaches sync long after its
+children were written. This module keeps what it takes to put children right whatever the order:
+
+* ``<bookkeeping>.child_refs``: per child source row (``child_source``, ``child_entry`` = its
+  ledger entry) and reference column, the parent value it refers to *as written at the source*
+  (for a deduplicated parent: the member's own key, never the survivor's). It is rewritten with
+  every change of the child, and the child's change event is kept in the ledger with it, so the
+  child can be mapped again at its own position at any time;
+* :class:`ParentChanges`: the parent values whose state changed in a batch: a parent row that
+  arrived or left the target, a member whose survivor changed (merge, split, survivor handover,
+  survivor deleted or dead-lettered);
+* :func:`children_to_rerun`: the ledger rows of the children of those parents, which the worker
+  maps again in the same transaction (:mod:`crossfade.sync.worker`): a child now finds its parent
+  (applied, pointing at the current survivor), or loses it (deferred, then a dead letter with the
+  reason "parent left", or ``parent_left`` under ``on_parent_left: delete``);
+* :func:`parent_states`: what the ledger knows of a missing parent (deleted, filtered,
+  dead-lettered, deferred), so a child is not kept waiting for a parent that is known not to come.
+
+Parents are identified by (target table, value text): ``key_text([value])`` of the referenced
+column, which for a deduplicated target is the member key of the crosswalk.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.mapping.engine import Failure, Mapper, TargetRow, reference_policy
+
+PRESENT = frozenset({"mapped", "replayed"})
+"""Ledger outcomes of a source row whose target rows are in the target."""
+GONE = frozenset({"deleted", "filtered", "dead_letter", "parent_left"})
+"""Ledger outcomes of a source row known not to be in the target."""
+
+
+def ddl(schema: str) -> list[sql.Composed]:
+    s = sql.Identifier(schema)
+    return [
+        sql.SQL(
+            """CREATE TABLE IF NOT EXISTS {}.child_refs (
+                child_source text NOT NULL, child_entry text NOT NULL, child_target text NOT NULL,
+                child_column text NOT NULL, parent_table text NOT NULL, parent_value text NOT NULL,
+                PRIMARY KEY (child_source, child_entry, child_target, child_column))"""
+        ).format(s),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS child_refs_parent ON {}.child_refs (parent_table, parent_value)"
+        ).format(s),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RefRule:
+    """A ``references`` rule of a child target: ``target.column`` -> ``parent.parent_column``."""
+
+    target: str
+    column: str
+    parent: str
+    parent_column: str
+    policy: str
+
+
+@dataclass
+class ParentChanges:
+    """Parent values (target table -> value texts) whose state changed in this transaction."""
+
+    values: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+
+    def add(self, table: str, value_text: str) -> None:
+        self.values[table].add(value_text)
+
+    def update(self, other: ParentChanges) -> None:
+        for t, vs in other.values.items():
+            self.values[t] |= vs
+
+    def __bool__(self) -> bool:
+        return any(self.values.values())
+
+    def pairs(self) -> list[tuple[str, str]]:
+        return [(t, v) for t, vs in self.values.items() for v in sorted(vs)]
+
+
+def ref_rules(mapper: Mapper, source: str) -> list[RefRule]:
+    """The ``references`` rules of the targets ``source`` maps into."""
+    out = []
+    for t in mapper.table(source).targets:
+        for col, r, _checks in t.rules:
+            ref = r.reference if r is not None else None
+            if ref is not None:
+                out.append(
+                    RefRule(
+                        t.table,
+                        col,
+                        ref.table,
+                        ref.column,
+                        reference_policy(ref, mapper.config.defaults),
+                    )
+                )
+    return out
+
+
+def referenced_columns(mapper: Mapper) -> dict[str, set[str]]:
+    """Parent target table -> the columns children refer to."""
+    out: dict[str, set[str]] = defaultdict(set)
+    for s in mapper.tables:
+        for r in ref_rules(mapper, s):
+            out[r.parent].add(r.parent_column)
+    return out
+
+
+def parent_entries(mapper: Mapper) -> dict[tuple[str, str], list[str]]:
+    """(parent target, column) -> the source tables whose ledger entry of a parent is
+    ``key_text([value])``: the column is the whole target key and renames the source's one-column
+    primary key (the usual ``account_id: id``). Other parents have no known state (a child waits
+    for them until its window ends)."""
+    out: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for ptable, cols in referenced_columns(mapper).items():
+        for col in cols:
+            for s in mapper.sources_of(ptable):
+                pk = mapper.source_keys.get(s) or []
+                for t in mapper.table(s).targets:
+                    if t.table != ptable or t.key != (col,) or len(pk) != 1:
+                        continue
+                    c = next((c for c in t.columns if c.name == col), None)
+                    renamed = (
+                        c is not None
+                        and c.sources == (pk[0],)
+                        and not c.spec.transforms
+                        and c.spec.cast is None
+                    ) or (c is None and col == pk[0])
+                    if renamed:
+                        out[(ptable, col)].append(s)
+    return out
+
+
+def row_refs(rules: Iterable[RefRule], rows: Iterable[TargetRow]) -> list[tuple[RefRule, Any]]:
+    """(rule, source value) of every reference a child's target rows hold (NULL refers to none)."""
+    by_table = {r.table: r for r in rows}
+    out = []
+    for rule in rules:
+        row = by_table.get(rule.target)
+        if row is None:
+            continue
+        v = row.values.get(rule.column)
+        if v is not None:
+            out.append((rule, v))
+    return out
+
+
+def write_refs(
+    conn: psycopg.Connection,
+    bk: sql.Identifier,
+    source: str,
+    entries: list[str],
+    refs: list[tuple[str, RefRule, str]],
+) -> None:
+    """Replace the child_refs of ``entries`` (child rows of ``source``) by ``refs``:
+    (entry, rule, parent value text)."""
+    if not entries:
+        return
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {}.child_refs WHERE child_source = %s AND child_entry = ANY(%s)"
+        ).format(bk),
+        (source, entries),
+    )
+    if refs:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.child_refs (child_source, child_entry, child_target, child_column, parent_table, "
+                "parent_value) SELECT %s, e, t, c, p, v FROM unnest(%s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::text[]) AS x(e, t, c, p, v) ON CONFLICT DO NOTHING"
+            ).format(bk),
+            (
+                source,
+                [e for e, _r, _v in refs],
+                [r.target for _e, r, _v in refs],
+                [r.column for _e, r, _v in refs],
+                [r.parent for _e, r, _v in refs],
+                [v for _e, _r, v in refs],
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParentState:
+    """What the ledger says of a parent a child did not find."""
+
+    source_table: str
+    entry: str
+    outcome: str
+    rule: str | None
+
+    def describe(self) -> str:
+        where = f"{self.source_table} {self.entry}"
+        if self.outcome == "deleted":
+            return f"{where} was deleted at the source"
+        if self.outcome == "filtered":
+            return f"{where} is filtered ({self.rule})"
+        if self.outcome == "dead_letter":
+            return f"{where} is a dead letter ({self.rule})"
+        if self.outcome == "parent_left":
+            return f"{where} left with its own parent"
+        return f"{where} is {self.outcome}"
+
+
+def parent_states(
+    conn: psycopg.Connection,
+    bk: sql.Identifier,
+    index: Mapping[tuple[str, str], list[str]],
+    failures: Iterable[Failure],
+    key_text: Any,
+) -> dict[tuple[str, str, str], ParentState]:
+    """(parent table, column, value text) -> the ledger state of that parent, for the
+    ``references`` failures whose parent has a known ledger entry (see :func:`parent_entries`).
+    Parents the ledger has never seen are absent.
+
+    The parents' ledger rows stay share-locked until the caller commits: a worker bringing such
+    a parent back (a filtered account reactivated, a dead letter fixed) waits, then finds this
+    child among the parent's children; had it committed first, this reads its new state. Without
+    the lock a child could be dead-lettered for a parent that came back at the same moment."""
+    want: dict[tuple[str, str], list[tuple[str, str, str]]] = defaultdict(list)
+    for f in failures:
+        if f.parent is None:
+            continue
+        vt = key_text([f.value])
+        for s in index.get(f.parent, []):
+            want[(s, vt)].append((f.parent[0], f.parent[1], vt))
+    if not want:
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT l.source_table, l.entry, l.outcome, l.rule FROM {}.ledger l "
+            "JOIN unnest(%s::text[], %s::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e "
+            "ORDER BY l.source_table, l.entry FOR SHARE OF l"
+        ).format(bk),
+        ([s for s, _e in want], [e for _s, e in want]),
+    ).fetchall()
+    out: dict[tuple[str, str, str], ParentState] = {}
+    for s, e, outcome, rule in rows:
+        for k in want.get((s, e), []):
+            st = ParentState(s, e, outcome, rule)
+            if k not in out or outcome in GONE:  # a parent of several sources: the known fate
+                out[k] = st
+    return out
+
+
+def _lock_key(table: str, value_text: str) -> str:
+    return f"crossfade.parent:{table}:{value_text}"
+
+
+def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
+    """Take, until commit, the lock of every parent whose state this transaction changes.
+
+    The handshake with :func:`wait_for_parent`: a worker that did not find a parent waits for
+    the transaction changing it, then looks again; a transaction that changes it after that
+    worker looked waits for that worker's commit, and then finds its child in ``child_refs``.
+    Either way no child is decided on a parent state that is about to change unseen. Keys are
+    taken in one order (sorted) so two writers cannot wait for each other on them."""
+    keys = sorted(_lock_key(t, v) for t, v in changes.pairs())
+    if keys:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k",
+            (keys,),
+        )
+
+
+def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> None:
+    """Wait for a transaction changing this parent (:func:`lock_parents`) to end; the lock is
+    shared and held until this transaction ends (see there)."""
+    conn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
+        (_lock_key(table, value_text),),
+    )
+
+
+def children_to_rerun(
+    conn: psycopg.Connection, bk: sql.Identifier, changes: ParentChanges
+) -> list[tuple[Any, ...]]:
+    """Ledger rows (source_table, entry, topic, partition, offset, key, value, headers, expired)
+    of the children of the changed parents that must be mapped again: those in the target, those
+    waiting (deferred, ``parent_left``) and dead letters whose only failures are references.
+    Locks them (``FOR UPDATE``) so a concurrent change of the child waits for this transaction."""
+    pairs = changes.pairs()
+    if not pairs:
+        return []
+    return conn.execute(
+        sql.SQL(
+            'SELECT l.source_table, l.entry, l.topic, l.partition, l."offset", l.key, l.value, l.headers, '
+            "l.outcome = 'deferred' AND now() >= l.deadline "
+            "FROM {bk}.ledger l WHERE (l.source_table, l.entry) IN (SELECT DISTINCT r.child_source, r.child_entry "
+            "FROM {bk}.child_refs r JOIN unnest(%s::text[], %s::text[]) AS w(t, v) "
+            "ON r.parent_table = w.t AND r.parent_value = w.v) AND l.value IS NOT NULL "
+            "AND (l.outcome IN ('mapped', 'replayed', 'deferred', 'parent_left') OR (l.outcome = 'dead_letter' "
+            "AND l.failures IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(l.failures) f "
+            "WHERE f->>'kind' <> 'references'))) ORDER BY l.source_table, l.entry FOR UPDATE OF l"
+        ).format(bk=bk),
+        ([t for t, _v in pairs], [v for _t, v in pairs]),
+    ).fetchall()
+
+
+def orphaned(
+    conn: psycopg.Connection,
+    bk: sql.Identifier,
+    parent: str,
+    column: str,
+    type_sql: str,
+    *,
+    dedup: bool,
+) -> list[str]:
+    """Parent values children refer to that the target no longer holds: parents removed without
+    a change of their own (a TRUNCATE, or a re-snapshot's sweep), whose children must be mapped
+    again like those of any parent that left."""
+    if dedup:
+        gone = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {}.crosswalk c WHERE c.target_table = r.parent_table "
+            "AND c.member_key = r.parent_value)"
+        ).format(bk)
+    else:
+        schema, name = parent.split(".", 1)
+        gone = sql.SQL(
+            "NOT EXISTS (SELECT 1 FROM {}.{} p WHERE p.{} = CAST(r.parent_value::jsonb->>0 AS {}))"
+        ).format(
+            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(column), sql.SQL(type_sql)
+        )
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT DISTINCT r.parent_value FROM {}.child_refs r WHERE r.parent_table = %s AND "
+        ).format(bk)
+        + gone,
+        (parent,),
+    ).fetchall()
+    return [r[0] for r in rows]

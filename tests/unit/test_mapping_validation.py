@@ -1,0 +1,173 @@
+"""Nothing silent in the mapping language: one plain line per problem, YAML's booleans named,
+literals compared as the column's type, a missing parent deferred by default."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from crossfade.config import validation_messages
+from crossfade.mapping import literals
+from crossfade.mapping.engine import KeySets, Mapper, Rejected
+from crossfade.mapping.model import Condition, MappingConfig
+from crossfade.mapping.schema_check import SchemaReport
+
+
+def _errors(text: str) -> list[str]:
+    with pytest.raises(ValidationError) as exc:
+        MappingConfig.model_validate(yaml.safe_load(text))
+    return validation_messages(exc.value)
+
+
+TARGET = "tables: {public.a: {targets: [{table: crm.x, columns: COLUMNS}]}}"
+
+
+@pytest.mark.parametrize(
+    ("columns", "want"),
+    [
+        (
+            "{email: {from: email, const: 1}}",
+            "tables.public.a.targets.0.columns.email give either `from` or `const`, not both",
+        ),
+        (
+            "{email: {form: email}}",
+            "tables.public.a.targets.0.columns.email.form is not a known setting (typo?)",
+        ),
+        ("{email: 5}", "tables.public.a.targets.0.columns.email expects a mapping or text (got 5)"),
+    ],
+)
+def test_union_errors_read_as_one_line_without_pydantic_internals(columns: str, want: str) -> None:
+    assert _errors(TARGET.replace("COLUMNS", columns)) == [want]
+
+
+def test_a_rule_bound_that_is_neither_number_nor_date() -> None:
+    errs = _errors(
+        "tables: {public.a: {targets: [{table: crm.x, columns: {n: n}, rules: {n: {min: abc}}}]}}"
+    )
+    assert errs == [
+        "tables.public.a.targets.0.rules.n.min expects a number or a date (YYYY-MM-DD) (got 'abc')"
+    ]
+
+
+def test_a_region_code_yaml_reads_as_a_boolean_gets_a_hint() -> None:
+    (err,) = _errors("defaults: {phone_region: NO}")
+    assert err.startswith("defaults.phone_region expects text (got False")
+    assert 'quote a code like that, e.g. "NO" for Norway' in err
+    assert MappingConfig.model_validate(yaml.safe_load('defaults: {phone_region: "NO"}'))
+
+
+def _report() -> SchemaReport:
+    return SchemaReport()
+
+
+@pytest.mark.parametrize(
+    ("test", "value", "category", "type_sql", "converted"),
+    [
+        ("lt", "2019-01-01", "date", "date", dt.date(2019, 1, 1)),
+        ("eq", "true", "bool", "boolean", True),
+        ("eq", "42", "int", "integer", 42),
+        ("in", ["1", 2], "int", "bigint", [1, 2]),
+        (
+            "ge",
+            "2019-01-01 10:00",
+            "timestamp",
+            "timestamp without time zone",
+            dt.datetime(2019, 1, 1, 10),
+        ),
+    ],
+)
+def test_filter_literals_convert_to_the_column_type_and_say_so(
+    test: str, value: Any, category: str, type_sql: str, converted: Any
+) -> None:
+    c = Condition.model_validate({"column": "x", test: value})
+    rep = _report()
+    out = literals.check_condition(c, category, "public.a.x", type_sql, "filters[0].when[0]", rep)
+    assert not rep.errors
+    assert getattr(out, "in_" if test == "in" else test) == converted
+    assert len(rep.warnings) >= 1 and "compared as" in rep.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("test", "value", "category", "type_sql", "needle"),
+    [
+        ("eq", "flase", "bool", "boolean", "eq 'flase' is text, but public.a.x is boolean"),
+        ("eq", False, "text", "text", "quote a code like 'NO'"),
+        ("lt", "yesterday", "date", "date", "write the date unquoted"),
+        ("eq", 5, "text", "text", "5 is a number, but public.a.x is text"),
+        ("matches", "^A", "int", "integer", "matches tests text, but public.a.x is integer"),
+        ("before", "2019-01-01", "int", "integer", "before tests dates"),
+    ],
+)
+def test_filter_literals_that_cannot_compare_are_refused(
+    test: str, value: Any, category: str, type_sql: str, needle: str
+) -> None:
+    c = Condition.model_validate({"column": "x", test: value})
+    rep = _report()
+    literals.check_condition(c, category, "public.a.x", type_sql, "filters[0].when[0]", rep)
+    assert len(rep.errors) == 1 and needle in rep.errors[0], rep.errors
+
+
+def test_rule_literals_that_cannot_compare_are_refused() -> None:
+    from crossfade.mapping.model import ColumnRules
+
+    rep = _report()
+    literals.check_rules(
+        ColumnRules(min=dt.date(2000, 1, 1)), "int", "crm.x.n", "integer", "r", rep
+    )
+    literals.check_rules(ColumnRules(enum=["1", "2"]), "int", "crm.x.n", "integer", "r", rep)
+    literals.check_rules(ColumnRules(max=10), "text", "crm.x.t", "text", "r", rep)
+    literals.check_rules(ColumnRules(min=1, max=2, enum=[1]), "int", "crm.x.n", "integer", "r", rep)
+    assert len(rep.errors) == 4, rep.errors  # min, two enum values, max: the last rule is fine
+    assert "use min_length/max_length for text" in rep.errors[-1]
+
+
+def test_a_filter_that_cannot_compare_at_run_time_rejects_the_row() -> None:
+    """After a transform of unknown output type the schema check cannot know: the row is
+    rejected under the filter's rule, never filtered or migrated as if the filter did not hold."""
+    cfg = MappingConfig.model_validate(
+        yaml.safe_load(
+            """
+tables:
+  public.a:
+    filters: [{name: old, when: [{column: joined, transforms: [{lookup: {x: 1}}], lt: "2019-01-01"}]}]
+    targets: [{table: crm.a, columns: {id: id}}]
+"""
+        )
+    )
+    mapper = Mapper(cfg, [], {"public.a": ["id"]})
+    out = mapper.map_row("public.a", {"id": 1, "joined": "x"})
+    assert isinstance(out, Rejected) and out.rule == "public.a:filter:old"
+    assert "compares it with text '2019-01-01'" in out.failures[0].message
+
+
+def test_a_reference_without_a_window_waits_the_default() -> None:
+    text = """
+defaults: {references_window_s: 120, on_parent_left: delete}
+tables:
+  public.c:
+    targets:
+      - table: crm.c
+        columns: {id: id, p: p, q: q}
+        rules:
+          p: {references: crm.p.id}
+          q: {references: {table: crm.p, column: id, window_s: 0, on_parent_left: keep}}
+"""
+    mapper = Mapper(MappingConfig.model_validate(yaml.safe_load(text)), [], {"public.c": ["id"]})
+    keys = KeySets()
+    keys.track("crm.p", "id")
+    out = mapper.map_row("public.c", {"id": 1, "p": 7, "q": 8}, parents=keys)
+    assert isinstance(out, Rejected)
+    p, q = out.failures
+    assert (p.window_s, p.deferrable, p.on_parent_left, p.parent) == (
+        120,
+        True,
+        "delete",
+        ("crm.p", "id"),
+    )
+    assert (q.window_s, q.deferrable, q.on_parent_left) == (0, False, "keep")
+    assert not out.deferrable  # one of them cannot wait
+    assert out.rows[0].values == {"id": 1, "p": 7, "q": 8}  # what the child would be
