@@ -17,7 +17,8 @@ Every long-running command serves, on ``ops.metrics_host:ops.metrics_port``:
 ``/healthz``  200 while the process runs (liveness);
 ``/readyz``   200 when every readiness check registered by the services passes, 503 otherwise,
               with a JSON body naming each check (connected to the broker and the databases,
-              partitions assigned for sync, the Debezium engine running for capture).
+              partitions assigned for sync and each configured table assigned and
+              progressing, the Debezium engine running for capture).
 """
 
 from __future__ import annotations
