@@ -246,6 +246,11 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     assert checks["public.early assigned and progressing"] is True, ready
     assert _stalled_metric(port, "public.late") == 1.0
     assert _stalled_metric(port, "public.early") == 0.0
+    wait_for(  # the heartbeat names it: the sync_alive gate is red
+        lambda: _heartbeat_tables(stack) == [["public.late"]],
+        30,
+        "the heartbeat to name the stalled table",
+    )
     admin.ensure_topics([late], 2, 1)  # appears after sync subscribed
     wait_for(
         lambda: "no partition of " + late in sync.tail(300),
@@ -264,6 +269,13 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     wait_for(lambda: _readyz(port)["ready"], 60, "/readyz to turn true again")
     assert _stalled_metric(port, "public.late") == 0.0
     assert "public.late is no longer stalled" in sync.tail(400)
+    wait_for(lambda: _heartbeat_tables(stack) == [[]], 30, "the heartbeat to name no table")
+
+
+def _heartbeat_tables(stack: FaultStack) -> list[object]:
+    with stack.tgt() as c:
+        rows = c.execute("SELECT unassigned_tables FROM crossfade.heartbeats WHERE role = 'sync'")
+        return [r[0] for r in rows.fetchall()]
 
 
 def test_fault_35_broker_restart_keeps_its_data(fault_stack_factory: MakeStack) -> None:
