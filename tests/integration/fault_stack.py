@@ -190,6 +190,8 @@ class FaultStack(Stack):
         self.target_pg.create_database(self.target_db)
         self.broker = broker
         self.proxy = TcpProxy(self.target_pg.port).start()
+        self.supervisor: Supervisor | None = None
+        """Set by a :class:`Supervisor` of this stack; :meth:`close` ends it first."""
         self.extra: dict[str, dict[str, Any]] = {}
         """Per-section additions to the config (``{"sync": {...}, "kafka": {...}}``), merged in
         by :meth:`write_config`."""
@@ -210,6 +212,8 @@ class FaultStack(Stack):
         return self.settings
 
     def close(self) -> None:
+        if self.supervisor is not None:  # nothing restarts what is being stopped
+            self.supervisor.close()
         self.proxy.heal(reset=False)
         self.servers.ensure_up()
         try:
@@ -267,6 +271,8 @@ class Supervisor:
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
         self._thread.start()
+        if isinstance(stack, FaultStack):
+            stack.supervisor = self
 
     def _start(self, name: str, how: Callable[[], Proc] | None = None) -> Proc:
         log = self.stack.dir / f"{name}.log"
