@@ -47,7 +47,7 @@ def _producer(monkeypatch: pytest.MonkeyPatch, epoch_now: Any) -> tuple[ChangePr
     def current_epoch(*_a: Any, **_k: Any) -> str | None:
         if isinstance(epoch_now, Exception):
             raise epoch_now
-        return epoch_now  # type: ignore[no-any-return]
+        return epoch_now
 
     monkeypatch.setattr(capture_service, "current_epoch", current_epoch)
     return prod, stuck

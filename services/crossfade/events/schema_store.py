@@ -151,19 +151,23 @@ class SchemaPublisher:
         # compacted topic, so a duplicate is harmless, and Tansu (0.6) was seen refusing the
         # first produces after a restart ("Unknown broker error": its in-memory store held an
         # object at the offset it handed out, one more offset per attempt; issue 21)
+        errors: list[str] = []
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
         for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
-            errors: list[str] = []
+            errors.clear()
             self._producer.produce(
                 self.topic,
                 key=f"{codec.fingerprint:016x}".encode(),
                 value=text.encode(),
                 partition=0,
-                on_delivery=lambda err, _m, errors=errors: (
-                    errors.append(err.str()) if err else None
-                ),
+                on_delivery=delivered,
             )
             if self._producer.flush(30):
-                errors = ["timeout"]
+                errors[:] = ["timeout"]
                 break
             if not errors:
                 break

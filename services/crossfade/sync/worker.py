@@ -562,7 +562,12 @@ class SyncWorker:
         """Set up, then consume and apply until :attr:`stop` is set; raise what stops sync."""
         # a target starting up or recovering from a crash is waited for (connect() says which)
         self.conn = self._with_db_retry(self._connect_target)
-        self._with_db_retry(lambda: (self._db(), self._setup_tables()))
+
+        def setup() -> None:
+            self._db()  # reconnects after a retry closed the connection
+            self._setup_tables()
+
+        self._with_db_retry(setup)
         self._start_watch()  # from here on a stall is reported, waiting for capture included
         try:
             self._consume_loop()
