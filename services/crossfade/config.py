@@ -310,6 +310,12 @@ class SyncConfig(_Strict):
     """Schema in the target holding offsets, tombstones and stats."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(30_000, ge=6_000)
+    stall_after_s: float = Field(60.0, ge=1)
+    """A configured table with no partition assigned to any worker of the group, or whose
+    partitions make no progress while their log grows, for this long is reported: a WARNING
+    naming it, ``crossfade_sync_table_stalled{table}`` 1, ``/readyz`` false; the worker then
+    re-subscribes (a rejoin from fresh metadata). Keep it above a rebalance's length (about
+    ``session_timeout_ms`` when a worker dies)."""
     tag_origin: bool = True
     """Tag sync's writes with a PostgreSQL replication origin (``crossfade_<n>``) so a capture
     running the other way (``crossfade fallback``) skips them instead of sending them back. Needs

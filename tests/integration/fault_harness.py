@@ -18,7 +18,13 @@ Precise points inside a sync worker process (``CF_FAULT_POINT=<point>:<n>``, rea
   (case 2);
 * ``commit_ack_lost:N`` - the N-th COMMIT goes through but the worker sees the connection drop
   (case 7): it must retry without applying twice;
-* ``stop_before_apply:N`` - SIGSTOP itself just before the N-th batch's transaction (case 10).
+* ``stop_before_apply:N`` - SIGSTOP itself just before the N-th batch's transaction (case 10);
+* ``pause_mid_batch:N`` - sleep ``CF_FAULT_PAUSE_S`` seconds inside the N-th batch's transaction,
+  after its first table was written (case 33: the new database crashes meanwhile);
+* ``pause_in_merge:N`` - the same inside the N-th dedup merge of a batch (case 33).
+
+Stacks whose every component can fail (the databases on servers of their own, a broker of their
+own, the link to the new database through a proxy) are in ``fault_stack.py``.
 """
 
 from __future__ import annotations
@@ -289,10 +295,12 @@ class SplitStack(Stack):
         return self.target_pg.dsn(self.target_db)
 
 
-def start_with_fault(stack: Stack, what: str, point: str) -> Proc:
+def start_with_fault(stack: Stack, what: str, point: str, pause_s: float | None = None) -> Proc:
     """Start ``crossfade <what>`` with a precise fault point (see the module docstring)."""
     env = stack._env()
     env[FAULT_POINT_ENV] = point
+    if pause_s is not None:
+        env["CF_FAULT_PAUSE_S"] = str(pause_s)
     env["PYTHONPATH"] = os.pathsep.join([str(HOOKS_DIR), *filter(None, [env.get("PYTHONPATH")])])
     p = Proc(what, [what], env, stack.dir / f"{what}.log")
     stack.procs.append(p)

@@ -38,6 +38,11 @@ the target (``Stack.assert_equal``). The harness is ``tests/integration/fault_ha
 | 30 wrong DSN, unreachable broker, wrong credentials | ``test_faults.py::test_fault_30_connection_errors_are_one_clear_line`` |
 | 31 rewind drill | ``test_verify_cutover.py::test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint`` |
 | 32 cutover drill | ``test_verify_cutover.py::test_fault_32_verify_live_and_cutover_dry_run_failing_and_real`` |
+| 33 the new database crashes (COPY load, batch, dedup merge) | ``test_fault_components.py::test_fault_33_new_database_crashes_during_copy_and_a_batch``, ``test_fault_components.py::test_fault_33_new_database_crashes_during_a_dedup_merge`` |
+| 34 the legacy database restarts | ``test_fault_components.py::test_fault_34_legacy_database_restarts`` |
+| 35 the broker dies and comes back empty, a stalled table reported | ``test_fault_components.py::test_fault_35_broker_resets_under_pgbench_load``, ``test_fault_components.py::test_fault_35_stalled_table_is_reported_and_recovered`` (and, on a real Kafka only, ``test_fault_35_broker_restart_keeps_its_data``) |
+| 36 network cut between sync and the new database | ``test_fault_components.py::test_fault_36_network_cut_longer_than_the_session_timeout`` |
+| 37 a record whose envelope has the wrong shape | ``test_fault_cases.py::test_fault_37_wrong_envelope_shape_is_dead_lettered`` |
 | 38 a child committed with its parent, seen first through its own topic | ``test_mapping_children.py::test_fault_38_child_committed_with_its_parent_but_seen_first_waits_for_it`` |
 | 39 duplicates during the stream, members changing groups, survivors deleted | ``test_mapping_children.py::test_fault_39_children_follow_merges_handovers_and_departures`` |
 

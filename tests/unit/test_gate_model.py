@@ -125,7 +125,7 @@ def test_alive_when_every_partition_is_held_by_a_fresh_worker() -> None:
         (
             [_capture(), _sync(unassigned_tables=["public.a"])],
             {},
-            "without an assigned partition: public.a",
+            "no progress while it grows; its log says which): public.a",
         ),
         ([_capture(), _sync()], {"replays": 2}, "replay is still running on 2 partition(s)"),
         ([_capture(), _sync()], {"claimed": []}, "no partition of public.a was ever assigned"),

@@ -62,7 +62,14 @@ from crossfade.config import Settings
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
 from crossfade.sync.bookkeeping import ensure_schema
-from crossfade.sync.target_ddl import HASH_COLUMN, POS_COLUMN, ensure_target_table
+from crossfade.sync.target_ddl import (
+    HASH_COLUMN,
+    POS_COLUMN,
+    add_column_from_source,
+    ensure_target_table,
+    read_shape,
+    sync_enum,
+)
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,25 @@ def copy_load_applies(settings: Settings) -> bool:
             "tables with a mapping load through Debezium's snapshot: initial_load copy is not used"
         )
     return settings.capture.initial_load == "copy" and not mapped
+
+
+def _follow_source(src: psycopg.Connection, tgt: psycopg.Connection, table: str, shape: Any) -> Any:
+    """The target table made to hold every value of the source's rows at the snapshot: enum
+    labels and columns the source gained since the target table was created (a load started
+    again after a crash, with writes going on meanwhile; seen as a COPY failing on every restart
+    with ``invalid input value for enum``, issue 21). Catalog reads see the present, which holds
+    everything the snapshot's rows use."""
+    now = read_shape(src, table)
+    if now is None:  # gone since ensure_target_table: the COPY says so
+        return shape
+    for col in now.columns:
+        if col.enum:
+            sync_enum(src, tgt, col.enum)
+    have = {c.name for c in shape.columns}
+    missing = [c.name for c in now.columns if c.name not in have]
+    for name in missing:  # every row is copied again: no fill of older rows to record
+        add_column_from_source(src, tgt, table, table, name)
+    return ensure_target_table(src, tgt, table, table, False) if missing else shape
 
 
 class LoadState:
@@ -217,6 +243,7 @@ class CopyLoad:
             ensure_schema(tgt, s.sync.bookkeeping_schema)
             for table in s.tables:
                 shape = ensure_target_table(src, tgt, table, table, s.sync.create_tables)
+                shape = _follow_source(src, tgt, table, shape)
                 shapes[table] = shape
                 schema, name = table.split(".", 1)
                 with tgt.transaction():

@@ -44,7 +44,13 @@ from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, 
 from crossfade.events.avro_codec import ConnectCodecCache
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 from crossfade.events.framing import frame_confluent, frame_single_object
-from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
+from crossfade.events.kafka import (
+    CONTROL_HEADER,
+    Admin,
+    ControlRecord,
+    current_epoch,
+    ensure_epoch,
+)
 from crossfade.events.model import ORIGIN_PREFIX, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
@@ -69,6 +75,8 @@ _SNAPSHOT_FLAGS = frozenset(
 )
 
 _LOG4J = Path(__file__).with_name("log4j2.properties")
+_EPOCH_CHECK_S = 5.0
+"""Deliveries outstanding this long make capture check that the broker still holds its log."""
 
 
 class CaptureStats:
@@ -110,6 +118,10 @@ class ChangeProducer:
                 # whichever runtime (embedded or Kafka Connect) produced it.
                 "partitioner": "murmur2_random",
                 "message.max.bytes": 32 * 1024 * 1024,
+                # a broker restarted empty must not create our topics on first produce (Tansu
+                # creates any topic a client names, with its own partition count): capture
+                # notices the lost log instead (flush)
+                "allow.auto.create.topics": False,
             }
         )
         self._codecs = ConnectCodecCache()
@@ -130,6 +142,7 @@ class ChangeProducer:
         self.snapshot_rows: dict[str, int] = {}  # per topic, this run's snapshot (progress display)
         self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
         self._headers: list[tuple[str, bytes]] = []
+        self.epoch: str | None = None
         self.floor = 0
         self._floor_file: Path | None = None
         self.stream_lsn = 0
@@ -138,6 +151,7 @@ class ChangeProducer:
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
         load this epoch's snapshot floor (see :func:`crossfade.events.model.position`)."""
+        self.epoch = epoch
         self._headers = [(EPOCH_HEADER, epoch.encode())]
         self._floor_file = state_dir / f"snapshot-{epoch}.json"
         if self._floor_file.exists():
@@ -171,12 +185,29 @@ class ChangeProducer:
             )
         self._last_offset[tp] = off
 
-    def flush(self) -> None:
-        """Wait for every delivery report; raise on any failure (the batch is then not marked)."""
-        remaining = self.producer.flush(120)
+    def flush(self, timeout: float = 120) -> None:
+        """Wait for every delivery report; raise on any failure (the batch is then not marked).
+
+        While deliveries are outstanding, every few seconds the broker's epoch is read: a broker
+        restarted empty (our topics gone with its log) stops capture at once with
+        :class:`BrokerDataLost`, instead of after ``timeout`` seconds of a producer waiting for
+        topics that no longer exist (issue 21)."""
+        deadline = time.monotonic() + timeout
+        remaining = self.producer.flush(min(_EPOCH_CHECK_S, timeout))
+        while remaining and time.monotonic() < deadline:
+            lost = self._log_replaced()
+            if lost is not None:
+                raise BrokerDataLost(
+                    f"the broker lost its log while capture ran ({lost}; {remaining} change "
+                    "events undelivered)",
+                    "restart capture: it starts a new epoch and re-snapshots the source",
+                )
+            remaining = self.producer.flush(
+                max(0.0, min(_EPOCH_CHECK_S, deadline - time.monotonic()))
+            )
         if remaining:
             raise BrokerUnavailable(
-                f"{remaining} change events not acknowledged by Kafka within 120 s"
+                f"{remaining} change events not acknowledged by Kafka within {timeout:.0f} s"
             )
         if self._errors:
             errs, self._errors = self._errors, []
@@ -189,6 +220,19 @@ class ChangeProducer:
                 f"Kafka refused change events: {errs[0]}"
                 + (f" (+{len(errs) - 1} more)" if len(errs) > 1 else "")
             )
+
+    def _log_replaced(self) -> str | None:
+        """Why the broker's log is not the one this capture writes (another or no epoch), or
+        None (the same epoch, or the broker does not answer: then keep waiting)."""
+        if self.epoch is None:
+            return None
+        try:
+            now = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+        except BrokerUnavailable:
+            return None
+        if now == self.epoch:
+            return None
+        return f"its epoch is {now} now, not {self.epoch}" if now else "it holds no epoch now"
 
     # -- conversion ---------------------------------------------------------------------------
     def _encode(

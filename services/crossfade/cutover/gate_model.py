@@ -182,7 +182,8 @@ def _alive(ctx: Context) -> Alive:
             )
         if h.unassigned_tables:
             out.problems.append(
-                f"sync worker {h.worker_id} finds table(s) without an assigned partition: "
+                f"sync worker {h.worker_id} finds table(s) stalled (without an assigned partition, "
+                "their topic missing, or no progress while it grows; its log says which): "
                 + ", ".join(h.unassigned_tables)
             )
         grown = (h.lag or 0) - (h.lag_low or 0)

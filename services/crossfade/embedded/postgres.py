@@ -353,10 +353,17 @@ class EmbeddedPostgres:
             self._temp_root = None
             self._socket_tmp = None
 
-    def restart(self, timeout: float = 30) -> None:
-        """Fast stop then start on the same port and data directory (data is kept)."""
+    def restart(self, timeout: float = 30, *, mode: str = "fast", down_s: float = 0.0) -> None:
+        """Stop (like ``pg_ctl stop -m mode``), stay down ``down_s`` seconds, start again on the
+        same port and data directory. Committed data is kept whatever the mode: ``immediate`` is
+        a crash (sessions cut without a shutdown checkpoint; the start runs crash recovery).
+        ValueError for another mode."""
+        if mode not in _STOP_SIGNALS:
+            raise ValueError(f"stop mode must be one of {tuple(_STOP_SIGNALS)}, not {mode!r}")
         with self._lock:
-            self._stop_server("fast")
+            self._stop_server(mode)
+            if down_s > 0:
+                time.sleep(down_s)
             self.start(timeout)
 
     def kill(self) -> None:

@@ -29,6 +29,8 @@ from crossfade.events.framing import SchemaCache
 
 log = logging.getLogger(__name__)
 
+_PUBLISH_ATTEMPTS = 8
+
 
 def schema_text(avro_schema: dict[str, Any]) -> str:
     return json.dumps(avro_schema, sort_keys=True, separators=(",", ":"))
@@ -123,7 +125,8 @@ class SchemaPublisher:
         self.cache = SchemaCache()
         # not idempotent: a retried schema record is the same key and text in a compacted topic, and
         # an idempotent producer's id request costs its first publish ~0.5 s (measured on Tansu)
-        self._producer = Producer({**client_conf, "acks": "all"})
+        # nor auto-creating: a broker restarted empty would create the topic uncompacted
+        self._producer = Producer({**client_conf, "acks": "all", "allow.auto.create.topics": False})
         reader = SchemaTopicReader(client_conf, topic, self.cache)
         try:
             reader.refresh(timeout=5.0, idle=0.5)
@@ -144,17 +147,40 @@ class SchemaPublisher:
                 "runbook: stop writes to that table, let sync drain, then migrate the column explicitly "
                 "(see README, operations)",
             )
+        # A refusal is tried again a few times: the record is the same key and text in a
+        # compacted topic, so a duplicate is harmless, and Tansu (0.6) was seen refusing the
+        # first produces after a restart ("Unknown broker error": its in-memory store held an
+        # object at the offset it handed out, one more offset per attempt; issue 21)
         errors: list[str] = []
-        self._producer.produce(
-            self.topic,
-            key=f"{codec.fingerprint:016x}".encode(),
-            value=text.encode(),
-            partition=0,
-            on_delivery=lambda err, _m: errors.append(err.str()) if err else None,
-        )
-        if self._producer.flush(30) or errors:
+
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is not None:
+                errors.append(err.str())
+
+        for attempt in range(1, _PUBLISH_ATTEMPTS + 1):
+            errors.clear()
+            self._producer.produce(
+                self.topic,
+                key=f"{codec.fingerprint:016x}".encode(),
+                value=text.encode(),
+                partition=0,
+                on_delivery=delivered,
+            )
+            if self._producer.flush(30):
+                errors[:] = ["timeout"]
+                break
+            if not errors:
+                break
+            if attempt < _PUBLISH_ATTEMPTS:
+                log.warning(
+                    "the broker refused schema %s (%s): trying again",
+                    avro_schema.get("name"),
+                    errors[0],
+                )
+                time.sleep(0.2 * attempt)
+        if errors:
             raise BrokerUnavailable(
-                f"cannot publish schema {avro_schema.get('name')} to {self.topic}: {errors or 'timeout'}"
+                f"cannot publish schema {avro_schema.get('name')} to {self.topic}: {errors}"
             )
         self.published[codec.fingerprint] = text
         log.info("published schema %s (%016x)", avro_schema.get("name"), codec.fingerprint)

@@ -17,7 +17,8 @@ Every long-running command serves, on ``ops.metrics_host:ops.metrics_port``:
 ``/healthz``  200 while the process runs (liveness);
 ``/readyz``   200 when every readiness check registered by the services passes, 503 otherwise,
               with a JSON body naming each check (connected to the broker and the databases,
-              partitions assigned for sync, the Debezium engine running for capture).
+              partitions assigned for sync and each configured table assigned and
+              progressing, the Debezium engine running for capture).
 """
 
 from __future__ import annotations
@@ -170,6 +171,10 @@ SYNC_CONSUMER_LAG = Gauge(
 )
 SYNC_ASSIGNED = Gauge(
     "crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker."
+)
+SYNC_RESUBSCRIBES = Counter(
+    "crossfade_sync_resubscribes_total",
+    "Times this sync worker left the consumer group and subscribed again because a table stalled.",
 )
 DEAD_LETTERED = Counter(
     "crossfade_dead_lettered_total",
@@ -342,6 +347,10 @@ def retried(component: str, exc: BaseException | None) -> None:
     """Count one retry after a transient error (and the error itself)."""
     RETRIES.labels(component=component, reason=_reason(exc)).inc()
     ERRORS.labels(component=component, kind="transient").inc()
+
+
+def resubscribed() -> None:
+    SYNC_RESUBSCRIBES.inc()
 
 
 def error(component: str, kind: str = "transient") -> None:
@@ -680,6 +689,42 @@ READINESS = Readiness()
 REGISTRY.register(READINESS)
 
 
+class StalledTables(Collector):
+    """``crossfade_sync_table_stalled{table}``, read from the watched workers at scrape time (a
+    worker blocked waiting for the broker or the target still reports what its watch sees)."""
+
+    def __init__(self) -> None:
+        self._workers: list[tuple[list[str], Callable[[], Mapping[str, str]]]] = []
+        self._lock = threading.Lock()
+
+    def watch(self, tables: list[str], stalled: Callable[[], Mapping[str, str]]) -> None:
+        with self._lock:
+            self._workers.append((list(tables), stalled))
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = GaugeMetricFamily(
+            "crossfade_sync_table_stalled",
+            "1 while the sync worker sees the table stalled: no partition of its topic assigned to "
+            "any worker, the topic missing, or no progress while its log grows, for "
+            "sync.stall_after_s (the WARNING log says which); else 0.",
+            labels=["table"],
+        )
+        with self._lock:
+            workers = list(self._workers)
+        seen: dict[str, bool] = {}
+        for tables, fn in workers:
+            stalled = fn()
+            for t in tables:
+                seen[t] = seen.get(t, False) or t in stalled
+        for t, bad in sorted(seen.items()):
+            g.add_metric([t], 1.0 if bad else 0.0)
+        yield g
+
+
+STALLED_TABLES = StalledTables()
+REGISTRY.register(STALLED_TABLES)
+
+
 class BrokerProbe:
     """Is the Kafka cluster answering? One metadata request, cached a few seconds (probes and
     scrapes must stay cheap and never hang)."""
@@ -726,7 +771,7 @@ def watch_capture(service: CaptureService, settings: Settings) -> None:
 
 def watch_sync(worker: SyncWorker, settings: Settings) -> None:
     """Register sync's readiness: target connected, partitions assigned, consume loop turning,
-    broker answering."""
+    broker answering, and per configured table: not stalled (``worker.stalled_tables``)."""
     limit = max(60.0, settings.sync.max_poll_interval_ms / 1000)
 
     def target_ok() -> bool:
@@ -741,6 +786,13 @@ def watch_sync(worker: SyncWorker, settings: Settings) -> None:
         lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit,
     )
     READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
+    for table in settings.tables:  # the body names the stalled table (sync/watchdog.py)
+        READINESS.register(
+            "sync",
+            f"{table} assigned and progressing",
+            lambda t=table: t not in worker.stalled_tables,  # type: ignore[misc]
+        )
+    STALLED_TABLES.watch(list(settings.tables), lambda: worker.stalled_tables)
 
 
 # -- HTTP -------------------------------------------------------------------------------------

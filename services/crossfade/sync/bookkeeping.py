@@ -30,7 +30,8 @@ commit in one transaction of the target. The tables:
                 who, when it started and finished, on how many partitions, or why it failed.
 ``heartbeats``  per capture process and sync worker: when it last reported, the partitions it
                 holds, its consumer lag and since when that lag has not gone below its low, and
-                the tables it found without an assigned partition (the gates' "alive" evidence).
+                the tables its watch found stalled (no partition assigned, topic missing, no
+                progress while it grows: :mod:`crossfade.sync.watchdog`; the "alive" evidence).
 ``ledger``      mapped source tables and dead letters: per source key (``entry``, the key as JSON;
                 ``@topic/partition/offset`` for a record that could not be decoded) the outcome
                 of its newest change (``position``): ``mapped``, ``deleted``, ``filtered`` (by

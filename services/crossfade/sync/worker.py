@@ -88,6 +88,7 @@ from crossfade.sync.target_ddl import (
     read_shape,
     sync_enum,
 )
+from crossfade.sync.watchdog import TableWatch, WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -188,14 +189,29 @@ class SyncWorker:
         """Per partition: the LSN of the newest snapshot applied there (stored beside its offset).
         Records without crossfade's position header (Kafka Connect) are positioned above it."""
         self._floors_moved: set[tuple[str, int]] = set()
-        self.unassigned_tables: list[str] | None = None
-        """Configured tables with no partition assigned to any worker, as the stall watchdog last
-        found them (reported in the heartbeat; None: nothing to report)."""
         self._next_heartbeat = 0.0
         self._next_counts = 0.0
         self._lag_low: int | None = None
         self._lag_low_at = time.monotonic()
         self._lag_low_wall: float | None = None
+        self.generation_started = time.monotonic()
+        """When this member's current consumer-group generation began (its last revocation or
+        subscription): what the table watch measures claims against."""
+        self.watch: TableWatch | None = None
+
+    @property
+    def stalled_tables(self) -> dict[str, str]:
+        """Configured tables this worker sees stalled -> why (:mod:`crossfade.sync.watchdog`): no
+        partition assigned to any worker of the group, its topic missing, or no progress while
+        its log grows, for ``sync.stall_after_s``. Empty when none is, or before :meth:`run`
+        started the watch. A copy, safe to read from any thread."""
+        return dict(self.watch.stalled) if self.watch is not None else {}
+
+    @property
+    def unassigned_tables(self) -> list[str] | None:
+        """The tables :attr:`stalled_tables` names, as the heartbeat reports them (the sync_alive
+        gate is red while any is listed); None before the watch started."""
+        return sorted(self.watch.stalled) if self.watch is not None else None
 
     # -- setup --------------------------------------------------------------------------------
     def _connect_target(self) -> psycopg.Connection:
@@ -335,6 +351,81 @@ class SyncWorker:
         raise CrossfadeError("stopped before capture initialised the broker")
 
     # -- assignment ---------------------------------------------------------------------------
+    def _owned(self) -> set[tuple[str, int]]:
+        """A snapshot of :attr:`owner`'s partitions from another thread (the watch's)."""
+        for _ in range(10):
+            try:
+                return set(self.owner)
+            except RuntimeError:  # changed size while copied: the consume loop was assigning
+                continue
+        return set()
+
+    def _start_watch(self) -> None:
+        s = self.settings
+        self.watch = TableWatch(
+            topics=self.topics,
+            group_id=s.sync.group_id,
+            bookkeeping_schema=self.bk,
+            client_conf=self.kafka.client_config(),
+            target_conninfo=s.target.conninfo,
+            connect_timeout_s=s.target.connect_timeout_s,
+            view=WorkerView(owned=self._owned, generation_started=lambda: self.generation_started),
+            stall_after_s=s.sync.stall_after_s,
+        ).start()
+
+    def _new_consumer(self) -> Consumer:
+        s = self.settings
+        return Consumer(
+            {
+                # topics of the subscription that appear later (capture recreating them after a
+                # broker lost its log) are assigned within seconds, not after librdkafka's five
+                # minutes (issue 21); kafka.extra may override it
+                "topic.metadata.refresh.interval.ms": 10_000,
+                **self.kafka.client_config(),
+                "group.id": s.sync.group_id,
+                "client.id": f"crossfade-sync-{self.worker_id}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # never jump silently: a stored offset beyond the log end is an error we handle
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": s.sync.max_poll_interval_ms,
+                "session.timeout.ms": s.sync.session_timeout_ms,
+                "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
+                "allow.auto.create.topics": False,
+            }
+        )
+
+    def _subscribe(self) -> None:
+        assert self.consumer is not None
+        self.generation_started = time.monotonic()
+        self.consumer.subscribe(
+            list(self.topics),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+
+    def _resubscribe(self) -> None:
+        """The watch found a table stalled (:mod:`crossfade.sync.watchdog`): leave the group and
+        join again with a new consumer, so the group assigns from fresh metadata (topics that
+        appeared since: an unsubscribe/subscribe of the same consumer was seen joining again with
+        its cached metadata, still without them). Not while a join is pending: a LeaveGroup then
+        wedges Tansu's group (:meth:`_finish_join`); the next stall report tries again."""
+        assert self.consumer is not None
+        stalled = ", ".join(sorted(self.stalled_tables)) or "-"
+        if not self._in_group:
+            log.warning(
+                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing yet",
+                stalled,
+            )
+            return
+        log.warning("stalled table(s) %s: re-subscribing to the change topics", stalled)
+        metrics.resubscribed()
+        self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
+        self.consumer = self._new_consumer()
+        self._subscribe()
+
     def _claim(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
         assert self.epoch is not None
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
@@ -422,6 +513,7 @@ class SyncWorker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._in_group = False  # a rebalance began: until the next assignment a join is pending
+        self.generation_started = time.monotonic()
         for p in partitions:
             self.owner.pop((p.topic, p.partition), None)
         self._next_heartbeat = 0.0
@@ -480,36 +572,31 @@ class SyncWorker:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> None:
+        """Set up, then consume and apply until :attr:`stop` is set; raise what stops sync."""
+        # a target starting up or recovering from a crash is waited for (connect() says which)
+        self.conn = self._with_db_retry(self._connect_target)
+
+        def setup() -> None:
+            self._db()  # reconnects after a retry closed the connection
+            self._setup_tables()
+
+        self._with_db_retry(setup)
+        self._start_watch()  # from here on a stall is reported, waiting for capture included
+        try:
+            self._consume_loop()
+        finally:
+            if self.watch is not None:
+                self.watch.stop()
+
+    def _consume_loop(self) -> None:
         s = self.settings
-        self.conn = self._connect_target()
-        self._setup_tables()
         self.epoch = self._wait_for_epoch()
         self.decoder = EventDecoder(self.kafka)
         self._dlq = Producer(
             {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
         )
-        self.consumer = Consumer(
-            {
-                **self.kafka.client_config(),
-                "group.id": s.sync.group_id,
-                "client.id": f"crossfade-sync-{self.worker_id}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # never jump silently: a stored offset beyond the log end is an error we handle
-                "auto.offset.reset": "error",
-                "isolation.level": "read_committed",
-                "max.poll.interval.ms": s.sync.max_poll_interval_ms,
-                "session.timeout.ms": s.sync.session_timeout_ms,
-                "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
-                "allow.auto.create.topics": False,
-            }
-        )
-        self.consumer.subscribe(
-            list(self.topics),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
+        self.consumer = self._new_consumer()
+        self._subscribe()
         timeout = s.sync.batch_timeout_ms / 1000
         try:
             while not self.stop.is_set():
@@ -543,6 +630,10 @@ class SyncWorker:
                 if self._pending_reclaim:
                     self._pending_reclaim = False
                     self._reclaim_all()
+                    continue
+                if self.watch is not None and self.watch.resubscribe.is_set():
+                    self.watch.resubscribe.clear()
+                    self._resubscribe()
                     continue
                 if msgs:
                     self._process(msgs)

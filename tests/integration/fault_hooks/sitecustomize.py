@@ -3,7 +3,9 @@
 Python imports ``sitecustomize`` at start-up from the first ``sys.path`` entry that has it; the
 fault harness puts this directory first on ``PYTHONPATH`` and names the point in
 ``CF_FAULT_POINT=<point>:<n>`` (see ``tests/integration/fault_harness.py``). Without that variable
-this module does nothing. Only batches that carry change events are counted.
+this module does nothing. Only batches that carry change events are counted. The points are
+listed in ``tests/integration/fault_harness.py``; the ``pause_*`` points sleep
+``CF_FAULT_PAUSE_S`` seconds (default 10) so the test can fail something meanwhile.
 
 ``CF_HOLD_TOPIC=<part of a topic name>`` with ``CF_HOLD_RELEASE=<file>``: the partitions of the
 matching topics are paused when assigned and resumed once the file exists, as when the worker
@@ -15,8 +17,10 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 _spec = os.environ.get("CF_FAULT_POINT")
+_PAUSE_S = float(os.environ.get("CF_FAULT_PAUSE_S", "10"))
 
 
 def _install(point: str, nth: int) -> None:
@@ -73,7 +77,7 @@ def _install(point: str, nth: int) -> None:
             _say(f"SIGSTOP before a batch of {len(msgs)} records")
             os.kill(os.getpid(), signal.SIGSTOP)
             return orig_apply_batch(self, msgs)
-        if due and point == "mid_batch":
+        if due and point in ("mid_batch", "pause_mid_batch"):
             state["arm_mid"] = True
             state["msgs"] = msgs
         result = orig_apply_batch(self, msgs)
@@ -106,11 +110,32 @@ def _install(point: str, nth: int) -> None:
                 stored=stored(self, state["msgs"]),
                 span=span(state["msgs"]),
             )
+            if point == "pause_mid_batch":
+                _say(
+                    f"pausing {_PAUSE_S:.0f} s inside the batch transaction, after writing {table}"
+                )
+                time.sleep(_PAUSE_S)
+                return
             _say(f"SIGKILL inside the batch transaction, after writing {table}")
             os.kill(os.getpid(), signal.SIGKILL)
 
     w.SyncWorker._apply_batch = apply_batch  # type: ignore[method-assign]
     w.SyncWorker._apply_table = apply_table  # type: ignore[method-assign]
+    if point == "pause_in_merge":
+        from crossfade.sync import dedup
+
+        orig_regroup = dedup.DedupWriter._regroup
+        merges = {"n": 0}
+
+        def regroup(self, conn, changed, blocks):  # type: ignore[no-untyped-def]
+            orig_regroup(self, conn, changed, blocks)
+            merges["n"] += 1
+            if merges["n"] == nth and not state["fired"]:
+                state["fired"] = True
+                _say(f"pausing {_PAUSE_S:.0f} s inside a dedup merge of {len(changed)} members")
+                time.sleep(_PAUSE_S)
+
+        dedup.DedupWriter._regroup = regroup  # type: ignore[method-assign]
 
 
 def _is_change(m) -> bool:  # type: ignore[no-untyped-def]

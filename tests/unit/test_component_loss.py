@@ -1,0 +1,109 @@
+"""What crossfade makes of a component gone under it (issue 21), without the stack: capture
+waiting for deliveries to a broker that restarted empty, and a database that cannot take
+connections yet. The stack tests are tests/integration/test_fault_components.py."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import psycopg
+import pytest
+
+from crossfade.capture import preflight
+from crossfade.capture import service as capture_service
+from crossfade.capture.service import ChangeProducer
+from crossfade.config import DatabaseConfig, Settings
+from crossfade.errors import BrokerDataLost, BrokerUnavailable, DatabaseUnavailable, PreflightError
+
+
+def _settings() -> Settings:
+    return Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.t"],
+    )
+
+
+class _Stuck:
+    """A producer whose deliveries never come (the topics went with the broker's log)."""
+
+    def __init__(self) -> None:
+        self.flushes: list[float] = []
+
+    def flush(self, timeout: float) -> int:
+        self.flushes.append(timeout)
+        time.sleep(min(timeout, 0.05))
+        return 3
+
+
+def _producer(monkeypatch: pytest.MonkeyPatch, epoch_now: Any) -> tuple[ChangeProducer, _Stuck]:
+    prod = ChangeProducer(_settings(), object(), {"cf.public.t": 1})  # type: ignore[arg-type]
+    prod.epoch = "e1"
+    stuck = _Stuck()
+    prod.producer = stuck  # type: ignore[assignment]
+
+    def current_epoch(*_a: Any, **_k: Any) -> str | None:
+        if isinstance(epoch_now, Exception):
+            raise epoch_now
+        return epoch_now
+
+    monkeypatch.setattr(capture_service, "current_epoch", current_epoch)
+    return prod, stuck
+
+
+@pytest.mark.parametrize(("now", "why"), [(None, "holds no epoch"), ("e2", "epoch is e2")])
+def test_capture_stops_at_once_when_the_broker_lost_its_log(
+    monkeypatch: pytest.MonkeyPatch, now: str | None, why: str
+) -> None:
+    prod, stuck = _producer(monkeypatch, now)
+    with pytest.raises(BrokerDataLost) as err:
+        prod.flush(timeout=120)
+    assert why in str(err.value) and "restart capture" in str(err.value)
+    assert sum(stuck.flushes) <= 5.0  # one slice of waiting, not the whole timeout
+
+
+def test_capture_keeps_waiting_while_the_epoch_is_ours_or_unreadable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for now in ("e1", BrokerUnavailable("no answer")):
+        prod, stuck = _producer(monkeypatch, now)
+        with pytest.raises(BrokerUnavailable) as err:
+            prod.flush(timeout=1)
+        assert not isinstance(err.value, BrokerDataLost)
+        assert "not acknowledged by Kafka within 1 s" in str(err.value)
+        assert len(stuck.flushes) >= 3
+
+
+@pytest.mark.parametrize(
+    "fatal",
+    [
+        "the database system is starting up",
+        "the database system is not yet accepting connections\nDETAIL:  Consistent recovery "
+        "state has not been yet reached.",
+        "the database system is shutting down",
+    ],
+)
+def test_a_database_not_accepting_connections_yet_is_waited_for(
+    monkeypatch: pytest.MonkeyPatch, fatal: str
+) -> None:
+    def refuse(*_a: Any, **_k: Any) -> None:
+        raise psycopg.OperationalError(
+            f'connection to server at "127.0.0.1" failed: FATAL:  {fatal}'
+        )
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    db = DatabaseConfig(dsn="postgresql://u:secret@127.0.0.1:5/db")
+    with pytest.raises(DatabaseUnavailable) as err:
+        preflight.connect(db, "target")
+    assert err.value.kind == "transient" and "secret" not in str(err.value)
+
+
+def test_a_refused_connection_is_still_a_clear_stop(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: Any, **_k: Any) -> None:
+        raise psycopg.OperationalError("connection refused\n\tIs the server running on that host?")
+
+    monkeypatch.setattr(psycopg, "connect", refuse)
+    with pytest.raises(PreflightError):
+        preflight.connect(DatabaseConfig(dsn="postgresql://u@127.0.0.1:5/db"), "target")
