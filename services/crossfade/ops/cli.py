@@ -127,7 +127,8 @@ def _serve(services: list[str], settings: Settings) -> None:
     from crossfade.ops.runner import Runner
 
     runner = Runner()
-    metrics.serve_ops(settings)  # /metrics, /healthz, /readyz when ops.metrics_port is set
+    # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
+    metrics.serve_ops(settings, services)
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 

@@ -515,9 +515,13 @@ def make_handler(
             if url.path == "/api/state":
                 self._json(200, state.snapshot())
             elif url.path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                from crossfade.ops.metrics import ComponentView
+
+                # the console's own series only (inside `crossfade run` capture's and sync's
+                # are on the metrics port)
+                self._send(200, generate_latest(ComponentView(["console"])), CONTENT_TYPE_LATEST)
             elif url.path in ("/", "/index.html", "/app.js", "/app.css"):
                 f = STATIC / ("index.html" if url.path == "/" else url.path.lstrip("/"))
                 self._send(200, f.read_bytes(), _TYPES[f.suffix])
