@@ -238,3 +238,42 @@ def test_serve_ops_needs_a_port_and_reports_a_busy_one() -> None:
     assert (
         _value("crossfade_dead_lettered_total", {"table": "public.a", "rule": "decode"}) is not None
     )
+
+
+def test_verify_result_is_pushed_to_a_pushgateway() -> None:
+    """`verify --pushgateway` (the chart's CronJob): the verify series and nothing else, PUT under
+    job crossfade-verify and the migration's topic prefix."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[tuple[str, str, str]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            got.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    t = threading.Thread(target=server.handle_request, daemon=True)
+    t.start()
+    metrics.set_verify_result({"public.a": 0, "public.b": 2}, finished_at=99.0)
+    metrics.CAPTURE_LAST_HEARTBEAT.set(5.0)
+    metrics.push_verify_result(f"http://127.0.0.1:{server.server_port}", "crm")
+    t.join(10)
+    server.server_close()
+    ((method, path, body),) = got
+    assert method == "PUT" and path == "/metrics/job/crossfade-verify/topic_prefix/crm"
+    samples = {
+        line.split(" ")[0] for line in body.splitlines() if line and not line.startswith("#")
+    }
+    assert samples == {
+        'crossfade_verify_mismatched_rows{table="public.a"}',
+        'crossfade_verify_mismatched_rows{table="public.b"}',
+        "crossfade_verify_last_run_timestamp_seconds",
+        "crossfade_verify_passed",
+    }
+    assert "crossfade_verify_passed 0.0" in body

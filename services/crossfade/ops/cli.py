@@ -571,6 +571,19 @@ def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout:
         delay = min(delay * 2, 5.0)
 
 
+@connector.command("prepare")
+@config_option
+def connector_prepare(config: str | None) -> None:
+    """What embedded capture does before Debezium starts, for a connector Kafka Connect runs
+    (registered by you or by Strimzi's KafkaConnector): the fence table, the change topics, the
+    schemas and dead-letter topics, the broker epoch. Idempotent."""
+    settings = _settings(config)
+    epoch = _prepare_for_kafka_connect(settings)
+    click.echo(
+        f"prepared source and Kafka for crossfade-{settings.kafka.topic_prefix} (broker epoch {epoch})"
+    )
+
+
 @connector.command("register")
 @config_option
 @click.option(

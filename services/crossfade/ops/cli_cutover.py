@@ -239,6 +239,12 @@ def _print_verify(report: Any) -> None:
     help="Fallback direction: the new database (source) against legacy (target); the fence goes "
     "through the reverse pipeline (crossfade fallback start).",
 )
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="Also push the result (crossfade_verify_passed, _mismatched_rows, _last_run_timestamp_"
+    "seconds) to this Prometheus Pushgateway, job crossfade-verify.",
+)
 def verify(
     config: str | None,
     as_json: bool,
@@ -252,6 +258,7 @@ def verify(
     rounds: int,
     fence_timeout: float,
     reverse: bool,
+    pushgateway: str | None,
 ) -> None:
     """Compare legacy and new, row for row: counts, chunk checksums, differing keys and rows.
 
@@ -285,7 +292,26 @@ def verify(
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         _print_verify(report)
+    if pushgateway:
+        _push_verify(pushgateway, settings)
     sys.exit(0 if report.match else 1)
+
+
+def _push_verify(url: str, settings: Settings) -> None:
+    """Push the run's verify series to a Pushgateway; one line (exit 1) when it does not answer."""
+    from urllib.error import URLError
+
+    from crossfade.errors import CrossfadeError
+    from crossfade.ops.metrics import push_verify_result
+
+    try:
+        push_verify_result(url, settings.kafka.topic_prefix)
+    except (URLError, OSError, ValueError) as exc:
+        raise CrossfadeError(
+            f"cannot push the verify result to the Pushgateway at {url} ({getattr(exc, 'reason', exc)})",
+            "check --pushgateway; the run itself is recorded in the new database",
+        ) from None
+    click.echo(f"verify result pushed to {url}", err=True)
 
 
 def _reverse_verify_scope(

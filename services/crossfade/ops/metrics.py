@@ -389,6 +389,28 @@ def set_verify_result(
     VERIFY_PASSED.set(1 if ok else 0)
 
 
+def push_verify_result(url: str, topic_prefix: str, timeout: float = 10.0) -> None:
+    """Push the verify series (``crossfade_verify_*``, as :func:`set_verify_result` left them) to
+    the Prometheus Pushgateway at ``url``: job ``crossfade-verify``, grouped by ``topic_prefix``
+    so two migrations keep their own. Raises ``OSError``/``URLError`` when it does not answer."""
+
+    class _VerifyOnly:
+        def collect(self) -> Iterator[Any]:
+            return (
+                f
+                for f in ComponentView(["verify"]).collect()
+                if f.name.startswith("crossfade_verify_")
+            )
+
+    prometheus_client.push_to_gateway(
+        url,
+        job="crossfade-verify",
+        registry=_VerifyOnly(),  # type: ignore[arg-type]
+        grouping_key={"topic_prefix": topic_prefix},
+        timeout=timeout,
+    )
+
+
 def set_gate(gate: str, ok: bool | None) -> None:
     """Publish a cutover gate: green (True), red (False), or not evaluated (None: series removed)."""
     if ok is None:
