@@ -45,7 +45,7 @@ from crossfade.events.avro_codec import ConnectCodecCache
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 from crossfade.events.framing import frame_confluent, frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, Admin, ControlRecord, ensure_epoch
-from crossfade.events.model import ORIGIN_PREFIX, position
+from crossfade.events.model import ORIGIN_PREFIX, format_lsn, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
 
@@ -277,7 +277,7 @@ class ChangeProducer:
         lsn, self._unswept_snapshot_lsn = self._unswept_snapshot_lsn, None
         self._emit_sweeps(lsn)
         self.stats.snapshot_done = True
-        log.info("snapshot complete at LSN %s; sweep markers sent", lsn)
+        log.info("snapshot complete at LSN %s; sweep markers sent", format_lsn(lsn))
 
     def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""

@@ -26,6 +26,7 @@ log = logging.getLogger("crossfade")
 
 class _State:
     verbose = False
+    log_format = "auto"
 
 
 def _settings(config: str | None) -> Settings:
@@ -42,19 +43,91 @@ config_option = click.option(
 )
 
 
+def _config_defaults(group: click.Group, path: str) -> dict[str, Any]:
+    """``ctx.default_map`` giving every subcommand that takes ``-c`` the file given before it."""
+    out: dict[str, Any] = {}
+    for name, cmd in group.commands.items():
+        sub: dict[str, Any] = {}
+        if isinstance(cmd, click.Group):
+            sub = _config_defaults(cmd, path)
+        if any(p.name == "config" for p in cmd.params):
+            sub["config"] = path
+        if sub:
+            out[name] = sub
+    return out
+
+
+def _group_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None and isinstance(ctx.command, click.Group):
+        ctx.default_map = {**(ctx.default_map or {}), **_config_defaults(ctx.command, value)}
+
+
+def _late_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not _State.verbose:
+        _State.verbose = True
+        setup_logging(True, _State.log_format)
+
+
+def _late_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None and value != _State.log_format:
+        _State.log_format = value
+        setup_logging(_State.verbose, value)
+
+
+def _accept_global_options(group: click.Group) -> None:
+    """``-v`` and ``--log-format`` work after the subcommand too (``crossfade status -v``), as
+    ``-c`` works before it (``crossfade -c FILE status``)."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _accept_global_options(cmd)
+            continue
+        names = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        if "--verbose" not in names:
+            cmd.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_late_verbose,
+                    help="Debug logs, and stack traces on errors (also before the command).",
+                )
+            )
+        if "--log-format" not in names:
+            cmd.params.append(
+                click.Option(
+                    ["--log-format"],
+                    type=click.Choice(["auto", "json", "text"]),
+                    default=None,
+                    expose_value=False,
+                    callback=_late_log_format,
+                    help="Log format (also before the command).",
+                )
+            )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and stack traces on errors.")
 @click.option(
     "--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True
+)
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    expose_value=False,
+    callback=_group_config,
+    help="YAML config file, for the command that follows (or -c after it, or CROSSFADE_CONFIG).",
 )
 @click.version_option(package_name="crossfade")
 def cli(verbose: bool, log_format: str) -> None:
     """crossfade: zero-downtime data migration with change data capture.
 
     Debezium reads the legacy database's log, Kafka carries the changes as Avro, sync workers
-    apply them to the new database; status, fence and verify prove the two agree.
+    apply them to the new database; status, fence and verify prove the two agree. Global
+    options (-v, --log-format, -c) go before or after the command.
     """
     _State.verbose = verbose
+    _State.log_format = log_format
     setup_logging(verbose, log_format)
 
 
@@ -78,7 +151,29 @@ def cli(verbose: bool, log_format: str) -> None:
     is_flag=True,
     help="Copy the legacy tables as they are instead of through the demo mapping.",
 )
-def demo(duration: float, rate: float, accounts: int, partitions: int, identity: bool) -> None:
+@click.option(
+    "--console",
+    "with_console",
+    is_flag=True,
+    help="Serve the console (read-only, 127.0.0.1) while the demo runs and print its URL; on a "
+    "terminal it stays up after the report until Ctrl-C.",
+)
+@click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    default=8421,
+    show_default=True,
+    help="Port of --console (0: any free port).",
+)
+def demo(
+    duration: float,
+    rate: float,
+    accounts: int,
+    partitions: int,
+    identity: bool,
+    with_console: bool,
+    console_port: int,
+) -> None:
     """Run the whole pipeline on embedded parts and prove the copy equal.
 
     Starts Tansu and PostgreSQL (a legacy and a new database), Debezium and a sync worker; seeds a
@@ -95,6 +190,7 @@ def demo(duration: float, rate: float, accounts: int, partitions: int, identity:
             partitions=partitions,
             verbose=_State.verbose,
             mapped=not identity,
+            console_port=console_port if with_console else None,
         )
     )
 
@@ -211,109 +307,10 @@ def status(config: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from crossfade.ops.status import print_status
+    from crossfade.textout import console
 
-    con = Console()
-    sync_ = data["sync"]
-    if not sync_["running"]:
-        con.print(
-            "[bold red]sync is not running[/]"
-            + (
-                f": the last sync heartbeat is {sync_['last_heartbeat_age_s']:.0f} s old"
-                if sync_["last_heartbeat_age_s"] is not None
-                else ": no sync worker has reported"
-            )
-            + " (start `crossfade sync`); the figures below are not advancing",
-            highlight=False,
-        )
-    elif sync_["problems"]:
-        con.print("[bold red]" + "; ".join(sync_["problems"]) + "[/]", highlight=False)
-    else:
-        con.print(
-            f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
-            f"consumer lag {sync_['lag_records']} record(s)"
-        )
-    t = Table(title=f"crossfade status (broker epoch {data['epoch'] or 'none'})")
-    for col in (
-        "table",
-        "source rows",
-        "target rows",
-        "applied",
-        "skipped",
-        "dead letters",
-        "deferred",
-        "filtered",
-        "last LSN",
-        "last source commit",
-    ):
-        t.add_column(col, justify="right" if col not in ("table",) else "left")
-    for r in data["tables"]:
-        target = (
-            f"{r['accounted']} accounted" if r["mapped"] else str(r["target_rows"])
-        )  # a mapped table's rows land in its target tables (listed below)
-        t.add_row(
-            r["table"],
-            str(r["source_rows"]),
-            target,
-            str(r["events_applied"]),
-            str(r["events_skipped"]),
-            str(r["dead_lettered"]),
-            str(r["deferred"]),
-            str(r["filtered"]),
-            str(r["last_lsn"] or "-"),
-            str(r["last_source_ts"] or "-"),
-        )
-    for r in data["targets"]:
-        t.add_row(
-            f"-> {r['table']}",
-            f"{r['expected_rows']} expected",
-            str(r["target_rows"]),
-            *([""] * 7),
-        )
-    con.print(t)
-    e2e = data.get("end_to_end")
-    if not sync_["running"]:
-        con.print("end to end: no lag figure while sync is not running")
-    else:
-        con.print(
-            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
-            f"{e2e['age_s']} s ago"
-            if e2e
-            else "end to end: no fence applied yet (crossfade fence proves lag zero)"
-        )
-    g = Table(title="gates (as the console and crossfade cutover evaluate them)")
-    for col in ("gate", "state", "evidence age", "detail"):
-        g.add_column(col)
-    colour = {"ok": "green", "failed": "red", "stale": "yellow", "unknown": "yellow"}
-    for gate in data["gates"]:
-        g.add_row(
-            gate["gate"],
-            f"[{colour.get(gate['state'], 'white')}]{gate['state']}[/]",
-            f"{gate['age_s']:.0f} s" if gate["age_s"] is not None else "-",
-            gate["detail"],
-        )
-    con.print(g)
-    p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
-    for col in (
-        "topic",
-        "partition",
-        "stored",
-        "kafka committed",
-        "log end (reported)",
-        "lag hint",
-    ):
-        p.add_column(col)
-    for r in data["partitions"]:
-        p.add_row(
-            r["topic"],
-            str(r["partition"]),
-            str(r["stored_offset"]),
-            str(r["kafka_committed_offset"]),
-            str(r["log_end_offset_reported"]),
-            str(r["lag_hint"]),
-        )
-    con.print(p)
+    print_status(data, console())
 
 
 @cli.command()
@@ -573,12 +570,16 @@ def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout:
 
 @connector.command("prepare")
 @config_option
-def connector_prepare(config: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def connector_prepare(config: str | None, as_json: bool) -> None:
     """What embedded capture does before Debezium starts, for a connector Kafka Connect runs
     (registered by you or by Strimzi's KafkaConnector): the fence table, the change topics, the
     schemas and dead-letter topics, the broker epoch. Idempotent."""
     settings = _settings(config)
     epoch = _prepare_for_kafka_connect(settings)
+    if as_json:
+        click.echo(json.dumps({"prepared": True, "epoch": epoch}))
+        return
     click.echo(
         f"prepared source and Kafka for crossfade-{settings.kafka.topic_prefix} (broker epoch {epoch})"
     )
@@ -610,12 +611,14 @@ def connector_prepare(config: str | None) -> None:
     show_default=True,
     help="Seconds to keep retrying while Kafka Connect is not reachable.",
 )
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def connector_register(
     config: str | None,
     connect_url: str,
     connector_file: str | None,
     prepare: bool | None,
     timeout: float,
+    as_json: bool,
 ) -> None:
     """Create or update the Debezium connector on Kafka Connect (idempotent: PUT its config)."""
     from pathlib import Path
@@ -643,14 +646,28 @@ def connector_register(
         )
     if prepare is None:
         prepare = settings is not None
+    epoch: str | None = None
     if prepare:
         if settings is None:
             raise ConfigError(
                 "--prepare needs the crossfade config", "pass -c FILE, or --no-prepare"
             )
         epoch = _prepare_for_kafka_connect(settings)
-        click.echo(f"prepared source and Kafka for {name} (broker epoch {epoch})")
+        if not as_json:
+            click.echo(f"prepared source and Kafka for {name} (broker epoch {epoch})")
     status = _put_connector(connect_url, name, {str(k): str(v) for k, v in props.items()}, timeout)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "connector": name,
+                    "created": status == 201,
+                    "http_status": status,
+                    "epoch": epoch,
+                }
+            )
+        )
+        return
     click.echo(
         f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})"
     )
@@ -816,6 +833,7 @@ for _command in cli_cutover.COMMANDS:
             _have.add_command(_sub)
     else:
         cli.add_command(_command)
+_accept_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:

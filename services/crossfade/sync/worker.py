@@ -81,6 +81,7 @@ from crossfade.sync.mapped import (
     write_ledger,
 )
 from crossfade.sync.origin import tag_session
+from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.target_ddl import (
     add_column_from_source,
     ensure_target_table,
@@ -175,6 +176,8 @@ class SyncWorker:
         self.poisoned: dict[tuple[str, str], str] = {}
         """(table, key id) -> the dead letter (undecodable change) later changes of the key wait for."""
         self._next_poison_check = 0.0
+        self.rejects = RejectLog()
+        """Expected rejects at INFO, a summary per table and rule each minute."""
         self.origin: str | None = None
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = False
@@ -498,8 +501,11 @@ class SyncWorker:
             on_lost=self._on_revoke,
         )
         timeout = s.sync.batch_timeout_ms / 1000
+        joining = JoinProgress(s.sync.group_id, len(self.topics))
         try:
             while not self.stop.is_set():
+                joining.tick(self._in_group)
+                self.rejects.flush()
                 try:
                     msgs = self.consumer.consume(s.sync.batch_size, timeout)
                 except KafkaException as exc:
@@ -540,6 +546,7 @@ class SyncWorker:
                 else:
                     self.left_in_group = True  # the process exits without closing it (ops/cli.py)
             finally:
+                self.rejects.flush(force=True)
                 self._drop_heartbeat()
                 if self.conn is not None:
                     self.conn.close()
@@ -1259,7 +1266,8 @@ class SyncWorker:
             o = h.origin
             self._pending.dead_lettered[table] += 1
             metrics.dead_lettered(table, h.rule or "mapping")
-            log.error("dead-lettered %s key %s: %s", table, h.entry, h.reason)
+            # an expected reject (the mapping's rules say so): INFO, summed up each minute
+            self.rejects.note(table, h.rule or "mapping", h.entry, h.reason)
             headers = [
                 ("crossfade.dlq.reason", (h.reason or "").encode()),
                 ("crossfade.dlq.rule", (h.rule or "mapping").encode()),
