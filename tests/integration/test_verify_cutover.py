@@ -287,9 +287,12 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     assert cp["name"] == "before-batch" and cp["epoch"] and isinstance(cp["source_lsn"], int)
     assert summary.startswith("checkpoint before-batch created at ")
     assert f"legacy WAL {cp['source_lsn'] >> 32:X}/{cp['source_lsn'] & 0xFFFFFFFF:X}," in summary
-    assert hint == "rewind to it with: crossfade rewind --to before-batch (JSON written to " + str(
-        stack.dir / "cp.json"
-    ) + ")"
+    assert (
+        hint
+        == "rewind to it with: crossfade rewind --to before-batch (JSON written to "
+        + str(stack.dir / "cp.json")
+        + ")"
+    )
     # the offsets stored in the target (sync is idle after the fence); with the default COPY
     # initial load the 3000 rows never went through the topics, only markers did
     with stack.tgt() as t:

@@ -103,7 +103,7 @@ def test_terminal_tables_never_cut_a_name(width: int) -> None:
     print_status(_status(), con)
     out = buf.getvalue()
     assert "…" not in out
-    assert max(len(l) for l in out.splitlines()) <= width
+    assert max(len(line) for line in out.splitlines()) <= width
     # a name may wrap on a narrow terminal, but every character of it is there, in order
     flat = re.sub(r"[\s┃│━─┏┓┗┛┡┩╇┳┻┣┫╋┼┬┴┌┐└┘├┤]", "", out)
     for name in (LONG, TARGET, "16/B374D848"):

@@ -358,6 +358,13 @@ def fence(config: str | None, timeout: float, as_json: bool) -> None:
 @click.option(
     "--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes."
 )
+@click.option(
+    "--prometheus",
+    metavar="URL",
+    envvar="CROSSFADE_CONSOLE_PROMETHEUS",
+    help="Prometheus that scrapes this migration: the charts show its last 15 minutes of applied "
+    "rate and lag (default: the console's own samples since it started).",
+)
 def console(
     config: str | None,
     host: str,
@@ -365,8 +372,10 @@ def console(
     allow_actions: bool,
     token: str | None,
     interval: float,
+    prometheus: str | None,
 ) -> None:
-    """Serve the cutover console: tables, lag, dead letters, verify, checkpoints, gates."""
+    """Serve the cutover console: gates with their evidence, the downtime forecast, tables with
+    their rows, rate and lag over 15 minutes, dead letters, verify, checkpoints."""
     from crossfade.ops.console import run_console
 
     run_console(
@@ -377,6 +386,7 @@ def console(
         token=token,
         interval=interval,
         echo=click.echo,
+        prometheus=prometheus,
     )
 
 

@@ -306,6 +306,8 @@ def run_demo(
                         con,
                     )
                 )
+        if not con.is_terminal:
+            con.line()  # rich's Live leaves its last line open when the output is not a terminal
         failed = [s for s in runner.services if s.error]
         if failed:
             con.print(f"[red]{failed[0].name} failed:[/] {failed[0].error}")

@@ -580,6 +580,8 @@ class SyncWorker:
                 if self.stats.last_batch_at
                 else None,
                 "epoch": self.epoch,
+                # records behind per topic (the console charts it per table)
+                "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
             },
         )
         try:
@@ -1327,6 +1329,14 @@ def _origin(m: Message, pos: int | None = None) -> Origin:
     if pos is not None and POSITION_HEADER not in headers:
         headers[POSITION_HEADER] = str(pos)
     return Origin(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
+
+
+def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (topic, partition), n in lag.items():
+        if (topic, partition) in owned:
+            out[topic] = out.get(topic, 0) + n
+    return out
 
 
 def _one_line(exc: BaseException | None) -> str:
