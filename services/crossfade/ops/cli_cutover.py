@@ -156,10 +156,10 @@ def _print_verify(report: Any) -> None:
     t.print(con)
     for r in report.tables:
         for ex in r.examples:
-            cols = ex.get("columns")
+            changed = ex.get("columns")
             detail = (
-                ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in cols.items())
-                if cols
+                ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in changed.items())
+                if changed
                 else ""
             )
             con.print(

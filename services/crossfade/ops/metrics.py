@@ -405,7 +405,7 @@ def push_verify_result(url: str, topic_prefix: str, timeout: float = 10.0) -> No
     prometheus_client.push_to_gateway(
         url,
         job="crossfade-verify",
-        registry=_VerifyOnly(),  # type: ignore[arg-type]
+        registry=_VerifyOnly(),
         grouping_key={"topic_prefix": topic_prefix},
         timeout=timeout,
     )
