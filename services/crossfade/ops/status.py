@@ -191,26 +191,46 @@ def print_status(data: dict[str, Any], con: Console) -> None:
     the end-to-end lag, the gates, the partitions (:mod:`crossfade.textout`: whole names on a
     terminal, plain aligned text when piped). LSNs as PostgreSQL writes them (``X/Y``)."""
     sync_ = data["sync"]
+    con.print(_sync_line(sync_), highlight=False)
+    _tables_grid(data).print(con)
+    e2e = data.get("end_to_end")
+    if not sync_["running"]:
+        con.print("end to end: no lag figure while sync is not running")
+    elif e2e:
+        con.print(
+            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, "
+            f"lag {e2e['lag_s']} s, {e2e['age_s']} s ago",
+            highlight=False,
+        )
+    else:
+        con.print("end to end: no fence applied yet (crossfade fence proves lag zero)")
+    _gates_grid(data).print(con)
+    _partitions_grid(data).print(con)
+    if data.get("kafka_error"):
+        con.print(f"[yellow]Kafka:[/] {data['kafka_error']}", highlight=False)
+
+
+def _sync_line(sync_: dict[str, Any]) -> str:
     if not sync_["running"]:
         age = sync_["last_heartbeat_age_s"]
-        con.print(
+        return (
             "[bold red]sync is not running[/]"
             + (
                 f": the last sync heartbeat is {age:.0f} s old"
                 if age is not None
                 else ": no sync worker has reported"
             )
-            + " (start `crossfade sync`); the figures below are not advancing",
-            highlight=False,
+            + " (start `crossfade sync`); the figures below are not advancing"
         )
-    elif sync_["problems"]:
-        con.print("[bold red]" + "; ".join(sync_["problems"]) + "[/]", highlight=False)
-    else:
-        con.print(
-            f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
-            f"consumer lag {sync_['lag_records']} record(s)",
-            highlight=False,
-        )
+    if sync_["problems"]:
+        return "[bold red]" + "; ".join(sync_["problems"]) + "[/]"
+    return (
+        f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
+        f"consumer lag {sync_['lag_records']} record(s)"
+    )
+
+
+def _tables_grid(data: dict[str, Any]) -> Grid:
     t = Grid(
         [
             "table",
@@ -243,18 +263,10 @@ def print_status(data: dict[str, Any], con: Console) -> None:
         )
     for r in data["targets"]:
         t.add_row(f"-> {r['table']}", f"{r['expected_rows']} expected", _dash(r["target_rows"]))
-    t.print(con)
-    e2e = data.get("end_to_end")
-    if not sync_["running"]:
-        con.print("end to end: no lag figure while sync is not running")
-    elif e2e:
-        con.print(
-            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, "
-            f"lag {e2e['lag_s']} s, {e2e['age_s']} s ago",
-            highlight=False,
-        )
-    else:
-        con.print("end to end: no fence applied yet (crossfade fence proves lag zero)")
+    return t
+
+
+def _gates_grid(data: dict[str, Any]) -> Grid:
     colour = {"ok": "green", "failed": "red", "stale": "yellow", "unknown": "yellow"}
     g = Grid(
         ["gate", "state", ("evidence age", "right"), "detail"],
@@ -267,7 +279,10 @@ def print_status(data: dict[str, Any], con: Console) -> None:
             f"{gate['age_s']:.0f} s" if gate["age_s"] is not None else "-",
             gate["detail"],
         )
-    g.print(con)
+    return g
+
+
+def _partitions_grid(data: dict[str, Any]) -> Grid:
     p = Grid(
         [
             "topic",
@@ -288,9 +303,7 @@ def print_status(data: dict[str, Any], con: Console) -> None:
             _dash(r["log_end_offset_reported"]),
             _dash(r["lag_hint"]),
         )
-    p.print(con)
-    if data.get("kafka_error"):
-        con.print(f"[yellow]Kafka:[/] {data['kafka_error']}", highlight=False)
+    return p
 
 
 def probe_id() -> str:
