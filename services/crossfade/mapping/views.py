@@ -13,6 +13,7 @@ from crossfade.textout import Grid, console
 
 
 def _short(v: Any, n: int = 40) -> str:
+    """A sampled value, shortened for the eye (keys and names are never shortened)."""
     s = "∅" if v is None else str(v)
     return s if len(s) <= n else s[: n - 1] + "…"
 
@@ -105,7 +106,7 @@ def print_dry_run(report: DryRunReport, con: Console | None = None) -> None:
             cols = list(dict.fromkeys(c for _, v in rows for c in v))
             t = Grid(["source key", *cols], title=f"{ts.source} -> {target} (mapped)")
             for key, v in rows:
-                t.add_row(_short(key, 20), *(_short(v.get(c)) for c in cols))
+                t.add_row(str(key), *(_short(v.get(c)) for c in cols))
             t.print(con)
         if d["rejected"]:
             t = Grid(
@@ -114,7 +115,7 @@ def print_dry_run(report: DryRunReport, con: Console | None = None) -> None:
             )
             for r in d["rejected"]:
                 for f in r["failures"]:
-                    t.add_row(_short(r["key"], 20), f["rule"], _short(f["value"]), f["message"])
+                    t.add_row(str(r["key"]), f["rule"], _short(f["value"]), f["message"])
             t.print(con)
         if d["filtered"]:
             t = Grid(
@@ -122,7 +123,7 @@ def print_dry_run(report: DryRunReport, con: Console | None = None) -> None:
                 title=f"{ts.source}: filtered (counted and listed, not migrated)",
             )
             for r in d["filtered"]:
-                t.add_row(_short(r["key"], 20), r["filter"], r["reason"])
+                t.add_row(str(r["key"]), r["filter"], r["reason"])
             t.print(con)
     for target, groups in report.merges.items():
         con.print(f"[bold]{target}[/bold]: {len(groups)} merge groups involve sampled rows")
