@@ -167,3 +167,32 @@ def test_global_options_before_or_after_the_command(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = _cli("status", "-c", str(cfg), "--log-format", "json", env=env)
     assert r.returncode == 3
+
+
+def test_demo_console_prints_its_url_and_serves_the_page() -> None:
+    """`crossfade demo --console`: the read-only console on loopback, its URL printed."""
+    import urllib.request
+
+    from crossfade.config import Settings
+    from crossfade.ops.demo import serve_console
+
+    settings = Settings(
+        source={"dsn": "postgresql://u:pw@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u:pw@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.accounts"],
+    )
+    buf = io.StringIO()
+    con = console(force_plain=True)
+    con.file = buf
+    assert serve_console(con, settings, None) is None  # without --console: nothing served
+    page = serve_console(con, settings, 0)
+    assert page is not None
+    try:
+        (url,) = re.findall(r"http://127\.0\.0\.1:\d+/", buf.getvalue())
+        assert url == f"http://127.0.0.1:{page.port}/"
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert b"crossfade console" in r.read()
+        assert page.state.allow_actions is False
+    finally:
+        page.stop()

@@ -203,7 +203,7 @@ def _verify_mapped(con: Console, settings: Settings) -> bool:
     return rep.match
 
 
-def _serve_console(con: Console, settings: Settings, port: int | None) -> PageConsole | None:
+def serve_console(con: Console, settings: Settings, port: int | None) -> PageConsole | None:
     """``demo --console``: the read-only console on loopback for the demo's databases."""
     if port is None:
         return None
@@ -268,7 +268,7 @@ def run_demo(
         metrics.watch_sync(worker, settings)
         runner.install_signals()
         runner.start()
-        page = _serve_console(con, settings, console_port)
+        page = serve_console(con, settings, console_port)
         writer.start()
         started = time.monotonic()
         with Live(
