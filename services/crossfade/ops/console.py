@@ -48,7 +48,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
-from crossfade.config import Settings, redact_dsn, remember_secrets
+from crossfade.config import Settings, redact_dsn, redact_url, remember_secrets, url_secrets
 from crossfade.cutover import gate_model
 from crossfade.errors import ConfigError
 from crossfade.ops import console_data, metrics
@@ -230,7 +230,7 @@ class ConsoleState:
                 "topic_prefix": self.settings.kafka.topic_prefix,
                 "group": self.settings.sync.group_id,
                 "slot": self.settings.capture.slot_name,
-                "prometheus": self.prometheus.url if self.prometheus else None,
+                "prometheus": redact_url(self.prometheus.url) if self.prometheus else None,
             },
             errors=errors,
         )
@@ -574,6 +574,8 @@ class Console:
             raise ConfigError("the console token is too short", "use at least 16 random characters")
         if token is not None:
             remember_secrets([token])  # masked in every log line from here on
+        if prometheus:
+            remember_secrets(url_secrets(prometheus))
         self.state = ConsoleState(
             settings, allow_actions=allow_actions, interval=interval, prometheus=prometheus
         )

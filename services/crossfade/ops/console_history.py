@@ -22,6 +22,8 @@ import urllib.request
 from collections import deque
 from typing import Any
 
+from crossfade.config import redact_url
+
 WINDOW_S = 900.0
 POINTS = 180
 """At most this many points per series sent to the page (one per 5 s over 15 minutes)."""
@@ -111,7 +113,7 @@ class PrometheusHistory:
                         data.setdefault(table, {})[key] = points
                 self._data, self.error = data, None
             except (OSError, ValueError, KeyError) as exc:
-                self.error = f"Prometheus at {self.url} did not answer ({exc}): own samples shown"
+                self.error = f"Prometheus at {redact_url(self.url)} did not answer ({exc}): own samples shown"
         return None if self.error else self._data
 
     def _range(self, query: str, now: float) -> dict[str, Series]:
