@@ -10,6 +10,7 @@ running crossfade and a real Prometheus to prove it.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,23 @@ OUT = Path(__file__).with_name("crossfade.json")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 T = 'table=~"$table"'
 RI = "$__rate_interval"
+# Every selector is narrowed to the chosen migration: two migrations in one Prometheus (two Helm
+# releases, two namespaces) never mix. `release` is the label the chart's ServiceMonitor sets from
+# the Helm release; without it (docker-compose, static configs) ".*" still matches.
+SCOPE = 'job=~"$job", namespace=~"$namespace", release=~"$release"'
+CONSOLE_URL = "http://127.0.0.1:8421/"
+"""The console link's default; the Helm chart puts monitoring.grafanaDashboard.consoleUrl here."""
+_METRIC = re.compile(r"\b(crossfade_[a-z0-9_]+)(\{([^}]*)\})?")
+
+
+def scoped(expr: str) -> str:
+    """``expr`` with the migration's job/namespace/release matchers in every crossfade selector."""
+
+    def one(m: re.Match[str]) -> str:
+        inner = m.group(3)
+        return f"{m.group(1)}{{{SCOPE}{', ' + inner if inner else ''}}}"
+
+    return _METRIC.sub(one, expr)
 
 
 class Layout:
@@ -67,7 +85,7 @@ class Layout:
 def target(expr: str, legend: str = "", ref: str = "A", instant: bool = False) -> dict[str, Any]:
     t: dict[str, Any] = {
         "datasource": DS,
-        "expr": expr,
+        "expr": scoped(expr),
         "refId": ref,
         "legendFormat": legend or "__auto",
     }
@@ -566,6 +584,51 @@ def build() -> dict[str, Any]:
     )
     lay.add(
         stat(
+            "Verify: passed",
+            "Whether the latest verify found every table equal (the console reads it from the "
+            "verify runs; the verify CronJob pushes it).",
+            "min(crossfade_verify_passed)",
+            "none",
+            _thr((None, "red"), (1, "green")),
+            mappings=[
+                {
+                    "type": "value",
+                    "options": {
+                        "0": {"text": "DIFFERENCES", "color": "red"},
+                        "1": {"text": "EQUAL", "color": "green"},
+                    },
+                }
+            ],
+        ),
+        5,
+        4,
+    )
+    lay.add(
+        stat(
+            "Open dead letters",
+            "Dead letters open now per source table (the ledger's one count, as the console "
+            "and status show it); not acknowledged ones keep the dead_letters gate red.",
+            "max by (table) (crossfade_dead_letters_open)",
+            "short",
+            _thr((None, "green"), (1, "red")),
+            legend="{{table}}",
+        ),
+        10,
+        4,
+    )
+    lay.add(
+        stat(
+            "Deferred rows",
+            "Rows waiting for a parent row within their window, per source table.",
+            "sum(crossfade_deferred_rows)",
+            "short",
+            _thr((None, "green"), (1, "orange")),
+        ),
+        4,
+        4,
+    )
+    lay.add(
+        stat(
             "Verify: age",
             "Time since the latest verify finished.",
             "time() - max(crossfade_verify_last_run_timestamp_seconds)",
@@ -598,28 +661,59 @@ def build() -> dict[str, Any]:
                     "current": {},
                     "hide": 0,
                 },
+                _label_variable("job", "crossfade_build_info", ""),
+                _label_variable("namespace", "crossfade_build_info", 'job=~"$job"'),
+                _label_variable(
+                    "release", "crossfade_build_info", 'job=~"$job", namespace=~"$namespace"'
+                ),
+                _label_variable("table", "crossfade_sync_events_applied_total", SCOPE),
                 {
-                    "name": "table",
-                    "label": "table",
-                    "type": "query",
-                    "datasource": DS,
-                    "query": {
-                        "query": "label_values(crossfade_capture_events_total, table)",
-                        "refId": "table",
-                    },
-                    "definition": "label_values(crossfade_capture_events_total, table)",
-                    "includeAll": True,
-                    "multi": True,
-                    "allValue": ".*",
-                    "current": {"text": "All", "value": "$__all"},
-                    "refresh": 2,
-                    "sort": 1,
+                    "name": "console_url",
+                    "label": "console",
+                    "type": "textbox",
+                    "description": "Address of this migration's crossfade console (the link above).",
+                    "query": CONSOLE_URL,
+                    "current": {"text": CONSOLE_URL, "value": CONSOLE_URL},
+                    "hide": 2,
                 },
             ]
         },
         "annotations": {"list": []},
-        "links": [],
+        "links": [
+            {
+                "title": "crossfade console",
+                "type": "link",
+                "url": "${console_url}",
+                "tooltip": "Gates, tables, dead letters and the latest verify of this migration",
+                "targetBlank": True,
+                "icon": "external link",
+                "includeVars": False,
+                "keepTime": False,
+            }
+        ],
         "panels": lay.panels,
+    }
+
+
+def _label_variable(name: str, metric: str, matchers: str) -> dict[str, Any]:
+    query = (
+        f"label_values({metric}{{{matchers}}}, {name})"
+        if matchers
+        else f"label_values({metric}, {name})"
+    )
+    return {
+        "name": name,
+        "label": name,
+        "type": "query",
+        "datasource": DS,
+        "query": {"query": query, "refId": name},
+        "definition": query,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"text": "All", "value": "$__all"},
+        "refresh": 2,
+        "sort": 1,
     }
 
 

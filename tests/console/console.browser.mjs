@@ -1,8 +1,12 @@
 // Opens the crossfade console in Debian's headless Chromium and uses it as a person would:
-// the page loads and lists the tables, a change made in the legacy database shows up on both
-// sides; the fence gate, once stale, turns green after a fence run from the command line and
-// after clicking "Run fence"; after `crossfade cutover --dry-run --json` the page shows the same
-// gates and counts as that output. Exits non-zero on any failure; prints what it compared.
+// the page loads and lists the tables (legacy and new names), a change made in the legacy
+// database shows up on both sides and in the charts; the fence gate, once stale, turns green after
+// a fence run from the command line and after clicking "Run fence"; a checkpoint appears in its
+// list; after `crossfade cutover --dry-run --json` the page shows the same gates and counts as that
+// output, its verify as a table and the write-downtime forecast. At each step: every panel holds
+// data, no raw JSON anywhere, every figure in red says why. Screenshots at several moments
+// (CONSOLE_SCREENSHOT with -1-loaded, -2-change-applied, -3-after-dry-run before .png).
+// Exits non-zero on any failure; prints what it compared.
 //
 // Environment (set by tests/console/test_console.py):
 //   CONSOLE_URL         page address (may carry ?token=...)
@@ -11,7 +15,8 @@
 //   CONSOLE_CHANGE_ROWS how many rows the command adds
 //   CONSOLE_FENCE_CMD   JSON array: `crossfade fence` for the same config
 //   CONSOLE_DRYRUN_CMD  JSON array: `crossfade cutover --dry-run --json` for the same config
-//   CONSOLE_SCREENSHOT  where to write the PNG
+//   CONSOLE_CHECKPOINT_CMD JSON array: `crossfade checkpoint create --name ...` for the same config
+//   CONSOLE_SCREENSHOT  where to write the PNGs (the last one; the others beside it)
 //   CHROMIUM            browser executable (default /usr/bin/chromium)
 import { execFileSync } from "node:child_process";
 import { chromium } from "playwright-core";
@@ -27,7 +32,46 @@ const changeCmd = JSON.parse(env("CONSOLE_CHANGE_CMD"));
 const changeRows = Number(env("CONSOLE_CHANGE_ROWS"));
 const fenceCmd = JSON.parse(env("CONSOLE_FENCE_CMD"));
 const dryRunCmd = JSON.parse(env("CONSOLE_DRYRUN_CMD"));
+const checkpointCmd = JSON.parse(env("CONSOLE_CHECKPOINT_CMD"));
 const screenshot = env("CONSOLE_SCREENSHOT");
+const shots = [];
+const shot = async (page, name) => {
+  const path = screenshot.replace(/\.png$/, `-${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  shots.push(path);
+  step(`screenshot ${path}`);
+};
+
+// what a coordinator must be able to read at any moment: every panel filled, no JSON, and every
+// figure in red carrying its reason (a tooltip on it or on what holds it)
+async function checkPage(page, moment) {
+  const report = await page.evaluate(() => {
+    const text = (sel) => (document.querySelector(sel) || {}).textContent || "";
+    const panels = {};
+    for (const id of ["gates", "forecast", "tables", "dlq", "verify", "checkpoints", "lag", "slot", "config"]) {
+      panels[id] = text(`#${id}`).trim().length;
+    }
+    const body = document.querySelector("main").innerText;
+    const json = /[{\[]\s*"[A-Za-z_]+"\s*:/.test(body) || document.querySelectorAll("pre").length > 0;
+    const red = [];
+    const badColour = "rgb(200, 50, 43)";
+    for (const e of document.querySelectorAll("main *, header *")) {
+      const own = [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own || getComputedStyle(e).color !== badColour) continue;
+      const holder = e.closest("[title]");
+      if (!holder || !holder.title.trim()) red.push(e.textContent.trim().slice(0, 60));
+    }
+    const charts = document.querySelectorAll("#tables svg polyline").length;
+    const newNames = [...document.querySelectorAll("#tables tbody tr .names .new")].map((n) => n.textContent);
+    return { panels, json, unexplained: red, charts, newNames };
+  });
+  const empty = Object.entries(report.panels).filter(([, n]) => n === 0).map(([k]) => k);
+  if (empty.length) throw new Error(`${moment}: empty panels ${empty.join(", ")}`);
+  if (report.json) throw new Error(`${moment}: raw JSON on the page`);
+  if (report.unexplained.length) throw new Error(`${moment}: figures in red without a reason: ${JSON.stringify(report.unexplained)}`);
+  step(`${moment}: every panel filled, no JSON, ${report.charts} chart lines, new names ${report.newNames.join(" | ")}`);
+  return report;
+}
 
 const step = (msg) => console.log(`[console test] ${msg}`);
 const browser = await chromium.launch({
@@ -49,6 +93,8 @@ try {
   const tables = await page.locator("#tables tbody tr").evaluateAll((rows) => rows.map((r) => r.dataset.table));
   step(`page shows tables ${tables.join(", ")}`);
   if (!tables.includes(table)) throw new Error(`table ${table} not listed`);
+  const loaded = await checkPage(page, "loaded");
+  await shot(page, "1-loaded");
 
   // 1. a change in the legacy database reaches the page (legacy count, then the new database)
   const before = Number(await cell("legacy"));
@@ -65,6 +111,17 @@ try {
     { timeout: 60_000, polling: 250 },
   );
   step(`page shows ${want} rows in both databases`);
+  // the charts draw the change: the rows line of the table climbed to the new count
+  await page.waitForFunction(
+    (t) => document.querySelectorAll(`tr[data-table="${t}"] td[data-col="rows-chart"] polyline`).length >= 2
+      && document.querySelectorAll(`tr[data-table="${t}"] td[data-col="rate"] polyline`).length >= 1,
+    table, { timeout: 30_000, polling: 250 },
+  );
+  const rowsTitle = await row.locator('td[data-col="rows-chart"] .chart').getAttribute("title");
+  if (!rowsTitle.includes(`max ${Number(want).toLocaleString("en-US")}`)) throw new Error(`rows chart: ${rowsTitle}`);
+  step(`rows chart: ${rowsTitle}`);
+  await checkPage(page, "change applied");
+  await shot(page, "2-change-applied");
 
   // 2. the fence gate: stale past its freshness limit, green after a fence from the CLI, and
   // after the page's own button
@@ -86,6 +143,14 @@ try {
   await fenceVia("console");
   const detail = await gate.locator(".detail").textContent();
   step(`fence gate green after Run fence: ${detail}`);
+
+  // a checkpoint appears in its list, with the legacy WAL position as PostgreSQL writes it
+  const cpOut = execFileSync(checkpointCmd[0], checkpointCmd.slice(1), { encoding: "utf8" });
+  const cpName = checkpointCmd[checkpointCmd.indexOf("--name") + 1];
+  await page.locator(`#checkpoints tr[data-checkpoint="${cpName}"]`).waitFor({ timeout: 30_000 });
+  const cpLsn = await page.locator(`#checkpoints tr[data-checkpoint="${cpName}"] td.mono`).textContent();
+  if (!/^[0-9A-F]+\/[0-9A-F]+$/.test(cpLsn) || !cpOut.includes(`legacy WAL ${cpLsn},`)) throw new Error(`checkpoint LSN ${cpLsn} / ${cpOut}`);
+  step(`checkpoint ${cpName} listed at legacy WAL ${cpLsn}`);
 
   // 3. the same gates and counts as `cutover --dry-run --json`
   let out;
@@ -123,12 +188,29 @@ try {
   step(`page gates ${JSON.stringify(gatesPage)}; dry run ${JSON.stringify(gatesDryRun)}`);
   step(`page counts ${JSON.stringify(countsPage)}; dry run ${JSON.stringify(countsDryRun)}`);
 
+  // the dry run's verify as a readable table, and the forecast from its fence and verify
+  await page.locator(`#verify .verify-head strong:text("verify #${run}")`).waitFor({ timeout: 30_000 });
+  const verifyRows = await page.locator("#verify tbody tr").evaluateAll((rows) => rows.map((r) => ({
+    table: r.dataset.table, result: r.children[1].textContent, missing: r.querySelector('[data-col="missing"]').textContent,
+  })));
+  step(`verify #${run} on the page: ${JSON.stringify(verifyRows)}`);
+  await page.waitForFunction(() => /^[0-9.]+ (ms|s|min)$/.test(document.querySelector("#forecast-seconds")?.textContent || ""),
+    null, { timeout: 30_000, polling: 250 });
+  const forecast = await page.locator("#forecast-seconds").textContent();
+  step(`write downtime forecast: ${forecast} (dry run said ${rep.expected_downtime_seconds} s)`);
+  const dlqRows = await page.locator("#dlq tbody tr").evaluateAll((rows) => rows.map((r) => ({
+    rule: r.dataset.rule, keys: [...r.querySelectorAll(".keys code")].map((c) => c.textContent),
+  })));
+  step(`dead letters by rule: ${JSON.stringify(dlqRows)}`);
+  await checkPage(page, "after the dry run");
+  await shot(page, "3-after-dry-run");
   await page.screenshot({ path: screenshot, fullPage: true });
-  step(`screenshot ${screenshot}`);
   if (problems.length) throw new Error(problems.join("; "));
   console.log(JSON.stringify({
     ok: true, tables, rows: Number(want), fence: detail, go: rep.go,
     gates_page: gatesPage, gates_dry_run: gatesDryRun, counts_page: countsPage, counts_dry_run: countsDryRun,
+    new_names: loaded.newNames, verify_rows: verifyRows, forecast, dlq_rows: dlqRows, checkpoint_lsn: cpLsn,
+    shots,
   }));
 } catch (e) {
   try {

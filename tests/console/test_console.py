@@ -188,6 +188,19 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
     code, text = _req(base + "/metrics", headers=auth)
     assert code == 200 and 'crossfade_cutover_gate_ok{gate="sync_alive"} 1.0' in text
     assert 'crossfade_dead_letters_open{table="public.customers"} 1.0' in text
+    # the console exports its own series only (capture's at 0 read as a stopped capture), and
+    # the slot it reads (on Kafka Connect nothing else does)
+    assert "crossfade_capture_" not in text and "crossfade_sync_" not in text
+    assert 'crossfade_replication_slot_active{slot="' in text
+    # issue 19: what the page is drawn from
+    orders, customers, clients = state["tables"]
+    assert orders["new_tables"] == ["public.orders"] and customers["new_tables"] == ["crm.clients"]
+    assert set(orders["series"]) == {"legacy", "new", "rate", "lag"}
+    assert state["history"]["source"] == "samples" and state["history"]["window_s"] == 900
+    assert set(state["forecast"]) >= {"fence_s", "verify_s", "seconds"}
+    (rule,) = state["dlq"]["by_rule"]
+    assert rule["rule"] == "crm.clients.email:required" and rule["table"] == "public.customers"
+    assert [e["key"] for e in rule["examples"]] == ["[17]"]
 
 
 def _browser_missing() -> str | None:
@@ -227,6 +240,9 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
         "CONSOLE_CHANGE_ROWS": "7",
         "CONSOLE_FENCE_CMD": json.dumps([*cli, "fence"]),
         "CONSOLE_DRYRUN_CMD": json.dumps([*cli, "cutover", "--dry-run", "--json"]),
+        "CONSOLE_CHECKPOINT_CMD": json.dumps(
+            [*cli, "checkpoint", "create", "--name", "cp-browser"]
+        ),
         "CONSOLE_SCREENSHOT": str(shot),
     }
     r = subprocess.run(
@@ -254,4 +270,16 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
     assert result["counts_page"] == result["counts_dry_run"], result
     assert result["counts_page"]["public.customers"] == {"legacy": 240, "new": 240, "dead": 1}
     assert result["counts_page"]["crm.clients"] == {"legacy": 239, "new": 239}
-    assert shot.stat().st_size > 10_000
+    # issue 19: legacy and new names, the verify as a table, the forecast, dead letters by rule
+    # with their example key, a checkpoint at an X/Y position, screenshots at three moments
+    assert result["new_names"][:2] == ["→ public.orders", "→ crm.clients"], result["new_names"]
+    assert {r["table"]: r["result"] for r in result["verify_rows"]} == {
+        "public.orders": "equal",
+        "crm.clients": "equal",
+    }
+    assert result["forecast"] != "–"
+    assert result["dlq_rows"] == [{"rule": "crm.clients.email:required", "keys": ["[17]"]}]
+    assert "/" in result["checkpoint_lsn"]
+    assert len(result["shots"]) == 3
+    for path in [shot, *map(Path, result["shots"])]:
+        assert path.stat().st_size > 10_000, path

@@ -9,6 +9,7 @@ context, and that the ConfigMap's crossfade.yaml loads with crossfade's own conf
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,7 +35,9 @@ DOCS = ROOT / "docs" / "deploy.md"
 KUBE_VERSION = "1.30.0"
 RELEASE, NAMESPACE = "mig", "crossfade"
 FULL = f"{RELEASE}-crossfade"
-CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule", "KafkaTopic", "KafkaUser", "KafkaConnector"}
+STRIMZI_KINDS = {"KafkaTopic", "KafkaUser", "KafkaConnector"}
+STRIMZI_SCHEMAS = Path(__file__).with_name("strimzi-crds.schema.json")
 SECRET_ENV = {
     "CROSSFADE_SOURCE__DSN": "postgresql://legacy:pw@legacy-db:5432/crm",
     "CROSSFADE_TARGET__DSN": "postgresql://new:pw@new-db:5432/crm",
@@ -271,15 +274,109 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
+STRIMZI_VALUES: dict[str, Any] = {
+    "capture": {"mode": "kafkaConnect"},
+    "config": {
+        "kafka": {
+            "schema_registry_url": "http://schema-registry:8081",
+            "partitions": 6,
+            "sasl_username": "crossfade",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+        },
+        "tables": ["public.accounts", "public.Invoice_Lines"],
+        "capture": {"properties": {"snapshot.fetch.size": "20000"}},
+    },
+    "strimzi": {
+        "kafkaCluster": "prod-kafka",
+        "topics": {"enabled": True, "retentionMs": 1209600000},
+        "kafkaUser": {"enabled": True},
+        "kafkaConnector": {
+            "enabled": True,
+            "connectCluster": "prod-connect",
+            "database": {"hostname": "legacy-db.db", "port": 6432, "user": "dbz", "dbname": "crm"},
+        },
+    },
+    "secrets": {
+        "kafkaSaslPassword": {"name": "crossfade", "key": "password"},
+        "captureProperties": {"database.sslpassword": {"name": "crossfade-db", "key": "sslkey"}},
+        "consoleToken": {"name": "crossfade-console"},
+    },
+    "console": {
+        "enabled": True,
+        "ingress": {"enabled": True, "className": "nginx", "host": "cutover.example.com"},
+        "url": "https://cutover.example.com/",
+    },
+    "verify": {"cronJob": {"enabled": True, "pushgateway": "http://pushgateway.monitoring:9091"}},
+    "networkPolicy": {"enabled": True},
+    "monitoring": {
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True, "runbookBaseUrl": "https://wiki.example/ops.html"},
+    },
+}
+SCENARIOS["strimzi"] = STRIMZI_VALUES
+SCENARIOS["strimzi-v1beta2"] = {
+    **STRIMZI_VALUES,
+    "strimzi": {**STRIMZI_VALUES["strimzi"], "apiVersion": "kafka.strimzi.io/v1beta2"},
+}
+
+
+def _strict(schema: Any) -> Any:
+    """Strimzi's openAPIV3Schema as a strict JSON Schema: an object with listed properties takes
+    no other (Kubernetes would prune an unknown field silently: a typo must fail here)."""
+    if isinstance(schema, dict):
+        out = {k: _strict(v) for k, v in schema.items()}
+        if (
+            out.get("type") == "object"
+            and "properties" in out
+            and not schema.get("x-kubernetes-preserve-unknown-fields")
+        ):
+            out.setdefault("additionalProperties", False)
+        return out
+    if isinstance(schema, list):
+        return [_strict(v) for v in schema]
+    return schema
+
+
+def validate_strimzi(doc: dict[str, Any]) -> None:
+    """A Strimzi resource against the schema of its kind and apiVersion from Strimzi's CRDs."""
+    import jsonschema
+
+    schemas = json.loads(STRIMZI_SCHEMAS.read_text())
+    schema = _strict(schemas[doc["apiVersion"]][doc["kind"]])
+    jsonschema.validate(strip(doc), schema)
+    name = doc["metadata"]["name"]
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name) and len(name) <= 253, name
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_manifest_validates_against_kubernetes(scenario: str) -> None:
     docs = render(SCENARIOS[scenario])
     assert docs
     for doc in docs:
-        if doc["kind"] in CRD_KINDS:
+        if doc["kind"] in STRIMZI_KINDS:
+            validate_strimzi(doc)
+        elif doc["kind"] in CRD_KINDS:
             continue  # prometheus-operator CRDs: no offline schema; checked structurally below
-        kubernetes_validate.validate(strip(doc), KUBE_VERSION, strict=True)
+        else:
+            kubernetes_validate.validate(strip(doc), KUBE_VERSION, strict=True)
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE, doc["_template"]
+
+
+def test_strimzi_validation_catches_mistakes() -> None:
+    """The Strimzi schemas used above refuse what Strimzi refuses (so the check can fail)."""
+    import jsonschema
+
+    user = by_kind(render(STRIMZI_VALUES), "KafkaUser")["crossfade"]
+    bad = json.loads(json.dumps(strip(user)))
+    bad["spec"]["authorization"]["acls"][0]["operations"] = ["Raed"]
+    with pytest.raises(jsonschema.ValidationError):
+        validate_strimzi(bad)
+    (topic, *_) = by_kind(render(STRIMZI_VALUES), "KafkaTopic").values()
+    bad = json.loads(json.dumps(strip(topic)))
+    bad["spec"]["partition"] = 3  # a typo Kubernetes would prune silently
+    with pytest.raises(jsonschema.ValidationError):
+        validate_strimzi(bad)
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -430,6 +527,8 @@ def test_prod_values_render_what_the_docs_say(
         "path": "/metrics",
         "interval": "30s",
         "scrapeTimeout": "10s",
+        # the dashboard's release variable
+        "relabelings": [{"targetLabel": "release", "replacement": RELEASE}],
     }
     assert sm["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
     svc = by_kind(docs, "Service")[f"{FULL}-metrics"]
@@ -549,6 +648,20 @@ def test_docs_describe_the_chart() -> None:
         "Strimzi",
         "crossfade connector register",
         "config.kafka.partitions",
+        # issue 19
+        "wal_level = logical",
+        "REPLICATION",
+        "CREATE PUBLICATION",
+        "networkPolicy.monitoringNamespaces",
+        "networkPolicy.ingressNamespaces",
+        "verify.cronJob.enabled",
+        "verify.cronJob.pushgateway",
+        "runbookBaseUrl",
+        "KafkaTopic",
+        "KafkaUser",
+        "KafkaConnector",
+        "strimzi-crds.schema.json",
+        "crossfade connector prepare",
     ]:
         assert phrase in text, f"docs/deploy.md does not mention {phrase}"
 
@@ -619,9 +732,42 @@ def test_network_policy_option() -> None:
     assert spec["podSelector"]["matchLabels"]["app.kubernetes.io/instance"] == RELEASE
     assert spec["policyTypes"] == ["Ingress", "Egress"]
     ports = [[p["port"] for p in rule["ports"]] for rule in spec["ingress"]]
-    assert ports == [["metrics"], ["http"]]
-    # enabled with no peers: nothing may connect
+    # /metrics of capture and sync, and the console's own /metrics on its port
+    assert ports == [["metrics", "http"], ["http"]]
+    # enabled with the defaults: Prometheus from the monitoring namespace, no console
     (np,) = by_kind(render({"networkPolicy": {"enabled": True}}), "NetworkPolicy").values()
+    assert np["spec"]["ingress"] == [
+        {
+            "from": [
+                {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": "monitoring"}
+                    }
+                }
+            ],
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+        }
+    ]
+    # with the console: its port from the ingress controller's namespace too
+    (np,) = by_kind(render(STRIMZI_VALUES), "NetworkPolicy").values()
+    console_rule = np["spec"]["ingress"][1]
+    assert console_rule["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    ]
+    assert console_rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    # nothing listed: nobody may connect
+    (np,) = by_kind(
+        render(
+            {
+                "networkPolicy": {
+                    "enabled": True,
+                    "monitoringNamespaces": [],
+                    "ingressNamespaces": [],
+                }
+            }
+        ),
+        "NetworkPolicy",
+    ).values()
     assert np["spec"]["ingress"] == [] and np["spec"]["policyTypes"] == ["Ingress"]
 
 
@@ -655,3 +801,153 @@ def test_the_mapping_as_a_file_of_its_own(tmp_path: Path, monkeypatch: pytest.Mo
     assert "--set-file mappingFile=crm-mapping.yaml" in err, err
     err = render_error({"mappingFile": "tables: [", "config": {"mapping": None}})
     assert "mappingFile is not YAML" in err, err
+
+
+# ------------------------------------------------------------------------------------------------
+# Issue 19: the console behind an Ingress, verify on a schedule, the rules' runbooks, Strimzi
+# ------------------------------------------------------------------------------------------------
+
+
+def test_console_ingress_and_dashboard_link() -> None:
+    docs = render(STRIMZI_VALUES)
+    (ing,) = by_kind(docs, "Ingress").values()
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ing["spec"]["rules"]
+    assert rule["host"] == "cutover.example.com"
+    assert rule["http"]["paths"][0]["backend"]["service"] == {
+        "name": f"{FULL}-console",
+        "port": {"name": "http"},
+    }
+    dashboard = json.loads(
+        by_kind(docs, "ConfigMap")[f"{FULL}-dashboard"]["data"]["crossfade.json"]
+    )
+    (var,) = [v for v in dashboard["templating"]["list"] if v["name"] == "console_url"]
+    assert var["query"] == var["current"]["value"] == "https://cutover.example.com/"
+    assert not by_kind(render(), "Ingress")
+
+
+def test_verify_cronjob_runs_verify_and_pushes_its_result() -> None:
+    assert not by_kind(render(), "CronJob")
+    (cj,) = by_kind(render(STRIMZI_VALUES), "CronJob").values()
+    assert cj["spec"]["concurrencyPolicy"] == "Forbid"
+    job = cj["spec"]["jobTemplate"]
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    (c,) = pod["containers"]
+    assert c["args"] == [
+        "verify",
+        "-c",
+        "/etc/crossfade/crossfade.yaml",
+        "--no-progress",
+        "--pushgateway",
+        "http://pushgateway.monitoring:9091",
+    ]
+    assert secret_refs(c)["CROSSFADE_SOURCE__DSN"] == ("crossfade-db", "source-dsn")
+    _check_pod_hardening({"spec": job["spec"]})
+    # the schema refuses credentials in the Pushgateway's URL (they would sit in the pod spec)
+    assert "pushgateway" in render_error(
+        {"verify": {"cronJob": {"enabled": True, "pushgateway": "http://u:pw@pgw:9091"}}}
+    )
+
+
+def test_prometheus_rule_runbooks_and_kafka_connect_without_console() -> None:
+    rule = by_kind(render(STRIMZI_VALUES), "PrometheusRule")[FULL]
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    for r in rules:
+        assert r["annotations"]["runbook_url"] == (
+            "https://wiki.example/ops.html#" + r["alert"].lower()
+        )
+    assert "CrossfadeCaptureAbsent" in {r["alert"] for r in rules}
+    # on Kafka Connect without the console nothing could ever show capture streaming
+    values = {**STRIMZI_VALUES, "console": {"enabled": False}}
+    rule = by_kind(render(values), "PrometheusRule")[FULL]
+    names = {r["alert"] for g in rule["spec"]["groups"] for r in g["rules"]}
+    assert "CrossfadeCaptureAbsent" not in names and "CrossfadeSyncAbsent" in names
+
+
+def test_strimzi_topics_one_per_change_topic() -> None:
+    docs = render(STRIMZI_VALUES)
+    topics = {t["spec"]["topicName"]: t for t in by_kind(docs, "KafkaTopic").values()}
+    assert set(topics) == {
+        "crossfade.public.accounts",
+        "crossfade.public.Invoice_Lines",
+        "crossfade.__control",
+        "crossfade.__dlq",
+        # Debezium on Kafka Connect also writes these
+        "crossfade.crossfade.fence",
+        "crossfade.crossfade.debezium_signal",
+        "__debezium-heartbeat.crossfade",
+    }  # a Schema Registry is set: no crossfade.__schemas
+    change = topics["crossfade.public.Invoice_Lines"]
+    assert change["metadata"]["labels"]["strimzi.io/cluster"] == "prod-kafka"
+    assert change["spec"]["partitions"] == 6 and change["spec"]["replicas"] == 3
+    assert change["spec"]["config"] == {"retention.ms": "1209600000"}
+    assert change["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    assert topics["crossfade.__control"]["spec"]["config"] == {"cleanup.policy": "compact"}
+    assert topics["crossfade.__control"]["spec"]["partitions"] == 1
+    # registry-less (embedded capture): the schemas topic instead of Debezium's own
+    docs = render({"strimzi": {"topics": {"enabled": True}}})
+    names = {t["spec"]["topicName"] for t in by_kind(docs, "KafkaTopic").values()}
+    assert names == {
+        "crossfade.public.accounts",
+        "crossfade.__control",
+        "crossfade.__schemas",
+        "crossfade.__dlq",
+    }
+
+
+def test_strimzi_user_has_exactly_the_acls_crossfade_needs() -> None:
+    (user,) = by_kind(render(STRIMZI_VALUES), "KafkaUser").values()
+    assert user["metadata"]["name"] == "crossfade"
+    assert user["spec"]["authentication"] == {"type": "scram-sha-512"}
+    acls = {
+        (a["resource"]["type"], a["resource"]["name"], a["resource"]["patternType"]): a[
+            "operations"
+        ]
+        for a in user["spec"]["authorization"]["acls"]
+    }
+    assert acls == {
+        ("topic", "crossfade.", "prefix"): ["Describe", "Read", "Write"],
+        ("group", "crossfade-sync", "prefix"): ["Describe", "Read"],
+        ("group", "crossfade-probe-", "prefix"): ["Describe", "Read"],
+    }
+    # without KafkaTopics crossfade creates its topics; without a registry, its schema readers
+    (user,) = by_kind(render({"strimzi": {"kafkaUser": {"enabled": True}}}), "KafkaUser").values()
+    acls = {a["resource"]["name"]: a["operations"] for a in user["spec"]["authorization"]["acls"]}
+    assert acls["crossfade."] == ["Describe", "Read", "Write", "Create"]
+    assert acls["crossfade-schemas-"] == ["Describe", "Read"]
+
+
+def test_strimzi_connector_is_what_crossfade_renders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The KafkaConnector's properties equal `crossfade connector render` for the same config
+    (the database's address from the chart's values: the DSN is a Secret)."""
+    from crossfade.capture.connector import kafka_connect_config
+
+    docs = render(STRIMZI_VALUES)
+    (kc,) = by_kind(docs, "KafkaConnector").values()
+    assert kc["metadata"]["labels"]["strimzi.io/cluster"] == "prod-connect"
+    assert kc["metadata"]["name"] == "crossfade-crossfade"
+    settings = load_rendered_config(
+        docs,
+        tmp_path,
+        monkeypatch,
+        {
+            "CROSSFADE_SOURCE__DSN": "postgresql://dbz:secret@legacy-db.db:6432/crm",
+            "CROSSFADE_CAPTURE__PROPERTIES__database.sslpassword": "kp-123456",
+            "CROSSFADE_KAFKA__SASL_PASSWORD": "pw",
+        },
+    )
+    rendered = kafka_connect_config(settings)
+    props = dict(rendered["config"])
+    assert kc["spec"]["class"] == props.pop("connector.class")
+    assert kc["spec"]["tasksMax"] == int(props.pop("tasks.max"))
+    assert kc["spec"]["config"] == props
+    assert props["database.sslpassword"] == "${env:CROSSFADE_CONNECT_DATABASE_SSLPASSWORD}"
+    # the registration Job now only prepares the source and Kafka
+    job = by_kind(docs, "Job")[f"{FULL}-connector-register"]
+    assert container(job)["args"] == ["connector", "prepare", "-c", "/etc/crossfade/crossfade.yaml"]
+    assert "kafkaConnect" in render_error(
+        {"strimzi": {"kafkaConnector": {"enabled": True}}}
+    )  # embedded capture runs Debezium itself

@@ -296,6 +296,16 @@ def build() -> dict[str, Any]:
                             "port": {"type": "integer", "minimum": 1, "maximum": 65535},
                         }
                     ),
+                    "ingress": _obj(
+                        {
+                            "enabled": BOOL,
+                            "className": STR,
+                            "host": STR,
+                            "annotations": STR_MAP,
+                            "tls": ANY_LIST,
+                        }
+                    ),
+                    "url": {"type": "string", "pattern": r"^(https?://.*)?$"},
                 }
             ),
             "service": _obj(
@@ -308,6 +318,8 @@ def build() -> dict[str, Any]:
             "networkPolicy": _obj(
                 {
                     "enabled": BOOL,
+                    "monitoringNamespaces": {"type": "array", "items": STR},
+                    "ingressNamespaces": {"type": "array", "items": STR},
                     "metricsFrom": ANY_LIST,
                     "consoleFrom": ANY_LIST,
                     "egress": ANY_LIST,
@@ -323,9 +335,68 @@ def build() -> dict[str, Any]:
                             "labels": STR_MAP,
                         }
                     ),
-                    "prometheusRule": _obj({"enabled": BOOL, "labels": STR_MAP}),
+                    "prometheusRule": _obj(
+                        {
+                            "enabled": BOOL,
+                            "labels": STR_MAP,
+                            "runbookBaseUrl": {"type": "string", "pattern": r"^(https?://.*)?$"},
+                        }
+                    ),
                     "grafanaDashboard": _obj(
                         {"enabled": BOOL, "labels": STR_MAP, "annotations": STR_MAP}
+                    ),
+                }
+            ),
+            "verify": _obj(
+                {
+                    "cronJob": _obj(
+                        {
+                            "enabled": BOOL,
+                            "schedule": {"type": "string", "minLength": 1},
+                            "args": {"type": "array", "items": STR},
+                            "pushgateway": {"type": "string", "pattern": NO_USERINFO + "|^$"},
+                            "concurrencyPolicy": {"enum": ["Allow", "Forbid", "Replace"]},
+                            "startingDeadlineSeconds": SECONDS,
+                            "activeDeadlineSeconds": POSITIVE,
+                            "successfulJobsHistoryLimit": SECONDS,
+                            "failedJobsHistoryLimit": SECONDS,
+                            "backoffLimit": SECONDS,
+                            "resources": RESOURCES,
+                        }
+                    )
+                }
+            ),
+            "strimzi": _obj(
+                {
+                    "apiVersion": {"enum": ["kafka.strimzi.io/v1", "kafka.strimzi.io/v1beta2"]},
+                    "kafkaCluster": {"type": "string", "minLength": 1},
+                    "topics": _obj(
+                        {"enabled": BOOL, "retentionMs": {"type": "integer", "minimum": -1}}
+                    ),
+                    "kafkaUser": _obj(
+                        {
+                            "enabled": BOOL,
+                            "name": {
+                                "type": "string",
+                                "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+                            },
+                            "authentication": {"enum": ["scram-sha-512", "tls", "tls-external"]},
+                        }
+                    ),
+                    "kafkaConnector": _obj(
+                        {
+                            "enabled": BOOL,
+                            "connectCluster": {"type": "string", "minLength": 1},
+                            "database": _obj(
+                                {
+                                    "hostname": {"type": "string", "minLength": 1},
+                                    "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                    "user": {"type": "string", "minLength": 1},
+                                    "dbname": {"type": "string", "minLength": 1},
+                                },
+                                ["hostname", "port", "user", "dbname"],
+                            ),
+                        }
                     ),
                 }
             ),

@@ -281,9 +281,18 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
         "checkpoint", "create", "--name", "before-batch", "--out", str(stack.dir / "cp.json")
     )
     assert r.returncode == 0, r.stderr
-    cp = json.loads(r.stdout)
-    assert cp == json.loads((stack.dir / "cp.json").read_text())
-    assert cp["name"] == "before-batch" and cp["source_lsn"] and cp["epoch"]
+    # a short summary for people (the legacy WAL position as PostgreSQL writes it), the JSON in --out
+    (summary, hint) = r.stdout.strip().splitlines()
+    cp = json.loads((stack.dir / "cp.json").read_text())
+    assert cp["name"] == "before-batch" and cp["epoch"] and isinstance(cp["source_lsn"], int)
+    assert summary.startswith("checkpoint before-batch created at ")
+    assert f"legacy WAL {cp['source_lsn'] >> 32:X}/{cp['source_lsn'] & 0xFFFFFFFF:X}," in summary
+    assert (
+        hint
+        == "rewind to it with: crossfade rewind --to before-batch (JSON written to "
+        + str(stack.dir / "cp.json")
+        + ")"
+    )
     # the offsets stored in the target (sync is idle after the fence); with the default COPY
     # initial load the 3000 rows never went through the topics, only markers did
     with stack.tgt() as t:
@@ -318,7 +327,7 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     assert sync.stop() == 0
 
     # a faulty transform wrote what came after the checkpoint: simulate its damage in the target
-    lsn_pos = "(('{}'::pg_lsn - '0/0'::pg_lsn) * 18446744073709551616)".format(cp["source_lsn"])
+    lsn_pos = "({}::numeric * 18446744073709551616)".format(cp["source_lsn"])
     with stack.tgt() as t:
         damaged = t.execute(
             f"UPDATE items SET name = 'CORRUPT', tags = ARRAY['bad'] WHERE _cf_pos >= {lsn_pos}"
@@ -500,7 +509,7 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     stack.start("capture")
     sync = stack.start("sync")
     stack.fence()
-    r = stack.cli("checkpoint", "create", "--name", "before-load")
+    r = stack.cli("checkpoint", "create", "--name", "before-load", "--json")
     assert r.returncode == 0, r.stderr
     cp = json.loads(r.stdout)
 
@@ -532,7 +541,7 @@ def test_pgbench_live_verify_rewind_drill_and_cutover_under_load(stack_factory) 
     # rewind drill: a faulty transform damaged what came after the checkpoint (rows with keys and
     # append-only rows, whose content hash it computed from the bad content)
     assert sync.stop() == 0
-    after_cp = "(('{}'::pg_lsn - '0/0'::pg_lsn) * 18446744073709551616)".format(cp["source_lsn"])
+    after_cp = "({}::numeric * 18446744073709551616)".format(cp["source_lsn"])
     with stack.tgt() as t:
         bad_accounts = t.execute(
             f"UPDATE pgbench_accounts SET abalance = abalance + 7 WHERE _cf_pos >= {after_cp}"

@@ -90,6 +90,9 @@ def grafana_to_promql(expr: str) -> str:
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
         .replace('"$table"', '".*"')
+        .replace('"$job"', '".*"')
+        .replace('"$namespace"', '".*"')
+        .replace('"$release"', '".*"')
     )
 
 

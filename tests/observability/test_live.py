@@ -24,7 +24,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from crossfade.embedded._proc import free_port
-from tests.conftest import Stack, wait_for
+from tests.conftest import Proc, Stack, wait_for
 from tests.observability.promql import (
     ALERTS,
     dashboard_queries,
@@ -41,7 +41,12 @@ TABLES = ["public.orders", "public.customers"]
 MAY_BE_EMPTY = {
     "crossfade_verify_mismatched_rows",
     "crossfade_verify_last_run_timestamp_seconds",
+    "crossfade_verify_passed",
     "crossfade_cutover_gate_ok",
+    # the console's (not running here): what is open in the ledger
+    "crossfade_dead_letters_open",
+    "crossfade_dead_letters_unacknowledged",
+    "crossfade_deferred_rows",
 }
 
 
@@ -80,6 +85,17 @@ def live(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[tuple[Stac
     st.write_config(TABLES, ops={"metrics_port": port})
     st.start("run")
     base = f"http://127.0.0.1:{port}"
+    console_port = free_port()
+    # the console serves the gates, the ledger's counts and the slot on its own /metrics
+    st.procs.append(
+        Proc(
+            "console",
+            ["console", "--port", str(console_port), "--interval", "1"],
+            st._env(),
+            st.dir / "console.log",
+        )
+    )
+    st.console = f"http://127.0.0.1:{console_port}"  # type: ignore[attr-defined]
     try:
         st.fence()
         st.sql("UPDATE orders SET qty = qty + 1 WHERE id <= 100")
@@ -151,11 +167,25 @@ def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) 
 
 
 def test_every_promql_metric_is_exported_by_the_running_services(live: tuple[Stack, str]) -> None:
-    _st, base = live
+    """Every name the dashboard and the rules query is exported by `crossfade run` or the
+    console (each process exports only its own component's series)."""
+    st, base = live
     code, text = _get(base + "/metrics")
     assert code == 200
-    exported = exported_families(text)
-    with_samples = {name for name, _ in _samples(text)}
+    assert "crossfade_cutover_gate_ok" not in text  # the console's, not capture's or sync's
+    console = st.console  # type: ignore[attr-defined]
+    code, console_text = wait_for(
+        lambda: (
+            (r := _get(console + "/metrics"))[0] == 200
+            and "crossfade_cutover_gate_ok{" in r[1]
+            and r
+        ),
+        30,
+        "the console's first collection",
+    )
+    assert "crossfade_sync_" not in console_text and "crossfade_capture_" not in console_text
+    exported = exported_families(text) | exported_families(console_text)
+    with_samples = {name for name, _ in [*_samples(text), *_samples(console_text)]}
     for origin, queries in (
         ("dashboard", list(dashboard_queries())),
         ("alert rules", list(rule_queries())),
@@ -187,7 +217,13 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(
     cfg = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": "crossfade", "static_configs": [{"targets": [target]}]}],
+        "scrape_configs": [
+            {"job_name": "crossfade", "static_configs": [{"targets": [target]}]},
+            {
+                "job_name": "crossfade-console",
+                "static_configs": [{"targets": [st.console.removeprefix("http://")]}],  # type: ignore[attr-defined]
+            },
+        ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     log = open(tmp_path / "prometheus.log", "wb")  # noqa: SIM115 - closed below
@@ -251,6 +287,7 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(
         assert not bad, bad
         firing = [r["name"] for r in rules if r.get("state") == "firing"]
         assert not firing, f"alerts firing on a healthy pipeline: {firing}"
+        _console_charts_from_prometheus(st, prom)
     finally:
         proc.terminate()
         try:
@@ -259,3 +296,35 @@ def test_prometheus_evaluates_every_dashboard_query_and_rule(
             proc.kill()
             proc.wait(5)
         log.close()
+
+
+def _console_charts_from_prometheus(st: Stack, prom: str) -> None:
+    """``crossfade console --prometheus``: the charts hold what Prometheus recorded (the applied
+    rate of the writes above), not only the console's own samples since it started."""
+    from tests.conftest import Proc
+
+    port = free_port()
+    p = Proc(
+        "console-prom",
+        ["console", "--port", str(port), "--interval", "1", "--prometheus", prom],
+        st._env(),
+        st.dir / "console-prom.log",
+    )
+    st.procs.append(p)
+    base = f"http://127.0.0.1:{port}"
+
+    def charted() -> dict[str, Any] | None:
+        code, body = _get(base + "/api/state")
+        if code != 200:
+            return None
+        s = json.loads(body)
+        return s if s.get("history", {}).get("source") == "prometheus" else None
+
+    state = wait_for(charted, 30, "the console to read Prometheus: " + p.tail())
+    orders = next(t for t in state["tables"] if t["table"] == "public.orders")
+    rates = [v for _, v in orders["series"]["rate"] if v]
+    assert rates and max(rates) > 0, orders["series"]["rate"]
+    # the samples are Prometheus' (every 5 s back through its history), not the console's 1 s ones
+    times = [t for t, _ in orders["series"]["rate"]]
+    assert len(times) >= 2 and min(b - a for a, b in zip(times, times[1:], strict=False)) >= 4.9
+    assert p.stop() == 0

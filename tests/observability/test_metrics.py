@@ -120,6 +120,9 @@ def test_verify_and_gate_helpers() -> None:
     metrics.set_verify_result({"public.a": 0, "public.b": 3}, finished_at=42.0)
     assert _value("crossfade_verify_mismatched_rows", {"table": "public.b"}) == 3
     assert _value("crossfade_verify_last_run_timestamp_seconds") == 42.0
+    assert _value("crossfade_verify_passed") == 0
+    metrics.set_verify_result({"public.a": 0}, finished_at=43.0, passed=True)
+    assert _value("crossfade_verify_passed") == 1
     metrics.set_gate("fence", True)
     assert _value("crossfade_cutover_gate_ok", {"gate": "fence"}) == 1
     metrics.set_gate("fence", None)
@@ -172,6 +175,54 @@ def test_ops_server_endpoints_and_readiness() -> None:
         server.stop()
 
 
+def test_optional_gauge_has_no_sample_until_set() -> None:
+    """A verify that never ran is no series, not a failed verify at 0."""
+    from prometheus_client import CollectorRegistry
+
+    reg = CollectorRegistry()
+    g = metrics.OptionalGauge("crossfade_test_optional", "A test gauge.", reg)
+    text = generate_latest(reg).decode()
+    assert "# TYPE crossfade_test_optional gauge" in text
+    assert "\ncrossfade_test_optional " not in text
+    g.set(1)
+    assert reg.get_sample_value("crossfade_test_optional") == 1
+    g.clear()
+    assert reg.get_sample_value("crossfade_test_optional") is None
+
+
+@pytest.mark.parametrize(
+    ("components", "own", "foreign"),
+    [
+        (
+            ["sync"],
+            "crossfade_sync_",
+            ("crossfade_capture_", "crossfade_cutover_", "crossfade_verify_"),
+        ),
+        (["capture"], "crossfade_capture_", ("crossfade_sync_", "crossfade_dead_lettered")),
+        (["console"], "crossfade_cutover_", ("crossfade_sync_", "crossfade_capture_")),
+    ],
+)
+def test_each_process_serves_only_its_components_series(
+    components: list[str], own: str, foreign: tuple[str, ...]
+) -> None:
+    """A sync worker's /metrics holds no capture series (at 0 they read as a stopped capture)."""
+    metrics.set_gate("fence", True)  # something of every component is set in this registry
+    metrics.CAPTURE_LAST_HEARTBEAT.set(1.0)
+    metrics.SYNC_LAST_BATCH_TS.set(1.0)
+    server = metrics.OpsServer(
+        "127.0.0.1", 0, metrics.ops_app(metrics.Readiness(), components=components)
+    ).start()
+    try:
+        code, text = _get(f"http://127.0.0.1:{server.port}/metrics")
+    finally:
+        server.stop()
+    assert code == 200
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    assert any(n.startswith(own) for n in names), names
+    assert not [n for n in names if n.startswith(foreign)]
+    assert "crossfade_build_info" in names
+
+
 def test_serve_ops_needs_a_port_and_reports_a_busy_one() -> None:
     from crossfade.errors import ConfigError
 
@@ -187,3 +238,42 @@ def test_serve_ops_needs_a_port_and_reports_a_busy_one() -> None:
     assert (
         _value("crossfade_dead_lettered_total", {"table": "public.a", "rule": "decode"}) is not None
     )
+
+
+def test_verify_result_is_pushed_to_a_pushgateway() -> None:
+    """`verify --pushgateway` (the chart's CronJob): the verify series and nothing else, PUT under
+    job crossfade-verify and the migration's topic prefix."""
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    got: list[tuple[str, str, str]] = []
+
+    class Gateway(BaseHTTPRequestHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
+            body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+            got.append((self.command, self.path, body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Gateway)
+    t = threading.Thread(target=server.handle_request, daemon=True)
+    t.start()
+    metrics.set_verify_result({"public.a": 0, "public.b": 2}, finished_at=99.0)
+    metrics.CAPTURE_LAST_HEARTBEAT.set(5.0)
+    metrics.push_verify_result(f"http://127.0.0.1:{server.server_port}", "crm")
+    t.join(10)
+    server.server_close()
+    ((method, path, body),) = got
+    assert method == "PUT" and path == "/metrics/job/crossfade-verify/topic_prefix/crm"
+    samples = {
+        line.split(" ")[0] for line in body.splitlines() if line and not line.startswith("#")
+    }
+    assert samples == {
+        'crossfade_verify_mismatched_rows{table="public.a"}',
+        'crossfade_verify_mismatched_rows{table="public.b"}',
+        "crossfade_verify_last_run_timestamp_seconds",
+        "crossfade_verify_passed",
+    }
+    assert "crossfade_verify_passed 0.0" in body

@@ -244,3 +244,66 @@ topologySpreadConstraints:
 {{- fail "persistence.enabled keeps embedded Debezium's offsets; with capture.mode=kafkaConnect, Kafka Connect keeps them in Kafka: turn persistence off" -}}
 {{- end -}}
 {{- end -}}
+
+{{/* Strimzi: a KafkaTopic's resource name for a topic name (lower case, no "_", unique by a hash). */}}
+{{- define "crossfade.topicResourceName" -}}
+{{- $base := regexReplaceAll "[^a-z0-9]+" (lower .topic) "-" | trunc 200 | trimAll "-" -}}
+{{- printf "%s-%s" $base (sha256sum .topic | trunc 8) -}}
+{{- end -}}
+
+{{/* Whether crossfade's events travel without a Schema Registry (schemas in <prefix>.__schemas). */}}
+{{- define "crossfade.registryless" -}}
+{{- if not (or .Values.config.kafka.schema_registry_url .Values.secrets.schemaRegistryUrl.name) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The Debezium connector's properties for Strimzi's KafkaConnector: what `crossfade connector
+render` prints for this config (crossfade/capture/connector.py, kafka_connect_config), but the
+database's address, which comes from strimzi.kafkaConnector.database (the DSN is a Secret).
+tests/deploy/test_helm_chart.py keeps the two equal.
+*/}}
+{{- define "crossfade.connectorConfig" -}}
+{{- $c := .Values.config -}}
+{{- $db := .Values.strimzi.kafkaConnector.database -}}
+{{- $tables := $c.tables -}}
+{{- if $c.capture.fence_table }}{{ $tables = append $tables "crossfade.fence" }}{{ end -}}
+{{- if $c.capture.signal_table }}{{ $tables = append $tables "crossfade.debezium_signal" }}{{ end -}}
+{{- $registry := required "strimzi.kafkaConnector needs config.kafka.schema_registry_url (without credentials): the KafkaConnector's converters write through it" $c.kafka.schema_registry_url -}}
+{{- $props := dict
+  "topic.prefix" $c.kafka.topic_prefix
+  "plugin.name" "pgoutput"
+  "slot.name" $c.capture.slot_name
+  "publication.name" $c.capture.publication_name
+  "publication.autocreate.mode" "filtered"
+  "table.include.list" (join "," $tables)
+  "snapshot.mode" $c.capture.snapshot_mode
+  "decimal.handling.mode" "string"
+  "interval.handling.mode" "string"
+  "time.precision.mode" "adaptive_time_microseconds"
+  "binary.handling.mode" "bytes"
+  "hstore.handling.mode" "json"
+  "skipped.operations" "none"
+  "tombstones.on.delete" "true"
+  "heartbeat.interval.ms" (toString (int $c.capture.heartbeat_interval_ms))
+  "include.unknown.datatypes" "false"
+  "unavailable.value.placeholder" "__debezium_unavailable_value"
+  "max.batch.size" "4096"
+  "max.queue.size" "16384"
+  "poll.interval.ms" "10"
+  "database.hostname" $db.hostname
+  "database.port" (toString (int $db.port))
+  "database.user" $db.user
+  "database.dbname" $db.dbname
+  "database.password" "${env:CROSSFADE_SOURCE_PASSWORD}"
+  "key.converter" "io.confluent.connect.avro.AvroConverter"
+  "key.converter.schema.registry.url" $registry
+  "value.converter" "io.confluent.connect.avro.AvroConverter"
+  "value.converter.schema.registry.url" $registry
+-}}
+{{- if $c.capture.signal_table }}{{ $_ := set $props "signal.data.collection" "crossfade.debezium_signal" }}{{ end -}}
+{{- range $k, $v := $c.capture.properties }}{{ $_ := set $props $k (toString $v) }}{{ end -}}
+{{- range $k, $_ := .Values.secrets.captureProperties }}
+{{- $_ := set $props $k (printf "${env:CROSSFADE_CONNECT_%s}" (regexReplaceAll "[^A-Za-z0-9]+" $k "_" | trimAll "_" | upper)) }}
+{{- end -}}
+{{- toYaml $props -}}
+{{- end -}}

@@ -51,7 +51,7 @@ from crossfade.events.kafka import (
     current_epoch,
     ensure_epoch,
 )
-from crossfade.events.model import ORIGIN_PREFIX, position
+from crossfade.events.model import ORIGIN_PREFIX, format_lsn, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 from crossfade.ops import metrics
 
@@ -321,7 +321,7 @@ class ChangeProducer:
         lsn, self._unswept_snapshot_lsn = self._unswept_snapshot_lsn, None
         self._emit_sweeps(lsn)
         self.stats.snapshot_done = True
-        log.info("snapshot complete at LSN %s; sweep markers sent", lsn)
+        log.info("snapshot complete at LSN %s; sweep markers sent", format_lsn(lsn))
 
     def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements."""

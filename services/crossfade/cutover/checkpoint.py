@@ -37,6 +37,7 @@ from crossfade.capture.preflight import connect
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
+from crossfade.events.model import parse_lsn
 from crossfade.ops.who import operator
 from crossfade.sync.bookkeeping import ensure_schema, stored_offsets
 
@@ -58,18 +59,21 @@ class Checkpoint:
     group_id: str
     epoch: str | None
     source_lsn: str | None
+    """The legacy database's WAL position when it was taken, as PostgreSQL writes it (X/Y)."""
     offsets: list[dict[str, Any]]
     created_by: str | None = None
     note: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        """As ``--json`` prints it: the legacy WAL position as a number (text output shows
+        ``source_lsn``, PostgreSQL's ``X/Y``)."""
         return {
             "name": self.name,
             "created_at": self.created_at.isoformat(),
             "created_by": self.created_by,
             "group_id": self.group_id,
             "epoch": self.epoch,
-            "source_lsn": self.source_lsn,
+            "source_lsn": parse_lsn(self.source_lsn),
             "offsets": self.offsets,
             "note": self.note,
         }

@@ -122,3 +122,23 @@ def position(lsn: int, *, snapshot: bool, floor: int = 0) -> int:
 def position_lsn(pos: int) -> int:
     """The primary LSN of a position (for display)."""
     return pos >> SHIFT
+
+
+def format_lsn(lsn: int | None) -> str:
+    """An LSN as PostgreSQL writes it (``16/B374D848``): how every command shows one to people
+    (``--json`` carries the number)."""
+    if lsn is None:
+        return "-"
+    return f"{lsn >> 32:X}/{lsn & 0xFFFFFFFF:X}"
+
+
+def parse_lsn(text: str | None) -> int | None:
+    """``16/B374D848`` -> its number (what ``pg_lsn - '0/0'`` gives); None stays None.
+
+    Raises ``ValueError`` for text that is not an LSN."""
+    if text is None:
+        return None
+    hi, sep, lo = text.strip().partition("/")
+    if not sep:
+        raise ValueError(f"{text!r} is not an LSN (X/Y in hexadecimal)")
+    return (int(hi, 16) << 32) | int(lo, 16)

@@ -1,30 +1,33 @@
-"""Terminal output of ``crossfade audit`` and ``crossfade dry-run`` (rich tables)."""
+"""Output of ``crossfade audit`` and ``crossfade dry-run`` for people: tables that keep names
+whole on a terminal and are plain aligned text when piped (:mod:`crossfade.textout`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from crossfade.mapping.audit import AuditReport, _plain
 from crossfade.mapping.dryrun import DryRunReport
+from crossfade.textout import Grid, console
 
 
 def _short(v: Any, n: int = 40) -> str:
+    """A sampled value, shortened for the eye (keys and names are never shortened)."""
     s = "∅" if v is None else str(v)
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
-def print_audit(report: AuditReport, console: Console | None = None) -> None:
-    con = console or Console()
+def print_audit(report: AuditReport, con: Console | None = None) -> None:
+    con = con or console()
     s = report.summary()
     con.print(
         f"[bold]Legacy data audit[/bold] of {report.source} ({report.generated_at}); nothing was written."
     )
-    t = Table(title="accounting per source table (rows = mapped + rejected + filtered)")
-    for c in ("table", "rows", "mapped", "rejected", "filtered", "closes"):
-        t.add_column(c, justify="left" if c == "table" else "right")
+    t = Grid(
+        ["table", *((c, "right") for c in ("rows", "mapped", "rejected", "filtered", "closes"))],
+        title="accounting per source table (rows = mapped + rejected + filtered)",
+    )
     for a in report.tables:
         closes = a.rows == a.mapped + a.rejected + a.filtered
         t.add_row(
@@ -35,13 +38,14 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
             str(a.filtered),
             "yes" if closes else "[red]NO[/red]",
         )
-    con.print(t)
+    t.print(con)
     for a in report.tables:
         if not a.rules and not a.filters:
             continue
-        r = Table(title=f"{a.source}: rules that failed, filters")
-        for c in ("problem", "rule", "rows", "example"):
-            r.add_column(c, justify="right" if c == "rows" else "left", overflow="fold")
+        r = Grid(
+            ["problem", "rule", ("rows", "right"), "example"],
+            title=f"{a.source}: rules that failed, filters",
+        )
         for f in sorted(a.rules.values(), key=lambda f: -f.count):
             ex = f.examples[0] if f.examples else {}
             r.add_row(
@@ -55,16 +59,17 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
                 str(f.count),
                 f"{ex.get('key')}: {_short(ex.get('message'), 60)}",
             )
-        con.print(r)
+        r.print(con)
         fmt = [p for p in a.columns.values() if p.formats]
         if fmt:
-            ft = Table(title=f"{a.source}: value formats of columns that are parsed")
-            ft.add_column("column")
-            ft.add_column("formats (most common first)", overflow="fold")
+            ft = Grid(
+                ["column", "formats (most common first)"],
+                title=f"{a.source}: value formats of columns that are parsed",
+            )
             for p in fmt:
                 assert p.formats is not None
                 ft.add_row(p.name, ", ".join(f"{f} ×{n}" for f, n in p.formats.most_common(6)))
-            con.print(ft)
+            ft.print(con)
     for target, groups in report.duplicates.items():
         con.print(
             f"[bold]{target}[/bold]: {len(groups)} duplicate groups, {sum(len(g.members) for g in groups)} records"
@@ -85,8 +90,8 @@ def print_audit(report: AuditReport, console: Console | None = None) -> None:
         con.print(f"[yellow]warning[/yellow]: {w}")
 
 
-def print_dry_run(report: DryRunReport, console: Console | None = None) -> None:
-    con = console or Console()
+def print_dry_run(report: DryRunReport, con: Console | None = None) -> None:
+    con = con or console()
     for ts in report.tables:
         d = ts.as_dict()
         con.print(
@@ -99,40 +104,36 @@ def print_dry_run(report: DryRunReport, console: Console | None = None) -> None:
                 by_target.setdefault(t["table"], []).append((m["key"], t["values"]))
         for target, rows in by_target.items():
             cols = list(dict.fromkeys(c for _, v in rows for c in v))
-            t = Table(title=f"{ts.source} -> {target} (mapped)")
-            t.add_column("source key")
-            for c in cols:
-                t.add_column(c, overflow="fold")
+            t = Grid(["source key", *cols], title=f"{ts.source} -> {target} (mapped)")
             for key, v in rows:
-                t.add_row(_short(key, 20), *(_short(v.get(c)) for c in cols))
-            con.print(t)
+                t.add_row(str(key), *(_short(v.get(c)) for c in cols))
+            t.print(con)
         if d["rejected"]:
-            t = Table(title=f"{ts.source}: rejected (would go to the dead-letter topic)")
-            for c in ("source key", "rule", "value", "why"):
-                t.add_column(c, overflow="fold")
+            t = Grid(
+                ["source key", "rule", "value", "why"],
+                title=f"{ts.source}: rejected (would go to the dead-letter topic)",
+            )
             for r in d["rejected"]:
                 for f in r["failures"]:
-                    t.add_row(_short(r["key"], 20), f["rule"], _short(f["value"]), f["message"])
-            con.print(t)
+                    t.add_row(str(r["key"]), f["rule"], _short(f["value"]), f["message"])
+            t.print(con)
         if d["filtered"]:
-            t = Table(title=f"{ts.source}: filtered (counted and listed, not migrated)")
-            for c in ("source key", "filter", "why"):
-                t.add_column(c, overflow="fold")
+            t = Grid(
+                ["source key", "filter", "why"],
+                title=f"{ts.source}: filtered (counted and listed, not migrated)",
+            )
             for r in d["filtered"]:
-                t.add_row(_short(r["key"], 20), r["filter"], r["reason"])
-            con.print(t)
+                t.add_row(str(r["key"]), r["filter"], r["reason"])
+            t.print(con)
     for target, groups in report.merges.items():
         con.print(f"[bold]{target}[/bold]: {len(groups)} merge groups involve sampled rows")
         for g in groups:
             cols = list(dict.fromkeys(c for m in g.members for c in m.values))
-            t = Table(title="; ".join(sorted({e.explain() for e in g.evidence})))
-            t.add_column("record")
-            for c in cols:
-                t.add_column(c, overflow="fold")
+            t = Grid(["record", *cols], title="; ".join(sorted({e.explain() for e in g.evidence})))
             for m in g.members:
                 label = f"{m.source_table} {m.key[0] if len(m.key) == 1 else m.key}" + (
                     " (survivor)" if m is g.survivor else ""
                 )
                 t.add_row(label, *(_short(m.values.get(c)) for c in cols))
             t.add_row("[bold]golden[/bold]", *(_short(g.golden.get(c)) for c in cols))
-            con.print(t)
+            t.print(con)

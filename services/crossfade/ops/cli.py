@@ -18,7 +18,7 @@ import click
 
 from crossfade.config import Settings, load_settings, public_view
 from crossfade.errors import CrossfadeError
-from crossfade.ops import cli_cutover
+from crossfade.ops import cli_connector, cli_cutover
 from crossfade.ops.logs import redact, setup_logging
 
 log = logging.getLogger("crossfade")
@@ -26,6 +26,7 @@ log = logging.getLogger("crossfade")
 
 class _State:
     verbose = False
+    log_format = "auto"
 
 
 def _settings(config: str | None) -> Settings:
@@ -42,19 +43,91 @@ config_option = click.option(
 )
 
 
+def _config_defaults(group: click.Group, path: str) -> dict[str, Any]:
+    """``ctx.default_map`` giving every subcommand that takes ``-c`` the file given before it."""
+    out: dict[str, Any] = {}
+    for name, cmd in group.commands.items():
+        sub: dict[str, Any] = {}
+        if isinstance(cmd, click.Group):
+            sub = _config_defaults(cmd, path)
+        if any(p.name == "config" for p in cmd.params):
+            sub["config"] = path
+        if sub:
+            out[name] = sub
+    return out
+
+
+def _group_config(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None and isinstance(ctx.command, click.Group):
+        ctx.default_map = {**(ctx.default_map or {}), **_config_defaults(ctx.command, value)}
+
+
+def _late_verbose(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not _State.verbose:
+        _State.verbose = True
+        setup_logging(True, _State.log_format)
+
+
+def _late_log_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> None:
+    if value is not None and value != _State.log_format:
+        _State.log_format = value
+        setup_logging(_State.verbose, value)
+
+
+def _accept_global_options(group: click.Group) -> None:
+    """``-v`` and ``--log-format`` work after the subcommand too (``crossfade status -v``), as
+    ``-c`` works before it (``crossfade -c FILE status``)."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _accept_global_options(cmd)
+            continue
+        names = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        if "--verbose" not in names:
+            cmd.params.append(
+                click.Option(
+                    ["-v", "--verbose"],
+                    is_flag=True,
+                    expose_value=False,
+                    callback=_late_verbose,
+                    help="Debug logs, and stack traces on errors (also before the command).",
+                )
+            )
+        if "--log-format" not in names:
+            cmd.params.append(
+                click.Option(
+                    ["--log-format"],
+                    type=click.Choice(["auto", "json", "text"]),
+                    default=None,
+                    expose_value=False,
+                    callback=_late_log_format,
+                    help="Log format (also before the command).",
+                )
+            )
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", is_flag=True, help="Debug logs, and stack traces on errors.")
 @click.option(
     "--log-format", type=click.Choice(["auto", "json", "text"]), default="auto", show_default=True
+)
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False),
+    expose_value=False,
+    callback=_group_config,
+    help="YAML config file, for the command that follows (or -c after it, or CROSSFADE_CONFIG).",
 )
 @click.version_option(package_name="crossfade")
 def cli(verbose: bool, log_format: str) -> None:
     """crossfade: zero-downtime data migration with change data capture.
 
     Debezium reads the legacy database's log, Kafka carries the changes as Avro, sync workers
-    apply them to the new database; status, fence and verify prove the two agree.
+    apply them to the new database; status, fence and verify prove the two agree. Global
+    options (-v, --log-format, -c) go before or after the command.
     """
     _State.verbose = verbose
+    _State.log_format = log_format
     setup_logging(verbose, log_format)
 
 
@@ -92,6 +165,20 @@ def cli(verbose: bool, log_format: str) -> None:
     help="Stop the legacy writes after this many transactions instead of after --duration "
     "(with --seed: exactly the writes of an earlier run, as a failing run prints them).",
 )
+@click.option(
+    "--console",
+    "with_console",
+    is_flag=True,
+    help="Serve the console (read-only, 127.0.0.1) while the demo runs and print its URL; on a "
+    "terminal it stays up after the report until Ctrl-C.",
+)
+@click.option(
+    "--console-port",
+    type=click.IntRange(0, 65535),
+    default=8421,
+    show_default=True,
+    help="Port of --console (0: any free port).",
+)
 def demo(
     duration: float,
     rate: float,
@@ -100,6 +187,8 @@ def demo(
     identity: bool,
     seed: int | None,
     transactions: int | None,
+    with_console: bool,
+    console_port: int,
 ) -> None:
     """Run the whole pipeline on embedded parts and prove the copy equal.
 
@@ -119,6 +208,7 @@ def demo(
             mapped=not identity,
             seed=seed,
             transactions=transactions,
+            console_port=console_port if with_console else None,
         )
     )
 
@@ -151,7 +241,8 @@ def _serve(services: list[str], settings: Settings) -> None:
     from crossfade.ops.runner import Runner
 
     runner = Runner()
-    metrics.serve_ops(settings)  # /metrics, /healthz, /readyz when ops.metrics_port is set
+    # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
+    metrics.serve_ops(settings, services)
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
@@ -234,109 +325,10 @@ def status(config: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from crossfade.ops.status import print_status
+    from crossfade.textout import console
 
-    con = Console()
-    sync_ = data["sync"]
-    if not sync_["running"]:
-        con.print(
-            "[bold red]sync is not running[/]"
-            + (
-                f": the last sync heartbeat is {sync_['last_heartbeat_age_s']:.0f} s old"
-                if sync_["last_heartbeat_age_s"] is not None
-                else ": no sync worker has reported"
-            )
-            + " (start `crossfade sync`); the figures below are not advancing",
-            highlight=False,
-        )
-    elif sync_["problems"]:
-        con.print("[bold red]" + "; ".join(sync_["problems"]) + "[/]", highlight=False)
-    else:
-        con.print(
-            f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
-            f"consumer lag {sync_['lag_records']} record(s)"
-        )
-    t = Table(title=f"crossfade status (broker epoch {data['epoch'] or 'none'})")
-    for col in (
-        "table",
-        "source rows",
-        "target rows",
-        "applied",
-        "skipped",
-        "dead letters",
-        "deferred",
-        "filtered",
-        "last LSN",
-        "last source commit",
-    ):
-        t.add_column(col, justify="right" if col not in ("table",) else "left")
-    for r in data["tables"]:
-        target = (
-            f"{r['accounted']} accounted" if r["mapped"] else str(r["target_rows"])
-        )  # a mapped table's rows land in its target tables (listed below)
-        t.add_row(
-            r["table"],
-            str(r["source_rows"]),
-            target,
-            str(r["events_applied"]),
-            str(r["events_skipped"]),
-            str(r["dead_lettered"]),
-            str(r["deferred"]),
-            str(r["filtered"]),
-            str(r["last_lsn"] or "-"),
-            str(r["last_source_ts"] or "-"),
-        )
-    for r in data["targets"]:
-        t.add_row(
-            f"-> {r['table']}",
-            f"{r['expected_rows']} expected",
-            str(r["target_rows"]),
-            *([""] * 7),
-        )
-    con.print(t)
-    e2e = data.get("end_to_end")
-    if not sync_["running"]:
-        con.print("end to end: no lag figure while sync is not running")
-    else:
-        con.print(
-            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, lag {e2e['lag_s']} s, "
-            f"{e2e['age_s']} s ago"
-            if e2e
-            else "end to end: no fence applied yet (crossfade fence proves lag zero)"
-        )
-    g = Table(title="gates (as the console and crossfade cutover evaluate them)")
-    for col in ("gate", "state", "evidence age", "detail"):
-        g.add_column(col)
-    colour = {"ok": "green", "failed": "red", "stale": "yellow", "unknown": "yellow"}
-    for gate in data["gates"]:
-        g.add_row(
-            gate["gate"],
-            f"[{colour.get(gate['state'], 'white')}]{gate['state']}[/]",
-            f"{gate['age_s']:.0f} s" if gate["age_s"] is not None else "-",
-            gate["detail"],
-        )
-    con.print(g)
-    p = Table(title="partitions (stored offset is authoritative; log end is a hint on Tansu)")
-    for col in (
-        "topic",
-        "partition",
-        "stored",
-        "kafka committed",
-        "log end (reported)",
-        "lag hint",
-    ):
-        p.add_column(col)
-    for r in data["partitions"]:
-        p.add_row(
-            r["topic"],
-            str(r["partition"]),
-            str(r["stored_offset"]),
-            str(r["kafka_committed_offset"]),
-            str(r["log_end_offset_reported"]),
-            str(r["lag_hint"]),
-        )
-    con.print(p)
+    print_status(data, console())
 
 
 @cli.command()
@@ -384,6 +376,13 @@ def fence(config: str | None, timeout: float, as_json: bool) -> None:
 @click.option(
     "--interval", type=float, default=2.0, show_default=True, help="Seconds between refreshes."
 )
+@click.option(
+    "--prometheus",
+    metavar="URL",
+    envvar="CROSSFADE_CONSOLE_PROMETHEUS",
+    help="Prometheus that scrapes this migration: the charts show its last 15 minutes of applied "
+    "rate and lag (default: the console's own samples since it started).",
+)
 def console(
     config: str | None,
     host: str,
@@ -391,8 +390,10 @@ def console(
     allow_actions: bool,
     token: str | None,
     interval: float,
+    prometheus: str | None,
 ) -> None:
-    """Serve the cutover console: tables, lag, dead letters, verify, checkpoints, gates."""
+    """Serve the cutover console: gates with their evidence, the downtime forecast, tables with
+    their rows, rate and lag over 15 minutes, dead letters, verify, checkpoints."""
     from crossfade.ops.console import run_console
 
     run_console(
@@ -403,6 +404,7 @@ def console(
         token=token,
         interval=interval,
         echo=click.echo,
+        prometheus=prometheus,
     )
 
 
@@ -504,166 +506,6 @@ def config() -> None:
 def config_show(config: str | None) -> None:
     """Print the validated configuration as JSON, secrets redacted."""
     click.echo(json.dumps(public_view(_settings(config)), indent=2))
-
-
-@cli.group()
-def connector() -> None:
-    """The Debezium connector as Kafka Connect takes it."""
-
-
-@connector.command("render")
-@config_option
-def connector_render(config: str | None) -> None:
-    """Print the Kafka Connect connector JSON (the same properties capture runs embedded)."""
-    from crossfade.capture.connector import kafka_connect_config
-
-    click.echo(json.dumps(kafka_connect_config(_settings(config)), indent=2))
-
-
-def _prepare_for_kafka_connect(settings: Settings) -> str:
-    """What embedded capture does before Debezium starts, for a connector run by Kafka Connect:
-    source preflight (fence table), change topics with ``kafka.partitions``, the schemas and
-    dead-letter topics, and the broker epoch sync waits for. Returns the epoch."""
-    from crossfade.capture.preflight import check_source
-    from crossfade.events.kafka import Admin, ensure_epoch
-
-    check_source(settings)
-    k = settings.kafka
-    admin = Admin(k.client_config())
-    admin.ping()
-    admin.ensure_topics(
-        [k.table_topic(t) for t in settings.tables], k.partitions, k.replication_factor
-    )
-    admin.ensure_topics([k.schemas_topic], 1, k.replication_factor, {"cleanup.policy": "compact"})
-    admin.ensure_topics([k.dlq_topic], 1, k.replication_factor)
-    return ensure_epoch(admin, k.client_config(), k.control_topic, k.replication_factor)[0]
-
-
-def _put_connector(connect_url: str, name: str, config: dict[str, str], timeout: float) -> int:
-    """``PUT /connectors/<name>/config`` (create or update: idempotent); return the HTTP status.
-
-    Retries until ``timeout`` while Kafka Connect is unreachable, answers 5xx, or 409 (it is
-    rebalancing); any other answer is final. ``user:password@`` in the URL becomes basic auth.
-    """
-    import base64
-    import contextlib
-    import time
-    import urllib.error
-    import urllib.parse
-    import urllib.request
-
-    parts = urllib.parse.urlsplit(connect_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise CrossfadeError(
-            f"--connect-url {connect_url!r} is not an http(s) URL", "e.g. http://connect:8083"
-        )
-    netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-    base = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
-    if parts.username:
-        cred = (
-            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        )
-        headers["Authorization"] = "Basic " + base64.b64encode(cred.encode()).decode()
-    url = f"{base}/connectors/{urllib.parse.quote(name, safe='')}/config"
-    body = json.dumps(config).encode()
-    deadline = time.monotonic() + timeout
-    delay = 0.25
-    while True:
-        req = urllib.request.Request(url, data=body, method="PUT", headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return int(resp.status)
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode(errors="replace")
-            with contextlib.suppress(ValueError, AttributeError):
-                detail = json.loads(detail).get("message", detail)
-            problem = f"Kafka Connect at {base} answered HTTP {exc.code} to PUT {url}: {detail.strip()[:500]}"
-            if exc.code != 409 and exc.code < 500:
-                raise CrossfadeError(
-                    problem, "check the connector config (crossfade connector render)"
-                ) from None
-        except (urllib.error.URLError, OSError) as exc:
-            problem = f"Kafka Connect at {base} is not reachable ({getattr(exc, 'reason', exc)})"
-        if time.monotonic() >= deadline:
-            raise CrossfadeError(
-                problem, f"gave up after {timeout:g} s; is Kafka Connect running there?"
-            )
-        log.info("%s; retrying in %.1f s", problem, delay)
-        time.sleep(min(delay, max(0.05, deadline - time.monotonic())))
-        delay = min(delay * 2, 5.0)
-
-
-@connector.command("register")
-@config_option
-@click.option(
-    "--connect-url",
-    required=True,
-    envvar="CROSSFADE_CONNECT_URL",
-    help="Kafka Connect REST URL, e.g. http://connect:8083.",
-)
-@click.option(
-    "--file",
-    "connector_file",
-    type=click.Path(dir_okay=False, exists=True),
-    help="Register this connector JSON ({name, config}, as in connectors/) instead of rendering it from -c.",
-)
-@click.option(
-    "--prepare/--no-prepare",
-    default=None,
-    help="First create the fence table, topics and broker epoch, as embedded capture does (default: when -c is given).",
-)
-@click.option(
-    "--timeout",
-    type=float,
-    default=120.0,
-    show_default=True,
-    help="Seconds to keep retrying while Kafka Connect is not reachable.",
-)
-def connector_register(
-    config: str | None,
-    connect_url: str,
-    connector_file: str | None,
-    prepare: bool | None,
-    timeout: float,
-) -> None:
-    """Create or update the Debezium connector on Kafka Connect (idempotent: PUT its config)."""
-    from pathlib import Path
-
-    from crossfade.capture.connector import kafka_connect_config
-    from crossfade.errors import ConfigError
-
-    settings = _settings(config) if config else None
-    if connector_file:
-        try:
-            doc = json.loads(Path(connector_file).read_text(encoding="utf-8"))
-            name, props = doc["name"], doc["config"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConfigError(
-                f"{connector_file} is not a Kafka Connect connector JSON ({exc})",
-                'expected {"name": ..., "config": {...}}',
-            ) from None
-    elif settings is not None:
-        doc = kafka_connect_config(settings)
-        name, props = doc["name"], doc["config"]
-    else:
-        raise ConfigError(
-            "nothing to register",
-            "pass -c FILE (or CROSSFADE_CONFIG) or --file connectors/NAME.json",
-        )
-    if prepare is None:
-        prepare = settings is not None
-    if prepare:
-        if settings is None:
-            raise ConfigError(
-                "--prepare needs the crossfade config", "pass -c FILE, or --no-prepare"
-            )
-        epoch = _prepare_for_kafka_connect(settings)
-        click.echo(f"prepared source and Kafka for {name} (broker epoch {epoch})")
-    status = _put_connector(connect_url, name, {str(k): str(v) for k, v in props.items()}, timeout)
-    click.echo(
-        f"connector {name} {'created' if status == 201 else 'updated'} on Kafka Connect (HTTP {status})"
-    )
 
 
 @cli.group()
@@ -827,13 +669,14 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
 
 # verify, checkpoint, rewind, cutover, dlq ack: a group of the same name defined here gets the
 # subcommands added instead of being replaced
-for _command in cli_cutover.COMMANDS:
+for _command in [*cli_connector.COMMANDS, *cli_cutover.COMMANDS]:
     _have = cli.commands.get(_command.name or "")
     if isinstance(_have, click.Group) and isinstance(_command, click.Group):
         for _sub in _command.commands.values():
             _have.add_command(_sub)
     else:
         cli.add_command(_command)
+_accept_global_options(cli)
 
 
 def main(argv: list[str] | None = None) -> Any:

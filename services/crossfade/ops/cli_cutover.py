@@ -136,31 +136,30 @@ def _progress(flag: bool | None) -> Any:
 
 # -- verify ------------------------------------------------------------------------------------
 def _print_verify(report: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from crossfade.textout import Grid, console
 
-    con = Console()
-    t = Table(
-        title="crossfade verify"
-        + (" (re-checked after a fence)" if report.rechecked_after_fence else "")
-    )
+    con = console()
     live = report.rechecked_after_fence
-    cols = ["table", "source rows", "target rows", "missing", "extra", "different"]
-    cols += ["in flight", "unsettled"] if live else []
-    for col in [*cols, "result"]:
-        t.add_column(col, justify="left" if col in ("table", "result") else "right")
+    cols: list[Any] = ["table"] + [
+        (c, "right") for c in ("source rows", "target rows", "missing", "extra", "different")
+    ]
+    cols += [("in flight", "right"), ("unsettled", "right")] if live else []
+    t = Grid(
+        [*cols, "result"],
+        title="crossfade verify" + (" (re-checked after a fence)" if live else ""),
+    )
     for r in report.tables:
         result = "[green]match[/]" if r.match else f"[red]{r.error or 'MISMATCH'}[/]"
         vals = [r.name, r.source_rows, r.target_rows, r.missing, r.extra, r.different]
         vals += [r.in_flight, r.unsettled] if live else []
-        t.add_row(*map(str, vals), result)
-    con.print(t)
+        t.add_row(*vals, result)
+    t.print(con)
     for r in report.tables:
         for ex in r.examples:
-            cols = ex.get("columns")
+            changed = ex.get("columns")
             detail = (
-                ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in cols.items())
-                if cols
+                ", ".join(f"{c}: {v['source']!r} -> {v['target']!r}" for c, v in changed.items())
+                if changed
                 else ""
             )
             con.print(
@@ -239,6 +238,12 @@ def _print_verify(report: Any) -> None:
     help="Fallback direction: the new database (source) against legacy (target); the fence goes "
     "through the reverse pipeline (crossfade fallback start).",
 )
+@click.option(
+    "--pushgateway",
+    metavar="URL",
+    help="Also push the result (crossfade_verify_passed, _mismatched_rows, _last_run_timestamp_"
+    "seconds) to this Prometheus Pushgateway, job crossfade-verify.",
+)
 def verify(
     config: str | None,
     as_json: bool,
@@ -252,6 +257,7 @@ def verify(
     rounds: int,
     fence_timeout: float,
     reverse: bool,
+    pushgateway: str | None,
 ) -> None:
     """Compare legacy and new, row for row: counts, chunk checksums, differing keys and rows.
 
@@ -285,7 +291,26 @@ def verify(
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     else:
         _print_verify(report)
+    if pushgateway:
+        _push_verify(pushgateway, settings)
     sys.exit(0 if report.match else 1)
+
+
+def _push_verify(url: str, settings: Settings) -> None:
+    """Push the run's verify series to a Pushgateway; one line (exit 1) when it does not answer."""
+    from urllib.error import URLError
+
+    from crossfade.errors import CrossfadeError
+    from crossfade.ops.metrics import push_verify_result
+
+    try:
+        push_verify_result(url, settings.kafka.topic_prefix)
+    except (URLError, OSError, ValueError) as exc:
+        raise CrossfadeError(
+            f"cannot push the verify result to the Pushgateway at {url} ({getattr(exc, 'reason', exc)})",
+            "check --pushgateway; the run itself is recorded in the new database",
+        ) from None
+    click.echo(f"verify result pushed to {url}", err=True)
 
 
 def _reverse_verify_scope(
@@ -324,19 +349,35 @@ def checkpoint() -> None:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, writable=True),
-    help="Also write the JSON to this file.",
+    help="Also write the checkpoint as JSON to this file.",
 )
+@click.option("--json", "as_json", is_flag=True, help="The checkpoint as JSON on stdout.")
 def checkpoint_create(
-    config: str | None, name: str | None, note: str | None, out: str | None
+    config: str | None, name: str | None, note: str | None, out: str | None, as_json: bool
 ) -> None:
-    """Store the sync offsets, the legacy WAL position and the time; print them as JSON."""
+    """Store the sync offsets, the legacy WAL position and the time; print a summary (the
+    whole checkpoint with --json or --out)."""
     from crossfade.cutover.checkpoint import create_checkpoint
 
     cp = create_checkpoint(_settings(config), name=name, note=note)
     text = json.dumps(cp.as_dict(), indent=2)
     if out:
         Path(out).write_text(text + "\n")
-    click.echo(text)
+    if as_json:
+        click.echo(text)
+        return
+    offs = sum(o["next_offset"] for o in cp.offsets)
+    topics = len({o["topic"] for o in cp.offsets})
+    click.echo(
+        f"checkpoint {cp.name} created at {cp.created_at.isoformat(timespec='seconds')}: "
+        f"legacy WAL {cp.source_lsn}, {len(cp.offsets)} partition(s) of {topics} topic(s) "
+        f"at {offs} record(s) applied, broker epoch {cp.epoch}"
+        + (f" ({cp.note})" if cp.note else "")
+    )
+    click.echo(
+        f"rewind to it with: crossfade rewind --to {cp.name}"
+        + (f" (JSON written to {out})" if out else "")
+    )
 
 
 @checkpoint.command("list")
@@ -355,7 +396,7 @@ def checkpoint_list(config: str | None, as_json: bool) -> None:
     for c in cps:
         offs = sum(o["next_offset"] for o in c.offsets)
         click.echo(
-            f"{c.name}  {c.created_at.isoformat()}  legacy WAL {c.source_lsn}  {len(c.offsets)} partitions, "
+            f"{c.name}  {c.created_at.isoformat(timespec='seconds')}  legacy WAL {c.source_lsn}  {len(c.offsets)} partitions, "
             f"{offs} records applied  by {c.created_by}" + (f"  ({c.note})" if c.note else "")
         )
 
@@ -473,12 +514,16 @@ def dlq() -> None:
 @dlq.command("ack")
 @config_option
 @click.option("--note", help="Why they may be ignored (stored with the acknowledgement).")
-def dlq_ack(config: str | None, note: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def dlq_ack(config: str | None, note: str | None, as_json: bool) -> None:
     """Acknowledge the open dead letters (who, how many, the note: in the audit log); the
     dead_letters gate then passes them. A dead letter opened later is not covered."""
     from crossfade.cutover.gates import ack_dead_letters
 
     open_now, new = ack_dead_letters(_settings(config), note)
+    if as_json:
+        click.echo(json.dumps({"open": open_now, "acknowledged": new, "note": note}))
+        return
     click.echo(
         f"acknowledged {new} dead letter(s) ({open_now} open); recorded in the audit log"
         + ("" if note else " without a note (--note says why they may be left)")
@@ -612,7 +657,11 @@ def fallback_status(config: str | None, as_json: bool) -> None:
         click.echo(f"{t}: cannot fall back: {why}")
     rv = out["reverse"]
     if isinstance(rv, dict) and "error" not in rv:
-        click.echo(json.dumps(rv, indent=2, default=str))
+        from crossfade.ops.status import print_status
+        from crossfade.textout import console
+
+        click.echo("reverse sync (new -> legacy):")
+        print_status(rv, console())
     elif rv:
         click.echo(f"reverse sync: {rv['error']}")
 

@@ -3,13 +3,17 @@
 What it shows (refreshed by a background collector every ``interval`` seconds, polled by the page
 from ``/api/state``): the cutover gates, evaluated by :mod:`crossfade.cutover.gate_model` (the one
 definition ``crossfade cutover`` and ``status`` use, from the same evidence: a fence or verify run
-from the CLI counts here too; stale and unknown evidence is never green); per table the rows in
-the legacy and the new database as the ``row_counts`` gate compares them (mapped tables by their
-accounting, their target tables against the rows expected), events applied and the applied rate,
-open dead letters, deferred and filtered rows (the ledger's one count), the latest verify result
-and the checkpoints, the replication slot and the stored offsets. Gates and the open counts are
-also published on the console's ``/metrics`` (``crossfade_cutover_gate_ok{gate}``,
-``crossfade_dead_letters_open{table}``...).
+from the CLI counts here too; stale and unknown evidence is never green) with their evidence and
+its age; the write-downtime forecast (the latest fence + the latest verify); per table the legacy
+and the new table names and rows as the ``row_counts`` gate compares them (mapped tables by their
+accounting, their target tables against the rows expected), events applied, the applied rate and
+the lag, with charts of the last 15 minutes (:mod:`crossfade.ops.console_history`: the console's
+own samples, or Prometheus with ``--prometheus``); open dead letters by rule with example keys,
+deferred and filtered rows (the ledger's one count); the latest verify per table; the
+checkpoints; the replication slot and the stored offsets (:mod:`crossfade.ops.console_data`).
+Gates, the open counts, the latest verify and the slot are published on the console's
+``/metrics`` (``crossfade_cutover_gate_ok{gate}``, ``crossfade_dead_letters_open{table}``,
+``crossfade_verify_passed``, ``crossfade_replication_slot_active{slot}``...).
 
 Protection:
 
@@ -33,7 +37,6 @@ import json
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from datetime import datetime
 from http import HTTPStatus
@@ -44,11 +47,12 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import psycopg
-from psycopg import sql
 
-from crossfade.config import Settings, redact_dsn, remember_secrets
+from crossfade.config import Settings, redact_dsn, redact_url, remember_secrets, url_secrets
 from crossfade.cutover import gate_model
 from crossfade.errors import ConfigError
+from crossfade.ops import console_data, metrics
+from crossfade.ops.console_history import PrometheusHistory, SampleHistory
 from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
 from crossfade.ops.logs import escape_controls, redact
 
@@ -60,7 +64,6 @@ COOKIE_MAX_AGE_S = (
     12 * 3600
 )  # the token cookie expires: a shared or stolen browser keeps it a day at most
 _EXACT_COUNT_BELOW = 1_000_000  # rows: above this the console shows PostgreSQL's estimate
-_RATE_WINDOW_S = 30.0
 
 
 def _is_loopback(host: str) -> bool:
@@ -70,10 +73,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _iso(v: Any) -> str | None:
-    return v.isoformat() if isinstance(v, datetime) else None
 
 
 def _jsonable(v: Any) -> Any:
@@ -88,6 +87,10 @@ def _jsonable(v: Any) -> Any:
     return str(v)
 
 
+def _mismatched(t: dict[str, Any]) -> int:
+    return int(t["missing"] or 0) + int(t["extra"] or 0) + int(t["different"] or 0)
+
+
 class ConsoleState:
     """Collects the page's state in a background thread; ``snapshot`` returns the latest copy.
 
@@ -95,14 +98,22 @@ class ConsoleState:
     ``errors``: the page shows it rather than going blank.
     """
 
-    def __init__(self, settings: Settings, *, allow_actions: bool, interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        allow_actions: bool,
+        interval: float = 2.0,
+        prometheus: str | None = None,
+    ) -> None:
         self.settings = settings
         self.allow_actions = allow_actions
         self.interval = interval
         self.bk = settings.sync.bookkeeping_schema
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {"collected_at": None, "tables": [], "errors": []}
-        self._history: deque[tuple[float, dict[str, int]]] = deque()
+        self.samples = SampleHistory()
+        self.prometheus = PrometheusHistory(prometheus) if prometheus else None
         self._src: psycopg.Connection | None = None
         self._tgt: psycopg.Connection | None = None
         self.actions: dict[str, dict[str, Any]] = {"fence": {"state": "idle"}}
@@ -175,8 +186,8 @@ class ConsoleState:
         tgt = attempt("new database", lambda: self._conn("target"))
         gates = [g.as_dict() for g in gate_model.unreadable("the new database does not answer")]
         counts: list[dict[str, Any]] = []
-        ledger = None
-        slot = None
+        ledger = slot = forecast = None
+        lag: dict[str, int] = {}
         if tgt is not None:
             ctx = gate_model.Context(self.settings, src, tgt, estimate_above=_EXACT_COUNT_BELOW)
             evaluated = attempt("gates", lambda: gate_model.evaluate_in(ctx))
@@ -185,23 +196,26 @@ class ConsoleState:
             counts = attempt("row counts", ctx.counts) or []
             ledger = attempt("dead letters", lambda: ctx.ledger)
             slot = attempt("replication slot", lambda: ctx.slot)
+            forecast = attempt("downtime forecast", lambda: console_data.forecast(ctx))
+            lag = attempt("consumer lag", lambda: console_data.behind(ctx)) or {}
         bk = attempt("bookkeeping", self._bookkeeping) or {}
         now = time.time()
-        tables = self._tables(counts, ledger, bk.get("stats", {}), now)
+        tables = self._tables(counts, ledger, bk.get("stats", {}), lag, now)
+        history = self._history(tables, now)
+        self._publish(bk.get("verify"), slot)
         state.update(
             collected_at=datetime.fromtimestamp(now).astimezone().isoformat(timespec="seconds"),
             collected_at_epoch=now,
             tables=tables,
+            history=history,
             partitions=bk.get("offsets", []),
             last_fence=bk.get("last_fence"),
             verify=bk.get("verify"),
             checkpoints=bk.get("checkpoints"),
+            forecast=forecast,
             slot=slot,
             dlq={
-                "by_rule": [
-                    {"rule": r, "table": t, "records": n}
-                    for (r, t), n in sorted((ledger.by_rule if ledger else {}).items())
-                ],
+                "by_rule": bk.get("dead_letters", []),
                 **(ledger.as_dict() if ledger else {}),
                 "error": None if ledger is not None else "the ledger could not be read",
                 "topic": self.settings.kafka.dlq_topic,
@@ -216,92 +230,51 @@ class ConsoleState:
                 "topic_prefix": self.settings.kafka.topic_prefix,
                 "group": self.settings.sync.group_id,
                 "slot": self.settings.capture.slot_name,
+                "prometheus": redact_url(self.prometheus.url) if self.prometheus else None,
             },
             errors=errors,
         )
         with self._lock:
             self._state = state
 
-    def _exists(self, conn: psycopg.Connection, table: str) -> bool:
-        row = conn.execute("SELECT to_regclass(%s)", (f"{self.bk}.{table}",)).fetchone()
-        return bool(row and row[0])
-
-    def _latest_rows(
-        self, conn: psycopg.Connection, table: str, limit: int
-    ) -> list[dict[str, Any]] | None:
-        """Newest rows of a bookkeeping table owned by another command, whatever its columns."""
-        if not self._exists(conn, table):
-            return None
-        cols = [
-            r[0]
-            for r in conn.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                (self.bk, table),
-            ).fetchall()
-        ]
-        order = next(
-            (c for c in ("finished_at", "created_at", "at", "started_at", "id") if c in cols), None
-        )
-        q = sql.SQL("SELECT row_to_json(x) FROM {}.{} x").format(
-            sql.Identifier(self.bk), sql.Identifier(table)
-        )
-        if order:
-            q = q + sql.SQL(" ORDER BY {} DESC").format(sql.Identifier(order))
-        q = q + sql.SQL(" LIMIT {}").format(sql.Literal(limit))
-        return [r[0] for r in conn.execute(q).fetchall()]
-
     def _bookkeeping(self) -> dict[str, Any]:
         conn = self._conn("target")
-        if not self._exists(conn, "table_stats"):
-            return {}
-        s = sql.Identifier(self.bk)
-        # last_applied_at also moves when a batch held only a fence, so no lag is derived from it:
-        # the fence's own lag is the end-to-end figure
-        stats = {}
-        for r in conn.execute(
-            sql.SQL(
-                "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_source_ts) "
-                "FROM {}.table_stats GROUP BY tbl"
-            ).format(s)
-        ).fetchall():
-            stats[r[0]] = {
-                "applied": int(r[1] or 0),
-                "skipped": int(r[2] or 0),
-                "dead_lettered": int(r[3] or 0),
-                "last_source_ts": _iso(r[4]),
-            }
-        offsets = [
-            {"topic": r[0], "partition": r[1], "next_offset": r[2], "updated_at": _iso(r[3])}
-            for r in conn.execute(
-                sql.SQL(
-                    "SELECT topic, partition, next_offset, updated_at FROM {}.offsets WHERE group_id = %s "
-                    "ORDER BY topic, partition"
-                ).format(s),
-                (self.settings.sync.group_id,),
-            ).fetchall()
-        ]
-        fence = conn.execute(
-            sql.SQL(
-                "SELECT token, count(*), min(source_ts), max(applied_at), "
-                "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
-                "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
-            ).format(s)
-        ).fetchone()
-        last_fence = None
-        if fence:
-            last_fence = {
-                "token": fence[0][:8],
-                "partitions": int(fence[1]),
-                "source_ts": _iso(fence[2]),
-                "applied_at": _iso(fence[3]),
-                "lag_s": float(fence[4]) if fence[4] is not None else None,
-            }
+        bk, group = self.bk, self.settings.sync.group_id
         return {
-            "stats": stats,
-            "offsets": offsets,
-            "last_fence": last_fence,
-            "verify": self._latest_rows(conn, "verify_runs", 1),
-            "checkpoints": self._latest_rows(conn, "checkpoints", 5),
+            "stats": console_data.table_stats(conn, bk),
+            "offsets": console_data.offsets(conn, bk, group),
+            "last_fence": console_data.last_fence(conn, bk),
+            "verify": console_data.latest_verify(conn, bk),
+            "checkpoints": console_data.checkpoints(conn, bk, group),
+            "dead_letters": console_data.dead_letters(conn, bk),
+        }
+
+    def _publish(self, verify: dict[str, Any] | None, slot: dict[str, Any] | None) -> None:
+        """The latest verify and the slot on the console's /metrics (CrossfadeVerifyFailing,
+        CrossfadeReplicationSlotInactive; on Kafka Connect nothing else reads the slot)."""
+        if verify is not None:
+            metrics.set_verify_result(
+                {t["name"]: 0 if t["match"] else max(1, _mismatched(t)) for t in verify["tables"]},
+                finished_at=verify["finished_epoch"],
+                passed=verify["ok"],
+            )
+        if slot is not None:
+            metrics.SLOT_ACTIVE.labels(slot=slot["name"]).set(1 if slot["active"] else 0)
+            if slot.get("retained_wal_bytes") is not None:
+                metrics.SLOT_RETAINED_WAL.labels(slot=slot["name"]).set(slot["retained_wal_bytes"])
+
+    def _history(self, tables: list[dict[str, Any]], now: float) -> dict[str, Any]:
+        """Charts of the last 15 minutes per table: own samples, or Prometheus' when set."""
+        prom = self.prometheus.series(now) if self.prometheus else None
+        for t in tables:
+            s = self.samples.series(t["table"])
+            if prom is not None:
+                s.update(prom.get(t["table"], {"rate": [], "lag": []}))
+            t["series"] = s
+        return {
+            "window_s": self.samples.window_s,
+            "source": "prometheus" if prom is not None else "samples",
+            "error": self.prometheus.error if self.prometheus else None,
         }
 
     def _tables(
@@ -309,28 +282,35 @@ class ConsoleState:
         counts: list[dict[str, Any]],
         ledger: Any,
         stats: dict[str, Any],
+        lag: dict[str, int],
         now: float,
     ) -> list[dict[str, Any]]:
         """One row per configured table (mapped ones by their accounting) and per target table of
         the mapping, with the counts the ``row_counts`` gate compared."""
-        applied_now = {t: stats.get(t, {}).get("applied", 0) for t in self.settings.tables}
-        self._history.append((now, applied_now))
-        while len(self._history) > 2 and now - self._history[0][0] > _RATE_WINDOW_S:
-            self._history.popleft()
-        t0, first = self._history[0]
         by_name = {c["table"]: c for c in counts}
         out = []
         for t in self.settings.tables:
             st = stats.get(t, {})
             c = by_name.get(t, {"kind": "identity"})
             open_ = ledger.table(t) if ledger is not None else None
-            rate = (applied_now[t] - first.get(t, 0)) / (now - t0) if now - t0 >= 1 else None
+            new_rows = c.get("accounted") if c["kind"] == "source" else c.get("new_rows")
+            self.samples.add(
+                now,
+                t,
+                legacy=c.get("legacy_rows"),
+                new=new_rows,
+                applied=st.get("applied", 0),
+                behind=lag.get(t),
+            )
+            rate = self.samples.rate_now(t)
             row = {
                 "table": t,
                 "kind": c["kind"],
+                # the new system's table(s): the same name, or the mapping's targets
+                "new_tables": c.get("targets", [t]) if c["kind"] == "source" else [t],
                 "legacy_rows": c.get("legacy_rows"),
                 "legacy_exact": c.get("exact", True),
-                "new_rows": c.get("accounted") if c["kind"] == "source" else c.get("new_rows"),
+                "new_rows": new_rows,
                 "new_exact": c.get("exact", True),
                 "match": c.get("match"),
                 "applied": st.get("applied", 0),
@@ -339,6 +319,8 @@ class ConsoleState:
                 "deferred": open_.deferred if open_ else 0,
                 "filtered": open_.filtered if open_ else 0,
                 "applied_per_s": round(rate, 1) if rate is not None else None,
+                # records in its topic after the running workers' positions (None: no report)
+                "behind": lag.get(t),
                 "last_source_ts": st.get("last_source_ts"),
             }
             if c["kind"] == "source":
@@ -349,6 +331,9 @@ class ConsoleState:
             out.append(row)
         for c in counts:
             if c["kind"] == "target":
+                self.samples.add(
+                    now, c["table"], legacy=c["expected"], new=c["new_rows"], applied=0, behind=None
+                )
                 out.append(
                     {
                         "table": c["table"],
@@ -515,9 +500,13 @@ def make_handler(
             if url.path == "/api/state":
                 self._json(200, state.snapshot())
             elif url.path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-                self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+                from crossfade.ops.metrics import ComponentView
+
+                # the console's own series only (inside `crossfade run` capture's and sync's
+                # are on the metrics port)
+                self._send(200, generate_latest(ComponentView(["console"])), CONTENT_TYPE_LATEST)
             elif url.path in ("/", "/index.html", "/app.js", "/app.css"):
                 f = STATIC / ("index.html" if url.path == "/" else url.path.lstrip("/"))
                 self._send(200, f.read_bytes(), _TYPES[f.suffix])
@@ -559,7 +548,8 @@ class _Server(LimitedServerMixin, ThreadingHTTPServer):
 
 class Console:
     """The console's HTTP server and state collector. ``limits``: connection cap and request
-    deadline of the HTTP server (defaults: :class:`HttpLimits`)."""
+    deadline of the HTTP server (defaults: :class:`HttpLimits`); ``prometheus``: a Prometheus
+    URL the charts read their history from (None: the console's own samples)."""
 
     def __init__(
         self,
@@ -571,6 +561,7 @@ class Console:
         token: str | None = None,
         interval: float = 2.0,
         limits: HttpLimits | None = None,
+        prometheus: str | None = None,
     ) -> None:
         token = token or None
         loopback = _is_loopback(host)
@@ -583,7 +574,11 @@ class Console:
             raise ConfigError("the console token is too short", "use at least 16 random characters")
         if token is not None:
             remember_secrets([token])  # masked in every log line from here on
-        self.state = ConsoleState(settings, allow_actions=allow_actions, interval=interval)
+        if prometheus:
+            remember_secrets(url_secrets(prometheus))
+        self.state = ConsoleState(
+            settings, allow_actions=allow_actions, interval=interval, prometheus=prometheus
+        )
         try:
             self.httpd = _Server((host, port), BaseHTTPRequestHandler)
         except (OSError, OverflowError) as exc:
@@ -618,12 +613,19 @@ def run_console(
     token: str | None,
     interval: float,
     echo: Callable[[str], None],
+    prometheus: str | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM."""
     import signal
 
     c = Console(
-        settings, host=host, port=port, allow_actions=allow_actions, token=token, interval=interval
+        settings,
+        host=host,
+        port=port,
+        allow_actions=allow_actions,
+        token=token,
+        interval=interval,
+        prometheus=prometheus,
     ).start()
     shown = f"[{c.host}]" if ":" in c.host else c.host
     mode = "actions allowed (fence)" if allow_actions else "read-only"

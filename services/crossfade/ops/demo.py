@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import psycopg
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.live import Live
-from rich.table import Table
 
 from crossfade.capture.service import CaptureService
 from crossfade.config import Settings
@@ -26,9 +25,12 @@ from crossfade.cutover.fence import fence
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter, create_target_schema
 from crossfade.ops import metrics
+from crossfade.ops.console import Console as PageConsole
 from crossfade.ops.runner import Runner
 from crossfade.sync.target_ddl import read_shape
 from crossfade.sync.worker import SyncWorker
+from crossfade.textout import Grid
+from crossfade.textout import console as text_console
 from crossfade.verify.compare import TableDiff, compare_table
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,13 @@ def _targets(settings: Settings) -> dict[str, str]:
 
 
 def _progress(
-    settings: Settings, writer: CrmWriter, worker: SyncWorker, started: float, phase: str
-) -> Table:
-    t = Table(title=f"crossfade demo: {phase} ({time.monotonic() - started:.0f} s)")
+    settings: Settings,
+    writer: CrmWriter,
+    worker: SyncWorker,
+    started: float,
+    phase: str,
+    con: Console,
+) -> RenderableType:
     mapped = settings.mapping is not None
     cols = [
         "table",
@@ -102,8 +108,12 @@ def _progress(
     ]
     if mapped:
         cols += ["filtered", "deferred", "dead-lettered"]
-    for c in cols:
-        t.add_column(c, justify="left" if c in ("table", "new table") else "right")
+    t = Grid(
+        [c if c in ("table", "new table") else (c, "right") for c in cols],
+        title=f"crossfade demo: {phase} ({time.monotonic() - started:.0f} s)",
+        caption=f"legacy writes: {writer.stats.inserts} inserts, {writer.stats.updates} updates, "
+        f"{writer.stats.deletes} deletes in {writer.stats.transactions} transactions",
+    )
     try:
         with (
             psycopg.connect(settings.source.conninfo, autocommit=True) as s,
@@ -130,11 +140,7 @@ def _progress(
                 t.add_row(*row)
     except psycopg.Error:
         pass
-    t.caption = (
-        f"legacy writes: {writer.stats.inserts} inserts, {writer.stats.updates} updates, "
-        f"{writer.stats.deletes} deletes in {writer.stats.transactions} transactions"
-    )
-    return t
+    return t.renderable(con)
 
 
 def _quiet_logs(con: Console, verbose: bool) -> None:
@@ -210,6 +216,18 @@ def replay_command(
     )
 
 
+def serve_console(con: Console, settings: Settings, port: int | None) -> PageConsole | None:
+    """``demo --console``: the read-only console on loopback for the demo's databases."""
+    if port is None:
+        return None
+    page = PageConsole(settings, host="127.0.0.1", port=port, interval=1.0).start()
+    con.print(
+        f"  console: [bold]http://127.0.0.1:{page.port}/[/] (read-only): open it to watch the "
+        "tables, lag and gates move while the demo writes"
+    )
+    return page
+
+
 def run_demo(
     duration: float,
     rate: float,
@@ -219,15 +237,19 @@ def run_demo(
     mapped: bool = True,
     seed: int | None = None,
     transactions: int | None = None,
+    console_port: int | None = None,
 ) -> int:
     """Run the demo; 0 when verify (or the identity comparison) passes, 1 when it does not
     (the seed and the command that replays the same writes are printed), 130 when interrupted.
 
     ``seed``: the legacy writer's seed (random when None, and printed); ``transactions``: the
-    writer stops after this many transactions instead of after ``duration`` seconds."""
+    writer stops after this many transactions instead of after ``duration`` seconds;
+    ``console_port``: also serve the console on 127.0.0.1 (0: any free port) while it runs
+    and, on a terminal, after the report until Ctrl-C (capture and sync keep running, so the
+    page stays live)."""
     if seed is None:
         seed = random.SystemRandom().randrange(1, 1_000_000)
-    con = Console(stderr=False)
+    con = text_console()
     if con.is_terminal:
         _quiet_logs(con, verbose)
     work = Path(tempfile.mkdtemp(prefix="crossfade-demo-"))
@@ -236,6 +258,7 @@ def run_demo(
     broker = EmbeddedBroker(log_to=work / "tansu.log")
     runner = Runner()
     writer: CrmWriter | None = None
+    page: PageConsole | None = None
     interrupted = threading.Event()
     try:
         pg.start()
@@ -270,10 +293,11 @@ def run_demo(
         metrics.watch_sync(worker, settings)
         runner.install_signals()
         runner.start()
+        page = serve_console(con, settings, console_port)
         writer.start()
         started = time.monotonic()
         with Live(
-            _progress(settings, writer, worker, started, "live writes"),
+            _progress(settings, writer, worker, started, "live writes", con),
             console=con,
             refresh_per_second=2,
         ) as live:
@@ -285,12 +309,14 @@ def run_demo(
                 time.sleep(1)
                 if any(s.error for s in runner.services):
                     break
-                live.update(_progress(settings, writer, worker, started, "live writes"))
+                live.update(_progress(settings, writer, worker, started, "live writes", con))
             writer.stop()
             if runner.stopping.is_set():
                 interrupted.set()
             if not interrupted.is_set() and not any(s.error for s in runner.services):
-                live.update(_progress(settings, writer, worker, started, "writes stopped, fencing"))
+                live.update(
+                    _progress(settings, writer, worker, started, "writes stopped, fencing", con)
+                )
                 res = fence(settings, timeout=180)
                 if (
                     mapped
@@ -301,9 +327,16 @@ def run_demo(
                         time.sleep(0.2)
                 live.update(
                     _progress(
-                        settings, writer, worker, started, f"fence applied in {res.seconds:.2f} s"
+                        settings,
+                        writer,
+                        worker,
+                        started,
+                        f"fence applied in {res.seconds:.2f} s",
+                        con,
                     )
                 )
+        if not con.is_terminal:
+            con.line()  # rich's Live leaves its last line open when the output is not a terminal
         failed = [s for s in runner.services if s.error]
         if failed:
             con.print(f"[red]{failed[0].name} failed:[/] {failed[0].error}")
@@ -340,8 +373,16 @@ def run_demo(
             if ok
             else "[bold red]FAIL[/]: the databases differ"
         )
+        if page is not None and con.is_terminal:
+            con.print(
+                f"  the console stays at http://127.0.0.1:{page.port}/ with capture and sync "
+                "running: Ctrl-C ends the demo"
+            )
+            runner.stopping.wait()
         return 0 if ok else 1
     finally:
+        if page is not None:
+            page.stop()
         if writer is not None:
             writer.stop()
         runner.stop()

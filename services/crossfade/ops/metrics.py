@@ -51,6 +51,38 @@ log = logging.getLogger(__name__)
 # The ``_created`` series prometheus-client adds beside each counter only double the series count.
 prometheus_client.disable_created_metrics()
 
+
+class OptionalGauge(Collector):
+    """An unlabelled gauge with no sample until it is set (prometheus-client's shows 0 from the
+    start: a verify that never ran would read as one that failed). ``clear`` removes the sample."""
+
+    def __init__(self, name: str, documentation: str, registry: Any = REGISTRY) -> None:
+        self.name = name
+        self.documentation = documentation
+        self._value: float | None = None
+        registry.register(self)
+
+    def set(self, value: float) -> None:
+        self._value = float(value)
+
+    def clear(self) -> None:
+        self._value = None
+
+    @property
+    def value(self) -> float | None:
+        return self._value
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [GaugeMetricFamily(self.name, self.documentation)]
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        value = self._value
+        family = GaugeMetricFamily(self.name, self.documentation)
+        if value is not None:
+            family.add_metric([], value)
+        yield family
+
+
 # -- capture ----------------------------------------------------------------------------------
 
 CAPTURE_EVENTS = Counter(
@@ -64,7 +96,7 @@ CAPTURE_HEARTBEATS = Counter(
 )
 CAPTURE_LAST_HEARTBEAT = Gauge(
     "crossfade_capture_last_heartbeat_timestamp_seconds",
-    "When capture last received a Debezium heartbeat (Unix time).",
+    "When capture last received a Debezium heartbeat, or started if none came yet (Unix time).",
 )
 CAPTURE_LAST_EVENT_SOURCE_TS = Gauge(
     "crossfade_capture_last_event_source_timestamp_seconds",
@@ -213,8 +245,13 @@ VERIFY_MISMATCHED = Gauge(
     "Rows that differ between legacy and new (missing, extra or different) in the latest verify, by table.",
     ["table"],
 )
-VERIFY_LAST_RUN = Gauge(
+VERIFY_LAST_RUN = OptionalGauge(
     "crossfade_verify_last_run_timestamp_seconds", "When the latest verify finished (Unix time)."
+)
+VERIFY_PASSED = OptionalGauge(
+    "crossfade_verify_passed",
+    "1 when the latest verify found every table equal, 0 when it found a difference or failed "
+    "(absent: no verify known).",
 )
 CUTOVER_GATE_OK = Gauge(
     "crossfade_cutover_gate_ok",
@@ -260,17 +297,124 @@ SYNC_OPS = ("upsert", "delete")
 DLQ_RULES = ("decode",)
 COMPONENTS = ("capture", "sync")
 
+# -- which process exports what ----------------------------------------------------------------
+# Every metric lives in one registry, but a process publishes only the series of the components it
+# runs: a sync worker exporting capture's gauges at zero reads, to an alert, as a capture that
+# stopped. ``console`` is the console (gates, the ledger's counts, the latest verify, the slot,
+# read from the databases); ``verify`` what `crossfade verify --pushgateway` pushes. Families
+# not listed (crossfade_ready, errors and retries by component, build info, the process's own)
+# are every process's.
+EXPORTED_BY: dict[str, tuple[Any, ...]] = {
+    "capture": (
+        CAPTURE_EVENTS,
+        CAPTURE_HEARTBEATS,
+        CAPTURE_LAST_HEARTBEAT,
+        CAPTURE_LAST_EVENT_SOURCE_TS,
+        CAPTURE_FENCES,
+        CAPTURE_BATCH_SIZE,
+        CAPTURE_BATCH_DURATION,
+        CAPTURE_FLUSH_DURATION,
+        SNAPSHOT_ROWS,
+        SNAPSHOT_RUNNING,
+        SLOT_RETAINED_WAL,
+        SLOT_ACTIVE,
+        SOURCE_ROWS,
+    ),
+    "sync": (
+        SYNC_EVENTS_APPLIED,
+        SYNC_EVENTS_SKIPPED,
+        SYNC_BATCH_SIZE,
+        SYNC_BATCH_DURATION,
+        SYNC_E2E_LAG,
+        SYNC_LAST_APPLIED_SOURCE_TS,
+        SYNC_LAST_BATCH_TS,
+        SYNC_FENCE_LAG,
+        SYNC_FENCES,
+        SYNC_CONSUMER_LAG,
+        SYNC_ASSIGNED,
+        SYNC_RESUBSCRIBES,
+        DEAD_LETTERED,
+        FILTERED,
+        DEFERRED,
+    ),
+    "console": (
+        CUTOVER_GATE_OK,
+        CUTOVER_GATE_EVIDENCE_AGE,
+        DEAD_LETTERS_OPEN,
+        DEAD_LETTERS_UNACKNOWLEDGED,
+        DEFERRED_ROWS,
+        FILTERED_ROWS,
+        VERIFY_MISMATCHED,
+        VERIFY_LAST_RUN,
+        VERIFY_PASSED,
+        SLOT_RETAINED_WAL,
+        SLOT_ACTIVE,
+    ),
+    "verify": (VERIFY_MISMATCHED, VERIFY_LAST_RUN, VERIFY_PASSED),
+}
+_OWNERS: dict[str, set[str]] = {}
+for _component, _metrics in EXPORTED_BY.items():
+    for _m in _metrics:
+        for _family in _m.describe():
+            _OWNERS.setdefault(_family.name, set()).add(_component)
+
+
+class ComponentView:
+    """A read-only view of ``registry`` holding only the families ``components`` export (and
+    those every process exports): what a process's ``/metrics`` serves."""
+
+    def __init__(self, components: Iterable[str], registry: Any = REGISTRY) -> None:
+        self.components = frozenset(components)
+        unknown = self.components - set(EXPORTED_BY)
+        if unknown:
+            raise ValueError(f"unknown component(s) {sorted(unknown)}")
+        self.registry = registry
+
+    def collect(self) -> Iterator[Any]:
+        for family in self.registry.collect():
+            owners = _OWNERS.get(family.name)
+            if owners is None or owners & self.components:
+                yield family
+
+
 try:
     BUILD.info({"version": metadata.version("crossfade")})
 except metadata.PackageNotFoundError:  # running from a source tree without installing
     BUILD.info({"version": "unknown"})
 
 
-def set_verify_result(mismatched: Mapping[str, int], finished_at: float | None = None) -> None:
-    """Publish a verify run: mismatched rows per table (0 for a table that matched)."""
+def set_verify_result(
+    mismatched: Mapping[str, int], finished_at: float | None = None, passed: bool | None = None
+) -> None:
+    """Publish a verify run: mismatched rows per table (0 for a table that matched), when it
+    finished, and whether it passed (default: no table mismatched)."""
     for table, n in mismatched.items():
         VERIFY_MISMATCHED.labels(table=table).set(n)
     VERIFY_LAST_RUN.set(finished_at if finished_at is not None else time.time())
+    ok = passed if passed is not None else not any(mismatched.values())
+    VERIFY_PASSED.set(1 if ok else 0)
+
+
+def push_verify_result(url: str, topic_prefix: str, timeout: float = 10.0) -> None:
+    """Push the verify series (``crossfade_verify_*``, as :func:`set_verify_result` left them) to
+    the Prometheus Pushgateway at ``url``: job ``crossfade-verify``, grouped by ``topic_prefix``
+    so two migrations keep their own. Raises ``OSError``/``URLError`` when it does not answer."""
+
+    class _VerifyOnly:
+        def collect(self) -> Iterator[Any]:
+            return (
+                f
+                for f in ComponentView(["verify"]).collect()
+                if f.name.startswith("crossfade_verify_")
+            )
+
+    prometheus_client.push_to_gateway(
+        url,
+        job="crossfade-verify",
+        registry=_VerifyOnly(),
+        grouping_key={"topic_prefix": topic_prefix},
+        timeout=timeout,
+    )
 
 
 def set_gate(gate: str, ok: bool | None) -> None:
@@ -305,19 +449,23 @@ def set_ledger_counts(counts: Any) -> None:
         FILTERED_ROWS.labels(table=table).set(c.filtered)
 
 
-def init_labels(settings: Settings) -> None:
-    """Create every known label combination at 0, so rates and alerts see a series from the start
-    (a counter that first appears at 1 hides its first increase from ``rate``)."""
+def init_labels(settings: Settings, components: Iterable[str] = COMPONENTS) -> None:
+    """Create every known label combination of ``components`` at 0, so rates and alerts see a
+    series from the start (a counter that first appears at 1 hides its first increase from
+    ``rate``). Only the components the process runs: ``/metrics`` serves no others'."""
+    components = set(components)
     for table in settings.tables:
-        for op in CAPTURE_OPS:
-            CAPTURE_EVENTS.labels(table=table, op=op)
-        for op in SYNC_OPS:
-            SYNC_EVENTS_APPLIED.labels(table=table, op=op)
-        SYNC_EVENTS_SKIPPED.labels(table=table)
-        SNAPSHOT_ROWS.labels(table=table)
-        for rule in DLQ_RULES:
-            DEAD_LETTERED.labels(table=table, rule=rule)
-    for component in COMPONENTS:
+        if "capture" in components:
+            for op in CAPTURE_OPS:
+                CAPTURE_EVENTS.labels(table=table, op=op)
+            SNAPSHOT_ROWS.labels(table=table)
+        if "sync" in components:
+            for op in SYNC_OPS:
+                SYNC_EVENTS_APPLIED.labels(table=table, op=op)
+            SYNC_EVENTS_SKIPPED.labels(table=table)
+            for rule in DLQ_RULES:
+                DEAD_LETTERED.labels(table=table, rule=rule)
+    for component in components & set(COMPONENTS):
         for reason in ("database", "broker", "other"):
             RETRIES.labels(component=component, reason=reason)
         for kind in ("transient", "terminal"):
@@ -395,6 +543,8 @@ class CaptureMeter:
         self._table = {prefix + t: t for t in settings.tables}
         self._heartbeats = 0
         self._fences = 0
+        # no heartbeat yet counts from the start: 0 would read as "none for 56 years"
+        CAPTURE_LAST_HEARTBEAT.set(time.time())
 
     def batch(
         self,
@@ -813,9 +963,15 @@ class _ThreadingWSGIServer(LimitedServerMixin, prometheus_client.exposition.Thre
 WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
-def ops_app(readiness: Readiness = READINESS, registry: Any = REGISTRY) -> WsgiApp:
-    """The WSGI app behind /metrics, /healthz and /readyz."""
-    metrics_app = prometheus_client.make_wsgi_app(registry)
+def ops_app(
+    readiness: Readiness = READINESS,
+    registry: Any = REGISTRY,
+    components: Iterable[str] | None = None,
+) -> WsgiApp:
+    """The WSGI app behind /metrics, /healthz and /readyz. ``components``: /metrics serves only
+    their series (:class:`ComponentView`); None: the whole registry."""
+    view = registry if components is None else ComponentView(components, registry)
+    metrics_app = prometheus_client.make_wsgi_app(view)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "/")
@@ -872,15 +1028,21 @@ class OpsServer:
         self._server.server_close()
 
 
-def serve_ops(settings: Settings) -> OpsServer | None:
-    """Start the ops endpoints if ``ops.metrics_port`` is set (0: any free port); None otherwise."""
-    init_labels(settings)
+def serve_ops(settings: Settings, components: Iterable[str] = COMPONENTS) -> OpsServer | None:
+    """Start the ops endpoints if ``ops.metrics_port`` is set (0: any free port); None otherwise.
+    ``components``: what the process runs (capture, sync); /metrics exports only their series."""
+    components = tuple(components)
+    init_labels(settings, components)
     if settings.ops.metrics_port is None:
         return None
     from crossfade.errors import ConfigError
 
     try:
-        return OpsServer(settings.ops.metrics_host, settings.ops.metrics_port).start()
+        return OpsServer(
+            settings.ops.metrics_host,
+            settings.ops.metrics_port,
+            ops_app(components=components),
+        ).start()
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {settings.ops.metrics_host}:{settings.ops.metrics_port} ({exc.strerror})",

@@ -16,7 +16,7 @@ reports (on Tansu this under-reports, see STACK.md, so lag from it is a hint, ne
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from psycopg import sql
@@ -24,7 +24,12 @@ from psycopg import sql
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
 from crossfade.events.kafka import current_epoch
+from crossfade.events.model import format_lsn
 from crossfade.sync.bookkeeping import has_table, stored_offsets
+from crossfade.textout import Grid
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -175,6 +180,130 @@ def _last_fence(conn: Any, bk: sql.Identifier) -> dict[str, Any] | None:
         "age_s": round(row[3], 1) if row[3] is not None else None,
         "applied_at": row[4].isoformat() if row[4] else None,
     }
+
+
+def _dash(v: Any) -> str:
+    return "-" if v is None else str(v)
+
+
+def print_status(data: dict[str, Any], con: Console) -> None:
+    """``crossfade status`` for people: whether sync runs, per table the rows and what is open,
+    the end-to-end lag, the gates, the partitions (:mod:`crossfade.textout`: whole names on a
+    terminal, plain aligned text when piped). LSNs as PostgreSQL writes them (``X/Y``)."""
+    sync_ = data["sync"]
+    con.print(_sync_line(sync_), highlight=False)
+    _tables_grid(data).print(con)
+    e2e = data.get("end_to_end")
+    if not sync_["running"]:
+        con.print("end to end: no lag figure while sync is not running")
+    elif e2e:
+        con.print(
+            f"end to end: fence {e2e['fence']} applied on {e2e['partitions']} partitions, "
+            f"lag {e2e['lag_s']} s, {e2e['age_s']} s ago",
+            highlight=False,
+        )
+    else:
+        con.print("end to end: no fence applied yet (crossfade fence proves lag zero)")
+    _gates_grid(data).print(con)
+    _partitions_grid(data).print(con)
+    if data.get("kafka_error"):
+        con.print(f"[yellow]Kafka:[/] {data['kafka_error']}", highlight=False)
+
+
+def _sync_line(sync_: dict[str, Any]) -> str:
+    if not sync_["running"]:
+        age = sync_["last_heartbeat_age_s"]
+        return (
+            "[bold red]sync is not running[/]"
+            + (
+                f": the last sync heartbeat is {age:.0f} s old"
+                if age is not None
+                else ": no sync worker has reported"
+            )
+            + " (start `crossfade sync`); the figures below are not advancing"
+        )
+    if sync_["problems"]:
+        return "[bold red]" + "; ".join(sync_["problems"]) + "[/]"
+    return (
+        f"sync runs: {sync_['workers']} worker(s) hold {sync_['partitions_held']} partition(s), "
+        f"consumer lag {sync_['lag_records']} record(s)"
+    )
+
+
+def _tables_grid(data: dict[str, Any]) -> Grid:
+    t = Grid(
+        [
+            "table",
+            ("source rows", "right"),
+            ("target rows", "right"),
+            ("applied", "right"),
+            ("skipped", "right"),
+            ("dead letters", "right"),
+            ("deferred", "right"),
+            ("filtered", "right"),
+            ("last LSN", "right"),
+            "last source commit",
+        ],
+        title=f"crossfade status (broker epoch {data['epoch'] or 'none'})",
+    )
+    for r in data["tables"]:
+        # a mapped table's rows land in its target tables (listed below)
+        target = f"{r['accounted']} accounted" if r["mapped"] else _dash(r["target_rows"])
+        t.add_row(
+            r["table"],
+            _dash(r["source_rows"]),
+            target,
+            r["events_applied"],
+            r["events_skipped"],
+            f"[red]{r['dead_lettered']}[/]" if r["dead_lettered"] else "0",
+            r["deferred"],
+            r["filtered"],
+            format_lsn(r["last_lsn"]),
+            _dash(r["last_source_ts"]),
+        )
+    for r in data["targets"]:
+        t.add_row(f"-> {r['table']}", f"{r['expected_rows']} expected", _dash(r["target_rows"]))
+    return t
+
+
+def _gates_grid(data: dict[str, Any]) -> Grid:
+    colour = {"ok": "green", "failed": "red", "stale": "yellow", "unknown": "yellow"}
+    g = Grid(
+        ["gate", "state", ("evidence age", "right"), "detail"],
+        title="gates (as the console and crossfade cutover evaluate them)",
+    )
+    for gate in data["gates"]:
+        g.add_row(
+            gate["gate"],
+            f"[{colour.get(gate['state'], 'white')}]{gate['state']}[/]",
+            f"{gate['age_s']:.0f} s" if gate["age_s"] is not None else "-",
+            gate["detail"],
+        )
+    return g
+
+
+def _partitions_grid(data: dict[str, Any]) -> Grid:
+    p = Grid(
+        [
+            "topic",
+            ("partition", "right"),
+            ("stored", "right"),
+            ("kafka committed", "right"),
+            ("log end (reported)", "right"),
+            ("lag hint", "right"),
+        ],
+        title="partitions (stored offset is authoritative; log end is a hint on Tansu)",
+    )
+    for r in data["partitions"]:
+        p.add_row(
+            r["topic"],
+            r["partition"],
+            r["stored_offset"],
+            _dash(r["kafka_committed_offset"]),
+            _dash(r["log_end_offset_reported"]),
+            _dash(r["lag_hint"]),
+        )
+    return p
 
 
 def probe_id() -> str:

@@ -56,7 +56,7 @@ import psycopg
 from psycopg import sql
 
 from crossfade.errors import SchemaMismatch
-from crossfade.events.model import ChangeEvent, RowSchema
+from crossfade.events.model import ChangeEvent, RowSchema, format_lsn
 from crossfade.events.pgtext import converter_for
 from crossfade.sync.target_ddl import HASH_COLUMN, POS_COLUMN, TableShape
 
@@ -578,7 +578,7 @@ class AppendOnlyApplier(TableApplier):
         if bad is not None:
             raise SchemaMismatch(
                 f"append-only table {e_table(bad)} received {'an UPDATE' if bad.op == 'u' else 'a DELETE'} "
-                f"at LSN {bad.lsn}, which cannot be applied without a primary key",
+                f"at LSN {format_lsn(bad.lsn)}, which cannot be applied without a primary key",
                 f"give {e_table(bad)} a primary key (then remove it from sync.append_only_tables and re-snapshot)",
             )
         with conn.cursor() as cur:

@@ -397,6 +397,26 @@ def ledger_counts(conn: psycopg.Connection, schema: str) -> LedgerCounts:
     return out
 
 
+def dead_letter_groups(
+    conn: psycopg.Connection, schema: str, examples: int = 5
+) -> list[tuple[str, str, int, str, str, list[dict[str, Any]]]]:
+    """Open dead letters grouped by rule and source table, most first: ``(rule, table, records,
+    first seen, last seen, newest examples)``, each example's key, reason and where the record
+    was read (``dlq list`` and the console show these)."""
+    if not has_table(conn, schema, "ledger"):
+        return []
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT rule, source_table, count(*), min(first_at)::text, max(at)::text, "
+            "(array_agg(json_build_object('key', coalesce(source_key::text, entry), 'reason', reason, 'topic', topic, "
+            "'partition', partition, 'offset', \"offset\") ORDER BY at DESC))[1:%s] "
+            "FROM {}.ledger WHERE outcome = 'dead_letter' GROUP BY rule, source_table ORDER BY count(*) DESC, rule"
+        ).format(sql.Identifier(schema)),
+        (examples,),
+    ).fetchall()
+    return [(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
+
+
 def merged_members(conn: psycopg.Connection, schema: str) -> dict[str, int]:
     """Per deduplicated target table: live members that are merged into another's golden
     record (they have no row of their own)."""

@@ -25,7 +25,7 @@ from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.mapping.audit import parents_first
 from crossfade.sync.apply import TableApplier, _key_id
-from crossfade.sync.bookkeeping import LedgerCounts, ledger_counts
+from crossfade.sync.bookkeeping import LedgerCounts, dead_letter_groups, has_table, ledger_counts
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.sync.target_ddl import read_shape
@@ -126,31 +126,15 @@ class DlqReport:
         }
 
 
-def _bk(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.sync.bookkeeping_schema)
-
-
 def list_dead_letters(settings: Settings, examples: int = 5) -> DlqReport:
     rep = DlqReport()
-    bk = _bk(settings)
     with connect(settings.target, "target", autocommit=True) as conn:
-        if (
-            conn.execute(
-                "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)
-            ).fetchone()[0]
-            is None
-        ):  # type: ignore[index]
+        if not has_table(conn, settings.sync.bookkeeping_schema, "ledger"):
             return rep
-        rows = conn.execute(
-            sql.SQL(
-                "SELECT rule, source_table, count(*), min(first_at)::text, max(at)::text, "
-                "(array_agg(json_build_object('key', coalesce(source_key::text, entry), 'reason', reason, 'topic', topic, "
-                "'partition', partition, 'offset', \"offset\") ORDER BY at DESC))[1:%s] "
-                "FROM {}.ledger WHERE outcome = 'dead_letter' GROUP BY rule, source_table ORDER BY count(*) DESC, rule"
-            ).format(bk),
-            (examples,),
-        ).fetchall()
-        rep.groups = [RuleGroup(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
+        rep.groups = [
+            RuleGroup(*g)
+            for g in dead_letter_groups(conn, settings.sync.bookkeeping_schema, examples)
+        ]
         rep.counts = ledger_counts(conn, settings.sync.bookkeeping_schema)
         mapping = settings.mapping
         if mapping is not None and mapping.tables:

@@ -82,6 +82,7 @@ from crossfade.sync.mapped import (
     write_ledger,
 )
 from crossfade.sync.origin import tag_session
+from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.target_ddl import (
     add_column_from_source,
     ensure_target_table,
@@ -179,6 +180,8 @@ class SyncWorker:
         self.poisoned: dict[tuple[str, str], str] = {}
         """(table, key id) -> the dead letter (undecodable change) later changes of the key wait for."""
         self._next_poison_check = 0.0
+        self.rejects = RejectLog()
+        """Expected rejects at INFO, a summary per table and rule each minute."""
         self.origin: str | None = None
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = False
@@ -598,8 +601,11 @@ class SyncWorker:
         self.consumer = self._new_consumer()
         self._subscribe()
         timeout = s.sync.batch_timeout_ms / 1000
+        joining = JoinProgress(s.sync.group_id, len(self.topics))
         try:
             while not self.stop.is_set():
+                joining.tick(self._in_group)
+                self.rejects.flush()
                 try:
                     msgs = self.consumer.consume(s.sync.batch_size, timeout)
                 except KafkaException as exc:
@@ -644,6 +650,7 @@ class SyncWorker:
                 else:
                     self.left_in_group = True  # the process exits without closing it (ops/cli.py)
             finally:
+                self.rejects.flush(force=True)
                 self._drop_heartbeat()
                 if self.conn is not None:
                     self.conn.close()
@@ -677,6 +684,8 @@ class SyncWorker:
                 if self.stats.last_batch_at
                 else None,
                 "epoch": self.epoch,
+                # records behind per topic (the console charts it per table)
+                "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
             },
         )
         try:
@@ -1402,7 +1411,8 @@ class SyncWorker:
             o = h.origin
             self._pending.dead_lettered[table] += 1
             metrics.dead_lettered(table, h.rule or "mapping")
-            log.error("dead-lettered %s key %s: %s", table, h.entry, h.reason)
+            # an expected reject (the mapping's rules say so): INFO, summed up each minute
+            self.rejects.note(table, h.rule or "mapping", h.entry, h.reason)
             headers = [
                 ("crossfade.dlq.reason", (h.reason or "").encode()),
                 ("crossfade.dlq.rule", (h.rule or "mapping").encode()),
@@ -1462,6 +1472,14 @@ def _origin(m: Message, pos: int | None = None) -> Origin:
     if pos is not None and POSITION_HEADER not in headers:
         headers[POSITION_HEADER] = str(pos)
     return Origin(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
+
+
+def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for (topic, partition), n in lag.items():
+        if (topic, partition) in owned:
+            out[topic] = out.get(topic, 0) + n
+    return out
 
 
 def _one_line(exc: BaseException | None) -> str:

@@ -297,7 +297,8 @@ class Verifier:
                 Repairer(self, src, tgt).run()
         self.report.seconds = time.monotonic() - t0
         metrics.set_verify_result(
-            {t.name: (0 if t.match else max(1, t.mismatched)) for t in self.report.tables}
+            {t.name: (0 if t.match else max(1, t.mismatched)) for t in self.report.tables},
+            passed=self.report.match,
         )
         if record:
             self._record()

@@ -1,0 +1,206 @@
+"""What the console reads from the bookkeeping schema besides the gates' evidence, shaped for the
+page: per table what sync applied and how late, the stored offsets, the last fence, the latest
+verify as a table (per table: match, missing / extra / different with example keys), the
+checkpoints, the dead letters by rule with example keys, and the write-downtime forecast.
+
+Every function reads only, on the connection it is given, and returns plain data (no secrets:
+keys and reasons are the ledger's, never a DSN).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.cutover.gate_evidence import Context
+from crossfade.sync.bookkeeping import dead_letter_groups, has_table
+
+EXAMPLE_KEYS = 3
+"""Example keys shown per dead-letter rule and per verify table."""
+
+
+def _iso(v: Any) -> str | None:
+    return v.isoformat() if isinstance(v, datetime) else None
+
+
+def table_stats(conn: psycopg.Connection, bk: str) -> dict[str, dict[str, Any]]:
+    """Per source table: events applied and skipped, and the newest source commit applied."""
+    if not has_table(conn, bk, "table_stats"):
+        return {}
+    return {
+        r[0]: {"applied": int(r[1] or 0), "skipped": int(r[2] or 0), "last_source_ts": _iso(r[3])}
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT tbl, sum(applied), sum(skipped), max(last_source_ts) "
+                "FROM {}.table_stats GROUP BY tbl"
+            ).format(sql.Identifier(bk))
+        ).fetchall()
+    }
+
+
+def behind(ctx: Context) -> dict[str, int]:
+    """Per source table, the records in its topic after the running sync workers' positions, as
+    their latest heartbeats report it (the consumer lag: a hint, the fence is the proof). A table
+    no running worker reports is left out."""
+    fresh = ctx.cfg.alive_fresh_s
+    out: dict[str, int] = {}
+    for h in ctx.heartbeats:
+        if h.role != "sync" or h.age_s > fresh:
+            continue
+        for topic, n in (h.detail.get("lag_by_topic") or {}).items():
+            table = ctx.topics.get(topic)
+            if table is not None:
+                out[table] = out.get(table, 0) + int(n)
+    return out
+
+
+def offsets(conn: psycopg.Connection, bk: str, group: str) -> list[dict[str, Any]]:
+    if not has_table(conn, bk, "offsets"):
+        return []
+    return [
+        {"topic": r[0], "partition": r[1], "next_offset": r[2], "updated_at": _iso(r[3])}
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT topic, partition, next_offset, updated_at FROM {}.offsets "
+                "WHERE group_id = %s ORDER BY topic, partition"
+            ).format(sql.Identifier(bk)),
+            (group,),
+        ).fetchall()
+    ]
+
+
+def last_fence(conn: psycopg.Connection, bk: str) -> dict[str, Any] | None:
+    """The latest fence sync applied: legacy commit -> applied on its last partition."""
+    if not has_table(conn, bk, "fences"):
+        return None
+    r = conn.execute(
+        sql.SQL(
+            "SELECT token, count(*), min(source_ts), max(applied_at), "
+            "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
+            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
+        ).format(sql.Identifier(bk))
+    ).fetchone()
+    if r is None:
+        return None
+    return {
+        "token": r[0][:8],
+        "partitions": int(r[1]),
+        "source_ts": _iso(r[2]),
+        "applied_at": _iso(r[3]),
+        "lag_s": float(r[4]) if r[4] is not None else None,
+    }
+
+
+def latest_verify(conn: psycopg.Connection, bk: str) -> dict[str, Any] | None:
+    """The newest verify run as a table: per table match, rows on both sides, missing / extra /
+    different (and unsettled, still changing) with a few example keys of each kind."""
+    if not has_table(conn, bk, "verify_runs"):
+        return None
+    r = conn.execute(
+        sql.SQL(
+            "SELECT id, started_at, finished_at, ok, seconds, created_by, rechecked_after_fence, "
+            "report FROM {}.verify_runs ORDER BY id DESC LIMIT 1"
+        ).format(sql.Identifier(bk))
+    ).fetchone()
+    if r is None:
+        return None
+    report = r[7] or {}
+    tables = []
+    for t in report.get("tables", []):
+        examples: dict[str, list[str]] = {}
+        for ex in t.get("rows") or []:
+            keys = examples.setdefault(str(ex.get("kind", "different")), [])
+            if len(keys) < EXAMPLE_KEYS:
+                key = ex.get("key")
+                keys.append(", ".join(map(str, key)) if isinstance(key, list) else str(key))
+        tables.append(
+            {
+                "name": t.get("name"),
+                "match": bool(t.get("match")),
+                "source_rows": t.get("source_rows"),
+                "target_rows": t.get("target_rows"),
+                "missing": t.get("missing", 0),
+                "extra": t.get("extra", 0),
+                "different": t.get("different", 0),
+                "unsettled": t.get("unsettled", 0),
+                "error": t.get("error"),
+                "examples": examples,
+            }
+        )
+    return {
+        "id": r[0],
+        "started_at": _iso(r[1]),
+        "finished_at": _iso(r[2]),
+        "finished_epoch": r[2].timestamp() if isinstance(r[2], datetime) else None,
+        "ok": bool(r[3]),
+        "seconds": float(r[4]) if r[4] is not None else None,
+        "by": r[5],
+        "rechecked_after_fence": bool(r[6]),
+        "tables": tables,
+    }
+
+
+def checkpoints(
+    conn: psycopg.Connection, bk: str, group: str, limit: int = 10
+) -> list[dict[str, Any]]:
+    """The newest checkpoints of the sync group, newest first."""
+    if not has_table(conn, bk, "checkpoints"):
+        return []
+    return [
+        {
+            "name": r[0],
+            "created_at": _iso(r[1]),
+            "by": r[2],
+            "source_lsn": r[3],
+            "partitions": len(r[4] or []),
+            "records": sum(int(o.get("next_offset", 0)) for o in r[4] or []),
+            "note": r[5],
+        }
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT name, created_at, created_by, source_lsn::text, offsets, note "
+                "FROM {}.checkpoints WHERE group_id = %s ORDER BY created_at DESC LIMIT %s"
+            ).format(sql.Identifier(bk)),
+            (group, limit),
+        ).fetchall()
+    ]
+
+
+def dead_letters(conn: psycopg.Connection, bk: str) -> list[dict[str, Any]]:
+    """Open dead letters by rule and source table, with example keys and the newest reason."""
+    return [
+        {
+            "rule": rule,
+            "table": table,
+            "records": n,
+            "first_at": first,
+            "last_at": last,
+            "examples": [{"key": e.get("key"), "reason": e.get("reason")} for e in examples if e],
+        }
+        for rule, table, n, first, last, examples in dead_letter_groups(conn, bk, EXAMPLE_KEYS)
+    ]
+
+
+def forecast(ctx: Context) -> dict[str, Any]:
+    """The write downtime to announce: writes are frozen from the freeze to the flip, which is
+    a fence plus a verify (what ``cutover --dry-run`` prints), from the latest measured ones."""
+    fence = next((f for f in ctx.fences if f.ok and f.seconds is not None), None)
+    v = ctx.latest_verify()
+    verify_s = (
+        (v["finished_at"] - v["started_at"]).total_seconds()
+        if v is not None and v["finished_at"] and v["started_at"]
+        else None
+    )
+    out: dict[str, Any] = {
+        "fence_s": round(fence.seconds, 2) if fence and fence.seconds is not None else None,
+        "fence_at": _iso(fence.finished_at) if fence else None,
+        "verify_s": round(verify_s, 2) if verify_s is not None else None,
+        "verify_run": v["id"] if v is not None else None,
+        "seconds": None,
+    }
+    if out["fence_s"] is not None and out["verify_s"] is not None:
+        out["seconds"] = round(out["fence_s"] + out["verify_s"], 1)
+    return out
