@@ -851,14 +851,20 @@ class StalledTables(Collector):
         with self._lock:
             self._workers.append((list(tables), stalled))
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        g = GaugeMetricFamily(
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        yield self._family()
+
+    def _family(self) -> GaugeMetricFamily:
+        return GaugeMetricFamily(
             "crossfade_sync_table_stalled",
             "1 while the sync worker sees the table stalled: no partition of its topic assigned to "
             "any worker, the topic missing, or no progress while its log grows, for "
             "sync.stall_after_s (the WARNING log says which); else 0.",
             labels=["table"],
         )
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        g = self._family()
         with self._lock:
             workers = list(self._workers)
         seen: dict[str, bool] = {}
@@ -873,6 +879,9 @@ class StalledTables(Collector):
 
 STALLED_TABLES = StalledTables()
 REGISTRY.register(STALLED_TABLES)
+EXPORTED_BY["sync"] = (*EXPORTED_BY["sync"], STALLED_TABLES)  # declared after EXPORTED_BY
+for _family in STALLED_TABLES.describe():
+    _OWNERS.setdefault(_family.name, set()).add("sync")
 
 
 class BrokerProbe:
