@@ -16,7 +16,7 @@ report, validation errors). What counts as one:
   token, credential, JAAS config or private key (:func:`is_secret_key`).
 
 :func:`public_view` is the redacted settings tree; :func:`known_secrets` is every secret value of
-the loaded configuration, which log redaction (``crossfade.ops.logs.redact``) masks wherever it
+the loaded configuration, which log redaction (``crossfade.redact.redact``) masks wherever it
 appears.
 """
 

@@ -26,8 +26,8 @@ import psycopg
 import pytest
 import yaml
 
-from crossfade.capture.preflight import connect
 from crossfade.config import DatabaseConfig
+from crossfade.db import connect
 from crossfade.embedded import EmbeddedPostgres
 from crossfade.errors import PreflightError
 from tests.conftest import Proc, Stack

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from crossfade.capture import preflight
+from crossfade import db as crossfade_db
 from crossfade.capture import service as capture_service
 from crossfade.capture.service import ChangeProducer
 from crossfade.config import DatabaseConfig, Settings
@@ -96,7 +96,7 @@ def test_a_database_not_accepting_connections_yet_is_waited_for(
     monkeypatch.setattr(psycopg, "connect", refuse)
     db = DatabaseConfig(dsn="postgresql://u:secret@127.0.0.1:5/db")
     with pytest.raises(DatabaseUnavailable) as err:
-        preflight.connect(db, "target")
+        crossfade_db.connect(db, "target")
     assert err.value.kind == "transient" and "secret" not in str(err.value)
 
 
@@ -106,4 +106,4 @@ def test_a_refused_connection_is_still_a_clear_stop(monkeypatch: pytest.MonkeyPa
 
     monkeypatch.setattr(psycopg, "connect", refuse)
     with pytest.raises(PreflightError):
-        preflight.connect(DatabaseConfig(dsn="postgresql://u@127.0.0.1:5/db"), "target")
+        crossfade_db.connect(DatabaseConfig(dsn="postgresql://u@127.0.0.1:5/db"), "target")

@@ -22,7 +22,8 @@ import yaml
 
 from crossfade.config import load_settings, redact_dsn
 from crossfade.errors import ConfigError
-from crossfade.ops.logs import JsonFormatter, RedactingFilter, RedactingFormatter, redact
+from crossfade.ops.logs import JsonFormatter, RedactingFilter, RedactingFormatter
+from crossfade.redact import redact
 
 SECRETS = {
     "dsn": "my secret pw",  # quoted, with spaces: the old regex showed "*** secret pw'"

@@ -57,8 +57,8 @@ from psycopg import sql
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from crossfade.capture.connector import captured_tables
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
 from crossfade.sync.bookkeeping import ensure_schema

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import psycopg
 
-from crossfade.config import DatabaseConfig, Settings, redact_dsn
-from crossfade.errors import DatabaseUnavailable, PreflightError
+from crossfade.config import Settings
+from crossfade.db import connect
+from crossfade.errors import PreflightError
 
 FENCE_DDL = """
 CREATE SCHEMA IF NOT EXISTS crossfade;
@@ -28,41 +29,6 @@ CREATE TABLE IF NOT EXISTS crossfade.debezium_signal (
 );
 """
 """Debezium's signal table (its documented shape; ``data`` as text: a repair's key filter can be long)."""
-
-
-#: What a server that cannot take connections *yet* answers (SQLSTATE 57P03, which libpq does
-#: not pass on for a refused start-up): starting, in crash recovery, shutting down for a restart.
-_NOT_NOW = (
-    "the database system is starting up",
-    "the database system is not yet accepting connections",
-    "the database system is in recovery mode",
-    "the database system is shutting down",
-    "consistent recovery state has not been yet reached",
-)
-
-
-def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
-    """Open a connection, turning failures into one line that names the database and the fix.
-
-    A server that answers it cannot take connections yet (starting up, recovering from a crash,
-    shutting down) raises :class:`DatabaseUnavailable` (transient: callers wait for it); any
-    other failure :class:`PreflightError`."""
-    try:
-        return psycopg.connect(
-            db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s
-        )
-    except psycopg.OperationalError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        reason = reason.replace(db.conninfo, redact_dsn(db.dsn))
-        if any(m in str(exc).lower() for m in _NOT_NOW):
-            raise DatabaseUnavailable(
-                f"the {role} database {redact_dsn(db.dsn)} does not accept connections yet ({reason})",
-                "it is starting up or recovering: waiting for it",
-            ) from None
-        raise PreflightError(
-            f"cannot connect to the {role} database {redact_dsn(db.dsn)} ({reason})",
-            f"check {role}.dsn, that the server runs and accepts this user",
-        ) from None
 
 
 def table_exists_and_pk(

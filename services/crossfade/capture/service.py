@@ -502,8 +502,8 @@ class CaptureService:
         self.producer = ChangeProducer(s, publisher, partitions)
         self.producer.set_epoch(epoch, state)
         try:  # a terminal gets a progress bar per table while Debezium snapshots
-            from crossfade.capture.preflight import connect as _connect
             from crossfade.capture.progress import for_terminal
+            from crossfade.db import connect as _connect
 
             with _connect(s.source, "source") as conn:
                 self.producer.progress = for_terminal(

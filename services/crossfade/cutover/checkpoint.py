@@ -33,13 +33,13 @@ from confluent_kafka.admin import AdminClient
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
 from crossfade.events.model import parse_lsn
-from crossfade.ops.who import operator
 from crossfade.sync.bookkeeping import ensure_schema, stored_offsets
+from crossfade.who import operator
 
 log = logging.getLogger(__name__)
 

@@ -39,12 +39,12 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.kafka import Admin, ControlRecord, broadcast_control, current_epoch
-from crossfade.ops.who import operator
 from crossfade.sync.bookkeeping import ensure_schema, fence_finished, fence_started
+from crossfade.who import operator
 
 log = logging.getLogger(__name__)
 

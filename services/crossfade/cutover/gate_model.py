@@ -41,9 +41,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
 from crossfade.cutover.gate_evidence import Context
+from crossfade.db import connect
 from crossfade.ops import metrics
 from crossfade.sync.bookkeeping import has_table, mapping_fingerprint
 

@@ -51,14 +51,14 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
+from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.ops import metrics
-from crossfade.ops.logs import redact
-from crossfade.ops.who import operator
+from crossfade.redact import redact
 from crossfade.sync.bookkeeping import acknowledge_dead_letters, ensure_schema
+from crossfade.who import operator
 
 log = logging.getLogger(__name__)
 

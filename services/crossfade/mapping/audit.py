@@ -31,8 +31,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings, redact_dsn
+from crossfade.db import connect
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Failure, Filtered, KeySets, Mapped, Mapper, Rejected, _jsonable
 from crossfade.mapping.schema_check import SchemaReport, load_mapper

@@ -19,7 +19,8 @@ import click
 from crossfade.config import Settings, load_settings, public_view
 from crossfade.errors import CrossfadeError
 from crossfade.ops import cli_connector, cli_cutover
-from crossfade.ops.logs import redact, setup_logging
+from crossfade.ops.logs import setup_logging
+from crossfade.redact import redact
 
 log = logging.getLogger("crossfade")
 
@@ -638,7 +639,7 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
     """Show the golden record KEY (a legacy key: its mapped key value, or a JSON array) belongs
     to, the members of its group, and the rule and evidence of each merge. Exit 1 when the key
     is not known."""
-    from crossfade.capture.preflight import connect
+    from crossfade.db import connect
     from crossfade.sync.dedup import explain
 
     s = _settings(config)

@@ -572,7 +572,7 @@ def fallback_start(config: str | None, tables: str | None) -> None:
     for t, why in fb_plan.refused.items():
         log.warning("left out of fallback: %s (%s)", t, why)
     log.info("fallback: %s", ", ".join(f"{i.new} -> {i.legacy}" for i in fb_plan.inverses))
-    from crossfade.capture.preflight import connect
+    from crossfade.db import connect
     from crossfade.sync.origin import can_tag
 
     with connect(rev.source, "new") as new:  # the forward sync's user on the new database

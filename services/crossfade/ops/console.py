@@ -54,7 +54,7 @@ from crossfade.errors import ConfigError
 from crossfade.ops import console_data, metrics
 from crossfade.ops.console_history import PrometheusHistory, SampleHistory
 from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
-from crossfade.ops.logs import escape_controls, redact
+from crossfade.redact import escape_controls, redact
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
-"""Logging: readable on a terminal, JSON lines otherwise; secrets masked in every record.
+"""Logging: readable on a terminal, JSON lines otherwise; secrets masked in every record
+(:func:`crossfade.redact.redact`) and control characters escaped.
 
-What is masked, in messages, exception traces and ``--verbose`` traces alike (:func:`redact`):
+What is masked, in messages, exception traces and ``--verbose`` traces alike:
 
 * every secret value of the loaded configuration and the console token, wherever it appears
   (``crossfade.config.known_secrets``): a password quoted with spaces, inside a stack trace...;
@@ -16,41 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
 
-from crossfade.config import MASK, known_secrets
-
-_KEY = r"[\w.-]*(?:passw|secret|token|credential|jaas|api[._-]?key|user[._-]?info)[\w.-]*"
-_SECRET_PATTERNS = [
-    # URL user info: postgresql://user:***@host, https://***@host (a token given as the user)
-    (re.compile(r"(://[^:/@\s'\"]+:)([^@\s'\"]*)(@)"), r"\1***\3"),
-    (re.compile(r"(https?://)([^:/@\s'\"]+)(@)"), r"\1***\3"),
-    # a quoted value, spaces and all: password='my secret pw', "token": "a b"
-    (
-        re.compile(rf"(\b{_KEY}['\"]?\s*[=:]\s*)(['\"])(?:\\.|(?!\2).)*\2", re.IGNORECASE),
-        r"\1\2***\2",
-    ),
-    # password=..., password: ..., 'sasl.password': ..., ?token=...
-    (re.compile(rf"(\b{_KEY}['\"]?\s*[=:]\s*)(?!\*\*\*)[^\s'\",}}&)]+", re.IGNORECASE), r"\1***"),
-]
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def escape_controls(text: str) -> str:
-    """Raw control characters as ``\\xNN`` (newlines and tabs stay: traces are multi-line)."""
-    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-def redact(text: str) -> str:
-    """``text`` with every secret masked (see the module docstring)."""
-    for secret in sorted(known_secrets(), key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, MASK)
-    for pat, repl in _SECRET_PATTERNS:
-        text = pat.sub(repl, text)
-    return text
+from crossfade.redact import escape_controls, redact
 
 
 class RedactingFilter(logging.Filter):

@@ -18,8 +18,8 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent

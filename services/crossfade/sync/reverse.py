@@ -21,9 +21,9 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
 from crossfade.cutover.fallback import FallbackPlan, TableInverse
+from crossfade.db import connect
 from crossfade.errors import SchemaMismatch
 from crossfade.events.kafka import ControlRecord
 from crossfade.events.model import ChangeEvent, RowSchema

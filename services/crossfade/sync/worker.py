@@ -39,10 +39,10 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from psycopg import sql
-from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
+from tenacity import RetryCallState
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect, retrying
 from crossfade.errors import (
     BrokerDataLost,
     BrokerUnavailable,
@@ -52,8 +52,6 @@ from crossfade.errors import (
     PreflightError,
     SchemaMismatch,
     StaleAssignment,
-    TransientError,
-    classify_db_error,
 )
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
@@ -118,13 +116,6 @@ class SyncStats:
     retries: int = 0
     last_batch_at: float = 0.0
     last_source_ts_ms: int = 0
-
-
-def _is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, psycopg.Error):
-        return classify_db_error(exc) == "transient"
-    # BrokerUnavailable, DatabaseUnavailable, SchemaStoreUnavailable (registry down): wait, retry
-    return isinstance(exc, TransientError)
 
 
 class SyncWorker:
@@ -560,13 +551,7 @@ class SyncWorker:
                     self.conn.close()
                 self.conn = None
 
-        for attempt in Retrying(
-            retry=retry_if_exception(_is_transient),
-            wait=wait_exponential(multiplier=0.2, max=10),
-            stop=stop_never,
-            before_sleep=before_sleep,
-            reraise=True,
-        ):
+        for attempt in retrying(before_sleep):
             with attempt:
                 if self.stop.is_set() and attempt.retry_state.attempt_number > 1:
                     raise CrossfadeError("stopped while retrying")

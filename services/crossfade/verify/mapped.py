@@ -43,8 +43,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.mapping.audit import (
     key_columns,
     parents_first,

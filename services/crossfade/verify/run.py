@@ -43,14 +43,14 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
-from crossfade.capture.preflight import connect
 from crossfade.config import Settings
+from crossfade.db import connect
 from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.ops import metrics
-from crossfade.ops.who import operator
 from crossfade.sync.bookkeeping import ensure_schema, mapping_fingerprint
 from crossfade.sync.target_ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
+from crossfade.who import operator
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,81 @@
+"""The ground floor's database access: one way to connect, one way to tell a passing failure from
+a lasting one, one retry policy built on it.
+
+Every part that talks to PostgreSQL (capture, sync, verify, cutover, the console) connects through
+:func:`connect`, which turns a refused connection into one line naming the database and the fix,
+and retries through :func:`retrying`, which waits on what :func:`is_transient` calls passing (a
+server restarting, a cut connection, a deadlock) and gives up at once on the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
+
+from crossfade.config import DatabaseConfig, redact_dsn
+from crossfade.errors import DatabaseUnavailable, PreflightError, TransientError, classify_db_error
+
+#: What a server that cannot take connections *yet* answers (SQLSTATE 57P03, which libpq does
+#: not pass on for a refused start-up): starting, in crash recovery, shutting down for a restart.
+_NOT_NOW = (
+    "the database system is starting up",
+    "the database system is not yet accepting connections",
+    "the database system is in recovery mode",
+    "the database system is shutting down",
+    "consistent recovery state has not been yet reached",
+)
+
+
+def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection, turning failures into one line that names the database and the fix.
+
+    A server that answers it cannot take connections yet (starting up, recovering from a crash,
+    shutting down) raises :class:`DatabaseUnavailable` (transient: callers wait for it); any
+    other failure :class:`PreflightError`."""
+    try:
+        return psycopg.connect(
+            db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s
+        )
+    except psycopg.OperationalError as exc:
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = reason.replace(db.conninfo, redact_dsn(db.dsn))
+        if any(m in str(exc).lower() for m in _NOT_NOW):
+            raise DatabaseUnavailable(
+                f"the {role} database {redact_dsn(db.dsn)} does not accept connections yet ({reason})",
+                "it is starting up or recovering: waiting for it",
+            ) from None
+        raise PreflightError(
+            f"cannot connect to the {role} database {redact_dsn(db.dsn)} ({reason})",
+            f"check {role}.dsn, that the server runs and accepts this user",
+        ) from None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for what a retry can outlast: a psycopg error :func:`classify_db_error` calls
+    transient, or any :class:`TransientError` (a database or broker not answering yet, the Schema
+    Registry down)."""
+    if isinstance(exc, psycopg.Error):
+        return classify_db_error(exc) == "transient"
+    return isinstance(exc, TransientError)
+
+
+def retrying(
+    before_sleep: Callable[[RetryCallState], Any] | None = None,
+    *,
+    max_wait_s: float = 10.0,
+    **kw: Any,
+) -> Retrying:
+    """The one retry policy: on :func:`is_transient` failures, exponential pauses from 0.2 s up
+    to ``max_wait_s``, until the caller's ``stop`` (tenacity's; forever by default: callers that
+    must give up pass one) and re-raising the last error. ``before_sleep`` logs and counts."""
+    return Retrying(
+        retry=retry_if_exception(is_transient),
+        wait=wait_exponential(multiplier=0.2, max=max_wait_s),
+        stop=kw.pop("stop", stop_never),
+        before_sleep=before_sleep,
+        reraise=True,
+        **kw,
+    )
