@@ -245,8 +245,8 @@ class Stack:
         )
 
     def fence(self, timeout: float = 180) -> float:
-        from crossfade.cutover.fence import fence
         from crossfade.events.kafka import Admin
+        from crossfade.verify.fence import fence
 
         s = self.settings
         admin = Admin(s.kafka.client_config())

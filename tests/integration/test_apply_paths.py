@@ -14,8 +14,8 @@ import pytest
 
 from crossfade.embedded.postgres import EmbeddedPostgres
 from crossfade.sync.apply import TableApplier
-from crossfade.sync.bookkeeping import ensure_schema
-from crossfade.sync.target_ddl import read_shape
+from crossfade.target.bookkeeping import ensure_schema
+from crossfade.target.ddl import read_shape
 
 pytestmark = pytest.mark.integration
 

@@ -23,8 +23,8 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from crossfade.config import Settings
-from crossfade.cutover.fallback import reversed_for
 from crossfade.events.kafka import CONTROL_HEADER, Admin
+from crossfade.mapping.inverse import reversed_for
 from tests.conftest import Proc, Stack, pgbench_failed_transactions, wait_for
 
 pytestmark = pytest.mark.integration
@@ -43,7 +43,7 @@ def _reverse(stack: Stack) -> Settings:
 
 def _reverse_fence(stack: Stack, procs: list[Proc], timeout: float = 240) -> float:
     """A fence through the reverse pipeline: written in the new database, applied in legacy."""
-    from crossfade.cutover.fence import fence
+    from crossfade.verify.fence import fence
 
     rev = _reverse(stack)
     admin = Admin(rev.kafka.client_config())

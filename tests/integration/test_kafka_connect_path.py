@@ -269,7 +269,7 @@ def test_kafka_connect_fence_and_in_flight_across_the_snapshot(
     Connect creating the slot:
     without the snapshot floor sync learns from the snapshot records, the update committed after
     the snapshot point is streamed with an LSN below it and loses to the older snapshot row."""
-    from crossfade.cutover.fence import fence
+    from crossfade.verify.fence import fence
 
     stack.sql(
         "CREATE TABLE public.acct (id int PRIMARY KEY, balance int);"

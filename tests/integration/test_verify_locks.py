@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from crossfade.embedded.postgres import EmbeddedPostgres
-from crossfade.sync.target_ddl import read_shape
+from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import TableComparer
 from crossfade.verify.run import Verifier
 

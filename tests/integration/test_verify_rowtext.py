@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from crossfade.embedded.postgres import EmbeddedPostgres
-from crossfade.sync.target_ddl import read_shape
+from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import TableComparer, prepare_session
 
 pytestmark = pytest.mark.integration

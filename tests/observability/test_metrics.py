@@ -1,4 +1,4 @@
-"""crossfade.ops.metrics without the stack: naming conventions, meters, HTTP endpoints."""
+"""crossfade.metrics without the stack: naming conventions, meters, HTTP endpoints."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 
+from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.ops import metrics
+from crossfade.ops import probes
 
 
 def _settings(**ops: Any) -> Settings:
@@ -62,16 +63,16 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
     stats = SimpleNamespace(
         heartbeats=2, fences=1, last_source_ts_ms=1_700_000_000_000, snapshot_done=False
     )
-    producer = SimpleNamespace(stats=stats, snapshot_lsn=123)
     meter.batch(
-        producer,
+        stats,
+        True,
         {
             ("t.public.a", "r"): 5,
             ("t.public.a", "u"): 2,
             ("t.public.a", None): 1,
             ("other", "c"): 9,
         },
-    )  # type: ignore[arg-type]
+    )
     assert (
         _value("crossfade_capture_events_total", {"table": "public.a", "op": "snapshot"})
         == before + 5
@@ -80,13 +81,12 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
     assert _value("crossfade_capture_snapshot_running") == 1
     assert _value("crossfade_capture_last_event_source_timestamp_seconds") == 1_700_000_000
     hb = _value("crossfade_capture_heartbeats_total")
-    stats.snapshot_done = True
-    meter.batch(producer, {})  # type: ignore[arg-type]
+    meter.batch(stats, False, {})
     assert _value("crossfade_capture_heartbeats_total") == hb  # no new heartbeat: not counted twice
     assert _value("crossfade_capture_snapshot_running") == 0
     n0 = _value("crossfade_capture_batch_duration_seconds_count") or 0
     sum0 = _value("crossfade_capture_flush_duration_seconds_sum") or 0
-    meter.batch(producer, {}, 40, 0.2, 0.05)  # type: ignore[arg-type]
+    meter.batch(stats, False, {}, 40, 0.2, 0.05)
     assert _value("crossfade_capture_batch_duration_seconds_count") == n0 + 1
     assert _value("crossfade_capture_batch_size_records_bucket", {"le": "50.0"}) >= 1
     assert abs((_value("crossfade_capture_flush_duration_seconds_sum") or 0) - sum0 - 0.05) < 1e-9
@@ -97,14 +97,13 @@ def test_sync_meter_publishes_growth_once_per_committed_batch() -> None:
     stats = SimpleNamespace(
         applied=defaultdict(int), deleted=defaultdict(int), skipped=defaultdict(int)
     )
-    worker = SimpleNamespace(stats=stats, consumer=None, owner={}, topics={})
     up0 = _value("crossfade_sync_events_applied_total", {"table": "public.b", "op": "upsert"}) or 0
     n0 = _value("crossfade_sync_batch_size_records_count") or 0
     stats.applied["public.b"] += 10
     stats.deleted["public.b"] += 1
     meter.note("public.b", 1_000)
-    meter.committed(worker, 11, 0.05)  # type: ignore[arg-type]
-    meter.committed(worker, 0, 0.01)  # type: ignore[arg-type]
+    meter.committed(stats, 11, 0.05)
+    meter.committed(stats, 0, 0.01)
     assert (
         _value("crossfade_sync_events_applied_total", {"table": "public.b", "op": "upsert"})
         == up0 + 10
@@ -154,7 +153,7 @@ def test_ops_server_endpoints_and_readiness() -> None:
     flag = threading.Event()
     readiness.register("sync", "partitions assigned", flag.is_set)
     readiness.register("sync", "broken check", lambda: 1 / 0 == 0)
-    server = metrics.OpsServer("127.0.0.1", 0, metrics.ops_app(readiness)).start()
+    server = probes.OpsServer("127.0.0.1", 0, probes.ops_app(readiness)).start()
     try:
         base = f"http://127.0.0.1:{server.port}"
         assert _get(base + "/healthz") == (200, "ok\n")
@@ -209,8 +208,8 @@ def test_each_process_serves_only_its_components_series(
     metrics.set_gate("fence", True)  # something of every component is set in this registry
     metrics.CAPTURE_LAST_HEARTBEAT.set(1.0)
     metrics.SYNC_LAST_BATCH_TS.set(1.0)
-    server = metrics.OpsServer(
-        "127.0.0.1", 0, metrics.ops_app(metrics.Readiness(), components=components)
+    server = probes.OpsServer(
+        "127.0.0.1", 0, probes.ops_app(metrics.Readiness(), components=components)
     ).start()
     try:
         code, text = _get(f"http://127.0.0.1:{server.port}/metrics")
@@ -226,12 +225,12 @@ def test_each_process_serves_only_its_components_series(
 def test_serve_ops_needs_a_port_and_reports_a_busy_one() -> None:
     from crossfade.errors import ConfigError
 
-    assert metrics.serve_ops(_settings()) is None
-    server = metrics.serve_ops(_settings(metrics_port=0))
+    assert probes.serve_ops(_settings()) is None
+    server = probes.serve_ops(_settings(metrics_port=0))
     assert server is not None
     try:
         with pytest.raises(ConfigError, match="metrics"):
-            metrics.serve_ops(_settings(metrics_port=server.port))
+            probes.serve_ops(_settings(metrics_port=server.port))
     finally:
         server.stop()
     # known label sets exist at 0 from the start

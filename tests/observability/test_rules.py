@@ -76,7 +76,7 @@ def _exported_samples(component: str) -> set[str]:
         "import sys\n"
         "from prometheus_client import generate_latest\n"
         "from crossfade.config import Settings\n"
-        "from crossfade.ops import metrics\n"
+        "from crossfade import metrics\n"
         "c = sys.argv[1]\n"
         "s = Settings(source={'dsn': 'postgresql://u@h/d'}, target={'dsn': 'postgresql://u@h/d'},\n"
         "             kafka={'bootstrap_servers': 'k:9092'}, tables=['public.orders'])\n"
@@ -97,7 +97,7 @@ def _families_of(component: str) -> set[str]:
     """Family names a process running ``component`` may export (its own and everyone's)."""
     from prometheus_client import REGISTRY
 
-    from crossfade.ops import metrics
+    from crossfade import metrics
 
     own = {f.name for m in metrics.EXPORTED_BY[component] for f in m.describe()}
     everyone = {
@@ -215,7 +215,7 @@ def test_promql_names_are_declared_metrics() -> None:
     """Fast twin of the live test: names against the registry of this process."""
     from prometheus_client import REGISTRY, generate_latest
 
-    import crossfade.ops.metrics  # noqa: F401 - declares the metrics
+    import crossfade.metrics  # noqa: F401 - declares the metrics
     from tests.observability.promql import exported_families
 
     exported = exported_families(generate_latest(REGISTRY).decode())

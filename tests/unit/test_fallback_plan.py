@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from crossfade.config import Settings
-from crossfade.cutover.fallback import EXCLUDED_COLUMNS, plan, reverse_settings, reversed_for
 from crossfade.errors import ConfigError, NotInvertible
+from crossfade.mapping.inverse import EXCLUDED_COLUMNS, plan, reverse_settings, reversed_for
 
 
 def _settings(mapping: dict[str, Any] | None = None, **extra: Any) -> Settings:

@@ -10,7 +10,7 @@ import pytest
 
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
-from crossfade.sync.bookkeeping import FenceRun, Heartbeat, mapping_fingerprint
+from crossfade.target.bookkeeping import FenceRun, Heartbeat, mapping_fingerprint
 
 NOW = datetime.now(UTC)
 
@@ -231,7 +231,7 @@ def test_verify_gate(
 def test_stale_and_unknown_are_never_green_in_the_metrics() -> None:
     from prometheus_client import REGISTRY
 
-    from crossfade.ops import metrics
+    from crossfade import metrics
 
     for state, value in (("ok", 1.0), ("stale", 0.0), ("unknown", 0.0), ("failed", 0.0)):
         metrics.set_gate_state("test_gate", state, 3.0)

@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.ops import metrics
+from crossfade.ops import probes
 from crossfade.ops.console import Console
 from crossfade.ops.http_limits import HttpLimits
 
@@ -42,7 +43,7 @@ def _console(limits: HttpLimits | None) -> tuple[int, Callable[[], None]]:
 
 
 def _ops(limits: HttpLimits | None) -> tuple[int, Callable[[], None]]:
-    s = metrics.OpsServer("127.0.0.1", 0, metrics.ops_app(metrics.Readiness()), limits).start()
+    s = probes.OpsServer("127.0.0.1", 0, probes.ops_app(metrics.Readiness()), limits).start()
     return s.port, s.stop
 
 

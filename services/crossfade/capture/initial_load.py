@@ -9,7 +9,7 @@ through Kafka as a change event, capture:
 2. records S as this broker epoch's snapshot floor (``state_dir/snapshot-<epoch>.json``, see
    :func:`crossfade.events.model.position`) and the load as started (``load-<epoch>.json``);
 3. in the target, per table and in one transaction: creates the table if missing (sync's
-   :func:`crossfade.sync.target_ddl.ensure_target_table`), empties it, raises the table's
+   :func:`crossfade.target.ddl.ensure_target_table`), empties it, raises the table's
    watermark to ``S << 64`` and drops its tombstones. This is the end-of-snapshot sweep done up
    front: everything the target held came from an older snapshot or stream, and the load is a
    complete image at S;
@@ -61,8 +61,8 @@ from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
-from crossfade.sync.bookkeeping import ensure_schema
-from crossfade.sync.target_ddl import (
+from crossfade.target.bookkeeping import ensure_schema
+from crossfade.target.ddl import (
     HASH_COLUMN,
     POS_COLUMN,
     add_column_from_source,

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, Producer
 
+from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
@@ -53,7 +54,6 @@ from crossfade.events.kafka import (
 )
 from crossfade.events.model import ORIGIN_PREFIX, format_lsn, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
-from crossfade.ops import metrics
 
 log = logging.getLogger(__name__)
 
@@ -413,15 +413,23 @@ class ChangeProducer:
         self.flush()
         t1 = time.monotonic()
         self.stats.last_batch_at = time.time()
+        # acknowledged by the broker: count it
         self.meter.batch(
-            self, counts, len(rows), t1 - t0, t1 - t_flush
-        )  # acknowledged by the broker: count it
+            self.stats, self.snapshot_running, counts, len(rows), t1 - t0, t1 - t_flush
+        )
         if self.progress is not None:
             if self.stats.snapshot_done:
                 self.progress.update(self.snapshot_rows)
                 self.progress.finish()
             elif self.snapshot_rows:
                 self.progress.update(self.snapshot_rows)
+
+    @property
+    def snapshot_running(self) -> bool:
+        """True until the end-of-snapshot sweep went out (sync then knows the snapshot is whole)."""
+        return self._unswept_snapshot_lsn is not None or (
+            self.snapshot_lsn is not None and not self.stats.snapshot_done
+        )
 
     def _control(self, rec: ControlRecord, topics: list[str]) -> None:
         for topic in topics:
@@ -465,7 +473,7 @@ class CaptureService:
         self.engine: Any = None
         self.producer: ChangeProducer | None = None
         self.epoch: str | None = None
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self.ready = threading.Event()
         self.gate: LoadGate | None = None
         self.worker_id = f"capture-{uuid.uuid4().hex[:8]}"
@@ -521,7 +529,7 @@ class CaptureService:
         producer = self.producer
         assert producer is not None
         gate = self.gate = self._copy_load(offsets)
-        stopping = self._stopping
+        stopping = self.stopping
 
         class _Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
@@ -545,22 +553,22 @@ class CaptureService:
             gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
         self.engine = bulk_engine(props, _Handler(), jvm_opts)
         self.ready.set()
-        metrics.SlotPoller(self.settings, self._stopping).start()  # retained WAL, own connection
+        metrics.SlotPoller(self.settings, self.stopping).start()  # retained WAL, own connection
         CaptureHeartbeat(self).start()  # the sync_alive gate's evidence, in the target database
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
             self.engine.run()
         except BaseException as exc:
-            if self._stopping.is_set():
+            if self.stopping.is_set():
                 return
             if gate is not None and gate.error is not None:
                 raise gate.error from None
             if isinstance(exc, CrossfadeError):
                 raise
             raise CrossfadeError(f"Debezium stopped: {_java_message(exc)}") from exc
-        if gate is not None and gate.error is not None and not self._stopping.is_set():
+        if gate is not None and gate.error is not None and not self.stopping.is_set():
             raise gate.error
-        if not self._stopping.is_set():
+        if not self.stopping.is_set():
             raise CrossfadeError(
                 "Debezium stopped on its own (see the log above for its reason)",
                 "fix the cause and start capture again; it resumes from its last offsets",
@@ -598,7 +606,7 @@ class CaptureService:
             self.engine.close()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self.stopping.set()
         if self.engine is not None:
             self.engine.close()
 
@@ -621,7 +629,7 @@ class CaptureHeartbeat:
         return self
 
     def beat(self, conn: Any) -> None:
-        from crossfade.sync.bookkeeping import Heartbeat, write_heartbeat
+        from crossfade.target.bookkeeping import Heartbeat, write_heartbeat
 
         svc = self.service
         st = svc.producer.stats if svc.producer is not None else None
@@ -644,12 +652,12 @@ class CaptureHeartbeat:
     def _run(self) -> None:
         import psycopg
 
-        from crossfade.sync.bookkeeping import drop_heartbeat, ensure_schema
+        from crossfade.target.bookkeeping import drop_heartbeat, ensure_schema
 
         bk = self.settings.sync.bookkeeping_schema
         conn: Any = None
         every = self.settings.sync.heartbeat_interval_s
-        while not self.service._stopping.is_set() and self._owner.is_alive():
+        while not self.service.stopping.is_set() and self._owner.is_alive():
             try:
                 if conn is None or conn.closed or conn.broken:
                     conn = psycopg.connect(
@@ -665,7 +673,7 @@ class CaptureHeartbeat:
                 if conn is not None:
                     conn.close()
                     conn = None
-            self.service._stopping.wait(every)
+            self.service.stopping.wait(every)
         if conn is not None:
             with contextlib.suppress(psycopg.Error):
                 drop_heartbeat(conn, bk, self.service.worker_id)

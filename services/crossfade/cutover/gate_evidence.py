@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from crossfade.config import Settings
-from crossfade.sync.bookkeeping import (
+from crossfade.target.bookkeeping import (
     FenceRun,
     Heartbeat,
     LedgerCounts,

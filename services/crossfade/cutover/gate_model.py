@@ -20,7 +20,7 @@ The gates, in the order the cutover takes them:
                   replication slot streams, every partition is held by a running worker, no worker
                   holds nothing, consumer lag is not growing, no rewind replay is unfinished;
 ``dead_letters``  no dead letter is open without an acknowledgement (``crossfade dlq ack``), counted
-                  by :func:`crossfade.sync.bookkeeping.ledger_counts` (the one count);
+                  by :func:`crossfade.target.bookkeeping.ledger_counts` (the one count);
 ``fence``         the latest fence (``<bookkeeping>.fence_runs``: CLI, console, cutover, verify) went
                   through every partition within ``cutover.fence_fresh_s``;
 ``row_counts``    identity tables: as many rows on both sides; mapped tables: per source table
@@ -41,11 +41,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.cutover.gate_evidence import Context
 from crossfade.db import connect
-from crossfade.ops import metrics
-from crossfade.sync.bookkeeping import has_table, mapping_fingerprint
+from crossfade.target.bookkeeping import has_table, mapping_fingerprint
 
 OK, FAILED, STALE, UNKNOWN = "ok", "failed", "stale", "unknown"
 

@@ -17,7 +17,7 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 8. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
    POST); skipped in a dry run;
 9. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
-   the background (new -> legacy, :mod:`crossfade.cutover.fallback`) and the step waits until its
+   the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
    sync has joined; in a dry run only the plan is checked.
 
 Steps 1, 2, 5, 6 and 7 are gates of the model: the cutover runs the fence and the verify (their
@@ -51,13 +51,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
-from crossfade.ops import metrics
 from crossfade.redact import redact
-from crossfade.sync.bookkeeping import acknowledge_dead_letters, ensure_schema
+from crossfade.target.bookkeeping import acknowledge_dead_letters, ensure_schema
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -263,7 +263,7 @@ class Cutover:
         return r
 
     def gate_fallback_plan(self) -> tuple[bool, str]:
-        from crossfade.cutover.fallback import plan
+        from crossfade.mapping.inverse import plan
 
         p = plan(self.settings)
         if p.refused:
@@ -325,7 +325,7 @@ class Cutover:
 
     def gate_fence(self) -> gate_model.GateResult:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record."""
-        from crossfade.cutover.fence import fence
+        from crossfade.verify.fence import fence
 
         r = fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
         self.report.fence_seconds = r.seconds
@@ -396,7 +396,7 @@ class Cutover:
         return True, "; ".join(done) + " (the legacy database stays frozen)"
 
     def gate_fallback(self) -> tuple[bool, str]:
-        from crossfade.cutover.fallback import reversed_for
+        from crossfade.mapping.inverse import reversed_for
 
         rev, p = reversed_for(self.settings)
         how = ", ".join(f"{i.new} -> {i.legacy}" for i in p.inverses)

@@ -34,7 +34,7 @@ from psycopg import sql
 from crossfade.config import Settings, redact_dsn
 from crossfade.db import connect
 from crossfade.mapping.dedup import Deduper, DupGroup
-from crossfade.mapping.engine import Failure, Filtered, KeySets, Mapped, Mapper, Rejected, _jsonable
+from crossfade.mapping.engine import Failure, Filtered, KeySets, Mapped, Mapper, Rejected, jsonable
 from crossfade.mapping.schema_check import SchemaReport, load_mapper
 
 FORMAT_TRANSFORMS = frozenset(
@@ -228,7 +228,7 @@ class AuditReport:
                     f"{t.source}: {t.rejected} of {t.rows} rows ({pct:.1f}%) would be rejected"
                 )
             for f in sorted(t.rules.values(), key=lambda f: -f.count):
-                out.append(f"{t.source}: {f.count} × {_plain(f)}")
+                out.append(f"{t.source}: {f.count} × {describe_finding(f)}")
             for f in t.filters.values():
                 out.append(
                     f"{t.source}: {f.count} rows filtered out by {f.rule.rsplit(':', 1)[-1]} (listed, not migrated)"
@@ -269,7 +269,7 @@ _KIND_WORDS = {
 }
 
 
-def _plain(f: Finding) -> str:
+def describe_finding(f: Finding) -> str:
     how = f.rule.rsplit(":", 1)[-1]
     col = f"{f.target}.{f.column}" if f.column else (f.target or "")
     text = _KIND_WORDS.get(f.kind, "{col} failing {how}").format(col=col, how=how)
@@ -365,14 +365,14 @@ def tracked_references(mapper: Mapper) -> KeySets:
     return keys
 
 
-class _Progress:
+class AuditProgress:
     """rich progress on a terminal (stderr), nothing otherwise."""
 
     def __init__(self, enabled: bool | None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._p: Any = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> AuditProgress:
         if self.enabled:
             from rich.console import Console
             from rich.progress import (
@@ -414,7 +414,7 @@ def _source_key(mapper: Mapper, table: str, row: dict[str, Any]) -> Any:
     k = mapper.source_key(table, row)
     if k is None:
         return None
-    return _jsonable(k[0] if len(k) == 1 else list(k))
+    return jsonable(k[0] if len(k) == 1 else list(k))
 
 
 def _format_columns(mapper: Mapper, table: str) -> set[str]:
@@ -438,7 +438,7 @@ def _record(findings: dict[str, Finding], f: Failure, key: Any, examples: int) -
         )
     fd.count += 1
     if len(fd.examples) < examples:
-        fd.examples.append({"key": key, "value": _jsonable(f.value), "message": f.message})
+        fd.examples.append({"key": key, "value": jsonable(f.value), "message": f.message})
 
 
 def run_audit(
@@ -463,13 +463,13 @@ def run_audit(
                 t,
                 spec,
                 mapper.registry,
-                keep=_display_columns(mapper, t),
+                keep=display_columns(mapper, t),
                 key_columns=key_columns(mapper, t),
             )
             for t, spec in mapper.config.dedup.items()
         }
         audits: list[TableAudit] = []
-        with _Progress(progress) as prog:
+        with AuditProgress(progress) as prog:
             for n, table in enumerate(parents_first(mapper)):
                 audits.append(
                     _audit_table(
@@ -489,7 +489,7 @@ def run_audit(
     )
 
 
-def _display_columns(mapper: Mapper, target: str) -> list[str]:
+def display_columns(mapper: Mapper, target: str) -> list[str]:
     """A few columns shown beside the match values of a duplicate group."""
     cols: list[str] = []
     for s in mapper.sources_of(target):
@@ -514,7 +514,7 @@ def _audit_table(
     table: str,
     keys: KeySets,
     dedupers: dict[str, Deduper],
-    prog: _Progress,
+    prog: AuditProgress,
     examples: int,
     list_limit: int,
     n: int,

@@ -20,8 +20,8 @@ from psycopg import sql
 
 from crossfade.config import Settings
 from crossfade.mapping.audit import (
-    _display_columns,
-    _Progress,
+    AuditProgress,
+    display_columns,
     estimate_rows,
     key_columns,
     prepare,
@@ -29,7 +29,7 @@ from crossfade.mapping.audit import (
     stream_rows,
 )
 from crossfade.mapping.dedup import Deduper, DupGroup
-from crossfade.mapping.engine import KeySets, Mapped, Mapper, Outcome, Rejected, _jsonable
+from crossfade.mapping.engine import KeySets, Mapped, Mapper, Outcome, Rejected, jsonable
 
 
 @dataclass
@@ -46,7 +46,7 @@ class TableSample:
             "filtered": [],
         }
         for row, o in self.rows:
-            key = _jsonable(
+            key = jsonable(
                 o.source_key[0] if o.source_key and len(o.source_key) == 1 else o.source_key
             )
             if isinstance(o, Mapped):
@@ -54,7 +54,7 @@ class TableSample:
                     {
                         "key": key,
                         "targets": [
-                            {"table": r.table, "values": _jsonable(r.values)} for r in o.rows
+                            {"table": r.table, "values": jsonable(r.values)} for r in o.rows
                         ],
                         "warnings": [f.as_dict() for f in o.warnings],
                     }
@@ -65,7 +65,7 @@ class TableSample:
                         "key": key,
                         "rule": o.rule,
                         "failures": [f.as_dict() for f in o.failures],
-                        "source_row": _jsonable(row),
+                        "source_row": jsonable(row),
                     }
                 )
             else:
@@ -175,13 +175,13 @@ def run_dry_run(
             tables.append(ts)
         groups: dict[str, list[DupGroup]] = {}
         if merges and mapper.config.dedup:
-            with _Progress(progress) as prog:
+            with AuditProgress(progress) as prog:
                 for target, spec in mapper.config.dedup.items():
                     d = Deduper(
                         target,
                         spec,
                         mapper.registry,
-                        keep=_display_columns(mapper, target),
+                        keep=display_columns(mapper, target),
                         key_columns=key_columns(mapper, target),
                     )
                     for k, source in enumerate(mapper.sources_of(target)):

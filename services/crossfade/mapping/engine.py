@@ -86,20 +86,20 @@ class Failure:
             "message": self.message,
             "target": self.target,
             "column": self.column,
-            "value": _jsonable(self.value),
+            "value": jsonable(self.value),
             "severity": self.severity,
             "deferrable": self.deferrable,
             **({"parent": list(self.parent)} if self.parent else {}),
         }
 
 
-def _jsonable(v: Any) -> Any:
+def jsonable(v: Any) -> Any:
     if v is None or isinstance(v, str | int | float | bool):
         return v
     if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
+        return [jsonable(x) for x in v]
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        return {str(k): jsonable(x) for k, x in v.items()}
     return str(v)
 
 

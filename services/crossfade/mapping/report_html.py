@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 from typing import Any
 
-from crossfade.mapping.audit import AuditReport, Finding, TableAudit, _plain
+from crossfade.mapping.audit import AuditReport, Finding, TableAudit, describe_finding
 
 _CSS = """
 :root{--ink:#1d2433;--muted:#5b6476;--line:#e3e7ee;--ok:#1f8a4c;--bad:#c0392b;--warn:#b7791f;--flt:#6b7a99;--bg:#f6f8fb}
@@ -125,7 +125,7 @@ def _findings_table(findings: list[Finding], rows: int) -> str:
         )
         pill = "warn" if f.severity == "warn" else "reject"
         out.append(
-            f'<tr><td>{_e(_plain(f))}</td><td><span class="pill {pill}">{_e(f.rule)}</span></td>'
+            f'<tr><td>{_e(describe_finding(f))}</td><td><span class="pill {pill}">{_e(f.rule)}</span></td>'
             f'<td class="num">{_n(f.count)}</td><td class="num">{_pct(f.count, rows)}</td><td>{ex}</td></tr>'
         )
     out.append("</table>")

@@ -32,7 +32,7 @@ from crossfade.mapping import literals
 from crossfade.mapping.engine import CompiledTarget, Mapper
 from crossfade.mapping.model import MappingConfig
 from crossfade.mapping.transforms import OUTPUT_TYPES
-from crossfade.sync.target_ddl import TableShape, read_shape
+from crossfade.target.ddl import TableShape, read_shape
 
 
 @dataclass

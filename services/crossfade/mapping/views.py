@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.console import Console
 
-from crossfade.mapping.audit import AuditReport, _plain
+from crossfade.mapping.audit import AuditReport, describe_finding
 from crossfade.mapping.dryrun import DryRunReport
 from crossfade.textout import Grid, console
 
@@ -49,7 +49,10 @@ def print_audit(report: AuditReport, con: Console | None = None) -> None:
         for f in sorted(a.rules.values(), key=lambda f: -f.count):
             ex = f.examples[0] if f.examples else {}
             r.add_row(
-                _plain(f), f.rule, str(f.count), f"{ex.get('key')}: {_short(ex.get('value'))}"
+                describe_finding(f),
+                f.rule,
+                str(f.count),
+                f"{ex.get('key')}: {_short(ex.get('value'))}",
             )
         for f in a.filters.values():
             ex = f.examples[0] if f.examples else {}

@@ -238,25 +238,26 @@ def broker(port: int) -> None:
 
 
 def _serve(services: list[str], settings: Settings) -> None:
-    from crossfade.ops import metrics
+    from crossfade import metrics
+    from crossfade.ops import probes
     from crossfade.ops.runner import Runner
 
     runner = Runner()
     # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
-    metrics.serve_ops(settings, services)
+    probes.serve_ops(settings, services)
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
         cap = CaptureService(settings)
         runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
-        metrics.watch_capture(cap, settings)
+        probes.watch_capture(cap, settings)
     worker = None
     if "sync" in services:
         from crossfade.sync.worker import SyncWorker
 
         worker = SyncWorker(settings)
         runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
-        metrics.watch_sync(worker, settings)
+        probes.watch_sync(worker, settings)
     console = None
     if settings.ops.console_port is not None:
         import os
@@ -338,7 +339,7 @@ def status(config: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def fence(config: str | None, timeout: float, as_json: bool) -> None:
     """Write a fence row in the legacy database and wait until sync applied it everywhere."""
-    from crossfade.cutover.fence import fence as do_fence
+    from crossfade.verify.fence import fence as do_fence
 
     r = do_fence(_settings(config), timeout=timeout)
     if as_json:

@@ -301,7 +301,7 @@ def _push_verify(url: str, settings: Settings) -> None:
     from urllib.error import URLError
 
     from crossfade.errors import CrossfadeError
-    from crossfade.ops.metrics import push_verify_result
+    from crossfade.metrics import push_verify_result
 
     try:
         push_verify_result(url, settings.kafka.topic_prefix)
@@ -318,7 +318,7 @@ def _reverse_verify_scope(
 ) -> tuple[Settings, tuple[str, ...], list[Any]]:
     """Reversed settings, the new-database tables to compare (``--table`` takes legacy names) and
     a not-verifiable report for each renamed table (verify compares same-shaped tables so far)."""
-    from crossfade.cutover.fallback import reversed_for
+    from crossfade.mapping.inverse import reversed_for
     from crossfade.verify.run import TableReport
 
     rev, fb_plan = reversed_for(settings, list(tables) or None)
@@ -559,9 +559,10 @@ def fallback_start(config: str | None, tables: str | None) -> None:
     """
     import logging
 
+    from crossfade import metrics
     from crossfade.capture.service import CaptureService
-    from crossfade.cutover.fallback import reversed_for
-    from crossfade.ops import metrics
+    from crossfade.mapping.inverse import reversed_for
+    from crossfade.ops import probes
     from crossfade.ops.runner import Runner
     from crossfade.sync.reverse import ReverseSyncWorker
 
@@ -582,13 +583,13 @@ def fallback_start(config: str | None, tables: str | None) -> None:
                 "what it writes comes back to legacy once (sync.tag_origin, or the origin privilege)"
             )
     runner = Runner()
-    metrics.serve_ops(rev)
+    probes.serve_ops(rev)
     cap = CaptureService(rev)
     runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
-    metrics.watch_capture(cap, rev)
+    probes.watch_capture(cap, rev)
     worker = ReverseSyncWorker(rev, fb_plan)
     runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
-    metrics.watch_sync(worker, rev)
+    probes.watch_sync(worker, rev)
     runner.install_signals()
     runner.start()
     runner.wait()
@@ -600,8 +601,8 @@ def fallback_start(config: str | None, tables: str | None) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def fallback_fence(config: str | None, timeout: float, as_json: bool) -> None:
     """Lag zero in reverse: a fence row in the new database, waited for until legacy applied it."""
-    from crossfade.cutover.fallback import reversed_for
-    from crossfade.cutover.fence import fence as do_fence
+    from crossfade.mapping.inverse import reversed_for
+    from crossfade.verify.fence import fence as do_fence
 
     rev, _ = reversed_for(_settings(config), subset=True)
     r = do_fence(rev, timeout=timeout)
@@ -623,8 +624,8 @@ def fallback_fence(config: str | None, timeout: float, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def fallback_status(config: str | None, as_json: bool) -> None:
     """What can fall back and how, and what the reverse sync has applied to legacy so far."""
-    from crossfade.cutover.fallback import plan as make_plan
-    from crossfade.cutover.fallback import reverse_settings
+    from crossfade.mapping.inverse import plan as make_plan
+    from crossfade.mapping.inverse import reverse_settings
     from crossfade.ops.status import collect
 
     settings = _settings(config)

@@ -48,10 +48,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import psycopg
 
+from crossfade import metrics
 from crossfade.config import Settings, redact_dsn, redact_url, remember_secrets, url_secrets
 from crossfade.cutover import gate_model
 from crossfade.errors import ConfigError
-from crossfade.ops import console_data, metrics
+from crossfade.ops import console_data
 from crossfade.ops.console_history import PrometheusHistory, SampleHistory
 from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
 from crossfade.redact import escape_controls, redact
@@ -358,7 +359,7 @@ class ConsoleState:
             self.actions["fence"] = {"state": "running", "started_at": time.time()}
 
         def work() -> None:
-            from crossfade.cutover.fence import fence
+            from crossfade.verify.fence import fence
 
             try:
                 r = fence(self.settings, timeout=timeout, via="console")
@@ -502,7 +503,7 @@ def make_handler(
             elif url.path == "/metrics":
                 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-                from crossfade.ops.metrics import ComponentView
+                from crossfade.metrics import ComponentView
 
                 # the console's own series only (inside `crossfade run` capture's and sync's
                 # are on the metrics port)

@@ -21,17 +21,17 @@ from rich.live import Live
 
 from crossfade.capture.service import CaptureService
 from crossfade.config import Settings
-from crossfade.cutover.fence import fence
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter, create_target_schema
-from crossfade.ops import metrics
+from crossfade.ops import probes
 from crossfade.ops.console import Console as PageConsole
 from crossfade.ops.runner import Runner
-from crossfade.sync.target_ddl import read_shape
 from crossfade.sync.worker import SyncWorker
+from crossfade.target.ddl import read_shape
 from crossfade.textout import Grid
 from crossfade.textout import console as text_console
 from crossfade.verify.compare import TableDiff, compare_table
+from crossfade.verify.fence import fence
 
 log = logging.getLogger(__name__)
 
@@ -288,9 +288,9 @@ def run_demo(
         runner.add("capture", cap.run, cap.stop)
         runner.add("sync", worker.run, worker.stop.set)
         # metrics and probes when CROSSFADE_OPS__METRICS_PORT is set (demo has no config file)
-        metrics.serve_ops(settings)
-        metrics.watch_capture(cap, settings)
-        metrics.watch_sync(worker, settings)
+        probes.serve_ops(settings)
+        probes.watch_capture(cap, settings)
+        probes.watch_sync(worker, settings)
         runner.install_signals()
         runner.start()
         page = serve_console(con, settings, console_port)

@@ -58,7 +58,7 @@ from psycopg import sql
 from crossfade.errors import SchemaMismatch
 from crossfade.events.model import ChangeEvent, RowSchema, format_lsn
 from crossfade.events.pgtext import converter_for
-from crossfade.sync.target_ddl import HASH_COLUMN, POS_COLUMN, TableShape
+from crossfade.target.ddl import HASH_COLUMN, POS_COLUMN, TableShape
 
 Converter = Callable[[Any], str | None]
 
@@ -95,8 +95,8 @@ def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
     """
     by_key: dict[Any, list[ChangeEvent]] = {}
     for e in events:
-        # grouped by the key's (column, value) pairs: a JSON encoding per event (_key_id) cost
-        # ~5% of sync's CPU; a key whose value cannot be hashed (an array) is grouped by _key_id
+        # grouped by the key's (column, value) pairs: a JSON encoding per event (event_key_id) cost
+        # ~5% of sync's CPU; a key whose value cannot be hashed (an array) is grouped by event_key_id
         key = e.key
         gk: Any = (
             None
@@ -108,7 +108,7 @@ def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
         try:
             group = by_key.get(gk)
         except TypeError:
-            gk = _key_id(e)
+            gk = event_key_id(e)
             group = by_key.get(gk)
         if group is None:
             by_key[gk] = [e]
@@ -149,7 +149,7 @@ def collapse(events: Iterable[ChangeEvent]) -> list[ChangeEvent]:
     return out
 
 
-def _key_id(e: ChangeEvent) -> str:
+def event_key_id(e: ChangeEvent) -> str:
     return json.dumps(e.key, sort_keys=True, default=str)
 
 

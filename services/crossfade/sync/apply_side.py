@@ -1,6 +1,6 @@
 """The guarded apply of :mod:`crossfade.sync.apply` for tables that must not get a column of ours.
 
-Fallback (:mod:`crossfade.cutover.fallback`) writes back into the *legacy* tables, which the legacy
+Fallback (:mod:`crossfade.mapping.inverse`) writes back into the *legacy* tables, which the legacy
 application still reads: they keep their shape. The source position of the change that last
 wrote a row lives beside them, in ``<bookkeeping>.positions`` (table, key -> position), and the
 guard of DESIGN decision 2 reads it there. Everything else is :class:`TableApplier`'s: collapse

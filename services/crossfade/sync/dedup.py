@@ -41,7 +41,7 @@ from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
 from crossfade.mapping.model import DedupSpec
 from crossfade.sync.apply import ApplyResult
-from crossfade.sync.target_ddl import POS_COLUMN, TableShape
+from crossfade.target.ddl import POS_COLUMN, TableShape
 
 log = logging.getLogger(__name__)
 

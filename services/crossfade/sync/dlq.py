@@ -1,7 +1,7 @@
 """Dead letters and the accounting of mapped tables: ``crossfade dlq list`` and ``dlq replay``.
 
 Everything sync could not apply is in ``<bookkeeping>.ledger`` (see
-:mod:`crossfade.sync.bookkeeping`) with its original bytes, as well as on the dead-letter topic.
+:mod:`crossfade.target.bookkeeping`) with its original bytes, as well as on the dead-letter topic.
 The list groups open dead letters by the rule that failed. A replay re-runs them through the
 *current* mapping (after the rule or the legacy data was fixed) in one target transaction, with
 the same guards as the live sync: a record whose key changed since (a newer position) is not
@@ -24,11 +24,11 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.mapping.audit import parents_first
-from crossfade.sync.apply import TableApplier, _key_id
-from crossfade.sync.bookkeeping import LedgerCounts, dead_letter_groups, has_table, ledger_counts
+from crossfade.sync.apply import TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
-from crossfade.sync.target_ddl import read_shape
+from crossfade.target.bookkeeping import LedgerCounts, dead_letter_groups, has_table, ledger_counts
+from crossfade.target.ddl import read_shape
 
 
 @dataclass
@@ -89,7 +89,7 @@ class DlqReport:
     groups: list[RuleGroup] = field(default_factory=list)
     accounting: list[Accounting] = field(default_factory=list)
     counts: LedgerCounts = field(default_factory=LedgerCounts)
-    """The ledger's one count (:func:`crossfade.sync.bookkeeping.ledger_counts`): what status,
+    """The ledger's one count (:func:`crossfade.target.bookkeeping.ledger_counts`): what status,
     the console, the gauges and the dead-letter gate show."""
 
     @property
@@ -282,7 +282,7 @@ def replay(
                     if why == "decode" and source_key is not None:
                         release.append((src_table, source_key))
                     by_table[src_table].append((entry, e))
-                    origins[(e.table, _key_id(e), e.position)] = Origin(
+                    origins[(e.table, event_key_id(e), e.position)] = Origin(
                         topic, partition, offset, key, value, headers
                     )
                 for src_table, entry in dropped:
@@ -307,7 +307,7 @@ def replay(
                             key, value, src_table, (headers or {}).get(POSITION_HEADER)
                         )
                         by_table[src_table].append((entry, e))
-                        origins[(e.table, _key_id(e), e.position)] = Origin(
+                        origins[(e.table, event_key_id(e), e.position)] = Origin(
                             topic, partition, offset, key, value, headers or {}
                         )
                         rep.released += 1
@@ -409,7 +409,7 @@ def _follow(
         for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
             e = decoder.decode(key, value, table, (headers or {}).get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(e.table, _key_id(e), e.position)] = Origin(
+            origins[(e.table, event_key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers or {}
             )
             if is_expired:

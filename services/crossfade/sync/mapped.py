@@ -50,11 +50,11 @@ from psycopg.types.json import Jsonb
 
 from crossfade.errors import ConfigError, SchemaMismatch
 from crossfade.events.model import ChangeEvent
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, _jsonable
+from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, jsonable
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
-from crossfade.sync.apply import ApplyResult, TableApplier, _key_id, collapse
-from crossfade.sync.target_ddl import POS_COLUMN, TableShape, read_shape
+from crossfade.sync.apply import ApplyResult, TableApplier, collapse, event_key_id
+from crossfade.target.ddl import POS_COLUMN, TableShape, read_shape
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ HELD = ("dead_letter", "filtered", "deferred", "parent_left")
 
 def key_text(values: Iterable[Any]) -> str:
     """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
-    return json.dumps([_jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+    return json.dumps([jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +243,7 @@ class TargetWriter:
                 assert ch.values is not None
                 v = ch.values.get(col)
                 s = survivors.get(key_text([v])) if v is not None else None
-                if s is not None and s[0] != _jsonable(v):
+                if s is not None and s[0] != jsonable(v):
                     ch.values = {**ch.values, col: s[0]}
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
@@ -388,7 +388,7 @@ class MappedSource:
     def entry_of(self, e: ChangeEvent) -> tuple[str, list[Any], dict[str, Any]]:
         k = event_key(e, self.pg_types)
         values = [k.get(c) for c in self.pk]
-        return key_text(values), [_jsonable(v) for v in values], k
+        return key_text(values), [jsonable(v) for v in values], k
 
     def process(
         self,
@@ -430,7 +430,7 @@ class MappedSource:
             ):
                 res.skipped += 1
                 continue
-            origin = origins.get((e.table, _key_id(e), e.position))
+            origin = origins.get((e.table, event_key_id(e), e.position))
             h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
             h.keep_origin = bool(self.ref_rules)
             st = _Step(e, entry, key_row, h, have[1] if have else None)

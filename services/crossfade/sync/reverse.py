@@ -1,6 +1,6 @@
 """The reverse sync worker of fallback (new -> legacy): a :class:`SyncWorker` with three changes.
 
-* Its target tables are the legacy tables of the plan (:mod:`crossfade.cutover.fallback`), never
+* Its target tables are the legacy tables of the plan (:mod:`crossfade.mapping.inverse`), never
   created or altered: each must exist with every column the inverse mapping writes, and a legacy
   column the mapping does not cover must be nullable (rows created in the new system leave it
   NULL; a NOT NULL one refuses to start).
@@ -22,16 +22,16 @@ from typing import Any
 from confluent_kafka import Message
 
 from crossfade.config import Settings
-from crossfade.cutover.fallback import FallbackPlan, TableInverse
 from crossfade.db import connect
 from crossfade.errors import SchemaMismatch
 from crossfade.events.kafka import ControlRecord
 from crossfade.events.model import ChangeEvent, RowSchema
+from crossfade.mapping.inverse import FallbackPlan, TableInverse
 from crossfade.sync.apply import TableApplier
 from crossfade.sync.apply_side import SideTableApplier, ensure_side_schema
-from crossfade.sync.bookkeeping import ensure_schema
-from crossfade.sync.target_ddl import read_shape
 from crossfade.sync.worker import DeadLetter, SyncWorker
+from crossfade.target.bookkeeping import ensure_schema
+from crossfade.target.ddl import read_shape
 
 log = logging.getLogger(__name__)
 

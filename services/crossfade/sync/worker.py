@@ -41,6 +41,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from psycopg import sql
 from tenacity import RetryCallState
 
+from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.db import connect, retrying
 from crossfade.errors import (
@@ -56,18 +57,7 @@ from crossfade.errors import (
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
 from crossfade.events.model import ChangeEvent, position
-from crossfade.ops import metrics
-from crossfade.sync.apply import AppendOnlyApplier, TableApplier, _key_id
-from crossfade.sync.bookkeeping import (
-    Heartbeat,
-    claim_partitions,
-    drop_heartbeat,
-    ensure_schema,
-    ledger_counts,
-    mapping_fingerprint,
-    note_mapping,
-    write_heartbeat,
-)
+from crossfade.sync.apply import AppendOnlyApplier, TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import (
     Held,
@@ -81,13 +71,23 @@ from crossfade.sync.mapped import (
 )
 from crossfade.sync.origin import tag_session
 from crossfade.sync.progress_log import JoinProgress, RejectLog
-from crossfade.sync.target_ddl import (
+from crossfade.sync.watchdog import TableWatch, WorkerView
+from crossfade.target.bookkeeping import (
+    Heartbeat,
+    claim_partitions,
+    drop_heartbeat,
+    ensure_schema,
+    ledger_counts,
+    mapping_fingerprint,
+    note_mapping,
+    write_heartbeat,
+)
+from crossfade.target.ddl import (
     add_column_from_source,
     ensure_target_table,
     read_shape,
     sync_enum,
 )
-from crossfade.sync.watchdog import TableWatch, WorkerView
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class DeadLetter:
     reason: str
     table: str
     key_id: str | None = None
-    """The record's key (as :func:`crossfade.sync.apply._key_id` spells it) when the key could be
+    """The record's key (as :func:`crossfade.sync.apply.event_key_id` spells it) when the key could be
     decoded: later changes of that key are held back until the dead letter is resolved."""
 
 
@@ -598,7 +598,8 @@ class SyncWorker:
                     metrics.error("sync", "transient")
                     self.stop.wait(1)
                     continue
-                self.meter.poll(self)  # consumer lag, at most once a second
+                # consumer lag, at most once a second
+                self.meter.poll(self.consumer, self.owner, self.topics)
                 if time.monotonic() >= self._next_heartbeat:
                     self._heartbeat()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
@@ -763,7 +764,8 @@ class SyncWorker:
                 )
         self.stats.batches += 1
         self.stats.last_batch_at = time.time()
-        self.meter.committed(self, len(good), time.monotonic() - t0)
+        self.meter.committed(self.stats, len(good), time.monotonic() - t0)
+        self.meter.poll(self.consumer, self.owner, self.topics, force=True)
         if self.on_batch:
             self.on_batch(self)
 
@@ -852,7 +854,7 @@ class SyncWorker:
         batch held)."""
         if not self.poisoned:
             return False
-        k = (e.table, _key_id(e))
+        k = (e.table, event_key_id(e))
         entry = self.poisoned.get(k)
         if entry is None:
             return False
@@ -948,16 +950,16 @@ class SyncWorker:
                                 f"@{m.topic()}/{m.partition()}/{m.offset()}",
                                 d.position,
                                 "held",
-                                json.loads(_key_id(d)),
+                                json.loads(event_key_id(d)),
                                 rule="held",
-                                reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, _key_id(d))]})",
+                                reason=f"an earlier change of this key is a dead letter ({self.poisoned[(d.table, event_key_id(d))]})",
                                 origin=_origin(m, d.position),
                             )
                         )
                     elif d is not None:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
-                            origins[(d.table, _key_id(d), d.position)] = _origin(m, d.position)
+                            origins[(d.table, event_key_id(d), d.position)] = _origin(m, d.position)
                         if until is not None and m.offset() < until:
                             replayed[tp] = len(out)
                 items[tp] = out
@@ -1091,7 +1093,7 @@ class SyncWorker:
 
         One statement for all of them (a round trip per partition was, with four partitions per
         topic, twenty sequential round trips per batch on a busy target). The rows are locked in
-        the order of ``sorted(tps)``, as :func:`~crossfade.sync.bookkeeping.claim` takes them:
+        the order of ``sorted(tps)``, as :func:`~crossfade.target.bookkeeping.claim` takes them:
         ``FOR UPDATE`` locks rows as they leave the sort, and ``COLLATE "C"`` orders topic names
         as Python does."""
         want = sorted(tps)
@@ -1308,7 +1310,7 @@ class SyncWorker:
             headers = headers or {}
             e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
             by_table[table].append(e)
-            origins[(e.table, _key_id(e), e.position)] = Origin(
+            origins[(e.table, event_key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers
             )
             if is_expired:

@@ -55,7 +55,7 @@ from crossfade.mapping.audit import (
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
-from crossfade.sync.target_ddl import TableShape, read_shape
+from crossfade.target.ddl import TableShape, read_shape
 
 EXAMPLES = 20
 MAX_KEYS = 10_000

@@ -30,7 +30,7 @@ from psycopg import sql
 from crossfade.capture.connector import SIGNAL_TABLE
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import SHIFT
-from crossfade.sync.target_ddl import POS_COLUMN
+from crossfade.target.ddl import POS_COLUMN
 from crossfade.verify.chunked import Key, TableComparer
 
 if TYPE_CHECKING:

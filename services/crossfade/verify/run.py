@@ -4,7 +4,7 @@ Steps, for every configured table (or ``--table``):
 
 1. counts and chunked checksums, narrowed to the differing keys (:mod:`crossfade.verify.chunked`);
 2. *live-safe re-check*: while sync runs, a key can differ only because its change is in flight.
-   Each differing key is re-read around a fence (:func:`crossfade.cutover.fence.fence`), in this
+   Each differing key is re-read around a fence (:func:`crossfade.verify.fence.fence`), in this
    order: source (S1), fence written and applied everywhere, target (T), source again (S2). If
    S1 == S2 the key did not change while the fence went through, so the target, which by then
    holds every change committed before the fence, must equal it: T != S2 is a real difference,
@@ -43,12 +43,12 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
+from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import ConfigError, CrossfadeError
-from crossfade.ops import metrics
-from crossfade.sync.bookkeeping import ensure_schema, mapping_fingerprint
-from crossfade.sync.target_ddl import read_shape
+from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
+from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 from crossfade.who import operator
 
@@ -242,7 +242,7 @@ class Verifier:
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
-        from crossfade.cutover.fence import fence
+        from crossfade.verify.fence import fence
 
         r = fence(self.settings, timeout=self.fence_timeout, via="verify")
         return r.token, r.seconds

@@ -1,4 +1,5 @@
-"""Every metric crossfade exports, declared here and nowhere else, and the ops HTTP endpoints.
+"""Every metric crossfade exports, declared here and nowhere else (the ground floor: every part
+publishes through it, and it imports none of them).
 
 Naming follows the Prometheus conventions: the ``crossfade_`` prefix, base units in the name
 (``_seconds``, ``_bytes``, ``_records``), ``_total`` on counters, timestamps as
@@ -11,20 +12,12 @@ Hot-path cost: the services count into plain dicts per record (they already do) 
 these metrics once per batch through :class:`CaptureMeter` and :class:`SyncMeter`; consumer lag
 is recomputed at most once a second from values the consumer already holds.
 
-Every long-running command serves, on ``ops.metrics_host:ops.metrics_port``:
-
-``/metrics``  the Prometheus text format;
-``/healthz``  200 while the process runs (liveness);
-``/readyz``   200 when every readiness check registered by the services passes, 503 otherwise,
-              with a JSON body naming each check (connected to the broker and the databases,
-              partitions assigned for sync and each configured table assigned and
-              progressing, the Debezium engine running for capture).
+The HTTP endpoints that serve them (/metrics, /healthz, /readyz) are in ``crossfade.ops.probes``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -32,19 +25,14 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import prometheus_client
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedServerMixin
-
 if TYPE_CHECKING:
-    from crossfade.capture.service import CaptureService, ChangeProducer
     from crossfade.config import Settings
-    from crossfade.sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
 
@@ -266,7 +254,7 @@ CUTOVER_GATE_EVIDENCE_AGE = Gauge(
     ["gate"],
 )
 
-# -- what is open in the ledger now (crossfade.sync.bookkeeping.ledger_counts: the one count) ---
+# -- what is open in the ledger now (crossfade.target.bookkeeping.ledger_counts: the one count) ---
 
 DEAD_LETTERS_OPEN = Gauge(
     "crossfade_dead_letters_open",
@@ -440,7 +428,7 @@ def set_gate_state(gate: str, state: str, age_s: float | None = None) -> None:
 
 
 def set_ledger_counts(counts: Any) -> None:
-    """Publish :func:`crossfade.sync.bookkeeping.ledger_counts` (a ``LedgerCounts``): the open
+    """Publish :func:`crossfade.target.bookkeeping.ledger_counts` (a ``LedgerCounts``): the open
     dead letters, deferred and filtered rows per source table, as every command counts them."""
     for table, c in counts.tables.items():
         DEAD_LETTERS_OPEN.labels(table=table).set(c.dead_letters)
@@ -536,7 +524,8 @@ def counting_errors(component: str, run: Callable[[], None]) -> Callable[[], Non
 
 
 class CaptureMeter:
-    """Publishes one acknowledged Debezium batch at a time (see ``ChangeProducer.handle``)."""
+    """Publishes one acknowledged Debezium batch at a time (``ChangeProducer.handle`` calls it
+    with values: it holds no reference to capture)."""
 
     def __init__(self, settings: Settings) -> None:
         prefix = settings.kafka.topic_prefix + "."
@@ -548,13 +537,16 @@ class CaptureMeter:
 
     def batch(
         self,
-        producer: ChangeProducer,
+        stats: Any,
+        snapshot_running: bool,
         counts: Mapping[tuple[str, str | None], int],
         records: int | None = None,
         seconds: float | None = None,
         flush_seconds: float | None = None,
     ) -> None:
-        """``counts``: records produced per (destination topic, Debezium op) in this batch;
+        """``stats``: the producer's running totals (heartbeats, fences, last source time,
+        ``ChangeProducer.stats``); ``snapshot_running``: the initial snapshot is not yet whole;
+        ``counts``: records produced per (destination topic, Debezium op) in this batch;
         ``records``, ``seconds``, ``flush_seconds``: the batch's size, the time it took, and of
         that the wait for the broker's acknowledgements (not observed when None)."""
         if records is not None:
@@ -571,7 +563,7 @@ class CaptureMeter:
             CAPTURE_EVENTS.labels(table=table, op=name).inc(n)
             if op == "r":
                 SNAPSHOT_ROWS.labels(table=table).inc(n)
-        st = producer.stats
+        st = stats
         if st.heartbeats != self._heartbeats:
             CAPTURE_HEARTBEATS.inc(st.heartbeats - self._heartbeats)
             CAPTURE_LAST_HEARTBEAT.set(time.time())
@@ -581,13 +573,7 @@ class CaptureMeter:
             self._fences = st.fences
         if st.last_source_ts_ms:
             CAPTURE_LAST_EVENT_SOURCE_TS.set(st.last_source_ts_ms / 1000)
-        # running until the end-of-snapshot sweep went out (sync then knows the snapshot is whole)
-        unswept = getattr(producer, "_unswept_snapshot_lsn", None)
-        SNAPSHOT_RUNNING.set(
-            1
-            if unswept is not None or (producer.snapshot_lsn is not None and not st.snapshot_done)
-            else 0
-        )
+        SNAPSHOT_RUNNING.set(1 if snapshot_running else 0)
 
 
 _SLOT_SQL = """
@@ -678,7 +664,8 @@ class SlotPoller:
 
 
 class SyncMeter:
-    """Publishes one committed batch at a time for a :class:`SyncWorker`.
+    """Publishes one committed batch at a time for a sync worker (called with values: it holds no
+    reference to the worker).
 
     Inside the target transaction the worker only *notes* source times (``note``, ``note_fence``);
     ``committed`` publishes them with the counters' growth since the previous batch, and
@@ -719,12 +706,14 @@ class SyncMeter:
             counter.labels(**labels).inc(d)
         self._seen[key] = now_value
 
-    def committed(self, worker: SyncWorker, records: int, seconds: float) -> None:
+    def committed(self, stats: Any, records: int, seconds: float) -> None:
+        """One batch committed: ``stats`` holds the worker's running per-table totals (``applied``,
+        ``deleted``, ``skipped``); the caller then refreshes lag with :meth:`poll` (``force``)."""
         now = time.time()
         SYNC_BATCH_SIZE.observe(records)
         SYNC_BATCH_DURATION.observe(seconds)
         SYNC_LAST_BATCH_TS.set(now)
-        st = worker.stats
+        st = stats
         for table, n in list(st.applied.items()):
             self._grow(SYNC_EVENTS_APPLIED, ("upsert", table), {"table": table, "op": "upsert"}, n)
         for table, n in list(st.deleted.items()):
@@ -740,25 +729,30 @@ class SyncMeter:
             if self._fence_ts:
                 SYNC_FENCE_LAG.set(max(now - self._fence_ts / 1000, 0.0))
         self.discard()
-        self.poll(worker, force=True)
 
-    def poll(self, worker: SyncWorker, force: bool = False) -> None:
+    def poll(
+        self,
+        consumer: Any,
+        owner: Mapping[tuple[str, int], Any],
+        topics: Mapping[str, str],
+        force: bool = False,
+    ) -> None:
         """Consumer lag per partition from the watermark learned by the consumer's own fetches
-        (``cached=True``: the query form under-reports on Tansu, see STACK.md)."""
+        (``cached=True``: the query form under-reports on Tansu, see STACK.md). ``owner``: the
+        partitions the worker holds; ``topics``: topic -> table, for the labels."""
         mono = time.monotonic()
         self.last_loop = mono
         if not force and mono < self._next_poll:
             return
         self._next_poll = mono + 1.0
-        consumer = worker.consumer
         if consumer is None:
             return
         from confluent_kafka import KafkaException, TopicPartition
 
-        owned = list(worker.owner)
+        owned = list(owner)
         SYNC_ASSIGNED.set(len(owned))
         labels: set[tuple[str, str]] = set()
-        self.lag = {tp: n for tp, n in self.lag.items() if tp in worker.owner}
+        self.lag = {tp: n for tp, n in self.lag.items() if tp in owner}
         try:
             positions = consumer.position([TopicPartition(t, p) for t, p in owned]) if owned else []
             for tp in positions:
@@ -770,7 +764,7 @@ class SyncMeter:
                     continue
                 if high is None or high < 0:
                     continue
-                key = (worker.topics.get(tp.topic, tp.topic), str(tp.partition))
+                key = (topics.get(tp.topic, tp.topic), str(tp.partition))
                 self.lag[(tp.topic, tp.partition)] = max(high - tp.offset, 0)
                 SYNC_CONSUMER_LAG.labels(table=key[0], partition=key[1]).set(
                     max(high - tp.offset, 0)
@@ -778,7 +772,7 @@ class SyncMeter:
                 labels.add(key)
         except (KafkaException, RuntimeError):  # closing consumer
             return
-        owned_keys = {(worker.topics.get(t, t), str(p)) for t, p in owned}
+        owned_keys = {(topics.get(t, t), str(p)) for t, p in owned}
         for key in self._lag_labels - owned_keys:  # revoked: drop the series
             with contextlib.suppress(KeyError):
                 SYNC_CONSUMER_LAG.remove(*key)
@@ -882,178 +876,3 @@ REGISTRY.register(STALLED_TABLES)
 EXPORTED_BY["sync"] = (*EXPORTED_BY["sync"], STALLED_TABLES)  # declared after EXPORTED_BY
 for _family in STALLED_TABLES.describe():
     _OWNERS.setdefault(_family.name, set()).add("sync")
-
-
-class BrokerProbe:
-    """Is the Kafka cluster answering? One metadata request, cached a few seconds (probes and
-    scrapes must stay cheap and never hang)."""
-
-    def __init__(self, client_conf: dict[str, Any], ttl: float = 5.0, timeout: float = 2.0) -> None:
-        self._conf = {k: v for k, v in client_conf.items() if k != "logger"}
-        self._ttl = ttl
-        self._timeout = timeout
-        self._admin: Any = None
-        self._at = 0.0
-        self._ok = False
-        self._lock = threading.Lock()
-
-    def __call__(self) -> bool:
-        with self._lock:
-            now = time.monotonic()
-            if now - self._at < self._ttl:
-                return self._ok
-            try:
-                from confluent_kafka.admin import AdminClient
-
-                if self._admin is None:
-                    self._admin = AdminClient(self._conf)
-                md = self._admin.list_topics(timeout=self._timeout)
-                self._ok = bool(md.brokers)
-            except Exception:  # noqa: BLE001 - unreachable broker: not ready
-                self._ok = False
-            self._at = time.monotonic()
-            return self._ok
-
-
-def watch_capture(service: CaptureService, settings: Settings) -> None:
-    """Register capture's readiness: the Debezium engine runs and the broker answers (the slot
-    poller adds "source database" when capture starts)."""
-    READINESS.register(
-        "capture",
-        "engine running",
-        lambda: (
-            service.ready.is_set() and service.engine is not None and not service._stopping.is_set()
-        ),
-    )
-    READINESS.register("capture", "broker", BrokerProbe(settings.kafka.client_config()))
-
-
-def watch_sync(worker: SyncWorker, settings: Settings) -> None:
-    """Register sync's readiness: target connected, partitions assigned, consume loop turning,
-    broker answering, and per configured table: not stalled (``worker.stalled_tables``)."""
-    limit = max(60.0, settings.sync.max_poll_interval_ms / 1000)
-
-    def target_ok() -> bool:
-        c = worker.conn
-        return c is not None and not c.closed and not c.broken
-
-    READINESS.register("sync", "target database", target_ok)
-    READINESS.register("sync", "partitions assigned", lambda: bool(worker.owner))
-    READINESS.register(
-        "sync",
-        "consume loop",
-        lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit,
-    )
-    READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
-    for table in settings.tables:  # the body names the stalled table (sync/watchdog.py)
-        READINESS.register(
-            "sync",
-            f"{table} assigned and progressing",
-            lambda t=table: t not in worker.stalled_tables,  # type: ignore[misc]
-        )
-    STALLED_TABLES.watch(list(settings.tables), lambda: worker.stalled_tables)
-
-
-# -- HTTP -------------------------------------------------------------------------------------
-
-
-class _QuietHandler(DeadlineRequestMixin, WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        pass
-
-
-class _ThreadingWSGIServer(LimitedServerMixin, prometheus_client.exposition.ThreadingWSGIServer):
-    """Sheds slow and surplus clients (crossfade.ops.http_limits): it listens on 0.0.0.0 in
-    Kubernetes, inside capture and sync."""
-
-    daemon_threads = True
-
-
-WsgiApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
-
-
-def ops_app(
-    readiness: Readiness = READINESS,
-    registry: Any = REGISTRY,
-    components: Iterable[str] | None = None,
-) -> WsgiApp:
-    """The WSGI app behind /metrics, /healthz and /readyz. ``components``: /metrics serves only
-    their series (:class:`ComponentView`); None: the whole registry."""
-    view = registry if components is None else ComponentView(components, registry)
-    metrics_app = prometheus_client.make_wsgi_app(view)
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        path = environ.get("PATH_INFO", "/")
-        if path == "/metrics":
-            return metrics_app(environ, start_response)
-        if path == "/healthz":
-            start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
-            return [b"ok\n"]
-        if path == "/readyz":
-            checks = readiness.evaluate()
-            ready = all(all(c.values()) for c in checks.values())
-            body = json.dumps({"ready": ready, "checks": checks}, indent=1).encode()
-            start_response(
-                "200 OK" if ready else "503 Service Unavailable",
-                [("Content-Type", "application/json")],
-            )
-            return [body]
-        start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
-        return [b"not found: try /metrics, /healthz or /readyz\n"]
-
-    return app
-
-
-class OpsServer:
-    """Serves :func:`ops_app` from a daemon thread (the process's exit ends it), with a
-    connection cap and a request deadline (``limits``, :class:`HttpLimits` by default)."""
-
-    def __init__(
-        self, host: str, port: int, app: WsgiApp | None = None, limits: HttpLimits | None = None
-    ) -> None:
-        server = make_server(
-            host,
-            port,
-            app or ops_app(),
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        assert isinstance(server, _ThreadingWSGIServer)
-        server.set_limits(limits or HttpLimits())
-        self._server: WSGIServer = server
-        self.host = host
-        self.port = int(self._server.server_port)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, name="ops-http", daemon=True
-        )
-
-    def start(self) -> OpsServer:
-        self._thread.start()
-        log.info("metrics on http://%s:%d/metrics (also /healthz, /readyz)", self.host, self.port)
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-def serve_ops(settings: Settings, components: Iterable[str] = COMPONENTS) -> OpsServer | None:
-    """Start the ops endpoints if ``ops.metrics_port`` is set (0: any free port); None otherwise.
-    ``components``: what the process runs (capture, sync); /metrics exports only their series."""
-    components = tuple(components)
-    init_labels(settings, components)
-    if settings.ops.metrics_port is None:
-        return None
-    from crossfade.errors import ConfigError
-
-    try:
-        return OpsServer(
-            settings.ops.metrics_host,
-            settings.ops.metrics_port,
-            ops_app(components=components),
-        ).start()
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot serve metrics on {settings.ops.metrics_host}:{settings.ops.metrics_port} ({exc.strerror})",
-            "choose a free ops.metrics_port or stop the process holding it",
-        ) from None
