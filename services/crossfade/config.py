@@ -366,6 +366,13 @@ class CutoverConfig(_Strict):
     ``sync.batch_size`` records since means sync does not keep up: ``sync_alive`` fails."""
     command_timeout_s: float = Field(60.0, gt=0)
     """Longest run of a freeze, unfreeze or flip action."""
+    sequence_gap: int = Field(1000, ge=0)
+    """Before the flip, every sequence feeding a column of a table crossfade writes is moved this
+    far past the largest value present (and, for an identity-mapped table, past legacy's own
+    position); ``crossfade fallback sequences`` does the same for legacy."""
+    accept_schema_differences: list[str] = Field(default_factory=list)
+    """Identity-mapped target tables crossfade did not create (schema.table) whose differences
+    from the legacy definition are reported by the ``target_schema`` gate but do not fail it."""
     fallback: bool = False
     """Gate 7: after the flip, check the fallback plan and start ``crossfade fallback start`` in
     the background (new -> legacy), so the legacy database misses nothing written after the flip."""

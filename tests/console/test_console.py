@@ -266,6 +266,7 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
         "fence",
         "row_counts",
         "verify",
+        "target_schema",
     }
     assert result["counts_page"] == result["counts_dry_run"], result
     assert result["counts_page"]["public.customers"] == {"legacy": 240, "new": 240, "dead": 1}

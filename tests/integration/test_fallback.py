@@ -142,7 +142,10 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
         "INSERT INTO items SELECT g, 'item ' || g, g % 7, g * 1.5, ARRAY['t' || (g % 3)], "
         "CASE WHEN g % 50 = 0 THEN repeat(md5(g::text), 400) END FROM generate_series(1, 400) g"
     )
-    stack.write_config(["public.items"])
+    # keys drawn by a sequence on both sides (issue 20): the application inserts without an id
+    stack.sql("CREATE TABLE public.tickets (id bigserial PRIMARY KEY, body text NOT NULL)")
+    stack.sql("INSERT INTO tickets (body) SELECT 'legacy ' || g FROM generate_series(1, 3) g")
+    stack.write_config(["public.items", "public.tickets"])
     raw = yaml.safe_load(stack.config_path.read_text())
     flag = stack.dir / "frozen"
     raw["cutover"] = {
@@ -179,6 +182,8 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
             "fence",
             "row_counts",
             "verify",
+            "target_schema",
+            "sequences",
             "flip",
             "fallback",
         ]
@@ -237,6 +242,31 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
             }  # legacy got no column of ours
         _assert_equal_both_ways(stack)
 
+        # the new system's own inserts draw keys past every migrated one (the cutover moved its
+        # sequence); going back, `fallback sequences` moves legacy's past every key the new
+        # system made, so legacy's first insert does not collide with them
+        with stack.tgt() as t:
+            new_ids = [
+                t.execute("INSERT INTO tickets (body) VALUES ('new') RETURNING id").fetchone()[0]
+                for _ in range(3)
+            ]
+        assert min(new_ids) > 3, new_ids
+        _reverse_fence(stack, procs)
+        r = stack.cli("fallback", "sequences", "--json")
+        assert r.returncode == 0, r.stderr
+        (move,) = json.loads(r.stdout)["sequences"]
+        assert (move["sequence"], move["largest"]) == ("public.tickets_id_seq", max(new_ids))
+        with stack.src() as s:
+            legacy_id = s.execute(
+                "INSERT INTO tickets (body) VALUES ('legacy again') RETURNING id"
+            ).fetchone()[0]
+        assert legacy_id > max(new_ids), (legacy_id, new_ids)
+        with stack.tgt() as t:
+            assert t.execute(
+                "SELECT count(*) FROM crossfade.cutover_audit WHERE gate = 'fallback_sequence' "
+                "AND detail LIKE 'public.tickets_id_seq (public.tickets.id): % -> %'"
+            ).fetchone() == (1,)
+
         # both directions at once, writes on both sides to distinct keys (the freeze here is a flag
         # file: legacy still takes writes), interleaved in several rounds
         for round_ in range(5):
@@ -273,12 +303,13 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
             assert r.returncode == 0, f"verify {args}: {r.stdout[-2000:]} {r.stderr[-2000:]}"
             assert json.loads(r.stdout)["match"]
         r = stack.cli("fallback", "fence", "--json", timeout=300)
-        assert r.returncode == 0 and json.loads(r.stdout)["partitions"] == 2, r.stderr
+        assert r.returncode == 0 and json.loads(r.stdout)["partitions"] == 4, r.stderr
         r = stack.cli("fallback", "status", "--json")
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
         assert st["tables"] == [
-            {"legacy": "public.items", "new": "public.items", "inverse": "identity"}
+            {"legacy": t, "new": t, "inverse": "identity"}
+            for t in ("public.items", "public.tickets")
         ]
         assert st["refused"] == {}
     finally:

@@ -174,7 +174,9 @@ def test_dead_letters_fence_and_alive_gates_agree_everywhere(stack_factory: Any)
     assert (
         {g["gate"]: g["state"] for g in state["gates"]}
         == {g["gate"]: g["state"] for g in rep["model"]}
-        == dict.fromkeys(("sync_alive", "dead_letters", "fence", "row_counts", "verify"), "ok")
+        == dict.fromkeys(
+            ("sync_alive", "dead_letters", "fence", "row_counts", "verify", "target_schema"), "ok"
+        )
     )
     # a dead letter opened after the acknowledgement is not covered by it
     stack.sql("INSERT INTO customers VALUES (52, 'Nor Mail', NULL)")

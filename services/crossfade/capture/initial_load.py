@@ -242,7 +242,9 @@ class CopyLoad:
         with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
             ensure_schema(tgt, s.sync.bookkeeping_schema)
             for table in s.tables:
-                shape = ensure_target_table(src, tgt, table, table, s.sync.create_tables)
+                shape = ensure_target_table(
+                    src, tgt, table, table, s.sync.create_tables, s.sync.bookkeeping_schema
+                )
                 shape = _follow_source(src, tgt, table, shape)
                 shapes[table] = shape
                 schema, name = table.split(".", 1)

@@ -27,7 +27,10 @@ The gates, in the order the cutover takes them:
                   ``rows = mapped + dead-lettered + filtered + deferred`` (the ledger), per target
                   table ``rows = mapped rows of its sources - merged duplicates``;
 ``verify``        the latest verify covering every table passed, within ``cutover.verify_fresh_s``,
-                  after the last mapping change and the last rewind.
+                  after the last mapping change and the last rewind;
+``target_schema`` every identity-mapped target table carries legacy's definition: defaults,
+                  sequences, identity, NOT NULL, CHECK/UNIQUE/EXCLUDE constraints, primary key,
+                  indexes, foreign keys between migrated tables (:mod:`crossfade.cutover.schema`).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from psycopg import sql
 
 from crossfade import metrics
 from crossfade.config import Settings
+from crossfade.cutover import schema
 from crossfade.cutover.gate_evidence import Context
 from crossfade.db import connect
 from crossfade.target.bookkeeping import has_table, mapping_fingerprint
@@ -461,6 +465,17 @@ def _eval_verify(ctx: Context) -> GateResult:
     return _result(ctx, d, OK, f"{when} passed: every table matches", **kw)
 
 
+# -- target_schema -------------------------------------------------------------------------------
+def _eval_target_schema(ctx: Context) -> GateResult:
+    d = GATES_BY_NAME["target_schema"]
+    if ctx.src is None:
+        return _result(ctx, d, UNKNOWN, "the legacy database does not answer: nothing to compare")
+    report = schema.compare(ctx.settings, ctx.src, ctx.tgt)
+    ok, detail = schema.summary(report)
+    evidence = {"tables": [t.as_dict() for t in report]}
+    return _result(ctx, d, OK if ok else FAILED, detail, evidence=evidence)
+
+
 GATE_DEFS: tuple[GateDef, ...] = (
     GateDef(
         "sync_alive",
@@ -499,6 +514,14 @@ GATE_DEFS: tuple[GateDef, ...] = (
         "the latest verify that covered every table",
         "older than cutover.verify_fresh_s, the last mapping change or the last rewind",
         _eval_verify,
+    ),
+    GateDef(
+        "target_schema",
+        "Target tables defined as in legacy",
+        "each identity-mapped table's catalog on both sides: defaults, sequences, identity, "
+        "constraints, indexes, foreign keys between migrated tables",
+        "",
+        _eval_target_schema,
     ),
 )
 GATES_BY_NAME = {g.name: g for g in GATE_DEFS}

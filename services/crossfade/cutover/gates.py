@@ -14,13 +14,20 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 6. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
    run, where writes go on, counts that differ are reported and the step is skipped;
 7. ``verify``: the full verify finds zero mismatches;
-8. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
+8. ``target_schema``: what the tables crossfade created still lack of legacy's definition
+   (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
+   that the target is complete and still; then the gate checks every identity-mapped table
+   against legacy's catalog; in a dry run only what would be created is listed;
+9. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
+   largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
+   each move audited (gate ``sequence``); a dry run shows what it would set;
+10. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
    POST); skipped in a dry run;
-9. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+11. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
    the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
    sync has joined; in a dry run only the plan is checked.
 
-Steps 1, 2, 5, 6 and 7 are gates of the model: the cutover runs the fence and the verify (their
+Steps 1, 2, 5, 6, 7 and 8 are gates of the model: the cutover runs the fence and the verify (their
 runs are recorded in the bookkeeping schema) and then evaluates the gate from what was recorded,
 so its result carries the same state, evidence and age the console shows.
 
@@ -70,6 +77,8 @@ GATES = (
     "fence",
     "row_counts",
     "verify",
+    "target_schema",
+    "sequences",
     "flip",
 )
 FALLBACK_GATE = "fallback"
@@ -166,6 +175,31 @@ def ack_dead_letters(settings: Settings, note: str | None = None) -> tuple[int, 
         return acknowledge_dead_letters(tgt, bk, operator(), note)
 
 
+def audit(
+    settings: Settings,
+    run_id: str,
+    who: str,
+    dry_run: bool,
+    gate: str,
+    ok: bool,
+    detail: str,
+    seconds: float,
+) -> None:
+    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail redacted).
+    A failure to write it is logged, never raised: the audit must not hide the step's result."""
+    try:
+        with connect(settings.target, "target") as tgt:
+            tgt.execute(
+                sql.SQL(
+                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
+                    "VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
+                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds),
+            )
+    except (psycopg.Error, CrossfadeError) as exc:
+        log.error("cutover audit row for %s not written: %s", gate, exc)
+
+
 # -- actions -----------------------------------------------------------------------------------
 def _run_sql(settings: Settings, which: str, statement: str) -> None:
     db = settings.source if which == "source" else settings.target
@@ -234,28 +268,16 @@ class Cutover:
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _audit(self, gate: str, ok: bool, detail: str, seconds: float) -> None:
-        try:
-            with connect(self.settings.target, "target") as tgt:
-                tgt.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s)"
-                    ).format(sql.Identifier(self.bk)),
-                    (
-                        self.report.run_id,
-                        self.report.who,
-                        self.dry_run,
-                        gate,
-                        ok,
-                        redact(detail)[:4000],
-                        seconds,
-                    ),
-                )
-        except (
-            psycopg.Error,
-            CrossfadeError,
-        ) as exc:  # the audit must not hide the gate's own result
-            log.error("cutover audit row for %s not written: %s", gate, exc)
+        audit(
+            self.settings,
+            self.report.run_id,
+            self.report.who,
+            self.dry_run,
+            gate,
+            ok,
+            detail,
+            seconds,
+        )
 
     # -- gates ------------------------------------------------------------------------------
     def _model(self, name: str) -> gate_model.GateResult:
@@ -351,6 +373,51 @@ class Cutover:
             if not t.match
         ]
         return False, "mismatches: " + "; ".join(bad)
+
+    def gate_target_schema(self) -> gate_model.GateResult | tuple[bool, str]:
+        """Create what crossfade's tables lack (not in a dry run), then evaluate the gate."""
+        from crossfade.cutover import schema
+
+        with (
+            connect(self.settings.source, "source") as src,
+            connect(self.settings.target, "target") as tgt,
+        ):
+            if self.dry_run:
+                report = schema.compare(self.settings, src, tgt)
+                ok, detail = schema.summary(report, deferred_ok=True)
+                todo = [
+                    f"{d.table} {d.kind} {d.name}"
+                    for ts in report
+                    for d in ts.pending
+                    if d.statement is not None
+                ]
+                if todo:
+                    detail = f"would create {', '.join(todo)} after the fence; {detail}"
+                return ok, detail
+            made = schema.create_missing(self.settings, src, tgt, foreign_keys=True)
+        r = self._model("target_schema")
+        if made:
+            r.detail = f"created {', '.join(made)}; {r.detail}"
+        return r
+
+    def gate_sequences(self) -> tuple[bool, str]:
+        """Move the sequences (not in a dry run); every move is an audit row of its own."""
+        from crossfade.cutover import schema, sequences
+
+        identity = schema.identity_tables(self.settings)
+        tables = identity + [t for t in schema.mapped_targets(self.settings) if t not in identity]
+        with (
+            connect(self.settings.source, "source") as src,
+            connect(self.settings.target, "target") as tgt,
+        ):
+            moves = sequences.plan(
+                tgt, tables, self.cfg.sequence_gap, src, {t: t for t in identity}
+            )
+            if not self.dry_run:
+                sequences.apply(tgt, moves)
+        for m in moves:
+            self._audit("sequence", True, m.line(), 0.0)
+        return True, sequences.describe(moves, self.dry_run)
 
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
@@ -509,6 +576,8 @@ class Cutover:
             "fence": self.gate_fence,
             "row_counts": self.gate_row_counts,
             "verify": self.gate_verify,
+            "target_schema": self.gate_target_schema,
+            "sequences": self.gate_sequences,
             "flip": self.gate_flip,
             FALLBACK_GATE: self.gate_fallback,
         }

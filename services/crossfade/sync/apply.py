@@ -251,7 +251,7 @@ class TableApplier:
         set_list = [sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_pk]
         set_list.append(sql.SQL("{0} = EXCLUDED.{0}").format(I(POS_COLUMN)))
         upsert = (
-            "INSERT INTO {target} AS t ({cols}, {lsn}) SELECT {cols}, _cf_lsn FROM {stage} "
+            "INSERT INTO {target} AS t ({cols}, {lsn}) OVERRIDING SYSTEM VALUE SELECT {cols}, _cf_lsn FROM {stage} "
             "WHERE NOT _cf_del AND _cf_unavail IS NULL "
             "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} %s EXCLUDED.{lsn}"
         )
@@ -539,7 +539,7 @@ class AppendOnlyApplier(TableApplier):
             stage=self.stage, cols=cols
         )
         self.sql_insert = sql.SQL(
-            "INSERT INTO {target} ({cols}, {pos}, {h}) SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
+            "INSERT INTO {target} ({cols}, {pos}, {h}) OVERRIDING SYSTEM VALUE SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
             "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
         ).format(
             target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage

@@ -81,7 +81,7 @@ class SideTableApplier(TableApplier):
         sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_pk)
         conflict = sql.SQL("DO UPDATE SET {}").format(sets) if non_pk else sql.SQL("DO NOTHING")
         self.sql_upsert = self.sql_upsert_replay = sql.SQL(
-            "WITH up AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} "
+            "WITH up AS (INSERT INTO {target} AS t ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {stage} "
             "WHERE NOT _cf_del AND _cf_unavail IS NULL ON CONFLICT ({pk}) {conflict}) "
             "INSERT INTO {bk}.positions AS p (tbl, key, pos) SELECT {tbl}, _cf_key, _cf_lsn FROM {stage} "
             "WHERE NOT _cf_del ON CONFLICT (tbl, key) DO UPDATE SET pos = GREATEST(p.pos, EXCLUDED.pos)"

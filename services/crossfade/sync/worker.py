@@ -243,7 +243,7 @@ class SyncWorker:
                 if table in mapped:
                     continue
                 shape = ensure_target_table(
-                    src, self.conn, table, table, self.settings.sync.create_tables
+                    src, self.conn, table, table, self.settings.sync.create_tables, self.bk
                 )
                 self.appliers[table] = self._applier(table, shape)
             if mapped:

@@ -1,7 +1,10 @@
 """Target tables for identity-mapped source tables, read from the source catalog.
 
 A missing target table is created with the source's column types (``format_type``), NOT NULL
-flags and primary key. Enum types are created (and extended with new labels) in the target;
+flags, primary key, defaults, sequences (with their positions), identity columns and CHECK
+constraints (:mod:`crossfade.target.definition`: secondary indexes, UNIQUE constraints and
+foreign keys follow after the load), and recorded as crossfade's in the bookkeeping schema's
+``meta`` (``created_table:<schema.table>``). Enum types are created (and extended with new labels) in the target;
 domains become their base type. Every target table gets ``_cf_pos numeric``: the source position
 (:func:`crossfade.events.model.position`) of the change that last wrote the row (DESIGN
 decision 2).
@@ -16,9 +19,18 @@ import psycopg
 from psycopg import sql
 
 from crossfade.errors import SchemaMismatch
+from crossfade.target.definition import (
+    TableDefinition,
+    after_create,
+    column_clause,
+    read_definition,
+    sequences_before,
+)
 
 log = logging.getLogger(__name__)
 
+CREATED_KEY = "created_table:"
+"""Key prefix in ``<bookkeeping>.meta`` of the target tables crossfade created."""
 POS_COLUMN = "_cf_pos"
 HASH_COLUMN = "_cf_hash"
 """Append-only tables (no primary key): the row's content hash, unique together with _cf_pos."""
@@ -152,8 +164,10 @@ def ensure_target_table(
     source_table: str,
     target_table: str,
     create: bool,
+    bookkeeping: str | None = None,
 ) -> TableShape:
-    """Make sure ``target_table`` exists and carries ``_cf_pos``; return its shape.
+    """Make sure ``target_table`` exists and carries ``_cf_pos``; return its shape. A table
+    created here is recorded in ``<bookkeeping>.meta`` when ``bookkeeping`` is given.
 
     Raises :class:`SchemaMismatch` when the table is missing and ``create`` is off, or when an
     existing target lacks the source's primary key. Serialised by an advisory lock: sync workers
@@ -161,7 +175,7 @@ def ensure_target_table(
     """
     target.execute("SELECT pg_advisory_lock(hashtext('crossfade.target_ddl'))")
     try:
-        return _ensure_target_table(source, target, source_table, target_table, create)
+        return _ensure_target_table(source, target, source_table, target_table, create, bookkeeping)
     finally:
         target.execute("SELECT pg_advisory_unlock(hashtext('crossfade.target_ddl'))")
 
@@ -172,6 +186,7 @@ def _ensure_target_table(
     source_table: str,
     target_table: str,
     create: bool,
+    bookkeeping: str | None = None,
 ) -> TableShape:
     src = read_shape(source, source_table)
     if src is None:
@@ -188,34 +203,19 @@ def _ensure_target_table(
         for col in src.columns:
             if col.enum:
                 sync_enum(source, target, col.enum)
-        schema, name = target_table.split(".", 1)
-        target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
-        cols = [
-            sql.SQL("{} {}{}").format(
-                sql.Identifier(c.name),
-                sql.SQL(c.type_sql),
-                sql.SQL(" NOT NULL" if c.not_null else ""),
+        try:
+            _create_table(source, target, source_table, target_table, src, bookkeeping)
+        except psycopg.errors.ProgrammingError as exc:
+            # a default or CHECK naming a function or type the new database lacks: the table
+            # is created without legacy's extras, and the target_schema gate names them
+            first = str(exc).strip().splitlines()
+            log.warning(
+                "target table %s cannot carry legacy's definition (%s): created with its columns "
+                "and primary key only; `crossfade target-schema` lists what it lacks",
+                target_table,
+                first[0] if first else type(exc).__name__,
             )
-            for c in src.columns
-        ]
-        cols.append(sql.SQL("{} numeric").format(sql.Identifier(POS_COLUMN)))
-        if src.pk:
-            cols.append(
-                sql.SQL("PRIMARY KEY ({})").format(sql.SQL(", ").join(map(sql.Identifier, src.pk)))
-            )
-        else:  # append-only: a row is its source position plus its content
-            cols.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(HASH_COLUMN)))
-            cols.append(
-                sql.SQL("UNIQUE ({}, {})").format(
-                    sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
-                )
-            )
-        target.execute(
-            sql.SQL("CREATE TABLE {}.{} ({})").format(
-                sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(cols)
-            )
-        )
-        log.info("created target table %s from %s", target_table, source_table)
+            _create_table(source, target, source_table, target_table, src, bookkeeping, full=False)
     else:
         schema, name = target_table.split(".", 1)
         target.execute(
@@ -230,6 +230,81 @@ def _ensure_target_table(
             f"target table {target_table} has no primary key", f"add the primary key {src.pk} to it"
         )
     return shape
+
+
+def _create_table(
+    source: psycopg.Connection,
+    target: psycopg.Connection,
+    source_table: str,
+    target_table: str,
+    src: TableShape,
+    bookkeeping: str | None,
+    full: bool = True,
+) -> None:
+    """CREATE TABLE with legacy's definition (see the module docstring), in one transaction;
+    ``full`` off: the column types, NOT NULL and the primary key only."""
+    definition = read_definition(source, source_table)
+    assert definition is not None
+    if not full:
+        definition = TableDefinition(
+            definition.table, constraints=tuple(definition.constraint_kinds("p"))
+        )
+    pk = definition.constraint_kinds("p")
+    schema, name = target_table.split(".", 1)
+    with target.transaction():
+        target.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        for stmt in sequences_before(definition):
+            target.execute(stmt)
+        cols = [
+            sql.SQL("{} {}{}{}").format(
+                sql.Identifier(c.name),
+                sql.SQL(c.type_sql),
+                column_clause(definition, c.name),
+                sql.SQL(" NOT NULL" if c.not_null else ""),
+            )
+            for c in src.columns
+        ]
+        cols.append(sql.SQL("{} numeric").format(sql.Identifier(POS_COLUMN)))
+        if src.pk:
+            cols.append(
+                sql.SQL("{}PRIMARY KEY ({})").format(
+                    sql.SQL("CONSTRAINT {} ").format(sql.Identifier(pk[0].name))
+                    if pk
+                    else sql.SQL(""),
+                    sql.SQL(", ").join(map(sql.Identifier, src.pk)),
+                )
+            )
+        else:  # append-only: a row is its source position plus its content
+            cols.append(sql.SQL("{} text NOT NULL").format(sql.Identifier(HASH_COLUMN)))
+            cols.append(
+                sql.SQL("UNIQUE ({}, {})").format(
+                    sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
+                )
+            )
+        target.execute(
+            sql.SQL("CREATE TABLE {}.{} ({})").format(
+                sql.Identifier(schema), sql.Identifier(name), sql.SQL(", ").join(cols)
+            )
+        )
+        for stmt in after_create(definition, target_table):
+            target.execute(stmt)
+        if bookkeeping is not None:
+            target.execute(
+                sql.SQL(
+                    "INSERT INTO {}.meta (key, value) VALUES (%s, now()::text) "
+                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                ).format(sql.Identifier(bookkeeping)),
+                (f"{CREATED_KEY}{target_table}",),
+            )
+    log.info(
+        "created target table %s from %s%s",
+        target_table,
+        source_table,
+        " (defaults, sequences, identity, CHECK constraints and primary key as in legacy; "
+        "indexes, UNIQUE constraints and foreign keys follow after the load)"
+        if full
+        else "",
+    )
 
 
 def add_column_from_source(
