@@ -258,47 +258,28 @@ def _publication(
     if pub is not None and set(pub[2]) == set(tables):
         return []  # used as it is: no privilege needed
     # Debezium creates it, or sets its tables: ownership of every table (and of the publication)
-    out: list[Missing] = []
-    if pub is None:
-        if mode == "all_tables":
-            row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-            su = row.fetchone()
-            if not (su and su[0]):
-                return [
-                    Missing(
-                        f"publication {name}",
-                        f"publication {name} FOR ALL TABLES needs a superuser",
-                        fix,
-                    )
-                ]
+    if pub is None and mode == "all_tables":
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        su = row.fetchone()
+        if su and su[0]:
             return []
-        can = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')")
-        c = can.fetchone()
-        if not (c and c[0]):
-            db, _ = _database(conn)
-            out.append(
-                Missing(
-                    f"CREATE on database {db}",
-                    f"publication {name} does not exist and role {user} has no CREATE on "
-                    f"database {db} to create it",
-                    f"{fix} (as the tables' owner), or GRANT CREATE ON DATABASE {ident(db)} TO "
-                    f"{ident(user)};",
-                )
+        return [
+            Missing(
+                f"publication {name}", f"publication {name} FOR ALL TABLES needs a superuser", fix
             )
-        verb = "create"
-    else:
-        if not pub[1]:
-            out.append(
-                Missing(
-                    f"ownership of publication {name}",
-                    f"publication {name} holds other tables than capture's and role {user} does "
-                    "not own it (Debezium would ALTER it)",
-                    fix,
-                )
+        ]
+    out = _publication_create(conn, name, user, fix) if pub is None else []
+    if pub is not None and not pub[1]:
+        out.append(
+            Missing(
+                f"ownership of publication {name}",
+                f"publication {name} holds other tables than capture's and role {user} does "
+                "not own it (Debezium would ALTER it)",
+                fix,
             )
-        verb = "alter"
-    not_owned = [t for t in tables if t in info and not info[t][0]]
-    for t in not_owned:
+        )
+    verb = "create" if pub is None else "alter"
+    for t in [t for t in tables if t in info and not info[t][0]]:
         out.append(
             Missing(
                 f"ownership of {t} (or publication {name})",
@@ -308,6 +289,23 @@ def _publication(
             )
         )
     return out
+
+
+def _publication_create(conn: psycopg.Connection, name: str, user: str, fix: str) -> list[Missing]:
+    """CREATE on the database, which creating the publication needs."""
+    c = conn.execute("SELECT has_database_privilege(current_database(), 'CREATE')").fetchone()
+    if c and c[0]:
+        return []
+    db, _ = _database(conn)
+    return [
+        Missing(
+            f"CREATE on database {db}",
+            f"publication {name} does not exist and role {user} has no CREATE on "
+            f"database {db} to create it",
+            f"{fix} (as the tables' owner), or GRANT CREATE ON DATABASE {ident(db)} TO "
+            f"{ident(user)};",
+        )
+    ]
 
 
 def _slots(settings: Settings, conn: psycopg.Connection) -> list[Missing]:

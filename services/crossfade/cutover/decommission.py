@@ -92,9 +92,9 @@ class Report:
 
 
 def _names(settings: Settings) -> dict[str, str]:
-    """The reverse direction's names, as :func:`crossfade.cutover.fallback.reverse_settings`
+    """The reverse direction's names, as :func:`crossfade.mapping.inverse.reverse_settings`
     derives them."""
-    from crossfade.cutover.fallback import FallbackPlan, reverse_settings
+    from crossfade.mapping.inverse import FallbackPlan, reverse_settings
 
     rev = reverse_settings(settings, FallbackPlan([], {}))
     return {
