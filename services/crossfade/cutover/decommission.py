@@ -45,7 +45,7 @@ from psycopg import sql
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE
 from crossfade.config import Settings
 from crossfade.db import connect
-from crossfade.errors import CrossfadeError
+from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.target.bookkeeping import has_table, read_heartbeats
 from crossfade.target.ddl import HASH_COLUMN, POS_COLUMN
 
@@ -282,7 +282,13 @@ def _topic_actions(settings: Settings, keep: bool) -> tuple[list[Action], list[s
     prefixes = (settings.kafka.topic_prefix + ".", names["prefix"] + ".")
     admin = Admin(settings.kafka.client_config())
     heartbeat = {f"__debezium-heartbeat.{p[:-1]}" for p in prefixes}
-    topics = [t for t in admin.topics() if t.startswith(prefixes) or t in heartbeat]
+    try:
+        listed = admin.topics()
+    except BrokerUnavailable:
+        if keep:  # nothing to do with them: no reason to stop
+            return [], [f"Kafka topics under {settings.kafka.topic_prefix} (--keep-topics)"]
+        raise
+    topics = [t for t in listed if t.startswith(prefixes) or t in heartbeat]
     if not topics:
         return [], []
     if keep:

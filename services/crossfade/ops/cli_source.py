@@ -13,15 +13,7 @@ import sys
 import click
 
 from crossfade.config import Settings, load_settings
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="CROSSFADE_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="YAML config file (or CROSSFADE_CONFIG).",
-)
+from crossfade.ops.cli_cutover import config_option
 
 
 def _settings(config: str | None) -> Settings:
