@@ -160,8 +160,15 @@ def _drop_tables(
 ) -> list[Action]:
     """Drop those of ``tables`` that exist; with ``schema_too`` their schema once nothing else
     is in it."""
+    # by the catalog: resolving a name needs USAGE on its schema, which this role may lack
     found = [
-        t for t in tables if conn.execute("SELECT to_regclass(%s)", (t,)).fetchone() != (None,)
+        r[0]
+        for r in conn.execute(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname || '.' || c.relname = ANY(%s) ORDER BY 1 DESC",
+            (tables,),
+        ).fetchall()
     ]
     actions = [
         _sql_action(
