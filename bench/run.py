@@ -54,9 +54,9 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import Stack  # noqa: E402  (the integration tests' harness)
 
 from crossfade.config import load_settings  # noqa: E402
-from crossfade.cutover.fence import fence  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from crossfade.embedded._proc import free_port  # noqa: E402
+from crossfade.verify.fence import fence  # noqa: E402
 
 RESULTS = REPO / "bench" / "results"
 TABLES = [

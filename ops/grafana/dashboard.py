@@ -3,7 +3,7 @@
     python ops/grafana/dashboard.py          # rewrite crossfade.json
     python ops/grafana/dashboard.py --check  # exit 1 if crossfade.json is out of date
 
-Every query uses only metrics declared in ``crossfade.ops.metrics``; tests/observability scrapes a
+Every query uses only metrics declared in ``crossfade.metrics``; tests/observability scrapes a
 running crossfade and a real Prometheus to prove it.
 """
 

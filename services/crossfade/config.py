@@ -376,6 +376,9 @@ class CutoverConfig(_Strict):
     fallback: bool = False
     """Gate 7: after the flip, check the fallback plan and start ``crossfade fallback start`` in
     the background (new -> legacy), so the legacy database misses nothing written after the flip."""
+    fallback_window_s: float = Field(86400.0, ge=0)
+    """``crossfade decommission`` is refused for this long after the flip (and while fallback
+    runs) unless ``--force``: the time in which going back to legacy must stay possible."""
 
 
 class FallbackConfig(_Strict):

@@ -5,11 +5,17 @@ Each failure is a :class:`PreflightError` whose message names the problem and th
 
 from __future__ import annotations
 
+import logging
+
 import psycopg
 
+from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE
+from crossfade.capture.source_prep import Missing, missing, wal_headroom
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import PreflightError
+
+log = logging.getLogger(__name__)
 
 FENCE_DDL = """
 CREATE SCHEMA IF NOT EXISTS crossfade;
@@ -88,11 +94,24 @@ def _types_debezium_reads(conn: psycopg.Connection, tables: list[str]) -> None:
         )
 
 
-def check_source(settings: Settings) -> dict[str, list[str]]:
+def privilege_error(problems: list[Missing], user: str) -> PreflightError:
+    """One error naming every missing privilege or object, one line each with its fix."""
+    lines = "".join(f"\n  - {p.line()}" for p in problems)
+    return PreflightError(
+        f"the source database role {user} lacks what capture needs "
+        f"({', '.join(p.short for p in problems)}); run each fix below as a superuser or the "
+        "tables' owner, or the whole least-privilege setup `crossfade prepare-source -c FILE "
+        f"--print-sql` prints{lines}"
+    )
+
+
+def check_source(settings: Settings, *, create: bool = True) -> dict[str, list[str]]:
     """Run every source check; return each table's primary-key columns.
 
-    Checks: the DSN connects; ``wal_level`` is ``logical``; the role may replicate; every table
-    exists and has a primary key. With ``capture.fence_table`` the fence table is created.
+    Checks: the DSN connects; ``wal_level`` is ``logical``; every table exists and has a primary
+    key; every privilege and object capture needs (:func:`crossfade.capture.source_prep.missing`:
+    all of them in one error, each with the SQL that fixes it). With ``create`` (capture's start)
+    the missing fence and signal tables are then created.
     """
     with connect(settings.source, "source") as conn:
         wal_level = conn.execute("SHOW wal_level").fetchone()
@@ -101,35 +120,49 @@ def check_source(settings: Settings) -> dict[str, list[str]]:
                 f"the source database has wal_level={wal_level[0] if wal_level else '?'}, Debezium needs logical",
                 "set wal_level = logical in postgresql.conf and restart PostgreSQL",
             )
-        role = conn.execute(
-            "SELECT rolsuper, rolreplication FROM pg_roles WHERE rolname = current_user"
-        ).fetchone()
-        if role is None or not (role[0] or role[1]):
-            raise PreflightError(
-                "the source database user has no REPLICATION privilege",
-                "ALTER ROLE <user> WITH REPLICATION (or use a role that has it)",
-            )
         pks = {
             t: table_exists_and_pk(conn, t, t in settings.sync.append_only_tables)
             for t in settings.tables
         }
         _types_debezium_reads(conn, settings.tables)
-        for enabled, ddl, table, setting in (
-            (settings.capture.fence_table, FENCE_DDL, "crossfade.fence", "capture.fence_table"),
-            (
-                settings.capture.signal_table,
-                SIGNAL_DDL,
-                "crossfade.debezium_signal",
-                "capture.signal_table",
-            ),
-        ):
-            if not enabled:
-                continue
-            try:
-                conn.execute(ddl)
-            except psycopg.Error as exc:
-                raise PreflightError(
-                    f"cannot create {table} in the source database ({exc.diag.message_primary or exc})",
-                    f"grant CREATE on the database to the capture user, or set {setting}: false",
-                ) from None
+        problems = missing(conn, settings)
+        if problems:
+            user = conn.execute("SELECT current_user").fetchone()
+            raise privilege_error(problems, str(user[0]) if user else "?")
+        if create:
+            create_own_tables(conn, settings)
+            # how long capture may stop: for the coordinator, before the slot starts holding WAL
+            log.info("WAL headroom: %s", wal_headroom(conn, settings.capture.slot_name).describe())
         return pks
+
+
+def create_own_tables(conn: psycopg.Connection, settings: Settings) -> None:
+    """Create the fence and signal tables that do not exist yet (only those: ``CREATE ... IF NOT
+    EXISTS`` checks the CREATE privilege even when the table is there, and a DBA may have made
+    them for a role without it)."""
+    for enabled, ddl, table, setting in (
+        (settings.capture.fence_table, FENCE_DDL, FENCE_TABLE, "capture.fence_table"),
+        (settings.capture.signal_table, SIGNAL_DDL, SIGNAL_TABLE, "capture.signal_table"),
+    ):
+        if not enabled:
+            continue
+        schema, name = table.split(".", 1)
+        if conn.execute(
+            "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s",
+            (schema, name),
+        ).fetchone():
+            continue
+        have_schema = conn.execute(
+            "SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)
+        ).fetchone()
+        try:
+            for stmt in (s for s in ddl.split(";") if s.strip()):
+                # CREATE SCHEMA IF NOT EXISTS needs CREATE on the database even when it exists
+                if not (have_schema and stmt.strip().startswith("CREATE SCHEMA")):
+                    conn.execute(stmt)  # our own constant DDL
+        except psycopg.Error as exc:
+            raise PreflightError(
+                f"cannot create {table} in the source database ({exc.diag.message_primary or exc})",
+                f"grant CREATE on the database to the capture user, or set {setting}: false",
+            ) from None

@@ -114,6 +114,29 @@ class Admin:
             return None
         return len(t.partitions)
 
+    def topics(self, timeout: float = 10.0) -> list[str]:
+        """Every topic the cluster lists (internal ones included)."""
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailable(f"cannot read the topic list: {exc}") from None
+        return sorted(md.topics)
+
+    def delete_topics(self, topics: list[str], timeout: float = 30.0) -> dict[str, str | None]:
+        """Delete ``topics``; per topic None (deleted, or already gone) or the broker's reason."""
+        if not topics:
+            return {}
+        out: dict[str, str | None] = {}
+        for topic, fut in self._admin.delete_topics(topics, request_timeout=timeout).items():
+            try:
+                fut.result()
+                out[topic] = None
+            except KafkaException as exc:
+                err = exc.args[0]
+                gone = err.code() == KafkaError.UNKNOWN_TOPIC_OR_PART
+                out[topic] = None if gone else err.str()
+        return out
+
     def ensure_topics(
         self,
         topics: Iterable[str],

@@ -18,7 +18,7 @@ import click
 
 from crossfade.config import Settings, load_settings, public_view
 from crossfade.errors import CrossfadeError
-from crossfade.ops import cli_connector, cli_cutover, cli_schema
+from crossfade.ops import cli_connector, cli_cutover, cli_schema, cli_source
 from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
 
@@ -671,7 +671,12 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
 
 # verify, checkpoint, rewind, cutover, dlq ack: a group of the same name defined here gets the
 # subcommands added instead of being replaced
-for _command in [*cli_connector.COMMANDS, *cli_cutover.COMMANDS, *cli_schema.COMMANDS]:
+for _command in [
+    *cli_connector.COMMANDS,
+    *cli_cutover.COMMANDS,
+    *cli_schema.COMMANDS,
+    *cli_source.COMMANDS,
+]:
     _have = cli.commands.get(_command.name or "")
     if isinstance(_have, click.Group) and isinstance(_command, click.Group):
         for _sub in _command.commands.values():

@@ -117,6 +117,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         )
         if out["end_to_end"] is not None:
             out["end_to_end"]["sync_running"] = alive.sync_running
+        out["wal"] = _wal(ctx.src, settings)
     try:
         out["epoch"] = current_epoch(
             settings.kafka.client_config(), settings.kafka.control_topic, timeout=3
@@ -204,6 +205,10 @@ def print_status(data: dict[str, Any], con: Console) -> None:
         )
     else:
         con.print("end to end: no fence applied yet (crossfade fence proves lag zero)")
+    wal = data.get("wal") or {}
+    con.print(
+        f"WAL headroom: {wal.get('summary') or wal.get('error') or 'unknown'}", highlight=False
+    )
     _gates_grid(data).print(con)
     _partitions_grid(data).print(con)
     if data.get("kafka_error"):
@@ -304,6 +309,17 @@ def _partitions_grid(data: dict[str, Any]) -> Grid:
             _dash(r["lag_hint"]),
         )
     return p
+
+
+def _wal(src: Any, settings: Settings) -> dict[str, Any]:
+    """The legacy WAL headroom (pg_stat_wal's rate: no sampling pause in status)."""
+    from crossfade.capture.source_prep import wal_headroom
+
+    try:
+        w = wal_headroom(src, settings.capture.slot_name)
+    except Exception as exc:  # noqa: BLE001 - status reports, never fails on a part
+        return {"error": str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)}
+    return {**w.as_dict(), "summary": w.describe()}
 
 
 def probe_id() -> str:
