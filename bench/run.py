@@ -19,7 +19,8 @@ parameters and ``--random-seed`` for both. Benchmarks (see bench/README.md):
 4. ``sync``: a fresh target and consumer group replay the topics (every event the runs above
    produced) through ``crossfade sync``, and through bench/naive_consumer.py.
 
-Results: a table on stdout and bench/results/<utc>-<commit>.json; ``--profile`` writes py-spy
+Results: a table on stdout, bench/results/<benchmark>.json (the latest run of each) and a row
+per benchmark in bench/README.md's history table; ``--profile`` writes py-spy
 flame graphs of capture and sync to bench/results/.
 """
 
@@ -53,6 +54,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.conftest import Stack  # noqa: E402  (the integration tests' harness)
 
+from bench import history  # noqa: E402
 from crossfade.config import load_settings  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from crossfade.embedded._proc import free_port  # noqa: E402
@@ -1039,11 +1041,9 @@ class Bench:
             "results": self.results,
             "profiles": self.prof.files,
         }
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        path = RESULTS / f"{self.tag}-{commit[:8]}.json"
-        path.write_text(json.dumps(doc, indent=2, default=str))
-        print(f"results: {path.relative_to(REPO)}")
-        return path
+        paths = history.save(doc)  # the latest per benchmark, a row each in bench/README.md
+        print("results: " + ", ".join(str(p.relative_to(REPO)) for p in paths))
+        return paths[0] if paths else RESULTS
 
     def close(self, keep: bool = False) -> None:
         """Stop everything; remove the run's directory (server and process logs) unless ``keep``."""

@@ -1,0 +1,64 @@
+"""Benchmark results kept as the latest run per benchmark plus a short history table.
+
+``bench/results/<benchmark>.json`` holds the newest run of each benchmark (commit, date,
+machine, arguments, every figure); ``bench/README.md`` holds, between its history markers, one
+row per benchmark run (newest first, at most :data:`KEEP` rows) with the headline figures and
+the baseline measured in the same run. No file per run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+README = REPO / "bench" / "README.md"
+BEGIN, END = "<!-- history:begin -->", "<!-- history:end -->"
+HEADER = (
+    "| date (UTC) | commit | benchmark | crossfade / baseline (headline rows of the run) |\n"
+    "|---|---|---|---|"
+)
+KEEP = 40
+HEADLINES = 3
+
+
+def _row(doc: dict[str, Any], name: str) -> str:
+    rows = [r for r in doc.get("table", []) if r and r[0] == name][:HEADLINES]
+    figures = "; ".join(f"{label}: {mine} / {base}" for _, label, mine, base in rows)
+    date = str(doc.get("date", ""))[:16].replace("T", " ")
+    commit = str(doc.get("commit", ""))[:8] + (" (dirty)" if doc.get("services_dirty") else "")
+    return f"| {date} | {commit} | {name} | {figures.replace('|', '/') or '-'} |"
+
+
+def _table_rows(text: str) -> list[str]:
+    m = re.search(re.escape(BEGIN) + r"(.*?)" + re.escape(END), text, re.S)
+    if not m:
+        return []
+    return [ln for ln in m.group(1).strip().splitlines()[2:] if ln.startswith("| ")]
+
+
+def save(doc: dict[str, Any], readme: Path = README, results: Path = RESULTS) -> list[Path]:
+    """Write the latest file of every benchmark ``doc`` ran and put its rows on top of the
+    history table (the README must hold the two markers). Returns the files written."""
+    results.mkdir(parents=True, exist_ok=True)
+    written = []
+    new_rows = []
+    for name, figures in doc.get("results", {}).items():
+        one = {**doc, "results": {name: figures}}
+        one["table"] = [r for r in doc.get("table", []) if r and r[0] == name]
+        path = results / f"{name}.json"
+        path.write_text(json.dumps(one, indent=2, default=str) + "\n")
+        written.append(path)
+        new_rows.append(_row(doc, name))
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{readme} has no history markers {BEGIN} ... {END}")
+    rows = (new_rows + _table_rows(text))[:KEEP]
+    table = "\n".join([BEGIN, HEADER, *rows, END])
+    readme.write_text(
+        re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: table, text, flags=re.S)
+    )
+    return written

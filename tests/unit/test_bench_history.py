@@ -1,0 +1,54 @@
+"""bench/history.py: the latest run per benchmark and a short history table, no file per run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench import history
+
+
+def _doc(date: str, commit: str) -> dict:
+    return {
+        "commit": commit,
+        "date": date,
+        "results": {"snapshot": {"rows": 10}, "cdc": {"seconds": 5}},
+        "table": [
+            ["snapshot", "rows/s", "1,000", "9,000"],
+            ["cdc", "drain s", "2.0", "0.1"],
+            ["cdc", "tps", "100", "|110"],
+        ],
+    }
+
+
+def test_latest_file_per_benchmark_and_newest_rows_first(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# bench\n\n{history.BEGIN}\n{history.END}\n\nafter\n")
+    results = tmp_path / "results"
+    history.save(_doc("2026-12-01T10:00:00", "aaaaaaaa11"), readme, results)
+    paths = history.save(_doc("2026-12-02T10:00:00", "bbbbbbbb22"), readme, results)
+    assert sorted(p.name for p in results.iterdir()) == ["cdc.json", "snapshot.json"]
+    assert {p.name for p in paths} == {"cdc.json", "snapshot.json"}
+    cdc = json.loads((results / "cdc.json").read_text())
+    assert cdc["commit"] == "bbbbbbbb22" and list(cdc["results"]) == ["cdc"]
+    assert [r[1] for r in cdc["table"]] == ["drain s", "tps"]
+    text = readme.read_text()
+    rows = [ln for ln in text.splitlines() if ln.startswith("| 2026")]
+    assert [r.split(" | ")[1:3] for r in rows] == [
+        ["bbbbbbbb", "snapshot"],
+        ["bbbbbbbb", "cdc"],
+        ["aaaaaaaa", "snapshot"],
+        ["aaaaaaaa", "cdc"],
+    ]
+    assert "drain s: 2.0 / 0.1; tps: 100 / /110" in rows[1]  # a | in a figure cannot split a cell
+    assert text.endswith("\nafter\n")
+
+
+def test_the_table_keeps_the_newest_rows(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{history.BEGIN}\n{history.END}\n")
+    for i in range(history.KEEP):
+        history.save(_doc(f"2026-12-01T10:{i:02d}:00", f"{i:08d}"), readme, tmp_path / "r")
+    rows = [ln for ln in readme.read_text().splitlines() if ln.startswith("| 2026")]
+    assert len(rows) == history.KEEP
+    assert rows[0].split(" | ")[1] == f"{history.KEEP - 1:08d}"
