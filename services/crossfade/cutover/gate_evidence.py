@@ -14,10 +14,12 @@ from psycopg import sql
 
 from crossfade.config import Settings
 from crossfade.target.bookkeeping import (
+    AuditRow,
     FenceRun,
     Heartbeat,
     LedgerCounts,
     has_table,
+    latest_audit,
     latest_fences,
     ledger_counts,
     merged_members,
@@ -65,6 +67,10 @@ class Context:
     @property
     def fences(self) -> list[FenceRun]:
         return self._once("fences", lambda: latest_fences(self.tgt, self.bk, 10))
+
+    def audit(self, gate: str) -> AuditRow | None:
+        """The newest ``cutover_audit`` row of ``gate`` (a check the cutover runs and records)."""
+        return self._once(f"audit:{gate}", lambda: latest_audit(self.tgt, self.bk, gate))
 
     @property
     def meta(self) -> dict[str, str]:

@@ -7,29 +7,42 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 0. ``fallback_plan`` (only with ``cutover.fallback: true``): every table's mapping can be inverted;
 1. ``sync_alive``: capture and every sync worker send heartbeats, hold their partitions, keep up;
 2. ``dead_letters``: no open dead letter nobody acknowledged (``crossfade dlq ack``);
-3. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
-4. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
+3. ``backup`` (only with ``cutover.backup``): the backup command or SQL succeeds; its output (a
+   snapshot id) is the evidence (with ``backup.after_freeze`` it runs right after the freeze);
+4. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
+5. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
    ``cutover.freeze_command``); skipped in a dry run;
-5. ``fence``: a fence goes through: every change committed before the freeze is applied;
-6. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
+6. ``fence``: a fence goes through: every change committed before the freeze is applied;
+7. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
    run, where writes go on, counts that differ are reported and the step is skipped;
-7. ``verify``: the full verify finds zero mismatches;
-8. ``target_schema``: what the tables crossfade created still lack of legacy's definition
-   (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
-   that the target is complete and still; then the gate checks every identity-mapped table
-   against legacy's catalog; in a dry run only what would be created is listed;
-9. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
-   largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
-   each move audited (gate ``sequence``); a dry run shows what it would set;
-10. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
-   POST); skipped in a dry run;
-11. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
-   the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
-   sync has joined; in a dry run only the plan is checked.
+8. ``reconcile`` (only with ``cutover.reconcile``): every control total (a query pair, legacy and
+   new) is equal; the differing rows are named; in a dry run, totals that differ are reported
+   and the step is skipped, like the counts;
+9. ``verify``: the full verify finds zero mismatches;
+10. ``target_schema``: what the tables crossfade created still lack of legacy's definition
+    (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
+    that the target is complete and still; then the gate checks every identity-mapped table
+    against legacy's catalog; in a dry run only what would be created is listed;
+11. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
+    largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
+    each move audited (gate ``sequence``); a dry run shows what it would set;
+12. ``smoke`` (only with ``cutover.smoke``): SQL or HTTP checks of the new system pass (a test
+    login, a test payment), after the flip's preparation, the last step before traffic moves;
+13. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
+    POST); skipped in a dry run;
+14. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+    the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
+    sync has joined; in a dry run only the plan is checked.
 
-Steps 1, 2, 5, 6, 7 and 8 are gates of the model: the cutover runs the fence and the verify (their
+Steps 1, 2, 6, 7, 9 and 10 are gates of the model: the cutover runs the fence and the verify (their
 runs are recorded in the bookkeeping schema) and then evaluates the gate from what was recorded,
-so its result carries the same state, evidence and age the console shows.
+so its result carries the same state, evidence and age the console shows. Steps 3, 8 and 12 are
+the model's optional gates: run here (:mod:`crossfade.cutover.checks`), their evidence recorded in
+the audit row, which the model reads.
+
+The write downtime forecast (``expected_downtime_seconds``, printed by ``--dry-run``) is the sum
+of the measured times of every step between the freeze and the flip (the flip's own command is
+not run in a dry run): whatever steps the configuration adds there are in it.
 
 The first step that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
@@ -57,10 +70,11 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.cutover import gate_model
+from crossfade.cutover import checks, gate_model
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
@@ -81,8 +95,27 @@ GATES = (
     "sequences",
     "flip",
 )
+"""The steps every cutover takes (:func:`steps_for` adds the configured ones)."""
 FALLBACK_GATE = "fallback"
 FALLBACK_PLAN = "fallback_plan"
+
+
+def steps_for(cfg: Any) -> tuple[str, ...]:
+    """The steps of a cutover under ``cfg`` (``settings.cutover``), in order."""
+    out: list[str] = [FALLBACK_PLAN] if cfg.fallback else []
+    for g in GATES:
+        if g == "checkpoint" and cfg.backup is not None and not cfg.backup.after_freeze:
+            out.append("backup")
+        if g == "verify" and cfg.reconcile:
+            out.append("reconcile")
+        if g == "flip" and cfg.smoke:
+            out.append("smoke")
+        out.append(g)
+        if g == "freeze" and cfg.backup is not None and cfg.backup.after_freeze:
+            out.append("backup")
+    if cfg.fallback:
+        out.append(FALLBACK_GATE)
+    return tuple(out)
 
 
 @dataclass
@@ -95,6 +128,8 @@ class GateResult:
     seconds: float
     skipped: bool = False
     model: gate_model.GateResult | None = None
+    evidence: dict[str, Any] | None = None
+    """What a check step (backup, reconcile, smoke) recorded in the audit log."""
 
     @property
     def state(self) -> str:
@@ -119,6 +154,8 @@ class GateResult:
                 {k: m[k] for k in ("title", "evaluated_at", "evidence", "evidence_at", "age_s")}
             )
             out["fresh_s"] = m["fresh_s"]
+        elif self.evidence is not None:
+            out["evidence"] = self.evidence
         return out
 
 
@@ -129,8 +166,8 @@ class CutoverReport:
     who: str
     gates: list[GateResult] = field(default_factory=list)
     unfrozen: bool | None = None
-    fence_seconds: float | None = None
-    verify_seconds: float | None = None
+    downtime_steps: dict[str, float] = field(default_factory=dict)
+    """Measured seconds of every step between the freeze and the flip (the forecast's parts)."""
     downtime_seconds: float | None = None
     model: list[gate_model.GateResult] = field(default_factory=list)
     """The gate model evaluated at the end of the run (what the console shows for this state)."""
@@ -143,10 +180,15 @@ class CutoverReport:
 
     @property
     def expected_downtime_seconds(self) -> float | None:
-        """Writes are frozen from the freeze to the flip: a fence plus a verify, measured."""
-        if self.fence_seconds is None or self.verify_seconds is None:
+        """Writes are frozen from the freeze to the flip: the sum of the measured times of every
+        step between them (None until the run got past the verify)."""
+        if "verify" not in self.downtime_steps:
             return None
-        return self.fence_seconds + self.verify_seconds
+        return sum(self.downtime_steps.values())
+
+    def downtime_parts(self) -> str:
+        """``fence 0.8 s + row_counts 0.1 s + ...``: the forecast's parts."""
+        return " + ".join(f"{k} {v:.1f} s" for k, v in self.downtime_steps.items())
 
     def as_dict(self) -> dict[str, Any]:
         exp = self.expected_downtime_seconds
@@ -158,6 +200,7 @@ class CutoverReport:
             "gates": [g.as_dict() for g in self.gates],
             "unfrozen": self.unfrozen,
             "expected_downtime_seconds": round(exp, 3) if exp is not None else None,
+            "expected_downtime_steps": {k: round(v, 3) for k, v in self.downtime_steps.items()},
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
             else None,
@@ -184,17 +227,20 @@ def audit(
     ok: bool,
     detail: str,
     seconds: float,
+    evidence: dict[str, Any] | None = None,
 ) -> None:
-    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail redacted).
-    A failure to write it is logged, never raised: the audit must not hide the step's result."""
+    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail and the
+    evidence, JSON, redacted). A failure to write it is logged, never raised: the audit must not
+    hide the step's result."""
+    ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
     try:
         with connect(settings.target, "target") as tgt:
             tgt.execute(
                 sql.SQL(
-                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
+                    "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
                 ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
-                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds),
+                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds, ev),
             )
     except (psycopg.Error, CrossfadeError) as exc:
         log.error("cutover audit row for %s not written: %s", gate, exc)
@@ -261,13 +307,20 @@ class Cutover:
         self.on_gate = on_gate
         self.verify_options = verify_options or {}
         self.report = CutoverReport(uuid.uuid4().hex[:12], dry_run, operator())
-        self.gates = (FALLBACK_PLAN, *GATES, FALLBACK_GATE) if self.cfg.fallback else GATES
+        self.gates = steps_for(self.cfg)
         self.report.expected_gates = len(self.gates)
         self.frozen = False
         self._frozen_at: float | None = None
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def _audit(self, gate: str, ok: bool, detail: str, seconds: float) -> None:
+    def _audit(
+        self,
+        gate: str,
+        ok: bool,
+        detail: str,
+        seconds: float,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         audit(
             self.settings,
             self.report.run_id,
@@ -277,6 +330,7 @@ class Cutover:
             ok,
             detail,
             seconds,
+            evidence,
         )
 
     # -- gates ------------------------------------------------------------------------------
@@ -349,8 +403,7 @@ class Cutover:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record."""
         from crossfade.verify.fence import fence
 
-        r = fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
-        self.report.fence_seconds = r.seconds
+        fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
         return self._model("fence")
 
     def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
@@ -358,11 +411,9 @@ class Cutover:
         a failed verify names its tables."""
         from crossfade.verify.run import Verifier
 
-        t0 = time.monotonic()
         rep = Verifier(
             self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options
         ).run()
-        self.report.verify_seconds = time.monotonic() - t0
         if rep.match:
             return self._model("verify")
         bad = [
@@ -418,6 +469,16 @@ class Cutover:
         for m in moves:
             self._audit("sequence", True, m.line(), 0.0)
         return True, sequences.describe(moves, self.dry_run)
+
+    def gate_backup(self) -> checks.Check:
+        assert self.cfg.backup is not None
+        return checks.run_backup(self.settings, self.cfg.backup)
+
+    def gate_reconcile(self) -> checks.Check:
+        return checks.run_reconcile(self.settings, self.cfg.reconcile)
+
+    def gate_smoke(self) -> checks.Check:
+        return checks.run_smoke(self.settings, self.cfg.smoke)
 
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
@@ -541,15 +602,24 @@ class Cutover:
             self.frozen = False
 
     # -- run ----------------------------------------------------------------------------------
+    def _in_freeze(self, name: str) -> bool:
+        """Whether ``name`` runs while legacy writes are frozen (after the freeze, up to and
+        including the flip): its time is part of the write downtime."""
+        order = list(self.gates)
+        return order.index("freeze") < order.index(name) <= order.index("flip")
+
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
         """Run one step: any failure is a red step (audited; the run then unfreezes)."""
         t0 = time.monotonic()
         model = None
+        evidence = None
         try:
             out = fn()
             if isinstance(out, gate_model.GateResult):
                 model = out
                 ok, detail = out.ok, out.detail
+            elif isinstance(out, checks.Check):
+                ok, detail, evidence = out.ok, out.detail, out.evidence
             else:
                 ok, detail = out
         except CrossfadeError as exc:
@@ -562,7 +632,21 @@ class Cutover:
             # writes go on in a dry run: counts move; they are compared after the real freeze
             skipped, ok = True, True
             detail = f"skipped (dry run: writes are not frozen, counts compared after the freeze): {detail}"
-        return GateResult(name, ok, detail, time.monotonic() - t0, skipped=skipped, model=model)
+        if self.dry_run and name == "reconcile" and not ok:
+            skipped, ok = True, True
+            detail = f"skipped (dry run: writes are not frozen, totals compared after the freeze): {detail}"
+            evidence = {**(evidence or {}), "skipped": True}
+        if name in ("backup", "reconcile", "smoke") and evidence is None:
+            evidence = {"error": detail}  # the check itself could not run (a database down)
+        return GateResult(
+            name,
+            ok,
+            detail,
+            time.monotonic() - t0,
+            skipped=skipped,
+            model=model,
+            evidence=evidence,
+        )
 
     def run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
@@ -571,8 +655,11 @@ class Cutover:
             FALLBACK_PLAN: self.gate_fallback_plan,
             "sync_alive": self.gate_sync_alive,
             "dead_letters": self.gate_dead_letters,
+            "backup": self.gate_backup,
             "checkpoint": self.gate_checkpoint,
             "freeze": self.gate_freeze,
+            "reconcile": self.gate_reconcile,
+            "smoke": self.gate_smoke,
             "fence": self.gate_fence,
             "row_counts": self.gate_row_counts,
             "verify": self.gate_verify,
@@ -585,9 +672,11 @@ class Cutover:
             for name in self.gates:
                 res = self._step(name, steps[name])
                 self.report.gates.append(res)
+                if self._in_freeze(name):
+                    self.report.downtime_steps[name] = res.seconds
                 if res.model is None or res.skipped:
                     metrics.set_gate(name, res.ok)
-                self._audit(name, res.ok, res.detail, res.seconds)
+                self._audit(name, res.ok, res.detail, res.seconds, res.evidence)
                 if self.on_gate:
                     self.on_gate(res)
                 if not res.ok:
@@ -607,7 +696,7 @@ class Cutover:
         )
         exp = self.report.expected_downtime_seconds
         if exp is not None:
-            decision += f"; expected write downtime {exp:.1f} s (fence + verify)"
+            decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
         self._audit("decision", self.report.go, decision, 0.0)
         return self.report
 

@@ -22,7 +22,8 @@ commit in one transaction of the target. The tables:
 ``checkpoints`` ``crossfade checkpoint create``: per partition the stored offsets, the legacy
                 database's WAL position and the time (what ``rewind`` returns to).
 ``verify_runs`` one row per ``crossfade verify`` run, with its JSON report.
-``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail.
+``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail, and the
+                evidence of the backup, reconcile and smoke gates (JSON).
 ``dlq_acks``    ``crossfade dlq ack``: who acknowledged how many open dead letters, and why.
 ``dlq_acked``   the dead letters each acknowledgement covered (source table, entry, position): a
                 key dead-lettered again later (a newer position) is open and unacknowledged anew.
@@ -175,6 +176,7 @@ def ddl(schema: str) -> list[sql.Composable]:
             "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS snapshot_floor bigint NOT NULL DEFAULT 0"
         ).format(s),
         sql.SQL("ALTER TABLE {}.verify_runs ADD COLUMN IF NOT EXISTS mapping_hash text").format(s),
+        sql.SQL("ALTER TABLE {}.cutover_audit ADD COLUMN IF NOT EXISTS evidence jsonb").format(s),
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS ledger_held ON {}.ledger (outcome, rule) "
             "WHERE outcome IN ('dead_letter', 'filtered', 'deferred')"
@@ -540,6 +542,37 @@ def latest_fences(conn: psycopg.Connection, schema: str, limit: int = 1) -> list
         (limit,),
     ).fetchall()
     return [FenceRun(*r) for r in rows]
+
+
+@dataclass
+class AuditRow:
+    """One row of ``cutover_audit`` (a step of a cutover run), with its age."""
+
+    run_id: str
+    at: datetime
+    who: str
+    dry_run: bool
+    gate: str
+    ok: bool
+    detail: str | None
+    seconds: float | None
+    evidence: dict[str, Any] | None
+    age_s: float
+
+
+def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow | None:
+    """The newest audit row of ``gate`` (a dry run's too), or None (none yet, or no schema)."""
+    if not has_table(conn, schema, "cutover_audit"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT run_id, at, who, dry_run, gate, ok, detail, seconds, evidence, "
+            "EXTRACT(EPOCH FROM clock_timestamp() - at)::float8 FROM {}.cutover_audit "
+            "WHERE gate = %s ORDER BY id DESC LIMIT 1"
+        ).format(sql.Identifier(schema)),
+        (gate,),
+    ).fetchone()
+    return AuditRow(*row) if row else None
 
 
 # -- heartbeats ----------------------------------------------------------------------------------
