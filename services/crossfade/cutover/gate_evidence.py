@@ -241,7 +241,8 @@ class Context:
             sql.SQL(
                 "SELECT id, started_at, finished_at, ok, mismatched, missing, extra, "
                 "EXTRACT(EPOCH FROM clock_timestamp() - finished_at)::float8, mapping_hash, "
-                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by "
+                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by, "
+                "(report->>'delta_of')::bigint "
                 "FROM {}.verify_runs ORDER BY id DESC LIMIT 20"
             ).format(sql.Identifier(self.bk))
         ).fetchall()
@@ -249,7 +250,7 @@ class Context:
             if want <= set(r[9] or []):
                 keys = (
                     "id started_at finished_at ok mismatched missing extra age_s mapping_hash "
-                    "tables created_by"
+                    "tables created_by delta_of"
                 )
                 return dict(zip(keys.split(), r, strict=True))
         return None

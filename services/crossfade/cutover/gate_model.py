@@ -450,12 +450,15 @@ def _eval_verify(ctx: Context) -> GateResult:
             "extra": v["extra"],
             "by": v["created_by"],
             "finished_at": v["finished_at"].isoformat(),
+            "delta_of": v.get("delta_of"),
         },
         "evidence_at": v["finished_at"],
         "age_s": v["age_s"],
         "fresh_s": fresh,
     }
     when = f"verify #{v['id']} ({v['age_s']:.0f} s ago)"
+    if v.get("delta_of") is not None:
+        when = f"verify #{v['id']} of the rows changed since verify #{v['delta_of']} ({v['age_s']:.0f} s ago)"
     if not v["ok"]:
         return _result(
             ctx,

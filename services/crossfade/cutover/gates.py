@@ -9,34 +9,40 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 2. ``dead_letters``: no open dead letter nobody acknowledged (``crossfade dlq ack``);
 3. ``backup`` (only with ``cutover.backup``): the backup command or SQL succeeds; its output (a
    snapshot id) is the evidence (with ``backup.after_freeze`` it runs right after the freeze);
-4. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
-5. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
+4. ``verify_live``: the full verify, while writes still flow (differing keys re-checked around
+   fences, :mod:`crossfade.verify.run`): it fails on a confirmed difference; keys it cannot
+   decide (unsettled) are carried into the verify inside the freeze;
+5. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
+6. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
    ``cutover.freeze_command``); skipped in a dry run;
-6. ``fence``: a fence goes through: every change committed before the freeze is applied;
-7. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
+7. ``fence``: a fence goes through: every change committed before the freeze is applied;
+8. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
    run, where writes go on, counts that differ are reported and the step is skipped;
-8. ``reconcile`` (only with ``cutover.reconcile``): every control total (a query pair, legacy and
+9. ``reconcile`` (only with ``cutover.reconcile``): every control total (a query pair, legacy and
    new) is equal; the differing rows are named; in a dry run, totals that differ are reported
    and the step is skipped, like the counts;
-9. ``verify``: the full verify finds zero mismatches;
-10. ``target_schema``: what the tables crossfade created still lack of legacy's definition
+10. ``verify``: inside the freeze, only what changed since ``verify_live`` (the rows written on
+    either side since its snapshots, and its unsettled keys: :mod:`crossfade.verify.delta`;
+    mapped and keyless tables in full) finds zero mismatches: the write downtime grows with the
+    writes of the last minutes, not with the database's size;
+11. ``target_schema``: what the tables crossfade created still lack of legacy's definition
     (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
     that the target is complete and still; then the gate checks every identity-mapped table
     against legacy's catalog; in a dry run only what would be created is listed;
-11. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
+12. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
     largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
     each move audited (gate ``sequence``); a dry run shows what it would set;
-12. ``smoke`` (only with ``cutover.smoke``): SQL or HTTP checks of the new system pass (a test
+13. ``smoke`` (only with ``cutover.smoke``): SQL or HTTP checks of the new system pass (a test
     login, a test payment), after the flip's preparation, the last step before traffic moves;
-13. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
+14. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
     POST); skipped in a dry run;
-14. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+15. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
     the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
     sync has joined; in a dry run only the plan is checked.
 
-Steps 1, 2, 6, 7, 9 and 10 are gates of the model: the cutover runs the fence and the verify (their
+Steps 1, 2, 7, 8, 10 and 11 are gates of the model: the cutover runs the fence and the verify (their
 runs are recorded in the bookkeeping schema) and then evaluates the gate from what was recorded,
-so its result carries the same state, evidence and age the console shows. Steps 3, 8 and 12 are
+so its result carries the same state, evidence and age the console shows. Steps 3, 9 and 13 are
 the model's optional gates: run here (:mod:`crossfade.cutover.checks`), their evidence recorded in
 the audit row, which the model reads.
 
@@ -79,6 +85,7 @@ from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
 from crossfade.target.bookkeeping import acknowledge_dead_letters, ensure_schema
+from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -86,6 +93,7 @@ log = logging.getLogger(__name__)
 GATES = (
     "sync_alive",
     "dead_letters",
+    "verify_live",
     "checkpoint",
     "freeze",
     "fence",
@@ -104,7 +112,7 @@ def steps_for(cfg: Any) -> tuple[str, ...]:
     """The steps of a cutover under ``cfg`` (``settings.cutover``), in order."""
     out: list[str] = [FALLBACK_PLAN] if cfg.fallback else []
     for g in GATES:
-        if g == "checkpoint" and cfg.backup is not None and not cfg.backup.after_freeze:
+        if g == "verify_live" and cfg.backup is not None and not cfg.backup.after_freeze:
             out.append("backup")
         if g == "verify" and cfg.reconcile:
             out.append("reconcile")
@@ -286,6 +294,15 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> int:
         ) from None
 
 
+def _mismatch(t: Any) -> str:
+    """One table's differences (a verify ``TableReport``), as the cutover names them."""
+    return (
+        f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
+        + (f", {t.unsettled} unsettled" if t.unsettled else "")
+        + (f" ({t.error})" if t.error else "")
+    )
+
+
 class Cutover:
     def __init__(
         self,
@@ -311,6 +328,8 @@ class Cutover:
         self.report.expected_gates = len(self.gates)
         self.frozen = False
         self._frozen_at: float | None = None
+        self.verified: DeltaBase | None = None
+        """The full verify before the freeze (``verify_live``): the base of the one inside it."""
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _audit(
@@ -406,24 +425,46 @@ class Cutover:
         fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
         return self._model("fence")
 
+    def gate_verify_live(self) -> tuple[bool, str]:
+        """The full verify while writes flow (recorded in ``verify_runs``): red on a confirmed
+        difference; unsettled keys go to the verify inside the freeze."""
+        from crossfade.verify.run import Verifier, delta_base
+
+        v = Verifier(self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options)
+        rep = v.run()
+        self.verified = delta_base(v)
+        confirmed = [t for t in rep.tables if t.error or t.missing or t.extra or t.different]
+        if confirmed:
+            return False, "mismatches: " + "; ".join(_mismatch(t) for t in confirmed)
+        unsettled = sum(t.unsettled for t in rep.tables)
+        rows = sum(t.source_rows for t in rep.tables)
+        how = (
+            "the verify inside the freeze compares only the rows written since"
+            if self.verified is not None
+            else "no snapshot (PostgreSQL before 13): the verify inside the freeze is a full one"
+        )
+        return True, (
+            f"verify #{rep.run_id}: {len(rep.tables)} table(s), {rows} legacy rows match "
+            f"({sum(t.in_flight for t in rep.tables)} in flight"
+            + (f", {unsettled} unsettled: compared again inside the freeze" if unsettled else "")
+            + f") in {rep.seconds:.1f} s; {how}"
+        )
+
     def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
-        """Run the full verify (recorded in ``verify_runs``), then evaluate the gate from the record;
-        a failed verify names its tables."""
+        """Inside the freeze: verify what changed since ``verify_live`` (a full verify without
+        it), recorded in ``verify_runs``; then evaluate the gate from the record; a failed
+        verify names its tables."""
         from crossfade.verify.run import Verifier
 
         rep = Verifier(
-            self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options
+            self.settings,
+            fence_timeout=self.cfg.fence_timeout_s,
+            changed_since=self.verified,
+            **self.verify_options,
         ).run()
         if rep.match:
             return self._model("verify")
-        bad = [
-            f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
-            + (f", {t.unsettled} unsettled" if t.unsettled else "")
-            + (f" ({t.error})" if t.error else "")
-            for t in rep.tables
-            if not t.match
-        ]
-        return False, "mismatches: " + "; ".join(bad)
+        return False, "mismatches: " + "; ".join(_mismatch(t) for t in rep.tables if not t.match)
 
     def gate_target_schema(self) -> gate_model.GateResult | tuple[bool, str]:
         """Create what crossfade's tables lack (not in a dry run), then evaluate the gate."""
@@ -656,6 +697,7 @@ class Cutover:
             "sync_alive": self.gate_sync_alive,
             "dead_letters": self.gate_dead_letters,
             "backup": self.gate_backup,
+            "verify_live": self.gate_verify_live,
             "checkpoint": self.gate_checkpoint,
             "freeze": self.gate_freeze,
             "reconcile": self.gate_reconcile,

@@ -280,6 +280,42 @@ class TableComparer:
                 out[tuple(r[:n])] = r[n]
         return out
 
+    def changed_keys(self, side: str, snapshot: str) -> set[Key]:
+        """Keys of the rows on one side written (inserted or updated) by a transaction that the
+        snapshot ``snapshot`` (``pg_current_snapshot()`` as text, PostgreSQL 13+) does not see:
+        every row changed since it was taken, by sync or by anybody else. One scan of the table
+        reading only its keys and row headers (no row text, no hash). A row *deleted* since is
+        not among them: the counts compare those (see :mod:`crossfade.verify.delta`).
+
+        A row's ``xmin`` is 32 bits; it is widened against the snapshot's 64-bit ``xmax`` (a
+        transaction more than 2^31 ids older is long frozen and visible anyway)."""
+        conn, rel = self._side(side)
+        xmax = int(snapshot.split(":")[1])
+        x = sql.SQL("r.xmin::text::bigint")
+        x8 = sql.SQL(
+            "({xmax} + mod(mod({x} - {low} + 2147483648, 4294967296) + 4294967296, 4294967296)"
+            " - 2147483648)"
+        ).format(xmax=sql.Literal(xmax), x=x, low=sql.Literal(xmax % 2**32))
+        q = sql.SQL(
+            "SELECT {keys} FROM {rel} AS r WHERE {x} >= 3 AND {x8} >= 3 "
+            "AND NOT pg_visible_in_snapshot({x8}::text::xid8, {snap}::pg_snapshot)"
+        ).format(keys=self._key_text, rel=self._rel(rel), x=x, x8=x8, snap=sql.Literal(snapshot))
+        n = len(self.pk)
+        return {tuple(r[:n]) for r in conn.execute(q)}
+
+    def compare_keys(self, keys: Iterable[Key]) -> int:
+        """Compare these keys' rows on both sides (md5 of the row text); differences are noted
+        as the chunk pass notes them (``result.keys``, beyond ``max_keys`` only counted).
+        Returns how many keys were compared."""
+        keys = list(keys)
+        src, tgt = self.hashes_of("source", keys), self.hashes_of("target", keys)
+        for k in keys:
+            a, b = src.get(k), tgt.get(k)
+            if a == b:
+                continue
+            self._note(k, "extra" if a is None else "missing" if b is None else "different")
+        return len(keys)
+
     def rows_of(self, side: str, keys: list[Key]) -> dict[Key, dict[str, str | None]]:
         """Whole rows (column -> text) for a few keys, to show which columns differ."""
         conn, rel = self._side(side)

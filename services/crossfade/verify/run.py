@@ -21,6 +21,10 @@ Steps, for every configured table (or ``--table``):
 4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
 5. the run is recorded in ``<bookkeeping>.verify_runs`` and published as metrics.
 
+Before it reads anything, a run takes a snapshot of each database (PostgreSQL 13+): the next
+run may then compare only the rows written since (``changed_since``, :mod:`crossfade.verify.delta`:
+the cutover's verify inside the write freeze) instead of every row's checksum.
+
 Tables without a primary key are compared by :func:`crossfade.verify.compare.compare_table`
 (a streaming merge of both sides; no re-check, no repair). Tables with an entry under
 ``mapping.tables`` are compared through the mapping (:mod:`crossfade.verify.mapped`), one report
@@ -50,6 +54,7 @@ from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
 from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
+from crossfade.verify.delta import DeltaBase, snapshot_of
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -84,6 +89,8 @@ class TableReport:
     error: str | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
     repair: dict[str, Any] | None = None
+    delta_keys: int | None = None
+    """In a verify of the changes only: how many keys (changed since the base run) were compared."""
     mapped: dict[str, Any] | None = None
     """For a target of the mapping: its sources, expected rows, merged duplicates, accounting."""
 
@@ -119,6 +126,7 @@ class TableReport:
             "error": self.error,
             "rows": self.examples,
             "repair": self.repair,
+            **({"delta_keys": self.delta_keys} if self.delta_keys is not None else {}),
             **({"mapping": self.mapped} if self.mapped is not None else {}),
         }
 
@@ -131,6 +139,13 @@ class VerifyReport:
     fences: int = 0
     fence_seconds: float = 0.0
     rechecked_after_fence: bool = False
+    snapshots: dict[str, str] | None = None
+    """``source``/``target`` -> the snapshot taken before the run read anything (the base of a
+    later verify of the changes; None before PostgreSQL 13)."""
+    delta_of: int | None = None
+    """A verify of the changes since this run (``verify_runs.id``); None: a full verify."""
+    run_id: int | None = None
+    """Its ``verify_runs.id`` once recorded."""
 
     @property
     def match(self) -> bool:
@@ -145,6 +160,7 @@ class VerifyReport:
             "fences": self.fences,
             "fence_seconds": round(self.fence_seconds, 3),
             "rechecked_after_fence": self.rechecked_after_fence,
+            "delta_of": self.delta_of,
         }
 
 
@@ -218,7 +234,10 @@ class Verifier:
         progress: Progress | None = None,
         fence: Callable[[], tuple[str, float]] | None = None,
         lock_wait: float = 10.0,
+        changed_since: DeltaBase | None = None,
     ) -> None:
+        """``changed_since``: compare only the rows of keyed identity tables written since that
+        (full) verify's snapshots, plus its unsettled keys (:mod:`crossfade.verify.delta`)."""
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
         if unknown:
@@ -239,6 +258,10 @@ class Verifier:
         self.comparers: dict[str, TableComparer] = {}
         self.confirmed: dict[str, dict[Key, str]] = {}
         self.last_fence_lsn: int | None = None
+        self.changed_since = changed_since
+        if changed_since is not None:
+            self.report.delta_of = changed_since.run_id
+        self._unsettled: dict[str, set[Key]] = {}
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
@@ -276,6 +299,9 @@ class Verifier:
         ):
             prepare_session(src)
             prepare_session(tgt)
+            snaps = {"source": snapshot_of(src), "target": snapshot_of(tgt)}
+            if all(snaps.values()):
+                self.report.snapshots = {k: str(v) for k, v in snaps.items()}
             mapping = self.settings.mapping
             mapped = [t for t in self.tables if mapping is not None and t in mapping.tables]
             for table in self.tables:
@@ -520,7 +546,17 @@ class Verifier:
             on_rows=self.progress.advance,
             target_shape=tshape,
         )
-        res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
+        base = self.changed_since
+        if base is not None and {"source", "target"} <= set(base.snapshots):
+            # only the rows written since the base run, and the keys it left undecided
+            self.progress.table(table, 0)
+            keys = comparer.changed_keys("source", base.snapshots["source"])
+            keys |= comparer.changed_keys("target", base.snapshots["target"])
+            keys |= base.unsettled.get(table, set())
+            tr.delta_keys = comparer.compare_keys(keys)
+            res = comparer.result
+        else:
+            res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
         self.comparers[table] = comparer
         tr.source_rows, tr.target_rows = res.source_rows, res.target_rows
         tr.chunks, tr.chunks_differing = res.chunks, res.chunks_differing
@@ -684,7 +720,7 @@ class Verifier:
 
     def _summarise(self, src: psycopg.Connection, tgt: psycopg.Connection, tr: TableReport) -> None:
         keys = self.confirmed.get(tr.name, {})
-        unsettled = getattr(self, "_unsettled", {}).get(tr.name, set())
+        unsettled = self._unsettled.get(tr.name, set())
         for k, kind in keys.items():
             if k in unsettled:
                 continue
@@ -719,11 +755,11 @@ class Verifier:
         try:
             with connect(self.settings.target, "target") as tgt:
                 ensure_schema(tgt, self.bk)
-                tgt.execute(
+                row = tgt.execute(
                     sql.SQL(
                         "INSERT INTO {}.verify_runs (started_at, ok, tables, source_rows, target_rows, mismatched, "
                         "missing, extra, rechecked_after_fence, seconds, created_by, report, mapping_hash) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id"
                     ).format(sql.Identifier(self.bk)),
                     (
                         r.started_at,
@@ -741,9 +777,20 @@ class Verifier:
                         Jsonb(json.loads(json.dumps(r.as_dict(), default=str))),
                         mapping_fingerprint(self.settings.mapping),
                     ),
-                )
+                ).fetchone()
+                r.run_id = int(row[0]) if row else None
         except (psycopg.Error, CrossfadeError) as exc:
             log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
+
+
+def delta_base(v: Verifier) -> DeltaBase | None:
+    """What a later verify of the changes needs from the (full) run ``v`` made: its snapshots
+    and unsettled keys; None when it took no snapshot (PostgreSQL before 13)."""
+    if v.report.snapshots is None:
+        return None
+    return DeltaBase(
+        v.report.run_id, v.report.snapshots, {t: set(k) for t, k in v._unsettled.items()}
+    )
 
 
 def verify(
