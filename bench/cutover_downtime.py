@@ -66,7 +66,10 @@ def _delta_keys(stack: XStack) -> dict[str, Any]:
         ).fetchone()
     if row is None:
         return {}
-    return {t["name"]: t.get("delta_keys") for t in row[1]["tables"]}
+    return {
+        t["name"]: {"keys": t.get("delta_keys"), "seconds": t.get("seconds")}
+        for t in row[1]["tables"]
+    } | {"fences": row[1].get("fences"), "seconds": row[1].get("seconds")}
 
 
 def _steps(rep: dict[str, Any]) -> dict[str, float]:

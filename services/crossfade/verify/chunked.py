@@ -283,23 +283,20 @@ class TableComparer:
     def changed_keys(self, side: str, snapshot: str) -> set[Key]:
         """Keys of the rows on one side written (inserted or updated) by a transaction that the
         snapshot ``snapshot`` (``pg_current_snapshot()`` as text, PostgreSQL 13+) does not see:
-        every row changed since it was taken, by sync or by anybody else. One scan of the table
-        reading only its keys and row headers (no row text, no hash). A row *deleted* since is
-        not among them: the counts compare those (see :mod:`crossfade.verify.delta`).
+        every row changed since it was taken, by sync or by anybody else (a few rows committed
+        just before it may come too: a superset). One scan of the table reading only its keys
+        and row headers (no row text, no hash). A row *deleted* since is not among them: the
+        counts compare those (see :mod:`crossfade.verify.delta`).
 
-        A row's ``xmin`` is 32 bits; it is widened against the snapshot's 64-bit ``xmax`` (a
-        transaction more than 2^31 ids older is long frozen and visible anyway)."""
+        Every transaction the snapshot does not see has an id at or above the snapshot's
+        ``xmin``: ``age(xmin) <= age(<snapshot xmin>)`` selects them, both ages taken against
+        the same transaction counter, so it holds across the 32-bit wraparound (a frozen row's
+        age is the largest there is)."""
         conn, rel = self._side(side)
-        xmax = int(snapshot.split(":")[1])
-        x = sql.SQL("r.xmin::text::bigint")
-        x8 = sql.SQL(
-            "({xmax} + mod(mod({x} - {low} + 2147483648, 4294967296) + 4294967296, 4294967296)"
-            " - 2147483648)"
-        ).format(xmax=sql.Literal(xmax), x=x, low=sql.Literal(xmax % 2**32))
-        q = sql.SQL(
-            "SELECT {keys} FROM {rel} AS r WHERE {x} >= 3 AND {x8} >= 3 "
-            "AND NOT pg_visible_in_snapshot({x8}::text::xid8, {snap}::pg_snapshot)"
-        ).format(keys=self._key_text, rel=self._rel(rel), x=x, x8=x8, snap=sql.Literal(snapshot))
+        low = int(snapshot.split(":")[0]) % 2**32
+        q = sql.SQL("SELECT {keys} FROM {rel} AS r WHERE age(r.xmin) <= age({x}::xid)").format(
+            keys=self._key_text, rel=self._rel(rel), x=sql.Literal(str(low))
+        )
         n = len(self.pk)
         return {tuple(r[:n]) for r in conn.execute(q)}
 

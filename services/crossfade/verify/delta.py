@@ -5,9 +5,9 @@ flow) takes, before it reads anything, a snapshot of each database (``pg_current
 Every row it then judged equal and that nobody wrote since on either side is still equal. So,
 inside the freeze, after the fence, the cutover compares only:
 
-* the rows written since on either side: their ``xmin`` is a transaction those snapshots do not
-  see (:meth:`crossfade.verify.chunked.TableComparer.changed_keys`: sync's upserts, and anything
-  else that wrote to the new database, a planted difference included);
+* the rows written since on either side: their ``xmin`` is a transaction at or above the
+  snapshot's ``xmin`` (:meth:`crossfade.verify.chunked.TableComparer.changed_keys`: sync's
+  upserts, and anything else that wrote to the new database, a planted difference included);
 * the keys the full verify could not decide (*unsettled*: changing in every re-check round);
 * the counts of both sides (the cutover's ``row_counts`` step, before it): a row deleted on one
   side since leaves no ``xmin`` behind, so a lost delete shows as counts that differ (unless a
