@@ -42,6 +42,7 @@ def test_each_gate_needs_exactly_one_way_and_steps_follow_the_config() -> None:
     assert steps_for(plain.cutover) == (
         "sync_alive",
         "dead_letters",
+        "verify_live",
         "checkpoint",
         "freeze",
         "fence",
@@ -56,7 +57,7 @@ def test_each_gate_needs_exactly_one_way_and_steps_follow_the_config() -> None:
         smoke=[{"name": "s", "sql": "SELECT true"}],
     )
     steps = steps_for(full.cutover)
-    assert steps.index("backup") < steps.index("checkpoint") < steps.index("freeze")
+    assert steps.index("backup") < steps.index("verify_live") < steps.index("freeze")
     assert steps.index("row_counts") < steps.index("reconcile") < steps.index("verify")
     assert steps.index("verify") < steps.index("smoke") == steps.index("flip") - 1
     assert set(gate_model.enabled_gates(full)) >= {"backup", "reconcile", "smoke"}
