@@ -42,10 +42,13 @@ class _App(threading.Thread):
         with psycopg.connect(self.dsn, autocommit=True) as c:
             while not self.stop.is_set():
                 try:
-                    c.execute(
-                        "UPDATE items SET qty = qty + 1, note = md5(random()::text) WHERE id = %s",
-                        (rnd.randint(1, 10_000),),
-                    )
+                    with c.transaction():
+                        c.execute(
+                            "UPDATE items SET qty = qty + 1, note = md5(random()::text) "
+                            "WHERE id = %s",
+                            (rnd.randint(1, 10_000),),
+                        )
+                        c.execute("INSERT INTO events VALUES (clock_timestamp(), 'qty + 1')")
                     self.writes += 1
                 except psycopg.errors.InsufficientPrivilege:
                     self.refused += 1
@@ -67,27 +70,31 @@ def _runs(stack: Stack, n: int = 2) -> list[dict[str, Any]]:
 
 
 def test_the_freeze_verifies_only_the_changes_and_catches_a_planted_difference(
-    stack: Stack,
+    stack_factory: Any,
 ) -> None:
+    stack: Stack = stack_factory(append_only_tables=["public.events"])
     stack.sql(
         "CREATE TABLE public.items (id int PRIMARY KEY, qty int NOT NULL, note text);"
-        f"INSERT INTO items SELECT g, g % 100, md5(g::text) FROM generate_series(1, {ROWS}) g"
+        f"INSERT INTO items SELECT g, g % 100, md5(g::text) FROM generate_series(1, {ROWS}) g;"
+        "CREATE TABLE public.events (at timestamptz, what text);"  # no key: append-only
+        "INSERT INTO events SELECT now(), 'loaded ' || g FROM generate_series(1, 5000) g"
     )
     role = f"app_{stack.n}_{os.getpid()}"
     stack.sql(f"CREATE ROLE {role} LOGIN")
-    stack.sql(f"GRANT USAGE ON SCHEMA public TO {role}; GRANT ALL ON public.items TO {role}")
+    stack.sql(f"GRANT USAGE ON SCHEMA public TO {role}; GRANT ALL ON items, events TO {role}")
     flag = stack.dir / "plant"
     plant = (
         "import os, psycopg\n"
         f"if os.path.exists({str(flag)!r}):\n"
         f"    with psycopg.connect({stack.target_dsn!r}, autocommit=True) as c:\n"
         f"        c.execute('UPDATE public.items SET qty = qty + 1000 WHERE id = {PLANTED}')\n"
+        "        c.execute(\"UPDATE public.events SET what = 'planted' WHERE what = 'loaded 7'\")\n"
     )
-    stack.write_config(["public.items"])
+    stack.write_config(["public.items", "public.events"])
     raw = yaml.safe_load(stack.config_path.read_text())
     raw["cutover"] = {
-        "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON public.items FROM {role}",
-        "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON public.items TO {role}",
+        "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON items, events FROM {role}",
+        "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON items, events TO {role}",
         # runs right after the freeze, between the full verify and the one inside the freeze
         "freeze_command": [sys.executable, "-c", plant],
         "fence_timeout_s": 60,
@@ -107,9 +114,15 @@ def test_the_freeze_verifies_only_the_changes_and_catches_a_planted_difference(
         steps = [(g["name"], g["ok"]) for g in rep["gates"]]
         assert steps[-1] == ("verify", False) and ("verify_live", True) in steps, steps
         assert "public.items: 0 missing, 0 extra, 1 different" in rep["gates"][-1]["detail"]
+        # the table without a key: its totals (the planted row counted in its old and new form)
+        assert (
+            "public.events: 0 missing, 0 extra, 0 different (rows differ:"
+            in (rep["gates"][-1]["detail"])
+        )
         live, delta = _runs(stack)
         assert live["delta_of"] is None and delta["delta_of"] == live["id"], (live, delta)
-        (t,) = delta["tables"]
+        t, ev = delta["tables"]
+        assert ev["name"] == "public.events" and ev["delta_keys"] == 0, ev
         # only the rows written since the full verify (and the planted one), not all 20,000
         assert 1 <= t["delta_keys"] < ROWS // 4, t
         assert t["rows"][0]["key"] == {"id": str(PLANTED)}, t
@@ -119,6 +132,7 @@ def test_the_freeze_verifies_only_the_changes_and_catches_a_planted_difference(
         flag.unlink()
         with stack.tgt() as c:
             c.execute(f"UPDATE public.items SET qty = qty - 1000 WHERE id = {PLANTED}")
+            c.execute("UPDATE public.events SET what = 'loaded 7' WHERE what = 'planted'")
         rep = _cutover(stack)
         assert rep["go"], [(g["name"], g["ok"], g["detail"]) for g in rep["gates"]]
         live, delta = _runs(stack)

@@ -54,7 +54,7 @@ from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
 from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
-from crossfade.verify.delta import DeltaBase, snapshot_of
+from crossfade.verify.delta import DeltaBase, snapshot_of, totals
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -146,6 +146,10 @@ class VerifyReport:
     """A verify of the changes since this run (``verify_runs.id``); None: a full verify."""
     run_id: int | None = None
     """Its ``verify_runs.id`` once recorded."""
+    live_only_seconds: float = 0.0
+    """Time spent only because writes may still flow: re-check rounds of differing keys around
+    fences, a keyless table's fence in a verify of the changes. With writes frozen and fenced
+    (the cutover's real run) none of it is spent: the dry run's forecast leaves it out."""
 
     @property
     def match(self) -> bool:
@@ -161,6 +165,7 @@ class VerifyReport:
             "fence_seconds": round(self.fence_seconds, 3),
             "rechecked_after_fence": self.rechecked_after_fence,
             "delta_of": self.delta_of,
+            "live_only_seconds": round(self.live_only_seconds, 3),
         }
 
 
@@ -262,6 +267,7 @@ class Verifier:
         if changed_since is not None:
             self.report.delta_of = changed_since.run_id
         self._unsettled: dict[str, set[Key]] = {}
+        self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
@@ -311,7 +317,9 @@ class Verifier:
                 self.report.tables.extend(self._mapped(tgt, mapped))
             pending = {t: dict(c.result.keys) for t, c in self.comparers.items() if c.result.keys}
             if pending and self.fence_recheck:
+                r0 = time.monotonic()
                 self._recheck(src, tgt, pending)
+                self.report.live_only_seconds += time.monotonic() - r0
                 self.report.rechecked_after_fence = True
             else:
                 self.confirmed = pending
@@ -340,7 +348,9 @@ class Verifier:
         keys = {t: dict(r.differing) for t, r in first.targets.items() if r.differing}
         entries = {s: a.disagreeing() for s, a in first.accounts.items() if a.disagreeing()}
         if self.fence_recheck and (keys or entries):
+            r0 = time.monotonic()
             check = self._mapped_recheck(tgt, sources, first, keys, entries)
+            self.report.live_only_seconds += time.monotonic() - r0
         else:  # a quiet source (--no-fence): the differences as found
             from crossfade.verify.mapped import EXAMPLES, rows_of
 
@@ -598,6 +608,16 @@ class Verifier:
         from crossfade.verify.compare import compare_table
 
         self.progress.table(table, 0)
+        base = self.changed_since
+        if base is not None and table in base.keyless:
+            return self._keyless_delta(src, tgt, table, cols, tr, t0, base)
+        if self.report.snapshots is not None:
+            # the base of a later verify of the changes: the totals of the rows older than the
+            # snapshots, which nobody writes again (see crossfade.verify.delta)
+            self._keyless_base[table] = {
+                side: totals(conn, table, cols, self.report.snapshots[side], since=False)
+                for side, conn in (("source", src), ("target", tgt))
+            }
         if not self.fence_recheck:
             conns = [self._snapshot("source"), self._snapshot("target")]
             try:
@@ -623,6 +643,48 @@ class Verifier:
         self.report.rechecked_after_fence = True
         tr.source_rows, tr.target_rows = after.source_rows, after.target_rows
         tr.missing, tr.extra, tr.in_flight = before.n_missing, after.n_extra, after.n_missing
+        tr.seconds = time.monotonic() - t0
+        return tr
+
+    def _keyless_delta(
+        self,
+        src: psycopg.Connection,
+        tgt: psycopg.Connection,
+        table: str,
+        cols: list[str],
+        tr: TableReport,
+        t0: float,
+        base: DeltaBase,
+    ) -> TableReport:
+        """A table without a key inside the freeze: the base run's totals of the old rows plus
+        the totals of the rows written since, side against side (:mod:`crossfade.verify.delta`).
+        With the fence re-check (writes may still flow): legacy before a fence (S1), new after
+        it (T), legacy again (S2); T == S2 matches, S1 != S2 (legacy changed meanwhile) is in
+        flight, not a difference; T != S1 == S2 is one."""
+        old = base.keyless[table]
+
+        def side(which: str, conn: psycopg.Connection) -> tuple[int, int]:
+            n, h = totals(conn, table, cols, base.snapshots[which], since=True)
+            return old[which][0] + n, old[which][1] + h
+
+        s1 = side("source", src)
+        if self.fence_recheck:
+            f0 = time.monotonic()
+            self.fence(tgt)
+            self.report.live_only_seconds += time.monotonic() - f0
+            self.report.rechecked_after_fence = True
+        t = side("target", tgt)
+        s2 = side("source", src) if self.fence_recheck else s1
+        tr.source_rows, tr.target_rows = s2[0], t[0]
+        tr.delta_keys = 0
+        if t != s2 and s1 != s2:
+            tr.in_flight = abs(s2[0] - t[0])
+        elif t != s2:
+            tr.error = (
+                f"rows differ: {s2[0]} legacy rows, {t[0]} new"
+                + (" (as many, other content)" if s2[0] == t[0] else "")
+                + f"; `crossfade verify --table {table}` names them"
+            )
         tr.seconds = time.monotonic() - t0
         return tr
 
@@ -789,7 +851,10 @@ def delta_base(v: Verifier) -> DeltaBase | None:
     if v.report.snapshots is None:
         return None
     return DeltaBase(
-        v.report.run_id, v.report.snapshots, {t: set(k) for t, k in v._unsettled.items()}
+        v.report.run_id,
+        v.report.snapshots,
+        {t: set(k) for t, k in v._unsettled.items()},
+        dict(v._keyless_base),
     )
 
 
