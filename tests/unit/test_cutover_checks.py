@@ -119,3 +119,21 @@ def test_a_gate_not_configured_is_not_evaluated() -> None:
     s: Settings = _settings()
     names = [g.gate for g in gate_model.unreadable("down", publish=False, settings=s)]
     assert "backup" not in names and "smoke" not in names and "verify" in names
+
+
+def test_the_forecast_is_every_step_between_freeze_and_flip() -> None:
+    from crossfade.cutover.gates import Cutover
+
+    s = _settings(
+        backup={"command": ["true"], "after_freeze": True},
+        smoke=[{"name": "s", "sql": "SELECT true"}],
+    )
+    c = Cutover(s, dry_run=True)
+    inside = [g for g in c.gates if c._in_freeze(g)]
+    assert inside == ["backup", "fence", "row_counts", "verify", "smoke", "flip"]
+    assert not c._in_freeze("verify_live") and not c._in_freeze("freeze")
+    c.report.downtime_steps = {"fence": 1.0, "row_counts": 0.25}
+    assert c.report.expected_downtime_seconds is None  # not past the verify yet
+    c.report.downtime_steps["verify"] = 2.0
+    assert c.report.expected_downtime_seconds == 3.25
+    assert c.report.downtime_parts() == "fence 1.0 s + row_counts 0.2 s + verify 2.0 s"
