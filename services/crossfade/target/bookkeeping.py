@@ -544,37 +544,6 @@ def latest_fences(conn: psycopg.Connection, schema: str, limit: int = 1) -> list
     return [FenceRun(*r) for r in rows]
 
 
-@dataclass
-class AuditRow:
-    """One row of ``cutover_audit`` (a step of a cutover run), with its age."""
-
-    run_id: str
-    at: datetime
-    who: str
-    dry_run: bool
-    gate: str
-    ok: bool
-    detail: str | None
-    seconds: float | None
-    evidence: dict[str, Any] | None
-    age_s: float
-
-
-def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow | None:
-    """The newest audit row of ``gate`` (a dry run's too), or None (none yet, or no schema)."""
-    if not has_table(conn, schema, "cutover_audit"):
-        return None
-    row = conn.execute(
-        sql.SQL(
-            "SELECT run_id, at, who, dry_run, gate, ok, detail, seconds, evidence, "
-            "EXTRACT(EPOCH FROM clock_timestamp() - at)::float8 FROM {}.cutover_audit "
-            "WHERE gate = %s ORDER BY id DESC LIMIT 1"
-        ).format(sql.Identifier(schema)),
-        (gate,),
-    ).fetchone()
-    return AuditRow(*row) if row else None
-
-
 # -- heartbeats ----------------------------------------------------------------------------------
 @dataclass
 class Heartbeat:
