@@ -299,6 +299,12 @@ def _mismatch(t: Any) -> str:
     return (
         f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
         + (f", {t.unsettled} unsettled" if t.unsettled else "")
+        + (
+            f" ({t.unchecked} of them counted, not re-checked: more than the verify keeps "
+            "differ, sync is far behind; verify again once it caught up)"
+            if t.unchecked
+            else ""
+        )
         + (f" ({t.error})" if t.error else "")
     )
 
