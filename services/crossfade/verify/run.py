@@ -38,6 +38,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -560,8 +561,11 @@ class Verifier:
         if base is not None and {"source", "target"} <= set(base.snapshots):
             # only the rows written since the base run, and the keys it left undecided
             self.progress.table(table, 0)
-            keys = comparer.changed_keys("source", base.snapshots["source"])
-            keys |= comparer.changed_keys("target", base.snapshots["target"])
+            # both servers scan at once (psycopg waits without the GIL), as the chunk pass does
+            with ThreadPoolExecutor(1, thread_name_prefix="verify-target") as pool:
+                theirs = pool.submit(comparer.changed_keys, "target", base.snapshots["target"])
+                keys = comparer.changed_keys("source", base.snapshots["source"])
+                keys |= theirs.result()
             keys |= base.unsettled.get(table, set())
             tr.delta_keys = comparer.compare_keys(keys)
             res = comparer.result
