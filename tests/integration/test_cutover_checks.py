@@ -86,11 +86,20 @@ def test_backup_reconcile_and_smoke_gates_pass_fail_unfreeze_and_record(stack: S
         f"if os.path.exists({str(fail_backup)!r}): sys.exit('backup repository unreachable')\n"
         "print('backup done'); print('snapshot-20261204-01')"
     )
+    plant_flag = stack.dir / "plant"
+    plant = (
+        "import os, psycopg\n"
+        f"if os.path.exists({str(plant_flag)!r}):\n"
+        f"    with psycopg.connect({stack.target_dsn!r}, autocommit=True) as c:\n"
+        "        c.execute('UPDATE public.payments SET amount = amount + 100 WHERE id = 200')\n"
+    )
     stack.write_config(["public.payments"])
     raw = yaml.safe_load(stack.config_path.read_text())
     raw["cutover"] = {
         "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON public.payments FROM {role}",
         "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON public.payments TO {role}",
+        # plants a payment's difference in the new database at the freeze, after the full verify
+        "freeze_command": [sys.executable, "-c", plant],
         "backup": {
             # the DSN-like argument carries a password: it must never show
             "command": [sys.executable, "-c", backup, "postgresql://bk:bkpass99@db/crm"],
@@ -143,9 +152,9 @@ def test_backup_reconcile_and_smoke_gates_pass_fail_unfreeze_and_record(stack: S
         fail_backup.unlink()
 
         # a control total that differs: NO GO inside the freeze, the year named, legacy unfrozen
-        with stack.tgt() as t:
-            t.execute("UPDATE public.payments SET amount = amount + 100 WHERE id = 200")
+        plant_flag.write_text("x")
         rc, rep = _cutover(stack)
+        plant_flag.unlink()
         assert rc == 1 and rep["unfrozen"] is True, rep
         last = rep["gates"][-1]
         assert last["name"] == "reconcile" and not last["ok"], rep["gates"]
