@@ -48,9 +48,11 @@ def test_each_gate_needs_exactly_one_way_and_steps_follow_the_config() -> None:
         "fence",
         "row_counts",
         "verify",
+        "target_schema",
+        "sequences",
         "flip",
     )
-    assert gate_model.enabled_gates(plain) == gate_model.GATE_NAMES[:5]
+    assert not {"backup", "reconcile", "smoke"} & set(gate_model.enabled_gates(plain))
     full = _settings(
         backup={"command": ["true"]},
         reconcile=[{"name": "n", "legacy_sql": "SELECT 1", "new_sql": "SELECT 1"}],
@@ -59,7 +61,7 @@ def test_each_gate_needs_exactly_one_way_and_steps_follow_the_config() -> None:
     steps = steps_for(full.cutover)
     assert steps.index("backup") < steps.index("verify_live") < steps.index("freeze")
     assert steps.index("row_counts") < steps.index("reconcile") < steps.index("verify")
-    assert steps.index("verify") < steps.index("smoke") == steps.index("flip") - 1
+    assert steps.index("sequences") < steps.index("smoke") == steps.index("flip") - 1
     assert set(gate_model.enabled_gates(full)) >= {"backup", "reconcile", "smoke"}
     late = _settings(backup={"sql": "SELECT 'snap'", "after_freeze": True})
     assert steps_for(late.cutover).index("backup") == steps_for(late.cutover).index("freeze") + 1
@@ -130,7 +132,16 @@ def test_the_forecast_is_every_step_between_freeze_and_flip() -> None:
     )
     c = Cutover(s, dry_run=True)
     inside = [g for g in c.gates if c._in_freeze(g)]
-    assert inside == ["backup", "fence", "row_counts", "verify", "smoke", "flip"]
+    assert inside == [
+        "backup",
+        "fence",
+        "row_counts",
+        "verify",
+        "target_schema",
+        "sequences",
+        "smoke",
+        "flip",
+    ]
     assert not c._in_freeze("verify_live") and not c._in_freeze("freeze")
     c.report.downtime_steps = {"fence": 1.0, "row_counts": 0.25}
     assert c.report.expected_downtime_seconds is None  # not past the verify yet

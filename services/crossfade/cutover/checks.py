@@ -60,9 +60,11 @@ def shown_command(argv: list[str]) -> str:
 
 
 # -- backup --------------------------------------------------------------------------------------
-def run_backup(settings: Settings, cfg: BackupGate) -> Check:
+def run_backup(settings: Settings, cfg: BackupGate | None) -> Check:
     """Run the backup command (or SQL); ok on exit 0 (a true first value); the evidence is the
-    last line of its output (or that value), trimmed and redacted."""
+    last line of its output (or that value), trimmed and redacted. ``cfg`` None: failed."""
+    if cfg is None:
+        return Check(False, "no cutover.backup is configured")
     if cfg.command:
         return _backup_command(cfg.command, cfg.timeout_s)
     assert cfg.sql is not None

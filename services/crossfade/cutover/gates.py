@@ -9,9 +9,8 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 2. ``dead_letters``: no open dead letter nobody acknowledged (``crossfade dlq ack``);
 3. ``backup`` (only with ``cutover.backup``): the backup command or SQL succeeds; its output (a
    snapshot id) is the evidence (with ``backup.after_freeze`` it runs right after the freeze);
-4. ``verify_live``: the full verify, while writes still flow (differing keys re-checked around
-   fences, :mod:`crossfade.verify.run`): it fails on a confirmed difference; keys it cannot
-   decide (unsettled) are carried into the verify inside the freeze;
+4. ``verify_live``: the full verify while writes flow (:mod:`crossfade.cutover.verify_steps`):
+   red on a confirmed difference; keys it cannot decide go to the verify inside the freeze;
 5. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
 6. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
    ``cutover.freeze_command``); skipped in a dry run;
@@ -21,10 +20,8 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 9. ``reconcile`` (only with ``cutover.reconcile``): every control total (a query pair, legacy and
    new) is equal; the differing rows are named; in a dry run, totals that differ are reported
    and the step is skipped, like the counts;
-10. ``verify``: inside the freeze, only what changed since ``verify_live`` (the rows written on
-    either side since its snapshots, and its unsettled keys: :mod:`crossfade.verify.delta`;
-    mapped and keyless tables in full) finds zero mismatches: the write downtime grows with the
-    writes of the last minutes, not with the database's size;
+10. ``verify``: inside the freeze, only what changed since ``verify_live``
+    (:mod:`crossfade.verify.delta`) finds zero mismatches;
 11. ``target_schema``: what the tables crossfade created still lack of legacy's definition
     (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
     that the target is complete and still; then the gate checks every identity-mapped table
@@ -46,9 +43,8 @@ so its result carries the same state, evidence and age the console shows. Steps 
 the model's optional gates: run here (:mod:`crossfade.cutover.checks`), their evidence recorded in
 the audit row, which the model reads.
 
-The write downtime forecast (``expected_downtime_seconds``, printed by ``--dry-run``) is the sum
-of the measured times of every step between the freeze and the flip (the flip's own command is
-not run in a dry run): whatever steps the configuration adds there are in it.
+The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) is the sum of the
+measured times of every step between the freeze and the flip, whichever the configuration adds.
 
 The first step that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
@@ -80,7 +76,7 @@ from psycopg.types.json import Jsonb
 
 from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.cutover import checks, gate_model
+from crossfade.cutover import checks, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
@@ -294,21 +290,6 @@ def _post(url: str, body: dict[str, Any], timeout: float) -> int:
         ) from None
 
 
-def _mismatch(t: Any) -> str:
-    """One table's differences (a verify ``TableReport``), as the cutover names them."""
-    return (
-        f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
-        + (f", {t.unsettled} unsettled" if t.unsettled else "")
-        + (
-            f" ({t.unchecked} of them counted, not re-checked: more than the verify keeps "
-            "differ, sync is far behind; verify again once it caught up)"
-            if t.unchecked
-            else ""
-        )
-        + (f" ({t.error})" if t.error else "")
-    )
-
-
 class Cutover:
     def __init__(
         self,
@@ -434,49 +415,21 @@ class Cutover:
         return self._model("fence")
 
     def gate_verify_live(self) -> tuple[bool, str]:
-        """The full verify while writes flow (recorded in ``verify_runs``): red on a confirmed
-        difference; unsettled keys go to the verify inside the freeze."""
-        from crossfade.verify.run import Verifier, delta_base
-
-        v = Verifier(self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options)
-        rep = v.run()
-        self.verified = delta_base(v)
-        confirmed = [t for t in rep.tables if t.error or t.missing or t.extra or t.different]
-        if confirmed:
-            return False, "mismatches: " + "; ".join(_mismatch(t) for t in confirmed)
-        unsettled = sum(t.unsettled for t in rep.tables)
-        rows = sum(t.source_rows for t in rep.tables)
-        how = (
-            "the verify inside the freeze compares only the rows written since"
-            if self.verified is not None
-            else "no snapshot (PostgreSQL before 13): the verify inside the freeze is a full one"
-        )
-        return True, (
-            f"verify #{rep.run_id}: {len(rep.tables)} table(s), {rows} legacy rows match "
-            f"({sum(t.in_flight for t in rep.tables)} in flight"
-            + (f", {unsettled} unsettled: compared again inside the freeze" if unsettled else "")
-            + f") in {rep.seconds:.1f} s; {how}"
-        )
+        """The full verify while writes flow (:func:`crossfade.cutover.verify_steps.verify_live`)."""
+        ok, detail, self.verified = verify_steps.verify_live(self.settings, self.verify_options)
+        return ok, detail
 
     def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
-        """Inside the freeze: verify what changed since ``verify_live`` (a full verify without
-        it), recorded in ``verify_runs``; then evaluate the gate from the record; a failed
-        verify names its tables."""
-        from crossfade.verify.run import Verifier
-
-        # frozen and fenced (the step before), nothing is in flight: a difference is one, with
-        # no re-check round around more fences; in a dry run writes flow, differences re-checked
-        opts: dict[str, Any] = {"fence_recheck": not self.frozen, **self.verify_options}
-        rep = Verifier(
-            self.settings,
-            fence_timeout=self.cfg.fence_timeout_s,
-            changed_since=self.verified,
-            **opts,
-        ).run()
+        """Inside the freeze: what changed since ``verify_live``, then the gate evaluated from
+        the record; a failed verify names its tables."""
+        rep = verify_steps.verify_changes(
+            self.settings, self.verified, self.frozen, self.verify_options
+        )
         self._live_only = rep.live_only_seconds
         if rep.match:
             return self._model("verify")
-        return False, "mismatches: " + "; ".join(_mismatch(t) for t in rep.tables if not t.match)
+        bad = "; ".join(verify_steps.mismatch(t) for t in rep.tables if not t.match)
+        return False, "mismatches: " + bad
 
     def gate_target_schema(self) -> gate_model.GateResult | tuple[bool, str]:
         """Create what crossfade's tables lack (not in a dry run), then evaluate the gate."""
@@ -522,16 +475,6 @@ class Cutover:
         for m in moves:
             self._audit("sequence", True, m.line(), 0.0)
         return True, sequences.describe(moves, self.dry_run)
-
-    def gate_backup(self) -> checks.Check:
-        assert self.cfg.backup is not None
-        return checks.run_backup(self.settings, self.cfg.backup)
-
-    def gate_reconcile(self) -> checks.Check:
-        return checks.run_reconcile(self.settings, self.cfg.reconcile)
-
-    def gate_smoke(self) -> checks.Check:
-        return checks.run_smoke(self.settings, self.cfg.smoke)
 
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
@@ -681,25 +624,17 @@ class Cutover:
             text = str(exc).strip().splitlines()
             ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
         skipped = self.dry_run and name in ("freeze", "flip")
-        if self.dry_run and name == "row_counts" and not ok:
-            # writes go on in a dry run: counts move; they are compared after the real freeze
+        if self.dry_run and name in ("row_counts", "reconcile") and not ok:
+            # writes go on in a dry run: counts and totals move; compared after the real freeze
             skipped, ok = True, True
-            detail = f"skipped (dry run: writes are not frozen, counts compared after the freeze): {detail}"
-        if self.dry_run and name == "reconcile" and not ok:
-            skipped, ok = True, True
-            detail = f"skipped (dry run: writes are not frozen, totals compared after the freeze): {detail}"
-            evidence = {**(evidence or {}), "skipped": True}
+            what = "counts" if name == "row_counts" else "totals"
+            detail = f"skipped (dry run: writes are not frozen, {what} compared after the freeze): {detail}"
+            evidence = {**(evidence or {}), "skipped": True} if name == "reconcile" else evidence
         if name in ("backup", "reconcile", "smoke") and evidence is None:
             evidence = {"error": detail}  # the check itself could not run (a database down)
-        return GateResult(
-            name,
-            ok,
-            detail,
-            time.monotonic() - t0,
-            skipped=skipped,
-            model=model,
-            evidence=evidence,
-        )
+        res = GateResult(name, ok, detail, time.monotonic() - t0, skipped=skipped, model=model)
+        res.evidence = evidence
+        return res
 
     def run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
@@ -708,12 +643,12 @@ class Cutover:
             FALLBACK_PLAN: self.gate_fallback_plan,
             "sync_alive": self.gate_sync_alive,
             "dead_letters": self.gate_dead_letters,
-            "backup": self.gate_backup,
+            "backup": lambda: checks.run_backup(self.settings, self.cfg.backup),
             "verify_live": self.gate_verify_live,
             "checkpoint": self.gate_checkpoint,
             "freeze": self.gate_freeze,
-            "reconcile": self.gate_reconcile,
-            "smoke": self.gate_smoke,
+            "reconcile": lambda: checks.run_reconcile(self.settings, self.cfg.reconcile),
+            "smoke": lambda: checks.run_smoke(self.settings, self.cfg.smoke),
             "fence": self.gate_fence,
             "row_counts": self.gate_row_counts,
             "verify": self.gate_verify,
