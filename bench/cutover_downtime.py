@@ -15,7 +15,7 @@ benchmark. After ``--warmup`` seconds of load:
 
 Prints the figures (scale, rows, the full verify while writes flow, the forecast and the actual
 freeze -> flip by step, the keys the in-freeze verify compared, forecast / actual) and writes
-``bench/results/<utc>-<commit>-cutover.json``. Targets (issue 20): freeze -> flip within 5 s at
+``bench/results/cutover_downtime-s<scale>.json`` (the latest run per scale). Targets (issue 20): freeze -> flip within 5 s at
 scale 10 (10 s at scale 100), the forecast within 20% of the actual.
 """
 
@@ -241,7 +241,7 @@ def main() -> None:
     report(res)
     out = REPO / "bench" / "results"
     out.mkdir(exist_ok=True)
-    path = out / f"{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{res['commit']}-cutover.json"
+    path = out / f"cutover_downtime-s{res['scale']}.json"  # the latest run per scale
     path.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {path}")
 
