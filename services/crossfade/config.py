@@ -326,6 +326,77 @@ class SyncConfig(_Strict):
     partitions held, consumer lag): the evidence of the ``sync_alive`` gate."""
 
 
+class BackupGate(_Strict):
+    """``cutover.backup``: the ``backup`` gate. A backup command (or SQL) run by the cutover before
+    the freeze; its success is required, and the last line of its output (a snapshot or backup
+    id, trimmed to 200 characters, secrets masked) is recorded as the gate's evidence."""
+
+    command: list[str] | None = Field(None, min_length=1)
+    """Command (argv, no shell) that takes the backup, e.g. ``[pgbackrest, --stanza=crm, backup]``
+    or a script printing the snapshot id; exit 0 is success."""
+    sql: str | None = None
+    """Or SQL on ``database`` whose first value of the first row is the evidence (e.g. a query of
+    the backup tool's catalog proving a backup newer than an hour); no row, NULL or false fails."""
+    database: Literal["legacy", "new"] = "legacy"
+    """Where ``sql`` runs."""
+    timeout_s: float = Field(3600.0, gt=0)
+    """Longest run of the command (or the SQL)."""
+    fresh_s: float = Field(86_400.0, gt=0)
+    """The gate's evidence (the last run's) is stale after this long (console, ``status``)."""
+    after_freeze: bool = False
+    """Take it inside the freeze (a backup of the frozen legacy database, consistent with the
+    last write): then its time is part of the write downtime and of the forecast."""
+
+    @model_validator(mode="after")
+    def _one(self) -> BackupGate:
+        if (self.command is None) == (self.sql is None):
+            raise ValueError("give exactly one of `command` or `sql`")
+        return self
+
+
+class Reconciliation(_Strict):
+    """One control total of the ``reconcile`` gate: a query on legacy and one on the new database
+    whose results (every row, every column, in order) must be equal."""
+
+    name: str = Field(min_length=1, max_length=80)
+    """Shown in the gate's detail and recorded in the audit log."""
+    legacy_sql: str = Field(min_length=1)
+    """On the legacy database (its table names), e.g. ``SELECT extract(year FROM paid_at)::int,
+    count(*), sum(amount) FROM public.payments GROUP BY 1 ORDER BY 1``."""
+    new_sql: str = Field(min_length=1)
+    """On the new database (the mapping's table names): the same totals; give both an ORDER BY."""
+
+
+class SmokeCheck(_Strict):
+    """One check of the ``smoke`` gate against the new system, after the flip's preparation and
+    before traffic moves (a test login, a test payment). Exactly one of ``sql`` and ``http``."""
+
+    name: str = Field(min_length=1, max_length=80)
+    sql: str | None = None
+    """SQL on the new database, in a transaction that is rolled back (``commit: true`` keeps it):
+    it passes when it runs without error and its first value, if it returns a row, is not false
+    or NULL."""
+    commit: bool = False
+    http: SecretStr | None = None
+    """Or a URL of the new system (kept secret: it may carry a token); it passes on an HTTP status
+    in ``expect_status``."""
+    method: Literal["GET", "POST"] = "GET"
+    body: dict[str, Any] | None = None
+    """JSON body of a POST."""
+    expect_status: list[int] = Field(default_factory=lambda: [200], min_length=1)
+    timeout_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one(self) -> SmokeCheck:
+        if (self.sql is None) == (self.http is None):
+            raise ValueError("give exactly one of `sql` or `http`")
+        if self.http is not None:
+            scheme = urlsplit(self.http.get_secret_value()).scheme
+            if scheme not in ("http", "https"):
+                raise ValueError("`http` must be an http:// or https:// URL")
+        return self
+
+
 class CutoverConfig(_Strict):
     """``crossfade cutover``: how legacy writes are frozen and traffic is flipped.
 
@@ -373,6 +444,13 @@ class CutoverConfig(_Strict):
     accept_schema_differences: list[str] = Field(default_factory=list)
     """Identity-mapped target tables crossfade did not create (schema.table) whose differences
     from the legacy definition are reported by the ``target_schema`` gate but do not fail it."""
+    backup: BackupGate | None = None
+    """The ``backup`` gate (unset: no backup gate)."""
+    reconcile: list[Reconciliation] = Field(default_factory=list)
+    """The ``reconcile`` gate's control totals, compared inside the freeze (empty: no gate)."""
+    smoke: list[SmokeCheck] = Field(default_factory=list)
+    """The ``smoke`` gate's checks of the new system, the last step before the flip (empty: no
+    gate); a failing one unfreezes legacy like any red gate before the flip."""
     fallback: bool = False
     """Gate 7: after the flip, check the fallback plan and start ``crossfade fallback start`` in
     the background (new -> legacy), so the legacy database misses nothing written after the flip."""
@@ -752,7 +830,31 @@ def secret_values(settings: Settings) -> list[str]:
     if settings.cutover.flip_http is not None:
         url = settings.cutover.flip_http.get_secret_value()
         out.extend([url, *url_secrets(url)])
+    for check in settings.cutover.smoke:
+        if check.http is not None:
+            url = check.http.get_secret_value()
+            out.extend([url, *url_secrets(url)])
+    backup = settings.cutover.backup
+    for arg in backup.command if backup is not None and backup.command else []:
+        out.extend(_arg_secrets(arg))
     return [v for v in out if v]
+
+
+_URL_IN_ARG = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_PASSWORD_IN_ARG = re.compile(r"(password\s*=\s*)('[^']*'|[^\s']+)", re.IGNORECASE)
+
+
+def _arg_secrets(arg: str) -> list[str]:
+    """The secrets inside one command argument: a URL's user info (``--dbname=postgresql://u:pw@h``)
+    or a conninfo password (``password=pw``)."""
+    out = [x for m in _URL_IN_ARG.finditer(arg) for x in url_secrets(m.group())]
+    return out + [m.group(2).strip("'") for m in _PASSWORD_IN_ARG.finditer(arg)]
+
+
+def redact_arg(arg: str) -> str:
+    """A command argument with the secrets of :func:`_arg_secrets` masked."""
+    arg = _URL_IN_ARG.sub(lambda m: redact_url(m.group()), arg)
+    return _PASSWORD_IN_ARG.sub(lambda m: m.group(1) + MASK, arg)
 
 
 def public_view(settings: Settings) -> dict[str, Any]:
@@ -772,4 +874,11 @@ def public_view(settings: Settings) -> dict[str, Any]:
     }
     if settings.cutover.flip_http is not None:
         d["cutover"]["flip_http"] = MASK
+    for check in d["cutover"]["smoke"]:
+        if check["http"] is not None:
+            check["http"] = MASK
+    if d["cutover"]["backup"] and d["cutover"]["backup"]["command"]:
+        d["cutover"]["backup"]["command"] = [
+            redact_arg(a) for a in d["cutover"]["backup"]["command"]
+        ]
     return d

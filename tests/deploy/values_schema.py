@@ -89,6 +89,9 @@ def config_schema() -> dict[str, Any]:
     for branch in defs["KafkaConfig"]["properties"]["schema_registry_url"]["anyOf"]:
         if branch.get("type") == "string":
             branch["pattern"] = NO_USERINFO
+    for branch in defs["SmokeCheck"]["properties"]["http"]["anyOf"]:
+        if branch.get("type") == "string":
+            branch["pattern"] = NO_USERINFO
     # field validators are not in pydantic's schema: say the same here
     schema["properties"]["tables"]["items"]["pattern"] = _TABLE_RE.pattern
     schema["properties"]["tables"]["uniqueItems"] = True

@@ -177,6 +177,7 @@ def test_fallback_after_cutover_converges_both_ways_without_echo(
             "fallback_plan",
             "sync_alive",
             "dead_letters",
+            "verify_live",
             "checkpoint",
             "freeze",
             "fence",

@@ -124,6 +124,7 @@ def _audit(stack: Stack, run_id: str) -> list[tuple[str, bool]]:
 STEPS = (
     "sync_alive",
     "dead_letters",
+    "verify_live",
     "checkpoint",
     "freeze",
     "fence",
@@ -225,17 +226,17 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
             lambda: app.stats.transactions > before + 5, 30, "writes to go on after the dry run"
         )
 
-        # a real cutover whose verify fails: it stops there and unfreezes the legacy writes
+        # a real cutover whose full verify fails: it stops there, before the freeze (a difference
+        # found inside the freeze unfreezes: tests/integration/test_cutover_delta.py)
         with stack.tgt() as t:
             t.execute("UPDATE accounts SET name = 'planted difference' WHERE id = 1")
         rc, rep = _cutover(stack)
-        assert rc == 1 and not rep["go"] and rep["unfrozen"] is True, rep
-        assert [(g["name"], g["ok"]) for g in rep["gates"]][-1] == ("verify", False)
+        assert rc == 1 and not rep["go"] and rep["unfrozen"] is None, rep
+        assert [(g["name"], g["ok"]) for g in rep["gates"]][-1] == ("verify_live", False)
         assert "public.accounts: 0 missing, 0 extra, 1 different" in rep["gates"][-1]["detail"]
         assert _audit(stack, rep["run_id"]) == [
-            *((g, True) for g in STEPS[: STEPS.index("verify")]),
-            ("verify", False),
-            ("unfreeze", True),
+            *((g, True) for g in STEPS[:2]),
+            ("verify_live", False),
             ("decision", False),
         ]
         assert not flag.exists()

@@ -209,6 +209,12 @@ def _verify(age: float = 60, ok: bool = True, **kw: Any) -> dict[str, Any]:
     [
         (None, {}, "unknown", "no verify of every table recorded yet"),
         (_verify(), {}, "ok", "verify #7 (60 s ago) passed"),
+        (
+            _verify(delta_of=6),
+            {},
+            "ok",
+            "verify #7 of the rows changed since verify #6 (60 s ago) passed",
+        ),
         (_verify(ok=False), {}, "failed", "found 0 missing, 0 extra and 1 differing"),
         (_verify(age=1801), {}, "stale", "older than 1800 s"),
         (_verify(mapping_hash="other"), {}, "stale", "made with another mapping"),

@@ -13,6 +13,7 @@ import psycopg
 from psycopg import sql
 
 from crossfade.config import Settings
+from crossfade.target.audit import AuditRow, latest_audit
 from crossfade.target.bookkeeping import (
     FenceRun,
     Heartbeat,
@@ -65,6 +66,10 @@ class Context:
     @property
     def fences(self) -> list[FenceRun]:
         return self._once("fences", lambda: latest_fences(self.tgt, self.bk, 10))
+
+    def audit(self, gate: str) -> AuditRow | None:
+        """The newest ``cutover_audit`` row of ``gate`` (a check the cutover runs and records)."""
+        return self._once(f"audit:{gate}", lambda: latest_audit(self.tgt, self.bk, gate))
 
     @property
     def meta(self) -> dict[str, str]:
@@ -235,7 +240,8 @@ class Context:
             sql.SQL(
                 "SELECT id, started_at, finished_at, ok, mismatched, missing, extra, "
                 "EXTRACT(EPOCH FROM clock_timestamp() - finished_at)::float8, mapping_hash, "
-                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by "
+                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by, "
+                "(report->>'delta_of')::bigint "
                 "FROM {}.verify_runs ORDER BY id DESC LIMIT 20"
             ).format(sql.Identifier(self.bk))
         ).fetchall()
@@ -243,7 +249,7 @@ class Context:
             if want <= set(r[9] or []):
                 keys = (
                     "id started_at finished_at ok mismatched missing extra age_s mapping_hash "
-                    "tables created_by"
+                    "tables created_by delta_of"
                 )
                 return dict(zip(keys.split(), r, strict=True))
         return None

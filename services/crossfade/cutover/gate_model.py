@@ -27,10 +27,21 @@ The gates, in the order the cutover takes them:
                   ``rows = mapped + dead-lettered + filtered + deferred`` (the ledger), per target
                   table ``rows = mapped rows of its sources - merged duplicates``;
 ``verify``        the latest verify covering every table passed, within ``cutover.verify_fresh_s``,
-                  after the last mapping change and the last rewind;
+                  after the last mapping change and the last rewind (inside a cutover's freeze:
+                  the verify of the keys changed since its full verify, :mod:`crossfade.verify.delta`);
 ``target_schema`` every identity-mapped target table carries legacy's definition: defaults,
                   sequences, identity, NOT NULL, CHECK/UNIQUE/EXCLUDE constraints, primary key,
                   indexes, foreign keys between migrated tables (:mod:`crossfade.cutover.schema`).
+
+Optional gates, evaluated only when configured (``cutover.backup``, ``cutover.reconcile``,
+``cutover.smoke``): the cutover runs them (:mod:`crossfade.cutover.checks`) and records their
+evidence in ``<bookkeeping>.cutover_audit``; the model reads the newest record:
+
+``backup``        the backup command (or SQL) succeeded, within ``cutover.backup.fresh_s``;
+``reconcile``     the control totals (query pairs, legacy and new) were equal, within
+                  ``cutover.verify_fresh_s`` (a dry run's totals that differed while writes went
+                  on are ``unknown``: they are compared inside the freeze);
+``smoke``         the smoke checks against the new system passed, within ``cutover.verify_fresh_s``.
 """
 
 from __future__ import annotations
@@ -101,6 +112,11 @@ class GateDef:
     """What makes its evidence stale (empty: read anew at every evaluation)."""
     evaluate: Callable[[Context], GateResult]
     action: str | None = None
+    enabled: Callable[[Settings], bool] | None = None
+    """Whether the configuration asks for this gate (None: always)."""
+
+    def on(self, settings: Settings) -> bool:
+        return self.enabled is None or self.enabled(settings)
 
 
 def _result(ctx: Context, d: GateDef, state: str, detail: str, **kw: Any) -> GateResult:
@@ -434,12 +450,15 @@ def _eval_verify(ctx: Context) -> GateResult:
             "extra": v["extra"],
             "by": v["created_by"],
             "finished_at": v["finished_at"].isoformat(),
+            "delta_of": v.get("delta_of"),
         },
         "evidence_at": v["finished_at"],
         "age_s": v["age_s"],
         "fresh_s": fresh,
     }
     when = f"verify #{v['id']} ({v['age_s']:.0f} s ago)"
+    if v.get("delta_of") is not None:
+        when = f"verify #{v['id']} of the rows changed since verify #{v['delta_of']} ({v['age_s']:.0f} s ago)"
     if not v["ok"]:
         return _result(
             ctx,
@@ -474,6 +493,65 @@ def _eval_target_schema(ctx: Context) -> GateResult:
     ok, detail = schema.summary(report)
     evidence = {"tables": [t.as_dict() for t in report]}
     return _result(ctx, d, OK if ok else FAILED, detail, evidence=evidence)
+
+
+# -- backup, reconcile, smoke: run and recorded by the cutover ------------------------------------
+def _eval_recorded(ctx: Context, name: str, fresh: float, never: str) -> GateResult:
+    """A gate whose evidence is the newest ``cutover_audit`` row of the step of that name."""
+    d = GATES_BY_NAME[name]
+    a = ctx.audit(name)
+    if a is None:
+        return _result(ctx, d, UNKNOWN, never, fresh_s=fresh)
+    kw: dict[str, Any] = {
+        "evidence": {
+            "run": a.run_id,
+            "who": a.who,
+            "dry_run": a.dry_run,
+            "seconds": round(a.seconds, 3) if a.seconds is not None else None,
+            **(a.evidence or {}),
+        },
+        "evidence_at": a.at,
+        "age_s": a.age_s,
+        "fresh_s": fresh,
+    }
+    when = f"cutover run {a.run_id}{' (dry run)' if a.dry_run else ''}, {a.age_s:.0f} s ago"
+    if (a.evidence or {}).get("skipped"):
+        return _result(ctx, d, UNKNOWN, f"not decided in {when}: {a.detail}", **kw)
+    if not a.ok:
+        return _result(ctx, d, FAILED, f"{when}: {a.detail}", **kw)
+    if a.age_s > fresh:
+        return _result(
+            ctx, d, STALE, f"{when} passed but is older than {fresh:g} s: {a.detail}", **kw
+        )
+    return _result(ctx, d, OK, f"{when}: {a.detail}", **kw)
+
+
+def _eval_backup(ctx: Context) -> GateResult:
+    b = ctx.cfg.backup
+    return _eval_recorded(
+        ctx,
+        "backup",
+        b.fresh_s if b is not None else 0.0,
+        "no backup recorded yet: `crossfade cutover` (or --dry-run) runs cutover.backup",
+    )
+
+
+def _eval_reconcile(ctx: Context) -> GateResult:
+    return _eval_recorded(
+        ctx,
+        "reconcile",
+        ctx.cfg.verify_fresh_s,
+        "control totals not compared yet: `crossfade cutover` (or --dry-run) runs cutover.reconcile",
+    )
+
+
+def _eval_smoke(ctx: Context) -> GateResult:
+    return _eval_recorded(
+        ctx,
+        "smoke",
+        ctx.cfg.verify_fresh_s,
+        "no smoke check run yet: `crossfade cutover` (or --dry-run) runs cutover.smoke",
+    )
 
 
 GATE_DEFS: tuple[GateDef, ...] = (
@@ -523,6 +601,31 @@ GATE_DEFS: tuple[GateDef, ...] = (
         "",
         _eval_target_schema,
     ),
+    GateDef(
+        "backup",
+        "Backup taken",
+        "the backup command (or SQL) of cutover.backup, run by the cutover before the freeze; "
+        "its output (a snapshot id) is the evidence",
+        "older than cutover.backup.fresh_s",
+        _eval_backup,
+        enabled=lambda s: s.cutover.backup is not None,
+    ),
+    GateDef(
+        "reconcile",
+        "Control totals reconciled",
+        "each query pair of cutover.reconcile (legacy, new) returned equal rows, inside the freeze",
+        "older than cutover.verify_fresh_s",
+        _eval_reconcile,
+        enabled=lambda s: bool(s.cutover.reconcile),
+    ),
+    GateDef(
+        "smoke",
+        "Smoke checks of the new system",
+        "each SQL or HTTP check of cutover.smoke passed, the last step before the flip",
+        "older than cutover.verify_fresh_s",
+        _eval_smoke,
+        enabled=lambda s: bool(s.cutover.smoke),
+    ),
 )
 GATES_BY_NAME = {g.name: g for g in GATE_DEFS}
 GATE_NAMES = tuple(GATES_BY_NAME)
@@ -534,7 +637,7 @@ def evaluate_in(
     """Evaluate the gates (all, in order, or ``names``) from ``ctx``'s evidence. A gate whose
     evidence cannot be read is ``unknown`` with the reason. ``publish``: set the metrics."""
     out = []
-    for name in names or GATE_NAMES:
+    for name in names or enabled_gates(ctx.settings):
         d = GATES_BY_NAME[name]
         try:
             r = d.evaluate(ctx)
@@ -553,15 +656,24 @@ def evaluate_in(
     return out
 
 
-def unreadable(reason: str, *, publish: bool = True) -> list[GateResult]:
+def enabled_gates(settings: Settings) -> tuple[str, ...]:
+    """The gates this configuration asks for, in order (the optional ones only when configured)."""
+    return tuple(d.name for d in GATE_DEFS if d.on(settings))
+
+
+def unreadable(
+    reason: str, *, publish: bool = True, settings: Settings | None = None
+) -> list[GateResult]:
     """Every gate ``unknown`` because its evidence cannot be read at all (the new database does
-    not answer): zero counted from nothing is not "none"."""
+    not answer): zero counted from nothing is not "none". ``settings``: only the gates it asks
+    for (None: the gates every configuration has)."""
     now = datetime.now(UTC)
     out = [
         GateResult(
             d.name, d.title, UNKNOWN, f"cannot read its evidence: {reason}", now, action=d.action
         )
         for d in GATE_DEFS
+        if (d.on(settings) if settings is not None else d.enabled is None)
     ]
     if publish:
         for r in out:

@@ -7,29 +7,44 @@ Steps (``cutover`` section of the config says how to freeze and flip):
 0. ``fallback_plan`` (only with ``cutover.fallback: true``): every table's mapping can be inverted;
 1. ``sync_alive``: capture and every sync worker send heartbeats, hold their partitions, keep up;
 2. ``dead_letters``: no open dead letter nobody acknowledged (``crossfade dlq ack``);
-3. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
-4. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
+3. ``backup`` (only with ``cutover.backup``): the backup command or SQL succeeds; its output (a
+   snapshot id) is the evidence (with ``backup.after_freeze`` it runs right after the freeze);
+4. ``verify_live``: the full verify while writes flow (:mod:`crossfade.cutover.verify_steps`):
+   red on a confirmed difference; keys it cannot decide go to the verify inside the freeze;
+5. ``checkpoint``: a fresh checkpoint, so the cutover can be rewound to;
+6. ``freeze``: legacy writes stopped (``cutover.freeze_sql`` on the legacy database and/or
    ``cutover.freeze_command``); skipped in a dry run;
-5. ``fence``: a fence goes through: every change committed before the freeze is applied;
-6. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
+7. ``fence``: a fence goes through: every change committed before the freeze is applied;
+8. ``row_counts``: legacy and new counts agree (mapped tables by their accounting); in a dry
    run, where writes go on, counts that differ are reported and the step is skipped;
-7. ``verify``: the full verify finds zero mismatches;
-8. ``target_schema``: what the tables crossfade created still lack of legacy's definition
-   (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
-   that the target is complete and still; then the gate checks every identity-mapped table
-   against legacy's catalog; in a dry run only what would be created is listed;
-9. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
-   largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
-   each move audited (gate ``sequence``); a dry run shows what it would set;
-10. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
-   POST); skipped in a dry run;
-11. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
-   the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
-   sync has joined; in a dry run only the plan is checked.
+9. ``reconcile`` (only with ``cutover.reconcile``): every control total (a query pair, legacy and
+   new) is equal; the differing rows are named; in a dry run, totals that differ are reported
+   and the step is skipped, like the counts;
+10. ``verify``: inside the freeze, only what changed since ``verify_live``
+    (:mod:`crossfade.verify.delta`) finds zero mismatches;
+11. ``target_schema``: what the tables crossfade created still lack of legacy's definition
+    (indexes, UNIQUE constraints, foreign keys: :mod:`crossfade.cutover.schema`) is created now
+    that the target is complete and still; then the gate checks every identity-mapped table
+    against legacy's catalog; in a dry run only what would be created is listed;
+12. ``sequences``: every sequence feeding a column of a table crossfade writes is moved past the
+    largest value present plus ``cutover.sequence_gap`` (:mod:`crossfade.cutover.sequences`),
+    each move audited (gate ``sequence``); a dry run shows what it would set;
+13. ``smoke`` (only with ``cutover.smoke``): SQL or HTTP checks of the new system pass (a test
+    login, a test payment), after the flip's preparation, the last step before traffic moves;
+14. ``flip``: ``cutover.flip_sql`` on the new database, ``flip_command``, ``flip_http`` (a JSON
+    POST); skipped in a dry run;
+15. ``fallback`` (only with ``cutover.fallback: true``): ``crossfade fallback start`` is started in
+    the background (new -> legacy, :mod:`crossfade.mapping.inverse`) and the step waits until its
+    sync has joined; in a dry run only the plan is checked.
 
-Steps 1, 2, 5, 6, 7 and 8 are gates of the model: the cutover runs the fence and the verify (their
+Steps 1, 2, 7, 8, 10 and 11 are gates of the model: the cutover runs the fence and the verify (their
 runs are recorded in the bookkeeping schema) and then evaluates the gate from what was recorded,
-so its result carries the same state, evidence and age the console shows.
+so its result carries the same state, evidence and age the console shows. Steps 3, 9 and 13 are
+the model's optional gates: run here (:mod:`crossfade.cutover.checks`), their evidence recorded in
+the audit row, which the model reads.
+
+The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) is the sum of the
+measured times of every step between the freeze and the flip, whichever the configuration adds.
 
 The first step that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
@@ -57,14 +72,16 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.cutover import gate_model
+from crossfade.cutover import checks, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
 from crossfade.target.bookkeeping import acknowledge_dead_letters, ensure_schema
+from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -72,6 +89,7 @@ log = logging.getLogger(__name__)
 GATES = (
     "sync_alive",
     "dead_letters",
+    "verify_live",
     "checkpoint",
     "freeze",
     "fence",
@@ -81,8 +99,27 @@ GATES = (
     "sequences",
     "flip",
 )
+"""The steps every cutover takes (:func:`steps_for` adds the configured ones)."""
 FALLBACK_GATE = "fallback"
 FALLBACK_PLAN = "fallback_plan"
+
+
+def steps_for(cfg: Any) -> tuple[str, ...]:
+    """The steps of a cutover under ``cfg`` (``settings.cutover``), in order."""
+    out: list[str] = [FALLBACK_PLAN] if cfg.fallback else []
+    for g in GATES:
+        if g == "verify_live" and cfg.backup is not None and not cfg.backup.after_freeze:
+            out.append("backup")
+        if g == "verify" and cfg.reconcile:
+            out.append("reconcile")
+        if g == "flip" and cfg.smoke:
+            out.append("smoke")
+        out.append(g)
+        if g == "freeze" and cfg.backup is not None and cfg.backup.after_freeze:
+            out.append("backup")
+    if cfg.fallback:
+        out.append(FALLBACK_GATE)
+    return tuple(out)
 
 
 @dataclass
@@ -95,6 +132,8 @@ class GateResult:
     seconds: float
     skipped: bool = False
     model: gate_model.GateResult | None = None
+    evidence: dict[str, Any] | None = None
+    """What a check step (backup, reconcile, smoke) recorded in the audit log."""
 
     @property
     def state(self) -> str:
@@ -119,6 +158,8 @@ class GateResult:
                 {k: m[k] for k in ("title", "evaluated_at", "evidence", "evidence_at", "age_s")}
             )
             out["fresh_s"] = m["fresh_s"]
+        elif self.evidence is not None:
+            out["evidence"] = self.evidence
         return out
 
 
@@ -129,8 +170,8 @@ class CutoverReport:
     who: str
     gates: list[GateResult] = field(default_factory=list)
     unfrozen: bool | None = None
-    fence_seconds: float | None = None
-    verify_seconds: float | None = None
+    downtime_steps: dict[str, float] = field(default_factory=dict)
+    """Measured seconds of every step between the freeze and the flip (the forecast's parts)."""
     downtime_seconds: float | None = None
     model: list[gate_model.GateResult] = field(default_factory=list)
     """The gate model evaluated at the end of the run (what the console shows for this state)."""
@@ -143,10 +184,15 @@ class CutoverReport:
 
     @property
     def expected_downtime_seconds(self) -> float | None:
-        """Writes are frozen from the freeze to the flip: a fence plus a verify, measured."""
-        if self.fence_seconds is None or self.verify_seconds is None:
+        """Writes are frozen from the freeze to the flip: the sum of the measured times of every
+        step between them (None until the run got past the verify)."""
+        if "verify" not in self.downtime_steps:
             return None
-        return self.fence_seconds + self.verify_seconds
+        return sum(self.downtime_steps.values())
+
+    def downtime_parts(self) -> str:
+        """``fence 0.8 s + row_counts 0.1 s + ...``: the forecast's parts."""
+        return " + ".join(f"{k} {v:.1f} s" for k, v in self.downtime_steps.items())
 
     def as_dict(self) -> dict[str, Any]:
         exp = self.expected_downtime_seconds
@@ -158,6 +204,7 @@ class CutoverReport:
             "gates": [g.as_dict() for g in self.gates],
             "unfrozen": self.unfrozen,
             "expected_downtime_seconds": round(exp, 3) if exp is not None else None,
+            "expected_downtime_steps": {k: round(v, 3) for k, v in self.downtime_steps.items()},
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
             else None,
@@ -184,17 +231,20 @@ def audit(
     ok: bool,
     detail: str,
     seconds: float,
+    evidence: dict[str, Any] | None = None,
 ) -> None:
-    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail redacted).
-    A failure to write it is logged, never raised: the audit must not hide the step's result."""
+    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail and the
+    evidence, JSON, redacted). A failure to write it is logged, never raised: the audit must not
+    hide the step's result."""
+    ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
     try:
         with connect(settings.target, "target") as tgt:
             tgt.execute(
                 sql.SQL(
-                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
-                    "VALUES (%s,%s,%s,%s,%s,%s,%s)"
+                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
+                    "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
                 ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
-                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds),
+                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds, ev),
             )
     except (psycopg.Error, CrossfadeError) as exc:
         log.error("cutover audit row for %s not written: %s", gate, exc)
@@ -261,13 +311,24 @@ class Cutover:
         self.on_gate = on_gate
         self.verify_options = verify_options or {}
         self.report = CutoverReport(uuid.uuid4().hex[:12], dry_run, operator())
-        self.gates = (FALLBACK_PLAN, *GATES, FALLBACK_GATE) if self.cfg.fallback else GATES
+        self.gates = steps_for(self.cfg)
         self.report.expected_gates = len(self.gates)
         self.frozen = False
         self._frozen_at: float | None = None
+        self.verified: DeltaBase | None = None
+        self._live_only = 0.0
+        """Seconds of the last verify spent only because writes flowed (left out of the forecast)."""
+        """The full verify before the freeze (``verify_live``): the base of the one inside it."""
 
     # -- bookkeeping --------------------------------------------------------------------------
-    def _audit(self, gate: str, ok: bool, detail: str, seconds: float) -> None:
+    def _audit(
+        self,
+        gate: str,
+        ok: bool,
+        detail: str,
+        seconds: float,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
         audit(
             self.settings,
             self.report.run_id,
@@ -277,6 +338,7 @@ class Cutover:
             ok,
             detail,
             seconds,
+            evidence,
         )
 
     # -- gates ------------------------------------------------------------------------------
@@ -349,30 +411,25 @@ class Cutover:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record."""
         from crossfade.verify.fence import fence
 
-        r = fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
-        self.report.fence_seconds = r.seconds
+        fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
         return self._model("fence")
 
-    def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
-        """Run the full verify (recorded in ``verify_runs``), then evaluate the gate from the record;
-        a failed verify names its tables."""
-        from crossfade.verify.run import Verifier
+    def gate_verify_live(self) -> tuple[bool, str]:
+        """The full verify while writes flow (:func:`crossfade.cutover.verify_steps.verify_live`)."""
+        ok, detail, self.verified = verify_steps.verify_live(self.settings, self.verify_options)
+        return ok, detail
 
-        t0 = time.monotonic()
-        rep = Verifier(
-            self.settings, fence_timeout=self.cfg.fence_timeout_s, **self.verify_options
-        ).run()
-        self.report.verify_seconds = time.monotonic() - t0
+    def gate_verify(self) -> gate_model.GateResult | tuple[bool, str]:
+        """Inside the freeze: what changed since ``verify_live``, then the gate evaluated from
+        the record; a failed verify names its tables."""
+        rep = verify_steps.verify_changes(
+            self.settings, self.verified, self.frozen, self.verify_options
+        )
+        self._live_only = rep.live_only_seconds
         if rep.match:
             return self._model("verify")
-        bad = [
-            f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
-            + (f", {t.unsettled} unsettled" if t.unsettled else "")
-            + (f" ({t.error})" if t.error else "")
-            for t in rep.tables
-            if not t.match
-        ]
-        return False, "mismatches: " + "; ".join(bad)
+        bad = "; ".join(verify_steps.mismatch(t) for t in rep.tables if not t.match)
+        return False, "mismatches: " + bad
 
     def gate_target_schema(self) -> gate_model.GateResult | tuple[bool, str]:
         """Create what crossfade's tables lack (not in a dry run), then evaluate the gate."""
@@ -541,15 +598,24 @@ class Cutover:
             self.frozen = False
 
     # -- run ----------------------------------------------------------------------------------
+    def _in_freeze(self, name: str) -> bool:
+        """Whether ``name`` runs while legacy writes are frozen (after the freeze, up to and
+        including the flip): its time is part of the write downtime."""
+        order = list(self.gates)
+        return order.index("freeze") < order.index(name) <= order.index("flip")
+
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
         """Run one step: any failure is a red step (audited; the run then unfreezes)."""
         t0 = time.monotonic()
         model = None
+        evidence = None
         try:
             out = fn()
             if isinstance(out, gate_model.GateResult):
                 model = out
                 ok, detail = out.ok, out.detail
+            elif isinstance(out, checks.Check):
+                ok, detail, evidence = out.ok, out.detail, out.evidence
             else:
                 ok, detail = out
         except CrossfadeError as exc:
@@ -558,11 +624,17 @@ class Cutover:
             text = str(exc).strip().splitlines()
             ok, detail = False, f"{type(exc).__name__}: {text[0] if text else ''}"
         skipped = self.dry_run and name in ("freeze", "flip")
-        if self.dry_run and name == "row_counts" and not ok:
-            # writes go on in a dry run: counts move; they are compared after the real freeze
+        if self.dry_run and name in ("row_counts", "reconcile") and not ok:
+            # writes go on in a dry run: counts and totals move; compared after the real freeze
             skipped, ok = True, True
-            detail = f"skipped (dry run: writes are not frozen, counts compared after the freeze): {detail}"
-        return GateResult(name, ok, detail, time.monotonic() - t0, skipped=skipped, model=model)
+            what = "counts" if name == "row_counts" else "totals"
+            detail = f"skipped (dry run: writes are not frozen, {what} compared after the freeze): {detail}"
+            evidence = {**(evidence or {}), "skipped": True} if name == "reconcile" else evidence
+        if name in ("backup", "reconcile", "smoke") and evidence is None:
+            evidence = {"error": detail}  # the check itself could not run (a database down)
+        res = GateResult(name, ok, detail, time.monotonic() - t0, skipped=skipped, model=model)
+        res.evidence = evidence
+        return res
 
     def run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
@@ -571,8 +643,12 @@ class Cutover:
             FALLBACK_PLAN: self.gate_fallback_plan,
             "sync_alive": self.gate_sync_alive,
             "dead_letters": self.gate_dead_letters,
+            "backup": lambda: checks.run_backup(self.settings, self.cfg.backup),
+            "verify_live": self.gate_verify_live,
             "checkpoint": self.gate_checkpoint,
             "freeze": self.gate_freeze,
+            "reconcile": lambda: checks.run_reconcile(self.settings, self.cfg.reconcile),
+            "smoke": lambda: checks.run_smoke(self.settings, self.cfg.smoke),
             "fence": self.gate_fence,
             "row_counts": self.gate_row_counts,
             "verify": self.gate_verify,
@@ -585,9 +661,14 @@ class Cutover:
             for name in self.gates:
                 res = self._step(name, steps[name])
                 self.report.gates.append(res)
+                if self._in_freeze(name):
+                    # a dry run's verify re-checks keys in flight around fences: a frozen one has
+                    # none, so the forecast leaves that time out
+                    live = self._live_only if name == "verify" and self.dry_run else 0.0
+                    self.report.downtime_steps[name] = max(0.0, res.seconds - live)
                 if res.model is None or res.skipped:
                     metrics.set_gate(name, res.ok)
-                self._audit(name, res.ok, res.detail, res.seconds)
+                self._audit(name, res.ok, res.detail, res.seconds, res.evidence)
                 if self.on_gate:
                     self.on_gate(res)
                 if not res.ok:
@@ -607,7 +688,7 @@ class Cutover:
         )
         exp = self.report.expected_downtime_seconds
         if exp is not None:
-            decision += f"; expected write downtime {exp:.1f} s (fence + verify)"
+            decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
         self._audit("decision", self.report.go, decision, 0.0)
         return self.report
 

@@ -477,7 +477,7 @@ def cutover(config: str | None, dry_run: bool, as_json: bool) -> None:
         if exp is not None:
             click.echo(
                 f"expected write downtime (freeze to flip): about {exp:.1f} s "
-                f"(fence {report.fence_seconds:.1f} s + verify {report.verify_seconds:.1f} s)"
+                f"({report.downtime_parts()})"
             )
         if report.downtime_seconds is not None:
             click.echo(f"writes were frozen for {report.downtime_seconds:.1f} s")

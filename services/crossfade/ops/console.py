@@ -185,7 +185,12 @@ class ConsoleState:
 
         src = attempt("legacy database", lambda: self._conn("source"))
         tgt = attempt("new database", lambda: self._conn("target"))
-        gates = [g.as_dict() for g in gate_model.unreadable("the new database does not answer")]
+        gates = [
+            g.as_dict()
+            for g in gate_model.unreadable(
+                "the new database does not answer", settings=self.settings
+            )
+        ]
         counts: list[dict[str, Any]] = []
         ledger = slot = forecast = None
         lag: dict[str, int] = {}

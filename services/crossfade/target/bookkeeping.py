@@ -22,7 +22,8 @@ commit in one transaction of the target. The tables:
 ``checkpoints`` ``crossfade checkpoint create``: per partition the stored offsets, the legacy
                 database's WAL position and the time (what ``rewind`` returns to).
 ``verify_runs`` one row per ``crossfade verify`` run, with its JSON report.
-``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail.
+``cutover_audit`` every gate of every ``crossfade cutover`` run: who, when, result, detail, and the
+                evidence of the backup, reconcile and smoke gates (JSON).
 ``dlq_acks``    ``crossfade dlq ack``: who acknowledged how many open dead letters, and why.
 ``dlq_acked``   the dead letters each acknowledgement covered (source table, entry, position): a
                 key dead-lettered again later (a newer position) is open and unacknowledged anew.
@@ -175,6 +176,7 @@ def ddl(schema: str) -> list[sql.Composable]:
             "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS snapshot_floor bigint NOT NULL DEFAULT 0"
         ).format(s),
         sql.SQL("ALTER TABLE {}.verify_runs ADD COLUMN IF NOT EXISTS mapping_hash text").format(s),
+        sql.SQL("ALTER TABLE {}.cutover_audit ADD COLUMN IF NOT EXISTS evidence jsonb").format(s),
         sql.SQL(
             "CREATE INDEX IF NOT EXISTS ledger_held ON {}.ledger (outcome, rule) "
             "WHERE outcome IN ('dead_letter', 'filtered', 'deferred')"

@@ -280,6 +280,39 @@ class TableComparer:
                 out[tuple(r[:n])] = r[n]
         return out
 
+    def changed_keys(self, side: str, snapshot: str) -> set[Key]:
+        """Keys of the rows on one side written (inserted or updated) by a transaction that the
+        snapshot ``snapshot`` (``pg_current_snapshot()`` as text, PostgreSQL 13+) does not see:
+        every row changed since it was taken, by sync or by anybody else (a few rows committed
+        just before it may come too: a superset). One scan of the table reading only its keys
+        and row headers (no row text, no hash). A row *deleted* since is not among them: the
+        counts compare those (see :mod:`crossfade.verify.delta`).
+
+        Every transaction the snapshot does not see has an id at or above the snapshot's
+        ``xmin``: ``age(xmin) <= age(<snapshot xmin>)`` selects them, both ages taken against
+        the same transaction counter, so it holds across the 32-bit wraparound (a frozen row's
+        age is the largest there is)."""
+        conn, rel = self._side(side)
+        low = int(snapshot.split(":")[0]) % 2**32
+        q = sql.SQL("SELECT {keys} FROM {rel} AS r WHERE age(r.xmin) <= age({x}::xid)").format(
+            keys=self._key_text, rel=self._rel(rel), x=sql.Literal(str(low))
+        )
+        n = len(self.pk)
+        return {tuple(r[:n]) for r in conn.execute(q)}
+
+    def compare_keys(self, keys: Iterable[Key]) -> int:
+        """Compare these keys' rows on both sides (md5 of the row text); differences are noted
+        as the chunk pass notes them (``result.keys``, beyond ``max_keys`` only counted).
+        Returns how many keys were compared."""
+        keys = list(keys)
+        src, tgt = self.hashes_of("source", keys), self.hashes_of("target", keys)
+        for k in keys:
+            a, b = src.get(k), tgt.get(k)
+            if a == b:
+                continue
+            self._note(k, "extra" if a is None else "missing" if b is None else "different")
+        return len(keys)
+
     def rows_of(self, side: str, keys: list[Key]) -> dict[Key, dict[str, str | None]]:
         """Whole rows (column -> text) for a few keys, to show which columns differ."""
         conn, rel = self._side(side)

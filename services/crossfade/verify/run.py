@@ -21,6 +21,10 @@ Steps, for every configured table (or ``--table``):
 4. with ``repair``: :mod:`crossfade.verify.repair` re-emits them and they are re-checked;
 5. the run is recorded in ``<bookkeeping>.verify_runs`` and published as metrics.
 
+Before it reads anything, a run takes a snapshot of each database (PostgreSQL 13+): the next
+run may then compare only the rows written since (``changed_since``, :mod:`crossfade.verify.delta`:
+the cutover's verify inside the write freeze) instead of every row's checksum.
+
 Tables without a primary key are compared by :func:`crossfade.verify.compare.compare_table`
 (a streaming merge of both sides; no re-check, no repair). Tables with an entry under
 ``mapping.tables`` are compared through the mapping (:mod:`crossfade.verify.mapped`), one report
@@ -34,6 +38,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -50,6 +55,7 @@ from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
 from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
+from crossfade.verify.delta import DeltaBase, snapshot_of, totals
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -84,6 +90,8 @@ class TableReport:
     error: str | None = None
     examples: list[dict[str, Any]] = field(default_factory=list)
     repair: dict[str, Any] | None = None
+    delta_keys: int | None = None
+    """In a verify of the changes only: how many keys (changed since the base run) were compared."""
     mapped: dict[str, Any] | None = None
     """For a target of the mapping: its sources, expected rows, merged duplicates, accounting."""
 
@@ -119,6 +127,7 @@ class TableReport:
             "error": self.error,
             "rows": self.examples,
             "repair": self.repair,
+            **({"delta_keys": self.delta_keys} if self.delta_keys is not None else {}),
             **({"mapping": self.mapped} if self.mapped is not None else {}),
         }
 
@@ -131,6 +140,17 @@ class VerifyReport:
     fences: int = 0
     fence_seconds: float = 0.0
     rechecked_after_fence: bool = False
+    snapshots: dict[str, str] | None = None
+    """``source``/``target`` -> the snapshot taken before the run read anything (the base of a
+    later verify of the changes; None before PostgreSQL 13)."""
+    delta_of: int | None = None
+    """A verify of the changes since this run (``verify_runs.id``); None: a full verify."""
+    run_id: int | None = None
+    """Its ``verify_runs.id`` once recorded."""
+    live_only_seconds: float = 0.0
+    """Time spent only because writes may still flow: re-check rounds of differing keys around
+    fences, a keyless table's fence in a verify of the changes. With writes frozen and fenced
+    (the cutover's real run) none of it is spent: the dry run's forecast leaves it out."""
 
     @property
     def match(self) -> bool:
@@ -145,6 +165,8 @@ class VerifyReport:
             "fences": self.fences,
             "fence_seconds": round(self.fence_seconds, 3),
             "rechecked_after_fence": self.rechecked_after_fence,
+            "delta_of": self.delta_of,
+            "live_only_seconds": round(self.live_only_seconds, 3),
         }
 
 
@@ -218,7 +240,10 @@ class Verifier:
         progress: Progress | None = None,
         fence: Callable[[], tuple[str, float]] | None = None,
         lock_wait: float = 10.0,
+        changed_since: DeltaBase | None = None,
     ) -> None:
+        """``changed_since``: compare only the rows of keyed identity tables written since that
+        (full) verify's snapshots, plus its unsettled keys (:mod:`crossfade.verify.delta`)."""
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
         if unknown:
@@ -239,6 +264,11 @@ class Verifier:
         self.comparers: dict[str, TableComparer] = {}
         self.confirmed: dict[str, dict[Key, str]] = {}
         self.last_fence_lsn: int | None = None
+        self.changed_since = changed_since
+        if changed_since is not None:
+            self.report.delta_of = changed_since.run_id
+        self._unsettled: dict[str, set[Key]] = {}
+        self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
@@ -276,6 +306,9 @@ class Verifier:
         ):
             prepare_session(src)
             prepare_session(tgt)
+            snaps = {"source": snapshot_of(src), "target": snapshot_of(tgt)}
+            if all(snaps.values()):
+                self.report.snapshots = {k: str(v) for k, v in snaps.items()}
             mapping = self.settings.mapping
             mapped = [t for t in self.tables if mapping is not None and t in mapping.tables]
             for table in self.tables:
@@ -285,7 +318,9 @@ class Verifier:
                 self.report.tables.extend(self._mapped(tgt, mapped))
             pending = {t: dict(c.result.keys) for t, c in self.comparers.items() if c.result.keys}
             if pending and self.fence_recheck:
+                r0 = time.monotonic()
                 self._recheck(src, tgt, pending)
+                self.report.live_only_seconds += time.monotonic() - r0
                 self.report.rechecked_after_fence = True
             else:
                 self.confirmed = pending
@@ -314,7 +349,9 @@ class Verifier:
         keys = {t: dict(r.differing) for t, r in first.targets.items() if r.differing}
         entries = {s: a.disagreeing() for s, a in first.accounts.items() if a.disagreeing()}
         if self.fence_recheck and (keys or entries):
+            r0 = time.monotonic()
             check = self._mapped_recheck(tgt, sources, first, keys, entries)
+            self.report.live_only_seconds += time.monotonic() - r0
         else:  # a quiet source (--no-fence): the differences as found
             from crossfade.verify.mapped import EXAMPLES, rows_of
 
@@ -520,7 +557,20 @@ class Verifier:
             on_rows=self.progress.advance,
             target_shape=tshape,
         )
-        res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
+        base = self.changed_since
+        if base is not None and {"source", "target"} <= set(base.snapshots):
+            # only the rows written since the base run, and the keys it left undecided
+            self.progress.table(table, 0)
+            # both servers scan at once (psycopg waits without the GIL), as the chunk pass does
+            with ThreadPoolExecutor(1, thread_name_prefix="verify-target") as pool:
+                theirs = pool.submit(comparer.changed_keys, "target", base.snapshots["target"])
+                keys = comparer.changed_keys("source", base.snapshots["source"])
+                keys |= theirs.result()
+            keys |= base.unsettled.get(table, set())
+            tr.delta_keys = comparer.compare_keys(keys)
+            res = comparer.result
+        else:
+            res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
         self.comparers[table] = comparer
         tr.source_rows, tr.target_rows = res.source_rows, res.target_rows
         tr.chunks, tr.chunks_differing = res.chunks, res.chunks_differing
@@ -562,6 +612,16 @@ class Verifier:
         from crossfade.verify.compare import compare_table
 
         self.progress.table(table, 0)
+        base = self.changed_since
+        if base is not None and table in base.keyless:
+            return self._keyless_delta(src, tgt, table, cols, tr, t0, base)
+        if self.report.snapshots is not None:
+            # the base of a later verify of the changes: the totals of the rows older than the
+            # snapshots, which nobody writes again (see crossfade.verify.delta)
+            self._keyless_base[table] = {
+                side: totals(conn, table, cols, self.report.snapshots[side], since=False)
+                for side, conn in (("source", src), ("target", tgt))
+            }
         if not self.fence_recheck:
             conns = [self._snapshot("source"), self._snapshot("target")]
             try:
@@ -587,6 +647,48 @@ class Verifier:
         self.report.rechecked_after_fence = True
         tr.source_rows, tr.target_rows = after.source_rows, after.target_rows
         tr.missing, tr.extra, tr.in_flight = before.n_missing, after.n_extra, after.n_missing
+        tr.seconds = time.monotonic() - t0
+        return tr
+
+    def _keyless_delta(
+        self,
+        src: psycopg.Connection,
+        tgt: psycopg.Connection,
+        table: str,
+        cols: list[str],
+        tr: TableReport,
+        t0: float,
+        base: DeltaBase,
+    ) -> TableReport:
+        """A table without a key inside the freeze: the base run's totals of the old rows plus
+        the totals of the rows written since, side against side (:mod:`crossfade.verify.delta`).
+        With the fence re-check (writes may still flow): legacy before a fence (S1), new after
+        it (T), legacy again (S2); T == S2 matches, S1 != S2 (legacy changed meanwhile) is in
+        flight, not a difference; T != S1 == S2 is one."""
+        old = base.keyless[table]
+
+        def side(which: str, conn: psycopg.Connection) -> tuple[int, int]:
+            n, h = totals(conn, table, cols, base.snapshots[which], since=True)
+            return old[which][0] + n, old[which][1] + h
+
+        s1 = side("source", src)
+        if self.fence_recheck:
+            f0 = time.monotonic()
+            self.fence(tgt)
+            self.report.live_only_seconds += time.monotonic() - f0
+            self.report.rechecked_after_fence = True
+        t = side("target", tgt)
+        s2 = side("source", src) if self.fence_recheck else s1
+        tr.source_rows, tr.target_rows = s2[0], t[0]
+        tr.delta_keys = 0
+        if t != s2 and s1 != s2:
+            tr.in_flight = abs(s2[0] - t[0])
+        elif t != s2:
+            tr.error = (
+                f"rows differ: {s2[0]} legacy rows, {t[0]} new"
+                + (" (as many, other content)" if s2[0] == t[0] else "")
+                + f"; `crossfade verify --table {table}` names them"
+            )
         tr.seconds = time.monotonic() - t0
         return tr
 
@@ -684,7 +786,7 @@ class Verifier:
 
     def _summarise(self, src: psycopg.Connection, tgt: psycopg.Connection, tr: TableReport) -> None:
         keys = self.confirmed.get(tr.name, {})
-        unsettled = getattr(self, "_unsettled", {}).get(tr.name, set())
+        unsettled = self._unsettled.get(tr.name, set())
         for k, kind in keys.items():
             if k in unsettled:
                 continue
@@ -719,11 +821,11 @@ class Verifier:
         try:
             with connect(self.settings.target, "target") as tgt:
                 ensure_schema(tgt, self.bk)
-                tgt.execute(
+                row = tgt.execute(
                     sql.SQL(
                         "INSERT INTO {}.verify_runs (started_at, ok, tables, source_rows, target_rows, mismatched, "
                         "missing, extra, rechecked_after_fence, seconds, created_by, report, mapping_hash) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id"
                     ).format(sql.Identifier(self.bk)),
                     (
                         r.started_at,
@@ -741,9 +843,23 @@ class Verifier:
                         Jsonb(json.loads(json.dumps(r.as_dict(), default=str))),
                         mapping_fingerprint(self.settings.mapping),
                     ),
-                )
+                ).fetchone()
+                r.run_id = int(row[0]) if row else None
         except (psycopg.Error, CrossfadeError) as exc:
             log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
+
+
+def delta_base(v: Verifier) -> DeltaBase | None:
+    """What a later verify of the changes needs from the (full) run ``v`` made: its snapshots
+    and unsettled keys; None when it took no snapshot (PostgreSQL before 13)."""
+    if v.report.snapshots is None:
+        return None
+    return DeltaBase(
+        v.report.run_id,
+        v.report.snapshots,
+        {t: set(k) for t, k in v._unsettled.items()},
+        dict(v._keyless_base),
+    )
 
 
 def verify(

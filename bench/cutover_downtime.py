@@ -1,0 +1,250 @@
+"""Write downtime of a real cutover under a pgbench load, against the forecast of its dry run.
+
+    .venv/bin/python -m bench.cutover_downtime [--scale 10] [--rate 200] [--warmup 20]
+
+Two embedded PostgreSQL servers (legacy, new) and an embedded Tansu broker; ``pgbench -i -s
+SCALE`` in legacy, capture and sync started and caught up; then pgbench's TPC-B-like load
+(``-c 4 -j 2 -R RATE``, as an application role the freeze revokes) runs for the rest of the
+benchmark. After ``--warmup`` seconds of load:
+
+1. ``crossfade cutover --dry-run --json``: the forecast (``expected_downtime_seconds``: the
+   measured steps between the freeze and the flip);
+2. ``crossfade cutover --json``: the real one; ``downtime_seconds`` is the time from the freeze
+   to the end of the flip, measured by the cutover itself; pgbench's writes are refused from the
+   freeze on.
+
+Prints the figures (scale, rows, the full verify while writes flow, the forecast and the actual
+freeze -> flip by step, the keys the in-freeze verify compared, forecast / actual) and writes
+``bench/results/cutover_downtime-s<scale>.json`` (the latest run per scale). Targets (issue 20): freeze -> flip within 5 s at
+scale 10 (10 s at scale 100), the forecast within 20% of the actual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.run import XStack  # noqa: E402
+from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
+
+TABLES = [
+    "public.pgbench_accounts",
+    "public.pgbench_branches",
+    "public.pgbench_tellers",
+    "public.pgbench_history",
+]
+IN_FREEZE = ("fence", "row_counts", "reconcile", "verify", "smoke", "flip")
+
+
+def _cutover(stack: XStack, *args: str) -> dict[str, Any]:
+    r = stack.cli("cutover", "--json", *args, timeout=3600)
+    if not r.stdout.strip():
+        raise SystemExit(f"cutover printed nothing (rc {r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(r.stdout)
+
+
+def _delta_keys(stack: XStack) -> dict[str, Any]:
+    with psycopg.connect(stack.target_dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT id, report FROM crossfade.verify_runs WHERE report->>'delta_of' IS NOT NULL "
+            "ORDER BY id DESC LIMIT 1"
+        ).fetchone()
+    if row is None:
+        return {}
+    return {
+        t["name"]: {"keys": t.get("delta_keys"), "seconds": t.get("seconds")}
+        for t in row[1]["tables"]
+    } | {"fences": row[1].get("fences"), "seconds": row[1].get("seconds")}
+
+
+def _steps(rep: dict[str, Any]) -> dict[str, float]:
+    return {g["name"]: round(g["seconds"], 3) for g in rep["gates"]}
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    root = Path(tempfile.mkdtemp(prefix="crossfade-bench-cutover-"))
+    root.chmod(0o755)
+    pg = EmbeddedPostgres(log_to=root / "pg-legacy.log").start()
+    pgt = EmbeddedPostgres(log_to=root / "pg-target.log").start()
+    broker = EmbeddedBroker(log_to=root / "tansu.log").start()
+    load: subprocess.Popen[str] | None = None
+    stack = XStack(
+        pg,
+        pgt,
+        broker.bootstrap_servers,
+        root,
+        initial_load="copy",
+        batch_size=10_000,
+        append_only_tables=["public.pgbench_history"],
+    )
+    try:
+        pgbench = pg.binaries.tool("pgbench")
+        t0 = time.monotonic()
+        subprocess.run(
+            [pgbench, "-i", "-s", str(args.scale), "-q", stack.source_dsn],
+            check=True,
+            capture_output=True,
+        )
+        role = "bench_app"
+        with psycopg.connect(stack.source_dsn, autocommit=True) as c:
+            c.execute(f"CREATE ROLE {role} LOGIN")
+            c.execute(f"GRANT USAGE ON SCHEMA public TO {role}")
+            c.execute(
+                f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+            )
+            rows = sum(c.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES)  # type: ignore[index]
+        stack.write_config(TABLES)
+        raw = yaml.safe_load(stack.config_path.read_text())
+        raw["cutover"] = {
+            "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {role}",
+            "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+            "fence_timeout_s": 300,
+        }
+        stack.config_path.write_text(yaml.safe_dump(raw))
+        stack.start("capture")
+        stack.start("sync")
+        stack.fence(timeout=1800)
+        loaded = time.monotonic() - t0
+        print(f"scale {args.scale}: {rows} rows loaded and caught up in {loaded:.0f} s", flush=True)
+
+        app_dsn = stack.source_dsn.replace("postgres@", f"{role}@")
+        load = subprocess.Popen(
+            [pgbench, "-n", "-c", "4", "-j", "2", "-R", str(args.rate), "-T", "7200", app_dsn],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        time.sleep(args.warmup)
+        print(f"pgbench -R {args.rate} runs; cutover --dry-run ...", flush=True)
+        dry = _cutover(stack, "--dry-run")
+        if not dry["go"]:
+            raise SystemExit(f"dry run NO GO: {[(g['name'], g['detail']) for g in dry['gates']]}")
+        dry_delta = _delta_keys(stack)
+        time.sleep(args.pause)
+        print("cutover ...", flush=True)
+        real = _cutover(stack)
+        if not real["go"]:
+            raise SystemExit(f"cutover NO GO: {[(g['name'], g['detail']) for g in real['gates']]}")
+        real_delta = _delta_keys(stack)
+        out = load.communicate(timeout=120)[0]
+        load = None
+        refused = "permission denied" in out
+        forecast = dry["expected_downtime_seconds"]
+        actual = real["downtime_seconds"]
+        return {
+            "benchmark": "cutover_downtime",
+            "scale": args.scale,
+            "rows": rows,
+            "rate_tps": args.rate,
+            "warmup_s": args.warmup,
+            "load_and_catch_up_s": round(loaded, 1),
+            "dry_run": {
+                "steps_s": _steps(dry),
+                "forecast_s": forecast,
+                "forecast_steps_s": dry["expected_downtime_steps"],
+                "delta_keys": dry_delta,
+            },
+            "real": {
+                "steps_s": _steps(real),
+                "freeze_to_flip_s": actual,
+                "in_freeze_steps_s": real["expected_downtime_steps"],
+                "delta_keys": real_delta,
+            },
+            "forecast_over_actual": round(forecast / actual, 3) if forecast and actual else None,
+            "pgbench_refused_after_freeze": refused,
+            "commit": _commit(),
+            "date": datetime.now(UTC).isoformat(),
+            "machine": f"{platform.node()} {platform.machine()} cpus={_cpus()}",
+        }
+    finally:
+        if load is not None:
+            load.kill()
+            load.communicate()
+        stack.close()
+        broker.stop()
+        pgt.stop()
+        pg.stop()
+        if not args.keep_logs:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            print(f"logs kept: {root}", file=sys.stderr)
+
+
+def _commit() -> str:
+    r = subprocess.run(
+        ["git", "rev-parse", "--short=8", "HEAD"], cwd=REPO, capture_output=True, text=True
+    )
+    return r.stdout.strip() or "unknown"
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def report(res: dict[str, Any]) -> None:
+    d, r = res["dry_run"], res["real"]
+    print()
+    print(
+        f"cutover under pgbench -R {res['rate_tps']} at scale {res['scale']} ({res['rows']} rows)"
+    )
+    print(
+        f"  full verify while writes flow (verify_live): dry run {d['steps_s'].get('verify_live')} s, "
+        f"real {r['steps_s'].get('verify_live')} s"
+    )
+    print(f"  {'step':<12} {'forecast (dry run)':>20} {'actual':>10}")
+    for step in IN_FREEZE:
+        if step in d["forecast_steps_s"] or step in r["in_freeze_steps_s"]:
+            print(
+                f"  {step:<12} {d['forecast_steps_s'].get(step, 0):>18.3f} s "
+                f"{r['in_freeze_steps_s'].get(step, 0):>8.3f} s"
+            )
+    print(f"  keys compared inside the freeze: dry run {d['delta_keys']}, real {r['delta_keys']}")
+    print(f"  forecast (dry run):  {d['forecast_s']:.2f} s")
+    print(f"  freeze -> flip:      {r['freeze_to_flip_s']:.2f} s")
+    print(f"  forecast / actual:   {res['forecast_over_actual']}")
+    print(f"  pgbench refused after the freeze: {res['pgbench_refused_after_freeze']}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--scale", type=int, default=10, help="pgbench scale (100k accounts each)")
+    ap.add_argument("--rate", type=int, default=200, help="pgbench -R (transactions/s)")
+    ap.add_argument("--warmup", type=float, default=20, help="seconds of load before the dry run")
+    ap.add_argument(
+        "--pause",
+        type=float,
+        default=5,
+        help="seconds of load between the dry run and the real one",
+    )
+    ap.add_argument("--keep-logs", action="store_true")
+    args = ap.parse_args()
+    res = run(args)
+    report(res)
+    out = REPO / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    path = out / f"cutover_downtime-s{res['scale']}.json"  # the latest run per scale
+    path.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""The cutover's two verifies (:mod:`crossfade.cutover.gates`, steps ``verify_live`` and
+``verify``): in full while writes still flow, then, inside the freeze, only what changed since
+(:mod:`crossfade.verify.delta`), so the write downtime follows the recent writes, not the size.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crossfade.config import Settings
+from crossfade.verify.delta import DeltaBase
+from crossfade.verify.run import TableReport, Verifier, VerifyReport, delta_base
+
+
+def mismatch(t: TableReport) -> str:
+    """One table's differences, as the cutover names them."""
+    return (
+        f"{t.name}: {t.missing} missing, {t.extra} extra, {t.different} different"
+        + (f", {t.unsettled} unsettled" if t.unsettled else "")
+        + (
+            f" ({t.unchecked} of them counted, not re-checked: more than the verify keeps "
+            "differ, sync is far behind; verify again once it caught up)"
+            if t.unchecked
+            else ""
+        )
+        + (f" ({t.error})" if t.error else "")
+    )
+
+
+def verify_live(settings: Settings, options: dict[str, Any]) -> tuple[bool, str, DeltaBase | None]:
+    """The full verify while writes flow (recorded in ``verify_runs``, with the live re-check):
+    red on a confirmed difference (missing, extra, different, or counted past ``max_keys``);
+    unsettled keys are not red: they go, with the run's snapshots, into the returned base of
+    the verify inside the freeze (None: no snapshot, PostgreSQL before 13, so that one is full)."""
+    v = Verifier(settings, fence_timeout=settings.cutover.fence_timeout_s, **options)
+    rep = v.run()
+    base = delta_base(v)
+    confirmed = [t for t in rep.tables if t.error or t.missing or t.extra or t.different]
+    if confirmed:
+        return False, "mismatches: " + "; ".join(mismatch(t) for t in confirmed), base
+    unsettled = sum(t.unsettled for t in rep.tables)
+    rows = sum(t.source_rows for t in rep.tables)
+    how = (
+        "the verify inside the freeze compares only the rows written since"
+        if base is not None
+        else "no snapshot (PostgreSQL before 13): the verify inside the freeze is a full one"
+    )
+    return (
+        True,
+        (
+            f"verify #{rep.run_id}: {len(rep.tables)} table(s), {rows} legacy rows match "
+            f"({sum(t.in_flight for t in rep.tables)} in flight"
+            + (f", {unsettled} unsettled: compared again inside the freeze" if unsettled else "")
+            + f") in {rep.seconds:.1f} s; {how}"
+        ),
+        base,
+    )
+
+
+def verify_changes(
+    settings: Settings, base: DeltaBase | None, frozen: bool, options: dict[str, Any]
+) -> VerifyReport:
+    """Inside the freeze: what changed since ``base`` (a full verify without one), recorded in
+    ``verify_runs``. ``frozen``: writes frozen and fenced (the cutover's step before), nothing
+    is in flight, so a difference is one, without re-check rounds around more fences; in a dry
+    run writes flow and differing keys are re-checked (``live_only_seconds`` of the report)."""
+    opts: dict[str, Any] = {"fence_recheck": not frozen, **options}
+    return Verifier(
+        settings, fence_timeout=settings.cutover.fence_timeout_s, changed_since=base, **opts
+    ).run()
