@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
-from crossfade.config import Settings, load_settings, public_view
+from crossfade.config import Settings, public_view
 from crossfade.errors import CrossfadeError
 from crossfade.ops import cli_connector, cli_cutover, cli_schema, cli_source
+from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import load_config as _settings
 from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
 
@@ -28,20 +30,6 @@ log = logging.getLogger("crossfade")
 class _State:
     verbose = False
     log_format = "auto"
-
-
-def _settings(config: str | None) -> Settings:
-    return load_settings(config)
-
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="CROSSFADE_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="YAML config file (or CROSSFADE_CONFIG).",
-)
 
 
 def _config_defaults(group: click.Group, path: str) -> dict[str, Any]:

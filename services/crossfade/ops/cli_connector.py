@@ -9,23 +9,12 @@ import logging
 
 import click
 
-from crossfade.config import Settings, load_settings
+from crossfade.config import Settings
 from crossfade.errors import CrossfadeError
+from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import load_config as _settings
 
 log = logging.getLogger("crossfade")
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="CROSSFADE_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="YAML config file (or CROSSFADE_CONFIG).",
-)
-
-
-def _settings(config: str | None) -> Settings:
-    return load_settings(config)
 
 
 @click.group()

@@ -14,20 +14,9 @@ from typing import Any
 
 import click
 
-from crossfade.config import Settings, load_settings
-
-config_option = click.option(
-    "-c",
-    "--config",
-    "config",
-    envvar="CROSSFADE_CONFIG",
-    type=click.Path(dir_okay=False),
-    help="YAML config file (or CROSSFADE_CONFIG).",
-)
-
-
-def _settings(config: str | None) -> Settings:
-    return load_settings(config)
+from crossfade.config import Settings
+from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import load_config as _settings
 
 
 # -- progress ----------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import sys
 import click
 
 from crossfade.config import load_settings
-from crossfade.ops.cli_cutover import config_option, fallback
+from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_cutover import fallback
 
 
 @click.command("target-schema")

@@ -12,12 +12,8 @@ import sys
 
 import click
 
-from crossfade.config import Settings, load_settings
-from crossfade.ops.cli_cutover import config_option
-
-
-def _settings(config: str | None) -> Settings:
-    return load_settings(config)
+from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import load_config as _settings
 
 
 @click.command()
