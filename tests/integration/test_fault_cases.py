@@ -631,7 +631,7 @@ def test_fault_21_type_change_stops_clearly(stack_factory: Callable[..., Stack])
     stack.sql("ALTER TABLE c21 ALTER COLUMN v TYPE text USING 'v=' || v")
     stack.sql("INSERT INTO c21 VALUES (101, 'not a number', 'w')")
     line = _stops_with(sync, "c21")
-    assert "type" in line and "README" in line, line
+    assert "type" in line and "docs/operations.md" in line, line
 
 
 @pytest.mark.slow

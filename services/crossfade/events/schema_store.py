@@ -145,7 +145,7 @@ class SchemaPublisher:
                 f"schema {avro_schema.get('name')} changed in a way Avro cannot tell apart from its previous "
                 f"version (same fingerprint {codec.fingerprint:016x}): a column changed type but not its Avro type",
                 "runbook: stop writes to that table, let sync drain, then migrate the column explicitly "
-                "(see README, operations)",
+                "(see docs/operations.md)",
             )
         # A refusal is tried again a few times: the record is the same key and text in a
         # compacted topic, so a duplicate is harmless, and Tansu (0.6) was seen refusing the

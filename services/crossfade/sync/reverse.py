@@ -50,7 +50,7 @@ class ReverseSyncWorker(SyncWorker):
 
     def _connect_target(self) -> Any:
         conn = super()._connect_target()
-        # a cutover may have frozen legacy with default_transaction_read_only (README): fallback
+        # a cutover may have frozen legacy with default_transaction_read_only (docs/cutover.md): fallback
         # is the one writer that must still get through (any role may turn the default off)
         conn.execute("SET default_transaction_read_only = off")
         return conn

@@ -782,7 +782,7 @@ class SyncWorker:
                             f"column {col.name} of {table} changed type at the source ({col.type_sql} -> "
                             f"{current[col.name]}) and the target refuses its new values ({_one_line(exc)})",
                             "runbook: stop writes to the table, let sync drain, migrate the target column to the "
-                            "new type (ALTER TABLE ... ALTER COLUMN ... TYPE ...), restart sync (README, operations)",
+                            "new type (ALTER TABLE ... ALTER COLUMN ... TYPE ...), restart sync (docs/operations.md)",
                         )
         return None
 
