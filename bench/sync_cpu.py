@@ -22,11 +22,11 @@ from typing import Any
 from psycopg._copy_base import TextFormatter
 from psycopg.adapt import Transformer
 
+from crossfade.catalog import Column, TableShape
 from crossfade.events.avro_codec import ConnectCodec
 from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import Decoder, SchemaCache, frame_single_object
 from crossfade.sync.apply import TableApplier, collapse
-from crossfade.target.ddl import Column, TableShape
 
 
 def _f(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:

@@ -12,10 +12,10 @@ from typing import Any
 import psycopg
 import pytest
 
+from crossfade.catalog import read_shape
 from crossfade.embedded.postgres import EmbeddedPostgres
 from crossfade.sync.apply import TableApplier
 from crossfade.target.bookkeeping import ensure_schema
-from crossfade.target.ddl import read_shape
 
 pytestmark = pytest.mark.integration
 

@@ -56,7 +56,8 @@ def test_enum_whose_schema_and_name_hold_a_dot(stack: Any) -> None:
     qualified name was split at the first dot). Schema and name are quoted apart now. Debezium
     itself cannot read such a type (it leaves the column out of its events), so capture refuses
     the table before it starts, naming the column."""
-    from crossfade.target.ddl import ensure_target_table, read_shape, sync_enum
+    from crossfade.catalog import read_shape
+    from crossfade.target.ddl import ensure_target_table, sync_enum
 
     stack.sql('CREATE SCHEMA "odd.schema"')
     stack.sql("CREATE TYPE \"odd.schema\".\"mood.v2\" AS ENUM ('sad', 'ok')")

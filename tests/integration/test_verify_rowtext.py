@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from crossfade.catalog import read_shape
 from crossfade.embedded.postgres import EmbeddedPostgres
-from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import TableComparer, prepare_session
 
 pytestmark = pytest.mark.integration

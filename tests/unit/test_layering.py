@@ -1,6 +1,6 @@
 """The house's rules, read from the code's own imports and sizes (docs/architecture.md).
 
-Data flows one way: ground (errors, config, db, metrics, redact, who, textout) -> events ->
+Data flows one way: ground (errors, config, db, catalog, metrics, redact, who, textout) -> events ->
 mapping -> target -> capture -> sync -> verify -> cutover -> ops. Nothing imports upward, nothing
 imports another module's underscore names, no file over 700 lines, no function over 80.
 
@@ -17,15 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "services" / "crossfade"
 FLOORS = ["ground", "events", "mapping", "target", "capture", "sync", "verify", "cutover", "ops"]
-GROUND = {"errors", "config", "db", "metrics", "redact", "who", "textout"}
+GROUND = {"errors", "config", "db", "catalog", "metrics", "redact", "who", "textout"}
 
 #: upward imports still to remove: (importing module, imported module)
 KNOWN_UPWARD = {
     # the mapping language's model validates through the mapping engine; moving both under
     # config/ is the next step of the redesign
     ("crossfade.config", "crossfade.mapping.model"),
-    # the table shape read from pg_catalog belongs in the ground floor's catalog reader
-    ("crossfade.mapping.schema_check", "crossfade.target.ddl"),
 }
 #: files over 700 lines still to split
 KNOWN_LONG_FILES = {

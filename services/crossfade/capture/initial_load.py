@@ -57,19 +57,13 @@ from psycopg import sql
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from crossfade.capture.connector import captured_tables
+from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
 from crossfade.target.bookkeeping import ensure_schema
-from crossfade.target.ddl import (
-    HASH_COLUMN,
-    POS_COLUMN,
-    add_column_from_source,
-    ensure_target_table,
-    read_shape,
-    sync_enum,
-)
+from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
 

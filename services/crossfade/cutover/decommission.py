@@ -43,11 +43,11 @@ import psycopg
 from psycopg import sql
 
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE
+from crossfade.catalog import HASH_COLUMN, POS_COLUMN
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.target.bookkeeping import has_table, read_heartbeats
-from crossfade.target.ddl import HASH_COLUMN, POS_COLUMN
 
 log = logging.getLogger(__name__)
 

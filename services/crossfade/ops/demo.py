@@ -20,6 +20,7 @@ from rich.console import Console, RenderableType
 from rich.live import Live
 
 from crossfade.capture.service import CaptureService
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter, create_target_schema
@@ -27,7 +28,6 @@ from crossfade.ops import probes
 from crossfade.ops.console import Console as PageConsole
 from crossfade.ops.runner import Runner
 from crossfade.sync.worker import SyncWorker
-from crossfade.target.ddl import read_shape
 from crossfade.textout import Grid
 from crossfade.textout import console as text_console
 from crossfade.verify.compare import TableDiff, compare_table

@@ -55,10 +55,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade.catalog import HASH_COLUMN, POS_COLUMN, TableShape
 from crossfade.errors import SchemaMismatch
 from crossfade.events.model import ChangeEvent, RowSchema, format_lsn
 from crossfade.events.pgtext import converter_for
-from crossfade.target.ddl import HASH_COLUMN, POS_COLUMN, TableShape
 
 Converter = Callable[[Any], str | None]
 

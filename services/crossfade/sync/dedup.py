@@ -37,11 +37,11 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
 from crossfade.mapping.model import DedupSpec
 from crossfade.sync.apply import ApplyResult
-from crossfade.target.ddl import POS_COLUMN, TableShape
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import DecodeError
@@ -28,7 +29,6 @@ from crossfade.sync.apply import TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
 from crossfade.target.bookkeeping import LedgerCounts, dead_letter_groups, has_table, ledger_counts
-from crossfade.target.ddl import read_shape
 
 
 @dataclass

@@ -48,13 +48,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from crossfade.catalog import POS_COLUMN, TableShape, read_shape
 from crossfade.errors import ConfigError, SchemaMismatch
 from crossfade.events.model import ChangeEvent
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, jsonable
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.sync.apply import ApplyResult, TableApplier, collapse, event_key_id
-from crossfade.target.ddl import POS_COLUMN, TableShape, read_shape
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from typing import Any
 
 from confluent_kafka import Message
 
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import SchemaMismatch
@@ -31,7 +32,6 @@ from crossfade.sync.apply import TableApplier
 from crossfade.sync.apply_side import SideTableApplier, ensure_side_schema
 from crossfade.sync.worker import DeadLetter, SyncWorker
 from crossfade.target.bookkeeping import ensure_schema
-from crossfade.target.ddl import read_shape
 
 log = logging.getLogger(__name__)
 

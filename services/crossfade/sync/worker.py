@@ -42,6 +42,7 @@ from psycopg import sql
 from tenacity import RetryCallState
 
 from crossfade import metrics
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect, retrying
 from crossfade.errors import (
@@ -82,12 +83,7 @@ from crossfade.target.bookkeeping import (
     note_mapping,
     write_heartbeat,
 )
-from crossfade.target.ddl import (
-    add_column_from_source,
-    ensure_target_table,
-    read_shape,
-    sync_enum,
-)
+from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
 

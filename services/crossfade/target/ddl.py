@@ -13,11 +13,11 @@ decision 2).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import psycopg
 from psycopg import sql
 
+from crossfade.catalog import HASH_COLUMN, POS_COLUMN, TableShape, read_shape
 from crossfade.errors import SchemaMismatch
 from crossfade.target.definition import (
     TableDefinition,
@@ -31,80 +31,6 @@ log = logging.getLogger(__name__)
 
 CREATED_KEY = "created_table:"
 """Key prefix in ``<bookkeeping>.meta`` of the target tables crossfade created."""
-POS_COLUMN = "_cf_pos"
-HASH_COLUMN = "_cf_hash"
-"""Append-only tables (no primary key): the row's content hash, unique together with _cf_pos."""
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    type_sql: str  # as format_type prints it, e.g. 'numeric(12,3)', 'public.mood[]'
-    not_null: bool
-    enum: tuple[str, str] | None = None
-    """(schema, type name) when the column (or its element) is an enum: kept apart, since either
-    may contain a dot (``"odd.schema"."mood.v2"``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class TableShape:
-    schema: str
-    name: str
-    columns: tuple[Column, ...]
-    pk: tuple[str, ...]
-
-    @property
-    def qualified(self) -> str:
-        return f"{self.schema}.{self.name}"
-
-    def column(self, name: str) -> Column:
-        for c in self.columns:
-            if c.name == name:
-                return c
-        raise KeyError(name)
-
-
-_SHAPE_SQL = """
-SELECT a.attname,
-       CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
-            WHEN et.typtype = 'd' THEN format_type(et.typbasetype, et.typtypmod) || '[]'
-            ELSE format_type(a.atttypid, a.atttypmod) END,
-       a.attnotnull,
-       CASE WHEN t.typtype = 'e' THEN ARRAY[tn.nspname::text, t.typname::text]
-            WHEN et.typtype = 'e' THEN ARRAY[etn.nspname::text, et.typname::text] END
-FROM pg_attribute a
-JOIN pg_class c ON c.oid = a.attrelid
-JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN pg_type t ON t.oid = a.atttypid
-JOIN pg_namespace tn ON tn.oid = t.typnamespace
-LEFT JOIN pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
-LEFT JOIN pg_namespace etn ON etn.oid = et.typnamespace
-WHERE n.nspname = %s AND c.relname = %s AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
-"""
-
-_PK_SQL = """
-SELECT a.attname FROM pg_index i
-JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord) ON true
-JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-WHERE n.nspname = %s AND c.relname = %s AND i.indisprimary ORDER BY k.ord
-"""
-
-
-def read_shape(conn: psycopg.Connection, table: str) -> TableShape | None:
-    """The table's columns and primary key, or None if it does not exist."""
-    schema, name = table.split(".", 1)
-    rows = conn.execute(_SHAPE_SQL, (schema, name)).fetchall()
-    if not rows:
-        return None
-    pk = tuple(r[0] for r in conn.execute(_PK_SQL, (schema, name)).fetchall())
-    cols = tuple(
-        Column(r[0], r[1], bool(r[2]), (r[3][0], r[3][1]) if r[3] else None)
-        for r in rows
-        if r[0] not in (POS_COLUMN, HASH_COLUMN)
-    )
-    return TableShape(schema, name, cols, pk)
 
 
 def _enum_labels(conn: psycopg.Connection, enum: tuple[str, str]) -> list[str] | None:

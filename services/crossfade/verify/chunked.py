@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.target.ddl import TableShape
+from crossfade.catalog import TableShape
 
 Key = tuple[str | None, ...]
 """A primary key as the text output of each key column (UTC session)."""

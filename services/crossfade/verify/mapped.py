@@ -43,6 +43,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from crossfade.catalog import TableShape, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.mapping.audit import (
@@ -55,7 +56,6 @@ from crossfade.mapping.audit import (
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
-from crossfade.target.ddl import TableShape, read_shape
 
 EXAMPLES = 20
 MAX_KEYS = 10_000

@@ -28,9 +28,9 @@ import psycopg
 from psycopg import sql
 
 from crossfade.capture.connector import SIGNAL_TABLE
+from crossfade.catalog import POS_COLUMN
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import SHIFT
-from crossfade.target.ddl import POS_COLUMN
 from crossfade.verify.chunked import Key, TableComparer
 
 if TYPE_CHECKING:

@@ -49,11 +49,11 @@ from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
 from crossfade import metrics
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import ConfigError, CrossfadeError
 from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
-from crossfade.target.ddl import read_shape
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 from crossfade.verify.delta import DeltaBase, snapshot_of, totals
 from crossfade.who import operator
