@@ -10,31 +10,12 @@ import logging
 import psycopg
 
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE
-from crossfade.capture.source_prep import Missing, missing, wal_headroom
+from crossfade.capture.source_prep import FENCE_DDL, SIGNAL_DDL, Missing, missing, wal_headroom
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import PreflightError
 
 log = logging.getLogger(__name__)
-
-FENCE_DDL = """
-CREATE SCHEMA IF NOT EXISTS crossfade;
-CREATE TABLE IF NOT EXISTS crossfade.fence (
-    id bigserial PRIMARY KEY,
-    token text NOT NULL UNIQUE,
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-"""
-
-SIGNAL_DDL = """
-CREATE SCHEMA IF NOT EXISTS crossfade;
-CREATE TABLE IF NOT EXISTS crossfade.debezium_signal (
-    id varchar(64) PRIMARY KEY,
-    type varchar(32) NOT NULL,
-    data text
-);
-"""
-"""Debezium's signal table (its documented shape; ``data`` as text: a repair's key filter can be long)."""
 
 
 def table_exists_and_pk(

@@ -38,6 +38,25 @@ import psycopg.sql
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, captured_tables
 from crossfade.config import Settings
 
+FENCE_DDL = """
+CREATE SCHEMA IF NOT EXISTS crossfade;
+CREATE TABLE IF NOT EXISTS crossfade.fence (
+    id bigserial PRIMARY KEY,
+    token text NOT NULL UNIQUE,
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+"""
+
+SIGNAL_DDL = """
+CREATE SCHEMA IF NOT EXISTS crossfade;
+CREATE TABLE IF NOT EXISTS crossfade.debezium_signal (
+    id varchar(64) PRIMARY KEY,
+    type varchar(32) NOT NULL,
+    data text
+);
+"""
+"""Debezium's signal table (its documented shape; ``data`` as text: a repair's key filter can be long)."""
+
 OWN_TABLE_PRIVILEGES = {
     FENCE_TABLE: ("SELECT", "INSERT", "UPDATE"),  # fence writes its row, then touches it again
     SIGNAL_TABLE: ("SELECT", "INSERT"),  # verify --repair's signals, Debezium's watermarks
@@ -349,7 +368,6 @@ def missing(conn: psycopg.Connection, settings: Settings) -> list[Missing]:
 def own_table_sql(table: str, role: str) -> list[str]:
     """Create the fence or signal table (a DBA's way: the role needs no CREATE) and let ``role``
     write it."""
-    from crossfade.capture.preflight import FENCE_DDL, SIGNAL_DDL
 
     ddl = FENCE_DDL if table == FENCE_TABLE else SIGNAL_DDL
     schema = table.split(".", 1)[0]

@@ -72,14 +72,13 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.cutover import checks, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
-from crossfade.redact import redact
+from crossfade.target.audit import write_audit
 from crossfade.target.bookkeeping import acknowledge_dead_letters, ensure_schema
 from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
@@ -222,34 +221,6 @@ def ack_dead_letters(settings: Settings, note: str | None = None) -> tuple[int, 
         return acknowledge_dead_letters(tgt, bk, operator(), note)
 
 
-def audit(
-    settings: Settings,
-    run_id: str,
-    who: str,
-    dry_run: bool,
-    gate: str,
-    ok: bool,
-    detail: str,
-    seconds: float,
-    evidence: dict[str, Any] | None = None,
-) -> None:
-    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail and the
-    evidence, JSON, redacted). A failure to write it is logged, never raised: the audit must not
-    hide the step's result."""
-    ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
-    try:
-        with connect(settings.target, "target") as tgt:
-            tgt.execute(
-                sql.SQL(
-                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
-                    "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-                ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
-                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds, ev),
-            )
-    except (psycopg.Error, CrossfadeError) as exc:
-        log.error("cutover audit row for %s not written: %s", gate, exc)
-
-
 # -- actions -----------------------------------------------------------------------------------
 def _run_sql(settings: Settings, which: str, statement: str) -> None:
     db = settings.source if which == "source" else settings.target
@@ -329,7 +300,7 @@ class Cutover:
         seconds: float,
         evidence: dict[str, Any] | None = None,
     ) -> None:
-        audit(
+        write_audit(
             self.settings,
             self.report.run_id,
             self.report.who,

@@ -1,16 +1,26 @@
 """The cutover's audit log in the new database (``<bookkeeping>.cutover_audit``, created by
-:func:`crossfade.target.bookkeeping.ensure_schema`): what the gate model reads of it."""
+:func:`crossfade.target.bookkeeping.ensure_schema`): writing a row (:func:`write_audit`) and
+what the gate model reads of it."""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
+from crossfade.config import Settings
+from crossfade.db import connect
+from crossfade.errors import CrossfadeError
+from crossfade.redact import redact
 from crossfade.target.bookkeeping import has_table
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,3 +52,31 @@ def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow |
         (gate,),
     ).fetchone()
     return AuditRow(*row) if row else None
+
+
+def write_audit(
+    settings: Settings,
+    run_id: str,
+    who: str,
+    dry_run: bool,
+    gate: str,
+    ok: bool,
+    detail: str,
+    seconds: float,
+    evidence: dict[str, Any] | None = None,
+) -> None:
+    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail and the
+    evidence, JSON, redacted). A failure to write it is logged, never raised: the audit must not
+    hide the step's result."""
+    ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
+    try:
+        with connect(settings.target, "target") as tgt:
+            tgt.execute(
+                sql.SQL(
+                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
+                    "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+                ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
+                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds, ev),
+            )
+    except (psycopg.Error, CrossfadeError) as exc:
+        log.error("cutover audit row for %s not written: %s", gate, exc)
