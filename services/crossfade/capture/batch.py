@@ -193,7 +193,7 @@ def bulk_engine(properties: dict[str, str], handler: Any, jvm_opts: list[str]) -
 
     from pydbzengine import DebeziumJsonEngine
 
-    class _Engine(DebeziumJsonEngine):  # type: ignore[misc]
+    class _Engine(DebeziumJsonEngine):
         @cached_property
         def consumer(self) -> Any:
             self._ensure_jvm_started()
@@ -218,7 +218,7 @@ def _bulk_consumer() -> Any:
     )
 
     @jpype.JImplements("io.debezium.engine.DebeziumEngine$ChangeConsumer")
-    class _BulkConsumer(PythonChangeConsumer):  # type: ignore[misc]
+    class _BulkConsumer(PythonChangeConsumer):
         @jpype.JOverride
         def handleBatch(self, records: Any, committer: Any) -> None:  # noqa: N802 (Java contract)
             try:

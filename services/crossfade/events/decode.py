@@ -7,14 +7,14 @@ decodable Debezium envelope raises :class:`DecodeError`, which sync dead-letters
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import Message
 
 from crossfade.config import KafkaConfig
 from crossfade.errors import DecodeError
 from crossfade.events.framing import Decoder
-from crossfade.events.model import SHIFT, UNAVAILABLE, ChangeEvent, RowSchema, position
+from crossfade.events.model import SHIFT, UNAVAILABLE, ChangeEvent, Op, RowSchema, position
 from crossfade.events.schema_store import TopicSchemaResolver
 
 EPOCH_HEADER = "crossfade.epoch"
@@ -170,7 +170,7 @@ def _event(
         pos = position(lsn, snapshot=snap not in ("false", "incremental"), floor=floor)
     return ChangeEvent(
         table=table,
-        op=op,
+        op=cast(Op, op),  # one of Op's letters: checked on entry
         key=key,
         after=after,
         lsn=lsn,

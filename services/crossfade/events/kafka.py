@@ -25,12 +25,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 
 log = logging.getLogger(__name__)
+
+Headers = dict[str, str | bytes | None] | list[tuple[str, str | bytes | None]]
+"""A record's headers as confluent-kafka gives and takes them."""
 
 CONTROL_HEADER = "crossfade.control"
 
@@ -64,11 +74,34 @@ class ControlRecord:
         )
 
 
-def control_kind(headers: list[tuple[str, bytes]] | None) -> str | None:
+def record_place(m: Message) -> tuple[str, int, int]:
+    """Topic, partition and offset of a record read from Kafka (not an error event).
+
+    confluent-kafka types all three optional because an error event may lack them; a consumed
+    record always has them, so a missing one is a client defect: raises :class:`CrossfadeError`.
+    """
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    if topic is None or partition is None or offset is None:
+        raise CrossfadeError(
+            f"Kafka handed over a record without its place ({topic}[{partition}]@{offset})",
+            "report it with the confluent-kafka and broker versions; restart sync to re-read",
+        )
+    return topic, partition, offset
+
+
+def record_headers(m: Message) -> list[tuple[str, str | bytes | None]]:
+    """A record's headers as a list of (name, value); empty when it has none."""
+    hs = m.headers()
+    if not hs:
+        return []
+    return list(hs.items()) if isinstance(hs, dict) else hs
+
+
+def control_kind(headers: Headers | None) -> str | None:
     """Return the control kind named by a record's headers, or None for a change event."""
     if not headers:
         return None
-    for k, v in headers:
+    for k, v in headers.items() if isinstance(headers, dict) else headers:
         if k == CONTROL_HEADER:
             return v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v)
     return None

@@ -143,8 +143,8 @@ def plan(settings: Settings, tables: list[str] | None = None) -> FallbackPlan:
     wanted = tables or settings.fallback.tables or list(settings.tables)
     mapping = settings.mapping
     writers: dict[str, list[str]] = {}
-    for src, tm in (mapping.tables if mapping else {}).items():
-        for tgt in tm.targets:
+    for src, src_tm in (mapping.tables if mapping else {}).items():
+        for tgt in src_tm.targets:
             writers.setdefault(tgt.table, []).append(src)
     inverses: list[TableInverse] = []
     refused: dict[str, str] = {}

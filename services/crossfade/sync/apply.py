@@ -71,6 +71,11 @@ _NUMERIC_SPECIALS = {
 }
 
 
+def _constant(fill: str | None) -> Converter:
+    """A converter that ignores its value and gives ``fill`` (a column the events lack)."""
+    return lambda _v: fill
+
+
 def _numeric(conv: Converter) -> Converter:
     def wrapped(v: Any) -> str | None:
         out = conv(v)
@@ -359,7 +364,7 @@ class TableApplier:
             # ADD COLUMN; a change at or after the column's first appearance means it was dropped
             self._missing[rs] = (max(self.added[c][0] for c in missing), missing)
         return [
-            (lambda _v, fill=self.added[c][1]: fill)
+            _constant(self.added[c][1])
             if c not in have
             else _numeric(converter_for(rs.type_of(c)))
             if c in self._numeric_cols

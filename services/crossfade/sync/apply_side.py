@@ -23,7 +23,7 @@ from psycopg import sql
 from crossfade.sync.apply import TableApplier
 
 
-def side_ddl(schema: str) -> sql.Composable:
+def side_ddl(schema: str) -> sql.Composed:
     return sql.SQL(
         "CREATE TABLE IF NOT EXISTS {}.positions (tbl text NOT NULL, key text NOT NULL, pos numeric NOT NULL, "
         "PRIMARY KEY (tbl, key))"

@@ -56,7 +56,13 @@ from crossfade.errors import (
     StaleAssignment,
 )
 from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder, header_in
-from crossfade.events.kafka import ControlRecord, control_kind, current_epoch
+from crossfade.events.kafka import (
+    ControlRecord,
+    control_kind,
+    current_epoch,
+    record_headers,
+    record_place,
+)
 from crossfade.events.model import ChangeEvent, position
 from crossfade.sync.apply import AppendOnlyApplier, TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
@@ -750,9 +756,8 @@ class SyncWorker:
         if self.consumer is not None:
             commit: dict[tuple[str, int], int] = {}
             for m in good:
-                commit[(m.topic(), m.partition())] = max(
-                    commit.get((m.topic(), m.partition()), 0), m.offset() + 1
-                )
+                topic, partition, offset = record_place(m)
+                commit[(topic, partition)] = max(commit.get((topic, partition), 0), offset + 1)
             with contextlib.suppress(KafkaException):  # lag display only
                 self.consumer.commit(
                     offsets=[TopicPartition(t, p, o) for (t, p), o in commit.items()],
@@ -809,7 +814,8 @@ class SyncWorker:
     # -- one transaction ----------------------------------------------------------------------
     def _decode(self, m: Message) -> ChangeEvent | ControlRecord | DeadLetter | None:
         assert self.decoder is not None
-        table = self.topics.get(m.topic(), m.topic())
+        topic, partition, _offset = record_place(m)
+        table = self.topics.get(topic, topic)
         seen = self._headers.get(id(m))
         hs = seen[1] if seen is not None and seen[0] is m else m.headers()
         kind = control_kind(hs)
@@ -824,7 +830,7 @@ class SyncWorker:
             # every shape problem of one record is a DecodeError (crossfade.events.decode):
             # the record is dead-lettered with the reason, the batch goes on
             pos = header_in(hs, POSITION_HEADER)
-            tp = (m.topic(), m.partition())
+            tp = (topic, partition)
             floor = self.floors.get(tp, 0)
             e = self.decoder.decode(m.key(), m.value(), table, pos, floor)
             if pos is None and e.snapshot not in ("false", "incremental") and e.lsn > floor:
@@ -890,7 +896,8 @@ class SyncWorker:
         group = self.settings.sync.group_id
         by_tp: dict[tuple[str, int], list[Message]] = defaultdict(list)
         for m in msgs:
-            by_tp[(m.topic(), m.partition())].append(m)
+            topic, partition, _offset = record_place(m)
+            by_tp[(topic, partition)].append(m)
         self._dead = []
         self._parent_changes = ParentChanges()
         # a table refreshed for ADD COLUMN inside this transaction reverts with it: a rolled-back
@@ -914,7 +921,10 @@ class SyncWorker:
         with conn.transaction():
             # 1. fencing + already-applied filter
             nxt_of = self._lock_owned(conn, sorted(by_tp))
-            fresh = {tp: [m for m in by_tp[tp] if m.offset() >= nxt_of[tp]] for tp in sorted(by_tp)}
+            fresh = {
+                tp: [m for m in by_tp[tp] if record_place(m)[2] >= nxt_of[tp]]
+                for tp in sorted(by_tp)
+            }
             # 2. decode and dead-letter; count the leading items a rewind's replay re-applies
             dead: list[DeadLetter] = []
             held: list[Held] = []
@@ -956,7 +966,7 @@ class SyncWorker:
                         out.append(d)
                         if mapped and isinstance(d, ChangeEvent):
                             origins[(d.table, event_key_id(d), d.position)] = _origin(m, d.position)
-                        if until is not None and m.offset() < until:
+                        if until is not None and record_place(m)[2] < until:
                             replayed[tp] = len(out)
                 items[tp] = out
             if dead:
@@ -1014,9 +1024,10 @@ class SyncWorker:
             for tp, ms in fresh.items():
                 if not ms:
                     continue
-                offs.append((tp[0], tp[1], ms[-1].offset() + 1))
+                nxt = record_place(ms[-1])[2] + 1
+                offs.append((tp[0], tp[1], nxt))
                 until = self.replay_until.get(tp)
-                if until is not None and ms[-1].offset() + 1 >= until:
+                if until is not None and nxt >= until:
                     replays_done.append(tp)
                 applied, skipped, last_lsn, last_ts = per_tp_stats.get(tp, [0, 0, -1, 0])
                 self.meter.note(self.topics.get(tp[0], tp[0]), last_ts)
@@ -1396,7 +1407,7 @@ class SyncWorker:
             metrics.dead_lettered(table, h.rule or "mapping")
             # an expected reject (the mapping's rules say so): INFO, summed up each minute
             self.rejects.note(table, h.rule or "mapping", h.entry, h.reason)
-            headers = [
+            headers: list[tuple[str, str | bytes | None]] = [
                 ("crossfade.dlq.reason", (h.reason or "").encode()),
                 ("crossfade.dlq.rule", (h.rule or "mapping").encode()),
                 ("crossfade.dlq.table", table.encode()),
@@ -1425,6 +1436,7 @@ class SyncWorker:
         assert self._dlq is not None
         for d in dead:
             m = d.msg
+            topic, partition, offset = record_place(m)
             self._pending.dead_lettered[d.table] += 1
             metrics.dead_lettered(d.table, "decode")
             log.error("dead-lettered %s[%d]@%d: %s", m.topic(), m.partition(), m.offset(), d.reason)
@@ -1436,9 +1448,9 @@ class SyncWorker:
                     ("crossfade.dlq.reason", d.reason.encode()),
                     ("crossfade.dlq.rule", b"decode"),
                     ("crossfade.dlq.table", d.table.encode()),
-                    ("crossfade.dlq.topic", m.topic().encode()),
-                    ("crossfade.dlq.partition", str(m.partition()).encode()),
-                    ("crossfade.dlq.offset", str(m.offset()).encode()),
+                    ("crossfade.dlq.topic", topic.encode()),
+                    ("crossfade.dlq.partition", str(partition).encode()),
+                    ("crossfade.dlq.offset", str(offset).encode()),
                     ("crossfade.dlq.ts", str(int(time.time() * 1000)).encode()),
                 ],
             )
@@ -1451,10 +1463,14 @@ def _origin(m: Message, pos: int | None = None) -> Origin:
     """Where ``m`` was read, to re-run it later (a deferral, a dead letter). ``pos``: its decoded
     position, kept as the position header when the record has none (Kafka Connect): a re-run
     then orders it as sync did, snapshot floor included."""
-    headers = {k: v.decode("utf-8", "replace") for k, v in (m.headers() or []) if v is not None}
+    headers = {
+        k: v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+        for k, v in record_headers(m)
+        if v is not None
+    }
     if pos is not None and POSITION_HEADER not in headers:
         headers[POSITION_HEADER] = str(pos)
-    return Origin(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
+    return Origin(*record_place(m), m.key(), m.value(), headers)
 
 
 def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:

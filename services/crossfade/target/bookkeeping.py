@@ -64,7 +64,7 @@ from psycopg import sql
 SCHEMA_VERSION = 1
 
 
-def ddl(schema: str) -> list[sql.Composable]:
+def ddl(schema: str) -> list[sql.Composed]:
     s = sql.Identifier(schema)
     return [
         sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
