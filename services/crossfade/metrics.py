@@ -375,7 +375,9 @@ def set_verify_result(
     mismatched: Mapping[str, int], finished_at: float | None = None, passed: bool | None = None
 ) -> None:
     """Publish a verify run: mismatched rows per table (0 for a table that matched), when it
-    finished, and whether it passed (default: no table mismatched)."""
+    finished, and whether it passed (default: no table mismatched). The run replaces the previous
+    one: a table it did not cover keeps no series of an older run."""
+    VERIFY_MISMATCHED.clear()
     for table, n in mismatched.items():
         VERIFY_MISMATCHED.labels(table=table).set(n)
     VERIFY_LAST_RUN.set(finished_at if finished_at is not None else time.time())

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from crossfade import config
 from crossfade.config import load_settings, redact_dsn
 from crossfade.errors import ConfigError
 from crossfade.ops.logs import JsonFormatter, RedactingFilter, RedactingFormatter
@@ -205,7 +206,9 @@ def test_logs_mask_secrets_in_messages_and_traces(tmp_path: Path) -> None:
         assert "\x1b" not in text and "\\x1b[2J" in text  # control characters escaped
 
 
-def test_redact_by_shape() -> None:
+def test_redact_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    # by shape alone: no secret value remembered by an earlier test's config (one was "secret")
+    monkeypatch.setattr(config, "_KNOWN", set())
     assert redact("password='a b c' host=x") == "password='***' host=x"
     assert redact("https://tok123456@host/x") == "https://***@host/x"
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"
