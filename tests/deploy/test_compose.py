@@ -131,7 +131,7 @@ def _pinned(image: str) -> bool:
 
 NO_PUBLIC_DIGEST = {"confluentinc/cp-schema-registry"}
 """Pulled images pinned by tag only: no public source gave their digest when they were pinned
-(issue 18). README, "Supply chain", says how to add it with `docker buildx imagetools inspect`."""
+(issue 18). docs/deploy.md, "Supply chain", says how to add it with `docker buildx imagetools inspect`."""
 
 
 def _by_digest(image: str) -> bool:
