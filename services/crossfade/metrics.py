@@ -254,7 +254,7 @@ CUTOVER_GATE_EVIDENCE_AGE = Gauge(
     ["gate"],
 )
 
-# -- what is open in the ledger now (crossfade.target.bookkeeping.ledger_counts: the one count) ---
+# -- what is open in the ledger now (crossfade.target.store.ledger_counts: the one count) ---
 
 DEAD_LETTERS_OPEN = Gauge(
     "crossfade_dead_letters_open",
@@ -430,7 +430,7 @@ def set_gate_state(gate: str, state: str, age_s: float | None = None) -> None:
 
 
 def set_ledger_counts(counts: Any) -> None:
-    """Publish :func:`crossfade.target.bookkeeping.ledger_counts` (a ``LedgerCounts``): the open
+    """Publish :func:`crossfade.target.store.ledger_counts` (a ``LedgerCounts``): the open
     dead letters, deferred and filtered rows per source table, as every command counts them."""
     for table, c in counts.tables.items():
         DEAD_LETTERS_OPEN.labels(table=table).set(c.dead_letters)

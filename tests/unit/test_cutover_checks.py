@@ -15,7 +15,7 @@ import pytest
 from crossfade.config import Settings, public_view, secret_values
 from crossfade.cutover import checks, gate_model
 from crossfade.cutover.gates import steps_for
-from crossfade.target.audit import AuditRow
+from crossfade.target.store import AuditRow
 from tests.unit.test_gate_model import _ctx, _settings
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
-from crossfade.target.bookkeeping import FenceRun, Heartbeat, mapping_fingerprint
+from crossfade.target.store import FenceRun, Heartbeat, mapping_fingerprint
 
 NOW = datetime.now(UTC)
 

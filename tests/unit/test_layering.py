@@ -50,7 +50,6 @@ KNOWN_LONG_FUNCTIONS = {
     "sync/mapped.py:process",
     "sync/worker.py:_apply_batch_tx",
     "sync/worker.py:_apply_table",
-    "target/bookkeeping.py:ddl",
     "verify/mapped.py:run_mapped",
 }
 

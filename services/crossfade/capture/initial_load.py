@@ -62,8 +62,8 @@ from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
-from crossfade.target.bookkeeping import ensure_schema
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
+from crossfade.target.store import ensure_schema
 
 log = logging.getLogger(__name__)
 

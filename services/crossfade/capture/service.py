@@ -629,7 +629,7 @@ class CaptureHeartbeat:
         return self
 
     def beat(self, conn: Any) -> None:
-        from crossfade.target.bookkeeping import Heartbeat, write_heartbeat
+        from crossfade.target.store import Heartbeat, write_heartbeat
 
         svc = self.service
         st = svc.producer.stats if svc.producer is not None else None
@@ -652,7 +652,7 @@ class CaptureHeartbeat:
     def _run(self) -> None:
         import psycopg
 
-        from crossfade.target.bookkeeping import drop_heartbeat, ensure_schema
+        from crossfade.target.store import drop_heartbeat, ensure_schema
 
         bk = self.settings.sync.bookkeeping_schema
         conn: Any = None

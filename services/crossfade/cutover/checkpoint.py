@@ -38,7 +38,7 @@ from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
 from crossfade.events.model import parse_lsn
-from crossfade.target.bookkeeping import ensure_schema, stored_offsets
+from crossfade.target.store import ensure_schema, stored_offsets
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)

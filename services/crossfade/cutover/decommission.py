@@ -47,7 +47,7 @@ from crossfade.catalog import HASH_COLUMN, POS_COLUMN
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
-from crossfade.target.bookkeeping import has_table, read_heartbeats
+from crossfade.target.store import has_table, read_heartbeats
 
 log = logging.getLogger(__name__)
 

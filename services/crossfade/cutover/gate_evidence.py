@@ -13,12 +13,13 @@ import psycopg
 from psycopg import sql
 
 from crossfade.config import Settings
-from crossfade.target.audit import AuditRow, latest_audit
-from crossfade.target.bookkeeping import (
+from crossfade.target.store import (
+    AuditRow,
     FenceRun,
     Heartbeat,
     LedgerCounts,
     has_table,
+    latest_audit,
     latest_fences,
     ledger_counts,
     merged_members,

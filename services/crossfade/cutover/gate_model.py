@@ -20,7 +20,7 @@ The gates, in the order the cutover takes them:
                   replication slot streams, every partition is held by a running worker, no worker
                   holds nothing, consumer lag is not growing, no rewind replay is unfinished;
 ``dead_letters``  no dead letter is open without an acknowledgement (``crossfade dlq ack``), counted
-                  by :func:`crossfade.target.bookkeeping.ledger_counts` (the one count);
+                  by :func:`crossfade.target.store.ledger_counts` (the one count);
 ``fence``         the latest fence (``<bookkeeping>.fence_runs``: CLI, console, cutover, verify) went
                   through every partition within ``cutover.fence_fresh_s``;
 ``row_counts``    identity tables: as many rows on both sides; mapped tables: per source table
@@ -60,7 +60,7 @@ from crossfade.config import Settings
 from crossfade.cutover import schema
 from crossfade.cutover.gate_evidence import Context
 from crossfade.db import connect
-from crossfade.target.bookkeeping import has_table, mapping_fingerprint
+from crossfade.target.store import has_table, mapping_fingerprint
 
 OK, FAILED, STALE, UNKNOWN = "ok", "failed", "stale", "unknown"
 

@@ -78,8 +78,7 @@ from crossfade.config import Settings
 from crossfade.cutover import checks, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
-from crossfade.target.audit import write_audit
-from crossfade.target.bookkeeping import acknowledge_dead_letters, ensure_schema
+from crossfade.target.store import acknowledge_dead_letters, ensure_schema, write_audit
 from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
 

@@ -20,9 +20,9 @@ import psycopg
 from psycopg import sql
 
 from crossfade.config import Settings
-from crossfade.target.bookkeeping import meta
 from crossfade.target.ddl import CREATED_KEY
 from crossfade.target.definition import Deferred, deferred_statements, differences, read_definition
+from crossfade.target.store import meta
 
 log = logging.getLogger(__name__)
 

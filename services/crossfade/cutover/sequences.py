@@ -183,7 +183,7 @@ def fallback(settings: Settings, *, dry_run: bool = False) -> list[SequenceMove]
     new database's own positions). Each move is audited in the new database's audit log (gate
     ``fallback_sequence``), under one run id."""
     from crossfade.mapping.inverse import plan as fallback_plan
-    from crossfade.target.audit import write_audit as audit
+    from crossfade.target.store import write_audit as audit
 
     p = fallback_plan(settings)
     same = {i.legacy: i.new for i in p.inverses if i.identity}

@@ -16,7 +16,7 @@ import psycopg
 from psycopg import sql
 
 from crossfade.cutover.gate_evidence import Context
-from crossfade.target.bookkeeping import dead_letter_groups, has_table
+from crossfade.target.store import dead_letter_groups, has_table
 
 EXAMPLE_KEYS = 3
 """Example keys shown per dead-letter rule and per verify table."""

@@ -25,7 +25,7 @@ from crossfade.config import Settings
 from crossfade.cutover import gate_model
 from crossfade.events.kafka import current_epoch
 from crossfade.events.model import format_lsn
-from crossfade.target.bookkeeping import has_table, stored_offsets
+from crossfade.target.store import has_table, stored_offsets
 from crossfade.textout import Grid
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """Dead letters and the accounting of mapped tables: ``crossfade dlq list`` and ``dlq replay``.
 
 Everything sync could not apply is in ``<bookkeeping>.ledger`` (see
-:mod:`crossfade.target.bookkeeping`) with its original bytes, as well as on the dead-letter topic.
+:mod:`crossfade.target.store`) with its original bytes, as well as on the dead-letter topic.
 The list groups open dead letters by the rule that failed. A replay re-runs them through the
 *current* mapping (after the rule or the legacy data was fixed) in one target transaction, with
 the same guards as the live sync: a record whose key changed since (a newer position) is not
@@ -28,7 +28,7 @@ from crossfade.mapping.audit import parents_first
 from crossfade.sync.apply import TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
-from crossfade.target.bookkeeping import LedgerCounts, dead_letter_groups, has_table, ledger_counts
+from crossfade.target.store import LedgerCounts, dead_letter_groups, has_table, ledger_counts
 
 
 @dataclass
@@ -89,7 +89,7 @@ class DlqReport:
     groups: list[RuleGroup] = field(default_factory=list)
     accounting: list[Accounting] = field(default_factory=list)
     counts: LedgerCounts = field(default_factory=LedgerCounts)
-    """The ledger's one count (:func:`crossfade.target.bookkeeping.ledger_counts`): what status,
+    """The ledger's one count (:func:`crossfade.target.store.ledger_counts`): what status,
     the console, the gauges and the dead-letter gate show."""
 
     @property

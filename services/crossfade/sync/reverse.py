@@ -31,7 +31,7 @@ from crossfade.mapping.inverse import FallbackPlan, TableInverse
 from crossfade.sync.apply import TableApplier
 from crossfade.sync.apply_side import SideTableApplier, ensure_side_schema
 from crossfade.sync.worker import DeadLetter, SyncWorker
-from crossfade.target.bookkeeping import ensure_schema
+from crossfade.target.store import ensure_schema
 
 log = logging.getLogger(__name__)
 

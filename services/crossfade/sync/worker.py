@@ -79,7 +79,8 @@ from crossfade.sync.mapped import (
 from crossfade.sync.origin import tag_session
 from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.watchdog import TableWatch, WorkerView
-from crossfade.target.bookkeeping import (
+from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
+from crossfade.target.store import (
     Heartbeat,
     claim_partitions,
     drop_heartbeat,
@@ -89,7 +90,6 @@ from crossfade.target.bookkeeping import (
     note_mapping,
     write_heartbeat,
 )
-from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
 
 log = logging.getLogger(__name__)
 
@@ -1100,7 +1100,7 @@ class SyncWorker:
 
         One statement for all of them (a round trip per partition was, with four partitions per
         topic, twenty sequential round trips per batch on a busy target). The rows are locked in
-        the order of ``sorted(tps)``, as :func:`~crossfade.target.bookkeeping.claim` takes them:
+        the order of ``sorted(tps)``, as :func:`~crossfade.target.store.claim_partitions` takes them:
         ``FOR UPDATE`` locks rows as they leave the sort, and ``COLLATE "C"`` orders topic names
         as Python does."""
         want = sorted(tps)

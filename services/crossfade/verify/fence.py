@@ -43,7 +43,7 @@ from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.kafka import Admin, ControlRecord, broadcast_control, current_epoch
-from crossfade.target.bookkeeping import ensure_schema, fence_finished, fence_started
+from crossfade.target.store import ensure_schema, fence_finished, fence_started
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)

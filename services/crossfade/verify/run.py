@@ -53,7 +53,7 @@ from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import ConfigError, CrossfadeError
-from crossfade.target.bookkeeping import ensure_schema, mapping_fingerprint
+from crossfade.target.store import ensure_schema, mapping_fingerprint
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 from crossfade.verify.delta import DeltaBase, snapshot_of, totals
 from crossfade.who import operator

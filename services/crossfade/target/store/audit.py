@@ -1,5 +1,5 @@
 """The cutover's audit log in the new database (``<bookkeeping>.cutover_audit``, created by
-:func:`crossfade.target.bookkeeping.ensure_schema`): writing a row (:func:`write_audit`) and
+:func:`crossfade.target.store.schema.ensure_schema`): writing a row (:func:`write_audit`) and
 what the gate model reads of it."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
-from crossfade.target.bookkeeping import has_table
+from crossfade.target.store.schema import has_table
 
 log = logging.getLogger(__name__)
 

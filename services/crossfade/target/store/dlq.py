@@ -1,0 +1,58 @@
+"""Acknowledging dead letters (``<bookkeeping>.dlq_acks`` and ``dlq_acked``)."""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg import sql
+
+from crossfade.target.store.ledger import ledger_counts
+from crossfade.target.store.schema import has_table
+
+
+def acknowledge_dead_letters(
+    conn: psycopg.Connection, schema: str, who: str, note: str | None
+) -> tuple[int, int]:
+    """``crossfade dlq ack``: the open dead letters (and held changes) no acknowledgement covers
+    yet are acknowledged by ``who``, with ``note``; the acknowledgement is also a row of the
+    audit log (``cutover_audit``, gate ``dlq_ack``). Returns (open now, newly acknowledged).
+
+    A key dead-lettered again later (a newer position) is not covered: it is open anew."""
+    s = sql.Identifier(schema)
+    with conn.transaction():
+        counts = ledger_counts(conn, schema)
+        row = conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.dlq_acks (who, dead_lettered, note) VALUES (%s, %s, %s) RETURNING id"
+            ).format(s),
+            (who, counts.unacknowledged, note),
+        ).fetchone()
+        assert row is not None
+        ack_id = int(row[0])
+        new = 0
+        if has_table(conn, schema, "ledger"):
+            new = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {s}.dlq_acked (source_table, entry, position, ack_id) "
+                    "SELECT source_table, entry, position, %s FROM {s}.ledger "
+                    "WHERE outcome IN ('dead_letter', 'held') ON CONFLICT DO NOTHING"
+                ).format(s=s),
+                (ack_id,),
+            ).rowcount
+        open_now = counts.dead_letters + counts.held
+        conn.execute(
+            sql.SQL("UPDATE {}.dlq_acks SET dead_lettered = %s WHERE id = %s").format(s),
+            (max(new, 0), ack_id),
+        )
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
+                "VALUES (%s, %s, false, 'dlq_ack', true, %s, 0)"
+            ).format(s),
+            (
+                f"dlq-ack-{ack_id}",
+                who,
+                f"acknowledged {new} dead letter(s) ({open_now} open)"
+                + (f": {note}" if note else ""),
+            ),
+        )
+    return open_now, max(new, 0)

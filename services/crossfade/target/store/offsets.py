@@ -1,0 +1,82 @@
+"""Consumer offsets (``<bookkeeping>.offsets``): per consumer group and partition the next
+offset to consume, its broker epoch and the owner token that may advance it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOffset:
+    topic: str
+    partition: int
+    next_offset: int
+    epoch: str
+    owner: str | None
+    snapshot_floor: int = 0
+    """The LSN of the newest snapshot sync applied on this partition (records without
+    crossfade's position header, from Kafka Connect, are positioned above it)."""
+
+
+def claim_partitions(
+    conn: psycopg.Connection,
+    schema: str,
+    group_id: str,
+    tps: list[tuple[str, int]],
+    epoch: str,
+    owner: str,
+) -> dict[tuple[str, int], StoredOffset]:
+    """Take ownership of partitions for this assignment and return where to resume.
+
+    A partition stored under another epoch (the broker lost its log) restarts at offset 0 of the
+    new epoch. Taking ownership waits for a batch of the previous owner still committing (row
+    lock), and afterwards that owner's batches are refused.
+    """
+    s = sql.Identifier(schema)
+    out: dict[tuple[str, int], StoredOffset] = {}
+    with conn.transaction():
+        for topic, partition in sorted(tps):
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT next_offset, epoch, snapshot_floor FROM {}.offsets "
+                    "WHERE group_id=%s AND topic=%s AND partition=%s FOR UPDATE"
+                ).format(s),
+                (group_id, topic, partition),
+            ).fetchone()
+            floor = 0
+            if row is None or row[1] != epoch:
+                nxt = 0
+                conn.execute(
+                    sql.SQL(
+                        "INSERT INTO {}.offsets (group_id, topic, partition, next_offset, epoch, owner) "
+                        "VALUES (%s,%s,%s,0,%s,%s) ON CONFLICT (group_id, topic, partition) DO UPDATE "
+                        "SET next_offset=0, epoch=EXCLUDED.epoch, owner=EXCLUDED.owner, "
+                        "snapshot_floor=0, updated_at=now()"
+                    ).format(s),
+                    (group_id, topic, partition, epoch, owner),
+                )
+            else:
+                nxt, floor = int(row[0]), int(row[2])
+                conn.execute(
+                    sql.SQL(
+                        "UPDATE {}.offsets SET owner=%s, updated_at=now() WHERE group_id=%s AND topic=%s AND partition=%s"
+                    ).format(s),
+                    (owner, group_id, topic, partition),
+                )
+            out[(topic, partition)] = StoredOffset(topic, partition, nxt, epoch, owner, floor)
+    return out
+
+
+def stored_offsets(conn: psycopg.Connection, schema: str, group_id: str) -> list[StoredOffset]:
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT topic, partition, next_offset, epoch, owner, snapshot_floor FROM {}.offsets "
+            "WHERE group_id=%s ORDER BY topic, partition"
+        ).format(sql.Identifier(schema)),
+        (group_id,),
+    ).fetchall()
+    return [StoredOffset(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
