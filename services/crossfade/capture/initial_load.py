@@ -63,7 +63,7 @@ from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
-from crossfade.target.store import ensure_schema
+from crossfade.target.store import clear_tombstones, ensure_schema, raise_watermark
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +239,6 @@ class CopyLoad:
     def _prepare_target(self, pos: int) -> dict[str, Any]:
         """Steps 3: shapes of the target tables, each emptied with its watermark raised to ``pos``."""
         s = self.settings
-        bk = sql.Identifier(s.sync.bookkeeping_schema)
         shapes: dict[str, Any] = {}
         with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
             ensure_schema(tgt, s.sync.bookkeeping_schema)
@@ -252,17 +251,8 @@ class CopyLoad:
                 schema, name = table.split(".", 1)
                 with tgt.transaction():
                     tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
-                    tgt.execute(
-                        sql.SQL(
-                            "INSERT INTO {}.watermarks (tbl, lsn, reason) VALUES (%s, %s, 'initial load') "
-                            "ON CONFLICT (tbl) DO UPDATE SET lsn = GREATEST({}.watermarks.lsn, EXCLUDED.lsn), "
-                            "reason = EXCLUDED.reason, updated_at = now()"
-                        ).format(bk, bk),
-                        (table, pos),
-                    )
-                    tgt.execute(
-                        sql.SQL("DELETE FROM {}.tombstones WHERE tbl = %s").format(bk), (table,)
-                    )
+                    raise_watermark(tgt, s.sync.bookkeeping_schema, table, pos, "initial load")
+                    clear_tombstones(tgt, s.sync.bookkeeping_schema, table)
         return shapes
 
     # -- chunks ---------------------------------------------------------------------------------

@@ -30,15 +30,26 @@ from typing import Any
 import psycopg
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
-from crossfade.events.model import parse_lsn
-from crossfade.target.store import ensure_schema, stored_offsets
+from crossfade.target.store import (
+    Checkpoint,
+    Replay,
+    StoredOffset,
+    checkpoint_at,
+    checkpoint_named,
+    ensure_schema,
+    finish_replays,
+    pending_replays,
+    read_checkpoints,
+    rewind_offset,
+    save_checkpoint,
+    start_replay,
+    stored_offsets,
+)
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -50,37 +61,6 @@ _ACTIVE_STATES = {
     "ASSIGNING",
     "RECONCILING",
 }
-
-
-@dataclass
-class Checkpoint:
-    name: str
-    created_at: datetime
-    group_id: str
-    epoch: str | None
-    source_lsn: str | None
-    """The legacy database's WAL position when it was taken, as PostgreSQL writes it (X/Y)."""
-    offsets: list[dict[str, Any]]
-    created_by: str | None = None
-    note: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        """As ``--json`` prints it: the legacy WAL position as a number (text output shows
-        ``source_lsn``, PostgreSQL's ``X/Y``)."""
-        return {
-            "name": self.name,
-            "created_at": self.created_at.isoformat(),
-            "created_by": self.created_by,
-            "group_id": self.group_id,
-            "epoch": self.epoch,
-            "source_lsn": parse_lsn(self.source_lsn),
-            "offsets": self.offsets,
-            "note": self.note,
-        }
-
-
-def _bk(settings: Settings) -> sql.Identifier:
-    return sql.Identifier(settings.sync.bookkeeping_schema)
 
 
 def create_checkpoint(
@@ -110,52 +90,34 @@ def create_checkpoint(
             {"topic": s.topic, "partition": s.partition, "next_offset": s.next_offset}
             for s in stored
         ]
-        try:
-            r = tgt.execute(
-                sql.SQL(
-                    "INSERT INTO {}.checkpoints (name, created_by, group_id, epoch, source_lsn, offsets, note) "
-                    "VALUES (%s,%s,%s,%s,%s::pg_lsn,%s,%s) RETURNING created_at"
-                ).format(_bk(settings)),
-                (name, operator(), group, epochs.pop(), lsn, Jsonb(offsets), note),
-            ).fetchone()
-        except psycopg.errors.UniqueViolation:
-            raise CrossfadeError(
-                f"a checkpoint named {name!r} exists already", "choose another --name"
-            ) from None
-    assert r is not None
-    return Checkpoint(name, r[0], group, stored[0].epoch, lsn, offsets, operator(), note)
-
-
-_COLS = "name, created_at, group_id, epoch, source_lsn::text, offsets, created_by, note"
-
-
-def _row(r: tuple[Any, ...]) -> Checkpoint:
-    return Checkpoint(r[0], r[1], r[2], r[3], r[4], list(r[5]), r[6], r[7])
+        cp = save_checkpoint(
+            tgt,
+            settings.sync.bookkeeping_schema,
+            name,
+            group,
+            epochs.pop(),
+            lsn,
+            offsets,
+            operator(),
+            note,
+        )
+    if cp is None:
+        raise CrossfadeError(f"a checkpoint named {name!r} exists already", "choose another --name")
+    return cp
 
 
 def list_checkpoints(settings: Settings) -> list[Checkpoint]:
     with connect(settings.target, "target") as tgt:
         ensure_schema(tgt, settings.sync.bookkeeping_schema)
-        rows = tgt.execute(
-            sql.SQL(
-                "SELECT " + _COLS + " FROM {}.checkpoints WHERE group_id = %s ORDER BY created_at"
-            ).format(_bk(settings)),
-            (settings.sync.group_id,),
-        ).fetchall()
-    return [_row(r) for r in rows]
+        return read_checkpoints(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id)
 
 
 def find_checkpoint(conn: psycopg.Connection, settings: Settings, to: str) -> Checkpoint:
     """A checkpoint by name, or the newest taken at or before a timestamp (ISO 8601)."""
-    bk = _bk(settings)
-    r = conn.execute(
-        sql.SQL(
-            "SELECT " + _COLS + " FROM {}.checkpoints WHERE name = %s AND group_id = %s"
-        ).format(bk),
-        (to, settings.sync.group_id),
-    ).fetchone()
-    if r is not None:
-        return _row(r)
+    bk, group = settings.sync.bookkeeping_schema, settings.sync.group_id
+    cp = checkpoint_named(conn, bk, group, to)
+    if cp is not None:
+        return cp
     try:
         ts = datetime.fromisoformat(to.replace("Z", "+00:00"))
     except ValueError:
@@ -165,19 +127,13 @@ def find_checkpoint(conn: psycopg.Connection, settings: Settings, to: str) -> Ch
         ) from None
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    r = conn.execute(
-        sql.SQL(
-            "SELECT " + _COLS + " FROM {}.checkpoints WHERE created_at <= %s AND group_id = %s "
-            "ORDER BY created_at DESC LIMIT 1"
-        ).format(bk),
-        (ts, settings.sync.group_id),
-    ).fetchone()
-    if r is None:
+    cp = checkpoint_at(conn, bk, group, ts)
+    if cp is None:
         raise CrossfadeError(
             f"no checkpoint was taken at or before {ts.isoformat()}",
             "rewind goes back to checkpoints only (crossfade checkpoint list)",
         )
-    return _row(r)
+    return cp
 
 
 def group_activity(settings: Settings, timeout: float = 10.0) -> tuple[str, list[str]]:
@@ -261,97 +217,80 @@ def check_retention(cp: Checkpoint, starts: dict[tuple[str, int], int]) -> list[
     return gone
 
 
+def _check_reachable(settings: Settings, cp: Checkpoint) -> None:
+    """Refuse a checkpoint whose records the broker no longer holds (another epoch, or below a
+    partition's log start)."""
+    epoch = current_epoch(settings.kafka.client_config(), settings.kafka.control_topic, timeout=5)
+    if epoch != cp.epoch:
+        raise CrossfadeError(
+            f"checkpoint {cp.name} holds offsets of broker epoch {cp.epoch}, but the broker's log is now "
+            f"epoch {epoch or 'none'}: the records it points at are gone",
+            "the topics were recreated or the broker lost its data; a rewind cannot bring them back: "
+            "re-snapshot (restart capture with a new capture.state_dir) and verify",
+        )
+    tps = [(o["topic"], o["partition"]) for o in cp.offsets]
+    gone = check_retention(cp, log_start_offsets(settings, tps))
+    if gone:
+        raise CrossfadeError(
+            f"checkpoint {cp.name} is no longer in the topics ({'; '.join(gone)}): retention deleted those records",
+            "rewind to a newer checkpoint, or re-snapshot (restart capture with a new capture.state_dir); "
+            "raise the change topics' retention.ms above your rewind window",
+        )
+
+
+def plan_rewind(
+    result: RewindResult, stored: list[StoredOffset], pending: dict[tuple[str, int], int]
+) -> None:
+    """Fill ``result`` with each partition's replay range: from the checkpoint's offset to where
+    sync is (or the end of an unfinished replay, if further). Refuses a checkpoint ahead of sync,
+    or of a group reset since (no stored offset of its epoch)."""
+    cp = result.checkpoint
+    tps = [(o["topic"], o["partition"]) for o in cp.offsets]
+    now = {(s.topic, s.partition): (s.next_offset, s.epoch) for s in stored}
+    result.skipped = [f"{t}[{p}]" for (t, p) in now if (t, p) not in tps]
+    for o in cp.offsets:
+        tp = (o["topic"], o["partition"])
+        cur = now.get(tp)
+        if cur is None or cur[1] != cp.epoch:
+            raise CrossfadeError(
+                f"{tp[0]}[{tp[1]}] has no stored offset of epoch {cp.epoch} any more",
+                "the sync group was reset since the checkpoint; take a new one",
+            )
+        frm = int(o["next_offset"])
+        if frm > cur[0]:
+            raise CrossfadeError(
+                f"checkpoint {cp.name} is ahead of sync on {tp[0]}[{tp[1]}] ({frm} > {cur[0]})",
+                "a rewind only goes back: pick an older checkpoint",
+            )
+        # a rewind during an unfinished replay keeps the furthest end
+        until = max(cur[0], pending.get(tp, 0))
+        result.partitions.append(
+            {"topic": tp[0], "partition": tp[1], "from_offset": frm, "until_offset": until}
+        )
+
+
 def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResult:
     """Move the sync group back to a checkpoint and record the replay (see the module docstring)."""
-    bk = _bk(settings)
-    group = settings.sync.group_id
+    bk, group = settings.sync.bookkeeping_schema, settings.sync.group_id
     with connect(settings.target, "target") as tgt:
-        ensure_schema(tgt, settings.sync.bookkeeping_schema)
+        ensure_schema(tgt, bk)
         cp = find_checkpoint(tgt, settings, to)
         assert_group_stopped(settings)
-        epoch = current_epoch(
-            settings.kafka.client_config(), settings.kafka.control_topic, timeout=5
-        )
-        if epoch != cp.epoch:
-            raise CrossfadeError(
-                f"checkpoint {cp.name} holds offsets of broker epoch {cp.epoch}, but the broker's log is now "
-                f"epoch {epoch or 'none'}: the records it points at are gone",
-                "the topics were recreated or the broker lost its data; a rewind cannot bring them back: "
-                "re-snapshot (restart capture with a new capture.state_dir) and verify",
-            )
-        tps = [(o["topic"], o["partition"]) for o in cp.offsets]
-        gone = check_retention(cp, log_start_offsets(settings, tps))
-        if gone:
-            raise CrossfadeError(
-                f"checkpoint {cp.name} is no longer in the topics ({'; '.join(gone)}): retention deleted those records",
-                "rewind to a newer checkpoint, or re-snapshot (restart capture with a new capture.state_dir); "
-                "raise the change topics' retention.ms above your rewind window",
-            )
+        _check_reachable(settings, cp)
         result = RewindResult(cp, uuid.uuid4().hex[:12])
         with tgt.transaction():
-            stored = {
-                (r[0], r[1]): (int(r[2]), r[3])
-                for r in tgt.execute(
-                    sql.SQL(
-                        "SELECT topic, partition, next_offset, epoch FROM {}.offsets WHERE group_id = %s "
-                        "ORDER BY topic, partition FOR UPDATE"
-                    ).format(bk),
-                    (group,),
-                ).fetchall()
-            }
-            pending = {
-                (r[0], r[1]): int(r[2])
-                for r in tgt.execute(
-                    sql.SQL(
-                        "SELECT topic, partition, max(until_offset) FROM {}.replay WHERE group_id = %s AND epoch = %s "
-                        "AND finished_at IS NULL GROUP BY topic, partition"
-                    ).format(bk),
-                    (group, cp.epoch),
-                ).fetchall()
-            }
-            result.skipped = [f"{t}[{p}]" for (t, p) in stored if (t, p) not in tps]
-            for o in cp.offsets:
-                tp = (o["topic"], o["partition"])
-                cur = stored.get(tp)
-                if cur is None or cur[1] != cp.epoch:
-                    raise CrossfadeError(
-                        f"{tp[0]}[{tp[1]}] has no stored offset of epoch {cp.epoch} any more",
-                        "the sync group was reset since the checkpoint; take a new one",
-                    )
-                frm = int(o["next_offset"])
-                if frm > cur[0]:
-                    raise CrossfadeError(
-                        f"checkpoint {cp.name} is ahead of sync on {tp[0]}[{tp[1]}] ({frm} > {cur[0]})",
-                        "a rewind only goes back: pick an older checkpoint",
-                    )
-                # a rewind during an unfinished replay keeps the furthest end
-                until = max(cur[0], pending.get(tp, 0))
-                result.partitions.append(
-                    {"topic": tp[0], "partition": tp[1], "from_offset": frm, "until_offset": until}
-                )
+            stored = stored_offsets(tgt, bk, group, lock=True)
+            plan_rewind(result, stored, pending_replays(tgt, bk, group, cp.epoch))
             if dry_run:
                 return result  # nothing written
-            tgt.execute(
-                sql.SQL(
-                    "UPDATE {}.replay SET finished_at = now() WHERE group_id = %s AND finished_at IS NULL"
-                ).format(bk),
-                (group,),
-            )
+            finish_replays(tgt, bk, group)
             for p in result.partitions:
-                tgt.execute(
-                    sql.SQL(
-                        "UPDATE {}.offsets SET next_offset = %s, owner = NULL, updated_at = now() "
-                        "WHERE group_id = %s AND topic = %s AND partition = %s"
-                    ).format(bk),
-                    (p["from_offset"], group, p["topic"], p["partition"]),
-                )
+                rewind_offset(tgt, bk, group, p["topic"], p["partition"], p["from_offset"])
                 if p["until_offset"] > p["from_offset"]:
-                    tgt.execute(
-                        sql.SQL(
-                            "INSERT INTO {}.replay (group_id, topic, partition, replay_id, epoch, checkpoint, "
-                            "from_offset, until_offset, created_by) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                        ).format(bk),
-                        (
+                    start_replay(
+                        tgt,
+                        bk,
+                        Replay(
                             group,
                             p["topic"],
                             p["partition"],

@@ -47,7 +47,13 @@ from crossfade.catalog import HASH_COLUMN, POS_COLUMN
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import BrokerUnavailable, CrossfadeError
-from crossfade.target.store import has_table, read_heartbeats
+from crossfade.target.store import (
+    AuditEntry,
+    has_table,
+    insert_audit_row,
+    last_flip_age_s,
+    read_heartbeats,
+)
 
 log = logging.getLogger(__name__)
 
@@ -341,13 +347,7 @@ def _refusals(settings: Settings, legacy: psycopg.Connection, new: psycopg.Conne
             "no cutover is recorded (no audit log): decommission would abandon the migration"
         )
         return out
-    row = new.execute(
-        sql.SQL(
-            "SELECT EXTRACT(EPOCH FROM clock_timestamp() - max(at))::float8 FROM {}.cutover_audit "
-            "WHERE gate = 'flip' AND ok AND NOT dry_run AND coalesce(detail, '') NOT LIKE 'skipped%%'"
-        ).format(sql.Identifier(bk))
-    ).fetchone()
-    age = row[0] if row else None
+    age = last_flip_age_s(new, bk)
     if age is None:
         out.append("no flip is recorded in the audit log: decommission would abandon the migration")
     elif age < c.fallback_window_s:
@@ -469,12 +469,12 @@ def execute(settings: Settings, p: Plan) -> Report:
     try:
         with connect(settings.target, "new") as new:
             if has_table(new, bk, "cutover_audit"):
-                new.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
-                        "seconds) VALUES (%s, %s, false, %s, %s, %s, 0)"
-                    ).format(sql.Identifier(bk)),
-                    (report.run_id, operator(), GATE, not report.failed, detail[:4000]),
+                insert_audit_row(
+                    new,
+                    bk,
+                    AuditEntry(
+                        report.run_id, operator(), False, GATE, not report.failed, detail[:4000], 0
+                    ),
                 )
                 report.audit_note = (
                     f"recorded in the audit log ({bk}.cutover_audit, run {report.run_id})"

@@ -19,13 +19,16 @@ from crossfade.target.store import (
     Heartbeat,
     LedgerCounts,
     has_table,
+    last_rewind_at,
     latest_audit,
     latest_fences,
     ledger_counts,
     merged_members,
     meta,
     read_heartbeats,
+    recent_verify_runs,
     stored_offsets,
+    unfinished_replays,
 )
 
 
@@ -234,64 +237,26 @@ class Context:
         return self._once("verify", self._latest_verify)
 
     def _latest_verify(self) -> dict[str, Any] | None:
-        if not has_table(self.tgt, self.bk, "verify_runs"):
-            return None
         want = {*self.identity_tables, *self.target_tables}
-        rows = self.tgt.execute(
-            sql.SQL(
-                "SELECT id, started_at, finished_at, ok, mismatched, missing, extra, "
-                "EXTRACT(EPOCH FROM clock_timestamp() - finished_at)::float8, mapping_hash, "
-                "(SELECT array_agg(t->>'name') FROM jsonb_array_elements(report->'tables') t), created_by, "
-                "(report->>'delta_of')::bigint "
-                "FROM {}.verify_runs ORDER BY id DESC LIMIT 20"
-            ).format(sql.Identifier(self.bk))
-        ).fetchall()
-        for r in rows:
-            if want <= set(r[9] or []):
-                keys = (
-                    "id started_at finished_at ok mismatched missing extra age_s mapping_hash "
-                    "tables created_by delta_of"
-                )
-                return dict(zip(keys.split(), r, strict=True))
+        for r in recent_verify_runs(self.tgt, self.bk, 20):
+            if want <= set(r["tables"] or []):
+                return r
         return None
 
     def last_rewind(self) -> datetime | None:
-        def read() -> datetime | None:
-            if not has_table(self.tgt, self.bk, "replay"):
-                return None
-            return self.scalar(
-                self.tgt,
-                sql.SQL("SELECT max(created_at) FROM {}.replay WHERE group_id = %s").format(
-                    sql.Identifier(self.bk)
-                ),
-                (self.settings.sync.group_id,),
-            )
-
-        return self._once("rewind", read)
+        return self._once(
+            "rewind", lambda: last_rewind_at(self.tgt, self.bk, self.settings.sync.group_id)
+        )
 
     def unfinished_replays(self) -> int:
-        def read() -> int:
-            if not has_table(self.tgt, self.bk, "replay"):
-                return 0
-            return int(
-                self.scalar(
-                    self.tgt,
-                    sql.SQL(
-                        "SELECT count(*) FROM {}.replay WHERE group_id = %s AND finished_at IS NULL"
-                    ).format(sql.Identifier(self.bk)),
-                    (self.settings.sync.group_id,),
-                )
-                or 0
-            )
-
-        return self._once("replays", read)
+        return self._once(
+            "replays", lambda: unfinished_replays(self.tgt, self.bk, self.settings.sync.group_id)
+        )
 
     def claimed(self) -> list[str]:
         """``topic[partition]`` of every partition the sync group has claimed (stored offsets)."""
 
         def read() -> list[str]:
-            if not has_table(self.tgt, self.bk, "offsets"):
-                return []
             return [
                 f"{o.topic}[{o.partition}]"
                 for o in stored_offsets(self.tgt, self.bk, self.settings.sync.group_id)

@@ -53,14 +53,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.cutover import schema
+from crossfade.cutover.alive import alive
 from crossfade.cutover.gate_evidence import Context
 from crossfade.db import connect
-from crossfade.target.store import has_table, mapping_fingerprint
+from crossfade.target.store import last_dlq_ack, mapping_fingerprint
 
 OK, FAILED, STALE, UNKNOWN = "ok", "failed", "stale", "unknown"
 
@@ -124,121 +124,6 @@ def _result(ctx: Context, d: GateDef, state: str, detail: str, **kw: Any) -> Gat
 
 
 # -- sync_alive ----------------------------------------------------------------------------------
-@dataclass
-class Alive:
-    """What the heartbeats say (status prints it; the gate judges it)."""
-
-    problems: list[str] = field(default_factory=list)
-    sync_running: bool = False
-    workers: int = 0
-    partitions: int = 0
-    lag: int | None = None
-    oldest_s: float | None = None
-    last_sync_heartbeat_s: float | None = None
-
-
-def alive(ctx: Context) -> Alive:
-    return ctx._once("alive", lambda: _alive(ctx))
-
-
-def _alive(ctx: Context) -> Alive:
-    fresh = ctx.cfg.alive_fresh_s
-    out = Alive()
-    hbs = ctx.heartbeats
-    ages: list[float] = []
-    capture = [h for h in hbs if h.role == "capture"]
-    cap_fresh = [h for h in capture if h.age_s <= fresh]
-    if capture and not cap_fresh:
-        out.problems.append(
-            f"capture stopped sending heartbeats {min(h.age_s for h in capture):.0f} s ago"
-        )
-    for h in cap_fresh:
-        ages.append(h.age_s)
-        if h.detail.get("loading"):
-            out.problems.append(f"capture {h.worker_id} is still loading the existing rows")
-            continue
-        quiet = h.detail.get("last_batch_age_s")
-        if ctx.settings.capture.heartbeat_interval_ms > 0 and quiet is not None:
-            quiet = float(quiet) + h.age_s
-            if quiet > fresh:
-                out.problems.append(
-                    f"capture {h.worker_id} runs but Debezium delivered nothing for {quiet:.0f} s "
-                    f"(its heartbeats come every {ctx.settings.capture.heartbeat_interval_ms / 1000:g} s)"
-                )
-    slot = ctx.slot
-    if ctx.src is None:
-        out.problems.append("the legacy database does not answer: its replication slot is unread")
-    elif slot is not None and not slot["exists"]:
-        out.problems.append(
-            f"replication slot {slot['name']} does not exist: capture has not started"
-        )
-    elif slot is not None and not slot["active"]:
-        out.problems.append(
-            f"replication slot {slot['name']} is idle: capture (Debezium) is not streaming"
-        )
-    sync = [h for h in hbs if h.role == "sync"]
-    s_fresh = [h for h in sync if h.age_s <= fresh]
-    out.workers = len(s_fresh)
-    out.sync_running = bool(s_fresh)
-    if sync:
-        out.last_sync_heartbeat_s = min(h.age_s for h in sync)
-    if not s_fresh:
-        out.problems.append(
-            "sync is not running"
-            + (
-                f": no sync worker sent a heartbeat for {out.last_sync_heartbeat_s:.0f} s"
-                if sync
-                else ": no sync worker has reported"
-            )
-        )
-    held = {p for h in s_fresh for p in h.partitions or []}
-    out.partitions = len(held)
-    for h in s_fresh:
-        ages.append(h.age_s)
-        if not h.partitions:
-            out.problems.append(
-                f"sync worker {h.worker_id} holds no partition (more workers than partitions, "
-                "or its consumer group join is stuck)"
-            )
-        if h.unassigned_tables:
-            out.problems.append(
-                f"sync worker {h.worker_id} finds table(s) stalled (without an assigned partition, "
-                "their topic missing, or no progress while it grows; its log says which): "
-                + ", ".join(h.unassigned_tables)
-            )
-        grown = (h.lag or 0) - (h.lag_low or 0)
-        low_for = float(h.detail.get("lag_low_age_s") or 0) + h.age_s
-        if grown > ctx.settings.sync.batch_size and low_for >= ctx.cfg.lag_growing_s:
-            out.problems.append(
-                f"consumer lag of sync worker {h.worker_id} grew from {h.lag_low} to {h.lag} "
-                f"records over {low_for:.0f} s: sync does not keep up"
-            )
-    if s_fresh:
-        out.lag = sum(h.lag or 0 for h in s_fresh)
-        for h in sync:
-            lost = [p for p in h.partitions or [] if p not in held]
-            if h.age_s > fresh and lost:
-                out.problems.append(
-                    f"sync worker {h.worker_id} stopped sending heartbeats {h.age_s:.0f} s ago "
-                    f"and nobody took over {', '.join(lost)}"
-                )
-        claimed = ctx.claimed()
-        lone = [p for p in claimed if p not in held]
-        if lone:
-            out.problems.append(
-                f"partition(s) held by no running sync worker: {', '.join(sorted(lone))}"
-            )
-        seen = {p.rsplit("[", 1)[0] for p in claimed}
-        never = [t for topic, t in ctx.topics.items() if topic not in seen]
-        if never:
-            out.problems.append(f"no partition of {', '.join(never)} was ever assigned to sync")
-    n = ctx.unfinished_replays()
-    if n:
-        out.problems.append(f"a rewind's replay is still running on {n} partition(s)")
-    out.oldest_s = max(ages) if ages else None
-    return out
-
-
 def _eval_alive(ctx: Context) -> GateResult:
     d = GATES_BY_NAME["sync_alive"]
     a = alive(ctx)
@@ -276,20 +161,14 @@ def _eval_dead_letters(ctx: Context) -> GateResult:
     d = GATES_BY_NAME["dead_letters"]
     c = ctx.ledger
     evidence = c.as_dict()
-    last = None
-    if has_table(ctx.tgt, ctx.bk, "dlq_acks"):
-        last = ctx.tgt.execute(
-            sql.SQL(
-                "SELECT who, at, dead_lettered, note FROM {}.dlq_acks ORDER BY id DESC LIMIT 1"
-            ).format(sql.Identifier(ctx.bk))
-        ).fetchone()
-        if last is not None:
-            evidence["last_ack"] = {
-                "who": last[0],
-                "at": last[1].isoformat(),
-                "acknowledged": int(last[2]),
-                "note": last[3],
-            }
+    last = last_dlq_ack(ctx.tgt, ctx.bk)
+    if last is not None:
+        evidence["last_ack"] = {
+            "who": last.who,
+            "at": last.at.isoformat(),
+            "acknowledged": last.acknowledged,
+            "note": last.note,
+        }
     also = ", ".join(
         f"{n} {what}" for n, what in ((c.deferred, "deferred"), (c.filtered, "filtered")) if n
     )
@@ -305,7 +184,7 @@ def _eval_dead_letters(ctx: Context) -> GateResult:
             evidence=evidence,
         )
     if c.dead_letters or c.held:
-        by = f" (last by {last[0]}: {last[3] or 'no note'})" if last else ""
+        by = f" (last by {last.who}: {last.note or 'no note'})" if last else ""
         return _result(
             ctx,
             d,

@@ -71,14 +71,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.cutover import checks, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
-from crossfade.target.store import acknowledge_dead_letters, ensure_schema, write_audit
+from crossfade.target.store import (
+    acknowledge_dead_letters,
+    claimed_count,
+    ensure_schema,
+    write_audit,
+)
 from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
 
@@ -508,9 +512,6 @@ class Cutover:
             )
         # proof it runs: its sync group claimed partitions in legacy (capture made topics and epoch)
         deadline = time.monotonic() + self.cfg.fence_timeout_s
-        q = sql.SQL("SELECT count(*) FROM {}.offsets WHERE group_id = %s").format(
-            sql.Identifier(rev.sync.bookkeeping_schema)
-        )
         with connect(self.settings.source, "source") as legacy:
             while True:
                 rc = self.fallback_process.poll()
@@ -521,11 +522,7 @@ class Cutover:
                         + (f": {tail[-1]}" if tail else ""),
                         f"see {log_path}",
                     )
-                try:
-                    row = legacy.execute(q, (rev.sync.group_id,)).fetchone()
-                except psycopg.errors.UndefinedTable:
-                    row = None
-                if row and row[0]:
+                if claimed_count(legacy, rev.sync.bookkeeping_schema, rev.sync.group_id):
                     break
                 if time.monotonic() > deadline:
                     raise CrossfadeError(

@@ -406,146 +406,161 @@ _CSP = (
 )
 
 
-def make_handler(
-    state: ConsoleState, token: str | None, loopback: bool, port: int
-) -> type[BaseHTTPRequestHandler]:
-    allowed_hosts = {f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")}
-    token_b = token.encode() if token else None
+class ConsoleHandler(DeadlineRequestMixin, BaseHTTPRequestHandler):
+    """The console's routes; :func:`make_handler` binds it to one console (its state, token,
+    and whether it listens on loopback only)."""
 
-    class Handler(DeadlineRequestMixin, BaseHTTPRequestHandler):
-        server_version = "crossfade-console"
-        sys_version = ""
+    server_version = "crossfade-console"
+    sys_version = ""
+    console_state: ConsoleState
+    token: str | None = None
+    token_b: bytes | None = None
+    loopback: bool = True
+    allowed_hosts: frozenset[str] = frozenset()
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            # the access log: the token (a ?token= query, a header echoed in an error) masked,
-            # control characters a client put in its request line escaped
-            line = escape_controls(redact(format % args))
-            log.debug("console %s %s", self.address_string(), line)
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        # the access log: the token (a ?token= query, a header echoed in an error) masked,
+        # control characters a client put in its request line escaped
+        line = escape_controls(redact(format % args))
+        log.debug("console %s %s", self.address_string(), line)
 
-        def _behind_tls(self) -> bool:
-            """Whether the browser reached us over HTTPS through a TLS-terminating proxy."""
-            proto = self.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-            fwd = self.headers.get("Forwarded", "").lower().replace(" ", "")
-            return proto == "https" or "proto=https" in fwd
+    def _behind_tls(self) -> bool:
+        """Whether the browser reached us over HTTPS through a TLS-terminating proxy."""
+        proto = self.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        fwd = self.headers.get("Forwarded", "").lower().replace(" ", "")
+        return proto == "https" or "proto=https" in fwd
 
-        # -- helpers
-        def _send(
-            self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
-        ) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.send_header("X-Content-Type-Options", "nosniff")
-            self.send_header("Referrer-Policy", "no-referrer")
-            self.send_header("Content-Security-Policy", _CSP)
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    # -- helpers
+    def _send(
+        self, code: int, body: bytes, ctype: str, headers: dict[str, str] | None = None
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Security-Policy", _CSP)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-        def _json(self, code: int, data: Any) -> None:
-            self._send(code, json.dumps(_jsonable(data)).encode(), "application/json")
+    def _json(self, code: int, data: Any) -> None:
+        self._send(code, json.dumps(_jsonable(data)).encode(), "application/json")
 
-        def _authorized(self) -> bool:
-            if token_b is None:
-                return True
-            auth = self.headers.get("Authorization", "")
-            if auth.startswith("Bearer ") and hmac.compare_digest(
-                auth[7:].strip().encode(), token_b
-            ):
-                return True
-            cookie = SimpleCookie(self.headers.get("Cookie", ""))
-            c = cookie.get(_COOKIE)
-            return c is not None and hmac.compare_digest(c.value.encode(), token_b)
-
-        def _guard(self) -> bool:
-            if loopback and self.headers.get("Host", "") not in allowed_hosts:
-                self._send(
-                    HTTPStatus.MISDIRECTED_REQUEST, b"unexpected Host header\n", "text/plain"
-                )
-                return False
+    def _authorized(self) -> bool:
+        if self.token_b is None:
             return True
+        auth = self.headers.get("Authorization", "")
+        if auth.startswith("Bearer ") and hmac.compare_digest(
+            auth[7:].strip().encode(), self.token_b
+        ):
+            return True
+        cookie = SimpleCookie(self.headers.get("Cookie", ""))
+        c = cookie.get(_COOKIE)
+        return c is not None and hmac.compare_digest(c.value.encode(), self.token_b)
 
-        # -- routes
-        def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
-            self.do_GET()
+    def _guard(self) -> bool:
+        if self.loopback and self.headers.get("Host", "") not in self.allowed_hosts:
+            self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unexpected Host header\n", "text/plain")
+            return False
+        return True
 
-        def do_GET(self) -> None:  # noqa: N802
-            if not self._guard():
-                return
-            url = urlsplit(self.path)
-            if url.path == "/healthz":
-                self._send(200, b"ok\n", "text/plain")
-                return
-            if url.path == "/" and token_b is not None and "token" in parse_qs(url.query):
-                given = parse_qs(url.query)["token"][0].encode()
-                if hmac.compare_digest(given, token_b):
-                    # the token leaves the address bar: from now on an HttpOnly cookie carries it
-                    self._send(
-                        303,
-                        b"",
-                        "text/plain",
-                        {
-                            "Location": "/",
-                            "Set-Cookie": f"{_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; "
-                            f"Max-Age={COOKIE_MAX_AGE_S}"
-                            + ("; Secure" if self._behind_tls() else ""),
-                        },
-                    )
-                    return
-            if not self._authorized():
+    # -- routes
+    def do_HEAD(self) -> None:  # noqa: N802 - stdlib naming
+        self.do_GET()
+
+    def do_GET(self) -> None:  # noqa: N802
+        if not self._guard():
+            return
+        url = urlsplit(self.path)
+        if url.path == "/healthz":
+            self._send(200, b"ok\n", "text/plain")
+            return
+        if url.path == "/" and self.token_b is not None and "token" in parse_qs(url.query):
+            given = parse_qs(url.query)["token"][0].encode()
+            if hmac.compare_digest(given, self.token_b):
+                # the token leaves the address bar: from now on an HttpOnly cookie carries it
                 self._send(
-                    401,
-                    b"crossfade console: token required (open /?token=... or send Authorization: Bearer)\n",
+                    303,
+                    b"",
                     "text/plain",
-                    {"WWW-Authenticate": "Bearer"},
-                )
-                return
-            if url.path == "/api/state":
-                self._json(200, state.snapshot())
-            elif url.path == "/metrics":
-                from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-
-                from crossfade.metrics import ComponentView
-
-                # the console's own series only (inside `crossfade run` capture's and sync's
-                # are on the metrics port)
-                self._send(200, generate_latest(ComponentView(["console"])), CONTENT_TYPE_LATEST)
-            elif url.path in ("/", "/index.html", "/app.js", "/app.css"):
-                f = STATIC / ("index.html" if url.path == "/" else url.path.lstrip("/"))
-                self._send(200, f.read_bytes(), _TYPES[f.suffix])
-            else:
-                self._send(404, b"not found\n", "text/plain")
-
-        def do_POST(self) -> None:  # noqa: N802
-            if not self._guard():
-                return
-            if not self._authorized():
-                self._json(401, {"error": "token required"})
-                return
-            if self.headers.get("X-Crossfade-Console") != "1":
-                self._json(403, {"error": "missing X-Crossfade-Console header"})
-                return
-            url = urlsplit(self.path)
-            if url.path != "/api/actions/fence":
-                self._json(404, {"error": "no such action"})
-                return
-            if not state.allow_actions:
-                self._json(
-                    403,
                     {
-                        "error": "read-only console: start it with --allow-actions to run fence from the page"
+                        "Location": "/",
+                        "Set-Cookie": f"{_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/; "
+                        f"Max-Age={COOKIE_MAX_AGE_S}" + ("; Secure" if self._behind_tls() else ""),
                     },
                 )
                 return
-            if state.run_fence():
-                self._json(202, {"started": "fence"})
-            else:
-                self._json(409, {"error": "a fence is already running"})
+        if not self._authorized():
+            self._send(
+                401,
+                b"crossfade console: token required (open /?token=... or send Authorization: Bearer)\n",
+                "text/plain",
+                {"WWW-Authenticate": "Bearer"},
+            )
+            return
+        if url.path == "/api/state":
+            self._json(200, self.console_state.snapshot())
+        elif url.path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-    return Handler
+            from crossfade.metrics import ComponentView
+
+            # the console's own series only (inside `crossfade run` capture's and sync's
+            # are on the metrics port)
+            self._send(200, generate_latest(ComponentView(["console"])), CONTENT_TYPE_LATEST)
+        elif url.path in ("/", "/index.html", "/app.js", "/app.css"):
+            f = STATIC / ("index.html" if url.path == "/" else url.path.lstrip("/"))
+            self._send(200, f.read_bytes(), _TYPES[f.suffix])
+        else:
+            self._send(404, b"not found\n", "text/plain")
+
+    def do_POST(self) -> None:  # noqa: N802
+        if not self._guard():
+            return
+        if not self._authorized():
+            self._json(401, {"error": "token required"})
+            return
+        if self.headers.get("X-Crossfade-Console") != "1":
+            self._json(403, {"error": "missing X-Crossfade-Console header"})
+            return
+        url = urlsplit(self.path)
+        if url.path != "/api/actions/fence":
+            self._json(404, {"error": "no such action"})
+            return
+        if not self.console_state.allow_actions:
+            self._json(
+                403,
+                {
+                    "error": "read-only console: start it with --allow-actions to run fence from the page"
+                },
+            )
+            return
+        if self.console_state.run_fence():
+            self._json(202, {"started": "fence"})
+        else:
+            self._json(409, {"error": "a fence is already running"})
+
+
+def make_handler(
+    state: ConsoleState, token: str | None, loopback: bool, port: int
+) -> type[BaseHTTPRequestHandler]:
+    """A :class:`ConsoleHandler` bound to this console: its state, its token (None: none asked),
+    and, on loopback, the Host headers it answers (a DNS-rebinding page sends another)."""
+    return type(
+        "Handler",
+        (ConsoleHandler,),
+        {
+            "console_state": state,
+            "token": token,
+            "token_b": token.encode() if token else None,
+            "loopback": loopback,
+            "allowed_hosts": frozenset(f"{h}:{port}" for h in ("127.0.0.1", "localhost", "[::1]")),
+        },
+    )
 
 
 class _Server(LimitedServerMixin, ThreadingHTTPServer):

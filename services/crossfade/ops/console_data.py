@@ -13,10 +13,9 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from crossfade.cutover.gate_evidence import Context
-from crossfade.target.store import dead_letter_groups, has_table
+from crossfade.target import store
 
 EXAMPLE_KEYS = 3
 """Example keys shown per dead-letter rule and per verify table."""
@@ -28,16 +27,9 @@ def _iso(v: Any) -> str | None:
 
 def table_stats(conn: psycopg.Connection, bk: str) -> dict[str, dict[str, Any]]:
     """Per source table: events applied and skipped, and the newest source commit applied."""
-    if not has_table(conn, bk, "table_stats"):
-        return {}
     return {
-        r[0]: {"applied": int(r[1] or 0), "skipped": int(r[2] or 0), "last_source_ts": _iso(r[3])}
-        for r in conn.execute(
-            sql.SQL(
-                "SELECT tbl, sum(applied), sum(skipped), max(last_source_ts) "
-                "FROM {}.table_stats GROUP BY tbl"
-            ).format(sql.Identifier(bk))
-        ).fetchall()
+        t: {"applied": s.applied, "skipped": s.skipped, "last_source_ts": _iso(s.last_source_ts)}
+        for t, s in store.table_stats(conn, bk).items()
     }
 
 
@@ -58,56 +50,38 @@ def behind(ctx: Context) -> dict[str, int]:
 
 
 def offsets(conn: psycopg.Connection, bk: str, group: str) -> list[dict[str, Any]]:
-    if not has_table(conn, bk, "offsets"):
-        return []
     return [
-        {"topic": r[0], "partition": r[1], "next_offset": r[2], "updated_at": _iso(r[3])}
-        for r in conn.execute(
-            sql.SQL(
-                "SELECT topic, partition, next_offset, updated_at FROM {}.offsets "
-                "WHERE group_id = %s ORDER BY topic, partition"
-            ).format(sql.Identifier(bk)),
-            (group,),
-        ).fetchall()
+        {
+            "topic": o.topic,
+            "partition": o.partition,
+            "next_offset": o.next_offset,
+            "updated_at": _iso(o.updated_at),
+        }
+        for o in store.stored_offsets(conn, bk, group)
     ]
 
 
 def last_fence(conn: psycopg.Connection, bk: str) -> dict[str, Any] | None:
     """The latest fence sync applied: legacy commit -> applied on its last partition."""
-    if not has_table(conn, bk, "fences"):
-        return None
-    r = conn.execute(
-        sql.SQL(
-            "SELECT token, count(*), min(source_ts), max(applied_at), "
-            "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts)) "
-            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
-        ).format(sql.Identifier(bk))
-    ).fetchone()
-    if r is None:
+    f = store.last_applied_fence(conn, bk)
+    if f is None:
         return None
     return {
-        "token": r[0][:8],
-        "partitions": int(r[1]),
-        "source_ts": _iso(r[2]),
-        "applied_at": _iso(r[3]),
-        "lag_s": float(r[4]) if r[4] is not None else None,
+        "token": f.token[:8],
+        "partitions": f.partitions,
+        "source_ts": _iso(f.source_ts),
+        "applied_at": _iso(f.applied_at),
+        "lag_s": float(f.lag_s) if f.lag_s is not None else None,
     }
 
 
 def latest_verify(conn: psycopg.Connection, bk: str) -> dict[str, Any] | None:
     """The newest verify run as a table: per table match, rows on both sides, missing / extra /
     different (and unsettled, still changing) with a few example keys of each kind."""
-    if not has_table(conn, bk, "verify_runs"):
-        return None
-    r = conn.execute(
-        sql.SQL(
-            "SELECT id, started_at, finished_at, ok, seconds, created_by, rechecked_after_fence, "
-            "report FROM {}.verify_runs ORDER BY id DESC LIMIT 1"
-        ).format(sql.Identifier(bk))
-    ).fetchone()
+    r = store.latest_verify_report(conn, bk)
     if r is None:
         return None
-    report = r[7] or {}
+    report = r.report
     tables = []
     for t in report.get("tables", []):
         examples: dict[str, list[str]] = {}
@@ -131,14 +105,16 @@ def latest_verify(conn: psycopg.Connection, bk: str) -> dict[str, Any] | None:
             }
         )
     return {
-        "id": r[0],
-        "started_at": _iso(r[1]),
-        "finished_at": _iso(r[2]),
-        "finished_epoch": r[2].timestamp() if isinstance(r[2], datetime) else None,
-        "ok": bool(r[3]),
-        "seconds": float(r[4]) if r[4] is not None else None,
-        "by": r[5],
-        "rechecked_after_fence": bool(r[6]),
+        "id": r.id,
+        "started_at": _iso(r.started_at),
+        "finished_at": _iso(r.finished_at),
+        "finished_epoch": r.finished_at.timestamp()
+        if isinstance(r.finished_at, datetime)
+        else None,
+        "ok": bool(r.ok),
+        "seconds": float(r.seconds) if r.seconds is not None else None,
+        "by": r.created_by,
+        "rechecked_after_fence": bool(r.rechecked_after_fence),
         "tables": tables,
     }
 
@@ -147,25 +123,17 @@ def checkpoints(
     conn: psycopg.Connection, bk: str, group: str, limit: int = 10
 ) -> list[dict[str, Any]]:
     """The newest checkpoints of the sync group, newest first."""
-    if not has_table(conn, bk, "checkpoints"):
-        return []
     return [
         {
-            "name": r[0],
-            "created_at": _iso(r[1]),
-            "by": r[2],
-            "source_lsn": r[3],
-            "partitions": len(r[4] or []),
-            "records": sum(int(o.get("next_offset", 0)) for o in r[4] or []),
-            "note": r[5],
+            "name": c.name,
+            "created_at": _iso(c.created_at),
+            "by": c.created_by,
+            "source_lsn": c.source_lsn,
+            "partitions": len(c.offsets),
+            "records": sum(int(o.get("next_offset", 0)) for o in c.offsets),
+            "note": c.note,
         }
-        for r in conn.execute(
-            sql.SQL(
-                "SELECT name, created_at, created_by, source_lsn::text, offsets, note "
-                "FROM {}.checkpoints WHERE group_id = %s ORDER BY created_at DESC LIMIT %s"
-            ).format(sql.Identifier(bk)),
-            (group, limit),
-        ).fetchall()
+        for c in store.read_checkpoints(conn, bk, group, newest=limit)
     ]
 
 
@@ -180,7 +148,9 @@ def dead_letters(conn: psycopg.Connection, bk: str) -> list[dict[str, Any]]:
             "last_at": last,
             "examples": [{"key": e.get("key"), "reason": e.get("reason")} for e in examples if e],
         }
-        for rule, table, n, first, last, examples in dead_letter_groups(conn, bk, EXAMPLE_KEYS)
+        for rule, table, n, first, last, examples in store.dead_letter_groups(
+            conn, bk, EXAMPLE_KEYS
+        )
     ]
 
 

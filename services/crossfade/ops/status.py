@@ -19,13 +19,19 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
-from psycopg import sql
 
 from crossfade.config import Settings
 from crossfade.cutover import gate_model
 from crossfade.events.kafka import current_epoch
 from crossfade.events.model import format_lsn
-from crossfade.target.store import has_table, stored_offsets
+from crossfade.target.store import (
+    LedgerCounts,
+    StoredOffset,
+    TableStats,
+    last_applied_fence,
+    stored_offsets,
+    table_stats,
+)
 from crossfade.textout import Grid
 
 if TYPE_CHECKING:
@@ -34,10 +40,9 @@ if TYPE_CHECKING:
 
 def collect(settings: Settings) -> dict[str, Any]:
     """Gather status as plain data (no secrets)."""
-    bk = sql.Identifier(settings.sync.bookkeeping_schema)
+    bk = settings.sync.bookkeeping_schema
     out: dict[str, Any] = {"tables": [], "targets": [], "partitions": [], "epoch": None}
     with gate_model.context(settings) as ctx:
-        tgt = ctx.tgt
         out["gates"] = [g.as_dict() for g in gate_model.evaluate_in(ctx)]
         alive = gate_model.alive(ctx)
         out["sync"] = {
@@ -50,49 +55,12 @@ def collect(settings: Settings) -> dict[str, Any]:
             else None,
             "problems": alive.problems,
         }
-        has_bk = has_table(tgt, settings.sync.bookkeeping_schema, "table_stats")
-        stats: dict[str, tuple[Any, ...]] = {}
-        if has_bk:
-            for r in tgt.execute(
-                sql.SQL(
-                    "SELECT tbl, sum(applied), sum(skipped), sum(dead_lettered), max(last_lsn), max(last_source_ts), max(last_applied_at), "
-                    "EXTRACT(EPOCH FROM max(last_applied_at - last_source_ts) FILTER "
-                    "(WHERE last_source_ts = (SELECT max(x.last_source_ts) FROM {bk}.table_stats x WHERE x.tbl = ts.tbl)))::float8 "
-                    "FROM {bk}.table_stats ts GROUP BY tbl"
-                ).format(bk=bk)
-            ).fetchall():
-                stats[r[0]] = r
         counts = {c["table"]: c for c in ctx.counts()}
-        ledger = ctx.ledger
+        stats = table_stats(ctx.tgt, bk)
         for t in settings.tables:
-            st = stats.get(t)
-            cnt = counts.get(t, {})
-            open_ = ledger.table(t)
-            row: dict[str, Any] = {
-                "table": t,
-                "mapped": cnt.get("kind") == "source",
-                "source_rows": cnt.get("legacy_rows"),
-                "target_rows": cnt.get("new_rows") if cnt.get("kind") == "identity" else None,
-                "counts_match": cnt.get("match"),
-                "events_applied": int(st[1]) if st else 0,
-                "events_skipped": int(st[2]) if st else 0,
-                "dead_lettered": open_.dead_letters,
-                "dead_letters_unacknowledged": open_.unacknowledged,
-                "deferred": open_.deferred,
-                "filtered": open_.filtered,
-                "last_lsn": int(st[4]) if st and st[4] is not None else None,
-                "last_source_ts": st[5].isoformat() if st and st[5] else None,
-                "last_applied_at": st[6].isoformat() if st and st[6] else None,
-                # when the last change was applied, how long after its commit in the legacy
-                # database (no figure while sync is not running: it would read as current)
-                "lag_at_last_apply_s": round(st[7], 3)
-                if st and st[7] is not None and alive.sync_running
-                else None,
-            }
-            if cnt.get("kind") == "source":
-                row["accounted"] = cnt.get("accounted")
-                row["target_tables"] = cnt.get("targets")
-            out["tables"].append(row)
+            out["tables"].append(
+                _table_row(t, stats.get(t), counts.get(t, {}), ctx.ledger, alive.sync_running)
+            )
         out["targets"] = [
             {
                 "table": c["table"],
@@ -105,16 +73,8 @@ def collect(settings: Settings) -> dict[str, Any]:
             for c in counts.values()
             if c["kind"] == "target"
         ]
-        stored = (
-            stored_offsets(tgt, settings.sync.bookkeeping_schema, settings.sync.group_id)
-            if has_table(tgt, settings.sync.bookkeeping_schema, "offsets")
-            else []
-        )
-        out["end_to_end"] = (
-            _last_fence(tgt, bk)
-            if has_table(tgt, settings.sync.bookkeeping_schema, "fences")
-            else None
-        )
+        stored = stored_offsets(ctx.tgt, bk, settings.sync.group_id)
+        out["end_to_end"] = _last_fence(ctx.tgt, bk)
         if out["end_to_end"] is not None:
             out["end_to_end"]["sync_running"] = alive.sync_running
         out["wal"] = _wal(ctx.src, settings)
@@ -124,6 +84,46 @@ def collect(settings: Settings) -> dict[str, Any]:
         )
     except KafkaException:
         out["epoch"] = None
+    _partitions(settings, stored, out)
+    return out
+
+
+def _table_row(
+    t: str, st: TableStats | None, cnt: dict[str, Any], ledger: LedgerCounts, sync_running: bool
+) -> dict[str, Any]:
+    """One table's line: rows as the ``row_counts`` gate compares them, what is open, what sync
+    applied."""
+    open_ = ledger.table(t)
+    row: dict[str, Any] = {
+        "table": t,
+        "mapped": cnt.get("kind") == "source",
+        "source_rows": cnt.get("legacy_rows"),
+        "target_rows": cnt.get("new_rows") if cnt.get("kind") == "identity" else None,
+        "counts_match": cnt.get("match"),
+        "events_applied": st.applied if st else 0,
+        "events_skipped": st.skipped if st else 0,
+        "dead_lettered": open_.dead_letters,
+        "dead_letters_unacknowledged": open_.unacknowledged,
+        "deferred": open_.deferred,
+        "filtered": open_.filtered,
+        "last_lsn": st.last_lsn if st else None,
+        "last_source_ts": st.last_source_ts.isoformat() if st and st.last_source_ts else None,
+        "last_applied_at": st.last_applied_at.isoformat() if st and st.last_applied_at else None,
+        # when the last change was applied, how long after its commit in the legacy
+        # database (no figure while sync is not running: it would read as current)
+        "lag_at_last_apply_s": round(st.lag_at_last_apply_s, 3)
+        if st and st.lag_at_last_apply_s is not None and sync_running
+        else None,
+    }
+    if cnt.get("kind") == "source":
+        row["accounted"] = cnt.get("accounted")
+        row["target_tables"] = cnt.get("targets")
+    return row
+
+
+def _partitions(settings: Settings, stored: list[StoredOffset], out: dict[str, Any]) -> None:
+    """Per partition: the stored offset, the group's offset committed to Kafka and the log end
+    the broker reports (``out["partitions"]``; ``out["kafka_error"]`` when Kafka fails)."""
     c = Consumer(
         {
             **settings.kafka.client_config(),
@@ -159,27 +159,20 @@ def collect(settings: Settings) -> dict[str, Any]:
         out["kafka_error"] = str(exc)
     finally:
         c.close()
-    return out
 
 
-def _last_fence(conn: Any, bk: sql.Identifier) -> dict[str, Any] | None:
+def _last_fence(conn: Any, bk: str) -> dict[str, Any] | None:
     """The latest fence sync applied: end-to-end lag (legacy commit -> applied on the last
     partition) and its age. Lag zero is proven only as of then."""
-    row = conn.execute(
-        sql.SQL(
-            "SELECT token, count(*), EXTRACT(EPOCH FROM max(applied_at) - min(source_ts))::float8, "
-            "EXTRACT(EPOCH FROM now() - max(applied_at))::float8, max(applied_at) "
-            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
-        ).format(bk)
-    ).fetchone()
-    if row is None:
+    f = last_applied_fence(conn, bk)
+    if f is None:
         return None
     return {
-        "fence": row[0][:8],
-        "partitions": int(row[1]),
-        "lag_s": round(row[2], 3) if row[2] is not None else None,
-        "age_s": round(row[3], 1) if row[3] is not None else None,
-        "applied_at": row[4].isoformat() if row[4] else None,
+        "fence": f.token[:8],
+        "partitions": f.partitions,
+        "lag_s": round(f.lag_s, 3) if f.lag_s is not None else None,
+        "age_s": round(f.age_s, 1) if f.age_s is not None else None,
+        "applied_at": f.applied_at.isoformat() if f.applied_at else None,
     }
 
 

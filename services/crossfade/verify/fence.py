@@ -37,13 +37,17 @@ import uuid
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import sql
 
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.kafka import Admin, ControlRecord, broadcast_control, current_epoch
-from crossfade.target.store import ensure_schema, fence_finished, fence_started
+from crossfade.target.store import (
+    ensure_schema,
+    fence_applied_on,
+    fence_finished,
+    fence_started,
+)
 from crossfade.who import operator
 
 log = logging.getLogger(__name__)
@@ -158,7 +162,7 @@ def fence(
             fence_finished(tgt, bk, token, ok=True, partitions=n, seconds=seconds)
             return FenceResult(token, n, seconds, by)
         except BaseException as exc:
-            done = _applied(tgt, bk, token)
+            done = fence_applied_on(tgt, bk, token)
             msg = exc.message if isinstance(exc, CrossfadeError) else type(exc).__name__
             with contextlib.suppress(psycopg.Error):
                 fence_finished(
@@ -171,14 +175,6 @@ def fence(
                     detail=str(msg)[:500],
                 )
             raise
-
-
-def _applied(tgt: psycopg.Connection, bk: str, token: str) -> int:
-    row = tgt.execute(
-        sql.SQL("SELECT count(*) FROM {}.fences WHERE token = %s").format(sql.Identifier(bk)),
-        (token,),
-    ).fetchone()
-    return int(row[0]) if row else 0
 
 
 def _wait(
@@ -200,7 +196,7 @@ def _wait(
     next_slot = 0.0
     with connect(settings.source, "source") as src:
         while True:
-            done = _applied(tgt, bk, token)
+            done = fence_applied_on(tgt, bk, token)
             if done >= n:
                 return "fence" if broadcast else "capture"
             now = time.monotonic()

@@ -28,9 +28,9 @@ import psycopg
 from psycopg import sql
 
 from crossfade.capture.connector import SIGNAL_TABLE
-from crossfade.catalog import POS_COLUMN
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import SHIFT
+from crossfade.target.store import delete_leaving_tombstones
 from crossfade.verify.chunked import Key, TableComparer
 
 if TYPE_CHECKING:
@@ -141,32 +141,15 @@ class Repairer:
         if not keys:
             return 0
         v = self.v
-        schema, name = comparer.target_table.split(".", 1)
-        cond = sql.SQL(" AND ").join(
-            sql.SQL("{} = CAST(%s AS {})").format(sql.Identifier(c), sql.SQL(t))
-            for c, t in zip(comparer.pk, comparer.pk_types, strict=True)
+        return delete_leaving_tombstones(
+            self.tgt,
+            v.bk,
+            comparer.target_table,
+            list(zip(comparer.pk, comparer.pk_types, strict=True)),
+            comparer.table,
+            keys,
+            (fence_lsn + 1) << SHIFT,
         )
-        q = sql.SQL(
-            "WITH d AS (DELETE FROM {s}.{t} WHERE {cond} AND ({pos} IS NULL OR {pos} < %s) RETURNING {pos}), "
-            "tomb AS (INSERT INTO {bk}.tombstones (tbl, key, lsn) SELECT %s, %s, {pos} FROM d WHERE {pos} IS NOT NULL "
-            "ON CONFLICT (tbl, key) DO UPDATE SET lsn = GREATEST({bk}.tombstones.lsn, EXCLUDED.lsn)) "
-            "SELECT count(*) FROM d"
-        ).format(
-            s=sql.Identifier(schema),
-            t=sql.Identifier(name),
-            cond=cond,
-            pos=sql.Identifier(POS_COLUMN),
-            bk=sql.Identifier(v.bk),
-        )
-        limit = (fence_lsn + 1) << SHIFT
-        deleted = 0
-        with self.tgt.transaction():
-            for k in keys:
-                row = self.tgt.execute(
-                    q, [*k, limit, comparer.table, json.dumps(list(k))]
-                ).fetchone()
-                deleted += int(row[0]) if row else 0
-        return deleted
 
     def _wait(self, todo: dict[str, list[Key]]) -> dict[str, set[Key]]:
         v = self.v

@@ -34,7 +34,6 @@ replay its dead letters, or rewind).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -45,7 +44,6 @@ from typing import Any, Protocol
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_random
 
 from crossfade import metrics
@@ -53,7 +51,13 @@ from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import ConfigError, CrossfadeError
-from crossfade.target.store import ensure_schema, mapping_fingerprint
+from crossfade.target.store import (
+    VerifyRun,
+    ensure_schema,
+    fence_position,
+    mapping_fingerprint,
+    record_verify_run,
+)
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 from crossfade.verify.delta import DeltaBase, snapshot_of, totals
 from crossfade.who import operator
@@ -289,13 +293,7 @@ class Verifier:
             ) from None
         self.report.fences += 1
         self.report.fence_seconds = max(self.report.fence_seconds, seconds)
-        row = tgt.execute(
-            sql.SQL("SELECT min(lsn) FROM {}.fences WHERE token = %s").format(
-                sql.Identifier(self.bk)
-            ),
-            (token,),
-        ).fetchone()
-        self.last_fence_lsn = int(row[0]) if row and row[0] is not None else None
+        self.last_fence_lsn = fence_position(tgt, self.bk, token)
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, *, repair: bool = False, record: bool = True) -> VerifyReport:
@@ -821,13 +819,10 @@ class Verifier:
         try:
             with connect(self.settings.target, "target") as tgt:
                 ensure_schema(tgt, self.bk)
-                row = tgt.execute(
-                    sql.SQL(
-                        "INSERT INTO {}.verify_runs (started_at, ok, tables, source_rows, target_rows, mismatched, "
-                        "missing, extra, rechecked_after_fence, seconds, created_by, report, mapping_hash) "
-                        "VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING id"
-                    ).format(sql.Identifier(self.bk)),
-                    (
+                r.run_id = record_verify_run(
+                    tgt,
+                    self.bk,
+                    VerifyRun(
                         r.started_at,
                         r.match,
                         len(r.tables),
@@ -839,12 +834,10 @@ class Verifier:
                         r.rechecked_after_fence,
                         r.seconds,
                         operator(),
-                        # keys of mapped targets may be uuids, dates...: JSON as the CLI prints it
-                        Jsonb(json.loads(json.dumps(r.as_dict(), default=str))),
+                        r.as_dict(),
                         mapping_fingerprint(self.settings.mapping),
                     ),
-                ).fetchone()
-                r.run_id = int(row[0]) if row else None
+                )
         except (psycopg.Error, CrossfadeError) as exc:
             log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
 

@@ -6,23 +6,51 @@ each table holds). Capture, sync, verify, cutover, status and the console call t
 no module outside ``crossfade.target`` writes SQL naming a bookkeeping table
 (tests/unit/test_layering.py checks it). To add a table or a query: docs/architecture.md.
 
-=================  ===========================================================================
-:mod:`.schema`     the DDL (``STATEMENTS``, ``TABLES``), ``ensure_schema``, ``has_table``
-:mod:`.offsets`    consumer offsets: claim a partition's resume point, read the stored offsets
-:mod:`.ledger`     per source key outcomes; the one count of open dead letters (``ledger_counts``)
-:mod:`.dlq`        acknowledging dead letters (``dlq_acks``, ``dlq_acked``)
-:mod:`.fences`     fence runs (``fence_runs``)
-:mod:`.heartbeats` what each capture process and sync worker last reported
-:mod:`.meta`       key/value facts: schema version, the mapping sync runs with
-:mod:`.audit`      the cutover's audit log (``cutover_audit``)
-:mod:`.dedup`      deduplication's members and crosswalk (what status counts of them)
-=================  ===========================================================================
+The modules (each module's docstring says which tables it reads and writes):
+
+- ``schema``: the DDL (``STATEMENTS``, ``TABLES``), ``ensure_schema``, ``has_table``
+- ``offsets``: consumer offsets (claim a partition's resume point, read, rewind)
+- ``ledger``: per source key outcomes; the one count of open dead letters (``ledger_counts``)
+- ``dlq``: acknowledging dead letters (``dlq_acks``, ``dlq_acked``)
+- ``fences``: fence runs (``fence_runs``) and the fences sync applied (``fences``)
+- ``heartbeats``: what each capture process and sync worker last reported
+- ``meta``: key/value facts (schema version, the mapping sync runs with)
+- ``audit``: the cutover's audit log (``cutover_audit``)
+- ``dedup``: deduplication's members and crosswalk (what status counts of them)
+- ``checkpoints``: checkpoints (save, list, find by name or time)
+- ``replay``: a rewind's replay ranges
+- ``stats``: per table what sync applied (``table_stats``)
+- ``tombstones``: tombstones and watermarks
+- ``verify_runs``: verify runs and their reports
 """
 
-from crossfade.target.store.audit import AuditRow, latest_audit, write_audit
+from crossfade.target.store.audit import (
+    AuditEntry,
+    AuditRow,
+    insert_audit_row,
+    last_flip_age_s,
+    latest_audit,
+    write_audit,
+)
+from crossfade.target.store.checkpoints import (
+    Checkpoint,
+    checkpoint_at,
+    checkpoint_named,
+    read_checkpoints,
+    save_checkpoint,
+)
 from crossfade.target.store.dedup import merged_members
-from crossfade.target.store.dlq import acknowledge_dead_letters
-from crossfade.target.store.fences import FenceRun, fence_finished, fence_started, latest_fences
+from crossfade.target.store.dlq import DlqAck, acknowledge_dead_letters, last_dlq_ack
+from crossfade.target.store.fences import (
+    AppliedFence,
+    FenceRun,
+    fence_applied_on,
+    fence_finished,
+    fence_position,
+    fence_started,
+    last_applied_fence,
+    latest_fences,
+)
 from crossfade.target.store.heartbeats import (
     Heartbeat,
     drop_heartbeat,
@@ -36,36 +64,105 @@ from crossfade.target.store.ledger import (
     ledger_counts,
 )
 from crossfade.target.store.meta import mapping_fingerprint, meta, note_mapping
-from crossfade.target.store.offsets import StoredOffset, claim_partitions, stored_offsets
-from crossfade.target.store.schema import SCHEMA_VERSION, TABLES, ddl, ensure_schema, has_table
+from crossfade.target.store.offsets import (
+    StoredOffset,
+    claim_partitions,
+    claimed_count,
+    rewind_offset,
+    stored_offsets,
+)
+from crossfade.target.store.replay import (
+    Replay,
+    finish_replays,
+    last_rewind_at,
+    pending_replays,
+    start_replay,
+    unfinished_replays,
+)
+from crossfade.target.store.schema import (
+    SCHEMA_VERSION,
+    STATEMENTS,
+    TABLES,
+    ddl,
+    ensure_schema,
+    has_table,
+)
+from crossfade.target.store.stats import TableStats, table_stats
+from crossfade.target.store.tombstones import (
+    clear_tombstones,
+    delete_leaving_tombstones,
+    raise_watermark,
+)
+from crossfade.target.store.verify_runs import (
+    RECENT_KEYS,
+    VerifyReport,
+    VerifyRun,
+    latest_verify_report,
+    recent_verify_runs,
+    record_verify_run,
+)
 
 __all__ = [
-    "SCHEMA_VERSION",
-    "TABLES",
+    "AppliedFence",
+    "AuditEntry",
     "AuditRow",
+    "Checkpoint",
+    "DlqAck",
     "FenceRun",
     "Heartbeat",
     "LedgerCounts",
+    "RECENT_KEYS",
+    "Replay",
+    "SCHEMA_VERSION",
+    "STATEMENTS",
     "StoredOffset",
+    "TABLES",
     "TableCounts",
+    "TableStats",
+    "VerifyReport",
+    "VerifyRun",
     "acknowledge_dead_letters",
+    "checkpoint_at",
+    "checkpoint_named",
     "claim_partitions",
+    "claimed_count",
+    "clear_tombstones",
     "ddl",
     "dead_letter_groups",
+    "delete_leaving_tombstones",
     "drop_heartbeat",
     "ensure_schema",
+    "fence_applied_on",
     "fence_finished",
+    "fence_position",
     "fence_started",
+    "finish_replays",
     "has_table",
+    "insert_audit_row",
+    "last_applied_fence",
+    "last_dlq_ack",
+    "last_flip_age_s",
+    "last_rewind_at",
     "latest_audit",
     "latest_fences",
+    "latest_verify_report",
     "ledger_counts",
     "mapping_fingerprint",
     "merged_members",
     "meta",
     "note_mapping",
+    "pending_replays",
+    "raise_watermark",
+    "read_checkpoints",
     "read_heartbeats",
+    "recent_verify_runs",
+    "record_verify_run",
+    "rewind_offset",
+    "save_checkpoint",
+    "start_replay",
     "stored_offsets",
+    "table_stats",
+    "unfinished_replays",
     "write_audit",
     "write_heartbeat",
 ]

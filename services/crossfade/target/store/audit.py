@@ -71,12 +71,50 @@ def write_audit(
     ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
     try:
         with connect(settings.target, "target") as tgt:
-            tgt.execute(
-                sql.SQL(
-                    "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
-                    "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
-                ).format(sql.Identifier(settings.sync.bookkeeping_schema)),
-                (run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds, ev),
+            insert_audit_row(
+                tgt,
+                settings.sync.bookkeeping_schema,
+                AuditEntry(run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds),
+                ev,
             )
     except (psycopg.Error, CrossfadeError) as exc:
         log.error("cutover audit row for %s not written: %s", gate, exc)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """What a row of the audit log says (written as given: redact before)."""
+
+    run_id: str
+    who: str
+    dry_run: bool
+    gate: str
+    ok: bool
+    detail: str | None
+    seconds: float
+
+
+def insert_audit_row(
+    conn: psycopg.Connection, schema: str, entry: AuditEntry, evidence: Jsonb | None = None
+) -> None:
+    """Append one row to ``<schema>.cutover_audit`` (raises what the database raises)."""
+    e = entry
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, "
+            "seconds, evidence) VALUES (%s,%s,%s,%s,%s,%s,%s,%s)"
+        ).format(sql.Identifier(schema)),
+        (e.run_id, e.who, e.dry_run, e.gate, e.ok, e.detail, e.seconds, evidence),
+    )
+
+
+def last_flip_age_s(conn: psycopg.Connection, schema: str) -> float | None:
+    """Seconds since the last real, successful flip of a cutover (None: none recorded). The
+    caller checks the audit log exists (:func:`has_table`)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXTRACT(EPOCH FROM clock_timestamp() - max(at))::float8 FROM {}.cutover_audit "
+            "WHERE gate = 'flip' AND ok AND NOT dry_run AND coalesce(detail, '') NOT LIKE 'skipped%%'"
+        ).format(sql.Identifier(schema))
+    ).fetchone()
+    return row[0] if row else None

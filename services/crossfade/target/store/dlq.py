@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
+
 import psycopg
 from psycopg import sql
 
+from crossfade.target.store.audit import AuditEntry, insert_audit_row
 from crossfade.target.store.ledger import ledger_counts
 from crossfade.target.store.schema import has_table
 
@@ -43,16 +47,40 @@ def acknowledge_dead_letters(
             sql.SQL("UPDATE {}.dlq_acks SET dead_lettered = %s WHERE id = %s").format(s),
             (max(new, 0), ack_id),
         )
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.cutover_audit (run_id, who, dry_run, gate, ok, detail, seconds) "
-                "VALUES (%s, %s, false, 'dlq_ack', true, %s, 0)"
-            ).format(s),
-            (
+        insert_audit_row(
+            conn,
+            schema,
+            AuditEntry(
                 f"dlq-ack-{ack_id}",
                 who,
+                False,
+                "dlq_ack",
+                True,
                 f"acknowledged {new} dead letter(s) ({open_now} open)"
                 + (f": {note}" if note else ""),
+                0,
             ),
         )
     return open_now, max(new, 0)
+
+
+@dataclass(frozen=True)
+class DlqAck:
+    """One ``crossfade dlq ack``."""
+
+    who: str
+    at: datetime
+    acknowledged: int
+    note: str | None
+
+
+def last_dlq_ack(conn: psycopg.Connection, schema: str) -> DlqAck | None:
+    """The newest acknowledgement (None: none yet, or no schema)."""
+    if not has_table(conn, schema, "dlq_acks"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT who, at, dead_lettered, note FROM {}.dlq_acks ORDER BY id DESC LIMIT 1"
+        ).format(sql.Identifier(schema))
+    ).fetchone()
+    return DlqAck(row[0], row[1], int(row[2]), row[3]) if row else None

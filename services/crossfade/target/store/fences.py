@@ -67,3 +67,52 @@ def latest_fences(conn: psycopg.Connection, schema: str, limit: int = 1) -> list
         (limit,),
     ).fetchall()
     return [FenceRun(*r) for r in rows]
+
+
+@dataclass(frozen=True)
+class AppliedFence:
+    """The newest fence sync applied (``<bookkeeping>.fences``), over all its partitions."""
+
+    token: str
+    partitions: int
+    source_ts: datetime | None
+    """Its commit in the legacy database."""
+    applied_at: datetime
+    """When sync applied it on its last partition."""
+    lag_s: float | None
+    """End-to-end lag: legacy commit -> applied on the last partition."""
+    age_s: float | None
+    """Seconds since then (lag zero is proven only as of then)."""
+
+
+def last_applied_fence(conn: psycopg.Connection, schema: str) -> AppliedFence | None:
+    """The fence sync applied last (None: none yet, or no schema)."""
+    if not has_table(conn, schema, "fences"):
+        return None
+    r = conn.execute(
+        sql.SQL(
+            "SELECT token, count(*), min(source_ts), max(applied_at), "
+            "EXTRACT(EPOCH FROM max(applied_at) - min(source_ts))::float8, "
+            "EXTRACT(EPOCH FROM now() - max(applied_at))::float8 "
+            "FROM {}.fences GROUP BY token ORDER BY max(applied_at) DESC LIMIT 1"
+        ).format(sql.Identifier(schema))
+    ).fetchone()
+    return AppliedFence(r[0], int(r[1]), r[2], r[3], r[4], r[5]) if r else None
+
+
+def fence_applied_on(conn: psycopg.Connection, schema: str, token: str) -> int:
+    """On how many partitions sync has applied the fence ``token``."""
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.fences WHERE token = %s").format(sql.Identifier(schema)),
+        (token,),
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def fence_position(conn: psycopg.Connection, schema: str, token: str) -> int | None:
+    """The lowest source position sync recorded for the fence ``token`` (None: not applied)."""
+    row = conn.execute(
+        sql.SQL("SELECT min(lsn) FROM {}.fences WHERE token = %s").format(sql.Identifier(schema)),
+        (token,),
+    ).fetchone()
+    return int(row[0]) if row and row[0] is not None else None

@@ -5,9 +5,12 @@ offset to consume, its broker epoch and the owner token that may advance it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 from psycopg import sql
+
+from crossfade.target.store.schema import has_table
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +23,8 @@ class StoredOffset:
     snapshot_floor: int = 0
     """The LSN of the newest snapshot sync applied on this partition (records without
     crossfade's position header, from Kafka Connect, are positioned above it)."""
+    updated_at: datetime | None = None
+    """When it last moved or was claimed (set when read by :func:`stored_offsets`)."""
 
 
 def claim_partitions(
@@ -71,12 +76,51 @@ def claim_partitions(
     return out
 
 
-def stored_offsets(conn: psycopg.Connection, schema: str, group_id: str) -> list[StoredOffset]:
+def stored_offsets(
+    conn: psycopg.Connection, schema: str, group_id: str, *, lock: bool = False
+) -> list[StoredOffset]:
+    """The group's stored offsets, by topic and partition; empty when sync never ran (no table).
+    ``lock``: rows locked ``FOR UPDATE`` until the caller's transaction ends (a rewind)."""
+    if not has_table(conn, schema, "offsets"):
+        return []
     rows = conn.execute(
         sql.SQL(
-            "SELECT topic, partition, next_offset, epoch, owner, snapshot_floor FROM {}.offsets "
-            "WHERE group_id=%s ORDER BY topic, partition"
+            "SELECT topic, partition, next_offset, epoch, owner, snapshot_floor, updated_at "
+            "FROM {}.offsets WHERE group_id=%s ORDER BY topic, partition"
+            + (" FOR UPDATE" if lock else "")
         ).format(sql.Identifier(schema)),
         (group_id,),
     ).fetchall()
-    return [StoredOffset(r[0], r[1], r[2], r[3], r[4], int(r[5])) for r in rows]
+    return [StoredOffset(r[0], r[1], r[2], r[3], r[4], int(r[5]), r[6]) for r in rows]
+
+
+def rewind_offset(
+    conn: psycopg.Connection,
+    schema: str,
+    group_id: str,
+    topic: str,
+    partition: int,
+    next_offset: int,
+) -> None:
+    """Move a partition's stored offset to ``next_offset`` and clear its owner token (a worker
+    that still believes it owns the partition is refused at its next commit)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.offsets SET next_offset = %s, owner = NULL, updated_at = now() "
+            "WHERE group_id = %s AND topic = %s AND partition = %s"
+        ).format(sql.Identifier(schema)),
+        (next_offset, group_id, topic, partition),
+    )
+
+
+def claimed_count(conn: psycopg.Connection, schema: str, group_id: str) -> int:
+    """How many partitions the group has stored offsets for (0 when sync never ran)."""
+    if not has_table(conn, schema, "offsets"):
+        return 0
+    row = conn.execute(
+        sql.SQL("SELECT count(*) FROM {}.offsets WHERE group_id = %s").format(
+            sql.Identifier(schema)
+        ),
+        (group_id,),
+    ).fetchone()
+    return int(row[0]) if row else 0
