@@ -1,0 +1,274 @@
+"""The store (crossfade.target.store) against the embedded PostgreSQL, no broker: each module's
+functions that the cutover, verify, status and the console rely on. Rows that only sync writes
+(the ledger, fences, table_stats) are inserted here by hand, as sync's commit step writes them."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+
+from crossfade.embedded.postgres import EmbeddedPostgres
+from crossfade.target import store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def db(pg_server: EmbeddedPostgres) -> Iterator[psycopg.Connection]:
+    name = f"store_{time.monotonic_ns()}"
+    pg_server.create_database(name)
+    c = psycopg.connect(pg_server.dsn(name), autocommit=True)
+    yield c
+    c.close()
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+def bk(db: psycopg.Connection, request: pytest.FixtureRequest) -> str:
+    """A fresh bookkeeping schema for each test."""
+    schema = "bk_" + request.node.name.removeprefix("test_")[:40]
+    store.ensure_schema(db, schema)
+    return schema
+
+
+def test_schema_creates_every_table_once_and_twice_changes_nothing(db: psycopg.Connection) -> None:
+    assert not store.has_table(db, "bk_fresh", "offsets")
+    assert store.stored_offsets(db, "bk_fresh", "g") == []  # read-only callers: no schema, empty
+    assert store.read_heartbeats(db, "bk_fresh") == []
+    store.ensure_schema(db, "bk_fresh")
+    store.ensure_schema(db, "bk_fresh")
+    assert len(store.TABLES) == 16
+    assert all(store.has_table(db, "bk_fresh", t) for t in store.TABLES)
+    assert store.meta(db, "bk_fresh") == {"schema_version": str(store.SCHEMA_VERSION)}
+
+
+def test_offsets_claim_resume_rewind_and_a_new_epoch(db: psycopg.Connection, bk: str) -> None:
+    tps = [("t.a", 1), ("t.a", 0)]
+    got = store.claim_partitions(db, bk, "g", tps, "e1", "owner-1")
+    assert {tp: (o.next_offset, o.owner) for tp, o in got.items()} == {
+        ("t.a", 0): (0, "owner-1"),
+        ("t.a", 1): (0, "owner-1"),
+    }
+    store.rewind_offset(db, bk, "g", "t.a", 1, 7)  # as a commit (or a rewind) moves it
+    stored = store.stored_offsets(db, bk, "g")
+    assert [(o.partition, o.next_offset, o.owner) for o in stored] == [
+        (0, 0, "owner-1"),
+        (1, 7, None),
+    ]
+    assert all(o.updated_at is not None for o in stored)
+    assert store.claimed_count(db, bk, "g") == 2 and store.claimed_count(db, bk, "other") == 0
+    again = store.claim_partitions(db, bk, "g", tps, "e1", "owner-2")
+    assert again[("t.a", 1)].next_offset == 7 and again[("t.a", 1)].owner == "owner-2"
+    lost = store.claim_partitions(db, bk, "g", tps, "e2", "owner-3")  # the broker lost its log
+    assert lost[("t.a", 1)].next_offset == 0 and lost[("t.a", 1)].epoch == "e2"
+
+
+def _ledger(db: psycopg.Connection, bk: str, rows: list[tuple[Any, ...]]) -> None:
+    with db.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {bk}.ledger (source_table, entry, position, outcome, rule, reason) "
+            "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (source_table, entry) DO UPDATE SET "
+            "position = EXCLUDED.position, outcome = EXCLUDED.outcome",
+            rows,
+        )
+
+
+def test_ledger_counts_acknowledgement_and_a_dead_letter_open_anew(
+    db: psycopg.Connection, bk: str
+) -> None:
+    _ledger(
+        db,
+        bk,
+        [
+            ("s.a", '["1"]', 10, "dead_letter", "email", "bad email"),
+            ("s.a", '["2"]', 11, "held", None, None),
+            ("s.a", '["3"]', 12, "filtered", "active", "inactive"),
+            ("s.a", '["4"]', 13, "deferred", None, None),
+            ("s.a", '["5"]', 14, "mapped", None, None),
+            ("s.a", "@t.a/0/9", 15, "dead_letter", "decode", "corrupt"),
+        ],
+    )
+    c = store.ledger_counts(db, bk)
+    assert c.table("s.a").as_dict() == {
+        "dead_letters": 2,
+        "unacknowledged": 3,
+        "held": 1,
+        "deferred": 1,
+        "filtered": 1,
+    }
+    assert c.table("s.a").mapped == 1
+    # a record read at a place (undecodable) is not a source row: left out of the accounting
+    assert c.accounted["s.a"] == {
+        "dead_letter": 1,
+        "held": 1,
+        "filtered": 1,
+        "deferred": 1,
+        "mapped": 1,
+    }
+    assert c.by_rule == {("email", "s.a"): 1, ("decode", "s.a"): 1}
+    groups = store.dead_letter_groups(db, bk)
+    assert sorted((g[0], g[2]) for g in groups) == [("decode", 1), ("email", 1)]
+
+    assert store.acknowledge_dead_letters(db, bk, "ann", "known") == (3, 3)
+    assert store.ledger_counts(db, bk).unacknowledged == 0
+    ack = store.last_dlq_ack(db, bk)
+    assert ack is not None and (ack.who, ack.acknowledged, ack.note) == ("ann", 3, "known")
+    audit = store.latest_audit(db, bk, "dlq_ack")
+    assert audit is not None and audit.detail == "acknowledged 3 dead letter(s) (3 open): known"
+    _ledger(db, bk, [("s.a", '["1"]', 20, "dead_letter", "email", "bad again")])
+    assert store.ledger_counts(db, bk).unacknowledged == 1  # a newer position: open anew
+
+
+def test_fence_runs_and_the_fences_sync_applied(db: psycopg.Connection, bk: str) -> None:
+    assert store.last_applied_fence(db, bk) is None
+    store.fence_started(db, bk, "tok1", "cli", "ann")
+    assert store.latest_fences(db, bk)[0].finished_at is None  # running
+    store.fence_finished(db, bk, "tok1", ok=True, partitions=2, seconds=1.5)
+    store.fence_started(db, bk, "tok2", "console", "bob")
+    store.fence_finished(db, bk, "tok2", ok=False, partitions=0, seconds=9.0, detail="timeout")
+    runs = store.latest_fences(db, bk, 5)
+    assert [(r.token, r.ok, r.detail) for r in runs] == [
+        ("tok2", False, "timeout"),
+        ("tok1", True, None),
+    ]
+    assert runs[0].age_s is not None and runs[0].age_s >= 0
+    src = datetime.now(UTC) - timedelta(seconds=3)
+    db.execute(
+        f"INSERT INTO {bk}.fences (token, topic, partition, lsn, source_ts) VALUES "
+        "('tok1', 't.a', 0, 500, %s), ('tok1', 't.a', 1, 400, %s)",
+        (src, src),
+    )
+    assert store.fence_applied_on(db, bk, "tok1") == 2 and store.fence_applied_on(db, bk, "x") == 0
+    assert store.fence_position(db, bk, "tok1") == 400 and store.fence_position(db, bk, "x") is None
+    f = store.last_applied_fence(db, bk)
+    assert f is not None and (f.token, f.partitions) == ("tok1", 2)
+    assert f.lag_s is not None and f.lag_s >= 3 and f.age_s is not None and f.age_s >= 0
+
+
+def test_checkpoints_save_list_and_find_by_name_or_time(db: psycopg.Connection, bk: str) -> None:
+    offsets = [{"topic": "t.a", "partition": 0, "next_offset": 5}]
+    first = store.save_checkpoint(db, bk, "cp1", "g", "e1", "0/16B3748", offsets, "ann", "before")
+    assert first is not None and first.as_dict()["source_lsn"] == 0x16B3748
+    assert store.save_checkpoint(db, bk, "cp1", "g", "e1", None, offsets, "ann", None) is None
+    second = store.save_checkpoint(db, bk, "cp2", "g", "e1", None, [], None, None)
+    assert second is not None
+    store.save_checkpoint(db, bk, "other", "h", "e1", None, [], None, None)
+    assert [c.name for c in store.read_checkpoints(db, bk, "g")] == ["cp1", "cp2"]
+    assert [c.name for c in store.read_checkpoints(db, bk, "g", newest=1)] == ["cp2"]
+    named = store.checkpoint_named(db, bk, "g", "cp1")
+    assert named is not None and named.offsets == offsets and named.note == "before"
+    assert store.checkpoint_named(db, bk, "g", "other") is None  # another group's
+    at = store.checkpoint_at(db, bk, "g", first.created_at)
+    assert at is not None and at.name == "cp1"
+    assert store.checkpoint_at(db, bk, "g", first.created_at - timedelta(seconds=1)) is None
+
+
+def test_replay_ranges_pending_finished_and_last_rewind(db: psycopg.Connection, bk: str) -> None:
+    assert store.last_rewind_at(db, bk, "g") is None
+    for until in (9, 12):
+        store.start_replay(
+            db, bk, store.Replay("g", "t.a", 0, f"r{until}", "e1", "cp", 3, until, "ann")
+        )
+    assert store.pending_replays(db, bk, "g", "e1") == {("t.a", 0): 12}
+    assert store.pending_replays(db, bk, "g", "e2") == {}
+    assert store.unfinished_replays(db, bk, "g") == 2
+    assert store.last_rewind_at(db, bk, "g") is not None
+    store.finish_replays(db, bk, "g")
+    assert store.unfinished_replays(db, bk, "g") == 0
+    assert store.pending_replays(db, bk, "g", "e1") == {}
+
+
+def test_heartbeats_write_read_and_drop(db: psycopg.Connection, bk: str) -> None:
+    hb = store.Heartbeat("w1", "sync", partitions=["t.a[0]"], lag=4, detail={"k": 1})
+    store.write_heartbeat(db, bk, hb)
+    store.write_heartbeat(db, bk, store.Heartbeat("c1", "capture"))
+    hb.lag = 2
+    store.write_heartbeat(db, bk, hb)  # an upsert: one row per worker
+    got = store.read_heartbeats(db, bk)
+    assert [(h.worker_id, h.role) for h in got] == [("c1", "capture"), ("w1", "sync")]
+    w1 = got[1]
+    assert (w1.partitions, w1.lag, w1.detail) == (["t.a[0]"], 2, {"k": 1})
+    assert 0 <= w1.age_s < 60 and w1.pid is not None
+    store.drop_heartbeat(db, bk, "w1")
+    assert [h.worker_id for h in store.read_heartbeats(db, bk)] == ["c1"]
+
+
+def test_table_stats_sum_the_partitions(db: psycopg.Connection, bk: str) -> None:
+    assert store.table_stats(db, bk) == {}
+    now = datetime.now(UTC)
+    db.execute(
+        f"INSERT INTO {bk}.table_stats VALUES "
+        "('s.a', 't.a', 0, 5, 1, 0, 100, %s, %s), ('s.a', 't.a', 1, 7, 0, 2, 90, %s, %s)",
+        (now - timedelta(seconds=2), now, now - timedelta(seconds=10), now),
+    )
+    s = store.table_stats(db, bk)["s.a"]
+    assert (s.applied, s.skipped, s.dead_lettered, s.last_lsn) == (12, 1, 2, 100)
+    # the lag of the newest source commit applied (partition 0's), not the largest
+    assert s.lag_at_last_apply_s == pytest.approx(2.0, abs=0.01)
+
+
+def test_watermarks_rise_only_and_deletes_leave_tombstones(db: psycopg.Connection, bk: str) -> None:
+    store.raise_watermark(db, bk, "s.a", 50, "initial load")
+    store.raise_watermark(db, bk, "s.a", 40, "late")
+    assert db.execute(f"SELECT lsn, reason FROM {bk}.watermarks").fetchall() == [(50, "late")]
+    db.execute("CREATE TABLE public.store_t (id int PRIMARY KEY, _cf_pos numeric)")
+    db.execute("INSERT INTO public.store_t VALUES (1, 10), (2, 99), (3, NULL)")
+    n = store.delete_leaving_tombstones(
+        db, bk, "public.store_t", [("id", "int")], "s.a", [(1,), (2,), (3,)], below=50
+    )
+    assert n == 2  # row 2 is newer than the fence: kept
+    assert db.execute("SELECT id FROM public.store_t").fetchall() == [(2,)]
+    assert db.execute(f"SELECT tbl, key, lsn FROM {bk}.tombstones").fetchall() == [
+        ("s.a", "[1]", 10)
+    ]
+    store.clear_tombstones(db, bk, "s.a")
+    assert db.execute(f"SELECT count(*) FROM {bk}.tombstones").fetchone() == (0,)
+
+
+def test_verify_runs_recorded_and_read_back(db: psycopg.Connection, bk: str) -> None:
+    assert store.latest_verify_report(db, bk) is None
+    run = store.VerifyRun(
+        datetime.now(UTC), True, 1, 3, 3, 0, 0, 0, False, 0.5, "ann",
+        {"tables": [{"name": "s.a", "key": datetime(2026, 1, 1, tzinfo=UTC)}], "delta_of": 4},
+        "abc",
+    )  # fmt: skip
+    rid = store.record_verify_run(db, bk, run)
+    assert rid is not None
+    recent = store.recent_verify_runs(db, bk)
+    assert recent[0]["id"] == rid and recent[0]["tables"] == ["s.a"]
+    assert recent[0]["delta_of"] == 4 and recent[0]["mapping_hash"] == "abc"
+    latest = store.latest_verify_report(db, bk)
+    assert latest is not None and latest.id == rid
+    assert latest.report["tables"][0]["key"] == "2026-01-01 00:00:00+00:00"  # as text
+
+
+def test_audit_rows_and_the_last_real_flip(db: psycopg.Connection, bk: str) -> None:
+    def row(gate: str, ok: bool, dry: bool, detail: str) -> None:
+        store.insert_audit_row(db, bk, store.AuditEntry("r", "ann", dry, gate, ok, detail, 0.1))
+
+    row("flip", True, True, "dry")
+    row("flip", True, False, "skipped (no flip command)")
+    row("flip", False, False, "failed")
+    assert store.last_flip_age_s(db, bk) is None  # none real and successful
+    row("flip", True, False, "flipped")
+    age = store.last_flip_age_s(db, bk)
+    assert age is not None and age >= 0
+    latest = store.latest_audit(db, bk, "flip")
+    assert latest is not None and latest.detail == "flipped" and latest.evidence is None
+
+
+def test_meta_notes_a_changed_mapping(db: psycopg.Connection, bk: str) -> None:
+    store.note_mapping(db, bk, "h1")
+    first = store.meta(db, bk)
+    store.note_mapping(db, bk, "h1")  # unchanged: the change time stays
+    assert store.meta(db, bk) == first
+    store.note_mapping(db, bk, "h2")
+    after = store.meta(db, bk)
+    assert after["mapping_hash"] == "h2"
+    assert after["mapping_changed_at"] >= first["mapping_changed_at"]
