@@ -273,6 +273,17 @@ class CaptureConfig(_Strict):
     mapping applies per event in sync)."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
+    load_windows: list[str] = Field(default_factory=list)
+    """Off-peak windows for the initial load and re-loads, ``HH:MM-HH:MM`` in
+    ``load_timezone`` or with a zone of its own (``"22:00-06:00 Europe/Berlin"``); a window may
+    cross midnight; ``00:00-00:00`` is the whole day. Outside every window the load pauses at its
+    next chunk (COPY) or batch (Debezium snapshot) and resumes there when one opens. Empty: any
+    time. The stream after the load is never held by a window (``crossfade pause`` is for that)."""
+    load_timezone: str = "UTC"
+    """IANA time zone of the windows that name none (``Europe/Berlin``)."""
+    load_rate: float | None = Field(None, ge=0)
+    """Rows per second the initial load may read from the legacy database, over all COPY
+    streams (or of Debezium's snapshot); 0 or unset: no cap."""
     heartbeat_interval_ms: int = Field(5000, ge=0)
     fence_table: bool = True
     """Create ``crossfade.fence`` in the legacy database and capture it: the end-to-end marker
@@ -285,6 +296,57 @@ class CaptureConfig(_Strict):
     """Extra Debezium connector properties; they win over crossfade's defaults. Values whose key
     names a password, secret, token or credential are secrets (redacted everywhere; rendered for
     Kafka Connect as environment references)."""
+
+    @field_validator("load_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        time_zone(v)
+        return v
+
+    @model_validator(mode="after")
+    def _windows(self) -> CaptureConfig:
+        for w in self.load_windows:
+            parse_load_window(w, self.load_timezone)
+        return self
+
+
+def time_zone(name: str) -> Any:
+    """The ``zoneinfo.ZoneInfo`` of an IANA name; ValueError naming it when unknown."""
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"names an unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin or UTC)"
+        ) from None
+
+
+_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*$")
+
+
+def parse_load_window(text: str, zone: str) -> tuple[int, int, str]:
+    """``"22:00-06:00 [Zone/Name]"`` -> (start minute of the day, end minute, zone name; ``zone``
+    when the text names none). ValueError naming the text when it is not one."""
+    m = _WINDOW.match(text)
+    bad = (
+        f"has a window {text!r} that is not HH:MM-HH:MM with an optional IANA zone "
+        '(e.g. "22:00-06:00" or "22:00-06:00 Europe/Berlin")'
+    )
+    if m is None:
+        raise ValueError(bad)
+    h1, m1, h2, m2 = (int(g) for g in m.groups()[:4])
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(bad)
+    name = m.group(5) or zone
+    try:
+        time_zone(name)
+    except ValueError:
+        raise ValueError(
+            f"has a window {text!r} naming an unknown time zone {name!r} "
+            "(an IANA name, e.g. Europe/Berlin or UTC)"
+        ) from None
+    return h1 * 60 + m1, (h2 * 60 + m2) % 1440, name
 
 
 class SyncConfig(_Strict):

@@ -131,6 +131,22 @@ SLOT_ACTIVE = Gauge(
     "1 when a connection (Debezium) streams from the replication slot, 0 when it is idle or absent.",
     ["slot"],
 )
+LOAD_PAUSED = Gauge(
+    "crossfade_capture_load_paused",
+    "1 while the initial load (COPY or Debezium's snapshot) waits outside capture.load_windows, "
+    "else 0.",
+)
+LOAD_NEXT_WINDOW = Gauge(
+    "crossfade_capture_load_next_window_seconds",
+    "Seconds until the next load window opens while the initial load waits for it (0: inside a "
+    "window, no windows, or no load).",
+)
+PAUSED = Gauge(
+    "crossfade_paused",
+    "1 while an operator holds the component with `crossfade pause` (capture: Debezium's slot "
+    "retains WAL; sync: nothing is applied), as this process last read it, else 0.",
+    ["component"],
+)
 SOURCE_ROWS = Gauge(
     "crossfade_source_table_rows_estimate",
     "Live rows of each source table as PostgreSQL's statistics estimate them (n_live_tup).",
@@ -307,6 +323,9 @@ EXPORTED_BY: dict[str, tuple[Any, ...]] = {
         SLOT_RETAINED_WAL,
         SLOT_ACTIVE,
         SOURCE_ROWS,
+        LOAD_PAUSED,
+        LOAD_NEXT_WINDOW,
+        PAUSED,
     ),
     "sync": (
         SYNC_EVENTS_APPLIED,
@@ -324,6 +343,7 @@ EXPORTED_BY: dict[str, tuple[Any, ...]] = {
         DEAD_LETTERED,
         FILTERED,
         DEFERRED,
+        PAUSED,
     ),
     "console": (
         CUTOVER_GATE_OK,
@@ -456,6 +476,7 @@ def init_labels(settings: Settings, components: Iterable[str] = COMPONENTS) -> N
             for rule in DLQ_RULES:
                 DEAD_LETTERED.labels(table=table, rule=rule)
     for component in components & set(COMPONENTS):
+        PAUSED.labels(component=component)
         for reason in ("database", "broker", "other"):
             RETRIES.labels(component=component, reason=reason)
         for kind in ("transient", "terminal"):

@@ -38,6 +38,7 @@ def _ctx(settings: Settings | None = None, **evidence: Any) -> gate_model.Contex
             "fences": [],
             "meta": {},
             "rewind": None,
+            "control": [],
             **evidence,
         }
     )
@@ -250,3 +251,16 @@ def test_stale_and_unknown_are_never_green_in_the_metrics() -> None:
         )
         == 3.0
     )
+
+
+def test_alive_refuses_go_while_an_operator_paused_a_component() -> None:
+    """crossfade pause: the heartbeats may all be fresh, the gate still names the pause."""
+    from datetime import UTC, datetime
+
+    from crossfade.target.control import Control
+
+    held = Control("sync", True, "alice", "index rebuild", datetime(2026, 12, 4, 8, 40, tzinfo=UTC))
+    r = _alive(_ctx(hb=[_capture(), _sync()], control=[held]))
+    assert r.state == "failed"
+    assert "sync PAUSED by alice at 2026-12-04 08:40 UTC (index rebuild)" in r.detail
+    assert "`crossfade resume sync` first" in r.detail

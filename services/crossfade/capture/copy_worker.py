@@ -11,8 +11,9 @@ It imports nothing but psycopg and speaks JSON lines (stdin: orders, stdout: ans
 - first line in: ``{"source": conninfo, "target": conninfo, "source_timeout": s, "target_timeout": s,
   "snapshot": name, "session": sql}``; it connects to both, imports the exported snapshot in a ``REPEATABLE READ``
   transaction and answers ``{"imported": true}``;
-- then per chunk in: ``{"source_sql": "COPY (...) TO STDOUT", "target_sql": "COPY ... FROM STDIN"}``;
-  it relays the data (never parsed) and commits the target's transaction: ``{"rows": n}``;
+- then per chunk in: ``{"source_sql": "COPY (...) TO STDOUT", "target_sql": "COPY ... FROM STDIN",
+  "rate": rows/s}``; it relays the data (never parsed; at most ``rate`` rows per second when > 0)
+  and commits the target's transaction: ``{"rows": n}``;
 - end of input: it ends the source transaction and exits 0.
 
 Any failure answers ``{"error": "one line", "at": "what it was doing"}`` and exits 1. When its parent
@@ -48,14 +49,26 @@ def _watch_parent(parent: int) -> None:
 
 
 def relay(
-    src: psycopg.Connection, tgt: psycopg.Connection, source_sql: str, target_sql: str
+    src: psycopg.Connection,
+    tgt: psycopg.Connection,
+    source_sql: str,
+    target_sql: str,
+    rate: float = 0.0,
 ) -> int:
-    """One chunk: COPY data passed on in blocks as it comes, in one target transaction."""
+    """One chunk: COPY data passed on in blocks as it comes, in one target transaction. ``rate``
+    > 0: at most that many rows per second (``capture.load_rate``'s share of this stream): the
+    relay sleeps whenever it is ahead, so the source is read no faster."""
+    t0, rows, step = time.monotonic(), 0, max(1, int(rate) // 20) if rate > 0 else 0
     with tgt.transaction(), tgt.cursor() as tc, src.cursor() as sc:
         with sc.copy(source_sql) as out, tc.copy(target_sql) as inp:  # noqa: SIM117
             buf = bytearray()  # psycopg hands over one row per read: pass them on in blocks
             for data in out:
                 buf += data
+                rows += 1
+                if step and rows % step == 0:
+                    ahead = rows / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
                 if len(buf) >= _BLOCK:
                     inp.write(buf)
                     buf = bytearray()
@@ -87,7 +100,11 @@ def main() -> int:
         for line in sys.stdin:
             chunk = json.loads(line)
             at = "copying " + chunk.get("label", "a chunk")
-            _answer(rows=relay(src, tgt, chunk["source_sql"], chunk["target_sql"]))
+            _answer(
+                rows=relay(
+                    src, tgt, chunk["source_sql"], chunk["target_sql"], chunk.get("rate") or 0.0
+                )
+            )
         src.rollback()
         src.close()
         tgt.close()

@@ -57,6 +57,7 @@ from psycopg import sql
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
 from crossfade.capture.connector import captured_tables
+from crossfade.capture.pacing import Pacer, Schedule
 from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
@@ -153,11 +154,17 @@ class CopyLoad:
         on_slot: Callable[[int], None] = lambda lsn: None,
         before_done: Callable[[int], None] = lambda lsn: None,
         on_slot_free: Callable[[int], None] = lambda lsn: None,
+        pacer: Pacer | None = None,
     ) -> None:
         """``on_slot(S)`` runs once the slot exists, before any row is copied (capture persists
         the snapshot floor there); ``on_slot_free(S)`` once every COPY stream has imported the
         snapshot and the exporting connection is closed (Debezium may take the slot);
-        ``before_done(S)`` after every row is committed, before the load is marked done."""
+        ``before_done(S)`` after every row is committed, before the load is marked done.
+        ``pacer``: off-peak windows and the rate cap (:mod:`crossfade.capture.pacing`): the load
+        begins only inside a window, each COPY stream takes its next chunk only inside one (a
+        chunk in flight completes), and each stream copies at most its share of the cap."""
+        self.pacer = pacer or Pacer(Schedule(), None)
+        self.streams = 1
         self.settings = settings
         self.state = state
         self.cap = settings.capture
@@ -259,86 +266,99 @@ class CopyLoad:
     def _chunks(self, src: psycopg.Connection, shapes: dict[str, Any], pos: int) -> list[Chunk]:
         out: list[Chunk] = []
         for table, shape in shapes.items():
-            schema, name = table.split(".", 1)
-            have = {
-                r[0]: (r[1], r[2])
-                for r in src.execute(
-                    "SELECT attname, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute "
-                    "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                    (sql.Identifier(schema, name).as_string(src),),
-                ).fetchall()
-            }
-            cols = [c.name for c in shape.columns if c.name in have]
-            # binary COPY (about a third faster to parse) when both ends have the same built-in
-            # types: a user type's binary form names its OID (enum arrays, composites), which
-            # differs between the two databases
-            binary = all(
-                have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql
-                for c in shape.columns
-                if c.name in have
+            out.extend(self._table_chunks(src, table, shape, pos))
+        return out
+
+    @staticmethod
+    def _columns(src: psycopg.Connection, table: str, shape: Any) -> tuple[list[str], bool]:
+        """The shape's columns the source has, and whether binary COPY reads them exactly."""
+        schema, name = table.split(".", 1)
+        have = {
+            r[0]: (r[1], r[2])
+            for r in src.execute(
+                "SELECT attname, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (sql.Identifier(schema, name).as_string(src),),
+            ).fetchall()
+        }
+        cols = [c.name for c in shape.columns if c.name in have]
+        # binary COPY (about a third faster to parse) when both ends have the same built-in
+        # types: a user type's binary form names its OID (enum arrays, composites), which
+        # differs between the two databases
+        binary = all(
+            have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql
+            for c in shape.columns
+            if c.name in have
+        )
+        return cols, binary
+
+    def _table_chunks(
+        self, src: psycopg.Connection, table: str, shape: Any, pos: int
+    ) -> list[Chunk]:
+        """One table's COPY chunks: one stream (append-only, small or not a plain heap), else
+        block ranges of :data:`CHUNK_PAGES`."""
+        schema, name = table.split(".", 1)
+        cols, binary = self._columns(src, table, shape)
+        fmt = sql.SQL(" (FORMAT binary)" if binary else "")
+        log.debug("COPY %s in %s format", table, "binary" if binary else "text")
+        ident = sql.Identifier(schema, name)
+        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
+        if not shape.pk:
+            # append-only, one stream: identical rows collapse by content hash, as through Debezium
+            h = sql.SQL("md5(ROW({})::text)").format(col_list)
+            source_sql = sql.SQL(
+                "COPY (SELECT DISTINCT ON (_cf_h) {cols}, {pos}::numeric, _cf_h FROM "
+                "(SELECT {cols}, {h} AS _cf_h FROM {t}) x) TO STDOUT"
+            ).format(cols=col_list, pos=sql.Literal(str(pos)), h=h, t=ident)
+            target_sql = sql.SQL("COPY {} ({}, {}, {}) FROM STDIN").format(
+                ident, col_list, sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
             )
-            fmt = sql.SQL(" (FORMAT binary)" if binary else "")
-            log.debug("COPY %s in %s format", table, "binary" if binary else "text")
-            ident = sql.Identifier(schema, name)
-            col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
-            append_only = not shape.pk
-            if append_only:
-                # one stream: identical rows collapse by content hash, as through Debezium
-                h = sql.SQL("md5(ROW({})::text)").format(col_list)
-                source_sql = sql.SQL(
-                    "COPY (SELECT DISTINCT ON (_cf_h) {cols}, {pos}::numeric, _cf_h FROM "
-                    "(SELECT {cols}, {h} AS _cf_h FROM {t}) x) TO STDOUT"
-                ).format(cols=col_list, pos=sql.Literal(str(pos)), h=h, t=ident)
-                target_sql = sql.SQL("COPY {} ({}, {}, {}) FROM STDIN").format(
-                    ident, col_list, sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
+            return [Chunk(table, source_sql, target_sql, table)]
+        target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(
+            ident, col_list, sql.Identifier(POS_COLUMN), fmt
+        )
+        row = src.execute(
+            "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
+            "FROM pg_class c WHERE c.oid = %s::regclass",
+            (ident.as_string(src),),
+        ).fetchone()
+        assert row is not None
+        relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
+        select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(
+            col_list, sql.Literal(str(pos)), ident
+        )
+        if relkind != "r" or has_children or pages <= CHUNK_PAGES:
+            source_sql = sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt)
+            return [Chunk(table, source_sql, target_sql, table)]
+        # block ranges; the last one is open-ended (the relation size is read at the snapshot,
+        # but a page count is only a partition of ctids: any block past it is in the last range)
+        out: list[Chunk] = []
+        starts = list(range(0, pages, CHUNK_PAGES))
+        for i, start in enumerate(starts):
+            lo = sql.Literal(f"({start},0)")
+            if i + 1 < len(starts):
+                cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
+                    lo, sql.Literal(f"({starts[i + 1]},0)")
                 )
-                out.append(Chunk(table, source_sql, target_sql, table))
-                continue
-            target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(
-                ident, col_list, sql.Identifier(POS_COLUMN), fmt
-            )
-            row = src.execute(
-                "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
-                "FROM pg_class c WHERE c.oid = %s::regclass",
-                (ident.as_string(src),),
-            ).fetchone()
-            assert row is not None
-            relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
-            select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(
-                col_list, sql.Literal(str(pos)), ident
-            )
-            if relkind != "r" or has_children or pages <= CHUNK_PAGES:
-                out.append(
-                    Chunk(
-                        table,
-                        sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt),
-                        target_sql,
-                        table,
-                    )
-                )
-                continue
-            # block ranges; the last one is open-ended (the relation size is read at the snapshot,
-            # but a page count is only a partition of ctids: any block past it is in the last range)
-            starts = list(range(0, pages, CHUNK_PAGES))
-            for i, start in enumerate(starts):
-                lo = sql.Literal(f"({start},0)")
-                if i + 1 < len(starts):
-                    cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
-                        lo, sql.Literal(f"({starts[i + 1]},0)")
-                    )
-                else:
-                    cond = sql.SQL("ctid >= {}::tid").format(lo)
-                out.append(
-                    Chunk(
-                        table,
-                        sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt),
-                        target_sql,
-                        f"{table}#{i}",
-                    )
-                )
+            else:
+                cond = sql.SQL("ctid >= {}::tid").format(lo)
+            source_sql = sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt)
+            out.append(Chunk(table, source_sql, target_sql, f"{table}#{i}"))
         return out
 
     # -- workers --------------------------------------------------------------------------------
+    def _first_order(self, snapshot: str) -> dict[str, Any]:
+        """A COPY worker's first order: where to connect and which snapshot to import."""
+        s = self.settings
+        return {
+            "source": s.source.conninfo,
+            "target": s.target.conninfo,
+            "source_timeout": s.source.connect_timeout_s,
+            "target_timeout": s.target.connect_timeout_s,
+            "snapshot": snapshot,
+            "session": _SESSION,
+        }
+
     def _worker(
         self,
         snapshot: str,
@@ -348,7 +368,6 @@ class CopyLoad:
     ) -> None:
         """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
         and waits (never holding the interpreter lock while the rows flow)."""
-        s = self.settings
         try:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "crossfade.capture.copy_worker"],
@@ -377,18 +396,11 @@ class CopyLoad:
             return answer
 
         try:
-            ask(
-                {
-                    "source": s.source.conninfo,
-                    "target": s.target.conninfo,
-                    "source_timeout": s.source.connect_timeout_s,
-                    "target_timeout": s.target.connect_timeout_s,
-                    "snapshot": snapshot,
-                    "session": _SESSION,
-                }
-            )
+            ask(self._first_order(snapshot))
             imported.wait()
             while not errors:
+                if self.pacer.wait_window():  # outside the windows: hold before the next chunk
+                    raise CrossfadeError("capture stopped during the initial COPY load")
                 try:
                     chunk = work.get_nowait()
                 except queue.Empty:
@@ -399,6 +411,7 @@ class CopyLoad:
                             "source_sql": chunk.source_sql.as_string(),
                             "target_sql": chunk.target_sql.as_string(),
                             "label": chunk.label,
+                            "rate": self.pacer.rate / self.streams,
                         }
                     )["rows"]
                 )
@@ -423,6 +436,8 @@ class CopyLoad:
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
+        if self.pacer.wait_window():  # nothing is held on the legacy side before a window opens
+            raise CrossfadeError("capture stopped before the initial load's window opened")
         t0 = time.monotonic()
         with connect(s.source, "source") as src:
             self._ensure_publication(src)
@@ -447,7 +462,8 @@ class CopyLoad:
             work: queue.Queue[Chunk] = queue.Queue()
             for c in chunks:
                 work.put(c)
-            n = max(1, min(self.workers, len(chunks)))
+            n = self.streams = max(1, min(self.workers, len(chunks)))
+            self.total_chunks = len(chunks)
             errors: list[BaseException] = []
             imported = threading.Barrier(n + 1)
             threads = [
@@ -511,6 +527,7 @@ class LoadGate:
         self.error: BaseException | None = None
         self._slot = threading.Event()
         self._loaded = threading.Event()
+        self.load = load
         self._on_error = on_error
         if load is None:
             self._slot.set()

@@ -21,7 +21,6 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import logging
@@ -38,7 +37,9 @@ from confluent_kafka import KafkaError, Producer
 from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
+from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -147,6 +148,9 @@ class ChangeProducer:
         self._floor_file: Path | None = None
         self.stream_lsn = 0
         """Highest LSN of a streamed record seen (incremental snapshot rows are placed at it)."""
+        self.pacer: Pacer | None = None
+        """Off-peak pacing of Debezium's snapshot (set by :class:`CaptureService`)."""
+        self._window_checked = False
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
@@ -324,91 +328,22 @@ class ChangeProducer:
         log.info("snapshot complete at LSN %s; sweep markers sent", format_lsn(lsn))
 
     def handle(self, records: Any) -> None:
-        """Produce one Debezium batch and wait for the broker's acknowledgements."""
+        """Produce one Debezium batch and wait for the broker's acknowledgements.
+
+        Off-peak pacing of Debezium's snapshot (``capture.load_windows``/``load_rate``, when
+        Debezium loads) happens here, by holding this handler: a batch with snapshot rows waits
+        for a window before its first snapshot row is produced, and after a batch the rate cap's
+        debt is waited out before returning. Debezium then blocks too (its snapshot reader stops
+        at its full queue), with its snapshot transaction open: nothing is acknowledged, nothing
+        is skipped, and the load resumes with the next row. Holding the handler is the only way
+        to slow an embedded Debezium from outside it, and it keeps the commit order above."""
         t0 = time.monotonic()
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
         rows = self._reader.read(records)
-        for dest, raw_key, raw_value, key_schema, value_schema in rows:
-            if dest.startswith("__debezium-heartbeat"):
-                self.stats.heartbeats += 1
-                self._sweep_if_snapshot_ended()
-                continue
-            if dest == self.signal_topic:
-                # Debezium's signals and incremental-snapshot window markers are its own business;
-                # only their stream position counts (see the incremental case below)
-                if raw_value is not None:
-                    self._note_stream_lsn(self._payload(raw_value, value_schema))
-                continue
-            if dest == self.fence_topic:
-                if raw_value is not None:
-                    fence = self._payload(raw_value, value_schema)
-                    self._note_stream_lsn(fence)
-                    self._sweep_if_snapshot_ended()
-                    self._broadcast_fence(fence)
-                continue
-            key_bytes, _ = self._encode(raw_key, f"{dest}-key", key_schema)
-            value_bytes, payload = self._encode(raw_value, f"{dest}-value", value_schema)
-            headers = self._headers
-            snap_last = False
-            if payload is not None and str(
-                (payload.get("source") or {}).get("origin") or ""
-            ).startswith(ORIGIN_PREFIX):
-                # written by a crossfade sync (the other direction): sending it back would echo
-                self.stats.echoes_skipped += 1
-                continue
-            if payload is not None:
-                source = payload.get("source") or {}
-                self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)
-                snap = source.get("snapshot")
-                lsn = int(source.get("lsn") or 0)
-                is_snapshot = snap in _SNAPSHOT_FLAGS
-                if snap == "incremental":
-                    # An incremental snapshot's row (verify --repair) carries no LSN. It was read
-                    # after the window-open marker was streamed, and every key changed while the
-                    # window was open was dropped from the chunk by Debezium, so it is at least as
-                    # new as the stream so far: it gets that position, as a snapshot row, and the
-                    # floor rises to it so that a transaction in flight across the read (streamed
-                    # later with an older LSN) still wins over it, as at the initial snapshot.
-                    lsn = max(self.stream_lsn, self.floor)
-                    self._set_floor(lsn)
-                    is_snapshot = True
-                elif is_snapshot:
-                    self.snapshot_lsn = lsn
-                    self._unswept_snapshot_lsn = lsn
-                    self._set_floor(lsn)
-                    snap_last = snap == "last"
-                else:
-                    self._sweep_if_snapshot_ended()
-                    self.stream_lsn = max(self.stream_lsn, lsn)
-                pos = position(lsn, snapshot=is_snapshot, floor=self.floor)
-                headers = [*headers, (POSITION_HEADER, str(pos).encode())]
-            kwargs: dict[str, Any] = {"headers": headers}
-            if key_bytes is None:
-                # truncate (no key): partition 0; its position watermark orders it against the
-                # other partitions' events (see sync.apply)
-                kwargs["partition"] = 0
-            try:
-                self.producer.produce(
-                    dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs
-                )
-            except BufferError:
-                self.producer.poll(1.0)
-                self.producer.produce(
-                    dest, key=key_bytes, value=value_bytes, on_delivery=self._on_delivery, **kwargs
-                )
-            except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
-                raise CrossfadeError(
-                    f"Kafka refused a change event of {len(value_bytes or b'')} bytes for {dest} ({exc})",
-                    "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
-                ) from None
-            self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
-            if payload is not None and self._unswept_snapshot_lsn is not None:
-                self.snapshot_rows[dest] = self.snapshot_rows.get(dest, 0) + 1
-            op = payload.get("op") if payload else None
-            counts[(dest, op)] = counts.get((dest, op), 0) + 1
-            self.producer.poll(0)
-            if snap_last:
-                self._sweep_if_snapshot_ended()
+        self._window_checked = False
+        snapshot_rows = 0
+        for row in rows:
+            snapshot_rows += self._produce_row(row, counts)
         t_flush = time.monotonic()
         self.flush()
         t1 = time.monotonic()
@@ -423,6 +358,122 @@ class ChangeProducer:
                 self.progress.finish()
             elif self.snapshot_rows:
                 self.progress.update(self.snapshot_rows)
+        if snapshot_rows and self.pacer is not None and self.pacer.admit(snapshot_rows):
+            raise CrossfadeError("capture stopped while its snapshot waited (capture.load_rate)")
+
+    def _control_row(self, dest: str, raw_value: Any, value_schema: Any) -> bool:
+        """Debezium's heartbeats, signals and the fence table: handled here (True), not produced
+        as change events."""
+        if dest.startswith("__debezium-heartbeat"):
+            self.stats.heartbeats += 1
+            self._sweep_if_snapshot_ended()
+            return True
+        if dest == self.signal_topic:
+            # Debezium's signals and incremental-snapshot window markers are its own business;
+            # only their stream position counts (see the incremental case below)
+            if raw_value is not None:
+                self._note_stream_lsn(self._payload(raw_value, value_schema))
+            return True
+        if dest == self.fence_topic:
+            if raw_value is not None:
+                fence = self._payload(raw_value, value_schema)
+                self._note_stream_lsn(fence)
+                self._sweep_if_snapshot_ended()
+                self._broadcast_fence(fence)
+            return True
+        return False
+
+    def _wait_for_window(self) -> None:
+        """Before a batch's first snapshot row: hold until a load window is open."""
+        if self._window_checked or self.pacer is None:
+            return
+        self._window_checked = True
+        if self.pacer.wait_window():
+            raise CrossfadeError("capture stopped while its snapshot waited for a load window")
+
+    def _place(self, payload: dict[str, Any]) -> tuple[int, bool]:
+        """The record's position (see :func:`crossfade.events.model.position`) and whether it is
+        the snapshot's last row; moves the floor and the stream position."""
+        source = payload.get("source") or {}
+        self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)
+        snap = source.get("snapshot")
+        lsn = int(source.get("lsn") or 0)
+        is_snapshot = snap in _SNAPSHOT_FLAGS
+        snap_last = False
+        if snap == "incremental":
+            # An incremental snapshot's row (verify --repair) carries no LSN. It was read
+            # after the window-open marker was streamed, and every key changed while the
+            # window was open was dropped from the chunk by Debezium, so it is at least as
+            # new as the stream so far: it gets that position, as a snapshot row, and the
+            # floor rises to it so that a transaction in flight across the read (streamed
+            # later with an older LSN) still wins over it, as at the initial snapshot.
+            lsn = max(self.stream_lsn, self.floor)
+            self._set_floor(lsn)
+            is_snapshot = True
+        elif is_snapshot:
+            self._wait_for_window()
+            self.snapshot_lsn = lsn
+            self._unswept_snapshot_lsn = lsn
+            self._set_floor(lsn)
+            snap_last = snap == "last"
+        else:
+            self._sweep_if_snapshot_ended()
+            self.stream_lsn = max(self.stream_lsn, lsn)
+        return position(lsn, snapshot=is_snapshot, floor=self.floor), snap_last
+
+    def _produce_row(self, row: Any, counts: dict[tuple[str, str | None], int]) -> int:
+        """Produce one record of a batch; 1 when it was a row of the initial snapshot."""
+        dest, raw_key, raw_value, key_schema, value_schema = row
+        if self._control_row(dest, raw_value, value_schema):
+            return 0
+        key_bytes, _ = self._encode(raw_key, f"{dest}-key", key_schema)
+        value_bytes, payload = self._encode(raw_value, f"{dest}-value", value_schema)
+        headers = self._headers
+        snap_last = False
+        if payload is not None and str(
+            (payload.get("source") or {}).get("origin") or ""
+        ).startswith(ORIGIN_PREFIX):
+            # written by a crossfade sync (the other direction): sending it back would echo
+            self.stats.echoes_skipped += 1
+            return 0
+        if payload is not None:
+            pos, snap_last = self._place(payload)
+            headers = [*headers, (POSITION_HEADER, str(pos).encode())]
+        kwargs: dict[str, Any] = {"headers": headers}
+        if key_bytes is None:
+            # truncate (no key): partition 0; its position watermark orders it against the
+            # other partitions' events (see sync.apply)
+            kwargs["partition"] = 0
+        self._send(dest, key_bytes, value_bytes, kwargs)
+        self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
+        loaded = 0
+        if payload is not None and self._unswept_snapshot_lsn is not None:
+            self.snapshot_rows[dest] = self.snapshot_rows.get(dest, 0) + 1
+            loaded = int((payload.get("source") or {}).get("snapshot") in _SNAPSHOT_FLAGS)
+        op = payload.get("op") if payload else None
+        counts[(dest, op)] = counts.get((dest, op), 0) + 1
+        self.producer.poll(0)
+        if snap_last:
+            self._sweep_if_snapshot_ended()
+        return loaded
+
+    def _send(
+        self, dest: str, key: bytes | None, value: bytes | None, kwargs: dict[str, Any]
+    ) -> None:
+        try:
+            self.producer.produce(
+                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
+            )
+        except BufferError:
+            self.producer.poll(1.0)
+            self.producer.produce(
+                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
+            )
+        except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
+            raise CrossfadeError(
+                f"Kafka refused a change event of {len(value or b'')} bytes for {dest} ({exc})",
+                "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
+            ) from None
 
     @property
     def snapshot_running(self) -> bool:
@@ -477,6 +528,8 @@ class CaptureService:
         self.ready = threading.Event()
         self.gate: LoadGate | None = None
         self.worker_id = f"capture-{uuid.uuid4().hex[:8]}"
+        self.pause = PauseHold(self.stopping)  # crossfade pause capture (capture/heartbeat.py)
+        self.pacer = Pacer.from_settings(settings, wait=self.stopping.wait, held=self.pause.held)
 
     def prepare(self) -> Path:
         """Preflight and Kafka setup; return the Debezium offsets file for this epoch."""
@@ -528,13 +581,16 @@ class CaptureService:
 
         assert self.producer is not None  # prepare() sets it
         handle = self.producer.handle  # bound here: the handler class below sees it narrowed
+        self.producer.pacer = self.pacer
         gate = self.gate = self._copy_load(offsets)
         stopping = self.stopping
+        hold = self.pause.hold
 
         class _Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
                 if gate is not None:
                     gate.wait_loaded(stopping)  # nothing streamed goes out before the load
+                hold()  # crossfade pause capture: before the batch, never inside it
                 handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
@@ -550,11 +606,19 @@ class CaptureService:
             props["snapshot.mode"] = (
                 "no_data"  # the rows go straight to the target: stream from the slot
             )
-            gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
+        metrics.SlotPoller(self.settings, self.stopping).start()  # retained WAL, own connection
+        # the sync_alive gate's evidence, in the target database; also where the pause is read
+        # and the load's progress reported, so it starts before a load that waits for a window
+        CaptureHeartbeat(self).start()
+        if gate is not None:
+            try:
+                gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
+            except CrossfadeError:
+                if self.stopping.is_set():
+                    return
+                raise
         self.engine = bulk_engine(props, _Handler(), jvm_opts)
         self.ready.set()
-        metrics.SlotPoller(self.settings, self.stopping).start()  # retained WAL, own connection
-        CaptureHeartbeat(self).start()  # the sync_alive gate's evidence, in the target database
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
             self.engine.run()
@@ -597,7 +661,13 @@ class CaptureService:
             producer._emit_sweeps(lsn)
             producer.producer.poll(0)
 
-        load = CopyLoad(s, state, on_slot=floor_and_sweep, before_done=lambda lsn: producer.flush())
+        load = CopyLoad(
+            s,
+            state,
+            on_slot=floor_and_sweep,
+            before_done=lambda lsn: producer.flush(),
+            pacer=self.pacer,
+        )
         return LoadGate(load, on_error=self._abort_engine)
 
     def _abort_engine(self) -> None:
@@ -609,75 +679,6 @@ class CaptureService:
         self.stopping.set()
         if self.engine is not None:
             self.engine.close()
-
-
-class CaptureHeartbeat:
-    """Writes capture's heartbeat to ``<bookkeeping>.heartbeats`` in the target database every
-    ``sync.heartbeat_interval_s``, from a daemon thread with its own connection: when Debezium
-    last delivered a batch (its heartbeats included), whether the initial COPY load still runs.
-    The row goes when capture stops cleanly; a killed capture leaves it to age (the gate then
-    says capture stopped). A target that does not answer is retried at the next interval."""
-
-    def __init__(self, service: CaptureService) -> None:
-        self.service = service
-        self.settings = service.settings
-        self._owner = threading.current_thread()
-        self._thread = threading.Thread(target=self._run, name="capture-heartbeat", daemon=True)
-
-    def start(self) -> CaptureHeartbeat:
-        self._thread.start()
-        return self
-
-    def beat(self, conn: Any) -> None:
-        from crossfade.target.store import Heartbeat, write_heartbeat
-
-        svc = self.service
-        st = svc.producer.stats if svc.producer is not None else None
-        gate = svc.gate
-        detail: dict[str, Any] = {
-            "epoch": svc.epoch,
-            "loading": bool(gate is not None and not gate.loaded),
-            "snapshot_done": bool(st and st.snapshot_done),
-            "last_batch_age_s": round(time.time() - st.last_batch_at, 1)
-            if st and st.last_batch_at
-            else None,
-            "debezium_heartbeats": st.heartbeats if st else 0,
-        }
-        write_heartbeat(
-            conn,
-            self.settings.sync.bookkeeping_schema,
-            Heartbeat(svc.worker_id, "capture", detail=detail),
-        )
-
-    def _run(self) -> None:
-        import psycopg
-
-        from crossfade.target.store import drop_heartbeat, ensure_schema
-
-        bk = self.settings.sync.bookkeeping_schema
-        conn: Any = None
-        every = self.settings.sync.heartbeat_interval_s
-        while not self.service.stopping.is_set() and self._owner.is_alive():
-            try:
-                if conn is None or conn.closed or conn.broken:
-                    conn = psycopg.connect(
-                        self.settings.target.conninfo,
-                        autocommit=True,
-                        connect_timeout=self.settings.target.connect_timeout_s,
-                        application_name="crossfade-capture-heartbeat",
-                    )
-                    ensure_schema(conn, bk)
-                self.beat(conn)
-            except psycopg.Error as exc:
-                log.debug("capture heartbeat not written: %s", exc)
-                if conn is not None:
-                    conn.close()
-                    conn = None
-            self.service.stopping.wait(every)
-        if conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                drop_heartbeat(conn, bk, self.service.worker_id)
-            conn.close()
 
 
 def _java_message(exc: BaseException) -> str:

@@ -33,6 +33,8 @@ def _alive(ctx: Context) -> Alive:
     out.problems += _capture_problems(ctx, ages)
     out.problems += _slot_problems(ctx)
     _sync_problems(ctx, out, ages)
+    # crossfade pause: nothing flows, whatever the heartbeats say
+    out.problems += [f"{c.line()}: `crossfade resume {c.component}` first" for c in ctx.paused]
     n = ctx.unfinished_replays()
     if n:
         out.problems.append(f"a rewind's replay is still running on {n} partition(s)")

@@ -30,6 +30,7 @@ from crossfade.target.store import (
     stored_offsets,
     unfinished_replays,
 )
+from crossfade.target.control import Control, paused_components
 
 
 class Context:
@@ -66,6 +67,11 @@ class Context:
     @property
     def ledger(self) -> LedgerCounts:
         return self._once("ledger", lambda: ledger_counts(self.tgt, self.bk))
+
+    @property
+    def paused(self) -> list[Control]:
+        """Components an operator paused (``crossfade pause``): never GO while one is."""
+        return self._once("control", lambda: paused_components(self.tgt, self.bk))
 
     @property
     def fences(self) -> list[FenceRun]:

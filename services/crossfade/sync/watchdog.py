@@ -70,6 +70,8 @@ class WorkerView:
     generation_started: Callable[[], float]
     """``time.monotonic()`` of this worker's last revocation (or subscription): claims made after
     it belong to the current generation of the group."""
+    paused: Callable[[], bool] = lambda: False
+    """``crossfade pause sync`` holds this worker (no progress is expected: none is a stall)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +209,13 @@ class TableWatch:
             stored = rows[tp][0] if tp in rows else 0
             end = ends.get(tp)
             seen = self._progress.get(tp)
-            if end is None or end <= stored or seen is None or seen[0] != stored:
+            if (
+                end is None
+                or end <= stored
+                or seen is None
+                or seen[0] != stored
+                or self.view.paused()
+            ):
                 self._progress[tp] = (stored, now)
             elif stuck is None and now - seen[1] >= self.stall_after_s:
                 stuck = Finding(

@@ -77,6 +77,7 @@ from crossfade.sync.mapped import (
     write_ledger,
 )
 from crossfade.sync.origin import tag_session
+from crossfade.sync.pause import PauseHook
 from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
@@ -186,6 +187,7 @@ class SyncWorker:
         Records without crossfade's position header (Kafka Connect) are positioned above it."""
         self._floors_moved: set[tuple[str, int]] = set()
         self._next_heartbeat = 0.0
+        self.pause = PauseHook(self.bk)  # crossfade pause sync (sync/pause.py)
         self._next_counts = 0.0
         self._lag_low: int | None = None
         self._lag_low_at = time.monotonic()
@@ -365,7 +367,11 @@ class SyncWorker:
             client_conf=self.kafka.client_config(),
             target_conninfo=s.target.conninfo,
             connect_timeout_s=s.target.connect_timeout_s,
-            view=WorkerView(owned=self._owned, generation_started=lambda: self.generation_started),
+            view=WorkerView(
+                owned=self._owned,
+                generation_started=lambda: self.generation_started,
+                paused=lambda: self.pause.paused,
+            ),
             stall_after_s=s.sync.stall_after_s,
         ).start()
 
@@ -604,6 +610,7 @@ class SyncWorker:
                 self.meter.poll(self.consumer, self.owner, self.topics)
                 if time.monotonic() >= self._next_heartbeat:
                     self._heartbeat()
+                    self.pause.check(self.consumer, self._db)
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
@@ -672,6 +679,7 @@ class SyncWorker:
                 if self.stats.last_batch_at
                 else None,
                 "epoch": self.epoch,
+                "paused": self.pause.paused,
                 # records behind per topic (the console charts it per table)
                 "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
             },
