@@ -479,6 +479,7 @@ class CopyLoad:
                 t.start()
             with contextlib.suppress(threading.BrokenBarrierError):
                 imported.wait()
+            t_copy = time.monotonic()
             # every worker holds the snapshot now: the exporting connection may go, which frees
             # the slot for Debezium (a slot serves one replication connection at a time)
             rconn.close()
@@ -486,6 +487,7 @@ class CopyLoad:
                 self._on_slot_free(lsn)
             for t in threads:
                 t.join()
+            copy_s = time.monotonic() - t_copy  # the rows' own time (window waits included)
             if errors:
                 exc = errors[0]
                 if isinstance(exc, CrossfadeError):
@@ -503,6 +505,7 @@ class CopyLoad:
             slot=self.cap.slot_name,
             rows=self.rows,
             seconds=time.monotonic() - t0,
+            copy_seconds=copy_s,
         )
         total = sum(self.rows.values())
         dt = time.monotonic() - t0

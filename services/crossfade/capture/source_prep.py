@@ -482,6 +482,21 @@ class WalHeadroom:
             return f"{line}: no WAL written lately, headroom not estimable"
         return f"{line}: how long capture can stop is unknown"
 
+    def pause_cost(self) -> str:
+        """While capture is paused (``crossfade pause capture``): the WAL the slot retains and
+        how long the pause can last at the legacy's WAL rate, for one status line."""
+        held = (
+            f"the slot retains {_size(self.retained_bytes)} of WAL"
+            if self.retained_bytes is not None
+            else "no slot yet"
+        )
+        s = self.seconds
+        if s is None:
+            return f"{held}; how long the pause can last is unknown (WAL rate or free disk not readable)"
+        by_keep = self.free_bytes is None or self.room_bytes != self.free_bytes
+        which = "the slot is invalidated" if by_keep else "the disk fills"
+        return f"{held}; at the legacy's WAL rate the pause can last about {_duration(s)} before {which}"
+
     def as_dict(self) -> dict[str, object]:
         return {
             "rate_bytes_s": self.rate_bytes_s,
@@ -490,6 +505,7 @@ class WalHeadroom:
             "free_bytes": self.free_bytes,
             "max_slot_wal_keep_size_bytes": self.keep_size_bytes,
             "seconds": self.seconds,
+            "pause_cost": self.pause_cost(),
         }
 
 

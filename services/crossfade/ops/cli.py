@@ -18,7 +18,7 @@ import click
 
 from crossfade.config import Settings, public_view
 from crossfade.errors import CrossfadeError
-from crossfade.ops import cli_connector, cli_cutover, cli_schema, cli_source
+from crossfade.ops import cli_connector, cli_control, cli_cutover, cli_schema, cli_source
 from crossfade.ops.cli_common import config_option
 from crossfade.ops.cli_common import load_config as _settings
 from crossfade.ops.logs import setup_logging
@@ -661,6 +661,7 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
 # subcommands added instead of being replaced
 for _command in [
     *cli_connector.COMMANDS,
+    *cli_control.COMMANDS,
     *cli_cutover.COMMANDS,
     *cli_schema.COMMANDS,
     *cli_source.COMMANDS,

@@ -192,7 +192,7 @@ class ConsoleState:
             )
         ]
         counts: list[dict[str, Any]] = []
-        ledger = slot = forecast = None
+        ledger = slot = forecast = control = None
         lag: dict[str, int] = {}
         if tgt is not None:
             ctx = gate_model.Context(self.settings, src, tgt, estimate_above=_EXACT_COUNT_BELOW)
@@ -204,6 +204,7 @@ class ConsoleState:
             slot = attempt("replication slot", lambda: ctx.slot)
             forecast = attempt("downtime forecast", lambda: console_data.forecast(ctx))
             lag = attempt("consumer lag", lambda: console_data.behind(ctx)) or {}
+            control = attempt("pause state", lambda: console_data.control(ctx))
         bk = attempt("bookkeeping", self._bookkeeping) or {}
         now = time.time()
         tables = self._tables(counts, ledger, bk.get("stats", {}), lag, now)
@@ -219,6 +220,7 @@ class ConsoleState:
             verify=bk.get("verify"),
             checkpoints=bk.get("checkpoints"),
             forecast=forecast,
+            control=control,
             slot=slot,
             dlq={
                 "by_rule": bk.get("dead_letters", []),

@@ -174,3 +174,19 @@ def forecast(ctx: Context) -> dict[str, Any]:
     if out["fence_s"] is not None and out["verify_s"] is not None:
         out["seconds"] = round(out["fence_s"] + out["verify_s"], 1)
     return out
+
+
+def control(ctx: Context) -> dict[str, Any]:
+    """Pause and load state for people (``status``, the console): what an operator paused
+    (``crossfade pause``) and whether each running process has taken it up (its heartbeat says
+    it holds), and the initial load as capture reports it: rows so far, waiting for a window,
+    the next window."""
+    fresh = ctx.cfg.alive_fresh_s
+    live = [h for h in ctx.heartbeats if h.age_s <= fresh]
+    paused = []
+    for c in ctx.paused:
+        role = [h for h in live if h.role == c.component]
+        took = [h.worker_id for h in role if h.detail.get("paused")]
+        paused.append({**c.as_dict(), "workers": len(role), "holding": len(took)})
+    load = next((h.detail.get("load") for h in live if h.role == "capture"), None)
+    return {"paused": paused, "load": load}

@@ -24,6 +24,7 @@ from crossfade.config import Settings
 from crossfade.cutover import gate_model
 from crossfade.events.kafka import current_epoch
 from crossfade.events.model import format_lsn
+from crossfade.ops import console_data
 from crossfade.target.store import (
     LedgerCounts,
     StoredOffset,
@@ -78,6 +79,7 @@ def collect(settings: Settings) -> dict[str, Any]:
         if out["end_to_end"] is not None:
             out["end_to_end"]["sync_running"] = alive.sync_running
         out["wal"] = _wal(ctx.src, settings)
+        out["control"] = console_data.control(ctx)  # crossfade pause, the off-peak load
     try:
         out["epoch"] = current_epoch(
             settings.kafka.client_config(), settings.kafka.control_topic, timeout=3
@@ -185,6 +187,8 @@ def print_status(data: dict[str, Any], con: Console) -> None:
     the end-to-end lag, the gates, the partitions (:mod:`crossfade.textout`: whole names on a
     terminal, plain aligned text when piped). LSNs as PostgreSQL writes them (``X/Y``)."""
     sync_ = data["sync"]
+    for line in control_lines(data):
+        con.print(line, highlight=False)
     con.print(_sync_line(sync_), highlight=False)
     _tables_grid(data).print(con)
     e2e = data.get("end_to_end")
@@ -206,6 +210,39 @@ def print_status(data: dict[str, Any], con: Console) -> None:
     _partitions_grid(data).print(con)
     if data.get("kafka_error"):
         con.print(f"[yellow]Kafka:[/] {data['kafka_error']}", highlight=False)
+
+
+def control_lines(data: dict[str, Any]) -> list[str]:
+    """``crossfade pause`` and the off-peak load, first and in red where something is held:
+    who paused what and why, whether the running processes hold, for capture the WAL the slot
+    retains and how long the pause can last; the initial load's rows, window and cap."""
+    ctl = data.get("control") or {}
+    out = []
+    for p in ctl.get("paused") or []:
+        since = f" since {p['changed_at'][:16].replace('T', ' ')}" if p.get("changed_at") else ""
+        why = f" ({p['reason']})" if p.get("reason") else ""
+        line = (
+            f"[bold red]{p['component'].upper()} PAUSED[/] by {p['by']}{since}{why}: "
+            f"{p['holding']} of {p['workers']} running process(es) hold"
+        )
+        if p["component"] == "capture":
+            line += "; " + _pause_cost(data.get("wal") or {})
+        out.append(line + f" (`crossfade resume {p['component']}` continues)")
+    load = ctl.get("load")
+    if load:
+        colour = "yellow" if load.get("paused") else "white"
+        out.append(
+            f"[{colour}]initial load ({load['by']}): {load['total_rows']} rows so far; "
+            f"{load['summary']}[/]"
+        )
+    return out
+
+
+def _pause_cost(wal: dict[str, Any]) -> str:
+    """What a capture pause costs (:meth:`crossfade.capture.source_prep.WalHeadroom.pause_cost`)."""
+    if wal.get("error"):
+        return f"WAL retained unknown ({wal['error']})"
+    return str(wal.get("pause_cost") or "WAL retained unknown")
 
 
 def _sync_line(sync_: dict[str, Any]) -> str:

@@ -10,6 +10,10 @@ listed in ``tests/integration/fault_harness.py``; the ``pause_*`` points sleep
 ``CF_HOLD_TOPIC=<part of a topic name>`` with ``CF_HOLD_RELEASE=<file>``: the partitions of the
 matching topics are paused when assigned and resumed once the file exists, as when the worker
 holding them lags (FAULTS 38: a child's topic is consumed before its parent's).
+
+``CF_PACER_OFFSET_S=<seconds>``: capture's off-peak pacer reads a wall clock that far ahead of
+the real one (tests/integration/test_offpeak.py: a load window opens seconds after start, not
+at the next minute).
 """
 
 from __future__ import annotations
@@ -175,3 +179,21 @@ if _spec:
     _install(_point, int(_n or 1))
 if os.environ.get("CF_HOLD_TOPIC") and os.environ.get("CF_HOLD_RELEASE"):
     _install_hold(os.environ["CF_HOLD_TOPIC"], os.environ["CF_HOLD_RELEASE"])
+
+
+def _install_pacer_offset(offset_s: float) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from crossfade.capture import pacing
+
+    orig = pacing.Pacer.__init__
+
+    def init(self, *args, **kw):  # type: ignore[no-untyped-def]
+        kw.setdefault("wall", lambda: datetime.now(UTC) + timedelta(seconds=offset_s))
+        orig(self, *args, **kw)
+
+    pacing.Pacer.__init__ = init  # type: ignore[method-assign]
+
+
+if os.environ.get("CF_PACER_OFFSET_S"):
+    _install_pacer_offset(float(os.environ["CF_PACER_OFFSET_S"]))

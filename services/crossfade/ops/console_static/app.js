@@ -393,8 +393,26 @@ function renderCheckpoints(s) {
     el("p", { class: "note" }, "crossfade rewind --to NAME moves a stopped sync group back to one; sync then replays from there."));
 }
 
+// -- crossfade pause / off-peak load --------------------------------------------------------------
+function renderControl(s) {
+  const box = $("#control");
+  const c = s.control || { paused: [], load: null };
+  const lines = c.paused.map((p) => el("div", { class: "paused" },
+    `${p.component.toUpperCase()} PAUSED by ${p.by}${p.changed_at ? ` since ${fmtTime(p.changed_at)}` : ""}` +
+    `${p.reason ? ` (${p.reason})` : ""}: ${p.holding} of ${p.workers} running process(es) hold; ` +
+    `crossfade resume ${p.component} to continue`));
+  const l = c.load;
+  if (l) {
+    lines.push(el("div", { class: l.paused ? "paused" : "" },
+      `initial load (${l.by}): ${l.total_rows} rows so far; ${l.summary}`));
+  }
+  box.replaceChildren(...lines);
+  box.hidden = lines.length === 0;
+}
+
 // -- the rest ------------------------------------------------------------------------------------
 function render(s) {
+  renderControl(s);
   renderGates(s);
   renderForecast(s);
   renderTables(s);
