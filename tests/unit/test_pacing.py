@@ -111,3 +111,62 @@ def test_bad_settings_one_line(field: str, value: object, says: str) -> None:
         CaptureConfig.model_validate({field: value})
     msgs = validation_messages(err.value)
     assert len(msgs) == 1 and "\n" not in msgs[0] and says in msgs[0], msgs
+
+
+class _Producer:
+    """Stands in for confluent_kafka's Producer: records what was produced, and when."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def produce(self, topic: str, **kw: object) -> None:
+        self.log.append("produce")
+
+    def poll(self, timeout: float = 0) -> int:
+        return 0
+
+    def flush(self, timeout: float = 0) -> int:
+        return 0
+
+
+def test_debezium_snapshot_waits_for_its_window_and_pays_the_rate_after_the_batch() -> None:
+    """Debezium's snapshot path (initial_load: debezium): the handler holds before the batch's
+    first snapshot row while the window is closed, and after the batch for the rate cap."""
+    import json
+    from pathlib import Path
+
+    from crossfade.capture.service import ChangeProducer
+    from tests.unit.test_capture_batch import _Rec
+    from tests.unit.test_capture_encode import _Publisher, _settings
+
+    rec = json.loads((Path(__file__).with_name("debezium_record.json")).read_text())
+    log: list[str] = []
+    clock = [0.0]
+
+    def wait(s: float) -> bool:
+        log.append(f"wait {s:g}")
+        clock[0] += s
+        return False
+
+    pacer = Pacer(
+        Schedule.parse(["22:00-06:00"]),
+        2,
+        clock=lambda: clock[0],
+        wall=lambda: utc(21, 59) + timedelta(seconds=clock[0]),
+        wait=wait,
+    )
+    topics = {"cf.public.t": 1, "crossfade.public.t": 1}  # the record's, the sweep's
+    prod = ChangeProducer(_settings(), _Publisher(), topics)  # type: ignore[arg-type]
+    prod.producer = _Producer(log)  # type: ignore[assignment]
+    prod.pacer = pacer
+    prod.handle([_Rec("cf.public.t", rec["key"], rec["value"])] * 5)
+    # the window first (60 s of the injected clock), then five rows, then 5 rows at 2 rows/s
+    # with two of them the first second's burst: 1.5 s
+    assert log == ["wait 60", *["produce"] * 5, "wait 1.5"], log
+    # a streamed batch (no snapshot flag) is neither held by a window nor by the cap
+    streamed = json.loads(rec["value"])
+    streamed["payload"]["source"]["snapshot"] = "false"
+    log.clear()
+    clock[0] = 3600.0 * 10  # 07:59: outside the window
+    prod.handle([_Rec("cf.public.t", rec["key"], json.dumps(streamed))] * 3)
+    assert log == ["produce"] * 4, log  # the end-of-snapshot sweep marker, then the three
