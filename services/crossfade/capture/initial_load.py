@@ -433,6 +433,27 @@ class CopyLoad:
                 with contextlib.suppress(OSError):
                     pipe.close()
 
+    def _finish(self, lsn: int, t0: float, copy_s: float, streams: int) -> None:
+        """Step 5: the rows are committed; after ``before_done``, mark the load done."""
+        self._before_done(lsn)
+        dt = time.monotonic() - t0
+        total = sum(self.rows.values())
+        self.state.write(
+            lsn=lsn,
+            done=True,
+            slot=self.cap.slot_name,
+            rows=self.rows,
+            seconds=dt,
+            copy_seconds=copy_s,
+        )
+        log.info(
+            "initial load done: %d rows in %.1f s (%.0f rows/s, %d streams); Debezium streams from the slot",
+            total,
+            dt,
+            total / dt if dt else 0,
+            streams,
+        )
+
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:
         s = self.settings
@@ -498,24 +519,7 @@ class CopyLoad:
                 ) from exc
         finally:
             rconn.close()
-        self._before_done(lsn)
-        self.state.write(
-            lsn=lsn,
-            done=True,
-            slot=self.cap.slot_name,
-            rows=self.rows,
-            seconds=time.monotonic() - t0,
-            copy_seconds=copy_s,
-        )
-        total = sum(self.rows.values())
-        dt = time.monotonic() - t0
-        log.info(
-            "initial load done: %d rows in %.1f s (%.0f rows/s, %d streams); Debezium streams from the slot",
-            total,
-            dt,
-            total / dt if dt else 0,
-            n,
-        )
+        self._finish(lsn, t0, copy_s, n)
         return lsn
 
 
