@@ -118,9 +118,9 @@ def test_load_window_rate_cap_then_pause_and_resume(
     stack.assert_equal()
     state = json.loads(next(Path(stack.settings.capture.state_dir).glob("load-*.json")).read_text())
     assert state["done"] and state["rows"] == {"public.items": 6000}
-    # 2000 rows/s: 6000 rows cannot be copied in less than ~3 s; loosely, at least 2 (uncapped
+    # 2000 rows/s: 6000 rows cannot be copied in less than ~3 s; loosely, at least 2.5 (uncapped
     # they take a fraction of a second)
-    assert state["copy_seconds"] >= 2.0, state
+    assert state["copy_seconds"] >= 2.5, state
     assert _status(stack)["control"]["load"] is None
     _hold_and_release(stack, "sync", range(10001, 10201))
     _hold_and_release(stack, "capture", range(20001, 20151))
