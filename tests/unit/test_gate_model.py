@@ -257,7 +257,7 @@ def test_alive_refuses_go_while_an_operator_paused_a_component() -> None:
     """crossfade pause: the heartbeats may all be fresh, the gate still names the pause."""
     from datetime import UTC, datetime
 
-    from crossfade.target.control import Control
+    from crossfade.target.store import Control
 
     held = Control("sync", True, "alice", "index rebuild", datetime(2026, 12, 4, 8, 40, tzinfo=UTC))
     r = _alive(_ctx(hb=[_capture(), _sync()], control=[held]))

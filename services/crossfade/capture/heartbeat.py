@@ -1,6 +1,6 @@
 """Capture's heartbeat in the target database: the ``sync_alive`` gate's evidence, the initial
 load's progress and pacing as ``status`` and the console show them, and where capture reads
-``crossfade pause capture`` (``<bookkeeping>.control``, :mod:`crossfade.target.control`)."""
+``crossfade pause capture`` (``<bookkeeping>.control``, :mod:`crossfade.target.store`)."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ class CaptureHeartbeat:
 
     def read_pause(self, conn: Any) -> None:
         """``crossfade pause capture``: set or clear the service's hold."""
-        from crossfade.target.control import read_control
+        from crossfade.target.store import read_control
 
         state = read_control(conn, self.settings.sync.bookkeeping_schema)["capture"]
         if state.paused and not self.service.pause.held():

@@ -15,6 +15,7 @@ from psycopg import sql
 from crossfade.config import Settings
 from crossfade.target.store import (
     AuditRow,
+    Control,
     FenceRun,
     Heartbeat,
     LedgerCounts,
@@ -25,12 +26,12 @@ from crossfade.target.store import (
     ledger_counts,
     merged_members,
     meta,
+    paused_components,
     read_heartbeats,
     recent_verify_runs,
     stored_offsets,
     unfinished_replays,
 )
-from crossfade.target.control import Control, paused_components
 
 
 class Context:

@@ -1,6 +1,6 @@
 """``crossfade pause`` / ``crossfade resume``: hold capture, sync or both for a maintenance window.
 
-The state goes to ``<bookkeeping>.control`` in the new database (:mod:`crossfade.target.control`);
+The state goes to ``<bookkeeping>.control`` in the new database (:mod:`crossfade.target.store`);
 every process reads it at its next heartbeat (``sync.heartbeat_interval_s``) and holds gracefully:
 capture before Debezium's next batch (the slot then retains the legacy's WAL), a sync worker by
 pausing its partitions while it keeps polling (it stays in its group). A batch in flight
@@ -53,7 +53,7 @@ def _acknowledged(settings: Any, components: list[str], paused: bool, wait_s: fl
 
 def _set(config: str | None, which: str, paused: bool, reason: str | None, as_json: bool) -> None:
     from crossfade.db import connect
-    from crossfade.target.control import set_paused
+    from crossfade.target.store import set_paused
     from crossfade.who import operator
 
     settings = load_config(config)

@@ -1,5 +1,5 @@
 """``crossfade pause sync``, as a sync worker obeys it: at heartbeat time it reads
-``<bookkeeping>.control`` (:mod:`crossfade.target.control`) and, while sync is paused, pauses
+``<bookkeeping>.control`` (:mod:`crossfade.target.store`) and, while sync is paused, pauses
 fetching on every partition it is assigned (``Consumer.pause``) and goes on polling.
 
 Why this way: polling keeps the worker in its consumer group (no rebalance, no partition moves,
@@ -24,7 +24,7 @@ from typing import Any
 import psycopg
 
 from crossfade import metrics
-from crossfade.target.control import read_control
+from crossfade.target.store import read_control
 
 log = logging.getLogger(__name__)
 

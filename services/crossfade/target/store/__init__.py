@@ -22,6 +22,7 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``stats``: per table what sync applied (``table_stats``)
 - ``tombstones``: tombstones and watermarks
 - ``verify_runs``: verify runs and their reports
+- ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
 """
 
 from crossfade.target.store.audit import (
@@ -39,6 +40,7 @@ from crossfade.target.store.checkpoints import (
     read_checkpoints,
     save_checkpoint,
 )
+from crossfade.target.store.control import Control, paused_components, read_control, set_paused
 from crossfade.target.store.dedup import merged_members
 from crossfade.target.store.dlq import DlqAck, acknowledge_dead_letters, last_dlq_ack
 from crossfade.target.store.fences import (
@@ -103,20 +105,21 @@ from crossfade.target.store.verify_runs import (
 )
 
 __all__ = [
+    "RECENT_KEYS",
+    "SCHEMA_VERSION",
+    "STATEMENTS",
+    "TABLES",
     "AppliedFence",
     "AuditEntry",
     "AuditRow",
     "Checkpoint",
+    "Control",
     "DlqAck",
     "FenceRun",
     "Heartbeat",
     "LedgerCounts",
-    "RECENT_KEYS",
     "Replay",
-    "SCHEMA_VERSION",
-    "STATEMENTS",
     "StoredOffset",
-    "TABLES",
     "TableCounts",
     "TableStats",
     "VerifyReport",
@@ -151,14 +154,17 @@ __all__ = [
     "merged_members",
     "meta",
     "note_mapping",
+    "paused_components",
     "pending_replays",
     "raise_watermark",
     "read_checkpoints",
+    "read_control",
     "read_heartbeats",
     "recent_verify_runs",
     "record_verify_run",
     "rewind_offset",
     "save_checkpoint",
+    "set_paused",
     "start_replay",
     "stored_offsets",
     "table_stats",

@@ -33,6 +33,8 @@ commit in one transaction of the target. The tables:
                 holds, its consumer lag and since when that lag has not gone below its low, and
                 the tables its watch found stalled (no partition assigned, topic missing, no
                 progress while it grows: :mod:`crossfade.sync.watchdog`; the "alive" evidence).
+``control``     ``crossfade pause``/``resume``: per component (capture, sync) whether an operator
+                paused it, who, why and when (every process reads it at heartbeat time).
 ``ledger``      mapped source tables and dead letters: per source key (``entry``, the key as JSON;
                 ``@topic/partition/offset`` for a record that could not be decoded) the outcome
                 of its newest change (``position``): ``mapped``, ``deleted``, ``filtered`` (by
@@ -133,6 +135,11 @@ STATEMENTS: tuple[str, ...] = (
                 at timestamptz NOT NULL DEFAULT clock_timestamp(), partitions jsonb,
                 lag bigint, lag_low bigint, lag_low_at timestamptz, unassigned_tables jsonb,
                 detail jsonb)""",
+    # crossfade pause / resume (:mod:`.control`): one row per component
+    """CREATE TABLE IF NOT EXISTS {}.control (
+                component text PRIMARY KEY CHECK (component IN ('capture', 'sync')),
+                paused boolean NOT NULL, by_whom text NOT NULL, reason text,
+                changed_at timestamptz NOT NULL DEFAULT now())""",
     "ALTER TABLE {}.offsets ADD COLUMN IF NOT EXISTS snapshot_floor bigint NOT NULL DEFAULT 0",
     "ALTER TABLE {}.verify_runs ADD COLUMN IF NOT EXISTS mapping_hash text",
     "ALTER TABLE {}.cutover_audit ADD COLUMN IF NOT EXISTS evidence jsonb",

@@ -6,9 +6,8 @@ console, ``status`` and the cutover gate read it on demand: the state lives with
 every worker and every reader sees the same one, and it survives restarts (a worker started
 while sync is paused starts paused).
 
-The table is created on first write (``crossfade pause``); a reader that finds no table reads
-"nothing paused". (Beside :mod:`crossfade.target.bookkeeping`: when that becomes the package
-``target/store/``, this module moves into it unchanged.)
+Its DDL is with every other bookkeeping table in :mod:`.schema`; ``crossfade pause`` creates the
+schema if it is missing, and a reader that finds no table reads "nothing paused".
 """
 
 from __future__ import annotations
@@ -20,23 +19,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade.target.store.schema import ensure_schema, has_table
+
 COMPONENTS = ("capture", "sync")
-
-
-def ddl(schema: str) -> list[sql.Composed]:
-    s = sql.Identifier(schema)
-    return [
-        sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s),
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {}.control (
-                component text PRIMARY KEY CHECK (component IN ('capture', 'sync')),
-                paused boolean NOT NULL,
-                by_whom text NOT NULL,
-                reason text,
-                changed_at timestamptz NOT NULL DEFAULT now()
-            )"""
-        ).format(s),
-    ]
 
 
 @dataclass(frozen=True)
@@ -76,9 +61,8 @@ def set_paused(
     reason: str | None,
 ) -> list[Control]:
     """Record ``paused`` for ``components`` (creating the table if needed); the new states."""
+    ensure_schema(conn, schema)
     with conn.transaction():
-        for stmt in ddl(schema):
-            conn.execute(stmt)
         for c in components:
             conn.execute(
                 sql.SQL(
@@ -97,11 +81,7 @@ def read_control(conn: psycopg.Connection, schema: str) -> dict[str, Control]:
     """Every component's state; all not paused when the table does not exist (yet). Raises
     psycopg errors of the connection (callers at heartbeat time keep their last state)."""
     out = {c: Control(c) for c in COMPONENTS}
-    exists = conn.execute(
-        "SELECT to_regclass(%s) IS NOT NULL",
-        (sql.Identifier(schema, "control").as_string(conn),),
-    ).fetchone()
-    if not exists or not exists[0]:
+    if not has_table(conn, schema, "control"):
         return out
     for comp, paused, by, reason, at in conn.execute(
         sql.SQL("SELECT component, paused, by_whom, reason, changed_at FROM {}.control").format(
