@@ -10,9 +10,9 @@ short. librdkafka drops what it had prefetched for a paused partition and, on
 nothing is skipped; and since progress lives in the target (DESIGN decision 1), even a record
 fetched twice is applied once.
 
-A rebalance while paused assigns partitions unpaused: the next check (the assignment resets
-the heartbeat timer, so at the next loop turn) pauses them again; a batch consumed in between
-is a batch in flight and completes. A target that does not answer keeps the last state read.
+A rebalance while paused assigns partitions unpaused: :meth:`PauseHook.on_assign`, called from
+the assignment callback, pauses them before anything is fetched from them. A target that does
+not answer keeps the last state read.
 """
 
 from __future__ import annotations
@@ -58,3 +58,8 @@ class PauseHook:
         self.paused, self.reason = state.paused, state.reason
         metrics.PAUSED.labels(component="sync").set(1 if state.paused else 0)
         return self.paused
+
+    def on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        """A new assignment while paused: pause it at once (``assign`` resumes partitions)."""
+        if self.paused and partitions:
+            consumer.pause(partitions)

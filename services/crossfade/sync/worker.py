@@ -471,6 +471,7 @@ class SyncWorker:
         offsets = self._claim(tps)
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
+        self.pause.on_assign(consumer, assigned)  # paused: the new partitions too, at once
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
         # report the new assignment before the first batch from it commits: a fence that batch
         # completes must not be read beside a heartbeat that still shows no partition
