@@ -48,7 +48,18 @@ TABLES = [
     "public.pgbench_tellers",
     "public.pgbench_history",
 ]
-IN_FREEZE = ("fence", "row_counts", "reconcile", "verify", "smoke", "flip")
+IN_FREEZE = (
+    "freeze",
+    "backup",
+    "fence",
+    "row_counts",
+    "reconcile",
+    "verify",
+    "target_schema",
+    "sequences",
+    "smoke",
+    "flip",
+)
 
 
 def _cutover(stack: XStack, *args: str) -> dict[str, Any]:
@@ -157,6 +168,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "steps_s": _steps(dry),
                 "forecast_s": forecast,
                 "forecast_steps_s": dry["expected_downtime_steps"],
+                "measured_steps_s": dry["measured_downtime_steps"],
+                "forecast_excludes": dry["forecast_excludes"],
                 "delta_keys": dry_delta,
             },
             "real": {
@@ -166,6 +179,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "delta_keys": real_delta,
             },
             "forecast_over_actual": round(forecast / actual, 3) if forecast and actual else None,
+            "forecast_over_actual_by_step": {
+                k: round(v / a, 3) if (a := real["expected_downtime_steps"].get(k)) else None
+                for k, v in dry["expected_downtime_steps"].items()
+            },
+            "load_average": _load(),
             "pgbench_refused_after_freeze": refused,
             "commit": _commit(),
             "date": datetime.now(UTC).isoformat(),
@@ -192,6 +210,12 @@ def _commit() -> str:
     return r.stdout.strip() or "unknown"
 
 
+def _load() -> list[float]:
+    import os
+
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def _cpus() -> int:
     import os
 
@@ -208,18 +232,25 @@ def report(res: dict[str, Any]) -> None:
         f"  full verify while writes flow (verify_live): dry run {d['steps_s'].get('verify_live')} s, "
         f"real {r['steps_s'].get('verify_live')} s"
     )
-    print(f"  {'step':<12} {'forecast (dry run)':>20} {'actual':>10}")
+    print(
+        f"  {'step':<14} {'dry run measured':>17} {'forecast':>10} {'actual':>10} {'forecast/actual':>16}"
+    )
+    fs, ms, rs = d["forecast_steps_s"], d.get("measured_steps_s", {}), r["in_freeze_steps_s"]
     for step in IN_FREEZE:
-        if step in d["forecast_steps_s"] or step in r["in_freeze_steps_s"]:
+        if step in fs or step in rs:
+            ratio = res.get("forecast_over_actual_by_step", {}).get(step)
             print(
-                f"  {step:<12} {d['forecast_steps_s'].get(step, 0):>18.3f} s "
-                f"{r['in_freeze_steps_s'].get(step, 0):>8.3f} s"
+                f"  {step:<14} {ms.get(step, 0):>15.3f} s {fs.get(step, 0):>8.3f} s "
+                f"{rs.get(step, 0):>8.3f} s {ratio if ratio is not None else '-':>16}"
             )
+    if d.get("forecast_excludes"):
+        print(f"  not in the forecast: {', '.join(d['forecast_excludes'])}")
     print(f"  keys compared inside the freeze: dry run {d['delta_keys']}, real {r['delta_keys']}")
     print(f"  forecast (dry run):  {d['forecast_s']:.2f} s")
     print(f"  freeze -> flip:      {r['freeze_to_flip_s']:.2f} s")
     print(f"  forecast / actual:   {res['forecast_over_actual']}")
     print(f"  pgbench refused after the freeze: {res['pgbench_refused_after_freeze']}")
+    print(f"  load average at the end (1, 5, 15 min): {res.get('load_average')}")
 
 
 def main() -> None:

@@ -43,8 +43,9 @@ so its result carries the same state, evidence and age the console shows. Steps 
 the model's optional gates: run here (:mod:`crossfade.cutover.checks`), their evidence recorded in
 the audit row, which the model reads.
 
-The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) is the sum of the
-measured times of every step between the freeze and the flip, whichever the configuration adds.
+The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) models, part by
+part, what the real run spends from the start of the freeze to the end of the flip
+(:mod:`crossfade.cutover.forecast`); a real run reports the same parts as it measured them.
 
 The first step that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
@@ -74,7 +75,7 @@ import psycopg
 
 from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.cutover import checks, gate_model, verify_steps
+from crossfade.cutover import checks, forecast, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.target.store import (
@@ -173,7 +174,12 @@ class CutoverReport:
     gates: list[GateResult] = field(default_factory=list)
     unfrozen: bool | None = None
     downtime_steps: dict[str, float] = field(default_factory=dict)
-    """Measured seconds of every step between the freeze and the flip (the forecast's parts)."""
+    """The write downtime's parts, freeze to flip (:class:`crossfade.cutover.forecast.Spans`):
+    in a dry run as the model forecasts them, in a real run as measured."""
+    measured_steps: dict[str, float] = field(default_factory=dict)
+    """The parts as this run measured them (a dry run's, beside the writes, before the model)."""
+    forecast_excludes: list[str] = field(default_factory=list)
+    """What a dry run could not time (a freeze or flip command, an HTTP flip, index builds)."""
     downtime_seconds: float | None = None
     model: list[gate_model.GateResult] = field(default_factory=list)
     """The gate model evaluated at the end of the run (what the console shows for this state)."""
@@ -186,8 +192,8 @@ class CutoverReport:
 
     @property
     def expected_downtime_seconds(self) -> float | None:
-        """Writes are frozen from the freeze to the flip: the sum of the measured times of every
-        step between them (None until the run got past the verify)."""
+        """Writes are frozen from the freeze to the end of the flip: the sum of the parts (None
+        until the run got past the verify)."""
         if "verify" not in self.downtime_steps:
             return None
         return sum(self.downtime_steps.values())
@@ -207,6 +213,8 @@ class CutoverReport:
             "unfrozen": self.unfrozen,
             "expected_downtime_seconds": round(exp, 3) if exp is not None else None,
             "expected_downtime_steps": {k: round(v, 3) for k, v in self.downtime_steps.items()},
+            "measured_downtime_steps": {k: round(v, 3) for k, v in self.measured_steps.items()},
+            "forecast_excludes": self.forecast_excludes,
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
             else None,
@@ -290,9 +298,12 @@ class Cutover:
         self.frozen = False
         self._frozen_at: float | None = None
         self.verified: DeltaBase | None = None
-        self._live_only = 0.0
-        """Seconds of the last verify spent only because writes flowed (left out of the forecast)."""
         """The full verify before the freeze (``verify_live``): the base of the one inside it."""
+        order = list(self.gates)
+        self.spans = forecast.Spans(order[order.index("freeze") : order.index("flip") + 1])
+        """The write downtime's parts as this run measures them."""
+        self._round_trips: dict[str, float] = {}
+        self._delta: forecast.DeltaCost | None = None
 
     # -- bookkeeping --------------------------------------------------------------------------
     def _audit(
@@ -368,6 +379,9 @@ class Cutover:
                 "no cutover.freeze_sql or cutover.freeze_command is configured: legacy writes cannot be frozen",
             )
         if self.dry_run:
+            self._time_round_trip("freeze", "source", bool(self.cfg.freeze_sql))
+            if self.cfg.freeze_command:
+                self.report.forecast_excludes.append("freeze_command")
             return True, "skipped (dry run): legacy writes keep going"
         done = []
         self._frozen_at = time.monotonic()
@@ -399,7 +413,12 @@ class Cutover:
         rep = verify_steps.verify_changes(
             self.settings, self.verified, self.frozen, self.verify_options
         )
-        self._live_only = rep.live_only_seconds
+        self._delta = forecast.DeltaCost(
+            rep.live_only_seconds,
+            rep.delta_compare_seconds,
+            sum(t.delta_keys or 0 for t in rep.tables),
+            rep.delta_scanned_at,
+        )
         if rep.match:
             return self._model("verify")
         bad = "; ".join(verify_steps.mismatch(t) for t in rep.tables if not t.match)
@@ -453,6 +472,10 @@ class Cutover:
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
         if self.dry_run:
+            self._time_round_trip("flip", "target", bool(c.flip_sql))
+            self.report.forecast_excludes += [
+                n for n, v in (("flip_command", c.flip_command), ("flip_http", c.flip_http)) if v
+            ]
             what = [
                 n
                 for n, v in (
@@ -492,6 +515,13 @@ class Cutover:
                 "no flip action configured: route traffic to the new system now (the legacy database stays frozen)",
             )
         return True, "; ".join(done) + " (the legacy database stays frozen)"
+
+    def _time_round_trip(self, step: str, which: str, configured: bool) -> None:
+        """A dry run's stand-in for the freeze's or flip's SQL: a transaction there, timed."""
+        t0 = time.monotonic()
+        if configured:
+            _run_sql(self.settings, which, "SELECT 1")
+            self._round_trips[step] = time.monotonic() - t0
 
     def gate_fallback(self) -> tuple[bool, str]:
         from crossfade.mapping.inverse import reversed_for
@@ -565,11 +595,14 @@ class Cutover:
             self.frozen = False
 
     # -- run ----------------------------------------------------------------------------------
-    def _in_freeze(self, name: str) -> bool:
-        """Whether ``name`` runs while legacy writes are frozen (after the freeze, up to and
-        including the flip): its time is part of the write downtime."""
-        order = list(self.gates)
-        return order.index("freeze") < order.index(name) <= order.index("flip")
+    def _downtime_parts(self) -> None:
+        """The write downtime's parts: measured (a real run), modelled from them (a dry run)."""
+        self.report.measured_steps = dict(self.spans.parts)
+        if any(g.name == "target_schema" and "would create" in g.detail for g in self.report.gates):
+            self.report.forecast_excludes.append("target_schema builds (see its step)")
+        self.report.downtime_steps = forecast.parts(
+            self.spans, self.dry_run, self._round_trips, self._delta, self.report.forecast_excludes
+        )
 
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
         """Run one step: any failure is a red step (audited; the run then unfreezes)."""
@@ -626,13 +659,11 @@ class Cutover:
         }
         try:
             for name in self.gates:
+                self.spans.start(name)
                 res = self._step(name, steps[name])
+                if name == "flip":
+                    self.spans.end(name)
                 self.report.gates.append(res)
-                if self._in_freeze(name):
-                    # a dry run's verify re-checks keys in flight around fences: a frozen one has
-                    # none, so the forecast leaves that time out
-                    live = self._live_only if name == "verify" and self.dry_run else 0.0
-                    self.report.downtime_steps[name] = max(0.0, res.seconds - live)
                 if res.model is None or res.skipped:
                     metrics.set_gate(name, res.ok)
                 self._audit(name, res.ok, res.detail, res.seconds, res.evidence)
@@ -640,6 +671,7 @@ class Cutover:
                     self.on_gate(res)
                 if not res.ok:
                     break
+            self._downtime_parts()
         finally:
             # after the flip traffic is on the new system: a later red gate (fallback) must not
             # let the legacy application write again

@@ -153,8 +153,14 @@ class VerifyReport:
     """Its ``verify_runs.id`` once recorded."""
     live_only_seconds: float = 0.0
     """Time spent only because writes may still flow: re-check rounds of differing keys around
-    fences, a keyless table's fence in a verify of the changes. With writes frozen and fenced
-    (the cutover's real run) none of it is spent: the dry run's forecast leaves it out."""
+    fences, a keyless table's fence and second read in a verify of the changes. With writes
+    frozen and fenced (the cutover's real run) none of it is spent: the dry run's forecast
+    leaves it out."""
+    delta_compare_seconds: float = 0.0
+    """In a verify of the changes: seconds spent comparing the changed keys' rows."""
+    delta_scanned_at: float | None = None
+    """In a verify of the changes: ``time.monotonic()`` when its scans for changed keys began
+    (the forecast scales the comparison by the keys written up to then)."""
 
     @property
     def match(self) -> bool:
@@ -171,6 +177,7 @@ class VerifyReport:
             "rechecked_after_fence": self.rechecked_after_fence,
             "delta_of": self.delta_of,
             "live_only_seconds": round(self.live_only_seconds, 3),
+            "delta_compare_seconds": round(self.delta_compare_seconds, 3),
         }
 
 
@@ -559,13 +566,17 @@ class Verifier:
         if base is not None and {"source", "target"} <= set(base.snapshots):
             # only the rows written since the base run, and the keys it left undecided
             self.progress.table(table, 0)
+            if self.report.delta_scanned_at is None:
+                self.report.delta_scanned_at = time.monotonic()
             # both servers scan at once (psycopg waits without the GIL), as the chunk pass does
             with ThreadPoolExecutor(1, thread_name_prefix="verify-target") as pool:
                 theirs = pool.submit(comparer.changed_keys, "target", base.snapshots["target"])
                 keys = comparer.changed_keys("source", base.snapshots["source"])
                 keys |= theirs.result()
             keys |= base.unsettled.get(table, set())
+            c0 = time.monotonic()
             tr.delta_keys = comparer.compare_keys(keys)
+            self.report.delta_compare_seconds += time.monotonic() - c0
             res = comparer.result
         else:
             res = comparer.run(on_counts=lambda s, _t: self.progress.table(table, s))
@@ -676,7 +687,11 @@ class Verifier:
             self.report.live_only_seconds += time.monotonic() - f0
             self.report.rechecked_after_fence = True
         t = side("target", tgt)
-        s2 = side("source", src) if self.fence_recheck else s1
+        s2 = s1
+        if self.fence_recheck:
+            r0 = time.monotonic()
+            s2 = side("source", src)
+            self.report.live_only_seconds += time.monotonic() - r0
         tr.source_rows, tr.target_rows = s2[0], t[0]
         tr.delta_keys = 0
         if t != s2 and s1 != s2:

@@ -1,0 +1,154 @@
+"""The write downtime ``cutover --dry-run`` announces: a model of what the real run will spend
+between the freeze and the end of the flip, built from what the dry run measured.
+
+The real run's write downtime is the span from the start of the freeze to the end of the flip:
+the freeze itself, every step between (fence, row counts, control totals, the verify of the
+changes, the schema step, the sequences, smoke checks) and the bookkeeping between the steps
+(each step's audit row). Both runs measure it the same way, in parts (:class:`Spans`): a step's
+part runs from its start to the start of the next step, so the parts add up to the span.
+
+A dry run cannot run the freeze or the flip and runs every step beside the write load, so its
+parts are not the real run's parts as they stand. The model (:func:`forecast`) takes from each
+what the real run will do:
+
+* ``freeze`` / ``flip``: the dry run times a transaction on the database the SQL would run on
+  (``SELECT 1``: connect, run, commit): that is what ``freeze_sql`` / ``flip_sql`` cost, a GRANT
+  or REVOKE taking no lock that waits. A command or an HTTP call is not run in a dry run and is
+  not in the forecast (named in :attr:`Forecast.excluded`).
+* ``verify``: the dry run's verify of the changes re-reads what is in flight around fences
+  (re-check rounds, a keyless table's fence and second read): a frozen, fenced run does none of
+  it (:attr:`DeltaCost.live_only`, left out). The rest is one scan per table (keys and row
+  headers: its cost follows the table's size, the same in both runs) and the comparison of the
+  keys written since the full verify's snapshots. Those keys are written while writes flow: in
+  the real run from the snapshots to the freeze, in the dry run up to its scan, later. So the
+  comparison's cost is scaled by the keys the real run will find, at the write rate the dry run
+  measured (:func:`verify_seconds`).
+* every other part: as measured (the same queries; the fence waits for sync to apply what was
+  committed before it, in both runs).
+
+Not in it: indexes and foreign keys the schema step will build (listed by the dry run; build
+them before with ``crossfade target-schema --apply``), and whatever runs slower or faster for
+reasons outside crossfade (the machine's other load). ``bench/cutover_downtime.py`` measures
+the forecast against the real run, per part.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class DeltaCost:
+    """What the verify of the changes measured (:class:`crossfade.verify.run.VerifyReport`)."""
+
+    live_only: float = 0.0
+    """Seconds spent only because writes flowed (re-checks around fences)."""
+    compare: float = 0.0
+    """Seconds comparing the changed keys' rows (both sides)."""
+    keys: int = 0
+    """Keys compared."""
+    scanned_at: float | None = None
+    """``time.monotonic()`` when the scans for the changed keys began."""
+
+
+@dataclass
+class Spans:
+    """Each step's part of the write downtime, from its start to the start of the next step (the
+    end of its own for the flip): measured alike in a dry run and a real one."""
+
+    order: list[str]
+    """The steps from the freeze to the flip, in order."""
+    starts: dict[str, float] = field(default_factory=dict)
+    parts: dict[str, float] = field(default_factory=dict)
+    _open: str | None = None
+
+    def start(self, name: str, now: float | None = None) -> None:
+        """Step ``name`` starts: the open part (the step before, its bookkeeping) ends."""
+        now = time.monotonic() if now is None else now
+        self.starts[name] = now
+        if self._open is not None:
+            self.parts[self._open] = now - self.starts[self._open]
+            self._open = None
+        if name in self.order:
+            self._open = name
+
+    def end(self, name: str, now: float | None = None) -> None:
+        """The last step (the flip) ended: its part ends with it."""
+        now = time.monotonic() if now is None else now
+        if self._open == name:
+            self.parts[name] = now - self.starts[name]
+            self._open = None
+
+
+@dataclass
+class Forecast:
+    steps: dict[str, float]
+    """Seconds per part, as the real run is expected to spend them."""
+    excluded: list[str] = field(default_factory=list)
+    """What a dry run cannot time and the forecast leaves out."""
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.steps.values())
+
+
+def verify_seconds(
+    part: float, cost: DeltaCost, live_verify_started: float | None, freeze_at: float | None
+) -> float:
+    """The real run's verify of the changes, from the dry run's part (``part`` seconds): without
+    the live-only re-checks, and with the comparison scaled from the keys written from the full
+    verify's snapshots up to the dry run's scan to those written up to the freeze (the write
+    rate taken as steady between them)."""
+    compare = cost.compare
+    if (
+        live_verify_started is not None
+        and freeze_at is not None
+        and cost.scanned_at is not None
+        and cost.scanned_at > live_verify_started
+    ):
+        share = (freeze_at - live_verify_started) / (cost.scanned_at - live_verify_started)
+        compare = cost.compare * min(1.0, max(0.0, share))
+    return max(0.0, part - cost.live_only - cost.compare + compare)
+
+
+def forecast(
+    spans: Spans,
+    *,
+    round_trips: dict[str, float],
+    delta: DeltaCost | None,
+    excluded: list[str],
+) -> Forecast:
+    """The model (see the module's docstring) over a dry run's ``spans``. ``round_trips``: the
+    measured transaction on the database ``freeze``/``flip`` would run SQL on (missing: no SQL
+    configured, nothing to time); ``delta``: what the verify of the changes measured."""
+    out: dict[str, float] = {}
+    for name in spans.order:
+        if name not in spans.parts:
+            continue
+        part = spans.parts[name]
+        if name in ("freeze", "flip"):
+            # the dry run skipped it: its own part is bookkeeping; the SQL is timed apart
+            part = (part if name == "freeze" else 0.0) + round_trips.get(name, 0.0)
+        elif name == "verify" and delta is not None:
+            part = verify_seconds(
+                part, delta, spans.starts.get("verify_live"), spans.starts.get("freeze")
+            )
+        out[name] = max(0.0, part)
+    return Forecast(out, list(excluded))
+
+
+def parts(
+    spans: Spans,
+    dry_run: bool,
+    round_trips: dict[str, float],
+    delta: DeltaCost | None,
+    excluded: list[str],
+) -> dict[str, float]:
+    """A run's write downtime parts: a real run's as measured, a dry run's as :func:`forecast`
+    models them; none until the run got past the verify."""
+    if "verify" not in spans.parts:
+        return {}
+    if not dry_run:
+        return dict(spans.parts)
+    return forecast(spans, round_trips=round_trips, delta=delta, excluded=excluded).steps

@@ -1,0 +1,76 @@
+"""The write downtime forecast's arithmetic (crossfade.cutover.forecast): the parts of a run add
+up to freeze -> end of flip, and the model turns a dry run's parts into the real run's."""
+
+from __future__ import annotations
+
+import pytest
+
+from crossfade.cutover.forecast import DeltaCost, Spans, forecast, parts, verify_seconds
+
+ORDER = ["freeze", "fence", "row_counts", "verify", "sequences", "flip"]
+
+
+def _spans(at: dict[str, float], flip_end: float) -> Spans:
+    s = Spans(ORDER)
+    for name, t in at.items():
+        s.start(name, t)
+    s.end("flip", flip_end)
+    return s
+
+
+RUN = {"verify_live": 0.0, "checkpoint": 20.0, "freeze": 20.5, "fence": 20.6, "row_counts": 21.4}
+RUN |= {"verify": 22.1, "sequences": 24.1, "flip": 24.3}
+
+
+def test_the_parts_run_from_one_step_start_to_the_next_and_add_up_to_the_span() -> None:
+    s = _spans(RUN, flip_end=24.35)
+    assert s.parts == pytest.approx(
+        {"freeze": 0.1, "fence": 0.8, "row_counts": 0.7, "verify": 2.0, "sequences": 0.2}
+        | {"flip": 0.05}
+    )
+    # steps before the freeze are not parts of the write downtime
+    assert "verify_live" not in s.parts and "checkpoint" not in s.parts
+    assert sum(s.parts.values()) == pytest.approx(24.35 - 20.5)
+    # a real run reports them as measured
+    assert parts(s, False, {}, None, []) == s.parts
+
+
+def test_no_parts_until_the_run_got_past_the_verify() -> None:
+    s = Spans(ORDER)
+    s.start("freeze", 1.0)
+    s.start("fence", 1.1)
+    s.start("row_counts", 2.0)
+    assert parts(s, True, {}, None, []) == {} and parts(s, False, {}, None, []) == {}
+
+
+def test_the_verify_leaves_out_the_live_rechecks_and_scales_the_comparison_to_the_freeze() -> None:
+    # snapshots at 0 s, freeze at 20.5 s, the dry run's scan at 22.1 s: the real run finds the
+    # keys written in 20.5 of those 22.1 seconds; the scan and the rest stay as measured
+    cost = DeltaCost(live_only=0.6, compare=0.5, keys=2000, scanned_at=22.1)
+    got = verify_seconds(2.0, cost, live_verify_started=0.0, freeze_at=20.5)
+    assert got == pytest.approx(2.0 - 0.6 - 0.5 + 0.5 * 20.5 / 22.1)
+    # without the times (a verify that scanned nothing) only the live-only time goes
+    assert verify_seconds(2.0, DeltaCost(0.6, 0.5, 0, None), 0.0, 20.5) == pytest.approx(1.4)
+    # never below zero, never scaled up
+    assert verify_seconds(0.1, DeltaCost(0.6, 0.0, 0, None), 0.0, 1.0) == 0.0
+    assert verify_seconds(1.0, DeltaCost(0, 0.5, 9, 5.0), 0.0, 9.0) == pytest.approx(1.0)
+
+
+def test_the_dry_run_forecast_times_the_freeze_and_flip_sql_and_models_the_verify() -> None:
+    s = _spans(RUN, flip_end=24.301)
+    cost = DeltaCost(live_only=0.6, compare=0.5, keys=2000, scanned_at=22.1)
+    f = forecast(s, round_trips={"freeze": 0.03, "flip": 0.02}, delta=cost, excluded=["x"])
+    assert f.steps == pytest.approx(
+        {
+            "freeze": 0.1 + 0.03,  # the skipped step's bookkeeping + a transaction on legacy
+            "fence": 0.8,
+            "row_counts": 0.7,
+            "verify": 2.0 - 0.6 - 0.5 + 0.5 * 20.5 / 22.1,
+            "sequences": 0.2,
+            "flip": 0.02,  # the skipped step itself is not timed, its SQL's transaction is
+        }
+    )
+    assert f.seconds == pytest.approx(sum(f.steps.values())) and f.excluded == ["x"]
+    # nothing configured to run: nothing timed
+    g = forecast(s, round_trips={}, delta=cost, excluded=[])
+    assert g.steps["flip"] == 0.0 and g.steps["freeze"] == pytest.approx(0.1)
