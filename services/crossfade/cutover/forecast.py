@@ -11,10 +11,11 @@ A dry run cannot run the freeze or the flip and runs every step beside the write
 parts are not the real run's parts as they stand. The model (:func:`forecast`) takes from each
 what the real run will do:
 
-* ``freeze`` / ``flip``: the dry run times a transaction on the database the SQL would run on
-  (``SELECT 1``: connect, run, commit): that is what ``freeze_sql`` / ``flip_sql`` cost, a GRANT
-  or REVOKE taking no lock that waits. A command or an HTTP call is not run in a dry run and is
-  not in the forecast (named in :attr:`Forecast.excluded`).
+* ``freeze`` / ``flip``: in their place the dry run runs a transaction on the database their
+  SQL would run on (``SELECT 1``: connect, run, commit), which is what ``freeze_sql`` /
+  ``flip_sql`` cost (a GRANT or REVOKE takes no lock that waits), so their parts are measured
+  like the others. A command or an HTTP call is not run in a dry run and is not in the
+  forecast (named in :attr:`Forecast.excluded`).
 * ``verify``: the dry run's verify of the changes re-reads what is in flight around fences
   (re-check rounds, a keyless table's fence and second read): a frozen, fenced run does none of
   it (:attr:`DeltaCost.live_only`, left out). The rest is one scan per table (keys and row
@@ -112,25 +113,15 @@ def verify_seconds(
     return max(0.0, part - cost.live_only - cost.compare + compare)
 
 
-def forecast(
-    spans: Spans,
-    *,
-    round_trips: dict[str, float],
-    delta: DeltaCost | None,
-    excluded: list[str],
-) -> Forecast:
-    """The model (see the module's docstring) over a dry run's ``spans``. ``round_trips``: the
-    measured transaction on the database ``freeze``/``flip`` would run SQL on (missing: no SQL
-    configured, nothing to time); ``delta``: what the verify of the changes measured."""
+def forecast(spans: Spans, *, delta: DeltaCost | None, excluded: list[str]) -> Forecast:
+    """The model (see the module's docstring) over a dry run's ``spans``; ``delta``: what its
+    verify of the changes measured."""
     out: dict[str, float] = {}
     for name in spans.order:
         if name not in spans.parts:
             continue
         part = spans.parts[name]
-        if name in ("freeze", "flip"):
-            # the dry run skipped it: its own part is bookkeeping; the SQL is timed apart
-            part = (part if name == "freeze" else 0.0) + round_trips.get(name, 0.0)
-        elif name == "verify" and delta is not None:
+        if name == "verify" and delta is not None:
             part = verify_seconds(
                 part, delta, spans.starts.get("verify_live"), spans.starts.get("freeze")
             )
@@ -139,11 +130,7 @@ def forecast(
 
 
 def parts(
-    spans: Spans,
-    dry_run: bool,
-    round_trips: dict[str, float],
-    delta: DeltaCost | None,
-    excluded: list[str],
+    spans: Spans, dry_run: bool, delta: DeltaCost | None, excluded: list[str]
 ) -> dict[str, float]:
     """A run's write downtime parts: a real run's as measured, a dry run's as :func:`forecast`
     models them; none until the run got past the verify."""
@@ -151,4 +138,4 @@ def parts(
         return {}
     if not dry_run:
         return dict(spans.parts)
-    return forecast(spans, round_trips=round_trips, delta=delta, excluded=excluded).steps
+    return forecast(spans, delta=delta, excluded=excluded).steps

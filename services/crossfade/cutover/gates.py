@@ -302,7 +302,6 @@ class Cutover:
         order = list(self.gates)
         self.spans = forecast.Spans(order[order.index("freeze") : order.index("flip") + 1])
         """The write downtime's parts as this run measures them."""
-        self._round_trips: dict[str, float] = {}
         self._delta: forecast.DeltaCost | None = None
 
     # -- bookkeeping --------------------------------------------------------------------------
@@ -379,7 +378,7 @@ class Cutover:
                 "no cutover.freeze_sql or cutover.freeze_command is configured: legacy writes cannot be frozen",
             )
         if self.dry_run:
-            self._time_round_trip("freeze", "source", bool(self.cfg.freeze_sql))
+            self._stand_in("source", bool(self.cfg.freeze_sql))
             if self.cfg.freeze_command:
                 self.report.forecast_excludes.append("freeze_command")
             return True, "skipped (dry run): legacy writes keep going"
@@ -472,7 +471,7 @@ class Cutover:
     def gate_flip(self) -> tuple[bool, str]:
         c = self.cfg
         if self.dry_run:
-            self._time_round_trip("flip", "target", bool(c.flip_sql))
+            self._stand_in("target", bool(c.flip_sql))
             self.report.forecast_excludes += [
                 n for n, v in (("flip_command", c.flip_command), ("flip_http", c.flip_http)) if v
             ]
@@ -516,12 +515,11 @@ class Cutover:
             )
         return True, "; ".join(done) + " (the legacy database stays frozen)"
 
-    def _time_round_trip(self, step: str, which: str, configured: bool) -> None:
-        """A dry run's stand-in for the freeze's or flip's SQL: a transaction there, timed."""
-        t0 = time.monotonic()
+    def _stand_in(self, which: str, configured: bool) -> None:
+        """A dry run's stand-in for the freeze's or flip's SQL (its part of the forecast): a
+        transaction on the same database."""
         if configured:
             _run_sql(self.settings, which, "SELECT 1")
-            self._round_trips[step] = time.monotonic() - t0
 
     def gate_fallback(self) -> tuple[bool, str]:
         from crossfade.mapping.inverse import reversed_for
@@ -601,7 +599,7 @@ class Cutover:
         if any(g.name == "target_schema" and "would create" in g.detail for g in self.report.gates):
             self.report.forecast_excludes.append("target_schema builds (see its step)")
         self.report.downtime_steps = forecast.parts(
-            self.spans, self.dry_run, self._round_trips, self._delta, self.report.forecast_excludes
+            self.spans, self.dry_run, self._delta, self.report.forecast_excludes
         )
 
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
