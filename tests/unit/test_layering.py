@@ -45,7 +45,6 @@ KNOWN_LONG_FUNCTIONS = {
     "sync/mapped.py:process",
     "sync/worker.py:_apply_batch_tx",
     "sync/worker.py:_apply_table",
-    "verify/mapped.py:run_mapped",
 }
 
 

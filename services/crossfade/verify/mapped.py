@@ -374,156 +374,185 @@ def run_mapped(
     repeatable-read snapshot of the legacy tables taken when it starts. ``want``: also return the
     expected rows and outcomes a re-check asks for."""
     t0 = time.monotonic()
-    bk = sql.Identifier(settings.sync.bookkeeping_schema)
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
-        mapper, schema = prepare(settings, src, check_target=True)
-        targets = _targets_of(mapper, sources)
-        all_sources = [
-            s
-            for s in parents_first(mapper)
-            if any(t.table in targets for t in mapper.table(s).targets)
-            and not mapper.table(s).identity
-        ]
-        keys = tracked_references(mapper)
-        shapes = {t: read_shape(tgt, t) for t in mapper.target_tables()}
-        results = {t: TargetResult(t, mapper.sources_of(t)) for t in targets}
-        writers: dict[str, _Expected] = {}
-        produced: dict[str, list[str]] = {}
-        tkeys: dict[str, tuple[str, ...]] = {}
-        for s in all_sources:
-            for ct in mapper.table(s).targets:
-                produced.setdefault(ct.table, [])
-                produced[ct.table] += [c.name for c in ct.columns]
-                if ct.copy_columns:
-                    produced[ct.table] += [c.name for c in shapes[ct.table].columns]  # type: ignore[union-attr]
-                if ct.key is not None:
-                    tkeys[ct.table] = ct.key
-        for t in targets:
-            shape = shapes[t]
-            assert shape is not None, t
-            names = [c.name for c in shape.columns]
-            cols = [c for c in names if c in set(produced.get(t, [])) | set(tkeys.get(t, ()))]
-            writers[t] = _Expected(settings, shape, tkeys[t], cols)
-        dedupers = {
-            t: Deduper(
-                t, spec, mapper.registry, keep=writers[t].cols, key_columns=key_columns(mapper, t)
-            )
-            for t, spec in mapper.config.dedup.items()
-            if t in writers
-        }
-        crosswalk: dict[str, dict[Any, Any]] = {}
-        redirects = _redirects(mapper)
-        accounts: dict[str, SourceAccount] = {}
-        pending_dedup = set(dedupers)
-
-        def finish_dedup(t: str) -> None:
-            d = dedupers[t]
-            cw: dict[Any, Any] = {}
-            in_group = {}
-            for g in d.groups():
-                for m in g.members:
-                    in_group[m.key] = g
-                    cw[m.key] = g.survivor.key
-                results[t].merged += len(g.members) - 1
-            for m in d.members:
-                grp = in_group.get(m.key)
-                if grp is None:
-                    writers[t].write(m.values)
-                elif grp.survivor.key == m.key:
-                    writers[t].write({**grp.survivor.values, **grp.golden})
-            crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
-            pending_dedup.discard(t)
-
-        def emit(s: str, rows: Iterable[TargetRow]) -> None:
-            """Expected rows of one mapped source row (and its keys for children's rules)."""
-            for tr in rows:
-                for (tt, col), ks in keys.sets.items():
-                    if tt == tr.table and col in tr.values:
-                        ks.add(tr.values[col])
-                if tr.table not in writers:
-                    continue
-                values = dict(tr.values)
-                for col, parent in redirects.get(s, []):
-                    if values.get(col) in crosswalk.get(parent, {}):
-                        values[col] = crosswalk[parent][values[col]]
-                if tr.table in dedupers:
-                    assert tr.key is not None
-                    dedupers[tr.table].add(tr.key, values, s)
-                else:
-                    writers[tr.table].write(values)
-
-        n = 0
-        for s in all_sources:
-            for parent in {p for (_col, p) in redirects.get(s, [])} & pending_dedup:
-                finish_dedup(parent)
-            acc = accounts[s] = SourceAccount(s)
-            kept: dict[str, Rejected] = {}
-            pk = mapper.source_keys.get(s) or []
-            for row in stream_rows(src, s, f"cf_verify_{next(_seq)}"):
-                acc.source_rows += 1
-                entry = _text(row.get(c) for c in pk)
-                out = mapper.map_row(s, row, parents=keys)
-                if isinstance(out, Filtered):
-                    acc.filtered.add(entry)
-                elif isinstance(out, Rejected) and not _kept(out):
-                    acc.rejected.add(entry)
-                elif isinstance(out, Rejected):  # on_parent_left: keep: the ledger decides
-                    kept[entry] = out
-                elif isinstance(out, Mapped):
-                    acc.mapped += 1
-                    emit(s, out.rows)
-                n += 1
-                if on_rows and n % 2000 == 0:
-                    on_rows(2000)
-            for outcome, attr in (
-                ("dead_letter", "ledger_dead"),
-                ("deferred", "ledger_dead"),
-                ("parent_left", "ledger_dead"),
-                ("filtered", "ledger_filtered"),
-            ):
-                if tgt.execute(
-                    "SELECT to_regclass(%s)", (f"{settings.sync.bookkeeping_schema}.ledger",)
-                ).fetchone()[0]:  # type: ignore[index]
-                    getattr(acc, attr).update(
-                        r[0]
-                        for r in tgt.execute(
-                            sql.SQL(
-                                "SELECT entry FROM {}.ledger WHERE source_table = %s AND outcome = %s AND entry NOT LIKE '@%%'"
-                            ).format(bk),
-                            (s, outcome),
-                        ).fetchall()
-                    )
-            for entry, out in kept.items():  # resolved by the ledger, after the stream
-                rows = _kept_rows(tgt, bk, s, entry, out, shapes, tkeys)
-                if rows is None:
-                    acc.rejected.add(entry)
-                else:
-                    acc.mapped += 1
-                    emit(s, rows)
-        for t in list(pending_dedup):
-            finish_dedup(t)
-        expected: dict[str, dict[Key, tuple[Any, ...] | None]] = {}
-        try:
-            for t, w in writers.items():
-                w.finish()
-                _compare(w, results[t])
-                asked = {*results[t].differing, *(want.keys.get(t, []) if want else [])}
-                if asked:
-                    expected[t] = w.rows_of(list(asked))
-        finally:
-            for w in writers.values():
-                w.close()
+        mapper, _schema = prepare(settings, src, check_target=True)
+        run = _Pass(settings, mapper, tgt, sources)
+        for s in run.all_sources:
+            run.map_source(src, s, on_rows)
+        for t in list(run.pending_dedup):
+            run.finish_dedup(t)
+        expected = run.compare(want)
         src.rollback()
         tgt.rollback()
-    _ = schema
     outcomes = {
         s: {
             e: a.outcome(e)
             for e in a.disagreeing() | (want.entries.get(s, set()) if want else set())
         }
-        for s, a in accounts.items()
+        for s, a in run.accounts.items()
     }
-    return MappedRun(results, accounts, time.monotonic() - t0, expected, outcomes)
+    return MappedRun(run.results, run.accounts, time.monotonic() - t0, expected, outcomes)
+
+
+class _Pass:
+    """The state of one :func:`run_mapped`: the expected rows of each target streamed into its
+    :class:`_Expected`, duplicate groups collected until their members are all read, the parent
+    keys ``references`` rules check, and each source table's accounting."""
+
+    def __init__(self, settings: Settings, mapper: Mapper, tgt: Any, sources: list[str]) -> None:
+        self.settings, self.mapper, self.tgt = settings, mapper, tgt
+        self.bk = sql.Identifier(settings.sync.bookkeeping_schema)
+        targets = _targets_of(mapper, sources)
+        self.all_sources = [
+            s
+            for s in parents_first(mapper)
+            if any(t.table in targets for t in mapper.table(s).targets)
+            and not mapper.table(s).identity
+        ]
+        self.keys = tracked_references(mapper)
+        self.shapes = {t: read_shape(tgt, t) for t in mapper.target_tables()}
+        self.results = {t: TargetResult(t, mapper.sources_of(t)) for t in targets}
+        produced: dict[str, list[str]] = {}
+        self.tkeys: dict[str, tuple[str, ...]] = {}
+        for s in self.all_sources:
+            for ct in mapper.table(s).targets:
+                produced.setdefault(ct.table, [])
+                produced[ct.table] += [c.name for c in ct.columns]
+                if ct.copy_columns:
+                    produced[ct.table] += [c.name for c in self.shapes[ct.table].columns]  # type: ignore[union-attr]
+                if ct.key is not None:
+                    self.tkeys[ct.table] = ct.key
+        self.writers: dict[str, _Expected] = {}
+        for t in targets:
+            shape = self.shapes[t]
+            assert shape is not None, t
+            wanted = set(produced.get(t, [])) | set(self.tkeys.get(t, ()))
+            cols = [c.name for c in shape.columns if c.name in wanted]
+            self.writers[t] = _Expected(settings, shape, self.tkeys[t], cols)
+        self.dedupers = {
+            t: Deduper(
+                t,
+                spec,
+                mapper.registry,
+                keep=self.writers[t].cols,
+                key_columns=key_columns(mapper, t),
+            )
+            for t, spec in mapper.config.dedup.items()
+            if t in self.writers
+        }
+        self.crosswalk: dict[str, dict[Any, Any]] = {}
+        self.redirects = _redirects(mapper)
+        self.accounts: dict[str, SourceAccount] = {}
+        self.pending_dedup = set(self.dedupers)
+
+    def finish_dedup(self, t: str) -> None:
+        """Every member of ``t`` is read: write its golden records and the rest of its rows."""
+        d, w = self.dedupers[t], self.writers[t]
+        cw: dict[Any, Any] = {}
+        in_group = {}
+        for g in d.groups():
+            for m in g.members:
+                in_group[m.key] = g
+                cw[m.key] = g.survivor.key
+            self.results[t].merged += len(g.members) - 1
+        for m in d.members:
+            grp = in_group.get(m.key)
+            if grp is None:
+                w.write(m.values)
+            elif grp.survivor.key == m.key:
+                w.write({**grp.survivor.values, **grp.golden})
+        self.crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
+        self.pending_dedup.discard(t)
+
+    def emit(self, s: str, rows: Iterable[TargetRow]) -> None:
+        """Expected rows of one mapped source row (and its keys for children's rules)."""
+        for tr in rows:
+            for (tt, col), ks in self.keys.sets.items():
+                if tt == tr.table and col in tr.values:
+                    ks.add(tr.values[col])
+            if tr.table not in self.writers:
+                continue
+            values = dict(tr.values)
+            for col, parent in self.redirects.get(s, []):
+                if values.get(col) in self.crosswalk.get(parent, {}):
+                    values[col] = self.crosswalk[parent][values[col]]
+            if tr.table in self.dedupers:
+                assert tr.key is not None
+                self.dedupers[tr.table].add(tr.key, values, s)
+            else:
+                self.writers[tr.table].write(values)
+
+    def map_source(self, src: Any, s: str, on_rows: Callable[[int], None] | None) -> None:
+        """Map every row of source table ``s`` (its parents' duplicate groups settled first) and
+        close its account against sync's ledger."""
+        for parent in {p for (_col, p) in self.redirects.get(s, [])} & self.pending_dedup:
+            self.finish_dedup(parent)
+        acc = self.accounts[s] = SourceAccount(s)
+        kept: dict[str, Rejected] = {}
+        pk = self.mapper.source_keys.get(s) or []
+        for n, row in enumerate(stream_rows(src, s, f"cf_verify_{next(_seq)}"), 1):
+            acc.source_rows += 1
+            entry = _text(row.get(c) for c in pk)
+            out = self.mapper.map_row(s, row, parents=self.keys)
+            if isinstance(out, Filtered):
+                acc.filtered.add(entry)
+            elif isinstance(out, Rejected) and not _kept(out):
+                acc.rejected.add(entry)
+            elif isinstance(out, Rejected):  # on_parent_left: keep: the ledger decides
+                kept[entry] = out
+            elif isinstance(out, Mapped):
+                acc.mapped += 1
+                self.emit(s, out.rows)
+            if on_rows and n % 2000 == 0:
+                on_rows(2000)
+        acc.ledger_dead, acc.ledger_filtered = ledger_entries(
+            self.tgt, self.settings.sync.bookkeeping_schema, s
+        )
+        for entry, out in kept.items():  # resolved by the ledger, after the stream
+            rows = _kept_rows(self.tgt, self.bk, s, entry, out, self.shapes, self.tkeys)
+            if rows is None:
+                acc.rejected.add(entry)
+            else:
+                acc.mapped += 1
+                self.emit(s, rows)
+
+    def compare(self, want: Want | None) -> dict[str, dict[Key, tuple[Any, ...] | None]]:
+        """Compare every target with its expected rows; the expected rows of the differing keys
+        and of those ``want`` asks for."""
+        expected: dict[str, dict[Key, tuple[Any, ...] | None]] = {}
+        try:
+            for t, w in self.writers.items():
+                w.finish()
+                _compare(w, self.results[t])
+                asked = {*self.results[t].differing, *(want.keys.get(t, []) if want else [])}
+                if asked:
+                    expected[t] = w.rows_of(list(asked))
+        finally:
+            for w in self.writers.values():
+                w.close()
+        return expected
+
+
+def ledger_entries(conn: Any, bookkeeping_schema: str, source: str) -> tuple[set[str], set[str]]:
+    """The entries of ``source`` sync's ledger holds out of the target: (dead letters, deferred
+    and ``parent_left``; filtered). Both empty before sync ran (no ledger)."""
+    bk = sql.Identifier(bookkeeping_schema)
+    held: tuple[set[str], set[str]] = (set(), set())
+    if (
+        conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0]
+        is None
+    ):
+        return held
+    for entry, outcome in conn.execute(
+        sql.SQL(
+            "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s "
+            "AND outcome IN ('dead_letter', 'deferred', 'parent_left', 'filtered') "
+            "AND entry NOT LIKE '@%%'"
+        ).format(bk),
+        (source,),
+    ):
+        held[1 if outcome == "filtered" else 0].add(entry)
+    return held
 
 
 def _kept(out: Rejected) -> bool:
