@@ -15,7 +15,8 @@ benchmark. After ``--warmup`` seconds of load:
 
 Prints the figures (scale, rows, the full verify while writes flow, the forecast and the actual
 freeze -> flip by step, the keys the in-freeze verify compared, forecast / actual) and writes
-``bench/results/cutover_downtime-s<scale>.json`` (the latest run per scale). Targets (issue 20): freeze -> flip within 5 s at
+``bench/results/cutover_downtime-s<scale>.json`` (the latest run per scale) and a row in
+``bench/README.md``'s history table (:mod:`bench.history`). Targets (issue 20): freeze -> flip within 5 s at
 scale 10 (10 s at scale 100), the forecast within 20% of the actual.
 """
 
@@ -39,6 +40,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import history  # noqa: E402
 from bench.run import XStack  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 
@@ -270,11 +272,32 @@ def main() -> None:
     args = ap.parse_args()
     res = run(args)
     report(res)
-    out = REPO / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    path = out / f"cutover_downtime-s{res['scale']}.json"  # the latest run per scale
-    path.write_text(json.dumps(res, indent=2) + "\n")
-    print(f"wrote {path}")
+    name = f"cutover_downtime-s{res['scale']}"  # the latest run per scale
+    d, r = res["dry_run"], res["real"]
+    doc = {
+        "commit": res["commit"],
+        "date": res["date"],
+        "machine": res["machine"],
+        "arguments": vars(args),
+        "results": {name: res},
+        # history rows: label, forecast (the dry run's) / actual (the real run's)
+        "table": [
+            [
+                name,
+                f"write downtime s at pgbench -R {res['rate_tps']}, forecast / freeze -> flip",
+                f"{d['forecast_s']:.2f}",
+                f"{r['freeze_to_flip_s']:.2f} ({res['forecast_over_actual']}x)",
+            ],
+            [
+                name,
+                "s of it verifying, forecast / actual",
+                f"{d['forecast_steps_s'].get('verify', 0):.2f}",
+                f"{r['in_freeze_steps_s'].get('verify', 0):.2f}",
+            ],
+        ],
+    }
+    for path in history.save(doc):
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":
