@@ -82,7 +82,10 @@ def _delta_keys(stack: XStack) -> dict[str, Any]:
     return {
         t["name"]: {"keys": t.get("delta_keys"), "seconds": t.get("seconds")}
         for t in row[1]["tables"]
-    } | {"fences": row[1].get("fences"), "seconds": row[1].get("seconds")}
+    } | {
+        k: row[1].get(k)
+        for k in ("fences", "seconds", "live_only_seconds", "delta_compare_seconds")
+    }
 
 
 def _steps(rep: dict[str, Any]) -> dict[str, float]:
