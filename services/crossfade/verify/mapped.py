@@ -56,6 +56,7 @@ from crossfade.mapping.audit import (
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
+from crossfade.target.store import entry_outcome, entry_outcomes, held_entries
 
 EXAMPLES = 20
 MAX_KEYS = 10_000
@@ -401,7 +402,7 @@ class _Pass:
 
     def __init__(self, settings: Settings, mapper: Mapper, tgt: Any, sources: list[str]) -> None:
         self.settings, self.mapper, self.tgt = settings, mapper, tgt
-        self.bk = sql.Identifier(settings.sync.bookkeeping_schema)
+        self.bk = settings.sync.bookkeeping_schema
         targets = _targets_of(mapper, sources)
         self.all_sources = [
             s
@@ -505,9 +506,7 @@ class _Pass:
                 self.emit(s, out.rows)
             if on_rows and n % 2000 == 0:
                 on_rows(2000)
-        acc.ledger_dead, acc.ledger_filtered = ledger_entries(
-            self.tgt, self.settings.sync.bookkeeping_schema, s
-        )
+        acc.ledger_dead, acc.ledger_filtered = held_entries(self.tgt, self.bk, s)
         for entry, out in kept.items():  # resolved by the ledger, after the stream
             rows = _kept_rows(self.tgt, self.bk, s, entry, out, self.shapes, self.tkeys)
             if rows is None:
@@ -533,28 +532,6 @@ class _Pass:
         return expected
 
 
-def ledger_entries(conn: Any, bookkeeping_schema: str, source: str) -> tuple[set[str], set[str]]:
-    """The entries of ``source`` sync's ledger holds out of the target: (dead letters, deferred
-    and ``parent_left``; filtered). Both empty before sync ran (no ledger)."""
-    bk = sql.Identifier(bookkeeping_schema)
-    held: tuple[set[str], set[str]] = (set(), set())
-    if (
-        conn.execute("SELECT to_regclass(%s)", (f"{bookkeeping_schema}.ledger",)).fetchone()[0]
-        is None
-    ):
-        return held
-    for entry, outcome in conn.execute(
-        sql.SQL(
-            "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s "
-            "AND outcome IN ('dead_letter', 'deferred', 'parent_left', 'filtered') "
-            "AND entry NOT LIKE '@%%'"
-        ).format(bk),
-        (source,),
-    ):
-        held[1 if outcome == "filtered" else 0].add(entry)
-    return held
-
-
 def _kept(out: Rejected) -> bool:
     """Only missing parents failed, all under ``on_parent_left: keep``."""
     return all(f.kind == "references" and f.on_parent_left == "keep" for f in out.failures)
@@ -562,7 +539,7 @@ def _kept(out: Rejected) -> bool:
 
 def _kept_rows(
     tgt: Any,
-    bk: sql.Identifier,
+    bk: str,
     source: str,
     entry: str,
     out: Rejected,
@@ -570,17 +547,8 @@ def _kept_rows(
     tkeys: dict[str, tuple[str, ...]],
 ) -> list[TargetRow] | None:
     """The rows sync kept for a child whose parent left (the ledger says ``mapped``), with the
-    reference columns as the target holds them; None when sync did not keep it."""
-    if (
-        tgt.execute("SELECT to_regclass(%s)", (f"{bk.as_string(tgt)}.ledger",)).fetchone()[0]
-        is None
-    ):
-        return None  # sync never ran: nothing was kept
-    row = tgt.execute(
-        sql.SQL("SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s").format(bk),
-        (source, entry),
-    ).fetchone()
-    if row is None or row[0] not in ("mapped", "replayed"):
+    reference columns as the target holds them; None when sync did not keep it (or never ran)."""
+    if entry_outcome(tgt, bk, source, entry) not in ("mapped", "replayed"):
         return None
     stale = {(f.target, f.column) for f in out.failures}
     rows = []
@@ -626,14 +594,7 @@ def ledger_outcomes(
     or deferred), ``filtered``, else ``mapped`` (mapped, replayed, deleted, or no entry)."""
     entries = list(entries)
     out = dict.fromkeys(entries, "mapped")
-    if not entries:
-        return out
-    for entry, outcome in conn.execute(
-        sql.SQL(
-            "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
-        ).format(sql.Identifier(bookkeeping_schema)),
-        (source, entries),
-    ).fetchall():
+    for entry, outcome in entry_outcomes(conn, bookkeeping_schema, source, entries).items():
         if outcome in ("dead_letter", "deferred"):
             out[entry] = "rejected"
         elif outcome == "filtered":

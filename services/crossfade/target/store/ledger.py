@@ -155,3 +155,55 @@ def dead_letter_groups(
         (examples,),
     ).fetchall()
     return [(r[0], r[1], int(r[2]), r[3], r[4], list(r[5] or [])) for r in rows]
+
+
+HELD_OUT = ("dead_letter", "deferred", "parent_left")
+"""Outcomes that keep a source key out of the target (mapped verify: the mapping rejects it)."""
+
+
+def held_entries(conn: psycopg.Connection, schema: str, source: str) -> tuple[set[str], set[str]]:
+    """The entries of ``source`` the ledger keeps out of the target: (dead letters, deferred and
+    ``parent_left``; filtered). Undecodable records (``@topic/partition/offset``) are not keys of
+    the table and are left out. Both empty before sync ran (no ledger)."""
+    held: tuple[set[str], set[str]] = (set(), set())
+    if not has_table(conn, schema, "ledger"):
+        return held
+    for entry, outcome in conn.execute(
+        sql.SQL(
+            "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s "
+            "AND outcome = ANY(%s) AND entry NOT LIKE '@%%'"
+        ).format(sql.Identifier(schema)),
+        (source, [*HELD_OUT, "filtered"]),
+    ):
+        held[1 if outcome == "filtered" else 0].add(entry)
+    return held
+
+
+def entry_outcome(conn: psycopg.Connection, schema: str, source: str, entry: str) -> str | None:
+    """The outcome the ledger holds for one entry of ``source``; None: no entry (or no ledger)."""
+    if not has_table(conn, schema, "ledger"):
+        return None
+    row = conn.execute(
+        sql.SQL("SELECT outcome FROM {}.ledger WHERE source_table = %s AND entry = %s").format(
+            sql.Identifier(schema)
+        ),
+        (source, entry),
+    ).fetchone()
+    return str(row[0]) if row else None
+
+
+def entry_outcomes(
+    conn: psycopg.Connection, schema: str, source: str, entries: list[str]
+) -> dict[str, str]:
+    """The outcome the ledger holds for each of these entries of ``source`` that it has."""
+    if not entries:
+        return {}
+    return {
+        str(e): str(o)
+        for e, o in conn.execute(
+            sql.SQL(
+                "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (source, entries),
+        )
+    }
