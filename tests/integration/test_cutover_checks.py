@@ -132,9 +132,23 @@ def test_backup_reconcile_and_smoke_gates_pass_fail_unfreeze_and_record(stack: S
         assert [c["ok"] for c in ev["smoke"]["checks"]] == [True, True]
         assert "s3cr3t-token" not in json.dumps(ev) and "bkpass99" not in json.dumps(ev)
         # the forecast has every step between the freeze and the flip
-        assert {"fence", "row_counts", "reconcile", "verify", "smoke", "flip"} <= set(
-            rep["expected_downtime_steps"]
-        )
+        assert list(rep["expected_downtime_steps"]) == [
+            "freeze",
+            "fence",
+            "row_counts",
+            "reconcile",
+            "verify",
+            "target_schema",
+            "sequences",
+            "smoke",
+            "flip",
+        ], rep["expected_downtime_steps"]
+        # the model's forecast of each part, from the part the dry run measured
+        measured = rep["measured_downtime_steps"]
+        assert set(measured) == set(rep["expected_downtime_steps"]), measured
+        assert rep["expected_downtime_steps"]["verify"] <= measured["verify"]
+        # its freeze_command is not run in a dry run: named, not timed
+        assert rep["forecast_excludes"] == ["freeze_command"], rep["forecast_excludes"]
         st = json.loads(stack.cli("status", "--json").stdout)
         states = {g["gate"]: g["state"] for g in st["gates"]}
         assert states["backup"] == states["reconcile"] == states["smoke"] == "ok", st["gates"]

@@ -135,6 +135,18 @@ def test_the_freeze_verifies_only_the_changes_and_catches_a_planted_difference(
             c.execute("UPDATE public.events SET what = 'loaded 7' WHERE what = 'planted'")
         rep = _cutover(stack)
         assert rep["go"], [(g["name"], g["ok"], g["detail"]) for g in rep["gates"]]
+        # the write downtime in parts, freeze to the end of the flip: they add up to it
+        parts = rep["expected_downtime_steps"]
+        assert list(parts) == [
+            "freeze",
+            "fence",
+            "row_counts",
+            "verify",
+            "target_schema",
+            "sequences",
+            "flip",
+        ], parts
+        assert abs(sum(parts.values()) - rep["downtime_seconds"]) < 0.25, rep
         live, delta = _runs(stack)
         assert delta["match"] and delta["delta_of"] == live["id"]
         assert delta["tables"][0]["delta_keys"] < ROWS // 4, delta["tables"]
