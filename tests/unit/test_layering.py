@@ -129,8 +129,7 @@ def test_files_and_functions_stay_small() -> None:
 
 
 #: files outside crossfade/target/ whose SQL still names a bookkeeping table (each is another
-#: helper's work this round: sync's queries move into crossfade.target.store with the sync split,
-#: verify/mapped.py's with the mapped-verify rework)
+#: helper's work this round: sync's queries move into crossfade.target.store with the sync split)
 KNOWN_BOOKKEEPING_SQL = {
     "sync/apply.py",
     "sync/apply_side.py",
@@ -139,7 +138,6 @@ KNOWN_BOOKKEEPING_SQL = {
     "sync/mapped.py",
     "sync/watchdog.py",
     "sync/worker.py",
-    "verify/mapped.py",
 }
 
 
