@@ -127,6 +127,33 @@ def test_ledger_counts_acknowledgement_and_a_dead_letter_open_anew(
     assert store.ledger_counts(db, bk).unacknowledged == 1  # a newer position: open anew
 
 
+def test_ledger_entries_the_mapped_verify_reads(db: psycopg.Connection, bk: str) -> None:
+    assert store.held_entries(db, "bk_no_such_schema", "s.a") == (set(), set())  # sync never ran
+    _ledger(
+        db,
+        bk,
+        [
+            ("s.a", '["1"]', 10, "dead_letter", "email", "bad email"),
+            ("s.a", '["2"]', 11, "deferred", None, None),
+            ("s.a", '["3"]', 12, "parent_left", None, None),
+            ("s.a", '["4"]', 13, "filtered", "active", "inactive"),
+            ("s.a", '["5"]', 14, "mapped", None, None),
+            ("s.a", "@t.a/0/9", 15, "dead_letter", "decode", "corrupt"),  # not a key
+            ("s.b", '["1"]', 16, "filtered", "active", "inactive"),  # another table
+        ],
+    )
+    held, filtered = store.held_entries(db, bk, "s.a")
+    assert held == {'["1"]', '["2"]', '["3"]'} and filtered == {'["4"]'}
+    assert store.entry_outcome(db, bk, "s.a", '["5"]') == "mapped"
+    assert store.entry_outcome(db, bk, "s.a", '["9"]') is None
+    assert store.entry_outcome(db, "bk_no_such_schema", "s.a", '["5"]') is None
+    assert store.entry_outcomes(db, bk, "s.a", ['["1"]', '["4"]', '["9"]']) == {
+        '["1"]': "dead_letter",
+        '["4"]': "filtered",
+    }
+    assert store.entry_outcomes(db, bk, "s.a", []) == {}
+
+
 def test_fence_runs_and_the_fences_sync_applied(db: psycopg.Connection, bk: str) -> None:
     assert store.last_applied_fence(db, bk) is None
     store.fence_started(db, bk, "tok1", "cli", "ann")
