@@ -26,7 +26,7 @@ from crossfade.catalog import Column, TableShape
 from crossfade.events.avro_codec import ConnectCodec
 from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import Decoder, SchemaCache, frame_single_object
-from crossfade.sync.apply import TableApplier, collapse
+from crossfade.target.apply import TableApplier, collapse
 
 
 def _f(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:

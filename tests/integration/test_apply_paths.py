@@ -14,7 +14,7 @@ import pytest
 
 from crossfade.catalog import read_shape
 from crossfade.embedded.postgres import EmbeddedPostgres
-from crossfade.sync.apply import TableApplier
+from crossfade.target.apply import TableApplier
 from crossfade.target.store import ensure_schema
 
 pytestmark = pytest.mark.integration

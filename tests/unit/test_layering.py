@@ -39,7 +39,6 @@ KNOWN_LONG_FILES = {
 #: functions over 80 lines still to split
 KNOWN_LONG_FUNCTIONS = {
     "ops/demo.py:run_demo",
-    "sync/apply_side.py:_build_sql",
     "sync/dedup.py:apply",
     "sync/dlq.py:replay",
     "sync/mapped.py:process",

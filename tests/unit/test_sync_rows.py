@@ -10,7 +10,7 @@ import pytest
 from crossfade.errors import DecodeError
 from crossfade.events.model import ChangeEvent, FieldType
 from crossfade.events.pgtext import converter_for
-from crossfade.sync.apply import _key_text, collapse
+from crossfade.target.apply import _key_text, collapse
 
 
 @pytest.mark.parametrize(

@@ -442,7 +442,7 @@ class ChangeProducer:
         kwargs: dict[str, Any] = {"headers": headers}
         if key_bytes is None:
             # truncate (no key): partition 0; its position watermark orders it against the
-            # other partitions' events (see sync.apply)
+            # other partitions' events (see target.apply)
             kwargs["partition"] = 0
         self._send(dest, key_bytes, value_bytes, kwargs)
         self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1

@@ -16,7 +16,7 @@ change applied at those offsets was committed in the legacy database before that
    the owner token is cleared (a forgotten worker's late batch is refused), and a replay epoch is
    recorded (``<bookkeeping>.replay``: ``from_offset`` .. ``until_offset``, the offset sync had
    reached). When sync starts again it re-applies that range with the replay guard of
-   :mod:`crossfade.sync.apply`, overwriting what was written since the checkpoint.
+   :mod:`crossfade.target.apply`, overwriting what was written since the checkpoint.
 """
 
 from __future__ import annotations

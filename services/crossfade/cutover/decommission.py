@@ -18,7 +18,7 @@ migration's record) unless ``--drop-bookkeeping``, and records what it removed i
 
 Why the columns are dropped at the end rather than kept in a side table from the start: sync's
 guard (DESIGN decision 2) compares the position inside its one set-based upsert; a side table
-(what the reverse sync does in legacy, :mod:`crossfade.sync.apply_side`) costs a join and a second
+(what the reverse sync does in legacy, :class:`crossfade.target.apply.SideTable`) costs a join and a second
 write per row on the hot path of the forward direction, for a benefit that only matters once.
 Dropping a column is a catalog change (no table rewrite); it waits at most
 :data:`LOCK_TIMEOUT` for the table's lock, and a table it could not lock is reported and left for

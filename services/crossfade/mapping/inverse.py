@@ -11,7 +11,7 @@ not have missed them. ``crossfade fallback start`` runs the same capture and syn
 * Debezium leaves out the forward sync's ``_cf_pos``/``_cf_hash`` columns (``column.exclude.list``);
 * legacy tables get no column of crossfade's: the source position of every row the reverse sync
   wrote is kept in ``crossfade_fallback.positions`` and guards there
-  (:class:`crossfade.sync.apply_side.SideTableApplier`);
+  (:class:`crossfade.target.apply.SideTable` guard);
 * the fence table lives in the new database (``crossfade.fence``), so ``fence --reverse`` and
   ``verify --reverse`` prove lag zero the same way as forward;
 * both directions tag their writes with a replication origin and both captures drop tagged

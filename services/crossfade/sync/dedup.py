@@ -41,7 +41,7 @@ from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
 from crossfade.mapping.model import DedupSpec
-from crossfade.sync.apply import ApplyResult
+from crossfade.target.apply import ApplyResult
 
 log = logging.getLogger(__name__)
 

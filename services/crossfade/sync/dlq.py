@@ -25,9 +25,9 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.mapping.audit import parents_first
-from crossfade.sync.apply import TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import Origin, build_mapped, make_parents
+from crossfade.target.apply import TableApplier, event_key_id
 from crossfade.target.store import LedgerCounts, dead_letter_groups, has_table, ledger_counts
 
 

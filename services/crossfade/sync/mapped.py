@@ -6,7 +6,7 @@ function audit, dry-run and verify use) and its outcome decides what happens, pe
 inside the batch transaction:
 
 * **mapped** — one row per target of the table, upserted with the guarded set-based apply of
-  :mod:`crossfade.sync.apply` (``_cf_pos`` column, tombstones and watermarks per *target* table
+  :mod:`crossfade.target.apply` (``_cf_pos`` column, tombstones and watermarks per *target* table
   and *target* key);
 * **deleted** at the source — :meth:`Mapper.map_key` gives the target keys, deleted (tombstoned);
 * **filtered** — the row is kept out of the target (its target rows are deleted, as for a
@@ -54,7 +54,7 @@ from crossfade.events.model import ChangeEvent
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, jsonable
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
-from crossfade.sync.apply import ApplyResult, TableApplier, collapse, event_key_id
+from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
   NULL; a NOT NULL one refuses to start).
 * Events are renamed on decode from new-database columns to legacy columns (and a column with no
   legacy counterpart is dropped), so the rest of the worker, the guard included, is the forward
-  worker's, applied by :class:`crossfade.sync.apply_side.SideTableApplier` (positions beside the
+  worker's, applied by :class:`crossfade.target.apply.SideTable` guard (positions beside the
   legacy tables, not in them).
 * Its session must carry a replication origin (``require_origin``): untagged, its writes would
   come back through the forward capture. It also turns ``default_transaction_read_only`` off
@@ -28,9 +28,8 @@ from crossfade.errors import SchemaMismatch
 from crossfade.events.kafka import ControlRecord
 from crossfade.events.model import ChangeEvent, RowSchema
 from crossfade.mapping.inverse import FallbackPlan, TableInverse
-from crossfade.sync.apply import TableApplier
-from crossfade.sync.apply_side import SideTableApplier, ensure_side_schema
 from crossfade.sync.worker import DeadLetter, SyncWorker
+from crossfade.target.apply import SideTable, TableApplier, ensure_side_schema
 from crossfade.target.store import ensure_schema
 
 log = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class ReverseSyncWorker(SyncWorker):
                 )
 
     def _applier(self, table: str, shape: Any) -> TableApplier:
-        return SideTableApplier(shape, self.bk)
+        return TableApplier(shape, self.bk, guard=SideTable())
 
     def _add_uncarried_columns(self, table: str, applier: TableApplier) -> bool:
         """Fallback does not follow schema changes: legacy keeps the columns it has (a column

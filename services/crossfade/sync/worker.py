@@ -15,7 +15,7 @@ A crash before 3 completes rolls the batch back whole; the restart (or the next 
 the offsets stored in the target, so nothing is lost and nothing applies twice.
 
 After ``crossfade rewind`` a partition carries a replay epoch (``<bookkeeping>.replay``): records
-below its ``until_offset`` apply with ``replay=True`` (see :mod:`crossfade.sync.apply`), and the
+below its ``until_offset`` apply with ``replay=True`` (see :mod:`crossfade.target.apply`), and the
 batch that passes ``until_offset`` marks the replay finished in the same transaction.
 
 Transient errors (target or broker unreachable) are retried with exponential backoff
@@ -64,7 +64,6 @@ from crossfade.events.kafka import (
     record_place,
 )
 from crossfade.events.model import ChangeEvent, position
-from crossfade.sync.apply import AppendOnlyApplier, TableApplier, event_key_id
 from crossfade.sync.children import ParentChanges, children_to_rerun
 from crossfade.sync.mapped import (
     Held,
@@ -80,7 +79,8 @@ from crossfade.sync.origin import tag_session
 from crossfade.sync.pause import PauseHook
 from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.watchdog import TableWatch, WorkerView
-from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
+from crossfade.target.append_only import AppendOnlyApplier
+from crossfade.target.apply import TableApplier, event_key_id
 from crossfade.target.store import (
     Heartbeat,
     claim_partitions,
@@ -101,7 +101,7 @@ class DeadLetter:
     reason: str
     table: str
     key_id: str | None = None
-    """The record's key (as :func:`crossfade.sync.apply.event_key_id` spells it) when the key could be
+    """The record's key (as :func:`crossfade.target.apply.event_key_id` spells it) when the key could be
     decoded: later changes of that key are held back until the dead letter is resolved."""
 
 

@@ -17,7 +17,7 @@ commit in one transaction of the target. The tables:
 ``fences``      per fence token and partition: when sync applied the marker (decision 4).
 ``replay``      per consumer group and partition, while a rewind's replay runs: records below
                 ``until_offset`` re-apply even at the position the target row already holds
-                (decision 5; see :mod:`crossfade.sync.apply`). ``finished_at`` is set when sync
+                (decision 5; see :mod:`crossfade.target.apply`). ``finished_at`` is set when sync
                 has passed ``until_offset``.
 ``checkpoints`` ``crossfade checkpoint create``: per partition the stored offsets, the legacy
                 database's WAL position and the time (what ``rewind`` returns to).

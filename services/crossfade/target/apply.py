@@ -55,9 +55,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import HASH_COLUMN, POS_COLUMN, TableShape
+from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.errors import SchemaMismatch
-from crossfade.events.model import ChangeEvent, RowSchema, format_lsn
+from crossfade.events.model import ChangeEvent, RowSchema
 from crossfade.events.pgtext import converter_for
 
 Converter = Callable[[Any], str | None]
@@ -169,13 +169,132 @@ def _key_text(vals: list[str | None]) -> str:
     return json.dumps(vals)
 
 
-class TableApplier:
-    """Applies change events of one source table to its target table. One per table and worker."""
+class PositionColumn:
+    """Guard strategy: the position of the change that last wrote a row is in the row itself,
+    the ``_cf_pos`` column (DESIGN decision 2). The upsert's ``ON CONFLICT ... WHERE`` compares
+    it, so a batch without deletes or unchanged TOASTed values needs no guard join."""
 
     upsert_guards = True
-    """The upsert's ``ON CONFLICT ... WHERE`` refuses an older position by itself, so a batch with
-    no delete and no unchanged TOASTed value needs no guard join against the target (the
-    side-table applier, whose upsert overwrites, relies on the guard and turns this off)."""
+
+    def stale_rows(self, a: TableApplier, op: str) -> sql.Composed:
+        """Drop from staging what a target row at a position ``op`` the event's refuses."""
+        return sql.SQL(
+            "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} {op} s._cf_lsn"
+        ).format(
+            stage=a.stage,
+            target=a.target,
+            pk=a.pk_join,
+            lsn=sql.Identifier(POS_COLUMN),
+            op=sql.SQL(op),
+        )
+
+    def upsert(self, a: TableApplier, replay: bool) -> sql.Composed:
+        I = sql.Identifier  # noqa: E741,N806
+        set_list = [sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in [*a.non_pk, POS_COLUMN]]
+        return sql.SQL(
+            "INSERT INTO {target} AS t ({cols}, {lsn}) OVERRIDING SYSTEM VALUE SELECT {cols}, _cf_lsn FROM {stage} "
+            "WHERE NOT _cf_del AND _cf_unavail IS NULL "
+            "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} {op} EXCLUDED.{lsn}"
+        ).format(
+            op=sql.SQL("<=" if replay else "<"),
+            target=a.target,
+            cols=sql.SQL(", ").join(map(I, a.cols)),
+            lsn=I(POS_COLUMN),
+            stage=a.stage,
+            pk=sql.SQL(", ").join(map(I, a.pk)),
+            sets=sql.SQL(", ").join(set_list),
+        )
+
+    def toast_sets(self, a: TableApplier, sets: list[sql.Composed]) -> list[sql.Composed]:
+        return [*sets, sql.SQL("{0} = s._cf_lsn").format(sql.Identifier(POS_COLUMN))]
+
+    def truncate_rows(self, a: TableApplier) -> sql.Composed:
+        return sql.SQL("DELETE FROM {target} WHERE {lsn} IS NULL OR {lsn} < %s").format(
+            target=a.target, lsn=sql.Identifier(POS_COLUMN)
+        )
+
+    def truncate_positions(self, a: TableApplier) -> sql.Composed | None:
+        return None
+
+
+class SideTable:
+    """Guard strategy for tables that must not get a column of ours (the legacy tables the
+    reverse sync writes back to, :mod:`crossfade.mapping.inverse`): positions live beside them in
+    ``<bookkeeping>.positions`` (table, key text -> position), keyed by the staging key text
+    (the tombstones' key). The upsert overwrites and records the positions in the same statement,
+    so the guard join must always run. A truncate or re-snapshot sweep at P deletes the rows
+    without a position row at or above P (rows the reverse sync never wrote included)."""
+
+    upsert_guards = False
+
+    def stale_rows(self, a: TableApplier, op: str) -> sql.Composed:
+        return sql.SQL(
+            "DELETE FROM {stage} s USING {bk}.positions p WHERE p.tbl = {tbl} AND p.key = s._cf_key "
+            "AND p.pos {op} s._cf_lsn"
+        ).format(stage=a.stage, bk=a.bk, tbl=sql.Literal(a.tbl_name), op=sql.SQL(op))
+
+    def upsert(self, a: TableApplier, replay: bool) -> sql.Composed:
+        # the guard already dropped every stale event (replay or not): the upsert overwrites,
+        # and records the positions of everything that is not a delete (TOAST-keeping updates
+        # included) at once
+        I = sql.Identifier  # noqa: E741,N806
+        sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in a.non_pk)
+        conflict = sql.SQL("DO UPDATE SET {}").format(sets) if a.non_pk else sql.SQL("DO NOTHING")
+        return sql.SQL(
+            "WITH up AS (INSERT INTO {target} AS t ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM {stage} "
+            "WHERE NOT _cf_del AND _cf_unavail IS NULL ON CONFLICT ({pk}) {conflict}) "
+            "INSERT INTO {bk}.positions AS p (tbl, key, pos) SELECT {tbl}, _cf_key, _cf_lsn FROM {stage} "
+            "WHERE NOT _cf_del ON CONFLICT (tbl, key) DO UPDATE SET pos = GREATEST(p.pos, EXCLUDED.pos)"
+        ).format(
+            target=a.target,
+            cols=sql.SQL(", ").join(map(I, a.cols)),
+            stage=a.stage,
+            pk=sql.SQL(", ").join(map(I, a.pk)),
+            conflict=conflict,
+            bk=a.bk,
+            tbl=sql.Literal(a.tbl_name),
+        )
+
+    def toast_sets(self, a: TableApplier, sets: list[sql.Composed]) -> list[sql.Composed]:
+        return sets or [sql.SQL("{0} = t.{0}").format(sql.Identifier(a.pk[0]))]
+
+    def truncate_rows(self, a: TableApplier) -> sql.Composed:
+        # the key text as _row builds it: jsonb's text form of the list of the key's text values
+        key_text = sql.SQL("jsonb_build_array({})::text").format(
+            sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in a.pk)
+        )
+        return sql.SQL(
+            "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {bk}.positions p WHERE p.tbl = {tbl} "
+            "AND p.key = {key} AND p.pos >= %s)"
+        ).format(target=a.target, bk=a.bk, tbl=sql.Literal(a.tbl_name), key=key_text)
+
+    def truncate_positions(self, a: TableApplier) -> sql.Composed | None:
+        return sql.SQL("DELETE FROM {bk}.positions WHERE tbl = {tbl} AND pos < %s").format(
+            bk=a.bk, tbl=sql.Literal(a.tbl_name)
+        )
+
+
+Guard = PositionColumn | SideTable
+
+
+def side_ddl(schema: str) -> sql.Composed:
+    """The positions table of :class:`SideTable` (the rest of the bookkeeping schema is
+    :func:`crossfade.target.store.ensure_schema`'s)."""
+    return sql.SQL(
+        "CREATE TABLE IF NOT EXISTS {}.positions (tbl text NOT NULL, key text NOT NULL, pos numeric NOT NULL, "
+        "PRIMARY KEY (tbl, key))"
+    ).format(sql.Identifier(schema))
+
+
+def ensure_side_schema(conn: psycopg.Connection, schema: str) -> None:
+    conn.execute(side_ddl(schema))
+
+
+class TableApplier:
+    """Applies change events of one source table to its target table. One per table and worker.
+
+    ``guard``: where the positions that guard the rows live (:class:`PositionColumn`, the
+    default, or :class:`SideTable`)."""
 
     def __init__(
         self,
@@ -183,7 +302,12 @@ class TableApplier:
         bookkeeping_schema: str,
         stage_tag: str = "",
         added: dict[str, tuple[int, str | None]] | None = None,
+        guard: Guard | None = None,
     ) -> None:
+        self.guard: Guard = guard or PositionColumn()
+        self.upsert_guards = self.guard.upsert_guards
+        """The upsert's ``ON CONFLICT ... WHERE`` refuses an older position by itself, so a batch
+        with no delete and no unchanged TOASTed value needs no guard join against the target."""
         self.shape = shape
         self.added = added or {}
         """Columns sync added mid-stream: name -> (position of the first change carrying it,
@@ -217,9 +341,10 @@ class TableApplier:
     # -- SQL ----------------------------------------------------------------------------------
     def _build_sql(self) -> None:
         I = sql.Identifier  # noqa: E741,N806
+        g = self.guard
         cols = sql.SQL(", ").join(map(I, self.cols))
-        pk_join = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(I(c)) for c in self.pk)
-        non_pk = [c for c in self.cols if c not in self.pk]
+        self.pk_join = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(I(c)) for c in self.pk)
+        self.non_pk = [c for c in self.cols if c not in self.pk]
         self.sql_stage = sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
             "SELECT {cols}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
@@ -229,14 +354,10 @@ class TableApplier:
             "COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN"
         ).format(stage=self.stage, cols=cols)
         # the guard; a replay (see the module docstring) refuses only strictly newer positions
-        guard_target = "DELETE FROM {stage} s USING {target} t WHERE {pk} AND t.{lsn} %s s._cf_lsn"
-        guard_tomb = "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %%s AND tb.key = s._cf_key AND tb.lsn %s s._cf_lsn"
         self.sql_guard_target, self.sql_guard_target_replay = (
-            sql.SQL(guard_target % op).format(
-                stage=self.stage, target=self.target, pk=pk_join, lsn=I(POS_COLUMN)
-            )
-            for op in (">=", ">")
+            g.stale_rows(self, op) for op in (">=", ">")
         )
+        guard_tomb = "DELETE FROM {stage} s USING {bk}.tombstones tb WHERE tb.tbl = %%s AND tb.key = s._cf_key AND tb.lsn %s s._cf_lsn"
         self.sql_guard_tomb, self.sql_guard_tomb_replay = (
             sql.SQL(guard_tomb % op).format(stage=self.stage, bk=self.bk) for op in (">=", ">")
         )
@@ -248,50 +369,34 @@ class TableApplier:
         ).format(stage=self.stage)
         self.sql_delete = sql.SQL(
             "DELETE FROM {target} t USING {stage} s WHERE s._cf_del AND {pk}"
-        ).format(target=self.target, stage=self.stage, pk=pk_join)
+        ).format(target=self.target, stage=self.stage, pk=self.pk_join)
         self.sql_tomb = sql.SQL(
             "INSERT INTO {bk}.tombstones (tbl, key, lsn) SELECT %s, _cf_key, _cf_lsn FROM {stage} WHERE _cf_del "
             "ON CONFLICT (tbl, key) DO UPDATE SET lsn = GREATEST({bk}.tombstones.lsn, EXCLUDED.lsn)"
         ).format(bk=self.bk, stage=self.stage)
-        set_list = [sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_pk]
-        set_list.append(sql.SQL("{0} = EXCLUDED.{0}").format(I(POS_COLUMN)))
-        upsert = (
-            "INSERT INTO {target} AS t ({cols}, {lsn}) OVERRIDING SYSTEM VALUE SELECT {cols}, _cf_lsn FROM {stage} "
-            "WHERE NOT _cf_del AND _cf_unavail IS NULL "
-            "ON CONFLICT ({pk}) DO UPDATE SET {sets} WHERE t.{lsn} IS NULL OR t.{lsn} %s EXCLUDED.{lsn}"
-        )
-        self.sql_upsert, self.sql_upsert_replay = (
-            sql.SQL(upsert % op).format(
-                target=self.target,
-                cols=cols,
-                lsn=I(POS_COLUMN),
-                stage=self.stage,
-                pk=sql.SQL(", ").join(map(I, self.pk)),
-                sets=sql.SQL(", ").join(set_list),
-            )
-            for op in ("<", "<=")
-        )
+        self.sql_upsert, self.sql_upsert_replay = (g.upsert(self, r) for r in (False, True))
         toast_sets = [
             sql.SQL("{0} = CASE WHEN {1} = ANY(s._cf_unavail) THEN t.{0} ELSE s.{0} END").format(
                 I(c), sql.Literal(c)
             )
-            for c in non_pk
+            for c in self.non_pk
         ]
-        toast_sets.append(sql.SQL("{0} = s._cf_lsn").format(I(POS_COLUMN)))
         self.sql_toast = sql.SQL(
             "UPDATE {target} t SET {sets} FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL AND {pk}"
         ).format(
-            target=self.target, sets=sql.SQL(", ").join(toast_sets), stage=self.stage, pk=pk_join
+            target=self.target,
+            sets=sql.SQL(", ").join(g.toast_sets(self, toast_sets)),
+            stage=self.stage,
+            pk=self.pk_join,
         )
         self.sql_toast_missing = sql.SQL(
             "SELECT s._cf_key FROM {stage} s WHERE NOT s._cf_del AND s._cf_unavail IS NOT NULL "
             "AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {pk})"
-        ).format(stage=self.stage, target=self.target, pk=pk_join)
+        ).format(stage=self.stage, target=self.target, pk=self.pk_join)
         self._build_common_sql()
 
     def _build_common_sql(self) -> None:
         """Watermark and truncate statements, the same for every kind of table."""
-        I = sql.Identifier  # noqa: E741,N806
         self.sql_watermark = sql.SQL(
             "SELECT lsn FROM {bk}.watermarks WHERE tbl = %s FOR SHARE"
         ).format(bk=self.bk)
@@ -301,9 +406,8 @@ class TableApplier:
         self.sql_truncate_wm = sql.SQL(
             "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
         ).format(bk=self.bk)
-        self.sql_truncate_rows = sql.SQL(
-            "DELETE FROM {target} WHERE {lsn} IS NULL OR {lsn} < %s"
-        ).format(target=self.target, lsn=I(POS_COLUMN))
+        self.sql_truncate_rows = self.guard.truncate_rows(self)
+        self.sql_truncate_guard = self.guard.truncate_positions(self)
         self.sql_truncate_tomb = sql.SQL(
             "DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s"
         ).format(bk=self.bk)
@@ -512,100 +616,6 @@ class TableApplier:
         cur = conn.execute(self.sql_truncate_rows, (pos,))
         deleted = cur.rowcount
         conn.execute(self.sql_truncate_tomb, (self.tbl_name, pos))
+        if self.sql_truncate_guard is not None:
+            conn.execute(self.sql_truncate_guard, (pos,))
         return deleted
-
-
-class AppendOnlyApplier(TableApplier):
-    """Insert-only apply for a source table without a primary key (``sync.append_only_tables``).
-
-    A target row is identified by its source position and a hash of its content, unique together,
-    so an insert delivered twice (capture restart) is applied once. Snapshot rows share one
-    position; their content tells them apart (two identical rows in one snapshot would collapse
-    into one: such a table has no way to tell them apart at all). An UPDATE or DELETE cannot be
-    applied without a key and stops sync.
-
-    Replay (``replay=True``, after a rewind): a streamed insert has a position of its own (each
-    row change has its own LSN), so the row it wrote the first time is the target row at that
-    position: one with other content (a faulty transform's) is deleted before the replayed row
-    goes in. Snapshot rows all share one position and cannot be told apart that way: replaying
-    them adds any row whose content changed next to the old one (take checkpoints after the
-    initial snapshot).
-    """
-
-    def _build_sql(self) -> None:
-        super_cols = self.cols
-        I = sql.Identifier  # noqa: E741,N806
-        cols = sql.SQL(", ").join(map(I, super_cols))
-        self.sql_stage = sql.SQL(
-            "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-            "SELECT {cols}, 0::numeric AS _cf_lsn, ''::text AS _cf_hash FROM {target} WITH NO DATA"
-        ).format(stage=self.stage, cols=cols, target=self.target)
-        self.sql_copy = sql.SQL("COPY {stage} ({cols}, _cf_lsn, _cf_hash) FROM STDIN").format(
-            stage=self.stage, cols=cols
-        )
-        self.sql_insert = sql.SQL(
-            "INSERT INTO {target} ({cols}, {pos}, {h}) OVERRIDING SYSTEM VALUE SELECT {cols}, _cf_lsn, _cf_hash FROM {stage} "
-            "WHERE _cf_lsn >= %s ON CONFLICT ({pos}, {h}) DO NOTHING"
-        ).format(
-            target=self.target, cols=cols, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage
-        )
-        # streamed positions only: their low 64 bits (the change's own LSN) are not zero
-        self.sql_replay_delete = sql.SQL(
-            "DELETE FROM {target} t USING (SELECT DISTINCT _cf_lsn FROM {stage} WHERE _cf_lsn >= %s "
-            "AND mod(_cf_lsn, 18446744073709551616) <> 0) p WHERE t.{pos} = p._cf_lsn "
-            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s._cf_lsn = t.{pos} AND s._cf_hash = t.{h})"
-        ).format(target=self.target, pos=I(POS_COLUMN), h=I(HASH_COLUMN), stage=self.stage)
-        self._build_common_sql()
-
-    def _row_convs(self, e: ChangeEvent) -> list[Converter]:
-        rs = e.row_schema
-        hit = self._conv_cache.get((rs, None))
-        if hit is not None:
-            return hit[1]
-        if rs is None:
-            raise SchemaMismatch(f"change event of {e.table} carries no row schema")
-        convs = self._row_converters(e.table, rs)
-        self._conv_cache[(rs, None)] = ([], convs)
-        return convs
-
-    def apply(
-        self,
-        conn: psycopg.Connection,
-        events: list[ChangeEvent],
-        watermark: int,
-        *,
-        replay: bool = False,
-    ) -> ApplyResult:
-        res = ApplyResult()
-        if not events:
-            return res
-        bad = next((e for e in events if not e.is_upsert or e.op == "u"), None)
-        if bad is not None:
-            raise SchemaMismatch(
-                f"append-only table {e_table(bad)} received {'an UPDATE' if bad.op == 'u' else 'a DELETE'} "
-                f"at LSN {format_lsn(bad.lsn)}, which cannot be applied without a primary key",
-                f"give {e_table(bad)} a primary key (then remove it from sync.append_only_tables and re-snapshot)",
-            )
-        with conn.cursor() as cur:
-            with cur.copy(self.sql_copy) as cp:
-                for e in events:
-                    assert e.after is not None
-                    convs = self._row_convs(e)
-                    if self._missing:
-                        self._check_carried(e)
-                    vals = tuple(
-                        conv(e.after.get(c)) for conv, c in zip(convs, self.cols, strict=True)
-                    )
-                    digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
-                    cp.write_row((*vals, str(e.position), digest))
-            if replay:  # replace what this position wrote the first time (class docstring)
-                cur.execute(self.sql_replay_delete, (watermark,))
-            cur.execute(self.sql_insert, (watermark,))
-            res.applied = cur.rowcount
-            res.skipped = len(events) - res.applied
-            cur.execute(sql.SQL("TRUNCATE {}").format(self.stage))
-        return res
-
-
-def e_table(e: ChangeEvent) -> str:
-    return e.table
