@@ -237,7 +237,7 @@ def test_fallback_tables_must_be_known() -> None:
 
 def test_events_are_renamed_to_legacy_columns_and_unknown_columns_kept() -> None:
     from crossfade.events.model import ChangeEvent, FieldType, RowSchema
-    from crossfade.sync.reverse import _renamed
+    from crossfade.sync.reverse import renamed as _renamed
 
     t = FieldType("string")
     rs = RowSchema(

@@ -42,8 +42,6 @@ KNOWN_LONG_FUNCTIONS = {
     "sync/dedup.py:apply",
     "sync/dlq.py:replay",
     "sync/mapped.py:process",
-    "sync/worker.py:_apply_batch_tx",
-    "sync/worker.py:_apply_table",
 }
 
 

@@ -30,11 +30,12 @@ _PAUSE_S = float(os.environ.get("CF_FAULT_PAUSE_S", "10"))
 def _install(point: str, nth: int) -> None:
     import psycopg
 
+    from crossfade.sync import commit as c
     from crossfade.sync import worker as w
 
-    state = {"batches": 0, "fired": False}
+    state: dict = {"batches": 0, "fired": False}
     orig_apply_batch = w.SyncWorker._apply_batch
-    orig_apply_table = w.SyncWorker._apply_table
+    orig_apply_table = c.BatchCommit.apply_table
 
     def _say(what: str) -> None:
         sys.stderr.write(f"FAULT POINT {point}:{nth} fired: {what}\n")
@@ -69,6 +70,7 @@ def _install(point: str, nth: int) -> None:
         sys.stderr.flush()
 
     def apply_batch(self, msgs):  # type: ignore[no-untyped-def]
+        state["worker"] = self
         if state.get("retry_check") and state["fired"]:
             state["retry_check"] = False
             report("retry", span=span(msgs), stored=stored(self, msgs))
@@ -102,16 +104,15 @@ def _install(point: str, nth: int) -> None:
             )
         return result
 
-    def apply_table(self, conn, table, items, *args, **kwargs):  # type: ignore[no-untyped-def]
-        orig_apply_table(self, conn, table, items, *args, **kwargs)
+    def apply_table(self, tx, table, parts):  # type: ignore[no-untyped-def]
+        orig_apply_table(self, tx, table, parts)
         if state.get("arm_mid") and not state["fired"]:
             state["fired"] = True
-            msgs = [m for tp_items in items.values() for m in tp_items]  # events, not messages
             report(
                 "mid_batch",
                 table=table,
-                events=len(msgs),
-                stored=stored(self, state["msgs"]),
+                events=sum(len(pp.items) for pp in parts),  # events, not messages
+                stored=stored(state["worker"], state["msgs"]),
                 span=span(state["msgs"]),
             )
             if point == "pause_mid_batch":
@@ -124,7 +125,7 @@ def _install(point: str, nth: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
 
     w.SyncWorker._apply_batch = apply_batch  # type: ignore[method-assign]
-    w.SyncWorker._apply_table = apply_table  # type: ignore[method-assign]
+    c.BatchCommit.apply_table = apply_table  # type: ignore[method-assign]
     if point == "pause_in_merge":
         from crossfade.sync import dedup
 

@@ -1,0 +1,183 @@
+"""Mapped tables as sinks: a source table's changes go through the mapping
+(:class:`crossfade.sync.mapped.MappedSource`: map, cleanse, validate, filter, defer,
+dead-letter, dedup) inside the batch transaction, and children follow their parents
+(:mod:`crossfade.sync.children`).
+
+:class:`MappedTables` holds a worker's (or a ``dlq replay``'s) mapped sources and runs what they
+share: a run of one table (:meth:`MappedTables.process`), the re-run of ledger rows (deferred
+rows, children of parents that changed), and following parents until nothing changes."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade import metrics
+from crossfade.events.decode import POSITION_HEADER, EventDecoder
+from crossfade.events.model import ChangeEvent
+from crossfade.sync.children import ParentChanges, children_to_rerun
+from crossfade.sync.mapped import (
+    MappedResult,
+    MappedSource,
+    Origin,
+    TargetParents,
+    make_parents,
+)
+from crossfade.sync.planner import PartitionPlan, Run
+from crossfade.sync.sinks import Tx
+from crossfade.target.apply import event_key_id
+from crossfade.target.sync_store import deferred_rows
+
+log = logging.getLogger(__name__)
+
+
+class MappedTables:
+    """The mapped source tables of one worker."""
+
+    def __init__(
+        self,
+        mapped: dict[str, MappedSource],
+        writers: dict[str, Any],
+        shapes: dict[str, Any],
+        order: list[str],
+        bookkeeping_schema: str,
+    ) -> None:
+        self.mapped = mapped
+        self.writers = writers
+        self.shapes = shapes
+        self.order = order
+        """Source tables, parents of a mapping's references first."""
+        self.bk = bookkeeping_schema
+        self.decoder: EventDecoder | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.mapped)
+
+    def __contains__(self, table: object) -> bool:
+        return table in self.mapped
+
+    def begin(self, tx: Tx) -> None:
+        """Start a batch transaction: the parents it sees, no parent changed yet."""
+        tx.parent_changes = ParentChanges()
+        tx.parents = make_parents(tx.conn, self.shapes, self.writers, self.bk) if self else None
+
+    def sink(self, table: str) -> MappedSink:
+        return MappedSink(self, self.mapped[table])
+
+    def process(
+        self,
+        tx: Tx,
+        ms: MappedSource,
+        events: list[ChangeEvent],
+        *,
+        replay: bool = False,
+        rerun: bool = False,
+        expired: frozenset[str] = frozenset(),
+    ) -> MappedResult:
+        """Map and apply ``events`` of ``ms``; collect its dead letters, parent changes and
+        counts in ``tx``."""
+        res = ms.process(
+            tx.conn,
+            events,
+            tx.origins,
+            tx.parents,
+            replay=replay,
+            rerun=rerun,
+            expired=expired,
+        )
+        tx.dead.extend((h, ms.source) for h in res.dead_letters)
+        assert tx.parent_changes is not None
+        tx.parent_changes.update(res.parent_changes)
+        tx.pending.filtered[ms.source] += res.filtered
+        for name, n in res.filters.items():
+            metrics.filtered(ms.source, name, n)
+        if not rerun:
+            tx.pending.deferred[ms.source] += res.deferred
+        return res
+
+    def retry_deferred(
+        self, tx: Tx, tps: list[tuple[str, int]], *, expired_only: bool = False
+    ) -> None:
+        """Re-run deferred rows (a child whose parent had not arrived) of these partitions: the
+        parent may be here now; past their window they are dead-lettered. ``expired_only``: only
+        those whose window has ended (a parent's arrival re-runs its children by itself)."""
+        if not tps:
+            return
+        rows = deferred_rows(tx.conn, self.bk, list(self.mapped), tps, expired_only=expired_only)
+        self.rerun(tx, rows, "deferred rows")
+
+    def rerun(self, tx: Tx, rows: list[tuple[Any, ...]], what: str) -> None:
+        """Map again held or child rows of the ledger: (source table, entry, topic, partition,
+        offset, key, value, headers, window over), parents first."""
+        if not rows:
+            return
+        assert self.decoder is not None
+        by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
+        expired: dict[str, set[str]] = defaultdict(set)
+        for table, entry, topic, partition, offset, key, value, headers, is_expired in rows:
+            if table not in self.mapped:
+                continue
+            headers = headers or {}
+            e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
+            by_table[table].append(e)
+            tx.origins[(e.table, event_key_id(e), e.position)] = Origin(
+                topic, partition, offset, key, value, headers
+            )
+            if is_expired:
+                expired[table].add(entry)
+        for table in [t for t in self.order if t in by_table]:
+            res = self.process(
+                tx,
+                self.mapped[table],
+                by_table[table],
+                rerun=True,
+                expired=frozenset(expired[table]),
+            )
+            tx.pending.count(table, res)
+            moved = {k: n for k, n in res.by_outcome.items() if n and k != "deferred"}
+            if moved:
+                log.info("%s of %s mapped again: %s", what, table, moved)
+
+    def follow_parents(self, tx: Tx) -> None:
+        """Map again, in this transaction, the children of every parent that arrived, left or
+        moved to another survivor (dedup) in it: a child finds its parent or loses it, whatever
+        the order in which both arrived (sync.children). A child that is itself a parent makes
+        another round."""
+        bk = sql.Identifier(self.bk)
+        rounds = len(self.order) + 2
+        for _ in range(rounds):
+            changes, tx.parent_changes = tx.parent_changes, ParentChanges()
+            if not changes:
+                return
+            self.rerun(tx, children_to_rerun(tx.conn, bk, changes), "children")
+        if tx.parent_changes:
+            log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
+            tx.parent_changes = ParentChanges()
+
+
+class MappedSink:
+    """:class:`~crossfade.sync.sinks.TableSink` of one mapped source table."""
+
+    def __init__(self, tables: MappedTables, ms: MappedSource) -> None:
+        self.tables = tables
+        self.ms = ms
+
+    def begin(self, tx: Tx, parts: list[PartitionPlan]) -> None:
+        pass
+
+    def apply(self, tx: Tx, run: Run) -> MappedResult:
+        return self.tables.process(tx, self.ms, run.events, replay=run.replay)
+
+    def truncate(self, tx: Tx, pos: int, reason: str) -> int:
+        n = self.ms.truncate(tx.conn, pos, reason)
+        assert tx.parent_changes is not None
+        tx.parent_changes.update(self.ms.take_left())
+        return n
+
+
+def parents_of(conn: psycopg.Connection, tables: MappedTables) -> TargetParents:
+    return make_parents(conn, tables.shapes, tables.writers, tables.bk)

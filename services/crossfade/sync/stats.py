@@ -1,0 +1,63 @@
+"""Counters of the sync worker: the live ones of this process, and a batch's per partition."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from crossfade.events.model import ChangeEvent
+
+
+class Counts(Protocol):
+    """What an apply reports (:class:`crossfade.target.apply.ApplyResult`, a mapped result)."""
+
+    applied: int
+    deleted: int
+    skipped: int
+
+
+@dataclass(slots=True)
+class SyncStats:
+    """Live counters (this process) for progress output and metrics."""
+
+    applied: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    deleted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    skipped: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    dead_lettered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    filtered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    deferred: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    batches: int = 0
+    retries: int = 0
+    last_batch_at: float = 0.0
+    last_source_ts_ms: int = 0
+
+    def count(self, table: str, res: Counts) -> None:
+        self.applied[table] += res.applied
+        self.deleted[table] += res.deleted
+        self.skipped[table] += res.skipped
+
+    def add(self, other: SyncStats) -> None:
+        """Add ``other``'s per-table counters (a committed batch's) to these."""
+        for name in ("applied", "deleted", "skipped", "dead_lettered", "filtered", "deferred"):
+            total: Any = getattr(self, name)
+            for table, n in getattr(other, name).items():
+                total[table] += n
+
+
+@dataclass(slots=True)
+class PartitionStats:
+    """What a batch did on one partition (``<bookkeeping>.table_stats``)."""
+
+    applied: int = 0
+    skipped: int = 0
+    last_lsn: int = -1
+    last_source_ts_ms: int = 0
+
+    def account(self, events: Iterable[ChangeEvent], applied: int, skipped: int) -> None:
+        self.applied += applied
+        self.skipped += skipped
+        for e in events:
+            self.last_lsn = max(self.last_lsn, e.lsn)
+            self.last_source_ts_ms = max(self.last_source_ts_ms, e.source_ts_ms)
