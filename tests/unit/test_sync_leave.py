@@ -1,5 +1,5 @@
 """A worker stopping mid-rebalance completes its join before leaving, or leaves without
-LeaveGroup (SyncWorker._finish_join; Tansu elects a member that left mid-join as leader)."""
+LeaveGroup (GroupMember.finish_join, crossfade.sync.consumer; Tansu elects a member that left mid-join as leader)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from crossfade.config import Settings
-from crossfade.sync import worker as worker_mod
+from crossfade.sync import consumer as consumer_mod
 from crossfade.sync.worker import SyncWorker
 
 
@@ -32,25 +32,25 @@ class _Consumer:
     def poll(self, timeout: float) -> Any:
         self.polls += 1
         if self.polls == self.assign_after:
-            self.w._on_assign(self, [])  # type: ignore[arg-type]
+            self.w.group.on_assign(self, [])  # type: ignore[arg-type]
         return None
 
 
 def test_in_group_leaves_at_once() -> None:
     w = _worker()
-    w._on_assign(_Consumer(w, None), [])  # type: ignore[arg-type]
-    w.consumer = _Consumer(w, None)  # type: ignore[assignment]
-    assert w._finish_join() is True
-    assert w.consumer.polls == 0  # type: ignore[attr-defined]
+    w.group.on_assign(_Consumer(w, None), [])  # type: ignore[arg-type]
+    w.group.consumer = _Consumer(w, None)  # type: ignore[assignment]
+    assert w.group.finish_join() is True
+    assert w.group.consumer.polls == 0  # type: ignore[attr-defined]
 
 
 def test_pending_join_is_completed_before_leaving() -> None:
     w = _worker()
-    w._on_revoke(_Consumer(w, None), [])  # type: ignore[arg-type]  # a rebalance began
+    w.group.on_revoke(_Consumer(w, None), [])  # type: ignore[arg-type]  # a rebalance began
     w.stop.set()
-    w.consumer = _Consumer(w, assign_after=3)  # type: ignore[assignment]
-    assert w._finish_join() is True
-    assert w.consumer.polls == 3  # type: ignore[attr-defined]
+    w.group.consumer = _Consumer(w, assign_after=3)  # type: ignore[assignment]
+    assert w.group.finish_join() is True
+    assert w.group.consumer.polls == 3  # type: ignore[attr-defined]
 
 
 def test_join_that_never_completes_is_given_up_after_the_session_timeout(
@@ -62,9 +62,9 @@ def test_join_that_never_completes_is_given_up_after_the_session_timeout(
         clock[0] += 0.2
         return clock[0]
 
-    monkeypatch.setattr(worker_mod.time, "monotonic", monotonic)
+    monkeypatch.setattr(consumer_mod.time, "monotonic", monotonic)
     w = _worker()
     w.stop.set()
-    w.consumer = _Consumer(w, assign_after=None)  # type: ignore[assignment]
-    assert w._finish_join() is False
+    w.group.consumer = _Consumer(w, assign_after=None)  # type: ignore[assignment]
+    assert w.group.finish_join() is False
     assert 10 <= clock[0] <= 12  # session timeout (6 s) + 5 s, then given up

@@ -43,7 +43,6 @@ from crossfade.config import Settings
 from crossfade.db import connect, retrying
 from crossfade.errors import (
     BrokerDataLost,
-    BrokerUnavailable,
     CrossfadeError,
     DatabaseUnavailable,
     PreflightError,
@@ -51,9 +50,10 @@ from crossfade.errors import (
     StaleAssignment,
 )
 from crossfade.events.decode import EPOCH_HEADER, EventDecoder, header_in
-from crossfade.events.kafka import current_epoch, record_place
+from crossfade.events.kafka import record_place
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.commit import BatchCommit, lock_owned
+from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
 from crossfade.sync.mapped import build_mapped
 from crossfade.sync.origin import tag_session
@@ -107,8 +107,6 @@ class SyncWorker:
         self.topics = {self.kafka.table_topic(t): t for t in settings.tables}
         self.stats = SyncStats()
         self.meter = metrics.SyncMeter()  # publishes per committed batch, never per record
-        self.epoch: str | None = None
-        self.owner: dict[tuple[str, int], str] = {}
         self.tables = tables or IdentityTables(settings)
         """Identity-mapped tables (:mod:`crossfade.sync.sinks.identity`)."""
         self.mapped = MappedTables({}, {}, {}, list(settings.tables), self.bk)
@@ -116,17 +114,11 @@ class SyncWorker:
         self.planner = Planner(None, self.topics, rename=rename)
         """Decodes batches; keeps snapshot floors, poisoned keys and replays across them."""
         self.conn: psycopg.Connection | None = None
-        self.consumer: Consumer | None = None
         self._dlq: Producer | None = None
         self._commit: BatchCommit | None = None
         self.on_connect = on_connect
-        self.ready = threading.Event()
-        self._in_group = False
-        """Whether this member holds a completed assignment (possibly empty) of the group."""
-        self.left_in_group = False
-        """Stopped without completing a pending join: the consumer was left open so that no
-        LeaveGroup is sent; the process must exit without finalising it."""
-        self._pending_reclaim = False
+        self.group = GroupMember(settings, self.worker_id, self.stop, self.topics, self._claim)
+        """Subscription, assignment, epoch, claims (:mod:`crossfade.sync.consumer`)."""
         self._pending = SyncStats()
         self._next_epoch_check = 0.0
         self._next_deferred_retry = 0.0
@@ -138,15 +130,33 @@ class SyncWorker:
         self.origin: str | None = None
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = require_origin
-        self._next_heartbeat = 0.0
         self._next_counts = 0.0
         self._lag_low: int | None = None
         self._lag_low_at = time.monotonic()
         self._lag_low_wall: float | None = None
-        self.generation_started = time.monotonic()
-        """When this member's current consumer-group generation began (its last revocation or
-        subscription): what the table watch measures claims against."""
         self.watch: TableWatch | None = None
+
+    @property
+    def owner(self) -> dict[tuple[str, int], str]:
+        """Partitions held -> the owner token of their claim."""
+        return self.group.owner
+
+    @property
+    def consumer(self) -> Consumer | None:
+        return self.group.consumer
+
+    @property
+    def epoch(self) -> str | None:
+        return self.group.epoch
+
+    @property
+    def ready(self) -> threading.Event:
+        """Set once the first partitions were assigned."""
+        return self.group.ready
+
+    @property
+    def left_in_group(self) -> bool:
+        return self.group.left_in_group
 
     @property
     def appliers(self) -> dict[str, Any]:
@@ -232,30 +242,7 @@ class SyncWorker:
     def _sink(self, table: str) -> TableSink:
         return self.mapped.sink(table) if table in self.mapped else self.tables.sink(table)
 
-    def _wait_for_epoch(self) -> str:
-        warned = False
-        while not self.stop.is_set():
-            epoch = self._current_epoch()
-            if epoch:
-                return epoch
-            if not warned:
-                log.info(
-                    "waiting for capture to initialise the broker (%s has no epoch yet)",
-                    self.kafka.control_topic,
-                )
-                warned = True
-            self.stop.wait(1.0)
-        raise CrossfadeError("stopped before capture initialised the broker")
-
     # -- assignment ---------------------------------------------------------------------------
-    def _owned(self) -> set[tuple[str, int]]:
-        """A snapshot of :attr:`owner`'s partitions from another thread (the watch's)."""
-        for _ in range(10):
-            try:
-                return set(self.owner)
-            except RuntimeError:  # changed size while copied: the consume loop was assigning
-                continue
-        return set()
 
     def _start_watch(self) -> None:
         s = self.settings
@@ -266,160 +253,35 @@ class SyncWorker:
             client_conf=self.kafka.client_config(),
             target_conninfo=s.target.conninfo,
             connect_timeout_s=s.target.connect_timeout_s,
-            view=WorkerView(owned=self._owned, generation_started=lambda: self.generation_started),
+            view=WorkerView(
+                owned=self.group.owned, generation_started=lambda: self.group.generation_started
+            ),
             stall_after_s=s.sync.stall_after_s,
         ).start()
 
-    def _new_consumer(self) -> Consumer:
-        s = self.settings
-        return Consumer(
-            {
-                # topics of the subscription that appear later (capture recreating them after a
-                # broker lost its log) are assigned within seconds, not after librdkafka's five
-                # minutes (issue 21); kafka.extra may override it
-                "topic.metadata.refresh.interval.ms": 10_000,
-                **self.kafka.client_config(),
-                "group.id": s.sync.group_id,
-                "client.id": f"crossfade-sync-{self.worker_id}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # never jump silently: a stored offset beyond the log end is an error we handle
-                "auto.offset.reset": "error",
-                "isolation.level": "read_committed",
-                "max.poll.interval.ms": s.sync.max_poll_interval_ms,
-                "session.timeout.ms": s.sync.session_timeout_ms,
-                "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
-                "allow.auto.create.topics": False,
-            }
-        )
-
-    def _subscribe(self) -> None:
-        assert self.consumer is not None
-        self.generation_started = time.monotonic()
-        self.consumer.subscribe(
-            list(self.topics),
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-            on_lost=self._on_revoke,
-        )
-
-    def _resubscribe(self) -> None:
-        """The watch found a table stalled (:mod:`crossfade.sync.watchdog`): leave the group and
-        join again with a new consumer, so the group assigns from fresh metadata (topics that
-        appeared since: an unsubscribe/subscribe of the same consumer was seen joining again with
-        its cached metadata, still without them). Not while a join is pending: a LeaveGroup then
-        wedges Tansu's group (:meth:`_finish_join`); the next stall report tries again."""
-        assert self.consumer is not None
-        stalled = ", ".join(sorted(self.stalled_tables)) or "-"
-        if not self._in_group:
-            log.warning(
-                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing yet",
-                stalled,
-            )
-            return
-        log.warning("stalled table(s) %s: re-subscribing to the change topics", stalled)
-        metrics.resubscribed()
-        self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
-        self.consumer = self._new_consumer()
-        self._subscribe()
-
-    def _claim(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        assert self.epoch is not None
+    def _claim(
+        self, tps: list[tuple[str, int]], epoch: str
+    ) -> tuple[str, dict[tuple[str, int], int]]:
+        """Claim ``tps`` in the target (:class:`~crossfade.sync.consumer.GroupMember` keeps the
+        token); load their snapshot floors and open replays into the planner."""
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
         stored = self._with_db_retry(
             lambda: claim_partitions(
-                self._db(), self.bk, self.settings.sync.group_id, tps, self.epoch or "", token
+                self._db(), self.bk, self.settings.sync.group_id, tps, epoch, token
             )
         )
         for tp in tps:
-            self.owner[tp] = token
             self.planner.floors[tp] = stored[tp].snapshot_floor
-        self._with_db_retry(lambda: self._load_replays(tps))
-        return {tp: s.next_offset for tp, s in stored.items()}
+        self._with_db_retry(lambda: self._load_replays(tps, epoch))
+        return token, {tp: s.next_offset for tp, s in stored.items()}
 
-    def _load_replays(self, tps: list[tuple[str, int]]) -> None:
-        replays = open_replays(self._db(), self.bk, self.settings.sync.group_id, self.epoch or "")
+    def _load_replays(self, tps: list[tuple[str, int]], epoch: str) -> None:
+        replays = open_replays(self._db(), self.bk, self.settings.sync.group_id, epoch)
         for tp in tps:
             self.planner.replay_until.pop(tp, None)
             if tp in replays:
                 self.planner.replay_until[tp] = replays[tp]
                 log.info("replaying %s[%d] up to offset %d (rewind)", tp[0], tp[1], replays[tp])
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._in_group = True
-        tps = [(p.topic, p.partition) for p in partitions]
-        if not tps or self.stop.is_set():  # stopping: only completing the join (_finish_join)
-            return
-        # a rejoin after a broker restart must not claim under the old epoch
-        self.epoch = self._current_epoch() or self.epoch
-        offsets = self._claim(tps)
-        assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
-        consumer.assign(assigned)
-        log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
-        # report the new assignment before the first batch from it commits: a fence that batch
-        # completes must not be read beside a heartbeat that still shows no partition
-        self._next_heartbeat = 0.0
-        self.ready.set()
-
-    def _finish_join(self) -> bool:
-        """Stopping while this member's join is pending at the broker (a rebalance in progress):
-        let the join complete before leaving the group. False when it did not complete: the
-        caller must then not send LeaveGroup (:attr:`left_in_group`).
-
-        Tansu (0.6) acknowledges a LeaveGroup sent while the member's JoinGroup is held (the
-        group waits for a killed member's session to expire), then completes that join anyway
-        and elects the departed member leader of the next generation: the group never leaves
-        that rebalance and no worker is ever assigned a partition again. Apache Kafka handles it.
-        Waiting for the assignment (at most the session timeout, then a margin) costs a stopping
-        worker a few seconds; records polled meanwhile are dropped (offsets live in the target).
-        If the join does not complete, the worker goes like a killed one: the broker expires it
-        after the session timeout, which Tansu handles."""
-        assert self.consumer is not None
-        if self._in_group:
-            return True
-        wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
-        log.info(
-            "stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)",
-            wait_s,
-        )
-        deadline = time.monotonic() + wait_s
-        while not self._in_group and time.monotonic() < deadline:
-            try:
-                self.consumer.poll(0.2)
-            except KafkaException as exc:
-                log.warning("consumer group rebalance not completed (%s)", exc)
-                break
-        if not self._in_group:
-            log.warning(
-                "consumer group rebalance not completed in %.0f s: leaving without LeaveGroup "
-                "(the broker expires this member after sync.session_timeout_ms)",
-                wait_s,
-            )
-        return self._in_group
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._in_group = False  # a rebalance began: until the next assignment a join is pending
-        self.generation_started = time.monotonic()
-        for p in partitions:
-            self.owner.pop((p.topic, p.partition), None)
-        self._next_heartbeat = 0.0
-        if partitions:
-            log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
-
-    def _reclaim_all(self) -> None:
-        """The broker epoch changed under us: restart every owned partition at offset 0."""
-        assert self.consumer is not None
-        tps = list(self.owner)
-        self.epoch = self._wait_for_epoch()
-        if not tps:
-            return
-        offsets = self._claim(tps)
-        self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
-        log.warning(
-            "broker epoch changed to %s: replaying %d partitions from the new log",
-            self.epoch,
-            len(tps),
-        )
 
     # -- DB helpers ---------------------------------------------------------------------------
     def _db(self) -> psycopg.Connection:
@@ -470,7 +332,8 @@ class SyncWorker:
 
     def _consume_loop(self) -> None:
         s = self.settings
-        self.epoch = self._wait_for_epoch()
+        group = self.group
+        group.epoch = group.wait_for_epoch()
         self.planner.decoder = self.mapped.decoder = EventDecoder(self.kafka)
         self._dlq = Producer(
             {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
@@ -484,24 +347,25 @@ class SyncWorker:
             dead_letters=DeadLetterTopic(self._dlq, self.kafka.dlq_topic, self.rejects),
             meter=self.meter,
         )
-        self.consumer = self._new_consumer()
-        self._subscribe()
+        group.subscribe()
+        consumer = group.consumer
+        assert consumer is not None
         timeout = s.sync.batch_timeout_ms / 1000
         joining = JoinProgress(s.sync.group_id, len(self.topics))
         try:
             while not self.stop.is_set():
-                joining.tick(self._in_group)
+                joining.tick(group.in_group)
                 self.rejects.flush()
                 try:
-                    msgs = self.consumer.consume(s.sync.batch_size, timeout)
+                    msgs = (group.consumer or consumer).consume(s.sync.batch_size, timeout)
                 except KafkaException as exc:
                     log.warning("consume failed: %s", exc)
                     metrics.error("sync", "transient")
                     self.stop.wait(1)
                     continue
                 # consumer lag, at most once a second
-                self.meter.poll(self.consumer, self.owner, self.topics)
-                if time.monotonic() >= self._next_heartbeat:
+                self.meter.poll(group.consumer, self.owner, self.topics)
+                if group.heartbeat_due():
                     self._heartbeat()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
@@ -518,24 +382,21 @@ class SyncWorker:
                         log.warning("%s", exc)
                 if not msgs and time.monotonic() >= self._next_epoch_check:
                     self._next_epoch_check = time.monotonic() + 10
-                    if self.owner and self._epoch_changed():
-                        self._pending_reclaim = True
-                if self._pending_reclaim:
-                    self._pending_reclaim = False
-                    self._reclaim_all()
+                    if self.owner and group.epoch_changed():
+                        group.pending_reclaim = True
+                if group.pending_reclaim:
+                    group.pending_reclaim = False
+                    group.reclaim_all()
                     continue
                 if self.watch is not None and self.watch.resubscribe.is_set():
                     self.watch.resubscribe.clear()
-                    self._resubscribe()
+                    group.resubscribe(", ".join(sorted(self.stalled_tables)) or "-")
                     continue
                 if msgs:
                     self._process(msgs)
         finally:
             try:
-                if self._finish_join() or not self.stop.is_set():
-                    self.consumer.close()
-                else:
-                    self.left_in_group = True  # the process exits without closing it (ops/cli.py)
+                group.leave()
             finally:
                 self.rejects.flush(force=True)
                 self._drop_heartbeat()
@@ -549,7 +410,6 @@ class SyncWorker:
         partitions held, consumer lag and how long it has stayed above its low. A target that does
         not answer skips it (the batch path waits for the target); the gate then sees it age."""
         now = time.monotonic()
-        self._next_heartbeat = now + self.settings.sync.heartbeat_interval_s
         lags = [self.meter.lag[tp] for tp in self.owner if tp in self.meter.lag]
         lag = sum(lags) if lags else (0 if not self.owner else None)
         if lag is not None and (self._lag_low is None or lag <= self._lag_low):
@@ -608,7 +468,7 @@ class SyncWorker:
                 log.warning(
                     "topic %s unknown to the broker (restarted?); checking the epoch", m.topic()
                 )
-                self._pending_reclaim = self._epoch_changed()
+                self.group.pending_reclaim = self.group.epoch_changed()
                 self.stop.wait(1)
                 return
             log.warning("Kafka error on %s[%s]: %s", m.topic(), m.partition(), err.str())
@@ -628,7 +488,7 @@ class SyncWorker:
                     m.partition(),
                     self.epoch,
                 )
-                self._reclaim_all()
+                self.group.reclaim_all()
                 return
         t0 = time.monotonic()
         try:
@@ -686,22 +546,9 @@ class SyncWorker:
                         )
         return None
 
-    def _current_epoch(self) -> str | None:
-        """The broker's epoch, or None while it cannot be read (a restarting broker is waited
-        for by the callers, never a reason to stop sync)."""
-        try:
-            return current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
-        except BrokerUnavailable as exc:
-            log.warning("broker epoch unreadable for now: %s", exc)
-            return None
-
-    def _epoch_changed(self) -> bool:
-        epoch = self._current_epoch()
-        return epoch is not None and epoch != self.epoch
-
     def _handle_out_of_range(self, m: Message) -> None:
-        if self._epoch_changed() or self._current_epoch() is None:
-            self._reclaim_all()
+        if self.group.epoch_changed() or self.group.current_epoch() is None:
+            self.group.reclaim_all()
             return
         raise BrokerDataLost(
             f"the offset stored for {m.topic()}[{m.partition()}] is beyond the end of the broker's log, "

@@ -152,7 +152,7 @@ def _is_change(m) -> bool:  # type: ignore[no-untyped-def]
 def _install_hold(part: str, release: str) -> None:
     from confluent_kafka import Consumer, TopicPartition
 
-    from crossfade.sync import worker as w
+    from crossfade.sync import consumer as w
 
     class HoldingConsumer(Consumer):  # type: ignore[misc]
         held: list = []  # noqa: RUF012 - per instance once assigned

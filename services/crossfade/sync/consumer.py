@@ -1,0 +1,263 @@
+"""The sync worker's membership of its consumer group: subscription, assignment and revocation,
+the broker epoch, the claim of partitions in the target, and the heartbeat's timer.
+
+Offsets live in the target (DESIGN decision 1): on assignment the member *claims* its partitions
+there (:func:`~crossfade.target.bookkeeping.claim_partitions`: a new owner token per claim, the
+broker epoch they belong to) and seeks to the offsets stored there; a batch commits only while the
+token is still its own (:func:`crossfade.sync.commit.lock_owned`). A broker restarted empty
+carries a new epoch: every owned partition is claimed again from the new log's start.
+
+Pause/resume (an operator's ``crossfade pause``): the place for it is :attr:`GroupMember.paused`,
+read when the heartbeat is due (:meth:`GroupMember.heartbeat_due`), with
+``consumer.pause``/``resume`` of :attr:`GroupMember.owner`'s partitions.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from crossfade import metrics
+from crossfade.config import Settings
+from crossfade.errors import BrokerUnavailable, CrossfadeError
+from crossfade.events.kafka import current_epoch
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+Claim = Callable[[list[TP], str], tuple[str, dict[TP, int]]]
+"""Claims partitions in the target under a broker epoch: (owner token, next offset of each)."""
+
+
+class GroupMember:
+    """One member of the sync consumer group (the worker's consumer and what it holds)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str,
+        stop: threading.Event,
+        topics: dict[str, str],
+        claim: Claim,
+    ) -> None:
+        self.settings = settings
+        self.kafka = settings.kafka
+        self.worker_id = worker_id
+        self.stop = stop
+        self.topics = topics
+        self._claim = claim
+        self.consumer: Consumer | None = None
+        self.epoch: str | None = None
+        self.owner: dict[TP, str] = {}
+        """Partitions held -> the owner token of their claim."""
+        self.in_group = False
+        """Whether this member holds a completed assignment (possibly empty) of the group."""
+        self.left_in_group = False
+        """Stopped without completing a pending join: the consumer was left open so that no
+        LeaveGroup is sent; the process must exit without finalising it."""
+        self.pending_reclaim = False
+        self.ready = threading.Event()
+        self.generation_started = time.monotonic()
+        """When this member's current consumer-group generation began (its last revocation or
+        subscription): what the table watch measures claims against."""
+        self.next_heartbeat = 0.0
+        self.paused = False
+        """Held by an operator (consumer paused); reported with the heartbeat."""
+
+    # -- epoch --------------------------------------------------------------------------------
+    def current_epoch(self) -> str | None:
+        """The broker's epoch, or None while it cannot be read (a restarting broker is waited
+        for by the callers, never a reason to stop sync)."""
+        try:
+            return current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
+        except BrokerUnavailable as exc:
+            log.warning("broker epoch unreadable for now: %s", exc)
+            return None
+
+    def epoch_changed(self) -> bool:
+        epoch = self.current_epoch()
+        return epoch is not None and epoch != self.epoch
+
+    def wait_for_epoch(self) -> str:
+        warned = False
+        while not self.stop.is_set():
+            epoch = self.current_epoch()
+            if epoch:
+                return epoch
+            if not warned:
+                log.info(
+                    "waiting for capture to initialise the broker (%s has no epoch yet)",
+                    self.kafka.control_topic,
+                )
+                warned = True
+            self.stop.wait(1.0)
+        raise CrossfadeError("stopped before capture initialised the broker")
+
+    # -- subscription -------------------------------------------------------------------------
+    def new_consumer(self) -> Consumer:
+        s = self.settings
+        return Consumer(
+            {
+                # topics of the subscription that appear later (capture recreating them after a
+                # broker lost its log) are assigned within seconds, not after librdkafka's five
+                # minutes (issue 21); kafka.extra may override it
+                "topic.metadata.refresh.interval.ms": 10_000,
+                **self.kafka.client_config(),
+                "group.id": s.sync.group_id,
+                "client.id": f"crossfade-sync-{self.worker_id}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                # never jump silently: a stored offset beyond the log end is an error we handle
+                "auto.offset.reset": "error",
+                "isolation.level": "read_committed",
+                "max.poll.interval.ms": s.sync.max_poll_interval_ms,
+                "session.timeout.ms": s.sync.session_timeout_ms,
+                "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
+                "allow.auto.create.topics": False,
+            }
+        )
+
+    def subscribe(self) -> None:
+        if self.consumer is None:
+            self.consumer = self.new_consumer()
+        self.generation_started = time.monotonic()
+        self.consumer.subscribe(
+            list(self.topics),
+            on_assign=self.on_assign,
+            on_revoke=self.on_revoke,
+            on_lost=self.on_revoke,
+        )
+
+    def resubscribe(self, stalled: str) -> None:
+        """The watch found a table stalled (:mod:`crossfade.sync.watchdog`): leave the group and
+        join again with a new consumer, so the group assigns from fresh metadata (topics that
+        appeared since: an unsubscribe/subscribe of the same consumer was seen joining again with
+        its cached metadata, still without them). Not while a join is pending: a LeaveGroup then
+        wedges Tansu's group (:meth:`finish_join`); the next stall report tries again."""
+        assert self.consumer is not None
+        if not self.in_group:
+            log.warning(
+                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing yet",
+                stalled,
+            )
+            return
+        log.warning("stalled table(s) %s: re-subscribing to the change topics", stalled)
+        metrics.resubscribed()
+        self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
+        self.consumer = self.new_consumer()
+        self.subscribe()
+
+    # -- assignment ---------------------------------------------------------------------------
+    def owned(self) -> set[TP]:
+        """A snapshot of :attr:`owner`'s partitions from another thread (the watch's)."""
+        for _ in range(10):
+            try:
+                return set(self.owner)
+            except RuntimeError:  # changed size while copied: the consume loop was assigning
+                continue
+        return set()
+
+    def claim(self, tps: list[TP]) -> dict[TP, int]:
+        assert self.epoch is not None
+        token, offsets = self._claim(tps, self.epoch)
+        for tp in tps:
+            self.owner[tp] = token
+        return offsets
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.in_group = True
+        tps = [(p.topic, p.partition) for p in partitions]
+        if not tps or self.stop.is_set():  # stopping: only completing the join (finish_join)
+            return
+        # a rejoin after a broker restart must not claim under the old epoch
+        self.epoch = self.current_epoch() or self.epoch
+        offsets = self.claim(tps)
+        assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
+        consumer.assign(assigned)
+        log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
+        # report the new assignment before the first batch from it commits: a fence that batch
+        # completes must not be read beside a heartbeat that still shows no partition
+        self.next_heartbeat = 0.0
+        self.ready.set()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.in_group = False  # a rebalance began: until the next assignment a join is pending
+        self.generation_started = time.monotonic()
+        for p in partitions:
+            self.owner.pop((p.topic, p.partition), None)
+        self.next_heartbeat = 0.0
+        if partitions:
+            log.info("revoked %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+
+    def reclaim_all(self) -> None:
+        """The broker epoch changed under us: restart every owned partition at offset 0."""
+        assert self.consumer is not None
+        tps = list(self.owner)
+        self.epoch = self.wait_for_epoch()
+        if not tps:
+            return
+        offsets = self.claim(tps)
+        self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
+        log.warning(
+            "broker epoch changed to %s: replaying %d partitions from the new log",
+            self.epoch,
+            len(tps),
+        )
+
+    def heartbeat_due(self) -> bool:
+        """Whether the heartbeat is due now (then the next is scheduled)."""
+        now = time.monotonic()
+        if now < self.next_heartbeat:
+            return False
+        self.next_heartbeat = now + self.settings.sync.heartbeat_interval_s
+        return True
+
+    # -- leaving ------------------------------------------------------------------------------
+    def leave(self) -> None:
+        """Close the consumer (LeaveGroup), unless stopping mid-join left it open on purpose
+        (:meth:`finish_join`; :attr:`left_in_group`)."""
+        assert self.consumer is not None
+        if self.finish_join() or not self.stop.is_set():
+            self.consumer.close()
+        else:
+            self.left_in_group = True  # the process exits without closing it (ops/cli.py)
+
+    def finish_join(self) -> bool:
+        """Stopping while this member's join is pending at the broker (a rebalance in progress):
+        let the join complete before leaving the group. False when it did not complete: the
+        caller must then not send LeaveGroup (:attr:`left_in_group`).
+
+        Tansu (0.6) acknowledges a LeaveGroup sent while the member's JoinGroup is held (the
+        group waits for a killed member's session to expire), then completes that join anyway
+        and elects the departed member leader of the next generation: the group never leaves
+        that rebalance and no worker is ever assigned a partition again. Apache Kafka handles it.
+        Waiting for the assignment (at most the session timeout, then a margin) costs a stopping
+        worker a few seconds; records polled meanwhile are dropped (offsets live in the target).
+        If the join does not complete, the worker goes like a killed one: the broker expires it
+        after the session timeout, which Tansu handles."""
+        assert self.consumer is not None
+        if self.in_group:
+            return True
+        wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
+        log.info(
+            "stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)",
+            wait_s,
+        )
+        deadline = time.monotonic() + wait_s
+        while not self.in_group and time.monotonic() < deadline:
+            try:
+                self.consumer.poll(0.2)
+            except KafkaException as exc:
+                log.warning("consumer group rebalance not completed (%s)", exc)
+                break
+        if not self.in_group:
+            log.warning(
+                "consumer group rebalance not completed in %.0f s: leaving without LeaveGroup "
+                "(the broker expires this member after sync.session_timeout_ms)",
+                wait_s,
+            )
+        return self.in_group
