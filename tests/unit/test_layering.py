@@ -39,7 +39,6 @@ KNOWN_LONG_FILES = {
 KNOWN_LONG_FUNCTIONS = {
     "ops/demo.py:run_demo",
     "sync/dedup.py:apply",
-    "sync/dlq.py:replay",
     "sync/mapped.py:process",
 }
 

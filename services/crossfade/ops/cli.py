@@ -577,7 +577,7 @@ def dlq_replay(
     """Re-run open dead letters through the current mapping (after fixing the rule or the data)
     and apply those that pass, with the same source-position guards as sync. Exit 1 when some
     still fail."""
-    from crossfade.sync.dlq import replay
+    from crossfade.sync.replay import replay
 
     rep = replay(
         _settings(config),

@@ -2,7 +2,7 @@
 the broker epoch, the claim of partitions in the target, and the heartbeat's timer.
 
 Offsets live in the target (DESIGN decision 1): on assignment the member *claims* its partitions
-there (:func:`~crossfade.target.bookkeeping.claim_partitions`: a new owner token per claim, the
+there (:func:`~crossfade.target.store.claim_partitions`: a new owner token per claim, the
 broker epoch they belong to) and seeks to the offsets stored there; a batch commits only while the
 token is still its own (:func:`crossfade.sync.commit.lock_owned`). A broker restarted empty
 carries a new epoch: every owned partition is claimed again from the new log's start.

@@ -10,6 +10,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 TP = tuple[str, int]
 
@@ -203,4 +204,54 @@ def note_added_column(
             "ON CONFLICT (tbl, col) DO UPDATE SET since = LEAST({0}.added_columns.since, EXCLUDED.since)"
         ).format(sql.Identifier(schema)),
         (table, col, since, fill),
+    )
+
+
+def dead_letters_for_replay(
+    conn: psycopg.Connection, schema: str, rule: str | None = None, table: str | None = None
+) -> list[tuple[Any, ...]]:
+    """Open dead letters (of one rule, one table), locked for update, in position order per
+    table: (source table, entry, topic, partition, offset, key, value, headers, source key,
+    rule)."""
+    cond = [sql.SQL("outcome = 'dead_letter'")]
+    params: list[Any] = []
+    if rule:
+        cond.append(sql.SQL("rule = %s"))
+        params.append(rule)
+    if table:
+        cond.append(sql.SQL("source_table = %s"))
+        params.append(table)
+    return conn.execute(
+        sql.SQL(
+            'SELECT source_table, entry, topic, partition, "offset", key, value, headers, source_key, rule '
+            "FROM {}.ledger WHERE {} ORDER BY source_table, position FOR UPDATE"
+        ).format(sql.Identifier(schema), sql.SQL(" AND ").join(cond)),
+        params,
+    ).fetchall()
+
+
+def held_changes(
+    conn: psycopg.Connection, schema: str, table: str, source_key: Any
+) -> list[tuple[Any, ...]]:
+    """Changes of a key held behind its dead letter, locked, in their order: (entry, topic,
+    partition, offset, key, value, headers)."""
+    return conn.execute(
+        sql.SQL(
+            'SELECT entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
+            "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
+            'ORDER BY topic, partition, "offset" FOR UPDATE'
+        ).format(sql.Identifier(schema)),
+        (table, Jsonb(source_key)),
+    ).fetchall()
+
+
+def set_outcome(
+    conn: psycopg.Connection, schema: str, table: str, entries: list[str], outcome: str
+) -> None:
+    """Mark ledger entries of ``table`` ``dropped`` or ``replayed`` (by ``dlq replay``)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.ledger SET outcome = %s, at = now() WHERE source_table = %s AND entry = ANY(%s)"
+        ).format(sql.Identifier(schema)),
+        (outcome, table, entries),
     )

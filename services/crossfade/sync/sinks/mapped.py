@@ -13,7 +13,6 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-import psycopg
 from psycopg import sql
 
 from crossfade import metrics
@@ -24,7 +23,6 @@ from crossfade.sync.mapped import (
     MappedResult,
     MappedSource,
     Origin,
-    TargetParents,
     make_parents,
 )
 from crossfade.sync.planner import PartitionPlan, Run
@@ -110,11 +108,11 @@ class MappedTables:
         rows = deferred_rows(tx.conn, self.bk, list(self.mapped), tps, expired_only=expired_only)
         self.rerun(tx, rows, "deferred rows")
 
-    def rerun(self, tx: Tx, rows: list[tuple[Any, ...]], what: str) -> None:
+    def rerun(self, tx: Tx, rows: list[tuple[Any, ...]], what: str) -> int:
         """Map again held or child rows of the ledger: (source table, entry, topic, partition,
-        offset, key, value, headers, window over), parents first."""
+        offset, key, value, headers, window over), parents first; how many were mapped."""
         if not rows:
-            return
+            return 0
         assert self.decoder is not None
         by_table: dict[str, list[ChangeEvent]] = defaultdict(list)
         expired: dict[str, set[str]] = defaultdict(set)
@@ -129,6 +127,7 @@ class MappedTables:
             )
             if is_expired:
                 expired[table].add(entry)
+        done = 0
         for table in [t for t in self.order if t in by_table]:
             res = self.process(
                 tx,
@@ -138,25 +137,29 @@ class MappedTables:
                 expired=frozenset(expired[table]),
             )
             tx.pending.count(table, res)
+            done += len(res.outcomes)
             moved = {k: n for k, n in res.by_outcome.items() if n and k != "deferred"}
             if moved:
                 log.info("%s of %s mapped again: %s", what, table, moved)
+        return done
 
-    def follow_parents(self, tx: Tx) -> None:
+    def follow_parents(self, tx: Tx) -> int:
         """Map again, in this transaction, the children of every parent that arrived, left or
         moved to another survivor (dedup) in it: a child finds its parent or loses it, whatever
         the order in which both arrived (sync.children). A child that is itself a parent makes
-        another round."""
+        another round. Returns how many children were mapped again."""
         bk = sql.Identifier(self.bk)
         rounds = len(self.order) + 2
+        done = 0
         for _ in range(rounds):
             changes, tx.parent_changes = tx.parent_changes, ParentChanges()
             if not changes:
-                return
-            self.rerun(tx, children_to_rerun(tx.conn, bk, changes), "children")
+                return done
+            done += self.rerun(tx, children_to_rerun(tx.conn, bk, changes), "children")
         if tx.parent_changes:
             log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
             tx.parent_changes = ParentChanges()
+        return done
 
 
 class MappedSink:
@@ -177,7 +180,3 @@ class MappedSink:
         assert tx.parent_changes is not None
         tx.parent_changes.update(self.ms.take_left())
         return n
-
-
-def parents_of(conn: psycopg.Connection, tables: MappedTables) -> TargetParents:
-    return make_parents(conn, tables.shapes, tables.writers, tables.bk)
