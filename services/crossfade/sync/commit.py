@@ -37,11 +37,11 @@ from crossfade.errors import SchemaMismatch, StaleAssignment
 from crossfade.events.kafka import ControlRecord, record_place
 from crossfade.events.model import position
 from crossfade.sync.dead_letters import DeadLetterTopic
-from crossfade.sync.mapped import write_ledger
 from crossfade.sync.planner import BatchPlan, Marker, PartitionPlan, Planner, Run, Truncate
 from crossfade.sync.sinks import TableSink, Tx
 from crossfade.sync.sinks.mapped import MappedTables
-from crossfade.target import sync_store
+from crossfade.target import store
+from crossfade.target.store.ledger import write_ledger
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def lock_owned(
 ) -> dict[TP, int]:
     """Lock the offset rows of ``tps`` and check this worker still owns them (its claim token in
     ``owner``); returns each one's stored next offset. Raises :class:`StaleAssignment`."""
-    stored = sync_store.lock_offsets(conn, bk, group_id, tps)
+    stored = store.lock_offsets(conn, bk, group_id, tps)
     out: dict[TP, int] = {}
     for tp in sorted(tps):
         row = stored.get(tp)
@@ -133,17 +133,17 @@ class BatchCommit:
         """Step 2: the planner's decode, the target's word on open dead letters, the ledger
         rows of dead letters and held changes (dead letters produced first)."""
         plan = self.planner.decode(fresh)
-        still = sync_store.still_dead_letters(
+        still = store.still_dead_letters(
             tx.conn, self.bk, [(t, e) for (t, _k), e in plan.suspects.items()]
         )
         plan.settle(still, self.planner)
         tx.origins = plan.origins
         if plan.dead:
             self.dead_letters.undecodable(plan.dead, self.count_dead(tx))
-            write_ledger(tx.conn, _ident(self.bk), [d.ledger_row() for d in plan.dead])
+            write_ledger(tx.conn, self.bk, [d.ledger_row() for d in plan.dead])
         if plan.held:
             log.warning("%d change(s) held back behind a dead letter of their key", len(plan.held))
-            write_ledger(tx.conn, _ident(self.bk), plan.held)
+            write_ledger(tx.conn, self.bk, plan.held)
         return plan
 
     def apply_table(self, tx: Tx, table: str, parts: list[PartitionPlan]) -> None:
@@ -179,7 +179,7 @@ class BatchCommit:
                 )
         elif x.kind == "fence":
             self.meter.note_fence(x.source_ts_ms)
-            sync_store.record_fence(tx.conn, self.bk, x.token, tp, x.lsn, x.source_ts_ms)
+            store.record_fence(tx.conn, self.bk, x.token, tp, x.lsn, x.source_ts_ms)
 
     def store_positions(self, tx: Tx, plan: BatchPlan, mapped_dead: list[Any]) -> None:
         """Step 6: one statement each for the whole batch (a round trip per partition was most
@@ -202,15 +202,13 @@ class BatchCommit:
                     st.last_source_ts_ms,
                 )
             )
-        sync_store.store_next_offsets(tx.conn, self.bk, self.group, offsets)
-        sync_store.add_table_stats(tx.conn, self.bk, rows)
+        store.store_next_offsets(tx.conn, self.bk, self.group, offsets)
+        store.add_table_stats(tx.conn, self.bk, rows)
         for tp in sorted(plan.floors_moved):
-            sync_store.raise_snapshot_floor(
-                tx.conn, self.bk, self.group, tp, self.planner.floors[tp]
-            )
+            store.raise_snapshot_floor(tx.conn, self.bk, self.group, tp, self.planner.floors[tp])
         for tp, pp in plan.partitions.items():
             if pp.replay_done:
-                sync_store.finish_replay(tx.conn, self.bk, self.group, tp)
+                store.finish_replay(tx.conn, self.bk, self.group, tp)
 
     @staticmethod
     def count_dead(tx: Tx) -> Callable[[str], None]:
@@ -228,9 +226,3 @@ def _toast_missing(table: str, keys: list[str]) -> None:
             f"{len(keys)} update(s) of {table} keep unchanged TOASTed values of rows missing in the target (keys {keys[:3]})",
             f"set REPLICA IDENTITY FULL on {table} in the source, or re-snapshot the table",
         )
-
-
-def _ident(schema: str) -> Any:
-    from psycopg import sql
-
-    return sql.Identifier(schema)

@@ -17,9 +17,9 @@ from confluent_kafka import Producer
 from crossfade import metrics
 from crossfade.errors import BrokerUnavailable
 from crossfade.events.kafka import record_place
-from crossfade.sync.mapped import Held
 from crossfade.sync.planner import DeadLetter
 from crossfade.sync.progress_log import RejectLog
+from crossfade.target.store.ledger import Held
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg import sql
@@ -55,28 +55,17 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetR
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
+from crossfade.target.store.ledger import Held, Origin, write_ledger
+
+if TYPE_CHECKING:
+    from crossfade.sync.parents import TargetParents
 
 log = logging.getLogger(__name__)
-
-HELD = ("dead_letter", "filtered", "deferred", "parent_left")
-"""Ledger outcomes that keep their rule and reason (and, but filtered, the record's bytes)."""
 
 
 def key_text(values: Iterable[Any]) -> str:
     """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
     return json.dumps([jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Origin:
-    """Where a change event was read: what a dead letter or a deferral keeps to re-run it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -85,27 +74,6 @@ class RowChange:
     values: dict[str, Any] | None  # None: delete
     position: int
     unavailable: frozenset[str] = frozenset()
-
-
-@dataclass(slots=True)
-class Held:
-    """One ledger row to write (the outcome of a source key's change)."""
-
-    source_table: str
-    entry: str
-    position: int
-    outcome: str  # mapped | deleted | filtered | dead_letter | deferred | replayed
-    source_key: list[Any] | None = None
-    rule: str | None = None
-    reason: str | None = None
-    failures: list[dict[str, Any]] | None = None
-    origin: Origin | None = None
-    window_s: float | None = None
-    keep_origin: bool = False
-    """Keep the record's bytes with a ``mapped`` outcome too (a child: it is mapped again when
-    its parent changes, :mod:`crossfade.sync.children`)."""
-    prev_rule: str | None = None
-    """The rule of the dead letter this change re-runs (a dead letter unchanged is not new)."""
 
 
 @dataclass(slots=True)
@@ -256,87 +224,6 @@ class TargetWriter:
         return []
 
 
-class TargetParents:
-    """:class:`~crossfade.mapping.engine.ParentKeys` over the target database, inside the batch
-    transaction (so a parent applied earlier in the same batch counts). Found keys are cached for
-    the batch (:meth:`forget` drops parents that changed); a missing one is asked again (it may
-    arrive later in the batch).
-
-    A parent found is locked until the batch commits (``FOR KEY SHARE`` on its row, ``FOR SHARE``
-    on a member's crosswalk row): a worker removing that parent, or moving that member to another
-    survivor, waits for this batch, then finds this child among the parent's children and maps it
-    again (:mod:`crossfade.sync.children`). A parent not found is waited for once, in case a
-    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`).
-    Without these a child could be written beside a parent that another worker changes at the
-    same moment, and nobody would look at it again."""
-
-    def __init__(
-        self,
-        conn: psycopg.Connection,
-        shapes: Mapping[str, TableShape],
-        dedup: Mapping[str, tuple[str, ...]] | None = None,
-        bookkeeping_schema: str = "crossfade",
-    ) -> None:
-        self.conn = conn
-        self.shapes = shapes
-        self.dedup = dict(dedup or {})
-        """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
-        self.bk = sql.Identifier(bookkeeping_schema)
-        self._found: set[tuple[str, str, str]] = set()
-        self._waited: set[tuple[str, str, str]] = set()
-
-    def forget(self, changes: children.ParentChanges) -> None:
-        """Drop cached answers for parents whose state changed in this transaction."""
-        for table, values in changes.values.items():
-            self._found = {k for k in self._found if not (k[0] == table and k[2] in values)}
-            self._waited = {k for k in self._waited if not (k[0] == table and k[2] in values)}
-
-    def __call__(self, table: str, column: str, value: Any) -> bool | None:
-        shape = self.shapes.get(table)
-        if shape is None:
-            return None
-        k = (table, column, key_text([value]))
-        if k in self._found:
-            return True
-        if self._exists(shape, k, value):
-            return True
-        if k in self._waited:
-            return False
-        # missing: wait for a transaction bringing this parent in right now (it holds the
-        # parent's lock, children.lock_parents), then look again; one that takes the lock after
-        # us waits for this batch and finds this child among the parent's children
-        self._waited.add(k)
-        children.wait_for_parent(self.conn, table, k[2])
-        return self._exists(shape, k, value)
-
-    def _exists(self, shape: TableShape, k: tuple[str, str, str], value: Any) -> bool:
-        table, column, vt = k
-        if self.dedup.get(table) == (column,):
-            row = self.conn.execute(
-                sql.SQL(
-                    "SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s FOR SHARE"
-                ).format(self.bk),
-                (table, vt),
-            ).fetchone()
-            if row is not None:
-                self._found.add(k)
-                return True
-        typ = shape.column(column).type_sql
-        row = self.conn.execute(
-            sql.SQL("SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}) LIMIT 1 FOR KEY SHARE").format(
-                sql.Identifier(shape.schema),
-                sql.Identifier(shape.name),
-                sql.Identifier(column),
-                sql.SQL(typ),
-            ),
-            (value if not isinstance(value, dict | list) else json.dumps(value),),
-        ).fetchone()
-        ok = row is not None
-        if ok:
-            self._found.add(k)
-        return ok
-
-
 @dataclass(slots=True)
 class _Step:
     """One source key's change on its way through :meth:`MappedSource.process`."""
@@ -372,6 +259,7 @@ class MappedSource:
                 f"mapped source table {source} has no primary key",
                 "give it one, or leave it unmapped",
             )
+        self.bk_name = bookkeeping_schema
         self.bk = sql.Identifier(bookkeeping_schema)
         self.sql_positions = sql.SQL(
             "SELECT entry, position, outcome, rule FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
@@ -463,7 +351,7 @@ class MappedSource:
             held.append(st.held)
             self._note_parent_change(st, res)
         children.lock_parents(conn, res.parent_changes)
-        write_ledger(conn, self.bk, held)
+        write_ledger(conn, self.bk_name, held)
         if self.ref_rules:
             children.write_refs(conn, self.bk, self.source, [st.entry for st in steps], refs)
         for target in self.targets:
@@ -648,68 +536,6 @@ class MappedSource:
         return n
 
 
-def write_ledger(conn: psycopg.Connection, bk: sql.Identifier, held: list[Held]) -> None:
-    """Upsert ledger rows, each only over an older (or equal) position of its key. Details and
-    bytes are kept for held outcomes only; a deferral keeps the deadline of its first deferral."""
-    stmt = sql.SQL(
-        """INSERT INTO {bk}.ledger AS l (source_table, entry, position, outcome, source_key, rule, reason, failures,
-               topic, partition, "offset", key, value, headers, deadline)
-           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + make_interval(secs => %s))
-           ON CONFLICT (source_table, entry) DO UPDATE SET position = EXCLUDED.position, outcome = EXCLUDED.outcome,
-               source_key = EXCLUDED.source_key, rule = EXCLUDED.rule, reason = EXCLUDED.reason,
-               failures = EXCLUDED.failures, topic = EXCLUDED.topic, partition = EXCLUDED.partition,
-               "offset" = EXCLUDED."offset", key = EXCLUDED.key, value = EXCLUDED.value, headers = EXCLUDED.headers,
-               first_at = CASE WHEN l.outcome = EXCLUDED.outcome THEN l.first_at ELSE now() END,
-               deadline = CASE WHEN l.outcome = 'deferred' AND EXCLUDED.outcome = 'deferred' THEN l.deadline
-                               ELSE EXCLUDED.deadline END,
-               at = now()
-           WHERE l.position <= EXCLUDED.position"""
-    ).format(bk=bk)
-    params = []
-    for h in held:
-        keep = h.outcome in (*HELD, "held")
-        o = (
-            h.origin
-            if h.outcome in ("dead_letter", "deferred", "held", "parent_left")
-            or (h.keep_origin and h.outcome in ("mapped", "replayed"))
-            else None
-        )
-        params.append(
-            (
-                h.source_table,
-                h.entry,
-                h.position,
-                h.outcome,
-                Jsonb(h.source_key) if h.source_key is not None else None,
-                h.rule if keep else None,
-                h.reason if keep else None,
-                Jsonb(h.failures) if keep and h.failures else None,
-                o.topic if o else None,
-                o.partition if o else None,
-                o.offset if o else None,
-                o.key if o else None,
-                o.value if o else None,
-                Jsonb(o.headers) if o else None,
-                h.window_s if h.outcome == "deferred" else None,
-            )
-        )
-    with conn.cursor() as cur:
-        cur.executemany(stmt, params)
-
-
-def make_parents(
-    conn: psycopg.Connection,
-    shapes: Mapping[str, TableShape],
-    writers: Mapping[str, Any],
-    bookkeeping_schema: str,
-) -> TargetParents:
-    """The :class:`TargetParents` of a batch (deduplicated targets answer through the crosswalk)."""
-    from crossfade.sync.dedup import DedupWriter
-
-    dedup = {t: w.key for t, w in writers.items() if isinstance(w, DedupWriter)}
-    return TargetParents(conn, shapes, dedup, bookkeeping_schema)
-
-
 def ensure_position_column(conn: psycopg.Connection, table: str) -> None:
     """Mapped target tables get ``_cf_pos`` too (the guard of DESIGN decision 2)."""
     schema, name = table.split(".", 1)
@@ -724,7 +550,7 @@ def build_mapped(
     mapper: Mapper, report: Any, conn: psycopg.Connection, bookkeeping_schema: str
 ) -> tuple[dict[str, MappedSource], dict[str, TargetWriter], dict[str, TableShape]]:
     """The :class:`MappedSource` of every mapped (non-identity) source table, their target
-    writers, and the shapes of all target tables (for :class:`TargetParents`)."""
+    writers, and the shapes of all target tables (for :class:`~crossfade.sync.parents.TargetParents`)."""
     sources = [s for s, ct in mapper.tables.items() if not ct.identity]
     from crossfade.sync import dedup
 

@@ -32,8 +32,8 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import ControlRecord, control_kind, record_headers, record_place
 from crossfade.events.model import ChangeEvent
-from crossfade.sync.mapped import Held, Origin
 from crossfade.target.apply import event_key_id
+from crossfade.target.store.ledger import Held, Origin
 
 TP = tuple[str, int]
 Item = ChangeEvent | ControlRecord

@@ -67,12 +67,13 @@ from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (
     Heartbeat,
     claim_partitions,
+    decode_dead_letters,
     drop_heartbeat,
     ensure_schema,
     ledger_counts,
+    pending_replays,
     write_heartbeat,
 )
-from crossfade.target.sync_store import decode_dead_letters, open_replays
 
 log = logging.getLogger(__name__)
 
@@ -276,7 +277,7 @@ class SyncWorker:
         return token, {tp: s.next_offset for tp, s in stored.items()}
 
     def _load_replays(self, tps: list[tuple[str, int]], epoch: str) -> None:
-        replays = open_replays(self._db(), self.bk, self.settings.sync.group_id, epoch)
+        replays = pending_replays(self._db(), self.bk, self.settings.sync.group_id, epoch)
         for tp in tps:
             self.planner.replay_until.pop(tp, None)
             if tp in replays:

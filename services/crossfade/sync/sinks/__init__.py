@@ -19,8 +19,9 @@ from crossfade.sync.stats import Counts, PartitionStats, SyncStats
 
 if TYPE_CHECKING:
     from crossfade.sync.children import ParentChanges
-    from crossfade.sync.mapped import Held, Origin, TargetParents
+    from crossfade.sync.parents import TargetParents
     from crossfade.sync.planner import PartitionPlan, Run
+    from crossfade.target.store.ledger import Held, Origin
 
 
 class Applied(Counts, Protocol):

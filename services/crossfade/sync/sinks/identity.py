@@ -21,9 +21,13 @@ from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
 from crossfade.target.append_only import AppendOnlyApplier
 from crossfade.target.apply import ApplyResult, TableApplier
-from crossfade.target.store import mapping_fingerprint, note_mapping
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
-from crossfade.target.sync_store import added_columns, note_added_column
+from crossfade.target.store import (
+    added_columns,
+    mapping_fingerprint,
+    note_added_column,
+    note_mapping,
+)
 
 log = logging.getLogger(__name__)
 

@@ -19,16 +19,13 @@ from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.children import ParentChanges, children_to_rerun
-from crossfade.sync.mapped import (
-    MappedResult,
-    MappedSource,
-    Origin,
-    make_parents,
-)
+from crossfade.sync.mapped import MappedResult, MappedSource
+from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
 from crossfade.target.apply import event_key_id
-from crossfade.target.sync_store import deferred_rows
+from crossfade.target.store import deferred_rows
+from crossfade.target.store.ledger import Origin
 
 log = logging.getLogger(__name__)
 

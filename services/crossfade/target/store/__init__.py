@@ -9,7 +9,8 @@ no module outside ``crossfade.target`` writes SQL naming a bookkeeping table
 The modules (each module's docstring says which tables it reads and writes):
 
 - ``schema``: the DDL (``STATEMENTS``, ``TABLES``), ``ensure_schema``, ``has_table``
-- ``offsets``: consumer offsets (claim a partition's resume point, read, rewind)
+- ``offsets``: consumer offsets (claim a partition's resume point, lock and advance it in the
+  batch commit, snapshot floors, read, rewind)
 - ``ledger``: per source key outcomes; the one count of open dead letters (``ledger_counts``)
 - ``dlq``: acknowledging dead letters (``dlq_acks``, ``dlq_acked``)
 - ``fences``: fence runs (``fence_runs``) and the fences sync applied (``fences``)
@@ -22,9 +23,11 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``stats``: per table what sync applied (``table_stats``)
 - ``tombstones``: tombstones and watermarks
 - ``verify_runs``: verify runs and their reports
+- ``added_columns``: columns sync added to identity targets mid-stream
 - ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
 """
 
+from crossfade.target.store.added_columns import added_columns, note_added_column
 from crossfade.target.store.audit import (
     AuditEntry,
     AuditRow,
@@ -52,6 +55,7 @@ from crossfade.target.store.fences import (
     fence_started,
     last_applied_fence,
     latest_fences,
+    record_fence,
 )
 from crossfade.target.store.heartbeats import (
     Heartbeat,
@@ -63,21 +67,31 @@ from crossfade.target.store.ledger import (
     LedgerCounts,
     TableCounts,
     dead_letter_groups,
+    dead_letters_for_replay,
+    decode_dead_letters,
+    deferred_rows,
     entry_outcome,
     entry_outcomes,
+    held_changes,
     held_entries,
     ledger_counts,
+    set_outcome,
+    still_dead_letters,
 )
 from crossfade.target.store.meta import mapping_fingerprint, meta, note_mapping
 from crossfade.target.store.offsets import (
     StoredOffset,
     claim_partitions,
     claimed_count,
+    lock_offsets,
+    raise_snapshot_floor,
     rewind_offset,
+    store_next_offsets,
     stored_offsets,
 )
 from crossfade.target.store.replay import (
     Replay,
+    finish_replay,
     finish_replays,
     last_rewind_at,
     pending_replays,
@@ -92,7 +106,11 @@ from crossfade.target.store.schema import (
     ensure_schema,
     has_table,
 )
-from crossfade.target.store.stats import TableStats, table_stats
+from crossfade.target.store.stats import (
+    TableStats,
+    add_table_stats,
+    table_stats,
+)
 from crossfade.target.store.tombstones import (
     clear_tombstones,
     delete_leaving_tombstones,
@@ -108,10 +126,6 @@ from crossfade.target.store.verify_runs import (
 )
 
 __all__ = [
-    "RECENT_KEYS",
-    "SCHEMA_VERSION",
-    "STATEMENTS",
-    "TABLES",
     "AppliedFence",
     "AuditEntry",
     "AuditRow",
@@ -121,13 +135,19 @@ __all__ = [
     "FenceRun",
     "Heartbeat",
     "LedgerCounts",
+    "RECENT_KEYS",
     "Replay",
+    "SCHEMA_VERSION",
+    "STATEMENTS",
     "StoredOffset",
+    "TABLES",
     "TableCounts",
     "TableStats",
     "VerifyReport",
     "VerifyRun",
     "acknowledge_dead_letters",
+    "add_table_stats",
+    "added_columns",
     "checkpoint_at",
     "checkpoint_named",
     "claim_partitions",
@@ -135,6 +155,9 @@ __all__ = [
     "clear_tombstones",
     "ddl",
     "dead_letter_groups",
+    "dead_letters_for_replay",
+    "decode_dead_letters",
+    "deferred_rows",
     "delete_leaving_tombstones",
     "drop_heartbeat",
     "ensure_schema",
@@ -144,8 +167,10 @@ __all__ = [
     "fence_finished",
     "fence_position",
     "fence_started",
+    "finish_replay",
     "finish_replays",
     "has_table",
+    "held_changes",
     "held_entries",
     "insert_audit_row",
     "last_applied_fence",
@@ -156,22 +181,29 @@ __all__ = [
     "latest_fences",
     "latest_verify_report",
     "ledger_counts",
+    "lock_offsets",
     "mapping_fingerprint",
     "merged_members",
     "meta",
+    "note_added_column",
     "note_mapping",
     "paused_components",
     "pending_replays",
+    "raise_snapshot_floor",
     "raise_watermark",
     "read_checkpoints",
     "read_control",
     "read_heartbeats",
     "recent_verify_runs",
+    "record_fence",
     "record_verify_run",
     "rewind_offset",
     "save_checkpoint",
+    "set_outcome",
     "set_paused",
     "start_replay",
+    "still_dead_letters",
+    "store_next_offsets",
     "stored_offsets",
     "table_stats",
     "unfinished_replays",

@@ -116,3 +116,21 @@ def fence_position(conn: psycopg.Connection, schema: str, token: str) -> int | N
         (token,),
     ).fetchone()
     return int(row[0]) if row and row[0] is not None else None
+
+
+def record_fence(
+    conn: psycopg.Connection,
+    schema: str,
+    token: str,
+    tp: tuple[str, int],
+    lsn: int,
+    source_ts_ms: int,
+) -> None:
+    """Sync applied the fence marker ``token`` on partition ``tp`` (decision 4)."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.fences (token, topic, partition, lsn, source_ts) "
+            "VALUES (%s,%s,%s,%s, to_timestamp(%s/1000.0)) ON CONFLICT DO NOTHING"
+        ).format(sql.Identifier(schema)),
+        (token, tp[0], tp[1], lsn, source_ts_ms),
+    )

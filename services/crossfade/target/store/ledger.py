@@ -9,6 +9,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from crossfade.target.store.schema import has_table
 
@@ -207,3 +208,190 @@ def entry_outcomes(
             (source, entries),
         )
     }
+
+
+def decode_dead_letters(conn: psycopg.Connection, schema: str) -> list[tuple[str, Any, str]]:
+    """Open dead letters of undecodable records whose key decoded: (table, key, entry)."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT source_table, source_key, entry FROM {}.ledger WHERE outcome = 'dead_letter' "
+            "AND rule = 'decode' AND source_key IS NOT NULL"
+        ).format(sql.Identifier(schema))
+    ).fetchall()
+
+
+def still_dead_letters(
+    conn: psycopg.Connection, schema: str, entries: list[tuple[str, str]]
+) -> set[str]:
+    """Of these (table, entry) ledger rows, the entries still dead letters. The rows are
+    share-locked until the transaction ends: a ``dlq replay`` resolving one either commits first
+    or waits for the caller's transaction."""
+    if not entries:
+        return set()
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT l.entry, l.outcome FROM {}.ledger l JOIN unnest(%s::text[], %s::text[]) AS w(t, e) "
+            "ON l.source_table = w.t AND l.entry = w.e FOR SHARE OF l"
+        ).format(sql.Identifier(schema)),
+        ([t for t, _ in entries], [e for _, e in entries]),
+    ).fetchall()
+    return {entry for entry, outcome in rows if outcome == "dead_letter"}
+
+
+def deferred_rows(
+    conn: psycopg.Connection,
+    schema: str,
+    tables: list[str],
+    tps: list[tuple[str, int]],
+    *,
+    expired_only: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Deferred rows of these tables and partitions, oldest first (at most 1000): (source
+    table, entry, topic, partition, offset, key, value, headers, window over)."""
+    return conn.execute(
+        sql.SQL(
+            'SELECT source_table, entry, topic, partition, "offset", key, value, headers, now() >= deadline '
+            "FROM {}.ledger WHERE outcome = 'deferred' AND source_table = ANY(%s) "
+            "AND (topic || '/' || partition) = ANY(%s) {} ORDER BY first_at LIMIT 1000"
+        ).format(
+            sql.Identifier(schema),
+            sql.SQL("AND now() >= deadline" if expired_only else ""),
+        ),
+        (tables, [f"{t}/{p}" for t, p in tps]),
+    ).fetchall()
+
+
+def dead_letters_for_replay(
+    conn: psycopg.Connection, schema: str, rule: str | None = None, table: str | None = None
+) -> list[tuple[Any, ...]]:
+    """Open dead letters (of one rule, one table), locked for update, in position order per
+    table: (source table, entry, topic, partition, offset, key, value, headers, source key,
+    rule)."""
+    cond = [sql.SQL("outcome = 'dead_letter'")]
+    params: list[Any] = []
+    if rule:
+        cond.append(sql.SQL("rule = %s"))
+        params.append(rule)
+    if table:
+        cond.append(sql.SQL("source_table = %s"))
+        params.append(table)
+    return conn.execute(
+        sql.SQL(
+            'SELECT source_table, entry, topic, partition, "offset", key, value, headers, source_key, rule '
+            "FROM {}.ledger WHERE {} ORDER BY source_table, position FOR UPDATE"
+        ).format(sql.Identifier(schema), sql.SQL(" AND ").join(cond)),
+        params,
+    ).fetchall()
+
+
+def held_changes(
+    conn: psycopg.Connection, schema: str, table: str, source_key: Any
+) -> list[tuple[Any, ...]]:
+    """Changes of a key held behind its dead letter, locked, in their order: (entry, topic,
+    partition, offset, key, value, headers)."""
+    return conn.execute(
+        sql.SQL(
+            'SELECT entry, topic, partition, "offset", key, value, headers FROM {}.ledger '
+            "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
+            'ORDER BY topic, partition, "offset" FOR UPDATE'
+        ).format(sql.Identifier(schema)),
+        (table, Jsonb(source_key)),
+    ).fetchall()
+
+
+def set_outcome(
+    conn: psycopg.Connection, schema: str, table: str, entries: list[str], outcome: str
+) -> None:
+    """Mark ledger entries of ``table`` ``dropped`` or ``replayed`` (by ``dlq replay``)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.ledger SET outcome = %s, at = now() WHERE source_table = %s AND entry = ANY(%s)"
+        ).format(sql.Identifier(schema)),
+        (outcome, table, entries),
+    )
+
+
+HELD = ("dead_letter", "filtered", "deferred", "parent_left")
+"""Ledger outcomes that keep their rule and reason (and, but filtered, the record's bytes)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a change event was read: what a dead letter or a deferral keeps to re-run it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+@dataclass(slots=True)
+class Held:
+    """One ledger row to write (the outcome of a source key's change)."""
+
+    source_table: str
+    entry: str
+    position: int
+    outcome: str  # mapped | deleted | filtered | dead_letter | deferred | replayed
+    source_key: list[Any] | None = None
+    rule: str | None = None
+    reason: str | None = None
+    failures: list[dict[str, Any]] | None = None
+    origin: Origin | None = None
+    window_s: float | None = None
+    keep_origin: bool = False
+    """Keep the record's bytes with a ``mapped`` outcome too (a child: it is mapped again when
+    its parent changes, :mod:`crossfade.sync.children`)."""
+    prev_rule: str | None = None
+    """The rule of the dead letter this change re-runs (a dead letter unchanged is not new)."""
+
+
+def write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> None:
+    """Upsert ledger rows, each only over an older (or equal) position of its key. Details and
+    bytes are kept for held outcomes only; a deferral keeps the deadline of its first deferral."""
+    stmt = sql.SQL(
+        """INSERT INTO {bk}.ledger AS l (source_table, entry, position, outcome, source_key, rule, reason, failures,
+               topic, partition, "offset", key, value, headers, deadline)
+           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + make_interval(secs => %s))
+           ON CONFLICT (source_table, entry) DO UPDATE SET position = EXCLUDED.position, outcome = EXCLUDED.outcome,
+               source_key = EXCLUDED.source_key, rule = EXCLUDED.rule, reason = EXCLUDED.reason,
+               failures = EXCLUDED.failures, topic = EXCLUDED.topic, partition = EXCLUDED.partition,
+               "offset" = EXCLUDED."offset", key = EXCLUDED.key, value = EXCLUDED.value, headers = EXCLUDED.headers,
+               first_at = CASE WHEN l.outcome = EXCLUDED.outcome THEN l.first_at ELSE now() END,
+               deadline = CASE WHEN l.outcome = 'deferred' AND EXCLUDED.outcome = 'deferred' THEN l.deadline
+                               ELSE EXCLUDED.deadline END,
+               at = now()
+           WHERE l.position <= EXCLUDED.position"""
+    ).format(bk=sql.Identifier(schema))
+    params = []
+    for h in held:
+        keep = h.outcome in (*HELD, "held")
+        o = (
+            h.origin
+            if h.outcome in ("dead_letter", "deferred", "held", "parent_left")
+            or (h.keep_origin and h.outcome in ("mapped", "replayed"))
+            else None
+        )
+        params.append(
+            (
+                h.source_table,
+                h.entry,
+                h.position,
+                h.outcome,
+                Jsonb(h.source_key) if h.source_key is not None else None,
+                h.rule if keep else None,
+                h.reason if keep else None,
+                Jsonb(h.failures) if keep and h.failures else None,
+                o.topic if o else None,
+                o.partition if o else None,
+                o.offset if o else None,
+                o.key if o else None,
+                o.value if o else None,
+                Jsonb(o.headers) if o else None,
+                h.window_s if h.outcome == "deferred" else None,
+            )
+        )
+    with conn.cursor() as cur:
+        cur.executemany(stmt, params)

@@ -100,3 +100,16 @@ def unfinished_replays(conn: psycopg.Connection, schema: str, group_id: str) -> 
         (group_id,),
     ).fetchone()
     return int(row[0] or 0) if row else 0
+
+
+def finish_replay(
+    conn: psycopg.Connection, schema: str, group_id: str, tp: tuple[str, int]
+) -> None:
+    """The replay of partition ``tp`` is complete (in the batch transaction that passed its end)."""
+    conn.execute(
+        sql.SQL(
+            "UPDATE {}.replay SET finished_at = now() WHERE group_id=%s AND topic=%s AND partition=%s "
+            "AND finished_at IS NULL"
+        ).format(sql.Identifier(schema)),
+        (group_id, tp[0], tp[1]),
+    )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -54,3 +55,24 @@ def table_stats(conn: psycopg.Connection, schema: str) -> dict[str, TableStats]:
         )
         for r in rows
     }
+
+
+def add_table_stats(conn: psycopg.Connection, schema: str, rows: list[tuple[Any, ...]]) -> None:
+    """Add to each (table, topic, partition)'s counters: rows of (table, topic, partition,
+    applied, skipped, dead-lettered, last LSN or None, last source ts in ms or 0)."""
+    if not rows:
+        return
+    cols = list(map(list, zip(*rows, strict=True)))
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {s}.table_stats AS ts (tbl, topic, partition, applied, skipped, dead_lettered, last_lsn, last_source_ts, last_applied_at) "
+            "SELECT tbl, topic, partition, applied, skipped, dead, lsn, CASE WHEN src_ms > 0 THEN to_timestamp(src_ms / 1000.0) END, now() "
+            "FROM unnest(%s::text[], %s::text[], %s::int[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[]) "
+            "AS v(tbl, topic, partition, applied, skipped, dead, lsn, src_ms) "
+            "ON CONFLICT (tbl, topic, partition) DO UPDATE SET applied = ts.applied + EXCLUDED.applied, "
+            "skipped = ts.skipped + EXCLUDED.skipped, dead_lettered = ts.dead_lettered + EXCLUDED.dead_lettered, "
+            "last_lsn = GREATEST(ts.last_lsn, EXCLUDED.last_lsn), "
+            "last_source_ts = GREATEST(ts.last_source_ts, EXCLUDED.last_source_ts), last_applied_at = now()"
+        ).format(s=sql.Identifier(schema)),
+        cols,
+    )
