@@ -38,7 +38,6 @@ KNOWN_LONG_FILES = {
 KNOWN_LONG_FUNCTIONS = {
     "ops/demo.py:run_demo",
     "sync/dedup.py:apply",
-    "sync/mapped.py:process",
 }
 
 

@@ -55,7 +55,7 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetR
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
-from crossfade.target.store.ledger import Held, Origin, write_ledger
+from crossfade.target.store.ledger import Held, Origin, ledger_positions, write_ledger
 
 if TYPE_CHECKING:
     from crossfade.sync.parents import TargetParents
@@ -261,9 +261,6 @@ class MappedSource:
             )
         self.bk_name = bookkeeping_schema
         self.bk = sql.Identifier(bookkeeping_schema)
-        self.sql_positions = sql.SQL(
-            "SELECT entry, position, outcome, rule FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
-        ).format(self.bk)
         self.ref_rules = children.ref_rules(mapper, source)
         """This table's ``references`` rules: it is a child; its events are kept in the ledger."""
         referenced = children.referenced_columns(mapper)
@@ -301,35 +298,7 @@ class MappedSource:
         res = MappedResult()
         if not events:
             return res
-        survivors = collapse(events)
-        res.skipped = len(events) - len(survivors)
-        keyed = [(e, *self.entry_of(e)) for e in survivors]
-        stored = {
-            r[0]: (r[1], r[2], r[3])
-            for r in conn.execute(
-                self.sql_positions, (self.source, [k for _, k, _, _ in keyed])
-            ).fetchall()
-        }
-        steps: list[_Step] = []
-        for e, entry, skey, key_row in keyed:
-            have = stored.get(entry)
-            if have is not None and (
-                e.position < have[0] or (e.position == have[0] and not (replay or rerun))
-            ):
-                res.skipped += 1
-                continue
-            origin = origins.get((e.table, event_key_id(e), e.position))
-            h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
-            h.keep_origin = bool(self.ref_rules)
-            st = _Step(e, entry, key_row, h, have[1] if have else None)
-            if have is not None and have[1] == "dead_letter":
-                h.prev_rule = have[2]
-            if not e.is_delete:
-                row, unavailable = event_row(e, self.pg_types)
-                st.out = self.mapper.map_row(
-                    self.source, row, parents=parents, unavailable=unavailable
-                )
-            steps.append(st)
+        steps = self._steps(conn, events, origins, parents, res, again=replay or rerun)
         waiting = [
             f
             for st in steps
@@ -354,10 +323,63 @@ class MappedSource:
         write_ledger(conn, self.bk_name, held)
         if self.ref_rules:
             children.write_refs(conn, self.bk, self.source, [st.entry for st in steps], refs)
+        # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
+        self._apply_targets(conn, changes, res, replay=replay or rerun)
+        if parents is not None and res.parent_changes:
+            parents.forget(res.parent_changes)
+        res.filtered = res.by_outcome["filtered"]
+        res.deferred = res.by_outcome["deferred"]
+        return res
+
+    def _steps(
+        self,
+        conn: psycopg.Connection,
+        events: list[ChangeEvent],
+        origins: Mapping[tuple[str, str, int], Origin],
+        parents: TargetParents | None,
+        res: MappedResult,
+        *,
+        again: bool,
+    ) -> list[_Step]:
+        """One step per key (its newest change) that the ledger lets through, mapped.
+        ``again``: a replay or re-run, which passes at the position the ledger holds."""
+        survivors = collapse(events)
+        res.skipped = len(events) - len(survivors)
+        keyed = [(e, *self.entry_of(e)) for e in survivors]
+        stored = ledger_positions(conn, self.bk_name, self.source, [k for _, k, _, _ in keyed])
+        steps: list[_Step] = []
+        for e, entry, skey, key_row in keyed:
+            have = stored.get(entry)
+            if have is not None and (e.position < have[0] or (e.position == have[0] and not again)):
+                res.skipped += 1
+                continue
+            origin = origins.get((e.table, event_key_id(e), e.position))
+            h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
+            h.keep_origin = bool(self.ref_rules)
+            st = _Step(e, entry, key_row, h, have[1] if have else None)
+            if have is not None and have[1] == "dead_letter":
+                h.prev_rule = have[2]
+            if not e.is_delete:
+                row, unavailable = event_row(e, self.pg_types)
+                st.out = self.mapper.map_row(
+                    self.source, row, parents=parents, unavailable=unavailable
+                )
+            steps.append(st)
+        return steps
+
+    def _apply_targets(
+        self,
+        conn: psycopg.Connection,
+        changes: Mapping[str, list[RowChange]],
+        res: MappedResult,
+        *,
+        replay: bool,
+    ) -> None:
+        """Write the target rows of the decided changes, target by target; parents whose
+        survivor moved (dedup) are locked and noted for their children."""
         for target in self.targets:
             w = self.writers[target]
-            # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
-            r = w.apply(conn, changes.get(target, []), replay=replay or rerun)
+            r = w.apply(conn, changes.get(target, []), replay=replay)
             res.applied += r.applied
             res.deleted += r.deleted
             res.toast_missing.extend(r.toast_missing)
@@ -366,11 +388,6 @@ class MappedSource:
                 moved.add(target, value)
             children.lock_parents(conn, moved)
             res.parent_changes.update(moved)
-        if parents is not None and res.parent_changes:
-            parents.forget(res.parent_changes)
-        res.filtered = res.by_outcome["filtered"]
-        res.deferred = res.by_outcome["deferred"]
-        return res
 
     def _decide(
         self,

@@ -395,3 +395,18 @@ def write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> Non
         )
     with conn.cursor() as cur:
         cur.executemany(stmt, params)
+
+
+def ledger_positions(
+    conn: psycopg.Connection, schema: str, table: str, entries: list[str]
+) -> dict[str, tuple[int, str, str | None]]:
+    """Ledger rows of these entries of ``table``: entry -> (position, outcome, rule)."""
+    return {
+        r[0]: (r[1], r[2], r[3])
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT entry, position, outcome, rule FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (table, entries),
+        ).fetchall()
+    }
