@@ -37,7 +37,6 @@ KNOWN_LONG_FILES = {
 #: functions over 80 lines still to split
 KNOWN_LONG_FUNCTIONS = {
     "ops/demo.py:run_demo",
-    "sync/dedup.py:apply",
 }
 
 

@@ -42,6 +42,7 @@ from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
 from crossfade.mapping.model import DedupSpec
 from crossfade.target.apply import ApplyResult
+from crossfade.target.store.dedup import member_positions, write_members
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +104,7 @@ class DedupWriter:
         self.spec = spec
         self.mapper = mapper
         self.bk = sql.Identifier(bookkeeping_schema)
+        self.bk_name = bookkeeping_schema
         names = [c.name for c in shape.columns]
         self.cols = [c for c in names if c in set(produced) | set(key)]
         self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
@@ -143,16 +145,7 @@ class DedupWriter:
             if k not in best or ch.position >= best[k].position:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
-        old = {
-            r[0]: (int(r[1]), list(r[2] or []))
-            for r in conn.execute(
-                sql.SQL(
-                    "SELECT member_key, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                    "AND member_key = ANY(%s)"
-                ).format(self.bk),
-                (self.table, list(best)),
-            ).fetchall()
-        }
+        old = member_positions(conn, self.bk_name, self.table, list(best))
         matcher = self._deduper().matcher
         seed_blocks: set[str] = set()
         upserts, deletes = [], []
@@ -178,37 +171,16 @@ class DedupWriter:
                 res.applied += 1
         if not upserts and not deletes:
             return res
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, source_table, block_keys, row, position, deleted) "
-                    "VALUES (%s,%s,%s,NULL,%s,%s,%s,false) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                    "key = EXCLUDED.key, block_keys = EXCLUDED.block_keys, row = EXCLUDED.row, position = EXCLUDED.position, "
-                    "deleted = false"
-                ).format(self.bk),
-                [
-                    (
-                        self.table,
-                        k,
-                        Jsonb([_jv(v) for v in ch.key]),
-                        blocks,
-                        Jsonb(_json_row(vals)),
-                        ch.position,
-                    )
-                    for k, ch, blocks, vals in upserts
-                ],
-            )
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, block_keys, row, position, deleted) "
-                    "VALUES (%s,%s,%s,'{{}}',NULL,%s,true) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                    "block_keys = '{{}}', row = NULL, position = EXCLUDED.position, deleted = true"
-                ).format(self.bk),
-                [
-                    (self.table, k, Jsonb([_jv(v) for v in ch.key]), ch.position)
-                    for k, ch in deletes
-                ],
-            )
+        write_members(
+            conn,
+            self.bk_name,
+            self.table,
+            [
+                (k, Jsonb([_jv(v) for v in ch.key]), blocks, Jsonb(_json_row(vals)), ch.position)
+                for k, ch, blocks, vals in upserts
+            ],
+            [(k, Jsonb([_jv(v) for v in ch.key]), ch.position) for k, ch in deletes],
+        )
         changed = {k for k, *_ in upserts} | {k for k, _ in deletes}
         self._regroup(conn, changed, seed_blocks)
         return res
