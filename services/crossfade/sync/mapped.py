@@ -55,7 +55,13 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetR
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
-from crossfade.target.store.ledger import Held, Origin, ledger_positions, write_ledger
+from crossfade.target.store.ledger import (
+    Held,
+    Origin,
+    forget_below,
+    ledger_positions,
+    write_ledger,
+)
 
 if TYPE_CHECKING:
     from crossfade.sync.parents import TargetParents
@@ -544,12 +550,7 @@ class MappedSource:
                     dedup=isinstance(w, DedupWriter),
                 ):
                     self.left.add(target, value)
-        conn.execute(
-            sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(
-                self.bk
-            ),
-            (self.source, pos),
-        )
+        forget_below(conn, self.bk_name, self.source, pos)
         return n
 
 

@@ -43,7 +43,8 @@ from typing import Any
 import psycopg
 from confluent_kafka import KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
-from psycopg import sql
+
+from crossfade.target.store import offsets_age
 
 log = logging.getLogger(__name__)
 
@@ -312,14 +313,7 @@ class TableWatch:
                     connect_timeout=self._connect_timeout_s,
                     **DB_TIMEOUTS,
                 )
-            rows = self._conn.execute(
-                sql.SQL(
-                    "SELECT topic, partition, next_offset, "
-                    "extract(epoch FROM clock_timestamp() - updated_at)::float8 "
-                    "FROM {}.offsets WHERE group_id = %s AND topic = ANY(%s)"
-                ).format(sql.Identifier(self.bk)),
-                (self.group_id, list(self.topics)),
-            ).fetchall()
+            rows = offsets_age(self._conn, self.bk, self.group_id, list(self.topics))
         except psycopg.Error as exc:
             if self._conn is not None:
                 with contextlib.suppress(Exception):

@@ -410,3 +410,13 @@ def ledger_positions(
             (table, entries),
         ).fetchall()
     }
+
+
+def forget_below(conn: psycopg.Connection, schema: str, table: str, pos: int) -> None:
+    """Drop ``table``'s ledger rows older than position ``pos`` (a truncate voided them)."""
+    conn.execute(
+        sql.SQL("DELETE FROM {}.ledger WHERE source_table = %s AND position < %s").format(
+            sql.Identifier(schema)
+        ),
+        (table, pos),
+    )

@@ -176,3 +176,21 @@ def raise_snapshot_floor(
         ).format(sql.Identifier(schema)),
         (floor, group_id, tp[0], tp[1]),
     )
+
+
+def offsets_age(
+    conn: psycopg.Connection, schema: str, group_id: str, topics: list[str]
+) -> list[tuple[str, int, int, float]]:
+    """The group's stored offsets of these topics: (topic, partition, next offset, seconds since
+    the row was last advanced), read on the watch's own connection."""
+    return [
+        (t, int(p), int(n), float(age))
+        for t, p, n, age in conn.execute(
+            sql.SQL(
+                "SELECT topic, partition, next_offset, "
+                "extract(epoch FROM clock_timestamp() - updated_at)::float8 "
+                "FROM {}.offsets WHERE group_id = %s AND topic = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (group_id, topics),
+        ).fetchall()
+    ]
