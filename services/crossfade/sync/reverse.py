@@ -25,7 +25,6 @@ import psycopg
 
 from crossfade.catalog import TableShape, read_shape
 from crossfade.config import Settings
-from crossfade.db import connect
 from crossfade.errors import SchemaMismatch
 from crossfade.events.model import ChangeEvent, RowSchema
 from crossfade.mapping.inverse import FallbackPlan, TableInverse
@@ -45,13 +44,14 @@ class LegacyTables(IdentityTables):
         self.renames: dict[str, dict[str, str]] = {}  # new table -> new column -> legacy column
         self.dropped: dict[str, frozenset[str]] = {}  # new table -> columns legacy has no place for
 
+    source_label = "new"
+
     def setup(self, src: psycopg.Connection, conn: psycopg.Connection, tables: list[str]) -> None:
-        """Check each legacy table against the new one (``src`` is unused: the new database is
-        this direction's source, read through its own settings)."""
+        """Check each legacy table (in ``conn``) against its table in the new database
+        (``src``, this direction's source)."""
         ensure_side_schema(conn, self.bk)
-        with connect(self.settings.source, "new") as new:
-            for table in tables:
-                self._check(new, conn, table)
+        for table in tables:
+            self._check(src, conn, table)
 
     def _check(self, new: psycopg.Connection, conn: psycopg.Connection, table: str) -> None:
         inv = self.inverses[table]

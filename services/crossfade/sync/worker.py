@@ -210,7 +210,7 @@ class SyncWorker:
         ensure_schema(self.conn, self.bk)
         mapping = self.settings.mapping
         mapped = set(mapping.tables) if mapping is not None else set()
-        with connect(self.settings.source, "source") as src:
+        with connect(self.settings.source, self.tables.source_label) as src:
             self.tables.setup(src, self.conn, [t for t in self.settings.tables if t not in mapped])
             if mapped:
                 from crossfade.mapping.schema_check import load_mapper

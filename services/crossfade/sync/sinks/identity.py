@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 class IdentityTables:
     """The identity-mapped tables of one worker: table -> its applier."""
 
+    source_label = "source"
+    """How errors name the database this direction reads."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.bk = settings.sync.bookkeeping_schema
