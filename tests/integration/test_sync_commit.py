@@ -1,0 +1,154 @@
+"""The commit step (crossfade.sync.commit) against the embedded PostgreSQL, without a broker: one
+batch is one transaction of the target (rows, ledger, offsets, stats together), dead letters are
+acknowledged by "Kafka" before it commits, a stale owner or an unacknowledged dead letter rolls it
+back whole, and records below the stored offset are not applied again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from crossfade import metrics
+from crossfade.catalog import read_shape
+from crossfade.config import Settings
+from crossfade.embedded.postgres import EmbeddedPostgres
+from crossfade.errors import BrokerUnavailable, StaleAssignment
+from crossfade.sync.commit import BatchCommit
+from crossfade.sync.dead_letters import DeadLetterTopic
+from crossfade.sync.progress_log import RejectLog
+from crossfade.sync.sinks import Tx
+from crossfade.sync.sinks.identity import IdentityTables
+from crossfade.sync.sinks.mapped import MappedTables
+from crossfade.target.apply import TableApplier
+from crossfade.target.store import claim_partitions, ensure_schema
+from tests.sync_records import TOPIC, Batch, Msg
+
+pytestmark = pytest.mark.integration
+
+BK, GROUP, TP = "crossfade", "g", (TOPIC, 0)
+
+
+@pytest.fixture
+def dsn(pg_server: EmbeddedPostgres) -> Iterator[str]:
+    name = f"commit_{time.monotonic_ns()}"
+    pg_server.create_database(name)
+    with psycopg.connect(pg_server.dsn(name), autocommit=True) as c:
+        ensure_schema(c, BK)
+        c.execute("CREATE TABLE public.t (id int PRIMARY KEY, _cf_pos numeric)")
+    yield pg_server.dsn(name)
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as admin:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+class Producer:
+    """The dead-letter producer: records what was produced and what the target showed another
+    session when the worker waited for Kafka's acknowledgement."""
+
+    def __init__(self, dsn: str, unacked: int = 0) -> None:
+        self.dsn, self.unacked = dsn, unacked
+        self.produced: list[dict[str, Any]] = []
+        self.offset_at_flush: list[int] = []
+
+    def produce(self, topic: str, **kw: Any) -> None:
+        self.produced.append({"topic": topic, **kw})
+
+    def flush(self, timeout: float) -> int:
+        with psycopg.connect(self.dsn, autocommit=True) as other:
+            row = other.execute(f"SELECT next_offset FROM {BK}.offsets").fetchone()
+            self.offset_at_flush.append(int(row[0]) if row else -1)
+        return self.unacked
+
+
+def _commit(conn: psycopg.Connection, batch: Batch, producer: Producer) -> BatchCommit:
+    settings = Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.t"],
+    )
+    tables = IdentityTables(settings)
+    shape = read_shape(conn, "public.t")
+    assert shape is not None
+    tables.appliers["public.t"] = TableApplier(shape, BK)
+    return BatchCommit(
+        bookkeeping_schema=BK,
+        group_id=GROUP,
+        planner=batch.planner(),
+        sinks=tables.sink,
+        mapped=MappedTables({}, {}, {}, ["public.t"], BK),
+        dead_letters=DeadLetterTopic(producer, "dlq", RejectLog()),  # type: ignore[arg-type]
+        meter=metrics.SyncMeter(),
+    )
+
+
+def _state(dsn: str) -> dict[str, Any]:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        stats = c.execute(
+            f"SELECT applied, skipped, dead_lettered FROM {BK}.table_stats"
+        ).fetchall()
+        return {
+            "rows": [r[0] for r in c.execute("SELECT id FROM public.t ORDER BY id").fetchall()],
+            "next": c.execute(f"SELECT next_offset FROM {BK}.offsets").fetchone(),
+            "ledger": sorted(
+                c.execute(f"SELECT entry, outcome FROM {BK}.ledger").fetchall(), key=str
+            ),
+            "stats": stats,
+        }
+
+
+def _batch() -> tuple[Batch, list[Msg]]:
+    b = Batch()
+    # key 3: an undecodable change, then a later change of the key (held behind it)
+    return b, [b.change(1, 10), b.change(2, 11), b.broken(3), b.change(3, 13)]
+
+
+def _claim(dsn: str, token: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as c:
+        claim_partitions(c, BK, GROUP, [TP], "e1", token)
+
+
+def test_one_transaction_with_dead_letters_acknowledged_before_it_commits(dsn: str) -> None:
+    _claim(dsn, "mine")
+    b, msgs = _batch()
+    producer = Producer(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        commit = _commit(conn, b, producer)
+        assert commit.run(Tx(conn), msgs, {TP: "mine"}, ["public.t"]) == []
+        st = _state(dsn)
+        assert st["rows"] == [1, 2] and st["next"] == (4,)
+        assert st["ledger"] == [(f"@{TOPIC}/0/2", "dead_letter"), (f"@{TOPIC}/0/3", "held")]
+        assert st["stats"] == [(2, 0, 1)]
+        [dead] = producer.produced
+        assert dict(dead["headers"])["crossfade.dlq.rule"] == b"decode"
+        assert producer.offset_at_flush == [0]  # produced and acknowledged before the COMMIT
+
+        # the same records again (the COMMIT's acknowledgement was lost): nothing applies twice
+        again = Producer(dsn)
+        commit.dead_letters = DeadLetterTopic(again, "dlq", RejectLog())  # type: ignore[arg-type]
+        commit.run(Tx(conn), msgs, {TP: "mine"}, ["public.t"])
+        assert _state(dsn) == st and again.produced == []
+
+
+def test_a_stale_owner_rolls_the_batch_back_whole(dsn: str) -> None:
+    _claim(dsn, "mine")
+    _claim(dsn, "theirs")  # a rebalance gave the partition to another worker
+    b, msgs = _batch()
+    before = _state(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(StaleAssignment):
+        _commit(conn, b, Producer(dsn)).run(Tx(conn), msgs, {TP: "mine"}, ["public.t"])
+    assert _state(dsn) == before
+
+
+def test_a_dead_letter_kafka_does_not_acknowledge_rolls_the_batch_back(dsn: str) -> None:
+    _claim(dsn, "mine")
+    b, msgs = _batch()
+    before = _state(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(BrokerUnavailable):
+        _commit(conn, b, Producer(dsn, unacked=1)).run(
+            Tx(conn), msgs, {TP: "mine"}, ["public.t"]
+        )
+    assert _state(dsn) == before and before["rows"] == [] and before["next"] == (0,)
