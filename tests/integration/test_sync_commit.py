@@ -148,7 +148,5 @@ def test_a_dead_letter_kafka_does_not_acknowledge_rolls_the_batch_back(dsn: str)
     b, msgs = _batch()
     before = _state(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(BrokerUnavailable):
-        _commit(conn, b, Producer(dsn, unacked=1)).run(
-            Tx(conn), msgs, {TP: "mine"}, ["public.t"]
-        )
+        _commit(conn, b, Producer(dsn, unacked=1)).run(Tx(conn), msgs, {TP: "mine"}, ["public.t"])
     assert _state(dsn) == before and before["rows"] == [] and before["next"] == (0,)

@@ -629,7 +629,7 @@ def dedup_explain(config: str | None, key: str, table: str | None, as_json: bool
     to, the members of its group, and the rule and evidence of each merge. Exit 1 when the key
     is not known."""
     from crossfade.db import connect
-    from crossfade.sync.dedup import explain
+    from crossfade.sync.sinks.dedup import explain
 
     s = _settings(config)
     with connect(s.target, "target", autocommit=True) as conn:

@@ -12,7 +12,7 @@ from psycopg import sql
 
 from crossfade.catalog import TableShape
 from crossfade.sync import children
-from crossfade.sync.mapped import key_text
+from crossfade.sync.sinks.mapped_source import key_text
 
 
 class TargetParents:
@@ -103,7 +103,7 @@ def make_parents(
     bookkeeping_schema: str,
 ) -> TargetParents:
     """The :class:`TargetParents` of a batch (deduplicated targets answer through the crosswalk)."""
-    from crossfade.sync.dedup import DedupWriter
+    from crossfade.sync.sinks.dedup import DedupWriter
 
     dedup = {t: w.key for t, w in writers.items() if isinstance(w, DedupWriter)}
     return TargetParents(conn, shapes, dedup, bookkeeping_schema)

@@ -23,10 +23,10 @@ from crossfade.errors import DecodeError
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.mapping.audit import parents_first
-from crossfade.sync.mapped import MappedResult, build_mapped
 from crossfade.sync.sinks import Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
+from crossfade.sync.sinks.mapped_source import MappedResult, build_mapped
 from crossfade.target.apply import event_key_id
 from crossfade.target.store import dead_letters_for_replay, held_changes, set_outcome
 from crossfade.target.store.ledger import Origin

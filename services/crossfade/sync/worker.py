@@ -55,13 +55,13 @@ from crossfade.events.model import ChangeEvent
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
-from crossfade.sync.mapped import build_mapped
 from crossfade.sync.origin import tag_session
 from crossfade.sync.planner import Planner
 from crossfade.sync.progress_log import JoinProgress, RejectLog
 from crossfade.sync.sinks import TableSink, Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
+from crossfade.sync.sinks.mapped_source import build_mapped
 from crossfade.sync.stats import SyncStats
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (

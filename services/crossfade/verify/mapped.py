@@ -90,7 +90,7 @@ class Want:
 
 
 def _text(values: Iterable[Any]) -> str:
-    from crossfade.sync.mapped import key_text
+    from crossfade.sync.sinks.mapped_source import key_text
 
     return key_text(values)
 

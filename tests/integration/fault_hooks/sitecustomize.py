@@ -127,7 +127,7 @@ def _install(point: str, nth: int) -> None:
     w.SyncWorker._apply_batch = apply_batch  # type: ignore[method-assign]
     c.BatchCommit.apply_table = apply_table  # type: ignore[method-assign]
     if point == "pause_in_merge":
-        from crossfade.sync import dedup
+        from crossfade.sync.sinks import dedup
 
         orig_regroup = dedup.DedupWriter._regroup
         merges = {"n": 0}

@@ -1,5 +1,5 @@
 """Mapped tables as sinks: a source table's changes go through the mapping
-(:class:`crossfade.sync.mapped.MappedSource`: map, cleanse, validate, filter, defer,
+(:class:`crossfade.sync.sinks.mapped_source.MappedSource`: map, cleanse, validate, filter, defer,
 dead-letter, dedup) inside the batch transaction, and children follow their parents
 (:mod:`crossfade.sync.children`).
 
@@ -19,10 +19,10 @@ from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
 from crossfade.sync.children import ParentChanges, children_to_rerun
-from crossfade.sync.mapped import MappedResult, MappedSource
 from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
+from crossfade.sync.sinks.mapped_source import MappedResult, MappedSource
 from crossfade.target.apply import event_key_id
 from crossfade.target.store import deferred_rows
 from crossfade.target.store.ledger import Origin

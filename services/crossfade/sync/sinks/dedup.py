@@ -17,7 +17,7 @@ partitions and workers):
    none for merged members; ``<bookkeeping>.crosswalk`` maps every member key to its survivor
    key with the rule and evidence of the merge (``crossfade dedup explain``);
 5. children: a column with a ``references`` rule to this target holds the survivor's key: a
-   child written later resolves its member through the crosswalk (:class:`~crossfade.sync.mapped.
+   child written later resolves its member through the crosswalk (:class:`~crossfade.sync.sinks.mapped_source.
    TargetWriter`); every member whose crosswalk entry changed here (:meth:`DedupWriter.take_moved`)
    has its children mapped again in the same transaction (:mod:`crossfade.sync.children`).
 
@@ -77,7 +77,7 @@ def ddl(schema: str) -> list[sql.Composed]:
 
 
 def _text(values: Iterable[Any]) -> str:
-    from crossfade.sync.mapped import key_text
+    from crossfade.sync.sinks.mapped_source import key_text
 
     return key_text(values)
 
@@ -88,7 +88,7 @@ def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
 
 class DedupWriter:
     """Writes one deduplicated target table (module docstring). Same interface as
-    :class:`crossfade.sync.mapped.TargetWriter`."""
+    :class:`crossfade.sync.sinks.mapped_source.TargetWriter`."""
 
     def __init__(
         self,

@@ -125,7 +125,7 @@ class TargetWriter:
         self._appliers: dict[tuple[str, ...], TableApplier] = {}
         self.redirects: list[tuple[str, str]] = []
         """(column, deduplicated parent table): values are legacy parent keys, written as the
-        key of the parent's survivor (crossfade.sync.dedup)."""
+        key of the parent's survivor (crossfade.sync.sinks.dedup)."""
 
     @property
     def table(self) -> str:
@@ -203,7 +203,7 @@ class TargetWriter:
     def _redirect(self, conn: psycopg.Connection, changes: Iterable[RowChange]) -> None:
         if not self.redirects:
             return
-        from crossfade.sync.dedup import resolve
+        from crossfade.sync.sinks.dedup import resolve
 
         rows = [ch for ch in changes if ch.values is not None]
         for col, parent in self.redirects:
@@ -536,7 +536,7 @@ class MappedSource:
             )
         n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
         # parents removed without a change of their own: their children are mapped again
-        from crossfade.sync.dedup import DedupWriter
+        from crossfade.sync.sinks.dedup import DedupWriter
 
         for target, cols in self.parent_cols.items():
             w = self.writers[target]
@@ -570,7 +570,7 @@ def build_mapped(
     """The :class:`MappedSource` of every mapped (non-identity) source table, their target
     writers, and the shapes of all target tables (for :class:`~crossfade.sync.parents.TargetParents`)."""
     sources = [s for s, ct in mapper.tables.items() if not ct.identity]
-    from crossfade.sync import dedup
+    from crossfade.sync.sinks import dedup
 
     writers: dict[str, Any] = {}
     shapes: dict[str, TableShape] = {}
