@@ -123,13 +123,7 @@ def test_files_and_functions_stay_small() -> None:
 #: files outside crossfade/target/ whose SQL still names a bookkeeping table (each is another
 #: helper's work this round: sync's queries move into crossfade.target.store with the sync split)
 KNOWN_BOOKKEEPING_SQL = {
-    "sync/apply.py",
-    "sync/apply_side.py",
     "sync/children.py",
-    "sync/dlq.py",
-    "sync/mapped.py",
-    "sync/watchdog.py",
-    "sync/worker.py",
 }
 
 
