@@ -276,7 +276,7 @@ def _serve(services: list[str], settings: Settings) -> None:
         if console is not None:
             console.stop()
         if worker is not None and worker.left_in_group:
-            # a consumer finalised at exit would still send LeaveGroup (SyncWorker._finish_join)
+            # a consumer finalised at exit would still send LeaveGroup (GroupMember.finish_join, sync/consumer.py)
             import os
 
             logging.shutdown()

@@ -7,9 +7,10 @@ broker epoch they belong to) and seeks to the offsets stored there; a batch comm
 token is still its own (:func:`crossfade.sync.commit.lock_owned`). A broker restarted empty
 carries a new epoch: every owned partition is claimed again from the new log's start.
 
-Pause/resume (an operator's ``crossfade pause``): the place for it is :attr:`GroupMember.paused`,
-read when the heartbeat is due (:meth:`GroupMember.heartbeat_due`), with
-``consumer.pause``/``resume`` of :attr:`GroupMember.owner`'s partitions.
+Pause/resume (``crossfade pause sync``, :mod:`crossfade.sync.pause`): :attr:`GroupMember.pause`
+is read when the heartbeat is due and pauses the assignment (the member keeps polling, so it stays
+in the group); a partition assigned while paused is paused in :meth:`GroupMember.on_assign`,
+before anything is fetched from it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
+from crossfade.sync.pause import PauseHook
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,8 @@ class GroupMember:
         """When this member's current consumer-group generation began (its last revocation or
         subscription): what the table watch measures claims against."""
         self.next_heartbeat = 0.0
-        self.paused = False
-        """Held by an operator (consumer paused); reported with the heartbeat."""
+        self.pause = PauseHook(settings.sync.bookkeeping_schema)
+        """``crossfade pause sync`` as this member obeys it (:mod:`crossfade.sync.pause`)."""
 
     # -- epoch --------------------------------------------------------------------------------
     def current_epoch(self) -> str | None:
@@ -178,6 +180,7 @@ class GroupMember:
         offsets = self.claim(tps)
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
+        self.pause.on_assign(consumer, assigned)  # paused: the new partitions too, at once
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
         # report the new assignment before the first batch from it commits: a fence that batch
         # completes must not be read beside a heartbeat that still shows no partition

@@ -255,7 +255,9 @@ class SyncWorker:
             target_conninfo=s.target.conninfo,
             connect_timeout_s=s.target.connect_timeout_s,
             view=WorkerView(
-                owned=self.group.owned, generation_started=lambda: self.group.generation_started
+                owned=self.group.owned,
+                generation_started=lambda: self.group.generation_started,
+                paused=lambda: self.group.pause.paused,
             ),
             stall_after_s=s.sync.stall_after_s,
         ).start()
@@ -368,6 +370,7 @@ class SyncWorker:
                 self.meter.poll(group.consumer, self.owner, self.topics)
                 if group.heartbeat_due():
                     self._heartbeat()
+                    group.pause.check(group.consumer, self._db)
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
@@ -432,6 +435,7 @@ class SyncWorker:
                 if self.stats.last_batch_at
                 else None,
                 "epoch": self.epoch,
+                "paused": self.group.pause.paused,
                 # records behind per topic (the console charts it per table)
                 "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
             },
