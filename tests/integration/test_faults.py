@@ -73,9 +73,18 @@ def test_worker_stopped_while_joining_leaves_the_group_usable(stack: Stack) -> N
     try:
         wait_for(lambda: _target_rows(stack) > 0, 120, "sync to apply the snapshot")
         sync.kill()
+        joined = sync.tail(10_000).count("subscribed to")  # the workers share one log file
         sync = stack.start("sync")
-        time.sleep(3)  # started; its JoinGroup is held until the killed member's session expires
-        assert sync.stop(30) == 0
+        # subscribed: its JoinGroup is held until the killed member's session expires (a fixed
+        # sleep here lost the race against the interpreter's start on a loaded machine: SIGTERM
+        # came before the handlers were installed)
+        wait_for(
+            lambda: sync.tail(10_000).count("subscribed to") > joined,
+            60,
+            "the new worker to subscribe",
+        )
+        time.sleep(1)
+        assert sync.stop(30) == 0, sync.tail(20)
         assert "completing it before leaving" in sync.tail(50), sync.tail(50)
         sync = stack.start("sync")
         time.sleep(3)

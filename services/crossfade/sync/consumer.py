@@ -133,6 +133,11 @@ class GroupMember:
             on_revoke=self.on_revoke,
             on_lost=self.on_revoke,
         )
+        log.info(
+            "subscribed to %d change topic(s) as %s: joining",
+            len(self.topics),
+            self.settings.sync.group_id,
+        )
 
     def resubscribe(self, stalled: str) -> None:
         """The watch found a table stalled (:mod:`crossfade.sync.watchdog`): leave the group and
