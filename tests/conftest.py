@@ -26,6 +26,7 @@ import psycopg
 import pytest
 import yaml
 
+import crossfade.mapping  # noqa: F401 - installs the engine's check the config's mapping runs at load
 from crossfade.config import Settings, load_settings
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 

@@ -72,7 +72,7 @@ def _strip(node: Any) -> Any:
 def config_schema() -> dict[str, Any]:
     """Schema of the ``config`` values: ``Settings`` without its secrets."""
     sys.path.insert(0, str(ROOT / "services"))
-    from crossfade.config import _TABLE_RE, Settings
+    from crossfade.config import TABLE_RE, Settings
 
     schema = copy.deepcopy(Settings.model_json_schema())
     defs = schema.pop("$defs")
@@ -93,7 +93,7 @@ def config_schema() -> dict[str, Any]:
         if branch.get("type") == "string":
             branch["pattern"] = NO_USERINFO
     # field validators are not in pydantic's schema: say the same here
-    schema["properties"]["tables"]["items"]["pattern"] = _TABLE_RE.pattern
+    schema["properties"]["tables"]["items"]["pattern"] = TABLE_RE.pattern
     schema["properties"]["tables"]["uniqueItems"] = True
     # a file name, as in a config file: the chart explains how to pass the file (--set-file)
     schema["properties"]["mapping"]["anyOf"].append(

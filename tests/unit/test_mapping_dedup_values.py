@@ -8,10 +8,10 @@ import uuid
 
 import pytest
 
+from crossfade.config.mapping import DedupSpec
 from crossfade.errors import DecodeError
 from crossfade.events.model import ChangeEvent, FieldType, RowSchema
 from crossfade.mapping.dedup import Deduper, Matcher, Member, crosswalk, survive
-from crossfade.mapping.model import DedupSpec
 from crossfade.mapping.values import event_key, event_row, interval, python_value
 
 SPEC = DedupSpec.model_validate(

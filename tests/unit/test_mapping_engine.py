@@ -12,9 +12,9 @@ import yaml
 from pydantic import ValidationError
 
 from crossfade.config import load_settings
+from crossfade.config.mapping import MappingConfig
 from crossfade.errors import ConfigError
 from crossfade.mapping.engine import Filtered, KeySets, Mapped, Mapper, Rejected
-from crossfade.mapping.model import MappingConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -138,7 +138,7 @@ def test_allowed_prefixes_are_the_operators_not_the_mappings(tmp_path: Path) -> 
 
 def test_a_mapping_built_outside_the_config_imports_nothing_unlisted() -> None:
     """Defence in depth: a MappingConfig no configuration vouched for runs no import path."""
-    from crossfade.mapping.model import MappingConfig
+    from crossfade.config.mapping import MappingConfig
 
     m = MappingConfig.model_validate(_column({f"{__name__}:marker": "p"}))
     assert m.user_transform_paths == (f"{__name__}:marker",)
@@ -155,3 +155,26 @@ def test_unknown_names_and_bad_builtin_arguments_still_fail_at_validation(tmp_pa
         load_settings(_config(tmp_path, _column({"phone": {"format": "SMOKE"}})))
     with pytest.raises(ConfigError, match="not an import path"):
         load_settings(_config(tmp_path, _column("trim", transforms={"x": "os system"})))
+
+
+def test_the_config_package_imports_no_engine_and_the_engine_still_refuses(tmp_path: Path) -> None:
+    """config is the ground floor: loading a configuration imports nothing of crossfade.mapping.
+    A library caller that never imports the engine gets the shape checked at load, and the names
+    checked by the engine when it compiles."""
+    cfg = _config(tmp_path, _column("emial"))
+    code = (
+        "import sys\n"
+        "from crossfade.config import load_settings\n"
+        f"s = load_settings({str(cfg)!r})\n"
+        "assert not any(m.startswith('crossfade.mapping') for m in sys.modules), 'engine imported'\n"
+        "from crossfade.errors import ConfigError\n"
+        "from crossfade.mapping.engine import compile_mapping\n"
+        "try:\n"
+        "    compile_mapping(s.mapping)\n"
+        "except ConfigError as exc:\n"
+        "    assert 'unknown transform' in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('the engine compiled an unknown transform')\n"
+    )
+    cp = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert cp.returncode == 0, cp.stdout + cp.stderr

@@ -5,7 +5,8 @@ from __future__ import annotations
 import typing
 from pathlib import Path
 
-from crossfade.mapping import model, reference
+from crossfade.config import mapping as model
+from crossfade.mapping import reference
 from crossfade.mapping.transforms import BUILTINS, CASTS, EXAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]

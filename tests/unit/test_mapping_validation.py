@@ -11,9 +11,9 @@ import yaml
 from pydantic import ValidationError
 
 from crossfade.config import validation_messages
+from crossfade.config.mapping import Condition, MappingConfig
 from crossfade.mapping import literals
 from crossfade.mapping.engine import KeySets, Mapper, Rejected
-from crossfade.mapping.model import Condition, MappingConfig
 from crossfade.mapping.schema_check import SchemaReport
 
 
@@ -112,7 +112,7 @@ def test_filter_literals_that_cannot_compare_are_refused(
 
 
 def test_rule_literals_that_cannot_compare_are_refused() -> None:
-    from crossfade.mapping.model import ColumnRules
+    from crossfade.config.mapping import ColumnRules
 
     rep = _report()
     literals.check_rules(

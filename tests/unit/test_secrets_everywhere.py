@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from crossfade import config
-from crossfade.config import load_settings, redact_dsn
+from crossfade.config import load_settings, redact_dsn, secrets
 from crossfade.errors import ConfigError
 from crossfade.ops.logs import JsonFormatter, RedactingFilter, RedactingFormatter
 from crossfade.redact import redact
@@ -208,7 +207,7 @@ def test_logs_mask_secrets_in_messages_and_traces(tmp_path: Path) -> None:
 
 def test_redact_by_shape(monkeypatch: pytest.MonkeyPatch) -> None:
     # by shape alone: no secret value remembered by an earlier test's config (one was "secret")
-    monkeypatch.setattr(config, "_KNOWN", set())
+    monkeypatch.setattr(secrets, "_KNOWN", set())
     assert redact("password='a b c' host=x") == "password='***' host=x"
     assert redact("https://tok123456@host/x") == "https://***@host/x"
     assert redact("postgresql://u:pw@h/db") == "postgresql://u:***@h/db"

@@ -2,7 +2,7 @@
 
 The API the other parts use:
 
-* :class:`~crossfade.mapping.model.MappingConfig` — the ``mapping:`` config section.
+* :class:`~crossfade.config.mapping.MappingConfig` — the ``mapping:`` config section.
 * :func:`~crossfade.mapping.schema_check.load_mapper` — build the :class:`Mapper` with the legacy
   primary keys and check it against both catalogs (call at startup, raise on its errors).
 * :meth:`Mapper.map_row` — a source row (normal form) -> :class:`Mapped` | :class:`Rejected` |
@@ -15,6 +15,8 @@ The API the other parts use:
 * :mod:`crossfade.mapping.reference` — docs/mapping.md, generated from the model.
 """
 
+from crossfade.config.mapping import install_check
+from crossfade.mapping.check import check_mapping
 from crossfade.mapping.engine import (
     Failure,
     Filtered,
@@ -27,6 +29,9 @@ from crossfade.mapping.engine import (
     TargetRow,
     compile_mapping,
 )
+
+# the model (ground floor) validates a mapping's names through the engine's check
+install_check(check_mapping)
 
 __all__ = [
     "Failure",

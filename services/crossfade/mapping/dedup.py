@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 from crossfade.mapping.transforms import Registry, Transform, chain
 
 if TYPE_CHECKING:
-    from crossfade.mapping.model import DedupSpec, MatchRule
+    from crossfade.config.mapping import DedupSpec, MatchRule
 
 MAX_FUZZY_BLOCK = 500
 """A block larger than this is not compared pairwise (a placeholder value like 0000000 shared

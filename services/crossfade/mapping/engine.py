@@ -41,7 +41,7 @@ from crossfade.mapping.transforms import (
 )
 
 if TYPE_CHECKING:
-    from crossfade.mapping.model import (
+    from crossfade.config.mapping import (
         ColumnRules,
         ColumnSpec,
         MappingConfig,
@@ -459,7 +459,7 @@ class Mapper:
         skip: Iterable[str] = (),
     ) -> None:
         """``skip``: tables left out (append-only tables: copied as they are, keyed by nothing)."""
-        from crossfade.mapping.model import MappingConfig
+        from crossfade.config.mapping import MappingConfig
 
         self.config = config or MappingConfig()
         self.registry = Registry(self.config.transforms, self.config.transform_modules)
@@ -482,7 +482,7 @@ class Mapper:
             raise ConfigError(f"{where}: {exc}") from None
 
     def _compile_table(self, source: str) -> CompiledTable:
-        from crossfade.mapping.model import ColumnSpec, TargetSpec
+        from crossfade.config.mapping import ColumnSpec, TargetSpec
 
         tm = self.config.tables.get(source)
         if tm is None:

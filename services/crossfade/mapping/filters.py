@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from crossfade.mapping.transforms import Transform, TransformError
 
 if TYPE_CHECKING:
-    from crossfade.mapping.model import Condition, FilterSpec
+    from crossfade.config.mapping import Condition, FilterSpec
 
 
 def comparable(bound: Any, v: Any) -> Any:

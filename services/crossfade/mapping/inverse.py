@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from crossfade.config import CaptureConfig, CutoverConfig, Settings
+from crossfade.config.mapping import MappingConfig, TableMapping
 from crossfade.errors import NotInvertible
-from crossfade.mapping.model import MappingConfig, TableMapping
 
 EXCLUDED_COLUMNS = r".*\._cf_pos,.*\._cf_hash"
 """Debezium ``column.exclude.list`` of the reverse capture: the forward sync's own columns."""

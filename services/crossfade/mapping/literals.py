@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from crossfade.mapping.filters import value_kind
 
 if TYPE_CHECKING:
-    from crossfade.mapping.model import ColumnRules, Condition
+    from crossfade.config.mapping import ColumnRules, Condition
     from crossfade.mapping.schema_check import SchemaReport
 
 # column family (schema_check.category) -> the value kinds (engine.value_kind) that compare with it

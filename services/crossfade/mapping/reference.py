@@ -1,7 +1,7 @@
 """docs/mapping.md, the reference of the mapping language, built from the model itself.
 
 Every section is generated: the fields of each model with their type, default and the docstring
-under them (:mod:`crossfade.mapping.model`), every value of every option list with its sentence
+under them (:mod:`crossfade.config.mapping`), every value of every option list with its sentence
 (``model.OPTION_DOCS``), every built-in transform with its arguments, its docstring and examples
 whose outputs are computed by running it (``transforms.EXAMPLES``), and the casts. The prose
 between them says how the pieces behave in sync, verify and audit. ``tests/unit/
@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from crossfade.mapping import model as m
+from crossfade.config import mapping as m
 from crossfade.mapping.transforms import BUILTINS, CASTS, EXAMPLES, Registry, TransformError
 
 _SECTIONS: list[tuple[type[BaseModel], str]] = [

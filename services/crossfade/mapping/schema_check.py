@@ -28,10 +28,10 @@ from typing import Any
 import psycopg
 
 from crossfade.catalog import TableShape, read_shape
+from crossfade.config.mapping import MappingConfig
 from crossfade.errors import PreflightError
 from crossfade.mapping import literals
 from crossfade.mapping.engine import CompiledTarget, Mapper
-from crossfade.mapping.model import MappingConfig
 from crossfade.mapping.transforms import OUTPUT_TYPES
 
 

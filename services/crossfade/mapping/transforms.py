@@ -40,10 +40,14 @@ from functools import lru_cache
 from importlib import metadata
 from typing import Any
 
+from crossfade.config.mapping import (
+    ENTRY_POINT_GROUP,
+    module_allowed,
+    refusal,
+)
+
 Transform = Callable[[Any], Any]
 TransformFactory = Callable[..., Transform]
-
-ENTRY_POINT_GROUP = "crossfade.transforms"
 
 
 class TransformError(ValueError):
@@ -795,36 +799,13 @@ def validating() -> Iterator[list[str]]:
     point's *metadata*) and hands back a stand-in (the identity) instead of importing its module
     or calling its factory. Built-ins are crossfade's own code and are built as usual, so their
     arguments are checked. Yields the import paths of the user transforms seen, for the
-    operator's allow-list check (:func:`refused_paths`)."""
+    operator's allow-list check (:func:`crossfade.config.mapping.refused_paths`)."""
     seen: list[str] = []
     token = _VALIDATING.set(seen)
     try:
         yield seen
     finally:
         _VALIDATING.reset(token)
-
-
-def module_allowed(path: str, prefixes: Iterable[str]) -> bool:
-    """Whether ``module:function``'s module is one of ``prefixes`` or inside one (``acme`` allows
-    ``acme.rules:f``, not ``acme_evil:f``)."""
-    mod = path.partition(":")[0]
-    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
-
-
-def refused_paths(paths: Iterable[str], prefixes: Iterable[str]) -> list[str]:
-    """The import paths among ``paths`` that no prefix of ``prefixes`` allows, in order."""
-    allowed = tuple(prefixes)
-    return list(dict.fromkeys(p for p in paths if not module_allowed(p, allowed)))
-
-
-def refusal(path: str, prefixes: Iterable[str]) -> str:
-    """One line saying why a user transform may not run, and what to do."""
-    listed = ", ".join(prefixes) or "none"
-    return (
-        f"transform {path!r} is not allowed: a mapping runs built-ins, transforms published by an "
-        f"installed package in the {ENTRY_POINT_GROUP!r} entry point group, and module:function "
-        f"under a prefix the operator lists in `transform_modules` (listed: {listed})"
-    )
 
 
 def _import_path(path: str, prefixes: tuple[str, ...]) -> TransformFactory:

@@ -18,4 +18,8 @@ config_option = click.option(
 
 def load_config(config: str | None) -> Settings:
     """The validated settings of ``config`` (a ConfigError names what is wrong)."""
+    # the mapping engine installs the check the mapping model runs at load (transform names and
+    # arguments); imported here, not at the top, so commands without a mapping start fast
+    import crossfade.mapping  # noqa: F401
+
     return load_settings(config)

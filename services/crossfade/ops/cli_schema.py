@@ -8,8 +8,7 @@ import sys
 
 import click
 
-from crossfade.config import load_settings
-from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import config_option, load_config
 from crossfade.ops.cli_cutover import fallback
 
 
@@ -29,7 +28,7 @@ def target_schema(config: str | None, do_apply: bool, as_json: bool) -> None:
     from crossfade.cutover import schema
     from crossfade.db import connect
 
-    settings = load_settings(config)
+    settings = load_config(config)
     made: list[str] = []
     with connect(settings.source, "source") as src, connect(settings.target, "target") as tgt:
         if do_apply:
@@ -57,7 +56,7 @@ def fallback_sequences(config: str | None, dry_run: bool, as_json: bool) -> None
     from crossfade.cutover.sequences import describe
     from crossfade.cutover.sequences import fallback as move_back
 
-    moves = move_back(load_settings(config), dry_run=dry_run)
+    moves = move_back(load_config(config), dry_run=dry_run)
     if as_json:
         click.echo(json.dumps({"dry_run": dry_run, "sequences": [m.as_dict() for m in moves]}))
         return

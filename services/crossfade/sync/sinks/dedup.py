@@ -38,9 +38,9 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from crossfade.catalog import POS_COLUMN, TableShape
+from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
-from crossfade.mapping.model import DedupSpec
 from crossfade.target.apply import ApplyResult
 from crossfade.target.store.dedup import member_positions, write_members
 

@@ -30,12 +30,18 @@
 
 A source table under ``tables:`` without an entry here is copied as is (identity). Every model
 refuses unknown keys, so a typo is one message naming the field.
+
+This is the mapping *language*: names and arguments, checked for shape here. Whether every
+transform name resolves and every built-in's argument fits is the engine's knowledge
+(``crossfade.mapping``): it installs its check with :func:`install_check` when imported, and
+:class:`MappingConfig` runs it on validation (config sits below the engine and never imports it).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
@@ -44,6 +50,9 @@ TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 
 TransformSpec = str | dict[str, Any]
+
+ENTRY_POINT_GROUP = "crossfade.transforms"
+"""The entry point group installed packages publish transforms in."""
 """``name``, ``{name: {arg: value}}`` or ``{name: main_arg}`` (see crossfade.mapping.transforms)."""
 
 CastName = Literal[
@@ -488,17 +497,13 @@ class MappingConfig(_Strict):
     @model_validator(mode="after")
     def _compiles(self) -> MappingConfig:
         # every transform name resolves, every built-in's argument fits: a typo fails at load,
-        # naming it. No user code runs here (crossfade.mapping.transforms.validating).
-        from crossfade.errors import ConfigError
-        from crossfade.mapping.engine import compile_mapping
-        from crossfade.mapping.transforms import validating
-
-        try:
-            with validating() as seen:
-                compile_mapping(self)
-        except ConfigError as exc:
-            raise ValueError(str(exc)) from None
-        self._user_transforms = tuple(dict.fromkeys(seen))
+        # naming it. No user code runs here (the engine's check builds stand-ins).
+        if _CHECK is None:
+            # nothing imported crossfade.mapping yet (a library caller): the shape is checked, and
+            # the engine checks names and arguments when it compiles the mapping (ConfigError),
+            # and refuses an unlisted module:function then (Registry). The CLI installs the check.
+            return self
+        self._user_transforms = tuple(dict.fromkeys(_CHECK(self)))
         return self
 
     @property
@@ -516,9 +521,46 @@ class MappingConfig(_Strict):
 
         Raises ValueError (one line per refused transform) when a ``module:function`` the mapping
         names is under none of ``prefixes``; nothing is imported either way."""
-        from crossfade.mapping.transforms import refusal, refused_paths
-
         refused = refused_paths(self._user_transforms, prefixes)
         if refused:
             raise ValueError("; ".join(refusal(p, prefixes) for p in refused))
         self._transform_modules = tuple(prefixes)
+
+
+MappingCheck = Callable[[MappingConfig], Iterable[str]]
+"""Checks a mapping against the engine without running user code: raises ValueError (one line
+naming the problem) for an unknown transform or a built-in's bad argument; returns the
+``module:function`` paths of the user transforms the mapping names."""
+
+_CHECK: MappingCheck | None = None
+
+
+def install_check(check: MappingCheck) -> None:
+    """Installed by ``crossfade.mapping`` when it is imported; :class:`MappingConfig` runs it on
+    every validation from then on (before it, a mapping is checked for shape only; the engine
+    checks the rest when it compiles)."""
+    global _CHECK
+    _CHECK = check
+
+
+def module_allowed(path: str, prefixes: Iterable[str]) -> bool:
+    """Whether ``module:function``'s module is one of ``prefixes`` or inside one (``acme`` allows
+    ``acme.rules:f``, not ``acme_evil:f``)."""
+    mod = path.partition(":")[0]
+    return any(mod == p or mod.startswith(p + ".") for p in prefixes)
+
+
+def refused_paths(paths: Iterable[str], prefixes: Iterable[str]) -> list[str]:
+    """The import paths among ``paths`` that no prefix of ``prefixes`` allows, in order."""
+    allowed = tuple(prefixes)
+    return list(dict.fromkeys(p for p in paths if not module_allowed(p, allowed)))
+
+
+def refusal(path: str, prefixes: Iterable[str]) -> str:
+    """One line saying why a user transform may not run, and what to do."""
+    listed = ", ".join(prefixes) or "none"
+    return (
+        f"transform {path!r} is not allowed: a mapping runs built-ins, transforms published by an "
+        f"installed package in the {ENTRY_POINT_GROUP!r} entry point group, and module:function "
+        f"under a prefix the operator lists in `transform_modules` (listed: {listed})"
+    )

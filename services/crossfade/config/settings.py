@@ -5,19 +5,8 @@ the environment with the ``CROSSFADE_`` prefix and ``__`` between levels, e.g.
 ``CROSSFADE_TARGET__DSN=postgresql://...`` or ``CROSSFADE_SYNC__BATCH_SIZE=5000``. The Helm chart's
 values map onto this tree one to one.
 
-Secrets never print (``config show``, ``connector render``, logs, ``--json``, the console, the audit
-report, validation errors). What counts as one:
-
-* the DSNs' passwords (``password``, ``sslpassword``), read with libpq's own conninfo parser at
-  validation, so a redacted DSN is rebuilt from the parsed form (:func:`redact_dsn`);
-* the SASL password and ``cutover.flip_http`` (``SecretStr``);
-* the user info of every URL (``https://user:password@registry``);
-* every ``kafka.extra`` and ``capture.properties`` value whose key names a password, secret,
-  token, credential, JAAS config or private key (:func:`is_secret_key`).
-
-:func:`public_view` is the redacted settings tree; :func:`known_secrets` is every secret value of
-the loaded configuration, which log redaction (``crossfade.redact.redact``) masks wherever it
-appears.
+Secrets and their redaction: :mod:`crossfade.config.secrets`; the ``mapping:`` section's model:
+:mod:`crossfade.config.mapping`; error messages: :mod:`crossfade.config.messages`.
 """
 
 from __future__ import annotations
@@ -25,13 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import re
-import threading
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,127 +31,12 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from crossfade.config.mapping import TABLE_RE, MappingConfig
+from crossfade.config.messages import format_validation_error, read_yaml, settings_error
+from crossfade.config.secrets import parse_dsn, public_view, remember_secrets, secret_values
 from crossfade.errors import ConfigError
-from crossfade.mapping.model import MappingConfig
 
-_TABLE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*\.[A-Za-z_][A-Za-z0-9_$]*$")
 _MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-SECRET_KEY_RE = re.compile(
-    r"passw|secret|token|credential|jaas|private|api[._-]?key|user[._-]?info|key\.pem|keystore\.key",
-    re.IGNORECASE,
-)
-"""Keys of ``kafka.extra``, ``capture.properties`` and DSN options whose values are secrets."""
-MASK = "***"
-
-
-def is_secret_key(key: str) -> bool:
-    """Whether a setting named ``key`` holds a secret (``ssl.key.password``,
-    ``sasl.oauthbearer.client.secret``, ``database.password``, ``basic.auth.user.info``...)."""
-    return bool(SECRET_KEY_RE.search(key))
-
-
-_KNOWN: set[str] = set()
-_KNOWN_LOCK = threading.Lock()
-
-
-def remember_secrets(values: Iterable[str | None]) -> None:
-    """Add secret values to what log and error output masks wherever they appear. Values under
-    6 characters are left to the masking by key (``password=...``): masked wherever they appear,
-    they would mangle every log line that holds the same word."""
-    with _KNOWN_LOCK:
-        _KNOWN.update(v for v in values if v and len(v) >= 6)
-
-
-def known_secrets() -> frozenset[str]:
-    """Every secret value remembered in this process (longest first is the caller's business)."""
-    with _KNOWN_LOCK:
-        return frozenset(_KNOWN)
-
-
-def parse_dsn(raw: str) -> dict[str, str]:
-    """libpq's own reading of a connection string or URL (psycopg's ``conninfo_to_dict``).
-
-    Raises ValueError with libpq's reason, every quoted fragment of the input cut out: a
-    malformed DSN's message would otherwise quote part of its password.
-    """
-    from psycopg import ProgrammingError
-    from psycopg.conninfo import conninfo_to_dict
-
-    try:
-        return {k: str(v) for k, v in conninfo_to_dict(raw).items() if v is not None}
-    except ProgrammingError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else "unreadable"
-        reason = re.sub(r'"[^"]*"', '"…"', reason)
-        raise ValueError(
-            f"is not a valid libpq connection string or URL ({reason}; the value is not shown: "
-            "it may hold a password). Quote values holding spaces (password='a b'); in a URL, "
-            "percent-encode them (%20)"
-        ) from None
-
-
-def dsn_secrets(raw: str) -> list[str]:
-    """The secret values of a DSN (its password, the TLS key's passphrase), as libpq reads them."""
-    try:
-        return [v for k, v in parse_dsn(raw).items() if is_secret_key(k)]
-    except ValueError:
-        return []
-
-
-def redact_dsn(dsn: str | SecretStr) -> str:
-    """The DSN with every secret option (``password``, ``sslpassword``) shown as ``***``.
-
-    Works from libpq's parse: a URL stays a URL (its user info and query rebuilt), a key=value
-    string is rebuilt from its options (quoted values, spaces and all, are masked whole). A DSN
-    libpq cannot read is not shown at all.
-    """
-    raw = dsn.get_secret_value() if isinstance(dsn, SecretStr) else dsn
-    try:
-        opts = parse_dsn(raw.strip())
-    except ValueError:
-        return "<a DSN libpq cannot read: not shown>"
-    if "://" in raw:
-        return _redact_url(raw.strip(), keep_user=True)
-    from psycopg.conninfo import make_conninfo
-
-    return make_conninfo(**{k: MASK if is_secret_key(k) else v for k, v in opts.items()})
-
-
-def _redact_url(url: str, *, keep_user: bool) -> str:
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hosts = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        if keep_user and user:
-            netloc = f"{user}:{MASK}@{hosts}" if colon else f"{user}@{hosts}"
-        else:
-            netloc = f"{MASK}@{hosts}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(is_secret_key(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, MASK if is_secret_key(k) else v) for k, v in pairs], safe="*", quote_via=quote
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-def redact_url(url: str) -> str:
-    """A URL with its user info and every secret-named query parameter (``token=``) masked."""
-    return _redact_url(url, keep_user=False)
-
-
-def url_secrets(url: str) -> list[str]:
-    """The user info (password, or a token given as the user) and secret query values of a URL."""
-    parts = urlsplit(url)
-    out: list[str] = []
-    if "@" in parts.netloc:
-        userinfo = parts.netloc.rpartition("@")[0]
-        user, _, password = userinfo.partition(":")
-        out.extend([password, userinfo] if password else [user])
-    out.extend(v for k, v in parse_qsl(parts.query) if is_secret_key(k))
-    return out
 
 
 class _Strict(BaseModel):
@@ -584,7 +455,7 @@ class Settings(BaseSettings):
     be listed."""
     mapping: MappingConfig | None = None
     """How source rows become target rows: renames, transforms, filters, rules, dedup
-    (crossfade/mapping/model.py). Tables without an entry are identity-mapped. In a config file
+    (crossfade/config/mapping.py). Tables without an entry are identity-mapped. In a config file
     it may also be the path of a YAML file holding the section (relative to the config file)."""
     capture: CaptureConfig = CaptureConfig()
     sync: SyncConfig = SyncConfig()
@@ -620,7 +491,7 @@ class Settings(BaseSettings):
     @classmethod
     def _tables(cls, v: list[str]) -> list[str]:
         for t in v:
-            if not _TABLE_RE.match(t):
+            if not TABLE_RE.match(t):
                 raise ValueError(f"{t!r} is not schema.table (e.g. public.accounts)")
         if len(set(v)) != len(v):
             raise ValueError("lists a table twice")
@@ -666,168 +537,6 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
-_SECRET_FIELDS = frozenset({"dsn", "sasl_password", "flip_http", "schema_registry_url"})
-
-
-def _secret_loc(loc: tuple[Any, ...]) -> bool:
-    return any(str(x) in _SECRET_FIELDS or is_secret_key(str(x)) for x in loc)
-
-
-# pydantic names the members of a union in an error's location (``str``, ``float``, ``ColumnSpec``,
-# ``function-after[_one_source(), ColumnSpec]``): internals a person cannot act on
-_UNION_TAG = re.compile(
-    r"^(function-\w+\[.*\]|[A-Z]\w*|str|int|float|bool|date|datetime|decimal|none|bytes"
-    r"|(list|dict|tuple|set|literal|tagged-union|union|nullable|chain|lax-or-strict|json-or-python)\[.*\])$"
-)
-_EXPECTS = {
-    "str": "text",
-    "int": "a whole number",
-    "float": "a number",
-    "decimal": "a number",
-    "bool": "true or false",
-    "date": "a date (YYYY-MM-DD)",
-    "datetime": "a timestamp",
-    "none": "nothing (null)",
-    "list": "a list",
-    "dict": "a mapping",
-}
-_TYPE_MESSAGES = {
-    "string_type": "text",
-    "int_type": "a whole number",
-    "int_parsing": "a whole number",
-    "int_from_float": "a whole number",
-    "float_type": "a number",
-    "float_parsing": "a number",
-    "decimal_parsing": "a number",
-    "bool_type": "true or false",
-    "bool_parsing": "true or false",
-    "date_type": "a date (YYYY-MM-DD)",
-    "date_parsing": "a date (YYYY-MM-DD)",
-    "date_from_datetime_parsing": "a date (YYYY-MM-DD)",
-    "datetime_type": "a timestamp",
-    "datetime_parsing": "a timestamp",
-    "datetime_from_date_parsing": "a timestamp",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "list_type": "a list",
-}
-_YAML_BOOLEANS = "YAML reads unquoted yes/no/on/off/y/n as true/false"
-
-
-def _tag_name(tag: str) -> str:
-    base = tag.split("[", 1)[0]
-    if tag.startswith("function-") or tag[:1].isupper() or base in ("dict", "tagged-union"):
-        return "a mapping"
-    return _EXPECTS.get(base, tag)
-
-
-def _got(e: Any) -> str:
-    v = e.get("input")
-    # a secret field's value is never echoed, nor anything that is not a plain scalar
-    if "input" not in e or isinstance(v, dict | list | SecretStr) or _secret_loc(e["loc"]):
-        return ""
-    hint = (
-        f': {_YAML_BOOLEANS}; quote a code like that, e.g. "NO" for Norway'
-        if isinstance(v, bool)
-        else ""
-    )
-    return f" (got {v!r}{hint})"
-
-
-def _one_error(e: Any, loc: tuple[Any, ...]) -> str:
-    where = ".".join(str(x) for x in loc) or "(top level)"
-    kind = e["type"]
-    if kind == "missing":
-        return f"{where} is required but missing"
-    if kind == "extra_forbidden":
-        return f"{where} is not a known setting (typo?)"
-    if kind in _TYPE_MESSAGES:
-        return f"{where} expects {_TYPE_MESSAGES[kind]}{_got(e)}"
-    msg = str(e["msg"]).removeprefix("Value error, ")
-    return f"{where} {msg}{_got(e)}"
-
-
-def validation_messages(err: ValidationError) -> list[str]:
-    """One plain message per problem of a pydantic error, without pydantic's internals.
-
-    The members of a union (``legacy_id: id`` or ``{from: id}``; a number or a date) each report
-    their own failure under a location naming the member's type; this keeps the failure of the
-    member the value was meant for (the one that failed deeper than its type), or says once what
-    the value may be ("expects text or a mapping")."""
-    errors = err.errors()
-    tagged: dict[tuple[Any, ...], list[tuple[Any, int]]] = {}
-    plain: list[tuple[Any, tuple[Any, ...]]] = []
-    for e in errors:
-        loc = tuple(e["loc"])
-        i = next(
-            (n for n, x in enumerate(loc) if n and isinstance(x, str) and _UNION_TAG.match(x)),
-            None,
-        )
-        if i is None:
-            plain.append((e, loc))
-        else:
-            tagged.setdefault(loc[:i], []).append((e, i))
-    out = [_one_error(e, loc) for e, loc in plain]
-    for prefix, group in tagged.items():
-
-        def strip(loc: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(x for x in loc if not (isinstance(x, str) and _UNION_TAG.match(x)))
-
-        deep = [
-            (e, i) for e, i in group if len(e["loc"]) > i + 1 or e["type"] not in _TYPE_MESSAGES
-        ]
-        # a failure inside one member is what the value was written for
-        if deep and len(deep) < len(group) or len(group) == 1:
-            out.extend(_one_error(e, strip(tuple(e["loc"]))) for e, _i in deep or group)
-            continue
-        kinds = list(dict.fromkeys(_tag_name(str(e["loc"][i])) for e, i in group))
-        where = ".".join(str(x) for x in prefix)
-        out.append(f"{where} expects {' or '.join(kinds)}{_got(group[0][0])}")
-    return list(dict.fromkeys(out))
-
-
-def _format_validation_error(err: ValidationError, origin: str) -> str:
-    return f"{origin}: " + "; ".join(validation_messages(err))
-
-
-def _read_yaml(p: Path, what: str) -> Any:
-    """A YAML file's content; ConfigError naming the file for unreadable, non-UTF-8 or bad YAML."""
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            f"{what} {p} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start})",
-            "save it as UTF-8",
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{what} {p} cannot be read ({exc.strerror})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(
-            f"{p}{where} is not valid YAML", str(getattr(exc, "problem", exc))
-        ) from None
-
-
-def _settings_error(exc: SettingsError) -> ConfigError:
-    """pydantic-settings could not read an environment variable (``CROSSFADE_KAFKA='{bad'``):
-    name it, without its value (it may hold a secret)."""
-    text = str(exc)
-    m = re.search(r'error parsing value for field "([^"]+)" from source "([^"]+)"', text)
-    field = m.group(1) if m else None
-    if field is not None:
-        var = f"CROSSFADE_{field.upper()}"
-        return ConfigError(
-            f"environment variable {var} is not valid JSON (a section given whole from the "
-            "environment is a JSON object; the value is not shown)",
-            f"fix or unset {var}, or set single values as {var}__<KEY>",
-        )
-    return ConfigError("the CROSSFADE_* environment cannot be read", "check its JSON values")
-
-
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load and validate the configuration.
 
@@ -842,7 +551,7 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
         origin = str(p)
         if not p.is_file():
             raise ConfigError(f"config file {p} not found", "pass -c FILE or set CROSSFADE_CONFIG")
-        loaded = _read_yaml(p, "config file") or {}
+        loaded = read_yaml(p, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"{p} must be a mapping of settings", "see README for an example")
         data = loaded
@@ -852,9 +561,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         settings = Settings(**data)
     except ValidationError as err:
-        raise ConfigError(_format_validation_error(err, origin)) from None
+        raise ConfigError(format_validation_error(err, origin)) from None
     except SettingsError as exc:
-        raise _settings_error(exc) from None
+        raise settings_error(exc) from None
     # a secret that is also part of a visible setting (the demo's password equal to its user,
     # topic prefix and schema name) would only mangle logs: it is masked by key, not by value
     shown = _strings(public_view(settings))
@@ -876,71 +585,4 @@ def _mapping_file(base: Path, name: str) -> Any:
         raise ConfigError(
             f"mapping file {p} cannot be read (not found)", "fix `mapping:` in the config"
         )
-    return _read_yaml(p, "mapping file") or {}
-
-
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret value the settings hold (see the module docstring)."""
-    out = [*dsn_secrets(settings.source.conninfo), *dsn_secrets(settings.target.conninfo)]
-    k = settings.kafka
-    if k.sasl_password is not None:
-        out.append(k.sasl_password.get_secret_value())
-    if k.schema_registry_url:
-        out.extend(url_secrets(k.schema_registry_url))
-    out.extend(v for key, v in k.extra.items() if is_secret_key(key))
-    out.extend(v for key, v in settings.capture.properties.items() if is_secret_key(key))
-    if settings.cutover.flip_http is not None:
-        url = settings.cutover.flip_http.get_secret_value()
-        out.extend([url, *url_secrets(url)])
-    for check in settings.cutover.smoke:
-        if check.http is not None:
-            url = check.http.get_secret_value()
-            out.extend([url, *url_secrets(url)])
-    backup = settings.cutover.backup
-    for arg in backup.command if backup is not None and backup.command else []:
-        out.extend(_arg_secrets(arg))
-    return [v for v in out if v]
-
-
-_URL_IN_ARG = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
-_PASSWORD_IN_ARG = re.compile(r"(password\s*=\s*)('[^']*'|[^\s']+)", re.IGNORECASE)
-
-
-def _arg_secrets(arg: str) -> list[str]:
-    """The secrets inside one command argument: a URL's user info (``--dbname=postgresql://u:pw@h``)
-    or a conninfo password (``password=pw``)."""
-    out = [x for m in _URL_IN_ARG.finditer(arg) for x in url_secrets(m.group())]
-    return out + [m.group(2).strip("'") for m in _PASSWORD_IN_ARG.finditer(arg)]
-
-
-def redact_arg(arg: str) -> str:
-    """A command argument with the secrets of :func:`_arg_secrets` masked."""
-    arg = _URL_IN_ARG.sub(lambda m: redact_url(m.group()), arg)
-    return _PASSWORD_IN_ARG.sub(lambda m: m.group(1) + MASK, arg)
-
-
-def public_view(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret redacted (``config show``, ``--json``, logs)."""
-    d = settings.model_dump(mode="json")
-    d["source"]["dsn"] = redact_dsn(settings.source.dsn)
-    d["target"]["dsn"] = redact_dsn(settings.target.dsn)
-    k = d["kafka"]
-    if settings.kafka.sasl_password is not None:
-        k["sasl_password"] = MASK
-    if settings.kafka.schema_registry_url:
-        k["schema_registry_url"] = redact_url(settings.kafka.schema_registry_url)
-    k["extra"] = {key: MASK if is_secret_key(key) else v for key, v in k["extra"].items()}
-    props = d["capture"]["properties"]
-    d["capture"]["properties"] = {
-        key: MASK if is_secret_key(key) else v for key, v in props.items()
-    }
-    if settings.cutover.flip_http is not None:
-        d["cutover"]["flip_http"] = MASK
-    for check in d["cutover"]["smoke"]:
-        if check["http"] is not None:
-            check["http"] = MASK
-    if d["cutover"]["backup"] and d["cutover"]["backup"]["command"]:
-        d["cutover"]["backup"]["command"] = [
-            redact_arg(a) for a in d["cutover"]["backup"]["command"]
-        ]
-    return d
+    return read_yaml(p, "mapping file") or {}
