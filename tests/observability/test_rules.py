@@ -103,7 +103,7 @@ def _families_of(component: str) -> set[str]:
     everyone = {
         f.name
         for f in REGISTRY.collect()
-        if f.name.startswith("crossfade_") and f.name not in metrics._OWNERS
+        if f.name.startswith("crossfade_") and f.name not in metrics.OWNERS
     }
     return own | everyone
 
