@@ -1,0 +1,257 @@
+"""The verify report (per table and per run) and the pure parts of a run: how two rows' checksums
+differ, how a value is shown, what the re-check of mapped targets decided and the report it gives.
+No database access here: :mod:`crossfade.verify.run` reads, this module judges and tells."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from crossfade.verify.chunked import Key
+
+log = logging.getLogger(__name__)
+
+EXAMPLES = 20
+VALUE_CHARS = 120
+
+
+class Progress(Protocol):
+    def table(self, name: str, total: int) -> None: ...
+    def advance(self, rows: int) -> None: ...
+    def phase(self, text: str) -> None: ...
+
+
+@dataclass
+class TableReport:
+    name: str
+    source_rows: int = 0
+    target_rows: int = 0
+    missing: int = 0
+    extra: int = 0
+    different: int = 0
+    unsettled: int = 0
+    unchecked: int = 0
+    chunks: int = 0
+    chunks_differing: int = 0
+    candidates: int = 0
+    in_flight: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    repair: dict[str, Any] | None = None
+    delta_keys: int | None = None
+    """In a verify of the changes only: how many keys (changed since the base run) were compared."""
+    mapped: dict[str, Any] | None = None
+    """For a target of the mapping: its sources, expected rows, merged duplicates, accounting."""
+
+    @property
+    def mismatched(self) -> int:
+        return self.missing + self.extra + self.different + self.unsettled
+
+    @property
+    def match(self) -> bool:
+        if self.error:
+            return False
+        if self.repair is not None:
+            return self.repair["remaining"] == 0 and self.unchecked == 0
+        return self.mismatched == 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "match": self.match,
+            "source_rows": self.source_rows,
+            "target_rows": self.target_rows,
+            # keys present on both sides whose rows differ (plus those still changing: unsettled)
+            "mismatched_keys": self.different + self.unsettled,
+            "missing": self.missing,
+            "extra": self.extra,
+            "different": self.different,
+            "unsettled": self.unsettled,
+            "unchecked": self.unchecked,
+            "in_flight": self.in_flight,
+            "chunks": self.chunks,
+            "chunks_differing": self.chunks_differing,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "rows": self.examples,
+            "repair": self.repair,
+            **({"delta_keys": self.delta_keys} if self.delta_keys is not None else {}),
+            **({"mapping": self.mapped} if self.mapped is not None else {}),
+        }
+
+
+@dataclass
+class VerifyReport:
+    tables: list[TableReport]
+    started_at: datetime
+    seconds: float = 0.0
+    fences: int = 0
+    fence_seconds: float = 0.0
+    rechecked_after_fence: bool = False
+    snapshots: dict[str, str] | None = None
+    """``source``/``target`` -> the snapshot taken before the run read anything (the base of a
+    later verify of the changes; None before PostgreSQL 13)."""
+    delta_of: int | None = None
+    """A verify of the changes since this run (``verify_runs.id``); None: a full verify."""
+    run_id: int | None = None
+    """Its ``verify_runs.id`` once recorded."""
+    live_only_seconds: float = 0.0
+    """Time spent only because writes may still flow: re-check rounds of differing keys around
+    fences, a keyless table's fence and second read in a verify of the changes. With writes
+    frozen and fenced (the cutover's real run) none of it is spent: the dry run's forecast
+    leaves it out."""
+    delta_compare_seconds: float = 0.0
+    """In a verify of the changes: seconds spent comparing the changed keys' rows."""
+    delta_scanned_at: float | None = None
+    """In a verify of the changes: ``time.monotonic()`` when its scans for changed keys began
+    (the forecast scales the comparison by the keys written up to then)."""
+
+    @property
+    def match(self) -> bool:
+        return all(t.match for t in self.tables)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "match": self.match,
+            "tables": [t.as_dict() for t in self.tables],
+            "started_at": self.started_at.isoformat(),
+            "seconds": round(self.seconds, 3),
+            "fences": self.fences,
+            "fence_seconds": round(self.fence_seconds, 3),
+            "rechecked_after_fence": self.rechecked_after_fence,
+            "delta_of": self.delta_of,
+            "live_only_seconds": round(self.live_only_seconds, 3),
+            "delta_compare_seconds": round(self.delta_compare_seconds, 3),
+        }
+
+
+class Quiet:
+    def table(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, rows: int) -> None:
+        pass
+
+    def phase(self, text: str) -> None:
+        log.info("%s", text)
+
+
+def clip(v: str | None) -> str | None:
+    if v is None or len(v) <= VALUE_CHARS:
+        return v
+    return v[:VALUE_CHARS] + f"... ({len(v)} chars)"
+
+
+def difference_kind(src: str | None, tgt: str | None) -> str | None:
+    if src == tgt:
+        return None
+    if tgt is None:
+        return "missing"
+    if src is None:
+        return "extra"
+    return "different"
+
+
+class MappedCheck:
+    """What the re-check of mapped targets decided (see :meth:`Verifier._mapped_recheck`)."""
+
+    def __init__(self, first: Any) -> None:
+        self.last = first
+        self.confirmed: dict[str, dict[Key, str]] = {}
+        self.unsettled: dict[str, dict[Key, str]] = {}
+        self.in_flight: dict[str, int] = {}
+        self.rows: dict[tuple[str, Key], tuple[Any, Any]] = {}
+        """(target, key) -> (expected row, target row) of a confirmed difference."""
+        self.entries: dict[str, dict[str, tuple[str, str]]] = {}
+        """source -> entry -> (the mapping's outcome, sync's recorded one), confirmed apart."""
+        self.unsettled_entries: dict[str, set[str]] = {}
+
+
+def recorded_outcome(account: Any, entry: str) -> str:
+    if entry in account.ledger_dead:
+        return "rejected"
+    return "filtered" if entry in account.ledger_filtered else "mapped"
+
+
+def shown(v: Any) -> Any:
+    s = v if v is None or isinstance(v, int | float | bool) else str(v)
+    return clip(s) if isinstance(s, str) else s
+
+
+def mapped_report(t: str, first: Any, check: MappedCheck) -> TableReport:
+    """The report of one mapped target from the first run and what the re-check decided (pure:
+    counts, the ledger disagreements as one error line per source, the first examples)."""
+    from crossfade.verify.mapped import EXAMPLES
+
+    last = check.last
+    r, r1 = last.targets[t], first.targets[t]
+    accounts = [last.accounts[s] for s in r.sources if s in last.accounts]
+    confirmed = check.confirmed.get(t, {})
+    unsettled = check.unsettled.get(t, {})
+    kinds = list(confirmed.values())
+    # keys past MAX_KEYS were only counted in the first pass: reported as found there
+    over = {
+        k: getattr(r1, f"n_{k}") - sum(1 for v in r1.differing.values() if v == k)
+        for k in ("missing", "extra", "different")
+    }
+    problems = []
+    for a in accounts:
+        bad = check.entries.get(a.table, {})
+        dead_not = sorted(e for e, (want, got) in bad.items() if want == "rejected")
+        maps_now = sorted(e for e, (want, got) in bad.items() if got == "rejected")
+        filt = sorted(e for e, (want, got) in bad.items() if "filtered" in (want, got))
+        parts = []
+        if dead_not:
+            parts.append(
+                f"{len(dead_not)} row(s) the mapping rejects are not dead letters (e.g. "
+                f"{dead_not[:3]}; sync has not dead-lettered them)"
+            )
+        if maps_now:
+            parts.append(
+                f"{len(maps_now)} dead letter(s) map now (e.g. {maps_now[:3]}): "
+                "run `crossfade dlq replay`"
+            )
+        if filt:
+            parts.append(
+                f"{len(filt)} row(s) filtered differently than sync recorded (e.g. {filt[:3]})"
+            )
+        n_uns = len(check.unsettled_entries.get(a.table, set()))
+        if n_uns:
+            parts.append(f"{n_uns} ledger entr(ies) kept changing: unsettled")
+        if parts:
+            problems.append(f"{a.table}: " + "; ".join(parts))
+    examples: list[dict[str, Any]] = []
+    for k, kind in [*confirmed.items(), *unsettled.items()][:EXAMPLES]:
+        ex: dict[str, Any] = {"key": dict(zip(r1.key, k, strict=True)), "kind": kind}
+        e, got = check.rows.get((t, k), (None, None))
+        if kind == "different" and e is not None and got is not None:
+            ex["columns"] = {
+                c: {"source": shown(a), "target": shown(b)}
+                for c, a, b in zip(r1.cols, e, got, strict=True)
+                if a != b
+            }
+        examples.append(ex)
+    return TableReport(
+        t,
+        source_rows=sum(a.source_rows for a in accounts),
+        target_rows=r.target_rows,
+        missing=kinds.count("missing") + over["missing"],
+        extra=kinds.count("extra") + over["extra"],
+        different=kinds.count("different") + over["different"],
+        unsettled=len(unsettled),
+        unchecked=sum(over.values()),
+        candidates=len(r1.differing),
+        in_flight=check.in_flight.get(t, 0),
+        seconds=sum(x.seconds for x in {id(first): first, id(last): last}.values()),
+        examples=examples,
+        error="; ".join(problems) or None,
+        mapped={
+            "sources": r.sources,
+            "expected_rows": r.expected_rows,
+            "merged_duplicates": r.merged,
+            "accounting": [a.as_dict() for a in accounts],
+        },
+    )
