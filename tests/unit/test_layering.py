@@ -25,9 +25,7 @@ KNOWN_UPWARD: set[tuple[str, str]] = set()
 #: files over 700 lines still to split
 KNOWN_LONG_FILES: set[str] = set()
 #: functions over 80 lines still to split
-KNOWN_LONG_FUNCTIONS = {
-    "ops/demo.py:run_demo",
-}
+KNOWN_LONG_FUNCTIONS: set[str] = set()
 
 
 def _floor(module: str) -> str | None:

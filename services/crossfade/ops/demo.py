@@ -11,8 +11,8 @@ from __future__ import annotations
 import logging
 import random
 import tempfile
-import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -31,7 +31,7 @@ from crossfade.sync.worker import SyncWorker
 from crossfade.textout import Grid
 from crossfade.textout import console as text_console
 from crossfade.verify.compare import TableDiff, compare_table
-from crossfade.verify.fence import fence
+from crossfade.verify.fence import FenceResult, fence
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,187 @@ def serve_console(con: Console, settings: Settings, port: int | None) -> PageCon
     return page
 
 
+@dataclass
+class _Demo:
+    """What one demo run starts, so it can stop all of it whatever happened (:meth:`close`)."""
+
+    con: Console
+    pg: EmbeddedPostgres
+    broker: EmbeddedBroker
+    runner: Runner = field(default_factory=Runner)
+    writer: CrmWriter | None = None
+    page: PageConsole | None = None
+
+    def close(self) -> None:
+        if self.page is not None:
+            self.page.stop()
+        if self.writer is not None:
+            self.writer.stop()
+        self.runner.stop()
+        try:
+            self.runner.wait()
+        except BaseException as exc:  # noqa: BLE001 - already reported above
+            log.debug("shutdown: %s", exc)
+        self.broker.stop()
+        self.pg.stop()
+
+
+def _start(
+    d: _Demo,
+    work: Path,
+    partitions: int,
+    mapped: bool,
+    accounts: int,
+    seed: int,
+    rate: float,
+    transactions: int | None,
+    console_port: int | None,
+) -> tuple[Settings, CrmWriter, SyncWorker]:
+    """Start PostgreSQL and Tansu, seed the legacy CRM, start capture and sync (and the console):
+    everything but the writer's live writes."""
+    con, pg, broker, runner = d.con, d.pg, d.broker, d.runner
+    pg.start()
+    broker.start()
+    pg.create_database("legacy")
+    pg.create_database("target")
+    con.print(
+        f"  PostgreSQL on port {pg.port} (databases legacy, target), Tansu on {broker.bootstrap_servers}"
+    )
+    settings = demo_settings(pg, broker, work, partitions, mapped)
+    writer = d.writer = CrmWriter(
+        settings.source.conninfo, seed=seed, rate=rate, transactions=transactions
+    )
+    writer.seed(accounts)
+    if mapped:
+        with psycopg.connect(settings.target.conninfo, autocommit=True) as g:
+            create_target_schema(g)
+        con.print(
+            f"  mapping {MAPPING_FILE.name}: legacy public.* -> new app.* (transforms, a filter, rules, dedup)"
+        )
+    con.print(
+        f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses "
+        f"(writer seed {seed})"
+    )
+    cap = CaptureService(settings)
+    worker = SyncWorker(settings)
+    runner.add("capture", cap.run, cap.stop)
+    runner.add("sync", worker.run, worker.stop.set)
+    # metrics and probes when CROSSFADE_OPS__METRICS_PORT is set (demo has no config file)
+    probes.serve_ops(settings)
+    probes.watch_capture(cap, settings)
+    probes.watch_sync(worker, settings)
+    runner.install_signals()
+    runner.start()
+    d.page = serve_console(con, settings, console_port)
+    return settings, writer, worker
+
+
+def _live_writes(
+    d: _Demo,
+    settings: Settings,
+    writer: CrmWriter,
+    worker: SyncWorker,
+    started: float,
+    duration: float,
+    transactions: int | None,
+    mapped: bool,
+) -> tuple[FenceResult | None, bool]:
+    """The writer's live writes with the progress shown, then a fence: (the fence, None when it
+    was not reached; whether the run was interrupted)."""
+    con, runner = d.con, d.runner
+    res: FenceResult | None = None
+    interrupted = False
+    with Live(
+        _progress(settings, writer, worker, started, "live writes", con),
+        console=con,
+        refresh_per_second=2,
+    ) as live:
+        while (
+            not runner.stopping.is_set()
+            and (transactions is not None or time.monotonic() - started < duration)
+            and not writer.done.is_set()
+        ):
+            time.sleep(1)
+            if any(s.error for s in runner.services):
+                break
+            live.update(_progress(settings, writer, worker, started, "live writes", con))
+        writer.stop()
+        if runner.stopping.is_set():
+            interrupted = True
+        if not interrupted and not any(s.error for s in runner.services):
+            live.update(
+                _progress(settings, writer, worker, started, "writes stopped, fencing", con)
+            )
+            res = fence(settings, timeout=180)
+            if (
+                mapped
+            ):  # a child deferred for its parent is retried every second: let one retry pass
+                fenced = time.time()
+                wait_until = time.monotonic() + 30
+                while worker.deferred_checked_at <= fenced and time.monotonic() < wait_until:
+                    time.sleep(0.2)
+            live.update(
+                _progress(
+                    settings,
+                    writer,
+                    worker,
+                    started,
+                    f"fence applied in {res.seconds:.2f} s",
+                    con,
+                )
+            )
+    if not con.is_terminal:
+        con.line()  # rich's Live leaves its last line open when the output is not a terminal
+    return res, interrupted
+
+
+def _report(
+    d: _Demo,
+    settings: Settings,
+    writer: CrmWriter,
+    worker: SyncWorker,
+    started: float,
+    res: FenceResult,
+    replay: str,
+    mapped: bool,
+) -> int:
+    """Verify (or compare) after the fence and print the verdict: 0 pass, 1 fail."""
+    con, seed = d.con, writer.seed_value
+    con.print(
+        f"  fence {res.token[:8]}: every legacy change before it is applied ({res.seconds:.2f} s end to end)"
+    )
+    ok = _verify_mapped(con, settings) if mapped else _compare_identity(con, settings)
+    total = sum(worker.stats.applied.values()) + sum(worker.stats.deleted.values())
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted(writer.stats.kinds.items()))
+    con.print(
+        f"  {total} changes applied; legacy wrote {writer.stats.total} changes in "
+        f"{writer.stats.transactions} transactions during {time.monotonic() - started:.0f} s"
+        + (f" ({kinds})" if kinds else "")
+    )
+    if not ok:
+        con.print(
+            f"  writer seed {seed}, {writer.stats.transactions} transactions; the same legacy "
+            "writes again: " + replay,
+            soft_wrap=True,
+        )
+    con.print(
+        (
+            "[bold green]PASS[/]: the new database holds exactly the mapped legacy rows"
+            if mapped
+            else "[bold green]PASS[/]: legacy and new databases match row by row"
+        )
+        if ok
+        else "[bold red]FAIL[/]: the databases differ"
+    )
+    if d.page is not None and con.is_terminal:
+        con.print(
+            f"  the console stays at http://127.0.0.1:{d.page.port}/ with capture and sync "
+            "running: Ctrl-C ends the demo"
+        )
+        d.runner.stopping.wait()
+    return 0 if ok else 1
+
+
 def run_demo(
     duration: float,
     rate: float,
@@ -254,141 +435,28 @@ def run_demo(
         _quiet_logs(con, verbose)
     work = Path(tempfile.mkdtemp(prefix="crossfade-demo-"))
     con.print(f"[bold]crossfade demo[/]: embedded PostgreSQL + Tansu + Debezium, work dir {work}")
-    pg = EmbeddedPostgres(log_to=work / "postgres.log")
-    broker = EmbeddedBroker(log_to=work / "tansu.log")
-    runner = Runner()
-    writer: CrmWriter | None = None
-    page: PageConsole | None = None
-    interrupted = threading.Event()
+    d = _Demo(
+        con,
+        EmbeddedPostgres(log_to=work / "postgres.log"),
+        EmbeddedBroker(log_to=work / "tansu.log"),
+    )
     try:
-        pg.start()
-        broker.start()
-        pg.create_database("legacy")
-        pg.create_database("target")
-        con.print(
-            f"  PostgreSQL on port {pg.port} (databases legacy, target), Tansu on {broker.bootstrap_servers}"
+        settings, writer, worker = _start(
+            d, work, partitions, mapped, accounts, seed, rate, transactions, console_port
         )
-        settings = demo_settings(pg, broker, work, partitions, mapped)
-        writer = CrmWriter(
-            settings.source.conninfo, seed=seed, rate=rate, transactions=transactions
-        )
-        writer.seed(accounts)
-        if mapped:
-            with psycopg.connect(settings.target.conninfo, autocommit=True) as g:
-                create_target_schema(g)
-            con.print(
-                f"  mapping {MAPPING_FILE.name}: legacy public.* -> new app.* (transforms, a filter, rules, dedup)"
-            )
-        con.print(
-            f"  seeded the legacy CRM with {accounts} accounts and their contacts and addresses "
-            f"(writer seed {seed})"
-        )
-        cap = CaptureService(settings)
-        worker = SyncWorker(settings)
-        runner.add("capture", cap.run, cap.stop)
-        runner.add("sync", worker.run, worker.stop.set)
-        # metrics and probes when CROSSFADE_OPS__METRICS_PORT is set (demo has no config file)
-        probes.serve_ops(settings)
-        probes.watch_capture(cap, settings)
-        probes.watch_sync(worker, settings)
-        runner.install_signals()
-        runner.start()
-        page = serve_console(con, settings, console_port)
         writer.start()
         started = time.monotonic()
-        with Live(
-            _progress(settings, writer, worker, started, "live writes", con),
-            console=con,
-            refresh_per_second=2,
-        ) as live:
-            while (
-                not runner.stopping.is_set()
-                and (transactions is not None or time.monotonic() - started < duration)
-                and not writer.done.is_set()
-            ):
-                time.sleep(1)
-                if any(s.error for s in runner.services):
-                    break
-                live.update(_progress(settings, writer, worker, started, "live writes", con))
-            writer.stop()
-            if runner.stopping.is_set():
-                interrupted.set()
-            if not interrupted.is_set() and not any(s.error for s in runner.services):
-                live.update(
-                    _progress(settings, writer, worker, started, "writes stopped, fencing", con)
-                )
-                res = fence(settings, timeout=180)
-                if (
-                    mapped
-                ):  # a child deferred for its parent is retried every second: let one retry pass
-                    fenced = time.time()
-                    wait_until = time.monotonic() + 30
-                    while worker.deferred_checked_at <= fenced and time.monotonic() < wait_until:
-                        time.sleep(0.2)
-                live.update(
-                    _progress(
-                        settings,
-                        writer,
-                        worker,
-                        started,
-                        f"fence applied in {res.seconds:.2f} s",
-                        con,
-                    )
-                )
-        if not con.is_terminal:
-            con.line()  # rich's Live leaves its last line open when the output is not a terminal
-        failed = [s for s in runner.services if s.error]
+        res, interrupted = _live_writes(
+            d, settings, writer, worker, started, duration, transactions, mapped
+        )
+        failed = [s for s in d.runner.services if s.error]
         if failed:
             con.print(f"[red]{failed[0].name} failed:[/] {failed[0].error}")
             return 1
-        if interrupted.is_set():
+        if interrupted or res is None:
             con.print("interrupted: stopped cleanly")
             return 130
-        con.print(
-            f"  fence {res.token[:8]}: every legacy change before it is applied ({res.seconds:.2f} s end to end)"
-        )
-        ok = _verify_mapped(con, settings) if mapped else _compare_identity(con, settings)
-        total = sum(worker.stats.applied.values()) + sum(worker.stats.deleted.values())
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(writer.stats.kinds.items()))
-        con.print(
-            f"  {total} changes applied; legacy wrote {writer.stats.total} changes in "
-            f"{writer.stats.transactions} transactions during {time.monotonic() - started:.0f} s"
-            + (f" ({kinds})" if kinds else "")
-        )
-        if not ok:
-            con.print(
-                f"  writer seed {seed}, {writer.stats.transactions} transactions; the same legacy "
-                "writes again: "
-                + replay_command(
-                    seed, writer.stats.transactions, rate, accounts, partitions, mapped
-                ),
-                soft_wrap=True,
-            )
-        con.print(
-            (
-                "[bold green]PASS[/]: the new database holds exactly the mapped legacy rows"
-                if mapped
-                else "[bold green]PASS[/]: legacy and new databases match row by row"
-            )
-            if ok
-            else "[bold red]FAIL[/]: the databases differ"
-        )
-        if page is not None and con.is_terminal:
-            con.print(
-                f"  the console stays at http://127.0.0.1:{page.port}/ with capture and sync "
-                "running: Ctrl-C ends the demo"
-            )
-            runner.stopping.wait()
-        return 0 if ok else 1
+        replay = replay_command(seed, writer.stats.transactions, rate, accounts, partitions, mapped)
+        return _report(d, settings, writer, worker, started, res, replay, mapped)
     finally:
-        if page is not None:
-            page.stop()
-        if writer is not None:
-            writer.stop()
-        runner.stop()
-        try:
-            runner.wait()
-        except BaseException as exc:  # noqa: BLE001 - already reported above
-            log.debug("shutdown: %s", exc)
-        broker.stop()
-        pg.stop()
+        d.close()
