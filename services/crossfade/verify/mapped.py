@@ -43,9 +43,10 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.catalog import TableShape, read_shape
+from crossfade.catalog import POS_COLUMN, TableShape, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
+from crossfade.events.model import SHIFT
 from crossfade.mapping.audit import (
     key_columns,
     parents_first,
@@ -253,6 +254,23 @@ class _Expected:
     def close(self) -> None:
         self.conn.rollback()
         self.conn.close()
+
+
+def positions_of(
+    conn: Any, relation: sql.Composable, shape: TableShape, key: tuple[str, ...], keys: list[Key]
+) -> dict[Key, int]:
+    """The source LSN of the change that last wrote each of ``keys`` in the target table
+    (``_cf_pos``'s primary part), for the rows that have one; empty when the table has no
+    ``_cf_pos`` column (sync did not write it)."""
+    has = conn.execute(
+        "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
+        "AND NOT attisdropped",
+        (relation.as_string(conn), POS_COLUMN),
+    ).fetchone()
+    if not has or not keys:
+        return {}
+    rows = rows_of(conn, relation, shape, key, [POS_COLUMN], keys)
+    return {k: int(r[0]) >> SHIFT for k, r in rows.items() if r is not None and r[0] is not None}
 
 
 def _cast(shape: TableShape, col: str) -> sql.Composable:

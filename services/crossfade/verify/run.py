@@ -79,6 +79,37 @@ MAPPED_EXTRA_ROUNDS = 2
 """Re-check rounds mapped targets get beyond ``rounds`` (they have no share-locked last round)."""
 
 
+def _judge_keys(
+    check: MappedCheck,
+    t: str,
+    pending: set[Key],
+    exp: dict[Key, Any],
+    expected_now: dict[Key, Any],
+    seen: dict[Key, Any],
+    written: dict[Key, int],
+    fence_lsn: int,
+) -> None:
+    """One re-check round's verdict on ``t``'s pending keys (see :meth:`Verifier._mapped_recheck`):
+    decided keys leave ``pending``, as in flight or confirmed; the others wait for the next round
+    (``exp`` then holds the newer expected row)."""
+    for k in list(pending):
+        e1, e2, got = exp[k], expected_now.get(k), seen[k]
+        if e1 != e2:
+            exp[k] = e2  # changed meanwhile: the next round decides
+            continue
+        if got != e2 and written.get(k, 0) > fence_lsn:
+            # the target row holds a change committed after the fence: E1 == E2 yet the row
+            # moved (A -> B -> A: B applied, A not yet); the next round's fence covers it
+            continue
+        pending.discard(k)
+        if got == e2:
+            check.in_flight[t] = check.in_flight.get(t, 0) + 1
+        else:
+            kind = "extra" if e2 is None else "missing" if got is None else "different"
+            check.confirmed.setdefault(t, {})[k] = kind
+            check.rows[(t, k)] = (e2, got)
+
+
 class Verifier:
     """One verify run; ``run()`` returns the report (and records it)."""
 
@@ -237,7 +268,7 @@ class Verifier:
         equal it: T != E2 is a real difference, T == E2 was in flight. E1 != E2: undecided, the
         next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`) decides; still undecided after
         the last is *unsettled* (counted as a mismatch: a cutover must not pass on it)."""
-        from crossfade.verify.mapped import Want, ledger_outcomes, rows_of, run_mapped
+        from crossfade.verify.mapped import Want, ledger_outcomes, positions_of, rows_of, run_mapped
 
         check = MappedCheck(first)
         exp = {t: {k: first.expected[t].get(k) for k in ks} for t, ks in keys.items()}
@@ -255,12 +286,13 @@ class Verifier:
             )
             self.fence(tgt)
             self.report.rechecked_after_fence = True
-            seen = {}
+            seen, written = {}, {}
             for t, ks in pending_k.items():
                 r = first.targets[t]
                 assert r.shape is not None  # set by the comparison that found the keys
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
                 seen[t] = rows_of(tgt, rel, r.shape, r.key, r.cols, list(ks))
+                written[t] = positions_of(tgt, rel, r.shape, r.key, list(ks))
             recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
             run = run_mapped(
                 self.settings,
@@ -270,18 +302,8 @@ class Verifier:
             )
             check.last = run
             for t, ks in pending_k.items():
-                for k in list(ks):
-                    e1, e2, got = exp[t][k], run.expected[t].get(k), seen[t][k]
-                    if e1 != e2:
-                        exp[t][k] = e2  # changed meanwhile: the next round decides
-                        continue
-                    ks.discard(k)
-                    if got == e2:
-                        check.in_flight[t] = check.in_flight.get(t, 0) + 1
-                    else:
-                        kind = "extra" if e2 is None else "missing" if got is None else "different"
-                        check.confirmed.setdefault(t, {})[k] = kind
-                        check.rows[(t, k)] = (e2, got)
+                fence = self.last_fence_lsn or 0
+                _judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], written[t], fence)
             for s, es in pending_e.items():
                 for e in list(es):
                     o1, o2 = out[s][e], run.outcomes[s].get(e, "mapped")
