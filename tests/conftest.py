@@ -153,10 +153,11 @@ class Stack:
         **sync: Any,
     ) -> None:
         """``initial_load``: ``capture.initial_load`` (copy|debezium), the default when None;
-        ``converter``: ``capture.converter`` (python|jvm), likewise."""
+        ``converter``: ``capture.converter`` (python|jvm), else ``$CROSSFADE_TEST_CONVERTER`` (to
+        run the suite under the other converter), else the default."""
         n = next(_counter)
         self.initial_load = initial_load
-        self.converter = converter
+        self.converter = converter or os.environ.get("CROSSFADE_TEST_CONVERTER")
         self.n = n
         self.pg = pg
         self.dir = root / f"stack{n}"
