@@ -323,6 +323,7 @@ class Bench:
             self.broker.bootstrap_servers,
             self.root,
             initial_load=args.initial_load,
+            converter=args.converter,
             batch_size=args.batch_size,
             append_only_tables=["public.pgbench_history"],
         )
@@ -1093,6 +1094,12 @@ def main() -> None:
         choices=["copy", "debezium"],
         default="copy",
         help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)",
+    )
+    ap.add_argument(
+        "--converter",
+        choices=["python", "jvm"],
+        default="python",
+        help="capture.converter: who encodes Avro (python: the JSON converter + capture's writer)",
     )
     ap.add_argument(
         "--sync-procs",

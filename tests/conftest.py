@@ -149,11 +149,15 @@ class Stack:
         root: Path,
         partitions: int = 2,
         initial_load: str | None = None,
+        converter: str | None = None,
         **sync: Any,
     ) -> None:
-        """``initial_load``: ``capture.initial_load`` (copy|debezium), the default when None."""
+        """``initial_load``: ``capture.initial_load`` (copy|debezium), the default when None;
+        ``converter``: ``capture.converter`` (python|jvm), else ``$CROSSFADE_TEST_CONVERTER`` (to
+        run the suite under the other converter), else the default."""
         n = next(_counter)
         self.initial_load = initial_load
+        self.converter = converter or os.environ.get("CROSSFADE_TEST_CONVERTER")
         self.n = n
         self.pg = pg
         self.dir = root / f"stack{n}"
@@ -204,6 +208,7 @@ class Stack:
                 "state_dir": str(self.dir / "capture"),
                 "heartbeat_interval_ms": 1000,
                 **({"initial_load": self.initial_load} if self.initial_load else {}),
+                **({"converter": self.converter} if self.converter else {}),
             },
             # a consumer group per stack: a member of an earlier test's group that died uncleanly
             # must not hold this test's JoinGroup up (Tansu waits for it)

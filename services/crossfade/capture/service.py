@@ -39,6 +39,7 @@ from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
 from crossfade.config import Settings
@@ -126,7 +127,11 @@ class ChangeProducer:
             }
         )
         self._codecs = ConnectCodecCache()
-        self._reader = BatchReader()
+        self._reader: Any = BatchReader()
+        if settings.capture.converter == "jvm":  # Avro from the JVM: capture/jvm_avro.py
+            self._reader = JvmAvroReader()
+            jvm = JvmAvroEncoder(self._reader, self._compile)
+            self._encode, self._payload = jvm.encode, jvm.payload  # type: ignore[method-assign,assignment]
         self._published: dict[int, int] = {}
         self._by_text: dict[Any, tuple[Any, Any, Any]] = {}
         self._registry = (
@@ -617,7 +622,7 @@ class CaptureService:
                 if self.stopping.is_set():
                     return
                 raise
-        self.engine = bulk_engine(props, _Handler(), jvm_opts)
+        self.engine = bulk_engine(props, _Handler(), jvm_opts, self.settings.capture.converter)
         self.ready.set()
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:

