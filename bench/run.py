@@ -1093,7 +1093,7 @@ def main() -> None:
         "--initial-load",
         choices=["copy", "debezium"],
         default="copy",
-        help="capture.initial_load of the snapshot benchmark (copy: the fast path, opt-in in a config)",
+        help="capture.initial_load of the snapshot benchmark (copy: the default; debezium: the snapshot through Kafka)",
     )
     ap.add_argument(
         "--converter",

@@ -495,3 +495,45 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
         listing["accounting_closes"]
         and listing["by_rule"][0]["rule"] == "crm.people.email:required"
     )
+
+
+def test_identity_and_mapped_tables_together_load_under_the_default_initial_load(
+    stack: Any,
+) -> None:
+    """The default ``capture.initial_load`` (copy) with one mapped and one identity table: the
+    mapping applies per event in sync, so capture loads every table through Debezium's snapshot
+    (no COPY load in this epoch) and both arrive whole, mapped and as they are; changes follow."""
+    assert stack.initial_load is None  # the default, whatever it is
+    stack.sql("CREATE TABLE public.customers (id int PRIMARY KEY, name text, email text)")
+    stack.sql("CREATE TABLE public.items (id int PRIMARY KEY, label text)")
+    stack.sql(
+        "INSERT INTO customers SELECT g, 'c ' || g, 'c' || g || '@example.com' "
+        "FROM generate_series(1, 300) g"
+    )
+    stack.sql("INSERT INTO items SELECT g, 'item ' || g FROM generate_series(1, 500) g")
+    with stack.tgt() as c:
+        c.execute("CREATE SCHEMA crm; CREATE TABLE crm.customers (cid int PRIMARY KEY, name text)")
+    stack.write_config(["public.customers", "public.items"])
+    cfg = yaml.safe_load(stack.config_path.read_text())
+    cfg["mapping"] = {
+        "tables": {
+            "public.customers": {
+                "targets": [{"table": "crm.customers", "columns": {"cid": "id", "name": "name"}}]
+            }
+        }
+    }
+    stack.config_path.write_text(yaml.safe_dump(cfg))
+    assert stack.settings.capture.initial_load == "copy"
+    capture = stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    stack.sql("UPDATE customers SET name = 'renamed' WHERE id <= 10")
+    stack.sql("DELETE FROM items WHERE id > 450")
+    stack.fence()
+    with stack.tgt() as t:
+        assert t.execute(
+            "SELECT count(*), count(*) FILTER (WHERE name = 'renamed') FROM crm.customers"
+        ).fetchone() == (300, 10)
+        assert t.execute("SELECT count(*), max(id) FROM public.items").fetchone() == (450, 450)
+    assert "load through Debezium's snapshot" in capture.log.read_text()
+    assert not list((stack.dir / "capture").glob("load-*.json"))  # no COPY load ran

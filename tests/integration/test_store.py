@@ -301,3 +301,18 @@ def test_meta_notes_a_changed_mapping(db: psycopg.Connection, bk: str) -> None:
     after = store.meta(db, bk)
     assert after["mapping_hash"] == "h2"
     assert after["mapping_changed_at"] >= first["mapping_changed_at"]
+
+
+def test_copy_load_marks_per_epoch_against_checkpoint_time(db: psycopg.Connection, bk: str) -> None:
+    """The COPY load's end is stamped with the target's clock, the one checkpoints carry: a
+    checkpoint taken before it is older, one taken after it newer; another epoch has no mark."""
+    assert store.copy_load_mark(db, bk, "e1") is None
+    store.note_copy_load(db, bk, "e1", done=False)
+    assert store.copy_load_mark(db, bk, "e1") == store.CopyLoadMark("e1", None)
+    before = store.save_checkpoint(db, bk, "cp-before", "g", "e1", None, [], None, None)
+    store.note_copy_load(db, bk, "e1", done=True)
+    after = store.save_checkpoint(db, bk, "cp-after", "g", "e1", None, [], None, None)
+    mark = store.copy_load_mark(db, bk, "e1")
+    assert before is not None and after is not None and mark is not None
+    assert mark.done_at is not None and before.created_at < mark.done_at <= after.created_at
+    assert store.copy_load_mark(db, bk, "e2") is None

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -380,6 +381,32 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     stack.sql("UPDATE items SET qty = -5 WHERE id < 50")
     stack.fence()
     stack.assert_equal()
+
+    # the default COPY load recorded its end in the target (a rewind reads it); loaded again (a
+    # new capture.state_dir: the same epoch, a new slot, every row copied anew), the rows the
+    # checkpoint's replay would need are not in the topics: the rewind refuses, in one line
+    with stack.tgt() as t:
+        (first_load,) = t.execute(
+            "SELECT value::timestamptz FROM crossfade.meta WHERE key = %s",
+            (f"copy_load:{cp['epoch']}",),
+        ).fetchone()
+    assert first_load < datetime.fromisoformat(cp["created_at"])
+    for proc in stack.procs:
+        if proc.name == "capture" and proc.alive():
+            assert proc.stop() == 0
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["capture"]["state_dir"] = str(stack.dir / "capture-reload")
+    stack.config_path.write_text(yaml.safe_dump(raw))
+    stack.start("capture")
+    stack.fence()
+    stack.assert_equal()
+    for proc in stack.procs:
+        if proc.name == "sync" and proc.alive():
+            assert proc.stop() == 0
+    r = stack.cli("rewind", "--to", "before-batch", "--dry-run")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "before the initial COPY load of broker epoch" in r.stderr, r.stderr
+    assert "capture.initial_load: debezium" in r.stderr, r.stderr
 
     # a checkpoint whose records the broker no longer holds is refused with what to do
     with stack.tgt() as t:

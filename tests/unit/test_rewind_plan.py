@@ -45,3 +45,27 @@ def test_refuses_a_checkpoint_ahead_of_sync_or_of_another_epoch(
 ) -> None:
     with pytest.raises(CrossfadeError, match=says):
         plan_rewind(RewindResult(_cp(("t.a", 0, 3)), "rid"), stored, {})
+
+
+def test_a_checkpoint_before_the_copy_load_ended_is_refused_naming_debezium() -> None:
+    """``capture.initial_load: copy``: the copied rows are not in the topics, so a rewind to a
+    checkpoint older than the load's end could not replay them (it would leave them silently as
+    they are); a later checkpoint, or an epoch loaded by Debezium, rewinds."""
+    from datetime import timedelta
+
+    from crossfade.cutover.checkpoint import check_not_before_copy_load
+    from crossfade.target.store import CopyLoadMark
+
+    cp = _cp(("t.a", 0, 3))
+    check_not_before_copy_load(cp, None)  # the epoch was loaded by Debezium
+    check_not_before_copy_load(cp, CopyLoadMark("e1", cp.created_at - timedelta(seconds=1)))
+    for mark, says in [
+        (CopyLoadMark("e1", cp.created_at + timedelta(seconds=1)), "ended at"),
+        (CopyLoadMark("e1", None), "has not ended"),
+    ]:
+        with pytest.raises(CrossfadeError) as exc:
+            check_not_before_copy_load(cp, mark)
+        msg = str(exc.value)
+        assert "\n" not in msg and says in msg, msg
+        assert "before the initial COPY load of broker epoch e1" in msg, msg
+        assert "capture.initial_load: debezium" in msg and "capture.state_dir" in msg, msg

@@ -64,7 +64,12 @@ from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import position
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
-from crossfade.target.store import clear_tombstones, ensure_schema, raise_watermark
+from crossfade.target.store import (
+    clear_tombstones,
+    ensure_schema,
+    note_copy_load,
+    raise_watermark,
+)
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +119,7 @@ class LoadState:
     completed (Debezium may stream only then)."""
 
     def __init__(self, state_dir: Path, epoch: str) -> None:
+        self.epoch = epoch
         self.path = state_dir / f"load-{epoch}.json"
 
     def read(self) -> dict[str, Any] | None:
@@ -249,6 +255,8 @@ class CopyLoad:
         shapes: dict[str, Any] = {}
         with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
             ensure_schema(tgt, s.sync.bookkeeping_schema)
+            # a checkpoint from now until the load ends cannot be rewound to (checkpoint.rewind)
+            note_copy_load(tgt, s.sync.bookkeeping_schema, self.state.epoch, done=False)
             for table in s.tables:
                 shape = ensure_target_table(
                     src, tgt, table, table, s.sync.create_tables, s.sync.bookkeeping_schema
@@ -436,6 +444,9 @@ class CopyLoad:
     def _finish(self, lsn: int, t0: float, copy_s: float, streams: int) -> None:
         """Step 5: the rows are committed; after ``before_done``, mark the load done."""
         self._before_done(lsn)
+        with connect(self.settings.target, "target") as tgt:  # before the state file: a crash
+            # between the two loads again, which only moves the mark later
+            note_copy_load(tgt, self.settings.sync.bookkeeping_schema, self.state.epoch, done=True)
         dt = time.monotonic() - t0
         total = sum(self.rows.values())
         self.state.write(

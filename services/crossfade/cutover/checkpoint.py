@@ -10,9 +10,12 @@ change applied at those offsets was committed in the legacy database before that
 1. the sync group must be stopped: Kafka is asked for the group's state and members
    (``describe_consumer_groups``); an active group is refused (no worker may write while its
    offsets move under it);
-2. the checkpoint's offsets must still be in the topics: same broker epoch as now, and not below
+2. a checkpoint taken before its epoch's initial COPY load ended (``capture.initial_load:
+   copy``) is refused: the copied rows never went through the topics, the replay cannot re-apply
+   them (rewind to a later checkpoint, or load again);
+3. the checkpoint's offsets must still be in the topics: same broker epoch as now, and not below
    a partition's log start offset (retention). Otherwise it is refused with what to do;
-3. in one target transaction, per partition: the stored offset goes back to the checkpoint's,
+4. in one target transaction, per partition: the stored offset goes back to the checkpoint's,
    the owner token is cleared (a forgotten worker's late batch is refused), and a replay epoch is
    recorded (``<bookkeeping>.replay``: ``from_offset`` .. ``until_offset``, the offset sync had
    reached). When sync starts again it re-applies that range with the replay guard of
@@ -37,10 +40,12 @@ from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import current_epoch
 from crossfade.target.store import (
     Checkpoint,
+    CopyLoadMark,
     Replay,
     StoredOffset,
     checkpoint_at,
     checkpoint_named,
+    copy_load_mark,
     ensure_schema,
     finish_replays,
     pending_replays,
@@ -238,6 +243,24 @@ def _check_reachable(settings: Settings, cp: Checkpoint) -> None:
         )
 
 
+def check_not_before_copy_load(cp: Checkpoint, load: CopyLoadMark | None) -> None:
+    """Refuse a checkpoint taken before its epoch's initial COPY load ended (``load``: the
+    epoch's load as the target records it, None when the epoch was not loaded by COPY). The
+    copied rows never went through the topics, so the replay could not re-apply them: the target
+    would silently keep whatever the rewind was meant to undo in them."""
+    if load is None or (load.done_at is not None and load.done_at <= cp.created_at):
+        return
+    ended = "has not ended" if load.done_at is None else f"ended at {load.done_at.isoformat()}"
+    raise CrossfadeError(
+        f"checkpoint {cp.name} ({cp.created_at.isoformat()}) was taken before the initial COPY "
+        f"load of broker epoch {cp.epoch} {ended}: the copied rows are not in the topics, a "
+        "rewind cannot replay them",
+        "rewind to a checkpoint taken after the load (crossfade checkpoint list), or load again "
+        "(restart capture with a new capture.state_dir); capture.initial_load: debezium puts the "
+        "initial rows in the topics",
+    )
+
+
 def plan_rewind(
     result: RewindResult, stored: list[StoredOffset], pending: dict[tuple[str, int], int]
 ) -> None:
@@ -275,6 +298,7 @@ def rewind(settings: Settings, to: str, *, dry_run: bool = False) -> RewindResul
     with connect(settings.target, "target") as tgt:
         ensure_schema(tgt, bk)
         cp = find_checkpoint(tgt, settings, to)
+        check_not_before_copy_load(cp, copy_load_mark(tgt, bk, cp.epoch) if cp.epoch else None)
         assert_group_stopped(settings)
         _check_reachable(settings, cp)
         result = RewindResult(cp, uuid.uuid4().hex[:12])

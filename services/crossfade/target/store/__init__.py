@@ -15,7 +15,7 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``dlq``: acknowledging dead letters (``dlq_acks``, ``dlq_acked``)
 - ``fences``: fence runs (``fence_runs``) and the fences sync applied (``fences``)
 - ``heartbeats``: what each capture process and sync worker last reported
-- ``meta``: key/value facts (schema version, the mapping sync runs with)
+- ``meta``: key/value facts (schema version, the mapping sync runs with, COPY loads ended)
 - ``audit``: the cutover's audit log (``cutover_audit``)
 - ``dedup``: deduplication's members and crosswalk (what status counts of them)
 - ``checkpoints``: checkpoints (save, list, find by name or time)
@@ -78,7 +78,14 @@ from crossfade.target.store.ledger import (
     set_outcome,
     still_dead_letters,
 )
-from crossfade.target.store.meta import mapping_fingerprint, meta, note_mapping
+from crossfade.target.store.meta import (
+    CopyLoadMark,
+    copy_load_mark,
+    mapping_fingerprint,
+    meta,
+    note_copy_load,
+    note_mapping,
+)
 from crossfade.target.store.offsets import (
     StoredOffset,
     claim_partitions,
@@ -132,6 +139,7 @@ __all__ = [
     "AuditRow",
     "Checkpoint",
     "Control",
+    "CopyLoadMark",
     "DlqAck",
     "FenceRun",
     "Heartbeat",
@@ -170,6 +178,7 @@ __all__ = [
     "fence_started",
     "finish_replay",
     "finish_replays",
+    "copy_load_mark",
     "has_table",
     "held_changes",
     "held_entries",
@@ -187,6 +196,7 @@ __all__ = [
     "merged_members",
     "meta",
     "note_added_column",
+    "note_copy_load",
     "note_mapping",
     "offsets_age",
     "paused_components",

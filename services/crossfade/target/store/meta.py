@@ -1,9 +1,11 @@
 """Key/value facts about the target (``<bookkeeping>.meta``): the schema version, the mapping
-sync runs with and when it changed.
+sync runs with and when it changed, and when each broker epoch's COPY initial load ended.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -46,3 +48,43 @@ def meta(conn: psycopg.Connection, schema: str) -> dict[str, str]:
     return dict(
         conn.execute(sql.SQL("SELECT key, value FROM {}.meta").format(sql.Identifier(schema)))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CopyLoadMark:
+    """A broker epoch's initial COPY load as the target records it."""
+
+    epoch: str
+    done_at: datetime | None
+    """The target's clock when every copied row was committed; None: started, not ended."""
+
+
+def _copy_load_key(epoch: str) -> str:
+    return f"copy_load:{epoch}"
+
+
+def note_copy_load(conn: psycopg.Connection, schema: str, epoch: str, *, done: bool) -> None:
+    """Record the COPY load of ``epoch`` as started (``done`` False) or ended now (the target's
+    ``clock_timestamp()``, the clock checkpoints are stamped with). A load started again in the
+    same epoch (a crash, a new ``capture.state_dir``) overwrites the mark."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.meta (key, value) VALUES (%s, CASE WHEN %s THEN clock_timestamp()::text "
+            "ELSE 'loading' END) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).format(sql.Identifier(schema)),
+        (_copy_load_key(epoch), done),
+    )
+
+
+def copy_load_mark(conn: psycopg.Connection, schema: str, epoch: str) -> CopyLoadMark | None:
+    """The COPY load of ``epoch``, or None when that epoch was not loaded by COPY."""
+    if not has_table(conn, schema, "meta"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT CASE WHEN value = 'loading' THEN NULL ELSE value::timestamptz END "
+            "FROM {}.meta WHERE key = %s"
+        ).format(sql.Identifier(schema)),
+        (_copy_load_key(epoch),),
+    ).fetchone()
+    return None if row is None else CopyLoadMark(epoch, row[0])
