@@ -260,3 +260,16 @@ def test_register_usage_errors(
     args = [a.format(config=config_file, file=good, bad=bad) for a in args]
     assert run("connector", "register", *args) != 0
     assert message in capsys.readouterr().err
+
+
+def test_render_snapshots_with_debezium_under_the_default_copy_load(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The COPY initial load (the default) is crossfade's own capture's: Kafka Connect runs
+    Debezium alone, so the rendered connector must snapshot the existing rows itself
+    (``capture.snapshot_mode``), never the embedded engine's ``no_data``."""
+    settings = load_settings(config_file)
+    assert settings.capture.initial_load == "copy"
+    assert kafka_connect_config(settings)["config"]["snapshot.mode"] == "initial"
+    assert main(["connector", "render", "-c", str(config_file)]) in (0, None)
+    assert json.loads(capsys.readouterr().out)["config"]["snapshot.mode"] == "initial"
