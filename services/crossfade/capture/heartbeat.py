@@ -72,6 +72,7 @@ class CaptureHeartbeat:
         self.service = service
         self.settings = service.settings
         self._owner = threading.current_thread()
+        self._load_marked = False
         self._thread = threading.Thread(target=self._run, name="capture-heartbeat", daemon=True)
 
     def start(self) -> CaptureHeartbeat:
@@ -100,6 +101,23 @@ class CaptureHeartbeat:
             rows = dict(svc.producer.snapshot_rows) if svc.producer else {}
             how = "debezium"
         return {"by": how, "rows": rows, "total_rows": sum(rows.values()), **pace}
+
+    def mark_load(self, conn: Any) -> None:
+        """The COPY load's end, when it could not be recorded as the load ended (the target did
+        not answer then): written once, on this retried connection. An epoch loaded by an
+        earlier run keeps the mark it has."""
+        from crossfade.target.store import copy_load_mark, note_copy_load
+
+        svc, gate = self.service, self.service.gate
+        if self._load_marked or gate is None or not gate.loaded or gate.error is not None:
+            return
+        if (gate.load is None or not gate.load.marked) and svc.epoch is not None:
+            bk = self.settings.sync.bookkeeping_schema
+            mark = copy_load_mark(conn, bk, svc.epoch)
+            if mark is None or mark.done_at is None:
+                note_copy_load(conn, bk, svc.epoch, done=True)
+                log.info("the initial load's end is recorded in the target")
+        self._load_marked = True
 
     def beat(self, conn: Any) -> None:
         from crossfade.target.store import Heartbeat, write_heartbeat
@@ -155,6 +173,7 @@ class CaptureHeartbeat:
                     ensure_schema(conn, bk)
                 self.read_pause(conn)
                 self.beat(conn)
+                self.mark_load(conn)
             except psycopg.Error as exc:
                 log.debug("capture heartbeat not written: %s", exc)
                 if conn is not None:

@@ -176,6 +176,8 @@ class CopyLoad:
         self.cap = settings.capture
         self.workers = settings.capture.initial_load_workers
         self.rows: dict[str, int] = {}
+        self.marked = False
+        """The load's end is recorded in the target (:meth:`mark_done`)."""
         self._lock = threading.Lock()
         self._on_slot = on_slot
         self._on_slot_free = on_slot_free
@@ -441,12 +443,25 @@ class CopyLoad:
                 with contextlib.suppress(OSError):
                     pipe.close()
 
+    def mark_done(self) -> bool:
+        """Record the load's end in the target (``rewind`` refuses checkpoints older than it);
+        False when the target does not answer now: the load is done all the same (its rows are
+        committed) and capture's heartbeat records the end later (a later mark only refuses
+        more checkpoints, never accepts one from before the load)."""
+        bk = self.settings.sync.bookkeeping_schema
+        try:
+            with connect(self.settings.target, "target") as tgt:
+                note_copy_load(tgt, bk, self.state.epoch, done=True)
+        except (psycopg.Error, CrossfadeError) as exc:
+            log.warning("the initial load's end is not recorded in the target yet: %s", exc)
+            return False
+        self.marked = True
+        return True
+
     def _finish(self, lsn: int, t0: float, copy_s: float, streams: int) -> None:
         """Step 5: the rows are committed; after ``before_done``, mark the load done."""
         self._before_done(lsn)
-        with connect(self.settings.target, "target") as tgt:  # before the state file: a crash
-            # between the two loads again, which only moves the mark later
-            note_copy_load(tgt, self.settings.sync.bookkeeping_schema, self.state.epoch, done=True)
+        self.mark_done()
         dt = time.monotonic() - t0
         total = sum(self.rows.values())
         self.state.write(
