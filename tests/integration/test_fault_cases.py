@@ -821,6 +821,8 @@ def test_fault_26_schema_registry_unreachable_sync_waits(
     stack.config_path.write_text(yaml.safe_dump(raw))
     stack.start("capture")
     sync = stack.start("sync")
+    # a change event through the registry (the default COPY load sends none of the initial rows)
+    stack.sql("UPDATE r26 SET v = v WHERE id = 1")
     stack.fence()
     stack.assert_equal()
     assert registry.schemas and registry.fetches, "events did not go through the registry"
@@ -858,6 +860,9 @@ def test_fault_37_wrong_envelope_shape_is_dead_lettered(stack: Stack) -> None:
     stack.write_config(["public.f37"])
     stack.start("capture")
     sync = stack.start("sync")
+    # change events of keys 1-3 to copy (the default COPY load puts none of the initial rows'
+    # in the topic): updates that keep their values
+    stack.sql("UPDATE f37 SET v = v WHERE id <= 3")
     stack.fence()
     s = stack.settings
     by_id = {r.event.key["id"]: r for r in read_records(stack, "public.f37") if r.event}
