@@ -821,7 +821,9 @@ def test_fault_26_schema_registry_unreachable_sync_waits(
     stack.config_path.write_text(yaml.safe_dump(raw))
     stack.start("capture")
     sync = stack.start("sync")
-    # a change event through the registry (the default COPY load sends none of the initial rows)
+    # a change event through the registry (the default COPY load sends none of the initial rows),
+    # once capture streams (an update before the load's slot exists is in the copied rows)
+    stack.fence()
     stack.sql("UPDATE r26 SET v = v WHERE id = 1")
     stack.fence()
     stack.assert_equal()
@@ -861,7 +863,9 @@ def test_fault_37_wrong_envelope_shape_is_dead_lettered(stack: Stack) -> None:
     stack.start("capture")
     sync = stack.start("sync")
     # change events of keys 1-3 to copy (the default COPY load puts none of the initial rows'
-    # in the topic): updates that keep their values
+    # in the topic): updates that keep their values, once capture streams (an update committed
+    # before the load's slot exists is in the copied rows, not in the topic)
+    stack.fence()
     stack.sql("UPDATE f37 SET v = v WHERE id <= 3")
     stack.fence()
     s = stack.settings
