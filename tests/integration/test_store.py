@@ -316,3 +316,18 @@ def test_copy_load_marks_per_epoch_against_checkpoint_time(db: psycopg.Connectio
     assert before is not None and after is not None and mark is not None
     assert mark.done_at is not None and before.created_at < mark.done_at <= after.created_at
     assert store.copy_load_mark(db, bk, "e2") is None
+
+
+def test_a_copy_load_hides_a_fence_row_its_new_slot_never_streamed(
+    db: psycopg.Connection, bk: str
+) -> None:
+    """The fence's slot path (Kafka Connect's) trusts the slot's confirmed position only for a row
+    the slot streamed: not while a COPY load runs (its new slot is already past a row it never
+    saw, with the copied rows not all committed), nor for a row older than a load's slot."""
+    assert not store.copy_load_hides_fence(db, bk, 1000)
+    store.note_copy_load(db, bk, "e9", done=False)
+    assert store.copy_load_hides_fence(db, bk, 1000)  # loading: nothing is proven
+    store.note_copy_load_slot(db, bk, "e9", 5000)
+    store.note_copy_load(db, bk, "e9", done=True)
+    assert store.copy_load_hides_fence(db, bk, 1000)  # the row predates the load's slot
+    assert not store.copy_load_hides_fence(db, bk, 6000)  # streamed by the slot

@@ -62,12 +62,13 @@ from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
-from crossfade.events.model import position
+from crossfade.events.model import SHIFT, position
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
 from crossfade.target.store import (
     clear_tombstones,
     ensure_schema,
     note_copy_load,
+    note_copy_load_slot,
     raise_watermark,
 )
 
@@ -257,8 +258,8 @@ class CopyLoad:
         shapes: dict[str, Any] = {}
         with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
             ensure_schema(tgt, s.sync.bookkeeping_schema)
-            # a checkpoint from now until the load ends cannot be rewound to (checkpoint.rewind)
-            note_copy_load(tgt, s.sync.bookkeeping_schema, self.state.epoch, done=False)
+            # a fence row written before this slot existed was never streamed by it
+            note_copy_load_slot(tgt, s.sync.bookkeeping_schema, self.state.epoch, pos >> SHIFT)
             for table in s.tables:
                 shape = ensure_target_table(
                     src, tgt, table, table, s.sync.create_tables, s.sync.bookkeeping_schema
@@ -486,6 +487,11 @@ class CopyLoad:
         if self.pacer.wait_window():  # nothing is held on the legacy side before a window opens
             raise CrossfadeError("capture stopped before the initial load's window opened")
         t0 = time.monotonic()
+        with connect(s.target, "target") as tgt:
+            # before the slot is dropped: a checkpoint from now until the load ends cannot be
+            # rewound to (checkpoint.rewind), and no fence trusts the slot's position meanwhile
+            ensure_schema(tgt, s.sync.bookkeeping_schema)
+            note_copy_load(tgt, s.sync.bookkeeping_schema, self.state.epoch, done=False)
         with connect(s.source, "source") as src:
             self._ensure_publication(src)
             self._drop_slot(src)

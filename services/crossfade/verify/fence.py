@@ -19,7 +19,9 @@ first to arrive counts (sync records a token once per partition):
   before the fence is in its topic by then. This command then produces the markers to every
   partition itself: they land after all of it. This holds for a fence row written once the slot
   was consistent (otherwise Debezium's snapshot reads the row and the slot's position says
-  nothing about it): the command checks that first. No broker offset is queried (Tansu's ListOffsets
+  nothing about it): the command checks that first; and never while a COPY initial load runs or
+  after one created its slot past the row (the new slot is past a row it never streamed while
+  the copied rows may not all be committed: ``copy_load_hides_fence``). No broker offset is queried (Tansu's ListOffsets
   under-reports, STACK.md). Debezium must flush LSNs to the slot (``flush.lsn.source``, on by
   default), and the wait includes its offset commit interval (``offset.flush.interval.ms``) and
   heartbeat interval.
@@ -43,6 +45,7 @@ from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.events.kafka import Admin, ControlRecord, broadcast_control, current_epoch
 from crossfade.target.store import (
+    copy_load_hides_fence,
     ensure_schema,
     fence_applied_on,
     fence_finished,
@@ -202,7 +205,7 @@ def _wait(
             now = time.monotonic()
             if not broadcast and lsn is not None and now >= next_slot:
                 next_slot = now + SLOT_POLL_S
-                if _slot_confirmed(settings, src, lsn):
+                if _slot_confirmed(settings, src, lsn) and not copy_load_hides_fence(tgt, bk, lsn):
                     _broadcast(settings, parts, token, lsn, ts_ms)
                     broadcast = True
                     log.debug("fence %s: slot confirmed it; markers broadcast", token[:8])

@@ -80,10 +80,12 @@ from crossfade.target.store.ledger import (
 )
 from crossfade.target.store.meta import (
     CopyLoadMark,
+    copy_load_hides_fence,
     copy_load_mark,
     mapping_fingerprint,
     meta,
     note_copy_load,
+    note_copy_load_slot,
     note_mapping,
 )
 from crossfade.target.store.offsets import (
@@ -178,6 +180,7 @@ __all__ = [
     "fence_started",
     "finish_replay",
     "finish_replays",
+    "copy_load_hides_fence",
     "copy_load_mark",
     "has_table",
     "held_changes",
@@ -197,6 +200,7 @@ __all__ = [
     "meta",
     "note_added_column",
     "note_copy_load",
+    "note_copy_load_slot",
     "note_mapping",
     "offsets_age",
     "paused_components",

@@ -88,3 +88,32 @@ def copy_load_mark(conn: psycopg.Connection, schema: str, epoch: str) -> CopyLoa
         (_copy_load_key(epoch),),
     ).fetchone()
     return None if row is None else CopyLoadMark(epoch, row[0])
+
+
+def note_copy_load_slot(conn: psycopg.Connection, schema: str, epoch: str, lsn: int) -> None:
+    """Record the LSN at which the COPY load of ``epoch`` created its replication slot: a fence
+    row written before it was never streamed by that slot (:func:`copy_load_hides_fence`)."""
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.meta (key, value) VALUES (%s, %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).format(sql.Identifier(schema)),
+        (f"copy_load_slot:{epoch}", str(lsn)),
+    )
+
+
+def copy_load_hides_fence(conn: psycopg.Connection, schema: str, fence_lsn: int) -> bool:
+    """Whether the replication slot's position says nothing about a fence row at ``fence_lsn``:
+    a COPY load is under way (its slot may be new, already past the row it never streamed, while
+    the copied rows are not all committed), or one created its slot after the row was written."""
+    if not has_table(conn, schema, "meta"):
+        return False
+    row = conn.execute(
+        sql.SQL(
+            "SELECT bool_or(CASE WHEN key LIKE 'copy_load:%%' THEN value = 'loading' "
+            "WHEN key LIKE 'copy_load_slot:%%' THEN value::numeric > %s ELSE false END) "
+            "FROM {}.meta"
+        ).format(sql.Identifier(schema)),
+        (fence_lsn,),
+    ).fetchone()
+    return bool(row and row[0])
