@@ -11,6 +11,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from crossfade.embedded.postgres import EmbeddedPostgres
 from crossfade.target import store
@@ -43,9 +45,17 @@ def test_schema_creates_every_table_once_and_twice_changes_nothing(db: psycopg.C
     assert store.read_heartbeats(db, "bk_fresh") == []
     store.ensure_schema(db, "bk_fresh")
     store.ensure_schema(db, "bk_fresh")
-    assert {"offsets", "ledger", "fences", "fence_runs", "heartbeats", "checkpoints"} <= set(
-        store.TABLES
-    )
+    assert {
+        "offsets",
+        "ledger",
+        "fences",
+        "fence_runs",
+        "heartbeats",
+        "checkpoints",
+        "dedup_members",
+        "crosswalk",
+        "child_refs",
+    } <= set(store.TABLES)
     assert all(store.has_table(db, "bk_fresh", t) for t in store.TABLES)
     assert store.meta(db, "bk_fresh") == {"schema_version": str(store.SCHEMA_VERSION)}
 
@@ -331,3 +341,81 @@ def test_a_copy_load_hides_a_fence_row_its_new_slot_never_streamed(
     store.note_copy_load(db, bk, "e9", done=True)
     assert store.copy_load_hides_fence(db, bk, 1000)  # the row predates the load's slot
     assert not store.copy_load_hides_fence(db, bk, 6000)  # streamed by the slot
+
+
+def test_dedup_members_crosswalk_and_explain_reads(db: psycopg.Connection, bk: str) -> None:
+    t = "public.customers"
+    store.write_members(
+        db,
+        bk,
+        t,
+        [
+            ('["1"]', Jsonb(["1"]), ["e:a@x"], Jsonb({"id": "1"}), 10),
+            ('["2"]', Jsonb(["2"]), ["e:a@x"], Jsonb({"id": "2"}), 11),
+            ('["3"]', Jsonb(["3"]), ["e:c@x"], Jsonb({"id": "3"}), 12),
+        ],
+        [],
+    )
+    assert store.member_positions(db, bk, t, ['["1"]', '["9"]']) == {'["1"]': (10, ["e:a@x"])}
+    assert {r[0] for r in store.live_members(db, bk, t, ['["3"]'], ["e:a@x"])} == {
+        '["1"]',
+        '["2"]',
+        '["3"]',
+    }
+    ev = Jsonb([{"rule": "email", "a": ["1"], "b": ["2"]}])
+    store.write_crosswalk(
+        db,
+        bk,
+        t,
+        [
+            (t, '["1"]', '["1"]', Jsonb(["1"]), None, None),
+            (t, '["2"]', '["1"]', Jsonb(["1"]), "email", ev),
+            (t, '["3"]', '["3"]', Jsonb(["3"]), None, None),
+        ],
+        [],
+    )
+    assert store.merged_members(db, bk) == {t: 1}
+    assert store.group_mates(db, bk, t, ['["2"]']) == {'["1"]', '["2"]'}
+    assert store.survivor_keys(db, bk, t, ['["2"]', '["9"]']) == {'["2"]': '["1"]'}
+    assert store.share_survivors(db, bk, t, ['["2"]']) == {'["2"]': ["1"]}
+    assert store.share_member(db, bk, t, '["3"]') and not store.share_member(db, bk, t, '["9"]')
+    assert store.crosswalk_entries(db, bk, ['["2"]'], None) == [(t, '["2"]', '["1"]')]
+    assert store.crosswalk_entries(db, bk, ['["2"]'], "public.other") == []
+    group = store.crosswalk_group(db, bk, t, '["1"]')
+    assert [(g[0], g[1], g[3]) for g in group] == [
+        ('["1"]', None, {"id": "1"}),
+        ('["2"]', "email", {"id": "2"}),
+    ]
+    store.write_crosswalk(db, bk, t, [], ['["3"]'])  # a member deleted: its entry goes
+    assert not store.share_member(db, bk, t, '["3"]')
+    # a TRUNCATE at position 11: members older go, and the crosswalk entries of members gone
+    store.forget_members_below(db, bk, t, 11)
+    assert set(store.member_positions(db, bk, t, ['["1"]', '["2"]', '["3"]'])) == {'["2"]', '["3"]'}
+    assert store.survivor_keys(db, bk, t, ['["1"]', '["2"]']) == {'["2"]': '["1"]'}
+
+
+def test_child_refs_the_children_to_map_again_and_orphans(db: psycopg.Connection, bk: str) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS public.store_parents (id int PRIMARY KEY)")
+    db.execute("INSERT INTO public.store_parents VALUES (1) ON CONFLICT DO NOTHING")
+    ledger = sql.SQL(
+        "INSERT INTO {}.ledger (source_table, entry, position, outcome, failures, value) "
+        "VALUES (%s, %s, 1, %s, %s, %s)"
+    ).format(sql.Identifier(bk))
+    db.execute(ledger, ("public.child", '["a"]', "mapped", None, b"v"))
+    db.execute(ledger, ("public.child", '["b"]', "dead_letter", Jsonb([{"kind": "check"}]), b"v"))
+    db.execute(ledger, ("public.parent", '["1"]', "filtered", None, b"v"))
+    p = "public.store_parents"
+    refs = [('["a"]', "public.c", "pid", p, "[1]"), ('["b"]', "public.c", "pid", p, "[2]")]
+    store.replace_child_refs(db, bk, "public.child", ['["a"]', '["b"]'], refs)
+    rows = store.children_ledger_rows(db, bk, [p, p], ["[1]", "[2]"])
+    assert [(r[0], r[1]) for r in rows] == [("public.child", '["a"]')]  # not a check failure
+    assert store.orphaned_parent_values(db, bk, p, "id", "integer", dedup=False) == ["[2]"]
+    assert sorted(store.orphaned_parent_values(db, bk, p, "id", "integer", dedup=True)) == [
+        "[1]",
+        "[2]",
+    ]
+    assert store.share_ledger_states(db, bk, ["public.parent"], ['["1"]']) == [
+        ("public.parent", '["1"]', "filtered", None)
+    ]
+    store.replace_child_refs(db, bk, "public.child", ['["a"]', '["b"]'], [])  # rewritten
+    assert store.children_ledger_rows(db, bk, [p], ["[1]"]) == []

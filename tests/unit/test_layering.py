@@ -108,11 +108,9 @@ def test_files_and_functions_stay_small() -> None:
     assert KNOWN_LONG_FUNCTIONS - long_functions == set(), "paid off: off KNOWN_LONG_FUNCTIONS"
 
 
-#: files outside crossfade/target/ whose SQL still names a bookkeeping table (each is another
-#: helper's work this round: sync's queries move into crossfade.target.store with the sync split)
-KNOWN_BOOKKEEPING_SQL = {
-    "sync/children.py",
-}
+#: files outside crossfade/target/ whose SQL still names a bookkeeping table: none (every query on
+#: the bookkeeping schema is a function of crossfade.target.store); keep it empty
+KNOWN_BOOKKEEPING_SQL: set[str] = set()
 
 
 def _docstrings(tree: ast.Module) -> set[int]:

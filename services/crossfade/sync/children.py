@@ -32,29 +32,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from crossfade.mapping.engine import Failure, Mapper, TargetRow, reference_policy
+from crossfade.target.store import (
+    children_ledger_rows,
+    orphaned_parent_values,
+    replace_child_refs,
+    share_ledger_states,
+)
 
 PRESENT = frozenset({"mapped", "replayed"})
 """Ledger outcomes of a source row whose target rows are in the target."""
 GONE = frozenset({"deleted", "filtered", "dead_letter", "parent_left"})
 """Ledger outcomes of a source row known not to be in the target."""
-
-
-def ddl(schema: str) -> list[sql.Composed]:
-    s = sql.Identifier(schema)
-    return [
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {}.child_refs (
-                child_source text NOT NULL, child_entry text NOT NULL, child_target text NOT NULL,
-                child_column text NOT NULL, parent_table text NOT NULL, parent_value text NOT NULL,
-                PRIMARY KEY (child_source, child_entry, child_target, child_column))"""
-        ).format(s),
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS child_refs_parent ON {}.child_refs (parent_table, parent_value)"
-        ).format(s),
-    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +147,7 @@ def row_refs(rules: Iterable[RefRule], rows: Iterable[TargetRow]) -> list[tuple[
 
 def write_refs(
     conn: psycopg.Connection,
-    bk: sql.Identifier,
+    schema: str,
     source: str,
     entries: list[str],
     refs: list[tuple[str, RefRule, str]],
@@ -166,28 +156,13 @@ def write_refs(
     (entry, rule, parent value text)."""
     if not entries:
         return
-    conn.execute(
-        sql.SQL(
-            "DELETE FROM {}.child_refs WHERE child_source = %s AND child_entry = ANY(%s)"
-        ).format(bk),
-        (source, entries),
+    replace_child_refs(
+        conn,
+        schema,
+        source,
+        entries,
+        [(e, r.target, r.column, r.parent, v) for e, r, v in refs],
     )
-    if refs:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.child_refs (child_source, child_entry, child_target, child_column, parent_table, "
-                "parent_value) SELECT %s, e, t, c, p, v FROM unnest(%s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::text[]) AS x(e, t, c, p, v) ON CONFLICT DO NOTHING"
-            ).format(bk),
-            (
-                source,
-                [e for e, _r, _v in refs],
-                [r.target for _e, r, _v in refs],
-                [r.column for _e, r, _v in refs],
-                [r.parent for _e, r, _v in refs],
-                [v for _e, _r, v in refs],
-            ),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +189,7 @@ class ParentState:
 
 def parent_states(
     conn: psycopg.Connection,
-    bk: sql.Identifier,
+    schema: str,
     index: Mapping[tuple[str, str], list[str]],
     failures: Iterable[Failure],
     key_text: Any,
@@ -236,14 +211,7 @@ def parent_states(
             want[(s, vt)].append((f.parent[0], f.parent[1], vt))
     if not want:
         return {}
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT l.source_table, l.entry, l.outcome, l.rule FROM {}.ledger l "
-            "JOIN unnest(%s::text[], %s::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e "
-            "ORDER BY l.source_table, l.entry FOR SHARE OF l"
-        ).format(bk),
-        ([s for s, _e in want], [e for _s, e in want]),
-    ).fetchall()
+    rows = share_ledger_states(conn, schema, [s for s, _e in want], [e for _s, e in want])
     out: dict[tuple[str, str, str], ParentState] = {}
     for s, e, outcome, rule in rows:
         for k in want.get((s, e), []):
@@ -283,7 +251,7 @@ def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> No
 
 
 def children_to_rerun(
-    conn: psycopg.Connection, bk: sql.Identifier, changes: ParentChanges
+    conn: psycopg.Connection, schema: str, changes: ParentChanges
 ) -> list[tuple[Any, ...]]:
     """Ledger rows (source_table, entry, topic, partition, offset, key, value, headers, expired)
     of the children of the changed parents that must be mapped again: those in the target, those
@@ -292,24 +260,12 @@ def children_to_rerun(
     pairs = changes.pairs()
     if not pairs:
         return []
-    return conn.execute(
-        sql.SQL(
-            'SELECT l.source_table, l.entry, l.topic, l.partition, l."offset", l.key, l.value, l.headers, '
-            "l.outcome = 'deferred' AND now() >= l.deadline "
-            "FROM {bk}.ledger l WHERE (l.source_table, l.entry) IN (SELECT DISTINCT r.child_source, r.child_entry "
-            "FROM {bk}.child_refs r JOIN unnest(%s::text[], %s::text[]) AS w(t, v) "
-            "ON r.parent_table = w.t AND r.parent_value = w.v) AND l.value IS NOT NULL "
-            "AND (l.outcome IN ('mapped', 'replayed', 'deferred', 'parent_left') OR (l.outcome = 'dead_letter' "
-            "AND l.failures IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(l.failures) f "
-            "WHERE f->>'kind' <> 'references'))) ORDER BY l.source_table, l.entry FOR UPDATE OF l"
-        ).format(bk=bk),
-        ([t for t, _v in pairs], [v for _t, v in pairs]),
-    ).fetchall()
+    return children_ledger_rows(conn, schema, [t for t, _v in pairs], [v for _t, v in pairs])
 
 
 def orphaned(
     conn: psycopg.Connection,
-    bk: sql.Identifier,
+    schema: str,
     parent: str,
     column: str,
     type_sql: str,
@@ -319,23 +275,4 @@ def orphaned(
     """Parent values children refer to that the target no longer holds: parents removed without
     a change of their own (a TRUNCATE, or a re-snapshot's sweep), whose children must be mapped
     again like those of any parent that left."""
-    if dedup:
-        gone = sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM {}.crosswalk c WHERE c.target_table = r.parent_table "
-            "AND c.member_key = r.parent_value)"
-        ).format(bk)
-    else:
-        schema, name = parent.split(".", 1)
-        gone = sql.SQL(
-            "NOT EXISTS (SELECT 1 FROM {}.{} p WHERE p.{} = CAST(r.parent_value::jsonb->>0 AS {}))"
-        ).format(
-            sql.Identifier(schema), sql.Identifier(name), sql.Identifier(column), sql.SQL(type_sql)
-        )
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT DISTINCT r.parent_value FROM {}.child_refs r WHERE r.parent_table = %s AND "
-        ).format(bk)
-        + gone,
-        (parent,),
-    ).fetchall()
-    return [r[0] for r in rows]
+    return orphaned_parent_values(conn, schema, parent, column, type_sql, dedup=dedup)

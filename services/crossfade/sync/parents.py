@@ -13,6 +13,7 @@ from psycopg import sql
 from crossfade.catalog import TableShape
 from crossfade.sync import children
 from crossfade.sync.sinks.mapped_source import key_text
+from crossfade.target.store import share_member
 
 
 class TargetParents:
@@ -40,7 +41,7 @@ class TargetParents:
         self.shapes = shapes
         self.dedup = dict(dedup or {})
         """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
-        self.bk = sql.Identifier(bookkeeping_schema)
+        self.bk_name = bookkeeping_schema
         self._found: set[tuple[str, str, str]] = set()
         self._waited: set[tuple[str, str, str]] = set()
 
@@ -70,16 +71,9 @@ class TargetParents:
 
     def _exists(self, shape: TableShape, k: tuple[str, str, str], value: Any) -> bool:
         table, column, vt = k
-        if self.dedup.get(table) == (column,):
-            row = self.conn.execute(
-                sql.SQL(
-                    "SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s FOR SHARE"
-                ).format(self.bk),
-                (table, vt),
-            ).fetchone()
-            if row is not None:
-                self._found.add(k)
-                return True
+        if self.dedup.get(table) == (column,) and share_member(self.conn, self.bk_name, table, vt):
+            self._found.add(k)
+            return True
         typ = shape.column(column).type_sql
         row = self.conn.execute(
             sql.SQL("SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}) LIMIT 1 FOR KEY SHARE").format(

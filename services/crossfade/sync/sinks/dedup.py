@@ -42,38 +42,24 @@ from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
 from crossfade.target.apply import ApplyResult
-from crossfade.target.store.dedup import member_positions, write_members
+from crossfade.target.store import (
+    crosswalk_entries,
+    crosswalk_group,
+    forget_members_below,
+    group_mates,
+    live_members,
+    member_positions,
+    share_survivors,
+    survivor_keys,
+    write_crosswalk,
+    write_members,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_COMPONENT = 5000
 """A component larger than this is not regrouped live (a placeholder value shared by thousands
 of rows is not evidence); sync stops with a message naming the blocking key."""
-
-
-def ddl(schema: str) -> list[sql.Composed]:
-    s = sql.Identifier(schema)
-    return [
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {}.dedup_members (
-                target_table text NOT NULL, member_key text NOT NULL, key jsonb NOT NULL,
-                source_table text, block_keys text[] NOT NULL DEFAULT '{{}}', row jsonb,
-                position numeric NOT NULL, deleted boolean NOT NULL DEFAULT false,
-                PRIMARY KEY (target_table, member_key))"""
-        ).format(s),
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)"
-        ).format(s),
-        sql.SQL(
-            """CREATE TABLE IF NOT EXISTS {}.crosswalk (
-                target_table text NOT NULL, member_key text NOT NULL, survivor_key text NOT NULL,
-                survivor jsonb NOT NULL, source_table text, rule text, evidence jsonb,
-                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target_table, member_key))"""
-        ).format(s),
-        sql.SQL(
-            "CREATE INDEX IF NOT EXISTS crosswalk_survivor ON {}.crosswalk (target_table, survivor_key)"
-        ).format(s),
-    ]
 
 
 def _text(values: Iterable[Any]) -> str:
@@ -103,7 +89,6 @@ class DedupWriter:
         self.key = key
         self.spec = spec
         self.mapper = mapper
-        self.bk = sql.Identifier(bookkeeping_schema)
         self.bk_name = bookkeeping_schema
         names = [c.name for c in shape.columns]
         self.cols = [c for c in names if c in set(produced) | set(key)]
@@ -186,30 +171,14 @@ class DedupWriter:
         return res
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
-        bk = self.bk
         # members of the groups the changed ones were in (a member leaving splits its group)
-        prior = {
-            r[0]
-            for r in conn.execute(
-                sql.SQL(
-                    "SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
-                    "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)"
-                ).format(bk=bk),
-                (self.table, list(changed)),
-            ).fetchall()
-        }
+        prior = group_mates(conn, self.bk_name, self.table, list(changed))
         members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
         want_keys = set(changed) | prior
         seen_blocks: set[str] = set()
         todo_blocks = set(blocks)
         while want_keys or todo_blocks:
-            rows = conn.execute(
-                sql.SQL(
-                    "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                    "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])"
-                ).format(bk),
-                (self.table, list(want_keys), list(todo_blocks)),
-            ).fetchall()
+            rows = live_members(conn, self.bk_name, self.table, list(want_keys), list(todo_blocks))
             seen_blocks |= todo_blocks
             want_keys, todo_blocks = set(), set()
             for mk, key, row, pos, bks in rows:
@@ -306,15 +275,7 @@ class DedupWriter:
         in_group: dict[tuple[Any, ...], DupGroup],
         deleted_members: list[str],
     ) -> None:
-        bk = self.bk
-        before: dict[str, str] = dict(
-            conn.execute(
-                sql.SQL(
-                    "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
-                ).format(bk),
-                (self.table, [*members, *deleted_members]),
-            ).fetchall()
-        )
+        before = survivor_keys(conn, self.bk_name, self.table, [*members, *deleted_members])
         params = []
         for mk, (key, _row, _pos, _b) in members.items():
             g = in_group.get(tuple(key))
@@ -345,23 +306,7 @@ class DedupWriter:
             if before.get(mk) != sk:  # new, or another survivor: its children follow
                 self._moved.add(mk)
         self._moved.update(mk for mk in deleted_members if mk in before)
-        with conn.cursor() as cur:
-            cur.executemany(
-                sql.SQL(
-                    "INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
-                    "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                    "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
-                    "evidence = EXCLUDED.evidence, updated_at = now()"
-                ).format(bk),
-                params,
-            )
-            if deleted_members:
-                cur.execute(
-                    sql.SQL(
-                        "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
-                    ).format(bk),
-                    (self.table, deleted_members),
-                )
+        write_crosswalk(conn, self.bk_name, self.table, params, deleted_members)
         # children are not updated here: the worker maps the children of every moved member
         # again, from their own change and through the crosswalk just written (sync.children)
 
@@ -375,19 +320,7 @@ class DedupWriter:
             ),
             (pos,),
         ).rowcount
-        conn.execute(
-            sql.SQL(
-                "DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s"
-            ).format(self.bk),
-            (self.table, pos),
-        )
-        conn.execute(
-            sql.SQL(
-                "DELETE FROM {}.crosswalk c WHERE target_table = %s AND NOT EXISTS (SELECT 1 FROM {}.dedup_members m "
-                "WHERE m.target_table = c.target_table AND m.member_key = c.member_key)"
-            ).format(self.bk, self.bk),
-            (self.table,),
-        )
+        forget_members_below(conn, self.bk_name, self.table, pos)
         return n
 
 
@@ -414,14 +347,7 @@ def resolve(
     one of these members to another survivor waits, then maps this child again."""
     if not values:
         return {}
-    rows = conn.execute(
-        sql.SQL(
-            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s) "
-            "ORDER BY member_key FOR SHARE"
-        ).format(sql.Identifier(bookkeeping_schema)),
-        (table, [_text([v]) for v in values]),
-    ).fetchall()
-    return {r[0]: list(r[1]) for r in rows}
+    return share_survivors(conn, bookkeeping_schema, table, [_text([v]) for v in values])
 
 
 def explain(
@@ -429,30 +355,15 @@ def explain(
 ) -> list[dict[str, Any]]:
     """Why a legacy key ended where it did: its survivor, the group's members, the rules and the
     evidence of each merge. ``key``: the key value (one column) or a JSON array."""
-    bk = sql.Identifier(bookkeeping_schema)
     try:
         parsed = json.loads(key)
     except ValueError:
         parsed = key
     candidates = {_text(parsed) if isinstance(parsed, list) else _text([parsed]), _text([key])}
-    cond = sql.SQL("member_key = ANY(%s)") + (
-        sql.SQL(" AND target_table = %s") if table else sql.SQL("")
-    )
-    rows = conn.execute(
-        sql.SQL("SELECT target_table, member_key, survivor_key FROM {}.crosswalk WHERE ").format(bk)
-        + cond,
-        [list(candidates), *([table] if table else [])],
-    ).fetchall()
+    rows = crosswalk_entries(conn, bookkeeping_schema, list(candidates), table)
     out = []
     for t, mk, sk in rows:
-        group = conn.execute(
-            sql.SQL(
-                "SELECT c.member_key, c.rule, c.evidence, m.row FROM {bk}.crosswalk c LEFT JOIN {bk}.dedup_members m "
-                "ON m.target_table = c.target_table AND m.member_key = c.member_key "
-                "WHERE c.target_table = %s AND c.survivor_key = %s ORDER BY c.member_key"
-            ).format(bk=bk),
-            (t, sk),
-        ).fetchall()
+        group = crosswalk_group(conn, bookkeeping_schema, t, sk)
         evidence: list[Any] = next((g[2] for g in group if g[2]), []) or []
         out.append(
             {

@@ -13,8 +13,6 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from psycopg import sql
-
 from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
@@ -145,14 +143,13 @@ class MappedTables:
         moved to another survivor (dedup) in it: a child finds its parent or loses it, whatever
         the order in which both arrived (sync.children). A child that is itself a parent makes
         another round. Returns how many children were mapped again."""
-        bk = sql.Identifier(self.bk)
         rounds = len(self.order) + 2
         done = 0
         for _ in range(rounds):
             changes, tx.parent_changes = tx.parent_changes, ParentChanges()
             if not changes:
                 return done
-            done += self.rerun(tx, children_to_rerun(tx.conn, bk, changes), "children")
+            done += self.rerun(tx, children_to_rerun(tx.conn, self.bk, changes), "children")
         if tx.parent_changes:
             log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
             tx.parent_changes = ParentChanges()

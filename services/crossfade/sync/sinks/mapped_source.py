@@ -55,6 +55,7 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetR
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
+from crossfade.target.store import ensure_schema
 from crossfade.target.store.ledger import (
     Held,
     Origin,
@@ -312,7 +313,7 @@ class MappedSource:
             for f in st.out.failures
         ]
         states = (
-            children.parent_states(conn, self.bk, self.parent_index, waiting, key_text)
+            children.parent_states(conn, self.bk_name, self.parent_index, waiting, key_text)
             if waiting
             else {}
         )
@@ -328,7 +329,7 @@ class MappedSource:
         children.lock_parents(conn, res.parent_changes)
         write_ledger(conn, self.bk_name, held)
         if self.ref_rules:
-            children.write_refs(conn, self.bk, self.source, [st.entry for st in steps], refs)
+            children.write_refs(conn, self.bk_name, self.source, [st.entry for st in steps], refs)
         # a re-run passes what its own earlier outcome wrote at the same position (a tombstone)
         self._apply_targets(conn, changes, res, replay=replay or rerun)
         if parents is not None and res.parent_changes:
@@ -543,7 +544,7 @@ class MappedSource:
             for col in cols:
                 for value in children.orphaned(
                     conn,
-                    self.bk,
+                    self.bk_name,
                     target,
                     col,
                     w.shape.column(col).type_sql,
@@ -574,11 +575,10 @@ def build_mapped(
 
     writers: dict[str, Any] = {}
     shapes: dict[str, TableShape] = {}
+    # dedup_members, crosswalk and child_refs: the store's DDL (dlq replay builds this too)
+    ensure_schema(conn, bookkeeping_schema)
     with conn.transaction():  # several workers starting at once: one creates, the others wait
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('crossfade.bookkeeping'))")
-        ddl = dedup.ddl(bookkeeping_schema) if mapper.config.dedup else []
-        for stmt in [*ddl, *children.ddl(bookkeeping_schema)]:
-            conn.execute(stmt)
         for table in mapper.target_tables():
             ensure_position_column(conn, table)
     for table in mapper.target_tables():

@@ -17,7 +17,10 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``heartbeats``: what each capture process and sync worker last reported
 - ``meta``: key/value facts (schema version, the mapping sync runs with, COPY loads ended)
 - ``audit``: the cutover's audit log (``cutover_audit``)
-- ``dedup``: deduplication's members and crosswalk (what status counts of them)
+- ``dedup``: deduplication's members and crosswalk (sync's dedup sink, children resolving
+  through the crosswalk, ``crossfade dedup explain``, what status counts of them)
+- ``children``: the parent each child of a ``references`` rule refers to (``child_refs``), and
+  the children to map again when a parent changes
 - ``checkpoints``: checkpoints (save, list, find by name or time)
 - ``replay``: a rewind's replay ranges
 - ``stats``: per table what sync applied (``table_stats``)
@@ -43,8 +46,27 @@ from crossfade.target.store.checkpoints import (
     read_checkpoints,
     save_checkpoint,
 )
+from crossfade.target.store.children import (
+    children_ledger_rows,
+    orphaned_parent_values,
+    replace_child_refs,
+    share_ledger_states,
+)
 from crossfade.target.store.control import Control, paused_components, read_control, set_paused
-from crossfade.target.store.dedup import merged_members
+from crossfade.target.store.dedup import (
+    crosswalk_entries,
+    crosswalk_group,
+    forget_members_below,
+    group_mates,
+    live_members,
+    member_positions,
+    merged_members,
+    share_member,
+    share_survivors,
+    survivor_keys,
+    write_crosswalk,
+    write_members,
+)
 from crossfade.target.store.dlq import DlqAck, acknowledge_dead_letters, last_dlq_ack
 from crossfade.target.store.fences import (
     AppliedFence,
@@ -161,9 +183,12 @@ __all__ = [
     "added_columns",
     "checkpoint_at",
     "checkpoint_named",
+    "children_ledger_rows",
     "claim_partitions",
     "claimed_count",
     "clear_tombstones",
+    "crosswalk_entries",
+    "crosswalk_group",
     "ddl",
     "dead_letter_groups",
     "dead_letters_for_replay",
@@ -182,6 +207,8 @@ __all__ = [
     "finish_replays",
     "copy_load_hides_fence",
     "copy_load_mark",
+    "forget_members_below",
+    "group_mates",
     "has_table",
     "held_changes",
     "held_entries",
@@ -194,8 +221,10 @@ __all__ = [
     "latest_fences",
     "latest_verify_report",
     "ledger_counts",
+    "live_members",
     "lock_offsets",
     "mapping_fingerprint",
+    "member_positions",
     "merged_members",
     "meta",
     "note_added_column",
@@ -203,6 +232,7 @@ __all__ = [
     "note_copy_load_slot",
     "note_mapping",
     "offsets_age",
+    "orphaned_parent_values",
     "paused_components",
     "pending_replays",
     "raise_snapshot_floor",
@@ -213,16 +243,23 @@ __all__ = [
     "recent_verify_runs",
     "record_fence",
     "record_verify_run",
+    "replace_child_refs",
     "rewind_offset",
     "save_checkpoint",
     "set_outcome",
     "set_paused",
+    "share_ledger_states",
+    "share_member",
+    "share_survivors",
     "start_replay",
     "still_dead_letters",
     "store_next_offsets",
     "stored_offsets",
+    "survivor_keys",
     "table_stats",
     "unfinished_replays",
     "write_audit",
+    "write_crosswalk",
     "write_heartbeat",
+    "write_members",
 ]

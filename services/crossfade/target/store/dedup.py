@@ -1,5 +1,7 @@
-"""Deduplication's bookkeeping (``<bookkeeping>.dedup_members`` and ``crosswalk``, created by
-sync's dedup sink): what the status and the console count of it."""
+"""Deduplication's bookkeeping (``<bookkeeping>.dedup_members`` and ``crosswalk``): what sync's
+dedup sink (crossfade.sync.sinks.dedup) reads and writes in its batch transaction, what children
+resolve through the crosswalk, ``crossfade dedup explain``'s reads, and what the status and the
+console count of it. The caller owns the transaction."""
 
 from __future__ import annotations
 
@@ -72,3 +74,154 @@ def write_members(
             ).format(bk),
             [(table, *d) for d in deletes],
         )
+
+
+def group_mates(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
+) -> set[str]:
+    """Member keys of ``table`` in the crosswalk groups (same survivor) of ``member_keys``."""
+    return {
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
+                "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)"
+            ).format(bk=sql.Identifier(schema)),
+            (table, member_keys),
+        ).fetchall()
+    }
+
+
+def live_members(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str], blocks: list[str]
+) -> list[tuple[str, list[Any], dict[str, Any], Any, list[str] | None]]:
+    """Live (not deleted) members of ``table`` among ``member_keys`` or sharing one of
+    ``blocks``: (member key, key, row, position, block keys) rows."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
+            "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])"
+        ).format(sql.Identifier(schema)),
+        (table, member_keys, blocks),
+    ).fetchall()
+
+
+def survivor_keys(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
+) -> dict[str, str]:
+    """Crosswalk of ``table``: member key -> survivor key, for those of ``member_keys`` in it."""
+    return dict(
+        conn.execute(
+            sql.SQL(
+                "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (table, member_keys),
+        ).fetchall()
+    )
+
+
+def write_crosswalk(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    entries: list[tuple[Any, ...]],
+    dropped: list[str],
+) -> None:
+    """Upsert crosswalk entries of ``table``: (target table, member key, survivor key, survivor,
+    rule, evidence) rows, then delete the entries of the ``dropped`` member keys."""
+    bk = sql.Identifier(schema)
+    with conn.cursor() as cur:
+        cur.executemany(
+            sql.SQL(
+                "INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
+                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
+                "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
+                "evidence = EXCLUDED.evidence, updated_at = now()"
+            ).format(bk),
+            entries,
+        )
+        if dropped:
+            cur.execute(
+                sql.SQL(
+                    "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+                ).format(bk),
+                (table, dropped),
+            )
+
+
+def forget_members_below(conn: psycopg.Connection, schema: str, table: str, pos: int) -> None:
+    """A TRUNCATE (or a re-snapshot's sweep) of ``table`` at ``pos``: drop its members older than
+    ``pos`` and the crosswalk entries of members no longer there."""
+    bk = sql.Identifier(schema)
+    conn.execute(
+        sql.SQL("DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s").format(
+            bk
+        ),
+        (table, pos),
+    )
+    conn.execute(
+        sql.SQL(
+            "DELETE FROM {}.crosswalk c WHERE target_table = %s AND NOT EXISTS (SELECT 1 FROM {}.dedup_members m "
+            "WHERE m.target_table = c.target_table AND m.member_key = c.member_key)"
+        ).format(bk, bk),
+        (table,),
+    )
+
+
+def share_survivors(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
+) -> dict[str, list[Any]]:
+    """member key -> survivor key (JSON array) of ``table``, the crosswalk rows read
+    share-locked until the caller commits."""
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s) "
+            "ORDER BY member_key FOR SHARE"
+        ).format(sql.Identifier(schema)),
+        (table, member_keys),
+    ).fetchall()
+    return {r[0]: list(r[1]) for r in rows}
+
+
+def share_member(conn: psycopg.Connection, schema: str, table: str, member_key: str) -> bool:
+    """Whether ``member_key`` of ``table`` is in the crosswalk (its row share-locked until the
+    caller commits)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT 1 FROM {}.crosswalk WHERE target_table = %s AND member_key = %s FOR SHARE"
+        ).format(sql.Identifier(schema)),
+        (table, member_key),
+    ).fetchone()
+    return row is not None
+
+
+def crosswalk_entries(
+    conn: psycopg.Connection, schema: str, member_keys: list[str], table: str | None
+) -> list[tuple[str, str, str]]:
+    """(target table, member key, survivor key) of the crosswalk entries of ``member_keys``, in
+    ``table`` or in any deduplicated table."""
+    cond = sql.SQL("member_key = ANY(%s)") + (
+        sql.SQL(" AND target_table = %s") if table else sql.SQL("")
+    )
+    return conn.execute(
+        sql.SQL("SELECT target_table, member_key, survivor_key FROM {}.crosswalk WHERE ").format(
+            sql.Identifier(schema)
+        )
+        + cond,
+        [member_keys, *([table] if table else [])],
+    ).fetchall()
+
+
+def crosswalk_group(
+    conn: psycopg.Connection, schema: str, table: str, survivor_key: str
+) -> list[tuple[str, str | None, Any, Any]]:
+    """The members of ``survivor_key``'s group in ``table``: (member key, rule, evidence, row),
+    by member key."""
+    return conn.execute(
+        sql.SQL(
+            "SELECT c.member_key, c.rule, c.evidence, m.row FROM {bk}.crosswalk c LEFT JOIN {bk}.dedup_members m "
+            "ON m.target_table = c.target_table AND m.member_key = c.member_key "
+            "WHERE c.target_table = %s AND c.survivor_key = %s ORDER BY c.member_key"
+        ).format(bk=sql.Identifier(schema)),
+        (table, survivor_key),
+    ).fetchall()

@@ -35,6 +35,12 @@ commit in one transaction of the target. The tables:
                 progress while it grows: :mod:`crossfade.sync.watchdog`; the "alive" evidence).
 ``control``     ``crossfade pause``/``resume``: per component (capture, sync) whether an operator
                 paused it, who, why and when (every process reads it at heartbeat time).
+``dedup_members`` per deduplicated target table and member key: the member's key, blocking keys,
+                mapped row and source position (``deleted`` once gone) (:mod:`.dedup`).
+``crosswalk``   per deduplicated target table and member key: its survivor's key, and the rule and
+                evidence of the merge (``crossfade dedup explain``).
+``child_refs``  per child source row and reference column: the parent value it refers to as
+                written at the source (:mod:`.children`).
 ``ledger``      mapped source tables and dead letters: per source key (``entry``, the key as JSON;
                 ``@topic/partition/offset`` for a record that could not be decoded) the outcome
                 of its newest change (``position``): ``mapped``, ``deleted``, ``filtered`` (by
@@ -145,6 +151,26 @@ STATEMENTS: tuple[str, ...] = (
     "ALTER TABLE {}.cutover_audit ADD COLUMN IF NOT EXISTS evidence jsonb",
     "CREATE INDEX IF NOT EXISTS ledger_held ON {}.ledger (outcome, rule) "
     "WHERE outcome IN ('dead_letter', 'filtered', 'deferred')",
+    # deduplication (:mod:`.dedup`, crossfade.sync.sinks.dedup): every member of a deduplicated
+    # target with its blocking keys, and the crosswalk from each member key to its survivor
+    """CREATE TABLE IF NOT EXISTS {}.dedup_members (
+                target_table text NOT NULL, member_key text NOT NULL, key jsonb NOT NULL,
+                source_table text, block_keys text[] NOT NULL DEFAULT '{{}}', row jsonb,
+                position numeric NOT NULL, deleted boolean NOT NULL DEFAULT false,
+                PRIMARY KEY (target_table, member_key))""",
+    "CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)",
+    """CREATE TABLE IF NOT EXISTS {}.crosswalk (
+                target_table text NOT NULL, member_key text NOT NULL, survivor_key text NOT NULL,
+                survivor jsonb NOT NULL, source_table text, rule text, evidence jsonb,
+                updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (target_table, member_key))""",
+    "CREATE INDEX IF NOT EXISTS crosswalk_survivor ON {}.crosswalk (target_table, survivor_key)",
+    # the parent value each child row of a ``references`` rule refers to (:mod:`.children`,
+    # crossfade.sync.children)
+    """CREATE TABLE IF NOT EXISTS {}.child_refs (
+                child_source text NOT NULL, child_entry text NOT NULL, child_target text NOT NULL,
+                child_column text NOT NULL, parent_table text NOT NULL, parent_value text NOT NULL,
+                PRIMARY KEY (child_source, child_entry, child_target, child_column))""",
+    "CREATE INDEX IF NOT EXISTS child_refs_parent ON {}.child_refs (parent_table, parent_value)",
 )
 
 #: the bookkeeping tables :data:`STATEMENTS` creates (tests/unit/test_layering.py reads these: no
