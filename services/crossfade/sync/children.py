@@ -36,7 +36,6 @@ import psycopg
 from crossfade.mapping.engine import Failure, Mapper, TargetRow, reference_policy
 from crossfade.target.store import (
     children_ledger_rows,
-    orphaned_parent_values,
     replace_child_refs,
     share_ledger_states,
 )
@@ -261,18 +260,3 @@ def children_to_rerun(
     if not pairs:
         return []
     return children_ledger_rows(conn, schema, [t for t, _v in pairs], [v for _t, v in pairs])
-
-
-def orphaned(
-    conn: psycopg.Connection,
-    schema: str,
-    parent: str,
-    column: str,
-    type_sql: str,
-    *,
-    dedup: bool,
-) -> list[str]:
-    """Parent values children refer to that the target no longer holds: parents removed without
-    a change of their own (a TRUNCATE, or a re-snapshot's sweep), whose children must be mapped
-    again like those of any parent that left."""
-    return orphaned_parent_values(conn, schema, parent, column, type_sql, dedup=dedup)

@@ -55,7 +55,7 @@ from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetR
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
-from crossfade.target.store import ensure_schema
+from crossfade.target.store import ensure_schema, orphaned_parent_values
 from crossfade.target.store.ledger import (
     Held,
     Origin,
@@ -536,13 +536,15 @@ class MappedSource:
                 f"delete the rows of {self.source} from {shared[0]} by hand, then restart sync",
             )
         n = sum(self.writers[t].truncate(conn, pos, reason) for t in self.targets)
-        # parents removed without a change of their own: their children are mapped again
+        # parents removed without a change of their own (a TRUNCATE, or a re-snapshot's sweep)
+        # that children still refer to: their children are mapped again like those of any
+        # parent that left
         from crossfade.sync.sinks.dedup import DedupWriter
 
         for target, cols in self.parent_cols.items():
             w = self.writers[target]
             for col in cols:
-                for value in children.orphaned(
+                for value in orphaned_parent_values(
                     conn,
                     self.bk_name,
                     target,
