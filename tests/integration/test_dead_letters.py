@@ -42,7 +42,7 @@ def _rows(stack: Any) -> dict[int, str]:
 
 def test_fault_25_corrupt_avro_is_dead_lettered_and_holds_its_key(stack_factory: Any) -> None:
     # Debezium's snapshot: the test corrupts a copy of the first change event in the topic, a
-    # snapshot row's (the default COPY load puts no row event there, only capture's markers)
+    # snapshot row's (a COPY load (initial_load: copy) puts no row event there, only capture's markers)
     stack = stack_factory(initial_load="debezium")
     stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
     stack.sql("INSERT INTO public.t SELECT g, 'v' || g FROM generate_series(1, 20) g")

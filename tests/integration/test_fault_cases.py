@@ -293,7 +293,7 @@ def test_fault_08_target_database_restarted_mid_stream(
     sync = stack.start("sync")
     writer.start()
     wait_for(lambda: target_rows(stack, FX_TABLE) > 0, 180, "sync to apply the snapshot")
-    # mid-stream: the default COPY load writes into the target too, and a target lost during it
+    # mid-stream: a COPY load (initial_load: copy) writes into the target too, and a target lost during it
     # stops capture (its restart loads again: test_a_copy_load_the_target_refuses_stops_...)
     stack.fence()
     time.sleep(2)
@@ -472,7 +472,7 @@ def test_fault_13_replayed_create_after_delete_stays_deleted(ev: Stack) -> None:
 
 
 def test_fault_14_tombstones_are_no_ops(ev: Stack) -> None:
-    # an event of live key 8 in the topic (the default COPY load puts none of the initial rows'
+    # an event of live key 8 in the topic (a COPY load (initial_load: copy) puts none of the initial rows'
     # there): an update that keeps its value
     ev.sql("UPDATE e14 SET v = 'v8' WHERE id = 8")
     ev.sql("DELETE FROM e14 WHERE id = 7")
@@ -821,7 +821,7 @@ def test_fault_26_schema_registry_unreachable_sync_waits(
     stack.config_path.write_text(yaml.safe_dump(raw))
     stack.start("capture")
     sync = stack.start("sync")
-    # a change event through the registry (the default COPY load sends none of the initial rows),
+    # a change event through the registry (a COPY load (initial_load: copy) sends none of the initial rows),
     # once capture streams (an update before the load's slot exists is in the copied rows)
     stack.fence()
     stack.sql("UPDATE r26 SET v = v WHERE id = 1")
@@ -862,7 +862,7 @@ def test_fault_37_wrong_envelope_shape_is_dead_lettered(stack: Stack) -> None:
     stack.write_config(["public.f37"])
     stack.start("capture")
     sync = stack.start("sync")
-    # change events of keys 1-3 to copy (the default COPY load puts none of the initial rows'
+    # change events of keys 1-3 to copy (a COPY load (initial_load: copy) puts none of the initial rows'
     # in the topic): updates that keep their values, once capture streams (an update committed
     # before the load's slot exists is in the copied rows, not in the topic)
     stack.fence()

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 
 import psycopg
@@ -275,7 +276,11 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
 
 
 # -- checkpoints and rewind ----------------------------------------------------------------------
-def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(stack: Stack) -> None:
+def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    # the COPY initial load: the drill ends by loading again and refusing the older checkpoint
+    stack = stack_factory(initial_load="copy")
     stack.sql(ITEMS_DDL)
     stack.sql(
         "INSERT INTO items SELECT g, 'item ' || g, g % 97, g * 1.25, now(), NULL FROM generate_series(1, 3000) g"
@@ -382,7 +387,7 @@ def test_fault_31_rewind_drill_replays_over_rows_written_since_the_checkpoint(st
     stack.fence()
     stack.assert_equal()
 
-    # the default COPY load recorded its end in the target (a rewind reads it); loaded again (a
+    # the COPY load recorded its end in the target (a rewind reads it); loaded again (a
     # new capture.state_dir: the same epoch, a new slot, every row copied anew), the rows the
     # checkpoint's replay would need are not in the topics: the rewind refuses, in one line
     with stack.tgt() as t:

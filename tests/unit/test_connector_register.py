@@ -262,12 +262,15 @@ def test_register_usage_errors(
     assert message in capsys.readouterr().err
 
 
-def test_render_snapshots_with_debezium_under_the_default_copy_load(
+def test_render_snapshots_with_debezium_under_the_copy_load(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The COPY initial load (the default) is crossfade's own capture's: Kafka Connect runs
-    Debezium alone, so the rendered connector must snapshot the existing rows itself
-    (``capture.snapshot_mode``), never the embedded engine's ``no_data``."""
+    """The COPY initial load is crossfade's own capture's: Kafka Connect runs Debezium alone, so
+    the rendered connector must snapshot the existing rows itself (``capture.snapshot_mode``),
+    never the embedded engine's ``no_data``."""
+    raw = yaml.safe_load(config_file.read_text())
+    raw.setdefault("capture", {})["initial_load"] = "copy"
+    config_file.write_text(yaml.safe_dump(raw))
     settings = load_settings(config_file)
     assert settings.capture.initial_load == "copy"
     assert kafka_connect_config(settings)["config"]["snapshot.mode"] == "initial"
