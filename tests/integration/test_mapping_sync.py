@@ -497,13 +497,13 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
     )
 
 
-def test_identity_and_mapped_tables_together_load_under_the_default_initial_load(
-    stack: Any,
+def test_identity_and_mapped_tables_together_load_through_debezium_under_copy(
+    stack_factory: Any,
 ) -> None:
-    """The default ``capture.initial_load`` (copy) with one mapped and one identity table: the
-    mapping applies per event in sync, so capture loads every table through Debezium's snapshot
-    (no COPY load in this epoch) and both arrive whole, mapped and as they are; changes follow."""
-    assert stack.initial_load is None  # the default, whatever it is
+    """``capture.initial_load: copy`` with one mapped and one identity table: the mapping applies
+    per event in sync, so capture loads every table through Debezium's snapshot (no COPY load in
+    this epoch) and both arrive whole, mapped and as they are; changes follow."""
+    stack = stack_factory(initial_load="copy")
     stack.sql("CREATE TABLE public.customers (id int PRIMARY KEY, name text, email text)")
     stack.sql("CREATE TABLE public.items (id int PRIMARY KEY, label text)")
     stack.sql(
@@ -523,7 +523,6 @@ def test_identity_and_mapped_tables_together_load_under_the_default_initial_load
         }
     }
     stack.config_path.write_text(yaml.safe_dump(cfg))
-    assert stack.settings.capture.initial_load == "copy"
     capture = stack.start("capture")
     stack.start("sync")
     stack.fence()

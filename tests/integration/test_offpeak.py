@@ -121,6 +121,8 @@ def test_load_window_rate_cap_then_pause_and_resume(
     # 2000 rows/s: 6000 rows cannot be copied in less than ~3 s; loosely, at least 2.5 (uncapped
     # they take a fraction of a second)
     assert state["copy_seconds"] >= 2.5, state
-    assert _status(stack)["control"]["load"] is None
+    # status reads capture's heartbeat, written every sync.heartbeat_interval_s: the beat from the
+    # load's last seconds may still be the latest one
+    wait_for(lambda: _status(stack)["control"]["load"] is None, 15, "status to say the load ended")
     _hold_and_release(stack, "sync", range(10001, 10201))
     _hold_and_release(stack, "capture", range(20001, 20151))
