@@ -194,10 +194,14 @@ try {
     table: r.dataset.table, result: r.children[1].textContent, missing: r.querySelector('[data-col="missing"]').textContent,
   })));
   step(`verify #${run} on the page: ${JSON.stringify(verifyRows)}`);
-  await page.waitForFunction(() => /^[0-9.]+ (ms|s|min)$/.test(document.querySelector("#forecast-seconds")?.textContent || ""),
-    null, { timeout: 30_000, polling: 250 });
+  // the forecast to announce is the dry run's own, part by part (its audit decision row)
+  await page.waitForFunction(() => {
+    const b = document.querySelector("#forecast-seconds");
+    return b && b.dataset.source === "dry_run" && /^[0-9.]+ (ms|s|min)$/.test(b.textContent);
+  }, null, { timeout: 30_000, polling: 250 });
   const forecast = await page.locator("#forecast-seconds").textContent();
-  step(`write downtime forecast: ${forecast} (dry run said ${rep.expected_downtime_seconds} s)`);
+  const forecastParts = await page.locator("#forecast-parts > div > span:first-child").allTextContents();
+  step(`write downtime forecast: ${forecast} in ${forecastParts.join(", ")} (dry run said ${rep.expected_downtime_seconds} s)`);
   const dlqRows = await page.locator("#dlq tbody tr").evaluateAll((rows) => rows.map((r) => ({
     rule: r.dataset.rule, keys: [...r.querySelectorAll(".keys code")].map((c) => c.textContent),
   })));
@@ -209,7 +213,9 @@ try {
   console.log(JSON.stringify({
     ok: true, tables, rows: Number(want), fence: detail, go: rep.go,
     gates_page: gatesPage, gates_dry_run: gatesDryRun, counts_page: countsPage, counts_dry_run: countsDryRun,
-    new_names: loaded.newNames, verify_rows: verifyRows, forecast, dlq_rows: dlqRows, checkpoint_lsn: cpLsn,
+    new_names: loaded.newNames, verify_rows: verifyRows, forecast, forecast_parts: forecastParts,
+    dry_run_forecast: { seconds: rep.expected_downtime_seconds, parts: Object.keys(rep.expected_downtime_steps || {}) },
+    dlq_rows: dlqRows, checkpoint_lsn: cpLsn,
     shots,
   }));
 } catch (e) {

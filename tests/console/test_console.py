@@ -197,7 +197,9 @@ def test_token_csrf_host_and_read_only_protections(running: Stack) -> None:
     assert orders["new_tables"] == ["public.orders"] and customers["new_tables"] == ["crm.clients"]
     assert set(orders["series"]) == {"legacy", "new", "rate", "lag"}
     assert state["history"]["source"] == "samples" and state["history"]["window_s"] == 900
-    assert set(state["forecast"]) >= {"fence_s", "verify_s", "seconds"}
+    # no dry run yet: the latest fence plus the latest verify
+    assert set(state["forecast"]) >= {"fence_s", "verify_s", "seconds", "source"}
+    assert state["forecast"]["source"] == "measured" and state["forecast"]["steps"] is None
     (rule,) = state["dlq"]["by_rule"]
     assert rule["rule"] == "crm.clients.email:required" and rule["table"] == "public.customers"
     assert [e["key"] for e in rule["examples"]] == ["[17]"]
@@ -278,7 +280,13 @@ def test_console_in_a_real_browser(running: Stack, work_root: Path) -> None:
         "public.orders": "equal",
         "crm.clients": "equal",
     }
-    assert result["forecast"] != "–"
+    # the forecast the page announces is the dry run's, part by part
+    said = result["dry_run_forecast"]
+    assert said["seconds"] is not None and said["parts"], said
+    assert result["forecast_parts"] == said["parts"], result
+    shown, unit = result["forecast"].split()
+    shown_s = float(shown) / 1000 if unit == "ms" else float(shown) * (60 if unit == "min" else 1)
+    assert abs(shown_s - said["seconds"]) <= (0.06 if unit != "min" else 30), (shown, said)
     assert result["dlq_rows"] == [{"rule": "crm.clients.email:required", "keys": ["[17]"]}]
     assert "/" in result["checkpoint_lsn"]
     assert len(result["shots"]) == 3

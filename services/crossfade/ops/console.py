@@ -4,7 +4,7 @@ What it shows (refreshed by a background collector every ``interval`` seconds, p
 from ``/api/state``): the cutover gates, evaluated by :mod:`crossfade.cutover.gate_model` (the one
 definition ``crossfade cutover`` and ``status`` use, from the same evidence: a fence or verify run
 from the CLI counts here too; stale and unknown evidence is never green) with their evidence and
-its age; the write-downtime forecast (the latest fence + the latest verify); per table the legacy
+its age; the write-downtime forecast (the latest cutover dry run's, part by part); per table the legacy
 and the new table names and rows as the ``row_counts`` gate compares them (mapped tables by their
 accounting, their target tables against the rows expected), events applied, the applied rate and
 the lag, with charts of the last 15 minutes (:mod:`crossfade.ops.console_history`: the console's

@@ -155,8 +155,11 @@ def dead_letters(conn: psycopg.Connection, bk: str) -> list[dict[str, Any]]:
 
 
 def forecast(ctx: Context) -> dict[str, Any]:
-    """The write downtime to announce: writes are frozen from the freeze to the flip, which is
-    a fence plus a verify (what ``cutover --dry-run`` prints), from the latest measured ones."""
+    """The write downtime to announce (writes are frozen from the freeze to the flip): the
+    latest cutover run's forecast, part by part, as ``cutover --dry-run`` printed it (the
+    decision row of the audit log), with its age; before any dry run, the latest measured fence
+    plus the latest verify (``source: measured``), a cruder figure that leaves out the freeze,
+    the counts and the flip."""
     fence = next((f for f in ctx.fences if f.ok and f.seconds is not None), None)
     v = ctx.latest_verify()
     verify_s = (
@@ -165,12 +168,27 @@ def forecast(ctx: Context) -> dict[str, Any]:
         else None
     )
     out: dict[str, Any] = {
+        "source": "measured",
         "fence_s": round(fence.seconds, 2) if fence and fence.seconds is not None else None,
         "fence_at": _iso(fence.finished_at) if fence else None,
         "verify_s": round(verify_s, 2) if verify_s is not None else None,
         "verify_run": v["id"] if v is not None else None,
         "seconds": None,
+        "steps": None,
     }
+    run = store.latest_forecast(ctx.tgt, ctx.bk)
+    if run is not None and run.evidence:
+        ev = run.evidence
+        return {
+            **out,
+            "source": "dry_run" if run.dry_run else "cutover",
+            "seconds": round(float(ev["expected_downtime_seconds"]), 1),
+            "steps": [[k, round(float(s), 2)] for k, s in ev["expected_downtime_parts"]],
+            "excludes": list(ev.get("forecast_excludes") or []),
+            "run_id": run.run_id,
+            "at": _iso(run.at),
+            "age_s": round(run.age_s, 1),
+        }
     if out["fence_s"] is not None and out["verify_s"] is not None:
         out["seconds"] = round(out["fence_s"] + out["verify_s"], 1)
     return out

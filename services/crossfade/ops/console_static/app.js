@@ -200,17 +200,31 @@ function renderGates(s) {
   if (red.length) v.dataset.why = v.title; else delete v.dataset.why;
 }
 
+function forecastRow(label, secs) {
+  return el("div", {}, el("span", {}, label), el("span", {}, secs === null || secs === undefined ? "not measured" : `${secs.toFixed(1)} s`));
+}
+
 function renderForecast(s) {
   const f = s.forecast;
   const box = $("#forecast");
   if (!f) { box.replaceChildren(el("p", { class: "empty" }, "not read yet")); return; }
+  const big = el("div", { class: "big", id: "forecast-seconds", "data-source": f.source }, f.seconds === null ? "–" : fmtSecs(f.seconds));
+  if (f.steps) {
+    // the latest cutover run's own model, part by part (what `cutover --dry-run` printed)
+    const parts = el("div", { class: "parts", id: "forecast-parts" },
+      ...f.steps.map(([k, v]) => forecastRow(k, v)));
+    const what = f.source === "dry_run" ? "the latest `cutover --dry-run`" : "the latest cutover run";
+    const left = f.excludes && f.excludes.length ? ` Not in it: ${f.excludes.join(", ")}.` : "";
+    const note = el("p", { class: "note" }, `Legacy writes are frozen from the freeze to the flip, as ${what} forecast it at ${fmtTime(f.at)}.${left} Run a dry run again after the data or the load changes; announce a margin above it.`);
+    box.replaceChildren(big, parts, note);
+    return;
+  }
   const parts = el("div", { class: "parts" },
-    el("div", {}, el("span", {}, "fence (lag to zero)"), el("span", {}, f.fence_s === null ? "not measured" : `${f.fence_s.toFixed(1)} s`)),
-    el("div", {}, el("span", {}, `verify${f.verify_run ? ` #${f.verify_run}` : ""}`), el("span", {}, f.verify_s === null ? "not measured" : `${f.verify_s.toFixed(1)} s`)));
-  const big = el("div", { class: "big", id: "forecast-seconds" }, f.seconds === null ? "–" : fmtSecs(f.seconds));
+    forecastRow("fence (lag to zero)", f.fence_s),
+    forecastRow(`verify${f.verify_run ? ` #${f.verify_run}` : ""}`, f.verify_s));
   const note = f.seconds === null
-    ? el("p", { class: "note" }, "Needs a fence and a verify that covered every table: run both, then announce this figure.")
-    : el("p", { class: "note" }, `Legacy writes are frozen from the freeze to the flip: one fence and one verify, as last measured${f.fence_at ? ` (fence at ${fmtClock(f.fence_at)})` : ""}. Announce a margin above it.`);
+    ? el("p", { class: "note" }, "Needs a fence and a verify that covered every table (or a `cutover --dry-run`, which forecasts part by part): run them, then announce this figure.")
+    : el("p", { class: "note" }, `No dry run yet: one fence and one verify, as last measured${f.fence_at ? ` (fence at ${fmtClock(f.fence_at)})` : ""}, without the freeze, the counts and the flip. Run \`cutover --dry-run\` for the figure to announce.`);
   box.replaceChildren(big, parts, note);
 }
 

@@ -37,6 +37,7 @@ from crossfade.target.store.audit import (
     insert_audit_row,
     last_flip_age_s,
     latest_audit,
+    latest_forecast,
     write_audit,
 )
 from crossfade.target.store.checkpoints import (
@@ -218,6 +219,7 @@ __all__ = [
     "last_flip_age_s",
     "last_rewind_at",
     "latest_audit",
+    "latest_forecast",
     "latest_fences",
     "latest_verify_report",
     "ledger_counts",

@@ -54,6 +54,23 @@ def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow |
     return AuditRow(*row) if row else None
 
 
+def latest_forecast(conn: psycopg.Connection, schema: str) -> AuditRow | None:
+    """The newest cutover decision that carries a write downtime forecast (its evidence holds
+    ``expected_downtime_seconds`` and the parts), a dry run's or a real run's; None when there
+    is none (or no audit log yet)."""
+    if not has_table(conn, schema, "cutover_audit"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT run_id, at, who, dry_run, gate, ok, detail, seconds, evidence, "
+            "EXTRACT(EPOCH FROM clock_timestamp() - at)::float8 FROM {}.cutover_audit "
+            "WHERE gate = 'decision' AND evidence ? 'expected_downtime_parts' "
+            "ORDER BY id DESC LIMIT 1"
+        ).format(sql.Identifier(schema))
+    ).fetchone()
+    return AuditRow(*row) if row else None
+
+
 def write_audit(
     settings: Settings,
     run_id: str,
