@@ -72,3 +72,15 @@ def test_the_dry_run_forecast_takes_the_parts_as_measured_but_the_verify_modelle
     )
     assert f.seconds == pytest.approx(sum(f.steps.values())) and f.excluded == ["flip_command"]
     assert parts(s, True, cost, []) == f.steps
+
+
+def test_forecast_evidence_keeps_the_parts_in_order() -> None:
+    from crossfade.cutover import forecast
+
+    assert forecast.evidence(None, {"fence": 1.0}, []) is None  # no forecast: nothing to keep
+    ev = forecast.evidence(2.34567, {"freeze": 0.1, "fence": 1.2, "verify": 1.04567}, ["flip_http"])
+    assert ev == {
+        "expected_downtime_seconds": 2.346,
+        "expected_downtime_parts": [["freeze", 0.1], ["fence", 1.2], ["verify", 1.046]],
+        "forecast_excludes": ["flip_http"],
+    }

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -139,3 +140,18 @@ def parts(
     if not dry_run:
         return dict(spans.parts)
     return forecast(spans, delta=delta, excluded=excluded).steps
+
+
+def evidence(
+    expected: float | None, parts: dict[str, float], excludes: list[str]
+) -> dict[str, Any] | None:
+    """The forecast as the decision row of the audit log keeps it (the console announces the
+    latest one from there), or None without one. The parts are pairs: a jsonb object does not
+    keep its keys' order."""
+    if expected is None:
+        return None
+    return {
+        "expected_downtime_seconds": round(expected, 3),
+        "expected_downtime_parts": [[k, round(v, 3)] for k, v in parts.items()],
+        "forecast_excludes": list(excludes),
+    }

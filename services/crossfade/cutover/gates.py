@@ -684,18 +684,10 @@ class Cutover:
             " (dry run)" if self.dry_run else ""
         )
         exp = self.report.expected_downtime_seconds
-        evidence: dict[str, Any] | None = None
         if exp is not None:
             decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
-            # the console announces the latest dry run's forecast, part by part, from this row
-            # (the parts as pairs: a jsonb object does not keep its keys' order)
-            evidence = {
-                "expected_downtime_seconds": round(exp, 3),
-                "expected_downtime_parts": [
-                    [k, round(v, 3)] for k, v in self.report.downtime_steps.items()
-                ],
-                "forecast_excludes": self.report.forecast_excludes,
-            }
+        r = self.report
+        evidence = forecast.evidence(exp, r.downtime_steps, r.forecast_excludes)
         self._audit("decision", self.report.go, decision, 0.0, evidence)
         return self.report
 
