@@ -419,3 +419,52 @@ def test_child_refs_the_children_to_map_again_and_orphans(db: psycopg.Connection
     ]
     store.replace_child_refs(db, bk, "public.child", ['["a"]', '["b"]'], [])  # rewritten
     assert store.children_ledger_rows(db, bk, [p], ["[1]"]) == []
+
+
+def test_audit_log_writes_a_run_on_one_connection_and_survives_losing_it(
+    pg_server: EmbeddedPostgres, db: psycopg.Connection, bk: str
+) -> None:
+    """A cutover's steps inside the write freeze each write an audit row: one connection for the
+    run (not one per row), opened again when it broke, and a row never lost to that."""
+    from crossfade.config import Settings
+
+    settings = Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": pg_server.dsn(db.info.dbname)},
+        kafka={"bootstrap_servers": "127.0.0.1:1", "topic_prefix": "cf"},
+        tables=["public.a"],
+        sync={"bookkeeping_schema": bk},
+    )
+
+    def audit_backends() -> set[int]:
+        return {
+            r[0]
+            for r in db.execute(
+                "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                "AND datname = current_database() AND query LIKE %s",
+                (f'INSERT INTO "{bk}".cutover_audit%',),
+            )
+        }
+
+    with store.AuditLog(settings, "run1", "tester", True) as audit:
+        audit.write("freeze", True, "frozen", 0.1)
+        first = audit_backends()
+        audit.write("fence", True, "fenced", 0.2, {"fence": "abc"})
+        assert audit_backends() == first and len(first) == 1  # the same session wrote both
+        db.execute("SELECT pg_terminate_backend(%s)", (next(iter(first)),))
+        wait = time.monotonic() + 10
+        while audit_backends() == first and time.monotonic() < wait:
+            time.sleep(0.05)
+        audit.write("flip", True, "flipped", 0.3)  # on a new connection
+        assert len(audit_backends()) == 1 and audit_backends() != first
+    assert audit_backends() == set()  # closed with the run
+    rows = db.execute(
+        sql.SQL("SELECT run_id, gate, evidence FROM {}.cutover_audit ORDER BY id").format(
+            sql.Identifier(bk)
+        )
+    ).fetchall()
+    assert rows == [
+        ("run1", "freeze", None),
+        ("run1", "fence", {"fence": "abc"}),
+        ("run1", "flip", None),
+    ]

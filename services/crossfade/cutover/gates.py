@@ -79,10 +79,10 @@ from crossfade.cutover import checks, forecast, gate_model, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.target.store import (
+    AuditLog,
     acknowledge_dead_letters,
     claimed_count,
     ensure_schema,
-    write_audit,
 )
 from crossfade.verify.delta import DeltaBase
 from crossfade.who import operator
@@ -295,6 +295,8 @@ class Cutover:
         self.report = CutoverReport(uuid.uuid4().hex[:12], dry_run, operator())
         self.gates = steps_for(self.cfg)
         self.report.expected_gates = len(self.gates)
+        self.audit = AuditLog(settings, self.report.run_id, self.report.who, dry_run)
+        """The run's audit rows, on one connection (closed when :meth:`run` ends)."""
         self.frozen = False
         self._frozen_at: float | None = None
         self.verified: DeltaBase | None = None
@@ -313,17 +315,7 @@ class Cutover:
         seconds: float,
         evidence: dict[str, Any] | None = None,
     ) -> None:
-        write_audit(
-            self.settings,
-            self.report.run_id,
-            self.report.who,
-            self.dry_run,
-            gate,
-            ok,
-            detail,
-            seconds,
-            evidence,
-        )
+        self.audit.write(gate, ok, detail, seconds, evidence)
 
     # -- gates ------------------------------------------------------------------------------
     def _model(self, name: str) -> gate_model.GateResult:
@@ -635,6 +627,12 @@ class Cutover:
         return res
 
     def run(self) -> CutoverReport:
+        try:
+            return self._run()
+        finally:
+            self.audit.close()
+
+    def _run(self) -> CutoverReport:
         with connect(self.settings.target, "target") as tgt:
             ensure_schema(tgt, self.bk)
         steps: dict[str, Callable[[], Any]] = {

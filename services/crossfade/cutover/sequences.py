@@ -183,7 +183,7 @@ def fallback(settings: Settings, *, dry_run: bool = False) -> list[SequenceMove]
     new database's own positions). Each move is audited in the new database's audit log (gate
     ``fallback_sequence``), under one run id."""
     from crossfade.mapping.inverse import plan as fallback_plan
-    from crossfade.target.store import write_audit as audit
+    from crossfade.target.store import AuditLog
 
     p = fallback_plan(settings)
     same = {i.legacy: i.new for i in p.inverses if i.identity}
@@ -196,8 +196,8 @@ def fallback(settings: Settings, *, dry_run: bool = False) -> list[SequenceMove]
         )
         if not dry_run:
             apply(legacy, moves)
-    run_id, who = uuid.uuid4().hex[:12], operator()
-    for m in moves:
-        audit(settings, run_id, who, dry_run, "fallback_sequence", True, m.line(), 0.0)
-    audit(settings, run_id, who, dry_run, "fallback_sequences", True, describe(moves, dry_run), 0.0)
+    with AuditLog(settings, uuid.uuid4().hex[:12], operator(), dry_run) as audit:
+        for m in moves:
+            audit.write("fallback_sequence", True, m.line(), 0.0)
+        audit.write("fallback_sequences", True, describe(moves, dry_run), 0.0)
     return moves

@@ -33,12 +33,12 @@ The modules (each module's docstring says which tables it reads and writes):
 from crossfade.target.store.added_columns import added_columns, note_added_column
 from crossfade.target.store.audit import (
     AuditEntry,
+    AuditLog,
     AuditRow,
     insert_audit_row,
     last_flip_age_s,
     latest_audit,
     latest_forecast,
-    write_audit,
 )
 from crossfade.target.store.checkpoints import (
     Checkpoint,
@@ -260,7 +260,7 @@ __all__ = [
     "survivor_keys",
     "table_stats",
     "unfinished_replays",
-    "write_audit",
+    "AuditLog",
     "write_crosswalk",
     "write_heartbeat",
     "write_members",

@@ -1,5 +1,5 @@
 """The cutover's audit log in the new database (``<bookkeeping>.cutover_audit``, created by
-:func:`crossfade.target.store.schema.ensure_schema`): writing a row (:func:`write_audit`) and
+:func:`crossfade.target.store.schema.ensure_schema`): writing a run's rows (:class:`AuditLog`) and
 what the gate model reads of it."""
 
 from __future__ import annotations
@@ -71,31 +71,52 @@ def latest_forecast(conn: psycopg.Connection, schema: str) -> AuditRow | None:
     return AuditRow(*row) if row else None
 
 
-def write_audit(
-    settings: Settings,
-    run_id: str,
-    who: str,
-    dry_run: bool,
-    gate: str,
-    ok: bool,
-    detail: str,
-    seconds: float,
-    evidence: dict[str, Any] | None = None,
-) -> None:
-    """One row of ``<bookkeeping>.cutover_audit`` in the new database (the detail and the
-    evidence, JSON, redacted). A failure to write it is logged, never raised: the audit must not
-    hide the step's result."""
-    ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
-    try:
-        with connect(settings.target, "target") as tgt:
-            insert_audit_row(
-                tgt,
-                settings.sync.bookkeeping_schema,
-                AuditEntry(run_id, who, dry_run, gate, ok, redact(detail)[:4000], seconds),
-                ev,
-            )
-    except (psycopg.Error, CrossfadeError) as exc:
-        log.error("cutover audit row for %s not written: %s", gate, exc)
+class AuditLog:
+    """The audit rows of one run (one ``run_id``) on one connection to the new database, opened
+    at the first row and opened again when it broke: the steps inside a write freeze do not each
+    pay a new connection (tens of ms each). Writing a row never raises: a failure is logged, the
+    audit must not hide the step's result. :meth:`close` when the run ends."""
+
+    def __init__(self, settings: Settings, run_id: str, who: str, dry_run: bool) -> None:
+        self.settings, self.run_id, self.who, self.dry_run = settings, run_id, who, dry_run
+        self._conn: psycopg.Connection | None = None
+
+    def write(
+        self,
+        gate: str,
+        ok: bool,
+        detail: str,
+        seconds: float,
+        evidence: dict[str, Any] | None = None,
+    ) -> None:
+        """One row (the detail and the evidence, JSON, redacted); tried on a new connection
+        once when the one held broke."""
+        ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
+        entry = AuditEntry(
+            self.run_id, self.who, self.dry_run, gate, ok, redact(detail)[:4000], seconds
+        )
+        for attempt in (1, 2):
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = connect(self.settings.target, "target", autocommit=True)
+                insert_audit_row(self._conn, self.settings.sync.bookkeeping_schema, entry, ev)
+                return
+            except (psycopg.Error, CrossfadeError) as exc:
+                self.close()
+                if attempt == 2 or not isinstance(exc, psycopg.OperationalError):
+                    log.error("cutover audit row for %s not written: %s", gate, exc)
+                    return
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
