@@ -202,6 +202,9 @@ class MappedRun:
     outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per source table, the mapping's outcome of each entry whose ledger outcome disagrees in
     this run, or that was wanted."""
+    before: int = 0
+    """The legacy WAL position read just before this run's snapshot: a change at or below it
+    was committed, and is seen by the snapshot, unless its transaction was still open then."""
 
 
 class _Expected:
@@ -394,6 +397,7 @@ def run_mapped(
     expected rows and outcomes a re-check asks for."""
     t0 = time.monotonic()
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
+        before = wal_position(src)
         mapper, _schema = prepare(settings, src, check_target=True)
         run = _Pass(settings, mapper, tgt, sources)
         for s in run.all_sources:
@@ -410,7 +414,18 @@ def run_mapped(
         }
         for s, a in run.accounts.items()
     }
-    return MappedRun(run.results, run.accounts, time.monotonic() - t0, expected, outcomes)
+    return MappedRun(run.results, run.accounts, time.monotonic() - t0, expected, outcomes, before)
+
+
+def wal_position(src: Any) -> int:
+    """The legacy database's WAL position now (replayed, on a standby), in a transaction of its
+    own: the caller's next statement takes its snapshot after it."""
+    row = src.execute(
+        "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+        "ELSE pg_current_wal_lsn() END) - '0/0'::pg_lsn"
+    ).fetchone()
+    src.commit()
+    return int(row[0]) if row and row[0] is not None else 0
 
 
 class _Pass:

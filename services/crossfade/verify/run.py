@@ -87,19 +87,21 @@ def _judge_keys(
     expected_now: dict[Key, Any],
     seen: dict[Key, Any],
     written: dict[Key, int],
-    fence_lsn: int,
+    since: int,
 ) -> None:
     """One re-check round's verdict on ``t``'s pending keys (see :meth:`Verifier._mapped_recheck`):
     decided keys leave ``pending``, as in flight or confirmed; the others wait for the next round
-    (``exp`` then holds the newer expected row)."""
+    (``exp`` then holds the newer expected row). ``since``: the legacy WAL position read before
+    E1's snapshot (below this round's fence)."""
     for k in list(pending):
         e1, e2, got = exp[k], expected_now.get(k), seen[k]
         if e1 != e2:
             exp[k] = e2  # changed meanwhile: the next round decides
             continue
-        if got != e2 and written.get(k, 0) > fence_lsn:
-            # the target row holds a change committed after the fence: E1 == E2 yet the row
-            # moved (A -> B -> A: B applied, A not yet); the next round's fence covers it
+        if got != e2 and written.get(k, 0) > since:
+            # the target row holds a change E1's snapshot did not see: E1 == E2 yet the row
+            # moved (A -> B -> A), before the fence (absent, inserted, applied, deleted after
+            # the fence) or after it (B applied, A not yet); the next round decides
             continue
         pending.discard(k)
         if got == e2:
@@ -265,9 +267,13 @@ class Verifier:
         the expected row from a snapshot taken after T (E2, a new run of the whole mapping, so
         parents, children, duplicate groups and filters are all as of one moment). E1 == E2: no
         change reached that row meanwhile, so T, which holds every change before the fence, must
-        equal it: T != E2 is a real difference, T == E2 was in flight. E1 != E2: undecided, the
-        next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`) decides; still undecided after
-        the last is *unsettled* (counted as a mismatch: a cutover must not pass on it)."""
+        equal it: T != E2 is a real difference, T == E2 was in flight — unless T's row was written
+        by a change E1's snapshot did not see (its ``_cf_pos`` above the WAL position read before
+        that snapshot): E1 == E2 then hides a state in between (a note inserted after E1, applied,
+        and deleted after the fence is absent from both), so T != E2 waits for the next round.
+        E1 != E2: undecided, the next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`)
+        decides; still undecided after the last is *unsettled* (counted as a mismatch: a cutover
+        must not pass on it)."""
         from crossfade.verify.mapped import Want, ledger_outcomes, positions_of, rows_of, run_mapped
 
         check = MappedCheck(first)
@@ -300,10 +306,11 @@ class Verifier:
                 self.progress.advance,
                 Want({t: list(ks) for t, ks in pending_k.items()}, pending_e),
             )
-            check.last = run
             for t, ks in pending_k.items():
-                fence = self.last_fence_lsn or 0
-                _judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], written[t], fence)
+                # E1 is the previous run's snapshot, read before this round's fence
+                since = min(check.last.before, self.last_fence_lsn or 0)
+                _judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], written[t], since)
+            check.last = run
             for s, es in pending_e.items():
                 for e in list(es):
                     o1, o2 = out[s][e], run.outcomes[s].get(e, "mapped")
