@@ -15,6 +15,7 @@ must report exactly those three.
 from __future__ import annotations
 
 import copy
+import json
 import random
 import threading
 import time
@@ -275,3 +276,54 @@ def test_a_note_added_after_the_snapshot_and_deleted_after_the_fence_is_not_extr
     stack.fence()
     with stack.tgt() as t:
         assert t.execute("SELECT 1 FROM crm.notes WHERE legacy_id = %s", (note,)).fetchone() is None
+
+
+def test_a_member_filtered_after_the_snapshot_and_back_after_the_fence_is_not_missing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sibling of the note's case, for a row the target lacks and a ledger entry: a member
+    leaves the filter after the first run's snapshot (sync deletes its row and records it
+    filtered before the comparison: missing, and an entry filtered differently, in flight) and
+    comes back right after the re-check's fence, before sync applies that. E1 and E2 both map
+    the member; the target lacks its row, and the ledger says filtered, by a change committed
+    before the fence that E1 did not see: in flight, not a difference."""
+    import crossfade.verify.mapped as mapped
+    from crossfade.verify.fence import fence
+    from crossfade.verify.run import Verifier
+
+    _members, _notes, sync = _synced_crm(stack)
+    settings = stack.settings
+    procs = {"sync": sync}
+    member = 40  # a distinct person without notes
+    real_stream = mapped.stream_rows
+    staged: list[str] = []
+
+    def stream_rows(conn: Any, table: str, name: str, itersize: int = 2000) -> Any:
+        if table == "public.members" and not staged:
+            staged.append("out")
+            stack.sql(
+                "UPDATE members SET active = false, last_seen = '2010-01-01' WHERE id = %s",
+                (member,),
+            )
+            stack.fence()
+        return real_stream(conn, table, name, itersize)
+
+    def fence_then_back() -> tuple[str, float]:
+        if not procs["sync"].alive():
+            procs["sync"] = stack.start("sync")
+        r = fence(settings, timeout=120, via="verify")
+        if staged == ["out"]:
+            staged.append("back")
+            procs["sync"].stop()
+            stack.sql(
+                "UPDATE members SET active = true, last_seen = '2024-01-01' WHERE id = %s",
+                (member,),
+            )
+        return r.token, r.seconds
+
+    monkeypatch.setattr(mapped, "stream_rows", stream_rows)
+    rep = Verifier(settings, fence=fence_then_back).run()
+    assert staged == ["out", "back"], staged
+    people = next(t for t in rep.tables if t.name == "crm.people")
+    assert rep.match, json.dumps([t.as_dict() for t in rep.tables], default=str)
+    assert people.in_flight >= 1, people.as_dict()

@@ -13,6 +13,7 @@ from crossfade.verify.report import (
     VerifyReport,
     clip,
     difference_kind,
+    judge_keys,
     mapped_report,
     recorded_outcome,
     shown,
@@ -78,13 +79,11 @@ def test_mapped_report_counts_confirmed_keys_and_names_ledger_disagreements() ->
 
 
 def test_a_mapped_rows_verdict_waits_when_the_target_row_is_newer_than_e1s_snapshot() -> None:
-    """A re-check round (crossfade.verify.run._judge_keys) with E1 == E2: a target row written by
+    """A re-check round (judge_keys) with E1 == E2: a target row written by
     a change E1's snapshot did not see (its position above ``since``) may be a state the legacy
     passed through between the two snapshots (absent, inserted, deleted after the fence), so it
     waits for the next round; a row older than E1, or one sync never wrote (no position), is a
     real difference; a row equal to E2 is in flight whatever its position."""
-    from crossfade.verify.run import _judge_keys
-
     first = MappedRun({}, {}, seconds=0.0)
     check = MappedCheck(first)
     note = ("n", 7)
@@ -93,7 +92,7 @@ def test_a_mapped_rows_verdict_waits_when_the_target_row_is_newer_than_e1s_snaps
     now = {(4,): note}  # E2: (1,)..(3,) absent still
     seen = {(1,): note, (2,): note, (3,): note, (4,): note}
     written = {(1,): 150, (2,): 90, (4,): 150}  # (3,): planted, no position
-    _judge_keys(check, "crm.notes", pending, exp, now, seen, written, 100)
+    judge_keys(check, "crm.notes", pending, exp, now, seen, written, 100)
 
     assert pending == {(1,)}  # inserted after E1's snapshot: undecided
     assert check.confirmed == {"crm.notes": {(2,): "extra", (3,): "extra"}}

@@ -57,7 +57,8 @@ from crossfade.mapping.audit import (
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
-from crossfade.target.store import entry_outcome, entry_outcomes, held_entries
+from crossfade.target.store import entry_outcome, held_entries
+from crossfade.target.store.ledger import ledger_positions
 
 EXAMPLES = 20
 MAX_KEYS = 10_000
@@ -202,6 +203,9 @@ class MappedRun:
     outcomes: dict[str, dict[str, str]] = field(default_factory=dict)
     """Per source table, the mapping's outcome of each entry whose ledger outcome disagrees in
     this run, or that was wanted."""
+    producers: dict[str, dict[Key, set[tuple[str, str]]]] = field(default_factory=dict)
+    """Per target, the (source table, ledger entry) of the legacy rows that make each wanted
+    key's expected row (every member of a golden record's group)."""
     before: int = 0
     """The legacy WAL position read just before this run's snapshot: a change at or below it
     was committed, and is seen by the snapshot, unless its transaction was still open then."""
@@ -274,6 +278,27 @@ def positions_of(
         return {}
     rows = rows_of(conn, relation, shape, key, [POS_COLUMN], keys)
     return {k: int(r[0]) >> SHIFT for k, r in rows.items() if r is not None and r[0] is not None}
+
+
+def newest_writes(
+    conn: Any, bookkeeping_schema: str, written: dict[Key, int], producers: dict[Key, set[Any]]
+) -> dict[Key, int]:
+    """``written`` (target row positions, :func:`positions_of`) raised to the newest position
+    sync's ledger holds for the legacy rows that make each key (:attr:`MappedRun.producers`):
+    a row the target lacks was also written, by the change that removed it."""
+    out = dict(written)
+    by_source: dict[str, set[str]] = defaultdict(set)
+    for pairs in producers.values():
+        for source, entry in pairs:
+            by_source[source].add(entry)
+    pos = {
+        (source, e): int(p[0]) >> SHIFT
+        for source, es in by_source.items()
+        for e, p in ledger_positions(conn, bookkeeping_schema, source, sorted(es)).items()
+    }
+    for k, pairs in producers.items():
+        out[k] = max([out.get(k, 0), *(pos.get(pair, 0) for pair in pairs)])
+    return out
 
 
 def _cast(shape: TableShape, col: str) -> sql.Composable:
@@ -399,7 +424,7 @@ def run_mapped(
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
         before = wal_position(src)
         mapper, _schema = prepare(settings, src, check_target=True)
-        run = _Pass(settings, mapper, tgt, sources)
+        run = _Pass(settings, mapper, tgt, sources, want)
         for s in run.all_sources:
             run.map_source(src, s, on_rows)
         for t in list(run.pending_dedup):
@@ -414,7 +439,9 @@ def run_mapped(
         }
         for s, a in run.accounts.items()
     }
-    return MappedRun(run.results, run.accounts, time.monotonic() - t0, expected, outcomes, before)
+    return MappedRun(
+        run.results, run.accounts, time.monotonic() - t0, expected, outcomes, run.producers, before
+    )
 
 
 def wal_position(src: Any) -> int:
@@ -433,8 +460,12 @@ class _Pass:
     :class:`_Expected`, duplicate groups collected until their members are all read, the parent
     keys ``references`` rules check, and each source table's accounting."""
 
-    def __init__(self, settings: Settings, mapper: Mapper, tgt: Any, sources: list[str]) -> None:
+    def __init__(
+        self, settings: Settings, mapper: Mapper, tgt: Any, sources: list[str], want: Want | None
+    ) -> None:
         self.settings, self.mapper, self.tgt = settings, mapper, tgt
+        self.wanted = {t: set(ks) for t, ks in (want.keys if want else {}).items()}
+        self.producers: dict[str, dict[Key, set[tuple[str, str]]]] = defaultdict(dict)
         self.bk = settings.sync.bookkeeping_schema
         targets = _targets_of(mapper, sources)
         self.all_sources = [
@@ -491,6 +522,9 @@ class _Pass:
             self.results[t].merged += len(g.members) - 1
         for m in d.members:
             grp = in_group.get(m.key)
+            golden = m.key if grp is None else grp.survivor.key
+            if golden in self.wanted.get(t, ()) and m.source_key:
+                self.producers[t].setdefault(golden, set()).add((m.source_table, m.source_key[0]))
             if grp is None:
                 w.write(m.values)
             elif grp.survivor.key == m.key:
@@ -498,8 +532,9 @@ class _Pass:
         self.crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
         self.pending_dedup.discard(t)
 
-    def emit(self, s: str, rows: Iterable[TargetRow]) -> None:
-        """Expected rows of one mapped source row (and its keys for children's rules)."""
+    def emit(self, s: str, rows: Iterable[TargetRow], entry: str) -> None:
+        """Expected rows of one mapped source row, ledger ``entry`` of ``s`` (and its keys for
+        children's rules)."""
         for tr in rows:
             for (tt, col), ks in self.keys.sets.items():
                 if tt == tr.table and col in tr.values:
@@ -512,9 +547,11 @@ class _Pass:
                     values[col] = self.crosswalk[parent][values[col]]
             if tr.table in self.dedupers:
                 assert tr.key is not None
-                self.dedupers[tr.table].add(tr.key, values, s)
-            else:
-                self.writers[tr.table].write(values)
+                self.dedupers[tr.table].add(tr.key, values, s, (entry,))
+                continue
+            if tr.key is not None and tr.key in self.wanted.get(tr.table, ()):
+                self.producers[tr.table].setdefault(tr.key, set()).add((s, entry))
+            self.writers[tr.table].write(values)
 
     def map_source(self, src: Any, s: str, on_rows: Callable[[int], None] | None) -> None:
         """Map every row of source table ``s`` (its parents' duplicate groups settled first) and
@@ -536,7 +573,7 @@ class _Pass:
                 kept[entry] = out
             elif isinstance(out, Mapped):
                 acc.mapped += 1
-                self.emit(s, out.rows)
+                self.emit(s, out.rows, entry)
             if on_rows and n % 2000 == 0:
                 on_rows(2000)
         acc.ledger_dead, acc.ledger_filtered = held_entries(self.tgt, self.bk, s)
@@ -546,7 +583,7 @@ class _Pass:
                 acc.rejected.add(entry)
             else:
                 acc.mapped += 1
-                self.emit(s, rows)
+                self.emit(s, rows, entry)
 
     def compare(self, want: Want | None) -> dict[str, dict[Key, tuple[Any, ...] | None]]:
         """Compare every target with its expected rows; the expected rows of the differing keys
@@ -622,16 +659,17 @@ def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
 
 def ledger_outcomes(
     conn: Any, bookkeeping_schema: str, source: str, entries: Iterable[str]
-) -> dict[str, str]:
+) -> dict[str, tuple[str, int]]:
     """What sync recorded for these entries, in the mapping's words: ``rejected`` (a dead letter
-    or deferred), ``filtered``, else ``mapped`` (mapped, replayed, deleted, or no entry)."""
+    or deferred), ``filtered``, else ``mapped`` (mapped, replayed, deleted, or no entry); with
+    the source LSN of the change that recorded it (0: no entry)."""
     entries = list(entries)
-    out = dict.fromkeys(entries, "mapped")
-    for entry, outcome in entry_outcomes(conn, bookkeeping_schema, source, entries).items():
-        if outcome in ("dead_letter", "deferred"):
-            out[entry] = "rejected"
-        elif outcome == "filtered":
-            out[entry] = "filtered"
+    out = dict.fromkeys(entries, ("mapped", 0))
+    for entry, (pos, outcome, _rule) in ledger_positions(
+        conn, bookkeeping_schema, source, entries
+    ).items():
+        said = {"dead_letter": "rejected", "deferred": "rejected", "filtered": "filtered"}
+        out[entry] = (said.get(outcome, "mapped"), int(pos) >> SHIFT)
     return out
 
 

@@ -170,6 +170,63 @@ class MappedCheck:
         self.unsettled_entries: dict[str, set[str]] = {}
 
 
+def judge_keys(
+    check: MappedCheck,
+    t: str,
+    pending: set[Key],
+    exp: dict[Key, Any],
+    expected_now: dict[Key, Any],
+    seen: dict[Key, Any],
+    written: dict[Key, int],
+    since: int,
+) -> None:
+    """One re-check round's verdict on ``t``'s pending keys (see :meth:`crossfade.verify.run.Verifier._mapped_recheck`):
+    decided keys leave ``pending``, as in flight or confirmed; the others wait for the next round
+    (``exp`` then holds the newer expected row). ``since``: the legacy WAL position read before
+    E1's snapshot (below this round's fence)."""
+    for k in list(pending):
+        e1, e2, got = exp[k], expected_now.get(k), seen[k]
+        if e1 != e2:
+            exp[k] = e2  # changed meanwhile: the next round decides
+            continue
+        if got != e2 and written.get(k, 0) > since:
+            # the target row holds a change E1's snapshot did not see: E1 == E2 yet the row
+            # moved (A -> B -> A), before the fence (absent, inserted, applied, deleted after
+            # the fence) or after it (B applied, A not yet); the next round decides
+            continue
+        pending.discard(k)
+        if got == e2:
+            check.in_flight[t] = check.in_flight.get(t, 0) + 1
+        else:
+            kind = "extra" if e2 is None else "missing" if got is None else "different"
+            check.confirmed.setdefault(t, {})[k] = kind
+            check.rows[(t, k)] = (e2, got)
+
+
+def judge_entries(
+    check: MappedCheck,
+    s: str,
+    pending: set[str],
+    out: dict[str, str],
+    outcomes_now: dict[str, str],
+    recorded: dict[str, tuple[str, int]],
+    since: int,
+) -> None:
+    """:func:`judge_keys` for the ledger entries of source ``s`` whose outcome disagreed: the
+    mapping's outcome before the fence (``out``) and after it (``outcomes_now``) against sync's
+    record (outcome, LSN) read in between; one recorded by a change the earlier snapshot did
+    not see (above ``since``) waits for the next round, as a target row does."""
+    for e in list(pending):
+        o1, o2 = out[e], outcomes_now.get(e, "mapped")
+        got, at = recorded[e]
+        if o1 != o2 or (got != o2 and at > since):  # changed meanwhile, or A -> B -> A
+            out[e] = o2
+            continue
+        pending.discard(e)
+        if got != o2:
+            check.entries.setdefault(s, {})[e] = (o2, got)
+
+
 def recorded_outcome(account: Any, entry: str) -> str:
     if entry in account.ledger_dead:
         return "rejected"

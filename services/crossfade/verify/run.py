@@ -68,6 +68,8 @@ from crossfade.verify.report import (
     VerifyReport,
     clip,
     difference_kind,
+    judge_entries,
+    judge_keys,
     mapped_report,
     recorded_outcome,
 )
@@ -77,39 +79,6 @@ log = logging.getLogger(__name__)
 
 MAPPED_EXTRA_ROUNDS = 2
 """Re-check rounds mapped targets get beyond ``rounds`` (they have no share-locked last round)."""
-
-
-def _judge_keys(
-    check: MappedCheck,
-    t: str,
-    pending: set[Key],
-    exp: dict[Key, Any],
-    expected_now: dict[Key, Any],
-    seen: dict[Key, Any],
-    written: dict[Key, int],
-    since: int,
-) -> None:
-    """One re-check round's verdict on ``t``'s pending keys (see :meth:`Verifier._mapped_recheck`):
-    decided keys leave ``pending``, as in flight or confirmed; the others wait for the next round
-    (``exp`` then holds the newer expected row). ``since``: the legacy WAL position read before
-    E1's snapshot (below this round's fence)."""
-    for k in list(pending):
-        e1, e2, got = exp[k], expected_now.get(k), seen[k]
-        if e1 != e2:
-            exp[k] = e2  # changed meanwhile: the next round decides
-            continue
-        if got != e2 and written.get(k, 0) > since:
-            # the target row holds a change E1's snapshot did not see: E1 == E2 yet the row
-            # moved (A -> B -> A), before the fence (absent, inserted, applied, deleted after
-            # the fence) or after it (B applied, A not yet); the next round decides
-            continue
-        pending.discard(k)
-        if got == e2:
-            check.in_flight[t] = check.in_flight.get(t, 0) + 1
-        else:
-            kind = "extra" if e2 is None else "missing" if got is None else "different"
-            check.confirmed.setdefault(t, {})[k] = kind
-            check.rows[(t, k)] = (e2, got)
 
 
 class Verifier:
@@ -274,7 +243,14 @@ class Verifier:
         E1 != E2: undecided, the next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`)
         decides; still undecided after the last is *unsettled* (counted as a mismatch: a cutover
         must not pass on it)."""
-        from crossfade.verify.mapped import Want, ledger_outcomes, positions_of, rows_of, run_mapped
+        from crossfade.verify.mapped import (
+            Want,
+            ledger_outcomes,
+            newest_writes,
+            positions_of,
+            rows_of,
+            run_mapped,
+        )
 
         check = MappedCheck(first)
         exp = {t: {k: first.expected[t].get(k) for k in ks} for t, ks in keys.items()}
@@ -306,20 +282,14 @@ class Verifier:
                 self.progress.advance,
                 Want({t: list(ks) for t, ks in pending_k.items()}, pending_e),
             )
-            for t, ks in pending_k.items():
-                # E1 is the previous run's snapshot, read before this round's fence
-                since = min(check.last.before, self.last_fence_lsn or 0)
-                _judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], written[t], since)
+            # E1 is the previous run's snapshot, read before this round's fence
+            since = min(check.last.before, self.last_fence_lsn or 0)
             check.last = run
+            for t, ks in pending_k.items():
+                newest = newest_writes(tgt, self.bk, written[t], run.producers.get(t, {}))
+                judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], newest, since)
             for s, es in pending_e.items():
-                for e in list(es):
-                    o1, o2 = out[s][e], run.outcomes[s].get(e, "mapped")
-                    if o1 != o2:
-                        out[s][e] = o2
-                        continue
-                    es.discard(e)
-                    if recorded[s][e] != o2:
-                        check.entries.setdefault(s, {})[e] = (o2, recorded[s][e])
+                judge_entries(check, s, es, out[s], run.outcomes[s], recorded[s], since)
             pending_k = {t: ks for t, ks in pending_k.items() if ks}
             pending_e = {s: es for s, es in pending_e.items() if es}
             if not pending_k and not pending_e:
