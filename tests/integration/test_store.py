@@ -157,11 +157,14 @@ def test_ledger_entries_the_mapped_verify_reads(db: psycopg.Connection, bk: str)
     assert store.entry_outcome(db, bk, "s.a", '["5"]') == "mapped"
     assert store.entry_outcome(db, bk, "s.a", '["9"]') is None
     assert store.entry_outcome(db, "bk_no_such_schema", "s.a", '["5"]') is None
-    assert store.entry_outcomes(db, bk, "s.a", ['["1"]', '["4"]', '["9"]']) == {
-        '["1"]': "dead_letter",
-        '["4"]': "filtered",
+    # what the mapped verify's re-check reads: position, outcome, rule of the entries there are
+    from crossfade.target.store.ledger import ledger_positions
+
+    assert ledger_positions(db, bk, "s.a", ['["1"]', '["4"]', '["9"]']) == {
+        '["1"]': (10, "dead_letter", "email"),
+        '["4"]': (13, "filtered", "active"),
     }
-    assert store.entry_outcomes(db, bk, "s.a", []) == {}
+    assert ledger_positions(db, bk, "s.a", []) == {}
 
 
 def test_fence_runs_and_the_fences_sync_applied(db: psycopg.Connection, bk: str) -> None:

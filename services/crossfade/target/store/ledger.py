@@ -193,23 +193,6 @@ def entry_outcome(conn: psycopg.Connection, schema: str, source: str, entry: str
     return str(row[0]) if row else None
 
 
-def entry_outcomes(
-    conn: psycopg.Connection, schema: str, source: str, entries: list[str]
-) -> dict[str, str]:
-    """The outcome the ledger holds for each of these entries of ``source`` that it has."""
-    if not entries:
-        return {}
-    return {
-        str(e): str(o)
-        for e, o in conn.execute(
-            sql.SQL(
-                "SELECT entry, outcome FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
-            ).format(sql.Identifier(schema)),
-            (source, entries),
-        )
-    }
-
-
 def decode_dead_letters(conn: psycopg.Connection, schema: str) -> list[tuple[str, Any, str]]:
     """Open dead letters of undecodable records whose key decoded: (table, key, entry)."""
     return conn.execute(
