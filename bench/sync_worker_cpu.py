@@ -43,7 +43,7 @@ import psycopg
 from confluent_kafka import Message
 
 from bench import history
-from bench.sync_cpu import SOURCE
+from bench.sync_cpu import ENVELOPE
 from crossfade.config import Settings
 from crossfade.embedded import EmbeddedPostgres
 from crossfade.events.avro_codec import ConnectCodec
@@ -102,32 +102,12 @@ def envelope_schema(table: str) -> dict[str, Any]:
         for c, t, sem, _sql, pk in TABLES[table]
     ]
     row = {"type": "struct", "optional": True, "name": f"{name}.Value", "fields": fields}
+    # the rest (source block, transaction, op, timestamps) as bench.sync_cpu's envelope has it
+    rest = [f for f in ENVELOPE["fields"] if f["field"] not in ("before", "after")]
     return {
-        "type": "struct",
-        "optional": False,
+        **ENVELOPE,
         "name": f"{name}.Envelope",
-        "version": 2,
-        "fields": [
-            {**row, "field": "before"},
-            {**row, "field": "after"},
-            SOURCE,  # Debezium 3.6's source block, as bench.sync_cpu has it
-            {
-                "type": "struct",
-                "optional": True,
-                "name": "event.block",
-                "version": 1,
-                "field": "transaction",
-                "fields": [
-                    _f("string", "id", False),
-                    _f("int64", "total_order", False),
-                    _f("int64", "data_collection_order", False),
-                ],
-            },
-            _f("string", "op", False),
-            _f("int64", "ts_ms"),
-            _f("int64", "ts_us"),
-            _f("int64", "ts_ns"),
-        ],
+        "fields": [{**row, "field": "before"}, {**row, "field": "after"}, *rest],
     }
 
 
