@@ -12,9 +12,9 @@ import json
 from typing import Any
 
 import pytest
+from bench.sync_cpu import ENVELOPE, KEY, _payload
 from confluent_kafka import Message
 
-from bench.sync_cpu import ENVELOPE, KEY, _payload
 from crossfade.config import KafkaConfig
 from crossfade.errors import DecodeError
 from crossfade.events.avro_codec import ConnectCodec, envelope_projection
