@@ -23,9 +23,10 @@ from psycopg._copy_base import TextFormatter
 from psycopg.adapt import Transformer
 
 from crossfade.catalog import Column, TableShape
+from crossfade.config import KafkaConfig
 from crossfade.events.avro_codec import ConnectCodec
 from crossfade.events.decode import EventDecoder
-from crossfade.events.framing import Decoder, SchemaCache, frame_single_object
+from crossfade.events.framing import SchemaCache, frame_single_object
 from crossfade.target.apply import TableApplier, collapse
 
 
@@ -177,8 +178,8 @@ def main() -> None:
     cache = SchemaCache()
     cache.add_codec(vcc.avro)
     cache.add_codec(kcc.avro)
-    decoder = EventDecoder.__new__(EventDecoder)  # no broker: the schemas are in the cache already
-    decoder.resolver, decoder.decoder = cache, Decoder(cache)
+    # no broker: the schemas are in the cache already
+    decoder = EventDecoder(KafkaConfig(bootstrap_servers="127.0.0.1:1"), resolver=cache)
     shape = TableShape(
         "public",
         "pgbench_accounts",
@@ -205,7 +206,7 @@ def main() -> None:
         f"sync path, cavro reader:    {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
     )
     for codec in (vcc.avro, kcc.avro):
-        codec._reader = None  # fastavro's schemaless_reader, as before cavro
+        codec._reader = codec._change_reader = None  # fastavro's schemaless_reader, as before cavro
     print(
         f"sync path, fastavro reader: {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
     )

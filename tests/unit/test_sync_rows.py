@@ -127,11 +127,9 @@ def test_decoder_finds_unchanged_toast_placeholders() -> None:
     cache = SchemaCache()
     cache.add_codec(vcc.avro)
     cache.add_codec(kcc.avro)
-    dec = EventDecoder.__new__(EventDecoder)
-    dec.resolver = cache
-    from crossfade.events.framing import Decoder
+    from crossfade.config import KafkaConfig
 
-    dec.decoder = Decoder(cache)
+    dec = EventDecoder(KafkaConfig(bootstrap_servers="127.0.0.1:1"), resolver=cache)
     k = frame_single_object(kcc.avro.fingerprint, kcc.encode({"id": 1}))
     b64_placeholder = __import__("base64").b64encode(UNAVAILABLE.encode()).decode()
     cases = [

@@ -52,31 +52,87 @@ def _strip_logical_types(schema: Any) -> Any:
     return schema
 
 
+_ENVELOPE_SOURCE_READ = frozenset({"snapshot", "lsn", "ts_ms", "txId"})
+"""The ``source`` fields a change event is made of (:func:`crossfade.events.decode.event_from_envelope`)."""
+_ENVELOPE_READ = frozenset({"before", "after", "source", "op"})
+
+
+def _defines_name(schema: Any) -> bool:
+    """Whether ``schema`` defines a named type (a record, enum or fixed) anywhere inside."""
+    if isinstance(schema, list):
+        return any(_defines_name(s) for s in schema)
+    if isinstance(schema, Mapping):
+        return schema.get("type") in ("record", "enum", "fixed", "error") or any(
+            _defines_name(v)
+            for k, v in schema.items()
+            if k in ("type", "fields", "items", "values")
+        )
+    return False
+
+
+def envelope_projection(schema: Any) -> Any | None:
+    """The reader schema of a Debezium envelope without the fields a change event is not made of
+    (``source``'s version, connector, names, sequence...; the envelope's own timestamps): a reader
+    resolved against the writer skips their bytes instead of building Python values of them.
+    None when ``schema`` is not an envelope or nothing would be left out. Fields whose type
+    defines a named type stay (a later field may refer to it by name)."""
+    if not isinstance(schema, Mapping) or schema.get("type") != "record":
+        return None
+    fields = schema.get("fields") or []
+    if not _ENVELOPE_READ - {"before"} <= {f.get("name") for f in fields}:
+        return None
+    out, dropped = [], False
+    for f in fields:
+        t = f.get("type")
+        if f.get("name") == "source" and isinstance(t, Mapping) and t.get("type") == "record":
+            sub = [
+                g
+                for g in t.get("fields") or []
+                if g.get("name") in _ENVELOPE_SOURCE_READ or _defines_name(g.get("type"))
+            ]
+            if len(sub) < len(t.get("fields") or []):
+                f, dropped = {**f, "type": {**t, "fields": sub}}, True
+        elif f.get("name") not in _ENVELOPE_READ and not _defines_name(t):
+            dropped = True
+            continue
+        out.append(f)
+    return {**schema, "fields": out} if dropped else None
+
+
 _UNBUILT: Any = object()
 _END = b"\xa5" + bytes(15)
 """Appended to a body read by cavro: no proper prefix of it is also a suffix, so bytes left after
 the datum shift it and show, unless they themselves start with these 16 bytes."""
 
 
-def _cavro_reader(schema: Any) -> Any:
+def _framed(schema: Any) -> dict[str, Any]:
+    return {
+        "type": "record",
+        "name": "crossfade_framed_datum",
+        "fields": [
+            {"name": "d", "type": _strip_logical_types(schema)},
+            {
+                "name": "e",
+                "type": {"type": "fixed", "name": "crossfade_end_marker", "size": len(_END)},
+            },
+        ],
+    }
+
+
+def _cavro_reader(schema: Any, reader_schema: Any = None) -> Any:
     """cavro's reader of ``{"d": schema, "e": fixed(16)}`` (raw values, records as dicts), or
     None when cavro is not installed or does not take the schema (fastavro reads it then).
-    Imported on first use: it loads numpy, which capture (encode only) does not need."""
+    ``reader_schema``: read the datum as that projection of ``schema`` (fields left out are
+    skipped). Imported on first use: it loads numpy, which capture (encode only) does not need."""
     try:
         import cavro
 
-        framed = {
-            "type": "record",
-            "name": "crossfade_framed_datum",
-            "fields": [
-                {"name": "d", "type": _strip_logical_types(schema)},
-                {
-                    "name": "e",
-                    "type": {"type": "fixed", "name": "crossfade_end_marker", "size": len(_END)},
-                },
-            ],
-        }
-        return cavro.Schema(framed, parse_json=False, record_decodes_to_dict=True)
+        writer = cavro.Schema(_framed(schema), parse_json=False, record_decodes_to_dict=True)
+        if reader_schema is None:
+            return writer
+        return cavro.Schema(
+            _framed(reader_schema), parse_json=False, record_decodes_to_dict=True
+        ).reader_for_writer(writer)
     except Exception:  # ImportError, cavro's schema errors (stricter name rules than fastavro's)
         return None
 
@@ -127,6 +183,7 @@ class AvroCodec:
         except (KeyError, TypeError, ValueError, AttributeError):
             self._fast = None
         self._reader: Any = _UNBUILT  # cavro's reader of this schema, built on first decode
+        self._change_reader: Any = _UNBUILT  # the same, of an envelope's projection
 
     @property
     def name(self) -> str:
@@ -182,11 +239,34 @@ class AvroCodec:
         reader = self._reader
         if reader is _UNBUILT:
             reader = self._reader = _cavro_reader(self.schema)
+        return self._decode(reader, data, offset)
+
+    def decode_change(self, data: bytes | bytearray | memoryview, offset: int = 0) -> Any:
+        """:meth:`decode` of a Debezium envelope, without the values a change event is not made of
+        (:func:`envelope_projection`: their bytes are skipped, not read into Python values);
+        the whole datum for any other schema. Same errors as :meth:`decode`, except that a
+        skipped string is not checked to be UTF-8."""
+        reader = self._change_reader
+        if reader is _UNBUILT:
+            projection = envelope_projection(self.schema)
+            reader = _cavro_reader(self.schema, projection) if projection is not None else None
+            if reader is None:  # not an envelope, or cavro does not take it: the whole datum
+                if self._reader is _UNBUILT:
+                    self._reader = _cavro_reader(self.schema)
+                reader = self._reader
+            self._change_reader = reader
+        return self._decode(reader, data, offset)
+
+    def _decode(self, reader: Any, data: bytes | bytearray | memoryview, offset: int) -> Any:
         if reader is not None:
             # read as a record {datum, end marker}: the marker must come right after the datum,
             # so trailing bytes (and a truncated datum) show without an exception per record
             try:
-                framed = reader.binary_decode(b"".join((memoryview(data)[offset:], _END)))
+                framed = reader.binary_decode(
+                    data[offset:] + _END  # bytes from Kafka: two copies, cheaper than a join
+                    if type(data) is bytes
+                    else b"".join((memoryview(data)[offset:], _END))
+                )
             except Exception as exc:  # EOFError, ValueError, UnicodeDecodeError, CavroException...
                 raise DecodeError(
                     f"corrupt Avro body for schema {self.name} "

@@ -23,6 +23,7 @@ POSITION_HEADER = "crossfade.pos"
 Kafka Connect do not carry it; their position is derived from the envelope alone."""
 _UNAVAILABLE_BYTES = UNAVAILABLE.encode()
 _NONE: frozenset[str] = frozenset()
+_KEY_CACHE = 4096
 
 
 def header(m: Message, name: str) -> str | None:
@@ -73,6 +74,19 @@ def _whole(v: Any, what: str, bound: int) -> int:
     if not 0 <= n < bound:
         raise DecodeError(f"{what} is out of range (got {_short(v)})")
     return n
+
+
+def _position_header(v: str) -> int:
+    """The ``crossfade.pos`` header as a position: :func:`_whole`'s rules, its checks only on a
+    value it would refuse (this runs for every event)."""
+    if type(v) is str:
+        try:
+            n = int(v)
+        except ValueError:
+            n = -1
+        if 0 <= n < _MAX_POS:
+            return n
+    return _whole(v, f"header {POSITION_HEADER}", _MAX_POS)
 
 
 def event_from_envelope(
@@ -134,10 +148,12 @@ def _event(
     snap_raw = source.get("snapshot")
     if snap_raw is not None and not isinstance(snap_raw, str | bool):
         raise DecodeError(f"source.snapshot is not text (got {_short(snap_raw)})")
-    snap = str(snap_raw or "false")
-    pos = None if pos_header is None else _whole(pos_header, f"header {POSITION_HEADER}", _MAX_POS)
+    snap = snap_raw if type(snap_raw) is str and snap_raw else str(snap_raw or "false")
+    pos = None if pos_header is None else _position_header(pos_header)
     lsn_raw = source.get("lsn")
-    if lsn_raw is None and snap == "incremental" and pos is not None:
+    if type(lsn_raw) is int and 0 <= lsn_raw < _MAX_LSN:
+        lsn = lsn_raw  # what _whole accepts, without its call (every event)
+    elif lsn_raw is None and snap == "incremental" and pos is not None:
         lsn = pos >> SHIFT  # incremental snapshot rows carry none: capture placed them
     elif lsn_raw is None:
         raise DecodeError("change event has no source position (source.lsn)")
@@ -168,19 +184,20 @@ def _event(
         unavailable = _NONE
     if pos is None:
         pos = position(lsn, snapshot=snap not in ("false", "incremental"), floor=floor)
+    # positional: the fields' order (ChangeEvent's own), cheaper than keywords per event
     return ChangeEvent(
-        table=table,
-        op=cast(Op, op),  # one of Op's letters: checked on entry
-        key=key,
-        after=after,
-        lsn=lsn,
-        source_ts_ms=int(ts_raw or 0),
-        snapshot=snap,
-        position=pos,
-        tx_id=tx_id,
-        row_schema=row_schema,
-        key_schema=key_schema,
-        unavailable=unavailable,
+        table,
+        cast(Op, op),  # one of Op's letters: checked on entry
+        key,
+        after,
+        lsn,
+        ts_raw or 0,  # an int (checked above) or None
+        pos,
+        snap,
+        tx_id,
+        row_schema,
+        key_schema,
+        unavailable,
     )
 
 
@@ -195,6 +212,9 @@ class EventDecoder:
             )
         )
         self.decoder = Decoder(self.resolver)
+        self._keys: dict[bytes, tuple[Any, RowSchema]] = {}
+        """Key record bytes -> (datum, key schema): a batch repeats the keys of its hot rows
+        (pgbench's tellers and branches), and the bytes name their schema (fingerprint or id)."""
 
     def decode(
         self,
@@ -210,13 +230,22 @@ class EventDecoder:
         cannot be reached raises its transient error (retry, do not dead-letter)."""
         if value is None:
             raise DecodeError("tombstone has no change event")
-        env, codec = self.decoder.decode_with_schema(value)
+        env, codec = self.decoder.decode_change_with_schema(value)
         key_datum: Any = None
         key_schema: RowSchema | None = None
         op = env.get("op") if isinstance(env, dict) else None
         if op != "t" and key is not None:
-            key_datum, kcodec = self.decoder.decode_with_schema(key)
-            key_schema = kcodec.row_schema
+            hit = self._keys.get(key)
+            if hit is None:
+                key_datum, kcodec = self.decoder.decode_with_schema(key)
+                hit = (key_datum, kcodec.row_schema)
+                if type(key_datum) is dict:  # shared by the events of one key: never mutated
+                    if len(self._keys) >= _KEY_CACHE:
+                        self._keys.clear()
+                    self._keys[bytes(key)] = (dict(key_datum), hit[1])
+            else:
+                hit = (dict(hit[0]), hit[1])
+            key_datum, key_schema = hit
         return event_from_envelope(
             env,
             table,

@@ -414,6 +414,15 @@ class Decoder:
         """The datum of one record value."""
         return self.decode_with_schema(data)[0]
 
+    def decode_change_with_schema(self, data: bytes) -> tuple[Any, AvroCodec]:
+        """:meth:`decode_with_schema` of a change event's value: a Debezium envelope is read
+        without what a change event is not made of (:meth:`AvroCodec.decode_change`)."""
+        if detect_framing(data) == "single-object":
+            codec = self.resolver.resolve_single_object(int.from_bytes(data[2:10], "little"))
+            return codec.decode_change(data, SINGLE_OBJECT_HEADER_SIZE), codec
+        codec = self.resolver.resolve_confluent(int.from_bytes(data[1:5], "big"))
+        return codec.decode_change(data, CONFLUENT_HEADER_SIZE), codec
+
     def decode_with_schema(self, data: bytes) -> tuple[Any, AvroCodec]:
         """The datum of one record value and the writer schema's codec."""
         if detect_framing(data) == "single-object":

@@ -98,18 +98,17 @@ class BatchCommit:
     ) -> list[TP]:
         """Apply ``msgs`` (one ``consume`` call's records) in one transaction of ``tx.conn``;
         returns the partitions whose replay this batch completed (after the COMMIT)."""
-        by_tp: dict[TP, list[Message]] = defaultdict(list)
-        for m in msgs:
-            topic, partition, _offset = record_place(m)
-            by_tp[(topic, partition)].append(m)
+        by_tp: dict[TP, list[tuple[int, Message]]] = defaultdict(list)
+        for m in msgs:  # each record's place read once (this runs for every record)
+            topic, partition, offset = m.topic(), m.partition(), m.offset()
+            if topic is None or partition is None or offset is None:
+                topic, partition, offset = record_place(m)  # raises, naming the defect
+            by_tp[(topic, partition)].append((offset, m))
         conn = tx.conn
         with conn.transaction():
             # 1. fencing + already-applied filter
             nxt_of = lock_owned(conn, self.bk, self.group, owner, sorted(by_tp))
-            fresh = {
-                tp: [m for m in by_tp[tp] if record_place(m)[2] >= nxt_of[tp]]
-                for tp in sorted(by_tp)
-            }
+            fresh = {tp: [m for o, m in by_tp[tp] if o >= nxt_of[tp]] for tp in sorted(by_tp)}
             # 2. plan: decode, holds, dead letters
             plan = self.plan(tx, fresh)
             # 3. apply per table, parents of a mapping's references first

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crossfade.errors import DecodeError
-from crossfade.events.decode import POSITION_HEADER, EventDecoder, header_in
-from crossfade.events.kafka import ControlRecord, control_kind, record_headers, record_place
+from crossfade.events.decode import POSITION_HEADER, EventDecoder
+from crossfade.events.kafka import CONTROL_HEADER, ControlRecord, record_headers, record_place
 from crossfade.events.model import ChangeEvent
 from crossfade.target.apply import event_key_id
 from crossfade.target.store.ledger import Held, Origin
@@ -231,8 +231,12 @@ class Planner:
             until = self.replay_until.get(tp)
             pp = PartitionPlan(tp, table, nxt, replay_done=until is not None and nxt >= until)
             plan.partitions[tp] = pp
+            pending = pp._pending
             for m in ms:
-                d = self.decode_one(m, plan)
+                d = self._decode_record(m, tp, table, plan)
+                if type(d) is ChangeEvent and (d.key is None or not self.poisoned):
+                    pending.append((m, d, None))  # the common case, checked once
+                    continue
                 if isinstance(d, DeadLetter):
                     plan.dead.append(d)
                     if d.key_id is not None:
@@ -257,24 +261,44 @@ class Planner:
     ) -> ChangeEvent | ControlRecord | DeadLetter | None:
         """One record: a control record, a change event, None (a tombstone), or a dead letter."""
         topic, partition, _offset = record_place(m)
-        table = self.topics.get(topic, topic)
+        return self._decode_record(m, (topic, partition), self.topics.get(topic, topic), plan)
+
+    def _decode_record(
+        self, m: Any, tp: TP, table: str, plan: BatchPlan
+    ) -> ChangeEvent | ControlRecord | DeadLetter | None:
+        """:meth:`decode_one` of a record of partition ``tp`` (of ``table``): the per-record
+        part, with the headers read in one pass (it runs for every event of every batch)."""
         assert self.decoder is not None
         seen = self.headers.get(id(m))
         hs = seen[1] if seen is not None and seen[0] is m else m.headers()
-        if control_kind(hs) is not None:
+        control = pos = None
+        if hs:
+            if isinstance(hs, dict):
+                hs = list(hs.items())
+            found_pos = False
+            for k, v in hs:  # the first of each name counts (control_kind, header_in)
+                if k == CONTROL_HEADER:
+                    control = True
+                    break
+                if k == POSITION_HEADER and not found_pos:
+                    found_pos = True
+                    if isinstance(v, bytes):  # a header is bytes from anyone: never fail on them
+                        pos = v.decode("utf-8", "replace")
+                    elif v is not None:
+                        pos = str(v)
+        value = m.value()
+        if control:
             try:
-                return ControlRecord.decode(m.value() or b"")
+                return ControlRecord.decode(value or b"")
             except Exception as exc:
                 return DeadLetter(m, f"corrupt control record: {exc}", table)
-        if m.value() is None:
+        if value is None:
             return None  # tombstone (compaction marker): nothing to apply
         try:
             # every shape problem of one record is a DecodeError (crossfade.events.decode):
             # the record is dead-lettered with the reason, the batch goes on
-            pos = header_in(hs, POSITION_HEADER)
-            tp = (topic, partition)
             floor = self.floors.get(tp, 0)
-            e = self.decoder.decode(m.key(), m.value(), table, pos, floor)
+            e = self.decoder.decode(m.key(), value, table, pos, floor)
             if pos is None and e.snapshot not in ("false", "incremental") and e.lsn > floor:
                 # a snapshot record from Kafka Connect: what streams after it on this partition
                 # is positioned above it (a change in flight across the snapshot still wins)

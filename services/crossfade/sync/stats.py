@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any, Protocol
 
 from crossfade.events.model import ChangeEvent
+
+_LSN = attrgetter("lsn")
+_TS = attrgetter("source_ts_ms")
 
 
 class Counts(Protocol):
@@ -55,9 +59,9 @@ class PartitionStats:
     last_lsn: int = -1
     last_source_ts_ms: int = 0
 
-    def account(self, events: Iterable[ChangeEvent], applied: int, skipped: int) -> None:
+    def account(self, events: Sequence[ChangeEvent], applied: int, skipped: int) -> None:
         self.applied += applied
         self.skipped += skipped
-        for e in events:
-            self.last_lsn = max(self.last_lsn, e.lsn)
-            self.last_source_ts_ms = max(self.last_source_ts_ms, e.source_ts_ms)
+        if events:  # C-level maxima: this runs over every event of the batch
+            self.last_lsn = max(self.last_lsn, max(map(_LSN, events)))
+            self.last_source_ts_ms = max(self.last_source_ts_ms, max(map(_TS, events)))

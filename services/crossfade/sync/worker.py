@@ -480,12 +480,14 @@ class SyncWorker:
         if not good:
             return
         # a record from another broker epoch means the log was replaced under us
-        self.planner.headers = {}
+        headers: dict[int, tuple[Any, Any]] = {}
+        self.planner.headers = headers
+        epoch = self.epoch
         for m in good:
             hs = m.headers()
-            self.planner.headers[id(m)] = (m, hs)
+            headers[id(m)] = (m, hs)
             ep = header_in(hs, EPOCH_HEADER)
-            if ep is not None and ep != self.epoch:
+            if ep is not None and ep != epoch:
                 log.warning(
                     "record of epoch %s on %s[%d] (ours %s)",
                     ep,

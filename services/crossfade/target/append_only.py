@@ -4,7 +4,6 @@ the :class:`~crossfade.target.apply.TableApplier` of such a table."""
 from __future__ import annotations
 
 import hashlib
-import json
 
 import psycopg
 from psycopg import sql
@@ -12,7 +11,9 @@ from psycopg import sql
 from crossfade.catalog import HASH_COLUMN, POS_COLUMN
 from crossfade.errors import SchemaMismatch
 from crossfade.events.model import ChangeEvent, format_lsn
-from crossfade.target.apply import ApplyResult, Converter, TableApplier
+from crossfade.target.apply import ApplyResult, Converter, TableApplier, texts_json
+
+_NO_SCHEMA = object()
 
 
 class AppendOnlyApplier(TableApplier):
@@ -86,18 +87,25 @@ class AppendOnlyApplier(TableApplier):
                 f"at LSN {format_lsn(bad.lsn)}, which cannot be applied without a primary key",
                 f"give {e_table(bad)} a primary key (then remove it from sync.append_only_tables and re-snapshot)",
             )
+        md5 = hashlib.md5
         with conn.cursor() as cur:
             with cur.copy(self.sql_copy) as cp:
+                rs: object = _NO_SCHEMA
+                pairs: list[tuple[Converter, str]] = []
                 for e in events:
-                    assert e.after is not None
-                    convs = self._row_convs(e)
+                    after = e.after
+                    assert after is not None
+                    if e.row_schema is not rs:  # a batch holds a handful of row schemas
+                        rs = e.row_schema
+                        pairs = list(zip(self._row_convs(e), self.cols, strict=True))
                     if self._missing:
                         self._check_carried(e)
-                    vals = tuple(
-                        conv(e.after.get(c)) for conv, c in zip(convs, self.cols, strict=True)
-                    )
-                    digest = hashlib.md5(json.dumps(vals).encode()).hexdigest()
-                    cp.write_row((*vals, str(e.position), digest))
+                    vals = [conv(after.get(c)) for conv, c in pairs]
+                    # the content hash: json.dumps(vals)'s text, as stored by every version
+                    digest = md5(texts_json(vals).encode()).hexdigest()
+                    vals.append(str(e.position))
+                    vals.append(digest)
+                    cp.write_row(vals)
             if replay:  # replace what this position wrote the first time (class docstring)
                 cur.execute(self.sql_replay_delete, (watermark,))
             cur.execute(self.sql_insert, (watermark,))

@@ -169,6 +169,20 @@ def _key_text(vals: list[str | None]) -> str:
     return json.dumps(vals)
 
 
+def texts_json(vals: list[str | None]) -> str:
+    """``json.dumps(list(vals))`` for column texts (str or None), without the encoder's per-call
+    set-up: the same text, byte for byte (an append-only row's hash is made of it and stored)."""
+    out = []
+    for v in vals:
+        if type(v) is str:
+            out.append(_json_str(v))
+        elif v is None:
+            out.append("null")
+        else:
+            return json.dumps(vals)
+    return "[" + ", ".join(out) + "]"
+
+
 class PositionColumn:
     """Guard strategy: the position of the change that last wrote a row is in the row itself,
     the ``_cf_pos`` column (DESIGN decision 2). The upsert's ``ON CONFLICT ... WHERE`` compares
