@@ -11,6 +11,7 @@ from crossfade.config import KafkaConfig
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.framing import SchemaCache, frame_single_object
 from crossfade.events.kafka import CONTROL_HEADER, ControlRecord
+from crossfade.events.model import position
 from crossfade.sync.planner import Planner
 
 TOPIC = "cf.public.t"
@@ -99,16 +100,21 @@ class Batch:
         self.offsets[partition] = off + 1
         return off
 
-    def change(self, key: int, lsn: int, op: str = "u", partition: int = 0) -> Msg:
+    def change(
+        self, key: int, lsn: int, op: str = "u", partition: int = 0, *, snapshot: bool = False
+    ) -> Msg:
+        """A change of ``key``; ``snapshot``: a row of a snapshot at ``lsn`` (position ``lsn << 64``,
+        what a sweep marker at ``lsn`` keeps)."""
         value = self._framed(
             ENVELOPE,
             {
                 "after": None if op in ("d", "t") else {"id": key},
-                "op": op,
-                "source": {"lsn": lsn, "ts_ms": 1, "snapshot": "false"},
+                "op": "r" if snapshot else op,
+                "source": {"lsn": lsn, "ts_ms": 1, "snapshot": "true" if snapshot else "false"},
             },
         )
-        headers = [(POSITION_HEADER, str(lsn * 2).encode())]
+        pos = position(lsn, snapshot=True) if snapshot else lsn * 2
+        headers = [(POSITION_HEADER, str(pos).encode())]
         k = None if op == "t" else self._framed(KEY, {"id": key})
         return Msg(TOPIC, partition, self._next(partition), k, value, headers)
 
@@ -118,8 +124,10 @@ class Batch:
             TOPIC, partition, self._next(partition), self._framed(KEY, {"id": key}), b"\x00junk"
         )
 
-    def control(self, kind: str, lsn: int, partition: int = 0) -> Msg:
-        rec = ControlRecord(kind, "public.t", lsn, token="tok" if kind == "fence" else "")
+    def control(self, kind: str, lsn: int, partition: int = 0, partitions: int = 0) -> Msg:
+        rec = ControlRecord(
+            kind, "public.t", lsn, token="tok" if kind == "fence" else "", partitions=partitions
+        )
         headers = [(CONTROL_HEADER, kind.encode())]
         return Msg(TOPIC, partition, self._next(partition), None, rec.encode(), headers)
 

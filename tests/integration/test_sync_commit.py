@@ -23,7 +23,7 @@ from crossfade.sync.progress_log import RejectLog
 from crossfade.sync.sinks import Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
-from crossfade.target.apply import TableApplier
+from crossfade.target.apply import SideTable, TableApplier, ensure_side_schema
 from crossfade.target.store import claim_partitions, ensure_schema
 from tests.sync_records import TOPIC, Batch, Msg
 
@@ -63,7 +63,9 @@ class Producer:
         return self.unacked
 
 
-def _commit(conn: psycopg.Connection, batch: Batch, producer: Producer) -> BatchCommit:
+def _commit(
+    conn: psycopg.Connection, batch: Batch, producer: Producer, applier: TableApplier | None = None
+) -> BatchCommit:
     settings = Settings(
         source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
         target={"dsn": "postgresql://u@127.0.0.1:1/target"},
@@ -73,7 +75,7 @@ def _commit(conn: psycopg.Connection, batch: Batch, producer: Producer) -> Batch
     tables = IdentityTables(settings)
     shape = read_shape(conn, "public.t")
     assert shape is not None
-    tables.appliers["public.t"] = TableApplier(shape, BK)
+    tables.appliers["public.t"] = applier or TableApplier(shape, BK)
     return BatchCommit(
         bookkeeping_schema=BK,
         group_id=GROUP,
@@ -150,3 +152,45 @@ def test_a_dead_letter_kafka_does_not_acknowledge_rolls_the_batch_back(dsn: str)
     with psycopg.connect(dsn, autocommit=True) as conn, pytest.raises(BrokerUnavailable):
         _commit(conn, b, Producer(dsn, unacked=1)).run(Tx(conn), msgs, {TP: "mine"}, ["public.t"])
     assert _state(dsn) == before and before["rows"] == [] and before["next"] == (0,)
+
+
+@pytest.mark.parametrize("guard", ["column", "side"])
+def test_a_snapshot_sweep_waits_for_every_partition_of_the_table(dsn: str, guard: str) -> None:
+    """The end-of-snapshot sweep deletes the target rows the snapshot did not deliver. Its marker
+    goes to every partition after that partition's snapshot rows, and the partitions are applied
+    independently: a partition's marker applied while another partition's snapshot rows are
+    still to come must delete nothing, or rows the snapshot holds vanish from the target until
+    (and unless) those rows arrive (the fallback's reverse snapshot deleted legacy rows so,
+    issue 22). With a side table (fallback) the rows of legacy the reverse sync has not written
+    yet have no position at all."""
+    tp1 = (TOPIC, 1)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        claim_partitions(c, BK, GROUP, [TP, tp1], "e1", "mine")
+        if guard == "side":  # legacy's table: no column of ours
+            c.execute("CREATE TABLE public.l (id int PRIMARY KEY)")
+            c.execute("INSERT INTO public.l SELECT generate_series(1, 4)")
+            ensure_side_schema(c, BK)
+        else:  # rows an older snapshot or stream wrote
+            c.execute("INSERT INTO public.t SELECT g, 1 FROM generate_series(1, 4) g")
+    table = "public.l" if guard == "side" else "public.t"
+
+    def rows() -> list[int]:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            return [r[0] for r in c.execute(f"SELECT id FROM {table} ORDER BY id").fetchall()]
+
+    b = Batch()
+    s_lsn = 1000  # the snapshot holds keys 1 (partition 0) and 2 (partition 1), not 3 and 4
+    p0 = [b.change(1, s_lsn, snapshot=True), b.control("sweep", s_lsn, 0, partitions=2)]
+    p1 = [b.change(2, s_lsn, partition=1, snapshot=True), b.control("sweep", s_lsn, 1, 2)]
+    owner = {TP: "mine", tp1: "mine"}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        shape = read_shape(conn, table)
+        assert shape is not None
+        applier = TableApplier(shape, BK, guard=SideTable()) if guard == "side" else None
+        commit = _commit(conn, b, Producer(dsn), applier)
+        commit.run(Tx(conn), p0, owner, ["public.t"])
+        # partition 1 has not delivered key 2 yet: nothing may go
+        assert rows() == [1, 2, 3, 4]
+        commit.run(Tx(conn), p1, owner, ["public.t"])
+        # every partition passed the marker: what the snapshot did not deliver goes
+        assert rows() == [1, 2]

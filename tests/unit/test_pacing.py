@@ -170,3 +170,38 @@ def test_debezium_snapshot_waits_for_its_window_and_pays_the_rate_after_the_batc
     clock[0] = 3600.0 * 10  # 07:59: outside the window
     prod.handle([_Rec("cf.public.t", rec["key"], json.dumps(streamed))] * 3)
     assert log == ["produce"] * 4, log  # the end-of-snapshot sweep marker, then the three
+
+
+def test_the_end_of_snapshot_sweep_marker_says_how_many_partitions_it_went_to() -> None:
+    """Sync applies a sweep once every partition passed its marker (issue 22): the marker, sent
+    to each partition of the table's topic, carries their count."""
+    import json
+    from pathlib import Path
+
+    from crossfade.capture.service import ChangeProducer
+    from crossfade.events.kafka import ControlRecord
+    from tests.unit.test_capture_batch import _Rec
+    from tests.unit.test_capture_encode import _Publisher, _settings
+
+    rec = json.loads((Path(__file__).with_name("debezium_record.json")).read_text())
+    sent: list[tuple[str, int | None, bytes]] = []
+
+    class Producer(_Producer):
+        def produce(self, topic: str, **kw: object) -> None:
+            sent.append((topic, kw.get("partition"), kw["value"]))  # type: ignore[arg-type]
+
+    prod = ChangeProducer(_settings(), _Publisher(), {"cf.public.t": 3, "crossfade.public.t": 3})  # type: ignore[arg-type]
+    prod.producer = Producer([])  # type: ignore[assignment]
+    streamed = json.loads(rec["value"])
+    streamed["payload"]["source"]["snapshot"] = "false"
+    prod.handle([_Rec("cf.public.t", rec["key"], rec["value"])])  # a snapshot row
+    prod.handle([_Rec("cf.public.t", rec["key"], json.dumps(streamed))])  # the stream follows
+    markers = [(t, p, ControlRecord.decode(v)) for t, p, v in sent if t == "crossfade.public.t"]
+    assert [(p, m.kind, m.partitions) for _t, p, m in markers] == [
+        (0, "sweep", 3),
+        (1, "sweep", 3),
+        (2, "sweep", 3),
+    ]
+    # a marker of an older capture carries no count: 0, sync then counts the claimed partitions
+    old = json.dumps({"kind": "sweep", "table": "public.t", "lsn": 5}).encode()
+    assert ControlRecord.decode(old).partitions == 0

@@ -502,7 +502,9 @@ class ChangeProducer:
     def _emit_sweeps(self, lsn: int) -> None:
         for table in self.settings.tables:
             topic = self.kafka.table_topic(table)
-            self._control(ControlRecord("sweep", table, lsn), [topic])
+            # the count lets sync apply the sweep only once every partition passed its marker
+            rec = ControlRecord("sweep", table, lsn, partitions=self.partitions[topic])
+            self._control(rec, [topic])
 
     def _broadcast_fence(self, payload: dict[str, Any]) -> None:
         after = payload.get("after") or {}

@@ -54,6 +54,9 @@ class ControlRecord:
     lsn: int
     token: str = ""
     source_ts_ms: int = 0
+    partitions: int = 0
+    """A sweep's: to how many partitions of the topic capture sent it (sync applies the sweep
+    once every one of them has passed its marker); 0 when not said (older markers)."""
 
     def encode(self) -> bytes:
         return json.dumps(
@@ -63,6 +66,7 @@ class ControlRecord:
                 "lsn": self.lsn,
                 "token": self.token,
                 "source_ts_ms": self.source_ts_ms,
+                "partitions": self.partitions,
             }
         ).encode()
 
@@ -70,7 +74,12 @@ class ControlRecord:
     def decode(cls, data: bytes) -> ControlRecord:
         d = json.loads(data)
         return cls(
-            d["kind"], d["table"], int(d["lsn"]), d.get("token", ""), d.get("source_ts_ms", 0)
+            d["kind"],
+            d["table"],
+            int(d["lsn"]),
+            d.get("token", ""),
+            d.get("source_ts_ms", 0),
+            int(d.get("partitions") or 0),
         )
 
 

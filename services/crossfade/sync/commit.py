@@ -171,6 +171,23 @@ class BatchCommit:
     def _marker(self, tx: Tx, sink: TableSink, table: str, tp: TP, step: Marker) -> None:
         x: ControlRecord = step.record
         if x.kind == "sweep":
+            # only once every partition of the table passed its marker: before that, rows of the
+            # snapshot may still be on their way in another partition (store.sweeps)
+            passed, needed = store.sweep_passed(
+                tx.conn, self.bk, table, x.lsn, tp, x.partitions, self.group
+            )
+            if passed < needed:
+                log.info(
+                    "snapshot of %s at LSN %d: %s[%d] passed its sweep marker, %d of %d partitions; "
+                    "the sweep waits for the others",
+                    table,
+                    x.lsn,
+                    tp[0],
+                    tp[1],
+                    passed,
+                    needed,
+                )
+                return
             n = sink.truncate(tx, position(x.lsn, snapshot=True), "snapshot sweep")
             if n:
                 log.warning(

@@ -25,6 +25,7 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``replay``: a rewind's replay ranges
 - ``stats``: per table what sync applied (``table_stats``)
 - ``tombstones``: tombstones and watermarks
+- ``sweeps``: the partitions sync passed a snapshot's sweep marker on (``sweep_passed``)
 - ``verify_runs``: verify runs and their reports
 - ``added_columns``: columns sync added to identity targets mid-stream
 - ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
@@ -143,6 +144,7 @@ from crossfade.target.store.stats import (
     add_table_stats,
     table_stats,
 )
+from crossfade.target.store.sweeps import sweep_passed
 from crossfade.target.store.tombstones import (
     clear_tombstones,
     delete_leaving_tombstones,
@@ -256,6 +258,7 @@ __all__ = [
     "store_next_offsets",
     "stored_offsets",
     "survivor_keys",
+    "sweep_passed",
     "table_stats",
     "unfinished_replays",
     "AuditLog",

@@ -15,6 +15,8 @@ commit in one transaction of the target. The tables:
 ``table_stats`` per table and partition (no row shared by two workers): events applied, skipped,
                 dead-lettered, the last source position and commit time.
 ``fences``      per fence token and partition: when sync applied the marker (decision 4).
+``sweeps``      per table, snapshot LSN, topic and partition: sync passed the end-of-snapshot
+                sweep marker there; the sweep deletes only once every partition has.
 ``replay``      per consumer group and partition, while a rewind's replay runs: records below
                 ``until_offset`` re-apply even at the position the target row already holds
                 (decision 5; see :mod:`crossfade.target.apply`). ``finished_at`` is set when sync
@@ -171,6 +173,11 @@ STATEMENTS: tuple[str, ...] = (
                 child_column text NOT NULL, parent_table text NOT NULL, parent_value text NOT NULL,
                 PRIMARY KEY (child_source, child_entry, child_target, child_column))""",
     "CREATE INDEX IF NOT EXISTS child_refs_parent ON {}.child_refs (parent_table, parent_value)",
+    # the partitions sync passed a snapshot's sweep marker on (:mod:`.sweeps`)
+    """CREATE TABLE IF NOT EXISTS {}.sweeps (
+                tbl text NOT NULL, lsn bigint NOT NULL, topic text NOT NULL, partition int NOT NULL,
+                at timestamptz NOT NULL DEFAULT clock_timestamp(),
+                PRIMARY KEY (tbl, lsn, topic, partition))""",
 )
 
 #: the bookkeeping tables :data:`STATEMENTS` creates (tests/unit/test_layering.py reads these: no
