@@ -134,17 +134,16 @@ class CaptureConfig(_Strict):
     """Where Debezium's source offsets are kept (one file per broker epoch)."""
     snapshot_mode: Literal["initial", "no_data", "when_needed", "always"] = "initial"
     """Debezium's snapshot.mode when Debezium does the initial load (``initial_load: debezium``)."""
-    initial_load: Literal["copy", "debezium"] = "debezium"
-    """How the legacy tables' existing rows reach the target. ``debezium`` (default): Debezium's own
+    initial_load: Literal["copy", "debezium"] = "copy"
+    """How the legacy tables' existing rows reach the target. ``copy`` (default): capture creates
+    the replication slot with an exported snapshot and copies every table straight into the target
+    with parallel COPY at that snapshot, then Debezium streams from the slot's consistent point
+    (tens of times faster for a large first load; the snapshot rows do not go through Kafka, so a
+    rewind to a checkpoint taken before the load ended is refused). ``debezium``: Debezium's own
     snapshot, as change events through Kafka (a rewind or a second consumer can replay them).
-    ``copy``: capture creates the replication slot with an exported snapshot and copies every
-    table straight into the target with parallel COPY at that snapshot, then Debezium streams from
-    the slot's consistent point (tens of times faster for a large first load; the snapshot rows do
-    not go through Kafka, so a rewind to a checkpoint taken before the load ended is refused; not
-    the default yet: the fallback test failed under it, see docs/benchmarks.md). When any table has
-    a ``mapping.tables`` entry, every table loads through Debezium (the mapping applies per event in
-    sync). Kafka Connect (``crossfade connector render``) always snapshots with Debezium
-    (``snapshot_mode``)."""
+    When any table has a ``mapping.tables`` entry, every table loads through Debezium (the
+    mapping applies per event in sync). Kafka Connect (``crossfade connector render``) always
+    snapshots with Debezium (``snapshot_mode``)."""
     converter: Literal["python", "jvm"] = "python"
     """Who encodes Debezium's records to Avro. ``python`` (default): the engine's JSON converter,
     then capture's Avro writer. ``jvm``: Confluent's AvroConverter inside Debezium's JVM (an
