@@ -25,8 +25,14 @@ KEEP = 40
 HEADLINES = 3
 
 
+def _of(row: list[Any], name: str) -> bool:
+    """Whether a table row (its first cell: ``sync alone``) is of benchmark ``name``
+    (``sync_alone``)."""
+    return bool(row) and str(row[0]).replace(" ", "_") == name
+
+
 def _row(doc: dict[str, Any], name: str) -> str:
-    rows = [r for r in doc.get("table", []) if r and r[0] == name][:HEADLINES]
+    rows = [r for r in doc.get("table", []) if _of(r, name)][:HEADLINES]
     figures = "; ".join(f"{label}: {mine} / {base}" for _, label, mine, base in rows)
     date = str(doc.get("date", ""))[:16].replace("T", " ")
     commit = str(doc.get("commit", ""))[:8] + (" (dirty)" if doc.get("services_dirty") else "")
@@ -48,7 +54,7 @@ def save(doc: dict[str, Any], readme: Path = README, results: Path = RESULTS) ->
     new_rows = []
     for name, figures in doc.get("results", {}).items():
         one = {**doc, "results": {name: figures}}
-        one["table"] = [r for r in doc.get("table", []) if r and r[0] == name]
+        one["table"] = [r for r in doc.get("table", []) if _of(r, name)]
         path = results / f"{name}.json"
         path.write_text(json.dumps(one, indent=2, default=str) + "\n")
         written.append(path)

@@ -52,3 +52,21 @@ def test_the_table_keeps_the_newest_rows(tmp_path: Path) -> None:
     rows = [ln for ln in readme.read_text().splitlines() if ln.startswith("| 2026")]
     assert len(rows) == history.KEEP
     assert rows[0].split(" | ")[1] == f"{history.KEEP - 1:08d}"
+
+
+def test_a_benchmark_whose_rows_are_labelled_with_spaces_keeps_its_headlines(
+    tmp_path: Path,
+) -> None:
+    # bench.run labels the sync-alone rows "sync alone" and files them under "sync_alone"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{history.BEGIN}\n{history.END}\n")
+    doc = {
+        "commit": "cccccccc",
+        "date": "2026-12-03T10:00:00",
+        "results": {"sync_alone": {"records": 5}},
+        "table": [["sync alone", "events/s (wall)", "9,416", "3,590"]],
+    }
+    history.save(doc, readme, tmp_path / "results")
+    saved = json.loads((tmp_path / "results" / "sync_alone.json").read_text())
+    assert saved["table"] == [["sync alone", "events/s (wall)", "9,416", "3,590"]]
+    assert "| sync_alone | events/s (wall): 9,416 / 3,590 |" in readme.read_text()
