@@ -13,6 +13,7 @@ from crossfade.verify.report import (
     VerifyReport,
     clip,
     difference_kind,
+    judge_identity,
     judge_keys,
     mapped_report,
     recorded_outcome,
@@ -98,3 +99,40 @@ def test_a_mapped_rows_verdict_waits_when_the_target_row_is_newer_than_e1s_snaps
     assert check.confirmed == {"crm.notes": {(2,): "extra", (3,): "extra"}}
     assert check.in_flight == {"crm.notes": 1}
     assert check.rows[("crm.notes", (2,))] == (None, note)
+
+
+def test_an_identity_keys_verdict_needs_the_same_legacy_row_version_or_a_target_row_seen_before() -> (
+    None
+):
+    """A re-check round of an identity table (judge_identity): equal content at both legacy
+    reads decides only with equal versions (xmin): A -> B -> A, or deleted and re-inserted, wait.
+    A key the legacy lacks twice while the target holds a row sync wrote waits until the target
+    is seen holding that very row (same position) in the next round; a row sync never wrote (no
+    position) is an extra at once."""
+    pending = dict.fromkeys([(k,) for k in range(1, 8)], "x")
+    s1 = {(1,): "h1 10", (2,): "h2 20", (3,): "h3 30", (5,): "h5 50", (7,): "h7 70"}
+    s2 = {(1,): "h1 11", (2,): "h2 20", (3,): "h3 30", (5,): "h5 50", (7,): "h7 70"}
+    tg = {
+        (1,): "hB 9",  # A -> B -> A in the legacy: a new tuple, undecided
+        (2,): "hX 9",  # same tuple both times: really different
+        (4,): "h4 900",  # absent in the legacy twice, sync wrote it: seen once, undecided
+        (5,): "h5 55",  # equal: in flight
+        (6,): "h6 ",  # absent in the legacy, no position: a real extra
+        (7,): "h7 70",
+    }  # (3,): the target lacks an unchanged legacy row: missing
+    seen: dict = {}
+    still, confirmed, in_flight = judge_identity(pending, s1, tg, s2, seen)
+    assert still == {(1,): "x", (4,): "x"}
+    assert confirmed == {(2,): "different", (3,): "missing", (6,): "extra"}
+    assert in_flight == 2 and seen == {(4,): "900"}
+
+    # the next round: (4,) still there at the same position after the legacy lacked it: extra;
+    # at another position it would have been written again meanwhile: undecided still
+    s1 = s2 = {(1,): "h1 11"}
+    still, confirmed, in_flight = judge_identity(
+        still, s1, {(1,): "h1 9", (4,): "h4 900"}, s2, seen
+    )
+    assert (still, confirmed, in_flight) == ({}, {(4,): "extra"}, 1)
+    seen = {(4,): "900"}
+    still, confirmed, _ = judge_identity({(4,): "x"}, {}, {(4,): "h4 901"}, {}, seen)
+    assert (still, confirmed, seen) == ({(4,): "x"}, {}, {(4,): "901"})

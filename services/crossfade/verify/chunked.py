@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import TableShape
+from crossfade.catalog import POS_COLUMN, TableShape
 
 Key = tuple[str | None, ...]
 """A primary key as the text output of each key column (UTC session)."""
@@ -245,6 +245,7 @@ class TableComparer:
         *,
         conn: psycopg.Connection | None = None,
         lock: bool = False,
+        version: bool = False,
     ) -> dict[Key, str]:
         """``key -> md5(row text)`` for the given keys that exist on one side.
 
@@ -252,7 +253,13 @@ class TableComparer:
         change or delete them until that transaction ends. A row locked by somebody else raises
         :class:`psycopg.errors.LockNotAvailable` at once: waiting while holding the rows already
         locked could close a deadlock with the application's transaction, and PostgreSQL might
-        abort *its* transaction to break it."""
+        abort *its* transaction to break it.
+
+        ``version``: each md5 followed by a space and what names the write that made this row
+        version (:func:`crossfade.verify.report.split_version` parts them): in the source the
+        tuple's ``xmin`` (every update, delete and re-insert makes a new tuple with a new one;
+        a share lock or a freeze keeps it), in the target the row's ``_cf_pos`` (the position of
+        the change sync applied; empty for a row sync did not write, or a table without it)."""
         own, rel = self._side(side)
         conn = conn or own
         I = sql.Identifier  # noqa: E741,N806
@@ -266,7 +273,7 @@ class TableComparer:
             "SELECT {keys}, {h} FROM {rel} AS r JOIN unnest({arrays}) AS k({names}) ON {join}{lock}"
         ).format(
             keys=self._key_text,
-            h=self._row_md5,
+            h=self._versioned(side) if version else self._row_md5,
             rel=self._rel(rel),
             arrays=sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in range(n)),
             names=sql.SQL(", ").join(names),
@@ -279,6 +286,15 @@ class TableComparer:
             for r in conn.execute(q, cols):
                 out[tuple(r[:n])] = r[n]
         return out
+
+    def _versioned(self, side: str) -> sql.Composable:
+        # to_jsonb: NULL, not an error, when the target table has no _cf_pos
+        ver: sql.Composable
+        if side == "source":
+            ver = sql.SQL("r.xmin::text")
+        else:
+            ver = sql.SQL("coalesce(to_jsonb(r) ->> {}, '')").format(sql.Literal(POS_COLUMN))
+        return sql.SQL("{} || ' ' || {}").format(self._row_md5, ver)
 
     def changed_keys(self, side: str, snapshot: str) -> set[Key]:
         """Keys of the rows on one side written (inserted or updated) by a transaction that the

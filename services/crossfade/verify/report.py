@@ -155,6 +155,60 @@ def difference_kind(src: str | None, tgt: str | None) -> str | None:
     return "different"
 
 
+def split_version(v: str | None) -> tuple[str | None, str | None]:
+    """A versioned hash (``TableComparer.hashes_of(version=True)``) as (md5, version); a version
+    is None when empty (a target row sync did not write)."""
+    if v is None:
+        return None, None
+    h, _, ver = v.partition(" ")
+    return h, ver or None
+
+
+def judge_identity(
+    pending: dict[Key, str],
+    s1: dict[Key, str],
+    tg: dict[Key, str],
+    s2: dict[Key, str],
+    seen: dict[Key, str],
+) -> tuple[dict[Key, str], dict[Key, str], int]:
+    """One re-check round's verdict on an identity table's differing keys (see
+    :meth:`crossfade.verify.run.Verifier._recheck`): the legacy rows before the fence (``s1``)
+    and after the target was read (``s2``), the target's (``tg``), all versioned hashes.
+    Returns (undecided key -> kind found first, confirmed key -> kind, keys in flight).
+
+    Equal content twice does not mean the legacy row held still: deleted and re-inserted, or
+    updated A -> B -> A, between the reads, it reads the same while the target rightly holds the
+    state in between (applied before the fence, the way back not yet). Equal *versions* do: the
+    same tuple was visible at both reads, so no change of the key committed in between, and the
+    target, which holds every change committed before the fence, must equal it.
+
+    A key the legacy lacks at both reads has no version: a row the target holds may come from an
+    insert committed after ``s1``, applied, and deleted after the fence. It is a real extra only
+    if the target held that very row (same position) in an earlier round whose ``s2`` lacked
+    the key (the delete was then committed before this round's fence, so applied: the row
+    cannot be in flight), or if sync did not write it (no position). ``seen`` (key -> the
+    target row's position in such a round) is kept here for the next round. Never confirmed on
+    doubt: an undecided key of the last round is reported unsettled."""
+    still: dict[Key, str] = {}
+    confirmed: dict[Key, str] = {}
+    in_flight = 0
+    for k, first in pending.items():
+        (h1, v1), (h2, v2) = split_version(s1.get(k)), split_version(s2.get(k))
+        got, pos = split_version(tg.get(k))
+        earlier = seen.pop(k, None)
+        if h2 is None and pos is not None:
+            seen[k] = pos
+        if (h1, v1) != (h2, v2) or (h2 is None and pos is not None and pos != earlier):
+            still[k] = first  # changed meanwhile, or maybe in flight: the next round decides
+            continue
+        kind = difference_kind(h2, got)
+        if kind is None:
+            in_flight += 1
+        else:
+            confirmed[k] = kind
+    return still, confirmed, in_flight
+
+
 class MappedCheck:
     """What the re-check of mapped targets decided (see :meth:`Verifier._mapped_recheck`)."""
 

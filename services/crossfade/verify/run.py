@@ -6,10 +6,14 @@ Steps, for every configured table (or ``--table``):
 2. *live-safe re-check*: while sync runs, a key can differ only because its change is in flight.
    Each differing key is re-read around a fence (:func:`crossfade.verify.fence.fence`), in this
    order: source (S1), fence written and applied everywhere, target (T), source again (S2). If
-   S1 == S2 the key did not change while the fence went through, so the target, which by then
-   holds every change committed before the fence, must equal it: T != S2 is a real difference,
-   T == S2 was in flight. S1 != S2 (the key changed meanwhile) leaves it undecided for the next
-   round. The last round (of ``rounds``) reads S1 ``FOR SHARE`` and holds the lock until S2:
+   S1 and S2 are the same row version (content and ``xmin``: equal content alone may be a row
+   deleted and re-inserted, or updated A -> B -> A, meanwhile) the key did not change while the
+   fence went through, so the target, which by then holds every change committed before the
+   fence, must equal it: T != S2 is a real difference, T == S2 was in flight. S1 != S2 (the key
+   changed meanwhile) leaves it undecided for the next round, as does a row the target holds
+   and S1 and S2 lack, until the target holds it at the same position a round later (else it
+   may be an insert after S1, applied, and deleted after the fence: :func:`judge_identity`).
+   The last round (of ``rounds``) reads S1 ``FOR SHARE`` and holds the lock until S2:
    a row written all the time (a pgbench branch) cannot change during that one fence, so it
    settles too; the application's writes to those rows wait for that long. The locks are taken
    NOWAIT and retried (up to ``lock_wait``): verify never waits for a lock while holding one, so
@@ -67,8 +71,8 @@ from crossfade.verify.report import (
     TableReport,
     VerifyReport,
     clip,
-    difference_kind,
     judge_entries,
+    judge_identity,
     judge_keys,
     mapped_report,
     recorded_outcome,
@@ -481,6 +485,7 @@ class Verifier:
     ) -> None:
         confirmed: dict[str, dict[Key, str]] = {t: {} for t in pending}
         in_flight = dict.fromkeys(pending, 0)
+        seen: dict[str, dict[Key, str]] = {}  # judge_identity's memory between rounds
         for rnd in range(1, self.rounds + 1):
             n = sum(len(k) for k in pending.values())
             # the last round holds the rows that keep changing still for one fence (hot rows)
@@ -494,13 +499,10 @@ class Verifier:
                 if hold is not None:
                     s1 = self._read_held(hold, pending)
                 else:
-                    s1 = {
-                        t: self.comparers[t].hashes_of("source", keys)
-                        for t, keys in pending.items()
-                    }
+                    s1 = {t: self._versions("source", t, keys) for t, keys in pending.items()}
                 self.fence(tgt)
-                tg = {t: self.comparers[t].hashes_of("target", keys) for t, keys in pending.items()}
-                s2 = {t: self.comparers[t].hashes_of("source", keys) for t, keys in pending.items()}
+                tg = {t: self._versions("target", t, keys) for t, keys in pending.items()}
+                s2 = {t: self._versions("source", t, keys) for t, keys in pending.items()}
             except (psycopg.errors.LockNotAvailable, psycopg.errors.DeadlockDetected) as exc:
                 log.warning(
                     "could not hold %d changing row(s) still for the re-check within %.0f s (%s): "
@@ -516,16 +518,13 @@ class Verifier:
                     hold.close()
             still: dict[str, dict[Key, str]] = {}
             for t, keys in pending.items():
-                for k in keys:
-                    a, b = s1[t].get(k), s2[t].get(k)
-                    if a != b:  # changed while the fence went through: undecided
-                        still.setdefault(t, {})[k] = keys[k]
-                        continue
-                    kind = difference_kind(b, tg[t].get(k))
-                    if kind is None:
-                        in_flight[t] += 1
-                    else:
-                        confirmed[t][k] = kind
+                undecided, found, n_in_flight = judge_identity(
+                    keys, s1[t], tg[t], s2[t], seen.setdefault(t, {})
+                )
+                in_flight[t] += n_in_flight
+                confirmed[t].update(found)
+                if undecided:
+                    still[t] = undecided
             pending = still
             if not pending:
                 break
@@ -534,6 +533,14 @@ class Verifier:
             tr.unsettled = len(pending.get(tr.name, {}))
         self.confirmed = {t: {**confirmed[t], **pending.get(t, {})} for t in confirmed}
         self._unsettled = {t: set(v) for t, v in pending.items()}
+
+    def _versions(
+        self, side: str, t: str, keys: dict[Key, str], conn: psycopg.Connection | None = None
+    ) -> dict[Key, str]:
+        """The versioned hashes the re-check judges (:func:`judge_identity`)."""
+        return self.comparers[t].hashes_of(
+            side, keys, conn=conn, lock=conn is not None, version=True
+        )
 
     def _read_held(
         self, hold: psycopg.Connection, pending: dict[str, dict[Key, str]]
@@ -552,10 +559,7 @@ class Verifier:
             hold.execute("SET LOCAL transaction_read_only = off")
             prepare_session(hold)
             try:
-                return {
-                    t: self.comparers[t].hashes_of("source", keys, conn=hold, lock=True)
-                    for t, keys in pending.items()
-                }
+                return {t: self._versions("source", t, keys, hold) for t, keys in pending.items()}
             except psycopg.errors.LockNotAvailable:
                 hold.rollback()  # an aborted transaction still holds the rows it locked
                 raise
