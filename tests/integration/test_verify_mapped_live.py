@@ -327,3 +327,62 @@ def test_a_member_filtered_after_the_snapshot_and_back_after_the_fence_is_not_mi
     people = next(t for t in rep.tables if t.name == "crm.people")
     assert rep.match, json.dumps([t.as_dict() for t in rep.tables], default=str)
     assert people.in_flight >= 1, people.as_dict()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known gap (found by the identity re-check's helper): `since` is a WAL position read "
+    "before E1's snapshot, but a change's position is its own record's LSN, not its commit's: a "
+    "note inserted by a transaction open across that read and committed after the snapshot is "
+    "below `since`, so the state in between (applied, deleted after the fence) is confirmed extra",
+)
+def test_a_note_of_a_transaction_open_across_the_snapshot_and_deleted_after_the_fence_is_not_extra(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The note's case of :func:`test_a_note_added_after_the_snapshot_and_deleted_after_the_fence_is_not_extra`
+    with the member and note inserted by a transaction begun before the run (its records below
+    the WAL position read before E1's snapshot: another transaction's commit wrote them out)
+    and committed after E1's snapshot, so E1 lacks the note."""
+    import crossfade.verify.mapped as mapped
+    from crossfade.verify.fence import fence
+    from crossfade.verify.run import Verifier
+
+    _members, _notes, sync = _synced_crm(stack)
+    settings = stack.settings
+    procs = {"sync": sync}
+    member, note = 7001, 70010
+    real_stream = mapped.stream_rows
+    staged: list[str] = []
+    x = psycopg.connect(stack.source_dsn)
+    x.execute(
+        "INSERT INTO members VALUES (%s, 'Late Person', 'late@example.com', "
+        "'020 7946 9999', '1990-01-01', 'GB', true, '2024-01-01', '2024-01-01 10:00')",
+        (member,),
+    )
+    x.execute("INSERT INTO notes VALUES (%s, %s, 'late note')", (note, member))
+    stack.sql("CREATE TABLE flush_me (i int); INSERT INTO flush_me VALUES (1)")
+
+    def stream_rows(conn: Any, table: str, name: str, itersize: int = 2000) -> Any:
+        if table == "public.members" and not staged:  # E1's snapshot is taken
+            staged.append("committed")
+            x.commit()
+            stack.fence()
+        return real_stream(conn, table, name, itersize)
+
+    def fence_then_delete() -> tuple[str, float]:
+        if not procs["sync"].alive():
+            procs["sync"] = stack.start("sync")
+        r = fence(settings, timeout=120, via="verify")
+        if staged == ["committed"]:
+            staged.append("deleted")
+            procs["sync"].stop()
+            stack.sql("DELETE FROM notes WHERE id = %s", (note,))
+        return r.token, r.seconds
+
+    monkeypatch.setattr(mapped, "stream_rows", stream_rows)
+    try:
+        rep = Verifier(settings, fence=fence_then_delete).run()
+    finally:
+        x.close()
+    assert staged == ["committed", "deleted"], staged
+    assert rep.match, json.dumps([t.as_dict() for t in rep.tables if not t.match], default=str)
