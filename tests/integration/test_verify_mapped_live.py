@@ -19,6 +19,7 @@ import json
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -223,6 +224,27 @@ def test_verify_mapped_tables_under_a_writer_reports_nothing_false(stack: Stack)
     assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
 
 
+def _fence_then(
+    stack: Stack, procs: dict[str, Proc], staged: list[str], statement: str, params: Any
+) -> Callable[[], tuple[str, float]]:
+    """A fence for ``Verifier(fence=...)``: after the first re-check round's fence (one step
+    staged so far) sync is stopped, holding back what ``statement`` then writes in the legacy
+    until the next round's fence (which starts sync again)."""
+    from crossfade.verify.fence import fence
+
+    def fence_then() -> tuple[str, float]:
+        if not procs["sync"].alive():
+            procs["sync"] = stack.start("sync")
+        r = fence(stack.settings, timeout=120, via="verify")
+        if len(staged) == 1:
+            staged.append("after the fence")
+            procs["sync"].stop()
+            stack.sql(statement, params)
+        return r.token, r.seconds
+
+    return fence_then
+
+
 def test_a_note_added_after_the_snapshot_and_deleted_after_the_fence_is_not_extra(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -233,7 +255,6 @@ def test_a_note_added_after_the_snapshot_and_deleted_after_the_fence_is_not_extr
     fence (E1) nor after the target is read (E2) — absent, present, absent — while the target
     still holds it from a change committed before the fence: in flight, not a difference."""
     import crossfade.verify.mapped as mapped
-    from crossfade.verify.fence import fence
     from crossfade.verify.run import Verifier
 
     _members, _notes, sync = _synced_crm(stack)
@@ -256,20 +277,14 @@ def test_a_note_added_after_the_snapshot_and_deleted_after_the_fence_is_not_extr
             stack.fence()  # applied before the first run compares
         return real_stream(conn, table, name, itersize)
 
-    def fence_then_delete() -> tuple[str, float]:
-        if not procs["sync"].alive():
-            procs["sync"] = stack.start("sync")
-        r = fence(settings, timeout=120, via="verify")
-        if staged == ["added"]:  # the first re-check round: the delete lands after its fence
-            staged.append("deleted")
-            procs["sync"].stop()  # holds the delete back until the next round's fence
-            stack.sql("DELETE FROM notes WHERE id = %s", (note,))
-        return r.token, r.seconds
-
+    # the first re-check round: the delete lands after its fence, held back until the next
+    fence_then_delete = _fence_then(
+        stack, procs, staged, "DELETE FROM notes WHERE id = %s", (note,)
+    )
     monkeypatch.setattr(mapped, "stream_rows", stream_rows)
     rep = Verifier(settings, fence=fence_then_delete).run()
     got = {t.name: t for t in rep.tables}
-    assert staged == ["added", "deleted"], staged
+    assert staged == ["added", "after the fence"], staged
     assert got["crm.notes"].match, got["crm.notes"].as_dict()
     assert got["crm.notes"].in_flight >= 1, got["crm.notes"].as_dict()
     assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
@@ -288,7 +303,6 @@ def test_a_member_filtered_after_the_snapshot_and_back_after_the_fence_is_not_mi
     the member; the target lacks its row, and the ledger says filtered, by a change committed
     before the fence that E1 did not see: in flight, not a difference."""
     import crossfade.verify.mapped as mapped
-    from crossfade.verify.fence import fence
     from crossfade.verify.run import Verifier
 
     _members, _notes, sync = _synced_crm(stack)
@@ -308,22 +322,16 @@ def test_a_member_filtered_after_the_snapshot_and_back_after_the_fence_is_not_mi
             stack.fence()
         return real_stream(conn, table, name, itersize)
 
-    def fence_then_back() -> tuple[str, float]:
-        if not procs["sync"].alive():
-            procs["sync"] = stack.start("sync")
-        r = fence(settings, timeout=120, via="verify")
-        if staged == ["out"]:
-            staged.append("back")
-            procs["sync"].stop()
-            stack.sql(
-                "UPDATE members SET active = true, last_seen = '2024-01-01' WHERE id = %s",
-                (member,),
-            )
-        return r.token, r.seconds
-
+    fence_then_back = _fence_then(
+        stack,
+        procs,
+        staged,
+        "UPDATE members SET active = true, last_seen = '2024-01-01' WHERE id = %s",
+        (member,),
+    )
     monkeypatch.setattr(mapped, "stream_rows", stream_rows)
     rep = Verifier(settings, fence=fence_then_back).run()
-    assert staged == ["out", "back"], staged
+    assert staged == ["out", "after the fence"], staged
     people = next(t for t in rep.tables if t.name == "crm.people")
     assert rep.match, json.dumps([t.as_dict() for t in rep.tables], default=str)
     assert people.in_flight >= 1, people.as_dict()
@@ -344,7 +352,6 @@ def test_a_note_of_a_transaction_open_across_the_snapshot_and_deleted_after_the_
     the WAL position read before E1's snapshot: another transaction's commit wrote them out)
     and committed after E1's snapshot, so E1 lacks the note."""
     import crossfade.verify.mapped as mapped
-    from crossfade.verify.fence import fence
     from crossfade.verify.run import Verifier
 
     _members, _notes, sync = _synced_crm(stack)
@@ -369,20 +376,13 @@ def test_a_note_of_a_transaction_open_across_the_snapshot_and_deleted_after_the_
             stack.fence()
         return real_stream(conn, table, name, itersize)
 
-    def fence_then_delete() -> tuple[str, float]:
-        if not procs["sync"].alive():
-            procs["sync"] = stack.start("sync")
-        r = fence(settings, timeout=120, via="verify")
-        if staged == ["committed"]:
-            staged.append("deleted")
-            procs["sync"].stop()
-            stack.sql("DELETE FROM notes WHERE id = %s", (note,))
-        return r.token, r.seconds
-
+    fence_then_delete = _fence_then(
+        stack, procs, staged, "DELETE FROM notes WHERE id = %s", (note,)
+    )
     monkeypatch.setattr(mapped, "stream_rows", stream_rows)
     try:
         rep = Verifier(settings, fence=fence_then_delete).run()
     finally:
         x.close()
-    assert staged == ["committed", "deleted"], staged
+    assert staged == ["committed", "after the fence"], staged
     assert rep.match, json.dumps([t.as_dict() for t in rep.tables if not t.match], default=str)
