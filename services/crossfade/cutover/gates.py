@@ -306,17 +306,6 @@ class Cutover:
         """The write downtime's parts as this run measures them."""
         self._delta: forecast.DeltaCost | None = None
 
-    # -- bookkeeping --------------------------------------------------------------------------
-    def _audit(
-        self,
-        gate: str,
-        ok: bool,
-        detail: str,
-        seconds: float,
-        evidence: dict[str, Any] | None = None,
-    ) -> None:
-        self.audit.write(gate, ok, detail, seconds, evidence)
-
     # -- gates ------------------------------------------------------------------------------
     def _model(self, name: str) -> gate_model.GateResult:
         (r,) = gate_model.evaluate(self.settings, [name])
@@ -457,7 +446,7 @@ class Cutover:
             if not self.dry_run:
                 sequences.apply(tgt, moves)
         for m in moves:
-            self._audit("sequence", True, m.line(), 0.0)
+            self.audit.write("sequence", True, m.line(), 0.0)
         return True, sequences.describe(moves, self.dry_run)
 
     def gate_flip(self) -> tuple[bool, str]:
@@ -578,7 +567,7 @@ class Cutover:
         ok = not errors
         self.report.unfrozen = ok
         detail = "; ".join(done + errors)
-        self._audit("unfreeze", ok, detail, time.monotonic() - t0)
+        self.audit.write("unfreeze", ok, detail, time.monotonic() - t0)
         if self.on_gate:
             self.on_gate(GateResult("unfreeze", ok, detail, time.monotonic() - t0))
         if ok:
@@ -662,7 +651,7 @@ class Cutover:
                 self.report.gates.append(res)
                 if res.model is None or res.skipped:
                     metrics.set_gate(name, res.ok)
-                self._audit(name, res.ok, res.detail, res.seconds, res.evidence)
+                self.audit.write(name, res.ok, res.detail, res.seconds, res.evidence)
                 if self.on_gate:
                     self.on_gate(res)
                 if not res.ok:
@@ -686,7 +675,7 @@ class Cutover:
             decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
         r = self.report
         evidence = forecast.evidence(exp, r.downtime_steps, r.forecast_excludes)
-        self._audit("decision", self.report.go, decision, 0.0, evidence)
+        self.audit.write("decision", self.report.go, decision, 0.0, evidence)
         return self.report
 
 

@@ -39,36 +39,34 @@ class AuditRow:
     age_s: float
 
 
-def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow | None:
-    """The newest audit row of ``gate`` (a dry run's too), or None (none yet, or no schema)."""
+def _latest(
+    conn: psycopg.Connection, schema: str, where: str, params: tuple[Any, ...] = ()
+) -> AuditRow | None:
+    """The newest audit row matching ``where`` (SQL text over ``cutover_audit``'s columns), or
+    None (none yet, or no audit log)."""
     if not has_table(conn, schema, "cutover_audit"):
         return None
     row = conn.execute(
         sql.SQL(
             "SELECT run_id, at, who, dry_run, gate, ok, detail, seconds, evidence, "
             "EXTRACT(EPOCH FROM clock_timestamp() - at)::float8 FROM {}.cutover_audit "
-            "WHERE gate = %s ORDER BY id DESC LIMIT 1"
-        ).format(sql.Identifier(schema)),
-        (gate,),
+            "WHERE {} ORDER BY id DESC LIMIT 1"
+        ).format(sql.Identifier(schema), sql.SQL(where)),
+        params,
     ).fetchone()
     return AuditRow(*row) if row else None
+
+
+def latest_audit(conn: psycopg.Connection, schema: str, gate: str) -> AuditRow | None:
+    """The newest audit row of ``gate`` (a dry run's too), or None (none yet, or no schema)."""
+    return _latest(conn, schema, "gate = %s", (gate,))
 
 
 def latest_forecast(conn: psycopg.Connection, schema: str) -> AuditRow | None:
     """The newest cutover decision that carries a write downtime forecast (its evidence holds
     ``expected_downtime_seconds`` and the parts), a dry run's or a real run's; None when there
     is none (or no audit log yet)."""
-    if not has_table(conn, schema, "cutover_audit"):
-        return None
-    row = conn.execute(
-        sql.SQL(
-            "SELECT run_id, at, who, dry_run, gate, ok, detail, seconds, evidence, "
-            "EXTRACT(EPOCH FROM clock_timestamp() - at)::float8 FROM {}.cutover_audit "
-            "WHERE gate = 'decision' AND evidence ? 'expected_downtime_parts' "
-            "ORDER BY id DESC LIMIT 1"
-        ).format(sql.Identifier(schema))
-    ).fetchone()
-    return AuditRow(*row) if row else None
+    return _latest(conn, schema, "gate = 'decision' AND evidence ? 'expected_downtime_parts'")
 
 
 class AuditLog:
