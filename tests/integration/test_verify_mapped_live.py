@@ -337,13 +337,6 @@ def test_a_member_filtered_after_the_snapshot_and_back_after_the_fence_is_not_mi
     assert people.in_flight >= 1, people.as_dict()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap (found by the identity re-check's helper): `since` is a WAL position read "
-    "before E1's snapshot, but a change's position is its own record's LSN, not its commit's: a "
-    "note inserted by a transaction open across that read and committed after the snapshot is "
-    "below `since`, so the state in between (applied, deleted after the fence) is confirmed extra",
-)
 def test_a_note_of_a_transaction_open_across_the_snapshot_and_deleted_after_the_fence_is_not_extra(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
