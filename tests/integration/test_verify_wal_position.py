@@ -1,4 +1,4 @@
-"""The WAL position the mapped re-check compares target rows with (verify/mapped.py
+"""The WAL position the mapped re-check compares target rows with (verify/wal_bound.py
 ``wal_position``): every change below it must be seen by the snapshot taken right after, so it
 waits for the transactions that were writing when it read the position — and gives up, saying no
 change counts as seen (0), when they stay open."""
@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from crossfade.embedded.postgres import EmbeddedPostgres
-from crossfade.verify.mapped import wal_position
+from crossfade.verify.wal_bound import wal_position
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -41,7 +40,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
@@ -61,8 +59,7 @@ from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
 from crossfade.target.store import entry_outcome, held_entries
 from crossfade.target.store.ledger import ledger_positions
-
-log = logging.getLogger(__name__)
+from crossfade.verify.wal_bound import wal_position
 
 EXAMPLES = 20
 MAX_KEYS = 10_000
@@ -212,7 +209,7 @@ class MappedRun:
     key's expected row (every member of a golden record's group)."""
     before: int = 0
     """The legacy WAL position read just before this run's snapshot, once the transactions
-    writing then had ended (:func:`wal_position`): a change below it is seen by the snapshot;
+    writing then had ended (:func:`crossfade.verify.wal_bound.wal_position`): a change below it is seen by the snapshot;
     0 when that could not be made sure (no change counts as seen)."""
 
 
@@ -447,72 +444,6 @@ def run_mapped(
     return MappedRun(
         run.results, run.accounts, time.monotonic() - t0, expected, outcomes, run.producers, before
     )
-
-
-WAIT_OPEN_S = 5.0
-"""How long :func:`wal_position` waits for the legacy's writing transactions open at its read."""
-
-
-_WRITING = (
-    "SELECT ARRAY(SELECT backend_xid FROM pg_stat_activity WHERE backend_xid IS NOT NULL "
-    "AND pid <> pg_backend_pid() {} UNION SELECT transaction FROM pg_prepared_xacts {})::text[]"
-)
-
-
-def wal_position(src: Any, wait_s: float = WAIT_OPEN_S) -> int:
-    """The legacy database's WAL position now, once every transaction that was writing at that
-    moment has ended (each read in a transaction of its own: the caller's next statement takes
-    its snapshot after it). So every change below the position was committed (or rolled back)
-    before that snapshot, and the snapshot sees it: a change's position is its own record's LSN,
-    not its commit's, and a transaction open across the read would otherwise have changes below
-    the position that the snapshot does not see. The writers are the sessions with a
-    transaction id (and prepared transactions) read *after* the position: one that wrote below
-    it and ended in between ended before the snapshot too. Returns 0 (no change counts as seen:
-    the re-check then leaves such keys undecided, never confirms them) when they are still open
-    after ``wait_s``, on a standby (the primary's writers are not visible there), or when the
-    server cannot say."""
-    try:
-        row = src.execute(
-            "SELECT pg_is_in_recovery(), pg_current_wal_lsn() - '0/0'::pg_lsn "
-            "WHERE NOT pg_is_in_recovery()"
-        ).fetchone()
-        src.commit()
-        if not row or row[1] is None:
-            return 0
-        lsn = int(row[1])
-        writing = _open_writers(src, None)
-        deadline = time.monotonic() + wait_s
-        while writing:
-            if time.monotonic() > deadline:
-                log.info(
-                    "%d legacy transaction(s) writing since before the verify's snapshot still "
-                    "open after %.0f s: the re-check counts no change as seen by it",
-                    len(writing),
-                    wait_s,
-                )
-                return 0
-            time.sleep(0.02)
-            writing = _open_writers(src, writing)
-        return lsn
-    except psycopg.Error as exc:
-        src.rollback()
-        log.info(
-            "the legacy's writing transactions could not be read (%s): none counts as seen", exc
-        )
-        return 0
-
-
-def _open_writers(src: Any, among: list[str] | None) -> list[str]:
-    """Transaction ids of the sessions writing now (of ``among`` only, when given)."""
-    params: tuple[Any, ...] = ()
-    if among is None:
-        q = _WRITING.format("", "")
-    else:
-        q = _WRITING.format("AND backend_xid::text = ANY(%s)", "WHERE transaction::text = ANY(%s)")
-        params = (among, among)
-    row = src.execute(q, params).fetchone()
-    src.commit()  # the activity view is read once per transaction
-    return list(row[0] or []) if row else []
 
 
 class _Pass:
