@@ -56,6 +56,7 @@ import psycopg
 from psycopg import sql
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
+from crossfade import metrics
 from crossfade.capture.connector import captured_tables
 from crossfade.capture.pacing import Pacer, Schedule
 from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
@@ -186,11 +187,18 @@ class CopyLoad:
 
     # -- slot -----------------------------------------------------------------------------------
     def _ensure_publication(self, src: psycopg.Connection) -> None:
-        """The publication must exist before the slot: pgoutput reads it at the decoded position."""
+        """The publication must exist before the slot: pgoutput reads it at the decoded position.
+        As Debezium's filtered mode does: one that holds exactly the captured tables is used as
+        it is (a DBA's, made by ``prepare-source``: no ownership needed), one with other tables
+        is set to them, a missing one is created."""
         tables = captured_tables(self.settings)
         exists = src.execute(
-            "SELECT 1 FROM pg_publication WHERE pubname = %s", (self.cap.publication_name,)
+            "SELECT ARRAY(SELECT schemaname || '.' || tablename FROM pg_publication_tables t "
+            "WHERE t.pubname = p.pubname) FROM pg_publication p WHERE p.pubname = %s",
+            (self.cap.publication_name,),
         ).fetchone()
+        if exists and set(exists[0] or []) == set(tables):
+            return
         targets = sql.SQL(", ").join(sql.Identifier(*t.split(".", 1)) for t in tables)
         if exists:
             src.execute(
@@ -428,6 +436,8 @@ class CopyLoad:
                 )
                 with self._lock:
                     self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
+                # the initial load's progress, as Debezium's snapshot counts its rows
+                metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
             proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
             if proc.wait(60) != 0:
                 raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
