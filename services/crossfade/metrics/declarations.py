@@ -104,7 +104,8 @@ CAPTURE_FLUSH_DURATION = Histogram(
 )
 SNAPSHOT_ROWS = Counter(
     "crossfade_capture_snapshot_rows_total",
-    "Rows capture published from Debezium's initial snapshot, by source table.",
+    "Rows of the initial load, by source table: copied by the COPY load (capture.initial_load: "
+    "copy) or published from Debezium's snapshot.",
     ["table"],
 )
 SNAPSHOT_RUNNING = Gauge(
