@@ -74,7 +74,8 @@ def _sample(text: str, name: str, **labels: str) -> float | None:
 
 @pytest.fixture(scope="module")
 def live(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[tuple[Stack, str]]:
-    st = Stack(pg_server, bootstrap, work_root)
+    # the COPY load: its rows count as the initial load's (Debezium's snapshot path: test_metrics)
+    st = Stack(pg_server, bootstrap, work_root, initial_load="copy")
     st.sql(
         "CREATE TABLE public.orders (id int PRIMARY KEY, item text NOT NULL, qty int);"
         "CREATE TABLE public.customers (id int PRIMARY KEY, name text);"
@@ -131,7 +132,7 @@ def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) 
 
     text = wait_for(scrape_with_wal, 30, "the slot poller to see the streaming replication slot")
     m = lambda name, **labels: _sample(text, name, **labels)  # noqa: E731
-    # the default COPY load: the initial rows are copied, counted as the load's rows, and sent
+    # the COPY load: the initial rows are copied, counted as the load's rows, and sent
     # as no change event (Debezium's snapshot path: tests/observability/test_metrics.py)
     assert m("crossfade_capture_snapshot_rows_total", table="public.orders") == 300
     assert m("crossfade_capture_snapshot_rows_total", table="public.customers") == 50
