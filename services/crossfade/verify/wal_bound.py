@@ -40,13 +40,12 @@ def wal_position(src: Any, wait_s: float = WAIT_OPEN_S) -> int:
     server cannot say."""
     try:
         row = src.execute(
-            "SELECT pg_is_in_recovery(), pg_current_wal_lsn() - '0/0'::pg_lsn "
-            "WHERE NOT pg_is_in_recovery()"
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn WHERE NOT pg_is_in_recovery()"
         ).fetchone()
         src.commit()
-        if not row or row[1] is None:
+        if not row or row[0] is None:
             return 0
-        lsn = int(row[1])
+        lsn = int(row[0])
         writing = _open_writers(src, None)
         deadline = time.monotonic() + wait_s
         while writing:
