@@ -39,6 +39,43 @@ def bk(db: psycopg.Connection, request: pytest.FixtureRequest) -> str:
     return schema
 
 
+def test_a_current_schema_is_not_altered_while_a_batch_transaction_holds_its_tables(
+    db: psycopg.Connection, pg_server: EmbeddedPostgres
+) -> None:
+    """A worker starting beside one inside a batch (fault 10: the other one frozen there) must
+    not wait for it: ALTER TABLE / CREATE INDEX take strong locks even when there is nothing to
+    do, and a waiting one makes every later batch queue behind it."""
+    store.ensure_schema(db, "bk_busy")
+    other = psycopg.connect(db.info.dsn, autocommit=True)
+    try:
+        other.execute("BEGIN")
+        other.execute(
+            "INSERT INTO bk_busy.offsets (group_id, topic, partition, next_offset, epoch) VALUES ('g', 't', 0, 1, 'e')"
+        )
+        with psycopg.connect(db.info.dsn, autocommit=True) as starting:
+            starting.execute("SET statement_timeout = '3s'")
+            store.ensure_schema(starting, "bk_busy")  # returns at once: nothing to do
+            # a schema the DDL must still run on (an upgrade): waits a bounded time, transient
+            starting.execute("DELETE FROM bk_busy.meta WHERE key = 'schema_ddl'")
+            starting.execute("RESET statement_timeout")
+            t0 = time.monotonic()
+            with pytest.raises(psycopg.errors.LockNotAvailable):
+                store.ensure_schema(starting, "bk_busy")
+            assert time.monotonic() - t0 < 30
+        other.execute("ROLLBACK")
+        store.ensure_schema(db, "bk_busy")  # the lock is gone: the DDL runs and is recorded
+        assert store.meta(db, "bk_busy")["schema_ddl"] == store.schema.DDL_FINGERPRINT
+    finally:
+        other.close()
+
+
+def test_a_dropped_bookkeeping_table_is_created_again(db: psycopg.Connection) -> None:
+    store.ensure_schema(db, "bk_dropped")
+    db.execute("DROP TABLE bk_dropped.sweeps")
+    store.ensure_schema(db, "bk_dropped")
+    assert store.has_table(db, "bk_dropped", "sweeps")
+
+
 def test_schema_creates_every_table_once_and_twice_changes_nothing(db: psycopg.Connection) -> None:
     assert not store.has_table(db, "bk_fresh", "offsets")
     assert store.stored_offsets(db, "bk_fresh", "g") == []  # read-only callers: no schema, empty
@@ -57,7 +94,10 @@ def test_schema_creates_every_table_once_and_twice_changes_nothing(db: psycopg.C
         "child_refs",
     } <= set(store.TABLES)
     assert all(store.has_table(db, "bk_fresh", t) for t in store.TABLES)
-    assert store.meta(db, "bk_fresh") == {"schema_version": str(store.SCHEMA_VERSION)}
+    assert store.meta(db, "bk_fresh") == {
+        "schema_version": str(store.SCHEMA_VERSION),
+        "schema_ddl": store.schema.DDL_FINGERPRINT,
+    }
 
 
 def test_offsets_claim_resume_rewind_and_a_new_epoch(db: psycopg.Connection, bk: str) -> None:

@@ -61,6 +61,7 @@ table is a target row, a dead letter, a filtered row or a deferred row. :func:`l
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 import psycopg
@@ -197,13 +198,60 @@ def ddl(schema: str) -> list[sql.Composed]:
     ]
 
 
+DDL_KEY = "schema_ddl"
+"""Key in ``<bookkeeping>.meta`` of the fingerprint of the :data:`STATEMENTS` last applied."""
+
+DDL_FINGERPRINT = hashlib.sha256("\n".join(STATEMENTS).encode()).hexdigest()[:16]
+
+DDL_LOCK_TIMEOUT = "10s"
+"""How long one run of the DDL waits for a table lock before it gives up (and is retried)."""
+
+
 def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
-    """Create the bookkeeping tables if missing (idempotent; safe with several workers)."""
+    """Create the bookkeeping tables if missing (idempotent; safe with several workers).
+
+    A schema whose ``meta`` says these very statements were applied is left alone: ``ALTER
+    TABLE`` and ``CREATE INDEX`` take strong locks even when there is nothing to do, so a worker
+    starting while another is inside a batch transaction would wait for it, and every other
+    worker's next batch would queue behind that wait (a lock convoy). When the DDL must run, it
+    waits at most :data:`DDL_LOCK_TIMEOUT` for a lock and raises ``LockNotAvailable``, which
+    :func:`crossfade.db.is_transient` calls transient: the caller retries."""
+    if _applied(conn, schema) == DDL_FINGERPRINT:
+        return
+    s = sql.Identifier(schema)
     with conn.transaction():
         # serialize concurrent first starts of several workers
         conn.execute("SELECT pg_advisory_xact_lock(hashtext('crossfade.bookkeeping'))")
+        row = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (DDL_LOCK_TIMEOUT,))
         for stmt in ddl(schema):
             conn.execute(stmt)
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.meta VALUES (%s, %s) "
+                "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ).format(s),
+            (DDL_KEY, DDL_FINGERPRINT),
+        )
+        # a caller's own transaction (not autocommit) keeps its lock_timeout after this
+        conn.execute("SELECT set_config('lock_timeout', %s, true)", (row[0] if row else "0",))
+
+
+def _applied(conn: psycopg.Connection, schema: str) -> str | None:
+    """The fingerprint of the DDL last applied to ``schema``; None when it was never applied or
+    a bookkeeping table is missing (dropped by hand, a half-removed schema)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname = %s AND c.relname = ANY(%s) AND c.relkind IN ('r', 'p')",
+        (schema, list(TABLES)),
+    ).fetchone()
+    if not row or row[0] != len(TABLES):
+        return None
+    got = conn.execute(
+        sql.SQL("SELECT value FROM {}.meta WHERE key = %s").format(sql.Identifier(schema)),
+        (DDL_KEY,),
+    ).fetchone()
+    return str(got[0]) if got else None
 
 
 def has_table(conn: psycopg.Connection, schema: str, table: str) -> bool:
