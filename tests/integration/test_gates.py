@@ -168,6 +168,12 @@ def test_dead_letters_fence_and_alive_gates_agree_everywhere(stack_factory: Any)
     )
     rc, rep = _cutover(stack)
     assert rc == 0 and rep["go"], rep["gates"]
+    # status announces the dry run's write downtime forecast, as the console does
+    st = json.loads(stack.cli("status", "--json").stdout)
+    assert st["forecast"]["source"] == "dry_run", st["forecast"]
+    assert abs(st["forecast"]["seconds"] - rep["expected_downtime_seconds"]) <= 0.051, st
+    shown = f"write downtime forecast: {st['forecast']['seconds']:g} s (cutover --dry-run"
+    assert shown in stack.cli("status").stdout
     dead = next(g for g in rep["gates"] if g["name"] == "dead_letters")
     assert dead["state"] == "ok" and "all acknowledged (last by ops-ann" in dead["detail"]
     state = _state(base, time.time())

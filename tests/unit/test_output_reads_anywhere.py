@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from crossfade.events.model import format_lsn, parse_lsn
-from crossfade.ops.status import print_status
+from crossfade.ops.status import forecast_line, print_status
 from crossfade.textout import Grid, console
 
 LONG = "public.customer_contact_preferences_history"
@@ -196,3 +196,23 @@ def test_demo_console_prints_its_url_and_serves_the_page() -> None:
         assert page.state.allow_actions is False
     finally:
         page.stop()
+
+
+def test_status_names_the_write_downtime_forecast_and_where_it_comes_from() -> None:
+    dry = {
+        "source": "dry_run",
+        "seconds": 5.8,
+        "steps": [["freeze", 0.12], ["fence", 1.35], ["verify", 2.27]],
+        "excludes": ["flip command"],
+        "age_s": 42.0,
+    }
+    assert forecast_line(dry) == (
+        "write downtime forecast: 5.8 s (cutover --dry-run 42 s ago: freeze 0.12 s, "
+        "fence 1.35 s, verify 2.27 s; not in it: flip command)"
+    )
+    measured = {"source": "measured", "seconds": 3.5, "fence_s": 1.2, "verify_s": 2.3}
+    assert forecast_line(measured).startswith(
+        "write downtime forecast: about 3.5 s (the latest fence 1.2 s + the latest verify 2.3 s"
+    )
+    for none in (None, {"source": "measured", "seconds": None}):
+        assert "none yet (run crossfade cutover --dry-run" in forecast_line(none)

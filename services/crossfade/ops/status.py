@@ -80,6 +80,7 @@ def collect(settings: Settings) -> dict[str, Any]:
             out["end_to_end"]["sync_running"] = alive.sync_running
         out["wal"] = _wal(ctx.src, settings)
         out["control"] = console_data.control(ctx)  # crossfade pause, the off-peak load
+        out["forecast"] = console_data.forecast(ctx)  # the write downtime to announce
     try:
         out["epoch"] = current_epoch(
             settings.kafka.client_config(), settings.kafka.control_topic, timeout=3
@@ -206,10 +207,34 @@ def print_status(data: dict[str, Any], con: Console) -> None:
     con.print(
         f"WAL headroom: {wal.get('summary') or wal.get('error') or 'unknown'}", highlight=False
     )
+    con.print(forecast_line(data.get("forecast")), highlight=False)
     _gates_grid(data).print(con)
     _partitions_grid(data).print(con)
     if data.get("kafka_error"):
         con.print(f"[yellow]Kafka:[/] {data['kafka_error']}", highlight=False)
+
+
+def forecast_line(f: dict[str, Any] | None) -> str:
+    """The write downtime to announce, as the console shows it: the latest ``cutover --dry-run``'s
+    forecast part by part with its age, else the measured fence + verify (cruder), else how to
+    get one."""
+    if not f or f.get("seconds") is None:
+        return (
+            "write downtime forecast: none yet (run crossfade cutover --dry-run; it times every "
+            "step from the freeze to the flip)"
+        )
+    if f.get("source") in ("dry_run", "cutover"):
+        what = "cutover --dry-run" if f["source"] == "dry_run" else "cutover"
+        parts = ", ".join(f"{k} {v:g} s" for k, v in f.get("steps") or [])
+        left = f"; not in it: {', '.join(f['excludes'])}" if f.get("excludes") else ""
+        return (
+            f"write downtime forecast: {f['seconds']:g} s ({what} {f['age_s']:.0f} s ago: "
+            f"{parts}{left})"
+        )
+    return (
+        f"write downtime forecast: about {f['seconds']:g} s (the latest fence {f['fence_s']:g} s "
+        f"+ the latest verify {f['verify_s']:g} s; crossfade cutover --dry-run times every step)"
+    )
 
 
 def control_lines(data: dict[str, Any]) -> list[str]:
