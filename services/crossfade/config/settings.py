@@ -369,6 +369,9 @@ class CutoverConfig(_Strict):
     verify_fresh_s: float = Field(1800.0, gt=0)
     """A passed verify older than this, or older than the last mapping change or rewind, makes
     the ``verify`` gate stale."""
+    verify_delta_max_fraction: float = Field(0.2, gt=0, le=1)
+    """Inside the freeze, a mapped target whose keys changed since the full verify (with what
+    depends on them) are more than this fraction of its rows is compared in full."""
     alive_fresh_s: float = Field(30.0, gt=0)
     """A heartbeat of capture or of a sync worker older than this means it stopped: the
     ``sync_alive`` gate fails (``sync.heartbeat_interval_s`` must be well below it)."""

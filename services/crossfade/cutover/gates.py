@@ -399,10 +399,13 @@ class Cutover:
             sum(t.delta_keys or 0 for t in rep.tables),
             rep.delta_scanned_at,
         )
+        note = verify_steps.mapped_note(rep)
         if rep.match:
-            return self._model("verify")
+            res = self._model("verify")
+            res.detail += note
+            return res
         bad = "; ".join(verify_steps.mismatch(t) for t in rep.tables if not t.match)
-        return False, "mismatches: " + bad
+        return False, "mismatches: " + bad + note
 
     def gate_target_schema(self) -> gate_model.GateResult | tuple[bool, str]:
         """Create what crossfade's tables lack (not in a dry run), then evaluate the gate."""

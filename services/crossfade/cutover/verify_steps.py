@@ -64,7 +64,26 @@ def verify_changes(
     ``verify_runs``. ``frozen``: writes frozen and fenced (the cutover's step before), nothing
     is in flight, so a difference is one, without re-check rounds around more fences; in a dry
     run writes flow and differing keys are re-checked (``live_only_seconds`` of the report)."""
-    opts: dict[str, Any] = {"fence_recheck": not frozen, **options}
+    opts: dict[str, Any] = {
+        "fence_recheck": not frozen,
+        "delta_max_fraction": settings.cutover.verify_delta_max_fraction,
+        **options,
+    }
     return Verifier(
         settings, fence_timeout=settings.cutover.fence_timeout_s, changed_since=base, **opts
     ).run()
+
+
+def mapped_note(rep: VerifyReport) -> str:
+    """How the verify inside the freeze compared each mapped target: by the keys changed since
+    the full verify (how many, of how many rows), or in full and why ("" without mapped tables)."""
+    parts = []
+    for t in rep.tables:
+        how = (t.mapped or {}).get("compared")
+        if how is None:
+            continue
+        if t.delta_keys is not None:
+            parts.append(f"{t.name} by {t.delta_keys} changed key(s) of {t.target_rows} rows")
+        else:
+            parts.append(f"{t.name} {how}")
+    return ("; mapped targets: " + ", ".join(parts)) if parts else ""

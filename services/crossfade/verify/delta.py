@@ -54,6 +54,12 @@ class DeltaBase:
     keyless: dict[str, dict[str, tuple[int, int]]] = field(default_factory=dict)
     """Per table without a primary key, per side: (rows, sum of row hashes) of the rows older
     than the snapshot (:func:`totals` with ``since=False``)."""
+    mapped_keys: dict[str, set[Key]] = field(default_factory=dict)
+    """Per mapped target, the keys the full verify found differing or left unsettled: compared
+    again by the delta of mapped targets (:mod:`crossfade.verify.mapped_delta`)."""
+    mapped_entries: dict[str, set[str]] = field(default_factory=dict)
+    """Per mapped source table, the ledger entries whose outcome the full verify found
+    disagreeing or left unsettled."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -61,6 +67,8 @@ class DeltaBase:
             "snapshots": self.snapshots,
             "unsettled": {t: len(k) for t, k in self.unsettled.items()},
             "keyless": {t: {k: list(v) for k, v in s.items()} for t, s in self.keyless.items()},
+            "mapped_keys": {t: len(k) for t, k in self.mapped_keys.items()},
+            "mapped_entries": {s: len(e) for s, e in self.mapped_entries.items()},
         }
 
 

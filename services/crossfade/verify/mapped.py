@@ -213,7 +213,7 @@ class MappedRun:
     0 when that could not be made sure (no change counts as seen)."""
 
 
-class _Expected:
+class Expected:
     """Expected rows of one target, streamed into a temp table in the target database."""
 
     def __init__(
@@ -346,7 +346,9 @@ def rows_of(
     return out
 
 
-def _compare(exp: _Expected, res: TargetResult) -> None:
+def compare_expected(exp: Expected, res: TargetResult, only: sql.Composable | None = None) -> None:
+    """Compare ``exp``'s rows with the target; ``only``: a relation of the target keys compared
+    (the verify of the changes: the target's other rows are not looked at)."""
     I = sql.Identifier  # noqa: E741,N806
     tgt = exp.conn
     t = sql.SQL("{}.{}").format(I(exp.shape.schema), I(exp.shape.name))
@@ -367,8 +369,16 @@ def _compare(exp: _Expected, res: TargetResult) -> None:
             "SELECT {k} FROM {e} e WHERE NOT EXISTS (SELECT 1 FROM {t} t WHERE {on})"
         ).format(k=keys_e, e=exp.name, t=t, on=on),
         "extra": sql.SQL(
-            "SELECT {k} FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE {on})"
-        ).format(k=keys_t, e=exp.name, t=t, on=on),
+            "SELECT {k} FROM {t} t WHERE NOT EXISTS (SELECT 1 FROM {e} e WHERE {on}){only}"
+        ).format(
+            k=keys_t,
+            e=exp.name,
+            t=t,
+            on=on,
+            only=sql.SQL("")
+            if only is None
+            else sql.SQL(" AND ({}) IN (SELECT * FROM {})").format(keys_t, only),
+        ),
         "different": sql.SQL(
             "SELECT {k} FROM {e} e JOIN {t} t ON {on} WHERE ROW({re}) IS DISTINCT FROM ROW({rt})"
         ).format(k=keys_e, e=exp.name, t=t, on=on, re=row_e, rt=row_t),
@@ -409,7 +419,7 @@ def _clip(v: Any) -> Any:
     return s[:120] + "..." if isinstance(s, str) and len(s) > 120 else s
 
 
-def _targets_of(mapper: Mapper, sources: Iterable[str]) -> list[str]:
+def targets_of(mapper: Mapper, sources: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(t.table for s in sources for t in mapper.table(s).targets))
 
 
@@ -448,7 +458,7 @@ def run_mapped(
 
 class _Pass:
     """The state of one :func:`run_mapped`: the expected rows of each target streamed into its
-    :class:`_Expected`, duplicate groups collected until their members are all read, the parent
+    :class:`Expected`, duplicate groups collected until their members are all read, the parent
     keys ``references`` rules check, and each source table's accounting."""
 
     def __init__(
@@ -458,7 +468,7 @@ class _Pass:
         self.wanted = {t: set(ks) for t, ks in (want.keys if want else {}).items()}
         self.producers: dict[str, dict[Key, set[tuple[str, str]]]] = defaultdict(dict)
         self.bk = settings.sync.bookkeeping_schema
-        targets = _targets_of(mapper, sources)
+        targets = targets_of(mapper, sources)
         self.all_sources = [
             s
             for s in parents_first(mapper)
@@ -478,13 +488,13 @@ class _Pass:
                     produced[ct.table] += [c.name for c in self.shapes[ct.table].columns]  # type: ignore[union-attr]
                 if ct.key is not None:
                     self.tkeys[ct.table] = ct.key
-        self.writers: dict[str, _Expected] = {}
+        self.writers: dict[str, Expected] = {}
         for t in targets:
             shape = self.shapes[t]
             assert shape is not None, t
             wanted = set(produced.get(t, [])) | set(self.tkeys.get(t, ()))
             cols = [c.name for c in shape.columns if c.name in wanted]
-            self.writers[t] = _Expected(settings, shape, self.tkeys[t], cols)
+            self.writers[t] = Expected(settings, shape, self.tkeys[t], cols)
         self.dedupers = {
             t: Deduper(
                 t,
@@ -583,7 +593,7 @@ class _Pass:
         try:
             for t, w in self.writers.items():
                 w.finish()
-                _compare(w, self.results[t])
+                compare_expected(w, self.results[t])
                 asked = {*self.results[t].differing, *(want.keys.get(t, []) if want else [])}
                 if asked:
                     expected[t] = w.rows_of(list(asked))

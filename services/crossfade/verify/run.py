@@ -75,7 +75,6 @@ from crossfade.verify.report import (
     judge_identity,
     judge_keys,
     mapped_report,
-    recorded_outcome,
 )
 from crossfade.who import operator
 
@@ -103,9 +102,12 @@ class Verifier:
         fence: Callable[[], tuple[str, float]] | None = None,
         lock_wait: float = 10.0,
         changed_since: DeltaBase | None = None,
+        delta_max_fraction: float = 0.2,
     ) -> None:
-        """``changed_since``: compare only the rows of keyed identity tables written since that
-        (full) verify's snapshots, plus its unsettled keys (:mod:`crossfade.verify.delta`)."""
+        """``changed_since``: compare only the rows written since that (full) verify's
+        snapshots, plus its unsettled keys (:mod:`crossfade.verify.delta`; mapped targets:
+        :mod:`crossfade.verify.mapped_delta`, in full beyond ``delta_max_fraction`` of a
+        target's rows)."""
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
         if unknown:
@@ -131,6 +133,8 @@ class Verifier:
             self.report.delta_of = changed_since.run_id
         self._unsettled: dict[str, set[Key]] = {}
         self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
+        self.delta_max_fraction = delta_max_fraction
+        self._mapped_open: tuple[dict[str, set[Key]], dict[str, set[str]]] = ({}, {})
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
@@ -170,7 +174,10 @@ class Verifier:
             for table in self.tables:
                 if table not in mapped:
                     self.report.tables.append(self._chunk_pass(src, tgt, table))
-            if mapped:
+            base = self.changed_since
+            if mapped and base is not None and {"source", "target"} <= set(base.snapshots):
+                self.report.tables.extend(self._mapped_delta(tgt, mapped, base))
+            elif mapped:
                 self.report.tables.extend(self._mapped(tgt, mapped))
             pending = {t: dict(c.result.keys) for t, c in self.comparers.items() if c.result.keys}
             if pending and self.fence_recheck:
@@ -199,6 +206,7 @@ class Verifier:
         """Mapped tables: the mapping of every legacy row against the target, then the live-safe
         re-check of what differs (:meth:`_mapped_recheck`)."""
         from crossfade.verify.mapped import run_mapped
+        from crossfade.verify.mapped_delta import as_found
 
         self.progress.phase(f"mapping {', '.join(sources)} and comparing with the target")
         first = run_mapped(self.settings, sources, self.progress.advance)
@@ -209,22 +217,55 @@ class Verifier:
             check = self._mapped_recheck(tgt, sources, first, keys, entries)
             self.report.live_only_seconds += time.monotonic() - r0
         else:  # a quiet source (--no-fence): the differences as found
-            from crossfade.verify.mapped import EXAMPLES, rows_of
-
-            check = MappedCheck(first)
-            check.confirmed = keys
-            for t, ks in keys.items():
-                r = first.targets[t]
-                assert r.shape is not None
-                rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
-                sample = list(ks)[:EXAMPLES]
-                got = rows_of(tgt, rel, r.shape, r.key, r.cols, sample)
-                for k in sample:
-                    check.rows[(t, k)] = (first.expected[t].get(k), got[k])
-            for s, es in entries.items():
-                a = first.accounts[s]
-                check.entries[s] = {e: (a.outcome(e), recorded_outcome(a, e)) for e in es}
+            check = as_found(tgt, first, keys, entries)
+        # what the verify inside the freeze must look at again (crossfade.verify.mapped_delta)
+        for found in (check.confirmed, check.unsettled):
+            for t, ks in found.items():
+                self._mapped_open[0].setdefault(t, set()).update(ks)
+        for held in (check.entries, check.unsettled_entries):
+            for src_table, es in held.items():
+                self._mapped_open[1].setdefault(src_table, set()).update(es)
         return [mapped_report(t, first, check) for t in first.targets]
+
+    def _mapped_delta(
+        self, tgt: psycopg.Connection, sources: list[str], base: DeltaBase
+    ) -> list[TableReport]:
+        """Mapped targets inside the freeze: only the keys changed since ``base``
+        (:mod:`crossfade.verify.mapped_delta`); those it cannot compare safely in full, as
+        :meth:`_mapped` does, with the reason in their report (``mapped.compared``)."""
+        from crossfade.verify.mapped_delta import as_found, run_delta
+
+        self.progress.phase(
+            f"mapping the rows of {', '.join(sources)} changed since the full verify"
+        )
+        if self.report.delta_scanned_at is None:
+            self.report.delta_scanned_at = time.monotonic()
+        d = run_delta(self.settings, sources, base, max_fraction=self.delta_max_fraction)
+        self.report.delta_compare_seconds += d.compare_seconds
+        keys = {t: dict(r.differing) for t, r in d.run.targets.items() if r.differing}
+        entries = {s: a.disagreeing() for s, a in d.run.accounts.items() if a.disagreeing()}
+        full = dict(d.full)
+        if self.fence_recheck:  # writes flow: a difference may be in flight, re-checked in full
+            for t, r in d.run.targets.items():
+                if r.mismatched or any(s in entries for s in r.sources):
+                    full[t] = "differences while writes flow: re-checked by the full verify"
+        reports = []
+        if full:
+            again = [s for s in sources if any(s in d.sources[t] for t in full)]
+            for rep in self._mapped(tgt, again):
+                why = full.get(rep.name, "shares a legacy table with a target compared in full")
+                rep.mapped = {**(rep.mapped or {}), "compared": f"in full: {why}"}
+                reports.append(rep)
+        done = {r.name for r in reports}
+        check = as_found(tgt, d.run, keys, entries)
+        for t in d.run.targets:
+            if t in done:
+                continue
+            rep = mapped_report(t, d.run, check)
+            rep.delta_keys = d.compared[t]
+            rep.mapped = {**(rep.mapped or {}), "compared": "changes since the full verify"}
+            reports.append(rep)
+        return reports
 
     def _mapped_recheck(
         self,
@@ -642,6 +683,8 @@ def delta_base(v: Verifier) -> DeltaBase | None:
         v.report.snapshots,
         {t: set(k) for t, k in v._unsettled.items()},
         dict(v._keyless_base),
+        v._mapped_open[0],
+        v._mapped_open[1],
     )
 
 

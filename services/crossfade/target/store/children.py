@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade.target.store.schema import has_table
+
 
 def replace_child_refs(
     conn: psycopg.Connection,
@@ -117,3 +119,22 @@ def orphaned_parent_values(
         (parent,),
     ).fetchall()
     return [r[0] for r in rows]
+
+
+def children_of_values(
+    conn: psycopg.Connection, schema: str, parent: str, values: list[str]
+) -> list[tuple[str, str]]:
+    """(child source table, child entry) of the child rows sync recorded as referring to these
+    values (``key_text([value])``) of target table ``parent``'s referenced column."""
+    if not values or not has_table(conn, schema, "child_refs"):
+        return []
+    return [
+        (str(r[0]), str(r[1]))
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT DISTINCT child_source, child_entry FROM {}.child_refs "
+                "WHERE parent_table = %s AND parent_value = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (parent, values),
+        ).fetchall()
+    ]

@@ -403,3 +403,27 @@ def forget_below(conn: psycopg.Connection, schema: str, table: str, pos: int) ->
         ),
         (table, pos),
     )
+
+
+def entries_written_since(
+    conn: psycopg.Connection, schema: str, sources: list[str], snapshot: str
+) -> dict[str, set[str]]:
+    """Per source table of ``sources``, the ledger entries written (inserted or updated) by a
+    transaction the snapshot ``snapshot`` (``pg_current_snapshot()`` of this database, as text)
+    does not see: every source key sync recorded a change of since (a few recorded just before
+    may come too: a superset). Undecodable records (``@...``) are left out. One scan of the
+    ledger's row headers; empty without a ledger. ``age(xmin)`` against the snapshot's ``xmin``
+    holds across the 32-bit wraparound (as :mod:`crossfade.verify.chunked` reads it)."""
+    out: dict[str, set[str]] = {s: set() for s in sources}
+    if not sources or not has_table(conn, schema, "ledger"):
+        return out
+    low = int(snapshot.split(":")[0]) % 2**32
+    for source, entry in conn.execute(
+        sql.SQL(
+            "SELECT source_table, entry FROM {}.ledger l WHERE source_table = ANY(%s) "
+            "AND entry NOT LIKE '@%%' AND age(l.xmin) <= age(%s::xid)"
+        ).format(sql.Identifier(schema)),
+        (sources, str(low)),
+    ):
+        out[source].add(entry)
+    return out

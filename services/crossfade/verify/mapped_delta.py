@@ -1,0 +1,614 @@
+"""Verify of mapped targets inside the write freeze: only the target keys changed since a full verify.
+
+A full verify (:func:`crossfade.verify.mapped.run_mapped`, the cutover's ``verify_live``) found
+every mapped target equal to the mapping of one legacy snapshot, except the keys it left
+unsettled. Every expected row is a function of a few legacy rows (the mapping is pure) and of
+whether the parent rows its ``references`` rules name exist. So inside the freeze, for each mapped
+target, only these *affected* target keys can differ (:class:`_Delta`):
+
+* the target rows written since the base's target snapshot (their ``xmin``: sync's upserts, and
+  anything written by hand);
+* the keys the legacy rows written since the base's legacy snapshot map to (every source of the
+  target; a row now filtered or rejected counts by the key it maps to: its row must be gone);
+* the keys of the ledger entries written since (:func:`crossfade.target.store.ledger.entries_written_since`:
+  a delete sync applied leaves its entry there, the legacy row gone);
+* the keys (and ledger entries) the full verify left unsettled;
+* and their closure: the children of an affected parent key (legacy child rows whose reference
+  column holds one of its values, old or new, and the children sync recorded in
+  ``child_refs``), down every level. The parent rows a child's reference needs are read and
+  mapped on demand (:meth:`_Delta.__call__`, the :class:`~crossfade.mapping.engine.ParentKeys`
+  the mapper asks), with their own parents, as the full pass's key sets answer.
+
+Each affected key's expected row is computed from the legacy rows that make it (found through
+the target key, whose columns are plain copies of source columns: the mapping's inverse is a
+lookup), read at one repeatable-read snapshot, and compared with the target's row for that key
+only (:func:`crossfade.verify.mapped.compare_expected` with ``only``). The ledger outcomes of the
+entries involved are compared with the mapping's (the accounting of the changed entries).
+Deletes leave no ``xmin`` in legacy: a lost delete keeps its ledger entry and its target row, so
+each source table's legacy count must equal its ledger's accounted rows, and each target's rows
+the mapped entries of its sources (the ``row_counts`` gate's figures); when they do not add up
+the target is compared in full.
+
+A target is compared in full (:attr:`MappedDelta.full` says why) when its delta cannot be
+computed safely: deduplicated targets (golden records) and children of them, a target key or a
+reference column computed by transforms (no inverse), ``on_parent_left: keep``, references in a
+cycle, counts that do not add up, a lookup that fails, or more affected keys than
+``max_fraction`` of its rows. A target sharing a legacy table with one compared in full is
+compared in full too (the full pass compares every target of the tables it reads).
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from crossfade.catalog import TableShape, read_shape
+from crossfade.config import Settings
+from crossfade.db import connect
+from crossfade.mapping.audit import prepare, read_only, tracked_references
+from crossfade.mapping.engine import (
+    CompiledTarget,
+    Filtered,
+    KeySets,
+    Mapped,
+    Mapper,
+    Outcome,
+    Rejected,
+)
+from crossfade.target.store.children import children_of_values
+from crossfade.target.store.ledger import (
+    HELD_OUT,
+    entries_written_since,
+    ledger_counts,
+    ledger_positions,
+)
+from crossfade.verify.delta import DeltaBase
+from crossfade.verify.mapped import (
+    EXAMPLES,
+    Expected,
+    Key,
+    MappedRun,
+    SourceAccount,
+    TargetResult,
+    compare_expected,
+    rows_of,
+    targets_of,
+)
+from crossfade.verify.report import MappedCheck, recorded_outcome
+
+DEFAULT_MAX_FRACTION = 0.2
+"""A target with more affected keys than this fraction of its rows is compared in full."""
+_seq = itertools.count()
+
+
+class Unsafe(Exception):
+    """The delta of a target cannot be computed safely: compare it in full (the message says why)."""
+
+
+@dataclass
+class MappedDelta:
+    """What :func:`run_delta` found: the targets it compared by their affected keys (``run``,
+    shaped as a full run's, its accounts restricted to the entries involved), and the targets
+    that must be compared in full, with the reason."""
+
+    run: MappedRun
+    full: dict[str, str] = field(default_factory=dict)
+    compared: dict[str, int] = field(default_factory=dict)
+    """Per target compared by delta: the keys compared."""
+    compare_seconds: float = 0.0
+    sources: dict[str, list[str]] = field(default_factory=dict)
+    """Per target (of every kind), its legacy tables."""
+
+
+def _norm(values: Any) -> tuple[Any, ...]:
+    """A key as a set member: each value by its text (a key read from the target, mapped from a
+    legacy row or decoded from a ledger entry's JSON is then one member)."""
+    return tuple(None if v is None else str(v) for v in values)
+
+
+def plain_column(ct: CompiledTarget, col: str) -> str | None:
+    """The source column target column ``col`` of ``ct`` copies unchanged (no transform, cast,
+    default or constant), or None: then no lookup finds the legacy rows that give a value."""
+    c = next((c for c in ct.columns if c.name == col), None)
+    if c is None:
+        return col if ct.copy_columns and col not in ct.consumed else None
+    spec = c.spec
+    if spec.is_const or len(c.sources) != 1 or c.steps or isinstance(spec.from_, list):
+        return None
+    if spec.default is not None:
+        return None
+    return c.sources[0]
+
+
+def target_of(mapper: Mapper, source: str, target: str) -> CompiledTarget:
+    return next(t for t in mapper.table(source).targets if t.table == target)
+
+
+def references_of(mapper: Mapper, target: str) -> list[tuple[str, str, str, str, Any]]:
+    """(source, column, parent target, parent column, reference) of every ``references`` rule of
+    ``target`` whose parent is mapped (the others are not evaluated: no key set tracks them)."""
+    out = []
+    for s in mapper.sources_of(target):
+        for col, r, _checks in target_of(mapper, s, target).rules:
+            ref = r.reference if r is not None else None
+            if ref is not None and mapper.sources_of(ref.table):
+                out.append((s, col, ref.table, ref.column, ref))
+    return out
+
+
+def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) -> str | None:
+    """Why ``target``'s delta cannot be computed (None: it can): see the module's docstring."""
+    if target in mapper.config.dedup:
+        return "deduplicated (golden records)"
+    for s in mapper.sources_of(target):
+        ct = target_of(mapper, s, target)
+        if ct.key is None:
+            return f"no target key known from {s}"
+        for k in ct.key:
+            if plain_column(ct, k) is None:
+                return f"key column {k} is computed from {s} (no lookup by key)"
+    for s, col, parent, pcol, ref in references_of(mapper, target):
+        if parent in mapper.config.dedup:
+            return f"refers to deduplicated {parent}"
+        left = ref.on_parent_left or mapper.config.defaults.on_parent_left
+        if left == "keep":
+            return f"{col} refers to {parent} under on_parent_left: keep"
+        if plain_column(target_of(mapper, s, target), col) is None:
+            return f"reference column {col} is computed from {s}"
+        if parent == target or parent in seen:
+            return f"references form a cycle through {parent}"
+        for ps in mapper.sources_of(parent):
+            if plain_column(target_of(mapper, ps, parent), pcol) is None:
+                return f"{parent}.{pcol} (referred to by {col}) is computed from {ps}"
+        up = why_full(mapper, parent, seen | {target})
+        if up is not None and up.startswith("references form a cycle"):
+            return up
+    return None
+
+
+def _cast_in(shape: TableShape, cols: tuple[str, ...]) -> tuple[sql.Composable, sql.Composable]:
+    """``unnest(%s::text[]::t1[], ...) AS w(c1, ...)`` and ``(r.c1, ...)`` for a lookup."""
+    arrays = sql.SQL(", ").join(
+        sql.SQL("%s::text[]::{}[]").format(sql.SQL(shape.column(c).type_sql)) for c in cols
+    )
+    names = sql.SQL(", ").join(map(sql.Identifier, cols))
+    unnest = sql.SQL("unnest({}) AS w({})").format(arrays, names)
+    row = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in cols)
+    return unnest, row
+
+
+def _rel(table: str) -> sql.Composable:
+    return sql.SQL("{}.{}").format(*map(sql.Identifier, table.split(".", 1)))
+
+
+def _xmin_since(snapshot: str) -> sql.Composable:
+    low = int(snapshot.split(":")[0]) % 2**32
+    return sql.SQL("age(r.xmin) <= age({}::xid)").format(sql.Literal(str(low)))
+
+
+class _Delta:
+    """One delta: the legacy rows read (at one repeatable-read snapshot) and their outcomes, the
+    affected keys per target, and the parent checks (it is the mapper's ``parents``)."""
+
+    def __init__(
+        self, settings: Settings, mapper: Mapper, src: Any, tgt: Any, targets: list[str]
+    ) -> None:
+        self.settings, self.mapper, self.src, self.tgt = settings, mapper, src, tgt
+        self.bk = settings.sync.bookkeeping_schema
+        self.targets = targets
+        self.sources = list(dict.fromkeys(s for t in targets for s in mapper.sources_of(t)))
+        self.src_shapes: dict[str, TableShape] = {}
+        self.tgt_shapes: dict[str, TableShape] = {}
+        self.tracked = set(tracked_references(mapper).sets)
+        self.rows: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+        """source -> entry -> legacy row (the rows that make affected keys)."""
+        self.outcomes: dict[tuple[str, str], Outcome] = {}
+        self.affected: dict[str, dict[Key, tuple[Any, ...]]] = {t: {} for t in targets}
+        """target -> normalised key -> the key's values as found."""
+        self.pending: dict[str, set[Key]] = defaultdict(set)
+        self.entries: dict[str, set[str]] = defaultdict(set)
+        """source -> ledger entries whose outcome is compared."""
+        self.unsafe: dict[str, str] = {}
+        self._parents: dict[tuple[str, str, Key], bool] = {}
+        self.children = {
+            t: [
+                (c, r[0], r[1], r[3])
+                for c in targets
+                for r in references_of(mapper, c)
+                if r[2] == t
+            ]
+            for t in targets
+        }
+        """parent target -> (child target, child source, column, parent column) of the delta."""
+        self.keys = {t: target_of(mapper, mapper.sources_of(t)[0], t).key or () for t in targets}
+
+    @staticmethod
+    def shape_of(conn: Any, table: str) -> TableShape:
+        shape = read_shape(conn, table)
+        if shape is None:
+            raise Unsafe(f"{table} does not exist")
+        return shape
+
+    # -- legacy rows ---------------------------------------------------------------------------
+    def entry(self, source: str, row: dict[str, Any]) -> str:
+        from crossfade.sync.sinks.mapped_source import key_text
+
+        return key_text(row.get(c) for c in self.mapper.source_keys.get(source) or [])
+
+    def lookup(
+        self, source: str, cols: tuple[str, ...], values: list[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        """Legacy rows of ``source`` whose ``cols`` equal one of ``values`` (each value by its
+        text, cast to the column's type); a value that is not one of that type raises Unsafe."""
+        values = [v for v in values if None not in v]
+        if not values:
+            return []
+        if source not in self.src_shapes:
+            self.src_shapes[source] = self.shape_of(self.src, source)
+        unnest, row = _cast_in(self.src_shapes[source], cols)
+        q = sql.SQL("SELECT * FROM {} r WHERE ({}) IN (SELECT * FROM {})").format(
+            _rel(source), row, unnest
+        )
+        params = [[str(v[i]) for v in values] for i in range(len(cols))]
+        try:
+            with self.src.transaction():  # a savepoint: the snapshot survives a failed cast
+                cur = self.src.execute(q, params)
+                names = [d.name for d in cur.description or []]
+                return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+        except psycopg.DataError as exc:
+            raise Unsafe(f"{source} cannot be looked up by {', '.join(cols)}: {exc}") from None
+
+    def outcome(self, source: str, row: dict[str, Any]) -> Outcome:
+        e = (source, self.entry(source, row))
+        if e not in self.outcomes:
+            self.outcomes[e] = self.mapper.map_row(source, row, parents=self)
+        return self.outcomes[e]
+
+    def __call__(self, table: str, column: str, value: Any) -> bool | None:
+        """Whether the mapping makes a row of ``table`` with ``column`` = ``value`` (the parent
+        key sets of the full pass): its legacy rows read and mapped, their own parents checked."""
+        if (table, column) not in self.tracked:
+            return None
+        memo = (table, column, _norm([value]))
+        if memo in self._parents:
+            return self._parents[memo]
+        found = False
+        for s in self.mapper.sources_of(table):
+            sc = plain_column(target_of(self.mapper, s, table), column)
+            if sc is None:
+                raise Unsafe(f"{table}.{column} is computed from {s}")
+            for row in self.lookup(s, (sc,), [(value,)]):
+                out = self.outcome(s, row)
+                if not isinstance(out, Mapped):
+                    continue
+                for tr in out.rows:
+                    if tr.table == table and column in tr.values:
+                        seen = KeySets()
+                        seen.add(table, column, tr.values[column])
+                        found = found or bool(seen(table, column, value))
+        self._parents[memo] = found
+        return found
+
+    # -- the affected keys ---------------------------------------------------------------------
+    def add_key(self, target: str, key: tuple[Any, ...]) -> None:
+        n = _norm(key)
+        if target in self.affected and n not in self.affected[target]:
+            self.affected[target][n] = tuple(key)
+            self.pending[target].add(n)
+
+    def add_row(self, source: str, row: dict[str, Any]) -> None:
+        """A legacy row that makes (or no longer makes: filtered, rejected) affected keys."""
+        e = self.entry(source, row)
+        if e in self.rows[source]:
+            return
+        self.rows[source][e] = row
+        self.entries[source].add(e)
+        self.outcome(source, row)
+        for t, k in self.mapper.map_key(source, row):
+            self.add_key(t, k)
+
+    def add_entry(self, source: str, entry: str) -> None:
+        """A ledger entry to compare: the keys its source key maps to are affected (the legacy
+        row, if it still exists, is then read through them)."""
+        import json
+
+        self.entries[source].add(entry)
+        pk = self.mapper.source_keys.get(source) or []
+        values = json.loads(entry)
+        if not isinstance(values, list) or len(values) != len(pk):
+            raise Unsafe(f"ledger entry {entry} of {source} is not a key of it")
+        for t, k in self.mapper.map_key(source, dict(zip(pk, values, strict=True))):
+            self.add_key(t, k)
+
+    def seed(self, base: DeltaBase) -> None:
+        """The keys written since ``base`` on either side, its ledger entries written since, and
+        what the full verify left open."""
+        snap_s, snap_t = base.snapshots["source"], base.snapshots["target"]
+        for s in self.sources:
+            cur = self.src.execute(
+                sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), _xmin_since(snap_s))
+            )
+            names = [d.name for d in cur.description or []]
+            for r in cur.fetchall():
+                self.add_row(s, dict(zip(names, r, strict=True)))
+        for t in self.targets:
+            keys = sql.SQL(", ").join(
+                sql.SQL("r.{}").format(sql.Identifier(k)) for k in self.keys[t]
+            )
+            for k in self.tgt.execute(
+                sql.SQL("SELECT {} FROM {} r WHERE {}").format(keys, _rel(t), _xmin_since(snap_t))
+            ):
+                self.add_key(t, tuple(k))
+            for k in base.mapped_keys.get(t, set()):
+                self.add_key(t, k)
+        written = entries_written_since(self.tgt, self.bk, self.sources, snap_t)
+        for s in self.sources:
+            for e in written.get(s, set()) | base.mapped_entries.get(s, set()):
+                self.add_entry(s, e)
+
+    def close(self, limit: dict[str, int]) -> None:
+        """Read the legacy rows of every affected key and add what they make affected (their
+        children), until nothing new comes; a target whose closure fails or passes its
+        ``limit`` of keys goes to :attr:`unsafe`."""
+        while any(self.pending.values()):
+            work = {t: ks for t, ks in self.pending.items() if ks}
+            self.pending = defaultdict(set)
+            for t, ks in work.items():
+                if t in self.unsafe:
+                    continue
+                try:
+                    vals = [self.affected[t][n] for n in ks]
+                    for s in self.mapper.sources_of(t):
+                        ct = target_of(self.mapper, s, t)
+                        inv = tuple(plain_column(ct, k) or k for k in self.keys[t])
+                        for row in self.lookup(s, inv, vals):
+                            self.add_row(s, row)
+                    self.add_children(t, ks)
+                except Unsafe as exc:
+                    self.unsafe[t] = str(exc)
+                if len(self.affected[t]) > limit[t] and t not in self.unsafe:
+                    self.unsafe[t] = f"more than {limit[t]} keys changed"
+
+    def parent_values(self, t: str, ks: set[Key], col: str) -> list[Any]:
+        """The values of ``t``'s column ``col`` at keys ``ks``: as the mapping makes them now
+        and as the target holds them (a child may refer to either)."""
+        out: list[Any] = []
+        for s in self.mapper.sources_of(t):
+            for e in self.rows[s]:
+                got = self.outcomes.get((s, e))
+                if isinstance(got, Mapped):
+                    out += [
+                        tr.values.get(col)
+                        for tr in got.rows
+                        if tr.table == t and tr.key is not None and _norm(tr.key) in ks
+                    ]
+        shape = self.tgt_shapes.get(t) or self.shape_of(self.tgt, t)
+        self.tgt_shapes[t] = shape
+        keys = [self.affected[t][n] for n in ks]
+        texts = [tuple(None if v is None else str(v) for v in k) for k in keys]
+        held = rows_of(self.tgt, _rel(t), shape, self.keys[t], [col], texts)
+        out += [r[0] for r in held.values() if r is not None]
+        if col in self.keys[t]:
+            i = self.keys[t].index(col)
+            out += [k[i] for k in keys]
+        return [v for v in out if v is not None]
+
+    def add_children(self, t: str, ks: set[Key]) -> None:
+        """The child rows of the delta's targets that refer to a value of an affected key of
+        ``t``: found in legacy (their reference column) and in sync's ``child_refs``."""
+        from crossfade.sync.sinks.mapped_source import key_text
+
+        for child, cs, col, pcol in self.children.get(t, []):
+            values = self.parent_values(t, ks, pcol)
+            if not values:
+                continue
+            sc = plain_column(target_of(self.mapper, cs, child), col)
+            assert sc is not None  # why_full refused it otherwise
+            for row in self.lookup(cs, (sc,), [(v,) for v in values]):
+                self.add_row(cs, row)
+            texts = sorted({key_text([v]) for v in values})
+            for s, e in children_of_values(self.tgt, self.bk, t, texts):
+                if s in self.sources:
+                    self.add_entry(s, e)
+
+    # -- accounting, counts, comparison --------------------------------------------------------
+    def count(self, conn: Any, table: str) -> int:
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_rel(table))).fetchone()
+        return int(row[0]) if row else 0
+
+    def accounts(self, sources: list[str]) -> dict[str, SourceAccount]:
+        """Per source, the mapping's and the ledger's outcomes of the entries involved only."""
+        out = {}
+        for s in sources:
+            acc = out[s] = SourceAccount(s, source_rows=self.count(self.src, s))
+            entries = sorted(self.entries[s])
+            for e in entries:
+                got = self.outcomes.get((s, e)) if e in self.rows[s] else None
+                if isinstance(got, Filtered):
+                    acc.filtered.add(e)
+                elif isinstance(got, Rejected):
+                    acc.rejected.add(e)
+                elif isinstance(got, Mapped):
+                    acc.mapped += 1
+            for e, (_pos, outcome, _rule) in ledger_positions(
+                self.tgt, self.bk, s, entries
+            ).items():
+                if outcome in HELD_OUT:
+                    acc.ledger_dead.add(e)
+                elif outcome == "filtered":
+                    acc.ledger_filtered.add(e)
+        return out
+
+    def counts_problem(self, t: str, accounted: dict[str, dict[str, int]]) -> str | None:
+        """Why the counts do not add up for ``t`` (a delete lost since the full verify leaves
+        only this trace), or None."""
+        mapped = 0
+        for s in self.mapper.sources_of(t):
+            a = accounted.get(s, {})
+            n = sum(
+                a.get(o, 0)
+                for o in (
+                    "mapped",
+                    "replayed",
+                    "dead_letter",
+                    "filtered",
+                    "deferred",
+                    "parent_left",
+                )
+            )
+            legacy = self.count(self.src, s)
+            if legacy != n:
+                return f"{s} has {legacy} legacy rows, sync's ledger accounts for {n}"
+            mapped += a.get("mapped", 0) + a.get("replayed", 0)
+        rows = self.count(self.tgt, t)
+        if rows != mapped:
+            return f"{t} has {rows} rows, sync's ledger mapped {mapped}"
+        return None
+
+    def columns(self, t: str, shape: TableShape) -> list[str]:
+        """The target columns the mapping produces (as the full pass compares them)."""
+        wanted = set(self.keys[t])
+        for s in self.mapper.sources_of(t):
+            ct = target_of(self.mapper, s, t)
+            wanted |= {c.name for c in ct.columns}
+            if ct.copy_columns:
+                wanted |= {c.name for c in shape.columns}
+        return [c.name for c in shape.columns if c.name in wanted]
+
+    def compare(self, t: str) -> tuple[TargetResult, dict[Key, tuple[Any, ...] | None]]:
+        """The expected rows of ``t``'s affected keys against the target's rows of those keys."""
+        shape = self.tgt_shapes[t]
+        key = self.keys[t]
+        exp = Expected(self.settings, shape, key, self.columns(t, shape))
+        res = TargetResult(t, self.mapper.sources_of(t))
+        try:
+            for s in res.sources:
+                for e in self.rows[s]:
+                    got = self.outcomes[(s, e)]
+                    if not isinstance(got, Mapped):
+                        continue
+                    for tr in got.rows:
+                        if (
+                            tr.table == t
+                            and tr.key is not None
+                            and _norm(tr.key) in self.affected[t]
+                        ):
+                            exp.write(tr.values)
+            exp.finish()
+            only = sql.Identifier(f"cf_keys_{next(_seq)}")
+            cast = sql.SQL(", ").join(
+                sql.SQL("w.{0}::{1} AS {0}").format(
+                    sql.Identifier(k), sql.SQL(shape.column(k).type_sql)
+                )
+                for k in key
+            )
+            arrays = sql.SQL(", ").join(sql.SQL("%s::text[]") for _ in key)
+            names = sql.SQL(", ").join(map(sql.Identifier, key))
+            exp.conn.execute(
+                sql.SQL(
+                    "CREATE TEMP TABLE {} AS SELECT DISTINCT {} FROM unnest({}) AS w({})"
+                ).format(only, cast, arrays, names),
+                [[k[i] for k in self.affected[t]] for i in range(len(key))],
+            )
+            compare_expected(exp, res, only)
+            expected = exp.rows_of(list(res.differing))
+        finally:
+            exp.close()
+        return res, expected
+
+
+def as_found(
+    tgt: Any, first: MappedRun, keys: dict[str, dict[Key, str]], entries: dict[str, set[str]]
+) -> MappedCheck:
+    """The differences of a mapped run taken as they are (no re-check: a quiet source, or
+    writes frozen and fenced), with the rows of their first examples."""
+    check = MappedCheck(first)
+    check.confirmed = keys
+    for t, ks in keys.items():
+        r = first.targets[t]
+        assert r.shape is not None
+        sample = list(ks)[:EXAMPLES]
+        got = rows_of(tgt, _rel(t), r.shape, r.key, r.cols, sample)
+        for k in sample:
+            check.rows[(t, k)] = (first.expected[t].get(k), got[k])
+    for s, es in entries.items():
+        a = first.accounts[s]
+        check.entries[s] = {e: (a.outcome(e), recorded_outcome(a, e)) for e in es}
+    return check
+
+
+def _spread(mapper: Mapper, targets: list[str], full: dict[str, str]) -> dict[str, str]:
+    """``full`` and every target sharing a legacy table with one of them (the full pass compares
+    every target of the tables it reads), and the parents their ``references`` rules name (the
+    full pass sees a parent's keys only when it maps the parent's tables)."""
+    out = dict(full)
+    grew = True
+    while grew:
+        grew = False
+        for t in targets:
+            if t in out:
+                continue
+            for s in mapper.sources_of(t):
+                other = next((u for u in out if s in mapper.sources_of(u)), None)
+                if other is not None:
+                    out[t] = f"shares {s} with {other}, compared in full"
+                    grew = True
+                    break
+        for child in list(out):
+            for _s, _col, parent, _pcol, _ref in references_of(mapper, child):
+                if parent in targets and parent not in out:
+                    out[parent] = f"parent of {child}, compared in full with it"
+                    grew = True
+    return out
+
+
+def run_delta(
+    settings: Settings,
+    sources: list[str],
+    base: DeltaBase,
+    *,
+    max_fraction: float = DEFAULT_MAX_FRACTION,
+) -> MappedDelta:
+    """The delta of the targets of ``sources`` since ``base`` (see the module's docstring): one
+    repeatable-read snapshot of legacy, the target as it is now (frozen and fenced, in a
+    cutover). Targets it cannot compare safely are named in :attr:`MappedDelta.full`."""
+    t0 = time.monotonic()
+    with read_only(settings) as src, connect(settings.target, "target") as tgt:
+        mapper, _schema = prepare(settings, src, check_target=True)
+        targets = targets_of(mapper, sources)
+        full = _spread(mapper, targets, {t: w for t in targets if (w := why_full(mapper, t))})
+        d = _Delta(settings, mapper, src, tgt, [t for t in targets if t not in full])
+        try:
+            for t in d.targets:
+                d.tgt_shapes[t] = d.shape_of(tgt, t)
+            d.seed(base)
+            limit = {t: max(1, int(max_fraction * d.count(tgt, t))) for t in d.targets}
+            d.close(limit)
+        except Unsafe as exc:
+            d.unsafe.update({t: str(exc) for t in d.targets if t not in d.unsafe})
+        accounted = ledger_counts(tgt, d.bk).accounted
+        for t in d.targets:
+            why = d.unsafe.get(t) or d.counts_problem(t, accounted)
+            if why is not None:
+                full[t] = why
+        full = _spread(mapper, targets, full)
+        c0 = time.monotonic()
+        results, expected, compared = {}, {}, {}
+        for t in d.targets:
+            if t not in full:
+                results[t], expected[t] = d.compare(t)
+                compared[t] = len(d.affected[t])
+        c1 = time.monotonic()
+        accounts = d.accounts(
+            [s for s in d.sources if all(t not in full for t in targets_of(mapper, [s]))]
+        )
+        src.rollback()
+        tgt.rollback()
+    run = MappedRun(results, accounts, time.monotonic() - t0, expected)
+    return MappedDelta(run, full, compared, c1 - c0, {t: mapper.sources_of(t) for t in targets})
