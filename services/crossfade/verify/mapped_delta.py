@@ -51,6 +51,7 @@ from psycopg import sql
 from crossfade.catalog import TableShape, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
+from crossfade.errors import ConfigError
 from crossfade.mapping.audit import prepare, read_only, tracked_references
 from crossfade.mapping.engine import (
     CompiledTarget,
@@ -310,7 +311,7 @@ class _Delta:
         self.rows[source][e] = row
         self.entries[source].add(e)
         self.outcome(source, row)
-        for t, k in self.mapper.map_key(source, row):
+        for t, k in self._keys_of(source, row):
             self.add_key(t, k)
 
     def add_entry(self, source: str, entry: str) -> None:
@@ -323,8 +324,14 @@ class _Delta:
         values = json.loads(entry)
         if not isinstance(values, list) or len(values) != len(pk):
             raise Unsafe(f"ledger entry {entry} of {source} is not a key of it")
-        for t, k in self.mapper.map_key(source, dict(zip(pk, values, strict=True))):
+        for t, k in self._keys_of(source, dict(zip(pk, values, strict=True))):
             self.add_key(t, k)
+
+    def _keys_of(self, source: str, key: dict[str, Any]) -> list[tuple[str, tuple[Any, ...]]]:
+        try:
+            return self.mapper.map_key(source, key)
+        except ConfigError as exc:
+            raise Unsafe(f"the target keys of {source} are not known from its key: {exc}") from None
 
     def seed(self, base: DeltaBase) -> None:
         """The keys written since ``base`` on either side, its ledger entries written since, and
@@ -388,16 +395,20 @@ class _Delta:
                         for tr in got.rows
                         if tr.table == t and tr.key is not None and _norm(tr.key) in ks
                     ]
-        shape = self.tgt_shapes.get(t) or self.shape_of(self.tgt, t)
-        self.tgt_shapes[t] = shape
         keys = [self.affected[t][n] for n in ks]
-        texts = [tuple(None if v is None else str(v) for v in k) for k in keys]
-        held = rows_of(self.tgt, _rel(t), shape, self.keys[t], [col], texts)
-        out += [r[0] for r in held.values() if r is not None]
+        out += self.held(t, col, keys)
         if col in self.keys[t]:
             i = self.keys[t].index(col)
             out += [k[i] for k in keys]
         return [v for v in out if v is not None]
+
+    def held(self, t: str, col: str, keys: list[tuple[Any, ...]]) -> list[Any]:
+        """Column ``col`` of the target's rows of ``t`` at ``keys`` (those it holds)."""
+        shape = self.tgt_shapes.get(t) or self.shape_of(self.tgt, t)
+        self.tgt_shapes[t] = shape
+        texts = [tuple(None if v is None else str(v) for v in k) for k in keys]
+        held = rows_of(self.tgt, _rel(t), shape, self.keys[t], [col], texts)
+        return [r[0] for r in held.values() if r is not None]
 
     def add_children(self, t: str, ks: set[Key]) -> None:
         """The child rows of the delta's targets that refer to a value of an affected key of
@@ -545,8 +556,8 @@ def as_found(
 
 def _spread(mapper: Mapper, targets: list[str], full: dict[str, str]) -> dict[str, str]:
     """``full`` and every target sharing a legacy table with one of them (the full pass compares
-    every target of the tables it reads), and the parents their ``references`` rules name (the
-    full pass sees a parent's keys only when it maps the parent's tables)."""
+    every target of the tables it reads), the parents their ``references`` rules name (the
+    full pass sees a parent's keys only when it maps the parent's tables) and their children."""
     out = dict(full)
     grew = True
     while grew:
@@ -560,10 +571,15 @@ def _spread(mapper: Mapper, targets: list[str], full: dict[str, str]) -> dict[st
                     out[t] = f"shares {s} with {other}, compared in full"
                     grew = True
                     break
-        for child in list(out):
+        for child in targets:
             for _s, _col, parent, _pcol, _ref in references_of(mapper, child):
-                if parent in targets and parent not in out:
+                if child in out and parent in targets and parent not in out:
                     out[parent] = f"parent of {child}, compared in full with it"
+                    grew = True
+                elif parent in out and child not in out:
+                    # a parent's lost delete shows only in its counts: its children's rows
+                    # follow it without an xmin of their own
+                    out[child] = f"child of {parent}, compared in full with it"
                     grew = True
     return out
 

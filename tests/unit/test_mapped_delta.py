@@ -1,0 +1,181 @@
+"""The delta of mapped targets (crossfade.verify.mapped_delta) without a database: which targets
+it can compute, which go to the full compare and why, and the closure of the affected keys
+(children of a changed parent, parents read on demand for the ``references`` rules)."""
+
+from __future__ import annotations
+
+import copy
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from crossfade.config.mapping import MappingConfig
+from crossfade.mapping.engine import Mapped, Mapper, Rejected
+from crossfade.verify import mapped_delta
+from crossfade.verify.mapped_delta import _Delta, _spread, plain_column, target_of, why_full
+
+CRM: dict[str, Any] = {
+    "tables": {
+        "public.members": {
+            "filters": [{"name": "inactive", "when": [{"column": "active", "eq": False}]}],
+            "targets": [
+                {
+                    "table": "crm.people",
+                    "columns": {
+                        "legacy_id": "id",
+                        "full_name": {"from": "full_name", "transforms": ["name"]},
+                    },
+                }
+            ],
+        },
+        "public.notes": {
+            "targets": [
+                {
+                    "table": "crm.notes",
+                    "columns": {"legacy_id": "id", "person_id": "member_id", "body": "body"},
+                    "rules": {"person_id": {"references": "crm.people.legacy_id"}},
+                }
+            ]
+        },
+    }
+}
+KEYS = {"public.members": ["id"], "public.notes": ["id"]}
+
+
+def _mapper(cfg: dict[str, Any]) -> Mapper:
+    return Mapper(MappingConfig.model_validate(cfg), list(KEYS), KEYS)
+
+
+def test_plain_mapped_targets_and_their_children_are_computed_by_delta() -> None:
+    m = _mapper(CRM)
+    assert why_full(m, "crm.people") is None
+    assert why_full(m, "crm.notes") is None
+    assert plain_column(target_of(m, "public.notes", "crm.notes"), "person_id") == "member_id"
+    assert plain_column(target_of(m, "public.members", "crm.people"), "full_name") is None
+
+
+@pytest.mark.parametrize(
+    ("change", "target", "why"),
+    [
+        (
+            lambda c: c.update(
+                dedup={"crm.people": {"match": [{"name": "e", "all": [{"column": "full_name"}]}]}}
+            ),
+            "crm.notes",
+            "refers to deduplicated crm.people",
+        ),
+        (
+            lambda c: c["tables"]["public.members"]["targets"][0]["columns"].update(
+                legacy_id={"from": "id", "transforms": ["trim"]}
+            ),
+            "crm.people",
+            "no target key known from public.members",
+        ),
+        (
+            lambda c: c["tables"]["public.notes"]["targets"][0]["rules"].update(
+                person_id={
+                    "references": {
+                        "table": "crm.people",
+                        "column": "legacy_id",
+                        "on_parent_left": "keep",
+                    }
+                }
+            ),
+            "crm.notes",
+            "on_parent_left: keep",
+        ),
+        (
+            lambda c: c["tables"]["public.notes"]["targets"][0]["columns"].update(
+                person_id={"from": "member_id", "default": 0}
+            ),
+            "crm.notes",
+            "reference column person_id is computed",
+        ),
+    ],
+)
+def test_what_the_delta_cannot_compute_goes_to_the_full_compare(
+    change: Any, target: str, why: str
+) -> None:
+    cfg = copy.deepcopy(CRM)
+    change(cfg)
+    got = why_full(_mapper(cfg), target)
+    assert got is not None and why in got, got
+
+
+def test_a_full_target_takes_its_parents_and_children_along() -> None:
+    m = _mapper(CRM)
+    targets = ["crm.people", "crm.notes"]
+    assert _spread(m, targets, {"crm.notes": "counts"})["crm.people"].startswith(
+        "parent of crm.notes"
+    )
+    assert _spread(m, targets, {"crm.people": "counts"})["crm.notes"].startswith(
+        "child of crm.people"
+    )
+    assert _spread(m, targets, {}) == {}
+
+
+class _Memory(_Delta):
+    """The delta over legacy rows in memory and a target holding nothing."""
+
+    def __init__(self, mapper: Mapper, legacy: dict[str, list[dict[str, Any]]]) -> None:
+        settings: Any = SimpleNamespace(sync=SimpleNamespace(bookkeeping_schema="crossfade"))
+        super().__init__(settings, mapper, None, None, ["crm.people", "crm.notes"])
+        self.legacy = legacy
+        self.lookups: list[tuple[str, tuple[str, ...]]] = []
+
+    def lookup(
+        self, source: str, cols: tuple[str, ...], values: list[tuple[Any, ...]]
+    ) -> list[dict[str, Any]]:
+        self.lookups.append((source, cols))
+        want = {tuple(str(v) for v in vs) for vs in values}
+        return [r for r in self.legacy[source] if tuple(str(r[c]) for c in cols) in want]
+
+    def held(self, t: str, col: str, keys: list[tuple[Any, ...]]) -> list[Any]:
+        return []
+
+
+def test_a_changed_parent_brings_its_unchanged_children_and_a_child_reads_its_parent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mapped_delta, "children_of_values", lambda *_a: [])
+    legacy = {
+        "public.members": [
+            {"id": 1, "full_name": "ann lee", "active": True},
+            {"id": 2, "full_name": "bob day", "active": False},  # filtered: its note has no parent
+            {"id": 3, "full_name": "cy po", "active": True},
+        ],
+        "public.notes": [
+            {"id": 10, "member_id": 1, "body": "a"},
+            {"id": 20, "member_id": 2, "body": "b"},
+            {"id": 30, "member_id": 3, "body": "c"},
+        ],
+    }
+    d = _Memory(_mapper(CRM), legacy)
+    d.add_row("public.members", legacy["public.members"][1])  # member 2 changed since
+    d.add_key("crm.notes", (30,))  # note 30 written in the target since
+    d.close({"crm.people": 100, "crm.notes": 100})
+    assert not d.unsafe, d.unsafe
+    assert set(d.affected["crm.people"]) == {("2",)}
+    # note 20 is unchanged itself: only its parent's change makes it affected
+    assert set(d.affected["crm.notes"]) == {("20",), ("30",)}
+    assert isinstance(d.outcomes[("public.notes", "[20]")], Rejected)
+    # note 30's parent was read (and mapped) to answer its references rule, not compared
+    assert isinstance(d.outcomes[("public.notes", "[30]")], Mapped)
+    assert ("public.members", ("id",)) in d.lookups
+    assert "[3]" not in d.rows["public.members"]
+
+
+def test_a_closure_past_its_limit_goes_to_the_full_compare(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mapped_delta, "children_of_values", lambda *_a: [])
+    legacy = {
+        "public.members": [{"id": i, "full_name": "x y", "active": True} for i in range(5)],
+        "public.notes": [],
+    }
+    d = _Memory(_mapper(CRM), legacy)
+    for r in legacy["public.members"]:
+        d.add_row("public.members", r)
+    d.close({"crm.people": 3, "crm.notes": 3})
+    assert d.unsafe == {"crm.people": "more than 3 keys changed"}
