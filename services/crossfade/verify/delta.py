@@ -22,9 +22,11 @@ reported as a difference, never missed.
 
 The cost is one scan of each table's keys and row headers plus a comparison of the changed rows:
 it grows with the writes of the last minutes, not with the tables' size as the checksums of
-every row do. Compared in full even then, as before: mapped tables (a golden record or a child
-depends on rows of several tables; verified through the mapping, whole). A server older than
-PostgreSQL 13 (no ``pg_current_snapshot``) gets no snapshot: its tables are verified in full.
+every row do. Mapped targets are compared the same way, through the mapping, by the target keys
+the changes since affect and what depends on them (children of a changed parent, the parents a
+child's reference needs): :mod:`crossfade.verify.mapped_delta`, which also says which targets it
+still compares in full (deduplicated ones among them) and why. A server older than PostgreSQL 13
+(no ``pg_current_snapshot``) gets no snapshot: its tables are verified in full.
 """
 
 from __future__ import annotations

@@ -148,6 +148,8 @@ def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) ->
     if target in mapper.config.dedup:
         return "deduplicated (golden records)"
     for s in mapper.sources_of(target):
+        if mapper.table(s).identity:
+            return f"{s} is copied as it is into it (not through the mapping)"
         ct = target_of(mapper, s, target)
         if ct.key is None:
             return f"no target key known from {s}"
