@@ -92,6 +92,25 @@ def test_plain_mapped_targets_and_their_children_are_computed_by_delta() -> None
             "crm.notes",
             "reference column person_id is computed",
         ),
+        (
+            lambda c: (
+                c["tables"]["public.members"]["targets"][0]["columns"].update(
+                    legacy_id="id", code="full_name"
+                )
+                or c["tables"]["public.notes"]["targets"][0]["rules"].update(
+                    person_id={"references": "crm.people.code"}
+                )
+            ),
+            "crm.notes",
+            "refers to crm.people.code, not its key",
+        ),
+        (
+            lambda c: c.update(
+                dedup={"crm.people": {"match": [{"name": "e", "all": [{"column": "full_name"}]}]}}
+            ),
+            "crm.people",
+            "deduplicated (golden records)",
+        ),
     ],
 )
 def test_what_the_delta_cannot_compute_goes_to_the_full_compare(

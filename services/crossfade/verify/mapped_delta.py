@@ -31,7 +31,8 @@ the target is compared in full.
 
 A target is compared in full (:attr:`MappedDelta.full` says why) when its delta cannot be
 computed safely: deduplicated targets (golden records) and children of them, a target key or a
-reference column computed by transforms (no inverse), ``on_parent_left: keep``, references in a
+reference column computed by transforms (no inverse), a reference to a parent column that is not
+its key, ``on_parent_left: keep``, references in a
 cycle, counts that do not add up, a lookup that fails, or more affected keys than
 ``max_fraction`` of its rows. A target sharing a legacy table with one compared in full is
 compared in full too (the full pass compares every target of the tables it reads).
@@ -167,8 +168,13 @@ def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) ->
         if parent == target or parent in seen:
             return f"references form a cycle through {parent}"
         for ps in mapper.sources_of(parent):
-            if plain_column(target_of(mapper, ps, parent), pcol) is None:
+            pt = target_of(mapper, ps, parent)
+            if plain_column(pt, pcol) is None:
                 return f"{parent}.{pcol} (referred to by {col}) is computed from {ps}"
+            if pcol not in (pt.key or ()):
+                # a parent gone from both sides leaves its key (ledger), not its other values:
+                # its children could not be found
+                return f"{col} refers to {parent}.{pcol}, not its key"
         up = why_full(mapper, parent, seen | {target})
         if up is not None and up.startswith("references form a cycle"):
             return up
