@@ -341,17 +341,28 @@ class _Delta:
         except ConfigError as exc:
             raise Unsafe(f"the target keys of {source} are not known from its key: {exc}") from None
 
-    def seed(self, base: DeltaBase) -> None:
+    def seed(self, base: DeltaBase, limit: dict[str, int]) -> None:
         """The keys written since ``base`` on either side, its ledger entries written since, and
-        what the full verify left open."""
+        what the full verify left open. A legacy table whose changed rows take a target past
+        its ``limit`` is not read further (that target goes to the full compare)."""
         snap_s, snap_t = base.snapshots["source"], base.snapshots["target"]
         for s in self.sources:
-            cur = self.src.execute(
-                sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), _xmin_since(snap_s))
-            )
-            names = [d.name for d in cur.description or []]
-            for r in cur.fetchall():
-                self.add_row(s, dict(zip(names, r, strict=True)))
+            mine = [t for t in targets_of(self.mapper, [s]) if t in self.affected]
+            q = sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), _xmin_since(snap_s))
+            with self.src.cursor(name=f"cf_delta_{next(_seq)}") as cur:
+                cur.itersize = 2000
+                cur.execute(q)
+                names = [d.name for d in cur.description or []]
+                for r in cur:
+                    try:
+                        self.add_row(s, dict(zip(names, r, strict=True)))
+                    except Unsafe as exc:
+                        self.unsafe.update({t: str(exc) for t in mine if t not in self.unsafe})
+                    over = [t for t in mine if len(self.affected[t]) > limit[t]]
+                    for t in over:
+                        self.unsafe.setdefault(t, f"more than {limit[t]} keys changed")
+                    if all(t in self.unsafe for t in mine):
+                        break
         for t in self.targets:
             keys = sql.SQL(", ").join(
                 sql.SQL("r.{}").format(sql.Identifier(k)) for k in self.keys[t]
@@ -611,8 +622,8 @@ def run_delta(
         try:
             for t in d.targets:
                 d.tgt_shapes[t] = d.shape_of(tgt, t)
-            d.seed(base)
             limit = {t: max(1, int(max_fraction * d.count(tgt, t))) for t in d.targets}
+            d.seed(base, limit)
             d.close(limit)
         except Unsafe as exc:
             d.unsafe.update({t: str(exc) for t in d.targets if t not in d.unsafe})
