@@ -198,3 +198,26 @@ def test_a_closure_past_its_limit_goes_to_the_full_compare(
         d.add_row("public.members", r)
     d.close({"crm.people": 3, "crm.notes": 3})
     assert d.unsafe == {"crm.people": "more than 3 keys changed"}
+
+
+def test_the_parents_of_many_changed_children_are_read_in_one_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mapped_delta, "children_of_values", lambda *_a: [])
+    legacy = {
+        "public.members": [{"id": i, "full_name": "x y", "active": i != 2} for i in range(1, 6)],
+        "public.notes": [{"id": i * 10, "member_id": i, "body": "n"} for i in range(1, 7)],
+    }
+    d = _Memory(_mapper(CRM), legacy)
+    d.add_rows("public.notes", legacy["public.notes"])
+    assert d.lookups.count(("public.members", ("id",))) == 1, d.lookups
+    got = {e: type(d.outcomes[("public.notes", e)]) for e in d.rows["public.notes"]}
+    # member 2 is filtered and member 6 does not exist: their notes are rejected
+    assert got == {
+        "[10]": Mapped,
+        "[20]": Rejected,
+        "[30]": Mapped,
+        "[40]": Mapped,
+        "[50]": Mapped,
+        "[60]": Rejected,
+    }

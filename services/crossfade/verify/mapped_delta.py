@@ -114,6 +114,10 @@ def _norm(values: Any) -> tuple[Any, ...]:
     return tuple(None if v is None else str(v) for v in values)
 
 
+def _hashable(v: Any) -> bool:
+    return v is not None and not isinstance(v, list | dict)
+
+
 def plain_column(ct: CompiledTarget, col: str) -> str | None:
     """The source column target column ``col`` of ``ct`` copies unchanged (no transform, cast,
     default or constant), or None: then no lookup finds the legacy rows that give a value."""
@@ -224,7 +228,10 @@ class _Delta:
         self.entries: dict[str, set[str]] = defaultdict(set)
         """source -> ledger entries whose outcome is compared."""
         self.unsafe: dict[str, str] = {}
-        self._parents: dict[tuple[str, str, Key], bool] = {}
+        self._parents: dict[tuple[str, str, Key], bool | None] = {}
+        self._asked: dict[tuple[str, str], set[Any]] = defaultdict(set)
+        self._fetched: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = defaultdict(dict)
+        """(source, column) -> value -> its legacy rows, for the values asked (:meth:`prefetch`)."""
         self.children = {
             t: [
                 (c, r[0], r[1], r[3])
@@ -273,6 +280,39 @@ class _Delta:
         except psycopg.DataError as exc:
             raise Unsafe(f"{source} cannot be looked up by {', '.join(cols)}: {exc}") from None
 
+    def prefetch(self, source: str, rows: list[dict[str, Any]], depth: int = 0) -> None:
+        """Read at once the parent rows the ``references`` rules of ``rows`` (of ``source``)
+        will ask for (one query per parent table instead of one per value), and theirs."""
+        if not rows or depth > 8:
+            return
+        for ct in self.mapper.table(source).targets:
+            for col, r, _checks in ct.rules:
+                ref = r.reference if r is not None else None
+                sc = plain_column(ct, col) if ref is not None else None
+                if ref is None or sc is None or (ref.table, ref.column) not in self.tracked:
+                    continue
+                values = {row[sc] for row in rows if _hashable(row.get(sc))}
+                for ps in self.mapper.sources_of(ref.table):
+                    psc = plain_column(target_of(self.mapper, ps, ref.table), ref.column)
+                    todo = [
+                        v for v in values if psc is not None and v not in self._asked[(ps, psc)]
+                    ]
+                    if psc is None or not todo:
+                        continue
+                    found = self.lookup(ps, (psc,), [(v,) for v in todo])
+                    self._asked[(ps, psc)].update(todo)
+                    for p in found:
+                        if _hashable(p[psc]):
+                            self._fetched[(ps, psc)].setdefault(p[psc], []).append(p)
+                    self.prefetch(ps, found, depth + 1)
+
+    def _prefetched(self, source: str, col: str, value: Any) -> list[dict[str, Any]] | None:
+        """The rows :meth:`prefetch` read for ``value`` (equal as Python compares, as the key
+        sets of the references rules do), or None when it did not ask for it."""
+        if not _hashable(value) or value not in self._asked[(source, col)]:
+            return None
+        return self._fetched[(source, col)].get(value, [])
+
     def outcome(self, source: str, row: dict[str, Any]) -> Outcome:
         e = (source, self.entry(source, row))
         if e not in self.outcomes:
@@ -286,13 +326,18 @@ class _Delta:
             return None
         memo = (table, column, _norm([value]))
         if memo in self._parents:
-            return self._parents[memo]
+            got = self._parents[memo]
+            if got is None:  # asked again while answering it
+                raise Unsafe(f"references form a cycle through {table}.{column}")
+            return got
+        self._parents[memo] = None
         found = False
         for s in self.mapper.sources_of(table):
             sc = plain_column(target_of(self.mapper, s, table), column)
             if sc is None:
                 raise Unsafe(f"{table}.{column} is computed from {s}")
-            for row in self.lookup(s, (sc,), [(value,)]):
+            rows = self._prefetched(s, sc, value)
+            for row in self.lookup(s, (sc,), [(value,)]) if rows is None else rows:
                 out = self.outcome(s, row)
                 if not isinstance(out, Mapped):
                     continue
@@ -321,6 +366,11 @@ class _Delta:
         self.outcome(source, row)
         for t, k in self._keys_of(source, row):
             self.add_key(t, k)
+
+    def add_rows(self, source: str, rows: list[dict[str, Any]]) -> None:
+        self.prefetch(source, [r for r in rows if self.entry(source, r) not in self.rows[source]])
+        for row in rows:
+            self.add_row(source, row)
 
     def add_entry(self, source: str, entry: str) -> None:
         """A ledger entry to compare: the keys its source key maps to are affected (the legacy
@@ -353,16 +403,17 @@ class _Delta:
                 cur.itersize = 2000
                 cur.execute(q)
                 names = [d.name for d in cur.description or []]
-                for r in cur:
+                while not all(t in self.unsafe for t in mine):
+                    batch = [dict(zip(names, r, strict=True)) for r in cur.fetchmany(2000)]
+                    if not batch:
+                        break
                     try:
-                        self.add_row(s, dict(zip(names, r, strict=True)))
+                        self.add_rows(s, batch)
                     except Unsafe as exc:
                         self.unsafe.update({t: str(exc) for t in mine if t not in self.unsafe})
-                    over = [t for t in mine if len(self.affected[t]) > limit[t]]
-                    for t in over:
-                        self.unsafe.setdefault(t, f"more than {limit[t]} keys changed")
-                    if all(t in self.unsafe for t in mine):
-                        break
+                    for t in mine:
+                        if len(self.affected[t]) > limit[t]:
+                            self.unsafe.setdefault(t, f"more than {limit[t]} keys changed")
         for t in self.targets:
             keys = sql.SQL(", ").join(
                 sql.SQL("r.{}").format(sql.Identifier(k)) for k in self.keys[t]
@@ -393,8 +444,7 @@ class _Delta:
                     for s in self.mapper.sources_of(t):
                         ct = target_of(self.mapper, s, t)
                         inv = tuple(plain_column(ct, k) or k for k in self.keys[t])
-                        for row in self.lookup(s, inv, vals):
-                            self.add_row(s, row)
+                        self.add_rows(s, self.lookup(s, inv, vals))
                     self.add_children(t, ks)
                 except Unsafe as exc:
                     self.unsafe[t] = str(exc)
@@ -440,8 +490,7 @@ class _Delta:
                 continue
             sc = plain_column(target_of(self.mapper, cs, child), col)
             assert sc is not None  # why_full refused it otherwise
-            for row in self.lookup(cs, (sc,), [(v,) for v in values]):
-                self.add_row(cs, row)
+            self.add_rows(cs, self.lookup(cs, (sc,), [(v,) for v in values]))
             texts = sorted({key_text([v]) for v in values})
             for s, e in children_of_values(self.tgt, self.bk, t, texts):
                 if s in self.sources:
