@@ -152,11 +152,13 @@ class Stack:
         converter: str | None = None,
         **sync: Any,
     ) -> None:
-        """``initial_load``: ``capture.initial_load`` (copy|debezium), the default when None;
-        ``converter``: ``capture.converter`` (python|jvm), else ``$CROSSFADE_TEST_CONVERTER`` (to
+        """``initial_load``: ``capture.initial_load`` (copy|debezium), else
+        ``$CROSSFADE_TEST_INITIAL_LOAD`` (to run the suite under the other load: the processes'
+        environment drops every ``CROSSFADE_*`` variable, so ``CROSSFADE_CAPTURE__INITIAL_LOAD``
+        never reaches them), else the default; ``converter``: ``capture.converter`` (python|jvm), else ``$CROSSFADE_TEST_CONVERTER`` (to
         run the suite under the other converter), else the default."""
         n = next(_counter)
-        self.initial_load = initial_load
+        self.initial_load = initial_load or os.environ.get("CROSSFADE_TEST_INITIAL_LOAD")
         self.converter = converter or os.environ.get("CROSSFADE_TEST_CONVERTER")
         self.n = n
         self.pg = pg
