@@ -260,9 +260,11 @@ class GroupMember:
 
     def broker_rebalancing(self) -> str | None:
         """The group's state when the broker reports a rebalance in progress, else None (also
-        when the broker does not answer within a few seconds)."""
+        when the broker does not answer within 3 s: a stop waits no longer for it)."""
         try:
-            state, _ = Admin(self.kafka.client_config()).group_state(self.settings.sync.group_id)
+            state, _ = Admin(self.kafka.client_config()).group_state(
+                self.settings.sync.group_id, timeout=3.0
+            )
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
             return None
