@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
-from crossfade.events.kafka import Admin, current_epoch
+from crossfade.events.kafka import current_epoch
 from crossfade.sync.pause import PauseHook
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,6 @@ log = logging.getLogger(__name__)
 TP = tuple[str, int]
 Claim = Callable[[list[TP], str], tuple[str, dict[TP, int]]]
 """Claims partitions in the target under a broker epoch: (owner token, next offset of each)."""
-
-SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
-"""Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
 
 class GroupMember:
@@ -147,14 +144,12 @@ class GroupMember:
         join again with a new consumer, so the group assigns from fresh metadata (topics that
         appeared since: an unsubscribe/subscribe of the same consumer was seen joining again with
         its cached metadata, still without them). Not while a join is pending: a LeaveGroup then
-        wedges Tansu's group (:meth:`leave`); the next stall report tries again."""
+        wedges Tansu's group (:meth:`finish_join`); the next stall report tries again."""
         assert self.consumer is not None
-        if not self.in_group or self.broker_rebalancing() is not None:
+        if not self.in_group:
             log.warning(
-                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing "
-                "yet%s",
+                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing yet",
                 stalled,
-                self.rebalance_hint(),
             )
             return
         log.warning("stalled table(s) %s: re-subscribing to the change topics", stalled)
@@ -232,63 +227,12 @@ class GroupMember:
     # -- leaving ------------------------------------------------------------------------------
     def leave(self) -> None:
         """Close the consumer (LeaveGroup), unless stopping mid-join left it open on purpose
-        (:meth:`finish_join`; :attr:`left_in_group`).
-
-        Tansu (0.6) must not get a LeaveGroup from the group's leader while the group is
-        rebalancing: it removes the member but keeps it as the leader of the rebalance, so no
-        member is ever given the assignment to compute and the group never assigns a partition
-        again (every later JoinGroup names the departed leader; only the broker's restart ends
-        it). Apache Kafka elects a new leader. A rebalance this member has not heard of yet (one
-        another member's join or leave began less than a heartbeat ago: librdkafka learns of it
-        from its next heartbeat) looks settled from here, so the broker is asked first: while it
-        reports a rebalance, this member takes part in it (:meth:`finish_join`) and leaves the
-        group it completes. A broker that cannot be asked is left as before."""
+        (:meth:`finish_join`; :attr:`left_in_group`)."""
         assert self.consumer is not None
-        state = self.broker_rebalancing() if self.in_group else None
-        if state is not None:
-            log.info(
-                "the broker reports consumer group %s rebalancing (%s): completing the rebalance "
-                "before leaving",
-                self.settings.sync.group_id,
-                state,
-            )
-            self.in_group = False  # a join is pending at the broker: the next assignment ends it
         if self.finish_join() or not self.stop.is_set():
             self.consumer.close()
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
-
-    def broker_rebalancing(self) -> str | None:
-        """The group's state when the broker reports a rebalance in progress, else None (also
-        when the broker does not answer within 3 s: a stop waits no longer for it)."""
-        try:
-            state, _ = Admin(self.kafka.client_config()).group_state(
-                self.settings.sync.group_id, timeout=3.0
-            )
-        except BrokerUnavailable as exc:
-            log.debug("consumer group state unknown: %s", exc)
-            return None
-        return None if state in SETTLED_STATES else state
-
-    def rebalance_hint(self) -> str:
-        """For a join that lasts: the rebalance's leader as the broker names it (Tansu reports
-        it) when it is not this member, and what a leader that never comes back means; "" when
-        the broker names none or does not answer."""
-        try:
-            state, leader = Admin(self.kafka.client_config()).group_state(
-                self.settings.sync.group_id
-            )
-        except BrokerUnavailable:
-            return ""
-        mine = self.consumer.memberid() if self.consumer is not None else None
-        if state in SETTLED_STATES or not leader.startswith("crossfade-sync-") or leader == mine:
-            return ""
-        return (
-            f"; the broker reports the group {state} with leader {leader}, not this worker: a "
-            "live leader completes the rebalance within sync.session_timeout_ms and a dead one "
-            "is expired after it; if this lasts, that leader left during the rebalance and the "
-            "broker (Tansu 0.6) never replaces it: restart the broker (docs/operations.md)"
-        )
 
     def finish_join(self) -> bool:
         """Stopping while this member's join is pending at the broker (a rebalance in progress):
