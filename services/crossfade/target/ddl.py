@@ -142,7 +142,10 @@ def _ensure_target_table(
                 first[0] if first else type(exc).__name__,
             )
             _create_table(source, target, source_table, target_table, src, bookkeeping, full=False)
-    else:
+    elif not _has_column(target, target_table, POS_COLUMN):
+        # only when missing: ADD COLUMN IF NOT EXISTS takes its ACCESS EXCLUSIVE lock before it
+        # looks, so a sync starting beside the COPY load waited for the table's whole COPY (and
+        # the load's next chunks queued behind that wait), joining its group only after the load
         schema, name = target_table.split(".", 1)
         target.execute(
             sql.SQL("ALTER TABLE {}.{} ADD COLUMN IF NOT EXISTS {} numeric").format(
@@ -156,6 +159,20 @@ def _ensure_target_table(
             f"target table {target_table} has no primary key", f"add the primary key {src.pk} to it"
         )
     return shape
+
+
+def _has_column(conn: psycopg.Connection, table: str, column: str) -> bool:
+    """Whether ``table`` has ``column``, from the catalog alone (no lock on the table)."""
+    schema, name = table.split(".", 1)
+    return (
+        conn.execute(
+            "SELECT 1 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relname = %s AND a.attname = %s AND NOT a.attisdropped",
+            (schema, name, column),
+        ).fetchone()
+        is not None
+    )
 
 
 def _create_table(
