@@ -8,10 +8,24 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 POS_COLUMN = "_cf_pos"
 HASH_COLUMN = "_cf_hash"
 """Append-only tables (no primary key): the row's content hash, unique together with _cf_pos."""
+
+
+def written_since(snapshot: str, alias: str = "r", *, since: bool = True) -> sql.Composed:
+    """The predicate "row ``alias`` was written (inserted or updated) by a transaction that
+    ``snapshot`` (``pg_current_snapshot()`` as text, PostgreSQL 13+) does not see" — a superset:
+    a few rows committed just before it match too; ``since=False``: the other rows. Every such
+    transaction has an id at or above the snapshot's ``xmin``: ``age(xmin) <= age(<snapshot
+    xmin>)`` selects them, both ages taken against the same transaction counter, so it holds
+    across the 32-bit wraparound (a frozen row's age is the largest there is)."""
+    low = int(snapshot.split(":")[0]) % 2**32
+    return sql.SQL("age({}.xmin) {} age({}::xid)").format(
+        sql.Identifier(alias), sql.SQL("<=" if since else ">"), sql.Literal(str(low))
+    )
 
 
 @dataclass(frozen=True, slots=True)

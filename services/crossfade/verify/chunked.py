@@ -42,7 +42,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import POS_COLUMN, TableShape
+from crossfade.catalog import POS_COLUMN, TableShape, written_since
 
 Key = tuple[str | None, ...]
 """A primary key as the text output of each key column (UTC session)."""
@@ -302,16 +302,11 @@ class TableComparer:
         every row changed since it was taken, by sync or by anybody else (a few rows committed
         just before it may come too: a superset). One scan of the table reading only its keys
         and row headers (no row text, no hash). A row *deleted* since is not among them: the
-        counts compare those (see :mod:`crossfade.verify.delta`).
-
-        Every transaction the snapshot does not see has an id at or above the snapshot's
-        ``xmin``: ``age(xmin) <= age(<snapshot xmin>)`` selects them, both ages taken against
-        the same transaction counter, so it holds across the 32-bit wraparound (a frozen row's
-        age is the largest there is)."""
+        counts compare those (see :mod:`crossfade.verify.delta`). The predicate:
+        :func:`crossfade.catalog.written_since`."""
         conn, rel = self._side(side)
-        low = int(snapshot.split(":")[0]) % 2**32
-        q = sql.SQL("SELECT {keys} FROM {rel} AS r WHERE age(r.xmin) <= age({x}::xid)").format(
-            keys=self._key_text, rel=self._rel(rel), x=sql.Literal(str(low))
+        q = sql.SQL("SELECT {keys} FROM {rel} AS r WHERE {since}").format(
+            keys=self._key_text, rel=self._rel(rel), since=written_since(snapshot)
         )
         n = len(self.pk)
         return {tuple(r[:n]) for r in conn.execute(q)}

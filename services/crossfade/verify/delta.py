@@ -37,6 +37,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade.catalog import written_since
 from crossfade.verify.chunked import Key
 
 MIN_SERVER = 130000
@@ -91,18 +92,16 @@ def totals(
     ``columns`` only, each by its ``::text`` (the target's bookkeeping columns stay out), in the
     session of :func:`crossfade.verify.chunked.prepare_session`."""
     schema, name = table.split(".", 1)
-    low = int(snapshot.split(":")[0]) % 2**32
     row = sql.SQL("ROW({})::text").format(
         sql.SQL(", ").join(sql.SQL("r.{}::text").format(sql.Identifier(c)) for c in columns)
     )
     q = sql.SQL(
         "SELECT count(*), COALESCE(sum(hashtextextended({row}, 0)::numeric), 0) "
-        "FROM {rel} AS r WHERE age(r.xmin) {op} age({x}::xid)"
+        "FROM {rel} AS r WHERE {since}"
     ).format(
         row=row,
         rel=sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name)),
-        op=sql.SQL("<=" if since else ">"),
-        x=sql.Literal(str(low)),
+        since=written_since(snapshot, since=since),
     )
     r = conn.execute(q).fetchone()
     assert r is not None

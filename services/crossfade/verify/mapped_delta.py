@@ -49,7 +49,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import TableShape, read_shape
+from crossfade.catalog import TableShape, read_shape, written_since
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import ConfigError
@@ -198,11 +198,6 @@ def _cast_in(shape: TableShape, cols: tuple[str, ...]) -> tuple[sql.Composable, 
 
 def _rel(table: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(*map(sql.Identifier, table.split(".", 1)))
-
-
-def _xmin_since(snapshot: str) -> sql.Composable:
-    low = int(snapshot.split(":")[0]) % 2**32
-    return sql.SQL("age(r.xmin) <= age({}::xid)").format(sql.Literal(str(low)))
 
 
 class _Delta:
@@ -398,7 +393,7 @@ class _Delta:
         snap_s, snap_t = base.snapshots["source"], base.snapshots["target"]
         for s in self.sources:
             mine = [t for t in targets_of(self.mapper, [s]) if t in self.affected]
-            q = sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), _xmin_since(snap_s))
+            q = sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), written_since(snap_s))
             with self.src.cursor(name=f"cf_delta_{next(_seq)}") as cur:
                 cur.itersize = 2000
                 cur.execute(q)
@@ -419,7 +414,7 @@ class _Delta:
                 sql.SQL("r.{}").format(sql.Identifier(k)) for k in self.keys[t]
             )
             for k in self.tgt.execute(
-                sql.SQL("SELECT {} FROM {} r WHERE {}").format(keys, _rel(t), _xmin_since(snap_t))
+                sql.SQL("SELECT {} FROM {} r WHERE {}").format(keys, _rel(t), written_since(snap_t))
             ):
                 self.add_key(t, tuple(k))
             for k in base.mapped_keys.get(t, set()):

@@ -11,6 +11,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from crossfade.catalog import written_since
 from crossfade.target.store.schema import has_table
 
 
@@ -412,18 +413,16 @@ def entries_written_since(
     transaction the snapshot ``snapshot`` (``pg_current_snapshot()`` of this database, as text)
     does not see: every source key sync recorded a change of since (a few recorded just before
     may come too: a superset). Undecodable records (``@...``) are left out. One scan of the
-    ledger's row headers; empty without a ledger. ``age(xmin)`` against the snapshot's ``xmin``
-    holds across the 32-bit wraparound (as :mod:`crossfade.verify.chunked` reads it)."""
+    ledger's row headers (:func:`crossfade.catalog.written_since`); empty without a ledger."""
     out: dict[str, set[str]] = {s: set() for s in sources}
     if not sources or not has_table(conn, schema, "ledger"):
         return out
-    low = int(snapshot.split(":")[0]) % 2**32
     for source, entry in conn.execute(
         sql.SQL(
             "SELECT source_table, entry FROM {}.ledger l WHERE source_table = ANY(%s) "
-            "AND entry NOT LIKE '@%%' AND age(l.xmin) <= age(%s::xid)"
-        ).format(sql.Identifier(schema)),
-        (sources, str(low)),
+            "AND entry NOT LIKE '@%%' AND {}"
+        ).format(sql.Identifier(schema), written_since(snapshot, "l")),
+        (sources,),
     ):
         out[source].add(entry)
     return out
