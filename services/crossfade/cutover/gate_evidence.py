@@ -6,6 +6,7 @@ the cutover and status open them for one evaluation). Reads only; creates nothin
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -142,8 +143,12 @@ class Context:
         return self._once("counts", self._counts)
 
     def _counts(self) -> list[dict[str, Any]]:
-        src = self._rows(self.src, [*self.identity_tables, *self.mapped_sources])
-        tgt = self._rows(self.tgt, [*self.identity_tables, *self.target_tables])
+        # both servers count at once (psycopg waits without the GIL): inside the write freeze
+        # this is one of the two scans of every table that grow with its size
+        with ThreadPoolExecutor(1, thread_name_prefix="count-target") as pool:
+            theirs = pool.submit(self._rows, self.tgt, [*self.identity_tables, *self.target_tables])
+            src = self._rows(self.src, [*self.identity_tables, *self.mapped_sources])
+            tgt = theirs.result()
         acc = self.ledger.accounted
         merged = merged_members(self.tgt, self.bk)
         out: list[dict[str, Any]] = []

@@ -316,7 +316,11 @@ class TableComparer:
         as the chunk pass notes them (``result.keys``, beyond ``max_keys`` only counted).
         Returns how many keys were compared."""
         keys = list(keys)
-        src, tgt = self.hashes_of("source", keys), self.hashes_of("target", keys)
+        # both servers read at once (psycopg waits without the GIL), as the chunk pass does
+        with ThreadPoolExecutor(1, thread_name_prefix="verify-target") as pool:
+            theirs = pool.submit(self.hashes_of, "target", keys)
+            src = self.hashes_of("source", keys)
+            tgt = theirs.result()
         for k in keys:
             a, b = src.get(k), tgt.get(k)
             if a == b:
