@@ -8,14 +8,64 @@ import contextlib
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crossfade import metrics
 
 if TYPE_CHECKING:
-    from crossfade.capture.service import CaptureService
+    from crossfade.capture.initial_load import LoadGate
+    from crossfade.capture.pacing import Pacer
+    from crossfade.config import Settings
 
 log = logging.getLogger(__name__)
+
+
+class BatchCounts(Protocol):
+    """What the heartbeat reads of the producer's counters (``CaptureStats`` in
+    :mod:`crossfade.capture.service`)."""
+
+    @property
+    def snapshot_done(self) -> bool: ...
+    @property
+    def last_batch_at(self) -> float: ...
+    @property
+    def heartbeats(self) -> int: ...
+
+
+class LoadProgress(Protocol):
+    """What the heartbeat reads of capture's producer (``ChangeProducer`` in
+    :mod:`crossfade.capture.service`)."""
+
+    @property
+    def stats(self) -> BatchCounts: ...
+    @property
+    def snapshot_running(self) -> bool: ...
+    @property
+    def snapshot_rows(self) -> Mapping[str, int]: ...
+
+
+class CaptureState(Protocol):
+    """What the heartbeat reads of the capture it beats for (``CaptureService`` in
+    :mod:`crossfade.capture.service`, which imports this module: the heartbeat names only what
+    it reads)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def producer(self) -> LoadProgress | None: ...
+    @property
+    def gate(self) -> LoadGate | None: ...
+    @property
+    def pacer(self) -> Pacer: ...
+    @property
+    def epoch(self) -> str | None: ...
+    @property
+    def pause(self) -> PauseHold: ...
+    @property
+    def worker_id(self) -> str: ...
+    @property
+    def stopping(self) -> threading.Event: ...
 
 
 class PauseHold:
@@ -68,7 +118,7 @@ class CaptureHeartbeat:
     leaves it to age (the gate then says capture stopped). A target that does not answer is
     retried at the next interval (the pause state read last stays)."""
 
-    def __init__(self, service: CaptureService) -> None:
+    def __init__(self, service: CaptureState) -> None:
         self.service = service
         self.settings = service.settings
         self._owner = threading.current_thread()
