@@ -13,12 +13,10 @@ from crossfade.config.secrets import (
     is_secret_key,
     known_secrets,
     parse_dsn,
-    public_view,
     redact_arg,
     redact_dsn,
     redact_url,
     remember_secrets,
-    secret_values,
     url_secrets,
 )
 from crossfade.config.settings import (
@@ -35,6 +33,8 @@ from crossfade.config.settings import (
     SyncConfig,
     load_settings,
     parse_load_window,
+    public_view,
+    secret_values,
     time_zone,
 )
 

@@ -10,9 +10,10 @@ report, validation errors). What counts as one:
 * every ``kafka.extra`` and ``capture.properties`` value whose key names a password, secret,
   token, credential, JAAS config or private key (:func:`is_secret_key`).
 
-:func:`public_view` is the redacted settings tree; :func:`known_secrets` is every secret value of
-the loaded configuration, which log redaction (``crossfade.redact.redact``) masks wherever it
-appears.
+:func:`known_secrets` is every secret value of the loaded configuration, which log redaction
+(``crossfade.redact.redact``) masks wherever it appears. This module knows keys, DSNs, URLs and
+command arguments, not the settings tree: the tree's secrets (``secret_values``) and its redacted
+view (``public_view``) are in :mod:`crossfade.config.settings`, which imports this module.
 """
 
 from __future__ import annotations
@@ -20,13 +21,9 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from pydantic import SecretStr
-
-if TYPE_CHECKING:
-    from crossfade.config.settings import Settings
 
 SECRET_KEY_RE = re.compile(
     r"passw|secret|token|credential|jaas|private|api[._-]?key|user[._-]?info|key\.pem|keystore\.key",
@@ -145,34 +142,11 @@ def url_secrets(url: str) -> list[str]:
     return out
 
 
-def secret_values(settings: Settings) -> list[str]:
-    """Every secret value the settings hold (see the module docstring)."""
-    out = [*dsn_secrets(settings.source.conninfo), *dsn_secrets(settings.target.conninfo)]
-    k = settings.kafka
-    if k.sasl_password is not None:
-        out.append(k.sasl_password.get_secret_value())
-    if k.schema_registry_url:
-        out.extend(url_secrets(k.schema_registry_url))
-    out.extend(v for key, v in k.extra.items() if is_secret_key(key))
-    out.extend(v for key, v in settings.capture.properties.items() if is_secret_key(key))
-    if settings.cutover.flip_http is not None:
-        url = settings.cutover.flip_http.get_secret_value()
-        out.extend([url, *url_secrets(url)])
-    for check in settings.cutover.smoke:
-        if check.http is not None:
-            url = check.http.get_secret_value()
-            out.extend([url, *url_secrets(url)])
-    backup = settings.cutover.backup
-    for arg in backup.command if backup is not None and backup.command else []:
-        out.extend(_arg_secrets(arg))
-    return [v for v in out if v]
-
-
 _URL_IN_ARG = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _PASSWORD_IN_ARG = re.compile(r"(password\s*=\s*)('[^']*'|[^\s']+)", re.IGNORECASE)
 
 
-def _arg_secrets(arg: str) -> list[str]:
+def arg_secrets(arg: str) -> list[str]:
     """The secrets inside one command argument: a URL's user info (``--dbname=postgresql://u:pw@h``)
     or a conninfo password (``password=pw``)."""
     out = [x for m in _URL_IN_ARG.finditer(arg) for x in url_secrets(m.group())]
@@ -180,33 +154,6 @@ def _arg_secrets(arg: str) -> list[str]:
 
 
 def redact_arg(arg: str) -> str:
-    """A command argument with the secrets of :func:`_arg_secrets` masked."""
+    """A command argument with the secrets of :func:`arg_secrets` masked."""
     arg = _URL_IN_ARG.sub(lambda m: redact_url(m.group()), arg)
     return _PASSWORD_IN_ARG.sub(lambda m: m.group(1) + MASK, arg)
-
-
-def public_view(settings: Settings) -> dict[str, Any]:
-    """The settings as plain data with every secret redacted (``config show``, ``--json``, logs)."""
-    d = settings.model_dump(mode="json")
-    d["source"]["dsn"] = redact_dsn(settings.source.dsn)
-    d["target"]["dsn"] = redact_dsn(settings.target.dsn)
-    k = d["kafka"]
-    if settings.kafka.sasl_password is not None:
-        k["sasl_password"] = MASK
-    if settings.kafka.schema_registry_url:
-        k["schema_registry_url"] = redact_url(settings.kafka.schema_registry_url)
-    k["extra"] = {key: MASK if is_secret_key(key) else v for key, v in k["extra"].items()}
-    props = d["capture"]["properties"]
-    d["capture"]["properties"] = {
-        key: MASK if is_secret_key(key) else v for key, v in props.items()
-    }
-    if settings.cutover.flip_http is not None:
-        d["cutover"]["flip_http"] = MASK
-    for check in d["cutover"]["smoke"]:
-        if check["http"] is not None:
-            check["http"] = MASK
-    if d["cutover"]["backup"] and d["cutover"]["backup"]["command"]:
-        d["cutover"]["backup"]["command"] = [
-            redact_arg(a) for a in d["cutover"]["backup"]["command"]
-        ]
-    return d

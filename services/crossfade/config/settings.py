@@ -5,7 +5,9 @@ the environment with the ``CROSSFADE_`` prefix and ``__`` between levels, e.g.
 ``CROSSFADE_TARGET__DSN=postgresql://...`` or ``CROSSFADE_SYNC__BATCH_SIZE=5000``. The Helm chart's
 values map onto this tree one to one.
 
-Secrets and their redaction: :mod:`crossfade.config.secrets`; the ``mapping:`` section's model:
+Secrets and their redaction: :mod:`crossfade.config.secrets` (here only what of this tree is
+secret, :func:`secret_values`, and its redacted view, :func:`public_view`); the ``mapping:``
+section's model:
 :mod:`crossfade.config.mapping`; error messages: :mod:`crossfade.config.messages`.
 """
 
@@ -33,7 +35,18 @@ from pydantic_settings.exceptions import SettingsError
 
 from crossfade.config.mapping import TABLE_RE, MappingConfig
 from crossfade.config.messages import format_validation_error, read_yaml, settings_error
-from crossfade.config.secrets import parse_dsn, public_view, remember_secrets, secret_values
+from crossfade.config.secrets import (
+    MASK,
+    arg_secrets,
+    dsn_secrets,
+    is_secret_key,
+    parse_dsn,
+    redact_arg,
+    redact_dsn,
+    redact_url,
+    remember_secrets,
+    url_secrets,
+)
 from crossfade.errors import ConfigError
 
 _MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
@@ -545,6 +558,57 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # environment first, then the YAML file passed as init kwargs
         return (env_settings, init_settings)
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret value the settings hold (what counts as one: see
+    :mod:`crossfade.config.secrets`)."""
+    out = [*dsn_secrets(settings.source.conninfo), *dsn_secrets(settings.target.conninfo)]
+    k = settings.kafka
+    if k.sasl_password is not None:
+        out.append(k.sasl_password.get_secret_value())
+    if k.schema_registry_url:
+        out.extend(url_secrets(k.schema_registry_url))
+    out.extend(v for key, v in k.extra.items() if is_secret_key(key))
+    out.extend(v for key, v in settings.capture.properties.items() if is_secret_key(key))
+    if settings.cutover.flip_http is not None:
+        url = settings.cutover.flip_http.get_secret_value()
+        out.extend([url, *url_secrets(url)])
+    for check in settings.cutover.smoke:
+        if check.http is not None:
+            url = check.http.get_secret_value()
+            out.extend([url, *url_secrets(url)])
+    backup = settings.cutover.backup
+    for arg in backup.command if backup is not None and backup.command else []:
+        out.extend(arg_secrets(arg))
+    return [v for v in out if v]
+
+
+def public_view(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret redacted (``config show``, ``--json``, logs)."""
+    d = settings.model_dump(mode="json")
+    d["source"]["dsn"] = redact_dsn(settings.source.dsn)
+    d["target"]["dsn"] = redact_dsn(settings.target.dsn)
+    k = d["kafka"]
+    if settings.kafka.sasl_password is not None:
+        k["sasl_password"] = MASK
+    if settings.kafka.schema_registry_url:
+        k["schema_registry_url"] = redact_url(settings.kafka.schema_registry_url)
+    k["extra"] = {key: MASK if is_secret_key(key) else v for key, v in k["extra"].items()}
+    props = d["capture"]["properties"]
+    d["capture"]["properties"] = {
+        key: MASK if is_secret_key(key) else v for key, v in props.items()
+    }
+    if settings.cutover.flip_http is not None:
+        d["cutover"]["flip_http"] = MASK
+    for check in d["cutover"]["smoke"]:
+        if check["http"] is not None:
+            check["http"] = MASK
+    if d["cutover"]["backup"] and d["cutover"]["backup"]["command"]:
+        d["cutover"]["backup"]["command"] = [
+            redact_arg(a) for a in d["cutover"]["backup"]["command"]
+        ]
+    return d
 
 
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
