@@ -20,13 +20,12 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from crossfade.mapping.filters import value_kind
 
 if TYPE_CHECKING:
     from crossfade.config.mapping import ColumnRules, Condition
-    from crossfade.mapping.schema_check import SchemaReport
 
 # column family (schema_check.category) -> the value kinds (engine.value_kind) that compare with it
 _KINDS = {
@@ -100,13 +99,23 @@ def _problem(v: Any, cat: str, column: str, type_sql: str, where: str, what: str
     )
 
 
+class Findings(Protocol):
+    """Where the checks below put what they find (``SchemaReport`` in
+    :mod:`crossfade.mapping.schema_check`, which imports this module): errors and warnings."""
+
+    @property
+    def errors(self) -> list[str]: ...
+    @property
+    def warnings(self) -> list[str]: ...
+
+
 def _fits(v: Any, cat: str) -> bool:
     kinds = _KINDS.get(cat)
     return v is None or kinds is None or value_kind(v) in kinds
 
 
 def check_condition(
-    c: Condition, cat: str, column: str, type_sql: str, where: str, report: SchemaReport
+    c: Condition, cat: str, column: str, type_sql: str, where: str, report: Findings
 ) -> Condition:
     """``c`` with its literal converted to the column's type where needed (a warning says so),
     or ``c`` unchanged; an impossible comparison is an error in ``report``."""
@@ -153,7 +162,7 @@ def check_condition(
 
 
 def check_rules(
-    r: ColumnRules, cat: str, column: str, type_sql: str, where: str, report: SchemaReport
+    r: ColumnRules, cat: str, column: str, type_sql: str, where: str, report: Findings
 ) -> None:
     """Errors in ``report`` for ``min``/``max``/``enum`` values that cannot compare with the
     produced column type."""
