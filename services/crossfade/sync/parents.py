@@ -12,7 +12,7 @@ from psycopg import sql
 
 from crossfade.catalog import TableShape
 from crossfade.sync import children
-from crossfade.sync.sinks.mapped_source import key_text
+from crossfade.sync.key_text import key_text
 from crossfade.target.store import share_member
 
 

@@ -93,7 +93,7 @@ class Want:
 
 
 def _text(values: Iterable[Any]) -> str:
-    from crossfade.sync.sinks.mapped_source import key_text
+    from crossfade.sync.key_text import key_text
 
     return key_text(values)
 

@@ -248,7 +248,7 @@ class _Delta:
 
     # -- legacy rows ---------------------------------------------------------------------------
     def entry(self, source: str, row: dict[str, Any]) -> str:
-        from crossfade.sync.sinks.mapped_source import key_text
+        from crossfade.sync.key_text import key_text
 
         return key_text(row.get(c) for c in self.mapper.source_keys.get(source) or [])
 
@@ -477,7 +477,7 @@ class _Delta:
     def add_children(self, t: str, ks: set[Key]) -> None:
         """The child rows of the delta's targets that refer to a value of an affected key of
         ``t``: found in legacy (their reference column) and in sync's ``child_refs``."""
-        from crossfade.sync.sinks.mapped_source import key_text
+        from crossfade.sync.key_text import key_text
 
         for child, cs, col, pcol in self.children.get(t, []):
             values = self.parent_values(t, ks, pcol)

@@ -41,6 +41,7 @@ from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup
 from crossfade.mapping.engine import Mapper
+from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult
 from crossfade.target.store import (
     crosswalk_entries,
@@ -60,12 +61,6 @@ log = logging.getLogger(__name__)
 MAX_COMPONENT = 5000
 """A component larger than this is not regrouped live (a placeholder value shared by thousands
 of rows is not evidence); sync stops with a message naming the blocking key."""
-
-
-def _text(values: Iterable[Any]) -> str:
-    from crossfade.sync.sinks.mapped_source import key_text
-
-    return key_text(values)
 
 
 def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -126,7 +121,7 @@ class DedupWriter:
         )
         best: dict[str, Any] = {}
         for ch in changes:
-            k = _text(ch.key)
+            k = key_text(ch.key)
             if k not in best or ch.position >= best[k].position:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
@@ -280,7 +275,7 @@ class DedupWriter:
         for mk, (key, _row, _pos, _b) in members.items():
             g = in_group.get(tuple(key))
             survivor = list(g.survivor.key) if g else key
-            sk = _text(survivor)
+            sk = key_text(survivor)
             rule = evidence = None
             if g is not None and g.survivor.key != tuple(key):
                 ev = [e.as_dict() for e in g.evidence]
@@ -347,7 +342,7 @@ def resolve(
     one of these members to another survivor waits, then maps this child again."""
     if not values:
         return {}
-    return share_survivors(conn, bookkeeping_schema, table, [_text([v]) for v in values])
+    return share_survivors(conn, bookkeeping_schema, table, [key_text([v]) for v in values])
 
 
 def explain(
@@ -359,7 +354,10 @@ def explain(
         parsed = json.loads(key)
     except ValueError:
         parsed = key
-    candidates = {_text(parsed) if isinstance(parsed, list) else _text([parsed]), _text([key])}
+    candidates = {
+        key_text(parsed) if isinstance(parsed, list) else key_text([parsed]),
+        key_text([key]),
+    }
     rows = crosswalk_entries(conn, bookkeeping_schema, list(candidates), table)
     out = []
     for t, mk, sk in rows:

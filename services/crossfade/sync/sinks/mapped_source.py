@@ -37,7 +37,6 @@ its own position.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
@@ -54,6 +53,7 @@ from crossfade.events.model import ChangeEvent
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, jsonable
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
+from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
 from crossfade.target.store import ensure_schema, orphaned_parent_values
 from crossfade.target.store.ledger import (
@@ -68,11 +68,6 @@ if TYPE_CHECKING:
     from crossfade.sync.parents import TargetParents
 
 log = logging.getLogger(__name__)
-
-
-def key_text(values: Iterable[Any]) -> str:
-    """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
-    return json.dumps([jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(slots=True)
