@@ -22,7 +22,8 @@ import json
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 import psycopg
 from psycopg import sql
@@ -34,7 +35,8 @@ from crossfade.target.store import delete_leaving_tombstones
 from crossfade.verify.chunked import Key, TableComparer
 
 if TYPE_CHECKING:
-    from crossfade.verify.run import Verifier
+    from crossfade.config import Settings
+    from crossfade.verify.report import Progress, VerifyReport
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +75,32 @@ def request_snapshot(src: psycopg.Connection, table: str, condition: str) -> str
     return sid
 
 
+class VerifiedRun(Protocol):
+    """What a repair reads of the verify run it follows (``Verifier`` in
+    :mod:`crossfade.verify.run`, which imports this module): its confirmed differences, report,
+    comparers and fence."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def bk(self) -> str: ...
+    @property
+    def report(self) -> VerifyReport: ...
+    @property
+    def comparers(self) -> Mapping[str, TableComparer]: ...
+    @property
+    def confirmed(self) -> Mapping[str, Mapping[Key, str]]: ...
+    @property
+    def last_fence_lsn(self) -> int | None: ...
+    @property
+    def progress(self) -> Progress: ...
+    def fence(self, tgt: psycopg.Connection) -> None: ...
+
+
 class Repairer:
     def __init__(
         self,
-        verifier: Verifier,
+        verifier: VerifiedRun,
         src: psycopg.Connection,
         tgt: psycopg.Connection,
         timeout: float = 180.0,
