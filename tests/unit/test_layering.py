@@ -1,8 +1,9 @@
 """The house's rules, read from the code's own imports and sizes (docs/architecture.md).
 
 Data flows one way: ground (errors, config, db, catalog, metrics, redact, who, textout) -> events ->
-mapping -> target -> capture -> sync -> verify -> cutover -> ops. Nothing imports upward, nothing
-imports another module's underscore names, no file over 700 lines, no function over 80.
+mapping -> target -> capture -> sync -> verify -> cutover -> ops. Nothing imports upward, no two
+modules import each other (directly or in a ring, within a floor too), nothing imports another
+module's underscore names, no file over 700 lines, no function over 80.
 
 What still breaks a rule today is listed below as known debt, each entry with why it is still
 there. A new break fails; so does an entry that no longer breaks anything (take it off the list:
@@ -89,6 +90,88 @@ def test_no_module_imports_another_modules_underscore_names() -> None:
             if hidden:
                 private.append(f"{name} imports {target}: {', '.join(hidden)}")
     assert not private, private
+
+
+def _module_imports(tree: ast.Module, known: set[str]) -> set[str]:
+    """The package's modules a module imports: at the top, under ``TYPE_CHECKING`` and inside
+    functions alike (each is an import a reader follows). ``from a.b import c`` is module
+    ``a.b.c`` when that is one, else ``a.b``."""
+    out = set()
+    for target, names in _imports(tree):
+        subs = {f"{target}.{n}" for n in names} & known
+        out |= subs if subs else {target} & known
+        if subs and len(subs) < len(names):  # from a.b import c (a module), d (a name of a.b)
+            out |= {target} & known
+    return out
+
+
+def _import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (or a module importing itself):
+    every import cycle, each as the sorted names of the modules in it (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph.get(node, ())):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1 or node in graph.get(node, ()):
+                cycles.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return sorted(cycles)
+
+
+def test_no_import_cycle_between_modules() -> None:
+    known = {name for name, _, _ in _modules()}
+    graph = {name: _module_imports(tree, known) - {name} for name, _, tree in _modules()}
+    cycles = _import_cycles(graph)
+    assert not cycles, (
+        "modules that import each other (directly or in a ring; TYPE_CHECKING and function-local "
+        "imports count): let imports flow one way, e.g. move the shared name down into a module "
+        f"both import, or describe what the lower one uses with a Protocol: {cycles}"
+    )
+
+
+def test_the_cycle_check_finds_rings_and_reads_every_kind_of_import() -> None:
+    assert _import_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _import_cycles({"a": {"b"}, "b": set(), "c": {"a", "b"}}) == []
+    code = """
+from typing import TYPE_CHECKING
+from crossfade import metrics
+if TYPE_CHECKING:
+    from crossfade.sync.parents import TargetParents
+def f():
+    from crossfade.sync.sinks import dedup, TableSink
+    import crossfade.verify.run
+"""
+    known = {
+        "crossfade.metrics",
+        "crossfade.sync.parents",
+        "crossfade.sync.sinks",
+        "crossfade.sync.sinks.dedup",
+        "crossfade.verify.run",
+    }
+    assert _module_imports(ast.parse(code), known) == known
 
 
 def test_files_and_functions_stay_small() -> None:
