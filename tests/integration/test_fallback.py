@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import time
 import uuid
@@ -442,6 +443,57 @@ def test_fallback_renamed_table_and_restart_mid_stream(
     by = {t["name"]: t for t in rep["tables"]}
     assert by["public.items"]["match"], by
     assert not by["app.persons"]["match"] and "renamed" in by["app.persons"]["error"]
+
+
+def test_fallback_resnapshot_sweep_keeps_legacy_only_rows(
+    stack: Stack, drop_reverse_slots: list[Stack]
+) -> None:
+    """A re-snapshot of the new database (the reverse capture restarted on a fresh state and
+    slot) sweeps from legacy the rows the reverse sync wrote that the new database no longer
+    holds, never a row it has no position for: one the business wrote in legacy after going
+    back. The first snapshot still makes legacy what the new database holds."""
+    drop_reverse_slots.append(stack)
+    stack.sql(ITEMS_DDL)
+    stack.sql(
+        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 100) g"
+    )
+    stack.write_config(["public.items"])
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    for p in list(stack.procs):  # the forward direction is done: legacy's writes stay in legacy
+        p.stop(30)
+    with stack.tgt() as t:  # deleted in the new system before fallback starts
+        t.execute("DELETE FROM items WHERE id = 100")
+    fb = _fallback_proc(stack)
+    _reverse_fence(stack, [fb])
+
+    def legacy_ids() -> set[int]:
+        with stack.src() as s:
+            return {r[0] for r in s.execute("SELECT id FROM items").fetchall()}
+
+    # the first snapshot's sweep deleted the row the new database no longer had
+    assert legacy_ids() == set(range(1, 100))
+
+    # the business writes in legacy again (a row the new database never had), the new database
+    # loses a row meanwhile, and the reverse capture re-snapshots (fresh state, fresh slot: the
+    # delete is not streamed, only the sweep can take the row out of legacy)
+    with stack.src() as s:
+        s.execute("INSERT INTO items (id, name, qty) VALUES (5000, 'written in legacy', 1)")
+    fb.stop(30)
+    rev = _reverse(stack)
+    with stack.tgt() as t:
+        t.execute("DELETE FROM items WHERE id = 50")
+        t.execute("SELECT pg_drop_replication_slot(%s)", (rev.capture.slot_name,))
+    shutil.rmtree(rev.capture.state_dir)
+    fb2 = _fallback_proc(stack, "fallback2")
+    _reverse_fence(stack, [fb2])
+    log = (stack.dir / "fallback2.log").read_text(errors="replace")
+    assert "snapshot complete" in log, log[-3000:]
+    ids = legacy_ids()
+    assert 5000 in ids, f"the re-snapshot's sweep deleted a legacy-only row\n{log[-3000:]}"
+    assert ids == (set(range(1, 100)) - {50}) | {5000}, sorted(set(range(1, 100)) ^ ids)
+    assert "no longer holds 1 rows of public.items" in log, log[-3000:]
 
 
 def test_fallback_refuses_non_invertible_mapping(stack: Stack) -> None:
