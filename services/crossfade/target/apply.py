@@ -230,14 +230,23 @@ class PositionColumn:
     def truncate_positions(self, a: TableApplier) -> sql.Composed | None:
         return None
 
+    def truncate_known_rows(self, a: TableApplier) -> sql.Composed | None:
+        return None
+
 
 class SideTable:
     """Guard strategy for tables that must not get a column of ours (the legacy tables the
     reverse sync writes back to, :mod:`crossfade.mapping.inverse`): positions live beside them in
     ``<bookkeeping>.positions`` (table, key text -> position), keyed by the staging key text
     (the tombstones' key). The upsert overwrites and records the positions in the same statement,
-    so the guard join must always run. A truncate or re-snapshot sweep at P deletes the rows
-    without a position row at or above P (rows the reverse sync never wrote included)."""
+    so the guard join must always run.
+
+    A truncate or sweep at P deletes the rows the reverse sync wrote below P (a position row
+    under P). Only the table's first one (its watermark still unset: the first snapshot's sweep)
+    also deletes the rows with no position at all: legacy is frozen then, so a row the snapshot
+    did not deliver was deleted in the new database. After it, a row with no position is one
+    legacy got from elsewhere (the business writing there again after going back) and no later
+    truncate or re-snapshot sweep of the new database touches it."""
 
     upsert_guards = False
 
@@ -273,19 +282,31 @@ class SideTable:
         return sets or [sql.SQL("{0} = t.{0}").format(sql.Identifier(a.pk[0]))]
 
     def truncate_rows(self, a: TableApplier) -> sql.Composed:
-        # the key text as _row builds it: jsonb's text form of the list of the key's text values
-        key_text = sql.SQL("jsonb_build_array({})::text").format(
-            sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in a.pk)
-        )
+        # the table's first void: every row without a position at or above it
         return sql.SQL(
             "DELETE FROM {target} t WHERE NOT EXISTS (SELECT 1 FROM {bk}.positions p WHERE p.tbl = {tbl} "
             "AND p.key = {key} AND p.pos >= %s)"
-        ).format(target=a.target, bk=a.bk, tbl=sql.Literal(a.tbl_name), key=key_text)
+        ).format(target=a.target, bk=a.bk, tbl=sql.Literal(a.tbl_name), key=_target_key_text(a))
+
+    def truncate_known_rows(self, a: TableApplier) -> sql.Composed | None:
+        # after the first void: only the rows the reverse sync wrote below the position
+        return sql.SQL(
+            "DELETE FROM {target} t USING {bk}.positions p WHERE p.tbl = {tbl} AND p.key = {key} "
+            "AND p.pos < %s"
+        ).format(target=a.target, bk=a.bk, tbl=sql.Literal(a.tbl_name), key=_target_key_text(a))
 
     def truncate_positions(self, a: TableApplier) -> sql.Composed | None:
         return sql.SQL("DELETE FROM {bk}.positions WHERE tbl = {tbl} AND pos < %s").format(
             bk=a.bk, tbl=sql.Literal(a.tbl_name)
         )
+
+
+def _target_key_text(a: TableApplier) -> sql.Composed:
+    """A target row's key text as ``_row`` builds it (the positions' and tombstones' key):
+    jsonb's text form of the list of the key's text values."""
+    return sql.SQL("jsonb_build_array({})::text").format(
+        sql.SQL(", ").join(sql.SQL("t.{}::text").format(sql.Identifier(c)) for c in a.pk)
+    )
 
 
 Guard = PositionColumn | SideTable
@@ -421,6 +442,7 @@ class TableApplier:
             "UPDATE {bk}.watermarks SET lsn = GREATEST(lsn, %s), reason = %s, updated_at = now() WHERE tbl = %s"
         ).format(bk=self.bk)
         self.sql_truncate_rows = self.guard.truncate_rows(self)
+        self.sql_truncate_known = self.guard.truncate_known_rows(self)
         self.sql_truncate_guard = self.guard.truncate_positions(self)
         self.sql_truncate_tomb = sql.SQL(
             "DELETE FROM {bk}.tombstones WHERE tbl = %s AND lsn < %s"
@@ -624,10 +646,16 @@ class TableApplier:
         """Void everything below position ``pos`` (a TRUNCATE, or the sweep after a snapshot).
 
         Rows written by older changes are deleted; later events below ``pos`` (from a lagging
-        partition) are skipped by the watermark. Returns the number of rows deleted.
+        partition) are skipped by the watermark. Returns the number of rows deleted. Under the
+        :class:`SideTable` guard only the table's first void deletes rows it has no position for.
         """
+        rows = self.sql_truncate_rows
+        if self.sql_truncate_known is not None:
+            wm = conn.execute(self.sql_watermark, (self.tbl_name,)).fetchone()
+            if wm is not None and int(wm[0]) >= 0:
+                rows = self.sql_truncate_known
         conn.execute(self.sql_truncate_wm, (pos, reason, self.tbl_name))
-        cur = conn.execute(self.sql_truncate_rows, (pos,))
+        cur = conn.execute(rows, (pos,))
         deleted = cur.rowcount
         conn.execute(self.sql_truncate_tomb, (self.tbl_name, pos))
         if self.sql_truncate_guard is not None:
