@@ -379,3 +379,47 @@ def test_a_note_of_a_transaction_open_across_the_snapshot_and_deleted_after_the_
         x.close()
     assert staged == ["committed", "after the fence"], staged
     assert rep.match, json.dumps([t.as_dict() for t in rep.tables if not t.match], default=str)
+
+
+def test_verify_table_of_a_child_maps_its_parents_without_comparing_them(stack: Stack) -> None:
+    """``verify --table public.notes``: crm.notes references crm.people (a deduplicated target,
+    its crosswalk redirects notes of merged members). The members are mapped for their keys and
+    crosswalk, not compared, so the notes match; a planted note is still the one difference."""
+    _synced_crm(stack)
+    # a note of a member merged into another's golden record: sync redirects it to the survivor
+    with stack.src() as s, stack.tgt() as t:
+        kept = {r[0] for r in t.execute("SELECT legacy_id FROM crm.people").fetchall()}
+        merged = t.execute(
+            "SELECT member_key FROM crossfade.crosswalk WHERE target_table = 'crm.people' "
+            "AND member_key <> survivor_key ORDER BY 1 LIMIT 1"
+        ).fetchone()
+        assert merged is not None, "the CRM has no merged member"
+        key = json.loads(merged[0])
+        dup = [int(key[0] if isinstance(key, list) else key)]
+        assert dup[0] not in kept, (dup, merged)
+        s.execute("INSERT INTO notes VALUES (8888, %s, 'note of a merged member')", (dup[0],))
+    stack.fence()
+    with stack.tgt() as t:
+        (survivor,) = t.execute("SELECT person_id FROM crm.notes WHERE legacy_id = 8888").fetchone()
+    assert survivor != dup[0] and survivor in kept, (dup[0], survivor)
+
+    def verify_notes() -> dict[str, Any]:
+        r = stack.cli("verify", "--json", "--table", "public.notes", timeout=300)
+        assert r.stdout.strip(), f"verify printed nothing (rc {r.returncode}): {r.stderr[-2000:]}"
+        rep: dict[str, Any] = json.loads(r.stdout)
+        assert r.returncode == (0 if rep["match"] else 1), r.stderr[-2000:]
+        return rep
+
+    rep = verify_notes()
+    assert [t["name"] for t in rep["tables"]] == ["crm.notes"], rep
+    (notes,) = rep["tables"]
+    assert rep["match"], {k: notes[k] for k in ("missing", "extra", "different", "error", "rows")}
+    with stack.tgt() as t:
+        n, person = t.execute("SELECT count(*), min(person_id) FROM crm.notes").fetchone()
+        assert n > 0 and notes["target_rows"] == n, (n, notes)
+        t.execute("INSERT INTO crm.notes VALUES (99999, %s, 'planted')", (person,))
+    rep = verify_notes()
+    (notes,) = rep["tables"]
+    assert not rep["match"]
+    assert (notes["missing"], notes["extra"], notes["different"]) == (0, 1, 0), notes
+    assert [(e["kind"], e["key"]["legacy_id"]) for e in notes["rows"]] == [("extra", 99999)]

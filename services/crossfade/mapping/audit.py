@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -352,6 +352,21 @@ def parents_first(mapper: Mapper) -> list[str]:
     for s in mapper.tables:
         visit(s)
     return out
+
+
+def with_parents(mapper: Mapper, targets: Iterable[str]) -> set[str]:
+    """``targets`` and, transitively, the targets their sources' ``references`` rules check:
+    verifying a child alone must still know its parents' keys, or every child row is rejected."""
+    need, todo = set(targets), list(targets)
+    while todo:
+        for s in mapper.sources_of(todo.pop()):
+            for ct in mapper.table(s).targets:
+                for r in ct.spec.rules.values():
+                    ref = r.reference
+                    if ref is not None and ref.table not in need:
+                        need.add(ref.table)
+                        todo.append(ref.table)
+    return need
 
 
 def tracked_references(mapper: Mapper) -> KeySets:

@@ -54,6 +54,7 @@ from crossfade.mapping.audit import (
     read_only,
     stream_rows,
     tracked_references,
+    with_parents,
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
@@ -469,12 +470,17 @@ class _Pass:
         self.producers: dict[str, dict[Key, set[tuple[str, str]]]] = defaultdict(dict)
         self.bk = settings.sync.bookkeeping_schema
         targets = targets_of(mapper, sources)
+        # the parents of a subset's references are mapped (for their keys), not compared
+        needed = with_parents(mapper, targets)
         self.all_sources = [
             s
             for s in parents_first(mapper)
-            if any(t.table in targets for t in mapper.table(s).targets)
+            if any(t.table in needed for t in mapper.table(s).targets)
             and not mapper.table(s).identity
         ]
+        self.compared = {
+            s for s in self.all_sources if any(t.table in targets for t in mapper.table(s).targets)
+        }
         self.keys = tracked_references(mapper)
         self.shapes = {t: read_shape(tgt, t) for t in mapper.target_tables()}
         self.results = {t: TargetResult(t, mapper.sources_of(t)) for t in targets}
@@ -500,11 +506,11 @@ class _Pass:
                 t,
                 spec,
                 mapper.registry,
-                keep=self.writers[t].cols,
+                keep=self.writers[t].cols if t in self.writers else [],
                 key_columns=key_columns(mapper, t),
             )
             for t, spec in mapper.config.dedup.items()
-            if t in self.writers
+            if t in needed  # a parent's too: its crosswalk redirects the children
         }
         self.crosswalk: dict[str, dict[Any, Any]] = {}
         self.redirects = _redirects(mapper)
@@ -513,19 +519,22 @@ class _Pass:
 
     def finish_dedup(self, t: str) -> None:
         """Every member of ``t`` is read: write its golden records and the rest of its rows."""
-        d, w = self.dedupers[t], self.writers[t]
+        d, w = self.dedupers[t], self.writers.get(t)  # None: a parent mapped for its keys
         cw: dict[Any, Any] = {}
         in_group = {}
         for g in d.groups():
             for m in g.members:
                 in_group[m.key] = g
                 cw[m.key] = g.survivor.key
-            self.results[t].merged += len(g.members) - 1
+            if w is not None:
+                self.results[t].merged += len(g.members) - 1
         for m in d.members:
             grp = in_group.get(m.key)
             golden = m.key if grp is None else grp.survivor.key
             if golden in self.wanted.get(t, ()) and m.source_key:
                 self.producers[t].setdefault(golden, set()).add((m.source_table, m.source_key[0]))
+            if w is None:
+                continue
             if grp is None:
                 w.write(m.values)
             elif grp.survivor.key == m.key:
@@ -540,7 +549,7 @@ class _Pass:
             for (tt, col), ks in self.keys.sets.items():
                 if tt == tr.table and col in tr.values:
                     ks.add(tr.values[col])
-            if tr.table not in self.writers:
+            if tr.table not in self.writers and tr.table not in self.dedupers:
                 continue
             values = dict(tr.values)
             for col, parent in self.redirects.get(s, []):
@@ -549,6 +558,8 @@ class _Pass:
             if tr.table in self.dedupers:
                 assert tr.key is not None
                 self.dedupers[tr.table].add(tr.key, values, s, (entry,))
+                continue
+            if tr.table not in self.writers:
                 continue
             if tr.key is not None and tr.key in self.wanted.get(tr.table, ()):
                 self.producers[tr.table].setdefault(tr.key, set()).add((s, entry))
@@ -559,7 +570,9 @@ class _Pass:
         close its account against sync's ledger."""
         for parent in {p for (_col, p) in self.redirects.get(s, [])} & self.pending_dedup:
             self.finish_dedup(parent)
-        acc = self.accounts[s] = SourceAccount(s)
+        acc = SourceAccount(s)
+        if s in self.compared:  # a parent mapped only for its keys is not accounted for
+            self.accounts[s] = acc
         kept: dict[str, Rejected] = {}
         pk = self.mapper.source_keys.get(s) or []
         for n, row in enumerate(stream_rows(src, s, f"cf_verify_{next(_seq)}"), 1):
