@@ -194,3 +194,32 @@ def test_a_snapshot_sweep_waits_for_every_partition_of_the_table(dsn: str, guard
         commit.run(Tx(conn), p1, owner, ["public.t"])
         # every partition passed the marker: what the snapshot did not deliver goes
         assert rows() == [1, 2]
+
+
+def test_a_later_sweep_of_a_side_table_deletes_only_rows_the_reverse_sync_wrote(dsn: str) -> None:
+    """Fallback's legacy tables: the first snapshot's sweep makes legacy what the new database
+    holds (a row with no position goes: it was deleted there). A later re-snapshot's sweep
+    deletes only the rows the reverse sync wrote below it, never one legacy got from elsewhere
+    (no position: the business writing in legacy again after going back)."""
+    with psycopg.connect(dsn, autocommit=True) as c:
+        claim_partitions(c, BK, GROUP, [TP], "e1", "mine")
+        c.execute("CREATE TABLE public.l (id int PRIMARY KEY)")
+        c.execute("INSERT INTO public.l SELECT generate_series(1, 3)")
+        ensure_side_schema(c, BK)
+
+    def rows() -> list[int]:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            return [r[0] for r in c.execute("SELECT id FROM public.l ORDER BY id").fetchall()]
+
+    b, owner = Batch(), {TP: "mine"}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        shape = read_shape(conn, "public.l")
+        assert shape is not None
+        commit = _commit(conn, b, Producer(dsn), TableApplier(shape, BK, guard=SideTable()))
+        first = [b.change(k, 1000, snapshot=True) for k in (1, 2)]
+        commit.run(Tx(conn), [*first, b.control("sweep", 1000, 0, 1)], owner, ["public.t"])
+        assert rows() == [1, 2]
+        conn.execute("INSERT INTO public.l VALUES (9)")  # legacy's own row
+        again = [b.change(1, 2000, snapshot=True), b.control("sweep", 2000, 0, 1)]
+        commit.run(Tx(conn), again, owner, ["public.t"])
+        assert rows() == [1, 9]  # 2: written by the reverse sync, gone from the new database
