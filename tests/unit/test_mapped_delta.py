@@ -13,7 +13,7 @@ import pytest
 from crossfade.config.mapping import MappingConfig
 from crossfade.mapping.engine import Mapped, Mapper, Rejected
 from crossfade.verify import mapped_delta
-from crossfade.verify.mapped_delta import _Delta, _spread, plain_column, target_of, why_full
+from crossfade.verify.mapped_delta import Delta, _spread, plain_column, target_of, why_full
 
 CRM: dict[str, Any] = {
     "tables": {
@@ -59,13 +59,6 @@ def test_plain_mapped_targets_and_their_children_are_computed_by_delta() -> None
     ("change", "target", "why"),
     [
         (
-            lambda c: c.update(
-                dedup={"crm.people": {"match": [{"name": "e", "all": [{"column": "full_name"}]}]}}
-            ),
-            "crm.notes",
-            "refers to deduplicated crm.people",
-        ),
-        (
             lambda c: c["tables"]["public.members"]["targets"][0]["columns"].update(
                 legacy_id={"from": "id", "transforms": ["trim"]}
             ),
@@ -104,13 +97,6 @@ def test_plain_mapped_targets_and_their_children_are_computed_by_delta() -> None
             "crm.notes",
             "refers to crm.people.code, not its key",
         ),
-        (
-            lambda c: c.update(
-                dedup={"crm.people": {"match": [{"name": "e", "all": [{"column": "full_name"}]}]}}
-            ),
-            "crm.people",
-            "deduplicated (golden records)",
-        ),
     ],
 )
 def test_what_the_delta_cannot_compute_goes_to_the_full_compare(
@@ -134,7 +120,7 @@ def test_a_full_target_takes_its_parents_and_children_along() -> None:
     assert _spread(m, targets, {}) == {}
 
 
-class _Memory(_Delta):
+class _Memory(Delta):
     """The delta over legacy rows in memory and a target holding nothing."""
 
     def __init__(self, mapper: Mapper, legacy: dict[str, list[dict[str, Any]]]) -> None:

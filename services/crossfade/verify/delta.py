@@ -45,6 +45,24 @@ MIN_SERVER = 130000
 
 
 @dataclass
+class DedupBase:
+    """What the full verify saw of one deduplicated target (:mod:`crossfade.verify.dedup_delta`
+    reads it): the duplicate groups as the mapping of its snapshot makes them, and the members
+    whose stored block keys (``dedup_members``, the index the delta finds block mates in) did
+    not match their legacy row then."""
+
+    groups: dict[Key, Key] = field(default_factory=dict)
+    """Member key -> survivor key (each value by its text), for the members of merged groups."""
+    merged: int = 0
+    """Members merged into another's golden record (they have no row)."""
+    oversized: int = 0
+    """Blocks too large to be compared pairwise (then the delta compares the target in full)."""
+    stale: set[Key] = field(default_factory=set)
+    """Members (target keys) whose stored block keys differed from their row's, or that only
+    one side had: the delta regroups them whatever their ``xmin``."""
+
+
+@dataclass
 class DeltaBase:
     """What a verify of the changes needs from the full verify before it."""
 
@@ -63,6 +81,8 @@ class DeltaBase:
     mapped_entries: dict[str, set[str]] = field(default_factory=dict)
     """Per mapped source table, the ledger entries whose outcome the full verify found
     disagreeing or left unsettled."""
+    dedup: dict[str, DedupBase] = field(default_factory=dict)
+    """Per deduplicated target, its duplicate groups as the full verify found them."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -72,6 +92,7 @@ class DeltaBase:
             "keyless": {t: {k: list(v) for k, v in s.items()} for t, s in self.keyless.items()},
             "mapped_keys": {t: len(k) for t, k in self.mapped_keys.items()},
             "mapped_entries": {s: len(e) for s, e in self.mapped_entries.items()},
+            "dedup": {t: len(d.groups) for t, d in self.dedup.items()},
         }
 
 
@@ -106,3 +127,13 @@ def totals(
     r = conn.execute(q).fetchone()
     assert r is not None
     return int(r[0]), int(r[1])
+
+
+def norm_key(values: Any) -> tuple[Any, ...]:
+    """A key as a set member: each value by its text (a key read from the target, mapped from a
+    legacy row or decoded from a ledger entry's JSON is then one member)."""
+    return tuple(None if v is None else str(v) for v in values)
+
+
+class Unsafe(Exception):
+    """The delta of a target cannot be computed safely: compare it in full (the message says why)."""

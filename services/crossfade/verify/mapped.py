@@ -59,7 +59,10 @@ from crossfade.mapping.audit import (
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
 from crossfade.target.store import entry_outcome, held_entries
+from crossfade.target.store.dedup import member_block_keys
 from crossfade.target.store.ledger import ledger_positions
+from crossfade.verify.delta import DedupBase
+from crossfade.verify.golden import dedup_base, golden_rows
 from crossfade.verify.wal_bound import wal_position
 
 EXAMPLES = 20
@@ -212,6 +215,8 @@ class MappedRun:
     """The legacy WAL position read just before this run's snapshot, once the transactions
     writing then had ended (:func:`crossfade.verify.wal_bound.wal_position`): a change below it is seen by the snapshot;
     0 when that could not be made sure (no change counts as seen)."""
+    dedup: dict[str, DedupBase] = field(default_factory=dict)
+    """Per deduplicated target, its groups (what the verify of the changes starts from)."""
 
 
 class Expected:
@@ -452,8 +457,9 @@ def run_mapped(
         }
         for s, a in run.accounts.items()
     }
+    seconds = time.monotonic() - t0
     return MappedRun(
-        run.results, run.accounts, time.monotonic() - t0, expected, outcomes, run.producers, before
+        run.results, run.accounts, seconds, expected, outcomes, run.producers, before, run.dedup
     )
 
 
@@ -513,32 +519,25 @@ class _Pass:
             if t in needed  # a parent's too: its crosswalk redirects the children
         }
         self.crosswalk: dict[str, dict[Any, Any]] = {}
-        self.redirects = _redirects(mapper)
+        self.redirects = redirects(mapper)
         self.accounts: dict[str, SourceAccount] = {}
         self.pending_dedup = set(self.dedupers)
+        self.dedup: dict[str, DedupBase] = {}
 
     def finish_dedup(self, t: str) -> None:
         """Every member of ``t`` is read: write its golden records and the rest of its rows."""
         d, w = self.dedupers[t], self.writers.get(t)  # None: a parent mapped for its keys
-        cw: dict[Any, Any] = {}
-        in_group = {}
-        for g in d.groups():
-            for m in g.members:
-                in_group[m.key] = g
-                cw[m.key] = g.survivor.key
-            if w is not None:
-                self.results[t].merged += len(g.members) - 1
+        groups = d.groups()
+        rows, cw = golden_rows(d, groups)
+        if w is not None:
+            self.dedup[t] = dedup_base(d, groups, member_block_keys(self.tgt, self.bk, t))
+            self.results[t].merged += sum(len(g.members) - 1 for g in groups)
         for m in d.members:
-            grp = in_group.get(m.key)
-            golden = m.key if grp is None else grp.survivor.key
+            golden = cw.get(m.key, m.key)
             if golden in self.wanted.get(t, ()) and m.source_key:
                 self.producers[t].setdefault(golden, set()).add((m.source_table, m.source_key[0]))
-            if w is None:
-                continue
-            if grp is None:
-                w.write(m.values)
-            elif grp.survivor.key == m.key:
-                w.write({**grp.survivor.values, **grp.golden})
+        for values in rows if w is not None else []:
+            w.write(values)
         self.crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
         self.pending_dedup.discard(t)
 
@@ -551,10 +550,7 @@ class _Pass:
                     ks.add(tr.values[col])
             if tr.table not in self.writers and tr.table not in self.dedupers:
                 continue
-            values = dict(tr.values)
-            for col, parent in self.redirects.get(s, []):
-                if values.get(col) in self.crosswalk.get(parent, {}):
-                    values[col] = self.crosswalk[parent][values[col]]
+            values = redirected(tr.values, self.redirects.get(s, []), self.crosswalk)
             if tr.table in self.dedupers:
                 assert tr.key is not None
                 self.dedupers[tr.table].add(tr.key, values, s, (entry,))
@@ -659,7 +655,20 @@ def _kept_rows(
     return rows
 
 
-def _redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
+def redirected(
+    values: dict[str, Any], redirects: list[tuple[str, str]], crosswalk: dict[str, dict[Any, Any]]
+) -> dict[str, Any]:
+    """``values`` (a mapped row of a source whose ``redirects`` these are) with each reference
+    to a deduplicated parent pointed at the survivor of its member (``crosswalk``: parent ->
+    member key value -> survivor key value; a member not in it is its own survivor)."""
+    out = dict(values)
+    for col, parent in redirects:
+        if out.get(col) in crosswalk.get(parent, {}):
+            out[col] = crosswalk[parent][out[col]]
+    return out
+
+
+def redirects(mapper: Mapper) -> dict[str, list[tuple[str, str]]]:
     """source table -> (target column, deduplicated parent target) it refers to."""
     out: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for s, ct in mapper.tables.items():

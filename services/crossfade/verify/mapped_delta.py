@@ -4,7 +4,7 @@ A full verify (:func:`crossfade.verify.mapped.run_mapped`, the cutover's ``verif
 every mapped target equal to the mapping of one legacy snapshot, except the keys it left
 unsettled. Every expected row is a function of a few legacy rows (the mapping is pure) and of
 whether the parent rows its ``references`` rules name exist. So inside the freeze, for each mapped
-target, only these *affected* target keys can differ (:class:`_Delta`):
+target, only these *affected* target keys can differ (:class:`Delta`):
 
 * the target rows written since the base's target snapshot (their ``xmin``: sync's upserts, and
   anything written by hand);
@@ -16,7 +16,7 @@ target, only these *affected* target keys can differ (:class:`_Delta`):
 * and their closure: the children of an affected parent key (legacy child rows whose reference
   column holds one of its values, old or new, and the children sync recorded in
   ``child_refs``), down every level. The parent rows a child's reference needs are read and
-  mapped on demand (:meth:`_Delta.__call__`, the :class:`~crossfade.mapping.engine.ParentKeys`
+  mapped on demand (:meth:`Delta.__call__`, the :class:`~crossfade.mapping.engine.ParentKeys`
   the mapper asks), with their own parents, as the full pass's key sets answer.
 
 Each affected key's expected row is computed from the legacy rows that make it (found through
@@ -29,13 +29,22 @@ each source table's legacy count must equal its ledger's accounted rows, and eac
 the mapped entries of its sources (the ``row_counts`` gate's figures); when they do not add up
 the target is compared in full.
 
+Deduplicated targets (golden records): the affected members are closed over shared block keys
+and the full verify's groups, regrouped with the full pass's code and compared by their keys
+(a golden record, a member alone, none for a merged member); a child's reference goes to the
+survivor of its member, and every child of a regrouped member is affected
+(:mod:`crossfade.verify.dedup_delta`). The row counts of a deduplicated target allow for its
+merged members.
+
 A target is compared in full (:attr:`MappedDelta.full` says why) when its delta cannot be
-computed safely: deduplicated targets (golden records) and children of them, a target key or a
-reference column computed by transforms (no inverse), a reference to a parent column that is not
-its key, ``on_parent_left: keep``, references in a
+computed safely: a target key or a reference column computed by transforms (no inverse), a
+reference to a parent column that is not its key, ``on_parent_left: keep``, references in a
 cycle, counts that do not add up, a lookup that fails, or more affected keys than
-``max_fraction`` of its rows. A target sharing a legacy table with one compared in full is
-compared in full too (the full pass compares every target of the tables it reads).
+``max_fraction`` of its rows; a deduplicated target whose groups the full verify did not leave
+(or had blocks too large to compare pairwise), that refers to a deduplicated target itself, or
+whose members to regroup pass that limit or form a block too large. A target sharing a legacy
+table with one compared in full is compared in full too (the full pass compares every target of
+the tables it reads), and so are the parents and children of one.
 """
 
 from __future__ import annotations
@@ -70,27 +79,25 @@ from crossfade.target.store.ledger import (
     ledger_counts,
     ledger_positions,
 )
-from crossfade.verify.delta import DeltaBase
+from crossfade.verify.dedup_delta import DedupDelta, dedup_why
+from crossfade.verify.delta import DeltaBase, Unsafe
+from crossfade.verify.delta import norm_key as _norm
 from crossfade.verify.mapped import (
-    EXAMPLES,
     Expected,
     Key,
     MappedRun,
     SourceAccount,
     TargetResult,
     compare_expected,
+    redirected,
+    redirects,
     rows_of,
     targets_of,
 )
-from crossfade.verify.report import MappedCheck, recorded_outcome
 
 DEFAULT_MAX_FRACTION = 0.2
 """A target with more affected keys than this fraction of its rows is compared in full."""
 _seq = itertools.count()
-
-
-class Unsafe(Exception):
-    """The delta of a target cannot be computed safely: compare it in full (the message says why)."""
 
 
 @dataclass
@@ -106,12 +113,6 @@ class MappedDelta:
     compare_seconds: float = 0.0
     sources: dict[str, list[str]] = field(default_factory=dict)
     """Per target (of every kind), its legacy tables."""
-
-
-def _norm(values: Any) -> tuple[Any, ...]:
-    """A key as a set member: each value by its text (a key read from the target, mapped from a
-    legacy row or decoded from a ledger entry's JSON is then one member)."""
-    return tuple(None if v is None else str(v) for v in values)
 
 
 def _hashable(v: Any) -> bool:
@@ -150,8 +151,6 @@ def references_of(mapper: Mapper, target: str) -> list[tuple[str, str, str, str,
 
 def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) -> str | None:
     """Why ``target``'s delta cannot be computed (None: it can): see the module's docstring."""
-    if target in mapper.config.dedup:
-        return "deduplicated (golden records)"
     for s in mapper.sources_of(target):
         if mapper.table(s).identity:
             return f"{s} is copied as it is into it (not through the mapping)"
@@ -162,8 +161,8 @@ def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) ->
             if plain_column(ct, k) is None:
                 return f"key column {k} is computed from {s} (no lookup by key)"
     for s, col, parent, pcol, ref in references_of(mapper, target):
-        if parent in mapper.config.dedup:
-            return f"refers to deduplicated {parent}"
+        if parent in mapper.config.dedup and target in mapper.config.dedup:
+            return f"deduplicated and refers to deduplicated {parent}"
         left = ref.on_parent_left or mapper.config.defaults.on_parent_left
         if left == "keep":
             return f"{col} refers to {parent} under on_parent_left: keep"
@@ -200,7 +199,7 @@ def _rel(table: str) -> sql.Composable:
     return sql.SQL("{}.{}").format(*map(sql.Identifier, table.split(".", 1)))
 
 
-class _Delta:
+class Delta:
     """One delta: the legacy rows read (at one repeatable-read snapshot) and their outcomes, the
     affected keys per target, and the parent checks (it is the mapper's ``parents``)."""
 
@@ -238,6 +237,13 @@ class _Delta:
         }
         """parent target -> (child target, child source, column, parent column) of the delta."""
         self.keys = {t: target_of(mapper, mapper.sources_of(t)[0], t).key or () for t in targets}
+        self.redirects = redirects(mapper)
+        self.crosswalk: dict[str, dict[Any, Any]] = {}
+        """Deduplicated target -> member key value -> survivor key value (regrouped members)."""
+        self.golden: dict[str, list[dict[str, Any]]] = {}
+        """Deduplicated target -> the expected rows of its regrouped members."""
+        self.merged: dict[str, int] = {}
+        """Deduplicated target -> its members merged into another's golden record, now."""
 
     @staticmethod
     def shape_of(conn: Any, table: str) -> TableShape:
@@ -540,9 +546,9 @@ class _Delta:
             if legacy != n:
                 return f"{s} has {legacy} legacy rows, sync's ledger accounts for {n}"
             mapped += a.get("mapped", 0) + a.get("replayed", 0)
-        rows = self.count(self.tgt, t)
-        if rows != mapped:
-            return f"{t} has {rows} rows, sync's ledger mapped {mapped}"
+        rows, merged = self.count(self.tgt, t), self.merged.get(t, 0)
+        if rows != mapped - merged:
+            return f"{t} has {rows} rows, sync's ledger mapped {mapped} ({merged} merged)"
         return None
 
     def columns(self, t: str, shape: TableShape) -> list[str]:
@@ -555,6 +561,27 @@ class _Delta:
                 wanted |= {c.name for c in shape.columns}
         return [c.name for c in shape.columns if c.name in wanted]
 
+    def expected_values(self, t: str) -> list[dict[str, Any]]:
+        """The expected rows of ``t`` at its affected keys: the regrouped members' rows of a
+        deduplicated target, else the mapped rows, references to survivors redirected."""
+        if t in self.golden:
+            return [
+                v for v in self.golden[t] if _norm(v[k] for k in self.keys[t]) in self.affected[t]
+            ]
+        out = []
+        for s in self.mapper.sources_of(t):
+            for e in self.rows[s]:
+                got = self.outcomes[(s, e)]
+                if isinstance(got, Mapped):
+                    out += [
+                        redirected(tr.values, self.redirects.get(s, []), self.crosswalk)
+                        for tr in got.rows
+                        if tr.table == t
+                        and tr.key is not None
+                        and _norm(tr.key) in self.affected[t]
+                    ]
+        return out
+
     def compare(self, t: str) -> tuple[TargetResult, dict[Key, tuple[Any, ...] | None]]:
         """The expected rows of ``t``'s affected keys against the target's rows of those keys."""
         shape = self.tgt_shapes[t]
@@ -562,18 +589,8 @@ class _Delta:
         exp = Expected(self.settings, shape, key, self.columns(t, shape))
         res = TargetResult(t, self.mapper.sources_of(t))
         try:
-            for s in res.sources:
-                for e in self.rows[s]:
-                    got = self.outcomes[(s, e)]
-                    if not isinstance(got, Mapped):
-                        continue
-                    for tr in got.rows:
-                        if (
-                            tr.table == t
-                            and tr.key is not None
-                            and _norm(tr.key) in self.affected[t]
-                        ):
-                            exp.write(tr.values)
+            for values in self.expected_values(t):
+                exp.write(values)
             exp.finish()
             only = sql.Identifier(f"cf_keys_{next(_seq)}")
             cast = sql.SQL(", ").join(
@@ -595,26 +612,6 @@ class _Delta:
         finally:
             exp.close()
         return res, expected
-
-
-def as_found(
-    tgt: Any, first: MappedRun, keys: dict[str, dict[Key, str]], entries: dict[str, set[str]]
-) -> MappedCheck:
-    """The differences of a mapped run taken as they are (no re-check: a quiet source, or
-    writes frozen and fenced), with the rows of their first examples."""
-    check = MappedCheck(first)
-    check.confirmed = keys
-    for t, ks in keys.items():
-        r = first.targets[t]
-        assert r.shape is not None
-        sample = list(ks)[:EXAMPLES]
-        got = rows_of(tgt, _rel(t), r.shape, r.key, r.cols, sample)
-        for k in sample:
-            check.rows[(t, k)] = (first.expected[t].get(k), got[k])
-    for s, es in entries.items():
-        a = first.accounts[s]
-        check.entries[s] = {e: (a.outcome(e), recorded_outcome(a, e)) for e in es}
-    return check
 
 
 def _spread(mapper: Mapper, targets: list[str], full: dict[str, str]) -> dict[str, str]:
@@ -661,14 +658,19 @@ def run_delta(
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
         mapper, _schema = prepare(settings, src, check_target=True)
         targets = targets_of(mapper, sources)
-        full = _spread(mapper, targets, {t: w for t in targets if (w := why_full(mapper, t))})
-        d = _Delta(settings, mapper, src, tgt, [t for t in targets if t not in full])
+        reasons = {
+            t: w for t in targets if (w := why_full(mapper, t) or dedup_why(mapper, base, t))
+        }
+        full = _spread(mapper, targets, reasons)
+        d = Delta(settings, mapper, src, tgt, [t for t in targets if t not in full])
         try:
             for t in d.targets:
                 d.tgt_shapes[t] = d.shape_of(tgt, t)
             limit = {t: max(1, int(max_fraction * d.count(tgt, t))) for t in d.targets}
             d.seed(base, limit)
-            d.close(limit)
+            dedup = DedupDelta(d, base)
+            dedup.seed()
+            dedup.settle(limit)
         except Unsafe as exc:
             d.unsafe.update({t: str(exc) for t in d.targets if t not in d.unsafe})
         accounted = ledger_counts(tgt, d.bk).accounted

@@ -366,3 +366,27 @@ def mapped_report(t: str, first: Any, check: MappedCheck) -> TableReport:
             "accounting": [a.as_dict() for a in accounts],
         },
     )
+
+
+def as_found(
+    tgt: Any, first: Any, keys: dict[str, dict[Key, str]], entries: dict[str, set[str]]
+) -> MappedCheck:
+    """The differences of a mapped run taken as they are (no re-check: a quiet source, or
+    writes frozen and fenced), with the rows of their first examples."""
+    from psycopg import sql
+
+    from crossfade.verify.mapped import EXAMPLES, rows_of
+
+    check = MappedCheck(first)
+    check.confirmed = keys
+    for t, ks in keys.items():
+        r = first.targets[t]
+        assert r.shape is not None
+        sample = list(ks)[:EXAMPLES]
+        got = rows_of(tgt, sql.Identifier(*t.split(".", 1)), r.shape, r.key, r.cols, sample)
+        for k in sample:
+            check.rows[(t, k)] = (first.expected[t].get(k), got[k])
+    for s, es in entries.items():
+        a = first.accounts[s]
+        check.entries[s] = {e: (a.outcome(e), recorded_outcome(a, e)) for e in es}
+    return check

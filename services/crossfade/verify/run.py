@@ -135,6 +135,7 @@ class Verifier:
         self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
         self.delta_max_fraction = delta_max_fraction
         self._mapped_open: tuple[dict[str, set[Key]], dict[str, set[str]]] = ({}, {})
+        self._mapped_dedup: dict[str, Any] = {}
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
@@ -206,10 +207,11 @@ class Verifier:
         """Mapped tables: the mapping of every legacy row against the target, then the live-safe
         re-check of what differs (:meth:`_mapped_recheck`)."""
         from crossfade.verify.mapped import run_mapped
-        from crossfade.verify.mapped_delta import as_found
+        from crossfade.verify.report import as_found
 
         self.progress.phase(f"mapping {', '.join(sources)} and comparing with the target")
         first = run_mapped(self.settings, sources, self.progress.advance)
+        self._mapped_dedup.update(first.dedup)
         keys = {t: dict(r.differing) for t, r in first.targets.items() if r.differing}
         entries = {s: a.disagreeing() for s, a in first.accounts.items() if a.disagreeing()}
         if self.fence_recheck and (keys or entries):
@@ -233,7 +235,8 @@ class Verifier:
         """Mapped targets inside the freeze: only the keys changed since ``base``
         (:mod:`crossfade.verify.mapped_delta`); those it cannot compare safely in full, as
         :meth:`_mapped` does, with the reason in their report (``mapped.compared``)."""
-        from crossfade.verify.mapped_delta import as_found, run_delta
+        from crossfade.verify.mapped_delta import run_delta
+        from crossfade.verify.report import as_found
 
         self.progress.phase(
             f"mapping the rows of {', '.join(sources)} changed since the full verify"
@@ -685,6 +688,7 @@ def delta_base(v: Verifier) -> DeltaBase | None:
         dict(v._keyless_base),
         v._mapped_open[0],
         v._mapped_open[1],
+        dict(v._mapped_dedup),
     )
 
 

@@ -225,3 +225,71 @@ def crosswalk_group(
         ).format(bk=sql.Identifier(schema)),
         (table, survivor_key),
     ).fetchall()
+
+
+def member_block_keys(conn: psycopg.Connection, schema: str, table: str) -> dict[str, list[str]]:
+    """Live members of deduplicated ``table``: member key -> its stored block keys (the full
+    verify checks them against the mapping of the legacy rows: the index the delta trusts)."""
+    if not has_table(conn, schema, "dedup_members"):
+        return {}
+    return {
+        r[0]: list(r[1] or [])
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT member_key, block_keys FROM {}.dedup_members WHERE target_table = %s AND NOT deleted"
+            ).format(sql.Identifier(schema)),
+            (table,),
+        ).fetchall()
+    }
+
+
+def members_by_blocks(
+    conn: psycopg.Connection, schema: str, table: str, blocks: list[str]
+) -> dict[str, list[str]]:
+    """Live members of ``table`` sharing one of ``blocks``: member key -> stored block keys."""
+    if not blocks:
+        return {}
+    return {
+        r[0]: list(r[1] or [])
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT member_key, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                "AND NOT deleted AND block_keys && %s::text[]"
+            ).format(sql.Identifier(schema)),
+            (table, blocks),
+        ).fetchall()
+    }
+
+
+def stored_blocks(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
+) -> dict[str, list[str]]:
+    """Stored block keys of ``member_keys`` of ``table`` (deleted members: none)."""
+    return {
+        r[0]: list(r[1] or [])
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT member_key, block_keys FROM {}.dedup_members WHERE target_table = %s "
+                "AND member_key = ANY(%s)"
+            ).format(sql.Identifier(schema)),
+            (table, member_keys),
+        ).fetchall()
+    }
+
+
+def members_written_since(
+    conn: psycopg.Connection, schema: str, table: str, since: sql.Composable
+) -> list[str]:
+    """Member keys of ``table`` whose ``dedup_members`` row matches ``since`` (a
+    :func:`crossfade.catalog.written_since` predicate on alias ``r``)."""
+    if not has_table(conn, schema, "dedup_members"):
+        return []
+    return [
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT r.member_key FROM {}.dedup_members r WHERE r.target_table = %s AND {}"
+            ).format(sql.Identifier(schema), since),
+            (table,),
+        ).fetchall()
+    ]
