@@ -237,3 +237,17 @@ class DedupDelta:
         merged_then = sum(1 for n in d.affected[t] if base.groups.get(n, n) != n)
         merged_now = sum(len(g.members) - 1 for g in groups)
         d.merged[t] = base.merged - merged_then + merged_now
+
+
+def rows_problem(d: Any, t: str, res: Any) -> str | None:
+    """Why deduplicated ``t``'s row count does not add up once compared (``res``): its rows
+    must be the ledger's mapped members less the merged ones (:meth:`DedupDelta.regroup`; a
+    lost delete or a row deleted by hand leaves only this trace), give or take the missing and
+    extra rows found among the keys compared. None: it adds up."""
+    want = d.expected_rows[t] - res.n_missing + res.n_extra
+    if res.target_rows != want:
+        return (
+            f"{t} has {res.target_rows} rows, {want} expected from sync's ledger, its merged "
+            "members and the differences found"
+        )
+    return None
