@@ -97,10 +97,13 @@ class DedupDelta:
         self.dedupers = {t: self.deduper(t) for t in self.targets}
         self.mates: dict[str, dict[Key, list[Key]]] = {}
         """Per target: survivor -> members of its group in the full verify."""
+        self.survivor: dict[str, dict[Key, Key]] = {}
+        """Per target: member -> survivor in the full verify (keys by their text)."""
         for t in self.targets:
-            self.mates[t] = defaultdict(list)
+            self.mates[t], self.survivor[t] = defaultdict(list), {}
             for m, sk in base.dedup[t].groups.items():
-                self.mates[t][sk].append(m)
+                self.mates[t][norm_key(sk)].append(m)
+                self.survivor[t][norm_key(m)] = norm_key(sk)
         self.asked_keys: dict[str, set[Key]] = defaultdict(set)
         self.asked_blocks: dict[str, set[str]] = defaultdict(set)
 
@@ -137,9 +140,9 @@ class DedupDelta:
                             out[n] = (s, e, tr)
         return out
 
-    def reach(self, t: str, frontier: set[Key]) -> set[Key]:
-        """Members sharing a block key (now or stored) with one of ``frontier``, or in the
-        full verify's group of one."""
+    def reach(self, t: str, frontier: set[Key]) -> dict[Key, Key]:
+        """Members sharing a block key (now or stored) with one of ``frontier`` (their legacy
+        rows read), or in the full verify's group of one: by key, their key values."""
         d, now = self.d, self.current(t)
         texts = {
             n: _key_text(now[n][2].key or () if n in now else d.affected[t][n]) for n in frontier
@@ -147,34 +150,38 @@ class DedupDelta:
         stored = stored_blocks(d.tgt, d.bk, t, sorted(set(texts.values())))
         matcher = self.dedupers[t].matcher
         blocks: set[str] = set()
-        out: set[Key] = set()
-        groups = self.base.dedup[t].groups
+        out: dict[Key, Key] = {}
         for n in frontier:
             blocks.update(stored.get(texts[n], []))
             if n in now:
                 blocks.update(matcher.block_keys(now[n][2].values))
-            if n in groups:
-                out.update(self.mates[t][groups[n]])
+            if n in self.survivor[t]:
+                out.update((norm_key(m), m) for m in self.mates[t][self.survivor[t][n]])
         blocks -= self.asked_blocks[t]
         self.asked_blocks[t] |= blocks
         for mk in members_by_blocks(d.tgt, d.bk, t, sorted(blocks)):
-            out.add(norm_key(json.loads(mk)))
+            k = tuple(json.loads(mk))
+            out[norm_key(k)] = k
         return out
 
-    def grow(self, t: str, limit: int) -> bool:
-        """Add to the delta the closure of ``t``'s affected members (module docstring)."""
+    def grow(self, t: str, limit: dict[str, int]) -> bool:
+        """Add to the delta the closure of ``t``'s affected members over shared block keys and
+        the full verify's groups (each frontier's legacy rows read before it is expanded)."""
         d = self.d
-        todo = {n for n in d.affected[t] if n not in self.asked_keys[t]}
-        seen = set(d.affected[t])
+        before = set(d.affected[t])
 
         def reach(frontier: set[Key]) -> set[Key]:
+            d.close(limit)  # the frontier's legacy rows (and their children's)
+            if t in d.unsafe:
+                raise Unsafe(d.unsafe[t])
             self.asked_keys[t] |= frontier
-            return self.reach(t, frontier & set(d.affected[t]))
+            found = self.reach(t, frontier)
+            for k in found.values():
+                d.add_key(t, k)
+            return set(found)
 
-        new = closure(todo, reach, limit) - seen
-        for n in new:
-            d.add_key(t, n)
-        return bool(new)
+        closure({n for n in before if n not in self.asked_keys[t]}, reach, limit[t])
+        return set(d.affected[t]) != before
 
     def referred(self) -> bool:
         """Add the members the affected child rows refer to (their survivor is then known)."""
@@ -210,7 +217,7 @@ class DedupDelta:
                 if t in d.unsafe:
                     continue
                 try:
-                    grew = self.grow(t, limit[t]) or grew
+                    grew = self.grow(t, limit) or grew
                 except Unsafe as exc:
                     d.unsafe[t] = str(exc)
             grew = self.referred() or grew
@@ -234,7 +241,7 @@ class DedupDelta:
         rows, cw = golden_rows(dd, groups)
         d.golden[t] = rows
         d.crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
-        merged_then = sum(1 for n in d.affected[t] if base.groups.get(n, n) != n)
+        merged_then = sum(1 for n in d.affected[t] if self.survivor[t].get(n, n) != n)
         merged_now = sum(len(g.members) - 1 for g in groups)
         d.merged[t] = base.merged - merged_then + merged_now
 

@@ -52,7 +52,7 @@ class DedupBase:
     not match their legacy row then."""
 
     groups: dict[Key, Key] = field(default_factory=dict)
-    """Member key -> survivor key (each value by its text), for the members of merged groups."""
+    """Member key -> survivor key, for the members of merged groups."""
     merged: int = 0
     """Members merged into another's golden record (they have no row)."""
     oversized: int = 0

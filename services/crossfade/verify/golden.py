@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from crossfade.mapping.dedup import Deduper, DupGroup
-from crossfade.verify.delta import DedupBase, norm_key
+from crossfade.verify.delta import DedupBase
 
 Key = tuple[Any, ...]
 
@@ -36,7 +36,7 @@ def dedup_base(d: Deduper, groups: list[DupGroup], stored: dict[str, list[str]])
     for g in groups:
         out.merged += len(g.members) - 1
         for m in g.members:
-            out.groups[norm_key(m.key)] = norm_key(g.survivor.key)
+            out.groups[m.key] = g.survivor.key
     seen = set()
     for m in d.members:
         mk = key_text(m.key)
