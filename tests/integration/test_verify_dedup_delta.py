@@ -8,7 +8,8 @@ is the base. Then:
 (a) a duplicate member's change, applied by sync, is verified by delta: few keys, and it passes;
 (b) with sync stopped, a golden record altered by hand, a member changed so it leaves its group
     (sync never regroups it: its own row is missing, its addresses still point at the old
-    survivor) and a person changed so they join another (the younger's row should be gone) are
+    survivor, whose golden record still holds its values; its stored block keys are changed by
+    hand, so only the full verify's groups lead to that survivor) and a person changed so they join another (the younger's row should be gone) are
     named by the delta — exactly as a full verify names them;
 (c) a change whose block-key closure passes the limit sends the target to the full compare.
 """
@@ -151,6 +152,15 @@ def test_deduplicated_targets_are_verified_by_their_changes_inside_the_freeze(
         "UPDATE public.contacts SET email = 'left.group@example.com', phone = NULL WHERE id = %s",
         (g3[1],),
     )
+    # as if sync had stored the member's new block keys and left its old group as it was: the
+    # old survivor is found through the full verify's groups only
+    bk = settings.sync.bookkeeping_schema
+    with stack.tgt() as t:
+        t.execute(
+            f"UPDATE {bk}.dedup_members SET block_keys = '{{}}' WHERE target_table = 'app.people' "
+            "AND member_key = %s",
+            (json.dumps([g3[1]]),),
+        )
     merged = {m for ms in groups.values() for m in ms}
     with stack.tgt() as t:
         alone = [
@@ -174,6 +184,7 @@ def test_deduplicated_targets_are_verified_by_their_changes_inside_the_freeze(
     assert people.delta_keys is not None and people.delta_keys < BIG + 40, people.as_dict()
     found = _found(rep, "app.people", "person_id")
     assert {("different", g2[0]), ("missing", g3[1]), ("extra", younger)} <= found, found
+    assert ("different", g3[0]) in found, found  # the golden record of the group it left
     # the addresses of the two that moved point at the wrong person now
     assert addresses.different >= 1, addresses.as_dict()
     print(
