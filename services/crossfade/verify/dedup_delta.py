@@ -45,6 +45,7 @@ from crossfade.catalog import written_since
 from crossfade.mapping.audit import key_columns
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Mapped, Mapper, TargetRow
+from crossfade.sync.key_text import key_text
 from crossfade.target.store.dedup import members_by_blocks, members_written_since, stored_blocks
 from crossfade.verify.delta import DeltaBase, Unsafe, norm_key
 from crossfade.verify.golden import golden_rows
@@ -79,12 +80,6 @@ def dedup_why(mapper: Mapper, base: DeltaBase, target: str) -> str | None:
     if got.oversized:
         return f"deduplicated, with {got.oversized} block(s) too large to compare pairwise"
     return None
-
-
-def _key_text(values: Iterable[Any]) -> str:
-    from crossfade.sync.sinks.mapped_source import key_text
-
-    return key_text(values)
 
 
 class DedupDelta:
@@ -145,7 +140,7 @@ class DedupDelta:
         rows read), or in the full verify's group of one: by key, their key values."""
         d, now = self.d, self.current(t)
         texts = {
-            n: _key_text(now[n][2].key or () if n in now else d.affected[t][n]) for n in frontier
+            n: key_text(now[n][2].key or () if n in now else d.affected[t][n]) for n in frontier
         }
         stored = stored_blocks(d.tgt, d.bk, t, sorted(set(texts.values())))
         matcher = self.dedupers[t].matcher

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from crossfade.mapping.dedup import Deduper, DupGroup
+from crossfade.sync.key_text import key_text
 from crossfade.verify.delta import DedupBase
 
 Key = tuple[Any, ...]
@@ -30,8 +31,6 @@ def golden_rows(d: Deduper, groups: list[DupGroup]) -> tuple[list[dict[str, Any]
 def dedup_base(d: Deduper, groups: list[DupGroup], stored: dict[str, list[str]]) -> DedupBase:
     """What a full verify's :class:`Deduper` ``d`` (every member read, ``groups`` its groups)
     leaves for the delta, ``stored``: sync's block keys per member key (``dedup_members``)."""
-    from crossfade.sync.sinks.mapped_source import key_text
-
     out = DedupBase(oversized=len(d.oversized))
     for g in groups:
         out.merged += len(g.members) - 1
