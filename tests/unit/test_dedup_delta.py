@@ -142,3 +142,31 @@ def test_a_deduplicated_target_referring_to_a_deduplicated_one_goes_to_the_full_
     assert "deduplicated and refers to deduplicated crm.people" in (
         why_full(_mapper(cfg), "crm.notes") or ""
     )
+
+
+def test_the_full_verify_keeps_its_groups_and_the_members_whose_stored_block_keys_differ() -> None:
+    from crossfade.sync.key_text import key_text
+    from crossfade.verify.golden import dedup_base, golden_rows
+
+    rows = [
+        {"person_id": 1, "email": "a@x.org", "phone": None, "full_name": "Ann", "updated_at": 1},
+        {"person_id": 2, "email": "a@x.org", "phone": None, "full_name": "Ann", "updated_at": 2},
+        {"person_id": 3, "email": "c@x.org", "phone": None, "full_name": "Cy", "updated_at": 3},
+        {"person_id": 4, "email": "d@x.org", "phone": None, "full_name": "Di", "updated_at": 4},
+    ]
+    d = Deduper("app.people", SPEC, key_columns=["person_id"])
+    for r in rows:
+        d.add((r["person_id"],), r, "public.contacts")
+    groups = d.groups()
+    stored = {key_text([r["person_id"]]): d.matcher.block_keys(r) for r in rows}
+    stored[key_text([3])] = ['["same-email", "old@x.org"]']  # stale: a change sync lost
+    del stored[key_text([4])]  # a member sync never stored
+    stored[key_text([9])] = ['["same-email", "gone@x.org"]']  # one legacy no longer has
+    base = dedup_base(d, groups, stored)
+    assert base.groups == {(1,): (1,), (2,): (1,)} and base.merged == 1
+    assert base.stale == {(3,), (4,), (9,)} and base.oversized == 0
+    got, cw = golden_rows(d, groups)
+    # a golden record for the group (the oldest's key, the newest's values), the others alone
+    assert cw == {(1,): (1,), (2,): (1,)}
+    assert sorted(r["person_id"] for r in got) == [1, 3, 4]
+    assert next(r for r in got if r["person_id"] == 1)["updated_at"] == 2

@@ -25,8 +25,9 @@ it grows with the writes of the last minutes, not with the tables' size as the c
 every row do. Mapped targets are compared the same way, through the mapping, by the target keys
 the changes since affect and what depends on them (children of a changed parent, the parents a
 child's reference needs): :mod:`crossfade.verify.mapped_delta`, which also says which targets it
-still compares in full (deduplicated ones among them) and why. A server older than PostgreSQL 13
-(no ``pg_current_snapshot``) gets no snapshot: its tables are verified in full.
+still compares in full and why (deduplicated targets: :mod:`crossfade.verify.dedup_delta`). A
+server older than PostgreSQL 13 (no ``pg_current_snapshot``) gets no snapshot: its tables are
+verified in full.
 """
 
 from __future__ import annotations

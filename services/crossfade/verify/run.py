@@ -62,7 +62,7 @@ from crossfade.target.store import (
     record_verify_run,
 )
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
-from crossfade.verify.delta import DeltaBase, snapshot_of, totals
+from crossfade.verify.delta import DedupBase, DeltaBase, snapshot_of, totals
 from crossfade.verify.report import (
     EXAMPLES,
     MappedCheck,
@@ -135,7 +135,7 @@ class Verifier:
         self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
         self.delta_max_fraction = delta_max_fraction
         self._mapped_open: tuple[dict[str, set[Key]], dict[str, set[str]]] = ({}, {})
-        self._mapped_dedup: dict[str, Any] = {}
+        self._mapped_dedup: dict[str, DedupBase] = {}
 
     # -- fence --------------------------------------------------------------------------------
     def _default_fence(self) -> tuple[str, float]:
