@@ -213,3 +213,42 @@ def test_deduplicated_targets_are_verified_by_their_changes_inside_the_freeze(
         )
         assert _found(rep, name, col) == _found(whole, name, col)
     print(f"full verify: {whole.seconds:.2f} s")
+
+
+def test_a_cutover_verifies_a_deduplicated_target_by_its_changes_and_names_a_planted_one(
+    stack: Stack,
+) -> None:
+    """A real cutover on the demo CRM: the full verify while writes may flow, then, inside the
+    freeze, the verify of the changes; a golden record altered in the new database by the freeze
+    command (between the two) is named, and app.people is compared by its changed keys."""
+    import re
+    import sys
+
+    _crm(stack)
+    survivor = next(iter(_groups(stack)))
+    plant = (
+        "import psycopg\n"
+        f"with psycopg.connect({stack.target_dsn!r}, autocommit=True) as c:\n"
+        "    c.execute(\"UPDATE app.people SET first_name = 'planted' WHERE person_id = "
+        f"'{survivor}'\")\n"
+    )
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["cutover"] = {
+        "freeze_sql": "SELECT 1",
+        "unfreeze_sql": "SELECT 1",
+        "freeze_command": [sys.executable, "-c", plant],
+        "fence_timeout_s": 60,
+    }
+    stack.config_path.write_text(yaml.safe_dump(raw))
+    ack = stack.cli("dlq", "ack", "--note", "test: the CRM's known bad rows")
+    assert ack.returncode == 0, ack.stderr
+    r = stack.cli("cutover", "--json", timeout=300)
+    rep = json.loads(r.stdout)
+    assert not rep["go"], rep
+    steps = {g["name"]: g for g in rep["gates"]}
+    assert "verify_live" in steps and steps["verify_live"]["ok"], rep["gates"]
+    detail = steps["verify"]["detail"]
+    assert not steps["verify"]["ok"] and "app.people: 0 missing, 0 extra, 1 different" in detail
+    n = re.search(r"app\.people by (\d+) changed key\(s\) of (\d+) rows", detail)
+    assert n and 1 <= int(n[1]) < 40 and int(n[2]) > 200, detail
+    assert "app.addresses by" in detail, detail

@@ -171,9 +171,10 @@ class DedupDelta:
                 raise Unsafe(d.unsafe[t])
             self.asked_keys[t] |= frontier
             found = self.reach(t, frontier)
-            for k in found.values():
+            fresh = {n: k for n, k in found.items() if n not in self.asked_keys[t]}
+            for k in fresh.values():
                 d.add_key(t, k)
-            return set(found)
+            return set(fresh)
 
         closure({n for n in before if n not in self.asked_keys[t]}, reach, limit[t])
         return set(d.affected[t]) != before
