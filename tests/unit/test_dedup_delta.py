@@ -118,6 +118,7 @@ CRM: dict[str, Any] = {
     "dedup": {"crm.people": {"match": [{"name": "e", "all": [{"column": "email"}]}]}},
 }
 KEYS = {"public.members": ["id"], "public.notes": ["id"]}
+TARGETS = ["crm.people", "crm.notes"]
 
 
 def _mapper(cfg: dict[str, Any]) -> Mapper:
@@ -128,12 +129,14 @@ def test_deduplicated_targets_and_their_children_are_computed_by_delta_from_a_ba
     m = _mapper(CRM)
     assert why_full(m, "crm.people") is None and why_full(m, "crm.notes") is None
     base = DeltaBase(1, {"source": "1:1:", "target": "1:1:"})
-    assert "left no duplicate groups" in (dedup_why(m, base, "crm.people") or "")
-    assert dedup_why(m, base, "crm.notes") is None  # not deduplicated: follows its parent
+    assert "left no duplicate groups" in (dedup_why(m, base, "crm.people", TARGETS) or "")
+    assert dedup_why(m, base, "crm.notes", TARGETS) is None  # not deduplicated: follows its parent
     base.dedup["crm.people"] = DedupBase(oversized=2)
-    assert "2 block(s) too large" in (dedup_why(m, base, "crm.people") or "")
+    assert "2 block(s) too large" in (dedup_why(m, base, "crm.people", TARGETS) or "")
     base.dedup["crm.people"] = DedupBase()
-    assert dedup_why(m, base, "crm.people") is None
+    assert dedup_why(m, base, "crm.people", TARGETS) is None
+    # a child verified without its deduplicated parent: its survivors are not known
+    assert "not verified with it" in (dedup_why(m, base, "crm.notes", ["crm.notes"]) or "")
 
 
 def test_a_deduplicated_target_referring_to_a_deduplicated_one_goes_to_the_full_compare() -> None:

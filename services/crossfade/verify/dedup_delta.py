@@ -69,9 +69,16 @@ def closure(seeds: Iterable[K], reach: Callable[[set[K]], set[K]], limit: int) -
     return out
 
 
-def dedup_why(mapper: Mapper, base: DeltaBase, target: str) -> str | None:
-    """Why deduplicated ``target``'s delta cannot start from ``base`` (None: it can, or it is
-    not deduplicated)."""
+def dedup_why(mapper: Mapper, base: DeltaBase, target: str, targets: list[str]) -> str | None:
+    """Why ``target``'s delta (one of ``targets``) cannot start from ``base`` as to
+    deduplication (None: it can): a deduplicated target needs the full verify's groups, a child
+    of one needs it regrouped in the same delta (its survivors)."""
+    for s in mapper.sources_of(target):
+        for ct in mapper.table(s).targets:
+            for _col, r, _checks in ct.rules if ct.table == target else []:
+                parent = r.reference.table if r is not None and r.reference else None
+                if parent in mapper.config.dedup and parent not in targets:
+                    return f"refers to deduplicated {parent}, not verified with it"
     if target not in mapper.config.dedup:
         return None
     got = base.dedup.get(target)

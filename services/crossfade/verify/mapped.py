@@ -532,12 +532,12 @@ class _Pass:
         if w is not None:
             self.dedup[t] = dedup_base(d, groups, member_block_keys(self.tgt, self.bk, t))
             self.results[t].merged += sum(len(g.members) - 1 for g in groups)
+            for values in rows:
+                w.write(values)
         for m in d.members:
             golden = cw.get(m.key, m.key)
             if golden in self.wanted.get(t, ()) and m.source_key:
                 self.producers[t].setdefault(golden, set()).add((m.source_table, m.source_key[0]))
-        for values in rows if w is not None else []:
-            w.write(values)
         self.crosswalk[t] = {k[0]: v[0] for k, v in cw.items() if len(k) == 1}
         self.pending_dedup.discard(t)
 

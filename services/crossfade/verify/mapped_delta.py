@@ -655,7 +655,9 @@ def run_delta(
         mapper, _schema = prepare(settings, src, check_target=True)
         targets = targets_of(mapper, sources)
         reasons = {
-            t: w for t in targets if (w := why_full(mapper, t) or dedup_why(mapper, base, t))
+            t: w
+            for t in targets
+            if (w := why_full(mapper, t) or dedup_why(mapper, base, t, targets))
         }
         full = _spread(mapper, targets, reasons)
         d = Delta(settings, mapper, src, tgt, [t for t in targets if t not in full])
