@@ -112,8 +112,8 @@ def _count_events(settings: Settings, topic: str, idle: float = 4.0) -> int:
         c.close()
 
 
-def _fallback_proc(stack: Stack, name: str = "fallback") -> Proc:
-    p = Proc(name, ["fallback", "start"], stack._env(), stack.dir / f"{name}.log")
+def _fallback_proc(stack: Stack, name: str = "fallback", *extra: str) -> Proc:
+    p = Proc(name, ["fallback", "start", *extra], stack._env(), stack.dir / f"{name}.log")
     stack.procs.append(p)
     return p
 
@@ -486,7 +486,7 @@ def test_fallback_resnapshot_sweep_keeps_legacy_only_rows(
         t.execute("DELETE FROM items WHERE id = 50")
         t.execute("SELECT pg_drop_replication_slot(%s)", (rev.capture.slot_name,))
     shutil.rmtree(rev.capture.state_dir)
-    fb2 = _fallback_proc(stack, "fallback2")
+    fb2 = _fallback_proc(stack, "fallback2", "--resnapshot")  # a second snapshot is refused without
     _reverse_fence(stack, [fb2])
     log = (stack.dir / "fallback2.log").read_text(errors="replace")
     assert "snapshot complete" in log, log[-3000:]
@@ -494,6 +494,72 @@ def test_fallback_resnapshot_sweep_keeps_legacy_only_rows(
     assert 5000 in ids, f"the re-snapshot's sweep deleted a legacy-only row\n{log[-3000:]}"
     assert ids == (set(range(1, 100)) - {50}) | {5000}, sorted(set(range(1, 100)) ^ ids)
     assert "no longer holds 1 rows of public.items" in log, log[-3000:]
+
+
+def test_fallback_second_snapshot_refused_without_resnapshot(
+    stack: Stack, drop_reverse_slots: list[Stack]
+) -> None:
+    """The reverse capture restarted without its offsets (state dir removed, slot dropped) would
+    snapshot the new database into legacy again, overwriting what the business wrote in legacy
+    since: it refuses with one line and touches no legacy row. ``--resnapshot`` re-snapshots as
+    before (and is audited); a restart with its offsets needs no snapshot and no override."""
+    drop_reverse_slots.append(stack)
+    stack.sql(ITEMS_DDL)
+    stack.sql(
+        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 50) g"
+    )
+    stack.write_config(["public.items"])
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    for p in list(stack.procs):  # the forward direction is done: legacy's writes stay in legacy
+        p.stop(30)
+    fb = _fallback_proc(stack)
+    _reverse_fence(stack, [fb])
+    assert "reverse snapshot at LSN" in (stack.dir / "fallback.log").read_text(errors="replace")
+
+    def legacy_rows() -> list[tuple[Any, ...]]:
+        with stack.src() as s:
+            return s.execute("SELECT id, name, qty FROM items ORDER BY id").fetchall()
+
+    # a clean restart with its offsets: no snapshot, no refusal
+    fb.stop(30)
+    fb_again = _fallback_proc(stack, "fallback-again")
+    _reverse_fence(stack, [fb_again])
+    again = (stack.dir / "fallback-again.log").read_text(errors="replace")
+    assert "snapshot complete" not in again, again[-3000:]
+    fb_again.stop(30)
+
+    # back on legacy: the business updates a row there, then the reverse capture loses its state
+    with stack.src() as s:
+        s.execute("UPDATE items SET name = 'newer in legacy', qty = 999 WHERE id = 7")
+    before = legacy_rows()
+    assert (7, "newer in legacy", 999) in before
+    rev = _reverse(stack)
+    with stack.tgt() as t:
+        t.execute("SELECT pg_drop_replication_slot(%s)", (rev.capture.slot_name,))
+    shutil.rmtree(rev.capture.state_dir)
+
+    r = stack.cli("fallback", "start", timeout=240)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0, out[-3000:]
+    assert "already snapshotted the new database into legacy" in out, out[-3000:]
+    assert "--resnapshot" in out and "state dir removed" in out, out[-3000:]
+    assert "snapshot complete" not in out, out[-3000:]
+    assert legacy_rows() == before, "the refused start changed legacy rows"
+
+    # the override: a re-snapshot as before (the new database's value wins again), audited
+    fb2 = _fallback_proc(stack, "fallback2", "--resnapshot")
+    _reverse_fence(stack, [fb2])
+    log = (stack.dir / "fallback2.log").read_text(errors="replace")
+    assert "snapshot complete" in log and "--resnapshot: snapshotting" in log, log[-3000:]
+    with stack.src() as s:
+        assert s.execute("SELECT name, qty FROM items WHERE id = 7").fetchone() == ("item 7", 7)
+    with stack.tgt() as t:
+        audited = t.execute(
+            "SELECT count(*) FROM crossfade.cutover_audit WHERE gate = 'fallback_resnapshot'"
+        ).fetchone()
+    assert audited == (1,), audited
 
 
 def test_fallback_refuses_non_invertible_mapping(stack: Stack) -> None:

@@ -147,6 +147,7 @@ class ChangeProducer:
         self._unswept_snapshot_lsn: int | None = None
         self.snapshot_rows: dict[str, int] = {}  # per topic, this run's snapshot (progress display)
         self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
+        self.on_snapshot_done: Any = None  # called with the LSN (capture/snapshot_guard.py)
         self._headers: list[tuple[str, bytes]] = []
         self.epoch: str | None = None
         self.floor = 0
@@ -331,6 +332,8 @@ class ChangeProducer:
         self._emit_sweeps(lsn)
         self.stats.snapshot_done = True
         log.info("snapshot complete at LSN %s; sweep markers sent", format_lsn(lsn))
+        if self.on_snapshot_done is not None:
+            self.on_snapshot_done(lsn)
 
     def handle(self, records: Any) -> None:
         """Produce one Debezium batch and wait for the broker's acknowledgements.

@@ -541,15 +541,22 @@ def _fallback_tables(settings: Settings, tables: str | None) -> tuple[list[str] 
     help="Legacy tables to sync back (comma list), or `invertible`: every table whose "
     "mapping can be inverted, leaving out the others (default: all, refused if any is not).",
 )
-def fallback_start(config: str | None, tables: str | None) -> None:
+@click.option(
+    "--resnapshot",
+    is_flag=True,
+    help="Allow a second snapshot of the new database into legacy (the reverse capture lost its "
+    "offsets): only when legacy took no writes since the first; logged and audited.",
+)
+def fallback_start(config: str | None, tables: str | None, resnapshot: bool) -> None:
     """Capture the new database and apply its changes to legacy, until stopped (foreground).
 
-    Refuses (exit 2) with one line per table whose mapping cannot run backwards.
+    Refuses (exit 2) with one line per table whose mapping cannot run backwards, and (exit 1)
+    to snapshot the new database again once a snapshot completed, without --resnapshot.
     """
     import logging
 
     from crossfade import metrics
-    from crossfade.capture.service import CaptureService
+    from crossfade.capture.snapshot_guard import GuardedCaptureService, SnapshotGuard
     from crossfade.mapping.inverse import reversed_for
     from crossfade.ops import probes
     from crossfade.ops.runner import Runner
@@ -573,7 +580,7 @@ def fallback_start(config: str | None, tables: str | None) -> None:
             )
     runner = Runner()
     probes.serve_ops(rev)
-    cap = CaptureService(rev)
+    cap = GuardedCaptureService(rev, SnapshotGuard(rev, settings, resnapshot=resnapshot))
     runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
     probes.watch_capture(cap, rev)
     worker = ReverseSyncWorker(rev, fb_plan)

@@ -15,7 +15,8 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``dlq``: acknowledging dead letters (``dlq_acks``, ``dlq_acked``)
 - ``fences``: fence runs (``fence_runs``) and the fences sync applied (``fences``)
 - ``heartbeats``: what each capture process and sync worker last reported
-- ``meta``: key/value facts (schema version, the mapping sync runs with, COPY loads ended)
+- ``meta``: key/value facts (schema version, the mapping sync runs with, COPY loads ended,
+  when capture last completed a snapshot: ``note_snapshot_done``, ``snapshot_done``)
 - ``audit``: the cutover's audit log (``cutover_audit``)
 - ``dedup``: deduplication's members and crosswalk (sync's dedup sink, children resolving
   through the crosswalk, ``crossfade dedup explain``, what status counts of them)
@@ -114,6 +115,8 @@ from crossfade.target.store.meta import (
     note_copy_load,
     note_copy_load_slot,
     note_mapping,
+    note_snapshot_done,
+    snapshot_done,
 )
 from crossfade.target.store.offsets import (
     StoredOffset,
@@ -240,6 +243,7 @@ __all__ = [
     "note_copy_load",
     "note_copy_load_slot",
     "note_mapping",
+    "note_snapshot_done",
     "offsets_age",
     "orphaned_parent_values",
     "paused_components",
@@ -260,6 +264,7 @@ __all__ = [
     "share_ledger_states",
     "share_member",
     "share_survivors",
+    "snapshot_done",
     "stored_blocks",
     "start_replay",
     "still_dead_letters",

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.target.store.schema import has_table
+from crossfade.target.store.schema import ensure_schema, has_table
 
 
 def mapping_fingerprint(mapping: Any) -> str:
@@ -117,3 +117,36 @@ def copy_load_hides_fence(conn: psycopg.Connection, schema: str, fence_lsn: int)
         (fence_lsn,),
     ).fetchone()
     return bool(row and row[0])
+
+
+SNAPSHOT_DONE_KEY = "snapshot_done"
+"""Key in ``<bookkeeping>.meta``: when capture last completed a snapshot of its source into this
+bookkeeping's target (fallback: a snapshot of the new database into legacy)."""
+
+
+def note_snapshot_done(conn: psycopg.Connection, schema: str) -> None:
+    """Record that a snapshot completed now (the target's ``clock_timestamp()``); a later one
+    overwrites the mark. Creates the bookkeeping tables when missing."""
+    ensure_schema(conn, schema)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {}.meta (key, value) VALUES (%s, clock_timestamp()::text) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+        ).format(sql.Identifier(schema)),
+        (SNAPSHOT_DONE_KEY,),
+    )
+
+
+def snapshot_done(conn: psycopg.Connection, schema: str) -> tuple[datetime, float] | None:
+    """When a snapshot last completed and its age in seconds (the target's clock), or None when
+    none is recorded."""
+    if not has_table(conn, schema, "meta"):
+        return None
+    row = conn.execute(
+        sql.SQL(
+            "SELECT value::timestamptz, extract(epoch FROM clock_timestamp() - value::timestamptz) "
+            "FROM {}.meta WHERE key = %s"
+        ).format(sql.Identifier(schema)),
+        (SNAPSHOT_DONE_KEY,),
+    ).fetchone()
+    return None if row is None else (row[0], float(row[1]))
