@@ -265,6 +265,7 @@ class Supervisor:
         self.crashes: list[str] = []
         self._lock = threading.RLock()
         self._offsets: dict[int, int] = {}
+        self._judged: set[int] = set()  # ids of dead processes judged here
         self._delay: dict[str, float] = {n: 1.0 for n in names}
         self._next: dict[str, float] = {n: 0.0 for n in names}
         self.procs: dict[str, Proc] = {n: self._start(n, (first or {}).get(n)) for n in names}
@@ -308,9 +309,15 @@ class Supervisor:
         while not self._done.wait(0.5):
             with self._lock:
                 for name, p in list(self.procs.items()):
-                    if p.alive() or p.expected_dead or time.monotonic() < self._next[name]:
+                    if p.alive():
                         continue
-                    self._judge(name, p)
+                    if not p.expected_dead:
+                        # judged at once, restarted once the back-off allows: a fence must not
+                        # meet a death nobody judged (one inside the back-off window did)
+                        self._judge(name, p)
+                        self._judged.add(id(p))
+                    if id(p) not in self._judged or time.monotonic() < self._next[name]:
+                        continue  # stopped by the test itself, or backing off
                     self._next[name] = time.monotonic() + self._delay[name]
                     self._delay[name] = min(self._delay[name] * 2, 10.0)
                     self.procs[name] = self._start(name)
