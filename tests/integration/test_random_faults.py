@@ -85,7 +85,9 @@ REGRESSION_SEEDS: list[tuple[int, int]] = [
     (257976342, 2),  # second_worker, poison, a kill mid-batch: under capture.initial_load: copy
     # sync's group join stalls (fence reaches 0 partitions); passes under debezium (the default)
     (216136845, 2),  # a broker reset right after a network cut: capture exits (by design, events
-    # undelivered) inside the supervisor's restart back-off; the fence met the unjudged death
+    # undelivered) inside the supervisor's restart back-off; the fence met the unjudged death;
+    # then: sync's idempotent dead-letter producer outlived the broker's log and was never
+    # acknowledged again (the poison record's batch retried for ever)
 ]
 """(seed, plan): the rounds that found bugs, replayed in every run."""
 

@@ -56,6 +56,9 @@ class Producer:
     def produce(self, topic: str, **kw: Any) -> None:
         self.produced.append({"topic": topic, **kw})
 
+    def purge(self) -> None:
+        """What was not acknowledged is dropped (the batch is retried)."""
+
     def flush(self, timeout: float) -> int:
         with psycopg.connect(self.dsn, autocommit=True) as other:
             row = other.execute(f"SELECT next_offset FROM {BK}.offsets").fetchone()

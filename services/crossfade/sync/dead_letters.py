@@ -4,15 +4,21 @@ Both kinds are produced *before* the batch's transaction commits, and :meth:`Dea
 waits for Kafka's acknowledgement (a crash after the commit must not lose them): an undecodable
 record (rule ``decode``) and a change the mapping rejected (its rule and reason, kept in the
 ledger too for ``crossfade dlq``).
+
+A producer that gets no acknowledgement is replaced before the batch is retried: an idempotent
+producer whose broker lost its log (a broker restarted empty) keeps sending the old sequence
+numbers and is never acknowledged again, while a new one is at once (measured on Tansu).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from crossfade import metrics
 from crossfade.errors import BrokerUnavailable
@@ -28,10 +34,22 @@ Count = Callable[[str], None]
 
 
 class DeadLetterTopic:
-    def __init__(self, producer: Producer, topic: str, rejects: RejectLog) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        topic: str,
+        rejects: RejectLog,
+        renew: Callable[[], Producer] | None = None,
+        ack_timeout: float = 30.0,
+    ) -> None:
+        """``renew``: makes a new producer when this one is not acknowledged (see above);
+        ``ack_timeout``: how long to wait for the acknowledgement, in seconds."""
         self.producer = producer
+        self.ack_timeout = ack_timeout
+        self.epoch: str | None = None
         self.topic = topic
         self.rejects = rejects
+        self.renew = renew
 
     def undecodable(self, dead: Iterable[DeadLetter], count: Count) -> None:
         """Produce records that could not be decoded; wait for Kafka's acknowledgement."""
@@ -41,8 +59,7 @@ class DeadLetterTopic:
             count(d.table)
             metrics.dead_lettered(d.table, "decode")
             log.error("dead-lettered %s[%d]@%d: %s", topic, partition, offset, d.reason)
-            self.producer.produce(
-                self.topic,
+            self._produce(
                 key=m.key(),
                 value=m.value(),
                 headers=[
@@ -81,15 +98,47 @@ class DeadLetterTopic:
                     ("crossfade.dlq.offset", str(o.offset).encode()),
                     *((k, v.encode()) for k, v in o.headers.items()),
                 ]
-            self.producer.produce(
-                self.topic,
+            self._produce(
                 key=o.key if o else None,
                 value=o.value if o else None,
                 headers=headers,
             )
         self._flush()
 
+    def _produce(self, **record: Any) -> None:
+        try:
+            self.producer.produce(self.topic, **record)
+        except KafkaException as exc:  # a fatal producer error, or its queue is full
+            self._give_up(f"the dead-letter producer refused a record ({exc})")
+
     def _flush(self) -> None:
         # durable before the batch commits: a crash after the commit must not lose them
-        if self.producer.flush(30):
-            raise BrokerUnavailable("dead-letter records not acknowledged by Kafka")
+        if self.producer.flush(self.ack_timeout):
+            self._give_up(
+                f"dead-letter records not acknowledged by Kafka within {self.ack_timeout:g} s"
+            )
+
+    def _give_up(self, why: str) -> None:
+        """Drop what this producer still holds and raise: the batch (not committed) is retried
+        and produces its dead letters again, with a new producer where one can be made."""
+        with contextlib.suppress(KafkaException):  # a producer in a fatal state may refuse
+            self.producer.purge()
+        if self.renew is not None:
+            log.warning("%s: replacing the dead-letter producer before the retry", why)
+            self.producer = self.renew()
+        raise BrokerUnavailable(why)
+
+    def on_epoch(self, epoch: str | None) -> None:
+        """The broker epoch sync reads from: a new one (the broker lost its log) gets a new
+        producer at once, not after a batch waited ``ack_timeout`` for it."""
+        if epoch is None or epoch == self.epoch:
+            return
+        if self.epoch is not None and self.renew is not None:
+            log.warning("broker epoch changed: replacing the dead-letter producer")
+            with contextlib.suppress(KafkaException):
+                self.producer.purge()
+            self.producer = self.renew()
+        self.epoch = epoch
+
+    def close(self, timeout: float = 10) -> None:
+        self.producer.flush(timeout)

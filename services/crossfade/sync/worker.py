@@ -115,7 +115,7 @@ class SyncWorker:
         self.planner = Planner(None, self.topics, rename=rename)
         """Decodes batches; keeps snapshot floors, poisoned keys and replays across them."""
         self.conn: psycopg.Connection | None = None
-        self._dlq: Producer | None = None
+        self._dlq: DeadLetterTopic | None = None
         self._commit: BatchCommit | None = None
         self.on_connect = on_connect
         self.group = GroupMember(settings, self.worker_id, self.stop, self.topics, self._claim)
@@ -338,8 +338,9 @@ class SyncWorker:
         group = self.group
         group.epoch = group.wait_for_epoch()
         self.planner.decoder = self.mapped.decoder = EventDecoder(self.kafka)
-        self._dlq = Producer(
-            {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
+        dlq_conf = {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
+        self._dlq = DeadLetterTopic(
+            Producer(dlq_conf), self.kafka.dlq_topic, self.rejects, lambda: Producer(dlq_conf)
         )
         self._commit = BatchCommit(
             bookkeeping_schema=self.bk,
@@ -347,7 +348,7 @@ class SyncWorker:
             planner=self.planner,
             sinks=self._sink,
             mapped=self.mapped,
-            dead_letters=DeadLetterTopic(self._dlq, self.kafka.dlq_topic, self.rejects),
+            dead_letters=self._dlq,
             meter=self.meter,
         )
         group.subscribe()
@@ -358,6 +359,7 @@ class SyncWorker:
         try:
             while not self.stop.is_set():
                 joining.tick(group.in_group)
+                self._dlq.on_epoch(group.epoch)
                 self.rejects.flush()
                 try:
                     msgs = (group.consumer or consumer).consume(s.sync.batch_size, timeout)
@@ -406,7 +408,7 @@ class SyncWorker:
                 self._drop_heartbeat()
                 if self.conn is not None:
                     self.conn.close()
-                self._dlq.flush(10)
+                self._dlq.close(10)
 
     # -- heartbeat ----------------------------------------------------------------------------
     def _heartbeat(self) -> None:
