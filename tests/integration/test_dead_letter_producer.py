@@ -8,6 +8,8 @@ random fault round, seed 216136845, stalled so).
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,59 +74,62 @@ def _values(bootstrap: str) -> list[bytes]:
     return got
 
 
-@pytest.mark.timeout(180)
-def test_dead_letters_after_the_broker_lost_its_log(work_root: Path) -> None:
-    broker = EmbeddedBroker(log_to=work_root / "tansu-dlq.log").start()
+@dataclass
+class _Stack:
+    broker: EmbeddedBroker
+    dlq: DeadLetterTopic
+
+    def reset(self) -> None:
+        """The broker killed and started empty (its log and the producer's state gone)."""
+        self.broker.kill()
+        self.broker.start(timeout=30)
+        _create_topic(self.broker.bootstrap_servers)
+
+
+@pytest.fixture
+def stack(work_root: Path) -> Iterator[_Stack]:
+    broker = EmbeddedBroker(log_to=work_root / f"tansu-dlq-{time.monotonic_ns()}.log").start()
     try:
-        bs = broker.bootstrap_servers
-        conf = {"bootstrap.servers": bs, "enable.idempotence": True, "acks": "all"}
-        _create_topic(bs)
-        dlq = DeadLetterTopic(
-            Producer(conf),
-            DLQ,
-            RejectLog(),
-            lambda: Producer(conf),
-            ack_timeout=5,
-        )
-        dlq.undecodable(_dead(1), lambda _t: None)  # acknowledged: the producer has sequences
-
-        broker.kill()
-        broker.start(timeout=30)  # empty: its log and the producer's state are gone
-        _create_topic(bs)
-
-        # the first try after the reset is not acknowledged: the batch is retried
-        before = dlq.producer
-        with pytest.raises(BrokerUnavailable, match="not acknowledged"):
-            dlq.undecodable(_dead(2), lambda _t: None)
-        # the same producer, kept, stays unacknowledged or turns fatal (UNKNOWN_PRODUCER_ID),
-        # depending on timing: the retry gets a new one
-        dlq.undecodable(_dead(2), lambda _t: None)  # the retry, with a new producer
-        assert dlq.producer is not before
-        assert _values(bs) == [b"not avro 2"]
-    finally:
-        broker.stop()
-
-
-@pytest.mark.timeout(180)
-def test_a_new_broker_epoch_replaces_the_producer_before_any_batch_waits(work_root: Path) -> None:
-    broker = EmbeddedBroker(log_to=work_root / "tansu-dlq-epoch.log").start()
-    try:
-        bs = broker.bootstrap_servers
-        conf = {"bootstrap.servers": bs, "enable.idempotence": True, "acks": "all"}
-        _create_topic(bs)
+        conf = {
+            "bootstrap.servers": broker.bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+        }
+        _create_topic(broker.bootstrap_servers)
         dlq = DeadLetterTopic(Producer(conf), DLQ, RejectLog(), lambda: Producer(conf), 5)
-        dlq.on_epoch("e1")
-        first = dlq.producer
-        dlq.undecodable(_dead(1), lambda _t: None)
-        dlq.on_epoch("e1")
-        assert dlq.producer is first  # the same epoch keeps its producer
-
-        broker.kill()
-        broker.start(timeout=30)
-        _create_topic(bs)
-        dlq.on_epoch("e2")  # sync read the new epoch (capture wrote it)
-        assert dlq.producer is not first
-        dlq.undecodable(_dead(2), lambda _t: None)  # acknowledged at the first try
-        assert _values(bs) == [b"not avro 2"]
+        yield _Stack(broker, dlq)
     finally:
         broker.stop()
+
+
+@pytest.mark.timeout(180)
+def test_dead_letters_after_the_broker_lost_its_log(stack: _Stack) -> None:
+    dlq = stack.dlq
+    dlq.undecodable(_dead(1), lambda _t: None)  # acknowledged: the producer has sequences
+    stack.reset()
+
+    # the first try after the reset is not acknowledged: the batch is retried
+    before = dlq.producer
+    with pytest.raises(BrokerUnavailable, match="not acknowledged"):
+        dlq.undecodable(_dead(2), lambda _t: None)
+    # the same producer, kept, stays unacknowledged or turns fatal (UNKNOWN_PRODUCER_ID),
+    # depending on timing: the retry gets a new one
+    dlq.undecodable(_dead(2), lambda _t: None)
+    assert dlq.producer is not before
+    assert _values(stack.broker.bootstrap_servers) == [b"not avro 2"]
+
+
+@pytest.mark.timeout(180)
+def test_a_new_broker_epoch_replaces_the_producer_before_any_batch_waits(stack: _Stack) -> None:
+    dlq = stack.dlq
+    dlq.on_epoch("e1")
+    first = dlq.producer
+    dlq.undecodable(_dead(1), lambda _t: None)
+    dlq.on_epoch("e1")
+    assert dlq.producer is first  # the same epoch keeps its producer
+    stack.reset()
+
+    dlq.on_epoch("e2")  # sync read the new epoch (capture wrote it)
+    assert dlq.producer is not first
+    dlq.undecodable(_dead(2), lambda _t: None)  # acknowledged at the first try
+    assert _values(stack.broker.bootstrap_servers) == [b"not avro 2"]
