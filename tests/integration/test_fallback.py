@@ -540,6 +540,9 @@ def test_fallback_second_snapshot_refused_without_resnapshot(
         t.execute("SELECT pg_drop_replication_slot(%s)", (rev.capture.slot_name,))
     shutil.rmtree(rev.capture.state_dir)
 
+    status = stack.cli("fallback", "status", timeout=120)
+    assert "reverse snapshot: completed" in status.stdout, status.stdout + status.stderr
+    assert "unless --resnapshot" in status.stdout, status.stdout
     r = stack.cli("fallback", "start", timeout=240)
     out = r.stdout + r.stderr
     assert r.returncode != 0, out[-3000:]

@@ -105,3 +105,15 @@ def test_a_newer_flip_starts_a_new_fallback(world: dict[str, Any], tmp_path: Pat
     world["flip_age"] = 60.0  # a cutover flipped after the recorded snapshot: legacy froze again
     _guard().check(tmp_path / "offsets-e3.dat", "e3")
     assert world["audited"] == []
+
+
+def test_status_describes_the_recorded_snapshot(world: dict[str, Any]) -> None:
+    assert _guard().describe()["completed_at"] is None
+    assert "first fallback start snapshots" in str(_guard().describe()["next"])
+    world["done"] = (AT, 3600.0)
+    world["flip_age"] = 7200.0
+    d = _guard().describe()
+    assert d["completed_at"] == AT.isoformat() and d["age_s"] == 3600.0
+    assert "refuses to snapshot again unless --resnapshot" in str(d["next"])
+    world["flip_age"] = 60.0
+    assert "snapshots afresh" in str(_guard().describe()["next"])

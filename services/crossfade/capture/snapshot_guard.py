@@ -93,6 +93,27 @@ class SnapshotGuard:
         with AuditLog(self.forward, uuid.uuid4().hex[:12], operator(), False) as audit:
             audit.write(AUDIT_GATE, True, f"{what}; re-snapshot by --resnapshot", 0.0)
 
+    def describe(self) -> dict[str, object]:
+        """The recorded reverse snapshot as ``fallback status`` shows it: when it completed and
+        what a start without its offsets would do (``next``)."""
+        with connect(self.rev.target, "legacy") as legacy:
+            done = snapshot_done(legacy, self.rev.sync.bookkeeping_schema)
+        if done is None:
+            return {
+                "completed_at": None,
+                "next": "none recorded: the first fallback start snapshots the new database into legacy",
+            }
+        at, age = done
+        flip_age = self._flip_age_s()
+        if flip_age is not None and flip_age < age:
+            nxt = "a cutover flipped since: the next fallback start snapshots afresh"
+        else:
+            nxt = (
+                "a start with its offsets resumes; one without them (state dir removed, broker "
+                "lost its log) refuses to snapshot again unless --resnapshot"
+            )
+        return {"completed_at": at.isoformat(), "age_s": round(age, 1), "next": nxt}
+
     def _flip_age_s(self) -> float | None:
         schema = self.forward.sync.bookkeeping_schema
         with connect(self.forward.target, "new") as new:

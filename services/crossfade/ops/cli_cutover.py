@@ -644,6 +644,7 @@ def fallback_status(config: str | None, as_json: bool) -> None:
             out["reverse"] = collect(rev)
         except Exception as exc:  # noqa: BLE001 - status reports, never fails on a part
             out["reverse"] = {"error": str(exc)}
+        out["snapshot"] = _reverse_snapshot(rev, settings)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=str))
         return
@@ -652,6 +653,10 @@ def fallback_status(config: str | None, as_json: bool) -> None:
         click.echo(f"{t['new']} -> legacy {t['legacy']} ({how})")
     for t, why in fb_plan.refused.items():
         click.echo(f"{t}: cannot fall back: {why}")
+    snap = out.get("snapshot")
+    if snap is not None:
+        when = f"completed {snap['completed_at']}; " if snap.get("completed_at") else ""
+        click.echo(f"reverse snapshot: {when}{snap.get('next') or snap.get('error')}")
     rv = out["reverse"]
     if isinstance(rv, dict) and "error" not in rv:
         from crossfade.ops.status import print_status
@@ -661,6 +666,16 @@ def fallback_status(config: str | None, as_json: bool) -> None:
         print_status(rv, console())
     elif rv:
         click.echo(f"reverse sync: {rv['error']}")
+
+
+def _reverse_snapshot(rev: Settings, forward: Settings) -> dict[str, object]:
+    """The reverse snapshot recorded in legacy (see crossfade.capture.snapshot_guard)."""
+    from crossfade.capture.snapshot_guard import SnapshotGuard
+
+    try:
+        return SnapshotGuard(rev, forward).describe()
+    except Exception as exc:  # noqa: BLE001 - status reports, never fails on a part
+        return {"error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__}
 
 
 COMMANDS = [verify, checkpoint, rewind, cutover, dlq, fallback]
