@@ -338,9 +338,9 @@ class SyncWorker:
         group = self.group
         group.epoch = group.wait_for_epoch()
         self.planner.decoder = self.mapped.decoder = EventDecoder(self.kafka)
-        dlq_conf = {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
+        client_conf = {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
         self._dlq = DeadLetterTopic(
-            Producer(dlq_conf), self.kafka.dlq_topic, self.rejects, lambda: Producer(dlq_conf)
+            Producer(client_conf), self.kafka.dlq_topic, self.rejects, lambda: Producer(client_conf)
         )
         self._commit = BatchCommit(
             bookkeeping_schema=self.bk,
