@@ -55,7 +55,14 @@ from crossfade.target.store.children import (
     replace_child_refs,
     share_ledger_states,
 )
-from crossfade.target.store.control import Control, paused_components, read_control, set_paused
+from crossfade.target.store.control import (
+    Control,
+    pause_unpaused,
+    paused_components,
+    read_control,
+    resume_own,
+    set_paused,
+)
 from crossfade.target.store.dedup import (
     crosswalk_entries,
     crosswalk_group,
@@ -246,6 +253,7 @@ __all__ = [
     "note_snapshot_done",
     "offsets_age",
     "orphaned_parent_values",
+    "pause_unpaused",
     "paused_components",
     "pending_replays",
     "raise_snapshot_floor",
@@ -257,6 +265,7 @@ __all__ = [
     "record_fence",
     "record_verify_run",
     "replace_child_refs",
+    "resume_own",
     "rewind_offset",
     "save_checkpoint",
     "set_outcome",

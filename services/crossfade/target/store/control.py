@@ -95,3 +95,44 @@ def read_control(conn: psycopg.Connection, schema: str) -> dict[str, Control]:
 def paused_components(conn: psycopg.Connection, schema: str) -> list[Control]:
     """The components paused now (none when the table does not exist)."""
     return [c for c in read_control(conn, schema).values() if c.paused]
+
+
+def pause_unpaused(
+    conn: psycopg.Connection, schema: str, components: list[str], by: str, reason: str
+) -> list[str]:
+    """Pause those of ``components`` nobody paused (an operator's pause is left as it is, his
+    name and reason with it); the ones this paused. One statement per component: a pause set
+    meanwhile by someone else is never overwritten."""
+    ensure_schema(conn, schema)
+    done = []
+    with conn.transaction():
+        for c in components:
+            row = conn.execute(
+                sql.SQL(
+                    "INSERT INTO {0}.control AS c (component, paused, by_whom, reason) "
+                    "VALUES (%s, true, %s, %s) ON CONFLICT (component) DO UPDATE SET "
+                    "paused = true, by_whom = EXCLUDED.by_whom, reason = EXCLUDED.reason, "
+                    "changed_at = now() WHERE NOT c.paused RETURNING component"
+                ).format(sql.Identifier(schema)),
+                (c, by, reason),
+            ).fetchone()
+            if row is not None:
+                done.append(c)
+    return done
+
+
+def resume_own(
+    conn: psycopg.Connection, schema: str, components: list[str], by: str, reason: str
+) -> list[str]:
+    """Resume those of ``components`` still paused with ``reason`` (the pause
+    :func:`pause_unpaused` set; one an operator set or took over since stays); the ones
+    resumed."""
+    with conn.transaction():
+        rows = conn.execute(
+            sql.SQL(
+                "UPDATE {}.control SET paused = false, by_whom = %s, changed_at = now() "
+                "WHERE component = ANY(%s) AND paused AND reason = %s RETURNING component"
+            ).format(sql.Identifier(schema)),
+            (by, list(components), reason),
+        ).fetchall()
+    return sorted(r[0] for r in rows)
