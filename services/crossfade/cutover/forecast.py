@@ -63,15 +63,27 @@ class Spans:
     """The steps from the freeze to the flip, in order."""
     starts: dict[str, float] = field(default_factory=dict)
     parts: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, float] = field(default_factory=dict)
+    """Seconds inside a part that are not the run's (:meth:`skip`)."""
     _open: str | None = None
+
+    def skip(self, seconds: float) -> None:
+        """``seconds`` just spent that the real run does not spend (a dry run waiting for
+        capture and sync to hold, :mod:`crossfade.cutover.quiet`): the open part leaves them
+        out."""
+        if self._open is not None:
+            self.skipped[self._open] = self.skipped.get(self._open, 0.0) + seconds
+
+    def _close(self, name: str, now: float) -> None:
+        self.parts[name] = now - self.starts[name] - self.skipped.get(name, 0.0)
+        self._open = None
 
     def start(self, name: str, now: float | None = None) -> None:
         """Step ``name`` starts: the open part (the step before, its bookkeeping) ends."""
         now = time.monotonic() if now is None else now
         self.starts[name] = now
         if self._open is not None:
-            self.parts[self._open] = now - self.starts[self._open]
-            self._open = None
+            self._close(self._open, now)
         if name in self.order:
             self._open = name
 
@@ -79,8 +91,7 @@ class Spans:
         """The last step (the flip) ended: its part ends with it."""
         now = time.monotonic() if now is None else now
         if self._open == name:
-            self.parts[name] = now - self.starts[name]
-            self._open = None
+            self._close(name, now)
 
 
 @dataclass

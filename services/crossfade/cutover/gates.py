@@ -57,13 +57,10 @@ frozen: traffic now goes to the new system.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -75,7 +72,7 @@ import psycopg
 
 from crossfade import metrics
 from crossfade.config import Settings
-from crossfade.cutover import checks, forecast, gate_model, verify_steps
+from crossfade.cutover import actions, checks, forecast, gate_model, quiet, verify_steps
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
 from crossfade.target.store import (
@@ -181,6 +178,8 @@ class CutoverReport:
     forecast_excludes: list[str] = field(default_factory=list)
     """What a dry run could not time (a freeze or flip command, an HTTP flip, index builds)."""
     downtime_seconds: float | None = None
+    quiet: dict[str, Any] | None = None
+    """A dry run's pause of capture and sync while it measured (:mod:`crossfade.cutover.quiet`)."""
     model: list[gate_model.GateResult] = field(default_factory=list)
     """The gate model evaluated at the end of the run (what the console shows for this state)."""
 
@@ -215,6 +214,7 @@ class CutoverReport:
             "expected_downtime_steps": {k: round(v, 3) for k, v in self.downtime_steps.items()},
             "measured_downtime_steps": {k: round(v, 3) for k, v in self.measured_steps.items()},
             "forecast_excludes": self.forecast_excludes,
+            "dry_run_quiet": self.quiet,
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
             else None,
@@ -230,46 +230,6 @@ def ack_dead_letters(settings: Settings, note: str | None = None) -> tuple[int, 
     with connect(settings.target, "target") as tgt:
         ensure_schema(tgt, bk)
         return acknowledge_dead_letters(tgt, bk, operator(), note)
-
-
-# -- actions -----------------------------------------------------------------------------------
-def _run_sql(settings: Settings, which: str, statement: str) -> None:
-    db = settings.source if which == "source" else settings.target
-    with connect(db, which) as conn, conn.transaction():
-        conn.execute(statement)
-
-
-def _run_command(argv: list[str], timeout: float) -> str:
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise CrossfadeError(f"command {argv[0]!r} not found") from None
-    except subprocess.TimeoutExpired:
-        raise CrossfadeError(f"command {argv[0]!r} ran longer than {timeout:g} s") from None
-    if p.returncode != 0:
-        last = (p.stderr or p.stdout).strip().splitlines()
-        raise CrossfadeError(
-            f"command {argv[0]!r} exited with {p.returncode}" + (f": {last[-1]}" if last else "")
-        )
-    return argv[0]
-
-
-def _post(url: str, body: dict[str, Any], timeout: float) -> int:
-    req = urllib.request.Request(
-        url,
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        raise CrossfadeError(f"flip_http answered HTTP {exc.code}") from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise CrossfadeError(
-            f"flip_http is not reachable ({getattr(exc, 'reason', exc)})"
-        ) from None
 
 
 class Cutover:
@@ -305,6 +265,11 @@ class Cutover:
         self.spans = forecast.Spans(order[order.index("freeze") : order.index("flip") + 1])
         """The write downtime's parts as this run measures them."""
         self._delta: forecast.DeltaCost | None = None
+        self.quiet = quiet.Quiet(settings, self.report.run_id, self.report.who)
+        self._quiet_from = (
+            order[order.index("fence") + 1] if dry_run and self.cfg.dry_run_quiet else None
+        )
+        """The step a dry run pauses capture and sync before, to the end of the verify."""
 
     # -- gates ------------------------------------------------------------------------------
     def _model(self, name: str) -> gate_model.GateResult:
@@ -367,11 +332,11 @@ class Cutover:
         self._frozen_at = time.monotonic()
         if self.cfg.freeze_sql:
             self.frozen = True  # from here on a failure unfreezes (the SQL may have half-applied)
-            _run_sql(self.settings, "source", self.cfg.freeze_sql)
+            actions.run_sql(self.settings, "source", self.cfg.freeze_sql)
             done.append("freeze_sql ran on the legacy database")
         if self.cfg.freeze_command:
             self.frozen = True
-            _run_command(self.cfg.freeze_command, self.cfg.command_timeout_s)
+            actions.run_command(self.cfg.freeze_command, self.cfg.command_timeout_s)
             done.append(f"freeze_command {self.cfg.freeze_command[0]} succeeded")
         return True, "; ".join(done)
 
@@ -391,7 +356,11 @@ class Cutover:
         """Inside the freeze: what changed since ``verify_live``, then the gate evaluated from
         the record; a failed verify names its tables."""
         rep = verify_steps.verify_changes(
-            self.settings, self.verified, self.frozen, self.verify_options
+            self.settings,
+            self.verified,
+            self.frozen,
+            self.verify_options,
+            self.quiet.release if self._quiet_from else None,  # a fence needs them running
         )
         self._delta = forecast.DeltaCost(
             rep.live_only_seconds,
@@ -474,13 +443,13 @@ class Cutover:
             )
         done = []
         if c.flip_sql:
-            _run_sql(self.settings, "target", c.flip_sql)
+            actions.run_sql(self.settings, "target", c.flip_sql)
             done.append("flip_sql ran on the new database")
         if c.flip_command:
-            _run_command(c.flip_command, c.command_timeout_s)
+            actions.run_command(c.flip_command, c.command_timeout_s)
             done.append(f"flip_command {c.flip_command[0]} succeeded")
         if c.flip_http:
-            status = _post(
+            status = actions.post(
                 c.flip_http.get_secret_value(),
                 {
                     "event": "crossfade.cutover.flip",
@@ -503,7 +472,7 @@ class Cutover:
         """A dry run's stand-in for the freeze's or flip's SQL (its part of the forecast): a
         transaction on the same database."""
         if configured:
-            _run_sql(self.settings, which, "SELECT 1")
+            actions.run_sql(self.settings, which, "SELECT 1")
 
     def gate_fallback(self) -> tuple[bool, str]:
         from crossfade.mapping.inverse import reversed_for
@@ -553,13 +522,13 @@ class Cutover:
         done, errors = [], []
         if self.cfg.unfreeze_command:
             try:
-                _run_command(self.cfg.unfreeze_command, self.cfg.command_timeout_s)
+                actions.run_command(self.cfg.unfreeze_command, self.cfg.command_timeout_s)
                 done.append("unfreeze_command succeeded")
             except CrossfadeError as exc:
                 errors.append(str(exc))
         if self.cfg.unfreeze_sql:
             try:
-                _run_sql(self.settings, "source", self.cfg.unfreeze_sql)
+                actions.run_sql(self.settings, "source", self.cfg.unfreeze_sql)
                 done.append("unfreeze_sql ran on the legacy database")
             except (psycopg.Error, CrossfadeError) as exc:
                 errors.append(f"unfreeze_sql failed: {exc}")
@@ -585,6 +554,18 @@ class Cutover:
         self.report.downtime_steps = forecast.parts(
             self.spans, self.dry_run, self._delta, self.report.forecast_excludes
         )
+
+    def _quiet_audit(self) -> None:
+        """A dry run's pause of capture and sync while it measured: in the report, an audit row
+        of its own (``dry_run_quiet``) and a line of the run's output."""
+        q = self.quiet.report
+        if q is None:
+            return
+        self.report.quiet = q.as_dict()
+        ok = not (q.error and q.paused and not q.resumed)  # red: a pause of ours still set
+        self.audit.write("dry_run_quiet", ok, q.line(), q.held_s, q.as_dict())
+        if self.on_gate:
+            self.on_gate(GateResult("dry_run_quiet", ok, q.line(), q.held_s))
 
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
         """Run one step: any failure is a red step (audited; the run then unfreezes)."""
@@ -647,8 +628,12 @@ class Cutover:
         }
         try:
             for name in self.gates:
+                if name == self._quiet_from:
+                    self.spans.skip(self.quiet.hold())
                 self.spans.start(name)
                 res = self._step(name, steps[name])
+                if name == "verify":
+                    self.spans.skip(self.quiet.release())
                 if name == "flip":
                     self.spans.end(name)
                 self.report.gates.append(res)
@@ -661,11 +646,13 @@ class Cutover:
                     break
             self._downtime_parts()
         finally:
+            self.quiet.release()  # also on an error or Ctrl-C
             # after the flip traffic is on the new system: a later red gate (fallback) must not
             # let the legacy application write again
             flipped = any(g.name == "flip" and g.ok and not g.skipped for g in self.report.gates)
             if self.frozen and not self.report.go and not flipped:
                 self.unfreeze()
+            self._quiet_audit()
         failed = next((g.name for g in self.report.gates if not g.ok), None)
         # the model as it stands after the run (what the console shows for this state)
         with contextlib.suppress(psycopg.Error, CrossfadeError):
@@ -678,6 +665,8 @@ class Cutover:
             decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
         r = self.report
         evidence = forecast.evidence(exp, r.downtime_steps, r.forecast_excludes)
+        if evidence is not None and r.quiet is not None:
+            evidence["dry_run_quiet"] = r.quiet
         self.audit.write("decision", self.report.go, decision, 0.0, evidence)
         return self.report
 

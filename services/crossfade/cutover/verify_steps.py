@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from crossfade.config import Settings
@@ -58,20 +59,42 @@ def verify_live(settings: Settings, options: dict[str, Any]) -> tuple[bool, str,
 
 
 def verify_changes(
-    settings: Settings, base: DeltaBase | None, frozen: bool, options: dict[str, Any]
+    settings: Settings,
+    base: DeltaBase | None,
+    frozen: bool,
+    options: dict[str, Any],
+    before_fence: Callable[[], object] | None = None,
 ) -> VerifyReport:
     """Inside the freeze: what changed since ``base`` (a full verify without one), recorded in
     ``verify_runs``. ``frozen``: writes frozen and fenced (the cutover's step before), nothing
     is in flight, so a difference is one, without re-check rounds around more fences; in a dry
-    run writes flow and differing keys are re-checked (``live_only_seconds`` of the report)."""
+    run writes flow and differing keys are re-checked (``live_only_seconds`` of the report).
+    ``before_fence``: called before each of those fences (a dry run resumes capture and sync
+    there, :mod:`crossfade.cutover.quiet`)."""
     opts: dict[str, Any] = {
         "fence_recheck": not frozen,
         "delta_max_fraction": settings.cutover.verify_delta_max_fraction,
         **options,
     }
+    if before_fence is not None:
+        inner = opts.get("fence") or (lambda: _fence(settings))
+
+        def fence_after() -> tuple[str, float]:
+            before_fence()
+            return inner()
+
+        opts["fence"] = fence_after
     return Verifier(
         settings, fence_timeout=settings.cutover.fence_timeout_s, changed_since=base, **opts
     ).run()
+
+
+def _fence(settings: Settings) -> tuple[str, float]:
+    """The verify's own fence (as :class:`~crossfade.verify.run.Verifier` runs it)."""
+    from crossfade.verify.fence import fence
+
+    r = fence(settings, timeout=settings.cutover.fence_timeout_s, via="verify")
+    return r.token, r.seconds
 
 
 def mapped_note(rep: VerifyReport) -> str:

@@ -1,0 +1,290 @@
+"""A dry run's quiet pipeline (crossfade.cutover.quiet): capture and sync paused for exactly the
+steps measured as the freeze will see them, resumed after, also on an error or Ctrl-C, and an
+operator's own pause left as it was. The control table and the heartbeats are a fake here with
+the store's semantics (pause only what nobody paused, resume only one's own pause); the
+integration test tests/integration/test_cutover_quiet.py runs it on the embedded stack."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from crossfade.config import Settings
+from crossfade.cutover import gates, quiet
+from crossfade.cutover.forecast import Spans
+from crossfade.target.store import Heartbeat
+from tests.unit.test_gate_model import _settings
+
+
+class FakeStore:
+    """``<bookkeeping>.control`` and the heartbeats: each process takes the pause up after
+    ``lag`` reads of the heartbeats (its next heartbeat); ``down`` makes the next calls fail."""
+
+    def __init__(self, lag: int = 2, processes: dict[str, int] | None = None) -> None:
+        self.control: dict[str, tuple[bool, str | None]] = {}
+        self.lag = lag
+        self.processes = processes if processes is not None else {"capture": 1, "sync": 2}
+        self.reads = 0
+        self.paused_at: dict[str, int] = {}
+        self.down = 0
+        self.log: list[str] = []
+
+    def pause_unpaused(self, _c: Any, _s: str, comps: list[str], by: str, why: str) -> list[str]:
+        self._fail()
+        done = [c for c in comps if not self.control.get(c, (False, None))[0]]
+        for c in done:
+            self.control[c] = (True, why)
+            self.paused_at[c] = self.reads
+        self.log.append(f"pause {done}")
+        return done
+
+    def resume_own(self, _c: Any, _s: str, comps: list[str], by: str, why: str) -> list[str]:
+        self._fail()
+        done = sorted(c for c in comps if self.control.get(c) == (True, why))
+        for c in done:
+            self.control[c] = (False, None)
+        self.log.append(f"resume {done}")
+        return done
+
+    def read_heartbeats(self, _c: Any, _s: str) -> list[Heartbeat]:
+        self.reads += 1
+        out = []
+        for role, n in self.processes.items():
+            paused, _ = self.control.get(role, (False, None))
+            took = paused and self.reads - self.paused_at.get(role, 0) >= self.lag
+            out += [Heartbeat(f"{role}-{i}", role, detail={"paused": took}) for i in range(n)]
+        return out
+
+    def _fail(self) -> None:
+        if self.down:
+            self.down -= 1
+            raise psycopg.OperationalError("connection refused")
+
+
+@pytest.fixture
+def store(monkeypatch: pytest.MonkeyPatch) -> FakeStore:
+    fake = FakeStore()
+
+    @contextlib.contextmanager
+    def connect(*_a: Any, **_k: Any) -> Iterator[object]:
+        yield object()
+
+    monkeypatch.setattr(quiet, "connect", connect)
+    for name in ("pause_unpaused", "resume_own", "read_heartbeats"):
+        monkeypatch.setattr(quiet, name, getattr(fake, name))
+    return fake
+
+
+def _fast(s: Settings, heartbeat_s: float = 0.05) -> Settings:
+    """Heartbeats every ``heartbeat_s``: the wait's bound is 2 x that + 1 s."""
+    return s.model_copy(
+        update={"sync": s.sync.model_copy(update={"heartbeat_interval_s": heartbeat_s})}
+    )
+
+
+def _quiet(heartbeat_s: float = 0.05) -> quiet.Quiet:
+    return quiet.Quiet(_fast(_settings(), heartbeat_s), "run1", "alice")
+
+
+def test_hold_pauses_both_waits_for_their_heartbeats_and_release_resumes(
+    store: FakeStore,
+) -> None:
+    q = _quiet()
+    waited = q.hold()
+    rep = q.report
+    assert rep is not None and rep.paused == ["capture", "sync"] and rep.kept == []
+    assert rep.acknowledged is True and rep.holding == {"capture": "1 of 1", "sync": "2 of 2"}
+    assert store.reads >= store.lag and waited == rep.wait_s > 0
+    assert all(p for p, _ in store.control.values())
+    q.release()
+    assert rep.resumed == ["capture", "sync"] and rep.held_s > 0 and rep.error is None
+    assert not any(p for p, _ in store.control.values())
+    q.release()  # once only
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+    assert "capture and sync paused" in rep.line() and "measured anyway" not in rep.line()
+
+
+def test_an_operators_pause_is_left_as_it_was(store: FakeStore) -> None:
+    store.control["sync"] = (True, "index rebuild")
+    q = _quiet()
+    q.hold()
+    q.release()
+    rep = q.report
+    assert rep is not None and rep.paused == ["capture"] and rep.kept == ["sync"]
+    assert store.control == {"sync": (True, "index rebuild"), "capture": (False, None)}
+    assert "sync left paused as an operator set it" in rep.line()
+
+
+def test_a_pause_someone_set_meanwhile_is_theirs(store: FakeStore) -> None:
+    q = _quiet()
+    q.hold()
+    store.control["sync"] = (True, "someone else, meanwhile")
+    q.release()
+    assert store.control["sync"] == (True, "someone else, meanwhile")
+    assert store.control["capture"] == (False, None)
+    assert q.report is not None and q.report.kept == ["sync"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("a step broke"), KeyboardInterrupt()])
+def test_resumed_on_an_error_or_ctrl_c(store: FakeStore, exc: BaseException) -> None:
+    with pytest.raises(type(exc)), _quiet() as q:
+        q.hold()
+        raise exc
+    assert store.control == {"capture": (False, None), "sync": (False, None)}
+
+
+def test_no_confirmation_within_the_bound_measures_anyway(store: FakeStore) -> None:
+    store.lag = 10**9  # nobody takes the pause up
+    q = _quiet(heartbeat_s=0.05)  # bound: 2 x 0.05 + 1 s
+    waited = q.hold()
+    rep = q.report
+    assert rep is not None and rep.acknowledged is False and 1.0 <= waited < 3
+    assert "measured anyway" in rep.line() and "capture 0 of 1" in rep.line()
+    q.release()
+    assert not any(p for p, _ in store.control.values())
+
+
+def test_a_failed_resume_is_reported_and_tried_again(store: FakeStore) -> None:
+    q = _quiet()
+    q.hold()
+    store.down = 2  # both tries of this release fail
+    q.release()
+    rep = q.report
+    assert rep is not None and rep.resumed == [] and "run `crossfade resume`" in (rep.error or "")
+    assert store.control["capture"][0]
+    q.release()  # the next call (the cutover's finally) goes through
+    assert rep.resumed == ["capture", "sync"] and rep.error is None
+    assert not any(p for p, _ in store.control.values())
+
+
+def test_a_pause_that_cannot_be_set_is_measured_without(store: FakeStore) -> None:
+    store.down = 1
+    q = _quiet()
+    q.hold()
+    rep = q.report
+    assert rep is not None and rep.paused == [] and "not paused" in rep.line()
+    assert q.release() == 0.0 and store.control == {}
+
+
+def test_spans_leave_out_what_was_skipped() -> None:
+    s = Spans(["fence", "row_counts"])
+    s.start("fence", 10.0)
+    s.skip(2.0)  # waiting for capture and sync to hold, between the fence and the counts
+    s.start("row_counts", 13.0)
+    s.end("row_counts", 14.0)
+    assert s.parts == {"fence": 1.0, "row_counts": 1.0}
+
+
+class _Audit:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, bool, str]] = []
+
+    def write(self, gate: str, ok: bool, detail: str, *_a: Any) -> None:
+        self.rows.append((gate, ok, detail))
+
+    def close(self) -> None:
+        pass
+
+
+def _dry_run(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, verify: Any, **cutover: Any
+) -> tuple[gates.Cutover, list[str]]:
+    """A dry run whose steps are stand-ins; ``verify`` is the verify step's body (gets the
+    run). Returns the run and, per step, whether capture/sync were paused when it ran."""
+    c = gates.Cutover(_fast(_settings(**cutover)), dry_run=True)
+    c.audit = _Audit()  # type: ignore[assignment]
+    seen: list[str] = []
+
+    def step(name: str) -> Any:
+        def run() -> tuple[bool, str]:
+            seen.append(f"{name} {'paused' if store.control.get('sync', (0,))[0] else 'runs'}")
+            if name == "verify":
+                verify(c)
+            return True, "ok"
+
+        return run
+
+    for name in c.gates:
+        monkeypatch.setattr(c, f"gate_{name}", step(name))
+
+    @contextlib.contextmanager
+    def connect(*_a: Any, **_k: Any) -> Iterator[object]:
+        yield object()
+
+    monkeypatch.setattr(gates, "connect", connect)
+    monkeypatch.setattr(gates, "ensure_schema", lambda *_a: None)
+    monkeypatch.setattr(gates.gate_model, "evaluate", lambda *_a, **_k: [])
+    return c, seen
+
+
+def test_a_dry_run_holds_from_after_the_fence_to_the_end_of_the_verify(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore
+) -> None:
+    c, seen = _dry_run(monkeypatch, store, lambda c: None)
+    rep = c.run()
+    assert seen[seen.index("fence runs") :] == [
+        "fence runs",
+        "row_counts paused",
+        "verify paused",
+        "target_schema runs",
+        "sequences runs",
+        "flip runs",
+    ]
+    assert rep.go and rep.quiet is not None and rep.quiet["resumed"] == ["capture", "sync"]
+    row = next(r for r in c.audit.rows if r[0] == "dry_run_quiet")  # type: ignore[attr-defined]
+    assert row[1] and "capture and sync paused" in row[2]
+    # the wait for the heartbeats is in no part of the forecast
+    assert c.spans.skipped.get("fence", 0) >= rep.quiet["wait_s"] > 0
+
+
+def test_the_verifys_first_fence_resumes_first(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore
+) -> None:
+    from crossfade.cutover import verify_steps
+
+    fenced: list[bool] = []
+
+    def verify(c: gates.Cutover) -> None:
+        opts = {"fence": lambda: (fenced.append(store.control["sync"][0]), ("t", 0.1))[1]}
+        monkeypatch.setattr(verify_steps, "Verifier", _FakeVerifier)
+        verify_steps.verify_changes(c.settings, None, False, opts, c.quiet.release)
+
+    class _FakeVerifier:
+        def __init__(self, _s: Any, **kw: Any) -> None:
+            self.fence = kw["fence"]
+
+        def run(self) -> None:
+            assert store.control["sync"][0]  # the scans: still quiet
+            self.fence()
+            self.fence()
+
+    c, _ = _dry_run(monkeypatch, store, verify)
+    c.run()
+    assert fenced == [False, False]  # resumed before the first fence, not paused again
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("verify broke"), KeyboardInterrupt()])
+def test_a_dry_run_that_breaks_resumes(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, exc: BaseException
+) -> None:
+    def verify(_c: gates.Cutover) -> None:
+        raise exc
+
+    c, _ = _dry_run(monkeypatch, store, verify)
+    if isinstance(exc, KeyboardInterrupt):
+        with pytest.raises(KeyboardInterrupt):
+            c.run()
+    else:
+        assert not c.run().go
+    assert store.control == {"capture": (False, None), "sync": (False, None)}
+
+
+def test_off_by_config_nothing_is_paused(monkeypatch: pytest.MonkeyPatch, store: FakeStore) -> None:
+    c, seen = _dry_run(monkeypatch, store, lambda c: None, dry_run_quiet=False)
+    rep = c.run()
+    assert rep.go and rep.quiet is None and store.log == [] and "verify runs" in seen
