@@ -131,6 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "freeze_sql": f"REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public FROM {role}",
             "unfreeze_sql": f"GRANT INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
             "fence_timeout_s": 300,
+            "dry_run_quiet": not args.no_quiet,
         }
         stack.config_path.write_text(yaml.safe_dump(raw))
         stack.start("capture")
@@ -217,6 +218,7 @@ def _pair(
             "measured_steps_s": dry["measured_downtime_steps"],
             "forecast_excludes": dry["forecast_excludes"],
             "delta_keys": dry_delta,
+            "quiet": dry.get("dry_run_quiet"),
         },
         "real": {
             "steps_s": _steps(real),
@@ -284,6 +286,16 @@ def _report_pair(res: dict[str, Any]) -> None:
             )
     if d.get("forecast_excludes"):
         print(f"  not in the forecast: {', '.join(d['forecast_excludes'])}")
+    q = d.get("quiet")
+    print(
+        "  capture and sync paused for the measurement: "
+        + (
+            f"{q['held_s']:.2f} s ({', '.join(q['paused'])}; the hold shown after "
+            f"{q['wait_s']:.2f} s: {q['acknowledged']})"
+            if q
+            else "no (cutover.dry_run_quiet: false)"
+        )
+    )
     print(f"  keys compared inside the freeze: dry run {d['delta_keys']}, real {r['delta_keys']}")
     print(f"  forecast (dry run):  {d['forecast_s']:.2f} s")
     print(f"  freeze -> flip:      {r['freeze_to_flip_s']:.2f} s")
@@ -312,6 +324,12 @@ def main() -> None:
         help="dry run + real cutover pairs (the application unfrozen between them); the median "
         "forecast / actual is the headline: one pair on a shared machine is noisy",
     )
+    ap.add_argument(
+        "--no-quiet",
+        action="store_true",
+        help="cutover.dry_run_quiet: false (the dry run measures beside the running capture and "
+        "sync, as before issue 20's quiet)",
+    )
     ap.add_argument("--keep-logs", action="store_true")
     args = ap.parse_args()
     res = run(args)
@@ -328,7 +346,9 @@ def main() -> None:
         "table": [
             [
                 name,
-                f"write downtime s at pgbench -R {res['rate_tps']}, forecast / freeze -> flip",
+                f"write downtime s at pgbench -R {res['rate_tps']}"
+                + (" (dry run not quiet)" if args.no_quiet else "")
+                + ", forecast / freeze -> flip",
                 f"{d['forecast_s']:.2f}",
                 f"{r['freeze_to_flip_s']:.2f} (median of {len(res['pairs'])}: "
                 f"{res['forecast_over_actual']}x)",
