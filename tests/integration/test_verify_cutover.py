@@ -218,7 +218,11 @@ def test_fault_32_verify_live_and_cutover_dry_run_failing_and_real(stack: Stack)
             }
         )
         assert rep["expected_downtime_seconds"] is not None and rep["expected_downtime_seconds"] > 0
-        assert _audit(stack, rep["run_id"]) == [(g, True) for g in (*STEPS, "decision")]
+        # the dry run paused capture and sync while it measured (its own audit row), and resumed
+        assert _audit(stack, rep["run_id"]) == [
+            (g, True) for g in (*STEPS, "dry_run_quiet", "decision")
+        ]
+        assert rep["dry_run_quiet"]["resumed"] == ["capture", "sync"], rep["dry_run_quiet"]
         # the sequences the application draws keys from: shown, not moved (writes go on)
         seq = next(g for g in rep["gates"] if g["name"] == "sequences")
         assert "would move" in seq["detail"] and "public.accounts_id_seq" in seq["detail"], seq

@@ -167,7 +167,22 @@ def test_a_pause_that_cannot_be_set_is_measured_without(store: FakeStore) -> Non
     q.hold()
     rep = q.report
     assert rep is not None and rep.paused == [] and "not paused" in rep.line()
-    assert q.release() == 0.0 and store.control == {}
+    q.release()
+    assert store.control == {} and rep.resumed == [] and "not paused" in rep.line()
+
+
+def test_a_hold_broken_off_after_its_pause_is_still_lifted(
+    store: FakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def pause_then_ctrl_c(*a: Any) -> list[str]:
+        store.pause_unpaused(*a)  # the pause is set, then Ctrl-C before it is recorded
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(quiet, "pause_unpaused", pause_then_ctrl_c)
+    store.control["sync"] = (True, "index rebuild")
+    with pytest.raises(KeyboardInterrupt), _quiet() as q:
+        q.hold()
+    assert store.control == {"capture": (False, None), "sync": (True, "index rebuild")}
 
 
 def test_spans_leave_out_what_was_skipped() -> None:

@@ -147,15 +147,22 @@ class Quiet:
         (0 when there was nothing to resume). Never raises: a failure is logged and reported,
         and the next call tries again (``crossfade resume`` lifts the pause by hand)."""
         rep = self.report
-        if rep is None or self._since is None or not rep.paused:
+        if rep is None or self._since is None:
             return 0.0
         t0 = time.monotonic()
+        # none recorded: the hold may have broken off (Ctrl-C) with its pause set; only a pause
+        # with this run's reason is lifted, so asking for all of them is safe
+        which = rep.paused or COMPONENTS
         for attempt in (1, 2):
             try:
                 with connect(self.settings.target, "target", autocommit=True) as conn:
-                    rep.resumed = resume_own(conn, self.bk, rep.paused, self.who, self.reason)
+                    rep.resumed = resume_own(conn, self.bk, which, self.who, self.reason)
+                rep.paused = rep.paused or list(rep.resumed)
                 break
             except (psycopg.Error, CrossfadeError) as exc:
+                if attempt == 2 and not rep.paused:
+                    self._since = None  # nothing of ours is known to be paused
+                    return time.monotonic() - t0
                 if attempt == 2:
                     rep.error = (
                         f"{' and '.join(rep.paused)} could not be resumed ({_first(exc)}): "
