@@ -27,6 +27,11 @@ what the real run will do:
 * every other part: as measured (the same queries; the fence waits for sync to apply what was
   committed before it, in both runs).
 
+The steps that need no fence (row counts, control totals, the verify of the changes up to its
+first re-check fence) the dry run measures with crossfade's own capture and sync paused, as they
+are idle inside the freeze (``cutover.dry_run_quiet``, :mod:`crossfade.cutover.quiet`); the wait
+for them to hold is in no part (:meth:`Spans.skip`).
+
 Not in it: indexes and foreign keys the schema step will build (listed by the dry run; build
 them before with ``crossfade target-schema --apply``), and whatever runs slower or faster for
 reasons outside crossfade (the machine's other load). ``bench/cutover_downtime.py`` measures

@@ -45,7 +45,10 @@ the audit row, which the model reads.
 
 The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) models, part by
 part, what the real run spends from the start of the freeze to the end of the flip
-(:mod:`crossfade.cutover.forecast`); a real run reports the same parts as it measured them.
+(:mod:`crossfade.cutover.forecast`); a real run reports the same parts as it measured them. A dry
+run measures the steps from the row counts to the verify of the changes with crossfade's own
+capture and sync paused, as inside the freeze (``cutover.dry_run_quiet``,
+:mod:`crossfade.cutover.quiet`).
 
 The first step that fails stops the run; if writes were frozen they are unfrozen
 (``unfreeze_sql`` / ``unfreeze_command``). Every step, the unfreeze and the decision are rows of
