@@ -370,9 +370,9 @@ class SyncWorker:
                     continue
                 # consumer lag, at most once a second
                 self.meter.poll(group.consumer, self.owner, self.topics)
-                if group.heartbeat_due():
-                    self._heartbeat()
+                if group.heartbeat_due():  # the pause first: the heartbeat then shows it
                     group.pause.check(group.consumer, self._db)
+                    self._heartbeat()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
