@@ -222,6 +222,8 @@ class MappedCheck:
         self.entries: dict[str, dict[str, tuple[str, str]]] = {}
         """source -> entry -> (the mapping's outcome, sync's recorded one), confirmed apart."""
         self.unsettled_entries: dict[str, set[str]] = {}
+        self.logged: set[tuple[str, Key]] = set()
+        """Confirmed (target, key)s whose verdict was logged (:mod:`crossfade.verify.run`)."""
 
 
 def judge_keys(
