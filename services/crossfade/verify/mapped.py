@@ -271,27 +271,36 @@ class Expected:
         self.conn.close()
 
 
-def positions_of(
-    conn: Any, relation: sql.Composable, shape: TableShape, key: tuple[str, ...], keys: list[Key]
-) -> dict[Key, int]:
-    """The source LSN of the change that last wrote each of ``keys`` in the target table
-    (``_cf_pos``'s primary part), for the rows that have one; empty when the table has no
-    ``_cf_pos`` column (sync did not write it)."""
+def target_rows(
+    conn: Any,
+    relation: sql.Composable,
+    shape: TableShape,
+    key: tuple[str, ...],
+    cols: list[str],
+    keys: list[Key],
+) -> tuple[dict[Key, tuple[Any, ...] | None], dict[Key, int]]:
+    """The target rows of ``keys`` (:func:`rows_of`) and the source LSN of the change that last
+    wrote each (``_cf_pos``'s primary part; none for a row without one, or when the table has no
+    ``_cf_pos`` column: sync did not write it), from ONE read: read apart, a row deleted in
+    between (sync applying a change meanwhile) would have no position, as if written before any
+    snapshot, and the re-check would confirm a row in flight as a difference."""
     has = conn.execute(
         "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
         "AND NOT attisdropped",
         (relation.as_string(conn), POS_COLUMN),
     ).fetchone()
-    if not has or not keys:
-        return {}
-    rows = rows_of(conn, relation, shape, key, [POS_COLUMN], keys)
-    return {k: int(r[0]) >> SHIFT for k, r in rows.items() if r is not None and r[0] is not None}
+    if not has:
+        return rows_of(conn, relation, shape, key, cols, keys), {}
+    both = rows_of(conn, relation, shape, key, [*cols, POS_COLUMN], keys)
+    rows = {k: None if r is None else r[:-1] for k, r in both.items()}
+    pos = {k: int(r[-1]) >> SHIFT for k, r in both.items() if r is not None and r[-1] is not None}
+    return rows, pos
 
 
 def newest_writes(
     conn: Any, bookkeeping_schema: str, written: dict[Key, int], producers: dict[Key, set[Any]]
 ) -> dict[Key, int]:
-    """``written`` (target row positions, :func:`positions_of`) raised to the newest position
+    """``written`` (target row positions, :func:`target_rows`) raised to the newest position
     sync's ledger holds for the legacy rows that make each key (:attr:`MappedRun.producers`):
     a row the target lacks was also written, by the change that removed it."""
     out = dict(written)

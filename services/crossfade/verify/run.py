@@ -295,9 +295,8 @@ class Verifier:
             Want,
             ledger_outcomes,
             newest_writes,
-            positions_of,
-            rows_of,
             run_mapped,
+            target_rows,
         )
 
         check = MappedCheck(first)
@@ -321,8 +320,8 @@ class Verifier:
                 r = first.targets[t]
                 assert r.shape is not None  # set by the comparison that found the keys
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
-                seen[t] = rows_of(tgt, rel, r.shape, r.key, r.cols, list(ks))
-                written[t] = positions_of(tgt, rel, r.shape, r.key, list(ks))
+                # the rows and their positions from one read (a delete in between hides one)
+                seen[t], written[t] = target_rows(tgt, rel, r.shape, r.key, r.cols, list(ks))
             recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
             run = run_mapped(
                 self.settings,
