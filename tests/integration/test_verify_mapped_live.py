@@ -534,3 +534,50 @@ def test_a_member_back_in_before_the_fence_and_out_while_the_target_is_read_is_n
         assert (
             t.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (member,)).fetchone() is None
         )
+
+
+def test_a_duplicate_added_after_the_snapshot_and_deleted_while_the_target_is_read_is_not_missing(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A golden record's sibling of the member's case: a duplicate of a lone member, updated
+    longer ago (so it survives), is added after the first run's snapshot (sync merges them under
+    the newcomer's key: the member's own row is missing, the newcomer's extra) and deleted right after the re-check read
+    the target. E1 and E2 both expect the member alone, under its own key, and the target lacks
+    it: removed by the newcomer's change, which E1 did not see and which E2 no longer counts
+    among the member's group. The next round decides (the row is back: in flight)."""
+    import crossfade.verify.mapped as mapped
+    from crossfade.verify.run import Verifier
+
+    _synced_crm(stack)
+    member, dup = 40, 7040  # Elena Brennan, a distinct person without notes; her older double
+    real_stream, real_rows = mapped.stream_rows, mapped.rows_of
+    staged: list[str] = []
+
+    def stream_rows(conn: Any, table: str, name: str, itersize: int = 2000) -> Any:
+        if table == "public.members" and not staged:  # E1's snapshot is taken: the double
+            staged.append("double added")
+            stack.sql(
+                "INSERT INTO members VALUES (%s, 'Elena Brennan', 'ELENA.BRENNAN@example.com', "
+                "NULL, '1989-04-13', 'GB', true, '2024-01-01', '2020-03-01 10:00')",
+                (dup,),
+            )
+            stack.fence()  # applied before the first run compares
+        return real_stream(conn, table, name, itersize)
+
+    def rows_of(conn: Any, relation: Any, *args: Any) -> Any:
+        got = real_rows(conn, relation, *args)
+        if staged == ["double added"] and relation.as_string(conn) == '"crm"."people"':
+            staged.append("double deleted while read")
+            stack.sql("DELETE FROM members WHERE id = %s", (dup,))
+            stack.fence()
+        return got
+
+    monkeypatch.setattr(mapped, "stream_rows", stream_rows)
+    monkeypatch.setattr(mapped, "rows_of", rows_of)
+    rep = Verifier(stack.settings).run()
+    assert staged == ["double added", "double deleted while read"], staged
+    people = next(t for t in rep.tables if t.name == "crm.people")
+    assert rep.match, json.dumps([t.as_dict() for t in rep.tables if not t.match], default=str)
+    assert people.in_flight >= 2, people.as_dict()
+    with stack.tgt() as t:
+        assert t.execute("SELECT 1 FROM crm.people WHERE legacy_id = %s", (member,)).fetchone()

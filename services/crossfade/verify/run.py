@@ -321,7 +321,8 @@ class Verifier:
                 assert r.shape is not None  # set by the comparison that found the keys
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
                 # the rows and their positions from one read (a delete in between hides one)
-                seen[t], written[t] = target_rows(tgt, rel, r.shape, r.key, r.cols, list(ks))
+                dedup = (self.bk, t) if t in first.dedup else None
+                seen[t], written[t] = target_rows(tgt, rel, r.shape, r.key, r.cols, list(ks), dedup)
             recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
             run = run_mapped(
                 self.settings,

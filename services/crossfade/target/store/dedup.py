@@ -106,6 +106,31 @@ def live_members(
     ).fetchall()
 
 
+def group_positions(
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
+) -> dict[str, int]:
+    """Per member key of deduplicated ``table`` (among ``member_keys``): the newest position of
+    the members of the group sync holds it in (every member of its crosswalk survivor's group,
+    itself included, deleted or not): no later change than that wrote or removed its row."""
+    if not member_keys or not has_table(conn, schema, "crosswalk"):
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT k, max(p) FROM ("
+            "SELECT c1.member_key AS k, m.position AS p FROM {bk}.crosswalk c1 "
+            "JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
+            "AND c2.survivor_key = c1.survivor_key "
+            "JOIN {bk}.dedup_members m ON m.target_table = c2.target_table "
+            "AND m.member_key = c2.member_key "
+            "WHERE c1.target_table = %s AND c1.member_key = ANY(%s) "
+            "UNION ALL SELECT member_key, position FROM {bk}.dedup_members "
+            "WHERE target_table = %s AND member_key = ANY(%s)) g GROUP BY k"
+        ).format(bk=sql.Identifier(schema)),
+        (table, member_keys, table, member_keys),
+    ).fetchall()
+    return {r[0]: int(r[1]) for r in rows}
+
+
 def survivor_keys(
     conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
 ) -> dict[str, str]:
