@@ -205,7 +205,7 @@ def _explain(stack: Stack, rep: Any, writer: Writer, logged: str) -> str:
                         out.append(f"  {q[:60]}: {exc}")
             ops = [x for x in writer.log if x[2] == k]
             out.append(f"  writer on {k}: {[(round(a, 2), b, d) for a, b, _c, d in ops]}")
-    out += [ln for ln in logged.splitlines() if "re-check round" in ln][-10:]
+    out += [ln for ln in logged.splitlines() if "re-check confirms" in ln][-10:]
     return "\n".join(out)
 
 
@@ -495,6 +495,7 @@ def test_a_member_back_in_before_the_fence_and_out_while_the_target_is_read_is_n
     the change that wrote it must come from one read: a position read apart, after the delete,
     finds none and made the row look written before E1 — a confirmed, false, extra."""
     import crossfade.verify.mapped as mapped
+    import crossfade.verify.target_reads as reads
     from crossfade.verify.run import Verifier
 
     _synced_crm(stack)
@@ -502,7 +503,7 @@ def test_a_member_back_in_before_the_fence_and_out_while_the_target_is_read_is_n
     out = "UPDATE members SET active = false, last_seen = '2010-01-01' WHERE id = %s"
     stack.sql(out, (member,))
     stack.fence()
-    real_stream, real_rows = mapped.stream_rows, mapped.rows_of
+    real_stream, real_rows = mapped.stream_rows, reads.rows_of
     staged: list[str] = []
 
     def stream_rows(conn: Any, table: str, name: str, itersize: int = 2000) -> Any:
@@ -524,7 +525,7 @@ def test_a_member_back_in_before_the_fence_and_out_while_the_target_is_read_is_n
         return got
 
     monkeypatch.setattr(mapped, "stream_rows", stream_rows)
-    monkeypatch.setattr(mapped, "rows_of", rows_of)
+    monkeypatch.setattr(reads, "rows_of", rows_of)
     rep = Verifier(stack.settings).run()
     assert staged == ["back in", "out while read"], staged
     people = next(t for t in rep.tables if t.name == "crm.people")
@@ -546,11 +547,12 @@ def test_a_duplicate_added_after_the_snapshot_and_deleted_while_the_target_is_re
     it: removed by the newcomer's change, which E1 did not see and which E2 no longer counts
     among the member's group. The next round decides (the row is back: in flight)."""
     import crossfade.verify.mapped as mapped
+    import crossfade.verify.target_reads as reads
     from crossfade.verify.run import Verifier
 
     _synced_crm(stack)
     member, dup = 40, 7040  # Elena Brennan, a distinct person without notes; her older double
-    real_stream, real_rows = mapped.stream_rows, mapped.rows_of
+    real_stream, real_rows = mapped.stream_rows, reads.rows_of
     staged: list[str] = []
 
     def stream_rows(conn: Any, table: str, name: str, itersize: int = 2000) -> Any:
@@ -573,7 +575,7 @@ def test_a_duplicate_added_after_the_snapshot_and_deleted_while_the_target_is_re
         return got
 
     monkeypatch.setattr(mapped, "stream_rows", stream_rows)
-    monkeypatch.setattr(mapped, "rows_of", rows_of)
+    monkeypatch.setattr(reads, "rows_of", rows_of)
     rep = Verifier(stack.settings).run()
     assert staged == ["double added", "double deleted while read"], staged
     people = next(t for t in rep.tables if t.name == "crm.people")

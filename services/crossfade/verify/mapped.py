@@ -43,7 +43,7 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.catalog import POS_COLUMN, TableShape, read_shape
+from crossfade.catalog import TableShape, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.events.model import SHIFT
@@ -59,7 +59,7 @@ from crossfade.mapping.audit import (
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
 from crossfade.target.store import entry_outcome, held_entries
-from crossfade.target.store.dedup import group_positions, member_block_keys
+from crossfade.target.store.dedup import member_block_keys
 from crossfade.target.store.ledger import ledger_positions
 from crossfade.verify.delta import DedupBase
 from crossfade.verify.golden import dedup_base, golden_rows
@@ -269,71 +269,6 @@ class Expected:
     def close(self) -> None:
         self.conn.rollback()
         self.conn.close()
-
-
-def target_rows(
-    conn: Any,
-    relation: sql.Composable,
-    shape: TableShape,
-    key: tuple[str, ...],
-    cols: list[str],
-    keys: list[Key],
-    bookkeeping: tuple[str, str] | None = None,
-) -> tuple[dict[Key, tuple[Any, ...] | None], dict[Key, int]]:
-    """The target rows of ``keys`` (:func:`rows_of`) and the source LSN of the newest change
-    that wrote each (``_cf_pos``'s primary part; none for a row without one, or when the table
-    has no ``_cf_pos`` column: sync did not write it), read in ONE snapshot of the target (its
-    connection in autocommit). Read apart, sync could apply a change in between: a row deleted
-    there would have no position, as if written before any snapshot, and the re-check would
-    confirm a row in flight as a difference.
-
-    ``bookkeeping`` (schema, target table), for a deduplicated target: a key's position is also
-    the newest of the members of the group sync holds it in (:func:`group_positions`): a
-    member's row removed by a newcomer merged with it (a change no snapshot of the legacy may
-    have seen: added and deleted in between) is not a row nobody wrote."""
-    with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-        has = conn.execute(
-            "SELECT 1 FROM pg_attribute WHERE attrelid = %s::regclass AND attname = %s "
-            "AND NOT attisdropped",
-            (relation.as_string(conn), POS_COLUMN),
-        ).fetchone()
-        if not has:
-            return rows_of(conn, relation, shape, key, cols, keys), {}
-        both = rows_of(conn, relation, shape, key, [*cols, POS_COLUMN], keys)
-        groups = (
-            group_positions(conn, bookkeeping[0], bookkeeping[1], [_text(k) for k in keys])
-            if bookkeeping is not None and keys
-            else {}
-        )
-    rows = {k: None if r is None else r[:-1] for k, r in both.items()}
-    pos = {k: int(r[-1]) >> SHIFT for k, r in both.items() if r is not None and r[-1] is not None}
-    for k in keys:
-        g = groups.get(_text(k))
-        if g is not None:
-            pos[k] = max(pos.get(k, 0), g >> SHIFT)
-    return rows, pos
-
-
-def newest_writes(
-    conn: Any, bookkeeping_schema: str, written: dict[Key, int], producers: dict[Key, set[Any]]
-) -> dict[Key, int]:
-    """``written`` (target row positions, :func:`target_rows`) raised to the newest position
-    sync's ledger holds for the legacy rows that make each key (:attr:`MappedRun.producers`):
-    a row the target lacks was also written, by the change that removed it."""
-    out = dict(written)
-    by_source: dict[str, set[str]] = defaultdict(set)
-    for pairs in producers.values():
-        for source, entry in pairs:
-            by_source[source].add(entry)
-    pos = {
-        (source, e): int(p[0]) >> SHIFT
-        for source, es in by_source.items()
-        for e, p in ledger_positions(conn, bookkeeping_schema, source, sorted(es)).items()
-    }
-    for k, pairs in producers.items():
-        out[k] = max([out.get(k, 0), *(pos.get(pair, 0) for pair in pairs)])
-    return out
 
 
 def _cast(shape: TableShape, col: str) -> sql.Composable:

@@ -222,8 +222,6 @@ class MappedCheck:
         self.entries: dict[str, dict[str, tuple[str, str]]] = {}
         """source -> entry -> (the mapping's outcome, sync's recorded one), confirmed apart."""
         self.unsettled_entries: dict[str, set[str]] = {}
-        self.logged: set[tuple[str, Key]] = set()
-        """Confirmed (target, key)s whose verdict was logged (:mod:`crossfade.verify.run`)."""
 
 
 def judge_keys(
@@ -255,6 +253,17 @@ def judge_keys(
             check.in_flight[t] = check.in_flight.get(t, 0) + 1
         else:
             kind = "extra" if e2 is None else "missing" if got is None else "different"
+            log.info(
+                "re-check confirms %s %s key %s: E1 = E2 %s, target %s, written at LSN %s, "
+                "E1 saw every change below %s",
+                t,
+                kind,
+                k,
+                e2,
+                got,
+                written.get(k, 0),
+                since,
+            )
             check.confirmed.setdefault(t, {})[k] = kind
             check.rows[(t, k)] = (e2, got)
 

@@ -291,13 +291,8 @@ class Verifier:
         E1 != E2: undecided, the next round (of ``rounds`` + :data:`MAPPED_EXTRA_ROUNDS`)
         decides; still undecided after the last is *unsettled* (counted as a mismatch: a cutover
         must not pass on it)."""
-        from crossfade.verify.mapped import (
-            Want,
-            ledger_outcomes,
-            newest_writes,
-            run_mapped,
-            target_rows,
-        )
+        from crossfade.verify.mapped import Want, ledger_outcomes, run_mapped
+        from crossfade.verify.target_reads import newest_writes, target_rows
 
         check = MappedCheck(first)
         exp = {t: {k: first.expected[t].get(k) for k in ks} for t, ks in keys.items()}
@@ -320,7 +315,6 @@ class Verifier:
                 r = first.targets[t]
                 assert r.shape is not None  # set by the comparison that found the keys
                 rel = sql.SQL("{}.{}").format(*map(sql.Identifier, t.split(".", 1)))
-                # the rows and their positions from one read (a delete in between hides one)
                 dedup = (self.bk, t) if t in first.dedup else None
                 seen[t], written[t] = target_rows(tgt, rel, r.shape, r.key, r.cols, list(ks), dedup)
             recorded = {s: ledger_outcomes(tgt, self.bk, s, es) for s, es in pending_e.items()}
@@ -335,9 +329,7 @@ class Verifier:
             check.last = run
             for t, ks in pending_k.items():
                 newest = newest_writes(tgt, self.bk, written[t], run.producers.get(t, {}))
-                was = dict(exp[t])
                 judge_keys(check, t, ks, exp[t], run.expected[t], seen[t], newest, since)
-                _log_confirmed(check, t, rnd, was, run.expected[t], seen[t], newest, since)
             for s, es in pending_e.items():
                 judge_entries(check, s, es, out[s], run.outcomes[s], recorded[s], since)
             pending_k = {t: ks for t, ks in pending_k.items() if ks}
@@ -676,37 +668,6 @@ class Verifier:
                 )
         except (psycopg.Error, CrossfadeError) as exc:
             log.warning("verify result not recorded in %s.verify_runs: %s", self.bk, exc)
-
-
-def _log_confirmed(
-    check: MappedCheck,
-    t: str,
-    rnd: int,
-    e1: dict[Key, Any],
-    e2: dict[Key, Any],
-    got: dict[Key, Any],
-    written: dict[Key, int],
-    since: int,
-) -> None:
-    """Why the re-check's round ``rnd`` called each newly confirmed key of ``t`` a difference:
-    the expected rows before (E1) and after (E2) the fence, the target's (T), the position of
-    the change that last wrote the key and the bound below which E1 saw every change."""
-    for k, kind in check.confirmed.get(t, {}).items():
-        if k in e1 and (t, k) not in check.logged:
-            check.logged.add((t, k))
-            log.info(
-                "re-check round %d confirms %s %s key %s: E1 %s, E2 %s, T %s, "
-                "written at %s, E1 saw every change below %s",
-                rnd,
-                t,
-                kind,
-                k,
-                e1[k],
-                e2.get(k),
-                got.get(k),
-                written.get(k, 0),
-                since,
-            )
 
 
 def delta_base(v: Verifier) -> DeltaBase | None:
