@@ -4,8 +4,9 @@ Capture publishes each Avro schema it derives (key = CRC-64-AVRO fingerprint as 
 value = the full schema JSON, ``connect.*`` properties included) *before* any event that uses it
 and waits for the acknowledgement. Events carry the fingerprint in Avro single-object encoding.
 Sync reads the topic into a :class:`~crossfade.events.framing.SchemaCache`; an unknown
-fingerprint triggers a re-read, and is a :class:`DecodeError` (dead letter) only once the topic
-has been read without finding it.
+fingerprint triggers a re-read of what is new, then of the whole topic (after a broker restarted
+empty the topic is new and shorter than the reader's position), and is a :class:`DecodeError`
+(dead letter) only once the topic has been read without finding it.
 
 The fingerprint covers Avro's parsing canonical form, which drops ``connect.*`` properties: two
 schemas that differ only in Debezium semantics (a column changed from ``bigint`` to a timestamp,
@@ -80,6 +81,12 @@ class SchemaTopicReader:
                 self.texts[codec.fingerprint] = text
                 n += 1
         return n
+
+    def rewind(self) -> None:
+        """Read the topic from its start again: a broker that lost its log (restarted empty)
+        holds a new, shorter topic, and a position past its end would find nothing new (Tansu
+        reports no out-of-range). Re-adding a known schema is cheap (:class:`SchemaCache`)."""
+        self._consumer.assign([TopicPartition(self.topic, 0, 0)])
 
     def close(self) -> None:
         self._consumer.close()
@@ -217,11 +224,15 @@ class TopicSchemaResolver:
         if codec is not None:
             return codec
         deadline = time.monotonic() + self.wait_s
+        rewound = False
         while time.monotonic() < deadline:
             self.reader.refresh(timeout=1.0)
             codec = self.cache.get(fingerprint)
             if codec is not None:
                 return codec
+            if not rewound:  # not in what is new: the whole topic, once (a broker reset)
+                self.reader.rewind()
+                rewound = True
         raise DecodeError(
             f"unknown schema fingerprint {fingerprint:016x}: not in {self.reader.topic}",
             "the record was not written by this crossfade's capture, or its schema topic was lost",

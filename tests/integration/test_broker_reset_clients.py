@@ -1,9 +1,15 @@
-"""The dead-letter producer after the broker lost its log (FAULTS: broker restarted empty).
+"""Sync's own Kafka clients after the broker lost its log (FAULTS: broker restarted empty).
 
-An idempotent producer that outlives its broker's log keeps the old sequence numbers and is never
-acknowledged again; sync's worker lives through such a reset (it re-reads the new epoch), so its
-dead-letter producer must be replaced, or every batch holding a dead letter retries for ever (a
-random fault round, seed 216136845, stalled so).
+Sync's worker lives through such a reset (it re-reads the new epoch), and so do the clients it
+keeps:
+
+* its dead-letter producer: an idempotent producer that outlives its broker's log keeps the old
+  sequence numbers and is never acknowledged again, so it must be replaced, or every batch
+  holding a dead letter retries for ever (random fault seed 216136845 stalled so);
+* its reader of the schemas topic: the new topic is shorter than the reader's position and
+  Tansu reports no out-of-range, so the schemas capture publishes again must be read from the
+  start, or valid changes are dead-lettered as "unknown schema fingerprint" (fresh seed
+  244489834 did so).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from crossfade.embedded import EmbeddedBroker
 from crossfade.errors import BrokerUnavailable
+from crossfade.events.schema_store import SchemaPublisher, TopicSchemaResolver
 from crossfade.sync.dead_letters import DeadLetterTopic
 from crossfade.sync.planner import DeadLetter
 from crossfade.sync.progress_log import RejectLog
@@ -26,6 +33,7 @@ from crossfade.sync.progress_log import RejectLog
 pytestmark = pytest.mark.integration
 
 DLQ = "cf.__dlq"
+SCHEMAS = "cf.__schemas"
 
 
 @dataclass
@@ -50,7 +58,8 @@ class _Msg:
 
 def _create_topic(bootstrap: str) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for f in admin.create_topics([NewTopic(DLQ, 1, 1)]).values():
+    new = [NewTopic(DLQ, 1, 1), NewTopic(SCHEMAS, 1, 1, config={"cleanup.policy": "compact"})]
+    for f in admin.create_topics(new).values():
         f.result(30)
 
 
@@ -133,3 +142,22 @@ def test_a_new_broker_epoch_replaces_the_producer_before_any_batch_waits(stack: 
     assert dlq.producer is not first
     dlq.undecodable(_dead(2), lambda _t: None)  # acknowledged at the first try
     assert _values(stack.broker.bootstrap_servers) == [b"not avro 2"]
+
+
+def _schema(name: str) -> dict[str, object]:
+    return {"type": "record", "name": name, "fields": [{"name": "id", "type": "long"}]}
+
+
+@pytest.mark.timeout(180)
+def test_schemas_published_again_after_the_broker_lost_its_log_are_found(stack: _Stack) -> None:
+    conf = {"bootstrap.servers": stack.broker.bootstrap_servers}
+    before = SchemaPublisher(conf, SCHEMAS)
+    for n in ("A", "B", "C", "D"):  # the reader's position ends past these four
+        before.publish(_schema(n))
+    resolver = TopicSchemaResolver(conf, SCHEMAS, None, wait_s=5)
+    resolver.resolve_single_object(before.publish(_schema("D")).fingerprint)
+    stack.reset()
+
+    # capture, restarted, publishes what it uses again: one schema, at offset 0 of the new topic
+    new = SchemaPublisher(conf, SCHEMAS).publish(_schema("E"))
+    assert resolver.resolve_single_object(new.fingerprint).fingerprint == new.fingerprint
