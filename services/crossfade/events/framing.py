@@ -417,7 +417,12 @@ class Decoder:
     def decode_change_with_schema(self, data: bytes) -> tuple[Any, AvroCodec]:
         """:meth:`decode_with_schema` of a change event's value: a Debezium envelope is read
         without what a change event is not made of (:meth:`AvroCodec.decode_change`)."""
-        if detect_framing(data) == "single-object":
+        if (  # detect_framing's single-object case, without its call (every event)
+            data is not None
+            and len(data) >= SINGLE_OBJECT_HEADER_SIZE
+            and data[0] == 0xC3
+            and data[1] == 0x01
+        ) or detect_framing(data) == "single-object":
             codec = self.resolver.resolve_single_object(int.from_bytes(data[2:10], "little"))
             return codec.decode_change(data, SINGLE_OBJECT_HEADER_SIZE), codec
         codec = self.resolver.resolve_confluent(int.from_bytes(data[1:5], "big"))

@@ -25,7 +25,6 @@ caller when this raises.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -98,17 +97,12 @@ class BatchCommit:
     ) -> list[TP]:
         """Apply ``msgs`` (one ``consume`` call's records) in one transaction of ``tx.conn``;
         returns the partitions whose replay this batch completed (after the COMMIT)."""
-        by_tp: dict[TP, list[tuple[int, Message]]] = defaultdict(list)
-        for m in msgs:  # each record's place read once (this runs for every record)
-            topic, partition, offset = m.topic(), m.partition(), m.offset()
-            if topic is None or partition is None or offset is None:
-                topic, partition, offset = record_place(m)  # raises, naming the defect
-            by_tp[(topic, partition)].append((offset, m))
+        by_tp = _by_partition(msgs)
         conn = tx.conn
         with conn.transaction():
             # 1. fencing + already-applied filter
             nxt_of = lock_owned(conn, self.bk, self.group, owner, sorted(by_tp))
-            fresh = {tp: [m for o, m in by_tp[tp] if o >= nxt_of[tp]] for tp in sorted(by_tp)}
+            fresh = {tp: _at_or_above(*by_tp[tp], nxt_of[tp]) for tp in sorted(by_tp)}
             # 2. plan: decode, holds, dead letters
             plan = self.plan(tx, fresh)
             # 3. apply per table, parents of a mapping's references first
@@ -232,6 +226,29 @@ class BatchCommit:
             tx.pending.dead_lettered[table] += 1
 
         return count
+
+
+def _by_partition(msgs: list[Message]) -> dict[TP, tuple[list[int], list[Message]]]:
+    """The records per partition, in their order, with their offsets (each record's place read
+    once: this runs for every record)."""
+    by_tp: dict[TP, tuple[list[int], list[Message]]] = {}
+    for m in msgs:
+        topic, partition, offset = m.topic(), m.partition(), m.offset()
+        if topic is None or partition is None or offset is None:
+            topic, partition, offset = record_place(m)  # raises, naming the defect
+        group = by_tp.get((topic, partition))
+        if group is None:
+            group = by_tp[(topic, partition)] = ([], [])
+        group[0].append(offset)
+        group[1].append(m)
+    return by_tp
+
+
+def _at_or_above(offsets: list[int], msgs: list[Message], nxt: int) -> list[Message]:
+    """The records at or above offset ``nxt`` (not applied yet): all of them, most batches."""
+    if min(offsets) >= nxt:
+        return msgs
+    return [m for o, m in zip(offsets, msgs, strict=True) if o >= nxt]
 
 
 def _toast_missing(table: str, keys: list[str]) -> None:

@@ -232,10 +232,16 @@ class Planner:
             pp = PartitionPlan(tp, table, nxt, replay_done=until is not None and nxt >= until)
             plan.partitions[tp] = pp
             pending = pp._pending
+            # while nothing waits to be settled, a change settle would only move over goes to
+            # the items at once (no replay to count, no origin to keep): the common case
+            items = pp.items if until is None and table not in self.mapped else None
             for m in ms:
                 d = self._decode_record(m, tp, table, plan)
                 if type(d) is ChangeEvent and (d.key is None or not self.poisoned):
-                    pending.append((m, d, None))  # the common case, checked once
+                    if items is not None and not pending:
+                        items.append(d)
+                    else:
+                        pending.append((m, d, None))
                     continue
                 if isinstance(d, DeadLetter):
                     plan.dead.append(d)
@@ -273,7 +279,7 @@ class Planner:
         hs = seen[1] if seen is not None and seen[0] is m else m.headers()
         control = pos = None
         if hs:
-            if isinstance(hs, dict):
+            if type(hs) is not list and isinstance(hs, dict):
                 hs = list(hs.items())
             found_pos = False
             for k, v in hs:  # the first of each name counts (control_kind, header_in)

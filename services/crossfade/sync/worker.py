@@ -481,24 +481,9 @@ class SyncWorker:
             log.warning("Kafka error on %s[%s]: %s", m.topic(), m.partition(), err.str())
         if not good:
             return
-        # a record from another broker epoch means the log was replaced under us
-        headers: dict[int, tuple[Any, Any]] = {}
-        self.planner.headers = headers
-        epoch = self.epoch
-        for m in good:
-            hs = m.headers()
-            headers[id(m)] = (m, hs)
-            ep = header_in(hs, EPOCH_HEADER)
-            if ep is not None and ep != epoch:
-                log.warning(
-                    "record of epoch %s on %s[%d] (ours %s)",
-                    ep,
-                    m.topic(),
-                    m.partition(),
-                    self.epoch,
-                )
-                self.group.reclaim_all()
-                return
+        if self._foreign_epoch(good):
+            self.group.reclaim_all()
+            return
         t0 = time.monotonic()
         try:
             try:
@@ -537,6 +522,26 @@ class SyncWorker:
         self.meter.poll(self.consumer, self.owner, self.topics, force=True)
         if self.on_batch:
             self.on_batch(self)
+
+    def _foreign_epoch(self, good: list[Message]) -> bool:
+        """Whether a record is from another broker epoch (the log was replaced under us);
+        reads each record's headers once, for the planner too."""
+        headers: dict[int, tuple[Any, Any]] = {}
+        self.planner.headers = headers
+        epoch = self.epoch
+        ours = epoch.encode() if epoch is not None else None
+        for m in good:
+            hs = m.headers()
+            headers[id(m)] = (m, hs)
+            if type(hs) is list and hs and hs[0][0] == EPOCH_HEADER and hs[0][1] == ours:
+                continue  # capture's first header: this epoch (header_in's answer, cheaper)
+            ep = header_in(hs, EPOCH_HEADER)
+            if ep is not None and ep != epoch:
+                log.warning(
+                    "record of epoch %s on %s[%d] (ours %s)", ep, m.topic(), m.partition(), epoch
+                )
+                return True
+        return False
 
     def _type_changed(self, exc: psycopg.Error) -> CrossfadeError | None:
         """The target refused a value: if a column changed type at the source, say which (a

@@ -61,6 +61,8 @@ from crossfade.events.model import ChangeEvent, RowSchema
 from crossfade.events.pgtext import converter_for
 
 Converter = Callable[[Any], str | None]
+ConvPair = tuple[Converter, str]
+"""A target column's converter and the column's name."""
 
 # decimal.handling.mode=string spells numeric's special values its own way, and its Connect type is
 # a plain string: only the target column's type tells them apart from text.
@@ -164,7 +166,10 @@ _json_str: Callable[[Any], str] = json.encoder.encode_basestring_ascii
 def _key_text(vals: list[str | None]) -> str:
     """``json.dumps(vals)`` for a list of key texts, without the encoder's per-call set-up
     (the staging table's ``_cf_key``, compared with stored tombstones: the text must not change)."""
-    if all(type(v) is str for v in vals):
+    if len(vals) == 1:  # most keys: no generator for all()
+        if type(vals[0]) is str:
+            return "[" + _json_str(vals[0]) + "]"
+    elif all(type(v) is str for v in vals):
         return "[" + ", ".join(map(_json_str, vals)) + "]"
     return json.dumps(vals)
 
@@ -369,8 +374,10 @@ class TableApplier:
             tuple[RowSchema | None, RowSchema | None], tuple[list[Converter], list[Converter]]
         ] = {}
         self._conv_by_id: dict[
-            tuple[int, int], tuple[Any, Any, list[Converter], list[Converter]]
+            tuple[int, int], tuple[Any, Any, list[ConvPair], list[ConvPair]]
         ] = {}
+        """(id of row schema, id of key schema) -> the schemas, then (converter, column) pairs of
+        the key and of the row (zipped once, not for every row)."""
         self._build_sql()
 
     # -- SQL ----------------------------------------------------------------------------------
@@ -466,17 +473,27 @@ class TableApplier:
         return int(row[0]) if row else -1
 
     # -- rows ---------------------------------------------------------------------------------
-    def _converters(self, e: ChangeEvent) -> tuple[list[Converter], list[Converter]]:
+    def _converters(self, e: ChangeEvent) -> tuple[list[ConvPair], list[ConvPair]]:
+        """The (converter, column) pairs of ``e``'s key and row, as the target's columns go."""
         # by identity first: a codec hands out one RowSchema object per schema, and hashing a
         # RowSchema's nested field tuples for every event cost ~4% of sync's CPU
         rs, ks = e.row_schema, e.key_schema
         hit = self._conv_by_id.get((id(rs), id(ks)))
         if hit is not None and hit[0] is rs and hit[1] is ks:
             return hit[2], hit[3]
+        key_convs, row_convs = self._converter_lists(e)
+        pairs = (
+            list(zip(key_convs, self.pk, strict=True)),
+            list(zip(row_convs, self.cols, strict=True)),
+        )
+        self._conv_by_id[(id(rs), id(ks))] = (rs, ks, *pairs)
+        return pairs
+
+    def _converter_lists(self, e: ChangeEvent) -> tuple[list[Converter], list[Converter]]:
+        rs, ks = e.row_schema, e.key_schema
         ck = (rs, ks)
         found = self._conv_cache.get(ck)
         if found is not None:
-            self._conv_by_id[(id(rs), id(ks))] = (rs, ks, *found)
             return found
         if ks is None:
             raise SchemaMismatch(f"change event of {e.table} carries no key schema")
@@ -488,7 +505,6 @@ class TableApplier:
         ]
         row_convs = self._row_converters(e.table, rs) if rs is not None else []
         self._conv_cache[ck] = (key_convs, row_convs)
-        self._conv_by_id[(id(rs), id(ks))] = (rs, ks, key_convs, row_convs)
         return key_convs, row_convs
 
     def _row_converters(self, table: str, rs: RowSchema) -> list[Converter]:
@@ -526,22 +542,20 @@ class TableApplier:
             raise self._dropped(e.table, hit[1])
 
     def _row(self, e: ChangeEvent) -> tuple[str | None, ...]:
-        key_convs, row_convs = self._converters(e)
-        assert e.key is not None
-        key_vals = [conv(e.key[c]) for conv, c in zip(key_convs, self.pk, strict=True)]
+        key_pairs, row_pairs = self._converters(e)
+        key = e.key
+        assert key is not None
+        key_vals = [conv(key[c]) for conv, c in key_pairs]
         key_text = _key_text(key_vals)
-        if e.is_delete or e.after is None:
+        after = e.after
+        if e.op == "d" or after is None:  # e.is_delete, without the property's call
             pk_pos = {c: v for c, v in zip(self.pk, key_vals, strict=True)}
             return (*[pk_pos.get(c) for c in self.cols], str(e.position), "t", key_text, None)
-        after = e.after
         if self._missing:
             self._check_carried(e)
         unavail = e.unavailable
         if unavail:
-            vals = [
-                None if c in unavail else conv(after.get(c))
-                for conv, c in zip(row_convs, self.cols, strict=True)
-            ]
+            vals = [None if c in unavail else conv(after.get(c)) for conv, c in row_pairs]
             ua = (
                 "{"
                 + ",".join(
@@ -550,7 +564,7 @@ class TableApplier:
                 + "}"
             )
         else:
-            vals = [conv(after.get(c)) for conv, c in zip(row_convs, self.cols, strict=True)]
+            vals = [conv(after.get(c)) for conv, c in row_pairs]
             ua = None
         return (*vals, str(e.position), "f", key_text, ua)
 
@@ -573,7 +587,7 @@ class TableApplier:
         if watermark >= 0:
             survivors = [e for e in survivors if e.position >= watermark]
         return self.apply_rows(
-            conn, (self._row(e) for e in survivors), len(events), watermark, replay=replay
+            conn, map(self._row, survivors), len(events), watermark, replay=replay
         )
 
     def apply_rows(

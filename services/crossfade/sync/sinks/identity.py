@@ -16,7 +16,7 @@ from crossfade.catalog import TableShape, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.events.kafka import ControlRecord
-from crossfade.events.model import ChangeEvent, position
+from crossfade.events.model import ChangeEvent, RowSchema, position
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
 from crossfade.target.append_only import AppendOnlyApplier
@@ -115,22 +115,22 @@ class IdentitySink:
     def begin(self, tx: Tx, parts: list[PartitionPlan]) -> None:
         """Follow the source's columns, then read the table's watermark (share-locked)."""
         table = self.table
-        events = [e for pp in parts for e in pp.items if isinstance(e, ChangeEvent)]
+        schemas, fenced = _schemas_and_fence(parts)
         # ADD COLUMN mid-stream: the target follows the source. A batch holds a handful of row
-        # schemas, so each is checked once, not once per event (by identity: hashing a
-        # RowSchema's nested tuples for every event is not free)
-        schemas = {id(e.row_schema): e.row_schema for e in events if e.row_schema}
+        # schemas, so each is checked once, not once per event
         for rs in schemas.values():
             extra = [c for c in rs.columns if c not in self.tables.appliers[table].cols]
             if extra:
-                since = min(e.position for e in events if e.row_schema == rs)
+                since = min(
+                    e.position
+                    for pp in parts
+                    for e in pp.items
+                    if isinstance(e, ChangeEvent) and e.row_schema == rs
+                )
                 self.tables.refresh(tx.conn, table, extra, since)
         # a fence proves the target caught up: a column added at the source that no change has
         # carried since (no row written after the ADD COLUMN) is added here, or the target
         # would lack it for good
-        fenced = any(
-            isinstance(x, ControlRecord) and x.kind == "fence" for pp in parts for x in pp.items
-        )
         if fenced:
             self.tables.add_uncarried(tx.conn, table)
         self.applier = self.tables.appliers[table]
@@ -143,3 +143,23 @@ class IdentitySink:
         n = self.applier.truncate(tx.conn, pos, reason)
         self.watermark = max(self.watermark, pos)
         return n
+
+
+def _schemas_and_fence(parts: list[PartitionPlan]) -> tuple[dict[int, RowSchema], bool]:
+    """The row schemas of the partitions' change events (by identity: hashing a RowSchema's
+    nested tuples for every event is not free) and whether a fence is among their items, in
+    one pass over the items (this runs over every event of the batch)."""
+    schemas: dict[int, RowSchema] = {}
+    fenced = False
+    last: object = None
+    for pp in parts:
+        for x in pp.items:
+            if type(x) is ChangeEvent or isinstance(x, ChangeEvent):
+                rs = x.row_schema
+                if rs is not last:  # runs of one schema: most events
+                    last = rs
+                    if rs:
+                        schemas[id(rs)] = rs
+            elif isinstance(x, ControlRecord) and x.kind == "fence":
+                fenced = True
+    return schemas, fenced
