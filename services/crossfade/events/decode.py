@@ -31,8 +31,8 @@ def header(m: Message, name: str) -> str | None:
 
 
 def header_in(hs: Any, name: str) -> str | None:
-    """The value of header ``name`` in a record's ``headers()`` list (read it once per record:
-    each ``Message.headers()`` call builds the list anew)."""
+    """The value of header ``name`` in a record's ``headers()`` list (confluent_kafka builds the
+    list on a record's first ``headers()`` call and returns it again after)."""
     if not hs:
         return None
     for k, v in hs:

@@ -524,15 +524,11 @@ class SyncWorker:
             self.on_batch(self)
 
     def _foreign_epoch(self, good: list[Message]) -> bool:
-        """Whether a record is from another broker epoch (the log was replaced under us);
-        reads each record's headers once, for the planner too."""
-        headers: dict[int, tuple[Any, Any]] = {}
-        self.planner.headers = headers
+        """Whether a record is from another broker epoch (the log was replaced under us)."""
         epoch = self.epoch
         ours = epoch.encode() if epoch is not None else None
         for m in good:
             hs = m.headers()
-            headers[id(m)] = (m, hs)
             if type(hs) is list and hs and hs[0][0] == EPOCH_HEADER and hs[0][1] == ours:
                 continue  # capture's first header: this epoch (header_in's answer, cheaper)
             ep = header_in(hs, EPOCH_HEADER)
