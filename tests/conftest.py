@@ -265,7 +265,7 @@ class Stack:
         )
         deadline = time.monotonic() + timeout
         while True:
-            dead = [p for p in self.procs if not p.alive() and not p.expected_dead]
+            dead = self.dead_procs()
             if dead:
                 raise AssertionError(
                     f"{dead[0].name} exited with {dead[0].p.returncode}{self._diag()}"
@@ -275,6 +275,10 @@ class Stack:
             except Exception as exc:
                 if time.monotonic() > deadline:
                     raise AssertionError(f"{exc}{self._diag()}") from None
+
+    def dead_procs(self) -> list[Proc]:
+        """Processes that died and were not expected to (a fence fails on them)."""
+        return [p for p in self.procs if not p.alive() and not p.expected_dead]
 
     def _diag(self) -> str:
         return "".join(

@@ -211,6 +211,12 @@ class FaultStack(Stack):
         self.config_path.write_text(yaml.safe_dump(cfg))
         return self.settings
 
+    def dead_procs(self) -> list[Proc]:
+        """Unexpected deaths, after the supervisor (if any) judged the latest ones."""
+        if self.supervisor is not None:
+            self.supervisor.judge_deaths()
+        return super().dead_procs()
+
     def close(self) -> None:
         if self.supervisor is not None:  # nothing restarts what is being stopped
             self.supervisor.close()
@@ -305,17 +311,23 @@ class Supervisor:
             self.procs[name] = self._start(name, how)
             return self.procs[name]
 
+    def judge_deaths(self) -> None:
+        """Judge every process that died since the last look (a stop or a crash); the fence
+        calls it before it looks for unexpected deaths, so no death reaches it unjudged (one
+        between two of the loop's looks, 0.5 s apart, did)."""
+        with self._lock:
+            for name, p in list(self.procs.items()):
+                if not p.alive() and not p.expected_dead:
+                    self._judge(name, p)
+                    self._judged.add(id(p))
+
     def _loop(self) -> None:
         while not self._done.wait(0.5):
             with self._lock:
+                self.judge_deaths()  # at once; the restart waits for the back-off
                 for name, p in list(self.procs.items()):
                     if p.alive():
                         continue
-                    if not p.expected_dead:
-                        # judged at once, restarted once the back-off allows: a fence must not
-                        # meet a death nobody judged (one inside the back-off window did)
-                        self._judge(name, p)
-                        self._judged.add(id(p))
                     if id(p) not in self._judged or time.monotonic() < self._next[name]:
                         continue  # stopped by the test itself, or backing off
                     self._next[name] = time.monotonic() + self._delay[name]
