@@ -14,18 +14,23 @@ keeps:
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from crossfade.config import Settings
 from crossfade.embedded import EmbeddedBroker
 from crossfade.errors import BrokerUnavailable
+from crossfade.events.kafka import Admin, ensure_epoch
 from crossfade.events.schema_store import SchemaPublisher, TopicSchemaResolver
+from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
 from crossfade.sync.planner import DeadLetter
 from crossfade.sync.progress_log import RejectLog
@@ -161,3 +166,84 @@ def test_schemas_published_again_after_the_broker_lost_its_log_are_found(stack: 
     # capture, restarted, publishes what it uses again: one schema, at offset 0 of the new topic
     new = SchemaPublisher(conf, SCHEMAS).publish(_schema("E"))
     assert resolver.resolve_single_object(new.fingerprint).fingerprint == new.fingerprint
+
+
+# -- the group member: joined the new broker before capture re-created the topics ----------------
+
+TOPIC = "cf.public.t"
+
+
+def _capture_starts(bootstrap: str, settings: Settings) -> str:
+    """What capture does on a broker that lost its log: a new epoch, then the change topics."""
+    conf = settings.kafka.client_config()
+    admin = Admin(conf)
+    epoch, created = ensure_epoch(admin, conf, settings.kafka.control_topic, 1)
+    assert created
+    assert admin.ensure_topics([TOPIC], 3, 1) == [TOPIC]
+    return epoch
+
+
+def _spin(member: GroupMember, until: Callable[[], bool], seconds: float, look: bool) -> bool:
+    """The worker's consume loop, reduced to what membership needs: poll, and look at the
+    epoch every second while no record comes (the worker looks every 10 s)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert member.consumer is not None
+        member.consumer.consume(100, 0.5)
+        if look:
+            member.look_at_epoch()
+        if member.pending_reclaim:
+            member.pending_reclaim = False
+            member.reclaim_all()
+        if until():
+            return True
+    return False
+
+
+@pytest.mark.timeout(240)
+def test_a_member_that_rejoined_before_the_topics_existed_is_assigned_once_they_do(
+    work_root: Path,
+) -> None:
+    """Random fault seeds 1031340223 and 1031340224: the broker lost its log, sync's session
+    expired, it joined the new broker's group before capture re-created the topics and got an
+    empty assignment; neither the broker nor librdkafka's metadata refresh rebalanced when the
+    topics appeared, and the fence reached 0 partitions (in CI not even the table watch's
+    re-subscribe, a minute later, came)."""
+    broker = EmbeddedBroker(log_to=work_root / f"tansu-rejoin-{time.monotonic_ns()}.log").start()
+    try:
+        bootstrap = broker.bootstrap_servers
+        settings = Settings(
+            source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+            target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+            kafka={"bootstrap_servers": bootstrap, "topic_prefix": "cf"},
+            sync={"session_timeout_ms": 6000},
+            tables=["public.t"],
+        )
+        assert settings.kafka.table_topic("public.t") == TOPIC
+        claims: list[tuple[list[tuple[str, int]], str]] = []
+
+        def claim(tps: list[tuple[str, int]], epoch: str) -> tuple[str, dict[Any, int]]:
+            claims.append((tps, epoch))
+            return f"token-{len(claims)}", dict.fromkeys(tps, 0)
+
+        first = _capture_starts(bootstrap, settings)
+        member = GroupMember(settings, "w1", threading.Event(), {TOPIC: "public.t"}, claim)
+        member.epoch = first
+        member.subscribe()
+        assert _spin(member, lambda: len(member.owner) == 3, 60, look=True), "never assigned"
+
+        broker.kill()
+        broker.start(timeout=30)  # empty: no epoch, no topics
+        # the session expires, the partitions are revoked and the member joins the new group
+        # while no change topic exists: an empty assignment
+        assert _spin(member, lambda: not member.owner and member.in_group, 90, look=True)
+        assert member.assigned_blind
+
+        second = _capture_starts(bootstrap, settings)
+        assert _spin(member, lambda: len(member.owner) == 3, 40, look=True), (
+            "not assigned after the topics were re-created"
+        )
+        assert (sorted(claims[-1][0]), claims[-1][1]) == (sorted(member.owner), second)
+        member.consumer.close()  # type: ignore[union-attr]
+    finally:
+        broker.stop()

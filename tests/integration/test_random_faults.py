@@ -90,6 +90,9 @@ REGRESSION_SEEDS: list[tuple[int, int]] = [
     # acknowledged again (the poison record's batch retried for ever)
     (244489834, 2),  # a broker reset: sync's schema reader kept its position past the end of the
     # new, shorter schemas topic and dead-lettered valid changes as "unknown schema fingerprint"
+    (1031340223, 2),  # a broker reset: sync's session expired and it joined the new broker's
+    # group before capture re-created the topics; the empty assignment was never redone
+    (1031340224, 2),  # the same, with capture killed after the reset
 ]
 """(seed, plan): the rounds that found bugs, replayed in every run."""
 

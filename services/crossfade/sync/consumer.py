@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
-from crossfade.events.kafka import current_epoch
+from crossfade.events.kafka import Admin, current_epoch
 from crossfade.sync.pause import PauseHook
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,9 @@ class GroupMember:
         """Stopped without completing a pending join: the consumer was left open so that no
         LeaveGroup is sent; the process must exit without finalising it."""
         self.pending_reclaim = False
+        self._admin: Admin | None = None
+        self.assigned_blind = False
+        """The last assignment was empty while a subscribed topic was missing on the broker."""
         self.ready = threading.Event()
         self.generation_started = time.monotonic()
         """When this member's current consumer-group generation began (its last revocation or
@@ -139,24 +142,58 @@ class GroupMember:
             self.settings.sync.group_id,
         )
 
-    def resubscribe(self, stalled: str) -> None:
-        """The watch found a table stalled (:mod:`crossfade.sync.watchdog`): leave the group and
-        join again with a new consumer, so the group assigns from fresh metadata (topics that
-        appeared since: an unsubscribe/subscribe of the same consumer was seen joining again with
-        its cached metadata, still without them). Not while a join is pending: a LeaveGroup then
-        wedges Tansu's group (:meth:`finish_join`); the next stall report tries again."""
+    def resubscribe(self, why: str) -> None:
+        """Leave the group and join again with a new consumer, so the group assigns from fresh
+        metadata (topics that appeared since: an unsubscribe/subscribe of the same consumer was
+        seen joining again with its cached metadata, still without them). ``why`` starts the
+        WARNING line. Not while a join is pending: a LeaveGroup then wedges Tansu's group
+        (:meth:`finish_join`); the caller's next look tries again."""
         assert self.consumer is not None
         if not self.in_group:
-            log.warning(
-                "stalled table(s) %s: a consumer group rebalance is pending, not re-subscribing yet",
-                stalled,
-            )
+            log.warning("%s: a consumer group rebalance is pending, not re-subscribing yet", why)
             return
-        log.warning("stalled table(s) %s: re-subscribing to the change topics", stalled)
+        log.warning("%s: re-subscribing to the change topics", why)
         metrics.resubscribed()
         self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
         self.consumer = self.new_consumer()
         self.subscribe()
+
+    def look_at_epoch(self) -> None:
+        """A new broker epoch (capture started again on a broker that lost its log), or change
+        topics that appeared after an empty assignment, looked at every few seconds while no
+        record comes.
+
+        Owned partitions are claimed again from the new log (:attr:`pending_reclaim`). A member
+        that owns nothing may hold an assignment the group made while the topics did not exist:
+        its session expired with the old broker and it joined the new one before capture
+        re-created them. Neither librdkafka's metadata refresh nor the broker rebalances such a
+        group when the topics appear (seen on Tansu: random fault seeds 1031340223 and
+        1031340224 waited until the table watch's re-subscribe, a minute later, or for ever).
+        Once every subscribed topic exists, the member joins again with a fresh consumer, once
+        per epoch or empty assignment taken without the topics (a member of a group with more
+        workers than partitions may own nothing: it is left alone)."""
+        epoch = self.current_epoch()
+        new_epoch = epoch is not None and epoch != self.epoch
+        if self.owner:
+            self.pending_reclaim |= new_epoch
+            return
+        if not (new_epoch or self.assigned_blind) or not self.in_group:
+            return
+        if not self._topics_exist():
+            return  # capture has not (re-)created the topics yet: look again
+        why = f"broker epoch changed to {epoch}" if new_epoch else "the change topics appeared"
+        self.resubscribe(f"{why} while this worker held no partition")
+        self.epoch = epoch or self.epoch
+        self.assigned_blind = False
+
+    def _topics_exist(self) -> bool:
+        try:
+            if self._admin is None:  # one client, kept (like the table watch's)
+                self._admin = Admin(self.kafka.client_config())
+            return all(self._admin.partitions(t, timeout=5) for t in self.topics)
+        except BrokerUnavailable as exc:
+            log.warning("broker metadata unreadable for now: %s", exc)
+            return False
 
     # -- assignment ---------------------------------------------------------------------------
     def owned(self) -> set[TP]:
@@ -178,7 +215,10 @@ class GroupMember:
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.in_group = True
         tps = [(p.topic, p.partition) for p in partitions]
-        if not tps or self.stop.is_set():  # stopping: only completing the join (finish_join)
+        if not tps:  # nothing, maybe because the topics do not exist (yet): look_at_epoch
+            self.assigned_blind = not self.stop.is_set() and not self._topics_exist()
+            return
+        if self.stop.is_set():  # stopping: only completing the join (finish_join)
             return
         # a rejoin after a broker restart must not claim under the old epoch
         self.epoch = self.current_epoch() or self.epoch

@@ -388,15 +388,15 @@ class SyncWorker:
                         log.warning("%s", exc)
                 if not msgs and time.monotonic() >= self._next_epoch_check:
                     self._next_epoch_check = time.monotonic() + 10
-                    if self.owner and group.epoch_changed():
-                        group.pending_reclaim = True
+                    group.look_at_epoch()
                 if group.pending_reclaim:
                     group.pending_reclaim = False
                     group.reclaim_all()
                     continue
                 if self.watch is not None and self.watch.resubscribe.is_set():
                     self.watch.resubscribe.clear()
-                    group.resubscribe(", ".join(sorted(self.stalled_tables)) or "-")
+                    stalled = ", ".join(sorted(self.stalled_tables)) or "-"
+                    group.resubscribe(f"stalled table(s) {stalled}")
                     continue
                 if msgs:
                     self._process(msgs)
