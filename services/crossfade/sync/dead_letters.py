@@ -121,12 +121,16 @@ class DeadLetterTopic:
     def _give_up(self, why: str) -> None:
         """Drop what this producer still holds and raise: the batch (not committed) is retried
         and produces its dead letters again, with a new producer where one can be made."""
+        self._replace(f"{why}: replacing the dead-letter producer before the retry")
+        raise BrokerUnavailable(why)
+
+    def _replace(self, warning: str) -> None:
+        """Drop what the producer holds; with a ``renew`` factory, make a new one (WARNING)."""
         with contextlib.suppress(KafkaException):  # a producer in a fatal state may refuse
             self.producer.purge()
         if self.renew is not None:
-            log.warning("%s: replacing the dead-letter producer before the retry", why)
+            log.warning("%s", warning)
             self.producer = self.renew()
-        raise BrokerUnavailable(why)
 
     def on_epoch(self, epoch: str | None) -> None:
         """The broker epoch sync reads from: a new one (the broker lost its log) gets a new
@@ -134,10 +138,7 @@ class DeadLetterTopic:
         if epoch is None or epoch == self.epoch:
             return
         if self.epoch is not None and self.renew is not None:
-            log.warning("broker epoch changed: replacing the dead-letter producer")
-            with contextlib.suppress(KafkaException):
-                self.producer.purge()
-            self.producer = self.renew()
+            self._replace("broker epoch changed: replacing the dead-letter producer")
         self.epoch = epoch
 
     def close(self, timeout: float = 10) -> None:
