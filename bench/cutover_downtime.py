@@ -219,6 +219,7 @@ def _pair(
             "forecast_excludes": dry["forecast_excludes"],
             "delta_keys": dry_delta,
             "quiet": dry.get("dry_run_quiet"),
+            "fences": dry.get("dry_run_fences"),
         },
         "real": {
             "steps_s": _steps(real),
@@ -296,6 +297,12 @@ def _report_pair(res: dict[str, Any]) -> None:
             else "no (cutover.dry_run_quiet: false)"
         )
     )
+    f = d.get("fences")
+    if f:
+        print(
+            f"  dry run's fences: first {f['first_s']:.3f} s, second (right after) "
+            f"{f['second_s']:.3f} s; the forecast takes the {f['forecast_from']}"
+        )
     print(f"  keys compared inside the freeze: dry run {d['delta_keys']}, real {r['delta_keys']}")
     print(f"  forecast (dry run):  {d['forecast_s']:.2f} s")
     print(f"  freeze -> flip:      {r['freeze_to_flip_s']:.2f} s")

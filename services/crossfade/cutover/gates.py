@@ -181,6 +181,9 @@ class CutoverReport:
     forecast_excludes: list[str] = field(default_factory=list)
     """What a dry run could not time (a freeze or flip command, an HTTP flip, index builds)."""
     downtime_seconds: float | None = None
+    fences: dict[str, Any] | None = None
+    """A dry run's two fences, the forecast's from the second (:class:`~crossfade.cutover.
+    forecast.FenceCost`)."""
     quiet: dict[str, Any] | None = None
     """A dry run's pause of capture and sync while it measured (:mod:`crossfade.cutover.quiet`)."""
     model: list[gate_model.GateResult] = field(default_factory=list)
@@ -217,6 +220,7 @@ class CutoverReport:
             "expected_downtime_steps": {k: round(v, 3) for k, v in self.downtime_steps.items()},
             "measured_downtime_steps": {k: round(v, 3) for k, v in self.measured_steps.items()},
             "forecast_excludes": self.forecast_excludes,
+            "dry_run_fences": self.fences,
             "dry_run_quiet": self.quiet,
             "downtime_seconds": round(self.downtime_seconds, 3)
             if self.downtime_seconds is not None
@@ -268,6 +272,7 @@ class Cutover:
         self.spans = forecast.Spans(order[order.index("freeze") : order.index("flip") + 1])
         """The write downtime's parts as this run measures them."""
         self._delta: forecast.DeltaCost | None = None
+        self._fences: forecast.FenceCost | None = None
         self.quiet = quiet.Quiet(settings, self.report.run_id, self.report.who)
         self._quiet_from = (
             order[order.index("fence") + 1] if dry_run and self.cfg.dry_run_quiet else None
@@ -344,11 +349,24 @@ class Cutover:
         return True, "; ".join(done)
 
     def gate_fence(self) -> gate_model.GateResult:
-        """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record."""
+        """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record. A
+        dry run fences twice (before its quiet): the forecast takes the second's time."""
         from crossfade.verify.fence import fence
 
+        t0 = time.monotonic()
         fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
-        return self._model("fence")
+        if self.dry_run:
+            t1 = time.monotonic()
+            fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
+            self._fences = forecast.FenceCost(t1 - t0, time.monotonic() - t1)
+            self.report.fences = self._fences.as_dict()
+        r = self._model("fence")
+        if (f := self._fences) is not None:
+            r.detail += (
+                f"; dry run: a second fence right after took {f.second:.2f} s (the first "
+                f"{f.first:.2f} s), the forecast takes it (its backlog is like the freeze's)"
+            )
+        return r
 
     def gate_verify_live(self) -> tuple[bool, str]:
         """The full verify while writes flow (:func:`crossfade.cutover.verify_steps.verify_live`)."""
@@ -555,7 +573,7 @@ class Cutover:
         if any(g.name == "target_schema" and "would create" in g.detail for g in self.report.gates):
             self.report.forecast_excludes.append("target_schema builds (see its step)")
         self.report.downtime_steps = forecast.parts(
-            self.spans, self.dry_run, self._delta, self.report.forecast_excludes
+            self.spans, self.dry_run, self._delta, self.report.forecast_excludes, self._fences
         )
 
     def _quiet_audit(self) -> None:
@@ -667,7 +685,7 @@ class Cutover:
         if exp is not None:
             decision += f"; expected write downtime {exp:.1f} s ({self.report.downtime_parts()})"
         r = self.report
-        evidence = forecast.evidence(exp, r.downtime_steps, r.forecast_excludes)
+        evidence = forecast.evidence(exp, r.downtime_steps, r.forecast_excludes, self._fences)
         if evidence is not None and r.quiet is not None:
             evidence["dry_run_quiet"] = r.quiet
         self.audit.write("decision", self.report.go, decision, 0.0, evidence)
