@@ -5,7 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from crossfade.cutover.forecast import DeltaCost, Spans, forecast, parts, verify_seconds
+from crossfade.cutover.forecast import (
+    DeltaCost,
+    FenceCost,
+    Spans,
+    fence_seconds,
+    forecast,
+    parts,
+    verify_seconds,
+)
 
 ORDER = ["freeze", "fence", "row_counts", "verify", "sequences", "flip"]
 
@@ -84,3 +92,42 @@ def test_forecast_evidence_keeps_the_parts_in_order() -> None:
         "expected_downtime_parts": [["freeze", 0.1], ["fence", 1.2], ["verify", 1.046]],
         "forecast_excludes": ["flip_http"],
     }
+
+
+def test_the_dry_runs_fence_part_is_forecast_from_the_faster_of_its_two_fences() -> None:
+    # the fence step's part (0.8 s) holds both fences (0.5 s, then 0.2 s) and its bookkeeping
+    # (0.1 s): the real run's fence, with writes stopped, is like the faster, so the slower is
+    # left out, whichever of the two it was
+    s = _spans(RUN, flip_end=24.301)
+    fences = FenceCost(first=0.5, second=0.2)
+    assert fences.used == "second" and FenceCost(0.2, 0.5).used == "first"
+    f = forecast(s, delta=None, excluded=[], fence=fences)
+    assert f.steps["fence"] == pytest.approx(0.8 - 0.5)
+    assert fence_seconds(0.8, fences) == pytest.approx(0.3)
+    assert fence_seconds(0.8, FenceCost(0.2, 0.5)) == pytest.approx(0.3)
+    assert fence_seconds(0.8, FenceCost(0.35, 0.35)) == pytest.approx(0.45)
+    # the other parts as before; one fence (a run before this model): taken as measured
+    others = forecast(s, delta=None, excluded=[])
+    assert others.steps["fence"] == pytest.approx(0.8)
+    assert {k: v for k, v in f.steps.items() if k != "fence"} == pytest.approx(
+        {k: v for k, v in others.steps.items() if k != "fence"}
+    )
+    assert parts(s, True, None, [], fences) == f.steps
+    # a real run's parts stay as measured
+    assert parts(s, False, None, [], fences)["fence"] == pytest.approx(0.8)
+    assert fence_seconds(0.4, FenceCost(0.5, 0.2)) == 0.0  # never below zero
+
+
+def test_forecast_evidence_says_which_fence_the_forecast_took() -> None:
+    from crossfade.cutover import forecast as fc
+
+    ev = fc.evidence(1.0, {"fence": 0.3}, [], FenceCost(0.6504, 0.2996))
+    assert ev is not None and ev["dry_run_fences"] == {
+        "first_s": 0.65,
+        "second_s": 0.3,
+        "forecast_from": "second",
+    }
+    assert fc.evidence(1.0, {}, [], FenceCost(0.3, 0.4))["dry_run_fences"]["forecast_from"] == (  # type: ignore[index]
+        "first"
+    )
+    assert "dry_run_fences" not in (fc.evidence(1.0, {"fence": 0.3}, []) or {})

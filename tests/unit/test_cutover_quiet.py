@@ -7,6 +7,7 @@ integration test tests/integration/test_cutover_quiet.py runs it on the embedded
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -305,3 +306,60 @@ def test_off_by_config_nothing_is_paused(monkeypatch: pytest.MonkeyPatch, store:
     c, seen = _dry_run(monkeypatch, store, lambda c: None, dry_run_quiet=False)
     rep = c.run()
     assert rep.go and rep.quiet is None and store.log == [] and "verify runs" in seen
+
+
+@pytest.mark.parametrize("took", [(0.3, 0.05), (0.05, 0.3)])
+def test_a_dry_run_fences_twice_before_its_quiet_and_forecasts_from_the_faster(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, took: tuple[float, float]
+) -> None:
+    """The real run's fence runs with the writes stopped: of the dry run's two fences, the
+    faster is the nearer to it (issue 20). Both run while capture and sync run (a fence needs
+    them), before the quiet's pause."""
+    from datetime import UTC, datetime
+
+    from crossfade.cutover import gate_model
+    from crossfade.verify import fence as fence_mod
+
+    c, seen = _dry_run(monkeypatch, store, lambda c: None)
+    times = iter(took)
+    fenced: list[str] = []
+
+    def fake_fence(_s: Any, **kw: Any) -> None:
+        fenced.append(f"{kw['via']} {'paused' if store.control.get('sync', (0,))[0] else 'runs'}")
+        time.sleep(next(times))
+
+    monkeypatch.setattr(fence_mod, "fence", fake_fence)
+    monkeypatch.delattr(c, "gate_fence")  # the real step, around the fake fence
+    ok = gate_model.GateResult("fence", "Lag", "ok", "fence ab12 went through", datetime.now(UTC))
+    monkeypatch.setattr(c, "_model", lambda name: ok)
+    rep = c.run()
+    assert rep.go and fenced == ["cutover runs", "cutover runs"]
+    assert "fence runs" not in seen and "row_counts paused" in seen  # the real step ran
+    f = rep.fences
+    assert f is not None and f["forecast_from"] == ("second" if took[0] > took[1] else "first")
+    assert f["first_s"] == pytest.approx(took[0], abs=0.05)
+    assert f["second_s"] == pytest.approx(took[1], abs=0.05)
+    # the part measured holds both fences; the forecast leaves the slower out
+    measured, forecast = rep.measured_steps["fence"], rep.downtime_steps["fence"]
+    slower = max(f["first_s"], f["second_s"])
+    assert measured >= 0.35 and forecast == pytest.approx(measured - slower, abs=2e-3)
+    assert forecast < 0.3
+    assert rep.as_dict()["dry_run_fences"] == f
+    fence_row = next(r for r in c.audit.rows if r[0] == "fence")  # type: ignore[attr-defined]
+    assert "fenced twice, " in fence_row[2], fence_row
+    assert f"the forecast takes the {f['forecast_from']}" in fence_row[2], fence_row
+
+
+def test_a_real_run_fences_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from crossfade.cutover import gate_model
+    from crossfade.verify import fence as fence_mod
+
+    c = gates.Cutover(_fast(_settings()), dry_run=False)
+    calls: list[str] = []
+    monkeypatch.setattr(fence_mod, "fence", lambda _s, **kw: calls.append(kw["via"]))
+    ok = gate_model.GateResult("fence", "Lag", "ok", "fence ab12 went through", datetime.now(UTC))
+    monkeypatch.setattr(c, "_model", lambda name: ok)
+    r = c.gate_fence()
+    assert calls == ["cutover"] and c.report.fences is None and "second" not in r.detail

@@ -182,7 +182,7 @@ class CutoverReport:
     """What a dry run could not time (a freeze or flip command, an HTTP flip, index builds)."""
     downtime_seconds: float | None = None
     fences: dict[str, Any] | None = None
-    """A dry run's two fences, the forecast's from the second (:class:`~crossfade.cutover.
+    """A dry run's two fences, the forecast's from the faster (:class:`~crossfade.cutover.
     forecast.FenceCost`)."""
     quiet: dict[str, Any] | None = None
     """A dry run's pause of capture and sync while it measured (:mod:`crossfade.cutover.quiet`)."""
@@ -350,7 +350,7 @@ class Cutover:
 
     def gate_fence(self) -> gate_model.GateResult:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record. A
-        dry run fences twice (before its quiet): the forecast takes the second's time."""
+        dry run fences twice (before its quiet): the forecast takes the faster one's time."""
         from crossfade.verify.fence import fence
 
         t0 = time.monotonic()
@@ -363,8 +363,8 @@ class Cutover:
         r = self._model("fence")
         if (f := self._fences) is not None:
             r.detail += (
-                f"; dry run: a second fence right after took {f.second:.2f} s (the first "
-                f"{f.first:.2f} s), the forecast takes it (its backlog is like the freeze's)"
+                f"; dry run: fenced twice, {f.first:.2f} s then {f.second:.2f} s; the forecast "
+                f"takes the {f.used} (the nearer to a fence with writes stopped)"
             )
         return r
 
