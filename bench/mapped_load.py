@@ -164,7 +164,8 @@ class MappedBench:
         accounts = max(1, round(self.args.rows / ROWS_PER_ACCOUNT))
         t0 = time.monotonic()
         step = 20_000  # the writer's seed commits once: a few commits keep its transaction small
-        writer = CrmWriter(self.x.source_dsn, seed=self.args.seed)
+        # unrelated people must rarely share a number at this size (see CrmWriter's phones)
+        writer = CrmWriter(self.x.source_dsn, seed=self.args.seed, phones=10 * self.args.rows)
         for done in range(0, accounts, step):
             writer.seed(min(step, accounts - done))
         gen_s = time.monotonic() - t0
