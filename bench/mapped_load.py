@@ -61,6 +61,7 @@ from crossfade.embedded.crm import (  # noqa: E402
     CrmWriter,
     create_target_schema,
 )
+from crossfade.target.store import ledger_counts  # noqa: E402
 
 ROWS_PER_ACCOUNT = 3.7  # the seed's mean: 1 account, 1.5 contacts, 1.05 addresses, duplicates
 
@@ -253,6 +254,8 @@ class MappedBench:
         t_fenced = time.time()
         cpu = {"capture": cpu_seconds(cap.p.pid), "sync": cpu_seconds(syn.p.pid)}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
+        with psycopg.connect(self.x.target_dsn, autocommit=True) as c:  # sync's own accounting
+            ledger = ledger_counts(c, self.x.settings.sync.bookkeeping_schema).accounted
         self.prof.stop()
         s.stop()
         r = self.x.cli("verify", "--json", timeout=7200)
@@ -276,6 +279,7 @@ class MappedBench:
             "rss_timeline_mib": s.timeline,
             "verify_seconds": rep.get("seconds"),
             "accounting": {a["table"]: a for a in accounting},
+            "ledger_at_fence": ledger,
             "target_tables": {
                 t["name"]: {k: t.get(k) for k in ("match", "source_rows", "target_rows", "seconds")}
                 for t in rep.get("tables", [])
@@ -357,11 +361,12 @@ class MappedBench:
             )
         )
         for t, a in x["accounting"].items():
+            at_fence = x["ledger_at_fence"].get(t, {})
             rec(
                 (
                     "mapped_load",
-                    f"  {t}: mapped/dead-lettered/filtered/deferred",
-                    f"{a['mapped']}/{a['dead_lettered']}/{a['filtered']}/{a['deferred']}",
+                    f"  {t}: mapped/dead letters/filtered (deferred at the fence)",
+                    f"{a['mapped']}/{a['dead_letters']}/{a['filtered']} ({at_fence.get('deferred', 0)})",
                     str(a["source_rows"]),
                 )
             )
@@ -382,7 +387,8 @@ class MappedBench:
             ratio = "-"
             with contextlib.suppress(ValueError, ZeroDivisionError):
                 if "/" not in xf:
-                    ratio = f"{float(xf.split()[0].replace(',', '')) / float(base.replace(',', '')):.2f}"
+                    a, b = (float(v.split()[0].replace(",", "")) for v in (xf, base))
+                    ratio = f"{a / b:.3g}"
             print(f"{metric:<{w}}{xf:>22}{base:>12}{ratio:>8}")
         print(
             "native: logical replication's initial sync of the same legacy tables (no mapping); ratio = crossfade / native"
