@@ -382,14 +382,15 @@ class MappedBench:
 
     def report(self) -> None:
         w = max((len(r[1]) for r in self.rows), default=10) + 2
-        print(f"\n{'metric':<{w}}{'crossfade':>22}{'native':>12}{'ratio':>8}")
+        cw = max((len(v) for r in self.rows for v in r[2:]), default=12) + 2
+        print(f"\n{'metric':<{w}}{'crossfade':>{cw}}{'native':>{cw}}{'ratio':>10}")
         for _b, metric, xf, base in self.rows:
             ratio = "-"
             with contextlib.suppress(ValueError, ZeroDivisionError):
                 if "/" not in xf:
                     a, b = (float(v.split()[0].replace(",", "")) for v in (xf, base))
                     ratio = f"{a / b:.3g}"
-            print(f"{metric:<{w}}{xf:>22}{base:>12}{ratio:>8}")
+            print(f"{metric:<{w}}{xf:>{cw}}{base:>{cw}}{ratio:>10}")
         print(
             "native: logical replication's initial sync of the same legacy tables (no mapping); ratio = crossfade / native"
         )
