@@ -78,3 +78,46 @@ def test_expected_rejects_are_info_with_a_summary_per_rule(
     rejects.flush(force=True)  # nothing new: no line
     rejects.note("public.contacts", "email.required", '["91"]', "email is required")
     assert _lines(caplog)[0][0] == "INFO"  # a new period: shown again
+
+
+def test_every_dead_letter_stays_at_debug_and_undecodable_ones_are_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each undecodable record was an ERROR line of its own (57k lines, 16 MB in a 1M-row load):
+    now the first few per table at ERROR, a summary per table each period, every one at DEBUG;
+    the expected rejects beyond the first few are at DEBUG too (``-v`` shows each)."""
+    caplog.set_level(logging.DEBUG, logger="crossfade.sync.worker")
+    clock = Clock()
+    rejects = RejectLog(period_s=60, first=3, clock=clock)
+    for i in range(500):
+        rejects.undecodable("public.accounts", "cf.public.accounts", i % 4, i, "bad bytes")
+    rejects.undecodable("public.contacts", "cf.public.contacts", 0, 9, "unknown schema")
+    for i in range(10):
+        rejects.note("public.contacts", "email.required", f'["{i}"]', "email is required")
+    clock.t += 61
+    rejects.flush()
+    lines = _lines(caplog)
+    errors = [m for lvl, m in lines if lvl == "ERROR"]
+    assert errors[:3] == [
+        f"dead-lettered cf.public.accounts[{i}]@{i}: bad bytes" for i in range(2)
+    ] + [
+        "dead-lettered cf.public.accounts[2]@2: bad bytes "
+        "(further ones of this table are summed up each minute)"
+    ]
+    assert errors[3:] == [
+        "dead-lettered cf.public.contacts[0]@9: unknown schema",
+        "500 undecodable record(s) of public.accounts dead-lettered in the last 61 s "
+        "(crossfade dlq list shows them; fix the producer or schema and replay)",
+        "1 undecodable record(s) of public.contacts dead-lettered in the last 61 s "
+        "(crossfade dlq list shows them; fix the producer or schema and replay)",
+    ]
+    debug = [m for lvl, m in lines if lvl == "DEBUG"]
+    assert len(debug) == 497 + 7  # every one beyond the first few, one line each
+    assert "dead-lettered cf.public.accounts[3]@499: bad bytes" in debug
+    assert (
+        'dead-lettered public.contacts key ["9"] (rule email.required): email is required' in debug
+    )
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="crossfade.sync.worker")
+    rejects.undecodable("public.accounts", "cf.public.accounts", 1, 501, "bad bytes")
+    assert _lines(caplog) == [("ERROR", "dead-lettered cf.public.accounts[1]@501: bad bytes")]

@@ -178,9 +178,21 @@ class CrmWriter:
     """
 
     def __init__(
-        self, dsn: str, *, seed: int = 7, rate: float = 50.0, transactions: int | None = None
+        self,
+        dsn: str,
+        *,
+        seed: int = 7,
+        rate: float = 50.0,
+        transactions: int | None = None,
+        phones: int | None = None,
     ) -> None:
+        """``phones``: how many distinct numbers the writer's own phone format draws from. By
+        default the 500 fictional ``555-01xx`` numbers of five area codes: at the demo's size a
+        shared number is a duplicate's mark, but with tens of thousands of people unrelated ones
+        share numbers so often that dedup's blocks join into one component larger than sync
+        allows; a benchmark at that size passes a pool that grows with it."""
         self.dsn = dsn
+        self.phones = phones
         self.seed_value = seed
         self.rng = random.Random(seed)
         self.fake = Faker()
@@ -250,7 +262,11 @@ class CrmWriter:
         r = self.rng
         if r.random() < 0.3:
             return self.fake.phone_number()  # Faker's own formats: some do not parse
-        return f"({r.choice([212, 415, 646, 303, 617])}) 555-{r.randint(100, 199):04d}"
+        if self.phones is None:
+            return f"({r.choice([212, 415, 646, 303, 617])}) 555-{r.randint(100, 199):04d}"
+        i, area = divmod(r.randrange(self.phones), 5)
+        exchange, line = divmod(i % 8_000_000, 10_000)
+        return f"({(212, 415, 646, 303, 617)[area]}) {200 + exchange}-{line:04d}"
 
     def _insert_account(self, conn: psycopg.Connection) -> None:
         f, r = self.fake, self.rng

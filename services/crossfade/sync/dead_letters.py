@@ -58,7 +58,8 @@ class DeadLetterTopic:
             topic, partition, offset = record_place(m)
             count(d.table)
             metrics.dead_lettered(d.table, "decode")
-            log.error("dead-lettered %s[%d]@%d: %s", topic, partition, offset, d.reason)
+            # not expected: the first few of each table at ERROR, summed up each minute
+            self.rejects.undecodable(d.table, topic, partition, offset, d.reason)
             self._produce(
                 key=m.key(),
                 value=m.value(),

@@ -5,9 +5,11 @@
   joining, then every few seconds that it still is, then how long the join took.
 * :class:`RejectLog`: a row failing a mapping rule is an *expected* reject (the mapping says so):
   the first few per table and rule in each period are logged at INFO with their key and reason,
-  then a summary per table and rule (WARNING: they are dead letters until replayed or
-  acknowledged) closes the period. Undecodable records are not expected: the worker logs those at
-  ERROR itself.
+  the others at DEBUG (``-v`` shows every one), then a summary per table and rule (WARNING: they
+  are dead letters until replayed or acknowledged) closes the period. Undecodable records are not
+  expected: the first few per table in each period at ERROR with their place, the others at
+  DEBUG, and a summary per table at ERROR. The dead-letter metrics and ``crossfade dlq list``
+  hold every one; a log line each flooded the log (16 MB in a 1M-row load).
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ class JoinProgress:
 
 
 class RejectLog:
-    """Expected rejects: ``note`` each one, ``flush`` from the consume loop (and at the end)."""
+    """Dead letters: ``note`` each expected reject, ``undecodable`` each record that could not be
+    decoded, ``flush`` from the consume loop (and at the end)."""
 
     def __init__(
         self,
@@ -80,24 +83,41 @@ class RejectLog:
         self.first = first
         self._clock = clock
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._undecodable: Counter[str] = Counter()
         self._started = clock()
 
     def note(self, table: str, rule: str, key: str, reason: str | None) -> None:
         n = self._counts[(table, rule)] = self._counts[(table, rule)] + 1
-        if n <= self.first:
-            log.info(
-                "dead-lettered %s key %s (rule %s): %s%s",
-                table,
-                key,
-                rule,
-                reason,
-                " (further ones of this rule are summed up each minute)" if n == self.first else "",
-            )
+        if n > self.first:
+            log.debug("dead-lettered %s key %s (rule %s): %s", table, key, rule, reason)
+            return
+        log.info(
+            "dead-lettered %s key %s (rule %s): %s%s",
+            table,
+            key,
+            rule,
+            reason,
+            " (further ones of this rule are summed up each minute)" if n == self.first else "",
+        )
+
+    def undecodable(self, table: str, topic: str, partition: int, offset: int, reason: str) -> None:
+        n = self._undecodable[table] = self._undecodable[table] + 1
+        level = logging.ERROR if n <= self.first else logging.DEBUG
+        more = " (further ones of this table are summed up each minute)" if n == self.first else ""
+        log.log(level, "dead-lettered %s[%d]@%d: %s%s", topic, partition, offset, reason, more)
 
     def flush(self, force: bool = False) -> None:
         now = self._clock()
         if not force and now - self._started < self.period_s:
             return
+        for table, n in sorted(self._undecodable.items()):
+            log.error(
+                "%d undecodable record(s) of %s dead-lettered in the last %.0f s "
+                "(crossfade dlq list shows them; fix the producer or schema and replay)",
+                n,
+                table,
+                now - self._started,
+            )
         for (table, rule), n in sorted(self._counts.items()):
             log.warning(
                 "%d row(s) of %s dead-lettered by rule %s in the last %.0f s "
@@ -108,6 +128,7 @@ class RejectLog:
                 now - self._started,
             )
         self._counts.clear()
+        self._undecodable.clear()
         self._started = now
 
 
