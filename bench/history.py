@@ -9,7 +9,11 @@ the baseline measured in the same run. No file per run.
 from __future__ import annotations
 
 import json
+import os
+import platform
 import re
+import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,36 @@ HEADER = (
 )
 KEEP = 40
 HEADLINES = 3
+
+
+def provenance() -> dict[str, Any]:
+    """What every result file starts with: the commit (and whether ``services/`` differs from
+    it), the date, and the machine with its load average at the end of the run."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+
+    try:
+        import psutil
+
+        mem_gib: float | None = round(psutil.virtual_memory().total / 2**30, 1)
+    except ImportError:
+        mem_gib = None
+    return {
+        "commit": git("rev-parse", "HEAD"),
+        "services_dirty": bool(git("status", "--porcelain", "services")),
+        "date": datetime.now(UTC).isoformat(),
+        "machine": {
+            "node": platform.node(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "mem_gib": mem_gib,
+            "load_avg_at_end": os.getloadavg(),
+        },
+    }
 
 
 def _of(row: list[Any], name: str) -> bool:

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import signal
@@ -397,22 +396,8 @@ class MappedBench:
         res = self.results.get("mapped_load", {}).get("crossfade", {})
         for label, share in (res.get("target_sessions", {}).get("top") or {}).items():
             print(f"  target sessions {100 * share:5.1f}%  {label}")
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "services"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
         doc = {
-            "commit": commit,
-            "services_dirty": bool(dirty),
-            "date": datetime.now(UTC).isoformat(),
-            "machine": {
-                "node": platform.node(),
-                "cpus": os.cpu_count(),
-                "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                "load_avg_at_end": os.getloadavg(),
-            },
+            **history.provenance(),
             "args": vars(self.args),
             "table": [list(r) for r in self.rows],
             "results": self.results,

@@ -30,7 +30,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -1014,29 +1013,8 @@ class Bench:
         print(
             "baseline: native logical replication (sync alone: bench/naive_consumer.py); ratio = crossfade / baseline"
         )
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "services"],
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-            ).stdout.strip()
-        )
         doc = {
-            "commit": commit,
-            "services_dirty": dirty,
-            "date": datetime.now(UTC).isoformat(),
-            "machine": {
-                "node": platform.node(),
-                "platform": platform.platform(),
-                "python": platform.python_version(),
-                "cpus": os.cpu_count(),
-                "mem_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                "load_avg_at_end": os.getloadavg(),
-            },
+            **history.provenance(),
             "args": vars(self.args),
             "table": [list(r) for r in self.rows],
             "results": self.results,

@@ -29,13 +29,10 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import platform
 import random
 import statistics
-import subprocess
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -338,25 +335,8 @@ def main() -> None:
     )
     print("per batch:", " ".join(f"{x:.1f}" for x in whole_us))
     name = "sync_worker_cpu"
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=history.REPO, capture_output=True, text=True
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "services"],
-        cwd=history.REPO,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
     doc = {
-        "commit": commit,
-        "services_dirty": bool(dirty),
-        "date": datetime.now(UTC).isoformat(),
-        "machine": {
-            "node": platform.node(),
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "load_avg_at_end": os.getloadavg(),
-        },
+        **history.provenance(),
         "args": vars(args),
         "results": {
             name: {
