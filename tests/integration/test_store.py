@@ -405,6 +405,27 @@ def test_dedup_members_crosswalk_and_explain_reads(db: psycopg.Connection, bk: s
         '["2"]',
         '["3"]',
     }
+    store.write_members(
+        db,
+        bk,
+        t,
+        [
+            ('["4"]', Jsonb(["4"]), ["e:d@x", "p:555"], Jsonb({"id": "4"}), 13),
+            ('["5"]', Jsonb(["5"]), ["p:555"], Jsonb({"id": "5"}), 14),
+        ],
+        [],
+    )
+    store.write_members(db, bk, t, [], [('["5"]', Jsonb(["5"]), 15)])
+    # any one of a member's blocks matches (here its second); a deleted member never does; a
+    # block matches whole, not as a prefix; no keys and no blocks find nothing
+    assert {r[0] for r in store.live_members(db, bk, t, [], ["p:555", "e:a@x"])} == {
+        '["1"]',
+        '["2"]',
+        '["4"]',
+    }
+    assert store.live_members(db, bk, t, [], ["p:55", "e:a"]) == []
+    assert store.live_members(db, bk, t, [], []) == []
+    assert [r[0] for r in store.live_members(db, bk, t, ['["5"]', '["4"]'], [])] == ['["4"]']
     ev = Jsonb([{"rule": "email", "a": ["1"], "b": ["2"]}])
     store.write_crosswalk(
         db,

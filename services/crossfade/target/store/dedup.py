@@ -96,11 +96,18 @@ def live_members(
     conn: psycopg.Connection, schema: str, table: str, member_keys: list[str], blocks: list[str]
 ) -> list[tuple[str, list[Any], dict[str, Any], Any, list[str] | None]]:
     """Live (not deleted) members of ``table`` among ``member_keys`` or sharing one of
-    ``blocks``: (member key, key, row, position, block keys) rows."""
+    ``blocks``: (member key, key, row, position, block keys) rows.
+
+    The blocks are matched element by element (``= ANY``, which PostgreSQL hashes), not with
+    ``block_keys && blocks``: the planner scans the table for this query's large arrays either
+    way, and ``&&`` compares every element with every element on each row (a sync batch's
+    regroup sends ~5,000 keys and ~8,600 blocks: 13-23 s per call over 27k members, 0.5-0.9 s
+    so; issue 22's bench.mapped_load found it taking a third of a mapped load's time)."""
     return conn.execute(
         sql.SQL(
-            "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-            "AND NOT deleted AND (member_key = ANY(%s) OR block_keys && %s::text[])"
+            "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members m "
+            "WHERE target_table = %s AND NOT deleted AND (member_key = ANY(%s) "
+            "OR EXISTS (SELECT 1 FROM unnest(m.block_keys) b WHERE b = ANY(%s::text[])))"
         ).format(sql.Identifier(schema)),
         (table, member_keys, blocks),
     ).fetchall()
