@@ -32,7 +32,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -51,7 +50,17 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import history  # noqa: E402
-from bench.run import Profiler, XStack, cluster_cpu, cpu_seconds, execute, one, wait  # noqa: E402
+from bench.run import (  # noqa: E402
+    Profiler,
+    XStack,
+    add_run_args,
+    cluster_cpu,
+    cpu_seconds,
+    execute,
+    one,
+    run_reported,
+    wait,
+)
 from crossfade.config.settings import SyncConfig  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from crossfade.embedded.crm import (  # noqa: E402
@@ -453,29 +462,10 @@ def main() -> None:
         help="legacy rows in all, about (1000000 for the issue's 1M)",
     )
     ap.add_argument("--seed", type=int, default=7, help="the CRM generator's seed")
-    ap.add_argument(
-        "--profile",
-        action="store_true",
-        help="py-spy flame graphs of capture and sync to bench/results/",
-    )
-    ap.add_argument(
-        "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
-    )
-    ap.add_argument(
-        "--keep-logs", action="store_true", help="keep the run's directory even when it succeeds"
-    )
+    add_run_args(ap)
     args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     b = MappedBench(args)
-    failed = True
-    try:
-        b.run()
-        failed = False
-    finally:
-        try:
-            b.report()
-        finally:
-            b.close(keep=failed or args.keep_logs)
+    run_reported(b, b.run, args.keep_logs)
 
 
 if __name__ == "__main__":

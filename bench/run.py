@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -1045,6 +1046,40 @@ class Bench:
                 shutil.rmtree(self.root, ignore_errors=True)
 
 
+def add_run_args(ap: argparse.ArgumentParser) -> None:
+    """The options every end-to-end benchmark takes: profiles and the run's logs."""
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy flame graphs of capture/sync to bench/results/",
+    )
+    ap.add_argument(
+        "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
+    )
+    ap.add_argument(
+        "--keep-logs",
+        action="store_true",
+        help="keep the run's directory (process and server logs) even when it succeeds",
+    )
+
+
+def run_reported(b: Any, body: Callable[[], None], keep_logs: bool) -> None:
+    """Run ``body``, then ``b.report()`` and ``b.close()`` whatever happened; a failed run keeps
+    its logs for diagnosis. A SIGTERM (timeout, kill) unwinds like Ctrl-C, so close() stops
+    capture, sync and the servers: otherwise they outlive the run and load the machine under the
+    next one."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    failed = True
+    try:
+        body()
+        failed = False
+    finally:
+        try:
+            b.report()
+        finally:
+            b.close(keep=failed or keep_logs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1085,19 +1120,7 @@ def main() -> None:
         default=1,
         help="sync processes replaying in the sync-alone benchmark",
     )
-    ap.add_argument(
-        "--profile",
-        action="store_true",
-        help="py-spy flame graphs of capture/sync to bench/results/",
-    )
-    ap.add_argument(
-        "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
-    )
-    ap.add_argument(
-        "--keep-logs",
-        action="store_true",
-        help="keep the run's directory (process and server logs) even when it succeeds",
-    )
+    add_run_args(ap)
     args = ap.parse_args()
     which = (
         {"snapshot", "cdc", "catchup", "sync"}
@@ -1106,12 +1129,9 @@ def main() -> None:
     )
     if which - {"snapshot", "cdc", "catchup", "sync"}:
         ap.error(f"unknown benchmark(s): {sorted(which - {'snapshot', 'cdc', 'catchup', 'sync'})}")
-    # a SIGTERM (timeout, kill) unwinds like Ctrl-C, so close() stops capture, sync and the servers:
-    # otherwise they outlive the run and load the machine under the next one
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     b = Bench(args)
-    failed = True
-    try:
+
+    def body() -> None:
         b.snapshot()  # every other benchmark starts from a synced pair
         if "cdc" in which:
             b.cdc()
@@ -1119,12 +1139,8 @@ def main() -> None:
             b.catchup()
         if "sync" in which:
             b.sync_alone()
-        failed = False
-    finally:
-        try:
-            b.report()
-        finally:
-            b.close(keep=failed or args.keep_logs)  # a failed run keeps its logs for diagnosis
+
+    run_reported(b, body, args.keep_logs)
 
 
 if __name__ == "__main__":
