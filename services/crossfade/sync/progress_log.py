@@ -88,17 +88,9 @@ class RejectLog:
 
     def note(self, table: str, rule: str, key: str, reason: str | None) -> None:
         n = self._counts[(table, rule)] = self._counts[(table, rule)] + 1
-        if n > self.first:
-            log.debug("dead-lettered %s key %s (rule %s): %s", table, key, rule, reason)
-            return
-        log.info(
-            "dead-lettered %s key %s (rule %s): %s%s",
-            table,
-            key,
-            rule,
-            reason,
-            " (further ones of this rule are summed up each minute)" if n == self.first else "",
-        )
+        level = logging.INFO if n <= self.first else logging.DEBUG
+        more = " (further ones of this rule are summed up each minute)" if n == self.first else ""
+        log.log(level, "dead-lettered %s key %s (rule %s): %s%s", table, key, rule, reason, more)
 
     def undecodable(self, table: str, topic: str, partition: int, offset: int, reason: str) -> None:
         n = self._undecodable[table] = self._undecodable[table] + 1
