@@ -82,8 +82,9 @@ REGRESSION_SEEDS: list[tuple[int, int]] = [
     # from before an ADD COLUMN re-sent after it were taken for a dropped column
     (340061230, 1),  # pause_sync, kill_sync, poison
     (243339630, 1),  # ADD COLUMN and a new enum label in one batch: the retry lost the column
-    (257976342, 2),  # second_worker, poison, a kill mid-batch: under capture.initial_load: copy
-    # sync's group join stalls (fence reaches 0 partitions); passes under debezium (the default)
+    (257976342, 2),  # second_worker, poison, a kill mid-batch: the first worker, restarted
+    # just after the second left, sent LeaveGroup as the leader of the rebalance that leave began;
+    # Tansu kept it as leader and never assigned again (tests/integration/test_group_leave.py)
     (216136845, 2),  # a broker reset right after a network cut: capture exits (by design, events
     # undelivered) inside the supervisor's restart back-off; the fence met the unjudged death;
     # then: sync's idempotent dead-letter producer outlived the broker's log and was never

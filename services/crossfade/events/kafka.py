@@ -164,6 +164,23 @@ class Admin:
             raise BrokerUnavailable(f"cannot read the topic list: {exc}") from None
         return sorted(md.topics)
 
+    def group_state(self, group: str, timeout: float = 5.0) -> tuple[str, str]:
+        """Consumer group ``group`` as the broker reports it: its state's name (``STABLE``,
+        ``EMPTY``, ``PREPARING_REBALANCING``, ``COMPLETING_REBALANCING``, ``DEAD``; ``UNKNOWN``
+        for anything else: Tansu 0.6 reports a rebalance that has a leader so) and its
+        ``partition_assignor`` (Kafka: the assignor's name; Tansu 0.6: the group leader's member
+        id, "" while it has none). Raise :class:`BrokerUnavailable` when the broker does not
+        answer."""
+        try:
+            fut = self._admin.describe_consumer_groups([group], request_timeout=timeout)[group]
+            desc = fut.result()
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot describe consumer group {group} ({exc.args[0].str() if exc.args else exc})"
+            ) from None
+        state = getattr(desc.state, "name", str(desc.state))
+        return state, str(desc.partition_assignor or "")
+
     def delete_topics(self, topics: list[str], timeout: float = 30.0) -> dict[str, str | None]:
         """Delete ``topics``; per topic None (deleted, or already gone) or the broker's reason."""
         if not topics:

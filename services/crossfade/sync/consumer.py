@@ -34,6 +34,9 @@ TP = tuple[str, int]
 Claim = Callable[[list[TP], str], tuple[str, dict[TP, int]]]
 """Claims partitions in the target under a broker epoch: (owner token, next offset of each)."""
 
+SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
+"""Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
+
 
 class GroupMember:
     """One member of the sync consumer group (the worker's consumer and what it holds)."""
@@ -149,8 +152,12 @@ class GroupMember:
         WARNING line. Not while a join is pending: a LeaveGroup then wedges Tansu's group
         (:meth:`finish_join`); the caller's next look tries again."""
         assert self.consumer is not None
-        if not self.in_group:
-            log.warning("%s: a consumer group rebalance is pending, not re-subscribing yet", why)
+        if not self.in_group or self.broker_rebalancing() is not None:
+            log.warning(
+                "%s: a consumer group rebalance is pending, not re-subscribing yet%s",
+                why,
+                self.rebalance_hint(),
+            )
             return
         log.warning("%s: re-subscribing to the change topics", why)
         metrics.resubscribed()
@@ -186,11 +193,16 @@ class GroupMember:
         self.epoch = epoch or self.epoch
         self.assigned_blind = False
 
+    def admin(self) -> Admin:
+        """The member's admin client: one, created when first needed and kept (like the table
+        watch's), never one per call (the leave path runs during broker resets)."""
+        if self._admin is None:
+            self._admin = Admin(self.kafka.client_config())
+        return self._admin
+
     def _topics_exist(self) -> bool:
         try:
-            if self._admin is None:  # one client, kept (like the table watch's)
-                self._admin = Admin(self.kafka.client_config())
-            return all(self._admin.partitions(t, timeout=5) for t in self.topics)
+            return all(self.admin().partitions(t, timeout=5) for t in self.topics)
         except BrokerUnavailable as exc:
             log.warning("broker metadata unreadable for now: %s", exc)
             return False
@@ -267,12 +279,60 @@ class GroupMember:
     # -- leaving ------------------------------------------------------------------------------
     def leave(self) -> None:
         """Close the consumer (LeaveGroup), unless stopping mid-join left it open on purpose
-        (:meth:`finish_join`; :attr:`left_in_group`)."""
+        (:meth:`finish_join`; :attr:`left_in_group`).
+
+        Tansu (0.6) must not get a LeaveGroup from the group's leader while the group is
+        rebalancing: it removes the member but keeps it as the leader of the rebalance, so no
+        member is ever given the assignment to compute and the group never assigns a partition
+        again (every later JoinGroup names the departed leader; only the broker's restart ends
+        it; random fault seed 257976342 under ``capture.initial_load: copy``). Apache Kafka
+        elects a new leader. A rebalance this member has not heard of yet (another member's join
+        or leave began less than a heartbeat ago: librdkafka learns of it from its next
+        heartbeat) looks settled from here, so the broker is asked first: while it reports a
+        rebalance, this member takes part in it (:meth:`finish_join`) and leaves the group it
+        completes. A broker that cannot be asked within 3 s is left as before."""
         assert self.consumer is not None
+        state = self.broker_rebalancing(timeout=3.0) if self.in_group else None
+        if state is not None:
+            log.info(
+                "the broker reports consumer group %s rebalancing (%s): completing the rebalance "
+                "before leaving",
+                self.settings.sync.group_id,
+                state,
+            )
+            self.in_group = False  # a join is pending at the broker: the next assignment ends it
         if self.finish_join() or not self.stop.is_set():
             self.consumer.close()
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
+
+    def broker_rebalancing(self, timeout: float = 5.0) -> str | None:
+        """The group's state when the broker reports a rebalance in progress, else None (also
+        when the broker does not answer within ``timeout``)."""
+        try:
+            state, _ = self.admin().group_state(self.settings.sync.group_id, timeout=timeout)
+        except BrokerUnavailable as exc:
+            log.debug("consumer group state unknown: %s", exc)
+            return None
+        return None if state in SETTLED_STATES else state
+
+    def rebalance_hint(self) -> str:
+        """For a join that lasts: the rebalance's leader as the broker names it (Tansu reports
+        it) when it is not this member, and what a leader that never comes back means; "" when
+        the broker names none or does not answer."""
+        try:
+            state, leader = self.admin().group_state(self.settings.sync.group_id)
+        except BrokerUnavailable:
+            return ""
+        mine = self.consumer.memberid() if self.consumer is not None else None
+        if state in SETTLED_STATES or not leader.startswith("crossfade-sync-") or leader == mine:
+            return ""
+        return (
+            f"; the broker reports the group {state} with leader {leader}, not this worker: a "
+            "live leader completes the rebalance within sync.session_timeout_ms and a dead one "
+            "is expired after it; if this lasts, that leader left during the rebalance and the "
+            "broker (Tansu 0.6) never replaces it: restart the broker (docs/operations.md)"
+        )
 
     def finish_join(self) -> bool:
         """Stopping while this member's join is pending at the broker (a rebalance in progress):
