@@ -1,6 +1,6 @@
 """Initial load by parallel COPY, handed over to Debezium's stream at the slot's consistent point.
 
-``capture.initial_load: copy`` (opt-in; the default is Debezium's snapshot). Instead of Debezium reading every row and sending it
+``capture.initial_load: copy`` (the default). Instead of Debezium reading every row and sending it
 through Kafka as a change event, capture:
 
 1. creates the publication (the table list Debezium would give it) and then the logical

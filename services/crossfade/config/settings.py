@@ -147,9 +147,8 @@ class CaptureConfig(_Strict):
     """Where Debezium's source offsets are kept (one file per broker epoch)."""
     snapshot_mode: Literal["initial", "no_data", "when_needed", "always"] = "initial"
     """Debezium's snapshot.mode when Debezium does the initial load (``initial_load: debezium``)."""
-    initial_load: Literal["copy", "debezium"] = "debezium"
-    """How the legacy tables' existing rows reach the target (default ``debezium``: under ``copy``
-    one random-fault seed still stalls sync's group join, docs/commands.md). ``copy``: capture creates
+    initial_load: Literal["copy", "debezium"] = "copy"
+    """How the legacy tables' existing rows reach the target. ``copy`` (default): capture creates
     the replication slot with an exported snapshot and copies every table straight into the target
     with parallel COPY at that snapshot, then Debezium streams from the slot's consistent point
     (tens of times faster for a large first load; the snapshot rows do not go through Kafka, so a
