@@ -1,5 +1,6 @@
 """A dry run's quiet pipeline (crossfade.cutover.quiet): capture and sync paused for exactly the
-steps measured as the freeze will see them, resumed after, also on an error or Ctrl-C, and an
+steps measured as the freeze will see them (every step after the fence up to the flip),
+resumed after, also on an error or Ctrl-C, and an
 operator's own pause left as it was. The control table and the heartbeats are a fake here with
 the store's semantics (pause only what nobody paused, resume only one's own pause); the
 integration test tests/integration/test_cutover_quiet.py runs it on the embedded stack."""
@@ -225,7 +226,11 @@ def _dry_run(
         return run
 
     for name in c.gates:
-        monkeypatch.setattr(c, f"gate_{name}", step(name))
+        if name in ("backup", "reconcile", "smoke"):  # check steps: the checks module runs them
+            run = step(name)
+            monkeypatch.setattr(gates.checks, f"run_{name}", lambda *_a, run=run: run())
+        else:
+            monkeypatch.setattr(c, f"gate_{name}", step(name))
 
     @contextlib.contextmanager
     def connect(*_a: Any, **_k: Any) -> Iterator[object]:
@@ -237,26 +242,37 @@ def _dry_run(
     return c, seen
 
 
-def test_a_dry_run_holds_from_after_the_fence_to_the_end_of_the_verify(
-    monkeypatch: pytest.MonkeyPatch, store: FakeStore
+@pytest.mark.parametrize("optional", [{}, {"reconcile": True, "smoke": True}])
+def test_a_dry_run_holds_from_after_the_fence_up_to_the_flip(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, optional: dict[str, Any]
 ) -> None:
-    c, seen = _dry_run(monkeypatch, store, lambda c: None)
+    """Every step the real run runs frozen after its fence (the schema step and the sequences
+    too, and the control totals and smoke checks when configured) runs paused; the flip (the
+    freeze ends there) and the steps before the fence (a fence needs capture and sync) run."""
+    checks_on = {
+        "reconcile": [{"name": "n", "legacy_sql": "SELECT 1", "new_sql": "SELECT 1"}],
+        "smoke": [{"name": "s", "sql": "SELECT 1"}],
+    }
+    c, seen = _dry_run(monkeypatch, store, lambda c: None, **{k: checks_on[k] for k in optional})
     rep = c.run()
+    quiet = ["row_counts", *(["reconcile"] if optional else []), "verify", "target_schema"]
+    quiet += ["sequences", *(["smoke"] if optional else [])]
     assert seen[seen.index("fence runs") :] == [
         "fence runs",
-        "row_counts paused",
-        "verify paused",
-        "target_schema runs",
-        "sequences runs",
+        *(f"{s} paused" for s in quiet),
         "flip runs",
     ]
+    assert all(s.endswith("runs") for s in seen[: seen.index("fence runs")])
     assert rep.go and rep.quiet is not None and rep.quiet["resumed"] == ["capture", "sync"]
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+    assert rep.quiet["holds"] == 1
     row = next(r for r in c.audit.rows if r[0] == "dry_run_quiet")  # type: ignore[attr-defined]
-    assert row[1] and "capture and sync paused" in row[2]
-    # the wait for the heartbeats is in no part of the forecast
-    # (the report rounds to the millisecond: compare within it)
+    assert row[1] and "capture and sync paused" in row[2] and "times" not in row[2]
+    # the wait for the heartbeats is in no part of the forecast, nor the resume before the
+    # flip (the report rounds to the millisecond: compare within it)
     skipped = c.spans.skipped.get("fence", 0)
     assert skipped > 0 and skipped == pytest.approx(rep.quiet["wait_s"], abs=1e-3)
+    assert c.spans.skipped.get(quiet[-1], 0) > 0 and "flip" not in c.spans.skipped
 
 
 def test_the_verifys_first_fence_resumes_first(
@@ -280,10 +296,21 @@ def test_the_verifys_first_fence_resumes_first(
             self.fence()
             self.fence()
 
-    c, _ = _dry_run(monkeypatch, store, verify)
-    c.run()
-    assert fenced == [False, False]  # resumed before the first fence, not paused again
-    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+    c, seen = _dry_run(monkeypatch, store, verify)
+    rep = c.run()
+    assert fenced == [False, False]  # resumed before the first fence, not paused in the verify
+    # paused again for the steps after the verify, resumed before the flip
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"] * 2
+    assert "target_schema paused" in seen and "sequences paused" in seen and "flip runs" in seen
+    assert rep.quiet is not None and rep.quiet["holds"] == 2 and rep.quiet["acknowledged"]
+    assert rep.quiet["paused"] == rep.quiet["resumed"] == ["capture", "sync"]
+    # both waits for the heartbeats are in no part: the first in the fence's, the second in
+    # the verify's (the verify's own resume is inside its re-checks, left out of the forecast)
+    assert c.spans.skipped["fence"] + c.spans.skipped["verify"] == pytest.approx(
+        rep.quiet["wait_s"], abs=2e-3
+    )
+    row = next(r for r in c.audit.rows if r[0] == "dry_run_quiet")  # type: ignore[attr-defined]
+    assert "(2 times)" in row[2]
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("verify broke"), KeyboardInterrupt()])
