@@ -1,9 +1,9 @@
 """A dry run measures the freeze's fence-free steps on a quiet pipeline (issue 20).
 
 Under application writes, ``cutover --dry-run`` pauses capture and sync (the control table, as
-``crossfade pause`` does) from the step after the fence to the verify of the changes' first
-re-check fence or its end, waits until their heartbeats show the hold, resumes them, and says so
-(``dry_run_quiet``: report, audit row). Afterwards nothing is paused, the pipeline carries on:
+``crossfade pause`` does) from the step after the fence up to the flip, but for the verify of
+the changes' re-check fences (from the first to the verify's end they run), waits until their
+heartbeats show each hold, resumes them, and says so (``dry_run_quiet``: report, audit row). Afterwards nothing is paused, the pipeline carries on:
 sync catches up with what was written meanwhile and legacy and the new database are equal. The
 store's pause never takes over an operator's: only what nobody paused is paused, and only the
 dry run's own pause is lifted.
@@ -52,18 +52,24 @@ class _App(threading.Thread):
 
 
 class _Watch(threading.Thread):
-    """Polls the control table: every (component, paused, reason) seen while it runs."""
+    """Polls the control table: every (component, paused, reason) seen while it runs, and how
+    often each component went from running to paused."""
 
     def __init__(self, dsn: str, bk: str) -> None:
         super().__init__(daemon=True)
         self.dsn, self.bk, self.stop = dsn, bk, threading.Event()
         self.seen: set[tuple[str, bool, str | None]] = set()
+        self.pauses: dict[str, int] = {}
 
     def run(self) -> None:
+        was: dict[str, bool] = {}
         with psycopg.connect(self.dsn, autocommit=True) as c:
             while not self.stop.is_set():
                 for s in read_control(c, self.bk).values():
                     self.seen.add((s.component, s.paused, s.reason))
+                    if s.paused and not was.get(s.component):
+                        self.pauses[s.component] = self.pauses.get(s.component, 0) + 1
+                    was[s.component] = s.paused
                 time.sleep(0.05)
 
 
@@ -116,7 +122,17 @@ def test_a_dry_run_pauses_capture_and_sync_while_it_measures_and_they_carry_on(
         assert q["paused"] == ["capture", "sync"] and q["resumed"] == ["capture", "sync"], q
         assert q["acknowledged"] is True and q["error"] is None and q["kept"] == [], q
         assert q["holding"] == {"capture": "1 of 1", "sync": "1 of 1"}, q
-        assert 0 < q["held_s"] < 120 and 0 < q["wait_s"] <= 2 * 1 + 1 + 1, q
+        assert 0 < q["held_s"] < 120 and 0 < q["wait_s"] <= q["holds"] * (2 * 1 + 1 + 1), q
+        # paused again after the verify when its re-check fences resumed them (the schema step
+        # and the sequences run paused, as frozen), once otherwise
+        with stack.tgt() as c:
+            vr = c.execute(
+                f"SELECT report FROM {bk}.verify_runs WHERE report->>'delta_of' IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        assert vr is not None, "the dry run's verify of the changes is not recorded"
+        assert q["holds"] == (2 if vr[0].get("fences") else 1), (q, vr[0].get("fences"))
+        assert watch.pauses == {"capture": q["holds"], "sync": q["holds"]}, watch.pauses
         # the control table held both, with the dry run's own reason, and nothing is paused now
         ours = {(c, why) for c, paused, why in watch.seen if paused}
         assert {c for c, _ in ours} == {"capture", "sync"}, watch.seen

@@ -35,10 +35,13 @@ what the real run will do:
   writes stopped. The part keeps the step's bookkeeping and leaves the slower fence's time out.
 * every other part: as measured (the same queries).
 
-The steps that need no fence (row counts, control totals, the verify of the changes up to its
-first re-check fence) the dry run measures with crossfade's own capture and sync paused, as they
-are idle inside the freeze (``cutover.dry_run_quiet``, :mod:`crossfade.cutover.quiet`); the wait
-for them to hold is in no part (:meth:`Spans.skip`).
+The steps after the fence up to the flip (row counts, control totals, the verify of the
+changes but its re-check fences, the schema step, the sequences, the smoke checks) the dry run
+measures with crossfade's own capture and sync paused, as they are idle inside the freeze
+(``cutover.dry_run_quiet``, :mod:`crossfade.cutover.quiet`); the waits for them to hold and the
+resume before the flip are in no part (:meth:`Spans.skip`). The cutover's fences look every
+0.02 s whether the marker arrived (:data:`crossfade.verify.fence.CUTOVER_POLL_S`), so a fence's
+part is not rounded up to the next 0.1 s in either run.
 
 Not in it: indexes and foreign keys the schema step will build (listed by the dry run; build
 them before with ``crossfade target-schema --apply``), and whatever runs slower or faster for

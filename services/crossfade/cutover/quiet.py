@@ -12,7 +12,7 @@ default), the dry run pauses capture and sync the way ``crossfade pause`` does
 every step from the one after the fence up to the flip. A fence needs capture and sync running,
 so the verify's first re-check fence (only a dry run re-checks, and those re-checks are left
 out of the forecast anyway) resumes them; they are paused again after the verify, for the
-steps after it (the schema step measured while capture and sync caught up took up to 4 times
+steps after it (the sequences measured while capture and sync caught up took up to 4.4 times
 the real run's, issue 20). The waits until the heartbeats show the processes hold are outside
 every part of the forecast; if they do not confirm within ``2 x sync.heartbeat_interval_s + 1``
 s the steps are measured anyway and the report says so. In a dry run the smoke checks see the
