@@ -335,25 +335,41 @@ def test_off_by_config_nothing_is_paused(monkeypatch: pytest.MonkeyPatch, store:
     assert rep.go and rep.quiet is None and store.log == [] and "verify runs" in seen
 
 
-@pytest.mark.parametrize("took", [(0.3, 0.05), (0.05, 0.3)])
+@pytest.mark.parametrize(
+    ("took", "spreads", "used"),
+    [
+        ((0.3, 0.05), (0.0, 0.0), "second"),
+        ((0.05, 0.3), (0.0, 0.0), "first"),
+        # the slower spent most of it between its first and last partition: without the
+        # spreads the first is the nearer to a fence with nothing committed after it
+        ((0.3, 0.1), (0.25, 0.02), "first"),
+    ],
+)
 def test_a_dry_run_fences_twice_before_its_quiet_and_forecasts_from_the_faster(
-    monkeypatch: pytest.MonkeyPatch, store: FakeStore, took: tuple[float, float]
+    monkeypatch: pytest.MonkeyPatch,
+    store: FakeStore,
+    took: tuple[float, float],
+    spreads: tuple[float, float],
+    used: str,
 ) -> None:
     """The real run's fence runs with the writes stopped: of the dry run's two fences, the
-    faster is the nearer to it (issue 20). Both run while capture and sync run (a fence needs
-    them), before the quiet's pause."""
+    faster up to its first partition's record is the nearer to it (issue 20). Both run while
+    capture and sync run (a fence needs them), before the quiet's pause."""
     from datetime import UTC, datetime
 
     from crossfade.cutover import gate_model
     from crossfade.verify import fence as fence_mod
 
     c, seen = _dry_run(monkeypatch, store, lambda c: None)
-    times = iter(took)
+    times, spread_of = iter(took), iter(spreads)
     fenced: list[str] = []
 
-    def fake_fence(_s: Any, **kw: Any) -> None:
+    def fake_fence(_s: Any, **kw: Any) -> fence_mod.FenceResult:
         fenced.append(f"{kw['via']} {'paused' if store.control.get('sync', (0,))[0] else 'runs'}")
-        time.sleep(next(times))
+        assert kw["poll"] == fence_mod.CUTOVER_POLL_S < 0.1
+        t = next(times)
+        time.sleep(t)
+        return fence_mod.FenceResult("t", 4, t, spread=next(spread_of))
 
     monkeypatch.setattr(fence_mod, "fence", fake_fence)
     monkeypatch.delattr(c, "gate_fence")  # the real step, around the fake fence
@@ -363,18 +379,22 @@ def test_a_dry_run_fences_twice_before_its_quiet_and_forecasts_from_the_faster(
     assert rep.go and fenced == ["cutover runs", "cutover runs"]
     assert "fence runs" not in seen and "row_counts paused" in seen  # the real step ran
     f = rep.fences
-    assert f is not None and f["forecast_from"] == ("second" if took[0] > took[1] else "first")
+    assert f is not None and f["forecast_from"] == used
     assert f["first_s"] == pytest.approx(took[0], abs=0.05)
     assert f["second_s"] == pytest.approx(took[1], abs=0.05)
-    # the part measured holds both fences; the forecast leaves the slower out
+    assert (f["first_spread_s"], f["second_spread_s"]) == spreads
+    # the part measured holds both fences; the forecast leaves the other one out and the
+    # one taken without its spread
     measured, forecast = rep.measured_steps["fence"], rep.downtime_steps["fence"]
-    slower = max(f["first_s"], f["second_s"])
-    assert measured >= 0.35 and forecast == pytest.approx(measured - slower, abs=2e-3)
-    assert forecast < 0.3
+    i = 0 if used == "first" else 1
+    kept = (f["first_s"], f["second_s"])[i] - spreads[i]
+    expect = measured - f["first_s"] - f["second_s"] + kept
+    assert measured >= 0.35 and forecast == pytest.approx(expect, abs=2e-3)
+    assert forecast < 0.3 and forecast < measured - max(f["first_s"], f["second_s"]) + 1e-3
     assert rep.as_dict()["dry_run_fences"] == f
     fence_row = next(r for r in c.audit.rows if r[0] == "fence")  # type: ignore[attr-defined]
     assert "fenced twice, " in fence_row[2], fence_row
-    assert f"the forecast takes the {f['forecast_from']}" in fence_row[2], fence_row
+    assert f"the forecast takes the {used} without its spread" in fence_row[2], fence_row
 
 
 def test_a_real_run_fences_once(monkeypatch: pytest.MonkeyPatch) -> None:

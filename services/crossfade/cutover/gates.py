@@ -356,17 +356,19 @@ class Cutover:
         from crossfade.cutover.verify_steps import cutover_fence
 
         t0 = time.monotonic()
-        cutover_fence(self.settings, "cutover")
+        a = cutover_fence(self.settings, "cutover")
         if self.dry_run:
             t1 = time.monotonic()
-            cutover_fence(self.settings, "cutover")
-            self._fences = forecast.FenceCost(t1 - t0, time.monotonic() - t1)
+            b = cutover_fence(self.settings, "cutover")
+            took = (t1 - t0, time.monotonic() - t1)
+            self._fences = forecast.FenceCost(*took, a.spread, b.spread)
             self.report.fences = self._fences.as_dict()
         r = self._model("fence")
         if (f := self._fences) is not None:
             r.detail += (
-                f"; dry run: fenced twice, {f.first:.2f} s then {f.second:.2f} s; the forecast "
-                f"takes the {f.used} (the nearer to a fence with writes stopped)"
+                f"; dry run: fenced twice, {f.first:.2f} s then {f.second:.2f} s (first to "
+                f"last partition {f.first_spread:.2f} s, {f.second_spread:.2f} s); the forecast "
+                f"takes the {f.used} without its spread (the nearer to a fence with writes stopped)"
             )
         return r
 

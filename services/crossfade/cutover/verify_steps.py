@@ -99,15 +99,9 @@ def _fence(settings: Settings) -> tuple[str, float]:
 def cutover_fence(settings: Settings, via: str) -> FenceResult:
     """A fence of the cutover's: polled every :data:`~crossfade.verify.fence.CUTOVER_POLL_S`
     (its time is part of the write downtime and of the dry run's forecast of it)."""
-    from crossfade.verify.fence import CUTOVER_POLL_S, CUTOVER_SLOT_POLL_S, fence
+    from crossfade.verify.fence import CUTOVER_POLL_S, fence
 
-    return fence(
-        settings,
-        timeout=settings.cutover.fence_timeout_s,
-        poll=CUTOVER_POLL_S,
-        via=via,
-        slot_poll=CUTOVER_SLOT_POLL_S,
-    )
+    return fence(settings, timeout=settings.cutover.fence_timeout_s, poll=CUTOVER_POLL_S, via=via)
 
 
 def mapped_note(rep: VerifyReport) -> str:
