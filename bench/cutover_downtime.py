@@ -326,7 +326,8 @@ def _report_pair(res: dict[str, Any]) -> None:
     if f:
         print(
             f"  dry run's fences: first {f['first_s']:.3f} s, second (right after) "
-            f"{f['second_s']:.3f} s; the forecast takes the {f['forecast_from']}"
+            f"{f['second_s']:.3f} s; first to last partition {f.get('first_spread_s', 0):.3f} s, "
+            f"{f.get('second_spread_s', 0):.3f} s; the forecast takes the {f['forecast_from']}"
         )
     for who, parts in (("dry run", d.get("fence_parts")), ("real", r.get("fence_parts"))):
         for p in parts or []:
