@@ -352,7 +352,8 @@ class Cutover:
 
     def gate_fence(self) -> gate_model.GateResult:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record. A
-        dry run fences twice (before its quiet): the forecast takes the faster one's time."""
+        dry run fences twice (before its quiet): the forecast takes the faster one's time less
+        its spread (:class:`~crossfade.cutover.forecast.FenceCost`)."""
         from crossfade.cutover.verify_steps import cutover_fence
 
         t0 = time.monotonic()
