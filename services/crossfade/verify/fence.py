@@ -65,8 +65,9 @@ look is one indexed count on the target. The replication slot is still asked eve
 :data:`SLOT_POLL_S`: once it confirmed the fence this command broadcasts the markers itself
 (producer, epoch), blocking the wait, which with crossfade's own capture (its markers come
 first) only costs time: asked every 0.1 s, 2 of 6 fences of dry runs at scale 10 took 0.10-0.14
-s from the last partition's record to their end, the others 0.01-0.02 s; with Kafka Connect the
-slot confirms only at Debezium's offset commit (``offset.flush.interval.ms``), far beyond 0.5 s."""
+s from the last partition's record to their end, the others 0.01-0.02 s (the broadcast the
+likely cause; at 0.5 s 2 of 9, the two of over 0.8 s); with Kafka Connect the slot confirms
+only at Debezium's offset commit (``offset.flush.interval.ms``), far beyond 0.5 s."""
 
 
 @dataclass(frozen=True)
