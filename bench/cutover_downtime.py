@@ -89,6 +89,27 @@ def _delta_keys(stack: XStack) -> dict[str, Any]:
     }
 
 
+def _fences(stack: XStack, n: int) -> list[dict[str, float]]:
+    """The latest ``n`` fences of the cutover's fence step (``via=cutover``), oldest first, in
+    parts (from ``fence_runs`` and the partitions' ``fences`` rows, one clock: one machine):
+    ``row`` from the run's start to the fence row's commit in legacy, ``first`` / ``last`` from
+    that commit to the first / last partition's record in the target (capture and sync),
+    ``seen`` from the last record to the run's end (the poll and the run's own record)."""
+    with psycopg.connect(stack.target_dsn, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT extract(epoch FROM min(f.source_ts) - r.started_at),"
+            " extract(epoch FROM min(f.applied_at) - min(f.source_ts)),"
+            " extract(epoch FROM max(f.applied_at) - min(f.source_ts)),"
+            " extract(epoch FROM r.finished_at - max(f.applied_at)), r.seconds "
+            "FROM crossfade.fence_runs r JOIN crossfade.fences f USING (token) "
+            "WHERE r.via = 'cutover' AND r.ok GROUP BY r.token, r.started_at, r.finished_at, "
+            "r.seconds ORDER BY r.started_at DESC LIMIT %s",
+            (n,),
+        ).fetchall()
+    keys = ("row", "first", "last", "seen", "seconds")
+    return [{k: round(float(v), 3) for k, v in zip(keys, r, strict=True)} for r in rows][::-1]
+
+
 def _steps(rep: dict[str, Any]) -> dict[str, float]:
     return {g["name"]: round(g["seconds"], 3) for g in rep["gates"]}
 
@@ -197,12 +218,14 @@ def _pair(
         if not dry["go"]:
             raise SystemExit(f"dry run NO GO: {[(g['name'], g['detail']) for g in dry['gates']]}")
         dry_delta = _delta_keys(stack)
+        dry_fences = _fences(stack, 2)
         time.sleep(args.pause)
         print(f"pair {n}: cutover ...", flush=True)
         real = _cutover(stack)
         if not real["go"]:
             raise SystemExit(f"cutover NO GO: {[(g['name'], g['detail']) for g in real['gates']]}")
         real_delta = _delta_keys(stack)
+        real_fences = _fences(stack, 1)
         out = load.communicate(timeout=120)[0]
     finally:
         if load.poll() is None:
@@ -220,12 +243,14 @@ def _pair(
             "delta_keys": dry_delta,
             "quiet": dry.get("dry_run_quiet"),
             "fences": dry.get("dry_run_fences"),
+            "fence_parts": dry_fences,
         },
         "real": {
             "steps_s": _steps(real),
             "freeze_to_flip_s": actual,
             "in_freeze_steps_s": real["expected_downtime_steps"],
             "delta_keys": real_delta,
+            "fence_parts": real_fences,
         },
         "forecast_over_actual": round(forecast / actual, 3) if forecast and actual else None,
         "forecast_over_actual_by_step": {
@@ -291,8 +316,8 @@ def _report_pair(res: dict[str, Any]) -> None:
     print(
         "  capture and sync paused for the measurement: "
         + (
-            f"{q['held_s']:.2f} s ({', '.join(q['paused'])}; the hold shown after "
-            f"{q['wait_s']:.2f} s: {q['acknowledged']})"
+            f"{q['held_s']:.2f} s in {q.get('holds', 1)} hold(s) ({', '.join(q['paused'])}; "
+            f"the holds shown after {q['wait_s']:.2f} s: {q['acknowledged']})"
             if q
             else "no (cutover.dry_run_quiet: false)"
         )
@@ -301,8 +326,15 @@ def _report_pair(res: dict[str, Any]) -> None:
     if f:
         print(
             f"  dry run's fences: first {f['first_s']:.3f} s, second (right after) "
-            f"{f['second_s']:.3f} s; the forecast takes the {f['forecast_from']}"
+            f"{f['second_s']:.3f} s; first to last partition {f.get('first_spread_s', 0):.3f} s, "
+            f"{f.get('second_spread_s', 0):.3f} s; the forecast takes the {f['forecast_from']}"
         )
+    for who, parts in (("dry run", d.get("fence_parts")), ("real", r.get("fence_parts"))):
+        for p in parts or []:
+            print(
+                f"  {who} fence: row {p['row']:.3f} s, to the first partition {p['first']:.3f} s, "
+                f"to the last {p['last']:.3f} s, seen {p['seen']:.3f} s (run {p['seconds']:.3f} s)"
+            )
     print(f"  keys compared inside the freeze: dry run {d['delta_keys']}, real {r['delta_keys']}")
     print(f"  forecast (dry run):  {d['forecast_s']:.2f} s")
     print(f"  freeze -> flip:      {r['freeze_to_flip_s']:.2f} s")

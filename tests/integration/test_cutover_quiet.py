@@ -1,9 +1,9 @@
 """A dry run measures the freeze's fence-free steps on a quiet pipeline (issue 20).
 
 Under application writes, ``cutover --dry-run`` pauses capture and sync (the control table, as
-``crossfade pause`` does) from the step after the fence to the verify of the changes' first
-re-check fence or its end, waits until their heartbeats show the hold, resumes them, and says so
-(``dry_run_quiet``: report, audit row). Afterwards nothing is paused, the pipeline carries on:
+``crossfade pause`` does) from the step after the fence up to the flip, but for the verify of
+the changes' re-check fences (from the first to the verify's end they run), waits until their
+heartbeats show each hold, resumes them, and says so (``dry_run_quiet``: report, audit row). Afterwards nothing is paused, the pipeline carries on:
 sync catches up with what was written meanwhile and legacy and the new database are equal. The
 store's pause never takes over an operator's: only what nobody paused is paused, and only the
 dry run's own pause is lifted.
@@ -52,18 +52,24 @@ class _App(threading.Thread):
 
 
 class _Watch(threading.Thread):
-    """Polls the control table: every (component, paused, reason) seen while it runs."""
+    """Polls the control table: every (component, paused, reason) seen while it runs, and how
+    often each component went from running to paused."""
 
     def __init__(self, dsn: str, bk: str) -> None:
         super().__init__(daemon=True)
         self.dsn, self.bk, self.stop = dsn, bk, threading.Event()
         self.seen: set[tuple[str, bool, str | None]] = set()
+        self.pauses: dict[str, int] = {}
 
     def run(self) -> None:
+        was: dict[str, bool] = {}
         with psycopg.connect(self.dsn, autocommit=True) as c:
             while not self.stop.is_set():
                 for s in read_control(c, self.bk).values():
                     self.seen.add((s.component, s.paused, s.reason))
+                    if s.paused and not was.get(s.component):
+                        self.pauses[s.component] = self.pauses.get(s.component, 0) + 1
+                    was[s.component] = s.paused
                 time.sleep(0.05)
 
 
@@ -116,7 +122,17 @@ def test_a_dry_run_pauses_capture_and_sync_while_it_measures_and_they_carry_on(
         assert q["paused"] == ["capture", "sync"] and q["resumed"] == ["capture", "sync"], q
         assert q["acknowledged"] is True and q["error"] is None and q["kept"] == [], q
         assert q["holding"] == {"capture": "1 of 1", "sync": "1 of 1"}, q
-        assert 0 < q["held_s"] < 120 and 0 < q["wait_s"] <= 2 * 1 + 1 + 1, q
+        assert 0 < q["held_s"] < 120 and 0 < q["wait_s"] <= q["holds"] * (2 * 1 + 1 + 1), q
+        # paused again after the verify when its re-check fences resumed them (the schema step
+        # and the sequences run paused, as frozen), once otherwise
+        with stack.tgt() as c:
+            vr = c.execute(
+                f"SELECT report FROM {bk}.verify_runs WHERE report->>'delta_of' IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+        assert vr is not None, "the dry run's verify of the changes is not recorded"
+        assert q["holds"] == (2 if vr[0].get("fences") else 1), (q, vr[0].get("fences"))
+        assert watch.pauses == {"capture": q["holds"], "sync": q["holds"]}, watch.pauses
         # the control table held both, with the dry run's own reason, and nothing is paused now
         ours = {(c, why) for c, paused, why in watch.seen if paused}
         assert {c for c, _ in ours} == {"capture", "sync"}, watch.seen
@@ -138,25 +154,35 @@ def test_a_dry_run_pauses_capture_and_sync_while_it_measures_and_they_carry_on(
         # the forecast is made as before, part by part
         assert {"fence", "row_counts", "verify", "flip"} <= set(rep["expected_downtime_steps"])
         # the dry run fenced twice (both before the pause: a fence needs capture and sync) and
-        # forecast the fence from the faster, leaving the slower out of the part it measured
+        # forecast the fence from the faster up to its first partition's record (its time less
+        # its spread), leaving the other out of the part it measured
         f = rep["dry_run_fences"]
         assert f is not None and f["forecast_from"] in ("first", "second"), f
         assert 0 < f["first_s"] < 60 and 0 < f["second_s"] < 60, f
-        faster = min(f["first_s"], f["second_s"])
-        assert f[f"{f['forecast_from']}_s"] == faster, f
-        slower = max(f["first_s"], f["second_s"])
+        assert 0 <= f["first_spread_s"] < f["first_s"], f
+        assert 0 <= f["second_spread_s"] < f["second_s"], f
+        firsts = (f["first_s"] - f["first_spread_s"], f["second_s"] - f["second_spread_s"])
+        assert f["forecast_from"] == ("first" if firsts[0] <= firsts[1] else "second"), f
         measured, forecast = (
             rep["measured_downtime_steps"]["fence"],
             rep["expected_downtime_steps"]["fence"],
         )
         assert measured >= f["first_s"] + f["second_s"] - 0.002, (measured, f)
-        assert forecast == pytest.approx(measured - slower, abs=0.003), (forecast, measured, f)
+        expect = measured - f["first_s"] - f["second_s"] + min(firsts)
+        assert forecast == pytest.approx(expect, abs=0.005), (forecast, measured, f)
         assert decision[0]["dry_run_fences"] == f
         with stack.tgt() as c:
-            n = c.execute(
-                f"SELECT count(*) FROM {bk}.fence_runs WHERE via = 'cutover' AND ok"
-            ).fetchone()
-        assert n is not None and n[0] == 2, n  # the step's two (the verify's say via=verify)
+            spreads = c.execute(
+                "SELECT extract(epoch FROM max(f.applied_at) - min(f.applied_at))::float8 "
+                f"FROM {bk}.fence_runs r JOIN {bk}.fences f USING (token) "
+                "WHERE r.via = 'cutover' AND r.ok GROUP BY r.token, r.started_at "
+                "ORDER BY r.started_at"
+            ).fetchall()
+        # the step's two (the verify's say via=verify); their spreads as the bookkeeping has them
+        assert [round(x, 3) for (x,) in spreads] == [
+            f["first_spread_s"],
+            f["second_spread_s"],
+        ], (spreads, f)
         # the pipeline carries on: sync applies what the application writes after the dry run
         applied, writes = _applied(stack, bk), app.writes
         wait_for(lambda: app.writes > writes + 30, 30, "the application to write on")

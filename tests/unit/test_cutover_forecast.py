@@ -118,13 +118,31 @@ def test_the_dry_runs_fence_part_is_forecast_from_the_faster_of_its_two_fences()
     assert fence_seconds(0.4, FenceCost(0.5, 0.2)) == 0.0  # never below zero
 
 
+def test_the_fence_taken_leaves_out_its_spread() -> None:
+    # beside the writes sync applies what came after the fence row on the partitions it polls
+    # before the last marker; frozen, nothing follows the markers: the time from the first
+    # partition's record to the last one's (the spread) is left out of the fence taken
+    s = _spans(RUN, flip_end=24.301)
+    fences = FenceCost(first=0.5, second=0.2, first_spread=0.1, second_spread=0.05)
+    assert fences.firsts == pytest.approx((0.4, 0.15)) and fences.used == "second"
+    # 0.1 s bookkeeping + the second fence (0.2 s) less its spread (0.05 s)
+    assert fence_seconds(0.8, fences) == pytest.approx(0.25)
+    assert forecast(s, delta=None, excluded=[], fence=fences).steps["fence"] == pytest.approx(0.25)
+    # the slower call can be the nearer: most of it was its spread
+    mostly_spread = FenceCost(first=0.5, second=0.2, first_spread=0.4, second_spread=0.0)
+    assert mostly_spread.used == "first" and fence_seconds(0.8, mostly_spread) == pytest.approx(0.2)
+    assert fence_seconds(0.8, FenceCost(0.5, 0.2)) == pytest.approx(0.3)  # no spread: as before
+
+
 def test_forecast_evidence_says_which_fence_the_forecast_took() -> None:
     from crossfade.cutover import forecast as fc
 
-    ev = fc.evidence(1.0, {"fence": 0.3}, [], FenceCost(0.6504, 0.2996))
+    ev = fc.evidence(1.0, {"fence": 0.3}, [], FenceCost(0.6504, 0.2996, 0.1, 0.0502))
     assert ev is not None and ev["dry_run_fences"] == {
         "first_s": 0.65,
         "second_s": 0.3,
+        "first_spread_s": 0.1,
+        "second_spread_s": 0.05,
         "forecast_from": "second",
     }
     assert fc.evidence(1.0, {}, [], FenceCost(0.3, 0.4))["dry_run_fences"]["forecast_from"] == (  # type: ignore[index]

@@ -1,5 +1,6 @@
 """A dry run's quiet pipeline (crossfade.cutover.quiet): capture and sync paused for exactly the
-steps measured as the freeze will see them, resumed after, also on an error or Ctrl-C, and an
+steps measured as the freeze will see them (every step after the fence up to the flip),
+resumed after, also on an error or Ctrl-C, and an
 operator's own pause left as it was. The control table and the heartbeats are a fake here with
 the store's semantics (pause only what nobody paused, resume only one's own pause); the
 integration test tests/integration/test_cutover_quiet.py runs it on the embedded stack."""
@@ -225,7 +226,11 @@ def _dry_run(
         return run
 
     for name in c.gates:
-        monkeypatch.setattr(c, f"gate_{name}", step(name))
+        if name in ("backup", "reconcile", "smoke"):  # check steps: the checks module runs them
+            run = step(name)
+            monkeypatch.setattr(gates.checks, f"run_{name}", lambda *_a, run=run: run())
+        else:
+            monkeypatch.setattr(c, f"gate_{name}", step(name))
 
     @contextlib.contextmanager
     def connect(*_a: Any, **_k: Any) -> Iterator[object]:
@@ -237,26 +242,37 @@ def _dry_run(
     return c, seen
 
 
-def test_a_dry_run_holds_from_after_the_fence_to_the_end_of_the_verify(
-    monkeypatch: pytest.MonkeyPatch, store: FakeStore
+@pytest.mark.parametrize("optional", [{}, {"reconcile": True, "smoke": True}])
+def test_a_dry_run_holds_from_after_the_fence_up_to_the_flip(
+    monkeypatch: pytest.MonkeyPatch, store: FakeStore, optional: dict[str, Any]
 ) -> None:
-    c, seen = _dry_run(monkeypatch, store, lambda c: None)
+    """Every step the real run runs frozen after its fence (the schema step and the sequences
+    too, and the control totals and smoke checks when configured) runs paused; the flip (the
+    freeze ends there) and the steps before the fence (a fence needs capture and sync) run."""
+    checks_on = {
+        "reconcile": [{"name": "n", "legacy_sql": "SELECT 1", "new_sql": "SELECT 1"}],
+        "smoke": [{"name": "s", "sql": "SELECT 1"}],
+    }
+    c, seen = _dry_run(monkeypatch, store, lambda c: None, **{k: checks_on[k] for k in optional})
     rep = c.run()
+    quiet = ["row_counts", *(["reconcile"] if optional else []), "verify", "target_schema"]
+    quiet += ["sequences", *(["smoke"] if optional else [])]
     assert seen[seen.index("fence runs") :] == [
         "fence runs",
-        "row_counts paused",
-        "verify paused",
-        "target_schema runs",
-        "sequences runs",
+        *(f"{s} paused" for s in quiet),
         "flip runs",
     ]
+    assert all(s.endswith("runs") for s in seen[: seen.index("fence runs")])
     assert rep.go and rep.quiet is not None and rep.quiet["resumed"] == ["capture", "sync"]
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+    assert rep.quiet["holds"] == 1
     row = next(r for r in c.audit.rows if r[0] == "dry_run_quiet")  # type: ignore[attr-defined]
-    assert row[1] and "capture and sync paused" in row[2]
-    # the wait for the heartbeats is in no part of the forecast
-    # (the report rounds to the millisecond: compare within it)
+    assert row[1] and "capture and sync paused" in row[2] and "times" not in row[2]
+    # the wait for the heartbeats is in no part of the forecast, nor the resume before the
+    # flip (the report rounds to the millisecond: compare within it)
     skipped = c.spans.skipped.get("fence", 0)
     assert skipped > 0 and skipped == pytest.approx(rep.quiet["wait_s"], abs=1e-3)
+    assert c.spans.skipped.get(quiet[-1], 0) > 0 and "flip" not in c.spans.skipped
 
 
 def test_the_verifys_first_fence_resumes_first(
@@ -280,10 +296,21 @@ def test_the_verifys_first_fence_resumes_first(
             self.fence()
             self.fence()
 
-    c, _ = _dry_run(monkeypatch, store, verify)
-    c.run()
-    assert fenced == [False, False]  # resumed before the first fence, not paused again
-    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"]
+    c, seen = _dry_run(monkeypatch, store, verify)
+    rep = c.run()
+    assert fenced == [False, False]  # resumed before the first fence, not paused in the verify
+    # paused again for the steps after the verify, resumed before the flip
+    assert store.log == ["pause ['capture', 'sync']", "resume ['capture', 'sync']"] * 2
+    assert "target_schema paused" in seen and "sequences paused" in seen and "flip runs" in seen
+    assert rep.quiet is not None and rep.quiet["holds"] == 2 and rep.quiet["acknowledged"]
+    assert rep.quiet["paused"] == rep.quiet["resumed"] == ["capture", "sync"]
+    # both waits for the heartbeats are in no part: the first in the fence's, the second in
+    # the verify's (the verify's own resume is inside its re-checks, left out of the forecast)
+    assert c.spans.skipped["fence"] + c.spans.skipped["verify"] == pytest.approx(
+        rep.quiet["wait_s"], abs=2e-3
+    )
+    row = next(r for r in c.audit.rows if r[0] == "dry_run_quiet")  # type: ignore[attr-defined]
+    assert "(2 times)" in row[2]
 
 
 @pytest.mark.parametrize("exc", [RuntimeError("verify broke"), KeyboardInterrupt()])
@@ -308,25 +335,41 @@ def test_off_by_config_nothing_is_paused(monkeypatch: pytest.MonkeyPatch, store:
     assert rep.go and rep.quiet is None and store.log == [] and "verify runs" in seen
 
 
-@pytest.mark.parametrize("took", [(0.3, 0.05), (0.05, 0.3)])
+@pytest.mark.parametrize(
+    ("took", "spreads", "used"),
+    [
+        ((0.3, 0.05), (0.0, 0.0), "second"),
+        ((0.05, 0.3), (0.0, 0.0), "first"),
+        # the slower spent most of it between its first and last partition: without the
+        # spreads the first is the nearer to a fence with nothing committed after it
+        ((0.3, 0.1), (0.25, 0.02), "first"),
+    ],
+)
 def test_a_dry_run_fences_twice_before_its_quiet_and_forecasts_from_the_faster(
-    monkeypatch: pytest.MonkeyPatch, store: FakeStore, took: tuple[float, float]
+    monkeypatch: pytest.MonkeyPatch,
+    store: FakeStore,
+    took: tuple[float, float],
+    spreads: tuple[float, float],
+    used: str,
 ) -> None:
     """The real run's fence runs with the writes stopped: of the dry run's two fences, the
-    faster is the nearer to it (issue 20). Both run while capture and sync run (a fence needs
-    them), before the quiet's pause."""
+    faster up to its first partition's record is the nearer to it (issue 20). Both run while
+    capture and sync run (a fence needs them), before the quiet's pause."""
     from datetime import UTC, datetime
 
     from crossfade.cutover import gate_model
     from crossfade.verify import fence as fence_mod
 
     c, seen = _dry_run(monkeypatch, store, lambda c: None)
-    times = iter(took)
+    times, spread_of = iter(took), iter(spreads)
     fenced: list[str] = []
 
-    def fake_fence(_s: Any, **kw: Any) -> None:
+    def fake_fence(_s: Any, **kw: Any) -> fence_mod.FenceResult:
         fenced.append(f"{kw['via']} {'paused' if store.control.get('sync', (0,))[0] else 'runs'}")
-        time.sleep(next(times))
+        assert kw["poll"] == fence_mod.CUTOVER_POLL_S < 0.1
+        t = next(times)
+        time.sleep(t)
+        return fence_mod.FenceResult("t", 4, t, spread=next(spread_of))
 
     monkeypatch.setattr(fence_mod, "fence", fake_fence)
     monkeypatch.delattr(c, "gate_fence")  # the real step, around the fake fence
@@ -336,18 +379,22 @@ def test_a_dry_run_fences_twice_before_its_quiet_and_forecasts_from_the_faster(
     assert rep.go and fenced == ["cutover runs", "cutover runs"]
     assert "fence runs" not in seen and "row_counts paused" in seen  # the real step ran
     f = rep.fences
-    assert f is not None and f["forecast_from"] == ("second" if took[0] > took[1] else "first")
+    assert f is not None and f["forecast_from"] == used
     assert f["first_s"] == pytest.approx(took[0], abs=0.05)
     assert f["second_s"] == pytest.approx(took[1], abs=0.05)
-    # the part measured holds both fences; the forecast leaves the slower out
+    assert (f["first_spread_s"], f["second_spread_s"]) == spreads
+    # the part measured holds both fences; the forecast leaves the other one out and the
+    # one taken without its spread
     measured, forecast = rep.measured_steps["fence"], rep.downtime_steps["fence"]
-    slower = max(f["first_s"], f["second_s"])
-    assert measured >= 0.35 and forecast == pytest.approx(measured - slower, abs=2e-3)
-    assert forecast < 0.3
+    i = 0 if used == "first" else 1
+    kept = (f["first_s"], f["second_s"])[i] - spreads[i]
+    expect = measured - f["first_s"] - f["second_s"] + kept
+    assert measured >= 0.35 and forecast == pytest.approx(expect, abs=2e-3)
+    assert forecast < 0.3 and forecast < measured - max(f["first_s"], f["second_s"]) + 1e-3
     assert rep.as_dict()["dry_run_fences"] == f
     fence_row = next(r for r in c.audit.rows if r[0] == "fence")  # type: ignore[attr-defined]
     assert "fenced twice, " in fence_row[2], fence_row
-    assert f"the forecast takes the {f['forecast_from']}" in fence_row[2], fence_row
+    assert f"the forecast takes the {used} without its spread" in fence_row[2], fence_row
 
 
 def test_a_real_run_fences_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -394,11 +394,12 @@ class CutoverConfig(_Strict):
     """Longest run of a freeze, unfreeze or flip action."""
     dry_run_quiet: bool = True
     """``cutover --dry-run`` pauses crossfade's own capture and sync (as ``crossfade pause``
-    does) for the steps it measures that need no fence (row counts, control totals, the scans
-    and comparison of the verify of the changed keys, up to its first re-check fence), so they
-    run as inside the freeze, where capture and sync have nothing to do; they are resumed right
-    after, also on an error or Ctrl-C (a component an operator paused stays as it was). Off:
-    those steps are measured beside the running pipeline (a higher forecast on a busy machine)."""
+    does) for the steps it measures after the fence up to the flip (row counts, control totals,
+    the verify of the changed keys up to its first re-check fence, then again from its end: the
+    schema step, the sequences, the smoke checks), so they run as inside the freeze, where
+    capture and sync have nothing to do; they are resumed before the flip, also on an error or
+    Ctrl-C (a component an operator paused stays as it was). Off: those steps are measured
+    beside the running pipeline (a higher forecast on a busy machine)."""
     sequence_gap: int = Field(1000, ge=0)
     """Before the flip, every sequence feeding a column of a table crossfade writes is moved this
     far past the largest value present (and, for an identity-mapped table, past legacy's own

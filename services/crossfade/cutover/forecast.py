@@ -33,12 +33,24 @@ what the real run will do:
   the faster in 9 of 12: the writes go on). So a dry run fences twice in its fence step and the
   forecast takes the faster of the two (:class:`FenceCost`): the nearer to a fence with the
   writes stopped. The part keeps the step's bookkeeping and leaves the slower fence's time out.
+  Of the fence taken it leaves out the spread: the time from the first partition's record of
+  the marker to the last one's. Capture puts the markers in every partition at once; with the
+  writes stopped nothing follows them and sync takes the rest right after the first, while
+  beside the writes it first applies what was committed after the fence row on the partitions
+  it polls before the last marker. Measured at scale 10 under pgbench -R 200 (load ~6): from the
+  fence row to the first partition's record 0.16-0.33 s in the dry runs, 0.14-0.33 s in the
+  real ones, to the last 0.38-0.77 s against 0.22-0.60 s; spread 0.22-0.49 s against 0.05-0.08
+  s (0.28 s in a pair where the machine's load had grown). So the fence's forecast errs low by
+  the frozen run's own spread.
 * every other part: as measured (the same queries).
 
-The steps that need no fence (row counts, control totals, the verify of the changes up to its
-first re-check fence) the dry run measures with crossfade's own capture and sync paused, as they
-are idle inside the freeze (``cutover.dry_run_quiet``, :mod:`crossfade.cutover.quiet`); the wait
-for them to hold is in no part (:meth:`Spans.skip`).
+The steps after the fence up to the flip (row counts, control totals, the verify of the
+changes but its re-check fences, the schema step, the sequences, the smoke checks) the dry run
+measures with crossfade's own capture and sync paused, as they are idle inside the freeze
+(``cutover.dry_run_quiet``, :mod:`crossfade.cutover.quiet`); the waits for them to hold and the
+resume before the flip are in no part (:meth:`Spans.skip`). The cutover's fences look every
+0.02 s whether the marker arrived (:data:`crossfade.verify.fence.CUTOVER_POLL_S`), so a fence's
+part is not rounded up to the next 0.1 s in either run.
 
 Not in it: indexes and foreign keys the schema step will build (listed by the dry run; build
 them before with ``crossfade target-schema --apply``), and whatever runs slower or faster for
@@ -75,24 +87,36 @@ class FenceCost:
     """Seconds of the step's first fence (the call: the topics' partitions, row, wait)."""
     second: float
     """Seconds of the fence right after it."""
+    first_spread: float = 0.0
+    """Seconds from the first fence's first partition record to its last one's."""
+    second_spread: float = 0.0
+    """The same of the second fence."""
+
+    @property
+    def firsts(self) -> tuple[float, float]:
+        """Each fence up to its first partition's record and after its last one's."""
+        return self.first - self.first_spread, self.second - self.second_spread
 
     @property
     def used(self) -> str:
-        """The fence the forecast takes: the faster."""
-        return "first" if self.first <= self.second else "second"
+        """The fence the forecast takes: the faster without its spread."""
+        a, b = self.firsts
+        return "first" if a <= b else "second"
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "first_s": round(self.first, 3),
             "second_s": round(self.second, 3),
+            "first_spread_s": round(self.first_spread, 3),
+            "second_spread_s": round(self.second_spread, 3),
             "forecast_from": self.used,
         }
 
 
 def fence_seconds(part: float, cost: FenceCost) -> float:
     """The real run's fence part, from the dry run's (``part``: both fences and the step's
-    bookkeeping): without the slower fence."""
-    return max(0.0, part - max(cost.first, cost.second))
+    bookkeeping): the step's bookkeeping and the fence taken without its spread."""
+    return max(0.0, part - cost.first - cost.second + min(cost.firsts))
 
 
 @dataclass

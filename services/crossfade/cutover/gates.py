@@ -46,7 +46,7 @@ the audit row, which the model reads.
 The write downtime forecast (``expected_downtime_seconds``, ``--dry-run``) models, part by
 part, what the real run spends from the start of the freeze to the end of the flip
 (:mod:`crossfade.cutover.forecast`); a real run reports the same parts as it measured them. A dry
-run measures the steps from the row counts to the verify of the changes with crossfade's own
+run measures the steps from the row counts to the last before the flip with crossfade's own
 capture and sync paused, as inside the freeze (``cutover.dry_run_quiet``,
 :mod:`crossfade.cutover.quiet`).
 
@@ -274,10 +274,12 @@ class Cutover:
         self._delta: forecast.DeltaCost | None = None
         self._fences: forecast.FenceCost | None = None
         self.quiet = quiet.Quiet(settings, self.report.run_id, self.report.who)
-        self._quiet_from = (
-            order[order.index("fence") + 1] if dry_run and self.cfg.dry_run_quiet else None
+        self._quiet_steps = (
+            set(order[order.index("fence") + 1 : order.index("flip")])
+            if dry_run and self.cfg.dry_run_quiet
+            else set()
         )
-        """The step a dry run pauses capture and sync before, to the end of the verify."""
+        """The steps a dry run runs with capture and sync paused: after the fence, to the flip."""
 
     # -- gates ------------------------------------------------------------------------------
     def _model(self, name: str) -> gate_model.GateResult:
@@ -350,21 +352,24 @@ class Cutover:
 
     def gate_fence(self) -> gate_model.GateResult:
         """Run a fence (recorded as ``via=cutover``), then evaluate the gate from the record. A
-        dry run fences twice (before its quiet): the forecast takes the faster one's time."""
-        from crossfade.verify.fence import fence
+        dry run fences twice (before its quiet): the forecast takes the faster one's time less
+        its spread (:class:`~crossfade.cutover.forecast.FenceCost`)."""
+        from crossfade.cutover.verify_steps import cutover_fence
 
         t0 = time.monotonic()
-        fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
+        a = cutover_fence(self.settings, "cutover")
         if self.dry_run:
             t1 = time.monotonic()
-            fence(self.settings, timeout=self.cfg.fence_timeout_s, via="cutover")
-            self._fences = forecast.FenceCost(t1 - t0, time.monotonic() - t1)
+            b = cutover_fence(self.settings, "cutover")
+            took = (t1 - t0, time.monotonic() - t1)
+            self._fences = forecast.FenceCost(*took, a.spread, b.spread)
             self.report.fences = self._fences.as_dict()
         r = self._model("fence")
         if (f := self._fences) is not None:
             r.detail += (
-                f"; dry run: fenced twice, {f.first:.2f} s then {f.second:.2f} s; the forecast "
-                f"takes the {f.used} (the nearer to a fence with writes stopped)"
+                f"; dry run: fenced twice, {f.first:.2f} s then {f.second:.2f} s (first to "
+                f"last partition {f.first_spread:.2f} s, {f.second_spread:.2f} s); the forecast "
+                f"takes the {f.used} without its spread (the nearer to a fence with writes stopped)"
             )
         return r
 
@@ -381,7 +386,7 @@ class Cutover:
             self.verified,
             self.frozen,
             self.verify_options,
-            self.quiet.release if self._quiet_from else None,  # a fence needs them running
+            self.quiet.release if self._quiet_steps else None,  # a fence needs them running
         )
         self._delta = forecast.DeltaCost(
             rep.live_only_seconds,
@@ -446,18 +451,9 @@ class Cutover:
         c = self.cfg
         if self.dry_run:
             self._stand_in("target", bool(c.flip_sql))
-            self.report.forecast_excludes += [
-                n for n, v in (("flip_command", c.flip_command), ("flip_http", c.flip_http)) if v
-            ]
-            what = [
-                n
-                for n, v in (
-                    ("flip_sql", c.flip_sql),
-                    ("flip_command", c.flip_command),
-                    ("flip_http", c.flip_http),
-                )
-                if v
-            ]
+            how = {"flip_sql": c.flip_sql, "flip_command": c.flip_command, "flip_http": c.flip_http}
+            what = [n for n, v in how.items() if v]
+            self.report.forecast_excludes += [n for n in what if n != "flip_sql"]
             return (
                 True,
                 f"skipped (dry run); would run: {', '.join(what) or 'nothing configured (manual flip)'}",
@@ -588,6 +584,16 @@ class Cutover:
         if self.on_gate:
             self.on_gate(GateResult("dry_run_quiet", ok, q.line(), q.held_s))
 
+    def _quiet_before(self, name: str) -> None:
+        """A dry run: capture and sync paused before each step after the fence (again after
+        the verify when its re-check fences resumed them), resumed before the flip; the time
+        that takes is in no part of the forecast."""
+        if name in self._quiet_steps:
+            if not self.quiet.holding and not self.quiet.failed:
+                self.spans.skip(self.quiet.hold())
+        elif self.quiet.holding:
+            self.spans.skip(self.quiet.release())
+
     def _step(self, name: str, fn: Callable[[], Any]) -> GateResult:
         """Run one step: any failure is a red step (audited; the run then unfreezes)."""
         t0 = time.monotonic()
@@ -649,12 +655,9 @@ class Cutover:
         }
         try:
             for name in self.gates:
-                if name == self._quiet_from:
-                    self.spans.skip(self.quiet.hold())
+                self._quiet_before(name)
                 self.spans.start(name)
                 res = self._step(name, steps[name])
-                if name == "verify":
-                    self.spans.skip(self.quiet.release())
                 if name == "flip":
                     self.spans.end(name)
                 self.report.gates.append(res)

@@ -2,22 +2,26 @@
 a fence as the freeze will see them.
 
 Inside a real cutover's freeze legacy takes no writes, so crossfade's own capture and sync have
-nothing to do: the row counts, the control totals and the scans and comparison of the verify of
-the changed keys run on an otherwise idle pipeline. A dry run runs them while writes flow, and
-on a machine where capture (a JVM), sync and both PostgreSQL servers share the cores, beside
-capture and sync working too: its scans took three times as long as the real run's (issue 20).
-So, with ``cutover.dry_run_quiet`` (the default), the dry run pauses capture and sync the way
-``crossfade pause`` does (``<bookkeeping>.control``, read by every process at its heartbeat) for
-exactly those steps: from the step after the fence to the end of the verify of the changes, or
-to its first re-check fence (a fence needs capture and sync running; those re-checks are
-left out of the forecast anyway). The wait until the heartbeats show the processes hold is
-outside every part of the forecast; if they do not confirm within ``2 x
-sync.heartbeat_interval_s + 1`` s the steps are measured anyway and the report says so.
+nothing to do: the row counts, the control totals, the scans and comparison of the verify of
+the changed keys, the schema step, the sequences and the smoke checks run on an otherwise idle
+pipeline. A dry run runs them while writes flow, and on a machine where capture (a JVM), sync
+and both PostgreSQL servers share the cores, beside capture and sync working too: its scans
+took three times as long as the real run's (issue 20). So, with ``cutover.dry_run_quiet`` (the
+default), the dry run pauses capture and sync the way ``crossfade pause`` does
+(``<bookkeeping>.control``, read by every process at its heartbeat) for exactly those steps:
+every step from the one after the fence up to the flip. A fence needs capture and sync running,
+so the verify's first re-check fence (only a dry run re-checks, and those re-checks are left
+out of the forecast anyway) resumes them; they are paused again after the verify, for the
+steps after it (the sequences measured while capture and sync caught up took up to 4.4 times
+the real run's, issue 20). The waits until the heartbeats show the processes hold are outside
+every part of the forecast; if they do not confirm within ``2 x sync.heartbeat_interval_s + 1``
+s the steps are measured anyway and the report says so. In a dry run the smoke checks see the
+new system as of the pause (a second or two behind legacy, as it is while writes flow anyway).
 
 Only components nobody paused are paused (an operator's pause stays as it was, his name and
 reason with it), and only the pause this run set is lifted (:func:`~crossfade.target.store.
-resume_own`): on the verify's first fence, at its end, or when the run ends in any other way
-(an error, Ctrl-C: :meth:`Quiet.release` runs in the cutover's ``finally``).
+resume_own`): on the verify's first fence, before the flip, or when the run ends in any other
+way (an error, Ctrl-C: :meth:`Quiet.release` runs in the cutover's ``finally``).
 """
 
 from __future__ import annotations
@@ -41,21 +45,25 @@ COMPONENTS = ["capture", "sync"]
 
 @dataclass
 class QuietReport:
-    """What the quiet did (the dry run's report and its ``dry_run_quiet`` audit row)."""
+    """What the quiet did (the dry run's report and its ``dry_run_quiet`` audit row); over all
+    of a run's holds (a second one after the verify's re-check fences resumed the first)."""
 
     paused: list[str] = field(default_factory=list)
     """Components this run paused."""
     kept: list[str] = field(default_factory=list)
     """Components already paused (by an operator): left as they were."""
     holding: dict[str, str] = field(default_factory=dict)
-    """Per paused component: ``2 of 2`` running processes whose heartbeats showed the hold."""
+    """Per paused component: ``2 of 2`` running processes whose heartbeats showed the hold (the
+    latest hold's wait)."""
     acknowledged: bool | None = None
-    """Every running process of the paused components showed the hold within the wait."""
+    """Every running process of the paused components showed every hold within the wait."""
     wait_s: float = 0.0
     """Seconds waiting for the heartbeats (outside every part of the forecast)."""
     held_s: float = 0.0
-    """Seconds from the pause to the resume."""
+    """Seconds from each pause to its resume, summed."""
     resumed: list[str] = field(default_factory=list)
+    holds: int = 0
+    """How often this run paused capture and sync."""
     error: str | None = None
 
     def line(self) -> str:
@@ -64,6 +72,8 @@ class QuietReport:
             return f"capture and sync were not paused for the measurement: {self.error}"
         what = " and ".join(self.paused) or "nothing"
         out = f"{what} paused {self.held_s:.1f} s for the measurement of the freeze's steps"
+        if self.holds > 1:
+            out += f" ({self.holds} times)"
         if self.paused and self.acknowledged is False:
             out += (
                 f" (not every process showed the hold within {self.wait_s:.1f} s: "
@@ -84,6 +94,7 @@ class QuietReport:
             "wait_s": round(self.wait_s, 3),
             "held_s": round(self.held_s, 3),
             "resumed": self.resumed,
+            "holds": self.holds,
             "error": self.error,
         }
 
@@ -99,6 +110,10 @@ class Quiet:
         self.reason = f"cutover dry run {run_id}: measuring the freeze's steps (resumed after)"
         self.report: QuietReport | None = None
         self._since: float | None = None
+        self._held: list[str] | None = None
+        """What the current hold paused (None: not known, the hold broke off)."""
+        self.failed = False
+        """A hold could not set or read the pause: the run measures without (no new try)."""
 
     def __enter__(self) -> Quiet:
         return self
@@ -106,39 +121,51 @@ class Quiet:
     def __exit__(self, *exc: object) -> None:
         self.release()
 
+    @property
+    def holding(self) -> bool:
+        """A hold of this run's is set (not released yet)."""
+        return self._since is not None
+
     def hold(self) -> float:
         """Pause what nobody paused and wait (bounded) until the running processes show the
-        hold; the seconds spent (the caller keeps them out of the parts it measures)."""
+        hold; the seconds spent (the caller keeps them out of the parts it measures). After a
+        :meth:`release`, holds again (the report adds the holds up)."""
         t0 = time.monotonic()
-        rep = self.report = QuietReport()
+        rep = self.report = self.report or QuietReport()
+        rep.holds += 1
         try:
             with connect(self.settings.target, "target", autocommit=True) as conn:
-                self._since = time.monotonic()
-                rep.paused = pause_unpaused(conn, self.bk, COMPONENTS, self.who, self.reason)
-                rep.kept = [c for c in COMPONENTS if c not in rep.paused]
-                if rep.paused:
-                    self._wait(conn, rep)
+                self._since, self._held = time.monotonic(), None
+                now = pause_unpaused(conn, self.bk, COMPONENTS, self.who, self.reason)
+                self._held = now
+                rep.paused += [c for c in now if c not in rep.paused]
+                rep.kept += [c for c in COMPONENTS if c not in now and c not in rep.kept]
+                if now:
+                    self._wait(conn, rep, now)
         except (psycopg.Error, CrossfadeError) as exc:
             rep.error = f"the pause could not be set or read ({_first(exc)})"
+            self.failed = True
             log.warning("dry run: %s; measuring anyway", rep.error)
-        rep.wait_s = time.monotonic() - t0
-        return rep.wait_s
+        wait = time.monotonic() - t0
+        rep.wait_s += wait
+        return wait
 
-    def _wait(self, conn: psycopg.Connection, rep: QuietReport) -> None:
-        """Until every fresh heartbeat of the paused components shows ``paused`` (a sync worker
-        reads the pause between batches, capture before Debezium's next one), or the bound."""
+    def _wait(self, conn: psycopg.Connection, rep: QuietReport, paused: list[str]) -> None:
+        """Until every fresh heartbeat of the ``paused`` components shows ``paused`` (a sync
+        worker reads the pause between batches, capture before Debezium's next one), or the
+        bound."""
         s = self.settings
         deadline = time.monotonic() + s.sync.heartbeat_interval_s * 2 + 1
         while True:
             hbs = read_heartbeats(conn, self.bk)
             ok = True
-            for c in rep.paused:
+            for c in paused:
                 live = [h for h in hbs if h.role == c and h.age_s <= s.cutover.alive_fresh_s]
                 took = [h for h in live if h.detail.get("paused")]
                 rep.holding[c] = f"{len(took)} of {len(live)}"
                 ok = ok and len(took) == len(live)
             if ok or time.monotonic() >= deadline:
-                rep.acknowledged = ok
+                rep.acknowledged = ok and rep.acknowledged is not False
                 return
             time.sleep(0.1)
 
@@ -152,29 +179,32 @@ class Quiet:
         t0 = time.monotonic()
         # none recorded: the hold may have broken off (Ctrl-C) with its pause set; only a pause
         # with this run's reason is lifted, so asking for all of them is safe
-        which = rep.paused or COMPONENTS
+        which = self._held or COMPONENTS
         for attempt in (1, 2):
             try:
                 with connect(self.settings.target, "target", autocommit=True) as conn:
-                    rep.resumed = resume_own(conn, self.bk, which, self.who, self.reason)
-                rep.paused = rep.paused or list(rep.resumed)
+                    resumed = resume_own(conn, self.bk, which, self.who, self.reason)
                 break
             except (psycopg.Error, CrossfadeError) as exc:
-                if attempt == 2 and not rep.paused:
+                if attempt == 2 and not self._held:
                     self._since = None  # nothing of ours is known to be paused
                     return time.monotonic() - t0
                 if attempt == 2:
                     rep.error = (
-                        f"{' and '.join(rep.paused)} could not be resumed ({_first(exc)}): "
-                        "run `crossfade resume`"
+                        f"{' and '.join(self._held or [])} could not be resumed "
+                        f"({_first(exc)}): run `crossfade resume`"
                     )
                     log.error("dry run: %s", rep.error)
                     return time.monotonic() - t0
-        rep.held_s, self._since = t0 - self._since, None
+        held = self._held or list(resumed)
+        rep.paused += [c for c in held if c not in rep.paused]
+        rep.resumed += [c for c in resumed if c not in rep.resumed]
+        rep.held_s += t0 - self._since
+        self._since = self._held = None
         if rep.error is not None and "could not be resumed" in rep.error:
             rep.error = None  # a later try went through
         # paused again by someone else meanwhile (another reason): theirs now, left as it is
-        rep.kept += [c for c in rep.paused if c not in rep.resumed]
+        rep.kept += [c for c in held if c not in resumed and c not in rep.kept]
         return time.monotonic() - t0
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from crossfade.config import Settings
 from crossfade.verify.delta import DeltaBase
+from crossfade.verify.fence import FenceResult
 from crossfade.verify.run import TableReport, Verifier, VerifyReport, delta_base
 
 
@@ -91,10 +92,16 @@ def verify_changes(
 
 def _fence(settings: Settings) -> tuple[str, float]:
     """The verify's own fence (as :class:`~crossfade.verify.run.Verifier` runs it)."""
-    from crossfade.verify.fence import fence
-
-    r = fence(settings, timeout=settings.cutover.fence_timeout_s, via="verify")
+    r = cutover_fence(settings, "verify")
     return r.token, r.seconds
+
+
+def cutover_fence(settings: Settings, via: str) -> FenceResult:
+    """A fence of the cutover's: polled every :data:`~crossfade.verify.fence.CUTOVER_POLL_S`
+    (its time is part of the write downtime and of the dry run's forecast of it)."""
+    from crossfade.verify.fence import CUTOVER_POLL_S, fence
+
+    return fence(settings, timeout=settings.cutover.fence_timeout_s, poll=CUTOVER_POLL_S, via=via)
 
 
 def mapped_note(rep: VerifyReport) -> str:

@@ -109,6 +109,19 @@ def fence_applied_on(conn: psycopg.Connection, schema: str, token: str) -> int:
     return int(row[0]) if row else 0
 
 
+def fence_spread(conn: psycopg.Connection, schema: str, token: str) -> float | None:
+    """Seconds from the first partition's record of the fence ``token`` to the last one's
+    (None: not applied)."""
+    row = conn.execute(
+        sql.SQL(
+            "SELECT EXTRACT(EPOCH FROM max(applied_at) - min(applied_at))::float8 "
+            "FROM {}.fences WHERE token = %s"
+        ).format(sql.Identifier(schema)),
+        (token,),
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 def fence_position(conn: psycopg.Connection, schema: str, token: str) -> int | None:
     """The lowest source position sync recorded for the fence ``token`` (None: not applied)."""
     row = conn.execute(
