@@ -182,3 +182,14 @@ def test_a_payload_it_does_not_take_falls_back() -> None:
         except Fallback:
             continue
         raise AssertionError(f"fused took {payload!r}")
+
+
+def test_kept_string_encodings_stay_right_past_the_cache_bound() -> None:
+    cc = ConnectCodec(ENVELOPE)
+    assert cc._fused is not None
+    rows = [{"id": 1, "s": s, "snap": s} for s in ("", "é", "x" * 32, "x" * 33, "y" * 200)]
+    rows += [{"id": i, "s": f"s{i}"} for i in range(600)]
+    for _ in range(2):  # the second pass reads what the first kept
+        for row in rows:
+            payload = {"after": row, "op": "c"}
+            assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload))

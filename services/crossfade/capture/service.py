@@ -21,7 +21,6 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import tempfile
@@ -309,14 +308,15 @@ class ChangeProducer:
         """Codec for a Connect schema and the framing of its records, the schema published
         (schemas topic) or registered (Schema Registry, Confluent wire format) before first use."""
         cc = self._codecs.get(schema, key=key)
+        # the frame's header, built once: framing a record is one concatenation
         if self._registry is not None:
             sid = self._registry.register(subject, cc.avro.schema)
-            return cc, functools.partial(frame_confluent, sid)
+            return cc, frame_confluent(sid, b"").__add__
         fp = self._published.get(id(cc))
         if fp is None:
             fp = self.publisher.publish(cc.avro.schema).fingerprint
             self._published[id(cc)] = fp
-        return cc, functools.partial(frame_single_object, fp)
+        return cc, frame_single_object(fp, b"").__add__
 
     def _sweep_if_snapshot_ended(self) -> None:
         """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.

@@ -43,15 +43,45 @@ _INT_LOGICAL = frozenset(
 )
 
 _VARINT = """\
-{p}if -64 <= {x} <= 63:
-{p}    a(({x} << 1) ^ ({x} >> 63))
-{p}else:
-{p}    n = ({x} << 1) ^ ({x} >> 63)
-{p}    while n > 127:
-{p}        a((n & 127) | 128)
-{p}        n >>= 7
+{p}n = ({x} << 1) ^ ({x} >> 63)
+{p}if n < 128:
 {p}    a(n)
+{p}else:
+{p}    while n > 16383:
+{p}        buf += T[n & 16383]
+{p}        n >>= 14
+{p}    if n > 127:
+{p}        a((n & 127) | 128)
+{p}        a(n >> 7)
+{p}    else:
+{p}        a(n)
 """
+_PAIRS = [bytes(((i & 127) | 128, (i >> 7) | 128)) for i in range(1 << 14)]
+"""Two varint bytes, both continued, of every 14-bit group: a long varint takes half the steps."""
+_STRINGS_CACHED, _STRING_CACHED_LEN = 256, 32
+"""Per schema, the encodings of up to this many short strings are kept (Debezium's ``source``
+block repeats the same few in every record: version, connector, database, schema, table)."""
+
+
+def _string_encoder(cache: dict[Any, bytes]) -> Callable[[Any], bytes]:
+    """A string's Avro encoding (length and UTF-8), kept in ``cache`` when it is short."""
+
+    def encode(x: Any) -> bytes:
+        if type(x) is not str:
+            raise Fallback
+        b = x.encode()  # lone surrogates raise: the two-step path reports them
+        m = n = len(b) << 1  # zig-zag of a length
+        out = bytearray()
+        while n > 127:
+            out.append((n & 127) | 128)
+            n >>= 7
+        out.append(n)
+        e = bytes(out) + b
+        if m <= 2 * _STRING_CACHED_LEN and len(cache) < _STRINGS_CACHED:
+            cache[x] = e
+        return e
+
+    return encode
 
 
 class _Gen:
@@ -62,7 +92,10 @@ class _Gen:
             "PF": struct.Struct("<f").pack,
             "LMIN": -(1 << 63),
             "LMAX": (1 << 63) - 1,
+            "T": _PAIRS,
         }
+        strings: dict[Any, bytes] = {}
+        self.ns["SG"], self.ns["SE"] = strings.get, _string_encoder(strings)
         self.funcs: list[str] = []
         self.records: dict[str, str] = {}  # Avro full name -> generated function name
         self.avro_named: dict[str, Any] = {}
@@ -101,12 +134,7 @@ class _Gen:
                 + _VARINT.format(p=p, x=x)
             )
         if t == "string" and ctype == "string" and logical is None:
-            return (
-                f"{p}if type({x}) is not str:\n{p}    raise F\n"
-                f"{p}b = {x}.encode()\n{p}m = len(b)\n"
-                + _VARINT.format(p=p, x="m")
-                + f"{p}buf += b\n"
-            )
+            return f"{p}e = SG({x})\n{p}buf += e if e is not None else SE({x})\n"
         if t == "boolean" and ctype == "boolean" and logical is None:
             return f"{p}if type({x}) is not bool:\n{p}    raise F\n{p}a(1 if {x} else 0)\n"
         if t == "double" and ctype == "float64" and logical is None:
