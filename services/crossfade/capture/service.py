@@ -41,6 +41,7 @@ from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_l
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
+from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
 from crossfade.events.avro_codec import ConnectCodecCache
@@ -76,26 +77,9 @@ _SNAPSHOT_FLAGS = frozenset(
 )
 
 _LOG4J = Path(__file__).with_name("log4j2.properties")
-_POLL_EVERY = 64
-"""Records produced between two polls for delivery reports (a poll per record cost ~0.4 µs)."""
+_POLL_EVERY = 64  # records produced between two polls for delivery reports (~0.4 µs a poll)
 _EPOCH_CHECK_S = 5.0
 """Deliveries outstanding this long make capture check that the broker still holds its log."""
-
-
-class CaptureStats:
-    """Counters read by status output and metrics (thread-safe enough: single writer)."""
-
-    def __init__(self) -> None:
-        self.produced: dict[str, int] = {}
-        self.snapshot_done = False
-        self.last_source_ts_ms = 0
-        self.heartbeats = 0
-        self.fences = 0
-        self.echoes_skipped = 0
-        """Changes written by a crossfade sync (replication origin ``crossfade_*``), not produced."""
-        self.started_at = time.time()
-        self.last_batch_at = 0.0
-        """time.time() when the last Debezium batch (heartbeats included) was acknowledged."""
 
 
 class ChangeProducer:
@@ -456,7 +440,10 @@ class ChangeProducer:
             headers = [*headers, (POSITION_HEADER, str(pos).encode())]
         # truncate (no key): partition 0; its position watermark orders it against the other
         # partitions' events (see target.apply)
-        self._send(dest, key_bytes, value_bytes, headers, -1 if key_bytes is not None else 0)
+        kwargs = (
+            {"headers": headers} if key_bytes is not None else {"headers": headers, "partition": 0}
+        )
+        self._send(dest, key_bytes, value_bytes, kwargs)
         produced = self.stats.produced
         produced[dest] = produced.get(dest, 0) + 1
         loaded = 0
@@ -474,12 +461,8 @@ class ChangeProducer:
         return loaded
 
     def _send(
-        self, dest: str, key: bytes | None, value: bytes | None, headers: Any, partition: int
+        self, dest: str, key: bytes | None, value: bytes | None, kwargs: dict[str, Any]
     ) -> None:
-        """Produce; ``partition`` -1: by key."""
-        kwargs: dict[str, Any] = {"headers": headers}
-        if partition >= 0:
-            kwargs["partition"] = partition
         try:
             self.producer.produce(
                 dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
