@@ -458,6 +458,126 @@ def test_dedup_members_crosswalk_and_explain_reads(db: psycopg.Connection, bk: s
     assert store.survivor_keys(db, bk, t, ['["1"]', '["2"]']) == {'["2"]': '["1"]'}
 
 
+def _by_arrays(db: psycopg.Connection, bk: str, t: str, blocks: list[str]) -> set[str]:
+    """The live members sharing one of ``blocks`` read from dedup_members' own arrays (the
+    lookup before dedup_blocks): what the index must find."""
+    q = sql.SQL(
+        "SELECT member_key FROM {}.dedup_members WHERE target_table = %s AND NOT deleted "
+        "AND block_keys && %s::text[]"
+    ).format(sql.Identifier(bk))
+    return {r[0] for r in db.execute(q, (t, blocks)).fetchall()}
+
+
+def _index_matches_members(db: psycopg.Connection, bk: str) -> None:
+    """dedup_blocks holds exactly one row per block key of each live member."""
+    q = sql.SQL(
+        "(SELECT target_table, b, member_key FROM {0}.dedup_members, unnest(block_keys) b "
+        "WHERE NOT deleted) EXCEPT ALL (SELECT * FROM {0}.dedup_blocks)"
+    )
+    s = sql.Identifier(bk)
+    assert db.execute(q.format(s)).fetchall() == []
+    back = sql.SQL(
+        "(SELECT * FROM {0}.dedup_blocks) EXCEPT ALL (SELECT target_table, b, member_key "
+        "FROM {0}.dedup_members, unnest(block_keys) b WHERE NOT deleted)"
+    )
+    assert db.execute(back.format(s)).fetchall() == []
+
+
+def _same_lookups(db: psycopg.Connection, bk: str, t: str, blocks: list[str]) -> set[str]:
+    """live_members and members_by_blocks agree with the arrays for each block and all at once;
+    the members found by all."""
+    for bs in [[b] for b in blocks] + [blocks]:
+        want = _by_arrays(db, bk, t, bs)
+        assert {r[0] for r in store.live_members(db, bk, t, [], bs)} == want, bs
+        assert set(store.members_by_blocks(db, bk, t, bs)) == want, bs
+    _index_matches_members(db, bk)
+    return _by_arrays(db, bk, t, blocks)
+
+
+def _member(n: int, blocks: list[str], pos: int) -> tuple[Any, ...]:
+    return (f'["{n}"]', Jsonb([str(n)]), blocks, Jsonb({"id": str(n)}), pos)
+
+
+def test_dedup_block_lookups_follow_rewrites_deletes_and_truncates(
+    db: psycopg.Connection, bk: str
+) -> None:
+    """Members are found by block key through dedup_blocks, which every writer of dedup_members
+    keeps: a member rewritten with other blocks, deleted, back again, another table's members
+    with the same blocks, and a TRUNCATE's forget."""
+    t, other = "app.people", "app.others"
+    blocks = ["e:a", "e:b", "p:1", "p:2", "p:3"]
+    store.write_members(
+        db,
+        bk,
+        t,
+        [
+            _member(1, ["e:a", "p:1"], 10),
+            _member(2, ["e:a"], 11),
+            _member(3, ["e:b", "p:1"], 12),
+            _member(4, ["p:2"], 13),
+        ],
+        [],
+    )
+    store.write_members(db, bk, other, [_member(1, ["e:a", "p:3"], 10)], [])
+    assert _same_lookups(db, bk, t, blocks) == {'["1"]', '["2"]', '["3"]', '["4"]'}
+    assert set(store.members_by_blocks(db, bk, t, ["p:3"])) == set()  # another table's block
+    assert store.members_by_blocks(db, bk, t, ["p:1"]) == {
+        '["1"]': ["e:a", "p:1"],
+        '["3"]': ["e:b", "p:1"],
+    }
+    # rewritten: found by its new blocks only; deleted: by none; a key asked for: live only
+    store.write_members(db, bk, t, [_member(1, ["e:b", "p:3"], 20)], [('["2"]', Jsonb(["2"]), 21)])
+    assert _same_lookups(db, bk, t, ["e:a"]) == set()
+    assert _same_lookups(db, bk, t, ["p:1", "p:3"]) == {'["1"]', '["3"]'}
+    assert [r[0] for r in store.live_members(db, bk, t, ['["2"]', '["4"]'], [])] == ['["4"]']
+    got = {r[0]: r[4] for r in store.live_members(db, bk, t, ['["4"]'], ["e:b"])}
+    assert got == {'["1"]': ["e:b", "p:3"], '["3"]': ["e:b", "p:1"], '["4"]': ["p:2"]}
+    # the deleted member comes back with its old block; the same blocks again change nothing
+    store.write_members(db, bk, t, [_member(2, ["e:a"], 22), _member(4, ["p:2"], 23)], [])
+    assert _same_lookups(db, bk, t, blocks) == {'["1"]', '["2"]', '["3"]', '["4"]'}
+    # a TRUNCATE at 21: members 3 (12) and 4's older self are gone; 4 was rewritten at 23
+    store.forget_members_below(db, bk, t, 21)
+    assert _same_lookups(db, bk, t, blocks) == {'["2"]', '["4"]'}
+    assert set(store.members_by_blocks(db, bk, other, ["e:a"])) == {'["1"]'}  # untouched
+
+
+def test_an_old_schema_gets_its_dedup_blocks_on_upgrade(db: psycopg.Connection) -> None:
+    """A bookkeeping schema from before dedup_blocks (a GIN index on dedup_members' arrays, its
+    DDL's fingerprint older): the next ensure_schema builds the index from the members, and
+    drops rows of it that no longer match (written while an older worker ran beside)."""
+    bk, t = "bk_old_dedup", "app.people"
+    store.ensure_schema(db, bk)
+    store.write_members(
+        db,
+        bk,
+        t,
+        [_member(1, ["e:a", "p:1"], 10), _member(2, ["e:a"], 11)],
+        [('["3"]', Jsonb(["3"]), 12)],
+    )
+    s = sql.Identifier(bk)
+    db.execute(sql.SQL("DROP TABLE {}.dedup_blocks").format(s))
+    db.execute(
+        sql.SQL(
+            "CREATE INDEX dedup_members_blocks ON {}.dedup_members USING gin (block_keys)"
+        ).format(s)
+    )
+    db.execute(sql.SQL("UPDATE {}.meta SET value = 'older' WHERE key = 'schema_ddl'").format(s))
+    assert store.schema.DDL_FINGERPRINT != "older"
+    store.ensure_schema(db, bk)
+    assert _same_lookups(db, bk, t, ["e:a", "p:1"]) == {'["1"]', '["2"]'}
+    gin = db.execute("SELECT to_regclass(%s)", (f"{bk}.dedup_members_blocks",)).fetchone()
+    assert gin == (None,)
+    # an older worker beside a newer one: its writes do not keep dedup_blocks
+    db.execute(
+        sql.SQL("UPDATE {}.dedup_members SET block_keys = %s WHERE member_key = %s").format(s),
+        (["p:9"], '["2"]'),
+    )
+    db.execute(sql.SQL("UPDATE {}.meta SET value = 'older' WHERE key = 'schema_ddl'").format(s))
+    store.ensure_schema(db, bk)
+    assert _same_lookups(db, bk, t, ["e:a", "p:1", "p:9"]) == {'["1"]', '["2"]'}
+    assert set(store.members_by_blocks(db, bk, t, ["e:a"])) == {'["1"]'}
+
+
 def test_child_refs_the_children_to_map_again_and_orphans(db: psycopg.Connection, bk: str) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS public.store_parents (id int PRIMARY KEY)")
     db.execute("INSERT INTO public.store_parents VALUES (1) ON CONFLICT DO NOTHING")

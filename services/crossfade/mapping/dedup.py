@@ -32,7 +32,9 @@ Every legacy key resolves to the key of the record that represents it in the new
     CREATE TABLE <bookkeeping>.dedup_members (   -- the mapped row of each member, for survivorship
         target_table text, legacy_key text, source_table text, block_keys text[], row jsonb,
         PRIMARY KEY (target_table, legacy_key));
-    CREATE INDEX ON <bookkeeping>.dedup_members USING gin (block_keys);
+    CREATE TABLE <bookkeeping>.dedup_blocks (    -- one row per block key of each live member
+        target_table text, block_key text, member_key text,
+        PRIMARY KEY (target_table, block_key, member_key));   -- how members sharing one are found
 
 On each mapped upsert of a deduplicated target, in the batch transaction: compute
 :meth:`Matcher.block_keys` of the row, load the members sharing any of them, run

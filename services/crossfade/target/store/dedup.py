@@ -1,7 +1,8 @@
-"""Deduplication's bookkeeping (``<bookkeeping>.dedup_members`` and ``crosswalk``): what sync's
-dedup sink (crossfade.sync.sinks.dedup) reads and writes in its batch transaction, what children
-resolve through the crosswalk, ``crossfade dedup explain``'s reads, and what the status and the
-console count of it. The caller owns the transaction."""
+"""Deduplication's bookkeeping (``<bookkeeping>.dedup_members``, its index by block key
+``dedup_blocks`` and ``crosswalk``): what sync's dedup sink (crossfade.sync.sinks.dedup) reads
+and writes in its batch transaction, what children resolve through the crosswalk, ``crossfade
+dedup explain``'s reads, and what the status and the console count of it. The caller owns the
+transaction; every function here that writes or removes members keeps ``dedup_blocks`` in it."""
 
 from __future__ import annotations
 
@@ -74,6 +75,40 @@ def write_members(
             ).format(bk),
             [(table, *d) for d in deletes],
         )
+    _rewrite_blocks(
+        conn,
+        schema,
+        table,
+        [u[0] for u in upserts] + [d[0] for d in deletes],
+        [(u[0], b) for u in upserts for b in u[2]],
+    )
+
+
+def _rewrite_blocks(
+    conn: psycopg.Connection,
+    schema: str,
+    table: str,
+    member_keys: list[str],
+    blocks: list[tuple[str, str]],
+) -> None:
+    """``dedup_blocks`` of ``member_keys`` (just written) replaced by ``blocks``: (member key,
+    block key) pairs, those of the live members among them."""
+    bk = sql.Identifier(schema)
+    if member_keys:
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.dedup_blocks WHERE target_table = %s AND member_key = ANY(%s)"
+            ).format(bk),
+            (table, member_keys),
+        )
+    if blocks:
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {}.dedup_blocks (target_table, block_key, member_key) "
+                "SELECT %s, b, m FROM unnest(%s::text[], %s::text[]) AS n(m, b) ON CONFLICT DO NOTHING"
+            ).format(bk),
+            (table, [m for m, _ in blocks], [b for _, b in blocks]),
+        )
 
 
 def group_mates(
@@ -98,18 +133,20 @@ def live_members(
     """Live (not deleted) members of ``table`` among ``member_keys`` or sharing one of
     ``blocks``: (member key, key, row, position, block keys) rows.
 
-    The blocks are matched element by element (``= ANY``, which PostgreSQL hashes), not with
-    ``block_keys && blocks``: the planner scans the table for this query's large arrays either
-    way, and ``&&`` compares every element with every element on each row (a sync batch's
-    regroup sends ~5,000 keys and ~8,600 blocks: 13-23 s per call over 27k members, 0.5-0.9 s
-    so; issue 22's bench.mapped_load found it taking a third of a mapped load's time)."""
+    The members sharing a block are found in ``dedup_blocks`` (one row per member and block key,
+    a btree on the block key), not in ``dedup_members``' arrays: a sync batch's regroup sends
+    ~5,000 keys and ~8,600 blocks, for which the planner scans the table whatever the operator
+    (``block_keys && blocks`` with a GIN index: 13-35 s per call over 40k members; ``unnest(...)
+    = ANY``: a scan of every member on each call, 45% of a mapped load's sampled target
+    sessions, issue 22), and the regroup's later calls with a few blocks each scanned it too."""
     return conn.execute(
         sql.SQL(
-            "SELECT member_key, key, row, position, block_keys FROM {}.dedup_members m "
-            "WHERE target_table = %s AND NOT deleted AND (member_key = ANY(%s) "
-            "OR EXISTS (SELECT 1 FROM unnest(m.block_keys) b WHERE b = ANY(%s::text[])))"
-        ).format(sql.Identifier(schema)),
-        (table, member_keys, blocks),
+            "SELECT member_key, key, row, position, block_keys FROM {bk}.dedup_members "
+            "WHERE target_table = %s AND NOT deleted AND member_key IN ("
+            "SELECT unnest(%s::text[]) UNION SELECT member_key FROM {bk}.dedup_blocks "
+            "WHERE target_table = %s AND block_key = ANY(%s::text[]))"
+        ).format(bk=sql.Identifier(schema)),
+        (table, member_keys, table, blocks),
     ).fetchall()
 
 
@@ -186,10 +223,12 @@ def forget_members_below(conn: psycopg.Connection, schema: str, table: str, pos:
     ``pos`` and the crosswalk entries of members no longer there."""
     bk = sql.Identifier(schema)
     conn.execute(
-        sql.SQL("DELETE FROM {}.dedup_members WHERE target_table = %s AND position < %s").format(
-            bk
-        ),
-        (table, pos),
+        sql.SQL(
+            "WITH gone AS (DELETE FROM {bk}.dedup_members WHERE target_table = %s AND position < %s "
+            "RETURNING member_key) DELETE FROM {bk}.dedup_blocks WHERE target_table = %s "
+            "AND member_key IN (SELECT member_key FROM gone)"
+        ).format(bk=bk),
+        (table, pos, table),
     )
     conn.execute(
         sql.SQL(
@@ -278,17 +317,19 @@ def member_block_keys(conn: psycopg.Connection, schema: str, table: str) -> dict
 def members_by_blocks(
     conn: psycopg.Connection, schema: str, table: str, blocks: list[str]
 ) -> dict[str, list[str]]:
-    """Live members of ``table`` sharing one of ``blocks``: member key -> stored block keys."""
+    """Live members of ``table`` sharing one of ``blocks`` (found in ``dedup_blocks``, as
+    :func:`live_members` does): member key -> stored block keys."""
     if not blocks:
         return {}
     return {
         r[0]: list(r[1] or [])
         for r in conn.execute(
             sql.SQL(
-                "SELECT member_key, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                "AND NOT deleted AND block_keys && %s::text[]"
-            ).format(sql.Identifier(schema)),
-            (table, blocks),
+                "SELECT member_key, block_keys FROM {bk}.dedup_members WHERE target_table = %s "
+                "AND NOT deleted AND member_key IN (SELECT member_key FROM {bk}.dedup_blocks "
+                "WHERE target_table = %s AND block_key = ANY(%s::text[]))"
+            ).format(bk=sql.Identifier(schema)),
+            (table, table, blocks),
         ).fetchall()
     }
 

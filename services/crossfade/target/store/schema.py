@@ -39,6 +39,8 @@ commit in one transaction of the target. The tables:
                 paused it, who, why and when (every process reads it at heartbeat time).
 ``dedup_members`` per deduplicated target table and member key: the member's key, blocking keys,
                 mapped row and source position (``deleted`` once gone) (:mod:`.dedup`).
+``dedup_blocks`` per deduplicated target table, block key and live member key: the index by
+                which members sharing a block key are found (:mod:`.dedup` keeps it).
 ``crosswalk``   per deduplicated target table and member key: its survivor's key, and the rule and
                 evidence of the merge (``crossfade dedup explain``).
 ``child_refs``  per child source row and reference column: the parent value it refers to as
@@ -161,7 +163,21 @@ STATEMENTS: tuple[str, ...] = (
                 source_table text, block_keys text[] NOT NULL DEFAULT '{{}}', row jsonb,
                 position numeric NOT NULL, deleted boolean NOT NULL DEFAULT false,
                 PRIMARY KEY (target_table, member_key))""",
-    "CREATE INDEX IF NOT EXISTS dedup_members_blocks ON {}.dedup_members USING gin (block_keys)",
+    # one row per block key of each live member: sync's regroup and verify's dedup delta find
+    # the members sharing a block key through its btree (dedup_members' arrays are not indexed:
+    # the planner scans a GIN index's table for a batch's thousands of keys, issue 22). The
+    # store's writers of dedup_members keep it in their transaction; the DDL's run (an upgrade)
+    # makes it match dedup_members, rows missing or left over
+    """CREATE TABLE IF NOT EXISTS {}.dedup_blocks (
+                target_table text NOT NULL, block_key text NOT NULL, member_key text NOT NULL,
+                PRIMARY KEY (target_table, block_key, member_key))""",
+    "CREATE INDEX IF NOT EXISTS dedup_blocks_member ON {}.dedup_blocks (target_table, member_key)",
+    "DROP INDEX IF EXISTS {}.dedup_members_blocks",
+    "DELETE FROM {0}.dedup_blocks b WHERE NOT EXISTS (SELECT 1 FROM {0}.dedup_members m "
+    "WHERE m.target_table = b.target_table AND m.member_key = b.member_key AND NOT m.deleted "
+    "AND b.block_key = ANY(m.block_keys))",
+    "INSERT INTO {0}.dedup_blocks SELECT m.target_table, b, m.member_key "
+    "FROM {0}.dedup_members m, unnest(m.block_keys) b WHERE NOT m.deleted ON CONFLICT DO NOTHING",
     """CREATE TABLE IF NOT EXISTS {}.crosswalk (
                 target_table text NOT NULL, member_key text NOT NULL, survivor_key text NOT NULL,
                 survivor jsonb NOT NULL, source_table text, rule text, evidence jsonb,
