@@ -75,40 +75,28 @@ def write_members(
             ).format(bk),
             [(table, *d) for d in deletes],
         )
-    _rewrite_blocks(
-        conn,
-        schema,
-        table,
-        [u[0] for u in upserts] + [d[0] for d in deletes],
-        [(u[0], b) for u in upserts for b in u[2]],
-    )
+    if upserts or deletes:
+        _rewrite_blocks(conn, schema, table, [u[0] for u in upserts] + [d[0] for d in deletes])
 
 
 def _rewrite_blocks(
-    conn: psycopg.Connection,
-    schema: str,
-    table: str,
-    member_keys: list[str],
-    blocks: list[tuple[str, str]],
+    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
 ) -> None:
-    """``dedup_blocks`` of ``member_keys`` (just written) replaced by ``blocks``: (member key,
-    block key) pairs, those of the live members among them."""
-    bk = sql.Identifier(schema)
-    if member_keys:
-        conn.execute(
-            sql.SQL(
-                "DELETE FROM {}.dedup_blocks WHERE target_table = %s AND member_key = ANY(%s)"
-            ).format(bk),
-            (table, member_keys),
-        )
-    if blocks:
-        conn.execute(
-            sql.SQL(
-                "INSERT INTO {}.dedup_blocks (target_table, block_key, member_key) "
-                "SELECT %s, b, m FROM unnest(%s::text[], %s::text[]) AS n(m, b) ON CONFLICT DO NOTHING"
-            ).format(bk),
-            (table, [m for m, _ in blocks], [b for _, b in blocks]),
-        )
+    """``dedup_blocks`` of ``member_keys`` made what their ``dedup_members`` rows (just
+    written) say: one statement that sends the keys only. Rows that stay are left alone (a
+    member rewritten with the blocks it had, the common case, deletes and inserts nothing)."""
+    conn.execute(
+        sql.SQL(
+            "WITH w AS (SELECT member_key, block_keys, deleted FROM {bk}.dedup_members "
+            "WHERE target_table = %s AND member_key = ANY(%s)), "
+            "gone AS (DELETE FROM {bk}.dedup_blocks d USING w WHERE d.target_table = %s "
+            "AND d.member_key = w.member_key AND (w.deleted OR d.block_key <> ALL(w.block_keys))) "
+            "INSERT INTO {bk}.dedup_blocks (target_table, block_key, member_key) "
+            "SELECT %s, b, w.member_key FROM w, unnest(w.block_keys) b WHERE NOT w.deleted "
+            "ON CONFLICT DO NOTHING"
+        ).format(bk=sql.Identifier(schema)),
+        (table, member_keys, table, table),
+    )
 
 
 def group_mates(
