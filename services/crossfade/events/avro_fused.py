@@ -64,20 +64,16 @@ block repeats the same few in every record: version, connector, database, schema
 
 
 def _string_encoder(cache: dict[Any, bytes]) -> Callable[[Any], bytes]:
-    """A string's Avro encoding (length and UTF-8), kept in ``cache`` when it is short."""
+    """A string's Avro encoding (length and UTF-8, by the two-step path's own string writer),
+    kept in ``cache`` when it is short."""
+    write = compile_fast_writer("string")
+    assert write is not None
 
     def encode(x: Any) -> bytes:
-        if type(x) is not str:
-            raise Fallback
-        b = x.encode()  # lone surrogates raise: the two-step path reports them
-        m = n = len(b) << 1  # zig-zag of a length
         out = bytearray()
-        while n > 127:
-            out.append((n & 127) | 128)
-            n >>= 7
-        out.append(n)
-        e = bytes(out) + b
-        if m <= 2 * _STRING_CACHED_LEN and len(cache) < _STRINGS_CACHED:
+        write(out, x)  # not a str, or lone surrogates: raises, the two-step path reports it
+        e = bytes(out)
+        if len(e) <= _STRING_CACHED_LEN + 1 and len(cache) < _STRINGS_CACHED:  # 1: its length
             cache[x] = e
         return e
 
