@@ -152,11 +152,12 @@ class GroupMember:
         WARNING line. Not while a join is pending: a LeaveGroup then wedges Tansu's group
         (:meth:`finish_join`); the caller's next look tries again."""
         assert self.consumer is not None
-        if not self.in_group or self.broker_rebalancing() is not None:
+        group = self.group_state()  # one read serves the check and the hint
+        if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
             log.warning(
                 "%s: a consumer group rebalance is pending, not re-subscribing yet%s",
                 why,
-                self.rebalance_hint(),
+                self.rebalance_hint(group),
             )
             return
         log.warning("%s: re-subscribing to the change topics", why)
@@ -306,24 +307,31 @@ class GroupMember:
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
 
-    def broker_rebalancing(self, timeout: float = 5.0) -> str | None:
-        """The group's state when the broker reports a rebalance in progress, else None (also
-        when the broker does not answer within ``timeout``)."""
+    def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
+        """The group's state and leader as the broker reports them
+        (:meth:`crossfade.events.kafka.Admin.group_state`), None when it does not answer within
+        ``timeout``."""
         try:
-            state, _ = self.admin().group_state(self.settings.sync.group_id, timeout=timeout)
+            return self.admin().group_state(self.settings.sync.group_id, timeout=timeout)
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
             return None
-        return None if state in SETTLED_STATES else state
 
-    def rebalance_hint(self) -> str:
+    def broker_rebalancing(self, timeout: float = 5.0) -> str | None:
+        """The group's state when the broker reports a rebalance in progress, else None (also
+        when the broker does not answer within ``timeout``)."""
+        group = self.group_state(timeout)
+        return None if group is None or group[0] in SETTLED_STATES else group[0]
+
+    def rebalance_hint(self, group: tuple[str, str] | None = None) -> str:
         """For a join that lasts: the rebalance's leader as the broker names it (Tansu reports
-        it) when it is not this member, and what a leader that never comes back means; "" when
-        the broker names none or does not answer."""
-        try:
-            state, leader = self.admin().group_state(self.settings.sync.group_id)
-        except BrokerUnavailable:
+        it; ``group``: a :meth:`group_state` just read, else read here) when it is not this
+        member, and what a leader that never comes back means; "" when the broker names none or
+        does not answer."""
+        group = group or self.group_state()
+        if group is None:
             return ""
+        state, leader = group
         mine = self.consumer.memberid() if self.consumer is not None else None
         if state in SETTLED_STATES or not leader.startswith("crossfade-sync-") or leader == mine:
             return ""
