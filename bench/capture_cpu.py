@@ -34,7 +34,7 @@ from typing import Any
 import fastavro
 import orjson
 
-from bench.sync_cpu import ENVELOPE, KEY, _payload, best_us
+from bench.sync_cpu import ENVELOPE, KEY, account_payload, best_us
 from crossfade.events.avro_codec import AvroCodec, ConnectCodec
 from crossfade.events.framing import frame_single_object
 from crossfade.events.model import position
@@ -87,7 +87,7 @@ def main() -> None:
         return conn_schema, values
 
     n = args.records
-    vschema, values = structs(ENVELOPE, [_payload(i) for i in range(n)])
+    vschema, values = structs(ENVELOPE, [account_payload(i) for i in range(n)])
     kschema, keys = structs(KEY, [{"aid": i} for i in range(n)])
     vcc, kcc = ConnectCodec(ENVELOPE), ConnectCodec(KEY)
     joining = J("java.util.stream.Collectors").joining("\0")

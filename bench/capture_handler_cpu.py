@@ -14,7 +14,10 @@ librdkafka's in-process mock cluster, so every record is produced, flushed and i
 checked as in a run (the mock broker's threads are not counted; the handler thread's CPU is
 ``time.thread_time`` of the thread calling ``handle``, JVM work on that thread included).
 
-Prints mean and best µs per record over ``--batches`` batches (after ``--warmup`` untimed ones).
+Prints mean and best µs per record over ``--batches`` batches (after ``--warmup`` untimed ones),
+and as the baseline of the same run the relay floor: the same batches read from the JVM in bulk,
+each value's JSON parsed and produced as it is (no Avro), deliveries checked. Writes
+``bench/results/capture_handler_cpu.json`` and a history row (``--no-save``: print only).
 Only the engine's own part of the handler thread (``markProcessed`` per record, the JPype upcall
 into ``handleJsonBatch``) is left out. ``--profile`` runs the batches under nothing but prints
 cProfile's top functions of one extra pass instead (Python only).
@@ -32,7 +35,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.sync_cpu import ENVELOPE, SOURCE, _f, _payload
+import orjson
+
+from bench import history
+from bench.sync_cpu import ENVELOPE, SOURCE, account_payload, field_schema
+from crossfade.capture.batch import BatchReader
 from crossfade.capture.service import ChangeProducer
 from crossfade.config import Settings
 from crossfade.events.framing import SchemaCache
@@ -50,14 +57,14 @@ def _value_schema(table: str) -> dict[str, Any]:
         "pgbench_branches": [("bid", False), ("bbalance", True), ("filler", True)],
         "pgbench_history": [("tid", True), ("bid", True), ("aid", True), ("delta", True)],
     }[table]
-    fields = [_f("int32", c, opt) for c, opt in cols]
+    fields = [field_schema("int32", c, opt) for c, opt in cols]
     if table == "pgbench_history":
         fields += [
-            _f("int64", "mtime", name="io.debezium.time.MicroTimestamp", version=1),
-            _f("string", "filler"),
+            field_schema("int64", "mtime", name="io.debezium.time.MicroTimestamp", version=1),
+            field_schema("string", "filler"),
         ]
     else:
-        fields = [f if f["field"] != "filler" else _f("string", "filler") for f in fields]
+        fields = [f if f["field"] != "filler" else field_schema("string", "filler") for f in fields]
     row = {
         "type": "struct",
         "optional": True,
@@ -79,12 +86,12 @@ def _key_schema(table: str) -> dict[str, Any] | None:
         "type": "struct",
         "optional": False,
         "name": f"{PREFIX}.public.{table}.Key",
-        "fields": [_f("int32", _KEYS[table], False)],
+        "fields": [field_schema("int32", _KEYS[table], False)],
     }
 
 
 def _row_payload(table: str, i: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-    p = _payload(i)
+    p = account_payload(i)
     p["source"]["table"] = table
     if table == "pgbench_accounts":
         return {"aid": i}, p
@@ -178,6 +185,68 @@ def _producer(state: Path) -> ChangeProducer:
     return prod
 
 
+def _relay_floor(records: Any, producer: Any) -> Any:
+    """The baseline: what any handler of these batches pays before converting a byte. The same
+    bulk read from the JVM (:class:`BatchReader`), each value's JSON parsed (a handler must read
+    the source block to place the record) and produced as it is, deliveries checked at the
+    flush."""
+    reader = BatchReader()
+    failed: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
+    def handle() -> None:
+        for dest, key, value, _ks, _vs in reader.read(records):
+            if value is not None:
+                orjson.loads(value).get("source")
+            producer.produce(dest, key=key, value=value, on_delivery=delivered)
+            producer.poll(0)
+        producer.flush()
+        if failed:
+            raise RuntimeError(f"the mock broker refused a record: {failed[0]}")
+
+    return handle
+
+
+def _us_per_record(handle: Any, batch: int, batches: int, warmup: int) -> list[float]:
+    for _ in range(warmup):
+        handle()
+    times = []
+    for _ in range(batches):
+        t = time.thread_time()
+        handle()
+        times.append((time.thread_time() - t) * 1e6 / batch)
+    return times
+
+
+def _save(args: argparse.Namespace, handler: list[float], floor: list[float]) -> None:
+    name = "capture_handler_cpu"
+    doc = {
+        **history.provenance(),
+        "args": vars(args),
+        "results": {
+            name: {
+                "handler_us_per_record": handler,
+                "handler_us_per_record_median": statistics.median(handler),
+                "relay_floor_us_per_record": floor,
+                "relay_floor_us_per_record_median": statistics.median(floor),
+            }
+        },
+        "table": [
+            [
+                name,
+                "pgbench mix, handler thread CPU us/record median (best): capture / relay floor",
+                f"{statistics.median(handler):.1f} ({min(handler):.1f})",
+                f"{statistics.median(floor):.1f} ({min(floor):.1f})",
+            ]
+        ],
+    }
+    for path in history.save(doc):
+        print(f"wrote {path.relative_to(history.REPO)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,22 +255,25 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=40, help="batches timed")
     ap.add_argument("--warmup", type=int, default=20, help="batches run first, untimed")
     ap.add_argument("--profile", action="store_true", help="cProfile one more pass, print top")
+    ap.add_argument(
+        "--no-save", action="store_true", help="print only (no result file, no history row)"
+    )
     args = ap.parse_args()
     records = _records(args.batch)
     with tempfile.TemporaryDirectory() as tmp:
         prod = _producer(Path(tmp))
-        for _ in range(args.warmup):
-            prod.handle(records)
-        times = []
-        for _ in range(args.batches):
-            t = time.thread_time()
-            prod.handle(records)
-            times.append((time.thread_time() - t) * 1e6 / args.batch)
-        print(
-            f"handler thread, {args.batch} pgbench-mix records per batch, {args.batches} batches: "
-            f"mean {statistics.mean(times):.1f} us/record, best {min(times):.1f}, "
-            f"median {statistics.median(times):.1f}"
+        floor = _us_per_record(
+            _relay_floor(records, prod.producer), args.batch, args.batches, args.warmup
         )
+        times = _us_per_record(lambda: prod.handle(records), args.batch, args.batches, args.warmup)
+        for label, xs in (("capture's handler", times), ("relay floor (baseline)", floor)):
+            print(
+                f"{label}, {args.batch} pgbench-mix records per batch, {args.batches} batches: "
+                f"mean {statistics.mean(xs):.1f} us/record, best {min(xs):.1f}, "
+                f"median {statistics.median(xs):.1f}"
+            )
+        if not args.no_save:
+            _save(args, times, floor)
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()

@@ -6,9 +6,10 @@ Encodes ``--events`` pgbench_accounts UPDATE envelopes the way capture does (Deb
 envelope and source block, single-object framing), then times what a sync worker does with each
 batch after ``consume``: decode (:class:`EventDecoder`), collapse per key, render the staging row
 and format it for COPY (psycopg's text formatter). Prints µs of CPU per event, best of
-``--repeat`` batches, for the Avro reader sync uses (cavro) and for fastavro's, in the same run:
-the end-to-end ``bench.run sync`` figures move by tens of percent with the load of a shared
-machine, this one much less.
+``--repeat`` batches, and as the baseline of the same run the same records decoded alone (the
+floor any consumer of these topics pays): the end-to-end ``bench.run sync`` figures move by tens
+of percent with the load of a shared machine, this one much less. Writes
+``bench/results/sync_cpu.json`` and a history row (``--no-save``: print only).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 from psycopg._copy_base import TextFormatter
 from psycopg.adapt import Transformer
 
+from bench import history
 from crossfade.catalog import Column, TableShape
 from crossfade.config import KafkaConfig
 from crossfade.events.avro_codec import ConnectCodec
@@ -30,20 +32,20 @@ from crossfade.events.framing import SchemaCache, frame_single_object
 from crossfade.target.apply import TableApplier, collapse
 
 
-def _f(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:
+def field_schema(t: str, field: str, optional: bool = True, **kw: Any) -> dict[str, Any]:
     return {"type": t, "optional": optional, "field": field, **kw}
 
 
-def _row(name: str) -> dict[str, Any]:
+def row_schema(name: str) -> dict[str, Any]:
     return {
         "type": "struct",
         "optional": True,
         "name": name,
         "fields": [
-            _f("int32", "aid", False),
-            _f("int32", "bid"),
-            _f("int32", "abalance"),
-            _f("string", "filler"),
+            field_schema("int32", "aid", False),
+            field_schema("int32", "bid"),
+            field_schema("int32", "abalance"),
+            field_schema("string", "filler"),
         ],
     }
 
@@ -55,11 +57,11 @@ SOURCE = {
     "version": 1,
     "field": "source",
     "fields": [
-        _f("string", "version", False),
-        _f("string", "connector", False),
-        _f("string", "name", False),
-        _f("int64", "ts_ms", False),
-        _f(
+        field_schema("string", "version", False),
+        field_schema("string", "connector", False),
+        field_schema("string", "name", False),
+        field_schema("int64", "ts_ms", False),
+        field_schema(
             "string",
             "snapshot",
             name="io.debezium.data.Enum",
@@ -69,15 +71,15 @@ SOURCE = {
                 "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
             },
         ),
-        _f("string", "db", False),
-        _f("string", "sequence"),
-        _f("int64", "ts_us"),
-        _f("int64", "ts_ns"),
-        _f("string", "schema", False),
-        _f("string", "table", False),
-        _f("int64", "txId"),
-        _f("int64", "lsn"),
-        _f("int64", "xmin"),
+        field_schema("string", "db", False),
+        field_schema("string", "sequence"),
+        field_schema("int64", "ts_us"),
+        field_schema("int64", "ts_ns"),
+        field_schema("string", "schema", False),
+        field_schema("string", "table", False),
+        field_schema("int64", "txId"),
+        field_schema("int64", "lsn"),
+        field_schema("int64", "xmin"),
     ],
 }
 ENVELOPE = {
@@ -86,8 +88,8 @@ ENVELOPE = {
     "name": "cf.public.pgbench_accounts.Envelope",
     "version": 2,
     "fields": [
-        {**_row("cf.public.pgbench_accounts.Value"), "field": "before"},
-        {**_row("cf.public.pgbench_accounts.Value"), "field": "after"},
+        {**row_schema("cf.public.pgbench_accounts.Value"), "field": "before"},
+        {**row_schema("cf.public.pgbench_accounts.Value"), "field": "after"},
         SOURCE,
         {
             "type": "struct",
@@ -96,26 +98,26 @@ ENVELOPE = {
             "version": 1,
             "field": "transaction",
             "fields": [
-                _f("string", "id", False),
-                _f("int64", "total_order", False),
-                _f("int64", "data_collection_order", False),
+                field_schema("string", "id", False),
+                field_schema("int64", "total_order", False),
+                field_schema("int64", "data_collection_order", False),
             ],
         },
-        _f("string", "op", False),
-        _f("int64", "ts_ms"),
-        _f("int64", "ts_us"),
-        _f("int64", "ts_ns"),
+        field_schema("string", "op", False),
+        field_schema("int64", "ts_ms"),
+        field_schema("int64", "ts_us"),
+        field_schema("int64", "ts_ns"),
     ],
 }
 KEY = {
     "type": "struct",
     "optional": False,
     "name": "cf.public.pgbench_accounts.Key",
-    "fields": [_f("int32", "aid", False)],
+    "fields": [field_schema("int32", "aid", False)],
 }
 
 
-def _payload(i: int) -> dict[str, Any]:
+def account_payload(i: int) -> dict[str, Any]:
     return {
         "before": None,
         "after": {
@@ -166,12 +168,15 @@ def main() -> None:
     )
     ap.add_argument("--events", type=int, default=10_000, help="events per batch")
     ap.add_argument("--repeat", type=int, default=8, help="batches timed (the best counts)")
+    ap.add_argument(
+        "--no-save", action="store_true", help="print only (no result file, no history row)"
+    )
     args = ap.parse_args()
     vcc, kcc = ConnectCodec(ENVELOPE), ConnectCodec(KEY)
     records = [
         (
             frame_single_object(kcc.avro.fingerprint, kcc.encode({"aid": i})),
-            frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(i))),
+            frame_single_object(vcc.avro.fingerprint, vcc.encode(account_payload(i))),
         )
         for i in range(args.events)
     ]
@@ -197,19 +202,35 @@ def main() -> None:
     def batch() -> None:
         events = [decoder.decode(k, v, "public.pgbench_accounts", None) for k, v in records]
         for e in collapse(events):
-            fmt.write_row(applier._row(e))
+            fmt.write_row(applier.staging_row(e))
+
+    def decode_alone() -> None:
+        for k, v in records:
+            decoder.decode(k, v, "public.pgbench_accounts", None)
 
     gc.freeze()  # as the sync service does (crossfade.ops.cli)
     gc.set_threshold(50_000, *gc.get_threshold()[1:])
     print(f"{len(records[0][1])}-byte envelopes, {args.events} per batch, best of {args.repeat}")
-    print(
-        f"sync path, cavro reader:    {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
-    )
-    for codec in (vcc.avro, kcc.avro):
-        codec._reader = codec._change_reader = None  # fastavro's schemaless_reader, as before cavro
-    print(
-        f"sync path, fastavro reader: {best_us(batch, args.repeat, args.events):6.1f} us CPU/event"
-    )
+    path_us = best_us(batch, args.repeat, args.events)
+    decode_us = best_us(decode_alone, args.repeat, args.events)
+    print(f"sync path (decode, collapse, staging row, COPY text): {path_us:6.1f} us CPU/event")
+    print(f"decode alone (EventDecoder.decode), the baseline:     {decode_us:6.1f} us CPU/event")
+    doc = {
+        **history.provenance(),
+        "args": vars(args),
+        "results": {"sync_cpu": {"path_us_per_event": path_us, "decode_us_per_event": decode_us}},
+        "table": [
+            [
+                "sync_cpu",
+                "pgbench_accounts UPDATE, CPU us/event best: sync path / decode alone",
+                f"{path_us:.1f}",
+                f"{decode_us:.1f}",
+            ]
+        ],
+    }
+    if not args.no_save:
+        for path in history.save(doc):
+            print(f"wrote {path.relative_to(history.REPO)}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 import pytest
-from bench.sync_cpu import ENVELOPE, KEY, _payload
+from bench.sync_cpu import ENVELOPE, KEY, account_payload
 from confluent_kafka import Message
 
 from crossfade.config import KafkaConfig
@@ -44,7 +44,7 @@ def test_the_projected_envelope_makes_the_same_change_event() -> None:
     kept = {f["name"] for f in projection["fields"]}
     assert {"after", "source", "op"} <= kept and "ts_us" not in kept
     for i, op in enumerate(["c", "u", "d", "r"]):
-        payload = {**_payload(i), "op": op}
+        payload = {**account_payload(i), "op": op}
         if op == "d":
             payload = {**payload, "before": payload["after"], "after": None}
         body = vcc.encode(payload)
@@ -59,7 +59,7 @@ def test_the_projected_envelope_makes_the_same_change_event() -> None:
 
 def test_the_projected_envelope_still_refuses_trailing_and_truncated_bytes() -> None:
     vcc, _kcc, _cache = _codecs()
-    body = vcc.encode(_payload(1))
+    body = vcc.encode(account_payload(1))
     for bad in (body + b"\x00", body[:-1], body[: len(body) // 2]):
         with pytest.raises(DecodeError):
             vcc.avro.decode_change(bad)
@@ -76,7 +76,7 @@ def test_a_repeated_key_decodes_equal_but_not_shared() -> None:
     vcc, kcc, cache = _codecs()
     dec = EventDecoder(KafkaConfig(bootstrap_servers="127.0.0.1:1"), resolver=cache)
     key = frame_single_object(kcc.avro.fingerprint, kcc.encode({"aid": 3}))
-    value = frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(3)))
+    value = frame_single_object(vcc.avro.fingerprint, vcc.encode(account_payload(3)))
     a, b = dec.decode(key, value, "public.t"), dec.decode(key, value, "public.t")
     assert a.key == b.key == {"aid": 3} and a.key is not b.key
     assert a.key_schema is b.key_schema is kcc.avro.row_schema
@@ -106,7 +106,7 @@ def test_the_planner_reads_control_and_position_headers_as_before() -> None:
     vcc, _kcc, cache = _codecs()
     dec = EventDecoder(KafkaConfig(bootstrap_servers="127.0.0.1:1"), resolver=cache)
     planner = Planner(dec, {"cf.public.t": "public.t"})
-    value = frame_single_object(vcc.avro.fingerprint, vcc.encode(_payload(2)))
+    value = frame_single_object(vcc.avro.fingerprint, vcc.encode(account_payload(2)))
     # the first position header counts; a later one is ignored
     m = _message([(POSITION_HEADER, b"77"), (POSITION_HEADER, b"88")], value)
     e = planner.decode_one(m, BatchPlan())

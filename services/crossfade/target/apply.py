@@ -541,7 +541,7 @@ class TableApplier:
         if hit is not None and e.position >= hit[0]:
             raise self._dropped(e.table, hit[1])
 
-    def _row(self, e: ChangeEvent) -> tuple[str | None, ...]:
+    def staging_row(self, e: ChangeEvent) -> tuple[str | None, ...]:
         key_pairs, row_pairs = self._converters(e)
         key = e.key
         assert key is not None
@@ -587,7 +587,7 @@ class TableApplier:
         if watermark >= 0:
             survivors = [e for e in survivors if e.position >= watermark]
         return self.apply_rows(
-            conn, map(self._row, survivors), len(events), watermark, replay=replay
+            conn, map(self.staging_row, survivors), len(events), watermark, replay=replay
         )
 
     def apply_rows(
