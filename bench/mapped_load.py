@@ -253,14 +253,20 @@ class MappedBench:
         db0 = cluster_cpu(self.pgt.pid)
         t0 = time.time()
         cap = self.x.start("capture")
-        syn = self.x.start("sync")
+        # --sync-procs `crossfade sync` processes in one consumer group (they share sync.log)
+        syns = {
+            sync_name(i, self.args.sync_procs): self.x.start("sync")
+            for i in range(self.args.sync_procs)
+        }
         s.watch("capture", cap.p.pid)
-        s.watch("sync", syn.p.pid)
         self.prof.start("mapped-capture", cap.p.pid)
-        self.prof.start("mapped-sync", syn.p.pid)
+        for name, p in syns.items():
+            s.watch(name, p.p.pid)
+            self.prof.start(f"mapped-{name}", p.p.pid)
         self.x.fence(timeout=7200)
         t_fenced = time.time()
-        cpu = {"capture": cpu_seconds(cap.p.pid), "sync": cpu_seconds(syn.p.pid)}
+        cpu = {"capture": cpu_seconds(cap.p.pid)}
+        cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
         with psycopg.connect(self.x.target_dsn, autocommit=True) as c:  # sync's own accounting
             ledger = ledger_counts(c, self.x.settings.sync.bookkeeping_schema).accounted
@@ -279,6 +285,7 @@ class MappedBench:
         if not all(a.get("closes") for a in accounting):
             raise RuntimeError(f"the accounting does not close after the mapped load: {accounting}")
         return {
+            "sync_procs": self.args.sync_procs,
             "to_fence_s": t_fenced - t0,
             "verify_s": t_verified - t_fenced,
             "to_verified_s": t_verified - t0,
@@ -351,11 +358,12 @@ class MappedBench:
             )
         )
         peak = x["peak_rss_mib"]
+        syncs = [sync_name(i, x["sync_procs"]) for i in range(x["sync_procs"])]
         rec(
             (
                 "mapped_load",
-                "peak RSS MiB capture/sync",
-                f"{peak.get('capture', 0):.0f}/{peak.get('sync', 0):.0f}",
+                f"peak RSS MiB capture/{'/'.join(syncs)}",
+                "/".join(f"{peak.get(k, 0):.0f}" for k in ("capture", *syncs)),
                 "-",
             )
         )
@@ -363,7 +371,7 @@ class MappedBench:
         rec(
             (
                 "mapped_load",
-                "CPU s to the fence capture/sync/target PG",
+                f"CPU s to the fence {'/'.join(cpu)}",
                 "/".join(f"{v:.0f}" for v in cpu.values()),
                 "-",
             )
@@ -435,6 +443,11 @@ class MappedBench:
                 shutil.rmtree(self.root, ignore_errors=True)
 
 
+def sync_name(i: int, n: int) -> str:
+    """The name of the i-th of n sync processes in the figures: ``sync`` alone, as before."""
+    return "sync" if n == 1 else f"sync-{i}"
+
+
 def log_levels(path: Path) -> dict[str, int]:
     """Lines of a process log by level (JSON's ``level``, or the text format's word), and its size."""
     out: Counter[str] = Counter()
@@ -462,6 +475,12 @@ def main() -> None:
         help="legacy rows in all, about (1000000 for the issue's 1M)",
     )
     ap.add_argument("--seed", type=int, default=7, help="the CRM generator's seed")
+    ap.add_argument(
+        "--sync-procs",
+        type=int,
+        default=1,
+        help="`crossfade sync` processes in one consumer group (the topics' partitions split between them)",
+    )
     add_run_args(ap)
     args = ap.parse_args()
     b = MappedBench(args)

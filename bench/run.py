@@ -823,12 +823,18 @@ class Bench:
                 p.stop()
         ld = self.load(self.x.source_dsn, self.args.seconds, probes=False)
         t0 = time.time()
-        syn = self.x.start("sync")
-        self.rss.watch("sync", syn.p.pid)
-        self.prof.start("catchup-sync", syn.p.pid)
+        # --sync-procs workers in one consumer group (the topics' partitions split between them)
+        syns = [self.x.start("sync") for _ in range(self.args.sync_procs)]
+        for i, syn in enumerate(syns):
+            name = "sync" if len(syns) == 1 else f"sync-{i}"
+            self.rss.watch(name, syn.p.pid)
+            self.prof.start(f"catchup-{name}", syn.p.pid)
+        cpu0 = {i: cpu_seconds(syn.p.pid) for i, syn in enumerate(syns)}
         t1 = self.marker(self.x.source_dsn, self.x.target_dsn)
         self.prof.stop()
         out["crossfade"] = {
+            "sync_procs": len(syns),
+            "sync_cpu_s": [cpu_seconds(syn.p.pid) - cpu0[i] for i, syn in enumerate(syns)],
             "events": ld["events"],
             "drain_s": t1 - t0,
             "events_per_s": ld["events"] / (t1 - t0),
@@ -1139,7 +1145,7 @@ def main() -> None:
         "--sync-procs",
         type=int,
         default=1,
-        help="sync processes replaying in the sync-alone benchmark",
+        help="sync processes (one consumer group) draining catchup's backlog and replaying in the sync-alone benchmark",
     )
     add_run_args(ap)
     args = ap.parse_args()
