@@ -80,10 +80,16 @@ def test_batch_answers_as_row_by_row_with_fewer_statements(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     waits: list[tuple[str, str]] = []
-    real_wait = children.wait_for_parent
+    real_wait, real_waits = children.wait_for_parent, children.wait_for_parents
     monkeypatch.setattr(
         children, "wait_for_parent", lambda c, t, v: (waits.append((t, v)), real_wait(c, t, v))
     )
+
+    def wait_all(c: Any, pairs: list[tuple[str, str]]) -> None:
+        waits.extend(pairs)
+        real_waits(c, pairs)
+
+    monkeypatch.setattr(children, "wait_for_parents", wait_all)
     with psycopg.connect(db) as conn:
         one = _parents(conn)
         row_by_row = _Counting(conn)
@@ -102,9 +108,9 @@ def test_batch_answers_as_row_by_row_with_fewer_statements(
     # each missing parent is waited for once, as row by row
     assert sorted(waits) == row_waits == [(ACCOUNTS, "[99]"), (PEOPLE, '["nobody"]')]
     # the look-up: people's crosswalk and rows, accounts.account_id's int and str arrays,
-    # accounts.code (5); then per missing parent its wait and the look-up after it (2 + 3 for
-    # a deduplicated one), and the second ask of 99, already waited for (1)
-    assert counting.statements == 11, counting.statements
+    # accounts.code (5); the missing ones' wait (1) and their look-up after it: people's
+    # crosswalk and rows, accounts.account_id (3); the second ask of 99 costs nothing
+    assert counting.statements == 9, counting.statements
     assert row_by_row.statements > 15, row_by_row.statements
 
 
@@ -144,14 +150,16 @@ def test_batch_locks_every_parent_found_until_commit(db: str) -> None:
 def test_a_parent_arriving_while_waited_for_is_found_and_locked(
     db: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def arrives(c: psycopg.Connection, table: str, value: str) -> None:
+    def arrives(c: psycopg.Connection, pairs: list[tuple[str, str]]) -> None:
+        assert sorted(pairs) == [(ACCOUNTS, "[98]"), (ACCOUNTS, "[99]")]
         with psycopg.connect(db, autocommit=True) as other:
             other.execute("INSERT INTO pb_app.accounts VALUES (99, 'A99')")
 
-    monkeypatch.setattr(children, "wait_for_parent", arrives)
+    monkeypatch.setattr(children, "wait_for_parents", arrives)
     with psycopg.connect(db) as conn:
-        got = _parents(conn).map_batch([[(ACCOUNTS, "account_id", 99)]], _map_one)
-        assert got == [[True]]
+        items = [[(ACCOUNTS, "account_id", 99)], [(ACCOUNTS, "account_id", 98)]]
+        got = _parents(conn).map_batch(items, _map_one)
+        assert got == [[True], [False]]
         assert _locked(
             db, "SELECT 1 FROM pb_app.accounts WHERE account_id = 99 FOR UPDATE NOWAIT", ()
         )
