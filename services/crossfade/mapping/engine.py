@@ -219,22 +219,10 @@ class CompiledColumn:
     """What the schema check compares with the target column: a cast name, a transform's output
     type, ``source`` (the source column's type) or ``const``."""
 
-    one: str | None = field(init=False, repr=False, compare=False)
-    """The one source column whose value is the input (most columns), else None."""
-    is_const: bool = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        # read once: pydantic's properties cost per row (issue 22)
-        self.is_const = self.spec.is_const
-        single = not self.is_const and not isinstance(self.spec.from_, list)
-        self.one = self.sources[0] if single and len(self.sources) == 1 else None
-
     def compute(self, row: Mapping[str, Any]) -> Any:
         spec = self.spec
-        if self.one is not None and (value := row.get(self.one, _ABSENT)) is not _ABSENT:
-            pass
-        elif self.is_const:
-            value = spec.const
+        if spec.is_const:
+            value: Any = spec.const
         else:
             got = [row.get(c, _ABSENT) for c in self.sources]
             missing = [c for c, v in zip(self.sources, got, strict=True) if v is _ABSENT]
