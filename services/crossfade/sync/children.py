@@ -249,6 +249,18 @@ def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> No
     )
 
 
+def wait_for_parents(conn: psycopg.Connection, parents: Iterable[tuple[str, str]]) -> None:
+    """:func:`wait_for_parent` for many (table, value text) at once, in one statement, in the
+    order :func:`lock_parents` takes them (sorted)."""
+    keys = sorted({_lock_key(t, v) for t, v in parents})
+    if keys:
+        conn.execute(
+            "SELECT pg_advisory_xact_lock_shared(hashtextextended(k, 0)) "
+            "FROM unnest(%s::text[]) AS k",
+            (keys,),
+        )
+
+
 def children_to_rerun(
     conn: psycopg.Connection, schema: str, changes: ParentChanges
 ) -> list[tuple[Any, ...]]:

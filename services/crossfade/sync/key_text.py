@@ -11,7 +11,11 @@ from typing import Any
 
 from crossfade.mapping.engine import jsonable
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+"""``json.dumps`` with these options builds an encoder per call; keys are made per row and per
+parent reference, so one is kept (the same text)."""
+
 
 def key_text(values: Iterable[Any]) -> str:
     """A key as stable JSON text (ledger entries, tombstones of mapped targets)."""
-    return json.dumps([jsonable(v) for v in values], separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode([jsonable(v) for v in values])

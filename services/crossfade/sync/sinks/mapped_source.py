@@ -350,6 +350,7 @@ class MappedSource:
         keyed = [(e, *self.entry_of(e)) for e in survivors]
         stored = ledger_positions(conn, self.bk_name, self.source, [k for _, k, _, _ in keyed])
         steps: list[_Step] = []
+        todo: list[tuple[_Step, dict[str, Any], frozenset[str]]] = []
         for e, entry, skey, key_row in keyed:
             have = stored.get(entry)
             if have is not None and (e.position < have[0] or (e.position == have[0] and not again)):
@@ -362,11 +363,16 @@ class MappedSource:
             if have is not None and have[1] == "dead_letter":
                 h.prev_rule = have[2]
             if not e.is_delete:
-                row, unavailable = event_row(e, self.pg_types)
-                st.out = self.mapper.map_row(
-                    self.source, row, parents=parents, unavailable=unavailable
-                )
+                todo.append((st, *event_row(e, self.pg_types)))
             steps.append(st)
+
+        def map_one(t: tuple[_Step, dict[str, Any], frozenset[str]], p: Any) -> Any:
+            return self.mapper.map_row(self.source, t[1], parents=p, unavailable=t[2])
+
+        # the batch's parents are looked up together (TargetParents.map_batch), not row by row
+        outs = parents.map_batch(todo, map_one) if parents is not None else None
+        for i, t in enumerate(todo):
+            t[0].out = outs[i] if outs is not None else map_one(t, None)
         return steps
 
     def _apply_targets(

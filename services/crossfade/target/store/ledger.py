@@ -384,14 +384,18 @@ def write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> Non
 def ledger_positions(
     conn: psycopg.Connection, schema: str, table: str, entries: list[str]
 ) -> dict[str, tuple[int, str, str | None]]:
-    """Ledger rows of these entries of ``table``: entry -> (position, outcome, rule)."""
+    """Ledger rows of these entries of ``table``: entry -> (position, outcome, rule).
+
+    The entries go sorted: a prepared run of this statement is PostgreSQL's generic plan, an
+    index scan that sorts the array first with the column's collation (thousands of locale
+    comparisons on a batch's 5000 keys); already in order, that sort is one pass (issue 22)."""
     return {
         r[0]: (r[1], r[2], r[3])
         for r in conn.execute(
             sql.SQL(
                 "SELECT entry, position, outcome, rule FROM {}.ledger WHERE source_table = %s AND entry = ANY(%s)"
             ).format(sql.Identifier(schema)),
-            (table, entries),
+            (table, sorted(entries)),
         ).fetchall()
     }
 
