@@ -221,32 +221,6 @@ def _us_per_record(handle: Any, batch: int, batches: int, warmup: int) -> list[f
     return times
 
 
-def _save(args: argparse.Namespace, handler: list[float], floor: list[float]) -> None:
-    name = "capture_handler_cpu"
-    doc = {
-        **history.provenance(),
-        "args": vars(args),
-        "results": {
-            name: {
-                "handler_us_per_record": handler,
-                "handler_us_per_record_median": statistics.median(handler),
-                "relay_floor_us_per_record": floor,
-                "relay_floor_us_per_record_median": statistics.median(floor),
-            }
-        },
-        "table": [
-            [
-                name,
-                "pgbench mix, handler thread CPU us/record median (best): capture / relay floor",
-                f"{statistics.median(handler):.1f} ({min(handler):.1f})",
-                f"{statistics.median(floor):.1f} ({min(floor):.1f})",
-            ]
-        ],
-    }
-    for path in history.save(doc):
-        print(f"wrote {path.relative_to(history.REPO)}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -272,8 +246,20 @@ def main() -> None:
                 f"mean {statistics.mean(xs):.1f} us/record, best {min(xs):.1f}, "
                 f"median {statistics.median(xs):.1f}"
             )
-        if not args.no_save:
-            _save(args, times, floor)
+        history.record(
+            "capture_handler_cpu",
+            args,
+            {
+                "handler_us_per_record": times,
+                "handler_us_per_record_median": statistics.median(times),
+                "relay_floor_us_per_record": floor,
+                "relay_floor_us_per_record_median": statistics.median(floor),
+            },
+            "pgbench mix, handler thread CPU us/record median (best): capture / relay floor",
+            f"{statistics.median(times):.1f} ({min(times):.1f})",
+            f"{statistics.median(floor):.1f} ({min(floor):.1f})",
+            not args.no_save,
+        )
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()

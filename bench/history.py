@@ -102,3 +102,20 @@ def save(doc: dict[str, Any], readme: Path = README, results: Path = RESULTS) ->
         re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _m: table, text, flags=re.S)
     )
     return written
+
+
+def record(
+    name: str, args: Any, figures: dict[str, Any], label: str, mine: str, base: str, write: bool
+) -> None:
+    """One single-figure benchmark's result: ``figures`` under ``name`` with the provenance and
+    arguments, and its history row (``label``: crossfade's figure ``mine`` against the
+    baseline ``base`` of the same run); written (:func:`save`) when ``write``."""
+    doc = {
+        **provenance(),
+        "args": vars(args),
+        "results": {name: figures},
+        "table": [[name, label, mine, base]],
+    }
+    if write:
+        for path in save(doc):
+            print(f"wrote {path.relative_to(REPO)}")

@@ -215,22 +215,15 @@ def main() -> None:
     decode_us = best_us(decode_alone, args.repeat, args.events)
     print(f"sync path (decode, collapse, staging row, COPY text): {path_us:6.1f} us CPU/event")
     print(f"decode alone (EventDecoder.decode), the baseline:     {decode_us:6.1f} us CPU/event")
-    doc = {
-        **history.provenance(),
-        "args": vars(args),
-        "results": {"sync_cpu": {"path_us_per_event": path_us, "decode_us_per_event": decode_us}},
-        "table": [
-            [
-                "sync_cpu",
-                "pgbench_accounts UPDATE, CPU us/event best: sync path / decode alone",
-                f"{path_us:.1f}",
-                f"{decode_us:.1f}",
-            ]
-        ],
-    }
-    if not args.no_save:
-        for path in history.save(doc):
-            print(f"wrote {path.relative_to(history.REPO)}")
+    history.record(
+        "sync_cpu",
+        args,
+        {"path_us_per_event": path_us, "decode_us_per_event": decode_us},
+        "pgbench_accounts UPDATE, CPU us/event best: sync path / decode alone",
+        f"{path_us:.1f}",
+        f"{decode_us:.1f}",
+        not args.no_save,
+    )
 
 
 if __name__ == "__main__":

@@ -334,32 +334,22 @@ def main() -> None:
         "   (issue 22's target: 25)"
     )
     print("per batch:", " ".join(f"{x:.1f}" for x in whole_us))
-    name = "sync_worker_cpu"
-    doc = {
-        **history.provenance(),
-        "args": vars(args),
-        "results": {
-            name: {
-                "worker_us_per_event": whole_us,
-                "worker_us_per_event_mean": mean_w,
-                "decode_us_per_event": decode_us,
-                "decode_us_per_event_mean": mean_d,
-                "rows_applied": applied,
-            }
+    history.record(
+        "sync_worker_cpu",
+        args,
+        {
+            "worker_us_per_event": whole_us,
+            "worker_us_per_event_mean": mean_w,
+            "decode_us_per_event": decode_us,
+            "decode_us_per_event_mean": mean_d,
+            "rows_applied": applied,
         },
-        # history row: the worker's batch path / the decode alone, same records, same run
-        "table": [
-            [
-                name,
-                "pgbench mix, CPU us/event mean (best): worker batch path / decode alone",
-                f"{mean_w:.1f} ({best_w:.1f})",
-                f"{mean_d:.1f} ({best_d:.1f})",
-            ]
-        ],
-    }
-    if not args.no_save:
-        for path in history.save(doc):
-            print(f"wrote {path.relative_to(history.REPO)}")
+        # the worker's batch path / the decode alone, same records, same run
+        "pgbench mix, CPU us/event mean (best): worker batch path / decode alone",
+        f"{mean_w:.1f} ({best_w:.1f})",
+        f"{mean_d:.1f} ({best_d:.1f})",
+        not args.no_save,
+    )
 
 
 if __name__ == "__main__":

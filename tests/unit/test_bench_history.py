@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+import pytest
 from bench import history
 
 
@@ -70,3 +72,23 @@ def test_a_benchmark_whose_rows_are_labelled_with_spaces_keeps_its_headlines(
     saved = json.loads((tmp_path / "results" / "sync_alone.json").read_text())
     assert saved["table"] == [["sync alone", "events/s (wall)", "9,416", "3,590"]]
     assert "| sync_alone | events/s (wall): 9,416 / 3,590 |" in readme.read_text()
+
+
+def test_record_writes_one_figure_and_its_row_only_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{history.BEGIN}\n{history.END}\n")
+    results = tmp_path / "results"
+    monkeypatch.setattr(history, "README", readme)
+    monkeypatch.setattr(history, "RESULTS", results)
+    monkeypatch.setattr(history.save, "__defaults__", (readme, results))
+    args = argparse.Namespace(events=10)
+    history.record("sync_cpu", args, {"us": 1.5}, "us/event: path / decode", "1.5", "1.0", False)
+    assert not results.exists()
+    monkeypatch.setattr(history, "REPO", tmp_path)
+    history.record("sync_cpu", args, {"us": 1.5}, "us/event: path / decode", "1.5", "1.0", True)
+    doc = json.loads((results / "sync_cpu.json").read_text())
+    assert doc["results"] == {"sync_cpu": {"us": 1.5}} and doc["args"] == {"events": 10}
+    assert doc["table"] == [["sync_cpu", "us/event: path / decode", "1.5", "1.0"]]
+    assert "| sync_cpu | us/event: path / decode: 1.5 / 1.0 |" in readme.read_text()
