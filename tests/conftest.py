@@ -139,6 +139,31 @@ def _stacks(p: Proc) -> str:
     return f"\n[py-spy dump of pid {p.p.pid}]\n{out.stdout or out.stderr}"
 
 
+def _lock_waits(dsn: str) -> str:
+    """The target's sessions that wait for a lock, each with the sessions blocking it (their
+    state, transaction age and last statement): a stuck worker's diagnosis names the holder
+    (test_fault_10 once waited minutes in claim_partitions behind a lock nobody identified)."""
+    q = (
+        "SELECT w.pid, left(w.query, 160), b.pid, b.state, "
+        "round(extract(epoch FROM now() - b.xact_start)::numeric, 1), left(b.query, 160), "
+        "b.application_name FROM pg_stat_activity w "
+        "JOIN LATERAL unnest(pg_blocking_pids(w.pid)) AS bp(pid) ON true "
+        "JOIN pg_stat_activity b ON b.pid = bp.pid WHERE w.datname = current_database()"
+    )
+    try:
+        with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as c:
+            rows = c.execute(q).fetchall()
+    except psycopg.Error as exc:
+        return f"\n--- target lock waits: not read ({exc}) ---"
+    if not rows:
+        return "\n--- target lock waits: none ---"
+    return "\n--- target lock waits ---\n" + "\n".join(
+        f"pid {w} waits in [{wq}] for pid {b} ({st}, transaction {age} s old, "
+        f"{app or 'no application name'}): [{bq}]"
+        for w, wq, b, st, age, bq, app in rows
+    )
+
+
 class Stack:
     """One isolated migration: legacy and target databases, topics, slot, processes."""
 
@@ -283,7 +308,7 @@ class Stack:
     def _diag(self) -> str:
         return "".join(
             f"\n--- {p.name} (alive={p.alive()}) ---\n{p.tail()}{_stacks(p)}" for p in self.procs
-        )
+        ) + _lock_waits(self.target_dsn)
 
     def compare(self) -> list[Any]:
         from crossfade.ops.demo import compare_all
