@@ -82,6 +82,11 @@ def _install(point: str, nth: int) -> None:
             state["fired"] = True
             _say(f"SIGSTOP before a batch of {len(msgs)} records")
             os.kill(os.getpid(), signal.SIGSTOP)
+            # a process-directed SIGSTOP stops this thread a moment after kill() returns: without
+            # the pause it could begin the batch first and freeze inside its transaction, holding
+            # the offsets row lock its successor's claim waits for (seen in pg_blocking_pids:
+            # "idle in transaction ... TRUNCATE cf_stage_..."), which is not this case's fault
+            time.sleep(0.5)
             return orig_apply_batch(self, msgs)
         if due and point in ("mid_batch", "pause_mid_batch"):
             state["arm_mid"] = True
