@@ -181,6 +181,11 @@ class TargetParents:
         return ok
 
 
+def _key(parents: TargetParents, table: str, column: str, value: Any) -> PKey | None:
+    """The parent a mapping asks for, None for a table the target does not have."""
+    return (table, column, key_text([value])) if table in parents.shapes else None
+
+
 class _Noting:
     """The first pass of :meth:`TargetParents.map_batch`: a parent found earlier in the batch
     is there; any other is noted and answered "yes" for now."""
@@ -192,9 +197,9 @@ class _Noting:
         """The parents the current item asked for that were not found before."""
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
-        if table not in self.parents.shapes:
+        k = _key(self.parents, table, column, value)
+        if k is None:
             return None
-        k = (table, column, key_text([value]))
         if k in self.parents._found:
             return True
         self.pending.setdefault(k, value)
@@ -226,9 +231,9 @@ class _Settled:
         self.missing = missing
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
-        if table not in self.parents.shapes:
+        k = _key(self.parents, table, column, value)
+        if k is None:
             return None
-        k = (table, column, key_text([value]))
         if k in self.missing:
             return False
         return self.parents(table, column, value)  # found: cached
