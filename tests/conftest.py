@@ -25,12 +25,18 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from hypothesis import settings as hypothesis_settings
 
 import crossfade.mapping  # noqa: F401 - installs the engine's check the config's mapping runs at load
 from crossfade.config import Settings, load_settings
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres
 
 _counter = itertools.count(1)
+
+# Property tests check results, not speed: hypothesis' default 200 ms deadline per example failed
+# test_pgtext's decimal property on a machine at load 17 (speed is measured in bench/, not here).
+hypothesis_settings.register_profile("crossfade", deadline=None)
+hypothesis_settings.load_profile("crossfade")
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
