@@ -166,3 +166,39 @@ def test_without_the_timeout_the_claim_keeps_waiting(db: str) -> None:
                 claim_partitions(waiting, BK, new.settings.sync.group_id, [TP], EPOCH, "new:1")
     finally:
         _close(old, new)
+
+
+def test_a_holder_the_server_does_not_end_is_ended_by_the_waiting_claim(
+    db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PostgreSQL arms idle_in_transaction_session_timeout when it reports itself ready for the
+    next statement; a flush request after that (psycopg sends one after the Sync ending a
+    pipeline, as every applier's statements do) disarms it. The frozen session is then ended by
+    the waiting claim's watch, a moment past the timeout."""
+    old, new = _worker(db), _worker(db)
+    try:
+        _claim(old)
+        caplog.set_level(logging.WARNING)
+        conn = old._db()
+        conn.execute("BEGIN")
+        lock_owned(conn, BK, old.settings.sync.group_id, old.owner, [TP])
+        with conn.cursor() as cur, conn.pipeline():  # how an applier's statements end
+            for _ in range(3):
+                cur.execute(f"SELECT count(*) FROM {BK}.offsets")
+        t0 = time.monotonic()
+        _claim(new)
+        took = time.monotonic() - t0
+        # not the server at TIMEOUT_S: the watch, after its grace, at its next look
+        assert TIMEOUT_S + 2 <= took < TIMEOUT_S + 2 + 0.5 + 5, took
+        ended = [r.getMessage() for r in caplog.records if "ended session" in r.getMessage()]
+        assert len(ended) == 1 and f"ended session {conn.info.backend_pid}," in ended[0], ended
+        with pytest.raises(psycopg.Error) as woke:
+            conn.execute("SELECT 1")
+        assert classify_db_error(woke.value) == "transient", repr(woke.value)
+        old.conn = None
+        with pytest.raises(StaleAssignment):
+            old._with_db_retry(
+                lambda: lock_owned(old._db(), BK, old.settings.sync.group_id, old.owner, [TP])
+            )
+    finally:
+        _close(old, new)

@@ -9,6 +9,14 @@ holder (pid, state, transaction age, last statement); :attr:`LockWait.current` k
 for the stall watch (:mod:`crossfade.sync.watchdog`), until the call returns. A holder idle in its
 transaction is a client frozen mid-batch: ``sync.idle_in_transaction_timeout_s`` has the server
 end its session, and the wait ends with it.
+
+The server does not always: PostgreSQL arms that timer only when it tells the client it is ready
+for the next statement, and a flush request arriving after that (psycopg sends one after the Sync
+that ends a pipeline, and every applier's statements end in one) disarms it for good. So a holder
+still idle in its transaction ``_GRACE_S`` past the timeout is ended here
+(:func:`~crossfade.target.store.end_idle_in_transaction`: ``pg_terminate_backend``, checked
+atomically against its idle time), with a WARNING; the same user's sessions may be ended without
+further privileges.
 """
 
 from __future__ import annotations
@@ -22,9 +30,12 @@ from collections.abc import Iterator
 import psycopg
 
 from crossfade.sync.watchdog import DB_TIMEOUTS
-from crossfade.target.store import LockHolder, lock_holders
+from crossfade.target.store import LockHolder, end_idle_in_transaction, lock_holders
 
 log = logging.getLogger(__name__)
+
+_GRACE_S = 2.0
+"""The server's own timeout goes first; a holder idle this much longer is ended here."""
 
 
 class LockWait:
@@ -79,6 +90,7 @@ class LockWait:
                             **DB_TIMEOUTS,
                         )
                     holders = lock_holders(conn, pid)
+                    self._end_frozen(conn, holders)
                 except psycopg.Error as exc:
                     lines = str(exc).strip().splitlines()
                     error = f"{type(exc).__name__}: {lines[0] if lines else ''}"
@@ -96,6 +108,39 @@ class LockWait:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
+
+    def _end_frozen(self, conn: psycopg.Connection, holders: list[LockHolder]) -> None:
+        """End the holders idle in their transaction past the timeout (see the module doc)."""
+        if self.idle_timeout_s <= 0:
+            return
+        for h in holders:
+            if not h.idle_in_transaction or (h.state_age_s or 0) < self.idle_timeout_s + _GRACE_S:
+                continue
+            try:
+                ended = end_idle_in_transaction(conn, h.pid, self.idle_timeout_s + _GRACE_S)
+            except psycopg.Error as exc:
+                lines = str(exc).strip().splitlines()
+                log.warning(
+                    "session %d, idle in its transaction for %.0f s, holds a lock a claim waits for "
+                    "and could not be ended (%s): end it with SELECT pg_terminate_backend(%d)",
+                    h.pid,
+                    h.state_age_s or 0,
+                    lines[0] if lines else type(exc).__name__,
+                    h.pid,
+                )
+                if conn.broken:
+                    raise
+                continue
+            if ended:
+                log.warning(
+                    "ended session %d, idle in its transaction for %.0f s (past "
+                    "sync.idle_in_transaction_timeout_s, %g s, which the server did not apply: "
+                    "its last request was a flush): %s",
+                    h.pid,
+                    h.state_age_s or 0,
+                    self.idle_timeout_s,
+                    h.describe(),
+                )
 
     def _describe(self, what: str, waited: float, holders: list[LockHolder], error: str) -> str:
         if error:

@@ -31,10 +31,10 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``added_columns``: columns sync added to identity targets mid-stream
 - ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
 - ``activity``: the sessions holding a lock another session waits for (``lock_holders``:
-  ``pg_stat_activity``, no bookkeeping table)
+  ``pg_stat_activity``, no bookkeeping table), ending one idle in its transaction
 """
 
-from crossfade.target.store.activity import LockHolder, lock_holders
+from crossfade.target.store.activity import LockHolder, end_idle_in_transaction, lock_holders
 from crossfade.target.store.added_columns import added_columns, note_added_column
 from crossfade.target.store.audit import (
     AuditEntry,
@@ -248,6 +248,7 @@ __all__ = [
     "members_by_blocks",
     "members_written_since",
     "lock_holders",
+    "end_idle_in_transaction",
     "lock_offsets",
     "mapping_fingerprint",
     "member_positions",
