@@ -53,6 +53,19 @@ def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycop
         ) from None
 
 
+def end_idle_transactions_after(conn: psycopg.Connection, seconds: float) -> None:
+    """Have the server end this session when it stays idle inside a transaction for ``seconds``
+    (``idle_in_transaction_session_timeout``): a client frozen mid-transaction (SIGSTOP, a GC
+    pause, a hung host) then releases its locks instead of holding them for as long as its TCP
+    connection lives. The client, when it wakes, gets SQLSTATE 25P03 or a closed connection
+    (:func:`is_transient`: reconnect and retry). ``0`` leaves the server's setting alone."""
+    if seconds > 0:
+        conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false)",
+            (str(max(1, round(seconds * 1000))),),
+        )
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for what a retry can outlast: a psycopg error :func:`classify_db_error` calls
     transient, or any :class:`TransientError` (a database or broker not answering yet, the Schema

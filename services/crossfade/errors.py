@@ -85,8 +85,11 @@ def classify_db_error(exc: BaseException) -> Kind:
     """Sort a psycopg error into transient or terminal.
 
     Connection-level failures (``OperationalError``: the server went away, the connection was
-    cut, the server is starting up or shutting down), serialization failures and deadlocks are
-    transient; everything else (a constraint violation, a type error) is terminal.
+    cut, the server is starting up or shutting down), serialization failures, deadlocks, a lock
+    not granted in time and a session the server ended for sitting idle in its transaction
+    (SQLSTATE 25P03, ``idle_in_transaction_session_timeout``: a worker frozen mid-batch; on a new
+    session its batch is retried, and refused if its partitions moved on) are transient;
+    everything else (a constraint violation, a type error) is terminal.
     """
     import psycopg
     from psycopg import errors as pgerr
@@ -97,7 +100,9 @@ def classify_db_error(exc: BaseException) -> Kind:
         | pgerr.DeadlockDetected
         | pgerr.AdminShutdown
         | pgerr.CannotConnectNow
-        | pgerr.LockNotAvailable,
+        | pgerr.LockNotAvailable
+        | pgerr.IdleInTransactionSessionTimeout
+        | pgerr.TransactionTimeout,
     ):
         return "transient"
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):

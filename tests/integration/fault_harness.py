@@ -19,6 +19,8 @@ Precise points inside a sync worker process (``CF_FAULT_POINT=<point>:<n>``, rea
 * ``commit_ack_lost:N`` - the N-th COMMIT goes through but the worker sees the connection drop
   (case 7): it must retry without applying twice;
 * ``stop_before_apply:N`` - SIGSTOP itself just before the N-th batch's transaction (case 10);
+* ``stop_mid_batch:N`` - SIGSTOP itself inside the N-th batch's transaction, after its first table
+  was written, holding the offset row locks (case 10, frozen mid-batch);
 * ``pause_mid_batch:N`` - sleep ``CF_FAULT_PAUSE_S`` seconds inside the N-th batch's transaction,
   after its first table was written (case 33: the new database crashes meanwhile);
 * ``pause_in_merge:N`` - the same inside the N-th dedup merge of a batch (case 33).

@@ -15,7 +15,7 @@ the target (``Stack.assert_equal``). The harness is ``tests/integration/fault_ha
 | 7 target connection dropped at COMMIT | ``test_fault_cases.py::test_fault_07_target_connection_dropped_at_commit`` |
 | 8 target database restarted | ``test_fault_cases.py::test_fault_08_target_database_restarted_mid_stream`` |
 | 9 rebalance mid-batch | ``test_faults.py::test_fault_09_rebalance_and_sigkill_sync_mid_stream`` |
-| 10 SIGSTOP past the poll interval | ``test_fault_cases.py::test_fault_10_paused_worker_stale_writes_refused`` |
+| 10 SIGSTOP past the poll interval | ``test_fault_cases.py::test_fault_10_paused_worker_stale_writes_refused``, ``test_fault_cases.py::test_fault_10_worker_frozen_inside_its_batch_transaction_releases_its_locks`` |
 | 11 a range of offsets replayed twice | ``test_fault_cases.py::test_fault_11_offsets_replayed_twice_identical_target`` |
 | 12 older event after a newer one | ``test_fault_cases.py::test_fault_12_older_event_after_newer_is_skipped`` |
 | 13 DELETE then a replayed CREATE | ``test_fault_cases.py::test_fault_13_replayed_create_after_delete_stays_deleted`` |
@@ -363,6 +363,56 @@ def test_fault_10_paused_worker_stale_writes_refused(
         60,
         "the resumed worker's stale batch to be refused\n" + stale.tail(),
     )
+    writer.start()
+    time.sleep(5)
+    settle(stack, writer)
+
+
+def test_fault_10_worker_frozen_inside_its_batch_transaction_releases_its_locks(
+    pg_server: EmbeddedPostgres, own_bootstrap: str, work_root: Path, request: pytest.FixtureRequest
+) -> None:
+    """Frozen inside its batch transaction, a worker holds the offset row locks its successor's
+    claim waits for: the successor names the holder while it waits, the server ends the frozen
+    session after ``sync.idle_in_transaction_timeout_s`` (or, when the server's timer was disarmed
+    by the applier's last pipeline flush, the successor's claim does, a moment later) and the
+    successor applies everything while the old worker is still stopped; resumed, the old worker's
+    retried batch is refused."""
+    idle_s = 30  # the successor claims ~7-15 s after the freeze (the old member is cut at 14 s)
+    stack = Stack(
+        pg_server,
+        own_bootstrap,
+        work_root,
+        max_poll_interval_ms=10_000,
+        idle_in_transaction_timeout_s=idle_s,
+        claim_wait_warn_s=2,
+    )
+    request.addfinalizer(stack.close)
+    writer = TypedWriter(stack.source_dsn, seed=10, rate=40).create(200)
+    stack.write_config([FX_TABLE])
+    stack.start("capture")
+    stale = start_with_fault(stack, "sync", "stop_mid_batch:3")
+    writer.start()
+    _fired(stale, "stop_mid_batch:3")
+    wait_for(lambda: proc_state(stale) == "T", 30, "the worker to be stopped")
+    stack.start("sync")
+    time.sleep(14)  # past max.poll.interval.ms (10 s) and session.timeout.ms (6 s)
+    assert inject_cut_broker_connections(stale, stack.bootstrap) > 0  # Tansu: see fault 10 above
+    writer.stop()
+    # every partition applied by the new owner while the old one is still frozen mid-batch: its
+    # session was ended, and with it its locks
+    stack.fence(timeout=idle_s + 120)
+    assert proc_state(stale) == "T"
+    log = stale.tail(4000)  # the two workers share the log file
+    assert "has waited" in log and "for a lock held by pid" in log, log
+    assert "(idle in transaction, " in log and "idle_in_transaction_timeout_s (30 s)" in log, log
+    assert "went through after" in log, log
+    os.kill(stale.p.pid, signal.SIGCONT)  #: it resumes mid-batch, on a session the server ended
+    wait_for(
+        lambda: "owned by another sync worker" in stale.tail(400),
+        60,
+        "the resumed worker's stale batch to be refused\n" + stale.tail(),
+    )
+    assert "transient error, retry 1" in stale.tail(400)  # its session's end, when it woke
     writer.start()
     time.sleep(5)
     settle(stack, writer)

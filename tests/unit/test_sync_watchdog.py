@@ -84,6 +84,25 @@ def test_a_table_nobody_claimed_since_the_rebalance_is_stalled_after_the_limit(
     assert w.resubscribe.is_set()
 
 
+def test_a_claim_waiting_for_a_lock_is_named_in_the_stalled_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = Clock()
+    waiting: list[str] = []
+    w = _watch(clock)
+    w.view = WorkerView(
+        owned=lambda: set(clock.owned),
+        generation_started=lambda: clock.gen,
+        lock_wait=lambda: waiting[-1] if waiting else None,
+    )
+    _reads(w, monkeypatch, parts=ALL, rows={})
+    _at(w, clock, 1000)
+    assert "waited" not in _at(w, clock, 1011)["public.a"]
+    waiting.append("the claim of p.public.a[0] has waited 9 s for a lock held by pid 42 (idle)")
+    stalled = _at(w, clock, 1012)
+    assert stalled["public.a"].endswith("; " + waiting[0]), stalled
+
+
 def test_a_table_another_worker_claimed_in_this_generation_is_assigned(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -280,6 +280,16 @@ class SyncConfig(_Strict):
     naming it, ``crossfade_sync_table_stalled{table}`` 1, ``/readyz`` false; the worker then
     re-subscribes (a rejoin from fresh metadata). Keep it above a rebalance's length (about
     ``session_timeout_ms`` when a worker dies)."""
+    idle_in_transaction_timeout_s: float = Field(60.0, ge=0)
+    """PostgreSQL's ``idle_in_transaction_session_timeout`` on sync's target sessions: a worker
+    frozen inside its batch transaction (SIGSTOP, a long GC pause, a hung host) has its session
+    ended after this long, which releases the offset row locks its successor's claim waits for;
+    when it wakes its batch is retried on a new session and refused as stale. Keep it well above
+    a batch's Python time between two statements (milliseconds to a few seconds); 0: off."""
+    claim_wait_warn_s: float = Field(5.0, gt=0)
+    """A claim of partitions waiting this long for a lock (the offset rows of a batch another
+    worker still holds) logs a WARNING naming the holder (pid, state, transaction age, last
+    statement), repeated every ``claim_wait_warn_s``, and the stall watch names it."""
     tag_origin: bool = True
     """Tag sync's writes with a PostgreSQL replication origin (``crossfade_<n>``) so a capture
     running the other way (``crossfade fallback``) skips them instead of sending them back. Needs

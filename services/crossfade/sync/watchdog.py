@@ -73,6 +73,9 @@ class WorkerView:
     it belong to the current generation of the group."""
     paused: Callable[[], bool] = lambda: False
     """``crossfade pause sync`` holds this worker (no progress is expected: none is a stall)."""
+    lock_wait: Callable[[], str | None] = lambda: None
+    """What this worker's claim waits for, once it waited long (:mod:`crossfade.sync.lock_wait`):
+    named in the reason of a table left unassigned meanwhile."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +232,12 @@ class TableWatch:
         # a claim or a batch after this generation began (1 s for the clocks' reading order)
         touched = [tp for tp in tps if tp in rows and rows[tp][1] <= elapsed + 1.0]
         if not touched and not any(tp in owned for tp in tps):
+            waiting = self.view.lock_wait()
             return Finding(
                 "unassigned",
                 f"no partition of {topic} is assigned to a worker of group {self.group_id} "
-                f"(none claimed in the {elapsed:.0f} s since this worker's last rebalance)",
+                f"(none claimed in the {elapsed:.0f} s since this worker's last rebalance)"
+                + (f"; {waiting}" if waiting else ""),
                 True,
             )
         return stuck

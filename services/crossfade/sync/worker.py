@@ -40,7 +40,7 @@ from tenacity import RetryCallState
 from crossfade import metrics
 from crossfade.catalog import read_shape
 from crossfade.config import Settings
-from crossfade.db import connect, retrying
+from crossfade.db import connect, end_idle_transactions_after, retrying
 from crossfade.errors import (
     BrokerDataLost,
     CrossfadeError,
@@ -55,6 +55,7 @@ from crossfade.events.model import ChangeEvent
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
+from crossfade.sync.lock_wait import LockWait
 from crossfade.sync.origin import tag_session
 from crossfade.sync.planner import Planner
 from crossfade.sync.progress_log import JoinProgress, RejectLog
@@ -66,6 +67,7 @@ from crossfade.sync.stats import SyncStats
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (
     Heartbeat,
+    StoredOffset,
     claim_partitions,
     decode_dead_letters,
     drop_heartbeat,
@@ -136,6 +138,13 @@ class SyncWorker:
         self._lag_low_at = time.monotonic()
         self._lag_low_wall: float | None = None
         self.watch: TableWatch | None = None
+        self.lock_wait = LockWait(
+            settings.target.conninfo,
+            settings.target.connect_timeout_s,
+            warn_s=settings.sync.claim_wait_warn_s,
+            idle_timeout_s=settings.sync.idle_in_transaction_timeout_s,
+        )
+        """Names the holder of a lock a claim waits for (:mod:`crossfade.sync.lock_wait`)."""
 
     @property
     def owner(self) -> dict[tuple[str, int], str]:
@@ -186,6 +195,9 @@ class SyncWorker:
             if not self.appliers:
                 raise  # never connected: a wrong DSN or user, say so and stop
             raise DatabaseUnavailable(str(exc)) from None  # it was up: a restart, wait for it
+        # frozen inside a batch (SIGSTOP, GC pause), this session would keep its offset row locks,
+        # and its successor's claim waiting for them, as long as the TCP connection lives
+        end_idle_transactions_after(conn, self.settings.sync.idle_in_transaction_timeout_s)
         if (
             self.settings.sync.tag_origin
         ):  # so a capture the other way skips our writes (sync.origin)
@@ -258,6 +270,7 @@ class SyncWorker:
                 owned=self.group.owned,
                 generation_started=lambda: self.group.generation_started,
                 paused=lambda: self.group.pause.paused,
+                lock_wait=lambda: self.lock_wait.current,
             ),
             stall_after_s=s.sync.stall_after_s,
         ).start()
@@ -268,11 +281,17 @@ class SyncWorker:
         """Claim ``tps`` in the target (:class:`~crossfade.sync.consumer.GroupMember` keeps the
         token); load their snapshot floors and open replays into the planner."""
         token = f"{self.worker_id}:{uuid.uuid4().hex[:8]}"
-        stored = self._with_db_retry(
-            lambda: claim_partitions(
-                self._db(), self.bk, self.settings.sync.group_id, tps, epoch, token
-            )
-        )
+        what = "the claim of " + ", ".join(f"{t}[{p}]" for t, p in sorted(tps))
+
+        def claim() -> dict[tuple[str, int], StoredOffset]:
+            conn = self._db()
+            # waits for a batch of the partitions' previous owner still holding their offset rows
+            with self.lock_wait.watching(what, conn.info.backend_pid):
+                return claim_partitions(
+                    conn, self.bk, self.settings.sync.group_id, tps, epoch, token
+                )
+
+        stored = self._with_db_retry(claim)
         for tp in tps:
             self.planner.floors[tp] = stored[tp].snapshot_floor
         self._with_db_retry(lambda: self._load_replays(tps, epoch))

@@ -88,7 +88,7 @@ def _install(point: str, nth: int) -> None:
             # "idle in transaction ... TRUNCATE cf_stage_..."), which is not this case's fault
             time.sleep(0.5)
             return orig_apply_batch(self, msgs)
-        if due and point in ("mid_batch", "pause_mid_batch"):
+        if due and point in ("mid_batch", "pause_mid_batch", "stop_mid_batch"):
             state["arm_mid"] = True
             state["msgs"] = msgs
         result = orig_apply_batch(self, msgs)
@@ -126,6 +126,16 @@ def _install(point: str, nth: int) -> None:
                 )
                 time.sleep(_PAUSE_S)
                 return
+            if point == "stop_mid_batch":
+                # no statement here: the applier's last request (a pipeline's flush) is what the
+                # frozen session's server last saw, as when a worker freezes between two tables
+                _say(
+                    f"SIGSTOP inside the batch transaction, after writing {table} "
+                    f"(target session {tx.conn.info.backend_pid})"
+                )
+                os.kill(os.getpid(), signal.SIGSTOP)
+                time.sleep(0.5)  # the stop takes effect a moment after kill() returns
+                return  # resumed (SIGCONT): the batch's next statement meets its ended session
             _say(f"SIGKILL inside the batch transaction, after writing {table}")
             os.kill(os.getpid(), signal.SIGKILL)
 

@@ -30,8 +30,11 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``verify_runs``: verify runs and their reports
 - ``added_columns``: columns sync added to identity targets mid-stream
 - ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
+- ``activity``: the sessions holding a lock another session waits for (``lock_holders``:
+  ``pg_stat_activity``, no bookkeeping table), ending one idle in its transaction
 """
 
+from crossfade.target.store.activity import LockHolder, end_idle_in_transaction, lock_holders
 from crossfade.target.store.added_columns import added_columns, note_added_column
 from crossfade.target.store.audit import (
     AuditEntry,
@@ -185,6 +188,7 @@ __all__ = [
     "FenceRun",
     "Heartbeat",
     "LedgerCounts",
+    "LockHolder",
     "RECENT_KEYS",
     "Replay",
     "SCHEMA_VERSION",
@@ -243,6 +247,8 @@ __all__ = [
     "member_block_keys",
     "members_by_blocks",
     "members_written_since",
+    "lock_holders",
+    "end_idle_in_transaction",
     "lock_offsets",
     "mapping_fingerprint",
     "member_positions",
