@@ -76,6 +76,8 @@ _SNAPSHOT_FLAGS = frozenset(
     {"true", "first", "first_in_data_collection", "last_in_data_collection", "last"}
 )
 
+_CONTROL = ("", "")
+"""A destination whose records are handled as control rows, not produced (:meth:`_control_row`)."""
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 _POLL_EVERY = 64  # records produced between two polls for delivery reports (~0.4 µs a poll)
 _EPOCH_CHECK_S = 5.0
@@ -118,7 +120,8 @@ class ChangeProducer:
             jvm = JvmAvroEncoder(self._reader, self._compile)
             self._encode, self._payload = jvm.encode, jvm.payload  # type: ignore[method-assign,assignment]
         self._published: dict[int, int] = {}
-        self._by_text: dict[Any, tuple[Any, Any, Any]] = {}
+        self._by_text: dict[Any, tuple[Any, Any]] = {}
+        """Schema text (and subject, with a registry) -> (its framed encoder, its JSON parser)."""
         self._registry = (
             RegistryRegistrar(settings.kafka.schema_registry_url)
             if settings.kafka.schema_registry_url
@@ -134,6 +137,8 @@ class ChangeProducer:
         self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
         self.on_snapshot_done: Any = None  # called with the LSN (capture/snapshot_guard.py)
         self._headers: list[tuple[str, bytes]] = []
+        self._epoch_header: tuple[str, bytes] | None = None
+        self._deliver = self._on_delivery  # bound once: produce takes it per record
         self.epoch: str | None = None
         self.floor = 0
         self._floor_file: Path | None = None
@@ -142,14 +147,16 @@ class ChangeProducer:
         self.pacer: Pacer | None = None
         """Off-peak pacing of Debezium's snapshot (set by :class:`CaptureService`)."""
         self._window_checked = False
-        self._subjects: dict[str, tuple[str, str]] = {}  # topic -> its key and value subjects
+        self._subjects: dict[str, tuple[str, str]] = {}
+        """Topic -> its key and value subjects, or _CONTROL (see :meth:`_dest_subjects`)."""
         self._unpolled = 0
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
         load this epoch's snapshot floor (see :func:`crossfade.events.model.position`)."""
         self.epoch = epoch
-        self._headers = [(EPOCH_HEADER, epoch.encode())]
+        self._epoch_header = (EPOCH_HEADER, epoch.encode())
+        self._headers = [self._epoch_header]
         self._floor_file = state_dir / f"snapshot-{epoch}.json"
         if self._floor_file.exists():
             self.floor = int(json.loads(self._floor_file.read_text())["lsn"])
@@ -250,6 +257,18 @@ class ChangeProducer:
         if raw_json is None:
             return None, None
         if schema_text is not None:
+            # capture's own records, their schema seen before: the per-record path
+            hit = self._by_text.get(
+                schema_text if self._registry is None else (subject, schema_text)
+            )
+            if hit is not None:
+                try:
+                    payload = hit[1](raw_json)
+                except orjson.JSONDecodeError:  # what orjson refuses and json reads (_loads)
+                    payload = json.loads(raw_json)
+                if payload is None:
+                    return None, None
+                return hit[0](payload), payload
             payload_text: str | bytes = raw_json
         else:
             if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
@@ -280,11 +299,14 @@ class ChangeProducer:
                 if isinstance(schema_text, bytes)
                 else "org.apache.kafka.connect.data.Decimal" in schema_text
             )
-            hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
-        payload = hit[2](payload_text)
+            hit = self._by_text[cache_key] = (
+                cc.framed(frame),
+                json.loads if exact else orjson.loads,
+            )
+        payload = _loads(payload_text) if hit[1] is orjson.loads else json.loads(payload_text)
         if payload is None:
             return None, None
-        return hit[1](hit[0].encode(payload)), payload
+        return hit[0](payload), payload
 
     @staticmethod
     def _payload(raw_json: str | bytes, schema_text: str | None) -> Any:
@@ -413,23 +435,24 @@ class ChangeProducer:
             self._set_floor(lsn)
             snap_last = snap == "last"
         else:
-            self._sweep_if_snapshot_ended()
-            self.stream_lsn = max(self.stream_lsn, lsn)
+            if self._unswept_snapshot_lsn is not None:
+                self._sweep_if_snapshot_ended()
+            if lsn > self.stream_lsn:
+                self.stream_lsn = lsn
         return position(lsn, snapshot=is_snapshot, floor=self.floor), snap_last
 
     def _produce_row(self, row: Any, counts: dict[tuple[str, str | None], int]) -> int:
         """Produce one record of a batch; 1 when it was a row of the initial snapshot."""
         dest, raw_key, raw_value, key_schema, value_schema = row
-        if self._control_row(dest, raw_value, value_schema):
-            return 0
         subjects = self._subjects.get(dest)
         if subjects is None:
-            subjects = self._subjects[dest] = (f"{dest}-key", f"{dest}-value")
-        key_bytes, _ = self._encode(raw_key, subjects[0], key_schema)
+            subjects = self._subjects[dest] = self._dest_subjects(dest)
+        if subjects is _CONTROL:
+            self._control_row(dest, raw_value, value_schema)
+            return 0
+        key_bytes = self._encode(raw_key, subjects[0], key_schema)[0]
         value_bytes, payload = self._encode(raw_value, subjects[1], value_schema)
-        headers = self._headers
         snap_last = False
-        source: dict[str, Any] = {}
         if payload is not None:
             source = payload.get("source") or {}
             if str(source.get("origin") or "").startswith(ORIGIN_PREFIX):
@@ -437,13 +460,10 @@ class ChangeProducer:
                 self.stats.echoes_skipped += 1
                 return 0
             pos, snap_last = self._place(source)
-            headers = [*headers, (POSITION_HEADER, str(pos).encode())]
-        # truncate (no key): partition 0; its position watermark orders it against the other
-        # partitions' events (see target.apply)
-        kwargs = (
-            {"headers": headers} if key_bytes is not None else {"headers": headers, "partition": 0}
-        )
-        self._send(dest, key_bytes, value_bytes, kwargs)
+            headers = [self._epoch_header, (POSITION_HEADER, str(pos).encode())]
+        else:
+            headers = self._headers
+        self._send(dest, key_bytes, value_bytes, headers)
         produced = self.stats.produced
         produced[dest] = produced.get(dest, 0) + 1
         loaded = 0
@@ -460,17 +480,39 @@ class ChangeProducer:
             self._sweep_if_snapshot_ended()
         return loaded
 
-    def _send(
-        self, dest: str, key: bytes | None, value: bytes | None, kwargs: dict[str, Any]
-    ) -> None:
+    def _dest_subjects(self, dest: str) -> tuple[str, str]:
+        """A destination's key and value subjects, or :data:`_CONTROL` for Debezium's heartbeats,
+        signals and the fence table (:meth:`_control_row`)."""
+        if (
+            dest.startswith("__debezium-heartbeat")
+            or dest == self.signal_topic
+            or dest == self.fence_topic
+        ):
+            return _CONTROL
+        return (f"{dest}-key", f"{dest}-value")
+
+    def _send(self, dest: str, key: bytes | None, value: bytes | None, headers: list[Any]) -> None:
+        """Produce; a record without a key (truncate) goes to partition 0, whose position
+        watermark orders it against the other partitions' events (see target.apply)."""
+        deliver = self._deliver
         try:
-            self.producer.produce(
-                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
-            )
-        except BufferError:
+            if key is not None:
+                self.producer.produce(
+                    dest, key=key, value=value, on_delivery=deliver, headers=headers
+                )
+            else:
+                self.producer.produce(
+                    dest, key=key, value=value, on_delivery=deliver, headers=headers, partition=0
+                )
+        except BufferError:  # the local queue is full: serve delivery reports, try once more
             self.producer.poll(1.0)
             self.producer.produce(
-                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
+                dest,
+                key=key,
+                value=value,
+                on_delivery=deliver,
+                headers=headers,
+                **({} if key is not None else {"partition": 0}),
             )
         except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
             raise CrossfadeError(
