@@ -137,7 +137,6 @@ class ChangeProducer:
         self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
         self.on_snapshot_done: Any = None  # called with the LSN (capture/snapshot_guard.py)
         self._headers: list[tuple[str, bytes]] = []
-        self._epoch_header: tuple[str, bytes] | None = None
         self._deliver = self._on_delivery  # bound once: produce takes it per record
         self.epoch: str | None = None
         self.floor = 0
@@ -155,8 +154,7 @@ class ChangeProducer:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
         load this epoch's snapshot floor (see :func:`crossfade.events.model.position`)."""
         self.epoch = epoch
-        self._epoch_header = (EPOCH_HEADER, epoch.encode())
-        self._headers = [self._epoch_header]
+        self._headers = [(EPOCH_HEADER, epoch.encode())]
         self._floor_file = state_dir / f"snapshot-{epoch}.json"
         if self._floor_file.exists():
             self.floor = int(json.loads(self._floor_file.read_text())["lsn"])
@@ -460,7 +458,7 @@ class ChangeProducer:
                 self.stats.echoes_skipped += 1
                 return 0
             pos, snap_last = self._place(source)
-            headers = [self._epoch_header, (POSITION_HEADER, str(pos).encode())]
+            headers = [*self._headers, (POSITION_HEADER, str(pos).encode())]
         else:
             headers = self._headers
         self._send(dest, key_bytes, value_bytes, headers)
@@ -492,33 +490,30 @@ class ChangeProducer:
         return (f"{dest}-key", f"{dest}-value")
 
     def _send(self, dest: str, key: bytes | None, value: bytes | None, headers: list[Any]) -> None:
-        """Produce; a record without a key (truncate) goes to partition 0, whose position
-        watermark orders it against the other partitions' events (see target.apply)."""
-        deliver = self._deliver
         try:
-            if key is not None:
-                self.producer.produce(
-                    dest, key=key, value=value, on_delivery=deliver, headers=headers
-                )
-            else:
-                self.producer.produce(
-                    dest, key=key, value=value, on_delivery=deliver, headers=headers, partition=0
-                )
+            self._produce(dest, key, value, headers)
         except BufferError:  # the local queue is full: serve delivery reports, try once more
             self.producer.poll(1.0)
-            self.producer.produce(
-                dest,
-                key=key,
-                value=value,
-                on_delivery=deliver,
-                headers=headers,
-                **({} if key is not None else {"partition": 0}),
-            )
+            self._produce(dest, key, value, headers)
         except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
             raise CrossfadeError(
                 f"Kafka refused a change event of {len(value or b'')} bytes for {dest} ({exc})",
                 "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
             ) from None
+
+    def _produce(
+        self, dest: str, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> None:
+        """A record without a key (truncate) goes to partition 0, whose position watermark
+        orders it against the other partitions' events (see target.apply)."""
+        if key is not None:
+            self.producer.produce(
+                dest, key=key, value=value, on_delivery=self._deliver, headers=headers
+            )
+        else:
+            self.producer.produce(
+                dest, value=value, on_delivery=self._deliver, headers=headers, partition=0
+            )
 
     @property
     def snapshot_running(self) -> bool:
