@@ -72,6 +72,35 @@ def _loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+_SMALL, _SMALL_KEPT = 64, 4096
+"""Records of at most this many bytes of JSON (keys) keep their encoding, this many per schema."""
+
+
+def _encode_known(hit: tuple[Any, Any, dict[Any, Any]], text: str | bytes) -> Any:
+    """(framed Avro, payload) of the JSON payload ``text`` of a schema seen before: ``hit`` is
+    its framed encoder, its JSON parser and what its small records gave. A key comes again and
+    again (a teller, a branch, a hot row): its text is looked up instead of parsed and encoded
+    (the bytes are those of the schema and the text alone; the payload kept is only read)."""
+    small = len(text) <= _SMALL
+    if small:
+        done = hit[2].get(text)
+        if done is not None:
+            return done
+    try:
+        payload = hit[1](text)
+    except orjson.JSONDecodeError:  # what orjson refuses and json reads (as _loads)
+        payload = json.loads(text)
+    if payload is None:
+        return None, None
+    done = hit[0](payload), payload
+    if small:
+        kept = hit[2]
+        if len(kept) >= _SMALL_KEPT:
+            kept.clear()
+        kept[text] = done
+    return done
+
+
 _SNAPSHOT_FLAGS = frozenset(
     {"true", "first", "first_in_data_collection", "last_in_data_collection", "last"}
 )
@@ -120,8 +149,9 @@ class ChangeProducer:
             jvm = JvmAvroEncoder(self._reader, self._compile)
             self._encode, self._payload = jvm.encode, jvm.payload  # type: ignore[method-assign,assignment]
         self._published: dict[int, int] = {}
-        self._by_text: dict[Any, tuple[Any, Any]] = {}
-        """Schema text (and subject, with a registry) -> (its framed encoder, its JSON parser)."""
+        self._by_text: dict[Any, tuple[Any, Any, dict[Any, Any]]] = {}
+        """Schema text (and subject, with a registry) -> (its framed encoder, its JSON parser,
+        the results of its small records: :func:`_encode_known`)."""
         self._registry = (
             RegistryRegistrar(settings.kafka.schema_registry_url)
             if settings.kafka.schema_registry_url
@@ -260,13 +290,7 @@ class ChangeProducer:
                 schema_text if self._registry is None else (subject, schema_text)
             )
             if hit is not None:
-                try:
-                    payload = hit[1](raw_json)
-                except orjson.JSONDecodeError:  # what orjson refuses and json reads (_loads)
-                    payload = json.loads(raw_json)
-                if payload is None:
-                    return None, None
-                return hit[0](payload), payload
+                return _encode_known(hit, raw_json)
             payload_text: str | bytes = raw_json
         else:
             if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
@@ -300,6 +324,7 @@ class ChangeProducer:
             hit = self._by_text[cache_key] = (
                 cc.framed(frame),
                 json.loads if exact else orjson.loads,
+                {},
             )
         payload = _loads(payload_text) if hit[1] is orjson.loads else json.loads(payload_text)
         if payload is None:
