@@ -130,8 +130,11 @@ def _string_encoder(cache: dict[Any, bytes]) -> Callable[[Any], bytes]:
 
 
 class _Gen:
-    def __init__(self, strict: bool) -> None:
+    def __init__(self, strict: bool, referenced: set[str]) -> None:
         self.strict = strict
+        self.referenced = referenced
+        """Names of records referred to again: written by a function; any other inline."""
+        self.inlined: list[str] = []
         """Read each field as ``v[name]`` (a missing one raises KeyError) rather than with
         ``v.get(name, default)``: Debezium's JSON converter writes every field of a struct, and
         a subscript costs less than a call."""
@@ -174,6 +177,8 @@ class _Gen:
         if isinstance(avro, Mapping):
             t, logical = avro.get("type"), avro.get("logicalType")
             if t == "record":
+                if str(avro.get("name")) not in self.referenced:
+                    return self.inline(conn, avro, x, p)
                 fn = self.record(conn, avro)
                 return None if fn is None else f"{p}{fn}({x}, a, buf)\n"
         ctype = conn.get("type")
@@ -200,31 +205,66 @@ class _Gen:
         return f"{p}{self.const(writer)}(buf, {conv}({x}))\n"
 
     def record(self, conn: Mapping[str, Any], avro: Mapping[str, Any]) -> str | None:
+        """A function ``r<n>(v, a, buf)`` writing the record (one referred to by name)."""
+        fn = f"r{len(self.records)}"
+        self.records[str(avro["name"])] = fn  # before its fields: they may refer to it
+        body = self.fields(conn, avro, "v", "    ")
+        if body is None:
+            return None
+        self.funcs.append(f"def {fn}(v, a, buf):\n{body}")
+        return fn
+
+    def fields(
+        self, conn: Mapping[str, Any], avro: Mapping[str, Any], v: str, p: str
+    ) -> str | None:
+        """Code writing the record in variable ``v``, field by field."""
         fields, afields = conn.get("fields") or [], avro.get("fields") or []
         if conn.get("type") != "struct" or [f.get("field") for f in fields] != [
             f.get("name") for f in afields
         ]:
             return None
-        fn = f"r{len(self.records)}"
-        self.records[str(avro["name"])] = fn  # before its fields: they may refer to it
-        body = [f"def {fn}(v, a, buf):\n    if type(v) is not dict:\n        raise F\n"]
+        body = [f"{p}if type({v}) is not dict:\n{p}    raise F\n"]
         for f, af in zip(fields, afields, strict=True):
             default = f.get("default")
             if default is not None:  # as the converter's struct does: the default converted
                 default = compile_payload_converter(f)(default)
             get = (
-                f"    x = v[{f['field']!r}]\n"
+                f"{p}x = {v}[{f['field']!r}]\n"
                 if self.strict
-                else f"    x = v.get({f['field']!r}, {self.const(default)})\n"
+                else f"{p}x = {v}.get({f['field']!r}, {self.const(default)})\n"
             )
-            code = self.value(f, af["type"], "x", "    ")
+            code = self.value(f, af["type"], "x", p)
             if code is None:
-                code = self.generic(f, af["type"], "x", "    ")
+                code = self.generic(f, af["type"], "x", p)
                 if code is None:
                     return None
             body.append(get + code)
-        self.funcs.append("".join(body))
-        return fn
+        return "".join(body)
+
+    def inline(
+        self, conn: Mapping[str, Any], avro: Mapping[str, Any], x: str, p: str
+    ) -> str | None:
+        """Code writing the record in ``x`` in place (one never referred to by name: no call)."""
+        v = f"v{len(self.inlined)}"
+        self.inlined.append(v)
+        body = self.fields(conn, avro, v, p)
+        return None if body is None else f"{p}{v} = {x}\n{body}"
+
+
+def _referenced(schema: Any, out: set[str]) -> set[str]:
+    """The names ``schema`` (fastavro's parsed form) refers to (a named type used again)."""
+    if isinstance(schema, str):
+        out.add(schema)
+    elif isinstance(schema, list):
+        for s in schema:
+            _referenced(s, out)
+    elif isinstance(schema, Mapping):
+        for f in schema.get("fields") or []:
+            _referenced(f.get("type"), out)
+        for k in ("items", "values"):
+            if k in schema:
+                _referenced(schema[k], out)
+    return out
 
 
 def compile_fused_encoder(
@@ -246,7 +286,7 @@ def compile_fused_encoder(
 def _generate(
     connect_schema: Mapping[str, Any], avro_parsed: Any, strict: bool, missing: Any
 ) -> FusedEncoder | None:
-    gen = _Gen(strict)
+    gen = _Gen(strict, _referenced(avro_parsed, set()))
     top = gen.value(connect_schema, avro_parsed, "p", "        " if strict else "    ")
     if top is None:
         return None
