@@ -18,10 +18,11 @@ them; any other field (bytes, Decimal, arrays, maps) is converted and written by
 path's own compiled functions for that field alone. A schema of any other shape gets None (the
 two-step path only).
 
-Issue 22 cut it further (~8 -> ~6.5 µs per pgbench envelope): fields read by subscript (a
-payload missing one is encoded by the same code reading ``.get(name, default)``), a long int's
-bits above 28 kept per schema (timestamps and LSNs change there seldom), the 64-bit range
-checked only where it can fail, strings not kept encoded without the generic writer's buffer.
+Issue 22 cut it further (~8 -> ~5.5 µs per pgbench envelope): fields read by subscript (a
+payload missing one is encoded by the same code reading ``.get(name, default)``), an int's bits
+above 14 kept per schema (timestamps, LSNs and ids change there seldom), the 64-bit range checked
+only where it can fail, records referred to once written in place, strings not kept encoded
+without the generic writer's buffer.
 """
 
 from __future__ import annotations
@@ -48,30 +49,23 @@ _INT_LOGICAL = frozenset(
 )
 
 _VARINT = """\
-{p}n = ({x} << 1) ^ ({x} >> 63)
+{p}n = {x} << 1 if {x} >= 0 else ({x} << 1) ^ ({x} >> 63)
 {p}if n < 128:
 {p}    a(n)
-{p}elif n < 268435456:
-{p}    if n > 16383:
-{p}        buf += T[n & 16383]
-{p}        n >>= 14
-{p}    if n > 127:
-{p}        a((n & 127) | 128)
-{p}        a(n >> 7)
-{p}    else:
-{p}        a(n)
+{p}elif n < 16384:
+{p}    a((n & 127) | 128)
+{p}    a(n >> 7)
 {p}else:
-{p}    if n >> 64:
-{p}        raise F
+{p}    e = HG(n >> 14)
+{p}    if e is None:
+{p}        e = HE(n)
 {p}    buf += T[n & 16383]
-{p}    buf += T[(n >> 14) & 16383]
-{p}    n >>= 28
-{p}    buf += HG(n) or HE(n)
+{p}    buf += e
 """
-"""Avro's zig-zag varint of the int in ``{x}``. Above 28 bits (timestamps, LSNs) the low 28 bits
-are two table lookups and the rest, which changes seldom from one record to the next, is kept
-(:func:`_high_encoder`). An int beyond 64 bits either way zig-zags to 2**64 or more: the range
-check is that of the long branch alone."""
+"""Avro's zig-zag varint of the int in ``{x}``. From 14 bits on (timestamps, LSNs, ids) the low
+14 bits are a table lookup and the rest, which changes seldom from one record to the next, is
+kept (:func:`_high_encoder`, which also checks the 64-bit range: an int beyond it either way
+zig-zags to 2**64 or more, so the short branches need no check)."""
 _PAIRS = [bytes(((i & 127) | 128, (i >> 7) | 128)) for i in range(1 << 14)]
 """Two varint bytes, both continued, of every 14-bit group: a long varint takes half the steps."""
 _STRINGS_CACHED, _STRING_CACHED_LEN = 256, 32
@@ -80,13 +74,16 @@ block repeats the same few in every record: version, connector, database, schema
 
 
 _HIGH_CACHED = 4096
-"""Per schema, the encodings of up to this many high parts (bits 28 and up) of long ints."""
+"""Per schema, the encodings of up to this many high parts (bits 14 and up) of ints."""
 
 
 def _varint(n: int) -> bytes:
     """Avro's varint of ``n`` >= 0 (already zig-zagged)."""
     out = bytearray()
-    while n > 127:
+    while n > 16383:
+        out += _PAIRS[n & 16383]
+        n >>= 14
+    if n > 127:
         out.append((n & 127) | 128)
         n >>= 7
     out.append(n)
@@ -94,14 +91,17 @@ def _varint(n: int) -> bytes:
 
 
 def _high_encoder(cache: dict[int, bytes]) -> Callable[[int], bytes]:
-    """The varint of a zig-zagged int's bits 28 and up (``n >> 28``, not 0), kept in ``cache``
-    (emptied when full: a timestamp's high part moves on and never comes back)."""
+    """The varint of a zig-zagged int's bits 14 and up (``n >> 14``, not 0), kept in ``cache``
+    (emptied when full: a timestamp's high part moves on and never comes back). Raises
+    :class:`Fallback` for an int beyond 64 bits (``n`` >= 2**64; never kept)."""
 
-    def encode(high: int) -> bytes:
-        e = _varint(high)
+    def encode(n: int) -> bytes:
+        if n >> 64:
+            raise Fallback
+        e = _varint(n >> 14)
         if len(cache) >= _HIGH_CACHED:
             cache.clear()
-        cache[high] = e
+        cache[n >> 14] = e
         return e
 
     return encode
