@@ -223,3 +223,13 @@ def test_a_payload_missing_fields_takes_their_defaults_as_the_two_step_path() ->
     assert cc._fused is not None
     for payload in ({"after": {"id": 5}, "op": "c"}, {"op": "d", "before": {"id": 1}}):
         assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload))
+
+
+def test_strings_of_every_length_form() -> None:
+    """Lengths of one, two and three varint bytes (the length table ends at 8192 bytes)."""
+    cc = ConnectCodec(ENVELOPE)
+    assert cc._fused is not None
+    for n in (0, 1, 31, 32, 33, 63, 64, 65, 8191, 8192, 8193, 20000):
+        for s in ("x" * n, "é" * (n // 2)):
+            payload = {"before": None, "after": {"id": n, "s": s}, "op": "c"}
+            assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload)), n

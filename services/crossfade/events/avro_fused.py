@@ -107,8 +107,8 @@ def _high_encoder(cache: dict[int, bytes]) -> Callable[[int], bytes]:
     return encode
 
 
-_LENGTHS = [bytes((n << 1,)) for n in range(64)]
-"""A string's length below 64 as Avro writes it (one byte)."""
+_LENGTHS = [_varint(n << 1) for n in range(8192)]
+"""A string's length below 8192 as Avro writes it (one or two bytes)."""
 
 
 def _string_encoder(cache: dict[Any, bytes]) -> Callable[[Any], bytes]:
@@ -121,7 +121,7 @@ def _string_encoder(cache: dict[Any, bytes]) -> Callable[[Any], bytes]:
             raise Fallback  # the two-step path converts it, or reports it
         b = x.encode()  # lone surrogates raise: the two-step path reports them
         n = len(b)
-        e = _LENGTHS[n] + b if n < 64 else _varint(n << 1) + b
+        e = _LENGTHS[n] + b if n < 8192 else _varint(n << 1) + b
         if n <= _STRING_CACHED_LEN and len(cache) < _STRINGS_CACHED:
             cache[x] = e
         return e
