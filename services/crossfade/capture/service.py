@@ -478,7 +478,8 @@ class ChangeProducer:
         snap_last = False
         if payload is not None:
             source = payload.get("source") or {}
-            if str(source.get("origin") or "").startswith(ORIGIN_PREFIX):
+            origin = source.get("origin")
+            if origin and str(origin).startswith(ORIGIN_PREFIX):
                 # written by a crossfade sync (the other direction): sending it back would echo
                 self.stats.echoes_skipped += 1
                 return 0
