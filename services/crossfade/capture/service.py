@@ -30,7 +30,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, Producer
 
 from crossfade import metrics
@@ -38,6 +37,7 @@ from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
@@ -58,47 +58,6 @@ from crossfade.events.model import ORIGIN_PREFIX, format_lsn, position
 from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 
 log = logging.getLogger(__name__)
-
-
-def _loads(text: str | bytes) -> Any:
-    """Parse a Debezium payload: orjson (~3x faster than ``json`` on a record's payload, the
-    largest cost of capture's Python per record), and ``json`` for what orjson refuses but
-    ``json`` reads (NaN/Infinity tokens, lone surrogate escapes), so a record parses as before
-    or fails as before. orjson reads an integer beyond 64 bits as a float: only for payloads
-    whose schema has no Decimal (Connect's other integers are at most 64 bits)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
-_SMALL, _SMALL_KEPT = 64, 4096
-"""Records of at most this many bytes of JSON (keys) keep their encoding, this many per schema."""
-
-
-def _encode_known(hit: tuple[Any, Any, dict[Any, Any]], text: str | bytes) -> Any:
-    """(framed Avro, payload) of the JSON payload ``text`` of a schema seen before: ``hit`` is
-    its framed encoder, its JSON parser and what its small records gave. A key comes again and
-    again (a teller, a branch, a hot row): its text is looked up instead of parsed and encoded
-    (the bytes are those of the schema and the text alone; the payload kept is only read)."""
-    small = len(text) <= _SMALL
-    if small:
-        done = hit[2].get(text)
-        if done is not None:
-            return done
-    try:
-        payload = hit[1](text)
-    except orjson.JSONDecodeError:  # what orjson refuses and json reads (as _loads)
-        payload = json.loads(text)
-    if payload is None:
-        return None, None
-    done = hit[0](payload), payload
-    if small:
-        kept = hit[2]
-        if len(kept) >= _SMALL_KEPT:
-            kept.clear()
-        kept[text] = done
-    return done
 
 
 _SNAPSHOT_FLAGS = frozenset(
@@ -143,15 +102,15 @@ class ChangeProducer:
             }
         )
         self._codecs = ConnectCodecCache()
+        self._json = JsonAvroEncoder(self._compile)
+        self._encode: Any = self._json.encode  # (raw, subject, schema text) -> (Avro, payload)
+        self._payload: Any = JsonAvroEncoder.payload
         self._reader: Any = BatchReader()
         if settings.capture.converter == "jvm":  # Avro from the JVM: capture/jvm_avro.py
             self._reader = JvmAvroReader()
             jvm = JvmAvroEncoder(self._reader, self._compile)
-            self._encode, self._payload = jvm.encode, jvm.payload  # type: ignore[method-assign,assignment]
+            self._encode, self._payload = jvm.encode, jvm.payload
         self._published: dict[int, int] = {}
-        self._by_text: dict[Any, tuple[Any, Any, dict[Any, Any]]] = {}
-        """Schema text (and subject, with a registry) -> (its framed encoder, its JSON parser,
-        the results of its small records: :func:`_encode_known`)."""
         self._registry = (
             RegistryRegistrar(settings.kafka.schema_registry_url)
             if settings.kafka.schema_registry_url
@@ -267,75 +226,15 @@ class ChangeProducer:
         return f"its epoch is {now} now, not {self.epoch}" if now else "it holds no epoch now"
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(
-        self,
-        raw_json: str | bytes | None,
-        subject: str = "",
-        schema_text: str | bytes | None = None,
-    ) -> tuple[bytes | None, dict[str, Any] | None]:
-        """Debezium JSON -> single-object framed Avro, and the payload.
+    @property
+    def _registry(self) -> RegistryRegistrar | None:
+        """The Schema Registry capture registers its schemas with, if any."""
+        return self._registrar
 
-        ``schema_text`` given: ``raw_json`` is the payload alone and this is its Connect JSON schema
-        (capture's own records: :mod:`crossfade.capture.batch` reads the schema beside the
-        record). Otherwise ``raw_json`` is ``{"schema":...,"payload":...}`` (a converter with
-        ``schemas.enable=true``): Debezium writes the schema first, and the schema never contains
-        the envelope's ``,"payload":`` separator, so the schema's own text is cut out and only the
-        payload is parsed. Either way the schema's text keys the codec cache.
-        """
-        if raw_json is None:
-            return None, None
-        if schema_text is not None:
-            # capture's own records, their schema seen before: the per-record path
-            hit = self._by_text.get(
-                schema_text if self._registry is None else (subject, schema_text)
-            )
-            if hit is not None:
-                return _encode_known(hit, raw_json)
-            payload_text: str | bytes = raw_json
-        else:
-            if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
-                sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
-            else:
-                sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
-            if sep <= 0:
-                doc = json.loads(raw_json)
-                schema, payload = doc.get("schema"), doc.get("payload")
-                if schema is None:
-                    raise CrossfadeError(
-                        "Debezium emitted a record without its schema",
-                        "leave the converter's schemas.enable to crossfade (not in capture.properties)",
-                    )
-                codec, frame = self._compile(schema, None, subject)
-                if payload is None:
-                    return None, None
-                return frame(codec.encode(payload)), payload
-            schema_text, payload_text = raw_json[10:sep], raw_json[sep + 11 : -1]
-        cache_key = (subject, schema_text) if self._registry is not None else schema_text
-        hit = self._by_text.get(cache_key)
-        if hit is None:
-            cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
-            # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
-            # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
-            exact = (
-                b"org.apache.kafka.connect.data.Decimal" in schema_text
-                if isinstance(schema_text, bytes)
-                else "org.apache.kafka.connect.data.Decimal" in schema_text
-            )
-            hit = self._by_text[cache_key] = (
-                cc.framed(frame),
-                json.loads if exact else orjson.loads,
-                {},
-            )
-        payload = _loads(payload_text) if hit[1] is orjson.loads else json.loads(payload_text)
-        if payload is None:
-            return None, None
-        return hit[0](payload), payload
-
-    @staticmethod
-    def _payload(raw_json: str | bytes, schema_text: str | None) -> Any:
-        """The payload of a record handled as JSON (fence, signal): alone, or in its envelope."""
-        doc = json.loads(raw_json)
-        return doc if schema_text is not None else doc["payload"]
+    @_registry.setter
+    def _registry(self, registrar: RegistryRegistrar | None) -> None:
+        self._registrar = registrar
+        self._json.by_subject = registrar is not None  # a subject's own id per schema
 
     def _compile(self, schema: dict[str, Any], key: str | None, subject: str) -> tuple[Any, Any]:
         """Codec for a Connect schema and the framing of its records, the schema published
