@@ -193,3 +193,43 @@ def test_kept_string_encodings_stay_right_past_the_cache_bound() -> None:
         for row in rows:
             payload = {"after": row, "op": "c"}
             assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload))
+
+
+def test_long_ints_around_every_branch_and_past_the_high_part_cache() -> None:
+    """Varints of 1 to 10 bytes (the long branch keeps the part above 28 bits), 64-bit edges,
+    and ints beyond 64 bits (they fall back: the two-step path reports them)."""
+    cc = ConnectCodec(ENVELOPE)
+    assert cc._fused is not None
+    edges = [0, 63, 64, -64, -65, 8191, 8192, (1 << 27) - 1, 1 << 27, (1 << 27) + 1, -(1 << 27)]
+    edges += [(1 << 63) - 1, -(1 << 63), 1 << 62, -(1 << 62) - 1, 1_763_820_000_100_000_000]
+    edges += [(1 << k) + d for k in range(28, 63, 5) for d in (-1, 0, 1)]
+    edges += [1_763_820_000_000_000 + 7919 * i for i in range(5000)]  # past the cache bound
+    for i in edges + edges[:50]:  # again: read from what was kept
+        payload = {"before": None, "after": {"id": i, "i8": 1}, "op": "u", "ts_ms": ~i}
+        assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload)), i
+    for i in (1 << 63, -(1 << 63) - 1, 1 << 64, -(1 << 64), 1 << 100, -(1 << 100)):
+        payload = {"before": None, "after": {"id": i}, "op": "u"}
+        try:
+            cc._fused(payload)
+        except Fallback:
+            assert _encode(cc, payload) == _two_step(cc, payload)
+            continue
+        raise AssertionError(f"fused took {i}")
+
+
+def test_a_payload_missing_fields_takes_their_defaults_as_the_two_step_path() -> None:
+    """Debezium writes every field; a payload without some is encoded by the lenient encoder."""
+    cc = ConnectCodec(ENVELOPE)
+    assert cc._fused is not None
+    for payload in ({"after": {"id": 5}, "op": "c"}, {"op": "d", "before": {"id": 1}}):
+        assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload))
+
+
+def test_strings_of_every_length_form() -> None:
+    """Lengths of one, two and three varint bytes (the length table ends at 8192 bytes)."""
+    cc = ConnectCodec(ENVELOPE)
+    assert cc._fused is not None
+    for n in (0, 1, 31, 32, 33, 63, 64, 65, 8191, 8192, 8193, 20000):
+        for s in ("x" * n, "é" * (n // 2)):
+            payload = {"before": None, "after": {"id": n, "s": s}, "op": "c"}
+            assert cc._fused(payload) == cc.avro.encode(cc.to_datum(payload)), n

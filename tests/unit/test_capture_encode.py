@@ -65,7 +65,7 @@ def test_default_is_single_object_encoding_with_published_schema() -> None:
 
 
 def test_debezium_json_parses_as_the_stdlib_json_parses_it() -> None:
-    from crossfade.capture.service import _loads
+    from crossfade.capture.json_avro import loads as _loads
 
     for text in (
         RECORD["value"],
@@ -133,3 +133,21 @@ def test_payload_with_its_schema_beside_it_encodes_as_the_envelope_does() -> Non
         == prod._payload(RECORD["value"], None)
         == doc["payload"]
     )
+
+
+def test_kept_key_encodings_stay_right_past_the_bound() -> None:
+    """Small records (keys) keep their encoding per schema; a second pass reads what was kept,
+    past the bound the kept ones are dropped: every key encodes as a fresh producer's."""
+    from crossfade.capture import json_avro
+
+    key_doc = json.loads(RECORD["key"])
+    schema = json.dumps(key_doc["schema"])
+    texts = [json.dumps({"id": i}).encode() for i in range(json_avro.SMALL_KEPT + 50)]
+    texts.append(json.dumps({"id": 1, "pad": "x" * json_avro.SMALL}).encode())  # not kept
+    prod = ChangeProducer(_settings(), _Publisher(), {"cf.public.t": 1})  # type: ignore[arg-type]
+    got = [prod._encode(t, "cf.public.t-key", schema) for t in texts + texts[:10] + texts[-60:]]
+    fresh = ChangeProducer(_settings(), _Publisher(), {"cf.public.t": 1})  # type: ignore[arg-type]
+    for t, (key, payload) in zip(texts + texts[:10] + texts[-60:], got, strict=True):
+        assert payload == json.loads(t)
+        assert key == fresh._encode(t, "cf.public.t-key", schema)[0]
+        fresh._json._by_text.clear()  # nothing kept: encoded from the text

@@ -45,10 +45,6 @@ the schemas are None."""
 _NULL = b"null"
 
 
-def _opt(b: bytes) -> bytes | None:
-    return None if b == _NULL else b
-
-
 class BatchReader:
     def __init__(self) -> None:
         self._java: tuple[Any, ...] | None = None
@@ -154,9 +150,15 @@ class BatchReader:
                 dests, keys, values = column(dest_f), column(key_f), column(value_f)
                 kschemas, vschemas = column(kschema_f), column(vschema_f)
                 if len(dests) == len(keys) == len(values) == len(kschemas) == len(vschemas):
-                    text = self._schemas.__getitem__
+                    text, null = self._schemas, _NULL  # a Java null arrives as the text null
                     return [
-                        (d.decode(), _opt(k), _opt(v), text(ks), text(vs))
+                        (
+                            d.decode(),
+                            None if k == null else k,
+                            None if v == null else v,
+                            text[ks],
+                            text[vs],
+                        )
                         for d, k, v, ks, vs in zip(
                             dests, keys, values, kschemas, vschemas, strict=True
                         )

@@ -30,7 +30,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from confluent_kafka import KafkaError, Producer
 
 from crossfade import metrics
@@ -38,6 +37,7 @@ from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
@@ -60,22 +60,12 @@ from crossfade.events.schema_store import RegistryRegistrar, SchemaPublisher
 log = logging.getLogger(__name__)
 
 
-def _loads(text: str | bytes) -> Any:
-    """Parse a Debezium payload: orjson (~3x faster than ``json`` on a record's payload, the
-    largest cost of capture's Python per record), and ``json`` for what orjson refuses but
-    ``json`` reads (NaN/Infinity tokens, lone surrogate escapes), so a record parses as before
-    or fails as before. orjson reads an integer beyond 64 bits as a float: only for payloads
-    whose schema has no Decimal (Connect's other integers are at most 64 bits)."""
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return json.loads(text)
-
-
 _SNAPSHOT_FLAGS = frozenset(
     {"true", "first", "first_in_data_collection", "last_in_data_collection", "last"}
 )
 
+_CONTROL = ("", "")
+"""A destination whose records are handled as control rows, not produced (:meth:`_control_row`)."""
 _LOG4J = Path(__file__).with_name("log4j2.properties")
 _POLL_EVERY = 64  # records produced between two polls for delivery reports (~0.4 µs a poll)
 _EPOCH_CHECK_S = 5.0
@@ -112,13 +102,15 @@ class ChangeProducer:
             }
         )
         self._codecs = ConnectCodecCache()
+        self._json = JsonAvroEncoder(self._compile)
+        self._encode: Any = self._json.encode  # (raw, subject, schema text) -> (Avro, payload)
+        self._payload: Any = JsonAvroEncoder.payload
         self._reader: Any = BatchReader()
         if settings.capture.converter == "jvm":  # Avro from the JVM: capture/jvm_avro.py
             self._reader = JvmAvroReader()
             jvm = JvmAvroEncoder(self._reader, self._compile)
-            self._encode, self._payload = jvm.encode, jvm.payload  # type: ignore[method-assign,assignment]
+            self._encode, self._payload = jvm.encode, jvm.payload
         self._published: dict[int, int] = {}
-        self._by_text: dict[Any, tuple[Any, Any, Any]] = {}
         self._registry = (
             RegistryRegistrar(settings.kafka.schema_registry_url)
             if settings.kafka.schema_registry_url
@@ -134,6 +126,7 @@ class ChangeProducer:
         self.progress: Any = None  # capture.progress.SnapshotProgress on a terminal
         self.on_snapshot_done: Any = None  # called with the LSN (capture/snapshot_guard.py)
         self._headers: list[tuple[str, bytes]] = []
+        self._deliver = self._on_delivery  # bound once: produce takes it per record
         self.epoch: str | None = None
         self.floor = 0
         self._floor_file: Path | None = None
@@ -142,7 +135,8 @@ class ChangeProducer:
         self.pacer: Pacer | None = None
         """Off-peak pacing of Debezium's snapshot (set by :class:`CaptureService`)."""
         self._window_checked = False
-        self._subjects: dict[str, tuple[str, str]] = {}  # topic -> its key and value subjects
+        self._subjects: dict[str, tuple[str, str]] = {}
+        """Topic -> its key and value subjects, or _CONTROL (see :meth:`_dest_subjects`)."""
         self._unpolled = 0
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
@@ -232,65 +226,15 @@ class ChangeProducer:
         return f"its epoch is {now} now, not {self.epoch}" if now else "it holds no epoch now"
 
     # -- conversion ---------------------------------------------------------------------------
-    def _encode(
-        self,
-        raw_json: str | bytes | None,
-        subject: str = "",
-        schema_text: str | bytes | None = None,
-    ) -> tuple[bytes | None, dict[str, Any] | None]:
-        """Debezium JSON -> single-object framed Avro, and the payload.
+    @property
+    def _registry(self) -> RegistryRegistrar | None:
+        """The Schema Registry capture registers its schemas with, if any."""
+        return self._registrar
 
-        ``schema_text`` given: ``raw_json`` is the payload alone and this is its Connect JSON schema
-        (capture's own records: :mod:`crossfade.capture.batch` reads the schema beside the
-        record). Otherwise ``raw_json`` is ``{"schema":...,"payload":...}`` (a converter with
-        ``schemas.enable=true``): Debezium writes the schema first, and the schema never contains
-        the envelope's ``,"payload":`` separator, so the schema's own text is cut out and only the
-        payload is parsed. Either way the schema's text keys the codec cache.
-        """
-        if raw_json is None:
-            return None, None
-        if schema_text is not None:
-            payload_text: str | bytes = raw_json
-        else:
-            if isinstance(raw_json, bytes):  # as BatchReader hands them over (json reads UTF-8)
-                sep = raw_json.find(b',"payload":') if raw_json.startswith(b'{"schema":') else -1
-            else:
-                sep = raw_json.find(',"payload":') if raw_json.startswith('{"schema":') else -1
-            if sep <= 0:
-                doc = json.loads(raw_json)
-                schema, payload = doc.get("schema"), doc.get("payload")
-                if schema is None:
-                    raise CrossfadeError(
-                        "Debezium emitted a record without its schema",
-                        "leave the converter's schemas.enable to crossfade (not in capture.properties)",
-                    )
-                codec, frame = self._compile(schema, None, subject)
-                if payload is None:
-                    return None, None
-                return frame(codec.encode(payload)), payload
-            schema_text, payload_text = raw_json[10:sep], raw_json[sep + 11 : -1]
-        cache_key = (subject, schema_text) if self._registry is not None else schema_text
-        hit = self._by_text.get(cache_key)
-        if hit is None:
-            cc, frame = self._compile(json.loads(schema_text), schema_text, subject)  # type: ignore[arg-type]
-            # a Decimal may arrive as a JSON number (decimal.format=NUMERIC), which orjson
-            # reads as a float beyond 64 bits: such schemas keep the exact stdlib parser
-            exact = (
-                b"org.apache.kafka.connect.data.Decimal" in schema_text
-                if isinstance(schema_text, bytes)
-                else "org.apache.kafka.connect.data.Decimal" in schema_text
-            )
-            hit = self._by_text[cache_key] = (cc, frame, json.loads if exact else _loads)
-        payload = hit[2](payload_text)
-        if payload is None:
-            return None, None
-        return hit[1](hit[0].encode(payload)), payload
-
-    @staticmethod
-    def _payload(raw_json: str | bytes, schema_text: str | None) -> Any:
-        """The payload of a record handled as JSON (fence, signal): alone, or in its envelope."""
-        doc = json.loads(raw_json)
-        return doc if schema_text is not None else doc["payload"]
+    @_registry.setter
+    def _registry(self, registrar: RegistryRegistrar | None) -> None:
+        self._registrar = registrar
+        self._json.by_subject = registrar is not None  # a subject's own id per schema
 
     def _compile(self, schema: dict[str, Any], key: str | None, subject: str) -> tuple[Any, Any]:
         """Codec for a Connect schema and the framing of its records, the schema published
@@ -413,37 +357,36 @@ class ChangeProducer:
             self._set_floor(lsn)
             snap_last = snap == "last"
         else:
-            self._sweep_if_snapshot_ended()
-            self.stream_lsn = max(self.stream_lsn, lsn)
+            if self._unswept_snapshot_lsn is not None:
+                self._sweep_if_snapshot_ended()
+            if lsn > self.stream_lsn:
+                self.stream_lsn = lsn
         return position(lsn, snapshot=is_snapshot, floor=self.floor), snap_last
 
     def _produce_row(self, row: Any, counts: dict[tuple[str, str | None], int]) -> int:
         """Produce one record of a batch; 1 when it was a row of the initial snapshot."""
         dest, raw_key, raw_value, key_schema, value_schema = row
-        if self._control_row(dest, raw_value, value_schema):
-            return 0
         subjects = self._subjects.get(dest)
         if subjects is None:
-            subjects = self._subjects[dest] = (f"{dest}-key", f"{dest}-value")
-        key_bytes, _ = self._encode(raw_key, subjects[0], key_schema)
+            subjects = self._subjects[dest] = self._dest_subjects(dest)
+        if subjects is _CONTROL:
+            self._control_row(dest, raw_value, value_schema)
+            return 0
+        key_bytes = self._encode(raw_key, subjects[0], key_schema)[0]
         value_bytes, payload = self._encode(raw_value, subjects[1], value_schema)
-        headers = self._headers
         snap_last = False
-        source: dict[str, Any] = {}
         if payload is not None:
             source = payload.get("source") or {}
-            if str(source.get("origin") or "").startswith(ORIGIN_PREFIX):
+            origin = source.get("origin")
+            if origin and str(origin).startswith(ORIGIN_PREFIX):
                 # written by a crossfade sync (the other direction): sending it back would echo
                 self.stats.echoes_skipped += 1
                 return 0
             pos, snap_last = self._place(source)
-            headers = [*headers, (POSITION_HEADER, str(pos).encode())]
-        # truncate (no key): partition 0; its position watermark orders it against the other
-        # partitions' events (see target.apply)
-        kwargs = (
-            {"headers": headers} if key_bytes is not None else {"headers": headers, "partition": 0}
-        )
-        self._send(dest, key_bytes, value_bytes, kwargs)
+            headers = [*self._headers, (POSITION_HEADER, str(pos).encode())]
+        else:
+            headers = self._headers
+        self._send(dest, key_bytes, value_bytes, headers)
         produced = self.stats.produced
         produced[dest] = produced.get(dest, 0) + 1
         loaded = 0
@@ -460,23 +403,42 @@ class ChangeProducer:
             self._sweep_if_snapshot_ended()
         return loaded
 
-    def _send(
-        self, dest: str, key: bytes | None, value: bytes | None, kwargs: dict[str, Any]
-    ) -> None:
+    def _dest_subjects(self, dest: str) -> tuple[str, str]:
+        """A destination's key and value subjects, or :data:`_CONTROL` for Debezium's heartbeats,
+        signals and the fence table (:meth:`_control_row`)."""
+        if (
+            dest.startswith("__debezium-heartbeat")
+            or dest == self.signal_topic
+            or dest == self.fence_topic
+        ):
+            return _CONTROL
+        return (f"{dest}-key", f"{dest}-value")
+
+    def _send(self, dest: str, key: bytes | None, value: bytes | None, headers: list[Any]) -> None:
         try:
-            self.producer.produce(
-                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
-            )
-        except BufferError:
+            self._produce(dest, key, value, headers)
+        except BufferError:  # the local queue is full: serve delivery reports, try once more
             self.producer.poll(1.0)
-            self.producer.produce(
-                dest, key=key, value=value, on_delivery=self._on_delivery, **kwargs
-            )
+            self._produce(dest, key, value, headers)
         except Exception as exc:  # KafkaException: e.g. MSG_SIZE_TOO_LARGE
             raise CrossfadeError(
                 f"Kafka refused a change event of {len(value or b'')} bytes for {dest} ({exc})",
                 "raise the broker's message.max.bytes / the topic's max.message.bytes, or exclude the column",
             ) from None
+
+    def _produce(
+        self, dest: str, key: bytes | None, value: bytes | None, headers: list[Any]
+    ) -> None:
+        """A record without a key (truncate) goes to partition 0, whose position watermark
+        orders it against the other partitions' events (see target.apply)."""
+        if key is not None:
+            self.producer.produce(
+                dest, key=key, value=value, on_delivery=self._deliver, headers=headers
+            )
+        else:
+            self.producer.produce(
+                dest, value=value, on_delivery=self._deliver, headers=headers, partition=0
+            )
 
     @property
     def snapshot_running(self) -> bool:

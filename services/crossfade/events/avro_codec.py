@@ -24,7 +24,7 @@ import json
 import struct
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -336,6 +336,20 @@ class ConnectCodec:
             except Exception:  # noqa: BLE001, S110 - Fallback or a surprise: the exact path decides
                 pass
         return self.avro.encode(self.to_datum(payload))
+
+    def framed(self, frame: Callable[[bytes], bytes]) -> Callable[[Any], bytes]:
+        """``frame(self.encode(payload))`` as one function (capture's per-record call)."""
+        fused, avro, to_datum = self._fused, self.avro, self.to_datum
+        if fused is None:
+            return lambda payload: frame(avro.encode(to_datum(payload)))
+
+        def encode(payload: Any) -> bytes:
+            try:
+                return frame(fused(payload))
+            except Exception:  # noqa: BLE001 - Fallback or a surprise: the exact path decides
+                return frame(avro.encode(to_datum(payload)))
+
+        return encode
 
 
 class ConnectCodecCache:
