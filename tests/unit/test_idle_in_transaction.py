@@ -7,7 +7,6 @@ refused as stale. While the claim waits, the holder is named in a WARNING (sync/
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -27,11 +26,6 @@ BK = "itx_crossfade"
 TP = ("itx.public.t", 0)
 EPOCH = "e1"
 TIMEOUT_S = 2.0
-
-
-@pytest.fixture(scope="module")
-def dsn(request: pytest.FixtureRequest) -> str:
-    return os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
 
 
 @pytest.fixture

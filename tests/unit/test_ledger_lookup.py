@@ -7,7 +7,6 @@ rows in bench.mapped_load, the target's top statement)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import psycopg
@@ -18,11 +17,6 @@ from crossfade.target.store.ledger import ledger_positions
 
 BK = "ll_crossfade"
 ACCOUNTS, CONTACTS = "public.accounts", "public.contacts"
-
-
-@pytest.fixture(scope="module")
-def dsn(request: pytest.FixtureRequest) -> str:
-    return os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ parent found until the batch commits, and wait once for each one missing."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +19,6 @@ from crossfade.target.store import ensure_schema
 BK = "pb_crossfade"
 PEOPLE = "pb_app.people"  # deduplicated: members resolve through the crosswalk
 ACCOUNTS = "pb_app.accounts"
-
-
-@pytest.fixture(scope="module")
-def dsn(request: pytest.FixtureRequest) -> str:
-    return os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import math
-import os
 import struct
 from collections.abc import Iterator
 from typing import Any
@@ -547,9 +546,8 @@ def test_converter_for_is_cached_per_field_type() -> None:
 
 
 @pytest.fixture(scope="module")
-def pg(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """A real PostgreSQL: CROSSFADE_TEST_PG_DSN, else the session's embedded server."""
-    dsn = os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
+def pg(dsn: str) -> Iterator[Any]:
+    """A real PostgreSQL (tests/unit/conftest.py's ``dsn``)."""
     import psycopg
 
     with psycopg.connect(dsn, autocommit=True) as conn:
