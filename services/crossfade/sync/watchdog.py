@@ -261,9 +261,12 @@ class TableWatch:
             stalled[table] = found.reason
             if now - c.warned_at >= _WARN_EVERY_S or c.warned_kind != found.kind:
                 c.warned_at, c.warned_kind = now, found.kind
-                log.warning(
-                    "table %s is stalled for %.0f s: %s", table, now - c.since, found.reason
-                )
+                if found.timed:  # its reason says for how long ("stalled for 0 s: ... for 60 s")
+                    log.warning("table %s is stalled: %s", table, found.reason)
+                else:
+                    log.warning(
+                        "table %s is stalled for %.0f s: %s", table, now - c.since, found.reason
+                    )
             want |= found.fixable
         self.stalled = stalled
         if want and now - self._last_resubscribe >= self.stall_after_s:
