@@ -6,7 +6,6 @@ statements are kept here, verbatim, as the reference."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,11 +19,6 @@ from crossfade.target.store.dedup import write_crosswalk, write_members
 
 OLD, NEW = "dw_old_crossfade", "dw_new_crossfade"
 T = "public.customers"
-
-
-@pytest.fixture(scope="module")
-def dsn(request: pytest.FixtureRequest) -> str:
-    return os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ verbatim, as the reference; both run in one transaction, so ``now()`` is the sam
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -22,11 +21,6 @@ from crossfade.target.store.ledger import HELD, Held, Origin, write_ledger
 
 OLD, NEW = "wl_old_crossfade", "wl_new_crossfade"
 A, B = "public.accounts", "public.contacts"
-
-
-@pytest.fixture(scope="module")
-def dsn(request: pytest.FixtureRequest) -> str:
-    return os.environ.get("CROSSFADE_TEST_PG_DSN") or request.getfixturevalue("pg_server").dsn()
 
 
 @pytest.fixture
