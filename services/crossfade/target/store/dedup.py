@@ -6,12 +6,14 @@ transaction; every function here that writes or removes members keeps ``dedup_bl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
 from psycopg import sql
 
 from crossfade.target.store.schema import has_table
+from crossfade.target.store.staging import stage_and_merge
 
 
 def merged_members(conn: psycopg.Connection, schema: str) -> dict[str, int]:
@@ -55,28 +57,51 @@ def write_members(
     deletes: list[tuple[Any, ...]],
 ) -> None:
     """Upsert members of deduplicated ``table``: (member key, key, block keys, row, position)
-    rows, and mark deleted ones: (member key, key, position) rows."""
+    rows, and mark deleted ones: (member key, key, position) rows (a key in both: the delete
+    comes second, as if the rows were written one by one, upserts first).
+
+    Set-based (issue 22): the rows are COPYed into a staging table and merged by member key in
+    one statement for the upserts, then one for the deletes, each locking its rows in member
+    key order. A deleted member keeps the key it had (its upsert's, when the batch has one)."""
+    if not upserts and not deletes:
+        return
+    staged: dict[str, tuple[Any, ...]] = {}
+    for mk, key, blocks, row, pos in upserts:
+        staged[mk] = (mk, key, blocks, row, pos, False, False)
+    for mk, key, pos in deletes:
+        had = staged.get(mk)
+        # upserted (or deleted) earlier in the batch: that row's key stays, as it would have
+        staged[mk] = (mk, had[1] if had else key, [], None, pos, True, had is None or had[6])
     bk = sql.Identifier(schema)
-    with conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, source_table, block_keys, row, position, deleted) "
-                "VALUES (%s,%s,%s,NULL,%s,%s,%s,false) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                "key = EXCLUDED.key, block_keys = EXCLUDED.block_keys, row = EXCLUDED.row, position = EXCLUDED.position, "
-                "deleted = false"
-            ).format(bk),
-            [(table, *u) for u in upserts],
+
+    def merge(stage: sql.Identifier) -> list[tuple[sql.Composed, Sequence[Any]]]:
+        q = sql.SQL(
+            "INSERT INTO {bk}.dedup_members AS m (target_table, member_key, key, source_table, "
+            "block_keys, row, position, deleted) SELECT %s, member_key, key, NULL, block_keys, row, "
+            "position, deleted FROM {stage} WHERE keep_key = %s ORDER BY member_key "
+            "ON CONFLICT (target_table, member_key) DO UPDATE SET {sets}"
         )
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {}.dedup_members AS m (target_table, member_key, key, block_keys, row, position, deleted) "
-                "VALUES (%s,%s,%s,'{{}}',NULL,%s,true) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                "block_keys = '{{}}', row = NULL, position = EXCLUDED.position, deleted = true"
-            ).format(bk),
-            [(table, *d) for d in deletes],
+        upsert = sql.SQL(
+            "key = EXCLUDED.key, block_keys = EXCLUDED.block_keys, row = EXCLUDED.row, "
+            "position = EXCLUDED.position, deleted = EXCLUDED.deleted"
         )
-    if upserts or deletes:
-        _rewrite_blocks(conn, schema, table, [u[0] for u in upserts] + [d[0] for d in deletes])
+        delete = sql.SQL(  # keeps the key the member had
+            "block_keys = '{}', row = NULL, position = EXCLUDED.position, deleted = true"
+        )
+        return [
+            (q.format(bk=bk, stage=stage, sets=upsert), (table, False)),
+            (q.format(bk=bk, stage=stage, sets=delete), (table, True)),
+        ]
+
+    stage_and_merge(
+        conn,
+        sql.SQL("{}.dedup_members").format(bk),
+        ["member_key", "key", "block_keys", "row", "position", "deleted"],
+        staged.values(),
+        merge,
+        extra=[("keep_key", "boolean")],
+    )
+    _rewrite_blocks(conn, schema, table, list(staged))
 
 
 def _rewrite_blocks(
@@ -185,25 +210,40 @@ def write_crosswalk(
     dropped: list[str],
 ) -> None:
     """Upsert crosswalk entries of ``table``: (target table, member key, survivor key, survivor,
-    rule, evidence) rows, then delete the entries of the ``dropped`` member keys."""
+    rule, evidence) rows (an entry given twice: the last one), then delete the entries of the
+    ``dropped`` member keys.
+
+    Set-based (issue 22): the entries are COPYed into a staging table and merged in one
+    statement, which locks their rows in (target table, member key) order."""
     bk = sql.Identifier(schema)
-    with conn.cursor() as cur:
-        cur.executemany(
-            sql.SQL(
-                "INSERT INTO {}.crosswalk (target_table, member_key, survivor_key, survivor, rule, evidence) "
-                "VALUES (%s,%s,%s,%s,%s,%s) ON CONFLICT (target_table, member_key) DO UPDATE SET "
-                "survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, rule = EXCLUDED.rule, "
-                "evidence = EXCLUDED.evidence, updated_at = now()"
-            ).format(bk),
-            entries,
+    cols = ["target_table", "member_key", "survivor_key", "survivor", "rule", "evidence"]
+    if entries:
+        stage_and_merge(
+            conn,
+            sql.SQL("{}.crosswalk").format(bk),
+            cols,
+            {(e[0], e[1]): e for e in entries}.values(),
+            lambda stage: [
+                (
+                    sql.SQL(
+                        "INSERT INTO {bk}.crosswalk ({cols}) SELECT {cols} FROM {stage} "
+                        "ORDER BY target_table, member_key ON CONFLICT (target_table, member_key) "
+                        "DO UPDATE SET survivor_key = EXCLUDED.survivor_key, survivor = EXCLUDED.survivor, "
+                        "rule = EXCLUDED.rule, evidence = EXCLUDED.evidence, updated_at = now()"
+                    ).format(
+                        bk=bk, cols=sql.SQL(", ").join(map(sql.Identifier, cols)), stage=stage
+                    ),
+                    (),
+                )
+            ],
         )
-        if dropped:
-            cur.execute(
-                sql.SQL(
-                    "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
-                ).format(bk),
-                (table, dropped),
-            )
+    if dropped:
+        conn.execute(
+            sql.SQL(
+                "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+            ).format(bk),
+            (table, dropped),
+        )
 
 
 def forget_members_below(conn: psycopg.Connection, schema: str, table: str, pos: int) -> None:

@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 
 from crossfade.catalog import written_since
 from crossfade.target.store.schema import has_table
+from crossfade.target.store.staging import stage_and_merge
 
 
 @dataclass
@@ -332,13 +333,43 @@ class Held:
     """The rule of the dead letter this change re-runs (a dead letter unchanged is not new)."""
 
 
+_LEDGER_COLS = [
+    "source_table",
+    "entry",
+    "position",
+    "outcome",
+    "source_key",
+    "rule",
+    "reason",
+    "failures",
+    "topic",
+    "partition",
+    "offset",
+    "key",
+    "value",
+    "headers",
+]
+
+
 def write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> None:
     """Upsert ledger rows, each only over an older (or equal) position of its key. Details and
-    bytes are kept for held outcomes only; a deferral keeps the deadline of its first deferral."""
+    bytes are kept for held outcomes only; a deferral keeps the deadline of its first deferral.
+
+    Set-based (issue 22): the rows are COPYed into a staging table and merged in one statement,
+    which locks their rows in (source table, entry) order. An entry given more than once is
+    written as if row by row, in the order given: its n-th row goes in the n-th statement."""
+    if not held:
+        return
+    seen: dict[tuple[str, str], int] = {}
+    rows = []
+    for h in held:
+        n = seen[(h.source_table, h.entry)] = seen.get((h.source_table, h.entry), -1) + 1
+        rows.append((*_ledger_row(h), n))
+    cols = sql.SQL(", ").join(map(sql.Identifier, _LEDGER_COLS))
     stmt = sql.SQL(
-        """INSERT INTO {bk}.ledger AS l (source_table, entry, position, outcome, source_key, rule, reason, failures,
-               topic, partition, "offset", key, value, headers, deadline)
-           VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s, now() + make_interval(secs => %s))
+        """INSERT INTO {bk}.ledger AS l ({cols}, deadline)
+           SELECT {cols}, now() + make_interval(secs => window_s) FROM {stage} WHERE round = %s
+           ORDER BY source_table, entry
            ON CONFLICT (source_table, entry) DO UPDATE SET position = EXCLUDED.position, outcome = EXCLUDED.outcome,
                source_key = EXCLUDED.source_key, rule = EXCLUDED.rule, reason = EXCLUDED.reason,
                failures = EXCLUDED.failures, topic = EXCLUDED.topic, partition = EXCLUDED.partition,
@@ -348,37 +379,47 @@ def write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> Non
                                ELSE EXCLUDED.deadline END,
                at = now()
            WHERE l.position <= EXCLUDED.position"""
-    ).format(bk=sql.Identifier(schema))
-    params = []
-    for h in held:
-        keep = h.outcome in (*HELD, "held")
-        o = (
-            h.origin
-            if h.outcome in ("dead_letter", "deferred", "held", "parent_left")
-            or (h.keep_origin and h.outcome in ("mapped", "replayed"))
-            else None
-        )
-        params.append(
-            (
-                h.source_table,
-                h.entry,
-                h.position,
-                h.outcome,
-                Jsonb(h.source_key) if h.source_key is not None else None,
-                h.rule if keep else None,
-                h.reason if keep else None,
-                Jsonb(h.failures) if keep and h.failures else None,
-                o.topic if o else None,
-                o.partition if o else None,
-                o.offset if o else None,
-                o.key if o else None,
-                o.value if o else None,
-                Jsonb(o.headers) if o else None,
-                h.window_s if h.outcome == "deferred" else None,
-            )
-        )
-    with conn.cursor() as cur:
-        cur.executemany(stmt, params)
+    )
+    bk = sql.Identifier(schema)
+    stage_and_merge(
+        conn,
+        sql.SQL("{}.ledger").format(bk),
+        _LEDGER_COLS,
+        rows,
+        lambda stage: [
+            (stmt.format(bk=bk, cols=cols, stage=stage), (n,))
+            for n in range(max(seen.values()) + 1)
+        ],
+        extra=[("window_s", "double precision"), ("round", "int")],
+    )
+
+
+def _ledger_row(h: Held) -> tuple[Any, ...]:
+    """The ledger columns of ``h`` (``_LEDGER_COLS``), then its deferral window in seconds."""
+    keep = h.outcome in (*HELD, "held")
+    o = (
+        h.origin
+        if h.outcome in ("dead_letter", "deferred", "held", "parent_left")
+        or (h.keep_origin and h.outcome in ("mapped", "replayed"))
+        else None
+    )
+    return (
+        h.source_table,
+        h.entry,
+        h.position,
+        h.outcome,
+        Jsonb(h.source_key) if h.source_key is not None else None,
+        h.rule if keep else None,
+        h.reason if keep else None,
+        Jsonb(h.failures) if keep and h.failures else None,
+        o.topic if o else None,
+        o.partition if o else None,
+        o.offset if o else None,
+        o.key if o else None,
+        o.value if o else None,
+        Jsonb(o.headers) if o else None,
+        h.window_s if h.outcome == "deferred" else None,
+    )
 
 
 def ledger_positions(
