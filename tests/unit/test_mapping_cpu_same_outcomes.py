@@ -303,24 +303,45 @@ def test_a_cached_error_is_raised_again_with_the_same_message() -> None:
             assert str(got.value) == str(want.value)
 
 
-def test_phone_caches_per_region_and_format() -> None:
+PHONES = [
+    "(212) 555-0123",  # fictional 555-01xx
+    "(212) 456-7890",
+    "(416) 555-0199",  # Canada: +1, not the first region of +1
+    "(876) 555-0123",  # Jamaica: a region of +1 picked by leading digits
+    "(800) 555-0100",  # toll free
+    "(123) 456-7890",  # no such area code
+    "+1 684 733 1234",  # American Samoa
+    "020 7946 0958",
+    "+44 20 7946 0958",
+    "+44 1624 756789",  # Isle of Man: +44, by leading digits
+    "07624 123456",
+    "+49 30 901820",
+    "030 901820",
+    "+33 1 23 45 67 89",
+    "12345",
+    "+999 123",
+]
+
+
+def test_phone_as_before_in_every_region_and_format() -> None:
     from crossfade.mapping.transforms import phone
 
     clear_caches()
-    for region, fmt, v in [
-        ("US", "E164", "(212) 555-0123"),
-        ("GB", "E164", "020 7946 0958"),
-        ("GB", "NATIONAL", "020 7946 0958"),
-        ("GB", "INTERNATIONAL", "020 7946 0958"),
-        ("US", "E164", "020 7946 0958"),
-    ]:
-        want: Any
-        try:
-            want = ref_phone(region, fmt)(v)
-        except TransformError as exc:
-            want = str(exc)
-        try:
-            got: Any = phone(region, fmt)(v)
-        except TransformError as exc:
-            got = str(exc)
-        assert got == want, (region, fmt, v)
+    seen = Counter()
+    for region in ["US", "CA", "JM", "GB", "IM", "DE", "FR"]:
+        for fmt in ["E164", "NATIONAL", "INTERNATIONAL"]:
+            for require_valid in [True, False]:
+                for v in PHONES:
+                    want: Any
+                    try:
+                        want = ref_phone(region, fmt, require_valid)(v)
+                    except TransformError as exc:
+                        want = str(exc)
+                    for _ in range(2):  # a miss, then a hit
+                        try:
+                            got: Any = phone(region, fmt, require_valid)(v)
+                        except TransformError as exc:
+                            got = str(exc)
+                        assert got == want, (region, fmt, require_valid, v)
+                    seen["invalid" if "not a valid" in str(want) else "other"] += 1
+    assert seen["invalid"] > 20 and seen["other"] > 100
