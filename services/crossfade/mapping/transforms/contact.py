@@ -102,7 +102,7 @@ def _owns_its_code(region: str) -> bool:
     import phonenumbers
 
     md = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
-    if md is None:
+    if md is None or md.country_code is None:
         return False
     regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(md.country_code, ())
     return bool(regions) and regions[0] == region and md.leading_digits is None
