@@ -251,11 +251,17 @@ class CrmWriter:
         with psycopg.connect(self.dsn, autocommit=False) as conn:
             create_schema(conn)
             self._load(conn)
-            for i in range(accounts):
-                self._insert_account(conn)
-                if i % 10 == 9 and self.contacts:
-                    self._insert_duplicate(conn)  # the legacy data has duplicates already
+            self.populate(conn, accounts)
             conn.commit()
+
+    def populate(self, conn: Any, accounts: int) -> None:
+        """The seed's inserts: ``accounts`` accounts with their people and addresses, and every
+        tenth a duplicate of someone already there. ``conn`` needs only ``execute(sql,
+        params)``: bench.mapping_cpu passes one that keeps the rows, without a database."""
+        for i in range(accounts):
+            self._insert_account(conn)
+            if i % 10 == 9 and self.contacts:
+                self._insert_duplicate(conn)  # the legacy data has duplicates already
 
     # -- changes ------------------------------------------------------------------------------
     def _phone(self) -> str:

@@ -219,24 +219,26 @@ class CompiledColumn:
     """What the schema check compares with the target column: a cast name, a transform's output
     type, ``source`` (the source column's type) or ``const``."""
 
+    def __post_init__(self) -> None:  # what compute asks of the spec, once rather than per row
+        self.const, self.default = self.spec.is_const, self.spec.default
+        self.single = None if self.const or isinstance(self.spec.from_, list) else self.sources[0]
+
     def compute(self, row: Mapping[str, Any]) -> Any:
         spec = self.spec
-        if spec.is_const:
+        if self.const:
             value: Any = spec.const
-        else:
-            got = [row.get(c, _ABSENT) for c in self.sources]
-            missing = [c for c, v in zip(self.sources, got, strict=True) if v is _ABSENT]
-            if missing:
-                raise _ColumnFailure(
-                    Failure(
-                        f"{self.target}.{self.name}:source",
-                        "source",
-                        f"the source row has no column {', '.join(missing)}",
-                        self.target,
-                        self.name,
-                    )
-                )
-            value = got if isinstance(spec.from_, list) else got[0]
+        else:  # the common case first: one source column, in the row
+            value = row.get(self.single, _ABSENT) if self.single is not None else _ABSENT
+            if value is _ABSENT:
+                got = [row.get(c, _ABSENT) for c in self.sources]
+                missing = [c for c, v in zip(self.sources, got, strict=True) if v is _ABSENT]
+                if missing:
+                    msg = f"the source row has no column {', '.join(missing)}"
+                    rule = f"{self.target}.{self.name}:source"
+                    raise _ColumnFailure(Failure(rule, "source", msg, self.target, self.name))
+                value = got if isinstance(spec.from_, list) else got[0]
+        if not self.steps:
+            return self.default if value is None else value
         original = value
         for tname, step in self.steps:
             try:
@@ -253,9 +255,7 @@ class CompiledColumn:
                 raise _ColumnFailure(
                     Failure(rule, kind, str(exc), self.target, self.name, original)
                 ) from None
-        if value is None:
-            return spec.default
-        return value
+        return self.default if value is None else value
 
 
 @dataclass

@@ -15,6 +15,8 @@ from crossfade.mapping.transforms.casts import (
     cast,
 )
 from crossfade.mapping.transforms.contact import (
+    CACHE_SIZE,
+    clear_caches,
     country,
     email,
     is_valid_email,
@@ -56,6 +58,7 @@ from crossfade.mapping.transforms.text import (
 
 __all__ = [
     "BUILTINS",
+    "CACHE_SIZE",
     "CASTS",
     "ENTRY_POINT_GROUP",
     "EXAMPLES",
@@ -68,6 +71,7 @@ __all__ = [
     "casefold",
     "cast",
     "chain",
+    "clear_caches",
     "coalesce",
     "collapse_whitespace",
     "concat",
