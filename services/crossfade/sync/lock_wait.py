@@ -70,6 +70,7 @@ class LockWait:
             yield
         finally:
             done.set()
+            thread.join(timeout=1.0)  # its last words (a session it ended) come before ours
             self.current = None
             if warned:
                 log.info("%s went through after %.0f s", what, time.monotonic() - started)
