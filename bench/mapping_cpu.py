@@ -22,13 +22,13 @@ import gc
 import pstats
 import random
 import re
-import time
 from collections import Counter
 from typing import Any
 
 import yaml
 
 from bench import history
+from bench.sync_cpu import best_us
 from crossfade.config.mapping import MappingConfig
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter
 from crossfade.mapping import Mapper, compile_mapping
@@ -86,20 +86,6 @@ def demo_mapper() -> Mapper:
         TABLES,
         SOURCE_KEYS,
     )
-
-
-def best_us(batch: Any, repeat: int, n: int, before: Any = None) -> float:
-    """µs of process CPU per item: the best of ``repeat`` timed calls after one untimed;
-    ``before()``, untimed, before each."""
-    batch()
-    times = []
-    for _ in range(repeat):
-        if before is not None:
-            before()
-        t = time.process_time()
-        batch()
-        times.append(time.process_time() - t)
-    return 1e6 * min(times) / n
 
 
 def main() -> None:

@@ -150,12 +150,16 @@ def account_payload(i: int) -> dict[str, Any]:
     }
 
 
-def best_us(batch: Callable[[], Any], repeat: int, n: int) -> float:
+def best_us(
+    batch: Callable[[], Any], repeat: int, n: int, before: Callable[[], Any] | None = None
+) -> float:
     """µs of this process's CPU (every thread) per item of ``batch()``'s ``n``: the best of
-    ``repeat`` timed calls after one untimed."""
+    ``repeat`` timed calls after one untimed; ``before()``, untimed, before each timed one."""
     batch()
     times = []
     for _ in range(repeat):
+        if before is not None:
+            before()
         t = time.process_time()
         batch()
         times.append(time.process_time() - t)
