@@ -49,7 +49,7 @@ TABLES = ("pgbench_accounts", "pgbench_tellers", "pgbench_branches", "pgbench_hi
 _KEYS = {"pgbench_accounts": "aid", "pgbench_tellers": "tid", "pgbench_branches": "bid"}
 
 
-def _value_schema(table: str) -> dict[str, Any]:
+def value_schema(table: str) -> dict[str, Any]:
     if table == "pgbench_accounts":
         return ENVELOPE
     cols = {
@@ -79,7 +79,7 @@ def _value_schema(table: str) -> dict[str, Any]:
     return env
 
 
-def _key_schema(table: str) -> dict[str, Any] | None:
+def key_schema(table: str) -> dict[str, Any] | None:
     if table not in _KEYS:
         return None
     return {
@@ -90,7 +90,7 @@ def _key_schema(table: str) -> dict[str, Any] | None:
     }
 
 
-def _row_payload(table: str, i: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+def row_payload(table: str, i: int) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     p = account_payload(i)
     p["source"]["table"] = table
     if table == "pgbench_accounts":
@@ -136,14 +136,14 @@ def _records(n: int) -> Any:
     for i in range(n):
         table = TABLES[i % 4]
         topic = f"{PREFIX}.public.{table}"
-        key, value = _row_payload(table, i)
+        key, value = row_payload(table, i)
         vs = with_schemas.toConnectData(
-            topic, json.dumps({"schema": _value_schema(table), "payload": value}).encode()
+            topic, json.dumps({"schema": value_schema(table), "payload": value}).encode()
         )
         ks = None
         if key is not None:
             ks = with_schemas.toConnectData(
-                topic, json.dumps({"schema": _key_schema(table), "payload": key}).encode()
+                topic, json.dumps({"schema": key_schema(table), "payload": key}).encode()
             )
         rec = source_record(
             hash_map({"server": PREFIX}),

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.capture_handler_cpu import _key_schema, _row_payload, _value_schema
+from bench.capture_handler_cpu import key_schema, row_payload, value_schema
 
 from crossfade.capture.connector import FENCE_TABLE
 from crossfade.capture.service import ChangeProducer
@@ -101,7 +101,7 @@ def _row(table: str, key: Any, payload: Any, *, schemas: bool = True) -> tuple[A
     topic = f"{PREFIX}.public.{table}"
     key_text = None if key is None else json.dumps(key).encode()
     value_text = None if payload is None else json.dumps(payload).encode()
-    ks, vs = _key_schema(table), _value_schema(table)
+    ks, vs = key_schema(table), value_schema(table)
     return (
         topic,
         key_text,
@@ -114,18 +114,18 @@ def _row(table: str, key: Any, payload: Any, *, schemas: bool = True) -> tuple[A
 def _batches() -> list[list[tuple[Any, ...]]]:
     snap: list[tuple[Any, ...]] = []
     for i, flag in enumerate(("true", "true", "last")):
-        key, p = _row_payload("pgbench_accounts", 10 + i)
+        key, p = row_payload("pgbench_accounts", 10 + i)
         p["op"], p["source"]["snapshot"], p["source"]["lsn"] = "r", flag, 5_000_000
         snap.append(_row("pgbench_accounts", key, p))
-    stream = [_row(TABLES[i % 4], *_row_payload(TABLES[i % 4], i)) for i in range(1, 41)]
-    key, p = _row_payload("pgbench_accounts", 99)
+    stream = [_row(TABLES[i % 4], *row_payload(TABLES[i % 4], i)) for i in range(1, 41)]
+    key, p = row_payload("pgbench_accounts", 99)
     p["op"], p["before"], p["after"] = "d", p["after"], None
     stream.append(_row("pgbench_accounts", key, p))
     stream.append(_row("pgbench_accounts", key, None))  # the delete's tombstone
-    _, p = _row_payload("pgbench_accounts", 100)
+    _, p = row_payload("pgbench_accounts", 100)
     p["op"], p["after"] = "t", None
     stream.append(_row("pgbench_accounts", None, p))  # truncate: no key
-    key, p = _row_payload("pgbench_accounts", 101)
+    key, p = row_payload("pgbench_accounts", 101)
     p["source"]["origin"] = "crossfade_sync_1"  # written by crossfade's own sync: skipped
     stream.append(_row("pgbench_accounts", key, p))
     stream.append(("__debezium-heartbeat.cf", None, b'{"ts_ms":1}', None, None))
