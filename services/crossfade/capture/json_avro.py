@@ -132,10 +132,7 @@ class JsonAvroEncoder:
                 json.loads if exact else orjson.loads,
                 {},
             )
-        payload = loads(payload_text) if hit[1] is orjson.loads else json.loads(payload_text)
-        if payload is None:
-            return None, None
-        return hit[0](payload), payload
+        return encode_known(hit, payload_text)
 
     @staticmethod
     def payload(raw_json: str | bytes, schema_text: str | None) -> Any:
