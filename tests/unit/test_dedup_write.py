@@ -6,7 +6,7 @@ statements are kept here, verbatim, as the reference."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -14,7 +14,6 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.target.store import ensure_schema
 from crossfade.target.store.dedup import write_crosswalk, write_members
 
 OLD, NEW = "dw_old_crossfade", "dw_new_crossfade"
@@ -22,15 +21,8 @@ T = "public.customers"
 
 
 @pytest.fixture
-def db(dsn: str) -> Iterator[str]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for s in (OLD, NEW):
-            c.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
-            ensure_schema(c, s)
-    yield dsn
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for s in (OLD, NEW):
-            c.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+def db(fresh_bookkeeping: Callable[..., str]) -> str:
+    return fresh_bookkeeping(OLD, NEW)
 
 
 def old_write_members(

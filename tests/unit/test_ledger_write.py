@@ -8,7 +8,7 @@ verbatim, as the reference; both run in one transaction, so ``now()`` is the sam
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -16,7 +16,6 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.target.store import ensure_schema
 from crossfade.target.store.ledger import HELD, Held, Origin, write_ledger
 
 OLD, NEW = "wl_old_crossfade", "wl_new_crossfade"
@@ -24,15 +23,8 @@ A, B = "public.accounts", "public.contacts"
 
 
 @pytest.fixture
-def db(dsn: str) -> Iterator[str]:
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for s in (OLD, NEW):
-            c.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
-            ensure_schema(c, s)
-    yield dsn
-    with psycopg.connect(dsn, autocommit=True) as c:
-        for s in (OLD, NEW):
-            c.execute(f"DROP SCHEMA IF EXISTS {s} CASCADE")
+def db(fresh_bookkeeping: Callable[..., str]) -> str:
+    return fresh_bookkeeping(OLD, NEW)
 
 
 def old_write_ledger(conn: psycopg.Connection, schema: str, held: list[Held]) -> None:
