@@ -21,6 +21,11 @@ sync (and their RSS every ~10 s: bounded or not), CPU of capture, sync and the t
 what the target's sessions were doing (``pg_stat_activity`` sampled every 50 ms: which statement
 was running, or ``idle in transaction`` while sync's Python worked), the verify accounting (mapped,
 dead-lettered, filtered, deferred per source table) and how many lines sync logged by level.
+For capture, the moment its log says the snapshot is complete: its CPU by thread (Debezium's
+snapshot reader, the JIT compilers, the handler...: threads that ended count too), its RSS by kind
+of mapping (heap, other anonymous, files) and its CPU by thread in the 20 s after (what it spends
+while sync catches up). ``--capture KEY=YAML`` sets a capture setting under test
+(``--capture 'jvm_options=[-Xms256m,-Xmx1g,-XX:+UseSerialGC]'``).
 Writes ``bench/results/mapped_load.json`` and a row in bench/README.md's history table.
 """
 
@@ -51,6 +56,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import history  # noqa: E402
 from bench.run import (  # noqa: E402
+    CAPTURE_THREAD_ROLES,
     Profiler,
     XStack,
     add_run_args,
@@ -59,6 +65,7 @@ from bench.run import (  # noqa: E402
     execute,
     one,
     run_reported,
+    thread_cpu,
     wait,
 )
 from crossfade.config.settings import SyncConfig  # noqa: E402
@@ -144,6 +151,92 @@ def session_label(state: str | None, wait_type: str | None, query: str | None) -
     return f"{state} (last: {text})"
 
 
+class SnapshotDone:
+    """In a thread: capture's CPU (whole and by thread) the moment its log says the snapshot
+    is complete (its sweep markers sent): what the snapshot cost capture, apart from the time
+    capture then idles until sync reaches the fence."""
+
+    def __init__(self, log: Path, pid: int, t0: float) -> None:
+        self.at: dict[str, Any] = {}
+        self._log, self._pid, self._t0 = log, pid, t0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        # threads that end before the snapshot completes (Debezium's snapshot reader, C2
+        # compiler threads the JVM retires) take their CPU out of /proc/<pid>/task: every
+        # thread's last reading is kept
+        seen: dict[str, tuple[str, float]] = {}
+        while not self._stop.wait(0.1):
+            with contextlib.suppress(psutil.Error, OSError):
+                seen |= thread_times(self._pid)
+                if "snapshot complete" in self._log.read_text(errors="replace"):
+                    by_role: dict[str, float] = {}
+                    for role, cpu in seen.values():
+                        by_role[role] = round(by_role.get(role, 0.0) + cpu, 2)
+                    if not self.at:
+                        self.at = {
+                            "s": round(time.time() - self._t0, 1),
+                            "capture_cpu_s": cpu_seconds(self._pid),
+                            "threads_cpu_s": by_role,
+                            "rss_mib": rss_by_mapping(self._pid),
+                        }
+                    elif time.time() - self._t0 - self.at["s"] >= 20:
+                        # what capture spends after its snapshot, while sync catches up
+                        self.at["next_20s_cpu_s"] = {
+                            k: round(v - self.at["threads_cpu_s"].get(k, 0.0), 2)
+                            for k, v in by_role.items()
+                        }
+                        return
+
+
+def thread_times(pid: int) -> dict[str, tuple[str, float]]:
+    """Thread id -> (role, CPU seconds) of a process (roles: bench.run's CAPTURE_THREAD_ROLES)."""
+    out: dict[str, tuple[str, float]] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            stat = (task / "stat").read_text()
+            name = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            role = next(
+                (r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other"
+            )
+            out[task.name] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def rss_by_mapping(pid: int) -> dict[str, float]:
+    """RSS (MiB) of a JVM-hosting process by kind of mapping: the Java heap (the anonymous
+    mapping with the most resident memory), other anonymous memory (malloc arenas,
+    metaspace, code cache, thread stacks, librdkafka, Python), files (libraries, jars)."""
+    maps: list[tuple[str, int, float]] = []  # (name, rss kB if readable+writable else 0, rss kB)
+    name, writable = "", False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        parts = line.split()
+        if "-" in parts[0] and not parts[0].endswith(":"):
+            name = parts[5] if len(parts) > 5 else ""
+            writable = parts[1].startswith("rw")
+        elif parts[0] == "Rss:":
+            rss = int(parts[1])
+            maps.append((name, rss if writable else 0, float(rss)))
+    anon = [m for m in maps if not m[0] or m[0].startswith("[")]
+    # the heap: the anonymous mapping with the most resident memory (with -Xms below -Xmx the
+    # serial collector commits young and old apart: this then counts the larger of the two)
+    heap = max(anon, key=lambda m: m[1], default=("", 0, 0.0))
+    out = {
+        "java_heap": heap[2],
+        "other_anon": sum(m[2] for m in anon) - heap[2],
+        "files": sum(m[2] for m in maps if m[0] and not m[0].startswith("[")),
+    }
+    return {k: round(v / 1024, 1) for k, v in out.items()}
+
+
 class MappedBench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -190,6 +283,9 @@ class MappedBench:
         self.x.write_config(TABLES)
         cfg = yaml.safe_load(self.x.config_path.read_text())
         cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
+        for item in self.args.capture:  # --capture KEY=YAML: capture's settings under test
+            key, _, value = item.partition("=")
+            cfg["capture"][key] = yaml.safe_load(value)
         self.x.config_path.write_text(yaml.safe_dump(cfg))
         return {
             "accounts_seeded": accounts,
@@ -259,6 +355,7 @@ class MappedBench:
             for i in range(self.args.sync_procs)
         }
         s.watch("capture", cap.p.pid)
+        snap = SnapshotDone(cap.log, cap.p.pid, t0)
         self.prof.start("mapped-capture", cap.p.pid)
         for name, p in syns.items():
             s.watch(name, p.p.pid)
@@ -266,12 +363,14 @@ class MappedBench:
         self.x.fence(timeout=7200)
         t_fenced = time.time()
         cpu = {"capture": cpu_seconds(cap.p.pid)}
+        capture_threads = thread_cpu(cap.p.pid)
         cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
         with psycopg.connect(self.x.target_dsn, autocommit=True) as c:  # sync's own accounting
             ledger = ledger_counts(c, self.x.settings.sync.bookkeeping_schema).accounted
         self.prof.stop()
         s.stop()
+        snap.stop()
         r = self.x.cli("verify", "--json", timeout=7200)
         t_verified = time.time()
         if r.returncode != 0:
@@ -290,6 +389,8 @@ class MappedBench:
             "verify_s": t_verified - t_fenced,
             "to_verified_s": t_verified - t0,
             "cpu_s_to_fence": cpu,
+            "capture_threads_cpu_s_to_fence": capture_threads,
+            "capture_at_snapshot_complete": snap.at,
             "peak_rss_mib": dict(s.peak),
             "rss_timeline_mib": s.timeline,
             "verify_seconds": rep.get("seconds"),
@@ -368,6 +469,7 @@ class MappedBench:
             )
         )
         cpu = x["cpu_s_to_fence"]
+        self.rows.extend(capture_rows(x))
         rec(
             (
                 "mapped_load",
@@ -443,6 +545,51 @@ class MappedBench:
                 shutil.rmtree(self.root, ignore_errors=True)
 
 
+def capture_rows(x: dict[str, Any]) -> list[tuple[str, str, Any, Any]]:
+    """The table's rows of capture's CPU by thread (at the snapshot's end, to the fence) and
+    its memory by mapping at the snapshot's end."""
+    rows: list[tuple[str, str, Any, Any]] = []
+    at = x["capture_at_snapshot_complete"]
+    if at:
+        threads = at["threads_cpu_s"]
+        rows.append(
+            (
+                "mapped_load",
+                f"capture at snapshot complete: s, CPU s, by thread {'/'.join(threads)}",
+                f"{at['s']}, {at['capture_cpu_s']:.1f}, "
+                + "/".join(f"{v:.1f}" for v in threads.values()),
+                "-",
+            )
+        )
+        rows.append(
+            (
+                "mapped_load",
+                "capture RSS MiB at snapshot complete: heap/other anonymous/files",
+                "/".join(f"{v:.0f}" for v in at["rss_mib"].values()),
+                "-",
+            )
+        )
+        after = at.get("next_20s_cpu_s") or {}
+        rows.append(
+            (
+                "mapped_load",
+                f"capture CPU s in the 20 s after it, by thread {'/'.join(after)}",
+                "/".join(f"{v:.2f}" for v in after.values()),
+                "-",
+            )
+        )
+    threads = x["capture_threads_cpu_s_to_fence"]
+    rows.append(
+        (
+            "mapped_load",
+            f"capture CPU s to the fence by thread {'/'.join(threads)}",
+            "/".join(f"{v:.1f}" for v in threads.values()),
+            "-",
+        )
+    )
+    return rows
+
+
 def sync_name(i: int, n: int) -> str:
     """The name of the i-th of n sync processes in the figures: ``sync`` alone, as before."""
     return "sync" if n == 1 else f"sync-{i}"
@@ -480,6 +627,14 @@ def main() -> None:
         type=int,
         default=1,
         help="`crossfade sync` processes in one consumer group (the topics' partitions split between them)",
+    )
+    ap.add_argument(
+        "--capture",
+        action="append",
+        default=[],
+        metavar="KEY=YAML",
+        help="a capture setting under test, e.g. converter=jvm, 'jvm_options: [...]' as "
+        "jvm_options=[-Xms256m,-Xmx256m], properties={snapshot.fetch.size: '20000'} (repeatable)",
     )
     add_run_args(ap)
     args = ap.parse_args()

@@ -278,6 +278,7 @@ CAPTURE_THREAD_ROLES = (
     ("debezium", ("debezium-",)),  # pgoutput decoding, the change records, Debezium's metrics
     ("converter", ("pool-3-thread",)),  # the engine's JSON converter
     ("handler", ("pool-2-thread",)),  # the engine's consumer: capture's Python, produce, flush
+    ("snapshot", ("pool-4-thread",)),  # Debezium's snapshot reader (snapshot.max.threads of them)
     ("kafka", ("rdk:",)),  # librdkafka
 )
 
