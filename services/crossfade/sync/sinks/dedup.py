@@ -63,8 +63,22 @@ MAX_COMPONENT = 5000
 of rows is not evidence); sync stops with a message naming the blocking key."""
 
 
+_AS_IS = (str, int, float, bool, type(None))
+
+
 def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(dict(values), default=str, ensure_ascii=False))
+    """``values`` as JSON gives them back (``json.loads(json.dumps(..., default=str))``): what
+    JSON has no type for as text. Value by value: a JSON round trip of the whole row per member
+    was ~2% of sync's CPU in a mapped load, and most values come back as they are."""
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        if type(k) is not str:  # JSON spells other keys its own way: the whole row, as it was
+            return json.loads(json.dumps(dict(values), default=str, ensure_ascii=False))
+        if type(v) in _AS_IS:  # NaN and infinities too: JSON's NaN, Infinity read back
+            out[k] = v
+        else:
+            out[k] = json.loads(json.dumps(v, default=str, ensure_ascii=False))
+    return out
 
 
 class DedupWriter:
