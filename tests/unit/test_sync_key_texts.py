@@ -3,7 +3,8 @@ generated values of every type a key or a mapped value has (strings with quotes,
 control and non-ASCII characters, ints, bools, floats, UUIDs, dates, decimals, lists, dicts,
 None): ``key_text`` (ledger entries, tombstones, crosswalk, parents), ``event_key_id`` (a
 batch's origins, poisoned keys) and the dedup sink's ``_json_row`` (a member's stored row).
-The references below are the code as it was."""
+Blocking keys of dedup (``Matcher.block_keys``' text) too. The references below are the code
+as it was."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from crossfade.events.model import ChangeEvent
+from crossfade.mapping.dedup import _block_text
 from crossfade.mapping.engine import jsonable
 from crossfade.sync.key_text import key_text
 from crossfade.sync.sinks.dedup import _json_row
@@ -139,3 +141,14 @@ def test_json_row_as_before(seed: int) -> None:
         assert list(got) == list(want)
         for k, v in got.items():  # the same types too (a date is text, a tuple a list)
             assert type(v) is type(want[k]) or (isinstance(v, float) and math.isnan(v)), (k, v)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_block_text_as_before(seed: int) -> None:
+    rng = random.Random(seed)
+    for _ in range(3000):
+        parts = [rng.choice(["email", "phone+name", 'r"1'])]
+        parts += [
+            value(rng) if rng.random() < 0.2 else str(value(rng)) for _ in range(rng.randrange(3))
+        ]
+        assert _block_text(parts) == json.dumps(parts, default=str, ensure_ascii=False), parts
