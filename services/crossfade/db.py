@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
+from psycopg.abc import Buffer
+from psycopg.types.array import ListDumper
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from crossfade.config import DatabaseConfig, redact_dsn
@@ -29,14 +31,51 @@ _NOT_NOW = (
 )
 
 
+class TextListDumper(ListDumper):
+    """psycopg's text dumper of list parameters (``%s`` with a list: ``text[]``, ``= ANY(%s)``,
+    a ``text[]`` column in a COPY), byte for byte, with a cheaper escape of the elements that
+    need quotes. psycopg escapes each quoted element's double quotes and backslashes with
+    ``re.sub`` and a template replacement, ~3 us an element; sync's keys are JSON texts
+    (``["..."]``), which all need it, and lists of thousands of them go out with every batch
+    (12% of sync's CPU in a mapped load, issue 22). Two ``bytes.replace`` give the same bytes."""
+
+    def _dump_list(
+        self,
+        obj: list[Any],
+        tokens: list[Buffer],
+        needs_quotes: Callable[[Buffer], object],
+    ) -> None:
+        if not obj:
+            tokens.append(b"{}")
+            return
+        dump = self.sub_dumper.dump if self.sub_dumper else self._dump_item
+        delimiter = self.delimiter
+        tokens.append(b"{")
+        for item in obj:
+            if item is None:
+                tokens.append(b"NULL")
+            elif isinstance(item, list):
+                self._dump_list(item, tokens, needs_quotes)
+            elif (ad := dump(item)) is None:
+                tokens.append(b"NULL")
+            else:
+                if needs_quotes(ad):
+                    # psycopg's: b'"' + re.sub(rb'(["\\])', rb"\\\1", ad) + b'"'
+                    ad = b'"' + bytes(ad).replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
+                tokens.append(ad)
+            tokens.append(delimiter)
+        tokens[-1] = b"}"
+
+
 def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:
     """Open a connection, turning failures into one line that names the database and the fix.
 
     A server that answers it cannot take connections yet (starting up, recovering from a crash,
     shutting down) raises :class:`DatabaseUnavailable` (transient: callers wait for it); any
-    other failure :class:`PreflightError`."""
+    other failure :class:`PreflightError`. List parameters dump through
+    :class:`TextListDumper` (the same bytes as psycopg's, cheaper)."""
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             db.conninfo, autocommit=autocommit, connect_timeout=db.connect_timeout_s
         )
     except psycopg.OperationalError as exc:
@@ -51,6 +90,8 @@ def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycop
             f"cannot connect to the {role} database {redact_dsn(db.dsn)} ({reason})",
             f"check {role}.dsn, that the server runs and accepts this user",
         ) from None
+    conn.adapters.register_dumper(list, TextListDumper)
+    return conn
 
 
 def end_idle_transactions_after(conn: psycopg.Connection, seconds: float) -> None:

@@ -137,6 +137,20 @@ class _Cond:
     norm: Transform
 
 
+_encode_str = json.encoder.encode_basestring
+
+
+def _block_text(parts: list[Any]) -> str:
+    """``json.dumps(parts, default=str, ensure_ascii=False)``: a blocking key's text. Parts that
+    are all strings (normalised values, nearly always) are spelled here, the same text without
+    the encoder's set-up per key (sync computes the keys of every member of a regrouped
+    component, issue 22)."""
+    for p in parts:
+        if type(p) is not str:
+            return json.dumps(parts, default=str, ensure_ascii=False)
+    return "[" + ", ".join(map(_encode_str, parts)) + "]"
+
+
 class Matcher:
     """The compiled match rules of one target table (pure)."""
 
@@ -193,7 +207,7 @@ class Matcher:
                     break
                 parts.append(n)
             else:
-                out.append(json.dumps([r.name, *parts], default=str, ensure_ascii=False))
+                out.append(_block_text([r.name, *parts]))
         return out
 
     def match(
