@@ -1,0 +1,115 @@
+"""The mapping of one legacy table's rows in worker processes, for the verify of mapped tables
+(:mod:`crossfade.verify.mapped`): the mapping is pure and costs most of a verify's CPU (the
+transforms: e-mail validation, phone parsing...), so it runs on every core the process may use.
+
+The main process keeps everything stateful: it reads the rows from its one repeatable-read
+snapshot (batches of :data:`BATCH_ROWS`, at most :data:`WINDOW_PER_WORKER` per worker in flight:
+memory stays bounded) and takes the outcomes back in the order it read them, so the accounting,
+the duplicate groups, the expected rows and the parent keys are built exactly as one process
+builds them. Workers are forked per table once its parents are mapped, so each starts with the
+mapper and the parent keys ``references`` rules check as they then are, complete; a table whose
+rules check its own targets' keys (a row's parent may be a row of the same table read earlier)
+is mapped in the main process, in order (:func:`parallel_safe`). Without ``fork`` (not POSIX)
+everything is mapped in the main process.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from multiprocessing.reduction import ForkingPickler
+from typing import Any
+
+from psycopg import sql
+
+from crossfade.mapping.engine import Mapper
+from crossfade.sync.key_text import key_text
+
+BATCH_ROWS = 1000
+WINDOW_PER_WORKER = 3
+
+_job: tuple[Any, str, list[str]] | None = None
+"""What the forked workers map with (set just before the fork, read-only in them): the pass of
+:func:`crossfade.verify.mapped.run_mapped` (its mapper, parent keys, crosswalks), the table, its
+key columns."""
+
+
+def _uuid(i: int) -> uuid.UUID:
+    return uuid.UUID(int=i)
+
+
+def _reduce_uuid(u: uuid.UUID) -> tuple[Any, tuple[int]]:
+    return _uuid, (u.int,)
+
+
+# a UUID as its integer: its default pickling (through __getstate__) costs as much as its row
+ForkingPickler.register(uuid.UUID, _reduce_uuid)
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def parallel_safe(mapper: Mapper, source: str) -> bool:
+    """Whether ``source``'s rows can be mapped apart: no rule of its targets checks a key of one
+    of its own targets (which the rows read before it would add)."""
+    own = {t.table for t in mapper.table(source).targets}
+    for t in mapper.table(source).targets:
+        for r in t.spec.rules.values():
+            if r.reference is not None and r.reference.table in own:
+                return False
+    return "fork" in multiprocessing.get_all_start_methods()
+
+
+def _map_batch(batch: tuple[list[str], list[tuple[Any, ...]]]) -> list[tuple[str, Any]]:
+    assert _job is not None
+    run, source, pk = _job
+    cols, recs = batch
+    out = []
+    for rec in recs:
+        row = dict(zip(cols, rec, strict=True))
+        mapped = run.mapper.map_row(source, row, parents=run.keys)
+        out.append((key_text(row.get(c) for c in pk), run.ready(source, mapped)))
+    return out
+
+
+def _quiet_worker() -> None:
+    # nothing a worker allocates outlives its batch: no cycle collection (it would also touch,
+    # and copy, every page of the parent's heap)
+    gc.disable()
+
+
+def mapped_rows(
+    conn: Any, run: Any, source: str, workers: int, cursor_name: str
+) -> Iterator[tuple[str, Any]]:
+    """(ledger entry, ``run.ready`` outcome) of every row of ``source`` read in ``conn``'s
+    transaction, in the order read, mapped by ``workers`` forked processes."""
+    global _job
+    pk = run.mapper.source_keys.get(source) or []
+    schema, rel = source.split(".", 1)
+    q = sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
+    _job = (run, source, pk)
+    try:
+        gc.collect()  # no garbage of the parent's (a connection) is collected in a worker
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker)
+    finally:
+        _job = None
+    with pool, conn.cursor(name=cursor_name) as cur:
+        cur.itersize = BATCH_ROWS
+        cur.execute(q)
+        cols = [d.name for d in cur.description or []]
+        flight: deque[Any] = deque()
+        while recs := cur.fetchmany(BATCH_ROWS):
+            flight.append(pool.apply_async(_map_batch, ((cols, recs),)))
+            if len(flight) >= WINDOW_PER_WORKER * workers:
+                yield from flight.popleft().get()
+        while flight:
+            yield from flight.popleft().get()
