@@ -39,7 +39,11 @@ key columns."""
 
 
 def _uuid(i: int) -> uuid.UUID:
-    return uuid.UUID(int=i)
+    # what UUID.__setstate__ does (UUID(int=i) checks its arguments: slower than the pickling)
+    u = object.__new__(uuid.UUID)
+    object.__setattr__(u, "int", i)
+    object.__setattr__(u, "is_safe", uuid.SafeUUID.unknown)
+    return u
 
 
 def _reduce_uuid(u: uuid.UUID) -> tuple[Any, tuple[int]]:
