@@ -80,9 +80,9 @@ def test_workers_map_to_the_same_report_as_one_process(
     pooled: list[tuple[str, int]] = []
     real = mapped.mapped_rows
 
-    def spy(conn: Any, run: Any, source: str, workers: int, name: str) -> Any:
+    def spy(legacy: Any, run: Any, source: str, workers: int) -> Any:
         rows = 0
-        for row in real(conn, run, source, workers, name):
+        for row in real(legacy, run, source, workers):
             rows += 1
             yield row
         pooled.append((source, rows))

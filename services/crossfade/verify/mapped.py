@@ -596,12 +596,12 @@ class _Pass:
         """(ledger entry, :meth:`ready` outcome) of every row of ``s``, in the order read: mapped
         in worker processes (:mod:`crossfade.verify.mapped_pool`) when there are several and
         ``s`` allows it."""
-        name = f"cf_verify_{next(_seq)}"
+        rows = stream_rows(src, s, f"cf_verify_{next(_seq)}")
         if self.workers > 1 and parallel_safe(self.mapper, s):
-            yield from mapped_rows(src, self, s, self.workers, name)
+            yield from mapped_rows(rows, self, s, self.workers)
             return
         pk = self.mapper.source_keys.get(s) or []
-        for row in stream_rows(src, s, name):
+        for row in rows:
             out = self.mapper.map_row(s, row, parents=self.keys)
             yield _text(row.get(c) for c in pk), self.ready(s, out)
 

@@ -16,15 +16,14 @@ everything is mapped in the main process.
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import os
 import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from multiprocessing.reduction import ForkingPickler
 from typing import Any
-
-from psycopg import sql
 
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
@@ -73,13 +72,11 @@ def parallel_safe(mapper: Mapper, source: str) -> bool:
     return "fork" in multiprocessing.get_all_start_methods()
 
 
-def _map_batch(batch: tuple[list[str], list[tuple[Any, ...]]]) -> list[tuple[str, Any]]:
+def _map_batch(rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     assert _job is not None
     run, source, pk = _job
-    cols, recs = batch
     out = []
-    for rec in recs:
-        row = dict(zip(cols, rec, strict=True))
+    for row in rows:
         mapped = run.mapper.map_row(source, row, parents=run.keys)
         out.append((key_text(row.get(c) for c in pk), run.ready(source, mapped)))
     return out
@@ -92,27 +89,22 @@ def _quiet_worker() -> None:
 
 
 def mapped_rows(
-    conn: Any, run: Any, source: str, workers: int, cursor_name: str
+    rows: Iterable[dict[str, Any]], run: Any, source: str, workers: int
 ) -> Iterator[tuple[str, Any]]:
-    """(ledger entry, ``run.ready`` outcome) of every row of ``source`` read in ``conn``'s
-    transaction, in the order read, mapped by ``workers`` forked processes."""
+    """(ledger entry, ``run.ready`` outcome) of each of ``rows`` of ``source`` (read by this
+    process), in their order, mapped by ``workers`` forked processes."""
     global _job
-    pk = run.mapper.source_keys.get(source) or []
-    schema, rel = source.split(".", 1)
-    q = sql.SQL("SELECT * FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(rel))
-    _job = (run, source, pk)
+    _job = (run, source, run.mapper.source_keys.get(source) or [])
     try:
         gc.collect()  # no garbage of the parent's (a connection) is collected in a worker
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker)
     finally:
         _job = None
-    with pool, conn.cursor(name=cursor_name) as cur:
-        cur.itersize = BATCH_ROWS
-        cur.execute(q)
-        cols = [d.name for d in cur.description or []]
+    with pool:
         flight: deque[Any] = deque()
-        while recs := cur.fetchmany(BATCH_ROWS):
-            flight.append(pool.apply_async(_map_batch, ((cols, recs),)))
+        it = iter(rows)
+        while batch := list(itertools.islice(it, BATCH_ROWS)):
+            flight.append(pool.apply_async(_map_batch, (batch,)))
             if len(flight) >= WINDOW_PER_WORKER * workers:
                 yield from flight.popleft().get()
         while flight:
