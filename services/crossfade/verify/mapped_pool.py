@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import gc
 import itertools
+import math
 import multiprocessing
 import os
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
 from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
 from typing import Any
 
 from crossfade.mapping.engine import Mapper
@@ -53,12 +55,25 @@ def _reduce_uuid(u: uuid.UUID) -> tuple[Any, tuple[int]]:
 ForkingPickler.register(uuid.UUID, _reduce_uuid)
 
 
-def usable_cpus() -> int:
-    """The CPUs this process may run on (its affinity, not the machine's count)."""
+def cpu_quota(path: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """The CPUs a cgroup (v2) quota grants this process (a container's CPU limit: ``quota
+    period`` in that file), None without one."""
     try:
-        return len(os.sched_getaffinity(0))
+        quota, period = path.read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus(quota: float | None = None) -> int:
+    """The CPUs this process may use: its affinity (not the machine's count), at most its
+    cgroup's CPU quota (``quota``: read from the cgroup when None), rounded up; at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    q = cpu_quota() if quota is None else quota
+    return max(1, n if q is None else min(n, math.ceil(q)))
 
 
 def parallel_safe(mapper: Mapper, source: str) -> bool:
