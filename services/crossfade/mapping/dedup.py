@@ -331,6 +331,8 @@ class Deduper:
     members: list[Member] = field(default_factory=list)
     blocks: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
     oversized: dict[str, int] = field(default_factory=dict)
+    member_blocks: list[list[str]] = field(default_factory=list)
+    """The blocking keys of each of ``members`` (same order)."""
 
     def __post_init__(self) -> None:
         self.matcher = Matcher(self.spec, self.registry)
@@ -342,11 +344,15 @@ class Deduper:
         values: Mapping[str, Any],
         source_table: str,
         source_key: tuple[Any, ...] | None = None,
+        block_keys: list[str] | None = None,
     ) -> None:
+        """``block_keys``: the matcher's :meth:`Matcher.block_keys` of ``values``, when known."""
         m = Member(key, source_table, source_key, {c: values.get(c) for c in self._cols})
         i = len(self.members)
         self.members.append(m)
-        for bk in self.matcher.block_keys(m.values):
+        keys = self.matcher.block_keys(m.values) if block_keys is None else block_keys
+        self.member_blocks.append(keys)
+        for bk in keys:
             self.blocks[bk].append(i)
 
     def groups(self) -> list[DupGroup]:

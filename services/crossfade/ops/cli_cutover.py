@@ -222,6 +222,12 @@ def _print_verify(report: Any) -> None:
 )
 @click.option("--fence-timeout", type=float, default=120.0, show_default=True)
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes mapping the legacy rows of mapped tables (default: one per usable CPU).",
+)
+@click.option(
     "--reverse",
     is_flag=True,
     help="Fallback direction: the new database (source) against legacy (target); the fence goes "
@@ -245,6 +251,7 @@ def verify(
     max_keys: int,
     rounds: int,
     fence_timeout: float,
+    workers: int | None,
     reverse: bool,
     pushgateway: str | None,
 ) -> None:
@@ -273,6 +280,7 @@ def verify(
             max_keys=max_keys,
             fence_timeout=fence_timeout,
             progress=prog,
+            workers=workers,
         )
         report = v.run(repair=repair)
     report.tables.extend(skipped)

@@ -37,10 +37,10 @@ def dedup_base(d: Deduper, groups: list[DupGroup], stored: dict[str, list[str]])
         for m in g.members:
             out.groups[m.key] = g.survivor.key
     seen = set()
-    for m in d.members:
+    for m, blocks in zip(d.members, d.member_blocks, strict=True):
         mk = key_text(m.key)
         seen.add(mk)
-        if set(stored.get(mk, ["<none>"])) != set(d.matcher.block_keys(m.values)):
+        if set(stored.get(mk, ["<none>"])) != set(blocks):
             out.stale.add(m.key)
     out.stale |= {tuple(json.loads(mk)) for mk in stored if mk not in seen}
     return out

@@ -35,7 +35,7 @@ import itertools
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -57,12 +57,14 @@ from crossfade.mapping.audit import (
     with_parents,
 )
 from crossfade.mapping.dedup import Deduper
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow
-from crossfade.target.store import entry_outcome, held_entries
+from crossfade.mapping.engine import Filtered, Mapper, Outcome, Rejected, TargetRow
+from crossfade.target.store import held_entries
 from crossfade.target.store.dedup import member_block_keys
 from crossfade.target.store.ledger import ledger_positions
 from crossfade.verify.delta import DedupBase
 from crossfade.verify.golden import dedup_base, golden_rows
+from crossfade.verify.kept_rows import kept, kept_rows
+from crossfade.verify.mapped_pool import mapped_rows, parallel_safe
 from crossfade.verify.wal_bound import wal_position
 
 EXAMPLES = 20
@@ -71,6 +73,9 @@ MAX_KEYS = 10_000
 _seq = itertools.count()
 
 Key = tuple[Any, ...]
+Prepared = tuple[str, list[tuple[tuple[str, str], Any]], dict[str, Any] | None, Key | None, Any]
+"""A target row ready to take (:meth:`_Pass.prepared`): table, (key set, value)s children
+check, values (None: not compared), key, blocking keys (deduplicated targets)."""
 
 
 def canon(row: Iterable[Any] | None) -> tuple[Any, ...] | None:
@@ -396,15 +401,18 @@ def run_mapped(
     sources: list[str],
     on_rows: Callable[[int], None] | None = None,
     want: Want | None = None,
+    workers: int = 1,
 ) -> MappedRun:
     """One comparison of the targets of ``sources`` (all their sources are read), from one
     repeatable-read snapshot of the legacy tables taken when it starts. ``want``: also return the
-    expected rows and outcomes a re-check asks for."""
+    expected rows and outcomes a re-check asks for; ``workers``: processes mapping the rows
+    (:mod:`crossfade.verify.mapped_pool`; 1: this one)."""
     t0 = time.monotonic()
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
         before = wal_position(src)
         mapper, _schema = prepare(settings, src, check_target=True)
         run = _Pass(settings, mapper, tgt, sources, want)
+        run.workers = workers
         for s in run.all_sources:
             run.map_source(src, s, on_rows)
         for t in list(run.pending_dedup):
@@ -485,6 +493,7 @@ class _Pass:
         self.accounts: dict[str, SourceAccount] = {}
         self.pending_dedup = set(self.dedupers)
         self.dedup: dict[str, DedupBase] = {}
+        self.workers = 1
 
     def finish_dedup(self, t: str) -> None:
         """Every member of ``t`` is read: write its golden records and the rest of its rows."""
@@ -506,22 +515,51 @@ class _Pass:
     def emit(self, s: str, rows: Iterable[TargetRow], entry: str) -> None:
         """Expected rows of one mapped source row, ledger ``entry`` of ``s`` (and its keys for
         children's rules)."""
+        self.take(s, self.prepared(s, rows), entry)
+
+    def prepared(self, s: str, rows: Iterable[TargetRow]) -> list[Prepared]:
+        """The part of :meth:`emit` that changes nothing (a worker process may compute it): per
+        target row, its keys children check, its values with references redirected to golden
+        records, and its blocking keys when deduplicated."""
+        out: list[Prepared] = []
         for tr in rows:
-            for (tt, col), ks in self.keys.sets.items():
-                if tt == tr.table and col in tr.values:
-                    ks.add(tr.values[col])
+            adds = [
+                (tc, tr.values[tc[1]])
+                for tc in self.keys.sets
+                if tc[0] == tr.table and tc[1] in tr.values
+            ]
             if tr.table not in self.writers and tr.table not in self.dedupers:
+                out.append((tr.table, adds, None, tr.key, None))
                 continue
             values = redirected(tr.values, self.redirects.get(s, []), self.crosswalk)
-            if tr.table in self.dedupers:
-                assert tr.key is not None
-                self.dedupers[tr.table].add(tr.key, values, s, (entry,))
+            d = self.dedupers.get(tr.table)
+            blocks = None if d is None else d.matcher.block_keys(values)
+            out.append((tr.table, adds, values, tr.key, blocks))
+        return out
+
+    def take(self, s: str, prepared: list[Prepared], entry: str) -> None:
+        for table, adds, values, key, blocks in prepared:
+            for tc, v in adds:
+                self.keys.sets[tc].add(v)
+            if values is None:
                 continue
-            if tr.table not in self.writers:
+            if table in self.dedupers:
+                assert key is not None
+                self.dedupers[table].add(key, values, s, (entry,), blocks)
                 continue
-            if tr.key is not None and tr.key in self.wanted.get(tr.table, ()):
-                self.producers[tr.table].setdefault(tr.key, set()).add((s, entry))
-            self.writers[tr.table].write(values)
+            if key is not None and key in self.wanted.get(table, ()):
+                self.producers[table].setdefault(key, set()).add((s, entry))
+            self.writers[table].write(values)
+
+    def ready(self, s: str, out: Outcome) -> tuple[str, Any]:
+        """One row's outcome as :meth:`map_source` takes it: ``f`` filtered, ``r`` rejected,
+        ``k`` rejected but maybe kept (the ledger decides: the outcome), ``m`` mapped (its
+        :meth:`prepared` rows). Changes nothing (a worker process may compute it)."""
+        if isinstance(out, Filtered):
+            return "f", None
+        if isinstance(out, Rejected):
+            return ("k", out) if kept(out) else ("r", None)
+        return "m", self.prepared(s, out.rows)
 
     def map_source(self, src: Any, s: str, on_rows: Callable[[int], None] | None) -> None:
         """Map every row of source table ``s`` (its parents' duplicate groups settled first) and
@@ -532,30 +570,40 @@ class _Pass:
         if s in self.compared:  # a parent mapped only for its keys is not accounted for
             self.accounts[s] = acc
         kept: dict[str, Rejected] = {}
-        pk = self.mapper.source_keys.get(s) or []
-        for n, row in enumerate(stream_rows(src, s, f"cf_verify_{next(_seq)}"), 1):
+        for n, (entry, (what, it)) in enumerate(self.outcomes(src, s), 1):
             acc.source_rows += 1
-            entry = _text(row.get(c) for c in pk)
-            out = self.mapper.map_row(s, row, parents=self.keys)
-            if isinstance(out, Filtered):
+            if what == "f":
                 acc.filtered.add(entry)
-            elif isinstance(out, Rejected) and not _kept(out):
+            elif what == "r":
                 acc.rejected.add(entry)
-            elif isinstance(out, Rejected):  # on_parent_left: keep: the ledger decides
-                kept[entry] = out
-            elif isinstance(out, Mapped):
+            elif what == "k":  # on_parent_left: keep: the ledger decides
+                kept[entry] = it
+            else:
                 acc.mapped += 1
-                self.emit(s, out.rows, entry)
+                self.take(s, it, entry)
             if on_rows and n % 2000 == 0:
                 on_rows(2000)
         acc.ledger_dead, acc.ledger_filtered = held_entries(self.tgt, self.bk, s)
         for entry, out in kept.items():  # resolved by the ledger, after the stream
-            rows = _kept_rows(self.tgt, self.bk, s, entry, out, self.shapes, self.tkeys)
+            rows = kept_rows(self.tgt, self.bk, s, entry, out, self.shapes, self.tkeys)
             if rows is None:
                 acc.rejected.add(entry)
             else:
                 acc.mapped += 1
                 self.emit(s, rows, entry)
+
+    def outcomes(self, src: Any, s: str) -> Iterator[tuple[str, tuple[str, Any]]]:
+        """(ledger entry, :meth:`ready` outcome) of every row of ``s``, in the order read: mapped
+        in worker processes (:mod:`crossfade.verify.mapped_pool`) when there are several and
+        ``s`` allows it."""
+        rows = stream_rows(src, s, f"cf_verify_{next(_seq)}")
+        if self.workers > 1 and parallel_safe(self.mapper, s):
+            yield from mapped_rows(rows, self, s, self.workers)
+            return
+        pk = self.mapper.source_keys.get(s) or []
+        for row in rows:
+            out = self.mapper.map_row(s, row, parents=self.keys)
+            yield _text(row.get(c) for c in pk), self.ready(s, out)
 
     def compare(self, want: Want | None) -> dict[str, dict[Key, tuple[Any, ...] | None]]:
         """Compare every target with its expected rows; the expected rows of the differing keys
@@ -572,49 +620,6 @@ class _Pass:
             for w in self.writers.values():
                 w.close()
         return expected
-
-
-def _kept(out: Rejected) -> bool:
-    """Only missing parents failed, all under ``on_parent_left: keep``."""
-    return all(f.kind == "references" and f.on_parent_left == "keep" for f in out.failures)
-
-
-def _kept_rows(
-    tgt: Any,
-    bk: str,
-    source: str,
-    entry: str,
-    out: Rejected,
-    shapes: dict[str, TableShape | None],
-    tkeys: dict[str, tuple[str, ...]],
-) -> list[TargetRow] | None:
-    """The rows sync kept for a child whose parent left (the ledger says ``mapped``), with the
-    reference columns as the target holds them; None when sync did not keep it (or never ran)."""
-    if entry_outcome(tgt, bk, source, entry) not in ("mapped", "replayed"):
-        return None
-    stale = {(f.target, f.column) for f in out.failures}
-    rows = []
-    for tr in out.rows:
-        cols = [c for t, c in stale if t == tr.table and c is not None]
-        shape = shapes.get(tr.table)
-        values = dict(tr.values)
-        key_cols = tkeys.get(tr.table)
-        if cols and shape is not None and tr.key is not None and key_cols:
-            got = tgt.execute(
-                sql.SQL("SELECT {} FROM {}.{} WHERE {}").format(
-                    sql.SQL(", ").join(map(sql.Identifier, cols)),
-                    sql.Identifier(shape.schema),
-                    sql.Identifier(shape.name),
-                    sql.SQL(" AND ").join(
-                        sql.SQL("{} = %s").format(sql.Identifier(k)) for k in key_cols
-                    ),
-                ),
-                list(tr.key),
-            ).fetchone()
-            if got is not None:
-                values.update(zip(cols, got, strict=True))
-        rows.append(TargetRow(tr.table, values, tr.key, tr.unavailable))
-    return rows
 
 
 def redirected(

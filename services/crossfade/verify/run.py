@@ -103,11 +103,13 @@ class Verifier:
         lock_wait: float = 10.0,
         changed_since: DeltaBase | None = None,
         delta_max_fraction: float = 0.2,
+        workers: int | None = None,
     ) -> None:
         """``changed_since``: compare only the rows written since that (full) verify's
         snapshots, plus its unsettled keys (:mod:`crossfade.verify.delta`; mapped targets:
         :mod:`crossfade.verify.mapped_delta`, in full beyond ``delta_max_fraction`` of a
-        target's rows)."""
+        target's rows). ``workers``: processes mapping the legacy rows of mapped tables
+        (:mod:`crossfade.verify.mapped_pool`); None: one per usable CPU."""
         self.settings = settings
         unknown = [t for t in tables or [] if t not in settings.tables]
         if unknown:
@@ -134,6 +136,11 @@ class Verifier:
         self._unsettled: dict[str, set[Key]] = {}
         self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
         self.delta_max_fraction = delta_max_fraction
+        if workers is None:
+            from crossfade.verify.mapped_pool import usable_cpus
+
+            workers = usable_cpus()
+        self.workers = max(1, workers)
         self._mapped_open: tuple[dict[str, set[Key]], dict[str, set[str]]] = ({}, {})
         self._mapped_dedup: dict[str, DedupBase] = {}
 
@@ -210,7 +217,7 @@ class Verifier:
         from crossfade.verify.report import as_found
 
         self.progress.phase(f"mapping {', '.join(sources)} and comparing with the target")
-        first = run_mapped(self.settings, sources, self.progress.advance)
+        first = run_mapped(self.settings, sources, self.progress.advance, workers=self.workers)
         self._mapped_dedup.update(first.dedup)
         keys = {t: dict(r.differing) for t, r in first.targets.items() if r.differing}
         entries = {s: a.disagreeing() for s, a in first.accounts.items() if a.disagreeing()}
@@ -323,6 +330,7 @@ class Verifier:
                 sources,
                 self.progress.advance,
                 Want({t: list(ks) for t, ks in pending_k.items()}, pending_e),
+                self.workers,
             )
             # E1 is the previous run's snapshot, read before this round's fence
             since = min(check.last.before, self.last_fence_lsn or 0)
