@@ -56,7 +56,6 @@ sys.path.insert(0, str(REPO))
 
 from bench import history  # noqa: E402
 from bench.run import (  # noqa: E402
-    CAPTURE_THREAD_ROLES,
     Profiler,
     XStack,
     add_run_args,
@@ -66,6 +65,7 @@ from bench.run import (  # noqa: E402
     one,
     run_reported,
     thread_cpu,
+    thread_times,
     wait,
 )
 from crossfade.config.settings import SyncConfig  # noqa: E402
@@ -193,22 +193,6 @@ class SnapshotDone:
                             for k, v in by_role.items()
                         }
                         return
-
-
-def thread_times(pid: int) -> dict[str, tuple[str, float]]:
-    """Thread id -> (role, CPU seconds) of a process (roles: bench.run's CAPTURE_THREAD_ROLES)."""
-    out: dict[str, tuple[str, float]] = {}
-    tick = os.sysconf("SC_CLK_TCK")
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            stat = (task / "stat").read_text()
-            name = stat[stat.index("(") + 1 : stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2 :].split()
-            role = next(
-                (r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other"
-            )
-            out[task.name] = (role, (int(fields[11]) + int(fields[12])) / tick)
-    return out
 
 
 def rss_by_mapping(pid: int) -> dict[str, float]:

@@ -283,11 +283,10 @@ CAPTURE_THREAD_ROLES = (
 )
 
 
-def thread_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of a process's threads by role (``CAPTURE_THREAD_ROLES``; ``other`` for the
-    rest), from ``/proc/<pid>/task/*/stat``: where a JVM-hosting process spends its CPU, which
-    py-spy (Python frames only) cannot show."""
-    out: dict[str, float] = {}
+def thread_times(pid: int) -> dict[str, tuple[str, float]]:
+    """Thread id -> (role, CPU seconds) of a process's threads (``CAPTURE_THREAD_ROLES``;
+    ``other`` for the rest), from ``/proc/<pid>/task/*/stat``."""
+    out: dict[str, tuple[str, float]] = {}
     tick = os.sysconf("SC_CLK_TCK")
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -297,7 +296,16 @@ def thread_cpu(pid: int) -> dict[str, float]:
             role = next(
                 (r for r, prefixes in CAPTURE_THREAD_ROLES if name.startswith(prefixes)), "other"
             )
-            out[role] = out.get(role, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            out[task.name] = (role, (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads by role (:func:`thread_times`): where a JVM-hosting
+    process spends its CPU, which py-spy (Python frames only) cannot show."""
+    out: dict[str, float] = {}
+    for role, cpu in thread_times(pid).values():
+        out[role] = out.get(role, 0.0) + cpu
     return out
 
 
