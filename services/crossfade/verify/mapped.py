@@ -58,6 +58,7 @@ from crossfade.mapping.audit import (
 )
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapper, Outcome, Rejected, TargetRow
+from crossfade.sync.key_text import key_text
 from crossfade.target.store import held_entries
 from crossfade.target.store.dedup import member_block_keys
 from crossfade.target.store.ledger import ledger_positions
@@ -99,12 +100,6 @@ class Want:
 
     keys: dict[str, list[Key]] = field(default_factory=dict)
     entries: dict[str, set[str]] = field(default_factory=dict)
-
-
-def _text(values: Iterable[Any]) -> str:
-    from crossfade.sync.key_text import key_text
-
-    return key_text(values)
 
 
 @dataclass
@@ -411,8 +406,7 @@ def run_mapped(
     with read_only(settings) as src, connect(settings.target, "target") as tgt:
         before = wal_position(src)
         mapper, _schema = prepare(settings, src, check_target=True)
-        run = _Pass(settings, mapper, tgt, sources, want)
-        run.workers = workers
+        run = _Pass(settings, mapper, tgt, sources, want, workers)
         for s in run.all_sources:
             run.map_source(src, s, on_rows)
         for t in list(run.pending_dedup):
@@ -439,9 +433,16 @@ class _Pass:
     keys ``references`` rules check, and each source table's accounting."""
 
     def __init__(
-        self, settings: Settings, mapper: Mapper, tgt: Any, sources: list[str], want: Want | None
+        self,
+        settings: Settings,
+        mapper: Mapper,
+        tgt: Any,
+        sources: list[str],
+        want: Want | None,
+        workers: int = 1,
     ) -> None:
         self.settings, self.mapper, self.tgt = settings, mapper, tgt
+        self.workers = workers
         self.wanted = {t: set(ks) for t, ks in (want.keys if want else {}).items()}
         self.producers: dict[str, dict[Key, set[tuple[str, str]]]] = defaultdict(dict)
         self.bk = settings.sync.bookkeeping_schema
@@ -493,7 +494,6 @@ class _Pass:
         self.accounts: dict[str, SourceAccount] = {}
         self.pending_dedup = set(self.dedupers)
         self.dedup: dict[str, DedupBase] = {}
-        self.workers = 1
 
     def finish_dedup(self, t: str) -> None:
         """Every member of ``t`` is read: write its golden records and the rest of its rows."""
@@ -603,7 +603,7 @@ class _Pass:
         pk = self.mapper.source_keys.get(s) or []
         for row in rows:
             out = self.mapper.map_row(s, row, parents=self.keys)
-            yield _text(row.get(c) for c in pk), self.ready(s, out)
+            yield key_text(row.get(c) for c in pk), self.ready(s, out)
 
     def compare(self, want: Want | None) -> dict[str, dict[Key, tuple[Any, ...] | None]]:
         """Compare every target with its expected rows; the expected rows of the differing keys

@@ -63,6 +63,7 @@ from crossfade.target.store import (
 )
 from crossfade.verify.chunked import Key, TableComparer, prepare_session
 from crossfade.verify.delta import DedupBase, DeltaBase, snapshot_of, totals
+from crossfade.verify.mapped_pool import usable_cpus
 from crossfade.verify.report import (
     EXAMPLES,
     MappedCheck,
@@ -136,11 +137,7 @@ class Verifier:
         self._unsettled: dict[str, set[Key]] = {}
         self._keyless_base: dict[str, dict[str, tuple[int, int]]] = {}
         self.delta_max_fraction = delta_max_fraction
-        if workers is None:
-            from crossfade.verify.mapped_pool import usable_cpus
-
-            workers = usable_cpus()
-        self.workers = max(1, workers)
+        self.workers = max(1, usable_cpus() if workers is None else workers)
         self._mapped_open: tuple[dict[str, set[Key]], dict[str, set[str]]] = ({}, {})
         self._mapped_dedup: dict[str, DedupBase] = {}
 
