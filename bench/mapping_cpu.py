@@ -44,27 +44,34 @@ except ImportError:  # a commit before the per-value caches (to compare with): o
 
 
 SOURCE_KEYS = {t: ["id"] for t in TABLES}
-_INSERT = re.compile(r"INSERT INTO (\w+) \(([^)]*)\)")
+INSERT = re.compile(r"INSERT INTO (\w+) \(([^)]*)\)")
 
 
 class RowRecorder:
-    """Stands in for the writer's connection: keeps each INSERT's row, in the normal form (the
-    Python values psycopg returns for the CRM's column types)."""
+    """Stands in for the writer's connection: keeps each INSERT (table, columns, parameters as
+    the writer passed them: bench.mapped_load writes them with COPY) and gives the rows in the
+    normal form (the Python values psycopg returns for the CRM's column types)."""
 
     def __init__(self) -> None:
-        self.rows: list[tuple[str, dict[str, Any]]] = []
+        self.inserts: list[tuple[str, list[str], tuple[Any, ...]]] = []
 
     def execute(self, sql: str, params: Any = None) -> None:
-        m = _INSERT.match(sql)
+        m = INSERT.match(sql)
         if m is None:
             return  # the seed only inserts
-        cols = [c.strip() for c in m.group(2).split(",")]
-        row = dict(zip(cols, params, strict=True))
-        if "metadata" in row:
-            row["metadata"] = row["metadata"].obj  # Jsonb -> dict, as psycopg loads jsonb
-        if row.get("annual_revenue") is not None:  # numeric(14,2)
-            row["annual_revenue"] = decimal.Decimal(f"{row['annual_revenue']:.2f}")
-        self.rows.append((f"public.{m.group(1)}", row))
+        self.inserts.append((m.group(1), [c.strip() for c in m.group(2).split(",")], params))
+
+    @property
+    def rows(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for table, cols, params in self.inserts:
+            row = dict(zip(cols, params, strict=True))
+            if "metadata" in row:
+                row["metadata"] = row["metadata"].obj  # Jsonb -> dict, as psycopg loads jsonb
+            if row.get("annual_revenue") is not None:  # numeric(14,2)
+                row["annual_revenue"] = decimal.Decimal(f"{row['annual_revenue']:.2f}")
+            out.append((f"public.{table}", row))
+        return out
 
 
 def crm_rows(accounts: int, broken: float = 0.0, seed: int = 7) -> list[tuple[str, dict[str, Any]]]:
@@ -73,11 +80,12 @@ def crm_rows(accounts: int, broken: float = 0.0, seed: int = 7) -> list[tuple[st
     writer = CrmWriter("", seed=seed, phones=int(10 * 3.7 * accounts))
     rec = RowRecorder()
     writer.populate(rec, accounts)
+    rows = rec.rows
     r = random.Random(seed)
-    for table, row in rec.rows:
+    for table, row in rows:
         if table == "public.contacts" and r.random() < broken:
             row["email"] = "not-an-email"
-    return rec.rows
+    return rows
 
 
 def demo_mapper() -> Mapper:
