@@ -190,7 +190,8 @@ class CrmWriter:
         default the 500 fictional ``555-01xx`` numbers of five area codes: at the demo's size a
         shared number is a duplicate's mark, but with tens of thousands of people unrelated ones
         share numbers so often that dedup's blocks join into one component larger than sync
-        allows; a benchmark at that size passes a pool that grows with it."""
+        allows; a benchmark at that size passes a pool that grows with it. With ``phones`` the
+        people's e-mail addresses are made distinct too (:meth:`_email`)."""
         self.dsn = dsn
         self.phones = phones
         self.seed_value = seed
@@ -215,6 +216,7 @@ class CrmWriter:
         self.address_bag = _Bag()
         self.next_account = 1
         self.next_address = 1
+        self.emails_made = 0
 
     # -- state --------------------------------------------------------------------------------
     def _tick(self) -> dt.datetime:
@@ -264,6 +266,18 @@ class CrmWriter:
                 self._insert_duplicate(conn)  # the legacy data has duplicates already
 
     # -- changes ------------------------------------------------------------------------------
+    def _email(self) -> str:
+        """Faker's address; at a benchmark's size (``phones`` given) made distinct with a count
+        (no random draw: the rest of the data stays the same). Faker's addresses repeat: at 160k
+        people a third share theirs with a stranger, dedup's same-email rule joins them, and at
+        1M rows the joined groups exceed what sync allows in one component."""
+        email = self.fake.email()
+        if self.phones is None:
+            return email
+        self.emails_made += 1
+        user, _, domain = email.partition("@")
+        return f"{user}.{self.emails_made}@{domain}"
+
     def _phone(self) -> str:
         r = self.rng
         if r.random() < 0.3:
@@ -299,7 +313,9 @@ class CrmWriter:
         (self.accounts if active else self.inactive).add(aid)
         self.stats.inserts += 1
         for _ in range(r.randint(0, 3)):  # its people, with their addresses, in the same commit
-            self._insert_contact(conn, aid, f.first_name(), f.last_name(), f.email(), self._phone())
+            self._insert_contact(
+                conn, aid, f.first_name(), f.last_name(), self._email(), self._phone()
+            )
 
     def _insert_contact(
         self,
@@ -368,7 +384,7 @@ class CrmWriter:
         else:
             phone = orig.phone or self._phone()
             last = orig.last.upper() if r.random() < 0.5 else orig.last
-            self._insert_contact(conn, account, orig.first, last, self.fake.email(), phone)
+            self._insert_contact(conn, account, orig.first, last, self._email(), phone)
 
     def _update_contact(self, conn: psycopg.Connection, cid: uuid.UUID, **values: Any) -> None:
         sets = ", ".join(f"{k} = %s" for k in values)
@@ -393,7 +409,7 @@ class CrmWriter:
         if r.random() < 0.5 and other.email and "@" in other.email:
             self._update_contact(conn, cid, email=other.email)
         else:
-            self._update_contact(conn, cid, email=self.fake.email(), phone=self._phone())
+            self._update_contact(conn, cid, email=self._email(), phone=self._phone())
 
     def _delete_contact(self, conn: psycopg.Connection, survivor: bool) -> None:
         """A contact goes with its addresses (the application's own cascade); with ``survivor``
@@ -462,7 +478,7 @@ class CrmWriter:
             return "broken"
         if x < 0.86 and self.broken:
             cid = self.broken.pick(r)
-            self._update_contact(conn, cid, email=f.email())
+            self._update_contact(conn, cid, email=self._email())
             self.broken.remove(cid)
             return "fixed"
         if x < 0.89:
@@ -489,7 +505,7 @@ class CrmWriter:
             self.stats.updates += 1
             return "account-reactivated"
         self._insert_contact(
-            conn, self.accounts.pick(r), f.first_name(), f.last_name(), f.email(), self._phone()
+            conn, self.accounts.pick(r), f.first_name(), f.last_name(), self._email(), self._phone()
         )
         return "person"
 
