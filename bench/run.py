@@ -218,6 +218,8 @@ class Profiler:
         self.enabled, self.fmt, self.tag = enabled, fmt, tag
         self.procs: list[subprocess.Popen[bytes]] = []
         self.files: list[str] = []
+        self.idle = False
+        """py-spy's --idle: waiting threads sampled too."""
 
     def start(self, name: str, pid: int) -> None:
         if not self.enabled:
@@ -240,6 +242,7 @@ class Profiler:
                     str(out),
                     "-p",
                     str(pid),
+                    *(["--idle"] if self.idle else []),
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -309,6 +312,106 @@ def thread_cpu(pid: int) -> dict[str, float]:
     return out
 
 
+class OffsetProgress:
+    """Sync's committed progress, sampled every 20 ms in a thread: (time.time(), the sum of the
+    group's stored next offsets in the target). Batches commit their offsets in the target, so the
+    first change of the sum is the first committed batch. A second thread samples the topics' log
+    end offsets every 50 ms (``ends``): when capture had produced the whole backlog."""
+
+    def __init__(self, dsn: str, group_id: str, settings: Any = None) -> None:
+        self.dsn, self.group_id, self.settings = dsn, group_id, settings
+        self.samples: list[tuple[float, int]] = []
+        self.ends: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True)]
+        if settings is not None:
+            self._threads.append(threading.Thread(target=self._run_ends, daemon=True))
+
+    def start(self) -> OffsetProgress:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def _run(self) -> None:
+        with psycopg.connect(self.dsn, autocommit=True) as c:
+            while not self._stop.wait(0.02):
+                row = c.execute(
+                    "SELECT coalesce(sum(next_offset), 0) FROM crossfade.offsets WHERE group_id = %s",
+                    (self.group_id,),
+                ).fetchone()
+                self.samples.append((time.time(), int(row[0]) if row else 0))
+
+    def _run_ends(self) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        k = self.settings.kafka
+        c = Consumer({**k.client_config(), "group.id": "bench-watermarks"})
+        try:
+            tps = [
+                TopicPartition(k.table_topic(t), p)
+                for t in self.settings.tables
+                for p in range(k.partitions)
+            ]
+            while not self._stop.wait(0.05):
+                with contextlib.suppress(Exception):
+                    ends = sum(c.get_watermark_offsets(tp, timeout=2)[1] for tp in tps)
+                    self.ends.append((time.time(), ends))
+        finally:
+            c.close()
+
+    def stop(self) -> list[tuple[float, int]]:
+        self._stop.set()
+        for t in self._threads:
+            t.join(10)
+        return self.samples
+
+    def produced_at(self) -> float | None:
+        """When the log end offsets last grew: capture had produced everything by then."""
+        last = None
+        for i, (t, n) in enumerate(self.ends):
+            if i == 0 or n > self.ends[i - 1][1]:
+                last = t
+        return last
+
+
+def log_times(logs: list[Path], needles: dict[str, str]) -> dict[str, float]:
+    """The time (epoch s) of the last line of the JSON logs holding each needle (what -> needle):
+    the last, since a log holds every start of its process."""
+    out: dict[str, float] = {}
+    for path in logs:
+        with contextlib.suppress(OSError):
+            for line in path.read_text(errors="replace").splitlines():
+                for what, needle in needles.items():
+                    if needle in line:
+                        with contextlib.suppress(ValueError, KeyError):
+                            ts = json.loads(line)["ts"].replace("Z", "+00:00")
+                            out[what] = datetime.fromisoformat(ts).timestamp()
+    return out
+
+
+def catchup_phases(
+    t0: float, t1: float, samples: list[tuple[float, int]], logs: list[Path]
+) -> dict[str, Any]:
+    """Where a catch-up's seconds went: process start to subscribing (imports, target set-up),
+    the consumer group join, joined to the first committed batch, and the first batch to the end
+    probe; and the rate of that last part (events committed / seconds)."""
+    at = log_times(logs, {"subscribed": "change topic(s) as", "joined": "joined consumer group"})
+    first = next((t for t, n in samples if samples and n > samples[0][1]), None)
+    if not at or first is None:
+        return {}
+    sub, joined = at.get("subscribed", t0), at.get("joined", t0)
+    applied = samples[-1][1] - samples[0][1]
+    return {
+        "phases_s": {
+            "start": sub - t0,
+            "join": joined - sub,
+            "first batch": first - joined,
+            "applying": t1 - first,
+        },
+        "applying_events_per_s": applied / (t1 - first) if t1 > first else None,
+    }
+
+
 def wait(pred: Any, timeout: float, what: str, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -343,6 +446,7 @@ class Bench:
         self.rss = RssPeak()
         self.tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.prof = Profiler(args.profile, args.profile_format, self.tag)
+        self.prof.idle = getattr(args, "profile_idle", False)
         self.rows: list[
             tuple[str, str, Any, Any]
         ] = []  # (benchmark, metric, crossfade, native/baseline)
@@ -818,6 +922,14 @@ class Bench:
                 "-",
             )
 
+    def _broker_cpu(self) -> float:
+        """CPU seconds of the embedded broker (Tansu) so far; 0 when it is not running."""
+        pid = self.broker.pid
+        if pid is not None:
+            with contextlib.suppress(psutil.Error):
+                return cpu_seconds(pid)
+        return 0.0
+
     # -- 3. catch-up ----------------------------------------------------------------------------
     def catchup(self) -> None:
         out: dict[str, Any] = {}
@@ -825,9 +937,11 @@ class Bench:
         execute(self.n_tgt_dsn, "ALTER SUBSCRIPTION bench_sub DISABLE")
         ld = self.load(self.n_src_dsn, self.args.seconds, probes=False)
         t0 = time.time()
+        db0 = cluster_cpu(self.pgt.pid)
         execute(self.n_tgt_dsn, "ALTER SUBSCRIPTION bench_sub ENABLE")
         t1 = self.marker(self.n_src_dsn, self.n_tgt_dsn)
         out["native"] = {
+            "target_cpu_s": cluster_cpu(self.pgt.pid) - db0,
             "events": ld["events"],
             "drain_s": t1 - t0,
             "events_per_s": ld["events"] / (t1 - t0),
@@ -845,15 +959,29 @@ class Bench:
             self.rss.watch(name, syn.p.pid)
             self.prof.start(f"catchup-{name}", syn.p.pid)
         cpu0 = {i: cpu_seconds(syn.p.pid) for i, syn in enumerate(syns)}
+        db0 = cluster_cpu(self.pgt.pid)
+        broker0 = self._broker_cpu()
+        settings = self.x.settings
+        progress = OffsetProgress(self.x.target_dsn, settings.sync.group_id, settings).start()
         t1 = self.marker(self.x.source_dsn, self.x.target_dsn)
+        db1 = cluster_cpu(self.pgt.pid)
+        broker1 = self._broker_cpu()
+        samples = progress.stop()
         self.prof.stop()
         out["crossfade"] = {
             "sync_procs": len(syns),
             "sync_cpu_s": [cpu_seconds(syn.p.pid) - cpu0[i] for i, syn in enumerate(syns)],
+            "target_cpu_s": db1 - db0,
+            "broker_cpu_s": broker1 - broker0,
             "events": ld["events"],
             "drain_s": t1 - t0,
             "events_per_s": ld["events"] / (t1 - t0),
+            **catchup_phases(t0, t1, samples, [self.x.dir / "sync.log"]),
         }
+        produced = progress.produced_at()
+        if produced is not None:
+            # capture streams during the load too: what it had left to produce at the load's end
+            out["crossfade"]["capture_done_s"] = produced - t0
         self.results["catchup"] = out
         x, n = out["crossfade"], out["native"]
         self.record(
@@ -867,6 +995,35 @@ class Bench:
             "backlog events/s (incl. sync start)",
             f"{x['events_per_s']:,.0f}",
             f"{n['events_per_s']:,.0f}",
+        )
+        ph = x.get("phases_s") or {}
+        if ph:
+            self.record(
+                "catchup",
+                "  of which s: " + "/".join(ph),
+                "/".join(f"{v:.2f}" for v in ph.values()),
+                "-",
+            )
+        if x.get("capture_done_s") is not None:
+            self.record(
+                "catchup",
+                "  capture produced the whole backlog at s",
+                f"{x['capture_done_s']:.2f}",
+                "-",
+            )
+        if x.get("applying_events_per_s"):
+            self.record(
+                "catchup",
+                "  events/s from the first batch to the end probe",
+                f"{x['applying_events_per_s']:,.0f}",
+                "-",
+            )
+        self.record(
+            "catchup",
+            "  CPU s sync/target cluster/broker (drain)",
+            "/".join(f"{c:.2f}" for c in x["sync_cpu_s"])
+            + f"/{x['target_cpu_s']:.2f}/{x['broker_cpu_s']:.2f}",
+            f"-/{n['target_cpu_s']:.2f}/-",
         )
 
     # -- 4. sync alone ---------------------------------------------------------------------------
@@ -1097,6 +1254,11 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument(
         "--profile-format", default="flamegraph", choices=["flamegraph", "speedscope", "raw"]
+    )
+    ap.add_argument(
+        "--profile-idle",
+        action="store_true",
+        help="with --profile: sample waiting threads too (py-spy --idle): where the wall time goes",
     )
     ap.add_argument(
         "--keep-logs",
