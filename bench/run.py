@@ -15,7 +15,12 @@ parameters and ``--random-seed`` for both. Benchmarks (see bench/README.md):
    during the load (``clock_timestamp()`` at insert in the source, a trigger's
    ``clock_timestamp()`` in the target), at full rate and at half the rate crossfade sustained.
 3. ``catchup``: sync stopped (native: subscription disabled) during the load, then started:
-   backlog drain rate.
+   backlog drain rate; where crossfade's seconds went (sync's process start to subscribing,
+   the consumer group join, joined to the first committed batch, from there to the end probe
+   and that part's events/s), when capture had produced the whole backlog (it streams during
+   the load and may lag it: the drain cannot end before), and the CPU of sync, the target
+   cluster and the broker over the drain (``--profile --profile-idle``: py-spy samples waiting
+   threads too, so the flame graph shows the wall time).
 4. ``sync``: a fresh target and consumer group replay the topics (every event the runs above
    produced) through ``crossfade sync``, and through bench/naive_consumer.py.
 
