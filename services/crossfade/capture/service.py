@@ -277,7 +277,7 @@ class ChangeProducer:
         at its full queue), with its snapshot transaction open: nothing is acknowledged, nothing
         is skipped, and the load resumes with the next row. Holding the handler is the only way
         to slow an embedded Debezium from outside it, and it keeps the commit order above."""
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.thread_time()
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
         rows = self._reader.read(records)
         self._window_checked = False
@@ -290,7 +290,13 @@ class ChangeProducer:
         self.stats.last_batch_at = time.time()
         # acknowledged by the broker: count it
         self.meter.batch(
-            self.stats, self.snapshot_running, counts, len(rows), t1 - t0, t1 - t_flush
+            self.stats,
+            self.snapshot_running,
+            counts,
+            len(rows),
+            t1 - t0,
+            t1 - t_flush,
+            time.thread_time() - cpu0,
         )
         if self.progress is not None:
             if self.stats.snapshot_done:
