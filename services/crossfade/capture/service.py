@@ -21,6 +21,7 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tempfile
@@ -558,9 +559,15 @@ class CaptureService:
         gate = self.gate = self._copy_load(offsets)
         stopping = self.stopping
         hold = self.pause.hold
+        started = threading.Event()
 
         class _Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
+                if not started.is_set():
+                    # start-up is over (the JVM, JPype's classes, Debezium's proxies): what it
+                    # left is frozen out of the collector's walks, as the CLI froze the imports
+                    started.set()
+                    gc.freeze()
                 if gate is not None:
                     gate.wait_loaded(stopping)  # nothing streamed goes out before the load
                 hold()  # crossfade pause capture: before the batch, never inside it
