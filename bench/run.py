@@ -131,6 +131,8 @@ class XStack(Stack):
 
     jvm_options: list[str] | None = None
     """capture.jvm_options (``--jvm-options``); None: the default."""
+    capture_properties: dict[str, str] | None = None
+    """capture.properties, Debezium properties over capture's own (``--capture-properties``)."""
     metrics_url: str | None = None
     """capture's /metrics (its batch histograms show how busy its handler is)."""
     _extra_env: dict[str, str] = {}  # noqa: RUF012 - replaced, never mutated
@@ -145,6 +147,8 @@ class XStack(Stack):
         self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
         if self.jvm_options is not None:
             self._extra_env["CROSSFADE_CAPTURE__JVM_OPTIONS"] = json.dumps(self.jvm_options)
+        if self.capture_properties is not None:
+            self._extra_env["CROSSFADE_CAPTURE__PROPERTIES"] = json.dumps(self.capture_properties)
         try:
             p = super().start(what)
         finally:
@@ -187,6 +191,7 @@ def capture_batches(url: str | None) -> dict[str, float]:
         "crossfade_capture_batch_duration_seconds_count",
         "crossfade_capture_flush_duration_seconds_sum",
         "crossfade_capture_batch_size_records_sum",
+        "crossfade_capture_handler_cpu_seconds_total",
     }
     return {
         s.name.removeprefix("crossfade_capture_"): s.value
@@ -471,6 +476,8 @@ class Bench:
         )
         if args.jvm_options is not None:
             self.x.jvm_options = args.jvm_options.split()
+        if args.capture_properties is not None:
+            self.x.capture_properties = json.loads(args.capture_properties)
         # native logical replication's pipeline
         self.n_src = "native_legacy"
         self.n_tgt = "native_target"
@@ -844,6 +851,13 @@ class Bench:
                     "batches": n,
                     "mean_batch": d.get("batch_size_records_sum", 0.0) / n if n else 0.0,
                 }
+                if "handler_cpu_seconds_total" in d:
+                    # the handler thread's CPU inside handle() (capture's own code, what
+                    # bench.capture_handler_cpu measures) vs the rest of that thread: the engine
+                    # between batches (queue polls, batch processing, markProcessed)
+                    out[name]["capture_handler"]["handle_us_per_event"] = (
+                        1e6 * d["handler_cpu_seconds_total"] / ld["events"]
+                    )
             if threads1:
                 out[name]["capture_threads_us_per_event"] = {
                     k: 1e6 * (v - threads0.get(k, 0.0)) / ld["events"]
@@ -903,6 +917,13 @@ class Bench:
                 f"{100 * h['busy']:.0f}% / {100 * h['waiting_for_broker']:.0f}%, {h['mean_batch']:.0f}",
                 "-",
             )
+            if "handle_us_per_event" in h:
+                self.record(
+                    "cdc",
+                    "  capture's handler thread: in handle() (capture's code), us/event",
+                    f"{h['handle_us_per_event']:.0f}",
+                    "-",
+                )
         if x.get("capture_threads_us_per_event"):
             self.record(
                 "cdc",
@@ -1328,6 +1349,12 @@ def main() -> None:
         default=None,
         metavar="OPTS",
         help='capture.jvm_options, space-separated (e.g. "-Xmx1g -XX:+UseG1GC"); default: the product\'s',
+    )
+    ap.add_argument(
+        "--capture-properties",
+        default=None,
+        metavar="JSON",
+        help='capture.properties, Debezium properties over capture\'s own (e.g. \'{"poll.interval.ms": "25"}\')',
     )
     ap.add_argument(
         "--sync-procs",

@@ -86,10 +86,12 @@ def test_capture_meter_counts_a_batch_by_table_and_op() -> None:
     assert _value("crossfade_capture_snapshot_running") == 0
     n0 = _value("crossfade_capture_batch_duration_seconds_count") or 0
     sum0 = _value("crossfade_capture_flush_duration_seconds_sum") or 0
-    meter.batch(stats, False, {}, 40, 0.2, 0.05)
+    cpu0 = _value("crossfade_capture_handler_cpu_seconds_total") or 0
+    meter.batch(stats, False, {}, 40, 0.2, 0.05, 0.03)
     assert _value("crossfade_capture_batch_duration_seconds_count") == n0 + 1
     assert _value("crossfade_capture_batch_size_records_bucket", {"le": "50.0"}) >= 1
     assert abs((_value("crossfade_capture_flush_duration_seconds_sum") or 0) - sum0 - 0.05) < 1e-9
+    assert abs((_value("crossfade_capture_handler_cpu_seconds_total") or 0) - cpu0 - 0.03) < 1e-9
 
 
 def test_sync_meter_publishes_growth_once_per_committed_batch() -> None:

@@ -16,11 +16,13 @@ Regenerate only on purpose (a deliberate change of the bytes):
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
 from bench.capture_handler_cpu import key_schema, row_payload, value_schema
 
+from crossfade import metrics
 from crossfade.capture.connector import FENCE_TABLE
 from crossfade.capture.service import ChangeProducer
 from crossfade.config import Settings
@@ -180,3 +182,13 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as d:
         GOLDEN.write_text(json.dumps(_produced(Path(d)), indent=0) + "\n")
     print(f"wrote {GOLDEN}")
+
+
+def test_handle_counts_its_threads_cpu(tmp_path: Path) -> None:
+    """The handler's CPU metric is the CPU of the thread inside ``handle`` (bench.run cdc splits
+    the handler thread's CPU with it): more than nothing, no more than the thread spent."""
+    counter = metrics.CAPTURE_HANDLER_CPU
+    before, cpu0 = counter._value.get(), time.thread_time()
+    _produced(tmp_path)
+    spent, counted = time.thread_time() - cpu0, counter._value.get() - before
+    assert 0 < counted <= spent

@@ -21,6 +21,7 @@ the broker lost its log while capture ran: capture stops (exit ≠ 0) and the re
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import tempfile
@@ -277,7 +278,7 @@ class ChangeProducer:
         at its full queue), with its snapshot transaction open: nothing is acknowledged, nothing
         is skipped, and the load resumes with the next row. Holding the handler is the only way
         to slow an embedded Debezium from outside it, and it keeps the commit order above."""
-        t0 = time.monotonic()
+        t0, cpu0 = time.monotonic(), time.thread_time()
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
         rows = self._reader.read(records)
         self._window_checked = False
@@ -290,7 +291,13 @@ class ChangeProducer:
         self.stats.last_batch_at = time.time()
         # acknowledged by the broker: count it
         self.meter.batch(
-            self.stats, self.snapshot_running, counts, len(rows), t1 - t0, t1 - t_flush
+            self.stats,
+            self.snapshot_running,
+            counts,
+            len(rows),
+            t1 - t0,
+            t1 - t_flush,
+            time.thread_time() - cpu0,
         )
         if self.progress is not None:
             if self.stats.snapshot_done:
@@ -552,9 +559,15 @@ class CaptureService:
         gate = self.gate = self._copy_load(offsets)
         stopping = self.stopping
         hold = self.pause.hold
+        started = threading.Event()
 
         class _Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
+                if not started.is_set():
+                    # start-up is over (the JVM, JPype's classes, Debezium's proxies): what it
+                    # left is frozen out of the collector's walks, as the CLI froze the imports
+                    started.set()
+                    gc.freeze()
                 if gate is not None:
                     gate.wait_loaded(stopping)  # nothing streamed goes out before the load
                 hold()  # crossfade pause capture: before the batch, never inside it

@@ -102,6 +102,12 @@ CAPTURE_FLUSH_DURATION = Histogram(
     "the batch processed only then).",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120),
 )
+CAPTURE_HANDLER_CPU = Counter(
+    "crossfade_capture_handler_cpu_seconds_total",
+    "CPU time of the thread running capture's handler while it handled batches (read from the "
+    "JVM, encode, produce, delivery reports; JVM work on that thread included). Against the "
+    "thread's whole CPU it shows what the engine itself spends on that thread between batches.",
+)
 SNAPSHOT_ROWS = Counter(
     "crossfade_capture_snapshot_rows_total",
     "Rows of the initial load, by source table: copied by the COPY load (capture.initial_load: "

@@ -19,6 +19,7 @@ from crossfade.metrics.declarations import (
     CAPTURE_EVENTS,
     CAPTURE_FENCES,
     CAPTURE_FLUSH_DURATION,
+    CAPTURE_HANDLER_CPU,
     CAPTURE_HEARTBEATS,
     CAPTURE_LAST_EVENT_SOURCE_TS,
     CAPTURE_LAST_HEARTBEAT,
@@ -244,18 +245,22 @@ class CaptureMeter:
         records: int | None = None,
         seconds: float | None = None,
         flush_seconds: float | None = None,
+        cpu_seconds: float | None = None,
     ) -> None:
         """``stats``: the producer's running totals (heartbeats, fences, last source time,
         ``ChangeProducer.stats``); ``snapshot_running``: the initial snapshot is not yet whole;
         ``counts``: records produced per (destination topic, Debezium op) in this batch;
         ``records``, ``seconds``, ``flush_seconds``: the batch's size, the time it took, and of
-        that the wait for the broker's acknowledgements (not observed when None)."""
+        that the wait for the broker's acknowledgements, and the CPU time of the handler's thread
+        meanwhile (not observed when None)."""
         if records is not None:
             CAPTURE_BATCH_SIZE.observe(records)
         if seconds is not None:
             CAPTURE_BATCH_DURATION.observe(seconds)
         if flush_seconds is not None:
             CAPTURE_FLUSH_DURATION.observe(flush_seconds)
+        if cpu_seconds is not None:
+            CAPTURE_HANDLER_CPU.inc(cpu_seconds)
         for (dest, op), n in counts.items():
             table = self._table.get(dest)
             name = OP_NAMES.get(op or "")
