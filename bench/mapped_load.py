@@ -495,7 +495,7 @@ class MappedBench:
         print(f"\n{'metric':<{w}}{'crossfade':>{cw}}{'native':>{cw}}{'ratio':>10}")
         for _b, metric, xf, base in self.rows:
             ratio = "-"
-            with contextlib.suppress(ValueError, ZeroDivisionError):
+            with contextlib.suppress(ValueError, ZeroDivisionError, IndexError):
                 if "/" not in xf:
                     a, b = (float(v.split()[0].replace(",", "")) for v in (xf, base))
                     ratio = f"{a / b:.3g}"
