@@ -220,6 +220,23 @@ def parent_states(
     return out
 
 
+PARENT_LOCKS = 1024
+"""Advisory locks the parents' handshake spreads over (:func:`lock_parents`): a parent's lock is
+one of these, chosen by the hash of (table, value text). One lock per parent made a batch hold as
+many as it had parents missing or changed, and PostgreSQL's lock table (64 per connection by
+default, shared) ran out: a 1M-row mapped load's sync retried ``out of shared memory`` forever
+(issue 22). With buckets a transaction holds at most this many; two parents sharing a bucket only
+make one worker wait for another's commit, which the handshake allows."""
+
+_LOCKS = (
+    "SELECT {}(hashtext('crossfade.parent'), b) FROM (SELECT DISTINCT "
+    f"(hashtextextended(k, 0) & {PARENT_LOCKS - 1})::int AS b FROM unnest(%s::text[]) AS k "
+    "ORDER BY b) AS s"
+)
+"""The buckets of these keys, each once, in one order (ascending): two writers cannot wait for
+each other on them. The two-int advisory lock space, apart from crossfade's other locks."""
+
+
 def _lock_key(table: str, value_text: str) -> str:
     return f"crossfade.parent:{table}:{value_text}"
 
@@ -230,35 +247,25 @@ def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
     The handshake with :func:`wait_for_parent`: a worker that did not find a parent waits for
     the transaction changing it, then looks again; a transaction that changes it after that
     worker looked waits for that worker's commit, and then finds its child in ``child_refs``.
-    Either way no child is decided on a parent state that is about to change unseen. Keys are
-    taken in one order (sorted) so two writers cannot wait for each other on them."""
-    keys = sorted(_lock_key(t, v) for t, v in changes.pairs())
+    Either way no child is decided on a parent state that is about to change unseen. A parent's
+    lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending order."""
+    keys = [_lock_key(t, v) for t, v in changes.pairs()]
     if keys:
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(%s::text[]) AS k",
-            (keys,),
-        )
+        conn.execute(_LOCKS.format("pg_advisory_xact_lock"), (keys,))
 
 
 def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> None:
     """Wait for a transaction changing this parent (:func:`lock_parents`) to end; the lock is
     shared and held until this transaction ends (see there)."""
-    conn.execute(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended(%s, 0))",
-        (_lock_key(table, value_text),),
-    )
+    conn.execute(_LOCKS.format("pg_advisory_xact_lock_shared"), ([_lock_key(table, value_text)],))
 
 
 def wait_for_parents(conn: psycopg.Connection, parents: Iterable[tuple[str, str]]) -> None:
     """:func:`wait_for_parent` for many (table, value text) at once, in one statement, in the
-    order :func:`lock_parents` takes them (sorted)."""
-    keys = sorted({_lock_key(t, v) for t, v in parents})
+    order :func:`lock_parents` takes them."""
+    keys = [_lock_key(t, v) for t, v in parents]
     if keys:
-        conn.execute(
-            "SELECT pg_advisory_xact_lock_shared(hashtextextended(k, 0)) "
-            "FROM unnest(%s::text[]) AS k",
-            (keys,),
-        )
+        conn.execute(_LOCKS.format("pg_advisory_xact_lock_shared"), (keys,))
 
 
 def children_to_rerun(
