@@ -228,17 +228,31 @@ default, shared) ran out: a 1M-row mapped load's sync retried ``out of shared me
 (issue 22). With buckets a transaction holds at most this many; two parents sharing a bucket only
 make one worker wait for another's commit, which the handshake allows."""
 
-_LOCKS = (
-    "SELECT {}(hashtext('crossfade.parent'), b) FROM (SELECT DISTINCT "
-    f"(hashtextextended(k, 0) & {PARENT_LOCKS - 1})::int AS b FROM unnest(%s::text[]) AS k "
-    "ORDER BY b) AS s"
+_BUCKETS = (
+    "(hashtextextended(k, 0) & "
+    + str(PARENT_LOCKS - 1)
+    + ")::int AS b FROM unnest(%s::text[]) AS k"
 )
+_LOCK = {
+    shared: "SELECT "
+    + fn
+    + "(hashtext('crossfade.parent'), b) FROM (SELECT DISTINCT "
+    + _BUCKETS
+    + " ORDER BY b) AS s"
+    for shared, fn in ((False, "pg_advisory_xact_lock"), (True, "pg_advisory_xact_lock_shared"))
+}
 """The buckets of these keys, each once, in one order (ascending): two writers cannot wait for
 each other on them. The two-int advisory lock space, apart from crossfade's other locks."""
 
 
 def _lock_key(table: str, value_text: str) -> str:
     return f"crossfade.parent:{table}:{value_text}"
+
+
+def _take(conn: psycopg.Connection, pairs: Iterable[tuple[str, str]], *, shared: bool) -> None:
+    keys = [_lock_key(t, v) for t, v in pairs]
+    if keys:
+        conn.execute(_LOCK[shared], (keys,))
 
 
 def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
@@ -249,23 +263,19 @@ def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
     worker looked waits for that worker's commit, and then finds its child in ``child_refs``.
     Either way no child is decided on a parent state that is about to change unseen. A parent's
     lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending order."""
-    keys = [_lock_key(t, v) for t, v in changes.pairs()]
-    if keys:
-        conn.execute(_LOCKS.format("pg_advisory_xact_lock"), (keys,))
+    _take(conn, changes.pairs(), shared=False)
 
 
 def wait_for_parent(conn: psycopg.Connection, table: str, value_text: str) -> None:
     """Wait for a transaction changing this parent (:func:`lock_parents`) to end; the lock is
     shared and held until this transaction ends (see there)."""
-    conn.execute(_LOCKS.format("pg_advisory_xact_lock_shared"), ([_lock_key(table, value_text)],))
+    _take(conn, [(table, value_text)], shared=True)
 
 
 def wait_for_parents(conn: psycopg.Connection, parents: Iterable[tuple[str, str]]) -> None:
     """:func:`wait_for_parent` for many (table, value text) at once, in one statement, in the
     order :func:`lock_parents` takes them."""
-    keys = [_lock_key(t, v) for t, v in parents]
-    if keys:
-        conn.execute(_LOCKS.format("pg_advisory_xact_lock_shared"), (keys,))
+    _take(conn, parents, shared=True)
 
 
 def children_to_rerun(
