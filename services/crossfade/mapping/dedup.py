@@ -172,6 +172,17 @@ class Matcher:
                 for c in r.all
             ]
             self.rules.append((r, conds))
+        self._pairwise = {r.name: any(c.method == "fuzzy" for c in cs) for r, cs in self.rules}
+
+    def compares_pairwise(self, block_key: str) -> bool:
+        """Whether the members of this block are compared pair by pair (its rule has a fuzzy
+        condition); an exact rule's block holds members that all match one another."""
+        return self._pairwise.get(json.loads(block_key)[0], False)
+
+    def skips(self, block_key: str, size: int) -> bool:
+        """Whether a block of ``size`` members is too large to compare pairwise: it gives no
+        match (:data:`MAX_FUZZY_BLOCK`), in a batch and in the live sync alike."""
+        return size > MAX_FUZZY_BLOCK and self.compares_pairwise(block_key)
 
     @property
     def columns(self) -> list[str]:
@@ -362,13 +373,8 @@ class Deduper:
             if len(idx) < 2:
                 continue
             rule_name = json.loads(bk)[0]
-            fuzzy = any(
-                c.method == "fuzzy"
-                for r, cs in self.matcher.rules
-                if r.name == rule_name
-                for c in cs
-            )
-            if fuzzy and len(idx) > MAX_FUZZY_BLOCK:
+            fuzzy = self.matcher.compares_pairwise(bk)
+            if self.matcher.skips(bk, len(idx)):
                 self.oversized[bk] = len(idx)
                 continue
             if not fuzzy:  # everyone in the block shares the exact key: a chain suffices

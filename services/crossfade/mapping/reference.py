@@ -303,6 +303,14 @@ evidence (values, fuzzy scores): `crossfade dedup explain KEY`. The golden recor
 survivorship and keeps the survivor's key; every member's key resolves to it in the crosswalk.
 `audit` lists the groups, `dry-run` the merges of its sample; sync regroups live on every change of
 a member and verify recomputes the groups from the legacy rows.
+
+A rule with a fuzzy condition compares the records of a block (the values of its exact
+conditions) pair by pair. A block of more than 500 records (a company switchboard's phone number
+under "same phone, similar name", a placeholder value) is not compared at all, in audit, dry-run,
+verify and sync alike: it gives no match, audit reports it, and sync's live regroup does not load
+its records (only those it had grouped while the block was smaller, to split their groups). An
+exact rule's block is one group whatever its size; sync stops on a group of more than 5,000
+records (see docs/operations.md).
 """
 
 

@@ -44,10 +44,12 @@ from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult
 from crossfade.target.store import (
+    block_sizes,
     crosswalk_entries,
     crosswalk_group,
     forget_members_below,
     group_mates,
+    grouped_in_blocks,
     live_members,
     member_positions,
     share_survivors,
@@ -185,34 +187,13 @@ class DedupWriter:
         return res
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
-        # members of the groups the changed ones were in (a member leaving splits its group)
-        prior = group_mates(conn, self.bk_name, self.table, list(changed))
-        members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
-        want_keys = set(changed) | prior
-        seen_blocks: set[str] = set()
-        todo_blocks = set(blocks)
-        while want_keys or todo_blocks:
-            rows = live_members(conn, self.bk_name, self.table, list(want_keys), list(todo_blocks))
-            seen_blocks |= todo_blocks
-            want_keys, todo_blocks = set(), set()
-            for mk, key, row, pos, bks in rows:
-                if mk in members:
-                    continue
-                members[mk] = (key, row, int(pos), list(bks or []))
-                todo_blocks.update(b for b in bks or [] if b not in seen_blocks)
-            if len(members) > MAX_COMPONENT:
-                from crossfade.errors import SchemaMismatch
-
-                raise SchemaMismatch(
-                    f"deduplication of {self.table}: more than {MAX_COMPONENT} records share matching keys "
-                    f"(e.g. {sorted(todo_blocks)[:1]})",
-                    "make the match rules stricter (a placeholder value is not evidence), then restart sync",
-                )
+        members, skipped = self._component(conn, changed, blocks)
         d = self._deduper()
         pos_of: dict[tuple[Any, ...], int] = {}
-        for _mk, (key, row, pos, _b) in sorted(members.items()):
+        for _mk, (key, row, pos, bks) in sorted(members.items()):
             k = tuple(key)
-            d.add(k, row, self.table)
+            # a block too large to compare gives no match: only part of it is loaded here
+            d.add(k, row, self.table, block_keys=[b for b in bks if b not in skipped])
             pos_of[k] = pos
         groups = d.groups()
         in_group: dict[tuple[Any, ...], DupGroup] = {}
@@ -234,6 +215,53 @@ class DedupWriter:
         deleted_members = [mk for mk in changed if mk not in members]
         self._write_target(conn, rows_out, gone, deleted_members)
         self._write_crosswalk(conn, members, in_group, deleted_members)
+
+    def _component(
+        self, conn: psycopg.Connection, changed: set[str], blocks: set[str]
+    ) -> tuple[dict[str, tuple[list[Any], dict[str, Any], int, list[str]]], set[str]]:
+        """The members to regroup around ``changed`` (whose blocks, old and new, are ``blocks``),
+        and the block keys among theirs too large to compare (``Matcher.skips``).
+
+        The changed members, the groups they were in (a member leaving splits its group), and
+        transitively every member sharing a block key with one loaded. A block too large to
+        compare pairwise (a switchboard's phone number under a "same phone, similar name" rule)
+        gives no match, so it is not followed: only its members the crosswalk holds in a group
+        are loaded (with their groups), as their group may have rested on it while it was
+        smaller. An exact rule's block is followed whole: its members all match."""
+        matcher = self._deduper().matcher
+        members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
+        want_keys = set(changed) | group_mates(conn, self.bk_name, self.table, list(changed))
+        seen_blocks: set[str] = set()
+        skipped: set[str] = set()
+        todo_blocks = set(blocks)
+        while want_keys or todo_blocks:
+            seen_blocks |= todo_blocks
+            pairwise = [b for b in todo_blocks if matcher.compares_pairwise(b)]
+            sizes = block_sizes(conn, self.bk_name, self.table, pairwise)
+            big = {b for b in pairwise if matcher.skips(b, sizes.get(b, 0))}
+            skipped |= big
+            if big:
+                grouped = grouped_in_blocks(conn, self.bk_name, self.table, sorted(big))
+                grouped |= group_mates(conn, self.bk_name, self.table, sorted(grouped))
+                want_keys |= grouped - set(members)
+            rows = live_members(
+                conn, self.bk_name, self.table, list(want_keys), list(todo_blocks - big)
+            )
+            want_keys, todo_blocks = set(), set()
+            for mk, key, row, pos, bks in rows:
+                if mk in members:
+                    continue
+                members[mk] = (key, row, int(pos), list(bks or []))
+                todo_blocks.update(b for b in bks or [] if b not in seen_blocks)
+            if len(members) > MAX_COMPONENT:
+                from crossfade.errors import SchemaMismatch
+
+                raise SchemaMismatch(
+                    f"deduplication of {self.table}: more than {MAX_COMPONENT} records share matching keys "
+                    f"(e.g. {sorted(todo_blocks)[:1]})",
+                    "make the match rules stricter (a placeholder value is not evidence), then restart sync",
+                )
+        return members, skipped
 
     def _write_target(
         self,

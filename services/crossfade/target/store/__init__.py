@@ -67,10 +67,12 @@ from crossfade.target.store.control import (
     set_paused,
 )
 from crossfade.target.store.dedup import (
+    block_sizes,
     crosswalk_entries,
     crosswalk_group,
     forget_members_below,
     group_mates,
+    grouped_in_blocks,
     live_members,
     member_block_keys,
     member_positions,
@@ -208,6 +210,7 @@ __all__ = [
     "claim_partitions",
     "claimed_count",
     "clear_tombstones",
+    "block_sizes",
     "crosswalk_entries",
     "crosswalk_group",
     "ddl",
@@ -230,6 +233,7 @@ __all__ = [
     "copy_load_mark",
     "forget_members_below",
     "group_mates",
+    "grouped_in_blocks",
     "has_table",
     "held_changes",
     "held_entries",

@@ -140,6 +140,45 @@ def group_mates(
     }
 
 
+def block_sizes(
+    conn: psycopg.Connection, schema: str, table: str, blocks: list[str]
+) -> dict[str, int]:
+    """Live members of ``table`` per block key among ``blocks`` (a block with none is absent)."""
+    if not blocks:
+        return {}
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT block_key, count(*) FROM {bk}.dedup_blocks WHERE target_table = %s "
+            "AND block_key = ANY(%s::text[]) GROUP BY block_key"
+        ).format(bk=sql.Identifier(schema)),
+        (table, blocks),
+    ).fetchall()
+    return {b: int(n) for b, n in rows}
+
+
+def grouped_in_blocks(
+    conn: psycopg.Connection, schema: str, table: str, blocks: list[str]
+) -> set[str]:
+    """Live members of ``table`` sharing one of ``blocks`` that the crosswalk holds in a group
+    of two or more (merged into a survivor, or a survivor of others)."""
+    if not blocks:
+        return set()
+    return {
+        r[0]
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT DISTINCT b.member_key FROM {bk}.dedup_blocks b JOIN {bk}.crosswalk c "
+                "ON c.target_table = b.target_table AND c.member_key = b.member_key "
+                "WHERE b.target_table = %s AND b.block_key = ANY(%s::text[]) "
+                "AND (c.survivor_key <> c.member_key OR EXISTS (SELECT 1 FROM {bk}.crosswalk o "
+                "WHERE o.target_table = c.target_table AND o.survivor_key = c.member_key "
+                "AND o.member_key <> c.member_key))"
+            ).format(bk=sql.Identifier(schema)),
+            (table, blocks),
+        ).fetchall()
+    }
+
+
 def live_members(
     conn: psycopg.Connection, schema: str, table: str, member_keys: list[str], blocks: list[str]
 ) -> list[tuple[str, list[Any], dict[str, Any], Any, list[str] | None]]:
