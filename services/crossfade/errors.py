@@ -110,3 +110,21 @@ def classify_db_error(exc: BaseException) -> Kind:
     if isinstance(exc, TransientError):
         return "transient"
     return "terminal"
+
+
+def lacks_resource(exc: BaseException | None) -> bool:
+    """A PostgreSQL server short of a resource (SQLSTATE class 53: out of memory, out of shared
+    memory (its lock table), disk full, too many connections). Transient (an operator can fix
+    it while crossfade waits), but no retry alone will: callers escalate it."""
+    return (getattr(getattr(exc, "diag", None), "sqlstate", None) or "").startswith("53")
+
+
+def one_line(exc: BaseException | None) -> str:
+    """``Type: first line`` of an error, with the database server's hint when it gave one
+    (``out of shared memory`` says what to raise only there)."""
+    if exc is None:
+        return ""
+    text = str(exc).strip().splitlines()
+    out = f"{type(exc).__name__}: {text[0] if text else ''}"
+    hint = getattr(getattr(exc, "diag", None), "message_hint", None)
+    return f"{out} (hint: {hint})" if hint else out

@@ -48,6 +48,8 @@ from crossfade.errors import (
     PreflightError,
     SchemaMismatch,
     StaleAssignment,
+    lacks_resource,
+    one_line,
 )
 from crossfade.events.decode import EPOCH_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import record_place
@@ -78,6 +80,10 @@ from crossfade.target.store import (
 )
 
 log = logging.getLogger(__name__)
+
+RESOURCE_RETRIES_BEFORE_ERROR = 3
+"""A target short of a resource (``errors.lacks_resource``) is retried like any transient error,
+but from this retry on each one is logged at ERROR: waiting alone will not fix it."""
 
 Rename = Callable[[ChangeEvent], ChangeEvent]
 
@@ -316,11 +322,16 @@ class SyncWorker:
             self.stats.retries += 1
             exc = rs.outcome.exception() if rs.outcome else None
             metrics.retried("sync", exc)
-            log.warning(
-                "transient error, retry %d in %.1fs: %s",
+            stuck = lacks_resource(exc) and rs.attempt_number >= RESOURCE_RETRIES_BEFORE_ERROR
+            log.log(
+                logging.ERROR if stuck else logging.WARNING,
+                "transient error, retry %d in %.1fs: %s%s",
                 rs.attempt_number,
                 rs.next_action.sleep if rs.next_action else 0,
-                _one_line(exc),
+                one_line(exc),
+                "; sync makes no progress until the target server has the resource"
+                if stuck
+                else "",
             )
             if self.conn is not None:
                 with contextlib.suppress(Exception):
@@ -467,7 +478,7 @@ class SyncWorker:
                 self._next_counts = now + 30
                 metrics.set_ledger_counts(ledger_counts(self._db(), self.bk))
         except (psycopg.Error, CrossfadeError) as exc:
-            log.debug("heartbeat not written: %s", _one_line(exc))
+            log.debug("heartbeat not written: %s", one_line(exc))
             with contextlib.suppress(Exception):
                 if self.conn is not None and self.conn.broken:
                     self.conn = None
@@ -569,7 +580,7 @@ class SyncWorker:
                     if current.get(col.name, col.type_sql) != col.type_sql:
                         return SchemaMismatch(
                             f"column {col.name} of {table} changed type at the source ({col.type_sql} -> "
-                            f"{current[col.name]}) and the target refuses its new values ({_one_line(exc)})",
+                            f"{current[col.name]}) and the target refuses its new values ({one_line(exc)})",
                             "runbook: stop writes to the table, let sync drain, migrate the target column to the "
                             "new type (ALTER TABLE ... ALTER COLUMN ... TYPE ...), restart sync (docs/operations.md)",
                         )
@@ -648,10 +659,3 @@ def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]
         if (topic, partition) in owned:
             out[topic] = out.get(topic, 0) + n
     return out
-
-
-def _one_line(exc: BaseException | None) -> str:
-    if exc is None:
-        return ""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
