@@ -288,7 +288,7 @@ tests/deploy/test_helm_chart.py keeps the two equal.
   "include.unknown.datatypes" "false"
   "unavailable.value.placeholder" "__debezium_unavailable_value"
   "max.batch.size" "4096"
-  "max.queue.size" "16384"
+  "max.queue.size" "8192"
   "poll.interval.ms" "10"
   "database.hostname" $db.hostname
   "database.port" (toString (int $db.port))

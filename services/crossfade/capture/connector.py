@@ -87,7 +87,11 @@ def connector_properties(settings: Settings) -> dict[str, str]:
         "include.unknown.datatypes": "false",
         "unavailable.value.placeholder": "__debezium_unavailable_value",
         "max.batch.size": "4096",
-        "max.queue.size": "16384",
+        # two batches: the handler always finds the next one ready, and what waits in the queue
+        # is live data every young collection of the JVM copies; at full rate (capture behind
+        # the source, the queue full) 16384 records were copied (and promoted) every second
+        # (docs/benchmarks.md, "capture's collector at full rate")
+        "max.queue.size": "8192",
         # how long the task sleeps between looks at its queue when it found nothing: the default
         # 500 ms was up to half a second of every change's latency at a low rate; at 50 ms commit
         # -> produced measured p50 58 ms at 100 changes/s, at 10 ms 13 ms. A look is not free:

@@ -139,8 +139,12 @@ class KafkaConfig(_Strict):
         return f"{self.topic_prefix}.{table}"
 
 
-DEFAULT_JVM_OPTIONS = ("-Xms1g", "-Xmx1g", "-XX:+UseSerialGC")
-"""``capture.jvm_options``' default (docs/benchmarks.md, "capture's JVM options")."""
+DEFAULT_JVM_OPTIONS = ("-Xms1g", "-Xmx1g", "-Xmn512m", "-XX:+UseSerialGC", "-XX:+DisableExplicitGC")
+"""``capture.jvm_options``' default (docs/benchmarks.md, "capture's JVM options" and "capture's
+collector at full rate"). A young generation of half the heap, so that the records waiting in
+Debezium's queue (``max.queue.size``) die in a survivor space instead of being copied into the old
+generation by every young collection; ``System.gc()`` off: JPype calls it after Python's own
+collections whenever the process grew, a full stop-the-world collection each time."""
 
 
 class CaptureConfig(_Strict):
@@ -170,8 +174,10 @@ class CaptureConfig(_Strict):
     JIT). They replace the default list as a whole (pydbzengine's own defaults and
     ``PYDBZ_JVM_OPTS`` are not used; ``JAVA_TOOL_OPTIONS`` still comes first). The default, the
     serial collector on a fixed 1 GiB heap, cost less CPU per event than G1 cold and warm
-    (docs/benchmarks.md, issue 22); add ``-XX:TieredStopAtLevel=1`` (C1 only) when the first
-    minutes after a start under full load matter more than the steady cost. capture always adds
+    (docs/benchmarks.md, issue 22); half of it young and ``System.gc()`` off, so a capture behind
+    its source promotes nothing and stops for no full collection; add
+    ``-XX:TieredStopAtLevel=1`` (C1 only) when the first minutes after a start under full load
+    matter more than the steady cost. capture always adds
     ``-Xrs``, its log4j configuration and the crash-log path."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
