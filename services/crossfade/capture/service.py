@@ -37,11 +37,12 @@ from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
-from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
 from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
+from crossfade.capture.snapshot_events import StreamLoad, plan_tables
 from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -250,6 +251,11 @@ class ChangeProducer:
             fp = self.publisher.publish(cc.avro.schema).fingerprint
             self._published[id(cc)] = fp
         return cc, frame_single_object(fp, b"").__add__
+
+    def frame_prefix(self, schema: dict[str, Any], subject: str) -> bytes:
+        """The bytes a record of this Connect schema is framed with (the schema published or
+        registered now): the COPY streams' snapshot events frame their Avro with them."""
+        return bytes(self._compile(schema, None, subject)[1](b""))
 
     def _sweep_if_snapshot_ended(self) -> None:
         """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.
@@ -625,7 +631,14 @@ class CaptureService:
         s, producer = self.settings, self.producer
         assert producer is not None and self.epoch is not None
         state = LoadState(Path(s.capture.state_dir), self.epoch)
-        if not copy_load_applies(s) or (offsets.exists() and state.read() is None):
+        mode = copy_load_mode(s)
+        if mode is None or (offsets.exists() and state.read() is None):
+            return None
+        stream = self._stream_load() if mode == "stream" and not state.done else None
+        if mode == "stream" and not state.done and stream is None:
+            # a type the snapshot events do not cover: Debezium snapshots, from nothing
+            offsets.unlink(missing_ok=True)
+            state.path.unlink(missing_ok=True)
             return None
         producer.stats.snapshot_done = True  # no Debezium snapshot in this epoch
         if state.done:
@@ -638,17 +651,46 @@ class CaptureService:
             # the same markers as after a Debezium snapshot (the load empties the target up front,
             # so they delete nothing); produced now, acknowledged before the load is marked done
             producer._set_floor(lsn)
-            producer._emit_sweeps(lsn)
-            producer.producer.poll(0)
+            if stream is None:
+                producer._emit_sweeps(lsn)
+                producer.producer.poll(0)
+
+        def sweep_and_flush(lsn: int) -> None:
+            # snapshot events: the sweep follows them on every partition (the COPY streams'
+            # producers had every event acknowledged before this), as after Debezium's snapshot
+            if stream is not None:
+                producer._emit_sweeps(lsn)
+            producer.flush()
 
         load = CopyLoad(
             s,
             state,
             on_slot=floor_and_sweep,
-            before_done=lambda lsn: producer.flush(),
+            before_done=sweep_and_flush,
             pacer=self.pacer,
+            stream=stream,
         )
         return LoadGate(load, on_error=self._abort_engine)
+
+    def _stream_load(self) -> StreamLoad | None:
+        """The snapshot-event load of mapped tables, or None when a column type needs Debezium."""
+        s, producer = self.settings, self.producer
+        assert producer is not None
+        from crossfade.db import connect as _connect
+
+        with _connect(s.source, "source") as src:
+            plans = plan_tables(src, s.kafka.topic_prefix, list(s.tables), s.capture.properties)
+        if plans is None:
+            return None
+        return StreamLoad(
+            plans,
+            s.kafka.table_topic,
+            producer.frame_prefix,
+            # what a JSON order carries (the client's logger is the stream's own)
+            {k: v for k, v in s.kafka.client_config().items() if k != "logger"},
+            [(EPOCH_HEADER, str(self.epoch))],
+            s.kafka.topic_prefix,
+        )
 
     def _abort_engine(self) -> None:
         """The load failed: end Debezium's run (the capture thread then raises the load's error)."""
