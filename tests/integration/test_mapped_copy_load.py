@@ -53,6 +53,8 @@ INSERT INTO alltypes VALUES
  (5, NULL, 5, 'Ωμέγα', NULL, NULL, NULL, 1e20, 'Infinity', '9999-12-31', '0001-01-01 00:00:00',
   NULL, '0001-01-01 00:00:00+00', '00:00:00.000001', NULL, '{}', '{}', 1.17549435e-38, 2.2250738585072014e-308,
   NULL, NULL, NULL);
+INSERT INTO alltypes (id, i, d, ts, tstz) VALUES (6, 6, 'infinity', '-infinity', 'infinity'),
+ (7, 7, '-infinity', 'infinity', '-infinity');
 INSERT INTO alltypes (id, i, txt, n, f8) SELECT g, g, 'row ' || g, g * 1.5, g / 7.0 FROM generate_series(10, 300) g;
 INSERT INTO pairs SELECT g, 'k' || (g % 3), 'v' || g FROM generate_series(1, 20) g;
 INSERT INTO nokey VALUES (1, 'one'), (1, 'one'), (2, NULL);
