@@ -112,7 +112,7 @@ def main() -> int:
                 from crossfade.capture.snapshot_events import produce_chunk, producer_config
 
                 if producer is None:
-                    producer = Producer(producer_config(order["kafka"]))
+                    producer = Producer(producer_config(order["client_config"]))
                 _answer(rows=produce_chunk(src, producer, chunk))
                 continue
             _answer(

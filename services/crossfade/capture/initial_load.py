@@ -411,7 +411,7 @@ class CopyLoad:
             "target_timeout": s.target.connect_timeout_s,
             "snapshot": snapshot,
             "session": _SESSION,
-            "kafka": self.stream.kafka if self.stream is not None else None,
+            "client_config": self.stream.kafka if self.stream is not None else None,
         }
 
     def _worker(

@@ -42,7 +42,7 @@ from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
-from crossfade.capture.snapshot_events import StreamLoad, plan_tables
+from crossfade.capture.snapshot_events import stream_load
 from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -634,7 +634,11 @@ class CaptureService:
         mode = copy_load_mode(s)
         if mode is None or (offsets.exists() and state.read() is None):
             return None
-        stream = self._stream_load() if mode == "stream" and not state.done else None
+        stream = (
+            stream_load(s, producer.frame_prefix, self.epoch)
+            if mode == "stream" and not state.done
+            else None
+        )
         if mode == "stream" and not state.done and stream is None:
             # a type the snapshot events do not cover: Debezium snapshots, from nothing
             offsets.unlink(missing_ok=True)
@@ -671,26 +675,6 @@ class CaptureService:
             stream=stream,
         )
         return LoadGate(load, on_error=self._abort_engine)
-
-    def _stream_load(self) -> StreamLoad | None:
-        """The snapshot-event load of mapped tables, or None when a column type needs Debezium."""
-        s, producer = self.settings, self.producer
-        assert producer is not None
-        from crossfade.db import connect as _connect
-
-        with _connect(s.source, "source") as src:
-            plans = plan_tables(src, s.kafka.topic_prefix, list(s.tables), s.capture.properties)
-        if plans is None:
-            return None
-        return StreamLoad(
-            plans,
-            s.kafka.table_topic,
-            producer.frame_prefix,
-            # what a JSON order carries (the client's logger is the stream's own)
-            {k: v for k, v in s.kafka.client_config().items() if k != "logger"},
-            [(EPOCH_HEADER, str(self.epoch))],
-            s.kafka.topic_prefix,
-        )
 
     def _abort_engine(self) -> None:
         """The load failed: end Debezium's run (the capture thread then raises the load's error)."""

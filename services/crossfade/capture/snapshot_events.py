@@ -32,7 +32,9 @@ import orjson
 import psycopg
 from psycopg import sql
 
-from crossfade.events.decode import POSITION_HEADER
+from crossfade.config import Settings
+from crossfade.db import connect
+from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 
 log = logging.getLogger(__name__)
 
@@ -555,3 +557,23 @@ class StreamLoad:
             for cond, label in ranges(src, table):
                 out.append(StreamChunk(table, plan.select(cond), label, order))
         return out
+
+
+def stream_load(settings: Settings, frame_prefix: Any, epoch: str) -> StreamLoad | None:
+    """The snapshot-event load of capture's tables, or None when one needs Debezium's snapshot.
+    ``frame_prefix``: :meth:`crossfade.capture.service.ChangeProducer.frame_prefix`."""
+    with connect(settings.source, "source") as src:
+        plans = plan_tables(
+            src, settings.kafka.topic_prefix, list(settings.tables), settings.capture.properties
+        )
+    if plans is None:
+        return None
+    return StreamLoad(
+        plans,
+        settings.kafka.table_topic,
+        frame_prefix,
+        # what a JSON order carries (the client's logger is the stream's own)
+        {k: v for k, v in settings.kafka.client_config().items() if k != "logger"},
+        [(EPOCH_HEADER, epoch)],
+        settings.kafka.topic_prefix,
+    )
