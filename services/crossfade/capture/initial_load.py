@@ -464,28 +464,7 @@ class CopyLoad:
                     chunk = work.get_nowait()
                 except queue.Empty:
                     break
-                self._wait_turn(chunk.table, errors)
-                what = (
-                    chunk.order
-                    if chunk.order is not None
-                    else {"target_sql": chunk.target_sql.as_string() if chunk.target_sql else ""}
-                )
-                n = int(
-                    ask(
-                        {
-                            **what,
-                            "source_sql": chunk.source_sql.as_string(),
-                            "label": chunk.label,
-                            "rate": self.pacer.rate / self.streams,
-                        }
-                    )["rows"]
-                )
-                with self._turn:
-                    self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
-                    self._open[chunk.table] = self._open.get(chunk.table, 1) - 1
-                    self._turn.notify_all()
-                # the initial load's progress, as Debezium's snapshot counts its rows
-                metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
+                self._one_chunk(ask, chunk, errors)
             proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
             if proc.wait(60) != 0:
                 raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
@@ -501,6 +480,33 @@ class CopyLoad:
             for pipe in (proc.stdin, proc.stdout):
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+    def _one_chunk(
+        self, ask: Callable[..., Any], chunk: Chunk, errors: list[BaseException]
+    ) -> None:
+        """One chunk's order to a COPY stream, its rows counted once it answers."""
+        self._wait_turn(chunk.table, errors)
+        what = (
+            chunk.order
+            if chunk.order is not None
+            else {"target_sql": chunk.target_sql.as_string() if chunk.target_sql else ""}
+        )
+        n = int(
+            ask(
+                {
+                    **what,
+                    "source_sql": chunk.source_sql.as_string(),
+                    "label": chunk.label,
+                    "rate": self.pacer.rate / self.streams,
+                }
+            )["rows"]
+        )
+        with self._turn:
+            self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
+            self._open[chunk.table] = self._open.get(chunk.table, 1) - 1
+            self._turn.notify_all()
+        # the initial load's progress, as Debezium's snapshot counts its rows
+        metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
 
     def _wait_turn(self, table: str, errors: list[BaseException]) -> None:
         """Snapshot events go out table by table, in the configured order, as Debezium's
