@@ -42,7 +42,7 @@ from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
-from crossfade.capture.snapshot_events import stream_load
+from crossfade.capture.snapshot_events import producer_config, stream_load
 from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -86,23 +86,10 @@ class ChangeProducer:
         self.partitions = partitions  # change topic -> partition count
         self.fence_topic = self.kafka.table_topic(FENCE_TABLE)
         self.signal_topic = self.kafka.table_topic(SIGNAL_TABLE)
-        self.producer = Producer(
-            {
-                **self.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "batch.num.messages": 10000,
-                # Java clients hash keys with murmur2: the same key lands in the same partition
-                # whichever runtime (embedded or Kafka Connect) produced it.
-                "partitioner": "murmur2_random",
-                "message.max.bytes": 32 * 1024 * 1024,
-                # a broker restarted empty must not create our topics on first produce (Tansu
-                # creates any topic a client names, with its own partition count): capture
-                # notices the lost log instead (flush)
-                "allow.auto.create.topics": False,
-            }
-        )
+        # idempotent, all acks, the Java clients' partitioner (murmur2: a key lands in the same
+        # partition whichever runtime produced it), no topic created by a produce (a broker
+        # restarted empty: capture notices the lost log instead, see flush)
+        self.producer = Producer(producer_config(self.kafka.client_config()))
         self._codecs = ConnectCodecCache()
         self._json = JsonAvroEncoder(self._compile)
         self._encode: Any = self._json.encode  # (raw, subject, schema text) -> (Avro, payload)
