@@ -94,12 +94,20 @@ CHUNK_PAGES = 2048
 
 
 def copy_load_mode(settings: Settings) -> str | None:
-    """``copy``: rows copied into the target (no mapping); ``stream``: rows sent to the change
-    topics as snapshot events for sync to map (:mod:`.snapshot_events`); None:
-    ``initial_load: debezium``."""
-    if settings.capture.initial_load != "copy":
+    """``copy``: rows copied into the target (``initial_load: copy``, no mapping); ``stream``:
+    rows sent to the change topics as snapshot events for sync to map (``initial_load: events``,
+    :mod:`.snapshot_events`); None: Debezium's snapshot (``initial_load: debezium``, or ``copy``
+    with a mapping: those load through Debezium)."""
+    mode = settings.capture.initial_load
+    if mode == "events":
+        return "stream"
+    if mode == "copy" and settings.mapping and settings.mapping.tables:
+        log.info(
+            "tables with a mapping load through Debezium's snapshot: initial_load copy is not used "
+            "(initial_load: events sends them as snapshot events by COPY)"
+        )
         return None
-    return "stream" if settings.mapping and settings.mapping.tables else "copy"
+    return "copy" if mode == "copy" else None
 
 
 def _follow_source(src: psycopg.Connection, tgt: psycopg.Connection, table: str, shape: Any) -> Any:
