@@ -13,8 +13,8 @@ pipelines read the same rows.
 2. crossfade: the demo mapping (``examples/crm-mapping.yaml``: renames, cleansing transforms, a
    filter, rules with a references window, dedup of people) into the demo's target schema
    (``TARGET_SCHEMA``), capture + sync with the defaults (``capture.initial_load`` as the
-   product has it: mapped tables load through Debezium's snapshot; ``sync.batch_size`` its
-   default) -> fence -> ``crossfade verify`` passes (its accounting must close).
+   product has it: mapped tables load as snapshot events by capture's COPY streams;
+   ``sync.batch_size`` its default) -> fence -> ``crossfade verify`` passes (its accounting must close).
 
 Prints rows/s both ways and the ratio, time to the fence and to verified, peak RSS of capture and
 sync (and their RSS every ~10 s: bounded or not), CPU of capture, sync and the target cluster,
@@ -177,7 +177,9 @@ class SnapshotDone:
         while not self._stop.wait(0.1):
             with contextlib.suppress(psutil.Error, OSError):
                 seen |= thread_times(self._pid)
-                if "snapshot complete" in self._log.read_text(errors="replace"):
+                text = self._log.read_text(errors="replace")
+                # Debezium's snapshot, or the COPY load's snapshot events (initial_load: copy)
+                if "snapshot complete" in text or "initial load done" in text:
                     by_role: dict[str, float] = {}
                     for role, cpu in seen.values():
                         by_role[role] = round(by_role.get(role, 0.0) + cpu, 2)

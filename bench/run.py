@@ -268,8 +268,9 @@ class Profiler:
 
 
 def cpu_seconds(pid: int) -> float:
+    """The process's CPU and that of its children it waited for (capture's COPY streams)."""
     t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def cluster_cpu(postmaster: int) -> float:

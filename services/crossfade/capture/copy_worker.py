@@ -14,6 +14,11 @@ It imports nothing but psycopg and speaks JSON lines (stdin: orders, stdout: ans
 - then per chunk in: ``{"source_sql": "COPY (...) TO STDOUT", "target_sql": "COPY ... FROM STDIN",
   "rate": rows/s}``; it relays the data (never parsed; at most ``rate`` rows per second when > 0)
   and commits the target's transaction: ``{"rows": n}``;
+- or, for tables sync maps (``"topic"`` in the order), ``{"source_sql": "SELECT key, after ...",
+  "topic": ..., schemas, frames, headers}``: it produces the rows to the change topic as snapshot
+  events (:func:`crossfade.capture.snapshot_events.produce_chunk`, imported then: the Kafka
+  client and the Avro encoder load only in streams that need them) and answers ``{"rows": n}``
+  once the broker acknowledged every one;
 - end of input: it ends the source transaction and exits 0.
 
 Any failure answers ``{"error": "one line", "at": "what it was doing"}`` and exits 1. When its parent
@@ -97,9 +102,19 @@ def main() -> int:
         src.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(order["snapshot"])))
         tgt.execute(order["session"])
         _answer(imported=True)
+        producer = None
         for line in sys.stdin:
             chunk = json.loads(line)
             at = "copying " + chunk.get("label", "a chunk")
+            if "topic" in chunk:
+                from confluent_kafka import Producer
+
+                from crossfade.capture.snapshot_events import produce_chunk, producer_config
+
+                if producer is None:
+                    producer = Producer(producer_config(order["client_config"]))
+                _answer(rows=produce_chunk(src, producer, chunk))
+                continue
             _answer(
                 rows=relay(
                     src, tgt, chunk["source_sql"], chunk["target_sql"], chunk.get("rate") or 0.0

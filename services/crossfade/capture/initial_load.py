@@ -33,6 +33,11 @@ A crash at any point before the load is marked done leaves it not done: the rest
 slot (Debezium has acknowledged nothing from it: its batches were held) and loads again from
 step 1 (step 3 empties what the first attempt copied).
 
+With a mapping, step 3 only notes the slot and step 4 sends the rows to the change topics as
+snapshot events at S instead (:mod:`crossfade.capture.snapshot_events`): sync maps them as it
+maps Debezium's snapshot, and capture sends the sweep markers after them, before the load is
+marked done.
+
 Append-only tables (no primary key) are copied in one stream with their content hash
 (``_cf_hash``), identical rows collapsing into one as they do through Debezium.
 """
@@ -59,6 +64,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from crossfade import metrics
 from crossfade.capture.connector import captured_tables
 from crossfade.capture.pacing import Pacer, Schedule
+from crossfade.capture.snapshot_events import StreamLoad
 from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
@@ -87,14 +93,21 @@ CHUNK_PAGES = 2048
 """Block range of one COPY chunk (16 MiB of heap): small enough to spread over the workers."""
 
 
-def copy_load_applies(settings: Settings) -> bool:
-    """``initial_load: copy`` and no table with a mapping (those load through Debezium)."""
-    mapped = bool(settings.mapping and settings.mapping.tables)
-    if settings.capture.initial_load == "copy" and mapped:
+def copy_load_mode(settings: Settings) -> str | None:
+    """``copy``: rows copied into the target (``initial_load: copy``, no mapping); ``stream``:
+    rows sent to the change topics as snapshot events for sync to map (``initial_load: events``,
+    :mod:`.snapshot_events`); None: Debezium's snapshot (``initial_load: debezium``, or ``copy``
+    with a mapping: those load through Debezium)."""
+    mode = settings.capture.initial_load
+    if mode == "events":
+        return "stream"
+    if mode == "copy" and settings.mapping and settings.mapping.tables:
         log.info(
-            "tables with a mapping load through Debezium's snapshot: initial_load copy is not used"
+            "tables with a mapping load through Debezium's snapshot: initial_load copy is not used "
+            "(initial_load: events sends them as snapshot events by COPY)"
         )
-    return settings.capture.initial_load == "copy" and not mapped
+        return None
+    return "copy" if mode == "copy" else None
 
 
 def _follow_source(src: psycopg.Connection, tgt: psycopg.Connection, table: str, shape: Any) -> Any:
@@ -114,6 +127,35 @@ def _follow_source(src: psycopg.Connection, tgt: psycopg.Connection, table: str,
     for name in missing:  # every row is copied again: no fill of older rows to record
         add_column_from_source(src, tgt, table, table, name)
     return ensure_target_table(src, tgt, table, table, False) if missing else shape
+
+
+def block_ranges(src: psycopg.Connection, table: str) -> list[tuple[sql.Composable | None, str]]:
+    """A table's parts for the COPY streams: (ctid condition or None for the whole, label). One
+    part when the table is small or not a plain heap, else block ranges of :data:`CHUNK_PAGES`;
+    the last one is open-ended (the relation size is read at the snapshot, but a page count is
+    only a partition of ctids: any block past it is in the last range)."""
+    schema, name = table.split(".", 1)
+    row = src.execute(
+        "SELECT c.relkind, c.relhassubclass, pg_relation_size(c.oid) / current_setting('block_size')::int "
+        "FROM pg_class c WHERE c.oid = %s::regclass",
+        (sql.Identifier(schema, name).as_string(src),),
+    ).fetchone()
+    assert row is not None
+    relkind, has_children, pages = row[0], row[1], int(row[2] or 0)
+    if relkind != "r" or has_children or pages <= CHUNK_PAGES:
+        return [(None, table)]
+    out: list[tuple[sql.Composable | None, str]] = []
+    starts = list(range(0, pages, CHUNK_PAGES))
+    for i, start in enumerate(starts):
+        lo = sql.Literal(f"({start},0)")
+        if i + 1 < len(starts):
+            cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
+                lo, sql.Literal(f"({starts[i + 1]},0)")
+            )
+        else:
+            cond = sql.SQL("ctid >= {}::tid").format(lo)
+        out.append((cond, f"{table}#{i}"))
+    return out
 
 
 class LoadState:
@@ -144,8 +186,10 @@ class LoadState:
 class Chunk:
     table: str
     source_sql: sql.Composable
-    target_sql: sql.Composable
+    target_sql: sql.Composable | None
     label: str
+    order: dict[str, Any] | None = None
+    """Snapshot events to produce instead of rows to copy (:mod:`.snapshot_events`)."""
 
 
 class _SlotActive(Exception):
@@ -163,6 +207,7 @@ class CopyLoad:
         before_done: Callable[[int], None] = lambda lsn: None,
         on_slot_free: Callable[[int], None] = lambda lsn: None,
         pacer: Pacer | None = None,
+        stream: StreamLoad | None = None,
     ) -> None:
         """``on_slot(S)`` runs once the slot exists, before any row is copied (capture persists
         the snapshot floor there); ``on_slot_free(S)`` once every COPY stream has imported the
@@ -170,7 +215,10 @@ class CopyLoad:
         ``before_done(S)`` after every row is committed, before the load is marked done.
         ``pacer``: off-peak windows and the rate cap (:mod:`crossfade.capture.pacing`): the load
         begins only inside a window, each COPY stream takes its next chunk only inside one (a
-        chunk in flight completes), and each stream copies at most its share of the cap."""
+        chunk in flight completes), and each stream copies at most its share of the cap.
+        ``stream``: the tables are mapped: their rows go to the change topics as snapshot
+        events (:mod:`crossfade.capture.snapshot_events`), the target is not touched."""
+        self.stream = stream
         self.pacer = pacer or Pacer(Schedule(), None)
         self.streams = 1
         self.settings = settings
@@ -181,6 +229,10 @@ class CopyLoad:
         self.marked = False
         """The load's end is recorded in the target (:meth:`mark_done`)."""
         self._lock = threading.Lock()
+        self._turn = threading.Condition(self._lock)
+        self._open: dict[str, int] = {}
+        """Snapshot events: chunks not yet acknowledged, per table (:meth:`_wait_turn`)."""
+        self._tables = list(settings.tables)
         self._on_slot = on_slot
         self._on_slot_free = on_slot_free
         self._before_done = before_done
@@ -281,6 +333,15 @@ class CopyLoad:
                     clear_tombstones(tgt, s.sync.bookkeeping_schema, table)
         return shapes
 
+    def _prepare_stream(self, pos: int) -> dict[str, Any]:
+        """Step 3 for mapped tables: only the slot noted (sync maps the snapshot events and
+        the sweep at the end removes what the snapshot no longer holds, as after Debezium's)."""
+        s = self.settings
+        with connect(s.target, "target") as tgt:
+            ensure_schema(tgt, s.sync.bookkeeping_schema)
+            note_copy_load_slot(tgt, s.sync.bookkeeping_schema, self.state.epoch, pos >> SHIFT)
+        return {}
+
     # -- chunks ---------------------------------------------------------------------------------
     def _chunks(self, src: psycopg.Connection, shapes: dict[str, Any], pos: int) -> list[Chunk]:
         out: list[Chunk] = []
@@ -336,34 +397,20 @@ class CopyLoad:
         target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(
             ident, col_list, sql.Identifier(POS_COLUMN), fmt
         )
-        row = src.execute(
-            "SELECT c.relkind, c.relhassubclass, c.relpages, pg_relation_size(c.oid) / current_setting('block_size')::int "
-            "FROM pg_class c WHERE c.oid = %s::regclass",
-            (ident.as_string(src),),
-        ).fetchone()
-        assert row is not None
-        relkind, has_children, pages = row[0], row[1], int(row[3] or 0)
         select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(
             col_list, sql.Literal(str(pos)), ident
         )
-        if relkind != "r" or has_children or pages <= CHUNK_PAGES:
-            source_sql = sql.SQL("COPY ({}) TO STDOUT{}").format(select, fmt)
-            return [Chunk(table, source_sql, target_sql, table)]
-        # block ranges; the last one is open-ended (the relation size is read at the snapshot,
-        # but a page count is only a partition of ctids: any block past it is in the last range)
-        out: list[Chunk] = []
-        starts = list(range(0, pages, CHUNK_PAGES))
-        for i, start in enumerate(starts):
-            lo = sql.Literal(f"({start},0)")
-            if i + 1 < len(starts):
-                cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
-                    lo, sql.Literal(f"({starts[i + 1]},0)")
-                )
-            else:
-                cond = sql.SQL("ctid >= {}::tid").format(lo)
-            source_sql = sql.SQL("COPY ({} WHERE {}) TO STDOUT{}").format(select, cond, fmt)
-            out.append(Chunk(table, source_sql, target_sql, f"{table}#{i}"))
-        return out
+        return [
+            Chunk(
+                table,
+                sql.SQL("COPY ({}{}) TO STDOUT{}").format(
+                    select, sql.SQL(" WHERE {}").format(cond) if cond else sql.SQL(""), fmt
+                ),
+                target_sql,
+                label,
+            )
+            for cond, label in block_ranges(src, table)
+        ]
 
     # -- workers --------------------------------------------------------------------------------
     def _first_order(self, snapshot: str) -> dict[str, Any]:
@@ -376,6 +423,7 @@ class CopyLoad:
             "target_timeout": s.target.connect_timeout_s,
             "snapshot": snapshot,
             "session": _SESSION,
+            "client_config": self.stream.kafka if self.stream is not None else None,
         }
 
     def _worker(
@@ -424,20 +472,7 @@ class CopyLoad:
                     chunk = work.get_nowait()
                 except queue.Empty:
                     break
-                n = int(
-                    ask(
-                        {
-                            "source_sql": chunk.source_sql.as_string(),
-                            "target_sql": chunk.target_sql.as_string(),
-                            "label": chunk.label,
-                            "rate": self.pacer.rate / self.streams,
-                        }
-                    )["rows"]
-                )
-                with self._lock:
-                    self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
-                # the initial load's progress, as Debezium's snapshot counts its rows
-                metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
+                self._one_chunk(ask, chunk, errors)
             proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
             if proc.wait(60) != 0:
                 raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
@@ -453,6 +488,44 @@ class CopyLoad:
             for pipe in (proc.stdin, proc.stdout):
                 with contextlib.suppress(OSError):
                     pipe.close()
+
+    def _one_chunk(
+        self, ask: Callable[..., Any], chunk: Chunk, errors: list[BaseException]
+    ) -> None:
+        """One chunk's order to a COPY stream, its rows counted once it answers."""
+        self._wait_turn(chunk.table, errors)
+        what = (
+            chunk.order
+            if chunk.order is not None
+            else {"target_sql": chunk.target_sql.as_string() if chunk.target_sql else ""}
+        )
+        n = int(
+            ask(
+                {
+                    **what,
+                    "source_sql": chunk.source_sql.as_string(),
+                    "label": chunk.label,
+                    "rate": self.pacer.rate / self.streams,
+                }
+            )["rows"]
+        )
+        with self._turn:
+            self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
+            self._open[chunk.table] = self._open.get(chunk.table, 1) - 1
+            self._turn.notify_all()
+        # the initial load's progress, as Debezium's snapshot counts its rows
+        metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
+
+    def _wait_turn(self, table: str, errors: list[BaseException]) -> None:
+        """Snapshot events go out table by table, in the configured order, as Debezium's
+        snapshot sends them (parents before the children whose references wait for them; seen:
+        the three demo tables at once took sync twice as long): a table's chunks start once
+        every earlier table's are acknowledged (its own chunks run in parallel)."""
+        with self._turn:
+            while not errors and any(
+                self._open.get(t) for t in self._tables[: self._tables.index(table)]
+            ):
+                self._turn.wait(0.5)
 
     def mark_done(self) -> bool:
         """Record the load's end in the target (``rewind`` refuses checkpoints older than it);
@@ -516,15 +589,24 @@ class CopyLoad:
                 lsn & 0xFFFFFFFF,
                 snapshot,
             )
-            shapes = self._prepare_target(pos)
+            shapes = self._prepare_target(pos) if self.stream is None else self._prepare_stream(pos)
             with connect(s.source, "source", autocommit=False) as plan:
                 plan.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 plan.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                chunks = self._chunks(plan, shapes, pos)
+                chunks = (
+                    self._chunks(plan, shapes, pos)
+                    if self.stream is None
+                    else [
+                        Chunk(c.table, c.source_sql, None, c.label, c.order)
+                        for c in self.stream.chunks(plan, lsn, pos, block_ranges)
+                    ]
+                )
                 plan.rollback()
             work: queue.Queue[Chunk] = queue.Queue()
             for c in chunks:
                 work.put(c)
+                if self.stream is not None:
+                    self._open[c.table] = self._open.get(c.table, 0) + 1
             n = self.streams = max(1, min(self.workers, len(chunks)))
             self.total_chunks = len(chunks)
             errors: list[BaseException] = []

@@ -37,11 +37,12 @@ from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
-from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_applies
+from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
 from crossfade.capture.json_avro import JsonAvroEncoder
 from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
 from crossfade.capture.pacing import Pacer
 from crossfade.capture.preflight import check_source
+from crossfade.capture.snapshot_events import producer_config, stream_load
 from crossfade.capture.stats import CaptureStats
 from crossfade.config import Settings
 from crossfade.errors import BrokerDataLost, BrokerUnavailable, CrossfadeError, SchemaMismatch
@@ -85,23 +86,10 @@ class ChangeProducer:
         self.partitions = partitions  # change topic -> partition count
         self.fence_topic = self.kafka.table_topic(FENCE_TABLE)
         self.signal_topic = self.kafka.table_topic(SIGNAL_TABLE)
-        self.producer = Producer(
-            {
-                **self.kafka.client_config(),
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 20,
-                "batch.num.messages": 10000,
-                # Java clients hash keys with murmur2: the same key lands in the same partition
-                # whichever runtime (embedded or Kafka Connect) produced it.
-                "partitioner": "murmur2_random",
-                "message.max.bytes": 32 * 1024 * 1024,
-                # a broker restarted empty must not create our topics on first produce (Tansu
-                # creates any topic a client names, with its own partition count): capture
-                # notices the lost log instead (flush)
-                "allow.auto.create.topics": False,
-            }
-        )
+        # idempotent, all acks, the Java clients' partitioner (murmur2: a key lands in the same
+        # partition whichever runtime produced it), no topic created by a produce (a broker
+        # restarted empty: capture notices the lost log instead, see flush)
+        self.producer = Producer(producer_config(self.kafka.client_config()))
         self._codecs = ConnectCodecCache()
         self._json = JsonAvroEncoder(self._compile)
         self._encode: Any = self._json.encode  # (raw, subject, schema text) -> (Avro, payload)
@@ -250,6 +238,11 @@ class ChangeProducer:
             fp = self.publisher.publish(cc.avro.schema).fingerprint
             self._published[id(cc)] = fp
         return cc, frame_single_object(fp, b"").__add__
+
+    def frame_prefix(self, schema: dict[str, Any], subject: str) -> bytes:
+        """The bytes a record of this Connect schema is framed with (the schema published or
+        registered now): the COPY streams' snapshot events frame their Avro with them."""
+        return bytes(self._compile(schema, None, subject)[1](b""))
 
     def _sweep_if_snapshot_ended(self) -> None:
         """Emit the end-of-snapshot sweep once, before anything that follows the snapshot.
@@ -625,7 +618,18 @@ class CaptureService:
         s, producer = self.settings, self.producer
         assert producer is not None and self.epoch is not None
         state = LoadState(Path(s.capture.state_dir), self.epoch)
-        if not copy_load_applies(s) or (offsets.exists() and state.read() is None):
+        mode = copy_load_mode(s)
+        if mode is None or (offsets.exists() and state.read() is None):
+            return None
+        stream = (
+            stream_load(s, producer.frame_prefix, self.epoch)
+            if mode == "stream" and not state.done
+            else None
+        )
+        if mode == "stream" and not state.done and stream is None:
+            # a type the snapshot events do not cover: Debezium snapshots, from nothing
+            offsets.unlink(missing_ok=True)
+            state.path.unlink(missing_ok=True)
             return None
         producer.stats.snapshot_done = True  # no Debezium snapshot in this epoch
         if state.done:
@@ -638,15 +642,24 @@ class CaptureService:
             # the same markers as after a Debezium snapshot (the load empties the target up front,
             # so they delete nothing); produced now, acknowledged before the load is marked done
             producer._set_floor(lsn)
-            producer._emit_sweeps(lsn)
-            producer.producer.poll(0)
+            if stream is None:
+                producer._emit_sweeps(lsn)
+                producer.producer.poll(0)
+
+        def sweep_and_flush(lsn: int) -> None:
+            # snapshot events: the sweep follows them on every partition (the COPY streams'
+            # producers had every event acknowledged before this), as after Debezium's snapshot
+            if stream is not None:
+                producer._emit_sweeps(lsn)
+            producer.flush()
 
         load = CopyLoad(
             s,
             state,
             on_slot=floor_and_sweep,
-            before_done=lambda lsn: producer.flush(),
+            before_done=sweep_and_flush,
             pacer=self.pacer,
+            stream=stream,
         )
         return LoadGate(load, on_error=self._abort_engine)
 

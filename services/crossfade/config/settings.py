@@ -155,15 +155,16 @@ class CaptureConfig(_Strict):
     """Where Debezium's source offsets are kept (one file per broker epoch)."""
     snapshot_mode: Literal["initial", "no_data", "when_needed", "always"] = "initial"
     """Debezium's snapshot.mode when Debezium does the initial load (``initial_load: debezium``)."""
-    initial_load: Literal["copy", "debezium"] = "copy"
+    initial_load: Literal["copy", "events", "debezium"] = "copy"
     """How the legacy tables' existing rows reach the target. ``copy`` (default): capture creates
     the replication slot with an exported snapshot and copies every table straight into the target
     with parallel COPY at that snapshot, then Debezium streams from the slot's consistent point
     (tens of times faster for a large first load; the snapshot rows do not go through Kafka, so a
     rewind to a checkpoint taken before the load ended is refused). ``debezium``: Debezium's own
     snapshot, as change events through Kafka (a rewind or a second consumer can replay them).
-    When any table has a ``mapping.tables`` entry, every table loads through Debezium (the
-    mapping applies per event in sync). Kafka Connect (``crossfade connector render``) always
+    With a ``mapping.tables`` entry, ``copy`` loads through Debezium. ``events``: parallel COPY
+    at the exported snapshot sent to the topics as Debezium's snapshot events (docs/commands.md:
+    which column types), for sync to map. Kafka Connect (``crossfade connector render``) always
     snapshots with Debezium (``snapshot_mode``)."""
     converter: Literal["python", "jvm"] = "python"
     """Who encodes Debezium's records to Avro. ``python`` (default): the engine's JSON converter,
