@@ -511,8 +511,9 @@ class CopyLoad:
         )
         with self._turn:
             self.rows[chunk.table] = self.rows.get(chunk.table, 0) + n
-            self._open[chunk.table] = self._open.get(chunk.table, 1) - 1
-            self._turn.notify_all()
+            if chunk.table in self._open:  # snapshot events only: their tables take turns
+                self._open[chunk.table] -= 1
+                self._turn.notify_all()
         # the initial load's progress, as Debezium's snapshot counts its rows
         metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
 
@@ -521,6 +522,8 @@ class CopyLoad:
         snapshot sends them (parents before the children whose references wait for them; seen:
         the three demo tables at once took sync twice as long): a table's chunks start once
         every earlier table's are acknowledged (its own chunks run in parallel)."""
+        if table not in self._open:  # rows copied into the target: no turns
+            return
         with self._turn:
             while not errors and any(
                 self._open.get(t) for t in self._tables[: self._tables.index(table)]
