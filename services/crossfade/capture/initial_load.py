@@ -33,10 +33,9 @@ A crash at any point before the load is marked done leaves it not done: the rest
 slot (Debezium has acknowledged nothing from it: its batches were held) and loads again from
 step 1 (step 3 empties what the first attempt copied).
 
-With a mapping, step 3 only notes the slot and step 4 sends the rows to the change topics as
-snapshot events at S instead (:mod:`crossfade.capture.snapshot_events`): sync maps them as it
-maps Debezium's snapshot, and capture sends the sweep markers after them, before the load is
-marked done.
+``initial_load: events``: step 3 only notes the slot, step 4 sends the rows to the change topics
+as snapshot events at S (:mod:`crossfade.capture.snapshot_events`) for sync to map, and the
+sweep markers follow them before the load is marked done.
 
 Append-only tables (no primary key) are copied in one stream with their content hash
 (``_cf_hash``), identical rows collapsing into one as they do through Debezium.
@@ -230,8 +229,7 @@ class CopyLoad:
         """The load's end is recorded in the target (:meth:`mark_done`)."""
         self._lock = threading.Lock()
         self._turn = threading.Condition(self._lock)
-        self._open: dict[str, int] = {}
-        """Snapshot events: chunks not yet acknowledged, per table (:meth:`_wait_turn`)."""
+        self._open: dict[str, int] = {}  # events: chunks not yet acknowledged, per table
         self._tables = list(settings.tables)
         self._on_slot = on_slot
         self._on_slot_free = on_slot_free
@@ -518,10 +516,9 @@ class CopyLoad:
         metrics.SNAPSHOT_ROWS.labels(table=chunk.table).inc(n)
 
     def _wait_turn(self, table: str, errors: list[BaseException]) -> None:
-        """Snapshot events go out table by table, in the configured order, as Debezium's
-        snapshot sends them (parents before the children whose references wait for them; seen:
-        the three demo tables at once took sync twice as long): a table's chunks start once
-        every earlier table's are acknowledged (its own chunks run in parallel)."""
+        """Snapshot events go out table by table in the configured order, as Debezium's snapshot
+        sends them (parents first; the three demo tables at once took sync twice as long): a
+        table's chunks start once every earlier table's are acknowledged."""
         if table not in self._open:  # rows copied into the target: no turns
             return
         with self._turn:
