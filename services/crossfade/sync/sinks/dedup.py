@@ -39,7 +39,7 @@ from psycopg.types.json import Jsonb
 
 from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
-from crossfade.mapping.dedup import Deduper, DupGroup
+from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult
@@ -112,7 +112,9 @@ class DedupWriter:
         self.target = sql.SQL("{}.{}").format(
             sql.Identifier(shape.schema), sql.Identifier(shape.name)
         )
-        self.matcher_cols = Deduper(shape.qualified, spec, mapper.registry).matcher.columns
+        self.matcher = Matcher(spec, mapper.registry)
+        """The compiled match rules (pure): block keys and which blocks are compared, per batch."""
+        self.matcher_cols = self.matcher.columns
         self._moved: set[str] = set()
 
     def take_moved(self) -> list[str]:
@@ -147,7 +149,7 @@ class DedupWriter:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
         old = member_positions(conn, self.bk_name, self.table, list(best))
-        matcher = self._deduper().matcher
+        matcher = self.matcher
         seed_blocks: set[str] = set()
         upserts, deletes = [], []
         for k, ch in best.items():
@@ -228,7 +230,7 @@ class DedupWriter:
         gives no match, so it is not followed: only its members the crosswalk holds in a group
         are loaded (with their groups), as their group may have rested on it while it was
         smaller. An exact rule's block is followed whole: its members all match."""
-        matcher = self._deduper().matcher
+        matcher = self.matcher
         members: dict[str, tuple[list[Any], dict[str, Any], int, list[str]]] = {}
         want_keys = set(changed) | group_mates(conn, self.bk_name, self.table, list(changed))
         seen_blocks: set[str] = set()
