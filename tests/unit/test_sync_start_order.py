@@ -10,21 +10,10 @@ from typing import Any
 
 import pytest
 
-from crossfade.config import Settings
 from crossfade.errors import CrossfadeError
 from crossfade.sync import consumer as consumer_mod
 from crossfade.sync.worker import SyncWorker
-
-
-def _worker() -> SyncWorker:
-    settings = Settings(
-        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-        kafka={"bootstrap_servers": "127.0.0.1:1"},
-        tables=["public.t"],
-        sync={"session_timeout_ms": 6000},
-    )
-    return SyncWorker(settings)
+from tests.unit.test_sync_leave import _worker
 
 
 def test_the_epoch_is_looked_for_every_tenth_of_a_second_while_capture_starts(
