@@ -1,7 +1,8 @@
 """A sync worker's start (issue 22, the initial load's start -> fence): its consumer group join,
-seconds of the broker's own, begins as soon as capture's epoch is there, not after the target is
-set up; the epoch is looked for often while capture starts; a setup that fails leaves the group
-as a stopping worker does (GroupMember.leave: no claim, a pending join completed first)."""
+seconds of the broker's own, begins as soon as the target answers and capture's epoch is there,
+not after the target tables are set up; the epoch is looked for often while capture starts; a
+setup that fails leaves the group as a stopping worker does (GroupMember.leave: no claim, a
+pending join completed first); a target out of reach stops sync before any of it."""
 
 from __future__ import annotations
 
@@ -57,14 +58,27 @@ def test_the_epoch_is_looked_for_once_a_second_after_the_first_ten(
 class _Steps:
     """Records the order of a worker's start: epoch, subscribe, target setup, consume, leave."""
 
-    def __init__(self, w: SyncWorker, monkeypatch: pytest.MonkeyPatch, setup_fails: bool) -> None:
+    def __init__(
+        self,
+        w: SyncWorker,
+        monkeypatch: pytest.MonkeyPatch,
+        setup_fails: bool = False,
+        connect_fails: bool = False,
+    ) -> None:
         self.steps: list[str] = []
         self.stopped_at_leave: bool | None = None
         group = w.group
         monkeypatch.setattr(group, "wait_for_epoch", lambda: self.step("epoch", "e1"))
         monkeypatch.setattr(group, "subscribe", lambda: self.step("subscribe"))
         monkeypatch.setattr(group, "leave", self.leave)
-        monkeypatch.setattr(w, "_connect_target", lambda: self.step("connect", object()))
+
+        def connect() -> object:
+            self.step("connect")
+            if connect_fails:
+                raise CrossfadeError("cannot connect to the target database")
+            return object()
+
+        monkeypatch.setattr(w, "_connect_target", connect)
 
         def setup() -> None:
             self.step("setup")
@@ -90,9 +104,9 @@ class _Steps:
 
 def test_the_join_begins_before_the_target_is_set_up(monkeypatch: pytest.MonkeyPatch) -> None:
     w = _worker()
-    s = _Steps(w, monkeypatch, setup_fails=False)
+    s = _Steps(w, monkeypatch)
     w.run()
-    assert s.steps == ["epoch", "subscribe", "connect", "setup", "watch", "consume"]
+    assert s.steps == ["connect", "epoch", "subscribe", "setup", "watch", "consume"]
     assert w.group.epoch == "e1"
 
 
@@ -103,6 +117,18 @@ def test_a_failed_setup_leaves_the_group_as_a_stopping_worker(
     s = _Steps(w, monkeypatch, setup_fails=True)
     with pytest.raises(CrossfadeError, match="refused the setup"):
         w.run()
-    assert s.steps == ["epoch", "subscribe", "connect", "setup", "leave"]
+    assert s.steps == ["connect", "epoch", "subscribe", "setup", "leave"]
     # stopping: an assignment that completes a pending join claims nothing (on_assign)
     assert s.stopped_at_leave is True
+
+
+def test_a_target_out_of_reach_stops_sync_before_it_waits_for_capture(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A wrong target DSN is one clear line at once (FAULTS 30), not a wait for an epoch that
+    may never come."""
+    w = _worker()
+    s = _Steps(w, monkeypatch, connect_fails=True)
+    with pytest.raises(CrossfadeError, match="cannot connect"):
+        w.run()
+    assert s.steps == ["connect"]

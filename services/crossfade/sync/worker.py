@@ -347,22 +347,24 @@ class SyncWorker:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        """Join the consumer group and set up meanwhile, then consume and apply until
+        """Connect, join the consumer group and set up meanwhile, then consume and apply until
         :attr:`stop` is set; raise what stops sync."""
+        # a target starting up or recovering from a crash is waited for (connect() says which);
+        # one that cannot be reached stops sync at once, before it waits for capture's epoch
+        self.conn = self._with_db_retry(self._connect_target)
         group = self.group
         group.epoch = group.wait_for_epoch()
         # The join takes seconds of the broker's own (Tansu: half the session timeout; Kafka:
-        # group.initial.rebalance.delay.ms): it goes on while the target is set up. Nothing is
-        # claimed before the setup is done: assignments are taken in consume() (on_assign).
+        # group.initial.rebalance.delay.ms): it goes on while the target tables are set up (that
+        # waits for a COPY load's TRUNCATEs). Nothing is claimed before the setup is done:
+        # assignments are taken in consume() (on_assign).
         group.subscribe()
+
+        def setup() -> None:
+            self._db()  # reconnects after a retry closed the connection
+            self._setup_tables()
+
         try:
-            # a target starting up or recovering from a crash is waited for (connect() says which)
-            self.conn = self._with_db_retry(self._connect_target)
-
-            def setup() -> None:
-                self._db()  # reconnects after a retry closed the connection
-                self._setup_tables()
-
             self._with_db_retry(setup)
         except BaseException:
             self.stop.set()  # stopping: a pending join completes without a claim (finish_join)
