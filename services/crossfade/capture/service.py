@@ -34,7 +34,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from crossfade import metrics
-from crossfade.capture.batch import BatchReader, bulk_engine
+from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
@@ -539,6 +539,7 @@ class CaptureService:
                 )
         except Exception as exc:  # noqa: BLE001 - a courtesy, never a reason to stop
             log.debug("no snapshot progress display: %s", exc)
+        log.debug("preflight, topics and broker epoch %s ready", epoch)
         return offsets
 
     def run(self) -> None:
@@ -561,6 +562,7 @@ class CaptureService:
                     # left is frozen out of the collector's walks, as the CLI froze the imports
                     started.set()
                     gc.freeze()
+                    log.debug("Debezium handed over its first batch")
                 if gate is not None:
                     gate.wait_loaded(stopping)  # nothing streamed goes out before the load
                 hold()  # crossfade pause capture: before the batch, never inside it
@@ -584,6 +586,7 @@ class CaptureService:
         # and the load's progress reported, so it starts before a load that waits for a window
         CaptureHeartbeat(self).start()
         if gate is not None:
+            import_bridge()  # off the path from the free slot to Debezium's first batch
             try:
                 gate.wait_slot()  # Debezium starts (seconds) while the COPY load runs
             except CrossfadeError:

@@ -38,6 +38,14 @@ SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
 """Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
 
+EPOCH_LOOKS_S = (0.1, 10.0, 1.0)
+"""Waiting for capture's broker epoch: a look every 0.1 s for the first 10 s, then every 1 s.
+Sync and capture usually start together, and sync's consumer group join, seconds of the broker's
+own (Tansu: half the session timeout; Kafka: ``group.initial.rebalance.delay.ms``), begins only
+once sync has seen the epoch: a look once a second added up to a second to the initial load's
+start -> fence (bench ``snapshot``)."""
+
+
 class GroupMember:
     """One member of the sync consumer group (the worker's consumer and what it holds)."""
 
@@ -92,6 +100,8 @@ class GroupMember:
 
     def wait_for_epoch(self) -> str:
         warned = False
+        fast, fast_for, slow = EPOCH_LOOKS_S
+        t0 = time.monotonic()
         while not self.stop.is_set():
             epoch = self.current_epoch()
             if epoch:
@@ -102,7 +112,7 @@ class GroupMember:
                     self.kafka.control_topic,
                 )
                 warned = True
-            self.stop.wait(1.0)
+            self.stop.wait(fast if time.monotonic() - t0 < fast_for else slow)
         raise CrossfadeError("stopped before capture initialised the broker")
 
     # -- subscription -------------------------------------------------------------------------

@@ -31,14 +31,16 @@ class JoinProgress:
         topics: int,
         every_s: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        since: float | None = None,
     ) -> None:
+        """``since``: when a join already under way began (its start was logged)."""
         self.group = group
         self.topics = topics
         self.every_s = every_s
         self._clock = clock
-        self._since: float | None = None
-        self._next = 0.0
-        self._joins = 0
+        self._since: float | None = since
+        self._next = 0.0 if since is None else since + every_s
+        self._joins = 0 if since is None else 1
 
     def tick(self, joined: bool) -> None:
         now = self._clock()

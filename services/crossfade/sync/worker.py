@@ -347,15 +347,30 @@ class SyncWorker:
 
     # -- main loop ----------------------------------------------------------------------------
     def run(self) -> None:
-        """Set up, then consume and apply until :attr:`stop` is set; raise what stops sync."""
-        # a target starting up or recovering from a crash is waited for (connect() says which)
+        """Connect, join the consumer group and set up meanwhile, then consume and apply until
+        :attr:`stop` is set; raise what stops sync."""
+        # a target starting up or recovering from a crash is waited for (connect() says which);
+        # one that cannot be reached stops sync at once, before it waits for capture's epoch
         self.conn = self._with_db_retry(self._connect_target)
+        group = self.group
+        group.epoch = group.wait_for_epoch()
+        # The join takes seconds of the broker's own (Tansu: half the session timeout; Kafka:
+        # group.initial.rebalance.delay.ms): it goes on while the target tables are set up (that
+        # waits for a COPY load's TRUNCATEs). Nothing is claimed before the setup is done:
+        # assignments are taken in consume() (on_assign).
+        group.subscribe()
 
         def setup() -> None:
             self._db()  # reconnects after a retry closed the connection
             self._setup_tables()
 
-        self._with_db_retry(setup)
+        try:
+            self._with_db_retry(setup)
+        except BaseException:
+            self.stop.set()  # stopping: a pending join completes without a claim (finish_join)
+            group.leave()
+            raise
+        log.debug("target tables set up")
         self._start_watch()  # from here on a stall is reported, waiting for capture included
         try:
             self._consume_loop()
@@ -366,7 +381,6 @@ class SyncWorker:
     def _consume_loop(self) -> None:
         s = self.settings
         group = self.group
-        group.epoch = group.wait_for_epoch()
         self.planner.decoder = self.mapped.decoder = EventDecoder(self.kafka)
         client_conf = {**self.kafka.client_config(), "enable.idempotence": True, "acks": "all"}
         self._dlq = DeadLetterTopic(
@@ -381,11 +395,10 @@ class SyncWorker:
             dead_letters=self._dlq,
             meter=self.meter,
         )
-        group.subscribe()
         consumer = group.consumer
-        assert consumer is not None
+        assert consumer is not None  # subscribed in run()
         timeout = s.sync.batch_timeout_ms / 1000
-        joining = JoinProgress(s.sync.group_id, len(self.topics))
+        joining = JoinProgress(s.sync.group_id, len(self.topics), since=group.generation_started)
         try:
             while not self.stop.is_set():
                 joining.tick(group.in_group)

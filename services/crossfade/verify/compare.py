@@ -119,6 +119,13 @@ def _stream(
         yield from cur
 
 
+def has_rows(conn: psycopg.Connection, table: str) -> bool:
+    """Whether ``table`` holds a row in ``conn``'s snapshot."""
+    rel = sql.Identifier(*table.split(".", 1))
+    row = conn.execute(sql.SQL("SELECT EXISTS (SELECT FROM {})").format(rel)).fetchone()
+    return bool(row and row[0])
+
+
 def compare_table(
     source: psycopg.Connection,
     target: psycopg.Connection,
