@@ -1,5 +1,6 @@
 """Stopping capture's Debezium engine (:mod:`crossfade.capture.engine_stop`) and the runner's
-signals: never from a forked process, never silently slow, never held by a flush at a stop.
+signals: never from a forked process, never silently slow (a flush at a stop:
+tests/unit/test_component_loss.py).
 
 ``crossfade demo`` stalled minutes in its verify because the mapping workers, forked from the
 process running capture, inherited the runner's SIGTERM handler and closed their forked copy of
@@ -10,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 
 from crossfade.capture.engine_stop import OUTSIDE, HandlerPhase, close_engine
-from crossfade.capture.service import CaptureService, ChangeProducer
-from crossfade.config import Settings
-from crossfade.errors import CrossfadeError
+from crossfade.capture.service import CaptureService
 from crossfade.ops.runner import Runner
+from tests.conftest import offline_settings
 
 
 class _Engine:
@@ -34,17 +33,8 @@ class _Engine:
         self.closed += 1
 
 
-def _settings() -> Settings:
-    return Settings(
-        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-        kafka={"bootstrap_servers": "127.0.0.1:1"},
-        tables=["public.t"],
-    )
-
-
 def test_capture_closes_its_engine_only_in_its_own_process() -> None:
-    cap = CaptureService(_settings())
+    cap = CaptureService(offline_settings())
     engine = cap.engine = _Engine()
     cap._engine_pid = os.getpid() + 1  # as seen from a process forked after the engine started
     cap.stop()
@@ -81,36 +71,6 @@ def test_the_handler_phase_is_outside_after_a_batch_even_a_failed_one() -> None:
         assert phase.what == "held by crossfade pause capture"
         raise RuntimeError
     assert phase.what == OUTSIDE and "for 0 s" in phase.describe()
-
-
-class _Stuck:
-    def __init__(self) -> None:
-        self.flushes: list[float] = []
-
-    def flush(self, timeout: float) -> int:
-        self.flushes.append(timeout)
-        time.sleep(min(timeout, 0.05))
-        return 3
-
-
-def test_a_stop_ends_a_flush_waiting_for_kafka_unacknowledged(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Debezium's stop waits for the handler (up to task.management.timeout): a flush waiting
-    for a broker that does not answer fails the batch at a stop (it is not marked processed, so a
-    restart sends it again) instead of holding the stop for its 120 s."""
-    from crossfade.capture import service as capture_service
-
-    prod = ChangeProducer(_settings(), object(), {"cf.public.t": 1})  # type: ignore[arg-type]
-    stuck = prod.producer = _Stuck()  # type: ignore[assignment]
-    monkeypatch.setattr(capture_service, "current_epoch", lambda *_a, **_k: None)
-    prod.stopping = threading.Event()
-    prod.stopping.set()
-    with pytest.raises(CrossfadeError) as err:
-        prod.flush(timeout=120)
-    assert "capture stopped while 3 events awaited Kafka" in str(err.value)
-    assert len(stuck.flushes) == 1  # one slice of waiting, not the whole timeout
-    assert "waiting for Kafka to acknowledge 3 change events" in prod.phase.what
 
 
 @pytest.fixture
