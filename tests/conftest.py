@@ -51,6 +51,16 @@ def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float
         time.sleep(interval)
 
 
+def offline_settings() -> Settings:
+    """Settings of one table whose servers nobody listens on (unit tests of a component)."""
+    return Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.t"],
+    )
+
+
 def pgbench_failed_transactions(output: str) -> int:
     """Failed transactions in pgbench's summary (0 when it prints none: before PostgreSQL 15).
     pgbench 15 exits 0 on failed transactions, so its exit status alone does not tell."""

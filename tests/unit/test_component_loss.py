@@ -4,6 +4,7 @@ connections yet. The stack tests are tests/integration/test_fault_components.py.
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -13,17 +14,15 @@ import pytest
 from crossfade import db as crossfade_db
 from crossfade.capture import service as capture_service
 from crossfade.capture.service import ChangeProducer
-from crossfade.config import DatabaseConfig, Settings
-from crossfade.errors import BrokerDataLost, BrokerUnavailable, DatabaseUnavailable, PreflightError
-
-
-def _settings() -> Settings:
-    return Settings(
-        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-        kafka={"bootstrap_servers": "127.0.0.1:1"},
-        tables=["public.t"],
-    )
+from crossfade.config import DatabaseConfig
+from crossfade.errors import (
+    BrokerDataLost,
+    BrokerUnavailable,
+    CrossfadeError,
+    DatabaseUnavailable,
+    PreflightError,
+)
+from tests.conftest import offline_settings
 
 
 class _Stuck:
@@ -39,7 +38,7 @@ class _Stuck:
 
 
 def _producer(monkeypatch: pytest.MonkeyPatch, epoch_now: Any) -> tuple[ChangeProducer, _Stuck]:
-    prod = ChangeProducer(_settings(), object(), {"cf.public.t": 1})  # type: ignore[arg-type]
+    prod = ChangeProducer(offline_settings(), object(), {"cf.public.t": 1})  # type: ignore[arg-type]
     prod.epoch = "e1"
     stuck = _Stuck()
     prod.producer = stuck  # type: ignore[assignment]
@@ -74,6 +73,23 @@ def test_capture_keeps_waiting_while_the_epoch_is_ours_or_unreadable(
         assert not isinstance(err.value, BrokerDataLost)
         assert "not acknowledged by Kafka within 1 s" in str(err.value)
         assert len(stuck.flushes) >= 3
+
+
+def test_a_stop_ends_a_flush_waiting_for_kafka_unacknowledged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Debezium's stop waits for the handler (up to task.management.timeout): a flush waiting
+    for a broker that does not answer fails its batch at a stop (not marked processed, so a
+    restart sends it again) instead of holding the stop for its 120 s
+    (:mod:`crossfade.capture.engine_stop`)."""
+    prod, stuck = _producer(monkeypatch, "e1")
+    prod.stopping = threading.Event()
+    prod.stopping.set()
+    with pytest.raises(CrossfadeError) as err:
+        prod.flush(timeout=120)
+    assert "capture stopped while 3 events awaited Kafka" in str(err.value)
+    assert len(stuck.flushes) == 1  # one slice of waiting, not the whole timeout
+    assert "waiting for Kafka to acknowledge 3 change events" in prod.phase.what
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import tempfile
 import threading
 import time
@@ -36,6 +37,7 @@ from confluent_kafka import KafkaError, Producer
 from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
+from crossfade.capture.engine_stop import HandlerPhase, close_engine
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
 from crossfade.capture.json_avro import JsonAvroEncoder
@@ -127,6 +129,8 @@ class ChangeProducer:
         self._subjects: dict[str, tuple[str, str]] = {}
         """Topic -> its key and value subjects, or _CONTROL (see :meth:`_dest_subjects`)."""
         self._unpolled = 0
+        self.phase = HandlerPhase()  # where Debezium's handler is (capture/engine_stop.py)
+        self.stopping: threading.Event | None = None  # capture's: a flush stops waiting then
 
     def set_epoch(self, epoch: str, state_dir: Path) -> None:
         """Stamp every record with the broker epoch (sync notices a replaced log per record) and
@@ -175,6 +179,9 @@ class ChangeProducer:
         deadline = time.monotonic() + timeout
         remaining = self.producer.flush(min(_EPOCH_CHECK_S, timeout))
         while remaining and time.monotonic() < deadline:
+            self.phase.enter(f"waiting for Kafka to acknowledge {remaining} change events")
+            if self.stopping is not None and self.stopping.is_set():  # unacked: a restart resends
+                raise CrossfadeError(f"capture stopped while {remaining} events awaited Kafka")
             lost = self._log_replaced()
             if lost is not None:
                 raise BrokerDataLost(
@@ -273,6 +280,7 @@ class ChangeProducer:
         to slow an embedded Debezium from outside it, and it keeps the commit order above."""
         t0, cpu0 = time.monotonic(), time.thread_time()
         counts: dict[tuple[str, str | None], int] = {}  # (topic, op) -> records, for metrics
+        self.phase.enter("producing a Debezium batch to Kafka")
         rows = self._reader.read(records)
         self._window_checked = False
         snapshot_rows = 0
@@ -298,8 +306,10 @@ class ChangeProducer:
                 self.progress.finish()
             elif self.snapshot_rows:
                 self.progress.update(self.snapshot_rows)
-        if snapshot_rows and self.pacer is not None and self.pacer.admit(snapshot_rows):
-            raise CrossfadeError("capture stopped while its snapshot waited (capture.load_rate)")
+        if snapshot_rows and self.pacer is not None:
+            self.phase.enter("pacing Debezium's snapshot (capture.load_rate)")
+            if self.pacer.admit(snapshot_rows):
+                raise CrossfadeError("capture stopped while pacing (capture.load_rate)")
 
     def _control_row(self, dest: str, raw_value: Any, value_schema: Any) -> bool:
         """Debezium's heartbeats, signals and the fence table: handled here (True), not produced
@@ -328,6 +338,7 @@ class ChangeProducer:
         if self._window_checked or self.pacer is None:
             return
         self._window_checked = True
+        self.phase.enter("waiting for a load window (capture.load_windows)")
         if self.pacer.wait_window():
             raise CrossfadeError("capture stopped while its snapshot waited for a load window")
 
@@ -497,6 +508,7 @@ class CaptureService:
         self.worker_id = f"capture-{uuid.uuid4().hex[:8]}"
         self.pause = PauseHold(self.stopping)  # crossfade pause capture (capture/heartbeat.py)
         self.pacer = Pacer.from_settings(settings, wait=self.stopping.wait, held=self.pause.held)
+        self._engine_pid = os.getpid()  # a fork (verify's workers) must not close the engine
 
     def prepare(self) -> Path:
         """Preflight and Kafka setup; return the Debezium offsets file for this epoch."""
@@ -550,8 +562,9 @@ class CaptureService:
         assert self.producer is not None  # prepare() sets it
         handle = self.producer.handle  # bound here: the handler class below sees it narrowed
         self.producer.pacer = self.pacer
+        self.producer.stopping = stopping = self.stopping
+        phase = self.producer.phase
         gate = self.gate = self._copy_load(offsets)
-        stopping = self.stopping
         hold = self.pause.hold
         started = threading.Event()
 
@@ -563,10 +576,12 @@ class CaptureService:
                     started.set()
                     gc.freeze()
                     log.debug("Debezium handed over its first batch")
-                if gate is not None:
-                    gate.wait_loaded(stopping)  # nothing streamed goes out before the load
-                hold()  # crossfade pause capture: before the batch, never inside it
-                handle(records)  # the Java list itself: BatchReader reads it in bulk
+                with phase.inside("waiting for the COPY load to finish (capture.initial_load)"):
+                    if gate is not None:
+                        gate.wait_loaded(stopping)  # nothing streamed goes out before the load
+                    phase.enter("held by crossfade pause capture")
+                    hold()  # crossfade pause capture: before the batch, never inside it
+                    handle(records)  # the Java list itself: BatchReader reads it in bulk
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",
@@ -664,17 +679,16 @@ class CaptureService:
             pacer=self.pacer,
             stream=stream,
         )
-        return LoadGate(load, on_error=self._abort_engine)
-
-    def _abort_engine(self) -> None:
-        """The load failed: end Debezium's run (the capture thread then raises the load's error)."""
-        if self.engine is not None:
-            self.engine.close()
+        return LoadGate(load, on_error=self._close_engine)
 
     def stop(self) -> None:
         self.stopping.set()
+        self._close_engine()
+
+    def _close_engine(self) -> None:
+        """End Debezium's run (stop; a failed load: the capture thread then raises its error)."""
         if self.engine is not None:
-            self.engine.close()
+            close_engine(self.engine, getattr(self.producer, "phase", None), self._engine_pid)
 
 
 def _java_message(exc: BaseException) -> str:

@@ -2,11 +2,18 @@
 
 The first service that fails stops the others and its error is re-raised, so the process exits
 non-zero with that error's one-line message.
+
+The signal handlers stop the services of the process that installed them only. A process forked
+from it (verify's mapping workers, when ``crossfade demo`` verifies with capture running) inherits
+the handlers but none of the services' threads: a SIGTERM there stopping "capture" closed a forked
+copy of Debezium's JVM, which waited out Debezium's timeouts for minutes. There the signal takes
+its default action instead.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -31,6 +38,7 @@ class Runner:
         self.stopping = threading.Event()
         self._changed = threading.Event()
         self.first_error: BaseException | None = None
+        self._pid = os.getpid()
 
     def add(self, name: str, run: Callable[[], None], stop: Callable[[], None]) -> Service:
         s = Service(name, run, stop)
@@ -66,8 +74,17 @@ class Runner:
 
     def install_signals(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self.stop)
-            signal.signal(signal.SIGINT, self.stop)
+            self._pid = os.getpid()
+            signal.signal(signal.SIGTERM, self._signalled)
+            signal.signal(signal.SIGINT, self._signalled)
+
+    def _signalled(self, signum: int, _frame: Any) -> None:
+        if os.getpid() == self._pid:
+            self.stop()
+            return
+        # a forked child: not its services; the signal's default action (ends the process)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
 
     def wait(self, poll: Callable[[], None] | None = None, interval: float = 0.5) -> None:
         """Block until every service ended; re-raise the first failure."""

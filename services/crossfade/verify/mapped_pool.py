@@ -20,6 +20,7 @@ import itertools
 import math
 import multiprocessing
 import os
+import signal
 import uuid
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -98,6 +99,17 @@ def _map_batch(rows: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def _quiet_worker() -> None:
+    """A worker's start: the parent's signal handlers and its garbage collector are not its own.
+
+    A fork inherits the parent's Python signal handlers: in ``crossfade demo`` (capture running in
+    the same process) the runner's, whose SIGTERM stopped *capture* in the worker, that is called
+    ``engine.close()`` on the forked copy of the JVM, which has none of its threads: the close
+    waited out Debezium's task.management.timeout and executor timeouts (about 100 s per table)
+    while verify waited for the pool, and a worker that was waiting for the pool's task lock
+    when the handler returned never ended. A worker ends on SIGTERM (the pool's terminate) and
+    leaves Ctrl-C (SIGINT, sent to the whole process group) to the parent."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # nothing a worker allocates outlives its batch: no cycle collection (it would also touch,
     # and copy, every page of the parent's heap)
     gc.disable()
@@ -115,7 +127,7 @@ def mapped_rows(
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_quiet_worker)
     finally:
         _job = None
-    with pool:
+    try:
         flight: deque[Any] = deque()
         it = iter(rows)
         while batch := list(itertools.islice(it, BATCH_ROWS)):
@@ -124,3 +136,7 @@ def mapped_rows(
                 yield from flight.popleft().get()
         while flight:
             yield from flight.popleft().get()
+        pool.close()  # every batch mapped: the workers end on the pool's sentinels, unsignalled
+        pool.join()
+    finally:
+        pool.terminate()  # an error or an abandoned read: SIGTERM ends the workers (no-op after join)
