@@ -168,3 +168,23 @@ def test_a_block_growing_past_the_pairwise_limit_splits_its_groups_and_joins_the
     keys, survivor = live.actual()
     assert (keys, survivor) == live.expected()
     assert survivor[key_text([6])] == survivor[key_text([7])]
+
+
+def test_a_batch_of_more_than_max_component_unrelated_records_does_not_stop_sync(
+    live: Live,
+) -> None:
+    """A full batch of a load (children held until their parents' snapshot finished: thousands
+    of people in one batch, their few duplicates applied by another worker) is not a component
+    of matching keys; sync stopped on it (`--sync-procs 2` with snapshot events)."""
+    rng = random.Random(5)
+    n = MAX_COMPONENT + 200
+    people = [
+        _person(i, _name(rng), phone=f"+1 555 {i:07d}", email=f"p{i}@example.org")
+        for i in range(1, n + 1)
+    ]
+    twins = [_person(n + i, _name(rng), phone=None, email=f"p{i}@example.org") for i in (1, 2, 3)]
+    live.batch(twins)  # applied earlier (by another worker): the batch's records match them
+    live.batch(people)
+    assert live.actual() == live.expected()
+    keys, survivor = live.actual()
+    assert survivor[key_text([n + 1])] == survivor[key_text([1])]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -255,7 +256,7 @@ class DedupWriter:
                     continue
                 members[mk] = (key, row, int(pos), list(bks or []))
                 todo_blocks.update(b for b in bks or [] if b not in seen_blocks)
-            if len(members) > MAX_COMPONENT:
+            if len(members) > MAX_COMPONENT and _linked(members) > MAX_COMPONENT:
                 from crossfade.errors import SchemaMismatch
 
                 raise SchemaMismatch(
@@ -427,3 +428,11 @@ def explain(
 
 def dedup_targets(mapper: Mapper) -> dict[str, DedupSpec]:
     return dict(mapper.config.dedup)
+
+
+def _linked(members: Mapping[str, tuple[Any, Any, int, list[str]]]) -> int:
+    """How many of ``members`` share a block key with another: the records matching keys tie
+    together. A batch's own changes that share nothing (a full batch of a load: thousands of
+    people, most with no duplicate) are not a component, however many."""
+    uses = Counter(b for _k, _r, _p, bks in members.values() for b in set(bks))
+    return sum(1 for _k, _r, _p, bks in members.values() if any(uses[b] > 1 for b in bks))
