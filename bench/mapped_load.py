@@ -42,6 +42,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ from bench.run import (  # noqa: E402
     cluster_cpu,
     cpu_seconds,
     execute,
+    free_port,
     one,
     run_reported,
     thread_cpu,
@@ -79,6 +81,50 @@ from crossfade.embedded.crm import (  # noqa: E402
     create_target_schema,
 )
 from crossfade.target.store import ledger_counts  # noqa: E402
+
+
+class MappedStack(XStack):
+    """The bench's stack, every ``crossfade sync`` process serving its own /metrics (its
+    deferrals: ``crossfade_deferred_total``)."""
+
+    sync_metrics: list[str] = []  # noqa: RUF012 - replaced per instance in start
+
+    def start(self, what: str) -> Any:
+        if what != "sync":
+            return super().start(what)
+        port = free_port()
+        self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
+        try:
+            p = super().start(what)
+        finally:
+            self._extra_env = {}
+        self.sync_metrics = [*self.sync_metrics, f"http://127.0.0.1:{port}/metrics"]
+        return p
+
+    def deferred(self) -> dict[str, float]:
+        """Changes sync deferred (a parent not there yet), per source table, all processes; and
+        under ``batches``/``batch_seconds`` sync's batches (count, records, seconds applying)."""
+        out: Counter[str] = Counter()
+        for url in self.sync_metrics:
+            try:
+                with urllib.request.urlopen(url, timeout=5) as r:  # noqa: S310 - loopback URL
+                    text = r.read().decode()
+            except OSError:
+                continue
+            for m in re.finditer(
+                r'^crossfade_deferred_total\{table="([^"]+)"\} (\S+)$', text, re.M
+            ):
+                out[m.group(1)] += float(m.group(2))
+            for name, key in (
+                ("crossfade_sync_batch_size_records_count", "batches"),
+                ("crossfade_sync_batch_size_records_sum", "batch_records"),
+                ("crossfade_sync_batch_duration_seconds_sum", "batch_seconds"),
+            ):
+                m = re.search(rf"^{name} (\S+)$", text, re.M)
+                if m:
+                    out[key] += float(m.group(1))
+        return dict(out)
+
 
 ROWS_PER_ACCOUNT = 3.7  # the seed's mean: 1 account, 1.5 contacts, 1.05 addresses, duplicates
 
@@ -238,7 +284,7 @@ class MappedBench:
         self.rows: list[tuple[str, str, Any, Any]] = []
         self.results: dict[str, Any] = {}
         # the product's sync defaults (the tests' Stack writes its own batch size)
-        self.x = XStack(
+        self.x = MappedStack(
             self.pg,
             self.pgt,
             self.broker.bootstrap_servers,
@@ -359,6 +405,7 @@ class MappedBench:
         capture_threads = thread_cpu(cap.p.pid)
         cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
+        deferred = self.x.deferred()
         with psycopg.connect(self.x.target_dsn, autocommit=True) as c:  # sync's own accounting
             ledger = ledger_counts(c, self.x.settings.sync.bookkeeping_schema).accounted
         self.prof.stop()
@@ -389,6 +436,7 @@ class MappedBench:
             "verify_seconds": rep.get("seconds"),
             "accounting": {a["table"]: a for a in accounting},
             "ledger_at_fence": ledger,
+            "deferred_to_fence": deferred,
             "target_tables": {
                 t["name"]: {k: t.get(k) for k in ("match", "source_rows", "target_rows", "seconds")}
                 for t in rep.get("tables", [])
@@ -476,9 +524,21 @@ class MappedBench:
             rec(
                 (
                     "mapped_load",
-                    f"  {t}: mapped/dead letters/filtered (deferred at the fence)",
-                    f"{a['mapped']}/{a['dead_letters']}/{a['filtered']} ({at_fence.get('deferred', 0)})",
+                    f"  {t}: mapped/dead letters/filtered (deferred at the fence; deferrals)",
+                    f"{a['mapped']}/{a['dead_letters']}/{a['filtered']} ({at_fence.get('deferred', 0)}; "
+                    f"{x.get('deferred_to_fence', {}).get(t, 0):.0f})",
                     str(a["source_rows"]),
+                )
+            )
+        d = x.get("deferred_to_fence", {})
+        if d.get("batches"):
+            rec(
+                (
+                    "mapped_load",
+                    "sync batches to the fence: count, mean records, s applying",
+                    f"{d['batches']:.0f}, {d.get('batch_records', 0) / d['batches']:.0f}, "
+                    f"{d.get('batch_seconds', 0):.1f}",
+                    "-",
                 )
             )
         logs = x["sync_log"]
