@@ -38,12 +38,13 @@ SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
 """Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
 
-EPOCH_LOOKS_S = (0.1, 10.0, 1.0)
-"""Waiting for capture's broker epoch: a look every 0.1 s for the first 10 s, then every 1 s.
+EPOCH_LOOKS_S = (0.2, 5.0, 1.0)
+"""Waiting for capture's broker epoch: a look every 0.2 s for the first 5 s, then every 1 s.
 Sync and capture usually start together, and sync's consumer group join, seconds of the broker's
 own (Tansu: half the session timeout; Kafka: ``group.initial.rebalance.delay.ms``), begins only
 once sync has seen the epoch: a look once a second added up to a second to the initial load's
-start -> fence (bench ``snapshot``)."""
+start -> fence (bench ``snapshot``). Each look is a short-lived Kafka client (a connection, and
+authentication on a secured cluster): at most 25 in the fast phase."""
 
 
 class GroupMember:
