@@ -100,6 +100,17 @@ def test_released_after_the_bound_when_a_parent_makes_no_progress(
         clock2.t += 10
 
 
+def test_released_after_the_longest_hold_even_while_the_parent_progresses() -> None:
+    clock = Clock()
+    order = LoadOrder(waits_for(CRM), 1.0, clock)  # the longest hold: 30 s
+    for step in range(29):
+        assert C in order.decide(states(progress={A: step}), loading=True)
+        clock.t += 1
+    clock.t += 1
+    assert C not in order.decide(states(progress={A: 99}), loading=True)
+    assert order.released[C].startswith("held for 30 s")
+
+
 def test_sync_paused_is_not_a_parent_without_progress() -> None:
     clock = Clock()
     order = LoadOrder(waits_for(CRM), 20.0, clock)

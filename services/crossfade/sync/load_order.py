@@ -12,8 +12,9 @@ The decision (:class:`LoadOrder`) reads state every worker of the group sees, in
 (:func:`crossfade.target.store.snapshot_states`: sweep markers passed, stored offsets; capture's
 heartbeat saying a load runs), so a worker holding a child waits for parents another worker
 consumes. It never stalls silently: a parent that makes no progress for
-``sync.parents_first_wait_s`` without finishing releases its children, with an INFO line saying
-why; a release is final for the worker's life. Outside a load (capture reports none, or every
+``sync.parents_first_wait_s`` without finishing releases its children, and so does a hold of
+:data:`LONGEST_HOLD` times that, with an INFO line saying why; a release is final for the
+worker's life. Outside a load (capture reports none, or every
 child's own snapshot is finished) nothing is held.
 
 :class:`LoadOrderHook` applies the decision to the worker's consumer: ``pause`` on the held
@@ -40,6 +41,11 @@ log = logging.getLogger(__name__)
 
 CAPTURE_HEARTBEAT_FRESH_S = 30.0
 """A capture heartbeat older than this says nothing about a load now."""
+
+LONGEST_HOLD = 30
+"""A child is held at most this many ``sync.parents_first_wait_s`` in all, even while its
+parents progress (10 minutes at the default: a load's parents rarely take longer, and a parent
+that streams on without ever finishing a snapshot must not hold its children for ever)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,7 @@ class LoadOrder:
         self.load_seen = False
         """Capture reported an initial load since this worker started."""
         self._progress: dict[str, tuple[int, float]] = {}
+        self._since: dict[str, float] = {}
 
     @property
     def settled(self) -> bool:
@@ -130,6 +137,7 @@ class LoadOrder:
             if why is None:
                 held[child] = frozenset(p for p in parents if not _done(states, p))
                 if child not in self.held:
+                    self._since.setdefault(child, now)
                     log.info(
                         "initial load: holding back %s until %s finished its snapshot in sync "
                         "(children mapped after their parents, not deferred)",
@@ -157,6 +165,12 @@ class LoadOrder:
             return (
                 f"{', '.join(idle)} made no progress for {self.wait_s:.0f} s "
                 "(sync.parents_first_wait_s) without finishing its snapshot"
+            )
+        longest = LONGEST_HOLD * self.wait_s
+        if now - self._since.get(child, now) >= longest:
+            return (
+                f"held for {longest:.0f} s ({LONGEST_HOLD} x sync.parents_first_wait_s) while "
+                f"{', '.join(waiting)} did not finish its snapshot"
             )
         return None
 
@@ -248,8 +262,12 @@ class LoadOrderHook:
 
 
 def _capture_loading(conn: psycopg.Connection, bk: str) -> bool:
-    """Whether a capture process's recent heartbeat reports an initial load in progress."""
+    """Whether a capture process's recent heartbeat reports an initial load in progress, or a
+    snapshot it produced (its sweep markers are in the topics: sync may still be consuming it;
+    a capture that streams without a snapshot reports neither)."""
     return any(
-        hb.role == "capture" and hb.detail.get("load") and hb.age_s < CAPTURE_HEARTBEAT_FRESH_S
+        hb.role == "capture"
+        and hb.age_s < CAPTURE_HEARTBEAT_FRESH_S
+        and (hb.detail.get("load") or hb.detail.get("snapshot_done"))
         for hb in read_heartbeats(conn, bk)
     )
