@@ -2,20 +2,24 @@
 every table its mapping's ``references`` rules point at has finished its snapshot in sync.
 
 Why: snapshot events (``capture.initial_load: events``) put every table's rows in the topics
-within seconds, and a worker consuming all topics at once maps children before their parents
-are applied: they are deferred, then mapped again when the parents come (the deferred-children
-scan, ``child_refs`` rows), most of the load's time. Holding the children back until their
-parents' sweep markers passed maps each child once.
+within seconds, and a worker consuming all topics at once may map children before their parents
+are applied: they are deferred, then looked at again every second until the parents come (the
+deferred-children retry, its crosswalk and ledger lookups), which can double the load's time.
+Holding the children back until their parents' sweep markers passed maps each child once.
+
+When: once capture reports its snapshot in the topics (its heartbeat's ``snapshot_done``: from
+the start of a load by snapshot events, at the end of Debezium's snapshot, whose sweep markers
+come only after its last table; a sync that is behind then orders what is left) and until every
+child's own snapshot finished in sync. Outside a load (a capture streaming without a snapshot,
+or every child's snapshot finished) nothing is held.
 
 Scheduling only: deferral still handles any order, and nothing here is needed for correctness.
 The decision (:class:`LoadOrder`) reads state every worker of the group sees, in the target
 (:func:`crossfade.target.store.snapshot_states`: sweep markers passed, stored offsets; capture's
-heartbeat saying a load runs), so a worker holding a child waits for parents another worker
-consumes. It never stalls silently: a parent that makes no progress for
-``sync.parents_first_wait_s`` without finishing releases its children, and so does a hold of
-:data:`LONGEST_HOLD` times that, with an INFO line saying why; a release is final for the
-worker's life. Outside a load (capture reports none, or every
-child's own snapshot is finished) nothing is held.
+heartbeat), so a worker holding a child waits for parents another worker consumes. It never
+stalls silently: a parent that makes no progress for ``sync.parents_first_wait_s`` without
+finishing releases its children, and so does a hold of :data:`LONGEST_HOLD` times that, with an
+INFO line saying why; a release is final for the worker's life.
 
 :class:`LoadOrderHook` applies the decision to the worker's consumer: ``pause`` on the held
 tables' assigned partitions (the worker keeps polling, so it stays in its group), ``resume`` on
@@ -103,7 +107,7 @@ class LoadOrder:
         self.released: dict[str, str] = {}
         """Children no longer considered -> why (final)."""
         self.load_seen = False
-        """Capture reported an initial load since this worker started."""
+        """Capture reported a snapshot in the topics since this worker started."""
         self._progress: dict[str, tuple[int, float]] = {}
         self._since: dict[str, float] = {}
 
@@ -120,7 +124,7 @@ class LoadOrder:
         self, states: Mapping[str, TableLoad], loading: bool, paused: bool = False
     ) -> dict[str, frozenset[str]]:
         """The children to hold now -> the parents they wait for. ``loading``: capture reports
-        an initial load; ``paused``: sync is paused (no parent can progress: not held against
+        its snapshot in the topics (:func:`_capture_loading`); ``paused``: sync is paused (no parent can progress: not held against
         it). Logs each hold and each release once."""
         now = self.clock()
         self.load_seen |= loading
@@ -262,12 +266,15 @@ class LoadOrderHook:
 
 
 def _capture_loading(conn: psycopg.Connection, bk: str) -> bool:
-    """Whether a capture process's recent heartbeat reports an initial load in progress, or a
-    snapshot it produced (its sweep markers are in the topics: sync may still be consuming it;
-    a capture that streams without a snapshot reports neither)."""
+    """Whether a capture process's recent heartbeat says its snapshot is in the topics (sweep
+    markers included): a load by snapshot events from its start, Debezium's snapshot once it
+    completed. While Debezium still snapshots, no: its sweep markers come only after its last
+    table, so a child held until its parent's sweep would wait for the whole snapshot, and
+    Debezium produces the tables one after another anyway. A capture that streams without a
+    snapshot says neither."""
     return any(
         hb.role == "capture"
         and hb.age_s < CAPTURE_HEARTBEAT_FRESH_S
-        and (hb.detail.get("load") or hb.detail.get("snapshot_done"))
+        and hb.detail.get("snapshot_done")
         for hb in read_heartbeats(conn, bk)
     )
