@@ -161,3 +161,31 @@ def test_hook_pauses_held_partitions_and_resumes_them_on_release() -> None:
     order.decide(states({A, C}), loading=True)
     hook.apply(consumer, sync_paused=True)
     assert consumer.paused == {("cf.addresses", 0), ("cf.addresses", 1)}
+
+
+def test_a_load_is_a_snapshot_capture_has_in_the_topics(monkeypatch: pytest.MonkeyPatch) -> None:
+    """From a fresh capture heartbeat: a load by snapshot events (snapshot_done from its start)
+    or Debezium's snapshot once complete; not Debezium's snapshot under way (its sweep markers
+    come after its last table), nor a capture streaming without a snapshot, nor an old beat."""
+    from crossfade.sync import load_order
+    from crossfade.target.store import Heartbeat
+
+    def beats(*hbs: Heartbeat) -> None:
+        monkeypatch.setattr(load_order, "read_heartbeats", lambda _c, _s: list(hbs))
+
+    def cap(age: float = 1.0, **detail: object) -> Heartbeat:
+        return Heartbeat("c1", "capture", detail=dict(detail), age_s=age)
+
+    loading = load_order._capture_loading  # noqa: SLF001 - the decision's input
+    beats(cap(load={"by": "copy"}, snapshot_done=True))
+    assert loading(None, "crossfade")  # type: ignore[arg-type]
+    beats(cap(load={"by": "debezium"}, snapshot_done=False))
+    assert not loading(None, "crossfade")  # type: ignore[arg-type]
+    beats(cap(load=None, snapshot_done=True))
+    assert loading(None, "crossfade")  # type: ignore[arg-type]
+    beats(
+        cap(load=None, snapshot_done=False), Heartbeat("s1", "sync", detail={"snapshot_done": True})
+    )
+    assert not loading(None, "crossfade")  # type: ignore[arg-type]
+    beats(cap(age=120.0, snapshot_done=True))
+    assert not loading(None, "crossfade")  # type: ignore[arg-type]
