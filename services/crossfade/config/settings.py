@@ -290,13 +290,7 @@ class SyncConfig(_Strict):
     re-subscribes (a rejoin from fresh metadata). Keep it above a rebalance's length (about
     ``session_timeout_ms`` when a worker dies)."""
     parents_first_wait_s: float = Field(20.0, ge=0)
-    """During an initial load whose snapshot is in the topics (capture's heartbeat says so: from
-    the start of a load by snapshot events, after Debezium's snapshot completed), sync holds back
-    the partitions of a mapped table until every table its ``references`` rules point at has
-    finished its snapshot in sync (passed its sweep markers), so children are mapped after their
-    parents instead of deferred and mapped again. A parent that makes no progress for this long without finishing releases
-    its children (INFO line saying why). Scheduling only: deferral still handles any order.
-    0: off."""
+    """Load: children wait for their parents' snapshot, at most this long without parent progress (docs/commands.md); 0: off."""
     idle_in_transaction_timeout_s: float = Field(60.0, ge=0)
     """PostgreSQL's ``idle_in_transaction_session_timeout`` on sync's target sessions: a worker
     frozen inside its batch transaction (SIGSTOP, a long GC pause, a hung host) has its session

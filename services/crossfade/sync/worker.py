@@ -424,14 +424,7 @@ class SyncWorker:
                     continue
                 # consumer lag, at most once a second
                 self.meter.poll(group.consumer, self.owner, self.topics)
-                hold = group.load_order
-                if group.heartbeat_due():  # the pause first: the heartbeat then shows it
-                    group.pause.check(group.consumer, self._db)
-                    if hold is not None:  # a resume of sync must not resume held children
-                        hold.apply(group.consumer, group.pause.paused)
-                    self._heartbeat()
-                if hold is not None:
-                    hold.check(group.consumer, self._db, group.pause.paused)
+                self._pauses()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
@@ -468,6 +461,19 @@ class SyncWorker:
                 if self.conn is not None:
                     self.conn.close()
                 self._dlq.close(10)
+
+    def _pauses(self) -> None:
+        """``crossfade pause sync`` and the heartbeat when due, then the children held during a
+        load (:mod:`crossfade.sync.load_order`)."""
+        group = self.group
+        hold = group.load_order
+        if group.heartbeat_due():  # the pause first: the heartbeat then shows it
+            group.pause.check(group.consumer, self._db)
+            if hold is not None:  # a resume of sync must not resume held children
+                hold.apply(group.consumer, group.pause.paused)
+            self._heartbeat()
+        if hold is not None:
+            hold.check(group.consumer, self._db, group.pause.paused)
 
     # -- heartbeat ----------------------------------------------------------------------------
     def _heartbeat(self) -> None:
