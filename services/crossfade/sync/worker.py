@@ -66,7 +66,7 @@ from crossfade.sync.sinks import TableSink, Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
 from crossfade.sync.sinks.mapped_source import build_mapped
-from crossfade.sync.stats import SyncStats
+from crossfade.sync.stats import SyncStats, lag_by_topic
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (
     Heartbeat,
@@ -511,7 +511,7 @@ class SyncWorker:
                     ).items()
                 },
                 # records behind per topic (the console charts it per table)
-                "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
+                "lag_by_topic": lag_by_topic(self.meter.lag, self.owner),
             },
         )
         try:
@@ -693,11 +693,3 @@ class SyncWorker:
             if n:
                 metrics.deferred(table, n)
         self._pending = SyncStats()
-
-
-def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for (topic, partition), n in lag.items():
-        if (topic, partition) in owned:
-            out[topic] = out.get(topic, 0) + n
-    return out
