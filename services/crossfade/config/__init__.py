@@ -4,6 +4,7 @@ error messages (:mod:`~crossfade.config.messages`) and the mapping language's mo
 (:mod:`~crossfade.config.mapping`). The names below are the package's API: import them from here.
 """
 
+from crossfade.config.load_windows import parse_load_window, time_zone
 from crossfade.config.mapping import TABLE_RE, MappingConfig
 from crossfade.config.messages import validation_messages
 from crossfade.config.secrets import (
@@ -32,10 +33,8 @@ from crossfade.config.settings import (
     SmokeCheck,
     SyncConfig,
     load_settings,
-    parse_load_window,
     public_view,
     secret_values,
-    time_zone,
 )
 
 __all__ = [

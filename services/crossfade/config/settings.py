@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from crossfade.config.load_windows import parse_load_window, time_zone
 from crossfade.config.mapping import TABLE_RE, MappingConfig
 from crossfade.config.messages import format_validation_error, read_yaml, settings_error
 from crossfade.config.secrets import (
@@ -219,45 +220,6 @@ class CaptureConfig(_Strict):
         return self
 
 
-def time_zone(name: str) -> Any:
-    """The ``zoneinfo.ZoneInfo`` of an IANA name; ValueError naming it when unknown."""
-    import zoneinfo
-
-    try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"names an unknown time zone {name!r} (an IANA name, e.g. Europe/Berlin or UTC)"
-        ) from None
-
-
-_WINDOW = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})(?:\s+(\S+))?\s*$")
-
-
-def parse_load_window(text: str, zone: str) -> tuple[int, int, str]:
-    """``"22:00-06:00 [Zone/Name]"`` -> (start minute of the day, end minute, zone name; ``zone``
-    when the text names none). ValueError naming the text when it is not one."""
-    m = _WINDOW.match(text)
-    bad = (
-        f"has a window {text!r} that is not HH:MM-HH:MM with an optional IANA zone "
-        '(e.g. "22:00-06:00" or "22:00-06:00 Europe/Berlin")'
-    )
-    if m is None:
-        raise ValueError(bad)
-    h1, m1, h2, m2 = (int(g) for g in m.groups()[:4])
-    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
-        raise ValueError(bad)
-    name = m.group(5) or zone
-    try:
-        time_zone(name)
-    except ValueError:
-        raise ValueError(
-            f"has a window {text!r} naming an unknown time zone {name!r} "
-            "(an IANA name, e.g. Europe/Berlin or UTC)"
-        ) from None
-    return h1 * 60 + m1, (h2 * 60 + m2) % 1440, name
-
-
 class SyncConfig(_Strict):
     append_only_tables: list[str] = Field(default_factory=list)
     """Source tables without a primary key that only ever receive INSERTs (logs, history):
@@ -289,6 +251,8 @@ class SyncConfig(_Strict):
     naming it, ``crossfade_sync_table_stalled{table}`` 1, ``/readyz`` false; the worker then
     re-subscribes (a rejoin from fresh metadata). Keep it above a rebalance's length (about
     ``session_timeout_ms`` when a worker dies)."""
+    parents_first_wait_s: float = Field(20.0, ge=0)
+    """Load: children wait for their parents' snapshot, at most this long without parent progress (docs/commands.md); 0: off."""
     idle_in_transaction_timeout_s: float = Field(60.0, ge=0)
     """PostgreSQL's ``idle_in_transaction_session_timeout`` on sync's target sessions: a worker
     frozen inside its batch transaction (SIGSTOP, a long GC pause, a hung host) has its session

@@ -327,9 +327,9 @@ def prepare(
     return mapper, report
 
 
-def parents_first(mapper: Mapper) -> list[str]:
-    """Source tables ordered so that the sources of a referenced target come before the sources
-    referencing it (cycles keep the configured order)."""
+def source_parents(mapper: Mapper) -> dict[str, set[str]]:
+    """Each mapped source table -> the source tables of the targets its ``references`` rules
+    check (its parents; a self-reference left out)."""
     deps: dict[str, set[str]] = {s: set() for s in mapper.tables}
     for s, ct in mapper.tables.items():
         for t in ct.targets:
@@ -337,6 +337,13 @@ def parents_first(mapper: Mapper) -> list[str]:
                 ref = r.reference
                 if ref is not None:
                     deps[s] |= {p for p in mapper.sources_of(ref.table) if p != s}
+    return deps
+
+
+def parents_first(mapper: Mapper) -> list[str]:
+    """Source tables ordered so that the sources of a referenced target come before the sources
+    referencing it (cycles keep the configured order)."""
+    deps = source_parents(mapper)
     out: list[str] = []
     visiting: set[str] = set()
 

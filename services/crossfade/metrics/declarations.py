@@ -205,6 +205,13 @@ SYNC_CONSUMER_LAG = Gauge(
 SYNC_ASSIGNED = Gauge(
     "crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker."
 )
+SYNC_TABLE_HELD = Gauge(
+    "crossfade_sync_table_held",
+    "1 while sync holds back the table's partitions during an initial load until the tables its "
+    "mapping's references point at have finished their snapshot (sync.parents_first_wait_s), "
+    "else 0.",
+    ["table"],
+)
 SYNC_RESUBSCRIBES = Counter(
     "crossfade_sync_resubscribes_total",
     "Times this sync worker left the consumer group and subscribed again because a table stalled.",

@@ -26,6 +26,7 @@ from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import Admin, current_epoch
+from crossfade.sync.load_order import LoadOrderHook
 from crossfade.sync.pause import PauseHook
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,8 @@ class GroupMember:
         self.next_heartbeat = 0.0
         self.pause = PauseHook(settings.sync.bookkeeping_schema)
         """``crossfade pause sync`` as this member obeys it (:mod:`crossfade.sync.pause`)."""
+        self.load_order: LoadOrderHook | None = None
+        """Children held back during an initial load (:mod:`crossfade.sync.load_order`)."""
 
     # -- epoch --------------------------------------------------------------------------------
     def current_epoch(self) -> str | None:
@@ -250,6 +253,8 @@ class GroupMember:
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
         self.pause.on_assign(consumer, assigned)  # paused: the new partitions too, at once
+        if self.load_order is not None:  # held children's partitions too
+            self.load_order.on_assign(consumer, assigned)
         log.info("assigned %s", ", ".join(f"{t}[{p}]@{offsets[(t, p)]}" for t, p in tps))
         # report the new assignment before the first batch from it commits: a fence that batch
         # completes must not be read beside a heartbeat that still shows no partition
@@ -274,6 +279,8 @@ class GroupMember:
             return
         offsets = self.claim(tps)
         self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
+        if self.load_order is not None:  # assign resumed them
+            self.load_order.apply(self.consumer, self.pause.paused)
         log.warning(
             "broker epoch changed to %s: replaying %d partitions from the new log",
             self.epoch,

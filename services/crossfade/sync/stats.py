@@ -65,3 +65,12 @@ class PartitionStats:
         if events:  # C-level maxima: this runs over every event of the batch
             self.last_lsn = max(self.last_lsn, max(map(_LSN, events)))
             self.last_source_ts_ms = max(self.last_source_ts_ms, max(map(_TS, events)))
+
+
+def lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:
+    """Records behind per topic, over the partitions in ``owned`` (a worker's heartbeat)."""
+    out: dict[str, int] = {}
+    for (topic, partition), n in lag.items():
+        if (topic, partition) in owned:
+            out[topic] = out.get(topic, 0) + n
+    return out

@@ -36,7 +36,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +73,9 @@ class WorkerView:
     it belong to the current generation of the group."""
     paused: Callable[[], bool] = lambda: False
     """``crossfade pause sync`` holds this worker (no progress is expected: none is a stall)."""
+    held: Callable[[], Collection[str]] = lambda: ()
+    """Tables held back until their parents' snapshot finished (:mod:`crossfade.sync.load_order`):
+    no progress is expected on them either."""
     lock_wait: Callable[[], str | None] = lambda: None
     """What this worker's claim waits for, once it waited long (:mod:`crossfade.sync.lock_wait`):
     named in the reason of a table left unassigned meanwhile."""
@@ -175,6 +178,7 @@ class TableWatch:
         ends = self._ends(parts) if parts is not None else {}
         owned = self.view.owned()
         elapsed = now - self.view.generation_started()
+        held = self.view.held()
         for topic, table in self.topics.items():
             if broker_err is not None:
                 conds[table] = Finding(
@@ -186,7 +190,9 @@ class TableWatch:
                 )
             else:
                 assert parts is not None and rows is not None
-                conds[table] = self._look(topic, parts.get(topic), rows, ends, owned, elapsed, now)
+                conds[table] = self._look(
+                    topic, parts.get(topic), rows, ends, owned, elapsed, now, held=table in held
+                )
         return self._publish(conds, now)
 
     def _look(
@@ -198,6 +204,8 @@ class TableWatch:
         owned: set[tuple[str, int]],
         elapsed: float,
         now: float,
+        *,
+        held: bool = False,
     ) -> Finding | None:
         """What is wrong with one table, or None when it is assigned and progressing."""
         if not n_parts:
@@ -219,6 +227,7 @@ class TableWatch:
                 or seen is None
                 or seen[0] != stored
                 or self.view.paused()
+                or held
             ):
                 self._progress[tp] = (stored, now)
             elif stuck is None and now - seen[1] >= self.stall_after_s:

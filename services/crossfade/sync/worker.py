@@ -57,6 +57,7 @@ from crossfade.events.model import ChangeEvent
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
+from crossfade.sync.load_order import LoadOrder, LoadOrderHook, waits_for
 from crossfade.sync.lock_wait import LockWait
 from crossfade.sync.origin import tag_session
 from crossfade.sync.planner import Planner
@@ -65,7 +66,7 @@ from crossfade.sync.sinks import TableSink, Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
 from crossfade.sync.sinks.mapped_source import build_mapped
-from crossfade.sync.stats import SyncStats
+from crossfade.sync.stats import SyncStats, lag_by_topic
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (
     Heartbeat,
@@ -243,13 +244,14 @@ class SyncWorker:
                 report.raise_for_errors()
                 for w in report.warnings:
                     log.warning("mapping: %s", w)
-                from crossfade.mapping.audit import parents_first
+                from crossfade.mapping.audit import parents_first, source_parents
 
                 self.mapped = MappedTables(
                     *build_mapped(mapper, report, self.conn, self.bk),
                     parents_first(mapper),
                     self.bk,
                 )
+                self._hold_children(source_parents(mapper))
                 self.planner.mapped = frozenset(self.mapped.mapped)
                 log.info(
                     "mapped source tables: %s",
@@ -257,6 +259,14 @@ class SyncWorker:
                         f"{s} -> {', '.join(m.targets)}" for s, m in self.mapped.mapped.items()
                     ),
                 )
+
+    def _hold_children(self, parents: dict[str, set[str]]) -> None:
+        """During an initial load, children wait for their parents (:mod:`.load_order`)."""
+        s = self.settings.sync
+        waits = waits_for({t: ps for t, ps in parents.items() if t in self.topics.values()})
+        if waits and s.parents_first_wait_s > 0:
+            order = LoadOrder(waits, s.parents_first_wait_s)
+            self.group.load_order = LoadOrderHook(order, self.topics, self.bk, s.group_id)
 
     def _sink(self, table: str) -> TableSink:
         return self.mapped.sink(table) if table in self.mapped else self.tables.sink(table)
@@ -276,6 +286,7 @@ class SyncWorker:
                 owned=self.group.owned,
                 generation_started=lambda: self.group.generation_started,
                 paused=lambda: self.group.pause.paused,
+                held=lambda: self.group.load_order.held() if self.group.load_order else (),
                 lock_wait=lambda: self.lock_wait.current,
             ),
             stall_after_s=s.sync.stall_after_s,
@@ -413,9 +424,7 @@ class SyncWorker:
                     continue
                 # consumer lag, at most once a second
                 self.meter.poll(group.consumer, self.owner, self.topics)
-                if group.heartbeat_due():  # the pause first: the heartbeat then shows it
-                    group.pause.check(group.consumer, self._db)
-                    self._heartbeat()
+                self._pauses()
                 # A broker restarted empty may show no epoch until capture is back; a rejoin in
                 # between keeps the old one, and on a new log shorter than our offsets no record
                 # (and, on Tansu, no out-of-range error) ever tells us. Look every few seconds.
@@ -453,6 +462,19 @@ class SyncWorker:
                     self.conn.close()
                 self._dlq.close(10)
 
+    def _pauses(self) -> None:
+        """``crossfade pause sync`` and the heartbeat when due, then the children held during a
+        load (:mod:`crossfade.sync.load_order`)."""
+        group = self.group
+        hold = group.load_order
+        if group.heartbeat_due():  # the pause first: the heartbeat then shows it
+            group.pause.check(group.consumer, self._db)
+            if hold is not None:  # a resume of sync must not resume held children
+                hold.apply(group.consumer, group.pause.paused)
+            self._heartbeat()
+        if hold is not None:
+            hold.check(group.consumer, self._db, group.pause.paused)
+
     # -- heartbeat ----------------------------------------------------------------------------
     def _heartbeat(self) -> None:
         """Report this worker in ``<bookkeeping>.heartbeats`` (the ``sync_alive`` gate's evidence):
@@ -481,8 +503,15 @@ class SyncWorker:
                 else None,
                 "epoch": self.epoch,
                 "paused": self.group.pause.paused,
+                # tables held back until their parents' snapshot finished -> those parents
+                "held": {
+                    t: sorted(ps)
+                    for t, ps in (
+                        self.group.load_order.held() if self.group.load_order else {}
+                    ).items()
+                },
                 # records behind per topic (the console charts it per table)
-                "lag_by_topic": _lag_by_topic(self.meter.lag, self.owner),
+                "lag_by_topic": lag_by_topic(self.meter.lag, self.owner),
             },
         )
         try:
@@ -664,11 +693,3 @@ class SyncWorker:
             if n:
                 metrics.deferred(table, n)
         self._pending = SyncStats()
-
-
-def _lag_by_topic(lag: dict[tuple[str, int], int], owned: Any) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for (topic, partition), n in lag.items():
-        if (topic, partition) in owned:
-            out[topic] = out.get(topic, 0) + n
-    return out

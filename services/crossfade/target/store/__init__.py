@@ -26,7 +26,8 @@ The modules (each module's docstring says which tables it reads and writes):
 - ``replay``: a rewind's replay ranges
 - ``stats``: per table what sync applied (``table_stats``)
 - ``tombstones``: tombstones and watermarks
-- ``sweeps``: the partitions sync passed a snapshot's sweep marker on (``sweep_passed``)
+- ``sweeps``: the partitions sync passed a snapshot's sweep marker on (``sweep_passed``; which
+  tables' snapshots finished in sync, ``snapshot_states``)
 - ``verify_runs``: verify runs and their reports
 - ``added_columns``: columns sync added to identity targets mid-stream
 - ``control``: ``crossfade pause``/``resume``, what an operator holds (``read_control``)
@@ -164,7 +165,7 @@ from crossfade.target.store.stats import (
     add_table_stats,
     table_stats,
 )
-from crossfade.target.store.sweeps import sweep_passed
+from crossfade.target.store.sweeps import snapshot_states, sweep_passed
 from crossfade.target.store.tombstones import (
     clear_tombstones,
     delete_leaving_tombstones,
@@ -292,6 +293,7 @@ __all__ = [
     "store_next_offsets",
     "stored_offsets",
     "survivor_keys",
+    "snapshot_states",
     "sweep_passed",
     "table_stats",
     "unfinished_replays",

@@ -10,6 +10,8 @@ partition has passed the marker has every row of the snapshot been applied.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import psycopg
 from psycopg import sql
 
@@ -52,3 +54,28 @@ def sweep_passed(
     ).fetchone()
     assert row is not None
     return int(row[0]), partitions or max(int(row[1]), 1)
+
+
+def snapshot_states(
+    conn: psycopg.Connection, schema: str, group_id: str, topics: Mapping[str, str]
+) -> dict[str, tuple[bool, int]]:
+    """For each table of ``topics`` (table -> its topic), as every worker of ``group_id`` sees
+    it: whether its snapshot finished in sync (every partition of the topic the group claimed,
+    at least one, passed the sweep marker of one snapshot: the count :func:`sweep_passed` falls
+    back on) and the group's stored next offsets on the topic summed (its progress)."""
+    if not topics:
+        return {}
+    tables, names = list(topics), [topics[t] for t in topics]
+    rows = conn.execute(
+        sql.SQL(
+            "WITH o AS (SELECT topic, count(*) AS n, sum(next_offset) AS s FROM {0}.offsets "
+            "WHERE group_id = %s AND topic = ANY(%s) GROUP BY topic), "
+            "w AS (SELECT tbl, topic, count(*) AS n FROM {0}.sweeps WHERE tbl = ANY(%s) "
+            "GROUP BY tbl, topic, lsn) "
+            "SELECT t.tbl, coalesce(o.s, 0)::bigint, EXISTS (SELECT 1 FROM w WHERE w.tbl = t.tbl "
+            "AND w.topic = t.topic AND w.n >= greatest(coalesce(o.n, 0), 1)) "
+            "FROM unnest(%s::text[], %s::text[]) AS t(tbl, topic) LEFT JOIN o USING (topic)"
+        ).format(sql.Identifier(schema)),
+        (group_id, names, tables, tables, names),
+    ).fetchall()
+    return {r[0]: (bool(r[2]), int(r[1])) for r in rows}
