@@ -39,15 +39,25 @@ hypothesis_settings.register_profile("crossfade", deadline=None)
 hypothesis_settings.load_profile("crossfade")
 
 
-def wait_for(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
-    """Poll ``pred`` until truthy; fail the test naming ``what`` on timeout."""
+def wait_for(
+    pred: Callable[[], Any],
+    timeout: float,
+    what: str | Callable[[], str],
+    interval: float = 0.2,
+) -> Any:
+    """Poll ``pred`` until truthy; fail the test naming ``what`` on timeout. A diagnosis (process
+    logs, stacks: ``Stack._diag``) goes in a callable: called at the timeout, it shows where the
+    processes stand then. Built before the wait, it showed the start of the wait: test_fault_35's
+    failure looked like capture silent for 120 s (its log's tail and a py-spy dump taken as the
+    wait began) while it had logged its error and then hung in its exit."""
     deadline = time.monotonic() + timeout
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {said}")
         time.sleep(interval)
 
 
@@ -302,7 +312,7 @@ class Stack:
         wait_for(
             lambda: all(admin.partitions(s.kafka.table_topic(t)) for t in s.tables),
             120,
-            "capture to create the change topics" + self._diag(),
+            lambda: "capture to create the change topics" + self._diag(),
         )
         deadline = time.monotonic() + timeout
         while True:

@@ -42,7 +42,7 @@ def _fired(sup: Supervisor, name: str, point: str, timeout: float = 180) -> None
         p = sup.procs[name]
         return f"FAULT POINT {point} fired" in sup.output(p)
 
-    wait_for(fired, timeout, f"fault point {point} to fire\n{sup.stack._diag()}")
+    wait_for(fired, timeout, lambda: f"fault point {point} to fire\n{sup.stack._diag()}")
 
 
 def _settled(stack: FaultStack, sup: Supervisor, *writers: object, timeout: float = 300) -> None:
@@ -238,12 +238,16 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     admin.ensure_topics([k.table_topic("public.early")], 2, 1)  # capture's part, one topic only
     ensure_epoch(admin, k.client_config(), k.control_topic, 1)
     sync = stack.start("sync")
-    wait_for(lambda: "assigned " in sync.tail(200), 120, "sync's first assignment" + stack._diag())
+    wait_for(
+        lambda: "assigned " in sync.tail(200),
+        120,
+        lambda: "sync's first assignment" + stack._diag(),
+    )
     late = k.table_topic("public.late")
     wait_for(
         lambda: "public.late is stalled" in sync.tail(200) and "does not exist" in sync.tail(200),
         60,
-        "the missing topic to be reported" + stack._diag(),
+        lambda: "the missing topic to be reported" + stack._diag(),
     )
     ready = _readyz(port)
     checks = ready["checks"]["sync"]
@@ -261,12 +265,12 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     wait_for(
         lambda: "no partition of " + late in sync.tail(300),
         60,
-        "the unassigned table to be reported" + stack._diag(),
+        lambda: "the unassigned table to be reported" + stack._diag(),
     )
     wait_for(
         lambda: f"{late}[0]" in sync.tail(300) and "re-subscribing" in sync.tail(300),
         60,
-        "the worker to re-subscribe and be assigned the late topic" + stack._diag(),
+        lambda: "the worker to re-subscribe and be assigned the late topic" + stack._diag(),
     )
     stack.write_config(["public.early", "public.late"])  # capture: not on sync's metrics port
     stack.start("capture")

@@ -214,7 +214,7 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
         except psycopg.Error:
             return False
 
-    wait_for(some_copied, 180, "the first COPY chunk to commit" + stack._diag())
+    wait_for(some_copied, 180, lambda: "the first COPY chunk to commit" + stack._diag())
     capture.kill()
     loads = [json.loads(p.read_text()) for p in state_dir.glob("load-*.json")]
     assert loads and not any(d["done"] for d in loads), (
@@ -230,7 +230,7 @@ def test_sigkill_capture_in_the_middle_of_the_copy_load(stack_factory) -> None: 
     wait_for(
         lambda: "initial load by COPY" in capture.tail(200),
         120,
-        "the second load to start" + stack._diag(),
+        lambda: "the second load to start" + stack._diag(),
     )
     for i in range(20):  # during (or just after) the second load: must stream after it
         stack.sql("UPDATE big SET n = -1 WHERE id = %s", (i * 1000 + 1,))

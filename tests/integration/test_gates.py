@@ -232,5 +232,5 @@ def test_dead_letters_fence_and_alive_gates_agree_everywhere(stack_factory: Any)
     wait_for(
         lambda: _gate(_state(base, time.time()), "sync_alive")["state"] == "ok",
         90,
-        "the sync_alive gate to turn green again" + stack._diag(),
+        lambda: "the sync_alive gate to turn green again" + stack._diag(),
     )

@@ -310,7 +310,7 @@ def test_kafka_connect_fence_and_in_flight_across_the_snapshot(
                 assert sync.alive() and worker.alive(), sync.tail() + worker.tail()
                 return None
 
-        r = wait_for(fenced, 180, "a fence through Kafka Connect" + stack._diag())
+        r = wait_for(fenced, 180, lambda: "a fence through Kafka Connect" + stack._diag())
         # nothing but this command put the markers in the topics: Kafka Connect's path
         assert r.broadcast_by == "fence" and r.partitions == stack.partitions, r
         with stack.tgt() as t:  # the snapshot is applied (Confluent-framed Avro, no headers)

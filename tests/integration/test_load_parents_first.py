@@ -59,7 +59,7 @@ def _load(stack: Stack) -> None:
     wait_for(
         lambda: "sweep markers sent" in cap.tail(400) or "initial load done" in cap.tail(400),
         180,
-        "capture to put the whole load in the topics" + stack._diag(),
+        lambda: "capture to put the whole load in the topics" + stack._diag(),
     )
 
 

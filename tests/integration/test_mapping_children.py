@@ -106,7 +106,7 @@ def test_fault_38_child_committed_with_its_parent_but_seen_first_waits_for_it(st
             == {1, 2, 3}
         ),
         60,
-        "the notes to be deferred" + stack._diag(),
+        lambda: "the notes to be deferred" + stack._diag(),
     )
     assert _parents(stack) == {}
     assert not [v for v in _ledger(stack, "public.notes").values() if v[0] == "dead_letter"]

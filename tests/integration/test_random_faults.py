@@ -129,7 +129,9 @@ def _round(servers: FaultServers, root: Path, seed: int, plan: int, log: list[st
         sup = Supervisor(stack)
         writer.start()
         wait_for(
-            lambda: target_rows(stack, FX_TABLE) > 0, 180, "the snapshot to arrive" + stack._diag()
+            lambda: target_rows(stack, FX_TABLE) > 0,
+            180,
+            lambda: "the snapshot to arrive" + stack._diag(),
         )
         columns = 0
         legacy_restarted = False

