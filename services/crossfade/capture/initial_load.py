@@ -48,7 +48,6 @@ import json
 import logging
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -62,6 +61,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from crossfade import metrics
 from crossfade.capture.connector import captured_tables
+from crossfade.capture.copy_stream import CopyStream, start_streams
 from crossfade.capture.pacing import Pacer, Schedule
 from crossfade.capture.snapshot_events import StreamLoad
 from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
@@ -426,6 +426,7 @@ class CopyLoad:
 
     def _worker(
         self,
+        stream: CopyStream,
         snapshot: str,
         work: queue.Queue[Chunk],
         imported: threading.Barrier,
@@ -434,34 +435,7 @@ class CopyLoad:
         """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
         and waits (never holding the interpreter lock while the rows flow)."""
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "crossfade.capture.copy_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                bufsize=1,
-            )
-        except OSError as exc:  # reported like any other failure (run() waits on the barrier)
-            errors.append(exc)
-            imported.abort()
-            return
-        assert proc.stdin is not None and proc.stdout is not None
-
-        def ask(order: dict[str, Any] | None = None) -> dict[str, Any]:
-            assert proc.stdin is not None and proc.stdout is not None
-            if order is not None:
-                proc.stdin.write(json.dumps(order) + "\n")
-                proc.stdin.flush()
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a COPY worker process exited with code {proc.wait()}")
-            answer: dict[str, Any] = json.loads(line)
-            if "error" in answer:
-                raise RuntimeError(f"{answer['error']} ({answer.get('at', 'copying')})")
-            return answer
-
-        try:
-            ask(self._first_order(snapshot))
+            stream.ask(self._first_order(snapshot))
             imported.wait()
             while not errors:
                 if self.pacer.wait_window():  # outside the windows: hold before the next chunk
@@ -470,22 +444,15 @@ class CopyLoad:
                     chunk = work.get_nowait()
                 except queue.Empty:
                     break
-                self._one_chunk(ask, chunk, errors)
-            proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
-            if proc.wait(60) != 0:
-                raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
+                self._one_chunk(stream.ask, chunk, errors)
+            stream.finish()
         except threading.BrokenBarrierError:
             return
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             errors.append(exc)
             imported.abort()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    pipe.close()
+            stream.close()
 
     def _one_chunk(
         self, ask: Callable[..., Any], chunk: Chunk, errors: list[BaseException]
@@ -566,10 +533,21 @@ class CopyLoad:
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:
-        s = self.settings
         if self.pacer.wait_window():  # nothing is held on the legacy side before a window opens
             raise CrossfadeError("capture stopped before the initial load's window opened")
         t0 = time.monotonic()
+        streams = start_streams(self.workers)  # first: they start up while the slot is made
+        try:
+            lsn, copy_s, n = self._load(streams)
+        finally:
+            for stream in streams:
+                stream.close()
+        self._finish(lsn, t0, copy_s, n)
+        return lsn
+
+    def _load(self, streams: list[CopyStream]) -> tuple[int, float, int]:
+        """Steps 1-4: (S, the copy's seconds, the streams used)."""
+        s = self.settings
         with connect(s.target, "target") as tgt:
             # before the slot is dropped: a checkpoint from now until the load ends cannot be
             # rewound to (checkpoint.rewind), and no fence trusts the slot's position meanwhile
@@ -602,49 +580,64 @@ class CopyLoad:
                     ]
                 )
                 plan.rollback()
-            work: queue.Queue[Chunk] = queue.Queue()
-            for c in chunks:
-                work.put(c)
-                if self.stream is not None:
-                    self._open[c.table] = self._open.get(c.table, 0) + 1
-            n = self.streams = max(1, min(self.workers, len(chunks)))
-            self.total_chunks = len(chunks)
-            errors: list[BaseException] = []
-            imported = threading.Barrier(n + 1)
-            threads = [
-                threading.Thread(
-                    target=self._worker,
-                    args=(snapshot, work, imported, errors),
-                    name=f"copy-{i}",
-                    daemon=True,
-                )
-                for i in range(n)
-            ]
-            for t in threads:
-                t.start()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                imported.wait()
-            t_copy = time.monotonic()
-            # every worker holds the snapshot now: the exporting connection may go, which frees
-            # the slot for Debezium (a slot serves one replication connection at a time)
-            rconn.close()
-            if not errors:
-                self._on_slot_free(lsn)
-            for t in threads:
-                t.join()
-            copy_s = time.monotonic() - t_copy  # the rows' own time (window waits included)
-            if errors:
-                exc = errors[0]
-                if isinstance(exc, CrossfadeError):
-                    raise exc
-                raise CrossfadeError(
-                    f"the initial COPY load failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
-                    "fix the cause and start capture again; the load starts over",
-                ) from exc
+            copy_s, n = self._copy(streams, chunks, snapshot, rconn, lsn)
         finally:
             rconn.close()
-        self._finish(lsn, t0, copy_s, n)
-        return lsn
+        return lsn, copy_s, n
+
+    def _copy(
+        self,
+        streams: list[CopyStream],
+        chunks: list[Chunk],
+        snapshot: str,
+        rconn: psycopg.Connection,
+        lsn: int,
+    ) -> tuple[float, int]:
+        """The chunks through the streams; the exporting connection closed once every stream
+        holds the snapshot. Returns (the copy's seconds, the streams used)."""
+        work: queue.Queue[Chunk] = queue.Queue()
+        for c in chunks:
+            work.put(c)
+            if self.stream is not None:
+                self._open[c.table] = self._open.get(c.table, 0) + 1
+        n = self.streams = max(1, min(self.workers, len(chunks)))
+        for extra in streams[n:]:  # no work for it: exits without connecting
+            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+                extra.finish()
+        self.total_chunks = len(chunks)
+        errors: list[BaseException] = []
+        imported = threading.Barrier(n + 1)
+        threads = [
+            threading.Thread(
+                target=self._worker,
+                args=(stream, snapshot, work, imported, errors),
+                name=f"copy-{i}",
+                daemon=True,
+            )
+            for i, stream in enumerate(streams[:n])
+        ]
+        for t in threads:
+            t.start()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            imported.wait()
+        t_copy = time.monotonic()
+        # every worker holds the snapshot now: the exporting connection may go, which frees
+        # the slot for Debezium (a slot serves one replication connection at a time)
+        rconn.close()
+        if not errors:
+            self._on_slot_free(lsn)
+        for t in threads:
+            t.join()
+        copy_s = time.monotonic() - t_copy  # the rows' own time (window waits included)
+        if errors:
+            exc = errors[0]
+            if isinstance(exc, CrossfadeError):
+                raise exc
+            raise CrossfadeError(
+                f"the initial COPY load failed: {str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}",
+                "fix the cause and start capture again; the load starts over",
+            ) from exc
+        return copy_s, n
 
 
 class LoadGate:
