@@ -140,11 +140,13 @@ for _name in (
     "_ensure_publication",
     "_drop_slot",
     "_create_slot",
-    "_prepare_target",
+    "_prepare_target",  # before the tables were prepared beside the copy
     "_chunks",
+    "_feed",  # since: preparation and planning, beside the copy
     "mark_done",
 ):
-    setattr(CopyLoad, _name, _timed(_name, getattr(CopyLoad, _name)))
+    if hasattr(CopyLoad, _name):
+        setattr(CopyLoad, _name, _timed(_name, getattr(CopyLoad, _name)))
 
 
 def children_cpu() -> float:
