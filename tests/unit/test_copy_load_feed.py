@@ -16,7 +16,7 @@ from psycopg import sql
 
 from crossfade.capture import initial_load
 from crossfade.capture.initial_load import Chunk, CopyLoad, LoadState
-from crossfade.config import Settings
+from tests.conftest import offline_settings
 
 TABLES = ["public.a", "public.b", "public.c"]
 
@@ -68,13 +68,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def _load(tmp_path: Path) -> CopyLoad:
-    s = Settings(
-        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-        kafka={"bootstrap_servers": "127.0.0.1:1"},
-        tables=TABLES,
+    return CopyLoad(
+        offline_settings().model_copy(update={"tables": TABLES}), LoadState(tmp_path, "e1")
     )
-    return CopyLoad(s, LoadState(tmp_path, "e1"))
 
 
 class _Queue(queue.Queue[Chunk | None]):
