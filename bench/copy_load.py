@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -295,6 +296,7 @@ class Pair:
     def close(self) -> None:
         self.src.stop()
         self.tgt.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def fmt(r: dict[str, float]) -> str:
