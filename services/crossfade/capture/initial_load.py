@@ -12,9 +12,10 @@ through Kafka as a change event, capture:
    :func:`crossfade.target.ddl.ensure_target_table`), empties it, raises the table's
    watermark to ``S << 64`` and drops its tombstones. This is the end-of-snapshot sweep done up
    front: everything the target held came from an older snapshot or stream, and the load is a
-   complete image at S;
+   complete image at S. A thread does it table by table and queues each table's chunks
+   (:mod:`.copy_plan`) once the table is ready: the first tables copy while the next are prepared;
 4. ``initial_load_workers`` processes (:mod:`crossfade.capture.copy_worker`, each driven by a
-   thread) each import the exported snapshot (``REPEATABLE READ`` + ``SET TRANSACTION SNAPSHOT``)
+   thread; started first, their start-up overlapping steps 1-3: :mod:`.copy_stream`) each import the exported snapshot (``REPEATABLE READ`` + ``SET TRANSACTION SNAPSHOT``)
    and COPY chunks of the tables (block ranges, ``ctid``) straight into the target tables, every
    row with ``_cf_pos = S << 64``, the position of a snapshot row;
    the replication connection stays open (idle) until every worker has imported the snapshot;
@@ -48,11 +49,9 @@ import json
 import logging
 import queue
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +61,12 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 
 from crossfade import metrics
 from crossfade.capture.connector import captured_tables
+from crossfade.capture.copy_plan import CHUNK_PAGES as CHUNK_PAGES
+from crossfade.capture.copy_plan import Chunk, block_ranges, table_chunks
+from crossfade.capture.copy_stream import CopyStream, start_streams
 from crossfade.capture.pacing import Pacer, Schedule
 from crossfade.capture.snapshot_events import StreamLoad
-from crossfade.catalog import HASH_COLUMN, POS_COLUMN, read_shape
+from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
 from crossfade.errors import CrossfadeError
@@ -85,11 +87,6 @@ _SESSION = (
     "SET extra_float_digits = 3; SET bytea_output = 'hex'"
 )
 """Both ends of every COPY: text output the other side reads back exactly."""
-
-_FIRST_USER_OID = 16384
-"""PostgreSQL's FirstNormalObjectId: types below it are built in, the same OID everywhere."""
-CHUNK_PAGES = 2048
-"""Block range of one COPY chunk (16 MiB of heap): small enough to spread over the workers."""
 
 
 def copy_load_mode(settings: Settings) -> str | None:
@@ -128,35 +125,6 @@ def _follow_source(src: psycopg.Connection, tgt: psycopg.Connection, table: str,
     return ensure_target_table(src, tgt, table, table, False) if missing else shape
 
 
-def block_ranges(src: psycopg.Connection, table: str) -> list[tuple[sql.Composable | None, str]]:
-    """A table's parts for the COPY streams: (ctid condition or None for the whole, label). One
-    part when the table is small or not a plain heap, else block ranges of :data:`CHUNK_PAGES`;
-    the last one is open-ended (the relation size is read at the snapshot, but a page count is
-    only a partition of ctids: any block past it is in the last range)."""
-    schema, name = table.split(".", 1)
-    row = src.execute(
-        "SELECT c.relkind, c.relhassubclass, pg_relation_size(c.oid) / current_setting('block_size')::int "
-        "FROM pg_class c WHERE c.oid = %s::regclass",
-        (sql.Identifier(schema, name).as_string(src),),
-    ).fetchone()
-    assert row is not None
-    relkind, has_children, pages = row[0], row[1], int(row[2] or 0)
-    if relkind != "r" or has_children or pages <= CHUNK_PAGES:
-        return [(None, table)]
-    out: list[tuple[sql.Composable | None, str]] = []
-    starts = list(range(0, pages, CHUNK_PAGES))
-    for i, start in enumerate(starts):
-        lo = sql.Literal(f"({start},0)")
-        if i + 1 < len(starts):
-            cond = sql.SQL("ctid >= {}::tid AND ctid < {}::tid").format(
-                lo, sql.Literal(f"({starts[i + 1]},0)")
-            )
-        else:
-            cond = sql.SQL("ctid >= {}::tid").format(lo)
-        out.append((cond, f"{table}#{i}"))
-    return out
-
-
 class LoadState:
     """``state_dir/load-<epoch>.json``: the slot position of this epoch's COPY load and whether it
     completed (Debezium may stream only then)."""
@@ -179,16 +147,6 @@ class LoadState:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(self.path)
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    table: str
-    source_sql: sql.Composable
-    target_sql: sql.Composable | None
-    label: str
-    order: dict[str, Any] | None = None
-    """Snapshot events to produce instead of rows to copy (:mod:`.snapshot_events`)."""
 
 
 class _SlotActive(Exception):
@@ -225,6 +183,7 @@ class CopyLoad:
         self.cap = settings.capture
         self.workers = settings.capture.initial_load_workers
         self.rows: dict[str, int] = {}
+        self.total_chunks = 0
         self.marked = False
         """The load's end is recorded in the target (:meth:`mark_done`)."""
         self._lock = threading.Lock()
@@ -310,26 +269,44 @@ class CopyLoad:
         return rconn, (int(hi, 16) << 32) | int(lo, 16), snapshot
 
     # -- target ---------------------------------------------------------------------------------
-    def _prepare_target(self, pos: int) -> dict[str, Any]:
-        """Steps 3: shapes of the target tables, each emptied with its watermark raised to ``pos``."""
-        s = self.settings
-        shapes: dict[str, Any] = {}
-        with connect(s.source, "source") as src, connect(s.target, "target") as tgt:
-            ensure_schema(tgt, s.sync.bookkeeping_schema)
-            # a fence row written before this slot existed was never streamed by it
-            note_copy_load_slot(tgt, s.sync.bookkeeping_schema, self.state.epoch, pos >> SHIFT)
-            for table in s.tables:
-                shape = ensure_target_table(
-                    src, tgt, table, table, s.sync.create_tables, s.sync.bookkeeping_schema
-                )
-                shape = _follow_source(src, tgt, table, shape)
-                shapes[table] = shape
-                schema, name = table.split(".", 1)
-                with tgt.transaction():
-                    tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
-                    raise_watermark(tgt, s.sync.bookkeeping_schema, table, pos, "initial load")
-                    clear_tombstones(tgt, s.sync.bookkeeping_schema, table)
-        return shapes
+    def _feed(
+        self,
+        plan: psycopg.Connection,
+        work: queue.Queue[Chunk | None],
+        pos: int,
+        n: int,
+        errors: list[BaseException],
+    ) -> None:
+        """Step 3 and the chunks, table by table: a table's chunks are queued once it is emptied
+        with its watermark raised to ``pos``, so the copy of the first tables overlaps the
+        preparation of the next (it took 0.1-1 s for the five bench tables on a loaded machine,
+        before any row was copied). ``plan`` holds the snapshot; ``n`` ends queued at the end
+        (0: the caller queues them)."""
+        s, bk = self.settings, self.settings.sync.bookkeeping_schema
+        try:
+            with plan, connect(s.source, "source") as src, connect(s.target, "target") as tgt:
+                ensure_schema(tgt, bk)
+                # a fence row written before this slot existed was never streamed by it
+                note_copy_load_slot(tgt, bk, self.state.epoch, pos >> SHIFT)
+                for table in s.tables:
+                    if errors:
+                        return
+                    shape = ensure_target_table(src, tgt, table, table, s.sync.create_tables, bk)
+                    shape = _follow_source(src, tgt, table, shape)
+                    schema, name = table.split(".", 1)
+                    with tgt.transaction():
+                        tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
+                        raise_watermark(tgt, bk, table, pos, "initial load")
+                        clear_tombstones(tgt, bk, table)
+                    for chunk in table_chunks(plan, table, shape, pos):
+                        self.total_chunks += 1
+                        work.put(chunk)
+                plan.rollback()
+        except BaseException as exc:  # noqa: BLE001 - reported by run()
+            errors.append(exc)
+        finally:
+            for _ in range(n):
+                work.put(None)
 
     def _prepare_stream(self, pos: int) -> dict[str, Any]:
         """Step 3 for mapped tables: only the slot noted (sync maps the snapshot events and
@@ -341,75 +318,6 @@ class CopyLoad:
         return {}
 
     # -- chunks ---------------------------------------------------------------------------------
-    def _chunks(self, src: psycopg.Connection, shapes: dict[str, Any], pos: int) -> list[Chunk]:
-        out: list[Chunk] = []
-        for table, shape in shapes.items():
-            out.extend(self._table_chunks(src, table, shape, pos))
-        return out
-
-    @staticmethod
-    def _columns(src: psycopg.Connection, table: str, shape: Any) -> tuple[list[str], bool]:
-        """The shape's columns the source has, and whether binary COPY reads them exactly."""
-        schema, name = table.split(".", 1)
-        have = {
-            r[0]: (r[1], r[2])
-            for r in src.execute(
-                "SELECT attname, atttypid, format_type(atttypid, atttypmod) FROM pg_attribute "
-                "WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (sql.Identifier(schema, name).as_string(src),),
-            ).fetchall()
-        }
-        cols = [c.name for c in shape.columns if c.name in have]
-        # binary COPY (about a third faster to parse) when both ends have the same built-in
-        # types: a user type's binary form names its OID (enum arrays, composites), which
-        # differs between the two databases
-        binary = all(
-            have[c.name][0] < _FIRST_USER_OID and have[c.name][1] == c.type_sql
-            for c in shape.columns
-            if c.name in have
-        )
-        return cols, binary
-
-    def _table_chunks(
-        self, src: psycopg.Connection, table: str, shape: Any, pos: int
-    ) -> list[Chunk]:
-        """One table's COPY chunks: one stream (append-only, small or not a plain heap), else
-        block ranges of :data:`CHUNK_PAGES`."""
-        schema, name = table.split(".", 1)
-        cols, binary = self._columns(src, table, shape)
-        fmt = sql.SQL(" (FORMAT binary)" if binary else "")
-        log.debug("COPY %s in %s format", table, "binary" if binary else "text")
-        ident = sql.Identifier(schema, name)
-        col_list = sql.SQL(", ").join(map(sql.Identifier, cols))
-        if not shape.pk:
-            # append-only, one stream: identical rows collapse by content hash, as through Debezium
-            h = sql.SQL("md5(ROW({})::text)").format(col_list)
-            source_sql = sql.SQL(
-                "COPY (SELECT DISTINCT ON (_cf_h) {cols}, {pos}::numeric, _cf_h FROM "
-                "(SELECT {cols}, {h} AS _cf_h FROM {t}) x) TO STDOUT"
-            ).format(cols=col_list, pos=sql.Literal(str(pos)), h=h, t=ident)
-            target_sql = sql.SQL("COPY {} ({}, {}, {}) FROM STDIN").format(
-                ident, col_list, sql.Identifier(POS_COLUMN), sql.Identifier(HASH_COLUMN)
-            )
-            return [Chunk(table, source_sql, target_sql, table)]
-        target_sql = sql.SQL("COPY {} ({}, {}) FROM STDIN{}").format(
-            ident, col_list, sql.Identifier(POS_COLUMN), fmt
-        )
-        select = sql.SQL("SELECT {}, {}::numeric FROM {}").format(
-            col_list, sql.Literal(str(pos)), ident
-        )
-        return [
-            Chunk(
-                table,
-                sql.SQL("COPY ({}{}) TO STDOUT{}").format(
-                    select, sql.SQL(" WHERE {}").format(cond) if cond else sql.SQL(""), fmt
-                ),
-                target_sql,
-                label,
-            )
-            for cond, label in block_ranges(src, table)
-        ]
-
     # -- workers --------------------------------------------------------------------------------
     def _first_order(self, snapshot: str) -> dict[str, Any]:
         """A COPY worker's first order: where to connect and which snapshot to import."""
@@ -426,66 +334,32 @@ class CopyLoad:
 
     def _worker(
         self,
+        stream: CopyStream,
         snapshot: str,
-        work: queue.Queue[Chunk],
+        work: queue.Queue[Chunk | None],
         imported: threading.Barrier,
         errors: list[BaseException],
     ) -> None:
         """Drives one :mod:`crossfade.capture.copy_worker` process: this thread only passes orders
         and waits (never holding the interpreter lock while the rows flow)."""
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "crossfade.capture.copy_worker"],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                bufsize=1,
-            )
-        except OSError as exc:  # reported like any other failure (run() waits on the barrier)
-            errors.append(exc)
-            imported.abort()
-            return
-        assert proc.stdin is not None and proc.stdout is not None
-
-        def ask(order: dict[str, Any] | None = None) -> dict[str, Any]:
-            assert proc.stdin is not None and proc.stdout is not None
-            if order is not None:
-                proc.stdin.write(json.dumps(order) + "\n")
-                proc.stdin.flush()
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"a COPY worker process exited with code {proc.wait()}")
-            answer: dict[str, Any] = json.loads(line)
-            if "error" in answer:
-                raise RuntimeError(f"{answer['error']} ({answer.get('at', 'copying')})")
-            return answer
-
-        try:
-            ask(self._first_order(snapshot))
+            stream.ask(self._first_order(snapshot))
             imported.wait()
             while not errors:
                 if self.pacer.wait_window():  # outside the windows: hold before the next chunk
                     raise CrossfadeError("capture stopped during the initial COPY load")
-                try:
-                    chunk = work.get_nowait()
-                except queue.Empty:
+                chunk = work.get()
+                if chunk is None:  # the end
                     break
-                self._one_chunk(ask, chunk, errors)
-            proc.stdin.close()  # end of orders: the worker ends its snapshot transaction and exits
-            if proc.wait(60) != 0:
-                raise RuntimeError(f"a COPY worker process exited with code {proc.returncode}")
+                self._one_chunk(stream.ask, chunk, errors)
+            stream.finish()
         except threading.BrokenBarrierError:
             return
         except BaseException as exc:  # noqa: BLE001 - reported by run()
             errors.append(exc)
             imported.abort()
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            for pipe in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    pipe.close()
+            stream.close()
 
     def _one_chunk(
         self, ask: Callable[..., Any], chunk: Chunk, errors: list[BaseException]
@@ -566,10 +440,21 @@ class CopyLoad:
 
     # -- run ------------------------------------------------------------------------------------
     def run(self) -> int:
-        s = self.settings
         if self.pacer.wait_window():  # nothing is held on the legacy side before a window opens
             raise CrossfadeError("capture stopped before the initial load's window opened")
         t0 = time.monotonic()
+        streams = start_streams(self.workers)  # first: they start up while the slot is made
+        try:
+            lsn, copy_s, n = self._load(streams)
+        finally:
+            for stream in streams:
+                stream.close()
+        self._finish(lsn, t0, copy_s, n)
+        return lsn
+
+    def _load(self, streams: list[CopyStream]) -> tuple[int, float, int]:
+        """Steps 1-4: (S, the copy's seconds, the streams used)."""
+        s = self.settings
         with connect(s.target, "target") as tgt:
             # before the slot is dropped: a checkpoint from now until the load ends cannot be
             # rewound to (checkpoint.rewind), and no fence trusts the slot's position meanwhile
@@ -589,50 +474,38 @@ class CopyLoad:
                 lsn & 0xFFFFFFFF,
                 snapshot,
             )
-            shapes = self._prepare_target(pos) if self.stream is None else self._prepare_stream(pos)
-            with connect(s.source, "source", autocommit=False) as plan:
+            plan = connect(s.source, "source", autocommit=False)  # closed by who plans
+            try:
                 plan.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 plan.execute(sql.SQL("SET TRANSACTION SNAPSHOT {}").format(sql.Literal(snapshot)))
-                chunks = (
-                    self._chunks(plan, shapes, pos)
-                    if self.stream is None
-                    else [
-                        Chunk(c.table, c.source_sql, None, c.label, c.order)
-                        for c in self.stream.chunks(plan, lsn, pos, block_ranges)
-                    ]
-                )
-                plan.rollback()
-            work: queue.Queue[Chunk] = queue.Queue()
-            for c in chunks:
-                work.put(c)
-                if self.stream is not None:
-                    self._open[c.table] = self._open.get(c.table, 0) + 1
-            n = self.streams = max(1, min(self.workers, len(chunks)))
-            self.total_chunks = len(chunks)
+            except BaseException:
+                plan.close()
+                raise
+            work: queue.Queue[Chunk | None] = queue.Queue()
             errors: list[BaseException] = []
-            imported = threading.Barrier(n + 1)
-            threads = [
-                threading.Thread(
-                    target=self._worker,
-                    args=(snapshot, work, imported, errors),
-                    name=f"copy-{i}",
+            feed = None
+            if self.stream is None and not self.pacer.rate:  # chunks as the tables are ready
+                n = self.streams = len(streams)
+                feed = threading.Thread(
+                    target=self._feed,
+                    args=(plan, work, pos, n, errors),
+                    name="copy-plan",
                     daemon=True,
                 )
-                for i in range(n)
-            ]
-            for t in threads:
-                t.start()
-            with contextlib.suppress(threading.BrokenBarrierError):
-                imported.wait()
-            t_copy = time.monotonic()
-            # every worker holds the snapshot now: the exporting connection may go, which frees
-            # the slot for Debezium (a slot serves one replication connection at a time)
-            rconn.close()
-            if not errors:
-                self._on_slot_free(lsn)
-            for t in threads:
-                t.join()
-            copy_s = time.monotonic() - t_copy  # the rows' own time (window waits included)
+                feed.start()
+            else:  # every chunk first: a rate cap's share needs the streams that get work
+                if self.stream is None:
+                    self._feed(plan, work, pos, 0, errors)
+                else:
+                    self._plan_stream(plan, work, lsn, pos)
+                n = self.streams = max(1, min(len(streams), work.qsize()))
+                for _ in range(n):
+                    work.put(None)
+            try:
+                copy_s = self._copy(streams, n, work, snapshot, rconn, lsn, errors)
+            finally:
+                if feed is not None:
+                    feed.join()
             if errors:
                 exc = errors[0]
                 if isinstance(exc, CrossfadeError):
@@ -643,8 +516,62 @@ class CopyLoad:
                 ) from exc
         finally:
             rconn.close()
-        self._finish(lsn, t0, copy_s, n)
-        return lsn
+        return lsn, copy_s, n
+
+    def _plan_stream(
+        self, plan: psycopg.Connection, work: queue.Queue[Chunk | None], lsn: int, pos: int
+    ) -> None:
+        """Snapshot events: step 3 and every chunk queued."""
+        self._prepare_stream(pos)
+        with plan:
+            chunks = [
+                Chunk(c.table, c.source_sql, None, c.label, c.order)
+                for c in self.stream.chunks(plan, lsn, pos, block_ranges)  # type: ignore[union-attr]
+            ]
+            plan.rollback()
+        for c in chunks:
+            work.put(c)
+            self._open[c.table] = self._open.get(c.table, 0) + 1
+        self.total_chunks = len(chunks)
+
+    def _copy(
+        self,
+        streams: list[CopyStream],
+        n: int,
+        work: queue.Queue[Chunk | None],
+        snapshot: str,
+        rconn: psycopg.Connection,
+        lsn: int,
+        errors: list[BaseException],
+    ) -> float:
+        """The queued chunks through ``n`` streams; the exporting connection closed once every
+        stream holds the snapshot. Returns the copy's seconds."""
+        for extra in streams[n:]:  # no work for it: exits without connecting
+            with contextlib.suppress(RuntimeError, OSError, subprocess.TimeoutExpired):
+                extra.finish()
+        imported = threading.Barrier(n + 1)
+        threads = [
+            threading.Thread(
+                target=self._worker,
+                args=(stream, snapshot, work, imported, errors),
+                name=f"copy-{i}",
+                daemon=True,
+            )
+            for i, stream in enumerate(streams[:n])
+        ]
+        for t in threads:
+            t.start()
+        with contextlib.suppress(threading.BrokenBarrierError):
+            imported.wait()
+        t_copy = time.monotonic()
+        # every worker holds the snapshot now: the exporting connection may go, which frees
+        # the slot for Debezium (a slot serves one replication connection at a time)
+        rconn.close()
+        if not errors:
+            self._on_slot_free(lsn)
+        for t in threads:
+            t.join()
+        return time.monotonic() - t_copy  # the rows' own time (window waits included)
 
 
 class LoadGate:
