@@ -278,6 +278,13 @@ class MappedBench:
         self.root.chmod(0o755)
         self.pg = EmbeddedPostgres(log_to=self.root / "pg-legacy.log").start()
         self.pgt = EmbeddedPostgres(log_to=self.root / "pg-target.log").start()
+        if args.statements:  # the target's statements by cost (pg_stat_statements, preloaded)
+            execute(
+                self.pgt.dsn("postgres"),
+                "ALTER SYSTEM SET shared_preload_libraries = 'pg_stat_statements'",
+            )
+            self.pgt.restart()
+            execute(self.pgt.dsn("postgres"), "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         self.broker = EmbeddedBroker(log_to=self.root / "tansu.log").start()
         self.tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.prof = Profiler(args.profile, args.profile_format, self.tag)
@@ -385,6 +392,8 @@ class MappedBench:
     def crossfade(self) -> dict[str, Any]:
         assert self.pgt.pid is not None
         self.sampler = s = Sampler(self.x.target_dsn, self.x.target_db)
+        if self.args.statements:
+            execute(self.pgt.dsn("postgres"), "SELECT pg_stat_statements_reset()")
         db0 = cluster_cpu(self.pgt.pid)
         t0 = time.time()
         cap = self.x.start("capture")
@@ -406,6 +415,7 @@ class MappedBench:
         cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
         deferred = self.x.deferred()
+        statements = self.statements() if self.args.statements else None
         with psycopg.connect(self.x.target_dsn, autocommit=True) as c:  # sync's own accounting
             ledger = ledger_counts(c, self.x.settings.sync.bookkeeping_schema).accounted
         self.prof.stop()
@@ -442,6 +452,7 @@ class MappedBench:
                 for t in rep.get("tables", [])
             },
             "target_sessions": self.sessions(),
+            "target_statements": statements,
             "sync_log": log_levels(self.x.dir / "sync.log"),
         }
 
@@ -452,6 +463,21 @@ class MappedBench:
             return {}
         top = s.sessions.most_common(12)
         return {"samples": s.samples, "top": {k: round(n / s.samples, 3) for k, n in top}}
+
+    def statements(self) -> list[dict[str, Any]]:
+        """The target database's statements up to the fence by execution time
+        (pg_stat_statements, reset when capture and sync start): calls, rows, ms in all."""
+        q = """
+            SELECT s.calls, s.rows, s.total_exec_time, s.query
+            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+            WHERE d.datname = %s ORDER BY s.total_exec_time DESC LIMIT 25
+        """
+        with psycopg.connect(self.pgt.dsn("postgres")) as c:
+            got = c.execute(q, (self.x.target_db,)).fetchall()
+        return [
+            {"calls": n, "rows": r, "ms": round(ms, 1), "query": " ".join(query.split())[:300]}
+            for n, r, ms, query in got
+        ]
 
     # -- run and output ---------------------------------------------------------------------------
     def run(self) -> None:
@@ -568,6 +594,11 @@ class MappedBench:
         res = self.results.get("mapped_load", {}).get("crossfade", {})
         for label, share in (res.get("target_sessions", {}).get("top") or {}).items():
             print(f"  target sessions {100 * share:5.1f}%  {label}")
+        for st in res.get("target_statements") or []:
+            print(
+                f"  statement {st['ms'] / 1000:8.2f} s {st['calls']:>8} calls "
+                f"{st['rows']:>9} rows  {st['query'][:150]}"
+            )
         doc = {
             **history.provenance(),
             "args": vars(self.args),
@@ -703,6 +734,12 @@ def main() -> None:
         metavar="KEY=YAML",
         help="a capture setting under test, e.g. converter=jvm, 'jvm_options: [...]' as "
         "jvm_options=[-Xms256m,-Xmx256m], properties={snapshot.fetch.size: '20000'} (repeatable)",
+    )
+    ap.add_argument(
+        "--statements",
+        action="store_true",
+        help="the target's statements by execution time up to the fence (pg_stat_statements "
+        "preloaded into the target server: a restart, and some overhead on every statement)",
     )
     add_run_args(ap)
     args = ap.parse_args()
