@@ -466,17 +466,33 @@ class MappedBench:
 
     def statements(self) -> list[dict[str, Any]]:
         """The target database's statements up to the fence by execution time
-        (pg_stat_statements, reset when capture and sync start): calls, rows, ms in all."""
+        (pg_stat_statements, reset when capture and sync start): calls, rows, ms in all; the
+        first entry sums every statement (its rows: how many distinct statements)."""
         q = """
             SELECT s.calls, s.rows, s.total_exec_time, s.query
             FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
             WHERE d.datname = %s ORDER BY s.total_exec_time DESC LIMIT 25
         """
+        total = """
+            SELECT count(*), sum(s.calls), sum(s.total_exec_time)
+            FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = %s
+        """
         with psycopg.connect(self.pgt.dsn("postgres")) as c:
             got = c.execute(q, (self.x.target_db,)).fetchall()
-        return [
+            kinds, calls, ms_all = c.execute(total, (self.x.target_db,)).fetchone() or (0, 0, 0)
+        top = [
             {"calls": n, "rows": r, "ms": round(ms, 1), "query": " ".join(query.split())[:300]}
             for n, r, ms, query in got
+        ]
+        # first: every statement of the target database together
+        return [
+            {
+                "calls": int(calls or 0),
+                "rows": int(kinds or 0),
+                "ms": round(float(ms_all or 0), 1),
+                "query": "(all statements; rows: distinct statements)",
+            },
+            *top,
         ]
 
     # -- run and output ---------------------------------------------------------------------------
