@@ -176,3 +176,22 @@ def test_a_refused_connection_is_still_a_clear_stop(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(psycopg, "connect", refuse)
     with pytest.raises(PreflightError):
         crossfade_db.connect(DatabaseConfig(dsn="postgresql://u@127.0.0.1:5/db"), "target")
+
+
+def test_a_failed_load_releases_the_held_handler_before_closing_the_engine() -> None:
+    """The COPY load fails (its flush found the broker's log lost): Debezium's close waits for
+    the handler, which waits in ``wait_loaded``; the handler must fail its batch at once, not
+    after Debezium's task.management.timeout (a 36 s stall seen after a broker reset)."""
+    from crossfade.capture.initial_load import LoadGate
+
+    class _Failing:
+        def run(self) -> None:
+            raise BrokerDataLost("the broker lost its log while capture ran", "restart capture")
+
+    closed = threading.Event()
+    gate = LoadGate(_Failing(), on_error=lambda: closed.wait(3))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    with pytest.raises(BrokerDataLost):
+        gate.wait_loaded(threading.Event())
+    closed.set()
+    assert time.monotonic() - t0 < 2
