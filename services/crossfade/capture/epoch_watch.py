@@ -24,18 +24,19 @@ from crossfade.events.kafka import current_epoch
 log = logging.getLogger(__name__)
 
 EVERY_S = 5.0
-"""Seconds between two looks for the epoch (one metadata request and one read of one record)."""
+"""Seconds between two looks for the epoch: one metadata request and a read of one record (about
+2 ms of CPU and 7 ms on an idle local Tansu)."""
 
 LOST_HINT = "restart capture: it starts a new epoch and re-snapshots the source"
 
 
-def log_replaced(kafka: KafkaConfig, epoch: str | None) -> str | None:
+def log_replaced(kafka: KafkaConfig, epoch: str | None, timeout: float = 3) -> str | None:
     """Why the broker's log is not the one capture writes under ``epoch`` (another or no epoch),
     or None (the same epoch, no epoch of ours yet, or the broker does not answer: wait)."""
     if epoch is None:
         return None
     try:
-        now = current_epoch(kafka.client_config(), kafka.control_topic, timeout=3)
+        now = current_epoch(kafka.client_config(), kafka.control_topic, timeout=timeout)
     except BrokerUnavailable:
         return None
     if now == epoch:
@@ -70,7 +71,8 @@ class EpochWatch:
     def look(self, seen: str | None) -> str | None:
         """One look: the reason the log is lost, confirmed when ``seen`` (the previous look's
         reason) was one too; sets :attr:`error` then. Returns this look's reason."""
-        why = log_replaced(self.kafka, self.epoch)
+        # a read that times out finds no epoch: the watch, in no hurry, gives it longer
+        why = log_replaced(self.kafka, self.epoch, timeout=10)
         if why is not None and seen is not None and not self.stopping.is_set():
             self.error = BrokerDataLost(
                 f"the broker lost its log while capture ran ({why})", LOST_HINT
