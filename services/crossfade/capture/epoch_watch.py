@@ -36,7 +36,11 @@ def log_replaced(kafka: KafkaConfig, epoch: str | None, timeout: float = 3) -> s
     if epoch is None:
         return None
     try:
-        now = current_epoch(kafka.client_config(), kafka.control_topic, timeout=timeout)
+        # strict: a control topic without a leader for a while (a broker's rolling restart) is
+        # a broker not answering, not a lost log: that would re-snapshot the whole source
+        now = current_epoch(
+            kafka.client_config(), kafka.control_topic, timeout=timeout, strict=True
+        )
     except BrokerUnavailable:
         return None
     if now == epoch:
