@@ -12,7 +12,8 @@ import psycopg
 import pytest
 
 from crossfade import db as crossfade_db
-from crossfade.capture import service as capture_service
+from crossfade.capture import epoch_watch
+from crossfade.capture.epoch_watch import EpochWatch
 from crossfade.capture.service import ChangeProducer
 from crossfade.config import DatabaseConfig
 from crossfade.errors import (
@@ -48,7 +49,7 @@ def _producer(monkeypatch: pytest.MonkeyPatch, epoch_now: Any) -> tuple[ChangePr
             raise epoch_now
         return epoch_now
 
-    monkeypatch.setattr(capture_service, "current_epoch", current_epoch)
+    monkeypatch.setattr(epoch_watch, "current_epoch", current_epoch)
     return prod, stuck
 
 
@@ -92,6 +93,58 @@ def test_a_stop_ends_a_flush_waiting_for_kafka_unacknowledged(
     assert "waiting for Kafka to acknowledge 3 change events" in prod.phase.what
 
 
+def _watch(monkeypatch: pytest.MonkeyPatch, looks: list[Any]) -> tuple[EpochWatch, list[int]]:
+    """An epoch watch of capture's epoch e1 whose looks answer ``looks`` in turn (the last one
+    again after), looking every 10 ms; the list counts the calls of its ``on_lost``."""
+    answers = iter(looks)
+    last: list[Any] = [None]
+
+    def current_epoch(*_a: Any, **_k: Any) -> str | None:
+        last[0] = next(answers, last[0])
+        if isinstance(last[0], Exception):
+            raise last[0]
+        return last[0]
+
+    monkeypatch.setattr(epoch_watch, "current_epoch", current_epoch)
+    lost: list[int] = []
+    watch = EpochWatch(
+        offline_settings().kafka, "e1", threading.Event(), lambda: lost.append(1), 0.01
+    )
+    return watch, lost
+
+
+@pytest.mark.parametrize(("now", "why"), [(None, "holds no epoch"), ("e2", "epoch is e2")])
+def test_capture_notices_a_lost_epoch_with_nothing_outstanding(
+    monkeypatch: pytest.MonkeyPatch, now: str | None, why: str
+) -> None:
+    """No delivery waits (no change flows, or the broker reset right after capture created its
+    epoch): the watch finds the epoch gone on two looks in a row and stops capture."""
+    watch, lost = _watch(monkeypatch, ["e1", now, now])
+    watch.start()
+    wait = time.monotonic() + 5
+    while not lost and time.monotonic() < wait:
+        time.sleep(0.01)
+    assert lost == [1]
+    assert isinstance(watch.error, BrokerDataLost)
+    assert why in str(watch.error) and "restart capture" in str(watch.error)
+    watch.stopping.set()
+
+
+def test_the_epoch_watch_needs_two_looks_and_ignores_an_unreadable_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One look without the epoch (a slow read of the control topic) then ours again, or a
+    broker that does not answer: capture goes on."""
+    watch, lost = _watch(monkeypatch, [None, "e1", None, BrokerUnavailable("no"), None, "e1"])
+    seen = None
+    for _ in range(6):
+        seen = watch.look(seen)
+    assert watch.error is None and not lost
+    stopped, _ = _watch(monkeypatch, [None])
+    stopped.stopping.set()  # capture stops anyway: no error of the watch's
+    assert stopped.look(stopped.look(None)) is not None and stopped.error is None
+
+
 @pytest.mark.parametrize(
     "fatal",
     [
@@ -123,3 +176,22 @@ def test_a_refused_connection_is_still_a_clear_stop(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(psycopg, "connect", refuse)
     with pytest.raises(PreflightError):
         crossfade_db.connect(DatabaseConfig(dsn="postgresql://u@127.0.0.1:5/db"), "target")
+
+
+def test_a_failed_load_releases_the_held_handler_before_closing_the_engine() -> None:
+    """The COPY load fails (its flush found the broker's log lost): Debezium's close waits for
+    the handler, which waits in ``wait_loaded``; the handler must fail its batch at once, not
+    after Debezium's task.management.timeout (a 36 s stall seen after a broker reset)."""
+    from crossfade.capture.initial_load import LoadGate
+
+    class _Failing:
+        def run(self) -> None:
+            raise BrokerDataLost("the broker lost its log while capture ran", "restart capture")
+
+    closed = threading.Event()
+    gate = LoadGate(_Failing(), on_error=lambda: closed.wait(3))  # type: ignore[arg-type]
+    t0 = time.monotonic()
+    with pytest.raises(BrokerDataLost):
+        gate.wait_loaded(threading.Event())
+    closed.set()
+    assert time.monotonic() - t0 < 2

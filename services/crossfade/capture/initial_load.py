@@ -599,10 +599,10 @@ class LoadGate:
             load.run()
         except BaseException as exc:  # noqa: BLE001 - handed to the capture thread
             self.error = exc
+        self._slot.set()
+        self._loaded.set()  # first: Debezium's close (on_error) waits for a handler held here
+        if self.error is not None:
             self._on_error()
-        finally:
-            self._slot.set()
-            self._loaded.set()
 
     @property
     def loaded(self) -> bool:

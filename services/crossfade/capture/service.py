@@ -16,7 +16,8 @@ The broker's log is identified by its epoch (:mod:`crossfade.events.kafka`). A n
 broker lost what crossfade wrote, so capture starts a fresh offsets file: Debezium re-snapshots,
 and at the end of the snapshot capture emits a ``sweep`` marker per table so sync deletes rows the
 snapshot no longer holds. A delivery offset lower than one seen before for the same partition means
-the broker lost its log while capture ran: capture stops (exit ≠ 0) and the restart re-snapshots.
+the broker lost its log while capture ran: capture stops (exit ≠ 0) and the restart re-snapshots;
+so does an epoch gone with nothing outstanding (:mod:`crossfade.capture.epoch_watch`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.engine_stop import HandlerPhase, close_engine
+from crossfade.capture.epoch_watch import LOST_HINT, EpochWatch, log_replaced
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
 from crossfade.capture.json_avro import JsonAvroEncoder
@@ -55,7 +57,6 @@ from crossfade.events.kafka import (
     CONTROL_HEADER,
     Admin,
     ControlRecord,
-    current_epoch,
     ensure_epoch,
 )
 from crossfade.events.model import ORIGIN_PREFIX, format_lsn, position
@@ -187,7 +188,7 @@ class ChangeProducer:
                 raise BrokerDataLost(
                     f"the broker lost its log while capture ran ({lost}; {remaining} change "
                     "events undelivered)",
-                    "restart capture: it starts a new epoch and re-snapshots the source",
+                    LOST_HINT,
                 )
             remaining = self.producer.flush(
                 max(0.0, min(_EPOCH_CHECK_S, deadline - time.monotonic()))
@@ -200,8 +201,7 @@ class ChangeProducer:
             errs, self._errors = self._errors, []
             if any(e.startswith("LOG RESET") for e in errs):
                 raise BrokerDataLost(
-                    f"the broker lost its log while capture ran ({errs[0]})",
-                    "restart capture: it starts a new epoch and re-snapshots the source",
+                    f"the broker lost its log while capture ran ({errs[0]})", LOST_HINT
                 )
             raise BrokerUnavailable(
                 f"Kafka refused change events: {errs[0]}"
@@ -209,17 +209,7 @@ class ChangeProducer:
             )
 
     def _log_replaced(self) -> str | None:
-        """Why the broker's log is not the one this capture writes (another or no epoch), or
-        None (the same epoch, or the broker does not answer: then keep waiting)."""
-        if self.epoch is None:
-            return None
-        try:
-            now = current_epoch(self.kafka.client_config(), self.kafka.control_topic, timeout=3)
-        except BrokerUnavailable:
-            return None
-        if now == self.epoch:
-            return None
-        return f"its epoch is {now} now, not {self.epoch}" if now else "it holds no epoch now"
+        return log_replaced(self.kafka, self.epoch)  # capture/epoch_watch.py
 
     # -- conversion ---------------------------------------------------------------------------
     @property
@@ -600,6 +590,9 @@ class CaptureService:
         # the sync_alive gate's evidence, in the target database; also where the pause is read
         # and the load's progress reported, so it starts before a load that waits for a window
         CaptureHeartbeat(self).start()
+        # the broker's epoch, looked for with nothing outstanding too (capture/epoch_watch.py)
+        watch = EpochWatch(self.settings.kafka, self.epoch, self.stopping, self._close_engine)
+        watch.start()
         if gate is not None:
             import_bridge()  # off the path from the free slot to Debezium's first batch
             try:
@@ -612,17 +605,20 @@ class CaptureService:
         self.ready.set()
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
-            self.engine.run()
+            if watch.error is None:  # lost before Debezium started: its close came too early
+                self.engine.run()
         except BaseException as exc:
             if self.stopping.is_set():
                 return
-            if gate is not None and gate.error is not None:
-                raise gate.error from None
+            failed = watch.error or (gate.error if gate is not None else None)
+            if failed is not None:
+                raise failed from None
             if isinstance(exc, CrossfadeError):
                 raise
             raise CrossfadeError(f"Debezium stopped: {_java_message(exc)}") from exc
-        if gate is not None and gate.error is not None and not self.stopping.is_set():
-            raise gate.error
+        failed = watch.error or (gate.error if gate is not None else None)
+        if failed is not None and not self.stopping.is_set():
+            raise failed
         if not self.stopping.is_set():
             raise CrossfadeError(
                 "Debezium stopped on its own (see the log above for its reason)",

@@ -241,11 +241,14 @@ class Admin:
 
 
 def read_first_record(
-    client_conf: dict[str, Any], topic: str, timeout: float = 5.0
+    client_conf: dict[str, Any], topic: str, timeout: float = 5.0, *, strict: bool = False
 ) -> tuple[bytes | None, bytes | None] | None:
     """Read the record at offset 0 of partition 0 of ``topic``; None if there is none.
 
-    A missing topic is not fetched (fetching would auto-create it on some brokers).
+    A missing topic is not fetched (fetching would auto-create it on some brokers). ``strict``:
+    a partition that gave neither a record nor its end within ``timeout`` (no leader during a
+    broker's restart, a slow broker) raises :class:`BrokerUnavailable` instead of reading as
+    empty: only a partition seen empty, or a topic seen missing, is "no record".
     """
     if Admin(client_conf).partitions(topic, timeout=timeout) is None:
         return None
@@ -277,6 +280,10 @@ def read_first_record(
                     return None
                 continue
             return (m.key(), m.value())
+        if strict:
+            raise BrokerUnavailable(
+                f"{topic}[0] gave neither a record nor its end in {timeout:g} s"
+            )
         return None
     finally:
         c.close()
@@ -318,10 +325,12 @@ def ensure_epoch(
 
 
 def current_epoch(
-    client_conf: dict[str, Any], control_topic: str, timeout: float = 5.0
+    client_conf: dict[str, Any], control_topic: str, timeout: float = 5.0, *, strict: bool = False
 ) -> str | None:
-    """The epoch of the broker's log, or None when capture has not started on this broker yet."""
-    rec = read_first_record(client_conf, control_topic, timeout=timeout)
+    """The epoch of the broker's log, or None when capture has not started on this broker yet.
+    ``strict``: a control topic that cannot be read in ``timeout`` raises
+    :class:`BrokerUnavailable` (see :func:`read_first_record`) instead of reading as no epoch."""
+    rec = read_first_record(client_conf, control_topic, timeout=timeout, strict=strict)
     if rec is None or not rec[1]:
         return None
     return str(json.loads(rec[1])["epoch"])
