@@ -90,8 +90,13 @@ class MappedStack(XStack):
     sync_metrics: list[str] = []  # noqa: RUF012 - replaced per instance in start
 
     def start(self, what: str) -> Any:
-        if what != "sync":
+        if what not in ("sync", "run"):
             return super().start(what)
+        if what == "run":  # `crossfade run` serves one /metrics: both services' (XStack.start)
+            p = super().start(what)
+            assert self.metrics_url is not None
+            self.sync_metrics = [*self.sync_metrics, self.metrics_url]
+            return p
         port = free_port()
         self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
         try:
@@ -396,21 +401,25 @@ class MappedBench:
             execute(self.pgt.dsn("postgres"), "SELECT pg_stat_statements_reset()")
         db0 = cluster_cpu(self.pgt.pid)
         t0 = time.time()
-        cap = self.x.start("capture")
+        # --one-process: one `crossfade run` (capture and sync threads of one process: its CPU
+        # and RSS are the process's, named "run")
+        one = self.args.one_process
+        cap = self.x.start("run" if one else "capture")
         # --sync-procs `crossfade sync` processes in one consumer group (they share sync.log)
         syns = {
             sync_name(i, self.args.sync_procs): self.x.start("sync")
-            for i in range(self.args.sync_procs)
+            for i in range(0 if one else self.args.sync_procs)
         }
-        s.watch("capture", cap.p.pid)
+        cap_name = "run" if one else "capture"
+        s.watch(cap_name, cap.p.pid)
         snap = SnapshotDone(cap.log, cap.p.pid, t0)
-        self.prof.start("mapped-capture", cap.p.pid)
+        self.prof.start(f"mapped-{cap_name}", cap.p.pid)
         for name, p in syns.items():
             s.watch(name, p.p.pid)
             self.prof.start(f"mapped-{name}", p.p.pid)
         self.x.fence(timeout=7200)
         t_fenced = time.time()
-        cpu = {"capture": cpu_seconds(cap.p.pid)}
+        cpu = {cap_name: cpu_seconds(cap.p.pid)}
         capture_threads = thread_cpu(cap.p.pid)
         cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
@@ -453,7 +462,8 @@ class MappedBench:
             },
             "target_sessions": self.sessions(),
             "target_statements": statements,
-            "sync_log": log_levels(self.x.dir / "sync.log"),
+            "one_process": one,
+            "sync_log": log_levels(self.x.dir / ("run.log" if one else "sync.log")),
         }
 
     def sessions(self) -> dict[str, Any]:
@@ -542,12 +552,16 @@ class MappedBench:
             )
         )
         peak = x["peak_rss_mib"]
-        syncs = [sync_name(i, x["sync_procs"]) for i in range(x["sync_procs"])]
+        procs = (
+            ["run"]
+            if x.get("one_process")
+            else ["capture", *(sync_name(i, x["sync_procs"]) for i in range(x["sync_procs"]))]
+        )
         rec(
             (
                 "mapped_load",
-                f"peak RSS MiB capture/{'/'.join(syncs)}",
-                "/".join(f"{peak.get(k, 0):.0f}" for k in ("capture", *syncs)),
+                f"peak RSS MiB {'/'.join(procs)}",
+                "/".join(f"{peak.get(k, 0):.0f}" for k in procs),
                 "-",
             )
         )

@@ -154,9 +154,10 @@ class XStack(Stack):
         return p
 
     def start(self, what: str) -> Any:
-        if what != "capture":
+        if what not in ("capture", "run"):
             return self._start_proc(what)
-        port = free_port()  # only capture serves /metrics: sync and CLI commands share the config
+        # only capture (or `crossfade run`) serves /metrics: sync and CLI commands share the config
+        port = free_port()
         self._extra_env = {"CROSSFADE_OPS__METRICS_PORT": str(port)}
         if self.jvm_options is not None:
             self._extra_env["CROSSFADE_CAPTURE__JVM_OPTIONS"] = json.dumps(self.jvm_options)
@@ -188,6 +189,10 @@ class XStack(Stack):
         return fence(
             self.settings, timeout=max(1.0, deadline - time.monotonic()), poll=0.02
         ).seconds
+
+
+PIPELINE = ("capture", "sync", "run")
+"""Names of the processes that carry crossfade's changes (``run``: both services in one)."""
 
 
 def capture_batches(url: str | None) -> dict[str, float]:
@@ -468,6 +473,8 @@ class Bench:
         self.broker = EmbeddedBroker(log_to=self.root / "tansu.log").start()
         self.pgbench = self.pg.binaries.tool("pgbench")
         self.rss = RssPeak()
+        self.pipeline = ["run"] if args.one_process else ["capture", "sync"]
+        """The crossfade processes a benchmark starts (``--one-process``: `crossfade run`)."""
         self.tag = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         self.prof = Profiler(args.profile, args.profile_format, self.tag)
         self.prof.idle = getattr(args, "profile_idle", False)
@@ -695,12 +702,10 @@ class Bench:
 
         # crossfade: capture + sync from nothing -> fence -> compare every row
         t0 = time.time()
-        cap = self.x.start("capture")
-        syn = self.x.start("sync")
-        self.rss.watch("capture", cap.p.pid)
-        self.rss.watch("sync", syn.p.pid)
-        self.prof.start("snapshot-capture", cap.p.pid)
-        self.prof.start("snapshot-sync", syn.p.pid)
+        for name in self.pipeline:
+            p = self.x.start(name)
+            self.rss.watch(name, p.p.pid)
+            self.prof.start(f"snapshot-{name}", p.p.pid)
         fence_s = self.x.fence_once_streamed(timeout=3600)
         t_fenced = time.time()
         self.prof.stop()
@@ -781,8 +786,8 @@ class Bench:
             )
         self.record(
             "snapshot",
-            "peak RSS MiB capture/sync",
-            f"{self.rss.peak.get('capture', 0):.0f}/{self.rss.peak.get('sync', 0):.0f}",
+            f"peak RSS MiB {'/'.join(self.pipeline)}",
+            "/".join(f"{self.rss.peak.get(k, 0):.0f}" for k in self.pipeline),
             "-",
         )
         if not equal:
@@ -792,12 +797,11 @@ class Bench:
 
     # -- 2. steady CDC --------------------------------------------------------------------------
     def _pipeline_pids(self, name: str) -> dict[str, int]:
-        """The processes that carry the changes: crossfade's capture (JVM included) and sync;
-        native's walsender (source) and apply worker (target)."""
+        """The processes that carry the changes: crossfade's capture (JVM included) and sync, or
+        the one `crossfade run` (``--one-process``); native's walsender (source) and apply
+        worker (target)."""
         if name == "crossfade":
-            return {
-                p.name: p.p.pid for p in self.x.procs if p.alive() and p.name in ("capture", "sync")
-            }
+            return {p.name: p.p.pid for p in self.x.procs if p.alive() and p.name in PIPELINE}
         pids = {}
         ws = one(
             self.n_src_dsn,
@@ -834,18 +838,21 @@ class Bench:
                 self.marker(src, tgt)
             if name == "crossfade":
                 for p in self.x.procs:
-                    if p.alive() and p.name in ("capture", "sync"):
+                    if p.alive() and p.name in PIPELINE:
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
             pids = self._pipeline_pids(name)
+            # the process hosting capture's JVM: its threads by role (in `crossfade run` sync's
+            # Python threads, named after the process like its main thread, count as "other")
+            cap_pid = pids.get("capture") or pids.get("run")
             cpu0 = self._cpu(pids)
-            threads0 = thread_cpu(pids["capture"]) if "capture" in pids else {}
-            batches0 = capture_batches(self.x.metrics_url) if "capture" in pids else {}
+            threads0 = thread_cpu(cap_pid) if cap_pid else {}
+            batches0 = capture_batches(self.x.metrics_url) if cap_pid else {}
             t0 = time.time()
             ld = self.load(src, self.args.seconds, rate)
             t_seen = self.marker(src, tgt)
             cpu1 = self._cpu(pids)
-            threads1 = thread_cpu(pids["capture"]) if "capture" in pids else {}
-            batches1 = capture_batches(self.x.metrics_url) if "capture" in pids else {}
+            threads1 = thread_cpu(cap_pid) if cap_pid else {}
+            batches1 = capture_batches(self.x.metrics_url) if cap_pid else {}
             wall = time.time() - t0
             self.prof.stop()
             drain = t_seen - ld["t_end"]
@@ -927,7 +934,12 @@ class Bench:
                 else "-"
             )
 
-        self.record("cdc", "CPU us/event capture+sync | walsender+apply", cpu(x), cpu(n))
+        self.record(
+            "cdc",
+            f"CPU us/event {'+'.join(self.pipeline)} | walsender+apply",
+            cpu(x),
+            cpu(n),
+        )
         if x.get("capture_handler"):
             h = x["capture_handler"]
             self.record(
@@ -991,16 +1003,21 @@ class Bench:
             "drain_s": t1 - t0,
             "events_per_s": ld["events"] / (t1 - t0),
         }
-        # crossfade: sync stopped during the load (capture keeps producing into Kafka)
+        # crossfade: sync stopped during the load (capture keeps producing into Kafka); with
+        # --one-process `crossfade run` is stopped, so capture too catches up after the load
+        stopped = "run" if self.args.one_process else "sync"
         for p in self.x.procs:
-            if p.name == "sync" and p.alive():
+            if p.name == stopped and p.alive():
                 p.stop()
         ld = self.load(self.x.source_dsn, self.args.seconds, probes=False)
         t0 = time.time()
         # --sync-procs workers in one consumer group (the topics' partitions split between them)
-        syns = [self.x.start("sync") for _ in range(self.args.sync_procs)]
+        syns = [
+            self.x.start(stopped)
+            for _ in range(1 if self.args.one_process else self.args.sync_procs)
+        ]
         for i, syn in enumerate(syns):
-            name = "sync" if len(syns) == 1 else f"sync-{i}"
+            name = stopped if len(syns) == 1 else f"sync-{i}"
             self.rss.watch(name, syn.p.pid)
             self.prof.start(f"catchup-{name}", syn.p.pid)
         cpu0 = {i: cpu_seconds(syn.p.pid) for i, syn in enumerate(syns)}
@@ -1021,7 +1038,7 @@ class Bench:
             "events": ld["events"],
             "drain_s": t1 - t0,
             "events_per_s": ld["events"] / (t1 - t0),
-            **catchup_phases(t0, t1, samples, [self.x.dir / "sync.log"]),
+            **catchup_phases(t0, t1, samples, [self.x.dir / f"{stopped}.log"]),
         }
         produced = progress.produced_at()
         if produced is not None:
@@ -1065,7 +1082,8 @@ class Bench:
             )
         self.record(
             "catchup",
-            "  CPU s sync/target cluster/broker (drain)",
+            f"  CPU s {'run (capture + sync)' if self.args.one_process else 'sync'}"
+            "/target cluster/broker (drain)",
             "/".join(f"{c:.2f}" for c in x["sync_cpu_s"])
             + f"/{x['target_cpu_s']:.2f}/{x['broker_cpu_s']:.2f}",
             f"-/{n['target_cpu_s']:.2f}/-",
@@ -1074,7 +1092,7 @@ class Bench:
     # -- 4. sync alone ---------------------------------------------------------------------------
     def sync_alone(self) -> None:
         """Replay every event in the topics into fresh targets: crossfade sync vs naive consumer."""
-        if not any(p.name == "capture" and p.alive() for p in self.x.procs):
+        if not any(p.name in ("capture", "run") and p.alive() for p in self.x.procs):
             self.x.start("capture")  # the fence travels through capture
             self.x.fence(timeout=3600)
         base_cfg = yaml.safe_load(self.x.config_path.read_text())
@@ -1309,6 +1327,13 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
         "--keep-logs",
         action="store_true",
         help="keep the run's directory (process and server logs) even when it succeeds",
+    )
+    ap.add_argument(
+        "--one-process",
+        action="store_true",
+        help="start one `crossfade run` (capture and sync together, what a user gets from the "
+        "one-node command) instead of `crossfade capture` + `crossfade sync`: CPU and RSS are "
+        "then per process (`run`), not per service",
     )
 
 
