@@ -267,16 +267,16 @@ def _serve(services: list[str], settings: Settings) -> None:
             token=os.environ.get("CROSSFADE_CONSOLE_TOKEN"),
         ).start()
         log.info("console on http://%s:%d/ (read-only)", settings.ops.console_host, console.port)
-    if services in (["sync"], ["capture"]):
-        # Sync allocates several objects per event (decoded Avro, events, rows) and none of them
-        # form cycles: with the default gen0 threshold (700) the collector ran every few dozen
-        # events and walked all that start-up left behind. Start-up's objects are frozen out of
-        # collections, and gen0 waits for more allocations (~10% of sync's CPU, measured).
-        # capture likewise (each record's parsed payload is a few dicts): its collections walked
-        # JPype's and Debezium's start-up too, which capture freezes at its first batch
-        # (docs/benchmarks.md, "capture's CPU per event by thread").
-        gc.freeze()
-        gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
+    # Sync allocates several objects per event (decoded Avro, events, rows) and none of them
+    # form cycles: with the default gen0 threshold (700) the collector ran every few dozen
+    # events and walked all that start-up left behind. Start-up's objects are frozen out of
+    # collections, and gen0 waits for more allocations (~10% of sync's CPU, measured).
+    # capture likewise (each record's parsed payload is a few dicts): its collections walked
+    # JPype's and Debezium's start-up too, which capture freezes at its first batch
+    # (docs/benchmarks.md, "capture's CPU per event by thread"). `crossfade run` (both in one
+    # process) alike: it had the default collector, the one-node command paying both costs.
+    gc.freeze()
+    gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
     runner.install_signals()
     runner.start()
     try:
