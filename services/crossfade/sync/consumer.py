@@ -159,12 +159,17 @@ class GroupMember:
             self.settings.sync.group_id,
         )
 
-    def resubscribe(self, why: str) -> None:
+    def resubscribe(self, why: str) -> bool:
         """Leave the group and join again with a new consumer, so the group assigns from fresh
         metadata (topics that appeared since: an unsubscribe/subscribe of the same consumer was
         seen joining again with its cached metadata, still without them). ``why`` starts the
         WARNING line. Not while a join is pending: a LeaveGroup then wedges Tansu's group
-        (:meth:`finish_join`); the caller's next look tries again."""
+        (:meth:`finish_join`); the caller's next look tries again.
+
+        Returns whether it re-subscribed. Only then may the caller drop records it consumed and
+        did not apply: the new consumer's assignment starts at the offsets stored in the target.
+        The old consumer, kept, goes on after them: records dropped then are lost (a 1M-row
+        mapped load with two sync processes lost whole batches, issue 22)."""
         assert self.consumer is not None
         group = self.group_state()  # one read serves the check and the hint
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
@@ -173,12 +178,13 @@ class GroupMember:
                 why,
                 self.rebalance_hint(group),
             )
-            return
+            return False
         log.warning("%s: re-subscribing to the change topics", why)
         metrics.resubscribed()
         self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
         self.consumer = self.new_consumer()
         self.subscribe()
+        return True
 
     def look_at_epoch(self) -> None:
         """A new broker epoch (capture started again on a broker that lost its log), or change

@@ -448,8 +448,10 @@ class SyncWorker:
                 if self.watch is not None and self.watch.resubscribe.is_set():
                     self.watch.resubscribe.clear()
                     stalled = ", ".join(sorted(self.stalled_tables)) or "-"
-                    group.resubscribe(f"stalled table(s) {stalled}")
-                    continue
+                    if group.resubscribe(f"stalled table(s) {stalled}"):
+                        continue  # the new consumer reads msgs again from the stored offsets
+                    # not re-subscribed (a rebalance is pending): this consumer is past msgs,
+                    # so they are applied now, or they would be lost
                 if msgs:
                     self._process(msgs)
         finally:
