@@ -1,7 +1,8 @@
 """Parents first during an initial load (crossfade.sync.load_order): every table's snapshot events
-are in the topics before sync starts (capture's snapshot events, ``initial_load: events``), and
-sync consumes the children's partitions only once their parents finished their snapshot, so no
-child is deferred; the target ends equal to the mapping of the legacy rows.
+are in the topics before sync starts (capture's snapshot events: the default ``initial_load:
+copy`` with a mapping), and sync consumes the children's partitions only once their parents
+finished their snapshot, so no child is deferred; the target ends equal to the mapping of the
+legacy rows.
 
 The same load with the scheduling off (``sync.parents_first_wait_s: 0``) defers children: the
 situation is real, and the first test would fail without the scheduling.
@@ -117,7 +118,7 @@ def test_children_in_the_topics_before_their_parents_are_not_deferred(
     # small batches: the children's records come in many batches, most before the parents'
     # are all applied unless they wait
     stack = stack_factory(
-        initial_load="events",
+        initial_load="copy",
         batch_size=100,
         parents_first_wait_s=20.0 if scheduled else 0.0,
     )

@@ -184,7 +184,7 @@ def _load(stack: Stack) -> dict[str, tuple[dict[str, Any], dict[str, Any]]]:
 
 def test_snapshot_events_decode_as_debezium_snapshot(stack_factory: Callable[..., Stack]) -> None:
     dbz = _load(stack_factory(initial_load="debezium", append_only_tables=["public.nokey"]))
-    copied_stack = stack_factory(initial_load="events", append_only_tables=["public.nokey"])
+    copied_stack = stack_factory(initial_load="copy", append_only_tables=["public.nokey"])
     cop = _load(copied_stack)
     log = next(p for p in copied_stack.procs if p.name == "capture").log.read_text(errors="replace")
     assert "initial load done" in log, log[-3000:]
@@ -210,7 +210,9 @@ def test_snapshot_events_decode_as_debezium_snapshot(stack_factory: Callable[...
 
 
 def test_unsupported_type_falls_back_to_debezium(stack_factory: Callable[..., Stack]) -> None:
-    stack = stack_factory(initial_load="events")
+    """The default load of a mapped table whose column type the snapshot events do not cover:
+    Debezium's snapshot, with one INFO line naming the column and type."""
+    stack = stack_factory(initial_load="copy")
     stack.sql("CREATE TABLE public.iv (id int PRIMARY KEY, span interval)")
     stack.sql("INSERT INTO public.iv VALUES (1, '1 day'), (2, NULL)")
     stack.write_config(["public.iv"])
@@ -234,7 +236,7 @@ def test_capture_killed_during_the_mapped_load_loads_again(
     """SIGKILL while the COPY streams send snapshot events: the restart loads again from a new
     slot; rows deleted and changed in between end as the source has them (the re-sent rows win
     by position, the sweep after the second load removes the deleted ones)."""
-    stack = stack_factory(initial_load="events")
+    stack = stack_factory(initial_load="copy")
     stack.sql("CREATE TABLE public.big (id int PRIMARY KEY, v text)")
     stack.sql("INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g")
     with stack.tgt() as c:

@@ -497,13 +497,14 @@ def test_fault_28_validation_failure_is_a_dead_letter_with_its_rule(stack: Any) 
     )
 
 
-def test_identity_and_mapped_tables_together_load_through_debezium_under_copy(
-    stack_factory: Any,
-) -> None:
-    """``capture.initial_load: copy`` with one mapped and one identity table: the mapping applies
-    per event in sync, so capture loads every table through Debezium's snapshot (no COPY load in
-    this epoch) and both arrive whole, mapped and as they are; changes follow."""
-    stack = stack_factory(initial_load="copy")
+@pytest.mark.parametrize("initial_load", ["copy", "debezium"])
+def test_identity_and_mapped_tables_together_load(stack_factory: Any, initial_load: str) -> None:
+    """One mapped and one identity table: the mapping applies per event in sync, so the default
+    ``capture.initial_load: copy`` sends every table's rows as snapshot events by COPY (a COPY
+    load in this epoch, nothing copied into the target by capture), and ``debezium`` loads them
+    through Debezium's snapshot (no COPY load); both ways they arrive whole, mapped and as they
+    are; changes follow."""
+    stack = stack_factory(initial_load=initial_load)
     stack.sql("CREATE TABLE public.customers (id int PRIMARY KEY, name text, email text)")
     stack.sql("CREATE TABLE public.items (id int PRIMARY KEY, label text)")
     stack.sql(
@@ -534,5 +535,9 @@ def test_identity_and_mapped_tables_together_load_through_debezium_under_copy(
             "SELECT count(*), count(*) FILTER (WHERE name = 'renamed') FROM crm.customers"
         ).fetchone() == (300, 10)
         assert t.execute("SELECT count(*), max(id) FROM public.items").fetchone() == (450, 450)
-    assert "load through Debezium's snapshot" in capture.log.read_text()
-    assert not list((stack.dir / "capture").glob("load-*.json"))  # no COPY load ran
+    loads = [json.loads(p.read_text()) for p in (stack.dir / "capture").glob("load-*.json")]
+    if initial_load == "copy":
+        assert "load as snapshot events by COPY" in capture.log.read_text()
+        assert len(loads) == 1 and loads[0]["done"], loads
+    else:
+        assert not loads  # no COPY load ran: Debezium's snapshot

@@ -34,9 +34,11 @@ A crash at any point before the load is marked done leaves it not done: the rest
 slot (Debezium has acknowledged nothing from it: its batches were held) and loads again from
 step 1 (step 3 empties what the first attempt copied).
 
-``initial_load: events``: step 3 only notes the slot, step 4 sends the rows to the change topics
-as snapshot events at S (:mod:`crossfade.capture.snapshot_events`) for sync to map, and the
-sweep markers follow them before the load is marked done.
+With a ``mapping.tables`` entry (or ``initial_load: events``, for any tables): step 3 only notes
+the slot, step 4 sends the rows to the change topics as snapshot events at S
+(:mod:`crossfade.capture.snapshot_events`) for sync to map, and the sweep markers follow them
+before the load is marked done. A column type the events do not cover makes it Debezium's
+snapshot (one INFO line).
 
 Append-only tables (no primary key) are copied in one stream with their content hash
 (``_cf_hash``), identical rows collapsing into one as they do through Debezium.
@@ -91,18 +93,20 @@ _SESSION = (
 
 def copy_load_mode(settings: Settings) -> str | None:
     """``copy``: rows copied into the target (``initial_load: copy``, no mapping); ``stream``:
-    rows sent to the change topics as snapshot events for sync to map (``initial_load: events``,
-    :mod:`.snapshot_events`); None: Debezium's snapshot (``initial_load: debezium``, or ``copy``
-    with a mapping: those load through Debezium)."""
+    rows sent to the change topics as snapshot events for sync to map (:mod:`.snapshot_events`:
+    ``initial_load: copy`` with a ``mapping.tables`` entry, or ``events`` for any tables); None:
+    Debezium's snapshot (``initial_load: debezium``). A table whose column types the snapshot
+    events do not cover makes a ``stream`` load Debezium's snapshot (:func:`~crossfade.capture.snapshot_events.stream_load`)."""
     mode = settings.capture.initial_load
     if mode == "events":
         return "stream"
     if mode == "copy" and settings.mapping and settings.mapping.tables:
         log.info(
-            "tables with a mapping load through Debezium's snapshot: initial_load copy is not used "
-            "(initial_load: events sends them as snapshot events by COPY)"
+            "tables with a mapping load as snapshot events by COPY for sync to map "
+            "(capture.initial_load: debezium loads them through Debezium's snapshot instead, "
+            "which a rewind can replay)"
         )
-        return None
+        return "stream"
     return "copy" if mode == "copy" else None
 
 

@@ -161,12 +161,14 @@ class CaptureConfig(_Strict):
     the replication slot with an exported snapshot and copies every table straight into the target
     with parallel COPY at that snapshot, then Debezium streams from the slot's consistent point
     (tens of times faster for a large first load; the snapshot rows do not go through Kafka, so a
-    rewind to a checkpoint taken before the load ended is refused). ``debezium``: Debezium's own
-    snapshot, as change events through Kafka (a rewind or a second consumer can replay them).
-    With a ``mapping.tables`` entry, ``copy`` loads through Debezium. ``events``: parallel COPY
-    at the exported snapshot sent to the topics as Debezium's snapshot events (docs/commands.md:
-    which column types), for sync to map. Kafka Connect (``crossfade connector render``) always
-    snapshots with Debezium (``snapshot_mode``)."""
+    rewind to a checkpoint taken before the load ended is refused). With a ``mapping.tables``
+    entry, ``copy`` sends every table's rows, read by the same parallel COPY, to the topics as
+    Debezium's snapshot events for sync to map (a column type they do not cover, docs/commands.md,
+    makes it Debezium's snapshot, with an INFO line; a rewind from before the load is refused as
+    well). ``events``: those snapshot events for identity tables too. ``debezium``: Debezium's own
+    snapshot, as change events through Kafka (a rewind or a second consumer can replay them: the
+    choice when a rewind must be able to re-apply the load). Kafka Connect (``crossfade connector
+    render``) always snapshots with Debezium (``snapshot_mode``)."""
     converter: Literal["python", "jvm"] = "python"
     """Who encodes Debezium's records to Avro. ``python`` (default): the engine's JSON converter,
     then capture's Avro writer. ``jvm``: Confluent's AvroConverter inside Debezium's JVM (an
@@ -182,7 +184,8 @@ class CaptureConfig(_Strict):
     matter more than the steady cost. capture always adds
     ``-Xrs``, its log4j configuration and the crash-log path."""
     initial_load_workers: int = Field(2, ge=1, le=64)
-    """Parallel COPY streams of ``initial_load: copy`` (chunks of a table by block range)."""
+    """Parallel COPY streams of ``initial_load: copy`` and ``events`` (chunks of a table by block
+    range)."""
     load_windows: list[str] = Field(default_factory=list)
     """Off-peak windows for the initial load and re-loads, ``HH:MM-HH:MM`` in
     ``load_timezone`` or with a zone of its own (``"22:00-06:00 Europe/Berlin"``); a window may

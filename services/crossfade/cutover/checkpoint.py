@@ -12,7 +12,8 @@ change applied at those offsets was committed in the legacy database before that
    offsets move under it);
 2. a checkpoint taken before its epoch's initial COPY load ended (``capture.initial_load:
    copy``) is refused: the copied rows never went through the topics, the replay cannot re-apply
-   them (rewind to a later checkpoint, or load again);
+   them (rewind to a later checkpoint, or load again). A load sent as snapshot events (mapped
+   tables with ``copy``, or ``events``) is refused the same way (conservative: same mark);
 3. the checkpoint's offsets must still be in the topics: same broker epoch as now, and not below
    a partition's log start offset (retention). Otherwise it is refused with what to do;
 4. in one target transaction, per partition: the stored offset goes back to the checkpoint's,
@@ -253,11 +254,11 @@ def check_not_before_copy_load(cp: Checkpoint, load: CopyLoadMark | None) -> Non
     ended = "has not ended" if load.done_at is None else f"ended at {load.done_at.isoformat()}"
     raise CrossfadeError(
         f"checkpoint {cp.name} ({cp.created_at.isoformat()}) was taken before the initial COPY "
-        f"load of broker epoch {cp.epoch} {ended}: the copied rows are not in the topics, a "
-        "rewind cannot replay them",
+        f"load of broker epoch {cp.epoch} {ended}: a rewind does not replay that load (rows "
+        "copied into the target are not in the topics)",
         "rewind to a checkpoint taken after the load (crossfade checkpoint list), or load again "
-        "(restart capture with a new capture.state_dir); capture.initial_load: debezium puts the "
-        "initial rows in the topics",
+        "(restart capture with a new capture.state_dir); capture.initial_load: debezium makes "
+        "the initial load replayable (mapped tables too)",
     )
 
 
