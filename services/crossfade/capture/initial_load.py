@@ -102,9 +102,10 @@ def copy_load_mode(settings: Settings) -> str | None:
         return "stream"
     if mode == "copy" and settings.mapping and settings.mapping.tables:
         log.info(
-            "tables with a mapping load as snapshot events by COPY for sync to map "
-            "(capture.initial_load: debezium loads them through Debezium's snapshot instead, "
-            "which a rewind can replay)"
+            "tables with a mapping load as snapshot events by COPY for sync to map, unless a "
+            "column type needs Debezium's snapshot (a line then says which); "
+            "capture.initial_load: debezium loads them through Debezium's snapshot instead, "
+            "which a rewind can replay"
         )
         return "stream"
     return "copy" if mode == "copy" else None

@@ -110,8 +110,9 @@ CAPTURE_HANDLER_CPU = Counter(
 )
 SNAPSHOT_ROWS = Counter(
     "crossfade_capture_snapshot_rows_total",
-    "Rows of the initial load, by source table: copied by the COPY load (capture.initial_load: "
-    "copy) or published from Debezium's snapshot.",
+    "Rows of the initial load, by source table: copied into the target or sent to the change "
+    "topics as snapshot events by the COPY load (capture.initial_load: copy, events), or "
+    "published from Debezium's snapshot.",
     ["table"],
 )
 SNAPSHOT_RUNNING = Gauge(
