@@ -60,6 +60,7 @@ sys.path.insert(0, str(REPO))
 from tests.conftest import Stack  # noqa: E402  (the integration tests' harness)
 
 from bench import history  # noqa: E402
+from bench.timeline import Timeline, print_summary, sched_by_role  # noqa: E402
 from crossfade.config import load_settings  # noqa: E402
 from crossfade.embedded import EmbeddedBroker, EmbeddedPostgres  # noqa: E402
 from crossfade.embedded._proc import free_port  # noqa: E402
@@ -313,6 +314,17 @@ CAPTURE_THREAD_ROLES = (
     ("snapshot", ("pool-4-thread",)),  # Debezium's snapshot reader (snapshot.max.threads of them)
     ("kafka", ("rdk:",)),  # librdkafka
 )
+
+
+def set_autogroup_nice(pids: Any, nice: int) -> None:
+    """``--autogroup-nice``: the CPU weight of the scheduling groups of crossfade's processes.
+    With ``kernel.sched_autogroup_enabled`` every session is one group that the scheduler gives
+    an equal share of the CPUs whatever its thread count (each crossfade process starts its own
+    session): one `crossfade run` is one share where capture + sync are two. Nice -3 weighs about
+    twice nice 0, +3 about half (a lower nice needs CAP_SYS_NICE)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            Path(f"/proc/{pid}/autogroup").write_text(str(nice))
 
 
 def thread_times(pid: int) -> dict[str, tuple[str, float]]:
@@ -825,6 +837,23 @@ class Bench:
                 out[k] = cpu_seconds(pid)
         return out
 
+    def _timeline(self, pids: dict[str, int]) -> Timeline:
+        """``--timeline``: the backlog by stage and every process's CPU, sampled (bench/timeline.py)."""
+
+        def cpu() -> dict[str, float]:
+            out: dict[str, float] = {}
+            for name, pid in pids.items():
+                with contextlib.suppress(psutil.Error, OSError):
+                    roles = CAPTURE_THREAD_ROLES if name in ("capture", "run") else ()
+                    out.update({f"{name}.{k}": v for k, v in sched_by_role(pid, roles).items()})
+            with contextlib.suppress(psutil.Error):
+                out["broker"] = self._broker_cpu()
+                out["pg_legacy"] = cluster_cpu(self.pg.pid)
+                out["pg_target"] = cluster_cpu(self.pgt.pid)
+            return out
+
+        return Timeline(self.x.settings, self.x.source_dsn, self.x.target_dsn, cpu).start()
+
     def _cdc_run(self, label: str, rate: float | None) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, src, tgt in (
@@ -841,19 +870,34 @@ class Bench:
                     if p.alive() and p.name in PIPELINE:
                         self.prof.start(f"{label}-{p.name}", p.p.pid)
             pids = self._pipeline_pids(name)
+            if name == "crossfade" and self.args.autogroup_nice is not None:
+                set_autogroup_nice(pids.values(), self.args.autogroup_nice)
             # the process hosting capture's JVM: its threads by role (in `crossfade run` sync's
             # Python threads, named after the process like its main thread, count as "other")
             cap_pid = pids.get("capture") or pids.get("run")
             cpu0 = self._cpu(pids)
             threads0 = thread_cpu(cap_pid) if cap_pid else {}
             batches0 = capture_batches(self.x.metrics_url) if cap_pid else {}
+            tl = self._timeline(pids) if name == "crossfade" and self.args.timeline else None
+            timeline: dict[str, Any] = {}
             t0 = time.time()
             ld = self.load(src, self.args.seconds, rate)
+            if tl is not None:
+                tl.marks["load_end"] = ld["t_end"]
             t_seen = self.marker(src, tgt)
             cpu1 = self._cpu(pids)
             threads1 = thread_cpu(cap_pid) if cap_pid else {}
             batches1 = capture_batches(self.x.metrics_url) if cap_pid else {}
             wall = time.time() - t0
+            if tl is not None:
+                tl.marks["seen"] = t_seen
+                time.sleep(0.5)  # a sample after the probe was seen
+                tl.stop()
+                summary = tl.summary(ld["events"], t0)
+                print_summary(f"{label} ({'+'.join(self.pipeline)})", summary)
+                tl_path = RESULTS / f"{self.tag}-{label}-timeline.json"
+                tl.write(tl_path, summary)
+                timeline = {"file": tl_path.name, **summary.get("at_load_end", {})}
             self.prof.stop()
             drain = t_seen - ld["t_end"]
             lat = self.latency(src, tgt, ld["first_probe"], ld["last_probe"])
@@ -868,6 +912,8 @@ class Bench:
                 "cpu_us_per_event": cpu_us,
                 "load_avg": os.getloadavg(),
             }
+            if timeline:
+                out[name]["timeline"] = timeline
             if batches0 and batches1:
                 d = {k: batches1[k] - batches0.get(k, 0.0) for k in batches1}
                 n = d.get("batch_duration_seconds_count") or 0
@@ -1374,6 +1420,20 @@ def main() -> None:
         default=0,
         metavar="SECONDS",
         help="cdc: run the same load this long, unmeasured, and drain it first (a warm JVM: steady state)",
+    )
+    ap.add_argument(
+        "--timeline",
+        action="store_true",
+        help="cdc: sample the backlog by stage (WAL unsent, produced, applied) and every process's "
+        "CPU every 0.25 s; print the drain second by second (bench/timeline.py)",
+    )
+    ap.add_argument(
+        "--autogroup-nice",
+        type=int,
+        default=None,
+        metavar="N",
+        help="cdc: set the scheduling groups (sessions) of crossfade's processes to nice N "
+        "before the load (an experiment: -3 weighs twice a default group, +3 half)",
     )
     ap.add_argument("--batch-size", type=int, default=10000, help="sync.batch_size")
     ap.add_argument(
