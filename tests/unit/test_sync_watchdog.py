@@ -196,3 +196,113 @@ def test_worker_exposes_what_its_watch_sees() -> None:
     w.watch.stalled = {"public.t": "why"}
     got: Any = w.stalled_tables
     assert got == {"public.t": "why"} and got is not w.watch.stalled
+
+
+def _busy_watch(clock: Clock, fetched: dict[tuple[str, int], int], ago: list[float]) -> TableWatch:
+    w = _watch(clock)
+    w.view = WorkerView(
+        owned=lambda: set(clock.owned),
+        generation_started=lambda: clock.gen,
+        fetched=lambda: dict(fetched),
+        progressed_s_ago=lambda: ago[-1],
+    )
+    return w
+
+
+def test_a_partition_fetched_while_the_worker_commits_elsewhere_is_busy_not_stalled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A partition grown by a fence's markers only, whose records the consumer fetched and
+    queued behind other partitions' (a load's big batches): no stall while the worker commits
+    batches; a stall once it commits none, and at once when the partition is not fetched."""
+    clock = Clock()
+    clock.owned = {(t, p) for t in ALL for p in range(2)}
+    rows = {(t, p): (10, 1.0) for t in ALL for p in range(2)}
+    ends = {tp: 10 for tp in rows}
+    ends[("p.public.a", 1)] = 12  # a fence's two markers
+    fetched = {tp: 10 for tp in rows}
+    fetched[("p.public.a", 1)] = 12  # fetched: in the consumer's queue
+    ago = [2.0]  # the worker committed a batch 2 s ago (of other partitions)
+    w = _busy_watch(clock, fetched, ago)
+    _reads(w, monkeypatch, parts=ALL, rows=rows, ends=ends)
+    for t in range(1000, 1060, 5):
+        assert _at(w, clock, t) == {}
+    assert not w.resubscribe.is_set()
+    ago.append(11.0)  # the worker committed nothing for stall_after_s: stalled at once
+    stalled = _at(w, clock, 1061)
+    assert "no progress on p.public.a[1] for 61 s" in stalled["public.a"], stalled
+    assert w.resubscribe.is_set()
+    # committing again, but the partition is not fetched (its position at the stored offset)
+    w.resubscribe.clear()
+    ago.append(1.0)
+    fetched[("p.public.a", 1)] = 10
+    assert "no progress on p.public.a[1]" in _at(w, clock, 1062)["public.a"]
+
+
+def test_progress_of_another_workers_partition_is_left_to_its_watch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only the owner's consumer knows whether a partition's records are fetched: a partition
+    this worker does not hold is not judged by its progress (it is still judged assigned)."""
+    clock = Clock()
+    clock.owned = {("p.public.b", 0), ("p.public.b", 1)}
+    clock.gen = 900.0
+    w = _watch(clock)
+    # a's partitions, claimed by another worker in this generation, do not move while they grow
+    rows = {(t, p): (10, 10.0) for t in ALL for p in range(2)}
+    ends = {tp: 10 for tp in rows}
+    ends[("p.public.a", 0)] = 50
+    _reads(w, monkeypatch, parts=ALL, rows=rows, ends=ends)
+    for t in range(1000, 1100, 5):
+        assert _at(w, clock, t) == {}
+    assert not w.resubscribe.is_set()
+    clock.owned.add(("p.public.a", 0))  # assigned to this worker now: judged from then on
+    assert _at(w, clock, 1100) == {}
+    assert "no progress on p.public.a[0]" in _at(w, clock, 1111)["public.a"]
+
+
+def test_the_consumer_statistics_give_the_fetch_positions_of_owned_partitions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """librdkafka's statistics (``stats_cb``) -> :attr:`GroupMember.fetched`, what the watch
+    reads: owned partitions only, positions not known yet (-1001) and the internal partition
+    (-1) left out, cleared when a rebalance revokes them."""
+    import json
+
+    from crossfade.config import Settings
+    from crossfade.sync.worker import SyncWorker
+
+    w = SyncWorker(
+        Settings(
+            source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+            target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+            kafka={"bootstrap_servers": "127.0.0.1:1"},
+            tables=["public.t"],
+        )
+    )
+    g = w.group
+    g.owner = {("t", 0): "tok", ("t", 1): "tok"}
+    stats = {
+        "topics": {
+            "t": {
+                "partitions": {
+                    "0": {"next_offset": 120, "app_offset": 40},
+                    "1": {"next_offset": -1001},
+                    "2": {"next_offset": 7},  # another worker's
+                    "-1": {"next_offset": -1001},
+                }
+            }
+        }
+    }
+    g.on_stats(json.dumps(stats))
+    assert g.fetched == {("t", 0): 120}
+    g.on_stats("not json")  # kept as it was
+    assert g.fetched == {("t", 0): 120}
+    g.on_revoke(None, [])  # type: ignore[arg-type]
+    assert g.fetched == {}
+    from crossfade.sync import consumer as consumer_mod
+
+    confs: list[dict[str, Any]] = []
+    monkeypatch.setattr(consumer_mod, "Consumer", lambda conf: confs.append(conf))
+    g.new_consumer()  # the statistics are asked for, and handed to on_stats
+    assert confs[0]["statistics.interval.ms"] > 0 and confs[0]["stats_cb"] == g.on_stats

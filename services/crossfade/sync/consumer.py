@@ -15,6 +15,7 @@ before anything is fetched from it.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -38,6 +39,10 @@ Claim = Callable[[list[TP], str], tuple[str, dict[TP, int]]]
 SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
 """Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
+
+STATS_INTERVAL_MS = 5000
+"""librdkafka's statistics of the consumer, this often: the fetch position of each assigned
+partition (:attr:`GroupMember.fetched`), which the table watch reads."""
 
 EPOCH_LOOKS_S = (0.2, 5.0, 1.0)
 """Waiting for capture's broker epoch: a look every 0.2 s for the first 5 s, then every 1 s.
@@ -87,6 +92,13 @@ class GroupMember:
         """``crossfade pause sync`` as this member obeys it (:mod:`crossfade.sync.pause`)."""
         self.load_order: LoadOrderHook | None = None
         """Children held back during an initial load (:mod:`crossfade.sync.load_order`)."""
+        self.fetched: dict[TP, int] = {}
+        """Owned partition -> the consumer's fetch position (the next offset librdkafka fetches,
+        from its statistics every :data:`STATS_INTERVAL_MS`): records below it are fetched and
+        wait in the consumer's local queue, behind the records of other partitions fetched
+        before them (the queue is one FIFO of up to ``queued.min.messages``, 100,000 records,
+        whatever their partition). Emptied on every assignment and revocation: a position of an
+        earlier assignment says nothing of this one."""
 
     # -- epoch --------------------------------------------------------------------------------
     def current_epoch(self) -> str | None:
@@ -140,6 +152,9 @@ class GroupMember:
                 "session.timeout.ms": s.sync.session_timeout_ms,
                 "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
                 "allow.auto.create.topics": False,
+                # the fetch positions the table watch reads (served inside consume())
+                "statistics.interval.ms": STATS_INTERVAL_MS,
+                "stats_cb": self.on_stats,
             }
         )
 
@@ -256,6 +271,7 @@ class GroupMember:
         # a rejoin after a broker restart must not claim under the old epoch
         self.epoch = self.current_epoch() or self.epoch
         offsets = self.claim(tps)
+        self.fetched = {}
         assigned = [TopicPartition(t, p, offsets[(t, p)]) for t, p in tps]
         consumer.assign(assigned)
         self.pause.on_assign(consumer, assigned)  # paused: the new partitions too, at once
@@ -267,9 +283,27 @@ class GroupMember:
         self.next_heartbeat = 0.0
         self.ready.set()
 
+    def on_stats(self, stats: str) -> None:
+        """librdkafka's statistics: the fetch position of every owned partition
+        (:attr:`fetched`). A position librdkafka does not know yet (``-1001``) is left out."""
+        try:
+            topics = json.loads(stats).get("topics", {})
+            fetched = {
+                (topic, int(p)): int(part["next_offset"])
+                for topic, t in topics.items()
+                for p, part in t.get("partitions", {}).items()
+                if int(p) >= 0 and int(part.get("next_offset", -1)) >= 0
+            }
+        except (ValueError, TypeError, AttributeError, KeyError) as exc:
+            log.debug("consumer statistics not read: %s", exc)
+            return
+        owned = set(self.owner)
+        self.fetched = {tp: n for tp, n in fetched.items() if tp in owned}
+
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.in_group = False  # a rebalance began: until the next assignment a join is pending
         self.generation_started = time.monotonic()
+        self.fetched = {}
         for p in partitions:
             self.owner.pop((p.topic, p.partition), None)
         self.next_heartbeat = 0.0
@@ -284,6 +318,7 @@ class GroupMember:
         if not tps:
             return
         offsets = self.claim(tps)
+        self.fetched = {}
         self.consumer.assign([TopicPartition(t, p, offsets[(t, p)]) for t, p in tps])
         if self.load_order is not None:  # assign resumed them
             self.load_order.apply(self.consumer, self.pause.paused)

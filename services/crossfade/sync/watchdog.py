@@ -13,11 +13,20 @@ Every ``interval_s`` a background thread of the worker looks at each configured 
   silent stall of issue 21: librdkafka learned the topics of a subscription only from metadata
   refreshed every five minutes, so topics that vanished with a broker's log and reappeared were
   not assigned again for minutes, or at all.
-* **Does it make progress while its topic grows?** For each partition: the broker's log end
-  (ListOffsets) above the offset stored in the target, and that stored offset unchanged for
-  ``stall_after_s``. On Tansu, ListOffsets under-reports (STACK.md: the last batch's base + 1), so
-  records waiting only in a partition's last batch are noticed once the log grows again; never a
-  false alarm.
+* **Does it make progress while its topic grows?** For each partition this worker holds: the
+  broker's log end (ListOffsets) above the offset stored in the target, and that stored offset
+  unchanged for ``stall_after_s``. On Tansu, ListOffsets under-reports (STACK.md: the last
+  batch's base + 1), so records waiting only in a partition's last batch are noticed once the log
+  grows again; never a false alarm. A partition is *busy elsewhere*, not stalled, while the
+  worker commits batches (one within ``stall_after_s``) and its consumer has fetched the
+  partition's waiting records (its fetch position, :attr:`WorkerView.fetched`, above the stored
+  offset): they wait in the consumer's local queue, one FIFO of up to 100,000 prefetched records
+  of all partitions, behind the records of busy partitions fetched before them. A partition
+  whose load is done and that grows by a fence's markers only waited there longer than a minute
+  during a 1M-row load with two workers, and the re-subscribe that followed revoked every
+  partition of both workers, a dozen times a load (issue 22). A partition not fetched, or a
+  worker that commits nothing, is still a stall. The partitions of other workers are their own
+  watches' to judge (only the owner's consumer knows its fetch positions).
 
 A condition that lasts ``stall_after_s`` makes the table *stalled*: :attr:`TableWatch.stalled`
 names it with the reason (the worker's ``/readyz``, ``crossfade_sync_table_stalled{table}`` and
@@ -79,6 +88,11 @@ class WorkerView:
     lock_wait: Callable[[], str | None] = lambda: None
     """What this worker's claim waits for, once it waited long (:mod:`crossfade.sync.lock_wait`):
     named in the reason of a table left unassigned meanwhile."""
+    fetched: Callable[[], Mapping[tuple[str, int], int]] = lambda: {}
+    """Held partition -> its consumer's fetch position (:attr:`crossfade.sync.consumer.
+    GroupMember.fetched`): records below it are in the consumer's local queue."""
+    progressed_s_ago: Callable[[], float | None] = lambda: None
+    """Seconds since this worker last committed a batch (None: never)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +193,7 @@ class TableWatch:
         owned = self.view.owned()
         elapsed = now - self.view.generation_started()
         held = self.view.held()
+        busy = self._busy_elsewhere()
         for topic, table in self.topics.items():
             if broker_err is not None:
                 conds[table] = Finding(
@@ -191,7 +206,15 @@ class TableWatch:
             else:
                 assert parts is not None and rows is not None
                 conds[table] = self._look(
-                    topic, parts.get(topic), rows, ends, owned, elapsed, now, held=table in held
+                    topic,
+                    parts.get(topic),
+                    rows,
+                    ends,
+                    owned,
+                    elapsed,
+                    now,
+                    held=table in held,
+                    busy=busy,
                 )
         return self._publish(conds, now)
 
@@ -206,8 +229,11 @@ class TableWatch:
         now: float,
         *,
         held: bool = False,
+        busy: Mapping[tuple[str, int], int] | None = None,
     ) -> Finding | None:
-        """What is wrong with one table, or None when it is assigned and progressing."""
+        """What is wrong with one table, or None when it is assigned and progressing. ``busy``:
+        the fetch positions of this worker's partitions while it commits batches (see
+        :meth:`_busy_elsewhere`); None when it does not."""
         if not n_parts:
             return Finding(
                 "missing",
@@ -228,8 +254,11 @@ class TableWatch:
                 or seen[0] != stored
                 or self.view.paused()
                 or held
+                or tp not in owned  # its owner's watch judges it
             ):
                 self._progress[tp] = (stored, now)
+            elif busy is not None and busy.get(tp, -1) > stored:
+                continue  # fetched, queued behind other partitions' records: busy elsewhere
             elif stuck is None and now - seen[1] >= self.stall_after_s:
                 stuck = Finding(
                     "progress",
@@ -250,6 +279,15 @@ class TableWatch:
                 True,
             )
         return stuck
+
+    def _busy_elsewhere(self) -> Mapping[tuple[str, int], int] | None:
+        """The fetch positions of this worker's partitions when it committed a batch within
+        ``stall_after_s`` (a partition fetched above its stored offset then waits its turn in
+        the consumer's queue), else None (no partition is excused)."""
+        ago = self.view.progressed_s_ago()
+        if ago is None or ago >= self.stall_after_s:
+            return None
+        return self.view.fetched()
 
     def _publish(self, conds: dict[str, Finding | None], now: float) -> dict[str, str]:
         stalled: dict[str, str] = {}

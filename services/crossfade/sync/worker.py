@@ -288,6 +288,8 @@ class SyncWorker:
                 paused=lambda: self.group.pause.paused,
                 held=lambda: self.group.load_order.held() if self.group.load_order else (),
                 lock_wait=lambda: self.lock_wait.current,
+                fetched=lambda: self.group.fetched,
+                progressed_s_ago=lambda: time.time() - (self.stats.last_batch_at or 0),
             ),
             stall_after_s=s.sync.stall_after_s,
         ).start()
