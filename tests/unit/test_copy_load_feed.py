@@ -132,3 +132,32 @@ def test_the_feed_stops_between_tables_once_a_stream_failed(
     _load(tmp_path)._feed(_Conn(), work, 1 << 64, 1, errors)  # type: ignore[arg-type]
     assert "prepare public.b" not in calls  # not emptied for nothing
     assert [label for label, _ in work.seen] == ["public.a#0", "public.a#1", "end"]
+
+
+def test_a_deadlock_while_emptying_a_table_is_tried_again_not_the_load_failed(
+    tmp_path: Path, calls: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sync worker applying the sweep marker at the slot's point raises the table's watermark
+    and then reads the table, the reverse of the load's TRUNCATE then watermark: PostgreSQL
+    aborts one of the two (seen in CI: the whole COPY load failed, capture exited). The load's
+    transaction is tried again; a lasting failure still fails the load."""
+    from psycopg import errors as pgerr
+
+    deadlocks = {"public.b": 1, "public.c": 99}
+
+    def raise_watermark(tgt: Any, bk: str, table: str, *a: Any) -> None:
+        if deadlocks.get(table, 0) > 0:
+            deadlocks[table] -= 1
+            raise pgerr.DeadlockDetected("deadlock detected")
+        calls.append(f"empty {table}")
+
+    monkeypatch.setattr(initial_load, "raise_watermark", raise_watermark)
+    work = _Queue(calls)
+    errors: list[BaseException] = []
+    _load(tmp_path)._feed(_Conn(), work, 1 << 64, 1, errors)  # type: ignore[arg-type]
+    assert "empty public.b" in calls  # the second attempt
+    assert [label for label, _ in work.seen][:4] == [
+        "public.a#0", "public.a#1", "public.b#0", "public.b#1",
+    ]  # fmt: skip
+    assert [type(e).__name__ for e in errors] == ["DeadlockDetected"]  # c: 5 attempts, then fails
+    assert deadlocks["public.c"] == 99 - 5

@@ -59,7 +59,14 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
+from tenacity import (
+    RetryCallState,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_fixed,
+)
 
 from crossfade import metrics
 from crossfade.capture.connector import captured_tables
@@ -70,7 +77,7 @@ from crossfade.capture.pacing import Pacer, Schedule
 from crossfade.capture.snapshot_events import StreamLoad
 from crossfade.catalog import read_shape
 from crossfade.config import Settings
-from crossfade.db import connect
+from crossfade.db import connect, retrying
 from crossfade.errors import CrossfadeError
 from crossfade.events.model import SHIFT, position
 from crossfade.target.ddl import add_column_from_source, ensure_target_table, sync_enum
@@ -298,11 +305,7 @@ class CopyLoad:
                         return
                     shape = ensure_target_table(src, tgt, table, table, s.sync.create_tables, bk)
                     shape = _follow_source(src, tgt, table, shape)
-                    schema, name = table.split(".", 1)
-                    with tgt.transaction():
-                        tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
-                        raise_watermark(tgt, bk, table, pos, "initial load")
-                        clear_tombstones(tgt, bk, table)
+                    self._empty(tgt, table, pos)
                     for chunk in table_chunks(plan, table, shape, pos):
                         self.total_chunks += 1
                         work.put(chunk)
@@ -312,6 +315,25 @@ class CopyLoad:
         finally:
             for _ in range(n):
                 work.put(None)
+
+    def _empty(self, tgt: psycopg.Connection, table: str, pos: int) -> None:
+        """Step 3's transaction for one table: emptied, watermark raised, tombstones dropped.
+        Tried again (5 attempts in all) on a transient failure, above all a deadlock: a sync worker
+        applying the sweep marker at S (sent when the slot was made) raises the same watermark
+        row and then reads the table, the reverse order of TRUNCATE then watermark (seen in CI:
+        the whole load failed on it). The transaction is all or nothing, so again is safe."""
+        schema, name = table.split(".", 1)
+        bk = self.settings.sync.bookkeeping_schema
+
+        def again(rs: RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome else None
+            log.warning("emptying %s for the initial load: %s; trying again", table, exc)
+
+        for attempt in retrying(again, stop=stop_after_attempt(5), max_wait_s=2.0):
+            with attempt, tgt.transaction():
+                tgt.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier(schema, name)))
+                raise_watermark(tgt, bk, table, pos, "initial load")
+                clear_tombstones(tgt, bk, table)
 
     def _prepare_stream(self, pos: int) -> dict[str, Any]:
         """Step 3 for mapped tables: only the slot noted (sync maps the snapshot events and
