@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from crossfade.sync.watchdog import TableWatch, WorkerView
+from tests.conftest import offline_settings
 
 TOPICS = {"p.public.a": "public.a", "p.public.b": "public.b"}
 
@@ -179,17 +180,9 @@ def test_broker_or_target_not_answering_stalls_every_table_without_resubscribing
 
 
 def test_worker_exposes_what_its_watch_sees() -> None:
-    from crossfade.config import Settings
     from crossfade.sync.worker import SyncWorker
 
-    w = SyncWorker(
-        Settings(
-            source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-            target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-            kafka={"bootstrap_servers": "127.0.0.1:1"},
-            tables=["public.t"],
-        )
-    )
+    w = SyncWorker(offline_settings())
     assert w.stalled_tables == {}  # before run() started a watch
     clock = Clock()
     w.watch = _watch(clock)
@@ -269,17 +262,9 @@ def test_the_consumer_statistics_give_the_fetch_positions_of_owned_partitions(
     (-1) left out, cleared when a rebalance revokes them."""
     import json
 
-    from crossfade.config import Settings
     from crossfade.sync.worker import SyncWorker
 
-    w = SyncWorker(
-        Settings(
-            source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
-            target={"dsn": "postgresql://u@127.0.0.1:1/target"},
-            kafka={"bootstrap_servers": "127.0.0.1:1"},
-            tables=["public.t"],
-        )
-    )
+    w = SyncWorker(offline_settings())
     g = w.group
     g.owner = {("t", 0): "tok", ("t", 1): "tok"}
     stats = {
