@@ -258,11 +258,15 @@ def _take(conn: psycopg.Connection, pairs: Iterable[tuple[str, str]], *, shared:
 def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
     """Take, until commit, the lock of every parent whose state this transaction changes.
 
-    The handshake with :func:`wait_for_parent`: a worker that did not find a parent waits for
-    the transaction changing it, then looks again; a transaction that changes it after that
-    worker looked waits for that worker's commit, and then finds its child in ``child_refs``.
-    Either way no child is decided on a parent state that is about to change unseen. A parent's
-    lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending order."""
+    The handshake with :func:`wait_for_parent`: a worker that did not find a parent takes the
+    parent's lock shared (waiting for a changer that holds it), then looks again. The changer
+    takes it after its writes and just before it reads the parent's children
+    (:meth:`~crossfade.sync.sinks.mapped.MappedTables.follow_parents`): if the worker took it
+    first, the changer waits for the worker's commit and then finds its child in
+    ``child_refs``; if the changer took it first, the worker waits for the changer's commit and
+    then finds the parent. Either way no child is decided on a parent state that is about to
+    change unseen. A parent's lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending
+    order."""
     _take(conn, changes.pairs(), shared=False)
 
 

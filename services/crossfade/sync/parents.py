@@ -71,9 +71,9 @@ class TargetParents:
             return True
         if k in self._waited:
             return False
-        # missing: wait for a transaction bringing this parent in right now (it holds the
-        # parent's lock, children.lock_parents), then look again; one that takes the lock after
-        # us waits for this batch and finds this child among the parent's children
+        # missing: wait for a transaction bringing this parent in that holds its lock
+        # (children.lock_parents), then look again; one that takes the lock after us waits for
+        # this batch and finds this child among the parent's children
         self._waited.add(k)
         children.wait_for_parent(self.conn, table, k[2])
         return self._exists(shape, k, value)

@@ -16,7 +16,7 @@ from typing import Any
 from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
-from crossfade.sync.children import ParentChanges, children_to_rerun
+from crossfade.sync.children import ParentChanges, children_to_rerun, lock_parents
 from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
@@ -142,13 +142,19 @@ class MappedTables:
         """Map again, in this transaction, the children of every parent that arrived, left or
         moved to another survivor (dedup) in it: a child finds its parent or loses it, whatever
         the order in which both arrived (sync.children). A child that is itself a parent makes
-        another round. Returns how many children were mapped again."""
+        another round. Returns how many children were mapped again.
+
+        The changed parents' locks (:func:`~crossfade.sync.children.lock_parents`) are taken
+        here, once per round, just before their children are read: the handshake needs only
+        that order, and a batch holding them from its first write made two workers take turns
+        for whole batches (a load's 5,000 new parents take nearly every lock bucket)."""
         rounds = len(self.order) + 2
         done = 0
         for _ in range(rounds):
             changes, tx.parent_changes = tx.parent_changes, ParentChanges()
             if not changes:
                 return done
+            lock_parents(tx.conn, changes)
             done += self.rerun(tx, children_to_rerun(tx.conn, self.bk, changes), "children")
         if tx.parent_changes:
             log.warning("children still changing after %d rounds (a cycle of references?)", rounds)

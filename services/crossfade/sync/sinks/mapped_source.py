@@ -321,7 +321,6 @@ class MappedSource:
             res.outcomes[st.entry] = (st.held.outcome, st.held.rule)
             held.append(st.held)
             self._note_parent_change(st, res)
-        children.lock_parents(conn, res.parent_changes)
         write_ledger(conn, self.bk_name, held)
         if self.ref_rules:
             children.write_refs(conn, self.bk_name, self.source, [st.entry for st in steps], refs)
@@ -384,7 +383,8 @@ class MappedSource:
         replay: bool,
     ) -> None:
         """Write the target rows of the decided changes, target by target; parents whose
-        survivor moved (dedup) are locked and noted for their children."""
+        survivor moved (dedup) are noted for their children (locked by the caller's
+        :meth:`~crossfade.sync.sinks.mapped.MappedTables.follow_parents`)."""
         for target in self.targets:
             w = self.writers[target]
             r = w.apply(conn, changes.get(target, []), replay=replay)
@@ -394,7 +394,6 @@ class MappedSource:
             moved = children.ParentChanges()
             for value in w.take_moved():  # members whose survivor changed (dedup)
                 moved.add(target, value)
-            children.lock_parents(conn, moved)
             res.parent_changes.update(moved)
 
     def _decide(
