@@ -243,8 +243,14 @@ class Stack:
         with self.src() as c:
             c.execute(statement, params)
 
-    def write_config(self, tables: list[str], ops: dict[str, Any] | None = None) -> Settings:
-        """``ops``: the config's ``ops`` section (e.g. ``{"metrics_port": 9464}``)."""
+    def write_config(
+        self,
+        tables: list[str],
+        ops: dict[str, Any] | None = None,
+        mapping: dict[str, Any] | None = None,
+    ) -> Settings:
+        """``ops``: the config's ``ops`` section (e.g. ``{"metrics_port": 9464}``); ``mapping``:
+        the config's ``mapping`` section (without it the tables are copied as they are)."""
         self.tables = tables
         cfg = {
             "source": {"dsn": self.source_dsn},
@@ -274,6 +280,8 @@ class Stack:
         }
         if ops:
             cfg["ops"] = ops
+        if mapping is not None:
+            cfg["mapping"] = mapping
         self.config_path.write_text(yaml.safe_dump(cfg))
         return self.settings
 

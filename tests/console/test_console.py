@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from crossfade.config import redact_dsn
 from crossfade.embedded._proc import free_port
@@ -105,10 +104,7 @@ def running(pg_server: Any, bootstrap: str, work_root: Path) -> Iterator[Stack]:
         c.execute(
             "CREATE SCHEMA crm; CREATE TABLE crm.clients (client_id int PRIMARY KEY, name text, email text)"
         )
-    st.write_config(["public.orders", "public.customers"])
-    cfg = yaml.safe_load(st.config_path.read_text())
-    cfg["mapping"] = MAPPING
-    st.config_path.write_text(yaml.safe_dump(cfg))
+    st.write_config(["public.orders", "public.customers"], mapping=MAPPING)
     st.start("run")
     try:
         st.fence()

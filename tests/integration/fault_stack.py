@@ -200,10 +200,15 @@ class FaultStack(Stack):
     def target_dsn(self) -> str:
         return self.target_pg.dsn(self.target_db)
 
-    def write_config(self, tables: list[str], ops: dict[str, Any] | None = None) -> Any:
+    def write_config(
+        self,
+        tables: list[str],
+        ops: dict[str, Any] | None = None,
+        mapping: dict[str, Any] | None = None,
+    ) -> Any:
         """The stack's config, with the new database reached through the proxy and
         :attr:`extra` merged in."""
-        super().write_config(tables, ops)
+        super().write_config(tables, ops, mapping)
         cfg = yaml.safe_load(self.config_path.read_text())
         cfg["target"]["dsn"] = self.proxy.dsn_for(self.target_dsn)
         for section, values in self.extra.items():

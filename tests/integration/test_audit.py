@@ -304,10 +304,7 @@ def seed(stack: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[s
 @pytest.fixture
 def crm(stack: Any) -> tuple[Any, dict[str, Any]]:
     _members, _notes, expect = seed(stack)
-    stack.write_config(["public.members", "public.notes"])
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = MAPPING
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(["public.members", "public.notes"], mapping=MAPPING)
     return stack, expect
 
 

@@ -71,10 +71,7 @@ def test_demo_live_phase_holds_for_many_seeds(
     CrmWriter(stack.source_dsn, seed=0).seed(60)  # seed 0: no writer below draws its keys
     with stack.tgt() as c:
         create_target_schema(c)
-    stack.write_config(TABLES)
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(TABLES, mapping=yaml.safe_load(MAPPING_FILE.read_text()))
     stack.start("capture")
     for _ in range(workers):
         stack.start("sync")

@@ -19,7 +19,6 @@ import urllib.request
 from collections.abc import Callable
 
 import pytest
-import yaml
 
 from crossfade.embedded._proc import free_port
 from tests.conftest import wait_for
@@ -112,10 +111,7 @@ def test_fault_33_new_database_crashes_during_a_dedup_merge(fault_stack_factory:
 
     stack = fault_stack_factory()
     seed(stack)
-    stack.write_config(["public.members", "public.notes"])
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = MAPPING
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(["public.members", "public.notes"], mapping=MAPPING)
     pause = {"sync": lambda: start_with_fault(stack, "sync", "pause_in_merge:1", 6)}
     sup = Supervisor(stack, first=pause)
     _fired(sup, "sync", "pause_in_merge:1")

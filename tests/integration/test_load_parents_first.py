@@ -16,7 +16,6 @@ import threading
 from collections.abc import Callable
 
 import pytest
-import yaml
 
 from crossfade.sync.worker import SyncWorker
 from tests.conftest import Stack, wait_for
@@ -52,10 +51,7 @@ def _load(stack: Stack) -> None:
     mapping = copy.deepcopy(MAPPING)
     mapping.pop("dedup")
     mapping["tables"][PARENT] = mapping["tables"].pop("public.members")
-    stack.write_config([PARENT, CHILD])
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = mapping
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config([PARENT, CHILD], mapping=mapping)
     cap = stack.start("capture")
     wait_for(
         lambda: "sweep markers sent" in cap.tail(400) or "initial load done" in cap.tail(400),

@@ -76,10 +76,7 @@ MAPPING = {
 def _start(stack: Stack) -> Any:
     stack.sql(DDL)
     stack.sql(ROWS)
-    stack.write_config(TABLES)
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = MAPPING
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(TABLES, mapping=MAPPING)
     stack.start("capture")
     return stack.settings
 

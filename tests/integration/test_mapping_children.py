@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.conftest import Proc, Stack, wait_for
 from tests.integration.fault_harness import HOOKS_DIR
@@ -25,10 +24,7 @@ pytestmark = pytest.mark.integration
 
 
 def _configure(stack: Stack, mapping: dict[str, Any], tables: list[str] | None = None) -> None:
-    stack.write_config(tables or ["public.members", "public.notes"])
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = mapping
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(tables or ["public.members", "public.notes"], mapping=mapping)
 
 
 def _ledger(stack: Stack, table: str) -> dict[int, tuple[str, str | None, str | None]]:

@@ -35,10 +35,7 @@ def _mapping(window_s: float) -> dict[str, Any]:
 
 
 def _configure(stack: Any, mapping: dict[str, Any]) -> None:
-    stack.write_config(["public.members", "public.notes"])
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = mapping
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(["public.members", "public.notes"], mapping=mapping)
 
 
 def _ledger(stack: Any, outcome: str) -> dict[str, set[Any]]:

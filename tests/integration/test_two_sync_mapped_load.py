@@ -51,10 +51,7 @@ def _seed(stack: Stack) -> dict[str, int]:
         counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
     with stack.tgt() as c:
         create_target_schema(c)
-    stack.write_config(TABLES)
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(TABLES, mapping=yaml.safe_load(MAPPING_FILE.read_text()))
     return counts
 
 

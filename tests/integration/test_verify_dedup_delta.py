@@ -43,10 +43,7 @@ def _crm(stack: Stack) -> Any:
     )
     with stack.tgt() as c:
         create_target_schema(c)
-    stack.write_config(TABLES)
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(TABLES, mapping=yaml.safe_load(MAPPING_FILE.read_text()))
     stack.start("capture")
     sync = stack.start("sync")
     stack.fence()
