@@ -7,6 +7,7 @@ path alike (the plain path's COPY raised and stopped sync); audit and dry-run sa
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -47,7 +48,12 @@ MAPPING = {
             "targets": [
                 {
                     "table": "tf_app.plain",
-                    "columns": {"id": "id", "full_name": "name", "code": "code"},
+                    "columns": {
+                        "id": "id",
+                        "full_name": "name",
+                        "code": "code",
+                        "amount": "amount",
+                    },
                 }
             ]
         },
@@ -74,13 +80,16 @@ def db(dsn: str) -> Iterator[str]:
         c.execute(
             f"CREATE TABLE {SRC} (id int PRIMARY KEY, name text, email text, updated_at bigint)"
         )
-        c.execute(f"CREATE TABLE {ITEMS} (id int PRIMARY KEY, name text, code text)")
+        c.execute(
+            f"CREATE TABLE {ITEMS} (id int PRIMARY KEY, name text, code text, amount numeric)"
+        )
         c.execute(
             "CREATE TABLE tf_app.people (person_id int PRIMARY KEY, full_name varchar(5), "
             "email text, updated_at bigint)"
         )
         c.execute(
-            "CREATE TABLE tf_app.plain (id int PRIMARY KEY, full_name varchar(5), code char(2))"
+            "CREATE TABLE tf_app.plain (id int PRIMARY KEY, full_name varchar(5), code char(2), "
+            "amount numeric(6,2))"
         )
         c.execute(
             "CREATE TABLE tf_app.tags (tag varchar(5) PRIMARY KEY, label varchar(5), "
@@ -115,6 +124,7 @@ class Sync:
                 row["updated_at"] = self.pos
             else:
                 row.setdefault("code", None)
+                row.setdefault("amount", None)
             events.append(ChangeEvent(source, "c", {"id": r["id"]}, row, self.pos, 0, self.pos))
         with self.conn.transaction():
             return self.sources[source].process(self.conn, events, {}, None)
@@ -167,14 +177,20 @@ def test_a_golden_record_longer_than_its_varchar_column_is_a_dead_letter_not_cut
 def test_a_value_longer_than_its_column_on_the_plain_path_is_a_dead_letter_not_a_stop(
     sync: Sync,
 ) -> None:
-    """The plain path's COPY refused the batch (StringDataRightTruncation: sync stopped)."""
+    """The plain path's COPY refused the batch (StringDataRightTruncation, NumericValueOutOfRange:
+    sync stopped)."""
     res = sync.batch(
         {"id": 1, "name": "Annabelle", "code": "AB"},
         {"id": 2, "name": "Bo", "code": "ABC"},
         {"id": 3, "name": "Cy   ", "code": "C  "},  # spaces past the limit: dropped, as on INSERT
+        {"id": 4, "name": "Di", "amount": Decimal("123456.7")},
+        {"id": 5, "name": "Ed", "amount": Decimal("1.005")},  # rounded, as on every path
         source=ITEMS,
     )
-    assert sync.rows("tf_app.plain") == {3: ("Cy   ", "C ")}
+    assert sync.rows("tf_app.plain") == {
+        3: ("Cy   ", "C ", None),
+        5: ("Ed", None, Decimal("1.01")),
+    }
     ledger = sync.ledger(ITEMS)
     assert ledger["[1]"][:2] == ("dead_letter", "tf_app.plain.full_name:too_long")
     assert ledger["[2]"][:2] == ("dead_letter", "tf_app.plain.code:too_long")
@@ -182,7 +198,11 @@ def test_a_value_longer_than_its_column_on_the_plain_path_is_a_dead_letter_not_a
         ledger["[2]"][2] or ""
     )
     assert ledger["[3]"][:2] == ("mapped", None)
-    assert len(res.dead_letters) == 2
+    assert ledger["[4]"][:2] == ("dead_letter", "tf_app.plain.amount:too_large")
+    assert "is 123456.7, too large for tf_app.plain.amount (numeric(6,2)" in (
+        ledger["[4]"][2] or ""
+    )
+    assert len(res.dead_letters) == 3
 
 
 def _tags(conn: psycopg.Connection) -> DedupWriter:
@@ -283,7 +303,6 @@ def test_a_repair_delete_of_a_long_key_leaves_a_shorter_key_alone(db: str) -> No
         ("character varying(3)[]", ["abc", "abcd"], False),
         ("character varying(3)[]", ["abc", None], True),
         ("text", "x" * 10_000, True),
-        ("numeric(4,2)", 123.456, True),  # rounds the same way on every path
     ],
 )
 def test_the_too_long_rule(type_sql: str, value: Any, fits: bool) -> None:
@@ -316,3 +335,62 @@ def test_the_too_long_rule(type_sql: str, value: Any, fits: bool) -> None:
 )
 def test_uncut(type_sql: str, cast_to: str) -> None:
     assert uncut(type_sql) == cast_to
+
+
+CASES = [
+    ("character varying(5)", "Annab"),
+    ("character varying(5)", "Annabe"),
+    ("character varying(5)", "Ann        "),
+    ("character varying(5)", "Ann      x"),
+    ("character varying(5)", "ÄÖÜßé"),
+    ("character varying(5)", "ÄÖÜßéa"),
+    ("character(2)", "AB "),
+    ("character(2)", "ABC"),
+    ("character varying(3)", 123),
+    ("character varying(3)", -12),
+    ("character varying(3)", 1234),
+    ("bit varying(3)", "101"),
+    ("bit varying(3)", "1010"),
+    ("bit(3)", "1010"),
+    ("character varying(3)[]", ["abc", "abcd"]),
+    ("character varying(3)[]", ["abc", None]),
+    ("numeric(6,2)", Decimal("9999.99")),
+    ("numeric(6,2)", Decimal("9999.994")),
+    ("numeric(6,2)", Decimal("9999.995")),  # rounds to 10000.00
+    ("numeric(6,2)", Decimal("-9999.995")),
+    ("numeric(6,2)", Decimal("0.000001")),
+    ("numeric(6,2)", Decimal("NaN")),
+    ("numeric(6,2)", Decimal("Infinity")),
+    ("numeric(6,2)", Decimal("1E+3")),
+    ("numeric(6,2)", Decimal("1E+4")),
+    ("numeric(6,2)", 9999),
+    ("numeric(6,2)", 10000),
+    ("numeric(3,3)", Decimal("0.9994")),
+    ("numeric(3,3)", Decimal("0.9995")),
+    ("numeric(10,0)", 9_999_999_999),
+    ("numeric(10,0)", 10_000_000_000),
+    ("numeric(10,0)", Decimal("9999999999.5")),
+    ("numeric(6,2)[]", [Decimal("1.5"), Decimal("12345.6")]),
+]
+
+
+@pytest.mark.parametrize(("type_sql", "value"), CASES)
+def test_the_rules_refuse_what_postgresql_refuses(dsn: str, type_sql: str, value: Any) -> None:
+    """What PostgreSQL does with the value written to such a column as the dedup sink writes it
+    (cast to the type without its length, then assigned) is the truth the rule must agree with."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE TEMP TABLE fit (v {type_sql})")
+        try:
+            conn.execute(f"INSERT INTO fit VALUES (CAST(%s AS {uncut(type_sql)}))", (value,))
+            refused = False
+        except (psycopg.errors.StringDataRightTruncation, psycopg.errors.NumericValueOutOfRange):
+            refused = True
+        except psycopg.errors.StringDataLengthMismatch:  # bit(3) of 4 bits: either way refused
+            refused = True
+    cfg = MappingConfig.model_validate(
+        {"tables": {"s.a": {"targets": [{"table": "t.a", "columns": {"id": "id", "v": "v"}}]}}}
+    )
+    m = Mapper(cfg, ["s.a"], {"s.a": ["id"]})
+    cols = (Column("id", "int", True), Column("v", type_sql, False))
+    require_target(m, TableShape("t", "a", cols, ("id",)))
+    assert isinstance(m.map_row("s.a", {"id": 1, "v": value}), Rejected) is refused

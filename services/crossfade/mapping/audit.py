@@ -262,6 +262,7 @@ _KIND_WORDS = {
     "enum": "{col} not an allowed value",
     "length": "{col} of the wrong length",
     "too_long": "{col} longer than its target column",
+    "too_large": "{col} too large for its target column",
     "references": "orphaned {col} (parent missing)",
     "transform": "{col} that cannot be cleansed ({how})",
     "cast": "{col} that cannot be converted ({how})",

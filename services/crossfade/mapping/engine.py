@@ -66,7 +66,7 @@ class Failure:
     """
 
     rule: str
-    kind: str  # source | transform | cast | required | pattern | range | enum | length | too_long | references | row
+    kind: str  # source | transform | cast | required | pattern | range | enum | length | too_long | too_large | references | row
     message: str
     target: str | None = None
     column: str | None = None

@@ -13,7 +13,8 @@ every mapped column exists; NOT NULL columns without a default are filled; the m
 type fits the column (``cast:`` where it does not); referenced parents exist; several sources
 writing one target cannot collide on the key. The target's shape also adds rules to the mapper
 (:mod:`crossfade.mapping.target_fit`): a row leaving a NOT NULL column empty, or with a value
-longer than its ``varchar(n)``/``char(n)`` column, is a dead letter, not a failed batch or a cut.
+longer than its ``varchar(n)``/``char(n)`` column or too large for its ``numeric(p,s)``, is a dead
+letter, not a failed batch or a cut.
 
 Only catalog queries: nothing is written to either database.
 """
