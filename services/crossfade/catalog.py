@@ -5,6 +5,7 @@ the mapping's schema check, the target's DDL, sync, verify and the demo read tab
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import psycopg
@@ -54,6 +55,35 @@ class TableShape:
             if c.name == name:
                 return c
         raise KeyError(name)
+
+
+_LENGTH_TYPE = re.compile(r"(character varying|character|bit varying|bit)\((\d+)\)((?:\[\])*)")
+_UNCUT = {
+    "character varying": "character varying",
+    "character": "bpchar",
+    "bit varying": "bit varying",
+    "bit": "bit varying",
+}
+
+
+def length_limit(type_sql: str) -> tuple[str, int] | None:
+    """``(type, n)`` of a column type with a length limit an explicit cast cuts a value to
+    (``character varying(n)``, ``character(n)``, ``bit varying(n)``, ``bit(n)``, or an array of
+    one: the limit of its elements), else None."""
+    m = _LENGTH_TYPE.fullmatch(type_sql)
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def uncut(type_sql: str) -> str:
+    """The type to cast a value to before it meets a column of ``type_sql``: the same type
+    without a length limit. An explicit ``CAST(v AS varchar(5))`` truncates an over-long value
+    without a word (SQL standard; ``bit(n)`` also pads a short one), where an assignment to the
+    column raises; cast to the unlimited type, the value is stored as it is or refused, and a
+    lookup (``WHERE k = CAST(v AS ...)``) finds no row rather than the row of a cut value.
+    Other types are returned as they are (``numeric(p,s)`` and ``timestamp(p)`` round the same
+    way when cast and when assigned)."""
+    m = _LENGTH_TYPE.fullmatch(type_sql)
+    return _UNCUT[m.group(1)] + m.group(3) if m else type_sql
 
 
 _SHAPE_SQL = """

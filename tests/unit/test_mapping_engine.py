@@ -15,6 +15,7 @@ from crossfade.config import load_settings
 from crossfade.config.mapping import MappingConfig
 from crossfade.errors import ConfigError
 from crossfade.mapping.engine import Filtered, KeySets, Mapped, Mapper, Rejected
+from crossfade.mapping.target_fit import require_not_null
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -210,7 +211,7 @@ def test_not_null_of_the_target_becomes_a_rule() -> None:
         {"tables": {"public.a": {"targets": [{"table": "x.a", "columns": {"id": "id", "v": "v"}}]}}}
     )
     m = Mapper(cfg, ["public.a"], {"public.a": ["id"]})
-    m.require_not_null("x.a", {"v"})
+    require_not_null(m, "x.a", {"v"})
     out = m.map_row("public.a", {"id": 1, "v": None})
     assert isinstance(out, Rejected) and out.rule == "x.a.v:not_null"
 

@@ -261,6 +261,8 @@ _KIND_WORDS = {
     "range": "{col} out of range",
     "enum": "{col} not an allowed value",
     "length": "{col} of the wrong length",
+    "too_long": "{col} longer than its target column",
+    "too_large": "{col} too large for its target column",
     "references": "orphaned {col} (parent missing)",
     "transform": "{col} that cannot be cleansed ({how})",
     "cast": "{col} that cannot be converted ({how})",

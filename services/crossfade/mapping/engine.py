@@ -66,7 +66,7 @@ class Failure:
     """
 
     rule: str
-    kind: str  # source | transform | cast | required | pattern | range | enum | length | references | row
+    kind: str  # source | transform | cast | required | pattern | range | enum | length | too_long | too_large | references | row
     message: str
     target: str | None = None
     column: str | None = None
@@ -570,34 +570,27 @@ class Mapper:
             spec, spec.table, cols, spec.include_unmapped, frozenset(consumed), key, rules
         )
 
-    def require_not_null(self, target: str, columns: set[str]) -> None:
-        """Reject rows that would leave a NOT NULL column of ``target`` empty (rule
-        ``<target>.<column>:not_null``) instead of failing the whole batch in the database."""
+    def add_checks(
+        self,
+        target: str,
+        checks: Mapping[str, Callable[[Any, ParentKeys | None], Failure | None]],
+        *,
+        unless_required: bool = False,
+    ) -> None:
+        """Add a check per column (what the target's shape asks, :mod:`crossfade.mapping.
+        target_fit`) to every mapping into ``target`` that fills the column (a copy of unmapped
+        columns may fill any). ``unless_required``: not where the column's own ``required``
+        rule already says it."""
         for ct in self.tables.values():
             for t in ct.targets:
                 if t.table != target:
                     continue
                 produced = {c.name for c in t.columns}
-                for col in sorted(columns):
+                for col, check in sorted(checks.items()):
                     if col not in produced and not t.copy_columns:
                         continue
-                    if col in t.spec.rules and t.spec.rules[col].required:
-                        continue  # its own `required` rule already says it
-
-                    def check(
-                        v: Any, _p: Any, col: str = col, table: str = target
-                    ) -> Failure | None:
-                        if v is None:
-                            return Failure(
-                                f"{table}.{col}:not_null",
-                                "required",
-                                "is NULL but the target column is NOT NULL",
-                                table,
-                                col,
-                                v,
-                            )
-                        return None
-
+                    if unless_required and col in t.spec.rules and t.spec.rules[col].required:
+                        continue
                     t.rules.append((col, None, [check]))  # type: ignore[arg-type]
 
     # -- use ----------------------------------------------------------------------------------

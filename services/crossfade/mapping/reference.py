@@ -229,8 +229,22 @@ by `crossfade dlq list` and checked by `crossfade verify`, so the accounting clo
 
 Rule names (what dead letters and the audit group by): `<target>.<column>:required`,
 `:pattern`, `:range`, `:enum`, `:length`, `:references`, `:not_null` (a NOT NULL target column
-left empty), `:transform:<name>`, `:cast:<type>`, `:source` (a source column missing), a row rule
-`<target>:<name>`, and a filter that cannot compare its literal `<source>:filter:<name>`.
+left empty), `:too_long` (a text longer than its `varchar(n)`/`char(n)` target column, or a bit
+string longer than its `bit varying(n)`/`bit(n)` one), `:too_large` (a number too large for its
+`numeric(p,s)` target column), `:transform:<name>`, `:cast:<type>`,
+`:source` (a source column missing), a row rule `<target>:<name>`, and a filter that cannot
+compare its literal `<source>:filter:<name>`.
+
+Nothing is cut to fit: a value longer than its target column is a `:too_long` dead letter whose
+reason names the table, the column, its type and the value's length, on every path (a golden
+record of a deduplicated target too; `crossfade dlq replay` after shortening it or widening the
+column). As PostgreSQL does on INSERT, spaces past the limit are dropped, not refused. A number
+too large for its `numeric(p,s)` column is a `:too_large` dead letter the same way. A value whose
+text only the database makes (a date or decimal into a `varchar(n)`, a float into a
+`numeric(p,s)`) is refused by the database instead: sync stops with its message. PostgreSQL
+rounds a value to its column's `numeric(p,s)` scale and `timestamp(p)` precision the same way on
+every path (sync, dedup, COPY load, verify's expected rows), so verify does not report it: give
+the column the legacy column's scale where rounding is not acceptable.
 
 ## Parents and children
 

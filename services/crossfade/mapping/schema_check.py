@@ -11,7 +11,10 @@ primary key alone (so a source delete can be applied). Against the target databa
 given): every target table exists and has a primary key or unique index on the mapping's key;
 every mapped column exists; NOT NULL columns without a default are filled; the mapped value's
 type fits the column (``cast:`` where it does not); referenced parents exist; several sources
-writing one target cannot collide on the key.
+writing one target cannot collide on the key. The target's shape also adds rules to the mapper
+(:mod:`crossfade.mapping.target_fit`): a row leaving a NOT NULL column empty, or with a value
+longer than its ``varchar(n)``/``char(n)`` column or too large for its ``numeric(p,s)``, is a dead
+letter, not a failed batch or a cut.
 
 Only catalog queries: nothing is written to either database.
 """
@@ -21,7 +24,6 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import difflib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +34,7 @@ from crossfade.config.mapping import MappingConfig
 from crossfade.errors import PreflightError
 from crossfade.mapping import literals
 from crossfade.mapping.engine import CompiledTarget, Mapper
+from crossfade.mapping.target_fit import require_target
 from crossfade.mapping.transforms import OUTPUT_TYPES
 
 
@@ -208,8 +211,8 @@ def load_mapper(
                 report.target[t] = shape
         _check_target(mapper, target, report)
         check_unique_keys(mapper, target, report)
-        for table, cols in not_null_columns(report).items():
-            mapper.require_not_null(table, cols)
+        for shape in report.target.values():
+            require_target(mapper, shape)  # a row the target cannot take as it is: a dead letter
     return mapper, report
 
 
@@ -479,8 +482,3 @@ def _suggest_cast(target_cat: str) -> str:
     return {"int": "bigint", "bool": "boolean", "json": "json", "numeric": "numeric"}.get(
         target_cat, target_cat
     )
-
-
-def not_null_columns(report: SchemaReport) -> Mapping[str, set[str]]:
-    """Target table -> its NOT NULL columns (to reject rows sync could not insert)."""
-    return {t: {c.name for c in s.columns if c.not_null} for t, s in report.target.items()}

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import TableShape
+from crossfade.catalog import TableShape, uncut
 from crossfade.sync import children
 from crossfade.sync.key_text import key_text
 from crossfade.target.store import share_member, share_survivors
@@ -133,7 +133,7 @@ class TargetParents:
 
     def _rows_exist(self, shape: TableShape, column: str, want: Mapping[PKey, Any]) -> set[PKey]:
         """The keys of ``want`` that ``shape.column`` has, their rows ``FOR KEY SHARE``."""
-        typ = shape.column(column).type_sql
+        typ = uncut(shape.column(column).type_sql)  # a cut value would find another's row
         if typ.endswith("]"):  # an array key: unnest would take its elements apart
             return {k for k, v in want.items() if self._exists(shape, k, v)}
         stmt = sql.SQL(
@@ -165,7 +165,7 @@ class TargetParents:
         if self.dedup.get(table) == (column,) and share_member(self.conn, self.bk_name, table, vt):
             self._found.add(k)
             return True
-        typ = shape.column(column).type_sql
+        typ = uncut(shape.column(column).type_sql)
         row = self.conn.execute(
             sql.SQL("SELECT 1 FROM {}.{} WHERE {} = CAST(%s AS {}) LIMIT 1 FOR KEY SHARE").format(
                 sql.Identifier(shape.schema),

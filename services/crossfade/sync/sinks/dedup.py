@@ -38,7 +38,7 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.catalog import POS_COLUMN, TableShape
+from crossfade.catalog import POS_COLUMN, TableShape, uncut
 from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
@@ -274,12 +274,15 @@ class DedupWriter:
         deleted_members: list[str],
     ) -> None:
         I = sql.Identifier  # noqa: E741,N806
+        # values are cast to the column's type without its length (catalog.uncut): an explicit
+        # CAST(%s AS varchar(5)) would cut an over-long golden value without a word; the
+        # assignment to the column refuses it (the mapping's `:too_long` rule dead-letters such
+        # rows before they get here), and a key lookup finds no row rather than a cut key's
         key_match = sql.SQL(" AND ").join(
-            sql.SQL("{} = CAST(%s AS {})").format(I(k), sql.SQL(self.shape.column(k).type_sql))
-            for k in self.key
+            sql.SQL("{} = CAST(%s AS {})").format(I(k), self._type(k)) for k in self.key
         )
         cols = [*self.cols, POS_COLUMN]
-        types = [sql.SQL(self.shape.column(c).type_sql) for c in self.cols] + [sql.SQL("numeric")]
+        types = [self._type(c) for c in self.cols] + [sql.SQL("numeric")]
         non_key = [c for c in cols if c not in self.key]
         upsert = sql.SQL(
             "INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
@@ -303,6 +306,9 @@ class DedupWriter:
                         for _k, vals, pos in rows
                     ],
                 )
+
+    def _type(self, col: str) -> sql.SQL:
+        return sql.SQL(uncut(self.shape.column(col).type_sql))
 
     def _param(self, col: str, v: Any) -> Any:
         if v is None:

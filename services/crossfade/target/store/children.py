@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from crossfade.catalog import uncut
 from crossfade.target.store.schema import has_table
 
 
@@ -109,7 +110,7 @@ def orphaned_parent_values(
             sql.Identifier(p_schema),
             sql.Identifier(name),
             sql.Identifier(column),
-            sql.SQL(type_sql),
+            sql.SQL(uncut(type_sql)),  # a value cut to the column's length is another parent's
         )
     rows = conn.execute(
         sql.SQL(

@@ -11,7 +11,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from crossfade.catalog import POS_COLUMN
+from crossfade.catalog import POS_COLUMN, uncut
 
 
 def raise_watermark(
@@ -52,7 +52,8 @@ def delete_leaving_tombstones(
     change of it cannot bring the row back. One transaction; returns the rows deleted."""
     t_schema, name = target_table.split(".", 1)
     cond = sql.SQL(" AND ").join(
-        sql.SQL("{} = CAST(%s AS {})").format(sql.Identifier(c), sql.SQL(t)) for c, t in key_columns
+        sql.SQL("{} = CAST(%s AS {})").format(sql.Identifier(c), sql.SQL(uncut(t)))
+        for c, t in key_columns
     )
     q = sql.SQL(
         "WITH d AS (DELETE FROM {s}.{t} WHERE {cond} AND ({pos} IS NULL OR {pos} < %s) RETURNING {pos}), "
