@@ -38,10 +38,7 @@ def seed_crm(stack: Stack) -> None:
         conn.commit()
     with stack.tgt() as c:
         create_target_schema(c)
-    stack.write_config(TABLES)
-    cfg = yaml.safe_load(stack.config_path.read_text())
-    cfg["mapping"] = yaml.safe_load(MAPPING_FILE.read_text())
-    stack.config_path.write_text(yaml.safe_dump(cfg))
+    stack.write_config(TABLES, mapping=yaml.safe_load(MAPPING_FILE.read_text()))
 
 
 def sync_heartbeats(stack: Stack) -> list[tuple[str, int, list[str], int]]:
