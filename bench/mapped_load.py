@@ -302,6 +302,7 @@ class MappedBench:
             self.broker.bootstrap_servers,
             self.root,
             batch_size=SyncConfig().batch_size,
+            workers=args.sync_workers,
         )
         self.n_src, self.n_tgt = "native_legacy", "native_target"
         self.sampler: Sampler | None = None
@@ -444,6 +445,7 @@ class MappedBench:
             raise RuntimeError(f"the accounting does not close after the mapped load: {accounting}")
         return {
             "sync_procs": self.args.sync_procs,
+            "sync_workers": self.args.sync_workers,
             "to_fence_s": t_fenced - t0,
             "verify_s": t_verified - t_fenced,
             "to_verified_s": t_verified - t0,

@@ -506,6 +506,7 @@ class Bench:
             converter=args.converter,
             batch_size=args.batch_size,
             append_only_tables=["public.pgbench_history"],
+            workers=args.sync_workers,
         )
         if args.jvm_options is not None:
             self.x.jvm_options = args.jvm_options.split()
@@ -1380,6 +1381,13 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
         help="start one `crossfade run` (capture and sync together, what a user gets from the "
         "one-node command) instead of `crossfade capture` + `crossfade sync`: CPU and RSS are "
         "then per process (`run`), not per service",
+    )
+    ap.add_argument(
+        "--sync-workers",
+        type=int,
+        default=1,
+        help="sync.workers: sync worker threads in each `crossfade sync` (or `crossfade run`) "
+        "process, one consumer group",
     )
 
 

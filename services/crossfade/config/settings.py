@@ -244,6 +244,11 @@ class SyncConfig(_Strict):
     """Create missing target tables (identity mapping) with the source's column types."""
     bookkeeping_schema: str = Field("crossfade", pattern=r"^[a-z_][a-z0-9_]*$")
     """Schema in the target holding offsets, tombstones and stats."""
+    workers: int = Field(1, ge=1, le=16)
+    """Sync workers in each ``crossfade sync`` / ``crossfade run`` process: threads, each a member
+    of the consumer group with its own consumer, target session and stall watch, so that one's
+    Python maps while another's statements run in the target. More than ``kafka.partitions``
+    leaves the extra ones idle (the group assigns each topic's partitions apart)."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(10_000, ge=6_000)
     """A worker that stops heartbeating loses its partitions after this long (librdkafka beats

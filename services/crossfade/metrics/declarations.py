@@ -177,17 +177,19 @@ SYNC_BATCH_DURATION = Histogram(
 SYNC_E2E_LAG = Gauge(
     "crossfade_sync_end_to_end_lag_seconds",
     "Source commit to target commit of the newest event of the table in the last batch that "
-    "held it (stays at its last value while the table is idle).",
+    "held it (stays at its last value while the table is idle; with sync.workers above 1, the "
+    "largest of the process's workers' values).",
     ["table"],
 )
 SYNC_LAST_APPLIED_SOURCE_TS = Gauge(
     "crossfade_sync_last_applied_source_timestamp_seconds",
-    "Source commit time of the newest event applied to each table (Unix time).",
+    "Source commit time of the newest event applied to each table (Unix time; with "
+    "sync.workers above 1, the newest of the process's workers).",
     ["table"],
 )
 SYNC_LAST_BATCH_TS = Gauge(
     "crossfade_sync_last_batch_timestamp_seconds",
-    "When this worker last committed a batch (Unix time).",
+    "When a sync worker of this process last committed a batch (Unix time).",
 )
 SYNC_FENCE_LAG = Gauge(
     "crossfade_sync_fence_lag_seconds",
@@ -204,7 +206,8 @@ SYNC_CONSUMER_LAG = Gauge(
     ["table", "partition"],
 )
 SYNC_ASSIGNED = Gauge(
-    "crossfade_sync_assigned_partitions", "Partitions assigned to this sync worker."
+    "crossfade_sync_assigned_partitions",
+    "Partitions assigned to this process's sync workers (sync.workers), all together.",
 )
 SYNC_TABLE_HELD = Gauge(
     "crossfade_sync_table_held",

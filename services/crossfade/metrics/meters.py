@@ -369,6 +369,35 @@ class SlotPoller:
 # -- sync -------------------------------------------------------------------------------------
 
 
+class WorkersMax:
+    """A per-table gauge that several sync workers of one process set (``sync.workers``): each
+    worker's latest value is kept and the gauge shows the largest, as a ``max by (table)`` over
+    that many processes would (``ops/prometheus/alerts.yaml``); set in turn it would flip
+    between them. Thread-safe."""
+
+    def __init__(self, gauge: Any) -> None:
+        self._gauge = gauge
+        self._values: dict[str, dict[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, worker: int, table: str, value: float) -> None:
+        with self._lock:
+            values = self._values.setdefault(table, {})
+            values[worker] = value
+            self._gauge.labels(table=table).set(max(values.values()))
+
+    def forget(self, worker: int) -> None:
+        """A worker stopped: its values no longer count (a table only it set keeps its sample)."""
+        with self._lock:
+            for table, values in self._values.items():
+                if values.pop(worker, None) is not None and values:
+                    self._gauge.labels(table=table).set(max(values.values()))
+
+
+E2E_LAG = WorkersMax(SYNC_E2E_LAG)
+LAST_APPLIED_SOURCE_TS = WorkersMax(SYNC_LAST_APPLIED_SOURCE_TS)
+
+
 class SyncMeter:
     """Publishes one committed batch at a time for a sync worker (called with values: it holds no
     reference to the worker).
@@ -387,6 +416,7 @@ class SyncMeter:
         self._seen: dict[tuple[str, str], int] = {}
         self._lag_labels: set[tuple[str, str]] = set()
         self._next_poll = 0.0
+        self._assigned = 0  # this worker's share of SYNC_ASSIGNED (the process's workers add up)
         self.last_loop = time.monotonic()
         self.lag: dict[tuple[str, int], int] = {}
         """Records behind per owned partition, as the last poll found them (the heartbeat's lag)."""
@@ -428,13 +458,24 @@ class SyncMeter:
             self._grow(SYNC_EVENTS_SKIPPED, ("skip", table), {"table": table}, n)
         for table, ts in self._ts.items():
             if ts > 0:
-                SYNC_E2E_LAG.labels(table=table).set(max(now - ts / 1000, 0.0))
-                SYNC_LAST_APPLIED_SOURCE_TS.labels(table=table).set(ts / 1000)
+                E2E_LAG.set(id(self), table, max(now - ts / 1000, 0.0))
+                LAST_APPLIED_SOURCE_TS.set(id(self), table, ts / 1000)
         if self._fences:
             SYNC_FENCES.inc(self._fences)
             if self._fence_ts:
                 SYNC_FENCE_LAG.set(max(now - self._fence_ts / 1000, 0.0))
         self.discard()
+
+    def _set_assigned(self, n: int) -> None:
+        if n != self._assigned:
+            SYNC_ASSIGNED.inc(n - self._assigned)  # a set() would hide the other workers' share
+            self._assigned = n
+
+    def close(self) -> None:
+        """The worker stopped: take its share out of the process's sync gauges."""
+        self._set_assigned(0)
+        E2E_LAG.forget(id(self))
+        LAST_APPLIED_SOURCE_TS.forget(id(self))
 
     def poll(
         self,
@@ -456,7 +497,7 @@ class SyncMeter:
         from confluent_kafka import KafkaException, TopicPartition
 
         owned = list(owner)
-        SYNC_ASSIGNED.set(len(owned))
+        self._set_assigned(len(owned))
         labels: set[tuple[str, str]] = set()
         self.lag = {tp: n for tp, n in self.lag.items() if tp in owner}
         try:

@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +30,10 @@ from crossfade.ops.cli_common import config_option
 from crossfade.ops.cli_common import load_config as _settings
 from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
+
+if TYPE_CHECKING:
+    from crossfade.ops.runner import Runner
+    from crossfade.sync.worker import SyncWorker
 
 log = logging.getLogger("crossfade")
 
@@ -232,6 +236,31 @@ def broker(port: int) -> None:
         b.stop()
 
 
+def _add_sync_workers(runner: Runner, settings: Settings) -> list[SyncWorker]:
+    """``sync.workers`` sync workers as services of ``runner``: threads ``sync`` (one) or
+    ``sync-1``, ``sync-2``... (their log lines carry that name), each with its own consumer,
+    target session and stall watch; one readiness for them all (:func:`probes.watch_sync`)."""
+    from crossfade import metrics
+    from crossfade.ops import probes
+    from crossfade.sync.worker import SyncWorker
+
+    n = settings.sync.workers
+    if n > settings.kafka.partitions:
+        log.warning(
+            "sync.workers is %d but each change topic has %d partitions: %d worker(s) will hold "
+            "none; set sync.workers at most kafka.partitions",
+            n,
+            settings.kafka.partitions,
+            n - settings.kafka.partitions,
+        )
+    workers = [SyncWorker(settings) for _ in range(n)]
+    for i, w in enumerate(workers, 1):
+        name = "sync" if n == 1 else f"sync-{i}"
+        runner.add(name, metrics.counting_errors("sync", w.run), w.stop.set)
+    probes.watch_sync(workers, settings)
+    return workers
+
+
 def _serve(services: list[str], settings: Settings) -> None:
     from crossfade import metrics
     from crossfade.ops import probes
@@ -246,13 +275,7 @@ def _serve(services: list[str], settings: Settings) -> None:
         cap = CaptureService(settings)
         runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
         probes.watch_capture(cap, settings)
-    worker = None
-    if "sync" in services:
-        from crossfade.sync.worker import SyncWorker
-
-        worker = SyncWorker(settings)
-        runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
-        probes.watch_sync(worker, settings)
+    workers = _add_sync_workers(runner, settings) if "sync" in services else []
     console = None
     if settings.ops.console_port is not None:
         import os
@@ -285,7 +308,7 @@ def _serve(services: list[str], settings: Settings) -> None:
         exit_within(f"crossfade {' '.join(services)}")
         if console is not None:
             console.stop()
-        if worker is not None and worker.left_in_group:
+        if any(w.left_in_group for w in workers):
             # a consumer finalised at exit would still send LeaveGroup (GroupMember.finish_join, sync/consumer.py)
             import os
 

@@ -593,7 +593,7 @@ def fallback_start(config: str | None, tables: str | None, resnapshot: bool) -> 
     probes.watch_capture(cap, rev)
     worker = ReverseSyncWorker(rev, fb_plan)
     runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
-    probes.watch_sync(worker, rev)
+    probes.watch_sync([worker], rev)
     runner.install_signals()
     runner.start()
     runner.wait()

@@ -296,7 +296,7 @@ def _start(
     # metrics and probes when CROSSFADE_OPS__METRICS_PORT is set (demo has no config file)
     probes.serve_ops(settings)
     probes.watch_capture(cap, settings)
-    probes.watch_sync(worker, settings)
+    probes.watch_sync([worker], settings)
     runner.install_signals()
     runner.start()
     d.page = serve_console(con, settings, console_port)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -39,11 +40,31 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+_WORKER_THREAD = re.compile(r"sync-\d+\b")
+"""The threads of one of several sync workers of a process (``sync.workers``: ``sync-1``...,
+and the threads they start, ``sync-1-watchdog``): their lines name the worker."""
+
+
+def worker_of(record: logging.LogRecord) -> str | None:
+    """The sync worker a record was logged by, when the process runs several; else None."""
+    m = _WORKER_THREAD.match(record.threadName or "")
+    return m.group(0) if m else None
+
+
 class RedactingFormatter(logging.Formatter):
-    """The text format, masked whole: a trace attached by any path is masked too."""
+    """The text format, masked whole: a trace attached by any path is masked too. A line of one
+    of several sync workers starts its message with the worker's name (``[sync-2] ...``)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+        worker = worker_of(record)
+        if worker is None:
+            return redact(super().format(record))
+        msg, args = record.msg, record.args
+        record.msg, record.args = f"[{worker}] {record.getMessage()}", None
+        try:
+            return redact(super().format(record))
+        finally:
+            record.msg, record.args = msg, args
 
 
 class JsonFormatter(logging.Formatter):
@@ -55,6 +76,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": redact(record.getMessage()),
         }
+        worker = worker_of(record)
+        if worker is not None:
+            d["worker"] = worker
         if record.exc_info:
             d["exc"] = redact(record.exc_text or self.formatException(record.exc_info))
         return json.dumps(d)

@@ -18,7 +18,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -87,30 +87,39 @@ def watch_capture(service: CaptureService, settings: Settings) -> None:
     READINESS.register("capture", "broker", BrokerProbe(settings.kafka.client_config()))
 
 
-def watch_sync(worker: SyncWorker, settings: Settings) -> None:
-    """Register sync's readiness: target connected, partitions assigned, consume loop turning,
-    broker answering, and per configured table: not stalled (``worker.stalled_tables``)."""
+def watch_sync(workers: Sequence[SyncWorker], settings: Settings) -> None:
+    """Register sync's readiness, for all the process's ``workers`` (``sync.workers``, threads)
+    at once: each worker's target session connected and consume loop turning, partitions
+    assigned to the process (a worker beyond a topic's partition count holds none: not a fault),
+    broker answering, and per configured table: stalled for no worker
+    (``worker.stalled_tables``)."""
     limit = max(60.0, settings.sync.max_poll_interval_ms / 1000)
+    workers = list(workers)
 
-    def target_ok() -> bool:
-        c = worker.conn
+    def target_ok(w: SyncWorker) -> bool:
+        c = w.conn
         return c is not None and not c.closed and not c.broken
 
-    READINESS.register("sync", "target database", target_ok)
-    READINESS.register("sync", "partitions assigned", lambda: bool(worker.owner))
-    READINESS.register(
-        "sync",
-        "consume loop",
-        lambda: worker.consumer is not None and time.monotonic() - worker.meter.last_loop < limit,
-    )
+    def loop_ok(w: SyncWorker) -> bool:
+        return w.consumer is not None and time.monotonic() - w.meter.last_loop < limit
+
+    def stalled() -> dict[str, str]:
+        out: dict[str, str] = {}
+        for w in workers:
+            out |= w.stalled_tables
+        return out
+
+    READINESS.register("sync", "target database", lambda: all(target_ok(w) for w in workers))
+    READINESS.register("sync", "partitions assigned", lambda: any(w.owner for w in workers))
+    READINESS.register("sync", "consume loop", lambda: all(loop_ok(w) for w in workers))
     READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
     for table in settings.tables:  # the body names the stalled table (sync/watchdog.py)
         READINESS.register(
             "sync",
             f"{table} assigned and progressing",
-            lambda t=table: t not in worker.stalled_tables,  # type: ignore[misc]
+            lambda t=table: t not in stalled(),  # type: ignore[misc]
         )
-    STALLED_TABLES.watch(list(settings.tables), lambda: worker.stalled_tables)
+    STALLED_TABLES.watch(list(settings.tables), stalled)
 
 
 # -- HTTP -------------------------------------------------------------------------------------

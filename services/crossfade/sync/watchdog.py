@@ -162,7 +162,14 @@ class TableWatch:
 
     # -- life -----------------------------------------------------------------------------------
     def start(self) -> TableWatch:
-        self._thread = threading.Thread(target=self._run, name="sync-watchdog", daemon=True)
+        # "sync-watchdog" of thread "sync", "sync-2-watchdog" of "sync-2" (sync.workers: the
+        # worker's name in its log lines, crossfade.ops.logs)
+        name = threading.current_thread().name
+        self._thread = threading.Thread(
+            target=self._run,
+            name=f"{name if name.startswith('sync') else 'sync'}-watchdog",
+            daemon=True,
+        )
         self._thread.start()
         return self
 

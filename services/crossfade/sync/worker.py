@@ -460,6 +460,7 @@ class SyncWorker:
             try:
                 group.leave()
             finally:
+                self.meter.close()
                 self.rejects.flush(force=True)
                 self._drop_heartbeat()
                 if self.conn is not None:
