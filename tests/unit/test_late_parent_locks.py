@@ -35,8 +35,11 @@ MAPPING = {
             "targets": [
                 {
                     "table": "lp_tgt.contacts",
-                    "columns": {"legacy_id": "id", "account_id": "account_id"},
-                    "rules": {"account_id": {"references": "lp_tgt.accounts.legacy_id"}},
+                    "columns": {"legacy_id": "id", "account_id": "account_id", "boss": "boss"},
+                    "rules": {
+                        "account_id": {"references": "lp_tgt.accounts.legacy_id"},
+                        "boss": {"references": "lp_tgt.contacts.legacy_id"},
+                    },
                 }
             ]
         },
@@ -46,9 +49,9 @@ DDL = """
 DROP SCHEMA IF EXISTS lp_src CASCADE; DROP SCHEMA IF EXISTS lp_tgt CASCADE;
 CREATE SCHEMA lp_src; CREATE SCHEMA lp_tgt;
 CREATE TABLE lp_src.accounts (id int PRIMARY KEY);
-CREATE TABLE lp_src.contacts (id int PRIMARY KEY, account_id int);
+CREATE TABLE lp_src.contacts (id int PRIMARY KEY, account_id int, boss int);
 CREATE TABLE lp_tgt.accounts (legacy_id int PRIMARY KEY);
-CREATE TABLE lp_tgt.contacts (legacy_id int PRIMARY KEY, account_id int);
+CREATE TABLE lp_tgt.contacts (legacy_id int PRIMARY KEY, account_id int, boss int);
 """
 
 
@@ -91,6 +94,8 @@ def workers(fresh_bookkeeping: Callable[..., str]) -> Iterator[Callable[[], tupl
 
 def _process(mapped: Any, tx: Tx, table: str, rows: list[dict[str, Any]], pos: int) -> None:
     events = []
+    if table == CONTACTS:
+        rows = [{"account_id": None, "boss": None, **r} for r in rows]
     for i, row in enumerate(rows):
         e = ChangeEvent(table, "r", {"id": row["id"]}, row, 0, 0, pos + i)
         k, v = json.dumps(e.key).encode(), json.dumps(row).encode()
@@ -100,11 +105,11 @@ def _process(mapped: Any, tx: Tx, table: str, rows: list[dict[str, Any]], pos: i
     mapped.process(tx, mapped.mapped[table], events)
 
 
-def _blocked(dsn_conn: psycopg.Connection, value: int) -> bool:
-    """Does waiting for account ``value`` (another worker's view) block? Never waits long."""
+def _blocked(dsn_conn: psycopg.Connection, value: int, table: str = "lp_tgt.accounts") -> bool:
+    """Does waiting for parent ``value`` (another worker's view) block? Never waits long."""
     dsn_conn.execute("SET lock_timeout = '200ms'")
     try:
-        children.wait_for_parent(dsn_conn, "lp_tgt.accounts", json.dumps([value]))
+        children.wait_for_parent(dsn_conn, table, json.dumps([value]))
     except psycopg.errors.LockNotAvailable:
         return True
     finally:
@@ -170,3 +175,19 @@ def test_a_child_that_looks_after_the_parent_is_followed_waits_and_finds_it(
     t.join(10)
     ctx.conn.commit()
     assert _outcome(ctx.conn, 10) == "mapped"
+
+
+def test_parents_left_changing_after_the_last_round_stay_locked(workers: Any) -> None:
+    """A chain deeper than follow_parents' rounds (a self-reference): the last round's new
+    parents are not followed, but still locked, so a child looking for one waits and finds it."""
+    mapped, tx = workers()
+    _, other = workers()
+    _process(mapped, tx, CONTACTS, [{"id": i, "boss": i - 1} for i in range(2, 8)], 100)
+    tx.conn.commit()  # all deferred: their boss is not there
+    mapped.begin(tx)
+    _process(mapped, tx, CONTACTS, [{"id": 1}], 200)
+    rounds = len(mapped.order) + 2
+    mapped.follow_parents(tx)  # one link of the chain per round
+    assert _outcome(tx.conn, rounds + 1) == "mapped"  # its children are not followed...
+    assert _outcome(tx.conn, rounds + 2) == "deferred"
+    assert _blocked(other.conn, rounds + 1, "lp_tgt.contacts")  # ...but it is locked

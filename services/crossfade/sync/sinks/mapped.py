@@ -147,7 +147,8 @@ class MappedTables:
         The changed parents' locks (:func:`~crossfade.sync.children.lock_parents`) are taken
         here, once per round, just before their children are read: the handshake needs only
         that order, and a batch holding them from its first write made two workers take turns
-        for whole batches (a load's 5,000 new parents take nearly every lock bucket)."""
+        for whole batches (a load's 5,000 new parents take nearly every lock bucket). Parents
+        still changing after the last round are locked too, though not followed."""
         rounds = len(self.order) + 2
         done = 0
         for _ in range(rounds):
@@ -158,6 +159,8 @@ class MappedTables:
             done += self.rerun(tx, children_to_rerun(tx.conn, self.bk, changes), "children")
         if tx.parent_changes:
             log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
+            # not followed, still locked: a child looking for one waits for this commit
+            lock_parents(tx.conn, tx.parent_changes)
             tx.parent_changes = ParentChanges()
         return done
 
