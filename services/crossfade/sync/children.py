@@ -280,7 +280,8 @@ def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
     ``child_refs``; if the changer took it first, the worker waits for the changer's commit and
     then finds the parent. Either way no child is decided on a parent state that is about to
     change unseen. A parent's lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending
-    order."""
+    order. A parent whose ledger rows are there (:func:`ledger_parents`) is waited for on them
+    instead: every change that brings it in rewrites one of them before this lock."""
     _take(conn, changes.pairs(), shared=False)
 
 

@@ -32,7 +32,8 @@ class TargetParents:
     on a member's crosswalk row): a worker removing that parent, or moving that member to another
     survivor, waits for this batch, then finds this child among the parent's children and maps it
     again (:mod:`crossfade.sync.children`). A parent not found is waited for once, in case a
-    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`).
+    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`;
+    in :meth:`map_batch`, a parent the ledger knows is waited for on its ledger rows instead).
     Without these a child could be written beside a parent that another worker changes at the
     same moment, and nobody would look at it again.
 
