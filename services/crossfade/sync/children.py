@@ -130,6 +130,20 @@ def parent_entries(mapper: Mapper) -> dict[tuple[str, str], list[str]]:
     return out
 
 
+def ledger_parents(mapper: Mapper) -> dict[tuple[str, str], list[str]]:
+    """:func:`parent_entries` of the parents every source of whose table is there: such a
+    parent enters the target only through a change of one of those sources' rows, which
+    rewrites that row's ledger entry. A worker that share-locks the parent's ledger rows
+    (:meth:`~crossfade.sync.parents.TargetParents.map_batch`) then has the handshake without
+    the parent's lock: a changer that wrote them first is waited for, one that writes them
+    after waits for the worker's commit and then reads its child in ``child_refs``."""
+    return {
+        pc: srcs
+        for pc, srcs in parent_entries(mapper).items()
+        if set(srcs) == set(mapper.sources_of(pc[0]))
+    }
+
+
 def row_refs(rules: Iterable[RefRule], rows: Iterable[TargetRow]) -> list[tuple[RefRule, Any]]:
     """(rule, source value) of every reference a child's target rows hold (NULL refers to none)."""
     by_table = {r.table: r for r in rows}
@@ -266,7 +280,8 @@ def lock_parents(conn: psycopg.Connection, changes: ParentChanges) -> None:
     ``child_refs``; if the changer took it first, the worker waits for the changer's commit and
     then finds the parent. Either way no child is decided on a parent state that is about to
     change unseen. A parent's lock is its bucket's (:data:`PARENT_LOCKS`), taken in ascending
-    order."""
+    order. A parent whose ledger rows are there (:func:`ledger_parents`) is waited for on them
+    instead: every change that brings it in rewrites one of them before this lock."""
     _take(conn, changes.pairs(), shared=False)
 
 

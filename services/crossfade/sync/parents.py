@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -14,7 +14,7 @@ from psycopg import sql
 from crossfade.catalog import TableShape, uncut
 from crossfade.sync import children
 from crossfade.sync.key_text import key_text
-from crossfade.target.store import share_member, share_survivors
+from crossfade.target.store import share_ledger_states, share_member, share_survivors
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -32,7 +32,8 @@ class TargetParents:
     on a member's crosswalk row): a worker removing that parent, or moving that member to another
     survivor, waits for this batch, then finds this child among the parent's children and maps it
     again (:mod:`crossfade.sync.children`). A parent not found is waited for once, in case a
-    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`).
+    worker is bringing it in at this moment (:func:`~crossfade.sync.children.wait_for_parent`;
+    in :meth:`map_batch`, a parent the ledger knows is waited for on its ledger rows instead).
     Without these a child could be written beside a parent that another worker changes at the
     same moment, and nobody would look at it again.
 
@@ -45,12 +46,16 @@ class TargetParents:
         shapes: Mapping[str, TableShape],
         dedup: Mapping[str, tuple[str, ...]] | None = None,
         bookkeeping_schema: str = "crossfade",
+        ledger_index: Mapping[tuple[str, str], Sequence[str]] | None = None,
     ) -> None:
         self.conn = conn
         self.shapes = shapes
         self.dedup = dict(dedup or {})
         """Deduplicated target -> its key: a merged member has no row but resolves in the crosswalk."""
         self.bk_name = bookkeeping_schema
+        self.ledger_index = dict(ledger_index or {})
+        """(parent table, column) -> the source tables whose ledger rows say where every such
+        parent is (:func:`~crossfade.sync.children.ledger_parents`)."""
         self._found: set[PKey] = set()
         self._waited: set[PKey] = set()
 
@@ -97,9 +102,11 @@ class TargetParents:
         missing = self.lookup(noting.pending)
         wait = {k: noting.pending[k] for k in missing if k not in self._waited}
         if wait:
-            # as __call__: wait for a transaction bringing them in right now, then look again
+            # as __call__: wait for a transaction bringing them in right now, then look again;
+            # a parent whose ledger rows are there is waited for on them, not on its lock
             self._waited.update(wait)
-            children.wait_for_parents(self.conn, [(k[0], k[2]) for k in wait])
+            known = self._share_ledger_rows(wait)
+            children.wait_for_parents(self.conn, [(k[0], k[2]) for k in wait if k not in known])
             missing -= set(wait) - self.lookup(wait)
         if missing:
             settled = _Settled(self, missing)
@@ -108,6 +115,25 @@ class TargetParents:
                 if a is not None and not a.isdisjoint(missing):
                     outs[i] = map_one(item, settled)
         return outs
+
+    def _share_ledger_rows(self, keys: Iterable[PKey]) -> set[PKey]:
+        """The parents among ``keys`` whose ledger rows (every source of
+        :attr:`ledger_index`) are there, share-locked until this batch commits: a worker that
+        brings such a parent in rewrites one of them, so it either committed before the lock
+        (waited for here; the look that follows finds the parent) or waits for this batch and
+        then finds its children (:func:`~crossfade.sync.children.ledger_parents`). Those need
+        no wait on the parent's lock, which a load's batches hold on nearly every bucket."""
+        want = {
+            k: self.ledger_index[(k[0], k[1])] for k in keys if (k[0], k[1]) in self.ledger_index
+        }
+        if not want:
+            return set()
+        pairs = sorted({(s, k[2]) for k, srcs in want.items() for s in srcs})
+        rows = share_ledger_states(
+            self.conn, self.bk_name, [s for s, _e in pairs], [e for _s, e in pairs]
+        )
+        have = {(r[0], r[1]) for r in rows}
+        return {k for k, srcs in want.items() if all((s, k[2]) in have for s in srcs)}
 
     def lookup(self, pending: Mapping[PKey, Any]) -> set[PKey]:
         """Look up these parents (key -> value) in one statement per parent table and column
@@ -214,12 +240,13 @@ def make_parents(
     shapes: Mapping[str, TableShape],
     writers: Mapping[str, Any],
     bookkeeping_schema: str,
+    ledger_index: Mapping[tuple[str, str], Sequence[str]] | None = None,
 ) -> TargetParents:
     """The :class:`TargetParents` of a batch (deduplicated targets answer through the crosswalk)."""
     from crossfade.sync.sinks.dedup import DedupWriter
 
     dedup = {t: w.key for t, w in writers.items() if isinstance(w, DedupWriter)}
-    return TargetParents(conn, shapes, dedup, bookkeeping_schema)
+    return TargetParents(conn, shapes, dedup, bookkeeping_schema, ledger_index)
 
 
 class _Settled:

@@ -16,7 +16,12 @@ from typing import Any
 from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
 from crossfade.events.model import ChangeEvent
-from crossfade.sync.children import ParentChanges, children_to_rerun, lock_parents
+from crossfade.sync.children import (
+    ParentChanges,
+    children_to_rerun,
+    ledger_parents,
+    lock_parents,
+)
 from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
@@ -46,6 +51,9 @@ class MappedTables:
         """Source tables, parents of a mapping's references first."""
         self.bk = bookkeeping_schema
         self.decoder: EventDecoder | None = None
+        ms = next(iter(mapped.values()), None)
+        self.ledger_parents = ledger_parents(ms.mapper) if ms is not None else {}
+        """Parents whose ledger rows stand in for their lock (sync.children.ledger_parents)."""
 
     def __bool__(self) -> bool:
         return bool(self.mapped)
@@ -56,7 +64,11 @@ class MappedTables:
     def begin(self, tx: Tx) -> None:
         """Start a batch transaction: the parents it sees, no parent changed yet."""
         tx.parent_changes = ParentChanges()
-        tx.parents = make_parents(tx.conn, self.shapes, self.writers, self.bk) if self else None
+        tx.parents = (
+            make_parents(tx.conn, self.shapes, self.writers, self.bk, self.ledger_parents)
+            if self
+            else None
+        )
 
     def sink(self, table: str) -> MappedSink:
         return MappedSink(self, self.mapped[table])
@@ -147,7 +159,8 @@ class MappedTables:
         The changed parents' locks (:func:`~crossfade.sync.children.lock_parents`) are taken
         here, once per round, just before their children are read: the handshake needs only
         that order, and a batch holding them from its first write made two workers take turns
-        for whole batches (a load's 5,000 new parents take nearly every lock bucket)."""
+        for whole batches (a load's 5,000 new parents take nearly every lock bucket). Parents
+        still changing after the last round are locked too, though not followed."""
         rounds = len(self.order) + 2
         done = 0
         for _ in range(rounds):
@@ -158,6 +171,8 @@ class MappedTables:
             done += self.rerun(tx, children_to_rerun(tx.conn, self.bk, changes), "children")
         if tx.parent_changes:
             log.warning("children still changing after %d rounds (a cycle of references?)", rounds)
+            # not followed, still locked: a child looking for one waits for this commit
+            lock_parents(tx.conn, tx.parent_changes)
             tx.parent_changes = ParentChanges()
         return done
 
