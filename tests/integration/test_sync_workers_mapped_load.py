@@ -13,32 +13,14 @@ from collections.abc import Callable
 
 import psycopg
 import pytest
-import yaml
-from bench.mapped_load import copy_inserts
-from bench.mapping_cpu import RowRecorder
 
-from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter, create_target_schema
 from tests.conftest import Stack, wait_for
+from tests.integration.test_two_sync_mapped_load import seed_crm
 
 pytestmark = pytest.mark.integration
 
 ACCOUNTS = 5000
 """About 18k legacy rows (3.7 per account): with small batches, many batches for each worker."""
-
-
-def seed_crm(stack: Stack) -> None:
-    """The legacy CRM (accounts, contacts with duplicates, addresses), written with COPY; the
-    demo mapping in the config."""
-    writer = CrmWriter(stack.source_dsn, seed=11, phones=40 * ACCOUNTS)
-    writer.seed(0)  # the schema; the writer's state
-    rec = RowRecorder()
-    writer.populate(rec, ACCOUNTS)
-    with psycopg.connect(stack.source_dsn) as conn:
-        copy_inserts(conn, rec.inserts)
-        conn.commit()
-    with stack.tgt() as c:
-        create_target_schema(c)
-    stack.write_config(TABLES, mapping=yaml.safe_load(MAPPING_FILE.read_text()))
 
 
 def sync_heartbeats(stack: Stack) -> list[tuple[str, int, list[str], int]]:
@@ -58,7 +40,7 @@ def test_two_workers_of_one_sync_process_load_a_mapped_crm(
     stack_factory: Callable[..., Stack],
 ) -> None:
     stack = stack_factory(initial_load="copy", partitions=4, batch_size=300, workers=2)
-    seed_crm(stack)
+    seed_crm(stack, ACCOUNTS, seed=11)
     stack.start("capture")
     sync = stack.start("sync")
     t0 = time.monotonic()

@@ -39,12 +39,13 @@ STALL_S = 6.0
 watch takes it for one (before issue 22's fix it did, and re-subscribed mid-load)."""
 
 
-def _seed(stack: Stack) -> dict[str, int]:
-    """The legacy CRM (accounts, contacts with duplicates, addresses), written with COPY."""
-    writer = CrmWriter(stack.source_dsn, seed=5, phones=40 * ACCOUNTS)
+def seed_crm(stack: Stack, accounts: int = ACCOUNTS, seed: int = 5) -> dict[str, int]:
+    """The legacy CRM (accounts, contacts with duplicates, addresses), written with COPY, and
+    the demo mapping in the config; the legacy rows per table."""
+    writer = CrmWriter(stack.source_dsn, seed=seed, phones=40 * accounts)
     writer.seed(0)  # the schema; the writer's state
     rec = RowRecorder()
-    writer.populate(rec, ACCOUNTS)
+    writer.populate(rec, accounts)
     with psycopg.connect(stack.source_dsn) as conn:
         copy_inserts(conn, rec.inserts)
         conn.commit()
@@ -77,7 +78,7 @@ def test_two_sync_processes_rebalanced_mid_load_end_verified(
 ) -> None:
     # a short stall limit: the table watch's re-subscribes (a rebalance of both workers) join in
     stack = stack_factory(initial_load="copy", partitions=4, batch_size=400, stall_after_s=STALL_S)
-    counts = _seed(stack)
+    counts = seed_crm(stack)
     contacts, addresses = counts["public.contacts"], counts["public.addresses"]
     stack.start("capture")
     stack.start("sync")
