@@ -97,8 +97,7 @@ def too_long_check(target: str, col: str, type_sql: str, limit: int, *, bits: bo
         return False  # its text is the database's to make (module docstring)
 
     def too_long(v: Any, _p: Any) -> Failure | None:
-        items = v if isinstance(v, list) and type_sql.endswith("]") else [v]
-        long = next((x for x in items if over(x)), None)
+        long = _first_over(v, type_sql, over)
         if long is None:
             return None
         return Failure(
@@ -131,8 +130,7 @@ def too_large_check(target: str, col: str, type_sql: str, p: int, s: int) -> Che
         return False
 
     def too_large(v: Any, _p: Any) -> Failure | None:
-        items = v if isinstance(v, list) and type_sql.endswith("]") else [v]
-        big = next((x for x in items if over(x)), None)
+        big = _first_over(v, type_sql, over)
         if big is None:
             return None
         return Failure(
@@ -147,3 +145,10 @@ def too_large_check(target: str, col: str, type_sql: str, p: int, s: int) -> Che
         )
 
     return too_large
+
+
+def _first_over(v: Any, type_sql: str, over: Callable[[Any], bool]) -> Any:
+    """The value (an array column's: its first element) that ``over`` finds over the limit,
+    else None."""
+    items = v if isinstance(v, list) and type_sql.endswith("]") else [v]
+    return next((x for x in items if over(x)), None)
