@@ -30,7 +30,6 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -57,6 +56,7 @@ from crossfade.events.model import ChangeEvent
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
+from crossfade.sync.heartbeat import LagLow, sync_heartbeat
 from crossfade.sync.load_order import LoadOrder, LoadOrderHook, waits_for
 from crossfade.sync.lock_wait import LockWait
 from crossfade.sync.origin import tag_session
@@ -66,10 +66,9 @@ from crossfade.sync.sinks import TableSink, Tx
 from crossfade.sync.sinks.identity import IdentityTables
 from crossfade.sync.sinks.mapped import MappedTables
 from crossfade.sync.sinks.mapped_source import build_mapped
-from crossfade.sync.stats import SyncStats, lag_by_topic
+from crossfade.sync.stats import SyncStats
 from crossfade.sync.watchdog import TableWatch, WorkerView
 from crossfade.target.store import (
-    Heartbeat,
     StoredOffset,
     claim_partitions,
     decode_dead_letters,
@@ -141,9 +140,7 @@ class SyncWorker:
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = require_origin
         self._next_counts = 0.0
-        self._lag_low: int | None = None
-        self._lag_low_at = time.monotonic()
-        self._lag_low_wall: float | None = None
+        self.lag_low = LagLow()
         self.watch: TableWatch | None = None
         self.lock_wait = LockWait(
             settings.target.conninfo,
@@ -482,42 +479,21 @@ class SyncWorker:
 
     # -- heartbeat ----------------------------------------------------------------------------
     def _heartbeat(self) -> None:
-        """Report this worker in ``<bookkeeping>.heartbeats`` (the ``sync_alive`` gate's evidence):
-        partitions held, consumer lag and how long it has stayed above its low. A target that does
-        not answer skips it (the batch path waits for the target); the gate then sees it age."""
+        """Report this worker in ``<bookkeeping>.heartbeats`` (:mod:`crossfade.sync.heartbeat`).
+        A target that does not answer skips it (the batch path waits for the target); the
+        ``sync_alive`` gate then sees it age."""
         now = time.monotonic()
-        lags = [self.meter.lag[tp] for tp in self.owner if tp in self.meter.lag]
-        lag = sum(lags) if lags else (0 if not self.owner else None)
-        if lag is not None and (self._lag_low is None or lag <= self._lag_low):
-            self._lag_low, self._lag_low_at, self._lag_low_wall = lag, now, time.time()
-        hb = Heartbeat(
+        hold = self.group.load_order
+        hb = sync_heartbeat(
             self.worker_id,
-            "sync",
-            partitions=sorted(f"{t}[{p}]" for t, p in self.owner),
-            lag=lag,
-            lag_low=self._lag_low,
-            lag_low_at=datetime.fromtimestamp(self._lag_low_wall, UTC)
-            if self._lag_low_wall
-            else None,
+            self.owner,
+            self.meter.lag,
+            self.lag_low,
+            self.stats,
             unassigned_tables=self.unassigned_tables,
-            detail={
-                "lag_low_age_s": round(now - self._lag_low_at, 1),
-                "batches": self.stats.batches,
-                "last_batch_age_s": round(time.time() - self.stats.last_batch_at, 1)
-                if self.stats.last_batch_at
-                else None,
-                "epoch": self.epoch,
-                "paused": self.group.pause.paused,
-                # tables held back until their parents' snapshot finished -> those parents
-                "held": {
-                    t: sorted(ps)
-                    for t, ps in (
-                        self.group.load_order.held() if self.group.load_order else {}
-                    ).items()
-                },
-                # records behind per topic (the console charts it per table)
-                "lag_by_topic": lag_by_topic(self.meter.lag, self.owner),
-            },
+            epoch=self.epoch,
+            paused=self.group.pause.paused,
+            held=hold.held() if hold is not None else {},
         )
         try:
             write_heartbeat(self._db(), self.bk, hb)
