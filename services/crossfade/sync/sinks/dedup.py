@@ -38,12 +38,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.catalog import POS_COLUMN, TableShape, uncut
+from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult
+from crossfade.target.golden import GoldenWriter
 from crossfade.target.store import (
     block_sizes,
     crosswalk_entries,
@@ -109,7 +110,8 @@ class DedupWriter:
         self.bk_name = bookkeeping_schema
         names = [c.name for c in shape.columns]
         self.cols = [c for c in names if c in set(produced) | set(key)]
-        self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+        self.golden = GoldenWriter(shape, key, self.cols)
+        """The target's rows, written set-based (crossfade.target.golden)."""
         self.target = sql.SQL("{}.{}").format(
             sql.Identifier(shape.schema), sql.Identifier(shape.name)
         )
@@ -216,7 +218,11 @@ class DedupWriter:
             else:
                 gone.append(k)
         deleted_members = [mk for mk in changed if mk not in members]
-        self._write_target(conn, rows_out, gone, deleted_members)
+        self.golden.write(
+            conn,
+            [(vals, pos) for _k, vals, pos in rows_out],
+            [*gone, *(json.loads(mk) for mk in deleted_members)],
+        )
         self._write_crosswalk(conn, members, in_group, deleted_members)
 
     def _component(
@@ -265,59 +271,6 @@ class DedupWriter:
                     "make the match rules stricter (a placeholder value is not evidence), then restart sync",
                 )
         return members, skipped
-
-    def _write_target(
-        self,
-        conn: psycopg.Connection,
-        rows: list[tuple[tuple[Any, ...], dict[str, Any], int]],
-        gone: list[tuple[Any, ...]],
-        deleted_members: list[str],
-    ) -> None:
-        I = sql.Identifier  # noqa: E741,N806
-        # values are cast to the column's type without its length (catalog.uncut): an explicit
-        # CAST(%s AS varchar(5)) would cut an over-long golden value without a word; the
-        # assignment to the column refuses it (the mapping's `:too_long` rule dead-letters such
-        # rows before they get here), and a key lookup finds no row rather than a cut key's
-        key_match = sql.SQL(" AND ").join(
-            sql.SQL("{} = CAST(%s AS {})").format(I(k), self._type(k)) for k in self.key
-        )
-        cols = [*self.cols, POS_COLUMN]
-        types = [self._type(c) for c in self.cols] + [sql.SQL("numeric")]
-        non_key = [c for c in cols if c not in self.key]
-        upsert = sql.SQL(
-            "INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
-        ).format(
-            t=self.target,
-            cols=sql.SQL(", ").join(map(I, cols)),
-            vals=sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(t) for t in types),
-            key=sql.SQL(", ").join(map(I, self.key)),
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_key),
-        )
-        delete = sql.SQL("DELETE FROM {} WHERE {}").format(self.target, key_match)
-        with conn.cursor() as cur:
-            gone_keys = [list(k) for k in gone] + [json.loads(mk) for mk in deleted_members]
-            if gone_keys:
-                cur.executemany(delete, gone_keys)
-            if rows:
-                cur.executemany(
-                    upsert,
-                    [
-                        [*(self._param(c, vals.get(c)) for c in self.cols), pos]
-                        for _k, vals, pos in rows
-                    ],
-                )
-
-    def _type(self, col: str) -> sql.SQL:
-        return sql.SQL(uncut(self.shape.column(col).type_sql))
-
-    def _param(self, col: str, v: Any) -> Any:
-        if v is None:
-            return None
-        if col in self.json_cols:
-            return json.dumps(v)
-        if isinstance(v, list | dict):
-            return v
-        return v if isinstance(v, str | bool | int | float) else str(v)
 
     def _write_crosswalk(
         self,
