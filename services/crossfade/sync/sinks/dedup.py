@@ -5,7 +5,9 @@ plain guarded upsert. Every mapped row is a *member*, kept in ``<bookkeeping>.de
 with its blocking keys (:meth:`crossfade.mapping.dedup.Matcher.block_keys`) and its source
 position (older changes of a member are refused, as everywhere). For each batch, in the batch
 transaction and under a per-target advisory lock (members of one group arrive through different
-partitions and workers):
+partitions and workers; only what the changes alone make, their block keys and stored rows, is
+made before it: everything below reads what another batch may be writing, and a component read
+before the lock would miss the members another worker is about to commit):
 
 1. the changed members are upserted (a delete marks the member gone);
 2. the *component* around them is loaded: members sharing a blocking key with a changed member
@@ -14,7 +16,7 @@ partitions and workers):
 3. :class:`~crossfade.mapping.dedup.Deduper` — the same code audit and dry-run use — regroups the
    component; :func:`~crossfade.mapping.dedup.survive` builds each golden record;
 4. the target gets exactly one row per group (the golden record, under the survivor's key) and
-   none for merged members; ``<bookkeeping>.crosswalk`` maps every member key to its survivor
+   none for merged members (set-based: :class:`crossfade.target.golden.GoldenWriter`); ``<bookkeeping>.crosswalk`` maps every member key to its survivor
    key with the rule and evidence of the merge (``crossfade dedup explain``);
 5. children: a column with a ``references`` rule to this target holds the survivor's key: a
    child written later resolves its member through the crosswalk (:class:`~crossfade.sync.sinks.mapped_source.
@@ -142,19 +144,22 @@ class DedupWriter:
         res = ApplyResult()
         if not changes:
             return res
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
-        )
         best: dict[str, Any] = {}
         for ch in changes:
             k = key_text(ch.key)
             if k not in best or ch.position >= best[k].position:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
+        # what the changes alone make (block keys, the members' rows as stored) is made before
+        # the lock: it reads nothing, and the lock orders what is read and written after it
+        made = {k: self._member_row(k, ch) for k, ch in best.items()}
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
+        )
         old = member_positions(conn, self.bk_name, self.table, list(best))
-        matcher = self.matcher
         seed_blocks: set[str] = set()
-        upserts, deletes = [], []
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
         for k, ch in best.items():
             have = old.get(k)
             if have is not None and (
@@ -165,31 +170,29 @@ class DedupWriter:
             if have is not None:
                 seed_blocks.update(have[1])
             if ch.values is None:
-                deletes.append((k, ch))
+                deletes.append(made[k])
                 res.deleted += 1
             else:
-                vals = {c: ch.values.get(c) for c in self.cols}
                 if ch.unavailable:
                     raise_unavailable(self.table, k, ch.unavailable)
-                blocks = matcher.block_keys(vals)
-                seed_blocks.update(blocks)
-                upserts.append((k, ch, blocks, vals))
+                seed_blocks.update(made[k][2])
+                upserts.append(made[k])
                 res.applied += 1
         if not upserts and not deletes:
             return res
-        write_members(
-            conn,
-            self.bk_name,
-            self.table,
-            [
-                (k, Jsonb([_jv(v) for v in ch.key]), blocks, Jsonb(_json_row(vals)), ch.position)
-                for k, ch, blocks, vals in upserts
-            ],
-            [(k, Jsonb([_jv(v) for v in ch.key]), ch.position) for k, ch in deletes],
-        )
-        changed = {k for k, *_ in upserts} | {k for k, _ in deletes}
+        write_members(conn, self.bk_name, self.table, upserts, deletes)
+        changed = {u[0] for u in upserts} | {d[0] for d in deletes}
         self._regroup(conn, changed, seed_blocks)
         return res
+
+    def _member_row(self, k: str, ch: Any) -> tuple[Any, ...]:
+        """``ch`` as :func:`~crossfade.target.store.write_members` stores it: (member key, key,
+        block keys, row, position), or (member key, key, position) for a delete."""
+        key = Jsonb([_jv(v) for v in ch.key])
+        if ch.values is None:
+            return (k, key, ch.position)
+        vals = {c: ch.values.get(c) for c in self.cols}
+        return (k, key, self.matcher.block_keys(vals), Jsonb(_json_row(vals)), ch.position)
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
         members, skipped = self._component(conn, changed, blocks)
