@@ -21,7 +21,9 @@ What the row-by-row statements guaranteed, kept:
   members decide the record, and the dedup lock orders the batches writing it);
 * two rows of a batch with keys equal in the column's type (members spelled ``1`` and ``"1"``)
   end as the last one, as the second statement of an ``executemany`` would leave it (a single
-  ``ON CONFLICT DO UPDATE`` cannot touch a row twice: ``DISTINCT ON`` keeps the last).
+  ``ON CONFLICT DO UPDATE`` cannot touch a row twice: ``DISTINCT ON`` keeps the last; a new
+  row's key is then spelled as the last one gives it, which differs only for a type keeping
+  the spelling, a numeric key's ``1.0`` and ``1``). The upsert meets the rows in key order.
 
 Values are read by the column type's input function from the text psycopg's COPY writes (the
 same as the plain path, :class:`crossfade.target.apply.TableApplier`, and verify's expected rows,
@@ -30,7 +32,8 @@ values JSON has no type for (dates, decimals: members are stored as JSON) are th
 that differs from the row-by-row statements' ``CAST(<parameter> AS type)``, verify always expected
 what COPY writes: a Python bool into a text column is ``t``/``f`` (the cast of a boolean parameter
 wrote ``true``), and a float is its shortest text (``0.30000000000000004`` into a numeric column,
-``1.0`` into a text one, where the cast from float8 gave ``0.3`` and ``1``).
+``1.0`` into a text one, where the cast from float8 gave ``0.3`` and ``1``; a float into an
+integer column is refused, ``1.0`` is not an integer's text, as on the plain path and in verify).
 """
 
 from __future__ import annotations
