@@ -188,3 +188,53 @@ def test_a_batch_of_more_than_max_component_unrelated_records_does_not_stop_sync
     assert live.actual() == live.expected()
     keys, survivor = live.actual()
     assert survivor[key_text([n + 1])] == survivor[key_text([1])]
+
+
+def test_block_keys_and_member_rows_are_made_before_the_dedup_lock(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a batch's changes alone make (their block keys, their rows as stored) reads nothing,
+    so it is made before the table's dedup lock is taken (issue 22: the lock is held to the
+    batch's commit, and two sync processes wait on it); the member positions (the guard) are
+    read under it, and the regroup ends the same."""
+    from crossfade.sync.sinks import dedup
+
+    held_then: list[tuple[str, bool]] = []
+
+    def holds() -> bool:
+        row = live.conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()"
+        ).fetchone()
+        return bool(row and row[0])
+
+    matcher, positions, json_row = live.writer.matcher, dedup.member_positions, dedup._json_row
+
+    class Watched:
+        columns = matcher.columns
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(matcher, name)
+
+        def block_keys(self, values: Any) -> list[str]:
+            held_then.append(("block_keys", holds()))
+            return matcher.block_keys(values)
+
+    def watched_row(values: Any) -> Any:
+        held_then.append(("json_row", holds()))
+        return json_row(values)
+
+    def watched_positions(*a: Any) -> Any:
+        held_then.append(("member_positions", holds()))
+        return positions(*a)
+
+    monkeypatch.setattr(live.writer, "matcher", Watched())
+    monkeypatch.setattr(dedup, "_json_row", watched_row)
+    monkeypatch.setattr(dedup, "member_positions", watched_positions)
+    live.conn.commit()  # each batch its own transaction (the lock goes at its commit)
+    live.batch([_person(1, "Ann Lee", email="a@x.org"), _person(2, "Bo Day", email="a@x.org")])
+    live.conn.commit()
+    live.batch([_person(2, "Bo Day", email="b@x.org")], deletes=[1])
+    made = [held for what, held in held_then if what != "member_positions"]
+    assert len(made) == 6 and not any(made)  # 3 upserts: block keys, then their rows
+    assert [h for w, h in held_then if w == "member_positions"] == [True, True]
+    assert live.actual() == live.expected()

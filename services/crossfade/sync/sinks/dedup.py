@@ -5,7 +5,9 @@ plain guarded upsert. Every mapped row is a *member*, kept in ``<bookkeeping>.de
 with its blocking keys (:meth:`crossfade.mapping.dedup.Matcher.block_keys`) and its source
 position (older changes of a member are refused, as everywhere). For each batch, in the batch
 transaction and under a per-target advisory lock (members of one group arrive through different
-partitions and workers):
+partitions and workers; only what the changes alone make, their block keys and stored rows, is
+made before it: everything below reads what another batch may be writing, and a component read
+before the lock would miss the members another worker is about to commit):
 
 1. the changed members are upserted (a delete marks the member gone);
 2. the *component* around them is loaded: members sharing a blocking key with a changed member
@@ -14,7 +16,7 @@ partitions and workers):
 3. :class:`~crossfade.mapping.dedup.Deduper` — the same code audit and dry-run use — regroups the
    component; :func:`~crossfade.mapping.dedup.survive` builds each golden record;
 4. the target gets exactly one row per group (the golden record, under the survivor's key) and
-   none for merged members; ``<bookkeeping>.crosswalk`` maps every member key to its survivor
+   none for merged members (set-based: :class:`crossfade.target.golden.GoldenWriter`); ``<bookkeeping>.crosswalk`` maps every member key to its survivor
    key with the rule and evidence of the merge (``crossfade dedup explain``);
 5. children: a column with a ``references`` rule to this target holds the survivor's key: a
    child written later resolves its member through the crosswalk (:class:`~crossfade.sync.sinks.mapped_source.
@@ -38,12 +40,13 @@ import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from crossfade.catalog import POS_COLUMN, TableShape, uncut
+from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
 from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
 from crossfade.target.apply import ApplyResult
+from crossfade.target.golden import GoldenWriter
 from crossfade.target.store import (
     block_sizes,
     crosswalk_entries,
@@ -109,7 +112,8 @@ class DedupWriter:
         self.bk_name = bookkeeping_schema
         names = [c.name for c in shape.columns]
         self.cols = [c for c in names if c in set(produced) | set(key)]
-        self.json_cols = {c.name for c in shape.columns if c.type_sql in ("json", "jsonb")}
+        self.golden = GoldenWriter(shape, key, self.cols)
+        """The target's rows, written set-based (crossfade.target.golden)."""
         self.target = sql.SQL("{}.{}").format(
             sql.Identifier(shape.schema), sql.Identifier(shape.name)
         )
@@ -140,19 +144,22 @@ class DedupWriter:
         res = ApplyResult()
         if not changes:
             return res
-        conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
-        )
         best: dict[str, Any] = {}
         for ch in changes:
             k = key_text(ch.key)
             if k not in best or ch.position >= best[k].position:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
+        # what the changes alone make (block keys, the members' rows as stored) is made before
+        # the lock: it reads nothing, and the lock orders what is read and written after it
+        made = {k: self._member_row(k, ch) for k, ch in best.items()}
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
+        )
         old = member_positions(conn, self.bk_name, self.table, list(best))
-        matcher = self.matcher
         seed_blocks: set[str] = set()
-        upserts, deletes = [], []
+        upserts: list[tuple[Any, ...]] = []
+        deletes: list[tuple[Any, ...]] = []
         for k, ch in best.items():
             have = old.get(k)
             if have is not None and (
@@ -163,31 +170,29 @@ class DedupWriter:
             if have is not None:
                 seed_blocks.update(have[1])
             if ch.values is None:
-                deletes.append((k, ch))
+                deletes.append(made[k])
                 res.deleted += 1
             else:
-                vals = {c: ch.values.get(c) for c in self.cols}
                 if ch.unavailable:
                     raise_unavailable(self.table, k, ch.unavailable)
-                blocks = matcher.block_keys(vals)
-                seed_blocks.update(blocks)
-                upserts.append((k, ch, blocks, vals))
+                seed_blocks.update(made[k][2])
+                upserts.append(made[k])
                 res.applied += 1
         if not upserts and not deletes:
             return res
-        write_members(
-            conn,
-            self.bk_name,
-            self.table,
-            [
-                (k, Jsonb([_jv(v) for v in ch.key]), blocks, Jsonb(_json_row(vals)), ch.position)
-                for k, ch, blocks, vals in upserts
-            ],
-            [(k, Jsonb([_jv(v) for v in ch.key]), ch.position) for k, ch in deletes],
-        )
-        changed = {k for k, *_ in upserts} | {k for k, _ in deletes}
+        write_members(conn, self.bk_name, self.table, upserts, deletes)
+        changed = {u[0] for u in upserts} | {d[0] for d in deletes}
         self._regroup(conn, changed, seed_blocks)
         return res
+
+    def _member_row(self, k: str, ch: Any) -> tuple[Any, ...]:
+        """``ch`` as :func:`~crossfade.target.store.write_members` stores it: (member key, key,
+        block keys, row, position), or (member key, key, position) for a delete."""
+        key = Jsonb([_jv(v) for v in ch.key])
+        if ch.values is None:
+            return (k, key, ch.position)
+        vals = {c: ch.values.get(c) for c in self.cols}
+        return (k, key, self.matcher.block_keys(vals), Jsonb(_json_row(vals)), ch.position)
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
         members, skipped = self._component(conn, changed, blocks)
@@ -216,7 +221,11 @@ class DedupWriter:
             else:
                 gone.append(k)
         deleted_members = [mk for mk in changed if mk not in members]
-        self._write_target(conn, rows_out, gone, deleted_members)
+        self.golden.write(
+            conn,
+            [(vals, pos) for _k, vals, pos in rows_out],
+            [*gone, *(json.loads(mk) for mk in deleted_members)],
+        )
         self._write_crosswalk(conn, members, in_group, deleted_members)
 
     def _component(
@@ -265,59 +274,6 @@ class DedupWriter:
                     "make the match rules stricter (a placeholder value is not evidence), then restart sync",
                 )
         return members, skipped
-
-    def _write_target(
-        self,
-        conn: psycopg.Connection,
-        rows: list[tuple[tuple[Any, ...], dict[str, Any], int]],
-        gone: list[tuple[Any, ...]],
-        deleted_members: list[str],
-    ) -> None:
-        I = sql.Identifier  # noqa: E741,N806
-        # values are cast to the column's type without its length (catalog.uncut): an explicit
-        # CAST(%s AS varchar(5)) would cut an over-long golden value without a word; the
-        # assignment to the column refuses it (the mapping's `:too_long` rule dead-letters such
-        # rows before they get here), and a key lookup finds no row rather than a cut key's
-        key_match = sql.SQL(" AND ").join(
-            sql.SQL("{} = CAST(%s AS {})").format(I(k), self._type(k)) for k in self.key
-        )
-        cols = [*self.cols, POS_COLUMN]
-        types = [self._type(c) for c in self.cols] + [sql.SQL("numeric")]
-        non_key = [c for c in cols if c not in self.key]
-        upsert = sql.SQL(
-            "INSERT INTO {t} ({cols}) VALUES ({vals}) ON CONFLICT ({key}) DO UPDATE SET {sets}"
-        ).format(
-            t=self.target,
-            cols=sql.SQL(", ").join(map(I, cols)),
-            vals=sql.SQL(", ").join(sql.SQL("CAST(%s AS {})").format(t) for t in types),
-            key=sql.SQL(", ").join(map(I, self.key)),
-            sets=sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(I(c)) for c in non_key),
-        )
-        delete = sql.SQL("DELETE FROM {} WHERE {}").format(self.target, key_match)
-        with conn.cursor() as cur:
-            gone_keys = [list(k) for k in gone] + [json.loads(mk) for mk in deleted_members]
-            if gone_keys:
-                cur.executemany(delete, gone_keys)
-            if rows:
-                cur.executemany(
-                    upsert,
-                    [
-                        [*(self._param(c, vals.get(c)) for c in self.cols), pos]
-                        for _k, vals, pos in rows
-                    ],
-                )
-
-    def _type(self, col: str) -> sql.SQL:
-        return sql.SQL(uncut(self.shape.column(col).type_sql))
-
-    def _param(self, col: str, v: Any) -> Any:
-        if v is None:
-            return None
-        if col in self.json_cols:
-            return json.dumps(v)
-        if isinstance(v, list | dict):
-            return v
-        return v if isinstance(v, str | bool | int | float) else str(v)
 
     def _write_crosswalk(
         self,

@@ -1,7 +1,9 @@
 """Set-based writes of bookkeeping rows: the batch's rows COPYed into a session's temporary
 staging table, then merged into their table by ONE statement (as the target tables' apply does,
 crossfade.target.apply). Row by row (``executemany``), psycopg's per-row parameter handling and
-the server's per-statement work were most of the dedup step's CPU in a mapped load (issue 22)."""
+the server's per-statement work were most of the dedup step's CPU in a mapped load (issue 22).
+A deduplicated target's golden records are staged here too (:mod:`crossfade.target.golden`, whose
+module builds the statements on the target table)."""
 
 from __future__ import annotations
 
