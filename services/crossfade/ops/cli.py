@@ -32,6 +32,7 @@ from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
 
 if TYPE_CHECKING:
+    from crossfade.ops.children import SyncChildren
     from crossfade.ops.runner import Runner
     from crossfade.sync.worker import SyncWorker
 
@@ -261,21 +262,50 @@ def _add_sync_workers(runner: Runner, settings: Settings) -> list[SyncWorker]:
     return workers
 
 
-def _serve(services: list[str], settings: Settings) -> None:
+def _sync_processes(
+    services: list[str], settings: Settings, config: str | None
+) -> tuple[Settings, SyncChildren | None]:
+    """Sync in child processes (``sync.processes``, :mod:`crossfade.ops.children`): the
+    children of this process, or None (sync, if any, runs in it). In a child: its settings."""
+    from crossfade.ops import children as kids
+    from crossfade.ops.logs import set_process_name
+
+    name = kids.child_name()
+    if name is not None:
+        set_process_name(name)
+        return kids.become_child(settings), None
+    n = kids.children_to_start(settings, "capture" in services) if "sync" in services else 0
+    if not n:
+        return settings, None
+    kids.warn_processes(settings, n)
+    return settings, kids.SyncChildren(
+        n, kids.child_argv(config, _State.verbose, _State.log_format)
+    )
+
+
+def _serve(services: list[str], settings: Settings, config: str | None = None) -> None:
     from crossfade import metrics
     from crossfade.ops import probes
+    from crossfade.ops.children import report_port
     from crossfade.ops.runner import Runner, exit_within
 
     runner = Runner()
-    # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
-    probes.serve_ops(settings, services)
+    settings, children = _sync_processes(services, settings, config)
+    own = [s for s in services if s != "sync" or children is None]
+    # /metrics (this process's components, and its sync children's), /healthz, /readyz when
+    # ops.metrics_port is set
+    server = probes.serve_ops(settings, own, children)
+    if server is not None:
+        report_port(server.port)  # a sync child tells its parent
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
         cap = CaptureService(settings)
         runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
         probes.watch_capture(cap, settings)
-    workers = _add_sync_workers(runner, settings) if "sync" in services else []
+    if children is not None:
+        probes.watch_children(children, settings)
+    workers = _add_sync_workers(runner, settings) if "sync" in own else []
     console = None
     if settings.ops.console_port is not None:
         import os
@@ -301,11 +331,15 @@ def _serve(services: list[str], settings: Settings) -> None:
     gc.freeze()
     gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
     runner.install_signals()
+    if children is not None:
+        children.start(runner)  # from the main thread: PDEATHSIG follows the forking thread
     runner.start()
     try:
         runner.wait()
     finally:
         exit_within(f"crossfade {' '.join(services)}")
+        if children is not None:
+            children.close()
         if console is not None:
             console.stop()
         if any(w.left_in_group for w in workers):
@@ -326,15 +360,16 @@ def capture(config: str | None) -> None:
 @cli.command()
 @config_option
 def sync(config: str | None) -> None:
-    """Kafka -> new database; run several to scale out (one consumer group)."""
-    _serve(["sync"], _settings(config))
+    """Kafka -> new database (sync.processes above 1: that many child processes); run several
+    to scale out (one consumer group)."""
+    _serve(["sync"], _settings(config), config)
 
 
 @cli.command()
 @config_option
 def run(config: str | None) -> None:
-    """Capture and sync in one process (one-node setups)."""
-    _serve(["capture", "sync"], _settings(config))
+    """Capture, and sync in sync.processes child processes (one-node setups)."""
+    _serve(["capture", "sync"], _settings(config), config)
 
 
 @cli.command()
