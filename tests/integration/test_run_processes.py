@@ -88,7 +88,8 @@ def test_run_with_two_sync_processes_loads_verifies_and_stops_cleanly(
     r = stack.cli("verify", "--json", timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout)["match"], r.stdout[-3000:] + stack._diag()
     log = run.log.read_text(errors="replace")
-    assert "sync-1" in log and "sync-2" in log  # the children's lines carry their names
+    # the children's lines carry their names
+    assert '"worker": "sync-1"' in log and '"worker": "sync-2"' in log, log[-3000:]
     os.kill(run.p.pid, signal.SIGTERM)  # the parent only: it forwards SIGTERM to its children
     assert run.p.wait(90) == 0, run.tail()
     run.expected_dead = True

@@ -77,7 +77,7 @@ def _children(tmp_path: Path, *codes: str) -> tuple[Runner, list[kids.SyncChild]
     return runner, made
 
 
-SLEEPER = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(60)"
+SLEEPER = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(3600)"
 
 
 def test_the_first_failing_child_gives_the_exit_code_and_stops_the_others(tmp_path: Path) -> None:
@@ -111,6 +111,20 @@ def test_stopping_the_parent_stops_every_child_cleanly(tmp_path: Path) -> None:
     runner.stop()
     runner.wait()  # no error: each child exited 0 after its SIGTERM
     assert [c.popen.poll() for c in made if c.popen] == [0, 0]
+
+
+def test_a_child_failing_while_stopping_is_the_exit_code(tmp_path: Path) -> None:
+    unclean = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(4)); time.sleep(3600)"
+    runner, made = _children(tmp_path, SLEEPER, unclean)
+    children = kids.SyncChildren(0, [])
+    children.children = made
+    runner.start()
+    time.sleep(0.5)
+    runner.stop()
+    runner.wait()
+    with pytest.raises(kids.ChildFailed) as err:
+        children.check_stopped()
+    assert exit_code(err.value) == 4
 
 
 # -- the merge ------------------------------------------------------------------------------
@@ -195,3 +209,22 @@ def test_every_sync_gauge_has_a_rule() -> None:
         f.name for m in metrics.EXPORTED_BY["sync"] for f in m.describe() if f.type == "gauge"
     }
     assert gauges and gauges <= set(kids.GAUGE_RULES), gauges - set(kids.GAUGE_RULES)
+
+
+def test_a_childs_log_lines_carry_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from crossfade.ops import logs
+
+    def record(thread: str) -> logging.LogRecord:
+        r = logging.LogRecord("x", logging.INFO, __file__, 1, "hello", None, None)
+        r.threadName = thread
+        return r
+
+    monkeypatch.setattr(logs, "_PROCESS", [])
+    assert logs.worker_of(record("MainThread")) is None
+    logs.set_process_name("sync-2")
+    assert logs.worker_of(record("MainThread")) == "sync-2"
+    assert logs.worker_of(record("sync-1")) == "sync-2/sync-1"  # its second worker thread
+    assert '"worker": "sync-2"' in logs.JsonFormatter().format(record("ops-http"))
+    assert "[sync-2] hello" in logs.RedactingFormatter("%(message)s").format(record("x"))

@@ -166,6 +166,7 @@ class SyncChild:
         self.port_file = port_file
         self.popen: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
+        self.failed: ChildFailed | None = None
         self._port: int | None = None
 
     def start(self) -> None:
@@ -188,12 +189,13 @@ class SyncChild:
             what, code = f"was killed by {signal.Signals(-rc).name}", 128 - rc
         else:
             what, code = f"exited with code {rc}", rc or 1
-        raise ChildFailed(
+        self.failed = ChildFailed(
             f"sync process {self.name} (pid {self.popen.pid}) {what}",
             "its own error, if it could print one, is above; the other processes were stopped: "
             "fix the cause and start the command again",
             code,
         )
+        raise self.failed
 
     def stop(self) -> None:
         self.stopping.set()
@@ -264,6 +266,13 @@ class SyncChildren:
 
     def close(self) -> None:
         self._dir.cleanup()
+
+    def check_stopped(self) -> None:
+        """After a stop: the first child that did not exit cleanly (the runner takes an error
+        while stopping for shutdown noise; a child's exit code is the child's whole word)."""
+        for c in self.children:
+            if c.failed is not None:
+                raise c.failed
 
     # -- /readyz, /healthz, /metrics
 

@@ -336,6 +336,8 @@ def _serve(services: list[str], settings: Settings, config: str | None = None) -
     runner.start()
     try:
         runner.wait()
+        if children is not None:
+            children.check_stopped()
     finally:
         exit_within(f"crossfade {' '.join(services)}")
         if children is not None:
