@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -228,3 +229,25 @@ def test_a_childs_log_lines_carry_its_name(monkeypatch: pytest.MonkeyPatch) -> N
     assert logs.worker_of(record("sync-1")) == "sync-2/sync-1"  # its second worker thread
     assert '"worker": "sync-2"' in logs.JsonFormatter().format(record("ops-http"))
     assert "[sync-2] hello" in logs.RedactingFormatter("%(message)s").format(record("x"))
+
+
+def test_sigcont_on_the_parent_resumes_a_stopped_child() -> None:
+    children = kids.SyncChildren(1, [sys.executable, "-c", SLEEPER])
+    old = signal.getsignal(signal.SIGCONT)
+    try:
+        children.start(Runner())
+        (child,) = children.children
+        assert child.pid is not None
+        os.kill(child.pid, signal.SIGSTOP)
+        time.sleep(0.3)
+        assert psutil.Process(child.pid).status() == psutil.STATUS_STOPPED
+        os.kill(os.getpid(), signal.SIGCONT)
+        time.sleep(0.3)
+        assert psutil.Process(child.pid).status() != psutil.STATUS_STOPPED
+    finally:
+        signal.signal(signal.SIGCONT, old)
+        for c in children.children:
+            c.stop()
+            if c.popen is not None:
+                c.popen.wait(10)
+        children.close()

@@ -258,11 +258,20 @@ class SyncChildren:
         for c in self.children:
             c.start()
             runner.add(c.name, c.run, c.stop)
+        # `kill -CONT <pid>` resumes the command: its children too (one that stopped itself, or
+        # was stopped on its own, waits for it)
+        signal.signal(signal.SIGCONT, self._resume)
         log.info(
             "sync runs as %d process(es): %s",
             len(self.children),
             ", ".join(f"{c.name} (pid {c.pid})" for c in self.children),
         )
+
+    def _resume(self, _signum: int, _frame: Any) -> None:
+        for c in self.children:
+            if c.popen is not None and c.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    c.popen.send_signal(signal.SIGCONT)
 
     def close(self) -> None:
         self._dir.cleanup()
