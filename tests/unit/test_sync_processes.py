@@ -251,3 +251,14 @@ def test_sigcont_on_the_parent_resumes_a_stopped_child() -> None:
             if c.popen is not None:
                 c.popen.wait(10)
         children.close()
+
+
+def test_the_parents_last_line_is_the_failing_childs_own(tmp_path: Path) -> None:
+    bad = tmp_path / "missing.yaml"
+    code = f"from crossfade.ops.cli import main; main(['config', 'show', '-c', '{bad}'])"
+    runner, (child,) = _children(tmp_path, code)
+    runner.start()
+    with pytest.raises(kids.ChildFailed) as err:
+        runner.wait()
+    assert exit_code(err.value) == 2  # a configuration error's
+    assert str(err.value).startswith("sync-1: ") and "missing.yaml" in str(err.value), err.value

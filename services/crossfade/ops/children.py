@@ -148,13 +148,25 @@ def report_port(port: int) -> None:
     os.replace(tmp, path)
 
 
+def error_file(port_file: str | Path) -> Path:
+    return Path(f"{port_file}.error")
+
+
+def report_error(line: str) -> None:
+    """In a child, the one line its failure printed, for the parent's own last line."""
+    path = os.environ.get(PORT_FILE_ENV)
+    if path:
+        with contextlib.suppress(OSError):
+            error_file(path).write_text(line)
+
+
 # -- the parent's side ----------------------------------------------------------------------
 
 
 class ChildFailed(CrossfadeError):
     """A sync child exited while the parent was not stopping; the parent exits with its code."""
 
-    def __init__(self, message: str, hint: str, code: int) -> None:
+    def __init__(self, message: str, hint: str | None, code: int) -> None:
         super().__init__(message, hint)
         self.exit_code = code
 
@@ -189,13 +201,22 @@ class SyncChild:
             what, code = f"was killed by {signal.Signals(-rc).name}", 128 - rc
         else:
             what, code = f"exited with code {rc}", rc or 1
-        self.failed = ChildFailed(
-            f"sync process {self.name} (pid {self.popen.pid}) {what}",
-            "its own error, if it could print one, is above; the other processes were stopped: "
-            "fix the cause and start the command again",
-            code,
-        )
+        said = self._said()
+        if said:  # the child's own line is the cause: the command's last line says it too
+            self.failed = ChildFailed(f"{self.name}: {said}", None, code)
+        else:
+            self.failed = ChildFailed(
+                f"sync process {self.name} (pid {self.popen.pid}) {what}",
+                "the other processes were stopped: find why in its log lines above (out of "
+                "memory?), then start the command again",
+                code,
+            )
         raise self.failed
+
+    def _said(self) -> str | None:
+        with contextlib.suppress(OSError):
+            return error_file(self.port_file).read_text().strip() or None
+        return None
 
     def stop(self) -> None:
         self.stopping.set()

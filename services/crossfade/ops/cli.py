@@ -499,6 +499,15 @@ for _command in [
 _accept_global_options(cli)
 
 
+def _said(line: str) -> str:
+    """``line``, the error this process ends with; a sync child also hands it to its parent
+    (whose own last line then says it: crossfade.ops.children)."""
+    from crossfade.ops.children import report_error
+
+    report_error(line)
+    return line
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="crossfade", standalone_mode=False)
@@ -514,7 +523,7 @@ def main(argv: list[str] | None = None) -> Any:
     except CrossfadeError as exc:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
-        click.echo(f"crossfade: error: {redact(str(exc))}", err=True)
+        click.echo(f"crossfade: error: {_said(redact(str(exc)))}", err=True)
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
@@ -522,10 +531,8 @@ def main(argv: list[str] | None = None) -> Any:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
         msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        click.echo(
-            f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)",
-            err=True,
-        )
+        line = _said(f"{type(exc).__name__}: {msg} (run with --verbose for the trace)")
+        click.echo(f"crossfade: unexpected error: {line}", err=True)
         sys.exit(1)
 
 
