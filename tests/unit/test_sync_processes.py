@@ -253,7 +253,9 @@ def test_sigcont_on_the_parent_resumes_a_stopped_child() -> None:
         children.close()
 
 
-def test_the_parents_last_line_is_the_failing_childs_own(tmp_path: Path) -> None:
+def test_the_parents_last_line_is_the_failing_childs_own(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "missing.yaml"
     code = f"from crossfade.ops.cli import main; main(['config', 'show', '-c', '{bad}'])"
     runner, (child,) = _children(tmp_path, code)
@@ -262,3 +264,5 @@ def test_the_parents_last_line_is_the_failing_childs_own(tmp_path: Path) -> None
         runner.wait()
     assert exit_code(err.value) == 2  # a configuration error's
     assert str(err.value).startswith("sync-1: ") and "missing.yaml" in str(err.value), err.value
+    # the child does not print it: the command's one line is the parent's
+    assert "crossfade: error" not in capfd.readouterr().err

@@ -152,12 +152,18 @@ def error_file(port_file: str | Path) -> Path:
     return Path(f"{port_file}.error")
 
 
-def report_error(line: str) -> None:
-    """In a child, the one line its failure printed, for the parent's own last line."""
+def report_error(line: str) -> bool:
+    """In a child: hand the one line its failure would print to the parent, which prints it as
+    its own (one line for the whole command); False when not a child or the hand-over failed
+    (then the child prints it)."""
     path = os.environ.get(PORT_FILE_ENV)
-    if path:
-        with contextlib.suppress(OSError):
-            error_file(path).write_text(line)
+    if not path:
+        return False
+    try:
+        error_file(path).write_text(line)
+    except OSError:
+        return False
+    return True
 
 
 # -- the parent's side ----------------------------------------------------------------------

@@ -499,13 +499,12 @@ for _command in [
 _accept_global_options(cli)
 
 
-def _said(line: str) -> str:
-    """``line``, the error this process ends with; a sync child also hands it to its parent
-    (whose own last line then says it: crossfade.ops.children)."""
+def _handed(line: str) -> bool:
+    """Whether ``line``, the error this process ends with, went to the parent this sync child
+    belongs to (crossfade.ops.children): the command's one line is then the parent's."""
     from crossfade.ops.children import report_error
 
-    report_error(line)
-    return line
+    return report_error(line)
 
 
 def main(argv: list[str] | None = None) -> Any:
@@ -523,7 +522,8 @@ def main(argv: list[str] | None = None) -> Any:
     except CrossfadeError as exc:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
-        click.echo(f"crossfade: error: {_said(redact(str(exc)))}", err=True)
+        if not _handed(msg := redact(str(exc))):
+            click.echo(f"crossfade: error: {msg}", err=True)
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
@@ -531,8 +531,9 @@ def main(argv: list[str] | None = None) -> Any:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
         msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        line = _said(f"{type(exc).__name__}: {msg} (run with --verbose for the trace)")
-        click.echo(f"crossfade: unexpected error: {line}", err=True)
+        line = f"{type(exc).__name__}: {msg} (run with --verbose for the trace)"
+        if not _handed(f"unexpected error: {line}"):
+            click.echo(f"crossfade: unexpected error: {line}", err=True)
         sys.exit(1)
 
 
