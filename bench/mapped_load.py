@@ -167,7 +167,7 @@ class Sampler:
         while not self._stop.wait(0.2):
             now = time.monotonic() - self._t0
             point = now - last >= 10
-            for name, pid in list(self._pids.items()):
+            for name, pid in [*self._pids.items(), *sync_children(self._pids).items()]:
                 try:
                     rss = psutil.Process(pid).memory_info().rss / 2**20
                 except psutil.Error:
@@ -190,6 +190,20 @@ class Sampler:
                 with contextlib.suppress(psycopg.Error):
                     for state, wait_type, query in c.execute(q, (self._db,)):
                         self.sessions[session_label(state, wait_type, query)] += 1
+
+
+def sync_children(pids: dict[str, int]) -> dict[str, int]:
+    """The sync child processes (``sync.processes``) of the watched processes, as
+    ``run/sync-1``...: `crossfade run` runs sync in them, so their CPU and RSS are its too."""
+    out: dict[str, int] = {}
+    for name, pid in list(pids.items()):
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children():
+                with contextlib.suppress(psutil.Error):
+                    label = child.environ().get("CROSSFADE_SYNC_CHILD")
+                    if label:
+                        out[f"{name}/{label}"] = child.pid
+    return out
 
 
 def session_label(state: str | None, wait_type: str | None, query: str | None) -> str:
@@ -303,6 +317,9 @@ class MappedBench:
             self.root,
             batch_size=SyncConfig().batch_size,
             workers=args.sync_workers,
+            # --sync-procs counts `crossfade sync` processes: each one process (sync.processes);
+            # --one-process keeps the default (`crossfade run`'s sync children)
+            **({} if args.one_process else {"processes": 1}),
         )
         self.n_src, self.n_tgt = "native_legacy", "native_target"
         self.sampler: Sampler | None = None
@@ -402,8 +419,9 @@ class MappedBench:
             execute(self.pgt.dsn("postgres"), "SELECT pg_stat_statements_reset()")
         db0 = cluster_cpu(self.pgt.pid)
         t0 = time.time()
-        # --one-process: one `crossfade run` (capture and sync threads of one process: its CPU
-        # and RSS are the process's, named "run")
+        # --one-process: one `crossfade run` (capture, and sync in its child processes: the CPU
+        # and RSS of each are reported, "run/sync-1"...; before sync.processes, threads of one
+        # process, named "run")
         one = self.args.one_process
         cap = self.x.start("run" if one else "capture")
         # --sync-procs `crossfade sync` processes in one consumer group (they share sync.log)
@@ -423,6 +441,12 @@ class MappedBench:
         cpu = {cap_name: cpu_seconds(cap.p.pid)}
         capture_threads = thread_cpu(cap.p.pid)
         cpu |= {name: cpu_seconds(p.p.pid) for name, p in syns.items()}
+        # `run`'s sync child processes (sync.processes), alive at the fence: not yet in its
+        # children's times
+        kids = {n: cpu_seconds(pid) for n, pid in sync_children({cap_name: cap.p.pid}).items()}
+        if kids:
+            cpu |= kids
+            cpu[f"{cap_name} total"] = cpu[cap_name] + sum(kids.values())
         cpu["target_postgres"] = cluster_cpu(self.pgt.pid) - db0
         deferred = self.x.deferred()
         statements = self.statements() if self.args.statements else None
@@ -555,7 +579,7 @@ class MappedBench:
         )
         peak = x["peak_rss_mib"]
         procs = (
-            ["run"]
+            ["run", *sorted(k for k in peak if k.startswith("run/"))]
             if x.get("one_process")
             else ["capture", *(sync_name(i, x["sync_procs"]) for i in range(x["sync_procs"]))]
         )

@@ -301,6 +301,9 @@ def start_with_fault(stack: Stack, what: str, point: str, pause_s: float | None 
     """Start ``crossfade <what>`` with a precise fault point (see the module docstring)."""
     env = stack._env()
     env[FAULT_POINT_ENV] = point
+    # the point fires in the N-th batch of *the* worker, and the tests stop, resume and cut that
+    # process by its pid: one process (sync.processes would make it a parent of several)
+    env["CROSSFADE_SYNC__PROCESSES"] = "1"
     if pause_s is not None:
         env["CF_FAULT_PAUSE_S"] = str(pause_s)
     env["PYTHONPATH"] = os.pathsep.join([str(HOOKS_DIR), *filter(None, [env.get("PYTHONPATH")])])

@@ -149,17 +149,17 @@ def _kafka_committed(stack: Stack, keys) -> dict[str, int]:  # type: ignore[no-u
 
 
 def _assigned_after(proc, marker: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Offsets in the last "assigned" log line after ``marker``."""
+    """Offsets in the "assigned" log lines after ``marker``, the latest per partition (a sync
+    of several processes, sync.processes, logs one line per process)."""
     text = proc.tail(3000)
     text = text[text.rfind(marker) :]
     lines = [
         json.loads(x)["msg"] for x in text.splitlines() if x.startswith("{") and '"assigned ' in x
     ]
-    if not lines:
-        return {}
     return {
         part.rsplit("@", 1)[0]: int(part.rsplit("@", 1)[1])
-        for part in lines[-1][len("assigned ") :].split(", ")
+        for line in lines
+        for part in line[len("assigned ") :].split(", ")
     }
 
 
@@ -182,7 +182,9 @@ def test_fault_01_sigkill_sync_after_commit_before_kafka_commit(
     )
     sync = stack.start("sync")  # seeks to the offsets stored with the data, not Kafka's
     assigned = wait_for(
-        lambda: _assigned_after(sync, "FAULT POINT"), 120, "the new worker's assignment"
+        lambda: (a := _assigned_after(sync, "FAULT POINT")).keys() >= ends.keys() and a,
+        120,
+        "the new workers' assignment of the killed worker's partitions",
     )
     for k, end in ends.items():
         assert assigned[k] >= end, (

@@ -286,7 +286,7 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     assert _stalled_metric(port, "public.late") == 1.0
     assert _stalled_metric(port, "public.early") == 0.0
     wait_for(  # the heartbeat names it: the sync_alive gate is red
-        lambda: _heartbeat_tables(stack) == [["public.late"]],
+        lambda: _heartbeat_tables(stack) == {("public.late",)},
         30,
         "the heartbeat to name the stalled table",
     )
@@ -308,13 +308,15 @@ def test_fault_35_stalled_table_is_reported_and_recovered(fault_stack_factory: M
     wait_for(lambda: _readyz(port)["ready"], 60, "/readyz to turn true again")
     assert _stalled_metric(port, "public.late") == 0.0
     assert "public.late is no longer stalled" in sync.tail(400)
-    wait_for(lambda: _heartbeat_tables(stack) == [[]], 30, "the heartbeat to name no table")
+    wait_for(lambda: _heartbeat_tables(stack) == {()}, 30, "the heartbeat to name no table")
 
 
-def _heartbeat_tables(stack: FaultStack) -> list[object]:
+def _heartbeat_tables(stack: FaultStack) -> set[tuple[str, ...] | None]:
+    """The unassigned tables each sync worker's heartbeat names (one worker per sync process:
+    as many heartbeats as sync.processes)."""
     with stack.tgt() as c:
         rows = c.execute("SELECT unassigned_tables FROM crossfade.heartbeats WHERE role = 'sync'")
-        return [r[0] for r in rows.fetchall()]
+        return {None if r[0] is None else tuple(r[0]) for r in rows.fetchall()}
 
 
 def test_fault_35_broker_restart_keeps_its_data(fault_stack_factory: MakeStack) -> None:

@@ -39,7 +39,8 @@ def sync_heartbeats(stack: Stack) -> list[tuple[str, int, list[str], int]]:
 def test_two_workers_of_one_sync_process_load_a_mapped_crm(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory(initial_load="copy", partitions=4, batch_size=300, workers=2)
+    # one process (sync.processes): this is the test of its two worker threads
+    stack = stack_factory(initial_load="copy", partitions=4, batch_size=300, workers=2, processes=1)
     seed_crm(stack, ACCOUNTS, seed=11)
     stack.start("capture")
     sync = stack.start("sync")

@@ -99,7 +99,8 @@ def _run_cli(
                 "target": {"dsn": "postgresql://u@127.0.0.1:1/target"},
                 "kafka": {"bootstrap_servers": "127.0.0.1:1", "partitions": 4},
                 "tables": ["public.t"],
-                "sync": {"workers": workers},
+                # one process: the stand-in replaces SyncWorker in this process only
+                "sync": {"workers": workers, "processes": 1},
             }
         )
     )

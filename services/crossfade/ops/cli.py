@@ -32,6 +32,7 @@ from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
 
 if TYPE_CHECKING:
+    from crossfade.ops.children import SyncChildren
     from crossfade.ops.runner import Runner
     from crossfade.sync.worker import SyncWorker
 
@@ -261,21 +262,50 @@ def _add_sync_workers(runner: Runner, settings: Settings) -> list[SyncWorker]:
     return workers
 
 
-def _serve(services: list[str], settings: Settings) -> None:
+def _sync_processes(
+    services: list[str], settings: Settings, config: str | None
+) -> tuple[Settings, SyncChildren | None]:
+    """Sync in child processes (``sync.processes``, :mod:`crossfade.ops.children`): the
+    children of this process, or None (sync, if any, runs in it). In a child: its settings."""
+    from crossfade.ops import children as kids
+    from crossfade.ops.logs import set_process_name
+
+    name = kids.child_name()
+    if name is not None:
+        set_process_name(name)
+        return kids.become_child(settings), None
+    n = kids.children_to_start(settings, "capture" in services) if "sync" in services else 0
+    if not n:
+        return settings, None
+    kids.warn_processes(settings, n)
+    return settings, kids.SyncChildren(
+        n, kids.child_argv(config, _State.verbose, _State.log_format)
+    )
+
+
+def _serve(services: list[str], settings: Settings, config: str | None = None) -> None:
     from crossfade import metrics
     from crossfade.ops import probes
+    from crossfade.ops.children import report_port
     from crossfade.ops.runner import Runner, exit_within
 
     runner = Runner()
-    # /metrics (this process's components only), /healthz, /readyz when ops.metrics_port is set
-    probes.serve_ops(settings, services)
+    settings, children = _sync_processes(services, settings, config)
+    own = [s for s in services if s != "sync" or children is None]
+    # /metrics (this process's components, and its sync children's), /healthz, /readyz when
+    # ops.metrics_port is set
+    server = probes.serve_ops(settings, own, children)
+    if server is not None:
+        report_port(server.port)  # a sync child tells its parent
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
         cap = CaptureService(settings)
         runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
         probes.watch_capture(cap, settings)
-    workers = _add_sync_workers(runner, settings) if "sync" in services else []
+    if children is not None:
+        probes.watch_children(children, settings)
+    workers = _add_sync_workers(runner, settings) if "sync" in own else []
     console = None
     if settings.ops.console_port is not None:
         import os
@@ -301,11 +331,17 @@ def _serve(services: list[str], settings: Settings) -> None:
     gc.freeze()
     gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
     runner.install_signals()
+    if children is not None:
+        children.start(runner)  # from the main thread: PDEATHSIG follows the forking thread
     runner.start()
     try:
         runner.wait()
+        if children is not None:
+            children.check_stopped()
     finally:
         exit_within(f"crossfade {' '.join(services)}")
+        if children is not None:
+            children.close()
         if console is not None:
             console.stop()
         if any(w.left_in_group for w in workers):
@@ -326,15 +362,16 @@ def capture(config: str | None) -> None:
 @cli.command()
 @config_option
 def sync(config: str | None) -> None:
-    """Kafka -> new database; run several to scale out (one consumer group)."""
-    _serve(["sync"], _settings(config))
+    """Kafka -> new database (sync.processes above 1: that many child processes); run several
+    to scale out (one consumer group)."""
+    _serve(["sync"], _settings(config), config)
 
 
 @cli.command()
 @config_option
 def run(config: str | None) -> None:
-    """Capture and sync in one process (one-node setups)."""
-    _serve(["capture", "sync"], _settings(config))
+    """Capture, and sync in sync.processes child processes (one-node setups)."""
+    _serve(["capture", "sync"], _settings(config), config)
 
 
 @cli.command()
@@ -462,6 +499,14 @@ for _command in [
 _accept_global_options(cli)
 
 
+def _handed(line: str) -> bool:
+    """Whether ``line``, the error this process ends with, went to the parent this sync child
+    belongs to (crossfade.ops.children): the command's one line is then the parent's."""
+    from crossfade.ops.children import report_error
+
+    return report_error(line)
+
+
 def main(argv: list[str] | None = None) -> Any:
     try:
         return cli.main(args=argv, prog_name="crossfade", standalone_mode=False)
@@ -477,7 +522,8 @@ def main(argv: list[str] | None = None) -> Any:
     except CrossfadeError as exc:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
-        click.echo(f"crossfade: error: {redact(str(exc))}", err=True)
+        if not _handed(msg := redact(str(exc))):
+            click.echo(f"crossfade: error: {msg}", err=True)
         sys.exit(exc.exit_code)
     except SystemExit:
         raise
@@ -485,10 +531,9 @@ def main(argv: list[str] | None = None) -> Any:
         if _State.verbose:
             click.echo(redact(traceback.format_exc()), err=True, nl=False)
         msg = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
-        click.echo(
-            f"crossfade: unexpected error: {type(exc).__name__}: {msg} (run with --verbose for the trace)",
-            err=True,
-        )
+        line = f"{type(exc).__name__}: {msg} (run with --verbose for the trace)"
+        if not _handed(f"unexpected error: {line}"):
+            click.echo(f"crossfade: unexpected error: {line}", err=True)
         sys.exit(1)
 
 

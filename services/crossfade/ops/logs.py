@@ -45,9 +45,21 @@ _WORKER_THREAD = re.compile(r"sync-\d+\b")
 and the threads they start, ``sync-1-watchdog``): their lines name the worker."""
 
 
+_PROCESS: list[str] = []
+"""The name of this process when it is one of several sync processes (``sync.processes``):
+``sync-2``; every line it logs carries it."""
+
+
+def set_process_name(name: str) -> None:
+    _PROCESS[:] = [name]
+
+
 def worker_of(record: logging.LogRecord) -> str | None:
-    """The sync worker a record was logged by, when the process runs several; else None."""
+    """The sync worker a record was logged by, when the process runs several, prefixed by the
+    process's name when it is one of several sync processes (``sync-2/sync-1``); else None."""
     m = _WORKER_THREAD.match(record.threadName or "")
+    if _PROCESS:
+        return f"{_PROCESS[0]}/{m.group(0)}" if m else _PROCESS[0]
     return m.group(0) if m else None
 
 

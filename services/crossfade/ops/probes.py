@@ -38,6 +38,7 @@ from crossfade.ops.http_limits import DeadlineRequestMixin, HttpLimits, LimitedS
 if TYPE_CHECKING:
     from crossfade.capture.service import CaptureService
     from crossfade.config import Settings
+    from crossfade.ops.children import SyncChildren
     from crossfade.sync.worker import SyncWorker
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,12 @@ def watch_capture(service: CaptureService, settings: Settings) -> None:
     READINESS.register("capture", "broker", BrokerProbe(settings.kafka.client_config()))
 
 
+ASSIGNED = "partitions assigned"
+SYNC_CHECKS = ("target database", ASSIGNED, "consume loop", "broker")
+"""The checks :func:`watch_sync` registers, besides one per table (:data:`TABLE_CHECK`)."""
+TABLE_CHECK = "{} assigned and progressing"
+
+
 def watch_sync(workers: Sequence[SyncWorker], settings: Settings) -> None:
     """Register sync's readiness, for all the process's ``workers`` (``sync.workers``, threads)
     at once: each worker's target session connected and consume loop turning, partitions
@@ -110,16 +117,28 @@ def watch_sync(workers: Sequence[SyncWorker], settings: Settings) -> None:
         return out
 
     READINESS.register("sync", "target database", lambda: all(target_ok(w) for w in workers))
-    READINESS.register("sync", "partitions assigned", lambda: any(w.owner for w in workers))
+    READINESS.register("sync", ASSIGNED, lambda: any(w.owner for w in workers))
     READINESS.register("sync", "consume loop", lambda: all(loop_ok(w) for w in workers))
     READINESS.register("sync", "broker", BrokerProbe(settings.kafka.client_config()))
     for table in settings.tables:  # the body names the stalled table (sync/watchdog.py)
         READINESS.register(
             "sync",
-            f"{table} assigned and progressing",
+            TABLE_CHECK.format(table),
             lambda t=table: t not in stalled(),  # type: ignore[misc]
         )
     STALLED_TABLES.watch(list(settings.tables), stalled)
+
+
+def watch_children(children: SyncChildren, settings: Settings) -> None:
+    """Register sync's readiness when sync runs in child processes (``sync.processes``): each
+    check of :func:`watch_sync` over every child's /readyz (partitions: one child's suffice, as
+    one worker's do), and every child answering."""
+    READINESS.register("sync", "processes answering", children.answering)
+    for name in SYNC_CHECKS:
+        READINESS.register("sync", name, children.check(name, any_child=name == ASSIGNED))
+    for table in settings.tables:
+        name = TABLE_CHECK.format(table)
+        READINESS.register("sync", name, children.check(name))
 
 
 # -- HTTP -------------------------------------------------------------------------------------
@@ -144,10 +163,14 @@ def ops_app(
     readiness: Readiness = READINESS,
     registry: Any = REGISTRY,
     components: Iterable[str] | None = None,
+    children: SyncChildren | None = None,
 ) -> WsgiApp:
     """The WSGI app behind /metrics, /healthz and /readyz. ``components``: /metrics serves only
-    their series (:class:`ComponentView`); None: the whole registry."""
+    their series (:class:`ComponentView`); None: the whole registry. ``children``: the sync child
+    processes, whose series /metrics merges in and whose health /healthz needs too."""
     view = registry if components is None else ComponentView(components, registry)
+    if children is not None:
+        view = children.view(view)
     metrics_app = prometheus_client.make_wsgi_app(view)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -155,6 +178,11 @@ def ops_app(
         if path == "/metrics":
             return metrics_app(environ, start_response)
         if path == "/healthz":
+            if children is not None and not children.healthy():
+                start_response(
+                    "503 Service Unavailable", [("Content-Type", "text/plain; charset=utf-8")]
+                )
+                return [b"a sync process does not answer\n"]
             start_response("200 OK", [("Content-Type", "text/plain; charset=utf-8")])
             return [b"ok\n"]
         if path == "/readyz":
@@ -205,9 +233,14 @@ class OpsServer:
         self._server.server_close()
 
 
-def serve_ops(settings: Settings, components: Iterable[str] = COMPONENTS) -> OpsServer | None:
+def serve_ops(
+    settings: Settings,
+    components: Iterable[str] = COMPONENTS,
+    children: SyncChildren | None = None,
+) -> OpsServer | None:
     """Start the ops endpoints if ``ops.metrics_port`` is set (0: any free port); None otherwise.
-    ``components``: what the process runs (capture, sync); /metrics exports only their series."""
+    ``components``: what the process runs (capture, sync); /metrics exports only their series,
+    and ``children``'s (sync child processes, :mod:`crossfade.ops.children`) merged in."""
     components = tuple(components)
     init_labels(settings, components)
     if settings.ops.metrics_port is None:
@@ -218,7 +251,7 @@ def serve_ops(settings: Settings, components: Iterable[str] = COMPONENTS) -> Ops
         return OpsServer(
             settings.ops.metrics_host,
             settings.ops.metrics_port,
-            ops_app(components=components),
+            ops_app(components=components, children=children),
         ).start()
     except OSError as exc:
         raise ConfigError(

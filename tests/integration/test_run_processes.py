@@ -1,0 +1,124 @@
+"""``crossfade run`` with sync in child processes (``sync.processes``, crossfade.ops.children):
+the demo CRM loads through the demo mapping and verifies; the parent's /metrics adds up the
+children's partitions and /readyz needs them; SIGTERM stops everything cleanly; a child killed
+stops the command with its one-line error; the parent killed takes its children with it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import psutil
+import pytest
+import yaml
+
+from crossfade.embedded._proc import free_port
+from crossfade.embedded.crm import MAPPING_FILE, TABLES
+from tests.conftest import Proc, Stack, wait_for
+from tests.integration.test_two_sync_mapped_load import seed_crm
+
+pytestmark = pytest.mark.integration
+
+
+def _get(port: int, path: str) -> tuple[int, str] | None:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return None
+
+
+def _assigned(port: int) -> float | None:
+    r = _get(port, "/metrics")
+    for line in (r[1] if r else "").splitlines():
+        if line.startswith("crossfade_sync_assigned_partitions "):
+            return float(line.split()[1])
+    return None
+
+
+def _children(proc: Proc) -> list[psutil.Process]:
+    try:
+        return psutil.Process(proc.p.pid).children()
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _gone(pids: list[int]) -> bool:
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+
+
+def _run(stack: Stack, tables: list[str], mapping: object = None) -> tuple[Proc, int, list[int]]:
+    """``crossfade run`` with two sync processes and its ops port; its children's pids, once
+    both are up and the parent ready."""
+    port = free_port()
+    stack.write_config(tables, ops={"metrics_port": port}, mapping=mapping)  # type: ignore[arg-type]
+    run = stack.start("run")
+    wait_for(lambda: len(_children(run)) == 2, 60, lambda: "two sync processes" + stack._diag())
+    pids = [c.pid for c in _children(run)]
+    wait_for(
+        lambda: (r := _get(port, "/readyz")) is not None and r[0] == 200,
+        240,
+        lambda: f"run to be ready: {_get(port, '/readyz')}" + stack._diag(),
+    )
+    return run, port, pids
+
+
+def test_run_with_two_sync_processes_loads_verifies_and_stops_cleanly(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(initial_load="copy", partitions=2, processes=2)
+    seed_crm(stack, accounts=1500)
+    run, port, pids = _run(stack, TABLES, yaml.safe_load(MAPPING_FILE.read_text()))
+    # every partition of every change topic held by one of the two children, added up
+    wait_for(
+        lambda: _assigned(port) == 2 * len(TABLES),
+        120,
+        lambda: f"assigned partitions {_assigned(port)}" + stack._diag(),
+    )
+    ready = json.loads(_get(port, "/readyz")[1])  # type: ignore[index]
+    assert ready["checks"]["sync"]["processes answering"] is True, ready
+    assert _get(port, "/healthz") == (200, "ok\n")
+    stack.fence(timeout=300)
+    r = stack.cli("verify", "--json", timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["match"], r.stdout[-3000:] + stack._diag()
+    log = run.log.read_text(errors="replace")
+    # the children's lines carry their names
+    assert '"worker": "sync-1"' in log and '"worker": "sync-2"' in log, log[-3000:]
+    os.kill(run.p.pid, signal.SIGTERM)  # the parent only: it forwards SIGTERM to its children
+    assert run.p.wait(90) == 0, run.tail()
+    run.expected_dead = True
+    assert _gone(pids), [psutil.Process(p) for p in pids if psutil.pid_exists(p)]
+
+
+def test_a_sync_process_killed_stops_run_with_its_error(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(partitions=2, processes=2)
+    stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 100) g")
+    run, _port, pids = _run(stack, ["public.t"])
+    os.kill(pids[1], signal.SIGKILL)
+    code = run.p.wait(90)
+    run.expected_dead = True
+    assert code == 128 + signal.SIGKILL, run.tail()
+    errors = [line for line in run.tail(200).splitlines() if line.startswith("crossfade: error:")]
+    assert len(errors) == 1 and "killed by SIGKILL" in errors[0], run.tail()
+    assert _gone(pids)
+
+
+def test_the_parent_killed_takes_its_sync_processes_with_it(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    stack = stack_factory(partitions=2, processes=2)
+    stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+    run, _port, pids = _run(stack, ["public.t"])
+    os.kill(run.p.pid, signal.SIGKILL)  # the parent alone, not its process group
+    run.p.wait(30)
+    run.expected_dead = True
+    wait_for(lambda: _gone(pids), 10, lambda: f"the children {pids} to die with their parent")
