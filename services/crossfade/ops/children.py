@@ -91,19 +91,28 @@ def children_to_start(settings: Settings, with_capture: bool) -> int:
     return n if with_capture or n > 1 else 0
 
 
+def warn_beyond_partitions(key: str, what: str, n: int, partitions: int) -> None:
+    """WARNING when ``key`` (``sync.processes``, ``sync.workers``) asks for more consumers than
+    a change topic has partitions: the group leaves the extra ones without any."""
+    if n > partitions:
+        log.warning(
+            "%s is %d but each change topic has %d partitions: %d %s will hold none; set %s at "
+            "most kafka.partitions",
+            key,
+            n,
+            partitions,
+            n - partitions,
+            what,
+            key,
+        )
+
+
 def warn_processes(settings: Settings, n: int) -> None:
     """The start's warnings about ``n`` sync processes: some would hold no partition; more
     workers than the replication origins' pool write untagged."""
     from crossfade.sync.origin import POOL
 
-    if n > settings.kafka.partitions:
-        log.warning(
-            "sync.processes is %d but each change topic has %d partitions: %d process(es) will "
-            "hold none; set sync.processes at most kafka.partitions",
-            n,
-            settings.kafka.partitions,
-            n - settings.kafka.partitions,
-        )
+    warn_beyond_partitions("sync.processes", "process(es)", n, settings.kafka.partitions)
     sessions = n * settings.sync.workers
     if settings.sync.tag_origin and sessions > POOL:
         log.warning(

@@ -243,17 +243,11 @@ def _add_sync_workers(runner: Runner, settings: Settings) -> list[SyncWorker]:
     target session and stall watch; one readiness for them all (:func:`probes.watch_sync`)."""
     from crossfade import metrics
     from crossfade.ops import probes
+    from crossfade.ops.children import warn_beyond_partitions
     from crossfade.sync.worker import SyncWorker
 
     n = settings.sync.workers
-    if n > settings.kafka.partitions:
-        log.warning(
-            "sync.workers is %d but each change topic has %d partitions: %d worker(s) will hold "
-            "none; set sync.workers at most kafka.partitions",
-            n,
-            settings.kafka.partitions,
-            n - settings.kafka.partitions,
-        )
+    warn_beyond_partitions("sync.workers", "worker(s)", n, settings.kafka.partitions)
     workers = [SyncWorker(settings) for _ in range(n)]
     for i, w in enumerate(workers, 1):
         name = "sync" if n == 1 else f"sync-{i}"
