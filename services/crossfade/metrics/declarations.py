@@ -207,7 +207,8 @@ SYNC_CONSUMER_LAG = Gauge(
 )
 SYNC_ASSIGNED = Gauge(
     "crossfade_sync_assigned_partitions",
-    "Partitions assigned to this process's sync workers (sync.workers), all together.",
+    "Partitions assigned to this process's sync workers (sync.workers), all together; a parent of "
+    "sync.processes children adds theirs.",
 )
 SYNC_TABLE_HELD = Gauge(
     "crossfade_sync_table_held",
