@@ -289,6 +289,14 @@ class Stack:
     def settings(self) -> Settings:
         return load_settings(self.config_path)
 
+    def sync_processes(self) -> int:
+        """How many sync processes ``start("sync")`` runs with this config (``sync.processes``;
+        ``auto``: the usable CPUs, at most the partitions): each holds a pause and beats."""
+        from crossfade.ops.children import resolve_processes
+
+        s = self.settings
+        return resolve_processes(s.sync.processes, s.kafka.partitions)
+
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")}
         env["CROSSFADE_CONFIG"] = str(self.config_path)

@@ -121,7 +121,8 @@ def test_a_dry_run_pauses_capture_and_sync_while_it_measures_and_they_carry_on(
         q = rep["dry_run_quiet"]
         assert q["paused"] == ["capture", "sync"] and q["resumed"] == ["capture", "sync"], q
         assert q["acknowledged"] is True and q["error"] is None and q["kept"] == [], q
-        assert q["holding"] == {"capture": "1 of 1", "sync": "1 of 1"}, q
+        n = stack.sync_processes()
+        assert q["holding"] == {"capture": "1 of 1", "sync": f"{n} of {n}"}, q
         assert 0 < q["held_s"] < 120 and 0 < q["wait_s"] <= q["holds"] * (2 * 1 + 1 + 1), q
         # paused again after the verify when its re-check fences resumed them (the schema step
         # and the sequences run paused, as frozen), once otherwise
