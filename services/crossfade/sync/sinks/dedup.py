@@ -16,8 +16,9 @@ before the lock would miss the members another worker is about to commit):
 3. :class:`~crossfade.mapping.dedup.Deduper` — the same code audit and dry-run use — regroups the
    component; :func:`~crossfade.mapping.dedup.survive` builds each golden record;
 4. the target gets exactly one row per group (the golden record, under the survivor's key) and
-   none for merged members (set-based: :class:`crossfade.target.golden.GoldenWriter`); ``<bookkeeping>.crosswalk`` maps every member key to its survivor
-   key with the rule and evidence of the merge (``crossfade dedup explain``);
+   none for merged members, written set-based (:class:`crossfade.target.golden.GoldenWriter`);
+   ``<bookkeeping>.crosswalk`` maps every member key to its survivor key with the rule and
+   evidence of the merge (``crossfade dedup explain``);
 5. children: a column with a ``references`` rule to this target holds the survivor's key: a
    child written later resolves its member through the crosswalk (:class:`~crossfade.sync.sinks.mapped_source.
    TargetWriter`); every member whose crosswalk entry changed here (:meth:`DedupWriter.take_moved`)
