@@ -68,6 +68,7 @@ from bench.run import (  # noqa: E402
     free_port,
     one,
     run_reported,
+    sync_children,
     thread_cpu,
     thread_times,
     wait,
@@ -190,20 +191,6 @@ class Sampler:
                 with contextlib.suppress(psycopg.Error):
                     for state, wait_type, query in c.execute(q, (self._db,)):
                         self.sessions[session_label(state, wait_type, query)] += 1
-
-
-def sync_children(pids: dict[str, int]) -> dict[str, int]:
-    """The sync child processes (``sync.processes``) of the watched processes, as
-    ``run/sync-1``...: `crossfade run` runs sync in them, so their CPU and RSS are its too."""
-    out: dict[str, int] = {}
-    for name, pid in list(pids.items()):
-        with contextlib.suppress(psutil.Error):
-            for child in psutil.Process(pid).children():
-                with contextlib.suppress(psutil.Error):
-                    label = child.environ().get("CROSSFADE_SYNC_CHILD")
-                    if label:
-                        out[f"{name}/{label}"] = child.pid
-    return out
 
 
 def session_label(state: str | None, wait_type: str | None, query: str | None) -> str:

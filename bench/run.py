@@ -234,7 +234,8 @@ class RssPeak:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            for name, pid in list(self._pids.items()):
+            # `run`'s sync children are reported apart ("run/sync-1")
+            for name, pid in [*list(self._pids.items()), *sync_children(self._pids).items()]:
                 try:
                     rss = psutil.Process(pid).memory_info().rss / 2**20
                 except psutil.Error:
@@ -290,6 +291,31 @@ def cpu_seconds(pid: int) -> float:
     """The process's CPU and that of its children it waited for (capture's COPY streams)."""
     t = psutil.Process(pid).cpu_times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def sync_children(pids: dict[str, int]) -> dict[str, int]:
+    """The sync child processes (``sync.processes``) of the watched processes, as
+    ``run/sync-1``...: `crossfade run` runs sync in them, so their CPU and RSS are its too."""
+    out: dict[str, int] = {}
+    for name, pid in list(pids.items()):
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(pid).children():
+                with contextlib.suppress(psutil.Error):
+                    label = child.environ().get("CROSSFADE_SYNC_CHILD")
+                    if label:
+                        out[f"{name}/{label}"] = child.pid
+    return out
+
+
+def service_cpu(pid: int) -> float:
+    """:func:`cpu_seconds` of a crossfade command plus its live sync child processes
+    (``sync.processes``: `crossfade run` always runs sync in children; their times reach the
+    parent's only once they have exited and been waited for)."""
+    total = cpu_seconds(pid)
+    for kid in sync_children({"p": pid}).values():
+        with contextlib.suppress(psutil.Error):
+            total += cpu_seconds(kid)
+    return total
 
 
 def cluster_cpu(postmaster: int) -> float:
@@ -797,10 +823,12 @@ class Bench:
                 f"{self.n_rows / secs:,.0f}",
                 f"{self.n_rows / native:,.0f}",
             )
+        # the pipeline's processes, then `run`'s sync children ("run/sync-1")
+        names = [*self.pipeline, *sorted(k for k in self.rss.peak if "/" in k)]
         self.record(
             "snapshot",
-            f"peak RSS MiB {'/'.join(self.pipeline)}",
-            "/".join(f"{self.rss.peak.get(k, 0):.0f}" for k in self.pipeline),
+            f"peak RSS MiB {'/'.join(names)}",
+            "/".join(f"{self.rss.peak.get(k, 0):.0f}" for k in names),
             "-",
         )
         if not equal:
@@ -835,7 +863,7 @@ class Bench:
         out = {}
         for k, pid in pids.items():
             with contextlib.suppress(psutil.Error):
-                out[k] = cpu_seconds(pid)
+                out[k] = service_cpu(pid)
         return out
 
     def _timeline(self, pids: dict[str, int]) -> Timeline:
@@ -1067,7 +1095,7 @@ class Bench:
             name = stopped if len(syns) == 1 else f"sync-{i}"
             self.rss.watch(name, syn.p.pid)
             self.prof.start(f"catchup-{name}", syn.p.pid)
-        cpu0 = {i: cpu_seconds(syn.p.pid) for i, syn in enumerate(syns)}
+        cpu0 = {i: service_cpu(syn.p.pid) for i, syn in enumerate(syns)}
         db0 = cluster_cpu(self.pgt.pid)
         broker0 = self._broker_cpu()
         settings = self.x.settings
@@ -1079,7 +1107,7 @@ class Bench:
         self.prof.stop()
         out["crossfade"] = {
             "sync_procs": len(syns),
-            "sync_cpu_s": [cpu_seconds(syn.p.pid) - cpu0[i] for i, syn in enumerate(syns)],
+            "sync_cpu_s": [service_cpu(syn.p.pid) - cpu0[i] for i, syn in enumerate(syns)],
             "target_cpu_s": db1 - db0,
             "broker_cpu_s": broker1 - broker0,
             "events": ld["events"],
