@@ -439,7 +439,7 @@ def ledger_positions(
         r[0]: (r[1], r[2], r[3])
         for r in conn.execute(
             sql.SQL(
-                "SELECT w.e, l.position, l.outcome, l.rule FROM unnest(%s::text[]) AS w(e) "
+                "SELECT w.e, l.position, l.outcome, l.rule FROM unnest(%b::text[]) AS w(e) "
                 "CROSS JOIN LATERAL (SELECT position, outcome, rule FROM {}.ledger "
                 "WHERE source_table = %s AND entry = w.e LIMIT 1) AS l"
             ).format(sql.Identifier(schema)),
