@@ -87,14 +87,17 @@ def _non_finite(obj: Any) -> bool:
 def jsonb_dumps(obj: Any) -> bytes | str:
     """The JSON text of ``obj`` for a ``jsonb`` column: orjson's (~5x ``json.dumps`` on the small
     objects sync stores per row: ledger keys, failures and headers, dedup members' rows), which
-    PostgreSQL reads as the same ``jsonb`` value as ``json.dumps``' text (spacing and escapes aside:
-    never for a ``json`` column, which keeps the text). What orjson refuses (an integer beyond 64
-    bits, a key that is not a string, a lone surrogate, a ``datetime``, a ``Decimal``...) and a
-    NaN or infinity (orjson writes ``null``) go through ``json.dumps`` as before, which gives the
-    same text or fails the same way (tests/unit/test_jsonb_dumps.py)."""
+    PostgreSQL reads as the same ``jsonb`` value as ``json.dumps``' text (spacing aside: never for
+    a ``json`` column, which keeps the text). What orjson refuses (an integer beyond 64 bits, a key
+    that is not a string, a lone surrogate, a ``datetime``, a ``Decimal``...), a NaN or infinity
+    (orjson writes ``null``) and non-ASCII text (orjson writes UTF-8, psycopg sends the bytes as
+    they are: json.dumps' escapes read right in any client encoding) go through ``json.dumps`` as
+    before, which gives the same text or fails the same way (tests/unit/test_jsonb_dumps.py)."""
     try:
         out = orjson.dumps(obj, option=_ORJSON_OPTIONS)
     except TypeError:
+        return json.dumps(obj)
+    if not out.isascii():  # json.dumps escapes it: right whatever the client encoding
         return json.dumps(obj)
     if b"null" in out and _non_finite(obj):
         return json.dumps(obj)

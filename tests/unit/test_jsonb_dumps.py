@@ -112,3 +112,27 @@ def test_jsonb_parameter_dumps_with_it(dsn: str) -> None:
         got = c.execute("SELECT %s::jsonb", (jsonb({"a": ["é", 1]}),)).fetchone()
     assert got == ({"a": ["é", 1]},)
     assert jsonb([1]).dumps is jsonb_dumps
+
+
+def test_non_ascii_reads_right_in_a_latin1_database(dsn: str) -> None:
+    """psycopg sends a dumper's bytes as they are: orjson's UTF-8 would be read as LATIN1 text
+    by a LATIN1 database; json.dumps' escapes are ASCII, read right in any encoding."""
+    obj = {"name": "Zoë Ångström", "k": ["é"]}
+    assert jsonb_dumps(obj) == json.dumps(obj)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("DROP DATABASE IF EXISTS cf_latin1")
+        c.execute(
+            "CREATE DATABASE cf_latin1 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+            "TEMPLATE template0"
+        )
+    try:
+        other = psycopg.conninfo.make_conninfo(dsn, dbname="cf_latin1")
+        with psycopg.connect(other) as c:
+            c.execute("CREATE TEMP TABLE j (v jsonb)")
+            with c.cursor().copy("COPY j (v) FROM STDIN") as cp:
+                cp.write_row((jsonb(obj),))
+            (back,) = c.execute("SELECT v::text FROM j").fetchone() or (None,)
+        assert json.loads(back) == obj
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("DROP DATABASE IF EXISTS cf_latin1")
