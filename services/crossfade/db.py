@@ -9,12 +9,16 @@ server restarting, a cut connection, a deadlock) and gives up at once on the res
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.abc import Buffer
 from psycopg.types.array import ListDumper
+from psycopg.types.json import Jsonb
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_exponential
 
 from crossfade.config import DatabaseConfig, redact_dsn
@@ -65,6 +69,44 @@ class TextListDumper(ListDumper):
                 tokens.append(ad)
             tokens.append(delimiter)
         tokens[-1] = b"}"
+
+
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _non_finite(obj: Any) -> bool:
+    if isinstance(obj, float):
+        return not math.isfinite(obj)
+    if isinstance(obj, dict):
+        return any(_non_finite(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(_non_finite(v) for v in obj)
+    return False
+
+
+def jsonb_dumps(obj: Any) -> bytes | str:
+    """The JSON text of ``obj`` for a ``jsonb`` column: orjson's (~5x ``json.dumps`` on the small
+    objects sync stores per row: ledger keys, failures and headers, dedup members' rows), which
+    PostgreSQL reads as the same ``jsonb`` value as ``json.dumps``' text (spacing aside: never for
+    a ``json`` column, which keeps the text). What orjson refuses (an integer beyond 64 bits, a key
+    that is not a string, a lone surrogate, a ``datetime``, a ``Decimal``...), a NaN or infinity
+    (orjson writes ``null``) and non-ASCII text (orjson writes UTF-8, psycopg sends the bytes as
+    they are: json.dumps' escapes read right in any client encoding) go through ``json.dumps`` as
+    before, which gives the same text or fails the same way (tests/unit/test_jsonb_dumps.py)."""
+    try:
+        out = orjson.dumps(obj, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return json.dumps(obj)
+    if not out.isascii():  # json.dumps escapes it: right whatever the client encoding
+        return json.dumps(obj)
+    if b"null" in out and _non_finite(obj):
+        return json.dumps(obj)
+    return out
+
+
+def jsonb(obj: Any) -> Jsonb:
+    """A ``jsonb`` parameter or COPY value of ``obj``, dumped by :func:`jsonb_dumps`."""
+    return Jsonb(obj, dumps=jsonb_dumps)
 
 
 def connect(db: DatabaseConfig, role: str, *, autocommit: bool = True) -> psycopg.Connection:

@@ -245,7 +245,7 @@ make one worker wait for another's commit, which the handshake allows."""
 _BUCKETS = (
     "(hashtextextended(k, 0) & "
     + str(PARENT_LOCKS - 1)
-    + ")::int AS b FROM unnest(%s::text[]) AS k"
+    + ")::int AS b FROM unnest(%b::text[]) AS k"
 )
 _LOCK = {
     shared: "SELECT "

@@ -39,10 +39,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
+from crossfade.db import jsonb
 from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
@@ -189,11 +189,11 @@ class DedupWriter:
     def _member_row(self, k: str, ch: Any) -> tuple[Any, ...]:
         """``ch`` as :func:`~crossfade.target.store.write_members` stores it: (member key, key,
         block keys, row, position), or (member key, key, position) for a delete."""
-        key = Jsonb([_jv(v) for v in ch.key])
+        key = jsonb([_jv(v) for v in ch.key])
         if ch.values is None:
             return (k, key, ch.position)
         vals = {c: ch.values.get(c) for c in self.cols}
-        return (k, key, self.matcher.block_keys(vals), Jsonb(_json_row(vals)), ch.position)
+        return (k, key, self.matcher.block_keys(vals), jsonb(_json_row(vals)), ch.position)
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
         members, skipped = self._component(conn, changed, blocks)
@@ -306,9 +306,9 @@ class DedupWriter:
                     self.table,
                     mk,
                     sk,
-                    Jsonb(survivor),
+                    jsonb(survivor),
                     rule,
-                    Jsonb(evidence) if evidence is not None else None,
+                    jsonb(evidence) if evidence is not None else None,
                 )
             )
             if before.get(mk) != sk:  # new, or another survivor: its children follow

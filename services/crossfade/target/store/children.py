@@ -25,7 +25,7 @@ def replace_child_refs(
     bk = sql.Identifier(schema)
     conn.execute(
         sql.SQL(
-            "DELETE FROM {}.child_refs WHERE child_source = %s AND child_entry = ANY(%s)"
+            "DELETE FROM {}.child_refs WHERE child_source = %s AND child_entry = ANY(%b::text[])"
         ).format(bk),
         (source, entries),
     )
@@ -33,8 +33,8 @@ def replace_child_refs(
         conn.execute(
             sql.SQL(
                 "INSERT INTO {}.child_refs (child_source, child_entry, child_target, child_column, parent_table, "
-                "parent_value) SELECT %s, e, t, c, p, v FROM unnest(%s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::text[]) AS x(e, t, c, p, v) ON CONFLICT DO NOTHING"
+                "parent_value) SELECT %s, e, t, c, p, v FROM unnest(%b::text[], %b::text[], %b::text[], "
+                "%b::text[], %b::text[]) AS x(e, t, c, p, v) ON CONFLICT DO NOTHING"
             ).format(bk),
             (
                 source,
@@ -55,7 +55,7 @@ def share_ledger_states(
     return conn.execute(
         sql.SQL(
             "SELECT l.source_table, l.entry, l.outcome, l.rule FROM {}.ledger l "
-            "JOIN unnest(%s::text[], %s::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e "
+            "JOIN unnest(%b::text[], %b::text[]) AS w(s, e) ON l.source_table = w.s AND l.entry = w.e "
             "ORDER BY l.source_table, l.entry FOR SHARE OF l"
         ).format(sql.Identifier(schema)),
         (sources, entries),
@@ -74,7 +74,7 @@ def children_ledger_rows(
             'SELECT l.source_table, l.entry, l.topic, l.partition, l."offset", l.key, l.value, l.headers, '
             "l.outcome = 'deferred' AND now() >= l.deadline "
             "FROM {bk}.ledger l WHERE (l.source_table, l.entry) IN (SELECT DISTINCT r.child_source, r.child_entry "
-            "FROM {bk}.child_refs r JOIN unnest(%s::text[], %s::text[]) AS w(t, v) "
+            "FROM {bk}.child_refs r JOIN unnest(%b::text[], %b::text[]) AS w(t, v) "
             "ON r.parent_table = w.t AND r.parent_value = w.v) AND l.value IS NOT NULL "
             "AND (l.outcome IN ('mapped', 'replayed', 'deferred', 'parent_left') OR (l.outcome = 'dead_letter' "
             "AND l.failures IS NOT NULL AND NOT EXISTS (SELECT 1 FROM jsonb_array_elements(l.failures) f "

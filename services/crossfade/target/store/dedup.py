@@ -42,7 +42,7 @@ def member_positions(
         for r in conn.execute(
             sql.SQL(
                 "SELECT member_key, position, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                "AND member_key = ANY(%s)"
+                "AND member_key = ANY(%b::text[])"
             ).format(sql.Identifier(schema)),
             (table, member_keys),
         ).fetchall()
@@ -113,7 +113,7 @@ def _rewrite_blocks(
     conn.execute(
         sql.SQL(
             "WITH w AS (SELECT member_key, block_keys, deleted FROM {bk}.dedup_members "
-            "WHERE target_table = %s AND member_key = ANY(%s)), "
+            "WHERE target_table = %s AND member_key = ANY(%b::text[])), "
             "gone AS (DELETE FROM {bk}.dedup_blocks d USING w WHERE d.target_table = %s "
             "AND d.member_key = w.member_key AND (w.deleted OR d.block_key <> ALL(w.block_keys))) "
             "INSERT INTO {bk}.dedup_blocks (target_table, block_key, member_key) "
@@ -133,7 +133,7 @@ def group_mates(
         for r in conn.execute(
             sql.SQL(
                 "SELECT c2.member_key FROM {bk}.crosswalk c1 JOIN {bk}.crosswalk c2 ON c2.target_table = c1.target_table "
-                "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%s)"
+                "AND c2.survivor_key = c1.survivor_key WHERE c1.target_table = %s AND c1.member_key = ANY(%b::text[])"
             ).format(bk=sql.Identifier(schema)),
             (table, member_keys),
         ).fetchall()
@@ -149,7 +149,7 @@ def block_sizes(
     rows = conn.execute(
         sql.SQL(
             "SELECT block_key, count(*) FROM {bk}.dedup_blocks WHERE target_table = %s "
-            "AND block_key = ANY(%s::text[]) GROUP BY block_key"
+            "AND block_key = ANY(%b::text[]) GROUP BY block_key"
         ).format(bk=sql.Identifier(schema)),
         (table, blocks),
     ).fetchall()
@@ -169,7 +169,7 @@ def grouped_in_blocks(
             sql.SQL(
                 "SELECT DISTINCT b.member_key FROM {bk}.dedup_blocks b JOIN {bk}.crosswalk c "
                 "ON c.target_table = b.target_table AND c.member_key = b.member_key "
-                "WHERE b.target_table = %s AND b.block_key = ANY(%s::text[]) "
+                "WHERE b.target_table = %s AND b.block_key = ANY(%b::text[]) "
                 "AND (c.survivor_key <> c.member_key OR EXISTS (SELECT 1 FROM {bk}.crosswalk o "
                 "WHERE o.target_table = c.target_table AND o.survivor_key = c.member_key "
                 "AND o.member_key <> c.member_key))"
@@ -195,8 +195,8 @@ def live_members(
         sql.SQL(
             "SELECT member_key, key, row, position, block_keys FROM {bk}.dedup_members "
             "WHERE target_table = %s AND NOT deleted AND member_key IN ("
-            "SELECT unnest(%s::text[]) UNION SELECT member_key FROM {bk}.dedup_blocks "
-            "WHERE target_table = %s AND block_key = ANY(%s::text[]))"
+            "SELECT unnest(%b::text[]) UNION SELECT member_key FROM {bk}.dedup_blocks "
+            "WHERE target_table = %s AND block_key = ANY(%b::text[]))"
         ).format(bk=sql.Identifier(schema)),
         (table, member_keys, table, blocks),
     ).fetchall()
@@ -218,9 +218,9 @@ def group_positions(
             "AND c2.survivor_key = c1.survivor_key "
             "JOIN {bk}.dedup_members m ON m.target_table = c2.target_table "
             "AND m.member_key = c2.member_key "
-            "WHERE c1.target_table = %s AND c1.member_key = ANY(%s) "
+            "WHERE c1.target_table = %s AND c1.member_key = ANY(%b::text[]) "
             "UNION ALL SELECT member_key, position FROM {bk}.dedup_members "
-            "WHERE target_table = %s AND member_key = ANY(%s)) g GROUP BY k"
+            "WHERE target_table = %s AND member_key = ANY(%b::text[])) g GROUP BY k"
         ).format(bk=sql.Identifier(schema)),
         (table, member_keys, table, member_keys),
     ).fetchall()
@@ -234,7 +234,7 @@ def survivor_keys(
     return dict(
         conn.execute(
             sql.SQL(
-                "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+                "SELECT member_key, survivor_key FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%b::text[])"
             ).format(sql.Identifier(schema)),
             (table, member_keys),
         ).fetchall()
@@ -279,7 +279,7 @@ def write_crosswalk(
     if dropped:
         conn.execute(
             sql.SQL(
-                "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s)"
+                "DELETE FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%b::text[])"
             ).format(bk),
             (table, dropped),
         )
@@ -313,7 +313,7 @@ def share_survivors(
     share-locked until the caller commits."""
     rows = conn.execute(
         sql.SQL(
-            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%s) "
+            "SELECT member_key, survivor FROM {}.crosswalk WHERE target_table = %s AND member_key = ANY(%b::text[]) "
             "ORDER BY member_key FOR SHARE"
         ).format(sql.Identifier(schema)),
         (table, member_keys),
@@ -394,7 +394,7 @@ def members_by_blocks(
             sql.SQL(
                 "SELECT member_key, block_keys FROM {bk}.dedup_members WHERE target_table = %s "
                 "AND NOT deleted AND member_key IN (SELECT member_key FROM {bk}.dedup_blocks "
-                "WHERE target_table = %s AND block_key = ANY(%s::text[]))"
+                "WHERE target_table = %s AND block_key = ANY(%b::text[]))"
             ).format(bk=sql.Identifier(schema)),
             (table, table, blocks),
         ).fetchall()
@@ -410,7 +410,7 @@ def stored_blocks(
         for r in conn.execute(
             sql.SQL(
                 "SELECT member_key, block_keys FROM {}.dedup_members WHERE target_table = %s "
-                "AND member_key = ANY(%s)"
+                "AND member_key = ANY(%b::text[])"
             ).format(sql.Identifier(schema)),
             (table, member_keys),
         ).fetchall()

@@ -12,6 +12,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from crossfade.catalog import written_since
+from crossfade.db import jsonb
 from crossfade.target.store.schema import has_table
 from crossfade.target.store.staging import stage_and_merge
 
@@ -408,16 +409,16 @@ def _ledger_row(h: Held) -> tuple[Any, ...]:
         h.entry,
         h.position,
         h.outcome,
-        Jsonb(h.source_key) if h.source_key is not None else None,
+        jsonb(h.source_key) if h.source_key is not None else None,
         h.rule if keep else None,
         h.reason if keep else None,
-        Jsonb(h.failures) if keep and h.failures else None,
+        jsonb(h.failures) if keep and h.failures else None,
         o.topic if o else None,
         o.partition if o else None,
         o.offset if o else None,
         o.key if o else None,
         o.value if o else None,
-        Jsonb(o.headers) if o else None,
+        jsonb(o.headers) if o else None,
         h.window_s if h.outcome == "deferred" else None,
     )
 
@@ -438,7 +439,7 @@ def ledger_positions(
         r[0]: (r[1], r[2], r[3])
         for r in conn.execute(
             sql.SQL(
-                "SELECT w.e, l.position, l.outcome, l.rule FROM unnest(%s::text[]) AS w(e) "
+                "SELECT w.e, l.position, l.outcome, l.rule FROM unnest(%b::text[]) AS w(e) "
                 "CROSS JOIN LATERAL (SELECT position, outcome, rule FROM {}.ledger "
                 "WHERE source_table = %s AND entry = w.e LIMIT 1) AS l"
             ).format(sql.Identifier(schema)),
