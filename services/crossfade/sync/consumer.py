@@ -40,6 +40,17 @@ SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
 """Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
 
+LEADER_LEAVE_GRACE_S = 2.0
+"""A stopping member that the broker names the group's leader (Tansu 0.6 only) keeps polling
+this long before it looks at the group and leaves (:meth:`GroupMember.leave`): members stopped
+by the same signal (the sync processes of one ``crossfade sync``, a worker's threads) send their
+LeaveGroup first, so the leader sees their rebalance and completes it before it leaves."""
+
+JOIN_LOOK_S = 2.0
+"""While its join is pending, a member reads the group's state from the broker this often
+(:meth:`GroupMember.look_at_join`)."""
+
+
 STATS_INTERVAL_MS = 5000
 """librdkafka's statistics of the consumer, this often: the fetch position of each assigned
 partition (:attr:`GroupMember.fetched`), which the table watch reads."""
@@ -84,6 +95,10 @@ class GroupMember:
         self.assigned_blind = False
         """The last assignment was empty while a subscribed topic was missing on the broker."""
         self.ready = threading.Event()
+        self._next_join_look = 0.0
+        self._leader_named: tuple[str, float] | None = None
+        """A rebalance's leader the broker named, not this member, and since when (monotonic):
+        :meth:`look_at_join`."""
         self.generation_started = time.monotonic()
         """When this member's current consumer-group generation began (its last revocation or
         subscription): what the table watch measures claims against."""
@@ -350,8 +365,16 @@ class GroupMember:
         or leave began less than a heartbeat ago: librdkafka learns of it from its next
         heartbeat) looks settled from here, so the broker is asked first: while it reports a
         rebalance, this member takes part in it (:meth:`finish_join`) and leaves the group it
-        completes. A broker that cannot be asked within 3 s is left as before."""
+        completes. A broker that cannot be asked within 3 s is left as before.
+
+        Members stopped together (the sync processes of one ``crossfade sync`` get the same
+        SIGTERM) raced that look: both saw the group settled, the other member's LeaveGroup
+        landed first and began a rebalance, and the leader's then wedged it (CI, two sync
+        processes: the restarted ones waited minutes for an assignment). So the leader looks
+        last (:meth:`_leader_grace`)."""
         assert self.consumer is not None
+        if self.in_group:
+            self._leader_grace()
         state = self.broker_rebalancing(timeout=3.0) if self.in_group else None
         if state is not None:
             log.info(
@@ -365,6 +388,87 @@ class GroupMember:
             self.consumer.close()
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
+
+    def _leader_grace(self) -> None:
+        """Before a stopping leader looks at the group (:meth:`leave`): a member the broker names
+        the group's leader (Tansu 0.6 names the leader's member id; Apache Kafka names the
+        assignor, never a member, so nothing waits there) keeps polling
+        :data:`LEADER_LEAVE_GRACE_S`, unless it is alone (:meth:`_alone`). The LeaveGroups of
+        members stopped with it land meanwhile: the look then sees their rebalance, which the
+        leader completes before it leaves. Records polled meanwhile are dropped (offsets live in
+        the target)."""
+        assert self.consumer is not None
+        group = self.group_state(timeout=3.0)
+        if group is None or group[1] != self.consumer.memberid() or self._alone():
+            return
+        log.info(
+            "leading consumer group %s: leaving after the other members (at most %.0f s)",
+            self.settings.sync.group_id,
+            LEADER_LEAVE_GRACE_S,
+        )
+        deadline = time.monotonic() + LEADER_LEAVE_GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                self.consumer.poll(0.2)
+            except KafkaException as exc:
+                log.debug("poll before leaving failed: %s", exc)
+                return
+
+    def _alone(self) -> bool:
+        """Whether this member holds every partition of a topic that has two or more: the
+        group's assignors (range, round robin, sticky) then give every other member one, so
+        there is none. False when the broker does not answer."""
+        for topic in self.topics:
+            try:
+                n = self.admin().partitions(topic, timeout=3)
+            except BrokerUnavailable:
+                return False
+            if n is not None and n >= 2 and sum(t == topic for t, _ in self.owner) == n:
+                return True
+        return False
+
+    def look_at_join(self) -> None:
+        """While this member's join is pending, a look at the group every :data:`JOIN_LOOK_S`:
+        a rebalance whose leader left during it never completes on Tansu 0.6 (:meth:`leave`:
+        the broker keeps the departed member as the leader, every JoinGroup names it, nobody
+        is ever assigned a partition). When the broker has named the same leader, not this
+        member, for more than twice ``sync.session_timeout_ms`` (a live leader completes a
+        rebalance within half of it on Tansu; a dead one is expired after one, which replaces
+        it), the group is deleted: the members' next joins form it again (offsets live in the
+        target, not in the group). Apache Kafka names the assignor, never a member: nothing is
+        deleted there."""
+        now = time.monotonic()
+        if self.in_group or self.consumer is None or now < self._next_join_look:
+            return
+        self._next_join_look = now + JOIN_LOOK_S
+        group = self.group_state(timeout=3.0)
+        leader = group[1] if group is not None and group[0] not in SETTLED_STATES else ""
+        if not leader.startswith("crossfade-sync-") or leader == self.consumer.memberid():
+            self._leader_named = None
+            return
+        if self._leader_named is None or self._leader_named[0] != leader:
+            self._leader_named = (leader, now)
+            return
+        waited = now - self._leader_named[1]
+        if waited <= 2 * self.settings.sync.session_timeout_ms / 1000:
+            return
+        self._leader_named = None
+        gid = self.settings.sync.group_id
+        log.warning(
+            "consumer group %s has waited %.0f s for leader %s, which left during the rebalance "
+            "(the broker, Tansu 0.6, never replaces it): deleting the group so that its members "
+            "form it again",
+            gid,
+            waited,
+            leader,
+        )
+        try:
+            refused = self.admin().delete_group(gid)
+        except BrokerUnavailable as exc:
+            log.warning("%s; trying again in %.0f s", exc, JOIN_LOOK_S)
+            return
+        if refused:
+            log.warning("consumer group %s not deleted: %s", gid, refused)
 
     def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
         """The group's state and leader as the broker reports them
@@ -398,7 +502,8 @@ class GroupMember:
             f"; the broker reports the group {state} with leader {leader}, not this worker: a "
             "live leader completes the rebalance within sync.session_timeout_ms and a dead one "
             "is expired after it; if this lasts, that leader left during the rebalance and the "
-            "broker (Tansu 0.6) never replaces it: restart the broker (docs/operations.md)"
+            "broker (Tansu 0.6) never replaces it: sync deletes the group after twice "
+            "sync.session_timeout_ms, else restart the broker (docs/operations.md)"
         )
 
     def finish_join(self) -> bool:
