@@ -255,3 +255,19 @@ def test_no_group_is_deleted_otherwise(
         w.group.look_at_join()
         clock[0] += 1.0
     assert admin.deleted == []
+
+
+def test_a_leader_re_subscribing_waits_before_its_look_without_polling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other members see the same stall: the leader looks last, and polls nothing
+    meanwhile (records polled then would be past what the caller applies)."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-me-1", alone=False)
+    w.stop.clear()
+    waits: list[float] = []
+    monkeypatch.setattr(w.stop, "wait", lambda t=None: bool(waits.append(t or 0)))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(w.group, "new_consumer", lambda: _Leaving(events))
+    monkeypatch.setattr(w.group, "subscribe", lambda: events.append("subscribe"))
+    assert w.group.resubscribe("stalled table(s) public.t")
+    assert events == ["look", "look", "close", "subscribe"]
+    assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]

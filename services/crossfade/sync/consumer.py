@@ -199,8 +199,14 @@ class GroupMember:
         Returns whether it re-subscribed. Only then may the caller drop records it consumed and
         did not apply: the new consumer's assignment starts at the offsets stored in the target.
         The old consumer, kept, goes on after them: records dropped then are lost (a 1M-row
-        mapped load with two sync processes lost whole batches, issue 22)."""
+        mapped load with two sync processes lost whole batches, issue 22).
+
+        The other members see the same stall and re-subscribe about when this one does: the
+        leader looks last, as when stopping (:meth:`_leader_grace`; it waits without polling:
+        records polled then would be past what the caller applies)."""
         assert self.consumer is not None
+        if self.in_group:
+            self._leader_grace(poll=False)
         group = self.group_state()  # one read serves the check and the hint
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
             log.warning(
@@ -389,14 +395,14 @@ class GroupMember:
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
 
-    def _leader_grace(self) -> None:
-        """Before a stopping leader looks at the group (:meth:`leave`): a member the broker names
-        the group's leader (Tansu 0.6 names the leader's member id; Apache Kafka names the
-        assignor, never a member, so nothing waits there) keeps polling
+    def _leader_grace(self, poll: bool = True) -> None:
+        """Before a leader looks at the group to leave it (:meth:`leave`, :meth:`resubscribe`):
+        a member the broker names the group's leader (Tansu 0.6 names the leader's member id;
+        Apache Kafka names the assignor, never a member, so nothing waits there) waits
         :data:`LEADER_LEAVE_GRACE_S`, unless it is alone (:meth:`_alone`). The LeaveGroups of
         members stopped with it land meanwhile: the look then sees their rebalance, which the
-        leader completes before it leaves. Records polled meanwhile are dropped (offsets live in
-        the target)."""
+        leader completes before it leaves. ``poll``: it keeps polling meanwhile (records polled
+        are dropped: offsets live in the target)."""
         assert self.consumer is not None
         group = self.group_state(timeout=3.0)
         if group is None or group[1] != self.consumer.memberid() or self._alone():
@@ -407,6 +413,9 @@ class GroupMember:
             LEADER_LEAVE_GRACE_S,
         )
         deadline = time.monotonic() + LEADER_LEAVE_GRACE_S
+        if not poll:
+            self.stop.wait(LEADER_LEAVE_GRACE_S)
+            return
         while time.monotonic() < deadline:
             try:
                 self.consumer.poll(0.2)
