@@ -205,9 +205,9 @@ class GroupMember:
         leader looks last, as when stopping (:meth:`_leader_grace`; it waits without polling:
         records polled then would be past what the caller applies)."""
         assert self.consumer is not None
-        if self.in_group:
-            self._leader_grace(poll=False)
         group = self.group_state()  # one read serves the check and the hint
+        if self.in_group and self._leader_grace(group, poll=False):
+            group = self.group_state()
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
             log.warning(
                 "%s: a consumer group rebalance is pending, not re-subscribing yet%s",
@@ -379,9 +379,13 @@ class GroupMember:
         processes: the restarted ones waited minutes for an assignment). So the leader looks
         last (:meth:`_leader_grace`)."""
         assert self.consumer is not None
+        state = None
         if self.in_group:
-            self._leader_grace()
-        state = self.broker_rebalancing(timeout=3.0) if self.in_group else None
+            group = self.group_state(timeout=3.0)
+            if self._leader_grace(group):
+                group = self.group_state(timeout=3.0)
+            if group is not None and group[0] not in SETTLED_STATES:
+                state = group[0]
         if state is not None:
             log.info(
                 "the broker reports consumer group %s rebalancing (%s): completing the rebalance "
@@ -395,18 +399,18 @@ class GroupMember:
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
 
-    def _leader_grace(self, poll: bool = True) -> None:
-        """Before a leader looks at the group to leave it (:meth:`leave`, :meth:`resubscribe`):
-        a member the broker names the group's leader (Tansu 0.6 names the leader's member id;
-        Apache Kafka names the assignor, never a member, so nothing waits there) waits
-        :data:`LEADER_LEAVE_GRACE_S`, unless it is alone (:meth:`_alone`). The LeaveGroups of
-        members stopped with it land meanwhile: the look then sees their rebalance, which the
-        leader completes before it leaves. ``poll``: it keeps polling meanwhile (records polled
-        are dropped: offsets live in the target)."""
+    def _leader_grace(self, group: tuple[str, str] | None, poll: bool = True) -> bool:
+        """Before a leader looks at the group again to leave it (:meth:`leave`,
+        :meth:`resubscribe`; ``group``: the broker's answer just read): a member the broker
+        names the group's leader (Tansu 0.6 names the leader's member id; Apache Kafka names the
+        assignor, never a member, so nothing waits there) waits :data:`LEADER_LEAVE_GRACE_S`,
+        unless it is alone (:meth:`_alone`). The LeaveGroups of members stopped with it land
+        meanwhile: the next look sees their rebalance, which the leader completes before it
+        leaves. ``poll``: it keeps polling meanwhile (records polled are dropped: offsets live
+        in the target). Returns whether it waited (then the caller looks again)."""
         assert self.consumer is not None
-        group = self.group_state(timeout=3.0)
         if group is None or group[1] != self.consumer.memberid() or self._alone():
-            return
+            return False
         log.info(
             "leading consumer group %s: leaving after the other members (at most %.0f s)",
             self.settings.sync.group_id,
@@ -415,13 +419,14 @@ class GroupMember:
         deadline = time.monotonic() + LEADER_LEAVE_GRACE_S
         if not poll:
             self.stop.wait(LEADER_LEAVE_GRACE_S)
-            return
+            return True
         while time.monotonic() < deadline:
             try:
                 self.consumer.poll(0.2)
             except KafkaException as exc:
                 log.debug("poll before leaving failed: %s", exc)
-                return
+                break
+        return True
 
     def _alone(self) -> bool:
         """Whether this member holds every partition of a topic that has two or more: the
@@ -488,12 +493,6 @@ class GroupMember:
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
             return None
-
-    def broker_rebalancing(self, timeout: float = 5.0) -> str | None:
-        """The group's state when the broker reports a rebalance in progress, else None (also
-        when the broker does not answer within ``timeout``)."""
-        group = self.group_state(timeout)
-        return None if group is None or group[0] in SETTLED_STATES else group[0]
 
     def rebalance_hint(self, group: tuple[str, str] | None = None) -> str:
         """For a join that lasts: the rebalance's leader as the broker names it (Tansu reports
