@@ -271,3 +271,18 @@ def test_a_leader_re_subscribing_waits_before_its_look_without_polling(
     assert w.group.resubscribe("stalled table(s) public.t")
     assert events == ["look", "look", "close", "subscribe"]
     assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]
+
+
+def test_a_broker_that_does_not_answer_is_asked_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look may wait 3 s for the broker inside the consume loop: not every 2 s then."""
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-gone-7")
+    asked: list[float] = []
+
+    def group_state(timeout: float = 5.0) -> None:
+        asked.append(clock[0])
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    for _ in range(30):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    assert len(asked) == 3  # at 0, 10 and 20 s

@@ -456,6 +456,8 @@ class GroupMember:
             return
         self._next_join_look = now + JOIN_LOOK_S
         group = self.group_state(timeout=3.0)
+        if group is None:  # the broker does not answer: the consume loop is not held up by it
+            self._next_join_look = time.monotonic() + 5 * JOIN_LOOK_S
         leader = group[1] if group is not None and group[0] not in SETTLED_STATES else ""
         if not leader.startswith("crossfade-sync-") or leader == self.consumer.memberid():
             self._leader_named = None
