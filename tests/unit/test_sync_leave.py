@@ -286,3 +286,23 @@ def test_a_broker_that_does_not_answer_is_asked_less_often(monkeypatch: pytest.M
         w.group.look_at_join()
         clock[0] += 1.0
     assert len(asked) == 3  # at 0, 10 and 20 s
+
+
+def test_a_leader_seen_before_an_assignment_does_not_count_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen in a fault case: a member saw leader X in its join, was assigned (X completed that
+    rebalance) and held the assignment 28 s; at the next rebalance X led again and the group was
+    deleted at once ("has waited 30 s"). The wait counts from the first look after the last
+    assignment."""
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-live-3")
+    w.group.look_at_join()  # X named during the join
+    w.group.in_group = True  # assigned: X completed the rebalance
+    for _ in range(30):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    w.group.in_group = False  # the next rebalance, led by X again
+    for _ in range(10):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    assert admin.deleted == []

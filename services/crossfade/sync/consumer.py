@@ -446,13 +446,17 @@ class GroupMember:
         a rebalance whose leader left during it never completes on Tansu 0.6 (:meth:`leave`:
         the broker keeps the departed member as the leader, every JoinGroup names it, nobody
         is ever assigned a partition). When the broker has named the same leader, not this
-        member, for more than twice ``sync.session_timeout_ms`` (a live leader completes a
+        member, in looks for more than twice ``sync.session_timeout_ms`` with no assignment
+        between (a member assigned meanwhile saw that leader complete one; a live leader completes a
         rebalance within half of it on Tansu; a dead one is expired after one, which replaces
         it), the group is deleted: the members' next joins form it again (offsets live in the
         target, not in the group). Apache Kafka names the assignor, never a member: nothing is
         deleted there."""
         now = time.monotonic()
-        if self.in_group or self.consumer is None or now < self._next_join_look:
+        if self.in_group:  # a leader named before this member's last assignment is no evidence
+            self._leader_named = None
+            return
+        if self.consumer is None or now < self._next_join_look:
             return
         self._next_join_look = now + JOIN_LOOK_S
         group = self.group_state(timeout=3.0)
