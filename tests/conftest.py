@@ -299,6 +299,10 @@ class Stack:
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CROSSFADE_")}
+        # but sync.processes: the suite under several sync processes (CROSSFADE_SYNC__PROCESSES=2),
+        # as the test process's own load_settings reads it (sync_processes() must agree)
+        if "CROSSFADE_SYNC__PROCESSES" in os.environ:
+            env["CROSSFADE_SYNC__PROCESSES"] = os.environ["CROSSFADE_SYNC__PROCESSES"]
         env["CROSSFADE_CONFIG"] = str(self.config_path)
         env["PYTHONUNBUFFERED"] = "1"
         return env

@@ -140,3 +140,68 @@ def test_a_group_wedged_by_a_departed_leader_is_named(bootstrap: str) -> None:
         assert "restart the broker" in hint, hint
     finally:
         _close([first, second, third])
+
+
+def test_members_stopped_together_leave_the_group_working(bootstrap: str) -> None:
+    """Two members stopped by one signal (the sync processes of one ``crossfade sync``): the
+    other member's LeaveGroup lands right after the leader's first look at the group. That look
+    saw the group settled, so the leader left too, into the rebalance the other's leave began:
+    the group was wedged (CI, ``sync.processes: 2``: the restarted members waited minutes). The
+    leader looks last (GroupMember._leader_grace): it completes that rebalance, then leaves."""
+    _, (first, second, third) = _members(bootstrap, 3)
+    try:
+        _share(first, second)
+        assert first.group_state() == (  # Tansu names the leader; Kafka names the assignor
+            "STABLE",
+            first.consumer.memberid(),  # type: ignore[union-attr]
+        ) or os.environ.get("CROSSFADE_TEST_BOOTSTRAP")
+        real_look = first.group_state
+        looks: list[tuple[str, str] | None] = []
+
+        def look_then_the_other_leaves(timeout: float = 5.0) -> tuple[str, str] | None:
+            group = real_look(timeout)
+            looks.append(group)
+            if len(looks) == 1:  # the other member's LeaveGroup lands right after the look
+                second.stop.set()
+                second.leave()
+            return group
+
+        first.group_state = look_then_the_other_leaves  # type: ignore[method-assign]
+        first.stop.set()
+        first.leave()
+        assert not first.left_in_group
+        third.subscribe()
+        # a departed leader would keep it waiting for good; the group's deletion after two
+        # session timeouts (look_at_join) is not called here
+        third.poll_until(
+            lambda: third.in_group and len(third.owner) == 2,
+            12,
+            "a new member's assignment after the two members left together",
+        )
+    finally:
+        _close([first, second, third])
+
+
+def test_a_group_wedged_by_a_departed_leader_is_deleted_and_forms_again(bootstrap: str) -> None:
+    """The wedge anyway (a LeaveGroup that raced the start of a rebalance some other way): a
+    member whose join waits for a departed leader deletes the group after two session timeouts
+    (GroupMember.look_at_join), and the members' next joins form it again."""
+    if os.environ.get("CROSSFADE_TEST_BOOTSTRAP"):
+        pytest.skip("a defect of Tansu 0.6: Apache Kafka elects a new leader, nothing wedges")
+    _, (first, second, third) = _members(bootstrap, 3)
+    try:
+        _share(first, second)
+        second.stop.set()
+        second.leave()
+        first.consumer.close()  # type: ignore[union-attr]  # LeaveGroup at once: the wedge
+        first.consumer = None
+        third.subscribe()
+
+        def joined() -> bool:
+            third.look_at_join()
+            return third.in_group and len(third.owner) == 2
+
+        # two session timeouts (6 s) of the same leader, a look every 2 s, then a join (~3 s)
+        third.poll_until(joined, 30, "the assignment after the wedged group's deletion")
+    finally:
+        _close([first, second, third])

@@ -19,6 +19,7 @@ import yaml
 from crossfade.embedded._proc import free_port
 from crossfade.embedded.crm import MAPPING_FILE, TABLES
 from tests.conftest import Proc, Stack, wait_for
+from tests.integration.fault_harness import HOOKS_DIR
 from tests.integration.test_two_sync_mapped_load import seed_crm
 
 pytestmark = pytest.mark.integration
@@ -122,3 +123,34 @@ def test_the_parent_killed_takes_its_sync_processes_with_it(
     run.p.wait(30)
     run.expected_dead = True
     wait_for(lambda: _gone(pids), 10, lambda: f"the children {pids} to die with their parent")
+
+
+def test_two_sync_processes_stopped_together_are_assigned_again_at_their_restart(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """``crossfade sync`` with two processes stopped (one SIGTERM to its process group, as a
+    supervisor sends it) and started again. Both processes looked at the group, saw it settled
+    and left; when the other's LeaveGroup landed between the leader's look and its LeaveGroup,
+    Tansu 0.6 kept the departed leader and the restarted members joined for ever (CI,
+    ``sync.processes`` auto: fences never reached). The hook ``CF_LEAVE_RACE`` makes that order
+    certain; the leader now completes the rebalance the other's leave began before it leaves
+    (no group deleted after two session timeouts either: look_at_join)."""
+    stack = stack_factory(partitions=2, processes=2)
+    stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO public.t SELECT g, 'v' FROM generate_series(1, 100) g")
+    stack.write_config(["public.t"])
+    stack.start("capture")
+    env = stack._env()
+    env["CF_LEAVE_RACE"] = str(stack.dir / "leader-looked")
+    env["PYTHONPATH"] = os.pathsep.join([str(HOOKS_DIR), *filter(None, [env.get("PYTHONPATH")])])
+    sync = Proc("sync", ["sync"], env, stack.dir / "sync.log")
+    stack.procs.append(sync)
+    stack.fence(timeout=120)
+    assert sync.stop() == 0, sync.tail()
+    log = sync.log.read_text(errors="replace")
+    assert "LEAVE RACE a member leaves after the leader's look" in log, log[-3000:]
+    stack.sql("UPDATE public.t SET v = 'after the restart' WHERE id <= 10")
+    sync = stack.start("sync")
+    stack.fence(timeout=60)  # a join takes seconds; the wedge lasted for ever
+    stack.assert_equal()
+    assert "deleting the group" not in sync.log.read_text(errors="replace")

@@ -128,3 +128,181 @@ def test_records_consumed_while_a_rebalance_is_pending_are_applied_not_dropped(
     w._consume_loop()
     assert not consumer.closed  # not re-subscribed: the rebalance was pending
     assert applied == [batch]
+
+
+class _Leaving:
+    """A consumer in the group that records what the leave does, in order."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def poll(self, timeout: float) -> Any:
+        self.events.append("poll")
+        return None
+
+    def close(self) -> None:
+        self.events.append("close")
+
+    def memberid(self) -> str:
+        return "crossfade-sync-me-1"
+
+
+def _leaving(
+    monkeypatch: pytest.MonkeyPatch, leader: str, alone: bool
+) -> tuple[SyncWorker, list[str]]:
+    clock = [0.0]
+
+    def monotonic() -> float:
+        clock[0] += 0.2
+        return clock[0]
+
+    monkeypatch.setattr(consumer_mod.time, "monotonic", monotonic)
+    w = _worker()
+    events: list[str] = []
+    w.group.consumer = _Leaving(events)  # type: ignore[assignment]
+    w.group.in_group = True
+    w.stop.set()
+
+    def group_state(timeout: float = 5.0) -> tuple[str, str]:
+        events.append("look")
+        return "STABLE", leader
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    monkeypatch.setattr(w.group, "_alone", lambda: alone)
+    return w, events
+
+
+def test_a_leader_with_other_members_polls_before_it_looks_and_leaves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Tansu names the leader: it leaves after the members stopped with it (their rebalance is
+    then what its look sees), not before them."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-me-1", alone=False)
+    w.group.leave()
+    assert events[0] == "look" and events[-2:] == ["look", "close"]
+    polls = events[1:-2]
+    assert polls and set(polls) == {"poll"}
+    assert len(polls) * 0.2 * 2 >= consumer_mod.LEADER_LEAVE_GRACE_S  # two clock reads a poll
+
+
+@pytest.mark.parametrize(
+    ("leader", "alone"),
+    [
+        ("crossfade-sync-other-2", False),  # another member leads
+        ("range", False),  # Apache Kafka names the assignor
+        ("crossfade-sync-me-1", True),  # the leader holds every partition: no other member
+    ],
+)
+def test_others_look_and_leave_at_once(
+    monkeypatch: pytest.MonkeyPatch, leader: str, alone: bool
+) -> None:
+    w, events = _leaving(monkeypatch, leader, alone)
+    w.group.leave()
+    assert events == ["look", "close"]
+
+
+class _Admin:
+    def __init__(self) -> None:
+        self.deleted: list[str] = []
+
+    def delete_group(self, group: str, timeout: float = 5.0) -> str | None:
+        self.deleted.append(group)
+        return None
+
+
+def _joining(
+    monkeypatch: pytest.MonkeyPatch, state: str, leader: str
+) -> tuple[SyncWorker, _Admin, list[float]]:
+    clock = [100.0]
+    monkeypatch.setattr(consumer_mod.time, "monotonic", lambda: clock[0])
+    w = _worker()
+    w.group.consumer = _Leaving([])  # type: ignore[assignment]
+    admin = _Admin()
+    monkeypatch.setattr(w.group, "admin", lambda: admin)
+    monkeypatch.setattr(w.group, "group_state", lambda timeout=5.0: (state, leader))
+    return w, admin, clock
+
+
+def test_a_join_waiting_for_the_same_foreign_leader_deletes_the_group_after_two_sessions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-gone-7")
+    deleted_at = None
+    for _ in range(20):  # a look each second: every JOIN_LOOK_S (2 s) one reaches the broker
+        w.group.look_at_join()
+        if admin.deleted and deleted_at is None:
+            deleted_at = clock[0] - 100.0
+        clock[0] += 1.0
+    assert admin.deleted == [w.settings.sync.group_id]  # once, not on every look after
+    assert deleted_at is not None and 12 < deleted_at <= 12 + 2 * consumer_mod.JOIN_LOOK_S
+
+
+@pytest.mark.parametrize(
+    ("state", "leader", "in_group"),
+    [
+        ("UNKNOWN", "crossfade-sync-me-1", False),  # this member leads: it completes it
+        ("PREPARING_REBALANCING", "range", False),  # Apache Kafka: an assignor, never a member
+        ("STABLE", "crossfade-sync-gone-7", False),  # settled
+        ("UNKNOWN", "crossfade-sync-gone-7", True),  # this member holds its assignment
+    ],
+)
+def test_no_group_is_deleted_otherwise(
+    monkeypatch: pytest.MonkeyPatch, state: str, leader: str, in_group: bool
+) -> None:
+    w, admin, clock = _joining(monkeypatch, state, leader)
+    w.group.in_group = in_group
+    for _ in range(60):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    assert admin.deleted == []
+
+
+def test_a_leader_re_subscribing_waits_before_its_look_without_polling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other members see the same stall: the leader looks last, and polls nothing
+    meanwhile (records polled then would be past what the caller applies)."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-me-1", alone=False)
+    w.stop.clear()
+    waits: list[float] = []
+    monkeypatch.setattr(w.stop, "wait", lambda t=None: bool(waits.append(t or 0)))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(w.group, "new_consumer", lambda: _Leaving(events))
+    monkeypatch.setattr(w.group, "subscribe", lambda: events.append("subscribe"))
+    assert w.group.resubscribe("stalled table(s) public.t")
+    assert events == ["look", "look", "close", "subscribe"]
+    assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]
+
+
+def test_a_broker_that_does_not_answer_is_asked_less_often(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each look may wait 3 s for the broker inside the consume loop: not every 2 s then."""
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-gone-7")
+    asked: list[float] = []
+
+    def group_state(timeout: float = 5.0) -> None:
+        asked.append(clock[0])
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    for _ in range(30):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    assert len(asked) == 3  # at 0, 10 and 20 s
+
+
+def test_a_leader_seen_before_an_assignment_does_not_count_after_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen in a fault case: a member saw leader X in its join, was assigned (X completed that
+    rebalance) and held the assignment 28 s; at the next rebalance X led again and the group was
+    deleted at once ("has waited 30 s"). The wait counts from the first look after the last
+    assignment."""
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-live-3")
+    w.group.look_at_join()  # X named during the join
+    w.group.in_group = True  # assigned: X completed the rebalance
+    for _ in range(30):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    w.group.in_group = False  # the next rebalance, led by X again
+    for _ in range(10):
+        w.group.look_at_join()
+        clock[0] += 1.0
+    assert admin.deleted == []

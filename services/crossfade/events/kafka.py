@@ -181,6 +181,26 @@ class Admin:
         state = getattr(desc.state, "name", str(desc.state))
         return state, str(desc.partition_assignor or "")
 
+    def delete_group(self, group: str, timeout: float = 5.0) -> str | None:
+        """Delete consumer group ``group``: None when deleted (or already gone), else the
+        broker's reason (Apache Kafka refuses a group that has members: ``NON_EMPTY_GROUP``).
+        Raise :class:`BrokerUnavailable` when the broker does not answer."""
+        try:
+            fut = self._admin.delete_consumer_groups([group], request_timeout=timeout)[group]
+            fut.result()
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if not isinstance(err, KafkaError):
+                raise BrokerUnavailable(f"cannot delete consumer group {group} ({exc})") from None
+            if err.code() == KafkaError.GROUP_ID_NOT_FOUND:
+                return None
+            if err.code() in (KafkaError._TIMED_OUT, KafkaError._TRANSPORT):
+                raise BrokerUnavailable(
+                    f"cannot delete consumer group {group} ({err.str()})"
+                ) from None
+            return err.str()
+        return None
+
     def delete_topics(self, topics: list[str], timeout: float = 30.0) -> dict[str, str | None]:
         """Delete ``topics``; per topic None (deleted, or already gone) or the broker's reason."""
         if not topics:

@@ -40,6 +40,17 @@ SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
 """Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
 
 
+LEADER_LEAVE_GRACE_S = 2.0
+"""A stopping member that the broker names the group's leader (Tansu 0.6 only) keeps polling
+this long before it looks at the group and leaves (:meth:`GroupMember.leave`): members stopped
+by the same signal (the sync processes of one ``crossfade sync``, a worker's threads) send their
+LeaveGroup first, so the leader sees their rebalance and completes it before it leaves."""
+
+JOIN_LOOK_S = 2.0
+"""While its join is pending, a member reads the group's state from the broker this often
+(:meth:`GroupMember.look_at_join`)."""
+
+
 STATS_INTERVAL_MS = 5000
 """librdkafka's statistics of the consumer, this often: the fetch position of each assigned
 partition (:attr:`GroupMember.fetched`), which the table watch reads."""
@@ -84,6 +95,10 @@ class GroupMember:
         self.assigned_blind = False
         """The last assignment was empty while a subscribed topic was missing on the broker."""
         self.ready = threading.Event()
+        self._next_join_look = 0.0
+        self._leader_named: tuple[str, float] | None = None
+        """A rebalance's leader the broker named, not this member, and since when (monotonic):
+        :meth:`look_at_join`."""
         self.generation_started = time.monotonic()
         """When this member's current consumer-group generation began (its last revocation or
         subscription): what the table watch measures claims against."""
@@ -184,9 +199,15 @@ class GroupMember:
         Returns whether it re-subscribed. Only then may the caller drop records it consumed and
         did not apply: the new consumer's assignment starts at the offsets stored in the target.
         The old consumer, kept, goes on after them: records dropped then are lost (a 1M-row
-        mapped load with two sync processes lost whole batches, issue 22)."""
+        mapped load with two sync processes lost whole batches, issue 22).
+
+        The other members see the same stall and re-subscribe about when this one does: the
+        leader looks last, as when stopping (:meth:`_leader_grace`; it waits without polling:
+        records polled then would be past what the caller applies)."""
         assert self.consumer is not None
         group = self.group_state()  # one read serves the check and the hint
+        if self.in_group and self._leader_grace(group, poll=False):
+            group = self.group_state()
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
             log.warning(
                 "%s: a consumer group rebalance is pending, not re-subscribing yet%s",
@@ -350,9 +371,21 @@ class GroupMember:
         or leave began less than a heartbeat ago: librdkafka learns of it from its next
         heartbeat) looks settled from here, so the broker is asked first: while it reports a
         rebalance, this member takes part in it (:meth:`finish_join`) and leaves the group it
-        completes. A broker that cannot be asked within 3 s is left as before."""
+        completes. A broker that cannot be asked within 3 s is left as before.
+
+        Members stopped together (the sync processes of one ``crossfade sync`` get the same
+        SIGTERM) raced that look: both saw the group settled, the other member's LeaveGroup
+        landed first and began a rebalance, and the leader's then wedged it (CI, two sync
+        processes: the restarted ones waited minutes for an assignment). So the leader looks
+        last (:meth:`_leader_grace`)."""
         assert self.consumer is not None
-        state = self.broker_rebalancing(timeout=3.0) if self.in_group else None
+        state = None
+        if self.in_group:
+            group = self.group_state(timeout=3.0)
+            if self._leader_grace(group):
+                group = self.group_state(timeout=3.0)
+            if group is not None and group[0] not in SETTLED_STATES:
+                state = group[0]
         if state is not None:
             log.info(
                 "the broker reports consumer group %s rebalancing (%s): completing the rebalance "
@@ -366,6 +399,97 @@ class GroupMember:
         else:
             self.left_in_group = True  # the process exits without closing it (ops/cli.py)
 
+    def _leader_grace(self, group: tuple[str, str] | None, poll: bool = True) -> bool:
+        """Before a leader looks at the group again to leave it (:meth:`leave`,
+        :meth:`resubscribe`; ``group``: the broker's answer just read): a member the broker
+        names the group's leader (Tansu 0.6 names the leader's member id; Apache Kafka names the
+        assignor, never a member, so nothing waits there) waits :data:`LEADER_LEAVE_GRACE_S`,
+        unless it is alone (:meth:`_alone`). The LeaveGroups of members stopped with it land
+        meanwhile: the next look sees their rebalance, which the leader completes before it
+        leaves. ``poll``: it keeps polling meanwhile (records polled are dropped: offsets live
+        in the target). Returns whether it waited (then the caller looks again)."""
+        assert self.consumer is not None
+        if group is None or group[1] != self.consumer.memberid() or self._alone():
+            return False
+        log.info(
+            "leading consumer group %s: leaving after the other members (at most %.0f s)",
+            self.settings.sync.group_id,
+            LEADER_LEAVE_GRACE_S,
+        )
+        deadline = time.monotonic() + LEADER_LEAVE_GRACE_S
+        if not poll:
+            self.stop.wait(LEADER_LEAVE_GRACE_S)
+            return True
+        while time.monotonic() < deadline:
+            try:
+                self.consumer.poll(0.2)
+            except KafkaException as exc:
+                log.debug("poll before leaving failed: %s", exc)
+                break
+        return True
+
+    def _alone(self) -> bool:
+        """Whether this member holds every partition of a topic that has two or more: the
+        group's assignors (range, round robin, sticky) then give every other member one, so
+        there is none. False when the broker does not answer."""
+        for topic in self.topics:
+            try:
+                n = self.admin().partitions(topic, timeout=3)
+            except BrokerUnavailable:
+                return False
+            if n is not None and n >= 2 and sum(t == topic for t, _ in self.owner) == n:
+                return True
+        return False
+
+    def look_at_join(self) -> None:
+        """While this member's join is pending, a look at the group every :data:`JOIN_LOOK_S`:
+        a rebalance whose leader left during it never completes on Tansu 0.6 (:meth:`leave`:
+        the broker keeps the departed member as the leader, every JoinGroup names it, nobody
+        is ever assigned a partition). When the broker has named the same leader, not this
+        member, in looks for more than twice ``sync.session_timeout_ms`` with no assignment
+        between (a member assigned meanwhile saw that leader complete one; a live leader completes a
+        rebalance within half of it on Tansu; a dead one is expired after one, which replaces
+        it), the group is deleted: the members' next joins form it again (offsets live in the
+        target, not in the group). Apache Kafka names the assignor, never a member: nothing is
+        deleted there."""
+        now = time.monotonic()
+        if self.in_group:  # a leader named before this member's last assignment is no evidence
+            self._leader_named = None
+            return
+        if self.consumer is None or now < self._next_join_look:
+            return
+        self._next_join_look = now + JOIN_LOOK_S
+        group = self.group_state(timeout=3.0)
+        if group is None:  # the broker does not answer: the consume loop is not held up by it
+            self._next_join_look = time.monotonic() + 5 * JOIN_LOOK_S
+        leader = group[1] if group is not None and group[0] not in SETTLED_STATES else ""
+        if not leader.startswith("crossfade-sync-") or leader == self.consumer.memberid():
+            self._leader_named = None
+            return
+        if self._leader_named is None or self._leader_named[0] != leader:
+            self._leader_named = (leader, now)
+            return
+        waited = now - self._leader_named[1]
+        if waited <= 2 * self.settings.sync.session_timeout_ms / 1000:
+            return
+        self._leader_named = None
+        gid = self.settings.sync.group_id
+        log.warning(
+            "consumer group %s has waited %.0f s for leader %s, which left during the rebalance "
+            "(the broker, Tansu 0.6, never replaces it): deleting the group so that its members "
+            "form it again",
+            gid,
+            waited,
+            leader,
+        )
+        try:
+            refused = self.admin().delete_group(gid)
+        except BrokerUnavailable as exc:
+            log.warning("%s; trying again in %.0f s", exc, JOIN_LOOK_S)
+            return
+        if refused:
+            log.warning("consumer group %s not deleted: %s", gid, refused)
+
     def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
         """The group's state and leader as the broker reports them
         (:meth:`crossfade.events.kafka.Admin.group_state`), None when it does not answer within
@@ -375,12 +499,6 @@ class GroupMember:
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
             return None
-
-    def broker_rebalancing(self, timeout: float = 5.0) -> str | None:
-        """The group's state when the broker reports a rebalance in progress, else None (also
-        when the broker does not answer within ``timeout``)."""
-        group = self.group_state(timeout)
-        return None if group is None or group[0] in SETTLED_STATES else group[0]
 
     def rebalance_hint(self, group: tuple[str, str] | None = None) -> str:
         """For a join that lasts: the rebalance's leader as the broker names it (Tansu reports
@@ -398,7 +516,8 @@ class GroupMember:
             f"; the broker reports the group {state} with leader {leader}, not this worker: a "
             "live leader completes the rebalance within sync.session_timeout_ms and a dead one "
             "is expired after it; if this lasts, that leader left during the rebalance and the "
-            "broker (Tansu 0.6) never replaces it: restart the broker (docs/operations.md)"
+            "broker (Tansu 0.6) never replaces it: sync deletes the group after twice "
+            "sync.session_timeout_ms, else restart the broker (docs/operations.md)"
         )
 
     def finish_join(self) -> bool:

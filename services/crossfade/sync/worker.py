@@ -412,6 +412,7 @@ class SyncWorker:
         try:
             while not self.stop.is_set():
                 joining.tick(group.in_group)
+                group.look_at_join()  # a rebalance wedged by a departed leader (Tansu)
                 self._dlq.on_epoch(group.epoch)
                 self.rejects.flush()
                 try:

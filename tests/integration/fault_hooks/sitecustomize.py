@@ -11,6 +11,11 @@ listed in ``tests/integration/fault_harness.py``; the ``pause_*`` points sleep
 matching topics are paused when assigned and resumed once the file exists, as when the worker
 holding them lags (FAULTS 38: a child's topic is consumed before its parent's).
 
+``CF_LEAVE_RACE=<file>``: members stopped together leave in the order that wedged Tansu's group
+(tests/integration/test_run_processes.py): a stopping member that the broker does not name the
+leader sends its LeaveGroup only once the leader has looked at the group (the leader touches the
+file at its first look while stopping, then gives the other's LeaveGroup a second to land).
+
 ``CF_PACER_OFFSET_S=<seconds>``: capture's off-peak pacer reads a wall clock that far ahead of
 the real one (tests/integration/test_offpeak.py: a load window opens seconds after start, not
 at the next minute).
@@ -213,3 +218,35 @@ def _install_pacer_offset(offset_s: float) -> None:
 
 if os.environ.get("CF_PACER_OFFSET_S"):
     _install_pacer_offset(float(os.environ["CF_PACER_OFFSET_S"]))
+
+
+def _install_leave_race(looked: str) -> None:
+    from crossfade.sync import consumer as c
+
+    orig_state = c.GroupMember.group_state
+    orig_leave = c.GroupMember.leave
+
+    def group_state(self, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+        group = orig_state(self, timeout)
+        mine = self.consumer.memberid() if self.consumer is not None else None
+        if self.stop.is_set() and group and group[1] == mine and not os.path.exists(looked):
+            open(looked, "w").close()  # noqa: SIM115 - touched
+            sys.stderr.write("LEAVE RACE the leader looked\n")
+            time.sleep(1.0)  # the other member's LeaveGroup lands now
+        return group
+
+    def leave(self) -> None:  # type: ignore[no-untyped-def]
+        group = orig_state(self, 5.0)
+        if group and self.consumer is not None and group[1] != self.consumer.memberid():
+            deadline = time.monotonic() + 10
+            while not os.path.exists(looked) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sys.stderr.write("LEAVE RACE a member leaves after the leader's look\n")
+        orig_leave(self)
+
+    c.GroupMember.group_state = group_state  # type: ignore[method-assign]
+    c.GroupMember.leave = leave  # type: ignore[method-assign]
+
+
+if os.environ.get("CF_LEAVE_RACE"):
+    _install_leave_race(os.environ["CF_LEAVE_RACE"])
