@@ -254,8 +254,9 @@ class SyncConfig(_Strict):
     parent) and ``crossfade sync`` (1: in process; more: a supervisor with that many children),
     each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto``, the
     usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``. Default 1 (``run``: one
-    child): two processes joining one group at once were seen to wait minutes for Tansu's
-    assignment (CI, 2026-12-06). The Helm chart sets 1: there sync scales by replicas."""
+    child) until the whole suite has run under ``auto``: in CI two processes stopped together
+    wedged Tansu's group (fixed since: the leader leaves last, a wedged group is deleted,
+    :mod:`crossfade.sync.consumer`). The Helm chart sets 1: there sync scales by replicas."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(10_000, ge=6_000)
     """A worker that stops heartbeating loses its partitions after this long (librdkafka beats
