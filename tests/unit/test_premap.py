@@ -354,3 +354,44 @@ def test_a_premapped_batch_ends_as_one_mapped_at_its_turn(
         ("contacts", "[15]", "mapped"),
     ]
     assert len(dead) == 2  # contact 11 (its account is filtered), 14 (no email)
+
+
+def _event(table: str, pos: int, **row: Any) -> ChangeEvent:
+    return ChangeEvent(table, "c", {"id": row["id"]}, row, 0, 0, pos)
+
+
+def test_a_rerun_takes_the_premapped_change_only_when_it_is_the_same_record() -> None:
+    """follow_parents maps a ledger row again: the batch's premapped change stands in for it only
+    for the same record (place, key and value bytes, headers) decoded at the same position."""
+    from crossfade.sync.sinks.premap import Premapped, Premaps
+    from crossfade.target.store.ledger import Origin
+
+    e = _event(ADDRESSES, 30, id=100, contact_id=10, line="a")
+    headers = {POSITION_HEADER: "30"}
+    origin = Origin(f"cf.{ADDRESSES}", 0, 5, b"k", b"v", headers)
+    store = Premaps()
+    store.add([e], [e], [Premapped(e, "[100]", [100], {"id": 100}, origin)])
+    place = (f"cf.{ADDRESSES}", 0, 5)
+    again = _event(ADDRESSES, 30, id=100, contact_id=10, line="a")
+    assert store.record(place, b"k", b"v", headers, again) is e
+    assert store.of(e) is not None and store.of(again) is None
+    later = _event(ADDRESSES, 31, id=100, contact_id=10, line="a")
+    for args in (
+        ((f"cf.{ADDRESSES}", 0, 6), b"k", b"v", headers, again),  # another record
+        (place, b"k", b"w", headers, again),  # other bytes
+        (place, b"k", b"v", {POSITION_HEADER: "31"}, later),  # another position
+        (place, b"k", b"v", headers, _event(CONTACTS, 30, id=100)),  # another table
+    ):
+        assert store.record(*args) is args[-1]
+
+
+def test_a_run_finds_its_premapped_survivors_only_for_the_same_events() -> None:
+    """The commit step builds a partition's runs again to apply them: same events, same order."""
+    from crossfade.sync.sinks.premap import Premaps
+
+    a, b = _event(ADDRESSES, 1, id=1), _event(ADDRESSES, 2, id=2)
+    store = Premaps()
+    store.add([a, b], [b], [])
+    assert store.survivors([a, b]) == [b]
+    assert store.survivors([a, _event(ADDRESSES, 2, id=2)]) is None
+    assert store.survivors([a]) is None and store.survivors([]) is None

@@ -8,7 +8,8 @@
 2. plan the rest (:mod:`crossfade.sync.planner`): decode, hold the changes of poisoned keys
    (their dead letters re-read share-locked here); produce undecodable records to the dead-letter
    topic (acknowledged by Kafka) and write their ledger rows and the held ones;
-3. apply per table through its sink (:mod:`crossfade.sync.sinks`), parents of a mapping's
+3. map the mapped tables' changes (the pure part, :mod:`crossfade.sync.sinks.premap`), then
+   apply per table through its sink (:mod:`crossfade.sync.sinks`), parents of a mapping's
    references first: runs set-based, a truncate, sweep or fence in order between them;
 4. mapped tables: expire deferred rows of these partitions, map again the children of parents
    that changed (in this transaction);
