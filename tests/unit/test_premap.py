@@ -395,3 +395,29 @@ def test_a_run_finds_its_premapped_survivors_only_for_the_same_events() -> None:
     assert store.survivors([a, b]) == [b]
     assert store.survivors([a, _event(ADDRESSES, 2, id=2)]) is None
     assert store.survivors([a]) is None and store.survivors([]) is None
+
+
+def test_a_change_whose_mapping_raises_raises_at_its_turn_only(
+    stack: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mapping that raises (a transform's bug) fails the batch as before when the change gets
+    its turn; a change the ledger refuses (re-sent after a capture restart) is never mapped at
+    its turn, so its batch commits as it did."""
+    commit, conn, _producer = stack()
+    r = _Records()
+    row = {"id": 10, "account_id": None, "email": "a@x.org", "name": "a", "updated_at": 1}
+    commit.run(Tx(conn), [r(CONTACTS, 20, row)], OWNER, [ACCOUNTS, CONTACTS, ADDRESSES])
+    map_row = Mapper.map_row
+
+    def broken(self: Mapper, source: str, row: Any, **kw: Any) -> Any:
+        if row["id"] == 10:
+            raise RuntimeError("a transform's bug")
+        return map_row(self, source, row, **kw)
+
+    monkeypatch.setattr(Mapper, "map_row", broken)
+    resent = [r(CONTACTS, 20, row), r(ACCOUNTS, 21, {"id": 1, "active": True})]
+    commit.run(Tx(conn), resent, OWNER, [ACCOUNTS, CONTACTS, ADDRESSES])
+    assert _state(conn)["accounts"][0][0] == 1
+    conn.rollback()
+    with pytest.raises(RuntimeError, match="a transform's bug"):
+        commit.run(Tx(conn), [r(CONTACTS, 22, row)], OWNER, [ACCOUNTS, CONTACTS, ADDRESSES])

@@ -85,8 +85,13 @@ class MappedTables:
         dedup = {t: w for t, w in self.writers.items() if isinstance(w, DedupWriter)}
         for table, events in runs:
             ms = self.mapped.get(table)
-            if ms is not None and events:
-                store.add(events, *premap_run(ms, events, self.shapes, tx.origins, dedup))
+            if ms is None or not events:
+                continue
+            try:
+                made = premap_run(ms, events, self.shapes, tx.origins, dedup)
+            except Exception:  # noqa: BLE001 - mapped at its turn, and raised there
+                continue
+            store.add(events, *made)
 
     def process(
         self,

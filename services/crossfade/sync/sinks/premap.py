@@ -26,8 +26,8 @@ maps again and that is a change of this batch — the same record at the same of
 bytes, decoded at the same position — takes its mapping from here: mapping is pure, so it maps
 the same. Nothing here writes: a crash anywhere still rolls the whole batch back.
 
-A change whose mapping raises is not made here: it is mapped at its turn, and raises there (or
-is never mapped, when the ledger refuses it), as before.
+A change (or a run) whose mapping raises is not made here: it is mapped at its turn, and raises
+there (or is never mapped, when the ledger refuses it), as before.
 """
 
 from __future__ import annotations
@@ -139,14 +139,14 @@ def premap_run(
     survivors = collapse(events)
     made: list[Premapped] = []
     for e in survivors:
-        entry, skey, key_row = ms.entry_of(e)
-        origin = origins.get((e.table, event_key_id(e), e.position))
-        pm = Premapped(e, entry, skey, key_row, origin)
-        made.append(pm)
         try:
+            entry, skey, key_row = ms.entry_of(e)
+            origin = origins.get((e.table, event_key_id(e), e.position))
+            pm = Premapped(e, entry, skey, key_row, origin)
             _map(ms, pm, shapes, dedup)
-        except Exception:  # noqa: BLE001 - raised again at its turn, if it gets one
-            pm.first = pm.targets = pm.refs = pm.parent_values = pm.members = None
+        except Exception:  # noqa: BLE001 - made at its turn, and raised there, if it gets one
+            continue
+        made.append(pm)
     return survivors, made
 
 
