@@ -34,10 +34,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from crossfade.events.model import ChangeEvent
-from crossfade.mapping.engine import Mapped, Outcome
+from crossfade.mapping.engine import Mapped, Mapper, Outcome
 from crossfade.mapping.values import event_row
 from crossfade.sync import children
 from crossfade.sync.key_text import key_text
@@ -45,11 +45,20 @@ from crossfade.sync.parents import Asking, PKey
 from crossfade.target.apply import collapse, event_key_id
 from crossfade.target.store.ledger import Origin
 
-if TYPE_CHECKING:
-    from crossfade.sync.sinks.mapped_source import MappedSource
-
 Place = tuple[str, int, int]
 """(topic, partition, offset) of a record."""
+
+
+class MappedSource(Protocol):
+    """What premapping reads of a :class:`crossfade.sync.sinks.mapped_source.MappedSource`."""
+
+    mapper: Mapper
+    source: str
+    pg_types: dict[str, str]
+    ref_rules: list[children.RefRule]
+    parent_cols: dict[str, list[str]]
+
+    def entry_of(self, e: ChangeEvent) -> tuple[str, list[Any], dict[str, Any]]: ...
 
 
 @dataclass(slots=True)
