@@ -144,7 +144,7 @@ class _Records:
 
 
 @pytest.fixture
-def stack(dsn: str, fresh_bookkeeping: Callable[..., str]) -> Iterator[Callable[[], Any]]:
+def worker(dsn: str, fresh_bookkeeping: Callable[..., str]) -> Iterator[Callable[[], Any]]:
     """``start()``: (commit step, connection, dead-letter producer) of a worker owning every
     partition of the test's topics, on tables and bookkeeping made afresh."""
     conns: list[psycopg.Connection] = []
@@ -277,9 +277,9 @@ def _state(conn: psycopg.Connection) -> dict[str, Any]:
 
 
 def test_no_mapping_runs_while_the_batch_holds_dedups_lock(
-    stack: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+    worker: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    commit, conn, _producer = stack()
+    commit, conn, _producer = worker()
     pid = conn.info.backend_pid
     watcher = psycopg.connect(conn.info.dsn, autocommit=True)
     held_then: list[tuple[int, str, int, bool]] = []
@@ -329,13 +329,13 @@ def test_no_mapping_runs_while_the_batch_holds_dedups_lock(
 
 
 def test_a_premapped_batch_ends_as_one_mapped_at_its_turn(
-    stack: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+    worker: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Same target rows, ledger (outcomes, rules, reasons), child references, crosswalk,
     members, offsets and dead letters as the mapping made at each change's turn."""
-    premapped = _run(stack)
+    premapped = _run(worker)
     monkeypatch.setattr(MappedTables, "premap", lambda self, tx, runs: None)
-    at_its_turn = _run(stack)
+    at_its_turn = _run(worker)
     assert premapped == at_its_turn
     state, dead = premapped
     assert sorted((r[0][7:], r[1], r[3]) for r in state["ledger"]) == [
@@ -398,12 +398,12 @@ def test_a_run_finds_its_premapped_survivors_only_for_the_same_events() -> None:
 
 
 def test_a_change_whose_mapping_raises_raises_at_its_turn_only(
-    stack: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
+    worker: Callable[[], Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A mapping that raises (a transform's bug) fails the batch as before when the change gets
     its turn; a change the ledger refuses (re-sent after a capture restart) is never mapped at
     its turn, so its batch commits as it did."""
-    commit, conn, _producer = stack()
+    commit, conn, _producer = worker()
     r = _Records()
     row = {"id": 10, "account_id": None, "email": "a@x.org", "name": "a", "updated_at": 1}
     commit.run(Tx(conn), [r(CONTACTS, 20, row)], OWNER, [ACCOUNTS, CONTACTS, ADDRESSES])
