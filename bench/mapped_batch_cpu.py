@@ -42,21 +42,17 @@ from confluent_kafka import Message
 
 from bench.mapped_load import copy_inserts
 from bench.mapping_cpu import RowRecorder
+from bench.sync_worker_cpu import EPOCH, PREFIX, ready_worker
 from crossfade.capture.snapshot_events import EventEncoder, plan_table
 from crossfade.config import Settings
 from crossfade.embedded import EmbeddedPostgres
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter, create_target_schema
 from crossfade.events.avro_codec import ConnectCodec
-from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER, EventDecoder
+from crossfade.events.decode import EPOCH_HEADER, POSITION_HEADER
 from crossfade.events.framing import SchemaCache, fingerprint_bytes
 from crossfade.events.model import position
-from crossfade.sync.commit import BatchCommit
-from crossfade.sync.dead_letters import DeadLetterTopic
 from crossfade.sync.worker import SyncWorker
-from crossfade.target.store import claim_partitions
 
-PREFIX = "cf"
-EPOCH = "bench-epoch"
 PARTITIONS = 4
 LSN = 0x1_0000_0000
 ROWS_PER_ACCOUNT = 3.7
@@ -170,27 +166,7 @@ def worker(pg: EmbeddedPostgres, cache: SchemaCache) -> SyncWorker:
         mapping=yaml.safe_load(MAPPING_FILE.read_text()),
         sync={"tag_origin": False},
     )
-    w = SyncWorker(settings, worker_id="bench")
-    w.conn = w._connect_target()
-    w._setup_tables()
-    w.group.epoch = EPOCH
-    decoder = EventDecoder(settings.kafka, resolver=cache)
-    w.planner.decoder = w.mapped.decoder = decoder
-    w._commit = BatchCommit(
-        bookkeeping_schema=w.bk,
-        group_id=settings.sync.group_id,
-        planner=w.planner,
-        sinks=w._sink,
-        mapped=w.mapped,
-        dead_letters=DeadLetterTopic(NoProducer(), settings.kafka.dlq_topic, w.rejects),  # type: ignore[arg-type]
-        meter=w.meter,
-    )
-    tps = [(t, p) for t in w.topics for p in range(PARTITIONS)]
-    stored = claim_partitions(w.conn, w.bk, settings.sync.group_id, tps, EPOCH, "bench:owner")
-    for tp in tps:
-        w.planner.floors[tp] = stored[tp].snapshot_floor
-        w.group.owner[tp] = "bench:owner"
-    return w
+    return ready_worker(settings, cache, PARTITIONS, NoProducer())
 
 
 STATE = (

@@ -253,6 +253,15 @@ def worker(pg: EmbeddedPostgres, cache: SchemaCache) -> SyncWorker:
         tables=[f"public.{t}" for t in TABLES],
         sync={"append_only_tables": ["public.pgbench_history"], "tag_origin": False},
     )
+    return ready_worker(settings, cache, PARTITIONS)
+
+
+def ready_worker(
+    settings: Settings, cache: SchemaCache, partitions: int, producer: Any = None
+) -> SyncWorker:
+    """A sync worker connected to its target, its tables set up, every partition of its topics
+    claimed at :data:`EPOCH`, decoding with ``cache`` (no broker: batches are handed to its
+    ``_process``); ``producer``: the dead-letter topic's (None: nothing is dead-lettered)."""
     w = SyncWorker(settings, worker_id="bench")
     w.conn = w._connect_target()
     w._setup_tables()
@@ -265,10 +274,10 @@ def worker(pg: EmbeddedPostgres, cache: SchemaCache) -> SyncWorker:
         planner=w.planner,
         sinks=w._sink,
         mapped=w.mapped,
-        dead_letters=DeadLetterTopic(None, settings.kafka.dlq_topic, w.rejects),  # type: ignore[arg-type]
+        dead_letters=DeadLetterTopic(producer, settings.kafka.dlq_topic, w.rejects),
         meter=w.meter,
     )
-    tps = [(t, p) for t in w.topics for p in range(PARTITIONS)]
+    tps = [(t, p) for t in w.topics for p in range(partitions)]
     stored = claim_partitions(w.conn, w.bk, settings.sync.group_id, tps, EPOCH, "bench:owner")
     for tp in tps:
         w.planner.floors[tp] = stored[tp].snapshot_floor
