@@ -8,8 +8,7 @@
 2. plan the rest (:mod:`crossfade.sync.planner`): decode, hold the changes of poisoned keys
    (their dead letters re-read share-locked here); produce undecodable records to the dead-letter
    topic (acknowledged by Kafka) and write their ledger rows and the held ones;
-3. map the mapped tables' changes (the pure part, :mod:`crossfade.sync.sinks.premap`), then
-   apply per table through its sink (:mod:`crossfade.sync.sinks`), parents of a mapping's
+3. apply per table through its sink (:mod:`crossfade.sync.sinks`), parents of a mapping's
    references first: runs set-based, a truncate, sweep or fence in order between them;
 4. mapped tables: expire deferred rows of these partitions, map again the children of parents
    that changed (in this transaction);
@@ -106,11 +105,7 @@ class BatchCommit:
             fresh = {tp: _at_or_above(*by_tp[tp], nxt_of[tp]) for tp in sorted(by_tp)}
             # 2. plan: decode, holds, dead letters
             plan = self.plan(tx, fresh)
-            # 3. apply per table, parents of a mapping's references first; the mapped tables'
-            # changes are mapped before the first write (so never under a lock held to the
-            # commit: dedup's), then the statements run in the same order
-            if self.mapped:
-                self.mapped.premap(tx, _runs(plan, order, self.mapped))
+            # 3. apply per table, parents of a mapping's references first
             self.mapped.begin(tx)
             for table, parts in plan.tables(order):
                 self.apply_table(tx, table, parts)
@@ -254,19 +249,6 @@ def _at_or_above(offsets: list[int], msgs: list[Message], nxt: int) -> list[Mess
     if min(offsets) >= nxt:
         return msgs
     return [m for o, m in zip(offsets, msgs, strict=True) if o >= nxt]
-
-
-def _runs(plan: BatchPlan, order: list[str], tables: MappedTables) -> list[tuple[str, list[Any]]]:
-    """(table, events) of every run of the batch's ``tables``, in the order step 3 applies
-    them."""
-    return [
-        (table, step.events)
-        for table, parts in plan.tables(order)
-        if table in tables
-        for pp in parts
-        for step in pp.steps()
-        if isinstance(step, Run)
-    ]
 
 
 def _toast_missing(table: str, keys: list[str]) -> None:

@@ -83,12 +83,7 @@ class TargetParents:
         children.wait_for_parent(self.conn, table, k[2])
         return self._exists(shape, k, value)
 
-    def map_batch(
-        self,
-        items: Sequence[T],
-        map_one: Callable[[T, Any], R],
-        first: Sequence[tuple[R, Mapping[PKey, Any] | None] | None] | None = None,
-    ) -> list[R]:
+    def map_batch(self, items: Sequence[T], map_one: Callable[[T, Any], R]) -> list[R]:
         """``map_one(item, parents)`` for every item, the same outcomes as with ``self`` as the
         parents, in a few statements per batch instead of round trips per row: a first pass
         answers every parent not yet found "yes" and notes it; the noted parents are looked up
@@ -96,20 +91,11 @@ class TargetParents:
         batch are waited for together (:func:`~crossfade.sync.children.wait_for_parents`) and
         looked up once more; the items that asked for a parent still missing are mapped again
         with those answering "no". Mapping is pure, so every item gets the outcome it would
-        have had asking row by row.
-
-        ``first``: per item, its first pass made already (before the batch's statements,
-        :mod:`crossfade.sync.sinks.premap`: the outcome with every parent answering "yes", and
-        the parents it asked for, key -> value), or None to make it here."""
+        have had asking row by row."""
         noting = _Noting(self)
         outs: list[R] = []
         asked: list[set[PKey] | None] = []
-        for i, item in enumerate(items):
-            made = first[i] if first is not None else None
-            if made is not None:
-                outs.append(made[0])
-                asked.append(noting.note(made[1]))
-                continue
+        for item in items:
             noting.asked = None
             outs.append(map_one(item, noting))
             asked.append(noting.asked)
@@ -246,40 +232,6 @@ class _Noting:
         if self.asked is None:
             self.asked = set()
         self.asked.add(k)
-        return True
-
-    def note(self, wanted: Mapping[PKey, Any] | None) -> set[PKey] | None:
-        """What answering the parents ``wanted`` (in the order asked) would have noted: the
-        parents not found earlier in the batch (None: none)."""
-        if not wanted:
-            return None
-        found, pending = self.parents._found, self.pending
-        asked: set[PKey] | None = None
-        for k, v in wanted.items():
-            if k in found:
-                continue
-            pending.setdefault(k, v)
-            if asked is None:
-                asked = set()
-            asked.add(k)
-        return asked
-
-
-class Asking:
-    """The first pass of :meth:`TargetParents.map_batch` made before the batch's statements
-    (:mod:`crossfade.sync.sinks.premap`): every parent of a target table answers "yes" and is
-    noted in :attr:`asked` (key -> value, in the order asked), as :class:`_Noting` answers."""
-
-    def __init__(self, shapes: Mapping[str, TableShape]) -> None:
-        self.shapes = shapes
-        self.asked: dict[PKey, Any] | None = None
-
-    def __call__(self, table: str, column: str, value: Any) -> bool | None:
-        if table not in self.shapes:
-            return None
-        if self.asked is None:
-            self.asked = {}
-        self.asked.setdefault((table, column, key_text([value])), value)
         return True
 
 

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from crossfade.sync.children import ParentChanges
     from crossfade.sync.parents import TargetParents
     from crossfade.sync.planner import PartitionPlan, Run
-    from crossfade.sync.sinks.premap import Premaps
     from crossfade.target.store.ledger import Held, Origin
 
 
@@ -43,8 +42,6 @@ class Tx:
     parents: TargetParents | None = None
     origins: dict[tuple[str, str, int], Origin] = field(default_factory=dict)
     partitions: dict[tuple[str, int], PartitionStats] = field(default_factory=dict)
-    premaps: Premaps | None = None
-    """The batch's changes of mapped tables, mapped before its statements (sync.sinks.premap)."""
 
     def stats(self, tp: tuple[str, int]) -> PartitionStats:
         return self.partitions.setdefault(tp, PartitionStats())

@@ -152,11 +152,8 @@ class DedupWriter:
                 best[k] = ch
         res.skipped = len(changes) - len(best)
         # what the changes alone make (block keys, the members' rows as stored) is made before
-        # the lock: it reads nothing, and the lock orders what is read and written after it;
-        # a mapped change's is made before the batch's statements (sync.sinks.premap)
-        made = {
-            k: ch.made if ch.made is not None else self._member_row(k, ch) for k, ch in best.items()
-        }
+        # the lock: it reads nothing, and the lock orders what is read and written after it
+        made = {k: self._member_row(k, ch) for k, ch in best.items()}
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"crossfade.dedup:{self.table}",)
         )
@@ -192,24 +189,11 @@ class DedupWriter:
     def _member_row(self, k: str, ch: Any) -> tuple[Any, ...]:
         """``ch`` as :func:`~crossfade.target.store.write_members` stores it: (member key, key,
         block keys, row, position), or (member key, key, position) for a delete."""
+        key = jsonb([_jv(v) for v in ch.key])
         if ch.values is None:
-            return (k, jsonb([_jv(v) for v in ch.key]), ch.position)
-        return self.member_row(k, ch.key, ch.values, ch.position)
-
-    def member_row(
-        self, k: str, key: Any, values: Mapping[str, Any], position: int
-    ) -> tuple[Any, ...]:
-        """The member row of a change writing ``values`` under ``key`` (member key text ``k``)
-        at ``position``: it reads nothing (made before the lock, or before the batch's
-        statements by :mod:`crossfade.sync.sinks.premap`)."""
-        vals = {c: values.get(c) for c in self.cols}
-        return (
-            k,
-            jsonb([_jv(v) for v in key]),
-            self.matcher.block_keys(vals),
-            jsonb(_json_row(vals)),
-            position,
-        )
+            return (k, key, ch.position)
+        vals = {c: ch.values.get(c) for c in self.cols}
+        return (k, key, self.matcher.block_keys(vals), jsonb(_json_row(vals)), ch.position)
 
     def _regroup(self, conn: psycopg.Connection, changed: set[str], blocks: set[str]) -> None:
         members, skipped = self._component(conn, changed, blocks)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
 from typing import Any
 
 from crossfade import metrics
@@ -27,7 +26,6 @@ from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
 from crossfade.sync.sinks import Tx
 from crossfade.sync.sinks.mapped_source import MappedResult, MappedSource
-from crossfade.sync.sinks.premap import Premaps, premap_run
 from crossfade.target.apply import event_key_id
 from crossfade.target.store import deferred_rows
 from crossfade.target.store.ledger import Origin
@@ -75,24 +73,6 @@ class MappedTables:
     def sink(self, table: str) -> MappedSink:
         return MappedSink(self, self.mapped[table])
 
-    def premap(self, tx: Tx, runs: Iterable[tuple[str, list[ChangeEvent]]]) -> None:
-        """Map the changes of these runs (table, events) of the batch before its first statement
-        (:mod:`crossfade.sync.sinks.premap`): the statements then find their mapping made, and
-        none is made under a lock the batch holds to its commit (dedup's)."""
-        from crossfade.sync.sinks.dedup import DedupWriter
-
-        store = tx.premaps = Premaps()
-        dedup = {t: w for t, w in self.writers.items() if isinstance(w, DedupWriter)}
-        for table, events in runs:
-            ms = self.mapped.get(table)
-            if ms is None or not events:
-                continue
-            try:
-                made = premap_run(ms, events, self.shapes, tx.origins, dedup)
-            except Exception:  # noqa: BLE001 - mapped at its turn, and raised there
-                continue
-            store.add(events, *made)
-
     def process(
         self,
         tx: Tx,
@@ -113,7 +93,6 @@ class MappedTables:
             replay=replay,
             rerun=rerun,
             expired=expired,
-            premaps=tx.premaps,
         )
         tx.dead.extend((h, ms.source) for h in res.dead_letters)
         assert tx.parent_changes is not None
@@ -149,8 +128,6 @@ class MappedTables:
                 continue
             headers = headers or {}
             e = self.decoder.decode(key, value, table, headers.get(POSITION_HEADER))
-            if tx.premaps is not None:  # a change of this batch: its mapping is made
-                e = tx.premaps.record((topic, partition, offset), key, value, headers, e)
             by_table[table].append(e)
             tx.origins[(e.table, event_key_id(e), e.position)] = Origin(
                 topic, partition, offset, key, value, headers

@@ -66,7 +66,6 @@ from crossfade.target.store.ledger import (
 
 if TYPE_CHECKING:
     from crossfade.sync.parents import TargetParents
-    from crossfade.sync.sinks.premap import Premapped, Premaps
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +76,6 @@ class RowChange:
     values: dict[str, Any] | None  # None: delete
     position: int
     unavailable: frozenset[str] = frozenset()
-    made: tuple[Any, ...] | None = None
-    """A deduplicated target's member row of this change, made before the batch's statements
-    (:mod:`crossfade.sync.sinks.premap`)."""
 
 
 @dataclass(slots=True)
@@ -240,17 +236,6 @@ class _Step:
     held: Held
     prev: str | None
     out: Mapped | Rejected | Filtered | None = None
-    pre: Premapped | None = None
-    """Its mapping made before the batch's statements (:mod:`crossfade.sync.sinks.premap`)."""
-
-    def made(self) -> Premapped | None:
-        """:attr:`pre` when the outcome is the one premapped (no parent turned out missing)."""
-        pre = self.pre
-        if pre is None or (
-            self.out is not None and (pre.first is None or pre.first[0] is not self.out)
-        ):
-            return None
-        return pre
 
 
 class MappedSource:
@@ -302,7 +287,6 @@ class MappedSource:
         replay: bool = False,
         rerun: bool = False,
         expired: frozenset[str] = frozenset(),
-        premaps: Premaps | None = None,
     ) -> MappedResult:
         """Map and apply c/u/r/d events of this source table inside the caller's transaction.
 
@@ -312,12 +296,11 @@ class MappedSource:
         that changed, dlq replay); both pass at the position the ledger already holds.
         ``expired``: entries whose deferral window has ended (a still-missing parent
         dead-letters them). :attr:`MappedResult.parent_changes` says which parents this changed
-        (the caller re-runs their children, :mod:`crossfade.sync.children`). ``premaps``: the
-        batch's changes mapped before its statements (:mod:`crossfade.sync.sinks.premap`)."""
+        (the caller re-runs their children, :mod:`crossfade.sync.children`)."""
         res = MappedResult()
         if not events:
             return res
-        steps = self._steps(conn, events, origins, parents, res, premaps, again=replay or rerun)
+        steps = self._steps(conn, events, origins, parents, res, again=replay or rerun)
         waiting = [
             f
             for st in steps
@@ -356,63 +339,40 @@ class MappedSource:
         origins: Mapping[tuple[str, str, int], Origin],
         parents: TargetParents | None,
         res: MappedResult,
-        premaps: Premaps | None,
         *,
         again: bool,
     ) -> list[_Step]:
         """One step per key (its newest change) that the ledger lets through, mapped.
         ``again``: a replay or re-run, which passes at the position the ledger holds."""
-        survivors = premaps.survivors(events) if premaps is not None else None
-        if survivors is None:
-            survivors = collapse(events)
+        survivors = collapse(events)
         res.skipped = len(events) - len(survivors)
-        keyed = [self._keyed(e, premaps) for e in survivors]
-        stored = ledger_positions(conn, self.bk_name, self.source, [k[1] for k in keyed])
+        keyed = [(e, *self.entry_of(e)) for e in survivors]
+        stored = ledger_positions(conn, self.bk_name, self.source, [k for _, k, _, _ in keyed])
         steps: list[_Step] = []
-        todo: list[_Step] = []
-        for e, entry, skey, key_row, pre in keyed:
+        todo: list[tuple[_Step, dict[str, Any], frozenset[str]]] = []
+        for e, entry, skey, key_row in keyed:
             have = stored.get(entry)
             if have is not None and (e.position < have[0] or (e.position == have[0] and not again)):
                 res.skipped += 1
                 continue
-            origin = (
-                pre.origin
-                if pre is not None
-                else origins.get((e.table, event_key_id(e), e.position))
-            )
+            origin = origins.get((e.table, event_key_id(e), e.position))
             h = Held(self.source, entry, e.position, "mapped", skey, origin=origin)
             h.keep_origin = bool(self.ref_rules)
-            st = _Step(e, entry, key_row, h, have[1] if have else None, pre=pre)
+            st = _Step(e, entry, key_row, h, have[1] if have else None)
             if have is not None and have[1] == "dead_letter":
                 h.prev_rule = have[2]
             if not e.is_delete:
-                todo.append(st)
+                todo.append((st, *event_row(e, self.pg_types)))
             steps.append(st)
 
-        def map_one(st: _Step, p: Any) -> Any:
-            row, unavailable = event_row(st.event, self.pg_types)
-            return self.mapper.map_row(self.source, row, parents=p, unavailable=unavailable)
+        def map_one(t: tuple[_Step, dict[str, Any], frozenset[str]], p: Any) -> Any:
+            return self.mapper.map_row(self.source, t[1], parents=p, unavailable=t[2])
 
-        first = [st.pre.first if st.pre is not None else None for st in todo]
         # the batch's parents are looked up together (TargetParents.map_batch), not row by row
-        if parents is not None:
-            outs = parents.map_batch(todo, map_one, first)
-        else:  # a first pass answers as no parents do (none is asked for)
-            outs = [
-                f[0] if f is not None else map_one(st, None)
-                for st, f in zip(todo, first, strict=True)
-            ]
-        for st, out in zip(todo, outs, strict=True):
-            st.out = out
+        outs = parents.map_batch(todo, map_one) if parents is not None else None
+        for i, t in enumerate(todo):
+            t[0].out = outs[i] if outs is not None else map_one(t, None)
         return steps
-
-    def _keyed(
-        self, e: ChangeEvent, premaps: Premaps | None
-    ) -> tuple[ChangeEvent, str, list[Any], dict[str, Any], Premapped | None]:
-        pre = premaps.of(e) if premaps is not None else None
-        if pre is not None:
-            return e, pre.entry, pre.skey, pre.key_row, pre
-        return e, *self.entry_of(e), None
 
     def _apply_targets(
         self,
@@ -447,16 +407,15 @@ class MappedSource:
     ) -> None:
         """The outcome of one change: target changes, the ledger row, the child's references."""
         e, h, out = st.event, st.held, st.out
-        pre = st.made()
         rows: tuple[TargetRow, ...] = ()
         if out is None:
             h.outcome = "deleted"
-            self._delete_targets(changes, st, e.position)
+            self._delete_targets(changes, st.key_row, e.position)
             return
         if isinstance(out, Filtered):
             h.outcome, h.rule, h.reason = "filtered", out.filter, out.reason
             res.filters[out.filter] += 1
-            self._delete_targets(changes, st, e.position)
+            self._delete_targets(changes, st.key_row, e.position)
             return
         if isinstance(out, Mapped):
             rows = out.rows
@@ -475,37 +434,22 @@ class MappedSource:
                 h.window_s = max(f.window_s for f in out.failures)
             if h.outcome != "mapped":  # kept children apply their rows below
                 if h.outcome != "deferred" or st.prev != "deferred":
-                    self._delete_targets(changes, st, e.position)
+                    self._delete_targets(changes, st.key_row, e.position)
                 if h.outcome == "dead_letter" and not (
                     st.prev == "dead_letter" and h.prev_rule == h.rule
                 ):
                     res.dead_letters.append(h)  # a dead letter re-run as it was is not new
-                self._refs(st, pre, rows, refs)
+                refs.extend(
+                    (st.entry, r, key_text([v])) for r, v in children.row_refs(self.ref_rules, rows)
+                )
                 return
-        members = pre.members if pre is not None else None
-        for i, tr in enumerate(rows):
+        for tr in rows:
             if tr.key is None:
                 raise ConfigError(
                     f"target {tr.table} of {self.source} has no known key",
                     "set `key:` in the mapping",
                 )
-            made = members.get(i) if members is not None else None
-            changes[tr.table].append(RowChange(tr.key, tr.values, e.position, tr.unavailable, made))
-        self._refs(st, pre, rows, refs)
-
-    def _refs(
-        self,
-        st: _Step,
-        pre: Premapped | None,
-        rows: tuple[TargetRow, ...],
-        refs: list[tuple[str, children.RefRule, str]],
-    ) -> None:
-        """The references of the child's ``rows``, for ``child_refs``."""
-        if not self.ref_rules:
-            return
-        if pre is not None and pre.first is not None:
-            refs.extend((st.entry, r, v) for r, v in pre.refs or ())
-            return
+            changes[tr.table].append(RowChange(tr.key, tr.values, e.position, tr.unavailable))
         refs.extend(
             (st.entry, r, key_text([v])) for r, v in children.row_refs(self.ref_rules, rows)
         )
@@ -559,19 +503,14 @@ class MappedSource:
         before = "mapped" if st.prev == "replayed" else st.prev
         if now == before:
             return
-        pre = st.made()
         if isinstance(st.out, Mapped):
-            if pre is not None and pre.parent_values is not None:
-                for table, text in pre.parent_values:
-                    res.parent_changes.add(table, text)
-                return
             for tr in st.out.rows:
                 for col in self.parent_cols.get(tr.table, []):
                     v = tr.values.get(col)
                     if v is not None:
                         res.parent_changes.add(tr.table, key_text([v]))
             return
-        for table, tkey in self._target_keys(st):
+        for table, tkey in self.mapper.map_key(self.source, st.key_row):
             t = next(t for t in self.mapper.table(self.source).targets if t.table == table)
             for col in self.parent_cols.get(table, []):
                 if t.key is not None and col in t.key:
@@ -582,15 +521,10 @@ class MappedSource:
         out, self.left = self.left, children.ParentChanges()
         return out
 
-    def _target_keys(self, st: _Step) -> list[tuple[str, tuple[Any, ...]]]:
-        """``Mapper.map_key`` of the step's key row (premapped when it could be)."""
-        pre = st.pre
-        if pre is not None and pre.targets is not None:
-            return pre.targets
-        return self.mapper.map_key(self.source, st.key_row)
-
-    def _delete_targets(self, changes: dict[str, list[RowChange]], st: _Step, pos: int) -> None:
-        for target, tkey in self._target_keys(st):
+    def _delete_targets(
+        self, changes: dict[str, list[RowChange]], key_row: Mapping[str, Any], pos: int
+    ) -> None:
+        for target, tkey in self.mapper.map_key(self.source, key_row):
             changes[target].append(RowChange(tkey, None, pos))
 
     def truncate(self, conn: psycopg.Connection, pos: int, reason: str) -> int:
