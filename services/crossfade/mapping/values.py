@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import functools
 import json
 import re
 import uuid
@@ -238,17 +239,10 @@ def row_values(
     return out
 
 
-_NUMERIC_TYPES: dict[str | None, bool] = {}
-
-
+@functools.lru_cache(maxsize=4096)
 def _numeric_pg(pg_type: str | None) -> bool:
     """Whether text of a column of this type is a numeric (``decimal.handling.mode=string``)."""
-    hit = _NUMERIC_TYPES.get(pg_type)
-    if hit is None:
-        hit = bool(pg_type and _NUMERIC_PG.match(pg_type))
-        if len(_NUMERIC_TYPES) < 4096:
-            _NUMERIC_TYPES[pg_type] = hit
-    return hit
+    return bool(pg_type and _NUMERIC_PG.match(pg_type))
 
 
 def event_row(
