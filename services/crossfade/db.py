@@ -73,6 +73,13 @@ class TextListDumper(ListDumper):
 
 _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
+NON_FINITE_TEXT = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+"""The JSON strings PostgreSQL's ``to_jsonb`` writes for a non-finite ``float8``/``real`` (and
+``numeric``): ``jsonb`` has no number for them (JSON's bare ``NaN`` is refused)."""
+
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+"""``json.dumps``' encoder, refusing NaN and infinities (ValueError) instead of writing them."""
+
 
 def _non_finite(obj: Any) -> bool:
     if isinstance(obj, float):
@@ -84,24 +91,59 @@ def _non_finite(obj: Any) -> bool:
     return False
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float spelled as PostgreSQL's ``to_jsonb`` spells it (the
+    strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``); the rest as it is (a tuple: a list)."""
+    if isinstance(obj, float):
+        if math.isfinite(obj):
+            return obj
+        return "NaN" if obj != obj else ("Infinity" if obj > 0 else "-Infinity")
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite_json(v) for v in obj]
+    return obj
+
+
+def float_from_json(v: Any) -> Any:
+    """A ``float8``/``real`` value read back from ``jsonb``: :data:`NON_FINITE_TEXT`'s strings as
+    the floats they spell (what :func:`jsonb_dumps` stored), anything else as it is."""
+    if type(v) is str:
+        return NON_FINITE_TEXT.get(v, v)
+    return v
+
+
 def jsonb_dumps(obj: Any) -> bytes | str:
     """The JSON text of ``obj`` for a ``jsonb`` column: orjson's (~5x ``json.dumps`` on the small
     objects sync stores per row: ledger keys, failures and headers, dedup members' rows), which
     PostgreSQL reads as the same ``jsonb`` value as ``json.dumps``' text (spacing aside: never for
     a ``json`` column, which keeps the text). What orjson refuses (an integer beyond 64 bits, a key
-    that is not a string, a lone surrogate, a ``datetime``, a ``Decimal``...), a NaN or infinity
-    (orjson writes ``null``) and non-ASCII text (orjson writes UTF-8, psycopg sends the bytes as
-    they are: json.dumps' escapes read right in any client encoding) go through ``json.dumps`` as
-    before, which gives the same text or fails the same way (tests/unit/test_jsonb_dumps.py)."""
+    that is not a string, a lone surrogate, a ``datetime``, a ``Decimal``...) and non-ASCII text
+    (orjson writes UTF-8, psycopg sends the bytes as they are: json.dumps' escapes read right in
+    any client encoding) go through ``json.dumps`` as before, which gives the same text or fails
+    the same way (tests/unit/test_jsonb_dumps.py).
+
+    A NaN or infinity (orjson writes ``null``, ``json.dumps`` a bare ``NaN`` that ``jsonb``
+    refuses: a row holding one failed its batch on every retry) is written as PostgreSQL's own
+    ``to_jsonb`` writes it: the string ``"NaN"``, ``"Infinity"`` or ``"-Infinity"``
+    (:func:`finite_json`; :func:`float_from_json` reads it back). Only a row holding one takes
+    that slower branch."""
     try:
         out = orjson.dumps(obj, option=_ORJSON_OPTIONS)
     except TypeError:
-        return json.dumps(obj)
+        return _json_dumps(obj)
     if not out.isascii():  # json.dumps escapes it: right whatever the client encoding
-        return json.dumps(obj)
+        return _json_dumps(obj)
     if b"null" in out and _non_finite(obj):
-        return json.dumps(obj)
+        return orjson.dumps(finite_json(obj), option=_ORJSON_OPTIONS)
     return out
+
+
+def _json_dumps(obj: Any) -> str:
+    try:
+        return _STRICT_JSON.encode(obj)
+    except ValueError:  # a NaN or infinity (or a circular reference, refused again below)
+        return _STRICT_JSON.encode(finite_json(obj))
 
 
 def jsonb(obj: Any) -> Jsonb:

@@ -2,9 +2,11 @@
 PostgreSQL must store the same ``jsonb`` as from ``json.dumps``' text (psycopg's default, what
 the code wrote before), over generated values of what sync stores per row (source keys, rule
 failures, record headers, members' rows: strings with quotes, backslashes, control and non-ASCII
-characters, ints up to and beyond 64 bits, floats, bools, None, nested lists and dicts); and
-what ``json.dumps`` refuses or writes as PostgreSQL refuses it (NaN, a ``Decimal``, a
-``datetime``, a key that is not a string) fails the same way."""
+characters, ints up to and beyond 64 bits, floats, bools, None, nested lists and dicts); what
+``json.dumps`` refuses (a ``Decimal``, a ``datetime``) fails the same way; and a NaN or
+infinity, which ``json.dumps`` writes as PostgreSQL's ``jsonb`` refuses it (a row holding one
+failed its batch on every retry: FAULTS 24), is stored as PostgreSQL's own ``to_jsonb`` stores
+it and read back as the float."""
 
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import json
 import random
 from typing import Any
 
+import orjson
 import psycopg
 import pytest
 
-from crossfade.db import jsonb, jsonb_dumps
+from crossfade.db import finite_json, float_from_json, jsonb, jsonb_dumps
 
 CHARS = ['"', "\\", "/", "\n", "\t", "\x01", "\x1f", "\x7f", "a", "é", "€", "\u2028", "😀", " "]
 
@@ -71,18 +74,48 @@ def test_the_same_jsonb_as_json_dumps(dsn: str) -> None:
         assert same and new == old, (o, new, old)
 
 
-@pytest.mark.parametrize(
-    "obj",
-    [
-        float("nan"),
-        [1.0, float("inf")],
-        {"a": [float("-inf")]},
-        {"v": None, "w": float("nan")},
-    ],
-)
-def test_non_finite_floats_as_json_dumps_writes_them(obj: Any) -> None:
-    """orjson would write null; json.dumps' NaN/Infinity (which PostgreSQL refuses) stays."""
-    assert jsonb_dumps(obj) == json.dumps(obj)
+NON_FINITE = [
+    float("nan"),
+    [1.0, float("inf")],
+    {"a": [float("-inf")]},
+    {"v": None, "w": float("nan")},
+    (2.5, float("-inf")),
+    {"name": "Zoë", "score": float("nan")},  # non-ASCII: the json.dumps path
+    {"big": 2**64 + 1, "r": [float("inf")]},  # beyond orjson: the json.dumps path
+    [{"rule": "t.c:range", "value": float("inf"), "parent": None}],
+]
+
+
+@pytest.mark.parametrize("obj", NON_FINITE)
+def test_non_finite_floats_stored_as_postgresql_writes_them(dsn: str, obj: Any) -> None:
+    """PostgreSQL takes the text, and stores what its own ``to_jsonb`` of the float8 gives
+    (``"NaN"``, ``"Infinity"``, ``"-Infinity"``): the same jsonb as ``finite_json(obj)``."""
+    with psycopg.connect(dsn) as c:
+        got, pg = c.execute(
+            "SELECT %s::text::jsonb, jsonb_build_array(to_jsonb('NaN'::float8), "
+            "to_jsonb('Infinity'::float8), to_jsonb('-Infinity'::real))",
+            (as_text(jsonb_dumps(obj)),),
+        ).fetchone() or (None, None)
+    assert pg == ["NaN", "Infinity", "-Infinity"]
+    assert got == finite_json(obj) == json.loads(json.dumps(finite_json(obj)))
+
+
+@pytest.mark.parametrize("v", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_float_read_back(dsn: str, v: float) -> None:
+    """What jsonb_dumps stored reads back as the float (and PostgreSQL casts it to float8)."""
+    with psycopg.connect(dsn) as c:
+        (got, cast) = c.execute(
+            "SELECT %s::jsonb, (%s::jsonb ->> 0)::float8", (jsonb(v), jsonb([v]))
+        ).fetchone() or (None, None)
+    back = float_from_json(got)
+    assert isinstance(back, float) and str(back) == str(v) == str(cast)
+    assert float_from_json("nan") == "nan" and float_from_json(1.5) == 1.5
+    assert float_from_json("Infinity ") == "Infinity "
+
+
+def test_finite_floats_take_the_fast_path_unchanged() -> None:
+    obj = {"a": 1.5, "b": None, "c": [0.1, -0.0, 1e300], "d": "NaN"}
+    assert jsonb_dumps(obj) == orjson.dumps(obj)
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,9 @@ before the lock would miss the members another worker is about to commit):
 
 The golden record is rebuilt from the stored members on every change of any of them, so a later
 change to any member updates it. Members' values are stored as JSON; values that JSON has no
-type for (dates, decimals) are kept as text and PostgreSQL reads them back into the column type.
+type for (dates, decimals) are kept as text and PostgreSQL reads them back into the column type;
+a float's NaN or infinity as PostgreSQL's ``to_jsonb`` spells it (``"NaN"``, ``"Infinity"``),
+read back as the float (:meth:`DedupWriter._as_mapped`).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from psycopg import sql
 
 from crossfade.catalog import POS_COLUMN, TableShape
 from crossfade.config.mapping import DedupSpec
-from crossfade.db import jsonb
+from crossfade.db import float_from_json, jsonb
 from crossfade.mapping.dedup import Deduper, DupGroup, Matcher
 from crossfade.mapping.engine import Mapper
 from crossfade.sync.key_text import key_text
@@ -70,6 +72,7 @@ MAX_COMPONENT = 5000
 of rows is not evidence); sync stops with a message naming the blocking key."""
 
 
+_FLOAT_TYPES = ("double precision", "real")
 _AS_IS = (str, int, float, bool, type(None))
 _JSON_TYPES = (str, int, float, list, tuple, dict)
 """What JSON encodes itself, subclasses too (``default`` is asked about anything else)."""
@@ -84,7 +87,7 @@ def _json_row(values: Mapping[str, Any]) -> dict[str, Any]:
     for k, v in values.items():
         if type(k) is not str:  # JSON spells other keys its own way: the whole row, as it was
             return json.loads(json.dumps(dict(values), default=str, ensure_ascii=False))
-        if type(v) in _AS_IS:  # NaN and infinities too: JSON's NaN, Infinity read back
+        if type(v) in _AS_IS:  # NaN and infinities too: stored as to_jsonb's text (_as_mapped)
             out[k] = v
         elif not isinstance(v, _JSON_TYPES):  # default=str: its text (a date, a UUID, a decimal)
             out[k] = str(v)
@@ -122,6 +125,9 @@ class DedupWriter:
         """The compiled match rules (pure): block keys and which blocks are compared, per batch."""
         self.matcher_cols = self.matcher.columns
         self._moved: set[str] = set()
+        self.floats = [c.name for c in shape.columns if c.type_sql in _FLOAT_TYPES]
+        """Columns whose stored NaN and infinities are read back as floats (:meth:`_as_mapped`)."""
+        self.float_key = [i for i, k in enumerate(key) if k in self.floats]
 
     def take_moved(self) -> list[str]:
         """Member keys (text) whose crosswalk entry changed since the last call: added, removed
@@ -264,7 +270,7 @@ class DedupWriter:
             for mk, key, row, pos, bks in rows:
                 if mk in members:
                     continue
-                members[mk] = (key, row, int(pos), list(bks or []))
+                members[mk] = (*self._as_mapped(key, row), int(pos), list(bks or []))
                 todo_blocks.update(b for b in bks or [] if b not in seen_blocks)
             if len(members) > MAX_COMPONENT and _linked(members) > MAX_COMPONENT:
                 from crossfade.errors import SchemaMismatch
@@ -275,6 +281,19 @@ class DedupWriter:
                     "make the match rules stricter (a placeholder value is not evidence), then restart sync",
                 )
         return members, skipped
+
+    def _as_mapped(self, key: list[Any], row: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+        """A member's stored key and row as the mapper gave them: a float column's NaN or
+        infinity, stored as the text ``to_jsonb`` writes (crossfade.db.jsonb_dumps), read back
+        as the float, so matching and survivorship see what a batch :class:`Deduper` of the
+        mapped rows (audit, dry-run, verify) sees: ``float('nan')`` is not the text ``'NaN'``
+        to an exact match, nor as long to ``longest``."""
+        for c in self.floats:
+            if type(row.get(c)) is str:
+                row[c] = float_from_json(row[c])
+        if self.float_key:
+            key = [float_from_json(v) if i in self.float_key else v for i, v in enumerate(key)]
+        return key, row
 
     def _write_crosswalk(
         self,

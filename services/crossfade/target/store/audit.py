@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 
 from crossfade.config import Settings
-from crossfade.db import connect
+from crossfade.db import connect, jsonb
 from crossfade.errors import CrossfadeError
 from crossfade.redact import redact
 from crossfade.target.store.schema import has_table
@@ -89,7 +89,7 @@ class AuditLog:
     ) -> None:
         """One row (the detail and the evidence, JSON, redacted); tried on a new connection
         once when the one held broke."""
-        ev = Jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
+        ev = jsonb(json.loads(redact(json.dumps(evidence, default=str)))) if evidence else None
         entry = AuditEntry(
             self.run_id, self.who, self.dry_run, gate, ok, redact(detail)[:4000], seconds
         )

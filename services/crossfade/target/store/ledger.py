@@ -9,7 +9,6 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
 from crossfade.catalog import written_since
 from crossfade.db import jsonb
@@ -281,7 +280,7 @@ def held_changes(
             "WHERE outcome = 'held' AND source_table = %s AND source_key = %s "
             'ORDER BY topic, partition, "offset" FOR UPDATE'
         ).format(sql.Identifier(schema)),
-        (table, Jsonb(source_key)),
+        (table, jsonb(source_key)),
     ).fetchall()
 
 

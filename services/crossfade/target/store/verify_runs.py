@@ -10,8 +10,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.types.json import Jsonb
 
+from crossfade.db import jsonb
 from crossfade.target.store.schema import has_table
 
 
@@ -55,7 +55,7 @@ def record_verify_run(conn: psycopg.Connection, schema: str, run: VerifyRun) -> 
             run.rechecked_after_fence,
             run.seconds,
             run.created_by,
-            Jsonb(json.loads(json.dumps(run.report, default=str))),
+            jsonb(json.loads(json.dumps(run.report, default=str))),
             run.mapping_hash,
         ),
     ).fetchone()
