@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import cProfile
-import gc
 import hashlib
 import os
 import pstats
@@ -42,7 +41,7 @@ from confluent_kafka import Message
 
 from bench.mapped_load import copy_inserts
 from bench.mapping_cpu import RowRecorder
-from bench.sync_worker_cpu import EPOCH, PREFIX, ready_worker
+from bench.sync_worker_cpu import EPOCH, PREFIX, ready_worker, service_gc
 from crossfade.capture.snapshot_events import EventEncoder, plan_table
 from crossfade.config import Settings
 from crossfade.embedded import EmbeddedPostgres
@@ -228,8 +227,7 @@ def main() -> None:
             n = sum(len(b) for b in todo)
             decoder = w.planner.decoder
             assert decoder is not None
-            gc.freeze()  # as the sync service does (crossfade.ops.cli)
-            gc.set_threshold(50_000, *gc.get_threshold()[1:])
+            service_gc()  # as the services do (crossfade.ops.cli)
             t = time.process_time()
             for b in todo:
                 for m in b:

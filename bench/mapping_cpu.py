@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import decimal
-import gc
 import pstats
 import random
 import re
@@ -29,6 +28,7 @@ import yaml
 
 from bench import history
 from bench.sync_cpu import best_us
+from bench.sync_worker_cpu import service_gc
 from crossfade.config.mapping import MappingConfig
 from crossfade.embedded.crm import MAPPING_FILE, TABLES, CrmWriter
 from crossfade.mapping import Mapper, compile_mapping
@@ -116,8 +116,7 @@ def main() -> None:
     def run(m: Mapper) -> Counter[str]:
         return Counter(m.map_row(t, r).outcome for t, r in rows)
 
-    gc.freeze()  # as the sync service does (crossfade.ops.cli)
-    gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    service_gc()  # as the services do (crossfade.ops.cli)
     outcomes = run(mapped)
     print(f"{len(rows)} rows ({dict(Counter(t for t, _ in rows))}); outcomes {dict(outcomes)}")
     if args.profile:

@@ -256,6 +256,18 @@ def worker(pg: EmbeddedPostgres, cache: SchemaCache) -> SyncWorker:
     return ready_worker(settings, cache, PARTITIONS)
 
 
+def service_gc() -> None:
+    """The garbage collector as the services tune it (crossfade.ops.cli.tune_gc); a tree from
+    before tune_gc (PYTHONPATH=<older worktree>/services) gets what its services did."""
+    try:
+        from crossfade.ops.cli import tune_gc
+    except ImportError:
+        gc.freeze()
+        gc.set_threshold(50_000, *gc.get_threshold()[1:])
+    else:
+        tune_gc()
+
+
 def ready_worker(
     settings: Settings, cache: SchemaCache, partitions: int, producer: Any = None
 ) -> SyncWorker:
@@ -310,8 +322,7 @@ def main() -> None:
             batches = [mix.batch(args.batch_size) for _ in range(args.batches + 1)]
             decoder = w.planner.decoder
             assert decoder is not None
-            gc.freeze()  # as the sync service does (crossfade.ops.cli)
-            gc.set_threshold(50_000, *gc.get_threshold()[1:])
+            service_gc()  # as the services do (crossfade.ops.cli)
             decode_us = []
             for i, b in enumerate(batches):
                 t = time.process_time()

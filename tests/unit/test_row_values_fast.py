@@ -3,12 +3,14 @@ per-value :func:`python_value` of every column gave, now that the columns it lea
 skip its dispatch (a plan per row schema): over generated rows of every Connect and semantic type
 the decoder produces, with Debezium's unavailable placeholder, numeric text, unknown columns and
 values that cannot be converted (the same DecodeError). The references below are the code as it
-was."""
+was, the conversion of one value too (``_convert`` compared a semantic type with each name in
+turn; it now looks it up in a table)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
+import json
 import random
 import uuid
 from collections.abc import Mapping
@@ -18,7 +20,68 @@ import pytest
 
 from crossfade.errors import DecodeError
 from crossfade.events.model import UNAVAILABLE, ChangeEvent, FieldType, RowSchema
-from crossfade.mapping.values import event_key, event_row, python_value, row_values
+from crossfade.events.pgtext import TIMESTAMP_NEGATIVE_INFINITY, TIMESTAMP_POSITIVE_INFINITY
+from crossfade.mapping import values as mv
+from crossfade.mapping.values import event_key, event_row, row_values
+
+
+def ref_python_value(v: Any, ftype: FieldType | None, pg_type: str | None = None) -> Any:
+    if v is None or ftype is None:
+        return v
+    try:
+        return ref_convert(v, ftype, pg_type)
+    except DecodeError:
+        raise
+    except (TypeError, ValueError, KeyError, ArithmeticError, OverflowError) as exc:
+        what = ftype.semantic or ftype.connect_type
+        raise DecodeError(f"cannot read {v!r:.80} as {what}: {exc}") from exc
+
+
+def ref_convert(v: Any, ftype: FieldType, pg_type: str | None) -> Any:  # noqa: C901
+    sem = ftype.semantic
+    if sem in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+        return v if isinstance(v, dt.date) else dt.date(1970, 1, 1) + dt.timedelta(days=v)
+    if sem == "io.debezium.time.MicroTimestamp":
+        return mv._ts(v, 1, False)
+    if sem in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
+        return mv._ts(v, 1000, False)
+    if sem == "io.debezium.time.NanoTimestamp":
+        return mv._ts(v, 1000, True)
+    if sem == "io.debezium.time.ZonedTimestamp":
+        return mv._zoned_ts(v)
+    if sem == "io.debezium.time.MicroTime":
+        return mv._time(v, 1, False)
+    if sem in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
+        return mv._time(v, 1000, False)
+    if sem == "io.debezium.time.NanoTime":
+        return mv._time(v, 1000, True)
+    if sem == "io.debezium.time.ZonedTime":
+        return mv._zoned_time(v)
+    if sem == "io.debezium.time.MicroDuration":
+        return v if isinstance(v, dt.timedelta) else dt.timedelta(microseconds=v)
+    if sem == "io.debezium.time.Interval":
+        return mv.interval(v)
+    if sem == "org.apache.kafka.connect.data.Decimal":
+        return mv._decimal_bytes(v, ftype)
+    if sem == "io.debezium.data.VariableScaleDecimal":
+        return mv._vsd(v)
+    if sem == "io.debezium.data.Uuid":
+        return v if isinstance(v, uuid.UUID) else uuid.UUID(v)
+    if sem == "io.debezium.data.Json":
+        return json.loads(v) if isinstance(v, str | bytes) else v
+    if ftype.connect_type == "array":
+        item_pg = pg_type[:-2] if pg_type and pg_type.endswith("[]") else None
+        return [None if x is None else ref_python_value(x, ftype.items, item_pg) for x in v]
+    if (
+        ftype.connect_type == "string"
+        and pg_type
+        and mv._NUMERIC_PG.match(pg_type)
+        and isinstance(v, str)
+    ):
+        return decimal.Decimal(mv._NUMERIC_SPECIALS.get(v, v))
+    if ftype.connect_type == "bytes" and isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    return v
 
 
 def ref_row_values(
@@ -28,7 +91,7 @@ def ref_row_values(
         return dict(values)
     types = dict(schema.fields)
     pg = pg_types or {}
-    return {c: python_value(v, types.get(c), pg.get(c)) for c, v in values.items()}
+    return {c: ref_python_value(v, types.get(c), pg.get(c)) for c, v in values.items()}
 
 
 def ref_event_row(
@@ -94,6 +157,37 @@ COLUMNS: list[tuple[FieldType, str | None, Any]] = [
     ),
     (FieldType("array", items=ft("string")), "text[]", lambda r: r.choice([["1.5", "a"], []])),
     (ft("int64", "io.debezium.time.MicroDuration"), "interval", lambda r: r.randint(0, 10**9)),
+    (ft("int32", "org.apache.kafka.connect.data.Date"), "date", lambda r: r.randint(-9, 9)),
+    (
+        ft("int64", "io.debezium.time.Timestamp"),
+        "timestamp(3)",
+        lambda r: r.choice([r.randint(-(10**12), 10**12), TIMESTAMP_POSITIVE_INFINITY]),
+    ),
+    (
+        ft("int64", "org.apache.kafka.connect.data.Timestamp"),
+        None,
+        lambda r: r.choice([r.randint(0, 10**12), TIMESTAMP_NEGATIVE_INFINITY]),
+    ),
+    (ft("int64", "io.debezium.time.NanoTimestamp"), None, lambda r: r.randint(0, 10**18)),
+    (ft("int32", "io.debezium.time.Time"), "time(3)", lambda r: r.randint(0, 86_399_999)),
+    (ft("int32", "org.apache.kafka.connect.data.Time"), None, lambda r: r.randint(0, 9999)),
+    (ft("int64", "io.debezium.time.NanoTime"), None, lambda r: r.randint(0, 86_399 * 10**9)),
+    (
+        ft("string", "io.debezium.time.ZonedTime"),
+        "timetz",
+        lambda r: r.choice(["03:04:05.5Z", "10:00:00+02:00", "25:00:00Z"]),
+    ),
+    (
+        ft("string", "io.debezium.time.Interval"),
+        "interval",
+        lambda r: r.choice(["P1Y2M3DT4H5M6.5S", "-PT1S", "P1W", "bad"]),
+    ),
+    (
+        ft("struct", "io.debezium.data.VariableScaleDecimal"),
+        "numeric",
+        lambda r: r.choice([{"scale": 2, "value": b"\x01\x00"}, {"scale": 0}, 3]),
+    ),
+    (ft("int32", "io.debezium.data.Bits"), "bit(3)", lambda r: r.randint(0, 7)),
 ]
 
 

@@ -256,6 +256,30 @@ def _add_sync_workers(runner: Runner, settings: Settings) -> list[SyncWorker]:
     return workers
 
 
+GEN0_THRESHOLD = 200_000
+"""Net allocations of container objects between two young collections of a long-running command
+(:func:`tune_gc`). A sync batch of 5,000 mapped rows holds more than 50,000 of them at its peak
+(events, rows, mapped outputs, ledger and dedup rows; bench.mapped_batch_cpu on the demo CRM),
+all freed by reference counting at its end: at 50,000 every batch ran one collection over what
+it held (~22 ms, 3% of sync's CPU in that bench), at 100,000 one batch in seven, at 200,000
+none."""
+
+
+def tune_gc() -> None:
+    """The garbage collector of a long-running command (sync, capture, run).
+
+    Sync allocates several objects per event (decoded Avro, events, rows) and none of them form
+    cycles: with the default gen0 threshold (700) the collector ran every few dozen events and
+    walked all that start-up left behind. Start-up's objects are frozen out of collections, and
+    gen0 waits for :data:`GEN0_THRESHOLD` allocations (~10% of sync's CPU at 50,000, measured;
+    3% more at 200,000). Capture likewise (each record's parsed payload is a few dicts): its
+    collections walked JPype's and Debezium's start-up too, which capture freezes at its first
+    batch (docs/benchmarks.md, "capture's CPU per event by thread"). ``crossfade run`` (both in
+    one process) alike. The benches call it too, to measure what the services run."""
+    gc.freeze()
+    gc.set_threshold(max(gc.get_threshold()[0], GEN0_THRESHOLD), *gc.get_threshold()[1:])
+
+
 def _sync_processes(
     services: list[str], settings: Settings, config: str | None
 ) -> tuple[Settings, SyncChildren | None]:
@@ -314,16 +338,7 @@ def _serve(services: list[str], settings: Settings, config: str | None = None) -
             token=os.environ.get("CROSSFADE_CONSOLE_TOKEN"),
         ).start()
         log.info("console on http://%s:%d/ (read-only)", settings.ops.console_host, console.port)
-    # Sync allocates several objects per event (decoded Avro, events, rows) and none of them
-    # form cycles: with the default gen0 threshold (700) the collector ran every few dozen
-    # events and walked all that start-up left behind. Start-up's objects are frozen out of
-    # collections, and gen0 waits for more allocations (~10% of sync's CPU, measured).
-    # capture likewise (each record's parsed payload is a few dicts): its collections walked
-    # JPype's and Debezium's start-up too, which capture freezes at its first batch
-    # (docs/benchmarks.md, "capture's CPU per event by thread"). `crossfade run` (both in one
-    # process) alike: it had the default collector, the one-node command paying both costs.
-    gc.freeze()
-    gc.set_threshold(max(gc.get_threshold()[0], 50_000), *gc.get_threshold()[1:])
+    tune_gc()
     runner.install_signals()
     if children is not None:
         children.start(runner)  # from the main thread: PDEATHSIG follows the forking thread
