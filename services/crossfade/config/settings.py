@@ -198,6 +198,11 @@ class CaptureConfig(_Strict):
     """Rows per second the initial load may read from the legacy database, over all COPY
     streams (or of Debezium's snapshot); 0 or unset: no cap."""
     heartbeat_interval_ms: int = Field(5000, ge=0)
+    stop_timeout_s: float = Field(45.0, gt=0)
+    """How long ``crossfade capture`` and ``crossfade run`` may take to stop (SIGTERM/SIGINT, or
+    a service failed): whatever still runs then (Debezium's engine, a sync process) is left and
+    the process exits non-zero with one line naming it; what it did not finish is sent again at
+    the next start. Keep it below the pod's ``terminationGracePeriodSeconds`` (60)."""
     fence_table: bool = True
     """Create ``crossfade.fence`` in the legacy database and capture it: the end-to-end marker
     behind ``fence``/"lag is zero" and the demo's catch-up wait."""

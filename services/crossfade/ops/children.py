@@ -67,6 +67,11 @@ seconds; the parent must not hang on a child that does not stop)."""
 SCRAPE_TIMEOUT_S = 2.0
 
 _PR_SET_PDEATHSIG = 1
+_STOPPED = (0, -signal.SIGTERM, -signal.SIGINT, 130)
+"""A child's exit codes that are a clean stop once the parent stops: 0, or the signal (the
+parent's SIGTERM, a terminal's SIGINT to the group) ending a child that was still starting,
+before it handled them (seen: ``crossfade run`` stopped at its start said a sync process was
+"killed by SIGTERM ... out of memory?")."""
 
 # -- how many -----------------------------------------------------------------------------
 
@@ -210,7 +215,7 @@ class SyncChild:
     def run(self) -> None:
         assert self.popen is not None
         rc = self.popen.wait()
-        if self.stopping.is_set() and rc == 0:
+        if self.stopping.is_set() and rc in _STOPPED:
             return
         if rc < 0:
             what, code = f"was killed by {signal.Signals(-rc).name}", 128 - rc

@@ -307,7 +307,9 @@ def _serve(services: list[str], settings: Settings, config: str | None = None) -
     from crossfade.ops.children import report_port
     from crossfade.ops.runner import Runner, exit_within
 
-    runner = Runner()
+    # a stop is bounded where capture runs (crossfade sync keeps its own: a child is killed
+    # a minute after its SIGTERM, crossfade.ops.children)
+    runner = Runner(settings.capture.stop_timeout_s if "capture" in services else None)
     settings, children = _sync_processes(services, settings, config)
     own = [s for s in services if s != "sync" or children is None]
     # /metrics (this process's components, and its sync children's), /healthz, /readyz when
@@ -319,7 +321,9 @@ def _serve(services: list[str], settings: Settings, config: str | None = None) -
         from crossfade.capture.service import CaptureService
 
         cap = CaptureService(settings)
-        runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
+        runner.add(
+            "capture", metrics.counting_errors("capture", cap.run), cap.stop, cap.stop_waits_on
+        )
         probes.watch_capture(cap, settings)
     if children is not None:
         probes.watch_children(children, settings)

@@ -19,6 +19,11 @@ file at its first look while stopping, then gives the other's LeaveGroup a secon
 ``CF_PACER_OFFSET_S=<seconds>``: capture's off-peak pacer reads a wall clock that far ahead of
 the real one (tests/integration/test_offpeak.py: a load window opens seconds after start, not
 at the next minute).
+
+``CF_CAPTURE_SLOW_START=<seconds>``: capture's JVM starts that much later (as under load: the
+JVM's and Debezium's start took seconds after capture said it runs). ``CF_CAPTURE_STUCK=1``:
+capture's handler never returns from its first batch, stop or not (as a call into the JVM that
+does not come back). Both: tests/integration/test_run_processes.py.
 """
 
 from __future__ import annotations
@@ -250,3 +255,36 @@ def _install_leave_race(looked: str) -> None:
 
 if os.environ.get("CF_LEAVE_RACE"):
     _install_leave_race(os.environ["CF_LEAVE_RACE"])
+
+
+def _install_capture_faults(slow_start_s: float, stuck: bool) -> None:
+    from crossfade.capture import batch, service
+
+    if slow_start_s:
+        orig_start = batch.start_jvm
+
+        def start_jvm(options):  # type: ignore[no-untyped-def]
+            sys.stderr.write(
+                f"FAULT POINT capture_slow_start: the JVM starts in {slow_start_s:.0f} s\n"
+            )
+            sys.stderr.flush()
+            time.sleep(slow_start_s)
+            orig_start(options)
+
+        batch.start_jvm = start_jvm
+    if stuck:
+
+        def handle(self, records):  # type: ignore[no-untyped-def]
+            sys.stderr.write("FAULT POINT capture_stuck: the handler never returns\n")
+            sys.stderr.flush()
+            while True:
+                time.sleep(1)
+
+        service.ChangeProducer.handle = handle  # type: ignore[method-assign]
+
+
+if os.environ.get("CF_CAPTURE_SLOW_START") or os.environ.get("CF_CAPTURE_STUCK"):
+    _install_capture_faults(
+        float(os.environ.get("CF_CAPTURE_SLOW_START") or 0),
+        bool(os.environ.get("CF_CAPTURE_STUCK")),
+    )
