@@ -254,14 +254,13 @@ class SyncConfig(_Strict):
     of the consumer group with its own consumer, target session and stall watch, so that one's
     Python maps while another's statements run in the target. More than ``kafka.partitions``
     leaves the extra ones idle (the group assigns each topic's partitions apart)."""
-    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = 1
+    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
     """Sync processes of ``crossfade run`` (always child processes there, capture staying in the
     parent) and ``crossfade sync`` (1: in process; more: a supervisor with that many children),
-    each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto``, the
-    usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``. Default 1 (``run``: one
-    child) until the whole suite has run under ``auto``: in CI two processes stopped together
-    wedged Tansu's group (fixed since: the leader leaves last, a wedged group is deleted,
-    :mod:`crossfade.sync.consumer`). The Helm chart sets 1: there sync scales by replicas."""
+    each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto`` (the
+    default), the usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``: sync's
+    mapping then uses every core the host gives it. The Helm chart sets 1: there sync scales by
+    replicas."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(10_000, ge=6_000)
     """A worker that stops heartbeating loses its partitions after this long (librdkafka beats
