@@ -21,7 +21,7 @@ from tests.conftest import offline_settings
 
 
 def test_auto_is_the_usable_cpus_at_most_the_partitions(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert SyncConfig().processes == "auto"  # the default: every usable core, SyncConfig.processes
+    assert SyncConfig().processes == 1  # auto is opt-in: see SyncConfig.processes
     assert kids.resolve_processes("auto", partitions=4, cpus=2) == 2
     assert kids.resolve_processes("auto", partitions=4, cpus=8) == 4
     assert kids.resolve_processes("auto", partitions=1, cpus=8) == 1

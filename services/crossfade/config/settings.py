@@ -254,13 +254,14 @@ class SyncConfig(_Strict):
     of the consumer group with its own consumer, target session and stall watch, so that one's
     Python maps while another's statements run in the target. More than ``kafka.partitions``
     leaves the extra ones idle (the group assigns each topic's partitions apart)."""
-    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = "auto"
+    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = 1
     """Sync processes of ``crossfade run`` (always child processes there, capture staying in the
     parent) and ``crossfade sync`` (1: in process; more: a supervisor with that many children),
-    each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto`` (the
-    default), the usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``: sync's
-    mapping then uses every core the host gives it. The Helm chart sets 1: there sync scales by
-    replicas."""
+    each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto``, the
+    usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``. Default 1 (``run``: one
+    child): the whole suite ran under ``auto`` in CI on 2026-12-07 and took ~70 min against ~47,
+    every test stack's sync starting, joining and leaving as two processes (docs/operations.md).
+    The Helm chart sets 1: there sync scales by replicas."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
     session_timeout_ms: int = Field(10_000, ge=6_000)
     """A worker that stops heartbeating loses its partitions after this long (librdkafka beats
