@@ -259,7 +259,7 @@ class SyncConfig(_Strict):
     parent) and ``crossfade sync`` (1: in process; more: a supervisor with that many children),
     each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto``, the
     usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``. Default 1 (``run``: one
-    child): the whole suite ran under ``auto`` in CI on 2026-12-07 and took ~70 min against ~47,
+    child): the whole suite ran under ``auto`` in CI on 2026-12-07 and took 64 min against ~47,
     every test stack's sync starting, joining and leaving as two processes (docs/operations.md).
     The Helm chart sets 1: there sync scales by replicas."""
     max_poll_interval_ms: int = Field(300_000, ge=10_000)
