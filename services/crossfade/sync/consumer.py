@@ -165,6 +165,9 @@ class GroupMember:
                 "isolation.level": "read_committed",
                 "max.poll.interval.ms": s.sync.max_poll_interval_ms,
                 "session.timeout.ms": s.sync.session_timeout_ms,
+                # Kafka's rule: a heartbeat at least every third of the session timeout (librdkafka's
+                # 3 s default is half of the 6 s default: one late beat would cost a rebalance)
+                "heartbeat.interval.ms": min(3000, s.sync.session_timeout_ms // 3),
                 "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
                 "allow.auto.create.topics": False,
                 # the fetch positions the table watch reads (served inside consume())
