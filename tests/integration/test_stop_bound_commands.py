@@ -20,9 +20,9 @@ from crossfade.ops.demo import compare_all
 from tests.conftest import Proc, Stack, wait_for
 from tests.integration.fault_harness import HOOKS_DIR
 from tests.integration.test_fallback import (  # noqa: F401 - drop_reverse_slots: a fixture
-    ITEMS_DDL,
     _reverse_fence,
     drop_reverse_slots,
+    forward_done,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,16 +63,7 @@ def test_fallback_stopped_with_its_capture_stuck_exits_at_the_bound_and_loses_no
     drop_reverse_slots: list[Stack],  # noqa: F811 - the fixture imported above
 ) -> None:
     drop_reverse_slots.append(stack)
-    stack.sql(ITEMS_DDL)
-    stack.sql(
-        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 50) g"
-    )
-    stack.write_config(["public.items"])
-    stack.start("capture")
-    stack.start("sync")
-    stack.fence()
-    for p in list(stack.procs):  # the forward direction is done
-        p.stop(30)
+    forward_done(stack, 50)
     # the reverse capture's snapshot of the new database gets stuck in its first batch
     fb = _hooked(stack, "fallback", ["fallback", "start"])
     _stops_at_its_bound(stack, fb)
