@@ -26,7 +26,7 @@ from crossfade.ops import (
     cli_schema,
     cli_source,
 )
-from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import add_capture, config_option
 from crossfade.ops.cli_common import load_config as _settings
 from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
@@ -304,7 +304,7 @@ def _sync_processes(
 def _serve(services: list[str], settings: Settings, config: str | None = None) -> None:
     from crossfade.ops import probes
     from crossfade.ops.children import report_port
-    from crossfade.ops.runner import Runner, add_capture, exit_within
+    from crossfade.ops.runner import Runner, exit_within
 
     # a stop is bounded where capture runs (add_capture); crossfade sync keeps its own: a child
     # is killed a minute after its SIGTERM (crossfade.ops.children)

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from crossfade.config import Settings
-from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import add_capture, config_option
 from crossfade.ops.cli_common import load_config as _settings
 
 
@@ -567,7 +567,7 @@ def fallback_start(config: str | None, tables: str | None, resnapshot: bool) -> 
     from crossfade.capture.snapshot_guard import GuardedCaptureService, SnapshotGuard
     from crossfade.mapping.inverse import reversed_for
     from crossfade.ops import probes
-    from crossfade.ops.runner import Runner, add_capture, exit_within
+    from crossfade.ops.runner import Runner, exit_within
     from crossfade.sync.reverse import ReverseSyncWorker
 
     settings = _settings(config)

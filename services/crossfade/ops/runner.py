@@ -3,12 +3,13 @@
 The first service that fails stops the others and its error is re-raised, so the process exits
 non-zero with that error's one-line message.
 
-A stop is bounded (``stop_timeout``; :func:`add_capture` sets ``capture.stop_timeout_s`` for every
-command that runs capture: ``crossfade capture``, ``run`` and ``fallback start``): the services' stops run beside the main thread, which keeps watching, and a
-service still running that long after the stop began is left behind: one ERROR line names it and
-what it waits on, and the process exits non-zero (with the error that began the stop, else with
-one saying what did not stop). Seen: Debezium's engine started after a close that came while it
-was being built, and ran on; ``crossfade run`` waited for it for ever.
+A stop is bounded (``stop_timeout``; :func:`crossfade.ops.cli_common.add_capture` sets
+``capture.stop_timeout_s`` for every command that runs capture: ``crossfade capture``, ``run``
+and ``fallback start``): the services' stops run beside the main thread, which keeps watching,
+and a service still running that long after the stop began is left behind: one ERROR line names
+it and what it waits on, and the process exits non-zero (with the error that began the stop, else
+with one saying what did not stop). Seen: Debezium's engine started after a close that came while
+it was being built, and ran on; ``crossfade run`` waited for it for ever.
 
 The signal handlers stop the services of the process that installed them only. A process forked
 from it (verify's mapping workers, when ``crossfade demo`` verifies with capture running) inherits
@@ -28,13 +29,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from crossfade.errors import CrossfadeError
-
-if TYPE_CHECKING:
-    from crossfade.capture.service import CaptureService
-    from crossfade.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -174,21 +171,6 @@ class Runner:
             "what it did not finish is sent again at the next start; if it repeats, run with "
             "--verbose for the threads' stacks",
         )
-
-
-def add_capture(runner: Runner, cap: CaptureService, settings: Settings) -> Service:
-    """``cap`` as ``runner``'s service "capture" (errors counted, readiness registered), and the
-    runner's stop bounded by ``capture.stop_timeout_s``: where capture runs a stop may hang on
-    Debezium's engine (``crossfade capture``, ``run``, ``fallback start``)."""
-    from crossfade import metrics
-    from crossfade.ops import probes
-
-    runner.stop_timeout = settings.capture.stop_timeout_s
-    s = runner.add(
-        "capture", metrics.counting_errors("capture", cap.run), cap.stop, cap.stop_waits_on
-    )
-    probes.watch_capture(cap, settings)
-    return s
 
 
 class StopTimedOut(CrossfadeError):
