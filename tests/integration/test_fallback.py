@@ -118,6 +118,22 @@ def _fallback_proc(stack: Stack, name: str = "fallback", *extra: str) -> Proc:
     return p
 
 
+def forward_done(stack: Stack, items: int) -> None:
+    """``public.items`` with ``items`` rows migrated by the forward pipeline, which is then
+    stopped: the forward direction is done, legacy's writes stay in legacy."""
+    stack.sql(ITEMS_DDL)
+    stack.sql(
+        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g "
+        f"FROM generate_series(1, {items}) g"
+    )
+    stack.write_config(["public.items"])
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence()
+    for p in list(stack.procs):
+        p.stop(30)
+
+
 @pytest.fixture
 def drop_reverse_slots() -> Iterator[list[Stack]]:
     """Stacks whose reverse slot (in the new database) must go when the test ends."""
@@ -453,16 +469,7 @@ def test_fallback_resnapshot_sweep_keeps_legacy_only_rows(
     holds, never a row it has no position for: one the business wrote in legacy after going
     back. The first snapshot still makes legacy what the new database holds."""
     drop_reverse_slots.append(stack)
-    stack.sql(ITEMS_DDL)
-    stack.sql(
-        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 100) g"
-    )
-    stack.write_config(["public.items"])
-    stack.start("capture")
-    stack.start("sync")
-    stack.fence()
-    for p in list(stack.procs):  # the forward direction is done: legacy's writes stay in legacy
-        p.stop(30)
+    forward_done(stack, 100)
     with stack.tgt() as t:  # deleted in the new system before fallback starts
         t.execute("DELETE FROM items WHERE id = 100")
     fb = _fallback_proc(stack)
@@ -504,16 +511,7 @@ def test_fallback_second_snapshot_refused_without_resnapshot(
     since: it refuses with one line and touches no legacy row. ``--resnapshot`` re-snapshots as
     before (and is audited); a restart with its offsets needs no snapshot and no override."""
     drop_reverse_slots.append(stack)
-    stack.sql(ITEMS_DDL)
-    stack.sql(
-        "INSERT INTO items (id, name, qty) SELECT g, 'item ' || g, g FROM generate_series(1, 50) g"
-    )
-    stack.write_config(["public.items"])
-    stack.start("capture")
-    stack.start("sync")
-    stack.fence()
-    for p in list(stack.procs):  # the forward direction is done: legacy's writes stay in legacy
-        p.stop(30)
+    forward_done(stack, 50)
     fb = _fallback_proc(stack)
     _reverse_fence(stack, [fb])
     assert "reverse snapshot at LSN" in (stack.dir / "fallback.log").read_text(errors="replace")

@@ -5,7 +5,7 @@ row, a rule failure's value in the ledger) did not: PostgreSQL's ``jsonb`` refus
 ``NaN``/``Infinity``, so the batch failed on every retry and sync stalled on its partition. Here
 rows with ``NaN``, ``Infinity`` and ``-Infinity`` in ``float8``, ``real`` and ``numeric`` columns
 are loaded and then streamed through a deduplicated mapped table (members of one group among
-them), a rule that dead-letters an infinity, and an identity table: sync reaches the fence, the
+them), a rule that dead-letters an infinity and a NaN, and an identity table: sync reaches the fence, the
 target holds the values, the dead letters carry their rule and reason, and verify says equal.
 """
 
@@ -58,16 +58,18 @@ MAPPING = {
 }
 
 # (id, email, score, ratio, level, amount, updated_at): ids 1-3 one group (same email), 4-5
-# another; 6 and 7 break the level rule (0..10) with an infinity (dead letters)
+# another; 6 and 7 break the level rule (0..10) with an infinity, 10 with NaN, within no range
+# (dead letters; 4's level was NaN and passed the rule, which compared NaN with < and >)
 PEOPLE = """
 INSERT INTO public.people VALUES
  (1, 'a@example.com', 'NaN', 'NaN', 1, 'NaN', '2024-01-01'),
  (2, 'a@example.com', 'Infinity', 'Infinity', 2, 1.5, '2024-01-02'),
  (3, 'a@example.com', '-Infinity', NULL, 3, 'NaN', '2024-01-03'),
- (4, 'b@example.com', 1.25, 'NaN', 'NaN', 'NaN', '2024-01-01'),
+ (4, 'b@example.com', 1.25, 'NaN', 6, 'NaN', '2024-01-01'),
  (5, 'b@example.com', 'NaN', NULL, 4, NULL, '2024-01-02'),
  (6, 'c@example.com', 'NaN', 'NaN', 'Infinity', 'NaN', '2024-01-01'),
- (7, 'd@example.com', 2.5, 1, '-Infinity', 2, '2024-01-01')
+ (7, 'd@example.com', 2.5, 1, '-Infinity', 2, '2024-01-01'),
+ (10, 'f@example.com', 1, 1, 'NaN', 1, '2024-01-01')
 """
 READINGS = """
 INSERT INTO public.readings VALUES
@@ -129,12 +131,12 @@ def test_nan_and_infinity_through_dedup_rules_and_identity(stack: Any) -> None:
         4: ("b@example.com", "NaN", "NaN", "4", "NaN"),
     }
     dead = _ledger(stack, "dead_letter")
-    assert set(dead) == {6, 7}
-    for k, inf in ((6, "inf"), (7, "-inf")):
+    assert set(dead) == {6, 7, 10}
+    for k, said, stored in ((6, "inf", "Infinity"), (7, "-inf", "-Infinity"), (10, "nan", "NaN")):
         rule, reason, failures = dead[k]
-        assert rule == "crm.people.level:range" and inf in reason, dead[k]
+        assert rule == "crm.people.level:range" and said in reason, dead[k]
         # stored as PostgreSQL's to_jsonb('Infinity'::float8) spells it
-        assert failures[0]["value"] == ("Infinity" if k == 6 else "-Infinity"), failures
+        assert failures[0]["value"] == stored, failures
     with stack.tgt() as c:
         assert c.execute(
             "SELECT id, v::text, r::text, n::text FROM public.readings ORDER BY id"
@@ -159,9 +161,9 @@ def test_nan_and_infinity_through_dedup_rules_and_identity(stack: Any) -> None:
     # b's survivor is 5 now (4 became the most recent)
     assert _people(stack) == {
         1: ("a@example.com", "Infinity", "NaN", "5", "NaN"),
-        5: ("b@example.com", "NaN", "NaN", "NaN", "NaN"),
+        5: ("b@example.com", "NaN", "NaN", "6", "NaN"),
     }
-    assert set(_ledger(stack, "dead_letter")) == {6, 7, 9}
+    assert set(_ledger(stack, "dead_letter")) == {6, 7, 9, 10}
     with stack.tgt() as c:
         assert c.execute(
             "SELECT v::text, r::text, n::text FROM public.readings WHERE id IN (4, 5) ORDER BY id"

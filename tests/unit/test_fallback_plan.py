@@ -223,6 +223,15 @@ def test_reverse_settings_swap_roles_and_own_every_name() -> None:
     )
 
 
+def test_the_reverse_capture_stops_within_the_forward_bound() -> None:
+    """``capture.stop_timeout_s`` bounds ``fallback start``'s stop as ``run``'s (the pod's grace
+    is the same): the reversed capture was built with the default 45 s whatever the config said."""
+    s = _settings()
+    s = s.model_copy(update={"capture": s.capture.model_copy(update={"stop_timeout_s": 20.0})})
+    rev, _ = reversed_for(s)
+    assert rev.capture.stop_timeout_s == 20.0
+
+
 def test_reverse_settings_ignore_the_forward_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     s = _settings()
     monkeypatch.setenv("CROSSFADE_SOURCE__DSN", "postgresql://u:x@elsewhere/crm")

@@ -167,9 +167,10 @@ class ColumnRules(_Strict):
     pattern: str | None = None
     """The text value must match this regular expression (``re.fullmatch``)."""
     min: float | dt.date | None = None
-    """Smallest allowed value (numbers, dates)."""
+    """Smallest allowed value (numbers, dates). NaN (float or numeric) is within no range: it
+    fails ``min`` and ``max`` alike; the infinities compare as they are."""
     max: float | dt.date | None = None
-    """Largest allowed value."""
+    """Largest allowed value (NaN fails it, as ``min``)."""
     enum: list[Any] | None = None
     """The value must be one of these."""
     min_length: int | None = Field(None, ge=0)

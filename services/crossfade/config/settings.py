@@ -199,8 +199,8 @@ class CaptureConfig(_Strict):
     streams (or of Debezium's snapshot); 0 or unset: no cap."""
     heartbeat_interval_ms: int = Field(5000, ge=0)
     stop_timeout_s: float = Field(45.0, gt=0)
-    """How long ``crossfade capture`` and ``crossfade run`` may take to stop (SIGTERM/SIGINT, or
-    a service failed): whatever still runs then (Debezium's engine, a sync process) is left and
+    """How long ``crossfade capture``, ``crossfade run`` and ``crossfade fallback start`` may take
+    to stop (SIGTERM/SIGINT, or a service failed): whatever still runs then (Debezium's engine, a sync process) is left and
     the process exits non-zero with one line naming it; what it did not finish is sent again at
     the next start. Keep it below the pod's ``terminationGracePeriodSeconds`` (60)."""
     fence_table: bool = True

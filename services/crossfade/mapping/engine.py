@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from crossfade.errors import ConfigError
-from crossfade.mapping.filters import CompiledFilter, FilterError, comparable
+from crossfade.mapping.filters import CompiledFilter, FilterError, out_of_range
 from crossfade.mapping.transforms import (
     CASTS,
     OUTPUT_TYPES,
@@ -350,17 +350,8 @@ def _rule_checks(
     if r.min is not None or r.max is not None:
 
         def range_(v: Any, _p: Any) -> Failure | None:
-            if v is None:
-                return None
-            lo, hi = comparable(r.min, v), comparable(r.max, v)
-            try:
-                if lo is not None and v < lo:
-                    return fail("range", "range", f"{v!r} is below the minimum {r.min}", v)
-                if hi is not None and v > hi:
-                    return fail("range", "range", f"{v!r} is above the maximum {r.max}", v)
-            except TypeError:
-                return fail("range", "range", f"{v!r} cannot be compared with {r.min}..{r.max}", v)
-            return None
+            why = None if v is None else out_of_range(v, r.min, r.max)
+            return None if why is None else fail("range", "range", why, v)
 
         checks.append(range_)
     if r.enum is not None:

@@ -40,6 +40,35 @@ def comparable(bound: Any, v: Any) -> Any:
     return bound
 
 
+def out_of_range(v: Any, lo: Any, hi: Any) -> str | None:
+    """Why ``v`` (not NULL) breaks a ``min``/``max`` rule (``lo``/``hi``, None for no bound);
+    None when it is within. NaN is within no range: every comparison with a float NaN is false
+    and one with a Decimal NaN (numeric 'NaN') raises InvalidOperation, so it is said first.
+    The infinities compare as they are: below or above any finite bound."""
+    import decimal
+
+    if _is_nan(v):
+        return f"{v!r} is not a number (NaN): within no min/max range"
+    low, high = comparable(lo, v), comparable(hi, v)
+    try:
+        if low is not None and v < low:
+            return f"{v!r} is below the minimum {lo}"
+        if high is not None and v > high:
+            return f"{v!r} is above the maximum {hi}"
+    except (TypeError, decimal.InvalidOperation):
+        return f"{v!r} cannot be compared with {lo}..{hi}"
+    return None
+
+
+def _is_nan(v: Any) -> bool:
+    import decimal
+    import math
+
+    if isinstance(v, float):
+        return math.isnan(v)
+    return isinstance(v, decimal.Decimal) and v.is_nan()  # quiet and signalling
+
+
 class FilterError(ValueError):
     """A filter's literal cannot be compared with the value it tests (a quoted date against a
     date, text against a boolean): the row is rejected under the filter's rule, never silently

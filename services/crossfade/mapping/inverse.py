@@ -180,6 +180,7 @@ def reverse_settings(settings: Settings, fallback_plan: FallbackPlan) -> Setting
         # _cf_pos into target tables, must not run into legacy tables
         initial_load="debezium",
         heartbeat_interval_ms=cap.heartbeat_interval_ms,
+        stop_timeout_s=cap.stop_timeout_s,  # one bound for a stop, either way (the pod's grace)
         fence_table=True,
         signal_table=False,  # verify --repair is forward only
         properties={"column.exclude.list": EXCLUDED_COLUMNS},

@@ -26,7 +26,7 @@ from crossfade.ops import (
     cli_schema,
     cli_source,
 )
-from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import add_capture, config_option
 from crossfade.ops.cli_common import load_config as _settings
 from crossfade.ops.logs import setup_logging
 from crossfade.redact import redact
@@ -302,14 +302,13 @@ def _sync_processes(
 
 
 def _serve(services: list[str], settings: Settings, config: str | None = None) -> None:
-    from crossfade import metrics
     from crossfade.ops import probes
     from crossfade.ops.children import report_port
     from crossfade.ops.runner import Runner, exit_within
 
-    # a stop is bounded where capture runs (crossfade sync keeps its own: a child is killed
-    # a minute after its SIGTERM, crossfade.ops.children)
-    runner = Runner(settings.capture.stop_timeout_s if "capture" in services else None)
+    # a stop is bounded where capture runs (add_capture); crossfade sync keeps its own: a child
+    # is killed a minute after its SIGTERM (crossfade.ops.children)
+    runner = Runner()
     settings, children = _sync_processes(services, settings, config)
     own = [s for s in services if s != "sync" or children is None]
     # /metrics (this process's components, and its sync children's), /healthz, /readyz when
@@ -320,11 +319,7 @@ def _serve(services: list[str], settings: Settings, config: str | None = None) -
     if "capture" in services:
         from crossfade.capture.service import CaptureService
 
-        cap = CaptureService(settings)
-        runner.add(
-            "capture", metrics.counting_errors("capture", cap.run), cap.stop, cap.stop_waits_on
-        )
-        probes.watch_capture(cap, settings)
+        add_capture(runner, CaptureService(settings), settings)
     if children is not None:
         probes.watch_children(children, settings)
     workers = _add_sync_workers(runner, settings) if "sync" in own else []

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from crossfade.config import Settings
-from crossfade.ops.cli_common import config_option
+from crossfade.ops.cli_common import add_capture, config_option
 from crossfade.ops.cli_common import load_config as _settings
 
 
@@ -567,7 +567,7 @@ def fallback_start(config: str | None, tables: str | None, resnapshot: bool) -> 
     from crossfade.capture.snapshot_guard import GuardedCaptureService, SnapshotGuard
     from crossfade.mapping.inverse import reversed_for
     from crossfade.ops import probes
-    from crossfade.ops.runner import Runner
+    from crossfade.ops.runner import Runner, exit_within
     from crossfade.sync.reverse import ReverseSyncWorker
 
     settings = _settings(config)
@@ -588,15 +588,17 @@ def fallback_start(config: str | None, tables: str | None, resnapshot: bool) -> 
             )
     runner = Runner()
     probes.serve_ops(rev)
-    cap = GuardedCaptureService(rev, SnapshotGuard(rev, settings, resnapshot=resnapshot))
-    runner.add("capture", metrics.counting_errors("capture", cap.run), cap.stop)
-    probes.watch_capture(cap, rev)
+    guard = SnapshotGuard(rev, settings, resnapshot=resnapshot)
+    add_capture(runner, GuardedCaptureService(rev, guard), rev)  # and the stop's bound
     worker = ReverseSyncWorker(rev, fb_plan)
     runner.add("sync", metrics.counting_errors("sync", worker.run), worker.stop.set)
     probes.watch_sync([worker], rev)
     runner.install_signals()
     runner.start()
-    runner.wait()
+    try:
+        runner.wait()
+    finally:
+        exit_within("crossfade fallback start")  # the exit after a stop left capture behind
 
 
 @fallback.command("fence")

@@ -3,12 +3,13 @@
 The first service that fails stops the others and its error is re-raised, so the process exits
 non-zero with that error's one-line message.
 
-A stop is bounded (``stop_timeout``, ``capture.stop_timeout_s`` for ``crossfade capture`` and
-``crossfade run``): the services' stops run beside the main thread, which keeps watching, and a
-service still running that long after the stop began is left behind: one ERROR line names it and
-what it waits on, and the process exits non-zero (with the error that began the stop, else with
-one saying what did not stop). Seen: Debezium's engine started after a close that came while it
-was being built, and ran on; ``crossfade run`` waited for it for ever.
+A stop is bounded (``stop_timeout``; :func:`crossfade.ops.cli_common.add_capture` sets
+``capture.stop_timeout_s`` for every command that runs capture: ``crossfade capture``, ``run``
+and ``fallback start``): the services' stops run beside the main thread, which keeps watching,
+and a service still running that long after the stop began is left behind: one ERROR line names
+it and what it waits on, and the process exits non-zero (with the error that began the stop, else
+with one saying what did not stop). Seen: Debezium's engine started after a close that came while
+it was being built, and ran on; ``crossfade run`` waited for it for ever.
 
 The signal handlers stop the services of the process that installed them only. A process forked
 from it (verify's mapping workers, when ``crossfade demo`` verifies with capture running) inherits
