@@ -10,6 +10,8 @@ before any row is read when the column's type is known).
 from __future__ import annotations
 
 import datetime as dt
+import decimal
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +47,6 @@ def out_of_range(v: Any, lo: Any, hi: Any) -> str | None:
     None when it is within. NaN is within no range: every comparison with a float NaN is false
     and one with a Decimal NaN (numeric 'NaN') raises InvalidOperation, so it is said first.
     The infinities compare as they are: below or above any finite bound."""
-    import decimal
-
     if _is_nan(v):
         return f"{v!r} is not a number (NaN): within no min/max range"
     low, high = comparable(lo, v), comparable(hi, v)
@@ -61,9 +61,6 @@ def out_of_range(v: Any, lo: Any, hi: Any) -> str | None:
 
 
 def _is_nan(v: Any) -> bool:
-    import decimal
-    import math
-
     if isinstance(v, float):
         return math.isnan(v)
     return isinstance(v, decimal.Decimal) and v.is_nan()  # quiet and signalling
