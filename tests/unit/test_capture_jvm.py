@@ -126,6 +126,15 @@ def test_default_young_generation_holds_debezium_queue_and_no_explicit_gc() -> N
     assert survivor >= 40 * 2**20, survivor
 
 
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
+def test_default_jit_is_c1_only() -> None:
+    """docs/benchmarks.md, "C1 only by default": C2's compilations after a start held the change
+    stream back (drain 6.7-14.4 s against 0.5-0.7 with C1 only, alternating runs)."""
+    flags = _final_flags(*DEFAULT_JVM_OPTIONS)
+    assert flags["TieredStopAtLevel"] == "1"
+    assert flags["TieredCompilation"] == "true"
+
+
 def test_debezium_queue_holds_two_batches() -> None:
     """What waits in Debezium's queue is live data every young collection copies (above): the
     queue holds the batch the handler takes next and one more, not four."""

@@ -140,12 +140,25 @@ class KafkaConfig(_Strict):
         return f"{self.topic_prefix}.{table}"
 
 
-DEFAULT_JVM_OPTIONS = ("-Xms1g", "-Xmx1g", "-Xmn512m", "-XX:+UseSerialGC", "-XX:+DisableExplicitGC")
+DEFAULT_JVM_OPTIONS = (
+    "-Xms1g",
+    "-Xmx1g",
+    "-Xmn512m",
+    "-XX:+UseSerialGC",
+    "-XX:+DisableExplicitGC",
+    "-XX:TieredStopAtLevel=1",
+)
 """``capture.jvm_options``' default (docs/benchmarks.md, "capture's JVM options" and "capture's
 collector at full rate"). A young generation of half the heap, so that the records waiting in
 Debezium's queue (``max.queue.size``) die in a survivor space instead of being copied into the old
 generation by every young collection; ``System.gc()`` off: JPype calls it after Python's own
-collections whenever the process grew, a full stop-the-world collection each time."""
+collections whenever the process grew, a full stop-the-world collection each time. C1 only
+(``TieredStopAtLevel=1``): after every start, C2's compilations took a core's worth of capture's
+CPU for the first minute (60-90 µs per event of JIT under load), and the change stream waited
+for them: in alternating runs of ``bench.run cdc`` the drain after the load was 0.5-0.7 s with
+C1 only against 6.7-14.4 s without, and the whole path's CPU 175-195 µs/event against 241-356.
+C2's code is faster once warm (capture ~105-125 µs/event against ~147 after minutes at full
+rate): a capture that runs for days at a high steady rate may drop the flag."""
 
 
 class CaptureConfig(_Strict):
@@ -179,9 +192,10 @@ class CaptureConfig(_Strict):
     ``PYDBZ_JVM_OPTS`` are not used; ``JAVA_TOOL_OPTIONS`` still comes first). The default, the
     serial collector on a fixed 1 GiB heap, cost less CPU per event than G1 cold and warm
     (docs/benchmarks.md, issue 22); half of it young and ``System.gc()`` off, so a capture behind
-    its source promotes nothing and stops for no full collection; add
-    ``-XX:TieredStopAtLevel=1`` (C1 only) when the first minutes after a start under full load
-    matter more than the steady cost. capture always adds
+    its source promotes nothing and stops for no full collection; C1 only
+    (``-XX:TieredStopAtLevel=1``), because the first minutes after a start (a load, a catch-up,
+    a drain) are when capture is behind: drop it from the list where a days-long high steady
+    rate matters more (C2's warm code costs ~20-30% less CPU per event). capture always adds
     ``-Xrs``, its log4j configuration and the crash-log path."""
     initial_load_workers: int = Field(2, ge=1, le=64)
     """Parallel COPY streams of ``initial_load: copy`` and ``events`` (chunks of a table by block
