@@ -152,13 +152,9 @@ DEFAULT_JVM_OPTIONS = (
 collector at full rate"). A young generation of half the heap, so that the records waiting in
 Debezium's queue (``max.queue.size``) die in a survivor space instead of being copied into the old
 generation by every young collection; ``System.gc()`` off: JPype calls it after Python's own
-collections whenever the process grew, a full stop-the-world collection each time. C1 only
-(``TieredStopAtLevel=1``): after every start, C2's compilations took a core's worth of capture's
-CPU for the first minute (60-90 µs per event of JIT under load), and the change stream waited
-for them: in alternating runs of ``bench.run cdc`` the drain after the load was 0.5-0.7 s with
-C1 only against 6.7-14.4 s without, and the whole path's CPU 175-195 µs/event against 241-356.
-C2's code is faster once warm (capture ~105-125 µs/event against ~147 after minutes at full
-rate): a capture that runs for days at a high steady rate may drop the flag."""
+collections whenever the process grew, a full stop-the-world collection each time. C1 only:
+C2's compilations after every start held the stream back (``bench.run cdc``, alternating: drain
+0.5-0.7 s against 6.7-14.4, whole path 175-195 µs/event against 241-356)."""
 
 
 class CaptureConfig(_Strict):
