@@ -179,3 +179,31 @@ def test_the_reason_names_table_constraint_or_column_without_the_rows_values() -
         "varying(12) [SQLSTATE 22001]"
     )
     assert "555-0102" not in why
+
+
+def test_the_target_rules_series_starts_at_zero_for_mapped_tables_only() -> None:
+    from prometheus_client import REGISTRY
+
+    from crossfade import metrics
+    from crossfade.config import Settings
+
+    s = Settings(
+        source={"dsn": "postgresql://u@127.0.0.1:1/legacy"},
+        target={"dsn": "postgresql://u@127.0.0.1:1/target"},
+        kafka={"bootstrap_servers": "127.0.0.1:1"},
+        tables=["public.refused_m", "public.refused_i"],
+        mapping={
+            "tables": {
+                "public.refused_m": {"targets": [{"table": "crm.m", "columns": {"id": "id"}}]}
+            }
+        },
+    )
+    metrics.init_labels(s, ["sync"])
+
+    def value(table: str) -> float | None:
+        return REGISTRY.get_sample_value(
+            "crossfade_dead_lettered_total", {"table": table, "rule": "target"}
+        )
+
+    assert value("public.refused_m") == 0
+    assert value("public.refused_i") is None  # an identity table's refusal is a stop

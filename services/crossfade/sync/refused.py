@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from crossfade import metrics
 from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect
@@ -32,7 +33,7 @@ from crossfade.errors import CrossfadeError, SchemaMismatch, one_line
 
 log = logging.getLogger(__name__)
 
-RULE = "target"
+RULE = metrics.TARGET_RULE
 """The rule of a dead letter the target refused (and its ``crossfade_dead_lettered_total`` label:
 the constraint is in the reason, not in a label)."""
 
