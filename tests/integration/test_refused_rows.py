@@ -179,3 +179,66 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     assert _ids(stack, "crm.orders") == {10, 11, 12}
     assert not _dead(stack)
     _verify(stack)
+
+
+DEDUP_LEGACY = """
+CREATE TABLE public.people (id int PRIMARY KEY, email text, level int, updated_at timestamp);
+INSERT INTO public.people VALUES
+ (1, 'a@example.com', 3, '2024-01-01'), (2, 'a@example.com', -1, '2024-01-02'),
+ (3, 'b@example.com', 4, '2024-01-01');
+"""
+DEDUP_TARGET = """
+CREATE SCHEMA crm;
+CREATE TABLE crm.people (legacy_id int PRIMARY KEY, email text,
+    level int CONSTRAINT level_not_negative CHECK (level >= 0), updated_at timestamp);
+"""
+DEDUP_MAPPING = {
+    "tables": {
+        "public.people": {
+            "targets": [
+                {
+                    "table": "crm.people",
+                    "columns": {
+                        "legacy_id": "id",
+                        "email": "email",
+                        "level": "level",
+                        "updated_at": "updated_at",
+                    },
+                }
+            ]
+        }
+    },
+    "dedup": {
+        "crm.people": {
+            "match": [{"name": "same-email", "all": [{"column": "email"}]}],
+            "survivorship": {"recency": "updated_at"},
+        }
+    },
+}
+
+
+def test_a_refused_golden_record_dead_letters_the_member_that_made_it(stack: Any) -> None:
+    """Group a's golden record takes the newest member's level, -1, which the target refuses:
+    that member is the dead letter, and the group's golden record is made of the others."""
+    stack.sql(DEDUP_LEGACY)
+    with stack.tgt() as c:
+        c.execute(DEDUP_TARGET)
+    stack.write_config(["public.people"], mapping=DEDUP_MAPPING)
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence(timeout=180)
+    with stack.tgt() as c:
+        rows = dict(c.execute("SELECT legacy_id, level FROM crm.people").fetchall())
+    assert rows == {1: 3, 3: 4}, rows
+    dead = _dead(stack)
+    assert set(dead) == {("public.people", 2)}, dead
+    assert dead[("public.people", 2)][0] == "target"
+    assert "level_not_negative" in dead[("public.people", 2)][1]
+    # a new member with a good value joins the group
+    stack.sql("INSERT INTO public.people VALUES (4, 'a@example.com', 7, '2024-02-01')")
+    stack.fence(timeout=120)
+    with stack.tgt() as c:
+        rows = dict(c.execute("SELECT legacy_id, level FROM crm.people").fetchall())
+    assert rows == {1: 7, 3: 4}, rows
+    assert all(p.alive() for p in stack.procs), [p.tail() for p in stack.procs]
+    _verify(stack)
