@@ -164,6 +164,14 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     ]
     assert acc["closes"] and acc["dead_letters"] == 5, acc
 
+    # a replay before the fix: every record still refused stays a dead letter, nothing stops
+    r = stack.cli("dlq", "replay", "--json")
+    assert r.returncode == 1, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    assert out["selected"] == 6 and out["still_failing"] == 6, out
+    assert out["still_failing_by_rule"]["target"] == 5, out
+    assert len(_dead(stack)) == 6
+
     # fixed in the target: the replay applies them, and their child with them
     with stack.tgt() as c:
         c.execute(
