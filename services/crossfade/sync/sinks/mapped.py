@@ -96,7 +96,8 @@ class MappedTables:
 
         def refuse(e: ChangeEvent, exc: psycopg.Error) -> MappedResult:
             why = refusal(", ".join(ms.targets), exc)
-            log.warning("%s: row %s dead-lettered: %s", ms.source, ms.entry_of(e)[0], why)
+            # one line per row at DEBUG: the dead-letter log sums them up per table each minute
+            log.debug("%s: row %s dead-lettered: %s", ms.source, ms.entry_of(e)[0], why)
             return self._process(tx, ms, [e], refused={ms.entry_of(e)[0]: why}, **kw)
 
         out = MappedResult()
