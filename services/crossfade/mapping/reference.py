@@ -232,8 +232,10 @@ Rule names (what dead letters and the audit group by): `<target>.<column>:requir
 left empty), `:too_long` (a text longer than its `varchar(n)`/`char(n)` target column, or a bit
 string longer than its `bit varying(n)`/`bit(n)` one), `:too_large` (a number too large for its
 `numeric(p,s)` target column), `:transform:<name>`, `:cast:<type>`,
-`:source` (a source column missing), a row rule `<target>:<name>`, and a filter that cannot
-compare its literal `<source>:filter:<name>`.
+`:source` (a source column missing), a row rule `<target>:<name>`, a filter that cannot
+compare its literal `<source>:filter:<name>`, and `target`: the mapping passed the row but the new
+database refused it (a CHECK, a domain, a unique index on a non-key column, a value its type
+refuses; the reason names the constraint or column, docs/operations.md).
 
 Nothing is cut to fit: a value longer than its target column is a `:too_long` dead letter whose
 reason names the table, the column, its type and the value's length, on every path (a golden

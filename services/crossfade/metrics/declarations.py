@@ -309,6 +309,9 @@ OP_NAMES = {"c": "insert", "u": "update", "d": "delete", "r": "snapshot", "t": "
 CAPTURE_OPS = tuple(OP_NAMES.values())
 SYNC_OPS = ("upsert", "delete")
 DLQ_RULES = ("decode",)
+TARGET_RULE = "target"
+"""The rule of a mapped row the new database refused (crossfade.sync.refused): one label value
+for every constraint, which the dead letter's reason names."""
 COMPONENTS = ("capture", "sync")
 
 try:

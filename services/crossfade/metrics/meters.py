@@ -57,6 +57,7 @@ from crossfade.metrics.declarations import (
     SYNC_LAST_BATCH_TS,
     SYNC_OPS,
     SYNC_RESUBSCRIBES,
+    TARGET_RULE,
     VERIFY_LAST_RUN,
     VERIFY_MISMATCHED,
     VERIFY_PASSED,
@@ -143,6 +144,7 @@ def init_labels(settings: Settings, components: Iterable[str] = COMPONENTS) -> N
     series from the start (a counter that first appears at 1 hides its first increase from
     ``rate``). Only the components the process runs: ``/metrics`` serves no others'."""
     components = set(components)
+    mapped = set(settings.mapping.tables) if settings.mapping is not None else set()
     for table in settings.tables:
         if "capture" in components:
             for op in CAPTURE_OPS:
@@ -152,7 +154,7 @@ def init_labels(settings: Settings, components: Iterable[str] = COMPONENTS) -> N
             for op in SYNC_OPS:
                 SYNC_EVENTS_APPLIED.labels(table=table, op=op)
             SYNC_EVENTS_SKIPPED.labels(table=table)
-            for rule in DLQ_RULES:
+            for rule in (*DLQ_RULES, *((TARGET_RULE,) if table in mapped else ())):
                 DEAD_LETTERED.labels(table=table, rule=rule)
     for component in components & set(COMPONENTS):
         PAUSED.labels(component=component)

@@ -113,7 +113,8 @@ def replay(
         mapped.decoder = decoder
         try:
             with conn.transaction():
-                tx = Tx(conn)
+                # a row the target still refuses stays a dead letter (sync.refused)
+                tx = Tx(conn, isolate=True)
                 chosen = _select(tx, bk, decoder, rep, rule, table, drop_undecodable)
                 mapped.begin(tx)
                 order = [t for t in mapped.order if t in chosen.by_table]

@@ -37,7 +37,6 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from tenacity import RetryCallState
 
 from crossfade import metrics
-from crossfade.catalog import read_shape
 from crossfade.config import Settings
 from crossfade.db import connect, end_idle_transactions_after, retrying
 from crossfade.errors import (
@@ -45,7 +44,6 @@ from crossfade.errors import (
     CrossfadeError,
     DatabaseUnavailable,
     PreflightError,
-    SchemaMismatch,
     StaleAssignment,
     lacks_resource,
     one_line,
@@ -53,6 +51,7 @@ from crossfade.errors import (
 from crossfade.events.decode import EPOCH_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import record_place
 from crossfade.events.model import ChangeEvent
+from crossfade.sync import refused
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
@@ -435,7 +434,9 @@ class SyncWorker:
                 if self.mapped and time.monotonic() >= self._next_deferred_retry:
                     self._next_deferred_retry = time.monotonic() + 1
                     try:
-                        self._with_db_retry(self._retry_idle)
+                        refused.apply_or_isolate(
+                            lambda iso: self._with_db_retry(lambda: self._retry_idle(iso)), True
+                        )
                     except StaleAssignment as exc:
                         log.warning("%s", exc)
                 if not msgs and time.monotonic() >= self._next_epoch_check:
@@ -539,9 +540,16 @@ class SyncWorker:
             self.group.reclaim_all()
             return
         t0 = time.monotonic()
+
+        def apply() -> None:  # a mapped row the target refuses: a dead letter (sync.refused)
+            refused.apply_or_isolate(
+                lambda iso: self._with_db_retry(lambda: self._apply_batch(good, iso)),
+                bool(self.mapped),
+            )
+
         try:
             try:
-                self._with_db_retry(lambda: self._apply_batch(good))
+                apply()
             except psycopg.errors.InvalidTextRepresentation as exc:
                 if "enum" not in str(exc):
                     raise self._type_changed(exc) or exc from None
@@ -549,7 +557,7 @@ class SyncWorker:
                 # did, and nothing is left to add), then apply again, once
                 self._with_db_retry(lambda: self.tables.sync_enums(self._db()))
                 try:
-                    self._with_db_retry(lambda: self._apply_batch(good))
+                    apply()
                 except psycopg.errors.InvalidTextRepresentation as again:
                     raise self._type_changed(again) or again from None
             except psycopg.errors.DataError as exc:
@@ -594,21 +602,8 @@ class SyncWorker:
         return False
 
     def _type_changed(self, exc: psycopg.Error) -> CrossfadeError | None:
-        """The target refused a value: if a column changed type at the source, say which (a
-        clear stop with its runbook line) instead of the driver's message; else None."""
-        with connect(self.settings.source, "source") as src:
-            for table, applier in self.appliers.items():
-                now = read_shape(src, table)
-                current = {c.name: c.type_sql for c in now.columns} if now is not None else {}
-                for col in applier.shape.columns:
-                    if current.get(col.name, col.type_sql) != col.type_sql:
-                        return SchemaMismatch(
-                            f"column {col.name} of {table} changed type at the source ({col.type_sql} -> "
-                            f"{current[col.name]}) and the target refuses its new values ({one_line(exc)})",
-                            "runbook: stop writes to the table, let sync drain, migrate the target column to the "
-                            "new type (ALTER TABLE ... ALTER COLUMN ... TYPE ...), restart sync (docs/operations.md)",
-                        )
-        return None
+        """An identity table refused a value: its source column changed type? (sync.refused)"""
+        return refused.type_changed(self.settings, self.appliers, exc)
 
     def _handle_out_of_range(self, m: Message) -> None:
         if self.group.epoch_changed() or self.group.current_epoch() is None:
@@ -630,12 +625,13 @@ class SyncWorker:
             (t, json.dumps(k, sort_keys=True, default=str)): e for t, k, e in rows
         }
 
-    def _apply_batch(self, msgs: list[Message]) -> None:
-        """One attempt at the batch's transaction (:mod:`crossfade.sync.commit`)."""
+    def _apply_batch(self, msgs: list[Message], isolate: bool = False) -> None:
+        """One attempt at the batch's transaction (:mod:`crossfade.sync.commit`); ``isolate``:
+        rows the target refuses as dead letters (:mod:`crossfade.sync.refused`)."""
         assert self._commit is not None
         # counts of this attempt only: merged after the commit, so a retried batch counts once
         self.meter.discard()
-        tx = Tx(self._db())
+        tx = Tx(self._db(), isolate=isolate)
         self._pending = tx.pending
         # a table refreshed for ADD COLUMN inside this transaction reverts with it: a rolled-back
         # attempt (enum label to add, connection cut, stale owner) must not leave an applier that
@@ -650,13 +646,13 @@ class SyncWorker:
             self.planner.replay_until.pop(tp, None)
             log.info("replay of %s[%d] complete", tp[0], tp[1])
 
-    def _retry_idle(self) -> None:
+    def _retry_idle(self, isolate: bool = False) -> None:
         """Retry the deferred rows of every owned partition (their parent may have come through
         another partition; past their window they must expire even when nothing arrives)."""
         if not self.mapped or not self.owner:
             return
         assert self._commit is not None
-        tx = Tx(self._db())
+        tx = Tx(self._db(), isolate=isolate)
         self._pending = tx.pending
         with tx.conn.transaction():
             tps = list(self.owner)

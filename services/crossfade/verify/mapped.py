@@ -59,7 +59,8 @@ from crossfade.mapping.audit import (
 from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Filtered, Mapper, Outcome, Rejected, TargetRow
 from crossfade.sync.key_text import key_text
-from crossfade.target.store import held_entries
+from crossfade.sync.refused import RULE as REFUSED_RULE
+from crossfade.target.store import dead_letters_of_rule, held_entries
 from crossfade.target.store.dedup import member_block_keys
 from crossfade.target.store.ledger import ledger_positions
 from crossfade.verify.delta import DedupBase
@@ -570,11 +571,14 @@ class _Pass:
         if s in self.compared:  # a parent mapped only for its keys is not accounted for
             self.accounts[s] = acc
         kept: dict[str, Rejected] = {}
+        # rows the target refused (sync.refused): the mapping passes them, the new database's
+        # constraints do not; dead letters, not expected in the target
+        refused = dead_letters_of_rule(self.tgt, self.bk, s, REFUSED_RULE)
         for n, (entry, (what, it)) in enumerate(self.outcomes(src, s), 1):
             acc.source_rows += 1
             if what == "f":
                 acc.filtered.add(entry)
-            elif what == "r":
+            elif what == "r" or (what == "m" and entry in refused):
                 acc.rejected.add(entry)
             elif what == "k":  # on_parent_left: keep: the ledger decides
                 kept[entry] = it

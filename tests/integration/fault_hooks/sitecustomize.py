@@ -79,7 +79,7 @@ def _install(point: str, nth: int) -> None:
         sys.stderr.write(f"FAULT DATA {what} {json.dumps(data)}\n")
         sys.stderr.flush()
 
-    def apply_batch(self, msgs):  # type: ignore[no-untyped-def]
+    def apply_batch(self, msgs, isolate=False):  # type: ignore[no-untyped-def]
         state["worker"] = self
         if state.get("retry_check") and state["fired"]:
             state["retry_check"] = False
@@ -97,11 +97,11 @@ def _install(point: str, nth: int) -> None:
             # the offsets row lock its successor's claim waits for (seen in pg_blocking_pids:
             # "idle in transaction ... TRUNCATE cf_stage_..."), which is not this case's fault
             time.sleep(0.5)
-            return orig_apply_batch(self, msgs)
+            return orig_apply_batch(self, msgs, isolate)
         if due and point in ("mid_batch", "pause_mid_batch", "stop_mid_batch"):
             state["arm_mid"] = True
             state["msgs"] = msgs
-        result = orig_apply_batch(self, msgs)
+        result = orig_apply_batch(self, msgs, isolate)
         if has_data and not state["fired"]:
             state["batches"] += 1
         if due and point == "after_commit":

@@ -42,6 +42,9 @@ class Tx:
     parents: TargetParents | None = None
     origins: dict[tuple[str, str, int], Origin] = field(default_factory=dict)
     partitions: dict[tuple[str, int], PartitionStats] = field(default_factory=dict)
+    isolate: bool = False
+    """Apply mapped runs under savepoints, their rows the target refuses as dead letters
+    (:mod:`crossfade.sync.refused`): set when the batch failed that way, and in a replay."""
 
     def stats(self, tp: tuple[str, int]) -> PartitionStats:
         return self.partitions.setdefault(tp, PartitionStats())

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
+
+import psycopg
 
 from crossfade import metrics
 from crossfade.events.decode import POSITION_HEADER, EventDecoder
@@ -24,6 +27,7 @@ from crossfade.sync.children import (
 )
 from crossfade.sync.parents import make_parents
 from crossfade.sync.planner import PartitionPlan, Run
+from crossfade.sync.refused import isolate, refusal
 from crossfade.sync.sinks import Tx
 from crossfade.sync.sinks.mapped_source import MappedResult, MappedSource
 from crossfade.target.apply import event_key_id
@@ -84,7 +88,47 @@ class MappedTables:
         expired: frozenset[str] = frozenset(),
     ) -> MappedResult:
         """Map and apply ``events`` of ``ms``; collect its dead letters, parent changes and
-        counts in ``tx``."""
+        counts in ``tx``. With ``tx.isolate``, rows the target refuses become dead letters
+        (:mod:`crossfade.sync.refused`)."""
+        kw: dict[str, Any] = {"replay": replay, "rerun": rerun, "expired": expired}
+        if not tx.isolate:
+            return self._process(tx, ms, events, **kw)
+
+        def refuse(e: ChangeEvent, exc: psycopg.Error) -> MappedResult:
+            why = refusal(", ".join(ms.targets), exc)
+            # one line per row at DEBUG: the dead-letter log sums them up per table each minute
+            log.debug("%s: row %s dead-lettered: %s", ms.source, ms.entry_of(e)[0], why)
+            return self._process(tx, ms, [e], refused={ms.entry_of(e)[0]: why}, **kw)
+
+        out = MappedResult()
+        for res in isolate(
+            tx.conn,
+            events,
+            lambda part: self._process(tx, ms, part, **kw),
+            refuse,
+            lambda: self._fresh_parents(tx),
+        ):
+            out.add(res)
+        return out
+
+    def _fresh_parents(self, tx: Tx) -> None:
+        """After a rolled-back attempt: parents it found may be gone with it."""
+        if tx.parents is not None:
+            tx.parents = make_parents(
+                tx.conn, self.shapes, self.writers, self.bk, self.ledger_parents
+            )
+
+    def _process(
+        self,
+        tx: Tx,
+        ms: MappedSource,
+        events: list[ChangeEvent],
+        *,
+        replay: bool,
+        rerun: bool,
+        expired: frozenset[str],
+        refused: Mapping[str, str] | None = None,
+    ) -> MappedResult:
         res = ms.process(
             tx.conn,
             events,
@@ -93,6 +137,7 @@ class MappedTables:
             replay=replay,
             rerun=rerun,
             expired=expired,
+            refused=refused,
         )
         tx.dead.extend((h, ms.source) for h in res.dead_letters)
         assert tx.parent_changes is not None

@@ -50,10 +50,19 @@ from psycopg.types.json import Jsonb
 from crossfade.catalog import POS_COLUMN, TableShape, read_shape
 from crossfade.errors import ConfigError, SchemaMismatch
 from crossfade.events.model import ChangeEvent
-from crossfade.mapping.engine import Filtered, Mapped, Mapper, Rejected, TargetRow, jsonable
+from crossfade.mapping.engine import (
+    Failure,
+    Filtered,
+    Mapped,
+    Mapper,
+    Rejected,
+    TargetRow,
+    jsonable,
+)
 from crossfade.mapping.values import event_key, event_row
 from crossfade.sync import children
 from crossfade.sync.key_text import key_text
+from crossfade.sync.refused import RULE
 from crossfade.target.apply import ApplyResult, TableApplier, collapse, event_key_id
 from crossfade.target.store import ensure_schema, orphaned_parent_values
 from crossfade.target.store.ledger import (
@@ -94,6 +103,19 @@ class MappedResult:
     """Parents that arrived, left or changed survivor: their children are mapped again."""
     outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
     """Ledger entry -> (outcome, rule) of each change processed (not of those skipped)."""
+
+    def add(self, other: MappedResult) -> None:
+        """Sum ``other`` (another part of the same run) into this one."""
+        for name in ("applied", "deleted", "skipped", "filtered", "deferred"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dead_letters += other.dead_letters
+        self.toast_missing += other.toast_missing
+        for k, n in other.by_outcome.items():
+            self.by_outcome[k] += n
+        for k, n in other.filters.items():
+            self.filters[k] += n
+        self.parent_changes.update(other.parent_changes)
+        self.outcomes.update(other.outcomes)
 
 
 class TargetWriter:
@@ -287,6 +309,7 @@ class MappedSource:
         replay: bool = False,
         rerun: bool = False,
         expired: frozenset[str] = frozenset(),
+        refused: Mapping[str, str] | None = None,
     ) -> MappedResult:
         """Map and apply c/u/r/d events of this source table inside the caller's transaction.
 
@@ -295,12 +318,18 @@ class MappedSource:
         ``replay``: a rewind's replay; ``rerun``: a held record re-run (deferral retry, a parent
         that changed, dlq replay); both pass at the position the ledger already holds.
         ``expired``: entries whose deferral window has ended (a still-missing parent
-        dead-letters them). :attr:`MappedResult.parent_changes` says which parents this changed
-        (the caller re-runs their children, :mod:`crossfade.sync.children`)."""
+        dead-letters them). ``refused``: entries the target refused -> why (dead letters of rule
+        ``target``, :mod:`crossfade.sync.refused`). :attr:`MappedResult.parent_changes` says
+        which parents this changed (the caller re-runs their children, :mod:`crossfade.sync.children`)."""
         res = MappedResult()
         if not events:
             return res
         steps = self._steps(conn, events, origins, parents, res, again=replay or rerun)
+        for st in steps:
+            why = refused.get(st.entry) if refused else None
+            if why is not None and isinstance(st.out, Mapped):
+                fail = Failure(RULE, RULE, why, target=", ".join(self.targets))
+                st.out = Rejected(self.source, None, (fail,), st.out.rows)
         waiting = [
             f
             for st in steps

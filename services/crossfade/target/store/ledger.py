@@ -182,6 +182,22 @@ def held_entries(conn: psycopg.Connection, schema: str, source: str) -> tuple[se
     return held
 
 
+def dead_letters_of_rule(conn: psycopg.Connection, schema: str, source: str, rule: str) -> set[str]:
+    """The entries of ``source`` that are dead letters of ``rule`` (empty before sync ran)."""
+    if not has_table(conn, schema, "ledger"):
+        return set()
+    return {
+        str(r[0])
+        for r in conn.execute(
+            sql.SQL(
+                "SELECT entry FROM {}.ledger WHERE source_table = %s "
+                "AND outcome = 'dead_letter' AND rule = %s"
+            ).format(sql.Identifier(schema)),
+            (source, rule),
+        )
+    }
+
+
 def entry_outcome(conn: psycopg.Connection, schema: str, source: str, entry: str) -> str | None:
     """The outcome the ledger holds for one entry of ``source``; None: no entry (or no ledger)."""
     if not has_table(conn, schema, "ledger"):
