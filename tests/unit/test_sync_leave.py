@@ -407,3 +407,31 @@ def test_a_leader_seen_before_an_assignment_does_not_count_after_it(
     w.group.in_group = False  # the next rebalance, led by X again
     _look_for(w, clock, 10)
     assert admin.deleted == [] and admin.events == []
+
+
+def test_an_admin_client_that_cannot_describe_the_group_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An admin client that saw the broker restart empty on the same port times out on every
+    DescribeConsumerGroups after it (a new one is answered at once): kept, it hid a group
+    wedged by a departed leader from every look after a broker reset (CI, two sync processes,
+    287 s of joins). A look it cannot answer drops it; the next look makes a new one."""
+    made: list[Any] = []
+
+    class _Stale:
+        def __init__(self, conf: Any) -> None:
+            made.append(self)
+
+        def partitions(self, topic: str, timeout: float = 10.0) -> int:
+            return 2
+
+        def group_state(self, group: str, timeout: float = 5.0) -> tuple[str, str]:
+            if len(made) == 1:  # the client made before the broker restarted
+                raise BrokerUnavailable(f"cannot describe consumer group {group}")
+            return "UNKNOWN", "crossfade-sync-gone-7"
+
+    monkeypatch.setattr(consumer_mod, "Admin", _Stale)
+    w = _worker()
+    assert w.group.group_state() is None
+    assert w.group.group_state() == ("UNKNOWN", "crossfade-sync-gone-7")
+    assert len(made) == 2

@@ -468,6 +468,7 @@ class GroupMember:
         try:
             self.admin().partitions(next(iter(self.topics), self.kafka.control_topic), timeout=3)
         except BrokerUnavailable:
+            self._admin = None  # a new client next time (group_state)
             self.join_watch.unanswered()  # the consume loop is not held up by it
             return
         group = self.group_state(timeout=3.0)
@@ -532,11 +533,17 @@ class GroupMember:
     def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
         """The group's state and leader as the broker reports them
         (:meth:`crossfade.events.kafka.Admin.group_state`), None when it does not answer within
-        ``timeout``."""
+        ``timeout``. The admin client is dropped then, and the next call makes a new one: an
+        admin client that saw the broker restart (Tansu on the same port, empty) times out on
+        every DescribeConsumerGroups after it, while a new one is answered at once (measured);
+        with the old client kept, no look at a join saw the group again after a broker reset,
+        and a group wedged by a departed leader was never deleted (CI, two sync processes:
+        287 s of joins)."""
         try:
             return self.admin().group_state(self.settings.sync.group_id, timeout=timeout)
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
+            self._admin = None
             return None
 
     def rebalance_hint(self, group: tuple[str, str] | None = None) -> str:
