@@ -230,4 +230,3 @@ def test_a_member_joining_again_after_no_progress_leaves_the_group_working(
         )
     finally:
         _close([first, second])
-
