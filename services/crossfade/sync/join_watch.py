@@ -10,13 +10,12 @@ one, which replaces it):
   deleting the group lets the members' next joins form it again.
 - :data:`REJOIN`: no such leader, and the broker's answer the same in every look: it names no
   leader, or this member, or a name that is no member's, or reports the group settled while
-  this member's join is still pending. Seen after a reset of the broker
-  (Tansu, in memory) with two sync processes: both joined for 287 s, until the test gave up, and
-  no hint named a leader; here a member joined 15 s while the broker reported the group
-  ``EMPTY`` (librdkafka sent no JoinGroup). The member deletes the group and joins again with a
-  new consumer (:meth:`GroupMember.rejoin_wedged`). An answer that changes (a new leader, a state
-  that moves on) is the group progressing: the clock starts again from it (a join after a broker
-  reset was seen to take 28 s through three such answers, and complete).
+  this member's join is still pending. Seen after a reset of the broker (Tansu, in memory) with
+  two sync processes: a member joined 15 s while the broker reported the group ``EMPTY``
+  (librdkafka sent no JoinGroup). The member deletes the group and joins again with a new
+  consumer (:meth:`GroupMember.rejoin_wedged`). An answer that changes (a new leader, a state
+  that moves on) is the group progressing: the clock starts again from it (a join after a
+  broker reset was seen to take 28 s through three such answers, and complete).
 
 Neither fires while Apache Kafka rebalances (``PREPARING_REBALANCING``,
 ``COMPLETING_REBALANCING``: Kafka expires a member that does not rejoin within the rebalance
