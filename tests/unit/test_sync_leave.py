@@ -435,3 +435,28 @@ def test_an_admin_client_that_cannot_describe_the_group_is_replaced(
     assert w.group.group_state() is None
     assert w.group.group_state() == ("UNKNOWN", "crossfade-sync-gone-7")
     assert len(made) == 2
+
+
+def test_a_leader_re_subscribing_asks_again_when_the_first_look_is_not_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both sync processes re-subscribed 150 ms apart at a new broker epoch; the leader's look
+    was not answered (its admin client predated the broker reset), so it left at once, and its
+    LeaveGroup wedged the group (Tansu keeps a departed leader). A look not answered is asked
+    again, from a new admin client: the leader then waits for the others before it leaves."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-me-1", alone=False)
+    w.stop.clear()
+    answers: list[tuple[str, str] | None] = [None]
+
+    def group_state(timeout: float = 5.0) -> tuple[str, str] | None:
+        events.append("look")
+        return answers.pop(0) if answers else ("STABLE", "crossfade-sync-me-1")
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    waits: list[float] = []
+    monkeypatch.setattr(w.stop, "wait", lambda t=None: bool(waits.append(t or 0)))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(w.group, "new_consumer", lambda: _Leaving(events))
+    monkeypatch.setattr(w.group, "subscribe", lambda: events.append("subscribe"))
+    assert w.group.resubscribe("broker epoch changed")
+    assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]
+    assert events == ["look", "look", "look", "close", "subscribe"]

@@ -206,7 +206,9 @@ class GroupMember:
         leader looks last, as when stopping (:meth:`_leader_grace`; it waits without polling:
         records polled then would be past what the caller applies)."""
         assert self.consumer is not None
-        group = self.group_state()  # one read serves the check and the hint
+        # one read serves the check and the hint; a second one from a new admin client when
+        # the first did not answer (group_state: a client older than a broker reset never does)
+        group = self.group_state() or self.group_state()
         if self.in_group and self._leader_grace(group, poll=False):
             group = self.group_state()
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
@@ -382,7 +384,7 @@ class GroupMember:
         assert self.consumer is not None
         state = None
         if self.in_group:
-            group = self.group_state(timeout=3.0)
+            group = self.group_state(timeout=3.0) or self.group_state(timeout=3.0)
             if self._leader_grace(group):
                 group = self.group_state(timeout=3.0)
             if group is not None and group[0] not in SETTLED_STATES:
