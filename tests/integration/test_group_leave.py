@@ -205,3 +205,28 @@ def test_a_group_wedged_by_a_departed_leader_is_deleted_and_forms_again(bootstra
         third.poll_until(joined, 30, "the assignment after the wedged group's deletion")
     finally:
         _close([first, second, third])
+
+
+def test_a_member_joining_again_after_no_progress_leaves_the_group_working(
+    bootstrap: str,
+) -> None:
+    """A join without progress is joined again with a new consumer (GroupMember.rejoin_wedged):
+    the group is deleted before the old consumer's LeaveGroup, which, from the leader of a
+    rebalance just begun, would wedge Tansu 0.6's group for good (the departed-leader deletion,
+    look_at_join, is not called here: the rejoin alone must leave the group working)."""
+    _, (first, second) = _members(bootstrap, 2)
+    try:
+        _share(first, second)
+        # the second leaves: a rebalance begins that its leader, the first, has not heard of
+        second.stop.set()
+        second.leave()
+        first.in_group = False
+        assert first.consumer is not None
+        first.rejoin_wedged(first.group_state(), first.consumer.memberid())
+        first.poll_until(
+            lambda: first.in_group and len(first.owner) == 2,
+            30,
+            "the new consumer's assignment of every partition",
+        )
+    finally:
+        _close([first, second])

@@ -3,12 +3,15 @@ LeaveGroup (GroupMember.finish_join, crossfade.sync.consumer; Tansu elects a mem
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
 
 from crossfade.config import Settings
+from crossfade.errors import BrokerUnavailable
 from crossfade.sync import consumer as consumer_mod
+from crossfade.sync.join_watch import JOIN_LOOK_S
 from crossfade.sync.worker import SyncWorker
 
 
@@ -202,25 +205,48 @@ def test_others_look_and_leave_at_once(
 
 
 class _Admin:
-    def __init__(self) -> None:
+    """The member's admin client: metadata answers unless ``down``; deletions recorded in
+    ``events`` too (their order against the consumer's close)."""
+
+    def __init__(self, events: list[str]) -> None:
         self.deleted: list[str] = []
+        self.events = events
+        self.down = False
+
+    def partitions(self, topic: str, timeout: float = 10.0) -> int:
+        if self.down:
+            raise BrokerUnavailable(f"cannot read metadata of {topic}")
+        return 2
 
     def delete_group(self, group: str, timeout: float = 5.0) -> str | None:
         self.deleted.append(group)
+        self.events.append("delete")
         return None
 
 
 def _joining(
-    monkeypatch: pytest.MonkeyPatch, state: str, leader: str
+    monkeypatch: pytest.MonkeyPatch, state: str, leader: str, described: bool = True
 ) -> tuple[SyncWorker, _Admin, list[float]]:
+    """A member whose join is pending; the broker reports the group as (state, leader), or
+    does not describe it (``described`` False)."""
     clock = [100.0]
     monkeypatch.setattr(consumer_mod.time, "monotonic", lambda: clock[0])
     w = _worker()
-    w.group.consumer = _Leaving([])  # type: ignore[assignment]
-    admin = _Admin()
+    events: list[str] = []
+    w.group.consumer = _Leaving(events)  # type: ignore[assignment]
+    admin = _Admin(events)
     monkeypatch.setattr(w.group, "admin", lambda: admin)
-    monkeypatch.setattr(w.group, "group_state", lambda timeout=5.0: (state, leader))
+    group = (state, leader) if described else None
+    monkeypatch.setattr(w.group, "group_state", lambda timeout=5.0: group)
+    monkeypatch.setattr(w.group, "new_consumer", lambda: _Leaving(events))
+    monkeypatch.setattr(w.group, "subscribe", lambda: events.append("subscribe"))
     return w, admin, clock
+
+
+def _look_for(w: SyncWorker, clock: list[float], seconds: int) -> None:
+    for _ in range(seconds):  # a look each second: every JOIN_LOOK_S (2 s) one reaches the broker
+        w.group.look_at_join()
+        clock[0] += 1.0
 
 
 def test_a_join_waiting_for_the_same_foreign_leader_deletes_the_group_after_two_sessions(
@@ -228,33 +254,113 @@ def test_a_join_waiting_for_the_same_foreign_leader_deletes_the_group_after_two_
 ) -> None:
     w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-gone-7")
     deleted_at = None
-    for _ in range(20):  # a look each second: every JOIN_LOOK_S (2 s) one reaches the broker
+    for _ in range(20):
         w.group.look_at_join()
         if admin.deleted and deleted_at is None:
             deleted_at = clock[0] - 100.0
         clock[0] += 1.0
     assert admin.deleted == [w.settings.sync.group_id]  # once, not on every look after
-    assert deleted_at is not None and 12 < deleted_at <= 12 + 2 * consumer_mod.JOIN_LOOK_S
+    assert deleted_at is not None and 12 < deleted_at <= 12 + 2 * JOIN_LOOK_S
+    assert "close" not in admin.events  # the departed leader's wedge: the group only
 
 
 @pytest.mark.parametrize(
     ("state", "leader", "in_group"),
     [
-        ("UNKNOWN", "crossfade-sync-me-1", False),  # this member leads: it completes it
-        ("PREPARING_REBALANCING", "range", False),  # Apache Kafka: an assignor, never a member
-        ("STABLE", "crossfade-sync-gone-7", False),  # settled
+        ("PREPARING_REBALANCING", "", False),  # Apache Kafka's rebalance: Kafka expires members
+        ("COMPLETING_REBALANCING", "range", False),  # Kafka names the assignor, never a member
         ("UNKNOWN", "crossfade-sync-gone-7", True),  # this member holds its assignment
+        ("UNKNOWN", "crossfade-sync-me-1", True),
+        ("", "", False),  # the group coordinator does not answer (metadata does): not counted
     ],
 )
-def test_no_group_is_deleted_otherwise(
+def test_nothing_is_deleted_or_joined_again_otherwise(
     monkeypatch: pytest.MonkeyPatch, state: str, leader: str, in_group: bool
 ) -> None:
-    w, admin, clock = _joining(monkeypatch, state, leader)
+    w, admin, clock = _joining(monkeypatch, state, leader, described=bool(state))
     w.group.in_group = in_group
-    for _ in range(60):
+    _look_for(w, clock, 60)
+    assert admin.deleted == [] and admin.events == []
+
+
+@pytest.mark.parametrize(
+    ("state", "leader", "described"),
+    [
+        ("UNKNOWN", "crossfade-sync-me-1", True),  # this member leads, and never assigns
+        ("UNKNOWN", "", True),  # no leader named
+        ("UNKNOWN", "consumer-1-0f3a", True),  # a name no sync worker has
+        ("STABLE", "crossfade-sync-gone-7", True),  # settled without this member's join
+        ("EMPTY", "", True),  # seen: librdkafka sent no JoinGroup for 15 s after a reset
+    ],
+)
+def test_a_join_without_progress_deletes_the_group_and_joins_with_a_new_consumer(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    state: str,
+    leader: str,
+    described: bool,
+) -> None:
+    """After a broker reset, two sync processes joined for 287 s (CI, sync.processes auto): no
+    foreign leader named, so the departed-leader deletion never fired. Twice the session
+    timeout without progress, whatever the broker names: the group goes first (a LeaveGroup
+    from a rebalance's leader wedges Tansu 0.6), then the consumer is replaced."""
+    w, admin, clock = _joining(monkeypatch, state, leader, described)
+    old = w.group.consumer
+    caplog.set_level(logging.WARNING, logger=consumer_mod.__name__)
+    rejoined_at = None
+    for _ in range(20):
         w.group.look_at_join()
+        if admin.events and rejoined_at is None:
+            rejoined_at = clock[0] - 100.0
         clock[0] += 1.0
-    assert admin.deleted == []
+    assert admin.events == ["delete", "close", "subscribe"]  # once, in this order
+    assert rejoined_at is not None and 12 < rejoined_at <= 12 + 2 * JOIN_LOOK_S
+    assert w.group.consumer is not old
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "made no progress" in warnings[0], warnings
+
+
+def test_a_group_whose_answer_moves_on_is_progressing_not_wedged(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen after a broker reset (two sync processes, Tansu): a join took 28 s and completed
+    while the broker's answer moved on (this member named leader of a settled group, then
+    another member leading a rebalance, then the group settled under it). No rejoin then: the
+    clock starts again at each new answer, and only an answer that stays the same counts."""
+    w, admin, clock = _joining(monkeypatch, "STABLE", "crossfade-sync-me-1")
+    answers = (
+        [("STABLE", "crossfade-sync-me-1")] * 5
+        + [("UNKNOWN", "crossfade-sync-live-3")] * 5
+        + [("STABLE", "crossfade-sync-live-3")] * 5
+    )
+    monkeypatch.setattr(w.group, "group_state", lambda timeout=5.0: answers.pop(0))
+    _look_for(w, clock, 30)  # 15 looks, 10 s of each answer: 30 s without an assignment
+    assert not answers and admin.events == []
+
+
+def test_looks_the_broker_does_not_answer_neither_count_nor_describe_the_group(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A broker away is waited for: its looks do not count towards the wedge (the clock starts
+    again when it answers), no consumer is closed meanwhile, and the group is not described
+    while its metadata does not answer (librdkafka's DescribeConsumerGroups aborted both sync
+    processes at a broker reset: the coordinator lookup timed out)."""
+    w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-me-1")
+    described: list[float] = []
+    monkeypatch.setattr(
+        w.group,
+        "group_state",
+        lambda timeout=5.0: described.append(clock[0]) or ("UNKNOWN", "crossfade-sync-me-1"),
+    )
+    _look_for(w, clock, 6)  # the join is pending, the broker answers
+    admin.down = True
+    _look_for(w, clock, 40)
+    assert admin.events == [] and len(described) == 3  # at 0, 2 and 4 s, none while away
+    admin.down = False
+    _look_for(w, clock, 12)  # answered looks again, for less than two session timeouts
+    assert admin.events == []
+    _look_for(w, clock, 6)
+    assert admin.events == ["delete", "close", "subscribe"]
 
 
 def test_a_leader_re_subscribing_waits_before_its_look_without_polling(
@@ -278,14 +384,13 @@ def test_a_broker_that_does_not_answer_is_asked_less_often(monkeypatch: pytest.M
     w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-gone-7")
     asked: list[float] = []
 
-    def group_state(timeout: float = 5.0) -> None:
+    def partitions(topic: str, timeout: float = 10.0) -> int:
         asked.append(clock[0])
+        raise BrokerUnavailable("cannot read metadata")
 
-    monkeypatch.setattr(w.group, "group_state", group_state)
-    for _ in range(30):
-        w.group.look_at_join()
-        clock[0] += 1.0
-    assert len(asked) == 3  # at 0, 10 and 20 s
+    monkeypatch.setattr(admin, "partitions", partitions)
+    _look_for(w, clock, 30)
+    assert asked == [100.0, 110.0, 120.0]
 
 
 def test_a_leader_seen_before_an_assignment_does_not_count_after_it(
@@ -298,11 +403,60 @@ def test_a_leader_seen_before_an_assignment_does_not_count_after_it(
     w, admin, clock = _joining(monkeypatch, "UNKNOWN", "crossfade-sync-live-3")
     w.group.look_at_join()  # X named during the join
     w.group.in_group = True  # assigned: X completed the rebalance
-    for _ in range(30):
-        w.group.look_at_join()
-        clock[0] += 1.0
+    _look_for(w, clock, 30)
     w.group.in_group = False  # the next rebalance, led by X again
-    for _ in range(10):
-        w.group.look_at_join()
-        clock[0] += 1.0
-    assert admin.deleted == []
+    _look_for(w, clock, 10)
+    assert admin.deleted == [] and admin.events == []
+
+
+def test_an_admin_client_that_cannot_describe_the_group_is_replaced(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An admin client that saw the broker restart empty on the same port times out on every
+    DescribeConsumerGroups after it (a new one is answered at once): kept, it hid a group
+    wedged by a departed leader from every look after a broker reset (CI, two sync processes,
+    287 s of joins). A look it cannot answer drops it; the next look makes a new one."""
+    made: list[Any] = []
+
+    class _Stale:
+        def __init__(self, conf: Any) -> None:
+            made.append(self)
+
+        def partitions(self, topic: str, timeout: float = 10.0) -> int:
+            return 2
+
+        def group_state(self, group: str, timeout: float = 5.0) -> tuple[str, str]:
+            if len(made) == 1:  # the client made before the broker restarted
+                raise BrokerUnavailable(f"cannot describe consumer group {group}")
+            return "UNKNOWN", "crossfade-sync-gone-7"
+
+    monkeypatch.setattr(consumer_mod, "Admin", _Stale)
+    w = _worker()
+    assert w.group.group_state() is None
+    assert w.group.group_state() == ("UNKNOWN", "crossfade-sync-gone-7")
+    assert len(made) == 2
+
+
+def test_a_leader_re_subscribing_asks_again_when_the_first_look_is_not_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both sync processes re-subscribed 150 ms apart at a new broker epoch; the leader's look
+    was not answered (its admin client predated the broker reset), so it left at once, and its
+    LeaveGroup wedged the group (Tansu keeps a departed leader). A look not answered is asked
+    again, from a new admin client: the leader then waits for the others before it leaves."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-me-1", alone=False)
+    w.stop.clear()
+    answers: list[tuple[str, str] | None] = [None]
+
+    def group_state(timeout: float = 5.0) -> tuple[str, str] | None:
+        events.append("look")
+        return answers.pop(0) if answers else ("STABLE", "crossfade-sync-me-1")
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    waits: list[float] = []
+    monkeypatch.setattr(w.stop, "wait", lambda t=None: bool(waits.append(t or 0)))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(w.group, "new_consumer", lambda: _Leaving(events))
+    monkeypatch.setattr(w.group, "subscribe", lambda: events.append("subscribe"))
+    assert w.group.resubscribe("broker epoch changed")
+    assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]
+    assert events == ["look", "look", "look", "close", "subscribe"]

@@ -27,6 +27,15 @@ from crossfade import metrics
 from crossfade.config import Settings
 from crossfade.errors import BrokerUnavailable, CrossfadeError
 from crossfade.events.kafka import Admin, current_epoch
+from crossfade.sync.join_watch import (
+    DELETE,
+    JOIN_LOOK_S,
+    MEMBER_PREFIX,
+    REJOIN,
+    SETTLED_STATES,
+    JoinWatch,
+    describe,
+)
 from crossfade.sync.load_order import LoadOrderHook
 from crossfade.sync.pause import PauseHook
 
@@ -36,20 +45,11 @@ TP = tuple[str, int]
 Claim = Callable[[list[TP], str], tuple[str, dict[TP, int]]]
 """Claims partitions in the target under a broker epoch: (owner token, next offset of each)."""
 
-SETTLED_STATES = frozenset({"STABLE", "EMPTY", "DEAD"})
-"""Group states (:meth:`crossfade.events.kafka.Admin.group_state`) with no rebalance in progress."""
-
-
 LEADER_LEAVE_GRACE_S = 2.0
 """A stopping member that the broker names the group's leader (Tansu 0.6 only) keeps polling
 this long before it looks at the group and leaves (:meth:`GroupMember.leave`): members stopped
 by the same signal (the sync processes of one ``crossfade sync``, a worker's threads) send their
 LeaveGroup first, so the leader sees their rebalance and completes it before it leaves."""
-
-JOIN_LOOK_S = 2.0
-"""While its join is pending, a member reads the group's state from the broker this often
-(:meth:`GroupMember.look_at_join`)."""
-
 
 STATS_INTERVAL_MS = 5000
 """librdkafka's statistics of the consumer, this often: the fetch position of each assigned
@@ -95,10 +95,8 @@ class GroupMember:
         self.assigned_blind = False
         """The last assignment was empty while a subscribed topic was missing on the broker."""
         self.ready = threading.Event()
-        self._next_join_look = 0.0
-        self._leader_named: tuple[str, float] | None = None
-        """A rebalance's leader the broker named, not this member, and since when (monotonic):
-        :meth:`look_at_join`."""
+        self.join_watch = JoinWatch(settings.sync.session_timeout_ms)
+        """The looks at a pending join (:meth:`look_at_join`)."""
         self.generation_started = time.monotonic()
         """When this member's current consumer-group generation began (its last revocation or
         subscription): what the table watch measures claims against."""
@@ -208,7 +206,9 @@ class GroupMember:
         leader looks last, as when stopping (:meth:`_leader_grace`; it waits without polling:
         records polled then would be past what the caller applies)."""
         assert self.consumer is not None
-        group = self.group_state()  # one read serves the check and the hint
+        # one read serves the check and the hint; a second one from a new admin client when
+        # the first did not answer (group_state: a client older than a broker reset never does)
+        group = self.group_state() or self.group_state()
         if self.in_group and self._leader_grace(group, poll=False):
             group = self.group_state()
         if not self.in_group or (group is not None and group[0] not in SETTLED_STATES):
@@ -384,7 +384,7 @@ class GroupMember:
         assert self.consumer is not None
         state = None
         if self.in_group:
-            group = self.group_state(timeout=3.0)
+            group = self.group_state(timeout=3.0) or self.group_state(timeout=3.0)
             if self._leader_grace(group):
                 group = self.group_state(timeout=3.0)
             if group is not None and group[0] not in SETTLED_STATES:
@@ -445,45 +445,54 @@ class GroupMember:
         return False
 
     def look_at_join(self) -> None:
-        """While this member's join is pending, a look at the group every :data:`JOIN_LOOK_S`:
-        a rebalance whose leader left during it never completes on Tansu 0.6 (:meth:`leave`:
-        the broker keeps the departed member as the leader, every JoinGroup names it, nobody
-        is ever assigned a partition). When the broker has named the same leader, not this
-        member, in looks for more than twice ``sync.session_timeout_ms`` with no assignment
-        between (a member assigned meanwhile saw that leader complete one; a live leader completes a
-        rebalance within half of it on Tansu; a dead one is expired after one, which replaces
-        it), the group is deleted: the members' next joins form it again (offsets live in the
-        target, not in the group). Apache Kafka names the assignor, never a member: nothing is
-        deleted there."""
-        now = time.monotonic()
-        if self.in_group:  # a leader named before this member's last assignment is no evidence
-            self._leader_named = None
+        """While this member's join is pending, a look at the group every
+        :data:`~crossfade.sync.join_watch.JOIN_LOOK_S`, judged by :attr:`join_watch`
+        (:mod:`crossfade.sync.join_watch`): a rebalance whose leader left during it never
+        completes on Tansu 0.6 (:meth:`leave`: the broker keeps the departed member as the
+        leader, every JoinGroup names it, nobody is ever assigned a partition): the group is
+        deleted, and the members' next joins form it again (offsets live in the target, not in
+        the group). A join that makes no progress otherwise (no leader, this member, a name no
+        member has, a group settled or unknown: seen after a broker reset with two sync
+        processes) is joined again with a new consumer (:meth:`rejoin_wedged`). Apache Kafka's
+        own rebalances are left to it.
+
+        The broker is asked for its metadata before the group is described: librdkafka's
+        DescribeConsumerGroups can abort the process when its coordinator lookup times out
+        (``rd_kafka_enq_once_del_source_return`` assertion, librdkafka issue 4605; seen with
+        both sync processes at a broker reset). Looks the broker or its group coordinator does
+        not answer count for nothing: a consumer closed without a coordinator can crash in
+        librdkafka's LeaveGroup (librdkafka issue 5347)."""
+        if self.in_group:  # what was seen before this member's last assignment is no evidence
+            self.join_watch.assigned()
             return
-        if self.consumer is None or now < self._next_join_look:
+        if self.consumer is None or not self.join_watch.due():
             return
-        self._next_join_look = now + JOIN_LOOK_S
+        try:
+            self.admin().partitions(next(iter(self.topics), self.kafka.control_topic), timeout=3)
+        except BrokerUnavailable:
+            self._admin = None  # a new client next time (group_state)
+            self.join_watch.unanswered()  # the consume loop is not held up by it
+            return
         group = self.group_state(timeout=3.0)
-        if group is None:  # the broker does not answer: the consume loop is not held up by it
-            self._next_join_look = time.monotonic() + 5 * JOIN_LOOK_S
-        leader = group[1] if group is not None and group[0] not in SETTLED_STATES else ""
-        if not leader.startswith("crossfade-sync-") or leader == self.consumer.memberid():
-            self._leader_named = None
+        if group is None:  # no coordinator answers: a consumer is not closed then (issue 5347)
+            self.join_watch.unanswered()
             return
-        if self._leader_named is None or self._leader_named[0] != leader:
-            self._leader_named = (leader, now)
-            return
-        waited = now - self._leader_named[1]
-        if waited <= 2 * self.settings.sync.session_timeout_ms / 1000:
-            return
-        self._leader_named = None
+        me = self.consumer.memberid()
+        verdict = self.join_watch.judge(group, me)
+        if verdict == DELETE:
+            self._delete_for_departed_leader(group)
+        elif verdict == REJOIN:
+            self.rejoin_wedged(group, me)
+
+    def _delete_for_departed_leader(self, group: tuple[str, str]) -> None:
         gid = self.settings.sync.group_id
         log.warning(
             "consumer group %s has waited %.0f s for leader %s, which left during the rebalance "
             "(the broker, Tansu 0.6, never replaces it): deleting the group so that its members "
             "form it again",
             gid,
-            waited,
-            leader,
+            self.join_watch.waited_s,
+            group[1],
         )
         try:
             refused = self.admin().delete_group(gid)
@@ -493,14 +502,50 @@ class GroupMember:
         if refused:
             log.warning("consumer group %s not deleted: %s", gid, refused)
 
+    def rejoin_wedged(self, group: tuple[str, str], me: str) -> None:
+        """A pending join that made no progress for twice ``sync.session_timeout_ms`` while the
+        broker answered (:data:`~crossfade.sync.join_watch.REJOIN`): delete the group (whatever
+        it holds: a leader of this member's that never assigns, a stale generation), then close
+        this consumer and join with a new one. The group goes first: a LeaveGroup from a
+        rebalance's leader would wedge Tansu 0.6's group (:meth:`leave`); sent to a group
+        deleted, it is harmless. Apache Kafka refuses to delete a group with members
+        (``NON_EMPTY_GROUP``): the new consumer joins it. This member holds no partition while
+        its join is pending (revoked first), so nothing it wrote is fenced off by it."""
+        assert self.consumer is not None
+        gid = self.settings.sync.group_id
+        log.warning(
+            "consumer group %s: this worker's join made no progress in %.0f s (%s): deleting "
+            "the group and joining again with a new consumer",
+            gid,
+            self.join_watch.waited_s,
+            describe(group, me),
+        )
+        try:
+            refused = self.admin().delete_group(gid)
+        except BrokerUnavailable as exc:
+            log.info("consumer group %s not deleted (%s): joining again anyway", gid, exc)
+            refused = None
+        if refused:
+            log.info("consumer group %s not deleted: %s", gid, refused)
+        metrics.resubscribed()
+        self.consumer.close()
+        self.consumer = self.new_consumer()
+        self.subscribe()
+
     def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
         """The group's state and leader as the broker reports them
         (:meth:`crossfade.events.kafka.Admin.group_state`), None when it does not answer within
-        ``timeout``."""
+        ``timeout``. The admin client is dropped then, and the next call makes a new one: an
+        admin client that saw the broker restart (Tansu on the same port, empty) times out on
+        every DescribeConsumerGroups after it, while a new one is answered at once (measured);
+        with the old client kept, no look at a join saw the group again after a broker reset,
+        and a group wedged by a departed leader was never deleted (CI, two sync processes:
+        287 s of joins)."""
         try:
             return self.admin().group_state(self.settings.sync.group_id, timeout=timeout)
         except BrokerUnavailable as exc:
             log.debug("consumer group state unknown: %s", exc)
+            self._admin = None
             return None
 
     def rebalance_hint(self, group: tuple[str, str] | None = None) -> str:
@@ -513,7 +558,7 @@ class GroupMember:
             return ""
         state, leader = group
         mine = self.consumer.memberid() if self.consumer is not None else None
-        if state in SETTLED_STATES or not leader.startswith("crossfade-sync-") or leader == mine:
+        if state in SETTLED_STATES or not leader.startswith(MEMBER_PREFIX) or leader == mine:
             return ""
         return (
             f"; the broker reports the group {state} with leader {leader}, not this worker: a "
