@@ -250,3 +250,52 @@ def test_a_refused_golden_record_dead_letters_the_member_that_made_it(stack: Any
     assert rows == {1: 7, 3: 4}, rows
     assert all(p.alive() for p in stack.procs), [p.tail() for p in stack.procs]
     _verify(stack)
+
+
+def test_a_delete_passes_a_not_null_domain_on_a_non_key_column(stack: Any) -> None:
+    """A delete reaches the target through the staging table with NULL in the non-key columns:
+    a staging column of the target's NOT NULL domain refused it, and the row's removal could
+    never be applied (sync stopped: `the target refuses a row even as a dead letter`). The
+    staging table's columns are the domains' base types; the target still checks the domain
+    on every row written."""
+    stack.sql(
+        "CREATE TABLE public.members (id int PRIMARY KEY, email text);"
+        "INSERT INTO public.members VALUES (1, 'a@example.com'), (2, 'b@example.com'),"
+        " (3, 'c@example.com');"
+    )
+    with stack.tgt() as c:
+        c.execute(
+            "CREATE SCHEMA crm;"
+            "CREATE DOMAIN crm.email_nn AS text NOT NULL CHECK (VALUE LIKE '%@%');"
+            "CREATE TABLE crm.members (legacy_id int PRIMARY KEY, email crm.email_nn);"
+        )
+    mapping = {
+        "tables": {
+            "public.members": {
+                "targets": [
+                    {"table": "crm.members", "columns": {"legacy_id": "id", "email": "email"}}
+                ]
+            }
+        }
+    }
+    stack.write_config(["public.members"], mapping=mapping)
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence(timeout=180)
+    assert _ids(stack, "crm.members") == {1, 2, 3}
+    stack.sql(
+        "DELETE FROM public.members WHERE id = 2;"
+        "INSERT INTO public.members VALUES (4, 'no at sign');"
+        "UPDATE public.members SET email = 'a2@example.com' WHERE id = 1"
+    )
+    stack.fence(timeout=120)
+    assert _ids(stack, "crm.members") == {1, 3}
+    with stack.tgt() as c:
+        assert c.execute("SELECT email FROM crm.members WHERE legacy_id = 1").fetchone() == (
+            "a2@example.com",
+        )
+    dead = _dead(stack)
+    assert set(dead) == {("public.members", 4)}, dead
+    assert dead[("public.members", 4)][0] == "target"
+    assert all(p.alive() for p in stack.procs), [p.tail() for p in stack.procs]
+    _verify(stack)

@@ -398,11 +398,18 @@ class TableApplier:
         cols = sql.SQL(", ").join(map(I, self.cols))
         self.pk_join = sql.SQL(" AND ").join(sql.SQL("t.{0} = s.{0}").format(I(c)) for c in self.pk)
         self.non_pk = [c for c in self.cols if c not in self.pk]
+        # the staging columns take the target's types, a domain's base type for a domain (the
+        # shape's type_sql): a delete stages NULL in the non-key columns, which a NOT NULL domain
+        # refused; the target still checks the domain on every row written from the stage
+        based = sql.SQL(", ").join(
+            sql.SQL("CAST({0} AS {1}) AS {0}").format(I(c), sql.SQL(self.shape.column(c).type_sql))
+            for c in self.cols
+        )
         self.sql_stage = sql.SQL(
             "CREATE TEMP TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
-            "SELECT {cols}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
+            "SELECT {based}, 0::numeric AS _cf_lsn, false AS _cf_del, ''::text AS _cf_key, "
             "NULL::text[] AS _cf_unavail FROM {target} WITH NO DATA"
-        ).format(stage=self.stage, cols=cols, target=self.target)
+        ).format(stage=self.stage, based=based, target=self.target)
         self.sql_copy = sql.SQL(
             "COPY {stage} ({cols}, _cf_lsn, _cf_del, _cf_key, _cf_unavail) FROM STDIN"
         ).format(stage=self.stage, cols=cols)
