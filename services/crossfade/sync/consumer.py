@@ -219,11 +219,17 @@ class GroupMember:
             )
             return False
         log.warning("%s: re-subscribing to the change topics", why)
+        self._join_anew()
+        return True
+
+    def _join_anew(self) -> None:
+        """Close this consumer (LeaveGroup; on_revoke forgets the partitions) and join with a
+        new one: fresh metadata, a new member id."""
+        assert self.consumer is not None
         metrics.resubscribed()
-        self.consumer.close()  # LeaveGroup; on_revoke forgets the partitions
+        self.consumer.close()
         self.consumer = self.new_consumer()
         self.subscribe()
-        return True
 
     def look_at_epoch(self) -> None:
         """A new broker epoch (capture started again on a broker that lost its log), or change
@@ -527,10 +533,7 @@ class GroupMember:
             refused = None
         if refused:
             log.info("consumer group %s not deleted: %s", gid, refused)
-        metrics.resubscribed()
-        self.consumer.close()
-        self.consumer = self.new_consumer()
-        self.subscribe()
+        self._join_anew()
 
     def group_state(self, timeout: float = 5.0) -> tuple[str, str] | None:
         """The group's state and leader as the broker reports them
