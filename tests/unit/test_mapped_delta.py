@@ -13,7 +13,8 @@ import pytest
 from crossfade.config.mapping import MappingConfig
 from crossfade.mapping.engine import Mapped, Mapper, Rejected
 from crossfade.verify import mapped_delta
-from crossfade.verify.mapped_delta import Delta, _spread, plain_column, target_of, why_full
+from crossfade.verify.delta_plan import plain_column, spread, target_of, why_full
+from crossfade.verify.mapped_delta import Delta
 
 CRM: dict[str, Any] = {
     "tables": {
@@ -111,13 +112,13 @@ def test_what_the_delta_cannot_compute_goes_to_the_full_compare(
 def test_a_full_target_takes_its_parents_and_children_along() -> None:
     m = _mapper(CRM)
     targets = ["crm.people", "crm.notes"]
-    assert _spread(m, targets, {"crm.notes": "counts"})["crm.people"].startswith(
+    assert spread(m, targets, {"crm.notes": "counts"})["crm.people"].startswith(
         "parent of crm.notes"
     )
-    assert _spread(m, targets, {"crm.people": "counts"})["crm.notes"].startswith(
+    assert spread(m, targets, {"crm.people": "counts"})["crm.notes"].startswith(
         "child of crm.people"
     )
-    assert _spread(m, targets, {}) == {}
+    assert spread(m, targets, {}) == {}
 
 
 class _Memory(Delta):
