@@ -23,7 +23,9 @@ Each affected key's expected row is computed from the legacy rows that make it (
 the target key, whose columns are plain copies of source columns: the mapping's inverse is a
 lookup), read at one repeatable-read snapshot, and compared with the target's row for that key
 only (:func:`crossfade.verify.mapped.compare_expected` with ``only``). The ledger outcomes of the
-entries involved are compared with the mapping's (the accounting of the changed entries).
+entries involved are compared with the mapping's (the accounting of the changed entries). A row
+the mapping passes but the target refused (a dead letter of rule ``target`` in the ledger now,
+:mod:`crossfade.sync.refused`) is rejected, as the full verify counts it (:meth:`Delta.outcome`).
 Deletes leave no ``xmin`` in legacy: a lost delete keeps its ledger entry and its target row, so
 each source table's legacy count must equal its ledger's accounted rows, and each target's rows
 the mapped entries of its sources (the ``row_counts`` gate's figures); when they do not add up
@@ -64,6 +66,7 @@ from crossfade.db import connect
 from crossfade.errors import ConfigError
 from crossfade.mapping.audit import prepare, read_only, tracked_references
 from crossfade.mapping.engine import (
+    Failure,
     Filtered,
     KeySets,
     Mapped,
@@ -71,9 +74,11 @@ from crossfade.mapping.engine import (
     Outcome,
     Rejected,
 )
+from crossfade.sync.refused import RULE as REFUSED_RULE
 from crossfade.target.store.children import children_of_values
 from crossfade.target.store.ledger import (
     HELD_OUT,
+    dead_letters_of_rule,
     entries_written_since,
     ledger_counts,
     ledger_positions,
@@ -108,6 +113,8 @@ _ACCOUNTED = ("mapped", "replayed", "dead_letter", "filtered", "deferred", "pare
 DEFAULT_MAX_FRACTION = 0.2
 """A target with more affected keys than this fraction of its rows is compared in full."""
 _seq = itertools.count()
+_REFUSED = Failure(REFUSED_RULE, "target", "the target refused the row (a dead letter)")
+"""Why a row the mapping passes is rejected all the same (:meth:`Delta.outcome`)."""
 
 
 @dataclass
@@ -148,6 +155,8 @@ class Delta:
         self.entries: dict[str, set[str]] = defaultdict(set)
         """source -> ledger entries whose outcome is compared."""
         self.unsafe: dict[str, str] = {}
+        self.refused: dict[str, set[str]] = {}
+        """source -> its entries the target refused (:meth:`refused_of`)."""
         self._parents: dict[tuple[str, str, Key], bool | None] = {}
         self._asked: dict[tuple[str, str], set[Any]] = defaultdict(set)
         self._fetched: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = defaultdict(dict)
@@ -243,10 +252,22 @@ class Delta:
         return self._fetched[(source, col)].get(value, [])
 
     def outcome(self, source: str, row: dict[str, Any]) -> Outcome:
+        """The mapping's outcome of a legacy row; a row it maps but the target refused (a dead
+        letter of rule ``target`` in the ledger now, :mod:`crossfade.sync.refused`) is rejected,
+        as the full verify counts it: a dead letter, not expected in the target."""
         e = (source, self.entry(source, row))
         if e not in self.outcomes:
-            self.outcomes[e] = self.mapper.map_row(source, row, parents=self)
+            out = self.mapper.map_row(source, row, parents=self)
+            if isinstance(out, Mapped) and e[1] in self.refused_of(source):
+                out = Rejected(source, out.source_key, (_REFUSED,), out.rows)
+            self.outcomes[e] = out
         return self.outcomes[e]
+
+    def refused_of(self, source: str) -> set[str]:
+        """The entries of ``source`` the target refused, read once per table."""
+        if source not in self.refused:
+            self.refused[source] = dead_letters_of_rule(self.tgt, self.bk, source, REFUSED_RULE)
+        return self.refused[source]
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
         """Whether the mapping makes a row of ``table`` with ``column`` = ``value`` (the parent

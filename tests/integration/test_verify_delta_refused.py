@@ -1,0 +1,116 @@
+"""The verify inside the freeze counts the rows the target refused as dead letters, as the full one does.
+
+A mapped row the new database refuses (a CHECK the mapping knows nothing of) is a dead letter of
+rule ``target`` (crossfade.sync.refused). The full verify counts it as rejected: not expected in
+the target. The verify of the changes since (the cutover's, inside the write freeze:
+crossfade.verify.mapped_delta) must too: a refused row changed since the full verify is not a
+missing row, and its dead letter is not one that "maps now"; a real difference next to it is
+still named. Once the target is fixed and ``crossfade dlq replay`` applied the rows, the delta
+follows the ledger: the rows are expected again, and found.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.conftest import Stack
+from tests.integration.test_refused_rows import LEGACY, MAPPING, TABLES, TARGET, _dead
+
+pytestmark = pytest.mark.integration
+
+BULK = range(100, 200)
+"""Enough rows that the delta's few keys stay under its max_fraction of a table."""
+
+
+def _delta(stack: Stack, base: Any) -> dict[str, Any]:
+    from crossfade.verify.run import Verifier
+
+    # as the cutover runs it inside the freeze: frozen and fenced, no re-check
+    rep = Verifier(stack.settings, fence_recheck=False, changed_since=base).run(record=False)
+    return {t.name: t for t in rep.tables}
+
+
+def _account(table: Any, source: str) -> dict[str, Any]:
+    (acc,) = [a for a in table.mapped["accounting"] if a["table"] == source]
+    return acc
+
+
+def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: Stack) -> None:
+    from crossfade.verify.run import Verifier, delta_base
+
+    stack.sql(LEGACY)
+    stack.sql(
+        "INSERT INTO public.customers SELECT g, 'Bulk ' || g, '555-' || g, 40, "
+        f"'bulk' || g || '@example.com' FROM generate_series({BULK[0]}, {BULK[-1]}) g;"
+        "INSERT INTO public.orders SELECT g * 10, g, 1 "
+        f"FROM generate_series({BULK[0]}, {BULK[-1]}) g"
+    )
+    with stack.tgt() as c:
+        c.execute(TARGET)
+    stack.write_config(TABLES, mapping=MAPPING)
+    stack.start("capture")
+    stack.start("sync")
+    stack.fence(timeout=180)
+    full = Verifier(stack.settings, fence_timeout=60)
+    rep = full.run()
+    assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
+    base = delta_base(full)
+    assert base is not None
+
+    # since the full verify: a new customer the target refuses (age < 0) with an order, an
+    # update of a customer refused in the load (still refused), and a real difference: a
+    # target row altered by hand
+    stack.sql(
+        "INSERT INTO public.customers VALUES (7, 'Gus', '555-0107', -5, 'gus@example.com');"
+        "INSERT INTO public.orders VALUES (70, 7, 4);"
+        "UPDATE public.customers SET name = 'Dee Two' WHERE id = 4"
+    )
+    stack.fence(timeout=120)
+    dead = _dead(stack)
+    assert dead[("public.customers", 7)][0] == "target", dead
+    assert dead[("public.customers", 4)][0] == "target", dead
+    with stack.tgt() as c:
+        c.execute("UPDATE crm.customers SET name = 'Planted' WHERE legacy_id = %s", (BULK[0],))
+
+    got = _delta(stack, base)
+    customers, orders = got["crm.customers"], got["crm.orders"]
+    for t in (customers, orders):
+        assert t.mapped["compared"] == "changes since the full verify", t.as_dict()
+    assert (customers.missing, customers.extra, customers.different) == (0, 0, 1), (
+        customers.as_dict()
+    )
+    assert [(e["kind"], e["key"]["legacy_id"]) for e in customers.examples] == [
+        ("different", BULK[0])
+    ]
+    assert customers.error is None, customers.error
+    acc = _account(customers, "public.customers")
+    assert acc["rejected"] == acc["dead_letters"] == 2, acc  # 4 and 7
+    # the order of the refused customer: a dead letter of its references rule
+    assert (orders.missing, orders.extra, orders.different) == (0, 0, 0), orders.as_dict()
+    assert orders.error is None, orders.error
+    acc = _account(orders, "public.orders")
+    assert acc["rejected"] == acc["dead_letters"] == 1, acc  # 70
+
+    # the target fixed and the dead letters replayed: the delta follows the ledger now
+    with stack.tgt() as c:
+        c.execute(
+            "ALTER TABLE crm.customers ALTER COLUMN email TYPE text, "
+            "DROP CONSTRAINT age_not_negative, DROP CONSTRAINT age_inverse"
+        )
+    r = stack.cli("dlq", "replay", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    stack.fence(timeout=120)
+    assert not _dead(stack)
+    got = _delta(stack, base)
+    customers, orders = got["crm.customers"], got["crm.orders"]
+    assert customers.mapped["compared"] == "changes since the full verify", customers.as_dict()
+    assert (customers.missing, customers.extra, customers.different) == (0, 0, 1), (
+        customers.as_dict()
+    )
+    assert customers.error is None and orders.error is None, (customers.error, orders.error)
+    acc = _account(customers, "public.customers")
+    assert acc["rejected"] == acc["dead_letters"] == 0, acc
+    assert acc["mapped"] >= 5, acc  # 2, 3, 4, 7 replayed (written since), and the planted one
+    assert (orders.missing, orders.extra, orders.different) == (0, 0, 0), orders.as_dict()
