@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import Stack
-from tests.integration.test_refused_rows import LEGACY, MAPPING, TABLES, TARGET, _dead
+from tests.integration.test_refused_rows import dead_letters, started
 
 pytestmark = pytest.mark.integration
 
@@ -40,19 +40,13 @@ def _account(table: Any, source: str) -> dict[str, Any]:
 def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: Stack) -> None:
     from crossfade.verify.run import Verifier, delta_base
 
-    stack.sql(LEGACY)
-    stack.sql(
+    started(
+        stack,
         "INSERT INTO public.customers SELECT g, 'Bulk ' || g, '555-' || g, 40, "
         f"'bulk' || g || '@example.com' FROM generate_series({BULK[0]}, {BULK[-1]}) g;"
         "INSERT INTO public.orders SELECT g * 10, g, 1 "
-        f"FROM generate_series({BULK[0]}, {BULK[-1]}) g"
+        f"FROM generate_series({BULK[0]}, {BULK[-1]}) g",
     )
-    with stack.tgt() as c:
-        c.execute(TARGET)
-    stack.write_config(TABLES, mapping=MAPPING)
-    stack.start("capture")
-    stack.start("sync")
-    stack.fence(timeout=180)
     full = Verifier(stack.settings, fence_timeout=60)
     rep = full.run()
     assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
@@ -68,7 +62,7 @@ def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: 
         "UPDATE public.customers SET name = 'Dee Two' WHERE id = 4"
     )
     stack.fence(timeout=120)
-    dead = _dead(stack)
+    dead = dead_letters(stack)
     assert dead[("public.customers", 7)][0] == "target", dead
     assert dead[("public.customers", 4)][0] == "target", dead
     with stack.tgt() as c:
@@ -102,7 +96,7 @@ def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: 
     r = stack.cli("dlq", "replay", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
     stack.fence(timeout=120)
-    assert not _dead(stack)
+    assert not dead_letters(stack)
     got = _delta(stack, base)
     customers, orders = got["crm.customers"], got["crm.orders"]
     assert customers.mapped["compared"] == "changes since the full verify", customers.as_dict()
