@@ -22,6 +22,12 @@ pytestmark = pytest.mark.integration
 
 BULK = range(100, 200)
 """Enough rows that the delta's few keys stay under its max_fraction of a table."""
+BULK_SQL = (
+    "INSERT INTO public.customers SELECT g, 'Bulk ' || g, '555-' || g, 40, "
+    f"'bulk' || g || '@example.com' FROM generate_series({BULK[0]}, {BULK[-1]}) g;"
+    "INSERT INTO public.orders SELECT g * 10, g, 1 "
+    f"FROM generate_series({BULK[0]}, {BULK[-1]}) g"
+)
 
 
 def _delta(stack: Stack, base: Any) -> dict[str, Any]:
@@ -40,13 +46,7 @@ def _account(table: Any, source: str) -> dict[str, Any]:
 def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: Stack) -> None:
     from crossfade.verify.run import Verifier, delta_base
 
-    started(
-        stack,
-        "INSERT INTO public.customers SELECT g, 'Bulk ' || g, '555-' || g, 40, "
-        f"'bulk' || g || '@example.com' FROM generate_series({BULK[0]}, {BULK[-1]}) g;"
-        "INSERT INTO public.orders SELECT g * 10, g, 1 "
-        f"FROM generate_series({BULK[0]}, {BULK[-1]}) g",
-    )
+    started(stack, BULK_SQL)
     full = Verifier(stack.settings, fence_timeout=60)
     rep = full.run()
     assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
@@ -108,3 +108,43 @@ def test_the_delta_verify_counts_rows_the_target_refused_as_dead_letters(stack: 
     assert acc["rejected"] == acc["dead_letters"] == 0, acc
     assert acc["mapped"] >= 5, acc  # 2, 3, 4, 7 replayed (written since), and the planted one
     assert (orders.missing, orders.extra, orders.different) == (0, 0, 0), orders.as_dict()
+
+
+def test_a_cutover_verifies_a_row_refused_inside_its_freeze_as_a_dead_letter(stack: Stack) -> None:
+    """A real cutover: between its full verify (``verify_live``) and the verify inside the
+    freeze, legacy gets a row the target refuses and an update of one refused before (the
+    freeze command writes them: freeze_sql freezes nothing here). The fence applies them as
+    dead letters; the verify of the changes counts them so and passes, and the cutover is GO."""
+    import json
+    import sys
+
+    import yaml
+
+    started(stack, BULK_SQL)
+    write = (
+        "import psycopg\n"
+        f"with psycopg.connect({stack.source_dsn!r}, autocommit=True) as c:\n"
+        "    c.execute(\"INSERT INTO public.customers VALUES (9, 'Ida', '555-0109', -2, "
+        "'ida@example.com')\")\n"
+        "    c.execute(\"UPDATE public.customers SET name = 'Dee Two' WHERE id = 4\")\n"
+        f"    c.execute(\"UPDATE public.customers SET name = 'Moved' WHERE id = {BULK[1]}\")\n"
+    )
+    raw = yaml.safe_load(stack.config_path.read_text())
+    raw["cutover"] = {
+        "freeze_sql": "SELECT 1",
+        "unfreeze_sql": "SELECT 1",
+        "freeze_command": [sys.executable, "-c", write],
+        "fence_timeout_s": 60,
+    }
+    stack.config_path.write_text(yaml.safe_dump(raw))
+    ack = stack.cli("dlq", "ack", "--note", "test: the customers the target refuses")
+    assert ack.returncode == 0, ack.stderr
+    r = stack.cli("cutover", "--json", timeout=300)
+    rep = json.loads(r.stdout)
+    steps = {g["name"]: g for g in rep["gates"]}
+    assert steps["verify"]["ok"], steps["verify"]
+    assert "crm.customers by" in steps["verify"]["detail"], steps["verify"]["detail"]
+    assert rep["go"], rep["gates"]
+    dead = dead_letters(stack)
+    assert dead[("public.customers", 9)][0] == "target", dead
+    assert dead[("public.customers", 4)][0] == "target", dead
