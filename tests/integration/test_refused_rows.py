@@ -78,7 +78,7 @@ MAPPING = {
 TABLES = ["public.customers", "public.orders"]
 
 
-def _dead(stack: Any) -> dict[tuple[str, int], tuple[str, str]]:
+def dead_letters(stack: Any) -> dict[tuple[str, int], tuple[str, str]]:
     with stack.tgt() as c:
         return {
             (t, key[0]): (rule, reason)
@@ -102,8 +102,10 @@ def _verify(stack: Any) -> dict[str, Any]:
     return rep
 
 
-def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> None:
-    stack.sql(LEGACY)
+def started(stack: Any, *legacy: str) -> None:
+    """The customers and orders (and the ``legacy`` SQL after them) synced to the target."""
+    for q in (LEGACY, *legacy):
+        stack.sql(q)
     with stack.tgt() as c:
         c.execute(TARGET)
     stack.write_config(TABLES, mapping=MAPPING)
@@ -111,12 +113,16 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     stack.start("sync")
     stack.fence(timeout=180)
 
+
+def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> None:
+    started(stack)
+
     # the load: 2 (a CHECK dividing by its age 0: SQLSTATE 22012, a data exception), 3 (the
     # email domain's CHECK), 4 (age < 0) refused: the mapping knows none; order 11 of the
     # refused customer 2 is a dead letter of its references rule (its parent left)
     assert _ids(stack, "crm.customers") == {1, 5}
     assert _ids(stack, "crm.orders") == {10, 12}
-    dead = _dead(stack)
+    dead = dead_letters(stack)
     assert set(dead) == {
         ("public.customers", 2),
         ("public.customers", 3),
@@ -140,7 +146,7 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     )
     stack.fence(timeout=120)
     assert _ids(stack, "crm.customers") == {1, 5, 8}
-    dead = _dead(stack)
+    dead = dead_letters(stack)
     assert dead[("public.customers", 7)][0] == "target"
     assert "age_not_negative" in dead[("public.customers", 7)][1]
     assert "customers_email_unique" in dead[("public.customers", 6)][1]
@@ -170,7 +176,7 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     out = json.loads(r.stdout)
     assert out["selected"] == 6 and out["still_failing"] == 6, out
     assert out["still_failing_by_rule"]["target"] == 5, out
-    assert len(_dead(stack)) == 6
+    assert len(dead_letters(stack)) == 6
 
     # fixed in the target: the replay applies them, and their child with them
     with stack.tgt() as c:
@@ -185,7 +191,7 @@ def test_refused_rows_are_dead_letters_and_replay_after_the_fix(stack: Any) -> N
     assert out["selected"] == 6 and out["still_failing"] == 0, out
     assert _ids(stack, "crm.customers") == {1, 2, 3, 4, 5, 6, 7, 8}
     assert _ids(stack, "crm.orders") == {10, 11, 12}
-    assert not _dead(stack)
+    assert not dead_letters(stack)
     _verify(stack)
 
 
@@ -238,7 +244,7 @@ def test_a_refused_golden_record_dead_letters_the_member_that_made_it(stack: Any
     with stack.tgt() as c:
         rows = dict(c.execute("SELECT legacy_id, level FROM crm.people").fetchall())
     assert rows == {1: 3, 3: 4}, rows
-    dead = _dead(stack)
+    dead = dead_letters(stack)
     assert set(dead) == {("public.people", 2)}, dead
     assert dead[("public.people", 2)][0] == "target"
     assert "level_not_negative" in dead[("public.people", 2)][1]
@@ -294,7 +300,7 @@ def test_a_delete_passes_a_not_null_domain_on_a_non_key_column(stack: Any) -> No
         assert c.execute("SELECT email FROM crm.members WHERE legacy_id = 1").fetchone() == (
             "a2@example.com",
         )
-    dead = _dead(stack)
+    dead = dead_letters(stack)
     assert set(dead) == {("public.members", 4)}, dead
     assert dead[("public.members", 4)][0] == "target"
     assert all(p.alive() for p in stack.procs), [p.tail() for p in stack.procs]

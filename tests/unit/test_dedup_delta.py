@@ -17,7 +17,7 @@ from crossfade.mapping.dedup import Deduper
 from crossfade.mapping.engine import Mapper
 from crossfade.verify.dedup_delta import closure, dedup_why
 from crossfade.verify.delta import DedupBase, DeltaBase, Unsafe
-from crossfade.verify.mapped_delta import why_full
+from crossfade.verify.delta_plan import why_full
 
 SPEC = DedupSpec.model_validate(
     {

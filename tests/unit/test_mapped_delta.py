@@ -1,6 +1,8 @@
 """The delta of mapped targets (crossfade.verify.mapped_delta) without a database: which targets
 it can compute, which go to the full compare and why, and the closure of the affected keys
-(children of a changed parent, parents read on demand for the ``references`` rules)."""
+(children of a changed parent, parents read on demand for the ``references`` rules), and the
+rows the target refused (dead letters of rule ``target``: rejected, as the full verify counts
+them)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ import pytest
 from crossfade.config.mapping import MappingConfig
 from crossfade.mapping.engine import Mapped, Mapper, Rejected
 from crossfade.verify import mapped_delta
-from crossfade.verify.mapped_delta import Delta, _spread, plain_column, target_of, why_full
+from crossfade.verify.delta_plan import plain_column, spread, target_of, why_full
+from crossfade.verify.mapped_delta import Delta
 
 CRM: dict[str, Any] = {
     "tables": {
@@ -111,13 +114,13 @@ def test_what_the_delta_cannot_compute_goes_to_the_full_compare(
 def test_a_full_target_takes_its_parents_and_children_along() -> None:
     m = _mapper(CRM)
     targets = ["crm.people", "crm.notes"]
-    assert _spread(m, targets, {"crm.notes": "counts"})["crm.people"].startswith(
+    assert spread(m, targets, {"crm.notes": "counts"})["crm.people"].startswith(
         "parent of crm.notes"
     )
-    assert _spread(m, targets, {"crm.people": "counts"})["crm.notes"].startswith(
+    assert spread(m, targets, {"crm.people": "counts"})["crm.notes"].startswith(
         "child of crm.people"
     )
-    assert _spread(m, targets, {}) == {}
+    assert spread(m, targets, {}) == {}
 
 
 class _Memory(Delta):
@@ -127,6 +130,7 @@ class _Memory(Delta):
         settings: Any = SimpleNamespace(sync=SimpleNamespace(bookkeeping_schema="crossfade"))
         super().__init__(settings, mapper, None, None, ["crm.people", "crm.notes"])
         self.legacy = legacy
+        self.refused = {s: set() for s in legacy}  # no dead letters of rule target
         self.lookups: list[tuple[str, tuple[str, ...]]] = []
 
     def lookup(
@@ -207,3 +211,43 @@ def test_the_parents_of_many_changed_children_are_read_in_one_lookup(
         "[50]": Mapped,
         "[60]": Rejected,
     }
+
+
+def test_a_row_the_target_refused_is_rejected_and_its_child_with_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A row the mapping passes but the target refused (sync.refused) is a dead letter, as the
+    full verify counts it: not expected in the target, and no parent to its children. The
+    ledger's dead letters of rule ``target`` are read once per legacy table, not per row."""
+    monkeypatch.setattr(mapped_delta, "children_of_values", lambda *_a: [])
+    reads: list[tuple[str, str]] = []
+
+    def dead_letters_of_rule(_conn: Any, _schema: str, source: str, rule: str) -> set[str]:
+        reads.append((source, rule))
+        return {"[3]"} if source == "public.members" else set()
+
+    monkeypatch.setattr(mapped_delta, "dead_letters_of_rule", dead_letters_of_rule, raising=False)
+    legacy = {
+        "public.members": [{"id": i, "full_name": "x y", "active": True} for i in (1, 3, 4)],
+        "public.notes": [
+            {"id": 10, "member_id": 1, "body": "a"},
+            {"id": 30, "member_id": 3, "body": "c"},
+            {"id": 31, "member_id": 3, "body": "d"},
+        ],
+    }
+    d = _Memory(_mapper(CRM), legacy)
+    d.refused.clear()  # read through the ledger (faked above)
+    d.add_rows("public.members", legacy["public.members"])
+    d.add_rows("public.notes", legacy["public.notes"])
+    got = d.outcomes[("public.members", "[3]")]
+    assert isinstance(got, Rejected) and got.rule == "target", got
+    assert isinstance(d.outcomes[("public.members", "[1]")], Mapped)
+    assert isinstance(d.outcomes[("public.members", "[4]")], Mapped)
+    # its notes: their parent is not in the target (the full verify's key sets lack it too)
+    assert isinstance(d.outcomes[("public.notes", "[30]")], Rejected)
+    assert isinstance(d.outcomes[("public.notes", "[31]")], Rejected)
+    assert isinstance(d.outcomes[("public.notes", "[10]")], Mapped)
+    assert ("3",) in d.affected["crm.people"]
+    assert {v["legacy_id"] for v in d.expected_values("crm.people")} == {1, 4}
+    assert {v["legacy_id"] for v in d.expected_values("crm.notes")} == {10}
+    assert sorted(reads) == [("public.members", "target"), ("public.notes", "target")], reads

@@ -53,6 +53,38 @@ def test_a_rule_bound_that_is_neither_number_nor_date() -> None:
     ]
 
 
+def _bound(bound: str) -> str:
+    return TARGET.replace("COLUMNS", "{n: n}").replace("}]}}", ", rules: {n: {" + bound + "}}}]}}")
+
+
+@pytest.mark.parametrize(
+    ("bound", "want", "fine"),
+    [
+        (
+            "min: .nan",
+            "crm.x.n:min is NaN, which no value compares with (every value would pass)",
+            "min: 0",
+        ),
+        ("max: nan", "crm.x.n:max is NaN", "max: 2024-01-01"),
+        ("min: NaN", "crm.x.n:min is NaN", "min: -.inf"),
+        ("min: .inf", "crm.x.n:min is inf, which every finite number fails", "max: .inf"),
+        ("max: -.inf", "crm.x.n:max is -inf, which every finite number fails", "min: -.inf"),
+    ],
+)
+def test_a_rule_bound_no_value_compares_with_is_refused_at_load(
+    bound: str, want: str, fine: str
+) -> None:
+    """A NaN bound let every value through (every comparison with it is false); a ``min`` of
+    +inf or a ``max`` of -inf lets none: both are mistakes, said with the rule's name. A finite
+    bound loads, and so does an infinity that refuses only NaN (``max: .inf``)."""
+    (err,) = _errors(_bound(bound))
+    assert err.startswith("tables.public.a.targets.0 rule crm.x.n:"), err
+    assert want in err, err
+    which = bound.split(":")[0]
+    assert err.endswith(f", or leave {which} out") and "\n" not in err, err
+    assert MappingConfig.model_validate(yaml.safe_load(_bound(fine))).tables["public.a"]
+
+
 def test_a_region_code_yaml_reads_as_a_boolean_gets_a_hint() -> None:
     (err,) = _errors("defaults: {phone_region: NO}")
     assert err.startswith("defaults.phone_region expects text (got False")

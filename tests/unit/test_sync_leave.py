@@ -460,3 +460,33 @@ def test_a_leader_re_subscribing_asks_again_when_the_first_look_is_not_answered(
     assert w.group.resubscribe("broker epoch changed")
     assert waits == [consumer_mod.LEADER_LEAVE_GRACE_S]
     assert events == ["look", "look", "look", "close", "subscribe"]
+
+
+def test_a_leave_asks_again_when_the_first_look_is_not_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The look before a LeaveGroup (GroupMember.leave) from an admin client that predates a
+    broker reset is never answered; taken as "settled", the member left at once while the
+    group was rebalancing, and Tansu kept it as the rebalance's leader: the group never
+    assigned again. A look not answered is asked again (a new admin client, group_state):
+    the rebalance it reports is completed before the member leaves."""
+    w, events = _leaving(monkeypatch, "crossfade-sync-other-2", alone=False)
+    answers: list[tuple[str, str] | None] = [None, ("PreparingRebalance", "crossfade-sync-other-2")]
+
+    def group_state(timeout: float = 5.0) -> tuple[str, str] | None:
+        events.append("look")
+        return answers.pop(0) if answers else ("STABLE", "crossfade-sync-other-2")
+
+    monkeypatch.setattr(w.group, "group_state", group_state)
+    consumer = w.group.consumer
+
+    def poll(timeout: float) -> Any:
+        events.append("poll")
+        if events.count("poll") == 3:
+            w.group.on_assign(consumer, [])  # type: ignore[arg-type]  # the rebalance completed
+        return None
+
+    monkeypatch.setattr(consumer, "poll", poll)
+    w.group.leave()
+    assert events == ["look", "look", "poll", "poll", "poll", "close"], events
+    assert not w.group.left_in_group

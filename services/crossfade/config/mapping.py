@@ -40,6 +40,7 @@ transform name resolves and every built-in's argument fits is the engine's knowl
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable, Iterable
 from typing import Any, Literal
@@ -168,9 +169,11 @@ class ColumnRules(_Strict):
     """The text value must match this regular expression (``re.fullmatch``)."""
     min: float | dt.date | None = None
     """Smallest allowed value (numbers, dates). NaN (float or numeric) is within no range: it
-    fails ``min`` and ``max`` alike; the infinities compare as they are."""
+    fails ``min`` and ``max`` alike; the infinities compare as they are. A bound of NaN, or a
+    ``min`` of ``.inf``, is refused when the mapping loads (``min: -.inf`` refuses only NaN)."""
     max: float | dt.date | None = None
-    """Largest allowed value (NaN fails it, as ``min``)."""
+    """Largest allowed value (NaN fails it, as ``min``; a bound of NaN or ``-.inf`` is refused
+    when the mapping loads)."""
     enum: list[Any] | None = None
     """The value must be one of these."""
     min_length: int | None = Field(None, ge=0)
@@ -253,6 +256,28 @@ class TargetSpec(_Strict):
             if isinstance(spec, str):
                 _column(spec)
         return v
+
+    @model_validator(mode="after")
+    def _bounds(self) -> TargetSpec:
+        """A ``min``/``max`` no value can be compared with (NaN: every comparison is false, so
+        it let every value through) or that every number fails (``min: .inf``, ``max: -.inf``)
+        is a mistake, said when the mapping loads; ``max: .inf`` (refuses only NaN) is not."""
+        for col, r in self.rules.items():
+            for which, bound, void in (("min", r.min, math.inf), ("max", r.max, -math.inf)):
+                if not isinstance(bound, float):
+                    continue
+                if math.isnan(bound):
+                    raise ValueError(
+                        f"rule {self.table}.{col}:{which} is NaN, which no value compares "
+                        f"with (every value would pass): write a number or a date, or leave "
+                        f"{which} out"
+                    )
+                if bound == void:
+                    raise ValueError(
+                        f"rule {self.table}.{col}:{which} is {bound}, which every finite "
+                        f"number fails: write a finite bound, or leave {which} out"
+                    )
+        return self
 
     def column_specs(self) -> dict[str, ColumnSpec]:
         return {

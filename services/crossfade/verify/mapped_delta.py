@@ -23,7 +23,9 @@ Each affected key's expected row is computed from the legacy rows that make it (
 the target key, whose columns are plain copies of source columns: the mapping's inverse is a
 lookup), read at one repeatable-read snapshot, and compared with the target's row for that key
 only (:func:`crossfade.verify.mapped.compare_expected` with ``only``). The ledger outcomes of the
-entries involved are compared with the mapping's (the accounting of the changed entries).
+entries involved are compared with the mapping's (the accounting of the changed entries). A row
+the mapping passes but the target refused (a dead letter of rule ``target`` in the ledger now,
+:mod:`crossfade.sync.refused`) is rejected, as the full verify counts it (:meth:`Delta.outcome`).
 Deletes leave no ``xmin`` in legacy: a lost delete keeps its ledger entry and its target row, so
 each source table's legacy count must equal its ledger's accounted rows, and each target's rows
 the mapped entries of its sources (the ``row_counts`` gate's figures); when they do not add up
@@ -64,7 +66,7 @@ from crossfade.db import connect
 from crossfade.errors import ConfigError
 from crossfade.mapping.audit import prepare, read_only, tracked_references
 from crossfade.mapping.engine import (
-    CompiledTarget,
+    Failure,
     Filtered,
     KeySets,
     Mapped,
@@ -72,9 +74,11 @@ from crossfade.mapping.engine import (
     Outcome,
     Rejected,
 )
+from crossfade.sync.refused import RULE as REFUSED_RULE
 from crossfade.target.store.children import children_of_values
 from crossfade.target.store.ledger import (
     HELD_OUT,
+    dead_letters_of_rule,
     entries_written_since,
     ledger_counts,
     ledger_positions,
@@ -82,6 +86,16 @@ from crossfade.target.store.ledger import (
 from crossfade.verify.dedup_delta import DedupDelta, dedup_why, rows_problem
 from crossfade.verify.delta import DeltaBase, Unsafe
 from crossfade.verify.delta import norm_key as _norm
+from crossfade.verify.delta_plan import (
+    cast_in,
+    hashable,
+    plain_column,
+    references_of,
+    rel,
+    spread,
+    target_of,
+    why_full,
+)
 from crossfade.verify.mapped import (
     Expected,
     Key,
@@ -99,6 +113,8 @@ _ACCOUNTED = ("mapped", "replayed", "dead_letter", "filtered", "deferred", "pare
 DEFAULT_MAX_FRACTION = 0.2
 """A target with more affected keys than this fraction of its rows is compared in full."""
 _seq = itertools.count()
+_REFUSED = Failure(REFUSED_RULE, "target", "the target refused the row (a dead letter)")
+"""Why a row the mapping passes is rejected all the same (:meth:`Delta.outcome`)."""
 
 
 @dataclass
@@ -114,90 +130,6 @@ class MappedDelta:
     compare_seconds: float = 0.0
     sources: dict[str, list[str]] = field(default_factory=dict)
     """Per target (of every kind), its legacy tables."""
-
-
-def _hashable(v: Any) -> bool:
-    return v is not None and not isinstance(v, list | dict)
-
-
-def plain_column(ct: CompiledTarget, col: str) -> str | None:
-    """The source column target column ``col`` of ``ct`` copies unchanged (no transform, cast,
-    default or constant), or None: then no lookup finds the legacy rows that give a value."""
-    c = next((c for c in ct.columns if c.name == col), None)
-    if c is None:
-        return col if ct.copy_columns and col not in ct.consumed else None
-    spec = c.spec
-    if spec.is_const or len(c.sources) != 1 or c.steps or isinstance(spec.from_, list):
-        return None
-    if spec.default is not None:
-        return None
-    return c.sources[0]
-
-
-def target_of(mapper: Mapper, source: str, target: str) -> CompiledTarget:
-    return next(t for t in mapper.table(source).targets if t.table == target)
-
-
-def references_of(mapper: Mapper, target: str) -> list[tuple[str, str, str, str, Any]]:
-    """(source, column, parent target, parent column, reference) of every ``references`` rule of
-    ``target`` whose parent is mapped (the others are not evaluated: no key set tracks them)."""
-    out = []
-    for s in mapper.sources_of(target):
-        for col, r, _checks in target_of(mapper, s, target).rules:
-            ref = r.reference if r is not None else None
-            if ref is not None and mapper.sources_of(ref.table):
-                out.append((s, col, ref.table, ref.column, ref))
-    return out
-
-
-def why_full(mapper: Mapper, target: str, seen: frozenset[str] = frozenset()) -> str | None:
-    """Why ``target``'s delta cannot be computed (None: it can): see the module's docstring."""
-    for s in mapper.sources_of(target):
-        if mapper.table(s).identity:
-            return f"{s} is copied as it is into it (not through the mapping)"
-        ct = target_of(mapper, s, target)
-        if ct.key is None:
-            return f"no target key known from {s}"
-        for k in ct.key:
-            if plain_column(ct, k) is None:
-                return f"key column {k} is computed from {s} (no lookup by key)"
-    for s, col, parent, pcol, ref in references_of(mapper, target):
-        if parent in mapper.config.dedup and target in mapper.config.dedup:
-            return f"deduplicated and refers to deduplicated {parent}"
-        left = ref.on_parent_left or mapper.config.defaults.on_parent_left
-        if left == "keep":
-            return f"{col} refers to {parent} under on_parent_left: keep"
-        if plain_column(target_of(mapper, s, target), col) is None:
-            return f"reference column {col} is computed from {s}"
-        if parent == target or parent in seen:
-            return f"references form a cycle through {parent}"
-        for ps in mapper.sources_of(parent):
-            pt = target_of(mapper, ps, parent)
-            if plain_column(pt, pcol) is None:
-                return f"{parent}.{pcol} (referred to by {col}) is computed from {ps}"
-            if pcol not in (pt.key or ()):
-                # a parent gone from both sides leaves its key (ledger), not its other values:
-                # its children could not be found
-                return f"{col} refers to {parent}.{pcol}, not its key"
-        up = why_full(mapper, parent, seen | {target})
-        if up is not None and up.startswith("references form a cycle"):
-            return up
-    return None
-
-
-def _cast_in(shape: TableShape, cols: tuple[str, ...]) -> tuple[sql.Composable, sql.Composable]:
-    """``unnest(%s::text[]::t1[], ...) AS w(c1, ...)`` and ``(r.c1, ...)`` for a lookup."""
-    arrays = sql.SQL(", ").join(
-        sql.SQL("%s::text[]::{}[]").format(sql.SQL(shape.column(c).type_sql)) for c in cols
-    )
-    names = sql.SQL(", ").join(map(sql.Identifier, cols))
-    unnest = sql.SQL("unnest({}) AS w({})").format(arrays, names)
-    row = sql.SQL(", ").join(sql.SQL("r.{}").format(sql.Identifier(c)) for c in cols)
-    return unnest, row
-
-
-def _rel(table: str) -> sql.Composable:
-    return sql.SQL("{}.{}").format(*map(sql.Identifier, table.split(".", 1)))
 
 
 class Delta:
@@ -223,6 +155,8 @@ class Delta:
         self.entries: dict[str, set[str]] = defaultdict(set)
         """source -> ledger entries whose outcome is compared."""
         self.unsafe: dict[str, str] = {}
+        self.refused: dict[str, set[str]] = {}
+        """source -> its entries the target refused (:meth:`refused_of`)."""
         self._parents: dict[tuple[str, str, Key], bool | None] = {}
         self._asked: dict[tuple[str, str], set[Any]] = defaultdict(set)
         self._fetched: dict[tuple[str, str], dict[Any, list[dict[str, Any]]]] = defaultdict(dict)
@@ -271,9 +205,9 @@ class Delta:
             return []
         if source not in self.src_shapes:
             self.src_shapes[source] = self.shape_of(self.src, source)
-        unnest, row = _cast_in(self.src_shapes[source], cols)
+        unnest, row = cast_in(self.src_shapes[source], cols)
         q = sql.SQL("SELECT * FROM {} r WHERE ({}) IN (SELECT * FROM {})").format(
-            _rel(source), row, unnest
+            rel(source), row, unnest
         )
         params = [[str(v[i]) for v in values] for i in range(len(cols))]
         try:
@@ -295,7 +229,7 @@ class Delta:
                 sc = plain_column(ct, col) if ref is not None else None
                 if ref is None or sc is None or (ref.table, ref.column) not in self.tracked:
                     continue
-                values = {row[sc] for row in rows if _hashable(row.get(sc))}
+                values = {row[sc] for row in rows if hashable(row.get(sc))}
                 for ps in self.mapper.sources_of(ref.table):
                     psc = plain_column(target_of(self.mapper, ps, ref.table), ref.column)
                     todo = [
@@ -306,22 +240,34 @@ class Delta:
                     found = self.lookup(ps, (psc,), [(v,) for v in todo])
                     self._asked[(ps, psc)].update(todo)
                     for p in found:
-                        if _hashable(p[psc]):
+                        if hashable(p[psc]):
                             self._fetched[(ps, psc)].setdefault(p[psc], []).append(p)
                     self.prefetch(ps, found, depth + 1)
 
     def _prefetched(self, source: str, col: str, value: Any) -> list[dict[str, Any]] | None:
         """The rows :meth:`prefetch` read for ``value`` (equal as Python compares, as the key
         sets of the references rules do), or None when it did not ask for it."""
-        if not _hashable(value) or value not in self._asked[(source, col)]:
+        if not hashable(value) or value not in self._asked[(source, col)]:
             return None
         return self._fetched[(source, col)].get(value, [])
 
     def outcome(self, source: str, row: dict[str, Any]) -> Outcome:
+        """The mapping's outcome of a legacy row; a row it maps but the target refused (a dead
+        letter of rule ``target`` in the ledger now, :mod:`crossfade.sync.refused`) is rejected,
+        as the full verify counts it: a dead letter, not expected in the target."""
         e = (source, self.entry(source, row))
         if e not in self.outcomes:
-            self.outcomes[e] = self.mapper.map_row(source, row, parents=self)
+            out = self.mapper.map_row(source, row, parents=self)
+            if isinstance(out, Mapped) and e[1] in self.refused_of(source):
+                out = Rejected(source, out.source_key, (_REFUSED,), out.rows)
+            self.outcomes[e] = out
         return self.outcomes[e]
+
+    def refused_of(self, source: str) -> set[str]:
+        """The entries of ``source`` the target refused, read once per table."""
+        if source not in self.refused:
+            self.refused[source] = dead_letters_of_rule(self.tgt, self.bk, source, REFUSED_RULE)
+        return self.refused[source]
 
     def __call__(self, table: str, column: str, value: Any) -> bool | None:
         """Whether the mapping makes a row of ``table`` with ``column`` = ``value`` (the parent
@@ -402,7 +348,7 @@ class Delta:
         snap_s, snap_t = base.snapshots["source"], base.snapshots["target"]
         for s in self.sources:
             mine = [t for t in targets_of(self.mapper, [s]) if t in self.affected]
-            q = sql.SQL("SELECT * FROM {} r WHERE {}").format(_rel(s), written_since(snap_s))
+            q = sql.SQL("SELECT * FROM {} r WHERE {}").format(rel(s), written_since(snap_s))
             with self.src.cursor(name=f"cf_delta_{next(_seq)}") as cur:
                 cur.itersize = 2000
                 cur.execute(q)
@@ -423,7 +369,7 @@ class Delta:
                 sql.SQL("r.{}").format(sql.Identifier(k)) for k in self.keys[t]
             )
             for k in self.tgt.execute(
-                sql.SQL("SELECT {} FROM {} r WHERE {}").format(keys, _rel(t), written_since(snap_t))
+                sql.SQL("SELECT {} FROM {} r WHERE {}").format(keys, rel(t), written_since(snap_t))
             ):
                 self.add_key(t, tuple(k))
             for k in base.mapped_keys.get(t, set()):
@@ -480,7 +426,7 @@ class Delta:
         shape = self.tgt_shapes.get(t) or self.shape_of(self.tgt, t)
         self.tgt_shapes[t] = shape
         texts = [tuple(None if v is None else str(v) for v in k) for k in keys]
-        held = rows_of(self.tgt, _rel(t), shape, self.keys[t], [col], texts)
+        held = rows_of(self.tgt, rel(t), shape, self.keys[t], [col], texts)
         return [r[0] for r in held.values() if r is not None]
 
     def add_children(self, t: str, ks: set[Key]) -> None:
@@ -502,7 +448,7 @@ class Delta:
 
     # -- accounting, counts, comparison --------------------------------------------------------
     def count(self, conn: Any, table: str) -> int:
-        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_rel(table))).fetchone()
+        row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel(table))).fetchone()
         return int(row[0]) if row else 0
 
     def accounts(self, sources: list[str]) -> dict[str, SourceAccount]:
@@ -610,36 +556,6 @@ class Delta:
         return res, expected
 
 
-def _spread(mapper: Mapper, targets: list[str], full: dict[str, str]) -> dict[str, str]:
-    """``full`` and every target sharing a legacy table with one of them (the full pass compares
-    every target of the tables it reads), the parents their ``references`` rules name (the
-    full pass sees a parent's keys only when it maps the parent's tables) and their children."""
-    out = dict(full)
-    grew = True
-    while grew:
-        grew = False
-        for t in targets:
-            if t in out:
-                continue
-            for s in mapper.sources_of(t):
-                other = next((u for u in out if s in mapper.sources_of(u)), None)
-                if other is not None:
-                    out[t] = f"shares {s} with {other}, compared in full"
-                    grew = True
-                    break
-        for child in targets:
-            for _s, _col, parent, _pcol, _ref in references_of(mapper, child):
-                if child in out and parent in targets and parent not in out:
-                    out[parent] = f"parent of {child}, compared in full with it"
-                    grew = True
-                elif parent in out and child not in out:
-                    # a parent's lost delete shows only in its counts: its children's rows
-                    # follow it without an xmin of their own
-                    out[child] = f"child of {parent}, compared in full with it"
-                    grew = True
-    return out
-
-
 def run_delta(
     settings: Settings,
     sources: list[str],
@@ -659,7 +575,7 @@ def run_delta(
             for t in targets
             if (w := why_full(mapper, t) or dedup_why(mapper, base, t, targets))
         }
-        full = _spread(mapper, targets, reasons)
+        full = spread(mapper, targets, reasons)
         d = Delta(settings, mapper, src, tgt, [t for t in targets if t not in full])
         try:
             for t in d.targets:
@@ -676,7 +592,7 @@ def run_delta(
             why = d.unsafe.get(t) or d.counts_problem(t, accounted)
             if why is not None:
                 full[t] = why
-        full = _spread(mapper, targets, full)
+        full = spread(mapper, targets, full)
         c0 = time.monotonic()
         results, expected, compared = {}, {}, {}
         for t in sorted(d.targets, key=lambda t: t not in d.golden):  # deduplicated first
@@ -684,7 +600,7 @@ def run_delta(
                 results[t], expected[t] = d.compare(t)
                 compared[t] = len(d.affected[t])
             if t in d.golden and t not in full and (why := rows_problem(d, t, results[t])):
-                full = _spread(mapper, targets, {**full, t: why})
+                full = spread(mapper, targets, {**full, t: why})
         results = {t: r for t, r in results.items() if t not in full}
         c1 = time.monotonic()
         accounts = d.accounts(
