@@ -39,7 +39,12 @@ def _delta(stack: Stack, base: Any) -> dict[str, Any]:
 
 
 def _account(table: Any, source: str) -> dict[str, Any]:
+    """The account of ``source`` in ``table``'s report: partial (the entries the delta compared)
+    and closing (legacy's rows are the ledger's; it said ``closes: false`` before, legacy's
+    whole count against the few entries involved)."""
     (acc,) = [a for a in table.mapped["accounting"] if a["table"] == source]
+    assert acc["closes"] and acc.get("partial"), acc
+    assert acc["source_rows"] == acc["accounted"] > acc["mapped"] + acc["rejected"], acc
     return acc
 
 
