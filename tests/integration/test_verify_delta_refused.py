@@ -39,7 +39,12 @@ def _delta(stack: Stack, base: Any) -> dict[str, Any]:
 
 
 def _account(table: Any, source: str) -> dict[str, Any]:
+    """The account of ``source`` in ``table``'s report: partial (the entries the delta compared)
+    and closing (legacy's rows are the ledger's; it said ``closes: false`` before, legacy's
+    whole count against the few entries involved)."""
     (acc,) = [a for a in table.mapped["accounting"] if a["table"] == source]
+    assert acc["closes"] and acc.get("partial"), acc
+    assert acc["source_rows"] == acc["accounted"] >= acc["mapped"] + acc["rejected"], acc
     return acc
 
 
@@ -148,3 +153,55 @@ def test_a_cutover_verifies_a_row_refused_inside_its_freeze_as_a_dead_letter(sta
     dead = dead_letters(stack)
     assert dead[("public.customers", 9)][0] == "target", dead
     assert dead[("public.customers", 4)][0] == "target", dead
+
+
+def test_the_delta_verify_leaves_a_refused_member_out_of_its_duplicate_group(
+    stack: Stack,
+) -> None:
+    """A deduplicated target: a member whose golden record the target refuses is a dead letter
+    (sync regroups without it, crossfade.sync.refused); the dedup delta regroups only mapped
+    members (crossfade.verify.dedup_delta), so the refused one must be out of its group there
+    too. Since the full verify: a newest member with a level the CHECK refuses joins group b
+    (its golden record stays the older member's), one refused in the load changes and is still
+    refused (the newest of group a), a good member joins group a. The delta passes by its
+    changes, the refused members counted as dead letters; with them in their groups, the
+    delta's expected rows did not add up to the target's and it went to the full compare."""
+    from crossfade.verify.run import Verifier, delta_base
+    from tests.integration.test_refused_rows import dedup_started
+
+    dedup_started(  # and members alone, so the delta's few keys stay under its max_fraction
+        stack,
+        "INSERT INTO public.people SELECT g, 'bulk' || g || '@example.com', 1, '2024-01-01' "
+        f"FROM generate_series({BULK[0]}, {BULK[-1]}) g",
+    )
+    full = Verifier(stack.settings, fence_timeout=60)
+    rep = full.run()
+    assert rep.match, [t.as_dict() for t in rep.tables if not t.match]
+    base = delta_base(full)
+    assert base is not None and "crm.people" in base.dedup
+
+    stack.sql(
+        "INSERT INTO public.people VALUES (5, 'b@example.com', -2, '2024-03-01'),"
+        " (4, 'a@example.com', 7, '2024-02-01');"
+        "UPDATE public.people SET updated_at = '2024-03-02' WHERE id = 2"  # still the newest of a
+    )
+    stack.fence(timeout=120)
+    dead = dead_letters(stack)
+    assert {k for k, (rule, _why) in dead.items() if rule == "target"} == {
+        ("public.people", 2),
+        ("public.people", 5),
+    }, dead
+    with stack.tgt() as c:
+        rows = dict(
+            c.execute("SELECT legacy_id, level FROM crm.people WHERE legacy_id < 100").fetchall()
+        )
+    assert rows == {1: 7, 3: 4}, rows
+
+    rep = Verifier(stack.settings, fence_recheck=False, changed_since=base).run(record=False)
+    (people,) = rep.tables
+    assert people.mapped["compared"] == "changes since the full verify", people.as_dict()
+    assert people.delta_keys is not None and 4 <= people.delta_keys < 20, people.as_dict()
+    assert (people.missing, people.extra, people.different) == (0, 0, 0), people.as_dict()
+    assert people.error is None and rep.match, people.as_dict()
+    acc = _account(people, "public.people")
+    assert acc["rejected"] == acc["dead_letters"] == 2, acc

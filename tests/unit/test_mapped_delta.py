@@ -251,3 +251,39 @@ def test_a_row_the_target_refused_is_rejected_and_its_child_with_it(
     assert {v["legacy_id"] for v in d.expected_values("crm.people")} == {1, 4}
     assert {v["legacy_id"] for v in d.expected_values("crm.notes")} == {10}
     assert sorted(reads) == [("public.members", "target"), ("public.notes", "target")], reads
+
+
+def test_the_accounts_of_a_delta_are_partial_and_close_by_the_ledgers_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A verify of the changes accounts for the entries involved only, so its legacy count is
+    checked against the rows sync's ledger accounts for (the delta's count check), not against
+    those few entries: with nothing wrong the account closes (it said ``closes: false`` before,
+    legacy's 6 rows against 2 entries); a lost delete (the ledger holds a row legacy lost) or an
+    entry whose outcome disagrees does not, and says so."""
+    monkeypatch.setattr(mapped_delta, "children_of_values", lambda *_a: [])
+    recorded = {"[1]": (6, "mapped", None), "[2]": (7, "filtered", "inactive")}
+    monkeypatch.setattr(
+        mapped_delta, "ledger_positions", lambda _c, _s, _t, es: {e: recorded[e] for e in es}
+    )
+    members = [{"id": i, "full_name": "x y", "active": i != 2} for i in range(1, 7)]
+    d = _Memory(_mapper(CRM), {"public.members": members, "public.notes": []})
+    monkeypatch.setattr(d, "count", lambda _conn, table: len(d.legacy[table]))
+    d.add_rows("public.members", members[:2])  # members 1 and 2 changed since the full verify
+
+    accounted = {"public.members": {"mapped": 5, "filtered": 1}}
+    acc = d.accounts(["public.members"], accounted)["public.members"]
+    assert (acc.mapped, acc.filtered, acc.ledger_filtered) == (1, {"[2]"}, {"[2]"})
+    assert acc.closes and acc.problem() is None, acc
+    shown = acc.as_dict()
+    assert shown["closes"] and shown["partial"], shown
+    assert (shown["source_rows"], shown["accounted"]) == (6, 6), shown
+
+    lost = {"public.members": {"mapped": 6, "filtered": 1}}  # a delete sync never applied
+    acc = d.accounts(["public.members"], lost)["public.members"]
+    assert not acc.closes and acc.as_dict()["closes"] is False
+    assert acc.problem() == "public.members: 6 legacy rows, 7 accounted for", acc.problem()
+
+    recorded["[2]"] = (7, "mapped", None)  # sync mapped the row the mapping filters now
+    acc = d.accounts(["public.members"], accounted)["public.members"]
+    assert not acc.closes and "filtered rows differ" in (acc.problem() or "")

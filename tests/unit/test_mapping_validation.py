@@ -85,6 +85,74 @@ def test_a_rule_bound_no_value_compares_with_is_refused_at_load(
     assert MappingConfig.model_validate(yaml.safe_load(_bound(fine))).tables["public.a"]
 
 
+@pytest.mark.parametrize(
+    ("bounds", "want", "fine"),
+    [
+        ("min: 10, max: 1", "crm.x.n:min is 10.0, above its max 1.0", "min: 1, max: 1"),
+        (
+            "min: 2024-02-01, max: 2024-01-01",
+            "crm.x.n:min is 2024-02-01, above its max 2024-01-01",
+            "min: 2024-01-01, max: 2024-02-01",
+        ),
+    ],
+)
+def test_a_rule_whose_min_is_above_its_max_is_refused_at_load(
+    bounds: str, want: str, fine: str
+) -> None:
+    """``min`` above ``max`` (swapped, or one mistyped) is a range every value fails: every row
+    would be rejected under the rule. Said when the mapping loads, naming the rule; equal bounds
+    (one value allowed) and an open range load."""
+    (err,) = _errors(_bound(bounds))
+    assert err.startswith("tables.public.a.targets.0 rule crm.x.n:"), err
+    assert want in err and "\n" not in err, err
+    assert err.endswith("which every value fails: swap them, or correct the one mistyped")
+    assert MappingConfig.model_validate(yaml.safe_load(_bound(fine))).tables["public.a"]
+
+
+def _filter(condition: str) -> str:
+    return (
+        "tables: {public.a: {filters: [{name: f, when: [{column: x, "
+        + condition
+        + "}]}], targets: [{table: crm.x, columns: {n: n}}]}}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("condition", "want"),
+    [
+        ("lt: .nan", "condition on x: lt is NaN, which no value compares with"),
+        ("ge: .NAN", "condition on x: ge is NaN"),
+        ("eq: .NaN", "condition on x: eq is NaN"),
+        ("ne: .nan", "condition on x: ne is NaN"),
+        ("in: [1, .nan]", "condition on x: in holds NaN"),
+        ("not_in: [.nan]", "condition on x: not_in holds NaN"),
+    ],
+)
+def test_a_filter_literal_of_nan_is_refused_at_load(condition: str, want: str) -> None:
+    """Every comparison with NaN is false: ``lt: .nan`` would filter no row, ``ne: .nan`` every
+    row, silently. Refused when the mapping loads, one line naming the condition."""
+    (err,) = _errors(_filter(condition))
+    assert err.startswith("tables.public.a.filters.0.when.0 " + want), err
+    assert err.endswith("write a number, or leave the condition out") and "\n" not in err, err
+    assert MappingConfig.model_validate(yaml.safe_load(_filter("lt: .inf")))
+
+
+@pytest.mark.parametrize(("test", "value"), [("lt", "NaN"), ("gt", "nan"), ("in", ["1", "NaN"])])
+def test_a_filter_literal_read_as_nan_for_a_number_column_is_refused(test: str, value: Any) -> None:
+    """Text the schema check converts to the column's number type (``"NaN"`` for a numeric
+    column) must not become a NaN literal either; text ``"NaN"`` for a text column is text."""
+    c = Condition.model_validate({"column": "x", test: value})
+    rep = _report()
+    literals.check_condition(c, "numeric", "public.a.x", "numeric", "filters[0].when[0]", rep)
+    assert len(rep.errors) == 1, rep.errors
+    (err,) = rep.errors
+    assert err.lower().startswith("filters[0].when[0]: 'nan' read as numeric: "), err
+    assert "NaN, which no value compares with" in err, err
+    rep = _report()
+    literals.check_condition(c, "text", "public.a.x", "text", "filters[0].when[0]", rep)
+    assert not rep.errors, rep.errors
+
+
 def test_a_region_code_yaml_reads_as_a_boolean_gets_a_hint() -> None:
     (err,) = _errors("defaults: {phone_region: NO}")
     assert err.startswith("defaults.phone_region expects text (got False")

@@ -40,6 +40,7 @@ transform name resolves and every built-in's argument fits is the engine's knowl
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -170,10 +171,11 @@ class ColumnRules(_Strict):
     min: float | dt.date | None = None
     """Smallest allowed value (numbers, dates). NaN (float or numeric) is within no range: it
     fails ``min`` and ``max`` alike; the infinities compare as they are. A bound of NaN, or a
-    ``min`` of ``.inf``, is refused when the mapping loads (``min: -.inf`` refuses only NaN)."""
+    ``min`` of ``.inf``, is refused when the mapping loads (``min: -.inf`` refuses only NaN),
+    and so is a ``min`` above the ``max``."""
     max: float | dt.date | None = None
-    """Largest allowed value (NaN fails it, as ``min``; a bound of NaN or ``-.inf`` is refused
-    when the mapping loads)."""
+    """Largest allowed value (NaN fails it, as ``min``; a bound of NaN or ``-.inf``, or below
+    the ``min``, is refused when the mapping loads)."""
     enum: list[Any] | None = None
     """The value must be one of these."""
     min_length: int | None = Field(None, ge=0)
@@ -277,6 +279,11 @@ class TargetSpec(_Strict):
                         f"rule {self.table}.{col}:{which} is {bound}, which every finite "
                         f"number fails: write a finite bound, or leave {which} out"
                     )
+            if _above(r.min, r.max):
+                raise ValueError(
+                    f"rule {self.table}.{col}:min is {r.min}, above its max {r.max}, which "
+                    f"every value fails: swap them, or correct the one mistyped"
+                )
         return self
 
     def column_specs(self) -> dict[str, ColumnSpec]:
@@ -287,7 +294,9 @@ class TargetSpec(_Strict):
 
 
 class Condition(_Strict):
-    """One condition on a source column; a filter holds when all its conditions hold."""
+    """One condition on a source column; a filter holds when all its conditions hold. A literal
+    of NaN (``.nan``, or ``"NaN"`` for a number column) is refused when the mapping loads: no
+    value compares with it, so the filter would hold for every row or for none."""
 
     column: str
     """The source column tested."""
@@ -336,10 +345,53 @@ class Condition(_Strict):
             re.compile(self.matches)
         return self
 
+    @model_validator(mode="after")
+    def _no_nan(self) -> Condition:
+        """A literal of NaN compares with nothing (every comparison with it is false): the
+        filter would hold for every row or for none, silently. Said when the mapping loads."""
+        if self.test in _COMPARING:
+            value = getattr(self, self.test)
+            values = value if self.test in ("in_", "not_in") else [value]
+            if any(is_nan(v) for v in values or []):
+                raise ValueError(f"condition on {self.column}: {nan_literal(self.test)}")
+        return self
+
     @property
     def test(self) -> str:
         ((name,),) = [tuple(self.model_fields_set - {"column", "transforms"})]
         return name
+
+
+_COMPARING = ("eq", "ne", "in_", "not_in", "lt", "le", "gt", "ge")
+"""The tests of a :class:`Condition` that compare the value with a literal (or a list)."""
+
+
+def nan_literal(test: str) -> str:
+    """Why a filter's literal of NaN is refused (at load, or converted from text by the schema
+    check: :mod:`crossfade.mapping.literals`)."""
+    what = "holds" if test in ("in_", "not_in") else "is"
+    return (
+        f"{test.rstrip('_')} {what} NaN, which no value compares with (the filter would hold "
+        "for every row or for none): write a number, or leave the condition out"
+    )
+
+
+def is_nan(v: Any) -> bool:
+    """A float or Decimal NaN (YAML's ``.nan``; numeric's ``'NaN'``, quiet or signalling)."""
+    if isinstance(v, float):
+        return math.isnan(v)
+    return isinstance(v, decimal.Decimal) and v.is_nan()
+
+
+def _above(lo: float | dt.date | None, hi: float | dt.date | None) -> bool:
+    """``min`` above ``max`` (of one kind: a number and a date are the schema check's to
+    refuse, :mod:`crossfade.mapping.literals`)."""
+    if lo is None or hi is None or isinstance(lo, float) != isinstance(hi, float):
+        return False
+    try:
+        return bool(lo > hi)  # type: ignore[operator]
+    except TypeError:  # a date against a datetime
+        return False
 
 
 class FilterSpec(_Strict):

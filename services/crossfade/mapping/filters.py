@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from crossfade.config.mapping import is_nan
 from crossfade.mapping.transforms import Transform, TransformError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ def out_of_range(v: Any, lo: Any, hi: Any) -> str | None:
     None when it is within. NaN is within no range: every comparison with a float NaN is false
     and one with a Decimal NaN (numeric 'NaN') raises InvalidOperation, so it is said first.
     The infinities compare as they are: below or above any finite bound."""
-    if _is_nan(v):
+    if is_nan(v):
         return f"{v!r} is not a number (NaN): within no min/max range"
     low, high = comparable(lo, v), comparable(hi, v)
     try:
@@ -58,12 +58,6 @@ def out_of_range(v: Any, lo: Any, hi: Any) -> str | None:
     except (TypeError, decimal.InvalidOperation):
         return f"{v!r} cannot be compared with {lo}..{hi}"
     return None
-
-
-def _is_nan(v: Any) -> bool:
-    if isinstance(v, float):
-        return math.isnan(v)
-    return isinstance(v, decimal.Decimal) and v.is_nan()  # quiet and signalling
 
 
 class FilterError(ValueError):

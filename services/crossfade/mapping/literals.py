@@ -22,6 +22,7 @@ import decimal
 import uuid
 from typing import TYPE_CHECKING, Any, Protocol
 
+from crossfade.config.mapping import is_nan, nan_literal
 from crossfade.mapping.filters import value_kind
 
 if TYPE_CHECKING:
@@ -145,6 +146,10 @@ def check_condition(
             out.append(v)
             continue
         ok, conv = _convert(v, cat)
+        if ok and is_nan(conv):  # 'NaN' as text, a number for a numeric column
+            report.errors.append(f"{where}: {v!r} read as {type_sql}: {nan_literal(test)}")
+            out.append(v)
+            continue
         if ok and _fits(conv, cat):
             report.warnings.append(
                 f"{where}: {test.rstrip('_')} {v!r} is text and {column} is {type_sql}: "

@@ -117,6 +117,11 @@ _REFUSED = Failure(REFUSED_RULE, "target", "the target refused the row (a dead l
 """Why a row the mapping passes is rejected all the same (:meth:`Delta.outcome`)."""
 
 
+def ledger_rows(accounted: dict[str, dict[str, int]], source: str) -> int:
+    """The rows of ``source`` sync's ledger accounts for (``accounted``: :func:`ledger_counts`)."""
+    return sum(accounted.get(source, {}).get(o, 0) for o in _ACCOUNTED)
+
+
 @dataclass
 class MappedDelta:
     """What :func:`run_delta` found: the targets it compared by their affected keys (``run``,
@@ -451,11 +456,19 @@ class Delta:
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel(table))).fetchone()
         return int(row[0]) if row else 0
 
-    def accounts(self, sources: list[str]) -> dict[str, SourceAccount]:
-        """Per source, the mapping's and the ledger's outcomes of the entries involved only."""
+    def accounts(
+        self, sources: list[str], accounted: dict[str, dict[str, int]]
+    ) -> dict[str, SourceAccount]:
+        """Per source, the mapping's and the ledger's outcomes of the entries involved only: a
+        partial account, whose legacy count is checked against the rows the ledger accounts
+        for (``accounted``, per source and outcome: :func:`ledger_counts`)."""
         out = {}
         for s in sources:
-            acc = out[s] = SourceAccount(s, source_rows=self.count(self.src, s))
+            acc = out[s] = SourceAccount(
+                s,
+                source_rows=self.count(self.src, s),
+                ledger_rows=ledger_rows(accounted, s),
+            )
             entries = sorted(self.entries[s])
             for e in entries:
                 got = self.outcomes.get((s, e)) if e in self.rows[s] else None
@@ -480,7 +493,7 @@ class Delta:
         mapped = 0
         for s in self.mapper.sources_of(t):
             a = accounted.get(s, {})
-            n = sum(a.get(o, 0) for o in _ACCOUNTED)
+            n = ledger_rows(accounted, s)
             legacy = self.count(self.src, s)
             if legacy != n:
                 return f"{s} has {legacy} legacy rows, sync's ledger accounts for {n}"
@@ -604,7 +617,8 @@ def run_delta(
         results = {t: r for t, r in results.items() if t not in full}
         c1 = time.monotonic()
         accounts = d.accounts(
-            [s for s in d.sources if all(t not in full for t in targets_of(mapper, [s]))]
+            [s for s in d.sources if all(t not in full for t in targets_of(mapper, [s]))],
+            accounted,
         )
         src.rollback()
         tgt.rollback()
