@@ -51,7 +51,7 @@ from crossfade.errors import (
 from crossfade.events.decode import EPOCH_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import record_place
 from crossfade.events.model import ChangeEvent
-from crossfade.sync import refused
+from crossfade.sync import dead_epoch, refused
 from crossfade.sync.commit import BatchCommit, lock_owned
 from crossfade.sync.consumer import GroupMember
 from crossfade.sync.dead_letters import DeadLetterTopic
@@ -537,8 +537,11 @@ class SyncWorker:
         if not good:
             return
         if self._foreign_epoch(good):
-            self.group.reclaim_all()
-            return
+            epoch = self.epoch
+            if epoch is None or self.group.current_epoch() != epoch:
+                self.group.reclaim_all()  # the log was replaced (or cannot be told yet)
+                return
+            good = dead_epoch.pass_over(good, epoch)  # the same log: a dead capture's leftovers
         t0 = time.monotonic()
 
         def apply() -> None:  # a mapped row the target refuses: a dead letter (sync.refused)
