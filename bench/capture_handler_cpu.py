@@ -9,7 +9,8 @@ pgbench mix as the engine holds them (per transaction an UPDATE of pgbench_accou
 _branches and an INSERT into pgbench_history, Debezium 3.6's envelope and source block): each an
 ``EmbeddedEngineChangeEvent`` carrying the JSON converter's key and value text
 (``schemas.enable=false``, as capture runs it) and its ``SourceRecord`` (the schemas beside it).
-``ChangeProducer`` is capture's own, with the default ``python`` converter; its producer talks to
+``ChangeProducer`` is capture's own, with the ``python`` converter named (the JSON path these
+records take, whichever converter is the default); its producer talks to
 librdkafka's in-process mock cluster, so every record is produced, flushed and its delivery report
 checked as in a run (the mock broker's threads are not counted; the handler thread's CPU is
 ``time.thread_time`` of the thread calling ``handle``, JVM work on that thread included).
@@ -169,6 +170,7 @@ def _producer(state: Path) -> ChangeProducer:
         target={"dsn": "postgresql://u@127.0.0.1:1/target"},
         kafka={"bootstrap_servers": "127.0.0.1:1", "topic_prefix": PREFIX},
         tables=[f"public.{t}" for t in TABLES],
+        capture={"converter": "python"},
     )
     prod = ChangeProducer(settings, _Publisher(), {f"{PREFIX}.public.{t}": 4 for t in TABLES})  # type: ignore[arg-type]
     prod.producer = Producer(

@@ -22,6 +22,7 @@ def _settings(**kafka: Any) -> Settings:
         target={"dsn": "postgresql://u@127.0.0.1:1/target"},
         kafka={"bootstrap_servers": "127.0.0.1:1", **kafka},
         tables=["public.t"],
+        capture={"converter": "python"},  # the JSON path these records take
     )
 
 

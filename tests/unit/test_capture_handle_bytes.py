@@ -155,6 +155,7 @@ def _produced(tmp: Path) -> list[list[Any]]:
         target={"dsn": "postgresql://u@127.0.0.1:1/target"},
         kafka={"bootstrap_servers": "127.0.0.1:1", "topic_prefix": PREFIX},
         tables=[f"public.{t}" for t in TABLES],
+        capture={"converter": "python"},  # the JSON path these records take
     )
     partitions = {f"{PREFIX}.public.{t}": 2 for t in TABLES}
     prod = ChangeProducer(settings, _Publisher(), partitions)  # type: ignore[arg-type]
