@@ -12,26 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from crossfade.events.decode import EPOCH_HEADER
+from tests.integration.test_dead_letters import first_record
 
 pytestmark = pytest.mark.integration
-
-
-def _first_record(settings: Any, topic: str) -> Any:
-    c = Consumer(
-        {**settings.kafka.client_config(), "group.id": "cf-test-peek", "enable.auto.commit": False}
-    )
-    try:
-        for p in range(settings.kafka.partitions):
-            c.assign([TopicPartition(topic, p, 0)])
-            m = c.poll(10)
-            if m is not None and m.error() is None and m.value():
-                return m
-    finally:
-        c.close()
-    raise AssertionError(f"no record on {topic}")
 
 
 def test_a_dead_epochs_record_in_this_log_is_passed_over(stack_factory: Any) -> None:
@@ -44,7 +30,7 @@ def test_a_dead_epochs_record_in_this_log_is_passed_over(stack_factory: Any) -> 
     stack.fence()
     s = stack.settings
     topic = s.kafka.table_topic("public.t")
-    orig = _first_record(s, topic)
+    orig = first_record(s, topic)
     headers = orig.headers() or []
     assert any(k == EPOCH_HEADER for k, _v in headers)
     dead = [(k, b"0" * 32 if k == EPOCH_HEADER else v) for k, v in headers]

@@ -20,7 +20,7 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.integration
 
 
-def _first_record(settings: Any, topic: str) -> Any:
+def first_record(settings: Any, topic: str) -> Any:
     c = Consumer(
         {**settings.kafka.client_config(), "group.id": "cf-test-peek", "enable.auto.commit": False}
     )
@@ -52,7 +52,7 @@ def test_fault_25_corrupt_avro_is_dead_lettered_and_holds_its_key(stack_factory:
     stack.fence()
     s = stack.settings
     topic = s.kafka.table_topic("public.t")
-    orig = _first_record(s, topic)
+    orig = first_record(s, topic)
     from crossfade.events.decode import EventDecoder
 
     key_id = EventDecoder(s.kafka).decode(orig.key(), orig.value(), "public.t").key["id"]
