@@ -160,6 +160,9 @@ class Delta:
         self.entries: dict[str, set[str]] = defaultdict(set)
         """source -> ledger entries whose outcome is compared."""
         self.unsafe: dict[str, str] = {}
+        self.legacy_counts: dict[str, int] = {}
+        """source -> its rows at the legacy snapshot (:meth:`count`: the accounts and every
+        target's counts ask for the same tables)."""
         self.refused: dict[str, set[str]] = {}
         """source -> its entries the target refused (:meth:`refused_of`)."""
         self._parents: dict[tuple[str, str, Key], bool | None] = {}
@@ -453,8 +456,14 @@ class Delta:
 
     # -- accounting, counts, comparison --------------------------------------------------------
     def count(self, conn: Any, table: str) -> int:
+        """Rows of ``table``; a legacy table's counted once (one repeatable-read snapshot)."""
+        if conn is self.src and table in self.legacy_counts:
+            return self.legacy_counts[table]
         row = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(rel(table))).fetchone()
-        return int(row[0]) if row else 0
+        n = int(row[0]) if row else 0
+        if conn is self.src:
+            self.legacy_counts[table] = n
+        return n
 
     def accounts(
         self, sources: list[str], accounted: dict[str, dict[str, int]]
