@@ -180,7 +180,7 @@ class CaptureConfig(_Strict):
     render``) always snapshots with Debezium (``snapshot_mode``)."""
     converter: Literal["python", "jvm"] = "jvm"
     """Who encodes Debezium's records to Avro. ``jvm`` (default, less CPU per event): Confluent's
-    AvroConverter inside Debezium's JVM (an in-process registry), capture re-frames the bytes
+    Connect -> Avro conversion (``AvroData``) and Avro's encoder inside Debezium's JVM, capture re-frames the bytes
     (same schema, same bytes for sync). ``python``: the JSON converter, then capture's writer."""
     jvm_options: list[str] = Field(default_factory=lambda: list(DEFAULT_JVM_OPTIONS))
     """Options of the JVM that runs embedded Debezium inside capture (heap, garbage collector,
