@@ -1,6 +1,6 @@
 """Capture's handler thread on one Debezium batch, without Debezium's engine or a broker.
 
-    .venv/bin/python -m bench.capture_handler_cpu [--batch 800] [--batches 40] [--profile]
+    .venv/bin/python -m bench.capture_handler_cpu [--converter python|jvm] [--batch 800] [--batches 40] [--profile]
 
 What ``bench.run cdc`` reports as ``capture_threads_us_per_event.handler`` (issue 22): the CPU of
 the thread that runs :meth:`crossfade.capture.service.ChangeProducer.handle` on each batch the
@@ -10,14 +10,18 @@ _branches and an INSERT into pgbench_history, Debezium 3.6's envelope and source
 ``EmbeddedEngineChangeEvent`` carrying the JSON converter's key and value text
 (``schemas.enable=false``, as capture runs it) and its ``SourceRecord`` (the schemas beside it).
 ``ChangeProducer`` is capture's own, with the ``python`` converter named (the JSON path these
-records take, whichever converter is the default); its producer talks to
+records take, whichever converter is the default). ``--converter jvm`` builds the records as the
+engine's ``connect`` format holds them instead (the ``SourceRecord`` alone, no JSON text) and runs
+the default path: Avro encoded in the JVM on the handler's thread, capture's default JVM options
+(C1 only). Either way its producer talks to
 librdkafka's in-process mock cluster, so every record is produced, flushed and its delivery report
 checked as in a run (the mock broker's threads are not counted; the handler thread's CPU is
 ``time.thread_time`` of the thread calling ``handle``, JVM work on that thread included).
 
 Prints mean and best µs per record over ``--batches`` batches (after ``--warmup`` untimed ones),
 and as the baseline of the same run the relay floor: the same batches read from the JVM in bulk,
-each value's JSON parsed and produced as it is (no Avro), deliveries checked. Writes
+each value's JSON parsed and produced as it is (no Avro), deliveries checked (under ``jvm``: the
+jvm path's bulk read, Avro included, and its bytes produced without re-framing or placement). Writes
 ``bench/results/capture_handler_cpu.json`` and a history row (``--no-save``: print only).
 Only the engine's own part of the handler thread (``markProcessed`` per record, the JPype upcall
 into ``handleJsonBatch``) is left out. ``--profile`` runs the batches under nothing but prints
