@@ -273,7 +273,6 @@ class Stack:
             # must not hold this test's JoinGroup up (Tansu waits for it)
             "sync": {
                 "batch_size": 2000,
-                "session_timeout_ms": 6000,
                 "group_id": f"cf-sync-{self.n}-{os.getpid()}",
                 **self.sync_overrides,
             },

@@ -17,12 +17,10 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     SecretStr,
     ValidationError,
@@ -48,16 +46,14 @@ from crossfade.config.secrets import (
     remember_secrets,
     url_secrets,
 )
+from crossfade.config.strict import Strict
+from crossfade.config.sync_config import SyncConfig
 from crossfade.errors import ConfigError
 
 _MODULE_RE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class DatabaseConfig(_Strict):
+class DatabaseConfig(Strict):
     dsn: SecretStr
     """libpq connection string or URL. Kept secret: it may hold a password."""
     connect_timeout_s: int = Field(10, ge=1)
@@ -79,7 +75,7 @@ class DatabaseConfig(_Strict):
         return self.dsn.get_secret_value()
 
 
-class KafkaConfig(_Strict):
+class KafkaConfig(Strict):
     bootstrap_servers: str
     """host:port[,host:port...] of the Kafka (or embedded Tansu) brokers."""
     topic_prefix: str = Field("crossfade", pattern=r"^[A-Za-z0-9._-]+$")
@@ -157,7 +153,7 @@ C2's compilations after every start held the stream back (``bench.run cdc``, alt
 0.5-0.7 s against 6.7-14.4, whole path 175-195 µs/event against 241-356)."""
 
 
-class CaptureConfig(_Strict):
+class CaptureConfig(Strict):
     slot_name: str = Field("crossfade", pattern=r"^[a-z0-9_]+$")
     """Logical replication slot on the legacy database (lower case, digits, underscore)."""
     publication_name: str = Field("crossfade", pattern=r"^[A-Za-z0-9_]+$")
@@ -238,77 +234,7 @@ class CaptureConfig(_Strict):
         return self
 
 
-class SyncConfig(_Strict):
-    append_only_tables: list[str] = Field(default_factory=list)
-    """Source tables without a primary key that only ever receive INSERTs (logs, history):
-    applied insert-only, each row identified by its source position and content, so a redelivered
-    insert is a no-op. An UPDATE or DELETE on such a table stops sync with a clear message."""
-    group_id: str = "crossfade-sync"
-    """Kafka consumer group of the sync workers."""
-    batch_size: int = Field(5000, ge=1, le=1_000_000)
-    """Most records applied in one target transaction."""
-    batch_timeout_ms: int = Field(50, ge=1)
-    """Longest wait for a batch to fill before applying what arrived. Under load batches fill
-    (``batch_size``) long before it; at low rates every change waits up to this long."""
-    fetch_wait_max_ms: int = Field(50, ge=1, le=10_000)
-    """How long the broker may hold the consumer's fetch when it has nothing new (librdkafka's
-    ``fetch.wait.max.ms``, default 500). Apache Kafka answers as soon as data arrives, so a low
-    value only adds idle requests; Tansu 0.6 was measured holding fetches with data waiting
-    (latency p50 264 ms at 500, 161 ms at 50), so it is part of every change's latency there."""
-    create_tables: bool = True
-    """Create missing target tables (identity mapping) with the source's column types."""
-    bookkeeping_schema: str = Field("crossfade", pattern=r"^[a-z_][a-z0-9_]*$")
-    """Schema in the target holding offsets, tombstones and stats."""
-    workers: int = Field(1, ge=1, le=16)
-    """Sync workers in each ``crossfade sync`` / ``crossfade run`` process: threads, each a member
-    of the consumer group with its own consumer, target session and stall watch, so that one's
-    Python maps while another's statements run in the target. More than ``kafka.partitions``
-    leaves the extra ones idle (the group assigns each topic's partitions apart)."""
-    processes: Annotated[int, Field(ge=1, le=16)] | Literal["auto"] = 1
-    """Sync processes of ``crossfade run`` (always child processes there, capture staying in the
-    parent) and ``crossfade sync`` (1: in process; more: a supervisor with that many children),
-    each with its own ``sync.workers`` threads and interpreter lock: 1..16, or ``auto``, the
-    usable CPUs (``sched_getaffinity``) but at most ``kafka.partitions``. Default 1 (``run``: one
-    child): the whole suite ran under ``auto`` in CI on 2026-12-07 and took 64 min against ~47,
-    every test stack's sync starting, joining and leaving as two processes (docs/operations.md).
-    The Helm chart sets 1: there sync scales by replicas."""
-    max_poll_interval_ms: int = Field(300_000, ge=10_000)
-    session_timeout_ms: int = Field(6_000, ge=6_000)
-    """A worker that stops heartbeating loses its partitions after this long (librdkafka beats
-    from its own thread, every third of it at most). 6 s, Kafka's own minimum
-    (``group.min.session.timeout.ms``): Tansu answers a join only after half of it, so every
-    start waits 3 s (5 s at the former 10 s, 15 s at 30 s); the demo, the embedded broker's
-    clients, the test suite and the benchmarks all ran at 6 s already. On Apache Kafka the join
-    waits ``group.initial.rebalance.delay.ms`` instead, whatever this is: the Helm chart sets 10 s."""
-    stall_after_s: float = Field(60.0, ge=1)
-    """A configured table with no partition assigned to any worker of the group, or whose
-    partitions make no progress while their log grows, for this long is reported: a WARNING
-    naming it, ``crossfade_sync_table_stalled{table}`` 1, ``/readyz`` false; the worker then
-    re-subscribes (a rejoin from fresh metadata). Keep it above a rebalance's length (about
-    ``session_timeout_ms`` when a worker dies)."""
-    parents_first_wait_s: float = Field(20.0, ge=0)
-    """Load: children wait for their parents' snapshot, at most this long without parent progress (docs/commands.md); 0: off."""
-    idle_in_transaction_timeout_s: float = Field(60.0, ge=0)
-    """PostgreSQL's ``idle_in_transaction_session_timeout`` on sync's target sessions: a worker
-    frozen inside its batch transaction (SIGSTOP, a long GC pause, a hung host) has its session
-    ended after this long, which releases the offset row locks its successor's claim waits for;
-    when it wakes its batch is retried on a new session and refused as stale. Keep it well above
-    a batch's Python time between two statements (milliseconds to a few seconds); 0: off."""
-    claim_wait_warn_s: float = Field(5.0, gt=0)
-    """A claim of partitions waiting this long for a lock (the offset rows of a batch another
-    worker still holds) logs a WARNING naming the holder (pid, state, transaction age, last
-    statement), repeated every ``claim_wait_warn_s``, and the stall watch names it."""
-    tag_origin: bool = True
-    """Tag sync's writes with a PostgreSQL replication origin (``crossfade_<n>``) so a capture
-    running the other way (``crossfade fallback``) skips them instead of sending them back. Needs
-    a superuser, or EXECUTE on ``pg_replication_origin_create`` and
-    ``pg_replication_origin_session_setup``; without it sync warns once and writes untagged."""
-    heartbeat_interval_s: float = Field(2.0, gt=0, le=300)
-    """How often capture and every sync worker write their heartbeat (``<bookkeeping>.heartbeats``:
-    partitions held, consumer lag): the evidence of the ``sync_alive`` gate."""
-
-
-class BackupGate(_Strict):
+class BackupGate(Strict):
     """``cutover.backup``: the ``backup`` gate. A backup command (or SQL) run by the cutover before
     the freeze; its success is required, and the last line of its output (a snapshot or backup
     id, trimmed to 200 characters, secrets masked) is recorded as the gate's evidence."""
@@ -336,7 +262,7 @@ class BackupGate(_Strict):
         return self
 
 
-class Reconciliation(_Strict):
+class Reconciliation(Strict):
     """One control total of the ``reconcile`` gate: a query on legacy and one on the new database
     whose results (every row, every column, in order) must be equal."""
 
@@ -349,7 +275,7 @@ class Reconciliation(_Strict):
     """On the new database (the mapping's table names): the same totals; give both an ORDER BY."""
 
 
-class SmokeCheck(_Strict):
+class SmokeCheck(Strict):
     """One check of the ``smoke`` gate against the new system, after the flip's preparation and
     before traffic moves (a test login, a test payment). Exactly one of ``sql`` and ``http``."""
 
@@ -379,7 +305,7 @@ class SmokeCheck(_Strict):
         return self
 
 
-class CutoverConfig(_Strict):
+class CutoverConfig(Strict):
     """``crossfade cutover``: how legacy writes are frozen and traffic is flipped.
 
     Commands are argument lists run without a shell; SQL runs in its own transaction.
@@ -452,7 +378,7 @@ class CutoverConfig(_Strict):
     runs) unless ``--force``: the time in which going back to legacy must stay possible."""
 
 
-class FallbackConfig(_Strict):
+class FallbackConfig(Strict):
     """``crossfade fallback``: the reverse sync (new -> legacy) after the flip.
 
     Every name defaults to one derived from the forward configuration, so the forward config file
@@ -478,7 +404,7 @@ class FallbackConfig(_Strict):
     """Port of /metrics, /healthz and /readyz of ``crossfade fallback start`` (unset: not served)."""
 
 
-class OpsConfig(_Strict):
+class OpsConfig(Strict):
     metrics_port: int | None = Field(None, ge=0, le=65535)
     """Port of /metrics, /healthz and /readyz on long-running commands (unset: not served)."""
     metrics_host: str = "127.0.0.1"

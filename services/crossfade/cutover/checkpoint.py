@@ -165,7 +165,7 @@ def assert_group_stopped(settings: Settings) -> None:
         raise CrossfadeError(
             f"sync group {settings.sync.group_id} is active (state {state}, {len(members)} member(s){who})",
             "stop every sync worker (crossfade sync / run) first; a killed worker leaves the group "
-            f"only after sync.session_timeout_ms ({settings.sync.session_timeout_ms} ms)",
+            f"only after sync.session_timeout_ms ({settings.sync.session_timeout_text()})",
         )
 
 

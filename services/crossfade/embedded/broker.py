@@ -19,18 +19,21 @@ import time
 from pathlib import Path
 from typing import IO
 
+from crossfade.config.sync_config import EMBEDDED_CLUSTER_ID, TANSU_SESSION_TIMEOUT_MS
 from crossfade.embedded._proc import free_port, port_accepts, port_is_free, tail
 from crossfade.errors import BrokerUnavailable, PreflightError
 
 _LOG_NAME = "tansu.log"
 STORAGE_ENGINE = "memory://tansu/"
-CLUSTER_ID = "crossfade"
+CLUSTER_ID = EMBEDDED_CLUSTER_ID
+"""What sync knows this broker by (``sync.session_timeout_ms: auto``)."""
 
 #: Consumer settings for groups on the embedded broker. Tansu (0.6) answers a classic-protocol
-#: JoinGroup only after about half the session timeout: with librdkafka's default 45 s a consumer
-#: gets its first assignment after ~23 s; with 6 s (Kafka's minimum by default) after ~3 s.
+#: JoinGroup only after about half the session timeout, looking once a second: with librdkafka's
+#: default 45 s a consumer gets its first assignment after ~23 s, with 6 s (Kafka's minimum) after
+#: ~3 s, with 2 s (Tansu enforces no minimum) after ~1 s, as sync's ``auto`` does here.
 #: KIP-848 (``group.protocol=consumer``) is not supported: such a consumer never gets records.
-CONSUMER_TUNING: dict[str, str | int] = {"session.timeout.ms": 6000}
+CONSUMER_TUNING: dict[str, str | int] = {"session.timeout.ms": TANSU_SESSION_TIMEOUT_MS}
 
 
 def resolve_tansu_binary() -> str:

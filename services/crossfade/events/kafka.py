@@ -141,6 +141,15 @@ class Admin:
                 f"Kafka at {self.bootstrap} reports no brokers", "check the cluster"
             )
 
+    def cluster_id(self, timeout: float = 5.0) -> str | None:
+        """The cluster id the broker's metadata reports (None: the broker did not answer, or
+        reports none)."""
+        try:
+            md = self._admin.list_topics(timeout=timeout)
+        except KafkaException:
+            return None
+        return md.cluster_id or None
+
     def partitions(self, topic: str, timeout: float = 10.0) -> int | None:
         """Number of partitions of ``topic``, None if it does not exist.
 

@@ -95,8 +95,9 @@ class GroupMember:
         self.assigned_blind = False
         """The last assignment was empty while a subscribed topic was missing on the broker."""
         self.ready = threading.Event()
-        self.join_watch = JoinWatch(settings.sync.session_timeout_ms)
+        self.join_watch = JoinWatch(settings.sync.session_timeout_for(None))
         """The looks at a pending join (:meth:`look_at_join`)."""
+        self._session_timeout_ms: int | None = None
         self.generation_started = time.monotonic()
         """When this member's current consumer-group generation began (its last revocation or
         subscription): what the table watch measures claims against."""
@@ -145,8 +146,22 @@ class GroupMember:
         raise CrossfadeError("stopped before capture initialised the broker")
 
     # -- subscription -------------------------------------------------------------------------
+    @property
+    def session_timeout_ms(self) -> int:
+        """``sync.session_timeout_ms`` on this broker (``auto``: 2000 on the embedded Tansu, 6000
+        elsewhere: :meth:`~crossfade.config.SyncConfig.session_timeout_for`), decided once, from
+        the cluster id of the broker's metadata when first needed (sync has already read the
+        broker's epoch then). A broker that does not answer is taken for Apache Kafka."""
+        if self._session_timeout_ms is None:
+            sync = self.settings.sync
+            cluster = self.admin().cluster_id() if sync.session_timeout_ms == "auto" else None
+            self._session_timeout_ms = sync.session_timeout_for(cluster)
+            log.debug("session timeout %d ms (cluster %s)", self._session_timeout_ms, cluster)
+        return self._session_timeout_ms
+
     def new_consumer(self) -> Consumer:
         s = self.settings
+        session_ms = self.session_timeout_ms
         return Consumer(
             {
                 # topics of the subscription that appear later (capture recreating them after a
@@ -162,10 +177,10 @@ class GroupMember:
                 "auto.offset.reset": "error",
                 "isolation.level": "read_committed",
                 "max.poll.interval.ms": s.sync.max_poll_interval_ms,
-                "session.timeout.ms": s.sync.session_timeout_ms,
+                "session.timeout.ms": session_ms,
                 # Kafka's rule: a heartbeat at least every third of the session timeout (librdkafka's
-                # 3 s default is half of the 6 s default: one late beat would cost a rebalance)
-                "heartbeat.interval.ms": min(3000, s.sync.session_timeout_ms // 3),
+                # 3 s default is half of Kafka's 6 s minimum: one late beat would cost a rebalance)
+                "heartbeat.interval.ms": min(3000, session_ms // 3),
                 "fetch.wait.max.ms": s.sync.fetch_wait_max_ms,
                 "allow.auto.create.topics": False,
                 # the fetch positions the table watch reads (served inside consume())
@@ -185,9 +200,10 @@ class GroupMember:
             on_lost=self.on_revoke,
         )
         log.info(
-            "subscribed to %d change topic(s) as %s: joining",
+            "subscribed to %d change topic(s) as %s: joining (session timeout %d ms)",
             len(self.topics),
             self.settings.sync.group_id,
+            self.session_timeout_ms,
         )
 
     def resubscribe(self, why: str) -> bool:
@@ -587,7 +603,7 @@ class GroupMember:
         assert self.consumer is not None
         if self.in_group:
             return True
-        wait_s = self.settings.sync.session_timeout_ms / 1000 + 5
+        wait_s = self.session_timeout_ms / 1000 + 5
         log.info(
             "stopping during a consumer group rebalance: completing it before leaving (at most %.0f s)",
             wait_s,
