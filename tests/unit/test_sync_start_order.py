@@ -2,7 +2,8 @@
 seconds of the broker's own, begins as soon as the target answers and capture's epoch is there,
 not after the target tables are set up; the epoch is looked for often while capture starts; a
 setup that fails leaves the group as a stopping worker does (GroupMember.leave: no claim, a
-pending join completed first); a target out of reach stops sync before any of it."""
+pending join completed first); a target out of reach stops sync before any of it. The decoder's
+library (cavro, numpy: 0.1-0.2 s of imports) is loaded while the join waits, not in the first batch."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from crossfade.errors import CrossfadeError
 from crossfade.sync import consumer as consumer_mod
+from crossfade.sync import worker as worker_mod
 from crossfade.sync.worker import SyncWorker
 from tests.unit.test_sync_leave import _worker
 
@@ -87,6 +89,7 @@ class _Steps:
 
         monkeypatch.setattr(w, "_db", lambda: None)
         monkeypatch.setattr(w, "_setup_tables", setup)
+        monkeypatch.setattr(worker_mod, "preload_reader", lambda: self.step("preload"))
         monkeypatch.setattr(w, "_start_watch", lambda: self.step("watch"))
         monkeypatch.setattr(w, "_consume_loop", lambda: self.step("consume"))
         # no retries: the first failure is the worker's
@@ -106,7 +109,7 @@ def test_the_join_begins_before_the_target_is_set_up(monkeypatch: pytest.MonkeyP
     w = _worker()
     s = _Steps(w, monkeypatch)
     w.run()
-    assert s.steps == ["connect", "epoch", "subscribe", "setup", "watch", "consume"]
+    assert s.steps == ["connect", "epoch", "subscribe", "setup", "preload", "watch", "consume"]
     assert w.group.epoch == "e1"
 
 
@@ -132,3 +135,14 @@ def test_a_target_out_of_reach_stops_sync_before_it_waits_for_capture(
     with pytest.raises(CrossfadeError, match="cannot connect"):
         w.run()
     assert s.steps == ["connect"]
+
+
+def test_the_decoders_library_is_loaded_by_the_preload() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from crossfade.events.avro_codec import preload_reader; "
+        "assert 'cavro' not in sys.modules; preload_reader(); assert 'cavro' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -48,6 +48,7 @@ from crossfade.errors import (
     lacks_resource,
     one_line,
 )
+from crossfade.events.avro_codec import preload_reader
 from crossfade.events.decode import EPOCH_HEADER, EventDecoder, header_in
 from crossfade.events.kafka import record_place
 from crossfade.events.model import ChangeEvent
@@ -380,6 +381,7 @@ class SyncWorker:
             group.leave()
             raise
         log.debug("target tables set up")
+        preload_reader()  # while the join waits on the broker, not in the first batch
         self._start_watch()  # from here on a stall is reported, waiting for capture included
         try:
             self._consume_loop()
