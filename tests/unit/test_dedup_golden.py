@@ -20,7 +20,7 @@ from psycopg import sql
 from crossfade.catalog import POS_COLUMN, TableShape, read_shape, uncut
 from crossfade.config.settings import Settings
 from crossfade.target.golden import GoldenWriter
-from crossfade.verify.mapped import Expected, rows_of
+from crossfade.verify.expected import Expected, rows_of
 
 S = "dg_app"
 COLS = (

@@ -27,7 +27,7 @@ What the row-by-row statements guaranteed, kept:
 
 Values are read by the column type's input function from the text psycopg's COPY writes (the
 same as the plain path, :class:`crossfade.target.apply.TableApplier`, and verify's expected rows,
-:class:`crossfade.verify.mapped.Expected`): JSON and JSONB columns get the value's JSON text;
+:class:`crossfade.verify.expected.Expected`): JSON and JSONB columns get the value's JSON text;
 values JSON has no type for (dates, decimals: members are stored as JSON) are their text. Where
 that differs from the row-by-row statements' ``CAST(<parameter> AS type)``, verify always expected
 what COPY writes: a Python bool into a text column is ``t``/``f`` (the cast of a boolean parameter

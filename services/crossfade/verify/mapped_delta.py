@@ -96,16 +96,14 @@ from crossfade.verify.delta_plan import (
     target_of,
     why_full,
 )
+from crossfade.verify.expected import Expected, Key, rows_of
 from crossfade.verify.mapped import (
-    Expected,
-    Key,
     MappedRun,
     SourceAccount,
     TargetResult,
     compare_expected,
     redirected,
     redirects,
-    rows_of,
     targets_of,
 )
 

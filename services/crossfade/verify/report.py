@@ -386,7 +386,8 @@ def as_found(
     writes frozen and fenced), with the rows of their first examples."""
     from psycopg import sql
 
-    from crossfade.verify.mapped import EXAMPLES, rows_of
+    from crossfade.verify.expected import rows_of
+    from crossfade.verify.mapped import EXAMPLES
 
     check = MappedCheck(first)
     check.confirmed = keys

@@ -16,7 +16,7 @@ from crossfade.events.model import SHIFT
 from crossfade.sync.key_text import key_text
 from crossfade.target.store.dedup import group_positions
 from crossfade.target.store.ledger import ledger_positions
-from crossfade.verify.mapped import Key, rows_of
+from crossfade.verify.expected import Key, rows_of
 
 
 def target_rows(
