@@ -524,6 +524,8 @@ class MappedBench:
         n = gen["rows"]
         native_s = self.native()
         x = self.crossfade()
+        if self.args.hold:
+            self.hold()
         self.results["mapped_load"] = {
             **gen,
             "native_s": native_s,
@@ -537,6 +539,21 @@ class MappedBench:
             "load_avg_at_end": os.getloadavg(),
         }
         self.table(n, native_s, x)
+
+    def hold(self) -> None:
+        """``--hold``: capture and sync stopped, the loaded stack kept until ``<dir>/release``
+        exists, so ``crossfade verify`` can be run (and profiled) against it again and again."""
+        for p in self.x.procs:
+            p.stop(30)
+        release = self.root / "release"
+        print(
+            f"holding: CROSSFADE_CONFIG={self.x.config_path} crossfade verify --json; "
+            f"touch {release} to end",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not release.exists():
+            time.sleep(1)
 
     def table(self, n: int, native_s: float, x: dict[str, Any]) -> None:
         rec = self.rows.append
@@ -783,6 +800,12 @@ def main() -> None:
         action="store_true",
         help="the target's statements by execution time up to the fence (pg_stat_statements "
         "preloaded into the target server: a restart, and some overhead on every statement)",
+    )
+    ap.add_argument(
+        "--hold",
+        action="store_true",
+        help="after the verify, stop capture and sync and keep the loaded stack until "
+        "<run dir>/release exists: run `crossfade verify` against it again (profiles, old/new trees)",
     )
     add_run_args(ap)
     args = ap.parse_args()
