@@ -37,6 +37,7 @@ import pstats
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,30 +209,33 @@ def _relay_floor(records: Any, producer: Any, converter: str = "python") -> Any:
     if converter == "jvm":
         return _jvm_relay_floor(records, producer)
     reader = BatchReader()
-    failed: list[Any] = []
 
-    def delivered(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failed.append(err)
-
-    def handle() -> None:
-        for i, (dest, key, value, _ks, _vs) in enumerate(reader.read(records), 1):
+    def rows() -> Iterator[tuple[str, Any, Any]]:
+        for dest, key, value, _ks, _vs in reader.read(records):
             if value is not None:
                 orjson.loads(value).get("source")
-            producer.produce(dest, key=key, value=value, on_delivery=delivered)
-            if i % 64 == 0:  # delivery reports as capture polls them (the flush serves the rest)
-                producer.poll(0)
-        producer.flush()
-        if failed:
-            raise RuntimeError(f"the mock broker refused a record: {failed[0]}")
+            yield dest, key, value
 
-    return handle
+    return _relay(rows, producer)
 
 
 def _jvm_relay_floor(records: Any, producer: Any) -> Any:
     reader = jvm_avro.JvmAvroReader()
     # the source column: its fields as text, or (trees before 2026-12-07's handlercpu) JSON
     source_block = getattr(jvm_avro, "source_block", orjson.loads)
+
+    def rows() -> Iterator[tuple[str, Any, Any]]:
+        for dest, key, value, _ks, _vs in reader.read(records):
+            if value is not None and value[1] is not None:
+                source_block(value[1]).get("origin")
+            yield dest, None if key is None else key[0], None if value is None else value[0]
+
+    return _relay(rows, producer)
+
+
+def _relay(rows: Callable[[], Iterator[tuple[str, Any, Any]]], producer: Any) -> Any:
+    """A handler of one batch: ``rows()`` produced as they are, delivery reports polled as capture
+    polls them (the flush serves the rest), a refusal raised."""
     failed: list[Any] = []
 
     def delivered(err: Any, _msg: Any) -> None:
@@ -239,15 +243,8 @@ def _jvm_relay_floor(records: Any, producer: Any) -> Any:
             failed.append(err)
 
     def handle() -> None:
-        for i, (dest, key, value, _ks, _vs) in enumerate(reader.read(records), 1):
-            if value is not None and value[1] is not None:
-                source_block(value[1]).get("origin")
-            producer.produce(
-                dest,
-                key=None if key is None else key[0],
-                value=None if value is None else value[0],
-                on_delivery=delivered,
-            )
+        for i, (dest, key, value) in enumerate(rows(), 1):
+            producer.produce(dest, key=key, value=value, on_delivery=delivered)
             if i % 64 == 0:
                 producer.poll(0)
         producer.flush()
