@@ -106,11 +106,11 @@ def _deferred(worker: SyncWorker) -> dict[str, int]:
     return {t: n for t, n in worker.stats.deferred.items() if n}
 
 
-@pytest.mark.parametrize("scheduled", [True, False], ids=["parents-first", "off"])
-def test_children_in_the_topics_before_their_parents_are_not_deferred(
+def _loaded(
     stack_factory: Callable[..., Stack], scheduled: bool, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level("INFO", "crossfade.sync.load_order")
+) -> tuple[dict[str, int], list[str]]:
+    """One whole load consumed by one sync worker, checked: its deferrals and log lines."""
+    caplog.clear()
     # small batches: the children's records come in many batches, most before the parents'
     # are all applied unless they wait
     stack = stack_factory(
@@ -127,13 +127,30 @@ def test_children_in_the_topics_before_their_parents_are_not_deferred(
     deferred = _deferred(worker)
     assert _target(stack) == (MEMBERS, NOTES, NOTES)
     _verify(stack)
-    messages = [r.getMessage() for r in caplog.records]
+    stack.close()
+    return deferred, [r.getMessage() for r in caplog.records]
+
+
+@pytest.mark.parametrize("scheduled", [True, False], ids=["parents-first", "off"])
+def test_children_in_the_topics_before_their_parents_are_not_deferred(
+    stack_factory: Callable[..., Stack], scheduled: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", "crossfade.sync.load_order")
+    deferred, messages = _loaded(stack_factory, scheduled, caplog)
     if scheduled:
         assert deferred == {}, deferred
         assert any(f"holding back {CHILD} until {PARENT}" in m for m in messages), messages
         assert any(
             f"{CHILD} no longer held back: {PARENT} finished its snapshot" in m for m in messages
         ), messages
-    else:  # the same load without the scheduling: children met before their parents
-        assert deferred.get(CHILD, 0) > 0, deferred
-        assert not any("holding back" in m for m in messages)
+        return
+    # the same load without the scheduling: children met before their parents are deferred
+    # (5999 of 6000 notes, as a rule). Which partitions librdkafka's first fetch serves first
+    # is its choice, though: once in many CI runs every member came first (none deferred). The
+    # situation is real if it shows in one of three loads.
+    tries = [deferred]
+    while not deferred.get(CHILD, 0) and len(tries) < 3:
+        deferred, messages = _loaded(stack_factory, scheduled, caplog)
+        tries.append(deferred)
+    assert deferred.get(CHILD, 0) > 0, tries
+    assert not any("holding back" in m for m in messages)
