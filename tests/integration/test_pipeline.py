@@ -109,7 +109,7 @@ def test_inserts_updates_deletes_pk_update_truncate_and_toast(stack: Stack) -> N
     stack.sql("UPDATE items SET doc = %s WHERE id <= 5", (big,))
     stack.sql("INSERT INTO other SELECT 'k' || g, g FROM generate_series(1, 50) g")
     stack.write_config(["public.items", "public.other"])
-    stack.start("capture")
+    capture = stack.start("capture")
     stack.start("sync")
     stack.fence()
     stack.assert_equal()
@@ -146,6 +146,10 @@ def test_inserts_updates_deletes_pk_update_truncate_and_toast(stack: Stack) -> N
     stack.assert_equal()
     with stack.tgt() as t:
         assert t.execute("SELECT k FROM other").fetchall() == [("after-truncate",)]
+    # all of it with Debezium's per-event JMX metrics off (capture/dbz_meters.py)
+    log = capture.log.read_text(errors="replace")
+    assert "per-event JMX metrics (LastEvent, lag) are off for task 0" in log, capture.tail()
+    assert "per-event streaming metrics stay on" not in log, capture.tail()
 
 
 def hold_in_flight_across_snapshot(

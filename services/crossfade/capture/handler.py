@@ -28,8 +28,10 @@ def batch_handler(
     gate: LoadGate | None,
     hold: Callable[[], None],
     stopping: threading.Event,
+    before: Callable[[], None] | None = None,
 ) -> Any:
-    """The handler pydbzengine calls with each batch (a ``BasePythonChangeHandler``)."""
+    """The handler pydbzengine calls with each batch (a ``BasePythonChangeHandler``);
+    ``before`` runs first in each (:meth:`crossfade.capture.dbz_meters.DebeziumMeters.check`)."""
     from pydbzengine import BasePythonChangeHandler
 
     started = threading.Event()
@@ -42,6 +44,8 @@ def batch_handler(
                 started.set()
                 gc.freeze()
                 log.debug("Debezium handed over its first batch")
+            if before is not None:
+                before()
             try:
                 with phase.inside("waiting for the COPY load to finish (capture.initial_load)"):
                     if gate is not None:

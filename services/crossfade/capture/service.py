@@ -37,6 +37,7 @@ from confluent_kafka import KafkaError, Producer
 from crossfade import metrics
 from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
+from crossfade.capture.dbz_meters import DebeziumMeters
 from crossfade.capture.engine_stop import HandlerPhase, close_engine
 from crossfade.capture.epoch_watch import LOST_HINT, EpochWatch, log_replaced
 from crossfade.capture.handler import batch_handler
@@ -559,8 +560,10 @@ class CaptureService:
         self.producer.pacer = self.pacer
         self.producer.stopping = self.stopping
         gate = self.gate = self._copy_load(offsets)
+        meters = DebeziumMeters()  # Debezium's per-event JMX metrics off (capture/dbz_meters.py)
+        producer = self.producer
         handler = batch_handler(
-            self.producer.handle, self.producer.phase, gate, self.pause.hold, self.stopping
+            producer.handle, producer.phase, gate, self.pause.hold, self.stopping, meters.check
         )
 
         jvm_opts = [
@@ -591,7 +594,7 @@ class CaptureService:
                 if self.stopping.is_set():
                     return
                 raise
-        self.engine = bulk_engine(props, handler, jvm_opts, self.settings.capture.converter)
+        self.engine = bulk_engine(props, handler, jvm_opts, self.settings.capture.converter, meters)
         self.ready.set()
         log.info("capture running (epoch %s, offsets %s)", self.epoch, offsets)
         try:
