@@ -80,6 +80,8 @@ class DebeziumMeters:
         self._engine: Any = None
         self._tasks: list[Any] = []
         self._quieted: dict[int, Any] = {}  # task index -> the coordinator quieted last
+        self._coordinator: Any = None  # BaseSourceTask.coordinator (java.lang.reflect.Field)
+        self._metrics: Any = None  # ChangeEventSourceCoordinator.streamingMetrics
         self._off = False
 
     def attach(self, engine: Any) -> None:
