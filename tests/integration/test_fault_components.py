@@ -160,6 +160,12 @@ def test_fault_34_legacy_database_restarts(fault_stack_factory: MakeStack) -> No
             (stack.settings.capture.slot_name,),
         ).fetchone()
     assert slot == (True,), f"capture does not stream from its slot again: {slot}"
+    # Debezium restarted its task (a new coordinator, new metrics): capture took the per-event
+    # metrics off again (capture/dbz_meters.py)
+    lines = _log(sup, "capture").splitlines()
+    restarts = [n for n, line in enumerate(lines) if "Going to restart connector" in line]
+    quieted = [n for n, line in enumerate(lines) if "are off for task 0" in line]
+    assert restarts and quieted and quieted[-1] > restarts[-1], (restarts, quieted)
 
 
 # -- 35: the broker dies --------------------------------------------------------------------------
