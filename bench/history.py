@@ -29,13 +29,26 @@ KEEP = 40
 HEADLINES = 3
 
 
-def provenance() -> dict[str, Any]:
-    """What every result file starts with: the commit (and whether ``services/`` differs from
-    it), the date, and the machine with its load average at the end of the run."""
+def services_tree() -> Path:
+    """The tree whose ``services/crossfade`` the run imports: this repo's, or the one
+    ``PYTHONPATH`` names (an old tree run as a baseline by the same benchmark code)."""
+    import importlib.util
 
-    def git(*args: str) -> str:
+    spec = importlib.util.find_spec("crossfade")  # a namespace package: no __init__.py
+    places = list(spec.submodule_search_locations or []) if spec else []
+    return Path(places[0]).resolve().parents[1] if places else REPO
+
+
+def provenance() -> dict[str, Any]:
+    """What every result file starts with: the commit of the crossfade that ran (and whether
+    its ``services/`` differs from it), the date, and the machine with its load average at the
+    end of the run. When ``PYTHONPATH`` runs another tree's crossfade, ``commit`` is that tree's
+    and ``bench_commit`` names the benchmark code's own."""
+    tree = services_tree()
+
+    def git(*args: str, cwd: Path = tree) -> str:
         return subprocess.run(
-            ["git", *args], cwd=REPO, capture_output=True, text=True
+            ["git", *args], cwd=cwd, capture_output=True, text=True
         ).stdout.strip()
 
     try:
@@ -47,6 +60,7 @@ def provenance() -> dict[str, Any]:
     return {
         "commit": git("rev-parse", "HEAD"),
         "services_dirty": bool(git("status", "--porcelain", "services")),
+        **({} if tree == REPO else {"bench_commit": git("rev-parse", "HEAD", cwd=REPO)}),
         "date": datetime.now(UTC).isoformat(),
         "machine": {
             "node": platform.node(),

@@ -92,3 +92,33 @@ def test_record_writes_one_figure_and_its_row_only_when_asked(
     assert doc["results"] == {"sync_cpu": {"us": 1.5}} and doc["args"] == {"events": 10}
     assert doc["table"] == [["sync_cpu", "us/event: path / decode", "1.5", "1.0"]]
     assert "| sync_cpu | us/event: path / decode: 1.5 / 1.0 |" in readme.read_text()
+
+
+def test_the_commit_is_the_tree_whose_crossfade_runs(tmp_path: Path, monkeypatch) -> None:
+    """A baseline run with PYTHONPATH=<old tree>/services records the old tree's commit, and
+    the benchmark code's own commit apart (it used to record the bench's tree for both)."""
+    import subprocess
+
+    old = tmp_path / "old"
+    subprocess.run(["git", "init", "-q", str(old)], check=True)
+    (old / "services" / "crossfade").mkdir(parents=True)
+    (old / "services" / "crossfade" / "db.py").write_text("")
+    git = ["git", "-C", str(old), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "old"], check=True)
+    old_head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.setattr(history, "services_tree", lambda: old)
+    doc = history.provenance()
+    assert doc["commit"] == old_head
+    assert doc["bench_commit"] not in ("", old_head)
+    monkeypatch.setattr(history, "services_tree", lambda: history.REPO)
+    own = history.provenance()
+    assert own["commit"] == doc["bench_commit"] and "bench_commit" not in own
+
+
+def test_services_tree_follows_the_imported_crossfade() -> None:
+    import crossfade
+
+    assert history.services_tree() == Path(list(crossfade.__path__)[0]).resolve().parents[1]
