@@ -1,5 +1,5 @@
 """capture/dbz_meters.py, in a child process with capture's JVM: on a real Debezium
-``DefaultStreamingChangeEventSourceMetrics``, an event asks the connector's
+``DefaultStreamingChangeEventSourceMetrics`` (and ``DefaultSnapshotChangeEventSourceMetrics``), an event asks the connector's
 ``EventMetadataProvider`` for the JMX ``LastEvent`` text and the lag until capture quiets the
 metrics, and nothing after (the event counters still count); a Debezium whose classes differ
 leaves them with one WARNING, capture going on."""
@@ -68,6 +68,20 @@ out["last_after"] = None if metrics.getLastEvent() is None else str(metrics.getL
 out["seen"] = int(metrics.getTotalNumberOfEventsSeen())
 out["lag"] = int(metrics.getMilliSecondsBehindSource())
 
+snap = J("io.debezium.pipeline.metrics.DefaultSnapshotChangeEventSourceMetrics")(
+    context, None, Provider())
+
+def snapshot_row():
+    calls.clear()
+    snap.onEvent(None, None, None, None, None, J("io.debezium.data.Envelope").Operation.READ)
+    return sorted(calls)
+
+out["snapshot_before"] = snapshot_row()
+quiet_metrics(snap)
+snap.reset()
+out["snapshot_after"] = snapshot_row()
+out["snapshot_seen"] = int(snap.getTotalNumberOfEventsSeen())
+
 warned = []
 handler = logging.Handler()
 handler.emit = lambda record: warned.append(record.levelname)
@@ -91,3 +105,12 @@ def test_quieted_streaming_metrics_ask_the_provider_nothing_and_still_count() ->
     assert out["last_after"] is None
     assert out["seen"] == 1  # the counters still count
     assert out["warned"] == ["WARNING"]  # once, and check() raised nothing
+
+
+@pytest.mark.skipif(shutil.which("java") is None, reason="no java on PATH")
+def test_quieted_snapshot_metrics_ask_the_provider_nothing_and_still_count() -> None:
+    """``initial_load: debezium``: Debezium's snapshot metrics write ``LastEvent`` per row too."""
+    out = jvm_child(_CHILD, "OUT")
+    assert "summary" in out["snapshot_before"]
+    assert out["snapshot_after"] == []
+    assert out["snapshot_seen"] == 1

@@ -1,4 +1,4 @@
-"""Debezium's per-event streaming metrics, which crossfade never reads, taken off capture's path.
+"""Debezium's per-event metrics, which crossfade never reads, taken off capture's path.
 
 Debezium's streaming metrics (``DefaultStreamingChangeEventSourceMetrics``, which
 ``PostgresConnectorTask`` always builds: no connector property turns them off) call two meters for
@@ -64,10 +64,17 @@ def null_provider() -> Any:
 
 
 def quiet_metrics(metrics: Any) -> None:
-    """Give the two per-event meters of ``metrics`` (Debezium's
-    ``DefaultStreamingChangeEventSourceMetrics``) the null provider."""
+    """Give the per-event meters of ``metrics`` the null provider: the ``CommonEventMeter`` of
+    any Debezium pipeline metrics (the streaming ones, and the snapshot ones of
+    ``initial_load: debezium``, which write ``LastEvent`` for every snapshot row) and, on
+    ``DefaultStreamingChangeEventSourceMetrics``, its ``StreamingMeter``."""
+    import jpype
+
     noop = null_provider()
-    for (cls, meter_name), meter_cls in zip((_COMMON, _STREAMING), _METERS, strict=True):
+    pairs = [(_COMMON, _METERS[0])]
+    if jpype.JClass(_STREAMING[0]).class_.isInstance(metrics):
+        pairs.append((_STREAMING, _METERS[1]))
+    for (cls, meter_name), meter_cls in pairs:
         meter = _field(cls, meter_name).get(metrics)
         _field(meter_cls, "metadataProvider").set(meter, noop)
 
@@ -82,6 +89,7 @@ class DebeziumMeters:
         self._quieted: dict[int, Any] = {}  # task index -> the coordinator quieted last
         self._coordinator: Any = None  # BaseSourceTask.coordinator (java.lang.reflect.Field)
         self._metrics: Any = None  # ChangeEventSourceCoordinator.streamingMetrics
+        self._snapshot: Any = None  # ChangeEventSourceCoordinator.snapshotMetrics
         self._off = False
 
     def attach(self, engine: Any) -> None:
@@ -106,9 +114,9 @@ class DebeziumMeters:
             field = _field("io.debezium.embedded.async.AsyncEmbeddedEngine", "tasks")
             self._tasks = [task.connectTask() for task in field.get(self._engine)]
             self._coordinator = _field("io.debezium.connector.common.BaseSourceTask", "coordinator")
-            self._metrics = _field(
-                "io.debezium.pipeline.ChangeEventSourceCoordinator", "streamingMetrics"
-            )
+            coordinator_cls = "io.debezium.pipeline.ChangeEventSourceCoordinator"
+            self._metrics = _field(coordinator_cls, "streamingMetrics")
+            self._snapshot = _field(coordinator_cls, "snapshotMetrics")
         for i, task in enumerate(self._tasks):
             coordinator = self._coordinator.get(task)
             if coordinator is None or coordinator.equals(self._quieted.get(i)):
@@ -117,6 +125,9 @@ class DebeziumMeters:
             if metrics is None:  # the coordinator is starting: the next batch looks again
                 continue
             quiet_metrics(metrics)
+            snapshot = self._snapshot.get(coordinator)  # set with the streaming ones
+            if snapshot is not None:
+                quiet_metrics(snapshot)
             self._quieted[i] = coordinator
             log.info(
                 "Debezium's per-event JMX metrics (LastEvent, lag) are off for task %d: crossfade "
