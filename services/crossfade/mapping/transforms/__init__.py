@@ -1,9 +1,11 @@
 """Built-in value transforms, and the registry user transforms join (see :mod:`.registry` for
 the contract of a transform). Split by family: :mod:`.text`, :mod:`.contact` (email, phone,
-names, countries), :mod:`.dates`, :mod:`.casts`; :mod:`.registry` holds the names."""
+names, countries; :mod:`.contact_parse` parses the first two), :mod:`.dates`, :mod:`.casts`;
+:mod:`.registry` holds the names."""
 
 from crossfade.config.mapping import ENTRY_POINT_GROUP
 from crossfade.mapping.transforms.base import (
+    CACHE_SIZE,
     Transform,
     TransformError,
     TransformFactory,
@@ -15,7 +17,6 @@ from crossfade.mapping.transforms.casts import (
     cast,
 )
 from crossfade.mapping.transforms.contact import (
-    CACHE_SIZE,
     clear_caches,
     country,
     email,

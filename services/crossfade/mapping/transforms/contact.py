@@ -3,39 +3,21 @@
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 from typing import Any
 
-from crossfade.mapping.transforms.base import Transform, TransformError, short_repr, text_of
+from crossfade.mapping.transforms.base import (
+    Transform,
+    TransformError,
+    short_repr,
+    text_of,
+)
 from crossfade.mapping.transforms.text import WHITESPACE
 
 # ---------------------------------------------------------------------------------------------
 # Email
 # ---------------------------------------------------------------------------------------------
-
-
-CACHE_SIZE = 16_384
-"""Entries in each per-value cache of an expensive pure transform (email, phone): a mapped row
-is often mapped again (an update that leaves the email as it was, a child mapped once more when
-its parent was missing, verify), and parsing is most of what mapping a contact costs. Both
-caches full hold about 7 MiB (the demo's addresses and numbers)."""
-
-
-@lru_cache(maxsize=CACHE_SIZE)
-def _email_of(s: str, lowercase: bool) -> tuple[str | None, str | None]:
-    """(the normalised address, None) or (None, why ``s`` is not one): an error is a value
-    here, so that invalid addresses are cached too."""
-    from email_validator import EmailNotValidError, validate_email
-
-    try:
-        res = validate_email(s, check_deliverability=False, allow_smtputf8=True)
-    except EmailNotValidError as exc:
-        return None, f"{short_repr(s)} is not a valid email address ({exc})"
-    out = res.normalized
-    if lowercase:
-        local, _, domain = out.rpartition("@")
-        out = f"{local.lower()}@{domain.lower()}"
-    return out, None
 
 
 def email(lowercase: bool = True) -> Transform:
@@ -46,12 +28,12 @@ def email(lowercase: bool = True) -> Transform:
     TransformError with email-validator's reason. A process validates an address it has seen
     recently only once (a cache of the last 16,384 addresses).
     """
-    import email_validator  # noqa: F401  (a missing dependency shows when the mapping compiles)
+    from crossfade.mapping.transforms.contact_parse import email_of  # email-validator: 0.2 s
 
     def t(v: Any) -> Any:
         if v is None:
             return None
-        out, why = _email_of(text_of(v, "email").strip(), lowercase)
+        out, why = email_of(text_of(v, "email").strip(), lowercase)
         if why is not None:
             raise TransformError(why)
         return out
@@ -73,41 +55,6 @@ def is_valid_email(value: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=CACHE_SIZE)
-def _phone_of(s: str, region: str, fmt: Any, require_valid: bool) -> tuple[str | None, str | None]:
-    """(``s`` formatted, None) or (None, why it is not a phone number); ``s`` is stripped and
-    not empty."""
-    import phonenumbers
-
-    try:
-        num = phonenumbers.parse(s, region)
-    except phonenumbers.NumberParseException as exc:
-        return None, f"{short_repr(s)} is not a phone number ({exc})"
-    if require_valid and not (
-        (_owns_its_code(region) and phonenumbers.is_valid_number_for_region(num, region))
-        or phonenumbers.is_valid_number(num)
-    ):
-        return None, f"{short_repr(s)} is not a valid phone number (default region {region})"
-    return phonenumbers.format_number(num, fmt), None
-
-
-@lru_cache(maxsize=64)
-def _owns_its_code(region: str) -> bool:
-    """Whether a number valid for ``region`` is valid (``is_valid_number``), so the cheap test
-    for the one region may go first: is_valid_number tests a number against the region
-    phonenumbers gives it, which is, of the regions sharing its calling code (+1: US, CA, JM...),
-    the first whose patterns (or leading digits) match it; the first region of its code matching
-    by pattern (US for +1, GB for +44) gets every number valid for it. Testing the region's own
-    patterns first skips the walk through the others (most of is_valid_number's cost for +1)."""
-    import phonenumbers
-
-    md = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
-    if md is None or md.country_code is None:
-        return False
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(md.country_code, ())
-    return bool(regions) and regions[0] == region and md.leading_digits is None
-
-
 def phone(region: str = "US", format: str = "E164", require_valid: bool = True) -> Transform:  # noqa: A002
     """Parse a phone number with phonenumbers and format it (E.164 by default: ``+442079460958``).
 
@@ -117,6 +64,8 @@ def phone(region: str = "US", format: str = "E164", require_valid: bool = True) 
     has seen recently only once (a cache of the last 16,384 numbers).
     """
     import phonenumbers
+
+    from crossfade.mapping.transforms.contact_parse import phone_of
 
     fmt = {
         "E164": phonenumbers.PhoneNumberFormat.E164,
@@ -133,7 +82,7 @@ def phone(region: str = "US", format: str = "E164", require_valid: bool = True) 
         s = str(v).strip() if isinstance(v, int) else text_of(v, "phone").strip()
         if not s:
             raise TransformError("empty phone number")
-        out, why = _phone_of(s, region, fmt, require_valid)
+        out, why = phone_of(s, region, fmt, require_valid)
         if why is not None:
             raise TransformError(why)
         return out
@@ -326,5 +275,8 @@ def country(output: str = "alpha2") -> Transform:
 
 def clear_caches() -> None:
     """Empty the per-value caches of this module (benchmarks measure values seen once)."""
-    for f in (_email_of, _phone_of, _tidy_name, _country_lookup):
+    for f in (_tidy_name, _country_lookup):
         f.cache_clear()
+    parse = sys.modules.get("crossfade.mapping.transforms.contact_parse")
+    if parse is not None:  # email and phone: only once a mapping has used them
+        parse.clear_caches()
