@@ -111,7 +111,8 @@ def _random_email(r: random.Random) -> str:
         return "".join(r.choice(alphabet) for _ in range(r.randint(1, 24)))
     local = "".join(r.choice("abXY09._+-~'") for _ in range(r.randint(0, 12)))
     labels = [
-        "".join(r.choice("abcXN09-") for _ in range(r.randint(0, 8))) for _ in range(r.randint(1, 4))
+        "".join(r.choice("abcXN09-") for _ in range(r.randint(0, 8)))
+        for _ in range(r.randint(1, 4))
     ]
     return f"{local}@{'.'.join(labels)}"
 
