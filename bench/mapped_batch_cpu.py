@@ -6,7 +6,8 @@ Where ``bench.mapped_load`` measures the whole mapped load end to end (minutes, 
 the machine), this one times what a sync worker does with each ``consume`` result of that load:
 ``SyncWorker._process`` (decode, the commit step: the mapped sinks' ledger, dedup, children and
 target writes, offsets, stats) against a real target (an embedded PostgreSQL: its server
-processes' CPU is not this process's and is not counted), then the idle retry of deferred rows
+processes' CPU is not this process's: it is printed apart, the cluster's CPU over the timed
+batches, the worker's backend included), then the idle retry of deferred rows
 the worker runs every second, until nothing is deferred.
 
 The records are the snapshot events capture's COPY streams produce for the demo CRM
@@ -41,6 +42,7 @@ from confluent_kafka import Message
 
 from bench.mapped_load import copy_inserts
 from bench.mapping_cpu import RowRecorder
+from bench.run import cluster_cpu
 from bench.sync_worker_cpu import EPOCH, PREFIX, ready_worker, service_gc
 from crossfade.capture.snapshot_events import EventEncoder, plan_table
 from crossfade.config import Settings
@@ -235,6 +237,8 @@ def main() -> None:
             decode_s = time.process_time() - t
             prof = cProfile.Profile(time.process_time) if args.profile else None
             per_batch = []
+            assert pg.pid is not None
+            pg0 = cluster_cpu(pg.pid)
             t0 = time.process_time()
             if prof is not None:
                 prof.enable()
@@ -246,6 +250,8 @@ def main() -> None:
             if prof is not None:
                 prof.disable()
             whole_s = time.process_time() - t0
+            # the server processes over the timed batches, the worker's backend still live
+            target_s = cluster_cpu(pg.pid) - pg0
             w.conn.close()
             out = outcomes(pg.dsn("target"), w.bk)
         finally:
@@ -256,6 +262,7 @@ def main() -> None:
     )
     print(f"decode alone:        {1e6 * decode_s / n:6.1f} us CPU/row")
     print(f"worker batch path:   {1e6 * whole_s / n:6.1f} us CPU/row  ({whole_s:.2f} s in all)")
+    print(f"target PostgreSQL:   {1e6 * target_s / n:6.1f} us CPU/row  ({target_s:.2f} s in all)")
     print("per batch:", " ".join(f"{x:.0f}" for x in per_batch))
     print("ledger:", " ".join(f"{t}/{o}/{r or '-'}={k}" for t, o, r, k in out["ledger"]))
     for t in STATE:
