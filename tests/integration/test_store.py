@@ -541,6 +541,35 @@ def test_dedup_block_lookups_follow_rewrites_deletes_and_truncates(
     assert set(store.members_by_blocks(db, bk, other, ["e:a"])) == {'["1"]'}  # untouched
 
 
+def test_member_writes_keep_dedup_blocks_in_their_own_pipeline(
+    db: psycopg.Connection, bk: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dedup_blocks follows the members from the staged rows, in the merge's pipeline: no
+    statement of its own sending the batch's member keys back (issue 22), and still what the
+    member rows say, a key both upserted and deleted in one call included (no blocks)."""
+    t = "app.people"
+    store.write_members(db, bk, t, [_member(1, ["e:a", "p:1"], 10), _member(2, ["e:a"], 11)], [])
+    calls: list[Any] = []
+    real = db.execute
+
+    def counted(*a: Any, **k: Any) -> Any:
+        calls.append(a[0])
+        return real(*a, **k)
+
+    monkeypatch.setattr(db, "execute", counted)
+    store.write_members(
+        db,
+        bk,
+        t,
+        [_member(1, ["e:b", "p:1"], 20), _member(3, ["p:1"], 21)],
+        [('["3"]', Jsonb(["3"]), 22), ('["2"]', Jsonb(["2"]), 23)],
+    )
+    monkeypatch.undo()
+    assert calls == []
+    assert _same_lookups(db, bk, t, ["e:a", "e:b", "p:1"]) == {'["1"]'}
+    assert store.member_positions(db, bk, t, ['["3"]']) == {'["3"]': (22, [])}
+
+
 def test_an_old_schema_gets_its_dedup_blocks_on_upgrade(db: psycopg.Connection) -> None:
     """A bookkeeping schema from before dedup_blocks (a GIN index on dedup_members' arrays, its
     DDL's fingerprint older): the next ensure_schema builds the index from the members, and

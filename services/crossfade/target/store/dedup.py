@@ -91,6 +91,7 @@ def write_members(
         return [
             (q.format(bk=bk, stage=stage, sets=upsert), (table, False)),
             (q.format(bk=bk, stage=stage, sets=delete), (table, True)),
+            *_rewrite_blocks(bk, stage, table),
         ]
 
     stage_and_merge(
@@ -101,27 +102,35 @@ def write_members(
         merge,
         extra=[("keep_key", "boolean")],
     )
-    _rewrite_blocks(conn, schema, table, list(staged))
 
 
 def _rewrite_blocks(
-    conn: psycopg.Connection, schema: str, table: str, member_keys: list[str]
-) -> None:
-    """``dedup_blocks`` of ``member_keys`` made what their ``dedup_members`` rows (just
-    written) say: one statement that sends the keys only. Rows that stay are left alone (a
-    member rewritten with the blocks it had, the common case, deletes and inserts nothing)."""
-    conn.execute(
-        sql.SQL(
-            "WITH w AS (SELECT member_key, block_keys, deleted FROM {bk}.dedup_members "
-            "WHERE target_table = %s AND member_key = ANY(%b::text[])), "
-            "gone AS (DELETE FROM {bk}.dedup_blocks d USING w WHERE d.target_table = %s "
-            "AND d.member_key = w.member_key AND (w.deleted OR d.block_key <> ALL(w.block_keys))) "
-            "INSERT INTO {bk}.dedup_blocks (target_table, block_key, member_key) "
-            "SELECT %s, b, w.member_key FROM w, unnest(w.block_keys) b WHERE NOT w.deleted "
-            "ON CONFLICT DO NOTHING"
-        ).format(bk=sql.Identifier(schema)),
-        (table, member_keys, table, table),
-    )
+    bk: sql.Identifier, stage: sql.Identifier, table: str
+) -> list[tuple[sql.Composed, Sequence[Any]]]:
+    """The statements that make ``dedup_blocks`` of the staged members what their
+    ``dedup_members`` rows (just merged from the same stage) say: a staged row's block keys and
+    deleted flag are those its member row now holds (a delete's: ``{}`` and true). Read from
+    the stage in the merge's pipeline, not looked up again in ``dedup_members`` by the batch's
+    member keys sent once more as an array (a round trip, the array's dump, and an index probe
+    per member on the target, issue 22). Rows that stay are left alone (a member rewritten with
+    the blocks it had, the common case, deletes and inserts nothing)."""
+    return [
+        (
+            sql.SQL(
+                "DELETE FROM {bk}.dedup_blocks d USING {stage} s WHERE d.target_table = %s "
+                "AND d.member_key = s.member_key AND (s.deleted OR d.block_key <> ALL(s.block_keys))"
+            ).format(bk=bk, stage=stage),
+            (table,),
+        ),
+        (
+            sql.SQL(
+                "INSERT INTO {bk}.dedup_blocks (target_table, block_key, member_key) "
+                "SELECT %s, b, s.member_key FROM {stage} s, unnest(s.block_keys) b "
+                "WHERE NOT s.deleted ON CONFLICT DO NOTHING"
+            ).format(bk=bk, stage=stage),
+            (table,),
+        ),
+    ]
 
 
 def group_mates(
