@@ -159,7 +159,31 @@ def test_workers_are_bounded() -> None:
     for bad in (0, 17):
         with pytest.raises(ValidationError):
             Settings(**{**base, "sync": {**base["sync"], "workers": bad}})
-    assert offline_settings().sync.workers == 1
+    # the default: two, so one's statements run in the target while the other maps (issue 22)
+    assert offline_settings().sync.workers == 2
+
+
+def test_processes_times_workers_beyond_the_partitions_warn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Each sync child runs ``sync.workers`` threads: 2 processes x 2 workers on 2 partitions
+    leave two members idle, which neither factor alone shows."""
+    from crossfade.ops.children import warn_processes
+
+    base = offline_settings().model_dump()
+    kafka = {**base["kafka"], "partitions": 2}
+    s = Settings(**{**base, "kafka": kafka, "sync": {**base["sync"], "workers": 2}})
+    with caplog.at_level(logging.WARNING):
+        warn_processes(s, 2)
+    assert any(
+        "sync.processes x sync.workers is 4 but each change topic has 2 partitions: 2 worker(s) "
+        "will hold none" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        warn_processes(s, 1)  # 2 members on 2 partitions: nothing to say
+    assert not caplog.records, caplog.text
 
 
 # -- one readiness for the process's workers ------------------------------------------------

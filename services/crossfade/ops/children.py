@@ -119,6 +119,11 @@ def warn_processes(settings: Settings, n: int) -> None:
 
     warn_beyond_partitions("sync.processes", "process(es)", n, settings.kafka.partitions)
     sessions = n * settings.sync.workers
+    if settings.sync.workers > 1 and n <= settings.kafka.partitions:
+        # each child runs sync.workers threads: the group's members are the product
+        warn_beyond_partitions(
+            "sync.processes x sync.workers", "worker(s)", sessions, settings.kafka.partitions
+        )
     if settings.sync.tag_origin and sessions > POOL:
         log.warning(
             "sync.processes x sync.workers is %d but the cluster has a pool of %d replication "
