@@ -303,7 +303,7 @@ class MappedBench:
             self.broker.bootstrap_servers,
             self.root,
             batch_size=SyncConfig().batch_size,
-            workers=args.sync_workers,
+            workers=args.sync_workers or SyncConfig().workers,
             # --sync-procs counts `crossfade sync` processes: each one process (sync.processes);
             # --one-process keeps the default (`crossfade run`'s sync children)
             **({} if args.one_process else {"processes": 1}),
@@ -456,7 +456,7 @@ class MappedBench:
             raise RuntimeError(f"the accounting does not close after the mapped load: {accounting}")
         return {
             "sync_procs": self.args.sync_procs,
-            "sync_workers": self.args.sync_workers,
+            "sync_workers": self.args.sync_workers or SyncConfig().workers,
             "to_fence_s": t_fenced - t0,
             "verify_s": t_verified - t_fenced,
             "to_verified_s": t_verified - t0,

@@ -545,7 +545,7 @@ class Bench:
             converter=args.converter,
             batch_size=args.batch_size,
             append_only_tables=["public.pgbench_history"],
-            workers=args.sync_workers,
+            **({} if args.sync_workers is None else {"workers": args.sync_workers}),
         )
         if args.jvm_options is not None:
             self.x.jvm_options = args.jvm_options.split()
@@ -1431,9 +1431,9 @@ def add_run_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument(
         "--sync-workers",
         type=int,
-        default=1,
+        default=None,
         help="sync.workers: sync worker threads in each `crossfade sync` (or `crossfade run`) "
-        "process, one consumer group",
+        "process, one consumer group (default: the product's, SyncConfig().workers)",
     )
 
 
