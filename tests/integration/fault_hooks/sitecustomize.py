@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
 _spec = os.environ.get("CF_FAULT_POINT")
@@ -43,7 +44,10 @@ def _install(point: str, nth: int) -> None:
     from crossfade.sync import commit as c
     from crossfade.sync import worker as w
 
-    state: dict = {"batches": 0, "fired": False}
+    # the process's sync workers (sync.workers threads) share this state: the N-th batch is
+    # claimed under the lock by one worker, whose batch alone is then faulted and reported
+    state: dict = {"batches": 0, "fired": False, "claimed": None}
+    lock = threading.Lock()
     orig_apply_batch = w.SyncWorker._apply_batch
     orig_apply_table = c.BatchCommit.apply_table
 
@@ -80,14 +84,22 @@ def _install(point: str, nth: int) -> None:
         sys.stderr.flush()
 
     def apply_batch(self, msgs, isolate=False):  # type: ignore[no-untyped-def]
-        state["worker"] = self
-        if state.get("retry_check") and state["fired"]:
-            state["retry_check"] = False
+        if state.get("retry_check") is self and state["fired"]:
+            state["retry_check"] = None
             report("retry", span=span(msgs), stored=stored(self, msgs))
         has_data = any(_is_change(m) for m in msgs)
         # a batch counts once it committed: one that rolled back (an enum label to add first)
-        # is attempted again and is still the N-th
-        due = has_data and not state["fired"] and state["batches"] + 1 == nth
+        # is attempted again and is still the N-th. Two workers' batches commit concurrently, so
+        # the count may pass N between two looks: the first batch at or past it is claimed
+        with lock:
+            due = (
+                has_data
+                and not state["fired"]
+                and state["claimed"] in (None, self)
+                and state["batches"] + 1 >= nth
+            )
+            if due:
+                state["claimed"] = self
         if due and point == "stop_before_apply":
             state["fired"] = True
             _say(f"SIGSTOP before a batch of {len(msgs)} records")
@@ -99,11 +111,13 @@ def _install(point: str, nth: int) -> None:
             time.sleep(0.5)
             return orig_apply_batch(self, msgs, isolate)
         if due and point in ("mid_batch", "pause_mid_batch", "stop_mid_batch"):
-            state["arm_mid"] = True
+            state["arm_mid"] = threading.get_ident()
             state["msgs"] = msgs
+            state["worker"] = self
         result = orig_apply_batch(self, msgs, isolate)
-        if has_data and not state["fired"]:
-            state["batches"] += 1
+        with lock:
+            if has_data and not state["fired"]:
+                state["batches"] += 1
         if due and point == "after_commit":
             state["fired"] = True
             report("after_commit", span=span(msgs), stored=stored(self, msgs))
@@ -111,7 +125,7 @@ def _install(point: str, nth: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if due and point == "commit_ack_lost":
             state["fired"] = True
-            state["retry_check"] = True
+            state["retry_check"] = self
             _say(f"connection lost after the COMMIT of {len(msgs)} records")
             self.conn.close()
             raise psycopg.OperationalError(
@@ -121,7 +135,7 @@ def _install(point: str, nth: int) -> None:
 
     def apply_table(self, tx, table, parts):  # type: ignore[no-untyped-def]
         orig_apply_table(self, tx, table, parts)
-        if state.get("arm_mid") and not state["fired"]:
+        if state.get("arm_mid") == threading.get_ident() and not state["fired"]:
             state["fired"] = True
             report(
                 "mid_batch",
