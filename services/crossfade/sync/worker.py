@@ -136,6 +136,9 @@ class SyncWorker:
         self._next_poison_check = 0.0
         self.rejects = RejectLog()
         """Expected rejects at INFO, a summary per table and rule each minute."""
+        self.connected_once = False
+        """Whether the target accepted this worker once: a refused connect after that is a restart
+        (waited for), not a wrong DSN; a mapped-only config has no appliers to tell it by."""
         self.origin: str | None = None
         """Replication origin tagging this worker's target session ("" when tagging failed)."""
         self.require_origin = require_origin
@@ -196,9 +199,10 @@ class SyncWorker:
         try:
             conn = connect(self.settings.target, "target", autocommit=True)
         except PreflightError as exc:
-            if not self.appliers:
+            if not self.connected_once:
                 raise  # never connected: a wrong DSN or user, say so and stop
             raise DatabaseUnavailable(str(exc)) from None  # it was up: a restart, wait for it
+        self.connected_once = True
         # frozen inside a batch (SIGSTOP, GC pause), this session would keep its offset row locks,
         # and its successor's claim waiting for them, as long as the TCP connection lives
         end_idle_transactions_after(conn, self.settings.sync.idle_in_transaction_timeout_s)
