@@ -159,8 +159,7 @@ def test_workers_are_bounded() -> None:
     for bad in (0, 17):
         with pytest.raises(ValidationError):
             Settings(**{**base, "sync": {**base["sync"], "workers": bad}})
-    # the default: two, so one's statements run in the target while the other maps (issue 22)
-    assert offline_settings().sync.workers == 2
+    assert offline_settings().sync.workers == 1
 
 
 def test_processes_times_workers_beyond_the_partitions_warn(
