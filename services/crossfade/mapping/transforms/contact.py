@@ -7,12 +7,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from crossfade.mapping.transforms.base import (
-    Transform,
-    TransformError,
-    short_repr,
-    text_of,
-)
+from crossfade.mapping.transforms.base import Transform, TransformError, short_repr, text_of
 from crossfade.mapping.transforms.text import WHITESPACE
 
 # ---------------------------------------------------------------------------------------------
