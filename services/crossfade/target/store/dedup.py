@@ -13,7 +13,7 @@ import psycopg
 from psycopg import sql
 
 from crossfade.target.store.schema import has_table
-from crossfade.target.store.staging import stage_and_merge
+from crossfade.target.store.staging import stage_and_merge, text_array
 
 
 def merged_members(conn: psycopg.Connection, schema: str) -> dict[str, int]:
@@ -67,11 +67,11 @@ def write_members(
         return
     staged: dict[str, tuple[Any, ...]] = {}
     for mk, key, blocks, row, pos in upserts:
-        staged[mk] = (mk, key, blocks, row, pos, False, False)
+        staged[mk] = (mk, key, text_array(conn, blocks), row, pos, False, False)
     for mk, key, pos in deletes:
         had = staged.get(mk)
         # upserted (or deleted) earlier in the batch: that row's key stays, as it would have
-        staged[mk] = (mk, had[1] if had else key, [], None, pos, True, had is None or had[6])
+        staged[mk] = (mk, had[1] if had else key, "{}", None, pos, True, had is None or had[6])
     bk = sql.Identifier(schema)
 
     def merge(stage: sql.Identifier) -> list[tuple[sql.Composed, Sequence[Any]]]:
