@@ -29,6 +29,8 @@ RUN apt-get update \
  && mkdir -p /var/lib/crossfade/capture /etc/crossfade \
  && chown -R 10001:10001 /var/lib/crossfade
 COPY --from=build /opt/crossfade /opt/crossfade
+# capture's JVM maps Debezium's classes from an archive built for this JRE and these jars
+RUN /opt/crossfade/bin/python -m crossfade.capture.jvm_archive || true
 ENV PATH=/opt/crossfade/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -32,6 +32,9 @@ if [ ! -x .venv/bin/python ]; then "$PY" -m venv .venv; fi
 # crossfade itself, editable, with the locked setuptools and nothing fetched.
 .venv/bin/python -m pip install -q --require-hashes -r requirements/dev.lock
 .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+# capture's JVM maps Debezium's classes from an archive (docs/benchmarks.md); without it, it
+# starts as before
+.venv/bin/python -m crossfade.capture.jvm_archive || echo "setup: capture's JVM starts without a class-data archive"
 if [ -f tests/console/package.json ] && command -v npm >/dev/null; then
   (cd tests/console && npm install --silent --no-audit --no-fund >/dev/null)
 fi

@@ -35,6 +35,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from crossfade import metrics
+from crossfade.capture import jvm_archive
 from crossfade.capture.batch import BatchReader, bulk_engine, import_bridge
 from crossfade.capture.connector import FENCE_TABLE, SIGNAL_TABLE, embedded_properties
 from crossfade.capture.dbz_meters import DebeziumMeters
@@ -572,6 +573,7 @@ class CaptureService:
             # own handler would start its shutdown while a batch is inside Python (seen: SIGSEGV)
             "-Xrs",
             f"-XX:ErrorFile={tempfile.gettempdir()}/crossfade_hs_err_%p.log",
+            *jvm_archive.options(),  # Debezium's classes from a class-data archive, if built
             *self.settings.capture.jvm_options,
         ]
         props = embedded_properties(self.settings, offsets)
